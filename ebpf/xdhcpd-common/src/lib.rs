@@ -1,0 +1,110 @@
+//! Types and constants shared by the XDP program (`xdhcpd-ebpf`) and the daemon.
+//!
+//! Everything here is `#[repr(C)]` plain data so both sides agree on the layout
+//! of map keys and values without serialisation.
+#![no_std]
+
+/// UDP port of a DHCPv4 server.
+pub const DHCPV4_SERVER_PORT: u16 = 67;
+/// UDP port of a DHCPv6 server/relay.
+pub const DHCPV6_SERVER_PORT: u16 = 547;
+/// Default TCP port of DHCP failover (draft-ietf-dhc-failover-12).
+pub const FAILOVER_PORT: u16 = 647;
+
+/// Name of the `XskMap` (RX queue index -> AF_XDP socket).
+pub const MAP_XSKS: &str = "XSKS";
+/// Name of the per-CPU counter array (index = `Counter as u32`).
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the configuration array (index 0 = `XdpConfig`).
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Name of the hash map of failover partner addresses allowed to reach the failover port.
+pub const MAP_PARTNERS: &str = "PARTNERS";
+
+/// Per-CPU counters kept by the XDP program. Userspace sums them across CPUs.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every frame the program looked at.
+    Seen = 0,
+    /// DHCP frames redirected to an AF_XDP socket.
+    Redirected = 1,
+    /// Frames handed to the kernel stack (not DHCP, or no socket for the queue).
+    Passed = 2,
+    /// Frames whose headers were truncated or inconsistent (passed to the kernel).
+    Malformed = 3,
+    /// DHCP frames passed because no socket was registered for the RX queue.
+    NoSocket = 4,
+    /// Frames to the failover port from an address that is not a configured partner (dropped).
+    FailoverDropped = 5,
+    /// Frames to the failover port from a configured partner (always passed).
+    FailoverPassed = 6,
+    /// DHCPv4 frames redirected.
+    Dhcpv4 = 7,
+    /// DHCPv6 frames redirected.
+    Dhcpv6 = 8,
+}
+
+/// Number of counters in `MAP_COUNTERS`.
+pub const COUNTER_COUNT: u32 = 9;
+
+impl Counter {
+    /// All counters in index order, with their display names.
+    pub const ALL: [(Counter, &'static str); COUNTER_COUNT as usize] = [
+        (Counter::Seen, "seen"),
+        (Counter::Redirected, "redirected"),
+        (Counter::Passed, "passed"),
+        (Counter::Malformed, "malformed"),
+        (Counter::NoSocket, "no_socket"),
+        (Counter::FailoverDropped, "failover_dropped"),
+        (Counter::FailoverPassed, "failover_passed"),
+        (Counter::Dhcpv4, "dhcpv4"),
+        (Counter::Dhcpv6, "dhcpv6"),
+    ];
+}
+
+/// Runtime switches for the XDP program, stored at index 0 of `MAP_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Bit 0: steer DHCPv4; bit 1: steer DHCPv6; bit 2: guard the failover port.
+    pub flags: u32,
+    /// TCP port of failover, host byte order (0 = `FAILOVER_PORT`).
+    pub failover_port: u16,
+    pub _pad: u16,
+}
+
+pub const CFG_DHCPV4: u32 = 1;
+pub const CFG_DHCPV6: u32 = 2;
+pub const CFG_GUARD_FAILOVER: u32 = 4;
+
+/// Key of `MAP_PARTNERS`: an IPv4 address (mapped as ::ffff:a.b.c.d) or IPv6
+/// address, in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PartnerKey {
+    pub addr: [u8; 16],
+}
+
+impl PartnerKey {
+    pub const fn v4(octets: [u8; 4]) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = octets[0];
+        addr[13] = octets[1];
+        addr[14] = octets[2];
+        addr[15] = octets[3];
+        PartnerKey { addr }
+    }
+    pub const fn v6(octets: [u8; 16]) -> Self {
+        PartnerKey { addr: octets }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are repr(C) plain data with no padding holes that matter
+    // (all fields are integers/byte arrays).
+    unsafe impl aya::Pod for super::XdpConfig {}
+    unsafe impl aya::Pod for super::PartnerKey {}
+}
