@@ -1,0 +1,392 @@
+//! XDP program `xdhcpd`.
+//!
+//! For every frame on the interface it is attached to:
+//! - DHCPv4 (UDP dst 67) and DHCPv6 (UDP dst 547), when enabled in `CONFIG`, are redirected
+//!   to the AF_XDP socket registered in `XSKS` for the frame's RX queue; without a socket
+//!   for that queue the frame goes to the kernel stack (counted `NoSocket`).
+//! - With the failover guard on, TCP to the failover port is passed only from addresses in
+//!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited.
+//! - Everything else, including frames too short for the headers they claim, is passed.
+//!
+//! Verifier invariant: every packet read goes through `ptr_at`, which checks
+//! `data + offset + size_of::<T>() <= data_end` right before the pointer is formed, and every
+//! variable offset is bounded (at most two VLAN tags, IHL is 4 bits).
+#![no_std]
+#![no_main]
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray, XskMap},
+    programs::XdpContext,
+};
+use xdhcpd_common::{
+    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER, COUNTER_COUNT,
+    DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS,
+    MAP_PARTNERS, MAP_XSKS,
+};
+
+/// RX queue index -> AF_XDP socket. Sized for NICs with many queues; unused slots are free.
+#[map]
+static XSKS: XskMap = XskMap::with_max_entries(256, 0);
+
+/// Per-CPU counters, indexed by `Counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// Index 0: `XdpConfig`. All zero (nothing steered, no guard) until userspace writes it.
+#[map]
+static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+
+/// Failover partners allowed to reach the failover port (value unused, 1 by convention).
+#[map]
+static PARTNERS: HashMap<PartnerKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// The map names above are what the loader looks up: keep them equal to the shared constants.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(str_eq(MAP_XSKS, "XSKS"));
+const _: () = assert!(str_eq(MAP_COUNTERS, "COUNTERS"));
+const _: () = assert!(str_eq(MAP_CONFIG, "CONFIG"));
+const _: () = assert!(str_eq(MAP_PARTNERS, "PARTNERS"));
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ethertype: [u8; 2],
+}
+
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct VlanHdr {
+    tci: [u8; 2],
+    ethertype: [u8; 2],
+}
+
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    total_len: [u8; 2],
+    id: [u8; 2],
+    flags_frag: [u8; 2],
+    ttl: u8,
+    protocol: u8,
+    check: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct Ipv6Hdr {
+    vtc_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+/// The first four bytes of UDP and TCP headers: source and destination port.
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct Ports {
+    src: [u8; 2],
+    dst: [u8; 2],
+}
+
+/// What the parser decided; `main` turns it into an XDP action and counters.
+enum Verdict {
+    /// Not ours: hand to the kernel.
+    Pass,
+    /// Headers truncated or inconsistent: hand to the kernel, count.
+    Malformed,
+    /// DHCPv4 to steer to the queue's socket.
+    Dhcpv4,
+    /// DHCPv6 to steer to the queue's socket.
+    Dhcpv6,
+    /// Failover port, from a partner.
+    FailoverPartner,
+    /// Failover port, from anyone else.
+    FailoverStranger,
+}
+
+#[xdp]
+pub fn xdhcpd(ctx: XdpContext) -> u32 {
+    bump(Counter::Seen);
+    let cfg = match CONFIG.get(0) {
+        Some(c) => *c,
+        None => XdpConfig::default(),
+    };
+    match classify(&ctx, &cfg) {
+        Verdict::Pass => pass(),
+        Verdict::Malformed => {
+            bump(Counter::Malformed);
+            pass()
+        }
+        Verdict::Dhcpv4 => steer(&ctx, Counter::Dhcpv4),
+        Verdict::Dhcpv6 => steer(&ctx, Counter::Dhcpv6),
+        Verdict::FailoverPartner => {
+            bump(Counter::FailoverPassed);
+            pass()
+        }
+        Verdict::FailoverStranger => {
+            bump(Counter::FailoverDropped);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn pass() -> u32 {
+    bump(Counter::Passed);
+    xdp_action::XDP_PASS
+}
+
+/// Redirect to the socket of the frame's own RX queue (an XSK only receives from the queue it
+/// is bound to). With no socket there, `bpf_redirect_map` returns the fallback `XDP_PASS`.
+#[inline(always)]
+fn steer(ctx: &XdpContext, kind: Counter) -> u32 {
+    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            bump(Counter::Redirected);
+            bump(kind);
+            action
+        }
+        Err(_) => {
+            bump(Counter::NoSocket);
+            pass()
+        }
+    }
+}
+
+#[inline(always)]
+fn bump(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot of a live map; XDP runs with preemption disabled, so no other
+        // writer touches this CPU's copy concurrently.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Pointer to a `T` at `offset` bytes into the frame, if the frame is long enough.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn classify(ctx: &XdpContext, cfg: &XdpConfig) -> Verdict {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let mut ethertype = be16(unsafe { (*eth).ethertype });
+    let mut l3 = ETH_HLEN;
+
+    // Up to two VLAN tags (802.1ad outer + 802.1Q inner, or Q-in-Q). Unrolled so the
+    // verifier sees a constant offset on each path.
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3) else {
+            return Verdict::Malformed;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        ethertype = be16(unsafe { (*vlan).ethertype });
+        l3 += VLAN_HLEN;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3) else {
+                return Verdict::Malformed;
+            };
+            // SAFETY: bounds checked by ptr_at.
+            ethertype = be16(unsafe { (*vlan).ethertype });
+            l3 += VLAN_HLEN;
+        }
+    }
+
+    match ethertype {
+        ETH_P_IPV4 => classify_v4(ctx, cfg, l3),
+        ETH_P_IPV6 => classify_v6(ctx, cfg, l3),
+        _ => Verdict::Pass,
+    }
+}
+
+#[inline(always)]
+fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at (the fixed 20-byte part).
+    let (version_ihl, flags_frag, protocol, src) = unsafe {
+        (
+            (*ip).version_ihl,
+            be16((*ip).flags_frag),
+            (*ip).protocol,
+            (*ip).src,
+        )
+    };
+    if version_ihl >> 4 != 4 {
+        return Verdict::Malformed;
+    }
+    // IHL is 4 bits: 20..=60 bytes of header, so the L4 offset stays bounded for the verifier.
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if ihl < IPV4_MIN_HLEN {
+        return Verdict::Malformed;
+    }
+    let frag_offset = flags_frag & 0x1fff;
+    let more_fragments = flags_frag & 0x2000 != 0;
+    if frag_offset != 0 {
+        // Non-first fragment: no L4 header here; the kernel reassembles.
+        return Verdict::Pass;
+    }
+    let l4 = l3 + ihl;
+    match protocol {
+        IPPROTO_UDP => {
+            // A DHCP message split over fragments is left to the kernel: userspace parses whole
+            // datagrams from one frame.
+            if more_fragments {
+                return Verdict::Pass;
+            }
+            udp_verdict(ctx, cfg, l4, DHCPV4_SERVER_PORT, CFG_DHCPV4, Verdict::Dhcpv4)
+        }
+        IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, v4_key(src)),
+        _ => Verdict::Pass,
+    }
+}
+
+/// `PartnerKey::v4` (::ffff:a.b.c.d), built from aligned words: a byte-aligned 16-byte key
+/// makes LLVM call `memset` for the zero prefix instead of emitting stores.
+#[inline(always)]
+fn v4_key(a: [u8; 4]) -> PartnerKey {
+    let words: [u32; 4] = [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(a),
+    ];
+    // SAFETY: PartnerKey is repr(C) around [u8; 16]: same size as [u32; 4], any bit pattern
+    // is valid, and its alignment (1) is not stricter.
+    unsafe { core::mem::transmute::<[u32; 4], PartnerKey>(words) }
+}
+
+#[inline(always)]
+fn classify_v6(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let (vtc, next_header, src) = unsafe { ((*ip).vtc_flow[0], (*ip).next_header, (*ip).src) };
+    if vtc >> 4 != 6 {
+        return Verdict::Malformed;
+    }
+    let l4 = l3 + IPV6_HLEN;
+    // Extension headers are not walked: such frames go to the kernel (DHCPv6 clients and
+    // relays do not use them in practice).
+    match next_header {
+        IPPROTO_UDP => udp_verdict(ctx, cfg, l4, DHCPV6_SERVER_PORT, CFG_DHCPV6, Verdict::Dhcpv6),
+        IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, PartnerKey::v6(src)),
+        _ => Verdict::Pass,
+    }
+}
+
+#[inline(always)]
+fn udp_verdict(
+    ctx: &XdpContext,
+    cfg: &XdpConfig,
+    l4: usize,
+    server_port: u16,
+    flag: u32,
+    steer: Verdict,
+) -> Verdict {
+    if cfg.flags & flag == 0 {
+        return Verdict::Pass;
+    }
+    let Some(ports) = ptr_at::<Ports>(ctx, l4) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let dst = be16(unsafe { (*ports).dst });
+    if dst == server_port {
+        steer
+    } else {
+        Verdict::Pass
+    }
+}
+
+#[inline(always)]
+fn tcp_verdict(ctx: &XdpContext, cfg: &XdpConfig, l4: usize, src: PartnerKey) -> Verdict {
+    if cfg.flags & CFG_GUARD_FAILOVER == 0 {
+        return Verdict::Pass;
+    }
+    let Some(ports) = ptr_at::<Ports>(ctx, l4) else {
+        return Verdict::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let dst = be16(unsafe { (*ports).dst });
+    let port = if cfg.failover_port == 0 {
+        FAILOVER_PORT
+    } else {
+        cfg.failover_port
+    };
+    if dst != port {
+        return Verdict::Pass;
+    }
+    if PARTNERS.get_ptr(&src).is_some() {
+        Verdict::FailoverPartner
+    } else {
+        Verdict::FailoverStranger
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Nothing above can panic (no indexing or arithmetic that overflows); this only satisfies
+    // no_std. The verifier would reject a reachable infinite loop.
+    loop {}
+}
+
+/// Only GPL-compatible programs may call GPL-only helpers; this program uses none (map
+/// lookups and `bpf_redirect_map` are available to all), so it carries the project's licence.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 11] = *b"Apache-2.0\0";
