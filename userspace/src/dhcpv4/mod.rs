@@ -1,1 +1,14 @@
-//! (being written)
+//! DHCPv4: the wire format and the sans-IO server engine.
+//!
+//! The engine takes a DHCP payload, the receive metadata and a clock value
+//! and returns a [`Decision`]: a reply written into a caller buffer with its
+//! delivery, or a counted reason for silence. It never touches sockets,
+//! threads or the wall clock, so it runs unchanged under the AF_XDP workers,
+//! the UDP fallback, benchmarks and tests.
+
+// engine: enabled once the lease-store API lands.
+// pub mod engine;
+pub mod stats;
+pub mod wire;
+
+pub use stats::{EngineStats, StatsSnapshot};

@@ -1,0 +1,801 @@
+//! The DHCPv4 server engine (RFC 2131 §4.3), sans-IO.
+//!
+//! One `Engine` per worker; all engines share an [`EngineShared`] (the
+//! configuration and the lease table). `handle` decides on one message.
+//!
+//! Invariants this module keeps (tested below and in the integration tests):
+//! - An address is only offered or acknowledged to client C if, under the
+//!   lease record's lock, the record is free-able or already belongs to C.
+//!   So no address is bound to two clients (architecture property 1).
+//! - Malformed input is counted and dropped; nothing here panics on input.
+//! - No wall clock: `now` (unix seconds) comes from the caller.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lease_store::{ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
+
+use super::stats::EngineStats;
+use super::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
+use crate::config::{Config, LeaseTimes, ReservationKey, Subnet};
+
+/// Largest DHCP payload we send when the client states no limit (RFC 2131:
+/// 576-byte IP datagrams minus IP and UDP headers).
+const DEFAULT_MAX_PAYLOAD: usize = 576 - 28;
+
+/// What the engine shares across workers: read-mostly, set up at start.
+pub struct EngineShared {
+    pub config: Arc<Config>,
+    pub table: Arc<LeaseTable>,
+    /// Server identifier (option 54) and source address of replies.
+    pub server_id: Ipv4Addr,
+    /// Reservations: client key -> (subnet index, address).
+    reservations: HashMap<ClientKey, (usize, Ipv4Addr)>,
+    /// Pool id -> subnet index.
+    pool_subnet: HashMap<u32, usize>,
+}
+
+impl EngineShared {
+    pub fn new(config: Arc<Config>, table: Arc<LeaseTable>, server_id: Ipv4Addr) -> Self {
+        let mut reservations = HashMap::new();
+        let mut pool_subnet = HashMap::new();
+        for s in &config.subnets {
+            for p in &s.pools {
+                pool_subnet.insert(p.id, s.index);
+            }
+            for r in &s.reservations {
+                reservations.insert(reservation_key(&r.key), (s.index, r.ip));
+            }
+        }
+        EngineShared {
+            config,
+            table,
+            server_id,
+            reservations,
+            pool_subnet,
+        }
+    }
+
+    /// Marks reserved addresses that lie inside pools so allocation never
+    /// hands them to another client. Call once at start.
+    pub fn protect_reservations(&self, now: u32) {
+        for (key, (_, ip)) in &self.reservations {
+            if let Some(slot) = self.table.slot_of(*ip) {
+                self.table.update(slot, |l| {
+                    let ours = l.client == *key;
+                    if !ours && !is_bound(l, now) {
+                        l.state = LeaseState::Reserved;
+                        l.client = *key;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Receive metadata the engine needs (from the frame or the UDP socket).
+#[derive(Clone, Copy, Debug)]
+pub struct RxMeta {
+    /// An address of the interface the message arrived on; selects the
+    /// subnet of directly attached clients.
+    pub local_addr: Ipv4Addr,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+}
+
+/// Where a reply goes (RFC 2131 §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// To the relay agent at giaddr, UDP port 67.
+    Relay(Ipv4Addr),
+    /// Unicast to the client's ciaddr, UDP port 68 (L2: the request's source).
+    Unicast(Ipv4Addr),
+    /// Broadcast 255.255.255.255:68, ff:ff:ff:ff:ff:ff.
+    Broadcast,
+    /// Unicast to yiaddr at the client's hardware address (no ARP needed).
+    ToClient { ip: Ipv4Addr, mac: [u8; 6] },
+}
+
+/// Why no reply was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    Malformed,
+    NotRequest,
+    NoSubnet,
+    PoolExhausted,
+    OtherServer,
+    UnknownClient,
+    /// RELEASE / DECLINE: applied, no reply by design.
+    NoReplyExpected,
+    NoRoom,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Reply {
+        len: usize,
+        kind: MessageType,
+        to: Delivery,
+    },
+    Silent(Silence),
+}
+
+pub struct Engine {
+    shared: Arc<EngineShared>,
+    shard: usize,
+    stats: Arc<EngineStats>,
+    /// Slots changed since the last `take_changed` (group commit, failover).
+    changed: Vec<Slot>,
+}
+
+/// A lease that holds its address for a client at `now`.
+fn is_bound(l: &Lease, now: u32) -> bool {
+    match l.state {
+        LeaseState::Active | LeaseState::Offered => l.expiry > now,
+        LeaseState::Reserved | LeaseState::Declined | LeaseState::Abandoned => true,
+        _ => false,
+    }
+}
+
+/// May this record be given to `key` now? Free-able, or already `key`'s.
+fn can_take(l: &Lease, key: &ClientKey, now: u32) -> bool {
+    match l.state {
+        LeaseState::Free | LeaseState::Released | LeaseState::Expired => true,
+        LeaseState::Active | LeaseState::Offered => l.client == *key || l.expiry <= now,
+        // Quarantine applies to everyone, the decliner included.
+        LeaseState::Declined => l.expiry <= now,
+        LeaseState::Reserved => l.client == *key,
+        LeaseState::Backup | LeaseState::Abandoned => false,
+    }
+}
+
+impl Engine {
+    pub fn new(shared: Arc<EngineShared>, shard: usize, stats: Arc<EngineStats>) -> Self {
+        Engine {
+            shared,
+            shard,
+            stats,
+            changed: Vec::with_capacity(256),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<EngineShared> {
+        &self.shared
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Slots whose records changed since the last call, for group commit and
+    /// for binding updates to a failover partner.
+    pub fn take_changed(&mut self, into: &mut Vec<Slot>) {
+        into.append(&mut self.changed);
+    }
+
+    /// Decides on one DHCP message. The reply, if any, is written to `out`.
+    pub fn handle(&mut self, now: u32, meta: &RxMeta, payload: &[u8], out: &mut [u8]) -> Decision {
+        let st = self.stats.clone();
+        EngineStats::inc(&st.received);
+        let msg = match Message::new_checked(payload) {
+            Ok(m) => m,
+            Err(_) => return self.silent(&st.malformed, Silence::Malformed),
+        };
+        if msg.op() != wire::OP_BOOTREQUEST {
+            return self.silent(&st.not_request, Silence::NotRequest);
+        }
+        let sum = match msg.summary() {
+            Ok(s) => s,
+            Err(_) => return self.silent(&st.malformed, Silence::Malformed),
+        };
+        let Some(kind) = sum.message_type else {
+            // BOOTP is refused (carrier deployments assign by DHCP only).
+            return self.silent(&st.not_request, Silence::NotRequest);
+        };
+        let key = client_key(&msg, &sum);
+        match kind {
+            MessageType::Discover => {
+                EngineStats::inc(&st.discovers);
+                self.discover(now, meta, &msg, &sum, &key, out)
+            }
+            MessageType::Request => {
+                EngineStats::inc(&st.requests);
+                self.request(now, meta, &msg, &sum, &key, out)
+            }
+            MessageType::Decline => self.decline(now, &msg, &sum, &key),
+            MessageType::Release => self.release(now, &msg, &sum, &key),
+            MessageType::Inform => self.inform(meta, &msg, &sum, out),
+            _ => self.silent(&st.not_request, Silence::NotRequest),
+        }
+    }
+
+    fn silent(&self, c: &std::sync::atomic::AtomicU64, why: Silence) -> Decision {
+        EngineStats::inc(c);
+        Decision::Silent(why)
+    }
+
+    /// Subnet of the client's link: RFC 3527 link selection, RFC 3011 subnet
+    /// selection, the relay's giaddr, else the receiving interface.
+    fn select_subnet(
+        &self,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+    ) -> Option<&Subnet> {
+        let cfg = &self.shared.config;
+        let giaddr = msg.giaddr();
+        let link = sum
+            .link_selection
+            .or(sum.subnet_selection)
+            .or((!giaddr.is_unspecified()).then_some(giaddr))
+            .unwrap_or(meta.local_addr);
+        cfg.subnet_for(link)
+    }
+
+    fn subnet_of_slot(&self, slot: Slot) -> Option<usize> {
+        let pool = self.shared.table.pool_of_slot(slot);
+        self.shared.pool_subnet.get(&pool).copied()
+    }
+
+    fn record_change(&mut self, slot: Slot) {
+        self.changed.push(slot);
+    }
+
+    /// Tries to give `slot` to `key` as `state` until `expiry`. Returns false if
+    /// the record belongs to someone else (checked under the record lock).
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        slot: Slot,
+        key: &ClientKey,
+        msg: &Message<'_>,
+        state: LeaseState,
+        now: u32,
+        expiry: u32,
+    ) -> bool {
+        let ok = self.shared.table.update(slot, |l| {
+            if !can_take(l, key, now) {
+                return false;
+            }
+            // An Active lease being re-offered keeps its state and expiry.
+            if state == LeaseState::Offered
+                && l.client == *key
+                && l.state == LeaseState::Active
+                && l.expiry > now
+            {
+                return true;
+            }
+            l.state = state;
+            l.client = *key;
+            l.htype = msg.htype();
+            l.hlen = msg.hlen();
+            l.chaddr = *msg.chaddr_field();
+            l.expiry = expiry;
+            if state == LeaseState::Active {
+                l.start = now;
+                l.cltt = now;
+            }
+            true
+        });
+        if ok {
+            self.record_change(slot);
+        }
+        ok
+    }
+
+    fn discover(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Some(subnet) = self.select_subnet(meta, msg, sum) else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let hold = now.saturating_add(subnet.times.offer_hold);
+        let lease = lease_time(&subnet.times, sum.lease_time);
+
+        let addr = match self.shared.reservations.get(key) {
+            Some(&(si, ip)) if si == subnet_index => {
+                if let Some(slot) = self.shared.table.slot_of(ip) {
+                    self.take(slot, key, msg, LeaseState::Offered, now, hold);
+                }
+                Some(ip)
+            }
+            _ => self.choose_address(now, msg, sum, key, subnet_index, hold),
+        };
+        let Some(addr) = addr else {
+            return self.silent(&st.pool_exhausted, Silence::PoolExhausted);
+        };
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Offer,
+            msg,
+            sum,
+            subnet,
+            addr,
+            Some(lease),
+            Ipv4Addr::UNSPECIFIED,
+            out,
+        )
+    }
+
+    /// RFC 2131 §4.3.1 order: the client's current or previous binding, the
+    /// requested address if free, else a new address from the pools.
+    fn choose_address(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        subnet_index: usize,
+        hold: u32,
+    ) -> Option<Ipv4Addr> {
+        let table = self.shared.table.clone();
+        if let Some(slot) = table.find_client(key) {
+            if self.subnet_of_slot(slot) == Some(subnet_index)
+                && self.take(slot, key, msg, LeaseState::Offered, now, hold)
+            {
+                return Some(table.read(slot).addr);
+            }
+        }
+        if let Some(ip) = sum.requested_ip {
+            if let Some(slot) = table.slot_of(ip) {
+                if self.subnet_of_slot(slot) == Some(subnet_index)
+                    && self.take(slot, key, msg, LeaseState::Offered, now, hold)
+                {
+                    return Some(ip);
+                }
+            }
+        }
+        let n = self.shared.config.subnets[subnet_index].pools.len();
+        for i in 0..n {
+            let pool_id = self.shared.config.subnets[subnet_index].pools[i].id;
+            // The free list may hold an address another worker took through
+            // the requested-address path: `take` re-checks under the lock.
+            for _ in 0..8 {
+                let Some(slot) = table.allocate(pool_id, self.shard, now, Owner::Primary) else {
+                    break;
+                };
+                if self.take(slot, key, msg, LeaseState::Offered, now, hold) {
+                    return Some(table.read(slot).addr);
+                }
+            }
+        }
+        None
+    }
+
+    fn request(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let server_id = self.shared.server_id;
+        let ciaddr = msg.ciaddr();
+
+        // SELECTING: the client names the server it chose.
+        if let Some(sid) = sum.server_id {
+            if sid != server_id {
+                // Chose another server: withdraw our offer, stay silent.
+                if let Some(slot) = self.shared.table.find_client(key) {
+                    let withdrawn = self.shared.table.update(slot, |l| {
+                        if l.client == *key && l.state == LeaseState::Offered {
+                            l.state = LeaseState::Free;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                    if withdrawn {
+                        self.record_change(slot);
+                    }
+                }
+                return self.silent(&st.other_server, Silence::OtherServer);
+            }
+            let Some(ip) = sum
+                .requested_ip
+                .or((!ciaddr.is_unspecified()).then_some(ciaddr))
+            else {
+                return self.nak(msg, sum, "no requested address", out);
+            };
+            return self.confirm(now, meta, msg, sum, key, ip, true, out);
+        }
+        // INIT-REBOOT: requested address, no ciaddr.
+        if let Some(ip) = sum.requested_ip {
+            if ciaddr.is_unspecified() {
+                return self.confirm(now, meta, msg, sum, key, ip, false, out);
+            }
+        }
+        // RENEWING (unicast) / REBINDING (broadcast): ciaddr set.
+        if !ciaddr.is_unspecified() {
+            return self.confirm(now, meta, msg, sum, key, ciaddr, false, out);
+        }
+        self.nak(msg, sum, "request without address", out)
+    }
+
+    /// Binds `ip` to the client and ACKs, or NAKs / stays silent per §4.3.2.
+    #[allow(clippy::too_many_arguments)]
+    fn confirm(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        ip: Ipv4Addr,
+        selecting: bool,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Some(subnet) = self.select_subnet(meta, msg, sum) else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let authoritative = subnet.times.authoritative;
+        // Wrong network for the client's link.
+        if !subnet.net.contains(ip) {
+            return if authoritative {
+                self.nak(msg, sum, "address not on this network", out)
+            } else {
+                self.silent(&st.unknown_client, Silence::UnknownClient)
+            };
+        }
+        let lease = lease_time(&subnet.times, sum.lease_time);
+        let expiry = now.saturating_add(lease);
+
+        let reserved = matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
+        let table = self.shared.table.clone();
+        match table.slot_of(ip) {
+            Some(slot) if self.subnet_of_slot(slot) == Some(subnet_index) => {
+                let known = table.read(slot);
+                let ours = known.client == *key && known.state != LeaseState::Free;
+                if !ours {
+                    if !can_take(&known, key, now) {
+                        return self.nak(msg, sum, "address in use", out);
+                    }
+                    // RFC 2131 §4.3.2: no record of an INIT-REBOOT/RENEW
+                    // client -> silent, unless we are authoritative for the
+                    // link, in which case a free address is granted (this
+                    // keeps clients whose lease we lost from churning).
+                    if !selecting && !authoritative {
+                        return self.silent(&st.unknown_client, Silence::UnknownClient);
+                    }
+                }
+                if !self.take(slot, key, msg, LeaseState::Active, now, expiry) {
+                    return self.nak(msg, sum, "address in use", out);
+                }
+            }
+            Some(_) => return self.nak(msg, sum, "address belongs to another subnet", out),
+            None if reserved => {}
+            None => {
+                // Inside the subnet but outside every pool and not reserved.
+                return if authoritative {
+                    self.nak(msg, sum, "address not in any pool", out)
+                } else {
+                    self.silent(&st.unknown_client, Silence::UnknownClient)
+                };
+            }
+        }
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Ack,
+            msg,
+            sum,
+            subnet,
+            ip,
+            Some(lease),
+            msg.ciaddr(),
+            out,
+        )
+    }
+
+    fn decline(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+    ) -> Decision {
+        let st = self.stats.clone();
+        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
+            return self.silent(&st.other_server, Silence::OtherServer);
+        }
+        let Some(ip) = sum.requested_ip else {
+            return self.silent(&st.malformed, Silence::Malformed);
+        };
+        let table = self.shared.table.clone();
+        let Some(slot) = table.slot_of(ip) else {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        };
+        let quarantine = self
+            .subnet_of_slot(slot)
+            .map(|s| self.shared.config.subnets[s].times.decline_quarantine)
+            .unwrap_or(self.shared.config.lease.decline_quarantine);
+        let _ = msg;
+        let done = table.update(slot, |l| {
+            if l.client == *key && matches!(l.state, LeaseState::Offered | LeaseState::Active) {
+                // Someone else answers ARP for it: keep it out of use.
+                l.state = LeaseState::Declined;
+                l.expiry = now.saturating_add(quarantine);
+                true
+            } else {
+                false
+            }
+        });
+        if !done {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        }
+        self.record_change(slot);
+        EngineStats::inc(&st.declines);
+        Decision::Silent(Silence::NoReplyExpected)
+    }
+
+    fn release(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+    ) -> Decision {
+        let st = self.stats.clone();
+        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
+            return self.silent(&st.other_server, Silence::OtherServer);
+        }
+        let table = self.shared.table.clone();
+        let Some(slot) = table.slot_of(msg.ciaddr()) else {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        };
+        let done = table.update(slot, |l| {
+            if l.client == *key && l.state == LeaseState::Active {
+                // The client keeps its identity on the record so it gets the
+                // same address back if it returns soon (RFC 2131 §4.3.1).
+                l.state = LeaseState::Released;
+                l.expiry = now;
+                true
+            } else {
+                false
+            }
+        });
+        if !done {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        }
+        self.record_change(slot);
+        EngineStats::inc(&st.releases);
+        Decision::Silent(Silence::NoReplyExpected)
+    }
+
+    fn inform(
+        &mut self,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let ciaddr = msg.ciaddr();
+        // The client's own address identifies its subnet (RFC 2131 §4.3.5).
+        let link = if ciaddr.is_unspecified() {
+            meta.src_ip
+        } else {
+            ciaddr
+        };
+        let subnet = self
+            .shared
+            .config
+            .subnet_for(link)
+            .or_else(|| self.select_subnet(meta, msg, sum));
+        let Some(subnet) = subnet else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Ack,
+            msg,
+            sum,
+            subnet,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            ciaddr,
+            out,
+        )
+    }
+
+    fn nak(&mut self, msg: &Message<'_>, sum: &Summary<'_>, why: &str, out: &mut [u8]) -> Decision {
+        let st = self.stats.clone();
+        let Ok(mut w) = ReplyWriter::new(out, msg, DEFAULT_MAX_PAYLOAD) else {
+            return self.silent(&st.no_room, Silence::NoRoom);
+        };
+        let giaddr = msg.giaddr();
+        // NAK via a relay: the relay must broadcast it (RFC 2131 §4.1).
+        if !giaddr.is_unspecified() {
+            w.set_flags(msg.flags() | wire::FLAG_BROADCAST);
+        }
+        let r = w
+            .option(opt::MESSAGE_TYPE, &[MessageType::Nak as u8])
+            .and_then(|_| w.option_ip(opt::SERVER_ID, self.shared.server_id));
+        if r.is_err() {
+            return self.silent(&st.no_room, Silence::NoRoom);
+        }
+        w.option_if_room(opt::MESSAGE, why.as_bytes());
+        if let Some(ri) = sum.relay_agent_info {
+            w.option_if_room(opt::RELAY_AGENT_INFO, ri);
+        }
+        let len = w.finish();
+        EngineStats::inc(&st.naks);
+        let to = if giaddr.is_unspecified() {
+            Delivery::Broadcast
+        } else {
+            Delivery::Relay(giaddr)
+        };
+        Decision::Reply {
+            len,
+            kind: MessageType::Nak,
+            to,
+        }
+    }
+
+    /// Builds an OFFER or ACK. `lease` is None for INFORM (no lease options).
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &self,
+        kind: MessageType,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        subnet: &Subnet,
+        yiaddr: Ipv4Addr,
+        lease: Option<u32>,
+        ciaddr: Ipv4Addr,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = &self.stats;
+        let limit = sum
+            .max_message_size
+            .map(|m| (m as usize).saturating_sub(28))
+            .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let Ok(mut w) = ReplyWriter::new(out, msg, limit) else {
+            EngineStats::inc(&st.no_room);
+            return Decision::Silent(Silence::NoRoom);
+        };
+        w.set_yiaddr(yiaddr);
+        if kind == MessageType::Ack && !ciaddr.is_unspecified() {
+            w.set_ciaddr(ciaddr);
+        }
+        if let Some(ns) = subnet.next_server {
+            w.set_siaddr(ns);
+        }
+        if let Some(file) = &subnet.boot_file {
+            w.set_file(file.as_bytes());
+        }
+        let mut r = w
+            .option(opt::MESSAGE_TYPE, &[kind as u8])
+            .and_then(|_| w.option_ip(opt::SERVER_ID, self.shared.server_id));
+        if let Some(lease) = lease {
+            let t1 = (lease as f64 * subnet.times.renewal_factor) as u32;
+            let t2 = (lease as f64 * subnet.times.rebinding_factor) as u32;
+            r = r
+                .and_then(|_| w.option_u32(opt::LEASE_TIME, lease))
+                .and_then(|_| w.option_u32(opt::RENEWAL_TIME, t1))
+                .and_then(|_| w.option_u32(opt::REBINDING_TIME, t2));
+        }
+        r = r.and_then(|_| w.option(opt::SUBNET_MASK, &subnet.net.mask().octets()));
+        if r.is_err() {
+            EngineStats::inc(&st.no_room);
+            return Decision::Silent(Silence::NoRoom);
+        }
+        // Requested parameters in the client's order; without a list, all
+        // configured options. Each code at most once.
+        let mut sent = [0u64; 4];
+        let mut mark = |c: u8| {
+            let (i, b) = ((c >> 6) as usize, 1u64 << (c & 63));
+            let fresh = sent[i] & b == 0;
+            sent[i] |= b;
+            fresh
+        };
+        for c in [
+            opt::MESSAGE_TYPE,
+            opt::SERVER_ID,
+            opt::LEASE_TIME,
+            opt::RENEWAL_TIME,
+            opt::REBINDING_TIME,
+            opt::SUBNET_MASK,
+            opt::RELAY_AGENT_INFO,
+        ] {
+            mark(c);
+        }
+        match sum.parameter_list {
+            Some(list) => {
+                for &c in list {
+                    if let Some(v) = subnet.options.get(c) {
+                        if mark(c) {
+                            w.option_if_room(c, v);
+                        }
+                    }
+                }
+            }
+            None => {
+                for c in subnet.options.codes() {
+                    if let Some(v) = subnet.options.get(c) {
+                        if mark(c) {
+                            w.option_if_room(c, v);
+                        }
+                    }
+                }
+            }
+        }
+        // Option 82 goes back unchanged, last (RFC 3046 §2.2).
+        if let Some(ri) = sum.relay_agent_info {
+            if w.option(opt::RELAY_AGENT_INFO, ri).is_err() {
+                EngineStats::inc(&st.no_room);
+                return Decision::Silent(Silence::NoRoom);
+            }
+        }
+        let len = w.finish();
+        match kind {
+            MessageType::Offer => EngineStats::inc(&st.offers),
+            _ if lease.is_none() => {
+                EngineStats::inc(&st.informs);
+                EngineStats::inc(&st.acks)
+            }
+            _ => EngineStats::inc(&st.acks),
+        }
+        Decision::Reply {
+            len,
+            kind,
+            to: delivery(msg, yiaddr, ciaddr),
+        }
+    }
+}
+
+/// RFC 2131 §4.1 delivery of OFFER/ACK.
+fn delivery(msg: &Message<'_>, yiaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Delivery {
+    let giaddr = msg.giaddr();
+    if !giaddr.is_unspecified() {
+        return Delivery::Relay(giaddr);
+    }
+    if !ciaddr.is_unspecified() {
+        return Delivery::Unicast(ciaddr);
+    }
+    let chaddr = msg.chaddr();
+    if msg.broadcast_flag() || yiaddr.is_unspecified() || msg.htype() != 1 || chaddr.len() != 6 {
+        return Delivery::Broadcast;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(chaddr);
+    Delivery::ToClient { ip: yiaddr, mac }
+}
+
+/// The lease-table key of a reserved client.
+fn reservation_key(k: &ReservationKey) -> ClientKey {
+    match k {
+        ReservationKey::Hw(mac) => ClientKey::from_hw(1, mac),
+        ReservationKey::ClientId(id) => ClientKey::from_client_id(id),
+    }
+}
+
+/// Client identity: option 61 if present, else (htype, chaddr).
+pub fn client_key(msg: &Message<'_>, sum: &Summary<'_>) -> ClientKey {
+    match sum.client_id {
+        Some(id) => ClientKey::from_client_id(id),
+        None => ClientKey::from_hw(msg.htype(), msg.chaddr()),
+    }
+}
+
+/// The lease time to grant: the client's wish clamped to [min, max], else the default.
+pub fn lease_time(t: &LeaseTimes, requested: Option<u32>) -> u32 {
+    match requested {
+        Some(r) => r.clamp(t.min, t.max),
+        None => t.default,
+    }
+}

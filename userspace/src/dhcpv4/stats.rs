@@ -1,0 +1,62 @@
+//! Per-worker counters. Each worker owns one `EngineStats` (no sharing on the
+//! hot path: relaxed increments on its own cache lines); the reporter sums
+//! snapshots across workers.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        /// Counters of one engine (one worker).
+        #[derive(Debug, Default)]
+        #[repr(align(64))]
+        pub struct EngineStats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+
+        /// A plain copy of the counters, summable.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct StatsSnapshot { $(#[doc = $doc] pub $name: u64,)* }
+
+        impl EngineStats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl std::ops::AddAssign for StatsSnapshot {
+            fn add_assign(&mut self, o: Self) { $(self.$name += o.$name;)* }
+        }
+
+        impl StatsSnapshot {
+            /// `(name, value)` pairs in declaration order, for printing.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    received: "DHCP messages handed to the engine.",
+    discovers: "DISCOVERs received.",
+    requests: "REQUESTs received.",
+    offers: "OFFERs sent.",
+    acks: "ACKs sent (REQUEST and INFORM).",
+    naks: "NAKs sent.",
+    releases: "RELEASEs applied.",
+    declines: "DECLINEs applied (address quarantined).",
+    informs: "INFORMs answered.",
+    malformed: "Messages that failed to parse (dropped).",
+    not_request: "BOOTREPLY or unsupported message types (dropped).",
+    no_subnet: "No configured subnet for the client's link (dropped).",
+    pool_exhausted: "DISCOVERs with no free address (dropped).",
+    other_server: "REQUESTs naming another server (offer withdrawn, silent).",
+    unknown_client: "INIT-REBOOT/RENEW from a client with no binding here (silent).",
+    no_room: "Replies that did not fit the output buffer (dropped).",
+}
+
+impl EngineStats {
+    #[inline]
+    pub fn inc(c: &AtomicU64) {
+        // Only the owning worker writes: a load+store is cheaper than a locked add.
+        c.store(c.load(Relaxed) + 1, Relaxed);
+    }
+}

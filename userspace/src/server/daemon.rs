@@ -1,0 +1,344 @@
+//! Start-up, threads and shutdown of the daemon.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+
+use super::clock::unix_now;
+use super::iface::Interface;
+use super::respond::Responder;
+use super::worker::{run_udp_worker, run_xdp_worker, WorkerCounters};
+use crate::config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
+use crate::dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
+use crate::io::udp::UdpIo;
+use crate::io::xsk::{XskConfig, XskSocket};
+use crate::xdp::{AttachMode, XdpSteering};
+
+/// Command-line overrides of the configuration and reporting options.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub io: Option<IoMode>,
+    pub interface: Option<String>,
+    pub lease_file: Option<PathBuf>,
+    pub ebpf_object: Option<PathBuf>,
+    /// Seconds between stats lines (0 = only at exit).
+    pub stats_interval: u64,
+    /// Write the final counters as JSON here at exit.
+    pub stats_json: Option<PathBuf>,
+    /// Stop after this long (tests, demos); None = until SIGINT/SIGTERM.
+    pub run_for: Option<Duration>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// The chosen data path.
+enum DataPath {
+    Xdp {
+        steering: XdpSteering,
+        sockets: Vec<XskSocket>,
+    },
+    Udp(UdpIo),
+}
+
+fn attach_mode(m: XdpModeCfg) -> AttachMode {
+    match m {
+        XdpModeCfg::Auto => AttachMode::Auto,
+        XdpModeCfg::Driver => AttachMode::Driver,
+        XdpModeCfg::Skb => AttachMode::Skb,
+    }
+}
+
+fn open_xdp(
+    cfg: &Config,
+    iface: &Interface,
+    object: Option<&std::path::Path>,
+) -> anyhow::Result<DataPath> {
+    let queues = match cfg.server.queues {
+        QueueSel::All => iface.rx_queues,
+        QueueSel::First(n) => n.min(iface.rx_queues),
+    };
+    let xcfg = xdhcpd_common::XdpConfig {
+        flags: xdhcpd_common::CFG_DHCPV4,
+        failover_port: 0,
+        _pad: 0,
+    };
+    let mut steering =
+        XdpSteering::attach(&iface.name, attach_mode(cfg.server.xdp_mode), object, xcfg)
+            .with_context(|| format!("attaching XDP to {}", iface.name))?;
+    let mut sockets = Vec::new();
+    for q in 0..queues {
+        let mut xc = XskConfig::new(iface.name.clone(), q);
+        xc.tx_frames = 0;
+        let s = XskSocket::open(&xc)
+            .with_context(|| format!("AF_XDP socket on {} queue {q}", iface.name))?;
+        steering
+            .register_socket(q, s.fd())
+            .with_context(|| format!("registering AF_XDP socket of queue {q}"))?;
+        tracing::info!("queue {q}: AF_XDP socket bound ({:?} mode)", s.bound_mode());
+        sockets.push(s);
+    }
+    tracing::info!(
+        "XDP attached to {} in {} mode, {queues} queue(s)",
+        iface.name,
+        steering.mode()
+    );
+    Ok(DataPath::Xdp { steering, sockets })
+}
+
+/// Runs the daemon until a signal (or `run_for`) stops it.
+pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    if let Some(i) = &opts.interface {
+        cfg.server.interface = i.clone();
+    }
+    if let Some(l) = &opts.lease_file {
+        cfg.server.lease_file = l.clone();
+    }
+    if let Some(io) = opts.io {
+        cfg.server.io = io;
+    }
+    let cfg = Arc::new(cfg);
+    let iface = Interface::lookup(&cfg.server.interface)?;
+    let server_id = match (cfg.server.server_id, iface.ipv4) {
+        (Some(s), _) => s,
+        (None, Some(a)) => a,
+        (None, None) => bail!(
+            "interface {} has no IPv4 address and `server.server-id` is not set in {}",
+            iface.name,
+            cfg.source.display()
+        ),
+    };
+    let local_addr = iface.ipv4.unwrap_or(server_id);
+
+    // Data path first: its queue count decides the number of shards.
+    let object = opts.ebpf_object.clone().or(cfg.server.ebpf_object.clone());
+    let path = match cfg.server.io {
+        IoMode::Udp => {
+            DataPath::Udp(UdpIo::open(&iface.name).context("opening the UDP fallback socket")?)
+        }
+        IoMode::Xdp => open_xdp(&cfg, &iface, object.as_deref())?,
+        IoMode::Auto => match open_xdp(&cfg, &iface, object.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("XDP unavailable, falling back to kernel UDP sockets: {e:#}");
+                DataPath::Udp(UdpIo::open(&iface.name).context("opening the UDP fallback socket")?)
+            }
+        },
+    };
+    let shards = match &path {
+        DataPath::Xdp { sockets, .. } => sockets.len(),
+        DataPath::Udp(_) => 1,
+    };
+
+    let pools: Vec<PoolSpec> = cfg
+        .pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect();
+    let started = Instant::now();
+    let open_opts = OpenOptions {
+        shards,
+        now: unix_now(),
+        ..OpenOptions::default()
+    };
+    let (table, report) = LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts)
+        .with_context(|| format!("opening lease file {}", cfg.server.lease_file.display()))?;
+    for (addr, why) in &report.quarantined {
+        tracing::warn!("lease record for {addr} quarantined: {why}");
+    }
+    tracing::info!(
+        "lease file {}: {} records ({}), opened in {:?}",
+        cfg.server.lease_file.display(),
+        report.records,
+        if report.created {
+            "created"
+        } else {
+            "existing"
+        },
+        started.elapsed()
+    );
+    let table = Arc::new(table);
+    let shared = Arc::new(EngineShared::new(cfg.clone(), table.clone(), server_id));
+    shared.protect_reservations(unix_now());
+    tracing::info!(
+        "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
+        cfg.subnets.len(),
+        iface.name,
+        cfg.server.commit
+    );
+
+    install_signal_handlers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let mut stats: Vec<Arc<EngineStats>> = Vec::new();
+    let mut wcounters: Vec<Arc<WorkerCounters>> = Vec::new();
+    let commit = cfg.server.commit;
+    let steering = match path {
+        DataPath::Xdp { steering, sockets } => {
+            for (q, sock) in sockets.into_iter().enumerate() {
+                let st = Arc::new(EngineStats::default());
+                let wc = Arc::new(WorkerCounters::default());
+                stats.push(st.clone());
+                wcounters.push(wc.clone());
+                let engine = Engine::new(shared.clone(), q, st);
+                let responder = Responder::new(engine, iface.mac, local_addr);
+                let stop = stop.clone();
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("xdhcpd-q{q}"))
+                        .spawn(move || run_xdp_worker(sock, responder, commit, stop, wc))?,
+                );
+            }
+            Some(steering)
+        }
+        DataPath::Udp(io) => {
+            let st = Arc::new(EngineStats::default());
+            let wc = Arc::new(WorkerCounters::default());
+            stats.push(st.clone());
+            wcounters.push(wc.clone());
+            let engine = Engine::new(shared.clone(), 0, st);
+            let stop = stop.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name("xdhcpd-udp".into())
+                    .spawn(move || run_udp_worker(io, engine, local_addr, commit, stop, wc))?,
+            );
+            tracing::info!("kernel UDP data path on {} port 67", iface.name);
+            None
+        }
+    };
+
+    let background = spawn_background(table.clone(), commit, stop.clone())?;
+
+    // The main thread reports and watches for the stop signal.
+    let t0 = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last = StatsSnapshot::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if STOP.load(Ordering::SeqCst) || opts.run_for.is_some_and(|d| t0.elapsed() >= d) {
+            break;
+        }
+        if opts.stats_interval > 0
+            && last_report.elapsed() >= Duration::from_secs(opts.stats_interval)
+        {
+            let snap = sum(&stats);
+            let dt = last_report.elapsed().as_secs_f64();
+            last_report = Instant::now();
+            tracing::info!(
+                "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}",
+                snap.received,
+                snap.offers,
+                snap.acks,
+                snap.naks,
+                (snap.acks - last.acks) as f64 / dt,
+                steering
+                    .as_ref()
+                    .and_then(|s| s.counters().ok())
+                    .map(|c| format!(" xdp: {c}"))
+                    .unwrap_or_default()
+            );
+            last = snap;
+        }
+    }
+    tracing::info!("stopping");
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
+    for b in background {
+        let _ = b.join();
+    }
+    if let Err(e) = table.flush() {
+        tracing::error!("final flush of the lease table failed: {e}");
+    }
+    let snap = sum(&stats);
+    let xdp = steering.as_ref().and_then(|s| s.counters().ok());
+    tracing::info!(
+        "final: {}{}",
+        snap.fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        xdp.as_ref()
+            .map(|c| format!(" xdp: {c}"))
+            .unwrap_or_default()
+    );
+    if let Some(p) = &opts.stats_json {
+        let mut v = serde_json::json!({
+            "engine": snap,
+            "elapsed_s": t0.elapsed().as_secs_f64(),
+            "io": if steering.is_some() { "xdp" } else { "udp" },
+        });
+        if let Some(c) = &xdp {
+            v["xdp"] = serde_json::to_value(c.fields())?;
+        }
+        std::fs::write(p, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    drop(steering);
+    Ok(())
+}
+
+fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
+    let mut s = StatsSnapshot::default();
+    for st in stats {
+        s += st.snapshot();
+    }
+    s
+}
+
+/// Interval flusher (interval mode) and expiry sweeper.
+fn spawn_background(
+    table: Arc<LeaseTable>,
+    commit: CommitMode,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut v = Vec::new();
+    if let CommitMode::Interval(every) = commit {
+        let table = table.clone();
+        let stop = stop.clone();
+        v.push(
+            std::thread::Builder::new()
+                .name("xdhcpd-flush".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(every);
+                        if let Err(e) = table.flush() {
+                            tracing::error!("interval flush of the lease table failed: {e}");
+                        }
+                    }
+                })?,
+        );
+    }
+    v.push(
+        std::thread::Builder::new()
+            .name("xdhcpd-sweep".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // Bounded work per step so a 10M table never stalls shutdown.
+                    let _ = table.sweep_expired(unix_now(), 65_536);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })?,
+    );
+    Ok(v)
+}

@@ -1,0 +1,10 @@
+//! The daemon: drivers around the sans-IO engine (workers, flusher, sweeper,
+//! stats reporter) and the start-up that wires them.
+
+pub mod clock;
+pub mod daemon;
+pub mod iface;
+pub mod respond;
+pub mod worker;
+
+pub use daemon::{run, RunOptions};

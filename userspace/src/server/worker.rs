@@ -1,0 +1,212 @@
+//! Worker threads: one per RX queue in XDP mode, one in UDP mode.
+//!
+//! A worker owns its socket and its engine; it shares only the lease table
+//! (per-record locks) and the stop flag. It never waits on the network, the
+//! failover partner or another worker (architecture property 4). In ack
+//! commit mode it flushes the table once per batch, after the engine has
+//! decided on every frame of the batch and before any reply is queued for
+//! transmit (group commit: property 2).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lease_store::Slot;
+
+use super::clock::unix_now;
+use super::respond::{Responder, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+use crate::config::CommitMode;
+use crate::dhcpv4::{Decision, Delivery, Engine, RxMeta};
+use crate::io::udp::{UdpIo, UdpRx, UdpTx};
+use crate::io::xsk::{Desc, XskSocket};
+
+/// Frames taken from the RX ring per batch.
+pub const BATCH: usize = 64;
+
+/// Counters a worker publishes for the reporter (single writer).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    pub batches: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_ring_full: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_errors: AtomicU64,
+    pub frame_drops: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// Flushes the lease table if this batch changed it and the mode says so.
+/// Returns false if the flush failed: the batch's ACKs must then not leave.
+fn commit_batch(
+    engine: &mut Engine,
+    commit: CommitMode,
+    changed: &mut Vec<Slot>,
+    c: &WorkerCounters,
+) -> bool {
+    engine.take_changed(changed);
+    if changed.is_empty() {
+        return true;
+    }
+    changed.clear();
+    if commit != CommitMode::Ack {
+        return true;
+    }
+    bump(&c.flushes, 1);
+    match engine.shared().table.flush() {
+        Ok(()) => true,
+        Err(e) => {
+            bump(&c.flush_errors, 1);
+            tracing::error!("lease table flush failed, replies of this batch withheld: {e}");
+            false
+        }
+    }
+}
+
+/// The AF_XDP worker loop for one queue. Returns when `stop` is set.
+pub fn run_xdp_worker(
+    mut sock: XskSocket,
+    mut responder: Responder,
+    commit: CommitMode,
+    stop: Arc<AtomicBool>,
+    counters: Arc<WorkerCounters>,
+) {
+    let mut rx: Vec<Desc> = Vec::with_capacity(BATCH);
+    let mut tx: Vec<Desc> = Vec::with_capacity(BATCH);
+    let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
+    let mut idle_spins = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        rx.clear();
+        let n = sock.recv(&mut rx, BATCH);
+        if n == 0 {
+            // Spin briefly (latency), then sleep in poll() (CPU). The fill
+            // ring stays full either way, so no frame is lost while idle.
+            if let Err(e) = sock.flush() {
+                tracing::warn!("xsk flush: {e}");
+            }
+            idle_spins += 1;
+            if idle_spins > 64 {
+                let _ = sock.wait_readable(10);
+            }
+            continue;
+        }
+        idle_spins = 0;
+        bump(&counters.batches, 1);
+        let now = unix_now();
+        for d in rx.iter() {
+            let frame = sock.frame_mut(d.addr);
+            match responder.handle_frame(now, frame, d.len as usize) {
+                Some(len) => tx.push(Desc {
+                    addr: d.addr,
+                    len: len as u32,
+                }),
+                None => {
+                    sock.recycle(d.addr);
+                }
+            }
+        }
+        let committed = commit_batch(responder.engine(), commit, &mut changed, &counters);
+        for d in tx.drain(..) {
+            if !committed {
+                sock.recycle(d.addr);
+                continue;
+            }
+            match sock.tx_push(d) {
+                Ok(()) => bump(&counters.tx_frames, 1),
+                Err(_) => {
+                    // Ring full: flush once and retry, else drop the reply
+                    // (the client retransmits).
+                    let _ = sock.flush();
+                    if sock.tx_push(d).is_ok() {
+                        bump(&counters.tx_frames, 1);
+                    } else {
+                        bump(&counters.tx_ring_full, 1);
+                        sock.recycle(d.addr);
+                    }
+                }
+            }
+        }
+        if let Err(e) = sock.flush() {
+            tracing::warn!("xsk flush: {e}");
+        }
+    }
+    let _ = sock.flush();
+    bump(
+        &counters.frame_drops,
+        responder.drops.malformed + responder.drops.ipv6,
+    );
+}
+
+/// The kernel-UDP worker loop. Returns when `stop` is set.
+pub fn run_udp_worker(
+    mut io: UdpIo,
+    mut engine: Engine,
+    local_addr: Ipv4Addr,
+    commit: CommitMode,
+    stop: Arc<AtomicBool>,
+    counters: Arc<WorkerCounters>,
+) {
+    let mut rx: Vec<UdpRx> = Vec::with_capacity(BATCH);
+    let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 1500]).collect();
+    let mut tx: Vec<(usize, usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
+    let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        rx.clear();
+        match io.recv_batch(&mut rx, BATCH) {
+            Ok(0) => {
+                let _ = io.wait_readable(50);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("udp receive: {e}");
+                let _ = io.wait_readable(50);
+                continue;
+            }
+        }
+        bump(&counters.batches, 1);
+        let now = unix_now();
+        tx.clear();
+        for (i, m) in rx.iter().enumerate() {
+            let meta = RxMeta {
+                local_addr,
+                src_ip: *m.source.ip(),
+                dst_ip: m.destination,
+            };
+            if let Decision::Reply { len, to, .. } =
+                engine.handle(now, &meta, &m.payload[..m.len], &mut out[i])
+            {
+                let dest = match to {
+                    Delivery::Relay(g) => SocketAddrV4::new(g, DHCP_SERVER_PORT),
+                    Delivery::Unicast(ip) => SocketAddrV4::new(ip, DHCP_CLIENT_PORT),
+                    Delivery::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+                    Delivery::ToClient { ip, mac } => {
+                        // No address on the client yet: a kernel socket can
+                        // only unicast to it once the neighbour entry exists.
+                        match io.set_neighbour(ip, mac) {
+                            Ok(()) => SocketAddrV4::new(ip, DHCP_CLIENT_PORT),
+                            Err(_) => SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+                        }
+                    }
+                };
+                tx.push((i, len, dest));
+            }
+        }
+        if !commit_batch(&mut engine, commit, &mut changed, &counters) {
+            continue;
+        }
+        let batch: Vec<UdpTx<'_>> = tx
+            .iter()
+            .map(|&(i, len, dest)| UdpTx {
+                payload: &out[i][..len],
+                dest,
+            })
+            .collect();
+        match io.send_batch(&batch) {
+            Ok(n) => bump(&counters.tx_frames, n as u64),
+            Err(e) => tracing::warn!("udp send: {e}"),
+        }
+    }
+}
