@@ -10,6 +10,8 @@ pub const DHCPV4_SERVER_PORT: u16 = 67;
 pub const DHCPV6_SERVER_PORT: u16 = 547;
 /// Default TCP port of DHCP failover (draft-ietf-dhc-failover-12).
 pub const FAILOVER_PORT: u16 = 647;
+/// UDP port of a DHCPv4 client (replies to a client go here).
+pub const DHCPV4_CLIENT_PORT: u16 = 68;
 
 /// Name of the `XskMap` (RX queue index -> AF_XDP socket).
 pub const MAP_XSKS: &str = "XSKS";
@@ -66,7 +68,8 @@ impl Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpConfig {
-    /// Bit 0: steer DHCPv4; bit 1: steer DHCPv6; bit 2: guard the failover port.
+    /// Bit 0: steer DHCPv4; bit 1: steer DHCPv6; bit 2: guard the failover port;
+    /// bit 3: steer DHCPv4 replies to clients (UDP dst 68; for the load generator).
     pub flags: u32,
     /// TCP port of failover, host byte order (0 = `FAILOVER_PORT`).
     pub failover_port: u16,
@@ -76,6 +79,9 @@ pub struct XdpConfig {
 pub const CFG_DHCPV4: u32 = 1;
 pub const CFG_DHCPV6: u32 = 2;
 pub const CFG_GUARD_FAILOVER: u32 = 4;
+/// Steer DHCPv4 client-side traffic (UDP dst 68) too: used by `xdhcp-loadgen`,
+/// which simulates clients and must see the server's replies.
+pub const CFG_DHCPV4_CLIENT: u32 = 8;
 
 /// Key of `MAP_PARTNERS`: an IPv4 address (mapped as ::ffff:a.b.c.d) or IPv6
 /// address, in network byte order.

@@ -23,9 +23,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdhcpd_common::{
-    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER, COUNTER_COUNT,
-    DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS,
-    MAP_PARTNERS, MAP_XSKS,
+    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT, CFG_DHCPV6, CFG_GUARD_FAILOVER,
+    COUNTER_COUNT, DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT,
+    MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_XSKS,
 };
 
 /// RX queue index -> AF_XDP socket. Sized for NICs with many queues; unused slots are free.
@@ -286,7 +286,19 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
             if more_fragments {
                 return Verdict::Pass;
             }
-            udp_verdict(ctx, cfg, l4, DHCPV4_SERVER_PORT, CFG_DHCPV4, Verdict::Dhcpv4)
+            let server = DHCPV4_SERVER_PORT;
+            match udp_verdict(ctx, cfg, l4, server, CFG_DHCPV4, Verdict::Dhcpv4) {
+                // Client side (load generator): replies to UDP port 68.
+                Verdict::Pass => udp_verdict(
+                    ctx,
+                    cfg,
+                    l4,
+                    DHCPV4_CLIENT_PORT,
+                    CFG_DHCPV4_CLIENT,
+                    Verdict::Dhcpv4,
+                ),
+                v => v,
+            }
         }
         IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, v4_key(src)),
         _ => Verdict::Pass,
