@@ -1,1 +1,297 @@
-//! (being written)
+//! The daemon's configuration: a TOML file turned into ready-to-use values.
+//!
+//! [`parse`] / [`load`] validate the whole file and report *every* semantic
+//! error with file, line, column and field path (syntax errors stop the run).
+//! The result is built for the packet path: each subnet's options are encoded
+//! once ([`SubnetOptions`]) and subnet lookup by address is a binary search.
+//!
+//! The format is documented by `userspace/examples/demo.toml` and
+//! `userspace/examples/relay.toml`.
+
+mod error;
+mod net;
+mod options;
+mod reader;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, Position};
+pub use net::{Ipv4Net, NetParseError};
+pub use options::{OptionError, SubnetOptions};
+
+/// The example configuration used by `cargo xtask demo` when none is given.
+pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
+/// An example with two relayed subnets selected by giaddr.
+pub const RELAY_CONFIG: &str = include_str!("../../examples/relay.toml");
+
+/// Option codes the server fills in itself (per lease or per message), or that
+/// only clients and relays send; a configuration may not set them.
+pub const SERVER_OWNED_OPTIONS: &[u8] = &[50, 51, 52, 53, 54, 55, 57, 58, 59, 61, 82];
+
+/// Reads and validates the file at `path`; errors name the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        errors: vec![ConfigError {
+            file: name.clone(),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read configuration: {e}"),
+        }],
+    })?;
+    let mut cfg = parse(&text, &name)?;
+    cfg.source = path.to_path_buf();
+    Ok(cfg)
+}
+
+/// Validates `text`; `source_name` is used in error messages and as `Config::source`.
+pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigErrors> {
+    schema::build(text, source_name)
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Global lease-time defaults (each subnet carries its merged copy).
+    pub lease: LeaseTimes,
+    /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
+    /// loading: the lookup index below is built once.
+    pub subnets: Vec<Subnet>,
+    pub source: PathBuf,
+    lookup: SubnetLookup,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub interface: String,
+    pub io: IoMode,
+    pub xdp_mode: XdpModeCfg,
+    pub queues: QueueSel,
+    /// `None`: use the interface's first IPv4 address (resolved at run time).
+    pub server_id: Option<Ipv4Addr>,
+    pub lease_file: PathBuf,
+    pub commit: CommitMode,
+    pub ebpf_object: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// XDP when it can be attached, else kernel UDP (with a logged reason).
+    Auto,
+    Xdp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpModeCfg {
+    Auto,
+    Driver,
+    Skb,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueSel {
+    All,
+    /// The first N RX queues (N >= 1).
+    First(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// A lease is on stable storage before its ACK leaves.
+    Ack,
+    /// Flush dirty records at this interval (1 ms ..= 60 s).
+    Interval(Duration),
+}
+
+/// Lease times in seconds.
+///
+/// Invariants after validation: `1 <= min <= default <= max < 2^31`,
+/// `0 < renewal_factor < rebinding_factor < 1`, `offer_hold >= 1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeaseTimes {
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+    pub renewal_factor: f64,
+    pub rebinding_factor: f64,
+    pub offer_hold: u32,
+    pub decline_quarantine: u32,
+    pub authoritative: bool,
+}
+
+impl Default for LeaseTimes {
+    fn default() -> Self {
+        LeaseTimes {
+            default: 3600,
+            min: 60,
+            max: 86400,
+            renewal_factor: 0.5,
+            rebinding_factor: 0.875,
+            offer_hold: 30,
+            decline_quarantine: 3600,
+            authoritative: true,
+        }
+    }
+}
+
+impl LeaseTimes {
+    /// The lease to grant for a client's requested time (option 51), if any.
+    #[inline]
+    pub fn lease_for(&self, requested: Option<u32>) -> u32 {
+        match requested {
+            Some(r) => r.clamp(self.min, self.max),
+            None => self.default,
+        }
+    }
+
+    /// T1 (option 58) for a lease of `lease` seconds.
+    #[inline]
+    pub fn t1(&self, lease: u32) -> u32 {
+        (f64::from(lease) * self.renewal_factor) as u32
+    }
+
+    /// T2 (option 59) for a lease of `lease` seconds.
+    #[inline]
+    pub fn t2(&self, lease: u32) -> u32 {
+        (f64::from(lease) * self.rebinding_factor) as u32
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Subnet {
+    /// Position in the file (`subnet[index]`) and in `Config::subnets`.
+    pub index: usize,
+    pub net: Ipv4Net,
+    /// Extra giaddrs (outside `net`) that select this subnet.
+    pub relay_addresses: Vec<Ipv4Addr>,
+    /// Global `[lease]` merged with this subnet's overrides.
+    pub times: LeaseTimes,
+    pub pools: Vec<Pool>,
+    pub reservations: Vec<Reservation>,
+    /// `siaddr` in replies.
+    pub next_server: Option<Ipv4Addr>,
+    /// The BOOTP `file` field (also option 67); at most 127 bytes.
+    pub boot_file: Option<String>,
+    /// Encoded options, including 1 (mask) and 28 (broadcast) derived from `net`.
+    pub options: SubnetOptions,
+}
+
+/// An inclusive address range. `id` is the pool's position in the file
+/// (counting across all subnets), so ids are unique and stable while the
+/// file's pools keep their order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub id: u32,
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl Pool {
+    /// Number of addresses (at most 2^24).
+    pub fn size(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(ip))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub key: ReservationKey,
+    pub ip: Ipv4Addr,
+}
+
+/// How a reserved client is recognised.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ReservationKey {
+    /// Ethernet hardware address (chaddr with htype 1, hlen 6).
+    Hw([u8; 6]),
+    /// Option 61 bytes exactly as the client sends them (type byte included).
+    ClientId(Vec<u8>),
+}
+
+/// Sorted ranges for `subnet_for`: subnets do not overlap, and relay addresses
+/// are unique, so a binary search finds the only candidate.
+#[derive(Clone, Debug, Default)]
+struct SubnetLookup {
+    /// (first, last, subnet index), sorted by first.
+    nets: Vec<(u32, u32, usize)>,
+    /// (relay address, subnet index), sorted by address.
+    relays: Vec<(u32, usize)>,
+}
+
+impl SubnetLookup {
+    fn build(subnets: &[Subnet]) -> Self {
+        let mut nets: Vec<_> = subnets
+            .iter()
+            .map(|s| (s.net.first_u32(), s.net.last_u32(), s.index))
+            .collect();
+        nets.sort_unstable();
+        let mut relays: Vec<_> = subnets
+            .iter()
+            .flat_map(|s| {
+                s.relay_addresses
+                    .iter()
+                    .map(move |r| (u32::from(*r), s.index))
+            })
+            .collect();
+        relays.sort_unstable();
+        SubnetLookup { nets, relays }
+    }
+
+    fn find(&self, ip: u32) -> Option<usize> {
+        let i = self.nets.partition_point(|&(first, _, _)| first <= ip);
+        if let Some(&(_, last, idx)) = i.checked_sub(1).and_then(|j| self.nets.get(j)) {
+            if ip <= last {
+                return Some(idx);
+            }
+        }
+        self.relays
+            .binary_search_by_key(&ip, |&(a, _)| a)
+            .ok()
+            .map(|j| self.relays[j].1)
+    }
+}
+
+impl Config {
+    /// The subnet selected by `addr` (giaddr, link-selection, or the receiving
+    /// interface's address): the subnet whose cidr contains it, else the one
+    /// listing it in `relay-addresses`.
+    #[inline]
+    pub fn subnet_for(&self, addr: Ipv4Addr) -> Option<&Subnet> {
+        self.lookup
+            .find(u32::from(addr))
+            .and_then(|i| self.subnets.get(i))
+    }
+
+    /// Every pool as `(id, first, last)`, in id order.
+    pub fn pool_specs(&self) -> Vec<(u32, Ipv4Addr, Ipv4Addr)> {
+        self.subnets
+            .iter()
+            .flat_map(|s| s.pools.iter().map(|p| (p.id, p.first, p.last)))
+            .collect()
+    }
+
+    /// The pool with this id and its subnet.
+    pub fn pool(&self, id: u32) -> Option<(&Subnet, &Pool)> {
+        self.subnets
+            .iter()
+            .find_map(|s| s.pools.iter().find(|p| p.id == id).map(|p| (s, p)))
+    }
+
+    /// The subnet and pool holding `ip`, if any.
+    pub fn pool_of(&self, ip: Ipv4Addr) -> Option<(&Subnet, &Pool)> {
+        let s = self.subnet_for(ip).filter(|s| s.net.contains(ip))?;
+        s.pools.iter().find(|p| p.contains(ip)).map(|p| (s, p))
+    }
+}

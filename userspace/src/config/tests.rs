@@ -1,0 +1,537 @@
+//! Configuration tests: the examples parse, bad inputs name file:line:col and
+//! field, and options are encoded to the exact bytes.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::*;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Parses `text` as `t.toml` and returns the error lines (empty if it parsed).
+fn error_lines(text: &str) -> Vec<String> {
+    match parse(text, "t.toml") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+const SERVER: &str = "[server]\ninterface = \"eth0\"\n\n";
+
+#[test]
+fn demo_example_parses() {
+    let cfg = parse(DEMO_CONFIG, "demo.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.interface, "xd-srv0");
+    assert_eq!(cfg.server.io, IoMode::Auto);
+    assert_eq!(cfg.server.xdp_mode, XdpModeCfg::Auto);
+    assert_eq!(cfg.server.queues, QueueSel::All);
+    assert_eq!(cfg.server.server_id, Some(ip("10.77.0.1")));
+    assert_eq!(cfg.server.commit, CommitMode::Ack);
+    assert_eq!(cfg.lease, LeaseTimes::default());
+    assert_eq!(cfg.subnets.len(), 1);
+    let s = &cfg.subnets[0];
+    assert_eq!(s.net.to_string(), "10.77.0.0/16");
+    assert_eq!(
+        s.pools,
+        vec![Pool {
+            id: 0,
+            first: ip("10.77.1.0"),
+            last: ip("10.77.250.255")
+        }]
+    );
+    // Enough for 100k perfdhcp exchanges with address reuse.
+    assert_eq!(s.pools[0].size(), 250 * 256);
+    assert_eq!(s.options.get(1), Some(&[255, 255, 0, 0][..]));
+    assert_eq!(s.options.get(3), Some(&[10, 77, 0, 1][..]));
+    assert_eq!(s.options.get(6), Some(&[10, 77, 0, 1][..]));
+    assert_eq!(s.options.get(15), Some(&b"demo.xdhcpd"[..]));
+    assert_eq!(s.options.get(28), Some(&[10, 77, 255, 255][..]));
+    assert_eq!(s.options.get(42), Some(&[10, 77, 0, 1][..]));
+    assert_eq!(
+        s.options.codes().collect::<Vec<_>>(),
+        vec![1, 3, 6, 15, 28, 42]
+    );
+    assert_eq!(
+        cfg.pool_specs(),
+        vec![(0, ip("10.77.1.0"), ip("10.77.250.255"))]
+    );
+    assert_eq!(cfg.subnet_for(ip("10.77.0.1")).map(|s| s.index), Some(0));
+    assert!(cfg.subnet_for(ip("10.78.0.1")).is_none());
+}
+
+#[test]
+fn relay_example_parses_and_selects_by_giaddr() {
+    let cfg = parse(RELAY_CONFIG, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.server.commit,
+        CommitMode::Interval(Duration::from_millis(10))
+    );
+    assert_eq!(cfg.subnets.len(), 2);
+    // giaddr inside a cidr, giaddr listed in relay-addresses, and neither.
+    assert_eq!(cfg.subnet_for(ip("10.10.0.1")).map(|s| s.index), Some(0));
+    assert_eq!(cfg.subnet_for(ip("10.10.3.200")).map(|s| s.index), Some(0));
+    assert_eq!(cfg.subnet_for(ip("198.51.100.7")).map(|s| s.index), Some(1));
+    assert_eq!(cfg.subnet_for(ip("10.20.0.1")).map(|s| s.index), Some(1));
+    assert!(cfg.subnet_for(ip("198.51.100.8")).is_none());
+    assert!(cfg.subnet_for(ip("10.10.4.0")).is_none());
+
+    let ids: Vec<u32> = cfg.pool_specs().iter().map(|p| p.0).collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    assert_eq!(
+        cfg.pool(2).map(|(s, p)| (s.index, p.first)),
+        Some((1, ip("10.20.0.100")))
+    );
+    assert_eq!(cfg.pool_of(ip("10.10.2.7")).map(|(_, p)| p.id), Some(1));
+    assert!(cfg.pool_of(ip("10.10.0.5")).is_none());
+
+    let a = &cfg.subnets[0];
+    assert_eq!(a.times.default, 7200);
+    assert_eq!(
+        a.reservations,
+        vec![Reservation {
+            key: ReservationKey::Hw([2, 0, 0, 0, 0x0a, 1]),
+            ip: ip("10.10.0.5")
+        }]
+    );
+    assert_eq!(a.options.get(6), Some(&[192, 0, 2, 53, 192, 0, 2, 54][..]));
+
+    let b = &cfg.subnets[1];
+    // Per-subnet overrides merged over [lease].
+    assert_eq!(
+        (b.times.min, b.times.default, b.times.max),
+        (300, 1800, 3600)
+    );
+    assert_eq!(b.relay_addresses, vec![ip("198.51.100.7")]);
+    assert_eq!(b.next_server, Some(ip("192.0.2.69")));
+    assert_eq!(b.boot_file.as_deref(), Some("cm.cfg"));
+    assert_eq!(b.options.get(67), Some(&b"cm.cfg"[..]));
+    assert_eq!(b.options.get(66), Some(&b"192.0.2.69"[..]));
+    assert_eq!(b.options.get(2), Some(&3600i32.to_be_bytes()[..]));
+    assert_eq!(b.options.get(43), Some(&[1, 4, 192, 0, 2, 0x45][..]));
+    assert_eq!(b.options.get(150), Some(&[192, 0, 2, 69][..]));
+    assert_eq!(b.options.get(1), Some(&[255, 255, 255, 0][..]));
+    assert_eq!(
+        b.reservations[0].key,
+        ReservationKey::ClientId(vec![1, 2, 0, 0, 0, 0x14, 1])
+    );
+}
+
+#[test]
+fn option_encoding_is_exact() {
+    let text = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n\
+         router = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n\
+         domain-name = \"example.org\"\n\
+         broadcast-address = \"10.0.0.254\"\n\
+         time-offset = -18000\n\
+         log-servers = [\"192.0.2.1\"]\n\
+         ntp-servers = []\n\
+         options = [\n\
+           {{ code = 43, hex = \"01020304\" }},\n\
+           {{ code = 60, text = \"x\" }},\n\
+           {{ code = 150, ip = [\"1.2.3.4\", \"5.6.7.8\"] }},\n\
+           {{ code = 23, u8 = 64 }},\n\
+           {{ code = 26, u16 = 1500 }},\n\
+           {{ code = 35, u32 = 4294967295 }},\n\
+           {{ code = 80, hex = \"\" }},\n\
+         ]\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let o = &cfg.subnets[0].options;
+    // Three routers: 4 bytes each.
+    assert_eq!(o.get(3), Some(&[10, 0, 0, 1, 10, 0, 0, 2, 10, 0, 0, 3][..]));
+    assert_eq!(o.get_tlv(3).map(|t| &t[..2]), Some(&[3, 12][..]));
+    assert_eq!(o.get(15), Some(&b"example.org"[..]));
+    assert_eq!(o.get(28), Some(&[10, 0, 0, 254][..]));
+    assert_eq!(o.get(2), Some(&[0xff, 0xff, 0xb9, 0xb0][..]));
+    assert_eq!(o.get(7), Some(&[192, 0, 2, 1][..]));
+    // An empty list means "do not send".
+    assert_eq!(o.get(42), None);
+    assert_eq!(o.get(43), Some(&[1, 2, 3, 4][..]));
+    assert_eq!(o.get(60), Some(&b"x"[..]));
+    assert_eq!(o.get(150), Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
+    assert_eq!(o.get(23), Some(&[64][..]));
+    assert_eq!(o.get(26), Some(&[0x05, 0xdc][..]));
+    assert_eq!(o.get(35), Some(&[0xff; 4][..]));
+    assert_eq!(o.get_tlv(80), Some(&[80, 0][..]));
+    assert_eq!(
+        o.codes().collect::<Vec<_>>(),
+        vec![1, 2, 3, 7, 15, 23, 26, 28, 35, 43, 60, 80, 150]
+    );
+    let mut out = Vec::new();
+    o.append_requested(&[1, 3, 15], &mut out);
+    let mut want = vec![
+        1, 4, 255, 255, 255, 0, 3, 12, 10, 0, 0, 1, 10, 0, 0, 2, 10, 0, 0, 3, 15, 11,
+    ];
+    want.extend_from_slice(b"example.org");
+    assert_eq!(out, want);
+}
+
+#[test]
+fn defaults_when_keys_are_omitted() {
+    let cfg = parse(
+        &format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.server.io, IoMode::Auto);
+    assert_eq!(cfg.server.queues, QueueSel::All);
+    assert_eq!(cfg.server.server_id, None);
+    assert_eq!(
+        cfg.server.lease_file,
+        std::path::PathBuf::from("/var/lib/xdhcpd/leases.db")
+    );
+    assert_eq!(cfg.server.commit, CommitMode::Ack);
+    assert_eq!(cfg.server.ebpf_object, None);
+    assert_eq!(cfg.lease, LeaseTimes::default());
+    assert!(cfg.subnets[0].pools.is_empty());
+    assert_eq!(
+        cfg.subnets[0].options.codes().collect::<Vec<_>>(),
+        vec![1, 28]
+    );
+    assert_eq!(cfg.source, std::path::PathBuf::from("t.toml"));
+}
+
+#[test]
+fn server_keywords() {
+    let text = "[server]\ninterface = \"eth0\"\nio = \"udp\"\nxdp-mode = \"skb\"\nqueues = 2\n\
+                commit = \"interval:250\"\nebpf-object = \"/x/prog.o\"\ncontrol-socket = \"/run/x.sock\"\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.io, IoMode::Udp);
+    assert_eq!(cfg.server.xdp_mode, XdpModeCfg::Skb);
+    assert_eq!(cfg.server.queues, QueueSel::First(2));
+    assert_eq!(
+        cfg.server.commit,
+        CommitMode::Interval(Duration::from_millis(250))
+    );
+    assert_eq!(
+        cfg.server.ebpf_object.as_deref(),
+        Some(std::path::Path::new("/x/prog.o"))
+    );
+    assert_eq!(
+        cfg.server.control_socket.as_deref(),
+        Some(std::path::Path::new("/run/x.sock"))
+    );
+}
+
+#[test]
+fn lease_time_helpers() {
+    let t = LeaseTimes::default();
+    assert_eq!(t.lease_for(None), 3600);
+    assert_eq!(t.lease_for(Some(10)), 60);
+    assert_eq!(t.lease_for(Some(1_000_000)), 86400);
+    assert_eq!(t.lease_for(Some(7200)), 7200);
+    assert_eq!(t.t1(3600), 1800);
+    assert_eq!(t.t2(3600), 3150);
+}
+
+/// Each bad input and the exact error line(s) it must produce.
+#[test]
+fn bad_inputs_are_reported_with_position_and_field() {
+    let sub = "[[subnet]]\ncidr = \"10.0.1.0/24\"\n"; // lines 4-5 after SERVER
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("{SERVER}{sub}[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.300\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: 10.0.1.300 is not an IPv4 address"],
+        ),
+        (
+            format!("{SERVER}{sub}router = [\"10.0.1.1\", \"10.0.1\"]\n"),
+            vec!["t.toml:6:23: subnet[0].router[1]: 10.0.1 is not an IPv4 address"],
+        ),
+        (
+            format!(
+                "{SERVER}{sub}[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.100\"\n\
+                 [[subnet.pool]]\nrange = \"10.0.1.50-10.0.1.60\"\n"
+            ),
+            vec!["t.toml:9:9: subnet[0].pool[1].range: 10.0.1.50-10.0.1.60 overlaps subnet[0].pool[0].range 10.0.1.10-10.0.1.100 (line 7)"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet.pool]]\nrange = \"10.9.0.10-10.9.0.20\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: range 10.9.0.10-10.9.0.20 is outside subnet 10.0.1.0/24"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet.pool]]\nrange = \"10.0.1.20 - 10.0.1.10\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: range 10.0.1.20-10.0.1.10 is empty: first is above last"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet.pool]]\nrange = \"10.0.1.0-10.0.1.10\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: range 10.0.1.0-10.0.1.10 includes the network address 10.0.1.0"],
+        ),
+        (
+            format!("{SERVER}[lease]\nmin-time = 7200\n\n{sub}"),
+            vec!["t.toml:5:12: lease.min-time: min-time 7200 is greater than default-time 3600"],
+        ),
+        (
+            format!("{SERVER}[lease]\nmax-time = 600\n\n{sub}"),
+            vec!["t.toml:5:12: lease.max-time: default-time 3600 is greater than max-time 600"],
+        ),
+        (
+            format!("{SERVER}[lease]\nrenewal-factor = 0.9\nrebinding-factor = 0.8\n{sub}"),
+            vec!["t.toml:6:20: lease.rebinding-factor: rebinding-factor 0.8 must be greater than renewal-factor 0.9"],
+        ),
+        (
+            format!("{SERVER}[lease]\nrenewal-factor = 1.5\n{sub}"),
+            vec!["t.toml:5:18: lease.renewal-factor: 1.5 is out of range: must be between 0 and 1 (exclusive)"],
+        ),
+        (
+            format!("{SERVER}[lease]\ndefault-time = 0\n{sub}"),
+            vec!["t.toml:5:16: lease.default-time: 0 is out of range: must be between 1 and 2147483647 seconds"],
+        ),
+        (
+            format!("{SERVER}{sub}min-time = 4000\n"),
+            vec!["t.toml:6:12: subnet[0].min-time: min-time 4000 is greater than default-time 3600 (after merging with [lease])"],
+        ),
+        (
+            format!("{SERVER}[lease]\ndefualt-time = 60\n{sub}"),
+            vec!["t.toml:5:1: lease.defualt-time: unknown key `defualt-time`; did you mean `default-time`?"],
+        ),
+        (
+            format!("[server]\nintreface = \"eth0\"\n{sub}"),
+            vec![
+                "t.toml:1:1: server: missing required key `interface` in `server`",
+                "t.toml:2:1: server.intreface: unknown key `intreface`; did you mean `interface`?",
+            ],
+        ),
+        (
+            format!("{SERVER}{sub}colour = 1\n"),
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation"],
+        ),
+        (
+            format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
+            vec!["t.toml:3:10: server.commit: `every:5` is not a commit mode: expected \"ack\" or \"interval:<ms>\" (1..=60000)"],
+        ),
+        (
+            format!("[server]\ninterface = \"eth0\"\ncommit = \"interval:0\"\n{sub}"),
+            vec!["t.toml:3:10: server.commit: commit interval 0 ms is out of range: must be 1..=60000"],
+        ),
+        (
+            format!("[server]\ninterface = \"eth0\"\nio = \"xpd\"\n{sub}"),
+            vec!["t.toml:3:6: server.io: `xpd` is not valid here; did you mean `xdp`?"],
+        ),
+        (
+            format!("[server]\ninterface = \"eth0\"\nqueues = 0\n{sub}"),
+            vec!["t.toml:3:10: server.queues: 0 is out of range: must be between 1 and 4096"],
+        ),
+        (
+            format!("[server]\ninterface = \"a-very-long-interface\"\n{sub}"),
+            vec!["t.toml:2:13: server.interface: interface name `a-very-long-interface` is longer than 15 bytes"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 53, u8 = 1 }}]\n"),
+            vec!["t.toml:6:21: subnet[0].options[0].code: option 53 is managed by the server and cannot be configured"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 0, u8 = 1 }}, {{ code = 255, u8 = 1 }}]\n"),
+            vec![
+                "t.toml:6:21: subnet[0].options[0].code: 0 is out of range: must be between 1 and 254",
+                "t.toml:6:43: subnet[0].options[1].code: 255 is out of range: must be between 1 and 254",
+            ],
+        ),
+        (
+            format!("{SERVER}{sub}router = [\"10.0.1.1\"]\noptions = [{{ code = 3, ip = [\"10.0.1.2\"] }}]\n"),
+            vec!["t.toml:7:21: subnet[0].options[0].code: option 3 is already set by `router`"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 43, hex = \"01\" }}, {{ code = 43, u8 = 1 }}]\n"),
+            vec!["t.toml:6:48: subnet[0].options[1].code: option 43 is already set by `options[0]`"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 43, hex = \"01\", text = \"a\" }}]\n"),
+            vec!["t.toml:6:44: subnet[0].options[0].text: an option takes exactly one of: hex, text, ip, u8, u16, u32"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 43 }}]\n"),
+            vec!["t.toml:6:12: subnet[0].options[0]: an option needs exactly one of: hex, text, ip, u8, u16, u32"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 43, hex = \"0g\" }}]\n"),
+            vec!["t.toml:6:31: subnet[0].options[0].hex: `0g` is not hex: `0g` is not a hex byte"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 60, text = \"{}\" }}]\n", "a".repeat(256)),
+            vec!["t.toml:6:32: subnet[0].options[0].text: is 256 bytes long; the limit is 255"],
+        ),
+        (
+            format!("{SERVER}{sub}options = [{{ code = 23, u8 = 256 }}]\n"),
+            vec!["t.toml:6:30: subnet[0].options[0].u8: 256 is out of range: must be 0..=255"],
+        ),
+        (
+            format!(
+                "{SERVER}{sub}[[subnet.reservation]]\nhw = \"aa:bb:cc:dd:ee:ff\"\nip = \"10.0.1.5\"\n\
+                 [[subnet.reservation]]\nhw = \"AA:BB:CC:DD:EE:FF\"\nip = \"10.0.1.5\"\n"
+            ),
+            vec![
+                "t.toml:10:6: subnet[0].reservation[1].hw: duplicate reservation: hw aa:bb:cc:dd:ee:ff is already reserved at subnet[0].reservation[0].hw (line 7)",
+                "t.toml:11:6: subnet[0].reservation[1].ip: duplicate reservation: 10.0.1.5 is already reserved at subnet[0].reservation[0].ip (line 8)",
+            ],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet.reservation]]\nhw = \"aa:bb:cc:dd:ee\"\nip = \"10.0.2.5\"\n"),
+            vec![
+                "t.toml:7:6: subnet[0].reservation[0].hw: `aa:bb:cc:dd:ee` is not a 6-byte hardware address",
+                "t.toml:8:6: subnet[0].reservation[0].ip: 10.0.2.5 is outside subnet 10.0.1.0/24",
+            ],
+        ),
+        (
+            format!("{SERVER}[[subnet]]\ncidr = \"10.0.1.5/24\"\n"),
+            vec!["t.toml:5:8: subnet[0].cidr: 10.0.1.5/24 has host bits set; did you mean 10.0.1.0/24?"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet]]\ncidr = \"10.0.0.0/16\"\n"),
+            vec!["t.toml:7:8: subnet[1].cidr: 10.0.0.0/16 overlaps subnet[0].cidr 10.0.1.0/24 (line 5)"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet]]\ncidr = \"10.0.2.0/24\"\nrelay-addresses = [\"10.0.1.1\"]\n"),
+            vec!["t.toml:8:20: subnet[1].relay-addresses[0]: 10.0.1.1 is inside subnet[0] (10.0.1.0/24), so it already selects that subnet"],
+        ),
+        (
+            format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/7\"\n[[subnet.pool]]\nrange = \"10.0.0.1-10.255.255.254\"\n"),
+            // Just under the 2^24 limit: accepted.
+            vec![],
+        ),
+        (
+            format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/7\"\n[[subnet.pool]]\nrange = \"10.0.0.1-11.0.0.1\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: range 10.0.0.1-11.0.0.1 has 16777217 addresses; a pool may hold at most 16777216 (2^24), split it"],
+        ),
+        (
+            format!("[server]\ninterface = \"eth0\"\nserver-id = \"10.0.1.7\"\n{sub}[[subnet.pool]]\nrange = \"10.0.1.5-10.0.1.9\"\n"),
+            vec!["t.toml:7:9: subnet[0].pool[0].range: range 10.0.1.5-10.0.1.9 includes the server address 10.0.1.7"],
+        ),
+        (
+            format!("{SERVER}[subnet]\ncidr = \"10.0.1.0/24\"\n"),
+            vec!["t.toml:4:1: subnet: expected an array of tables: write [[subnet]], not [subnet]"],
+        ),
+        (
+            format!("{SERVER}{sub}[subnet.pool]\nrange = \"10.0.1.10-10.0.1.20\"\n"),
+            vec!["t.toml:6:1: subnet[0].pool: expected an array of tables: write [[subnet.pool]], not [subnet.pool]"],
+        ),
+        (
+            format!("{SERVER}{sub}domain-name = \"bad name\"\n"),
+            vec!["t.toml:6:15: subnet[0].domain-name: `bad name` is not a valid domain name (bad label `bad name`)"],
+        ),
+        (
+            format!("{SERVER}{sub}boot-file = \"{}\"\n", "b".repeat(128)),
+            vec!["t.toml:6:13: subnet[0].boot-file: is 128 bytes long; the limit is 127"],
+        ),
+        (
+            format!("{SERVER}{sub}router = \"10.0.1.1\"\n"),
+            vec!["t.toml:6:10: subnet[0].router: expected an array, found a string"],
+        ),
+        (
+            sub.to_string(),
+            vec!["t.toml:1:1: missing required key `server` in the file"],
+        ),
+        (
+            SERVER.to_string(),
+            vec!["t.toml:1:1: missing required key `subnet` in the file"],
+        ),
+        (
+            format!("{SERVER}{sub}router = [\"10.0.1.1\",\n"),
+            vec!["t.toml:6:22: syntax error: unclosed array, expected `]`"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in cases {
+        let got = error_lines(&text);
+        if got != want {
+            failures.push(format!("input:\n{text}\n  got:  {got:?}\n  want: {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn all_semantic_errors_are_reported_together() {
+    let text = "\
+[server]
+interface = \"eth0\"
+commit = \"sometimes\"
+
+[lease]
+min-time = 9000
+
+[[subnet]]
+cidr = \"10.0.1.0/24\"
+options = [{ code = 54, ip = [\"10.0.1.1\"] }]
+[[subnet.pool]]
+range = \"10.0.1.10-10.0.1.300\"
+[[subnet.pool]]
+range = \"10.0.2.10-10.0.2.20\"
+[[subnet.reservation]]
+hw = \"02:00:00:00:00:01\"
+ip = \"10.0.1.5\"
+[[subnet.reservation]]
+hw = \"02:00:00:00:00:01\"
+ip = \"10.0.1.6\"
+";
+    let err = parse(text, "multi.toml").unwrap_err();
+    let want = "\
+multi.toml:3:10: server.commit: `sometimes` is not a commit mode: expected \"ack\" or \"interval:<ms>\" (1..=60000)
+multi.toml:6:12: lease.min-time: min-time 9000 is greater than default-time 3600
+multi.toml:10:21: subnet[0].options[0].code: option 54 is managed by the server and cannot be configured
+multi.toml:12:9: subnet[0].pool[0].range: 10.0.1.300 is not an IPv4 address
+multi.toml:14:9: subnet[0].pool[1].range: range 10.0.2.10-10.0.2.20 is outside subnet 10.0.1.0/24
+multi.toml:19:6: subnet[0].reservation[1].hw: duplicate reservation: hw 02:00:00:00:00:01 is already reserved at subnet[0].reservation[0].hw (line 16)";
+    assert_eq!(err.to_string(), want);
+    assert_eq!(err.len(), 6);
+    assert!(err
+        .iter()
+        .all(|e| e.file == "multi.toml" && e.position.is_some()));
+}
+
+#[test]
+fn load_names_the_path() {
+    let dir = std::env::temp_dir().join(format!("xdhcpd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, DEMO_CONFIG).unwrap();
+    let cfg = load(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.source, good);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\ninterface = 3\n[[subnet]]\ncidr = \"10.0.0.0/8\"\n",
+    )
+    .unwrap();
+    let err = load(&bad).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}:2:13: server.interface: expected a string, found an integer",
+            bad.display()
+        )
+    );
+
+    let missing = dir.join("missing.toml");
+    let err = load(&missing).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: cannot read configuration: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every prefix of the examples (cut at each character) must give a config or
+/// errors with positions inside the text, never a panic.
+#[test]
+fn truncated_inputs_never_panic() {
+    for src in [DEMO_CONFIG, RELAY_CONFIG] {
+        let lines = src.lines().count() + 1;
+        for (cut, _) in src.char_indices() {
+            if let Err(e) = parse(&src[..cut], "cut.toml") {
+                assert!(!e.is_empty());
+                for err in &e {
+                    let p = err.position.unwrap();
+                    assert!(p.line >= 1 && p.line <= lines && p.column >= 1, "{err}");
+                }
+            }
+        }
+    }
+}
