@@ -197,7 +197,10 @@ pub struct Pool {
 impl Pool {
     /// Number of addresses (at most 2^24).
     pub fn size(&self) -> u32 {
-        u32::from(self.last) - u32::from(self.first) + 1
+        // Total even for a hand-built pool that breaks the first <= last invariant.
+        u32::from(self.last)
+            .wrapping_sub(u32::from(self.first))
+            .saturating_add(1)
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {

@@ -6,29 +6,25 @@
 
 use std::fmt;
 
-/// Where one option's TLV lives in `SubnetOptions::buf`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    /// Offset of the code byte.
-    start: u32,
-    /// Length of the value (the TLV is `len + 2` bytes).
-    len: u8,
-}
+/// Table entry for an absent option.
+const ABSENT: u16 = u16::MAX;
 
 /// Encoded options of one subnet, keyed by option code.
 ///
-/// Invariants: every present code is in 1..=254; every value is at most 255
-/// bytes; `buf[start] == code` and `buf[start + 1] == len` for every slot.
+/// Invariants: `buf` holds each present option's TLV exactly once (so it is at
+/// most 254 * 257 = 65,278 bytes and every offset fits a u16 below `ABSENT`);
+/// `table[code]` is the offset of its code byte, or `ABSENT`; codes 0 and 255
+/// are never present; every value is at most 255 bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SubnetOptions {
-    table: Box<[Option<Slot>; 256]>,
+    table: [u16; 256],
     buf: Vec<u8>,
 }
 
 impl Default for SubnetOptions {
     fn default() -> Self {
         SubnetOptions {
-            table: Box::new([None; 256]),
+            table: [ABSENT; 256],
             buf: Vec::new(),
         }
     }
@@ -42,36 +38,38 @@ impl SubnetOptions {
     /// The value bytes of option `code` (without code and length).
     #[inline]
     pub fn get(&self, code: u8) -> Option<&[u8]> {
-        let s = self.table[usize::from(code)]?;
-        let start = s.start as usize + 2;
-        self.buf.get(start..start + usize::from(s.len))
+        self.get_tlv(code).map(|tlv| &tlv[2..])
     }
 
     /// The whole TLV of option `code` (`code, len, value...`), ready to copy into a reply.
     #[inline]
     pub fn get_tlv(&self, code: u8) -> Option<&[u8]> {
-        let s = self.table[usize::from(code)]?;
-        let start = s.start as usize;
-        self.buf.get(start..start + usize::from(s.len) + 2)
+        let start = self.table[usize::from(code)];
+        if start == ABSENT {
+            return None;
+        }
+        let start = usize::from(start);
+        let len = usize::from(*self.buf.get(start + 1)?);
+        self.buf.get(start..start + 2 + len)
     }
 
     #[inline]
     pub fn contains(&self, code: u8) -> bool {
-        self.table[usize::from(code)].is_some()
+        self.table[usize::from(code)] != ABSENT
     }
 
     /// Present option codes in ascending order.
     pub fn codes(&self) -> impl Iterator<Item = u8> + '_ {
-        (0u8..=255).filter(move |&c| self.table[usize::from(c)].is_some())
+        (0u8..=255).filter(move |&c| self.contains(c))
     }
 
     /// Number of options present.
     pub fn len(&self) -> usize {
-        self.table.iter().filter(|s| s.is_some()).count()
+        self.table.iter().filter(|&&s| s != ABSENT).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.iter().all(|s| s.is_none())
+        self.len() == 0
     }
 
     /// Sets option `code` to `value`, replacing an earlier value.
@@ -83,13 +81,39 @@ impl SubnetOptions {
             return Err(OptionError::ReservedCode(code));
         }
         let len = u8::try_from(value.len()).map_err(|_| OptionError::TooLong(value.len()))?;
-        // A replaced value stays in the buffer unused; this only happens at load time.
-        let start = u32::try_from(self.buf.len()).map_err(|_| OptionError::TooLong(value.len()))?;
+        if self.contains(code) {
+            self.remove(code);
+        }
+        // Cannot fail given the invariant; checked rather than assumed.
+        let start = u16::try_from(self.buf.len())
+            .ok()
+            .filter(|&s| s != ABSENT)
+            .ok_or(OptionError::TooLong(value.len()))?;
         self.buf.push(code);
         self.buf.push(len);
         self.buf.extend_from_slice(value);
-        self.table[usize::from(code)] = Some(Slot { start, len });
+        self.table[usize::from(code)] = start;
         Ok(())
+    }
+
+    /// Removes option `code` (load time only: it shifts the buffer).
+    pub fn remove(&mut self, code: u8) {
+        let Some(tlv_len) = self.get_tlv(code).map(<[u8]>::len) else {
+            return;
+        };
+        let start = self.table[usize::from(code)];
+        self.buf
+            .drain(usize::from(start)..usize::from(start) + tlv_len);
+        self.table[usize::from(code)] = ABSENT;
+        // tlv_len <= 257, so it fits a u16.
+        let shift = tlv_len as u16;
+        for s in self
+            .table
+            .iter_mut()
+            .filter(|s| **s != ABSENT && **s > start)
+        {
+            *s -= shift;
+        }
     }
 
     /// Appends the TLVs of `codes` that are present (in the order given, each
@@ -154,7 +178,28 @@ mod tests {
         // Replacing keeps a single entry with the new value.
         o.set(3, &[10, 0, 0, 2]).unwrap();
         assert_eq!(o.get(3), Some(&[10, 0, 0, 2][..]));
+        assert_eq!(o.get(15), Some(&b"example"[..]));
         assert_eq!(o.len(), 3);
+        o.remove(15);
+        assert_eq!(o.get(15), None);
+        assert_eq!(o.get(3), Some(&[10, 0, 0, 2][..]));
+        assert_eq!(o.get_tlv(80), Some(&[80, 0][..]));
+    }
+
+    #[test]
+    fn every_code_at_full_length_fits() {
+        let mut o = SubnetOptions::new();
+        for c in 1..=254u8 {
+            o.set(c, &[c; 255]).unwrap();
+        }
+        // Replacing values never grows the buffer past the u16 range.
+        for c in 1..=254u8 {
+            o.set(c, &[!c; 255]).unwrap();
+        }
+        assert_eq!(o.len(), 254);
+        for c in 1..=254u8 {
+            assert_eq!(o.get(c), Some(&[!c; 255][..]));
+        }
     }
 
     #[test]
