@@ -1,1 +1,39 @@
-//! (being written)
+//! Crash-safe memory-mapped DHCPv4 lease table for xdhcpd.
+//!
+//! One fixed-size record (128 bytes) per address of every configured pool,
+//! in a memory-mapped file behind a header (magic, version, geometry, and a
+//! double-buffered failover area). Worker threads share one [`LeaseTable`]:
+//! records change under a per-record sequence lock, client lookups go
+//! through a concurrent index, and free addresses sit on per-(pool, shard,
+//! owner) lists, so the per-packet path takes no table-wide lock and does
+//! not allocate.
+//!
+//! Durability: an update is in the page cache when `update` returns (it
+//! survives the process being killed); it is on stable storage after
+//! [`LeaseTable::flush_set`] (the records of one batch) or
+//! [`LeaseTable::flush`] (everything). Commit modes are built from these:
+//! "ack" = `flush_set` before the replies of a batch leave, "interval" = a
+//! thread calling `flush` every N ms.
+//!
+//! Integrity: every record carries a CRC; at open a record with a bad CRC
+//! (or one left mid-write with a bad CRC) is quarantined and reported, a
+//! record left mid-write whose CRC is still valid is kept and reported.
+//! Header problems (magic, version, record size, checksum, truncation) are
+//! errors naming the file.
+
+mod error;
+mod header;
+mod lease;
+mod table;
+
+pub use error::{LostLease, StoreError};
+pub use header::{PoolSpec, FAILOVER_CAPACITY};
+pub use lease::{
+    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
+};
+pub use table::{
+    unix_now, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
+};
+
+/// Current on-disk format version.
+pub const FORMAT_VERSION: u32 = header::VERSION;

@@ -1,0 +1,397 @@
+//! File header: magic, version, geometry (pools), and the failover area.
+//!
+//! # Header layout (little-endian; length a multiple of 4096)
+//!
+//! | off  | size | field |
+//! |-----:|-----:|-------|
+//! | 0    | 8  | magic `XDHCPLT1` |
+//! | 8    | 4  | format version (1) |
+//! | 12   | 4  | record size (128) |
+//! | 16   | 4  | header length in bytes (records start here) |
+//! | 20   | 4  | number of pools |
+//! | 24   | 8  | number of records |
+//! | 32   | 8  | created (unix seconds) |
+//! | 40   | 4  | CRC-32 of bytes 0..40, 44..64 and the pool table |
+//! | 44   | 20 | zero |
+//! | 64   | 1040 | failover slot A |
+//! | 1104 | 1040 | failover slot B |
+//! | 2176 | 16 × pools | pool table: first u32, last u32, id u32, zero u32 |
+//!
+//! A failover slot is: generation u64, length u32, CRC-32 (of generation,
+//! length and payload) u32, then [`FAILOVER_CAPACITY`] payload bytes. Writes
+//! go to the slot not holding the newest valid copy, so a torn write leaves
+//! the previous state readable.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::error::StoreError;
+use crate::lease::RECORD_SIZE;
+
+pub(crate) const MAGIC: &[u8; 8] = b"XDHCPLT1";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const PAGE: usize = 4096;
+/// Payload bytes available to `set_failover_area`.
+pub const FAILOVER_CAPACITY: usize = 1024;
+const FO_SLOT_LEN: usize = 16 + FAILOVER_CAPACITY;
+const FO_OFF: [usize; 2] = [64, 64 + FO_SLOT_LEN];
+const POOLS_OFF: usize = 2176;
+const POOL_ENTRY: usize = 16;
+
+/// One configured address pool: every address from `first` to `last` inclusive gets a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolSpec {
+    pub id: u32,
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl PoolSpec {
+    /// Number of addresses.
+    pub fn len(&self) -> u64 {
+        u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
+    }
+    /// Always false for a valid spec (first <= last); present for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        u32::from(self.last) < u32::from(self.first)
+    }
+}
+
+/// Pools in file order with their first record index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub pools: Vec<PoolSpec>,
+    /// `bases[i]`: slot of `pools[i].first`; increasing.
+    pub bases: Vec<u32>,
+    pub total: u32,
+    /// (first, last, pool index) sorted by first address, for address lookups.
+    by_addr: Vec<(u32, u32, u32)>,
+}
+
+impl Geometry {
+    pub fn new(pools: &[PoolSpec]) -> Result<Self, String> {
+        let mut bases = Vec::with_capacity(pools.len());
+        let mut total: u64 = 0;
+        for p in pools {
+            if u32::from(p.first) > u32::from(p.last) {
+                return Err(format!(
+                    "pool {}: first address {} is after last address {}",
+                    p.id, p.first, p.last
+                ));
+            }
+            bases.push(total as u32);
+            total += p.len();
+            // Slot numbers are u32 and u32::MAX is kept free as a sentinel.
+            if total >= u64::from(u32::MAX) {
+                return Err(format!(
+                    "pools hold {total} or more addresses; at most {} are supported",
+                    u32::MAX - 1
+                ));
+            }
+        }
+        let mut ids: Vec<u32> = pools.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("pool id {} is used twice", w[0]));
+        }
+        let mut by_addr: Vec<(u32, u32, u32)> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (u32::from(p.first), u32::from(p.last), i as u32))
+            .collect();
+        by_addr.sort_unstable();
+        if let Some(w) = by_addr.windows(2).find(|w| w[1].0 <= w[0].1) {
+            let (a, b) = (pools[w[0].2 as usize], pools[w[1].2 as usize]);
+            return Err(format!(
+                "pool {} ({}-{}) overlaps pool {} ({}-{})",
+                a.id, a.first, a.last, b.id, b.first, b.last
+            ));
+        }
+        Ok(Geometry {
+            pools: pools.to_vec(),
+            bases,
+            total: total as u32,
+            by_addr,
+        })
+    }
+
+    /// Record index of an address, if it is in a pool. O(log pools).
+    #[inline]
+    pub fn slot_of(&self, addr: u32) -> Option<u32> {
+        let i = self.by_addr.partition_point(|e| e.0 <= addr);
+        let &(first, last, pool) = self.by_addr.get(i.checked_sub(1)?)?;
+        (addr <= last).then(|| self.bases[pool as usize] + (addr - first))
+    }
+
+    /// Index (in file order) of the pool holding `slot`.
+    #[inline]
+    pub fn pool_idx_of_slot(&self, slot: u32) -> usize {
+        self.bases.partition_point(|&b| b <= slot).saturating_sub(1)
+    }
+
+    /// Address of `slot`.
+    #[inline]
+    pub fn addr_of(&self, slot: u32) -> u32 {
+        let p = self.pool_idx_of_slot(slot);
+        u32::from(self.pools[p].first) + (slot - self.bases[p])
+    }
+
+    pub fn header_len(&self) -> usize {
+        (POOLS_OFF + POOL_ENTRY * self.pools.len()).div_ceil(PAGE) * PAGE
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.header_len() as u64 + u64::from(self.total) * RECORD_SIZE as u64
+    }
+}
+
+fn rd32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn rd64(b: &[u8], o: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn header_crc(h: &[u8], npools: usize) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h[0..40]);
+    c.update(&h[44..64]);
+    c.update(&h[POOLS_OFF..POOLS_OFF + POOL_ENTRY * npools]);
+    c.finalize()
+}
+
+/// Writes a fresh header for `geo` into `h` (at least `geo.header_len()` bytes, zeroed).
+pub(crate) fn write_header(h: &mut [u8], geo: &Geometry, created: u64) {
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(RECORD_SIZE as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&(geo.header_len() as u32).to_le_bytes());
+    h[20..24].copy_from_slice(&(geo.pools.len() as u32).to_le_bytes());
+    h[24..32].copy_from_slice(&u64::from(geo.total).to_le_bytes());
+    h[32..40].copy_from_slice(&created.to_le_bytes());
+    for (i, p) in geo.pools.iter().enumerate() {
+        let o = POOLS_OFF + i * POOL_ENTRY;
+        h[o..o + 4].copy_from_slice(&u32::from(p.first).to_le_bytes());
+        h[o + 4..o + 8].copy_from_slice(&u32::from(p.last).to_le_bytes());
+        h[o + 8..o + 12].copy_from_slice(&p.id.to_le_bytes());
+    }
+    let crc = header_crc(h, geo.pools.len());
+    h[40..44].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What a valid header says.
+pub(crate) struct FileHeader {
+    pub geo: Geometry,
+    pub header_len: usize,
+    pub created: u64,
+}
+
+/// Validates the header of a file of `file.len()` bytes.
+pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, StoreError> {
+    let len = file.len();
+    let bad = |m: String| StoreError::format(path, m);
+    if len < 8 || &file[0..8] != MAGIC {
+        let shown = &file[..len.min(8)];
+        return Err(bad(format!(
+            "not an xdhcpd lease file (magic {:02x?}, expected \"XDHCPLT1\")",
+            shown
+        )));
+    }
+    if len < PAGE {
+        return Err(bad(format!(
+            "truncated: {len} bytes, the header alone needs {PAGE}"
+        )));
+    }
+    let version = rd32(file, 8);
+    if version != VERSION {
+        return Err(bad(format!(
+            "format version {version}, this build reads {VERSION}"
+        )));
+    }
+    let rs = rd32(file, 12);
+    if rs as usize != RECORD_SIZE {
+        return Err(bad(format!(
+            "record size {rs}, this build uses {RECORD_SIZE}"
+        )));
+    }
+    let header_len = rd32(file, 16) as usize;
+    let npools = rd32(file, 20) as usize;
+    let need_hdr = (POOLS_OFF + POOL_ENTRY * npools).div_ceil(PAGE) * PAGE;
+    if npools > (u32::MAX as usize) / POOL_ENTRY || header_len != need_hdr {
+        return Err(bad(format!(
+            "corrupt header: {npools} pools need a {need_hdr}-byte header, header says {header_len}"
+        )));
+    }
+    if len < header_len {
+        return Err(bad(format!(
+            "truncated: {len} bytes, the header alone needs {header_len}"
+        )));
+    }
+    let stored = rd32(file, 40);
+    let computed = header_crc(file, npools);
+    if stored != computed {
+        return Err(bad(format!(
+            "header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        )));
+    }
+    let pools: Vec<PoolSpec> = (0..npools)
+        .map(|i| {
+            let o = POOLS_OFF + i * POOL_ENTRY;
+            PoolSpec {
+                first: Ipv4Addr::from(rd32(file, o)),
+                last: Ipv4Addr::from(rd32(file, o + 4)),
+                id: rd32(file, o + 8),
+            }
+        })
+        .collect();
+    let geo = Geometry::new(&pools).map_err(|e| bad(format!("corrupt pool table: {e}")))?;
+    let nrec = rd64(file, 24);
+    if nrec != u64::from(geo.total) {
+        return Err(bad(format!(
+            "corrupt header: {nrec} records but the pools hold {}",
+            geo.total
+        )));
+    }
+    let need = geo.file_len();
+    if (len as u64) < need {
+        return Err(bad(format!(
+            "truncated: {len} bytes, geometry needs {need} ({} pools, {} records)",
+            npools, geo.total
+        )));
+    }
+    Ok(FileHeader {
+        geo,
+        header_len,
+        created: rd64(file, 32),
+    })
+}
+
+fn fo_slot_crc(s: &[u8], len: usize) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&s[0..12]);
+    c.update(&s[16..16 + len]);
+    c.finalize()
+}
+
+/// Reads the newest valid failover copy. `Err` describes damage (both slots
+/// invalid while at least one was written).
+pub(crate) fn read_failover(h: &[u8]) -> Result<Vec<u8>, String> {
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    let mut damaged = 0;
+    for off in FO_OFF {
+        let s = &h[off..off + FO_SLOT_LEN];
+        let gen = rd64(s, 0);
+        let len = rd32(s, 8) as usize;
+        if gen == 0 && len == 0 && rd32(s, 12) == 0 {
+            continue; // never written
+        }
+        if len > FAILOVER_CAPACITY || fo_slot_crc(s, len) != rd32(s, 12) {
+            damaged += 1;
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| gen > b.0) {
+            best = Some((gen, s[16..16 + len].to_vec()));
+        }
+    }
+    match best {
+        Some((_, v)) => Ok(v),
+        None if damaged > 0 => Err(format!(
+            "failover area: {damaged} copy(ies) fail the checksum and none is valid"
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Writes `data` into the older slot; returns the byte range written.
+pub(crate) fn write_failover(h: &mut [u8], data: &[u8]) -> (usize, usize) {
+    let mut gens = [0u64; 2];
+    let mut valid = [false; 2];
+    for (i, off) in FO_OFF.iter().enumerate() {
+        let s = &h[*off..off + FO_SLOT_LEN];
+        let len = rd32(s, 8) as usize;
+        gens[i] = rd64(s, 0);
+        valid[i] = len <= FAILOVER_CAPACITY && fo_slot_crc(s, len) == rd32(s, 12);
+    }
+    let newest = (0..2).filter(|&i| valid[i]).max_by_key(|&i| gens[i]);
+    let (target, gen) = match newest {
+        Some(i) => (1 - i, gens[i] + 1),
+        None => (0, 1),
+    };
+    let off = FO_OFF[target];
+    let s = &mut h[off..off + FO_SLOT_LEN];
+    s[0..8].copy_from_slice(&gen.to_le_bytes());
+    s[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    s[16..16 + data.len()].copy_from_slice(data);
+    s[16 + data.len()..].fill(0);
+    let crc = fo_slot_crc(s, data.len());
+    s[12..16].copy_from_slice(&crc.to_le_bytes());
+    (off, FO_SLOT_LEN)
+}
+
+/// Copies both failover slots from one header to another (used when rebuilding).
+pub(crate) fn copy_failover(from: &[u8], to: &mut [u8]) {
+    to[FO_OFF[0]..FO_OFF[1] + FO_SLOT_LEN]
+        .copy_from_slice(&from[FO_OFF[0]..FO_OFF[1] + FO_SLOT_LEN]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: u32, a: [u8; 4], b: [u8; 4]) -> PoolSpec {
+        PoolSpec {
+            id,
+            first: Ipv4Addr::from(a),
+            last: Ipv4Addr::from(b),
+        }
+    }
+
+    #[test]
+    fn geometry_lookup() {
+        let g = Geometry::new(&[
+            p(7, [10, 0, 1, 0], [10, 0, 1, 9]),
+            p(3, [10, 0, 0, 0], [10, 0, 0, 4]),
+        ])
+        .unwrap();
+        assert_eq!(g.total, 15);
+        assert_eq!(g.slot_of(u32::from(Ipv4Addr::new(10, 0, 1, 0))), Some(0));
+        assert_eq!(g.slot_of(u32::from(Ipv4Addr::new(10, 0, 0, 4))), Some(14));
+        assert_eq!(g.slot_of(u32::from(Ipv4Addr::new(10, 0, 0, 5))), None);
+        assert_eq!(g.slot_of(0), None);
+        assert_eq!(g.pool_idx_of_slot(9), 0);
+        assert_eq!(g.pool_idx_of_slot(10), 1);
+        assert_eq!(g.addr_of(11), u32::from(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn geometry_rejects_overlap_and_duplicates() {
+        let e = Geometry::new(&[
+            p(1, [10, 0, 0, 0], [10, 0, 0, 9]),
+            p(2, [10, 0, 0, 9], [10, 0, 0, 20]),
+        ])
+        .unwrap_err();
+        assert!(e.contains("overlaps"), "{e}");
+        let e = Geometry::new(&[
+            p(1, [10, 0, 0, 0], [10, 0, 0, 9]),
+            p(1, [10, 0, 1, 0], [10, 0, 1, 9]),
+        ])
+        .unwrap_err();
+        assert!(e.contains("used twice"), "{e}");
+        let e = Geometry::new(&[p(1, [10, 0, 0, 9], [10, 0, 0, 0])]).unwrap_err();
+        assert!(e.contains("after last"), "{e}");
+    }
+
+    #[test]
+    fn failover_slots_alternate_and_survive_a_torn_copy() {
+        let mut h = vec![0u8; PAGE];
+        assert_eq!(read_failover(&h), Ok(vec![]));
+        write_failover(&mut h, b"one");
+        write_failover(&mut h, b"two");
+        assert_eq!(read_failover(&h).unwrap(), b"two");
+        let (off, _) = write_failover(&mut h, b"three");
+        h[off + 17] ^= 0xff; // tear the newest copy
+        assert_eq!(read_failover(&h).unwrap(), b"two");
+    }
+}
