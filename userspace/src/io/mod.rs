@@ -13,7 +13,7 @@
 //!   0.0.0.0:67 (SO_BINDTODEVICE, IP_PKTINFO), batched with recvmmsg /
 //!   sendmmsg. The kernel builds the headers; a reply to a client that has no
 //!   address yet is unicast by first installing an ARP entry
-//!   ([`udp::add_neighbor`], RFC 2131 4.1).
+//!   ([`udp::UdpIo::set_neighbour`], RFC 2131 4.1).
 //!
 //! **Frame ownership (AF_XDP).** Every UMEM frame is always in exactly one
 //! place: our free stash for the fill ring, the kernel's rx side (fill ring /

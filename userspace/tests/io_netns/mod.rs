@@ -218,3 +218,92 @@ pub fn build_udp_frame(
     u[6..8].copy_from_slice(&c.to_be_bytes());
     total
 }
+
+/// A raw AF_PACKET socket on one interface (of the calling thread's
+/// namespace), to see exactly which frames arrive.
+pub struct PacketCapture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketCapture {
+    pub fn open(ifname: &str) -> Result<Self, String> {
+        use std::os::fd::FromRawFd;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2).
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        if raw < 0 {
+            return Err(format!(
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let cname = std::ffi::CString::new(ifname).map_err(|e| e.to_string())?;
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(format!("no interface {ifname}"));
+        }
+        // SAFETY: all-zero sockaddr_ll is valid; then filled in.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "bind AF_PACKET: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Self { fd })
+    }
+
+    /// One frame, or None after `timeout_ms` without one.
+    pub fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> Option<usize> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, timeout_ms) } <= 0 {
+            return None;
+        }
+        // SAFETY: buffer and length match.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        (n > 0).then_some(n as usize)
+    }
+}
+
+/// (dst MAC, dst IP, dst port) of an untagged Ethernet/IPv4/UDP frame.
+pub fn udp_frame_dst(f: &[u8]) -> Option<([u8; 6], [u8; 4], u16)> {
+    if f.len() < 42 || f[12..14] != [0x08, 0x00] || f[23] != 17 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let udp = 14 + ihl;
+    if f.len() < udp + 8 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&f[0..6]);
+    let mut ip = [0u8; 4];
+    ip.copy_from_slice(&f[30..34]);
+    Some((mac, ip, u16::from_be_bytes([f[udp + 2], f[udp + 3]])))
+}
