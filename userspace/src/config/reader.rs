@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::{suggest, Errors};
+use super::schema::ROOT_KEYS;
 
 pub(crate) type Span = Range<usize>;
 
@@ -102,6 +103,11 @@ impl<'a, 'i> Table<'a, 'i> {
             let path = join(&self.path, key);
             let msg = match suggest(key, allowed) {
                 Some(s) => format!("unknown key `{key}`; did you mean `{s}`?"),
+                // A classic: `subnet = ...` written below `[server]` lands in it.
+                None if !self.path.is_empty() && ROOT_KEYS.contains(&key) => format!(
+                    "unknown key `{key}` (keys after the [{}] header belong to it; move it above)",
+                    self.path
+                ),
                 None => format!(
                     "unknown key `{key}`; expected one of: {}",
                     allowed.join(", ")

@@ -20,7 +20,7 @@ use super::{
     ServerConfig, Subnet, SubnetLookup, XdpModeCfg, SERVER_OWNED_OPTIONS,
 };
 
-const ROOT_KEYS: &[&str] = &["server", "lease", "subnet"];
+pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet"];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -131,7 +131,11 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
-        for t in tables(&mut errs, &f, SUBNET_KEYS) {
+        let subnet_tables = tables(&mut errs, &f, SUBNET_KEYS);
+        if subnet_tables.is_empty() && errs.is_empty() {
+            errs.push(&f.span(), &f.path, "at least one [[subnet]] is required");
+        }
+        for t in subnet_tables {
             let index = raws.len();
             raws.push(read_subnet(&mut errs, &t, index, &lease, server_id));
         }

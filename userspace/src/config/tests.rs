@@ -425,6 +425,41 @@ fn bad_inputs_are_reported_with_position_and_field() {
             vec!["t.toml:1:1: missing required key `server` in the file"],
         ),
         (
+            format!("subnet = []\n{SERVER}"),
+            vec!["t.toml:1:10: subnet: at least one [[subnet]] is required"],
+        ),
+        (
+            // A root key written after [server] belongs to [server].
+            format!("{SERVER}subnet = []\n"),
+            vec![
+                "t.toml:1:1: missing required key `subnet` in the file",
+                "t.toml:4:1: server.subnet: unknown key `subnet` (keys after the [server] header belong to it; move it above)",
+            ],
+        ),
+        (
+            format!("{SERVER}{sub}renewal-factor = 0.9\n"),
+            vec!["t.toml:6:18: subnet[0].renewal-factor: rebinding-factor 0.875 must be greater than renewal-factor 0.9 (after merging with [lease])"],
+        ),
+        (
+            format!(
+                "{SERVER}{sub}relay-addresses = [\"192.0.2.1\"]\n\
+                 [[subnet]]\ncidr = \"10.0.2.0/24\"\nrelay-addresses = [\"192.0.2.1\"]\n"
+            ),
+            vec!["t.toml:9:20: subnet[1].relay-addresses[0]: relay address 192.0.2.1 is already listed at subnet[0].relay-addresses[0] (line 6)"],
+        ),
+        (
+            format!(
+                "{SERVER}{sub}[[subnet.reservation]]\nclient-id = \"01aabbccddeeff\"\nip = \"10.0.1.5\"\n\
+                 [[subnet]]\ncidr = \"10.0.2.0/24\"\n\
+                 [[subnet.reservation]]\nclient-id = \"01:aa:bb:cc:dd:ee:ff\"\nip = \"10.0.2.5\"\n"
+            ),
+            vec!["t.toml:12:13: subnet[1].reservation[0].client-id: duplicate reservation: client-id 01aabbccddeeff is already reserved at subnet[0].reservation[0].client-id (line 7)"],
+        ),
+        (
+            format!("{SERVER}{sub}[[subnet.reservation]]\nip = \"10.0.1.5\"\n"),
+            vec!["t.toml:6:1: subnet[0].reservation[0]: a reservation needs `hw` or `client-id`"],
+        ),
+        (
             SERVER.to_string(),
             vec!["t.toml:1:1: missing required key `subnet` in the file"],
         ),
