@@ -169,7 +169,9 @@ fn xsk_ownership_is_enforced() {
         got.push(a);
     }
     assert_eq!(got.len(), 4);
-    assert!(got.iter().all(|a| a.is_multiple_of(2048) && *a >= 252 * 2048));
+    assert!(got
+        .iter()
+        .all(|a| a.is_multiple_of(2048) && *a >= 252 * 2048));
     let a = got[0];
 
     // Frames the caller does not own are inaccessible and cannot be returned.
@@ -256,4 +258,193 @@ fn xsk_bind_errors_name_interface_and_queue() {
     c.mode = BindMode::Auto;
     let s = XskSocket::open(&c).expect("auto falls back to copy");
     assert_eq!(s.bound_mode(), BindMode::Copy);
+}
+
+/// Turns a received Ethernet/IPv4/UDP frame around in place: swaps MACs,
+/// addresses and ports, marks the payload as a reply (first byte after the
+/// sequence number = 2) and recomputes both checksums (the sender's UDP
+/// checksum may be only a partial one left for offload).
+fn reflect_udp(f: &mut [u8]) -> Option<u32> {
+    if f.len() < 42 + 5 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 || f[23] != 17 {
+        return None;
+    }
+    let ip_len = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    if ip_len < 28 + 5 || 14 + ip_len > f.len() {
+        return None;
+    }
+    let (dst_mac, src_mac) = f[..12].split_at_mut(6);
+    dst_mac.swap_with_slice(src_mac);
+    let (s, d) = f[26..34].split_at_mut(4);
+    s.swap_with_slice(d);
+    let (sp, dp) = f[34..38].split_at_mut(2);
+    sp.swap_with_slice(dp);
+    let seq = u32::from_be_bytes([f[42], f[43], f[44], f[45]]);
+    f[46] = 2;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = csum_fold(csum_add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let udp_len = ip_len - 20;
+    f[40..42].copy_from_slice(&[0, 0]);
+    let mut sum = csum_add(0, &f[26..34]);
+    sum += 17 + udp_len as u32;
+    sum = csum_add(sum, &f[34..34 + udp_len]);
+    let c = match csum_fold(sum) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    Some(seq)
+}
+
+/// The XDP object to load, or None (test skipped) when it was not built.
+fn xdp_object() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(xdhcpd::xdp::DEFAULT_OBJECT_PATH);
+    if p.is_file() {
+        Some(p)
+    } else {
+        None
+    }
+}
+
+/// RX through the real XDP program: DHCP-port datagrams from the client
+/// namespace arrive in `recv()` on whichever queue veth picked; each is
+/// reflected in place (`tx_push` of the rx frame) and arrives back at the
+/// client; afterwards every frame is back in the fill ring or its stash.
+#[test]
+fn xsk_rx_via_xdp_redirect_and_reflect() {
+    if !root_or_skip("xsk_rx_via_xdp_redirect_and_reflect") {
+        return;
+    }
+    let object = match xdp_object() {
+        Some(p) => Some(p),
+        None if xdhcpd::xdp::has_embedded_object() => None,
+        None => {
+            eprintln!(
+                "SKIPPED xsk_rx_via_xdp_redirect_and_reflect: no XDP object \
+                 (build it with `cargo xtask build-ebpf`)"
+            );
+            return;
+        }
+    };
+    let pair = NetnsPair::new("r").expect("create namespace pair");
+    const N: u32 = 200;
+
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let cli_ns = pair.cli.clone();
+    let client = std::thread::spawn(move || -> Result<HashSet<u32>, String> {
+        let _ns = InNetns::enter(&cli_ns)?;
+        let s = UdpSocket::bind("10.77.0.2:68").map_err(|e| format!("bind :68: {e}"))?;
+        go_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|e| format!("no go: {e}"))?;
+        let mut msg = [0u8; 300];
+        msg[4] = 1; // BOOTREQUEST-like marker the server turns into 2
+        for seq in 0..N {
+            msg[..4].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(&msg, "10.77.0.1:67")
+                .map_err(|e| format!("send {seq}: {e}"))?;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let mut seen = HashSet::new();
+        let mut buf = [0u8; 1500];
+        let end = Instant::now() + Duration::from_secs(10);
+        while seen.len() < N as usize && Instant::now() < end {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                if n == 300 && buf[4] == 2 && from.to_string() == "10.77.0.1:67" {
+                    seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                }
+            }
+        }
+        Ok(seen)
+    });
+
+    let _ns = InNetns::enter(&pair.srv).expect("enter server netns");
+    // veth has two queues and picks one per flow: serve both, as the daemon does.
+    let mut socks = Vec::new();
+    for q in 0..2 {
+        let mut c = cfg(&pair.srv_if);
+        c.queue = q;
+        c.tx_frames = 0;
+        socks.push(XskSocket::open(&c).expect("open AF_XDP socket"));
+    }
+    let initial: Vec<_> = socks
+        .iter()
+        .map(|s| s.verify_accounting().expect("accounting at open"))
+        .collect();
+    let xcfg = xdhcpd_common::XdpConfig {
+        flags: xdhcpd_common::CFG_DHCPV4,
+        failover_port: 0,
+        _pad: 0,
+    };
+    let mut steering = xdhcpd::xdp::XdpSteering::attach(
+        &pair.srv_if,
+        xdhcpd::xdp::AttachMode::Auto,
+        object.as_deref(),
+        xcfg,
+    )
+    .expect("attach XDP program");
+    for (q, s) in socks.iter().enumerate() {
+        steering
+            .register_socket(q as u32, s.fd())
+            .expect("register socket");
+    }
+    eprintln!(
+        "XDP attached in {} mode; sockets bound in {:?} mode",
+        steering.mode(),
+        socks[0].bound_mode()
+    );
+    go_tx.send(()).expect("start client");
+
+    let mut received = HashSet::new();
+    let mut rx = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.len() < N as usize && Instant::now() < deadline {
+        for s in socks.iter_mut() {
+            rx.clear();
+            if s.recv(&mut rx, 64) == 0 {
+                s.flush().expect("flush");
+                continue;
+            }
+            for d in &rx {
+                let f = s.frame_mut(d.addr);
+                assert!(f.len() >= d.len as usize, "frame holds the packet");
+                let (mac, ip, port) =
+                    udp_frame_dst(&f[..d.len as usize]).expect("an IPv4/UDP frame");
+                assert_eq!((mac, ip, port), (SRV_MAC, SRV_IP, 67));
+                let seq =
+                    reflect_udp(&mut f[..d.len as usize]).expect("reflectable DHCP-port frame");
+                assert!(received.insert(seq), "sequence {seq} received twice");
+                s.tx_push(*d).expect("tx_push the rx frame");
+            }
+            s.flush().expect("flush");
+        }
+    }
+    assert_eq!(received.len(), N as usize, "all datagrams reached recv()");
+
+    let replies = client.join().expect("client thread").expect("client");
+    assert_eq!(
+        replies.len(),
+        N as usize,
+        "all reflections reached the client"
+    );
+
+    // Every frame is back: none with the caller or in flight, the fill ring full.
+    for (s, init) in socks.iter_mut().zip(&initial) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.accounting().kernel_tx > 0 && Instant::now() < deadline {
+            s.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let a = s.verify_accounting().expect("accounting after the run");
+        assert_eq!(a.caller, 0);
+        assert_eq!(a.kernel_tx, 0);
+        assert_eq!(a.free_rx + a.kernel_rx, init.free_rx + init.kernel_rx);
+        let st = s.stats().expect("stats");
+        assert_eq!(st.rx_invalid_descs + st.tx_invalid_descs, 0, "{st:?}");
+        assert_eq!(s.anomalies(), Default::default());
+    }
+    drop(steering);
 }
