@@ -49,6 +49,9 @@ fn udp_broadcast_in_and_out() {
             .map_err(|e| format!("send broadcast: {e}"))?;
         s.send_to(b"hello-unicast", "10.77.0.1:67")
             .map_err(|e| format!("send unicast: {e}"))?;
+        // Longer than the receive buffer: must be counted and dropped.
+        s.send_to(&[7u8; 3000], "10.77.0.1:67")
+            .map_err(|e| format!("send oversized: {e}"))?;
         let _ = sent_tx.send(());
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
@@ -67,7 +70,7 @@ fn udp_broadcast_in_and_out() {
 
     let mut got: Vec<UdpRx> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while got.len() < 2 && Instant::now() < deadline {
+    while (got.len() < 2 || io.counters().rx_truncated < 1) && Instant::now() < deadline {
         io.wait_readable(200).expect("poll");
         io.recv_batch(&mut got, 64).expect("recv_batch");
     }
@@ -93,7 +96,13 @@ fn udp_broadcast_in_and_out() {
     let (payload, from) = client.join().expect("client thread").expect("client");
     assert_eq!(payload, b"reply-broadcast");
     assert_eq!(from, SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 67));
-    assert_eq!(io.counters(), Default::default());
+    let c = io.counters();
+    assert_eq!(c.rx_truncated, 1, "{c:?}");
+    assert_eq!(
+        (c.rx_no_meta, c.tx_errors, c.tx_would_block),
+        (0, 0, 0),
+        "{c:?}"
+    );
 }
 
 /// RFC 2131 4.1: a reply unicast to yiaddr/chaddr of a client that has no

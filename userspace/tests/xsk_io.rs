@@ -160,6 +160,10 @@ fn xsk_ownership_is_enforced() {
     c.tx_frames = 4;
     c.ring_size = 64;
     c.mode = BindMode::Copy;
+    // Huge pages fall back to normal pages when none are reserved; busy
+    // polling adds a recvfrom per flush. Both must still work.
+    c.hugepages = true;
+    c.busy_poll = true;
     let mut xsk = XskSocket::open(&c).expect("open AF_XDP socket");
     assert_eq!(xsk.bound_mode(), BindMode::Copy);
 

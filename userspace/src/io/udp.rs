@@ -271,8 +271,27 @@ impl UdpIo {
     }
 
     /// Receives up to `max` (at most [`BATCH`]) datagrams without blocking,
-    /// appending them to `out`. `Ok(0)` when none are waiting.
+    /// appending them to `out`. `Ok(0)` when none are waiting. Allocates one
+    /// `Vec` per datagram; [`recv_each`](Self::recv_each) does not.
     pub fn recv_batch(&mut self, out: &mut Vec<UdpRx>, max: usize) -> Result<usize, UdpError> {
+        self.recv_each(max, |payload, source, destination, ifindex| {
+            out.push(UdpRx {
+                payload: payload.to_vec(),
+                len: payload.len(),
+                source,
+                destination,
+                ifindex,
+            })
+        })
+    }
+
+    /// Receives up to `max` (at most [`BATCH`]) datagrams without blocking
+    /// and calls `f(payload, source, destination, ifindex)` for each, with the
+    /// payload borrowed from the socket's own buffers. Returns how many.
+    pub fn recv_each<F>(&mut self, max: usize, mut f: F) -> Result<usize, UdpError>
+    where
+        F: FnMut(&[u8], SocketAddrV4, Ipv4Addr, u32),
+    {
         let n = max.min(BATCH);
         if n == 0 {
             return Ok(0);
@@ -330,13 +349,12 @@ impl UdpIo {
                 Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
                 u16::from_be(name.sin_port),
             );
-            out.push(UdpRx {
-                payload: self.bufs[i * RX_BUF..i * RX_BUF + len].to_vec(),
-                len,
+            f(
+                &self.bufs[i * RX_BUF..i * RX_BUF + len],
                 source,
                 destination,
                 ifindex,
-            });
+            );
             taken += 1;
         }
         Ok(taken)
