@@ -1,3 +1,43 @@
-fn main() {
-    eprintln!("xtask: being written");
+//! `cargo xtask <command>`: build and run entry points of xdhcpd.
+//!
+//! One file per subcommand; `util` holds the shared command helpers.
+mod build;
+mod ebpf;
+mod run;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, set up and run xdhcpd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install the nightly rust-src, bpf-linker and the Debian packages tests and demo use.
+    Setup(setup::SetupArgs),
+    /// Build the XDP program (nightly, bpfel-unknown-none) and print the object path.
+    BuildEbpf(ebpf::BuildEbpfArgs),
+    /// Build the XDP program, then the daemon (release) with the object embedded.
+    Build(build::BuildArgs),
+    /// Build, then run target/release/xdhcpd with the arguments after `--`.
+    Run(run::RunArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup(args) => setup::setup(&args),
+        Cmd::BuildEbpf(args) => ebpf::build_ebpf(&args).map(drop),
+        Cmd::Build(args) => build::build(&args).map(drop),
+        Cmd::Run(args) => run::run(&args),
+    }
 }
