@@ -1,0 +1,417 @@
+//! The XDP program on a real veth (driver mode) in a pair of namespaces: what it passes,
+//! what it drops, and what its counters say.
+//!
+//! Needs root and the eBPF object (`cargo xtask build-ebpf`); otherwise it prints why and
+//! skips, unless `XDHCPD_REQUIRE_PRIVILEGED_TESTS=1` (CI), where skipping is a failure.
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::{
+    io,
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
+
+use netns::{veth_pair, Netns};
+use xdhcpd::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
+use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER};
+
+const SRV4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+const PARTNER4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+const STRANGER4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 3);
+const SRV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 1);
+const PARTNER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 2);
+const STRANGER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 3);
+const FAILOVER_PORT: u16 = 647;
+const OTHER_UDP_PORT: u16 = 9999;
+
+/// Why this test cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    if !netns::is_root() {
+        return Some("needs root (netns, veth, XDP)".into());
+    }
+    if object().is_none() && !xdhcpd::xdp::has_embedded_object() {
+        return Some(format!(
+            "no eBPF object (run `cargo xtask build-ebpf`; looked for {})",
+            default_object().display()
+        ));
+    }
+    None
+}
+
+fn default_object() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_OBJECT_PATH)
+}
+
+/// The object to load: `$XDHCPD_EBPF_OBJECT`, else the default build output; `None` means
+/// "use the embedded one".
+fn object() -> Option<PathBuf> {
+    std::env::var_os("XDHCPD_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([default_object()])
+        .find(|p| p.is_file())
+}
+
+fn skip_or_fail(reason: &str) {
+    if std::env::var("XDHCPD_REQUIRE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1") {
+        panic!("XDHCPD_REQUIRE_PRIVILEGED_TESTS=1 but the test cannot run: {reason}");
+    }
+    eprintln!("SKIPPED xdp_steering: {reason}");
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn check(ret: libc::c_int, what: &str) -> io::Result<()> {
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// TCP connect from a chosen source address (std cannot bind before connecting), giving up
+/// after `timeout` (then the error kind is `WouldBlock`: SYN unanswered).
+fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    check(fd, "socket")?;
+    // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (local, local_len) = sockaddr(SocketAddr::new(src, 0));
+    // SAFETY: local is a valid sockaddr of local_len bytes.
+    check(
+        unsafe { libc::bind(fd, (&raw const local).cast(), local_len) },
+        "bind",
+    )?;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: tv is a valid timeval of the given size. SO_SNDTIMEO bounds a blocking connect.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&raw const tv).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        },
+        "setsockopt SO_SNDTIMEO",
+    )?;
+    let (remote, remote_len) = sockaddr(dst);
+    // SAFETY: remote is a valid sockaddr of remote_len bytes.
+    let ret = unsafe { libc::connect(fd, (&raw const remote).cast(), remote_len) };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        let kind = if e.raw_os_error() == Some(libc::EINPROGRESS) {
+            io::ErrorKind::WouldBlock
+        } else {
+            e.kind()
+        };
+        return Err(io::Error::new(kind, format!("connect {src} -> {dst}: {e}")));
+    }
+    Ok(TcpStream::from(owned))
+}
+
+/// A DHCPDISCOVER-shaped BOOTP message (op, htype, hlen, xid, chaddr, cookie, option 53).
+fn discover(xid: u32) -> Vec<u8> {
+    let mut m = vec![0u8; 300];
+    m[0] = 1; // BOOTREQUEST
+    m[1] = 1; // Ethernet
+    m[2] = 6;
+    m[4..8].copy_from_slice(&xid.to_be_bytes());
+    m[10] = 0x80; // broadcast flag
+    m[28..34].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
+    m[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    m[240..243].copy_from_slice(&[53, 1, 1]);
+    m[243] = 255;
+    m
+}
+
+fn bind_to_device(socket: &UdpSocket, dev: &str) -> io::Result<()> {
+    // SAFETY: dev bytes are valid for dev.len() bytes; the kernel copies them.
+    check(
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                dev.as_ptr().cast(),
+                dev.len() as libc::socklen_t,
+            )
+        },
+        "setsockopt SO_BINDTODEVICE",
+    )
+}
+
+/// Receives datagrams until `timeout` passes without one; returns how many arrived.
+fn drain(socket: &UdpSocket, timeout: Duration) -> io::Result<usize> {
+    socket.set_read_timeout(Some(timeout))?;
+    let mut buf = [0u8; 1500];
+    let mut n = 0;
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok(_) => n += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(n)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_unanswered(result: &io::Result<TcpStream>) -> bool {
+    matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+fn reached_server(result: &io::Result<TcpStream>) -> bool {
+    // A connection, or a refusal (RST), both mean the SYN got through XDP to the stack.
+    match result {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::ConnectionRefused,
+    }
+}
+
+struct ServerSockets {
+    dhcp4: UdpSocket,
+    dhcp6: UdpSocket,
+    other: UdpSocket,
+    _failover: TcpListener,
+}
+
+#[test]
+fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
+    if let Some(reason) = skip_reason() {
+        skip_or_fail(&reason);
+        return;
+    }
+    let server = Netns::new("xdps").expect("create server netns");
+    let client = Netns::new("xdpc").expect("create client netns");
+    let veth = veth_pair(&server, &client, 2).expect("create veth pair with 2 queues");
+    let (srv_if, cli_if) = (veth.a.clone(), veth.b.clone());
+    server.add_addr(&srv_if, "10.201.0.1/24").unwrap();
+    server.add_addr(&srv_if, "fd00:201::1/64").unwrap();
+    for a in [
+        "10.201.0.2/24",
+        "10.201.0.3/24",
+        "fd00:201::2/64",
+        "fd00:201::3/64",
+    ] {
+        client.add_addr(&cli_if, a).unwrap();
+    }
+
+    // Sockets in the server namespace: they show what the XDP program let through.
+    let sockets = server
+        .run(|| -> io::Result<ServerSockets> {
+            let dhcp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67))?;
+            dhcp4.set_broadcast(true)?;
+            Ok(ServerSockets {
+                dhcp4,
+                dhcp6: UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 547))?,
+                other: UdpSocket::bind((Ipv4Addr::UNSPECIFIED, OTHER_UDP_PORT))?,
+                // Dual-stack ([::] also accepts IPv4): partners complete the handshake.
+                _failover: TcpListener::bind((Ipv6Addr::UNSPECIFIED, FAILOVER_PORT))?,
+            })
+        })
+        .expect("enter server netns")
+        .expect("bind server sockets");
+
+    // A wrong interface name is reported by name.
+    let missing = server
+        .run(|| {
+            XdpSteering::attach("nosuchif0", AttachMode::Driver, None, XdpConfig::default())
+                .map(|_| ())
+        })
+        .unwrap();
+    match missing {
+        Err(e @ XdpError::InterfaceNotFound { .. }) => {
+            assert!(e.to_string().contains("nosuchif0"), "{e}")
+        }
+        other => panic!("expected InterfaceNotFound, got {other:?}"),
+    }
+
+    let cfg = XdpConfig {
+        flags: CFG_DHCPV4 | CFG_DHCPV6 | CFG_GUARD_FAILOVER,
+        failover_port: 0, // default 647
+        _pad: 0,
+    };
+    let object = object();
+    let ifname = srv_if.clone();
+    let mut xdp = server
+        .run(move || XdpSteering::attach(&ifname, AttachMode::Driver, object.as_deref(), cfg))
+        .unwrap()
+        .expect("attach XDP in driver mode");
+    assert_eq!(xdp.mode(), AttachMode::Driver);
+    let link = server.ip(&["link", "show", "dev", &srv_if]).unwrap();
+    assert!(
+        link.contains("prog/xdp"),
+        "no XDP program on {srv_if}: {link}"
+    );
+    eprintln!("attached program id {:?} to {srv_if}", xdp.program_id());
+
+    xdp.set_partners(&[IpAddr::V4(PARTNER4), IpAddr::V6(PARTNER6)])
+        .expect("set partners");
+
+    // Registration errors name the interface; a non-AF_XDP fd is refused by the kernel.
+    let err = xdp
+        .register_socket(10_000, sockets.other.as_raw_fd())
+        .unwrap_err();
+    assert!(
+        matches!(err, XdpError::QueueOutOfRange { queue: 10_000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&srv_if), "{err}");
+    let err = xdp
+        .register_socket(0, sockets.other.as_raw_fd())
+        .unwrap_err();
+    assert!(err.to_string().contains(&srv_if), "{err}");
+
+    let before = xdp.counters().expect("read counters");
+
+    // Client traffic, from a thread inside the client namespace.
+    let dev = cli_if.clone();
+    let results = client
+        .run(move || -> io::Result<_> {
+            let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
+            udp4.set_broadcast(true)?;
+            bind_to_device(&udp4, &dev)?;
+            for xid in 1..=3 {
+                udp4.send_to(&discover(xid), (Ipv4Addr::BROADCAST, 67))?;
+            }
+            let other = UdpSocket::bind((PARTNER4, 0))?;
+            other.send_to(b"not dhcp", (SRV4, OTHER_UDP_PORT))?;
+            other.send_to(b"not dhcp either", (SRV4, OTHER_UDP_PORT))?;
+            // DHCPv6-shaped: SOLICIT (type 1) with a transaction id.
+            let udp6 = UdpSocket::bind((PARTNER6, 546))?;
+            udp6.send_to(&[1, 0xab, 0xcd, 0xef], (SRV6, 547))?;
+
+            let wait = Duration::from_millis(1500);
+            let failover = |src: IpAddr, dst: IpAddr| {
+                tcp_connect_from(src, SocketAddr::new(dst, FAILOVER_PORT), wait)
+            };
+            Ok([
+                failover(PARTNER4.into(), SRV4.into()),
+                failover(STRANGER4.into(), SRV4.into()),
+                failover(PARTNER6.into(), SRV6.into()),
+                failover(STRANGER6.into(), SRV6.into()),
+            ])
+        })
+        .unwrap()
+        .expect("client traffic");
+    let [partner4, stranger4, partner6, stranger6] = &results;
+    assert!(reached_server(partner4), "v4 partner blocked: {partner4:?}");
+    assert!(reached_server(partner6), "v6 partner blocked: {partner6:?}");
+    assert!(
+        is_unanswered(stranger4),
+        "v4 stranger not dropped: {stranger4:?}"
+    );
+    assert!(
+        is_unanswered(stranger6),
+        "v6 stranger not dropped: {stranger6:?}"
+    );
+
+    // Without an AF_XDP socket the DHCP frames must reach the kernel stack.
+    let quiet = Duration::from_millis(300);
+    assert_eq!(drain(&sockets.dhcp4, quiet).unwrap(), 3, "DISCOVERs passed");
+    assert_eq!(drain(&sockets.dhcp6, quiet).unwrap(), 1, "SOLICIT passed");
+    assert_eq!(
+        drain(&sockets.other, quiet).unwrap(),
+        2,
+        "non-DHCP UDP passed"
+    );
+
+    let d: Counters = xdp.counters().expect("read counters").since(&before);
+    eprintln!("counters during the test: {d}");
+    assert_eq!(d.no_socket, 4, "3 DHCPv4 + 1 DHCPv6 without socket: {d}");
+    assert_eq!((d.redirected, d.dhcpv4, d.dhcpv6), (0, 0, 0), "{d}");
+    assert_eq!(d.malformed, 0, "{d}");
+    assert!(
+        d.failover_dropped >= 2,
+        "one SYN per stranger at least: {d}"
+    );
+    assert!(d.failover_passed >= 2, "partner SYNs: {d}");
+    assert!(d.passed >= d.no_socket + 2 + d.failover_passed, "{d}");
+    assert!(d.seen >= d.passed + d.failover_dropped, "{d}");
+
+    // With the guard off, the stranger gets through too.
+    xdp.set_config(XdpConfig {
+        flags: CFG_DHCPV4 | CFG_DHCPV6,
+        ..cfg
+    })
+    .expect("set config");
+    let before = xdp.counters().unwrap();
+    let open = client
+        .run(|| {
+            tcp_connect_from(
+                STRANGER4.into(),
+                SocketAddr::new(SRV4.into(), FAILOVER_PORT),
+                Duration::from_millis(1500),
+            )
+        })
+        .unwrap();
+    assert!(
+        reached_server(&open),
+        "guard off but stranger blocked: {open:?}"
+    );
+    let d = xdp.counters().unwrap().since(&before);
+    assert_eq!((d.failover_dropped, d.failover_passed), (0, 0), "{d}");
+
+    // Dropping the loader detaches the program.
+    drop(xdp);
+    let link = server.ip(&["link", "show", "dev", &srv_if]).unwrap();
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP still attached after drop: {link}"
+    );
+}
