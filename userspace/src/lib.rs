@@ -6,4 +6,4 @@ pub mod dhcpv4;
 pub mod frame;
 pub mod io;
 pub mod xdp;
-// pub mod server; (enabled once lease-store and io::udp land)
+pub mod server;

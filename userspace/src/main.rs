@@ -1,8 +1,137 @@
+//! The `xdhcpd` command: run the server, check a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use mimalloc::MiMalloc;
+use xdhcpd::config::{self, IoMode};
+use xdhcpd::server::{self, RunOptions};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {
-    println!("xdhcpd: not yet wired");
+#[derive(Parser)]
+#[command(
+    name = "xdhcpd",
+    version,
+    about = "Carrier-scale DHCP server (XDP/AF_XDP data path)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IoArg {
+    Auto,
+    Xdp,
+    Udp,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Data path: xdp (fail if XDP cannot attach), udp (kernel sockets), auto.
+        #[arg(long, value_enum)]
+        io: Option<IoArg>,
+        /// Override `server.interface`.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Override `server.lease-file`.
+        #[arg(long)]
+        lease_file: Option<PathBuf>,
+        /// Path of the eBPF object (default: embedded, else the xtask build output).
+        #[arg(long)]
+        ebpf_object: Option<PathBuf>,
+        /// Seconds between stats lines (0 = only at exit).
+        #[arg(long, default_value_t = 10)]
+        stats_interval: u64,
+        /// Write the final counters as JSON to this file at exit.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+        /// Stop after this many seconds (for demos and tests).
+        #[arg(long)]
+        run_for: Option<u64>,
+    },
+    /// Check a configuration file and print every error with file:line:column.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match config::load(&file) {
+            Ok(cfg) => {
+                let pools: u64 = cfg
+                    .subnets
+                    .iter()
+                    .flat_map(|s| &s.pools)
+                    .map(|p| p.size() as u64)
+                    .sum();
+                println!(
+                    "{}: OK ({} subnet(s), {} pool address(es))",
+                    file.display(),
+                    cfg.subnets.len(),
+                    pools
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run {
+            config: path,
+            io,
+            interface,
+            lease_file,
+            ebpf_object,
+            stats_interval,
+            stats_json,
+            run_for,
+        } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("xdhcpd: refusing to start with an invalid configuration");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = RunOptions {
+                io: io.map(|i| match i {
+                    IoArg::Auto => IoMode::Auto,
+                    IoArg::Xdp => IoMode::Xdp,
+                    IoArg::Udp => IoMode::Udp,
+                }),
+                interface,
+                lease_file,
+                ebpf_object,
+                stats_interval,
+                stats_json,
+                run_for: run_for.map(Duration::from_secs),
+            };
+            match server::run(cfg, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xdhcpd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

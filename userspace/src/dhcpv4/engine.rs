@@ -138,6 +138,36 @@ fn is_bound(l: &Lease, now: u32) -> bool {
     }
 }
 
+/// Writes the binding of `key` into a record the caller may take.
+fn bind(
+    l: &mut Lease,
+    key: &ClientKey,
+    msg: &Message<'_>,
+    state: LeaseState,
+    now: u32,
+    expiry: u32,
+) {
+    // Re-offering an unexpired Active lease keeps it Active with its expiry.
+    if state == LeaseState::Offered
+        && l.client == *key
+        && l.state == LeaseState::Active
+        && l.expiry > now
+    {
+        return;
+    }
+    l.state = state;
+    l.client = *key;
+    l.htype = msg.htype();
+    l.hlen = msg.hlen();
+    l.chaddr = *msg.chaddr_field();
+    l.expiry = expiry;
+    if state == LeaseState::Active {
+        l.start = now;
+        l.cltt = now;
+        l.lease_time = expiry.saturating_sub(now);
+    }
+}
+
 /// May this record be given to `key` now? Free-able, or already `key`'s.
 fn can_take(l: &Lease, key: &ClientKey, now: u32) -> bool {
     match l.state {
@@ -244,7 +274,6 @@ impl Engine {
 
     /// Tries to give `slot` to `key` as `state` until `expiry`. Returns false if
     /// the record belongs to someone else (checked under the record lock).
-    #[allow(clippy::too_many_arguments)]
     fn take(
         &mut self,
         slot: Slot,
@@ -258,24 +287,7 @@ impl Engine {
             if !can_take(l, key, now) {
                 return false;
             }
-            // An Active lease being re-offered keeps its state and expiry.
-            if state == LeaseState::Offered
-                && l.client == *key
-                && l.state == LeaseState::Active
-                && l.expiry > now
-            {
-                return true;
-            }
-            l.state = state;
-            l.client = *key;
-            l.htype = msg.htype();
-            l.hlen = msg.hlen();
-            l.chaddr = *msg.chaddr_field();
-            l.expiry = expiry;
-            if state == LeaseState::Active {
-                l.start = now;
-                l.cltt = now;
-            }
+            bind(l, key, msg, state, now, expiry);
             true
         });
         if ok {
@@ -338,11 +350,11 @@ impl Engine {
         hold: u32,
     ) -> Option<Ipv4Addr> {
         let table = self.shared.table.clone();
-        if let Some(slot) = table.find_client(key) {
+        if let Some((slot, _)) = table.find_client(key) {
             if self.subnet_of_slot(slot) == Some(subnet_index)
                 && self.take(slot, key, msg, LeaseState::Offered, now, hold)
             {
-                return Some(table.read(slot).addr);
+                return Some(table.addr_of(slot));
             }
         }
         if let Some(ip) = sum.requested_ip {
@@ -357,15 +369,15 @@ impl Engine {
         let n = self.shared.config.subnets[subnet_index].pools.len();
         for i in 0..n {
             let pool_id = self.shared.config.subnets[subnet_index].pools[i].id;
-            // The free list may hold an address another worker took through
-            // the requested-address path: `take` re-checks under the lock.
-            for _ in 0..8 {
-                let Some(slot) = table.allocate(pool_id, self.shard, now, Owner::Primary) else {
-                    break;
-                };
-                if self.take(slot, key, msg, LeaseState::Offered, now, hold) {
-                    return Some(table.read(slot).addr);
-                }
+            // `allocate` re-checks freedom under the record lock and binds
+            // there, so no other worker can take the address in between.
+            if let Some((slot, ())) =
+                table.allocate(pool_id, self.shard, now, Owner::Primary, |l| {
+                    bind(l, key, msg, LeaseState::Offered, now, hold)
+                })
+            {
+                self.record_change(slot);
+                return Some(table.addr_of(slot));
             }
         }
         None
@@ -388,7 +400,7 @@ impl Engine {
         if let Some(sid) = sum.server_id {
             if sid != server_id {
                 // Chose another server: withdraw our offer, stay silent.
-                if let Some(slot) = self.shared.table.find_client(key) {
+                if let Some((slot, _)) = self.shared.table.find_client(key) {
                     let withdrawn = self.shared.table.update(slot, |l| {
                         if l.client == *key && l.state == LeaseState::Offered {
                             l.state = LeaseState::Free;

@@ -6,9 +6,12 @@
 //! threads or the wall clock, so it runs unchanged under the AF_XDP workers,
 //! the UDP fallback, benchmarks and tests.
 
-// engine: enabled once the lease-store API lands.
-// pub mod engine;
+pub mod engine;
 pub mod stats;
 pub mod wire;
 
+pub use engine::{Decision, Delivery, Engine, EngineShared, RxMeta, Silence};
+
 pub use stats::{EngineStats, StatsSnapshot};
+#[cfg(test)]
+mod engine_tests;

@@ -52,7 +52,7 @@ fn install_signal_handlers() {
 /// The chosen data path.
 enum DataPath {
     Xdp {
-        steering: XdpSteering,
+        steering: Box<XdpSteering>,
         sockets: Vec<XskSocket>,
     },
     Udp(UdpIo),
@@ -100,7 +100,10 @@ fn open_xdp(
         iface.name,
         steering.mode()
     );
-    Ok(DataPath::Xdp { steering, sockets })
+    Ok(DataPath::Xdp {
+        steering: Box::new(steering),
+        sockets,
+    })
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -289,7 +292,11 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             "io": if steering.is_some() { "xdp" } else { "udp" },
         });
         if let Some(c) = &xdp {
-            v["xdp"] = serde_json::to_value(c.fields())?;
+            let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
+                .iter()
+                .map(|(k, name)| (name.to_string(), c.get(*k).into()))
+                .collect();
+            v["xdp"] = serde_json::Value::Object(m);
         }
         std::fs::write(p, serde_json::to_vec_pretty(&v)?)
             .with_context(|| format!("writing {}", p.display()))?;
