@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_netns::*;
-use xdhcpd::io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskSocket};
+use xdhcpd::io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
 
 const TEST_PORT: u16 = 9999;
 
@@ -255,9 +255,18 @@ fn xsk_bind_errors_name_interface_and_queue() {
     // Zero-copy is not available on veth: explicit ZeroCopy fails, Auto falls back.
     c.queue = 1;
     c.mode = BindMode::ZeroCopy;
-    if let Ok(s) = XskSocket::open(&c) {
-        eprintln!("note: veth accepted zero-copy ({:?})", s.bound_mode());
-        return;
+    match XskSocket::open(&c) {
+        Ok(s) => {
+            eprintln!("note: veth accepted zero-copy ({:?})", s.bound_mode());
+            return;
+        }
+        Err(e) => {
+            eprintln!("zero-copy refused as expected: {e}");
+            assert!(
+                matches!(e.op(), Some(XskOp::Bind(BindMode::ZeroCopy))),
+                "{e}"
+            );
+        }
     }
     c.mode = BindMode::Auto;
     let s = XskSocket::open(&c).expect("auto falls back to copy");
