@@ -5,5 +5,5 @@ pub mod config;
 pub mod dhcpv4;
 pub mod frame;
 pub mod io;
-pub mod xdp;
 pub mod server;
+pub mod xdp;
