@@ -16,6 +16,7 @@
 //! | 64   | 1040 | failover slot A |
 //! | 1104 | 1040 | failover slot B |
 //! | 2176 | 16 × pools | pool table: first u32, last u32, id u32, zero u32 |
+//! | page-aligned | 64 × 128 | undo area: copies of records being rewritten |
 //!
 //! A failover slot is: generation u64, length u32, CRC-32 (of generation,
 //! length and payload) u32, then [`FAILOVER_CAPACITY`] payload bytes. Writes
@@ -37,6 +38,16 @@ const FO_SLOT_LEN: usize = 16 + FAILOVER_CAPACITY;
 const FO_OFF: [usize; 2] = [64, 64 + FO_SLOT_LEN];
 const POOLS_OFF: usize = 2176;
 const POOL_ENTRY: usize = 16;
+/// Undo slots: a writer copies the old record here before changing it, so a
+/// record torn by a crash mid-update can be rolled back at open.
+pub(crate) const UNDO_SLOTS: usize = 64;
+pub(crate) const UNDO_LEN: usize = UNDO_SLOTS * RECORD_SIZE;
+
+/// Header length for `npools` pools: the pages holding the fixed fields,
+/// failover area and pool table, then the undo area. Records start there.
+pub(crate) fn header_len_for(npools: usize) -> usize {
+    (POOLS_OFF + POOL_ENTRY * npools).div_ceil(PAGE) * PAGE + UNDO_LEN
+}
 
 /// One configured address pool: every address from `first` to `last` inclusive gets a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,7 +148,7 @@ impl Geometry {
     }
 
     pub fn header_len(&self) -> usize {
-        (POOLS_OFF + POOL_ENTRY * self.pools.len()).div_ceil(PAGE) * PAGE
+        header_len_for(self.pools.len())
     }
 
     pub fn file_len(&self) -> u64 {
@@ -218,8 +229,11 @@ pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, Store
     }
     let header_len = rd32(file, 16) as usize;
     let npools = rd32(file, 20) as usize;
-    let need_hdr = (POOLS_OFF + POOL_ENTRY * npools).div_ceil(PAGE) * PAGE;
-    if npools > (u32::MAX as usize) / POOL_ENTRY || header_len != need_hdr {
+    if npools > (u32::MAX as usize) / POOL_ENTRY / 2 {
+        return Err(bad(format!("corrupt header: {npools} pools")));
+    }
+    let need_hdr = header_len_for(npools);
+    if header_len != need_hdr {
         return Err(bad(format!(
             "corrupt header: {npools} pools need a {need_hdr}-byte header, header says {header_len}"
         )));

@@ -26,6 +26,7 @@
 //! - reader: load `seq` (Acquire), retry while odd, relaxed loads of the data,
 //!   `fence(Acquire)`, reload `seq`; retry if it changed.
 
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
@@ -35,7 +36,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +45,9 @@ use dashmap::DashMap;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{LostLease, StoreError};
-use crate::header::{self, FileHeader, Geometry, PoolSpec, FAILOVER_CAPACITY};
+use crate::header::{
+    self, FileHeader, Geometry, PoolSpec, FAILOVER_CAPACITY, UNDO_LEN, UNDO_SLOTS,
+};
 use crate::lease::{
     key_hash, record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED, RECORD_SIZE,
     RECORD_WORDS,
@@ -255,6 +258,8 @@ pub fn unix_now() -> u32 {
 struct RecGuard<'a> {
     w: &'a [AtomicU32; RECORD_WORDS],
     odd: u32,
+    /// Undo slot claimed for this write (released after the unlock).
+    undo: Option<&'a AtomicBool>,
 }
 
 impl RecGuard<'_> {
@@ -269,6 +274,9 @@ impl RecGuard<'_> {
 impl Drop for RecGuard<'_> {
     fn drop(&mut self) {
         self.w[0].store(self.odd.wrapping_add(1), Ordering::Release);
+        if let Some(busy) = self.undo {
+            busy.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -288,7 +296,33 @@ fn store_body(w: &[AtomicU32; RECORD_WORDS], b: &[u8; RECORD_SIZE]) {
     for (i, a) in w.iter().enumerate().skip(2) {
         a.store(word(i), Ordering::Relaxed);
     }
+    // The CRC goes last, also for the compiler (crash consistency, see module doc).
+    fence(Ordering::Release);
     w[1].store(word(1), Ordering::Relaxed);
+}
+
+/// Undo copies by address.
+type UndoMap = HashMap<u32, Vec<[u8; RECORD_SIZE]>>;
+
+fn stored_crc_of(b: &[u8; RECORD_SIZE]) -> u32 {
+    u32::from_le_bytes([b[4], b[5], b[6], b[7]])
+}
+
+fn add_undo(m: &mut UndoMap, b: &[u8; RECORD_SIZE]) {
+    if is_pristine(b) || stored_crc_of(b) != record_crc(b) {
+        return;
+    }
+    if let Ok(l) = Lease::decode(b) {
+        m.entry(u32::from(l.addr)).or_default().push(*b);
+    }
+}
+
+/// The previous version of a record torn while its sequence was `torn_seq`.
+fn recover_from_undo(m: &UndoMap, addr: u32, torn_seq: u32) -> Option<[u8; RECORD_SIZE]> {
+    m.get(&addr)?
+        .iter()
+        .find(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == torn_seq.wrapping_sub(1))
+        .copied()
 }
 
 fn is_pristine(b: &[u8; RECORD_SIZE]) -> bool {
@@ -335,6 +369,8 @@ pub struct LeaseTable {
     in_free: [Vec<AtomicU64>; 2],
     header_lock: Mutex<()>,
     sweep_cursor: AtomicU64,
+    /// Claim flags of the undo slots.
+    undo_busy: Vec<AtomicBool>,
 }
 
 impl std::fmt::Debug for LeaseTable {
@@ -477,6 +513,7 @@ impl LeaseTable {
             ],
             header_lock: Mutex::new(()),
             sweep_cursor: AtomicU64::new(0),
+            undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             geo,
         };
 
@@ -488,13 +525,15 @@ impl LeaseTable {
             .clamp(1, 8)
             .min(nrec.div_ceil(1 << 16).max(1));
         let chunk = nrec.div_ceil(threads).div_ceil(64) * 64;
+        let undo = table.read_undo();
         let outs: Vec<ScanOut> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let lo = (t * chunk).min(nrec) as u32;
                     let hi = ((t + 1) * chunk).min(nrec) as u32;
                     let table = &table;
-                    s.spawn(move || table.scan(lo, hi))
+                    let undo = &undo;
+                    s.spawn(move || table.scan(lo, hi, undo))
                 })
                 .collect();
             handles
@@ -537,6 +576,14 @@ impl LeaseTable {
         for (addr, why) in &report.repaired {
             tracing::warn!(path = %path.display(), %addr, "repaired lease record: {why}");
         }
+        // The undo copies served their purpose (records are consistent now).
+        for i in 0..UNDO_SLOTS {
+            for a in table.undo_words(i) {
+                if a.swap(0, Ordering::Relaxed) != 0 {
+                    wrote = true;
+                }
+            }
+        }
         if wrote {
             table
                 .flush()
@@ -559,7 +606,7 @@ impl LeaseTable {
     }
 
     /// Validates, repairs or quarantines, counts and indexes slots `lo..hi`.
-    fn scan(&self, lo: u32, hi: u32) -> ScanOut {
+    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap) -> ScanOut {
         let np = self.geo.pools.len();
         let mut out = ScanOut {
             counts: vec![[0; LeaseState::COUNT]; np],
@@ -589,9 +636,20 @@ impl LeaseTable {
                 self.set_free_bit(Owner::Primary, slot);
                 continue;
             }
+            let mut raw = raw;
             let seq = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            let stored = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
-            let computed = record_crc(&raw);
+            let mut stored = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+            let mut computed = record_crc(&raw);
+            let mut rolled_back = false;
+            if stored != computed && seq & 1 == 1 {
+                if let Some(b) = recover_from_undo(undo, addr, seq) {
+                    store_body(w, &b);
+                    raw = b;
+                    stored = stored_crc_of(&raw);
+                    computed = stored;
+                    rolled_back = true;
+                }
+            }
             let decoded = if stored != computed {
                 Err(if seq & 1 == 1 {
                     format!("torn write: interrupted update (sequence {seq} is odd) and checksum mismatch")
@@ -613,7 +671,14 @@ impl LeaseTable {
             };
             let l = match decoded {
                 Ok(l) => {
-                    if seq & 1 == 1 {
+                    if rolled_back {
+                        w[0].store(seq.wrapping_add(1), Ordering::Release);
+                        out.wrote = true;
+                        out.repaired.push((
+                            l.addr,
+                            format!("update interrupted by a crash (sequence {seq} is odd, checksum mismatch); rolled back to the previous version from the undo area"),
+                        ));
+                    } else if seq & 1 == 1 {
                         // Complete old or new version (CRC is written last): keep it.
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
                         out.wrote = true;
@@ -760,10 +825,20 @@ impl LeaseTable {
                 return RecGuard {
                     w,
                     odd: s.wrapping_add(1),
+                    undo: None,
                 };
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Decodes record bytes; the address comes from the position (a
+    /// never-written record is all zero).
+    #[inline]
+    fn decode_at(&self, slot: u32, raw: &[u8; RECORD_SIZE]) -> Lease {
+        let mut l = Lease::decode_lossy(raw);
+        l.addr = Ipv4Addr::from(self.geo.addr_of(slot));
+        l
     }
 
     #[inline]
@@ -803,7 +878,14 @@ impl LeaseTable {
 
     /// Writes `new` under the held lock and keeps counters and free lists in
     /// step. Returns whether anything changed.
-    fn apply_locked(&self, slot: u32, g: &RecGuard<'_>, old: &Lease, new: &mut Lease) -> bool {
+    fn apply_locked<'a>(
+        &'a self,
+        slot: u32,
+        g: &mut RecGuard<'a>,
+        old_raw: &[u8; RECORD_SIZE],
+        old: &Lease,
+        new: &mut Lease,
+    ) -> bool {
         new.addr = old.addr;
         if new == old {
             return false;
@@ -811,6 +893,7 @@ impl LeaseTable {
         let mut b = new.encode();
         let crc = record_crc(&b);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.save_undo(g, old_raw, old);
         g.store(&b);
         let p = self.pool_idx_of_slot(slot);
         let rt = &self.rt[p];
@@ -833,6 +916,79 @@ impl LeaseTable {
             }
         }
         true
+    }
+
+    /// Copies the record's current version into a claimed undo slot (kept
+    /// until the unlock), so a crash in the middle of `g.store` can be rolled back.
+    fn save_undo<'a>(&'a self, g: &mut RecGuard<'a>, old_raw: &[u8; RECORD_SIZE], old: &Lease) {
+        // The seq word is odd now (we hold the lock): look at the rest.
+        let mut b = if old_raw[4..].iter().all(|&x| x == 0) {
+            // Never written: store the free record it stands for, with a CRC.
+            let mut b = old.encode();
+            let crc = record_crc(&b);
+            b[4..8].copy_from_slice(&crc.to_le_bytes());
+            b
+        } else {
+            *old_raw
+        };
+        b[0..4].copy_from_slice(&g.odd.wrapping_sub(1).to_le_bytes());
+        let i = self.claim_undo();
+        let u = self.undo_words(i);
+        for (k, a) in u.iter().enumerate() {
+            let o = k * 4;
+            a.store(
+                u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]),
+                Ordering::Relaxed,
+            );
+        }
+        // The copy must be in memory before the record changes.
+        fence(Ordering::Release);
+        g.undo = Some(&self.undo_busy[i]);
+    }
+
+    fn claim_undo(&self) -> usize {
+        thread_local! {
+            static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let start = HINT.with(|h| {
+            if h.get() == usize::MAX {
+                h.set(NEXT.fetch_add(1, Ordering::Relaxed) % UNDO_SLOTS);
+            }
+            h.get()
+        });
+        loop {
+            for k in 0..UNDO_SLOTS {
+                let i = (start + k) % UNDO_SLOTS;
+                if !self.undo_busy[i].swap(true, Ordering::Acquire) {
+                    return i;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn undo_words(&self, i: usize) -> &[AtomicU32; RECORD_WORDS] {
+        assert!(i < UNDO_SLOTS);
+        // SAFETY: the undo area is the last UNDO_LEN bytes of the header, inside
+        // the map, 4-byte aligned, and only accessed through atomics.
+        unsafe {
+            &*(self
+                .map
+                .as_mut_ptr()
+                .add(self.header_len - UNDO_LEN + i * RECORD_SIZE)
+                as *const [AtomicU32; RECORD_WORDS])
+        }
+    }
+
+    /// Valid undo copies by address (read at open, before any writer exists).
+    fn read_undo(&self) -> UndoMap {
+        let mut m = UndoMap::new();
+        for i in 0..UNDO_SLOTS {
+            let b = load_words(self.undo_words(i));
+            add_undo(&mut m, &b);
+        }
+        m
     }
 
     /// Index maintenance after a record's client changed (runs unlocked).
@@ -967,6 +1123,33 @@ impl LeaseTable {
         self.shards
     }
 
+    /// Byte offset of a slot's record in the file (for tools and tests).
+    pub fn record_offset(&self, slot: Slot) -> u64 {
+        self.header_len as u64 + u64::from(slot.0) * RECORD_SIZE as u64
+    }
+
+    /// Test support: performs the first half of an update as a process
+    /// killed in the middle of it would (undo copy saved, half of the new
+    /// words stored, sequence left odd) and leaves the record locked. The
+    /// table must be dropped right after; nothing else may touch the slot.
+    #[doc(hidden)]
+    pub fn simulate_crash_mid_update(&self, slot: Slot, f: impl FnOnce(&mut Lease)) {
+        let mut g = self.lock_record(slot.0);
+        let raw = g.bytes();
+        let old = self.decode_at(slot.0, &raw);
+        let mut new = old;
+        f(&mut new);
+        let b = new.encode();
+        self.save_undo(&mut g, &raw, &old);
+        for (i, a) in g.w.iter().enumerate().skip(2).take(RECORD_WORDS / 2) {
+            a.store(
+                u32::from_ne_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]),
+                Ordering::Relaxed,
+            );
+        }
+        std::mem::forget(g);
+    }
+
     /// The pools, in file order.
     pub fn pools(&self) -> &[PoolSpec] {
         &self.geo.pools
@@ -998,7 +1181,7 @@ impl LeaseTable {
     /// A consistent copy of the record (seqlock read; never blocks writers).
     #[inline]
     pub fn read(&self, slot: Slot) -> Lease {
-        Lease::decode_lossy(&self.read_bytes(slot.0))
+        self.decode_at(slot.0, &self.read_bytes(slot.0))
     }
 
     /// The record bound to `key`: its key equals `key` and its state is one
@@ -1044,22 +1227,23 @@ impl LeaseTable {
     ) -> Option<(Slot, R)> {
         let p = self.pool_idx(pool)?;
         let shard = shard % self.shards;
-        let (slot, g, old) = loop {
+        let (slot, mut g, raw, old) = loop {
             let slot = self.pop_free(p, shard, owner)?;
             let g = self.lock_record(slot);
-            let old = Lease::decode_lossy(&g.bytes());
+            let raw = g.bytes();
+            let old = self.decode_at(slot, &raw);
             let usable = old.state.is_free_for(owner)
                 && !old.is_quarantined()
                 && !(old.state == LeaseState::Expired && old.expiry > now);
             if usable {
-                break (slot, g, old);
+                break (slot, g, raw, old);
             }
             // Stale list entry (the record was bound meanwhile): drop it.
         };
         let mut new = old;
         new.shard = shard as u16;
         let r = f(&mut new);
-        self.apply_locked(slot, &g, &old, &mut new);
+        self.apply_locked(slot, &mut g, &raw, &old, &mut new);
         drop(g);
         self.reindex(slot, &old.client, &new.client);
         Some((Slot(slot), r))
@@ -1072,11 +1256,12 @@ impl LeaseTable {
     /// records are not rewritten. The write is in the page cache at return;
     /// it is durable after `flush`/`flush_set`.
     pub fn update<R>(&self, slot: Slot, f: impl FnOnce(&mut Lease) -> R) -> R {
-        let g = self.lock_record(slot.0);
-        let old = Lease::decode_lossy(&g.bytes());
+        let mut g = self.lock_record(slot.0);
+        let raw = g.bytes();
+        let old = self.decode_at(slot.0, &raw);
         let mut new = old;
         let r = f(&mut new);
-        self.apply_locked(slot.0, &g, &old, &mut new);
+        self.apply_locked(slot.0, &mut g, &raw, &old, &mut new);
         drop(g);
         self.reindex(slot.0, &old.client, &new.client);
         r
@@ -1205,7 +1390,7 @@ impl LeaseTable {
     fn header_bytes(&self) -> &[u8] {
         // SAFETY: the header lies below the first record, is inside the map,
         // and after open is only accessed under `header_lock`.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.header_len) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.header_len - UNDO_LEN) }
     }
 
     /// The failover state last stored with `set_failover_area` (empty if
@@ -1227,7 +1412,9 @@ impl LeaseTable {
         let _g = lock(&self.header_lock);
         // SAFETY: as for header_bytes; we hold header_lock so nobody else
         // reads or writes the header while this exclusive slice lives.
-        let h = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.header_len) };
+        let h = unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.header_len - UNDO_LEN)
+        };
         let (off, len) = header::write_failover(h, bytes);
         self.map
             .flush_range(off, len)
@@ -1347,10 +1534,26 @@ fn rebuild(
     report: &mut OpenReport,
 ) -> Result<(), StoreError> {
     let og = &hdr.geo;
+    let mut undo = UndoMap::new();
+    for i in 0..UNDO_SLOTS {
+        let o = hdr.header_len - UNDO_LEN + i * RECORD_SIZE;
+        let mut b = [0u8; RECORD_SIZE];
+        b.copy_from_slice(&old[o..o + RECORD_SIZE]);
+        add_undo(&mut undo, &b);
+    }
+    // A record torn by a crash is rolled back here as `open` would; one that
+    // cannot be is copied as it is and quarantined by the scan after the rename.
     let rec = |slot: u32| -> [u8; RECORD_SIZE] {
         let o = hdr.header_len + slot as usize * RECORD_SIZE;
         let mut b = [0u8; RECORD_SIZE];
         b.copy_from_slice(&old[o..o + RECORD_SIZE]);
+        let seq = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if seq & 1 == 1 && stored_crc_of(&b) != record_crc(&b) {
+            if let Some(mut prev) = recover_from_undo(&undo, og.addr_of(slot), seq) {
+                prev[0..4].copy_from_slice(&seq.wrapping_add(1).to_le_bytes());
+                return prev;
+            }
+        }
         b
     };
     // Pass 1: live leases outside the new pools.
