@@ -12,10 +12,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use netns::{veth_pair, Netns};
+use xdhcpd::io::xsk::{XskConfig, XskSocket};
 use xdhcpd::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER};
 
@@ -223,6 +224,248 @@ fn reached_server(result: &io::Result<TcpStream>) -> bool {
     }
 }
 
+// ---- raw frames (AF_PACKET), to exercise the parser on tags, options, fragments, truncation
+
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+
+fn eth(tags: &[u16], ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    for (i, tpid) in tags.iter().enumerate() {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // VLAN id
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// IPv4 header of `ihl` 32-bit words (options are NOPs), with flags/fragment field `frag`.
+fn ipv4(ihl: u8, frag: u16, proto: u8, payload_len: usize) -> Vec<u8> {
+    let hlen = usize::from(ihl.max(5)) * 4;
+    let mut h = vec![0u8; hlen];
+    h[0] = 0x40 | ihl;
+    h[2..4].copy_from_slice(&((hlen + payload_len) as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&PARTNER4.octets());
+    h[16..20].copy_from_slice(&Ipv4Addr::BROADCAST.octets());
+    for b in &mut h[20..] {
+        *b = 1; // NOP option
+    }
+    h
+}
+
+fn ipv6_udp_header(payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    h[6] = 17;
+    h[7] = 1;
+    h[8..24].copy_from_slice(&PARTNER6.octets());
+    h[24..40].copy_from_slice(&"ff02::1:2".parse::<Ipv6Addr>().unwrap().octets());
+    h
+}
+
+fn udp(src: u16, dst: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&src.to_be_bytes());
+    u.extend_from_slice(&dst.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// Frames and what the program must make of them.
+struct RawCase {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// Redirected as DHCPv4 / DHCPv6 / counted malformed (else simply passed).
+    expect: Expect,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    Dhcpv4,
+    Dhcpv6,
+    Malformed,
+    Pass,
+}
+
+fn raw_cases() -> Vec<RawCase> {
+    let d = udp(68, 67, &discover(0x77));
+    let v4 = |tags: &[u16], ihl: u8, frag: u16, l4: &[u8]| {
+        concat(&[&eth(tags, 0x0800), &ipv4(ihl, frag, 17, l4.len()), l4])
+    };
+    let solicit = udp(546, 547, &[1, 0xab, 0xcd, 0xef]);
+    vec![
+        RawCase {
+            name: "802.1Q-tagged DISCOVER",
+            frame: v4(&[TPID_8021Q], 5, 0, &d),
+            expect: Expect::Dhcpv4,
+        },
+        RawCase {
+            name: "802.1ad + 802.1Q (QinQ) DISCOVER",
+            frame: v4(&[TPID_8021AD, TPID_8021Q], 5, 0, &d),
+            expect: Expect::Dhcpv4,
+        },
+        RawCase {
+            name: "DISCOVER with IPv4 options (IHL 6)",
+            frame: v4(&[], 6, 0, &d),
+            expect: Expect::Dhcpv4,
+        },
+        RawCase {
+            name: "DHCPv6 SOLICIT to ff02::1:2",
+            frame: concat(&[&eth(&[], 0x86dd), &ipv6_udp_header(solicit.len()), &solicit]),
+            expect: Expect::Dhcpv6,
+        },
+        RawCase {
+            name: "three VLAN tags (beyond the two parsed)",
+            frame: v4(&[TPID_8021Q, TPID_8021Q, TPID_8021Q], 5, 0, &d),
+            expect: Expect::Pass,
+        },
+        RawCase {
+            name: "first fragment (MF) of a DHCP datagram",
+            frame: v4(&[], 5, 0x2000, &d),
+            expect: Expect::Pass,
+        },
+        RawCase {
+            name: "non-first fragment whose bytes look like UDP to 67",
+            frame: v4(&[], 5, 0x0010, &d),
+            expect: Expect::Pass,
+        },
+        RawCase {
+            name: "IPv4 header cut at 10 bytes",
+            frame: concat(&[&eth(&[], 0x0800), &ipv4(5, 0, 17, 0)[..10]]),
+            expect: Expect::Malformed,
+        },
+        RawCase {
+            name: "UDP header cut at 2 bytes",
+            frame: concat(&[&eth(&[], 0x0800), &ipv4(5, 0, 17, 2), &[0, 68]]),
+            expect: Expect::Malformed,
+        },
+        RawCase {
+            name: "IHL 15 (60-byte header) in a 48-byte packet",
+            frame: concat(&[
+                &eth(&[], 0x0800),
+                &ipv4(5, 0, 17, 8)[..],
+                &udp(68, 67, &[])[..],
+            ])
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| if i == 14 { 0x4f } else { b })
+            .collect(),
+            expect: Expect::Malformed,
+        },
+        RawCase {
+            name: "IHL 3 (shorter than the minimum)",
+            frame: v4(&[], 3, 0, &d),
+            expect: Expect::Malformed,
+        },
+        RawCase {
+            name: "VLAN tag cut short",
+            frame: concat(&[&eth(&[], TPID_8021Q), &[0, 100]]),
+            expect: Expect::Malformed,
+        },
+    ]
+}
+
+/// Sends each frame as-is on `dev` through an AF_PACKET socket (from the calling thread's
+/// namespace).
+fn send_raw(dev: &str, frames: &[Vec<u8>]) -> io::Result<()> {
+    let c_dev = std::ffi::CString::new(dev).map_err(io::Error::other)?;
+    // SAFETY: c_dev is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c_dev.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::other(format!("no interface {dev}")));
+    }
+    // SAFETY: plain socket(2); owned right away. Protocol 0: send only.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    check(fd, "socket AF_PACKET")?;
+    // SAFETY: fd is fresh and owned by nobody else.
+    let _owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    ll.sll_family = libc::AF_PACKET as u16;
+    ll.sll_ifindex = ifindex as i32;
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for frame in frames {
+        // SAFETY: frame and ll are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::other(format!(
+                "sending a {}-byte raw frame on {dev}: {}",
+                frame.len(),
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// UDP destination port of an Ethernet frame (after up to two VLAN tags), if IPv4/IPv6 + UDP.
+fn udp_dst_port(f: &[u8]) -> Option<u16> {
+    let be16 = |i: usize| Some(u16::from_be_bytes([*f.get(i)?, *f.get(i + 1)?]));
+    let mut off = 12;
+    let mut ethertype = be16(off)?;
+    for _ in 0..2 {
+        if ethertype == TPID_8021Q || ethertype == TPID_8021AD {
+            off += 4;
+            ethertype = be16(off)?;
+        }
+    }
+    let l3 = off + 2;
+    let l4 = match ethertype {
+        0x0800 if *f.get(l3 + 9)? == 17 => l3 + usize::from(f.get(l3)? & 0x0f) * 4,
+        0x86dd if *f.get(l3 + 6)? == 17 => l3 + 40,
+        _ => return None,
+    };
+    be16(l4 + 2)
+}
+
+/// Collects frames from the sockets until `want` arrived or `timeout` passed, then a short
+/// extra wait to catch any surplus. Returns the packets' bytes.
+fn collect_xsk(socks: &mut [XskSocket], want: usize, timeout: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut rx = Vec::new();
+    let mut deadline = Instant::now() + timeout;
+    let mut lingering = false;
+    while Instant::now() < deadline {
+        for s in socks.iter_mut() {
+            rx.clear();
+            s.recv(&mut rx, 64);
+            for d in &rx {
+                got.push(s.packet(d).to_vec());
+                assert!(s.recycle(d.addr), "recycle a received frame");
+            }
+            s.flush().expect("flush AF_XDP socket");
+        }
+        if got.len() >= want && !lingering {
+            // Everything expected is here: linger briefly for unexpected extras.
+            lingering = true;
+            deadline = Instant::now() + Duration::from_millis(200);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    got
+}
+
 struct ServerSockets {
     dhcp4: UdpSocket,
     dhcp6: UdpSocket,
@@ -406,6 +649,94 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
     );
     let d = xdp.counters().unwrap().since(&before);
     assert_eq!((d.failover_dropped, d.failover_passed), (0, 0), "{d}");
+
+    // ---- With an AF_XDP socket on each queue, DHCP is redirected (and only DHCP).
+    xdp.set_config(cfg).expect("restore config");
+    let ifname = srv_if.clone();
+    let mut socks = server
+        .run(move || -> Result<Vec<XskSocket>, String> {
+            (0..2)
+                .map(|queue| {
+                    let mut c = XskConfig::new(ifname.clone(), queue);
+                    (c.frame_count, c.tx_frames, c.ring_size) = (256, 0, 128);
+                    XskSocket::open(&c).map_err(|e| e.to_string())
+                })
+                .collect()
+        })
+        .unwrap()
+        .expect("open AF_XDP sockets on queues 0 and 1");
+    for (queue, sock) in (0u32..).zip(&socks) {
+        xdp.register_socket(queue, sock.fd())
+            .expect("register AF_XDP socket");
+    }
+    let cases = raw_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
+    let dev = cli_if.clone();
+    let before = xdp.counters().unwrap();
+    client
+        .run(move || -> io::Result<()> {
+            let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
+            udp4.set_broadcast(true)?;
+            bind_to_device(&udp4, &dev)?;
+            for xid in 11..=13 {
+                udp4.send_to(&discover(xid), (Ipv4Addr::BROADCAST, 67))?;
+            }
+            let udp6 = UdpSocket::bind((PARTNER6, 546))?;
+            udp6.send_to(&[1, 0xab, 0xcd, 0xef], (SRV6, 547))?;
+            UdpSocket::bind((PARTNER4, 0))?.send_to(b"not dhcp", (SRV4, OTHER_UDP_PORT))?;
+            send_raw(&dev, &frames)
+        })
+        .unwrap()
+        .expect("client traffic with sockets registered");
+
+    let count = |e: Expect| cases.iter().filter(|c| c.expect == e).count() as u64;
+    let (raw4, raw6, raw_bad) = (
+        count(Expect::Dhcpv4),
+        count(Expect::Dhcpv6),
+        count(Expect::Malformed),
+    );
+    let want = 3 + 1 + raw4 + raw6;
+    let got = collect_xsk(&mut socks, want as usize, Duration::from_secs(3));
+    let ports: Vec<Option<u16>> = got.iter().map(|f| udp_dst_port(f)).collect();
+    assert_eq!(
+        got.len() as u64,
+        want,
+        "frames on the AF_XDP sockets: ports {ports:?}"
+    );
+    assert_eq!(
+        ports.iter().filter(|p| **p == Some(67)).count() as u64,
+        3 + raw4,
+        "{ports:?}"
+    );
+    assert_eq!(
+        ports.iter().filter(|p| **p == Some(547)).count() as u64,
+        1 + raw6,
+        "{ports:?}"
+    );
+    assert_eq!(
+        drain(&sockets.dhcp4, quiet).unwrap(),
+        0,
+        "DISCOVERs went to AF_XDP"
+    );
+    assert_eq!(
+        drain(&sockets.dhcp6, quiet).unwrap(),
+        0,
+        "SOLICIT went to AF_XDP"
+    );
+    assert_eq!(
+        drain(&sockets.other, quiet).unwrap(),
+        1,
+        "non-DHCP UDP still passed"
+    );
+
+    let d = xdp.counters().unwrap().since(&before);
+    eprintln!("counters with sockets registered: {d}");
+    let names: Vec<_> = cases.iter().map(|c| (c.name, c.expect)).collect();
+    assert_eq!(d.redirected, want, "{d}; cases {names:?}");
+    assert_eq!((d.dhcpv4, d.dhcpv6), (3 + raw4, 1 + raw6), "{d}");
+    assert_eq!(d.no_socket, 0, "{d}");
+    assert_eq!(d.malformed, raw_bad, "{d}; cases {names:?}");
+    drop(socks);
 
     // Dropping the loader detaches the program.
     drop(xdp);
