@@ -1,0 +1,29 @@
+//! xdhcpd-failover: a sans-IO implementation of the DHCP failover protocol
+//! (draft-ietf-dhc-failover-12, as ISC dhcpd 4.4 speaks it) with RFC 3074 load balancing.
+//!
+//! * [`codec`]: messages and options, a streaming decoder;
+//! * [`engine`]: the failover endpoint state machine ([`FailoverEngine`]);
+//! * [`policy`]: the per-packet [`FailoverPolicy`] (who answers, which address may be used,
+//!   the MCLT lease rule) and its lock-free publication cell [`PolicyCell`];
+//! * [`table`]: pure lease-table helpers for the driver (accepting partner updates, acks);
+//! * [`persist`]: the fixed-layout persisted state.
+//!
+//! Times are `u32` Unix seconds everywhere (the wire unit).
+
+pub mod codec;
+pub mod engine;
+pub mod persist;
+pub mod policy;
+pub mod table;
+pub mod types;
+
+pub use engine::{
+    backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, Stats, UpdateId,
+};
+pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
+pub use policy::{
+    lease_time_allowed, rfc3074_hash, Admission, DropReason, FailoverPolicy, LeaseGrant,
+    PolicyCell, RequestKind,
+};
+pub use table::{apply_ack, resolve_update, AckOutcome, UpdateDecision};
+pub use types::{Binding, BindingStatus, RejectReason, Role, ServerState};

@@ -1,0 +1,135 @@
+//! Persisted failover state: a fixed 64-byte record (the lease store keeps it in its reserved
+//! area). Layout, all integers big-endian:
+//!
+//! | off | size | field |
+//! |----:|-----:|-------|
+//! | 0 | 4 | magic `XFOP` |
+//! | 4 | 2 | version (1) |
+//! | 6 | 1 | own state (wire value) |
+//! | 7 | 1 | resume state: state to restart from (differs after PAUSED/SHUTDOWN) |
+//! | 8 | 4 | own state entered at |
+//! | 12 | 1 | partner state (0 = never known) |
+//! | 13 | 1 | flags: bit0 ever communicated, bit1 full recovery (UPDREQALL) pending |
+//! | 14 | 2 | reserved (0) |
+//! | 16 | 4 | partner state entered at (partner's start-time-of-state) |
+//! | 20 | 4 | last contact with the partner |
+//! | 24 | 4 | last time this server was operational (heartbeat) |
+//! | 28 | 4 | partner-down time (base of the PARTNER-DOWN MCLT wait) |
+//! | 32 | 4 | recover base: time of failure for the RECOVER-WAIT timer |
+//! | 36 | 4 | MCLT in force (the secondary keeps the primary's) |
+//! | 40 | 20 | reserved (0) |
+//! | 60 | 4 | FNV-1a 32 of bytes 0..60 |
+
+use crate::types::ServerState;
+
+pub const PERSIST_LEN: usize = 64;
+pub const PERSIST_MAGIC: [u8; 4] = *b"XFOP";
+pub const PERSIST_VERSION: u16 = 1;
+
+/// Everything the engine needs to resume after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailoverPersist {
+    pub own_state: ServerState,
+    /// State to resume from at restart (the state before PAUSED/SHUTDOWN; RECOVER when the
+    /// partner went PARTNER-DOWN while we were shutting down).
+    pub resume_state: ServerState,
+    pub own_state_since: u32,
+    pub partner_state: Option<ServerState>,
+    pub partner_state_since: u32,
+    pub last_contact: u32,
+    pub last_operational: u32,
+    pub partner_down_since: u32,
+    pub recover_base: u32,
+    pub mclt: u32,
+    pub ever_communicated: bool,
+    pub recover_all: bool,
+}
+
+/// Why persisted bytes were refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    #[error("failover persisted state: {0} bytes, expected {PERSIST_LEN}")]
+    Length(usize),
+    #[error("failover persisted state: bad magic {0:02x?}")]
+    Magic([u8; 4]),
+    #[error("failover persisted state: unsupported version {0}")]
+    Version(u16),
+    #[error("failover persisted state: checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("failover persisted state: invalid state value {value} at byte {offset}")]
+    State { offset: usize, value: u8 },
+}
+
+fn fnv1a(b: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &x in b {
+        h ^= x as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn rd32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+impl FailoverPersist {
+    pub fn to_bytes(&self) -> [u8; PERSIST_LEN] {
+        let mut b = [0u8; PERSIST_LEN];
+        b[0..4].copy_from_slice(&PERSIST_MAGIC);
+        b[4..6].copy_from_slice(&PERSIST_VERSION.to_be_bytes());
+        b[6] = self.own_state.to_wire();
+        b[7] = self.resume_state.to_wire();
+        b[8..12].copy_from_slice(&self.own_state_since.to_be_bytes());
+        b[12] = self.partner_state.map_or(0, |s| s.to_wire());
+        b[13] = self.ever_communicated as u8 | (self.recover_all as u8) << 1;
+        b[16..20].copy_from_slice(&self.partner_state_since.to_be_bytes());
+        b[20..24].copy_from_slice(&self.last_contact.to_be_bytes());
+        b[24..28].copy_from_slice(&self.last_operational.to_be_bytes());
+        b[28..32].copy_from_slice(&self.partner_down_since.to_be_bytes());
+        b[32..36].copy_from_slice(&self.recover_base.to_be_bytes());
+        b[36..40].copy_from_slice(&self.mclt.to_be_bytes());
+        let c = fnv1a(&b[..60]);
+        b[60..64].copy_from_slice(&c.to_be_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, PersistError> {
+        if b.len() != PERSIST_LEN {
+            return Err(PersistError::Length(b.len()));
+        }
+        let magic = [b[0], b[1], b[2], b[3]];
+        if magic != PERSIST_MAGIC {
+            return Err(PersistError::Magic(magic));
+        }
+        let version = u16::from_be_bytes([b[4], b[5]]);
+        if version != PERSIST_VERSION {
+            return Err(PersistError::Version(version));
+        }
+        let stored = rd32(b, 60);
+        let computed = fnv1a(&b[..60]);
+        if stored != computed {
+            return Err(PersistError::Checksum { stored, computed });
+        }
+        let st = |offset: usize| {
+            ServerState::from_wire(b[offset]).ok_or(PersistError::State {
+                offset,
+                value: b[offset],
+            })
+        };
+        Ok(FailoverPersist {
+            own_state: st(6)?,
+            resume_state: st(7)?,
+            own_state_since: rd32(b, 8),
+            partner_state: if b[12] == 0 { None } else { Some(st(12)?) },
+            ever_communicated: b[13] & 1 != 0,
+            recover_all: b[13] & 2 != 0,
+            partner_state_since: rd32(b, 16),
+            last_contact: rd32(b, 20),
+            last_operational: rd32(b, 24),
+            partner_down_since: rd32(b, 28),
+            recover_base: rd32(b, 32),
+            mclt: rd32(b, 36),
+        })
+    }
+}
