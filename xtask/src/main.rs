@@ -2,7 +2,10 @@
 //!
 //! One file per subcommand; `util` holds the shared command helpers.
 mod build;
+mod ci;
+mod demo;
 mod ebpf;
+mod netns;
 mod run;
 mod setup;
 mod util;
@@ -31,6 +34,10 @@ enum Cmd {
     Build(build::BuildArgs),
     /// Build, then run target/release/xdhcpd with the arguments after `--`.
     Run(run::RunArgs),
+    /// The main job on the embedded default: xdhcpd (XDP) in a namespace, a real client and perfdhcp.
+    Demo(demo::DemoArgs),
+    /// Everything CI checks: setup, fmt, clippy, eBPF build, all tests (namespace tests too).
+    Ci(ci::CiArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +46,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf(args) => ebpf::build_ebpf(&args).map(drop),
         Cmd::Build(args) => build::build(&args).map(drop),
         Cmd::Run(args) => run::run(&args),
+        Cmd::Demo(args) => demo::demo(&args),
+        Cmd::Ci(args) => ci::ci(&args),
     }
 }

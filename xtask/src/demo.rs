@@ -1,0 +1,274 @@
+//! `cargo xtask demo`: the main job on the embedded default configuration.
+//!
+//! Two namespaces joined by a veth pair; xdhcpd on the server side in XDP
+//! mode with `userspace/examples/demo.toml`; one real client (busybox
+//! udhcpc) and perfdhcp load from the client side. Prints the client's
+//! lease, leases/s and the XDP counters, and removes everything it created,
+//! also on failure or Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::NetnsPair;
+use crate::{build, setup, util};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// perfdhcp's offered rate (DORA exchanges per second).
+    #[arg(long, default_value_t = 4000)]
+    pub rate: u32,
+    /// Seconds of perfdhcp load.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u32,
+    /// Data path of the daemon (xdp or udp).
+    #[arg(long, default_value = "xdp")]
+    pub io: String,
+    /// Skip `cargo xtask setup` (packages and toolchain assumed present).
+    #[arg(long)]
+    pub no_setup: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted; cleaning up");
+    }
+    Ok(())
+}
+
+/// Kills the daemon (SIGINT first, so it detaches XDP and writes its stats).
+struct Daemon(Child);
+
+impl Daemon {
+    fn stop(&mut self) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGINT);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if self.0.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        bail!("xdhcpd did not stop within 10 s after SIGINT")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn wait_for_line(log: &Path, needle: &str, timeout: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        check_interrupt()?;
+        if std::fs::read_to_string(log).is_ok_and(|s| s.contains(needle)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "xdhcpd did not log {needle:?} within {timeout:?}; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
+}
+
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    if !args.no_setup {
+        setup::setup(&setup::SetupArgs { no_apt: false })?;
+    }
+    let daemon_bin = build::build(&build::BuildArgs { debug_ebpf: false })?;
+    check_interrupt()?;
+
+    let work = std::env::temp_dir().join(format!("xdhcpd-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let _work_guard = RemoveDir(work.clone());
+    let config = util::repo_root().join("userspace/examples/demo.toml");
+    let log = work.join("xdhcpd.log");
+    let stats = work.join("stats.json");
+
+    println!("== creating namespaces (server 10.77.0.1/16 on xd-srv0, client side xd-cli0)");
+    let ns = NetnsPair::create("demo", "xd-srv0", "10.77.0.1/16", "xd-cli0", "10.77.0.2/16")?;
+
+    println!(
+        "== starting xdhcpd ({} mode) on {} in {}",
+        args.io, ns.server_if, ns.server_ns
+    );
+    let logf = std::fs::File::create(&log)?;
+    let mut daemon = Daemon(
+        NetnsPair::exec(&ns.server_ns, &daemon_bin.to_string_lossy())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--io", &args.io, "--stats-interval", "1", "--lease-file"])
+            .arg(work.join("leases.db"))
+            .arg("--stats-json")
+            .arg(&stats)
+            .env("NO_COLOR", "1")
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .context("starting xdhcpd")?,
+    );
+    wait_for_line(&log, "serving", Duration::from_secs(15))?;
+
+    println!("== a real client: busybox udhcpc on {}", ns.client_if);
+    let out = NetnsPair::exec(&ns.client_ns, "timeout")
+        .args([
+            "15",
+            "busybox",
+            "udhcpc",
+            "-i",
+            &ns.client_if,
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "5",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .context("running udhcpc")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lease_line = text
+        .lines()
+        .find(|l| l.contains("obtained"))
+        .map(str::to_string);
+    for l in text.lines() {
+        println!("   {l}");
+    }
+    check_interrupt()?;
+
+    println!(
+        "== load: perfdhcp, {} DORA/s offered for {} s, fresh MAC per exchange",
+        args.rate, args.seconds
+    );
+    let t0 = Instant::now();
+    let mut perf = NetnsPair::exec(&ns.client_ns, "timeout")
+        .arg((args.seconds + 20).to_string())
+        .args(["perfdhcp", "-4", "-l", &ns.client_if, "-B", "-R", "1000000"])
+        .args([
+            "-r",
+            &args.rate.to_string(),
+            "-p",
+            &args.seconds.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting perfdhcp")?;
+    let mut perf_text = String::new();
+    if let Some(o) = perf.stdout.take() {
+        for l in BufReader::new(o).lines().map_while(|l| l.ok()) {
+            perf_text.push_str(&l);
+            perf_text.push('\n');
+        }
+    }
+    let status = perf.wait()?;
+    let elapsed = t0.elapsed();
+    check_interrupt()?;
+    if !status.success() && !perf_text.contains("REQUEST-ACK") {
+        bail!("perfdhcp failed ({status}):\n{perf_text}");
+    }
+    let acked = section_value(&perf_text, "REQUEST-ACK", "received packets").unwrap_or(0);
+    let offered = section_value(&perf_text, "DISCOVER-OFFER", "sent packets").unwrap_or(0);
+    let naks = daemon_stop_and_read(&mut daemon, &stats)?;
+
+    println!();
+    println!("================ xdhcpd demo result ================");
+    match &lease_line {
+        Some(l) => println!("real client (udhcpc): {}", l.trim()),
+        None => println!("real client (udhcpc): NO LEASE OBTAINED"),
+    }
+    println!(
+        "perfdhcp: {offered} DISCOVERs sent, {acked} leases ACKed in {:.1} s = {:.0} leases/s (offered {}/s; perfdhcp is the limit here, see `cargo xtask bench`)",
+        elapsed.as_secs_f64(),
+        acked as f64 / args.seconds.max(1) as f64,
+        args.rate
+    );
+    println!("server: {}", naks.0);
+    println!("XDP counters: {}", naks.1);
+    println!("=====================================================");
+    if lease_line.is_none() {
+        bail!("the real client got no lease");
+    }
+    if args.io == "xdp" && !naks.1.contains("redirected") {
+        bail!("no XDP counters in the daemon's stats");
+    }
+    Ok(())
+}
+
+/// Stops the daemon and summarises its final stats JSON.
+fn daemon_stop_and_read(d: &mut Daemon, stats: &Path) -> Result<(String, String)> {
+    d.stop()?;
+    let text = std::fs::read_to_string(stats)
+        .with_context(|| format!("reading the daemon's stats {}", stats.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let e = &v["engine"];
+    let server = format!(
+        "io={} offers={} acks={} naks={} pool_exhausted={} malformed={}",
+        v["io"], e["offers"], e["acks"], e["naks"], e["pool_exhausted"], e["malformed"]
+    );
+    let xdp = match v.get("xdp").and_then(|x| x.as_object()) {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => "(none: UDP mode)".to_string(),
+    };
+    Ok((server, xdp))
+}
+
+/// Value of `key: N` inside perfdhcp's `***Statistics for: SECTION***` block.
+fn section_value(text: &str, section: &str, key: &str) -> Option<u64> {
+    let start = text.find(&format!("Statistics for: {section}"))?;
+    text[start..]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+struct RemoveDir(PathBuf);
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::section_value;
+    #[test]
+    fn parses_perfdhcp_sections() {
+        let t = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 9\n\n***Statistics for: REQUEST-ACK***\nsent packets: 9\nreceived packets: 8\n";
+        assert_eq!(section_value(t, "REQUEST-ACK", "received packets"), Some(8));
+        assert_eq!(section_value(t, "DISCOVER-OFFER", "sent packets"), Some(10));
+        assert_eq!(section_value(t, "NOPE", "sent packets"), None);
+    }
+}
