@@ -121,7 +121,7 @@ impl XdpSteering {
         let mut ebpf = Ebpf::load(&bytes).map_err(|source| XdpError::ParseObject {
             ifname: ifname.to_owned(),
             origin: origin.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
 
         let xsks: XskMap<MapData> = take_map(&mut ebpf, &origin, MAP_XSKS)?;
@@ -139,7 +139,7 @@ impl XdpSteering {
             return Err(XdpError::MapType {
                 origin,
                 map: MAP_COUNTERS,
-                source: Box::new(aya::maps::MapError::OutOfBounds {
+                cause: Box::new(aya::maps::MapError::OutOfBounds {
                     index: COUNTER_COUNT - 1,
                     max_entries: counters.len(),
                 }),
@@ -150,13 +150,13 @@ impl XdpSteering {
             ifname: ifname.to_owned(),
             map: MAP_CONFIG,
             op: "writing the configuration",
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
 
         let program = xdp_program(&mut ebpf, &origin)?;
         program.load().map_err(|source| XdpError::ProgramLoad {
             ifname: ifname.to_owned(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         let (link, mode) = attach_with_mode(program, ifname, ifindex, mode)?;
         tracing::info!(ifname, %mode, object = %origin, "XDP program attached");
@@ -268,7 +268,7 @@ impl XdpSteering {
             ifname: self.ifname.clone(),
             map,
             op,
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 }
@@ -323,9 +323,9 @@ fn locate_object(explicit: Option<&Path>) -> Result<(Cow<'static, [u8]>, String)
     let read = |path: &Path| {
         std::fs::read(path)
             .map(|bytes| (Cow::Owned(bytes), path.display().to_string()))
-            .map_err(|source| XdpError::ReadObject {
+            .map_err(|cause| XdpError::ReadObject {
                 path: path.to_owned(),
-                source,
+                cause,
             })
     };
     if let Some(path) = explicit {
@@ -373,7 +373,7 @@ where
     M::try_from(map).map_err(|source| XdpError::MapType {
         origin: origin.to_owned(),
         map: name,
-        source: Box::new(source),
+        cause: Box::new(source),
     })
 }
 
@@ -395,7 +395,7 @@ fn attach_with_mode(
     let attach_error = |mode: AttachMode, source| XdpError::Attach {
         ifname: ifname.to_owned(),
         mode: mode.name(),
-        source: Box::new(source),
+        cause: Box::new(source),
     };
     match mode {
         AttachMode::Driver => program
@@ -411,7 +411,7 @@ fn attach_with_mode(
             Err(driver) => {
                 tracing::warn!(
                     ifname,
-                    error = %driver,
+                    error = %error::chain(&driver),
                     "driver-mode XDP attach failed; falling back to SKB (generic) mode"
                 );
                 match program.attach_to_if_index(ifindex, XdpFlags::SKB_MODE) {
