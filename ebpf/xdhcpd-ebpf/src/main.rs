@@ -334,7 +334,14 @@ fn classify_v6(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
     // Extension headers are not walked: such frames go to the kernel (DHCPv6 clients and
     // relays do not use them in practice).
     match next_header {
-        IPPROTO_UDP => udp_verdict(ctx, cfg, l4, DHCPV6_SERVER_PORT, CFG_DHCPV6, Verdict::Dhcpv6),
+        IPPROTO_UDP => udp_verdict(
+            ctx,
+            cfg,
+            l4,
+            DHCPV6_SERVER_PORT,
+            CFG_DHCPV6,
+            Verdict::Dhcpv6,
+        ),
         IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, PartnerKey::v6(src)),
         _ => Verdict::Pass,
     }
@@ -382,7 +389,7 @@ fn tcp_verdict(ctx: &XdpContext, cfg: &XdpConfig, l4: usize, src: PartnerKey) ->
     if dst != port {
         return Verdict::Pass;
     }
-    if PARTNERS.get_ptr(&src).is_some() {
+    if PARTNERS.get_ptr(src).is_some() {
         Verdict::FailoverPartner
     } else {
         Verdict::FailoverStranger
