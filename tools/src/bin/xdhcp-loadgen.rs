@@ -1,4 +1,247 @@
-fn main() {
-    eprintln!("xdhcp-loadgen: not yet written");
-    std::process::exit(2);
+//! `xdhcp-loadgen`: DHCPv4 load generator (AF_XDP, AF_PACKET fallback).
+//! See `xdhcp-loadgen --help`.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use xdhcpd::io::xsk::BindMode;
+use xdhcpd::xdp::AttachMode;
+use xdhcpd_tools::loadgen::{self, sys::parse_mac, Config, EngineConfig, IoMode, Scenario};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScenarioArg {
+    Dora,
+    DoraRenew,
+    Renew,
+    Release,
+    InitReboot,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IoArg {
+    Auto,
+    Xdp,
+    Packet,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AttachArg {
+    Auto,
+    Driver,
+    Skb,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BindArg {
+    Auto,
+    Copy,
+    ZeroCopy,
+}
+
+/// DHCPv4 client simulator for load tests against any DHCP server.
+///
+/// Examples:
+///   xdhcp-loadgen -i veth0 --scenario dora --clients 100000 --concurrency 512 --duration 10s
+///   xdhcp-loadgen -i veth0 --scenario renew --rate 50000 --duration 10s --json out.json
+///   xdhcp-loadgen -i veth0 --relay 10.1.0.1 --server 10.0.0.1 --count 10000
+///   xdhcp-loadgen -i veth0 --self-test --duration 3s
+#[derive(Parser, Debug)]
+#[command(name = "xdhcp-loadgen", version, verbatim_doc_comment)]
+struct Args {
+    /// Interface facing the DHCP server.
+    #[arg(short, long)]
+    interface: String,
+    #[arg(long, value_enum, default_value = "dora")]
+    scenario: ScenarioArg,
+    /// Number of simulated clients (distinct MACs and client-ids).
+    #[arg(long, default_value_t = 10_000)]
+    clients: u32,
+    /// Open-loop target: exchanges started per second (e.g. 50000 or 50000/s).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u64>,
+    /// Closed loop: outstanding exchanges at most (default 256 without --rate).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// How long the measured phase runs (e.g. 10s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Exchanges to start in the measured phase.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Time to wait for each reply.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Retransmissions before an exchange counts as dropped.
+    #[arg(long, default_value_t = 0)]
+    retries: u8,
+    /// Relay mode: giaddr to put in requests (sent unicast from port 67 to --server).
+    #[arg(long)]
+    relay: Option<Ipv4Addr>,
+    /// Server address (required with --relay).
+    #[arg(long)]
+    server: Option<Ipv4Addr>,
+    /// Server MAC (else resolved by ARP).
+    #[arg(long, value_parser = parse_mac)]
+    server_mac: Option<[u8; 6]>,
+    /// Threads: one per RX queue of the interface.
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// CPUs to pin the threads to, e.g. 0 or 0,1.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    #[arg(long, value_enum, default_value = "auto")]
+    io: IoArg,
+    /// XDP attach mode (AF_XDP only).
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: AttachArg,
+    /// AF_XDP bind mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    bind: BindArg,
+    /// XDP object (default: embedded, or target/bpfel-unknown-none/release/xdhcpd-ebpf).
+    #[arg(long)]
+    ebpf_object: Option<PathBuf>,
+    /// Do not send a client identifier option (61).
+    #[arg(long)]
+    no_client_id: bool,
+    /// Set the BROADCAST flag so servers broadcast their replies.
+    #[arg(long)]
+    broadcast_flag: bool,
+    /// Second byte of the simulated MACs (02:SALT:..): differ it to run several loadgens.
+    #[arg(long, default_value_t = 0x4c)]
+    mac_salt: u8,
+    /// Measure the sender alone: DISCOVERs as fast as possible, replies ignored.
+    #[arg(long)]
+    self_test: bool,
+    /// Write the JSON report to this file ("-" for stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim_end_matches("/s");
+    let (num, mult) = match t.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1_000),
+        None => match t.strip_suffix(['m', 'M']) {
+            Some(n) => (n, 1_000_000),
+            None => (t, 1),
+        },
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("rate {s:?} must be a positive number, e.g. 50000, 50k or 50000/s"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("duration {s:?} must look like 10s, 500ms or 2m");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(bad()),
+    };
+    if !(secs > 0.0 && secs < 1e7) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let scenario = match a.scenario {
+        ScenarioArg::Dora => Scenario::Dora,
+        ScenarioArg::DoraRenew => Scenario::DoraRenew,
+        ScenarioArg::Renew => Scenario::Renew,
+        ScenarioArg::Release => Scenario::Release,
+        ScenarioArg::InitReboot => Scenario::InitReboot,
+    };
+    let cfg = Config {
+        ifname: a.interface.clone(),
+        io: match a.io {
+            IoArg::Auto => IoMode::Auto,
+            IoArg::Xdp => IoMode::Xdp,
+            IoArg::Packet => IoMode::Packet,
+        },
+        attach: match a.xdp_mode {
+            AttachArg::Auto => AttachMode::Auto,
+            AttachArg::Driver => AttachMode::Driver,
+            AttachArg::Skb => AttachMode::Skb,
+        },
+        bind: match a.bind {
+            BindArg::Auto => BindMode::Auto,
+            BindArg::Copy => BindMode::Copy,
+            BindArg::ZeroCopy => BindMode::ZeroCopy,
+        },
+        queues: a.queues,
+        cpus: a.cpus.clone(),
+        ebpf_object: a.ebpf_object.clone(),
+        server: a.server,
+        server_mac: a.server_mac,
+        progress: !a.quiet,
+        engine: EngineConfig {
+            scenario,
+            clients: a.clients,
+            threads: a.queues,
+            rate: a.rate,
+            concurrency: a.concurrency,
+            duration_ns: a.duration.map(|d| d.as_nanos() as u64),
+            count: a.count,
+            timeout_ns: a.timeout_ms.max(1) * 1_000_000,
+            retries: a.retries,
+            relay: a.relay,
+            client_id: !a.no_client_id,
+            broadcast: a.broadcast_flag,
+            mac_salt: a.mac_salt,
+            self_test: a.self_test,
+        },
+    };
+    loadgen::install_signal_handlers();
+    let report = match loadgen::run(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xdhcp-loadgen: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let table = report.table();
+    if to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    if let Some(path) = &a.json {
+        let json = match serde_json::to_string_pretty(&report) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("xdhcp-loadgen: encoding the JSON report: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let res = if to_stdout {
+            writeln!(std::io::stdout(), "{json}")
+        } else {
+            std::fs::write(path, json + "\n")
+        };
+        if let Err(e) = res {
+            eprintln!(
+                "xdhcp-loadgen: writing the JSON report to {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }

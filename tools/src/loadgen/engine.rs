@@ -1,0 +1,1084 @@
+//! The per-thread engine: simulated clients' state machines, rate control,
+//! timeouts, reply matching and statistics, over any [`Port`].
+//!
+//! Hot-path data is flat and preallocated: clients live in a `Vec` indexed by
+//! their local index (from the xid: `xid & 0xff_ffff` is the global client
+//! index `g`, owned by thread `g % threads` at local index `g / threads`);
+//! the send queue and the timeout FIFO are ring buffers reserved up front.
+//! Replies that arrive on another thread's socket are parsed there and
+//! forwarded as a small `Reply` value through a bounded channel.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
+use xdhcpd::frame::RxFrame;
+
+use super::addrbook::{AckCheck, AddrBook};
+use super::hist::Histogram;
+use super::port::{Port, TxOutcome, BATCH};
+use super::request::{self, client_mac, Msg, Peer, Relay, RequestSpec};
+
+/// Largest number of simulated clients: the global index lives in the low
+/// 24 bits of the xid (the top 8 bits count exchanges per client).
+pub const MAX_CLIENTS: u32 = 1 << 24;
+const INDEX_MASK: u32 = MAX_CLIENTS - 1;
+
+/// What the clients do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// DISCOVER, OFFER, REQUEST, ACK.
+    Dora,
+    /// Every DORA is followed at once by a renewal of the same client.
+    DoraRenew,
+    /// Warm-up DORA of every client (reported as its own phase), then renewals only.
+    Renew,
+    /// Every DORA is followed by a RELEASE (no reply expected).
+    Release,
+    /// Warm-up DORA, then INIT-REBOOT REQUESTs (requested IP, no server id).
+    InitReboot,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Dora => "dora",
+            Scenario::DoraRenew => "dora-renew",
+            Scenario::Renew => "renew",
+            Scenario::Release => "release",
+            Scenario::InitReboot => "init-reboot",
+        }
+    }
+
+    fn needs_warmup(self) -> bool {
+        matches!(self, Scenario::Renew | Scenario::InitReboot)
+    }
+}
+
+/// Which statistics an exchange counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    WarmupDora = 0,
+    Dora = 1,
+    Renew = 2,
+    InitReboot = 3,
+    Release = 4,
+}
+
+pub const PHASES: usize = 5;
+
+impl Phase {
+    pub const ALL: [Phase; PHASES] = [
+        Phase::WarmupDora,
+        Phase::Dora,
+        Phase::Renew,
+        Phase::InitReboot,
+        Phase::Release,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::WarmupDora => "warmup-dora",
+            Phase::Dora => "dora",
+            Phase::Renew => "renew",
+            Phase::InitReboot => "init-reboot",
+            Phase::Release => "release",
+        }
+    }
+}
+
+/// Counters of one phase (one thread's, or merged).
+#[derive(Clone, Debug, Default)]
+pub struct PhaseStats {
+    /// Exchanges started (first message sent).
+    pub sent: u64,
+    /// Exchanges that ended with an ACK or a NAK.
+    pub answered: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// Exchanges that ended without an answer after all retries.
+    pub drops: u64,
+    /// ACKs of an address still bound to another client.
+    pub duplicates: u64,
+    pub offers: u64,
+    pub retransmits: u64,
+    /// Exchanges that could not be sent (server address unknown): also drops.
+    pub unsendable: u64,
+    /// ACKs without an address (yiaddr 0): answered, not bound.
+    pub bad_acks: u64,
+    /// RELEASEs sent (no reply expected).
+    pub releases: u64,
+    pub tx_packets: u64,
+    pub rx_replies: u64,
+    /// Open-loop starts that could not be made in time (sender behind).
+    pub rate_deficit: u64,
+    /// Starts wanted but no client was free for a new exchange.
+    pub starved: u64,
+    /// When this thread entered / left (stopped starting) the phase, ns since run start.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// When the last exchange of the phase was answered, ns since run start.
+    pub last_answer_ns: u64,
+    /// Exchange latency (first request sent to ACK), ns.
+    pub latency: Histogram,
+}
+
+impl PhaseStats {
+    pub fn merge(&mut self, o: &PhaseStats) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.acks += o.acks;
+        self.naks += o.naks;
+        self.drops += o.drops;
+        self.duplicates += o.duplicates;
+        self.offers += o.offers;
+        self.retransmits += o.retransmits;
+        self.unsendable += o.unsendable;
+        self.bad_acks += o.bad_acks;
+        self.releases += o.releases;
+        self.tx_packets += o.tx_packets;
+        self.rx_replies += o.rx_replies;
+        self.rate_deficit += o.rate_deficit;
+        self.starved += o.starved;
+        // end_ns == 0 means "phase not entered by that thread".
+        if o.end_ns > 0 {
+            if self.end_ns == 0 {
+                self.start_ns = o.start_ns;
+            } else {
+                self.start_ns = self.start_ns.min(o.start_ns);
+            }
+            self.end_ns = self.end_ns.max(o.end_ns);
+        }
+        self.last_answer_ns = self.last_answer_ns.max(o.last_answer_ns);
+        self.latency.merge(&o.latency);
+    }
+
+    /// Whether anything happened in this phase.
+    pub fn is_used(&self) -> bool {
+        self.sent > 0 || self.releases > 0
+    }
+}
+
+/// A reply, reduced to what the engine needs (small and `Copy`, so it can be
+/// forwarded between threads without allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub xid: u32,
+    pub kind: MessageType,
+    pub yiaddr: Ipv4Addr,
+    /// Option 54, else the IP source address.
+    pub server_id: Ipv4Addr,
+    pub lease_time: Option<u32>,
+    pub src_mac: [u8; 6],
+    pub chaddr: [u8; 6],
+}
+
+/// Why a received frame was not a reply for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotAReply {
+    Frame,
+    Dhcp,
+    /// A BOOTREQUEST (e.g. another client's broadcast) or an unrelated type.
+    NotReply,
+}
+
+/// Parses an Ethernet frame into a [`Reply`].
+pub fn parse_reply(frame: &[u8]) -> Result<Reply, NotAReply> {
+    let rx = RxFrame::parse(frame).map_err(|_| NotAReply::Frame)?;
+    let m = Message::new_checked(rx.payload).map_err(|_| NotAReply::Dhcp)?;
+    if m.op() != OP_BOOTREPLY {
+        return Err(NotAReply::NotReply);
+    }
+    let s = m.summary().map_err(|_| NotAReply::Dhcp)?;
+    let kind = match s.message_type {
+        Some(k @ (MessageType::Offer | MessageType::Ack | MessageType::Nak)) => k,
+        _ => return Err(NotAReply::NotReply),
+    };
+    let src_ip = match rx.src_ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => return Err(NotAReply::Frame),
+    };
+    let ch = m.chaddr_field();
+    Ok(Reply {
+        xid: m.xid(),
+        kind,
+        yiaddr: m.yiaddr(),
+        server_id: s.server_id.unwrap_or(src_ip),
+        lease_time: s.lease_time,
+        src_mac: rx.src_mac,
+        chaddr: [ch[0], ch[1], ch[2], ch[3], ch[4], ch[5]],
+    })
+}
+
+/// Run-wide settings shared by all threads.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub scenario: Scenario,
+    pub clients: u32,
+    pub threads: u32,
+    /// Total offered exchanges per second (open loop), split evenly over threads.
+    pub rate: Option<u64>,
+    /// Total outstanding exchanges (closed loop), split evenly over threads.
+    pub concurrency: Option<u32>,
+    pub duration_ns: Option<u64>,
+    /// Total exchanges to start in the measured phase.
+    pub count: Option<u64>,
+    pub timeout_ns: u64,
+    pub retries: u8,
+    pub relay: Option<Ipv4Addr>,
+    pub client_id: bool,
+    pub broadcast: bool,
+    pub mac_salt: u8,
+    /// Blast DISCOVERs as fast as possible, ignore replies (measures the sender).
+    pub self_test: bool,
+}
+
+impl EngineConfig {
+    /// Number of clients owned by thread `t`.
+    pub fn clients_of(&self, t: u32) -> u32 {
+        let (n, k) = (self.clients, self.threads);
+        n / k + u32::from(t < n % k)
+    }
+
+    fn share(&self, total: u64, t: u32) -> u64 {
+        let k = u64::from(self.threads);
+        total / k + u64::from(u64::from(t) < total % k)
+    }
+}
+
+/// Live counters of one thread, read by the progress printer.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub phase: AtomicU32,
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub drops: AtomicU64,
+    pub naks: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub rx_frames: AtomicU64,
+    pub outstanding: AtomicU64,
+    pub busy_ns: AtomicU64,
+    pub done: AtomicBool,
+}
+
+/// Everything threads share.
+pub struct Shared {
+    pub cfg: EngineConfig,
+    pub t0: Instant,
+    pub book: AddrBook,
+    /// Set by Ctrl-C or an error: stop starting exchanges, drain, finish.
+    pub stop: AtomicBool,
+    /// Threads that finished their warm-up.
+    pub warmed: AtomicU32,
+    pub live: Vec<Live>,
+    pub peer: Peer,
+}
+
+impl Shared {
+    pub fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+}
+
+/// Per-thread totals beyond the phases.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadTotals {
+    pub rx_frames: u64,
+    /// Frames that were not DHCP replies (other traffic, our own broadcasts).
+    pub rx_other: u64,
+    /// Replies with no matching outstanding exchange (late, duplicated, foreign).
+    pub rx_stale: u64,
+    pub forwarded: u64,
+    pub forward_lost: u64,
+    pub tx_packets: u64,
+    pub kernel_rx_drops: u64,
+    /// Time spent in loop iterations that moved packets, ns.
+    pub busy_ns: u64,
+    pub wall_ns: u64,
+    pub port: String,
+    pub duplicate_examples: Vec<(Ipv4Addr, u32, u32)>,
+}
+
+/// Result of one thread.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadReport {
+    pub phases: Vec<PhaseStats>,
+    pub totals: ThreadTotals,
+    /// Self-test: frames sent and the time taken.
+    pub blast: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Idle,
+    Bound,
+    NeedSend,
+    WaitOffer,
+    WaitAck,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    Discover,
+    Select,
+    Renew,
+    InitReboot,
+    Release,
+}
+
+/// One simulated client (48 bytes).
+#[derive(Clone, Copy, Debug)]
+struct Client {
+    step: Step,
+    next: Next,
+    phase: Phase,
+    tries: u8,
+    xid: u32,
+    /// Bumped on every send; a timeout entry is live only while it matches.
+    seq: u32,
+    offered: Ipv4Addr,
+    server_id: Ipv4Addr,
+    bound: Ipv4Addr,
+    started_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Warmup,
+    /// Waiting for the other threads to finish their warm-up.
+    WarmWait,
+    Main,
+    Drain,
+    Done,
+}
+
+const MAX_DUP_EXAMPLES: usize = 8;
+
+/// One thread's engine.
+pub struct Engine<P: Port> {
+    port: P,
+    core: Core,
+}
+
+struct Core {
+    sh: Arc<Shared>,
+    me: u32,
+    clients: Vec<Client>,
+    pending: VecDeque<u32>,
+    /// (local index, seq, deadline ns), in deadline order (the timeout is constant).
+    timeouts: VecDeque<(u32, u32, u64)>,
+    cursor: u32,
+    outstanding: u64,
+    mode: Mode,
+    stats: Vec<PhaseStats>,
+    totals: ThreadTotals,
+    server: Option<(Ipv4Addr, [u8; 6])>,
+    inbox: Receiver<Reply>,
+    outboxes: Vec<SyncSender<Reply>>,
+    /// Measured-phase limits of this thread.
+    concurrency: u64,
+    rate_per_s: Option<u64>,
+    count: Option<u64>,
+    main_phase: Phase,
+    /// Starts made in the current phase (for rate and count).
+    started: u64,
+    phase_start_ns: u64,
+    /// Warm-up: next local index to start.
+    warm_next: u32,
+    drain_deadline: u64,
+    now: u64,
+}
+
+impl<P: Port> Engine<P> {
+    /// `inbox` receives replies other threads got for our clients;
+    /// `outboxes[t]` sends to thread `t`.
+    pub fn new(
+        port: P,
+        sh: Arc<Shared>,
+        me: u32,
+        inbox: Receiver<Reply>,
+        outboxes: Vec<SyncSender<Reply>>,
+    ) -> Self {
+        let cfg = &sh.cfg;
+        let n = cfg.clients_of(me);
+        let threads = cfg.threads;
+        let clients = (0..n)
+            .map(|l| {
+                let g = l * threads + me;
+                Client {
+                    step: Step::Idle,
+                    next: Next::Discover,
+                    phase: Phase::Dora,
+                    tries: 0,
+                    xid: g,
+                    seq: 0,
+                    offered: Ipv4Addr::UNSPECIFIED,
+                    server_id: Ipv4Addr::UNSPECIFIED,
+                    bound: Ipv4Addr::UNSPECIFIED,
+                    started_ns: 0,
+                }
+            })
+            .collect();
+        let concurrency = match (cfg.concurrency, cfg.rate) {
+            (Some(c), _) => cfg.share(u64::from(c), me).max(1),
+            // Open loop: outstanding is bounded only by the clients.
+            (None, Some(_)) => u64::MAX,
+            (None, None) => cfg.share(256, me).max(1),
+        };
+        let main_phase = match cfg.scenario {
+            Scenario::Dora | Scenario::DoraRenew | Scenario::Release => Phase::Dora,
+            Scenario::Renew => Phase::Renew,
+            Scenario::InitReboot => Phase::InitReboot,
+        };
+        let stats = vec![PhaseStats::default(); PHASES];
+        let rate_per_s = cfg.rate.map(|r| cfg.share(r, me));
+        let count = cfg.count.map(|c| cfg.share(c, me));
+        let server = sh.peer.server;
+        let mode = if cfg.scenario.needs_warmup() && !cfg.self_test {
+            Mode::Warmup
+        } else {
+            Mode::Main
+        };
+        let cap = (n as usize).min(1 << 20) + BATCH;
+        Engine {
+            port,
+            core: Core {
+                me,
+                clients,
+                pending: VecDeque::with_capacity(cap),
+                timeouts: VecDeque::with_capacity(cap * 2),
+                cursor: 0,
+                outstanding: 0,
+                mode,
+                stats,
+                totals: ThreadTotals::default(),
+                server,
+                inbox,
+                outboxes,
+                concurrency,
+                rate_per_s,
+                count,
+                main_phase,
+                started: 0,
+                phase_start_ns: 0,
+                warm_next: 0,
+                drain_deadline: 0,
+                now: 0,
+                sh,
+            },
+        }
+    }
+
+    /// Runs until the measured phase is over and every exchange is answered
+    /// or timed out (or `stop` is set).
+    pub fn run(mut self) -> std::io::Result<ThreadReport> {
+        let c = &mut self.core;
+        c.now = c.sh.now_ns();
+        let start = c.now;
+        c.enter_phase_start();
+        if c.sh.cfg.self_test {
+            return self.blast(start);
+        }
+        let result = self.main_loop();
+        let c = &mut self.core;
+        c.totals.kernel_rx_drops = self.port.kernel_rx_drops();
+        c.totals.port = self.port.describe();
+        c.totals.wall_ns = c.sh.now_ns().saturating_sub(start);
+        let live = &c.sh.live[c.me as usize];
+        live.done.store(true, Relaxed);
+        if let Err(e) = result {
+            // Let the other threads finish cleanly, then report the error.
+            c.sh.stop.store(true, Relaxed);
+            return Err(e);
+        }
+        Ok(ThreadReport {
+            phases: std::mem::take(&mut c.stats),
+            totals: std::mem::take(&mut c.totals),
+            blast: None,
+        })
+    }
+
+    fn main_loop(&mut self) -> std::io::Result<()> {
+        loop {
+            let now = self.core.sh.now_ns();
+            self.core.now = now;
+            let core = &mut self.core;
+            let rx = self.port.recv_batch(|f| core.on_frame(f))?;
+            while let Ok(r) = core.inbox.try_recv() {
+                core.on_reply(&r);
+            }
+            core.expire();
+            core.advance_mode();
+            if core.mode == Mode::Done {
+                self.port.flush()?;
+                return Ok(());
+            }
+            let mut tx = 0;
+            while tx < BATCH {
+                match self.port.send_with(|buf| core.next_frame(buf))? {
+                    TxOutcome::Queued => tx += 1,
+                    TxOutcome::NoRoom | TxOutcome::Nothing => break,
+                }
+            }
+            self.port.flush()?;
+            core.totals.tx_packets += tx as u64;
+            if rx > 0 || tx > 0 {
+                core.totals.busy_ns += core.sh.now_ns().saturating_sub(now);
+            }
+            core.publish();
+        }
+    }
+
+    /// Self-test: DISCOVERs to broadcast as fast as the port takes them.
+    fn blast(mut self, start: u64) -> std::io::Result<ThreadReport> {
+        let sh = self.core.sh.clone();
+        let cfg = &sh.cfg;
+        let limit = self.core.count;
+        let mut sent = 0u64;
+        let mut gen = 0u32;
+        let n = self.core.clients.len().max(1) as u32;
+        let peer = sh.peer;
+        let mut i = 0u32;
+        loop {
+            let now = sh.now_ns();
+            let over = cfg.duration_ns.is_some_and(|d| now - start >= d)
+                || limit.is_some_and(|l| sent >= l)
+                || sh.stop.load(Relaxed);
+            if over {
+                break;
+            }
+            let _ = self.port.recv_batch(|_| {})?;
+            let mut tx = 0;
+            while tx < BATCH {
+                let g = (i % n) * cfg.threads + self.core.me;
+                let spec = RequestSpec {
+                    msg: Msg::Discover,
+                    xid: (gen << 24) | g,
+                    mac: client_mac(cfg.mac_salt, g),
+                    client_id: cfg.client_id,
+                    broadcast: cfg.broadcast,
+                    relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+                };
+                let Some(addrs) = request::addressing(&spec, &peer) else {
+                    break;
+                };
+                match self
+                    .port
+                    .send_with(|buf| request::write_frame(buf, &spec, &addrs).ok())?
+                {
+                    TxOutcome::Queued => tx += 1,
+                    _ => break,
+                }
+                i = i.wrapping_add(1);
+                if i.is_multiple_of(n) {
+                    gen = (gen + 1) & 0xff;
+                }
+            }
+            self.port.flush()?;
+            sent += tx as u64;
+            let live = &sh.live[self.core.me as usize];
+            live.tx_packets.store(sent, Relaxed);
+            live.sent.store(sent, Relaxed);
+        }
+        let took = sh.now_ns() - start;
+        let live = &sh.live[self.core.me as usize];
+        live.done.store(true, Relaxed);
+        self.core.totals.tx_packets = sent;
+        self.core.totals.wall_ns = took;
+        self.core.totals.busy_ns = took;
+        self.core.totals.port = self.port.describe();
+        Ok(ThreadReport {
+            phases: std::mem::take(&mut self.core.stats),
+            totals: std::mem::take(&mut self.core.totals),
+            blast: Some((sent, took)),
+        })
+    }
+}
+
+/// Option 82 of client `g`: circuit-id = its index, remote-id = its MAC.
+pub fn relay_info(giaddr: Ipv4Addr, g: u32, salt: u8) -> Relay {
+    Relay {
+        giaddr,
+        circuit_id: g.to_be_bytes(),
+        remote_id: client_mac(salt, g),
+    }
+}
+
+impl Core {
+    fn cfg(&self) -> &EngineConfig {
+        &self.sh.cfg
+    }
+
+    fn phase_now(&self) -> Phase {
+        if matches!(self.mode, Mode::Warmup | Mode::WarmWait) {
+            Phase::WarmupDora
+        } else {
+            self.main_phase
+        }
+    }
+
+    fn enter_phase_start(&mut self) {
+        let p = self.phase_now();
+        self.phase_start_ns = self.now;
+        self.started = 0;
+        self.stats[p as usize].start_ns = self.now;
+        self.sh.live[self.me as usize]
+            .phase
+            .store(p as u32, Relaxed);
+    }
+
+    fn publish(&self) {
+        let l = &self.sh.live[self.me as usize];
+        let (mut sent, mut answered, mut drops, mut naks) = (0, 0, 0, 0);
+        for s in &self.stats {
+            sent += s.sent;
+            answered += s.answered;
+            drops += s.drops;
+            naks += s.naks;
+        }
+        l.sent.store(sent, Relaxed);
+        l.answered.store(answered, Relaxed);
+        l.drops.store(drops, Relaxed);
+        l.naks.store(naks, Relaxed);
+        l.tx_packets.store(self.totals.tx_packets, Relaxed);
+        l.rx_frames.store(self.totals.rx_frames, Relaxed);
+        l.outstanding.store(self.outstanding, Relaxed);
+        l.busy_ns.store(self.totals.busy_ns, Relaxed);
+    }
+
+    fn on_frame(&mut self, frame: &[u8]) {
+        self.totals.rx_frames += 1;
+        let Ok(r) = parse_reply(frame) else {
+            self.totals.rx_other += 1;
+            return;
+        };
+        let g = r.xid & INDEX_MASK;
+        if g >= self.cfg().clients {
+            self.totals.rx_stale += 1;
+            return;
+        }
+        let owner = g % self.cfg().threads;
+        if owner == self.me {
+            self.on_reply(&r);
+            return;
+        }
+        match self.outboxes[owner as usize].try_send(r) {
+            Ok(()) => self.totals.forwarded += 1,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.totals.forward_lost += 1
+            }
+        }
+    }
+
+    fn on_reply(&mut self, r: &Reply) {
+        let g = r.xid & INDEX_MASK;
+        let threads = self.cfg().threads;
+        let local = (g / threads) as usize;
+        let salt = self.cfg().mac_salt;
+        let Some(c) = self.clients.get(local).copied() else {
+            self.totals.rx_stale += 1;
+            return;
+        };
+        if c.xid != r.xid || r.chaddr != client_mac(salt, g) {
+            self.totals.rx_stale += 1;
+            return;
+        }
+        let now = self.now;
+        match (r.kind, c.step) {
+            (MessageType::Offer, Step::WaitOffer) => {
+                let st = &mut self.stats[c.phase as usize];
+                st.offers += 1;
+                st.rx_replies += 1;
+                if self.server.is_none() {
+                    self.server = Some((r.server_id, r.src_mac));
+                }
+                let cl = &mut self.clients[local];
+                cl.offered = r.yiaddr;
+                cl.server_id = r.server_id;
+                cl.next = Next::Select;
+                cl.step = Step::NeedSend;
+                cl.tries = 0;
+                self.pending.push_back(local as u32);
+            }
+            (MessageType::Ack, Step::WaitAck) => {
+                if self.server.is_none() {
+                    self.server = Some((r.server_id, r.src_mac));
+                }
+                let lat = now.saturating_sub(c.started_ns);
+                let now_s = (now / 1_000_000_000) as u32;
+                let lease = r.lease_time.unwrap_or(3600);
+                let expiry = now_s.saturating_add(lease);
+                let mut dup = None;
+                let bound_ok = !r.yiaddr.is_unspecified();
+                if bound_ok {
+                    if let AckCheck::Duplicate { other } =
+                        self.sh.book.ack(g, r.yiaddr, now_s, expiry)
+                    {
+                        dup = Some(other);
+                    }
+                }
+                let st = &mut self.stats[c.phase as usize];
+                st.rx_replies += 1;
+                st.answered += 1;
+                st.acks += 1;
+                st.last_answer_ns = now;
+                st.latency.record(lat);
+                if !bound_ok {
+                    st.bad_acks += 1;
+                }
+                if let Some(other) = dup {
+                    st.duplicates += 1;
+                    if self.totals.duplicate_examples.len() < MAX_DUP_EXAMPLES {
+                        self.totals.duplicate_examples.push((r.yiaddr, g, other));
+                    }
+                }
+                self.outstanding -= 1;
+                let cl = &mut self.clients[local];
+                cl.step = if bound_ok { Step::Bound } else { Step::Idle };
+                cl.bound = if bound_ok {
+                    r.yiaddr
+                } else {
+                    Ipv4Addr::UNSPECIFIED
+                };
+                if cl.server_id.is_unspecified() {
+                    cl.server_id = r.server_id;
+                }
+                self.follow_up(local, c.phase);
+            }
+            (MessageType::Nak, Step::WaitAck) | (MessageType::Nak, Step::WaitOffer) => {
+                let st = &mut self.stats[c.phase as usize];
+                st.rx_replies += 1;
+                st.answered += 1;
+                st.naks += 1;
+                st.last_answer_ns = now;
+                self.outstanding -= 1;
+                self.sh.book.release(g);
+                let cl = &mut self.clients[local];
+                cl.step = Step::Idle;
+                cl.bound = Ipv4Addr::UNSPECIFIED;
+            }
+            _ => self.totals.rx_stale += 1,
+        }
+    }
+
+    /// What a finished exchange leads to, per scenario.
+    fn follow_up(&mut self, local: usize, phase: Phase) {
+        if phase != Phase::Dora || !matches!(self.mode, Mode::Main) {
+            return;
+        }
+        let cl = &mut self.clients[local];
+        if cl.step != Step::Bound {
+            return;
+        }
+        match self.sh.cfg.scenario {
+            Scenario::DoraRenew => {
+                // A new exchange in the renew phase, started at once.
+                cl.next = Next::Renew;
+                cl.phase = Phase::Renew;
+                cl.tries = 0;
+                cl.step = Step::NeedSend;
+                cl.xid = next_xid(cl.xid);
+                cl.started_ns = self.now;
+                self.outstanding += 1;
+                self.pending.push_back(local as u32);
+            }
+            Scenario::Release => {
+                cl.next = Next::Release;
+                cl.phase = Phase::Release;
+                cl.step = Step::NeedSend;
+                self.pending.push_back(local as u32);
+            }
+            _ => {}
+        }
+    }
+
+    /// Times out exchanges whose deadline passed: retransmit or count a drop.
+    fn expire(&mut self) {
+        let cfg_retries = self.cfg().retries;
+        while let Some(&(local, seq, deadline)) = self.timeouts.front() {
+            if deadline > self.now {
+                break;
+            }
+            self.timeouts.pop_front();
+            let c = &mut self.clients[local as usize];
+            if c.seq != seq || !matches!(c.step, Step::WaitOffer | Step::WaitAck) {
+                continue;
+            }
+            // Warm-up is not measured: give it a few tries so the measured
+            // phase starts with as many bound clients as possible.
+            let retries = if c.phase == Phase::WarmupDora {
+                cfg_retries.max(2)
+            } else {
+                cfg_retries
+            };
+            if c.tries < retries {
+                c.tries += 1;
+                c.next = if c.step == Step::WaitOffer {
+                    Next::Discover
+                } else {
+                    c.next
+                };
+                c.step = Step::NeedSend;
+                self.stats[c.phase as usize].retransmits += 1;
+                self.pending.push_back(local);
+                continue;
+            }
+            self.stats[c.phase as usize].drops += 1;
+            c.step = if c.bound.is_unspecified() {
+                Step::Idle
+            } else {
+                Step::Bound
+            };
+            self.outstanding -= 1;
+        }
+    }
+
+    /// Phase changes: warm-up done, measured phase over, drain finished.
+    fn advance_mode(&mut self) {
+        let stop = self.sh.stop.load(Relaxed);
+        match self.mode {
+            Mode::Warmup => {
+                let all_started = self.warm_next as usize >= self.clients.len();
+                if (all_started && self.outstanding == 0 && self.pending.is_empty()) || stop {
+                    self.stats[Phase::WarmupDora as usize].end_ns = self.now;
+                    self.sh.warmed.fetch_add(1, Relaxed);
+                    self.mode = Mode::WarmWait;
+                }
+            }
+            Mode::WarmWait => {
+                if stop {
+                    self.mode = Mode::Done;
+                } else if self.sh.warmed.load(Relaxed) >= self.cfg().threads {
+                    self.mode = Mode::Main;
+                    self.cursor = 0;
+                    self.enter_phase_start();
+                }
+            }
+            Mode::Main => {
+                let elapsed = self.now.saturating_sub(self.phase_start_ns);
+                let over = stop
+                    || self.cfg().duration_ns.is_some_and(|d| elapsed >= d)
+                    || self.count.is_some_and(|c| self.started >= c);
+                if over {
+                    self.stats[self.main_phase as usize].end_ns = self.now;
+                    if self.cfg().scenario == Scenario::DoraRenew {
+                        self.stats[Phase::Renew as usize].end_ns = self.now;
+                    }
+                    self.mode = Mode::Drain;
+                    let per_try = self.cfg().timeout_ns;
+                    let tries = u64::from(self.cfg().retries) + 1;
+                    // Every outstanding exchange resolves within its remaining tries.
+                    self.drain_deadline = self.now + per_try * tries * 2 + 1_000_000_000;
+                }
+            }
+            Mode::Drain => {
+                if (self.outstanding == 0 && self.pending.is_empty())
+                    || self.now >= self.drain_deadline
+                {
+                    // Anything still open (only after the safety deadline) is a drop.
+                    for c in &mut self.clients {
+                        if matches!(c.step, Step::WaitOffer | Step::WaitAck | Step::NeedSend)
+                            && c.next != Next::Release
+                        {
+                            self.stats[c.phase as usize].drops += 1;
+                            c.step = Step::Idle;
+                        }
+                    }
+                    self.outstanding = 0;
+                    self.mode = Mode::Done;
+                }
+            }
+            Mode::Done => {}
+        }
+    }
+
+    /// Builds the next frame to send into `buf`: first messages already due
+    /// (REQUEST after OFFER, retransmits, follow-ups), then new exchanges as
+    /// the rate / concurrency allow.
+    fn next_frame(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            let local = match self.pending.pop_front() {
+                Some(l) => l,
+                None => self.start_exchange()?,
+            };
+            if let Some(len) = self.write_for(local, buf) {
+                return Some(len);
+            }
+            // Could not be sent: already counted; try the next one.
+        }
+    }
+
+    /// Picks a client for a new exchange and marks it started; None when the
+    /// rate, concurrency, count or phase say not now.
+    fn start_exchange(&mut self) -> Option<u32> {
+        let phase = match self.mode {
+            Mode::Warmup => Phase::WarmupDora,
+            Mode::Main => self.main_phase,
+            _ => return None,
+        };
+        if self.outstanding >= self.concurrency {
+            return None;
+        }
+        if let Some(c) = self.count {
+            if self.mode == Mode::Main && self.started >= c {
+                return None;
+            }
+        }
+        if let Some(r) = self.rate_per_s {
+            let elapsed = self.now.saturating_sub(self.phase_start_ns);
+            let allowed = (u128::from(elapsed) * u128::from(r) / 1_000_000_000) as u64;
+            if self.started >= allowed {
+                return None;
+            }
+            // Open loop: a sender that fell far behind does not burst to
+            // catch up; the missed starts are reported.
+            let max_backlog = (r / 100).max(BATCH as u64 * 4);
+            if allowed - self.started > max_backlog {
+                let skip = allowed - self.started - max_backlog;
+                self.stats[phase as usize].rate_deficit += skip;
+                self.started += skip;
+            }
+        }
+        let n = self.clients.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let local = if self.mode == Mode::Warmup {
+            if self.warm_next >= n {
+                return None;
+            }
+            self.warm_next += 1;
+            self.warm_next - 1
+        } else {
+            // Round robin over clients free for this exchange; a short scan keeps
+            // the cost bounded when most are busy.
+            let mut found = None;
+            for _ in 0..n.min(64) {
+                let i = self.cursor;
+                self.cursor = if self.cursor + 1 >= n {
+                    0
+                } else {
+                    self.cursor + 1
+                };
+                let st = self.clients[i as usize].step;
+                let ok = match phase {
+                    Phase::Renew | Phase::InitReboot => st == Step::Bound,
+                    _ => matches!(st, Step::Idle | Step::Bound),
+                };
+                if ok {
+                    found = Some(i);
+                    break;
+                }
+            }
+            match found {
+                Some(i) => i,
+                None => {
+                    self.stats[phase as usize].starved += 1;
+                    return None;
+                }
+            }
+        };
+        self.started += 1;
+        self.outstanding += 1;
+        let now = self.now;
+        let c = &mut self.clients[local as usize];
+        c.phase = phase;
+        c.tries = 0;
+        c.xid = next_xid(c.xid);
+        c.started_ns = now;
+        c.next = match phase {
+            Phase::Renew => Next::Renew,
+            Phase::InitReboot => Next::InitReboot,
+            _ => Next::Discover,
+        };
+        c.step = Step::NeedSend;
+        Some(local)
+    }
+
+    /// Writes client `local`'s due message. None if it cannot be sent (counted).
+    fn write_for(&mut self, local: u32, buf: &mut [u8]) -> Option<usize> {
+        let threads = self.cfg().threads;
+        let g = local * threads + self.me;
+        let cfg = &self.sh.cfg;
+        let c = self.clients[local as usize];
+        if c.step != Step::NeedSend {
+            return None;
+        }
+        let msg = match c.next {
+            Next::Discover => Msg::Discover,
+            Next::Select => Msg::Select {
+                server_id: c.server_id,
+                requested: c.offered,
+            },
+            Next::Renew => Msg::Renew { ciaddr: c.bound },
+            Next::InitReboot => Msg::InitReboot { requested: c.bound },
+            Next::Release => Msg::Release {
+                ciaddr: c.bound,
+                server_id: c.server_id,
+            },
+        };
+        let spec = RequestSpec {
+            msg,
+            xid: c.xid,
+            mac: client_mac(cfg.mac_salt, g),
+            client_id: cfg.client_id,
+            broadcast: cfg.broadcast,
+            relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+        };
+        let peer = Peer {
+            server: self.server,
+            iface_mac: self.sh.peer.iface_mac,
+        };
+        let first = c.next != Next::Select && c.tries == 0;
+        let written = request::addressing(&spec, &peer)
+            .and_then(|a| request::write_frame(buf, &spec, &a).ok());
+        let st = &mut self.stats[c.phase as usize];
+        let Some(len) = written else {
+            // No server address yet for a unicast message, or no room.
+            if c.next == Next::Release {
+                self.clients[local as usize].step = Step::Bound;
+                return None;
+            }
+            st.sent += u64::from(first);
+            st.unsendable += 1;
+            st.drops += 1;
+            self.outstanding -= 1;
+            let cl = &mut self.clients[local as usize];
+            cl.step = if cl.bound.is_unspecified() {
+                Step::Idle
+            } else {
+                Step::Bound
+            };
+            return None;
+        };
+        st.tx_packets += 1;
+        let cl = &mut self.clients[local as usize];
+        if c.next == Next::Release {
+            st.releases += 1;
+            cl.step = Step::Idle;
+            cl.bound = Ipv4Addr::UNSPECIFIED;
+            self.sh.book.release(g);
+            return Some(len);
+        }
+        st.sent += u64::from(first);
+        cl.seq = cl.seq.wrapping_add(1);
+        cl.step = if c.next == Next::Discover {
+            Step::WaitOffer
+        } else {
+            Step::WaitAck
+        };
+        let deadline = self.now + self.sh.cfg.timeout_ns;
+        self.timeouts.push_back((local, cl.seq, deadline));
+        Some(len)
+    }
+}
+
+/// Next xid of a client: same index, next exchange number in the top byte.
+fn next_xid(xid: u32) -> u32 {
+    (xid & INDEX_MASK) | ((xid >> 24).wrapping_add(1) & 0xff) << 24
+}

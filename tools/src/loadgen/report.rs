@@ -1,0 +1,411 @@
+//! The end-of-run report: per-phase counts, rates and latency percentiles,
+//! the loadgen's own figures (so a bench can tell when the loadgen is the
+//! limit), as a human table and as JSON.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::engine::{Phase, PhaseStats, Shared, ThreadReport};
+use super::Config;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p99_9_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    pub samples: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseReport {
+    pub name: &'static str,
+    /// From the first thread entering the phase to the last one stopping new starts.
+    pub duration_s: f64,
+    /// From the phase start to its last answer (the window of `answered_per_s`).
+    pub answer_window_s: f64,
+    /// Exchanges started.
+    pub sent: u64,
+    /// Exchanges ended by ACK or NAK.
+    pub answered: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// Exchanges with no answer after all retries.
+    pub drops: u64,
+    /// ACKs of an address still bound to another client.
+    pub duplicates: u64,
+    pub offers: u64,
+    pub retransmits: u64,
+    pub unsendable: u64,
+    pub bad_acks: u64,
+    pub releases: u64,
+    pub tx_packets: u64,
+    pub rx_replies: u64,
+    /// Started exchanges per second.
+    pub offered_per_s: f64,
+    /// Answered exchanges per second (over `answer_window_s`).
+    pub answered_per_s: f64,
+    /// ACKed exchanges per second (over `answer_window_s`).
+    pub acked_per_s: f64,
+    /// drops / sent, percent.
+    pub loss_pct: f64,
+    /// Open-loop starts the sender could not make in time.
+    pub rate_deficit: u64,
+    /// Times no client was free for a new exchange.
+    pub starved: u64,
+    /// sent == answered + drops (every started exchange is accounted for).
+    pub accounted: bool,
+    pub latency: Latency,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadSummary {
+    pub port: String,
+    pub tx_packets: u64,
+    pub rx_frames: u64,
+    pub rx_other: u64,
+    pub rx_stale: u64,
+    pub forwarded: u64,
+    pub forward_lost: u64,
+    pub kernel_rx_drops: u64,
+    /// Share of the thread's time spent in loop iterations that moved packets.
+    pub busy_pct: f64,
+    pub tx_pps: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadgenSelf {
+    /// All frames sent / wall time of the run.
+    pub tx_pps: f64,
+    pub rx_pps: f64,
+    pub max_busy_pct: f64,
+    /// Set when the loadgen itself probably limited the result.
+    pub limited: bool,
+    pub note: String,
+    /// `--self-test`: frames per second the sender alone reached.
+    pub self_test_tx_pps: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DuplicateExample {
+    pub address: Ipv4Addr,
+    pub client: u32,
+    pub other_client: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub io: &'static str,
+    /// Why AF_XDP was not used, when it fell back.
+    pub io_fallback_reason: Option<String>,
+    pub interface: String,
+    pub scenario: &'static str,
+    pub clients: u32,
+    pub queues: u32,
+    pub rate_target: Option<u64>,
+    pub concurrency: Option<u32>,
+    pub timeout_ms: u64,
+    pub retries: u8,
+    pub relay: Option<Ipv4Addr>,
+    pub phases: Vec<PhaseReport>,
+    /// Clients holding an address at the end, and how many distinct addresses they hold.
+    pub clients_bound: usize,
+    pub distinct_addresses: usize,
+    pub duplicate_examples: Vec<DuplicateExample>,
+    pub threads: Vec<ThreadSummary>,
+    pub loadgen: LoadgenSelf,
+    pub wall_s: f64,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+impl PhaseReport {
+    pub fn from_stats(phase: Phase, s: &PhaseStats) -> Self {
+        let d = s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9;
+        let h = &s.latency;
+        let w = s.last_answer_ns.saturating_sub(s.start_ns) as f64 / 1e9;
+        PhaseReport {
+            name: phase.name(),
+            duration_s: d,
+            answer_window_s: w,
+            sent: s.sent,
+            answered: s.answered,
+            acks: s.acks,
+            naks: s.naks,
+            drops: s.drops,
+            duplicates: s.duplicates,
+            offers: s.offers,
+            retransmits: s.retransmits,
+            unsendable: s.unsendable,
+            bad_acks: s.bad_acks,
+            releases: s.releases,
+            tx_packets: s.tx_packets,
+            rx_replies: s.rx_replies,
+            offered_per_s: rate(s.sent, d),
+            answered_per_s: rate(s.answered, w),
+            acked_per_s: rate(s.acks, w),
+            loss_pct: if s.sent > 0 {
+                100.0 * s.drops as f64 / s.sent as f64
+            } else {
+                0.0
+            },
+            rate_deficit: s.rate_deficit,
+            starved: s.starved,
+            accounted: s.sent == s.answered + s.drops,
+            latency: Latency {
+                p50_us: us(h.percentile(50.0)),
+                p90_us: us(h.percentile(90.0)),
+                p99_us: us(h.percentile(99.0)),
+                p99_9_us: us(h.percentile(99.9)),
+                max_us: us(h.max()),
+                mean_us: h.mean() / 1000.0,
+                samples: h.count(),
+            },
+        }
+    }
+}
+
+impl Report {
+    pub(crate) fn build(
+        cfg: &Config,
+        sh: &Shared,
+        io: &'static str,
+        io_note: Option<String>,
+        threads: Vec<ThreadReport>,
+    ) -> Report {
+        let e = &cfg.engine;
+        let mut merged = vec![PhaseStats::default(); Phase::ALL.len()];
+        let mut blast = (0u64, 0u64);
+        let mut dups = Vec::new();
+        let mut summaries = Vec::new();
+        let mut wall_ns = 0u64;
+        let (mut tx_all, mut rx_all) = (0u64, 0u64);
+        for t in &threads {
+            for (m, p) in merged.iter_mut().zip(&t.phases) {
+                m.merge(p);
+            }
+            if let Some((n, ns)) = t.blast {
+                blast.0 += n;
+                blast.1 = blast.1.max(ns);
+            }
+            let tt = &t.totals;
+            for &(address, client, other_client) in &tt.duplicate_examples {
+                dups.push(DuplicateExample {
+                    address,
+                    client,
+                    other_client,
+                });
+            }
+            wall_ns = wall_ns.max(tt.wall_ns);
+            tx_all += tt.tx_packets;
+            rx_all += tt.rx_frames;
+            let wall = tt.wall_ns as f64 / 1e9;
+            summaries.push(ThreadSummary {
+                port: tt.port.clone(),
+                tx_packets: tt.tx_packets,
+                rx_frames: tt.rx_frames,
+                rx_other: tt.rx_other,
+                rx_stale: tt.rx_stale,
+                forwarded: tt.forwarded,
+                forward_lost: tt.forward_lost,
+                kernel_rx_drops: tt.kernel_rx_drops,
+                busy_pct: if tt.wall_ns > 0 {
+                    100.0 * tt.busy_ns as f64 / tt.wall_ns as f64
+                } else {
+                    0.0
+                },
+                tx_pps: rate(tt.tx_packets, wall),
+            });
+        }
+        let phases: Vec<PhaseReport> = Phase::ALL
+            .iter()
+            .zip(&merged)
+            .filter(|(_, s)| s.is_used())
+            .map(|(p, s)| PhaseReport::from_stats(*p, s))
+            .collect();
+        let wall_s = wall_ns as f64 / 1e9;
+        let max_busy = summaries.iter().map(|s| s.busy_pct).fold(0.0, f64::max);
+        let self_test_tx_pps = e.self_test.then(|| rate(blast.0, blast.1 as f64 / 1e9));
+
+        // Is the loadgen the limit? Open loop: it could not start exchanges at
+        // the target rate. Either mode: its threads were busy nearly all the time.
+        let mut notes = Vec::new();
+        let mut limited = false;
+        if let (Some(target), Some(main)) =
+            (e.rate, phases.iter().find(|p| p.name != "warmup-dora"))
+        {
+            let deficit = main.rate_deficit;
+            if main.offered_per_s < 0.97 * target as f64 || deficit > 0 {
+                limited = true;
+                notes.push(format!(
+                    "offered {:.0}/s of a {target}/s target ({deficit} starts missed): the loadgen could not keep up",
+                    main.offered_per_s
+                ));
+            }
+            if main.starved > 0 {
+                notes.push(format!(
+                    "{} times no client was free to start an exchange: raise --clients",
+                    main.starved
+                ));
+            }
+        }
+        if max_busy > 90.0 && !e.self_test {
+            limited = true;
+            notes.push(format!(
+                "a loadgen thread was busy {max_busy:.0}% of the time: it may be the limit (add --queues / CPUs)"
+            ));
+        }
+        let lost: u64 = summaries.iter().map(|s| s.forward_lost).sum();
+        if lost > 0 {
+            notes.push(format!(
+                "{lost} replies lost between loadgen threads (inbox full)"
+            ));
+        }
+        let kdrops: u64 = summaries.iter().map(|s| s.kernel_rx_drops).sum();
+        if kdrops > 0 {
+            notes.push(format!(
+                "{kdrops} frames dropped by the kernel before the loadgen read them (its rx ring / buffer was full): those count as server drops here but are the loadgen's"
+            ));
+        }
+        if notes.is_empty() {
+            notes.push("no sign that the loadgen limited this run".into());
+        }
+        Report {
+            tool: "xdhcp-loadgen",
+            io,
+            io_fallback_reason: io_note,
+            interface: cfg.ifname.clone(),
+            scenario: e.scenario.name(),
+            clients: e.clients,
+            queues: cfg.queues,
+            rate_target: e.rate,
+            concurrency: e.concurrency,
+            timeout_ms: e.timeout_ns / 1_000_000,
+            retries: e.retries,
+            relay: e.relay,
+            phases,
+            clients_bound: sh.book.bound_count(),
+            distinct_addresses: sh.book.distinct_bound_addresses(),
+            duplicate_examples: dups,
+            threads: summaries,
+            loadgen: LoadgenSelf {
+                tx_pps: rate(tx_all, wall_s),
+                rx_pps: rate(rx_all, wall_s),
+                max_busy_pct: max_busy,
+                limited,
+                note: notes.join("; "),
+                self_test_tx_pps,
+            },
+            wall_s,
+        }
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "xdhcp-loadgen: scenario {} | io {} on {} | {} clients, {} queue(s){}{}{}",
+            self.scenario,
+            self.io,
+            self.interface,
+            self.clients,
+            self.queues,
+            self.rate_target
+                .map_or(String::new(), |r| format!(", target {r}/s")),
+            self.concurrency
+                .map_or(String::new(), |c| format!(", concurrency {c}")),
+            self.relay
+                .map_or(String::new(), |g| format!(", relayed via {g}")),
+        );
+        let _ = writeln!(
+            o,
+            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "phase", "secs", "sent", "answered", "drops", "naks", "dups", "ok", "offered/s",
+            "answered/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+        );
+        for p in &self.phases {
+            let _ = writeln!(
+                o,
+                "{:<12} {:>8.2} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11.0} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+                p.name,
+                p.duration_s,
+                p.sent,
+                p.answered,
+                p.drops,
+                p.naks,
+                p.duplicates,
+                if p.accounted { "yes" } else { "NO" },
+                p.offered_per_s,
+                p.answered_per_s,
+                p.latency.p50_us,
+                p.latency.p90_us,
+                p.latency.p99_us,
+                p.latency.p99_9_us,
+                p.latency.max_us,
+            );
+            if p.releases > 0 {
+                let _ = writeln!(o, "{:<12} releases sent: {}", "", p.releases);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "addresses: {} clients bound, {} distinct addresses; duplicates: {}",
+            self.clients_bound,
+            self.distinct_addresses,
+            self.phases.iter().map(|p| p.duplicates).sum::<u64>()
+        );
+        for d in &self.duplicate_examples {
+            let _ = writeln!(
+                o,
+                "  DUPLICATE {} ACKed to client {} while bound to client {}",
+                d.address, d.client, d.other_client
+            );
+        }
+        for (i, t) in self.threads.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "thread {i}: {} | tx {} ({:.0} pps) rx {} | stale {} other {} fwd {} lost {} kernel-drops {} | busy {:.0}%",
+                t.port,
+                t.tx_packets,
+                t.tx_pps,
+                t.rx_frames,
+                t.rx_stale,
+                t.rx_other,
+                t.forwarded,
+                t.forward_lost,
+                t.kernel_rx_drops,
+                t.busy_pct
+            );
+        }
+        if let Some(r) = &self.io_fallback_reason {
+            let _ = writeln!(o, "AF_XDP not used: {r}");
+        }
+        let _ = writeln!(
+            o,
+            "loadgen: tx {:.0} pps, rx {:.0} pps{}; {}",
+            self.loadgen.tx_pps,
+            self.loadgen.rx_pps,
+            self.loadgen
+                .self_test_tx_pps
+                .map_or(String::new(), |r| format!(", self-test max tx {r:.0} pps")),
+            self.loadgen.note
+        );
+        o
+    }
+}
