@@ -69,6 +69,22 @@ impl Netns {
         c
     }
 
+    /// Moves the calling thread into this namespace (network namespaces are
+    /// per thread; threads it spawns afterwards start there too). For a
+    /// dedicated thread: it does not return to the previous namespace.
+    pub fn enter_current_thread(&self) -> io::Result<()> {
+        let path = format!("/run/netns/{}", self.name);
+        let f = std::fs::File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {path}: {e}")))?;
+        // SAFETY: a valid namespace descriptor; affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("setns({path}): {e}")));
+        }
+        Ok(())
+    }
+
     /// Runs `program args` in the namespace and returns its output.
     pub fn run(&self, program: &str, args: &[&str]) -> io::Result<Output> {
         self.command(program)

@@ -104,6 +104,10 @@ impl Histogram {
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
+                if i == BUCKETS - 1 {
+                    // The overflow bucket has no upper bound of its own.
+                    return self.max;
+                }
                 return Self::bucket_high(i).clamp(self.min, self.max);
             }
         }
