@@ -30,18 +30,17 @@ use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
+use hashbrown::HashTable;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{LostLease, StoreError};
@@ -119,6 +118,8 @@ pub struct OpenReport {
     pub failover_problem: Option<String>,
     /// Wall time of the whole open (including rebuild and index build).
     pub elapsed: Duration,
+    /// Time spent in each phase of the open, for benchmarks.
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 /// Per-pool counts by state. Exact whenever no update is in flight.
@@ -206,25 +207,65 @@ impl DirtySet {
     }
 }
 
-/// Identity hasher: index keys are already well-mixed seeded 64-bit hashes.
-#[derive(Default)]
-struct IdHasher(u64);
+/// Client index shards (power of two). Each shard is an `RwLock` around a
+/// table of slot numbers; see `LeaseTable::index`.
+const INDEX_SHARDS: usize = 64;
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+/// Where a client key goes in the index. From the key's 64-bit hash: the
+/// low bits pick the shard; the high 32 bits (`tag`) are stored in the entry
+/// next to the slot, and the table hash is derived from the tag alone, so a
+/// shard can grow without reading records, and a lookup reads a record only
+/// when the 32-bit tags match.
+#[derive(Clone, Copy)]
+struct IndexPos {
+    shard: usize,
+    tag: u32,
+}
+
+impl IndexPos {
+    #[inline]
+    fn of(seed: u64, key: &ClientKey) -> Self {
+        let h = key_hash(seed, key);
+        IndexPos {
+            shard: (h as usize) & (INDEX_SHARDS - 1),
+            tag: (h >> 32) as u32,
         }
     }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+    /// Table hash: hashbrown uses the low bits for the bucket and the top 7
+    /// for its control byte; both come from the tag.
+    #[inline]
+    fn hash(self) -> u64 {
+        entry_hash(self.entry(0))
+    }
+    #[inline]
+    fn entry(self, slot: u32) -> u64 {
+        (u64::from(self.tag) << 32) | u64::from(slot)
     }
 }
 
-type Index = DashMap<u64, u32, BuildHasherDefault<IdHasher>>;
+#[inline]
+fn entry_hash(e: u64) -> u64 {
+    let tag = e >> 32;
+    tag | (tag << 32)
+}
+
+#[inline]
+fn entry_slot(e: u64) -> u32 {
+    e as u32
+}
+
+#[inline]
+fn entry_tag(e: u64) -> u32 {
+    (e >> 32) as u32
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
 
 struct PoolRt {
     counts: [AtomicU64; LeaseState::COUNT],
@@ -361,10 +402,13 @@ pub struct LeaseTable {
     by_id: Vec<(u32, u32)>,
     shards: usize,
     seed: u64,
-    index: Index,
-    /// Keys whose 64-bit hash collides with another live key's.
-    overflow: Mutex<HashMap<ClientKey, u32>>,
-    overflow_len: AtomicUsize,
+    /// Client index: per shard, a hash table of slot numbers hashed by the
+    /// seeded hash of the record's client key. Entries store only the slot
+    /// (4 bytes); the key is compared against the record itself, so 64-bit
+    /// hash collisions are harmless and stale entries never match. Record
+    /// lock holders never take these locks (index maintenance runs after the
+    /// record unlock), so reading records while holding one cannot deadlock.
+    index: Box<[RwLock<HashTable<u64>>]>,
     /// One bit per slot and owner: the slot is on some free list of that owner.
     in_free: [Vec<AtomicU64>; 2],
     header_lock: Mutex<()>,
@@ -394,6 +438,8 @@ struct ScanOut {
     repaired: Vec<(Ipv4Addr, String)>,
     kept: u64,
     wrote: bool,
+    /// Index entries of keyed records, by index shard, in slot order.
+    keyed: Vec<Vec<u64>>,
 }
 
 impl LeaseTable {
@@ -426,9 +472,14 @@ impl LeaseTable {
             let len = usize::try_from(len).map_err(|_| {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
+            // Prefault the whole file in one go: much cheaper than a page
+            // fault per page during the scan.
+            let tm = Instant::now();
             let map = MmapOptions::new()
+                .populate()
                 .map_raw(&file)
                 .map_err(|e| StoreError::io(path, "mmap", e))?;
+            report.phases.push(("map", tm.elapsed()));
             // SAFETY: nothing else accesses the mapping yet (we hold the flock and
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
@@ -462,6 +513,7 @@ impl LeaseTable {
         opts: &OpenOptions,
         report: &mut OpenReport,
     ) -> Result<Self, StoreError> {
+        let t_build = Instant::now();
         let shards = opts.shards.max(1);
         let geo = hdr.geo;
         let nrec = geo.total as usize;
@@ -499,14 +551,11 @@ impl LeaseTable {
             by_id,
             shards,
             seed: RandomState::new().hash_one(0x7864_6863_7064u64),
-            // Sized for every address bound: the index never resizes under load.
-            index: DashMap::with_capacity_and_hasher_and_shard_amount(
-                nrec,
-                BuildHasherDefault::default(),
-                64,
-            ),
-            overflow: Mutex::new(HashMap::new()),
-            overflow_len: AtomicUsize::new(0),
+            // Filled below; sized then for every address bound, so the index
+            // practically never grows under load.
+            index: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashTable::new()))
+                .collect(),
             in_free: [
                 (0..bits).map(|_| AtomicU64::new(0)).collect(),
                 (0..bits).map(|_| AtomicU64::new(0)).collect(),
@@ -526,6 +575,8 @@ impl LeaseTable {
             .min(nrec.div_ceil(1 << 16).max(1));
         let chunk = nrec.div_ceil(threads).div_ceil(64) * 64;
         let undo = table.read_undo();
+        report.phases.push(("allocate", t_build.elapsed()));
+        let t_phase = Instant::now();
         let outs: Vec<ScanOut> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
@@ -542,6 +593,30 @@ impl LeaseTable {
                 .collect()
         });
 
+        // Client index: each thread builds whole shards (no lock contention,
+        // and one shard's table stays in cache while it is filled).
+        let per_shard = nrec / INDEX_SHARDS + nrec / INDEX_SHARDS / 8 + 64;
+        report.phases.push(("scan", t_phase.elapsed()));
+        let t_phase = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let table = &table;
+                let outs = &outs;
+                s.spawn(move || {
+                    for sh in (t..INDEX_SHARDS).step_by(threads) {
+                        let mut ht = HashTable::with_capacity(per_shard);
+                        for out in outs {
+                            for &e in &out.keyed[sh] {
+                                table.index_insert_open(&mut ht, e);
+                            }
+                        }
+                        *write_lock(&table.index[sh]) = ht;
+                    }
+                });
+            }
+        });
+        report.phases.push(("client index", t_phase.elapsed()));
+        let t_phase = Instant::now();
         // Merge: per list, all never-used (phase 0) slots first, then the
         // released/expired ones, each in slot order.
         let mut wrote = false;
@@ -576,6 +651,10 @@ impl LeaseTable {
         for (addr, why) in &report.repaired {
             tracing::warn!(path = %path.display(), %addr, "repaired lease record: {why}");
         }
+        report
+            .phases
+            .push(("free lists and counters", t_phase.elapsed()));
+        let t_phase = Instant::now();
         // The undo copies served their purpose (records are consistent now).
         for i in 0..UNDO_SLOTS {
             for a in table.undo_words(i) {
@@ -596,6 +675,7 @@ impl LeaseTable {
                 report.failover_problem = Some(e);
             }
         }
+        report.phases.push(("finish", t_phase.elapsed()));
         report.records = nrec as u64;
         Ok(table)
     }
@@ -616,6 +696,7 @@ impl LeaseTable {
             repaired: Vec::new(),
             kept: 0,
             wrote: false,
+            keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
         };
         if lo >= hi {
             return out;
@@ -716,7 +797,8 @@ impl LeaseTable {
                 out.kept += 1;
             }
             if !l.client.is_none() {
-                self.index_insert_open(&l, slot);
+                let pos = IndexPos::of(self.seed, &l.client);
+                out.keyed[pos.shard].push(pos.entry(slot));
             }
             if let Some(o) = l.state.free_list_owner() {
                 if !l.is_quarantined() {
@@ -730,37 +812,30 @@ impl LeaseTable {
         out
     }
 
-    /// Index insert during open: no writers exist, so other records are read
-    /// without the seqlock. Of two records with the same key the better
-    /// (state rank, expiry) wins.
-    fn index_insert_open(&self, l: &Lease, slot: u32) {
-        let h = key_hash(self.seed, &l.client);
-        match self.index.entry(h) {
-            Entry::Vacant(v) => {
-                v.insert(slot);
-            }
-            Entry::Occupied(mut o) => {
-                let other = Lease::decode_lossy(&load_words(self.words(*o.get())));
-                if other.client == l.client {
-                    if rank(l) > rank(&other) {
-                        o.insert(slot);
-                    }
-                } else {
-                    drop(o);
-                    let mut ov = lock(&self.overflow);
-                    let better = match ov.get(&l.client) {
-                        Some(&s) => {
-                            rank(l) > rank(&Lease::decode_lossy(&load_words(self.words(s))))
-                        }
-                        None => true,
-                    };
-                    if better {
-                        ov.insert(l.client, slot);
-                        self.overflow_len.store(ov.len(), Ordering::Relaxed);
-                    }
+    /// Index insert during open (no writers exist). Of two records with the
+    /// same key the better one (state rank, expiry) wins.
+    fn index_insert_open(&self, ht: &mut HashTable<u64>, e: u64) {
+        let (slot, tag) = (entry_slot(e), entry_tag(e));
+        let same =
+            |x: &u64| entry_tag(*x) == tag && self.key_at(entry_slot(*x)) == self.key_at(slot);
+        match ht.find_mut(entry_hash(e), same) {
+            Some(x) => {
+                let mine = self.decode_at(slot, &load_words(self.words(slot)));
+                let other = self.decode_at(entry_slot(*x), &load_words(self.words(entry_slot(*x))));
+                if rank(&mine) > rank(&other) {
+                    *x = e;
                 }
             }
+            None => {
+                ht.insert_unique(entry_hash(e), e, |x| entry_hash(*x));
+            }
         }
+    }
+
+    /// Client key currently in a record (seqlock read).
+    #[inline]
+    fn key_at(&self, slot: u32) -> ClientKey {
+        Lease::decode_lossy(&self.read_bytes(slot)).client
     }
 
     // ------------------------------------------------------------ records
@@ -1005,54 +1080,33 @@ impl LeaseTable {
     }
 
     fn index_remove(&self, key: &ClientKey, slot: u32) {
-        let h = key_hash(self.seed, key);
-        self.index.remove_if(&h, |_, v| *v == slot);
-        if self.overflow_len.load(Ordering::Relaxed) > 0 {
-            let mut ov = lock(&self.overflow);
-            if ov.get(key) == Some(&slot) {
-                ov.remove(key);
-                self.overflow_len.store(ov.len(), Ordering::Relaxed);
-            }
+        let pos = IndexPos::of(self.seed, key);
+        let mut ht = write_lock(&self.index[pos.shard]);
+        if let Ok(e) = ht.find_entry(pos.hash(), |x| *x == pos.entry(slot)) {
+            e.remove();
         }
     }
 
     fn index_insert(&self, key: &ClientKey, slot: u32) {
-        let h = key_hash(self.seed, key);
-        loop {
-            let cur = self.index.get(&h).map(|r| *r);
-            match cur {
-                None => match self.index.entry(h) {
-                    Entry::Vacant(v) => {
-                        v.insert(slot);
-                        break;
-                    }
-                    Entry::Occupied(_) => continue,
-                },
-                Some(s) if s == slot => break,
-                Some(other) => {
-                    // Read the other record with no map lock held (see module doc).
-                    let ok = Lease::decode_lossy(&self.read_bytes(other)).client;
-                    if ok == *key || ok.is_none() || key_hash(self.seed, &ok) != h {
-                        // Same client (newest binding wins) or a stale entry: replace.
-                        match self.index.entry(h) {
-                            Entry::Occupied(mut o) if *o.get() == other => {
-                                o.insert(slot);
-                                break;
-                            }
-                            _ => continue,
-                        }
-                    } else {
-                        let mut ov = lock(&self.overflow);
-                        ov.insert(*key, slot);
-                        self.overflow_len.store(ov.len(), Ordering::Relaxed);
-                        break;
-                    }
+        let pos = IndexPos::of(self.seed, key);
+        {
+            let mut ht = write_lock(&self.index[pos.shard]);
+            // Same slot already there, or the same client at another record:
+            // the newest binding wins.
+            let same = |x: &u64| {
+                entry_tag(*x) == pos.tag
+                    && (entry_slot(*x) == slot || self.key_at(entry_slot(*x)) == *key)
+            };
+            match ht.find_mut(pos.hash(), same) {
+                Some(x) => *x = pos.entry(slot),
+                None => {
+                    ht.insert_unique(pos.hash(), pos.entry(slot), |x| entry_hash(*x));
                 }
             }
         }
         // A concurrent reassignment of `slot` may have run its removal before
         // this insert: do not leave a stale entry behind.
-        if Lease::decode_lossy(&self.read_bytes(slot)).client != *key {
+        if self.key_at(slot) != *key {
             self.index_remove(key, slot);
         }
     }
@@ -1191,23 +1245,14 @@ impl LeaseTable {
         if key.is_none() {
             return None;
         }
-        let h = key_hash(self.seed, key);
-        let check = |s: u32| {
-            let l = self.read(Slot(s));
-            (l.client == *key && l.state.binds_client()).then_some((Slot(s), l))
+        let pos = IndexPos::of(self.seed, key);
+        let s = {
+            let ht = read_lock(&self.index[pos.shard]);
+            let same = |x: &u64| entry_tag(*x) == pos.tag && self.key_at(entry_slot(*x)) == *key;
+            entry_slot(*ht.find(pos.hash(), same)?)
         };
-        if let Some(s) = self.index.get(&h).map(|r| *r) {
-            if let Some(hit) = check(s) {
-                return Some(hit);
-            }
-        }
-        if self.overflow_len.load(Ordering::Relaxed) > 0 {
-            let s = lock(&self.overflow).get(key).copied();
-            if let Some(hit) = s.and_then(check) {
-                return Some(hit);
-            }
-        }
-        None
+        let l = self.read(Slot(s));
+        (l.client == *key && l.state.binds_client()).then_some((Slot(s), l))
     }
 
     /// Takes a free address of `pool` for `owner` (Primary: Free, Released,

@@ -1,0 +1,234 @@
+//! Measures open + index rebuild time, memory per lease, and flush cost.
+//!
+//! `cargo run --release -p lease-store --example open_bench -- RECORDS [DIR] [--cold]`
+//!
+//! Creates a table of RECORDS addresses in DIR (default: a temporary
+//! directory), binds every address to its own client with 2 threads, closes
+//! it, and reopens it (warm page cache; with `--cold` the page cache is
+//! dropped first, which needs root). Prints the times and the resident memory.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lease_store::{ClientKey, DirtySet, LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec};
+
+fn rss_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: u32 = args
+        .first()
+        .ok_or("usage: open_bench RECORDS [DIR] [--cold]")?
+        .parse()?;
+    let cold = args.iter().any(|a| a == "--cold");
+    // --reuse: keep the file between runs and skip the fill when it exists.
+    let reuse = args.iter().any(|a| a == "--reuse");
+    let tmp;
+    let dir: PathBuf = match args.get(1).filter(|a| !a.starts_with("--")) {
+        Some(d) => d.into(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let path = dir.join(format!("bench-leases-{n}.db"));
+    let skip_fill = reuse && path.exists();
+    if !skip_fill {
+        let _ = std::fs::remove_file(&path);
+    }
+    let first = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    let pools = [PoolSpec {
+        id: 1,
+        first: Ipv4Addr::from(first),
+        last: Ipv4Addr::from(first + n - 1),
+    }];
+    let now = 1_800_000_000;
+    let opts = OpenOptions {
+        shards: 2,
+        now,
+        ..OpenOptions::default()
+    };
+
+    if !skip_fill {
+        fill(&path, &pools, &opts, n, now)?;
+    }
+    reopen(&path, &pools, &opts, n, now, cold)?;
+    if !reuse {
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+fn fill(
+    path: &std::path::Path,
+    pools: &[PoolSpec],
+    opts: &OpenOptions,
+    n: u32,
+    now: u32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let (t, rep) = LeaseTable::open(path, pools, opts)?;
+    println!(
+        "create+open empty {n}: {:.3} s (report {:.3} s)",
+        t0.elapsed().as_secs_f64(),
+        rep.elapsed.as_secs_f64()
+    );
+
+    // Bind every address, 2 threads, the way workers would.
+    let t = Arc::new(t);
+    let t1 = Instant::now();
+    let hs: Vec<_> = (0..2u32)
+        .map(|sh| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let mut i = sh;
+                while t
+                    .allocate(1, sh as usize, now, Owner::Primary, |l| {
+                        let mac = [
+                            0x02,
+                            0,
+                            (i >> 24) as u8,
+                            (i >> 16) as u8,
+                            (i >> 8) as u8,
+                            i as u8,
+                        ];
+                        l.state = LeaseState::Active;
+                        l.client = ClientKey::from_hw(1, &mac);
+                        l.htype = 1;
+                        l.hlen = 6;
+                        l.chaddr[..6].copy_from_slice(&mac);
+                        l.start = now;
+                        l.cltt = now;
+                        l.expiry = now + 86_400;
+                    })
+                    .is_some()
+                {
+                    i += 2;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().map_err(|_| "fill thread panicked")?;
+    }
+    let fill = t1.elapsed().as_secs_f64();
+    println!(
+        "bind {n} leases (2 threads): {fill:.3} s, {:.0} ns/lease",
+        fill * 1e9 / f64::from(n)
+    );
+    let tf = Instant::now();
+    t.flush()?;
+    println!("flush after fill: {:.3} s", tf.elapsed().as_secs_f64());
+
+    // Flush cost: batches of 64 renewals at random places, one flush_set each.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let rounds = 200;
+    let tfl = Instant::now();
+    for _ in 0..rounds {
+        let mut d = DirtySet::new();
+        for _ in 0..64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let s = t.slot((rng % u64::from(n)) as u32).ok_or("slot")?;
+            t.update(s, |l| l.cltt += 1);
+            d.note(s);
+        }
+        t.flush_set(&mut d)?;
+    }
+    let per = tfl.elapsed().as_secs_f64() / f64::from(rounds);
+    println!(
+        "flush_set of 64 random renewals: {:.2} ms per batch, {:.1} us per lease",
+        per * 1e3,
+        per * 1e6 / 64.0
+    );
+    let tfl = Instant::now();
+    for i in 0..rounds {
+        let mut d = DirtySet::new();
+        for k in 0..64u32 {
+            let s = t.slot((i * 64 + k) % n).ok_or("slot")?;
+            t.update(s, |l| l.cltt += 1);
+            d.note(s);
+        }
+        t.flush_set(&mut d)?;
+    }
+    let per = tfl.elapsed().as_secs_f64() / f64::from(rounds);
+    println!(
+        "flush_set of 64 adjacent renewals: {:.2} ms per batch, {:.1} us per lease",
+        per * 1e3,
+        per * 1e6 / 64.0
+    );
+    let tfl = Instant::now();
+    for i in 0..rounds {
+        let s = t.slot(i * 997 % n).ok_or("slot")?;
+        t.update(s, |l| l.cltt += 1);
+        t.flush()?;
+    }
+    println!(
+        "flush() (whole map) after 1 update: {:.2} ms",
+        tfl.elapsed().as_secs_f64() * 1e3 / f64::from(rounds)
+    );
+    drop(t);
+    Ok(())
+}
+
+fn reopen(
+    path: &std::path::Path,
+    pools: &[PoolSpec],
+    opts: &OpenOptions,
+    n: u32,
+    now: u32,
+    cold: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if cold {
+        std::fs::write("/proc/sys/vm/drop_caches", "3")
+            .map_err(|e| format!("--cold needs root to drop the page cache: {e}"))?;
+    }
+    let anon0 = rss_kib("RssAnon:");
+    let t2 = Instant::now();
+    let (t, rep) = LeaseTable::open(path, pools, opts)?;
+    let open = t2.elapsed().as_secs_f64();
+    let anon1 = rss_kib("RssAnon:");
+    println!(
+        "reopen {n} bound leases ({}): {open:.3} s; kept {}, quarantined {}",
+        if cold { "cold cache" } else { "warm cache" },
+        rep.kept,
+        rep.quarantined.len()
+    );
+    println!("  phases: {:?}", rep.phases);
+    let index_bytes = (anon1.saturating_sub(anon0)) as f64 * 1024.0 / f64::from(n);
+    println!(
+        "memory: record 128 B + in-memory indexes {index_bytes:.1} B = {:.1} B per lease",
+        128.0 + index_bytes
+    );
+    if std::env::args().any(|a| a == "--open-only") {
+        return Ok(());
+    }
+    let st = t.pool_stats(1).ok_or("stats")?;
+    println!("stats: active {} free {}", st.active, st.free);
+    let ts = Instant::now();
+    let recount = t.recount(1).ok_or("recount")?;
+    println!(
+        "recount by scanning all records: {:.3} s (equal to counters: {})",
+        ts.elapsed().as_secs_f64(),
+        recount == st
+    );
+    let tsw = Instant::now();
+    let r = t.sweep_expired(now + 100, n as usize);
+    println!(
+        "sweep of all {} records (nothing due): {:.3} s",
+        r.scanned,
+        tsw.elapsed().as_secs_f64()
+    );
+    drop(t);
+    Ok(())
+}
