@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lease_store::Slot;
+use lease_store::{DirtySet, Slot};
 
 use super::clock::unix_now;
 use super::respond::{Responder, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
@@ -38,26 +38,32 @@ fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
-/// Flushes the lease table if this batch changed it and the mode says so.
-/// Returns false if the flush failed: the batch's ACKs must then not leave.
+/// Flushes the records this batch changed, if the mode says so (one msync
+/// over the batch's dirty range: group commit). Returns false if the flush
+/// failed: the batch's replies must then not leave.
 fn commit_batch(
     engine: &mut Engine,
     commit: CommitMode,
     changed: &mut Vec<Slot>,
+    dirty: &mut DirtySet,
     c: &WorkerCounters,
 ) -> bool {
     engine.take_changed(changed);
     if changed.is_empty() {
         return true;
     }
-    changed.clear();
     if commit != CommitMode::Ack {
+        changed.clear();
         return true;
     }
+    for s in changed.drain(..) {
+        dirty.note(s);
+    }
     bump(&c.flushes, 1);
-    match engine.shared().table.flush() {
+    match engine.shared().table.flush_set(dirty) {
         Ok(()) => true,
         Err(e) => {
+            dirty.clear();
             bump(&c.flush_errors, 1);
             tracing::error!("lease table flush failed, replies of this batch withheld: {e}");
             false
@@ -76,6 +82,7 @@ pub fn run_xdp_worker(
     let mut rx: Vec<Desc> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Desc> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
+    let mut dirty = DirtySet::new();
     let mut idle_spins = 0u32;
     while !stop.load(Ordering::Relaxed) {
         rx.clear();
@@ -107,7 +114,13 @@ pub fn run_xdp_worker(
                 }
             }
         }
-        let committed = commit_batch(responder.engine(), commit, &mut changed, &counters);
+        let committed = commit_batch(
+            responder.engine(),
+            commit,
+            &mut changed,
+            &mut dirty,
+            &counters,
+        );
         for d in tx.drain(..) {
             if !committed {
                 sock.recycle(d.addr);
@@ -152,6 +165,7 @@ pub fn run_udp_worker(
     let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 1500]).collect();
     let mut tx: Vec<(usize, usize, SocketAddrV4)> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
+    let mut dirty = DirtySet::new();
     while !stop.load(Ordering::Relaxed) {
         rx.clear();
         match io.recv_batch(&mut rx, BATCH) {
@@ -194,7 +208,7 @@ pub fn run_udp_worker(
                 tx.push((i, len, dest));
             }
         }
-        if !commit_batch(&mut engine, commit, &mut changed, &counters) {
+        if !commit_batch(&mut engine, commit, &mut changed, &mut dirty, &counters) {
             continue;
         }
         let batch: Vec<UdpTx<'_>> = tx
