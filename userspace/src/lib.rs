@@ -5,5 +5,6 @@ pub mod config;
 pub mod dhcpv4;
 pub mod frame;
 pub mod io;
+pub mod leases;
 pub mod server;
 pub mod xdp;

@@ -61,6 +61,11 @@ enum Cmd {
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
+    /// Inspect, import and export the lease table (the daemon must not be running).
+    Leases {
+        #[command(subcommand)]
+        cmd: xdhcpd::leases::LeasesCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
                 let pools: u64 = cfg

@@ -1,0 +1,747 @@
+//! `xdhcpd leases ...`: inspect and migrate the lease table.
+//!
+//! - `dump`: every used record (or `--all`) as JSON Lines or CSV, streamed.
+//! - `stats`: per-pool counts from the table's maintained counters
+//!   (`--recount` reads every record and compares).
+//! - `lookup`: the record(s) of an address, MAC or client identifier.
+//! - `import`: leases from ISC dhcpd's `dhcpd.leases` or Kea's memfile CSV.
+//! - `export`: Kea 2.2 memfile CSV.
+//!
+//! Every subcommand takes the daemon's configuration (`-c`): its pools give
+//! the table's geometry, and `server.lease-file` its path (`--lease-file`
+//! overrides it).
+//!
+//! Access: `LeaseTable::open` takes the file's exclusive lock and may write
+//! (repairs, and a rebuild when the pools changed); lease-store has no
+//! read-only open yet. So the tools cannot run while xdhcpd serves the file
+//! (they say so, naming the daemon's pid), and the reading tools check the
+//! file's pool table against the configuration first and refuse instead of
+//! letting `open` rewrite the file for a different configuration.
+
+mod import;
+mod isc;
+mod kea;
+mod model;
+mod record;
+mod time;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use lease_store::{
+    unix_now, ClientKey, LeaseState, LeaseTable, OpenOptions, PoolSpec, PoolStats, StoreError,
+};
+use serde::Serialize;
+
+use crate::config::{self, Config};
+
+pub use import::{apply as import_leases, ImportOptions, ImportRefused, ImportSummary};
+pub use isc::{parse as parse_isc, IscFile};
+pub use kea::{parse as parse_kea, write_csv as write_kea_csv, ExportSummary, KeaFile, KEA_HEADER};
+pub use model::{ParseError, SourceLease};
+pub use record::{write_record, Format, CSV_HEADER};
+pub use time::iso8601;
+
+/// Where the table is and what it must look like.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TableArgs {
+    /// Configuration file (TOML): its pools describe the lease table.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Lease file (default: `server.lease-file` of the configuration).
+    #[arg(long)]
+    pub lease_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// ISC dhcpd `dhcpd.leases`.
+    Isc,
+    /// Kea memfile CSV (DHCPv4).
+    Kea,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Kea 2.2 memfile CSV (DHCPv4).
+    Kea,
+}
+
+/// `xdhcpd leases ...`
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum LeasesCmd {
+    /// Print every used record (state other than free), or all with --all.
+    Dump {
+        #[command(flatten)]
+        table: TableArgs,
+        /// json: one object per line (JSON Lines); csv: with a header line.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// Only these states (comma separated: free,offered,active,expired,released,
+        /// declined,abandoned,backup,reserved).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// Every record, free ones included.
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Per-pool counts by state and utilisation.
+    Stats {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also count by reading every record and compare with the counters
+        /// (exit status 1 on a difference).
+        #[arg(long)]
+        recount: bool,
+    },
+    /// Print the record(s) of an address, a MAC address or a client identifier.
+    #[command(group(clap::ArgGroup::new("key").required(true).args(["ip", "mac", "client_id"])))]
+    Lookup {
+        #[command(flatten)]
+        table: TableArgs,
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Hardware address, colon separated (records whose chaddr or key matches).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Option 61 value in hex, type byte first (`01:aa:bb:..` or `01aabb..`).
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Import leases from ISC dhcpd or Kea.
+    Import {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Format of FILE.
+        #[arg(long, value_enum)]
+        from: ImportFormat,
+        /// The lease file to read.
+        file: PathBuf,
+        /// Skip leases outside the configured pools (default: refuse).
+        #[arg(long)]
+        skip_outside: bool,
+        /// Overwrite live leases of other clients (default: refuse).
+        #[arg(long)]
+        force: bool,
+        /// Check and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export the table for another server.
+    Export {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Output format.
+        #[arg(long, value_enum)]
+        to: ExportFormat,
+        /// File to write (`-` for standard output).
+        file: PathBuf,
+    },
+}
+
+/// Runs a `leases` subcommand, printing errors; the process exit code:
+/// 0 done, 1 failed (or `--recount` found a difference), 2 refused or bad input.
+pub fn main_leases(cmd: LeasesCmd) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match run(cmd, &mut out) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("xdhcpd leases: {e:#}");
+            match e.downcast_ref::<Refused>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// An error caused by the input (bad file, refused import): exit status 2.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Runs a subcommand writing its normal output to `out` (messages go to
+/// stderr). Returns the exit status.
+pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
+    match cmd {
+        LeasesCmd::Dump {
+            table,
+            format,
+            state,
+            all,
+            out: path,
+        } => {
+            let filter = if all {
+                [true; LeaseState::COUNT]
+            } else if state.is_empty() {
+                let mut f = [true; LeaseState::COUNT];
+                f[LeaseState::Free as usize] = false;
+                f
+            } else {
+                record::parse_states(&state).map_err(|e| anyhow!(Refused(e)))?
+            };
+            let (_cfg, t) = open(&table, Access::Read)?;
+            let n = match path {
+                Some(p) => {
+                    let f =
+                        File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+                    let mut w = BufWriter::with_capacity(1 << 20, f);
+                    let n = dump(&t, format, &filter, &mut w)?;
+                    w.into_inner()
+                        .map_err(|e| e.into_error())
+                        .and_then(|f| f.sync_all())
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    n
+                }
+                None => {
+                    let mut w = BufWriter::with_capacity(1 << 20, out);
+                    let n = dump(&t, format, &filter, &mut w)?;
+                    w.flush()?;
+                    n
+                }
+            };
+            eprintln!("{n} record(s)");
+            Ok(0)
+        }
+        LeasesCmd::Stats {
+            table,
+            json,
+            recount,
+        } => {
+            let started = Instant::now();
+            let (_cfg, t) = open(&table, Access::Read)?;
+            let stats = t.all_stats();
+            let mut code = 0;
+            let mut diffs = Vec::new();
+            if recount {
+                for s in &stats {
+                    let c = t
+                        .recount(s.id)
+                        .ok_or_else(|| anyhow!("pool {} vanished", s.id))?;
+                    if c != *s {
+                        diffs.push(format!("pool {}: counters {s:?}, records {c:?}", s.id));
+                    }
+                }
+            }
+            write_stats(&stats, t.pools(), json, out)?;
+            if recount {
+                if diffs.is_empty() {
+                    eprintln!("recount: every pool's counters match its records");
+                } else {
+                    for d in &diffs {
+                        eprintln!("recount MISMATCH {d}");
+                    }
+                    code = 1;
+                }
+            }
+            eprintln!("({} records, {:?})", t.len(), started.elapsed());
+            Ok(code)
+        }
+        LeasesCmd::Lookup {
+            table,
+            ip,
+            mac,
+            client_id,
+            format,
+        } => {
+            let (_cfg, t) = open(&table, Access::Read)?;
+            let found = lookup(&t, ip, mac.as_deref(), client_id.as_deref())?;
+            record::write_header(format, out)?;
+            for (pool, l) in &found {
+                write_record(format, *pool, l, out)?;
+            }
+            out.flush()?;
+            if found.is_empty() {
+                eprintln!("no record found");
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        LeasesCmd::Import {
+            table,
+            from,
+            file,
+            skip_outside,
+            force,
+            dry_run,
+        } => {
+            let name = file.display().to_string();
+            let mut src = Vec::new();
+            File::open(&file)
+                .and_then(|mut f| f.read_to_end(&mut src))
+                .with_context(|| format!("reading {name}"))?;
+            let parsed: Vec<SourceLease> = match from {
+                ImportFormat::Isc => parse_isc(&src, &name)
+                    .map_err(|e| anyhow!(Refused(e.to_string())))?
+                    .leases
+                    .into_values()
+                    .collect(),
+                ImportFormat::Kea => parse_kea(&src, &name)
+                    .map_err(|e| anyhow!(Refused(e.to_string())))?
+                    .leases
+                    .into_values()
+                    .collect(),
+            };
+            drop(src);
+            let (_cfg, t) = open(&table, Access::Write)?;
+            let opts = ImportOptions {
+                skip_outside,
+                force,
+                dry_run,
+                now: unix_now(),
+            };
+            match import_leases(&t, &name, &parsed, &opts) {
+                Ok(sum) => {
+                    if sum.written {
+                        t.flush()
+                            .with_context(|| format!("flushing {}", t.path().display()))?;
+                    }
+                    write!(out, "{}", sum.report(&name))?;
+                    Ok(0)
+                }
+                Err(r) => Err(anyhow!(Refused(r.to_string()))),
+            }
+        }
+        LeasesCmd::Export { table, to, file } => {
+            let ExportFormat::Kea = to;
+            let (cfg, t) = open(&table, Access::Read)?;
+            let subnet_id = |a: Ipv4Addr| {
+                cfg.subnet_for(a)
+                    .filter(|s| s.net.contains(a))
+                    .map(|s| s.index as u32 + 1)
+            };
+            let sum = if file.as_os_str() == "-" {
+                let mut w = BufWriter::with_capacity(1 << 20, out);
+                write_kea_csv(&t, subnet_id, &mut w)?
+            } else {
+                // Write next to the target and rename, so a reader never sees half a file.
+                let mut tmp = file.as_os_str().to_owned();
+                tmp.push(".tmp");
+                let tmp = PathBuf::from(tmp);
+                let f =
+                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let mut w = BufWriter::with_capacity(1 << 20, f);
+                let sum = write_kea_csv(&t, subnet_id, &mut w)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                fs::rename(&tmp, &file)
+                    .with_context(|| format!("renaming to {}", file.display()))?;
+                sum
+            };
+            eprintln!(
+                "{}: wrote {} lease(s) (active {}, declined {}, expired-reclaimed {}); left out: {} offered/free/backup record(s), {} without hardware address, {} outside every subnet; {} client-id(s) too long to export",
+                file.display(),
+                sum.written,
+                sum.active,
+                sum.declined,
+                sum.expired,
+                sum.not_leases,
+                sum.skipped_no_hw,
+                sum.skipped_no_subnet,
+                sum.client_id_dropped
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// How the table is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Inspection: the file must exist and have been written for the configured pools.
+    Read,
+    /// Import: a missing file is created; a change of pools rebuilds it (as the daemon would).
+    Write,
+}
+
+/// The pools of the configuration as lease-store wants them.
+pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
+    cfg.pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect()
+}
+
+/// Loads the configuration and opens its lease table.
+pub fn open(args: &TableArgs, access: Access) -> Result<(Config, LeaseTable)> {
+    let cfg = config::load(&args.config).map_err(|e| anyhow!(Refused(e.to_string())))?;
+    let path = args
+        .lease_file
+        .clone()
+        .unwrap_or_else(|| cfg.server.lease_file.clone());
+    let t = open_table(&path, &pool_specs(&cfg), access)?;
+    Ok((cfg, t))
+}
+
+/// Opens the table at `path` for `pools`, with the tools' checks (see the module doc).
+pub fn open_table(path: &Path, pools: &[PoolSpec], access: Access) -> Result<LeaseTable> {
+    if access == Access::Read {
+        match fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                bail!(Refused(format!(
+                    "lease file {} does not exist",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(e).with_context(|| format!("lease file {}", path.display())),
+            Ok(_) => {}
+        }
+        if let Some(file_pools) = header_pools(path)? {
+            let mut want = pools.to_vec();
+            want.sort_by_key(|p| u32::from(p.first));
+            let mut have = file_pools;
+            have.sort_by_key(|p| u32::from(p.first));
+            if want != have {
+                bail!(Refused(format!(
+                    "lease file {} was written for other pools than the configuration's \
+                     (file: {}; configuration: {}); opening it would rewrite it for the new pools, \
+                     which only the daemon or `leases import` do",
+                    path.display(),
+                    list_pools(&have),
+                    list_pools(&want)
+                )));
+            }
+        }
+    }
+    let opts = OpenOptions {
+        create: access == Access::Write,
+        ..OpenOptions::default()
+    };
+    match LeaseTable::open(path, pools, &opts) {
+        Ok((t, report)) => {
+            for (a, why) in &report.quarantined {
+                eprintln!("warning: record of {a} is corrupt and quarantined: {why}");
+            }
+            if let Some(r) = &report.rebuilt {
+                eprintln!("note: {}: {r}", path.display());
+            }
+            if report.created {
+                eprintln!("note: created {}", path.display());
+            }
+            Ok(t)
+        }
+        Err(StoreError::Locked { path }) => Err(anyhow!(in_use_message(&path))),
+        Err(e) => Err(anyhow!(e)),
+    }
+}
+
+fn list_pools(p: &[PoolSpec]) -> String {
+    p.iter()
+        .map(|p| format!("#{} {}-{}", p.id, p.first, p.last))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pool table from a lease file's header (layout in lease-store's
+/// `header.rs`); `None` when the file is not a readable version-1 lease file,
+/// in which case `LeaseTable::open` gives the precise error.
+fn header_pools(path: &Path) -> Result<Option<Vec<PoolSpec>>> {
+    const POOLS_OFF: usize = 2176;
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut head = vec![0u8; POOLS_OFF];
+    if f.read_exact(&mut head).is_err() || &head[0..8] != b"XDHCPLT1" {
+        return Ok(None);
+    }
+    let rd = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    if rd(&head, 8) != lease_store::FORMAT_VERSION {
+        return Ok(None);
+    }
+    let n = rd(&head, 20) as usize;
+    if n > 65_536 {
+        return Ok(None);
+    }
+    let mut tbl = vec![0u8; 16 * n];
+    if f.read_exact(&mut tbl).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(
+        (0..n)
+            .map(|i| PoolSpec {
+                first: Ipv4Addr::from(rd(&tbl, i * 16)),
+                last: Ipv4Addr::from(rd(&tbl, i * 16 + 4)),
+                id: rd(&tbl, i * 16 + 8),
+            })
+            .collect(),
+    ))
+}
+
+/// "lease file X is in use by a running xdhcpd (pid N)", found via /proc/locks.
+fn in_use_message(path: &Path) -> String {
+    let who = lock_holder(path).map(|(pid, comm)| {
+        if comm == "xdhcpd" {
+            format!("a running xdhcpd (pid {pid})")
+        } else {
+            format!("process {pid} ({comm}), probably an xdhcpd")
+        }
+    });
+    format!(
+        "lease file {} is in use by {}; the lease tools need the file's exclusive lock \
+         (lease-store has no read-only open yet): stop the daemon first",
+        path.display(),
+        who.unwrap_or_else(|| "a running xdhcpd (pid unknown)".into())
+    )
+}
+
+/// The pid (and command name) holding a flock on `path`, from /proc/locks.
+fn lock_holder(path: &Path) -> Option<(u32, String)> {
+    let md = fs::metadata(path).ok()?;
+    let (maj, min) = (libc::major(md.dev()), libc::minor(md.dev()));
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    for line in locks.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (waiters have "->" after the id).
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") || f.len() < 6 {
+            continue;
+        }
+        let mut id = f[5].split(':');
+        let (Some(a), Some(b), Some(ino)) = (id.next(), id.next(), id.next()) else {
+            continue;
+        };
+        let same = u32::from_str_radix(a, 16).ok() == Some(maj)
+            && u32::from_str_radix(b, 16).ok() == Some(min)
+            && ino.parse::<u64>().ok() == Some(md.ino());
+        if same {
+            let pid: u32 = f[4].parse().ok()?;
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            return Some((pid, comm));
+        }
+    }
+    None
+}
+
+/// Streams the records whose state is in `filter`; returns how many.
+pub fn dump(
+    t: &LeaseTable,
+    format: Format,
+    filter: &[bool; LeaseState::COUNT],
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    record::write_header(format, out)?;
+    let mut n = 0;
+    for (slot, l) in t.iter() {
+        if filter[l.state as usize] {
+            write_record(format, t.pool_of_slot(slot), &l, out)?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+fn parse_hex_arg(s: &str, what: &str) -> Result<Vec<u8>> {
+    let s = s.trim();
+    let r = if s.contains(':') || s.contains('-') {
+        model::parse_colon_hex(&s.replace('-', ":"))
+    } else if s.len() % 2 == 0 && !s.is_empty() {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("`{s}` is not hex"))
+            })
+            .collect()
+    } else {
+        Err(format!("`{s}` is not hex octets"))
+    };
+    r.map_err(|e| anyhow!(Refused(format!("--{what}: {e}"))))
+}
+
+/// The records matching an address, a MAC (chaddr or hardware key), or a
+/// client identifier, with their pool ids.
+pub fn lookup(
+    t: &LeaseTable,
+    ip: Option<Ipv4Addr>,
+    mac: Option<&str>,
+    client_id: Option<&str>,
+) -> Result<Vec<(u32, lease_store::Lease)>> {
+    let mut found = Vec::new();
+    if let Some(ip) = ip {
+        match t.slot_of(ip) {
+            Some(s) => found.push((t.pool_of_slot(s), t.read(s))),
+            None => bail!(Refused(format!("{ip} is in no configured pool"))),
+        }
+    }
+    if let Some(m) = mac {
+        let hw = parse_hex_arg(m, "mac")?;
+        if hw.is_empty() || hw.len() > 16 {
+            bail!(Refused(format!("--mac: {} octets (1 to 16)", hw.len())));
+        }
+        // A scan: a client may be keyed by its client-id while its chaddr is this MAC,
+        // and every record with the MAC is wanted (also non-binding states).
+        let key = ClientKey::from_hw(1, &hw);
+        for (s, l) in t.iter() {
+            if l.hw() == hw.as_slice() || l.client == key {
+                found.push((t.pool_of_slot(s), l));
+            }
+        }
+    }
+    if let Some(c) = client_id {
+        let id = parse_hex_arg(c, "client-id")?;
+        let key = ClientKey::from_client_id(&id);
+        match t.find_client(&key) {
+            Some((s, l)) => found.push((t.pool_of_slot(s), l)),
+            // Not bound: look through the records in other states too.
+            None => {
+                for (s, l) in t.iter() {
+                    if l.client == key {
+                        found.push((t.pool_of_slot(s), l));
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[derive(Serialize)]
+struct StatsRow {
+    pool: Option<u32>,
+    first: Option<String>,
+    last: Option<String>,
+    total: u64,
+    free: u64,
+    offered: u64,
+    active: u64,
+    expired: u64,
+    released: u64,
+    declined: u64,
+    abandoned: u64,
+    backup: u64,
+    reserved: u64,
+    quarantined: u64,
+    /// (offered + active + reserved) / total, percent.
+    utilisation: f64,
+}
+
+fn row(s: &PoolStats, pool: Option<&PoolSpec>) -> StatsRow {
+    let used = s.offered + s.active + s.reserved;
+    StatsRow {
+        pool: pool.map(|p| p.id),
+        first: pool.map(|p| p.first.to_string()),
+        last: pool.map(|p| p.last.to_string()),
+        total: s.total,
+        free: s.free,
+        offered: s.offered,
+        active: s.active,
+        expired: s.expired,
+        released: s.released,
+        declined: s.declined,
+        abandoned: s.abandoned,
+        backup: s.backup,
+        reserved: s.reserved,
+        quarantined: s.quarantined,
+        utilisation: if s.total == 0 {
+            0.0
+        } else {
+            (used as f64 * 10_000.0 / s.total as f64).round() / 100.0
+        },
+    }
+}
+
+fn sum_stats(stats: &[PoolStats]) -> PoolStats {
+    let mut t = PoolStats::default();
+    for s in stats {
+        t.total += s.total;
+        t.free += s.free;
+        t.offered += s.offered;
+        t.active += s.active;
+        t.expired += s.expired;
+        t.released += s.released;
+        t.declined += s.declined;
+        t.abandoned += s.abandoned;
+        t.backup += s.backup;
+        t.reserved += s.reserved;
+        t.quarantined += s.quarantined;
+    }
+    t
+}
+
+/// Prints per-pool stats and a total row (table, or JSON `{pools:[..], total:{..}}`).
+/// Pools are identified by the order of `stats` (the table's file order).
+pub fn write_stats(
+    stats: &[PoolStats],
+    pools: &[PoolSpec],
+    json: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let total = sum_stats(stats);
+    if json {
+        #[derive(Serialize)]
+        struct All {
+            pools: Vec<StatsRow>,
+            total: StatsRow,
+        }
+        let all = All {
+            pools: stats
+                .iter()
+                .map(|s| row(s, pools.iter().find(|p| p.id == s.id)))
+                .collect(),
+            total: row(&total, None),
+        };
+        serde_json::to_writer_pretty(&mut *out, &all).map_err(io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:>6} {:>10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
+            "pool",
+            "total",
+            "free",
+            "offered",
+            "active",
+            "expired",
+            "released",
+            "declined",
+            "abandoned",
+            "backup",
+            "reserved",
+            "quarant.",
+            "util%"
+        )?;
+        let line = |out: &mut dyn Write, name: String, s: &PoolStats| {
+            let r = row(s, None);
+            writeln!(
+                out,
+                "{:>6} {:>10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7.2}",
+                name, r.total, r.free, r.offered, r.active, r.expired, r.released, r.declined,
+                r.abandoned, r.backup, r.reserved, r.quarantined, r.utilisation
+            )
+        };
+        for s in stats {
+            line(out, s.id.to_string(), s)?;
+        }
+        if stats.len() > 1 {
+            line(out, "total".into(), &total)?;
+        }
+    }
+    out.flush()
+}
