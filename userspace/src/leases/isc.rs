@@ -235,7 +235,14 @@ pub fn parse(src: &[u8], file: &str) -> Result<IscFile, ParseError> {
         match t {
             Tok::Eof => return Ok(out),
             Tok::Word(w) if w == "lease" => {
-                let l = parse_lease(&mut lx, p)?;
+                let l = parse_lease(&mut lx, p).map_err(|mut e| {
+                    // Name the declaration, unless the message already does.
+                    if !e.msg.contains("`lease ") {
+                        e.msg
+                            .push_str(&format!(" (in the `lease` declaration at line {})", p.line));
+                    }
+                    e
+                })?;
                 out.declarations += 1;
                 out.leases.insert(l.addr, l);
             }
@@ -637,7 +644,7 @@ lease 10.0.0.5 {
         let e = err("lease 10.0.0.5 {\n  uid \"abc");
         assert_eq!(
             e,
-            "t.leases:2:7: unterminated string: end of file before the closing `\"`"
+            "t.leases:2:7: unterminated string: end of file before the closing `\"` (in the `lease` declaration at line 1)"
         );
     }
 
@@ -646,7 +653,7 @@ lease 10.0.0.5 {
         let e = err("lease 10.0.0.5 {\n  starts 3 2026/13/01 00:00:00;\n}");
         assert_eq!(
             e,
-            "t.leases:2:12: bad date `2026/13/01`: month 13 is not in 1..12"
+            "t.leases:2:12: bad date `2026/13/01`: month 13 is not in 1..12 (in the `lease` declaration at line 1)"
         );
         let e = err("lease 10.0.0.5 {\n  ends 3 2026/02/29 00:00:00;\n}");
         assert!(
@@ -654,7 +661,7 @@ lease 10.0.0.5 {
             "{e}"
         );
         let e = err("lease 10.0.0.5 {\n  ends 3 2026/02/28 24:00:00;\n}");
-        assert_eq!(e, "t.leases:2:21: bad time `24:00:00`: out of range");
+        assert_eq!(e, "t.leases:2:21: bad time `24:00:00`: out of range (in the `lease` declaration at line 1)");
         let e = err("lease 10.0.0.5 {\n  ends tomorrow;\n}");
         assert!(e.starts_with("t.leases:2:8: expected a date"), "{e}");
         let e = err("lease 10.0.0.5 {\n  ends 1 1969/12/31 00:00:00;\n}");
@@ -671,7 +678,7 @@ lease 10.0.0.5 {
         let e = err("lease 10.0.0.300 { }");
         assert_eq!(
             e,
-            "t.leases:1:7: expected an IPv4 address after `lease`, found `10.0.0.300`"
+            "t.leases:1:7: expected an IPv4 address after `lease`, found `10.0.0.300` (in the `lease` declaration at line 1)"
         );
         let e = err("lease 10.0.0.5 {\n hardware ethernet 00:zz;\n}");
         assert!(e.starts_with("t.leases:2:20: bad hardware address"), "{e}");
@@ -683,7 +690,7 @@ lease 10.0.0.5 {
         let e = err("lease 10.0.0.5 {\n binding state active\n}");
         assert_eq!(
             e,
-            "t.leases:3:1: expected `;` after the binding state, found `}`"
+            "t.leases:3:1: expected `;` after the binding state, found `}` (in the `lease` declaration at line 1)"
         );
         let e = err("}");
         assert_eq!(e, "t.leases:1:1: unexpected `}` outside any declaration");
