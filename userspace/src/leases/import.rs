@@ -124,7 +124,7 @@ impl ImportSummary {
 pub struct ImportRefused {
     /// One line per problem, each naming `file:line`.
     pub problems: Vec<String>,
-    pub summary: ImportSummary,
+    pub summary: Box<ImportSummary>,
 }
 
 impl std::fmt::Display for ImportRefused {
@@ -216,7 +216,7 @@ pub fn apply<'a>(
     if !problems.is_empty() {
         return Err(ImportRefused {
             problems,
-            summary: sum,
+            summary: Box::new(sum),
         });
     }
     // Pass 2: write.

@@ -560,7 +560,7 @@ fn parse_hex_arg(s: &str, what: &str) -> Result<Vec<u8>> {
     let s = s.trim();
     let r = if s.contains(':') || s.contains('-') {
         model::parse_colon_hex(&s.replace('-', ":"))
-    } else if s.len() % 2 == 0 && !s.is_empty() {
+    } else if s.len().is_multiple_of(2) && !s.is_empty() {
         (0..s.len())
             .step_by(2)
             .map(|i| {
