@@ -257,15 +257,39 @@ fn ipv4(ihl: u8, frag: u16, proto: u8, payload_len: usize) -> Vec<u8> {
     h
 }
 
-fn ipv6_udp_header(payload_len: usize) -> Vec<u8> {
+/// IPv6 header from `src` to ff02::1:2 (DHCPv6 servers/relays) with `next` header.
+fn ipv6(src: Ipv6Addr, next: u8, payload_len: usize) -> Vec<u8> {
     let mut h = vec![0u8; 40];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
-    h[6] = 17;
+    h[6] = next;
     h[7] = 1;
-    h[8..24].copy_from_slice(&PARTNER6.octets());
+    h[8..24].copy_from_slice(&src.octets());
     h[24..40].copy_from_slice(&"ff02::1:2".parse::<Ipv6Addr>().unwrap().octets());
     h
+}
+
+/// An 8-byte options extension header (hop-by-hop / destination options: PadN only).
+fn ext_opts(next: u8) -> Vec<u8> {
+    vec![next, 0, 1, 4, 0, 0, 0, 0]
+}
+
+/// An IPv6 fragment header; `offset_flags` as on the wire (offset << 3 | M).
+fn ext_frag(next: u8, offset_flags: u16) -> Vec<u8> {
+    let mut h = vec![next, 0];
+    h.extend_from_slice(&offset_flags.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 7]);
+    h
+}
+
+/// A TCP SYN header to `dst`.
+fn tcp_syn(dst: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&dst.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02; // SYN
+    t
 }
 
 fn udp(src: u16, dst: u16, payload: &[u8]) -> Vec<u8> {
@@ -286,7 +310,6 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 struct RawCase {
     name: &'static str,
     frame: Vec<u8>,
-    /// Redirected as DHCPv4 / DHCPv6 / counted malformed (else simply passed).
     expect: Expect,
 }
 
@@ -295,6 +318,8 @@ enum Expect {
     Dhcpv4,
     Dhcpv6,
     Malformed,
+    /// Dropped by the failover guard.
+    Dropped,
     Pass,
 }
 
@@ -304,6 +329,15 @@ fn raw_cases() -> Vec<RawCase> {
         concat(&[&eth(tags, 0x0800), &ipv4(ihl, frag, 17, l4.len()), l4])
     };
     let solicit = udp(546, 547, &[1, 0xab, 0xcd, 0xef]);
+    // IPv6 frame: fixed header (next = `first`), extension headers `ext`, then `l4`.
+    let v6 = |src: Ipv6Addr, ext: &[u8], first: u8, l4: &[u8]| {
+        concat(&[
+            &eth(&[], 0x86dd),
+            &ipv6(src, first, ext.len() + l4.len()),
+            ext,
+            l4,
+        ])
+    };
     vec![
         RawCase {
             name: "802.1Q-tagged DISCOVER",
@@ -322,8 +356,43 @@ fn raw_cases() -> Vec<RawCase> {
         },
         RawCase {
             name: "DHCPv6 SOLICIT to ff02::1:2",
-            frame: concat(&[&eth(&[], 0x86dd), &ipv6_udp_header(solicit.len()), &solicit]),
+            frame: v6(PARTNER6, &[], 17, &solicit),
             expect: Expect::Dhcpv6,
+        },
+        RawCase {
+            name: "DHCPv6 SOLICIT behind a hop-by-hop header",
+            frame: v6(PARTNER6, &ext_opts(17), 0, &solicit),
+            expect: Expect::Dhcpv6,
+        },
+        RawCase {
+            name: "DHCPv6 SOLICIT in an atomic fragment (offset 0, no M)",
+            frame: v6(PARTNER6, &ext_frag(17, 0), 44, &solicit),
+            expect: Expect::Dhcpv6,
+        },
+        RawCase {
+            name: "IPv6 non-first fragment whose bytes look like UDP to 547",
+            frame: v6(PARTNER6, &ext_frag(17, 8 << 3), 44, &solicit),
+            expect: Expect::Pass,
+        },
+        RawCase {
+            name: "TCP SYN to 647 from a stranger behind destination options",
+            frame: v6(STRANGER6, &ext_opts(6), 60, &tcp_syn(FAILOVER_PORT)),
+            expect: Expect::Dropped,
+        },
+        RawCase {
+            name: "TCP SYN to 647 from a partner behind destination options",
+            frame: v6(PARTNER6, &ext_opts(6), 60, &tcp_syn(FAILOVER_PORT)),
+            expect: Expect::Pass,
+        },
+        RawCase {
+            name: "seven destination-options headers (longer chain than walked)",
+            frame: v6(
+                PARTNER6,
+                &[ext_opts(60).repeat(6), ext_opts(17)].concat(),
+                60,
+                &solicit,
+            ),
+            expect: Expect::Malformed,
         },
         RawCase {
             name: "three VLAN tags (beyond the two parsed)",
@@ -419,7 +488,8 @@ fn send_raw(dev: &str, frames: &[Vec<u8>]) -> io::Result<()> {
     Ok(())
 }
 
-/// UDP destination port of an Ethernet frame (after up to two VLAN tags), if IPv4/IPv6 + UDP.
+/// UDP destination port of an Ethernet frame (after up to two VLAN tags and IPv6 extension
+/// headers), if IPv4/IPv6 + UDP.
 fn udp_dst_port(f: &[u8]) -> Option<u16> {
     let be16 = |i: usize| Some(u16::from_be_bytes([*f.get(i)?, *f.get(i + 1)?]));
     let mut off = 12;
@@ -433,7 +503,23 @@ fn udp_dst_port(f: &[u8]) -> Option<u16> {
     let l3 = off + 2;
     let l4 = match ethertype {
         0x0800 if *f.get(l3 + 9)? == 17 => l3 + usize::from(f.get(l3)? & 0x0f) * 4,
-        0x86dd if *f.get(l3 + 6)? == 17 => l3 + 40,
+        0x86dd => {
+            // Skip options (0, 60) and fragment (44) headers, as the test frames use them.
+            let (mut next, mut off) = (*f.get(l3 + 6)?, l3 + 40);
+            while matches!(next, 0 | 44 | 60) {
+                let len = if next == 44 {
+                    8
+                } else {
+                    (usize::from(*f.get(off + 1)?) + 1) * 8
+                };
+                next = *f.get(off)?;
+                off += len;
+            }
+            if next != 17 {
+                return None;
+            }
+            off
+        }
         _ => return None,
     };
     be16(l4 + 2)
@@ -736,6 +822,11 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
     assert_eq!((d.dhcpv4, d.dhcpv6), (3 + raw4, 1 + raw6), "{d}");
     assert_eq!(d.no_socket, 0, "{d}");
     assert_eq!(d.malformed, raw_bad, "{d}; cases {names:?}");
+    assert_eq!(d.failover_dropped, count(Expect::Dropped), "{d}");
+    assert_eq!(
+        d.failover_passed, 1,
+        "the partner's SYN behind options: {d}"
+    );
     drop(socks);
 
     // Dropping the loader detaches the program.

@@ -8,9 +8,15 @@
 //!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited.
 //! - Everything else, including frames too short for the headers they claim, is passed.
 //!
+//! Parsed: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), IPv4 (IHL honoured; non-first
+//! fragments passed; first fragments of UDP passed, as userspace parses whole datagrams),
+//! IPv6 with up to `MAX_IPV6_EXT_HEADERS` extension headers (so none can hide TCP to the
+//! failover port), then the UDP/TCP ports.
+//!
 //! Verifier invariant: every packet read goes through `ptr_at`, which checks
 //! `data + offset + size_of::<T>() <= data_end` right before the pointer is formed, and every
-//! variable offset is bounded (at most two VLAN tags, IHL is 4 bits).
+//! variable offset is bounded (at most two VLAN tags, IHL is 4 bits, a bounded number of
+//! IPv6 extension headers of at most 2,048 bytes each).
 #![no_std]
 #![no_main]
 
@@ -70,6 +76,14 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// IPv6 extension headers walked before giving up (then the frame counts as malformed and
+/// is passed); real traffic carries at most two or three.
+const MAX_IPV6_EXT_HEADERS: u32 = 6;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -330,10 +344,53 @@ fn classify_v6(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
     if vtc >> 4 != 6 {
         return Verdict::Malformed;
     }
-    let l4 = l3 + IPV6_HLEN;
-    // Extension headers are not walked: such frames go to the kernel (DHCPv6 clients and
-    // relays do not use them in practice).
-    match next_header {
+    // Walk extension headers so that none can hide TCP to the failover port from the guard
+    // (or DHCPv6 from steering). Bounded, so the verifier sees a finite loop and a bounded
+    // offset (each header is at most 2,048 bytes).
+    let mut next = next_header;
+    let mut l4 = l3 + IPV6_HLEN;
+    let mut more_fragments = false;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, l4) else {
+                    return Verdict::Malformed;
+                };
+                // SAFETY: bounds checked by ptr_at.
+                let (nh, len) = unsafe { ((*ext)[0], (*ext)[1]) };
+                next = nh;
+                l4 += (usize::from(len) + 1) * 8;
+            }
+            IPPROTO_AH => {
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, l4) else {
+                    return Verdict::Malformed;
+                };
+                // SAFETY: bounds checked by ptr_at.
+                let (nh, len) = unsafe { ((*ext)[0], (*ext)[1]) };
+                next = nh;
+                l4 += (usize::from(len) + 2) * 4;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(frag) = ptr_at::<[u8; 4]>(ctx, l4) else {
+                    return Verdict::Malformed;
+                };
+                // SAFETY: bounds checked by ptr_at.
+                let (nh, offset_flags) = unsafe { ((*frag)[0], be16([(*frag)[2], (*frag)[3]])) };
+                if offset_flags & 0xfff8 != 0 {
+                    // Non-first fragment: no L4 header here; the kernel reassembles.
+                    return Verdict::Pass;
+                }
+                more_fragments = offset_flags & 1 != 0;
+                next = nh;
+                l4 += 8;
+            }
+            _ => break,
+        }
+        walked += 1;
+    }
+    match next {
+        IPPROTO_UDP if more_fragments => Verdict::Pass,
         IPPROTO_UDP => udp_verdict(
             ctx,
             cfg,
@@ -342,6 +399,10 @@ fn classify_v6(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
             CFG_DHCPV6,
             Verdict::Dhcpv6,
         ),
+        // Still an extension header after the walk: too long a chain to classify.
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Verdict::Malformed
+        }
         IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, PartnerKey::v6(src)),
         _ => Verdict::Pass,
     }
