@@ -768,7 +768,12 @@ impl Core {
 
     /// What a finished exchange leads to, per scenario.
     fn follow_up(&mut self, local: usize, phase: Phase) {
-        if phase != Phase::Dora || !matches!(self.mode, Mode::Main) {
+        if phase != Phase::Dora {
+            return;
+        }
+        // Follow-ups complete a started unit (DORA + renew, DORA + release),
+        // so they are sent while draining too.
+        if !matches!(self.mode, Mode::Main | Mode::Drain) {
             return;
         }
         let cl = &mut self.clients[local];

@@ -340,6 +340,10 @@ impl Report {
             "answered/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
         );
         for p in &self.phases {
+            if p.sent == 0 && p.releases > 0 {
+                let _ = writeln!(o, "{:<12} releases sent: {}", p.name, p.releases);
+                continue;
+            }
             let _ = writeln!(
                 o,
                 "{:<12} {:>8.2} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11.0} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
@@ -359,9 +363,6 @@ impl Report {
                 p.latency.p99_9_us,
                 p.latency.max_us,
             );
-            if p.releases > 0 {
-                let _ = writeln!(o, "{:<12} releases sent: {}", "", p.releases);
-            }
         }
         let _ = writeln!(
             o,
