@@ -32,7 +32,7 @@ pub use lease::{
     ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
 };
 pub use table::{
-    unix_now, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
+    unix_now, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
 };
 
 /// Current on-disk format version.

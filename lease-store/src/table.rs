@@ -73,6 +73,17 @@ impl Slot {
     }
 }
 
+/// Result of [`LeaseTable::allocate_if`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Alloc<R> {
+    /// The record was taken; `f` returned this.
+    Taken(Slot, R),
+    /// `f` refused the record offered to it; it is back on its free list.
+    Refused,
+    /// No free address of that owner in the pool.
+    Empty,
+}
+
 /// Options for [`LeaseTable::open`].
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -1270,10 +1281,33 @@ impl LeaseTable {
         owner: Owner,
         f: impl FnOnce(&mut Lease) -> R,
     ) -> Option<(Slot, R)> {
-        let p = self.pool_idx(pool)?;
+        match self.allocate_if(pool, shard, now, owner, |l| Some(f(l))) {
+            Alloc::Taken(slot, r) => Some((slot, r)),
+            Alloc::Refused | Alloc::Empty => None,
+        }
+    }
+
+    /// Like [`allocate`](Self::allocate), but `f` may refuse the record (return
+    /// `None`, leaving it unchanged): it then goes back to the tail of its free
+    /// list and `Alloc::Refused` is returned. Failover uses this to skip
+    /// released/expired addresses the partner has not acknowledged yet.
+    /// Callers bound their retries (every refusal requeues the address).
+    pub fn allocate_if<R>(
+        &self,
+        pool: u32,
+        shard: usize,
+        now: u32,
+        owner: Owner,
+        f: impl FnOnce(&mut Lease) -> Option<R>,
+    ) -> Alloc<R> {
+        let Some(p) = self.pool_idx(pool) else {
+            return Alloc::Empty;
+        };
         let shard = shard % self.shards;
         let (slot, mut g, raw, old) = loop {
-            let slot = self.pop_free(p, shard, owner)?;
+            let Some(slot) = self.pop_free(p, shard, owner) else {
+                return Alloc::Empty;
+            };
             let g = self.lock_record(slot);
             let raw = g.bytes();
             let old = self.decode_at(slot, &raw);
@@ -1287,11 +1321,15 @@ impl LeaseTable {
         };
         let mut new = old;
         new.shard = shard as u16;
-        let r = f(&mut new);
+        let Some(r) = f(&mut new) else {
+            drop(g);
+            self.push_free(p, slot, owner);
+            return Alloc::Refused;
+        };
         self.apply_locked(slot, &mut g, &raw, &old, &mut new);
         drop(g);
         self.reindex(slot, &old.client, &new.client);
-        Some((Slot(slot), r))
+        Alloc::Taken(Slot(slot), r)
     }
 
     /// Changes one record under its lock: `f` sees the current record and may
