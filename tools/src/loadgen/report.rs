@@ -333,6 +333,49 @@ impl Report {
             self.relay
                 .map_or(String::new(), |g| format!(", relayed via {g}")),
         );
+        if !self.phases.is_empty() {
+            self.phase_rows(&mut o);
+        }
+        for d in &self.duplicate_examples {
+            let _ = writeln!(
+                o,
+                "  DUPLICATE {} ACKed to client {} while bound to client {}",
+                d.address, d.client, d.other_client
+            );
+        }
+        for (i, t) in self.threads.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "thread {i}: {} | tx {} ({:.0} pps) rx {} | stale {} other {} fwd {} lost {} kernel-drops {} | busy {:.0}%",
+                t.port,
+                t.tx_packets,
+                t.tx_pps,
+                t.rx_frames,
+                t.rx_stale,
+                t.rx_other,
+                t.forwarded,
+                t.forward_lost,
+                t.kernel_rx_drops,
+                t.busy_pct
+            );
+        }
+        if let Some(r) = &self.io_fallback_reason {
+            let _ = writeln!(o, "AF_XDP not used: {r}");
+        }
+        let _ = writeln!(
+            o,
+            "loadgen: tx {:.0} pps, rx {:.0} pps{}; {}",
+            self.loadgen.tx_pps,
+            self.loadgen.rx_pps,
+            self.loadgen
+                .self_test_tx_pps
+                .map_or(String::new(), |r| format!(", self-test max tx {r:.0} pps")),
+            self.loadgen.note
+        );
+        o
+    }
+
+    fn phase_rows(&self, o: &mut String) {
         let _ = writeln!(
             o,
             "{:<12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -371,42 +414,5 @@ impl Report {
             self.distinct_addresses,
             self.phases.iter().map(|p| p.duplicates).sum::<u64>()
         );
-        for d in &self.duplicate_examples {
-            let _ = writeln!(
-                o,
-                "  DUPLICATE {} ACKed to client {} while bound to client {}",
-                d.address, d.client, d.other_client
-            );
-        }
-        for (i, t) in self.threads.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "thread {i}: {} | tx {} ({:.0} pps) rx {} | stale {} other {} fwd {} lost {} kernel-drops {} | busy {:.0}%",
-                t.port,
-                t.tx_packets,
-                t.tx_pps,
-                t.rx_frames,
-                t.rx_stale,
-                t.rx_other,
-                t.forwarded,
-                t.forward_lost,
-                t.kernel_rx_drops,
-                t.busy_pct
-            );
-        }
-        if let Some(r) = &self.io_fallback_reason {
-            let _ = writeln!(o, "AF_XDP not used: {r}");
-        }
-        let _ = writeln!(
-            o,
-            "loadgen: tx {:.0} pps, rx {:.0} pps{}; {}",
-            self.loadgen.tx_pps,
-            self.loadgen.rx_pps,
-            self.loadgen
-                .self_test_tx_pps
-                .map_or(String::new(), |r| format!(", self-test max tx {r:.0} pps")),
-            self.loadgen.note
-        );
-        o
     }
 }
