@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lease_store::{ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
+use lease_store::{Alloc, ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
+use xdhcpd_failover::{Admission, BindingStatus, FailoverPolicy, PolicyCell, RequestKind, Role};
 
 use super::stats::EngineStats;
 use super::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
@@ -34,6 +35,8 @@ pub struct EngineShared {
     reservations: HashMap<ClientKey, (usize, Ipv4Addr)>,
     /// Pool id -> subnet index.
     pool_subnet: HashMap<u32, usize>,
+    /// Published by the failover driver; None = standalone server.
+    pub failover: Option<Arc<PolicyCell>>,
 }
 
 impl EngineShared {
@@ -54,7 +57,14 @@ impl EngineShared {
             server_id,
             reservations,
             pool_subnet,
+            failover: None,
         }
+    }
+
+    /// Makes the engines obey a failover relationship's policy.
+    pub fn with_failover(mut self, cell: Arc<PolicyCell>) -> Self {
+        self.failover = Some(cell);
+        self
     }
 
     /// Marks reserved addresses that lie inside pools so allocation never
@@ -106,6 +116,8 @@ pub enum Silence {
     PoolExhausted,
     OtherServer,
     UnknownClient,
+    /// The failover state or load balancing says the partner answers.
+    Failover,
     /// RELEASE / DECLINE: applied, no reply by design.
     NoReplyExpected,
     NoRoom,
@@ -127,6 +139,80 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     /// Slots changed since the last `take_changed` (group commit, failover).
     changed: Vec<Slot>,
+    /// Failover policy and admission of the message being handled.
+    pol: Option<FailoverPolicy>,
+    admission: Admission,
+    /// Option 82 of the message being handled, stored with the binding so
+    /// binding updates can carry it (first 23 bytes; byte 0 = length).
+    relay_info: [u8; 24],
+}
+
+/// Failover binding status of a record offered to a *new* client.
+fn binding_status(l: &Lease, now: u32) -> BindingStatus {
+    match l.state {
+        LeaseState::Free => BindingStatus::Free,
+        LeaseState::Backup => BindingStatus::Backup,
+        LeaseState::Released => BindingStatus::Released,
+        LeaseState::Expired | LeaseState::Declined => BindingStatus::Expired,
+        LeaseState::Offered | LeaseState::Active if l.expiry <= now => BindingStatus::Expired,
+        LeaseState::Offered | LeaseState::Active | LeaseState::Reserved => BindingStatus::Active,
+        LeaseState::Abandoned => BindingStatus::Abandoned,
+    }
+}
+
+/// May `key` take this record now, under the failover policy `pol`?
+/// The client's own binding is not an allocation; anything else is, and
+/// must pass `may_allocate` (own pool; the partner's only in PARTNER-DOWN
+/// after MCLT; expired/released only after the partner acknowledged them).
+fn may_take(l: &Lease, key: &ClientKey, now: u32, pol: Option<&FailoverPolicy>) -> bool {
+    if !can_take(l, key, now) {
+        return false;
+    }
+    let own = l.client == *key && l.state.binds_client();
+    match pol {
+        None => true,
+        Some(_) if own => true,
+        Some(p) => p.may_allocate(
+            now,
+            binding_status(l, now),
+            l.expiry.max(l.potential_expiry),
+        ),
+    }
+}
+
+/// Lease time granted: the configured choice, capped by the MCLT rule when
+/// in a failover relationship. Returns (seconds, expiry, potential expiry).
+fn grant(pol: Option<&FailoverPolicy>, now: u32, desired: u32, acked: u32) -> (u32, u32, u32) {
+    match pol {
+        None => (
+            desired,
+            now.saturating_add(desired),
+            now.saturating_add(desired),
+        ),
+        Some(p) => {
+            let g = p.lease_time_allowed(now, desired, acked);
+            (g.lease_secs, g.lease_expiry, g.potential_expiry)
+        }
+    }
+}
+
+/// Failover's view of the request kind (for admission).
+fn request_kind(
+    kind: MessageType,
+    msg: &Message<'_>,
+    sum: &Summary<'_>,
+    meta: &RxMeta,
+) -> RequestKind {
+    match kind {
+        MessageType::Discover => RequestKind::Discover,
+        MessageType::Release => RequestKind::Release,
+        MessageType::Decline => RequestKind::Decline,
+        MessageType::Inform => RequestKind::Inform,
+        _ if sum.server_id.is_some() => RequestKind::RequestSelecting,
+        _ if msg.ciaddr().is_unspecified() => RequestKind::RequestInitReboot,
+        _ if meta.dst_ip.is_broadcast() => RequestKind::Rebind,
+        _ => RequestKind::Renew,
+    }
 }
 
 /// A lease that holds its address for a client at `now`.
@@ -136,6 +222,43 @@ fn is_bound(l: &Lease, now: u32) -> bool {
         LeaseState::Reserved | LeaseState::Declined | LeaseState::Abandoned => true,
         _ => false,
     }
+}
+
+/// The free state of an address owned by `owner` (failover: FREE or BACKUP).
+fn free_state(owner: Owner) -> LeaseState {
+    match owner {
+        Owner::Primary => LeaseState::Free,
+        Owner::Backup => LeaseState::Backup,
+    }
+}
+
+/// `bind` with the failover lease-time rule; returns the lease seconds.
+#[allow(clippy::too_many_arguments)]
+fn bind_granted(
+    l: &mut Lease,
+    key: &ClientKey,
+    msg: &Message<'_>,
+    state: LeaseState,
+    now: u32,
+    desired: u32,
+    hold: u32,
+    pol: Option<&FailoverPolicy>,
+    relay: &[u8; 24],
+) -> u32 {
+    if l.state == LeaseState::Backup {
+        l.owner = Owner::Backup;
+    } else if l.state == LeaseState::Free {
+        l.owner = Owner::Primary;
+    }
+    let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
+    if state == LeaseState::Offered {
+        bind(l, key, msg, state, now, hold);
+    } else {
+        bind(l, key, msg, state, now, expiry);
+        l.potential_expiry = potential;
+        l.extra[..24].copy_from_slice(relay);
+    }
+    secs
 }
 
 /// Writes the binding of `key` into a record the caller may take.
@@ -176,7 +299,10 @@ fn can_take(l: &Lease, key: &ClientKey, now: u32) -> bool {
         // Quarantine applies to everyone, the decliner included.
         LeaseState::Declined => l.expiry <= now,
         LeaseState::Reserved => l.client == *key,
-        LeaseState::Backup | LeaseState::Abandoned => false,
+        // A backup-owned free address: whether this server may use it is
+        // the failover policy's call (`may_take`).
+        LeaseState::Backup => true,
+        LeaseState::Abandoned => false,
     }
 }
 
@@ -187,6 +313,9 @@ impl Engine {
             shard,
             stats,
             changed: Vec::with_capacity(256),
+            pol: None,
+            admission: Admission::Serve,
+            relay_info: [0; 24],
         }
     }
 
@@ -224,6 +353,20 @@ impl Engine {
             return self.silent(&st.not_request, Silence::NotRequest);
         };
         let key = client_key(&msg, &sum);
+        self.pol = self.shared.failover.as_ref().map(|c| c.load());
+        self.admission = Admission::Serve;
+        if let Some(pol) = &self.pol {
+            let hash_key = sum.client_id.unwrap_or(msg.chaddr());
+            self.admission = pol.admit(request_kind(kind, &msg, &sum, meta), hash_key, msg.secs());
+            if let Admission::Drop(_) = self.admission {
+                return self.silent(&st.failover_dropped, Silence::Failover);
+            }
+        }
+        self.relay_info = [0; 24];
+        if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
+            self.relay_info[0] = ri.len() as u8;
+            self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
+        }
         match kind {
             MessageType::Discover => {
                 EngineStats::inc(&st.discovers);
@@ -272,8 +415,10 @@ impl Engine {
         self.changed.push(slot);
     }
 
-    /// Tries to give `slot` to `key` as `state` until `expiry`. Returns false if
-    /// the record belongs to someone else (checked under the record lock).
+    /// Binds `slot` to `key` as Offered (held until `hold`) or Active (for
+    /// the granted time), if `may_take` allows it under the record lock.
+    /// Returns the lease seconds granted (for option 51).
+    #[allow(clippy::too_many_arguments)]
     fn take(
         &mut self,
         slot: Slot,
@@ -281,19 +426,31 @@ impl Engine {
         msg: &Message<'_>,
         state: LeaseState,
         now: u32,
-        expiry: u32,
-    ) -> bool {
-        let ok = self.shared.table.update(slot, |l| {
-            if !can_take(l, key, now) {
-                return false;
+        desired: u32,
+        hold: u32,
+    ) -> Option<u32> {
+        let pol = self.pol;
+        let relay = self.relay_info;
+        let r = self.shared.table.update(slot, |l| {
+            if !may_take(l, key, now, pol.as_ref()) {
+                return None;
             }
-            bind(l, key, msg, state, now, expiry);
-            true
+            Some(bind_granted(
+                l,
+                key,
+                msg,
+                state,
+                now,
+                desired,
+                hold,
+                pol.as_ref(),
+                &relay,
+            ))
         });
-        if ok {
+        if r.is_some() {
             self.record_change(slot);
         }
-        ok
+        r
     }
 
     fn discover(
@@ -311,18 +468,21 @@ impl Engine {
         };
         let subnet_index = subnet.index;
         let hold = now.saturating_add(subnet.times.offer_hold);
-        let lease = lease_time(&subnet.times, sum.lease_time);
+        let desired = lease_time(&subnet.times, sum.lease_time);
 
-        let addr = match self.shared.reservations.get(key) {
+        let chosen = match self.shared.reservations.get(key) {
             Some(&(si, ip)) if si == subnet_index => {
-                if let Some(slot) = self.shared.table.slot_of(ip) {
-                    self.take(slot, key, msg, LeaseState::Offered, now, hold);
-                }
-                Some(ip)
+                let granted = match self.shared.table.slot_of(ip) {
+                    Some(slot) => {
+                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                    }
+                    None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
+                };
+                granted.map(|g| (ip, g))
             }
-            _ => self.choose_address(now, msg, sum, key, subnet_index, hold),
+            _ => self.choose_address(now, msg, sum, key, subnet_index, desired, hold),
         };
-        let Some(addr) = addr else {
+        let Some((addr, lease)) = chosen else {
             return self.silent(&st.pool_exhausted, Silence::PoolExhausted);
         };
         let subnet = &self.shared.config.subnets[subnet_index];
@@ -340,6 +500,7 @@ impl Engine {
 
     /// RFC 2131 §4.3.1 order: the client's current or previous binding, the
     /// requested address if free, else a new address from the pools.
+    #[allow(clippy::too_many_arguments)]
     fn choose_address(
         &mut self,
         now: u32,
@@ -347,37 +508,76 @@ impl Engine {
         sum: &Summary<'_>,
         key: &ClientKey,
         subnet_index: usize,
+        desired: u32,
         hold: u32,
-    ) -> Option<Ipv4Addr> {
+    ) -> Option<(Ipv4Addr, u32)> {
         let table = self.shared.table.clone();
         if let Some((slot, _)) = table.find_client(key) {
-            if self.subnet_of_slot(slot) == Some(subnet_index)
-                && self.take(slot, key, msg, LeaseState::Offered, now, hold)
-            {
-                return Some(table.addr_of(slot));
+            if self.subnet_of_slot(slot) == Some(subnet_index) {
+                if let Some(g) = self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                {
+                    return Some((table.addr_of(slot), g));
+                }
             }
         }
         if let Some(ip) = sum.requested_ip {
             if let Some(slot) = table.slot_of(ip) {
-                if self.subnet_of_slot(slot) == Some(subnet_index)
-                    && self.take(slot, key, msg, LeaseState::Offered, now, hold)
-                {
-                    return Some(ip);
+                if self.subnet_of_slot(slot) == Some(subnet_index) {
+                    if let Some(g) =
+                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                    {
+                        return Some((ip, g));
+                    }
                 }
             }
         }
+        // Which free lists this server may draw from: its own (primary FREE,
+        // secondary BACKUP), and in PARTNER-DOWN also the partner's.
+        let (own, other) = match self.pol.map(|p| (p.role, p.state)) {
+            None | Some((Role::Primary, _)) => (Owner::Primary, Owner::Backup),
+            Some((Role::Secondary, _)) => (Owner::Backup, Owner::Primary),
+        };
+        let partner_down = self
+            .pol
+            .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
+        let pol = self.pol;
+        let relay = self.relay_info;
         let n = self.shared.config.subnets[subnet_index].pools.len();
-        for i in 0..n {
-            let pool_id = self.shared.config.subnets[subnet_index].pools[i].id;
-            // `allocate` re-checks freedom under the record lock and binds
-            // there, so no other worker can take the address in between.
-            if let Some((slot, ())) =
-                table.allocate(pool_id, self.shard, now, Owner::Primary, |l| {
-                    bind(l, key, msg, LeaseState::Offered, now, hold)
-                })
-            {
-                self.record_change(slot);
-                return Some(table.addr_of(slot));
+        for owner in [Some(own), partner_down.then_some(other)]
+            .into_iter()
+            .flatten()
+        {
+            for i in 0..n {
+                let pool_id = self.shared.config.subnets[subnet_index].pools[i].id;
+                // `allocate_if` re-checks freedom under the record lock and
+                // binds there, so no other worker can take it in between.
+                // A refused record (failover rules) goes back to its list;
+                // bounded retries keep the per-packet cost bounded.
+                for _ in 0..16 {
+                    match table.allocate_if(pool_id, self.shard, now, owner, |l| {
+                        if !may_take(l, key, now, pol.as_ref()) {
+                            return None;
+                        }
+                        Some(bind_granted(
+                            l,
+                            key,
+                            msg,
+                            LeaseState::Offered,
+                            now,
+                            desired,
+                            hold,
+                            pol.as_ref(),
+                            &relay,
+                        ))
+                    }) {
+                        Alloc::Taken(slot, g) => {
+                            self.record_change(slot);
+                            return Some((table.addr_of(slot), g));
+                        }
+                        Alloc::Refused => continue,
+                        Alloc::Empty => break,
+                    }
+                }
             }
         }
         None
@@ -403,7 +603,7 @@ impl Engine {
                 if let Some((slot, _)) = self.shared.table.find_client(key) {
                     let withdrawn = self.shared.table.update(slot, |l| {
                         if l.client == *key && l.state == LeaseState::Offered {
-                            l.state = LeaseState::Free;
+                            l.state = free_state(l.owner);
                             true
                         } else {
                             false
@@ -463,17 +663,16 @@ impl Engine {
                 self.silent(&st.unknown_client, Silence::UnknownClient)
             };
         }
-        let lease = lease_time(&subnet.times, sum.lease_time);
-        let expiry = now.saturating_add(lease);
+        let desired = lease_time(&subnet.times, sum.lease_time);
 
         let reserved = matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
         let table = self.shared.table.clone();
-        match table.slot_of(ip) {
+        let lease = match table.slot_of(ip) {
             Some(slot) if self.subnet_of_slot(slot) == Some(subnet_index) => {
                 let known = table.read(slot);
                 let ours = known.client == *key && known.state != LeaseState::Free;
                 if !ours {
-                    if !can_take(&known, key, now) {
+                    if !may_take(&known, key, now, self.pol.as_ref()) {
                         return self.nak(msg, sum, "address in use", out);
                     }
                     // RFC 2131 §4.3.2: no record of an INIT-REBOOT/RENEW
@@ -484,12 +683,13 @@ impl Engine {
                         return self.silent(&st.unknown_client, Silence::UnknownClient);
                     }
                 }
-                if !self.take(slot, key, msg, LeaseState::Active, now, expiry) {
-                    return self.nak(msg, sum, "address in use", out);
+                match self.take(slot, key, msg, LeaseState::Active, now, desired, 0) {
+                    Some(g) => g,
+                    None => return self.nak(msg, sum, "address in use", out),
                 }
             }
             Some(_) => return self.nak(msg, sum, "address belongs to another subnet", out),
-            None if reserved => {}
+            None if reserved => grant(self.pol.as_ref(), now, desired, 0).0,
             None => {
                 // Inside the subnet but outside every pool and not reserved.
                 return if authoritative {
@@ -498,7 +698,7 @@ impl Engine {
                     self.silent(&st.unknown_client, Silence::UnknownClient)
                 };
             }
-        }
+        };
         let subnet = &self.shared.config.subnets[subnet_index];
         self.reply(
             MessageType::Ack,
@@ -695,7 +895,10 @@ impl Engine {
             .and_then(|_| w.option_ip(opt::SERVER_ID, self.shared.server_id));
         if let Some(lease) = lease {
             let t1 = (lease as f64 * subnet.times.renewal_factor) as u32;
-            let t2 = (lease as f64 * subnet.times.rebinding_factor) as u32;
+            let mut t2 = (lease as f64 * subnet.times.rebinding_factor) as u32;
+            if let Some(p) = &self.pol {
+                t2 = p.rebind_time(self.admission, t1, t2);
+            }
             r = r
                 .and_then(|_| w.option_u32(opt::LEASE_TIME, lease))
                 .and_then(|_| w.option_u32(opt::RENEWAL_TIME, t1))

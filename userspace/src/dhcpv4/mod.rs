@@ -15,3 +15,5 @@ pub use engine::{Decision, Delivery, Engine, EngineShared, RxMeta, Silence};
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod failover_tests;

@@ -51,6 +51,7 @@ counters! {
     other_server: "REQUESTs naming another server (offer withdrawn, silent).",
     unknown_client: "INIT-REBOOT/RENEW from a client with no binding here (silent).",
     no_room: "Replies that did not fit the output buffer (dropped).",
+    failover_dropped: "Messages the partner answers (failover state or load balancing; dropped).",
 }
 
 impl EngineStats {
