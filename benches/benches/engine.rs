@@ -207,7 +207,7 @@ fn engine_benches(c: &mut Criterion) {
     let off = FrameLayout::new(0).payload_offset();
 
     // Frame in, frame out for a fresh client's DISCOVER. Each iteration
-    // first copies the 342-byte request frame into the working frame (the
+    // first copies the 377-byte request frame into the working frame (the
     // reply overwrites it in place); that copy (~10 ns) is in the figure.
     let dreq = Req::discover(0);
     let dtpl = build(&dreq);

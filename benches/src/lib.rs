@@ -335,12 +335,12 @@ mod tests {
     #[test]
     fn built_requests_parse_with_both_parsers() {
         let mut d = build(&Req::discover(7));
-        d.set_client(0x0102_0304_05);
+        d.set_client(0x0001_0203_0405);
         let m = Message::new_checked(&d.bytes).unwrap();
         let s = m.summary().unwrap();
         assert_eq!(s.message_type, Some(MessageType::Discover));
-        assert_eq!(m.chaddr(), &client_mac(0x0102_0304_05));
-        assert_eq!(&s.client_id.unwrap()[1..], &client_mac(0x0102_0304_05));
+        assert_eq!(m.chaddr(), &client_mac(0x0001_0203_0405));
+        assert_eq!(&s.client_id.unwrap()[1..], &client_mac(0x0001_0203_0405));
         assert_eq!(s.parameter_list, Some(&PARAMS[..]));
         assert!(s.relay_agent_info.is_some());
         use dhcproto::{v4, Decodable, Decoder};
@@ -349,7 +349,7 @@ mod tests {
             .opts()
             .get(v4::OptionCode::RelayAgentInformation)
             .is_some());
-        assert_eq!(d.bytes.len(), 300);
+        assert!(d.bytes.len() >= 300, "shorter than a BOOTP minimum");
     }
 
     #[test]
