@@ -737,7 +737,7 @@ impl Core {
                         self.totals.duplicate_examples.push((r.yiaddr, g, other));
                     }
                 }
-                self.outstanding -= 1;
+                self.outstanding = self.outstanding.saturating_sub(1);
                 let cl = &mut self.clients[local];
                 cl.step = if bound_ok { Step::Bound } else { Step::Idle };
                 cl.bound = if bound_ok {
@@ -756,7 +756,7 @@ impl Core {
                 st.answered += 1;
                 st.naks += 1;
                 st.last_answer_ns = now;
-                self.outstanding -= 1;
+                self.outstanding = self.outstanding.saturating_sub(1);
                 self.sh.book.release(g);
                 let cl = &mut self.clients[local];
                 cl.step = Step::Idle;
@@ -839,7 +839,7 @@ impl Core {
             } else {
                 Step::Bound
             };
-            self.outstanding -= 1;
+            self.outstanding = self.outstanding.saturating_sub(1);
         }
     }
 
@@ -1052,7 +1052,7 @@ impl Core {
             st.sent += u64::from(first);
             st.unsendable += 1;
             st.drops += 1;
-            self.outstanding -= 1;
+            self.outstanding = self.outstanding.saturating_sub(1);
             let cl = &mut self.clients[local as usize];
             cl.step = if cl.bound.is_unspecified() {
                 Step::Idle
