@@ -252,6 +252,8 @@ struct Conn {
     last_tx: u32,
     partner_max_unacked: u32,
     partner_receive_timer: u32,
+    /// Partner clock minus ours, seconds.
+    skew: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +341,8 @@ pub struct FailoverEngine {
     poolreq_outstanding: bool,
     next_poolreq_at: u32,
     recover_wait_until: u32,
+    /// The STARTUP timer fired (we now wait for the partner, or left STARTUP).
+    startup_timed_out: bool,
     /// We started without any failover state and no failover-recover time.
     may_skip_recover_wait: bool,
     /// The partner was itself recovering when we asked for its bindings.
@@ -443,6 +447,7 @@ impl FailoverEngine {
             poolreq_outstanding: false,
             next_poolreq_at: 0,
             recover_wait_until: 0,
+            startup_timed_out: false,
             may_skip_recover_wait: fresh && cfg.failover_recover.is_none(),
             recover_partner_fresh: false,
             next_heartbeat: now,
@@ -558,7 +563,9 @@ impl FailoverEngine {
             }
         }
         match self.state {
-            ServerState::Startup => at(self.started_at.saturating_add(self.cfg.startup_timeout)),
+            ServerState::Startup if !self.startup_timed_out => {
+                at(self.started_at.saturating_add(self.cfg.startup_timeout))
+            }
             ServerState::CommunicationsInterrupted if self.cfg.use_safe_period => {
                 at(self.state_since.saturating_add(self.cfg.safe_period))
             }
@@ -609,6 +616,7 @@ impl FailoverEngine {
             last_tx: now,
             partner_max_unacked: self.cfg.max_unacked_bndupd,
             partner_receive_timer: 0,
+            skew: None,
         };
         if self.cfg.role == Role::Primary {
             let xid = self.xid();
@@ -653,6 +661,15 @@ impl FailoverEngine {
             match c.decoder.next_message() {
                 Ok(Some(m)) => {
                     c.last_rx = now;
+                    // Draft-12 5.10: estimate the partner's clock offset from every message.
+                    // A sample is the true offset minus the transit delay, so keep the
+                    // largest recent one; follow large drops (a clock step) at once.
+                    let sample = m.time as i64 - now as i64;
+                    c.skew = match c.skew {
+                        None => Some(sample),
+                        Some(k) if sample < k - 5 => Some(sample),
+                        Some(k) => Some(sample.max(k - 1)),
+                    };
                     self.handle_message(now, m);
                 }
                 Ok(None) => break,
@@ -671,7 +688,11 @@ impl FailoverEngine {
         self.tick(now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.saturating_add(self.cfg.heartbeat_interval);
-            self.persist.last_operational = now;
+            // "Operational" = answering clients: that is what the partner's PARTNER-DOWN
+            // time is compared with when we restart (draft-12 9.3.2 step 5).
+            if self.policy().responsive() || self.state == ServerState::RecoverDone {
+                self.persist.last_operational = now;
+            }
             if self.communications_ok() {
                 self.persist.last_contact = now;
             }
@@ -695,8 +716,10 @@ impl FailoverEngine {
         }
         match self.state {
             ServerState::Startup
-                if now >= self.started_at.saturating_add(self.cfg.startup_timeout) =>
+                if !self.startup_timed_out
+                    && now >= self.started_at.saturating_add(self.cfg.startup_timeout) =>
             {
+                self.startup_timed_out = true;
                 self.startup_expired(now)
             }
             ServerState::CommunicationsInterrupted
@@ -753,6 +776,14 @@ impl FailoverEngine {
         };
         let done = match self.incoming.get_mut(&xid) {
             Some(inc) if inc.gen == gen => {
+                if result.is_ok() {
+                    // The partner's newer information replaced our record: an update of ours
+                    // for this address that is still queued is stale; drop it (the `order`
+                    // entry is skipped when its address has no pending entry).
+                    if let Some((addr, _)) = inc.results.get(idx) {
+                        self.pending.remove(addr);
+                    }
+                }
                 if let Err(r) = result {
                     self.stats.bndupd_rejected_by_us += 1;
                     if let Some(slot) = inc.results.get_mut(idx) {
@@ -887,6 +918,19 @@ impl FailoverEngine {
     fn tick(&mut self, now: u32) {
         // Clocks may step backwards; the engine only needs a monotone-ish "now" for stamps.
         self.now = now;
+    }
+
+    /// Partner clock minus ours as currently estimated (0 when not connected).
+    pub fn partner_clock_offset(&self) -> i64 {
+        self.conn.as_ref().and_then(|c| c.skew).unwrap_or(0)
+    }
+
+    /// Converts a partner timestamp to our clock; 0 ("unset") stays 0.
+    fn to_local(&self, t: u32) -> u32 {
+        if t == 0 {
+            return 0;
+        }
+        (t as i64 - self.partner_clock_offset()).clamp(1, u32::MAX as i64) as u32
     }
 
     fn xid(&mut self) -> u32 {
@@ -1361,6 +1405,7 @@ impl FailoverEngine {
         };
         let startup = flags & codec::SERVER_FLAG_STARTUP != 0 || ps == ServerState::Startup;
         let changed = self.partner != Some(ps) || self.partner_startup != startup;
+        let start_time = self.to_local(start_time);
         self.partner = Some(ps);
         self.partner_since = start_time;
         self.partner_startup = startup;
@@ -1421,6 +1466,10 @@ impl FailoverEngine {
         }
         if target == ServerState::Recover && self.fresh {
             self.persist.recover_all = true;
+        } else if target == ServerState::Recover && self.cfg.failover_recover.is_none() {
+            // Draft-12 9.6.2: wait MCLT from when we stopped serving.
+            self.persist.recover_base =
+                self.persist.recover_base.max(self.persist.last_operational);
         }
         self.enter_state(now, target, since, "startup complete");
     }
@@ -1524,7 +1573,8 @@ impl FailoverEngine {
             use ServerState::*;
             match self.state {
                 Normal => match p {
-                    Normal | RecoverDone | ConflictDone => {}
+                    // C-I is the partner's transient state until it sees our NORMAL.
+                    Normal | CommunicationsInterrupted | RecoverDone | ConflictDone => {}
                     Shutdown => self.enter_partner_down(now, now, "partner shut down"),
                     _ => self.set_state(now, CommunicationsInterrupted, "partner changed state"),
                 },
@@ -1545,7 +1595,11 @@ impl FailoverEngine {
                     | PotentialConflict
                     | ResolutionInterrupted
                     | ConflictDone => self.set_state(now, PotentialConflict, "partner running"),
-                    RecoverDone => self.set_state(now, Normal, "partner recovered"),
+                    // While in PARTNER-DOWN we may have used the partner's addresses: it must
+                    // hold every such binding before either of us is NORMAL, so flush first.
+                    RecoverDone if self.pending.is_empty() && self.inflight.is_empty() => {
+                        self.set_state(now, Normal, "partner recovered")
+                    }
                     _ => {}
                 },
                 Recover => match p {
@@ -1639,7 +1693,12 @@ impl FailoverEngine {
         for (i, t) in txns.into_iter().enumerate() {
             self.stats.bndupd_received += 1;
             match binding_from_txn(&t, msg_time) {
-                Ok(b) => {
+                Ok(mut b) => {
+                    // Partner's absolute times into our clock (draft-12 7.8.2 step 6).
+                    b.lease_expiry = self.to_local(b.lease_expiry);
+                    b.potential_expiry = self.to_local(b.potential_expiry);
+                    b.cltt = self.to_local(b.cltt);
+                    b.start = self.to_local(b.start);
                     inc.results.push((t.addr, None));
                     inc.remaining += 1;
                     to_apply.push((i, b));
@@ -1694,6 +1753,11 @@ impl FailoverEngine {
             }
         }
         self.check_updreq_done(now);
+        if self.state == ServerState::PartnerDown {
+            // Pending PARTNER-DOWN -> NORMAL waits for the queue to drain.
+            self.pump();
+            self.react(now);
+        }
     }
 
     fn maybe_poolreq(&mut self, now: u32) {

@@ -1,0 +1,1191 @@
+//! Deterministic simulation harness: two failover engines, a simulated clock and TCP-like
+//! network, durable in-memory lease tables, and a minimal DHCP server model that obeys the
+//! engine's `FailoverPolicy` and the MCLT rule.
+//!
+//! Model assumptions (the protocol's own operating assumptions, see draft-12 sections 9.4 and
+//! 10): the operator declares a partner down only when it has crashed (or is cut off from
+//! clients too), and a partition between two *client-reachable* servers ends before
+//! `safe_period - MCLT`. Lease tables are durable at every change ("ack mode").
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use xdhcpd_failover::{
+    apply_ack, backup_share, resolve_update, Action, Admission, Binding, BindingStatus, Config,
+    FailoverEngine, FailoverPersist, PolicyCell, RejectReason, RequestKind, Role, ServerState,
+    UpdateDecision,
+};
+
+pub const T0: u32 = 1_700_000_000;
+pub const POOL: usize = 32;
+pub const GRACE: u32 = 30;
+pub const MAX_SKEW: i64 = 20;
+
+/// splitmix64: tiny deterministic PRNG (no dependency).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + self.below((hi - lo + 1) as u64) as u32
+    }
+    pub fn chance(&mut self, p_permille: u32) -> bool {
+        self.below(1000) < p_permille as u64
+    }
+}
+
+pub fn addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, (i + 1) as u8)
+}
+
+/// One record of the durable lease table.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// `potential_expiry` = what the partner committed to.
+    pub b: Binding,
+    /// Latest potential expiration we sent (draft-12 7.1.5 "sent-potential-expiration-time").
+    pub sent_pot: u32,
+    /// The partner has not acknowledged the latest change.
+    pub unacked: bool,
+}
+
+fn fresh_table(now: u32) -> Vec<Record> {
+    (0..POOL)
+        .map(|i| Record {
+            b: Binding::free(addr(i), now),
+            sent_pot: 0,
+            unacked: false,
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+pub struct SimParams {
+    pub mclt: u32,
+    pub desired: u32,
+    pub safe_period: u32,
+    pub use_safe_period: bool,
+    pub split: Option<u16>,
+    pub fresh_primary_partner_down: bool,
+    pub clients: usize,
+    pub duration: u32,
+    /// Fault intensity in permille per fault-tick.
+    pub faults: u32,
+}
+
+impl SimParams {
+    pub fn random(rng: &mut Rng) -> Self {
+        SimParams {
+            mclt: 120,
+            desired: 480,
+            safe_period: 600,
+            use_safe_period: rng.chance(700),
+            split: if rng.chance(500) { Some(128) } else { None },
+            fresh_primary_partner_down: rng.chance(500),
+            clients: rng.range(8, 28) as usize,
+            duration: rng.range(1500, 3000),
+            faults: rng.range(50, 400),
+        }
+    }
+}
+
+pub fn config(role: Role, p: &SimParams) -> Config {
+    let mut c = Config::new(role, "sim-pair");
+    c.mclt = p.mclt;
+    c.max_unacked_bndupd = 4;
+    c.poll_interval = 5;
+    c.poll_timeout = 20;
+    c.use_safe_period = p.use_safe_period;
+    c.safe_period = p.safe_period;
+    c.split = p.split;
+    c.backup_pct = 50;
+    c.startup_timeout = 10;
+    c.startup_needs_partner = true;
+    c.fresh_primary_partner_down = p.fresh_primary_partner_down;
+    c.heartbeat_interval = 15;
+    c.pool_request_interval = 300;
+    c
+}
+
+pub struct Node {
+    pub role: Role,
+    pub cfg: Config,
+    pub engine: Option<FailoverEngine>,
+    pub cell: PolicyCell,
+    pub offset: i64,
+    pub table: Vec<Record>,
+    pub persist: Option<FailoverPersist>,
+    /// Cut off from clients (and the partner) until this true time.
+    pub isolated_until: u32,
+    /// After an isolation, clients are served only once the failover state resynchronised.
+    pub needs_sync: bool,
+    pub crashed_at: u32,
+    /// Restart at this true time (when crashed).
+    pub restart_at: u32,
+    pub failover_recover_on_restart: bool,
+}
+
+impl Node {
+    pub fn now(&self, t: u32) -> u32 {
+        (t as i64 + self.offset).clamp(0, u32::MAX as i64) as u32
+    }
+    pub fn alive(&self) -> bool {
+        self.engine.is_some()
+    }
+    pub fn state(&self) -> Option<ServerState> {
+        self.engine.as_ref().map(|e| e.state())
+    }
+}
+
+/// TCP-like link: ordered byte streams per direction, delays, resets, partitions.
+#[derive(Default)]
+pub struct Link {
+    pub up: bool,
+    /// Per direction (index = sender): (true delivery time, bytes).
+    pub q: [VecDeque<(u32, Vec<u8>)>; 2],
+    /// Sender closed: after its queue drains, the receiver sees the close.
+    pub fin: [bool; 2],
+    /// No connection possible before this true time.
+    pub blocked_until: u32,
+    pub reconnect_at: u32,
+    /// Connection silently dead (host crash / partition): data is dropped, nobody is told.
+    pub dead: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub key: Vec<u8>,
+    /// (address index, true end, granting node, true renew time, true rebind time)
+    pub lease: Option<(usize, u32, usize, u32, u32)>,
+    pub next_at: u32,
+}
+
+#[derive(Default, Clone, Debug)]
+pub struct Coverage {
+    pub states: BTreeMap<ServerState, u64>,
+    pub transitions: BTreeMap<(ServerState, ServerState), u64>,
+    pub grants: u64,
+    pub renewals: u64,
+    pub dropped_discovers: u64,
+    pub bndupd_sent: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+}
+
+impl Coverage {
+    pub fn merge(&mut self, o: &Coverage) {
+        for (k, v) in &o.states {
+            *self.states.entry(*k).or_default() += v;
+        }
+        for (k, v) in &o.transitions {
+            *self.transitions.entry(*k).or_default() += v;
+        }
+        self.grants += o.grants;
+        self.renewals += o.renewals;
+        self.dropped_discovers += o.dropped_discovers;
+        self.bndupd_sent += o.bndupd_sent;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+    }
+}
+
+pub struct Sim {
+    pub rng: Rng,
+    pub p: SimParams,
+    pub t: u32,
+    pub nodes: [Node; 2],
+    pub link: Link,
+    pub clients: Vec<Client>,
+    pub cov: Coverage,
+    pub next_fault: u32,
+    pub next_sweep: u32,
+    /// Random faults enabled (scenario tests drive faults by hand).
+    pub random_faults: bool,
+    pub random_clients: bool,
+    pub log: Vec<String>,
+    pub verbose: bool,
+    /// (true time, node, down seconds): process exits after SHUTDOWN/PAUSE.
+    pub pending_stops: Vec<(u32, usize, u32)>,
+    pub stuck: u32,
+}
+
+fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
+    let cfg = config(role, p);
+    let engine = FailoverEngine::new(cfg.clone(), None, t).ok();
+    let cell = PolicyCell::new(
+        engine
+            .as_ref()
+            .map(|e| e.policy())
+            .unwrap_or_else(xdhcpd_failover::FailoverPolicy::standalone),
+    );
+    Node {
+        role,
+        cfg,
+        engine,
+        cell,
+        offset: 0,
+        table: fresh_table(t),
+        persist: None,
+        isolated_until: 0,
+        needs_sync: false,
+        crashed_at: 0,
+        restart_at: 0,
+        failover_recover_on_restart: false,
+    }
+}
+
+impl Sim {
+    pub fn new(seed: u64, p: SimParams) -> Self {
+        let rng = Rng::new(seed);
+        let t = T0;
+        let clients = (0..p.clients)
+            .map(|i| Client {
+                key: vec![0x02, 0, 0, 0, (i >> 8) as u8, i as u8],
+                lease: None,
+                next_at: t + 5 + (i as u32 * 7) % 60,
+            })
+            .collect();
+        let mut s = Sim {
+            rng,
+            t,
+            nodes: [
+                node_new(Role::Primary, &p, t),
+                node_new(Role::Secondary, &p, t),
+            ],
+            link: Link {
+                reconnect_at: t + 1,
+                ..Link::default()
+            },
+            clients,
+            cov: Coverage::default(),
+            next_fault: t + 60,
+            next_sweep: t + 10,
+            random_faults: true,
+            random_clients: true,
+            log: Vec::new(),
+            verbose: false,
+            pending_stops: Vec::new(),
+            stuck: 0,
+            p,
+        };
+        s.cov.states.insert(ServerState::Startup, 2);
+        s.drain(0);
+        s.drain(1);
+        s
+    }
+
+    fn note(&mut self, m: String) {
+        if self.verbose {
+            eprintln!("[{}] {}", self.t - T0, m);
+        }
+        if self.log.len() < 4000 {
+            self.log.push(format!("[{}] {}", self.t - T0, m));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Driver: actions and transmits
+
+    pub fn drain(&mut self, i: usize) {
+        for _ in 0..10_000 {
+            let Some(e) = self.nodes[i].engine.as_mut() else {
+                return;
+            };
+            let Some(a) = e.poll_action() else {
+                break;
+            };
+            self.on_action(i, a);
+        }
+        let Some(e) = self.nodes[i].engine.as_mut() else {
+            return;
+        };
+        if let Some(bytes) = e.poll_transmit() {
+            self.push_bytes(i, bytes);
+        }
+        // Actions produced while building the transmit (none today) would be picked up next time.
+    }
+
+    fn push_bytes(&mut self, from: usize, bytes: Vec<u8>) {
+        if !self.link.up || self.link.dead || self.link.fin[from] {
+            return;
+        }
+        // Split into up to three chunks (partial frames on the receiver).
+        let mut last = self.link.q[from].back().map_or(self.t, |(at, _)| *at);
+        let mut rest = &bytes[..];
+        let pieces = self.rng.range(1, 3);
+        for k in 0..pieces {
+            if rest.is_empty() {
+                break;
+            }
+            let n = if k + 1 == pieces {
+                rest.len()
+            } else {
+                self.rng.range(1, rest.len() as u32) as usize
+            };
+            let delay = if self.rng.chance(50) {
+                self.rng.range(1, 4)
+            } else {
+                self.rng.range(0, 1)
+            };
+            last = last.max(self.t + delay);
+            self.link.q[from].push_back((last, rest[..n].to_vec()));
+            rest = &rest[n..];
+        }
+    }
+
+    fn on_action(&mut self, i: usize, a: Action) {
+        let now = self.nodes[i].now(self.t);
+        match a {
+            Action::StateChanged {
+                from,
+                own,
+                partner,
+                reason,
+                ..
+            } => {
+                if from != own {
+                    *self.cov.states.entry(own).or_default() += 1;
+                    *self.cov.transitions.entry((from, own)).or_default() += 1;
+                    self.note(format!(
+                        "node{i}: {from} -> {own} (partner {partner:?}): {reason}"
+                    ));
+                }
+            }
+            Action::Persist(p) => {
+                // Round-trip through the fixed byte layout, as the lease store would.
+                let bytes = p.to_bytes();
+                self.nodes[i].persist = FailoverPersist::from_bytes(&bytes).ok();
+                assert_eq!(self.nodes[i].persist, Some(p), "persist round trip");
+            }
+            Action::PolicyChanged(pol) => self.nodes[i].cell.store(&pol),
+            Action::ApplyBinding { id, binding } => {
+                let role = self.nodes[i].role;
+                let idx = (binding.addr.octets()[3] as usize).wrapping_sub(1);
+                let r = if idx >= POOL || binding.addr.octets()[..3] != [10, 0, 0] {
+                    Err((RejectReason::IllegalIpAddress, "not in pool".to_string()))
+                } else {
+                    let rec = &mut self.nodes[i].table[idx];
+                    match resolve_update(Some(&rec.b), &binding, now, role) {
+                        UpdateDecision::Accept(b) => {
+                            rec.b = b;
+                            rec.unacked = false;
+                            rec.sent_pot = 0;
+                            Ok(())
+                        }
+                        UpdateDecision::Reject(r, m) => Err((r, m.to_string())),
+                    }
+                };
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.binding_applied(now, id, r);
+                }
+            }
+            Action::BindingAcked { sent, .. } => {
+                let idx = sent.addr.octets()[3] as usize - 1;
+                let rec = &mut self.nodes[i].table[idx];
+                let out = apply_ack(&rec.b, &sent);
+                if let Some(b) = out.record {
+                    rec.b = b;
+                }
+                if out.up_to_date {
+                    rec.unacked = false;
+                }
+            }
+            Action::BindingRejected {
+                sent,
+                reason,
+                message,
+            } => {
+                self.note(format!(
+                    "node{i}: partner rejected {} ({reason:?}: {message})",
+                    sent.addr
+                ));
+            }
+            Action::SendBindings { all } => {
+                let recs: Vec<Binding> = self.nodes[i]
+                    .table
+                    .iter()
+                    .filter(|r| {
+                        if all {
+                            r.b.status != BindingStatus::Free || r.b.has_client()
+                        } else {
+                            r.unacked
+                        }
+                    })
+                    .map(|r| {
+                        let mut b = r.b.clone();
+                        b.potential_expiry = b.potential_expiry.max(r.sent_pot);
+                        b
+                    })
+                    .collect();
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    for b in recs {
+                        e.queue_binding(b);
+                    }
+                    e.bindings_queued(now);
+                }
+            }
+            Action::PoolRequest { id } => {
+                let free: Vec<usize> = (0..POOL)
+                    .filter(|&k| self.nodes[i].table[k].b.status == BindingStatus::Free)
+                    .collect();
+                let backup = self.nodes[i]
+                    .table
+                    .iter()
+                    .filter(|r| r.b.status == BindingStatus::Backup)
+                    .count();
+                let n = backup_share(free.len(), backup, 50);
+                // Backup addresses come from the top of the range.
+                let chosen: Vec<usize> = free.iter().rev().take(n).copied().collect();
+                for k in &chosen {
+                    let rec = &mut self.nodes[i].table[*k];
+                    rec.b.status = BindingStatus::Backup;
+                    rec.b.start = now;
+                    rec.unacked = true;
+                    let b = rec.b.clone();
+                    if let Some(e) = self.nodes[i].engine.as_mut() {
+                        e.lease_changed(now, b);
+                    }
+                }
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.pool_response(now, id, chosen.len() as u32);
+                }
+            }
+            Action::PoolGranted { .. } => {}
+            Action::Close { reason, message } => {
+                self.note(format!("node{i}: close ({reason:?}: {message})"));
+                self.link.fin[i] = true;
+                if self.link.q[i].is_empty() {
+                    self.finish_close(i);
+                }
+            }
+            Action::Log(m) => self.note(format!("node{i}: {m}")),
+        }
+    }
+
+    /// Receiver of `from`'s FIN learns the connection is gone.
+    fn finish_close(&mut self, from: usize) {
+        let other = 1 - from;
+        self.link_down();
+        let now = self.nodes[other].now(self.t);
+        if let Some(e) = self.nodes[other].engine.as_mut() {
+            e.handle_disconnected(now);
+        }
+        let now = self.nodes[from].now(self.t);
+        if let Some(e) = self.nodes[from].engine.as_mut() {
+            e.handle_disconnected(now);
+        }
+        self.drain(other);
+        self.drain(from);
+    }
+
+    fn link_down(&mut self) {
+        self.link.up = false;
+        self.link.dead = false;
+        self.link.q = Default::default();
+        self.link.fin = [false; 2];
+        let d = self.rng.range(1, 8);
+        self.link.reconnect_at = self.link.reconnect_at.max(self.t + d);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Faults
+
+    /// Crash node `i`; `rst`: the peer's TCP sees the reset at once, else only silence.
+    pub fn crash(&mut self, i: usize, rst: bool, down_for: u32) {
+        if !self.nodes[i].alive() {
+            return;
+        }
+        self.note(format!("node{i}: CRASH (rst {rst}, down {down_for}s)"));
+        self.cov.crashes += 1;
+        self.nodes[i].engine = None;
+        self.nodes[i].crashed_at = self.t;
+        self.nodes[i].restart_at = self.t + down_for;
+        if self.link.up {
+            if rst {
+                let other = 1 - i;
+                self.link_down();
+                let now = self.nodes[other].now(self.t);
+                if let Some(e) = self.nodes[other].engine.as_mut() {
+                    e.handle_disconnected(now);
+                }
+                self.drain(other);
+            } else {
+                self.link.dead = true;
+                self.link.q = Default::default();
+            }
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].alive() {
+            return;
+        }
+        let now = self.nodes[i].now(self.t);
+        let mut cfg = self.nodes[i].cfg.clone();
+        if self.nodes[i].failover_recover_on_restart {
+            cfg.failover_recover = Some(now);
+            self.nodes[i].failover_recover_on_restart = false;
+        }
+        self.note(format!(
+            "node{i}: RESTART (persist {:?})",
+            self.nodes[i].persist.map(|p| p.own_state)
+        ));
+        let e = FailoverEngine::new(cfg, self.nodes[i].persist, now).expect("sim config is valid");
+        self.nodes[i].engine = Some(e);
+        *self.cov.states.entry(ServerState::Startup).or_default() += 1;
+        self.drain(i);
+    }
+
+    /// Break the connection (silently) and block reconnection for `secs`.
+    pub fn partition(&mut self, secs: u32) {
+        self.note(format!("PARTITION {secs}s"));
+        self.cov.partitions += 1;
+        self.link.blocked_until = self.link.blocked_until.max(self.t + secs);
+        if self.link.up {
+            self.link.dead = true;
+            self.link.q = Default::default();
+        }
+    }
+
+    /// Reset the TCP connection (both sides told).
+    pub fn reset_connection(&mut self) {
+        if !self.link.up || self.link.dead {
+            return;
+        }
+        self.note("RESET connection".into());
+        self.link_down();
+        for i in 0..2 {
+            let now = self.nodes[i].now(self.t);
+            if let Some(e) = self.nodes[i].engine.as_mut() {
+                e.handle_disconnected(now);
+            }
+            self.drain(i);
+        }
+    }
+
+    fn random_fault(&mut self) {
+        let p = self.p.clone();
+        let roll = self.rng.below(100);
+        let both_up = self.nodes[0].alive() && self.nodes[1].alive();
+        match roll {
+            0..=19 => self.reset_connection(),
+            20..=39 => {
+                if both_up {
+                    // Both servers reachable by clients: keep within safe_period - MCLT.
+                    let max = p.safe_period.saturating_sub(p.mclt + 60).max(10);
+                    let d = self.rng.range(10, max);
+                    self.partition(d);
+                }
+            }
+            40..=59 => {
+                let i = self.rng.below(2) as usize;
+                if both_up || !self.nodes[i].alive() {
+                    let rst = self.rng.chance(500);
+                    let down = if self.rng.chance(500) {
+                        self.rng.range(5, 120)
+                    } else {
+                        self.rng.range(200, 1500)
+                    };
+                    self.crash(i, rst, down);
+                }
+            }
+            60..=69 => {
+                // Clock step on one node, bounded skew.
+                let i = self.rng.below(2) as usize;
+                let step = self.rng.range(0, 30) as i64 - 15;
+                let o = (self.nodes[i].offset + step).clamp(-MAX_SKEW / 2, MAX_SKEW / 2);
+                self.note(format!(
+                    "node{i}: clock offset {} -> {o}",
+                    self.nodes[i].offset
+                ));
+                self.nodes[i].offset = o;
+            }
+            70..=77 => {
+                // Operator: partner-down on the survivor of a crash.
+                let a = self.rng.below(2) as usize;
+                let other = 1 - a;
+                if self.nodes[a].alive()
+                    && !self.nodes[other].alive()
+                    && self.t > self.nodes[other].crashed_at + 30
+                {
+                    let crash_local =
+                        self.nodes[a].now(self.nodes[other].crashed_at) + MAX_SKEW as u32;
+                    let since = Some(crash_local.min(self.nodes[a].now(self.t)));
+                    let now = self.nodes[a].now(self.t);
+                    if let Some(e) = self.nodes[a].engine.as_mut() {
+                        let _ = e.partner_down(now, since);
+                    }
+                    self.note(format!("node{a}: operator partner-down since {since:?}"));
+                    self.drain(a);
+                }
+            }
+            78..=83 => {
+                // Graceful shutdown or pause, then stop.
+                let i = self.rng.below(2) as usize;
+                if both_up {
+                    let now = self.nodes[i].now(self.t);
+                    let pause = self.rng.chance(500);
+                    if let Some(e) = self.nodes[i].engine.as_mut() {
+                        if pause {
+                            e.pause(now);
+                        } else {
+                            e.shutdown(now);
+                        }
+                    }
+                    self.note(format!(
+                        "node{i}: {}",
+                        if pause { "PAUSE" } else { "SHUTDOWN" }
+                    ));
+                    self.drain(i);
+                    // The process exits a few seconds later.
+                    let down = self.rng.range(30, 900);
+                    self.nodes[i].restart_at = 0;
+                    self.schedule_stop(i, down);
+                }
+            }
+            84..=91 => {
+                // A server cut off from clients and partner (may stay longer than the safe
+                // period: it cannot serve anyone meanwhile).
+                let i = self.rng.below(2) as usize;
+                if both_up {
+                    let d = self.rng.range(100, 1500);
+                    self.note(format!("node{i}: ISOLATED {d}s"));
+                    self.nodes[i].isolated_until = self.t + d;
+                    self.nodes[i].needs_sync = true;
+                    self.partition(d);
+                }
+            }
+            92..=95 => {
+                // Operator: partner-down on a server whose partner is isolated from clients.
+                for a in 0..2 {
+                    let other = 1 - a;
+                    if self.nodes[a].alive()
+                        && self.nodes[other].isolated_until > self.t + 10
+                        && self.nodes[a].state() == Some(ServerState::CommunicationsInterrupted)
+                    {
+                        let now = self.nodes[a].now(self.t);
+                        // Without a date MCLT counts from the start of COMMUNICATIONS-
+                        // INTERRUPTED, after the partner lost its clients.
+                        if let Some(e) = self.nodes[a].engine.as_mut() {
+                            let _ = e.partner_down(now, None);
+                        }
+                        self.note(format!("node{a}: operator partner-down (partner isolated)"));
+                        self.drain(a);
+                    }
+                }
+            }
+            _ => {
+                // Operator: failover recover on a node (full pull, MCLT wait).
+                let i = self.rng.below(2) as usize;
+                if both_up && self.rng.chance(300) {
+                    let now = self.nodes[i].now(self.t);
+                    if let Some(e) = self.nodes[i].engine.as_mut() {
+                        let _ = e.recover(now);
+                    }
+                    self.note(format!("node{i}: operator recover"));
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    fn schedule_stop(&mut self, i: usize, down: u32) {
+        // Encoded as: crash in 3 s (after the STATE went out), restart `down` later.
+        self.pending_stops.push((self.t + 3, i, down));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // DHCP server model
+
+    fn reachable(&self, i: usize) -> bool {
+        self.nodes[i].alive() && self.nodes[i].isolated_until <= self.t && !self.nodes[i].needs_sync
+    }
+
+    fn find_record(&self, i: usize, key: &[u8]) -> Option<usize> {
+        (0..POOL).find(|&k| {
+            let b = &self.nodes[i].table[k].b;
+            b.status == BindingStatus::Active && b.client_key() == key
+        })
+    }
+
+    /// Grant or extend a lease on node `i`; returns lease seconds.
+    fn grant(&mut self, i: usize, k: usize, key: &[u8], now: u32) -> u32 {
+        let pol = self.nodes[i].cell.load();
+        let rec = &self.nodes[i].table[k];
+        let same = rec.b.status == BindingStatus::Active && rec.b.client_key() == key;
+        let committed = if same { rec.b.potential_expiry } else { 0 };
+        let g = pol.lease_time_allowed(now, self.p.desired, committed);
+        // Invariant 3: the MCLT rule, checked at every grant.
+        assert!(
+            g.lease_expiry <= now.max(committed) + pol.mclt,
+            "MCLT rule violated on node{i}: lease end {} > max({now},{committed})+{}",
+            g.lease_expiry,
+            pol.mclt
+        );
+        assert!(g.lease_secs <= self.p.desired);
+        if !same {
+            assert!(g.lease_secs <= pol.mclt, "first lease longer than MCLT");
+        }
+        if self.verbose {
+            let m = format!(
+                "node{i}: grant {} to {:?} for {}s (committed {}, pot {})",
+                addr(k),
+                key,
+                g.lease_secs,
+                committed,
+                g.potential_expiry
+            );
+            self.note(m);
+        }
+        let rec = &mut self.nodes[i].table[k];
+        if !same {
+            rec.b = Binding {
+                addr: addr(k),
+                status: BindingStatus::Active,
+                client_id: Vec::new(),
+                htype: 1,
+                chaddr: key.to_vec(),
+                lease_expiry: 0,
+                potential_expiry: 0,
+                cltt: now,
+                start: now,
+                relay_agent_info: vec![1, 4, b'p', b'o', b'r', b't'],
+                flags: 0,
+            };
+        }
+        rec.b.lease_expiry = g.lease_expiry;
+        rec.b.cltt = now;
+        rec.sent_pot = rec.sent_pot.max(g.potential_expiry);
+        rec.unacked = true;
+        let mut sent = rec.b.clone();
+        sent.potential_expiry = g.potential_expiry;
+        if let Some(e) = self.nodes[i].engine.as_mut() {
+            e.lease_changed(now, sent);
+        }
+        self.drain(i);
+        g.lease_secs
+    }
+
+    fn dora(&mut self, c: usize) {
+        let key = self.clients[c].key.clone();
+        let first = self.rng.below(2) as usize;
+        for i in [first, 1 - first] {
+            if !self.reachable(i) {
+                continue;
+            }
+            let pol = self.nodes[i].cell.load();
+            let adm = pol.admit(RequestKind::Discover, &key, 0);
+            if let Admission::Drop(_) = adm {
+                self.cov.dropped_discovers += 1;
+                continue;
+            }
+            let now = self.nodes[i].now(self.t);
+            let k = match self.find_record(i, &key) {
+                Some(k) if self.nodes[i].table[k].b.lease_expiry > now => Some(k),
+                _ => {
+                    // Lowest address first.
+                    (0..POOL).find(|&k| {
+                        let r = &self.nodes[i].table[k];
+                        let last_end = r.b.lease_expiry.max(r.b.potential_expiry).max(r.sent_pot);
+                        pol.may_allocate(now, r.b.status, last_end)
+                    })
+                }
+            };
+            let Some(k) = k else {
+                continue;
+            };
+            let secs = self.grant(i, k, &key, now);
+            self.cov.grants += 1;
+            let t = self.t;
+            self.clients[c].lease = Some((k, t + secs, i, t + secs / 2, t + secs * 7 / 8));
+            self.clients[c].next_at = t + secs / 2;
+            return;
+        }
+        self.clients[c].next_at = self.t + self.rng.range(5, 30);
+    }
+
+    fn renew(&mut self, c: usize, rebind: bool) {
+        let Some((k, end, via, _, t2)) = self.clients[c].lease else {
+            return;
+        };
+        let key = self.clients[c].key.clone();
+        let order: Vec<usize> = if rebind {
+            let f = self.rng.below(2) as usize;
+            vec![f, 1 - f]
+        } else {
+            vec![via]
+        };
+        for i in order {
+            if !self.reachable(i) {
+                continue;
+            }
+            let pol = self.nodes[i].cell.load();
+            let kind = if rebind {
+                RequestKind::Rebind
+            } else {
+                RequestKind::Renew
+            };
+            if let Admission::Drop(_) = pol.admit(kind, &key, 0) {
+                continue;
+            }
+            let now = self.nodes[i].now(self.t);
+            let r = &self.nodes[i].table[k];
+            if r.b.status == BindingStatus::Active
+                && r.b.client_key() == &key[..]
+                && r.b.lease_expiry + GRACE > now
+            {
+                let secs = self.grant(i, k, &key, now);
+                self.cov.renewals += 1;
+                let t = self.t;
+                self.clients[c].lease = Some((k, t + secs, i, t + secs / 2, t + secs * 7 / 8));
+                self.clients[c].next_at = t + secs / 2;
+                return;
+            }
+            // NAK: the server knows nothing (or something else) about this lease.
+            self.clients[c].lease = None;
+            self.clients[c].next_at = self.t + 1;
+            return;
+        }
+        // No answer: try again later (rebind at T2), give up at the end.
+        let t = self.t;
+        self.clients[c].next_at = if t < t2 {
+            t2
+        } else if t + 10 < end {
+            t + 10
+        } else {
+            end
+        };
+    }
+
+    fn release(&mut self, c: usize) {
+        let Some((k, _, via, _, _)) = self.clients[c].lease.take() else {
+            return;
+        };
+        self.clients[c].next_at = self.t + self.rng.range(10, 200);
+        let key = self.clients[c].key.clone();
+        if !self.reachable(via) {
+            return; // lost release; the lease simply runs out
+        }
+        let pol = self.nodes[via].cell.load();
+        if let Admission::Drop(_) = pol.admit(RequestKind::Release, &key, 0) {
+            return;
+        }
+        let now = self.nodes[via].now(self.t);
+        let rec = &mut self.nodes[via].table[k];
+        if rec.b.status == BindingStatus::Active && rec.b.client_key() == &key[..] {
+            rec.b.status = BindingStatus::Released;
+            rec.b.start = now;
+            rec.b.cltt = now;
+            rec.unacked = true;
+            let b = rec.b.clone();
+            if let Some(e) = self.nodes[via].engine.as_mut() {
+                e.lease_changed(now, b);
+            }
+            self.drain(via);
+        }
+    }
+
+    fn client_step(&mut self, c: usize) {
+        let t = self.t;
+        match self.clients[c].lease {
+            None => self.dora(c),
+            Some((_, end, _, t1, t2)) => {
+                if t >= end {
+                    self.clients[c].lease = None;
+                    self.clients[c].next_at = t + self.rng.range(1, 60);
+                } else if t >= t1 && t < t2 && self.rng.chance(80) {
+                    self.release(c);
+                } else if t >= t2 {
+                    self.renew(c, true);
+                } else if t >= t1 {
+                    self.renew(c, false);
+                } else {
+                    self.clients[c].next_at = t1;
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        for i in 0..2 {
+            if !self.nodes[i].alive() {
+                continue;
+            }
+            let now = self.nodes[i].now(self.t);
+            for k in 0..POOL {
+                let rec = &mut self.nodes[i].table[k];
+                if rec.b.status == BindingStatus::Active && rec.b.lease_expiry + GRACE < now {
+                    rec.b.status = BindingStatus::Expired;
+                    rec.b.start = now;
+                    rec.unacked = true;
+                    let b = rec.b.clone();
+                    if let Some(e) = self.nodes[i].engine.as_mut() {
+                        e.lease_changed(now, b);
+                    }
+                }
+            }
+            self.drain(i);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Main loop
+
+    fn next_event(&self) -> u32 {
+        let mut n = u32::MAX;
+        for node in &self.nodes {
+            if let Some(e) = &node.engine {
+                if let Some(d) = e.poll_timeout() {
+                    let tt = (d as i64 - node.offset).clamp(0, u32::MAX as i64) as u32;
+                    n = n.min(tt);
+                }
+            } else if node.restart_at > 0 {
+                n = n.min(node.restart_at);
+            }
+        }
+        for q in &self.link.q {
+            if let Some((at, _)) = q.front() {
+                n = n.min(*at);
+            }
+        }
+        if !self.link.up && self.nodes[0].alive() && self.nodes[1].alive() {
+            n = n.min(self.link.reconnect_at.max(self.link.blocked_until));
+        }
+        if self.random_clients {
+            for c in &self.clients {
+                n = n.min(c.next_at);
+            }
+        }
+        if self.random_faults {
+            n = n.min(self.next_fault);
+        }
+        for (at, _, _) in &self.pending_stops {
+            n = n.min(*at);
+        }
+        n.min(self.next_sweep)
+    }
+
+    /// Advance to the next event and process everything due; returns false at the end.
+    pub fn step(&mut self, end: u32) -> bool {
+        let n = self.next_event().max(self.t).min(end);
+        if n == self.t {
+            self.stuck += 1;
+            assert!(
+                self.stuck < 10_000,
+                "simulation livelock at {}\n{}",
+                self.t - T0,
+                self.log_tail()
+            );
+        } else {
+            self.stuck = 0;
+        }
+        self.t = n;
+        if self.t >= end {
+            return false;
+        }
+        let t = self.t;
+        // Scheduled process exits after SHUTDOWN/PAUSE.
+        let due: Vec<(u32, usize, u32)> = self
+            .pending_stops
+            .iter()
+            .copied()
+            .filter(|s| s.0 <= t)
+            .collect();
+        self.pending_stops.retain(|s| s.0 > t);
+        for (_, i, down) in due {
+            self.crash(i, true, down);
+        }
+        // Restarts.
+        for i in 0..2 {
+            if !self.nodes[i].alive()
+                && self.nodes[i].restart_at > 0
+                && self.nodes[i].restart_at <= t
+            {
+                self.nodes[i].restart_at = 0;
+                self.restart(i);
+            }
+        }
+        // Connection setup.
+        if !self.link.up
+            && self.nodes[0].alive()
+            && self.nodes[1].alive()
+            && t >= self.link.reconnect_at
+            && t >= self.link.blocked_until
+        {
+            self.link = Link {
+                up: true,
+                ..Link::default()
+            };
+            for i in 0..2 {
+                let now = self.nodes[i].now(t);
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.handle_connected(now);
+                }
+                self.drain(i);
+            }
+        }
+        // Deliveries.
+        for from in 0..2 {
+            loop {
+                let Some((at, _)) = self.link.q[from].front() else {
+                    break;
+                };
+                if *at > t {
+                    break;
+                }
+                let Some((_, bytes)) = self.link.q[from].pop_front() else {
+                    break;
+                };
+                let to = 1 - from;
+                let now = self.nodes[to].now(t);
+                if let Some(e) = self.nodes[to].engine.as_mut() {
+                    e.handle_bytes(now, &bytes);
+                }
+                self.drain(to);
+                if !self.link.up {
+                    break;
+                }
+            }
+            if self.link.up && self.link.fin[from] && self.link.q[from].is_empty() {
+                self.finish_close(from);
+            }
+        }
+        // Timers.
+        for i in 0..2 {
+            let now = self.nodes[i].now(t);
+            if let Some(e) = self.nodes[i].engine.as_mut() {
+                if e.poll_timeout().is_some_and(|d| d <= now) {
+                    e.handle_timeout(now);
+                }
+            }
+            self.drain(i);
+        }
+        // A dead connection: when an engine has given up on it, the link can be re-made.
+        if self.link.up && self.link.dead {
+            let gone = (0..2).all(|i| self.nodes[i].engine.as_ref().is_none_or(|e| !e.connected()));
+            if gone {
+                self.link_down();
+            }
+        }
+        for i in 0..2 {
+            if self.nodes[i].needs_sync
+                && self.nodes[i].isolated_until <= t
+                && self.nodes[i]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.communications_ok())
+            {
+                self.nodes[i].needs_sync = false;
+            }
+        }
+        if t >= self.next_sweep {
+            self.next_sweep = t + 10;
+            self.sweep();
+        }
+        if self.random_clients {
+            for c in 0..self.clients.len() {
+                if self.clients[c].next_at <= t {
+                    self.client_step(c);
+                }
+            }
+        }
+        if self.random_faults && t >= self.next_fault {
+            let gap = 60 + self.rng.below((60_000 / self.p.faults.max(1)) as u64) as u32;
+            self.next_fault = t + gap;
+            self.random_fault();
+        }
+        self.check_invariants();
+        true
+    }
+
+    pub fn run_until(&mut self, end: u32) {
+        while self.step(end) {}
+    }
+
+    pub fn check_invariants(&self) {
+        let t = self.t;
+        // (1a) client view: no two clients hold the same address at once.
+        let mut holder: [Option<usize>; POOL] = [None; POOL];
+        for (c, cl) in self.clients.iter().enumerate() {
+            if let Some((k, end, ..)) = cl.lease {
+                if end > t {
+                    if let Some(o) = holder[k] {
+                        panic!(
+                            "invariant 1 violated at {}: address {} held by clients {o} and {c}\n{}",
+                            t - T0,
+                            addr(k),
+                            self.log_tail()
+                        );
+                    }
+                    holder[k] = Some(c);
+                }
+            }
+        }
+        // (1b) tables: no address ACTIVE and unexpired for two different clients.
+        for k in 0..POOL {
+            let a = &self.nodes[0].table[k].b;
+            let b = &self.nodes[1].table[k].b;
+            let live = |n: usize, r: &Binding| {
+                r.status == BindingStatus::Active && r.lease_expiry > self.nodes[n].now(t) + GRACE
+            };
+            if live(0, a) && live(1, b) && !a.same_client(b) {
+                panic!(
+                    "invariant 1 (tables) violated at {}: {} is {:?} on node0 and {:?} on node1\n{}",
+                    t - T0,
+                    addr(k),
+                    a.chaddr,
+                    b.chaddr,
+                    self.log_tail()
+                );
+            }
+        }
+        // (2) every lease held by a client is on at least one server's durable table.
+        for (c, cl) in self.clients.iter().enumerate() {
+            if let Some((k, end, ..)) = cl.lease {
+                if end <= t {
+                    continue;
+                }
+                let known = (0..2).any(|n| {
+                    let r = &self.nodes[n].table[k].b;
+                    r.status == BindingStatus::Active
+                        && r.client_key() == &cl.key[..]
+                        && (r.lease_expiry as i64 - self.nodes[n].offset) + 2 * MAX_SKEW
+                            >= end as i64
+                });
+                if !known {
+                    panic!(
+                        "invariant 2 violated at {}: client {c}'s lease on {} (end {}) unknown to both servers\nnode0 {:?}\nnode1 {:?}\n{}",
+                        t - T0,
+                        addr(k),
+                        end - T0,
+                        self.nodes[0].table[k],
+                        self.nodes[1].table[k],
+                        self.log_tail()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let n = self.log.len();
+        self.log[n.saturating_sub(60)..].join("\n")
+    }
+}

@@ -1,0 +1,94 @@
+//! Deterministic simulation of a failover pair under crashes, partitions, resets, clock steps
+//! and operator commands, with random client traffic. Invariants are checked after every step
+//! (see `common::Sim::check_invariants` and the MCLT assertions in `common::Sim::grant`).
+//!
+//! Debug builds run a few hundred seeds; release builds (`cargo test -p xdhcpd-failover
+//! --release`) run 10,000. `SIM_SEEDS=n` overrides, `SIM_SEED=s` runs one seed verbosely.
+
+mod common;
+
+use common::{Coverage, Rng, Sim, SimParams, T0};
+use xdhcpd_failover::ServerState;
+
+fn run_seed(seed: u64, verbose: bool) -> Coverage {
+    let mut r = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let p = SimParams::random(&mut r);
+    let mut sim = Sim::new(seed, p.clone());
+    sim.verbose = verbose;
+    let end = T0 + p.duration;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run_until(end)));
+    if let Err(e) = r {
+        eprintln!("seed {seed} failed ({p:?})");
+        std::panic::resume_unwind(e);
+    }
+    sim.cov
+}
+
+#[test]
+fn simulation_many_seeds() {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        let seed: u64 = s.parse().expect("SIM_SEED must be a number");
+        run_seed(seed, true);
+        return;
+    }
+    let default = if cfg!(debug_assertions) { 300 } else { 10_000 };
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8) as u64;
+    let start = std::time::Instant::now();
+    let covs: Vec<Coverage> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    let mut cov = Coverage::default();
+                    let mut seed = k;
+                    while seed < n {
+                        cov.merge(&run_seed(seed, false));
+                        seed += threads;
+                    }
+                    cov
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("simulation thread panicked"))
+            .collect()
+    });
+    let mut cov = Coverage::default();
+    for c in &covs {
+        cov.merge(c);
+    }
+    eprintln!(
+        "simulation: {n} seeds in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "  grants {}, renewals {}, dropped DISCOVERs {}, crashes {}, partitions {}",
+        cov.grants, cov.renewals, cov.dropped_discovers, cov.crashes, cov.partitions
+    );
+    eprintln!("  states entered:");
+    for (s, c) in &cov.states {
+        eprintln!("    {:<28} {c}", s.name());
+    }
+    eprintln!("  transitions:");
+    for ((a, b), c) in &cov.transitions {
+        eprintln!("    {:<28} -> {:<28} {c}", a.name(), b.name());
+    }
+    assert!(
+        cov.grants > n,
+        "client traffic too thin: {} grants",
+        cov.grants
+    );
+    let missing: Vec<&str> = ServerState::ALL
+        .iter()
+        .filter(|s| !cov.states.contains_key(s))
+        .map(|s| s.name())
+        .collect();
+    if n >= 300 {
+        assert!(missing.is_empty(), "states never reached: {missing:?}");
+    }
+}
