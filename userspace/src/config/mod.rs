@@ -9,6 +9,7 @@
 //! `userspace/examples/relay.toml`.
 
 mod error;
+mod failover;
 mod net;
 mod options;
 mod reader;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, Position};
+pub use failover::{FailoverConfig, FailoverRole};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
 
@@ -58,6 +60,8 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigErrors> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub server: ServerConfig,
+    /// The failover relationship, if `[failover]` is present.
+    pub failover: Option<FailoverConfig>,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after

@@ -20,7 +20,7 @@ use super::{
     ServerConfig, Subnet, SubnetLookup, XdpModeCfg, SERVER_OWNED_OPTIONS,
 };
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet"];
+pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover"];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -128,6 +128,11 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     };
     check_times(&mut errs, &lease, &lease_keys, &lease_fallback, true);
 
+    let failover = root.get("failover").and_then(|f| {
+        Table::open(&mut errs, &f, super::failover::FAILOVER_KEYS)
+            .and_then(|t| super::failover::read_failover(&mut errs, &t))
+    });
+
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
@@ -180,6 +185,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             let lookup = SubnetLookup::build(&subnets);
             Ok(Config {
                 server,
+                failover,
                 lease,
                 subnets,
                 source: PathBuf::from(source),

@@ -570,3 +570,69 @@ fn truncated_inputs_never_panic() {
         }
     }
 }
+
+const SUBNET: &str =
+    "[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n\n";
+
+#[test]
+fn failover_section_defaults_and_values() {
+    let text = format!(
+        "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\n\n{SUBNET}"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let f = cfg.failover.expect("failover section");
+    assert_eq!(f.role, FailoverRole::Primary);
+    assert_eq!(f.name, "pair");
+    assert_eq!(f.port, 647);
+    assert_eq!(f.peer_port, 647);
+    assert_eq!(f.mclt, 600);
+    assert_eq!(f.split, Some(128));
+    assert_eq!(f.poll_interval, 10);
+    assert_eq!(f.poll_timeout, 60);
+    assert!(f.use_safe_period);
+    assert_eq!(f.safe_period, 4 * 3600);
+    assert_eq!(f.backup_pct, 50);
+    assert_eq!(f.failover_recover, None);
+    let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").unwrap();
+    assert!(none.failover.is_none());
+}
+
+#[test]
+fn failover_section_errors_are_positioned() {
+    let text = format!(
+        "{SERVER}[failover]\nrole = \"boss\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.1\"\npoll-interval = 30\npoll-timeout = 20\nsplitt = 3\n\n{SUBNET}"
+    );
+    let lines = error_lines(&text);
+    let joined = lines.join("\n");
+    assert!(
+        joined.contains("t.toml:5:8: failover.role: \"boss\" is not a role"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("failover.peer-address: peer-address must differ from address"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("failover.poll-timeout: poll-timeout 20 must exceed poll-interval 30"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("unknown key `splitt`; did you mean `split`?"),
+        "{joined}"
+    );
+    let missing = error_lines(&format!(
+        "{SERVER}[failover]\nrole = \"secondary\"\n\n{SUBNET}"
+    ));
+    assert!(
+        missing
+            .iter()
+            .any(|l| l.contains("missing required key `name`")),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|l| l.contains("missing required key `peer-address`")),
+        "{missing:?}"
+    );
+}

@@ -1,0 +1,241 @@
+//! The `[failover]` section: one failover relationship (draft-ietf-dhc-failover-12).
+//!
+//! ```toml
+//! [failover]
+//! role = "primary"              # or "secondary"
+//! name = "pair"                 # relationship name, identical on both partners
+//! address = "10.88.0.1"         # our address (listen and connect from); IPv4 or IPv6
+//! port = 647
+//! peer-address = "10.88.0.2"
+//! peer-port = 647
+//! mclt = 3600                   # primary; the secondary uses the primary's
+//! max-unacked-updates = 100
+//! poll-interval = 10            # CONTACT keepalive, seconds
+//! poll-timeout = 60             # silence that means the partner is lost
+//! use-safe-period = true
+//! safe-period = 14400           # COMMUNICATIONS-INTERRUPTED -> PARTNER-DOWN
+//! lease-period-factor = 1.5
+//! split = 128                   # load balancing (primary); absent = off
+//! load-balance-max-seconds = 3
+//! backup-pct = 50
+//! rebind-limit = 0
+//! failover-recover = 0          # unix time of a restored database copy; 0 = off
+//! ```
+
+use std::net::IpAddr;
+
+use super::error::Errors;
+use super::reader::{boolean, number, string, u32_in, Table};
+
+pub(crate) const FAILOVER_KEYS: &[&str] = &[
+    "role",
+    "name",
+    "address",
+    "port",
+    "peer-address",
+    "peer-port",
+    "mclt",
+    "max-unacked-updates",
+    "poll-interval",
+    "poll-timeout",
+    "use-safe-period",
+    "safe-period",
+    "lease-period-factor",
+    "split",
+    "load-balance-max-seconds",
+    "backup-pct",
+    "rebind-limit",
+    "failover-recover",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailoverRole {
+    Primary,
+    Secondary,
+}
+
+/// A validated `[failover]` section. Times in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailoverConfig {
+    pub role: FailoverRole,
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub peer_address: IpAddr,
+    pub peer_port: u16,
+    pub mclt: u32,
+    pub max_unacked_updates: u32,
+    pub poll_interval: u32,
+    pub poll_timeout: u32,
+    pub use_safe_period: bool,
+    pub safe_period: u32,
+    pub lease_period_factor: f64,
+    pub split: Option<u16>,
+    pub load_balance_max_seconds: u16,
+    pub backup_pct: u8,
+    pub rebind_limit: u32,
+    pub failover_recover: Option<u32>,
+}
+
+fn ip_any(errs: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Option<IpAddr> {
+    let f = t.require(errs, key)?;
+    let s = string(errs, &f)?;
+    match s.trim().parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => Some(ip),
+        Ok(ip) => {
+            errs.push(&f.span(), &f.path, format!("{ip} is not a unicast address"));
+            None
+        }
+        Err(_) => {
+            errs.push(
+                &f.span(),
+                &f.path,
+                format!("{s} is not an IPv4 or IPv6 address"),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<FailoverConfig> {
+    let role = t
+        .require(errs, "role")
+        .and_then(|f| match string(errs, &f)? {
+            "primary" | "main" => Some(FailoverRole::Primary),
+            "secondary" | "backup" => Some(FailoverRole::Secondary),
+            other => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{other:?} is not a role: expected \"primary\" or \"secondary\""),
+                );
+                None
+            }
+        });
+    let name = t.require(errs, "name").and_then(|f| {
+        let s = string(errs, &f)?;
+        if s.is_empty() || s.len() > 255 {
+            errs.push(&f.span(), &f.path, "must be 1 to 255 bytes");
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let address = ip_any(errs, t, "address");
+    let peer_address = ip_any(errs, t, "peer-address");
+    let num = |errs: &mut Errors<'_>, key: &str, lo: u32, hi: u32, default: u32, what: &str| match t
+        .get(key)
+    {
+        None => Some(default),
+        Some(f) => u32_in(errs, &f, lo, hi, what),
+    };
+    let port = num(errs, "port", 1, 65535, 647, "a port (1..=65535)");
+    let peer_port = num(errs, "peer-port", 1, 65535, 647, "a port (1..=65535)");
+    let mclt = num(errs, "mclt", 1, 30 * 86400, 3600, "between 1 s and 30 days");
+    let max_unacked = num(
+        errs,
+        "max-unacked-updates",
+        1,
+        100_000,
+        100,
+        "between 1 and 100000",
+    );
+    let poll_interval = num(
+        errs,
+        "poll-interval",
+        1,
+        3600,
+        10,
+        "between 1 and 3600 seconds",
+    );
+    let poll_timeout = num(
+        errs,
+        "poll-timeout",
+        2,
+        86400,
+        60,
+        "between 2 and 86400 seconds",
+    );
+    let safe_period = num(
+        errs,
+        "safe-period",
+        1,
+        30 * 86400,
+        4 * 3600,
+        "between 1 s and 30 days",
+    );
+    let split = match t.get("split") {
+        None => Some(None),
+        Some(f) => u32_in(errs, &f, 0, 256, "between 0 and 256 buckets").map(|v| Some(v as u16)),
+    };
+    let lb_max = num(
+        errs,
+        "load-balance-max-seconds",
+        0,
+        65535,
+        3,
+        "between 0 and 65535",
+    );
+    let backup_pct = num(errs, "backup-pct", 0, 100, 50, "a percentage (0..=100)");
+    let rebind_limit = num(
+        errs,
+        "rebind-limit",
+        0,
+        86400,
+        0,
+        "between 0 and 86400 seconds",
+    );
+    let recover = num(errs, "failover-recover", 0, u32::MAX, 0, "a unix time or 0");
+    let use_safe_period = match t.get("use-safe-period") {
+        None => Some(true),
+        Some(f) => boolean(errs, &f),
+    };
+    let factor = match t.get("lease-period-factor") {
+        None => Some(1.5),
+        Some(f) => number(errs, &f).and_then(|v| {
+            if (1.0..=100.0).contains(&v) {
+                Some(v)
+            } else {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{v} is out of range: must be between 1.0 and 100.0"),
+                );
+                None
+            }
+        }),
+    };
+    if let (Some(i), Some(o), Some(f)) = (poll_interval, poll_timeout, t.get("poll-timeout")) {
+        if o <= i {
+            errs.push(
+                &f.span(),
+                &f.path,
+                format!("poll-timeout {o} must exceed poll-interval {i}"),
+            );
+        }
+    }
+    if let (Some(a), Some(p), Some(f)) = (address, peer_address, t.get("peer-address")) {
+        if a == p {
+            errs.push(&f.span(), &f.path, "peer-address must differ from address");
+        }
+    }
+    Some(FailoverConfig {
+        role: role?,
+        name: name?,
+        address: address?,
+        port: port? as u16,
+        peer_address: peer_address?,
+        peer_port: peer_port? as u16,
+        mclt: mclt?,
+        max_unacked_updates: max_unacked?,
+        poll_interval: poll_interval?,
+        poll_timeout: poll_timeout?,
+        use_safe_period: use_safe_period?,
+        safe_period: safe_period?,
+        lease_period_factor: factor?,
+        split: split?,
+        load_balance_max_seconds: lb_max? as u16,
+        backup_pct: backup_pct? as u8,
+        rebind_limit: rebind_limit?,
+        failover_recover: Some(recover?).filter(|&v| v != 0),
+    })
+}
