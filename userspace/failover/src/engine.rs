@@ -566,9 +566,9 @@ impl FailoverEngine {
             ServerState::Startup if !self.startup_timed_out => {
                 at(self.started_at.saturating_add(self.cfg.startup_timeout))
             }
-            ServerState::CommunicationsInterrupted if self.cfg.use_safe_period => {
-                at(self.state_since.saturating_add(self.cfg.safe_period))
-            }
+            ServerState::CommunicationsInterrupted if self.cfg.use_safe_period => at(self
+                .interrupted_since()
+                .saturating_add(self.cfg.safe_period)),
             ServerState::RecoverWait => at(self.recover_wait_until),
             ServerState::Normal
                 if self.cfg.role == Role::Secondary
@@ -661,6 +661,7 @@ impl FailoverEngine {
             match c.decoder.next_message() {
                 Ok(Some(m)) => {
                     c.last_rx = now;
+                    self.persist.last_contact = now;
                     // Draft-12 5.10: estimate the partner's clock offset from every message.
                     // A sample is the true offset minus the transit delay, so keep the
                     // largest recent one; follow large drops (a clock step) at once.
@@ -724,10 +725,13 @@ impl FailoverEngine {
             }
             ServerState::CommunicationsInterrupted
                 if self.cfg.use_safe_period
-                    && now >= self.state_since.saturating_add(self.cfg.safe_period) =>
+                    && now
+                        >= self
+                            .interrupted_since()
+                            .saturating_add(self.cfg.safe_period) =>
             {
-                // Safe period over: the partner is assumed down since interruption began.
-                let base = self.state_since;
+                // Safe period over: the partner is assumed down since we last heard from it.
+                let base = self.interrupted_since();
                 self.enter_partner_down(now, base, "safe period expired");
             }
             ServerState::RecoverWait if now >= self.recover_wait_until => {
@@ -844,7 +848,7 @@ impl FailoverEngine {
         }
         let default = match self.state {
             ServerState::CommunicationsInterrupted | ServerState::ResolutionInterrupted => {
-                self.state_since
+                self.interrupted_since()
             }
             ServerState::PartnerDown => self.persist.partner_down_since,
             _ => now,
@@ -918,6 +922,13 @@ impl FailoverEngine {
     fn tick(&mut self, now: u32) {
         // Clocks may step backwards; the engine only needs a monotone-ish "now" for stamps.
         self.now = now;
+    }
+
+    /// Start of the current interruption: entry into the state, or the last message from the
+    /// partner if one arrived later (a partner that spoke is alive and bound by the
+    /// COMMUNICATIONS-INTERRUPTED rules, so the safe period restarts).
+    pub fn interrupted_since(&self) -> u32 {
+        self.state_since.max(self.persist.last_contact)
     }
 
     /// Partner clock minus ours as currently estimated (0 when not connected).

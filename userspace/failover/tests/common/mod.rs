@@ -134,6 +134,7 @@ pub struct Node {
     pub persist: Option<FailoverPersist>,
     /// Cut off from clients (and the partner) until this true time.
     pub isolated_until: u32,
+    pub isolated_from: u32,
     /// After an isolation, clients are served only once the failover state resynchronised.
     pub needs_sync: bool,
     pub crashed_at: u32,
@@ -224,6 +225,8 @@ pub struct Sim {
     /// (true time, node, down seconds): process exits after SHUTDOWN/PAUSE.
     pub pending_stops: Vec<(u32, usize, u32)>,
     pub stuck: u32,
+    /// Last true time both engines had communications OK.
+    pub last_comm_ok: u32,
 }
 
 fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
@@ -244,6 +247,7 @@ fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
         table: fresh_table(t),
         persist: None,
         isolated_until: 0,
+        isolated_from: 0,
         needs_sync: false,
         crashed_at: 0,
         restart_at: 0,
@@ -283,6 +287,7 @@ impl Sim {
             verbose: false,
             pending_stops: Vec::new(),
             stuck: 0,
+            last_comm_ok: t,
             p,
         };
         s.cov.states.insert(ServerState::Startup, 2);
@@ -587,10 +592,12 @@ impl Sim {
         match roll {
             0..=19 => self.reset_connection(),
             20..=39 => {
-                if both_up {
-                    // Both servers reachable by clients: keep within safe_period - MCLT.
-                    let max = p.safe_period.saturating_sub(p.mclt + 60).max(10);
-                    let d = self.rng.range(10, max);
+                // Both servers reachable by clients: the whole time without contact must stay
+                // within safe_period - MCLT (the operator's side of the safe-period bargain).
+                let max = p.safe_period.saturating_sub(p.mclt + 60);
+                let used = self.t.saturating_sub(self.last_comm_ok);
+                if both_up && used + 10 < max {
+                    let d = self.rng.range(10, max - used);
                     self.partition(d);
                 }
             }
@@ -668,6 +675,7 @@ impl Sim {
                     let d = self.rng.range(100, 1500);
                     self.note(format!("node{i}: ISOLATED {d}s"));
                     self.nodes[i].isolated_until = self.t + d;
+                    self.nodes[i].isolated_from = self.t;
                     self.nodes[i].needs_sync = true;
                     self.partition(d);
                 }
@@ -681,10 +689,23 @@ impl Sim {
                         && self.nodes[a].state() == Some(ServerState::CommunicationsInterrupted)
                     {
                         let now = self.nodes[a].now(self.t);
-                        // Without a date MCLT counts from the start of COMMUNICATIONS-
-                        // INTERRUPTED, after the partner lost its clients.
+                        // The operator dates it from when the partner lost its clients (without
+                        // a date, MCLT would count from the start of COMMUNICATIONS-INTERRUPTED,
+                        // which may be earlier).
+                        let cut =
+                            self.nodes[a].now(self.nodes[other].isolated_from) + MAX_SKEW as u32;
+                        let since = if self.rng.chance(500)
+                            && self.nodes[a]
+                                .engine
+                                .as_ref()
+                                .is_some_and(|e| e.interrupted_since() >= cut)
+                        {
+                            None
+                        } else {
+                            Some(cut.min(now))
+                        };
                         if let Some(e) = self.nodes[a].engine.as_mut() {
-                            let _ = e.partner_down(now, None);
+                            let _ = e.partner_down(now, since);
                         }
                         self.note(format!("node{a}: operator partner-down (partner isolated)"));
                         self.drain(a);
@@ -1084,14 +1105,22 @@ impl Sim {
                 self.link_down();
             }
         }
+        if (0..2).all(|i| {
+            self.nodes[i]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.communications_ok())
+        }) {
+            self.last_comm_ok = t;
+        }
         for i in 0..2 {
             if self.nodes[i].needs_sync
                 && self.nodes[i].isolated_until <= t
-                && self.nodes[i]
-                    .engine
-                    .as_ref()
-                    .is_some_and(|e| e.communications_ok())
+                && self.nodes[i].engine.as_ref().is_some_and(|e| {
+                    matches!(e.state(), ServerState::Normal | ServerState::ConflictDone)
+                })
             {
+                // Resynchronised with the partner (which may have been PARTNER-DOWN).
                 self.nodes[i].needs_sync = false;
             }
         }
