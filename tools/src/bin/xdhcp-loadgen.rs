@@ -122,6 +122,11 @@ struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Append one line per ACK received to FILE: unix-ms time, client key (hex
+    /// client-id, or MAC with --no-client-id), address, lease seconds;
+    /// written once per receive batch.
+    #[arg(long, value_name = "FILE")]
+    acked_log: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -190,6 +195,7 @@ fn main() -> ExitCode {
         server: a.server,
         server_mac: a.server_mac,
         progress: !a.quiet,
+        acked_log: a.acked_log.clone(),
         engine: EngineConfig {
             scenario,
             clients: a.clients,

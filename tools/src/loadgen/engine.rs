@@ -18,6 +18,7 @@ use std::time::Instant;
 use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
 use xdhcpd::frame::RxFrame;
 
+use super::acklog::{self, AckLog};
 use super::addrbook::{AckCheck, AddrBook};
 use super::hist::Histogram;
 use super::port::{Port, TxOutcome, BATCH};
@@ -392,6 +393,8 @@ struct Core {
     warm_next: u32,
     drain_deadline: u64,
     now: u64,
+    /// `--acked-log`: the shared file and this thread's pending lines.
+    ack_log: Option<(Arc<AckLog>, Vec<u8>)>,
 }
 
 impl<P: Port> Engine<P> {
@@ -469,9 +472,17 @@ impl<P: Port> Engine<P> {
                 warm_next: 0,
                 drain_deadline: 0,
                 now: 0,
+                ack_log: None,
                 sh,
             },
         }
+    }
+
+    /// Records every ACK this thread's clients receive in `log` (see
+    /// [`acklog`]): the lines of one loop iteration are appended together.
+    pub fn with_ack_log(mut self, log: Arc<AckLog>) -> Self {
+        self.core.ack_log = Some((log, Vec::with_capacity(BATCH * 48)));
+        self
     }
 
     /// Runs until the measured phase is over and every exchange is answered
@@ -511,6 +522,10 @@ impl<P: Port> Engine<P> {
             let rx = self.port.recv_batch(|f| core.on_frame(f))?;
             while let Ok(r) = core.inbox.try_recv() {
                 core.on_reply(&r);
+            }
+            // The ACKs of this batch reach the log before anything else is sent.
+            if let Some((log, buf)) = &mut core.ack_log {
+                log.append(buf)?;
             }
             core.expire();
             core.advance_mode();
@@ -720,6 +735,18 @@ impl Core {
                         self.sh.book.ack(g, r.yiaddr, now_s, expiry)
                     {
                         dup = Some(other);
+                    }
+                }
+                if bound_ok {
+                    if let Some((_, buf)) = &mut self.ack_log {
+                        acklog::format_line(
+                            buf,
+                            acklog::unix_ms(),
+                            &r.chaddr,
+                            self.sh.cfg.client_id,
+                            r.yiaddr,
+                            r.lease_time.unwrap_or(0),
+                        );
                     }
                 }
                 let st = &mut self.stats[c.phase as usize];

@@ -7,6 +7,7 @@
 //! up to 64 frames, flush. See [`engine`] for the state machine and
 //! [`report`] for what is measured.
 
+pub mod acklog;
 pub mod addrbook;
 pub mod engine;
 pub mod hist;
@@ -60,6 +61,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// Append one line per ACK received to this file (see [`acklog`]).
+    pub acked_log: Option<PathBuf>,
 }
 
 /// SIGINT/SIGTERM flag (set by the handler, polled by the progress loop).
@@ -203,6 +206,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         bail!("relay mode (--relay) needs the server's address (--server)");
     }
 
+    // Opened before any packet is sent, so a bad path fails the run at once.
+    let ack_log = match &cfg.acked_log {
+        Some(p) => Some(Arc::new(acklog::AckLog::open(p).with_context(|| {
+            format!("opening the ACK log (--acked-log) {}", p.display())
+        })?)),
+        None => None,
+    };
+
     let (ports, io_note) = match cfg.io {
         IoMode::Xdp => (open_xdp(cfg)?, None),
         IoMode::Packet => (open_packet(cfg)?, None),
@@ -239,12 +250,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 
     let (io_name, reports) = match ports {
         Ports::Xdp { ports, _steering } => {
-            let r = run_threads(cfg, &sh, ports, inboxes, &outboxes)?;
+            let r = run_threads(cfg, &sh, ports, inboxes, &outboxes, ack_log.as_ref())?;
             drop(_steering);
             ("af_xdp", r)
         }
         Ports::Packet(ports, sinks) => {
-            let r = run_threads(cfg, &sh, ports, inboxes, &outboxes)?;
+            let r = run_threads(cfg, &sh, ports, inboxes, &outboxes, ack_log.as_ref())?;
             drop(sinks);
             ("af_packet", r)
         }
@@ -258,12 +269,14 @@ fn run_threads<P: Port + Send>(
     ports: Vec<P>,
     inboxes: Vec<std::sync::mpsc::Receiver<engine::Reply>>,
     outboxes: &[std::sync::mpsc::SyncSender<engine::Reply>],
+    ack_log: Option<&Arc<acklog::AckLog>>,
 ) -> anyhow::Result<Vec<ThreadReport>> {
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for (t, (port, inbox)) in ports.into_iter().zip(inboxes).enumerate() {
             let sh = sh.clone();
             let outs = outboxes.to_vec();
+            let log = ack_log.cloned();
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[t % cfg.cpus.len()]);
             let h = std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
@@ -271,7 +284,11 @@ fn run_threads<P: Port + Send>(
                     if let Some(c) = cpu {
                         pin_to(c);
                     }
-                    Engine::new(port, sh, t as u32, inbox, outs).run()
+                    let e = Engine::new(port, sh, t as u32, inbox, outs);
+                    match log {
+                        Some(l) => e.with_ack_log(l).run(),
+                        None => e.run(),
+                    }
                 })
                 .context("spawning a loadgen thread")?;
             handles.push(h);
