@@ -812,7 +812,13 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
                 _ => Body::Contact,
             }
         }
-        t if t >= 128 => Body::Optional { msg_type: t },
+        t if t >= 128 => {
+            unknown.extend(opts.iter().map(|o| RawOption {
+                code: o.code,
+                data: o.data.to_vec(),
+            }));
+            Body::Optional { msg_type: t }
+        }
         t => {
             return Err(DecodeError::UnknownType {
                 offset: base,

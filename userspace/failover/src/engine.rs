@@ -254,7 +254,11 @@ struct Conn {
     partner_receive_timer: u32,
     /// Partner clock minus ours, seconds.
     skew: Option<i64>,
+    skew_samples: [Option<i32>; SKEW_WINDOW],
+    skew_next: usize,
 }
+
+const SKEW_WINDOW: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -617,6 +621,8 @@ impl FailoverEngine {
             partner_max_unacked: self.cfg.max_unacked_bndupd,
             partner_receive_timer: 0,
             skew: None,
+            skew_samples: [None; SKEW_WINDOW],
+            skew_next: 0,
         };
         if self.cfg.role == Role::Primary {
             let xid = self.xid();
@@ -663,14 +669,15 @@ impl FailoverEngine {
                     c.last_rx = now;
                     self.persist.last_contact = now;
                     // Draft-12 5.10: estimate the partner's clock offset from every message.
-                    // A sample is the true offset minus the transit delay, so keep the
-                    // largest recent one; follow large drops (a clock step) at once.
-                    let sample = m.time as i64 - now as i64;
-                    c.skew = match c.skew {
-                        None => Some(sample),
-                        Some(k) if sample < k - 5 => Some(sample),
-                        Some(k) => Some(sample.max(k - 1)),
-                    };
+                    // A sample is the true offset minus the transit delay, so the largest of
+                    // the last 16 samples is the estimate (it follows clock steps within 16
+                    // messages); offsets within +-2 s count as none (1-second quantisation).
+                    let sample =
+                        (m.time as i64 - now as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                    c.skew_samples[c.skew_next % SKEW_WINDOW] = Some(sample);
+                    c.skew_next = c.skew_next.wrapping_add(1);
+                    let est = c.skew_samples.iter().flatten().copied().max().unwrap_or(0) as i64;
+                    c.skew = Some(if est.abs() <= 2 { 0 } else { est });
                     self.handle_message(now, m);
                 }
                 Ok(None) => break,

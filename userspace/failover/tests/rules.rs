@@ -1,0 +1,653 @@
+//! The spec's "testable behaviours" that live in the failover engine (1-12, 14), the MCLT
+//! worked example, and the re-integration paths, run on the simulation harness with random
+//! faults switched off.
+
+mod common;
+
+use common::{Sim, SimParams, POOL, T0};
+use xdhcpd_failover::{
+    backup_share, policy::hba_from_split, Admission, BindingStatus, DropReason, FailoverPersist,
+    FailoverPolicy, PolicyCell, RequestKind, Role, ServerState,
+};
+
+const DAY: u32 = 86_400;
+
+fn params() -> SimParams {
+    SimParams {
+        mclt: 120,
+        desired: 480,
+        safe_period: 600,
+        use_safe_period: true,
+        split: None,
+        fresh_primary_partner_down: false,
+        clients: 12,
+        duration: 0,
+        faults: 0,
+    }
+}
+
+fn quiet(p: SimParams) -> Sim {
+    let mut s = Sim::new(7, p);
+    s.random_faults = false;
+    s.random_clients = false;
+    s
+}
+
+fn st(s: &Sim, i: usize) -> Option<ServerState> {
+    s.nodes[i].state()
+}
+
+/// Runs until `f` holds (checking invariants every step), at most `max` seconds.
+fn run_until(s: &mut Sim, max: u32, f: impl Fn(&Sim) -> bool) {
+    let end = s.t + max;
+    while !f(s) {
+        assert!(
+            s.t < end,
+            "condition not reached within {max}s\n{}",
+            s.log_tail()
+        );
+        let next = (s.t + 1).min(end);
+        s.run_until(next);
+    }
+}
+
+fn both(s: &Sim, state: ServerState) -> bool {
+    st(s, 0) == Some(state) && st(s, 1) == Some(state)
+}
+
+/// Stops clients, lets updates drain, then requires identical binding sets.
+fn assert_converged(s: &mut Sim) {
+    s.random_clients = false;
+    run_until(s, 120, |s| {
+        (0..2).all(|i| {
+            s.nodes[i].engine.as_ref().is_some_and(|e| {
+                e.pending_updates() == 0 && e.unacked_updates() == 0 && e.communications_ok()
+            })
+        })
+    });
+    let t = s.t;
+    s.run_until(t + 3);
+    for k in 0..POOL {
+        let a = &s.nodes[0].table[k].b;
+        let b = &s.nodes[1].table[k].b;
+        let class = |x: &xdhcpd_failover::Binding| match x.status {
+            BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset => {
+                BindingStatus::Free
+            }
+            other => other,
+        };
+        assert_eq!(class(a), class(b), "{}: {a:?} vs {b:?}", a.addr);
+        if a.status == BindingStatus::Active {
+            assert!(a.same_client(b), "{}: clients differ", a.addr);
+            assert_eq!(a.lease_expiry, b.lease_expiry, "{}: expiry differs", a.addr);
+        }
+    }
+}
+
+fn start_pair(p: SimParams) -> Sim {
+    let mut s = quiet(p);
+    run_until(&mut s, 60, |s| both(s, ServerState::Normal));
+    s
+}
+
+// -------------------------------------------------------------------------------------------
+// MCLT rule (behaviours 2, 3)
+
+#[test]
+fn mclt_worked_example() {
+    let mut p = FailoverPolicy::standalone();
+    p.mclt = 3600;
+    p.lease_period_factor_permille = 1500;
+    p.state = ServerState::Normal;
+    let now = 1_000_000;
+    // New client asking 3 days: first ACK is the MCLT, BNDUPD potential expiration 4.5 days.
+    let g = p.lease_time_allowed(now, 3 * DAY, 0);
+    assert_eq!(g.lease_secs, 3600);
+    assert_eq!(g.lease_expiry, now + 3600);
+    assert_eq!(g.potential_expiry, now + 3 * DAY + 3 * DAY / 2);
+    // Partner acked it; renewal at T1 (half an hour later) gets the full 3 days.
+    let later = now + 1800;
+    let g2 = p.lease_time_allowed(later, 3 * DAY, g.potential_expiry);
+    assert_eq!(g2.lease_secs, 3 * DAY);
+    // Without the ack the renewal stays at the MCLT.
+    assert_eq!(p.lease_time_allowed(later, 3 * DAY, 0).lease_secs, 3600);
+    // Partner acked an older, nearly used-up potential expiration: remainder + MCLT.
+    let g3 = p.lease_time_allowed(later, 3 * DAY, later + 600);
+    assert_eq!(g3.lease_secs, 600 + 3600);
+}
+
+#[test]
+fn mclt_bound_holds_for_any_input() {
+    let mut r = common::Rng::new(99);
+    let mut p = FailoverPolicy::standalone();
+    for _ in 0..100_000 {
+        p.mclt = r.range(1, 100_000);
+        p.lease_period_factor_permille = r.range(1000, 3000);
+        let now = r.range(1, u32::MAX / 2);
+        let desired = if r.chance(10) {
+            u32::MAX
+        } else {
+            r.range(0, 10 * DAY)
+        };
+        let acked = if r.chance(300) {
+            0
+        } else {
+            now.wrapping_add(r.range(0, 10 * DAY)).wrapping_sub(5 * DAY)
+        };
+        let g = p.lease_time_allowed(now, desired, acked);
+        assert!(g.lease_expiry as u64 <= now.max(acked) as u64 + p.mclt as u64);
+        assert!(g.lease_secs <= desired);
+        assert!(g.potential_expiry >= g.lease_expiry);
+        if acked <= now {
+            assert!(g.lease_secs <= p.mclt);
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Per-packet policy (behaviours 1, 5, 7, 11, 12)
+
+fn policy(role: Role, state: ServerState, split: Option<u16>) -> FailoverPolicy {
+    FailoverPolicy {
+        role,
+        state,
+        mclt: 3600,
+        lease_period_factor_permille: 1500,
+        partner_down_usable_at: 10_000,
+        hba: hba_from_split(split.unwrap_or(256)),
+        load_balance_max_secs: 3,
+        rebind_limit: 300,
+    }
+}
+
+#[test]
+fn backup_drops_discover_in_normal() {
+    let key = [1u8, 2, 3, 4, 5, 6];
+    let b = policy(Role::Secondary, ServerState::Normal, None);
+    assert_eq!(
+        b.admit(RequestKind::Discover, &key, 0),
+        Admission::Drop(DropReason::PartnersBucket)
+    );
+    // Renewals are answered by whoever gets them.
+    assert_eq!(
+        b.admit(RequestKind::Renew, &key, 0),
+        Admission::ServeForPartner
+    );
+    let m = policy(Role::Primary, ServerState::Normal, None);
+    assert_eq!(m.admit(RequestKind::Discover, &key, 0), Admission::Serve);
+    for s in [
+        ServerState::CommunicationsInterrupted,
+        ServerState::PartnerDown,
+    ] {
+        assert_ne!(
+            policy(Role::Secondary, s, None).admit(RequestKind::Discover, &key, 0),
+            Admission::Drop(DropReason::PartnersBucket)
+        );
+    }
+    for s in [
+        ServerState::Startup,
+        ServerState::Recover,
+        ServerState::RecoverWait,
+        ServerState::PotentialConflict,
+        ServerState::Shutdown,
+        ServerState::Paused,
+    ] {
+        assert_eq!(
+            policy(Role::Primary, s, None).admit(RequestKind::Discover, &key, 0),
+            Admission::Drop(DropReason::Unresponsive(s))
+        );
+    }
+    let rd = policy(Role::Primary, ServerState::RecoverDone, None);
+    assert_eq!(
+        rd.admit(RequestKind::Discover, &key, 0),
+        Admission::Drop(DropReason::RenewOnly)
+    );
+    assert_eq!(rd.admit(RequestKind::Rebind, &key, 0), Admission::Serve);
+}
+
+#[test]
+fn load_balancing_one_owner_in_normal_everyone_outside() {
+    let mut mine = [0u32; 2];
+    for i in 0..2000u32 {
+        let key = i.to_be_bytes();
+        let p = policy(Role::Primary, ServerState::Normal, Some(128));
+        let s = policy(Role::Secondary, ServerState::Normal, Some(128));
+        let a = p.admit(RequestKind::Discover, &key, 0) == Admission::Serve;
+        let b = s.admit(RequestKind::Discover, &key, 0) == Admission::Serve;
+        assert!(a ^ b, "exactly one server answers a DISCOVER in NORMAL");
+        mine[a as usize] += 1;
+        // Past load_balance_max_secs the other server answers too.
+        assert_ne!(
+            s.admit(RequestKind::Discover, &key, 10),
+            Admission::Drop(DropReason::PartnersBucket)
+        );
+        for st in [
+            ServerState::CommunicationsInterrupted,
+            ServerState::PartnerDown,
+            ServerState::ConflictDone,
+        ] {
+            assert!(!matches!(
+                policy(Role::Secondary, st, Some(128)).admit(RequestKind::Discover, &key, 0),
+                Admission::Drop(_)
+            ));
+        }
+    }
+    // split 128: roughly half each.
+    assert!(mine[0] > 800 && mine[1] > 800, "{mine:?}");
+    // The RFC 3074 table is a permutation.
+    let mut seen = [false; 256];
+    for v in xdhcpd_failover::policy::RFC3074_TABLE {
+        seen[v as usize] = true;
+    }
+    assert!(seen.iter().all(|&x| x));
+}
+
+#[test]
+fn rebind_limit_for_partners_clients() {
+    let key = [7u8; 6];
+    let s = policy(
+        Role::Secondary,
+        ServerState::CommunicationsInterrupted,
+        None,
+    );
+    let a = s.admit(RequestKind::Renew, &key, 0);
+    assert_eq!(a, Admission::ServeForPartner);
+    assert_eq!(s.rebind_time(a, 1800, 3150), 2100);
+    let p = policy(Role::Primary, ServerState::CommunicationsInterrupted, None);
+    let a = p.admit(RequestKind::Renew, &key, 0);
+    assert_eq!(p.rebind_time(a, 1800, 3150), 3150);
+}
+
+#[test]
+fn allocation_rules_per_state() {
+    use BindingStatus::*;
+    let now = 20_000;
+    let ci_p = policy(Role::Primary, ServerState::CommunicationsInterrupted, None);
+    let ci_s = policy(
+        Role::Secondary,
+        ServerState::CommunicationsInterrupted,
+        None,
+    );
+    // C-I: own pool only, never an expired/released address.
+    assert!(ci_p.may_allocate(now, Free, 0) && !ci_p.may_allocate(now, Backup, 0));
+    assert!(ci_s.may_allocate(now, Backup, 0) && !ci_s.may_allocate(now, Free, 0));
+    for s in [Expired, Released, Reset, Active, Abandoned] {
+        assert!(!ci_p.may_allocate(now, s, 0) && !ci_s.may_allocate(now, s, 0));
+    }
+    // PARTNER-DOWN: partner's pool only from partner-down time + MCLT.
+    let mut pd = policy(Role::Secondary, ServerState::PartnerDown, None);
+    pd.partner_down_usable_at = 10_000 + 3600;
+    assert!(!pd.may_allocate(13_599, Free, 0));
+    assert!(pd.may_allocate(13_600, Free, 0));
+    // An expired lease: also MCLT after its end.
+    assert!(!pd.may_allocate(14_000, Expired, 12_000));
+    assert!(pd.may_allocate(15_600, Expired, 12_000));
+    // Not responsive: nothing.
+    assert!(!policy(Role::Primary, ServerState::Recover, None).may_allocate(now, Free, 0));
+}
+
+#[test]
+fn policy_cell_publishes_snapshots() {
+    let p = policy(Role::Secondary, ServerState::PartnerDown, Some(77));
+    let cell = PolicyCell::new(FailoverPolicy::standalone());
+    cell.store(&p);
+    assert_eq!(cell.load(), p);
+    std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            for _ in 0..100_000 {
+                let q = cell.load();
+                assert!(q == p || q.state == ServerState::Normal, "torn read: {q:?}");
+            }
+        });
+        let mut q = p;
+        q.state = ServerState::Normal;
+        for i in 0..100_000 {
+            cell.store(if i % 2 == 0 { &q } else { &p });
+        }
+        r.join().unwrap();
+    });
+}
+
+#[test]
+fn persist_layout_round_trip_and_corruption() {
+    let p = FailoverPersist {
+        own_state: ServerState::RecoverWait,
+        resume_state: ServerState::Recover,
+        own_state_since: 5,
+        partner_state: Some(ServerState::PartnerDown),
+        partner_state_since: 6,
+        last_contact: 7,
+        last_operational: 8,
+        partner_down_since: 9,
+        recover_base: 10,
+        mclt: 3600,
+        ever_communicated: true,
+        recover_all: true,
+    };
+    let mut b = p.to_bytes();
+    assert_eq!(b.len(), 64);
+    assert_eq!(&b[..4], b"XFOP");
+    assert_eq!(b[6], 254);
+    assert_eq!(FailoverPersist::from_bytes(&b), Ok(p));
+    b[20] ^= 1;
+    assert!(matches!(
+        FailoverPersist::from_bytes(&b),
+        Err(xdhcpd_failover::PersistError::Checksum { .. })
+    ));
+    assert!(FailoverPersist::from_bytes(&b[..10]).is_err());
+}
+
+// -------------------------------------------------------------------------------------------
+// Engine behaviours on a simulated pair
+
+#[test]
+fn first_contact_recover_and_pool_grant() {
+    // Behaviour 10: the backup receives backup-pct of the available addresses.
+    let mut s = start_pair(params());
+    run_until(&mut s, 30, |s| {
+        s.nodes[1]
+            .table
+            .iter()
+            .filter(|r| r.b.status == BindingStatus::Backup)
+            .count()
+            == POOL / 2
+    });
+    assert_converged(&mut s);
+    assert_eq!(backup_share(32, 0, 50), 16);
+    assert_eq!(backup_share(20, 16, 50), 2);
+    assert_eq!(backup_share(10, 0, 10), 1);
+    // Both went STARTUP -> RECOVER -> RECOVER-WAIT -> RECOVER-DONE -> NORMAL.
+    for (a, b) in [
+        (ServerState::Startup, ServerState::Recover),
+        (ServerState::Recover, ServerState::RecoverWait),
+        (ServerState::RecoverWait, ServerState::RecoverDone),
+        (ServerState::RecoverDone, ServerState::Normal),
+    ] {
+        assert_eq!(s.cov.transitions.get(&(a, b)), Some(&2), "{a} -> {b}");
+    }
+}
+
+#[test]
+fn unacked_updates_never_exceed_max() {
+    let mut s = start_pair(params());
+    let now = s.nodes[0].now(s.t);
+    for k in 0..POOL {
+        let mut b = s.nodes[0].table[k].b.clone();
+        b.cltt = now;
+        s.nodes[0].engine.as_mut().unwrap().lease_changed(now, b);
+    }
+    let max = s.nodes[0].cfg.max_unacked_bndupd as usize;
+    let mut peak = 0;
+    for _ in 0..200 {
+        let e = s.nodes[0].engine.as_mut().unwrap();
+        let _ = e.poll_transmit().map(|_| ());
+        peak = peak.max(e.unacked_updates());
+        assert!(e.unacked_updates() <= max);
+        let t = s.t;
+        s.run_until(t + 1);
+        let e = s.nodes[0].engine.as_ref().unwrap();
+        peak = peak.max(e.unacked_updates());
+        assert!(e.unacked_updates() <= max);
+    }
+    assert_eq!(peak, max, "window was used");
+    assert_eq!(s.nodes[0].engine.as_ref().unwrap().pending_updates(), 0);
+}
+
+#[test]
+fn communications_interrupted_and_back() {
+    let mut p = params();
+    p.clients = 20;
+    let mut s = start_pair(p);
+    s.random_clients = true;
+    s.run_until(s.t + 300);
+    s.partition(200);
+    run_until(&mut s, 60, |s| {
+        both(s, ServerState::CommunicationsInterrupted)
+    });
+    s.run_until(s.t + 150);
+    run_until(&mut s, 100, |s| both(s, ServerState::Normal));
+    assert_converged(&mut s);
+}
+
+#[test]
+fn safe_period_enabled_and_disabled() {
+    // Enabled: PARTNER-DOWN exactly safe-period after the interruption, not before.
+    let mut s = start_pair(params());
+    s.crash(1, true, 100_000);
+    run_until(&mut s, 5, |s| {
+        st(s, 0) == Some(ServerState::CommunicationsInterrupted)
+    });
+    let since = s.nodes[0].engine.as_ref().unwrap().interrupted_since();
+    let deadline = since + 600;
+    assert_eq!(
+        s.nodes[0]
+            .engine
+            .as_ref()
+            .unwrap()
+            .poll_timeout()
+            .map(|d| d <= deadline),
+        Some(true)
+    );
+    run_until(&mut s, 700, |s| s.nodes[0].now(s.t) >= deadline - 1);
+    assert_eq!(st(&s, 0), Some(ServerState::CommunicationsInterrupted));
+    run_until(&mut s, 5, |s| st(s, 0) == Some(ServerState::PartnerDown));
+    assert!(s.nodes[0].now(s.t) >= deadline);
+    // The safe period counted from the interruption: partner's pool usable at once.
+    let pol = s.nodes[0].cell.load();
+    assert_eq!(pol.partner_down_usable_at, since + 120);
+
+    // Disabled: stays COMMUNICATIONS-INTERRUPTED; only the command moves it.
+    let mut p = params();
+    p.use_safe_period = false;
+    let mut s = start_pair(p);
+    s.crash(1, true, 100_000);
+    s.run_until(s.t + 3000);
+    assert_eq!(st(&s, 0), Some(ServerState::CommunicationsInterrupted));
+    let now = s.nodes[0].now(s.t);
+    s.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, None)
+        .unwrap();
+    s.drain(0);
+    assert_eq!(st(&s, 0), Some(ServerState::PartnerDown));
+}
+
+#[test]
+fn partner_down_with_date_counts_mclt_from_it() {
+    // Behaviours 7 and 8.
+    let mut s = start_pair(params());
+    s.crash(0, false, 100_000);
+    s.run_until(s.t + 200);
+    let now = s.nodes[1].now(s.t);
+    let since = now - 50;
+    s.nodes[1]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, Some(since))
+        .unwrap();
+    s.drain(1);
+    let pol = s.nodes[1].cell.load();
+    assert_eq!(pol.state, ServerState::PartnerDown);
+    assert_eq!(pol.partner_down_usable_at, since + 120);
+    assert!(!pol.may_allocate(since + 119, BindingStatus::Free, 0));
+    assert!(pol.may_allocate(since + 120, BindingStatus::Free, 0));
+    // A command is refused where it makes no sense.
+    let mut s2 = start_pair(params());
+    let now = s2.nodes[0].now(s2.t);
+    s2.nodes[0].engine.as_mut().unwrap().recover(now).unwrap();
+    assert!(s2.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, None)
+        .is_err());
+}
+
+#[test]
+fn partner_down_then_partner_returns_down_first() {
+    let mut p = params();
+    p.clients = 20;
+    let mut s = start_pair(p);
+    s.random_clients = true;
+    s.run_until(s.t + 300);
+    s.crash(1, true, 100_000);
+    s.run_until(s.t + 30);
+    let now = s.nodes[0].now(s.t);
+    let crashed = s.nodes[0].now(s.nodes[1].crashed_at);
+    s.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, Some(crashed))
+        .unwrap();
+    s.drain(0);
+    s.run_until(s.t + 400);
+    s.restart(1);
+    run_until(&mut s, 30, |s| st(s, 1) == Some(ServerState::Recover));
+    run_until(&mut s, 300, |s| both(s, ServerState::Normal));
+    assert_converged(&mut s);
+    assert!(s
+        .cov
+        .transitions
+        .contains_key(&(ServerState::PartnerDown, ServerState::Normal)));
+}
+
+#[test]
+fn potential_conflict_resolution() {
+    let mut p = params();
+    p.clients = 20;
+    let mut s = start_pair(p);
+    s.random_clients = true;
+    s.run_until(s.t + 300);
+    // Node 1 is cut off from everyone; the operator wrongly declares it down.
+    s.nodes[1].isolated_until = s.t + 400;
+    s.nodes[1].isolated_from = s.t;
+    s.nodes[1].needs_sync = true;
+    s.partition(400);
+    run_until(&mut s, 60, |s| {
+        st(s, 0) == Some(ServerState::CommunicationsInterrupted)
+    });
+    let now = s.nodes[0].now(s.t);
+    let since = s.nodes[0].now(s.nodes[1].isolated_from);
+    s.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, Some(since))
+        .unwrap();
+    s.drain(0);
+    run_until(&mut s, 500, |s| {
+        st(s, 0) == Some(ServerState::PotentialConflict)
+            || st(s, 1) == Some(ServerState::PotentialConflict)
+    });
+    run_until(&mut s, 200, |s| both(s, ServerState::Normal));
+    for tr in [
+        (ServerState::PartnerDown, ServerState::PotentialConflict),
+        (ServerState::PotentialConflict, ServerState::ConflictDone),
+        (ServerState::ConflictDone, ServerState::Normal),
+        (ServerState::PotentialConflict, ServerState::Normal),
+    ] {
+        assert!(
+            s.cov.transitions.contains_key(&tr),
+            "missing {tr:?}\n{}",
+            s.log_tail()
+        );
+    }
+    assert_converged(&mut s);
+}
+
+#[test]
+fn lost_database_full_pull_and_mclt_wait() {
+    let mut p = params();
+    p.clients = 20;
+    let mut s = start_pair(p);
+    s.random_clients = true;
+    s.run_until(s.t + 300);
+    s.random_clients = false;
+    s.run_until(s.t + 10);
+    s.crash(1, true, 100_000);
+    // Storage lost: no table, no persisted failover state.
+    s.nodes[1].persist = None;
+    for (k, r) in s.nodes[1].table.iter_mut().enumerate() {
+        r.b = xdhcpd_failover::Binding::free(common::addr(k), T0);
+        r.unacked = false;
+        r.sent_pot = 0;
+    }
+    s.run_until(s.t + 5);
+    s.restart(1);
+    run_until(&mut s, 30, |s| st(s, 1) == Some(ServerState::RecoverWait));
+    let entered = s.t;
+    run_until(&mut s, 300, |s| st(s, 1) == Some(ServerState::RecoverDone));
+    assert!(
+        s.t - entered >= 100,
+        "RECOVER-WAIT waited MCLT ({}s)",
+        s.t - entered
+    );
+    run_until(&mut s, 60, |s| both(s, ServerState::Normal));
+    assert_converged(&mut s);
+}
+
+#[test]
+fn failover_recover_setting() {
+    let mut s = start_pair(params());
+    s.random_clients = true;
+    s.run_until(s.t + 200);
+    s.nodes[0].failover_recover_on_restart = true;
+    s.crash(0, true, 20);
+    run_until(&mut s, 60, |s| st(s, 0) == Some(ServerState::RecoverWait));
+    assert!(
+        s.nodes[0].persist.is_some_and(|p| !p.recover_all),
+        "UPDREQALL completed"
+    );
+    let entered = s.t;
+    run_until(&mut s, 300, |s| both(s, ServerState::Normal));
+    assert!(s.t - entered >= 100);
+    assert_converged(&mut s);
+}
+
+#[test]
+fn shutdown_and_pause() {
+    let mut s = start_pair(params());
+    let now = s.nodes[1].now(s.t);
+    s.nodes[1].engine.as_mut().unwrap().shutdown(now);
+    s.drain(1);
+    run_until(&mut s, 10, |s| st(s, 0) == Some(ServerState::PartnerDown));
+    // The stopping server learns the partner went PARTNER-DOWN: it restarts in RECOVER.
+    run_until(&mut s, 10, |s| {
+        s.nodes[1]
+            .persist
+            .is_some_and(|p| p.resume_state == ServerState::Recover)
+    });
+    s.crash(1, true, 5);
+    run_until(&mut s, 300, |s| both(s, ServerState::Normal));
+
+    let now = s.nodes[0].now(s.t);
+    s.nodes[0].engine.as_mut().unwrap().pause(now);
+    s.drain(0);
+    run_until(&mut s, 10, |s| {
+        st(s, 1) == Some(ServerState::CommunicationsInterrupted)
+    });
+    assert_eq!(
+        s.nodes[0].persist.map(|p| p.resume_state),
+        Some(ServerState::CommunicationsInterrupted)
+    );
+    s.crash(0, true, 5);
+    run_until(&mut s, 60, |s| both(s, ServerState::Normal));
+    assert_converged(&mut s);
+}
+
+#[test]
+fn restart_resumes_persisted_state() {
+    let mut s = start_pair(params());
+    s.crash(1, true, 100_000);
+    run_until(&mut s, 700, |s| st(s, 0) == Some(ServerState::PartnerDown));
+    let pd_since = s.nodes[0].persist.unwrap().partner_down_since;
+    // Node 0 restarts alone: it resumes PARTNER-DOWN (after its startup period) with the same
+    // partner-down time.
+    s.crash(0, true, 10);
+    run_until(&mut s, 40, |s| st(s, 0) == Some(ServerState::PartnerDown));
+    assert_eq!(s.nodes[0].persist.unwrap().partner_down_since, pd_since);
+}
