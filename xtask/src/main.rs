@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: build and run entry points of xdhcpd.
 //!
 //! One file per subcommand; `util` holds the shared command helpers.
+mod bench;
 mod build;
 mod ci;
 mod demo;
@@ -36,6 +37,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// The main job on the embedded default: xdhcpd (XDP) in a namespace, a real client and perfdhcp.
     Demo(demo::DemoArgs),
+    /// End-to-end benchmark: raw ceiling, xdhcpd (XDP, UDP), Kea and ISC dhcpd over one veth pair.
+    Bench(bench::BenchArgs),
     /// Everything CI checks: setup, fmt, clippy, eBPF build, all tests (namespace tests too).
     Ci(ci::CiArgs),
 }
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
         Cmd::Build(args) => build::build(&args).map(drop),
         Cmd::Run(args) => run::run(&args),
         Cmd::Demo(args) => demo::demo(&args),
+        Cmd::Bench(args) => bench::bench(&args),
         Cmd::Ci(args) => ci::ci(&args),
     }
 }
