@@ -58,6 +58,11 @@ enum Cmd {
         /// Stop after this many seconds (for demos and tests).
         #[arg(long)]
         run_for: Option<u64>,
+        /// Accept a configuration that shrinks or removes pools although live leases fall
+        /// outside them: those leases are dropped (and logged). Without it the start fails
+        /// and lists them.
+        #[arg(long)]
+        allow_shrink: bool,
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
             stats_interval,
             stats_json,
             run_for,
+            allow_shrink,
         } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
                 stats_interval,
                 stats_json,
                 run_for: run_for.map(Duration::from_secs),
+                allow_shrink,
             };
             match server::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// Stop after this long (tests, demos); None = until SIGINT/SIGTERM.
     pub run_for: Option<Duration>,
+    /// Let a configuration that shrinks or removes pools drop the live leases outside the
+    /// new pools (they are logged). Without it such a start fails and lists them.
+    pub allow_shrink: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -159,12 +162,28 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let open_opts = OpenOptions {
         shards,
         now: unix_now(),
+        allow_shrink: opts.allow_shrink,
         ..OpenOptions::default()
     };
     let (table, report) = LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts)
         .with_context(|| format!("opening lease file {}", cfg.server.lease_file.display()))?;
     for (addr, why) in &report.quarantined {
         tracing::warn!("lease record for {addr} quarantined: {why}");
+    }
+    for (addr, why) in &report.repaired {
+        tracing::warn!("lease record for {addr} found mid-write, kept: {why}");
+    }
+    if let Some(what) = &report.rebuilt {
+        tracing::info!("lease file rebuilt for the new pools: {what}");
+    }
+    for l in &report.dropped_by_shrink {
+        tracing::warn!(
+            "--allow-shrink: dropped the {} lease of {} for {} (expiry {}): no longer in a pool",
+            l.state,
+            l.addr,
+            l.client,
+            l.expiry
+        );
     }
     tracing::info!(
         "lease file {}: {} records ({}), opened in {:?}",
