@@ -594,6 +594,8 @@ pub const NAK: u8 = 6;
 /// One DHCP reply seen on the wire.
 #[derive(Clone, Copy, Debug)]
 pub struct Reply {
+    /// Capture time, seconds (pcap record timestamp).
+    pub at: f64,
     pub msg_type: u8,
     pub chaddr: [u8; 6],
     pub yiaddr: Ipv4Addr,
@@ -626,20 +628,27 @@ pub fn read_dhcp_replies(path: &Path) -> Res<Vec<Reply>> {
     }
     let mut out = Vec::new();
     let mut at = 24;
+    // Nanosecond-resolution files have a different magic.
+    let frac_per_sec = if matches!(magic, [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]) {
+        1e9
+    } else {
+        1e6
+    };
     while let Some(rec) = data.get(at..at + 16) {
+        let when = f64::from(u32_at(rec, 0)) + f64::from(u32_at(rec, 4)) / frac_per_sec;
         let len = u32_at(rec, 8) as usize;
         let Some(frame) = data.get(at + 16..at + 16 + len) else {
             break;
         };
         at += 16 + len;
-        if let Some(r) = parse_reply(frame) {
+        if let Some(r) = parse_reply(frame, when) {
             out.push(r);
         }
     }
     Ok(out)
 }
 
-fn parse_reply(f: &[u8]) -> Option<Reply> {
+fn parse_reply(f: &[u8], at: f64) -> Option<Reply> {
     if f.get(12..14)? != [0x08, 0x00] {
         return None;
     }
@@ -673,6 +682,7 @@ fn parse_reply(f: &[u8]) -> Option<Reply> {
                 let val = rest.get(..usize::from(len))?;
                 if code == 53 && len == 1 {
                     return Some(Reply {
+                        at,
                         msg_type: val[0],
                         chaddr,
                         yiaddr,
