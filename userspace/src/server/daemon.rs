@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
 
 use super::clock::unix_now;
 use super::iface::Interface;
@@ -165,8 +165,19 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         allow_shrink: opts.allow_shrink,
         ..OpenOptions::default()
     };
-    let (table, report) = LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts)
-        .with_context(|| format!("opening lease file {}", cfg.server.lease_file.display()))?;
+    let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
+        Ok(v) => v,
+        Err(e @ StoreError::Shrink { .. }) => bail!(
+            "opening lease file {}: {e} (to drop those leases, start once with --allow-shrink)",
+            cfg.server.lease_file.display()
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "opening lease file {}",
+                cfg.server.lease_file.display()
+            )))
+        }
+    };
     for (addr, why) in &report.quarantined {
         tracing::warn!("lease record for {addr} quarantined: {why}");
     }
@@ -309,6 +320,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             "engine": snap,
             "elapsed_s": t0.elapsed().as_secs_f64(),
             "io": if steering.is_some() { "xdp" } else { "udp" },
+            "workers": WorkerCounters::sum(&wcounters),
         });
         if let Some(c) = &xdp {
             let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL

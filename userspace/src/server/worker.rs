@@ -34,6 +34,23 @@ pub struct WorkerCounters {
     pub frame_drops: AtomicU64,
 }
 
+impl WorkerCounters {
+    /// Totals over all workers, for the stats JSON.
+    pub fn sum(all: &[Arc<WorkerCounters>]) -> serde_json::Value {
+        let total = |f: fn(&WorkerCounters) -> &AtomicU64| -> u64 {
+            all.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
+        };
+        serde_json::json!({
+            "batches": total(|w| &w.batches),
+            "tx_frames": total(|w| &w.tx_frames),
+            "tx_ring_full": total(|w| &w.tx_ring_full),
+            "flushes": total(|w| &w.flushes),
+            "flush_errors": total(|w| &w.flush_errors),
+            "frame_drops": total(|w| &w.frame_drops),
+        })
+    }
+}
+
 fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
