@@ -573,7 +573,10 @@ impl FailoverEngine {
             ServerState::CommunicationsInterrupted if self.cfg.use_safe_period => at(self
                 .interrupted_since()
                 .saturating_add(self.cfg.safe_period)),
-            ServerState::RecoverWait => at(self.recover_wait_until),
+            // Past the deadline the transition waits for acknowledgements, not for a timer.
+            ServerState::RecoverWait if self.now < self.recover_wait_until => {
+                at(self.recover_wait_until)
+            }
             ServerState::Normal
                 if self.cfg.role == Role::Secondary
                     && self.communications_ok()
@@ -741,10 +744,7 @@ impl FailoverEngine {
                 let base = self.interrupted_since();
                 self.enter_partner_down(now, base, "safe period expired");
             }
-            ServerState::RecoverWait if now >= self.recover_wait_until => {
-                self.set_state(now, ServerState::RecoverDone, "MCLT wait over");
-                self.react(now);
-            }
+            ServerState::RecoverWait => self.finish_recover_wait(now),
             _ => {}
         }
         self.maybe_poolreq(now);
@@ -1070,6 +1070,7 @@ impl FailoverEngine {
                 | ServerState::PartnerDown
                 | ServerState::ConflictDone
                 | ServerState::RecoverDone
+                | ServerState::RecoverWait
                 | ServerState::ResolutionInterrupted
         )
     }
@@ -1683,9 +1684,7 @@ impl FailoverEngine {
                     self.persist.recover_all = false;
                 }
                 self.set_state(now, ServerState::RecoverWait, "UPDDONE");
-                if self.recover_wait_until <= now {
-                    self.set_state(now, ServerState::RecoverDone, "no MCLT wait needed");
-                }
+                self.finish_recover_wait(now);
                 self.react(now);
             }
             ServerState::PotentialConflict => {
@@ -1771,11 +1770,35 @@ impl FailoverEngine {
             }
         }
         self.check_updreq_done(now);
+        if self.state == ServerState::RecoverWait {
+            self.pump();
+            self.finish_recover_wait(now);
+        }
         if self.state == ServerState::PartnerDown {
             // Pending PARTNER-DOWN -> NORMAL waits for the queue to drain.
             self.pump();
             self.react(now);
         }
+    }
+
+    /// RECOVER-WAIT -> RECOVER-DONE once the MCLT wait is over and the partner holds every
+    /// update of ours: it goes NORMAL as soon as it sees RECOVER-DONE and must not allocate an
+    /// address we bound (e.g. in PARTNER-DOWN before a `recover` command) without knowing.
+    /// With updates outstanding and no connection we stay (draft-12 9.6.2 allows it).
+    fn finish_recover_wait(&mut self, now: u32) {
+        if self.state != ServerState::RecoverWait || now < self.recover_wait_until {
+            return;
+        }
+        if !self.pending.is_empty() || !self.inflight.is_empty() {
+            return;
+        }
+        let reason = if self.recover_wait_until == self.state_since {
+            "no MCLT wait needed"
+        } else {
+            "MCLT wait over"
+        };
+        self.set_state(now, ServerState::RecoverDone, reason);
+        self.react(now);
     }
 
     fn maybe_poolreq(&mut self, now: u32) {

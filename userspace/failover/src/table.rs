@@ -21,7 +21,9 @@ fn later(incoming: u32, than: u32) -> bool {
 }
 
 /// Decides whether to accept a partner's binding update for an address whose local record is
-/// `local` (None = unknown to us, treated as FREE). `role` is ours.
+/// `local` (None = unknown to us, treated as FREE). `role` is ours. `now` is compared with the
+/// local lease end ("time(2)"): pass the clock the expiry sweeper uses, i.e. minus any expiry
+/// grace period, so a binding the sweeper still keeps is not freed by a partner's update.
 pub fn resolve_update(
     local: Option<&Binding>,
     incoming: &Binding,

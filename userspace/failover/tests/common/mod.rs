@@ -387,8 +387,20 @@ impl Sim {
                     Err((RejectReason::IllegalIpAddress, "not in pool".to_string()))
                 } else {
                     let rec = &mut self.nodes[i].table[idx];
-                    match resolve_update(Some(&rec.b), &binding, now, role) {
+                    // "Expired" uses the same grace as the expiry sweeper (clock steps).
+                    match resolve_update(Some(&rec.b), &binding, now.saturating_sub(GRACE), role) {
                         UpdateDecision::Accept(b) => {
+                            if self.verbose {
+                                eprintln!(
+                                    "[{}] node{i}: accept {} {:?} end {} (was {:?} end {})",
+                                    self.t - T0,
+                                    b.addr,
+                                    b.status,
+                                    b.lease_expiry.wrapping_sub(T0),
+                                    rec.b.status,
+                                    rec.b.lease_expiry.wrapping_sub(T0)
+                                );
+                            }
                             rec.b = b;
                             rec.unacked = false;
                             rec.sent_pot = 0;
@@ -953,6 +965,14 @@ impl Sim {
             for k in 0..POOL {
                 let rec = &mut self.nodes[i].table[k];
                 if rec.b.status == BindingStatus::Active && rec.b.lease_expiry + GRACE < now {
+                    if self.verbose {
+                        eprintln!(
+                            "[{}] node{i}: expire {} (lease end {})",
+                            self.t - T0,
+                            addr(k),
+                            rec.b.lease_expiry.wrapping_sub(T0)
+                        );
+                    }
                     rec.b.status = BindingStatus::Expired;
                     rec.b.start = now;
                     rec.unacked = true;
