@@ -1139,7 +1139,7 @@ impl FailoverEngine {
         let Some(inc) = self.incoming.remove(&xid) else {
             return;
         };
-        if !self.conn.as_ref().is_some_and(|c| c.gen == inc.gen) {
+        if self.conn.as_ref().is_none_or(|c| c.gen != inc.gen) {
             return;
         }
         let txns = inc
@@ -1559,11 +1559,8 @@ impl FailoverEngine {
                 self.pc_resolved = false;
                 self.sent_updreq = None;
             }
-            ServerState::Normal => {
-                if self.cfg.role == Role::Secondary {
-                    self.next_poolreq_at = now;
-                }
-            }
+            // Draft-12 9.8.1: the secondary asks for its pool on entering NORMAL.
+            ServerState::Normal if self.cfg.role == Role::Secondary => self.next_poolreq_at = now,
             _ => {}
         }
         self.actions.push_back(Action::StateChanged {

@@ -411,11 +411,8 @@ fn fuzz_never_panics() {
             let end = (k + n).min(buf.len());
             d.push(&buf[k..end]);
             k = end;
-            loop {
-                match d.next_message() {
-                    Ok(Some(_)) => decoded += 1,
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(_)) = d.next_message() {
+                decoded += 1;
             }
         }
         let _ = decode_message(&buf, 0);

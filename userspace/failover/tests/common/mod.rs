@@ -1084,13 +1084,7 @@ impl Sim {
         }
         // Deliveries.
         for from in 0..2 {
-            loop {
-                let Some((at, _)) = self.link.q[from].front() else {
-                    break;
-                };
-                if *at > t {
-                    break;
-                }
+            while self.link.q[from].front().is_some_and(|(at, _)| *at <= t) {
                 let Some((_, bytes)) = self.link.q[from].pop_front() else {
                     break;
                 };
