@@ -233,7 +233,7 @@ fn run(a: &Args) -> anyhow::Result<Counters> {
     let mut turns = 0u32;
     while !STOP.load(Relaxed) {
         turns = turns.wrapping_add(1);
-        if turns % 4096 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if turns.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         for sock in &mut socks {

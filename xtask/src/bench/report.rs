@@ -25,6 +25,8 @@ pub struct RunInfo {
     pub point_seconds: f64,
     pub results_dir: String,
     pub wall_s: f64,
+    /// `xdhcp-loadgen --self-test`: DISCOVER frames/s its sender alone reaches.
+    pub loadgen_self_test_pps: Option<f64>,
 }
 
 fn cell_rate(p: Option<&Point>) -> String {
@@ -180,6 +182,14 @@ pub fn markdown_section(
         "Load average before / after: {} / {}. Raw data, JSON and plot: `{}/` (not in git).\n",
         info.load_before, info.load_after, info.results_dir
     );
+    if let Some(pps) = info.loadgen_self_test_pps {
+        let _ = writeln!(
+            o,
+            "Loadgen alone (`--self-test`, one core, no replies to handle): {} frames/s, so at most {} DORA/s offered (2 frames out per DORA).\n",
+            fmt_rate(pps),
+            fmt_rate(pps / 2.0)
+        );
+    }
     o.push_str(&summary_table(results));
     o.push_str("\nRatios (DORA, max sustained at < 1% loss):\n\n");
     o.push_str(&ratios_text(ratios));
@@ -195,6 +205,11 @@ pub fn markdown_section(
          closed loop. p99: a separate open-loop point at 50% of the max sustained rate. The \
          ceiling is `xdhcp-echo` behind the same XDP program: each DORA is 2 frames in and 2 out \
          on the server side, so its DORA/s is the echo's frames/s ÷ 2.\n\n\
+         Durability differs and is part of each figure: xdhcpd commit=ack msyncs the lease \
+         table once per batch before that batch's replies leave; commit=interval:10 msyncs \
+         every 10 ms; Kea's memfile appends each lease to its CSV with write(2) and no fsync; \
+         ISC dhcpd fsyncs its lease file for every lease. Lease files live in the temporary \
+         directory (fdatasync latency in the machine line).\n\n\
          veth caveat: veth runs the receiving side's XDP program (and the copy into the AF_XDP \
          socket, or the kernel's receive path) in the NAPI context of the *sending* CPU, so core \
          0 also pays for the server's receive and core 1 for the loadgen's. \"One core each\" is \
