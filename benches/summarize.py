@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Prints the latest criterion results (target/criterion/**/new/) as a
-Markdown table: median time per iteration, the 95% interval of the mean,
-time per element and elements/s on one core.
+"""Prints criterion results as a Markdown table.
 
-Usage: python3 benches/summarize.py [CRITERION_DIR] [PREFIX...]
+Usage: python3 benches/summarize.py [--prefix P]... DIR [DIR...]
+
+Each DIR is a criterion output folder (target/criterion, or a copy of it
+kept from an earlier run). Per benchmark it prints the lowest median over
+the runs (on a shared, busy machine the least disturbed run is the best
+estimate of the cost), the spread of the medians, time per element and
+elements/s on one core.
 """
 import json
 import os
@@ -15,7 +19,7 @@ def fmt_time(ns):
         return f"{ns / 1e6:.2f} ms"
     if ns >= 1e3:
         return f"{ns / 1e3:.2f} µs"
-    return f"{ns:.1f} ns"
+    return f"{ns:.0f} ns"
 
 
 def fmt_rate(per_s):
@@ -26,10 +30,8 @@ def fmt_rate(per_s):
     return f"{per_s:.0f} /s"
 
 
-def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-    prefixes = sys.argv[2:]
-    rows = []
+def load(root, prefixes):
+    out = {}
     for dirpath, _dirs, files in os.walk(root):
         if os.path.basename(dirpath) != "new" or "benchmark.json" not in files:
             continue
@@ -45,19 +47,33 @@ def main():
         if prefixes and not any(name.startswith(p) for p in prefixes):
             continue
         elems = (meta.get("throughput") or {}).get("Elements") or 1
-        med = est["median"]["point_estimate"]
-        lo = est["mean"]["confidence_interval"]["lower_bound"]
-        hi = est["mean"]["confidence_interval"]["upper_bound"]
-        rows.append((name, med, lo, hi, elems))
-    rows.sort()
-    print("| benchmark | median / iter | mean 95% CI | per element | per core |")
+        out[name] = (est["median"]["point_estimate"], elems)
+    return out
+
+
+def main():
+    args = sys.argv[1:]
+    prefixes, dirs = [], []
+    while args:
+        a = args.pop(0)
+        if a == "--prefix" and args:
+            prefixes.append(args.pop(0))
+        else:
+            dirs.append(a)
+    if not dirs:
+        dirs = ["target/criterion"]
+    runs = [load(d, prefixes) for d in dirs]
+    names = sorted(set().union(*runs))
+    print("| benchmark | best median / iter | medians over runs | per element | per core |")
     print("|---|---|---|---|---|")
-    for name, med, lo, hi, elems in rows:
-        per = med / elems
-        print(
-            f"| `{name}` | {fmt_time(med)} | {fmt_time(lo)} – {fmt_time(hi)} "
-            f"| {fmt_time(per)} | {fmt_rate(1e9 / per)} |"
-        )
+    for name in names:
+        got = [r[name] for r in runs if name in r]
+        meds = [m for m, _ in got]
+        elems = got[0][1]
+        best = min(meds)
+        per = best / elems
+        spread = fmt_time(min(meds)) if len(meds) == 1 else f"{fmt_time(min(meds))} – {fmt_time(max(meds))} ({len(meds)} runs)"
+        print(f"| `{name}` | {fmt_time(best)} | {spread} | {fmt_time(per)} | {fmt_rate(1e9 / per)} |")
 
 
 if __name__ == "__main__":
