@@ -875,7 +875,8 @@ impl Ctx {
                 p.loss_pct
             );
             r.half = Some(p);
-            if self.profile && matches!(sys, System::Ceiling | System::XdpAck) {
+            if self.profile && matches!(sys, System::Ceiling | System::XdpAck | System::XdpInterval)
+            {
                 let rate = best.target.unwrap_or(half * 2);
                 let data = self.work.join(format!("perf-{}.data", sys.key()));
                 let p = self.point(
@@ -1005,30 +1006,40 @@ impl Ctx {
     fn perf_report(&self, sys: System, data: &Path) -> Result<PathBuf> {
         let out = self.out.join(format!("perf-{}.txt", sys.key()));
         let mut text = String::new();
-        for (title, extra) in [
+        let reports: [(&str, &[&str]); 3] = [
             (
-                "by CPU, command and symbol (self time)",
-                vec!["--sort", "cpu,comm,dso,sym"],
+                "who uses each core (self time)",
+                &["--sort", "cpu,comm", "--percent-limit", "0.5"],
             ),
             (
-                "by command and symbol (self time)",
-                vec!["--sort", "comm,sym"],
+                "core 1 (server core) by command and symbol",
+                &[
+                    "--cpu",
+                    SERVER_CPU,
+                    "--sort",
+                    "comm,dso,sym",
+                    "--percent-limit",
+                    "0.4",
+                ],
             ),
-        ] {
+            (
+                "core 0 (loadgen core) by command and symbol",
+                &[
+                    "--cpu",
+                    LOADGEN_CPU,
+                    "--sort",
+                    "comm,dso,sym",
+                    "--percent-limit",
+                    "0.4",
+                ],
+            ),
+        ];
+        for (title, extra) in reports {
             let mut c = Command::new("perf");
-            c.args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "-g",
-                "none",
-                "--percent-limit",
-                "0.8",
-                "-i",
-            ])
-            .arg(data)
-            .args(extra);
-            text.push_str(&format!("#### perf report {title}\n"));
+            c.args(["report", "--stdio", "--no-children", "-g", "none", "-i"])
+                .arg(data)
+                .args(extra);
+            text.push_str(&format!("#### perf report: {title}\n"));
             text.push_str(&util::output(&mut c)?);
             text.push('\n');
         }
@@ -1369,8 +1380,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         lat.push(mk(r.sweep.iter().map(|p| (p.offered, p.p99_us)).collect()));
     }
     let svg_path = out.join("bench.svg");
-    let title = format!("xdhcpd end-to-end benchmark, {} ({})", info.date, machine);
-    fs::write(&svg_path, svg::plot(&title, &ach, &lat))
+    let title = format!("xdhcpd end-to-end benchmark, {}", info.date);
+    let subtitle = format!(
+        "{machine}; loadgen core {LOADGEN_CPU}, server core {SERVER_CPU}; {secs} s per point"
+    );
+    fs::write(&svg_path, svg::plot(&title, &subtitle, &ach, &lat))
         .with_context(|| format!("writing {}", svg_path.display()))?;
 
     println!("\n================ cargo xtask bench: results ================");

@@ -256,8 +256,8 @@ fn panel(
 }
 
 /// The whole figure: achieved vs offered (top), p99 latency vs offered (bottom).
-pub fn plot(title: &str, achieved: &[Series], latency: &[Series]) -> String {
-    let height = 40.0 + 2.0 * PANEL_H;
+pub fn plot(title: &str, subtitle: &str, achieved: &[Series], latency: &[Series]) -> String {
+    let height = 60.0 + 2.0 * PANEL_H;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -273,9 +273,15 @@ pub fn plot(title: &str, achieved: &[Series], latency: &[Series]) -> String {
         WIDTH / 2.0,
         esc(title)
     );
+    let _ = writeln!(
+        out,
+        r##"<text x="{:.1}" y="44" font-size="11" fill="#444" text-anchor="middle">{}</text>"##,
+        WIDTH / 2.0,
+        esc(subtitle)
+    );
     panel(
         &mut out,
-        30.0,
+        50.0,
         "Achieved vs offered (DORA, open loop)",
         "offered DORA exchanges/s (log)",
         "ACKed DORA exchanges/s (log)",
@@ -285,7 +291,7 @@ pub fn plot(title: &str, achieved: &[Series], latency: &[Series]) -> String {
     );
     panel(
         &mut out,
-        30.0 + PANEL_H,
+        50.0 + PANEL_H,
         "p99 exchange latency vs offered (DISCOVER sent .. ACK received)",
         "offered DORA exchanges/s (log)",
         "p99 latency (log)",
@@ -322,7 +328,7 @@ mod tests {
             series("kea", &[(1e3, 900.0), (2e3, 5000.0)]),
             series("dhcpd", &[(25.0, 40_000.0), (50.0, 0.0)]),
         ];
-        let svg = plot("bench", &a, &l);
+        let svg = plot("bench", "machine", &a, &l);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 6);
         for key in ["ceiling", "kea", "dhcpd"] {
