@@ -1515,6 +1515,12 @@ impl FailoverEngine {
 
     /// Like set_state, but keeps a persisted entry time when resuming a previous state.
     fn enter_state(&mut self, now: u32, to: ServerState, since: u32, reason: &'static str) {
+        if to == ServerState::PartnerDown {
+            // Resuming PARTNER-DOWN after a restart: while we were down the partner may have
+            // run (e.g. renewing in RECOVER-DONE or COMMUNICATIONS-INTERRUPTED, within MCLT),
+            // so its addresses and expired leases wait MCLT from now again.
+            self.persist.partner_down_since = self.persist.partner_down_since.max(now);
+        }
         self.set_state(now, to, reason);
         if self.state == to && since <= now && since != 0 && to == self.persist.own_state {
             self.state_since = since;

@@ -209,8 +209,9 @@ impl FailoverPolicy {
     }
 
     /// May an available address of binding status `status` be given to a *new* client now?
-    /// `last_end` is the latest of the record's lease expiry and potential expiry (0 for
-    /// never-used addresses). The same client keeping its own ACTIVE address is not an
+    /// `last_end` is the latest of the record's lease expiry and potential expirations (sent,
+    /// acknowledged, received), plus the expiry grace the lease store applies (it absorbs
+    /// clock offsets between the partners); 0 for never-used addresses. The same client keeping its own ACTIVE address is not an
     /// allocation and needs no check.
     ///
     /// * own pool (primary FREE, secondary BACKUP): in every responsive state;

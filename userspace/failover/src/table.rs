@@ -21,13 +21,15 @@ fn later(incoming: u32, than: u32) -> bool {
 }
 
 /// Decides whether to accept a partner's binding update for an address whose local record is
-/// `local` (None = unknown to us, treated as FREE). `role` is ours. `now` is compared with the
-/// local lease end ("time(2)"): pass the clock the expiry sweeper uses, i.e. minus any expiry
-/// grace period, so a binding the sweeper still keeps is not freed by a partner's update.
+/// `local` (None = unknown to us, treated as FREE). `role` is ours. `grace` is the expiry
+/// sweeper's grace period: a local lease counts as ended only `grace` seconds after its end
+/// (so clock offsets between the partners never free a binding early), an incoming one as soon
+/// as its end has passed.
 pub fn resolve_update(
     local: Option<&Binding>,
     incoming: &Binding,
     now: u32,
+    grace: u32,
     role: Role,
 ) -> UpdateDecision {
     use BindingStatus::*;
@@ -39,16 +41,26 @@ pub fn resolve_update(
         "outdated binding information",
     );
     let time1 = || later(incoming.cltt, l.cltt);
-    let time2 = || now > l.lease_expiry;
+    let local_ended = now > l.lease_expiry.saturating_add(grace);
+    let time2 = || local_ended;
     let ok = match (l.status, incoming.status) {
+        (Active, Active) if l.same_client(incoming) => true,
         (Active, Active) => {
-            if !l.same_client(incoming) && role == Role::Primary {
+            // Two clients. An expired binding is no conflict: the live one wins (refinement
+            // of the draft's rule 5, which assumes both are live).
+            if local_ended {
+                true
+            } else if now > incoming.lease_expiry {
+                false
+            } else if role == Role::Primary {
                 return UpdateDecision::Reject(
                     RejectReason::FatalConflict,
                     "address in use by another client",
                 );
+            } else {
+                // Draft-12 figure 7.1.3-1 (5): the secondary yields to the primary.
+                true
             }
-            true
         }
         (Active, Expired | Free | Backup) => time2(),
         (Active, Released) => time1(),

@@ -645,9 +645,15 @@ fn restart_resumes_persisted_state() {
     s.crash(1, true, 100_000);
     run_until(&mut s, 700, |s| st(s, 0) == Some(ServerState::PartnerDown));
     let pd_since = s.nodes[0].persist.unwrap().partner_down_since;
-    // Node 0 restarts alone: it resumes PARTNER-DOWN (after its startup period) with the same
-    // partner-down time.
+    // Node 0 restarts alone: it resumes PARTNER-DOWN after its startup period, and counts the
+    // MCLT wait again from then (the partner may have run while it was down).
     s.crash(0, true, 10);
     run_until(&mut s, 40, |s| st(s, 0) == Some(ServerState::PartnerDown));
-    assert_eq!(s.nodes[0].persist.unwrap().partner_down_since, pd_since);
+    let resumed = s.nodes[0].now(s.t);
+    let p = s.nodes[0].persist.unwrap();
+    assert!(p.partner_down_since > pd_since && p.partner_down_since <= resumed);
+    assert_eq!(
+        s.nodes[0].cell.load().partner_down_usable_at,
+        p.partner_down_since + 120
+    );
 }

@@ -387,8 +387,8 @@ impl Sim {
                     Err((RejectReason::IllegalIpAddress, "not in pool".to_string()))
                 } else {
                     let rec = &mut self.nodes[i].table[idx];
-                    // "Expired" uses the same grace as the expiry sweeper (clock steps).
-                    match resolve_update(Some(&rec.b), &binding, now.saturating_sub(GRACE), role) {
+                    // "Expired" uses the same grace as the expiry sweeper (clock offsets).
+                    match resolve_update(Some(&rec.b), &binding, now, GRACE, role) {
                         UpdateDecision::Accept(b) => {
                             if self.verbose {
                                 eprintln!(
@@ -628,8 +628,10 @@ impl Sim {
             60..=69 => {
                 // Clock step on one node, bounded skew.
                 let i = self.rng.below(2) as usize;
-                let step = self.rng.range(0, 30) as i64 - 15;
-                let o = (self.nodes[i].offset + step).clamp(-MAX_SKEW / 2, MAX_SKEW / 2);
+                let step = self.rng.range(0, 10) as i64 - 5;
+                // Small steps (NTP-sized): cltt comparisons across a clock step larger than the
+                // spacing of two client events cannot be ordered by any protocol.
+                let o = (self.nodes[i].offset + step).clamp(-MAX_SKEW / 4, MAX_SKEW / 4);
                 self.note(format!(
                     "node{i}: clock offset {} -> {o}",
                     self.nodes[i].offset
@@ -836,7 +838,9 @@ impl Sim {
                     // Lowest address first.
                     (0..POOL).find(|&k| {
                         let r = &self.nodes[i].table[k];
-                        let last_end = r.b.lease_expiry.max(r.b.potential_expiry).max(r.sent_pot);
+                        // The lease store's expiry grace covers clock offsets between partners.
+                        let last_end =
+                            r.b.lease_expiry.max(r.b.potential_expiry).max(r.sent_pot) + GRACE;
                         pol.may_allocate(now, r.b.status, last_end)
                     })
                 }
@@ -911,7 +915,7 @@ impl Sim {
         let Some((k, _, via, _, _)) = self.clients[c].lease.take() else {
             return;
         };
-        self.clients[c].next_at = self.t + self.rng.range(10, 200);
+        self.clients[c].next_at = self.t + self.rng.range(30, 200);
         let key = self.clients[c].key.clone();
         if !self.reachable(via) {
             return; // lost release; the lease simply runs out
