@@ -454,6 +454,17 @@ fn proc_ticks(pid: u32) -> Option<u64> {
     Some(ut + st)
 }
 
+/// (rx_dropped, tx_dropped) of `ifname` in namespace `ns`.
+fn link_drops(ns: &str, ifname: &str) -> Option<(u64, u64)> {
+    let text = util::output(
+        Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", ifname]),
+    )
+    .ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let st = v.get(0)?.get("stats64")?;
+    Some((st["rx"]["dropped"].as_u64()?, st["tx"]["dropped"].as_u64()?))
+}
+
 struct CpuSample {
     at: Instant,
     cores: Vec<(u64, u64, u64)>,
@@ -678,6 +689,12 @@ impl Ctx {
     }
 
     /// One measured point.
+    fn link_drops(&self) -> Option<[u64; 4]> {
+        let (a, b) = link_drops(&self.ns.server_ns, SERVER_IF)?;
+        let (c, d) = link_drops(&self.ns.client_ns, CLIENT_IF)?;
+        Some([a, b, c, d])
+    }
+
     fn point(
         &self,
         sys: System,
@@ -685,8 +702,12 @@ impl Ctx {
         server_pid: Option<u32>,
         perf: Option<&Path>,
     ) -> Result<Point> {
+        let before = self.link_drops();
         let (v, samples) = self.loadgen(sys, l, server_pid, perf)?;
         let mut p = Point::from_loadgen(&v, l.scenario)?;
+        if let (Some(a), Some(b)) = (before, self.link_drops()) {
+            p.link_drops = Some([0, 1, 2, 3].map(|i| b[i].saturating_sub(a[i])));
+        }
         if let Some((a, b)) = samples {
             a.apply(&b, &mut p);
         }
@@ -829,7 +850,7 @@ impl Ctx {
         loop {
             let p = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
             println!(
-                "   {:>9}/s offered {:>9}/s  ACKed {:>9}/s  loss {:>6.2}%  p99 {:>9}  server CPU {:>4}  cores {}{}",
+                "   {:>9}/s offered {:>9}/s  ACKed {:>9}/s  loss {:>6.2}%  p99 {:>9}  server CPU {:>4}  cores {}{}{}",
                 fmt_rate(rate as f64),
                 fmt_rate(p.offered),
                 fmt_rate(p.achieved),
@@ -842,9 +863,16 @@ impl Ctx {
                     .collect::<Vec<_>>()
                     .join("/"),
                 if p.loadgen_limited { "  [loadgen limited]" } else { "" },
+                match p.link_drops {
+                    Some(d) if d.iter().any(|x| *x > 0) => format!(
+                        "  [veth drops srv rx {} tx {}, cli rx {} tx {}]",
+                        d[0], d[1], d[2], d[3]
+                    ),
+                    _ => String::new(),
+                },
             );
             let next = next_target(rate, sc.factor);
-            let stop = stop_reason(&p, next, sc.max);
+            let stop = stop_reason(&p, r.sweep.last(), next, sc.max);
             r.sweep.push(p);
             if let Some(why) = stop {
                 r.stop = why;

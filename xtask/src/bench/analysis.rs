@@ -44,6 +44,9 @@ pub struct Point {
     /// Per core (0, 1): busy and softirq percent over the same window.
     pub core_busy_pct: Vec<f64>,
     pub core_softirq_pct: Vec<f64>,
+    /// Interface drop counters over the whole run: server rx, server tx,
+    /// client rx, client tx (veth counts a full peer ring as a drop).
+    pub link_drops: Option<[u64; 4]>,
 }
 
 fn num(v: &Value, key: &str) -> Result<f64> {
@@ -112,6 +115,7 @@ impl Point {
             server_cpu_pct: None,
             core_busy_pct: Vec::new(),
             core_softirq_pct: Vec::new(),
+            link_drops: None,
         })
     }
 
@@ -142,6 +146,9 @@ impl Point {
             "server_cpu_pct": self.server_cpu_pct.map(round1),
             "core_busy_pct": self.core_busy_pct.iter().copied().map(round1).collect::<Vec<_>>(),
             "core_softirq_pct": self.core_softirq_pct.iter().copied().map(round1).collect::<Vec<_>>(),
+            "link_drops": self.link_drops.map(|d| json!({
+                "server_rx": d[0], "server_tx": d[1], "client_rx": d[2], "client_tx": d[3],
+            })),
         })
     }
 }
@@ -170,8 +177,16 @@ pub fn max_sustained(points: &[Point]) -> Option<&Point> {
         .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
 }
 
-/// Why a sweep ends after `p` (None: go on to the next rate).
-pub fn stop_reason(p: &Point, next_target: u64, max_target: u64) -> Option<String> {
+/// Why a sweep ends after `p` (None: go on to the next rate). `prev` is the
+/// point before it: a loadgen that falls short of its target but still
+/// offers clearly more than at the previous point (a noisy machine) gets
+/// another step; one whose offered rate stopped growing is the limit.
+pub fn stop_reason(
+    p: &Point,
+    prev: Option<&Point>,
+    next_target: u64,
+    max_target: u64,
+) -> Option<String> {
     if p.loss_pct > STOP_LOSS_PCT {
         return Some(format!(
             "loss {:.1}% > {STOP_LOSS_PCT}% at {} offered/s",
@@ -180,7 +195,9 @@ pub fn stop_reason(p: &Point, next_target: u64, max_target: u64) -> Option<Strin
         ));
     }
     if let Some(t) = p.target {
-        if p.offered < MIN_OFFERED_SHARE * t as f64 {
+        let short = p.offered < MIN_OFFERED_SHARE * t as f64;
+        let growing = prev.is_some_and(|q| p.offered > 1.05 * q.offered);
+        if short && !growing {
             return Some(format!(
                 "the loadgen offered only {} of the {}/s asked: it is the limit here",
                 fmt_rate(p.offered),
@@ -378,13 +395,22 @@ mod tests {
     #[test]
     fn sweep_stops_on_loss_loadgen_limit_or_range() {
         let ok = pt(10_000, 10_000.0, 50_000, 50_000);
-        assert_eq!(stop_reason(&ok, 14_142, 200_000), None);
-        assert!(stop_reason(&ok, 300_000, 200_000).is_some_and(|r| r.contains("range")));
+        assert_eq!(stop_reason(&ok, None, 14_142, 200_000), None);
+        assert!(stop_reason(&ok, None, 300_000, 200_000).is_some_and(|r| r.contains("range")));
         let lossy = pt(10_000, 8_000.0, 50_000, 44_000);
-        assert!(stop_reason(&lossy, 14_142, 200_000).is_some_and(|r| r.contains("loss 12.0%")));
-        let mut slow = ok.clone();
-        slow.offered = 8_000.0;
-        assert!(stop_reason(&slow, 14_142, 200_000).is_some_and(|r| r.contains("loadgen")));
+        assert!(
+            stop_reason(&lossy, None, 14_142, 200_000).is_some_and(|r| r.contains("loss 12.0%"))
+        );
+        // 14k asked, 12k offered: short, but up from 10k before: one more step.
+        let mut short = pt(14_142, 12_000.0, 60_000, 60_000);
+        short.offered = 12_000.0;
+        assert_eq!(stop_reason(&short, Some(&ok), 20_000, 200_000), None);
+        // 20k asked, 12.2k offered after 12k: the loadgen stopped growing.
+        let mut flat = pt(20_000, 12_200.0, 61_000, 61_000);
+        flat.offered = 12_200.0;
+        assert!(stop_reason(&flat, Some(&short), 28_284, 200_000)
+            .is_some_and(|r| r.contains("loadgen")));
+        assert!(stop_reason(&flat, None, 28_284, 200_000).is_some_and(|r| r.contains("loadgen")));
         assert_eq!(next_target(10_000, std::f64::consts::SQRT_2), 14_142);
         assert_eq!(next_target(1, 1.2), 2, "always at least one more");
     }

@@ -105,13 +105,13 @@ pub fn summary_table(results: &[SystemResult]) -> String {
 /// Every point of every sweep.
 pub fn points_table(results: &[SystemResult]) -> String {
     let mut o = String::new();
-    o.push_str("| system | target/s | offered/s | ACKed/s | loss | p50 | p99 | p99.9 | server CPU | core0/core1 busy | loadgen limited |\n");
-    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    o.push_str("| system | target/s | offered/s | ACKed/s | loss | p50 | p99 | p99.9 | server CPU | core0/core1 busy | veth drops srv rx/tx, cli rx/tx | loadgen limited |\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in results {
         for p in r.sweep.iter().chain(r.half.iter()) {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} |",
                 r.system.key(),
                 p.target.map_or("-".into(), |t| fmt_rate(t as f64)),
                 fmt_rate(p.offered),
@@ -126,6 +126,10 @@ pub fn points_table(results: &[SystemResult]) -> String {
                 } else {
                     "-".into()
                 },
+                p.link_drops.map_or("-".into(), |d| format!(
+                    "{}/{}, {}/{}",
+                    d[0], d[1], d[2], d[3]
+                )),
                 if p.loadgen_limited { "yes" } else { "no" },
             );
         }
