@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dhcpv4;
+pub mod failover;
 pub mod frame;
 pub mod io;
 pub mod leases;

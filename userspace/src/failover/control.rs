@@ -1,0 +1,461 @@
+//! The control socket: a Unix stream socket carrying one JSON request per line and one JSON
+//! response per line, and the `xdhcpd ctl` client side.
+//!
+//! Requests: `{"cmd":"failover-status"}`, `{"cmd":"failover-partner-down","since":UNIX|null}`,
+//! `{"cmd":"failover-recover"}`. Responses: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! The server runs on its own thread and hands each request to a handler; it never touches a
+//! worker or the lease table itself.
+
+use std::io::{BufRead, BufReader, Read as _, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// A request line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    FailoverStatus,
+    FailoverPartnerDown {
+        #[serde(default)]
+        since: Option<u32>,
+    },
+    FailoverRecover,
+}
+
+/// What `failover status` reports. Times are Unix seconds (0 = never/unknown).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    pub role: String,
+    pub relationship: String,
+    pub peer: String,
+    pub state: String,
+    pub state_since: u32,
+    pub partner_state: Option<String>,
+    pub partner_state_since: u32,
+    pub last_contact: u32,
+    /// TCP connection to the partner up.
+    pub connected: bool,
+    /// CONNECT/CONNECTACK done and the partner's STATE received.
+    pub communicating: bool,
+    /// BNDUPDs sent, not yet acknowledged.
+    pub unacked_updates: usize,
+    /// Binding updates queued, not yet sent.
+    pub bindings_pending: usize,
+    /// Mean time from queueing a binding update to the partner's acknowledgement (ms).
+    pub mean_update_ack_latency_ms: Option<f64>,
+    pub mclt: u32,
+    pub bndupd_sent: u64,
+    pub bndack_received: u64,
+    pub bndupd_received: u64,
+    pub rejected_by_partner: u64,
+    pub rejected_by_us: u64,
+    pub connections: u64,
+}
+
+/// A response line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<FailoverStatus>,
+}
+
+impl Response {
+    pub fn error(e: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(e.into()),
+            message: None,
+            status: None,
+        }
+    }
+    pub fn message(m: impl Into<String>) -> Self {
+        Response {
+            ok: true,
+            error: None,
+            message: Some(m.into()),
+            status: None,
+        }
+    }
+    pub fn status(s: FailoverStatus) -> Self {
+        Response {
+            ok: true,
+            error: None,
+            message: None,
+            status: Some(s),
+        }
+    }
+}
+
+/// Handles one request (called on the control thread).
+pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+/// Default control socket path for an interface.
+pub fn default_socket(interface: &str) -> PathBuf {
+    PathBuf::from(format!("/run/xdhcpd-{interface}.sock"))
+}
+
+/// A running control socket; removed from the file system on `stop`/drop.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 4096;
+
+impl ControlServer {
+    /// Binds `path` (refusing if another live daemon answers there; a stale file is removed).
+    pub fn start(path: &Path, handler: Handler) -> anyhow::Result<Self> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                bail!(
+                    "control socket {} is in use by a running process (another xdhcpd on this \
+                     interface?); set server.control-socket or --control-socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale control socket {}", path.display()))?;
+        }
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding control socket {}", path.display()))?;
+        // Commands change the failover state: owner only.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 600 {}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .context("control socket: non-blocking accept")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xdhcpd-control".into())
+            .spawn(move || serve(listener, handler, st))?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(listener: UnixListener, handler: Handler, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((s, _)) => {
+                if let Err(e) = serve_one(s, &handler) {
+                    tracing::debug!("control connection: {e:#}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn serve_one(s: UnixStream, handler: &Handler) -> anyhow::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s).take(MAX_LINE as u64 * 16);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = r.read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let resp = if line.len() > MAX_LINE {
+            Response::error(format!("request longer than {MAX_LINE} bytes"))
+        } else {
+            match serde_json::from_str::<Request>(line.trim()) {
+                Ok(req) => handler(req),
+                Err(e) => Response::error(format!("bad request {:?}: {e}", line.trim())),
+            }
+        };
+        let mut out = serde_json::to_vec(&resp)?;
+        out.push(b'\n');
+        w.write_all(&out)?;
+    }
+}
+
+/// Client side: sends one request and reads one response.
+pub fn call(path: &Path, req: &Request) -> anyhow::Result<Response> {
+    let s = UnixStream::connect(path).with_context(|| {
+        format!(
+            "connecting to control socket {} (is xdhcpd running?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = s.try_clone()?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    let mut r = BufReader::new(s);
+    let mut resp = String::new();
+    r.read_line(&mut resp)
+        .with_context(|| format!("reading the answer on {}", path.display()))?;
+    if resp.is_empty() {
+        bail!("{} closed the connection without answering", path.display());
+    }
+    serde_json::from_str(resp.trim())
+        .with_context(|| format!("bad answer from {}: {:?}", path.display(), resp.trim()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `2026-11-22T10:00:00Z`; `-` for 0.
+pub fn fmt_time(t: u32) -> String {
+    if t == 0 {
+        return "-".into();
+    }
+    let t = t as i64;
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+    let s = t.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Parses `--since`: `-3d`, `-12h`, `-30m`, `-90s` (relative to `now`), a Unix time in
+/// seconds, or RFC 3339 (`2026-11-22T10:00:00Z`, `2026-11-22T11:00:00+01:00`). The result
+/// must not be in the future.
+pub fn parse_since(s: &str, now: u32) -> Result<u32, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("--since: empty value (expected -3d, -12h, a Unix time or RFC 3339)".into());
+    }
+    let t: i64 = if let Some(rel) = s.strip_prefix('-') {
+        let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
+        let mult = match unit {
+            "d" => 86_400,
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            _ => {
+                return Err(format!(
+                    "--since {s:?}: a relative time needs a unit d, h, m or s (e.g. -3d, -12h)"
+                ))
+            }
+        };
+        let n: i64 = num
+            .parse()
+            .ok()
+            .filter(|n: &i64| *n >= 0)
+            .ok_or_else(|| format!("--since {s:?}: {num:?} is not a whole number"))?;
+        now as i64 - n.saturating_mul(mult)
+    } else if s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse()
+            .map_err(|_| format!("--since {s:?}: Unix time out of range"))?
+    } else {
+        parse_rfc3339(s).map_err(|e| format!("--since {s:?}: {e}"))?
+    };
+    if t <= 0 || t > u32::MAX as i64 {
+        return Err(format!("--since {s:?}: time out of range"));
+    }
+    if t > now as i64 {
+        return Err(format!(
+            "--since {s:?} is in the future ({}; now {})",
+            fmt_time(t as u32),
+            fmt_time(now)
+        ));
+    }
+    Ok(t as u32)
+}
+
+fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize, what: &str| -> Result<i64, String> {
+        let p = s
+            .get(from..from + len)
+            .filter(|p| p.bytes().all(|c| c.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!("expected RFC 3339 like 2026-11-22T10:00:00Z ({what} at byte {from})")
+            })?;
+        p.parse::<i64>().map_err(|e| e.to_string())
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err("expected RFC 3339 like 2026-11-22T10:00:00Z".into());
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return Err("expected RFC 3339 like 2026-11-22T10:00:00Z (hh:mm:ss)".into());
+    }
+    let (y, mo, d) = (num(0, 4, "year")?, num(5, 2, "month")?, num(8, 2, "day")?);
+    let (h, mi, se) = (
+        num(11, 2, "hour")?,
+        num(14, 2, "minute")?,
+        num(17, 2, "second")?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err("date or time field out of range".into());
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(|c| c.is_ascii_digit()) {
+            i += 1;
+        }
+    }
+    let off = match b.get(i) {
+        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
+        Some(&c @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(i + 1, 2, "offset hour")?;
+            let om = num(i + 4, 2, "offset minute")?;
+            let o = oh * 3600 + om * 60;
+            if c == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return Err("missing or bad time zone (Z or +hh:mm)".into()),
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Ok(days * 86_400 + h * 3600 + mi * 60 + se - off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u32 = 1_795_000_000;
+
+    #[test]
+    fn since_relative_absolute_and_errors() {
+        assert_eq!(parse_since("-3d", NOW), Ok(NOW - 3 * 86_400));
+        assert_eq!(parse_since("-12h", NOW), Ok(NOW - 12 * 3600));
+        assert_eq!(parse_since("-0s", NOW), Ok(NOW));
+        assert_eq!(parse_since("1700000000", NOW), Ok(1_700_000_000));
+        assert_eq!(parse_since("2023-11-14T22:13:20Z", NOW), Ok(1_700_000_000));
+        assert_eq!(
+            parse_since("2023-11-14T23:13:20+01:00", NOW),
+            Ok(1_700_000_000)
+        );
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20.5Z", NOW),
+            Ok(1_700_000_000)
+        );
+        for bad in [
+            "",
+            "-3",
+            "-3w",
+            "-x d",
+            "soon",
+            "2023-11-14",
+            "2023-13-01T00:00:00Z",
+        ] {
+            let e = parse_since(bad, NOW).expect_err(bad);
+            assert!(e.starts_with("--since"), "{bad}: {e}");
+        }
+        let e = parse_since(&(NOW + 100).to_string(), NOW).expect_err("future");
+        assert!(e.contains("future"), "{e}");
+    }
+
+    #[test]
+    fn time_format_round_trips() {
+        assert_eq!(fmt_time(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(fmt_time(0), "-");
+        for t in [1u32, 951_782_400, 1_700_000_000, 4_000_000_000] {
+            assert_eq!(parse_rfc3339(&fmt_time(t)), Ok(t as i64));
+        }
+    }
+
+    #[test]
+    fn request_wire_format() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"failover-partner-down","since":5}"#).expect("parse");
+        assert_eq!(r, Request::FailoverPartnerDown { since: Some(5) });
+        let r: Request = serde_json::from_str(r#"{"cmd":"failover-status"}"#).expect("parse");
+        assert_eq!(r, Request::FailoverStatus);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn server_answers_and_refuses_a_second_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sock");
+        let h: Handler = Arc::new(|r| match r {
+            Request::FailoverRecover => Response::message("recovering"),
+            _ => Response::error("nope"),
+        });
+        let mut srv = ControlServer::start(&path, h.clone()).expect("start");
+        let r = call(&path, &Request::FailoverRecover).expect("call");
+        assert_eq!(r.message.as_deref(), Some("recovering"));
+        let r = call(&path, &Request::FailoverStatus).expect("call");
+        assert!(!r.ok);
+        assert!(ControlServer::start(&path, h).is_err());
+        srv.stop();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,300 @@
+//! Lease records <-> failover bindings, and the per-record "has the partner got this?" rule.
+//!
+//! Record fields used by failover (lease-store `Lease`):
+//! * `potential_expiry`: the potential expiration the DHCP engine asks the partner to commit to
+//!   (sent in BNDUPD);
+//! * `acked_potential_expiry`: what the partner has committed to (its BNDACK of ours, or its
+//!   own BNDUPD we accepted); the MCLT rule is computed from it;
+//! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
+//!   partner holds (acknowledged by it, or received from it); 0 = never;
+//! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
+//! * `extra[0]` = option 82 length, `extra[1..]` = its first 23 bytes.
+//!
+//! A record is *unacknowledged* when it changed after the version the partner holds:
+//! `change_time > tsfp`, or (ACTIVE) a larger potential expiration than the partner committed
+//! to. This is what a restarted driver re-sends (draft-12 UPDREQ) without any queue on disk.
+
+use lease_store::{ClientKey, KeyKind, Lease, LeaseState, Owner};
+use xdhcpd_failover::{Binding, BindingStatus};
+
+/// Seconds of the newest event in the record: the binding start, the client's last
+/// transaction, and for RELEASED/EXPIRED the moment the lease ended (`expiry`).
+pub fn change_time(l: &Lease) -> u32 {
+    let end = match l.state {
+        LeaseState::Released | LeaseState::Expired => l.expiry,
+        _ => 0,
+    };
+    l.start.max(l.cltt).max(end)
+}
+
+/// Change time of a binding as [`lease_to_binding`] builds it.
+pub fn binding_change_time(b: &Binding) -> u32 {
+    b.start.max(b.cltt)
+}
+
+/// Failover status of a record, or None when it is not exchanged with the partner
+/// (OFFERED: offers are not sent; RESERVED: both partners have the same reservations).
+pub fn status_of(l: &Lease) -> Option<BindingStatus> {
+    Some(match l.state {
+        LeaseState::Free => BindingStatus::Free,
+        LeaseState::Backup => BindingStatus::Backup,
+        LeaseState::Active => BindingStatus::Active,
+        LeaseState::Expired => BindingStatus::Expired,
+        LeaseState::Released => BindingStatus::Released,
+        // A declined address is in use by someone unknown: ABANDONED is the draft's word.
+        LeaseState::Declined | LeaseState::Abandoned => BindingStatus::Abandoned,
+        LeaseState::Offered | LeaseState::Reserved => return None,
+    })
+}
+
+/// Option 82 stored with the record.
+pub fn relay_info(l: &Lease) -> Vec<u8> {
+    let n = (l.extra[0] as usize).min(l.extra.len() - 1);
+    l.extra[1..1 + n].to_vec()
+}
+
+fn client_id_of(l: &Lease) -> Vec<u8> {
+    // A hashed identifier cannot be sent; the hardware address then identifies the client.
+    if l.client.kind() == KeyKind::ClientId && !l.client.is_hashed() {
+        l.client.as_bytes().to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The binding to send to the partner for this record (None: not exchanged).
+/// `potential_expiry` is the value we ask the partner to commit to.
+pub fn lease_to_binding(l: &Lease) -> Option<Binding> {
+    let status = status_of(l)?;
+    Some(binding_with(
+        l,
+        status,
+        l.potential_expiry.max(l.acked_potential_expiry),
+    ))
+}
+
+/// The record as [`xdhcpd_failover::resolve_update`] / [`xdhcpd_failover::apply_ack`] see it:
+/// `potential_expiry` is what the partner committed to. OFFERED counts as the free state it
+/// was taken from (an offer binds nobody); RESERVED as ACTIVE.
+pub fn lease_to_local(l: &Lease) -> Binding {
+    let status = match l.state {
+        LeaseState::Offered => match l.owner {
+            Owner::Primary => BindingStatus::Free,
+            Owner::Backup => BindingStatus::Backup,
+        },
+        LeaseState::Reserved => BindingStatus::Active,
+        _ => status_of(l).unwrap_or(BindingStatus::Free),
+    };
+    let mut b = binding_with(l, status, l.acked_potential_expiry);
+    if l.state == LeaseState::Offered {
+        b.client_id.clear();
+        b.htype = 0;
+        b.chaddr.clear();
+        b.lease_expiry = 0;
+        b.potential_expiry = 0;
+    }
+    b
+}
+
+fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
+    let active = status == BindingStatus::Active;
+    let has_client = !l.client.is_none();
+    Binding {
+        addr: l.addr,
+        status,
+        client_id: if has_client {
+            client_id_of(l)
+        } else {
+            Vec::new()
+        },
+        htype: if has_client { l.htype } else { 0 },
+        chaddr: if has_client {
+            l.hw().to_vec()
+        } else {
+            Vec::new()
+        },
+        lease_expiry: if active { l.expiry } else { 0 },
+        potential_expiry: if active { potential.max(l.expiry) } else { 0 },
+        cltt: l.cltt,
+        start: change_start(l),
+        relay_agent_info: if has_client {
+            relay_info(l)
+        } else {
+            Vec::new()
+        },
+        flags: 0,
+    }
+}
+
+/// Start time of the current binding status: for RELEASED/EXPIRED the end of the lease.
+fn change_start(l: &Lease) -> u32 {
+    match l.state {
+        LeaseState::Released | LeaseState::Expired => l.start.max(l.expiry),
+        _ => l.start,
+    }
+}
+
+/// Writes an accepted partner binding into record `r` (the caller holds the record lock via
+/// `LeaseTable::update`). The record then counts as held by the partner.
+pub fn write_binding(r: &mut Lease, b: &Binding) {
+    match b.status {
+        BindingStatus::Active => {
+            let key = if b.client_id.is_empty() {
+                ClientKey::from_hw(b.htype, &b.chaddr)
+            } else {
+                ClientKey::from_client_id(&b.client_id)
+            };
+            r.state = LeaseState::Active;
+            r.client = key;
+            r.htype = b.htype;
+            let n = b.chaddr.len().min(16);
+            r.hlen = n as u8;
+            r.chaddr = [0; 16];
+            r.chaddr[..n].copy_from_slice(&b.chaddr[..n]);
+            r.expiry = b.lease_expiry;
+            r.start = b.start;
+            r.cltt = b.cltt;
+            r.lease_time = b.lease_expiry.saturating_sub(b.start.max(b.cltt));
+            r.potential_expiry = b.potential_expiry;
+            r.acked_potential_expiry = b.potential_expiry;
+            r.tstp = b.lease_expiry;
+            r.extra = [0; 24];
+            let n = b.relay_agent_info.len().min(23);
+            r.extra[0] = n as u8;
+            r.extra[1..1 + n].copy_from_slice(&b.relay_agent_info[..n]);
+        }
+        other => {
+            let (state, owner) = match other {
+                BindingStatus::Backup => (LeaseState::Backup, Owner::Backup),
+                BindingStatus::Abandoned => (LeaseState::Abandoned, r.owner),
+                BindingStatus::Released => (LeaseState::Released, r.owner),
+                BindingStatus::Expired => (LeaseState::Expired, r.owner),
+                _ => (LeaseState::Free, Owner::Primary),
+            };
+            r.clear_binding();
+            r.state = state;
+            r.owner = owner;
+            r.start = b.start;
+            r.cltt = b.cltt;
+            r.expiry = b.start;
+        }
+    }
+    r.tsfp = r.tsfp.max(change_time(r)).max(binding_change_time(b));
+}
+
+/// Does the partner lack the current version of this record?
+pub fn unacked(l: &Lease) -> bool {
+    if status_of(l).is_none() {
+        return false;
+    }
+    change_time(l) > l.tsfp
+        || (l.state == LeaseState::Active && l.potential_expiry > l.acked_potential_expiry)
+}
+
+/// Part of a full binding dump (UPDREQALL): every record that ever held anything.
+pub fn worth_sending_all(l: &Lease) -> bool {
+    status_of(l).is_some() && (l.state != LeaseState::Free || l.start != 0 || l.tsfp != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn active() -> Lease {
+        let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 5));
+        l.state = LeaseState::Active;
+        l.client = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, 1]);
+        l.htype = 1;
+        l.hlen = 6;
+        l.chaddr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        l.start = 1000;
+        l.cltt = 1000;
+        l.expiry = 1600;
+        l.potential_expiry = 2000;
+        l.extra[0] = 3;
+        l.extra[1..4].copy_from_slice(&[1, 1, 7]);
+        l
+    }
+
+    #[test]
+    fn active_round_trip_keeps_client_times_and_option82() {
+        let l = active();
+        let b = lease_to_binding(&l).expect("active is exchanged");
+        assert_eq!(b.status, BindingStatus::Active);
+        assert_eq!(b.chaddr, vec![2, 0, 0, 0, 0, 1]);
+        assert_eq!(b.lease_expiry, 1600);
+        assert_eq!(b.potential_expiry, 2000);
+        assert_eq!(b.relay_agent_info, vec![1, 1, 7]);
+        let mut r = Lease::free(l.addr);
+        write_binding(&mut r, &b);
+        assert_eq!(r.state, LeaseState::Active);
+        assert_eq!(r.client, l.client);
+        assert_eq!(r.expiry, 1600);
+        assert_eq!(r.acked_potential_expiry, 2000);
+        assert_eq!(relay_info(&r), vec![1, 1, 7]);
+        assert!(
+            !unacked(&r),
+            "a binding received from the partner is held by it"
+        );
+    }
+
+    #[test]
+    fn unacked_follows_changes_after_the_acked_version() {
+        let mut l = active();
+        assert!(unacked(&l));
+        l.tsfp = 1000;
+        l.acked_potential_expiry = 2000;
+        assert!(!unacked(&l));
+        // Renewal: larger potential expiration not yet committed by the partner.
+        l.potential_expiry = 2600;
+        assert!(unacked(&l));
+        l.acked_potential_expiry = 2600;
+        // Sweeper expired it: the end of the lease is the change.
+        l.state = LeaseState::Expired;
+        assert!(unacked(&l));
+        l.tsfp = 1600;
+        assert!(!unacked(&l));
+        // Offers never go to the partner.
+        l.state = LeaseState::Offered;
+        l.tsfp = 0;
+        assert!(!unacked(&l));
+    }
+
+    #[test]
+    fn released_binding_starts_at_release_time() {
+        let mut l = active();
+        l.state = LeaseState::Released;
+        l.expiry = 1200;
+        let b = lease_to_binding(&l).expect("released is exchanged");
+        assert_eq!(b.status, BindingStatus::Released);
+        assert_eq!(b.start, 1200);
+        assert_eq!(b.lease_expiry, 0);
+        assert_eq!(binding_change_time(&b), change_time(&l));
+    }
+
+    #[test]
+    fn offered_record_is_its_free_state_for_conflict_resolution() {
+        let mut l = active();
+        l.state = LeaseState::Offered;
+        l.owner = Owner::Backup;
+        let b = lease_to_local(&l);
+        assert_eq!(b.status, BindingStatus::Backup);
+        assert!(!b.has_client());
+    }
+
+    #[test]
+    fn backup_grant_written_from_partner() {
+        let mut r = active();
+        let b = Binding::free(r.addr, 5000);
+        let b = Binding {
+            status: BindingStatus::Backup,
+            ..b
+        };
+        write_binding(&mut r, &b);
+        assert_eq!(r.state, LeaseState::Backup);
+        assert_eq!(r.owner, Owner::Backup);
+        assert!(r.client.is_none());
+        assert!(!unacked(&r));
+    }
+}

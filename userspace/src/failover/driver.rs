@@ -1,0 +1,842 @@
+//! The failover driver: owns the [`FailoverEngine`], the TCP connection to the partner and
+//! every lease-table write failover makes. Runs a tokio current-thread runtime on its own OS
+//! thread; DHCP workers only hand it changed slots through a bounded channel.
+//!
+//! Connection rules (draft-12 section 8): both partners listen on `address:port`; the primary
+//! connects to `peer-address:peer-port`, retrying with backoff (1 s doubling to 10 s). An
+//! incoming connection from any other address is logged and closed. A new connection from the
+//! peer replaces the current one (the engine treats it so: the peer restarted).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use lease_store::{DirtySet, LeaseState, LeaseTable, Owner, Slot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use xdhcpd_failover::{
+    apply_ack, backup_share, resolve_update, Action, Binding, BindingStatus, FailoverEngine,
+    PolicyCell, RejectReason, Role, UpdateDecision, UpdateId,
+};
+
+use super::control::{fmt_time, FailoverStatus, Request, Response};
+use super::convert::{
+    binding_change_time, change_time, lease_to_binding, lease_to_local, unacked, worth_sending_all,
+    write_binding,
+};
+use crate::config::FailoverConfig;
+use crate::server::clock::unix_now;
+
+/// Commands from other threads (control socket, daemon shutdown).
+pub(crate) enum Command {
+    Control(Request, std::sync::mpsc::SyncSender<Response>),
+    /// Graceful stop: flush updates, send SHUTDOWN, close; then answer.
+    Stop(Duration, std::sync::mpsc::SyncSender<()>),
+}
+
+pub(crate) enum Event {
+    Connected {
+        stream: TcpStream,
+        from: SocketAddr,
+        outgoing: bool,
+    },
+    ConnectFailed(String),
+    Bytes(u64, Vec<u8>),
+    Closed(u64, String),
+}
+
+struct Link {
+    gen: u64,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+/// How often the table is scanned for records the partner lacks that no worker reported
+/// (leases the expiry sweeper ended).
+const SCAN_EVERY: Duration = Duration::from_secs(5);
+/// Slots taken from the workers' channel per tick.
+const DRAIN_MAX: usize = 65_536;
+
+pub(crate) struct Driver {
+    pub engine: FailoverEngine,
+    pub table: Arc<LeaseTable>,
+    pub cell: Arc<PolicyCell>,
+    pub cfg: FailoverConfig,
+    pub role: Role,
+    pub changes: Receiver<Slot>,
+    pub overflow: Arc<AtomicBool>,
+    link: Option<Link>,
+    gen: u64,
+    ev_tx: mpsc::UnboundedSender<Event>,
+    connecting: bool,
+    backoff: Duration,
+    next_connect: Instant,
+    /// Binding updates queued and not yet acknowledged: when first queued, and the change
+    /// time of the newest version queued (dedupes the periodic scan).
+    queued: HashMap<Ipv4Addr, (Instant, u32)>,
+    /// Versions the partner refused (draft-12 7.2.2: not re-sent until they change).
+    rejected: HashMap<Ipv4Addr, u32>,
+    lat_sum_ms: f64,
+    lat_n: u64,
+    next_scan: Instant,
+}
+
+fn peer_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+impl Driver {
+    pub(crate) fn new(
+        engine: FailoverEngine,
+        table: Arc<LeaseTable>,
+        cell: Arc<PolicyCell>,
+        cfg: FailoverConfig,
+        changes: Receiver<Slot>,
+        overflow: Arc<AtomicBool>,
+    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let role = engine.config().role;
+        (
+            Driver {
+                engine,
+                table,
+                cell,
+                cfg,
+                role,
+                changes,
+                overflow,
+                link: None,
+                gen: 0,
+                ev_tx,
+                connecting: false,
+                backoff: Duration::from_secs(1),
+                next_connect: Instant::now(),
+                queued: HashMap::new(),
+                rejected: HashMap::new(),
+                lat_sum_ms: 0.0,
+                lat_n: 0,
+                next_scan: Instant::now() + SCAN_EVERY,
+            },
+            ev_rx,
+        )
+    }
+
+    fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.cfg.peer_address, self.cfg.peer_port)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Event loop
+
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        mut ev_rx: mpsc::UnboundedReceiver<Event>,
+        mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let acceptor = tokio::spawn(accept_loop(listener, self.peer(), self.ev_tx.clone()));
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.pump();
+        loop {
+            tokio::select! {
+                Some(ev) = ev_rx.recv() => self.on_event(ev),
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Control(req, reply)) => {
+                        let r = self.control(req);
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Stop(grace, done)) => {
+                        self.graceful_stop(grace, &mut ev_rx).await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.pump();
+        }
+        acceptor.abort();
+        if let Some(l) = self.link.take() {
+            l.reader.abort();
+            l.writer.abort();
+        }
+    }
+
+    /// Lets queued updates reach the partner (bounded by `grace`), then sends SHUTDOWN and
+    /// gives the writer a moment to put it on the wire.
+    async fn graceful_stop(&mut self, grace: Duration, ev_rx: &mut mpsc::UnboundedReceiver<Event>) {
+        let deadline = Instant::now() + grace;
+        self.on_tick();
+        self.pump();
+        while self.engine.communications_ok()
+            && (self.engine.pending_updates() > 0 || self.engine.unacked_updates() > 0)
+            && Instant::now() < deadline
+        {
+            if let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_millis(20), ev_rx.recv()).await
+            {
+                self.on_event(ev);
+            }
+            self.pump();
+        }
+        let now = unix_now();
+        self.engine.shutdown(now);
+        self.pump();
+        // Give the partner the SHUTDOWN state before the connection goes away.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < settle {
+            if let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_millis(20), ev_rx.recv()).await
+            {
+                self.on_event(ev);
+            }
+            self.pump();
+        }
+        if let Some(l) = self.link.take() {
+            drop(l.tx);
+            let _ = tokio::time::timeout(Duration::from_millis(500), l.writer).await;
+            l.reader.abort();
+        }
+        if let Err(e) = self.table.flush() {
+            tracing::error!("failover: final lease table flush failed: {e}");
+        }
+        tracing::info!(
+            "failover: stopped in {} ({} updates still unacknowledged)",
+            self.engine.state(),
+            self.engine.pending_updates() + self.engine.unacked_updates()
+        );
+    }
+
+    fn on_tick(&mut self) {
+        let now = unix_now();
+        self.drain_changes(now);
+        if self.overflow.swap(false, Ordering::Relaxed) {
+            tracing::warn!("failover: change channel overflowed; rescanning the lease table");
+            self.scan_unacked(now);
+        }
+        if Instant::now() >= self.next_scan {
+            self.next_scan = Instant::now() + SCAN_EVERY;
+            self.scan_unacked(now);
+        }
+        if self.engine.poll_timeout().is_some_and(|t| now >= t) {
+            self.engine.handle_timeout(now);
+        }
+        if self.role == Role::Primary
+            && self.link.is_none()
+            && !self.connecting
+            && Instant::now() >= self.next_connect
+        {
+            self.start_connect();
+        }
+    }
+
+    fn start_connect(&mut self) {
+        self.connecting = true;
+        let local = self.cfg.address;
+        let peer = self.peer();
+        let tx = self.ev_tx.clone();
+        tokio::spawn(async move {
+            let r = async {
+                let sock = match peer {
+                    SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                // From our configured address: the partner accepts only that one.
+                sock.bind(SocketAddr::new(local, 0))?;
+                match tokio::time::timeout(Duration::from_secs(5), sock.connect(peer)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out after 5 s",
+                    )),
+                }
+            }
+            .await;
+            let _ = tx.send(match r {
+                Ok(stream) => Event::Connected {
+                    stream,
+                    from: peer,
+                    outgoing: true,
+                },
+                Err(e) => Event::ConnectFailed(format!("connecting to {peer} from {local}: {e}")),
+            });
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = unix_now();
+        match ev {
+            Event::Connected {
+                stream,
+                from,
+                outgoing,
+            } => {
+                if outgoing {
+                    self.connecting = false;
+                    self.backoff = Duration::from_secs(1);
+                }
+                let _ = stream.set_nodelay(true);
+                if let Some(old) = self.link.take() {
+                    old.reader.abort();
+                    drop(old.tx);
+                }
+                self.gen += 1;
+                let gen = self.gen;
+                let (mut rd, mut wr) = stream.into_split();
+                let tx = self.ev_tx.clone();
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match rd.read(&mut buf).await {
+                            Ok(0) => {
+                                let _ = tx.send(Event::Closed(gen, "closed by partner".into()));
+                                return;
+                            }
+                            Ok(n) => {
+                                if tx.send(Event::Bytes(gen, buf[..n].to_vec())).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Event::Closed(gen, format!("read: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                });
+                let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+                let etx = self.ev_tx.clone();
+                let writer = tokio::spawn(async move {
+                    while let Some(b) = wrx.recv().await {
+                        if let Err(e) = wr.write_all(&b).await {
+                            let _ = etx.send(Event::Closed(gen, format!("write: {e}")));
+                            return;
+                        }
+                    }
+                    let _ = wr.shutdown().await;
+                });
+                self.link = Some(Link {
+                    gen,
+                    tx: wtx,
+                    reader,
+                    writer,
+                });
+                tracing::info!(
+                    "failover: connection {} {from}",
+                    if outgoing { "to" } else { "from" }
+                );
+                self.engine.handle_connected(now);
+            }
+            Event::ConnectFailed(why) => {
+                self.connecting = false;
+                if self.backoff <= Duration::from_secs(1) {
+                    tracing::info!("failover: {why} (retrying)");
+                } else {
+                    tracing::debug!("failover: {why}");
+                }
+                self.next_connect = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+            }
+            Event::Bytes(gen, data) => {
+                if self.link.as_ref().is_some_and(|l| l.gen == gen) {
+                    self.engine.handle_bytes(now, &data);
+                }
+            }
+            Event::Closed(gen, why) => {
+                if self.link.as_ref().is_some_and(|l| l.gen == gen) {
+                    if let Some(l) = self.link.take() {
+                        l.reader.abort();
+                    }
+                    tracing::info!("failover: connection lost: {why}");
+                    self.engine.handle_disconnected(now);
+                    self.next_connect = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    fn close_link(&mut self) {
+        if let Some(bytes) = self.engine.poll_transmit() {
+            if let Some(l) = &self.link {
+                let _ = l.tx.send(bytes);
+            }
+        }
+        if let Some(l) = self.link.take() {
+            // The writer sends what is queued, then FIN; the reader is no longer wanted.
+            l.reader.abort();
+            drop(l.tx);
+            self.next_connect = Instant::now() + Duration::from_secs(1);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Engine actions
+
+    /// Runs engine actions and writes its output until it has nothing more to say.
+    fn pump(&mut self) {
+        for _ in 0..1_000 {
+            let now = unix_now();
+            let mut applied: Vec<(UpdateId, Result<(), (RejectReason, String)>)> = Vec::new();
+            let mut dirty = DirtySet::new();
+            let mut any = false;
+            while let Some(a) = self.engine.poll_action() {
+                any = true;
+                self.on_action(now, a, &mut applied, &mut dirty);
+            }
+            if !applied.is_empty() {
+                // A partner's binding is durable before its BNDACK leaves (group commit).
+                let flushed = self.table.flush_set(&mut dirty);
+                if let Err(e) = &flushed {
+                    tracing::error!("failover: lease table flush failed: {e}");
+                }
+                for (id, r) in applied {
+                    let r = match (&flushed, r) {
+                        (Err(e), Ok(())) => {
+                            Err((RejectReason::Misc, format!("lease table flush failed: {e}")))
+                        }
+                        (_, r) => r,
+                    };
+                    self.engine.binding_applied(now, id, r);
+                }
+                continue;
+            }
+            if let Some(bytes) = self.engine.poll_transmit() {
+                if let Some(l) = &self.link {
+                    let _ = l.tx.send(bytes);
+                }
+                any = true;
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn on_action(
+        &mut self,
+        now: u32,
+        a: Action,
+        applied: &mut Vec<(UpdateId, Result<(), (RejectReason, String)>)>,
+        dirty: &mut DirtySet,
+    ) {
+        match a {
+            Action::StateChanged {
+                from,
+                own,
+                partner,
+                at,
+                reason,
+            } => {
+                tracing::info!(
+                    "failover: {from} -> {own} (partner {}) at {}: {reason}",
+                    partner.map_or("unknown", |p| p.name()),
+                    fmt_time(at)
+                );
+            }
+            Action::Persist(p) => {
+                if let Err(e) = self.table.set_failover_area(&p.to_bytes()) {
+                    tracing::error!("failover: storing the failover state failed: {e}");
+                }
+            }
+            Action::PolicyChanged(p) => self.cell.store(&p),
+            Action::ApplyBinding { id, binding } => {
+                let r = self.apply_binding(now, &binding, dirty);
+                applied.push((id, r));
+            }
+            Action::BindingAcked { addr, sent, .. } => self.on_ack(addr, &sent),
+            Action::BindingRejected {
+                sent,
+                reason,
+                message,
+            } => {
+                tracing::warn!(
+                    "failover: partner rejected the update of {} ({:?}): {reason:?} {message}",
+                    sent.addr,
+                    sent.status
+                );
+                self.queued.remove(&sent.addr);
+                self.rejected.insert(sent.addr, binding_change_time(&sent));
+            }
+            Action::SendBindings { all } => {
+                let mut n = 0usize;
+                for (_, l) in self.table.iter() {
+                    let wanted = if all {
+                        worth_sending_all(&l)
+                    } else {
+                        unacked(&l)
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    if let Some(b) = lease_to_binding(&l) {
+                        self.queued.entry(b.addr).or_insert((Instant::now(), 0)).1 =
+                            change_time(&l);
+                        self.engine.queue_binding(b);
+                        n += 1;
+                    }
+                }
+                tracing::info!(
+                    "failover: partner asked for {} bindings: {n} queued",
+                    if all { "all" } else { "unacknowledged" }
+                );
+                self.engine.bindings_queued(now);
+            }
+            Action::PoolRequest { id } => {
+                let granted = self.grant_pool(now);
+                tracing::info!("failover: POOLREQ: {granted} address(es) moved to the backup");
+                self.engine.pool_response(now, id, granted);
+            }
+            Action::PoolGranted { addresses } => {
+                tracing::info!("failover: primary granted {addresses} backup address(es)");
+            }
+            Action::Close { reason, message } => {
+                tracing::info!("failover: closing the connection: {reason:?}: {message}");
+                self.close_link();
+            }
+            Action::Log(m) => tracing::info!("{m}"),
+        }
+    }
+
+    fn apply_binding(
+        &mut self,
+        now: u32,
+        b: &Binding,
+        dirty: &mut DirtySet,
+    ) -> Result<(), (RejectReason, String)> {
+        let Some(slot) = self.table.slot_of(b.addr) else {
+            return Err((
+                RejectReason::IllegalIpAddress,
+                format!("{} is not in any pool of this server", b.addr),
+            ));
+        };
+        let role = self.role;
+        let r = self.table.update(slot, |r| {
+            if r.state == LeaseState::Reserved {
+                // Both partners have the same reservations; nothing to store.
+                return Ok(false);
+            }
+            match resolve_update(Some(&lease_to_local(r)), b, now, 0, role) {
+                UpdateDecision::Accept(nb) => {
+                    write_binding(r, &nb);
+                    Ok(true)
+                }
+                UpdateDecision::Reject(reason, m) => Err((reason, m.to_string())),
+            }
+        });
+        match r {
+            Ok(wrote) => {
+                if wrote {
+                    dirty.note(slot);
+                }
+                // The partner's newer binding replaced ours (the engine drops our queued one).
+                self.queued.remove(&b.addr);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(
+                    "failover: refused the partner's update of {} ({:?}): {}",
+                    b.addr,
+                    b.status,
+                    e.1
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn on_ack(&mut self, addr: Ipv4Addr, sent: &Binding) {
+        let Some(slot) = self.table.slot_of(addr) else {
+            return;
+        };
+        let sent_ct = binding_change_time(sent);
+        self.table.update(slot, |r| {
+            let local = lease_to_local(r);
+            let out = apply_ack(&local, sent);
+            if let Some(nb) = &out.record {
+                if nb.status == BindingStatus::Free && local.status != BindingStatus::Free {
+                    // RELEASED/EXPIRED acknowledged: the address is FREE (the primary's) again.
+                    let start = nb.start;
+                    r.clear_binding();
+                    r.state = LeaseState::Free;
+                    r.owner = Owner::Primary;
+                    r.start = start;
+                    r.expiry = start;
+                } else if nb.status == BindingStatus::Active {
+                    r.acked_potential_expiry = r.acked_potential_expiry.max(nb.potential_expiry);
+                }
+            }
+            if out.up_to_date {
+                r.tsfp = r.tsfp.max(sent_ct);
+                if sent.status == BindingStatus::Active {
+                    r.tstp = sent.lease_expiry;
+                    r.acked_potential_expiry = r.acked_potential_expiry.max(sent.potential_expiry);
+                }
+                if out.record.is_some() {
+                    r.tsfp = r.tsfp.max(change_time(r));
+                }
+            }
+        });
+        if let Some((at, ct)) = self.queued.get(&addr).copied() {
+            if ct <= sent_ct {
+                self.queued.remove(&addr);
+                self.lat_sum_ms += at.elapsed().as_secs_f64() * 1000.0;
+                self.lat_n += 1;
+            }
+        }
+    }
+
+    /// Primary, POOLREQ: moves `backup-pct` of each pool's FREE addresses (from the top of the
+    /// range) to BACKUP and queues a binding update for each.
+    fn grant_pool(&mut self, now: u32) -> u32 {
+        let mut granted = 0u32;
+        let mut dirty = DirtySet::new();
+        let pools: Vec<(u32, u32)> = self
+            .table
+            .pools()
+            .iter()
+            .map(|p| (u32::from(p.first), u32::from(p.last)))
+            .collect();
+        for (first, last) in pools {
+            let (mut free, mut backup) = (0usize, 0usize);
+            for a in first..=last {
+                if let Some(s) = self.table.slot_of(Ipv4Addr::from(a)) {
+                    let l = self.table.read(s);
+                    match l.state {
+                        LeaseState::Free if !l.is_quarantined() => free += 1,
+                        LeaseState::Backup => backup += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let mut want = backup_share(free, backup, self.cfg.backup_pct);
+            let mut a = last;
+            while want > 0 && a >= first {
+                if let Some(s) = self.table.slot_of(Ipv4Addr::from(a)) {
+                    let moved = self.table.update(s, |r| {
+                        if r.state != LeaseState::Free || r.is_quarantined() {
+                            return false;
+                        }
+                        r.clear_binding();
+                        r.state = LeaseState::Backup;
+                        r.owner = Owner::Backup;
+                        r.start = now;
+                        r.expiry = now;
+                        true
+                    });
+                    if moved {
+                        dirty.note(s);
+                        want -= 1;
+                        granted += 1;
+                        let l = self.table.read(s);
+                        if let Some(b) = lease_to_binding(&l) {
+                            self.queued
+                                .insert(b.addr, (Instant::now(), change_time(&l)));
+                            self.engine.lease_changed(now, b);
+                        }
+                    }
+                }
+                if a == 0 {
+                    break;
+                }
+                a -= 1;
+            }
+        }
+        if let Err(e) = self.table.flush_set(&mut dirty) {
+            tracing::error!("failover: flushing backup pool grants failed: {e}");
+        }
+        granted
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Lease changes
+
+    fn drain_changes(&mut self, now: u32) {
+        let mut seen: HashSet<Slot> = HashSet::new();
+        for _ in 0..DRAIN_MAX {
+            match self.changes.try_recv() {
+                Ok(s) => {
+                    if seen.insert(s) {
+                        self.on_change(now, s);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A worker changed this record: queue its binding for the partner (lazy update).
+    fn on_change(&mut self, now: u32, slot: Slot) {
+        let l = self.table.read(slot);
+        if matches!(l.state, LeaseState::Free | LeaseState::Backup) && change_time(&l) <= l.tsfp {
+            // A withdrawn offer: the partner already has this free state.
+            return;
+        }
+        let Some(b) = lease_to_binding(&l) else {
+            return; // offers and reservations are not exchanged
+        };
+        self.rejected.remove(&b.addr);
+        self.queued.entry(b.addr).or_insert((Instant::now(), 0)).1 = change_time(&l);
+        self.engine.lease_changed(now, b);
+    }
+
+    /// Queues every record the partner lacks that is not already queued (expirations by the
+    /// sweeper, changes lost to a full channel).
+    fn scan_unacked(&mut self, now: u32) {
+        let mut n = 0usize;
+        for (_, l) in self.table.iter() {
+            if !unacked(&l) {
+                continue;
+            }
+            let ct = change_time(&l);
+            if self.queued.get(&l.addr).is_some_and(|q| q.1 >= ct)
+                || self.rejected.get(&l.addr).is_some_and(|&r| r >= ct)
+            {
+                continue;
+            }
+            if let Some(b) = lease_to_binding(&l) {
+                self.queued.insert(b.addr, (Instant::now(), ct));
+                self.engine.lease_changed(now, b);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::debug!("failover: scan queued {n} binding update(s)");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Control
+
+    fn control(&mut self, req: Request) -> Response {
+        let now = unix_now();
+        match req {
+            Request::FailoverStatus => Response::status(self.status()),
+            Request::FailoverPartnerDown { since } => match self.engine.partner_down(now, since) {
+                Ok(()) => {
+                    self.pump();
+                    let p = self.engine.persisted();
+                    Response::message(format!(
+                        "partner-down accepted: state {}, partner's addresses usable from {} \
+                         (MCLT {} s counted from {})",
+                        self.engine.state(),
+                        fmt_time(p.partner_down_since.saturating_add(self.engine.mclt())),
+                        self.engine.mclt(),
+                        fmt_time(p.partner_down_since)
+                    ))
+                }
+                Err(e) => Response::error(e.to_string()),
+            },
+            Request::FailoverRecover => match self.engine.recover(now) {
+                Ok(()) => {
+                    self.pump();
+                    Response::message(format!(
+                        "recover accepted: state {} (pulling every binding from the partner, \
+                         then waiting MCLT {} s)",
+                        self.engine.state(),
+                        self.engine.mclt()
+                    ))
+                }
+                Err(e) => Response::error(e.to_string()),
+            },
+        }
+    }
+
+    pub(crate) fn status(&self) -> FailoverStatus {
+        let e = &self.engine;
+        let st = e.stats();
+        FailoverStatus {
+            role: match self.role {
+                Role::Primary => "primary".into(),
+                Role::Secondary => "secondary".into(),
+            },
+            relationship: self.cfg.name.clone(),
+            peer: self.peer().to_string(),
+            state: e.state().name().into(),
+            state_since: e.state_since(),
+            partner_state: e.partner_state().map(|s| s.name().to_string()),
+            partner_state_since: e.partner_state_since(),
+            last_contact: e.last_contact(),
+            connected: self.link.is_some() && e.connected(),
+            communicating: e.communications_ok(),
+            unacked_updates: e.unacked_updates(),
+            bindings_pending: e.pending_updates(),
+            mean_update_ack_latency_ms: (self.lat_n > 0)
+                .then(|| (self.lat_sum_ms / self.lat_n as f64 * 1000.0).round() / 1000.0),
+            mclt: e.mclt(),
+            bndupd_sent: st.bndupd_sent,
+            bndack_received: st.bndack_received,
+            bndupd_received: st.bndupd_received,
+            rejected_by_partner: st.bndupd_rejected_by_partner,
+            rejected_by_us: st.bndupd_rejected_by_us,
+            connections: st.connections,
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, peer: SocketAddr, tx: mpsc::UnboundedSender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                if peer_ip(from.ip()) != peer_ip(peer.ip()) {
+                    tracing::warn!(
+                        "failover: refused a connection from {from}: not the configured peer {}",
+                        peer.ip()
+                    );
+                    drop(stream);
+                    continue;
+                }
+                if tx
+                    .send(Event::Connected {
+                        stream,
+                        from,
+                        outgoing: false,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("failover: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Thread body: builds the runtime and runs the driver until stopped.
+pub(crate) fn thread_main(
+    driver: Driver,
+    ev_rx: mpsc::UnboundedReceiver<Event>,
+    listener: std::net::TcpListener,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("failover: cannot build the runtime: {e}; failover stays in STARTUP");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("failover: listener: {e}");
+                return;
+            }
+        };
+        driver.run(listener, ev_rx, cmd_rx).await;
+    });
+}

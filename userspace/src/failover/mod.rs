@@ -1,0 +1,434 @@
+//! Failover driver and operations: runs the sans-IO `xdhcpd_failover::FailoverEngine` over
+//! TCP to the partner, applies its decisions to the lease table, publishes its policy to the
+//! DHCP workers, and serves `xdhcpd ctl failover ...` on the control socket.
+//!
+//! Threads and data flow:
+//! * DHCP workers send the slots each batch changed through a bounded channel
+//!   ([`FailoverTap::offer`], `try_send`: a worker never blocks; when the channel is full an
+//!   overflow flag makes the driver rescan the table for records the partner lacks);
+//! * the driver thread (tokio current-thread runtime) owns the engine, the connection, and
+//!   every failover write to the table (partner bindings, acks, pool grants, persisted state);
+//! * the control thread forwards operator requests to the driver and waits for its answer.
+//!
+//! Restarts resume from the failover state persisted in the lease file's reserved area; which
+//! bindings the partner lacks is recomputed from the records themselves (see [`convert`]).
+
+pub mod control;
+pub mod convert;
+mod driver;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use lease_store::{LeaseTable, Slot};
+use tokio::sync::mpsc;
+use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role};
+
+use crate::config::{FailoverConfig, FailoverRole};
+use crate::server::clock::unix_now;
+use control::{fmt_time, Handler, Request, Response};
+use driver::{Command, Driver};
+
+/// Capacity of the workers -> driver channel of changed slots.
+pub const CHANGE_CHANNEL: usize = 65_536;
+
+/// The workers' end of the change channel. Cloned into each worker.
+#[derive(Clone, Debug)]
+pub struct FailoverTap {
+    tx: Sender<Slot>,
+    overflow: Arc<AtomicBool>,
+}
+
+impl FailoverTap {
+    /// Hands changed slots to the failover driver; never blocks. On a full channel the rest
+    /// is dropped and the driver told to rescan the table.
+    pub fn offer(&self, slots: &[Slot]) {
+        for s in slots {
+            match self.tx.try_send(*s) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.overflow.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+}
+
+/// The engine configuration for a `[failover]` section.
+pub fn engine_config(c: &FailoverConfig) -> Config {
+    let role = match c.role {
+        FailoverRole::Primary => Role::Primary,
+        FailoverRole::Secondary => Role::Secondary,
+    };
+    let mut e = Config::new(role, &c.name);
+    e.mclt = c.mclt;
+    e.max_unacked_bndupd = c.max_unacked_updates;
+    e.poll_interval = c.poll_interval;
+    e.poll_timeout = c.poll_timeout;
+    e.use_safe_period = c.use_safe_period;
+    e.safe_period = c.safe_period;
+    e.lease_period_factor_permille =
+        (c.lease_period_factor * 1000.0).round().clamp(0.0, 1e9) as u32;
+    e.split = c.split;
+    e.load_balance_max_secs = c.load_balance_max_seconds;
+    e.backup_pct = c.backup_pct;
+    e.rebind_limit = c.rebind_limit;
+    e.failover_recover = c.failover_recover;
+    e
+}
+
+/// The start-up line summarising the failover settings.
+pub fn startup_line(c: &FailoverConfig) -> String {
+    format!(
+        "failover: role={} name={:?} mclt={} backup-pct={} use-safe-period={} safe-period={} \
+         split={} max-unacked-updates={} poll-interval={} poll-timeout={} listen={} peer={}",
+        match c.role {
+            FailoverRole::Primary => "primary",
+            FailoverRole::Secondary => "secondary",
+        },
+        c.name,
+        c.mclt,
+        c.backup_pct,
+        c.use_safe_period,
+        c.safe_period,
+        c.split.map_or("off".to_string(), |s| s.to_string()),
+        c.max_unacked_updates,
+        c.poll_interval,
+        c.poll_timeout,
+        SocketAddr::new(c.address, c.port),
+        SocketAddr::new(c.peer_address, c.peer_port),
+    )
+}
+
+/// A running failover relationship.
+pub struct Failover {
+    cell: Arc<PolicyCell>,
+    tap: FailoverTap,
+    cmd: mpsc::UnboundedSender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Failover {
+    /// Resumes the engine from the lease file's persisted failover state, binds the listener
+    /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
+    /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
+    pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+        let ecfg = engine_config(cfg);
+        ecfg.validate()
+            .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
+        let area = table.failover_area();
+        let persisted = if area.is_empty() {
+            tracing::info!("failover: no failover state on record (first start or lost database)");
+            None
+        } else {
+            match FailoverPersist::from_bytes(&area) {
+                Ok(p) => {
+                    tracing::info!(
+                        "failover: resuming: was {} since {}, partner {} since {}, last contact {}",
+                        p.own_state,
+                        fmt_time(p.own_state_since),
+                        p.partner_state.map_or("unknown", |s| s.name()),
+                        fmt_time(p.partner_state_since),
+                        fmt_time(p.last_contact)
+                    );
+                    Some(p)
+                }
+                Err(e) => {
+                    // Treat as a lost database: RECOVER and pull everything (safe).
+                    tracing::warn!(
+                        "failover: stored failover state in {} unusable ({e}); starting as if \
+                         the database was lost",
+                        table.path().display()
+                    );
+                    None
+                }
+            }
+        };
+        let now = unix_now();
+        let engine = FailoverEngine::new(ecfg, persisted, now)
+            .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
+        let cell = Arc::new(PolicyCell::new(engine.policy()));
+        let listen = SocketAddr::new(cfg.address, cfg.port);
+        let listener = std::net::TcpListener::bind(listen).with_context(|| {
+            format!(
+                "failover: listening on {listen} (is `failover.address` configured on this host?)"
+            )
+        })?;
+        listener
+            .set_nonblocking(true)
+            .context("failover: non-blocking listener")?;
+        let (tx, rx) = bounded(CHANGE_CHANNEL);
+        let overflow = Arc::new(AtomicBool::new(false));
+        let (driver, ev_rx) = Driver::new(
+            engine,
+            table,
+            cell.clone(),
+            cfg.clone(),
+            rx,
+            overflow.clone(),
+        );
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("xdhcpd-failover".into())
+            .spawn(move || driver::thread_main(driver, ev_rx, listener, cmd_rx))
+            .context("spawning the failover thread")?;
+        tracing::info!("{}", startup_line(cfg));
+        Ok(Failover {
+            cell,
+            tap: FailoverTap { tx, overflow },
+            cmd: cmd_tx,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn policy_cell(&self) -> Arc<PolicyCell> {
+        self.cell.clone()
+    }
+
+    pub fn tap(&self) -> FailoverTap {
+        self.tap.clone()
+    }
+
+    /// Sends one request to the driver and waits (bounded) for its answer.
+    pub fn request(&self, req: Request) -> Response {
+        request(&self.cmd, req)
+    }
+
+    /// Control-socket handler for this relationship.
+    pub fn control_handler(&self) -> Handler {
+        let cmd = self.cmd.clone();
+        Arc::new(move |req| request(&cmd, req))
+    }
+
+    /// Graceful stop: lets queued binding updates reach the partner (at most `grace`), sends
+    /// SHUTDOWN, closes the connection and flushes the table. Returns when the driver is done.
+    pub fn stop(mut self, grace: Duration) {
+        self.stop_inner(grace);
+    }
+
+    fn stop_inner(&mut self, grace: Duration) {
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        if self.cmd.send(Command::Stop(grace, done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(grace + Duration::from_secs(3));
+        }
+        let _ = t.join();
+    }
+}
+
+impl Drop for Failover {
+    fn drop(&mut self) {
+        self.stop_inner(Duration::from_millis(500));
+    }
+}
+
+fn request(cmd: &mpsc::UnboundedSender<Command>, req: Request) -> Response {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if cmd.send(Command::Control(req, tx)).is_err() {
+        return Response::error("failover driver is not running");
+    }
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(_) => Response::error("failover driver did not answer within 5 s"),
+    }
+}
+
+/// Control handler of a daemon without `[failover]`.
+pub fn no_failover_handler() -> Handler {
+    Arc::new(|_| Response::error("failover is not configured on this server"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// `xdhcpd ctl`
+
+/// `xdhcpd ctl ...` subcommands.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum CtlCmd {
+    /// Failover relationship: status and operator commands.
+    Failover {
+        #[command(subcommand)]
+        cmd: FailoverCtl,
+    },
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum FailoverCtl {
+    /// Both states and since when, last contact, queue depths, ack latency.
+    Status {
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Declare the partner down (PARTNER-DOWN). MCLT before using its addresses counts from
+    /// --since (when it was last known alive): -3d, -12h, -30m, a Unix time or RFC 3339;
+    /// default: the start of COMMUNICATIONS-INTERRUPTED.
+    PartnerDown {
+        #[arg(long, allow_hyphen_values = true)]
+        since: Option<String>,
+    },
+    /// Pull the partner's whole database (RECOVER, UPDREQALL) and wait MCLT before serving.
+    Recover,
+}
+
+/// Finds the control socket: --socket, else the configuration's, else the only
+/// `/run/xdhcpd-*.sock`.
+pub fn resolve_socket(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(s) = socket {
+        return Ok(s);
+    }
+    if let Some(c) = config {
+        let cfg = crate::config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(cfg
+            .server
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| control::default_socket(&cfg.server.interface)));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/run")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("xdhcpd-") && n.ends_with(".sock"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => anyhow::bail!("no control socket found in /run; give --socket PATH or --config FILE"),
+        _ => anyhow::bail!(
+            "several control sockets in /run ({}); give --socket PATH",
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Runs `xdhcpd ctl`.
+pub fn main_ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> ExitCode {
+    match ctl(socket, config, cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xdhcpd ctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
+    let CtlCmd::Failover { cmd } = cmd;
+    // Validate arguments before touching the socket.
+    let (req, json) = match cmd {
+        FailoverCtl::Status { json } => (Request::FailoverStatus, json),
+        FailoverCtl::PartnerDown { since } => {
+            let since = match since {
+                Some(s) => Some(control::parse_since(&s, unix_now()).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            (Request::FailoverPartnerDown { since }, false)
+        }
+        FailoverCtl::Recover => (Request::FailoverRecover, false),
+    };
+    let path = resolve_socket(socket, config.as_deref())?;
+    let resp = control::call(&path, &req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(if resp.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if !resp.ok {
+        eprintln!(
+            "xdhcpd ctl: {}",
+            resp.error.as_deref().unwrap_or("request failed")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(m) = &resp.message {
+        println!("{m}");
+    }
+    if let Some(s) = &resp.status {
+        print!("{}", format_status(s, unix_now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ago(t: u32, now: u32) -> String {
+    if t == 0 {
+        "never".into()
+    } else {
+        format!("{} ({} s ago)", fmt_time(t), now.saturating_sub(t))
+    }
+}
+
+/// Human-readable `failover status`.
+pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
+    let mut o = String::new();
+    let mut line = |k: &str, v: String| o.push_str(&format!("{k:<22} {v}\n"));
+    line("relationship", format!("{} ({})", s.relationship, s.role));
+    line("peer", s.peer.clone());
+    line(
+        "state",
+        format!("{} since {}", s.state, ago(s.state_since, now)),
+    );
+    line(
+        "partner state",
+        match &s.partner_state {
+            Some(p) => format!("{p} since {}", ago(s.partner_state_since, now)),
+            None => "unknown".into(),
+        },
+    );
+    line("last contact", ago(s.last_contact, now));
+    line(
+        "connected",
+        format!(
+            "{}{}",
+            if s.connected { "yes" } else { "no" },
+            if s.communicating {
+                " (communicating)"
+            } else {
+                ""
+            }
+        ),
+    );
+    line("unacked updates", s.unacked_updates.to_string());
+    line("bindings pending", s.bindings_pending.to_string());
+    line(
+        "mean ack latency",
+        s.mean_update_ack_latency_ms
+            .map_or("-".into(), |v| format!("{v:.1} ms")),
+    );
+    line("mclt", format!("{} s", s.mclt));
+    line(
+        "updates",
+        format!(
+            "sent {} acked {} received {} rejected-by-partner {} rejected-by-us {} connections {}",
+            s.bndupd_sent,
+            s.bndack_received,
+            s.bndupd_received,
+            s.rejected_by_partner,
+            s.rejected_by_us,
+            s.connections
+        ),
+    );
+    o
+}
