@@ -15,6 +15,8 @@ use super::respond::Responder;
 use super::worker::{run_udp_worker, run_xdp_worker, WorkerCounters};
 use crate::config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
 use crate::dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
+use crate::failover::control::{default_socket, ControlServer};
+use crate::failover::{no_failover_handler, Failover};
 use crate::io::udp::UdpIo;
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::xdp::{AttachMode, XdpSteering};
@@ -35,6 +37,8 @@ pub struct RunOptions {
     /// Let a configuration that shrinks or removes pools drop the live leases outside the
     /// new pools (they are logged). Without it such a start fails and lists them.
     pub allow_shrink: bool,
+    /// Override `server.control-socket` (default `/run/xdhcpd-<interface>.sock`).
+    pub control_socket: Option<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -78,14 +82,27 @@ fn open_xdp(
         QueueSel::All => iface.rx_queues,
         QueueSel::First(n) => n.min(iface.rx_queues),
     };
+    // With failover, only the configured partner may reach the failover port.
+    let (flags, failover_port) = match &cfg.failover {
+        Some(f) => (
+            xdhcpd_common::CFG_DHCPV4 | xdhcpd_common::CFG_GUARD_FAILOVER,
+            f.port,
+        ),
+        None => (xdhcpd_common::CFG_DHCPV4, 0),
+    };
     let xcfg = xdhcpd_common::XdpConfig {
-        flags: xdhcpd_common::CFG_DHCPV4,
-        failover_port: 0,
+        flags,
+        failover_port,
         _pad: 0,
     };
     let mut steering =
         XdpSteering::attach(&iface.name, attach_mode(cfg.server.xdp_mode), object, xcfg)
             .with_context(|| format!("attaching XDP to {}", iface.name))?;
+    if let Some(f) = &cfg.failover {
+        steering
+            .set_partners(&[f.peer_address])
+            .with_context(|| format!("allowing failover peer {} in XDP", f.peer_address))?;
+    }
     let mut sockets = Vec::new();
     for q in 0..queues {
         let mut xc = XskConfig::new(iface.name.clone(), q);
@@ -208,7 +225,36 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         started.elapsed()
     );
     let table = Arc::new(table);
-    let shared = Arc::new(EngineShared::new(cfg.clone(), table.clone(), server_id));
+    let failover = match &cfg.failover {
+        Some(f) => Some(Failover::start(f, table.clone())?),
+        None => None,
+    };
+    let mut shared = EngineShared::new(cfg.clone(), table.clone(), server_id);
+    if let Some(f) = &failover {
+        shared = shared.with_failover(f.policy_cell());
+    }
+    let shared = Arc::new(shared);
+    let tap = failover.as_ref().map(|f| f.tap());
+    let control_path = opts
+        .control_socket
+        .clone()
+        .or(cfg.server.control_socket.clone())
+        .unwrap_or_else(|| default_socket(&iface.name));
+    let handler = failover
+        .as_ref()
+        .map_or_else(no_failover_handler, |f| f.control_handler());
+    let control = match ControlServer::start(&control_path, handler) {
+        Ok(c) => {
+            tracing::info!("control socket {}", control_path.display());
+            Some(c)
+        }
+        // Operators need it to run failover; without failover it is a convenience.
+        Err(e) if failover.is_some() => return Err(e),
+        Err(e) => {
+            tracing::warn!("no control socket: {e:#}");
+            None
+        }
+    };
     shared.protect_reservations(unix_now());
     tracing::info!(
         "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
@@ -223,6 +269,11 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut stats: Vec<Arc<EngineStats>> = Vec::new();
     let mut wcounters: Vec<Arc<WorkerCounters>> = Vec::new();
     let commit = cfg.server.commit;
+    // Ack mode on the XDP path: one committer thread flushes for all workers.
+    let committer = match (&path, commit) {
+        (DataPath::Xdp { .. }, CommitMode::Ack) => Some(Arc::new(super::commit::Committer::new())),
+        _ => None,
+    };
     let steering = match path {
         DataPath::Xdp { steering, sockets } => {
             for (q, sock) in sockets.into_iter().enumerate() {
@@ -233,10 +284,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                 let engine = Engine::new(shared.clone(), q, st);
                 let responder = Responder::new(engine, iface.mac, local_addr);
                 let stop = stop.clone();
+                let committer = committer.clone();
+                let tap = tap.clone();
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("xdhcpd-q{q}"))
-                        .spawn(move || run_xdp_worker(sock, responder, commit, stop, wc))?,
+                        .spawn(move || {
+                            run_xdp_worker(sock, responder, committer, stop, wc, tap)
+                        })?,
                 );
             }
             Some(steering)
@@ -248,10 +303,13 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             wcounters.push(wc.clone());
             let engine = Engine::new(shared.clone(), 0, st);
             let stop = stop.clone();
+            let tap = tap.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name("xdhcpd-udp".into())
-                    .spawn(move || run_udp_worker(io, engine, local_addr, commit, stop, wc))?,
+                    .spawn(move || {
+                        run_udp_worker(io, engine, local_addr, commit, stop, wc, tap)
+                    })?,
             );
             tracing::info!("kernel UDP data path on {} port 67", iface.name);
             None
@@ -259,6 +317,16 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let background = spawn_background(table.clone(), commit, stop.clone())?;
+    // The committer outlives the workers: it stops after they have.
+    let commit_stop = Arc::new(AtomicBool::new(false));
+    let committer_thread = match &committer {
+        Some(c) => Some(super::commit::spawn(
+            c.clone(),
+            table.clone(),
+            commit_stop.clone(),
+        )?),
+        None => None,
+    };
 
     // The main thread reports and watches for the stop signal.
     let t0 = Instant::now();
@@ -292,9 +360,18 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
+    // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
+    if let Some(f) = failover {
+        f.stop(Duration::from_secs(2));
+    }
+    drop(control);
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         let _ = w.join();
+    }
+    commit_stop.store(true, Ordering::SeqCst);
+    if let Some(h) = committer_thread {
+        let _ = h.join();
     }
     for b in background {
         let _ = b.join();
@@ -321,6 +398,8 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             "elapsed_s": t0.elapsed().as_secs_f64(),
             "io": if steering.is_some() { "xdp" } else { "udp" },
             "workers": WorkerCounters::sum(&wcounters),
+            "commit_flushes": committer.as_ref().map_or(0, |c| c.flushes.load(Ordering::Relaxed)),
+            "commit_flush_errors": committer.as_ref().map_or(0, |c| c.flush_errors.load(Ordering::Relaxed)),
         });
         if let Some(c) = &xdp {
             let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL

@@ -2,6 +2,7 @@
 //! stats reporter) and the start-up that wires them.
 
 pub mod clock;
+pub mod commit;
 pub mod daemon;
 pub mod iface;
 pub mod respond;

@@ -7,6 +7,7 @@
 //! decided on every frame of the batch and before any reply is queued for
 //! transmit (group commit: property 2).
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use std::sync::Arc;
 use lease_store::{DirtySet, Slot};
 
 use super::clock::unix_now;
+use super::commit::Committer;
 use super::respond::{Responder, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 use crate::config::CommitMode;
+use crate::failover::FailoverTap;
 use crate::dhcpv4::{Decision, Delivery, Engine, RxMeta};
 use crate::io::udp::{UdpIo, UdpRx, UdpTx};
 use crate::io::xsk::{Desc, XskSocket};
@@ -64,10 +67,15 @@ fn commit_batch(
     changed: &mut Vec<Slot>,
     dirty: &mut DirtySet,
     c: &WorkerCounters,
+    tap: Option<&FailoverTap>,
 ) -> bool {
     engine.take_changed(changed);
     if changed.is_empty() {
         return true;
+    }
+    if let Some(t) = tap {
+        // Lazy binding updates: hand the slots over, never wait (try_send).
+        t.offer(changed);
     }
     if commit != CommitMode::Ack {
         changed.clear();
@@ -88,31 +96,72 @@ fn commit_batch(
     }
 }
 
+/// Most replies a worker holds waiting for a flush; past this it stops
+/// taking new frames (back-pressure) until the committer catches up.
+const MAX_HELD: usize = 2048;
+
+/// Pushes a reply to the TX ring (one flush-and-retry when the ring is
+/// full; else the reply is dropped and counted: the client retransmits).
+fn transmit(sock: &mut XskSocket, d: Desc, counters: &WorkerCounters) {
+    if sock.tx_push(d).is_ok() {
+        bump(&counters.tx_frames, 1);
+        return;
+    }
+    let _ = sock.flush();
+    if sock.tx_push(d).is_ok() {
+        bump(&counters.tx_frames, 1);
+    } else {
+        bump(&counters.tx_ring_full, 1);
+        sock.recycle(d.addr);
+    }
+}
+
 /// The AF_XDP worker loop for one queue. Returns when `stop` is set.
+///
+/// With a committer (ack mode), the replies of a batch that changed lease
+/// records are held until the committer reports those records durable
+/// (see `commit.rs`); meanwhile the worker goes on with the next batches.
 pub fn run_xdp_worker(
     mut sock: XskSocket,
     mut responder: Responder,
-    commit: CommitMode,
+    committer: Option<Arc<Committer>>,
     stop: Arc<AtomicBool>,
     counters: Arc<WorkerCounters>,
+    tap: Option<FailoverTap>,
 ) {
     let mut rx: Vec<Desc> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Desc> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
-    let mut dirty = DirtySet::new();
+    let mut held: VecDeque<(u64, Desc)> = VecDeque::with_capacity(MAX_HELD + BATCH);
     let mut idle_spins = 0u32;
     while !stop.load(Ordering::Relaxed) {
+        // Release replies whose records are durable now.
+        if let Some(c) = &committer {
+            let durable = c.durable();
+            while held.front().is_some_and(|(t, _)| *t <= durable) {
+                if let Some((_, d)) = held.pop_front() {
+                    transmit(&mut sock, d, &counters);
+                }
+            }
+        }
         rx.clear();
-        let n = sock.recv(&mut rx, BATCH);
+        let n = if held.len() >= MAX_HELD {
+            0
+        } else {
+            sock.recv(&mut rx, BATCH)
+        };
         if n == 0 {
-            // Spin briefly (latency), then sleep in poll() (CPU). The fill
-            // ring stays full either way, so no frame is lost while idle.
+            // Spin briefly (latency), then sleep in poll() (CPU) unless
+            // replies wait for the committer. The fill ring stays full
+            // either way, so no frame is lost while idle.
             if let Err(e) = sock.flush() {
                 tracing::warn!("xsk flush: {e}");
             }
             idle_spins += 1;
-            if idle_spins > 64 {
+            if idle_spins > 64 && held.is_empty() {
                 let _ = sock.wait_readable(10);
+            } else if idle_spins > 64 {
+                std::thread::yield_now();
             }
             continue;
         }
@@ -131,36 +180,37 @@ pub fn run_xdp_worker(
                 }
             }
         }
-        let committed = commit_batch(
-            responder.engine(),
-            commit,
-            &mut changed,
-            &mut dirty,
-            &counters,
-        );
-        for d in tx.drain(..) {
-            if !committed {
-                sock.recycle(d.addr);
-                continue;
+        responder.engine().take_changed(&mut changed);
+        let wrote = !changed.is_empty();
+        if let (Some(t), true) = (&tap, wrote) {
+            // Lazy binding updates: hand the slots over, never wait (try_send).
+            t.offer(&changed);
+        }
+        changed.clear();
+        match &committer {
+            // Replies of a batch that wrote records wait for their flush;
+            // so do later ones, to keep each client's replies in order.
+            Some(c) if wrote || !held.is_empty() => {
+                let ticket = if wrote {
+                    c.ticket()
+                } else {
+                    held.back().map_or(0, |(t, _)| *t)
+                };
+                held.extend(tx.drain(..).map(|d| (ticket, d)));
             }
-            match sock.tx_push(d) {
-                Ok(()) => bump(&counters.tx_frames, 1),
-                Err(_) => {
-                    // Ring full: flush once and retry, else drop the reply
-                    // (the client retransmits).
-                    let _ = sock.flush();
-                    if sock.tx_push(d).is_ok() {
-                        bump(&counters.tx_frames, 1);
-                    } else {
-                        bump(&counters.tx_ring_full, 1);
-                        sock.recycle(d.addr);
-                    }
+            _ => {
+                for d in tx.drain(..) {
+                    transmit(&mut sock, d, &counters);
                 }
             }
         }
         if let Err(e) = sock.flush() {
             tracing::warn!("xsk flush: {e}");
         }
+    }
+    // Stopping: replies still held were never made durable; drop them.
+    for (_, d) in held.drain(..) {
+        sock.recycle(d.addr);
     }
     let _ = sock.flush();
     bump(
@@ -177,6 +227,7 @@ pub fn run_udp_worker(
     commit: CommitMode,
     stop: Arc<AtomicBool>,
     counters: Arc<WorkerCounters>,
+    tap: Option<FailoverTap>,
 ) {
     let mut rx: Vec<UdpRx> = Vec::with_capacity(BATCH);
     let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 1500]).collect();
@@ -225,7 +276,14 @@ pub fn run_udp_worker(
                 tx.push((i, len, dest));
             }
         }
-        if !commit_batch(&mut engine, commit, &mut changed, &mut dirty, &counters) {
+        if !commit_batch(
+            &mut engine,
+            commit,
+            &mut changed,
+            &mut dirty,
+            &counters,
+            tap.as_ref(),
+        ) {
             continue;
         }
         let batch: Vec<UdpTx<'_>> = tx
