@@ -63,6 +63,21 @@ enum Cmd {
         /// and lists them.
         #[arg(long)]
         allow_shrink: bool,
+        /// Control socket path (overrides `server.control-socket`; default
+        /// /run/xdhcpd-<interface>.sock).
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+    },
+    /// Talk to a running daemon over its control socket.
+    Ctl {
+        /// Control socket (default: from --config, else the only /run/xdhcpd-*.sock).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Configuration file whose `server.control-socket` / interface names the socket.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: xdhcpd::failover::CtlCmd,
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
@@ -84,6 +99,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
+        Cmd::Ctl {
+            socket,
+            config,
+            cmd,
+        } => xdhcpd::failover::main_ctl(socket, config, cmd),
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
                 let pools: u64 = cfg
@@ -115,6 +135,7 @@ fn main() -> ExitCode {
             stats_json,
             run_for,
             allow_shrink,
+            control_socket,
         } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
@@ -137,6 +158,7 @@ fn main() -> ExitCode {
                 stats_json,
                 run_for: run_for.map(Duration::from_secs),
                 allow_shrink,
+                control_socket,
             };
             match server::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,

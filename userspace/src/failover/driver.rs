@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use lease_store::{DirtySet, LeaseState, LeaseTable, Owner, Slot};
+use lease_store::{DirtySet, Lease, LeaseState, LeaseTable, Owner, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xdhcpd_failover::{
     apply_ack, backup_share, resolve_update, Action, Binding, BindingStatus, FailoverEngine,
-    PolicyCell, RejectReason, Role, UpdateDecision, UpdateId,
+    PolicyCell, RejectReason, Role, ServerState, UpdateDecision, UpdateId,
 };
 
 use super::control::{fmt_time, FailoverStatus, Request, Response};
@@ -60,6 +60,11 @@ struct Link {
 /// How often the table is scanned for records the partner lacks that no worker reported
 /// (leases the expiry sweeper ended).
 const SCAN_EVERY: Duration = Duration::from_secs(5);
+/// A partner binding written (or refused) in this round, confirmed after the group flush.
+type Applied = (UpdateId, Result<(), (RejectReason, String)>);
+
+/// How often the primary re-balances the pools in NORMAL.
+const REBALANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Slots taken from the workers' channel per tick.
 const DRAIN_MAX: usize = 65_536;
 
@@ -85,6 +90,25 @@ pub(crate) struct Driver {
     lat_sum_ms: f64,
     lat_n: u64,
     next_scan: Instant,
+    /// Primary: balance the pools (grant the backup its share) at the next chance. Set on
+    /// entering NORMAL and hourly: ISC dhcpd as secondary never sends POOLREQ, it expects
+    /// the primary to hand out BACKUP addresses by itself.
+    rebalance_due: bool,
+    next_rebalance: Instant,
+}
+
+/// `table.update(slot, f)`, but only when `f` changes the record: `f` runs first on a copy
+/// (and again under the record lock when it changed something). Works around lease-store
+/// `update` leaving a never-used record non-pristine with a zero checksum when nothing changed
+/// (the next open then quarantines it).
+fn update_if_changed<R>(table: &LeaseTable, slot: Slot, f: impl Fn(&mut Lease) -> R) -> R {
+    let old = table.read(slot);
+    let mut copy = old;
+    let r = f(&mut copy);
+    if copy == old {
+        return r;
+    }
+    table.update(slot, f)
 }
 
 fn peer_ip(ip: IpAddr) -> IpAddr {
@@ -122,6 +146,8 @@ impl Driver {
                 lat_sum_ms: 0.0,
                 lat_n: 0,
                 next_scan: Instant::now() + SCAN_EVERY,
+                rebalance_due: false,
+                next_rebalance: Instant::now() + REBALANCE_EVERY,
             },
             ev_rx,
         )
@@ -225,6 +251,20 @@ impl Driver {
         if Instant::now() >= self.next_scan {
             self.next_scan = Instant::now() + SCAN_EVERY;
             self.scan_unacked(now);
+        }
+        if self.role == Role::Primary && Instant::now() >= self.next_rebalance {
+            self.next_rebalance = Instant::now() + REBALANCE_EVERY;
+            self.rebalance_due = true;
+        }
+        if self.rebalance_due
+            && self.engine.state() == ServerState::Normal
+            && self.engine.communications_ok()
+        {
+            self.rebalance_due = false;
+            let n = self.grant_pool(now);
+            if n > 0 {
+                tracing::info!("failover: pool balance: {n} address(es) moved to the backup");
+            }
         }
         if self.engine.poll_timeout().is_some_and(|t| now >= t) {
             self.engine.handle_timeout(now);
@@ -384,7 +424,7 @@ impl Driver {
     fn pump(&mut self) {
         for _ in 0..1_000 {
             let now = unix_now();
-            let mut applied: Vec<(UpdateId, Result<(), (RejectReason, String)>)> = Vec::new();
+            let mut applied: Vec<Applied> = Vec::new();
             let mut dirty = DirtySet::new();
             let mut any = false;
             while let Some(a) = self.engine.poll_action() {
@@ -420,13 +460,7 @@ impl Driver {
         }
     }
 
-    fn on_action(
-        &mut self,
-        now: u32,
-        a: Action,
-        applied: &mut Vec<(UpdateId, Result<(), (RejectReason, String)>)>,
-        dirty: &mut DirtySet,
-    ) {
+    fn on_action(&mut self, now: u32, a: Action, applied: &mut Vec<Applied>, dirty: &mut DirtySet) {
         match a {
             Action::StateChanged {
                 from,
@@ -435,11 +469,21 @@ impl Driver {
                 at,
                 reason,
             } => {
-                tracing::info!(
-                    "failover: {from} -> {own} (partner {}) at {}: {reason}",
-                    partner.map_or("unknown", |p| p.name()),
-                    fmt_time(at)
-                );
+                let partner = partner.map_or("unknown", |p| p.name());
+                if from == own && reason == "partner state" {
+                    tracing::info!(
+                        "failover: partner now {partner} (own {own}) at {}",
+                        fmt_time(at)
+                    );
+                } else {
+                    tracing::info!(
+                        "failover: {from} -> {own} (partner {partner}) at {}: {reason}",
+                        fmt_time(at)
+                    );
+                }
+                if self.role == Role::Primary && own == ServerState::Normal && from != own {
+                    self.rebalance_due = true;
+                }
             }
             Action::Persist(p) => {
                 if let Err(e) = self.table.set_failover_area(&p.to_bytes()) {
@@ -518,7 +562,7 @@ impl Driver {
             ));
         };
         let role = self.role;
-        let r = self.table.update(slot, |r| {
+        let r = update_if_changed(&self.table, slot, |r| {
             if r.state == LeaseState::Reserved {
                 // Both partners have the same reservations; nothing to store.
                 return Ok(false);
@@ -557,7 +601,7 @@ impl Driver {
             return;
         };
         let sent_ct = binding_change_time(sent);
-        self.table.update(slot, |r| {
+        update_if_changed(&self.table, slot, |r| {
             let local = lease_to_local(r);
             let out = apply_ack(&local, sent);
             if let Some(nb) = &out.record {
@@ -620,7 +664,7 @@ impl Driver {
             let mut a = last;
             while want > 0 && a >= first {
                 if let Some(s) = self.table.slot_of(Ipv4Addr::from(a)) {
-                    let moved = self.table.update(s, |r| {
+                    let moved = update_if_changed(&self.table, s, |r| {
                         if r.state != LeaseState::Free || r.is_quarantined() {
                             return false;
                         }

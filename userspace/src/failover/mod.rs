@@ -432,3 +432,62 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+    use std::net::Ipv4Addr;
+
+    /// lease-store bug (reported, not ours to fix): `update` whose closure changes nothing,
+    /// on a never-used record, bumps its sequence without writing a checksum; the next open
+    /// quarantines the record. The driver avoids it (`update_if_changed`).
+    #[test]
+    #[ignore = "lease-store bug: no-op update of a pristine record is quarantined at reopen"]
+    fn lease_store_noop_update_of_pristine_record_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 1, 0),
+            last: Ipv4Addr::new(10, 0, 1, 3),
+        }];
+        let opts = OpenOptions::default();
+        {
+            let (t, _) = LeaseTable::open(&path, &pools, &opts).expect("create");
+            let slot = t.slot(0).expect("slot 0");
+            t.update(slot, |_| ());
+            t.flush().expect("flush");
+        }
+        let (_, report) = LeaseTable::open(&path, &pools, &opts).expect("reopen");
+        assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    }
+
+    /// Storing the failover state must leave every record readable at the next open.
+    #[test]
+    fn failover_area_survives_reopen_without_quarantine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 1, 0),
+            last: Ipv4Addr::new(10, 0, 1, 255),
+        }];
+        let opts = OpenOptions::default();
+        {
+            let (t, _) = LeaseTable::open(&path, &pools, &opts).expect("create");
+            t.set_failover_area(&[7u8; 64]).expect("store");
+            for (slot, l) in t.iter().collect::<Vec<_>>() {
+                let b = xdhcpd_failover::Binding::free(l.addr, 1_795_000_000);
+                t.update(slot, |r| super::convert::write_binding(r, &b));
+            }
+            t.flush().expect("flush");
+        }
+        let (t, report) = LeaseTable::open(&path, &pools, &opts).expect("reopen");
+        assert!(
+            report.quarantined.is_empty(),
+            "{:?}",
+            &report.quarantined[..report.quarantined.len().min(3)]
+        );
+        assert_eq!(t.failover_area(), vec![7u8; 64]);
+    }
+}

@@ -289,9 +289,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("xdhcpd-q{q}"))
-                        .spawn(move || {
-                            run_xdp_worker(sock, responder, committer, stop, wc, tap)
-                        })?,
+                        .spawn(move || run_xdp_worker(sock, responder, committer, stop, wc, tap))?,
                 );
             }
             Some(steering)
@@ -307,9 +305,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             workers.push(
                 std::thread::Builder::new()
                     .name("xdhcpd-udp".into())
-                    .spawn(move || {
-                        run_udp_worker(io, engine, local_addr, commit, stop, wc, tap)
-                    })?,
+                    .spawn(move || run_udp_worker(io, engine, local_addr, commit, stop, wc, tap))?,
             );
             tracing::info!("kernel UDP data path on {} port 67", iface.name);
             None

@@ -18,8 +18,8 @@ use super::clock::unix_now;
 use super::commit::Committer;
 use super::respond::{Responder, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 use crate::config::CommitMode;
-use crate::failover::FailoverTap;
 use crate::dhcpv4::{Decision, Delivery, Engine, RxMeta};
+use crate::failover::FailoverTap;
 use crate::io::udp::{UdpIo, UdpRx, UdpTx};
 use crate::io::xsk::{Desc, XskSocket};
 
