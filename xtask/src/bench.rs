@@ -30,7 +30,9 @@ use serde_json::{json, Value};
 
 use crate::netns::NetnsPair;
 use crate::{build, ebpf, setup, util};
-use analysis::{fmt_rate, fmt_us, max_sustained, next_target, ratio, stop_reason, Point};
+use analysis::{
+    fmt_rate, fmt_us, max_sustained, next_target, ratio, refine_between, stop_reason, Point,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -136,28 +138,22 @@ impl System {
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
             System::Kea => (1_000, 64_000, 16_000, 8_000, 64),
-            System::Dhcpd => (25, 3_200, 1_000, 200, 16),
+            // fsync per lease: from tens to thousands per second, with the disk.
+            System::Dhcpd => (25, 12_800, 1_000, 200, 16),
         };
-        if quick {
-            Scale {
-                start: start * 2,
-                max,
-                clients,
-                renew_clients: renew_clients.min(if self == System::Dhcpd { 60 } else { 4_000 }),
-                concurrency,
-                factor: 2.0,
-                max_points: 5,
-            }
-        } else {
-            Scale {
-                start,
-                max,
-                clients,
-                renew_clients,
-                concurrency,
-                factor: std::f64::consts::SQRT_2,
-                max_points: 14,
-            }
+        let quick_renew = if self == System::Dhcpd { 60 } else { 4_000 };
+        Scale {
+            start: if quick { start * 2 } else { start },
+            max,
+            clients,
+            renew_clients: if quick {
+                renew_clients.min(quick_renew)
+            } else {
+                renew_clients
+            },
+            concurrency,
+            factor: std::f64::consts::SQRT_2,
+            max_points: if quick { 5 } else { 14 },
         }
     }
 
@@ -839,6 +835,34 @@ impl Ctx {
         Ok(p)
     }
 
+    /// One open-loop DORA point of the sweep, printed as it is measured.
+    fn sweep_point(&self, sys: System, sc: &Scale, rate: u64, pid: Option<u32>) -> Result<Point> {
+        let p = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
+        println!(
+            "   {:>9}/s offered {:>9}/s  ACKed {:>9}/s  loss {:>6.2}%  p99 {:>9}  server CPU {:>4}  cores {}{}{}",
+            fmt_rate(rate as f64),
+            fmt_rate(p.offered),
+            fmt_rate(p.achieved),
+            p.loss_pct,
+            fmt_us(p.p99_us),
+            p.server_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+            p.core_busy_pct
+                .iter()
+                .map(|c| format!("{c:.0}%"))
+                .collect::<Vec<_>>()
+                .join("/"),
+            if p.loadgen_limited { "  [loadgen limited]" } else { "" },
+            match p.link_drops {
+                Some(d) if d.iter().any(|x| *x > 0) => format!(
+                    "  [veth drops srv rx {} tx {}, cli rx {} tx {}]",
+                    d[0], d[1], d[2], d[3]
+                ),
+                _ => String::new(),
+            },
+        );
+        Ok(p)
+    }
+
     /// Sweep, p99 at half, renew and DORA closed loop for one system.
     fn measure(&self, sys: System, r: &mut SystemResult) -> Result<()> {
         let sc = sys.scale(self.quick);
@@ -846,34 +870,33 @@ impl Ctx {
         let mut server = self.start_server(sys)?;
         let pid = Some(server.pid());
 
+        // Coarse steps (factor²) until the first point that is not sustained,
+        // then one point between it and the last sustained one, then fine
+        // steps (factor) until the sweep stops.
         let mut rate = sc.start;
+        let mut coarse = true;
+        let mut last_good: Option<u64> = None;
+        let mut prev: Option<Point> = None;
         loop {
-            let p = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
-            println!(
-                "   {:>9}/s offered {:>9}/s  ACKed {:>9}/s  loss {:>6.2}%  p99 {:>9}  server CPU {:>4}  cores {}{}{}",
-                fmt_rate(rate as f64),
-                fmt_rate(p.offered),
-                fmt_rate(p.achieved),
-                p.loss_pct,
-                fmt_us(p.p99_us),
-                p.server_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
-                p.core_busy_pct
-                    .iter()
-                    .map(|c| format!("{c:.0}%"))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                if p.loadgen_limited { "  [loadgen limited]" } else { "" },
-                match p.link_drops {
-                    Some(d) if d.iter().any(|x| *x > 0) => format!(
-                        "  [veth drops srv rx {} tx {}, cli rx {} tx {}]",
-                        d[0], d[1], d[2], d[3]
-                    ),
-                    _ => String::new(),
-                },
-            );
-            let next = next_target(rate, sc.factor);
-            let stop = stop_reason(&p, r.sweep.last(), next, sc.max);
-            r.sweep.push(p);
+            let p = self.sweep_point(sys, &sc, rate, pid)?;
+            let step = if coarse {
+                sc.factor * sc.factor
+            } else {
+                sc.factor
+            };
+            let stop = stop_reason(&p, prev.as_ref(), next_target(rate, step), sc.max);
+            let sustained = p.sustained();
+            r.sweep.push(p.clone());
+            prev = Some(p);
+            if sustained {
+                last_good = Some(rate);
+            } else if coarse {
+                coarse = false;
+                if let Some(mid) = last_good.and_then(|g| refine_between(g, rate)) {
+                    let q = self.sweep_point(sys, &sc, mid, pid)?;
+                    r.sweep.push(q);
+                }
+            }
             if let Some(why) = stop {
                 r.stop = why;
                 break;
@@ -889,7 +912,14 @@ impl Ctx {
                     server.log_tail()
                 );
             }
-            rate = next;
+            rate = next_target(
+                rate,
+                if coarse {
+                    sc.factor * sc.factor
+                } else {
+                    sc.factor
+                },
+            );
         }
         println!("   sweep stopped: {}", r.stop);
 

@@ -224,6 +224,13 @@ pub fn next_target(rate: u64, factor: f64) -> u64 {
     }
 }
 
+/// The point between the last sustained target and the first failed one
+/// (geometric mean), if it is at least 10% away from both.
+pub fn refine_between(good: u64, failed: u64) -> Option<u64> {
+    let mid = ((good as f64) * (failed as f64)).sqrt().round();
+    (mid >= 1.1 * good as f64 && mid <= failed as f64 / 1.1).then_some(mid as u64)
+}
+
 /// a / b when both are known and b > 0.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
@@ -413,6 +420,8 @@ mod tests {
         assert!(stop_reason(&flat, None, 28_284, 200_000).is_some_and(|r| r.contains("loadgen")));
         assert_eq!(next_target(10_000, std::f64::consts::SQRT_2), 14_142);
         assert_eq!(next_target(1, 1.2), 2, "always at least one more");
+        assert_eq!(refine_between(10_000, 40_000), Some(20_000));
+        assert_eq!(refine_between(10_000, 11_000), None, "too close to refine");
     }
 
     #[test]
