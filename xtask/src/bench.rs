@@ -1430,12 +1430,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             color: r.system.color().into(),
             points,
         };
-        ach.push(mk(r
-            .sweep
-            .iter()
-            .map(|p| (p.offered, p.achieved))
-            .collect()));
-        lat.push(mk(r.sweep.iter().map(|p| (p.offered, p.p99_us)).collect()));
+        // The sweep may refine out of order: draw by offered rate.
+        let mut sweep: Vec<&Point> = r.sweep.iter().collect();
+        sweep.sort_by(|a, b| a.offered.total_cmp(&b.offered));
+        ach.push(mk(sweep.iter().map(|p| (p.offered, p.achieved)).collect()));
+        lat.push(mk(sweep.iter().map(|p| (p.offered, p.p99_us)).collect()));
     }
     let svg_path = out.join("bench.svg");
     let title = format!("xdhcpd end-to-end benchmark, {}", info.date);

@@ -108,7 +108,9 @@ pub fn points_table(results: &[SystemResult]) -> String {
     o.push_str("| system | target/s | offered/s | ACKed/s | loss | p50 | p99 | p99.9 | server CPU | core0/core1 busy | veth drops srv rx/tx, cli rx/tx | loadgen limited |\n");
     o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in results {
-        for p in r.sweep.iter().chain(r.half.iter()) {
+        let mut sweep: Vec<&Point> = r.sweep.iter().collect();
+        sweep.sort_by_key(|p| p.target.unwrap_or(0));
+        for p in sweep.into_iter().chain(r.half.iter()) {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} |",
