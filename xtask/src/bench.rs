@@ -1298,14 +1298,25 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             _sysctls.push(g);
         }
     }
+    // Run private copies: a rebuild of target/release during the run (other
+    // work in the tree) must neither change what is measured nor leave perf
+    // with a deleted binary it cannot symbolize.
+    let bin_dir = work.join("bin");
+    fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+    let snapshot = |b: &Path| -> Result<PathBuf> {
+        let name = b.file_name().context("binary path without a file name")?;
+        let to = bin_dir.join(name);
+        fs::copy(b, &to).with_context(|| format!("copying {} to {}", b.display(), to.display()))?;
+        Ok(to)
+    };
     let ctx = Ctx {
+        daemon: snapshot(&daemon)?,
+        loadgen: snapshot(&loadgen)?,
+        echo: snapshot(&echo)?,
         ns,
         work,
         raw,
         out: out.clone(),
-        daemon,
-        loadgen,
-        echo,
         secs,
         quick: args.quick,
         profile: args.profile && !args.quick,
