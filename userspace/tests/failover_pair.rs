@@ -1,0 +1,362 @@
+//! Failover pairs in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! * two xdhcpd on the XDP path: both reach NORMAL, a lease granted by the primary is in the
+//!   secondary's table, the primary crashes (SIGKILL), the operator declares it down on the
+//!   secondary, which keeps serving, the primary restarts, recovers (RECOVER... -> NORMAL),
+//!   and the tables converge;
+//! * interop with ISC dhcpd 4.4 in both roles: both reach NORMAL, leases granted by either
+//!   side are in the other's lease data, restarting either side returns to NORMAL.
+//!
+//! Topology: server A (10.77.0.1), server B (10.77.0.3) and a client namespace, joined by a
+//! bridge in a fourth namespace. Clients come from `xdhcp-loadgen` (AF_PACKET).
+
+#[path = "common/netns.rs"]
+mod netns;
+
+#[path = "daemon_common/mod.rs"]
+mod daemon_common;
+
+#[path = "failover_common/mod.rs"]
+mod failover_common;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use daemon_common::{ns_tests_enabled, read_table, require_tools, unix_now, write_file, Res};
+use failover_common::*;
+use lease_store::{ClientKey, Lease, LeaseState, PoolSpec};
+
+fn pools() -> Vec<PoolSpec> {
+    vec![PoolSpec {
+        id: 0,
+        first: POOL_FIRST.parse().expect("constant"),
+        last: POOL_LAST.parse().expect("constant"),
+    }]
+}
+
+/// Records of a running daemon's lease file, through a copy (see `snapshot_table`).
+fn snapshot(xd: &Xd, bed: &PairBed, tag: &str) -> Res<Vec<Lease>> {
+    let copy = bed.path(&format!("snap-{tag}.db"));
+    std::fs::copy(&xd.lease_file, &copy)
+        .map_err(|e| format!("copying {}: {e}", xd.lease_file.display()))?;
+    read_table(&copy, &pools())
+}
+
+fn key_of(mac: &[u8; 6]) -> ClientKey {
+    let mut id = vec![1u8];
+    id.extend_from_slice(mac);
+    ClientKey::from_client_id(&id)
+}
+
+/// Every ACK in `acked` is an ACTIVE record for the same client in `table`.
+fn check_bound(table: &[Lease], acked: &[Acked], who: &str) -> Res<()> {
+    for a in acked {
+        let l = table
+            .iter()
+            .find(|l| l.addr == a.addr)
+            .ok_or_else(|| format!("{who}: no record for {}", a.addr))?;
+        if l.state != LeaseState::Active || l.client != key_of(&a.mac) {
+            return Err(format!(
+                "{who}: {} should be active for {} but is {} for {} ",
+                a.addr,
+                mac_str(&a.mac),
+                l.state,
+                l.client
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Active, unexpired-at-`at` bindings: address -> (client, lease end).
+fn active_at(table: &[Lease], at: u32) -> BTreeMap<Ipv4Addr, (ClientKey, u32)> {
+    table
+        .iter()
+        .filter(|l| l.state == LeaseState::Active && l.expiry > at)
+        .map(|l| (l.addr, (l.client, l.expiry)))
+        .collect()
+}
+
+struct Sides {
+    a_cfg: std::path::PathBuf,
+    b_cfg: std::path::PathBuf,
+    a_db: std::path::PathBuf,
+    b_db: std::path::PathBuf,
+    a_sock: std::path::PathBuf,
+    b_sock: std::path::PathBuf,
+}
+
+fn xd_sides(bed: &PairBed, t: &Timers) -> Res<Sides> {
+    let s = Sides {
+        a_cfg: bed.path("a.toml"),
+        b_cfg: bed.path("b.toml"),
+        a_db: bed.path("a.db"),
+        b_db: bed.path("b.db"),
+        a_sock: bed.path("a.sock"),
+        b_sock: bed.path("b.sock"),
+    };
+    write_file(
+        &s.a_cfg,
+        &xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t),
+    )?;
+    write_file(
+        &s.b_cfg,
+        &xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t),
+    )?;
+    Ok(s)
+}
+
+#[test]
+fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
+    if !ns_tests_enabled("xdhcpd_pair_serves_survives_a_crash_and_converges") {
+        return;
+    }
+    if let Err(e) = pair_scenario() {
+        panic!("{e}");
+    }
+}
+
+fn pair_scenario() -> Res<()> {
+    require_tools(&["timeout", "ip"])?;
+    let bed = PairBed::new()?;
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    let s = xd_sides(&bed, &t)?;
+    let mut a = Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path("a.log"))?;
+    let mut b = Xd::start(&bed.b, &s.b_cfg, &s.b_db, &s.b_sock, &bed.path("b.log"))?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let startup = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        startup.contains("failover: role=primary") && startup.contains("mclt=30"),
+        "startup line missing:\n{startup}"
+    );
+
+    // 1. The primary serves; its leases reach the secondary's table.
+    let first = dora(&bed, 97, 10, "1")?;
+    assert_eq!(first.len(), 10, "phase 1 ACKs: {first:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+    check_bound(
+        &snapshot(&b, &bed, "b1")?,
+        &first,
+        "secondary after phase 1",
+    )?;
+    check_bound(&snapshot(&a, &bed, "a1")?, &first, "primary after phase 1")?;
+    let st = a.status()?;
+    assert!(st["bndack_received"].as_u64().unwrap_or(0) >= 10, "{st}");
+    assert!(st["mean_update_ack_latency_ms"].is_number(), "{st}");
+
+    // 2. The primary crashes; the operator declares it down; the secondary serves.
+    a.kill()?;
+    wait_partner_lost(&mut b)?;
+    let msg = ctl(&b.socket, &["partner-down", "--since", "-1s"])?;
+    assert!(msg.contains("PARTNER-DOWN"), "{msg}");
+    let second = dora(&bed, 98, 10, "2")?;
+    assert_eq!(
+        second.len(),
+        10,
+        "phase 2 (secondary in PARTNER-DOWN) ACKs: {second:?}"
+    );
+    check_bound(
+        &snapshot(&b, &bed, "b2")?,
+        &second,
+        "secondary in PARTNER-DOWN",
+    )?;
+
+    // 3. The primary restarts from its lease file, learns what it missed, recovers.
+    let mut a = Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path("a2.log"))?;
+    daemon_common::wait_for(
+        "primary to pull the partner's bindings",
+        Duration::from_secs(20),
+        || {
+            let st = a.status()?;
+            Ok(matches!(
+                st["state"].as_str(),
+                Some("RECOVER-WAIT" | "RECOVER-DONE" | "NORMAL")
+            )
+            .then_some(()))
+        },
+    )?;
+    check_bound(&snapshot(&a, &bed, "a3")?, &second, "restarted primary")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 20))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        (log.contains("STARTUP -> RECOVER") || log.contains("STARTUP -> POTENTIAL-CONFLICT"))
+            && log.contains("-> NORMAL"),
+        "restart path not logged:\n{log}"
+    );
+
+    // 4. Serving again through the primary; then both tables hold the same bindings.
+    let third = dora(&bed, 99, 10, "3")?;
+    assert_eq!(third.len(), 10, "phase 3 ACKs: {third:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+    b.wait_drained(Duration::from_secs(10))?;
+    let a_log = a.stop()?;
+    let b_log = b.stop()?;
+    assert!(
+        a_log.contains("stopped in SHUTDOWN"),
+        "graceful stop:\n{a_log}"
+    );
+    assert!(
+        b_log.contains("partner now SHUTDOWN"),
+        "partner saw no SHUTDOWN:\n{b_log}"
+    );
+    let ta = read_table(&s.a_db, &pools())?;
+    let tb = read_table(&s.b_db, &pools())?;
+    check_bound(&ta, &third, "primary at the end")?;
+    check_bound(&tb, &third, "secondary at the end")?;
+    let at = unix_now() + 1;
+    let (aa, ab) = (active_at(&ta, at), active_at(&tb, at));
+    assert_eq!(aa, ab, "active bindings differ between the partners");
+    assert!(aa.len() >= 10);
+    Ok(())
+}
+
+fn wait_partner_lost(b: &mut Xd) -> Res<()> {
+    daemon_common::wait_for(
+        "secondary to lose its partner",
+        Duration::from_secs(15),
+        || {
+            let st = b.status()?;
+            Ok((st["state"] == "COMMUNICATIONS-INTERRUPTED").then_some(()))
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// ISC dhcpd interop
+
+/// Which side ISC dhcpd plays.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum IscRole {
+    Primary,
+    Secondary,
+}
+
+#[test]
+fn isc_interop_xdhcpd_primary() {
+    if !ns_tests_enabled("isc_interop_xdhcpd_primary") {
+        return;
+    }
+    if let Err(e) = isc_scenario(IscRole::Secondary) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn isc_interop_xdhcpd_secondary() {
+    if !ns_tests_enabled("isc_interop_xdhcpd_secondary") {
+        return;
+    }
+    if let Err(e) = isc_scenario(IscRole::Primary) {
+        panic!("{e}");
+    }
+}
+
+fn isc_scenario(isc_role: IscRole) -> Res<()> {
+    require_tools(&["timeout", "ip", "dhcpd"])?;
+    let bed = PairBed::new()?;
+    let t = Timers {
+        mclt: 20,
+        split: Some(128),
+    };
+    let s = xd_sides(&bed, &t)?;
+    let isc_conf = bed.path("isc.conf");
+    let isc_leases = bed.path("isc.leases");
+    // xdhcpd runs on the side ISC does not.
+    let (xd_ns, xd_cfg, xd_db, xd_sock, isc_ns, isc_if, isc_me, isc_peer) = match isc_role {
+        IscRole::Secondary => (
+            &bed.a,
+            &s.a_cfg,
+            &s.a_db,
+            &s.a_sock,
+            &bed.b,
+            bed.lb.a.clone(),
+            B_ADDR,
+            A_ADDR,
+        ),
+        IscRole::Primary => (
+            &bed.b,
+            &s.b_cfg,
+            &s.b_db,
+            &s.b_sock,
+            &bed.a,
+            bed.la.a.clone(),
+            A_ADDR,
+            B_ADDR,
+        ),
+    };
+    write_file(
+        &isc_conf,
+        &isc_config(isc_me, isc_peer, isc_role == IscRole::Primary, &t),
+    )?;
+    let mut isc = Isc::start(
+        isc_ns,
+        &isc_if,
+        &isc_conf,
+        &isc_leases,
+        &bed.path("isc.log"),
+    )?;
+    let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd.log"))?;
+    xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(40))?;
+    isc.wait_normal(1, Duration::from_secs(20))?;
+
+    // Load balancing (split 128): some clients are served by each partner.
+    let acked = dora(&bed, 97, 24, "1")?;
+    assert!(
+        acked.len() >= 20,
+        "ACKs: {acked:?}\nISC log:\n{}",
+        isc.proc.log_text()
+    );
+    xd.wait_drained(Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let table = snapshot(&xd, &bed, "x1")?;
+    check_bound(&table, &acked, "xdhcpd")?;
+    let isc_view = failover_common::isc_leases(&isc_leases)?;
+    let mut by_isc = 0;
+    for a in &acked {
+        match isc_view.get(&a.addr) {
+            Some((state, hw)) if state == "active" && *hw == mac_str(&a.mac) => {}
+            other => {
+                return Err(format!(
+                    "ISC lease file: {} for {} is {other:?}, expected active",
+                    a.addr,
+                    mac_str(&a.mac)
+                ))
+            }
+        }
+        let isc_log = std::fs::read_to_string(&isc.log).unwrap_or_default();
+        if isc_log.contains(&format!("DHCPACK on {} to {}", a.addr, mac_str(&a.mac))) {
+            by_isc += 1;
+        }
+    }
+    assert!(
+        by_isc > 0 && by_isc < acked.len(),
+        "load balancing should split the clients: ISC acked {by_isc} of {}",
+        acked.len()
+    );
+
+    // Restart ISC: back to NORMAL.
+    isc.stop()?;
+    let mut isc = Isc::start(
+        isc_ns,
+        &isc_if,
+        &isc_conf,
+        &isc_leases,
+        &bed.path("isc2.log"),
+    )?;
+    isc.wait_normal(1, Duration::from_secs(40))?;
+    xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
+
+    // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT).
+    xd.stop()?;
+    let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd2.log"))?;
+    xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 40))?;
+    isc.wait_normal(2, Duration::from_secs(20))?;
+    xd.stop()?;
+    isc.stop()?;
+    Ok(())
+}
