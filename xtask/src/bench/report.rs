@@ -211,9 +211,11 @@ pub fn markdown_section(
          closed loop. p99: a separate open-loop point at 50% of the max sustained rate. The \
          ceiling is `xdhcp-echo` behind the same XDP program: each DORA is 2 frames in and 2 out \
          on the server side, so its DORA/s is the echo's frames/s ÷ 2.\n\n\
-         Durability differs and is part of each figure: xdhcpd commit=ack msyncs the lease \
-         table once per batch before that batch's replies leave; commit=interval:10 msyncs \
-         every 10 ms; Kea's memfile appends each lease to its CSV with write(2) and no fsync; \
+         Durability differs and is part of each figure: with xdhcpd commit=ack no ACK leaves \
+         before its lease record is on stable storage (group commit: msync of the lease table, \
+         replies held until a flush that started after their write completed); \
+         commit=interval:10 msyncs every 10 ms and answers at once; Kea's memfile appends each \
+         lease to its CSV with write(2) and no fsync; \
          ISC dhcpd fsyncs its lease file for every lease. Lease files live in the temporary \
          directory (fdatasync latency in the machine line).\n\n\
          veth caveat: veth runs the receiving side's XDP program (and the copy into the AF_XDP \
