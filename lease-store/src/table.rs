@@ -310,6 +310,10 @@ pub fn unix_now() -> u32 {
 struct RecGuard<'a> {
     w: &'a [AtomicU32; RECORD_WORDS],
     odd: u32,
+    /// Whether the body was rewritten. An unchanged record gets its old
+    /// sequence back, so a never-used (all-zero) record stays pristine
+    /// instead of carrying a sequence with no checksum.
+    wrote: std::cell::Cell<bool>,
     /// Undo slot claimed for this write (released after the unlock).
     undo: Option<&'a AtomicBool>,
 }
@@ -319,13 +323,21 @@ impl RecGuard<'_> {
         load_words(self.w)
     }
     fn store(&self, b: &[u8; RECORD_SIZE]) {
+        self.wrote.set(true);
         store_body(self.w, b);
     }
 }
 
 impl Drop for RecGuard<'_> {
     fn drop(&mut self) {
-        self.w[0].store(self.odd.wrapping_add(1), Ordering::Release);
+        // Readers of a seqlock accept old == new sequence only when nothing
+        // changed, which is exactly the case where the old value comes back.
+        let seq = if self.wrote.get() {
+            self.odd.wrapping_add(1)
+        } else {
+            self.odd.wrapping_sub(1)
+        };
+        self.w[0].store(seq, Ordering::Release);
         if let Some(busy) = self.undo {
             busy.store(false, Ordering::Release);
         }
@@ -911,6 +923,7 @@ impl LeaseTable {
                 return RecGuard {
                     w,
                     odd: s.wrapping_add(1),
+                    wrote: std::cell::Cell::new(false),
                     undo: None,
                 };
             }

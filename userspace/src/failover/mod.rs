@@ -438,11 +438,10 @@ mod tests {
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::net::Ipv4Addr;
 
-    /// lease-store bug (reported, not ours to fix): `update` whose closure changes nothing,
-    /// on a never-used record, bumps its sequence without writing a checksum; the next open
-    /// quarantines the record. The driver avoids it (`update_if_changed`).
+    /// Regression: a no-op `update` of a never-used record once left a sequence without a
+    /// checksum, and the next open quarantined the record (fixed in lease-store: an unchanged
+    /// record gets its old sequence back).
     #[test]
-    #[ignore = "lease-store bug: no-op update of a pristine record is quarantined at reopen"]
     fn lease_store_noop_update_of_pristine_record_survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
