@@ -349,6 +349,25 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
     let client = std::thread::spawn(move || -> Result<HashSet<u32>, String> {
         let _ns = InNetns::enter(&cli_ns)?;
         let s = UdpSocket::bind("10.77.0.2:68").map_err(|e| format!("bind :68: {e}"))?;
+        // All N replies may arrive before the first read: make room for
+        // them (the default receive buffer holds about 160 of these).
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt on our own socket with a valid int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "SO_RCVBUFFORCE: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
         go_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|e| format!("no go: {e}"))?;
@@ -436,6 +455,15 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
         }
     }
     assert_eq!(received.len(), N as usize, "all datagrams reached recv()");
+    // Copy-mode transmit sends a bounded number of frames per flush: keep
+    // flushing until every reflected frame has left (or a deadline).
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while socks.iter().any(|s| s.accounting().kernel_tx > 0) && Instant::now() < drain_deadline {
+        for s in socks.iter_mut() {
+            s.flush().expect("flush");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
     let replies = client.join().expect("client thread").expect("client");
     assert_eq!(
