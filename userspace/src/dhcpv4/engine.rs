@@ -139,6 +139,8 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     /// Slots changed since the last `take_changed` (group commit, failover).
     changed: Vec<Slot>,
+    /// Some change since the last `take_needs_commit` must be durable.
+    needs_commit: bool,
     /// Failover policy and admission of the message being handled.
     pol: Option<FailoverPolicy>,
     admission: Admission,
@@ -313,6 +315,7 @@ impl Engine {
             shard,
             stats,
             changed: Vec::with_capacity(256),
+            needs_commit: false,
             pol: None,
             admission: Admission::Serve,
             relay_info: [0; 24],
@@ -411,8 +414,24 @@ impl Engine {
         self.shared.pool_subnet.get(&pool).copied()
     }
 
+    /// Notes a changed record that must be durable before the reply leaves
+    /// (ack mode): a binding, a renewal, a release, a decline.
     fn record_change(&mut self, slot: Slot) {
         self.changed.push(slot);
+        self.needs_commit = true;
+    }
+
+    /// Notes a change whose loss in a crash is harmless: an offer (or its
+    /// withdrawal). A lost offer only means the client's REQUEST finds the
+    /// address free and takes it then, so OFFERs need not wait for a flush.
+    fn record_volatile_change(&mut self, slot: Slot) {
+        self.changed.push(slot);
+    }
+
+    /// Whether changes since the last call must be durable before replies
+    /// leave; resets the flag.
+    pub fn take_needs_commit(&mut self) -> bool {
+        std::mem::take(&mut self.needs_commit)
     }
 
     /// Binds `slot` to `key` as Offered (held until `hold`) or Active (for
@@ -448,7 +467,11 @@ impl Engine {
             ))
         });
         if r.is_some() {
-            self.record_change(slot);
+            if state == LeaseState::Offered {
+                self.record_volatile_change(slot);
+            } else {
+                self.record_change(slot);
+            }
         }
         r
     }
@@ -571,7 +594,7 @@ impl Engine {
                         ))
                     }) {
                         Alloc::Taken(slot, g) => {
-                            self.record_change(slot);
+                            self.record_volatile_change(slot);
                             return Some((table.addr_of(slot), g));
                         }
                         Alloc::Refused => continue,
@@ -610,7 +633,7 @@ impl Engine {
                         }
                     });
                     if withdrawn {
-                        self.record_change(slot);
+                        self.record_volatile_change(slot);
                     }
                 }
                 return self.silent(&st.other_server, Silence::OtherServer);

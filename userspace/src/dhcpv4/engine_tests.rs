@@ -578,3 +578,40 @@ fn garbage_is_counted_not_fatal() {
     assert_eq!(s.received, 7);
     assert!(s.malformed + s.not_request >= 3);
 }
+
+#[test]
+fn offers_need_no_commit_bindings_do() {
+    let mut f = fixture();
+    let (_, o) = run(
+        &mut f,
+        1000,
+        &req(1, NONE, NONE, &[(opt::MESSAGE_TYPE, &[1])]),
+    );
+    let ip = o.unwrap().yiaddr();
+    assert!(
+        !f.engine.take_needs_commit(),
+        "an OFFER must not wait for a flush"
+    );
+    let mut changed = Vec::new();
+    f.engine.take_changed(&mut changed);
+    assert_eq!(changed.len(), 1, "the offer is still reported as a change");
+    run(
+        &mut f,
+        1000,
+        &req(
+            1,
+            NONE,
+            NONE,
+            &[
+                (opt::MESSAGE_TYPE, &[3]),
+                (opt::SERVER_ID, &SERVER.octets()),
+                (opt::REQUESTED_IP, &ip.octets()),
+            ],
+        ),
+    );
+    assert!(
+        f.engine.take_needs_commit(),
+        "an ACKed binding must be durable first"
+    );
+    assert!(!f.engine.take_needs_commit(), "the flag resets");
+}

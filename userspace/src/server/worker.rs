@@ -77,7 +77,8 @@ fn commit_batch(
         // Lazy binding updates: hand the slots over, never wait (try_send).
         t.offer(changed);
     }
-    if commit != CommitMode::Ack {
+    // Offers alone need no flush (see `Engine::take_needs_commit`).
+    if commit != CommitMode::Ack || !engine.take_needs_commit() {
         changed.clear();
         return true;
     }
@@ -181,12 +182,13 @@ pub fn run_xdp_worker(
             }
         }
         responder.engine().take_changed(&mut changed);
-        let wrote = !changed.is_empty();
-        if let (Some(t), true) = (&tap, wrote) {
+        if let (Some(t), false) = (&tap, changed.is_empty()) {
             // Lazy binding updates: hand the slots over, never wait (try_send).
             t.offer(&changed);
         }
         changed.clear();
+        // Only bindings need the flush; a batch of OFFERs goes out at once.
+        let wrote = responder.engine().take_needs_commit();
         match &committer {
             // Replies of a batch that wrote records wait for their flush;
             // so do later ones, to keep each client's replies in order.
