@@ -17,8 +17,9 @@
 //! the flush. If flushing fails, `durable` stops advancing and the held ACKs
 //! never leave: the server degrades to silence, never to lying.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lease_store::LeaseTable;
@@ -30,6 +31,39 @@ pub struct Committer {
     /// Flushes done and failed (for the stats).
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
+    /// Eventfds of workers waiting for `durable` to advance.
+    waiters: RwLock<Vec<Arc<OwnedFd>>>,
+}
+
+/// A worker's handle to sleep until either its socket is readable or the
+/// committer made more replies durable (instead of spinning on `durable`).
+pub struct Waiter {
+    efd: Arc<OwnedFd>,
+}
+
+impl Waiter {
+    /// Sleeps until `other` is readable, a flush completed, or `timeout_ms`.
+    pub fn wait(&self, other: RawFd, timeout_ms: i32) {
+        let mut fds = [
+            libc::pollfd {
+                fd: other,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.efd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd entries on our stack.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if fds[1].revents & libc::POLLIN != 0 {
+            let mut v = 0u64;
+            // SAFETY: reading 8 bytes from our non-blocking eventfd resets it.
+            unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        }
+    }
 }
 
 impl Committer {
@@ -40,6 +74,32 @@ impl Committer {
     /// Called by a worker after it wrote records: the ticket its replies wait for.
     pub fn ticket(&self) -> u64 {
         self.written.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Registers a worker that wants to be woken after each flush.
+    pub fn waiter(&self) -> std::io::Result<Waiter> {
+        // SAFETY: plain eventfd(2); the fd is owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let Ok(mut w) = self.waiters.write() {
+            w.push(efd.clone());
+        }
+        Ok(Waiter { efd })
+    }
+
+    fn wake_waiters(&self) {
+        if let Ok(w) = self.waiters.read() {
+            let one = 1u64;
+            for fd in w.iter() {
+                // SAFETY: an 8-byte write to an eventfd we own; a full
+                // counter (EAGAIN) already means "wake up".
+                unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            }
+        }
     }
 
     /// Highest ticket whose records are on stable storage.
@@ -58,6 +118,7 @@ impl Committer {
                     Ok(()) => {
                         self.durable.store(target, Ordering::Release);
                         self.flushes.fetch_add(1, Ordering::Relaxed);
+                        self.wake_waiters();
                         if failing {
                             tracing::info!("lease table flushes succeed again");
                             failing = false;
@@ -122,7 +183,15 @@ mod tests {
         // No committer running yet: nothing is durable.
         std::thread::sleep(Duration::from_millis(20));
         assert!(c.durable() < t1);
+        let waiter = c.waiter().unwrap();
         let h = spawn(c.clone(), table, stop.clone()).unwrap();
+        // The flush wakes a registered waiter (poll ignores fd -1).
+        let t0 = std::time::Instant::now();
+        waiter.wait(-1, 5000);
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "waiter not woken by the flush"
+        );
         let t0 = std::time::Instant::now();
         while c.durable() < t2 {
             assert!(

@@ -135,6 +135,13 @@ pub fn run_xdp_worker(
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
     let mut held: VecDeque<(u64, Desc)> = VecDeque::with_capacity(MAX_HELD + BATCH);
     let mut idle_spins = 0u32;
+    let waiter = committer.as_ref().and_then(|c| match c.waiter() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("no eventfd for commit wake-ups, polling instead: {e}");
+            None
+        }
+    });
     while !stop.load(Ordering::Relaxed) {
         // Release replies whose records are durable now.
         if let Some(c) = &committer {
@@ -162,7 +169,13 @@ pub fn run_xdp_worker(
             if idle_spins > 64 && held.is_empty() {
                 let _ = sock.wait_readable(10);
             } else if idle_spins > 64 {
-                std::thread::yield_now();
+                // Replies wait for the committer: sleep until it flushed
+                // or a frame arrives, instead of spinning on the core the
+                // committer also needs.
+                match &waiter {
+                    Some(w) => w.wait(sock.fd(), 10),
+                    None => std::thread::yield_now(),
+                }
             }
             continue;
         }
