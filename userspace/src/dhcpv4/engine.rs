@@ -379,7 +379,7 @@ impl Engine {
                 EngineStats::inc(&st.requests);
                 self.request(now, meta, &msg, &sum, &key, out)
             }
-            MessageType::Decline => self.decline(now, &msg, &sum, &key),
+            MessageType::Decline => self.decline(now, &sum, &key),
             MessageType::Release => self.release(now, &msg, &sum, &key),
             MessageType::Inform => self.inform(meta, &msg, &sum, out),
             _ => self.silent(&st.not_request, Silence::NotRequest),
@@ -735,13 +735,7 @@ impl Engine {
         )
     }
 
-    fn decline(
-        &mut self,
-        now: u32,
-        msg: &Message<'_>,
-        sum: &Summary<'_>,
-        key: &ClientKey,
-    ) -> Decision {
+    fn decline(&mut self, now: u32, sum: &Summary<'_>, key: &ClientKey) -> Decision {
         let st = self.stats.clone();
         if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
             return self.silent(&st.other_server, Silence::OtherServer);
@@ -757,22 +751,43 @@ impl Engine {
             .subnet_of_slot(slot)
             .map(|s| self.shared.config.subnets[s].times.decline_quarantine)
             .unwrap_or(self.shared.config.lease.decline_quarantine);
-        let _ = msg;
-        let done = table.update(slot, |l| {
-            if l.client == *key && matches!(l.state, LeaseState::Offered | LeaseState::Active) {
-                // Someone else answers ARP for it: keep it out of use.
-                l.state = LeaseState::Declined;
-                l.expiry = now.saturating_add(quarantine);
+        // Someone else answers ARP for it: keep it out of use.
+        self.end_binding(
+            slot,
+            key,
+            &[LeaseState::Offered, LeaseState::Active],
+            LeaseState::Declined,
+            now.saturating_add(quarantine),
+            &st.declines,
+        )
+    }
+
+    /// Moves `key`'s binding in `slot` from one of `from` to `to` (expiring at
+    /// `expiry`), counts it in `counter`; silent either way (RELEASE and
+    /// DECLINE get no reply). Someone else's binding is left alone.
+    fn end_binding(
+        &mut self,
+        slot: Slot,
+        key: &ClientKey,
+        from: &[LeaseState],
+        to: LeaseState,
+        expiry: u32,
+        counter: &std::sync::atomic::AtomicU64,
+    ) -> Decision {
+        let done = self.shared.table.update(slot, |l| {
+            if l.client == *key && from.contains(&l.state) {
+                l.state = to;
+                l.expiry = expiry;
                 true
             } else {
                 false
             }
         });
         if !done {
-            return self.silent(&st.unknown_client, Silence::UnknownClient);
+            return self.silent(&self.stats.unknown_client, Silence::UnknownClient);
         }
         self.record_change(slot);
-        EngineStats::inc(&st.declines);
+        EngineStats::inc(counter);
         Decision::Silent(Silence::NoReplyExpected)
     }
 
@@ -791,23 +806,16 @@ impl Engine {
         let Some(slot) = table.slot_of(msg.ciaddr()) else {
             return self.silent(&st.unknown_client, Silence::UnknownClient);
         };
-        let done = table.update(slot, |l| {
-            if l.client == *key && l.state == LeaseState::Active {
-                // The client keeps its identity on the record so it gets the
-                // same address back if it returns soon (RFC 2131 §4.3.1).
-                l.state = LeaseState::Released;
-                l.expiry = now;
-                true
-            } else {
-                false
-            }
-        });
-        if !done {
-            return self.silent(&st.unknown_client, Silence::UnknownClient);
-        }
-        self.record_change(slot);
-        EngineStats::inc(&st.releases);
-        Decision::Silent(Silence::NoReplyExpected)
+        // The client keeps its identity on the record so it gets the same
+        // address back if it returns soon (RFC 2131 §4.3.1).
+        self.end_binding(
+            slot,
+            key,
+            &[LeaseState::Active],
+            LeaseState::Released,
+            now,
+            &st.releases,
+        )
     }
 
     fn inform(
