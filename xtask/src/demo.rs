@@ -204,7 +204,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let acked = section_value(&perf_text, "REQUEST-ACK", "received packets").unwrap_or(0);
     let offered = section_value(&perf_text, "DISCOVER-OFFER", "sent packets").unwrap_or(0);
 
-    println!("== load: xdhcp-loadgen (AF_XDP client simulator), closed loop, 5 s, 60,000 clients");
+    println!("== load: xdhcp-loadgen (AF_XDP client simulator), closed loop, 5 s, 20,000 clients");
     let lg_json = work.join("loadgen.json");
     let lg = NetnsPair::exec(&ns.client_ns, &loadgen_bin.to_string_lossy())
         .args([
