@@ -213,7 +213,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             "--scenario",
             "dora",
             "--clients",
-            "60000",
+            "20000",
         ])
         .args([
             "--duration",
