@@ -4,12 +4,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use dhcproto::{v4, Decodable, Decoder};
-use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec};
+use lease_store::{LeaseState, LeaseTable};
 
 use super::engine::*;
-use super::stats::EngineStats;
-use super::wire::{opt, MessageType, MAGIC_COOKIE, OP_BOOTREQUEST};
-use crate::config;
+use super::test_support::{engine_on, request};
+use super::wire::{opt, MessageType, MAGIC_COOKIE};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
@@ -44,49 +43,17 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let cfg = Arc::new(config::parse(CFG, "test.toml").expect("test config"));
-    let dir = tempfile::tempdir().unwrap();
-    let pools: Vec<PoolSpec> = cfg
-        .pool_specs()
-        .into_iter()
-        .map(|(id, first, last)| PoolSpec { id, first, last })
-        .collect();
-    let (table, _) = LeaseTable::open(
-        &dir.path().join("leases.db"),
-        &pools,
-        &OpenOptions {
-            now: 1000,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
-    let table = Arc::new(table);
-    let shared = Arc::new(EngineShared::new(cfg, table.clone(), SERVER));
+    let (_dir, engine, table) = engine_on(CFG, SERVER, 1000, None);
     Fixture {
-        _dir: dir,
-        engine: Engine::new(shared, 0, Arc::new(EngineStats::default())),
+        _dir,
+        engine,
         table,
     }
 }
 
 /// A client request: chaddr from `mac_last`, options as given.
 fn req(mac_last: u8, ciaddr: Ipv4Addr, giaddr: Ipv4Addr, opts: &[(u8, &[u8])]) -> Vec<u8> {
-    let mut b = vec![0u8; 240];
-    b[0] = OP_BOOTREQUEST;
-    b[1] = 1;
-    b[2] = 6;
-    b[4..8].copy_from_slice(&[0xde, 0xad, 0, mac_last]);
-    b[12..16].copy_from_slice(&ciaddr.octets());
-    b[24..28].copy_from_slice(&giaddr.octets());
-    b[28..34].copy_from_slice(&[2, 0, 0, 0, 0, mac_last]);
-    b[236..240].copy_from_slice(&MAGIC_COOKIE);
-    for (c, v) in opts {
-        b.push(*c);
-        b.push(v.len() as u8);
-        b.extend_from_slice(v);
-    }
-    b.push(255);
-    b
+    request(mac_last, ciaddr, giaddr, opts)
 }
 
 const NONE: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

@@ -5,13 +5,12 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use dhcproto::{v4, Decodable, Decoder};
-use lease_store::{LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec};
+use lease_store::{LeaseState, LeaseTable, Owner};
 use xdhcpd_failover::{FailoverPolicy, PolicyCell, Role, ServerState};
 
 use super::engine::*;
-use super::stats::EngineStats;
-use super::wire::{opt, MAGIC_COOKIE, OP_BOOTREQUEST};
-use crate::config;
+use super::test_support::{engine_on, request};
+use super::wire::opt;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const NONE: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -53,50 +52,18 @@ fn policy(role: Role, state: ServerState) -> FailoverPolicy {
 }
 
 fn fx(p: FailoverPolicy) -> Fx {
-    let cfg = Arc::new(config::parse(CFG, "t.toml").expect("config"));
-    let dir = tempfile::tempdir().unwrap();
-    let pools: Vec<PoolSpec> = cfg
-        .pool_specs()
-        .into_iter()
-        .map(|(id, first, last)| PoolSpec { id, first, last })
-        .collect();
-    let (table, _) = LeaseTable::open(
-        &dir.path().join("l.db"),
-        &pools,
-        &OpenOptions {
-            now: 1000,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
-    let table = Arc::new(table);
     let cell = Arc::new(PolicyCell::new(p));
-    let shared =
-        Arc::new(EngineShared::new(cfg, table.clone(), SERVER).with_failover(cell.clone()));
+    let (_dir, engine, table) = engine_on(CFG, SERVER, 1000, Some(cell.clone()));
     Fx {
-        _dir: dir,
-        engine: Engine::new(shared, 0, Arc::new(EngineStats::default())),
+        _dir,
+        engine,
         table,
         cell,
     }
 }
 
 fn req(mac: u8, ciaddr: Ipv4Addr, opts: &[(u8, &[u8])]) -> Vec<u8> {
-    let mut b = vec![0u8; 240];
-    b[0] = OP_BOOTREQUEST;
-    b[1] = 1;
-    b[2] = 6;
-    b[4] = mac;
-    b[12..16].copy_from_slice(&ciaddr.octets());
-    b[28..34].copy_from_slice(&[2, 0, 0, 0, 0, mac]);
-    b[236..240].copy_from_slice(&MAGIC_COOKIE);
-    for (c, v) in opts {
-        b.push(*c);
-        b.push(v.len() as u8);
-        b.extend_from_slice(v);
-    }
-    b.push(255);
-    b
+    request(mac, ciaddr, NONE, opts)
 }
 
 fn run(f: &mut Fx, now: u32, dst: Ipv4Addr, r: &[u8]) -> Option<v4::Message> {

@@ -17,3 +17,5 @@ pub use stats::{EngineStats, StatsSnapshot};
 mod engine_tests;
 #[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod test_support;
