@@ -22,7 +22,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use daemon_common::*;
-use lease_store::{Lease, LeaseState};
+use lease_store::{Lease, LeaseState, PoolSpec};
 
 static NS_LOCK: RwLock<()> = RwLock::new(());
 
@@ -149,6 +149,28 @@ fn check_only(table: &[Lease], addr: Ipv4Addr) -> Res<()> {
     }
 }
 
+/// End of a client lifecycle: stop the daemon, check its counters, and
+/// check that the client's record (and only it) ended Released on disk.
+fn finish_released(
+    daemon: Daemon,
+    io: Io,
+    bed: &Bed,
+    pools: &[PoolSpec],
+    addr: Ipv4Addr,
+) -> Res<()> {
+    let fin = daemon.stop()?;
+    check_client_run(&fin, io, 2)?;
+    let table = read_table(&bed.path("leases.db"), pools)?;
+    let released = record(&table, addr)?;
+    if released.state != LeaseState::Released {
+        return Err(format!(
+            "after release the record is {}: {released:?}",
+            released.state
+        ));
+    }
+    check_only(&table, addr)
+}
+
 fn check_client_run(fin: &Finished, io: Io, min_acks: u64) -> Res<()> {
     fin.check_io(io)?;
     let acks = fin.counter("engine", "acks")?;
@@ -262,17 +284,7 @@ exit 0
     client.signal(libc::SIGTERM)?;
     client.wait_exit(Duration::from_secs(5))?;
 
-    let fin = daemon.stop()?;
-    check_client_run(&fin, io, 2)?;
-    let table = read_table(&bed.path("leases.db"), &pools)?;
-    let released = record(&table, addr)?;
-    if released.state != LeaseState::Released {
-        return Err(format!(
-            "after release the record is {}: {released:?}",
-            released.state
-        ));
-    }
-    check_only(&table, addr)
+    finish_released(daemon, io, &bed, &pools, addr)
 }
 
 #[test]
@@ -393,17 +405,7 @@ exit 0
             out.stdout, out.stderr
         ));
     }
-    let fin = daemon.stop()?;
-    check_client_run(&fin, io, 2)?;
-    let table = read_table(&bed.path("leases.db"), &pools)?;
-    let released = record(&table, addr)?;
-    if released.state != LeaseState::Released {
-        return Err(format!(
-            "after release the record is {}: {released:?}",
-            released.state
-        ));
-    }
-    check_only(&table, addr)
+    finish_released(daemon, io, &bed, &pools, addr)
 }
 
 #[test]
