@@ -734,7 +734,15 @@ impl LeaseTable {
             let home = ((slot - base) as usize) % self.shards;
             let w = self.words(slot);
             let raw = load_words(w);
-            if is_pristine(&raw) {
+            // A never-written body (everything but the sequence zero) is a
+            // free record, also when a crash hit while it was locked and
+            // before anything was written (odd sequence): nothing to roll
+            // back, so reset the sequence and keep it free.
+            if raw[4..].iter().all(|&x| x == 0) {
+                if !is_pristine(&raw) {
+                    w[0].store(0, Ordering::Release);
+                    out.wrote = true;
+                }
                 out.counts[p][LeaseState::Free as usize] += 1;
                 out.lists[self.list_idx(p, 0, home, 0)].push(slot);
                 self.set_free_bit(Owner::Primary, slot);
