@@ -436,6 +436,9 @@ pub struct LeaseTable {
     in_free: [Vec<AtomicU64>; 2],
     header_lock: Mutex<()>,
     sweep_cursor: AtomicU64,
+    /// Per owner: an allocation found that owner's free lists of some pool empty since the
+    /// last [`LeaseTable::take_exhausted`] (failover rebalances on it).
+    exhausted: [AtomicBool; 2],
     /// Claim flags of the undo slots.
     undo_busy: Vec<AtomicBool>,
 }
@@ -585,6 +588,7 @@ impl LeaseTable {
             ],
             header_lock: Mutex::new(()),
             sweep_cursor: AtomicU64::new(0),
+            exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
             undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             geo,
         };
@@ -1327,6 +1331,7 @@ impl LeaseTable {
         let shard = shard % self.shards;
         let (slot, mut g, raw, old) = loop {
             let Some(slot) = self.pop_free(p, shard, owner) else {
+                self.note_exhausted(owner);
                 return Alloc::Empty;
             };
             let g = self.lock_record(slot);
@@ -1351,6 +1356,22 @@ impl LeaseTable {
         drop(g);
         self.reindex(slot, &old.client, &new.client);
         Alloc::Taken(Slot(slot), r)
+    }
+
+    /// True when some allocation for `owner` found a pool's free lists empty since the last
+    /// call (then cleared). Also set when stealing from other shards failed only because their
+    /// lists were busy, so treat it as a hint to look at [`pool_stats`](Self::pool_stats).
+    pub fn take_exhausted(&self, owner: Owner) -> bool {
+        self.exhausted[owner.idx()].swap(false, Ordering::Relaxed)
+    }
+
+    /// Packet path: a plain load first, so an exhausted pool does not make every worker write
+    /// the same cache line on every DISCOVER.
+    fn note_exhausted(&self, owner: Owner) {
+        let f = &self.exhausted[owner.idx()];
+        if !f.load(Ordering::Relaxed) {
+            f.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Changes one record under its lock: `f` sees the current record and may

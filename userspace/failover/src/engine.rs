@@ -811,6 +811,17 @@ impl FailoverEngine {
         }
     }
 
+    /// Secondary: the workers found no BACKUP address: send POOLREQ now instead of waiting for
+    /// `pool_request_interval` (only in NORMAL with communications OK, and never while one is
+    /// outstanding). The caller rate-limits.
+    pub fn request_pool_now(&mut self, now: u32) {
+        self.tick(now);
+        if !self.poolreq_outstanding {
+            self.next_poolreq_at = now;
+        }
+        self.maybe_poolreq(now);
+    }
+
     /// Primary: answer to [`Action::PoolRequest`]: `granted` addresses moved to BACKUP.
     pub fn pool_response(&mut self, now: u32, id: u32, granted: u32) {
         self.tick(now);

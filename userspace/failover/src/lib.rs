@@ -6,10 +6,12 @@
 //! * [`policy`]: the per-packet [`FailoverPolicy`] (who answers, which address may be used,
 //!   the MCLT lease rule) and its lock-free publication cell [`PolicyCell`];
 //! * [`table`]: pure lease-table helpers for the driver (accepting partner updates, acks);
+//! * [`balance`]: address balance between the partners (how many, which addresses move);
 //! * [`persist`]: the fixed-layout persisted state.
 //!
 //! Times are `u32` Unix seconds everywhere (the wire unit).
 
+pub mod balance;
 pub mod codec;
 pub mod engine;
 pub mod persist;
@@ -25,5 +27,5 @@ pub use policy::{
     lease_time_allowed, rfc3074_hash, Admission, DropReason, FailoverPolicy, LeaseGrant,
     PolicyCell, RequestKind,
 };
-pub use table::{apply_ack, resolve_update, AckOutcome, UpdateDecision};
+pub use table::{apply_ack, reclaim_binding, resolve_update, AckOutcome, UpdateDecision};
 pub use types::{Binding, BindingStatus, RejectReason, Role, ServerState};

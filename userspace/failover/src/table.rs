@@ -116,6 +116,24 @@ fn accepted(local: Option<&Binding>, incoming: &Binding) -> Binding {
     b
 }
 
+/// Primary, reclaiming a BACKUP address: the FREE binding update to send for `local` (a
+/// BACKUP record). The local record must stay BACKUP until the partner acknowledges this update
+/// ([`apply_ack`] then turns it FREE): until then the secondary may still lease the address,
+/// and then rejects the update (its ACTIVE binding beats FREE in [`resolve_update`]) and sends
+/// its own. Its `start` is later than the record's, which is what tells the acknowledgement of
+/// a reclaim from a stale acknowledgement of an older FREE update sent before the address was
+/// granted (see [`apply_ack`]).
+pub fn reclaim_binding(local: &Binding, now: u32) -> Binding {
+    Binding::free(local.addr, now.max(local.start.saturating_add(1)))
+}
+
+/// Is `sent` a reclaim ([`reclaim_binding`]) of the BACKUP record `local`?
+fn is_reclaim_of(local: &Binding, sent: &Binding) -> bool {
+    local.status == BindingStatus::Backup
+        && sent.status == BindingStatus::Free
+        && sent.start > local.start
+}
+
 /// Result of [`apply_ack`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AckOutcome {
@@ -126,7 +144,8 @@ pub struct AckOutcome {
     pub up_to_date: bool,
 }
 
-/// Applies a partner's acknowledgement of `sent` to the local record `local`.
+/// Applies a partner's acknowledgement of `sent` to the local record `local`. An acknowledged
+/// reclaim ([`reclaim_binding`]) of a record that is still BACKUP makes it FREE.
 pub fn apply_ack(local: &Binding, sent: &Binding) -> AckOutcome {
     let same_version = local.status == sent.status
         && local.same_client(sent)
@@ -143,6 +162,15 @@ pub fn apply_ack(local: &Binding, sent: &Binding) -> AckOutcome {
             up_to_date: same_version,
         };
     }
+    if is_reclaim_of(local, sent) {
+        // The partner gave a BACKUP address back (it was still BACKUP there): FREE, ours.
+        let mut r = Binding::free(local.addr, sent.start);
+        r.cltt = local.cltt;
+        return AckOutcome {
+            record: Some(r),
+            up_to_date: true,
+        };
+    }
     if same_version && sent.status.frees_on_ack() {
         let mut r = local.clone();
         r.status = BindingStatus::Free;
@@ -157,5 +185,83 @@ pub fn apply_ack(local: &Binding, sent: &Binding) -> AckOutcome {
     AckOutcome {
         record: None,
         up_to_date: same_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+
+    fn backup(start: u32) -> Binding {
+        Binding {
+            status: BindingStatus::Backup,
+            ..Binding::free(A, start)
+        }
+    }
+
+    fn active(start: u32, end: u32) -> Binding {
+        Binding {
+            status: BindingStatus::Active,
+            chaddr: vec![2, 0, 0, 0, 0, 7],
+            htype: 1,
+            cltt: start,
+            lease_expiry: end,
+            potential_expiry: end,
+            ..Binding::free(A, start)
+        }
+    }
+
+    #[test]
+    fn secondary_accepts_a_reclaim_only_while_the_address_is_unused() {
+        let r = reclaim_binding(&backup(100), 150);
+        assert_eq!(r.status, BindingStatus::Free);
+        assert_eq!(r.start, 150);
+        // Still BACKUP there (or only offered: an offer counts as its free state): accepted.
+        match resolve_update(Some(&backup(100)), &r, 150, 0, Role::Secondary) {
+            UpdateDecision::Accept(b) => assert_eq!(b.status, BindingStatus::Free),
+            d => panic!("reclaim of an unused BACKUP address refused: {d:?}"),
+        }
+        // The secondary leased it meanwhile: its ACTIVE binding wins.
+        let d = resolve_update(Some(&active(140, 740)), &r, 150, 0, Role::Secondary);
+        assert!(
+            matches!(
+                d,
+                UpdateDecision::Reject(RejectReason::OutdatedBindingInfo, _)
+            ),
+            "{d:?}"
+        );
+        // The primary then accepts the secondary's ACTIVE over its (still BACKUP) record.
+        let d = resolve_update(Some(&backup(100)), &active(140, 740), 151, 0, Role::Primary);
+        assert!(matches!(d, UpdateDecision::Accept(b) if b.status == BindingStatus::Active));
+    }
+
+    #[test]
+    fn reclaim_start_is_later_than_the_grant_even_in_the_same_second() {
+        assert_eq!(reclaim_binding(&backup(100), 100).start, 101);
+        assert_eq!(reclaim_binding(&backup(100), 90).start, 101);
+    }
+
+    #[test]
+    fn acked_reclaim_frees_the_address_but_a_stale_free_ack_does_not() {
+        let local = backup(100);
+        let out = apply_ack(&local, &reclaim_binding(&local, 120));
+        assert!(out.up_to_date);
+        let r = out.record.expect("the reclaim frees the record");
+        assert_eq!(r.status, BindingStatus::Free);
+        assert_eq!(r.start, 120);
+        // An older FREE update (queued before the grant at 100) acknowledged late must not
+        // undo the grant: the secondary now holds the address as BACKUP.
+        let stale = Binding::free(A, 100);
+        let out = apply_ack(&local, &stale);
+        assert_eq!(out.record, None);
+        assert!(!out.up_to_date);
+        let out = apply_ack(&local, &Binding::free(A, 60));
+        assert_eq!(out.record, None);
+        // The record changed meanwhile (the secondary's ACTIVE arrived): the ack changes nothing.
+        let out = apply_ack(&active(110, 700), &reclaim_binding(&local, 120));
+        assert_eq!(out.record, None);
     }
 }
