@@ -17,6 +17,7 @@ use std::sync::Arc;
 use lease_store::{Alloc, ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
 use xdhcpd_failover::{Admission, BindingStatus, FailoverPolicy, PolicyCell, RequestKind, Role};
 
+use super::leasequery::{self, Unanswered};
 use super::stats::EngineStats;
 use super::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
 use crate::config::{Config, LeaseTimes, ReservationKey, Subnet};
@@ -121,6 +122,9 @@ pub enum Silence {
     /// RELEASE / DECLINE: applied, no reply by design.
     NoReplyExpected,
     NoRoom,
+    /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
+    /// address, MAC or client identifier (RFC 4388).
+    LeaseQueryRefused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +359,11 @@ impl Engine {
             // BOOTP is refused (carrier deployments assign by DHCP only).
             return self.silent(&st.not_request, Silence::NotRequest);
         };
+        // A leasequery only reads the table: every failover state and every
+        // load-balancing bucket answers it, so it goes before admission.
+        if kind == MessageType::LeaseQuery {
+            return self.leasequery(now, &msg, &sum, out);
+        }
         let key = client_key(&msg, &sum);
         self.pol = self.shared.failover.as_ref().map(|c| c.load());
         self.admission = Admission::Serve;
@@ -383,6 +392,42 @@ impl Engine {
             MessageType::Release => self.release(now, &msg, &sum, &key),
             MessageType::Inform => self.inform(meta, &msg, &sum, out),
             _ => self.silent(&st.not_request, Silence::NotRequest),
+        }
+    }
+
+    /// RFC 4388 leasequery (see `leasequery.rs`); the answer goes to the
+    /// querying relay agent at giaddr:67.
+    fn leasequery(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        EngineStats::inc(&st.leasequeries);
+        let limit = sum
+            .max_message_size
+            .map(|m| (m as usize).saturating_sub(28))
+            .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let sid = self.shared.server_id;
+        match leasequery::answer(&self.shared.table, sid, now, msg, sum, limit, out) {
+            Ok((len, kind)) => {
+                EngineStats::inc(match kind {
+                    MessageType::LeaseActive => &st.leasequery_active,
+                    MessageType::LeaseUnassigned => &st.leasequery_unassigned,
+                    _ => &st.leasequery_unknown,
+                });
+                Decision::Reply {
+                    len,
+                    kind,
+                    to: Delivery::Relay(msg.giaddr()),
+                }
+            }
+            Err(Unanswered::NoRoom) => self.silent(&st.no_room, Silence::NoRoom),
+            Err(Unanswered::NotRelayed | Unanswered::NoQuery) => {
+                self.silent(&st.leasequery_dropped, Silence::LeaseQueryRefused)
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! the UDP fallback, benchmarks and tests.
 
 pub mod engine;
+pub mod leasequery;
 pub mod stats;
 pub mod wire;
 
@@ -17,5 +18,7 @@ pub use stats::{EngineStats, StatsSnapshot};
 mod engine_tests;
 #[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod leasequery_tests;
 #[cfg(test)]
 mod test_support;

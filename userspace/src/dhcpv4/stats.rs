@@ -52,6 +52,11 @@ counters! {
     unknown_client: "INIT-REBOOT/RENEW from a client with no binding here (silent).",
     no_room: "Replies that did not fit the output buffer (dropped).",
     failover_dropped: "Messages the partner answers (failover state or load balancing; dropped).",
+    leasequeries: "DHCPLEASEQUERYs received (RFC 4388; answered in every failover state).",
+    leasequery_active: "DHCPLEASEACTIVE answers sent.",
+    leasequery_unassigned: "DHCPLEASEUNASSIGNED answers sent (address ours, not leased).",
+    leasequery_unknown: "DHCPLEASEUNKNOWN answers sent (address or client unknown here).",
+    leasequery_dropped: "DHCPLEASEQUERYs not answered: not relayed (giaddr 0) or naming no address, MAC or client id.",
 }
 
 impl EngineStats {

@@ -46,6 +46,10 @@ pub mod opt {
     pub const CLIENT_ID: u8 = 61;
     pub const RAPID_COMMIT: u8 = 80;
     pub const RELAY_AGENT_INFO: u8 = 82;
+    /// RFC 4388: seconds since the client's last transaction (leasequery replies).
+    pub const CLIENT_LAST_TRANSACTION_TIME: u8 = 91;
+    /// RFC 4388: further addresses bound to the queried client (leasequery replies).
+    pub const ASSOCIATED_IP: u8 = 92;
     pub const SUBNET_SELECTION: u8 = 118;
     pub const END: u8 = 255;
 }
@@ -69,6 +73,11 @@ pub enum MessageType {
     Release = 7,
     Inform = 8,
     ForceRenew = 9,
+    /// RFC 4388 leasequery and its three answers.
+    LeaseQuery = 10,
+    LeaseUnassigned = 11,
+    LeaseUnknown = 12,
+    LeaseActive = 13,
 }
 
 impl MessageType {
@@ -83,6 +92,10 @@ impl MessageType {
             7 => Self::Release,
             8 => Self::Inform,
             9 => Self::ForceRenew,
+            10 => Self::LeaseQuery,
+            11 => Self::LeaseUnassigned,
+            12 => Self::LeaseUnknown,
+            13 => Self::LeaseActive,
             _ => return None,
         })
     }
@@ -470,6 +483,13 @@ impl<'b> ReplyWriter<'b> {
     }
     pub fn set_siaddr(&mut self, a: Ipv4Addr) {
         self.buf[20..24].copy_from_slice(&a.octets());
+    }
+    /// Sets htype, hlen and the whole chaddr field (leasequery answers name
+    /// the bound client, not the requester). `hlen` is clamped to 16.
+    pub fn set_chaddr(&mut self, htype: u8, hlen: u8, chaddr: &[u8; 16]) {
+        self.buf[1] = htype;
+        self.buf[2] = hlen.min(16);
+        self.buf[28..44].copy_from_slice(chaddr);
     }
     pub fn set_flags(&mut self, f: u16) {
         self.buf[10..12].copy_from_slice(&f.to_be_bytes());
