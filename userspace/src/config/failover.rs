@@ -22,10 +22,10 @@
 //! failover-recover = 0          # unix time of a restored database copy; 0 = off
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::error::Errors;
-use super::reader::{boolean, number, string, u32_in, Table};
+use super::reader::{boolean, ipv4, number, string, u32_in, Table};
 
 pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "role",
@@ -75,6 +75,9 @@ pub struct FailoverConfig {
     pub backup_pct: u8,
     pub rebind_limit: u32,
     pub failover_recover: Option<u32>,
+    /// Per pool: the scope's balance settings (see [`PoolBalanceCfg`]); filled from the
+    /// `[[subnet]]` tables once pool ids are known.
+    pub pools: Vec<PoolBalanceCfg>,
 }
 
 fn ip_any(errs: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Option<IpAddr> {
@@ -237,5 +240,64 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         backup_pct: backup_pct? as u8,
         rebind_limit: rebind_limit?,
         failover_recover: Some(recover?).filter(|&v| v != 0),
+        pools: Vec::new(),
     })
+}
+
+/// One pool's address-balance settings from its `[[subnet]]` (the scope): `backup-pct` and
+/// `backup-allocation-boundary` override the `[failover]` values on the primary; the
+/// secondary ignores them (the primary decides the split).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolBalanceCfg {
+    pub pool_id: u32,
+    pub backup_pct: Option<u8>,
+    pub boundary: Option<Ipv4Addr>,
+}
+
+/// Every pool's balance settings, in pool-id order.
+pub(crate) fn pool_balance(subnets: &[super::Subnet]) -> Vec<PoolBalanceCfg> {
+    subnets
+        .iter()
+        .flat_map(|s| {
+            s.pools.iter().map(|p| PoolBalanceCfg {
+                pool_id: p.id,
+                backup_pct: s.backup_pct,
+                boundary: s.backup_allocation_boundary,
+            })
+        })
+        .collect()
+}
+
+/// Reads a subnet's `backup-pct` (0..=100) and `backup-allocation-boundary` (an address inside
+/// one of the subnet's `pools`, given as (first, last, ...)).
+pub(crate) fn read_scope_balance<L>(
+    errs: &mut Errors<'_>,
+    t: &Table<'_, '_>,
+    pools: &[(Ipv4Addr, Ipv4Addr, L)],
+) -> (Option<u8>, Option<Ipv4Addr>) {
+    let pct = t
+        .get("backup-pct")
+        .and_then(|f| u32_in(errs, &f, 0, 100, "a percentage (0..=100)"))
+        .map(|v| v as u8);
+    let boundary = t.get("backup-allocation-boundary").and_then(|f| {
+        let ip = ipv4(errs, &f)?;
+        let inside = pools
+            .iter()
+            .any(|(a, b, _)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)));
+        if inside {
+            return Some(ip);
+        }
+        let ranges: Vec<String> = pools.iter().map(|(a, b, _)| format!("{a}-{b}")).collect();
+        let msg = if ranges.is_empty() {
+            format!("{ip}: this subnet has no pool to divide")
+        } else {
+            format!(
+                "{ip} is outside the subnet's pools ({}); the boundary must lie inside one",
+                ranges.join(", ")
+            )
+        };
+        errs.push(&f.span(), &f.path, msg);
+        None
+    });
+    (pct, boundary)
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, Position};
-pub use failover::{FailoverConfig, FailoverRole};
+pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
 
@@ -186,6 +186,11 @@ pub struct Subnet {
     pub boot_file: Option<String>,
     /// Encoded options, including 1 (mask) and 28 (broadcast) derived from `net`.
     pub options: SubnetOptions,
+    /// Failover `backup-pct` of this scope (primary only); None = the `[failover]` value.
+    pub backup_pct: Option<u8>,
+    /// Failover `backup-allocation-boundary` (primary only): the backup's addresses are taken
+    /// below it, highest first. Inside one of `pools`. None = the middle of each pool.
+    pub backup_allocation_boundary: Option<Ipv4Addr>,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file

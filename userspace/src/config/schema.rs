@@ -63,6 +63,8 @@ const SUBNET_KEYS: &[&str] = &[
     "options",
     "pool",
     "reservation",
+    "backup-pct",
+    "backup-allocation-boundary",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
@@ -180,9 +182,15 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     next_server: r.next_server,
                     boot_file: r.boot_file,
                     options: r.options,
+                    backup_pct: r.backup_pct,
+                    backup_allocation_boundary: r.backup_boundary,
                 });
             }
             let lookup = SubnetLookup::build(&subnets);
+            let mut failover = failover;
+            if let Some(f) = failover.as_mut() {
+                f.pools = super::failover::pool_balance(&subnets);
+            }
             Ok(Config {
                 server,
                 failover,
@@ -536,6 +544,8 @@ struct RawSubnet {
     next_server: Option<Ipv4Addr>,
     boot_file: Option<String>,
     options: SubnetOptions,
+    backup_pct: Option<u8>,
+    backup_boundary: Option<Ipv4Addr>,
 }
 
 fn read_subnet(
@@ -708,6 +718,8 @@ fn read_subnet(
         }
     }
 
+    let (backup_pct, backup_boundary) = super::failover::read_scope_balance(errs, t, &pools);
+
     RawSubnet {
         index,
         net,
@@ -718,6 +730,8 @@ fn read_subnet(
         next_server,
         boot_file,
         options,
+        backup_pct,
+        backup_boundary,
     }
 }
 

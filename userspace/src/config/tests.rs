@@ -297,7 +297,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -634,5 +634,63 @@ fn failover_section_errors_are_positioned() {
             .iter()
             .any(|l| l.contains("missing required key `peer-address`")),
         "{missing:?}"
+    );
+}
+
+const FAILOVER_PRIMARY: &str = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nbackup-pct = 30\n\n";
+
+#[test]
+fn scope_balance_values_override_per_pool() {
+    let text = format!(
+        "{SERVER}{FAILOVER_PRIMARY}[[subnet]]\ncidr = \"10.0.0.0/24\"\nbackup-pct = 20\nbackup-allocation-boundary = \"10.0.0.15\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n\n[[subnet]]\ncidr = \"10.0.1.0/24\"\n[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.20\"\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.subnets[0].backup_pct, Some(20));
+    assert_eq!(
+        cfg.subnets[0].backup_allocation_boundary,
+        Some(ip("10.0.0.15"))
+    );
+    let f = cfg.failover.expect("failover");
+    assert_eq!(f.backup_pct, 30);
+    assert_eq!(
+        f.pools,
+        vec![
+            PoolBalanceCfg {
+                pool_id: 0,
+                backup_pct: Some(20),
+                boundary: Some(ip("10.0.0.15")),
+            },
+            PoolBalanceCfg {
+                pool_id: 1,
+                backup_pct: None,
+                boundary: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn scope_balance_errors_are_positioned() {
+    let text = format!(
+        "{SERVER}{FAILOVER_PRIMARY}[[subnet]]\ncidr = \"10.0.0.0/24\"\nbackup-pct = 101\nbackup-allocation-boundary = \"10.0.0.30\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n"
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(
+        joined.contains("t.toml:13:14: subnet[0].backup-pct: 101 is out of range"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "t.toml:14:30: subnet[0].backup-allocation-boundary: 10.0.0.30 is outside the subnet's pools (10.0.0.10-10.0.0.20)"
+        ),
+        "{joined}"
+    );
+    let bad_ip = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\nbackup-allocation-boundary = \"ten\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n"
+    );
+    let joined = error_lines(&bad_ip).join("\n");
+    assert!(
+        joined.contains("subnet[0].backup-allocation-boundary"),
+        "{joined}"
     );
 }
