@@ -1074,6 +1074,8 @@ impl FailoverEngine {
         if self.serving.is_some() {
             return true;
         }
+        // PAUSED: the bindings made before the pause still reach the partner while the
+        // connection lasts (the operator stops the daemon after `pause`).
         matches!(
             self.state,
             ServerState::Normal
@@ -1083,6 +1085,7 @@ impl FailoverEngine {
                 | ServerState::RecoverDone
                 | ServerState::RecoverWait
                 | ServerState::ResolutionInterrupted
+                | ServerState::Paused
         )
     }
 

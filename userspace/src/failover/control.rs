@@ -2,7 +2,8 @@
 //! response per line, and the `xdhcpd ctl` client side.
 //!
 //! Requests: `{"cmd":"failover-status"}`, `{"cmd":"failover-partner-down","since":UNIX|null}`,
-//! `{"cmd":"failover-recover"}`. Responses: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`. Responses: `{"ok":true,...}` or
+//! `{"ok":false,"error":"..."}`.
 //! The server runs on its own thread and hands each request to a handler; it never touches a
 //! worker or the lease table itself.
 
@@ -28,6 +29,9 @@ pub enum Request {
         since: Option<u32>,
     },
     FailoverRecover,
+    /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
+    /// COMMUNICATIONS-INTERRUPTED (not PARTNER-DOWN) when this daemon stops.
+    FailoverPause,
 }
 
 /// What `failover status` reports. Times are Unix seconds (0 = never/unknown).
@@ -438,6 +442,8 @@ mod tests {
         assert_eq!(r, Request::FailoverPartnerDown { since: Some(5) });
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-status"}"#).expect("parse");
         assert_eq!(r, Request::FailoverStatus);
+        let r: Request = serde_json::from_str(r#"{"cmd":"failover-pause"}"#).expect("parse");
+        assert_eq!(r, Request::FailoverPause);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
     }
 

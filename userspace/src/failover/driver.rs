@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xdhcpd_failover::{
-    apply_ack, backup_share, resolve_update, Action, Binding, BindingStatus, FailoverEngine,
-    PolicyCell, RejectReason, Role, ServerState, UpdateDecision, UpdateId,
+    apply_ack, resolve_update, Action, Binding, BindingStatus, FailoverEngine, PolicyCell,
+    RejectReason, Role, ServerState, UpdateDecision, UpdateId,
 };
 
 use super::control::{fmt_time, FailoverStatus, Request, Response};
@@ -95,13 +95,19 @@ pub(crate) struct Driver {
     /// the primary to hand out BACKUP addresses by itself.
     rebalance_due: bool,
     next_rebalance: Instant,
+    /// Address balance between the partners (grants, reclaims, exhaustion; `rebalance.rs`).
+    balance: super::rebalance::Rebalancer,
 }
 
 /// `table.update(slot, f)`, but only when `f` changes the record: `f` runs first on a copy
 /// (and again under the record lock when it changed something). Works around lease-store
 /// `update` leaving a never-used record non-pristine with a zero checksum when nothing changed
 /// (the next open then quarantines it).
-fn update_if_changed<R>(table: &LeaseTable, slot: Slot, f: impl Fn(&mut Lease) -> R) -> R {
+pub(super) fn update_if_changed<R>(
+    table: &LeaseTable,
+    slot: Slot,
+    f: impl Fn(&mut Lease) -> R,
+) -> R {
     let old = table.read(slot);
     let mut copy = old;
     let r = f(&mut copy);
@@ -126,6 +132,7 @@ impl Driver {
     ) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let role = engine.config().role;
+        let balance = super::rebalance::Rebalancer::new(&cfg, &table, role);
         (
             Driver {
                 engine,
@@ -148,6 +155,7 @@ impl Driver {
                 next_scan: Instant::now() + SCAN_EVERY,
                 rebalance_due: false,
                 next_rebalance: Instant::now() + REBALANCE_EVERY,
+                balance,
             },
             ev_rx,
         )
@@ -256,15 +264,10 @@ impl Driver {
             self.next_rebalance = Instant::now() + REBALANCE_EVERY;
             self.rebalance_due = true;
         }
-        if self.rebalance_due
-            && self.engine.state() == ServerState::Normal
-            && self.engine.communications_ok()
-        {
-            self.rebalance_due = false;
-            let n = self.grant_pool(now);
-            if n > 0 {
-                tracing::info!("failover: pool balance: {n} address(es) moved to the backup");
-            }
+        if self.engine.state() == ServerState::Normal && self.engine.communications_ok() {
+            let due = std::mem::take(&mut self.rebalance_due);
+            self.balance
+                .tick(now, due, &self.table, &mut self.engine, &mut self.queued);
         }
         if self.engine.poll_timeout().is_some_and(|t| now >= t) {
             self.engine.handle_timeout(now);
@@ -637,66 +640,12 @@ impl Driver {
         }
     }
 
-    /// Primary, POOLREQ: moves `backup-pct` of each pool's FREE addresses (from the top of the
-    /// range) to BACKUP and queues a binding update for each.
+    /// Primary, POOLREQ: balances every pool now (`rebalance.rs`); returns the addresses
+    /// granted to the backup.
     fn grant_pool(&mut self, now: u32) -> u32 {
-        let mut granted = 0u32;
-        let mut dirty = DirtySet::new();
-        let pools: Vec<(u32, u32)> = self
-            .table
-            .pools()
-            .iter()
-            .map(|p| (u32::from(p.first), u32::from(p.last)))
-            .collect();
-        for (first, last) in pools {
-            let (mut free, mut backup) = (0usize, 0usize);
-            for a in first..=last {
-                if let Some(s) = self.table.slot_of(Ipv4Addr::from(a)) {
-                    let l = self.table.read(s);
-                    match l.state {
-                        LeaseState::Free if !l.is_quarantined() => free += 1,
-                        LeaseState::Backup => backup += 1,
-                        _ => {}
-                    }
-                }
-            }
-            let mut want = backup_share(free, backup, self.cfg.backup_pct);
-            let mut a = last;
-            while want > 0 && a >= first {
-                if let Some(s) = self.table.slot_of(Ipv4Addr::from(a)) {
-                    let moved = update_if_changed(&self.table, s, |r| {
-                        if r.state != LeaseState::Free || r.is_quarantined() {
-                            return false;
-                        }
-                        r.clear_binding();
-                        r.state = LeaseState::Backup;
-                        r.owner = Owner::Backup;
-                        r.start = now;
-                        r.expiry = now;
-                        true
-                    });
-                    if moved {
-                        dirty.note(s);
-                        want -= 1;
-                        granted += 1;
-                        let l = self.table.read(s);
-                        if let Some(b) = lease_to_binding(&l) {
-                            self.queued
-                                .insert(b.addr, (Instant::now(), change_time(&l)));
-                            self.engine.lease_changed(now, b);
-                        }
-                    }
-                }
-                if a == 0 {
-                    break;
-                }
-                a -= 1;
-            }
-        }
-        if let Err(e) = self.table.flush_set(&mut dirty) {
-            tracing::error!("failover: flushing backup pool grants failed: {e}");
-        }
-        granted
+        use xdhcpd_failover::balance::Trigger;
+        let (t, e, q) = (&self.table, &mut self.engine, &mut self.queued);
+        self.balance.run(Trigger::Scheduled, now, t, e, q).granted
     }
 
     // -----------------------------------------------------------------------------------------

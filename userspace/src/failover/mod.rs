@@ -16,6 +16,7 @@
 pub mod control;
 pub mod convert;
 mod driver;
+mod rebalance;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

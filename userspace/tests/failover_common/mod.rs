@@ -439,3 +439,60 @@ pub fn mac_str(m: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lease-table checks shared by the failover operation tests
+
+/// The pair's one pool, as the lease store numbers it.
+pub fn pair_pools() -> Vec<lease_store::PoolSpec> {
+    let first = POOL_FIRST.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let last = POOL_LAST.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    vec![lease_store::PoolSpec { id: 0, first, last }]
+}
+
+/// Records of a running daemon's lease file, read from a copy.
+pub fn table_snapshot(xd: &Xd, bed: &PairBed, tag: &str) -> Res<Vec<lease_store::Lease>> {
+    let copy = bed.path(&format!("snap-{tag}.db"));
+    std::fs::copy(&xd.lease_file, &copy)
+        .map_err(|e| format!("copying {}: {e}", xd.lease_file.display()))?;
+    crate::daemon_common::read_table(&copy, &pair_pools())
+}
+
+/// The lease-store key of a load-generator client (client-id 01 + MAC).
+pub fn loadgen_key(mac: &[u8; 6]) -> lease_store::ClientKey {
+    let mut id = vec![1u8];
+    id.extend_from_slice(mac);
+    lease_store::ClientKey::from_client_id(&id)
+}
+
+/// Every ACK in `acked` is an ACTIVE record for the same client in `table`.
+pub fn check_acked_bound(table: &[lease_store::Lease], acked: &[Acked], who: &str) -> Res<()> {
+    for a in acked {
+        let l = table
+            .iter()
+            .find(|l| l.addr == a.addr)
+            .ok_or_else(|| format!("{who}: no record for {}", a.addr))?;
+        if l.state != lease_store::LeaseState::Active || l.client != loadgen_key(&a.mac) {
+            return Err(format!(
+                "{who}: {} should be active for {} but is {} for {}",
+                a.addr,
+                mac_str(&a.mac),
+                l.state,
+                l.client
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Active bindings not expired at `at`: address -> (client, lease end).
+pub fn active_bindings(
+    table: &[lease_store::Lease],
+    at: u32,
+) -> BTreeMap<Ipv4Addr, (lease_store::ClientKey, u32)> {
+    table
+        .iter()
+        .filter(|l| l.state == lease_store::LeaseState::Active && l.expiry > at)
+        .map(|l| (l.addr, (l.client, l.expiry)))
+        .collect()
+}

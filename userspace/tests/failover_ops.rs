@@ -1,0 +1,348 @@
+//! Failover pair operations in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! * planned restart: `ctl failover pause` on the primary, the secondary goes
+//!   COMMUNICATIONS-INTERRUPTED (never PARTNER-DOWN) and serves alone, the primary is stopped
+//!   and started again, both return to NORMAL and the lease tables agree;
+//! * one-way firewall: the primary cannot reach the secondary's listener (its connects are
+//!   rejected by a policy route in its namespace); the secondary's own connection brings the
+//!   pair to NORMAL and leases replicate;
+//! * IPv6 transport: the `[failover]` addresses are IPv6; both reach NORMAL, leases
+//!   replicate, and the XDP failover-port guard drops an IPv6 stranger.
+//!
+//! Same bed as `failover_pair.rs` (`failover_common::PairBed`).
+
+#[path = "common/netns.rs"]
+mod netns;
+
+#[path = "daemon_common/mod.rs"]
+mod daemon_common;
+
+#[path = "failover_common/mod.rs"]
+mod failover_common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon_common::{
+    ns_tests_enabled, output, read_table, require_tools, unix_now, wait_for, write_file, Res,
+};
+use failover_common::*;
+
+/// Config files and paths of both sides; `edit` rewrites each generated configuration
+/// (`true` = the primary's).
+struct Sides {
+    a_cfg: PathBuf,
+    b_cfg: PathBuf,
+    a_db: PathBuf,
+    b_db: PathBuf,
+    a_sock: PathBuf,
+    b_sock: PathBuf,
+}
+
+fn sides(bed: &PairBed, t: &Timers, edit: impl Fn(bool, String) -> String) -> Res<Sides> {
+    let s = Sides {
+        a_cfg: bed.path("a.toml"),
+        b_cfg: bed.path("b.toml"),
+        a_db: bed.path("a.db"),
+        b_db: bed.path("b.db"),
+        a_sock: bed.path("a.sock"),
+        b_sock: bed.path("b.sock"),
+    };
+    let a = xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t);
+    let b = xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t);
+    write_file(&s.a_cfg, &edit(true, a))?;
+    write_file(&s.b_cfg, &edit(false, b))?;
+    Ok(s)
+}
+
+fn start_a(bed: &PairBed, s: &Sides, log: &str) -> Res<Xd> {
+    Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path(log))
+}
+
+fn start_b(bed: &PairBed, s: &Sides, log: &str) -> Res<Xd> {
+    Xd::start(&bed.b, &s.b_cfg, &s.b_db, &s.b_sock, &bed.path(log))
+}
+
+/// Both stopped: their files hold the same active bindings, and at least `min` of them.
+fn tables_agree(s: &Sides, min: usize) -> Res<()> {
+    let ta = read_table(&s.a_db, &pair_pools())?;
+    let tb = read_table(&s.b_db, &pair_pools())?;
+    let at = unix_now() + 1;
+    let (aa, ab) = (active_bindings(&ta, at), active_bindings(&tb, at));
+    if aa != ab {
+        return Err(format!(
+            "active bindings differ: primary {} secondary {}\nonly primary: {:?}\nonly secondary: \
+             {:?}",
+            aa.len(),
+            ab.len(),
+            aa.iter()
+                .filter(|(k, _)| !ab.contains_key(k))
+                .collect::<Vec<_>>(),
+            ab.iter()
+                .filter(|(k, _)| !aa.contains_key(k))
+                .collect::<Vec<_>>()
+        ));
+    }
+    if aa.len() < min {
+        return Err(format!(
+            "only {} active bindings, expected >= {min}",
+            aa.len()
+        ));
+    }
+    Ok(())
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn run(name: &str, f: fn() -> Res<()>) {
+    if !ns_tests_enabled(name) {
+        return;
+    }
+    if let Err(e) = f() {
+        panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Planned restart through PAUSED
+
+#[test]
+fn planned_restart_with_pause() {
+    run("planned_restart_with_pause", planned_restart);
+}
+
+fn planned_restart() -> Res<()> {
+    require_tools(&["timeout", "ip"])?;
+    let bed = PairBed::new()?;
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    let s = sides(&bed, &t, |_, c| c)?;
+    let mut a = start_a(&bed, &s, "a.log")?;
+    let mut b = start_b(&bed, &s, "b.log")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let first = dora(&bed, 91, 10, "1")?;
+    assert_eq!(first.len(), 10, "ACKs before the pause: {first:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+
+    // Pause: the secondary goes COMMUNICATIONS-INTERRUPTED at once, the primary stops serving.
+    let b_mark = log_of(&b.log).len();
+    let msg = ctl(&a.socket, &["pause"])?;
+    assert!(msg.contains("paused (was NORMAL"), "{msg}");
+    b.wait_state(
+        "COMMUNICATIONS-INTERRUPTED",
+        "PAUSED",
+        Duration::from_secs(10),
+    )?;
+    assert_eq!(a.status()?["state"], "PAUSED");
+    let again = ctl(&a.socket, &["pause"]);
+    assert!(again.is_err(), "a second pause must be refused: {again:?}");
+
+    // The planned stop: SIGTERM while PAUSED sends no SHUTDOWN.
+    let a_log = a.stop()?;
+    assert!(a_log.contains("stopped in PAUSED"), "{a_log}");
+    assert!(!a_log.contains("-> SHUTDOWN"), "{a_log}");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = b.status()?;
+    assert_eq!(
+        st["state"], "COMMUNICATIONS-INTERRUPTED",
+        "secondary after the primary stopped: {st}"
+    );
+    let b_full = log_of(&b.log);
+    let b_log = b_full.get(b_mark..).unwrap_or_default();
+    assert!(
+        !b_log.contains("PARTNER-DOWN") && !b_log.contains("partner now SHUTDOWN"),
+        "{b_log}"
+    );
+
+    // Alone in COMMUNICATIONS-INTERRUPTED the secondary serves new clients from its pool.
+    let second = dora(&bed, 92, 6, "2")?;
+    assert_eq!(
+        second.len(),
+        6,
+        "ACKs while the primary is down: {second:?}"
+    );
+
+    // Restart: the primary resumes from the state before the pause, without RECOVER.
+    let mut a = start_a(&bed, &s, "a2.log")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let a2 = log_of(&a.log);
+    assert!(
+        a2.contains("was PAUSED")
+            && a2.contains("STARTUP -> COMMUNICATIONS-INTERRUPTED")
+            && !a2.contains("RECOVER")
+            && !a2.contains("POTENTIAL-CONFLICT"),
+        "restart path:\n{a2}"
+    );
+    a.wait_drained(Duration::from_secs(10))?;
+    b.wait_drained(Duration::from_secs(10))?;
+    check_acked_bound(
+        &table_snapshot(&a, &bed, "a2")?,
+        &second,
+        "restarted primary",
+    )?;
+    let third = dora(&bed, 93, 6, "3")?;
+    assert_eq!(third.len(), 6, "ACKs after the restart: {third:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+    b.wait_drained(Duration::from_secs(10))?;
+    a.stop()?;
+    b.stop()?;
+    tables_agree(&s, 22)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. One-way firewall: only the secondary can connect
+
+#[test]
+fn secondary_connects_when_the_primary_cannot() {
+    run(
+        "secondary_connects_when_the_primary_cannot",
+        secondary_connects,
+    );
+}
+
+fn secondary_connects() -> Res<()> {
+    require_tools(&["timeout", "ip"])?;
+    let bed = PairBed::new()?;
+    // In the primary's namespace, TCP to the secondary's port 647 is rejected (like a
+    // firewall REJECT): a policy rule sends it to a table whose only route is `prohibit`.
+    // Replies on a connection the secondary opened have source port 647 and pass.
+    let e = |e: std::io::Error| e.to_string();
+    bed.a
+        .ip(&[
+            "rule", "add", "ipproto", "tcp", "dport", "647", "to", B_ADDR, "table", "647",
+        ])
+        .map_err(e)?;
+    bed.a
+        .ip(&["route", "add", "prohibit", B_ADDR, "table", "647"])
+        .map_err(e)?;
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    let s = sides(&bed, &t, |_, c| c)?;
+    let mut b = start_b(&bed, &s, "b.log")?;
+    let mut a = start_a(&bed, &s, "a.log")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let a_log = log_of(&a.log);
+    assert!(
+        a_log.contains(&format!("connecting to {B_ADDR}:647")),
+        "the primary's own connects should have failed:\n{a_log}"
+    );
+    assert!(
+        a_log.contains(&format!("connection from {B_ADDR}:")),
+        "the pair should run on the secondary's connection:\n{a_log}"
+    );
+    let acked = dora(&bed, 94, 8, "1")?;
+    assert_eq!(acked.len(), 8, "ACKs: {acked:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+    check_acked_bound(&table_snapshot(&b, &bed, "b1")?, &acked, "secondary")?;
+    // Exactly one connection on each side: the one the secondary opened.
+    let (sa, sb) = (a.status()?, b.status()?);
+    assert_eq!(sa["connections"], 1, "primary: {sa}");
+    assert_eq!(sb["connections"], 1, "secondary: {sb}");
+    a.stop()?;
+    b.stop()?;
+    tables_agree(&s, 8)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. IPv6 transport
+
+const A6: &str = "fd77::1";
+const B6: &str = "fd77::3";
+const C6: &str = "fd77::9";
+
+#[test]
+fn failover_over_ipv6() {
+    run("failover_over_ipv6", ipv6_transport);
+}
+
+fn ipv6_transport() -> Res<()> {
+    require_tools(&["timeout", "ip", "bash"])?;
+    let bed = PairBed::new()?;
+    let e = |e: std::io::Error| e.to_string();
+    // nodad: the addresses are usable at once (duplicate address detection would hold them
+    // "tentative" for a second or two and the daemons' binds would fail).
+    for (ns, dev, addr) in [
+        (&bed.a, &bed.la.a, A6),
+        (&bed.b, &bed.lb.a, B6),
+        (&bed.c, &bed.lc.a, C6),
+    ] {
+        ns.ip(&["addr", "add", &format!("{addr}/64"), "dev", dev, "nodad"])
+            .map_err(e)?;
+    }
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    let s = sides(&bed, &t, |primary, c| {
+        let (me, peer) = if primary { (A6, B6) } else { (B6, A6) };
+        let (me4, peer4) = if primary {
+            (A_ADDR, B_ADDR)
+        } else {
+            (B_ADDR, A_ADDR)
+        };
+        c.replace(
+            &format!("\naddress = \"{me4}\""),
+            &format!("\naddress = \"{me}\""),
+        )
+        .replace(
+            &format!("peer-address = \"{peer4}\""),
+            &format!("peer-address = \"{peer}\""),
+        )
+    })?;
+    let a_cfg = log_of(&s.a_cfg);
+    assert!(
+        a_cfg.contains(&format!("\naddress = \"{A6}\"")) && a_cfg.contains(B6),
+        "{a_cfg}"
+    );
+    let mut a = start_a(&bed, &s, "a.log")?;
+    let mut b = start_b(&bed, &s, "b.log")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let a_log = log_of(&a.log);
+    // Either side's connection may come first (the secondary also dials).
+    assert!(
+        a_log.contains(&format!("connection to [{B6}]:647"))
+            || a_log.contains(&format!("connection from [{B6}]:")),
+        "the pair should be connected over IPv6:\n{a_log}"
+    );
+    let acked = dora(&bed, 95, 8, "1")?;
+    assert_eq!(acked.len(), 8, "ACKs: {acked:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+    check_acked_bound(&table_snapshot(&b, &bed, "b1")?, &acked, "secondary")?;
+
+    // The XDP guard drops TCP to the failover port from an IPv6 stranger: the connect times
+    // out (without the guard the listener would accept and the driver log the refusal).
+    let probe = output(bed.c.command("timeout").args([
+        "3",
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{A6}/647"),
+    ]))?;
+    assert!(
+        !probe.status.success(),
+        "a stranger reached the failover port: {} {}",
+        probe.stdout,
+        probe.stderr
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let a_log = log_of(&a.log);
+    assert!(
+        !a_log.contains(&format!("refused a connection from [{C6}]")),
+        "the stranger's SYN passed XDP:\n{a_log}"
+    );
+    wait_for("binding updates to drain", Duration::from_secs(10), || {
+        let st = b.status()?;
+        Ok((st["unacked_updates"] == 0).then_some(()))
+    })?;
+    a.stop()?;
+    b.stop()?;
+    tables_agree(&s, 8)
+}
