@@ -257,12 +257,20 @@ fn bind_granted(
         l.owner = Owner::Primary;
     }
     let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
+    // A renewal unicast by the client itself carries no option 82: the one
+    // stored from its relayed messages stays (leasequery and BNDUPD need it).
+    let keep_relay = relay[0] == 0
+        && msg.giaddr().is_unspecified()
+        && l.client == *key
+        && l.state.binds_client();
     if state == LeaseState::Offered {
         bind(l, key, msg, state, now, hold);
     } else {
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;
-        l.extra[..24].copy_from_slice(relay);
+        if !keep_relay {
+            l.extra[..24].copy_from_slice(relay);
+        }
     }
     secs
 }
@@ -446,10 +454,18 @@ impl Engine {
     ) -> Option<&Subnet> {
         let cfg = &self.shared.config;
         let giaddr = msg.giaddr();
+        // A RENEWING client unicasts from its own address without a relay
+        // (RFC 2131 §4.3.2): its ciaddr, not our interface, names its link.
+        let ciaddr = msg.ciaddr();
+        let renewing = giaddr.is_unspecified()
+            && !ciaddr.is_unspecified()
+            && !meta.dst_ip.is_broadcast()
+            && !meta.dst_ip.is_unspecified();
         let link = sum
             .link_selection
             .or(sum.subnet_selection)
             .or((!giaddr.is_unspecified()).then_some(giaddr))
+            .or(renewing.then_some(ciaddr))
             .unwrap_or(meta.local_addr);
         cfg.subnet_for(link)
     }

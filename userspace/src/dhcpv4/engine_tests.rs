@@ -473,6 +473,46 @@ fn relayed_request_selects_subnet_by_giaddr_and_echoes_option_82() {
 }
 
 #[test]
+fn relayed_client_renewing_by_unicast_is_acked_on_its_own_subnet() {
+    let mut f = fixture();
+    let relay = Ipv4Addr::new(10, 9, 0, 1);
+    let sel = |mt: u8, ip: Ipv4Addr| {
+        req(
+            4,
+            NONE,
+            relay,
+            &[
+                (opt::MESSAGE_TYPE, &[mt]),
+                (opt::SERVER_ID, &SERVER.octets()),
+                (opt::REQUESTED_IP, &ip.octets()),
+            ],
+        )
+    };
+    let (_, o) = run(&mut f, 1000, &sel(1, NONE));
+    let ip = o.expect("offer").yiaddr();
+    let (_, a) = run(&mut f, 1000, &sel(3, ip));
+    assert_eq!(msg_type(&a.expect("ack")), v4::MessageType::Ack);
+    // RENEWING: straight to us (no relay, giaddr 0) from ciaddr, which is on
+    // 10.9.0.0/24, not on the interface's 10.0.0.0/24.
+    let renew = req(4, ip, NONE, &[(opt::MESSAGE_TYPE, &[3])]);
+    let unicast = RxMeta {
+        local_addr: SERVER,
+        src_ip: ip,
+        dst_ip: SERVER,
+    };
+    let mut out = [0u8; 1500];
+    let d = f.engine.handle(2800, &unicast, &renew, &mut out);
+    assert!(
+        matches!(d, Decision::Reply { kind: MessageType::Ack, to: Delivery::Unicast(a), .. } if a == ip),
+        "{d:?}"
+    );
+    assert_eq!(
+        f.table.read(f.table.slot_of(ip).unwrap()).expiry,
+        2800 + 3600
+    );
+}
+
+#[test]
 fn client_id_identifies_the_client_over_chaddr() {
     let mut f = fixture();
     let cid: &[u8] = &[0, b'm', b'o', b'd', b'e', b'm'];

@@ -430,3 +430,40 @@ fn failover_backup_answers_leasequery_in_every_state() {
     }
     assert_eq!(f.engine.stats().snapshot().failover_dropped, 1);
 }
+
+#[test]
+fn unicast_renewal_keeps_the_relay_information() {
+    let mut f = fx(None);
+    let ip = relayed_dora(&mut f, 1000, 21, None);
+    // RENEWING: the client unicasts to the server, no relay, no option 82.
+    let renew = request(21, ip, NONE, &[(opt::MESSAGE_TYPE, &[3])]);
+    let meta = RxMeta {
+        local_addr: SERVER,
+        src_ip: ip,
+        dst_ip: SERVER,
+    };
+    let mut out = [0u8; 1500];
+    let d = f.engine.handle(2800, &meta, &renew, &mut out);
+    assert!(matches!(
+        d,
+        Decision::Reply {
+            kind: MessageType::Ack,
+            ..
+        }
+    ));
+    let a = handle(&mut f, 2900, &lq(0, ip, &[PRL_82]));
+    assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+    assert_eq!(a.u32_opt(opt::CLIENT_LAST_TRANSACTION_TIME), Some(100));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(OPT82.to_vec()));
+    // A relayed message with different option 82 replaces it (the client moved port).
+    let moved: &[u8] = &[1, 3, b'p', b'-', b'9'];
+    let rebind = request(
+        21,
+        ip,
+        RELAY,
+        &[(opt::MESSAGE_TYPE, &[3]), (opt::RELAY_AGENT_INFO, moved)],
+    );
+    assert_eq!(handle(&mut f, 3000, &rebind).kind(), Some(MessageType::Ack));
+    let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(moved.to_vec()));
+}
