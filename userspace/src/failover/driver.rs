@@ -2,10 +2,17 @@
 //! every lease-table write failover makes. Runs a tokio current-thread runtime on its own OS
 //! thread; DHCP workers only hand it changed slots through a bounded channel.
 //!
-//! Connection rules (draft-12 section 8): both partners listen on `address:port`; the primary
-//! connects to `peer-address:peer-port`, retrying with backoff (1 s doubling to 10 s). An
-//! incoming connection from any other address is logged and closed. A new connection from the
-//! peer replaces the current one (the engine treats it so: the peer restarted).
+//! Connection rules (draft-12 section 8.2): both partners listen on `address:port` and both
+//! connect to `peer-address:peer-port` while they have no connection, retrying with backoff
+//! (1 s doubling to 10 s); the secondary waits [`SECONDARY_DIAL_DELAY`] first, so the
+//! primary's connection usually comes first. Whoever opened it, the primary sends CONNECT on
+//! the connection (as ISC dhcpd does), so a pair also comes up when only the secondary can
+//! reach the primary's listener (one-way firewall). An incoming connection from any other
+//! address is logged and closed. Exactly one connection is kept, by one rule both sides apply
+//! alike: a new connection replaces the current one, unless the current one was opened by
+//! the primary and the new one by the secondary (then the new one is closed). So when both
+//! dial at once both keep the primary's, and a restarted peer's new connection still replaces
+//! the dead one it left behind.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -82,6 +89,8 @@ pub(crate) struct Driver {
     connecting: bool,
     backoff: Duration,
     next_connect: Instant,
+    /// The current link was opened by the primary (see the connection rules above).
+    link_by_primary: bool,
     /// Binding updates queued and not yet acknowledged: when first queued, and the change
     /// time of the newest version queued (dedupes the periodic scan).
     queued: HashMap<Ipv4Addr, (Instant, u32)>,
@@ -117,6 +126,18 @@ pub(super) fn update_if_changed<R>(
     table.update(slot, f)
 }
 
+/// Without a connection the secondary waits this long before dialling (the primary 1 s): the
+/// primary's connection is the preferred one, and this makes a simultaneous dial rare.
+const SECONDARY_DIAL_DELAY: Duration = Duration::from_secs(3);
+
+/// How long to wait before dialling the partner after start or after losing the connection.
+fn redial_delay(role: Role) -> Duration {
+    match role {
+        Role::Primary => Duration::from_secs(1),
+        Role::Secondary => SECONDARY_DIAL_DELAY,
+    }
+}
+
 fn peer_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
@@ -147,7 +168,13 @@ impl Driver {
                 ev_tx,
                 connecting: false,
                 backoff: Duration::from_secs(1),
-                next_connect: Instant::now(),
+                // The primary dials at once; the secondary gives it a head start.
+                next_connect: Instant::now()
+                    + match role {
+                        Role::Primary => Duration::ZERO,
+                        Role::Secondary => SECONDARY_DIAL_DELAY,
+                    },
+                link_by_primary: false,
                 queued: HashMap::new(),
                 rejected: HashMap::new(),
                 lat_sum_ms: 0.0,
@@ -272,11 +299,7 @@ impl Driver {
         if self.engine.poll_timeout().is_some_and(|t| now >= t) {
             self.engine.handle_timeout(now);
         }
-        if self.role == Role::Primary
-            && self.link.is_none()
-            && !self.connecting
-            && Instant::now() >= self.next_connect
-        {
+        if self.link.is_none() && !self.connecting && Instant::now() >= self.next_connect {
             self.start_connect();
         }
     }
@@ -326,6 +349,18 @@ impl Driver {
                     self.connecting = false;
                     self.backoff = Duration::from_secs(1);
                 }
+                let by_primary = outgoing == (self.role == Role::Primary);
+                if self.link.is_some() && self.link_by_primary && !by_primary {
+                    // Both dialled at once: the primary's connection stays (module docs).
+                    tracing::info!(
+                        "failover: closed the secondary's connection {} {from}: the primary's \
+                         connection is kept",
+                        if outgoing { "to" } else { "from" }
+                    );
+                    drop(stream);
+                    return;
+                }
+                self.link_by_primary = by_primary;
                 let _ = stream.set_nodelay(true);
                 if let Some(old) = self.link.take() {
                     old.reader.abort();
@@ -400,7 +435,7 @@ impl Driver {
                     }
                     tracing::info!("failover: connection lost: {why}");
                     self.engine.handle_disconnected(now);
-                    self.next_connect = Instant::now() + Duration::from_secs(1);
+                    self.next_connect = Instant::now() + redial_delay(self.role);
                 }
             }
         }
@@ -416,7 +451,7 @@ impl Driver {
             // The writer sends what is queued, then FIN; the reader is no longer wanted.
             l.reader.abort();
             drop(l.tx);
-            self.next_connect = Instant::now() + Duration::from_secs(1);
+            self.next_connect = Instant::now() + redial_delay(self.role);
         }
     }
 
@@ -727,6 +762,7 @@ impl Driver {
                 }
                 Err(e) => Response::error(e.to_string()),
             },
+            Request::FailoverPause => self.pause(now),
             Request::FailoverRecover => match self.engine.recover(now) {
                 Ok(()) => {
                     self.pump();
@@ -740,6 +776,34 @@ impl Driver {
                 Err(e) => Response::error(e.to_string()),
             },
         }
+    }
+
+    /// `ctl failover pause` (draft-12 9.13): PAUSED is stored with the state to resume from,
+    /// and told to the partner, which goes COMMUNICATIONS-INTERRUPTED. The connection stays
+    /// open until the daemon stops (queued binding updates still drain, and a graceful stop in
+    /// PAUSED sends no SHUTDOWN), so the partner never sees SHUTDOWN and never goes
+    /// PARTNER-DOWN on its own before its safe period.
+    fn pause(&mut self, now: u32) -> Response {
+        let before = self.engine.state();
+        if matches!(before, ServerState::Paused | ServerState::Shutdown) {
+            return Response::error(format!("already {before}; only a restart leaves it"));
+        }
+        self.engine.pause(now);
+        self.pump();
+        Response::message(format!(
+            "paused (was {before}, resumes {} at restart): no longer serving; the partner goes \
+             COMMUNICATIONS-INTERRUPTED and serves alone. Stop this daemon now (SIGTERM sends no \
+             SHUTDOWN while PAUSED) and start it again{}",
+            self.engine.persisted().resume_state,
+            if self.cfg.use_safe_period {
+                format!(
+                    " within the safe period ({} s) to avoid PARTNER-DOWN",
+                    self.cfg.safe_period
+                )
+            } else {
+                String::new()
+            }
+        ))
     }
 
     pub(crate) fn status(&self) -> FailoverStatus {

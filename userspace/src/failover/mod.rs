@@ -280,6 +280,10 @@ pub enum FailoverCtl {
     },
     /// Pull the partner's whole database (RECOVER, UPDREQALL) and wait MCLT before serving.
     Recover,
+    /// Planned restart: enter PAUSED (stop serving; the partner goes
+    /// COMMUNICATIONS-INTERRUPTED and serves alone), then stop the daemon (SIGTERM) and start
+    /// it again; it resumes where it was before the pause. Undone only by a restart.
+    Pause,
 }
 
 /// Finds the control socket: --socket, else the configuration's, else the only
@@ -346,6 +350,7 @@ fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow:
             (Request::FailoverPartnerDown { since }, false)
         }
         FailoverCtl::Recover => (Request::FailoverRecover, false),
+        FailoverCtl::Pause => (Request::FailoverPause, false),
     };
     let path = resolve_socket(socket, config.as_deref())?;
     let resp = control::call(&path, &req)?;
