@@ -70,6 +70,10 @@ fn simulation_many_seeds() {
         "  grants {}, renewals {}, dropped DISCOVERs {}, crashes {}, partitions {}",
         cov.grants, cov.renewals, cov.dropped_discovers, cov.crashes, cov.partitions
     );
+    eprintln!(
+        "  reclaims: {} sent, {} acknowledged (FREE), {} rejected (backup had leased it)",
+        cov.reclaims_sent, cov.reclaims_acked, cov.reclaims_rejected
+    );
     eprintln!("  states entered:");
     for (s, c) in &cov.states {
         eprintln!("    {:<28} {c}", s.name());
@@ -90,5 +94,6 @@ fn simulation_many_seeds() {
         .collect();
     if n >= 300 {
         assert!(missing.is_empty(), "states never reached: {missing:?}");
+        assert!(cov.reclaims_acked > 0, "no reclaim ever completed");
     }
 }

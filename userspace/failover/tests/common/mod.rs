@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use xdhcpd_failover::{
-    apply_ack, backup_share, resolve_update, Action, Admission, Binding, BindingStatus, Config,
-    FailoverEngine, FailoverPersist, PolicyCell, RejectReason, RequestKind, Role, ServerState,
-    UpdateDecision,
+    apply_ack, backup_share, reclaim_binding, resolve_update, Action, Admission, Binding,
+    BindingStatus, Config, FailoverEngine, FailoverPersist, PolicyCell, RejectReason, RequestKind,
+    Role, ServerState, UpdateDecision,
 };
 
 pub const T0: u32 = 1_700_000_000;
@@ -188,6 +188,11 @@ pub struct Coverage {
     pub bndupd_sent: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Primary reclaims of BACKUP addresses: sent, acknowledged (address FREE on the primary),
+    /// rejected (the secondary had leased it meanwhile).
+    pub reclaims_sent: u64,
+    pub reclaims_acked: u64,
+    pub reclaims_rejected: u64,
 }
 
 impl Coverage {
@@ -204,6 +209,9 @@ impl Coverage {
         self.bndupd_sent += o.bndupd_sent;
         self.crashes += o.crashes;
         self.partitions += o.partitions;
+        self.reclaims_sent += o.reclaims_sent;
+        self.reclaims_acked += o.reclaims_acked;
+        self.reclaims_rejected += o.reclaims_rejected;
     }
 }
 
@@ -417,6 +425,14 @@ impl Sim {
                 let idx = sent.addr.octets()[3] as usize - 1;
                 let rec = &mut self.nodes[i].table[idx];
                 let out = apply_ack(&rec.b, &sent);
+                if rec.b.status == BindingStatus::Backup
+                    && out
+                        .record
+                        .as_ref()
+                        .is_some_and(|b| b.status == BindingStatus::Free)
+                {
+                    self.cov.reclaims_acked += 1;
+                }
                 if let Some(b) = out.record {
                     rec.b = b;
                 }
@@ -429,6 +445,9 @@ impl Sim {
                 reason,
                 message,
             } => {
+                if sent.status == BindingStatus::Free {
+                    self.cov.reclaims_rejected += 1;
+                }
                 self.note(format!(
                     "node{i}: partner rejected {} ({reason:?}: {message})",
                     sent.addr
@@ -1153,6 +1172,9 @@ impl Sim {
                 }
             }
         }
+        if self.random_clients && self.rng.chance(30) {
+            self.reclaim_some();
+        }
         if self.random_faults && t >= self.next_fault {
             let gap = 60 + self.rng.below((60_000 / self.p.faults.max(1)) as u64) as u32;
             self.next_fault = t + gap;
@@ -1160,6 +1182,39 @@ impl Sim {
         }
         self.check_invariants();
         true
+    }
+
+    /// Primary, NORMAL with communications OK: reclaim up to two random BACKUP addresses the
+    /// way the daemon does (a FREE update; the record stays BACKUP until acknowledged).
+    fn reclaim_some(&mut self) {
+        let t = self.t;
+        let Some(i) = (0..2).find(|&i| self.nodes[i].role == Role::Primary) else {
+            return;
+        };
+        let now = self.nodes[i].now(t);
+        let ok = self.nodes[i]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.state() == ServerState::Normal && e.communications_ok());
+        if !ok {
+            return;
+        }
+        let backups: Vec<usize> = (0..POOL)
+            .filter(|&k| self.nodes[i].table[k].b.status == BindingStatus::Backup)
+            .collect();
+        for _ in 0..2 {
+            if backups.is_empty() {
+                break;
+            }
+            let k = backups[self.rng.below(backups.len() as u64) as usize];
+            let b = reclaim_binding(&self.nodes[i].table[k].b, now);
+            self.note(format!("node{i}: reclaim {}", b.addr));
+            self.cov.reclaims_sent += 1;
+            if let Some(e) = self.nodes[i].engine.as_mut() {
+                e.lease_changed(now, b);
+            }
+        }
+        self.drain(i);
     }
 
     pub fn run_until(&mut self, end: u32) {
