@@ -1488,7 +1488,12 @@ impl FailoverEngine {
         let mut since = self.prev_since;
         if partner_pd && target != ServerState::Recover {
             // Draft-12 9.3.2 step 5: down before the partner went PARTNER-DOWN -> RECOVER,
-            // else POTENTIAL-CONFLICT.
+            // else POTENTIAL-CONFLICT. Both times are whole seconds and the draft names only
+            // "later" and "earlier": a tie (our last heartbeat stamp in the very second the
+            // partner entered PARTNER-DOWN, e.g. a crash right after a heartbeat and an
+            // immediate partner-down command) cannot say who was first, so it takes the safe
+            // arm, POTENTIAL-CONFLICT (both exchange unacknowledged updates, then NORMAL).
+            // Ties are rare but real (tests/restart_after_partner_down.rs); not a bug.
             if self.partner_since > self.persist.last_operational {
                 target = ServerState::Recover;
                 self.persist.recover_base = self.persist.last_operational;
