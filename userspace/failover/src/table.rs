@@ -69,6 +69,12 @@ pub fn resolve_update(
         (Expired, _) => true,
         (Released, Active | Expired) => time1(),
         (Released, _) => true,
+        // A BACKUP address stops being the backup's only by newer information: a FREE (or an
+        // ended lease) that started before the grant is stale. Updates crossing on the wire
+        // (the primary grants while the secondary's older FREE is in flight) would otherwise
+        // leave the primary FREE and the secondary BACKUP: both would lease the address. A
+        // reclaim (`reclaim_binding`) always starts after the grant.
+        (Backup, Free | Expired | Released | Reset) => incoming.start > l.start,
         (Free | Backup, _) => true,
         (Reset, Active) => later(incoming.cltt, l.start),
         (Reset, _) => true,
@@ -236,6 +242,34 @@ mod tests {
         // The primary then accepts the secondary's ACTIVE over its (still BACKUP) record.
         let d = resolve_update(Some(&backup(100)), &active(140, 740), 151, 0, Role::Primary);
         assert!(matches!(d, UpdateDecision::Accept(b) if b.status == BindingStatus::Active));
+    }
+
+    #[test]
+    fn stale_free_from_the_partner_does_not_undo_a_grant() {
+        // Primary granted at 100; the secondary's FREE of 95 crossed it on the wire.
+        let d = resolve_update(
+            Some(&backup(100)),
+            &Binding::free(A, 95),
+            101,
+            0,
+            Role::Primary,
+        );
+        assert!(matches!(d, UpdateDecision::Reject(..)), "{d:?}");
+        let d = resolve_update(
+            Some(&backup(100)),
+            &Binding::free(A, 100),
+            101,
+            0,
+            Role::Primary,
+        );
+        assert!(matches!(d, UpdateDecision::Reject(..)), "{d:?}");
+        // A lease the secondary ended after the grant frees the address (draft-12: FREE).
+        let ended = Binding {
+            status: BindingStatus::Expired,
+            ..Binding::free(A, 700)
+        };
+        let d = resolve_update(Some(&backup(100)), &ended, 701, 0, Role::Primary);
+        assert!(matches!(d, UpdateDecision::Accept(b) if b.status == BindingStatus::Free));
     }
 
     #[test]
