@@ -7,5 +7,6 @@ pub mod failover;
 pub mod frame;
 pub mod io;
 pub mod leases;
+pub mod lq_client;
 pub mod server;
 pub mod xdp;

@@ -86,6 +86,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: xdhcpd::leases::LeasesCmd,
     },
+    /// Ask a server, as a relay agent, about an address, MAC or client id (RFC 4388).
+    Leasequery(xdhcpd::lq_client::LeasequeryArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
+        Cmd::Leasequery(a) => xdhcpd::lq_client::main_leasequery(a),
         Cmd::Ctl {
             socket,
             config,

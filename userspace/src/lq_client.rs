@@ -1,0 +1,308 @@
+//! `xdhcpd leasequery`: send one RFC 4388 DHCPLEASEQUERY as a relay agent and
+//! print the answer (for operators checking what a server, or its failover
+//! partner, knows about an address, MAC or client id).
+//!
+//! The answer comes back to giaddr:67, so the tool binds `--relay`:67 and
+//! must run on a host that owns that address (and is not itself a DHCP
+//! server or relay on it).
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::dhcpv4::wire::{
+    opt, relay_sub, Message, MessageType, SubOptionIter, MAGIC_COOKIE, OP_BOOTREPLY, OP_BOOTREQUEST,
+};
+
+#[derive(Args, Debug)]
+pub struct LeasequeryArgs {
+    /// The DHCP server to ask (UDP port 67).
+    #[arg(long)]
+    pub server: Ipv4Addr,
+    /// Our relay-agent address: giaddr, and where the answer is received (port 67).
+    #[arg(long)]
+    pub relay: Ipv4Addr,
+    /// Query by address.
+    #[arg(long, group = "query")]
+    pub ip: Option<Ipv4Addr>,
+    /// Query by MAC address (aa:bb:cc:dd:ee:ff, Ethernet).
+    #[arg(long, group = "query")]
+    pub mac: Option<String>,
+    /// Query by client identifier (option 61 value, hex, type byte included).
+    #[arg(long, group = "query")]
+    pub client_id: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What to ask about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    Ip(Ipv4Addr),
+    Mac([u8; 6]),
+    ClientId(Vec<u8>),
+}
+
+/// A DHCPLEASEQUERY from relay agent `relay` asking for 51, 61, 82 and 91.
+pub fn build_query(xid: u32, relay: Ipv4Addr, ask: &Ask) -> Vec<u8> {
+    let mut b = vec![0u8; 240];
+    b[0] = OP_BOOTREQUEST;
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[24..28].copy_from_slice(&relay.octets());
+    b[236..240].copy_from_slice(&MAGIC_COOKIE);
+    let mut opts: Vec<(u8, Vec<u8>)> = vec![
+        (opt::MESSAGE_TYPE, vec![MessageType::LeaseQuery as u8]),
+        (
+            opt::PARAMETER_LIST,
+            vec![
+                opt::LEASE_TIME,
+                opt::CLIENT_ID,
+                opt::RELAY_AGENT_INFO,
+                opt::CLIENT_LAST_TRANSACTION_TIME,
+            ],
+        ),
+    ];
+    match ask {
+        Ask::Ip(ip) => b[12..16].copy_from_slice(&ip.octets()),
+        Ask::Mac(m) => {
+            b[1] = 1;
+            b[2] = 6;
+            b[28..34].copy_from_slice(m);
+        }
+        Ask::ClientId(id) => opts.push((opt::CLIENT_ID, id.clone())),
+    }
+    for (c, v) in opts {
+        b.push(c);
+        b.push(v.len() as u8);
+        b.extend_from_slice(&v);
+    }
+    b.push(opt::END);
+    b
+}
+
+/// The answer, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LqAnswer {
+    /// LEASEACTIVE, LEASEUNASSIGNED or LEASEUNKNOWN.
+    pub answer: String,
+    pub address: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+    pub client_id: Option<String>,
+    pub lease_seconds_left: Option<u32>,
+    pub seconds_since_last_transaction: Option<u32>,
+    /// Option 82 as hex, and its circuit-id / remote-id sub-options.
+    pub relay_agent_info: Option<String>,
+    pub circuit_id: Option<String>,
+    pub remote_id: Option<String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Printable text when the bytes are printable ASCII, else hex.
+fn text_or_hex(b: &[u8]) -> String {
+    if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        String::from_utf8_lossy(b).into_owned()
+    } else {
+        hex(b)
+    }
+}
+
+/// Decodes an answer to `xid`; errors name what was wrong.
+pub fn parse_answer(b: &[u8], xid: u32) -> Result<LqAnswer> {
+    let m = Message::new_checked(b).context("answer")?;
+    if m.op() != OP_BOOTREPLY || m.xid() != xid {
+        bail!("not an answer to xid {xid:#010x}");
+    }
+    let s = m.summary().context("answer options")?;
+    let answer = match s.message_type {
+        Some(MessageType::LeaseActive) => "LEASEACTIVE",
+        Some(MessageType::LeaseUnassigned) => "LEASEUNASSIGNED",
+        Some(MessageType::LeaseUnknown) => "LEASEUNKNOWN",
+        other => bail!("answer of type {other:?}, not a leasequery answer"),
+    };
+    let mut cltt = None;
+    for o in m.options() {
+        let (c, v, off) = o.context("answer options")?;
+        if c == opt::CLIENT_LAST_TRANSACTION_TIME {
+            let a = <[u8; 4]>::try_from(v)
+                .map_err(|_| anyhow::anyhow!("option 91 at offset {off}: length {}", v.len()))?;
+            cltt = Some(u32::from_be_bytes(a));
+        }
+    }
+    let (mut circuit_id, mut remote_id) = (None, None);
+    if let Some(ri) = s.relay_agent_info {
+        for sub in SubOptionIter::new(ri) {
+            let Ok((code, val)) = sub else { break };
+            match code {
+                relay_sub::CIRCUIT_ID => circuit_id = Some(text_or_hex(val)),
+                relay_sub::REMOTE_ID => remote_id = Some(text_or_hex(val)),
+                _ => {}
+            }
+        }
+    }
+    let hw = m.chaddr();
+    Ok(LqAnswer {
+        answer: answer.to_string(),
+        address: (!m.ciaddr().is_unspecified()).then_some(m.ciaddr()),
+        mac: (!hw.is_empty() && hw.iter().any(|&x| x != 0)).then(|| {
+            hw.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        }),
+        client_id: s.client_id.map(hex),
+        lease_seconds_left: s.lease_time,
+        seconds_since_last_transaction: cltt,
+        relay_agent_info: s.relay_agent_info.map(hex),
+        circuit_id,
+        remote_id,
+    })
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        bail!("--mac {s:?}: six hex bytes separated by ':' expected");
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        m[i] = u8::from_str_radix(p, 16)
+            .map_err(|_| anyhow::anyhow!("--mac {s:?}: byte {} ({p:?}) is not hex", i + 1))?;
+    }
+    Ok(m)
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>> {
+    let s: String = s.chars().filter(|c| *c != ':').collect();
+    if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 510 {
+        bail!("--client-id: 1 to 255 bytes of hex expected");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map_err(|_| anyhow::anyhow!("--client-id: {:?} at {i} is not hex", &s[i..i + 2]))
+        })
+        .collect()
+}
+
+fn run(a: &LeasequeryArgs) -> Result<LqAnswer> {
+    let ask = match (&a.ip, &a.mac, &a.client_id) {
+        (Some(ip), _, _) => Ask::Ip(*ip),
+        (_, Some(m), _) => Ask::Mac(parse_mac(m)?),
+        (_, _, Some(id)) => Ask::ClientId(parse_hex(id)?),
+        _ => bail!("one of --ip, --mac or --client-id is needed"),
+    };
+    let sock = UdpSocket::bind(SocketAddrV4::new(a.relay, 67))
+        .with_context(|| format!("binding {}:67 (the answer comes to giaddr:67)", a.relay))?;
+    let xid = std::process::id() ^ 0x4c51_0000;
+    let q = build_query(xid, a.relay, &ask);
+    sock.send_to(&q, SocketAddrV4::new(a.server, 67))
+        .with_context(|| format!("sending to {}:67", a.server))?;
+    let deadline = Instant::now() + Duration::from_millis(a.timeout_ms);
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no answer from {} within {} ms", a.server, a.timeout_ms);
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                if let Ok(ans) = parse_answer(&buf[..n], xid) {
+                    return Ok(ans);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e).context("receiving the answer"),
+        }
+    }
+}
+
+pub fn main_leasequery(a: LeasequeryArgs) -> ExitCode {
+    match run(&a) {
+        Ok(ans) => {
+            if a.json {
+                match serde_json::to_string_pretty(&ans) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("xdhcpd leasequery: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                println!("{}", ans.answer);
+                let fields = [
+                    ("address", ans.address.map(|x| x.to_string())),
+                    ("mac", ans.mac.clone()),
+                    ("client-id", ans.client_id.clone()),
+                    (
+                        "lease-left-s",
+                        ans.lease_seconds_left.map(|x| x.to_string()),
+                    ),
+                    (
+                        "since-last-transaction-s",
+                        ans.seconds_since_last_transaction.map(|x| x.to_string()),
+                    ),
+                    ("option-82", ans.relay_agent_info.clone()),
+                    ("circuit-id", ans.circuit_id.clone()),
+                    ("remote-id", ans.remote_id.clone()),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        println!("  {k}: {v}");
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xdhcpd leasequery: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_errors_name_the_argument() {
+        assert!(parse_mac("02:00:00:00:00")
+            .unwrap_err()
+            .to_string()
+            .contains("six hex bytes"));
+        assert!(parse_mac("02:00:00:00:00:zz")
+            .unwrap_err()
+            .to_string()
+            .contains("byte 6"));
+        assert_eq!(parse_hex("01:02:0a").unwrap(), vec![1, 2, 10]);
+        assert!(parse_hex("abc").is_err());
+        assert!(parse_hex("").is_err());
+    }
+
+    #[test]
+    fn answers_from_other_exchanges_are_refused() {
+        let q = build_query(7, Ipv4Addr::new(10, 0, 0, 9), &Ask::Ip(Ipv4Addr::LOCALHOST));
+        // Our own request (op BOOTREQUEST) is not an answer.
+        assert!(parse_answer(&q, 7).is_err());
+        assert!(parse_answer(&q[..100], 7).is_err());
+    }
+}
