@@ -148,9 +148,27 @@ fn pair_scenario() -> Res<()> {
     assert!(st["bndack_received"].as_u64().unwrap_or(0) >= 10, "{st}");
     assert!(st["mean_update_ack_latency_ms"].is_number(), "{st}");
 
+    // The backup in NORMAL (no load balancing) drops DISCOVERs in XDP and says so.
+    let b_log = std::fs::read_to_string(&b.log).unwrap_or_default();
+    assert!(
+        b_log.contains("failover standby: DISCOVER"),
+        "backup never switched XDP to standby:\n{b_log}"
+    );
+
     // 2. The primary crashes; the operator declares it down; the secondary serves.
     a.kill()?;
     wait_partner_lost(&mut b)?;
+    // Standby ends with NORMAL (else phase 2 could not be served), reporting its drops: at
+    // least the 10 DISCOVERs of phase 1.
+    daemon_common::wait_for("backup to leave standby", Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+        Ok(log
+            .lines()
+            .filter_map(|l| l.split("reaches the server (").nth(1))
+            .next_back()
+            .and_then(|r| r.split(' ').next()?.parse::<u64>().ok())
+            .map(|n| assert!(n >= 10, "standby dropped only {n} in XDP:\n{log}")))
+    })?;
     let msg = ctl(&b.socket, &["partner-down", "--since", "-1s"])?;
     assert!(msg.contains("PARTNER-DOWN"), "{msg}");
     let second = dora(&bed, 98, 10, "2")?;

@@ -613,7 +613,7 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
     let cfg = XdpConfig {
         flags: CFG_DHCPV4 | CFG_DHCPV6 | CFG_GUARD_FAILOVER,
         failover_port: 0, // default 647
-        _pad: 0,
+        standby_max_secs: 0,
     };
     let object = object();
     let ifname = srv_if.clone();

@@ -409,7 +409,7 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
     let xcfg = xdhcpd_common::XdpConfig {
         flags: xdhcpd_common::CFG_DHCPV4,
         failover_port: 0,
-        _pad: 0,
+        standby_max_secs: 0,
     };
     let mut steering = xdhcpd::xdp::XdpSteering::attach(
         &pair.srv_if,

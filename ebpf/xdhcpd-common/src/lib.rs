@@ -44,10 +44,13 @@ pub enum Counter {
     Dhcpv4 = 7,
     /// DHCPv6 frames redirected.
     Dhcpv6 = 8,
+    /// DHCPv4 client messages dropped because this server is a failover standby that answers
+    /// them in no case (`CFG_DHCPV4_STANDBY`).
+    StandbyDropped = 9,
 }
 
 /// Number of counters in `MAP_COUNTERS`.
-pub const COUNTER_COUNT: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 impl Counter {
     /// All counters in index order, with their display names.
@@ -61,6 +64,7 @@ impl Counter {
         (Counter::FailoverPassed, "failover_passed"),
         (Counter::Dhcpv4, "dhcpv4"),
         (Counter::Dhcpv6, "dhcpv6"),
+        (Counter::StandbyDropped, "standby_dropped"),
     ];
 }
 
@@ -73,7 +77,10 @@ pub struct XdpConfig {
     pub flags: u32,
     /// TCP port of failover, host byte order (0 = `FAILOVER_PORT`).
     pub failover_port: u16,
-    pub _pad: u16,
+    /// With `CFG_DHCPV4_STANDBY`: drop only requests whose BOOTP `secs` is at most this
+    /// (0 = all); a client that waited longer is answered by the standby (ISC's
+    /// "load balance max seconds").
+    pub standby_max_secs: u16,
 }
 
 pub const CFG_DHCPV4: u32 = 1;
@@ -82,6 +89,13 @@ pub const CFG_GUARD_FAILOVER: u32 = 4;
 /// Steer DHCPv4 client-side traffic (UDP dst 68) too: used by `xdhcp-loadgen`,
 /// which simulates clients and must see the server's replies.
 pub const CFG_DHCPV4_CLIENT: u32 = 8;
+/// Failover standby (a server in NORMAL that owns no load-balancing bucket, e.g. the backup
+/// without load balancing): drop in XDP the DHCPv4 messages its failover policy would drop
+/// anyway, so they cost neither an AF_XDP copy nor a wakeup. Only messages whose *first*
+/// option is 53 are judged (any other layout goes to userspace, which decides):
+/// DISCOVER and INFORM, and REQUEST with ciaddr 0 (SELECTING / INIT-REBOOT). RENEW/REBIND
+/// (ciaddr set), RELEASE, DECLINE, LEASEQUERY and BOOTP still reach userspace.
+pub const CFG_DHCPV4_STANDBY: u32 = 16;
 
 /// Key of `MAP_PARTNERS`: an IPv4 address (mapped as ::ffff:a.b.c.d) or IPv6
 /// address, in network byte order.

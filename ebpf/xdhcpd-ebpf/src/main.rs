@@ -29,7 +29,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdhcpd_common::{
-    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT, CFG_DHCPV6, CFG_GUARD_FAILOVER,
+    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT, CFG_DHCPV4_STANDBY, CFG_DHCPV6,
+    CFG_GUARD_FAILOVER,
     COUNTER_COUNT, DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT,
     MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_XSKS,
 };
@@ -131,6 +132,29 @@ struct Ipv6Hdr {
     dst: [u8; 16],
 }
 
+/// A BOOTP/DHCPv4 message up to the first option (RFC 2131 figure 1), for the standby filter.
+#[repr(C)]
+#[allow(dead_code)] // wire layout: every field positions the next
+struct BootpHead {
+    op: u8,
+    htype_hlen_hops_xid: [u8; 7],
+    secs: [u8; 2],
+    flags: [u8; 2],
+    ciaddr: [u8; 4],
+    yiaddr_to_file: [u8; 220],
+    cookie: [u8; 4],
+    /// The first option: code, length, first value byte.
+    first_option: [u8; 3],
+}
+
+const UDP_HLEN: usize = 8;
+const BOOTREQUEST: u8 = 1;
+const DHCP_COOKIE: [u8; 4] = [99, 130, 83, 99];
+const OPT_MESSAGE_TYPE: u8 = 53;
+const DHCPDISCOVER: u8 = 1;
+const DHCPREQUEST: u8 = 3;
+const DHCPINFORM: u8 = 8;
+
 /// The first four bytes of UDP and TCP headers: source and destination port.
 #[repr(C)]
 #[allow(dead_code)] // wire layout: every field positions the next
@@ -153,6 +177,8 @@ enum Verdict {
     FailoverPartner,
     /// Failover port, from anyone else.
     FailoverStranger,
+    /// DHCPv4 that a failover standby would not answer (see `CFG_DHCPV4_STANDBY`).
+    StandbyDrop,
 }
 
 #[xdp]
@@ -176,6 +202,10 @@ pub fn xdhcpd(ctx: XdpContext) -> u32 {
         }
         Verdict::FailoverStranger => {
             bump(Counter::FailoverDropped);
+            xdp_action::XDP_DROP
+        }
+        Verdict::StandbyDrop => {
+            bump(Counter::StandbyDropped);
             xdp_action::XDP_DROP
         }
     }
@@ -302,6 +332,11 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
             }
             let server = DHCPV4_SERVER_PORT;
             match udp_verdict(ctx, cfg, l4, server, CFG_DHCPV4, Verdict::Dhcpv4) {
+                Verdict::Dhcpv4
+                    if cfg.flags & CFG_DHCPV4_STANDBY != 0 && standby_ignores(ctx, cfg, l4) =>
+                {
+                    Verdict::StandbyDrop
+                }
                 // Client side (load generator): replies to UDP port 68.
                 Verdict::Pass => udp_verdict(
                     ctx,
@@ -316,6 +351,38 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
         }
         IPPROTO_TCP => tcp_verdict(ctx, cfg, l4, v4_key(src)),
         _ => Verdict::Pass,
+    }
+}
+
+/// True for a DHCPv4 request a failover standby never answers: option 53 first (else
+/// userspace decides) and DISCOVER, INFORM, or REQUEST without ciaddr (SELECTING or
+/// INIT-REBOOT; RENEWING/REBINDING carry ciaddr and are answered by whoever gets them), from
+/// a client that has not waited longer than `standby_max_secs` (when set).
+#[inline(always)]
+fn standby_ignores(ctx: &XdpContext, cfg: &XdpConfig, l4: usize) -> bool {
+    let Some(m) = ptr_at::<BootpHead>(ctx, l4 + UDP_HLEN) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at (the whole fixed part and the first three option bytes).
+    let (op, secs, ciaddr, cookie, opt) = unsafe {
+        (
+            (*m).op,
+            be16((*m).secs),
+            (*m).ciaddr,
+            (*m).cookie,
+            (*m).first_option,
+        )
+    };
+    if op != BOOTREQUEST || cookie != DHCP_COOKIE || opt[0] != OPT_MESSAGE_TYPE || opt[1] != 1 {
+        return false;
+    }
+    if cfg.standby_max_secs != 0 && secs > cfg.standby_max_secs {
+        return false;
+    }
+    match opt[2] {
+        DHCPDISCOVER | DHCPINFORM => true,
+        DHCPREQUEST => ciaddr == [0; 4],
+        _ => false,
     }
 }
 

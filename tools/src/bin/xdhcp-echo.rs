@@ -195,7 +195,7 @@ fn run(a: &Args) -> anyhow::Result<Counters> {
     let cfg = XdpConfig {
         flags: CFG_DHCPV4,
         failover_port: 0,
-        _pad: 0,
+        standby_max_secs: 0,
     };
     let mut steering = XdpSteering::attach(
         &a.interface,

@@ -101,7 +101,7 @@ fn open_xdp(cfg: &Config) -> anyhow::Result<Ports> {
     let xcfg = XdpConfig {
         flags,
         failover_port: 0,
-        _pad: 0,
+        standby_max_secs: 0,
     };
     let mut steering =
         XdpSteering::attach(&cfg.ifname, cfg.attach, cfg.ebpf_object.as_deref(), xcfg)

@@ -21,13 +21,17 @@
 //! `bindings_queued`), [`Action::PoolRequest`] (primary: turn a share of FREE addresses into
 //! BACKUP, report each with `lease_changed` and the count with `pool_response`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use crate::codec::{self, BindingTxn, Body, ConnectInfo, Decoder, Message};
 use crate::persist::FailoverPersist;
 use crate::policy::{hba_from_split, FailoverPolicy};
 use crate::types::{Binding, BindingStatus, RejectReason, Role, ServerState};
+
+/// Maps touched once or more per binding update: foldhash (seeded per process) instead of
+/// SipHash, which showed in the driver profiles.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Configuration of one failover relationship. All times in seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,17 +440,17 @@ impl FailoverEngine {
             out: Vec::new(),
             actions: VecDeque::new(),
             order: VecDeque::new(),
-            pending: HashMap::new(),
-            inflight: HashMap::new(),
+            pending: HashMap::default(),
+            inflight: HashMap::default(),
             seq: 0,
-            incoming: HashMap::new(),
-            update_ids: HashMap::new(),
+            incoming: HashMap::default(),
+            update_ids: HashMap::default(),
             next_update_id: 1,
             serving: None,
             owe_all: false,
             sent_updreq: None,
             pc_resolved: false,
-            pool_requests: HashMap::new(),
+            pool_requests: HashMap::default(),
             next_pool_id: 1,
             poolreq_outstanding: false,
             next_poolreq_at: 0,

@@ -154,6 +154,19 @@ impl FailoverPolicy {
         )
     }
 
+    /// True when this policy answers no DISCOVER, INFORM or SELECTING/INIT-REBOOT REQUEST
+    /// from any client whose `secs` is at most `load_balance_max_secs` (any `secs` when that
+    /// is 0): NORMAL and no load-balancing bucket of our own (the backup without load
+    /// balancing). The data path may then drop those messages before parsing them (XDP
+    /// `CFG_DHCPV4_STANDBY`); [`admit`](Self::admit) would drop them.
+    pub fn is_standby(&self) -> bool {
+        let none_ours = match self.role {
+            Role::Primary => self.hba == [0u8; 32],
+            Role::Secondary => self.hba == [0xffu8; 32],
+        };
+        self.state == ServerState::Normal && none_ours
+    }
+
     /// True when the RFC 3074 bucket of `client_key` is ours.
     pub fn owns_client(&self, client_key: &[u8]) -> bool {
         let primary = bucket_is_primary(&self.hba, rfc3074_hash(client_key));

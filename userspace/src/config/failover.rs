@@ -9,7 +9,7 @@
 //! peer-address = "10.88.0.2"
 //! peer-port = 647
 //! mclt = 3600                   # primary; the secondary uses the primary's
-//! max-unacked-updates = 100
+//! max-unacked-updates = 1000      # BNDUPDs the partner may have unacknowledged
 //! poll-interval = 10            # CONTACT keepalive, seconds
 //! poll-timeout = 60             # silence that means the partner is lost
 //! use-safe-period = true
@@ -139,7 +139,7 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         "max-unacked-updates",
         1,
         100_000,
-        100,
+        1000,
         "between 1 and 100000",
     );
     let poll_interval = num(

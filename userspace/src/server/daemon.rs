@@ -93,7 +93,7 @@ fn open_xdp(
     let xcfg = xdhcpd_common::XdpConfig {
         flags,
         failover_port,
-        _pad: 0,
+        standby_max_secs: 0,
     };
     let mut steering =
         XdpSteering::attach(&iface.name, attach_mode(cfg.server.xdp_mode), object, xcfg)
@@ -274,7 +274,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         (DataPath::Xdp { .. }, CommitMode::Ack) => Some(Arc::new(super::commit::Committer::new())),
         _ => None,
     };
-    let steering = match path {
+    let mut steering = match path {
         DataPath::Xdp { steering, sockets } => {
             for (q, sock) in sockets.into_iter().enumerate() {
                 let st = Arc::new(EngineStats::default());
@@ -328,8 +328,14 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut last_report = Instant::now();
     let mut last = StatsSnapshot::default();
+    let standby_cell = failover.as_ref().map(|f| f.policy_cell());
+    let mut standby = StandbyFollow::new();
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        if let (Some(cell), Some(st)) = (&standby_cell, steering.as_mut()) {
+            let p = cell.load();
+            standby.follow(st, p.is_standby(), p.load_balance_max_secs);
+        }
         if STOP.load(Ordering::SeqCst) || opts.run_for.is_some_and(|d| t0.elapsed() >= d) {
             break;
         }
@@ -367,6 +373,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     commit_stop.store(true, Ordering::SeqCst);
     if let Some(h) = committer_thread {
+        h.thread().unpark(); // it may be parked with nothing to flush
         let _ = h.join();
     }
     for b in background {
@@ -409,6 +416,59 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     drop(steering);
     Ok(())
+}
+
+/// Keeps the XDP program's failover standby switch (`CFG_DHCPV4_STANDBY`) equal to the
+/// policy's [`is_standby`](xdhcpd_failover::FailoverPolicy::is_standby), checked every 100 ms
+/// by the main loop. Either lag is safe: the switch only drops what the policy drops, so a
+/// late "off" delays some clients' retries by at most 100 ms and a late "on" costs only CPU.
+struct StandbyFollow {
+    logged: u64,
+    next_log: Instant,
+}
+
+impl StandbyFollow {
+    /// Drops are logged as a summary at most this often (a line per packet would flood).
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        StandbyFollow {
+            logged: 0,
+            next_log: Instant::now() + Self::LOG_EVERY,
+        }
+    }
+
+    fn follow(&mut self, st: &mut XdpSteering, standby: bool, max_secs: u16) {
+        match st.set_standby(standby, max_secs) {
+            Ok(true) if standby => tracing::info!(
+                "failover standby: DISCOVER, INFORM and SELECTING/INIT-REBOOT REQUEST are now \
+                 dropped in XDP (NORMAL, no load-balancing bucket of ours)"
+            ),
+            Ok(true) => tracing::info!(
+                "failover standby off: every DHCPv4 request reaches the server ({} dropped in \
+                 XDP while standby since start)",
+                st.counters().map_or(0, |c| c.standby_dropped)
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("failover standby switch: {e}"),
+        }
+        if Instant::now() < self.next_log {
+            return;
+        }
+        self.next_log = Instant::now() + Self::LOG_EVERY;
+        if let Ok(c) = st.counters() {
+            if c.standby_dropped > self.logged {
+                tracing::info!(
+                    "failover standby: dropped {} DHCPv4 request(s) in XDP in the last {} s \
+                     (the backup answers no DISCOVER in NORMAL); {} in all",
+                    c.standby_dropped - self.logged,
+                    Self::LOG_EVERY.as_secs(),
+                    c.standby_dropped
+                );
+                self.logged = c.standby_dropped;
+            }
+        }
+    }
 }
 
 fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {

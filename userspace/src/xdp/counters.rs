@@ -24,6 +24,8 @@ pub struct Counters {
     pub dhcpv4: u64,
     /// DHCPv6 frames redirected.
     pub dhcpv6: u64,
+    /// DHCPv4 client messages a failover standby dropped in XDP.
+    pub standby_dropped: u64,
 }
 
 impl Counters {
@@ -40,6 +42,7 @@ impl Counters {
             failover_passed: at(Counter::FailoverPassed),
             dhcpv4: at(Counter::Dhcpv4),
             dhcpv6: at(Counter::Dhcpv6),
+            standby_dropped: at(Counter::StandbyDropped),
         }
     }
 
@@ -55,6 +58,7 @@ impl Counters {
             Counter::FailoverPassed => self.failover_passed,
             Counter::Dhcpv4 => self.dhcpv4,
             Counter::Dhcpv6 => self.dhcpv6,
+            Counter::StandbyDropped => self.standby_dropped,
         }
     }
 
@@ -87,12 +91,13 @@ mod tests {
 
     #[test]
     fn totals_map_to_named_fields_in_counter_order() {
-        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         let c = Counters::from_totals(&totals);
         assert_eq!((c.seen, c.redirected, c.passed), (1, 2, 3));
         assert_eq!((c.malformed, c.no_socket), (4, 5));
         assert_eq!((c.failover_dropped, c.failover_passed), (6, 7));
         assert_eq!((c.dhcpv4, c.dhcpv6), (8, 9));
+        assert_eq!(c.standby_dropped, 10);
         for (i, (counter, _)) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.get(*counter), totals[i]);
         }
@@ -100,18 +105,18 @@ mod tests {
 
     #[test]
     fn display_lists_every_counter_by_name() {
-        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0]);
+        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0, 7]);
         assert_eq!(
             c.to_string(),
             "seen=10 redirected=0 passed=0 malformed=0 no_socket=3 failover_dropped=0 \
-             failover_passed=0 dhcpv4=0 dhcpv6=0"
+             failover_passed=0 dhcpv4=0 dhcpv6=0 standby_dropped=7"
         );
     }
 
     #[test]
     fn since_subtracts_and_saturates() {
-        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0]);
-        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0]);
+        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0, 0]);
+        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0, 0]);
         let d = a.since(&b);
         assert_eq!((d.seen, d.redirected, d.passed, d.dhcpv4), (6, 0, 4, 3));
     }

@@ -89,6 +89,8 @@ pub struct XdpSteering {
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
     config: Array<MapData, XdpConfig>,
+    /// What `config` holds now.
+    current: XdpConfig,
     partners: HashMap<MapData, PartnerKey, u32>,
     /// max_entries of `partners`, if the kernel told us.
     partners_capacity: Option<u32>,
@@ -168,6 +170,7 @@ impl XdpSteering {
             xsks,
             counters,
             config,
+            current: cfg,
             partners,
             partners_capacity,
             ebpf,
@@ -226,7 +229,29 @@ impl XdpSteering {
     pub fn set_config(&mut self, cfg: XdpConfig) -> Result<(), XdpError> {
         self.config
             .set(0, cfg, 0)
-            .map_err(|source| self.map_error(MAP_CONFIG, "writing the configuration", source))
+            .map_err(|source| self.map_error(MAP_CONFIG, "writing the configuration", source))?;
+        self.current = cfg;
+        Ok(())
+    }
+
+    /// Switches the failover standby filter (`CFG_DHCPV4_STANDBY`, dropping only requests
+    /// with `secs <= max_secs`, all when 0); `Ok(true)` when that changed the configuration.
+    pub fn set_standby(&mut self, on: bool, max_secs: u16) -> Result<bool, XdpError> {
+        let mut cfg = self.current;
+        let flag = xdhcpd_common::CFG_DHCPV4_STANDBY;
+        cfg.flags = if on {
+            cfg.flags | flag
+        } else {
+            cfg.flags & !flag
+        };
+        if on {
+            cfg.standby_max_secs = max_secs;
+        }
+        if cfg == self.current {
+            return Ok(false);
+        }
+        self.set_config(cfg)?;
+        Ok(true)
     }
 
     /// The program's counters, summed over all CPUs.
