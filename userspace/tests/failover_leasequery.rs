@@ -7,7 +7,8 @@
 //! acknowledged, the relay sends RFC 4388 DHCPLEASEQUERYs to the SECONDARY (which drops
 //! DISCOVERs in NORMAL): by address and by MAC it answers DHCPLEASEACTIVE for the client with
 //! the same option 82 bytes; a free pool address is DHCPLEASEUNASSIGNED, an address outside
-//! the pools DHCPLEASEUNKNOWN. The primary answers the same query the same way.
+//! the pools DHCPLEASEUNKNOWN. The primary answers the same query the same way, and the
+//! operator's `xdhcpd leasequery` reads the same answer from the secondary.
 
 #[path = "common/netns.rs"]
 mod netns;
@@ -270,13 +271,36 @@ fn scenario() -> Res<()> {
     assert_eq!(at_a.kind, MessageType::LeaseActive, "{at_a:?}");
     assert_eq!(at_a.relay_info.as_deref(), Some(OPT82));
 
+    // 4. The operator's tool (`xdhcpd leasequery`, same relay address) asks the secondary.
+    drop(relay_sock);
+    let bin = daemon_common::xdhcpd_bin()?;
+    let ip_s = ip.to_string();
+    let relay_s = RELAY.to_string();
+    let out = daemon_common::output(bed.c.command("timeout").args([
+        "10",
+        &bin.to_string_lossy(),
+        "leasequery",
+        "--server",
+        B_ADDR,
+        "--relay",
+        &relay_s,
+        "--ip",
+        &ip_s,
+        "--json",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("leasequery JSON: {e}: {} {}", out.stdout, out.stderr))?;
+    assert_eq!(v["answer"], "LEASEACTIVE", "{v}");
+    assert_eq!(v["circuit_id"], "ge-0/0/7.100", "{v}");
+    assert_eq!(v["remote_id"], "cpe-42", "{v}");
+    assert_eq!(v["mac"], "02:4c:51:00:00:07", "{v}");
+
     // Still NORMAL on both sides; the secondary counted its leasequeries.
     b.wait_state("NORMAL", "NORMAL", Duration::from_secs(5))?;
-    drop(relay_sock);
     let _ = a.stop()?;
     let b_log = b.stop()?;
     assert!(
-        b_log.contains("leasequeries=4") && b_log.contains("leasequery_active=2"),
+        b_log.contains("leasequeries=5") && b_log.contains("leasequery_active=3"),
         "secondary's final counters:\n{b_log}"
     );
     Ok(())
