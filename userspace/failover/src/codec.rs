@@ -839,7 +839,10 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
-    /// Stream offset of `buf[0]`.
+    /// Decoded bytes at the front of `buf`, dropped at the next `push` (dropping them per
+    /// message moved the rest of a 16 KB read each time: 6% of the driver's CPU).
+    start: usize,
+    /// Stream offset of `buf[start]`.
     base: u64,
     failed: Option<DecodeError>,
 }
@@ -852,13 +855,15 @@ impl Decoder {
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.failed.is_none() {
+            self.buf.drain(..self.start);
+            self.start = 0;
             self.buf.extend_from_slice(bytes);
         }
     }
 
     /// Bytes buffered but not yet decoded (a partial message).
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Next complete message, `Ok(None)` when more bytes are needed.
@@ -866,10 +871,11 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if self.buf.len() < 2 {
+        let rest = &self.buf[self.start..];
+        if rest.len() < 2 {
             return Ok(None);
         }
-        let len = be_u16(&self.buf) as usize;
+        let len = be_u16(rest) as usize;
         if !(MIN_MESSAGE_LEN..=MAX_MESSAGE_LEN).contains(&len) {
             let e = DecodeError::BadLength {
                 offset: self.base,
@@ -878,11 +884,11 @@ impl Decoder {
             self.failed = Some(e.clone());
             return Err(e);
         }
-        if self.buf.len() < len {
+        if rest.len() < len {
             return Ok(None);
         }
-        let r = decode_message(&self.buf[..len], self.base);
-        self.buf.drain(..len);
+        let r = decode_message(&rest[..len], self.base);
+        self.start += len;
         self.base += len as u64;
         match r {
             Ok(m) => Ok(Some(m)),
