@@ -175,6 +175,21 @@ fn discover(xid: u32) -> Vec<u8> {
     m
 }
 
+/// A DHCPv4 request of message type `kind` with `ciaddr` and `secs`; with `id_first` the
+/// client-id option comes before option 53 (the standby filter then leaves it to userspace).
+fn dhcp_request(xid: u32, kind: u8, ciaddr: [u8; 4], secs: u16, id_first: bool) -> Vec<u8> {
+    let mut m = discover(xid);
+    m[8..10].copy_from_slice(&secs.to_be_bytes());
+    m[12..16].copy_from_slice(&ciaddr);
+    let opts: &[u8] = if id_first {
+        &[61, 2, 1, 0x42, 53, 1, kind, 255]
+    } else {
+        &[53, 1, kind, 255]
+    };
+    m[240..240 + opts.len()].copy_from_slice(opts);
+    m
+}
+
 fn bind_to_device(socket: &UdpSocket, dev: &str) -> io::Result<()> {
     // SAFETY: dev bytes are valid for dev.len() bytes; the kernel copies them.
     check(
@@ -827,6 +842,71 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
         d.failover_passed, 1,
         "the partner's SYN behind options: {d}"
     );
+    assert_eq!(d.standby_dropped, 0, "{d}");
+
+    // Failover standby: what a backup in NORMAL would not answer is dropped in XDP, the rest
+    // still reaches the socket.
+    assert!(xdp.set_standby(true, 10).unwrap());
+    assert!(!xdp.set_standby(true, 10).unwrap(), "no change the second time");
+    let (none, mine) = ([0u8; 4], [10, 0, 0, 9]);
+    let dropped = vec![
+        dhcp_request(21, 1, none, 0, false),  // DISCOVER
+        dhcp_request(22, 3, none, 10, false), // REQUEST, SELECTING / INIT-REBOOT
+        dhcp_request(23, 8, mine, 0, false),  // INFORM
+    ];
+    let passed = vec![
+        dhcp_request(31, 3, mine, 0, false),  // REQUEST with ciaddr: RENEW/REBIND
+        dhcp_request(32, 7, mine, 0, false),  // RELEASE
+        dhcp_request(33, 4, none, 0, false),  // DECLINE
+        dhcp_request(34, 10, mine, 0, false), // LEASEQUERY
+        dhcp_request(35, 1, none, 11, false), // DISCOVER from a client waiting > 10 s
+        dhcp_request(36, 1, none, 0, true),   // DISCOVER with option 53 not first
+    ];
+    let before = xdp.counters().unwrap();
+    let dev = cli_if.clone();
+    let msgs: Vec<Vec<u8>> = dropped.iter().chain(&passed).cloned().collect();
+    client
+        .run(move || -> io::Result<()> {
+            let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
+            udp4.set_broadcast(true)?;
+            bind_to_device(&udp4, &dev)?;
+            for m in &msgs {
+                udp4.send_to(m, (Ipv4Addr::BROADCAST, 67))?;
+            }
+            Ok(())
+        })
+        .unwrap()
+        .expect("client traffic to a standby");
+    let got = collect_xsk(&mut socks, passed.len(), Duration::from_secs(3));
+    let xids: Vec<u32> = got
+        .iter()
+        .filter_map(|f| f.get(f.len() - 300 + 4..f.len() - 300 + 8))
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let d = xdp.counters().unwrap().since(&before);
+    eprintln!("counters in standby: {d}; xids on the sockets {xids:?}");
+    assert_eq!(d.standby_dropped, dropped.len() as u64, "{d}");
+    assert_eq!(d.redirected, passed.len() as u64, "{d}");
+    let mut sorted = xids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![31, 32, 33, 34, 35, 36], "{d}");
+    // Off again: a DISCOVER reaches the socket.
+    assert!(xdp.set_standby(false, 10).unwrap());
+    let before = xdp.counters().unwrap();
+    let dev = cli_if.clone();
+    client
+        .run(move || -> io::Result<()> {
+            let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
+            udp4.set_broadcast(true)?;
+            bind_to_device(&udp4, &dev)?;
+            udp4.send_to(&dhcp_request(41, 1, none, 0, false), (Ipv4Addr::BROADCAST, 67))?;
+            Ok(())
+        })
+        .unwrap()
+        .expect("client traffic after standby");
+    let got = collect_xsk(&mut socks, 1, Duration::from_secs(3));
+    let d = xdp.counters().unwrap().since(&before);
+    assert_eq!((got.len(), d.standby_dropped, d.redirected), (1, 0, 1), "{d}");
     drop(socks);
 
     // Dropping the loader detaches the program.
