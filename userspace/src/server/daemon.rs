@@ -346,12 +346,21 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             let dt = last_report.elapsed().as_secs_f64();
             last_report = Instant::now();
             tracing::info!(
-                "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}",
+                "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}",
                 snap.received,
                 snap.offers,
                 snap.acks,
                 snap.naks,
                 (snap.acks - last.acks) as f64 / dt,
+                // RFC 4388: shown once any arrived (most servers get none).
+                if snap.leasequeries > 0 {
+                    format!(
+                        " leasequeries {} (active {})",
+                        snap.leasequeries, snap.leasequery_active
+                    )
+                } else {
+                    String::new()
+                },
                 steering
                     .as_ref()
                     .and_then(|s| s.counters().ok())
