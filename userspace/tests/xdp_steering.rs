@@ -847,7 +847,10 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
     // Failover standby: what a backup in NORMAL would not answer is dropped in XDP, the rest
     // still reaches the socket.
     assert!(xdp.set_standby(true, 10).unwrap());
-    assert!(!xdp.set_standby(true, 10).unwrap(), "no change the second time");
+    assert!(
+        !xdp.set_standby(true, 10).unwrap(),
+        "no change the second time"
+    );
     let (none, mine) = ([0u8; 4], [10, 0, 0, 9]);
     let dropped = vec![
         dhcp_request(21, 1, none, 0, false),  // DISCOVER
@@ -855,12 +858,12 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
         dhcp_request(23, 8, mine, 0, false),  // INFORM
     ];
     let passed = vec![
-        dhcp_request(31, 3, mine, 0, false),  // REQUEST with ciaddr: RENEW/REBIND
-        dhcp_request(32, 7, mine, 0, false),  // RELEASE
-        dhcp_request(33, 4, none, 0, false),  // DECLINE
+        dhcp_request(31, 3, mine, 0, false), // REQUEST with ciaddr: RENEW/REBIND
+        dhcp_request(32, 7, mine, 0, false), // RELEASE
+        dhcp_request(33, 4, none, 0, false), // DECLINE
         dhcp_request(34, 10, mine, 0, false), // LEASEQUERY
         dhcp_request(35, 1, none, 11, false), // DISCOVER from a client waiting > 10 s
-        dhcp_request(36, 1, none, 0, true),   // DISCOVER with option 53 not first
+        dhcp_request(36, 1, none, 0, true),  // DISCOVER with option 53 not first
     ];
     let before = xdp.counters().unwrap();
     let dev = cli_if.clone();
@@ -899,14 +902,21 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
             let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
             udp4.set_broadcast(true)?;
             bind_to_device(&udp4, &dev)?;
-            udp4.send_to(&dhcp_request(41, 1, none, 0, false), (Ipv4Addr::BROADCAST, 67))?;
+            udp4.send_to(
+                &dhcp_request(41, 1, none, 0, false),
+                (Ipv4Addr::BROADCAST, 67),
+            )?;
             Ok(())
         })
         .unwrap()
         .expect("client traffic after standby");
     let got = collect_xsk(&mut socks, 1, Duration::from_secs(3));
     let d = xdp.counters().unwrap().since(&before);
-    assert_eq!((got.len(), d.standby_dropped, d.redirected), (1, 0, 1), "{d}");
+    assert_eq!(
+        (got.len(), d.standby_dropped, d.redirected),
+        (1, 0, 1),
+        "{d}"
+    );
     drop(socks);
 
     // Dropping the loader detaches the program.

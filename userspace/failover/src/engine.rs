@@ -919,9 +919,25 @@ impl FailoverEngine {
     }
 
     /// Short planned stop: the partner goes COMMUNICATIONS-INTERRUPTED.
-    pub fn pause(&mut self, now: u32) {
+    ///
+    /// Only from NORMAL or COMMUNICATIONS-INTERRUPTED. A partner that restarts while we are
+    /// PAUSED sees only "PAUSED", not the state we paused in: had that been PARTNER-DOWN (we
+    /// used its addresses), it would resume NORMAL/COMMUNICATIONS-INTERRUPTED instead of
+    /// RECOVER and could hand one of them out again (found by the simulation, seed 5852).
+    /// In other states the operator stops the server (SHUTDOWN) instead.
+    pub fn pause(&mut self, now: u32) -> Result<(), CommandError> {
         self.tick(now);
+        if !matches!(
+            self.state,
+            ServerState::Normal | ServerState::CommunicationsInterrupted
+        ) {
+            return Err(CommandError {
+                command: "pause",
+                state: self.state,
+            });
+        }
         self.stop(now, ServerState::Paused, "pause command");
+        Ok(())
     }
 
     fn stop(&mut self, now: u32, to: ServerState, reason: &'static str) {
@@ -1487,7 +1503,15 @@ impl FailoverEngine {
     }
 
     fn leave_startup(&mut self, now: u32) {
-        let partner_pd = self.partner == Some(ServerState::PartnerDown);
+        // A partner met in SHUTDOWN or PAUSED does not say what it was in before: if that was
+        // PARTNER-DOWN it may have leased our addresses while we were down, and it can no
+        // longer tell us (simulation seed 5852: resuming NORMAL -> COMMUNICATIONS-INTERRUPTED
+        // -> PARTNER-DOWN on its SHUTDOWN re-leased such an address). Assume the worst, as for
+        // a partner in PARTNER-DOWN: RECOVER (or POTENTIAL-CONFLICT) until it is back.
+        let partner_pd = matches!(
+            self.partner,
+            Some(ServerState::PartnerDown | ServerState::Shutdown | ServerState::Paused)
+        );
         let mut target = self.prev_state;
         let mut since = self.prev_since;
         if partner_pd && target != ServerState::Recover {

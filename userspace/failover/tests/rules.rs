@@ -625,7 +625,12 @@ fn shutdown_and_pause() {
     run_until(&mut s, 300, |s| both(s, ServerState::Normal));
 
     let now = s.nodes[0].now(s.t);
-    s.nodes[0].engine.as_mut().unwrap().pause(now);
+    s.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .pause(now)
+        .expect("pause in NORMAL");
     s.drain(0);
     run_until(&mut s, 10, |s| {
         st(s, 1) == Some(ServerState::CommunicationsInterrupted)

@@ -833,7 +833,11 @@ impl Driver {
         if matches!(before, ServerState::Paused | ServerState::Shutdown) {
             return Response::error(format!("already {before}; only a restart leaves it"));
         }
-        self.engine.pause(now);
+        if let Err(e) = self.engine.pause(now) {
+            return Response::error(format!(
+                "{e}: pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead"
+            ));
+        }
         self.pump();
         Response::message(format!(
             "paused (was {before}, resumes {} at restart): no longer serving; the partner goes \

@@ -684,7 +684,10 @@ impl Sim {
                     let pause = self.rng.chance(500);
                     if let Some(e) = self.nodes[i].engine.as_mut() {
                         if pause {
-                            e.pause(now);
+                            // Refused outside NORMAL/COMMUNICATIONS-INTERRUPTED: then stop.
+                            if e.pause(now).is_err() {
+                                e.shutdown(now);
+                            }
                         } else {
                             e.shutdown(now);
                         }
