@@ -9,6 +9,12 @@
 //! Runs alternate standalone / pair (`XDHCPD_FO_ROUNDS`, default 2) with the
 //! same loadgen command (AF_XDP, DORA, closed loop) and prints each figure
 //! and the ratio of the means.
+//!
+//! `XDHCPD_FO_PIN=1` pins like `cargo xtask bench` does (loadgen on CPU 0, the
+//! server under test on CPU 1) and puts the secondary on CPU 0 with the
+//! loadgen: on a 2-core machine that is the closest stand-in for "the partner
+//! runs on its own machine" (its cost slows the loadgen, never the primary).
+//! Unpinned, everything shares both CPUs.
 
 #[path = "common/netns.rs"]
 mod netns;
@@ -40,14 +46,45 @@ fn standalone(cfg: &str) -> String {
     }
 }
 
+fn pinned() -> bool {
+    std::env::var_os("XDHCPD_FO_PIN").is_some_and(|v| v == "1")
+}
+
+/// Pins every thread of `xd` to `cpu` (when pinning).
+fn pin(xd: &Xd, cpu: u32) -> Res<()> {
+    if !pinned() {
+        return Ok(());
+    }
+    let st = std::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &xd.proc.pid().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if !st.success() {
+        return Err(format!(
+            "taskset -a -p -c {cpu} {} failed: {st}",
+            xd.proc.pid()
+        ));
+    }
+    Ok(())
+}
+
 /// DORA/s the loadgen reached (closed loop, 256 outstanding, 10 s).
 fn measure(bed: &PairBed, tag: &str) -> Res<f64> {
     let lg = loadgen_bin()?;
     let json = bed.path(&format!("lg-{tag}.json"));
+    let cpus: &[&str] = if pinned() { &["--cpus", "0"] } else { &[] };
     let st = bed
         .c
         .command("timeout")
         .args(["40", &lg.to_string_lossy(), "-i", &bed.lc.a, "--io", "xdp"])
+        .args(cpus)
         .args([
             "--scenario",
             "dora",
@@ -84,7 +121,7 @@ fn failover_pair_throughput_vs_standalone() {
 }
 
 fn run() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
+    require_tools(&["timeout", "ip", "taskset"])?;
     let rounds: usize = std::env::var("XDHCPD_FO_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -109,6 +146,7 @@ fn run() -> Res<()> {
             &sock,
             &bed.path(&format!("solo{round}.log")),
         )?;
+        pin(&a, 1)?;
         solo.push(measure(&bed, &format!("standalone round {round}"))?);
         a.stop()?;
 
@@ -137,6 +175,8 @@ fn run() -> Res<()> {
         )?;
         let mut a = Xd::start(&bed.a, &acfg, &adb, &asock, &alog)?;
         let mut b = Xd::start(&bed.b, &bcfg, &bdb, &bsock, &blog)?;
+        pin(&a, 1)?;
+        pin(&b, 0)?;
         a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
         b.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
         pair.push(measure(&bed, &format!("pair round {round}"))?);
@@ -147,7 +187,12 @@ fn run() -> Res<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let (s, p) = (mean(&solo), mean(&pair));
     println!(
-        "standalone mean {s:.0} DORA/s, pair mean {p:.0} DORA/s: pair = {:.0}% of standalone",
+        "{}: standalone mean {s:.0} DORA/s, pair mean {p:.0} DORA/s: pair = {:.0}% of standalone",
+        if pinned() {
+            "pinned (loadgen and secondary CPU 0, server under test CPU 1)"
+        } else {
+            "unpinned (everything shares both CPUs)"
+        },
         100.0 * p / s.max(1.0)
     );
     Ok(())
