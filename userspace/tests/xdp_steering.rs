@@ -852,12 +852,12 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
         "no change the second time"
     );
     let (none, mine) = ([0u8; 4], [10, 0, 0, 9]);
-    let dropped = vec![
+    let dropped = [
         dhcp_request(21, 1, none, 0, false),  // DISCOVER
         dhcp_request(22, 3, none, 10, false), // REQUEST, SELECTING / INIT-REBOOT
         dhcp_request(23, 8, mine, 0, false),  // INFORM
     ];
-    let passed = vec![
+    let passed = [
         dhcp_request(31, 3, mine, 0, false), // REQUEST with ciaddr: RENEW/REBIND
         dhcp_request(32, 7, mine, 0, false), // RELEASE
         dhcp_request(33, 4, none, 0, false), // DECLINE
