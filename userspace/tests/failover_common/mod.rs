@@ -54,6 +54,19 @@ impl PairBed {
             hub.ip(&["link", "set", &l.b, "master", "br0"]).map_err(e)?;
         }
         hub.ip(&["link", "set", "br0", "up"]).map_err(e)?;
+        // The hub is a plain L2 switch: bridged frames skip iptables (br_netfilter, when the
+        // host has it loaded, would run every frame through the hooks). Best effort: the knob
+        // exists only with br_netfilter.
+        let _ = hub
+            .command("sysctl")
+            .args([
+                "-q",
+                "-w",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ])
+            .status();
         a.add_addr(&la.a, &format!("{A_ADDR}/16")).map_err(e)?;
         b.add_addr(&lb.a, &format!("{B_ADDR}/16")).map_err(e)?;
         Ok(PairBed {
@@ -195,10 +208,20 @@ impl Xd {
 
     /// Waits until every queued binding update is acknowledged.
     pub fn wait_drained(&mut self, limit: Duration) -> Res<()> {
-        wait_for("binding updates to drain", limit, || {
+        let r = wait_for("binding updates to drain", limit, || {
             self.proc.check_alive()?;
             let s = self.status()?;
             Ok((s["unacked_updates"] == 0 && s["bindings_pending"] == 0).then_some(()))
+        });
+        // Say what was left and what the daemon logged: a stuck queue has a reason there.
+        r.map_err(|e| {
+            let st = self.status().map(|s| s.to_string()).unwrap_or_default();
+            let log = read_text(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            format!(
+                "{e}\nstatus: {st}\nlog tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
         })
     }
 
