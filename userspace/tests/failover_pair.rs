@@ -18,93 +18,10 @@ mod daemon_common;
 #[path = "failover_common/mod.rs"]
 mod failover_common;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use daemon_common::{ns_tests_enabled, read_table, require_tools, unix_now, write_file, Res};
 use failover_common::*;
-use lease_store::{ClientKey, Lease, LeaseState, PoolSpec};
-
-fn pools() -> Vec<PoolSpec> {
-    vec![PoolSpec {
-        id: 0,
-        first: POOL_FIRST.parse().expect("constant"),
-        last: POOL_LAST.parse().expect("constant"),
-    }]
-}
-
-/// Records of a running daemon's lease file, through a copy (see `snapshot_table`).
-fn snapshot(xd: &Xd, bed: &PairBed, tag: &str) -> Res<Vec<Lease>> {
-    let copy = bed.path(&format!("snap-{tag}.db"));
-    std::fs::copy(&xd.lease_file, &copy)
-        .map_err(|e| format!("copying {}: {e}", xd.lease_file.display()))?;
-    read_table(&copy, &pools())
-}
-
-fn key_of(mac: &[u8; 6]) -> ClientKey {
-    let mut id = vec![1u8];
-    id.extend_from_slice(mac);
-    ClientKey::from_client_id(&id)
-}
-
-/// Every ACK in `acked` is an ACTIVE record for the same client in `table`.
-fn check_bound(table: &[Lease], acked: &[Acked], who: &str) -> Res<()> {
-    for a in acked {
-        let l = table
-            .iter()
-            .find(|l| l.addr == a.addr)
-            .ok_or_else(|| format!("{who}: no record for {}", a.addr))?;
-        if l.state != LeaseState::Active || l.client != key_of(&a.mac) {
-            return Err(format!(
-                "{who}: {} should be active for {} but is {} for {} ",
-                a.addr,
-                mac_str(&a.mac),
-                l.state,
-                l.client
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Active, unexpired-at-`at` bindings: address -> (client, lease end).
-fn active_at(table: &[Lease], at: u32) -> BTreeMap<Ipv4Addr, (ClientKey, u32)> {
-    table
-        .iter()
-        .filter(|l| l.state == LeaseState::Active && l.expiry > at)
-        .map(|l| (l.addr, (l.client, l.expiry)))
-        .collect()
-}
-
-struct Sides {
-    a_cfg: std::path::PathBuf,
-    b_cfg: std::path::PathBuf,
-    a_db: std::path::PathBuf,
-    b_db: std::path::PathBuf,
-    a_sock: std::path::PathBuf,
-    b_sock: std::path::PathBuf,
-}
-
-fn xd_sides(bed: &PairBed, t: &Timers) -> Res<Sides> {
-    let s = Sides {
-        a_cfg: bed.path("a.toml"),
-        b_cfg: bed.path("b.toml"),
-        a_db: bed.path("a.db"),
-        b_db: bed.path("b.db"),
-        a_sock: bed.path("a.sock"),
-        b_sock: bed.path("b.sock"),
-    };
-    write_file(
-        &s.a_cfg,
-        &xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t),
-    )?;
-    write_file(
-        &s.b_cfg,
-        &xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t),
-    )?;
-    Ok(s)
-}
 
 #[test]
 fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
@@ -138,12 +55,16 @@ fn pair_scenario() -> Res<()> {
     let first = dora(&bed, 97, 10, "1")?;
     assert_eq!(first.len(), 10, "phase 1 ACKs: {first:?}");
     a.wait_drained(Duration::from_secs(10))?;
-    check_bound(
-        &snapshot(&b, &bed, "b1")?,
+    check_acked_bound(
+        &table_snapshot(&b, &bed, "b1")?,
         &first,
         "secondary after phase 1",
     )?;
-    check_bound(&snapshot(&a, &bed, "a1")?, &first, "primary after phase 1")?;
+    check_acked_bound(
+        &table_snapshot(&a, &bed, "a1")?,
+        &first,
+        "primary after phase 1",
+    )?;
     let st = a.status()?;
     assert!(st["bndack_received"].as_u64().unwrap_or(0) >= 10, "{st}");
     assert!(st["mean_update_ack_latency_ms"].is_number(), "{st}");
@@ -177,8 +98,8 @@ fn pair_scenario() -> Res<()> {
         10,
         "phase 2 (secondary in PARTNER-DOWN) ACKs: {second:?}"
     );
-    check_bound(
-        &snapshot(&b, &bed, "b2")?,
+    check_acked_bound(
+        &table_snapshot(&b, &bed, "b2")?,
         &second,
         "secondary in PARTNER-DOWN",
     )?;
@@ -197,7 +118,11 @@ fn pair_scenario() -> Res<()> {
             .then_some(()))
         },
     )?;
-    check_bound(&snapshot(&a, &bed, "a3")?, &second, "restarted primary")?;
+    check_acked_bound(
+        &table_snapshot(&a, &bed, "a3")?,
+        &second,
+        "restarted primary",
+    )?;
     a.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 20))?;
     b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
     let log = std::fs::read_to_string(&a.log).unwrap_or_default();
@@ -222,12 +147,12 @@ fn pair_scenario() -> Res<()> {
         b_log.contains("partner now SHUTDOWN"),
         "partner saw no SHUTDOWN:\n{b_log}"
     );
-    let ta = read_table(&s.a_db, &pools())?;
-    let tb = read_table(&s.b_db, &pools())?;
-    check_bound(&ta, &third, "primary at the end")?;
-    check_bound(&tb, &third, "secondary at the end")?;
+    let ta = read_table(&s.a_db, &pair_pools())?;
+    let tb = read_table(&s.b_db, &pair_pools())?;
+    check_acked_bound(&ta, &third, "primary at the end")?;
+    check_acked_bound(&tb, &third, "secondary at the end")?;
     let at = unix_now() + 1;
-    let (aa, ab) = (active_at(&ta, at), active_at(&tb, at));
+    let (aa, ab) = (active_bindings(&ta, at), active_bindings(&tb, at));
     assert_eq!(aa, ab, "active bindings differ between the partners");
     assert!(aa.len() >= 10);
     Ok(())
@@ -331,8 +256,8 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     );
     xd.wait_drained(Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_secs(2));
-    let table = snapshot(&xd, &bed, "x1")?;
-    check_bound(&table, &acked, "xdhcpd")?;
+    let table = table_snapshot(&xd, &bed, "x1")?;
+    check_acked_bound(&table, &acked, "xdhcpd")?;
     let isc_view = failover_common::isc_leases(&isc_leases)?;
     let mut by_isc = 0;
     for a in &acked {

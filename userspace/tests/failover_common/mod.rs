@@ -519,3 +519,34 @@ pub fn active_bindings(
         .map(|l| (l.addr, (l.client, l.expiry)))
         .collect()
 }
+
+/// Configuration, lease file and control socket paths of the two xdhcpd sides of a bed.
+pub struct Sides {
+    pub a_cfg: PathBuf,
+    pub b_cfg: PathBuf,
+    pub a_db: PathBuf,
+    pub b_db: PathBuf,
+    pub a_sock: PathBuf,
+    pub b_sock: PathBuf,
+}
+
+/// Writes the configurations of A (primary) and B (secondary) for `t`.
+pub fn xd_sides(bed: &PairBed, t: &Timers) -> Res<Sides> {
+    let s = Sides {
+        a_cfg: bed.path("a.toml"),
+        b_cfg: bed.path("b.toml"),
+        a_db: bed.path("a.db"),
+        b_db: bed.path("b.db"),
+        a_sock: bed.path("a.sock"),
+        b_sock: bed.path("b.sock"),
+    };
+    crate::daemon_common::write_file(
+        &s.a_cfg,
+        &xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t),
+    )?;
+    crate::daemon_common::write_file(
+        &s.b_cfg,
+        &xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t),
+    )?;
+    Ok(s)
+}
