@@ -255,6 +255,8 @@ struct Conn {
     last_rx: u32,
     last_tx: u32,
     partner_max_unacked: u32,
+    /// vendor-class the partner sent in CONNECT / CONNECTACK (its implementation).
+    partner_vendor: Option<Vec<u8>>,
     partner_receive_timer: u32,
     /// Partner clock minus ours, seconds.
     skew: Option<i64>,
@@ -506,6 +508,11 @@ impl FailoverEngine {
         self.persist.last_contact
     }
     /// BNDUPDs sent and not yet acknowledged.
+    /// The vendor-class the partner sent on this connection (e.g. `xdhcpd-0.1.0`), if any.
+    pub fn partner_vendor_class(&self) -> Option<&[u8]> {
+        self.conn.as_ref()?.partner_vendor.as_deref()
+    }
+
     pub fn unacked_updates(&self) -> usize {
         self.inflight.len()
     }
@@ -626,6 +633,7 @@ impl FailoverEngine {
             last_rx: now,
             last_tx: now,
             partner_max_unacked: self.cfg.max_unacked_bndupd,
+            partner_vendor: None,
             partner_receive_timer: 0,
             skew: None,
             skew_samples: [None; SKEW_WINDOW],
@@ -1369,6 +1377,7 @@ impl FailoverEngine {
             c.phase = Phase::Established;
             c.partner_max_unacked = info.max_unacked.unwrap_or(1).max(1);
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
+            c.partner_vendor = info.vendor_class.clone();
         }
         let ack = ConnectInfo {
             relationship_name: Some(self.cfg.relationship_name.as_bytes().to_vec()),
@@ -1419,6 +1428,7 @@ impl FailoverEngine {
             c.phase = Phase::Established;
             c.partner_max_unacked = info.max_unacked.unwrap_or(1).max(1);
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
+            c.partner_vendor = info.vendor_class.clone();
         }
         self.send_state(now);
     }

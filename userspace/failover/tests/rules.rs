@@ -662,3 +662,21 @@ fn restart_resumes_persisted_state() {
         p.partner_down_since + 120
     );
 }
+
+/// Each side learns the partner's implementation from CONNECT / CONNECTACK (the driver batches
+/// its output more only for an xdhcpd partner).
+#[test]
+fn partner_vendor_class_is_learned_on_connect() {
+    let s = start_pair(params());
+    for i in 0..2 {
+        let v = s.nodes[i]
+            .engine
+            .as_ref()
+            .and_then(|e| e.partner_vendor_class())
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert!(
+            v.as_deref().is_some_and(|v| v.starts_with("xdhcpd-")),
+            "node{i} sees vendor {v:?}"
+        );
+    }
+}
