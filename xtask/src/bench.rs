@@ -892,8 +892,17 @@ impl Ctx {
                 last_good = Some(rate);
             } else if coarse {
                 coarse = false;
-                if let Some(mid) = last_good.and_then(|g| refine_between(g, rate)) {
+                // Bisect (geometrically) between the last sustained and the first failed
+                // target while they are > 21% apart: one coarse step alone left the maximum
+                // anywhere within a factor of 2 (e.g. 128k sustained, 256k failed).
+                let mut failed = rate;
+                while let Some(mid) = last_good.and_then(|g| refine_between(g, failed)) {
                     let q = self.sweep_point(sys, &sc, mid, pid)?;
+                    if q.sustained() {
+                        last_good = Some(mid);
+                    } else {
+                        failed = mid;
+                    }
                     r.sweep.push(q);
                 }
             }
