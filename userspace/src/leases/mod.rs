@@ -23,7 +23,7 @@ mod isc;
 mod kea;
 mod model;
 mod record;
-mod time;
+pub(crate) mod time;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
