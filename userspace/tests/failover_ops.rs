@@ -19,40 +19,11 @@ mod daemon_common;
 #[path = "failover_common/mod.rs"]
 mod failover_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{
-    ns_tests_enabled, output, read_table, require_tools, unix_now, wait_for, write_file, Res,
-};
+use daemon_common::{ns_tests_enabled, output, read_table, require_tools, unix_now, wait_for, Res};
 use failover_common::*;
-
-/// Config files and paths of both sides; `edit` rewrites each generated configuration
-/// (`true` = the primary's).
-struct Sides {
-    a_cfg: PathBuf,
-    b_cfg: PathBuf,
-    a_db: PathBuf,
-    b_db: PathBuf,
-    a_sock: PathBuf,
-    b_sock: PathBuf,
-}
-
-fn sides(bed: &PairBed, t: &Timers, edit: impl Fn(bool, String) -> String) -> Res<Sides> {
-    let s = Sides {
-        a_cfg: bed.path("a.toml"),
-        b_cfg: bed.path("b.toml"),
-        a_db: bed.path("a.db"),
-        b_db: bed.path("b.db"),
-        a_sock: bed.path("a.sock"),
-        b_sock: bed.path("b.sock"),
-    };
-    let a = xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t);
-    let b = xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t);
-    write_file(&s.a_cfg, &edit(true, a))?;
-    write_file(&s.b_cfg, &edit(false, b))?;
-    Ok(s)
-}
 
 fn start_a(bed: &PairBed, s: &Sides, log: &str) -> Res<Xd> {
     Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path(log))
@@ -119,7 +90,7 @@ fn planned_restart() -> Res<()> {
         mclt: 30,
         split: None,
     };
-    let s = sides(&bed, &t, |_, c| c)?;
+    let s = xd_sides(&bed, &t)?;
     let mut a = start_a(&bed, &s, "a.log")?;
     let mut b = start_b(&bed, &s, "b.log")?;
     a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
@@ -224,7 +195,7 @@ fn secondary_connects() -> Res<()> {
         mclt: 30,
         split: None,
     };
-    let s = sides(&bed, &t, |_, c| c)?;
+    let s = xd_sides(&bed, &t)?;
     let mut b = start_b(&bed, &s, "b.log")?;
     let mut a = start_a(&bed, &s, "a.log")?;
     a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
@@ -281,7 +252,7 @@ fn ipv6_transport() -> Res<()> {
         mclt: 30,
         split: None,
     };
-    let s = sides(&bed, &t, |primary, c| {
+    let s = xd_sides_with(&bed, &t, |primary, c| {
         let (me, peer) = if primary { (A6, B6) } else { (B6, A6) };
         let (me4, peer4) = if primary {
             (A_ADDR, B_ADDR)

@@ -532,6 +532,15 @@ pub struct Sides {
 
 /// Writes the configurations of A (primary) and B (secondary) for `t`.
 pub fn xd_sides(bed: &PairBed, t: &Timers) -> Res<Sides> {
+    xd_sides_with(bed, t, |_, c| c)
+}
+
+/// [`xd_sides`], with `edit` rewriting each generated configuration (`true` = the primary's).
+pub fn xd_sides_with(
+    bed: &PairBed,
+    t: &Timers,
+    edit: impl Fn(bool, String) -> String,
+) -> Res<Sides> {
     let s = Sides {
         a_cfg: bed.path("a.toml"),
         b_cfg: bed.path("b.toml"),
@@ -540,13 +549,9 @@ pub fn xd_sides(bed: &PairBed, t: &Timers) -> Res<Sides> {
         a_sock: bed.path("a.sock"),
         b_sock: bed.path("b.sock"),
     };
-    crate::daemon_common::write_file(
-        &s.a_cfg,
-        &xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t),
-    )?;
-    crate::daemon_common::write_file(
-        &s.b_cfg,
-        &xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t),
-    )?;
+    let a = xdhcpd_config(&bed.la.a, A_ADDR, B_ADDR, true, &s.a_db, &s.a_sock, t);
+    let b = xdhcpd_config(&bed.lb.a, B_ADDR, A_ADDR, false, &s.b_db, &s.b_sock, t);
+    crate::daemon_common::write_file(&s.a_cfg, &edit(true, a))?;
+    crate::daemon_common::write_file(&s.b_cfg, &edit(false, b))?;
     Ok(s)
 }
