@@ -13,17 +13,7 @@ use common::{Sim, SimParams};
 use xdhcpd_failover::ServerState;
 
 fn params() -> SimParams {
-    SimParams {
-        mclt: 120,
-        desired: 480,
-        safe_period: 600,
-        use_safe_period: false,
-        split: None,
-        fresh_primary_partner_down: false,
-        clients: 12,
-        duration: 0,
-        faults: 0,
-    }
+    SimParams::scripted()
 }
 
 /// Runs a pair with client traffic until the primary has just stamped its heartbeat, crashes

@@ -11,17 +11,7 @@ use common::{Sim, SimParams};
 use xdhcpd_failover::ServerState;
 
 fn params() -> SimParams {
-    SimParams {
-        mclt: 120,
-        desired: 480,
-        safe_period: 600,
-        use_safe_period: false,
-        split: None,
-        fresh_primary_partner_down: false,
-        clients: 12,
-        duration: 0,
-        faults: 0,
-    }
+    SimParams::scripted()
 }
 
 /// Primary crashes; the secondary is declared PARTNER-DOWN and serves alone past the MCLT

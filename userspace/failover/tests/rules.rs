@@ -14,15 +14,8 @@ const DAY: u32 = 86_400;
 
 fn params() -> SimParams {
     SimParams {
-        mclt: 120,
-        desired: 480,
-        safe_period: 600,
         use_safe_period: true,
-        split: None,
-        fresh_primary_partner_down: false,
-        clients: 12,
-        duration: 0,
-        faults: 0,
+        ..SimParams::scripted()
     }
 }
 

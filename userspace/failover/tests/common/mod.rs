@@ -91,6 +91,23 @@ pub struct SimParams {
 }
 
 impl SimParams {
+    /// A scripted scenario: 12 clients, no random faults, MCLT 120 s, no safe period.
+    pub fn scripted() -> Self {
+        SimParams {
+            mclt: 120,
+            desired: 480,
+            safe_period: 600,
+            use_safe_period: false,
+            split: None,
+            fresh_primary_partner_down: false,
+            clients: 12,
+            duration: 0,
+            faults: 0,
+        }
+    }
+}
+
+impl SimParams {
     pub fn random(rng: &mut Rng) -> Self {
         SimParams {
             mclt: 120,
