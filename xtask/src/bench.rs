@@ -581,29 +581,33 @@ impl Load {
 const SAMPLE_AFTER: Duration = Duration::from_millis(700);
 
 impl Ctx {
-    fn loadgen_cmd(&self, l: &Load, json_path: &Path) -> Command {
+    /// The loadgen on its CPU in the client namespace, AF_XDP on one queue.
+    fn loadgen_base(&self) -> Command {
         let mut c = NetnsPair::exec(&self.ns.client_ns, "taskset");
-        c.args(["-c", LOADGEN_CPU])
-            .arg(&self.loadgen)
-            .args([
-                "-i",
-                CLIENT_IF,
-                "--io",
-                "xdp",
-                "--queues",
-                "1",
-                "--cpus",
-                LOADGEN_CPU,
-            ])
-            .args([
-                "--scenario",
-                l.scenario,
-                "--clients",
-                &l.clients.to_string(),
-            ])
-            .args(["--timeout-ms", &l.timeout_ms.to_string()])
-            .args(["--retries", &l.retries.to_string(), "--quiet", "--json"])
-            .arg(json_path);
+        c.args(["-c", LOADGEN_CPU]).arg(&self.loadgen).args([
+            "-i",
+            CLIENT_IF,
+            "--io",
+            "xdp",
+            "--queues",
+            "1",
+            "--cpus",
+            LOADGEN_CPU,
+        ]);
+        c
+    }
+
+    fn loadgen_cmd(&self, l: &Load, json_path: &Path) -> Command {
+        let mut c = self.loadgen_base();
+        c.args([
+            "--scenario",
+            l.scenario,
+            "--clients",
+            &l.clients.to_string(),
+        ])
+        .args(["--timeout-ms", &l.timeout_ms.to_string()])
+        .args(["--retries", &l.retries.to_string(), "--quiet", "--json"])
+        .arg(json_path);
         if let Some(r) = l.rate {
             c.args(["--rate", &r.to_string()]);
         }
@@ -1031,29 +1035,17 @@ impl Ctx {
     /// The loadgen's sender alone (no server running): frames per second.
     fn self_test(&self) -> Result<f64> {
         let json_path = self.raw.join("loadgen-self-test.json");
-        let mut c = NetnsPair::exec(&self.ns.client_ns, "taskset");
-        c.args(["-c", LOADGEN_CPU])
-            .arg(&self.loadgen)
-            .args([
-                "-i",
-                CLIENT_IF,
-                "--io",
-                "xdp",
-                "--queues",
-                "1",
-                "--cpus",
-                LOADGEN_CPU,
-            ])
-            .args([
-                "--self-test",
-                "--clients",
-                "50000",
-                "--duration",
-                "2s",
-                "--quiet",
-                "--json",
-            ])
-            .arg(&json_path);
+        let mut c = self.loadgen_base();
+        c.args([
+            "--self-test",
+            "--clients",
+            "50000",
+            "--duration",
+            "2s",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json_path);
         let log = self.work.join("loadgen-self-test.log");
         let mut p = Proc::spawn(c, "xdhcp-loadgen --self-test", &log, libc::SIGINT)?;
         let st = p.wait_until(Instant::now() + Duration::from_secs(30))?;
