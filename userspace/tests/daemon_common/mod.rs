@@ -106,6 +106,46 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// The release `xdhcp-loadgen`: `XDHCP_LOADGEN_BIN` if set, else built once with
+/// `cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen`.
+pub fn loadgen_bin() -> Res<PathBuf> {
+    static BIN: OnceLock<Res<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("XDHCP_LOADGEN_BIN").filter(|v| !v.is_empty()) {
+            let b = PathBuf::from(b);
+            let p = [repo_root().join(&b), b.clone()]
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| format!("XDHCP_LOADGEN_BIN={} is not a file", b.display()))?;
+            return Ok(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("tests: cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen");
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "xdhcpd-tools",
+                "--bin",
+                "xdhcp-loadgen",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        if !st.success() {
+            return Err(format!("building xdhcp-loadgen failed ({st})"));
+        }
+        let bin = target_dir().join("release").join("xdhcp-loadgen");
+        if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("{} missing after the build", bin.display()))
+        }
+    })
+    .clone()
+}
+
 /// Path of `userspace/examples/NAME`.
 pub fn example(name: &str) -> PathBuf {
     repo_root().join("userspace").join("examples").join(name)

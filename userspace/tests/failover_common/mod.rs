@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::daemon_common::{
@@ -361,36 +360,7 @@ pub fn isc_leases(path: &Path) -> Res<BTreeMap<Ipv4Addr, (String, String)>> {
     Ok(out)
 }
 
-/// The release load generator (found or built once).
-pub fn loadgen_bin() -> Res<PathBuf> {
-    static BIN: OnceLock<Res<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(b) = std::env::var_os("XDHCP_LOADGEN_BIN").filter(|v| !v.is_empty()) {
-            return Ok(PathBuf::from(b));
-        }
-        let bin = repo_root().join("target/release/xdhcp-loadgen");
-        if !bin.is_file() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let st = Command::new(cargo)
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "xdhcpd-tools",
-                    "--bin",
-                    "xdhcp-loadgen",
-                ])
-                .current_dir(repo_root())
-                .status()
-                .map_err(|e| format!("could not start cargo: {e}"))?;
-            if !st.success() {
-                return Err(format!("building xdhcp-loadgen failed ({st})"));
-            }
-        }
-        Ok(bin)
-    })
-    .clone()
-}
+pub use crate::daemon_common::loadgen_bin;
 
 /// One ACK the load generator received.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lease_store::{Lease, LeaseState, LeaseTable, OpenOptions, OpenReport, PoolSpec};
@@ -28,52 +27,7 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => repo_root().join(d),
-        _ => repo_root().join("target"),
-    }
-}
-
-/// The release `xdhcp-loadgen`: `XDHCP_LOADGEN_BIN` if set, else built once with
-/// `cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen`.
-pub fn loadgen_bin() -> Res<PathBuf> {
-    static BIN: OnceLock<Res<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(b) = std::env::var_os("XDHCP_LOADGEN_BIN").filter(|v| !v.is_empty()) {
-            let b = PathBuf::from(b);
-            let p = [repo_root().join(&b), b.clone()]
-                .into_iter()
-                .find(|p| p.is_file())
-                .ok_or_else(|| format!("XDHCP_LOADGEN_BIN={} is not a file", b.display()))?;
-            return Ok(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("lease tests: cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen");
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "xdhcpd-tools",
-                "--bin",
-                "xdhcp-loadgen",
-            ])
-            .current_dir(repo_root())
-            .status()
-            .map_err(|e| format!("could not start cargo: {e}"))?;
-        if !st.success() {
-            return Err(format!("building xdhcp-loadgen failed ({st})"));
-        }
-        let bin = target_dir().join("release").join("xdhcp-loadgen");
-        if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("{} missing after the build", bin.display()))
-        }
-    })
-    .clone()
-}
+pub use crate::daemon_common::loadgen_bin;
 
 /// Runs a root-namespace command, failing with its stderr.
 pub fn sh(program: &str, args: &[&str]) -> Res<String> {
