@@ -1584,15 +1584,26 @@ fn open_locked(path: &Path, create: bool) -> Result<(File, bool), StoreError> {
             .truncate(false)
             .open(path)
             .map_err(|e| StoreError::io(path, if exists { "open" } else { "create" }, e))?;
-        // SAFETY: plain syscall on a valid descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A process forked by another thread of ours shares the lock until it execs (our
+        // descriptors are close-on-exec), so a busy lock is retried briefly before it counts as
+        // held by someone else (a test binary reopening a table hit that window).
+        let mut tries = 0;
+        loop {
+            // SAFETY: plain syscall on a valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(StoreError::io(path, "flock", e));
+            }
+            tries += 1;
+            if tries >= 20 {
                 return Err(StoreError::Locked {
                     path: path.to_path_buf(),
                 });
             }
-            return Err(StoreError::io(path, "flock", e));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let mine = file
             .metadata()
