@@ -181,6 +181,17 @@ fn run() -> Res<()> {
         b.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
         pair.push(measure(&bed, &format!("pair round {round}"))?);
         a.wait_drained(Duration::from_secs(60))?;
+        let st = a.status()?;
+        let (sent, msgs) = (
+            st["bndupd_sent"].as_u64().unwrap_or(0),
+            st["bndupd_messages_sent"].as_u64().unwrap_or(0),
+        );
+        println!(
+            "  primary: {sent} binding updates in {msgs} BNDUPD messages ({:.1} per message), \
+             mean queue-to-ack {} ms",
+            sent as f64 / msgs.max(1) as f64,
+            st["mean_update_ack_latency_ms"]
+        );
         a.stop()?;
         b.stop()?;
     }

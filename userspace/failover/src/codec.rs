@@ -8,8 +8,9 @@
 //! absolute byte offset in the stream where the problem is.
 //!
 //! BNDUPD/BNDACK may batch several binding transactions (draft-12 6.3), each starting with an
-//! assigned-IP-address option; we decode batches, but send one transaction per BNDUPD because
-//! ISC dhcpd rejects repeated options in one message.
+//! assigned-IP-address option. We decode batches; the engine sends them only to an xdhcpd
+//! partner, and one transaction per BNDUPD to others, because ISC dhcpd rejects repeated
+//! options in one message.
 
 use std::net::Ipv4Addr;
 
@@ -300,6 +301,11 @@ fn put_u32(out: &mut Vec<u8>, code: u16, v: u32) -> Result<(), EncodeError> {
 
 fn put_u8(out: &mut Vec<u8>, code: u16, v: u8) -> Result<(), EncodeError> {
     put_opt(out, code, &[v])
+}
+
+/// Appends one binding transaction as it appears inside a BNDUPD/BNDACK (for sizing a batch).
+pub fn encode_txn(out: &mut Vec<u8>, t: &BindingTxn) -> Result<(), EncodeError> {
+    put_txn(out, t)
 }
 
 fn put_txn(out: &mut Vec<u8>, t: &BindingTxn) -> Result<(), EncodeError> {

@@ -84,6 +84,10 @@ pub struct Config {
     /// `last_operational` is persisted this often.
     pub heartbeat_interval: u32,
     pub vendor_class: String,
+    /// Binding transactions packed into one BNDUPD (draft-12 6.3), within the 2048-byte
+    /// message limit. Only used with a partner whose vendor-class says it is xdhcpd: ISC
+    /// dhcpd refuses a repeated option, so every other partner gets one per message.
+    pub max_bindings_per_bndupd: usize,
 }
 
 impl Config {
@@ -110,7 +114,8 @@ impl Config {
             max_time_skew: 60,
             pool_request_interval: 3600,
             heartbeat_interval: 30,
-            vendor_class: concat!("xdhcpd-", env!("CARGO_PKG_VERSION")).to_string(),
+            vendor_class: format!("{XDHCPD_VENDOR_PREFIX}{}", env!("CARGO_PKG_VERSION")),
+            max_bindings_per_bndupd: 64,
         }
     }
 
@@ -125,6 +130,9 @@ impl Config {
         }
         if self.max_unacked_bndupd == 0 {
             return bad("max_unacked_bndupd", "must be >= 1");
+        }
+        if self.max_bindings_per_bndupd == 0 {
+            return bad("max_bindings_per_bndupd", "must be >= 1");
         }
         if self.poll_interval == 0 || self.poll_timeout <= self.poll_interval {
             return bad(
@@ -266,16 +274,20 @@ struct Conn {
 
 const SKEW_WINDOW: usize = 16;
 
+/// Our vendor-class starts with this; a partner whose vendor-class does too takes batched
+/// BNDUPDs (and any batching of the byte stream).
+pub const XDHCPD_VENDOR_PREFIX: &str = "xdhcpd-";
+
 #[derive(Debug, Clone)]
 struct Pending {
     seq: u64,
     binding: Binding,
 }
 
+/// One BNDUPD awaiting its BNDACK: its binding transactions with their queue sequence numbers.
 #[derive(Debug, Clone)]
 struct InFlight {
-    seq: u64,
-    binding: Binding,
+    items: Vec<(u64, Binding)>,
     sent_at: u32,
 }
 
@@ -297,7 +309,11 @@ struct Serving {
 /// Counters for `ctl failover status` and the simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Binding transactions sent (several may share one BNDUPD message).
     pub bndupd_sent: u64,
+    /// BNDUPD messages sent.
+    pub bndupd_messages_sent: u64,
+    /// Binding transactions acknowledged.
     pub bndack_received: u64,
     pub bndupd_rejected_by_partner: u64,
     pub bndupd_received: u64,
@@ -334,6 +350,10 @@ pub struct FailoverEngine {
     order: VecDeque<Ipv4Addr>,
     pending: HashMap<Ipv4Addr, Pending>,
     inflight: HashMap<u32, InFlight>,
+    /// Binding transactions in `inflight` (each message may carry several).
+    inflight_bindings: usize,
+    /// Scratch buffer for measuring a transaction's encoded size while packing a BNDUPD.
+    txn_scratch: Vec<u8>,
     seq: u64,
     // Incoming binding updates awaiting the driver.
     incoming: HashMap<u32, Incoming>,
@@ -444,6 +464,8 @@ impl FailoverEngine {
             order: VecDeque::new(),
             pending: HashMap::default(),
             inflight: HashMap::default(),
+            inflight_bindings: 0,
+            txn_scratch: Vec::new(),
             seq: 0,
             incoming: HashMap::default(),
             update_ids: HashMap::default(),
@@ -513,7 +535,18 @@ impl FailoverEngine {
         self.conn.as_ref()?.partner_vendor.as_deref()
     }
 
+    /// Binding transactions sent and not yet acknowledged.
+    /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd.
+    pub fn partner_is_xdhcpd(&self) -> bool {
+        self.partner_vendor_class()
+            .is_some_and(|v| v.starts_with(XDHCPD_VENDOR_PREFIX.as_bytes()))
+    }
+
     pub fn unacked_updates(&self) -> usize {
+        self.inflight_bindings
+    }
+    /// BNDUPD messages sent and not yet acknowledged (the `max_unacked_bndupd` window).
+    pub fn unacked_bndupd_messages(&self) -> usize {
         self.inflight.len()
     }
     /// Binding updates queued and not yet sent.
@@ -1040,20 +1073,16 @@ impl FailoverEngine {
         let was_ok = self.communications_ok();
         self.conn = None;
         // Unacknowledged updates go back to the queue: they are re-sent on the next connection.
-        let mut back: Vec<InFlight> = self.inflight.drain().map(|(_, f)| f).collect();
-        back.sort_by_key(|f| f.seq);
-        for f in back.into_iter().rev() {
-            let addr = f.binding.addr;
+        let mut back: Vec<(u64, Binding)> =
+            self.inflight.drain().flat_map(|(_, f)| f.items).collect();
+        self.inflight_bindings = 0;
+        back.sort_by_key(|(seq, _)| *seq);
+        for (seq, binding) in back.into_iter().rev() {
+            let addr = binding.addr;
             match self.pending.get_mut(&addr) {
-                Some(p) => p.seq = p.seq.min(f.seq),
+                Some(p) => p.seq = p.seq.min(seq),
                 None => {
-                    self.pending.insert(
-                        addr,
-                        Pending {
-                            seq: f.seq,
-                            binding: f.binding,
-                        },
-                    );
+                    self.pending.insert(addr, Pending { seq, binding });
                     self.order.push_front(addr);
                 }
             }
@@ -1095,6 +1124,15 @@ impl FailoverEngine {
         }
     }
 
+    /// Binding transactions per BNDUPD for this partner (see `Config::max_bindings_per_bndupd`).
+    fn bindings_per_bndupd(&self) -> usize {
+        if self.partner_is_xdhcpd() {
+            self.cfg.max_bindings_per_bndupd
+        } else {
+            1
+        }
+    }
+
     fn may_send_updates(&self) -> bool {
         if !self.communications_ok() {
             return false;
@@ -1129,22 +1167,49 @@ impl FailoverEngine {
                 .min(c.partner_max_unacked.max(1)) as usize,
             None => return,
         };
-        while self.inflight.len() < window {
-            let Some(addr) = self.order.pop_front() else {
+        let batch = self.bindings_per_bndupd();
+        while self.inflight.len() < window && !self.order.is_empty() {
+            // Pack transactions until the batch is full or the next one would overflow the
+            // 2048-byte message (the header and every transaction are counted exactly).
+            let mut txns = Vec::new();
+            let mut items = Vec::new();
+            let mut len = codec::HEADER_LEN;
+            while items.len() < batch {
+                let Some(&addr) = self.order.front() else {
+                    break;
+                };
+                let Some(p) = self.pending.get(&addr) else {
+                    self.order.pop_front();
+                    continue;
+                };
+                let txn = txn_from_binding(&p.binding);
+                self.txn_scratch.clear();
+                let txn_len = match codec::encode_txn(&mut self.txn_scratch, &txn) {
+                    Ok(()) => self.txn_scratch.len(),
+                    Err(_) => usize::MAX, // sent alone; `send` logs the encoding error
+                };
+                if !items.is_empty() && len.saturating_add(txn_len) > codec::MAX_MESSAGE_LEN {
+                    break;
+                }
+                len = len.saturating_add(txn_len);
+                self.order.pop_front();
+                if let Some(p) = self.pending.remove(&addr) {
+                    txns.push(txn);
+                    items.push((p.seq, p.binding));
+                }
+            }
+            if items.is_empty() {
                 break;
-            };
-            let Some(p) = self.pending.remove(&addr) else {
-                continue;
-            };
+            }
             let xid = self.xid();
-            let txn = txn_from_binding(&p.binding);
-            self.send(Message::new(self.now, xid, Body::BndUpd(vec![txn])));
-            self.stats.bndupd_sent += 1;
+            self.send(Message::new(self.now, xid, Body::BndUpd(txns)));
+            self.stats.bndupd_sent += items.len() as u64;
+            self.stats.bndupd_messages_sent += 1;
+            self.inflight_bindings += items.len();
             self.inflight.insert(
                 xid,
                 InFlight {
-                    seq: p.seq,
-                    binding: p.binding,
+                    items,
                     sent_at: self.now,
                 },
             );
@@ -1161,7 +1226,10 @@ impl FailoverEngine {
             return;
         };
         let waiting = self.pending.values().any(|p| p.seq <= cover)
-            || self.inflight.values().any(|f| f.seq <= cover);
+            || self
+                .inflight
+                .values()
+                .any(|f| f.items.iter().any(|(seq, _)| *seq <= cover));
         if waiting {
             return;
         }
@@ -1807,26 +1875,48 @@ impl FailoverEngine {
         let Some(f) = self.inflight.remove(&xid) else {
             return;
         };
-        self.stats.bndack_received += 1;
-        self.stats.ack_latency_sum += now.saturating_sub(f.sent_at) as u64;
-        let t = txns.iter().find(|t| t.addr == f.binding.addr);
-        match t.and_then(|t| t.reject_reason.map(|r| (r, t.message.clone()))) {
-            Some((r, msg)) => {
-                self.stats.bndupd_rejected_by_partner += 1;
-                self.actions.push_back(Action::BindingRejected {
-                    sent: f.binding,
-                    reason: RejectReason::from_wire(r),
-                    message: msg
-                        .map(|v| String::from_utf8_lossy(&v).into_owned())
-                        .unwrap_or_default(),
-                });
-            }
-            None => {
-                self.actions.push_back(Action::BindingAcked {
-                    addr: f.binding.addr,
-                    acked_potential_expiry: f.binding.potential_expiry,
-                    sent: f.binding,
-                });
+        self.inflight_bindings = self.inflight_bindings.saturating_sub(f.items.len());
+        let latency = now.saturating_sub(f.sent_at) as u64;
+        for (i, (_, binding)) in f.items.into_iter().enumerate() {
+            self.stats.bndack_received += 1;
+            self.stats.ack_latency_sum += latency;
+            // The BNDACK names every address of its BNDUPD, usually in the same order
+            // (draft-12 6.3 allows any order).
+            let t = match txns.get(i) {
+                Some(t) if t.addr == binding.addr => Some(t),
+                _ => txns.iter().find(|t| t.addr == binding.addr),
+            };
+            let rejected = match t {
+                Some(t) => t.reject_reason.map(|r| {
+                    let msg = t.message.as_deref().map(String::from_utf8_lossy);
+                    (
+                        RejectReason::from_wire(r),
+                        msg.unwrap_or_default().into_owned(),
+                    )
+                }),
+                // Not confirmed: treated as refused (logged; re-sent on its next change or
+                // by the driver's scan) rather than as a commitment the partner never made.
+                None => Some((
+                    RejectReason::Misc,
+                    "address missing from BNDACK".to_string(),
+                )),
+            };
+            match rejected {
+                Some((reason, message)) => {
+                    self.stats.bndupd_rejected_by_partner += 1;
+                    self.actions.push_back(Action::BindingRejected {
+                        sent: binding,
+                        reason,
+                        message,
+                    });
+                }
+                None => {
+                    self.actions.push_back(Action::BindingAcked {
+                        addr: binding.addr,
+                        acked_potential_expiry: binding.potential_expiry,
+                        sent: binding,
+                    });
+                }
             }
         }
         self.check_updreq_done(now);

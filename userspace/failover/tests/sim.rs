@@ -21,6 +21,9 @@ fn run_seed(seed: u64, verbose: bool) -> Coverage {
         eprintln!("seed {seed} failed ({p:?})");
         std::panic::resume_unwind(e);
     }
+    for i in 0..2 {
+        sim.count_update_stats(i);
+    }
     sim.cov
 }
 
@@ -73,6 +76,17 @@ fn simulation_many_seeds() {
     eprintln!(
         "  reclaims: {} sent, {} acknowledged (FREE), {} rejected (backup had leased it)",
         cov.reclaims_sent, cov.reclaims_acked, cov.reclaims_rejected
+    );
+    eprintln!(
+        "  binding updates: {} in {} BNDUPD messages ({:.2} per message)",
+        cov.bndupd_sent,
+        cov.bndupd_messages,
+        cov.bndupd_sent as f64 / cov.bndupd_messages.max(1) as f64
+    );
+    // Seeds draw 1 (as for ISC dhcpd) or 2-8 bindings per BNDUPD: batches must have happened.
+    assert!(
+        cov.bndupd_sent > cov.bndupd_messages && cov.bndupd_messages > 0,
+        "no batched BNDUPD in {n} seeds"
     );
     eprintln!("  states entered:");
     for (s, c) in &cov.states {

@@ -50,14 +50,18 @@ pub struct FailoverStatus {
     pub connected: bool,
     /// CONNECT/CONNECTACK done and the partner's STATE received.
     pub communicating: bool,
-    /// BNDUPDs sent, not yet acknowledged.
+    /// Binding updates sent, not yet acknowledged.
     pub unacked_updates: usize,
     /// Binding updates queued, not yet sent.
     pub bindings_pending: usize,
     /// Mean time from queueing a binding update to the partner's acknowledgement (ms).
     pub mean_update_ack_latency_ms: Option<f64>,
     pub mclt: u32,
+    /// Binding transactions sent / acknowledged (several may share one BNDUPD message).
     pub bndupd_sent: u64,
+    /// BNDUPD messages sent (`bndupd_sent` / this = bindings per message).
+    #[serde(default)]
+    pub bndupd_messages_sent: u64,
     pub bndack_received: u64,
     pub bndupd_received: u64,
     pub rejected_by_partner: u64,

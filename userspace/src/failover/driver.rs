@@ -539,9 +539,7 @@ impl Driver {
     /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd, whose decoder takes
     /// any batching of the stream.
     fn partner_is_xdhcpd(&self) -> bool {
-        self.engine
-            .partner_vendor_class()
-            .is_some_and(|v| v.starts_with(b"xdhcpd-"))
+        self.engine.partner_is_xdhcpd()
     }
 
     /// Hands the coalesced output to the connection's writer (dropped with no connection: the
@@ -894,6 +892,7 @@ impl Driver {
                 .then(|| (self.lat_sum_ms / self.lat_n as f64 * 1000.0).round() / 1000.0),
             mclt: e.mclt(),
             bndupd_sent: st.bndupd_sent,
+            bndupd_messages_sent: st.bndupd_messages_sent,
             bndack_received: st.bndack_received,
             bndupd_received: st.bndupd_received,
             rejected_by_partner: st.bndupd_rejected_by_partner,

@@ -427,8 +427,10 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
     line(
         "updates",
         format!(
-            "sent {} acked {} received {} rejected-by-partner {} rejected-by-us {} connections {}",
+            "sent {} (in {} BNDUPD) acked {} received {} rejected-by-partner {} rejected-by-us {} \
+             connections {}",
             s.bndupd_sent,
+            s.bndupd_messages_sent,
             s.bndack_received,
             s.bndupd_received,
             s.rejected_by_partner,

@@ -88,6 +88,8 @@ pub struct SimParams {
     pub duration: u32,
     /// Fault intensity in permille per fault-tick.
     pub faults: u32,
+    /// `max_bindings_per_bndupd` (both engines identify as xdhcpd, so it applies).
+    pub bndupd_batch: usize,
 }
 
 impl SimParams {
@@ -103,6 +105,7 @@ impl SimParams {
             clients: 12,
             duration: 0,
             faults: 0,
+            bndupd_batch: 1,
         }
     }
 }
@@ -119,6 +122,12 @@ impl SimParams {
             clients: rng.range(8, 28) as usize,
             duration: rng.range(1500, 3000),
             faults: rng.range(50, 400),
+            // Drawn last so the earlier draws (and seeds found before) stay as they were.
+            bndupd_batch: if rng.chance(300) {
+                1
+            } else {
+                rng.range(2, 8) as usize
+            },
         }
     }
 }
@@ -127,6 +136,7 @@ pub fn config(role: Role, p: &SimParams) -> Config {
     let mut c = Config::new(role, "sim-pair");
     c.mclt = p.mclt;
     c.max_unacked_bndupd = 4;
+    c.max_bindings_per_bndupd = p.bndupd_batch;
     c.poll_interval = 5;
     c.poll_timeout = 20;
     c.use_safe_period = p.use_safe_period;
@@ -202,7 +212,9 @@ pub struct Coverage {
     pub grants: u64,
     pub renewals: u64,
     pub dropped_discovers: u64,
+    /// Binding transactions sent, and the BNDUPD messages that carried them (draft-12 6.3).
     pub bndupd_sent: u64,
+    pub bndupd_messages: u64,
     pub crashes: u64,
     pub partitions: u64,
     /// Primary reclaims of BACKUP addresses: sent, acknowledged (address FREE on the primary),
@@ -224,6 +236,7 @@ impl Coverage {
         self.renewals += o.renewals;
         self.dropped_discovers += o.dropped_discovers;
         self.bndupd_sent += o.bndupd_sent;
+        self.bndupd_messages += o.bndupd_messages;
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.reclaims_sent += o.reclaims_sent;
@@ -560,6 +573,14 @@ impl Sim {
     // ---------------------------------------------------------------------------------------
     // Faults
 
+    /// Adds node `i`'s update counters to the coverage (before its engine goes away).
+    pub fn count_update_stats(&mut self, i: usize) {
+        if let Some(e) = &self.nodes[i].engine {
+            self.cov.bndupd_sent += e.stats().bndupd_sent;
+            self.cov.bndupd_messages += e.stats().bndupd_messages_sent;
+        }
+    }
+
     /// Crash node `i`; `rst`: the peer's TCP sees the reset at once, else only silence.
     pub fn crash(&mut self, i: usize, rst: bool, down_for: u32) {
         if !self.nodes[i].alive() {
@@ -567,6 +588,7 @@ impl Sim {
         }
         self.note(format!("node{i}: CRASH (rst {rst}, down {down_for}s)"));
         self.cov.crashes += 1;
+        self.count_update_stats(i);
         self.nodes[i].engine = None;
         self.nodes[i].crashed_at = self.t;
         self.nodes[i].restart_at = self.t + down_for;
