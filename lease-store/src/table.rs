@@ -1381,15 +1381,21 @@ impl LeaseTable {
     /// records are not rewritten. The write is in the page cache at return;
     /// it is durable after `flush`/`flush_set`.
     pub fn update<R>(&self, slot: Slot, f: impl FnOnce(&mut Lease) -> R) -> R {
+        self.update_tracked(slot, f).0
+    }
+
+    /// [`update`](Self::update), also saying whether the record changed (an
+    /// unchanged record was not rewritten, so nobody needs telling).
+    pub fn update_tracked<R>(&self, slot: Slot, f: impl FnOnce(&mut Lease) -> R) -> (R, bool) {
         let mut g = self.lock_record(slot.0);
         let raw = g.bytes();
         let old = self.decode_at(slot.0, &raw);
         let mut new = old;
         let r = f(&mut new);
-        self.apply_locked(slot.0, &mut g, &raw, &old, &mut new);
+        let changed = self.apply_locked(slot.0, &mut g, &raw, &old, &mut new);
         drop(g);
         self.reindex(slot.0, &old.client, &new.client);
-        r
+        (r, changed)
     }
 
     /// Background expiry: visits up to `budget` records from a persistent

@@ -511,7 +511,7 @@ impl Engine {
     ) -> Option<u32> {
         let pol = self.pol;
         let relay = self.relay_info;
-        let r = self.shared.table.update(slot, |l| {
+        let (r, changed) = self.shared.table.update_tracked(slot, |l| {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
@@ -529,8 +529,14 @@ impl Engine {
         });
         if r.is_some() {
             if state == LeaseState::Offered {
-                self.record_volatile_change(slot);
+                // Re-offering a client its unexpired lease leaves the record as it was: no
+                // flush, and no binding update for a failover partner.
+                if changed {
+                    self.record_volatile_change(slot);
+                }
             } else {
+                // Even an unchanged ACK is noted: its reply must wait for the flush that
+                // makes the earlier, identical write durable.
                 self.record_change(slot);
             }
         }

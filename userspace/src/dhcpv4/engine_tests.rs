@@ -622,3 +622,33 @@ fn offers_need_no_commit_bindings_do() {
     );
     assert!(!f.engine.take_needs_commit(), "the flag resets");
 }
+
+#[test]
+fn re_offering_a_bound_client_its_lease_reports_no_change() {
+    let mut f = fixture();
+    let ip = dora(&mut f, 1000, 7);
+    let mut changed = Vec::new();
+    f.engine.take_changed(&mut changed);
+    assert!(!changed.is_empty(), "the DORA changed the record");
+    assert!(f.engine.take_needs_commit());
+    changed.clear();
+    // The same client DISCOVERs again while its lease runs: same address, record untouched, so
+    // no slot for the committer or for a failover partner.
+    let (_, o) = run(
+        &mut f,
+        1001,
+        &req(7, NONE, NONE, &[(opt::MESSAGE_TYPE, &[1])]),
+    );
+    assert_eq!(o.expect("an OFFER").yiaddr(), ip);
+    f.engine.take_changed(&mut changed);
+    assert!(changed.is_empty(), "unchanged record reported: {changed:?}");
+    assert!(!f.engine.take_needs_commit());
+    // Another client's offer is still a change.
+    run(
+        &mut f,
+        1001,
+        &req(8, NONE, NONE, &[(opt::MESSAGE_TYPE, &[1])]),
+    );
+    f.engine.take_changed(&mut changed);
+    assert_eq!(changed.len(), 1);
+}
