@@ -75,8 +75,12 @@ type Applied = (UpdateId, Result<(), (RejectReason, String)>);
 const REBALANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Slots taken from the workers' channel per tick.
 const DRAIN_MAX: usize = 65_536;
-/// The driver's tick: drains worker changes and writes coalesced output.
+/// The driver's tick while workers report changes: drains them and writes coalesced output.
 const TICK: Duration = Duration::from_millis(1);
+/// The tick after one that found no worker change (timers need no more). A standby secondary
+/// then wakes 50 times a second instead of 1000; the first change after a quiet spell waits
+/// at most this long (lazy updates may; the MCLT rule bounds what the partner lacks).
+const IDLE_TICK: Duration = Duration::from_millis(20);
 /// Output is written to the partner at the next tick (<= 1 ms later) unless this much is
 /// waiting. Writing every few messages at once cost one TCP send per ~10 bindings, and on the
 /// sender's core each send also runs the partner's receive path (measured: TCP send and the
@@ -219,8 +223,8 @@ impl Driver {
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     ) {
         let acceptor = tokio::spawn(accept_loop(listener, self.peer(), self.ev_tx.clone()));
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
         self.pump();
         loop {
             tokio::select! {
@@ -237,22 +241,21 @@ impl Driver {
                     }
                     None => break,
                 },
-                _ = tick.tick() => {
-                    self.on_tick();
+                () = &mut tick => {
+                    let busy = self.on_tick();
                     self.pump();
                     self.write_out();
+                    let next = if busy { TICK } else { IDLE_TICK };
+                    tick.as_mut().reset(tokio::time::Instant::now() + next);
                     continue;
                 }
             }
-            // What an event produced (BNDACKs for a read, BNDUPDs the acks let out, state
-            // messages) waits for the tick only with an xdhcpd partner. Other partners get it at
-            // once: holding event replies for the tick stalled ISC dhcpd 4.4 (its acks stopped
-            // for seconds in 5 of 12 interop runs); with xdhcpd on both sides the tick's
-            // batching is worth ~10% of a pair's throughput on the 2-core bed.
+            // What an event produced (BNDACKs for a read, state messages) goes out at once:
+            // the partner's reads already arrive batched by its tick, and holding our replies
+            // for ours stalled ISC dhcpd 4.4 (its acks stopped for seconds in 5 of 12 interop
+            // runs) and cost the secondary a second wake-up per batch.
             self.pump();
-            if !self.partner_is_xdhcpd() {
-                self.write_out();
-            }
+            self.write_out();
         }
         acceptor.abort();
         if let Some(l) = self.link.take() {
@@ -307,9 +310,10 @@ impl Driver {
         );
     }
 
-    fn on_tick(&mut self) {
+    /// Returns whether workers reported changes (the next tick comes sooner).
+    fn on_tick(&mut self) -> bool {
         let now = unix_now();
-        self.drain_changes(now);
+        let busy = self.drain_changes(now) > 0;
         if self.overflow.swap(false, Ordering::Relaxed) {
             tracing::warn!("failover: change channel overflowed; rescanning the lease table");
             self.scan_unacked(now);
@@ -333,6 +337,7 @@ impl Driver {
         if self.link.is_none() && !self.connecting && Instant::now() >= self.next_connect {
             self.start_connect();
         }
+        busy
     }
 
     fn start_connect(&mut self) {
@@ -536,12 +541,6 @@ impl Driver {
         }
     }
 
-    /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd, whose decoder takes
-    /// any batching of the stream.
-    fn partner_is_xdhcpd(&self) -> bool {
-        self.engine.partner_is_xdhcpd()
-    }
-
     /// Hands the coalesced output to the connection's writer (dropped with no connection: the
     /// engine re-sends what matters on the next connection).
     fn write_out(&mut self) {
@@ -695,7 +694,9 @@ impl Driver {
             return;
         };
         let sent_ct = binding_change_time(sent);
-        update_if_changed(&self.table, slot, |r| {
+        // A record we sent is never pristine: `update` directly (one read under the lock
+        // instead of a read first, as `update_if_changed` does).
+        self.table.update(slot, |r| {
             let local = lease_to_local(r);
             let out = apply_ack(&local, sent);
             if let Some(nb) = &out.record {
@@ -742,7 +743,8 @@ impl Driver {
     // -----------------------------------------------------------------------------------------
     // Lease changes
 
-    fn drain_changes(&mut self, now: u32) {
+    /// Returns how many slots the workers reported.
+    fn drain_changes(&mut self, now: u32) -> usize {
         // A DORA reports its slot twice (offer, then binding): sort and dedup the batch rather
         // than probing a hash set per slot (that showed in the profile).
         let mut batch = std::mem::take(&mut self.seen);
@@ -750,10 +752,12 @@ impl Driver {
         batch.extend(self.changes.try_iter().take(DRAIN_MAX));
         batch.sort_unstable();
         batch.dedup();
+        let n = batch.len();
         for &s in &batch {
             self.on_change(now, s);
         }
         self.seen = batch;
+        n
     }
 
     /// A worker changed this record: queue its binding for the partner (lazy update).
