@@ -1107,19 +1107,16 @@ impl FailoverEngine {
 
     fn enqueue(&mut self, b: Binding) {
         self.seq += 1;
-        match self.pending.get_mut(&b.addr) {
+        match self.pending.entry(b.addr) {
             // Keep the older sequence number: a newer version of an entry that an UPDREQ
             // covers is still covered (else UPDDONE could go out without this address).
-            Some(p) => p.binding = b,
-            None => {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().binding = b,
+            std::collections::hash_map::Entry::Vacant(e) => {
                 self.order.push_back(b.addr);
-                self.pending.insert(
-                    b.addr,
-                    Pending {
-                        seq: self.seq,
-                        binding: b,
-                    },
-                );
+                e.insert(Pending {
+                    seq: self.seq,
+                    binding: b,
+                });
             }
         }
     }

@@ -723,9 +723,11 @@ impl Driver {
                 }
             }
         });
-        if let Some((at, ct)) = self.queued.get(&addr).copied() {
+        // One probe: an ack usually settles the entry (not when a newer version is queued).
+        if let std::collections::hash_map::Entry::Occupied(e) = self.queued.entry(addr) {
+            let (at, ct) = *e.get();
             if ct <= sent_ct {
-                self.queued.remove(&addr);
+                e.remove();
                 self.lat_sum_ms += at.elapsed().as_secs_f64() * 1000.0;
                 self.lat_n += 1;
             }
@@ -753,15 +755,16 @@ impl Driver {
         batch.sort_unstable();
         batch.dedup();
         let n = batch.len();
+        let queued_at = Instant::now();
         for &s in &batch {
-            self.on_change(now, s);
+            self.on_change(now, queued_at, s);
         }
         self.seen = batch;
         n
     }
 
     /// A worker changed this record: queue its binding for the partner (lazy update).
-    fn on_change(&mut self, now: u32, slot: Slot) {
+    fn on_change(&mut self, now: u32, queued_at: Instant, slot: Slot) {
         let l = self.table.read(slot);
         if matches!(l.state, LeaseState::Free | LeaseState::Backup) && change_time(&l) <= l.tsfp {
             // A withdrawn offer: the partner already has this free state.
@@ -771,10 +774,7 @@ impl Driver {
             return; // offers and reservations are not exchanged
         };
         self.rejected.remove(&b.addr);
-        self.queued
-            .entry(b.addr)
-            .or_insert_with(|| (Instant::now(), 0))
-            .1 = change_time(&l);
+        self.queued.entry(b.addr).or_insert((queued_at, 0)).1 = change_time(&l);
         self.engine.lease_changed(now, b);
     }
 
