@@ -76,12 +76,15 @@ const REBALANCE_EVERY: Duration = Duration::from_secs(3600);
 /// Slots taken from the workers' channel per tick.
 const DRAIN_MAX: usize = 65_536;
 /// The driver's tick while workers report changes: drains them and writes coalesced output.
-const TICK: Duration = Duration::from_millis(1);
+/// 2 ms rather than 1 halves the per-batch work on both partners (wake-ups, sends, the
+/// secondary's flush and BNDACK): pair/standalone 88% -> 91% in 6-round runs, mean
+/// queue-to-ack latency unchanged at 4-5 ms (benches/RESULTS.md).
+const TICK: Duration = Duration::from_millis(2);
 /// The tick after one that found no worker change (timers need no more). A standby secondary
-/// then wakes 50 times a second instead of 1000; the first change after a quiet spell waits
+/// then wakes 50 times a second instead of 500; the first change after a quiet spell waits
 /// at most this long (lazy updates may; the MCLT rule bounds what the partner lacks).
 const IDLE_TICK: Duration = Duration::from_millis(20);
-/// Output is written to the partner at the next tick (<= 1 ms later) unless this much is
+/// Output is written to the partner at the next tick (<= 2 ms later) unless this much is
 /// waiting. Writing every few messages at once cost one TCP send per ~10 bindings, and on the
 /// sender's core each send also runs the partner's receive path (measured: TCP send and the
 /// context switches around it were ~25% of both drivers' CPU at 40k bindings/s).
