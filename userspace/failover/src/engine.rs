@@ -274,8 +274,8 @@ struct Conn {
 
 const SKEW_WINDOW: usize = 16;
 
-/// Our vendor-class starts with this; a partner whose vendor-class does too takes batched
-/// BNDUPDs (and any batching of the byte stream).
+/// Our vendor-class starts with this; a partner whose vendor-class does too takes BNDUPDs
+/// with several binding transactions.
 pub const XDHCPD_VENDOR_PREFIX: &str = "xdhcpd-";
 
 #[derive(Debug, Clone)]
@@ -535,13 +535,13 @@ impl FailoverEngine {
         self.conn.as_ref()?.partner_vendor.as_deref()
     }
 
-    /// Binding transactions sent and not yet acknowledged.
     /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd.
     pub fn partner_is_xdhcpd(&self) -> bool {
         self.partner_vendor_class()
             .is_some_and(|v| v.starts_with(XDHCPD_VENDOR_PREFIX.as_bytes()))
     }
 
+    /// Binding transactions sent and not yet acknowledged.
     pub fn unacked_updates(&self) -> usize {
         self.inflight_bindings
     }

@@ -506,9 +506,11 @@ impl Driver {
             let mut applied: Vec<Applied> = Vec::new();
             let mut dirty = DirtySet::new();
             let mut any = false;
+            // One clock read for every ack of this round (latency figures), taken lazily.
+            let mut acked_at = None;
             while let Some(a) = self.engine.poll_action() {
                 any = true;
-                self.on_action(now, a, &mut applied, &mut dirty);
+                self.on_action(now, a, &mut applied, &mut dirty, &mut acked_at);
             }
             if !applied.is_empty() {
                 // A partner's binding is durable before its BNDACK leaves (group commit).
@@ -556,7 +558,14 @@ impl Driver {
         }
     }
 
-    fn on_action(&mut self, now: u32, a: Action, applied: &mut Vec<Applied>, dirty: &mut DirtySet) {
+    fn on_action(
+        &mut self,
+        now: u32,
+        a: Action,
+        applied: &mut Vec<Applied>,
+        dirty: &mut DirtySet,
+        acked_at: &mut Option<Instant>,
+    ) {
         match a {
             Action::StateChanged {
                 from,
@@ -591,7 +600,7 @@ impl Driver {
                 let r = self.apply_binding(now, &binding, dirty);
                 applied.push((id, r));
             }
-            Action::BindingAcked { addr, sent, .. } => self.on_ack(addr, &sent),
+            Action::BindingAcked { addr, sent, .. } => self.on_ack(addr, &sent, acked_at),
             Action::BindingRejected {
                 sent,
                 reason,
@@ -692,7 +701,7 @@ impl Driver {
         }
     }
 
-    fn on_ack(&mut self, addr: Ipv4Addr, sent: &Binding) {
+    fn on_ack(&mut self, addr: Ipv4Addr, sent: &Binding, acked_at: &mut Option<Instant>) {
         let Some(slot) = self.table.slot_of(addr) else {
             return;
         };
@@ -731,7 +740,8 @@ impl Driver {
             let (at, ct) = *e.get();
             if ct <= sent_ct {
                 e.remove();
-                self.lat_sum_ms += at.elapsed().as_secs_f64() * 1000.0;
+                let now = *acked_at.get_or_insert_with(Instant::now);
+                self.lat_sum_ms += now.saturating_duration_since(at).as_secs_f64() * 1000.0;
                 self.lat_n += 1;
             }
         }
