@@ -1249,7 +1249,7 @@ impl FailoverEngine {
         if self.conn.as_ref().is_none_or(|c| c.gen != inc.gen) {
             return;
         }
-        let txns = inc
+        let mut txns = inc
             .results
             .into_iter()
             .map(|(addr, r)| {
@@ -1260,7 +1260,23 @@ impl FailoverEngine {
                 }
                 t
             })
-            .collect();
+            .collect::<Vec<BindingTxn>>();
+        // A BNDACK must fit the 2048-byte message like its BNDUPD did. Reject texts can make
+        // it longer than the BNDUPD (a whole batch refused after a failed flush); they are
+        // optional (draft-12 7.2), so they go first, and reasons and addresses always fit.
+        let mut len = codec::HEADER_LEN;
+        for t in &txns {
+            self.txn_scratch.clear();
+            len += match codec::encode_txn(&mut self.txn_scratch, t) {
+                Ok(()) => self.txn_scratch.len(),
+                Err(_) => usize::MAX / 2,
+            };
+        }
+        if len > codec::MAX_MESSAGE_LEN {
+            for t in &mut txns {
+                t.message = None;
+            }
+        }
         self.send(Message::new(now, xid, Body::BndAck(txns)));
     }
 

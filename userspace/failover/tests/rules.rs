@@ -751,3 +751,57 @@ fn partner_vendor_class_is_learned_on_connect() {
         );
     }
 }
+
+/// A whole batch refused with long reject texts (e.g. after a failed flush) still gets a
+/// BNDACK within 2048 bytes naming every address with its reject reason: the optional texts
+/// are dropped when they would not fit, and kept when they do.
+#[test]
+fn bndack_for_a_refused_batch_fits_the_message_limit() {
+    use xdhcpd_failover::codec::{BindingTxn, Body, Decoder, Message, MAX_MESSAGE_LEN};
+    use xdhcpd_failover::{Action, RejectReason};
+    for (n, texts_kept) in [(64usize, false), (3, true)] {
+        let mut s = start_pair(params());
+        // Nothing in flight on the link: our bytes start on a message boundary.
+        run_until(&mut s, 30, |s| s.link.q.iter().all(|q| q.is_empty()));
+        let now = s.nodes[1].now(s.t);
+        let txns: Vec<BindingTxn> = (0..n)
+            .map(|k| {
+                let mut t = BindingTxn::new(std::net::Ipv4Addr::new(192, 0, 2, k as u8));
+                t.status = Some(BindingStatus::Free.to_wire());
+                t
+            })
+            .collect();
+        let upd = Message::new(now, 0x5eed, Body::BndUpd(txns))
+            .to_bytes()
+            .expect("the BNDUPD fits");
+        let e = s.nodes[1].engine.as_mut().unwrap();
+        e.handle_bytes(now, &upd);
+        let mut ids = Vec::new();
+        while let Some(a) = e.poll_action() {
+            if let Action::ApplyBinding { id, .. } = a {
+                ids.push(id);
+            }
+        }
+        assert_eq!(ids.len(), n);
+        for id in ids {
+            let why = format!("lease table flush failed: {}", "x".repeat(80));
+            e.binding_applied(now, id, Err((RejectReason::Misc, why)));
+        }
+        let out = e.poll_transmit().expect("a BNDACK");
+        let mut d = Decoder::new();
+        d.push(&out);
+        let mut found = false;
+        while let Some(m) = d.next_message().expect("decodes") {
+            let Body::BndAck(t) = &m.body else {
+                continue;
+            };
+            assert_eq!(m.xid, 0x5eed);
+            assert!(m.to_bytes().expect("encodes").len() <= MAX_MESSAGE_LEN);
+            assert_eq!(t.len(), n, "every address acknowledged");
+            assert!(t.iter().all(|t| t.reject_reason.is_some()));
+            assert_eq!(t.iter().all(|t| t.message.is_some()), texts_kept);
+            found = true;
+        }
+        assert!(found, "no BNDACK for {n} refused transactions");
+    }
+}
