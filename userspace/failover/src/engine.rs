@@ -416,6 +416,7 @@ impl FailoverEngine {
             mclt: cfg.mclt,
             ever_communicated: false,
             recover_all: true,
+            blind_partner_down: false,
         });
         let fresh = persisted.is_none();
         // The primary's MCLT rules; the secondary keeps the one it last received.
@@ -576,6 +577,8 @@ impl FailoverEngine {
             hba: self.hba,
             load_balance_max_secs: self.cfg.load_balance_max_secs,
             rebind_limit: self.cfg.rebind_limit,
+            own_pool_waits: self.persist.blind_partner_down
+                && self.state == ServerState::PartnerDown,
         }
     }
 
@@ -893,7 +896,13 @@ impl FailoverEngine {
 
     /// Operator: the partner is down. MCLT before using its addresses counts from `since`
     /// (when it was last known alive), or without it from the start of
-    /// COMMUNICATIONS-INTERRUPTED (now, when communicating).
+    /// COMMUNICATIONS-INTERRUPTED (now, when communicating or recovering).
+    ///
+    /// From RECOVER or RECOVER-WAIT (the partner is gone for good before we learnt what it
+    /// leased, e.g. while it was PARTNER-DOWN) this is a *blind* PARTNER-DOWN: draft-12 has
+    /// no way out of RECOVER without the partner, and the partner may have leased any
+    /// address, ours included, for up to MCLT past its last activity. So every address, our
+    /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT).
     pub fn partner_down(&mut self, now: u32, since: Option<u32>) -> Result<(), CommandError> {
         self.tick(now);
         match self.state {
@@ -902,6 +911,9 @@ impl FailoverEngine {
             | ServerState::Normal
             | ServerState::Startup
             | ServerState::PartnerDown => {}
+            ServerState::Recover | ServerState::RecoverWait => {
+                self.persist.blind_partner_down = true;
+            }
             s => {
                 return Err(CommandError {
                     command: "partner-down",
@@ -1685,6 +1697,10 @@ impl FailoverEngine {
         self.persist.last_operational = now;
         if !matches!(to, ServerState::Paused | ServerState::Shutdown) {
             self.persist.resume_state = to;
+        }
+        if to == ServerState::Normal {
+            // In step with the partner again: what it leased is known.
+            self.persist.blind_partner_down = false;
         }
         match to {
             ServerState::Recover => {

@@ -9,7 +9,7 @@
 //! | 7 | 1 | resume state: state to restart from (differs after PAUSED/SHUTDOWN) |
 //! | 8 | 4 | own state entered at |
 //! | 12 | 1 | partner state (0 = never known) |
-//! | 13 | 1 | flags: bit0 ever communicated, bit1 full recovery (UPDREQALL) pending |
+//! | 13 | 1 | flags: bit0 ever communicated, bit1 full recovery (UPDREQALL) pending, bit2 blind PARTNER-DOWN (declared from RECOVER: our own pool waits too) |
 //! | 14 | 2 | reserved (0) |
 //! | 16 | 4 | partner state entered at (partner's start-time-of-state) |
 //! | 20 | 4 | last contact with the partner |
@@ -43,6 +43,10 @@ pub struct FailoverPersist {
     pub mclt: u32,
     pub ever_communicated: bool,
     pub recover_all: bool,
+    /// PARTNER-DOWN was declared from RECOVER / RECOVER-WAIT: we never learnt what the partner
+    /// leased while it was PARTNER-DOWN, so our own free addresses wait out the MCLT too.
+    /// Cleared on reaching NORMAL.
+    pub blind_partner_down: bool,
 }
 
 /// Why persisted bytes were refused.
@@ -82,7 +86,9 @@ impl FailoverPersist {
         b[7] = self.resume_state.to_wire();
         b[8..12].copy_from_slice(&self.own_state_since.to_be_bytes());
         b[12] = self.partner_state.map_or(0, |s| s.to_wire());
-        b[13] = self.ever_communicated as u8 | (self.recover_all as u8) << 1;
+        b[13] = self.ever_communicated as u8
+            | (self.recover_all as u8) << 1
+            | (self.blind_partner_down as u8) << 2;
         b[16..20].copy_from_slice(&self.partner_state_since.to_be_bytes());
         b[20..24].copy_from_slice(&self.last_contact.to_be_bytes());
         b[24..28].copy_from_slice(&self.last_operational.to_be_bytes());
@@ -124,6 +130,7 @@ impl FailoverPersist {
             partner_state: if b[12] == 0 { None } else { Some(st(12)?) },
             ever_communicated: b[13] & 1 != 0,
             recover_all: b[13] & 2 != 0,
+            blind_partner_down: b[13] & 4 != 0,
             partner_state_since: rd32(b, 16),
             last_contact: rd32(b, 20),
             last_operational: rd32(b, 24),

@@ -125,6 +125,9 @@ pub struct FailoverPolicy {
     pub load_balance_max_secs: u16,
     /// T2 = T1 + rebind_limit when serving the partner's client (0 = no limit).
     pub rebind_limit: u32,
+    /// PARTNER-DOWN declared from RECOVER (the partner's PARTNER-DOWN leases are unknown):
+    /// our own pool waits like the partner's, see [`may_allocate`](Self::may_allocate).
+    pub own_pool_waits: bool,
 }
 
 impl FailoverPolicy {
@@ -139,6 +142,7 @@ impl FailoverPolicy {
             hba: [0xff; 32],
             load_balance_max_secs: 0,
             rebind_limit: 0,
+            own_pool_waits: false,
         }
     }
 
@@ -227,7 +231,10 @@ impl FailoverPolicy {
     /// clock offsets between the partners); 0 for never-used addresses. The same client keeping its own ACTIVE address is not an
     /// allocation and needs no check.
     ///
-    /// * own pool (primary FREE, secondary BACKUP): in every responsive state;
+    /// * own pool (primary FREE, secondary BACKUP): in every responsive state, except with
+    ///   `own_pool_waits` (PARTNER-DOWN declared from RECOVER: the partner, in PARTNER-DOWN
+    ///   while we were down, may have leased it; its leases end within MCLT of its last
+    ///   activity): then like EXPIRED below;
     /// * partner's pool: only in PARTNER-DOWN, from `partner_down_usable_at`;
     /// * EXPIRED/RELEASED/RESET (not yet acknowledged by the partner): never outside
     ///   PARTNER-DOWN (in particular not in COMMUNICATIONS-INTERRUPTED); in PARTNER-DOWN only
@@ -243,7 +250,11 @@ impl FailoverPolicy {
         };
         let pd = self.state == ServerState::PartnerDown;
         match status {
-            s if s == own => true,
+            s if s == own && !self.own_pool_waits => true,
+            s if s == own => {
+                pd && now >= self.partner_down_usable_at
+                    && now >= last_end.saturating_add(self.mclt)
+            }
             BindingStatus::Free | BindingStatus::Backup => pd && now >= self.partner_down_usable_at,
             BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset => {
                 pd && now >= self.partner_down_usable_at
@@ -301,7 +312,10 @@ fn pack(p: &FailoverPolicy) -> [u64; POLICY_WORDS] {
         Role::Secondary => 1,
     };
     let mut w = [0u64; POLICY_WORDS];
-    w[0] = role | (p.state.to_wire() as u64) << 8 | (p.load_balance_max_secs as u64) << 16;
+    w[0] = role
+        | (p.state.to_wire() as u64) << 8
+        | (p.load_balance_max_secs as u64) << 16
+        | (p.own_pool_waits as u64) << 32;
     w[1] = p.mclt as u64 | (p.lease_period_factor_permille as u64) << 32;
     w[2] = p.partner_down_usable_at as u64 | (p.rebind_limit as u64) << 32;
     for i in 0..4 {
@@ -331,6 +345,7 @@ fn unpack(w: &[u64; POLICY_WORDS]) -> FailoverPolicy {
         lease_period_factor_permille: (w[1] >> 32) as u32,
         partner_down_usable_at: w[2] as u32,
         rebind_limit: (w[2] >> 32) as u32,
+        own_pool_waits: (w[0] >> 32) & 1 != 0,
         hba,
     }
 }

@@ -150,6 +150,7 @@ fn policy(role: Role, state: ServerState, split: Option<u16>) -> FailoverPolicy 
         hba: hba_from_split(split.unwrap_or(256)),
         load_balance_max_secs: 3,
         rebind_limit: 300,
+        own_pool_waits: false,
     }
 }
 
@@ -316,6 +317,7 @@ fn persist_layout_round_trip_and_corruption() {
         mclt: 3600,
         ever_communicated: true,
         recover_all: true,
+        blind_partner_down: true,
     };
     let mut b = p.to_bytes();
     assert_eq!(b.len(), 64);
@@ -545,16 +547,76 @@ fn partner_down_with_date_counts_mclt_from_it() {
     assert_eq!(pol.partner_down_usable_at, since + 120);
     assert!(!pol.may_allocate(since + 119, BindingStatus::Free, 0));
     assert!(pol.may_allocate(since + 120, BindingStatus::Free, 0));
+    assert!(!pol.own_pool_waits);
+    // Its own pool (BACKUP) is usable at once: the partner never had it.
+    assert!(pol.may_allocate(since, BindingStatus::Backup, 0));
     // A command is refused where it makes no sense.
     let mut s2 = start_pair(params());
     let now = s2.nodes[0].now(s2.t);
-    s2.nodes[0].engine.as_mut().unwrap().recover(now).unwrap();
+    s2.nodes[0].engine.as_mut().unwrap().pause(now).unwrap();
     assert!(s2.nodes[0]
         .engine
         .as_mut()
         .unwrap()
         .partner_down(now, None)
         .is_err());
+}
+
+/// The way out of RECOVER when the partner is gone for good: `partner-down` there is a blind
+/// PARTNER-DOWN. The partner may have leased any address while it was PARTNER-DOWN and we
+/// were down, so our own pool waits out the MCLT like the partner's; the flag survives a
+/// restart and ends with NORMAL.
+#[test]
+fn partner_down_from_recover_holds_our_own_pool_for_mclt() {
+    let mut s = start_pair(params());
+    let now = s.nodes[0].now(s.t);
+    s.nodes[0].engine.as_mut().unwrap().recover(now).unwrap();
+    s.drain(0);
+    assert_eq!(st(&s, 0), Some(ServerState::Recover));
+    // The partner dies before answering the UPDREQALL.
+    s.crash(1, true, 100_000);
+    s.run_until(s.t + 60);
+    assert_eq!(
+        st(&s, 0),
+        Some(ServerState::Recover),
+        "stuck without the partner"
+    );
+    let now = s.nodes[0].now(s.t);
+    let since = now - 60;
+    s.nodes[0]
+        .engine
+        .as_mut()
+        .unwrap()
+        .partner_down(now, Some(since))
+        .expect("partner-down is accepted in RECOVER");
+    s.drain(0);
+    let pol = s.nodes[0].cell.load();
+    assert_eq!(pol.state, ServerState::PartnerDown);
+    assert!(pol.own_pool_waits);
+    // The primary's own FREE addresses wait like the partner's BACKUP ones.
+    for status in [BindingStatus::Free, BindingStatus::Backup] {
+        assert!(!pol.may_allocate(since + 119, status, 0), "{status:?}");
+        assert!(pol.may_allocate(since + 120, status, 0), "{status:?}");
+    }
+    // ... and a record's last known end counts too.
+    assert!(!pol.may_allocate(since + 200, BindingStatus::Free, since + 100));
+    assert!(pol.may_allocate(since + 220, BindingStatus::Free, since + 100));
+    let persisted = s.nodes[0].engine.as_ref().unwrap().persisted();
+    assert!(persisted.blind_partner_down);
+    let back = FailoverPersist::from_bytes(&persisted.to_bytes()).expect("round trip");
+    assert!(back.blind_partner_down, "survives a restart");
+    // The partner returns: once both are NORMAL again, the flag is gone.
+    s.nodes[1].restart_at = s.t + 1;
+    run_until(&mut s, 1_000, |s| both(s, ServerState::Normal));
+    assert!(
+        !s.nodes[0]
+            .engine
+            .as_ref()
+            .unwrap()
+            .persisted()
+            .blind_partner_down
+    );
+    assert!(!s.nodes[0].cell.load().own_pool_waits);
 }
 
 #[test]

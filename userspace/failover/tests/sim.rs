@@ -78,6 +78,10 @@ fn simulation_many_seeds() {
         cov.reclaims_sent, cov.reclaims_acked, cov.reclaims_rejected
     );
     eprintln!(
+        "  operator partner-down from RECOVER (blind PARTNER-DOWN): {}",
+        cov.blind_partner_downs
+    );
+    eprintln!(
         "  binding updates: {} in {} BNDUPD messages ({:.2} per message)",
         cov.bndupd_sent,
         cov.bndupd_messages,
@@ -110,4 +114,88 @@ fn simulation_many_seeds() {
         assert!(missing.is_empty(), "states never reached: {missing:?}");
         assert!(cov.reclaims_acked > 0, "no reclaim ever completed");
     }
+}
+
+/// The way out of RECOVER when the partner is lost for good, under random client traffic:
+/// node A crashes; its partner B is declared PARTNER-DOWN and, after the MCLT, leases A's
+/// addresses too; A restarts, meets B in PARTNER-DOWN and goes RECOVER; B dies before A has
+/// pulled its bindings; the operator declares partner-down on A from RECOVER (a blind
+/// PARTNER-DOWN dated from B's death) and clients keep coming; in half the seeds B returns
+/// later. The invariants (no address bound to two clients, MCLT) are checked after every
+/// step: A must not hand out, even from its own pool, what B may have leased unseen.
+#[test]
+fn blind_partner_down_from_recover_many_seeds() {
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 100 } else { 1_000 });
+    let mut blind = 0u64;
+    for seed in 0..n {
+        let mut r = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xb11d);
+        let p = SimParams::random(&mut r);
+        let mut sim = Sim::new(seed, p.clone());
+        sim.random_faults = false;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sim.run_until(T0 + r.range(200, 600));
+            let a = r.below(2) as usize;
+            let b = 1 - a;
+            if !(sim.nodes[a].alive() && sim.nodes[b].alive()) {
+                return false;
+            }
+            sim.crash(a, r.chance(500), 1_000_000);
+            let a_died = sim.t;
+            sim.run_until(sim.t + 40);
+            let now = sim.nodes[b].now(sim.t);
+            let since = (sim.nodes[b].now(a_died) + common::MAX_SKEW as u32).min(now);
+            let e = sim.nodes[b].engine.as_mut().expect("alive");
+            if e.partner_down(now, Some(since)).is_err() {
+                return false;
+            }
+            sim.drain(b);
+            // Past the MCLT: B now leases A's free addresses as well.
+            sim.run_until(sim.t + p.mclt + r.range(60, 600));
+            sim.nodes[a].restart_at = sim.t + 1;
+            let deadline = sim.t + 120;
+            while sim.nodes[a].state() != Some(ServerState::Recover) {
+                if sim.t >= deadline {
+                    return false;
+                }
+                sim.run_until(sim.t + 1);
+            }
+            sim.crash(b, r.chance(500), 1_000_000);
+            let b_died = sim.t;
+            sim.run_until(sim.t + r.range(30, 300));
+            if !matches!(
+                sim.nodes[a].state(),
+                Some(ServerState::Recover | ServerState::RecoverWait)
+            ) {
+                return false;
+            }
+            let now = sim.nodes[a].now(sim.t);
+            let since = (sim.nodes[a].now(b_died) + common::MAX_SKEW as u32).min(now);
+            let e = sim.nodes[a].engine.as_mut().expect("alive");
+            e.partner_down(now, Some(since))
+                .expect("partner-down is accepted in RECOVER");
+            sim.drain(a);
+            sim.run_until(sim.t + r.range(300, 1500));
+            if r.chance(500) {
+                sim.nodes[b].restart_at = sim.t + 1;
+                sim.run_until(sim.t + 1500);
+            }
+            true
+        }));
+        match outcome {
+            Ok(true) => blind += 1,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("blind partner-down seed {seed} failed ({p:?})");
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+    eprintln!("blind partner-down from RECOVER: {blind} of {n} seeds reached it");
+    assert!(
+        blind * 4 > n,
+        "only {blind} of {n} seeds reached a blind PARTNER-DOWN"
+    );
 }

@@ -48,6 +48,7 @@ fn policy(role: Role, state: ServerState) -> FailoverPolicy {
         hba: [0xff; 32],
         load_balance_max_secs: 0,
         rebind_limit: 0,
+        own_pool_waits: false,
     }
 }
 

@@ -43,6 +43,13 @@ pub struct FailoverStatus {
     pub peer: String,
     pub state: String,
     pub state_since: u32,
+    /// PARTNER-DOWN declared from RECOVER: no new client gets any address before
+    /// `partner_down_usable_at` (our own pool waits too).
+    #[serde(default)]
+    pub blind_partner_down: bool,
+    /// In PARTNER-DOWN: when the waited-for addresses become usable (0 otherwise).
+    #[serde(default)]
+    pub partner_down_usable_at: u32,
     pub partner_state: Option<String>,
     pub partner_state_since: u32,
     pub last_contact: u32,
@@ -52,7 +59,8 @@ pub struct FailoverStatus {
     pub communicating: bool,
     /// Binding updates sent, not yet acknowledged.
     pub unacked_updates: usize,
-    /// Binding updates queued, not yet sent.
+    /// Binding updates queued, not yet sent (with lease changes the failover thread has not
+    /// looked at yet).
     pub bindings_pending: usize,
     /// Mean time from queueing a binding update to the partner's acknowledgement (ms).
     pub mean_update_ack_latency_ms: Option<f64>,

@@ -827,8 +827,20 @@ impl Driver {
                 Ok(()) => {
                     self.pump();
                     let p = self.engine.persisted();
+                    let whose = if p.blind_partner_down {
+                        "declared from RECOVER: every address, ours too,"
+                    } else {
+                        "partner's addresses"
+                    };
+                    if p.blind_partner_down {
+                        tracing::warn!(
+                            "failover: partner-down from RECOVER: the partner's last leases are \
+                             unknown, so no new client gets any address before {}",
+                            fmt_time(p.partner_down_since.saturating_add(self.engine.mclt()))
+                        );
+                    }
                     Response::message(format!(
-                        "partner-down accepted: state {}, partner's addresses usable from {} \
+                        "partner-down accepted: state {}, {whose} usable from {} \
                          (MCLT {} s counted from {})",
                         self.engine.state(),
                         fmt_time(p.partner_down_since.saturating_add(self.engine.mclt())),
@@ -898,13 +910,21 @@ impl Driver {
             peer: self.peer().to_string(),
             state: e.state().name().into(),
             state_since: e.state_since(),
+            blind_partner_down: e.persisted().blind_partner_down,
+            partner_down_usable_at: if e.state() == ServerState::PartnerDown {
+                e.persisted().partner_down_since.saturating_add(e.mclt())
+            } else {
+                0
+            },
             partner_state: e.partner_state().map(|s| s.name().to_string()),
             partner_state_since: e.partner_state_since(),
             last_contact: e.last_contact(),
             connected: self.link.is_some() && e.connected(),
             communicating: e.communications_ok(),
             unacked_updates: e.unacked_updates(),
-            bindings_pending: e.pending_updates(),
+            // Worker changes still in the channel count too: the tick drains them up to
+            // IDLE_TICK later, and "0 pending" must mean the partner has been told.
+            bindings_pending: e.pending_updates() + self.changes.len(),
             mean_update_ack_latency_ms: (self.lat_n > 0)
                 .then(|| (self.lat_sum_ms / self.lat_n as f64 * 1000.0).round() / 1000.0),
             mclt: e.mclt(),

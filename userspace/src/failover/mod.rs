@@ -396,6 +396,16 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
         "state",
         format!("{} since {}", s.state, ago(s.state_since, now)),
     );
+    if s.partner_down_usable_at != 0 {
+        line(
+            if s.blind_partner_down {
+                "every address usable (blind, from RECOVER)"
+            } else {
+                "partner's addresses usable"
+            },
+            format!("from {}", control::fmt_time(s.partner_down_usable_at)),
+        );
+    }
     line(
         "partner state",
         match &s.partner_state {

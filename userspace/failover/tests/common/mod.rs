@@ -217,6 +217,8 @@ pub struct Coverage {
     pub bndupd_messages: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Operator partner-down accepted in RECOVER / RECOVER-WAIT (blind PARTNER-DOWN).
+    pub blind_partner_downs: u64,
     /// Primary reclaims of BACKUP addresses: sent, acknowledged (address FREE on the primary),
     /// rejected (the secondary had leased it meanwhile).
     pub reclaims_sent: u64,
@@ -239,6 +241,7 @@ impl Coverage {
         self.bndupd_messages += o.bndupd_messages;
         self.crashes += o.crashes;
         self.partitions += o.partitions;
+        self.blind_partner_downs += o.blind_partner_downs;
         self.reclaims_sent += o.reclaims_sent;
         self.reclaims_acked += o.reclaims_acked;
         self.reclaims_rejected += o.reclaims_rejected;
@@ -709,7 +712,11 @@ impl Sim {
                     let since = Some(crash_local.min(self.nodes[a].now(self.t)));
                     let now = self.nodes[a].now(self.t);
                     if let Some(e) = self.nodes[a].engine.as_mut() {
-                        let _ = e.partner_down(now, since);
+                        let blind =
+                            matches!(e.state(), ServerState::Recover | ServerState::RecoverWait);
+                        if e.partner_down(now, since).is_ok() && blind {
+                            self.cov.blind_partner_downs += 1;
+                        }
                     }
                     self.note(format!("node{a}: operator partner-down since {since:?}"));
                     self.drain(a);
