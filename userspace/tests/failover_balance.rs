@@ -5,7 +5,9 @@
 //!   tables agree on which addresses;
 //! * clients that use up the primary's FREE addresses make the primary reclaim BACKUP
 //!   addresses from the secondary at once, so further clients are still served by the primary
-//!   (the secondary answers no DISCOVER in NORMAL), with no address bound twice.
+//!   (the secondary answers no DISCOVER in NORMAL), with no address bound twice;
+//! * a secondary serving its load-balancing share that runs out of BACKUP addresses is
+//!   refilled at once (its POOLREQ, or the primary's balance check), and both tables agree.
 
 #[path = "common/netns.rs"]
 mod netns;
@@ -160,6 +162,96 @@ fn scenario() -> Res<()> {
         return Err(format!(
             "BACKUP sets differ or overlap leases: primary {ba:?}, secondary {bb:?}"
         ));
+    }
+    a.stop()?;
+    b.stop()?;
+    Ok(())
+}
+
+/// The secondary runs out of BACKUP addresses while serving its load-balancing share: it asks
+/// the primary at once (POOLREQ) instead of waiting for the hourly request, or the primary's
+/// once-a-second balance check refills it first; either way every client the secondary must
+/// serve gets a lease, and both tables agree.
+#[test]
+fn secondary_out_of_backup_addresses_is_refilled_at_once() {
+    if !ns_tests_enabled("secondary_out_of_backup_addresses_is_refilled_at_once") {
+        return;
+    }
+    if let Err(e) = secondary_exhaustion() {
+        panic!("{e}");
+    }
+}
+
+fn secondary_exhaustion() -> Res<()> {
+    require_tools(&["timeout", "ip"])?;
+    let bed = PairBed::new()?;
+    let (a_cfg, b_cfg) = (bed.path("a.toml"), bed.path("b.toml"));
+    let (a_db, b_db) = (bed.path("a.db"), bed.path("b.db"));
+    let (a_sock, b_sock) = (bed.path("a.sock"), bed.path("b.sock"));
+    // split = 0: every hash bucket is the secondary's, so it answers every DISCOVER in NORMAL
+    // from its BACKUP addresses (load balancing makes the share 50%: 10 of 20), the primary
+    // none.
+    write_file(
+        &a_cfg,
+        &format!(
+            "{}split = 0\n",
+            config(&bed.la.a, A_ADDR, B_ADDR, true, &a_db, &a_sock)
+        ),
+    )?;
+    write_file(
+        &b_cfg,
+        &config(&bed.lb.a, B_ADDR, A_ADDR, false, &b_db, &b_sock),
+    )?;
+    let mut a = Xd::start(&bed.a, &a_cfg, &a_db, &a_sock, &bed.path("a.log"))?;
+    let mut b = Xd::start(&bed.b, &b_cfg, &b_db, &b_sock, &bed.path("b.log"))?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    a.wait_drained(Duration::from_secs(20))?;
+    let tb = snapshot(&b, &bed, "b0")?;
+    let backup0 = in_state(&tb, LeaseState::Backup).len();
+    if backup0 != 10 {
+        return Err(format!(
+            "the secondary starts with {backup0} BACKUP addresses, want 10"
+        ));
+    }
+
+    // 15 clients for the secondary, which holds 10 addresses.
+    let acked = dora(&bed, 0x71, 15, "secondary")?;
+    let addrs: BTreeSet<Ipv4Addr> = acked.iter().map(|x| x.addr).collect();
+    let (a_log, b_log) = (a.proc.log_text(), b.proc.log_text());
+    if acked.len() != 15 || addrs.len() != 15 {
+        return Err(format!(
+            "{} of 15 clients got a lease ({} distinct addresses): {acked:?}\n\
+             secondary log:\n{b_log}\nprimary log:\n{a_log}",
+            acked.len(),
+            addrs.len(),
+        ));
+    }
+    let asked = b_log.contains("asking the primary (POOLREQ)");
+    if asked && !a_log.contains("POOLREQ:") {
+        return Err(format!(
+            "the secondary sent POOLREQ but the primary never answered it:\n{a_log}"
+        ));
+    }
+    eprintln!(
+        "balance: 15/15 clients served by the secondary (10 BACKUP addresses at start); refilled \
+         via {}",
+        if asked {
+            "POOLREQ"
+        } else {
+            "the primary's balance check"
+        }
+    );
+    b.wait_drained(Duration::from_secs(20))?;
+    a.wait_drained(Duration::from_secs(20))?;
+    let now = unix_now();
+    let ta = snapshot(&a, &bed, "a1")?;
+    let tb = snapshot(&b, &bed, "b1")?;
+    check_acked_bound(&ta, &acked, "primary")?;
+    check_acked_bound(&tb, &acked, "secondary")?;
+    let (act_a, act_b) = (active_bindings(&ta, now), active_bindings(&tb, now));
+    if act_a.keys().collect::<Vec<_>>() != act_b.keys().collect::<Vec<_>>() {
+        return Err(format!("active bindings differ: {act_a:?} vs {act_b:?}"));
     }
     a.stop()?;
     b.stop()?;
