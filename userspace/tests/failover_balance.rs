@@ -76,16 +76,14 @@ fn backup_gets_scope_pct_and_primary_reclaims_on_exhaustion() {
     }
 }
 
-fn scenario() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
-    let bed = PairBed::new()?;
+/// Starts the pair (`primary_extra` appended to the primary's `[failover]` section) and waits
+/// until both are NORMAL and the primary's updates (the initial grant) are acknowledged.
+fn start_pair(bed: &PairBed, primary_extra: &str) -> Res<(Xd, Xd)> {
     let (a_cfg, b_cfg) = (bed.path("a.toml"), bed.path("b.toml"));
     let (a_db, b_db) = (bed.path("a.db"), bed.path("b.db"));
     let (a_sock, b_sock) = (bed.path("a.sock"), bed.path("b.sock"));
-    write_file(
-        &a_cfg,
-        &config(&bed.la.a, A_ADDR, B_ADDR, true, &a_db, &a_sock),
-    )?;
+    let a_text = config(&bed.la.a, A_ADDR, B_ADDR, true, &a_db, &a_sock);
+    write_file(&a_cfg, &format!("{a_text}{primary_extra}"))?;
     write_file(
         &b_cfg,
         &config(&bed.lb.a, B_ADDR, A_ADDR, false, &b_db, &b_sock),
@@ -95,6 +93,13 @@ fn scenario() -> Res<()> {
     a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
     b.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
     a.wait_drained(Duration::from_secs(20))?;
+    Ok((a, b))
+}
+
+fn scenario() -> Res<()> {
+    require_tools(&["timeout", "ip"])?;
+    let bed = PairBed::new()?;
+    let (mut a, mut b) = start_pair(&bed, "")?;
 
     // 1. The grant on entering NORMAL: 25% (scope) of 20, not 50% ([failover]), from below
     //    the midpoint .10, highest first.
@@ -185,28 +190,10 @@ fn secondary_out_of_backup_addresses_is_refilled_at_once() {
 fn secondary_exhaustion() -> Res<()> {
     require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
-    let (a_cfg, b_cfg) = (bed.path("a.toml"), bed.path("b.toml"));
-    let (a_db, b_db) = (bed.path("a.db"), bed.path("b.db"));
-    let (a_sock, b_sock) = (bed.path("a.sock"), bed.path("b.sock"));
     // split = 0: every hash bucket is the secondary's, so it answers every DISCOVER in NORMAL
     // from its BACKUP addresses (load balancing makes the share 50%: 10 of 20), the primary
     // none.
-    write_file(
-        &a_cfg,
-        &format!(
-            "{}split = 0\n",
-            config(&bed.la.a, A_ADDR, B_ADDR, true, &a_db, &a_sock)
-        ),
-    )?;
-    write_file(
-        &b_cfg,
-        &config(&bed.lb.a, B_ADDR, A_ADDR, false, &b_db, &b_sock),
-    )?;
-    let mut a = Xd::start(&bed.a, &a_cfg, &a_db, &a_sock, &bed.path("a.log"))?;
-    let mut b = Xd::start(&bed.b, &b_cfg, &b_db, &b_sock, &bed.path("b.log"))?;
-    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
-    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
-    a.wait_drained(Duration::from_secs(20))?;
+    let (mut a, mut b) = start_pair(&bed, "split = 0\n")?;
     let tb = snapshot(&b, &bed, "b0")?;
     let backup0 = in_state(&tb, LeaseState::Backup).len();
     if backup0 != 10 {
