@@ -1164,6 +1164,16 @@ impl FailoverEngine {
         )
     }
 
+    /// Encoded size of one binding transaction inside a BNDUPD/BNDACK (`usize::MAX` when it
+    /// cannot be encoded).
+    fn txn_len(&mut self, t: &BindingTxn) -> usize {
+        self.txn_scratch.clear();
+        match codec::encode_txn(&mut self.txn_scratch, t) {
+            Ok(()) => self.txn_scratch.len(),
+            Err(_) => usize::MAX,
+        }
+    }
+
     /// Turns queued bindings into BNDUPD messages within the unacked window.
     fn pump(&mut self) {
         if !self.may_send_updates() {
@@ -1192,11 +1202,8 @@ impl FailoverEngine {
                     continue;
                 };
                 let txn = txn_from_binding(&p.binding);
-                self.txn_scratch.clear();
-                let txn_len = match codec::encode_txn(&mut self.txn_scratch, &txn) {
-                    Ok(()) => self.txn_scratch.len(),
-                    Err(_) => usize::MAX, // sent alone; `send` logs the encoding error
-                };
+                // Unencodable: sent alone; `send` logs the encoding error.
+                let txn_len = self.txn_len(&txn);
                 if !items.is_empty() && len.saturating_add(txn_len) > codec::MAX_MESSAGE_LEN {
                     break;
                 }
@@ -1276,14 +1283,9 @@ impl FailoverEngine {
         // A BNDACK must fit the 2048-byte message like its BNDUPD did. Reject texts can make
         // it longer than the BNDUPD (a whole batch refused after a failed flush); they are
         // optional (draft-12 7.2), so they go first, and reasons and addresses always fit.
-        let mut len = codec::HEADER_LEN;
-        for t in &txns {
-            self.txn_scratch.clear();
-            len += match codec::encode_txn(&mut self.txn_scratch, t) {
-                Ok(()) => self.txn_scratch.len(),
-                Err(_) => usize::MAX / 2,
-            };
-        }
+        let len = txns
+            .iter()
+            .fold(codec::HEADER_LEN, |n, t| n.saturating_add(self.txn_len(t)));
         if len > codec::MAX_MESSAGE_LEN {
             for t in &mut txns {
                 t.message = None;
