@@ -62,6 +62,27 @@ fn snapshot(xd: &Xd, bed: &PairBed, tag: &str) -> Res<Vec<Lease>> {
     read_table(&copy, &pools())
 }
 
+/// Both tables agree: every ACK is bound on both sides and the unexpired bindings are the same.
+/// Returns the two tables (primary, secondary).
+fn tables_agree(
+    a: &Xd,
+    b: &Xd,
+    bed: &PairBed,
+    acked: &[Acked],
+    tag: &str,
+) -> Res<(Vec<Lease>, Vec<Lease>)> {
+    let now = unix_now();
+    let ta = snapshot(a, bed, &format!("a-{tag}"))?;
+    let tb = snapshot(b, bed, &format!("b-{tag}"))?;
+    check_acked_bound(&ta, acked, "primary")?;
+    check_acked_bound(&tb, acked, "secondary")?;
+    let (act_a, act_b) = (active_bindings(&ta, now), active_bindings(&tb, now));
+    if act_a.keys().collect::<Vec<_>>() != act_b.keys().collect::<Vec<_>>() {
+        return Err(format!("active bindings differ: {act_a:?} vs {act_b:?}"));
+    }
+    Ok((ta, tb))
+}
+
 fn in_state(t: &[Lease], s: LeaseState) -> BTreeSet<Ipv4Addr> {
     t.iter().filter(|l| l.state == s).map(|l| l.addr).collect()
 }
@@ -150,15 +171,7 @@ fn scenario() -> Res<()> {
 
     // 3. Both tables agree: every ACK is bound on both sides, no address twice; what the
     //    backup still holds is BACKUP on both.
-    let now = unix_now();
-    let ta = snapshot(&a, &bed, "a2")?;
-    let tb = snapshot(&b, &bed, "b2")?;
-    check_acked_bound(&ta, &acked, "primary")?;
-    check_acked_bound(&tb, &acked, "secondary")?;
-    let (act_a, act_b) = (active_bindings(&ta, now), active_bindings(&tb, now));
-    if act_a.keys().collect::<Vec<_>>() != act_b.keys().collect::<Vec<_>>() {
-        return Err(format!("active bindings differ: {act_a:?} vs {act_b:?}"));
-    }
+    let (ta, tb) = tables_agree(&a, &b, &bed, &acked, "exhaust")?;
     let (ba, bb) = (
         in_state(&ta, LeaseState::Backup),
         in_state(&tb, LeaseState::Backup),
@@ -231,15 +244,7 @@ fn secondary_exhaustion() -> Res<()> {
     );
     b.wait_drained(Duration::from_secs(20))?;
     a.wait_drained(Duration::from_secs(20))?;
-    let now = unix_now();
-    let ta = snapshot(&a, &bed, "a1")?;
-    let tb = snapshot(&b, &bed, "b1")?;
-    check_acked_bound(&ta, &acked, "primary")?;
-    check_acked_bound(&tb, &acked, "secondary")?;
-    let (act_a, act_b) = (active_bindings(&ta, now), active_bindings(&tb, now));
-    if act_a.keys().collect::<Vec<_>>() != act_b.keys().collect::<Vec<_>>() {
-        return Err(format!("active bindings differ: {act_a:?} vs {act_b:?}"));
-    }
+    tables_agree(&a, &b, &bed, &acked, "refill")?;
     a.stop()?;
     b.stop()?;
     Ok(())
