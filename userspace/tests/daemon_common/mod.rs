@@ -106,18 +106,26 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// A binary named by environment variable `var`, if set and not empty. Tests run in the crate
+/// directory: a relative path is taken from the repository root (where `cargo` is usually
+/// typed), else from here.
+fn bin_from_env(var: &str) -> Option<Res<PathBuf>> {
+    let b = PathBuf::from(std::env::var_os(var).filter(|v| !v.is_empty())?);
+    Some(
+        [repo_root().join(&b), b.clone()]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("{var}={} is not a file", b.display())),
+    )
+}
+
 /// The release `xdhcp-loadgen`: `XDHCP_LOADGEN_BIN` if set, else built once with
 /// `cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen`.
 pub fn loadgen_bin() -> Res<PathBuf> {
     static BIN: OnceLock<Res<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(b) = std::env::var_os("XDHCP_LOADGEN_BIN").filter(|v| !v.is_empty()) {
-            let b = PathBuf::from(b);
-            let p = [repo_root().join(&b), b.clone()]
-                .into_iter()
-                .find(|p| p.is_file())
-                .ok_or_else(|| format!("XDHCP_LOADGEN_BIN={} is not a file", b.display()))?;
-            return Ok(p);
+        if let Some(p) = bin_from_env("XDHCP_LOADGEN_BIN") {
+            return p;
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         eprintln!("tests: cargo build --release -p xdhcpd-tools --bin xdhcp-loadgen");
@@ -163,14 +171,8 @@ pub fn xdhcpd_bin() -> Res<PathBuf> {
 }
 
 fn find_or_build() -> Res<PathBuf> {
-    if let Some(bin) = std::env::var_os("XDHCPD_BIN").filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        // Tests run in the crate directory: a relative path is taken from the repository
-        // root (where `cargo` is usually typed), else from here.
-        let found = [repo_root().join(&bin), bin.clone()]
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("XDHCPD_BIN={} is not a file", bin.display()))?;
+    if let Some(found) = bin_from_env("XDHCPD_BIN") {
+        let found = found?;
         return found
             .canonicalize()
             .map_err(|e| format!("XDHCPD_BIN={}: {e}", found.display()));
