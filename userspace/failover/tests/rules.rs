@@ -516,14 +516,7 @@ fn safe_period_enabled_and_disabled() {
     s.crash(1, true, 100_000);
     s.run_until(s.t + 3000);
     assert_eq!(st(&s, 0), Some(ServerState::CommunicationsInterrupted));
-    let now = s.nodes[0].now(s.t);
-    s.nodes[0]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, None)
-        .unwrap();
-    s.drain(0);
+    s.partner_down(0, None).unwrap();
     assert_eq!(st(&s, 0), Some(ServerState::PartnerDown));
 }
 
@@ -535,13 +528,7 @@ fn partner_down_with_date_counts_mclt_from_it() {
     s.run_until(s.t + 200);
     let now = s.nodes[1].now(s.t);
     let since = now - 50;
-    s.nodes[1]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, Some(since))
-        .unwrap();
-    s.drain(1);
+    s.partner_down(1, Some(since)).unwrap();
     let pol = s.nodes[1].cell.load();
     assert_eq!(pol.state, ServerState::PartnerDown);
     assert_eq!(pol.partner_down_usable_at, since + 120);
@@ -554,12 +541,7 @@ fn partner_down_with_date_counts_mclt_from_it() {
     let mut s2 = start_pair(params());
     let now = s2.nodes[0].now(s2.t);
     s2.nodes[0].engine.as_mut().unwrap().pause(now).unwrap();
-    assert!(s2.nodes[0]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, None)
-        .is_err());
+    assert!(s2.partner_down(0, None).is_err());
 }
 
 /// The way out of RECOVER when the partner is gone for good: `partner-down` there is a blind
@@ -583,13 +565,8 @@ fn partner_down_from_recover_holds_our_own_pool_for_mclt() {
     );
     let now = s.nodes[0].now(s.t);
     let since = now - 60;
-    s.nodes[0]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, Some(since))
+    s.partner_down(0, Some(since))
         .expect("partner-down is accepted in RECOVER");
-    s.drain(0);
     let pol = s.nodes[0].cell.load();
     assert_eq!(pol.state, ServerState::PartnerDown);
     assert!(pol.own_pool_waits);
@@ -628,15 +605,8 @@ fn partner_down_then_partner_returns_down_first() {
     s.run_until(s.t + 300);
     s.crash(1, true, 100_000);
     s.run_until(s.t + 30);
-    let now = s.nodes[0].now(s.t);
     let crashed = s.nodes[0].now(s.nodes[1].crashed_at);
-    s.nodes[0]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, Some(crashed))
-        .unwrap();
-    s.drain(0);
+    s.partner_down(0, Some(crashed)).unwrap();
     s.run_until(s.t + 400);
     s.restart(1);
     run_until(&mut s, 30, |s| st(s, 1) == Some(ServerState::Recover));
@@ -663,15 +633,8 @@ fn potential_conflict_resolution() {
     run_until(&mut s, 60, |s| {
         st(s, 0) == Some(ServerState::CommunicationsInterrupted)
     });
-    let now = s.nodes[0].now(s.t);
     let since = s.nodes[0].now(s.nodes[1].isolated_from);
-    s.nodes[0]
-        .engine
-        .as_mut()
-        .unwrap()
-        .partner_down(now, Some(since))
-        .unwrap();
-    s.drain(0);
+    s.partner_down(0, Some(since)).unwrap();
     run_until(&mut s, 500, |s| {
         st(s, 0) == Some(ServerState::PotentialConflict)
             || st(s, 1) == Some(ServerState::PotentialConflict)

@@ -147,11 +147,9 @@ fn blind_partner_down_from_recover_many_seeds() {
             sim.run_until(sim.t + 40);
             let now = sim.nodes[b].now(sim.t);
             let since = (sim.nodes[b].now(a_died) + common::MAX_SKEW as u32).min(now);
-            let e = sim.nodes[b].engine.as_mut().expect("alive");
-            if e.partner_down(now, Some(since)).is_err() {
+            if sim.partner_down(b, Some(since)).is_err() {
                 return false;
             }
-            sim.drain(b);
             // Past the MCLT: B now leases A's free addresses as well.
             sim.run_until(sim.t + p.mclt + r.range(60, 600));
             sim.nodes[a].restart_at = sim.t + 1;
@@ -173,10 +171,8 @@ fn blind_partner_down_from_recover_many_seeds() {
             }
             let now = sim.nodes[a].now(sim.t);
             let since = (sim.nodes[a].now(b_died) + common::MAX_SKEW as u32).min(now);
-            let e = sim.nodes[a].engine.as_mut().expect("alive");
-            e.partner_down(now, Some(since))
+            sim.partner_down(a, Some(since))
                 .expect("partner-down is accepted in RECOVER");
-            sim.drain(a);
             sim.run_until(sim.t + r.range(300, 1500));
             if r.chance(500) {
                 sim.nodes[b].restart_at = sim.t + 1;

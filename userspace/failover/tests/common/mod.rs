@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 
 use xdhcpd_failover::{
     apply_ack, backup_share, reclaim_binding, resolve_update, Action, Admission, Binding,
-    BindingStatus, Config, FailoverEngine, FailoverPersist, PolicyCell, RejectReason, RequestKind,
-    Role, ServerState, UpdateDecision,
+    BindingStatus, CommandError, Config, FailoverEngine, FailoverPersist, PolicyCell, RejectReason,
+    RequestKind, Role, ServerState, UpdateDecision,
 };
 
 pub const T0: u32 = 1_700_000_000;
@@ -576,6 +576,23 @@ impl Sim {
     // ---------------------------------------------------------------------------------------
     // Faults
 
+    /// Operator `partner-down` on live node `i` at its own clock; its actions run at once.
+    /// A blind one (accepted in RECOVER / RECOVER-WAIT) is counted in the coverage.
+    pub fn partner_down(&mut self, i: usize, since: Option<u32>) -> Result<(), CommandError> {
+        let now = self.nodes[i].now(self.t);
+        let e = self.nodes[i]
+            .engine
+            .as_mut()
+            .expect("partner-down on a live node");
+        let blind = matches!(e.state(), ServerState::Recover | ServerState::RecoverWait);
+        let r = e.partner_down(now, since);
+        if r.is_ok() && blind {
+            self.cov.blind_partner_downs += 1;
+        }
+        self.drain(i);
+        r
+    }
+
     /// Adds node `i`'s update counters to the coverage (before its engine goes away).
     pub fn count_update_stats(&mut self, i: usize) {
         if let Some(e) = &self.nodes[i].engine {
@@ -710,16 +727,8 @@ impl Sim {
                     let crash_local =
                         self.nodes[a].now(self.nodes[other].crashed_at) + MAX_SKEW as u32;
                     let since = Some(crash_local.min(self.nodes[a].now(self.t)));
-                    let now = self.nodes[a].now(self.t);
-                    if let Some(e) = self.nodes[a].engine.as_mut() {
-                        let blind =
-                            matches!(e.state(), ServerState::Recover | ServerState::RecoverWait);
-                        if e.partner_down(now, since).is_ok() && blind {
-                            self.cov.blind_partner_downs += 1;
-                        }
-                    }
                     self.note(format!("node{a}: operator partner-down since {since:?}"));
-                    self.drain(a);
+                    let _ = self.partner_down(a, since);
                 }
             }
             78..=83 => {
@@ -786,11 +795,8 @@ impl Sim {
                         } else {
                             Some(cut.min(now))
                         };
-                        if let Some(e) = self.nodes[a].engine.as_mut() {
-                            let _ = e.partner_down(now, since);
-                        }
                         self.note(format!("node{a}: operator partner-down (partner isolated)"));
-                        self.drain(a);
+                        let _ = self.partner_down(a, since);
                     }
                 }
             }
