@@ -248,17 +248,14 @@ impl FailoverPolicy {
             Role::Primary => BindingStatus::Free,
             Role::Secondary => BindingStatus::Backup,
         };
-        let pd = self.state == ServerState::PartnerDown;
+        let pd_usable =
+            self.state == ServerState::PartnerDown && now >= self.partner_down_usable_at;
+        let past_last_end = now >= last_end.saturating_add(self.mclt);
         match status {
-            s if s == own && !self.own_pool_waits => true,
-            s if s == own => {
-                pd && now >= self.partner_down_usable_at
-                    && now >= last_end.saturating_add(self.mclt)
-            }
-            BindingStatus::Free | BindingStatus::Backup => pd && now >= self.partner_down_usable_at,
+            s if s == own => !self.own_pool_waits || (pd_usable && past_last_end),
+            BindingStatus::Free | BindingStatus::Backup => pd_usable,
             BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset => {
-                pd && now >= self.partner_down_usable_at
-                    && now >= last_end.saturating_add(self.mclt)
+                pd_usable && past_last_end
             }
             BindingStatus::Active | BindingStatus::Abandoned => false,
         }

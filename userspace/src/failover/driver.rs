@@ -827,23 +827,20 @@ impl Driver {
                 Ok(()) => {
                     self.pump();
                     let p = self.engine.persisted();
+                    let usable = fmt_time(self.engine.policy().partner_down_usable_at);
                     let whose = if p.blind_partner_down {
+                        tracing::warn!(
+                            "failover: partner-down from RECOVER: the partner's last leases are \
+                             unknown, so no new client gets any address before {usable}"
+                        );
                         "declared from RECOVER: every address, ours too,"
                     } else {
                         "partner's addresses"
                     };
-                    if p.blind_partner_down {
-                        tracing::warn!(
-                            "failover: partner-down from RECOVER: the partner's last leases are \
-                             unknown, so no new client gets any address before {}",
-                            fmt_time(p.partner_down_since.saturating_add(self.engine.mclt()))
-                        );
-                    }
                     Response::message(format!(
-                        "partner-down accepted: state {}, {whose} usable from {} \
+                        "partner-down accepted: state {}, {whose} usable from {usable} \
                          (MCLT {} s counted from {})",
                         self.engine.state(),
-                        fmt_time(p.partner_down_since.saturating_add(self.engine.mclt())),
                         self.engine.mclt(),
                         fmt_time(p.partner_down_since)
                     ))
@@ -912,7 +909,7 @@ impl Driver {
             state_since: e.state_since(),
             blind_partner_down: e.persisted().blind_partner_down,
             partner_down_usable_at: if e.state() == ServerState::PartnerDown {
-                e.persisted().partner_down_since.saturating_add(e.mclt())
+                e.policy().partner_down_usable_at
             } else {
                 0
             },
