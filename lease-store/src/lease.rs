@@ -436,6 +436,24 @@ impl Lease {
         &self.chaddr[..(self.hlen as usize).min(16)]
     }
 
+    /// Option 82 stored with the binding (`extra[0]` = length, `extra[1..]` = bytes).
+    pub fn relay_agent_info(&self) -> &[u8] {
+        let n = (self.extra[0] as usize).min(self.extra.len() - 1);
+        &self.extra[1..1 + n]
+    }
+
+    /// Stores option 82 with the binding; stores nothing and returns false when it does not
+    /// fit (at most 23 bytes).
+    pub fn set_relay_agent_info(&mut self, info: &[u8]) -> bool {
+        if info.len() > self.extra.len() - 1 {
+            return false;
+        }
+        self.extra = [0; 24];
+        self.extra[0] = info.len() as u8;
+        self.extra[1..1 + info.len()].copy_from_slice(info);
+        true
+    }
+
     /// True if the store quarantined this record at open.
     pub fn is_quarantined(&self) -> bool {
         self.flags & FLAG_QUARANTINED != 0

@@ -110,6 +110,7 @@ fn leasequery_answers_allocate_nothing() {
         load_balance_max_secs: 0,
         rebind_limit: 0,
         own_pool_waits: false,
+        expiry_grace: 0,
     }));
     let shared = EngineShared::new(cfg, Arc::new(table), SERVER).with_failover(cell.clone());
     let mut e = Engine::new(Arc::new(shared), 0, Arc::new(EngineStats::default()));

@@ -88,7 +88,14 @@ pub struct Config {
     /// message limit. Only used with a partner whose vendor-class says it is xdhcpd: ISC
     /// dhcpd refuses a repeated option, so every other partner gets one per message.
     pub max_bindings_per_bndupd: usize,
+    /// A lease counts as ended only this many seconds after its end, for every failover rule
+    /// (accepting a partner's EXPIRED/FREE over our ACTIVE, the expiry sweeper, counting MCLT
+    /// before reusing an address): it absorbs clock offsets between the partners.
+    pub expiry_grace: u32,
 }
+
+/// Default [`Config::expiry_grace`]: well above NTP-disciplined clock offsets.
+pub const DEFAULT_EXPIRY_GRACE: u32 = 30;
 
 impl Config {
     pub fn new(role: Role, relationship_name: &str) -> Self {
@@ -116,6 +123,7 @@ impl Config {
             heartbeat_interval: 30,
             vendor_class: format!("{XDHCPD_VENDOR_PREFIX}{}", env!("CARGO_PKG_VERSION")),
             max_bindings_per_bndupd: 64,
+            expiry_grace: DEFAULT_EXPIRY_GRACE,
         }
     }
 
@@ -152,10 +160,21 @@ impl Config {
         if self.backup_pct > 100 {
             return bad("backup_pct", "must be 0..=100");
         }
+        if self.expiry_grace >= self.mclt {
+            return bad("expiry_grace", "must be below mclt");
+        }
         if self.heartbeat_interval == 0 || self.pool_request_interval == 0 {
             return bad("heartbeat_interval", "intervals must be > 0");
         }
         Ok(())
+    }
+
+    /// The rules a [`crate::BindingSync`] applies to this server's records.
+    pub fn store_rules(&self) -> crate::StoreRules {
+        crate::StoreRules {
+            role: self.role,
+            expiry_grace: self.expiry_grace,
+        }
     }
 
     /// The HBA the primary sends (bit set = primary's bucket, ISC convention).
@@ -579,6 +598,7 @@ impl FailoverEngine {
             rebind_limit: self.cfg.rebind_limit,
             own_pool_waits: self.persist.blind_partner_down
                 && self.state == ServerState::PartnerDown,
+            expiry_grace: self.cfg.expiry_grace,
         }
     }
 

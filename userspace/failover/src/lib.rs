@@ -5,7 +5,9 @@
 //! * [`engine`]: the failover endpoint state machine ([`FailoverEngine`]);
 //! * [`policy`]: the per-packet [`FailoverPolicy`] (who answers, which address may be used,
 //!   the MCLT lease rule) and its lock-free publication cell [`PolicyCell`];
-//! * [`table`]: pure lease-table helpers for the driver (accepting partner updates, acks);
+//! * [`table`]: binding-level rules (accepting a partner's update, acknowledgements, reclaims);
+//! * [`store`]: lease records and the [`BindingStore`] rules both the daemon and the
+//!   simulation run (what to send, what a partner's update or ack does to a record);
 //! * [`balance`]: address balance between the partners (how many, which addresses move);
 //! * [`persist`]: the fixed-layout persisted state.
 //!
@@ -16,16 +18,19 @@ pub mod codec;
 pub mod engine;
 pub mod persist;
 pub mod policy;
+pub mod store;
 pub mod table;
 pub mod types;
 
 pub use engine::{
     backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, Stats, UpdateId,
+    DEFAULT_EXPIRY_GRACE,
 };
 pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
 pub use policy::{
     lease_time_allowed, rfc3074_hash, Admission, DropReason, FailoverPolicy, LeaseGrant,
     PolicyCell, RequestKind,
 };
+pub use store::{BindingStore, BindingSync, StoreRules};
 pub use table::{apply_ack, reclaim_binding, resolve_update, AckOutcome, UpdateDecision};
 pub use types::{Binding, BindingStatus, RejectReason, Role, ServerState};

@@ -128,6 +128,8 @@ pub struct FailoverPolicy {
     /// PARTNER-DOWN declared from RECOVER (the partner's PARTNER-DOWN leases are unknown):
     /// our own pool waits like the partner's, see [`may_allocate`](Self::may_allocate).
     pub own_pool_waits: bool,
+    /// [`crate::Config::expiry_grace`]: added to a record's last end before MCLT is counted.
+    pub expiry_grace: u32,
 }
 
 impl FailoverPolicy {
@@ -143,6 +145,7 @@ impl FailoverPolicy {
             load_balance_max_secs: 0,
             rebind_limit: 0,
             own_pool_waits: false,
+            expiry_grace: 0,
         }
     }
 
@@ -261,6 +264,16 @@ impl FailoverPolicy {
         }
     }
 
+    /// [`may_allocate`](Self::may_allocate) for a lease record offered to a new client: its
+    /// status and last end as every failover rule reads them ([`crate::store::record`]).
+    pub fn may_allocate_lease(&self, now: u32, l: &lease_store::Lease) -> bool {
+        self.may_allocate(
+            now,
+            crate::store::allocation_status(l, now),
+            crate::store::allocation_last_end(l, self.expiry_grace),
+        )
+    }
+
     /// The MCLT rule (draft-12 5.2.1, 7.1.5): the lease never ends later than
     /// `max(now, acked_potential_expiry) + MCLT`; the potential expiration to send is
     /// `now + desired * factor`, and never less than the lease end.
@@ -315,6 +328,7 @@ fn pack(p: &FailoverPolicy) -> [u64; POLICY_WORDS] {
         | (p.own_pool_waits as u64) << 32;
     w[1] = p.mclt as u64 | (p.lease_period_factor_permille as u64) << 32;
     w[2] = p.partner_down_usable_at as u64 | (p.rebind_limit as u64) << 32;
+    w[7] = p.expiry_grace as u64;
     for i in 0..4 {
         let mut b = [0u8; 8];
         b.copy_from_slice(&p.hba[i * 8..i * 8 + 8]);
@@ -343,6 +357,7 @@ fn unpack(w: &[u64; POLICY_WORDS]) -> FailoverPolicy {
         partner_down_usable_at: w[2] as u32,
         rebind_limit: (w[2] >> 32) as u32,
         own_pool_waits: (w[0] >> 32) & 1 != 0,
+        expiry_grace: w[7] as u32,
         hba,
     }
 }

@@ -66,8 +66,13 @@ pub fn resolve_update(
         (Active, Released) => time1(),
         (Active, Reset | Abandoned) => true,
         (Expired, Active) => time1(),
-        (Expired, _) => true,
         (Released, Active | Expired) => time1(),
+        // A BACKUP grant older than the lease that ended since: the partner re-sent a grant
+        // whose BNDACK it lost, and the address has been leased and ended here after it.
+        // Taking it back to BACKUP would leave it BACKUP here and FREE there once our ended
+        // lease reaches the partner: both would lease it (found by the simulation, seed 316).
+        (Expired | Released, Backup) => incoming.start > l.start,
+        (Expired, _) => true,
         (Released, _) => true,
         // A BACKUP address stops being the backup's only by newer information: a FREE (or an
         // ended lease) that started before the grant is stale. Updates crossing on the wire

@@ -49,6 +49,7 @@ fn policy(role: Role, state: ServerState) -> FailoverPolicy {
         load_balance_max_secs: 0,
         rebind_limit: 0,
         own_pool_waits: false,
+        expiry_grace: 0,
     }
 }
 

@@ -385,6 +385,7 @@ fn policy(role: Role, state: ServerState) -> FailoverPolicy {
         load_balance_max_secs: 0,
         rebind_limit: 0,
         own_pool_waits: false,
+        expiry_grace: 0,
     }
 }
 
@@ -395,7 +396,7 @@ fn failover_backup_answers_leasequery_in_every_state() {
         ServerState::Normal,
     )));
     let mut f = fx(Some(cell.clone()));
-    // The binding as a BNDUPD from the primary leaves it (failover/convert.rs).
+    // The binding as a BNDUPD from the primary leaves it (xdhcpd_failover::store::record).
     let ip = Ipv4Addr::new(10, 9, 0, 12);
     let slot = f.table.slot_of(ip).expect("pool address");
     f.table.update(slot, |l| {

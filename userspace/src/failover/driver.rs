@@ -14,29 +14,23 @@
 //! dial at once both keep the primary's, and a restarted peer's new connection still replaces
 //! the dead one it left behind.
 
-/// Per-binding maps: foldhash rather than SipHash (it showed in the driver profiles).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use lease_store::{DirtySet, Lease, LeaseState, LeaseTable, Owner, Slot};
+use lease_store::{DirtySet, LeaseTable, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xdhcpd_failover::{
-    apply_ack, resolve_update, Action, Binding, BindingStatus, FailoverEngine, PolicyCell,
-    RejectReason, Role, ServerState, UpdateDecision, UpdateId,
+    Action, BindingSync, FailoverEngine, PolicyCell, RejectReason, Role, ServerState, UpdateId,
 };
 
 use super::control::{fmt_time, FailoverStatus, Request, Response};
-use super::convert::{
-    binding_change_time, change_time, lease_to_binding, lease_to_local, unacked, worth_sending_all,
-    write_binding,
-};
+use super::table_store::TableStore;
 use crate::config::FailoverConfig;
 use crate::server::clock::unix_now;
 
@@ -106,11 +100,9 @@ pub(crate) struct Driver {
     next_connect: Instant,
     /// The current link was opened by the primary (see the connection rules above).
     link_by_primary: bool,
-    /// Binding updates queued and not yet acknowledged: when first queued, and the change
-    /// time of the newest version queued (dedupes the periodic scan).
-    queued: HashMap<Ipv4Addr, (Instant, u32)>,
-    /// Versions the partner refused (draft-12 7.2.2: not re-sent until they change).
-    rejected: HashMap<Ipv4Addr, u32>,
+    /// What the partner has of our records, and every rule about it (the sans-IO crate's;
+    /// the simulation runs the same code).
+    sync: BindingSync<Instant>,
     lat_sum_ms: f64,
     lat_n: u64,
     next_scan: Instant,
@@ -127,24 +119,6 @@ pub(crate) struct Driver {
     out: Vec<u8>,
     /// Write `out` at once instead of at the next tick (graceful stop).
     write_through: bool,
-}
-
-/// `table.update(slot, f)`, but only when `f` changes the record: `f` runs first on a copy
-/// (and again under the record lock when it changed something). Works around lease-store
-/// `update` leaving a never-used record non-pristine with a zero checksum when nothing changed
-/// (the next open then quarantines it).
-pub(super) fn update_if_changed<R>(
-    table: &LeaseTable,
-    slot: Slot,
-    f: impl Fn(&mut Lease) -> R,
-) -> R {
-    let old = table.read(slot);
-    let mut copy = old;
-    let r = f(&mut copy);
-    if copy == old {
-        return r;
-    }
-    table.update(slot, f)
 }
 
 /// Without a connection the secondary waits this long before dialling (the primary 1 s): the
@@ -174,6 +148,7 @@ impl Driver {
     ) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let role = engine.config().role;
+        let rules = engine.config().store_rules();
         let balance = super::rebalance::Rebalancer::new(&cfg, &table, role);
         (
             Driver {
@@ -196,8 +171,7 @@ impl Driver {
                         Role::Secondary => SECONDARY_DIAL_DELAY,
                     },
                 link_by_primary: false,
-                queued: HashMap::default(),
-                rejected: HashMap::default(),
+                sync: BindingSync::new(rules),
                 seen: Vec::new(),
                 lat_sum_ms: 0.0,
                 lat_n: 0,
@@ -332,7 +306,7 @@ impl Driver {
         if self.engine.state() == ServerState::Normal && self.engine.communications_ok() {
             let due = std::mem::take(&mut self.rebalance_due);
             self.balance
-                .tick(now, due, &self.table, &mut self.engine, &mut self.queued);
+                .tick(now, due, &self.table, &mut self.engine, &mut self.sync);
         }
         if self.engine.poll_timeout().is_some_and(|t| now >= t) {
             self.engine.handle_timeout(now);
@@ -600,7 +574,17 @@ impl Driver {
                 let r = self.apply_binding(now, &binding, dirty);
                 applied.push((id, r));
             }
-            Action::BindingAcked { addr, sent, .. } => self.on_ack(addr, &sent, acked_at),
+            Action::BindingAcked { sent, .. } => {
+                let mut store = TableStore {
+                    table: &self.table,
+                    dirty,
+                };
+                if let Some(at) = self.sync.acked(&mut store, &sent) {
+                    let now = *acked_at.get_or_insert_with(Instant::now);
+                    self.lat_sum_ms += now.saturating_duration_since(at).as_secs_f64() * 1000.0;
+                    self.lat_n += 1;
+                }
+            }
             Action::BindingRejected {
                 sent,
                 reason,
@@ -611,32 +595,21 @@ impl Driver {
                     sent.addr,
                     sent.status
                 );
-                self.queued.remove(&sent.addr);
-                self.rejected.insert(sent.addr, binding_change_time(&sent));
+                self.sync.refused(&sent);
             }
             Action::SendBindings { all } => {
-                let mut n = 0usize;
-                for (_, l) in self.table.iter() {
-                    let wanted = if all {
-                        worth_sending_all(&l)
-                    } else {
-                        unacked(&l)
-                    };
-                    if !wanted {
-                        continue;
-                    }
-                    if let Some(b) = lease_to_binding(&l) {
-                        self.queued.entry(b.addr).or_insert((Instant::now(), 0)).1 =
-                            change_time(&l);
-                        self.engine.queue_binding(b);
-                        n += 1;
-                    }
-                }
+                let mut no_writes = DirtySet::new();
+                let store = TableStore {
+                    table: &self.table,
+                    dirty: &mut no_writes,
+                };
+                let n = self
+                    .sync
+                    .send_bindings(&mut self.engine, now, Instant::now(), &store, all);
                 tracing::info!(
                     "failover: partner asked for {} bindings: {n} queued",
                     if all { "all" } else { "unacknowledged" }
                 );
-                self.engine.bindings_queued(now);
             }
             Action::PoolRequest { id } => {
                 let granted = self.grant_pool(now);
@@ -657,101 +630,31 @@ impl Driver {
     fn apply_binding(
         &mut self,
         now: u32,
-        b: &Binding,
+        b: &xdhcpd_failover::Binding,
         dirty: &mut DirtySet,
     ) -> Result<(), (RejectReason, String)> {
-        let Some(slot) = self.table.slot_of(b.addr) else {
-            return Err((
-                RejectReason::IllegalIpAddress,
-                format!("{} is not in any pool of this server", b.addr),
-            ));
+        let mut store = TableStore {
+            table: &self.table,
+            dirty,
         };
-        let role = self.role;
-        let r = update_if_changed(&self.table, slot, |r| {
-            if r.state == LeaseState::Reserved {
-                // Both partners have the same reservations; nothing to store.
-                return Ok(false);
-            }
-            match resolve_update(Some(&lease_to_local(r)), b, now, 0, role) {
-                UpdateDecision::Accept(nb) => {
-                    write_binding(r, &nb);
-                    Ok(true)
-                }
-                UpdateDecision::Reject(reason, m) => Err((reason, m.to_string())),
-            }
-        });
-        match r {
-            Ok(wrote) => {
-                if wrote {
-                    dirty.note(slot);
-                }
-                // The partner's newer binding replaced ours (the engine drops our queued one).
-                self.queued.remove(&b.addr);
-                Ok(())
-            }
-            Err(e) => {
+        self.sync
+            .apply(&mut store, now, b)
+            .map(|_| ())
+            .inspect_err(|e| {
                 tracing::info!(
                     "failover: refused the partner's update of {} ({:?}): {}",
                     b.addr,
                     b.status,
                     e.1
                 );
-                Err(e)
-            }
-        }
-    }
-
-    fn on_ack(&mut self, addr: Ipv4Addr, sent: &Binding, acked_at: &mut Option<Instant>) {
-        let Some(slot) = self.table.slot_of(addr) else {
-            return;
-        };
-        let sent_ct = binding_change_time(sent);
-        // A record we sent is never pristine: `update` directly (one read under the lock
-        // instead of a read first, as `update_if_changed` does).
-        self.table.update(slot, |r| {
-            let local = lease_to_local(r);
-            let out = apply_ack(&local, sent);
-            if let Some(nb) = &out.record {
-                if nb.status == BindingStatus::Free && local.status != BindingStatus::Free {
-                    // RELEASED/EXPIRED acknowledged: the address is FREE (the primary's) again.
-                    let start = nb.start;
-                    r.clear_binding();
-                    r.state = LeaseState::Free;
-                    r.owner = Owner::Primary;
-                    r.start = start;
-                    r.expiry = start;
-                } else if nb.status == BindingStatus::Active {
-                    r.acked_potential_expiry = r.acked_potential_expiry.max(nb.potential_expiry);
-                }
-            }
-            if out.up_to_date {
-                r.tsfp = r.tsfp.max(sent_ct);
-                if sent.status == BindingStatus::Active {
-                    r.tstp = sent.lease_expiry;
-                    r.acked_potential_expiry = r.acked_potential_expiry.max(sent.potential_expiry);
-                }
-                if out.record.is_some() {
-                    r.tsfp = r.tsfp.max(change_time(r));
-                }
-            }
-        });
-        // One probe: an ack usually settles the entry (not when a newer version is queued).
-        if let std::collections::hash_map::Entry::Occupied(e) = self.queued.entry(addr) {
-            let (at, ct) = *e.get();
-            if ct <= sent_ct {
-                e.remove();
-                let now = *acked_at.get_or_insert_with(Instant::now);
-                self.lat_sum_ms += now.saturating_duration_since(at).as_secs_f64() * 1000.0;
-                self.lat_n += 1;
-            }
-        }
+            })
     }
 
     /// Primary, POOLREQ: balances every pool now (`rebalance.rs`); returns the addresses
     /// granted to the backup.
     fn grant_pool(&mut self, now: u32) -> u32 {
         use xdhcpd_failover::balance::Trigger;
-        let (t, e, q) = (&self.table, &mut self.engine, &mut self.queued);
+        let (t, e, q) = (&self.table, &mut self.engine, &mut self.sync);
         self.balance.run(Trigger::Scheduled, now, t, e, q).granted
     }
 
@@ -779,38 +682,21 @@ impl Driver {
     /// A worker changed this record: queue its binding for the partner (lazy update).
     fn on_change(&mut self, now: u32, queued_at: Instant, slot: Slot) {
         let l = self.table.read(slot);
-        if matches!(l.state, LeaseState::Free | LeaseState::Backup) && change_time(&l) <= l.tsfp {
-            // A withdrawn offer: the partner already has this free state.
-            return;
-        }
-        let Some(b) = lease_to_binding(&l) else {
-            return; // offers and reservations are not exchanged
-        };
-        self.rejected.remove(&b.addr);
-        self.queued.entry(b.addr).or_insert((queued_at, 0)).1 = change_time(&l);
-        self.engine.lease_changed(now, b);
+        self.sync
+            .record_changed(&mut self.engine, now, queued_at, &l);
     }
 
     /// Queues every record the partner lacks that is not already queued (expirations by the
     /// sweeper, changes lost to a full channel).
     fn scan_unacked(&mut self, now: u32) {
-        let mut n = 0usize;
-        for (_, l) in self.table.iter() {
-            if !unacked(&l) {
-                continue;
-            }
-            let ct = change_time(&l);
-            if self.queued.get(&l.addr).is_some_and(|q| q.1 >= ct)
-                || self.rejected.get(&l.addr).is_some_and(|&r| r >= ct)
-            {
-                continue;
-            }
-            if let Some(b) = lease_to_binding(&l) {
-                self.queued.insert(b.addr, (Instant::now(), ct));
-                self.engine.lease_changed(now, b);
-                n += 1;
-            }
-        }
+        let mut no_writes = DirtySet::new();
+        let store = TableStore {
+            table: &self.table,
+            dirty: &mut no_writes,
+        };
+        let n = self
+            .sync
+            .scan_unacked(&mut self.engine, now, Instant::now(), &store);
         if n > 0 {
             tracing::debug!("failover: scan queued {n} binding update(s)");
         }

@@ -11,12 +11,12 @@
 //! * the control thread forwards operator requests to the driver and waits for its answer.
 //!
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
-//! bindings the partner lacks is recomputed from the records themselves (see [`convert`]).
+//! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
 
 pub mod control;
-pub mod convert;
 mod driver;
 mod rebalance;
+mod table_store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -495,7 +495,7 @@ mod tests {
             t.set_failover_area(&[7u8; 64]).expect("store");
             for (slot, l) in t.iter().collect::<Vec<_>>() {
                 let b = xdhcpd_failover::Binding::free(l.addr, 1_795_000_000);
-                t.update(slot, |r| super::convert::write_binding(r, &b));
+                t.update(slot, |r| xdhcpd_failover::store::write_binding(r, &b));
             }
             t.flush().expect("flush");
         }

@@ -18,16 +18,14 @@
 //! Everything here runs only in NORMAL with communications OK (the caller checks).
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use lease_store::{DirtySet, LeaseState, LeaseTable, Owner};
 use xdhcpd_failover::balance::{self, AddrKind, PoolBalance, Trigger};
-use xdhcpd_failover::{reclaim_binding, FailoverEngine, Role};
+use xdhcpd_failover::{BindingSync, FailoverEngine, Role};
 
-use super::convert::{change_time, lease_to_binding, lease_to_local};
-use super::driver::update_if_changed;
+use super::table_store::TableStore;
 use crate::config::FailoverConfig;
 
 /// How often the primary compares the counters with the target ("significantly off").
@@ -105,13 +103,13 @@ impl Rebalancer {
     /// The driver's tick in NORMAL with communications OK. `scheduled`: hourly, entering
     /// NORMAL (the caller's flag). Cheap when nothing is off: one atomic swap per tick, the
     /// pool counters once a second.
-    pub(crate) fn tick<S: BuildHasher>(
+    pub(crate) fn tick(
         &mut self,
         now: u32,
         scheduled: bool,
         table: &LeaseTable,
         engine: &mut FailoverEngine,
-        queued: &mut HashMap<Ipv4Addr, (Instant, u32), S>,
+        sync: &mut BindingSync<Instant>,
     ) -> Moved {
         match self.role {
             Role::Secondary => {
@@ -131,10 +129,10 @@ impl Rebalancer {
             Role::Primary => {
                 let mut moved = Moved::default();
                 if scheduled {
-                    moved = self.run(Trigger::Scheduled, now, table, engine, queued);
+                    moved = self.run(Trigger::Scheduled, now, table, engine, sync);
                 }
                 if table.take_exhausted(Owner::Primary) {
-                    let m = self.run(Trigger::Exhausted, now, table, engine, queued);
+                    let m = self.run(Trigger::Exhausted, now, table, engine, sync);
                     if m.reclaimed > 0 {
                         tracing::info!(
                             "failover: pool exhausted: reclaiming {} address(es) from the backup",
@@ -146,7 +144,7 @@ impl Rebalancer {
                 }
                 if Instant::now() >= self.next_check {
                     self.next_check = Instant::now() + CHECK_EVERY;
-                    let m = self.run(Trigger::Check, now, table, engine, queued);
+                    let m = self.run(Trigger::Check, now, table, engine, sync);
                     moved.granted += m.granted;
                     moved.reclaimed += m.reclaimed;
                 }
@@ -157,13 +155,13 @@ impl Rebalancer {
 
     /// One balancing pass over every pool (primary). Exhausted passes touch only pools with
     /// no FREE address left.
-    pub(crate) fn run<S: BuildHasher>(
+    pub(crate) fn run(
         &mut self,
         trigger: Trigger,
         now: u32,
         table: &LeaseTable,
         engine: &mut FailoverEngine,
-        queued: &mut HashMap<Ipv4Addr, (Instant, u32), S>,
+        sync: &mut BindingSync<Instant>,
     ) -> Moved {
         let mut moved = Moved::default();
         if self.role != Role::Primary {
@@ -202,14 +200,19 @@ impl Rebalancer {
                     _ => AddrKind::Other,
                 }
             });
+            let mut store = TableStore {
+                table,
+                dirty: &mut dirty,
+            };
+            let at = Instant::now();
             for a in plan.grant {
-                if grant(table, Ipv4Addr::from(a), now, engine, queued, &mut dirty) {
+                if sync.grant_to_backup(engine, now, at, &mut store, Ipv4Addr::from(a)) {
                     moved.granted += 1;
                 }
             }
             for a in plan.reclaim {
                 let ip = Ipv4Addr::from(a);
-                if reclaim(table, ip, now, engine, queued) {
+                if sync.reclaim(engine, now, at, &store, ip) {
                     self.reclaiming.insert(ip, (Instant::now(), p.id));
                     moved.reclaimed += 1;
                 }
@@ -239,61 +242,4 @@ impl Rebalancer {
                     .is_some_and(|s| table.read(s).state == LeaseState::Backup)
         });
     }
-}
-
-/// FREE -> BACKUP in the table (if still FREE) and the BACKUP binding queued.
-fn grant<S: BuildHasher>(
-    table: &LeaseTable,
-    ip: Ipv4Addr,
-    now: u32,
-    engine: &mut FailoverEngine,
-    queued: &mut HashMap<Ipv4Addr, (Instant, u32), S>,
-    dirty: &mut DirtySet,
-) -> bool {
-    let Some(s) = table.slot_of(ip) else {
-        return false;
-    };
-    let moved = update_if_changed(table, s, |r| {
-        if r.state != LeaseState::Free || r.is_quarantined() {
-            return false;
-        }
-        r.clear_binding();
-        r.state = LeaseState::Backup;
-        r.owner = Owner::Backup;
-        r.start = now;
-        r.expiry = now;
-        true
-    });
-    if !moved {
-        return false;
-    }
-    dirty.note(s);
-    let l = table.read(s);
-    if let Some(b) = lease_to_binding(&l) {
-        queued.insert(b.addr, (Instant::now(), change_time(&l)));
-        engine.lease_changed(now, b);
-    }
-    true
-}
-
-/// Queues the FREE update reclaiming a BACKUP address; the record is not touched (it turns
-/// FREE when the partner acknowledges).
-fn reclaim<S: BuildHasher>(
-    table: &LeaseTable,
-    ip: Ipv4Addr,
-    now: u32,
-    engine: &mut FailoverEngine,
-    queued: &mut HashMap<Ipv4Addr, (Instant, u32), S>,
-) -> bool {
-    let Some(s) = table.slot_of(ip) else {
-        return false;
-    };
-    let l = table.read(s);
-    if l.state != LeaseState::Backup {
-        return false;
-    }
-    let b = reclaim_binding(&lease_to_local(&l), now);
-    queued.insert(ip, (Instant::now(), b.start));
-    engine.lease_changed(now, b);
-    true
 }

@@ -2,6 +2,13 @@
 //! network, durable in-memory lease tables, and a minimal DHCP server model that obeys the
 //! engine's `FailoverPolicy` and the MCLT rule.
 //!
+//! The tables hold the daemon's own records (`lease_store::Lease`), and every failover
+//! decision about a record (what to send, what a partner's update or acknowledgement does,
+//! pool grants and reclaims, which records may go to a new client) is made by the code the
+//! daemon runs: `xdhcpd_failover::BindingSync` over the `BindingStore` below, and
+//! `FailoverPolicy::may_allocate_lease`. Only the storage (a `Vec`) and the DHCP server model
+//! are the simulation's own.
+//!
 //! Model assumptions (the protocol's own operating assumptions, see draft-12 sections 9.4 and
 //! 10): the operator declares a partner down only when it has crashed (or is cut off from
 //! clients too), and a partition between two *client-reachable* servers ends before
@@ -11,15 +18,17 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
+use lease_store::{ClientKey, Lease, LeaseState, Owner};
+use xdhcpd_failover::store::lease_to_local;
 use xdhcpd_failover::{
-    apply_ack, backup_share, reclaim_binding, resolve_update, Action, Admission, Binding,
-    BindingStatus, CommandError, Config, FailoverEngine, FailoverPersist, PolicyCell, RejectReason,
-    RequestKind, Role, ServerState, UpdateDecision,
+    backup_share, Action, Admission, Binding, BindingStore, BindingSync, CommandError, Config,
+    FailoverEngine, FailoverPersist, PolicyCell, RequestKind, Role, ServerState,
 };
 
 pub const T0: u32 = 1_700_000_000;
 pub const POOL: usize = 32;
-pub const GRACE: u32 = 30;
+/// The expiry grace of both servers (the daemon's default).
+pub const GRACE: u32 = xdhcpd_failover::DEFAULT_EXPIRY_GRACE;
 pub const MAX_SKEW: i64 = 20;
 
 /// splitmix64: tiny deterministic PRNG (no dependency).
@@ -55,25 +64,43 @@ pub fn addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, (i + 1) as u8)
 }
 
-/// One record of the durable lease table.
-#[derive(Clone, Debug)]
-pub struct Record {
-    /// `potential_expiry` = what the partner committed to.
-    pub b: Binding,
-    /// Latest potential expiration we sent (draft-12 7.1.5 "sent-potential-expiration-time").
-    pub sent_pot: u32,
-    /// The partner has not acknowledged the latest change.
-    pub unacked: bool,
+/// Index of `a` in the simulated pool, if it is one of ours.
+pub fn index_of(a: Ipv4Addr) -> Option<usize> {
+    let o = a.octets();
+    let i = (o[3] as usize).wrapping_sub(1);
+    (o[..3] == [10, 0, 0] && i < POOL).then_some(i)
 }
 
-fn fresh_table(now: u32) -> Vec<Record> {
-    (0..POOL)
-        .map(|i| Record {
-            b: Binding::free(addr(i), now),
-            sent_pot: 0,
-            unacked: false,
-        })
-        .collect()
+/// The durable lease table of one node: the daemon's record type, durable at every change
+/// ("ack mode").
+#[derive(Clone, Debug)]
+pub struct SimTable(pub Vec<Lease>);
+
+impl SimTable {
+    pub fn fresh() -> Self {
+        SimTable((0..POOL).map(|i| Lease::free(addr(i))).collect())
+    }
+}
+
+impl BindingStore for SimTable {
+    fn read(&self, a: Ipv4Addr) -> Option<Lease> {
+        index_of(a).map(|i| self.0[i])
+    }
+    fn update<R>(&mut self, a: Ipv4Addr, f: impl FnOnce(&mut Lease) -> R) -> Option<(R, bool)> {
+        let l = &mut self.0[index_of(a)?];
+        let old = *l;
+        let r = f(l);
+        l.addr = old.addr;
+        Some((r, *l != old))
+    }
+    fn for_each(&self, f: impl FnMut(&Lease)) {
+        self.0.iter().for_each(f);
+    }
+}
+
+/// The simulated clients' identity: hardware type 1 and a 6-byte address.
+pub fn client_key(key: &[u8]) -> ClientKey {
+    ClientKey::from_hw(1, key)
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +161,7 @@ impl SimParams {
 
 pub fn config(role: Role, p: &SimParams) -> Config {
     let mut c = Config::new(role, "sim-pair");
+    c.expiry_grace = GRACE;
     c.mclt = p.mclt;
     c.max_unacked_bndupd = 4;
     c.max_bindings_per_bndupd = p.bndupd_batch;
@@ -157,7 +185,10 @@ pub struct Node {
     pub engine: Option<FailoverEngine>,
     pub cell: PolicyCell,
     pub offset: i64,
-    pub table: Vec<Record>,
+    pub table: SimTable,
+    /// The failover driver's record rules and in-flight updates (lost with a crash, as the
+    /// daemon's are).
+    pub sync: BindingSync<u32>,
     pub persist: Option<FailoverPersist>,
     /// Cut off from clients (and the partner) until this true time.
     pub isolated_until: u32,
@@ -179,6 +210,13 @@ impl Node {
     }
     pub fn state(&self) -> Option<ServerState> {
         self.engine.as_ref().map(|e| e.state())
+    }
+    /// Record `k` as the failover rules see it (`lease_to_local`).
+    pub fn binding(&self, k: usize) -> Binding {
+        lease_to_local(&self.table.0[k])
+    }
+    pub fn lease(&self, k: usize) -> &Lease {
+        &self.table.0[k]
     }
 }
 
@@ -272,6 +310,7 @@ pub struct Sim {
 
 fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
     let cfg = config(role, p);
+    let rules = cfg.store_rules();
     let engine = FailoverEngine::new(cfg.clone(), None, t).ok();
     let cell = PolicyCell::new(
         engine
@@ -285,7 +324,8 @@ fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
         engine,
         cell,
         offset: 0,
-        table: fresh_table(t),
+        table: SimTable::fresh(),
+        sync: BindingSync::new(rules),
         persist: None,
         isolated_until: 0,
         isolated_from: 0,
@@ -422,55 +462,30 @@ impl Sim {
             }
             Action::PolicyChanged(pol) => self.nodes[i].cell.store(&pol),
             Action::ApplyBinding { id, binding } => {
-                let role = self.nodes[i].role;
-                let idx = (binding.addr.octets()[3] as usize).wrapping_sub(1);
-                let r = if idx >= POOL || binding.addr.octets()[..3] != [10, 0, 0] {
-                    Err((RejectReason::IllegalIpAddress, "not in pool".to_string()))
-                } else {
-                    let rec = &mut self.nodes[i].table[idx];
-                    // "Expired" uses the same grace as the expiry sweeper (clock offsets).
-                    match resolve_update(Some(&rec.b), &binding, now, GRACE, role) {
-                        UpdateDecision::Accept(b) => {
-                            if self.verbose {
-                                eprintln!(
-                                    "[{}] node{i}: accept {} {:?} end {} (was {:?} end {})",
-                                    self.t - T0,
-                                    b.addr,
-                                    b.status,
-                                    b.lease_expiry.wrapping_sub(T0),
-                                    rec.b.status,
-                                    rec.b.lease_expiry.wrapping_sub(T0)
-                                );
-                            }
-                            rec.b = b;
-                            rec.unacked = false;
-                            rec.sent_pot = 0;
-                            Ok(())
-                        }
-                        UpdateDecision::Reject(r, m) => Err((r, m.to_string())),
-                    }
-                };
+                let node = &mut self.nodes[i];
+                let r = node.sync.apply(&mut node.table, now, &binding).map(|_| ());
+                if self.verbose {
+                    let l = self.nodes[i].table.read(binding.addr);
+                    eprintln!(
+                        "[{}] node{i}: partner's {} {:?}: {:?} -> {:?}",
+                        self.t - T0,
+                        binding.addr,
+                        binding.status,
+                        r,
+                        l.map(|l| (l.state, l.expiry.wrapping_sub(T0)))
+                    );
+                }
                 if let Some(e) = self.nodes[i].engine.as_mut() {
                     e.binding_applied(now, id, r);
                 }
             }
             Action::BindingAcked { sent, .. } => {
-                let idx = sent.addr.octets()[3] as usize - 1;
-                let rec = &mut self.nodes[i].table[idx];
-                let out = apply_ack(&rec.b, &sent);
-                if rec.b.status == BindingStatus::Backup
-                    && out
-                        .record
-                        .as_ref()
-                        .is_some_and(|b| b.status == BindingStatus::Free)
-                {
+                let node = &mut self.nodes[i];
+                let before = node.table.read(sent.addr).map(|l| l.state);
+                node.sync.acked(&mut node.table, &sent);
+                let after = node.table.read(sent.addr).map(|l| l.state);
+                if before == Some(LeaseState::Backup) && after == Some(LeaseState::Free) {
                     self.cov.reclaims_acked += 1;
-                }
-                if let Some(b) = out.record {
-                    rec.b = b;
-                }
-                if out.up_to_date {
-                    rec.unacked = false;
                 }
             }
             Action::BindingRejected {
@@ -478,7 +493,8 @@ impl Sim {
                 reason,
                 message,
             } => {
-                if sent.status == BindingStatus::Free {
+                self.nodes[i].sync.refused(&sent);
+                if sent.status == xdhcpd_failover::BindingStatus::Free {
                     self.cov.reclaims_rejected += 1;
                 }
                 self.note(format!(
@@ -487,53 +503,34 @@ impl Sim {
                 ));
             }
             Action::SendBindings { all } => {
-                let recs: Vec<Binding> = self.nodes[i]
-                    .table
-                    .iter()
-                    .filter(|r| {
-                        if all {
-                            r.b.status != BindingStatus::Free || r.b.has_client()
-                        } else {
-                            r.unacked
-                        }
-                    })
-                    .map(|r| {
-                        let mut b = r.b.clone();
-                        b.potential_expiry = b.potential_expiry.max(r.sent_pot);
-                        b
-                    })
-                    .collect();
-                if let Some(e) = self.nodes[i].engine.as_mut() {
-                    for b in recs {
-                        e.queue_binding(b);
-                    }
-                    e.bindings_queued(now);
+                let t = self.t;
+                let node = &mut self.nodes[i];
+                if let Some(e) = node.engine.as_mut() {
+                    node.sync.send_bindings(e, now, t, &node.table, all);
                 }
             }
             Action::PoolRequest { id } => {
                 let free: Vec<usize> = (0..POOL)
-                    .filter(|&k| self.nodes[i].table[k].b.status == BindingStatus::Free)
+                    .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Free)
                     .collect();
-                let backup = self.nodes[i]
-                    .table
-                    .iter()
-                    .filter(|r| r.b.status == BindingStatus::Backup)
+                let backup = (0..POOL)
+                    .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Backup)
                     .count();
                 let n = backup_share(free.len(), backup, 50);
                 // Backup addresses come from the top of the range.
-                let chosen: Vec<usize> = free.iter().rev().take(n).copied().collect();
-                for k in &chosen {
-                    let rec = &mut self.nodes[i].table[*k];
-                    rec.b.status = BindingStatus::Backup;
-                    rec.b.start = now;
-                    rec.unacked = true;
-                    let b = rec.b.clone();
-                    if let Some(e) = self.nodes[i].engine.as_mut() {
-                        e.lease_changed(now, b);
+                let t = self.t;
+                let node = &mut self.nodes[i];
+                let mut granted = 0;
+                if let Some(e) = node.engine.as_mut() {
+                    for k in free.iter().rev().take(n) {
+                        if node
+                            .sync
+                            .grant_to_backup(e, now, t, &mut node.table, addr(*k))
+                        {
+                            granted += 1;
+                        }
                     }
-                }
-                if let Some(e) = self.nodes[i].engine.as_mut() {
-                    e.pool_response(now, id, chosen.len() as u32);
+                    e.pool_response(now, id, granted);
                 }
             }
             Action::PoolGranted { .. } => {}
@@ -643,6 +640,7 @@ impl Sim {
             self.nodes[i].persist.map(|p| p.own_state)
         ));
         let e = FailoverEngine::new(cfg, self.nodes[i].persist, now).expect("sim config is valid");
+        self.nodes[i].sync = BindingSync::new(self.nodes[i].cfg.store_rules());
         self.nodes[i].engine = Some(e);
         *self.cov.states.entry(ServerState::Startup).or_default() += 1;
         self.drain(i);
@@ -828,18 +826,21 @@ impl Sim {
     }
 
     fn find_record(&self, i: usize, key: &[u8]) -> Option<usize> {
+        let key = client_key(key);
         (0..POOL).find(|&k| {
-            let b = &self.nodes[i].table[k].b;
-            b.status == BindingStatus::Active && b.client_key() == key
+            let l = self.nodes[i].lease(k);
+            l.state == LeaseState::Active && l.client == key
         })
     }
 
-    /// Grant or extend a lease on node `i`; returns lease seconds.
+    /// Grant or extend a lease on node `i`; returns lease seconds. Writes the record as the
+    /// DHCP engine does (`bind_granted`), then hands it to the failover driver.
     fn grant(&mut self, i: usize, k: usize, key: &[u8], now: u32) -> u32 {
         let pol = self.nodes[i].cell.load();
-        let rec = &self.nodes[i].table[k];
-        let same = rec.b.status == BindingStatus::Active && rec.b.client_key() == key;
-        let committed = if same { rec.b.potential_expiry } else { 0 };
+        let ck = client_key(key);
+        let l = *self.nodes[i].lease(k);
+        let same = l.state == LeaseState::Active && l.client == ck;
+        let committed = l.acked_potential_expiry;
         let g = pol.lease_time_allowed(now, self.p.desired, committed);
         // Invariant 3: the MCLT rule, checked at every grant.
         assert!(
@@ -863,30 +864,35 @@ impl Sim {
             );
             self.note(m);
         }
-        let rec = &mut self.nodes[i].table[k];
-        if !same {
-            rec.b = Binding {
-                addr: addr(k),
-                status: BindingStatus::Active,
-                client_id: Vec::new(),
-                htype: 1,
-                chaddr: key.to_vec(),
-                lease_expiry: 0,
-                potential_expiry: 0,
-                cltt: now,
-                start: now,
-                relay_agent_info: vec![1, 4, b'p', b'o', b'r', b't'],
-                flags: 0,
-            };
-        }
-        rec.b.lease_expiry = g.lease_expiry;
-        rec.b.cltt = now;
-        rec.sent_pot = rec.sent_pot.max(g.potential_expiry);
-        rec.unacked = true;
-        let mut sent = rec.b.clone();
-        sent.potential_expiry = g.potential_expiry;
-        if let Some(e) = self.nodes[i].engine.as_mut() {
-            e.lease_changed(now, sent);
+        let t = self.t;
+        let node = &mut self.nodes[i];
+        let (_, _) = node
+            .table
+            .update(addr(k), |l| {
+                match l.state {
+                    LeaseState::Backup => l.owner = Owner::Backup,
+                    LeaseState::Free => l.owner = Owner::Primary,
+                    _ => {}
+                }
+                if !same {
+                    l.set_relay_agent_info(&[1, 4, b'p', b'o', b'r', b't']);
+                }
+                l.state = LeaseState::Active;
+                l.client = ck;
+                l.htype = 1;
+                l.hlen = key.len() as u8;
+                l.chaddr = [0; 16];
+                l.chaddr[..key.len()].copy_from_slice(key);
+                l.expiry = g.lease_expiry;
+                l.start = now;
+                l.cltt = now;
+                l.lease_time = g.lease_secs;
+                l.potential_expiry = g.potential_expiry;
+            })
+            .expect("simulated address");
+        let l = node.table.0[k];
+        if let Some(e) = node.engine.as_mut() {
+            node.sync.record_changed(e, now, t, &l);
         }
         self.drain(i);
         g.lease_secs
@@ -907,16 +913,10 @@ impl Sim {
             }
             let now = self.nodes[i].now(self.t);
             let k = match self.find_record(i, &key) {
-                Some(k) if self.nodes[i].table[k].b.lease_expiry > now => Some(k),
+                Some(k) if self.nodes[i].lease(k).expiry > now => Some(k),
                 _ => {
-                    // Lowest address first.
-                    (0..POOL).find(|&k| {
-                        let r = &self.nodes[i].table[k];
-                        // The lease store's expiry grace covers clock offsets between partners.
-                        let last_end =
-                            r.b.lease_expiry.max(r.b.potential_expiry).max(r.sent_pot) + GRACE;
-                        pol.may_allocate(now, r.b.status, last_end)
-                    })
+                    // Lowest address first, by the DHCP engine's failover rule.
+                    (0..POOL).find(|&k| pol.may_allocate_lease(now, self.nodes[i].lease(k)))
                 }
             };
             let Some(k) = k else {
@@ -957,10 +957,10 @@ impl Sim {
                 continue;
             }
             let now = self.nodes[i].now(self.t);
-            let r = &self.nodes[i].table[k];
-            if r.b.status == BindingStatus::Active
-                && r.b.client_key() == &key[..]
-                && r.b.lease_expiry + GRACE > now
+            let l = self.nodes[i].lease(k);
+            if l.state == LeaseState::Active
+                && l.client == client_key(&key)
+                && l.expiry + GRACE > now
             {
                 let secs = self.grant(i, k, &key, now);
                 self.cov.renewals += 1;
@@ -999,15 +999,17 @@ impl Sim {
             return;
         }
         let now = self.nodes[via].now(self.t);
-        let rec = &mut self.nodes[via].table[k];
-        if rec.b.status == BindingStatus::Active && rec.b.client_key() == &key[..] {
-            rec.b.status = BindingStatus::Released;
-            rec.b.start = now;
-            rec.b.cltt = now;
-            rec.unacked = true;
-            let b = rec.b.clone();
-            if let Some(e) = self.nodes[via].engine.as_mut() {
-                e.lease_changed(now, b);
+        let t = self.t;
+        let ck = client_key(&key);
+        let node = &mut self.nodes[via];
+        // The DHCP engine's RELEASE (the shared record rule).
+        let released = node
+            .table
+            .update(addr(k), |l| xdhcpd_failover::store::release(l, &ck, now));
+        if released == Some((true, true)) {
+            let l = node.table.0[k];
+            if let Some(e) = node.engine.as_mut() {
+                node.sync.record_changed(e, now, t, &l);
             }
             self.drain(via);
         }
@@ -1034,31 +1036,33 @@ impl Sim {
         }
     }
 
+    /// The daemon's expiry sweeper (lease-store `sweep_expired` at `now - expiry_grace`),
+    /// then the driver's periodic scan for records the partner lacks.
     fn sweep(&mut self) {
+        let t = self.t;
         for i in 0..2 {
             if !self.nodes[i].alive() {
                 continue;
             }
-            let now = self.nodes[i].now(self.t);
+            let now = self.nodes[i].now(t);
+            let cutoff = now.saturating_sub(self.nodes[i].sync.rules().expiry_grace);
             for k in 0..POOL {
-                let rec = &mut self.nodes[i].table[k];
-                if rec.b.status == BindingStatus::Active && rec.b.lease_expiry + GRACE < now {
-                    if self.verbose {
-                        eprintln!(
-                            "[{}] node{i}: expire {} (lease end {})",
-                            self.t - T0,
-                            addr(k),
-                            rec.b.lease_expiry.wrapping_sub(T0)
-                        );
+                let node = &mut self.nodes[i];
+                let r = node.table.update(addr(k), |l| {
+                    let go = matches!(l.state, LeaseState::Active | LeaseState::Offered)
+                        && l.expiry <= cutoff;
+                    if go {
+                        l.state = LeaseState::Expired;
                     }
-                    rec.b.status = BindingStatus::Expired;
-                    rec.b.start = now;
-                    rec.unacked = true;
-                    let b = rec.b.clone();
-                    if let Some(e) = self.nodes[i].engine.as_mut() {
-                        e.lease_changed(now, b);
-                    }
+                    go
+                });
+                if self.verbose && r == Some((true, true)) {
+                    eprintln!("[{}] node{i}: expire {}", t - T0, addr(k));
                 }
+            }
+            let node = &mut self.nodes[i];
+            if let Some(e) = node.engine.as_mut() {
+                node.sync.scan_unacked(e, now, t, &node.table);
             }
             self.drain(i);
         }
@@ -1255,18 +1259,21 @@ impl Sim {
             return;
         }
         let backups: Vec<usize> = (0..POOL)
-            .filter(|&k| self.nodes[i].table[k].b.status == BindingStatus::Backup)
+            .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Backup)
             .collect();
         for _ in 0..2 {
             if backups.is_empty() {
                 break;
             }
             let k = backups[self.rng.below(backups.len() as u64) as usize];
-            let b = reclaim_binding(&self.nodes[i].table[k].b, now);
-            self.note(format!("node{i}: reclaim {}", b.addr));
-            self.cov.reclaims_sent += 1;
-            if let Some(e) = self.nodes[i].engine.as_mut() {
-                e.lease_changed(now, b);
+            let node = &mut self.nodes[i];
+            let sent = node
+                .engine
+                .as_mut()
+                .is_some_and(|e| node.sync.reclaim(e, now, t, &node.table, addr(k)));
+            if sent {
+                self.note(format!("node{i}: reclaim {}", addr(k)));
+                self.cov.reclaims_sent += 1;
             }
         }
         self.drain(i);
@@ -1297,18 +1304,18 @@ impl Sim {
         }
         // (1b) tables: no address ACTIVE and unexpired for two different clients.
         for k in 0..POOL {
-            let a = &self.nodes[0].table[k].b;
-            let b = &self.nodes[1].table[k].b;
-            let live = |n: usize, r: &Binding| {
-                r.status == BindingStatus::Active && r.lease_expiry > self.nodes[n].now(t) + GRACE
+            let a = self.nodes[0].lease(k);
+            let b = self.nodes[1].lease(k);
+            let live = |n: usize, l: &Lease| {
+                l.state == LeaseState::Active && l.expiry > self.nodes[n].now(t) + GRACE
             };
-            if live(0, a) && live(1, b) && !a.same_client(b) {
+            if live(0, a) && live(1, b) && a.client != b.client {
                 panic!(
-                    "invariant 1 (tables) violated at {}: {} is {:?} on node0 and {:?} on node1\n{}",
+                    "invariant 1 (tables) violated at {}: {} is {} on node0 and {} on node1\n{}",
                     t - T0,
                     addr(k),
-                    a.chaddr,
-                    b.chaddr,
+                    a.client,
+                    b.client,
                     self.log_tail()
                 );
             }
@@ -1320,11 +1327,10 @@ impl Sim {
                     continue;
                 }
                 let known = (0..2).any(|n| {
-                    let r = &self.nodes[n].table[k].b;
-                    r.status == BindingStatus::Active
-                        && r.client_key() == &cl.key[..]
-                        && (r.lease_expiry as i64 - self.nodes[n].offset) + 2 * MAX_SKEW
-                            >= end as i64
+                    let l = self.nodes[n].lease(k);
+                    l.state == LeaseState::Active
+                        && l.client == client_key(&cl.key)
+                        && (l.expiry as i64 - self.nodes[n].offset) + 2 * MAX_SKEW >= end as i64
                 });
                 if !known {
                     panic!(
@@ -1332,8 +1338,8 @@ impl Sim {
                         t - T0,
                         addr(k),
                         end - T0,
-                        self.nodes[0].table[k],
-                        self.nodes[1].table[k],
+                        self.nodes[0].lease(k),
+                        self.nodes[1].lease(k),
                         self.log_tail()
                     );
                 }

@@ -1,6 +1,6 @@
 //! Lease records <-> failover bindings, and the per-record "has the partner got this?" rule.
 //!
-//! Record fields used by failover (lease-store `Lease`):
+//! Record fields used by failover (lease-store [`Lease`]):
 //! * `potential_expiry`: the potential expiration the DHCP engine asks the partner to commit to
 //!   (sent in BNDUPD);
 //! * `acked_potential_expiry`: what the partner has committed to (its BNDACK of ours, or its
@@ -8,14 +8,15 @@
 //! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
 //!   partner holds (acknowledged by it, or received from it); 0 = never;
 //! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
-//! * `extra[0]` = option 82 length, `extra[1..]` = its first 23 bytes.
+//! * option 82: [`Lease::relay_agent_info`].
 //!
 //! A record is *unacknowledged* when it changed after the version the partner holds:
 //! `change_time > tsfp`, or (ACTIVE) a larger potential expiration than the partner committed
-//! to. This is what a restarted driver re-sends (draft-12 UPDREQ) without any queue on disk.
+//! to. This is what a restarted server re-sends (draft-12 UPDREQ) without any queue on disk.
 
 use lease_store::{ClientKey, KeyKind, Lease, LeaseState, Owner};
-use xdhcpd_failover::{Binding, BindingStatus};
+
+use crate::types::{Binding, BindingStatus};
 
 /// Seconds of the newest event in the record: the binding start, the client's last
 /// transaction, and for RELEASED/EXPIRED the moment the lease ended (`expiry`).
@@ -34,6 +35,7 @@ pub fn binding_change_time(b: &Binding) -> u32 {
 
 /// Failover status of a record, or None when it is not exchanged with the partner
 /// (OFFERED: offers are not sent; RESERVED: both partners have the same reservations).
+/// This is the one map from lease states to draft-12 binding states.
 pub fn status_of(l: &Lease) -> Option<BindingStatus> {
     Some(match l.state {
         LeaseState::Free => BindingStatus::Free,
@@ -41,16 +43,32 @@ pub fn status_of(l: &Lease) -> Option<BindingStatus> {
         LeaseState::Active => BindingStatus::Active,
         LeaseState::Expired => BindingStatus::Expired,
         LeaseState::Released => BindingStatus::Released,
-        // A declined address is in use by someone unknown: ABANDONED is the draft's word.
+        // Draft-12 5.13 / ISC dhcpd: an address a client declined is in use by someone
+        // unknown, which is what ABANDONED says; it is never handed out on the partner's word.
         LeaseState::Declined | LeaseState::Abandoned => BindingStatus::Abandoned,
         LeaseState::Offered | LeaseState::Reserved => return None,
     })
 }
 
-/// Option 82 stored with the record.
-pub fn relay_info(l: &Lease) -> Vec<u8> {
-    let n = (l.extra[0] as usize).min(l.extra.len() - 1);
-    l.extra[1..1 + n].to_vec()
+/// The binding status under which the DHCP engine considers giving this record to a *new*
+/// client at `now` ([`crate::FailoverPolicy::may_allocate`] decides): an offer or lease that
+/// has ended counts as EXPIRED, a live one as ACTIVE; otherwise [`status_of`].
+pub fn allocation_status(l: &Lease, now: u32) -> BindingStatus {
+    match l.state {
+        LeaseState::Offered | LeaseState::Active if l.expiry <= now => BindingStatus::Expired,
+        LeaseState::Offered | LeaseState::Active | LeaseState::Reserved => BindingStatus::Active,
+        _ => status_of(l).unwrap_or(BindingStatus::Abandoned),
+    }
+}
+
+/// The latest moment anyone (we, or the partner on our word) may consider this record's last
+/// binding still live, plus the expiry grace (clock offsets between the partners): what
+/// [`crate::FailoverPolicy::may_allocate`] counts MCLT from.
+pub fn allocation_last_end(l: &Lease, grace: u32) -> u32 {
+    l.expiry
+        .max(l.potential_expiry)
+        .max(l.acked_potential_expiry)
+        .saturating_add(grace)
 }
 
 fn client_id_of(l: &Lease) -> Vec<u8> {
@@ -73,7 +91,7 @@ pub fn lease_to_binding(l: &Lease) -> Option<Binding> {
     ))
 }
 
-/// The record as [`xdhcpd_failover::resolve_update`] / [`xdhcpd_failover::apply_ack`] see it:
+/// The record as [`crate::resolve_update`] / [`crate::apply_ack`] see it:
 /// `potential_expiry` is what the partner committed to. OFFERED counts as the free state it
 /// was taken from (an offer binds nobody); RESERVED as ACTIVE.
 pub fn lease_to_local(l: &Lease) -> Binding {
@@ -118,7 +136,7 @@ fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
         cltt: l.cltt,
         start: change_start(l),
         relay_agent_info: if has_client {
-            relay_info(l)
+            l.relay_agent_info().to_vec()
         } else {
             Vec::new()
         },
@@ -134,8 +152,8 @@ fn change_start(l: &Lease) -> u32 {
     }
 }
 
-/// Writes an accepted partner binding into record `r` (the caller holds the record lock via
-/// `LeaseTable::update`). The record then counts as held by the partner.
+/// Writes an accepted partner binding into record `r` (the caller holds the record lock).
+/// The record then counts as held by the partner.
 pub fn write_binding(r: &mut Lease, b: &Binding) {
     match b.status {
         BindingStatus::Active => {
@@ -158,10 +176,11 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             r.potential_expiry = b.potential_expiry;
             r.acked_potential_expiry = b.potential_expiry;
             r.tstp = b.lease_expiry;
-            r.extra = [0; 24];
-            let n = b.relay_agent_info.len().min(23);
-            r.extra[0] = n as u8;
-            r.extra[1..1 + n].copy_from_slice(&b.relay_agent_info[..n]);
+            // Too long for the record: kept nowhere rather than cut (a cut option 82 would
+            // name another subscriber).
+            if !r.set_relay_agent_info(&b.relay_agent_info) {
+                r.set_relay_agent_info(&[]);
+            }
         }
         other => {
             let (state, owner) = match other {
@@ -196,6 +215,74 @@ pub fn worth_sending_all(l: &Lease) -> bool {
     status_of(l).is_some() && (l.state != LeaseState::Free || l.start != 0 || l.tsfp != 0)
 }
 
+/// A record a worker reported changed: the binding to queue for the partner, or None
+/// (offers and reservations are not exchanged; a withdrawn offer left a free state the
+/// partner already holds).
+pub fn binding_for_change(l: &Lease) -> Option<Binding> {
+    if matches!(l.state, LeaseState::Free | LeaseState::Backup) && change_time(l) <= l.tsfp {
+        return None;
+    }
+    lease_to_binding(l)
+}
+
+/// The client's DHCPRELEASE at `now`, if `l` is its ACTIVE binding: RELEASED, the client kept on
+/// the record (it gets the same address back if it returns soon, RFC 2131 4.3.1), and `now` as
+/// the client's last transaction: the partner orders our RELEASED against its ACTIVE copy by
+/// that time (draft-12 7.1.3), so without it the release is refused as outdated.
+pub fn release(l: &mut Lease, key: &ClientKey, now: u32) -> bool {
+    if l.state != LeaseState::Active || l.client != *key {
+        return false;
+    }
+    l.state = LeaseState::Released;
+    l.expiry = now;
+    l.cltt = l.cltt.max(now);
+    true
+}
+
+/// Primary, granting a free address to the backup: FREE -> BACKUP (only a FREE record that
+/// was not quarantined). Returns whether the record changed.
+pub fn grant_to_backup(r: &mut Lease, now: u32) -> bool {
+    if r.state != LeaseState::Free || r.is_quarantined() {
+        return false;
+    }
+    r.clear_binding();
+    r.state = LeaseState::Backup;
+    r.owner = Owner::Backup;
+    r.start = now;
+    r.expiry = now;
+    true
+}
+
+/// Whether an acknowledgement of `sent` settles this record (see [`crate::apply_ack`]), with
+/// the record updated accordingly: a RELEASED/EXPIRED or reclaim acknowledged makes the address
+/// FREE (the primary's); an ACTIVE one raises what the partner committed to.
+pub fn write_ack(r: &mut Lease, sent: &Binding) {
+    let local = lease_to_local(r);
+    let out = crate::apply_ack(&local, sent);
+    if let Some(nb) = &out.record {
+        if nb.status == BindingStatus::Free && local.status != BindingStatus::Free {
+            let start = nb.start;
+            r.clear_binding();
+            r.state = LeaseState::Free;
+            r.owner = Owner::Primary;
+            r.start = start;
+            r.expiry = start;
+        } else if nb.status == BindingStatus::Active {
+            r.acked_potential_expiry = r.acked_potential_expiry.max(nb.potential_expiry);
+        }
+    }
+    if out.up_to_date {
+        r.tsfp = r.tsfp.max(binding_change_time(sent));
+        if sent.status == BindingStatus::Active {
+            r.tstp = sent.lease_expiry;
+            r.acked_potential_expiry = r.acked_potential_expiry.max(sent.potential_expiry);
+        }
+        if out.record.is_some() {
+            r.tsfp = r.tsfp.max(change_time(r));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,8 +299,7 @@ mod tests {
         l.cltt = 1000;
         l.expiry = 1600;
         l.potential_expiry = 2000;
-        l.extra[0] = 3;
-        l.extra[1..4].copy_from_slice(&[1, 1, 7]);
+        assert!(l.set_relay_agent_info(&[1, 1, 7]));
         l
     }
 
@@ -232,7 +318,7 @@ mod tests {
         assert_eq!(r.client, l.client);
         assert_eq!(r.expiry, 1600);
         assert_eq!(r.acked_potential_expiry, 2000);
-        assert_eq!(relay_info(&r), vec![1, 1, 7]);
+        assert_eq!(r.relay_agent_info(), &[1, 1, 7]);
         assert!(
             !unacked(&r),
             "a binding received from the partner is held by it"
@@ -286,15 +372,43 @@ mod tests {
     #[test]
     fn backup_grant_written_from_partner() {
         let mut r = active();
-        let b = Binding::free(r.addr, 5000);
         let b = Binding {
             status: BindingStatus::Backup,
-            ..b
+            ..Binding::free(r.addr, 5000)
         };
         write_binding(&mut r, &b);
         assert_eq!(r.state, LeaseState::Backup);
         assert_eq!(r.owner, Owner::Backup);
         assert!(r.client.is_none());
         assert!(!unacked(&r));
+    }
+
+    #[test]
+    fn declined_is_abandoned_for_the_partner_and_for_allocation() {
+        let mut l = active();
+        l.state = LeaseState::Declined;
+        l.expiry = 5000;
+        assert_eq!(status_of(&l), Some(BindingStatus::Abandoned));
+        assert_eq!(allocation_status(&l, 6000), BindingStatus::Abandoned);
+    }
+
+    #[test]
+    fn ended_offer_or_lease_is_expired_for_allocation() {
+        let mut l = active();
+        assert_eq!(allocation_status(&l, 1500), BindingStatus::Active);
+        assert_eq!(allocation_status(&l, 1600), BindingStatus::Expired);
+        l.state = LeaseState::Offered;
+        assert_eq!(allocation_status(&l, 1700), BindingStatus::Expired);
+        assert_eq!(allocation_last_end(&l, 30), 2030);
+    }
+
+    #[test]
+    fn withdrawn_offer_is_not_sent_again() {
+        let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 9));
+        l.start = 100;
+        l.tsfp = 100;
+        assert!(binding_for_change(&l).is_none());
+        l.start = 101;
+        assert!(binding_for_change(&l).is_some());
     }
 }

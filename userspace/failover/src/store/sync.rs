@@ -1,0 +1,267 @@
+//! Keeping the partner's copy of our records in step: which bindings to send, and what a
+//! partner's update, acknowledgement or refusal does to a record. The daemon's failover driver
+//! and the simulation both run exactly this code over their own [`BindingStore`].
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use lease_store::{Lease, LeaseState};
+
+use super::record::{
+    binding_change_time, binding_for_change, change_time, grant_to_backup, lease_to_binding,
+    lease_to_local, unacked, worth_sending_all, write_ack, write_binding,
+};
+use crate::engine::FailoverEngine;
+use crate::table::{reclaim_binding, resolve_update, UpdateDecision};
+use crate::types::{Binding, RejectReason, Role};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Where failover's per-address records live: the daemon's memory-mapped lease table or the
+/// simulation's in-memory model. A store only reads, writes and lists records; every decision
+/// about what a record becomes is in this module.
+pub trait BindingStore {
+    /// A consistent copy of the record of `addr`; None when no pool of ours holds `addr`.
+    fn read(&self, addr: Ipv4Addr) -> Option<Lease>;
+    /// Runs `f` on the record of `addr` atomically (no other writer sees a half change) and
+    /// keeps the result; returns `f`'s value and whether the record changed, or None when no
+    /// pool of ours holds `addr`. A changed record must reach stable storage before the
+    /// caller confirms it to the partner (the store notes it for the next flush).
+    fn update<R>(&mut self, addr: Ipv4Addr, f: impl FnOnce(&mut Lease) -> R) -> Option<(R, bool)>;
+    /// Calls `f` with a copy of every record.
+    fn for_each(&self, f: impl FnMut(&Lease));
+}
+
+/// How a partner's update is judged against our record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreRules {
+    /// Our role (the secondary yields in a conflict between two live clients).
+    pub role: Role,
+    /// A local lease counts as ended only this long after its end (clock offsets between
+    /// the partners); the expiry sweeper and allocation use the same value.
+    pub expiry_grace: u32,
+}
+
+/// Binding updates in flight to the partner and the versions it refused. `T` is the caller's
+/// timestamp for "first queued" (the daemon: `Instant`, for the queue-to-ack latency figure;
+/// the simulation: its clock); the rules never look at it.
+#[derive(Debug)]
+pub struct BindingSync<T> {
+    rules: StoreRules,
+    /// Address -> (first queued, change time of the newest version queued).
+    queued: Map<Ipv4Addr, (T, u32)>,
+    /// Versions the partner refused (draft-12 7.2.2: not re-sent until they change).
+    rejected: Map<Ipv4Addr, u32>,
+}
+
+impl<T: Copy> BindingSync<T> {
+    pub fn new(rules: StoreRules) -> Self {
+        BindingSync {
+            rules,
+            queued: Map::default(),
+            rejected: Map::default(),
+        }
+    }
+
+    pub fn rules(&self) -> StoreRules {
+        self.rules
+    }
+
+    /// Updates queued and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.queued.len()
+    }
+
+    fn queue(&mut self, engine: &mut FailoverEngine, now: u32, at: T, b: Binding, ct: u32) {
+        self.queued.entry(b.addr).or_insert((at, 0)).1 = ct;
+        engine.lease_changed(now, b);
+    }
+
+    /// A record changed on our side (a DHCP worker, the sweeper): queue its binding for the
+    /// partner (lazy update). Returns whether anything was queued.
+    pub fn record_changed(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        l: &Lease,
+    ) -> bool {
+        let Some(b) = binding_for_change(l) else {
+            return false;
+        };
+        self.rejected.remove(&b.addr);
+        self.queue(engine, now, at, b, change_time(l));
+        true
+    }
+
+    /// Queues every record the partner lacks that is not already queued or refused in this
+    /// version (changes nobody reported: expirations, a full change channel). Returns how many.
+    pub fn scan_unacked(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        store: &impl BindingStore,
+    ) -> usize {
+        let mut found = Vec::new();
+        store.for_each(|l| {
+            if !unacked(l) {
+                return;
+            }
+            let ct = change_time(l);
+            if self.queued.get(&l.addr).is_some_and(|q| q.1 >= ct)
+                || self.rejected.get(&l.addr).is_some_and(|&r| r >= ct)
+            {
+                return;
+            }
+            if let Some(b) = lease_to_binding(l) {
+                found.push((b, ct));
+            }
+        });
+        let n = found.len();
+        for (b, ct) in found {
+            self.queue(engine, now, at, b, ct);
+        }
+        n
+    }
+
+    /// The partner asked for bindings (UPDREQ: those it lacks; UPDREQALL: all): queue them
+    /// and tell the engine the dump is complete. Returns how many were queued.
+    pub fn send_bindings(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        store: &impl BindingStore,
+        all: bool,
+    ) -> usize {
+        let mut found = Vec::new();
+        store.for_each(|l| {
+            let wanted = if all {
+                worth_sending_all(l)
+            } else {
+                unacked(l)
+            };
+            if wanted {
+                if let Some(b) = lease_to_binding(l) {
+                    found.push((b, change_time(l)));
+                }
+            }
+        });
+        let n = found.len();
+        for (b, ct) in found {
+            self.queued.entry(b.addr).or_insert((at, 0)).1 = ct;
+            engine.queue_binding(b);
+        }
+        engine.bindings_queued(now);
+        n
+    }
+
+    /// A partner's binding update (draft-12 7.1.3): accepted into the record or refused with
+    /// the reason for its BNDACK. `Ok(true)`: the record changed, and must be durable before
+    /// the acknowledgement leaves.
+    pub fn apply(
+        &mut self,
+        store: &mut impl BindingStore,
+        now: u32,
+        b: &Binding,
+    ) -> Result<bool, (RejectReason, String)> {
+        let rules = self.rules;
+        let r = store.update(b.addr, |r| {
+            if r.state == LeaseState::Reserved {
+                // Both partners have the same reservations; nothing to store.
+                return Ok(());
+            }
+            match resolve_update(
+                Some(&lease_to_local(r)),
+                b,
+                now,
+                rules.expiry_grace,
+                rules.role,
+            ) {
+                UpdateDecision::Accept(nb) => {
+                    write_binding(r, &nb);
+                    Ok(())
+                }
+                UpdateDecision::Reject(reason, m) => Err((reason, m.to_string())),
+            }
+        });
+        match r {
+            None => Err((
+                RejectReason::IllegalIpAddress,
+                format!("{} is not in any pool of this server", b.addr),
+            )),
+            Some((Ok(()), changed)) => {
+                // The partner's newer binding replaced ours (the engine drops our queued one).
+                self.queued.remove(&b.addr);
+                Ok(changed)
+            }
+            Some((Err(e), _)) => Err(e),
+        }
+    }
+
+    /// The partner acknowledged `sent`. Returns when the update was first queued if this
+    /// settles the address (no newer version queued), for the latency figure.
+    pub fn acked(&mut self, store: &mut impl BindingStore, sent: &Binding) -> Option<T> {
+        store.update(sent.addr, |r| write_ack(r, sent))?;
+        let sent_ct = binding_change_time(sent);
+        match self.queued.get(&sent.addr) {
+            Some(&(at, ct)) if ct <= sent_ct => {
+                self.queued.remove(&sent.addr);
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+
+    /// The partner refused `sent`: not sent again until the record changes.
+    pub fn refused(&mut self, sent: &Binding) {
+        self.queued.remove(&sent.addr);
+        self.rejected.insert(sent.addr, binding_change_time(sent));
+    }
+
+    /// Primary: gives the FREE address `addr` to the backup (BACKUP at once here, so we stop
+    /// using it before the partner may) and queues the BACKUP binding. Returns whether it moved
+    /// (the record changed: flush it).
+    pub fn grant_to_backup(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        store: &mut impl BindingStore,
+        addr: Ipv4Addr,
+    ) -> bool {
+        let Some((true, _)) = store.update(addr, |r| grant_to_backup(r, now)) else {
+            return false;
+        };
+        if let Some(l) = store.read(addr) {
+            if let Some(b) = lease_to_binding(&l) {
+                self.queue(engine, now, at, b, change_time(&l));
+            }
+        }
+        true
+    }
+
+    /// Primary: asks for the BACKUP address `addr` back with a FREE update. The record stays
+    /// BACKUP until the partner acknowledges (then [`Self::acked`] makes it FREE); a
+    /// secondary that leased it meanwhile refuses, and its binding reaches us as usual.
+    pub fn reclaim(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        store: &impl BindingStore,
+        addr: Ipv4Addr,
+    ) -> bool {
+        let Some(l) = store.read(addr) else {
+            return false;
+        };
+        if l.state != LeaseState::Backup {
+            return false;
+        }
+        let b = reclaim_binding(&lease_to_local(&l), now);
+        let ct = b.start;
+        self.queue(engine, now, at, b, ct);
+        true
+    }
+}
