@@ -66,3 +66,43 @@ fn failover_area_limits() {
         .unwrap_err();
     assert!(e.to_string().contains("1025 bytes"), "{e}");
 }
+
+/// An update that changes nothing leaves a never-used record pristine (all 128 bytes zero,
+/// sequence included), so the next open neither quarantines nor repairs it. Also for a closure
+/// that changes the record and changes it back, and for `update_tracked`, which says so.
+#[test]
+fn no_op_update_of_a_pristine_record_keeps_it_pristine() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let offsets;
+    {
+        let (t, _) = LeaseTable::open(&path, &small_pools(), &opts(1)).unwrap();
+        let (a, b, c) = (t.slot(3).unwrap(), t.slot(4).unwrap(), t.slot(5).unwrap());
+        t.update(a, |_| ());
+        t.update(b, |l| {
+            l.state = LeaseState::Offered;
+            l.state = LeaseState::Free;
+        });
+        let ((), changed) = t.update_tracked(c, |_| ());
+        assert!(!changed, "a no-op update reports no change");
+        assert_eq!(t.read(a), Lease::free(t.addr_of(a)));
+        offsets = [a, b, c].map(|s| t.record_offset(s));
+        t.flush().unwrap();
+    }
+    for off in offsets {
+        assert_eq!(
+            peek(&path, off, RECORD_SIZE),
+            vec![0; RECORD_SIZE],
+            "record at {off}"
+        );
+    }
+    let (t, rep) = LeaseTable::open(&path, &small_pools(), &opts(1)).unwrap();
+    assert!(rep.quarantined.is_empty(), "{:?}", rep.quarantined);
+    assert!(rep.repaired.is_empty(), "{:?}", rep.repaired);
+    assert_eq!(rep.kept, 0);
+    for i in [3, 4, 5] {
+        let s = t.slot(i).unwrap();
+        assert_eq!(t.read(s), Lease::free(t.addr_of(s)));
+    }
+    assert_eq!(t.pool_stats(1).unwrap().free, 100);
+}
