@@ -126,10 +126,14 @@ fn update_interrupted_by_a_crash_is_rolled_back() {
     assert_eq!(t.find_client(&key(3)).unwrap().0, s_new);
 }
 
+/// Why `path` does not open. Reading its header alone fails with the same words.
 fn open_err(path: &Path) -> String {
-    LeaseTable::open(path, &small_pools(), &opts(1))
+    let e = LeaseTable::open(path, &small_pools(), &opts(1))
         .unwrap_err()
-        .to_string()
+        .to_string();
+    let peeked = FileHeader::read(path).unwrap_err().to_string();
+    assert_eq!(peeked, e, "FileHeader::read and open disagree");
+    e
 }
 
 #[test]

@@ -106,3 +106,35 @@ fn no_op_update_of_a_pristine_record_keeps_it_pristine() {
     }
     assert_eq!(t.pool_stats(1).unwrap().free, 100);
 }
+
+/// `FileHeader::read` gives the pools in file order, the record count and the creation time,
+/// also while the table is open (it takes no lock), and also when the pool table goes past the
+/// header's first page.
+#[test]
+fn file_header_is_readable_while_the_table_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    // 300 one-address pools (ids descending, so file order is not id order) and a big one.
+    let mut pools: Vec<PoolSpec> = (0..300u32)
+        .map(|i| {
+            pool(
+                1000 - i,
+                [10, 1, (i >> 8) as u8, i as u8],
+                [10, 1, (i >> 8) as u8, i as u8],
+            )
+        })
+        .collect();
+    pools.push(pool(7, [10, 2, 0, 0], [10, 2, 3, 255]));
+    let (t, _) = LeaseTable::open(&path, &pools, &opts(2)).unwrap();
+    let h = FileHeader::read(&path).unwrap();
+    assert_eq!(h.pools, pools);
+    assert_eq!(h.pools, t.pools());
+    assert_eq!(h.records, 300 + 1024);
+    assert_eq!(h.records, u64::from(t.len()));
+    assert_eq!(h.created, u64::from(NOW));
+    drop(t);
+    assert_eq!(FileHeader::read(&path).unwrap(), h);
+    let e = FileHeader::read(&dir.path().join("missing.db")).unwrap_err();
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("missing.db"), "{e}");
+}

@@ -22,7 +22,7 @@ use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::{lock, unix_now, LeaseTable, PoolRt};
 use crate::error::StoreError;
-use crate::header::{self, FileHeader, Geometry, PoolSpec, UNDO_SLOTS};
+use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
 use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
 
 /// Options for [`LeaseTable::open`].
@@ -127,7 +127,7 @@ impl LeaseTable {
             // SAFETY: nothing else accesses the mapping yet (we hold the flock and
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
-            let hdr = header::parse_header(whole, path)?;
+            let hdr = header::parse_header(whole, len as u64, path)?;
             if hdr.geo.pools != geo.pools {
                 rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
@@ -153,7 +153,7 @@ impl LeaseTable {
         path: &Path,
         file: File,
         map: MmapRaw,
-        hdr: FileHeader,
+        hdr: ValidHeader,
         opts: &OpenOptions,
         report: &mut OpenReport,
     ) -> Result<Self, StoreError> {

@@ -10,7 +10,7 @@ use super::file::{preallocate, sync_dir};
 use super::undo::{add_undo, is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::{OpenOptions, OpenReport};
 use crate::error::{LostLease, StoreError};
-use crate::header::{self, FileHeader, Geometry, UNDO_LEN, UNDO_SLOTS};
+use crate::header::{self, Geometry, ValidHeader, UNDO_LEN, UNDO_SLOTS};
 use crate::lease::{record_crc, Lease, LeaseState, RECORD_SIZE};
 
 /// How many addresses a failed shrink check lists.
@@ -28,7 +28,7 @@ fn is_live(l: &Lease, now: u32) -> bool {
 pub(super) fn rebuild(
     path: &Path,
     old: &[u8],
-    hdr: &FileHeader,
+    hdr: &ValidHeader,
     geo: &Geometry,
     opts: &OpenOptions,
     report: &mut OpenReport,
