@@ -32,6 +32,7 @@ pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
 pub use lease::{
     ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
+    RELAY_AGENT_INFO_MAX,
 };
 pub use table::{
     unix_now, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
