@@ -23,6 +23,8 @@
 //! go to the slot not holding the newest valid copy, so a torn write leaves
 //! the previous state readable.
 
+use std::fs::File;
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -192,44 +194,105 @@ pub(crate) fn write_header(h: &mut [u8], geo: &Geometry, created: u64) {
     h[40..44].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// What a valid header says.
-pub(crate) struct FileHeader {
+/// What a valid header says (inside the crate: with the derived geometry).
+pub(crate) struct ValidHeader {
     pub geo: Geometry,
     pub header_len: usize,
     pub created: u64,
 }
 
-/// Validates the header of a file of `file.len()` bytes.
-pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, StoreError> {
-    let len = file.len();
+/// The header of a lease file, read without opening the table: no lock is
+/// taken and nothing is written, so a file in use by a running daemon can be
+/// looked at (its pools and record count change only by replacing the file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    /// The pools, in file order.
+    pub pools: Vec<PoolSpec>,
+    /// Number of records (addresses in all pools).
+    pub records: u64,
+    /// When the file was created (unix seconds).
+    pub created: u64,
+}
+
+impl FileHeader {
+    /// Reads and checks the header of the file at `path`: the same checks
+    /// (and error messages) as [`LeaseTable::open`](crate::LeaseTable::open)
+    /// makes before it looks at any record.
+    pub fn read(path: &Path) -> Result<FileHeader, StoreError> {
+        let mut f = File::open(path).map_err(|e| StoreError::io(path, "open", e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| StoreError::io(path, "stat", e))?
+            .len();
+        let mut head = Vec::with_capacity(PAGE);
+        read_up_to(&mut f, &mut head, PAGE as u64, path)?;
+        // The pool table may go past the first page: read the whole header
+        // when the count is plausible and the file holds it (else
+        // `parse_header` reports what is wrong).
+        if head.len() >= 24 && &head[0..8] == MAGIC {
+            let npools = rd32(&head, 20) as usize;
+            if npools <= MAX_POOLS {
+                let want = (header_len_for(npools) as u64).min(len);
+                read_up_to(&mut f, &mut head, want, path)?;
+            }
+        }
+        let h = parse_header(&head, len, path)?;
+        Ok(FileHeader {
+            records: u64::from(h.geo.total),
+            pools: h.geo.pools,
+            created: h.created,
+        })
+    }
+}
+
+/// Appends bytes from `f` to `buf` until it holds `total` bytes or the file ends.
+fn read_up_to(f: &mut File, buf: &mut Vec<u8>, total: u64, path: &Path) -> Result<(), StoreError> {
+    let more = total.saturating_sub(buf.len() as u64);
+    f.take(more)
+        .read_to_end(buf)
+        .map_err(|e| StoreError::io(path, "read header", e))?;
+    Ok(())
+}
+
+/// More pools than this is a corrupt header.
+const MAX_POOLS: usize = (u32::MAX as usize) / POOL_ENTRY / 2;
+
+/// Validates the header of a file of `file_len` bytes. `head` is the file's
+/// beginning: the whole header, or as much of it as the file holds.
+pub(crate) fn parse_header(
+    head: &[u8],
+    file_len: u64,
+    path: &Path,
+) -> Result<ValidHeader, StoreError> {
+    let len = file_len;
     let bad = |m: String| StoreError::format(path, m);
-    if len < 8 || &file[0..8] != MAGIC {
-        let shown = &file[..len.min(8)];
+    if head.len() < 8 || &head[0..8] != MAGIC {
+        let shown = &head[..head.len().min(8)];
         return Err(bad(format!(
             "not an xdhcpd lease file (magic {:02x?}, expected \"XDHCPLT1\")",
             shown
         )));
     }
-    if len < PAGE {
+    if len < PAGE as u64 || head.len() < PAGE {
         return Err(bad(format!(
             "truncated: {len} bytes, the header alone needs {PAGE}"
         )));
     }
-    let version = rd32(file, 8);
+    let version = rd32(head, 8);
     if version != VERSION {
         return Err(bad(format!(
             "format version {version}, this build reads {VERSION}"
         )));
     }
-    let rs = rd32(file, 12);
+    let rs = rd32(head, 12);
     if rs as usize != RECORD_SIZE {
         return Err(bad(format!(
             "record size {rs}, this build uses {RECORD_SIZE}"
         )));
     }
-    let header_len = rd32(file, 16) as usize;
-    let npools = rd32(file, 20) as usize;
-    if npools > (u32::MAX as usize) / POOL_ENTRY / 2 {
+    let header_len = rd32(head, 16) as usize;
+    let npools = rd32(head, 20) as usize;
+    if npools > MAX_POOLS {
         return Err(bad(format!("corrupt header: {npools} pools")));
     }
     let need_hdr = header_len_for(npools);
@@ -238,13 +301,13 @@ pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, Store
             "corrupt header: {npools} pools need a {need_hdr}-byte header, header says {header_len}"
         )));
     }
-    if len < header_len {
+    let Some(head) = head.get(..header_len).filter(|_| len >= header_len as u64) else {
         return Err(bad(format!(
             "truncated: {len} bytes, the header alone needs {header_len}"
         )));
-    }
-    let stored = rd32(file, 40);
-    let computed = header_crc(file, npools);
+    };
+    let stored = rd32(head, 40);
+    let computed = header_crc(head, npools);
     if stored != computed {
         return Err(bad(format!(
             "header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
@@ -254,14 +317,14 @@ pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, Store
         .map(|i| {
             let o = POOLS_OFF + i * POOL_ENTRY;
             PoolSpec {
-                first: Ipv4Addr::from(rd32(file, o)),
-                last: Ipv4Addr::from(rd32(file, o + 4)),
-                id: rd32(file, o + 8),
+                first: Ipv4Addr::from(rd32(head, o)),
+                last: Ipv4Addr::from(rd32(head, o + 4)),
+                id: rd32(head, o + 8),
             }
         })
         .collect();
     let geo = Geometry::new(&pools).map_err(|e| bad(format!("corrupt pool table: {e}")))?;
-    let nrec = rd64(file, 24);
+    let nrec = rd64(head, 24);
     if nrec != u64::from(geo.total) {
         return Err(bad(format!(
             "corrupt header: {nrec} records but the pools hold {}",
@@ -269,16 +332,16 @@ pub(crate) fn parse_header(file: &[u8], path: &Path) -> Result<FileHeader, Store
         )));
     }
     let need = geo.file_len();
-    if (len as u64) < need {
+    if len < need {
         return Err(bad(format!(
             "truncated: {len} bytes, geometry needs {need} ({} pools, {} records)",
             npools, geo.total
         )));
     }
-    Ok(FileHeader {
+    Ok(ValidHeader {
         geo,
         header_len,
-        created: rd64(file, 32),
+        created: rd64(head, 32),
     })
 }
 

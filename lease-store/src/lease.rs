@@ -27,7 +27,8 @@
 //! | 96  | 4 | `lease_time` |
 //! | 100 | 2 | `shard` (worker shard that last allocated the address) |
 //! | 102 | 2 | zero |
-//! | 104 | 24 | `extra`: opaque bytes for later features |
+//! | 104 | 1 | option 82 length (at most 23; see [`Lease::relay_agent_info`]) |
+//! | 105 | 23 | option 82 bytes (zero padded) |
 //!
 //! A record whose 128 bytes are all zero is "pristine": a Free address that
 //! was never written (a freshly created file is sparse and all zero).
@@ -43,6 +44,8 @@ pub(crate) const RECORD_WORDS: usize = RECORD_SIZE / 4;
 pub const KEY_MAX: usize = 32;
 /// `Lease::flags` bit set by the store on a record it found corrupt at open.
 pub const FLAG_QUARANTINED: u8 = 0x01;
+/// Longest option 82 (relay agent information) value a record keeps.
+pub const RELAY_AGENT_INFO_MAX: usize = 23;
 
 const KIND_CLIENT_ID: u8 = 1;
 const KIND_HW: u8 = 2;
@@ -402,7 +405,9 @@ pub struct Lease {
     pub lease_time: u32,
     /// Worker shard that last allocated this address (informational).
     pub shard: u16,
-    /// Opaque bytes reserved for later features.
+    /// Per-lease variable data: the option 82 value (`extra[0]` = length,
+    /// then the bytes). Read and write it with [`Lease::relay_agent_info`]
+    /// and [`Lease::set_relay_agent_info`].
     pub extra: [u8; 24],
 }
 
@@ -436,21 +441,24 @@ impl Lease {
         &self.chaddr[..(self.hlen as usize).min(16)]
     }
 
-    /// Option 82 stored with the binding (`extra[0]` = length, `extra[1..]` = bytes).
+    /// The option 82 (relay agent information) value stored with the
+    /// binding: the sub-options, without code and length; empty if none.
     pub fn relay_agent_info(&self) -> &[u8] {
-        let n = (self.extra[0] as usize).min(self.extra.len() - 1);
+        let n = (self.extra[0] as usize).min(RELAY_AGENT_INFO_MAX);
         &self.extra[1..1 + n]
     }
 
-    /// Stores option 82 with the binding; stores nothing and returns false when it does not
-    /// fit (at most 23 bytes).
-    pub fn set_relay_agent_info(&mut self, info: &[u8]) -> bool {
-        if info.len() > self.extra.len() - 1 {
+    /// Stores `value` as the binding's option 82 (empty: none) and returns
+    /// true. A value longer than [`RELAY_AGENT_INFO_MAX`] is not stored:
+    /// the lease stays as it was and false is returned.
+    pub fn set_relay_agent_info(&mut self, value: &[u8]) -> bool {
+        if value.len() > RELAY_AGENT_INFO_MAX {
             return false;
         }
+        // Zero padding, so equal values give equal records.
         self.extra = [0; 24];
-        self.extra[0] = info.len() as u8;
-        self.extra[1..1 + info.len()].copy_from_slice(info);
+        self.extra[0] = value.len() as u8;
+        self.extra[1..1 + value.len()].copy_from_slice(value);
         true
     }
 
@@ -587,6 +595,34 @@ mod tests {
         let b = l.encode();
         assert_eq!(Lease::decode(&b), Ok(l));
         assert_eq!(l.client.to_string(), "01:aa:bb");
+    }
+
+    #[test]
+    fn relay_agent_info_round_trip_and_limit() {
+        let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 7));
+        assert_eq!(l.relay_agent_info(), b"");
+        let long = [0xabu8; RELAY_AGENT_INFO_MAX];
+        assert!(l.set_relay_agent_info(&long));
+        assert_eq!(l.relay_agent_info(), long);
+        assert_eq!(l.extra[0], 23);
+        // Too long: refused, the stored value stays.
+        let before = l;
+        assert!(!l.set_relay_agent_info(&[1; RELAY_AGENT_INFO_MAX + 1]));
+        assert_eq!(l, before);
+        // A shorter value leaves no tail of the longer one behind.
+        assert!(l.set_relay_agent_info(&[1, 3, b'a', b'b', b'c']));
+        assert_eq!(l.relay_agent_info(), [1, 3, b'a', b'b', b'c']);
+        let mut fresh = Lease::free(l.addr);
+        assert!(fresh.set_relay_agent_info(&[1, 3, b'a', b'b', b'c']));
+        assert_eq!(l, fresh);
+        // It is part of the record.
+        assert_eq!(Lease::decode(&l.encode()), Ok(l));
+        // Empty: none, and the record is a free one again.
+        assert!(l.set_relay_agent_info(&[]));
+        assert_eq!(l, Lease::free(l.addr));
+        // A damaged length byte never reads past the field.
+        l.extra[0] = 200;
+        assert_eq!(l.relay_agent_info().len(), RELAY_AGENT_INFO_MAX);
     }
 
     #[test]

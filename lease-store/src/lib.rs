@@ -19,7 +19,9 @@
 //! (or one left mid-write with a bad CRC) is quarantined and reported, a
 //! record left mid-write whose CRC is still valid is kept and reported.
 //! Header problems (magic, version, record size, checksum, truncation) are
-//! errors naming the file.
+//! errors naming the file. [`FileHeader::read`] makes the same checks on a
+//! file without opening the table (no lock, nothing written), for tools that
+//! want to know a file's pools first.
 
 mod error;
 mod header;
@@ -27,9 +29,10 @@ mod lease;
 mod table;
 
 pub use error::{LostLease, StoreError};
-pub use header::{PoolSpec, FAILOVER_CAPACITY};
+pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
 pub use lease::{
     ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
+    RELAY_AGENT_INFO_MAX,
 };
 pub use table::{
     unix_now, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lease_store::{Alloc, ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
+use lease_store::{
+    Alloc, ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot, RELAY_AGENT_INFO_MAX,
+};
 use xdhcpd_failover::{Admission, BindingStatus, FailoverPolicy, PolicyCell, RequestKind, Role};
 
 use super::leasequery::{self, Unanswered};
@@ -148,9 +150,6 @@ pub struct Engine {
     /// Failover policy and admission of the message being handled.
     pol: Option<FailoverPolicy>,
     admission: Admission,
-    /// Option 82 of the message being handled, stored with the binding so
-    /// binding updates can carry it (first 23 bytes; byte 0 = length).
-    relay_info: [u8; 24],
 }
 
 /// Failover binding status of a record offered to a *new* client.
@@ -249,7 +248,7 @@ fn bind_granted(
     desired: u32,
     hold: u32,
     pol: Option<&FailoverPolicy>,
-    relay: &[u8; 24],
+    relay: Option<&[u8]>,
 ) -> u32 {
     if l.state == LeaseState::Backup {
         l.owner = Owner::Backup;
@@ -257,9 +256,14 @@ fn bind_granted(
         l.owner = Owner::Primary;
     }
     let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
+    // The binding stores the message's option 82 so that leasequery and
+    // BNDUPD can give it; one longer than a record keeps counts as absent.
+    let relay = relay
+        .filter(|r| r.len() <= RELAY_AGENT_INFO_MAX)
+        .unwrap_or_default();
     // A renewal unicast by the client itself carries no option 82: the one
     // stored from its relayed messages stays (leasequery and BNDUPD need it).
-    let keep_relay = relay[0] == 0
+    let keep_relay = relay.is_empty()
         && msg.giaddr().is_unspecified()
         && l.client == *key
         && l.state.binds_client();
@@ -269,7 +273,8 @@ fn bind_granted(
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;
         if !keep_relay {
-            l.extra[..24].copy_from_slice(relay);
+            // Fits: filtered above.
+            l.set_relay_agent_info(relay);
         }
     }
     secs
@@ -330,7 +335,6 @@ impl Engine {
             needs_commit: false,
             pol: None,
             admission: Admission::Serve,
-            relay_info: [0; 24],
         }
     }
 
@@ -381,11 +385,6 @@ impl Engine {
             if let Admission::Drop(_) = self.admission {
                 return self.silent(&st.failover_dropped, Silence::Failover);
             }
-        }
-        self.relay_info = [0; 24];
-        if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
-            self.relay_info[0] = ri.len() as u8;
-            self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
         }
         match kind {
             MessageType::Discover => {
@@ -504,13 +503,14 @@ impl Engine {
         slot: Slot,
         key: &ClientKey,
         msg: &Message<'_>,
+        sum: &Summary<'_>,
         state: LeaseState,
         now: u32,
         desired: u32,
         hold: u32,
     ) -> Option<u32> {
         let pol = self.pol;
-        let relay = self.relay_info;
+        let relay = sum.relay_agent_info;
         let (r, changed) = self.shared.table.update_tracked(slot, |l| {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
@@ -524,7 +524,7 @@ impl Engine {
                 desired,
                 hold,
                 pol.as_ref(),
-                &relay,
+                relay,
             ))
         });
         if r.is_some() {
@@ -564,7 +564,7 @@ impl Engine {
             Some(&(si, ip)) if si == subnet_index => {
                 let granted = match self.shared.table.slot_of(ip) {
                     Some(slot) => {
-                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                        self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                     }
                     None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
                 };
@@ -604,7 +604,8 @@ impl Engine {
         let table = self.shared.table.clone();
         if let Some((slot, _)) = table.find_client(key) {
             if self.subnet_of_slot(slot) == Some(subnet_index) {
-                if let Some(g) = self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                if let Some(g) =
+                    self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                 {
                     return Some((table.addr_of(slot), g));
                 }
@@ -614,7 +615,7 @@ impl Engine {
             if let Some(slot) = table.slot_of(ip) {
                 if self.subnet_of_slot(slot) == Some(subnet_index) {
                     if let Some(g) =
-                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                        self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                     {
                         return Some((ip, g));
                     }
@@ -631,7 +632,7 @@ impl Engine {
             .pol
             .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
         let pol = self.pol;
-        let relay = self.relay_info;
+        let relay = sum.relay_agent_info;
         let n = self.shared.config.subnets[subnet_index].pools.len();
         for owner in [Some(own), partner_down.then_some(other)]
             .into_iter()
@@ -657,7 +658,7 @@ impl Engine {
                             desired,
                             hold,
                             pol.as_ref(),
-                            &relay,
+                            relay,
                         ))
                     }) {
                         Alloc::Taken(slot, g) => {
@@ -773,7 +774,7 @@ impl Engine {
                         return self.silent(&st.unknown_client, Silence::UnknownClient);
                     }
                 }
-                match self.take(slot, key, msg, LeaseState::Active, now, desired, 0) {
+                match self.take(slot, key, msg, sum, LeaseState::Active, now, desired, 0) {
                     Some(g) => g,
                     None => return self.nak(msg, sum, "address in use", out),
                 }

@@ -139,13 +139,6 @@ fn active_of(table: &LeaseTable, now: u32, key: &ClientKey, hw: Option<(u8, &[u8
     }
 }
 
-/// The option 82 stored with a lease (`extra[0]` = length, then the bytes;
-/// see `failover/convert.rs`), empty when none was stored.
-pub fn stored_relay_info(l: &Lease) -> &[u8] {
-    let n = (l.extra[0] as usize).min(l.extra.len() - 1);
-    &l.extra[1..1 + n]
-}
-
 /// Did the query's parameter request list ask for `code` (no list: yes)?
 fn requested(sum: &Summary<'_>, code: u8) -> bool {
     sum.parameter_list.is_none_or(|l| l.contains(&code))
@@ -204,7 +197,7 @@ fn write(
             if l.client.kind() == KeyKind::ClientId && !l.client.is_hashed() {
                 w.option_if_room(opt::CLIENT_ID, l.client.as_bytes());
             }
-            let ri = stored_relay_info(l);
+            let ri = l.relay_agent_info();
             if !ri.is_empty() && requested(sum, opt::RELAY_AGENT_INFO) {
                 w.option(opt::RELAY_AGENT_INFO, ri)?;
             }

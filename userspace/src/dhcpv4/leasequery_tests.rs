@@ -408,9 +408,7 @@ fn failover_backup_answers_leasequery_in_every_state() {
         l.start = 900;
         l.cltt = 900;
         l.expiry = 4500;
-        l.extra = [0; 24];
-        l.extra[0] = OPT82.len() as u8;
-        l.extra[1..1 + OPT82.len()].copy_from_slice(OPT82);
+        assert!(l.set_relay_agent_info(OPT82));
     });
     // The backup in NORMAL drops a DISCOVER...
     let d = handle(
@@ -468,6 +466,38 @@ fn unicast_renewal_keeps_the_relay_information() {
     assert_eq!(handle(&mut f, 3000, &rebind).kind(), Some(MessageType::Ack));
     let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
     assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(moved.to_vec()));
+}
+
+#[test]
+fn option_82_is_stored_up_to_23_bytes_and_a_longer_one_not_at_all() {
+    let mut f = fx(None);
+    let ip = relayed_dora(&mut f, 1000, 23, None);
+    let rebind = |o82: &[u8]| {
+        request(
+            23,
+            ip,
+            RELAY,
+            &[(opt::MESSAGE_TYPE, &[3]), (opt::RELAY_AGENT_INFO, o82)],
+        )
+    };
+    // 23 bytes (circuit id of 21): kept whole.
+    let fits: Vec<u8> = [&[1u8, 21][..], &[b'c'; 21]].concat();
+    assert_eq!(
+        handle(&mut f, 2000, &rebind(&fits)).kind(),
+        Some(MessageType::Ack)
+    );
+    let a = handle(&mut f, 2000, &lq(0, ip, &[PRL_82]));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(fits));
+    // 24 bytes: too long for the record. The binding keeps none rather than a cut one or the
+    // previous one (it came through another relay port).
+    let long: Vec<u8> = [&[1u8, 22][..], &[b'l'; 22]].concat();
+    assert_eq!(
+        handle(&mut f, 3000, &rebind(&long)).kind(),
+        Some(MessageType::Ack)
+    );
+    let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
+    assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), None);
 }
 
 #[test]

@@ -153,13 +153,17 @@ fn is_live(l: &Lease, now: u32) -> bool {
     }
 }
 
-/// The record without the fields that only the table manages.
+/// The record without the fields that only the table and the server manage
+/// (shard, flags, option 82).
 fn same_binding(a: &Lease, b: &Lease) -> bool {
-    let strip = |l: &Lease| Lease {
-        shard: 0,
-        flags: 0,
-        extra: [0; 24],
-        ..*l
+    let strip = |l: &Lease| {
+        let mut s = Lease {
+            shard: 0,
+            flags: 0,
+            ..*l
+        };
+        s.set_relay_agent_info(&[]);
+        s
     };
     strip(a) == strip(b)
 }
@@ -235,9 +239,11 @@ pub fn apply<'a>(
         *sum.imported.entry(new.state.as_str()).or_default() += 1;
         if !opts.dry_run {
             table.update(slot, |l| {
-                let keep = (l.shard, l.flags & !lease_store::FLAG_QUARANTINED, l.extra);
+                let old = *l;
                 *l = new;
-                (l.shard, l.flags, l.extra) = keep;
+                l.shard = old.shard;
+                l.flags = old.flags & !lease_store::FLAG_QUARANTINED;
+                l.set_relay_agent_info(old.relay_agent_info());
             });
         }
     }

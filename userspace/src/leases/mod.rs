@@ -35,7 +35,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use lease_store::{
-    unix_now, ClientKey, LeaseState, LeaseTable, OpenOptions, PoolSpec, PoolStats, StoreError,
+    unix_now, ClientKey, FileHeader, LeaseState, LeaseTable, OpenOptions, PoolSpec, PoolStats,
+    StoreError,
 };
 use serde::Serialize;
 
@@ -412,7 +413,14 @@ pub fn open_table(path: &Path, pools: &[PoolSpec], access: Access) -> Result<Lea
             Err(e) => return Err(e).with_context(|| format!("lease file {}", path.display())),
             Ok(_) => {}
         }
-        if let Some(file_pools) = header_pools(path)? {
+        let file_pools = match FileHeader::read(path) {
+            Ok(header) => Some(header.pools),
+            // Not a readable lease file: `LeaseTable::open` below reports the
+            // same problem in the same words.
+            Err(StoreError::Format { .. }) => None,
+            Err(e) => return Err(anyhow!(e)),
+        };
+        if let Some(file_pools) = file_pools {
             let mut want = pools.to_vec();
             want.sort_by_key(|p| u32::from(p.first));
             let mut have = file_pools;
@@ -456,39 +464,6 @@ fn list_pools(p: &[PoolSpec]) -> String {
         .map(|p| format!("#{} {}-{}", p.id, p.first, p.last))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The pool table from a lease file's header (layout in lease-store's
-/// `header.rs`); `None` when the file is not a readable version-1 lease file,
-/// in which case `LeaseTable::open` gives the precise error.
-fn header_pools(path: &Path) -> Result<Option<Vec<PoolSpec>>> {
-    const POOLS_OFF: usize = 2176;
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut head = vec![0u8; POOLS_OFF];
-    if f.read_exact(&mut head).is_err() || &head[0..8] != b"XDHCPLT1" {
-        return Ok(None);
-    }
-    let rd = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    if rd(&head, 8) != lease_store::FORMAT_VERSION {
-        return Ok(None);
-    }
-    let n = rd(&head, 20) as usize;
-    if n > 65_536 {
-        return Ok(None);
-    }
-    let mut tbl = vec![0u8; 16 * n];
-    if f.read_exact(&mut tbl).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(
-        (0..n)
-            .map(|i| PoolSpec {
-                first: Ipv4Addr::from(rd(&tbl, i * 16)),
-                last: Ipv4Addr::from(rd(&tbl, i * 16 + 4)),
-                id: rd(&tbl, i * 16 + 8),
-            })
-            .collect(),
-    ))
 }
 
 /// "lease file X is in use by a running xdhcpd (pid N)", found via /proc/locks.

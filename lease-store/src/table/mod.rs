@@ -1,0 +1,213 @@
+//! The shared lease table: memory-mapped records plus in-memory indexes.
+//!
+//! # Concurrency and the safety argument for the mapping
+//!
+//! The file is mapped once (`MmapRaw`, `MAP_SHARED`, read-write) and never
+//! remapped or unmapped while the table exists, so every record address stays
+//! valid for `&self`'s lifetime. Records start at a page-aligned header length
+//! and are 128 bytes each, so every record is 4-byte aligned and can be viewed
+//! as `[AtomicU32; 32]` (same size and alignment as `[u32; 32]`). All accesses
+//! to record memory in this process go through those atomics, so there is no
+//! data race in the Rust memory model, even though readers and writers overlap.
+//! The header region (below the first record) is only touched during `open`
+//! (before the table is shared) and afterwards under `header_lock`.
+//! Other processes are kept out with `flock(LOCK_EX)`; a file changed behind
+//! our back yields garbage values, never unsoundness, since every bit pattern
+//! is a valid `u32`.
+//!
+//! Per record, word 0 is a sequence lock:
+//! - writer: CAS `seq` even -> odd (Acquire), `fence(Release)`, relaxed stores
+//!   of words 2..32 and then word 1 (the CRC, last, so that after a crash an
+//!   odd record whose CRC matches is a complete old or new version), then
+//!   store `seq + 1` (Release). A writer never waits for anything that can wait
+//!   for a record lock while holding one (it only takes a free-list mutex,
+//!   which nobody holds while locking a record), so there is no deadlock.
+//!   Index maintenance (which reads other records) runs after the unlock.
+//! - reader: load `seq` (Acquire), retry while odd, relaxed loads of the data,
+//!   `fence(Acquire)`, reload `seq`; retry if it changed.
+//!
+//! # Parts
+//! `open` maps and checks the file, scans every record and builds the
+//! in-memory state (`file`: locking and creating the file; `rebuild`: a
+//! pool change); `record`: reads and `update` under the seqlock; `undo`: the
+//! copies that roll back a torn record; `index`: client -> slot; `free`: free
+//! lists and allocation; `sweep`: expiry; `flush`: durability; `stats`:
+//! per-pool counters; `failover_area`: failover state in the header.
+
+mod failover_area;
+mod file;
+mod flush;
+mod free;
+mod index;
+mod open;
+mod rebuild;
+mod record;
+mod stats;
+mod sweep;
+mod undo;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hashbrown::HashTable;
+use memmap2::MmapRaw;
+
+use crate::header::{Geometry, PoolSpec};
+use crate::lease::{LeaseState, RECORD_SIZE};
+
+pub use flush::DirtySet;
+pub use free::Alloc;
+pub use open::{OpenOptions, OpenReport};
+pub use stats::PoolStats;
+pub use sweep::SweepResult;
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "lease-store maps its little-endian file directly; big-endian hosts are not supported"
+);
+
+/// Index of one record (one address). Only the table hands these out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(u32);
+
+impl Slot {
+    /// Record number in the file (0-based, pools in configuration order).
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// Per-pool in-memory state: counters by state and the free lists.
+struct PoolRt {
+    counts: [AtomicU64; LeaseState::COUNT],
+    quarantined: AtomicU64,
+    /// Free lists by owner then home shard. FIFO: pop front, push back.
+    free: [Vec<Mutex<VecDeque<u32>>>; 2],
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave a VecDeque/HashMap in a state unsafe to use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Current unix time in seconds (saturating into u32).
+pub fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0)
+}
+
+/// The lease table. `Send + Sync`; share it with `Arc`.
+pub struct LeaseTable {
+    path: PathBuf,
+    /// Kept open: holds the flock for the table's lifetime.
+    _file: File,
+    map: MmapRaw,
+    header_len: usize,
+    geo: Geometry,
+    rt: Vec<PoolRt>,
+    /// (pool id, pool index) sorted by id.
+    by_id: Vec<(u32, u32)>,
+    shards: usize,
+    seed: u64,
+    /// Client index: per shard, a hash table of slot numbers hashed by the
+    /// seeded hash of the record's client key. Entries store only the slot
+    /// (4 bytes); the key is compared against the record itself, so 64-bit
+    /// hash collisions are harmless and stale entries never match. Record
+    /// lock holders never take these locks (index maintenance runs after the
+    /// record unlock), so reading records while holding one cannot deadlock.
+    index: Box<[RwLock<HashTable<u64>>]>,
+    /// One bit per slot and owner: the slot is on some free list of that owner.
+    in_free: [Vec<AtomicU64>; 2],
+    header_lock: Mutex<()>,
+    sweep_cursor: AtomicU64,
+    /// Per owner: an allocation found that owner's free lists of some pool empty since the
+    /// last [`LeaseTable::take_exhausted`] (failover rebalances on it).
+    exhausted: [AtomicBool; 2],
+    /// Claim flags of the undo slots.
+    undo_busy: Vec<AtomicBool>,
+}
+
+impl std::fmt::Debug for LeaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseTable")
+            .field("path", &self.path)
+            .field("records", &self.geo.total)
+            .field("pools", &self.geo.pools)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl LeaseTable {
+    #[inline]
+    fn pool_idx_of_slot(&self, slot: u32) -> usize {
+        self.geo.pool_idx_of_slot(slot)
+    }
+
+    fn pool_idx(&self, pool: u32) -> Option<usize> {
+        self.by_id
+            .binary_search_by_key(&pool, |e| e.0)
+            .ok()
+            .map(|i| self.by_id[i].1 as usize)
+    }
+
+    /// The file this table maps.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of records (addresses in all pools).
+    pub fn len(&self) -> u32 {
+        self.geo.total
+    }
+
+    /// True when the table has no records (never, since open needs a pool).
+    pub fn is_empty(&self) -> bool {
+        self.geo.total == 0
+    }
+
+    /// Number of free-list shards.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Byte offset of a slot's record in the file (for tools and tests).
+    pub fn record_offset(&self, slot: Slot) -> u64 {
+        self.header_len as u64 + u64::from(slot.0) * RECORD_SIZE as u64
+    }
+
+    /// The pools, in file order.
+    pub fn pools(&self) -> &[PoolSpec] {
+        &self.geo.pools
+    }
+
+    /// The slot with this record number, if in range.
+    pub fn slot(&self, index: u32) -> Option<Slot> {
+        (index < self.geo.total).then_some(Slot(index))
+    }
+
+    /// The record of an address, if it is in a pool. O(log pools).
+    #[inline]
+    pub fn slot_of(&self, ip: Ipv4Addr) -> Option<Slot> {
+        self.geo.slot_of(u32::from(ip)).map(Slot)
+    }
+
+    /// The address of a slot (no record access).
+    #[inline]
+    pub fn addr_of(&self, slot: Slot) -> Ipv4Addr {
+        Ipv4Addr::from(self.geo.addr_of(slot.0))
+    }
+
+    /// Id of the pool holding `slot`.
+    #[inline]
+    pub fn pool_of_slot(&self, slot: Slot) -> u32 {
+        self.geo.pools[self.pool_idx_of_slot(slot.0)].id
+    }
+}

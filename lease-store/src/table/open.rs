@@ -1,0 +1,467 @@
+//! Opening a table: map the file, check the header, rebuild the file when
+//! the pools changed, then scan every record (repair, quarantine, count) and
+//! build the client index and free lists from it.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::file::{init_file, open_locked};
+use super::index::{write_lock, IndexPos, INDEX_SHARDS};
+use super::rebuild::rebuild;
+use super::record::{load_words, store_body};
+use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
+use super::{lock, unix_now, LeaseTable, PoolRt};
+use crate::error::StoreError;
+use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
+use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
+
+/// Options for [`LeaseTable::open`].
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Number of worker shards the free addresses are dealt to (at least 1).
+    pub shards: usize,
+    /// Create the file when it is missing (or empty). Default true.
+    pub create: bool,
+    /// Allow a configuration change to drop live leases (they are reported).
+    pub allow_shrink: bool,
+    /// Current time (unix seconds), used to judge which leases are live.
+    pub now: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            shards: 1,
+            create: true,
+            allow_shrink: false,
+            now: unix_now(),
+        }
+    }
+}
+
+/// What `open` found and did.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// The file was missing or empty and has been created.
+    pub created: bool,
+    /// The pools changed; the file was rewritten (description of what changed).
+    pub rebuilt: Option<String>,
+    /// Records in the table (= addresses in all pools).
+    pub records: u64,
+    /// Records holding something (a state other than Free, or a client key).
+    pub kept: u64,
+    /// Corrupt records: now state Abandoned with `FLAG_QUARANTINED`, never allocated.
+    pub quarantined: Vec<(Ipv4Addr, String)>,
+    /// Records found mid-write (odd sequence) whose checksum was still valid: kept.
+    pub repaired: Vec<(Ipv4Addr, String)>,
+    /// Live leases dropped because `allow_shrink` let the pools shrink.
+    pub dropped_by_shrink: Vec<Lease>,
+    /// Damage found in the failover area (both copies invalid).
+    pub failover_problem: Option<String>,
+    /// Wall time of the whole open (including rebuild and index build).
+    pub elapsed: Duration,
+    /// Time spent in each phase of the open, for benchmarks.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// Per-thread result of the open scan.
+struct ScanOut {
+    counts: Vec<[u64; LeaseState::COUNT]>,
+    quarantined_n: Vec<u64>,
+    /// Indexed by `list_idx(pool, owner, shard, phase)`.
+    lists: Vec<Vec<u32>>,
+    quarantined: Vec<(Ipv4Addr, String)>,
+    repaired: Vec<(Ipv4Addr, String)>,
+    kept: u64,
+    wrote: bool,
+    /// Index entries of keyed records, by index shard, in slot order.
+    keyed: Vec<Vec<u64>>,
+}
+
+impl LeaseTable {
+    /// Opens (or creates) the lease file for `pools`, checks every record and
+    /// rebuilds the indexes. A change of pools rewrites the file (keeping
+    /// leases by address); dropping live leases needs `opts.allow_shrink`.
+    pub fn open(
+        path: &Path,
+        pools: &[PoolSpec],
+        opts: &OpenOptions,
+    ) -> Result<(Self, OpenReport), StoreError> {
+        let start = Instant::now();
+        if pools.is_empty() {
+            return Err(StoreError::Pools("no pools configured".into()));
+        }
+        let geo = Geometry::new(pools).map_err(StoreError::Pools)?;
+        let mut report = OpenReport::default();
+        for _ in 0..3 {
+            let (file, empty) = open_locked(path, opts.create)?;
+            if empty {
+                init_file(&file, path, &geo, u64::from(opts.now))?;
+                report.created = true;
+            }
+            let len = file
+                .metadata()
+                .map_err(|e| StoreError::io(path, "stat", e))?
+                .len();
+            let len = usize::try_from(len).map_err(|_| {
+                StoreError::format(path, format!("{len} bytes is too large to map"))
+            })?;
+            // Prefault the whole file in one go: much cheaper than a page
+            // fault per page during the scan.
+            let tm = Instant::now();
+            let map = MmapOptions::new()
+                .populate()
+                .map_raw(&file)
+                .map_err(|e| StoreError::io(path, "mmap", e))?;
+            report.phases.push(("map", tm.elapsed()));
+            // SAFETY: nothing else accesses the mapping yet (we hold the flock and
+            // have not shared it); `len` is the mapped length.
+            let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
+            let hdr = header::parse_header(whole, len as u64, path)?;
+            if hdr.geo.pools != geo.pools {
+                rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
+                continue; // reopen the rewritten file
+            }
+            if len as u64 > geo.file_len() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "lease file is {len} bytes, geometry needs {}; ignoring the trailing bytes",
+                    geo.file_len()
+                );
+            }
+            let table = Self::build(path, file, map, hdr, opts, &mut report)?;
+            report.elapsed = start.elapsed();
+            return Ok((table, report));
+        }
+        Err(StoreError::format(
+            path,
+            "pool geometry still differs after rewriting the file (is another program replacing it?)",
+        ))
+    }
+
+    fn build(
+        path: &Path,
+        file: File,
+        map: MmapRaw,
+        hdr: ValidHeader,
+        opts: &OpenOptions,
+        report: &mut OpenReport,
+    ) -> Result<Self, StoreError> {
+        let t_build = Instant::now();
+        let shards = opts.shards.max(1);
+        let geo = hdr.geo;
+        let nrec = geo.total as usize;
+        let rt: Vec<PoolRt> = geo
+            .pools
+            .iter()
+            .map(|p| {
+                let home = (p.len() as usize).div_ceil(shards);
+                PoolRt {
+                    counts: Default::default(),
+                    quarantined: AtomicU64::new(0),
+                    free: [
+                        (0..shards)
+                            .map(|_| Mutex::new(VecDeque::with_capacity(home)))
+                            .collect(),
+                        (0..shards).map(|_| Mutex::new(VecDeque::new())).collect(),
+                    ],
+                }
+            })
+            .collect();
+        let mut by_id: Vec<(u32, u32)> = geo
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id, i as u32))
+            .collect();
+        by_id.sort_unstable();
+        let bits = nrec.div_ceil(64);
+        let table = LeaseTable {
+            path: path.to_path_buf(),
+            _file: file,
+            map,
+            header_len: hdr.header_len,
+            rt,
+            by_id,
+            shards,
+            seed: RandomState::new().hash_one(0x7864_6863_7064u64),
+            // Filled below; sized then for every address bound, so the index
+            // practically never grows under load.
+            index: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashTable::new()))
+                .collect(),
+            in_free: [
+                (0..bits).map(|_| AtomicU64::new(0)).collect(),
+                (0..bits).map(|_| AtomicU64::new(0)).collect(),
+            ],
+            header_lock: Mutex::new(()),
+            sweep_cursor: AtomicU64::new(0),
+            exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
+            undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
+            geo,
+        };
+
+        // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
+        // free bitmap words are not shared; they are atomics anyway).
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+            .min(nrec.div_ceil(1 << 16).max(1));
+        let chunk = nrec.div_ceil(threads).div_ceil(64) * 64;
+        let undo = table.read_undo();
+        report.phases.push(("allocate", t_build.elapsed()));
+        let t_phase = Instant::now();
+        let outs: Vec<ScanOut> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let lo = (t * chunk).min(nrec) as u32;
+                    let hi = ((t + 1) * chunk).min(nrec) as u32;
+                    let table = &table;
+                    let undo = &undo;
+                    s.spawn(move || table.scan(lo, hi, undo))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+
+        // Client index: each thread builds whole shards (no lock contention,
+        // and one shard's table stays in cache while it is filled).
+        let per_shard = nrec / INDEX_SHARDS + nrec / INDEX_SHARDS / 8 + 64;
+        report.phases.push(("scan", t_phase.elapsed()));
+        let t_phase = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let table = &table;
+                let outs = &outs;
+                s.spawn(move || {
+                    for sh in (t..INDEX_SHARDS).step_by(threads) {
+                        let mut ht = HashTable::with_capacity(per_shard);
+                        for out in outs {
+                            for &e in &out.keyed[sh] {
+                                table.index_insert_open(&mut ht, e);
+                            }
+                        }
+                        *write_lock(&table.index[sh]) = ht;
+                    }
+                });
+            }
+        });
+        report.phases.push(("client index", t_phase.elapsed()));
+        let t_phase = Instant::now();
+        // Merge: per list, all never-used (phase 0) slots first, then the
+        // released/expired ones, each in slot order.
+        let mut wrote = false;
+        for (p, prt) in table.rt.iter().enumerate() {
+            for (o, lists) in prt.free.iter().enumerate() {
+                for (sh, m) in lists.iter().enumerate() {
+                    let mut q = lock(m);
+                    for phase in 0..2 {
+                        for out in &outs {
+                            q.extend(out.lists[table.list_idx(p, o, sh, phase)].iter().copied());
+                        }
+                    }
+                }
+            }
+        }
+        for out in outs {
+            for (p, prt) in table.rt.iter().enumerate() {
+                for (c, n) in prt.counts.iter().zip(out.counts[p].iter()) {
+                    c.fetch_add(*n, Ordering::Relaxed);
+                }
+                prt.quarantined
+                    .fetch_add(out.quarantined_n[p], Ordering::Relaxed);
+            }
+            report.quarantined.extend(out.quarantined);
+            report.repaired.extend(out.repaired);
+            report.kept += out.kept;
+            wrote |= out.wrote;
+        }
+        for (addr, why) in &report.quarantined {
+            tracing::warn!(path = %path.display(), %addr, "quarantined lease record: {why}");
+        }
+        for (addr, why) in &report.repaired {
+            tracing::warn!(path = %path.display(), %addr, "repaired lease record: {why}");
+        }
+        report
+            .phases
+            .push(("free lists and counters", t_phase.elapsed()));
+        let t_phase = Instant::now();
+        // The undo copies served their purpose (records are consistent now).
+        for i in 0..UNDO_SLOTS {
+            for a in table.undo_words(i) {
+                if a.swap(0, Ordering::Relaxed) != 0 {
+                    wrote = true;
+                }
+            }
+        }
+        if wrote {
+            table
+                .flush()
+                .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
+        }
+        {
+            let _g = lock(&table.header_lock);
+            if let Err(e) = header::read_failover(table.header_bytes()) {
+                tracing::warn!(path = %path.display(), "{e}");
+                report.failover_problem = Some(e);
+            }
+        }
+        report.phases.push(("finish", t_phase.elapsed()));
+        report.records = nrec as u64;
+        Ok(table)
+    }
+
+    #[inline]
+    fn list_idx(&self, pool: usize, owner: usize, shard: usize, phase: usize) -> usize {
+        ((pool * 2 + owner) * self.shards + shard) * 2 + phase
+    }
+
+    /// Validates, repairs or quarantines, counts and indexes slots `lo..hi`.
+    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap) -> ScanOut {
+        let np = self.geo.pools.len();
+        let mut out = ScanOut {
+            counts: vec![[0; LeaseState::COUNT]; np],
+            quarantined_n: vec![0; np],
+            lists: vec![Vec::new(); np * 2 * self.shards * 2],
+            quarantined: Vec::new(),
+            repaired: Vec::new(),
+            kept: 0,
+            wrote: false,
+            keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
+        };
+        if lo >= hi {
+            return out;
+        }
+        let mut p = self.geo.pool_idx_of_slot(lo);
+        for slot in lo..hi {
+            while p + 1 < np && self.geo.bases[p + 1] <= slot {
+                p += 1;
+            }
+            let base = self.geo.bases[p];
+            let addr = u32::from(self.geo.pools[p].first) + (slot - base);
+            let home = ((slot - base) as usize) % self.shards;
+            let w = self.words(slot);
+            let raw = load_words(w);
+            // A never-written body (everything but the sequence zero) is a
+            // free record, also when a crash hit while it was locked and
+            // before anything was written (odd sequence): nothing to roll
+            // back, so reset the sequence and keep it free.
+            if raw[4..].iter().all(|&x| x == 0) {
+                if !is_pristine(&raw) {
+                    w[0].store(0, Ordering::Release);
+                    out.wrote = true;
+                }
+                out.counts[p][LeaseState::Free as usize] += 1;
+                out.lists[self.list_idx(p, 0, home, 0)].push(slot);
+                self.set_free_bit(Owner::Primary, slot);
+                continue;
+            }
+            let mut raw = raw;
+            let seq = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            let mut stored = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+            let mut computed = record_crc(&raw);
+            let mut rolled_back = false;
+            if stored != computed && seq & 1 == 1 {
+                if let Some(b) = recover_from_undo(undo, addr, seq) {
+                    store_body(w, &b);
+                    raw = b;
+                    stored = stored_crc_of(&raw);
+                    computed = stored;
+                    rolled_back = true;
+                }
+            }
+            let decoded = if stored != computed {
+                Err(if seq & 1 == 1 {
+                    format!("torn write: interrupted update (sequence {seq} is odd) and checksum mismatch")
+                } else {
+                    format!("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                })
+            } else {
+                Lease::decode(&raw).and_then(|l| {
+                    if u32::from(l.addr) == addr {
+                        Ok(l)
+                    } else {
+                        Err(format!(
+                            "record holds address {} at the position of {}",
+                            l.addr,
+                            Ipv4Addr::from(addr)
+                        ))
+                    }
+                })
+            };
+            let l = match decoded {
+                Ok(l) => {
+                    if rolled_back {
+                        w[0].store(seq.wrapping_add(1), Ordering::Release);
+                        out.wrote = true;
+                        out.repaired.push((
+                            l.addr,
+                            format!("update interrupted by a crash (sequence {seq} is odd, checksum mismatch); rolled back to the previous version from the undo area"),
+                        ));
+                    } else if seq & 1 == 1 {
+                        // Complete old or new version (CRC is written last): keep it.
+                        w[0].store(seq.wrapping_add(1), Ordering::Release);
+                        out.wrote = true;
+                        out.repaired.push((
+                            l.addr,
+                            format!("interrupted update (sequence {seq} is odd) but the checksum is valid; kept"),
+                        ));
+                    }
+                    l
+                }
+                Err(why) => {
+                    let mut q = Lease::decode_lossy(&raw);
+                    q.addr = Ipv4Addr::from(addr);
+                    q.state = LeaseState::Abandoned;
+                    q.flags |= FLAG_QUARANTINED;
+                    q.client = ClientKey::NONE;
+                    let mut b = q.encode();
+                    let crc = record_crc(&b);
+                    b[4..8].copy_from_slice(&crc.to_le_bytes());
+                    store_body(w, &b);
+                    w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
+                    out.wrote = true;
+                    out.counts[p][LeaseState::Abandoned as usize] += 1;
+                    out.quarantined_n[p] += 1;
+                    out.kept += 1;
+                    out.quarantined.push((Ipv4Addr::from(addr), why));
+                    continue;
+                }
+            };
+            out.counts[p][l.state as usize] += 1;
+            if l.is_quarantined() {
+                out.quarantined_n[p] += 1;
+            }
+            if l.state != LeaseState::Free || !l.client.is_none() {
+                out.kept += 1;
+            }
+            if !l.client.is_none() {
+                let pos = IndexPos::of(self.seed, &l.client);
+                out.keyed[pos.shard].push(pos.entry(slot));
+            }
+            if let Some(o) = l.state.free_list_owner() {
+                if !l.is_quarantined() {
+                    let phase =
+                        usize::from(!matches!(l.state, LeaseState::Free | LeaseState::Backup));
+                    out.lists[self.list_idx(p, o.idx(), home, phase)].push(slot);
+                    self.set_free_bit(o, slot);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,142 @@
+//! Rewriting the file for a changed pool geometry (records kept by
+//! address; dropping live leases needs `allow_shrink`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapOptions;
+
+use super::file::{preallocate, sync_dir};
+use super::undo::{add_undo, is_pristine, recover_from_undo, stored_crc_of, UndoMap};
+use super::{OpenOptions, OpenReport};
+use crate::error::{LostLease, StoreError};
+use crate::header::{self, Geometry, ValidHeader, UNDO_LEN, UNDO_SLOTS};
+use crate::lease::{record_crc, Lease, LeaseState, RECORD_SIZE};
+
+/// How many addresses a failed shrink check lists.
+const LOST_LISTED: usize = 10;
+
+fn is_live(l: &Lease, now: u32) -> bool {
+    match l.state {
+        LeaseState::Active | LeaseState::Offered => l.expiry > now,
+        LeaseState::Reserved => true,
+        _ => false,
+    }
+}
+
+/// Rewrites the file for a new pool geometry, keeping records by address.
+pub(super) fn rebuild(
+    path: &Path,
+    old: &[u8],
+    hdr: &ValidHeader,
+    geo: &Geometry,
+    opts: &OpenOptions,
+    report: &mut OpenReport,
+) -> Result<(), StoreError> {
+    let og = &hdr.geo;
+    let mut undo = UndoMap::new();
+    for i in 0..UNDO_SLOTS {
+        let o = hdr.header_len - UNDO_LEN + i * RECORD_SIZE;
+        let mut b = [0u8; RECORD_SIZE];
+        b.copy_from_slice(&old[o..o + RECORD_SIZE]);
+        add_undo(&mut undo, &b);
+    }
+    // A record torn by a crash is rolled back here as `open` would; one that
+    // cannot be is copied as it is and quarantined by the scan after the rename.
+    let rec = |slot: u32| -> [u8; RECORD_SIZE] {
+        let o = hdr.header_len + slot as usize * RECORD_SIZE;
+        let mut b = [0u8; RECORD_SIZE];
+        b.copy_from_slice(&old[o..o + RECORD_SIZE]);
+        let seq = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if seq & 1 == 1 && stored_crc_of(&b) != record_crc(&b) {
+            if let Some(mut prev) = recover_from_undo(&undo, og.addr_of(slot), seq) {
+                prev[0..4].copy_from_slice(&seq.wrapping_add(1).to_le_bytes());
+                return prev;
+            }
+        }
+        b
+    };
+    // Pass 1: live leases outside the new pools.
+    let mut lost: Vec<Lease> = Vec::new();
+    for slot in 0..og.total {
+        if geo.slot_of(og.addr_of(slot)).is_some() {
+            continue;
+        }
+        let b = rec(slot);
+        if is_pristine(&b) || u32::from_le_bytes([b[4], b[5], b[6], b[7]]) != record_crc(&b) {
+            continue;
+        }
+        if let Ok(l) = Lease::decode(&b) {
+            if is_live(&l, opts.now) {
+                lost.push(l);
+            }
+        }
+    }
+    if !lost.is_empty() && !opts.allow_shrink {
+        return Err(StoreError::Shrink {
+            path: path.to_path_buf(),
+            count: lost.len() as u64,
+            first: lost
+                .iter()
+                .take(LOST_LISTED)
+                .map(|l| LostLease {
+                    addr: l.addr,
+                    state: l.state,
+                    client: l.client,
+                    expiry: l.expiry,
+                })
+                .collect(),
+        });
+    }
+    // Pass 2: write the new file next to the old one, then rename over it.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".rebuild");
+    let tmp = PathBuf::from(tmp);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| StoreError::io(&tmp, "create", e))?;
+    let len = geo.file_len();
+    f.set_len(len)
+        .map_err(|e| StoreError::io(&tmp, "set file length", e))?;
+    preallocate(&f, len);
+    // SAFETY: `tmp` was just created by us and is not shared; nothing else
+    // resizes or writes it while this mapping lives.
+    let mut map =
+        unsafe { MmapOptions::new().map_mut(&f) }.map_err(|e| StoreError::io(&tmp, "mmap", e))?;
+    let hl = geo.header_len();
+    header::write_header(&mut map[..hl], geo, hdr.created);
+    header::copy_failover(&old[..hdr.header_len], &mut map[..hl]);
+    let mut copied = 0u64;
+    for slot in 0..og.total {
+        let Some(ns) = geo.slot_of(og.addr_of(slot)) else {
+            continue;
+        };
+        let b = rec(slot);
+        if is_pristine(&b) {
+            continue;
+        }
+        let o = hl + ns as usize * RECORD_SIZE;
+        map[o..o + RECORD_SIZE].copy_from_slice(&b);
+        copied += 1;
+    }
+    map.flush().map_err(|e| StoreError::io(&tmp, "msync", e))?;
+    drop(map);
+    f.sync_all().map_err(|e| StoreError::io(&tmp, "fsync", e))?;
+    fs::rename(&tmp, path)
+        .map_err(|e| StoreError::io(path, "rename rebuilt file into place", e))?;
+    sync_dir(path)?;
+    let msg = format!(
+        "pools changed ({} -> {} records): {copied} used records kept, {} live lease(s) dropped",
+        og.total,
+        geo.total,
+        lost.len()
+    );
+    tracing::info!(path = %path.display(), "{msg}");
+    report.rebuilt = Some(msg);
+    report.dropped_by_shrink = lost;
+    Ok(())
+}
