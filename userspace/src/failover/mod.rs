@@ -456,29 +456,6 @@ mod tests {
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::net::Ipv4Addr;
 
-    /// Regression: a no-op `update` of a never-used record once left a sequence without a
-    /// checksum, and the next open quarantined the record (fixed in lease-store: an unchanged
-    /// record gets its old sequence back).
-    #[test]
-    fn lease_store_noop_update_of_pristine_record_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let pools = [PoolSpec {
-            id: 0,
-            first: Ipv4Addr::new(10, 0, 1, 0),
-            last: Ipv4Addr::new(10, 0, 1, 3),
-        }];
-        let opts = OpenOptions::default();
-        {
-            let (t, _) = LeaseTable::open(&path, &pools, &opts).expect("create");
-            let slot = t.slot(0).expect("slot 0");
-            t.update(slot, |_| ());
-            t.flush().expect("flush");
-        }
-        let (_, report) = LeaseTable::open(&path, &pools, &opts).expect("reopen");
-        assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
-    }
-
     /// Storing the failover state must leave every record readable at the next open.
     #[test]
     fn failover_area_survives_reopen_without_quarantine() {
