@@ -1,7 +1,9 @@
 //! xdhcpd: the daemon's library. See `ARCHITECTURE.md` at the repository root
 //! for the map of modules and the way of one packet through them.
 
+pub mod clock;
 pub mod config;
+pub mod control;
 pub mod dhcpv4;
 pub mod failover;
 pub mod frame;

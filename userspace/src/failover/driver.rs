@@ -29,10 +29,10 @@ use xdhcpd_failover::{
     Action, BindingSync, FailoverEngine, PolicyCell, RejectReason, Role, ServerState, UpdateId,
 };
 
-use super::control::{fmt_time, FailoverStatus, Request, Response};
 use super::table_store::TableStore;
+use crate::clock::unix_now;
 use crate::config::FailoverConfig;
-use crate::server::clock::unix_now;
+use crate::control::{fmt_time, FailoverStatus, Request, Response};
 
 /// Commands from other threads (control socket, daemon shutdown).
 pub(crate) enum Command {

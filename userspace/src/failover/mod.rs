@@ -13,7 +13,6 @@
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
 //! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
 
-pub mod control;
 mod driver;
 mod rebalance;
 mod table_store;
@@ -32,9 +31,9 @@ use lease_store::{LeaseTable, Slot};
 use tokio::sync::mpsc;
 use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role};
 
+use crate::clock::unix_now;
 use crate::config::{FailoverConfig, FailoverRole};
-use crate::server::clock::unix_now;
-use control::{fmt_time, Handler, Request, Response};
+use crate::control::{self, fmt_time, Handler, Request, Response};
 use driver::{Command, Driver};
 
 /// Capacity of the workers -> driver channel of changed slots.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
 
-use super::clock::unix_now;
 use super::iface::Interface;
 use super::respond::Responder;
 use super::worker::{run_udp_worker, run_xdp_worker, WorkerCounters};
+use crate::clock::unix_now;
 use crate::config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
+use crate::control::{default_socket, ControlServer};
 use crate::dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
-use crate::failover::control::{default_socket, ControlServer};
 use crate::failover::{no_failover_handler, Failover};
 use crate::io::udp::UdpIo;
 use crate::io::xsk::{XskConfig, XskSocket};

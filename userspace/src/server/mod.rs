@@ -1,7 +1,6 @@
 //! The daemon: drivers around the sans-IO engine (workers, flusher, sweeper,
 //! stats reporter) and the start-up that wires them.
 
-pub mod clock;
 pub mod commit;
 pub mod daemon;
 pub mod iface;

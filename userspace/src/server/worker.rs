@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use lease_store::{DirtySet, Slot};
 
-use super::clock::unix_now;
 use super::commit::Committer;
 use super::respond::{Responder, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+use crate::clock::unix_now;
 use crate::config::CommitMode;
 use crate::dhcpv4::{Decision, Delivery, Engine, RxMeta};
 use crate::failover::FailoverTap;
