@@ -1,0 +1,171 @@
+//! Configuration of one failover relationship: the values, their defaults, and the checks
+//! that refuse values the protocol cannot work with.
+
+use crate::policy::hba_from_split;
+use crate::types::Role;
+
+/// Configuration of one failover relationship. All times in seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub role: Role,
+    /// relationship-name; must be identical on both partners.
+    pub relationship_name: String,
+    /// Maximum client lead time (the secondary uses the primary's from CONNECT).
+    pub mclt: u32,
+    /// BNDUPDs we accept unacknowledged (advertised), and our own cap on sending.
+    pub max_unacked_bndupd: u32,
+    /// tSend: a CONTACT goes out when nothing was sent for this long.
+    pub poll_interval: u32,
+    /// tReceive: silence after which the connection is dropped (advertised as receive-timer).
+    pub poll_timeout: u32,
+    pub use_safe_period: bool,
+    /// Time in COMMUNICATIONS-INTERRUPTED before the automatic move to PARTNER-DOWN.
+    pub safe_period: u32,
+    /// Potential expiration = now + desired * factor / 1000.
+    pub lease_period_factor_permille: u32,
+    /// Load balancing (primary): buckets `0..split` are the primary's (ISC `split`); None =
+    /// no load balancing (the primary owns every bucket).
+    pub split: Option<u16>,
+    /// Explicit HBA (primary), overrides `split`.
+    pub hba: Option<[u8; 32]>,
+    pub load_balance_max_secs: u16,
+    /// Percentage of available addresses the primary grants the secondary on POOLREQ.
+    pub backup_pct: u8,
+    /// T2 = T1 + rebind_limit when serving the partner's client; 0 = off.
+    pub rebind_limit: u32,
+    /// STARTUP lasts at least this long when the partner cannot be reached.
+    pub startup_timeout: u32,
+    /// When true (the safe default) a server that cannot reach its partner leaves STARTUP on
+    /// timeout only into states that cannot cause a duplicate (PARTNER-DOWN, RECOVER,
+    /// RECOVER-WAIT, RECOVER-DONE); otherwise it waits for the partner. When false it resumes
+    /// its previous state like ISC dhcpd (the draft's "reasons to go to previous state").
+    pub startup_needs_partner: bool,
+    /// A primary with no persisted failover state that cannot reach its partner before the
+    /// startup timeout goes PARTNER-DOWN and serves (spec: "a main whose partner has never
+    /// been seen starts in PARTNER-DOWN"). Unsafe if its database was lost: then set
+    /// `failover_recover`.
+    pub fresh_primary_partner_down: bool,
+    /// `failover-recover`: the database was restored from a copy taken at this time: start
+    /// in RECOVER, pull everything (UPDREQALL), wait MCLT from this time.
+    pub failover_recover: Option<u32>,
+    /// CONNECT/CONNECTACK whose time differs more than this from ours is refused (ISC: 60).
+    pub max_time_skew: u32,
+    /// The secondary re-sends POOLREQ this often in NORMAL.
+    pub pool_request_interval: u32,
+    /// `last_operational` is persisted this often.
+    pub heartbeat_interval: u32,
+    pub vendor_class: String,
+    /// Binding transactions packed into one BNDUPD (draft-12 6.3), within the 2048-byte
+    /// message limit. Only used with a partner whose vendor-class says it is xdhcpd: ISC
+    /// dhcpd refuses a repeated option, so every other partner gets one per message.
+    pub max_bindings_per_bndupd: usize,
+    /// A lease counts as ended only this many seconds after its end, for every failover rule
+    /// (accepting a partner's EXPIRED/FREE over our ACTIVE, the expiry sweeper, counting MCLT
+    /// before reusing an address): it absorbs clock offsets between the partners.
+    pub expiry_grace: u32,
+}
+
+/// Default [`Config::expiry_grace`]: well above NTP-disciplined clock offsets.
+pub const DEFAULT_EXPIRY_GRACE: u32 = 30;
+
+impl Config {
+    pub fn new(role: Role, relationship_name: &str) -> Self {
+        Config {
+            role,
+            relationship_name: relationship_name.to_string(),
+            mclt: 3600,
+            max_unacked_bndupd: 100,
+            poll_interval: 10,
+            poll_timeout: 60,
+            use_safe_period: true,
+            safe_period: 4 * 3600,
+            lease_period_factor_permille: 1500,
+            split: None,
+            hba: None,
+            load_balance_max_secs: 3,
+            backup_pct: 50,
+            rebind_limit: 0,
+            startup_timeout: 10,
+            startup_needs_partner: true,
+            fresh_primary_partner_down: true,
+            failover_recover: None,
+            max_time_skew: 60,
+            pool_request_interval: 3600,
+            heartbeat_interval: 30,
+            vendor_class: format!("{XDHCPD_VENDOR_PREFIX}{}", env!("CARGO_PKG_VERSION")),
+            max_bindings_per_bndupd: 64,
+            expiry_grace: DEFAULT_EXPIRY_GRACE,
+        }
+    }
+
+    /// Checks values that would make the protocol misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, why: &'static str| Err(ConfigError { field, why });
+        if self.relationship_name.is_empty() || self.relationship_name.len() > 255 {
+            return bad("relationship_name", "must be 1..=255 bytes");
+        }
+        if self.mclt == 0 {
+            return bad("mclt", "must be > 0");
+        }
+        if self.max_unacked_bndupd == 0 {
+            return bad("max_unacked_bndupd", "must be >= 1");
+        }
+        if self.max_bindings_per_bndupd == 0 {
+            return bad("max_bindings_per_bndupd", "must be >= 1");
+        }
+        if self.poll_interval == 0 || self.poll_timeout <= self.poll_interval {
+            return bad(
+                "poll_timeout",
+                "must exceed poll_interval, which must be > 0",
+            );
+        }
+        if self.use_safe_period && self.safe_period == 0 {
+            return bad("safe_period", "must be > 0 when use_safe_period");
+        }
+        if self.lease_period_factor_permille < 1000 {
+            return bad("lease_period_factor", "must be >= 1.0");
+        }
+        if self.split.is_some_and(|s| s > 256) {
+            return bad("split", "must be 0..=256");
+        }
+        if self.backup_pct > 100 {
+            return bad("backup_pct", "must be 0..=100");
+        }
+        if self.expiry_grace >= self.mclt {
+            return bad("expiry_grace", "must be below mclt");
+        }
+        if self.heartbeat_interval == 0 || self.pool_request_interval == 0 {
+            return bad("heartbeat_interval", "intervals must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The rules a [`crate::BindingSync`] applies to this server's records.
+    pub fn store_rules(&self) -> crate::StoreRules {
+        crate::StoreRules {
+            role: self.role,
+            expiry_grace: self.expiry_grace,
+        }
+    }
+
+    /// The HBA the primary sends (bit set = primary's bucket, ISC convention).
+    pub fn primary_hba(&self) -> [u8; 32] {
+        if let Some(h) = self.hba {
+            h
+        } else {
+            hba_from_split(self.split.unwrap_or(256))
+        }
+    }
+}
+
+/// A configuration value the engine cannot work with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("failover configuration: {field} {why}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub why: &'static str,
+}
+
+/// Our vendor-class starts with this; a partner whose vendor-class does too takes BNDUPDs
+/// with several binding transactions.
+pub const XDHCPD_VENDOR_PREFIX: &str = "xdhcpd-";

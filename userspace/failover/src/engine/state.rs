@@ -1,0 +1,416 @@
+//! The server state machine (draft-12 section 9): operator commands, leaving STARTUP,
+//! transitions driven by the partner's state, RECOVER and RECOVER-WAIT.
+
+use crate::codec::{Body, Message};
+use crate::types::{Role, ServerState};
+
+use super::{Action, FailoverEngine};
+
+/// A command refused in the current state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("failover command {command} not allowed in state {state}")]
+pub struct CommandError {
+    pub command: &'static str,
+    pub state: ServerState,
+}
+
+pub(super) fn comm_failed_state(s: ServerState) -> ServerState {
+    match s {
+        ServerState::Normal => ServerState::CommunicationsInterrupted,
+        ServerState::PotentialConflict => ServerState::ResolutionInterrupted,
+        other => other,
+    }
+}
+
+impl FailoverEngine {
+    /// Operator: the partner is down. MCLT before using its addresses counts from `since`
+    /// (when it was last known alive), or without it from the start of
+    /// COMMUNICATIONS-INTERRUPTED (now, when communicating or recovering).
+    ///
+    /// From RECOVER or RECOVER-WAIT (the partner is gone for good before we learnt what it
+    /// leased, e.g. while it was PARTNER-DOWN) this is a *blind* PARTNER-DOWN: draft-12 has
+    /// no way out of RECOVER without the partner, and the partner may have leased any
+    /// address, ours included, for up to MCLT past its last activity. So every address, our
+    /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT).
+    pub fn partner_down(&mut self, now: u32, since: Option<u32>) -> Result<(), CommandError> {
+        self.tick(now);
+        match self.state {
+            ServerState::CommunicationsInterrupted
+            | ServerState::ResolutionInterrupted
+            | ServerState::Normal
+            | ServerState::Startup
+            | ServerState::PartnerDown => {}
+            ServerState::Recover | ServerState::RecoverWait => {
+                self.persist.blind_partner_down = true;
+            }
+            s => {
+                return Err(CommandError {
+                    command: "partner-down",
+                    state: s,
+                })
+            }
+        }
+        let default = match self.state {
+            ServerState::CommunicationsInterrupted | ServerState::ResolutionInterrupted => {
+                self.interrupted_since()
+            }
+            ServerState::PartnerDown => self.persist.partner_down_since,
+            _ => now,
+        };
+        let base = since.unwrap_or(default).min(now);
+        if self.state == ServerState::PartnerDown {
+            self.persist.partner_down_since = base;
+            self.emit_persist();
+            self.actions.push_back(Action::PolicyChanged(self.policy()));
+        } else {
+            self.enter_partner_down(now, base, "partner-down command");
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Operator: `failover recover`: pull the partner's whole database (RECOVER, UPDREQALL)
+    /// and wait MCLT from now before serving.
+    pub fn recover(&mut self, now: u32) -> Result<(), CommandError> {
+        self.tick(now);
+        if matches!(self.state, ServerState::Shutdown | ServerState::Paused) {
+            return Err(CommandError {
+                command: "recover",
+                state: self.state,
+            });
+        }
+        self.persist.recover_all = true;
+        self.persist.recover_base = now;
+        self.may_skip_recover_wait = false;
+        self.sent_updreq = None;
+        if self.state == ServerState::Startup {
+            self.prev_state = ServerState::Recover;
+        } else {
+            self.set_state(now, ServerState::Recover, "recover command");
+            self.react(now);
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Graceful stop for a long time: tell the partner (it may go PARTNER-DOWN). The driver
+    /// should keep the connection a few seconds, then close it and exit.
+    pub fn shutdown(&mut self, now: u32) {
+        self.tick(now);
+        self.stop(now, ServerState::Shutdown, "shutdown command");
+    }
+
+    /// Short planned stop: the partner goes COMMUNICATIONS-INTERRUPTED.
+    ///
+    /// Only from NORMAL or COMMUNICATIONS-INTERRUPTED. A partner that restarts while we are
+    /// PAUSED sees only "PAUSED", not the state we paused in: had that been PARTNER-DOWN (we
+    /// used its addresses), it would resume NORMAL/COMMUNICATIONS-INTERRUPTED instead of
+    /// RECOVER and could hand one of them out again (found by the simulation, seed 5852).
+    /// In other states the operator stops the server (SHUTDOWN) instead.
+    pub fn pause(&mut self, now: u32) -> Result<(), CommandError> {
+        self.tick(now);
+        if !matches!(
+            self.state,
+            ServerState::Normal | ServerState::CommunicationsInterrupted
+        ) {
+            return Err(CommandError {
+                command: "pause",
+                state: self.state,
+            });
+        }
+        self.stop(now, ServerState::Paused, "pause command");
+        Ok(())
+    }
+
+    fn stop(&mut self, now: u32, to: ServerState, reason: &'static str) {
+        if matches!(self.state, ServerState::Shutdown | ServerState::Paused) {
+            return;
+        }
+        let resume = if self.state == ServerState::Startup {
+            self.prev_state
+        } else {
+            comm_failed_state(self.state)
+        };
+        self.persist.resume_state = resume;
+        self.set_state(now, to, reason);
+        self.after_input(now);
+    }
+
+    /// Start of the current interruption: entry into the state, or the last message from the
+    /// partner if one arrived later (a partner that spoke is alive and bound by the
+    /// COMMUNICATIONS-INTERRUPTED rules, so the safe period restarts).
+    pub fn interrupted_since(&self) -> u32 {
+        self.state_since.max(self.persist.last_contact)
+    }
+
+    pub(super) fn leave_startup(&mut self, now: u32) {
+        // A partner met in SHUTDOWN or PAUSED does not say what it was in before: if that was
+        // PARTNER-DOWN it may have leased our addresses while we were down, and it can no
+        // longer tell us (simulation seed 5852: resuming NORMAL -> COMMUNICATIONS-INTERRUPTED
+        // -> PARTNER-DOWN on its SHUTDOWN re-leased such an address). Assume the worst, as for
+        // a partner in PARTNER-DOWN: RECOVER (or POTENTIAL-CONFLICT) until it is back.
+        let partner_pd = matches!(
+            self.partner,
+            Some(ServerState::PartnerDown | ServerState::Shutdown | ServerState::Paused)
+        );
+        let mut target = self.prev_state;
+        let mut since = self.prev_since;
+        if partner_pd && target != ServerState::Recover {
+            // Draft-12 9.3.2 step 5: down before the partner went PARTNER-DOWN -> RECOVER,
+            // else POTENTIAL-CONFLICT. Both times are whole seconds and the draft names only
+            // "later" and "earlier": a tie (our last heartbeat stamp in the very second the
+            // partner entered PARTNER-DOWN, e.g. a crash right after a heartbeat and an
+            // immediate partner-down command) cannot say who was first, so it takes the safe
+            // arm, POTENTIAL-CONFLICT (both exchange unacknowledged updates, then NORMAL).
+            // Ties are rare but real (tests/restart_after_partner_down.rs); not a bug.
+            if self.partner_since > self.persist.last_operational {
+                target = ServerState::Recover;
+                self.persist.recover_base = self.persist.last_operational;
+            } else {
+                target = ServerState::PotentialConflict;
+            }
+            since = now;
+        }
+        if target == ServerState::Recover && self.fresh {
+            self.persist.recover_all = true;
+        } else if target == ServerState::Recover && self.cfg.failover_recover.is_none() {
+            // Draft-12 9.6.2: wait MCLT from when we stopped serving.
+            self.persist.recover_base =
+                self.persist.recover_base.max(self.persist.last_operational);
+        }
+        self.enter_state(now, target, since, "startup complete");
+    }
+
+    pub(super) fn startup_expired(&mut self, now: u32) {
+        if self.fresh && self.cfg.role == Role::Primary && self.cfg.fresh_primary_partner_down {
+            // Never met the partner: it cannot hold any address of ours.
+            self.enter_partner_down(now, now, "startup: partner never seen");
+            return;
+        }
+        let target = self.prev_state;
+        let safe_alone = matches!(
+            target,
+            ServerState::PartnerDown
+                | ServerState::Recover
+                | ServerState::RecoverWait
+                | ServerState::RecoverDone
+        );
+        if safe_alone || !self.cfg.startup_needs_partner {
+            let since = self.prev_since;
+            self.enter_state(now, target, since, "startup timeout");
+        }
+    }
+
+    /// Like set_state, but keeps a persisted entry time when resuming a previous state.
+    fn enter_state(&mut self, now: u32, to: ServerState, since: u32, reason: &'static str) {
+        if to == ServerState::PartnerDown {
+            // Resuming PARTNER-DOWN after a restart: while we were down the partner may have
+            // run (e.g. renewing in RECOVER-DONE or COMMUNICATIONS-INTERRUPTED, within MCLT),
+            // so its addresses and expired leases wait MCLT from now again.
+            self.persist.partner_down_since = self.persist.partner_down_since.max(now);
+        }
+        self.set_state(now, to, reason);
+        if self.state == to && since <= now && since != 0 && to == self.persist.own_state {
+            self.state_since = since;
+            self.persist.own_state_since = since;
+            self.emit_persist();
+        }
+    }
+
+    pub(super) fn enter_partner_down(&mut self, now: u32, base: u32, reason: &'static str) {
+        self.persist.partner_down_since = base.min(now);
+        self.set_state(now, ServerState::PartnerDown, reason);
+    }
+
+    pub(super) fn set_state(&mut self, now: u32, to: ServerState, reason: &'static str) {
+        if to == self.state {
+            return;
+        }
+        let from = self.state;
+        self.state = to;
+        self.state_since = now;
+        // Stable storage: the state and when it was entered (draft-12 9.2).
+        self.persist.own_state = to;
+        self.persist.own_state_since = now;
+        self.persist.last_operational = now;
+        if !matches!(to, ServerState::Paused | ServerState::Shutdown) {
+            self.persist.resume_state = to;
+        }
+        if to == ServerState::Normal {
+            // In step with the partner again: what it leased is known.
+            self.persist.blind_partner_down = false;
+        }
+        match to {
+            ServerState::Recover => {
+                self.sent_updreq = None;
+            }
+            ServerState::RecoverWait => {
+                // Draft-12 9.6.2: no wait when neither side ever ran failover before.
+                let skip = self.may_skip_recover_wait && self.recover_partner_fresh;
+                self.recover_wait_until = if skip {
+                    now
+                } else {
+                    self.persist.recover_base.saturating_add(self.mclt)
+                };
+            }
+            ServerState::PotentialConflict => {
+                self.pc_resolved = false;
+                self.sent_updreq = None;
+            }
+            // Draft-12 9.8.1: the secondary asks for its pool on entering NORMAL.
+            ServerState::Normal if self.cfg.role == Role::Secondary => self.next_poolreq_at = now,
+            _ => {}
+        }
+        self.actions.push_back(Action::StateChanged {
+            from,
+            own: to,
+            partner: self.partner,
+            at: now,
+            reason,
+        });
+        self.emit_persist();
+        self.actions.push_back(Action::PolicyChanged(self.policy()));
+        self.send_state(now);
+    }
+
+    /// Transitions that depend on the partner's state while communicating (draft-12 9.x
+    /// "communications OK" arcs). Loops because one transition can enable another.
+    pub(super) fn react(&mut self, now: u32) {
+        for _ in 0..8 {
+            if !self.communications_ok() || self.partner_startup {
+                return;
+            }
+            let Some(p) = self.partner else {
+                return;
+            };
+            let before = self.state;
+            use ServerState::*;
+            match self.state {
+                Normal => match p {
+                    // C-I is the partner's transient state until it sees our NORMAL.
+                    Normal | CommunicationsInterrupted | RecoverDone | ConflictDone => {}
+                    Shutdown => self.enter_partner_down(now, now, "partner shut down"),
+                    _ => self.set_state(now, CommunicationsInterrupted, "partner changed state"),
+                },
+                CommunicationsInterrupted => match p {
+                    Normal | CommunicationsInterrupted | RecoverDone => {
+                        self.set_state(now, Normal, "partner back")
+                    }
+                    PartnerDown | PotentialConflict | ConflictDone | ResolutionInterrupted => {
+                        self.set_state(now, PotentialConflict, "partner back from PARTNER-DOWN")
+                    }
+                    Shutdown => self.enter_partner_down(now, now, "partner shut down"),
+                    _ => {}
+                },
+                PartnerDown => match p {
+                    Normal
+                    | CommunicationsInterrupted
+                    | PartnerDown
+                    | PotentialConflict
+                    | ResolutionInterrupted
+                    | ConflictDone => self.set_state(now, PotentialConflict, "partner running"),
+                    // While in PARTNER-DOWN we may have used the partner's addresses: it must
+                    // hold every such binding before either of us is NORMAL, so flush first.
+                    RecoverDone if self.pending.is_empty() && self.inflight.is_empty() => {
+                        self.set_state(now, Normal, "partner recovered")
+                    }
+                    _ => {}
+                },
+                Recover => match p {
+                    PotentialConflict | ResolutionInterrupted | ConflictDone => {
+                        self.set_state(now, PotentialConflict, "partner resolving conflicts")
+                    }
+                    _ => {
+                        if self.sent_updreq.is_none() {
+                            let all = self.persist.recover_all;
+                            let xid = self.xid();
+                            self.sent_updreq = Some(xid);
+                            self.recover_partner_fresh =
+                                matches!(p, Recover | RecoverWait | RecoverDone);
+                            self.send(Message::new(
+                                now,
+                                xid,
+                                if all { Body::UpdReqAll } else { Body::UpdReq },
+                            ));
+                        }
+                    }
+                },
+                RecoverDone => {
+                    if matches!(p, Normal | RecoverDone) {
+                        self.set_state(now, Normal, "partner ready")
+                    }
+                }
+                PotentialConflict => {
+                    let ask = match self.cfg.role {
+                        Role::Primary => !self.pc_resolved,
+                        // The secondary asks once the primary has its updates (CONFLICT-DONE).
+                        Role::Secondary => p == ConflictDone,
+                    };
+                    if ask && self.sent_updreq.is_none() {
+                        let xid = self.xid();
+                        self.sent_updreq = Some(xid);
+                        self.send(Message::new(now, xid, Body::UpdReq));
+                    }
+                }
+                ResolutionInterrupted => {
+                    self.set_state(now, PotentialConflict, "communications restored")
+                }
+                ConflictDone => {
+                    if p == Normal {
+                        self.set_state(now, Normal, "partner NORMAL")
+                    }
+                }
+                Startup | RecoverWait | Paused | Shutdown => {}
+            }
+            if self.state == before {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn on_upddone(&mut self, now: u32, xid: u32) {
+        if self.sent_updreq != Some(xid) {
+            return;
+        }
+        self.sent_updreq = None;
+        match self.state {
+            ServerState::Recover => {
+                if self.persist.recover_all {
+                    self.persist.recover_all = false;
+                }
+                self.set_state(now, ServerState::RecoverWait, "UPDDONE");
+                self.finish_recover_wait(now);
+                self.react(now);
+            }
+            ServerState::PotentialConflict => {
+                self.pc_resolved = true;
+                match self.cfg.role {
+                    Role::Primary => self.set_state(now, ServerState::ConflictDone, "UPDDONE"),
+                    Role::Secondary => self.set_state(now, ServerState::Normal, "UPDDONE"),
+                }
+                self.react(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// RECOVER-WAIT -> RECOVER-DONE once the MCLT wait is over and the partner holds every
+    /// update of ours: it goes NORMAL as soon as it sees RECOVER-DONE and must not allocate an
+    /// address we bound (e.g. in PARTNER-DOWN before a `recover` command) without knowing.
+    /// With updates outstanding and no connection we stay (draft-12 9.6.2 allows it).
+    pub(super) fn finish_recover_wait(&mut self, now: u32) {
+        if self.state != ServerState::RecoverWait || now < self.recover_wait_until {
+            return;
+        }
+        if !self.pending.is_empty() || !self.inflight.is_empty() {
+            return;
+        }
+        let reason = if self.recover_wait_until == self.state_since {
+            "no MCLT wait needed"
+        } else {
+            "MCLT wait over"
+        };
+        self.set_state(now, ServerState::RecoverDone, reason);
+        self.react(now);
+    }
+}

@@ -1,0 +1,498 @@
+//! Binding updates: the outgoing queue and its BNDUPD batches within the unacknowledged
+//! window, BNDACKs, answering UPDREQ/UPDREQALL with UPDDONE, incoming BNDUPDs handed to the
+//! driver, and pool requests (POOLREQ/POOLRESP).
+
+use std::net::Ipv4Addr;
+
+use crate::codec::{self, BindingTxn, Body, Message};
+use crate::types::{Binding, BindingStatus, RejectReason, Role, ServerState};
+
+use super::connection::Phase;
+use super::{Action, FailoverEngine, UpdateId};
+
+/// How many addresses the backup should hold: `backup_pct` percent of those available to
+/// either partner (FREE + BACKUP), minus what it already holds.
+pub fn backup_share(free: usize, backup: usize, backup_pct: u8) -> usize {
+    let target = (free + backup) * backup_pct.min(100) as usize / 100;
+    target.saturating_sub(backup)
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) seq: u64,
+    pub(super) binding: Binding,
+}
+
+/// One BNDUPD awaiting its BNDACK: its binding transactions with their queue sequence numbers.
+#[derive(Debug, Clone)]
+pub(super) struct InFlight {
+    pub(super) items: Vec<(u64, Binding)>,
+    pub(super) sent_at: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub(super) gen: u64,
+    pub(super) results: Vec<(Ipv4Addr, Option<(RejectReason, String)>)>,
+    pub(super) remaining: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct Serving {
+    pub(super) xid: u32,
+    pub(super) all: bool,
+    /// Set by `bindings_queued`: every queued entry with seq <= this is covered.
+    pub(super) cover_seq: Option<u64>,
+}
+
+impl FailoverEngine {
+    /// A DHCP worker changed a lease: queue it for the partner (lazy; sent in batches by
+    /// `poll_transmit`, never more than max-unacked-bndupd outstanding).
+    pub fn lease_changed(&mut self, now: u32, binding: Binding) {
+        self.tick(now);
+        self.enqueue(binding);
+    }
+
+    /// Same as `lease_changed`, for bindings the driver queues after [`Action::SendBindings`].
+    pub fn queue_binding(&mut self, binding: Binding) {
+        self.enqueue(binding);
+    }
+
+    /// The driver has queued everything [`Action::SendBindings`] asked for.
+    pub fn bindings_queued(&mut self, now: u32) {
+        self.tick(now);
+        if let Some(s) = self.serving.as_mut() {
+            if s.cover_seq.is_none() {
+                s.cover_seq = Some(self.seq);
+            }
+        }
+        self.check_updreq_done(now);
+    }
+
+    /// The driver wrote (or refused) the binding of [`Action::ApplyBinding`] `id`.
+    pub fn binding_applied(
+        &mut self,
+        now: u32,
+        id: UpdateId,
+        result: Result<(), (RejectReason, String)>,
+    ) {
+        self.tick(now);
+        let Some((gen, xid, idx)) = self.update_ids.remove(&id) else {
+            return;
+        };
+        let done = match self.incoming.get_mut(&xid) {
+            Some(inc) if inc.gen == gen => {
+                if result.is_ok() {
+                    // The partner's newer information replaced our record: an update of ours
+                    // for this address that is still queued is stale; drop it (the `order`
+                    // entry is skipped when its address has no pending entry).
+                    if let Some((addr, _)) = inc.results.get(idx) {
+                        self.pending.remove(addr);
+                    }
+                }
+                if let Err(r) = result {
+                    self.stats.bndupd_rejected_by_us += 1;
+                    if let Some(slot) = inc.results.get_mut(idx) {
+                        slot.1 = Some(r);
+                    }
+                }
+                inc.remaining = inc.remaining.saturating_sub(1);
+                inc.remaining == 0
+            }
+            _ => false,
+        };
+        if done {
+            self.finish_incoming(now, xid);
+        }
+    }
+
+    /// Secondary: the workers found no BACKUP address: send POOLREQ now instead of waiting for
+    /// `pool_request_interval` (only in NORMAL with communications OK, and never while one is
+    /// outstanding). The caller rate-limits.
+    pub fn request_pool_now(&mut self, now: u32) {
+        self.tick(now);
+        if !self.poolreq_outstanding {
+            self.next_poolreq_at = now;
+        }
+        self.maybe_poolreq(now);
+    }
+
+    /// Primary: answer to [`Action::PoolRequest`]: `granted` addresses moved to BACKUP.
+    pub fn pool_response(&mut self, now: u32, id: u32, granted: u32) {
+        self.tick(now);
+        let Some((gen, xid)) = self.pool_requests.remove(&id) else {
+            return;
+        };
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.gen == gen && c.phase == Phase::Established)
+        {
+            self.send(Message::new(
+                now,
+                xid,
+                Body::PoolResp {
+                    addresses_transferred: granted,
+                },
+            ));
+        }
+    }
+
+    fn enqueue(&mut self, b: Binding) {
+        self.seq += 1;
+        match self.pending.entry(b.addr) {
+            // Keep the older sequence number: a newer version of an entry that an UPDREQ
+            // covers is still covered (else UPDDONE could go out without this address).
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().binding = b,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.order.push_back(b.addr);
+                e.insert(Pending {
+                    seq: self.seq,
+                    binding: b,
+                });
+            }
+        }
+    }
+
+    /// Binding transactions per BNDUPD for this partner (see `Config::max_bindings_per_bndupd`).
+    fn bindings_per_bndupd(&self) -> usize {
+        if self.partner_is_xdhcpd() {
+            self.cfg.max_bindings_per_bndupd
+        } else {
+            1
+        }
+    }
+
+    fn may_send_updates(&self) -> bool {
+        if !self.communications_ok() {
+            return false;
+        }
+        if self.serving.is_some() {
+            return true;
+        }
+        // PAUSED: the bindings made before the pause still reach the partner while the
+        // connection lasts (the operator stops the daemon after `pause`).
+        matches!(
+            self.state,
+            ServerState::Normal
+                | ServerState::CommunicationsInterrupted
+                | ServerState::PartnerDown
+                | ServerState::ConflictDone
+                | ServerState::RecoverDone
+                | ServerState::RecoverWait
+                | ServerState::ResolutionInterrupted
+                | ServerState::Paused
+        )
+    }
+
+    /// Encoded size of one binding transaction inside a BNDUPD/BNDACK (`usize::MAX` when it
+    /// cannot be encoded).
+    fn txn_len(&mut self, t: &BindingTxn) -> usize {
+        self.txn_scratch.clear();
+        match codec::encode_txn(&mut self.txn_scratch, t) {
+            Ok(()) => self.txn_scratch.len(),
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Turns queued bindings into BNDUPD messages within the unacked window.
+    pub(super) fn pump(&mut self) {
+        if !self.may_send_updates() {
+            return;
+        }
+        let window = match &self.conn {
+            Some(c) => self
+                .cfg
+                .max_unacked_bndupd
+                .min(c.partner_max_unacked.max(1)) as usize,
+            None => return,
+        };
+        let batch = self.bindings_per_bndupd();
+        while self.inflight.len() < window && !self.order.is_empty() {
+            // Pack transactions until the batch is full or the next one would overflow the
+            // 2048-byte message (the header and every transaction are counted exactly).
+            let mut txns = Vec::new();
+            let mut items = Vec::new();
+            let mut len = codec::HEADER_LEN;
+            while items.len() < batch {
+                let Some(&addr) = self.order.front() else {
+                    break;
+                };
+                let Some(p) = self.pending.get(&addr) else {
+                    self.order.pop_front();
+                    continue;
+                };
+                let txn = txn_from_binding(&p.binding);
+                // Unencodable: sent alone; `send` logs the encoding error.
+                let txn_len = self.txn_len(&txn);
+                if !items.is_empty() && len.saturating_add(txn_len) > codec::MAX_MESSAGE_LEN {
+                    break;
+                }
+                len = len.saturating_add(txn_len);
+                self.order.pop_front();
+                if let Some(p) = self.pending.remove(&addr) {
+                    txns.push(txn);
+                    items.push((p.seq, p.binding));
+                }
+            }
+            if items.is_empty() {
+                break;
+            }
+            let xid = self.xid();
+            self.send(Message::new(self.now, xid, Body::BndUpd(txns)));
+            self.stats.bndupd_sent += items.len() as u64;
+            self.stats.bndupd_messages_sent += 1;
+            self.inflight_bindings += items.len();
+            self.inflight.insert(
+                xid,
+                InFlight {
+                    items,
+                    sent_at: self.now,
+                },
+            );
+        }
+        let now = self.now;
+        self.check_updreq_done(now);
+    }
+
+    fn check_updreq_done(&mut self, now: u32) {
+        let Some(s) = &self.serving else {
+            return;
+        };
+        let Some(cover) = s.cover_seq else {
+            return;
+        };
+        let waiting = self.pending.values().any(|p| p.seq <= cover)
+            || self
+                .inflight
+                .values()
+                .any(|f| f.items.iter().any(|(seq, _)| *seq <= cover));
+        if waiting {
+            return;
+        }
+        let (xid, all) = (s.xid, s.all);
+        self.serving = None;
+        if all {
+            self.owe_all = false;
+        }
+        self.send(Message::new(now, xid, Body::UpdDone));
+    }
+
+    fn finish_incoming(&mut self, now: u32, xid: u32) {
+        let Some(inc) = self.incoming.remove(&xid) else {
+            return;
+        };
+        if self.conn.as_ref().is_none_or(|c| c.gen != inc.gen) {
+            return;
+        }
+        let mut txns = inc
+            .results
+            .into_iter()
+            .map(|(addr, r)| {
+                let mut t = BindingTxn::new(addr);
+                if let Some((reason, msg)) = r {
+                    t.reject_reason = Some(reason.to_wire());
+                    t.message = Some(msg.into_bytes());
+                }
+                t
+            })
+            .collect::<Vec<BindingTxn>>();
+        // A BNDACK must fit the 2048-byte message like its BNDUPD did. Reject texts can make
+        // it longer than the BNDUPD (a whole batch refused after a failed flush); they are
+        // optional (draft-12 7.2), so they go first, and reasons and addresses always fit.
+        let len = txns
+            .iter()
+            .fold(codec::HEADER_LEN, |n, t| n.saturating_add(self.txn_len(t)));
+        if len > codec::MAX_MESSAGE_LEN {
+            for t in &mut txns {
+                t.message = None;
+            }
+        }
+        self.send(Message::new(now, xid, Body::BndAck(txns)));
+    }
+
+    pub(super) fn on_bndupd(&mut self, now: u32, msg_time: u32, xid: u32, txns: Vec<BindingTxn>) {
+        let gen = self.conn.as_ref().map_or(0, |c| c.gen);
+        let mut inc = Incoming {
+            gen,
+            results: Vec::with_capacity(txns.len()),
+            remaining: 0,
+        };
+        let mut to_apply = Vec::new();
+        for (i, t) in txns.into_iter().enumerate() {
+            self.stats.bndupd_received += 1;
+            match binding_from_txn(&t, msg_time) {
+                Ok(mut b) => {
+                    // Partner's absolute times into our clock (draft-12 7.8.2 step 6).
+                    b.lease_expiry = self.to_local(b.lease_expiry);
+                    b.potential_expiry = self.to_local(b.potential_expiry);
+                    b.cltt = self.to_local(b.cltt);
+                    b.start = self.to_local(b.start);
+                    inc.results.push((t.addr, None));
+                    inc.remaining += 1;
+                    to_apply.push((i, b));
+                }
+                Err(why) => {
+                    self.stats.bndupd_rejected_by_us += 1;
+                    inc.results.push((
+                        t.addr,
+                        Some((RejectReason::MissingBindingInfo, why.to_string())),
+                    ));
+                }
+            }
+        }
+        let remaining = inc.remaining;
+        self.incoming.insert(xid, inc);
+        for (i, b) in to_apply {
+            let id = self.next_update_id;
+            self.next_update_id += 1;
+            self.update_ids.insert(id, (gen, xid, i));
+            self.actions
+                .push_back(Action::ApplyBinding { id, binding: b });
+        }
+        if remaining == 0 {
+            self.finish_incoming(now, xid);
+        }
+    }
+
+    pub(super) fn on_bndack(&mut self, now: u32, xid: u32, txns: Vec<BindingTxn>) {
+        let Some(f) = self.inflight.remove(&xid) else {
+            return;
+        };
+        self.inflight_bindings = self.inflight_bindings.saturating_sub(f.items.len());
+        let latency = now.saturating_sub(f.sent_at) as u64;
+        for (i, (_, binding)) in f.items.into_iter().enumerate() {
+            self.stats.bndack_received += 1;
+            self.stats.ack_latency_sum += latency;
+            // The BNDACK names every address of its BNDUPD, usually in the same order
+            // (draft-12 6.3 allows any order).
+            let t = match txns.get(i) {
+                Some(t) if t.addr == binding.addr => Some(t),
+                _ => txns.iter().find(|t| t.addr == binding.addr),
+            };
+            let rejected = match t {
+                Some(t) => t.reject_reason.map(|r| {
+                    let msg = t.message.as_deref().map(String::from_utf8_lossy);
+                    (
+                        RejectReason::from_wire(r),
+                        msg.unwrap_or_default().into_owned(),
+                    )
+                }),
+                // Not confirmed: treated as refused (logged; re-sent on its next change or
+                // by the driver's scan) rather than as a commitment the partner never made.
+                None => Some((
+                    RejectReason::Misc,
+                    "address missing from BNDACK".to_string(),
+                )),
+            };
+            match rejected {
+                Some((reason, message)) => {
+                    self.stats.bndupd_rejected_by_partner += 1;
+                    self.actions.push_back(Action::BindingRejected {
+                        sent: binding,
+                        reason,
+                        message,
+                    });
+                }
+                None => {
+                    self.actions.push_back(Action::BindingAcked {
+                        addr: binding.addr,
+                        acked_potential_expiry: binding.potential_expiry,
+                        sent: binding,
+                    });
+                }
+            }
+        }
+        self.check_updreq_done(now);
+        if self.state == ServerState::RecoverWait {
+            self.pump();
+            self.finish_recover_wait(now);
+        }
+        if self.state == ServerState::PartnerDown {
+            // Pending PARTNER-DOWN -> NORMAL waits for the queue to drain.
+            self.pump();
+            self.react(now);
+        }
+    }
+
+    pub(super) fn maybe_poolreq(&mut self, now: u32) {
+        if self.cfg.role == Role::Secondary
+            && self.state == ServerState::Normal
+            && self.communications_ok()
+            && !self.poolreq_outstanding
+            && now >= self.next_poolreq_at
+        {
+            self.poolreq_outstanding = true;
+            self.next_poolreq_at = now.saturating_add(self.cfg.pool_request_interval);
+            let xid = self.xid();
+            self.send(Message::new(now, xid, Body::PoolReq));
+        }
+    }
+}
+
+/// The wire transaction for one binding (draft-12 table 7.1-1).
+pub fn txn_from_binding(b: &Binding) -> BindingTxn {
+    let mut t = BindingTxn::new(b.addr);
+    t.status = Some(b.status.to_wire());
+    if b.status != BindingStatus::Abandoned {
+        if !b.client_id.is_empty() {
+            t.client_id = Some(b.client_id.clone());
+        }
+        if b.htype != 0 || !b.chaddr.is_empty() {
+            t.chaddr = Some((b.htype, b.chaddr.clone()));
+        }
+    }
+    if b.status == BindingStatus::Active {
+        t.lease_expiry = Some(b.lease_expiry);
+        t.potential_expiry = Some(b.potential_expiry.max(b.lease_expiry));
+    }
+    t.start_time = Some(b.start);
+    if b.cltt != 0 {
+        t.cltt = Some(b.cltt);
+    }
+    if b.flags != 0 {
+        t.ip_flags = Some(b.flags);
+    }
+    t.request_options = codec::request_options_with_relay_info(&b.relay_agent_info);
+    t
+}
+
+/// Converts a received transaction; Err names what is missing (reject reason 3).
+pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'static str> {
+    let status = t
+        .status
+        .ok_or("binding-status missing")
+        .and_then(|s| BindingStatus::from_wire(s).ok_or("unknown binding-status"))?;
+    let (htype, chaddr) = t.chaddr.clone().unwrap_or((0, Vec::new()));
+    let client_id = t.client_id.clone().unwrap_or_default();
+    let mut b = Binding {
+        addr: t.addr,
+        status,
+        client_id,
+        htype,
+        chaddr,
+        lease_expiry: 0,
+        potential_expiry: 0,
+        cltt: t.cltt.unwrap_or(0),
+        start: t.start_time.unwrap_or(msg_time),
+        relay_agent_info: t
+            .request_options
+            .as_deref()
+            .and_then(codec::relay_info_from_request_options)
+            .unwrap_or_default(),
+        flags: t.ip_flags.unwrap_or(0),
+    };
+    if status == BindingStatus::Active {
+        if !b.has_client() {
+            return Err("ACTIVE binding without client");
+        }
+        b.lease_expiry = t
+            .lease_expiry
+            .ok_or("ACTIVE binding without lease-expiration-time")?;
+        b.potential_expiry = t
+            .potential_expiry
+            .unwrap_or(b.lease_expiry)
+            .max(b.lease_expiry);
+    }
+    Ok(b)
+}
