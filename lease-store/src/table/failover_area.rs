@@ -28,15 +28,17 @@ impl LeaseTable {
                 cap: FAILOVER_CAPACITY,
             });
         }
-        let _g = lock(&self.header_lock);
-        // SAFETY: as for header_bytes; we hold header_lock so nobody else
-        // reads or writes the header while this exclusive slice lives.
-        let h = unsafe {
-            std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.header_len - UNDO_LEN)
+        let (off, len) = {
+            let _g = lock(&self.header_lock);
+            // SAFETY: as for header_bytes; we hold header_lock so nobody else
+            // reads or writes the header while this exclusive slice lives.
+            let h = unsafe {
+                std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.header_len - UNDO_LEN)
+            };
+            header::write_failover(h, bytes)
         };
-        let (off, len) = header::write_failover(h, bytes);
-        self.map
-            .flush_range(off, len)
+        // Outside the header lock: a storage recovery takes it.
+        self.sticky_flush(|| self.map.flush_range(off, len))
             .map_err(|e| StoreError::io(&self.path, "msync failover area", e))
     }
 }

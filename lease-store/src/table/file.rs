@@ -94,7 +94,7 @@ pub(super) fn init_file(
     let len = geo.file_len();
     file.set_len(len)
         .map_err(|e| StoreError::io(path, "set file length", e))?;
-    preallocate(file, len);
+    preallocate(file, path, len)?;
     let mut h = vec![0u8; geo.header_len()];
     header::write_header(&mut h, geo, created);
     file.write_all_at(&h, 0)
@@ -104,15 +104,103 @@ pub(super) fn init_file(
     sync_dir(path)
 }
 
-pub(super) fn preallocate(file: &File, len: u64) {
-    let Ok(len) = libc::off_t::try_from(len) else {
-        return;
-    };
-    // SAFETY: plain syscall on a valid descriptor. Failure (e.g. tmpfs without
-    // support) only means blocks are allocated on first write.
+/// What a failed [`preallocate`] reports as the operation.
+pub(super) const PREALLOCATE_OP: &str =
+    "allocate disk blocks for the whole file (fallocate): a store into the mapping that needs a \
+     new block on a full disk kills the process with SIGBUS, so the file must have all its \
+     blocks before it is mapped; the filesystem must support fallocate and have room";
+
+/// Gives every byte of the first `len` bytes of `file` a disk block (a no-op for blocks it
+/// has). Run at every open, not only at creation: a sparse copy or restore of the file, or a
+/// filesystem that needs new blocks on write, would otherwise turn a full disk into SIGBUS.
+pub(super) fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
+    let len = libc::off_t::try_from(len).map_err(|_| {
+        StoreError::format(path, format!("{len} bytes is too large to preallocate"))
+    })?;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on a valid descriptor; mode 0 never shrinks the file.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if rc != 0 {
-        tracing::debug!("fallocate: {}", io::Error::last_os_error());
+        return Err(StoreError::io(
+            path,
+            PREALLOCATE_OP,
+            io::Error::last_os_error(),
+        ));
+    }
+    write_holes(file, len).map_err(|e| StoreError::io(path, WRITE_HOLES_OP, e))?;
+    warn_if_copy_on_write(file, path);
+    Ok(())
+}
+
+/// What a failed [`write_holes`] reports as the operation.
+const WRITE_HOLES_OP: &str = "write zeros into the file's unwritten blocks (so that a failed \
+     write of a record can be repaired by writing it again)";
+
+/// Writes zeros wherever the file has a hole or a preallocated-but-never-written extent
+/// (both read as zeros, so the content does not change). On ext4 a failed first write into an
+/// unwritten extent leaves the extent unwritten for good: rewriting the page later reaches the
+/// disk but reads back as zeros after a restart (seen here with a loop device on a full
+/// tmpfs). Written blocks have no such state, so a storage error can be repaired by writing
+/// the records again (`flush`'s recovery). A file written once has no holes left and costs one
+/// `lseek` per open.
+fn write_holes(file: &File, len: libc::off_t) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos: libc::off_t = 0;
+    let mut wrote = false;
+    while pos < len {
+        // SAFETY: plain syscall on a valid descriptor.
+        let hole = unsafe { libc::lseek(fd, pos, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if hole >= len {
+            break;
+        }
+        // SAFETY: as above. ENXIO: no data after the hole, it runs to the end.
+        let data = unsafe { libc::lseek(fd, hole, libc::SEEK_DATA) };
+        let end = if data < 0 { len } else { data.min(len) };
+        let mut off = hole;
+        while off < end {
+            let n = ((end - off) as usize).min(zeros.len());
+            let w = file.write_at(&zeros[..n], off as u64)?;
+            off += w as libc::off_t;
+        }
+        wrote = true;
+        pos = end;
+    }
+    if wrote {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Copy-on-write filesystems allocate a new block on every overwrite, so preallocation cannot
+/// rule out SIGBUS on a full disk there. Warn once per open.
+fn warn_if_copy_on_write(file: &File, path: &Path) {
+    // Magic numbers from linux/magic.h.
+    const BTRFS: i64 = 0x9123_683E;
+    const ZFS: i64 = 0x2FC1_2FC1;
+    const BCACHEFS: i64 = 0xCA45_1A4E;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: valid descriptor and a properly sized out-buffer.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return;
+    }
+    // SAFETY: fstatfs returned 0, so it filled the buffer.
+    // f_type is i64 on x86_64 and narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = unsafe { st.assume_init() }.f_type as i64;
+    if matches!(kind, BTRFS | ZFS | BCACHEFS) {
+        tracing::warn!(
+            path = %path.display(),
+            "the lease file is on a copy-on-write filesystem: every write needs a new block, so a \
+             full disk can still stop the daemon; keep the lease file on ext4 or XFS (or mark it \
+             nocow: chattr +C on an empty file)"
+        );
     }
 }
 

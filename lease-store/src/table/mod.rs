@@ -132,6 +132,8 @@ pub struct LeaseTable {
     exhausted: [AtomicBool; 2],
     /// Claim flags of the undo slots.
     undo_busy: Vec<AtomicBool>,
+    /// Sticky storage errors (see `flush`).
+    flush_state: flush::FlushState,
 }
 
 impl std::fmt::Debug for LeaseTable {

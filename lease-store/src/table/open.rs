@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::file::{init_file, open_locked};
+use super::file::{init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
 use super::record::{load_words, store_body};
@@ -113,6 +113,8 @@ impl LeaseTable {
                 .metadata()
                 .map_err(|e| StoreError::io(path, "stat", e))?
                 .len();
+            // Every block present before the mapping is used (see `preallocate`).
+            preallocate(&file, path, len)?;
             let len = usize::try_from(len).map_err(|_| {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
@@ -208,6 +210,7 @@ impl LeaseTable {
             sweep_cursor: AtomicU64::new(0),
             exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
             undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
+            flush_state: super::flush::FlushState::default(),
             geo,
         };
 

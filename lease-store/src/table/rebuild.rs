@@ -102,7 +102,7 @@ pub(super) fn rebuild(
     let len = geo.file_len();
     f.set_len(len)
         .map_err(|e| StoreError::io(&tmp, "set file length", e))?;
-    preallocate(&f, len);
+    preallocate(&f, &tmp, len)?;
     // SAFETY: `tmp` was just created by us and is not shared; nothing else
     // resizes or writes it while this mapping lives.
     let mut map =
