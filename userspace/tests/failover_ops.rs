@@ -1,4 +1,4 @@
-//! Failover pair operations in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! Failover pair operations in network namespaces (root; see `common/require.rs`):
 //! * planned restart: `ctl failover pause` on the primary, the secondary goes
 //!   COMMUNICATIONS-INTERRUPTED (never PARTNER-DOWN) and serves alone, the primary is stopped
 //!   and started again, both return to NORMAL and the lease tables agree;
@@ -13,6 +13,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -22,8 +25,9 @@ mod failover_common;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, output, read_table, require_tools, unix_now, wait_for, Res};
+use daemon_common::{output, read_table, unix_now, wait_for, Res};
 use failover_common::*;
+use require::{require, Capability};
 
 fn start_a(bed: &PairBed, s: &Sides, log: &str) -> Res<Xd> {
     Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path(log))
@@ -66,8 +70,16 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn run(name: &str, f: fn() -> Res<()>) {
-    if !ns_tests_enabled(name) {
+/// Runs `f` when the machine has what every test here needs (root, `timeout`, `ip`) and
+/// `more`.
+fn run(more: &[Capability], f: fn() -> Res<()>) {
+    let mut needs = vec![
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ];
+    needs.extend_from_slice(more);
+    if !require(&needs) {
         return;
     }
     if let Err(e) = f() {
@@ -80,11 +92,10 @@ fn run(name: &str, f: fn() -> Res<()>) {
 
 #[test]
 fn planned_restart_with_pause() {
-    run("planned_restart_with_pause", planned_restart);
+    run(&[], planned_restart);
 }
 
 fn planned_restart() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 30,
@@ -170,14 +181,10 @@ fn planned_restart() -> Res<()> {
 
 #[test]
 fn secondary_connects_when_the_primary_cannot() {
-    run(
-        "secondary_connects_when_the_primary_cannot",
-        secondary_connects,
-    );
+    run(&[], secondary_connects);
 }
 
 fn secondary_connects() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     // In the primary's namespace, TCP to the secondary's port 647 is rejected (like a
     // firewall REJECT): a policy rule sends it to a table whose only route is `prohibit`.
@@ -231,11 +238,10 @@ const C6: &str = "fd77::9";
 
 #[test]
 fn failover_over_ipv6() {
-    run("failover_over_ipv6", ipv6_transport);
+    run(&[Capability::Program("bash")], ipv6_transport);
 }
 
 fn ipv6_transport() -> Res<()> {
-    require_tools(&["timeout", "ip", "bash"])?;
     let bed = PairBed::new()?;
     let e = |e: std::io::Error| e.to_string();
     // nodad: the addresses are usable at once (duplicate address detection would hold them

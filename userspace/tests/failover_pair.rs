@@ -1,4 +1,4 @@
-//! Failover pairs in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! Failover pairs in network namespaces (root; see `common/require.rs`):
 //! * two xdhcpd on the XDP path: both reach NORMAL, a lease granted by the primary is in the
 //!   secondary's table, the primary crashes (SIGKILL), the operator declares it down on the
 //!   secondary, which keeps serving, the primary restarts, recovers (RECOVER... -> NORMAL),
@@ -12,6 +12,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -20,12 +23,17 @@ mod failover_common;
 
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, read_table, require_tools, unix_now, write_file, Res};
+use daemon_common::{read_table, unix_now, write_file, Res};
 use failover_common::*;
+use require::{require, Capability};
 
 #[test]
 fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
-    if !ns_tests_enabled("xdhcpd_pair_serves_survives_a_crash_and_converges") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ]) {
         return;
     }
     if let Err(e) = pair_scenario() {
@@ -34,7 +42,6 @@ fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
 }
 
 fn pair_scenario() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 30,
@@ -183,9 +190,17 @@ enum IscRole {
     Secondary,
 }
 
+/// The ISC interop tests run ISC dhcpd (Debian's isc-dhcp-server) as the partner.
+const ISC_NEEDS: [Capability; 4] = [
+    Capability::Root,
+    Capability::Program("timeout"),
+    Capability::Program("ip"),
+    Capability::Program("dhcpd"),
+];
+
 #[test]
 fn isc_interop_xdhcpd_primary() {
-    if !ns_tests_enabled("isc_interop_xdhcpd_primary") {
+    if !require(&ISC_NEEDS) {
         return;
     }
     if let Err(e) = isc_scenario(IscRole::Secondary) {
@@ -195,7 +210,7 @@ fn isc_interop_xdhcpd_primary() {
 
 #[test]
 fn isc_interop_xdhcpd_secondary() {
-    if !ns_tests_enabled("isc_interop_xdhcpd_secondary") {
+    if !require(&ISC_NEEDS) {
         return;
     }
     if let Err(e) = isc_scenario(IscRole::Primary) {
@@ -204,7 +219,6 @@ fn isc_interop_xdhcpd_secondary() {
 }
 
 fn isc_scenario(isc_role: IscRole) -> Res<()> {
-    require_tools(&["timeout", "ip", "dhcpd"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 20,
