@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use daemon_common::{output, read_text, repo_root, Bed, Res};
+use daemon_common::{final_counters, output, read_text, repo_root, Bed, Res};
 use lease_common::*;
 use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec, FLAG_QUARANTINED};
 use require::{require, Capability};
@@ -391,6 +391,16 @@ fn dora_expect_none(s: &mut Setup, cfg: &Path) -> Res<bool> {
     stop_daemon(d)?;
     if !out.status.success() {
         return Err(format!("loadgen failed: {}{}", out.stdout, out.stderr));
+    }
+    // Client 62's missing ACK means something only if its DISCOVER reached the daemon: the
+    // stopped daemon counted it as refused for want of an address.
+    let text = read_text(&log)?;
+    let (engine, _) = final_counters(&text)?;
+    if engine.get("pool_exhausted").copied().unwrap_or(0) == 0 {
+        return Err(format!(
+            "the daemon refused no DISCOVER for want of an address (pool_exhausted = 0), so \
+             the new client's missing ACK proves nothing:\n{text}"
+        ));
     }
     let acks = AckReader::new(&acked).read_new()?;
     // Client 62's key: client-id 01 + MAC 02:4c:00:00:00:3e.

@@ -516,11 +516,28 @@ fn perfdhcp_load(io: Io) -> Res<()> {
     let (got_offers, got, report) = perfdhcp(&bed, PERF_EXCHANGES)?;
     // The same clients again: each must get the address it holds.
     let (again_offers, again, _) = perfdhcp(&bed, PERF_AGAIN)?;
-    // Let replies still in flight reach the capture.
-    std::thread::sleep(Duration::from_millis(1000));
-    let pcap = capture.pcap.clone();
-    let cap_dropped = capture.stop()?;
+    // The daemon stops first: no reply can follow. The capture has caught up once it holds
+    // at least every reply perfdhcp received (each passed the capture point before perfdhcp
+    // read it); only then is what it lacks (a NAK, a second binding) absent from the wire
+    // rather than still in flight. A capture that dropped packets may stay short.
     let fin = daemon.stop()?;
+    let pcap = capture.pcap.clone();
+    let caught_up = wait_for(
+        "the capture to hold every reply perfdhcp received",
+        Duration::from_secs(10),
+        || {
+            let replies = read_dhcp_replies(&pcap)?;
+            let n = |t: u8| replies.iter().filter(|r| r.msg_type == t).count() as u64;
+            Ok((n(OFFER) >= got_offers + again_offers && n(ACK) >= got + again).then_some(()))
+        },
+    );
+    let cap_dropped = capture.stop()?;
+    if let (Err(e), 0) = (&caught_up, cap_dropped) {
+        return Err(format!(
+            "{e}: the capture dropped nothing, yet lacks replies perfdhcp received ({got_offers} \
+             + {again_offers} OFFERs, {got} + {again} ACKs)"
+        ));
+    }
     let srv_link = link_stats(&bed.srv, bed.srv_if())?;
     let cli_link = link_stats(&bed.cli, bed.cli_if())?;
     let backlog_drops = softnet_dropped()?.saturating_sub(backlog_before);
@@ -553,13 +570,6 @@ fn perfdhcp_load(io: Io) -> Res<()> {
     }
     if acks.is_empty() {
         return Err("the capture holds no ACK".into());
-    }
-    if cap_dropped == 0 && (acks.len() as u64) < got + again {
-        return Err(format!(
-            "capture (no drops) has {} ACKs, fewer than perfdhcp received ({})",
-            acks.len(),
-            got + again
-        ));
     }
     let show = |v: &[(Ipv4Addr, Vec<[u8; 6]>)]| {
         v.iter()

@@ -25,7 +25,7 @@ mod failover_common;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{output, read_table, unix_now, wait_for, Res};
+use daemon_common::{final_counters, output, read_table, unix_now, wait_for, Res};
 use failover_common::*;
 use require::{require, Capability};
 
@@ -124,10 +124,21 @@ fn planned_restart() -> Res<()> {
     assert!(again.is_err(), "a second pause must be refused: {again:?}");
 
     // The planned stop: SIGTERM while PAUSED sends no SHUTDOWN.
+    let st = b.status()?;
+    assert_eq!(st["connected"], true, "still connected while paused: {st}");
     let a_log = a.stop()?;
     assert!(a_log.contains("stopped in PAUSED"), "{a_log}");
     assert!(!a_log.contains("-> SHUTDOWN"), "{a_log}");
-    std::thread::sleep(Duration::from_secs(3));
+    // The secondary has seen the connection close, so it has handled everything the primary
+    // sent before (a SHUTDOWN would precede the close on the same stream).
+    wait_for(
+        "the secondary to see the primary's connection close",
+        Duration::from_secs(10),
+        || {
+            b.proc.check_alive()?;
+            Ok((b.status()?["connected"] == false).then_some(()))
+        },
+    )?;
     let st = b.status()?;
     assert_eq!(
         st["state"], "COMMUNICATIONS-INTERRUPTED",
@@ -235,6 +246,8 @@ fn secondary_connects() -> Res<()> {
 const A6: &str = "fd77::1";
 const B6: &str = "fd77::3";
 const C6: &str = "fd77::9";
+/// A port the primary's namespace listens on for the stranger's control connect.
+const CONTROL_PORT: u16 = 7647;
 
 #[test]
 fn failover_over_ipv6() {
@@ -295,31 +308,56 @@ fn ipv6_transport() -> Res<()> {
     a.wait_drained(Duration::from_secs(10))?;
     check_acked_bound(&table_snapshot(&b, &bed, "b1")?, &acked, "secondary")?;
 
-    // The XDP guard drops TCP to the failover port from an IPv6 stranger: the connect times
-    // out (without the guard the listener would accept and the driver log the refusal).
-    let probe = output(bed.c.command("timeout").args([
-        "3",
-        "bash",
-        "-c",
-        &format!("exec 3<>/dev/tcp/{A6}/647"),
-    ]))?;
+    // The XDP guard drops TCP to the failover port from an IPv6 stranger: its connect goes
+    // unanswered (without the guard the kernel would complete it and the driver log the
+    // refusal). Then a control connect from the same stranger to another port of the primary
+    // must succeed: the path works, so only the guard can have stopped the first one.
+    let control = bed
+        .a
+        .run(|| std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, CONTROL_PORT)))
+        .map_err(e)?
+        .map_err(|e| format!("listening on port {CONTROL_PORT} in the primary's namespace: {e}"))?;
+    let connect = |port: u16| {
+        output(bed.c.command("timeout").args([
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{A6}/{port}"),
+        ]))
+    };
+    let probe = connect(647)?;
     assert!(
         !probe.status.success(),
         "a stranger reached the failover port: {} {}",
         probe.stdout,
         probe.stderr
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let a_log = log_of(&a.log);
+    let reached = connect(CONTROL_PORT)?;
     assert!(
-        !a_log.contains(&format!("refused a connection from [{C6}]")),
-        "the stranger's SYN passed XDP:\n{a_log}"
+        reached.status.success(),
+        "the stranger cannot reach the primary on port {CONTROL_PORT} either, so the dropped \
+         failover connect proves nothing: {} {}",
+        reached.stdout,
+        reached.stderr
     );
+    drop(control);
     wait_for("binding updates to drain", Duration::from_secs(10), || {
         let st = b.status()?;
         Ok((st["unacked_updates"] == 0).then_some(()))
     })?;
-    a.stop()?;
+    let a_log = a.stop()?;
     b.stop()?;
+    // The primary's XDP program counted the stranger's SYNs as dropped, and the stopped
+    // daemon's whole log has no refusal: none of them reached its listener.
+    let (_, xdp) = final_counters(&a_log)?;
+    let dropped = xdp.get("failover_dropped").copied().unwrap_or(0);
+    assert!(
+        dropped >= 1,
+        "the XDP guard counted no dropped failover SYN ({xdp:?}):\n{a_log}"
+    );
+    assert!(
+        !a_log.contains(&format!("refused a connection from [{C6}]")),
+        "the stranger's SYN passed XDP:\n{a_log}"
+    );
     tables_agree(&s, 8)
 }

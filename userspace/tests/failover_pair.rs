@@ -23,7 +23,7 @@ mod failover_common;
 
 use std::time::Duration;
 
-use daemon_common::{read_table, unix_now, write_file, Res};
+use daemon_common::{final_counters, read_table, unix_now, write_file, Res};
 use failover_common::*;
 use require::{require, Capability};
 
@@ -273,30 +273,34 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
         isc.proc.log_text()
     );
     xd.wait_drained(Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let table = table_snapshot(&xd, &bed, "x1")?;
-    check_acked_bound(&table, &acked, "xdhcpd")?;
-    let isc_view = failover_common::isc_leases(&isc_leases)?;
-    let mut by_isc = 0;
-    for a in &acked {
-        match isc_view.get(&a.addr) {
-            Some((state, hw)) if state == "active" && *hw == mac_str(&a.mac) => {}
-            other => {
-                return Err(format!(
-                    "ISC lease file: {} for {} is {other:?}, expected active",
-                    a.addr,
-                    mac_str(&a.mac)
-                ))
-            }
-        }
-        let isc_log = std::fs::read_to_string(&isc.log).unwrap_or_default();
-        if isc_log.contains(&format!("DHCPACK on {} to {}", a.addr, mac_str(&a.mac))) {
-            by_isc += 1;
-        }
-    }
+    // Both partners hold every ACKed lease: xdhcpd's table (ISC's grants arrive by BNDUPD)
+    // and ISC's lease file (xdhcpd's grants by BNDUPD, written by ISC).
+    let mut last = String::new();
+    daemon_common::wait_for(
+        "both partners to hold every ACKed lease",
+        Duration::from_secs(15),
+        || {
+            let held = table_snapshot(&xd, &bed, "x1")
+                .and_then(|table| check_acked_bound(&table, &acked, "xdhcpd"))
+                .and_then(|()| isc_holds_active(&isc_leases, &acked));
+            Ok(match held {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            })
+        },
+    )
+    .map_err(|e| format!("{e}: {last}"))?;
+    let isc_log = std::fs::read_to_string(&isc.log).unwrap_or_default();
+    let by_isc = acked
+        .iter()
+        .filter(|a| isc_log.contains(&format!("DHCPACK on {} to {}", a.addr, mac_str(&a.mac))))
+        .count();
     assert!(
-        by_isc > 0 && by_isc < acked.len(),
-        "load balancing should split the clients: ISC acked {by_isc} of {}",
+        by_isc > 0,
+        "load balancing should split the clients: ISC acked none of {}",
         acked.len()
     );
 
@@ -312,12 +316,38 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     isc.wait_normal(1, Duration::from_secs(40))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
 
-    // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT).
-    xd.stop()?;
+    // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT). Its own
+    // ACK counter shows it served its share of the load-balanced clients too.
+    let xd_log = xd.stop()?;
+    let (engine, _) = final_counters(&xd_log)?;
+    let by_xd = engine.get("acks").copied().unwrap_or(0);
+    assert!(
+        by_xd > 0,
+        "load balancing should split the clients: xdhcpd acked none (ISC {by_isc} of {})",
+        acked.len()
+    );
     let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd2.log"))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 40))?;
     isc.wait_normal(2, Duration::from_secs(20))?;
     xd.stop()?;
     isc.stop()?;
+    Ok(())
+}
+
+/// Every ACK in `acked` is an active lease of the same client in ISC's lease file.
+fn isc_holds_active(leases: &std::path::Path, acked: &[Acked]) -> Res<()> {
+    let view = failover_common::isc_leases(leases)?;
+    for a in acked {
+        match view.get(&a.addr) {
+            Some((state, hw)) if state == "active" && *hw == mac_str(&a.mac) => {}
+            other => {
+                return Err(format!(
+                    "ISC lease file: {} for {} is {other:?}, expected active",
+                    a.addr,
+                    mac_str(&a.mac)
+                ))
+            }
+        }
+    }
     Ok(())
 }

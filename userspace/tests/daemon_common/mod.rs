@@ -516,6 +516,34 @@ impl Daemon {
     }
 }
 
+/// Counters by name.
+pub type Counts = std::collections::BTreeMap<String, u64>;
+
+/// The counters of a stopped daemon's final stats line (`final: name=N ... xdp: name=N ...`):
+/// the engine's, and the XDP program's (empty without XDP).
+pub fn final_counters(log: &str) -> Res<(Counts, Counts)> {
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("final: ").map(|(_, rest)| rest))
+        .ok_or_else(|| format!("no final stats line in the log:\n{log}"))?;
+    let (engine, xdp) = line.split_once(" xdp: ").unwrap_or((line, ""));
+    let parse = |part: &str| -> Res<Counts> {
+        part.split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{kv}` in the final stats line: {line}"))?;
+                let v = v
+                    .parse()
+                    .map_err(|_| format!("`{kv}` in the final stats line: {line}"))?;
+                Ok((k.to_owned(), v))
+            })
+            .collect()
+    };
+    Ok((parse(engine)?, parse(xdp)?))
+}
+
 /// The lease-store pools of a configuration file.
 pub fn pools_of(config: &Path) -> Res<Vec<PoolSpec>> {
     let cfg = xdhcpd::config::load(config).map_err(|e| e.to_string())?;
