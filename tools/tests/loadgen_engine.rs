@@ -13,11 +13,11 @@ use std::time::Instant;
 use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
 use xdhcpd::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
 use xdhcpd_tools::loadgen::addrbook::AddrBook;
-use xdhcpd_tools::loadgen::engine::{
-    Engine, EngineConfig, Live, Phase, Scenario, Shared, ThreadReport,
-};
+use xdhcpd_tools::loadgen::engine::Engine;
 use xdhcpd_tools::loadgen::port::{Port, TxOutcome};
 use xdhcpd_tools::loadgen::request::Peer;
+use xdhcpd_tools::loadgen::scenario::{Phase, Scenario};
+use xdhcpd_tools::loadgen::shared::{EngineConfig, Live, Shared, ThreadReport};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 

@@ -1,11 +1,14 @@
 //! End-to-end tests of `xdhcp-loadgen` in network namespaces, against the
 //! real xdhcpd, against Kea (when installed), and against a planted-duplicate
-//! server. Root only: each test prints why it skips otherwise.
+//! server. Root only (see `common/require.rs` when root, the eBPF object or Kea is missing).
 //!
 //! Every test builds its own namespace pair (names carry the pid and a tag),
 //! and tears it down through Drop guards, also when an assertion fails.
 //! The tests take a shared lock: on a 2-core machine, two busy-polling load
 //! generators at once would only measure each other.
+
+#[path = "common/require.rs"]
+mod require;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,11 +16,12 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use require::{require, Capability};
 use serde_json::Value;
 use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
 use xdhcpd::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
 use xdhcpd_tools::loadgen::port::{PacketPort, Port, TxOutcome};
-use xdhcpd_tools::netns::{is_root, ChildGuard, NetnsPair, PairConfig};
+use xdhcpd_tools::netns::{ChildGuard, NetnsPair, PairConfig};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -30,10 +34,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
 }
 
 /// A scratch directory removed on drop.
@@ -63,7 +63,7 @@ fn pair(tag: &str) -> NetnsPair {
 /// Runs the loadgen in the client namespace and returns its JSON report.
 fn loadgen(p: &NetnsPair, args: &[&str]) -> Value {
     let bin = env!("CARGO_BIN_EXE_xdhcp-loadgen");
-    let ebpf = repo_root().join("target/bpfel-unknown-none/release/xdhcpd-ebpf");
+    let ebpf = ebpf_object();
     let out = p
         .client
         .command("timeout")
@@ -149,8 +149,22 @@ fn wait_for(log: &Path, needle: &str, timeout: Duration, child: &mut ChildGuard)
     false
 }
 
-/// The xdhcpd binary, built if needed (None, with the reason printed, if it cannot be).
-fn xdhcpd_binary() -> Option<PathBuf> {
+/// The XDP object the daemon and the loadgen load.
+fn ebpf_object() -> PathBuf {
+    repo_root().join("target/bpfel-unknown-none/release/xdhcpd-ebpf")
+}
+
+/// What every test here needs: root for the namespaces, `timeout`, and the XDP object.
+fn needs() -> Vec<Capability> {
+    vec![
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::EbpfObject(ebpf_object()),
+    ]
+}
+
+/// The xdhcpd binary, built if needed.
+fn xdhcpd_binary() -> PathBuf {
     let bin = repo_root().join("target/release/xdhcpd");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Cheap when up to date; makes sure the daemon matches the sources.
@@ -162,31 +176,16 @@ fn xdhcpd_binary() -> Option<PathBuf> {
         Ok(s) if s.success() => {}
         other => eprintln!("note: cargo build -p xdhcpd --release: {other:?}"),
     }
-    if bin.is_file() {
-        Some(bin)
-    } else {
-        skip(&format!(
-            "{} is missing and could not be built",
-            bin.display()
-        ));
-        None
-    }
+    assert!(
+        bin.is_file(),
+        "{} is missing and could not be built",
+        bin.display()
+    );
+    bin
 }
 
-fn ebpf_present() -> bool {
-    let obj = repo_root().join("target/bpfel-unknown-none/release/xdhcpd-ebpf");
-    if obj.is_file() {
-        return true;
-    }
-    skip(&format!(
-        "the XDP object {} is missing (cargo xtask build-ebpf)",
-        obj.display()
-    ));
-    false
-}
-
-fn start_xdhcpd(p: &NetnsPair, dir: &TempDir, io: &str) -> Option<ChildGuard> {
-    let bin = xdhcpd_binary()?;
+fn start_xdhcpd(p: &NetnsPair, dir: &TempDir, io: &str) -> ChildGuard {
+    let bin = xdhcpd_binary();
     let conf = dir.0.join("xdhcpd.toml");
     let text = format!(
         r#"
@@ -223,7 +222,7 @@ range = "10.77.1.0-10.77.250.255"
         .args(["run", "--config"])
         .arg(&conf)
         .args(["--io", io, "--stats-interval", "0", "--ebpf-object"])
-        .arg(repo_root().join("target/bpfel-unknown-none/release/xdhcpd-ebpf"))
+        .arg(ebpf_object())
         .env("NO_COLOR", "1")
         .stdout(logf)
         .stderr(errf)
@@ -233,14 +232,10 @@ range = "10.77.1.0-10.77.250.255"
     if !wait_for(&log, "serving", Duration::from_secs(20), &mut g) {
         panic!("xdhcpd did not start");
     }
-    Some(g)
+    g
 }
 
-fn start_kea(p: &NetnsPair, dir: &TempDir) -> Option<ChildGuard> {
-    if Command::new("kea-dhcp4").arg("-v").output().is_err() {
-        skip("kea-dhcp4 is not installed (apt-get install kea-dhcp4-server)");
-        return None;
-    }
+fn start_kea(p: &NetnsPair, dir: &TempDir) -> ChildGuard {
     let _ = std::fs::create_dir_all("/run/kea");
     let conf = dir.0.join("kea.json");
     let text = format!(
@@ -273,28 +268,18 @@ fn start_kea(p: &NetnsPair, dir: &TempDir) -> Option<ChildGuard> {
     if !wait_for(&log, "DHCP4_STARTED", Duration::from_secs(20), &mut g) {
         panic!("kea-dhcp4 did not start");
     }
-    Some(g)
-}
-
-fn root_or_skip() -> bool {
-    if !is_root() {
-        skip("needs root (network namespaces, XDP, AF_XDP)");
-        return false;
-    }
-    true
+    g
 }
 
 #[test]
 fn dora_direct_and_relayed_against_xdhcpd() {
-    if !root_or_skip() || !ebpf_present() {
+    if !require(&needs()) {
         return;
     }
     let _s = serial();
     let p = pair("xd");
     let dir = TempDir::new("xd");
-    let Some(server) = start_xdhcpd(&p, &dir, "xdp") else {
-        return;
-    };
+    let server = start_xdhcpd(&p, &dir, "xdp");
     // Direct, AF_XDP: 3000 clients, one DORA each.
     let r = loadgen(
         &p,
@@ -377,15 +362,13 @@ fn dora_direct_and_relayed_against_xdhcpd() {
 
 #[test]
 fn dora_and_release_against_xdhcpd_with_the_packet_socket_fallback() {
-    if !root_or_skip() || !ebpf_present() {
+    if !require(&needs()) {
         return;
     }
     let _s = serial();
     let p = pair("xp");
     let dir = TempDir::new("xp");
-    let Some(_server) = start_xdhcpd(&p, &dir, "xdp") else {
-        return;
-    };
+    let _server = start_xdhcpd(&p, &dir, "xdp");
     let r = loadgen(
         &p,
         &[
@@ -436,15 +419,15 @@ fn dora_and_release_against_xdhcpd_with_the_packet_socket_fallback() {
 
 #[test]
 fn dora_renew_and_init_reboot_against_kea() {
-    if !root_or_skip() || !ebpf_present() {
+    let mut needs = needs();
+    needs.push(Capability::Program("kea-dhcp4"));
+    if !require(&needs) {
         return;
     }
     let _s = serial();
     let p = pair("kea");
     let dir = TempDir::new("kea");
-    let Some(_kea) = start_kea(&p, &dir) else {
-        return;
-    };
+    let _kea = start_kea(&p, &dir);
     let r = loadgen(
         &p,
         &[
@@ -572,7 +555,7 @@ fn same_address_server(p: &NetnsPair, stop: &std::sync::atomic::AtomicBool) {
 
 #[test]
 fn a_planted_duplicate_is_reported() {
-    if !root_or_skip() || !ebpf_present() {
+    if !require(&needs()) {
         return;
     }
     let _s = serial();

@@ -8,11 +8,11 @@ use dhcproto::v4::{self, relay, DhcpOption, OptionCode};
 use dhcproto::{Decodable, Decoder};
 use etherparse_free_checks::*;
 use xdhcpd_tools::loadgen::addrbook::{AckCheck, AddrBook};
-use xdhcpd_tools::loadgen::engine::{parse_reply, relay_info};
 use xdhcpd_tools::loadgen::hist::Histogram;
+use xdhcpd_tools::loadgen::reply::parse_reply;
 use xdhcpd_tools::loadgen::request::{
-    addressing, client_mac, write_frame, Msg, Peer, RequestSpec, FRAME_LEN, PAYLOAD_LEN,
-    PAYLOAD_OFFSET,
+    addressing, client_mac, relay_info, write_frame, Msg, Peer, RequestSpec, FRAME_LEN,
+    PAYLOAD_LEN, PAYLOAD_OFFSET,
 };
 
 /// Frame-level checks without another dependency: IPv4 header checksum and

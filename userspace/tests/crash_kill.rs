@@ -28,6 +28,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 mod daemon_common;
 mod lease_common;
 
@@ -38,9 +41,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, require_tools, wait_for, Bed, Res};
+use daemon_common::{wait_for, Bed, Res};
 use lease_common::*;
 use lease_store::{Lease, PoolSpec};
+use require::{require, Capability};
 
 /// The two crash tests take the machine's 2 cores each: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -169,16 +173,21 @@ fn env_u64(name: &str) -> Res<Option<u64>> {
 
 fn crash_rounds(mode: Mode) -> Res<()> {
     let name = format!("crash_kill_{mode:?}");
-    if !ns_tests_enabled(&name) {
+    let mut needs = vec![Capability::Root];
+    needs.extend(
+        [
+            "ip",
+            "timeout",
+            "losetup",
+            "mkfs.ext4",
+            "mount",
+            "umount",
+            "cp",
+        ]
+        .map(Capability::Program),
+    );
+    if !require(&needs) {
         return Ok(());
-    }
-    require_tools(&["ip", "timeout"])?;
-    for t in ["losetup", "mkfs.ext4", "mount", "umount", "cp"] {
-        if sh("which", &[t]).is_err() {
-            return Err(format!(
-                "`{t}` is not on PATH (util-linux / e2fsprogs / coreutils)"
-            ));
-        }
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rounds = env_u64("XDHCPD_CRASH_ROUNDS")?.unwrap_or(20) as usize;

@@ -1,5 +1,5 @@
 //! Address balance between failover partners, two xdhcpd in network namespaces (root;
-//! `XDHCPD_SKIP_NS_TESTS=1` skips). Testable behaviour 10 of the failover spec:
+//! see `common/require.rs`). Testable behaviour 10 of the failover spec:
 //! * after NORMAL the backup holds the scope's `backup-pct` of a small pool (the `[[subnet]]`
 //!   value wins over `[failover]`), taken below the pool's midpoint, highest first, and both
 //!   tables agree on which addresses;
@@ -12,6 +12,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -23,9 +26,10 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, read_table, require_tools, unix_now, write_file, Res};
+use daemon_common::{read_table, unix_now, write_file, Res};
 use failover_common::*;
 use lease_store::{Lease, LeaseState, PoolSpec};
+use require::{require, Capability};
 
 /// 20 addresses; the midpoint (default allocation boundary) is .10.
 const FIRST: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 0);
@@ -89,7 +93,11 @@ fn in_state(t: &[Lease], s: LeaseState) -> BTreeSet<Ipv4Addr> {
 
 #[test]
 fn backup_gets_scope_pct_and_primary_reclaims_on_exhaustion() {
-    if !ns_tests_enabled("backup_gets_scope_pct_and_primary_reclaims_on_exhaustion") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ]) {
         return;
     }
     if let Err(e) = scenario() {
@@ -118,7 +126,6 @@ fn start_pair(bed: &PairBed, primary_extra: &str) -> Res<(Xd, Xd)> {
 }
 
 fn scenario() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     let (mut a, mut b) = start_pair(&bed, "")?;
 
@@ -192,7 +199,11 @@ fn scenario() -> Res<()> {
 /// serve gets a lease, and both tables agree.
 #[test]
 fn secondary_out_of_backup_addresses_is_refilled_at_once() {
-    if !ns_tests_enabled("secondary_out_of_backup_addresses_is_refilled_at_once") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ]) {
         return;
     }
     if let Err(e) = secondary_exhaustion() {
@@ -201,7 +212,6 @@ fn secondary_out_of_backup_addresses_is_refilled_at_once() {
 }
 
 fn secondary_exhaustion() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     // split = 0: every hash bucket is the secondary's, so it answers every DISCOVER in NORMAL
     // from its BACKUP addresses (load balancing makes the share 50%: 10 of 20), the primary

@@ -1,4 +1,4 @@
-//! Failover behaviour 13 in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! Failover behaviour 13 in network namespaces (root; see `common/require.rs`):
 //! "BNDUPD carries option 82; leasequery on the partner can answer for the client."
 //!
 //! An xdhcpd pair on the XDP path reaches NORMAL. A relay agent (a UDP socket on port 67 in
@@ -13,6 +13,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -22,8 +25,9 @@ mod failover_common;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, require_tools, write_file, Res};
+use daemon_common::{write_file, Res};
 use failover_common::*;
+use require::{require, Capability};
 use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, MAGIC_COOKIE, OP_BOOTREQUEST};
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
@@ -139,7 +143,11 @@ fn leasequery(xid: u32, ciaddr: Ipv4Addr, mac: Option<&[u8; 6]>) -> Vec<u8> {
 
 #[test]
 fn secondary_answers_leasequery_with_the_primarys_option_82() {
-    if !ns_tests_enabled("secondary_answers_leasequery_with_the_primarys_option_82") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ]) {
         return;
     }
     if let Err(e) = scenario() {
@@ -148,7 +156,6 @@ fn secondary_answers_leasequery_with_the_primarys_option_82() {
 }
 
 fn scenario() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     bed.c
         .add_addr(&bed.lc.a, &format!("{RELAY}/16"))

@@ -1,4 +1,4 @@
-//! Failover pair operations in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! Failover pair operations in network namespaces (root; see `common/require.rs`):
 //! * planned restart: `ctl failover pause` on the primary, the secondary goes
 //!   COMMUNICATIONS-INTERRUPTED (never PARTNER-DOWN) and serves alone, the primary is stopped
 //!   and started again, both return to NORMAL and the lease tables agree;
@@ -13,6 +13,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -22,8 +25,9 @@ mod failover_common;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, output, read_table, require_tools, unix_now, wait_for, Res};
+use daemon_common::{final_counters, output, read_table, unix_now, wait_for, Res};
 use failover_common::*;
+use require::{require, Capability};
 
 fn start_a(bed: &PairBed, s: &Sides, log: &str) -> Res<Xd> {
     Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path(log))
@@ -66,8 +70,16 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn run(name: &str, f: fn() -> Res<()>) {
-    if !ns_tests_enabled(name) {
+/// Runs `f` when the machine has what every test here needs (root, `timeout`, `ip`) and
+/// `more`.
+fn run(more: &[Capability], f: fn() -> Res<()>) {
+    let mut needs = vec![
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ];
+    needs.extend_from_slice(more);
+    if !require(&needs) {
         return;
     }
     if let Err(e) = f() {
@@ -80,11 +92,10 @@ fn run(name: &str, f: fn() -> Res<()>) {
 
 #[test]
 fn planned_restart_with_pause() {
-    run("planned_restart_with_pause", planned_restart);
+    run(&[], planned_restart);
 }
 
 fn planned_restart() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 30,
@@ -113,10 +124,21 @@ fn planned_restart() -> Res<()> {
     assert!(again.is_err(), "a second pause must be refused: {again:?}");
 
     // The planned stop: SIGTERM while PAUSED sends no SHUTDOWN.
+    let st = b.status()?;
+    assert_eq!(st["connected"], true, "still connected while paused: {st}");
     let a_log = a.stop()?;
     assert!(a_log.contains("stopped in PAUSED"), "{a_log}");
     assert!(!a_log.contains("-> SHUTDOWN"), "{a_log}");
-    std::thread::sleep(Duration::from_secs(3));
+    // The secondary has seen the connection close, so it has handled everything the primary
+    // sent before (a SHUTDOWN would precede the close on the same stream).
+    wait_for(
+        "the secondary to see the primary's connection close",
+        Duration::from_secs(10),
+        || {
+            b.proc.check_alive()?;
+            Ok((b.status()?["connected"] == false).then_some(()))
+        },
+    )?;
     let st = b.status()?;
     assert_eq!(
         st["state"], "COMMUNICATIONS-INTERRUPTED",
@@ -170,14 +192,10 @@ fn planned_restart() -> Res<()> {
 
 #[test]
 fn secondary_connects_when_the_primary_cannot() {
-    run(
-        "secondary_connects_when_the_primary_cannot",
-        secondary_connects,
-    );
+    run(&[], secondary_connects);
 }
 
 fn secondary_connects() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     // In the primary's namespace, TCP to the secondary's port 647 is rejected (like a
     // firewall REJECT): a policy rule sends it to a table whose only route is `prohibit`.
@@ -228,14 +246,15 @@ fn secondary_connects() -> Res<()> {
 const A6: &str = "fd77::1";
 const B6: &str = "fd77::3";
 const C6: &str = "fd77::9";
+/// A port the primary's namespace listens on for the stranger's control connect.
+const CONTROL_PORT: u16 = 7647;
 
 #[test]
 fn failover_over_ipv6() {
-    run("failover_over_ipv6", ipv6_transport);
+    run(&[Capability::Program("bash")], ipv6_transport);
 }
 
 fn ipv6_transport() -> Res<()> {
-    require_tools(&["timeout", "ip", "bash"])?;
     let bed = PairBed::new()?;
     let e = |e: std::io::Error| e.to_string();
     // nodad: the addresses are usable at once (duplicate address detection would hold them
@@ -289,31 +308,56 @@ fn ipv6_transport() -> Res<()> {
     a.wait_drained(Duration::from_secs(10))?;
     check_acked_bound(&table_snapshot(&b, &bed, "b1")?, &acked, "secondary")?;
 
-    // The XDP guard drops TCP to the failover port from an IPv6 stranger: the connect times
-    // out (without the guard the listener would accept and the driver log the refusal).
-    let probe = output(bed.c.command("timeout").args([
-        "3",
-        "bash",
-        "-c",
-        &format!("exec 3<>/dev/tcp/{A6}/647"),
-    ]))?;
+    // The XDP guard drops TCP to the failover port from an IPv6 stranger: its connect goes
+    // unanswered (without the guard the kernel would complete it and the driver log the
+    // refusal). Then a control connect from the same stranger to another port of the primary
+    // must succeed: the path works, so only the guard can have stopped the first one.
+    let control = bed
+        .a
+        .run(|| std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, CONTROL_PORT)))
+        .map_err(e)?
+        .map_err(|e| format!("listening on port {CONTROL_PORT} in the primary's namespace: {e}"))?;
+    let connect = |port: u16| {
+        output(bed.c.command("timeout").args([
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{A6}/{port}"),
+        ]))
+    };
+    let probe = connect(647)?;
     assert!(
         !probe.status.success(),
         "a stranger reached the failover port: {} {}",
         probe.stdout,
         probe.stderr
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let a_log = log_of(&a.log);
+    let reached = connect(CONTROL_PORT)?;
     assert!(
-        !a_log.contains(&format!("refused a connection from [{C6}]")),
-        "the stranger's SYN passed XDP:\n{a_log}"
+        reached.status.success(),
+        "the stranger cannot reach the primary on port {CONTROL_PORT} either, so the dropped \
+         failover connect proves nothing: {} {}",
+        reached.stdout,
+        reached.stderr
     );
+    drop(control);
     wait_for("binding updates to drain", Duration::from_secs(10), || {
         let st = b.status()?;
         Ok((st["unacked_updates"] == 0).then_some(()))
     })?;
-    a.stop()?;
+    let a_log = a.stop()?;
     b.stop()?;
+    // The primary's XDP program counted the stranger's SYNs as dropped, and the stopped
+    // daemon's whole log has no refusal: none of them reached its listener.
+    let (_, xdp) = final_counters(&a_log)?;
+    let dropped = xdp.get("failover_dropped").copied().unwrap_or(0);
+    assert!(
+        dropped >= 1,
+        "the XDP guard counted no dropped failover SYN ({xdp:?}):\n{a_log}"
+    );
+    assert!(
+        !a_log.contains(&format!("refused a connection from [{C6}]")),
+        "the stranger's SYN passed XDP:\n{a_log}"
+    );
     tables_agree(&s, 8)
 }

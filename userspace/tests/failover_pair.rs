@@ -1,4 +1,4 @@
-//! Failover pairs in network namespaces (root; `XDHCPD_SKIP_NS_TESTS=1` skips):
+//! Failover pairs in network namespaces (root; see `common/require.rs`):
 //! * two xdhcpd on the XDP path: both reach NORMAL, a lease granted by the primary is in the
 //!   secondary's table, the primary crashes (SIGKILL), the operator declares it down on the
 //!   secondary, which keeps serving, the primary restarts, recovers (RECOVER... -> NORMAL),
@@ -12,6 +12,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -20,12 +23,17 @@ mod failover_common;
 
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, read_table, require_tools, unix_now, write_file, Res};
+use daemon_common::{final_counters, read_table, unix_now, write_file, Res};
 use failover_common::*;
+use require::{require, Capability};
 
 #[test]
 fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
-    if !ns_tests_enabled("xdhcpd_pair_serves_survives_a_crash_and_converges") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+    ]) {
         return;
     }
     if let Err(e) = pair_scenario() {
@@ -34,7 +42,6 @@ fn xdhcpd_pair_serves_survives_a_crash_and_converges() {
 }
 
 fn pair_scenario() -> Res<()> {
-    require_tools(&["timeout", "ip"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 30,
@@ -183,9 +190,17 @@ enum IscRole {
     Secondary,
 }
 
+/// The ISC interop tests run ISC dhcpd (Debian's isc-dhcp-server) as the partner.
+const ISC_NEEDS: [Capability; 4] = [
+    Capability::Root,
+    Capability::Program("timeout"),
+    Capability::Program("ip"),
+    Capability::Program("dhcpd"),
+];
+
 #[test]
 fn isc_interop_xdhcpd_primary() {
-    if !ns_tests_enabled("isc_interop_xdhcpd_primary") {
+    if !require(&ISC_NEEDS) {
         return;
     }
     if let Err(e) = isc_scenario(IscRole::Secondary) {
@@ -195,7 +210,7 @@ fn isc_interop_xdhcpd_primary() {
 
 #[test]
 fn isc_interop_xdhcpd_secondary() {
-    if !ns_tests_enabled("isc_interop_xdhcpd_secondary") {
+    if !require(&ISC_NEEDS) {
         return;
     }
     if let Err(e) = isc_scenario(IscRole::Primary) {
@@ -204,7 +219,6 @@ fn isc_interop_xdhcpd_secondary() {
 }
 
 fn isc_scenario(isc_role: IscRole) -> Res<()> {
-    require_tools(&["timeout", "ip", "dhcpd"])?;
     let bed = PairBed::new()?;
     let t = Timers {
         mclt: 20,
@@ -259,30 +273,34 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
         isc.proc.log_text()
     );
     xd.wait_drained(Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let table = table_snapshot(&xd, &bed, "x1")?;
-    check_acked_bound(&table, &acked, "xdhcpd")?;
-    let isc_view = failover_common::isc_leases(&isc_leases)?;
-    let mut by_isc = 0;
-    for a in &acked {
-        match isc_view.get(&a.addr) {
-            Some((state, hw)) if state == "active" && *hw == mac_str(&a.mac) => {}
-            other => {
-                return Err(format!(
-                    "ISC lease file: {} for {} is {other:?}, expected active",
-                    a.addr,
-                    mac_str(&a.mac)
-                ))
-            }
-        }
-        let isc_log = std::fs::read_to_string(&isc.log).unwrap_or_default();
-        if isc_log.contains(&format!("DHCPACK on {} to {}", a.addr, mac_str(&a.mac))) {
-            by_isc += 1;
-        }
-    }
+    // Both partners hold every ACKed lease: xdhcpd's table (ISC's grants arrive by BNDUPD)
+    // and ISC's lease file (xdhcpd's grants by BNDUPD, written by ISC).
+    let mut last = String::new();
+    daemon_common::wait_for(
+        "both partners to hold every ACKed lease",
+        Duration::from_secs(15),
+        || {
+            let held = table_snapshot(&xd, &bed, "x1")
+                .and_then(|table| check_acked_bound(&table, &acked, "xdhcpd"))
+                .and_then(|()| isc_holds_active(&isc_leases, &acked));
+            Ok(match held {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            })
+        },
+    )
+    .map_err(|e| format!("{e}: {last}"))?;
+    let isc_log = std::fs::read_to_string(&isc.log).unwrap_or_default();
+    let by_isc = acked
+        .iter()
+        .filter(|a| isc_log.contains(&format!("DHCPACK on {} to {}", a.addr, mac_str(&a.mac))))
+        .count();
     assert!(
-        by_isc > 0 && by_isc < acked.len(),
-        "load balancing should split the clients: ISC acked {by_isc} of {}",
+        by_isc > 0,
+        "load balancing should split the clients: ISC acked none of {}",
         acked.len()
     );
 
@@ -298,12 +316,38 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     isc.wait_normal(1, Duration::from_secs(40))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
 
-    // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT).
-    xd.stop()?;
+    // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT). Its own
+    // ACK counter shows it served its share of the load-balanced clients too.
+    let xd_log = xd.stop()?;
+    let (engine, _) = final_counters(&xd_log)?;
+    let by_xd = engine.get("acks").copied().unwrap_or(0);
+    assert!(
+        by_xd > 0,
+        "load balancing should split the clients: xdhcpd acked none (ISC {by_isc} of {})",
+        acked.len()
+    );
     let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd2.log"))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 40))?;
     isc.wait_normal(2, Duration::from_secs(20))?;
     xd.stop()?;
     isc.stop()?;
+    Ok(())
+}
+
+/// Every ACK in `acked` is an active lease of the same client in ISC's lease file.
+fn isc_holds_active(leases: &std::path::Path, acked: &[Acked]) -> Res<()> {
+    let view = failover_common::isc_leases(leases)?;
+    for a in acked {
+        match view.get(&a.addr) {
+            Some((state, hw)) if state == "active" && *hw == mac_str(&a.mac) => {}
+            other => {
+                return Err(format!(
+                    "ISC lease file: {} for {} is {other:?}, expected active",
+                    a.addr,
+                    mac_str(&a.mac)
+                ))
+            }
+        }
+    }
     Ok(())
 }

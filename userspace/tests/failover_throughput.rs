@@ -19,6 +19,9 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+#[path = "common/require.rs"]
+mod require;
+
 #[path = "daemon_common/mod.rs"]
 mod daemon_common;
 
@@ -27,8 +30,9 @@ mod failover_common;
 
 use std::time::Duration;
 
-use daemon_common::{ns_tests_enabled, require_tools, write_file, Res};
+use daemon_common::{write_file, Res};
 use failover_common::*;
+use require::{require, Capability};
 
 /// A bigger pool than the behaviour tests use, so 20,000 clients fit.
 fn big_pool(cfg: &str) -> String {
@@ -112,7 +116,12 @@ fn measure(bed: &PairBed, tag: &str) -> Res<f64> {
 #[test]
 #[ignore = "measurement: run with --ignored --nocapture"]
 fn failover_pair_throughput_vs_standalone() {
-    if !ns_tests_enabled("failover_pair_throughput_vs_standalone") {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("timeout"),
+        Capability::Program("ip"),
+        Capability::Program("taskset"),
+    ]) {
         return;
     }
     if let Err(e) = run() {
@@ -121,7 +130,6 @@ fn failover_pair_throughput_vs_standalone() {
 }
 
 fn run() -> Res<()> {
-    require_tools(&["timeout", "ip", "taskset"])?;
     let rounds: usize = std::env::var("XDHCPD_FO_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -7,12 +7,15 @@
 //! (seen through `leases dump`) is what the files say.
 //!
 //! Root-only tests (Kea loading our export, the daemon holding the file) run
-//! in their own network namespaces and are skipped with a message otherwise.
+//! in their own network namespaces (see `common/require.rs` when root or Kea is missing).
 //! `stats_one_million_leases_under_a_second` is `#[ignore]`d: run it with
 //! `cargo test --release -p xdhcpd --test lease_tools -- --ignored --nocapture`.
 
 #[path = "common/netns.rs"]
 mod netns;
+
+#[path = "common/require.rs"]
+mod require;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use require::{require, Capability};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xdhcpd");
@@ -606,14 +610,6 @@ impl Drop for Reap {
     }
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Sends one command to Kea's control socket and returns the reply.
 fn kea_command(sock: &Path, cmd: &str) -> Option<Value> {
     use std::io::{Read, Write};
@@ -685,8 +681,11 @@ fn kea_load(ns: &netns::Netns, dir: &Path, csv: &Path) -> (u64, String) {
 
 #[test]
 fn kea_2_2_loads_the_exported_csv() {
-    if !netns::is_root() || !have("kea-dhcp4") {
-        eprintln!("SKIP kea_2_2_loads_the_exported_csv: needs root and kea-dhcp4");
+    if !require(&[
+        Capability::Root,
+        Capability::Program("ip"),
+        Capability::Program("kea-dhcp4"),
+    ]) {
         return;
     }
     let ctx = Ctx::new(&[NET]);
@@ -745,8 +744,7 @@ fn kea_2_2_loads_the_exported_csv() {
 
 #[test]
 fn tools_name_the_running_daemon_holding_the_file() {
-    if !netns::is_root() {
-        eprintln!("SKIP tools_name_the_running_daemon_holding_the_file: needs root");
+    if !require(&[Capability::Root, Capability::Program("ip")]) {
         return;
     }
     let ctx = Ctx::new(&[NET]);

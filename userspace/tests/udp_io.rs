@@ -1,9 +1,12 @@
-//! Kernel UDP fallback tests in a private namespace pair (root only; skipped
-//! with a printed reason otherwise).
+//! Kernel UDP fallback tests in a private namespace pair (root only; see
+//! `common/require.rs`).
 //!
 //! Run: `cargo test -p xdhcpd --test udp_io -- --nocapture`
 
 mod io_netns;
+
+#[path = "common/require.rs"]
+mod require;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -11,7 +14,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_netns::*;
+use require::{require, Capability};
 use xdhcpd::io::udp::{set_neighbour, UdpIo, UdpRx, UdpTx};
+
+/// Every test here makes namespaces and a veth (root, `ip`).
+const NEEDS: &[Capability] = &[Capability::Root, Capability::Program("ip")];
 
 fn bind_to_device(sock: &UdpSocket, ifname: &str) {
     // SAFETY: valid fd; the name buffer and length match.
@@ -29,7 +36,7 @@ fn bind_to_device(sock: &UdpSocket, ifname: &str) {
 
 #[test]
 fn udp_broadcast_in_and_out() {
-    if !root_or_skip("udp_broadcast_in_and_out") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("u").expect("create namespace pair");
@@ -110,7 +117,7 @@ fn udp_broadcast_in_and_out() {
 /// send to an address without one stays stuck in ARP resolution.
 #[test]
 fn udp_unicast_to_addressless_client_via_arp_entry() {
-    if !root_or_skip("udp_unicast_to_addressless_client_via_arp_entry") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("a").expect("create namespace pair");
@@ -174,7 +181,7 @@ fn udp_unicast_to_addressless_client_via_arp_entry() {
 
 #[test]
 fn udp_errors_name_the_interface() {
-    if !root_or_skip("udp_errors_name_the_interface") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("e").expect("create namespace pair");

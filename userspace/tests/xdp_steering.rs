@@ -1,10 +1,13 @@
 //! The XDP program on a real veth (driver mode) in a pair of namespaces: what it passes,
 //! what it drops, and what its counters say.
 //!
-//! Needs root and the eBPF object (`cargo xtask build-ebpf`); otherwise it prints why and
-//! skips, unless `XDHCPD_REQUIRE_PRIVILEGED_TESTS=1` (CI), where skipping is a failure.
+//! Needs root and the eBPF object (`cargo xtask build-ebpf`); see `common/require.rs` for
+//! what happens when they are missing.
 #[path = "common/netns.rs"]
 mod netns;
+
+#[path = "common/require.rs"]
+mod require;
 
 use std::{
     io,
@@ -16,6 +19,7 @@ use std::{
 };
 
 use netns::{veth_pair, Netns};
+use require::{require, Capability};
 use xdhcpd::io::xsk::{XskConfig, XskSocket};
 use xdhcpd::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER};
@@ -29,18 +33,13 @@ const STRANGER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 0, 0, 0, 0, 0, 3);
 const FAILOVER_PORT: u16 = 647;
 const OTHER_UDP_PORT: u16 = 9999;
 
-/// Why this test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    if !netns::is_root() {
-        return Some("needs root (netns, veth, XDP)".into());
-    }
+/// What this test needs: root, and the eBPF object unless one is embedded in this build.
+fn needs() -> Vec<Capability> {
+    let mut needs = vec![Capability::Root, Capability::Program("ip")];
     if object().is_none() && !xdhcpd::xdp::has_embedded_object() {
-        return Some(format!(
-            "no eBPF object (run `cargo xtask build-ebpf`; looked for {})",
-            default_object().display()
-        ));
+        needs.push(Capability::EbpfObject(default_object()));
     }
-    None
+    needs
 }
 
 fn default_object() -> PathBuf {
@@ -57,13 +56,6 @@ fn object() -> Option<PathBuf> {
         .into_iter()
         .chain([default_object()])
         .find(|p| p.is_file())
-}
-
-fn skip_or_fail(reason: &str) {
-    if std::env::var("XDHCPD_REQUIRE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1") {
-        panic!("XDHCPD_REQUIRE_PRIVILEGED_TESTS=1 but the test cannot run: {reason}");
-    }
-    eprintln!("SKIPPED xdp_steering: {reason}");
 }
 
 fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -576,8 +568,7 @@ struct ServerSockets {
 
 #[test]
 fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
-    if let Some(reason) = skip_reason() {
-        skip_or_fail(&reason);
+    if !require(&needs()) {
         return;
     }
     let server = Netns::new("xdps").expect("create server netns");

@@ -1,9 +1,12 @@
-//! AF_XDP socket tests in a private namespace pair (root only; skipped with a
-//! printed reason otherwise).
+//! AF_XDP socket tests in a private namespace pair (root only; see
+//! `common/require.rs`).
 //!
 //! Run: `cargo test -p xdhcpd --test xsk_io -- --nocapture`
 
 mod io_netns;
+
+#[path = "common/require.rs"]
+mod require;
 
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -11,7 +14,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_netns::*;
+use require::{require, Capability};
 use xdhcpd::io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
+
+/// Every test here makes namespaces and a veth (root, `ip`).
+const NEEDS: &[Capability] = &[Capability::Root, Capability::Program("ip")];
 
 const TEST_PORT: u16 = 9999;
 
@@ -70,7 +77,7 @@ fn spawn_udp_counter(
 
 #[test]
 fn xsk_tx_1000_frames_and_ownership_returns() {
-    if !root_or_skip("xsk_tx_1000_frames_and_ownership_returns") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("t").expect("create namespace pair");
@@ -150,7 +157,7 @@ fn xsk_tx_1000_frames_and_ownership_returns() {
 
 #[test]
 fn xsk_ownership_is_enforced() {
-    if !root_or_skip("xsk_ownership_is_enforced") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("o").expect("create namespace pair");
@@ -225,7 +232,7 @@ fn xsk_ownership_is_enforced() {
 
 #[test]
 fn xsk_bind_errors_name_interface_and_queue() {
-    if !root_or_skip("xsk_bind_errors_name_interface_and_queue") {
+    if !require(NEEDS) {
         return;
     }
     let pair = NetnsPair::new("b").expect("create namespace pair");
@@ -309,16 +316,11 @@ fn reflect_udp(f: &mut [u8]) -> Option<u32> {
     Some(seq)
 }
 
-/// The XDP object to load, or None (test skipped) when it was not built.
-fn xdp_object() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The XDP object file `cargo xtask build-ebpf` builds.
+fn xdp_object() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join(xdhcpd::xdp::DEFAULT_OBJECT_PATH);
-    if p.is_file() {
-        Some(p)
-    } else {
-        None
-    }
+        .join(xdhcpd::xdp::DEFAULT_OBJECT_PATH)
 }
 
 /// RX through the real XDP program: DHCP-port datagrams from the client
@@ -327,20 +329,14 @@ fn xdp_object() -> Option<std::path::PathBuf> {
 /// client; afterwards every frame is back in the fill ring or its stash.
 #[test]
 fn xsk_rx_via_xdp_redirect_and_reflect() {
-    if !root_or_skip("xsk_rx_via_xdp_redirect_and_reflect") {
+    // The object embedded in this build serves when the file was not built.
+    let path = xdp_object();
+    let object = (path.is_file() || !xdhcpd::xdp::has_embedded_object()).then_some(path);
+    let mut needs = NEEDS.to_vec();
+    needs.extend(object.clone().map(Capability::EbpfObject));
+    if !require(&needs) {
         return;
     }
-    let object = match xdp_object() {
-        Some(p) => Some(p),
-        None if xdhcpd::xdp::has_embedded_object() => None,
-        None => {
-            eprintln!(
-                "SKIPPED xsk_rx_via_xdp_redirect_and_reflect: no XDP object \
-                 (build it with `cargo xtask build-ebpf`)"
-            );
-            return;
-        }
-    };
     let pair = NetnsPair::new("r").expect("create namespace pair");
     const N: u32 = 200;
 

@@ -12,8 +12,11 @@ pub mod addrbook;
 pub mod engine;
 pub mod hist;
 pub mod port;
+pub mod reply;
 pub mod report;
 pub mod request;
+pub mod scenario;
+pub mod shared;
 pub mod sys;
 
 use std::net::Ipv4Addr;
@@ -28,11 +31,13 @@ use xdhcpd::io::xsk::{BindMode, XskConfig, XskSocket};
 use xdhcpd::xdp::{AttachMode, XdpSteering};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT};
 
-use engine::{Engine, Live, Shared};
-pub use engine::{EngineConfig, Phase, PhaseStats, Scenario, ThreadReport};
+use engine::Engine;
 use port::{PacketPort, Port, XskPort};
 pub use report::Report;
 use request::Peer;
+pub use scenario::{Phase, PhaseStats, Scenario};
+pub use shared::{EngineConfig, ThreadReport};
+use shared::{Live, Shared};
 
 /// Which packet I/O to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,8 +272,8 @@ fn run_threads<P: Port + Send>(
     cfg: &Config,
     sh: &Arc<Shared>,
     ports: Vec<P>,
-    inboxes: Vec<std::sync::mpsc::Receiver<engine::Reply>>,
-    outboxes: &[std::sync::mpsc::SyncSender<engine::Reply>],
+    inboxes: Vec<std::sync::mpsc::Receiver<reply::Reply>>,
+    outboxes: &[std::sync::mpsc::SyncSender<reply::Reply>],
     ack_log: Option<&Arc<acklog::AckLog>>,
 ) -> anyhow::Result<Vec<ThreadReport>> {
     std::thread::scope(|s| {

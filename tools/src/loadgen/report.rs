@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::engine::{Phase, PhaseStats, Shared, ThreadReport};
+use super::scenario::{Phase, PhaseStats};
+use super::shared::{Shared, ThreadReport};
 use super::Config;
 
 #[derive(Clone, Debug, Serialize)]

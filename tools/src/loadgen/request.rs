@@ -103,6 +103,15 @@ pub fn client_mac(salt: u8, index: u32) -> [u8; 6] {
     [0x02, salt, i[0], i[1], i[2], i[3]]
 }
 
+/// Option 82 of client `g`: circuit-id = its index, remote-id = its MAC.
+pub fn relay_info(giaddr: Ipv4Addr, g: u32, salt: u8) -> Relay {
+    Relay {
+        giaddr,
+        circuit_id: g.to_be_bytes(),
+        remote_id: client_mac(salt, g),
+    }
+}
+
 /// Writes the DHCP message (exactly [`PAYLOAD_LEN`] bytes) at the start of `buf`.
 pub fn write_dhcp(buf: &mut [u8], spec: &RequestSpec) -> Result<usize, NoRoom> {
     let Some(b) = buf.get_mut(..PAYLOAD_LEN) else {

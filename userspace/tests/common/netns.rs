@@ -1,4 +1,5 @@
-//! Reusable network-namespace helpers for integration tests (root only).
+//! Reusable network-namespace helpers for integration tests (root only: tests check that
+//! with `common/require.rs` first).
 //!
 //! Include with `#[path = "common/netns.rs"] mod netns;`. Everything created here has a name
 //! unique to this process and is removed on Drop, also when the test fails:
@@ -18,12 +19,6 @@ use std::{
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
-
-/// Whether the test runs as root (netns, veth and XDP need it).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

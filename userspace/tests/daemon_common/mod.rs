@@ -28,16 +28,6 @@ pub const PREFIX: &str = "16";
 /// Fixed MAC of the client end, so lease records can be matched to the client.
 pub const CLI_MAC: [u8; 6] = [0x02, 0x5a, 0xd1, 0x00, 0x00, 0x02];
 
-/// The packages these tests drive, with the Debian package that provides each.
-pub const TOOLS: &[(&str, &str)] = &[
-    ("perfdhcp", "kea-admin / kea-dhcp4-server"),
-    ("dhclient", "isc-dhcp-client"),
-    ("busybox", "busybox"),
-    ("tcpdump", "tcpdump"),
-    ("timeout", "coreutils"),
-    ("ip", "iproute2"),
-];
-
 /// The data path under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Io {
@@ -53,43 +43,6 @@ impl Io {
             Io::Udp => "udp",
         }
     }
-}
-
-/// Whether namespace tests can run. They need root; on a non-root machine they fail loudly
-/// (a silent skip would let CI pass without testing anything) unless the caller opted out
-/// with `XDHCPD_SKIP_NS_TESTS=1`, in which case the test prints why it did nothing.
-pub fn ns_tests_enabled(test: &str) -> bool {
-    if std::env::var_os("XDHCPD_SKIP_NS_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: XDHCPD_SKIP_NS_TESTS=1");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root,
-        "{test} needs root (network namespaces, XDP, AF_XDP); run as root or set \
-         XDHCPD_SKIP_NS_TESTS=1 to skip the daemon namespace tests"
-    );
-    true
-}
-
-/// Fails with the package to install when a program is not on PATH.
-pub fn require_tools(names: &[&str]) -> Res<()> {
-    for name in names {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-            .unwrap_or(false);
-        if !found {
-            let pkg = TOOLS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("?", |(_, p)| p);
-            return Err(format!(
-                "`{name}` is not on PATH (Debian package {pkg}); run `cargo xtask setup`"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The repository root (parent of the `userspace` crate).
@@ -561,6 +514,34 @@ impl Daemon {
             .map_err(|e| format!("parsing {}: {e}", self.stats_json.display()))?;
         Ok(Finished { stats, log })
     }
+}
+
+/// Counters by name.
+pub type Counts = std::collections::BTreeMap<String, u64>;
+
+/// The counters of a stopped daemon's final stats line (`final: name=N ... xdp: name=N ...`):
+/// the engine's, and the XDP program's (empty without XDP).
+pub fn final_counters(log: &str) -> Res<(Counts, Counts)> {
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("final: ").map(|(_, rest)| rest))
+        .ok_or_else(|| format!("no final stats line in the log:\n{log}"))?;
+    let (engine, xdp) = line.split_once(" xdp: ").unwrap_or((line, ""));
+    let parse = |part: &str| -> Res<Counts> {
+        part.split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{kv}` in the final stats line: {line}"))?;
+                let v = v
+                    .parse()
+                    .map_err(|_| format!("`{kv}` in the final stats line: {line}"))?;
+                Ok((k.to_owned(), v))
+            })
+            .collect()
+    };
+    Ok((parse(engine)?, parse(xdp)?))
 }
 
 /// The lease-store pools of a configuration file.

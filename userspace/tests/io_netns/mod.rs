@@ -13,17 +13,6 @@ pub const CLI_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 0x02];
 pub const SRV_IP: [u8; 4] = [10, 77, 0, 1];
 pub const CLI_IP: [u8; 4] = [10, 77, 0, 2];
 
-/// True if we may create namespaces; otherwise prints why the test is skipped.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        true
-    } else {
-        eprintln!("SKIPPED {test}: needs root (network namespaces, AF_XDP)");
-        false
-    }
-}
-
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))

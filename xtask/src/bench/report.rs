@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::analysis::{fmt_rate, fmt_us, max_sustained, Point, Target};
-use super::SystemResult;
+use super::sweep::SystemResult;
 
 /// Start and end of the generated End-to-end section in RESULTS.md.
 pub const BEGIN: &str =

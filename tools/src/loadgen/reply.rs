@@ -1,0 +1,57 @@
+//! A server's reply frame reduced to what the engine matches on.
+
+use std::net::Ipv4Addr;
+
+use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
+use xdhcpd::frame::RxFrame;
+
+/// A reply, reduced to what the engine needs (small and `Copy`, so it can be
+/// forwarded between threads without allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub xid: u32,
+    pub kind: MessageType,
+    pub yiaddr: Ipv4Addr,
+    /// Option 54, else the IP source address.
+    pub server_id: Ipv4Addr,
+    pub lease_time: Option<u32>,
+    pub src_mac: [u8; 6],
+    pub chaddr: [u8; 6],
+}
+
+/// Why a received frame was not a reply for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotAReply {
+    Frame,
+    Dhcp,
+    /// A BOOTREQUEST (e.g. another client's broadcast) or an unrelated type.
+    NotReply,
+}
+
+/// Parses an Ethernet frame into a [`Reply`].
+pub fn parse_reply(frame: &[u8]) -> Result<Reply, NotAReply> {
+    let rx = RxFrame::parse(frame).map_err(|_| NotAReply::Frame)?;
+    let m = Message::new_checked(rx.payload).map_err(|_| NotAReply::Dhcp)?;
+    if m.op() != OP_BOOTREPLY {
+        return Err(NotAReply::NotReply);
+    }
+    let s = m.summary().map_err(|_| NotAReply::Dhcp)?;
+    let kind = match s.message_type {
+        Some(k @ (MessageType::Offer | MessageType::Ack | MessageType::Nak)) => k,
+        _ => return Err(NotAReply::NotReply),
+    };
+    let src_ip = match rx.src_ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => return Err(NotAReply::Frame),
+    };
+    let ch = m.chaddr_field();
+    Ok(Reply {
+        xid: m.xid(),
+        kind,
+        yiaddr: m.yiaddr(),
+        server_id: s.server_id.unwrap_or(src_ip),
+        lease_time: s.lease_time,
+        src_mac: rx.src_mac,
+        chaddr: [ch[0], ch[1], ch[2], ch[3], ch[4], ch[5]],
+    })
+}
