@@ -17,6 +17,7 @@ use std::sync::Arc;
 use lease_store::{Alloc, ClientKey, Lease, LeaseState, LeaseTable, Owner, Slot};
 use xdhcpd_failover::{Admission, BindingStatus, FailoverPolicy, PolicyCell, RequestKind, Role};
 
+use super::delivery::Delivery;
 use super::leasequery::{self, Unanswered};
 use super::stats::EngineStats;
 use super::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
@@ -93,19 +94,6 @@ pub struct RxMeta {
     pub local_addr: Ipv4Addr,
     pub src_ip: Ipv4Addr,
     pub dst_ip: Ipv4Addr,
-}
-
-/// Where a reply goes (RFC 2131 §4.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// To the relay agent at giaddr, UDP port 67.
-    Relay(Ipv4Addr),
-    /// Unicast to the client's ciaddr, UDP port 68 (L2: the request's source).
-    Unicast(Ipv4Addr),
-    /// Broadcast 255.255.255.255:68, ff:ff:ff:ff:ff:ff.
-    Broadcast,
-    /// Unicast to yiaddr at the client's hardware address (no ARP needed).
-    ToClient { ip: Ipv4Addr, mac: [u8; 6] },
 }
 
 /// Why no reply was sent.

@@ -11,6 +11,7 @@ use xdhcpd_failover::{FailoverPolicy, PolicyCell, Role, ServerState};
 use super::engine::*;
 use super::test_support::{engine_on, request};
 use super::wire::{opt, Message, MessageType, MAGIC_COOKIE};
+use super::Delivery;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);

@@ -6,12 +6,14 @@
 //! threads or the wall clock, so it runs unchanged under the AF_XDP workers,
 //! the UDP fallback, benchmarks and tests.
 
+pub mod delivery;
 pub mod engine;
 pub mod leasequery;
 pub mod stats;
 pub mod wire;
 
-pub use engine::{Decision, Delivery, Engine, EngineShared, RxMeta, Silence};
+pub use delivery::{Delivery, Destination, LinkDest};
+pub use engine::{Decision, Engine, EngineShared, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
