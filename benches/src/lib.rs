@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec, Slot};
 use xdhcpd::dhcpv4::{Engine, EngineShared, EngineStats};
-use xdhcpd::frame::{self, FrameLayout, Ipv4UdpAddrs};
+use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs};
 
 /// The clock the benchmarks run at (unix seconds).
 pub const NOW: u32 = 1_700_000_000;
@@ -358,7 +358,7 @@ mod tests {
         let d = build(&r);
         for tags in [&[][..], &[0x81, 0x00, 0x00, 0x64][..]] {
             let (f, n) = frame_around(&d.bytes, tags, &request_addrs(&r)).unwrap();
-            let rx = xdhcpd::frame::RxFrame::parse(&f[..n]).unwrap();
+            let rx = xdhcpd_io::frame::RxFrame::parse(&f[..n]).unwrap();
             assert_eq!(rx.payload, &d.bytes[..]);
             assert_eq!(rx.vlan_tags(), tags);
         }

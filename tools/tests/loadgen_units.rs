@@ -262,7 +262,7 @@ fn reply_frame(kind: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Vec<u8>
     p[240..240 + opts.len()].copy_from_slice(&opts);
     let mut f = vec![0u8; 42 + 300];
     f[42..].copy_from_slice(&p);
-    let addrs = xdhcpd::frame::Ipv4UdpAddrs {
+    let addrs = xdhcpd_io::frame::Ipv4UdpAddrs {
         src_mac: SERVER_MAC,
         dst_mac: chaddr,
         src_ip: SERVER,
@@ -270,7 +270,7 @@ fn reply_frame(kind: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Vec<u8>
         src_port: 67,
         dst_port: 68,
     };
-    xdhcpd::frame::write_ipv4_udp_headers(&mut f, &[], &addrs, 300).expect("fits");
+    xdhcpd_io::frame::write_ipv4_udp_headers(&mut f, &[], &addrs, 300).expect("fits");
     f
 }
 

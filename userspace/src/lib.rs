@@ -4,9 +4,6 @@
 pub mod config;
 pub mod dhcpv4;
 pub mod failover;
-pub mod frame;
-pub mod io;
 pub mod leases;
 pub mod lq_client;
 pub mod server;
-pub mod xdp;

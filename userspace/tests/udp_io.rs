@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_netns::*;
-use xdhcpd::io::udp::{set_neighbour, UdpIo, UdpRx, UdpTx};
 use xdhcpd_common::DHCPV4_SERVER_PORT;
+use xdhcpd_io::udp::{set_neighbour, UdpIo, UdpRx, UdpTx};
 
 fn bind_to_device(sock: &UdpSocket, ifname: &str) {
     // SAFETY: valid fd; the name buffer and length match.

@@ -16,9 +16,9 @@ use std::{
 };
 
 use netns::{veth_pair, Netns};
-use xdhcpd::io::xsk::{XskConfig, XskSocket};
-use xdhcpd::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER};
+use xdhcpd_io::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
+use xdhcpd_io::xsk::{XskConfig, XskSocket};
 
 const SRV4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const PARTNER4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
@@ -34,7 +34,7 @@ fn skip_reason() -> Option<String> {
     if !netns::is_root() {
         return Some("needs root (netns, veth, XDP)".into());
     }
-    if object().is_none() && !xdhcpd::xdp::has_embedded_object() {
+    if object().is_none() && !xdhcpd_io::xdp::has_embedded_object() {
         return Some(format!(
             "no eBPF object (run `cargo xtask build-ebpf`; looked for {})",
             default_object().display()

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use io_netns::*;
-use xdhcpd::io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
+use xdhcpd_io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
 
 const TEST_PORT: u16 = 9999;
 
@@ -313,7 +313,7 @@ fn reflect_udp(f: &mut [u8]) -> Option<u32> {
 fn xdp_object() -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join(xdhcpd::xdp::DEFAULT_OBJECT_PATH);
+        .join(xdhcpd_io::xdp::DEFAULT_OBJECT_PATH);
     if p.is_file() {
         Some(p)
     } else {
@@ -332,7 +332,7 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
     }
     let object = match xdp_object() {
         Some(p) => Some(p),
-        None if xdhcpd::xdp::has_embedded_object() => None,
+        None if xdhcpd_io::xdp::has_embedded_object() => None,
         None => {
             eprintln!(
                 "SKIPPED xsk_rx_via_xdp_redirect_and_reflect: no XDP object \
@@ -411,9 +411,9 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
         failover_port: 0,
         standby_max_secs: 0,
     };
-    let mut steering = xdhcpd::xdp::XdpSteering::attach(
+    let mut steering = xdhcpd_io::xdp::XdpSteering::attach(
         &pair.srv_if,
-        xdhcpd::xdp::AttachMode::Auto,
+        xdhcpd_io::xdp::AttachMode::Auto,
         object.as_deref(),
         xcfg,
     )

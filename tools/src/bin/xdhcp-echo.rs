@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use xdhcpd::io::xsk::{BindMode, Desc, XskConfig, XskSocket};
-use xdhcpd::xdp::{AttachMode, XdpSteering};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4};
+use xdhcpd_io::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::xsk::{BindMode, Desc, XskConfig, XskSocket};
 use xdhcpd_tools::loadgen::sys;
 
 /// XDP -> AF_XDP DHCP reflector (the raw ceiling of `cargo xtask bench`).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
-use xdhcpd::frame::RxFrame;
+use xdhcpd_io::frame::RxFrame;
 
 use super::acklog::{self, AckLog};
 use super::addrbook::{AckCheck, AddrBook};

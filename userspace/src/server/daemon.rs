@@ -23,9 +23,9 @@ use crate::config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
 use crate::dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
 use crate::failover::control::{default_socket, ControlServer};
 use crate::failover::{no_failover_handler, Failover, FailoverTap};
-use crate::io::udp::UdpIo;
-use crate::io::xsk::{XskConfig, XskSocket};
-use crate::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::udp::UdpIo;
+use xdhcpd_io::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::xsk::{XskConfig, XskSocket};
 
 /// Command-line overrides of the configuration and reporting options.
 #[derive(Clone, Debug, Default)]

@@ -7,8 +7,8 @@ use std::os::fd::RawFd;
 
 use super::PacketIo;
 use crate::dhcpv4::{Decision, Delivery, LinkDest, RxMeta};
-use crate::io::udp::{UdpIo, UdpTx};
 use crate::server::worker::{bump, WorkerCounters, BATCH, MAX_HELD};
+use xdhcpd_io::udp::{UdpIo, UdpTx};
 
 /// Room for one reply's DHCP payload.
 const REPLY_BUF: usize = 1500;

@@ -11,9 +11,9 @@ use xdhcpd_common::DHCPV4_SERVER_PORT;
 
 use super::PacketIo;
 use crate::dhcpv4::{Decision, LinkDest, RxMeta};
-use crate::frame::{self, FrameLayout, Ipv4UdpAddrs, RxFrame};
-use crate::io::xsk::{Desc, XskSocket};
 use crate::server::worker::{bump, WorkerCounters, BATCH};
+use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs, RxFrame};
+use xdhcpd_io::xsk::{Desc, XskSocket};
 
 /// Counts of frames dropped before the engine saw them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -21,7 +21,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::io::sys::{self, errno_text};
+use crate::sys::{self, errno_text};
 
 /// Datagrams are received into buffers of this size; longer ones are
 /// counted as truncated and dropped (DHCP over Ethernet fits easily).
