@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lease_store::Slot;
-use xdhcpd::dhcpv4::wire::MessageType;
-use xdhcpd::dhcpv4::{Decision, Engine, RxMeta};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
     build, frame_around, free_slots, request_addrs, set_client_at, Built, EngineFixture, Req,
     FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
+use xdhcpd_dhcpv4::wire::MessageType;
+use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
 use xdhcpd_io::frame::FrameLayout;
 
 /// Requests per timed chunk before the untimed clean-up.

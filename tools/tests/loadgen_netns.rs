@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
+use xdhcpd_dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
 use xdhcpd_io::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
 use xdhcpd_tools::loadgen::port::{PacketPort, Port, TxOutcome};
 use xdhcpd_tools::netns::{is_root, ChildGuard, NetnsPair, PairConfig};

@@ -279,7 +279,7 @@ fn reply_parser_extracts_what_the_engine_needs() {
     let mac = client_mac(0x4c, 5);
     let f = reply_frame(5, 0x0200_0005, mac, Ipv4Addr::new(10, 77, 1, 5));
     let r = parse_reply(&f).expect("an ACK");
-    assert_eq!(r.kind, xdhcpd::dhcpv4::wire::MessageType::Ack);
+    assert_eq!(r.kind, xdhcpd_dhcpv4::wire::MessageType::Ack);
     assert_eq!(r.xid, 0x0200_0005);
     assert_eq!(r.yiaddr, Ipv4Addr::new(10, 77, 1, 5));
     assert_eq!(r.server_id, SERVER);

@@ -1,8 +1,6 @@
 //! xdhcpd: the daemon's library. See `ARCHITECTURE.md` at the repository root
 //! for the map of modules and the way of one packet through them.
 
-pub mod config;
-pub mod dhcpv4;
 pub mod failover;
 pub mod leases;
 pub mod lq_client;

@@ -18,13 +18,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use dhcproto::{v4, Decodable, Decoder};
-use xdhcpd::dhcpv4::wire::Message;
-use xdhcpd::dhcpv4::{Decision, Engine, RxMeta};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
     build, frame_around, request_addrs, set_client_at, EngineFixture, Req, FRAME_SIZE, NOW, RELAY,
     SERVER_ID, SERVER_MAC,
 };
+use xdhcpd_dhcpv4::wire::Message;
+use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
 use xdhcpd_io::frame::FrameLayout;
 
 const META: RxMeta = RxMeta {

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
+use xdhcpd_dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
 use xdhcpd_io::frame::RxFrame;
 
 use super::acklog::{self, AckLog};

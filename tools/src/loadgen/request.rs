@@ -6,8 +6,8 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcpd::dhcpv4::wire::{opt, relay_sub, MessageType, FLAG_BROADCAST, MAGIC_COOKIE};
 use xdhcpd_common::{DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT};
+use xdhcpd_dhcpv4::wire::{opt, relay_sub, MessageType, FLAG_BROADCAST, MAGIC_COOKIE};
 use xdhcpd_io::frame::{write_ipv4_udp_headers, FrameLayout, Ipv4UdpAddrs, BROADCAST_MAC};
 
 /// Length of every DHCP payload we send.

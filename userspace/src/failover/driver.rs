@@ -37,8 +37,8 @@ use super::convert::{
     binding_change_time, change_time, lease_to_binding, lease_to_local, unacked, worth_sending_all,
     write_binding,
 };
-use crate::config::FailoverConfig;
 use crate::server::clock::unix_now;
+use xdhcpd_config::FailoverConfig;
 
 /// Commands from other threads (control socket, daemon shutdown).
 pub(crate) enum Command {

@@ -28,7 +28,7 @@ use xdhcpd_failover::{reclaim_binding, FailoverEngine, Role};
 
 use super::convert::{change_time, lease_to_binding, lease_to_local};
 use super::driver::update_if_changed;
-use crate::config::FailoverConfig;
+use xdhcpd_config::FailoverConfig;
 
 /// How often the primary compares the counters with the target ("significantly off").
 const CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -16,8 +16,8 @@ use lease_store::Slot;
 use super::clock::unix_now;
 use super::commit::Committer;
 use super::packet_io::PacketIo;
-use crate::dhcpv4::Engine;
 use crate::failover::FailoverTap;
+use xdhcpd_dhcpv4::Engine;
 
 /// Requests taken from the socket per batch.
 pub const BATCH: usize = 64;

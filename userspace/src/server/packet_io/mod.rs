@@ -13,7 +13,7 @@ pub mod xsk;
 use std::os::fd::RawFd;
 
 use super::worker::WorkerCounters;
-use crate::dhcpv4::{Decision, RxMeta};
+use xdhcpd_dhcpv4::{Decision, RxMeta};
 
 /// A packet driver the worker loop runs.
 pub trait PacketIo {

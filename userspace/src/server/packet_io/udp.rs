@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 
 use super::PacketIo;
-use crate::dhcpv4::{Decision, Delivery, LinkDest, RxMeta};
 use crate::server::worker::{bump, WorkerCounters, BATCH, MAX_HELD};
+use xdhcpd_dhcpv4::{Decision, Delivery, LinkDest, RxMeta};
 use xdhcpd_io::udp::{UdpIo, UdpTx};
 
 /// Room for one reply's DHCP payload.

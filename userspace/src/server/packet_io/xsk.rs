@@ -10,8 +10,8 @@ use std::os::fd::RawFd;
 use xdhcpd_common::DHCPV4_SERVER_PORT;
 
 use super::PacketIo;
-use crate::dhcpv4::{Decision, LinkDest, RxMeta};
 use crate::server::worker::{bump, WorkerCounters, BATCH};
+use xdhcpd_dhcpv4::{Decision, LinkDest, RxMeta};
 use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs, RxFrame};
 use xdhcpd_io::xsk::{Desc, XskSocket};
 

@@ -469,36 +469,3 @@ fn unicast_renewal_keeps_the_relay_information() {
     let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
     assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(moved.to_vec()));
 }
-
-#[test]
-fn the_leasequery_tool_asks_and_reads_what_the_engine_answers() {
-    use crate::lq_client::{build_query, parse_answer, Ask};
-    let mut f = fx(None);
-    let id = [1, 2, 0, 0, 0, 0, 22];
-    let ip = relayed_dora(&mut f, 1000, 22, Some(&id));
-    for (xid, ask) in [
-        (1, Ask::Ip(ip)),
-        (2, Ask::Mac([2, 0, 0, 0, 0, 22])),
-        (3, Ask::ClientId(id.to_vec())),
-    ] {
-        let a = handle(&mut f, 1060, &build_query(xid, RELAY, &ask));
-        let ans = parse_answer(&a.bytes, xid).expect("answer decodes");
-        assert_eq!(ans.answer, "LEASEACTIVE", "{ask:?}");
-        assert_eq!(ans.address, Some(ip));
-        assert_eq!(ans.mac.as_deref(), Some("02:00:00:00:00:16"));
-        assert_eq!(ans.client_id.as_deref(), Some("01020000000016"));
-        assert_eq!(ans.lease_seconds_left, Some(3540));
-        assert_eq!(ans.seconds_since_last_transaction, Some(60));
-        assert_eq!(ans.circuit_id.as_deref(), Some("port-7"));
-        assert_eq!(ans.remote_id.as_deref(), Some("cpe-42"));
-        assert!(parse_answer(&a.bytes, xid + 1).is_err(), "xid checked");
-    }
-    let a = handle(
-        &mut f,
-        1060,
-        &build_query(4, RELAY, &Ask::Ip(Ipv4Addr::new(10, 9, 0, 19))),
-    );
-    let ans = parse_answer(&a.bytes, 4).expect("answer decodes");
-    assert_eq!(ans.answer, "LEASEUNASSIGNED");
-    assert_eq!(ans.relay_agent_info, None);
-}
