@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 
 use xdhcpd_common::{DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT};
 
+use crate::wire::Message;
+
 /// Where a reply goes, as the engine decides it (RFC 2131 §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -17,6 +19,27 @@ pub enum Delivery {
     Broadcast,
     /// Unicast to yiaddr at the client's hardware address (no ARP needed).
     ToClient { ip: Ipv4Addr, mac: [u8; 6] },
+}
+
+impl Delivery {
+    /// Where an OFFER or ACK for `msg` goes, given the reply's yiaddr and ciaddr.
+    pub fn of_reply(msg: &Message<'_>, yiaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Delivery {
+        let giaddr = msg.giaddr();
+        if !giaddr.is_unspecified() {
+            return Delivery::Relay(giaddr);
+        }
+        if !ciaddr.is_unspecified() {
+            return Delivery::Unicast(ciaddr);
+        }
+        let chaddr = msg.chaddr();
+        if msg.broadcast_flag() || yiaddr.is_unspecified() || msg.htype() != 1 || chaddr.len() != 6
+        {
+            return Delivery::Broadcast;
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(chaddr);
+        Delivery::ToClient { ip: yiaddr, mac }
+    }
 }
 
 /// The link-layer destination of a reply.
