@@ -1,6 +1,6 @@
 //! The decision step: `Engine::handle` on DISCOVER (a fresh client every
 //! time), REQUEST (SELECTING, after our OFFER) and REQUEST (RENEWING), and
-//! `Responder::handle_frame` (frame in, frame out: the whole per-packet step
+//! `FrameResponder::answer` (frame in, frame out: the whole per-packet step
 //! of the AF_XDP worker minus the ring I/O), against a real lease table of
 //! 1,048,319 addresses in a file in a temporary folder.
 //!
@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lease_store::Slot;
-use xdhcpd::dhcpv4::wire::MessageType;
-use xdhcpd::dhcpv4::{Decision, Engine, RxMeta};
-use xdhcpd::frame::FrameLayout;
-use xdhcpd::server::respond::Responder;
+use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
     build, frame_around, free_slots, request_addrs, set_client_at, Built, EngineFixture, Req,
     FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
+use xdhcpd_dhcpv4::wire::MessageType;
+use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
+use xdhcpd_io::frame::FrameLayout;
 
 /// Requests per timed chunk before the untimed clean-up.
 const CHUNK: u64 = 4096;
@@ -203,7 +203,8 @@ fn engine_benches(c: &mut Criterion) {
     // ---------------------------------------------------------- responder
     let mut g = c.benchmark_group("engine/responder");
     g.throughput(Throughput::Elements(1));
-    let mut resp = Responder::new(fx.engine(), SERVER_MAC, SERVER_ID);
+    let mut engine = fx.engine();
+    let mut resp = FrameResponder::new(SERVER_MAC, SERVER_ID, SERVER_ID);
     let off = FrameLayout::new(0).payload_offset();
 
     // Frame in, frame out for a fresh client's DISCOVER. Each iteration
@@ -226,12 +227,14 @@ fn engine_benches(c: &mut Criterion) {
                     umem[..dlen].copy_from_slice(&dframe[..dlen]);
                     set_client_at(&mut umem, off, dtpl.cid_mac_at, next_client);
                     next_client += 1;
-                    let r = resp.handle_frame(NOW, black_box(&mut umem), dlen);
+                    let r = resp.answer(black_box(&mut umem), dlen, &mut |m, p, o| {
+                        engine.handle(NOW, m, p, o)
+                    });
                     replies += u64::from(r.is_some());
                 }
                 total += t.elapsed();
                 assert_eq!(replies, n, "DISCOVER frames without a reply frame");
-                resp.engine().take_changed(&mut changed);
+                engine.take_changed(&mut changed);
                 free_slots(&fx.table, &changed);
                 changed.clear();
                 left -= n;
@@ -260,12 +263,14 @@ fn engine_benches(c: &mut Criterion) {
                     umem[..rlen].copy_from_slice(&rframe[..rlen]);
                     set_client_at(&mut umem, off, rtpl.cid_mac_at, client);
                     umem[off + 12..off + 16].copy_from_slice(&ip);
-                    let r = resp.handle_frame(now, black_box(&mut umem), rlen);
+                    let r = resp.answer(black_box(&mut umem), rlen, &mut |m, p, o| {
+                        engine.handle(now, m, p, o)
+                    });
                     replies += u64::from(r.is_some());
                 }
                 total += t.elapsed();
                 assert_eq!(replies, n, "renew frames without a reply frame");
-                resp.engine().take_changed(&mut changed);
+                engine.take_changed(&mut changed);
                 changed.clear();
                 left -= n;
             }
@@ -275,7 +280,7 @@ fn engine_benches(c: &mut Criterion) {
 
     // A whole DORA exchange per element, the way the worker commits in ack
     // mode: a batch of 64 DISCOVER frames, commit (`LeaseTable::flush`, as
-    // `worker::commit_batch` calls it), then 64 REQUEST frames, commit.
+    // the committer calls it), then 64 REQUEST frames, commit.
     // Figures are per exchange (2 frames in, 2 out, 2/64 of a flush each).
     let sel_at = requested_ip_at(&sel);
     let stpl = build(&Req::select(0, Ipv4Addr::UNSPECIFIED));
@@ -294,13 +299,16 @@ fn engine_benches(c: &mut Criterion) {
                 for _ in 0..n {
                     umem[..dlen].copy_from_slice(&dframe[..dlen]);
                     set_client_at(&mut umem, off, dtpl.cid_mac_at, next_client);
-                    if resp.handle_frame(NOW, &mut umem, dlen).is_some() {
+                    if resp
+                        .answer(&mut umem, dlen, &mut |m, p, o| engine.handle(NOW, m, p, o))
+                        .is_some()
+                    {
                         let y = &umem[off + 16..off + 20];
                         batch.push((next_client, [y[0], y[1], y[2], y[3]]));
                     }
                     next_client += 1;
                 }
-                resp.engine().take_changed(&mut changed);
+                engine.take_changed(&mut changed);
                 if let Err(e) = fx.table.flush() {
                     panic!("flush: {e}");
                 }
@@ -309,9 +317,12 @@ fn engine_benches(c: &mut Criterion) {
                     umem[..slen].copy_from_slice(&sframe[..slen]);
                     set_client_at(&mut umem, off, stpl.cid_mac_at, client);
                     umem[off + sel_at..off + sel_at + 4].copy_from_slice(&ip);
-                    acks += u64::from(resp.handle_frame(NOW, &mut umem, slen).is_some());
+                    acks += u64::from(
+                        resp.answer(&mut umem, slen, &mut |m, p, o| engine.handle(NOW, m, p, o))
+                            .is_some(),
+                    );
                 }
-                resp.engine().take_changed(&mut changed);
+                engine.take_changed(&mut changed);
                 if let Err(e) = fx.table.flush() {
                     panic!("flush: {e}");
                 }

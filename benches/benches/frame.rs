@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xdhcpd::frame::{write_ipv4_udp_headers, FrameLayout, Ipv4UdpAddrs, RxFrame};
 use xdhcpd_benches::{build, frame_around, request_addrs, Req, FRAME_SIZE, SERVER_ID, SERVER_MAC};
+use xdhcpd_io::frame::{write_ipv4_udp_headers, FrameLayout, Ipv4UdpAddrs, RxFrame};
 
 const ONE_TAG: [u8; 4] = [0x81, 0x00, 0x00, 0x64];
 const TWO_TAGS: [u8; 8] = [0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x64];

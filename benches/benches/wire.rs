@@ -19,8 +19,8 @@ use std::net::Ipv4Addr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dhcproto::v4::{self, relay};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
-use xdhcpd::dhcpv4::wire::{opt, Message, ReplyWriter};
 use xdhcpd_benches::{build, Req, FRAME_SIZE, SERVER_ID};
+use xdhcpd_dhcpv4::wire::{opt, Message, ReplyWriter};
 
 /// Equivalent of `Summary` pulled out of dhcproto's borrowed view.
 #[derive(Default)]

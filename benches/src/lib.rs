@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec, Slot};
-use xdhcpd::dhcpv4::{Engine, EngineShared, EngineStats};
-use xdhcpd::frame::{self, FrameLayout, Ipv4UdpAddrs};
+use xdhcpd_dhcpv4::{Engine, EngineShared, EngineStats};
+use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs};
 
 /// The clock the benchmarks run at (unix seconds).
 pub const NOW: u32 = 1_700_000_000;
@@ -153,7 +153,7 @@ pub fn build(r: &Req) -> Built {
         b[24..28].copy_from_slice(&RELAY.octets());
     }
     b[28..34].copy_from_slice(&mac);
-    b[236..240].copy_from_slice(&xdhcpd::dhcpv4::wire::MAGIC_COOKIE);
+    b[236..240].copy_from_slice(&xdhcpd_dhcpv4::wire::MAGIC_COOKIE);
     let put = |b: &mut Vec<u8>, code: u8, val: &[u8]| {
         b.push(code);
         b.push(val.len() as u8);
@@ -257,7 +257,7 @@ pub struct EngineFixture {
 impl EngineFixture {
     /// Parses [`CONFIG`] and opens (creates) the lease table at `path`.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let cfg = xdhcpd::config::parse(CONFIG, "benches/CONFIG")
+        let cfg = xdhcpd_config::parse(CONFIG, "benches/CONFIG")
             .map_err(|e| format!("bench configuration: {e}"))?;
         let cfg = Arc::new(cfg);
         let pools: Vec<PoolSpec> = cfg
@@ -330,7 +330,7 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xdhcpd::dhcpv4::wire::{Message, MessageType};
+    use xdhcpd_dhcpv4::wire::{Message, MessageType};
 
     #[test]
     fn built_requests_parse_with_both_parsers() {
@@ -358,7 +358,7 @@ mod tests {
         let d = build(&r);
         for tags in [&[][..], &[0x81, 0x00, 0x00, 0x64][..]] {
             let (f, n) = frame_around(&d.bytes, tags, &request_addrs(&r)).unwrap();
-            let rx = xdhcpd::frame::RxFrame::parse(&f[..n]).unwrap();
+            let rx = xdhcpd_io::frame::RxFrame::parse(&f[..n]).unwrap();
             assert_eq!(rx.payload, &d.bytes[..]);
             assert_eq!(rx.vlan_tags(), tags);
         }

@@ -10,8 +10,8 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 
-use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
-use xdhcpd::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
+use xdhcpd_dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
+use xdhcpd_io::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
 use xdhcpd_tools::loadgen::addrbook::AddrBook;
 use xdhcpd_tools::loadgen::engine::Engine;
 use xdhcpd_tools::loadgen::port::{Port, TxOutcome};

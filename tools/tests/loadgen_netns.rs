@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use require::{require, Capability};
 use serde_json::Value;
-use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
-use xdhcpd::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
+use xdhcpd_dhcpv4::wire::{opt, Message, MessageType, ReplyWriter};
+use xdhcpd_io::frame::{write_ipv4_udp_headers, Ipv4UdpAddrs, RxFrame, BROADCAST_MAC};
 use xdhcpd_tools::loadgen::port::{PacketPort, Port, TxOutcome};
 use xdhcpd_tools::netns::{ChildGuard, NetnsPair, PairConfig};
 

@@ -262,7 +262,7 @@ fn reply_frame(kind: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Vec<u8>
     p[240..240 + opts.len()].copy_from_slice(&opts);
     let mut f = vec![0u8; 42 + 300];
     f[42..].copy_from_slice(&p);
-    let addrs = xdhcpd::frame::Ipv4UdpAddrs {
+    let addrs = xdhcpd_io::frame::Ipv4UdpAddrs {
         src_mac: SERVER_MAC,
         dst_mac: chaddr,
         src_ip: SERVER,
@@ -270,7 +270,7 @@ fn reply_frame(kind: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Vec<u8>
         src_port: 67,
         dst_port: 68,
     };
-    xdhcpd::frame::write_ipv4_udp_headers(&mut f, &[], &addrs, 300).expect("fits");
+    xdhcpd_io::frame::write_ipv4_udp_headers(&mut f, &[], &addrs, 300).expect("fits");
     f
 }
 
@@ -279,7 +279,7 @@ fn reply_parser_extracts_what_the_engine_needs() {
     let mac = client_mac(0x4c, 5);
     let f = reply_frame(5, 0x0200_0005, mac, Ipv4Addr::new(10, 77, 1, 5));
     let r = parse_reply(&f).expect("an ACK");
-    assert_eq!(r.kind, xdhcpd::dhcpv4::wire::MessageType::Ack);
+    assert_eq!(r.kind, xdhcpd_dhcpv4::wire::MessageType::Ack);
     assert_eq!(r.xid, 0x0200_0005);
     assert_eq!(r.yiaddr, Ipv4Addr::new(10, 77, 1, 5));
     assert_eq!(r.server_id, SERVER);

@@ -2,13 +2,8 @@
 //! for the map of modules and the way of one packet through them.
 
 pub mod clock;
-pub mod config;
 pub mod control;
-pub mod dhcpv4;
 pub mod failover;
-pub mod frame;
-pub mod io;
 pub mod leases;
 pub mod lq_client;
 pub mod server;
-pub mod xdp;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::dhcpv4::wire::{
+use xdhcpd_dhcpv4::wire::{
     opt, relay_sub, Message, MessageType, SubOptionIter, MAGIC_COOKIE, OP_BOOTREPLY, OP_BOOTREQUEST,
 };
 
@@ -304,5 +304,112 @@ mod tests {
         // Our own request (op BOOTREQUEST) is not an answer.
         assert!(parse_answer(&q, 7).is_err());
         assert!(parse_answer(&q[..100], 7).is_err());
+    }
+
+    /// The tool's query through the real engine, and its reading of the answers.
+    #[test]
+    fn the_leasequery_tool_asks_and_reads_what_the_engine_answers() {
+        use std::sync::Arc;
+
+        use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+        use xdhcpd_dhcpv4::{Decision, Engine, EngineShared, EngineStats, RxMeta};
+
+        const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+        const RELAY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+        const CFG: &str = r#"
+[server]
+interface = "lo"
+[lease]
+default-time = 3600
+min-time = 60
+max-time = 7200
+[[subnet]]
+cidr = "10.9.0.0/24"
+[[subnet.pool]]
+range = "10.9.0.10-10.9.0.20"
+"#;
+        // Circuit-id "port-7", remote-id "cpe-42".
+        const OPT82: &[u8] = &[
+            1, 6, b'p', b'o', b'r', b't', b'-', b'7', 2, 6, b'c', b'p', b'e', b'-', b'4', b'2',
+        ];
+        let cfg = Arc::new(xdhcpd_config::parse(CFG, "lq.toml").expect("config"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let opts = OpenOptions {
+            now: 1000,
+            ..OpenOptions::default()
+        };
+        let (table, _) =
+            LeaseTable::open(&dir.path().join("l.db"), &pools, &opts).expect("lease table");
+        let shared = EngineShared::new(cfg, Arc::new(table), SERVER);
+        let mut engine = Engine::new(Arc::new(shared), 0, Arc::new(EngineStats::default()));
+        let meta = RxMeta {
+            local_addr: SERVER,
+            src_ip: RELAY,
+            dst_ip: SERVER,
+        };
+        let mut handle = |now: u32, req: &[u8]| -> (MessageType, Vec<u8>) {
+            let mut out = [0u8; 1500];
+            match engine.handle(now, &meta, req, &mut out) {
+                Decision::Reply { len, kind, .. } => (kind, out[..len].to_vec()),
+                Decision::Silent(why) => panic!("no answer: {why:?}"),
+            }
+        };
+        // A relayed DORA by client 02:00:00:00:00:16 with a client id and option 82.
+        let id = [1, 2, 0, 0, 0, 0, 22];
+        let request = |kind: u8, extra: &[(u8, &[u8])]| {
+            let mut b = vec![0u8; 240];
+            b[0] = OP_BOOTREQUEST;
+            b[1] = 1;
+            b[2] = 6;
+            b[24..28].copy_from_slice(&RELAY.octets());
+            b[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 22]);
+            b[236..240].copy_from_slice(&MAGIC_COOKIE);
+            let base: [(u8, &[u8]); 3] = [
+                (opt::MESSAGE_TYPE, &[kind]),
+                (opt::CLIENT_ID, &id),
+                (opt::RELAY_AGENT_INFO, OPT82),
+            ];
+            for (c, v) in base.iter().chain(extra) {
+                b.push(*c);
+                b.push(v.len() as u8);
+                b.extend_from_slice(v);
+            }
+            b.push(opt::END);
+            b
+        };
+        let (kind, offer) = handle(1000, &request(1, &[]));
+        assert_eq!(kind, MessageType::Offer);
+        let ip = Message::new_checked(&offer).expect("offer parses").yiaddr();
+        let (sid, rip) = (SERVER.octets(), ip.octets());
+        let sel = [(opt::SERVER_ID, &sid[..]), (opt::REQUESTED_IP, &rip[..])];
+        assert_eq!(handle(1000, &request(3, &sel)).0, MessageType::Ack);
+
+        for (xid, ask) in [
+            (1, Ask::Ip(ip)),
+            (2, Ask::Mac([2, 0, 0, 0, 0, 22])),
+            (3, Ask::ClientId(id.to_vec())),
+        ] {
+            let (_, a) = handle(1060, &build_query(xid, RELAY, &ask));
+            let ans = parse_answer(&a, xid).expect("answer decodes");
+            assert_eq!(ans.answer, "LEASEACTIVE", "{ask:?}");
+            assert_eq!(ans.address, Some(ip));
+            assert_eq!(ans.mac.as_deref(), Some("02:00:00:00:00:16"));
+            assert_eq!(ans.client_id.as_deref(), Some("01020000000016"));
+            assert_eq!(ans.lease_seconds_left, Some(3540));
+            assert_eq!(ans.seconds_since_last_transaction, Some(60));
+            assert_eq!(ans.circuit_id.as_deref(), Some("port-7"));
+            assert_eq!(ans.remote_id.as_deref(), Some("cpe-42"));
+            assert!(parse_answer(&a, xid + 1).is_err(), "xid checked");
+        }
+        let unassigned = Ask::Ip(Ipv4Addr::new(10, 9, 0, 19));
+        let (_, a) = handle(1060, &build_query(4, RELAY, &unassigned));
+        let ans = parse_answer(&a, 4).expect("answer decodes");
+        assert_eq!(ans.answer, "LEASEUNASSIGNED");
+        assert_eq!(ans.relay_agent_info, None);
     }
 }

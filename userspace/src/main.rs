@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mimalloc::MiMalloc;
-use xdhcpd::config::{self, IoMode};
 use xdhcpd::server::{self, RunOptions};
+use xdhcpd_config::IoMode;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             config,
             cmd,
         } => xdhcpd::failover::main_ctl(socket, config, cmd),
-        Cmd::CheckConfig { file } => match config::load(&file) {
+        Cmd::CheckConfig { file } => match xdhcpd_config::load(&file) {
             Ok(cfg) => {
                 let pools: u64 = cfg
                     .subnets
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             allow_shrink,
             control_socket,
         } => {
-            let cfg = match config::load(&path) {
+            let cfg = match xdhcpd_config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

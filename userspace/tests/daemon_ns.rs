@@ -506,7 +506,7 @@ fn perfdhcp_load(io: Io) -> Res<()> {
     let bed = Bed::new(Some("10.77.0.2/16"))?;
     let cfg = example("demo.toml");
     let pools = pools_of(&cfg)?;
-    let offer_hold = xdhcpd::config::load(&cfg)
+    let offer_hold = xdhcpd_config::load(&cfg)
         .map_err(|e| e.to_string())?
         .lease
         .offer_hold;

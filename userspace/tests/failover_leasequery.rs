@@ -28,7 +28,7 @@ use std::time::Duration;
 use daemon_common::{write_file, Res};
 use failover_common::*;
 use require::{require, Capability};
-use xdhcpd::dhcpv4::wire::{opt, Message, MessageType, MAGIC_COOKIE, OP_BOOTREQUEST};
+use xdhcpd_dhcpv4::wire::{opt, Message, MessageType, MAGIC_COOKIE, OP_BOOTREQUEST};
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
 const MAC: [u8; 6] = [0x02, 0x4c, 0x51, 0, 0, 0x07];

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use lease_store::{LeaseTable, OpenOptions, PoolSpec};
-use xdhcpd::dhcpv4::wire::{opt, MessageType, MAGIC_COOKIE};
-use xdhcpd::dhcpv4::{Decision, Engine, EngineShared, EngineStats, RxMeta};
+use xdhcpd_dhcpv4::wire::{opt, MessageType, MAGIC_COOKIE};
+use xdhcpd_dhcpv4::{Decision, Engine, EngineShared, EngineStats, RxMeta};
 use xdhcpd_failover::{FailoverPolicy, PolicyCell, Role, ServerState};
 
 struct Counting;
@@ -84,7 +84,7 @@ fn kind(d: Decision) -> Option<MessageType> {
 
 #[test]
 fn leasequery_answers_allocate_nothing() {
-    let cfg = Arc::new(xdhcpd::config::parse(CFG, "alloc.toml").expect("config"));
+    let cfg = Arc::new(xdhcpd_config::parse(CFG, "alloc.toml").expect("config"));
     let dir = tempfile::tempdir().expect("tempdir");
     let pools: Vec<PoolSpec> = cfg
         .pool_specs()

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use io_netns::*;
 use require::{require, Capability};
-use xdhcpd::io::udp::{set_neighbour, UdpIo, UdpRx, UdpTx};
+use xdhcpd_common::DHCPV4_SERVER_PORT;
+use xdhcpd_io::udp::{set_neighbour, UdpIo, UdpRx, UdpTx};
 
 /// Every test here makes namespaces and a veth (root, `ip`).
 const NEEDS: &[Capability] = &[Capability::Root, Capability::Program("ip")];
@@ -41,7 +42,7 @@ fn udp_broadcast_in_and_out() {
     }
     let pair = NetnsPair::new("u").expect("create namespace pair");
     let _ns = InNetns::enter(&pair.srv).expect("enter server netns");
-    let mut io = UdpIo::open(&pair.srv_if).expect("open UDP socket on port 67");
+    let mut io = UdpIo::open(&pair.srv_if, DHCPV4_SERVER_PORT).expect("open UDP socket on port 67");
 
     // Client: from 10.77.0.2:68, one broadcast and one unicast to the server,
     // then wait for the server's broadcast reply on port 68.
@@ -122,7 +123,7 @@ fn udp_unicast_to_addressless_client_via_arp_entry() {
     }
     let pair = NetnsPair::new("a").expect("create namespace pair");
     let _ns = InNetns::enter(&pair.srv).expect("enter server netns");
-    let mut io = UdpIo::open(&pair.srv_if).expect("open UDP socket on port 67");
+    let mut io = UdpIo::open(&pair.srv_if, DHCPV4_SERVER_PORT).expect("open UDP socket on port 67");
     let yiaddr = Ipv4Addr::new(10, 77, 0, 50);
     let no_entry = Ipv4Addr::new(10, 77, 0, 51);
     io.set_neighbour(yiaddr, CLI_MAC).expect("SIOCSARP");
@@ -186,7 +187,7 @@ fn udp_errors_name_the_interface() {
     }
     let pair = NetnsPair::new("e").expect("create namespace pair");
     let _ns = InNetns::enter(&pair.srv).expect("enter server netns");
-    let e = match UdpIo::open("xdhcpd-nosuch") {
+    let e = match UdpIo::open("xdhcpd-nosuch", DHCPV4_SERVER_PORT) {
         Ok(_) => panic!("opened a socket on a missing interface"),
         Err(e) => e,
     };

@@ -20,9 +20,9 @@ use std::{
 
 use netns::{veth_pair, Netns};
 use require::{require, Capability};
-use xdhcpd::io::xsk::{XskConfig, XskSocket};
-use xdhcpd::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6, CFG_GUARD_FAILOVER};
+use xdhcpd_io::xdp::{AttachMode, Counters, XdpError, XdpSteering, DEFAULT_OBJECT_PATH};
+use xdhcpd_io::xsk::{XskConfig, XskSocket};
 
 const SRV4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const PARTNER4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
@@ -36,7 +36,7 @@ const OTHER_UDP_PORT: u16 = 9999;
 /// What this test needs: root, and the eBPF object unless one is embedded in this build.
 fn needs() -> Vec<Capability> {
     let mut needs = vec![Capability::Root, Capability::Program("ip")];
-    if object().is_none() && !xdhcpd::xdp::has_embedded_object() {
+    if object().is_none() && !xdhcpd_io::xdp::has_embedded_object() {
         needs.push(Capability::EbpfObject(default_object()));
     }
     needs

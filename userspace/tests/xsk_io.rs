@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use io_netns::*;
 use require::{require, Capability};
-use xdhcpd::io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
+use xdhcpd_io::xsk::{BindMode, Desc, TxPushError, XskConfig, XskOp, XskSocket};
 
 /// Every test here makes namespaces and a veth (root, `ip`).
 const NEEDS: &[Capability] = &[Capability::Root, Capability::Program("ip")];
@@ -320,7 +320,7 @@ fn reflect_udp(f: &mut [u8]) -> Option<u32> {
 fn xdp_object() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join(xdhcpd::xdp::DEFAULT_OBJECT_PATH)
+        .join(xdhcpd_io::xdp::DEFAULT_OBJECT_PATH)
 }
 
 /// RX through the real XDP program: DHCP-port datagrams from the client
@@ -331,7 +331,7 @@ fn xdp_object() -> std::path::PathBuf {
 fn xsk_rx_via_xdp_redirect_and_reflect() {
     // The object embedded in this build serves when the file was not built.
     let path = xdp_object();
-    let object = (path.is_file() || !xdhcpd::xdp::has_embedded_object()).then_some(path);
+    let object = (path.is_file() || !xdhcpd_io::xdp::has_embedded_object()).then_some(path);
     let mut needs = NEEDS.to_vec();
     needs.extend(object.clone().map(Capability::EbpfObject));
     if !require(&needs) {
@@ -407,9 +407,9 @@ fn xsk_rx_via_xdp_redirect_and_reflect() {
         failover_port: 0,
         standby_max_secs: 0,
     };
-    let mut steering = xdhcpd::xdp::XdpSteering::attach(
+    let mut steering = xdhcpd_io::xdp::XdpSteering::attach(
         &pair.srv_if,
-        xdhcpd::xdp::AttachMode::Auto,
+        xdhcpd_io::xdp::AttachMode::Auto,
         object.as_deref(),
         xcfg,
     )

@@ -12,7 +12,7 @@ pub struct BuildArgs {
     pub debug_ebpf: bool,
 }
 
-/// Variable read by `userspace/build.rs`: path of the object to embed.
+/// Variable read by `userspace/io/build.rs` (the XDP loader lives in `xdhcpd-io`): path of the object to embed.
 const EMBED_VAR: &str = "XDHCPD_EBPF_OBJECT";
 
 /// Builds everything and returns the path of the daemon binary.

@@ -18,14 +18,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use dhcproto::{v4, Decodable, Decoder};
-use xdhcpd::dhcpv4::wire::Message;
-use xdhcpd::dhcpv4::{Decision, Engine, RxMeta};
-use xdhcpd::frame::FrameLayout;
-use xdhcpd::server::respond::Responder;
+use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
     build, frame_around, request_addrs, set_client_at, EngineFixture, Req, FRAME_SIZE, NOW, RELAY,
     SERVER_ID, SERVER_MAC,
 };
+use xdhcpd_dhcpv4::wire::Message;
+use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
+use xdhcpd_io::frame::FrameLayout;
 
 const META: RxMeta = RxMeta {
     local_addr: SERVER_ID,
@@ -151,7 +151,8 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
             } else {
                 Vec::new()
             };
-            let mut resp = Responder::new(e, SERVER_MAC, SERVER_ID);
+            let mut engine = e;
+            let mut resp = FrameResponder::new(SERVER_MAC, SERVER_ID, SERVER_ID);
             let req = if renew {
                 Req::renew(0, Ipv4Addr::UNSPECIFIED)
             } else {
@@ -168,7 +169,10 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
                 if renew {
                     out[off + 12..off + 16].copy_from_slice(&ips[i as usize]);
                 }
-                resp.handle_frame(NOW + 5, &mut out, len).is_some()
+                resp.answer(&mut out, len, &mut |m, p, o| {
+                    engine.handle(NOW + 5, m, p, o)
+                })
+                .is_some()
             });
             report(op, n, ok, t)
         }

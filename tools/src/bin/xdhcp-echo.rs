@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use xdhcpd::io::xsk::{BindMode, Desc, XskConfig, XskSocket};
-use xdhcpd::xdp::{AttachMode, XdpSteering};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4};
+use xdhcpd_io::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::xsk::{BindMode, Desc, XskConfig, XskSocket};
 use xdhcpd_tools::loadgen::sys;
 
 /// XDP -> AF_XDP DHCP reflector (the raw ceiling of `cargo xtask bench`).
@@ -361,7 +361,7 @@ mod tests {
         let n = reflect(&mut f, [2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 78, 0, 1));
         assert_eq!(n, Some(f.len()));
         let r = xdhcpd_tools::loadgen::reply::parse_reply(&f).expect("a reply");
-        assert_eq!(r.kind, xdhcpd::dhcpv4::wire::MessageType::Offer);
+        assert_eq!(r.kind, xdhcpd_dhcpv4::wire::MessageType::Offer);
         assert_eq!(r.xid, 0x0301_0203);
         assert_eq!(r.yiaddr, Ipv4Addr::new(10, 129, 2, 3));
         assert_eq!(r.server_id, Ipv4Addr::new(10, 78, 0, 1));
@@ -380,7 +380,7 @@ mod tests {
         let mut f = request(3, [10, 129, 2, 3]);
         assert!(reflect(&mut f, [2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 78, 0, 1)).is_some());
         let r = xdhcpd_tools::loadgen::reply::parse_reply(&f).expect("a reply");
-        assert_eq!(r.kind, xdhcpd::dhcpv4::wire::MessageType::Ack);
+        assert_eq!(r.kind, xdhcpd_dhcpv4::wire::MessageType::Ack);
         assert_eq!(&f[30..34], &[10, 129, 2, 3]);
     }
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use xdhcpd::io::xsk::BindMode;
-use xdhcpd::xdp::AttachMode;
+use xdhcpd_io::xdp::AttachMode;
+use xdhcpd_io::xsk::BindMode;
 use xdhcpd_tools::loadgen::{self, sys::parse_mac, Config, EngineConfig, IoMode, Scenario};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

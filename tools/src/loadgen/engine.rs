@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use xdhcpd::dhcpv4::wire::MessageType;
+use xdhcpd_dhcpv4::wire::MessageType;
 
 use super::acklog::{self, AckLog};
 use super::addrbook::AckCheck;

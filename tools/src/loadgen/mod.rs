@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use xdhcpd::io::xsk::{BindMode, XskConfig, XskSocket};
-use xdhcpd::xdp::{AttachMode, XdpSteering};
 use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT};
+use xdhcpd_io::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::xsk::{BindMode, XskConfig, XskSocket};
 
 use engine::Engine;
 use port::{PacketPort, Port, XskPort};

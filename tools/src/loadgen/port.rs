@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use xdhcpd::io::xsk::{Desc, TxPushError, XskSocket};
+use xdhcpd_io::xsk::{Desc, TxPushError, XskSocket};
 
 /// Frames per receive / transmit batch.
 pub const BATCH: usize = 64;

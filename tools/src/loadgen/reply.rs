@@ -2,8 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcpd::dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
-use xdhcpd::frame::RxFrame;
+use xdhcpd_dhcpv4::wire::{Message, MessageType, OP_BOOTREPLY};
+use xdhcpd_io::frame::RxFrame;
 
 /// A reply, reduced to what the engine needs (small and `Copy`, so it can be
 /// forwarded between threads without allocation).

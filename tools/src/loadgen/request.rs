@@ -6,8 +6,9 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcpd::dhcpv4::wire::{opt, relay_sub, MessageType, FLAG_BROADCAST, MAGIC_COOKIE};
-use xdhcpd::frame::{write_ipv4_udp_headers, FrameLayout, Ipv4UdpAddrs, BROADCAST_MAC};
+use xdhcpd_common::{DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT};
+use xdhcpd_dhcpv4::wire::{opt, relay_sub, MessageType, FLAG_BROADCAST, MAGIC_COOKIE};
+use xdhcpd_io::frame::{write_ipv4_udp_headers, FrameLayout, Ipv4UdpAddrs, BROADCAST_MAC};
 
 /// Length of every DHCP payload we send.
 pub const PAYLOAD_LEN: usize = 300;
@@ -15,9 +16,6 @@ pub const PAYLOAD_LEN: usize = 300;
 pub const PAYLOAD_OFFSET: usize = 42;
 /// Length of every request frame.
 pub const FRAME_LEN: usize = PAYLOAD_OFFSET + PAYLOAD_LEN;
-
-pub const SERVER_PORT: u16 = 67;
-pub const CLIENT_PORT: u16 = 68;
 
 /// Which client message, with the fields that message carries (RFC 2131 table 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,8 +227,8 @@ pub fn addressing(spec: &RequestSpec, peer: &Peer) -> Option<Ipv4UdpAddrs> {
             dst_mac: mac,
             src_ip: r.giaddr,
             dst_ip: ip,
-            src_port: SERVER_PORT,
-            dst_port: SERVER_PORT,
+            src_port: DHCPV4_SERVER_PORT,
+            dst_port: DHCPV4_SERVER_PORT,
         });
     }
     if spec.msg.is_unicast() {
@@ -240,8 +238,8 @@ pub fn addressing(spec: &RequestSpec, peer: &Peer) -> Option<Ipv4UdpAddrs> {
             dst_mac: mac,
             src_ip: spec.msg.ciaddr(),
             dst_ip: ip,
-            src_port: CLIENT_PORT,
-            dst_port: SERVER_PORT,
+            src_port: DHCPV4_CLIENT_PORT,
+            dst_port: DHCPV4_SERVER_PORT,
         });
     }
     Some(Ipv4UdpAddrs {
@@ -249,8 +247,8 @@ pub fn addressing(spec: &RequestSpec, peer: &Peer) -> Option<Ipv4UdpAddrs> {
         dst_mac: BROADCAST_MAC,
         src_ip: Ipv4Addr::UNSPECIFIED,
         dst_ip: Ipv4Addr::BROADCAST,
-        src_port: CLIENT_PORT,
-        dst_port: SERVER_PORT,
+        src_port: DHCPV4_CLIENT_PORT,
+        dst_port: DHCPV4_SERVER_PORT,
     })
 }
 

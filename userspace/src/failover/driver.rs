@@ -31,8 +31,8 @@ use xdhcpd_failover::{
 
 use super::table_store::TableStore;
 use crate::clock::unix_now;
-use crate::config::FailoverConfig;
 use crate::control::{fmt_time, FailoverStatus, Request, Response};
+use xdhcpd_config::FailoverConfig;
 
 /// Commands from other threads (control socket, daemon shutdown).
 pub(crate) enum Command {

@@ -32,9 +32,9 @@ use tokio::sync::mpsc;
 use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role};
 
 use crate::clock::unix_now;
-use crate::config::{FailoverConfig, FailoverRole};
 use crate::control::{self, fmt_time, Handler, Request, Response};
 use driver::{Command, Driver};
+use xdhcpd_config::{FailoverConfig, FailoverRole};
 
 /// Capacity of the workers -> driver channel of changed slots.
 pub const CHANGE_CHANNEL: usize = 65_536;
@@ -292,7 +292,7 @@ pub fn resolve_socket(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow:
         return Ok(s);
     }
     if let Some(c) = config {
-        let cfg = crate::config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = xdhcpd_config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok(cfg
             .server
             .control_socket

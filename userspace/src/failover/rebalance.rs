@@ -26,7 +26,7 @@ use xdhcpd_failover::balance::{self, AddrKind, PoolBalance, Trigger};
 use xdhcpd_failover::{BindingSync, FailoverEngine, Role};
 
 use super::table_store::TableStore;
-use crate::config::FailoverConfig;
+use xdhcpd_config::FailoverConfig;
 
 /// How often the primary compares the counters with the target ("significantly off").
 const CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -40,7 +40,7 @@ use lease_store::{
 };
 use serde::Serialize;
 
-use crate::config::{self, Config};
+use xdhcpd_config::Config;
 
 pub use import::{apply as import_leases, ImportOptions, ImportRefused, ImportSummary};
 pub use isc::{parse as parse_isc, IscFile};
@@ -391,7 +391,7 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
 
 /// Loads the configuration and opens its lease table.
 pub fn open(args: &TableArgs, access: Access) -> Result<(Config, LeaseTable)> {
-    let cfg = config::load(&args.config).map_err(|e| anyhow!(Refused(e.to_string())))?;
+    let cfg = xdhcpd_config::load(&args.config).map_err(|e| anyhow!(Refused(e.to_string())))?;
     let path = args
         .lease_file
         .clone()

@@ -1,6 +1,6 @@
 //! Start-up, threads and shutdown of the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -9,17 +9,23 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
 
+use xdhcpd_common::DHCPV4_SERVER_PORT;
+use xdhcpd_failover::PolicyCell;
+
+use super::commit::{self, Committer};
 use super::iface::Interface;
-use super::respond::Responder;
-use super::worker::{run_udp_worker, run_xdp_worker, WorkerCounters};
+use super::packet_io::udp::UdpDriver;
+use super::packet_io::xsk::{FrameResponder, XskDriver};
+use super::packet_io::PacketIo;
+use super::worker::{run_worker, WorkerCounters};
 use crate::clock::unix_now;
-use crate::config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
 use crate::control::{default_socket, ControlServer};
-use crate::dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
-use crate::failover::{no_failover_handler, Failover};
-use crate::io::udp::UdpIo;
-use crate::io::xsk::{XskConfig, XskSocket};
-use crate::xdp::{AttachMode, XdpSteering};
+use crate::failover::{no_failover_handler, Failover, FailoverTap};
+use xdhcpd_config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
+use xdhcpd_dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
+use xdhcpd_io::udp::UdpIo;
+use xdhcpd_io::xdp::{AttachMode, XdpSteering};
+use xdhcpd_io::xsk::{XskConfig, XskSocket};
 
 /// Command-line overrides of the configuration and reporting options.
 #[derive(Clone, Debug, Default)]
@@ -126,50 +132,29 @@ fn open_xdp(
     })
 }
 
-/// Runs the daemon until a signal (or `run_for`) stops it.
-pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
-    if let Some(i) = &opts.interface {
-        cfg.server.interface = i.clone();
-    }
-    if let Some(l) = &opts.lease_file {
-        cfg.server.lease_file = l.clone();
-    }
-    if let Some(io) = opts.io {
-        cfg.server.io = io;
-    }
-    let cfg = Arc::new(cfg);
-    let iface = Interface::lookup(&cfg.server.interface)?;
-    let server_id = match (cfg.server.server_id, iface.ipv4) {
-        (Some(s), _) => s,
-        (None, Some(a)) => a,
-        (None, None) => bail!(
-            "interface {} has no IPv4 address and `server.server-id` is not set in {}",
-            iface.name,
-            cfg.source.display()
-        ),
+/// Opens the data path the configuration asks for (`auto`: XDP, else kernel UDP).
+fn open_data_path(
+    cfg: &Config,
+    iface: &Interface,
+    object: Option<&Path>,
+) -> anyhow::Result<DataPath> {
+    let udp = || {
+        UdpIo::open(&iface.name, DHCPV4_SERVER_PORT)
+            .map(DataPath::Udp)
+            .context("opening the UDP fallback socket")
     };
-    let local_addr = iface.ipv4.unwrap_or(server_id);
+    match cfg.server.io {
+        IoMode::Udp => udp(),
+        IoMode::Xdp => open_xdp(cfg, iface, object),
+        IoMode::Auto => open_xdp(cfg, iface, object).or_else(|e| {
+            tracing::warn!("XDP unavailable, falling back to kernel UDP sockets: {e:#}");
+            udp()
+        }),
+    }
+}
 
-    // Data path first: its queue count decides the number of shards.
-    let object = opts.ebpf_object.clone().or(cfg.server.ebpf_object.clone());
-    let path = match cfg.server.io {
-        IoMode::Udp => {
-            DataPath::Udp(UdpIo::open(&iface.name).context("opening the UDP fallback socket")?)
-        }
-        IoMode::Xdp => open_xdp(&cfg, &iface, object.as_deref())?,
-        IoMode::Auto => match open_xdp(&cfg, &iface, object.as_deref()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("XDP unavailable, falling back to kernel UDP sockets: {e:#}");
-                DataPath::Udp(UdpIo::open(&iface.name).context("opening the UDP fallback socket")?)
-            }
-        },
-    };
-    let shards = match &path {
-        DataPath::Xdp { sockets, .. } => sockets.len(),
-        DataPath::Udp(_) => 1,
-    };
-
+/// Opens (or creates) the lease file for the configured pools, logging what it found.
+fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::Result<LeaseTable> {
     let pools: Vec<PoolSpec> = cfg
         .pool_specs()
         .into_iter()
@@ -179,7 +164,7 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let open_opts = OpenOptions {
         shards,
         now: unix_now(),
-        allow_shrink: opts.allow_shrink,
+        allow_shrink,
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
@@ -224,207 +209,322 @@ pub fn run(mut cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
         started.elapsed()
     );
-    let table = Arc::new(table);
-    let failover = match &cfg.failover {
-        Some(f) => Some(Failover::start(f, table.clone())?),
-        None => None,
-    };
-    let mut shared = EngineShared::new(cfg.clone(), table.clone(), server_id);
-    if let Some(f) = &failover {
-        shared = shared.with_failover(f.policy_cell());
-    }
-    let shared = Arc::new(shared);
-    let tap = failover.as_ref().map(|f| f.tap());
-    let control_path = opts
-        .control_socket
-        .clone()
-        .or(cfg.server.control_socket.clone())
-        .unwrap_or_else(|| default_socket(&iface.name));
-    let handler = failover
-        .as_ref()
-        .map_or_else(no_failover_handler, |f| f.control_handler());
-    let control = match ControlServer::start(&control_path, handler) {
-        Ok(c) => {
-            tracing::info!("control socket {}", control_path.display());
-            Some(c)
-        }
-        // Operators need it to run failover; without failover it is a convenience.
-        Err(e) if failover.is_some() => return Err(e),
-        Err(e) => {
-            tracing::warn!("no control socket: {e:#}");
-            None
-        }
-    };
-    shared.protect_reservations(unix_now());
-    tracing::info!(
-        "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
-        cfg.subnets.len(),
-        iface.name,
-        cfg.server.commit
-    );
+    Ok(table)
+}
 
-    install_signal_handlers();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    let mut stats: Vec<Arc<EngineStats>> = Vec::new();
-    let mut wcounters: Vec<Arc<WorkerCounters>> = Vec::new();
-    let commit = cfg.server.commit;
-    // Ack mode on the XDP path: one committer thread flushes for all workers.
-    let committer = match (&path, commit) {
-        (DataPath::Xdp { .. }, CommitMode::Ack) => Some(Arc::new(super::commit::Committer::new())),
-        _ => None,
-    };
-    let mut steering = match path {
-        DataPath::Xdp { steering, sockets } => {
-            for (q, sock) in sockets.into_iter().enumerate() {
-                let st = Arc::new(EngineStats::default());
-                let wc = Arc::new(WorkerCounters::default());
-                stats.push(st.clone());
-                wcounters.push(wc.clone());
-                let engine = Engine::new(shared.clone(), q, st);
-                let responder = Responder::new(engine, iface.mac, local_addr);
-                let stop = stop.clone();
-                let committer = committer.clone();
-                let tap = tap.clone();
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("xdhcpd-q{q}"))
-                        .spawn(move || run_xdp_worker(sock, responder, committer, stop, wc, tap))?,
-                );
+/// What every worker shares.
+struct WorkerShared {
+    engine: Arc<EngineShared>,
+    committer: Option<Arc<Committer>>,
+    stop: Arc<AtomicBool>,
+    tap: Option<FailoverTap>,
+}
+
+/// The worker threads and what the reporter reads of them.
+#[derive(Default)]
+struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<EngineStats>>,
+    counters: Vec<Arc<WorkerCounters>>,
+}
+
+impl Workers {
+    /// Starts the worker of shard `shard` on its driver.
+    fn spawn<P: PacketIo + Send + 'static>(
+        &mut self,
+        name: String,
+        shard: usize,
+        io: P,
+        shared: &WorkerShared,
+    ) -> std::io::Result<()> {
+        let st = Arc::new(EngineStats::default());
+        let wc = Arc::new(WorkerCounters::default());
+        self.stats.push(st.clone());
+        self.counters.push(wc.clone());
+        let engine = Engine::new(shared.engine.clone(), shard, st);
+        let (committer, stop, tap) = (
+            shared.committer.clone(),
+            shared.stop.clone(),
+            shared.tap.clone(),
+        );
+        self.threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run_worker(io, engine, committer, stop, wc, tap))?,
+        );
+        Ok(())
+    }
+}
+
+/// A started daemon: every thread running, the main thread free to report.
+pub struct Daemon {
+    opts: RunOptions,
+    table: Arc<LeaseTable>,
+    failover: Option<Failover>,
+    control: Option<ControlServer>,
+    steering: Option<Box<XdpSteering>>,
+    workers: Workers,
+    /// Stops the workers, then the background threads.
+    stop: Arc<AtomicBool>,
+    committer: Option<(Arc<Committer>, JoinHandle<()>)>,
+    /// Stops the committer, after the workers.
+    commit_stop: Arc<AtomicBool>,
+    background: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+/// Runs the daemon until a signal (or `run_for`) stops it.
+pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(cfg, opts)?;
+    daemon.serve();
+    daemon.shutdown()
+}
+
+impl Daemon {
+    /// Opens the data path and the lease file, starts failover, the control
+    /// socket, the workers and the background threads.
+    pub fn start(mut cfg: Config, opts: RunOptions) -> anyhow::Result<Self> {
+        if let Some(i) = &opts.interface {
+            cfg.server.interface = i.clone();
+        }
+        if let Some(l) = &opts.lease_file {
+            cfg.server.lease_file = l.clone();
+        }
+        if let Some(io) = opts.io {
+            cfg.server.io = io;
+        }
+        let cfg = Arc::new(cfg);
+        let iface = Interface::lookup(&cfg.server.interface)?;
+        let server_id = match (cfg.server.server_id, iface.ipv4) {
+            (Some(s), _) => s,
+            (None, Some(a)) => a,
+            (None, None) => bail!(
+                "interface {} has no IPv4 address and `server.server-id` is not set in {}",
+                iface.name,
+                cfg.source.display()
+            ),
+        };
+        let local_addr = iface.ipv4.unwrap_or(server_id);
+
+        // Data path first: its queue count decides the number of shards.
+        let object = opts.ebpf_object.clone().or(cfg.server.ebpf_object.clone());
+        let path = open_data_path(&cfg, &iface, object.as_deref())?;
+        let shards = match &path {
+            DataPath::Xdp { sockets, .. } => sockets.len(),
+            DataPath::Udp(_) => 1,
+        };
+        let table = Arc::new(open_lease_table(&cfg, shards, opts.allow_shrink)?);
+        let failover = match &cfg.failover {
+            Some(f) => Some(Failover::start(f, table.clone())?),
+            None => None,
+        };
+        let mut engine = EngineShared::new(cfg.clone(), table.clone(), server_id);
+        if let Some(f) = &failover {
+            engine = engine.with_failover(f.policy_cell());
+        }
+        let engine = Arc::new(engine);
+        let control_path = opts
+            .control_socket
+            .clone()
+            .or(cfg.server.control_socket.clone())
+            .unwrap_or_else(|| default_socket(&iface.name));
+        let handler = failover
+            .as_ref()
+            .map_or_else(no_failover_handler, |f| f.control_handler());
+        let control = match ControlServer::start(&control_path, handler) {
+            Ok(c) => {
+                tracing::info!("control socket {}", control_path.display());
+                Some(c)
             }
-            Some(steering)
-        }
-        DataPath::Udp(io) => {
-            let st = Arc::new(EngineStats::default());
-            let wc = Arc::new(WorkerCounters::default());
-            stats.push(st.clone());
-            wcounters.push(wc.clone());
-            let engine = Engine::new(shared.clone(), 0, st);
-            let stop = stop.clone();
-            let tap = tap.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name("xdhcpd-udp".into())
-                    .spawn(move || run_udp_worker(io, engine, local_addr, commit, stop, wc, tap))?,
-            );
-            tracing::info!("kernel UDP data path on {} port 67", iface.name);
-            None
-        }
-    };
+            // Operators need it to run failover; without failover it is a convenience.
+            Err(e) if failover.is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!("no control socket: {e:#}");
+                None
+            }
+        };
+        engine.protect_reservations(unix_now());
+        tracing::info!(
+            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
+            cfg.subnets.len(),
+            iface.name,
+            cfg.server.commit
+        );
 
-    let background = spawn_background(table.clone(), commit, stop.clone())?;
-    // The committer outlives the workers: it stops after they have.
-    let commit_stop = Arc::new(AtomicBool::new(false));
-    let committer_thread = match &committer {
-        Some(c) => Some(super::commit::spawn(
-            c.clone(),
-            table.clone(),
-            commit_stop.clone(),
-        )?),
-        None => None,
-    };
+        install_signal_handlers();
+        let commit = cfg.server.commit;
+        let shared = WorkerShared {
+            engine,
+            // Ack mode: one committer thread flushes for all workers, whatever the data path.
+            committer: (commit == CommitMode::Ack).then(|| Arc::new(Committer::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+            tap: failover.as_ref().map(|f| f.tap()),
+        };
+        let mut workers = Workers::default();
+        let steering = match path {
+            DataPath::Xdp { steering, sockets } => {
+                for (q, sock) in sockets.into_iter().enumerate() {
+                    let frames = FrameResponder::new(iface.mac, local_addr, server_id);
+                    let io = XskDriver::new(sock, frames);
+                    workers.spawn(format!("xdhcpd-q{q}"), q, io, &shared)?;
+                }
+                Some(steering)
+            }
+            DataPath::Udp(io) => {
+                let io = UdpDriver::new(io, local_addr);
+                workers.spawn("xdhcpd-udp".into(), 0, io, &shared)?;
+                tracing::info!(
+                    "kernel UDP data path on {} port {DHCPV4_SERVER_PORT}",
+                    iface.name
+                );
+                None
+            }
+        };
+        let background = spawn_background(table.clone(), commit, shared.stop.clone())?;
+        // The committer outlives the workers: it stops after they have.
+        let commit_stop = Arc::new(AtomicBool::new(false));
+        let committer = match shared.committer {
+            Some(c) => {
+                let h = commit::spawn(c.clone(), table.clone(), commit_stop.clone())?;
+                Some((c, h))
+            }
+            None => None,
+        };
+        Ok(Daemon {
+            opts,
+            table,
+            failover,
+            control,
+            steering,
+            workers,
+            stop: shared.stop,
+            committer,
+            commit_stop,
+            background,
+            started: Instant::now(),
+        })
+    }
 
-    // The main thread reports and watches for the stop signal.
-    let t0 = Instant::now();
-    let mut last_report = Instant::now();
-    let mut last = StatsSnapshot::default();
-    let standby_cell = failover.as_ref().map(|f| f.policy_cell());
-    let mut standby = StandbyFollow::new();
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        if let (Some(cell), Some(st)) = (&standby_cell, steering.as_mut()) {
-            let p = cell.load();
-            standby.follow(st, p.is_standby(), p.load_balance_max_secs);
+    /// Reports and follows the failover standby switch until a signal (or
+    /// `run_for`) says stop.
+    pub fn serve(&mut self) {
+        let mut last_report = Instant::now();
+        let mut last = StatsSnapshot::default();
+        let standby_cell: Option<Arc<PolicyCell>> = self.failover.as_ref().map(|f| f.policy_cell());
+        let mut standby = StandbyFollow::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if let (Some(cell), Some(st)) = (&standby_cell, self.steering.as_mut()) {
+                let p = cell.load();
+                standby.follow(st, p.is_standby(), p.load_balance_max_secs);
+            }
+            if STOP.load(Ordering::SeqCst)
+                || self
+                    .opts
+                    .run_for
+                    .is_some_and(|d| self.started.elapsed() >= d)
+            {
+                return;
+            }
+            let every = self.opts.stats_interval;
+            if every > 0 && last_report.elapsed() >= Duration::from_secs(every) {
+                let snap = sum(&self.workers.stats);
+                let dt = last_report.elapsed().as_secs_f64();
+                last_report = Instant::now();
+                tracing::info!(
+                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}",
+                    snap.received,
+                    snap.offers,
+                    snap.acks,
+                    snap.naks,
+                    (snap.acks - last.acks) as f64 / dt,
+                    // RFC 4388: shown once any arrived (most servers get none).
+                    if snap.leasequeries > 0 {
+                        format!(
+                            " leasequeries {} (active {})",
+                            snap.leasequeries, snap.leasequery_active
+                        )
+                    } else {
+                        String::new()
+                    },
+                    self.steering
+                        .as_ref()
+                        .and_then(|s| s.counters().ok())
+                        .map(|c| format!(" xdp: {c}"))
+                        .unwrap_or_default()
+                );
+                last = snap;
+            }
         }
-        if STOP.load(Ordering::SeqCst) || opts.run_for.is_some_and(|d| t0.elapsed() >= d) {
-            break;
+    }
+
+    /// Stops everything in order (failover, control socket, workers, committer,
+    /// background threads), flushes the lease table and reports the totals.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("stopping");
+        // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
+        if let Some(f) = self.failover {
+            f.stop(Duration::from_secs(2));
         }
-        if opts.stats_interval > 0
-            && last_report.elapsed() >= Duration::from_secs(opts.stats_interval)
-        {
-            let snap = sum(&stats);
-            let dt = last_report.elapsed().as_secs_f64();
-            last_report = Instant::now();
-            tracing::info!(
-                "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}",
-                snap.received,
-                snap.offers,
-                snap.acks,
-                snap.naks,
-                (snap.acks - last.acks) as f64 / dt,
-                // RFC 4388: shown once any arrived (most servers get none).
-                if snap.leasequeries > 0 {
-                    format!(
-                        " leasequeries {} (active {})",
-                        snap.leasequeries, snap.leasequery_active
-                    )
-                } else {
-                    String::new()
-                },
-                steering
-                    .as_ref()
-                    .and_then(|s| s.counters().ok())
-                    .map(|c| format!(" xdp: {c}"))
-                    .unwrap_or_default()
-            );
-            last = snap;
+        drop(self.control);
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers.threads {
+            let _ = w.join();
         }
-    }
-    tracing::info!("stopping");
-    // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
-    if let Some(f) = failover {
-        f.stop(Duration::from_secs(2));
-    }
-    drop(control);
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        let _ = w.join();
-    }
-    commit_stop.store(true, Ordering::SeqCst);
-    if let Some(h) = committer_thread {
-        h.thread().unpark(); // it may be parked with nothing to flush
-        let _ = h.join();
-    }
-    for b in background {
-        let _ = b.join();
-    }
-    if let Err(e) = table.flush() {
-        tracing::error!("final flush of the lease table failed: {e}");
-    }
-    let snap = sum(&stats);
-    let xdp = steering.as_ref().and_then(|s| s.counters().ok());
-    tracing::info!(
-        "final: {}{}",
-        snap.fields()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        xdp.as_ref()
-            .map(|c| format!(" xdp: {c}"))
-            .unwrap_or_default()
-    );
-    if let Some(p) = &opts.stats_json {
-        let mut v = serde_json::json!({
-            "engine": snap,
-            "elapsed_s": t0.elapsed().as_secs_f64(),
-            "io": if steering.is_some() { "xdp" } else { "udp" },
-            "workers": WorkerCounters::sum(&wcounters),
-            "commit_flushes": committer.as_ref().map_or(0, |c| c.flushes.load(Ordering::Relaxed)),
-            "commit_flush_errors": committer.as_ref().map_or(0, |c| c.flush_errors.load(Ordering::Relaxed)),
+        self.commit_stop.store(true, Ordering::SeqCst);
+        if let Some((_, h)) = &self.committer {
+            h.thread().unpark(); // it may be parked with nothing to flush
+        }
+        let committer = self.committer.map(|(c, h)| {
+            let _ = h.join();
+            c
         });
-        if let Some(c) = &xdp {
-            let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
-                .iter()
-                .map(|(k, name)| (name.to_string(), c.get(*k).into()))
-                .collect();
-            v["xdp"] = serde_json::Value::Object(m);
+        for b in self.background {
+            let _ = b.join();
         }
-        std::fs::write(p, serde_json::to_vec_pretty(&v)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        if let Err(e) = self.table.flush() {
+            tracing::error!("final flush of the lease table failed: {e}");
+        }
+        let snap = sum(&self.workers.stats);
+        let xdp = self.steering.as_ref().and_then(|s| s.counters().ok());
+        tracing::info!(
+            "final: {}{}",
+            snap.fields()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            xdp.as_ref()
+                .map(|c| format!(" xdp: {c}"))
+                .unwrap_or_default()
+        );
+        if let Some(p) = &self.opts.stats_json {
+            let flushes = |f: fn(&Committer) -> &std::sync::atomic::AtomicU64| {
+                committer
+                    .as_ref()
+                    .map_or(0, |c| f(c).load(Ordering::Relaxed))
+            };
+            let mut v = serde_json::json!({
+                "engine": snap,
+                "elapsed_s": self.started.elapsed().as_secs_f64(),
+                "io": if self.steering.is_some() { "xdp" } else { "udp" },
+                "workers": WorkerCounters::sum(&self.workers.counters),
+                "commit_flushes": flushes(|c| &c.flushes),
+                "commit_flush_errors": flushes(|c| &c.flush_errors),
+            });
+            if let Some(c) = &xdp {
+                let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
+                    .iter()
+                    .map(|(k, name)| (name.to_string(), c.get(*k).into()))
+                    .collect();
+                v["xdp"] = serde_json::Value::Object(m);
+            }
+            std::fs::write(p, serde_json::to_vec_pretty(&v)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        drop(self.steering);
+        Ok(())
     }
-    drop(steering);
-    Ok(())
 }
 
 /// Keeps the XDP program's failover standby switch (`CFG_DHCPV4_STANDBY`) equal to the

@@ -4,7 +4,7 @@
 pub mod commit;
 pub mod daemon;
 pub mod iface;
-pub mod respond;
+pub mod packet_io;
 pub mod worker;
 
-pub use daemon::{run, RunOptions};
+pub use daemon::{run, Daemon, RunOptions};

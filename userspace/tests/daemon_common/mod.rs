@@ -546,7 +546,7 @@ pub fn final_counters(log: &str) -> Res<(Counts, Counts)> {
 
 /// The lease-store pools of a configuration file.
 pub fn pools_of(config: &Path) -> Res<Vec<PoolSpec>> {
-    let cfg = xdhcpd::config::load(config).map_err(|e| e.to_string())?;
+    let cfg = xdhcpd_config::load(config).map_err(|e| e.to_string())?;
     Ok(cfg
         .pool_specs()
         .into_iter()

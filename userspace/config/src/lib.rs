@@ -1,4 +1,5 @@
-//! The daemon's configuration: a TOML file turned into ready-to-use values.
+//! xdhcpd-config: the daemon's configuration, a TOML file turned into
+//! ready-to-use values.
 //!
 //! [`parse`] / [`load`] validate the whole file and report *every* semantic
 //! error with file, line, column and field path (syntax errors stop the run).
@@ -7,6 +8,7 @@
 //!
 //! The format is documented by `userspace/examples/demo.toml` and
 //! `userspace/examples/relay.toml`.
+#![forbid(unsafe_code)]
 
 mod error;
 mod failover;

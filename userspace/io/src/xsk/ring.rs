@@ -37,7 +37,7 @@ impl RingMap {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(crate::io::sys::last_errno());
+            return Err(crate::sys::last_errno());
         }
         match NonNull::new(p.cast::<u8>()) {
             Some(ptr) => Ok(Self { ptr, len }),

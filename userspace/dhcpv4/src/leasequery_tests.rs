@@ -11,6 +11,7 @@ use xdhcpd_failover::{FailoverPolicy, PolicyCell, Role, ServerState};
 use super::engine::*;
 use super::test_support::{engine_on, request};
 use super::wire::{opt, Message, MessageType, MAGIC_COOKIE};
+use super::Delivery;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
@@ -498,37 +499,4 @@ fn option_82_is_stored_up_to_23_bytes_and_a_longer_one_not_at_all() {
     let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
     assert_eq!(a.kind(), Some(MessageType::LeaseActive));
     assert_eq!(a.opt(opt::RELAY_AGENT_INFO), None);
-}
-
-#[test]
-fn the_leasequery_tool_asks_and_reads_what_the_engine_answers() {
-    use crate::lq_client::{build_query, parse_answer, Ask};
-    let mut f = fx(None);
-    let id = [1, 2, 0, 0, 0, 0, 22];
-    let ip = relayed_dora(&mut f, 1000, 22, Some(&id));
-    for (xid, ask) in [
-        (1, Ask::Ip(ip)),
-        (2, Ask::Mac([2, 0, 0, 0, 0, 22])),
-        (3, Ask::ClientId(id.to_vec())),
-    ] {
-        let a = handle(&mut f, 1060, &build_query(xid, RELAY, &ask));
-        let ans = parse_answer(&a.bytes, xid).expect("answer decodes");
-        assert_eq!(ans.answer, "LEASEACTIVE", "{ask:?}");
-        assert_eq!(ans.address, Some(ip));
-        assert_eq!(ans.mac.as_deref(), Some("02:00:00:00:00:16"));
-        assert_eq!(ans.client_id.as_deref(), Some("01020000000016"));
-        assert_eq!(ans.lease_seconds_left, Some(3540));
-        assert_eq!(ans.seconds_since_last_transaction, Some(60));
-        assert_eq!(ans.circuit_id.as_deref(), Some("port-7"));
-        assert_eq!(ans.remote_id.as_deref(), Some("cpe-42"));
-        assert!(parse_answer(&a.bytes, xid + 1).is_err(), "xid checked");
-    }
-    let a = handle(
-        &mut f,
-        1060,
-        &build_query(4, RELAY, &Ask::Ip(Ipv4Addr::new(10, 9, 0, 19))),
-    );
-    let ans = parse_answer(&a.bytes, 4).expect("answer decodes");
-    assert_eq!(ans.answer, "LEASEUNASSIGNED");
-    assert_eq!(ans.relay_agent_info, None);
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::BindMode;
-use crate::io::sys::errno_text;
+use crate::sys::errno_text;
 
 /// The step of opening or driving an AF_XDP socket that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

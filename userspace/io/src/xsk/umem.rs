@@ -28,7 +28,7 @@ impl UmemArea {
                 Err(e) => tracing::warn!(
                     "UMEM: no huge pages for {huge_len} bytes ({}); using normal pages \
                      (reserve some with vm.nr_hugepages)",
-                    crate::io::sys::errno_text(e, None)
+                    crate::sys::errno_text(e, None)
                 ),
             }
         }
@@ -53,7 +53,7 @@ impl UmemArea {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(crate::io::sys::last_errno());
+            return Err(crate::sys::last_errno());
         }
         NonNull::new(p.cast::<u8>()).ok_or(libc::ENOMEM)
     }

@@ -21,9 +21,8 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::io::sys::{self, errno_text};
+use crate::sys::{self, errno_text};
 
-pub const DHCP_SERVER_PORT: u16 = 67;
 /// Datagrams are received into buffers of this size; longer ones are
 /// counted as truncated and dropped (DHCP over Ethernet fits easily).
 pub const RX_BUF: usize = 2048;
@@ -156,13 +155,9 @@ pub struct UdpIo {
 unsafe impl Send for UdpIo {}
 
 impl UdpIo {
-    /// The DHCP server socket (port 67) on `ifname`.
-    pub fn open(ifname: &str) -> Result<Self, UdpError> {
-        Self::open_port(ifname, DHCP_SERVER_PORT)
-    }
-
-    /// As [`open`](Self::open) on another port (tests, relays).
-    pub fn open_port(ifname: &str, port: u16) -> Result<Self, UdpError> {
+    /// A socket on 0.0.0.0:`port` of `ifname` (the DHCP server's is
+    /// `xdhcpd_common::DHCPV4_SERVER_PORT`).
+    pub fn open(ifname: &str, port: u16) -> Result<Self, UdpError> {
         let cname = sys::ifname_cstring(ifname).map_err(|reason| UdpError::Config {
             ifname: ifname.to_owned(),
             reason,

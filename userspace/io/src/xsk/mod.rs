@@ -47,7 +47,7 @@ pub use error::{XskError, XskOp};
 use ring::{ConsRing, ProdRing, RingMap};
 use umem::UmemArea;
 
-use crate::io::sys;
+use crate::sys;
 
 /// How to bind: driver zero-copy, kernel copy, or try zero-copy first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

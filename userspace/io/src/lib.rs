@@ -1,4 +1,7 @@
-//! Packet I/O: how DHCP frames get in and out of the daemon.
+//! xdhcpd-io: packet I/O for the daemon and the tools: AF_XDP sockets
+//! ([`xsk`]), the kernel UDP fallback ([`udp`]), Ethernet/VLAN/IPv4/UDP
+//! framing ([`frame`]) and the XDP program's loader and counters ([`xdp`]).
+//! It knows frames and sockets, not DHCP messages.
 //!
 //! Two modes, chosen per interface:
 //!
@@ -23,6 +26,8 @@
 //! its home pool on completion) or by `recycle`. The socket tracks each
 //! frame's place and refuses double returns; see [`xsk`] for the details.
 
+pub mod frame;
 pub mod sys;
 pub mod udp;
+pub mod xdp;
 pub mod xsk;

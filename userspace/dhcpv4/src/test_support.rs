@@ -10,7 +10,6 @@ use xdhcpd_failover::PolicyCell;
 use super::engine::{Engine, EngineShared};
 use super::stats::EngineStats;
 use super::wire::{MAGIC_COOKIE, OP_BOOTREQUEST};
-use crate::config;
 
 /// An engine on configuration `text` with a fresh lease table opened at
 /// `now`; with `policy`, the engine obeys that failover policy.
@@ -20,7 +19,7 @@ pub(crate) fn engine_on(
     now: u32,
     policy: Option<Arc<PolicyCell>>,
 ) -> (tempfile::TempDir, Engine, Arc<LeaseTable>) {
-    let cfg = Arc::new(config::parse(text, "test.toml").expect("test config"));
+    let cfg = Arc::new(xdhcpd_config::parse(text, "test.toml").expect("test config"));
     let dir = tempfile::tempdir().expect("tempdir");
     let pools: Vec<PoolSpec> = cfg
         .pool_specs()

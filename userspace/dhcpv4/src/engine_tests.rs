@@ -9,6 +9,7 @@ use lease_store::{LeaseState, LeaseTable};
 use super::engine::*;
 use super::test_support::{engine_on, request};
 use super::wire::{opt, MessageType, MAGIC_COOKIE};
+use super::Delivery;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 

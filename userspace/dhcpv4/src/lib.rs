@@ -1,17 +1,20 @@
-//! DHCPv4: the wire format and the sans-IO server engine.
+//! xdhcpd-dhcpv4: the DHCPv4 wire format and the sans-IO server engine.
 //!
 //! The engine takes a DHCP payload, the receive metadata and a clock value
 //! and returns a [`Decision`]: a reply written into a caller buffer with its
 //! delivery, or a counted reason for silence. It never touches sockets,
 //! threads or the wall clock, so it runs unchanged under the AF_XDP workers,
 //! the UDP fallback, benchmarks and tests.
+#![forbid(unsafe_code)]
 
+pub mod delivery;
 pub mod engine;
 pub mod leasequery;
 pub mod stats;
 pub mod wire;
 
-pub use engine::{Decision, Delivery, Engine, EngineShared, RxMeta, Silence};
+pub use delivery::{Delivery, Destination, LinkDest};
+pub use engine::{Decision, Engine, EngineShared, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]

@@ -1,0 +1,180 @@
+//! `[server]`: interface, data path, queues, lease file, commit mode.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{suggest, Errors};
+use crate::reader::{ipv4, string, u32_in, Field, Table};
+use crate::{CommitMode, IoMode, QueueSel, ServerConfig, XdpModeCfg};
+
+use super::DEFAULT_LEASE_FILE;
+
+pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
+    let interface = t.require(errs, "interface").and_then(|f| {
+        let s = string(errs, &f)?;
+        match check_ifname(s) {
+            Ok(()) => Some(s.to_string()),
+            Err(m) => {
+                errs.push(&f.span(), &f.path, m);
+                None
+            }
+        }
+    });
+
+    let io = keyword(
+        errs,
+        t,
+        "io",
+        &[
+            ("auto", IoMode::Auto),
+            ("xdp", IoMode::Xdp),
+            ("udp", IoMode::Udp),
+        ],
+    );
+    let xdp_mode = keyword(
+        errs,
+        t,
+        "xdp-mode",
+        &[
+            ("auto", XdpModeCfg::Auto),
+            ("driver", XdpModeCfg::Driver),
+            ("native", XdpModeCfg::Driver),
+            ("skb", XdpModeCfg::Skb),
+            ("generic", XdpModeCfg::Skb),
+        ],
+    );
+
+    let queues = match t.get("queues") {
+        None => Some(QueueSel::All),
+        Some(f) => match f.value() {
+            toml::de::DeValue::String(s) if s.as_ref() == "all" => Some(QueueSel::All),
+            toml::de::DeValue::Integer(_) => {
+                u32_in(errs, &f, 1, 4096, "between 1 and 4096").map(QueueSel::First)
+            }
+            _ => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected \"all\" or a number of queues (1..=4096)",
+                );
+                None
+            }
+        },
+    };
+
+    let server_id = opt_unicast(errs, t, "server-id");
+    let lease_file = match t.get("lease-file") {
+        None => Some(PathBuf::from(DEFAULT_LEASE_FILE)),
+        Some(f) => path_value(errs, &f),
+    };
+    let commit = match t.get("commit") {
+        None => Some(CommitMode::Ack),
+        Some(f) => string(errs, &f).and_then(|s| match parse_commit(s) {
+            Ok(c) => Some(c),
+            Err(m) => {
+                errs.push(&f.span(), &f.path, m);
+                None
+            }
+        }),
+    };
+    let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
+    let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
+
+    Some(ServerConfig {
+        interface: interface?,
+        io: io?,
+        xdp_mode: xdp_mode?,
+        queues: queues?,
+        server_id: server_id.ok()?,
+        lease_file: lease_file?,
+        commit: commit?,
+        ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
+        control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
+    })
+}
+
+fn check_ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("interface name is empty".into());
+    }
+    // IFNAMSIZ is 16 including the NUL.
+    if s.len() > 15 {
+        return Err(format!("interface name `{s}` is longer than 15 bytes"));
+    }
+    if s.contains(['/', ':'])
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        || s == "."
+        || s == ".."
+    {
+        return Err(format!("`{s}` is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// `"ack"` or `"interval:<ms>"` with 1 ..= 60000 ms.
+fn parse_commit(s: &str) -> Result<CommitMode, String> {
+    if s == "ack" {
+        return Ok(CommitMode::Ack);
+    }
+    let bad =
+        || format!("`{s}` is not a commit mode: expected \"ack\" or \"interval:<ms>\" (1..=60000)");
+    let ms = s.strip_prefix("interval:").ok_or_else(bad)?.trim();
+    if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match ms.parse::<u64>() {
+        Ok(n) if (1..=60_000).contains(&n) => Ok(CommitMode::Interval(Duration::from_millis(n))),
+        _ => Err(format!(
+            "commit interval {ms} ms is out of range: must be 1..=60000"
+        )),
+    }
+}
+
+fn keyword<T: Copy>(
+    errs: &mut Errors<'_>,
+    t: &Table<'_, '_>,
+    key: &str,
+    choices: &[(&str, T)],
+) -> Option<T> {
+    let Some(f) = t.get(key) else {
+        return Some(choices[0].1);
+    };
+    let s = string(errs, &f)?;
+    if let Some((_, v)) = choices.iter().find(|(name, _)| *name == s) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let msg = match suggest(s, &names) {
+        Some(m) => format!("`{s}` is not valid here; did you mean `{m}`?"),
+        None => format!("`{s}` is not one of: {}", names.join(", ")),
+    };
+    errs.push(&f.span(), &f.path, msg);
+    None
+}
+
+fn path_value(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<PathBuf> {
+    let s = string(errs, f)?;
+    if s.is_empty() || s.contains('\0') {
+        errs.push(&f.span(), &f.path, "expected a file path");
+        return None;
+    }
+    Some(PathBuf::from(s))
+}
+
+/// An optional unicast IPv4 address: `Ok(None)` if absent, `Err(())` if bad (reported).
+fn opt_unicast(
+    errs: &mut Errors<'_>,
+    t: &Table<'_, '_>,
+    key: &str,
+) -> Result<Option<Ipv4Addr>, ()> {
+    let Some(f) = t.get(key) else {
+        return Ok(None);
+    };
+    let ip = ipv4(errs, &f).ok_or(())?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        errs.push(&f.span(), &f.path, format!("{ip} is not a unicast address"));
+        return Err(());
+    }
+    Ok(Some(ip))
+}

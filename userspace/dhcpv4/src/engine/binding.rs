@@ -1,0 +1,168 @@
+//! A lease record under the failover policy: may a client take it, what
+//! binding status it has for the partner, how long a lease may be granted,
+//! and the stores that bind it (all run under the record's lock).
+
+use lease_store::{ClientKey, Lease, LeaseState, Owner};
+use xdhcpd_failover::{FailoverPolicy, RequestKind};
+
+use crate::wire::{Message, MessageType, Summary};
+
+use super::RxMeta;
+
+/// May `key` take this record now, under the failover policy `pol`?
+/// The client's own binding is not an allocation; anything else is, and
+/// must pass `may_allocate_lease` (own pool; the partner's only in PARTNER-DOWN
+/// after MCLT; expired/released only after the partner acknowledged them).
+pub(super) fn may_take(l: &Lease, key: &ClientKey, now: u32, pol: Option<&FailoverPolicy>) -> bool {
+    if !can_take(l, key, now) {
+        return false;
+    }
+    let own = l.client == *key && l.state.binds_client();
+    match pol {
+        None => true,
+        Some(_) if own => true,
+        // The failover crate's rule (status and last end of the record, with the expiry
+        // grace), which the simulation runs too.
+        Some(p) => p.may_allocate_lease(now, l),
+    }
+}
+
+/// Lease time granted: the configured choice, capped by the MCLT rule when
+/// in a failover relationship. Returns (seconds, expiry, potential expiry).
+pub(super) fn grant(
+    pol: Option<&FailoverPolicy>,
+    now: u32,
+    desired: u32,
+    acked: u32,
+) -> (u32, u32, u32) {
+    match pol {
+        None => (
+            desired,
+            now.saturating_add(desired),
+            now.saturating_add(desired),
+        ),
+        Some(p) => {
+            let g = p.lease_time_allowed(now, desired, acked);
+            (g.lease_secs, g.lease_expiry, g.potential_expiry)
+        }
+    }
+}
+
+/// Failover's view of the request kind (for admission).
+pub(super) fn request_kind(
+    kind: MessageType,
+    msg: &Message<'_>,
+    sum: &Summary<'_>,
+    meta: &RxMeta,
+) -> RequestKind {
+    match kind {
+        MessageType::Discover => RequestKind::Discover,
+        MessageType::Release => RequestKind::Release,
+        MessageType::Decline => RequestKind::Decline,
+        MessageType::Inform => RequestKind::Inform,
+        _ if sum.server_id.is_some() => RequestKind::RequestSelecting,
+        _ if msg.ciaddr().is_unspecified() => RequestKind::RequestInitReboot,
+        _ if meta.dst_ip.is_broadcast() => RequestKind::Rebind,
+        _ => RequestKind::Renew,
+    }
+}
+
+/// A lease that holds its address for a client at `now`.
+pub(super) fn is_bound(l: &Lease, now: u32) -> bool {
+    match l.state {
+        LeaseState::Active | LeaseState::Offered => l.expiry > now,
+        LeaseState::Reserved | LeaseState::Declined | LeaseState::Abandoned => true,
+        _ => false,
+    }
+}
+
+/// The free state of an address owned by `owner` (failover: FREE or BACKUP).
+pub(super) fn free_state(owner: Owner) -> LeaseState {
+    match owner {
+        Owner::Primary => LeaseState::Free,
+        Owner::Backup => LeaseState::Backup,
+    }
+}
+
+/// `bind` with the failover lease-time rule; returns the lease seconds.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bind_granted(
+    l: &mut Lease,
+    key: &ClientKey,
+    msg: &Message<'_>,
+    state: LeaseState,
+    now: u32,
+    desired: u32,
+    hold: u32,
+    pol: Option<&FailoverPolicy>,
+    relay: &[u8; 24],
+) -> u32 {
+    if l.state == LeaseState::Backup {
+        l.owner = Owner::Backup;
+    } else if l.state == LeaseState::Free {
+        l.owner = Owner::Primary;
+    }
+    let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
+    // A renewal unicast by the client itself carries no option 82: the one
+    // stored from its relayed messages stays (leasequery and BNDUPD need it).
+    let keep_relay = relay[0] == 0
+        && msg.giaddr().is_unspecified()
+        && l.client == *key
+        && l.state.binds_client();
+    if state == LeaseState::Offered {
+        bind(l, key, msg, state, now, hold);
+    } else {
+        bind(l, key, msg, state, now, expiry);
+        l.potential_expiry = potential;
+        if !keep_relay {
+            // `relay` holds at most RELAY_AGENT_INFO_MAX bytes (byte 0 = length): it fits.
+            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
+        }
+    }
+    secs
+}
+
+/// Writes the binding of `key` into a record the caller may take.
+pub(super) fn bind(
+    l: &mut Lease,
+    key: &ClientKey,
+    msg: &Message<'_>,
+    state: LeaseState,
+    now: u32,
+    expiry: u32,
+) {
+    // Re-offering an unexpired Active lease keeps it Active with its expiry.
+    if state == LeaseState::Offered
+        && l.client == *key
+        && l.state == LeaseState::Active
+        && l.expiry > now
+    {
+        return;
+    }
+    l.state = state;
+    l.client = *key;
+    l.htype = msg.htype();
+    l.hlen = msg.hlen();
+    l.chaddr = *msg.chaddr_field();
+    l.expiry = expiry;
+    if state == LeaseState::Active {
+        l.start = now;
+        l.cltt = now;
+        l.lease_time = expiry.saturating_sub(now);
+    }
+}
+
+/// May this record be given to `key` now? Free-able, or already `key`'s.
+pub(super) fn can_take(l: &Lease, key: &ClientKey, now: u32) -> bool {
+    match l.state {
+        LeaseState::Free | LeaseState::Released | LeaseState::Expired => true,
+        LeaseState::Active | LeaseState::Offered => l.client == *key || l.expiry <= now,
+        // Quarantine applies to everyone, the decliner included.
+        LeaseState::Declined => l.expiry <= now,
+        LeaseState::Reserved => l.client == *key,
+        // A backup-owned free address: whether this server may use it is
+        // the failover policy's call (`may_take`).
+        LeaseState::Backup => true,
+        LeaseState::Abandoned => false,
+    }
+}

@@ -1,0 +1,337 @@
+//! One handler per client message: DISCOVER, REQUEST (selecting, init-reboot,
+//! renewing, rebinding), DECLINE, RELEASE, INFORM, and the NAK.
+
+use std::net::Ipv4Addr;
+
+use lease_store::{ClientKey, Lease, LeaseState, Slot};
+
+use crate::delivery::Delivery;
+use crate::stats::EngineStats;
+use crate::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
+
+use super::binding::{free_state, grant, may_take};
+use super::{lease_time, Decision, Engine, RxMeta, Silence, DEFAULT_MAX_PAYLOAD};
+
+impl Engine {
+    pub(super) fn discover(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Some(subnet) = self.select_subnet(meta, msg, sum) else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let hold = now.saturating_add(subnet.times.offer_hold);
+        let desired = lease_time(&subnet.times, sum.lease_time);
+
+        let chosen = match self.shared.reservations.get(key) {
+            Some(&(si, ip)) if si == subnet_index => {
+                let granted = match self.shared.table.slot_of(ip) {
+                    Some(slot) => {
+                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                    }
+                    None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
+                };
+                granted.map(|g| (ip, g))
+            }
+            _ => self.choose_address(now, msg, sum, key, subnet_index, desired, hold),
+        };
+        let Some((addr, lease)) = chosen else {
+            return self.silent(&st.pool_exhausted, Silence::PoolExhausted);
+        };
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Offer,
+            msg,
+            sum,
+            subnet,
+            addr,
+            Some(lease),
+            Ipv4Addr::UNSPECIFIED,
+            out,
+        )
+    }
+
+    pub(super) fn request(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let server_id = self.shared.server_id;
+        let ciaddr = msg.ciaddr();
+
+        // SELECTING: the client names the server it chose.
+        if let Some(sid) = sum.server_id {
+            if sid != server_id {
+                // Chose another server: withdraw our offer, stay silent.
+                if let Some((slot, _)) = self.shared.table.find_client(key) {
+                    let withdrawn = self.shared.table.update(slot, |l| {
+                        if l.client == *key && l.state == LeaseState::Offered {
+                            l.state = free_state(l.owner);
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                    if withdrawn {
+                        self.record_volatile_change(slot);
+                    }
+                }
+                return self.silent(&st.other_server, Silence::OtherServer);
+            }
+            let Some(ip) = sum
+                .requested_ip
+                .or((!ciaddr.is_unspecified()).then_some(ciaddr))
+            else {
+                return self.nak(msg, sum, "no requested address", out);
+            };
+            return self.confirm(now, meta, msg, sum, key, ip, true, out);
+        }
+        // INIT-REBOOT: requested address, no ciaddr.
+        if let Some(ip) = sum.requested_ip {
+            if ciaddr.is_unspecified() {
+                return self.confirm(now, meta, msg, sum, key, ip, false, out);
+            }
+        }
+        // RENEWING (unicast) / REBINDING (broadcast): ciaddr set.
+        if !ciaddr.is_unspecified() {
+            return self.confirm(now, meta, msg, sum, key, ciaddr, false, out);
+        }
+        self.nak(msg, sum, "request without address", out)
+    }
+
+    /// Binds `ip` to the client and ACKs, or NAKs / stays silent per §4.3.2.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn confirm(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        ip: Ipv4Addr,
+        selecting: bool,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Some(subnet) = self.select_subnet(meta, msg, sum) else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let authoritative = subnet.times.authoritative;
+        // Wrong network for the client's link.
+        if !subnet.net.contains(ip) {
+            return if authoritative {
+                self.nak(msg, sum, "address not on this network", out)
+            } else {
+                self.silent(&st.unknown_client, Silence::UnknownClient)
+            };
+        }
+        let desired = lease_time(&subnet.times, sum.lease_time);
+
+        let reserved = matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
+        let table = self.shared.table.clone();
+        let lease = match table.slot_of(ip) {
+            Some(slot) if self.subnet_of_slot(slot) == Some(subnet_index) => {
+                let known = table.read(slot);
+                let ours = known.client == *key && known.state != LeaseState::Free;
+                if !ours {
+                    if !may_take(&known, key, now, self.pol.as_ref()) {
+                        return self.nak(msg, sum, "address in use", out);
+                    }
+                    // RFC 2131 §4.3.2: no record of an INIT-REBOOT/RENEW
+                    // client -> silent, unless we are authoritative for the
+                    // link, in which case a free address is granted (this
+                    // keeps clients whose lease we lost from churning).
+                    if !selecting && !authoritative {
+                        return self.silent(&st.unknown_client, Silence::UnknownClient);
+                    }
+                }
+                match self.take(slot, key, msg, LeaseState::Active, now, desired, 0) {
+                    Some(g) => g,
+                    None => return self.nak(msg, sum, "address in use", out),
+                }
+            }
+            Some(_) => return self.nak(msg, sum, "address belongs to another subnet", out),
+            None if reserved => grant(self.pol.as_ref(), now, desired, 0).0,
+            None => {
+                // Inside the subnet but outside every pool and not reserved.
+                return if authoritative {
+                    self.nak(msg, sum, "address not in any pool", out)
+                } else {
+                    self.silent(&st.unknown_client, Silence::UnknownClient)
+                };
+            }
+        };
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Ack,
+            msg,
+            sum,
+            subnet,
+            ip,
+            Some(lease),
+            msg.ciaddr(),
+            out,
+        )
+    }
+
+    pub(super) fn decline(&mut self, now: u32, sum: &Summary<'_>, key: &ClientKey) -> Decision {
+        let st = self.stats.clone();
+        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
+            return self.silent(&st.other_server, Silence::OtherServer);
+        }
+        let Some(ip) = sum.requested_ip else {
+            return self.silent(&st.malformed, Silence::Malformed);
+        };
+        let table = self.shared.table.clone();
+        let Some(slot) = table.slot_of(ip) else {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        };
+        let quarantine = self
+            .subnet_of_slot(slot)
+            .map(|s| self.shared.config.subnets[s].times.decline_quarantine)
+            .unwrap_or(self.shared.config.lease.decline_quarantine);
+        // Someone else answers ARP for it: keep it out of use.
+        let until = now.saturating_add(quarantine);
+        self.end_binding(slot, &st.declines, |l| {
+            let go =
+                l.client == *key && matches!(l.state, LeaseState::Offered | LeaseState::Active);
+            if go {
+                l.state = LeaseState::Declined;
+                l.expiry = until;
+                // A client transaction: the partner orders updates by it (draft-12 7.1.3).
+                l.cltt = l.cltt.max(now);
+            }
+            go
+        })
+    }
+
+    /// Ends `key`'s binding in `slot` with `end` (under the record lock; false: not
+    /// that client's binding in a state it may end, left alone), counts it in `counter`;
+    /// silent either way (RELEASE and DECLINE get no reply).
+    pub(super) fn end_binding(
+        &mut self,
+        slot: Slot,
+        counter: &std::sync::atomic::AtomicU64,
+        end: impl FnOnce(&mut Lease) -> bool,
+    ) -> Decision {
+        let done = self.shared.table.update(slot, end);
+        if !done {
+            return self.silent(&self.stats.unknown_client, Silence::UnknownClient);
+        }
+        self.record_change(slot);
+        EngineStats::inc(counter);
+        Decision::Silent(Silence::NoReplyExpected)
+    }
+
+    pub(super) fn release(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+    ) -> Decision {
+        let st = self.stats.clone();
+        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
+            return self.silent(&st.other_server, Silence::OtherServer);
+        }
+        let table = self.shared.table.clone();
+        let Some(slot) = table.slot_of(msg.ciaddr()) else {
+            return self.silent(&st.unknown_client, Silence::UnknownClient);
+        };
+        // The failover crate's rule, which the simulation runs too: RELEASED, the client kept
+        // on the record (RFC 2131 §4.3.1), the release as its last transaction.
+        self.end_binding(slot, &st.releases, |l| {
+            xdhcpd_failover::store::release(l, key, now)
+        })
+    }
+
+    pub(super) fn inform(
+        &mut self,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let ciaddr = msg.ciaddr();
+        // The client's own address identifies its subnet (RFC 2131 §4.3.5).
+        let link = if ciaddr.is_unspecified() {
+            meta.src_ip
+        } else {
+            ciaddr
+        };
+        let subnet = self
+            .shared
+            .config
+            .subnet_for(link)
+            .or_else(|| self.select_subnet(meta, msg, sum));
+        let Some(subnet) = subnet else {
+            return self.silent(&st.no_subnet, Silence::NoSubnet);
+        };
+        let subnet_index = subnet.index;
+        let subnet = &self.shared.config.subnets[subnet_index];
+        self.reply(
+            MessageType::Ack,
+            msg,
+            sum,
+            subnet,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            ciaddr,
+            out,
+        )
+    }
+
+    pub(super) fn nak(
+        &mut self,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        why: &str,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Ok(mut w) = ReplyWriter::new(out, msg, DEFAULT_MAX_PAYLOAD) else {
+            return self.silent(&st.no_room, Silence::NoRoom);
+        };
+        let giaddr = msg.giaddr();
+        // NAK via a relay: the relay must broadcast it (RFC 2131 §4.1).
+        if !giaddr.is_unspecified() {
+            w.set_flags(msg.flags() | wire::FLAG_BROADCAST);
+        }
+        let r = w
+            .option(opt::MESSAGE_TYPE, &[MessageType::Nak as u8])
+            .and_then(|_| w.option_ip(opt::SERVER_ID, self.shared.server_id));
+        if r.is_err() {
+            return self.silent(&st.no_room, Silence::NoRoom);
+        }
+        w.option_if_room(opt::MESSAGE, why.as_bytes());
+        if let Some(ri) = sum.relay_agent_info {
+            w.option_if_room(opt::RELAY_AGENT_INFO, ri);
+        }
+        let len = w.finish();
+        EngineStats::inc(&st.naks);
+        let to = if giaddr.is_unspecified() {
+            Delivery::Broadcast
+        } else {
+            Delivery::Relay(giaddr)
+        };
+        Decision::Reply {
+            len,
+            kind: MessageType::Nak,
+            to,
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The DHCPv4 server engine (RFC 2131 §4.3), sans-IO.
+//!
+//! One `Engine` per worker; all engines share an [`EngineShared`] (the
+//! configuration and the lease table). `handle` decides on one message.
+//!
+//! Invariants this module keeps (tested below and in the integration tests):
+//! - An address is only offered or acknowledged to client C if, under the
+//!   lease record's lock, the record is free-able or already belongs to C.
+//!   So no address is bound to two clients (architecture property 1).
+//! - Malformed input is counted and dropped; nothing here panics on input.
+//! - No wall clock: `now` (unix seconds) comes from the caller.
+//!
+//! Here: the shared state, `handle` (parse, pick the subnet, dispatch) and
+//! the record update under the lock (`take`). The message handlers are in
+//! `messages.rs`, address selection in `address.rs`, the reply and its
+//! options in `reply.rs`, and the rules for a lease record under a failover
+//! policy in `binding.rs`.
+
+mod address;
+mod binding;
+mod messages;
+mod reply;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
+use xdhcpd_config::{Config, LeaseTimes, ReservationKey, Subnet};
+use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
+
+use crate::delivery::Delivery;
+use crate::leasequery::{self, Unanswered};
+use crate::stats::EngineStats;
+use crate::wire::{self, Message, MessageType, Summary};
+
+use binding::{bind_granted, is_bound, may_take, request_kind};
+
+/// Largest DHCP payload we send when the client states no limit (RFC 2131:
+/// 576-byte IP datagrams minus IP and UDP headers).
+const DEFAULT_MAX_PAYLOAD: usize = 576 - 28;
+
+/// What the engine shares across workers: read-mostly, set up at start.
+pub struct EngineShared {
+    pub config: Arc<Config>,
+    pub table: Arc<LeaseTable>,
+    /// Server identifier (option 54) and source address of replies.
+    pub server_id: Ipv4Addr,
+    /// Reservations: client key -> (subnet index, address).
+    reservations: HashMap<ClientKey, (usize, Ipv4Addr)>,
+    /// Pool id -> subnet index.
+    pool_subnet: HashMap<u32, usize>,
+    /// Published by the failover driver; None = standalone server.
+    pub failover: Option<Arc<PolicyCell>>,
+}
+
+impl EngineShared {
+    pub fn new(config: Arc<Config>, table: Arc<LeaseTable>, server_id: Ipv4Addr) -> Self {
+        let mut reservations = HashMap::new();
+        let mut pool_subnet = HashMap::new();
+        for s in &config.subnets {
+            for p in &s.pools {
+                pool_subnet.insert(p.id, s.index);
+            }
+            for r in &s.reservations {
+                reservations.insert(reservation_key(&r.key), (s.index, r.ip));
+            }
+        }
+        EngineShared {
+            config,
+            table,
+            server_id,
+            reservations,
+            pool_subnet,
+            failover: None,
+        }
+    }
+
+    /// Makes the engines obey a failover relationship's policy.
+    pub fn with_failover(mut self, cell: Arc<PolicyCell>) -> Self {
+        self.failover = Some(cell);
+        self
+    }
+
+    /// Marks reserved addresses that lie inside pools so allocation never
+    /// hands them to another client. Call once at start.
+    pub fn protect_reservations(&self, now: u32) {
+        for (key, (_, ip)) in &self.reservations {
+            if let Some(slot) = self.table.slot_of(*ip) {
+                self.table.update(slot, |l| {
+                    let ours = l.client == *key;
+                    if !ours && !is_bound(l, now) {
+                        l.state = LeaseState::Reserved;
+                        l.client = *key;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Receive metadata the engine needs (from the frame or the UDP socket).
+#[derive(Clone, Copy, Debug)]
+pub struct RxMeta {
+    /// An address of the interface the message arrived on; selects the
+    /// subnet of directly attached clients.
+    pub local_addr: Ipv4Addr,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+}
+
+/// Why no reply was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    Malformed,
+    NotRequest,
+    NoSubnet,
+    PoolExhausted,
+    OtherServer,
+    UnknownClient,
+    /// The failover state or load balancing says the partner answers.
+    Failover,
+    /// RELEASE / DECLINE: applied, no reply by design.
+    NoReplyExpected,
+    NoRoom,
+    /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
+    /// address, MAC or client identifier (RFC 4388).
+    LeaseQueryRefused,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Reply {
+        len: usize,
+        kind: MessageType,
+        to: Delivery,
+    },
+    Silent(Silence),
+}
+
+pub struct Engine {
+    shared: Arc<EngineShared>,
+    shard: usize,
+    stats: Arc<EngineStats>,
+    /// Slots changed since the last `take_changed` (group commit, failover).
+    changed: Vec<Slot>,
+    /// Some change since the last `take_needs_commit` must be durable.
+    needs_commit: bool,
+    /// Failover policy and admission of the message being handled.
+    pol: Option<FailoverPolicy>,
+    admission: Admission,
+    /// Option 82 of the message being handled, stored with the binding so
+    /// binding updates can carry it (first 23 bytes; byte 0 = length).
+    relay_info: [u8; 24],
+}
+
+impl Engine {
+    pub fn new(shared: Arc<EngineShared>, shard: usize, stats: Arc<EngineStats>) -> Self {
+        Engine {
+            shared,
+            shard,
+            stats,
+            changed: Vec::with_capacity(256),
+            needs_commit: false,
+            pol: None,
+            admission: Admission::Serve,
+            relay_info: [0; 24],
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<EngineShared> {
+        &self.shared
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Slots whose records changed since the last call, for group commit and
+    /// for binding updates to a failover partner.
+    pub fn take_changed(&mut self, into: &mut Vec<Slot>) {
+        into.append(&mut self.changed);
+    }
+
+    /// Decides on one DHCP message. The reply, if any, is written to `out`.
+    pub fn handle(&mut self, now: u32, meta: &RxMeta, payload: &[u8], out: &mut [u8]) -> Decision {
+        let st = self.stats.clone();
+        EngineStats::inc(&st.received);
+        let msg = match Message::new_checked(payload) {
+            Ok(m) => m,
+            Err(_) => return self.silent(&st.malformed, Silence::Malformed),
+        };
+        if msg.op() != wire::OP_BOOTREQUEST {
+            return self.silent(&st.not_request, Silence::NotRequest);
+        }
+        let sum = match msg.summary() {
+            Ok(s) => s,
+            Err(_) => return self.silent(&st.malformed, Silence::Malformed),
+        };
+        let Some(kind) = sum.message_type else {
+            // BOOTP is refused (carrier deployments assign by DHCP only).
+            return self.silent(&st.not_request, Silence::NotRequest);
+        };
+        // A leasequery only reads the table: every failover state and every
+        // load-balancing bucket answers it, so it goes before admission.
+        if kind == MessageType::LeaseQuery {
+            return self.leasequery(now, &msg, &sum, out);
+        }
+        let key = client_key(&msg, &sum);
+        self.pol = self.shared.failover.as_ref().map(|c| c.load());
+        self.admission = Admission::Serve;
+        if let Some(pol) = &self.pol {
+            let hash_key = sum.client_id.unwrap_or(msg.chaddr());
+            self.admission = pol.admit(request_kind(kind, &msg, &sum, meta), hash_key, msg.secs());
+            if let Admission::Drop(_) = self.admission {
+                return self.silent(&st.failover_dropped, Silence::Failover);
+            }
+        }
+        self.relay_info = [0; 24];
+        if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
+            self.relay_info[0] = ri.len() as u8;
+            self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
+        }
+        match kind {
+            MessageType::Discover => {
+                EngineStats::inc(&st.discovers);
+                self.discover(now, meta, &msg, &sum, &key, out)
+            }
+            MessageType::Request => {
+                EngineStats::inc(&st.requests);
+                self.request(now, meta, &msg, &sum, &key, out)
+            }
+            MessageType::Decline => self.decline(now, &sum, &key),
+            MessageType::Release => self.release(now, &msg, &sum, &key),
+            MessageType::Inform => self.inform(meta, &msg, &sum, out),
+            _ => self.silent(&st.not_request, Silence::NotRequest),
+        }
+    }
+
+    /// RFC 4388 leasequery (see `leasequery.rs`); the answer goes to the
+    /// querying relay agent at giaddr:67.
+    fn leasequery(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        EngineStats::inc(&st.leasequeries);
+        let limit = sum
+            .max_message_size
+            .map(|m| (m as usize).saturating_sub(28))
+            .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let sid = self.shared.server_id;
+        match leasequery::answer(&self.shared.table, sid, now, msg, sum, limit, out) {
+            Ok((len, kind)) => {
+                EngineStats::inc(match kind {
+                    MessageType::LeaseActive => &st.leasequery_active,
+                    MessageType::LeaseUnassigned => &st.leasequery_unassigned,
+                    _ => &st.leasequery_unknown,
+                });
+                Decision::Reply {
+                    len,
+                    kind,
+                    to: Delivery::Relay(msg.giaddr()),
+                }
+            }
+            Err(Unanswered::NoRoom) => self.silent(&st.no_room, Silence::NoRoom),
+            Err(Unanswered::NotRelayed | Unanswered::NoQuery) => {
+                self.silent(&st.leasequery_dropped, Silence::LeaseQueryRefused)
+            }
+        }
+    }
+
+    fn silent(&self, c: &std::sync::atomic::AtomicU64, why: Silence) -> Decision {
+        EngineStats::inc(c);
+        Decision::Silent(why)
+    }
+
+    /// Subnet of the client's link: RFC 3527 link selection, RFC 3011 subnet
+    /// selection, the relay's giaddr, else the receiving interface.
+    fn select_subnet(
+        &self,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+    ) -> Option<&Subnet> {
+        let cfg = &self.shared.config;
+        let giaddr = msg.giaddr();
+        // A RENEWING client unicasts from its own address without a relay
+        // (RFC 2131 §4.3.2): its ciaddr, not our interface, names its link.
+        let ciaddr = msg.ciaddr();
+        let renewing = giaddr.is_unspecified()
+            && !ciaddr.is_unspecified()
+            && !meta.dst_ip.is_broadcast()
+            && !meta.dst_ip.is_unspecified();
+        let link = sum
+            .link_selection
+            .or(sum.subnet_selection)
+            .or((!giaddr.is_unspecified()).then_some(giaddr))
+            .or(renewing.then_some(ciaddr))
+            .unwrap_or(meta.local_addr);
+        cfg.subnet_for(link)
+    }
+
+    fn subnet_of_slot(&self, slot: Slot) -> Option<usize> {
+        let pool = self.shared.table.pool_of_slot(slot);
+        self.shared.pool_subnet.get(&pool).copied()
+    }
+
+    /// Notes a changed record that must be durable before the reply leaves
+    /// (ack mode): a binding, a renewal, a release, a decline.
+    fn record_change(&mut self, slot: Slot) {
+        self.changed.push(slot);
+        self.needs_commit = true;
+    }
+
+    /// Notes a change whose loss in a crash is harmless: an offer (or its
+    /// withdrawal). A lost offer only means the client's REQUEST finds the
+    /// address free and takes it then, so OFFERs need not wait for a flush.
+    fn record_volatile_change(&mut self, slot: Slot) {
+        self.changed.push(slot);
+    }
+
+    /// Whether changes since the last call must be durable before replies
+    /// leave; resets the flag.
+    pub fn take_needs_commit(&mut self) -> bool {
+        std::mem::take(&mut self.needs_commit)
+    }
+
+    /// Binds `slot` to `key` as Offered (held until `hold`) or Active (for
+    /// the granted time), if `may_take` allows it under the record lock.
+    /// Returns the lease seconds granted (for option 51).
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        slot: Slot,
+        key: &ClientKey,
+        msg: &Message<'_>,
+        state: LeaseState,
+        now: u32,
+        desired: u32,
+        hold: u32,
+    ) -> Option<u32> {
+        let pol = self.pol;
+        let relay = self.relay_info;
+        let (r, changed) = self.shared.table.update_tracked(slot, |l| {
+            if !may_take(l, key, now, pol.as_ref()) {
+                return None;
+            }
+            Some(bind_granted(
+                l,
+                key,
+                msg,
+                state,
+                now,
+                desired,
+                hold,
+                pol.as_ref(),
+                &relay,
+            ))
+        });
+        if r.is_some() {
+            if state == LeaseState::Offered {
+                // Re-offering a client its unexpired lease leaves the record as it was: no
+                // flush, and no binding update for a failover partner.
+                if changed {
+                    self.record_volatile_change(slot);
+                }
+            } else {
+                // Even an unchanged ACK is noted: its reply must wait for the flush that
+                // makes the earlier, identical write durable.
+                self.record_change(slot);
+            }
+        }
+        r
+    }
+}
+
+/// The lease-table key of a reserved client.
+fn reservation_key(k: &ReservationKey) -> ClientKey {
+    match k {
+        ReservationKey::Hw(mac) => ClientKey::from_hw(1, mac),
+        ReservationKey::ClientId(id) => ClientKey::from_client_id(id),
+    }
+}
+
+/// Client identity: option 61 if present, else (htype, chaddr).
+pub fn client_key(msg: &Message<'_>, sum: &Summary<'_>) -> ClientKey {
+    match sum.client_id {
+        Some(id) => ClientKey::from_client_id(id),
+        None => ClientKey::from_hw(msg.htype(), msg.chaddr()),
+    }
+}
+
+/// The lease time to grant: the client's wish clamped to [min, max], else the default.
+pub fn lease_time(t: &LeaseTimes, requested: Option<u32>) -> u32 {
+    match requested {
+        Some(r) => r.clamp(t.min, t.max),
+        None => t.default,
+    }
+}

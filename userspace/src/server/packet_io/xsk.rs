@@ -1,0 +1,203 @@
+//! The AF_XDP driver: one socket per RX queue, whole Ethernet frames.
+//!
+//! The request's DHCP payload is copied to a scratch buffer (a few hundred
+//! bytes) so the reply can be written in place into the same UMEM frame; the
+//! Ethernet/IP/UDP headers are then written in front of it. No allocation.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use xdhcpd_common::DHCPV4_SERVER_PORT;
+
+use super::PacketIo;
+use crate::server::worker::{bump, WorkerCounters, BATCH};
+use xdhcpd_dhcpv4::{Decision, LinkDest, RxMeta};
+use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs, RxFrame};
+use xdhcpd_io::xsk::{Desc, XskSocket};
+
+/// Counts of frames dropped before the engine saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FrameDrops {
+    pub malformed: u64,
+    pub ipv6: u64,
+    pub not_server_port: u64,
+    pub too_big: u64,
+}
+
+/// One frame in, one frame out: parses the request frame, hands its payload to
+/// the responder and frames the reply in place. Separate from the socket so
+/// benchmarks can drive it on plain buffers.
+pub struct FrameResponder {
+    mac: [u8; 6],
+    /// Address of the interface: selects the subnet of direct clients.
+    local_addr: Ipv4Addr,
+    /// Source address of replies (the server identifier).
+    server_id: Ipv4Addr,
+    scratch: Box<[u8; 2048]>,
+    pub drops: FrameDrops,
+}
+
+impl FrameResponder {
+    pub fn new(mac: [u8; 6], local_addr: Ipv4Addr, server_id: Ipv4Addr) -> Self {
+        FrameResponder {
+            mac,
+            local_addr,
+            server_id,
+            scratch: Box::new([0u8; 2048]),
+            drops: FrameDrops::default(),
+        }
+    }
+
+    /// Answers the frame in `frame[..len]` (the buffer may be larger: the
+    /// reply can be longer than the request). Returns the reply's length.
+    #[inline]
+    pub fn answer<R>(&mut self, frame: &mut [u8], len: usize, respond: &mut R) -> Option<usize>
+    where
+        R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
+    {
+        let len = len.min(frame.len());
+        let (src_mac, vlan_raw, vlan_len, src_ip, dst_ip, plen) = {
+            let rx = match RxFrame::parse(&frame[..len]) {
+                Ok(rx) => rx,
+                Err(_) => {
+                    self.drops.malformed += 1;
+                    return None;
+                }
+            };
+            let (IpAddr::V4(src), IpAddr::V4(dst)) = (rx.src_ip, rx.dst_ip) else {
+                // DHCPv6 is steered by XDP but not served yet.
+                self.drops.ipv6 += 1;
+                return None;
+            };
+            if rx.dst_port != DHCPV4_SERVER_PORT {
+                self.drops.not_server_port += 1;
+                return None;
+            }
+            let plen = rx.payload.len();
+            if plen > self.scratch.len() {
+                self.drops.too_big += 1;
+                return None;
+            }
+            self.scratch[..plen].copy_from_slice(rx.payload);
+            (
+                rx.src_mac,
+                rx.vlan_raw,
+                rx.vlan_len as usize,
+                src,
+                dst,
+                plen,
+            )
+        };
+        let meta = RxMeta {
+            local_addr: self.local_addr,
+            src_ip,
+            dst_ip,
+        };
+        let off = FrameLayout::new(vlan_len).payload_offset();
+        let Decision::Reply { len: dlen, to, .. } =
+            respond(&meta, &self.scratch[..plen], &mut frame[off..])
+        else {
+            return None;
+        };
+        let dest = to.destination();
+        let dst_mac = match dest.link {
+            LinkDest::Sender => src_mac,
+            LinkDest::Broadcast => frame::BROADCAST_MAC,
+            LinkDest::Client(mac) => mac,
+        };
+        let addrs = Ipv4UdpAddrs {
+            src_mac: self.mac,
+            dst_mac,
+            src_ip: self.server_id,
+            dst_ip: dest.ip,
+            src_port: DHCPV4_SERVER_PORT,
+            dst_port: dest.port,
+        };
+        frame::write_ipv4_udp_headers(frame, &vlan_raw[..vlan_len], &addrs, dlen).ok()
+    }
+}
+
+/// An AF_XDP socket with its frame responder.
+pub struct XskDriver {
+    sock: XskSocket,
+    frames: FrameResponder,
+    rx: Vec<Desc>,
+}
+
+impl XskDriver {
+    pub fn new(sock: XskSocket, frames: FrameResponder) -> Self {
+        XskDriver {
+            sock,
+            frames,
+            rx: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl PacketIo for XskDriver {
+    /// The request's UMEM frame, holding the reply.
+    type Reply = Desc;
+
+    const IDLE_SPINS: u32 = 64;
+
+    #[inline]
+    fn recv_batch<R>(&mut self, max: usize, replies: &mut Vec<Desc>, mut respond: R) -> usize
+    where
+        R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
+    {
+        self.rx.clear();
+        let n = self.sock.recv(&mut self.rx, max);
+        for d in self.rx.iter() {
+            let frame = self.sock.frame_mut(d.addr);
+            match self.frames.answer(frame, d.len as usize, &mut respond) {
+                Some(len) => replies.push(Desc {
+                    addr: d.addr,
+                    len: len as u32,
+                }),
+                None => {
+                    self.sock.recycle(d.addr);
+                }
+            }
+        }
+        n
+    }
+
+    /// Pushes a reply to the TX ring (one flush-and-retry when the ring is
+    /// full; else the reply is dropped and counted: the client retransmits).
+    #[inline]
+    fn send(&mut self, d: Desc, counters: &WorkerCounters) {
+        if self.sock.tx_push(d).is_ok() {
+            bump(&counters.tx_frames, 1);
+            return;
+        }
+        let _ = self.sock.flush();
+        if self.sock.tx_push(d).is_ok() {
+            bump(&counters.tx_frames, 1);
+        } else {
+            bump(&counters.tx_ring_full, 1);
+            self.sock.recycle(d.addr);
+        }
+    }
+
+    fn discard(&mut self, d: Desc) {
+        self.sock.recycle(d.addr);
+    }
+
+    fn flush(&mut self, _counters: &WorkerCounters) {
+        if let Err(e) = self.sock.flush() {
+            tracing::warn!("xsk flush: {e}");
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.sock.fd()
+    }
+
+    fn wait_readable(&self, timeout_ms: i32) {
+        let _ = self.sock.wait_readable(timeout_ms);
+    }
+
+    fn frame_drops(&self) -> u64 {
+        self.frames.drops.malformed + self.frames.drops.ipv6
+    }
+}
