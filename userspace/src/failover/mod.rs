@@ -111,6 +111,7 @@ pub fn startup_line(c: &FailoverConfig) -> String {
 
 /// A running failover relationship.
 pub struct Failover {
+    expiry_grace: u32,
     cell: Arc<PolicyCell>,
     tap: FailoverTap,
     cmd: mpsc::UnboundedSender<Command>,
@@ -123,6 +124,7 @@ impl Failover {
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
+        let ecfg_grace = ecfg.expiry_grace;
         ecfg.validate()
             .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
         let area = table.failover_area();
@@ -183,11 +185,17 @@ impl Failover {
             .context("spawning the failover thread")?;
         tracing::info!("{}", startup_line(cfg));
         Ok(Failover {
+            expiry_grace: ecfg_grace,
             cell,
             tap: FailoverTap { tx, overflow },
             cmd: cmd_tx,
             thread: Some(thread),
         })
+    }
+
+    /// Seconds after its end that a lease counts as ended (the expiry sweeper uses it too).
+    pub fn expiry_grace(&self) -> u32 {
+        self.expiry_grace
     }
 
     pub fn policy_cell(&self) -> Arc<PolicyCell> {

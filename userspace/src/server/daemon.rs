@@ -380,7 +380,9 @@ impl Daemon {
                 None
             }
         };
-        let background = spawn_background(table.clone(), commit, shared.stop.clone())?;
+        // With a partner, a lease ends for the sweeper when it ends for every failover rule.
+        let grace = failover.as_ref().map_or(0, |f| f.expiry_grace());
+        let background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
         // The committer outlives the workers: it stops after they have.
         let commit_stop = Arc::new(AtomicBool::new(false));
         let committer = match shared.committer {
@@ -592,6 +594,7 @@ fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
 fn spawn_background(
     table: Arc<LeaseTable>,
     commit: CommitMode,
+    expiry_grace: u32,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut v = Vec::new();
@@ -617,7 +620,7 @@ fn spawn_background(
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     // Bounded work per step so a 10M table never stalls shutdown.
-                    let _ = table.sweep_expired(unix_now(), 65_536);
+                    let _ = table.sweep_expired(unix_now().saturating_sub(expiry_grace), 65_536);
                     std::thread::sleep(Duration::from_millis(200));
                 }
             })?,
