@@ -104,8 +104,8 @@ impl LeaseTable {
         }
     }
 
-    /// Dirties every page of the file again (an atomic no-op read-modify-write per page, so a
-    /// concurrent record writer is never overwritten) and flushes the whole file. Clears the
+    /// Dirties every page of the file again (a compare-exchange of a word with its own value per
+    /// page, so a concurrent record writer is never overwritten) and flushes the whole file. Clears the
     /// sticky error on success.
     fn recover_storage(&self) -> io::Result<()> {
         let st = &self.flush_state;
@@ -130,7 +130,13 @@ impl LeaseTable {
             // mapping, 4-byte aligned; that memory is only ever accessed through atomics
             // (module docs), so an atomic no-op read-modify-write races with nobody.
             let w = unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(off).cast::<u32>()) };
-            w.fetch_or(0, Ordering::Relaxed);
+            // A successful compare-exchange stores. Not `fetch_or(0)`: LLVM turns an idempotent
+            // read-modify-write into a plain load, which dirties nothing (seen in release builds).
+            let mut v = w.load(Ordering::Relaxed);
+            while let Err(now) = w.compare_exchange_weak(v, v, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                v = now;
+            }
         }
         match self.map.flush() {
             Err(e) => {
