@@ -83,6 +83,9 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.backup_pct = c.backup_pct;
     e.rebind_limit = c.rebind_limit;
     e.failover_recover = c.failover_recover;
+    // Well above NTP-disciplined clock offsets, but a small fraction of a short MCLT (tests and
+    // labs run MCLTs of seconds).
+    e.expiry_grace = xdhcpd_failover::DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);
     e
 }
 
