@@ -3,6 +3,8 @@
 //!
 //! Needs root and the eBPF object (`cargo xtask build-ebpf`); see `common/require.rs` for
 //! what happens when they are missing.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
 #[path = "common/netns.rs"]
 mod netns;
 
