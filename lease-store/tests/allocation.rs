@@ -1,5 +1,6 @@
 //! Allocation and the client index: round trips, exhaustion and stealing,
 //! backup-owned addresses, concurrent workers, and `allocate_if` refusals.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;

@@ -1,5 +1,6 @@
 //! What open finds in a damaged file: torn and corrupt records (quarantined
 //! or rolled back), records locked at a crash, and files it cannot read.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 use std::collections::{HashMap, HashSet};
 use std::fs;

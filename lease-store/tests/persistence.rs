@@ -1,4 +1,5 @@
 //! What survives closing and reopening the table, and the file lock.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 use std::collections::HashSet;
 

@@ -1,5 +1,6 @@
 //! SIGKILL survival: a child process binds leases and is killed; every
 //! lease flushed before the kill must be there at the next open.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};

@@ -6,6 +6,7 @@
 //! "device" (the backing file, copied as a power cut would leave it) must then hold every record.
 //!
 //! Needs root (mount, losetup, mkfs.ext4).
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 mod common;
 

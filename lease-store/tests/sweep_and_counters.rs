@@ -1,4 +1,5 @@
 //! Background expiry and the per-pool counters.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
 
 use std::collections::HashSet;
 

@@ -3,6 +3,8 @@
 //!
 //! Needs root and the eBPF object (`cargo xtask build-ebpf`); see `common/require.rs` for
 //! what happens when they are missing.
+#![allow(clippy::unwrap_used)] // tests may panic on setup failures
+
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -115,8 +117,8 @@ fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Resu
     // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let (local, local_len) = sockaddr(SocketAddr::new(src, 0));
-    // SAFETY: local is a valid sockaddr of local_len bytes.
     check(
+        // SAFETY: local is a valid sockaddr of local_len bytes.
         unsafe { libc::bind(fd, (&raw const local).cast(), local_len) },
         "bind",
     )?;
@@ -124,8 +126,9 @@ fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Resu
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: tv is a valid timeval of the given size. SO_SNDTIMEO bounds a blocking connect.
+    // SO_SNDTIMEO bounds a blocking connect.
     check(
+        // SAFETY: tv is a valid timeval of the given size.
         unsafe {
             libc::setsockopt(
                 fd,

@@ -123,8 +123,9 @@ impl PartnerKey {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are repr(C) plain data with no padding holes that matter
-    // (all fields are integers/byte arrays).
+    // SAFETY: repr(C) with a u32 and two u16 fields: 8 bytes, no padding, and every
+    // bit pattern is a valid value.
     unsafe impl aya::Pod for super::XdpConfig {}
+    // SAFETY: repr(C) around one [u8; 16]: no padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::PartnerKey {}
 }

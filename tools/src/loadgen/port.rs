@@ -328,8 +328,9 @@ impl PacketPort {
         let mut done = 0;
         while done < self.tx_queued {
             let n = self.tx_queued - done;
-            // SAFETY: zeroed iovec/mmsghdr arrays are valid; filled below.
+            // SAFETY: all-zero is a valid iovec (null base, length 0); filled below.
             let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); filled below.
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for i in 0..n {
                 let k = done + i;
@@ -368,8 +369,9 @@ impl PacketPort {
 
 impl Port for PacketPort {
     fn recv_batch<F: FnMut(&[u8])>(&mut self, mut on_frame: F) -> io::Result<usize> {
-        // SAFETY: zeroed arrays are valid; filled below.
+        // SAFETY: all-zero is a valid iovec (null base, length 0); filled below.
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); filled below.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
             iov[i] = libc::iovec {

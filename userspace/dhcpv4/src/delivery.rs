@@ -18,7 +18,12 @@ pub enum Delivery {
     /// Broadcast 255.255.255.255:68, ff:ff:ff:ff:ff:ff.
     Broadcast,
     /// Unicast to yiaddr at the client's hardware address (no ARP needed).
-    ToClient { ip: Ipv4Addr, mac: [u8; 6] },
+    ToClient {
+        /// The address being given (yiaddr).
+        ip: Ipv4Addr,
+        /// The client's Ethernet address (chaddr).
+        mac: [u8; 6],
+    },
 }
 
 impl Delivery {
@@ -58,8 +63,11 @@ pub enum LinkDest {
 /// A reply's destination on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Destination {
+    /// IPv4 destination address.
     pub ip: Ipv4Addr,
+    /// UDP destination port: 67 to a relay agent, 68 to a client.
     pub port: u16,
+    /// Ethernet destination.
     pub link: LinkDest,
 }
 

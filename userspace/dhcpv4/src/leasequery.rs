@@ -34,9 +34,17 @@ use super::wire::{opt, Message, MessageType, NoRoom, ReplyWriter, Summary};
 /// What a leasequery asks about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Query<'a> {
+    /// Who holds this address (the query's ciaddr).
     Ip(Ipv4Addr),
+    /// Which address the client with this identifier (option 61 value) holds.
     ClientId(&'a [u8]),
-    Mac { htype: u8, hw: &'a [u8] },
+    /// Which address the client with this hardware address holds.
+    Mac {
+        /// Hardware type (1 = Ethernet).
+        htype: u8,
+        /// The hardware address: chaddr's first hlen bytes, not all zero.
+        hw: &'a [u8],
+    },
 }
 
 /// Why a leasequery gets no answer.
@@ -53,8 +61,11 @@ pub enum Unanswered {
 /// The table's answer to a query.
 #[derive(Clone, Copy, Debug)]
 pub enum Answer {
+    /// The unexpired ACTIVE lease that answers the query, as read from the table.
     Active(Lease),
+    /// The queried address is in one of our pools but has no unexpired ACTIVE lease.
     Unassigned(Ipv4Addr),
+    /// The address is in none of our pools, or the client has no unexpired ACTIVE lease.
     Unknown,
 }
 

@@ -6,6 +6,7 @@
 //! threads or the wall clock, so it runs unchanged under the AF_XDP workers,
 //! the UDP fallback, benchmarks and tests.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod delivery;
 pub mod engine;

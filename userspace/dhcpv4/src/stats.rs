@@ -16,6 +16,8 @@ macro_rules! counters {
         pub struct StatsSnapshot { $(#[doc = $doc] pub $name: u64,)* }
 
         impl EngineStats {
+            /// Reads every counter (relaxed: each value is exact, the set is not one
+            /// instant).
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
             }
@@ -60,6 +62,7 @@ counters! {
 }
 
 impl EngineStats {
+    /// Adds one to a counter of an `EngineStats` the caller alone writes.
     #[inline]
     pub fn inc(c: &AtomicU64) {
         // Only the owning worker writes: a load+store is cheaper than a locked add.

@@ -17,70 +17,114 @@ use std::net::Ipv4Addr;
 pub const HEADER_LEN: usize = 236;
 /// Header plus the magic cookie: where options start.
 pub const OPTIONS_OFFSET: usize = 240;
+/// The four bytes at offset 236 that mark the start of DHCP options (RFC 2131 §3).
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Minimum size of a BOOTP message on the wire (RFC 951); replies are padded to it.
 pub const MIN_BOOTP_LEN: usize = 300;
 
+/// `op` of a message from a client or relay agent to a server.
 pub const OP_BOOTREQUEST: u8 = 1;
+/// `op` of a message from a server.
 pub const OP_BOOTREPLY: u8 = 2;
+/// The B bit of `flags` (RFC 2131 §2): the client cannot receive unicast before it has an
+/// address, so the reply is broadcast.
 pub const FLAG_BROADCAST: u16 = 0x8000;
 
 /// Option codes the server interprets or owns.
 pub mod opt {
+    /// One byte of padding, no length byte.
     pub const PAD: u8 = 0;
+    /// Subnet mask of the client's subnet (RFC 2132 §3.3).
     pub const SUBNET_MASK: u8 = 1;
+    /// Routers on the client's subnet, in order of preference (RFC 2132 §3.5).
     pub const ROUTER: u8 = 3;
+    /// The client's host name (RFC 2132 §3.14).
     pub const HOST_NAME: u8 = 12;
+    /// Broadcast address of the client's subnet (RFC 2132 §5.3).
     pub const BROADCAST: u8 = 28;
+    /// The address a client asks for (DISCOVER, SELECTING and INIT-REBOOT REQUEST) or
+    /// declines (DECLINE).
     pub const REQUESTED_IP: u8 = 50;
+    /// Lease time in seconds (u32): asked for by the client, granted by the server.
     pub const LEASE_TIME: u8 = 51;
+    /// Options continue in `file` (1), `sname` (2) or both (3) (RFC 2132 §9.3).
     pub const OVERLOAD: u8 = 52;
+    /// The DHCP message type ([`MessageType`](super::MessageType)); one byte.
     pub const MESSAGE_TYPE: u8 = 53;
+    /// Server identifier: the address of the server the message is to or from.
     pub const SERVER_ID: u8 = 54;
+    /// The option codes the client asks for, one byte each.
     pub const PARAMETER_LIST: u8 = 55;
+    /// A text message (NAK reasons).
     pub const MESSAGE: u8 = 56;
+    /// Largest DHCP message in bytes the client accepts (u16; RFC 2132 §9.10).
     pub const MAX_MESSAGE_SIZE: u8 = 57;
+    /// T1: seconds until the client starts renewing with its server (u32).
     pub const RENEWAL_TIME: u8 = 58;
+    /// T2: seconds until the client starts rebinding with any server (u32).
     pub const REBINDING_TIME: u8 = 59;
+    /// Vendor class identifier (RFC 2132 §9.13).
     pub const VENDOR_CLASS: u8 = 60;
+    /// Client identifier: a type byte and the identifier (RFC 2132 §9.14); keys the lease
+    /// when present, else the hardware address does.
     pub const CLIENT_ID: u8 = 61;
+    /// Rapid commit (RFC 4039): the client takes an ACK in answer to its DISCOVER.
     pub const RAPID_COMMIT: u8 = 80;
+    /// Relay agent information (RFC 3046): sub-options added by the relay, echoed in replies.
     pub const RELAY_AGENT_INFO: u8 = 82;
     /// RFC 4388: seconds since the client's last transaction (leasequery replies).
     pub const CLIENT_LAST_TRANSACTION_TIME: u8 = 91;
     /// RFC 4388: further addresses bound to the queried client (leasequery replies).
     pub const ASSOCIATED_IP: u8 = 92;
+    /// RFC 3011: the subnet the client wants an address on.
     pub const SUBNET_SELECTION: u8 = 118;
+    /// End of the options; no length byte.
     pub const END: u8 = 255;
 }
 
 /// Relay agent information sub-options (RFC 3046, RFC 3527).
 pub mod relay_sub {
+    /// Agent circuit ID: the relay's name for the circuit the request came in on.
     pub const CIRCUIT_ID: u8 = 1;
+    /// Agent remote ID: the relay's name for the remote end of that circuit.
     pub const REMOTE_ID: u8 = 2;
+    /// RFC 3527 link selection: the subnet to allocate on, when giaddr cannot say it.
     pub const LINK_SELECTION: u8 = 5;
 }
 
 /// DHCP message types (option 53).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MessageType {
+    /// A client looks for servers and an address.
     Discover = 1,
+    /// A server offers an address in answer to a DISCOVER.
     Offer = 2,
+    /// A client asks for an offered address, confirms one after a reboot, renews or rebinds.
     Request = 3,
+    /// A client found the address it was given already in use.
     Decline = 4,
+    /// A server grants (or confirms) a lease.
     Ack = 5,
+    /// A server refuses a REQUEST: the client must start over.
     Nak = 6,
+    /// A client gives its address back.
     Release = 7,
+    /// A client that has an address asks only for configuration.
     Inform = 8,
+    /// RFC 3203: a server tells a client to renew now.
     ForceRenew = 9,
-    /// RFC 4388 leasequery and its three answers.
+    /// RFC 4388: a relay or access concentrator asks who holds an address or client.
     LeaseQuery = 10,
+    /// RFC 4388: the address is one this server manages, with no active lease.
     LeaseUnassigned = 11,
+    /// RFC 4388: the server knows nothing about the address or client.
     LeaseUnknown = 12,
+    /// RFC 4388: the address is bound; the reply describes the lease.
     LeaseActive = 13,
 }
 
 impl MessageType {
+    /// The type for an option 53 value; `None` for values no RFC above assigns.
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => Self::Discover,
@@ -105,20 +149,41 @@ impl MessageType {
 /// DHCP payload where the problem was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The payload (its length in bytes) ends before the options start.
     #[error("message too short: {0} bytes, at least 240 needed")]
     TooShort(usize),
+    /// The four bytes at offset 236 are not [`MAGIC_COOKIE`].
     #[error("bad magic cookie at offset 236")]
     BadCookie,
+    /// `op` (the value) is not [`OP_BOOTREQUEST`].
     #[error("not a BOOTREQUEST (op {0}) at offset 0")]
     NotRequest(u8),
+    /// `hlen` (the value) is larger than the 16-byte chaddr field.
     #[error("hardware address length {0} exceeds 16 at offset 2")]
     BadHlen(u8),
+    /// An option's length byte, or its value, lies past the end of its region.
     #[error("option {code} at offset {offset} runs past the end of the message")]
-    OptionOverrun { code: u8, offset: usize },
+    OptionOverrun {
+        /// The option code.
+        code: u8,
+        /// Offset of the option's code byte in the payload.
+        offset: usize,
+    },
+    /// An option's length is wrong for its code (e.g. an address that is not 4 bytes), or
+    /// option 52's value is not 1-3, or a sub-option of option 82 is malformed.
     #[error("option {code} at offset {offset} has invalid length {len}")]
-    OptionLength { code: u8, offset: usize, len: u8 },
+    OptionLength {
+        /// The option code.
+        code: u8,
+        /// Offset of the option's code byte in the payload.
+        offset: usize,
+        /// The length byte as found.
+        len: u8,
+    },
+    /// A request without option 53.
     #[error("no message type option (53)")]
     NoMessageType,
+    /// Option 53 holds a value (here) [`MessageType::from_u8`] does not know.
     #[error("unknown message type {0}")]
     UnknownMessageType(u8),
 }
@@ -144,30 +209,39 @@ impl<'a> Message<'a> {
         Ok(Message { buf })
     }
 
+    /// The whole payload the view was made from.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf
     }
+    /// `op`: [`OP_BOOTREQUEST`] or [`OP_BOOTREPLY`] (not checked here).
     pub fn op(&self) -> u8 {
         self.buf[0]
     }
+    /// Hardware address type (1 = Ethernet).
     pub fn htype(&self) -> u8 {
         self.buf[1]
     }
+    /// Hardware address length in bytes; at most 16 (checked by [`Message::new_checked`]).
     pub fn hlen(&self) -> u8 {
         self.buf[2]
     }
+    /// Relay agents the message has passed.
     pub fn hops(&self) -> u8 {
         self.buf[3]
     }
+    /// Transaction ID chosen by the client; replies carry it back.
     pub fn xid(&self) -> u32 {
         u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]])
     }
+    /// Seconds since the client began acquiring or renewing its address.
     pub fn secs(&self) -> u16 {
         u16::from_be_bytes([self.buf[8], self.buf[9]])
     }
+    /// The `flags` field; only [`FLAG_BROADCAST`] is defined.
     pub fn flags(&self) -> u16 {
         u16::from_be_bytes([self.buf[10], self.buf[11]])
     }
+    /// Whether the client set the broadcast bit.
     pub fn broadcast_flag(&self) -> bool {
         self.flags() & FLAG_BROADCAST != 0
     }
@@ -179,15 +253,21 @@ impl<'a> Message<'a> {
             self.buf[at + 3],
         )
     }
+    /// Client address: set by a client that has one and can answer ARP (RENEW, REBIND,
+    /// INFORM, RELEASE), or the address a leasequery asks about; else 0.0.0.0.
     pub fn ciaddr(&self) -> Ipv4Addr {
         self.ip_at(12)
     }
+    /// "Your" address: the address a server gives; 0.0.0.0 in requests.
     pub fn yiaddr(&self) -> Ipv4Addr {
         self.ip_at(16)
     }
+    /// Next server (boot server) address.
     pub fn siaddr(&self) -> Ipv4Addr {
         self.ip_at(20)
     }
+    /// Relay agent address: set by the first relay, 0.0.0.0 when the client is on a
+    /// link of ours.
     pub fn giaddr(&self) -> Ipv4Addr {
         self.ip_at(24)
     }
@@ -200,9 +280,11 @@ impl<'a> Message<'a> {
     pub fn chaddr(&self) -> &'a [u8] {
         &self.buf[28..28 + self.hlen() as usize]
     }
+    /// The 64-byte server host name field (may hold options under option 52).
     pub fn sname(&self) -> &'a [u8] {
         &self.buf[44..108]
     }
+    /// The 128-byte boot file name field (may hold options under option 52).
     pub fn file(&self) -> &'a [u8] {
         &self.buf[108..236]
     }
@@ -271,15 +353,25 @@ impl<'a> Message<'a> {
 /// The options the server acts on, borrowed from the message.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary<'a> {
+    /// Option 53.
     pub message_type: Option<MessageType>,
+    /// Option 50: the address the client asks for.
     pub requested_ip: Option<Ipv4Addr>,
+    /// Option 54: the server a SELECTING REQUEST, a DECLINE or a RELEASE is meant for.
     pub server_id: Option<Ipv4Addr>,
+    /// Option 51: the lease time the client asks for, in seconds.
     pub lease_time: Option<u32>,
+    /// Option 61, type byte included; never empty.
     pub client_id: Option<&'a [u8]>,
+    /// Option 55: the option codes the client asks for.
     pub parameter_list: Option<&'a [u8]>,
+    /// Option 57: the largest DHCP message in bytes the client accepts.
     pub max_message_size: Option<u16>,
+    /// Option 12, as sent (not checked to be text).
     pub host_name: Option<&'a [u8]>,
+    /// Option 60, as sent.
     pub vendor_class: Option<&'a [u8]>,
+    /// Option 80 present: the client accepts an ACK to its DISCOVER (RFC 4039).
     pub rapid_commit: bool,
     /// The whole value of option 82, echoed unchanged in replies (RFC 3046 §2.2).
     pub relay_agent_info: Option<&'a [u8]>,
@@ -407,6 +499,8 @@ pub struct SubOptionIter<'a> {
 }
 
 impl<'a> SubOptionIter<'a> {
+    /// Iterates the sub-options in `buf` (the value of option 82). Yields `(code, value)`;
+    /// a sub-option that runs past the end yields `Err(its offset in buf)` and ends it.
     pub fn new(buf: &'a [u8]) -> Self {
         SubOptionIter { buf, pos: 0 }
     }
@@ -475,12 +569,15 @@ impl<'b> ReplyWriter<'b> {
         })
     }
 
+    /// Sets `ciaddr` (0.0.0.0 unless set).
     pub fn set_ciaddr(&mut self, a: Ipv4Addr) {
         self.buf[12..16].copy_from_slice(&a.octets());
     }
+    /// Sets `yiaddr`, the address given to the client (0.0.0.0 unless set).
     pub fn set_yiaddr(&mut self, a: Ipv4Addr) {
         self.buf[16..20].copy_from_slice(&a.octets());
     }
+    /// Sets `siaddr`, the next (boot) server (0.0.0.0 unless set).
     pub fn set_siaddr(&mut self, a: Ipv4Addr) {
         self.buf[20..24].copy_from_slice(&a.octets());
     }
@@ -491,6 +588,7 @@ impl<'b> ReplyWriter<'b> {
         self.buf[2] = hlen.min(16);
         self.buf[28..44].copy_from_slice(chaddr);
     }
+    /// Overwrites the `flags` copied from the request.
     pub fn set_flags(&mut self, f: u16) {
         self.buf[10..12].copy_from_slice(&f.to_be_bytes());
     }
@@ -537,9 +635,11 @@ impl<'b> ReplyWriter<'b> {
         Ok(())
     }
 
+    /// [`ReplyWriter::option`] with a 4-byte big-endian value (lease time, T1, T2: seconds).
     pub fn option_u32(&mut self, code: u8, v: u32) -> Result<(), NoRoom> {
         self.option(code, &v.to_be_bytes())
     }
+    /// [`ReplyWriter::option`] with one IPv4 address.
     pub fn option_ip(&mut self, code: u8, v: Ipv4Addr) -> Result<(), NoRoom> {
         self.option(code, &v.octets())
     }

@@ -229,9 +229,11 @@ impl UdpIo {
             port,
             bufs: vec![0; RX_BUF * BATCH],
             ctrl: vec![[0; CTRL_WORDS]; BATCH],
-            // SAFETY: all-zero is a valid sockaddr_in / iovec / mmsghdr.
+            // SAFETY: all-zero is a valid sockaddr_in (plain integers).
             names: vec![unsafe { zeroed() }; BATCH],
+            // SAFETY: all-zero is a valid iovec (null base, length 0).
             iovs: vec![unsafe { zeroed() }; BATCH],
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
             hdrs: vec![unsafe { zeroed() }; BATCH],
             counters: UdpCounters::default(),
         })

@@ -42,7 +42,9 @@ const DEFAULT_MAX_PAYLOAD: usize = 576 - 28;
 
 /// What the engine shares across workers: read-mostly, set up at start.
 pub struct EngineShared {
+    /// The configuration served: subnets, pools, reservations, options, lease times.
     pub config: Arc<Config>,
+    /// The lease table, shared with every worker and the background threads.
     pub table: Arc<LeaseTable>,
     /// Server identifier (option 54) and source address of replies.
     pub server_id: Ipv4Addr,
@@ -55,6 +57,9 @@ pub struct EngineShared {
 }
 
 impl EngineShared {
+    /// Indexes `config`'s reservations (client key -> subnet and address) and pools
+    /// (pool id -> subnet) over `table`; no failover policy until
+    /// [`EngineShared::with_failover`].
     pub fn new(config: Arc<Config>, table: Arc<LeaseTable>, server_id: Ipv4Addr) -> Self {
         let mut reservations = HashMap::new();
         let mut pool_subnet = HashMap::new();
@@ -105,39 +110,62 @@ pub struct RxMeta {
     /// An address of the interface the message arrived on; selects the
     /// subnet of directly attached clients.
     pub local_addr: Ipv4Addr,
+    /// IPv4 source of the request: the relay agent, the client's address, or 0.0.0.0;
+    /// names an INFORM client's subnet when ciaddr is 0.
     pub src_ip: Ipv4Addr,
+    /// IPv4 destination of the request: broadcast tells a REBINDING client from a
+    /// RENEWING one (which unicasts to us).
     pub dst_ip: Ipv4Addr,
 }
 
 /// Why no reply was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Silence {
+    /// The payload is not a valid DHCP message (header, cookie or options), or a
+    /// DECLINE names no address.
     Malformed,
+    /// A BOOTREPLY, a BOOTP request (no option 53) or a message type a server does not
+    /// handle.
     NotRequest,
+    /// No configured subnet for the client's link.
     NoSubnet,
+    /// A DISCOVER for which no address may be given.
     PoolExhausted,
+    /// A REQUEST, DECLINE or RELEASE whose server identifier is another server's; our
+    /// offer to that client, if any, is withdrawn.
     OtherServer,
+    /// A message about a binding this server does not have, or (not authoritative for
+    /// the link) a REQUEST for an address it cannot confirm (RFC 2131 §4.3.2).
     UnknownClient,
     /// The failover state or load balancing says the partner answers.
     Failover,
     /// RELEASE / DECLINE: applied, no reply by design.
     NoReplyExpected,
+    /// The reply did not fit the output buffer.
     NoRoom,
     /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
     /// address, MAC or client identifier (RFC 4388).
     LeaseQueryRefused,
 }
 
+/// What [`Engine::handle`] decided about one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// A reply is in the output buffer.
     Reply {
+        /// Bytes of DHCP payload written at the start of the output buffer.
         len: usize,
+        /// The reply's message type (OFFER, ACK, NAK or a leasequery answer).
         kind: MessageType,
+        /// Where the reply goes.
         to: Delivery,
     },
+    /// No reply, and why (each reason is also counted in [`EngineStats`]).
     Silent(Silence),
 }
 
+/// One worker's DHCPv4 server: decides on one message at a time. Not shared between
+/// threads; the state it shares with other engines is in [`EngineShared`].
 pub struct Engine {
     shared: Arc<EngineShared>,
     shard: usize,
@@ -155,6 +183,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine that allocates from the lease table's free lists of shard `shard` (each
+    /// worker its own) and counts into `stats`, which only this engine writes.
     pub fn new(shared: Arc<EngineShared>, shard: usize, stats: Arc<EngineStats>) -> Self {
         Engine {
             shared,
@@ -168,10 +198,12 @@ impl Engine {
         }
     }
 
+    /// The state shared with the other engines.
     pub fn shared(&self) -> &Arc<EngineShared> {
         &self.shared
     }
 
+    /// This engine's counters.
     pub fn stats(&self) -> &Arc<EngineStats> {
         &self.stats
     }
