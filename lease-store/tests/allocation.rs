@@ -176,7 +176,11 @@ fn two_threads_never_get_the_same_address() {
             assert!(held.insert(s));
         }
     }
-    assert!(total > 100_000, "too few allocations: {total}");
+    // The test must have done real work (about 130k allocations on a quiet machine). Stealing
+    // from the other shard only try-locks it (a worker never waits on another shard), so on a
+    // loaded machine a preempted lock holder turns some allocations into misses: 86,600 seen
+    // with the load average at 7.
+    assert!(total > 50_000, "too few allocations: {total}");
     // Every held slot is Offered, everything else is free.
     let stats = t.recount(1).unwrap();
     assert_eq!(stats.offered, held.len() as u64);
