@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xdhcpd_failover::{
-    Action, BindingSync, FailoverEngine, PolicyCell, RejectReason, Role, ServerState, UpdateId,
+    Action, BindingSync, FailoverEngine, McltFrom, PartnerDownAccepted, PolicyCell, RejectReason,
+    Role, ServerState, UpdateId,
 };
 
 use super::table_store::TableStore;
@@ -710,25 +711,12 @@ impl Driver {
         match req {
             Request::FailoverStatus => Response::status(self.status()),
             Request::FailoverPartnerDown { since } => match self.engine.partner_down(now, since) {
-                Ok(()) => {
+                Ok(acc) => {
                     self.pump();
-                    let p = self.engine.persisted();
-                    let usable = fmt_time(self.engine.policy().partner_down_usable_at);
-                    let whose = if p.blind_partner_down {
-                        tracing::warn!(
-                            "failover: partner-down from RECOVER: the partner's last leases are \
-                             unknown, so no new client gets any address before {usable}"
-                        );
-                        "declared from RECOVER: every address, ours too,"
-                    } else {
-                        "partner's addresses"
-                    };
-                    Response::message(format!(
-                        "partner-down accepted: state {}, {whose} usable from {usable} \
-                         (MCLT {} s counted from {})",
+                    Response::message(partner_down_reply(
+                        &acc,
                         self.engine.state(),
                         self.engine.mclt(),
-                        fmt_time(p.partner_down_since)
                     ))
                 }
                 Err(e) => Response::error(e.to_string()),
@@ -820,6 +808,33 @@ impl Driver {
             connections: st.connections,
         }
     }
+}
+
+/// The operator's answer to an accepted `partner-down`: which time the MCLT counts from and
+/// when the waited-for addresses become usable (also logged).
+fn partner_down_reply(acc: &PartnerDownAccepted, state: ServerState, mclt: u32) -> String {
+    let usable = fmt_time(acc.usable_at);
+    let from = match acc.from {
+        McltFrom::Since => "--since as given",
+        McltFrom::Now => "now: no --since given",
+        McltFrom::Unchanged => "already PARTNER-DOWN since then; --since re-dates it",
+    };
+    let whose = if acc.blind {
+        tracing::warn!(
+            "failover: partner-down from RECOVER: the partner's last leases are unknown, so no \
+             new client gets any address before {usable}"
+        );
+        "declared from RECOVER: every address, ours too,"
+    } else {
+        "partner's addresses"
+    };
+    let m = format!(
+        "partner-down accepted: state {state}; MCLT {mclt} s counted from {} ({from}); {whose} \
+         usable from {usable}",
+        fmt_time(acc.mclt_from)
+    );
+    tracing::info!("failover: {m}");
+    m
 }
 
 async fn accept_loop(listener: TcpListener, peer: SocketAddr, tx: mpsc::UnboundedSender<Event>) {

@@ -272,7 +272,8 @@ pub enum FailoverCtl {
     },
     /// Declare the partner down (PARTNER-DOWN). MCLT before using its addresses counts from
     /// --since (when it was last known alive): -3d, -12h, -30m, a Unix time or RFC 3339;
-    /// default: the start of COMMUNICATIONS-INTERRUPTED.
+    /// default: now (the partner may have served until now). The reply says which time was
+    /// used and when the partner's addresses become usable.
     PartnerDown {
         #[arg(long, allow_hyphen_values = true)]
         since: Option<String>,

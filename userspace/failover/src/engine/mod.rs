@@ -32,7 +32,7 @@ mod state;
 mod updates;
 
 pub use config::{Config, ConfigError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
-pub use state::CommandError;
+pub use state::{CommandError, McltFrom, PartnerDownAccepted};
 pub use updates::{backup_share, binding_from_txn, txn_from_binding};
 
 use std::collections::VecDeque;

@@ -1,14 +1,20 @@
 //! Faults and operator actions: crashes and restarts, partitions, connection resets, clock
 //! steps, isolation from clients, partner-down, shutdown/pause, failover recover.
 
-use xdhcpd_failover::{BindingSync, CommandError, FailoverEngine, ServerState};
+use xdhcpd_failover::{
+    BindingSync, CommandError, FailoverEngine, PartnerDownAccepted, ServerState,
+};
 
 use super::{Sim, MAX_SKEW};
 
 impl Sim {
     /// Operator `partner-down` on live node `i` at its own clock; its actions run at once.
     /// A blind one (accepted in RECOVER / RECOVER-WAIT) is counted in the coverage.
-    pub fn partner_down(&mut self, i: usize, since: Option<u32>) -> Result<(), CommandError> {
+    pub fn partner_down(
+        &mut self,
+        i: usize,
+        since: Option<u32>,
+    ) -> Result<PartnerDownAccepted, CommandError> {
         let now = self.nodes[i].now(self.t);
         let e = self.nodes[i]
             .engine
@@ -211,17 +217,11 @@ impl Sim {
                         && self.nodes[a].state() == Some(ServerState::CommunicationsInterrupted)
                     {
                         let now = self.nodes[a].now(self.t);
-                        // The operator dates it from when the partner lost its clients (without
-                        // a date, MCLT would count from the start of COMMUNICATIONS-INTERRUPTED,
-                        // which may be earlier).
+                        // The operator dates it from when the partner lost its clients, or
+                        // gives no date: then MCLT counts from now, later than the cut.
                         let cut =
                             self.nodes[a].now(self.nodes[other].isolated_from) + MAX_SKEW as u32;
-                        let since = if self.rng.chance(500)
-                            && self.nodes[a]
-                                .engine
-                                .as_ref()
-                                .is_some_and(|e| e.interrupted_since() >= cut)
-                        {
+                        let since = if self.rng.chance(500) {
                             None
                         } else {
                             Some(cut.min(now))
