@@ -1,7 +1,8 @@
 //! The control socket: a Unix stream socket carrying one JSON request per line and one JSON
 //! response per line, and the `xdhcpd ctl` client side.
 //!
-//! Requests: `{"cmd":"failover-status"}`, `{"cmd":"failover-partner-down","since":UNIX|null}`,
+//! Requests: `{"cmd":"failover-status"}`,
+//! `{"cmd":"failover-partner-down","since":UNIX|null,"force":false}`,
 //! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`. Responses: `{"ok":true,...}` or
 //! `{"ok":false,"error":"..."}`.
 //! The server runs on its own thread and hands each request to a handler; it never touches a
@@ -28,6 +29,9 @@ pub enum Request {
     FailoverPartnerDown {
         #[serde(default)]
         since: Option<u32>,
+        /// Also in NORMAL, STARTUP and PARTNER-DOWN (the operator knows the partner is down).
+        #[serde(default)]
+        force: bool,
     },
     FailoverRecover,
     /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
@@ -421,7 +425,23 @@ mod tests {
     fn request_wire_format() {
         let r: Request =
             serde_json::from_str(r#"{"cmd":"failover-partner-down","since":5}"#).expect("parse");
-        assert_eq!(r, Request::FailoverPartnerDown { since: Some(5) });
+        assert_eq!(
+            r,
+            Request::FailoverPartnerDown {
+                since: Some(5),
+                force: false
+            }
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"failover-partner-down","since":null,"force":true}"#)
+                .expect("parse");
+        assert_eq!(
+            r,
+            Request::FailoverPartnerDown {
+                since: None,
+                force: true
+            }
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-status"}"#).expect("parse");
         assert_eq!(r, Request::FailoverStatus);
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-pause"}"#).expect("parse");

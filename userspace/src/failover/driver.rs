@@ -710,17 +710,19 @@ impl Driver {
         let now = unix_now();
         match req {
             Request::FailoverStatus => Response::status(self.status()),
-            Request::FailoverPartnerDown { since } => match self.engine.partner_down(now, since) {
-                Ok(acc) => {
-                    self.pump();
-                    Response::message(partner_down_reply(
-                        &acc,
-                        self.engine.state(),
-                        self.engine.mclt(),
-                    ))
+            Request::FailoverPartnerDown { since, force } => {
+                match self.engine.partner_down(now, since, force) {
+                    Ok(acc) => {
+                        self.pump();
+                        Response::message(partner_down_reply(
+                            &acc,
+                            self.engine.state(),
+                            self.engine.mclt(),
+                        ))
+                    }
+                    Err(e) => Response::error(e.to_string()),
                 }
-                Err(e) => Response::error(e.to_string()),
-            },
+            }
             Request::FailoverPause => self.pause(now),
             Request::FailoverRecover => match self.engine.recover(now) {
                 Ok(()) => {
@@ -748,9 +750,7 @@ impl Driver {
             return Response::error(format!("already {before}; only a restart leaves it"));
         }
         if let Err(e) = self.engine.pause(now) {
-            return Response::error(format!(
-                "{e}: pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead"
-            ));
+            return Response::error(e.to_string());
         }
         self.pump();
         Response::message(format!(

@@ -277,6 +277,11 @@ pub enum FailoverCtl {
     PartnerDown {
         #[arg(long, allow_hyphen_values = true)]
         since: Option<String>,
+        /// Also when this server is NORMAL, STARTUP or already PARTNER-DOWN (only for a partner
+        /// you know has stopped serving clients; without it, only COMMUNICATIONS-INTERRUPTED,
+        /// RESOLUTION-INTERRUPTED, RECOVER and RECOVER-WAIT take the command).
+        #[arg(long)]
+        force: bool,
     },
     /// Pull the partner's whole database (RECOVER, UPDREQALL) and wait MCLT before serving.
     Recover,
@@ -342,12 +347,12 @@ fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow:
     // Validate arguments before touching the socket.
     let (req, json) = match cmd {
         FailoverCtl::Status { json } => (Request::FailoverStatus, json),
-        FailoverCtl::PartnerDown { since } => {
+        FailoverCtl::PartnerDown { since, force } => {
             let since = match since {
                 Some(s) => Some(control::parse_since(&s, unix_now()).map_err(anyhow::Error::msg)?),
                 None => None,
             };
-            (Request::FailoverPartnerDown { since }, false)
+            (Request::FailoverPartnerDown { since, force }, false)
         }
         FailoverCtl::Recover => (Request::FailoverRecover, false),
         FailoverCtl::Pause => (Request::FailoverPause, false),

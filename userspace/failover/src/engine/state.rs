@@ -6,12 +6,13 @@ use crate::types::{Role, ServerState};
 
 use super::{Action, FailoverEngine};
 
-/// A command refused in the current state.
+/// A command refused in the current state, with the reason for the operator.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("failover command {command} not allowed in state {state}")]
+#[error("failover command {command} not allowed in state {state}: {why}")]
 pub struct CommandError {
     pub command: &'static str,
     pub state: ServerState,
+    pub why: &'static str,
 }
 
 pub(super) fn comm_failed_state(s: ServerState) -> ServerState {
@@ -61,26 +62,60 @@ impl FailoverEngine {
     /// no way out of RECOVER without the partner, and the partner may have leased any
     /// address, ours included, for up to MCLT past its last activity. So every address, our
     /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT).
+    ///
+    /// Guards: accepted in COMMUNICATIONS-INTERRUPTED and RESOLUTION-INTERRUPTED (where
+    /// draft-12 expects it), RECOVER and RECOVER-WAIT (blind). NORMAL, STARTUP and
+    /// PARTNER-DOWN (re-dating) need `force`: there we either hear the partner or have not yet
+    /// tried, and an operator mistaken about a partner that still serves gives addresses to
+    /// two clients. Every other state refuses it, forced or not.
     pub fn partner_down(
         &mut self,
         now: u32,
         since: Option<u32>,
+        force: bool,
     ) -> Result<PartnerDownAccepted, CommandError> {
         self.tick(now);
+        let refuse = |state, why| {
+            Err(CommandError {
+                command: "partner-down",
+                state,
+                why,
+            })
+        };
         match self.state {
-            ServerState::CommunicationsInterrupted
-            | ServerState::ResolutionInterrupted
-            | ServerState::Normal
-            | ServerState::Startup
-            | ServerState::PartnerDown => {}
+            ServerState::CommunicationsInterrupted | ServerState::ResolutionInterrupted => {}
             ServerState::Recover | ServerState::RecoverWait => {
                 self.persist.blind_partner_down = true;
             }
+            ServerState::Normal | ServerState::Startup | ServerState::PartnerDown if force => {}
+            s @ ServerState::Normal => {
+                return refuse(
+                    s,
+                    "the partner is connected and serving; declaring it down now gives \
+                     addresses to two clients. Only if you know it has stopped serving \
+                     clients, add --force",
+                )
+            }
+            s @ ServerState::Startup => {
+                return refuse(
+                    s,
+                    "the partner's state is not known yet (STARTUP waits for it); wait for \
+                     COMMUNICATIONS-INTERRUPTED, or, if you know the partner is down, add \
+                     --force",
+                )
+            }
+            s @ ServerState::PartnerDown => {
+                return refuse(
+                    s,
+                    "already PARTNER-DOWN; add --force (with --since) to re-date the MCLT wait",
+                )
+            }
             s => {
-                return Err(CommandError {
-                    command: "partner-down",
-                    state: s,
-                })
+                return refuse(
+                    s,
+                    "only COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, RECOVER and \
+                     RECOVER-WAIT take it (NORMAL, STARTUP and PARTNER-DOWN with --force)",
+                )
             }
         }
         let (default, from) = match self.state {
@@ -117,6 +152,7 @@ impl FailoverEngine {
             return Err(CommandError {
                 command: "recover",
                 state: self.state,
+                why: "a stopping server (SHUTDOWN or PAUSED) is left only by a restart",
             });
         }
         self.persist.recover_all = true;
@@ -156,6 +192,7 @@ impl FailoverEngine {
             return Err(CommandError {
                 command: "pause",
                 state: self.state,
+                why: "pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead",
             });
         }
         self.stop(now, ServerState::Paused, "pause command");

@@ -9,11 +9,13 @@ use super::{Sim, MAX_SKEW};
 
 impl Sim {
     /// Operator `partner-down` on live node `i` at its own clock; its actions run at once.
-    /// A blind one (accepted in RECOVER / RECOVER-WAIT) is counted in the coverage.
+    /// Blind ones (accepted in RECOVER / RECOVER-WAIT) and forced ones are counted in the
+    /// coverage.
     pub fn partner_down(
         &mut self,
         i: usize,
         since: Option<u32>,
+        force: bool,
     ) -> Result<PartnerDownAccepted, CommandError> {
         let now = self.nodes[i].now(self.t);
         let e = self.nodes[i]
@@ -21,9 +23,12 @@ impl Sim {
             .as_mut()
             .expect("partner-down on a live node");
         let blind = matches!(e.state(), ServerState::Recover | ServerState::RecoverWait);
-        let r = e.partner_down(now, since);
+        let r = e.partner_down(now, since, force);
         if r.is_ok() && blind {
             self.cov.blind_partner_downs += 1;
+        }
+        if r.is_ok() && force {
+            self.cov.forced_partner_downs += 1;
         }
         self.drain(i);
         r
@@ -165,7 +170,13 @@ impl Sim {
                         self.nodes[a].now(self.nodes[other].crashed_at) + MAX_SKEW as u32;
                     let since = Some(crash_local.min(self.nodes[a].now(self.t)));
                     self.note(format!("node{a}: operator partner-down since {since:?}"));
-                    let _ = self.partner_down(a, since);
+                    // Refused outside COMMUNICATIONS-INTERRUPTED / RECOVER (e.g. still NORMAL
+                    // or STARTUP): this operator knows the partner crashed, so forces it.
+                    if self.partner_down(a, since, false).is_err() {
+                        self.cov.partner_downs_refused += 1;
+                        self.note(format!("node{a}: operator partner-down --force"));
+                        let _ = self.partner_down(a, since, true);
+                    }
                 }
             }
             78..=83 => {
@@ -227,7 +238,7 @@ impl Sim {
                             Some(cut.min(now))
                         };
                         self.note(format!("node{a}: operator partner-down (partner isolated)"));
-                        let _ = self.partner_down(a, since);
+                        let _ = self.partner_down(a, since, false);
                     }
                 }
             }
