@@ -24,7 +24,7 @@ pub mod types;
 
 pub use engine::{
     backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, McltFrom,
-    PartnerDownAccepted, Stats, UpdateId, DEFAULT_EXPIRY_GRACE,
+    PartnerDownAccepted, StartError, Stats, UpdateId, DEFAULT_EXPIRY_GRACE,
 };
 pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
 pub use policy::{

@@ -10,7 +10,8 @@
 //! | 8 | 4 | own state entered at |
 //! | 12 | 1 | partner state (0 = never known) |
 //! | 13 | 1 | flags: bit0 ever communicated, bit1 full recovery (UPDREQALL) pending, bit2 blind PARTNER-DOWN (declared from RECOVER: our own pool waits too) |
-//! | 14 | 2 | reserved (0) |
+//! | 14 | 1 | our role: 1 primary, 2 secondary; 0 = not recorded (written before the role was) |
+//! | 15 | 1 | reserved (0) |
 //! | 16 | 4 | partner state entered at (partner's start-time-of-state) |
 //! | 20 | 4 | last contact with the partner |
 //! | 24 | 4 | last time this server was operational (heartbeat) |
@@ -20,7 +21,7 @@
 //! | 40 | 20 | reserved (0) |
 //! | 60 | 4 | FNV-1a 32 of bytes 0..60 |
 
-use crate::types::ServerState;
+use crate::types::{Role, ServerState};
 
 pub const PERSIST_LEN: usize = 64;
 pub const PERSIST_MAGIC: [u8; 4] = *b"XFOP";
@@ -47,6 +48,9 @@ pub struct FailoverPersist {
     /// leased while it was PARTNER-DOWN, so our own free addresses wait out the MCLT too.
     /// Cleared on reaching NORMAL.
     pub blind_partner_down: bool,
+    /// The role this state was written in (None: a file from before the role was recorded).
+    /// A server configured in the other role must not resume from it.
+    pub role: Option<Role>,
 }
 
 /// Why persisted bytes were refused.
@@ -62,6 +66,8 @@ pub enum PersistError {
     Checksum { stored: u32, computed: u32 },
     #[error("failover persisted state: invalid state value {value} at byte {offset}")]
     State { offset: usize, value: u8 },
+    #[error("failover persisted state: invalid role value {0} at byte 14")]
+    Role(u8),
 }
 
 fn fnv1a(b: &[u8]) -> u32 {
@@ -89,6 +95,11 @@ impl FailoverPersist {
         b[13] = self.ever_communicated as u8
             | (self.recover_all as u8) << 1
             | (self.blind_partner_down as u8) << 2;
+        b[14] = match self.role {
+            None => 0,
+            Some(Role::Primary) => 1,
+            Some(Role::Secondary) => 2,
+        };
         b[16..20].copy_from_slice(&self.partner_state_since.to_be_bytes());
         b[20..24].copy_from_slice(&self.last_contact.to_be_bytes());
         b[24..28].copy_from_slice(&self.last_operational.to_be_bytes());
@@ -123,7 +134,14 @@ impl FailoverPersist {
                 value: b[offset],
             })
         };
+        let role = match b[14] {
+            0 => None,
+            1 => Some(Role::Primary),
+            2 => Some(Role::Secondary),
+            v => return Err(PersistError::Role(v)),
+        };
         Ok(FailoverPersist {
+            role,
             own_state: st(6)?,
             resume_state: st(7)?,
             own_state_since: rd32(b, 8),

@@ -319,6 +319,7 @@ fn persist_layout_round_trip_and_corruption() {
         ever_communicated: true,
         recover_all: true,
         blind_partner_down: true,
+        role: Some(Role::Secondary),
     };
     let mut b = p.to_bytes();
     assert_eq!(b.len(), 64);

@@ -29,7 +29,7 @@ use anyhow::Context;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use lease_store::{LeaseTable, Slot};
 use tokio::sync::mpsc;
-use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role};
+use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role, StartError};
 
 use crate::clock::unix_now;
 use crate::config::{FailoverConfig, FailoverRole};
@@ -154,8 +154,19 @@ impl Failover {
             }
         };
         let now = unix_now();
-        let engine = FailoverEngine::new(ecfg, persisted, now)
-            .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
+        let engine = FailoverEngine::new(ecfg, persisted, now).map_err(|e| match e {
+            StartError::RoleSwapped { stored, configured } => anyhow::anyhow!(
+                "[failover] role = \"{configured}\", but the lease file {} holds the failover \
+                 state of the {stored} of relationship {:?}: refusing to start in a swapped \
+                 role (two primaries or two secondaries would each take the other's pool and \
+                 state for their own). Start with the configuration that belongs to this lease \
+                 file; to give this server the {configured} role, start it on a new lease file \
+                 (it then pulls every binding from the partner)",
+                table.path().display(),
+                cfg.name
+            ),
+            StartError::Config(e) => anyhow::anyhow!("[failover]: {e}"),
+        })?;
         let cell = Arc::new(PolicyCell::new(engine.policy()));
         let listen = SocketAddr::new(cfg.address, cfg.port);
         let listener = std::net::TcpListener::bind(listen).with_context(|| {
@@ -460,6 +471,118 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
 mod tests {
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Failover;
+    use crate::config::{FailoverConfig, FailoverRole};
+    use xdhcpd_failover::{FailoverPersist, Role, ServerState};
+
+    fn failover_config(role: FailoverRole) -> FailoverConfig {
+        FailoverConfig {
+            role,
+            name: "pair".into(),
+            address: Ipv4Addr::LOCALHOST.into(),
+            port: 0,
+            // Nobody listens there: the driver keeps dialling until stopped.
+            peer_address: Ipv4Addr::new(127, 0, 0, 2).into(),
+            peer_port: 9,
+            mclt: 3600,
+            max_unacked_updates: 100,
+            poll_interval: 10,
+            poll_timeout: 60,
+            use_safe_period: false,
+            safe_period: 3600,
+            lease_period_factor: 1.5,
+            split: None,
+            load_balance_max_seconds: 3,
+            backup_pct: 50,
+            rebind_limit: 0,
+            failover_recover: None,
+            pools: Vec::new(),
+        }
+    }
+
+    fn table_with_area(dir: &std::path::Path, area: Option<[u8; 64]>) -> Arc<LeaseTable> {
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 1, 0),
+            last: Ipv4Addr::new(10, 0, 1, 255),
+        }];
+        let (t, _) = LeaseTable::open(&dir.join("leases.db"), &pools, &OpenOptions::default())
+            .expect("create");
+        if let Some(a) = area {
+            t.set_failover_area(&a).expect("store");
+        }
+        Arc::new(t)
+    }
+
+    fn stored(role: Option<Role>) -> FailoverPersist {
+        FailoverPersist {
+            own_state: ServerState::Normal,
+            resume_state: ServerState::Normal,
+            own_state_since: 1_700_000_000,
+            partner_state: Some(ServerState::Normal),
+            partner_state_since: 1_700_000_000,
+            last_contact: 1_700_000_100,
+            last_operational: 1_700_000_100,
+            partner_down_since: 0,
+            recover_base: 1_700_000_000,
+            mclt: 3600,
+            ever_communicated: true,
+            recover_all: false,
+            blind_partner_down: false,
+            role,
+        }
+    }
+
+    /// A primary's configuration over a secondary's lease file (and the reverse) is refused
+    /// with both roles and the file named.
+    #[test]
+    fn swapped_role_refused_naming_roles_and_lease_file() {
+        for (stored_role, configured) in [
+            (Role::Secondary, FailoverRole::Primary),
+            (Role::Primary, FailoverRole::Secondary),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let table = table_with_area(dir.path(), Some(stored(Some(stored_role)).to_bytes()));
+            let err = match Failover::start(&failover_config(configured), table) {
+                Ok(_) => panic!("started as {configured:?} over the {stored_role}'s lease file"),
+                Err(e) => format!("{e:#}"),
+            };
+            let configured_name = match configured {
+                FailoverRole::Primary => "primary",
+                FailoverRole::Secondary => "secondary",
+            };
+            let file = dir.path().join("leases.db");
+            assert!(
+                err.contains(&format!("role = \"{configured_name}\""))
+                    && err.contains(&format!("failover state of the {stored_role}"))
+                    && err.contains(&file.display().to_string()),
+                "{err}"
+            );
+        }
+    }
+
+    /// State stored before the role was recorded is taken, and the role is written back.
+    #[test]
+    fn old_format_state_accepted_and_role_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table_with_area(dir.path(), Some(stored(None).to_bytes()));
+        let fo = Failover::start(&failover_config(FailoverRole::Secondary), table.clone())
+            .expect("an old-format state starts");
+        let recorded = || {
+            FailoverPersist::from_bytes(&table.failover_area())
+                .ok()?
+                .role
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recorded().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fo.stop(Duration::from_millis(100));
+        assert_eq!(recorded(), Some(Role::Secondary));
+    }
 
     /// Storing the failover state must leave every record readable at the next open.
     #[test]

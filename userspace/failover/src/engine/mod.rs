@@ -31,7 +31,7 @@ mod connection;
 mod state;
 mod updates;
 
-pub use config::{Config, ConfigError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
+pub use config::{Config, ConfigError, StartError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
 pub use state::{CommandError, McltFrom, PartnerDownAccepted};
 pub use updates::{backup_share, binding_from_txn, txn_from_binding};
 
@@ -182,13 +182,24 @@ pub struct FailoverEngine {
 
 impl FailoverEngine {
     /// Creates the endpoint in STARTUP. `persisted` is what the last run stored (None: no
-    /// failover state on record, i.e. first start or lost database).
+    /// failover state on record, i.e. first start or lost database). State stored in the
+    /// other role is refused ([`StartError::RoleSwapped`]); state stored before the role was
+    /// recorded is taken, and the role recorded with the next [`Action::Persist`] (queued at
+    /// once).
     pub fn new(
         cfg: Config,
         persisted: Option<FailoverPersist>,
         now: u32,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, StartError> {
         cfg.validate()?;
+        if let Some(stored) = persisted.and_then(|p| p.role) {
+            if stored != cfg.role {
+                return Err(StartError::RoleSwapped {
+                    stored,
+                    configured: cfg.role,
+                });
+            }
+        }
         let hba = match cfg.role {
             Role::Primary => cfg.primary_hba(),
             // Until the primary's CONNECT arrives, the secondary assumes no load balancing.
@@ -208,7 +219,10 @@ impl FailoverEngine {
             ever_communicated: false,
             recover_all: true,
             blind_partner_down: false,
+            role: Some(cfg.role),
         });
+        let record_role = persist.role.is_none();
+        persist.role = Some(cfg.role);
         let fresh = persisted.is_none();
         // The primary's MCLT rules; the secondary keeps the one it last received.
         let mclt = match cfg.role {
@@ -286,6 +300,9 @@ impl FailoverEngine {
             reason: "start",
         });
         e.actions.push_back(Action::PolicyChanged(e.policy()));
+        if record_role {
+            e.emit_persist();
+        }
         Ok(e)
     }
 
