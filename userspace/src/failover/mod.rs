@@ -29,7 +29,9 @@ use anyhow::Context;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use lease_store::{LeaseTable, Slot};
 use tokio::sync::mpsc;
-use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role, StartError};
+use xdhcpd_failover::{
+    Config, FailoverEngine, FailoverPersist, PolicyCell, Role, StartError, DEFAULT_EXPIRY_GRACE,
+};
 
 use crate::clock::unix_now;
 use crate::config::{FailoverConfig, FailoverRole};
@@ -83,6 +85,9 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.backup_pct = c.backup_pct;
     e.rebind_limit = c.rebind_limit;
     e.failover_recover = c.failover_recover;
+    // The grace must stay below the MCLT (`Config::validate`); a short MCLT (labs, the
+    // namespace tests' 20-30 s) gets half of it instead of refusing a valid `[failover]`.
+    e.expiry_grace = DEFAULT_EXPIRY_GRACE.min(c.mclt / 2);
     e
 }
 
@@ -538,6 +543,24 @@ mod tests {
 
     /// A primary's configuration over a secondary's lease file (and the reverse) is refused
     /// with both roles and the file named.
+    /// Every MCLT the configuration accepts gives an engine configuration that validates
+    /// (a 30 s MCLT used to fail: "expiry_grace must be below mclt").
+    #[test]
+    fn short_mclt_gives_a_valid_engine_config() {
+        for mclt in [2, 20, 30, 59, 60, 61, 3600] {
+            let mut c = failover_config(FailoverRole::Primary);
+            c.mclt = mclt;
+            let e = super::engine_config(&c);
+            assert_eq!(e.validate(), Ok(()), "mclt {mclt}");
+            assert!(e.expiry_grace <= xdhcpd_failover::DEFAULT_EXPIRY_GRACE);
+        }
+        let c = failover_config(FailoverRole::Primary);
+        assert_eq!(
+            super::engine_config(&c).expiry_grace,
+            xdhcpd_failover::DEFAULT_EXPIRY_GRACE
+        );
+    }
+
     #[test]
     fn swapped_role_refused_naming_roles_and_lease_file() {
         for (stored_role, configured) in [
