@@ -79,6 +79,19 @@ pub struct FailoverStatus {
     pub rejected_by_partner: u64,
     pub rejected_by_us: u64,
     pub connections: u64,
+    /// Our implementation and version (the vendor-class we send in CONNECT/CONNECTACK).
+    #[serde(default)]
+    pub version: String,
+    /// The partner's, from its last CONNECT/CONNECTACK (None: not learnt yet).
+    #[serde(default)]
+    pub partner_version: Option<String>,
+    /// The two differ (warned once in the log per partner version).
+    #[serde(default)]
+    pub version_mismatch: bool,
+    /// Round trip to the partner over the failover connection (the kernel's smoothed TCP
+    /// estimate, kept current by the heartbeats), ms; None without a connection.
+    #[serde(default)]
+    pub partner_rtt_ms: Option<f64>,
 }
 
 /// A response line.

@@ -15,6 +15,7 @@
 //! the dead one it left behind.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,8 @@ struct Link {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// A duplicate of the socket, only for reading the kernel's round-trip time estimate.
+    info_fd: Option<OwnedFd>,
 }
 
 /// How often the table is scanned for records the partner lacks that no worker reported
@@ -376,6 +379,7 @@ impl Driver {
                 }
                 self.link_by_primary = by_primary;
                 let _ = stream.set_nodelay(true);
+                let info_fd = stream.as_fd().try_clone_to_owned().ok();
                 // Output coalesced for the old connection is not for this one.
                 self.out.clear();
                 if let Some(old) = self.link.take() {
@@ -422,6 +426,7 @@ impl Driver {
                     tx: wtx,
                     reader,
                     writer,
+                    info_fd,
                 });
                 tracing::info!(
                     "failover: connection {} {from}",
@@ -625,6 +630,11 @@ impl Driver {
                 self.close_link();
             }
             Action::Log(m) => tracing::info!("{m}"),
+            Action::VersionMismatch { ours, partner } => tracing::warn!(
+                "failover: the partner runs {partner:?}, this server {ours:?}: a pair should \
+                 run the same software version (expected only with ISC dhcpd as partner or \
+                 during an upgrade)"
+            ),
         }
     }
 
@@ -806,8 +816,42 @@ impl Driver {
             rejected_by_partner: st.bndupd_rejected_by_partner,
             rejected_by_us: st.bndupd_rejected_by_us,
             connections: st.connections,
+            version: e.vendor_class().to_string(),
+            partner_version: e
+                .last_partner_vendor_class()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            version_mismatch: e.version_mismatch(),
+            partner_rtt_ms: self
+                .link
+                .as_ref()
+                .and_then(|l| l.info_fd.as_ref())
+                .and_then(tcp_rtt_ms),
         }
     }
+}
+
+/// The kernel's smoothed round-trip time of a TCP connection, in ms. The failover connection
+/// carries at least one message (a CONTACT heartbeat) every poll interval, and every message
+/// is acknowledged, so the estimate stays current. Draft-12 has no request/answer pair that
+/// measures the round trip alone (CONTACT and STATE are not answered; BNDACK, UPDDONE and
+/// POOLRESP include the partner's work), so this is the heartbeat round trip.
+fn tcp_rtt_ms(fd: &OwnedFd) -> Option<f64> {
+    // SAFETY: tcp_info is plain old data (all-zero is valid); getsockopt writes at most `len`
+    // bytes into it and reports the length written; the fd is open for the call's duration.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // tcpi_rtt sits well inside the oldest tcp_info layout; a short answer lacks it.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_rtt) + 4;
+    (r == 0 && len as usize >= needed).then(|| f64::from(info.tcpi_rtt) / 1000.0)
 }
 
 /// The operator's answer to an accepted `partner-down`: which time the MCLT counts from and

@@ -436,6 +436,19 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
     );
     line("last contact", ago(s.last_contact, now));
     line(
+        "version",
+        match &s.partner_version {
+            Some(p) if s.version_mismatch => format!("{} (partner {p}: DIFFERENT)", s.version),
+            Some(_) => format!("{} (partner the same)", s.version),
+            None => format!("{} (partner not known yet)", s.version),
+        },
+    );
+    line(
+        "round trip",
+        s.partner_rtt_ms
+            .map_or("-".into(), |v| format!("{v:.2} ms (TCP, heartbeats)")),
+    );
+    line(
         "connected",
         format!(
             "{}{}",

@@ -228,6 +228,7 @@ impl FailoverEngine {
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
             c.partner_vendor = info.vendor_class.clone();
         }
+        self.learn_partner_vendor(info.vendor_class);
         let ack = ConnectInfo {
             relationship_name: Some(self.cfg.relationship_name.as_bytes().to_vec()),
             max_unacked: Some(self.cfg.max_unacked_bndupd),
@@ -286,7 +287,25 @@ impl FailoverEngine {
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
             c.partner_vendor = info.vendor_class.clone();
         }
+        self.learn_partner_vendor(info.vendor_class);
         self.send_state(now);
+    }
+
+    /// Records the partner's vendor-class and warns (once per version) when it is not ours:
+    /// a pair should run the same software (ISC dhcpd as partner is the known exception).
+    fn learn_partner_vendor(&mut self, vendor: Option<Vec<u8>>) {
+        let Some(v) = vendor else {
+            self.known_partner_vendor = None;
+            return;
+        };
+        if v != self.cfg.vendor_class.as_bytes() && self.warned_vendor.as_ref() != Some(&v) {
+            self.warned_vendor = Some(v.clone());
+            self.actions.push_back(Action::VersionMismatch {
+                ours: self.cfg.vendor_class.clone(),
+                partner: String::from_utf8_lossy(&v).into_owned(),
+            });
+        }
+        self.known_partner_vendor = Some(v);
     }
 
     pub(super) fn send_state(&mut self, now: u32) {

@@ -103,6 +103,9 @@ pub enum Action {
     },
     /// Something to log (partner's DISCONNECT text, protocol errors).
     Log(String),
+    /// The partner's vendor-class (its implementation and version) differs from ours: warn.
+    /// Once per distinct partner version, not at every reconnect.
+    VersionMismatch { ours: String, partner: String },
 }
 
 /// Counters for `ctl failover status` and the simulation.
@@ -178,6 +181,10 @@ pub struct FailoverEngine {
     recover_partner_fresh: bool,
     next_heartbeat: u32,
     stats: Stats,
+    /// The partner's vendor-class from the last CONNECT/CONNECTACK (kept after a disconnect).
+    known_partner_vendor: Option<Vec<u8>>,
+    /// The partner version a [`Action::VersionMismatch`] was last emitted for.
+    warned_vendor: Option<Vec<u8>>,
 }
 
 impl FailoverEngine {
@@ -290,6 +297,8 @@ impl FailoverEngine {
             recover_partner_fresh: false,
             next_heartbeat: now,
             stats: Stats::default(),
+            known_partner_vendor: None,
+            warned_vendor: None,
             cfg,
         };
         e.actions.push_back(Action::StateChanged {
@@ -338,10 +347,27 @@ impl FailoverEngine {
     pub fn last_contact(&self) -> u32 {
         self.persist.last_contact
     }
-    /// BNDUPDs sent and not yet acknowledged.
     /// The vendor-class the partner sent on this connection (e.g. `xdhcpd-0.1.0`), if any.
     pub fn partner_vendor_class(&self) -> Option<&[u8]> {
         self.conn.as_ref()?.partner_vendor.as_deref()
+    }
+
+    /// Our vendor-class (implementation and version), as sent in CONNECT/CONNECTACK.
+    pub fn vendor_class(&self) -> &str {
+        &self.cfg.vendor_class
+    }
+
+    /// The partner's vendor-class from the last CONNECT/CONNECTACK, also after the connection
+    /// is gone (None: never learnt, or the partner sent none).
+    pub fn last_partner_vendor_class(&self) -> Option<&[u8]> {
+        self.known_partner_vendor.as_deref()
+    }
+
+    /// The partner last said it runs another implementation or version than we do.
+    pub fn version_mismatch(&self) -> bool {
+        self.known_partner_vendor
+            .as_deref()
+            .is_some_and(|v| v != self.cfg.vendor_class.as_bytes())
     }
 
     /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd.
