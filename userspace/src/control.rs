@@ -92,6 +92,12 @@ pub struct FailoverStatus {
     /// estimate, kept current by the heartbeats), ms; None without a connection.
     #[serde(default)]
     pub partner_rtt_ms: Option<f64>,
+    /// max-unacked-updates we advertised on the current connection (to a partner that is not
+    /// xdhcpd: what we keep in flight, since ISC dhcpd acks at half of it) and the partner's.
+    #[serde(default)]
+    pub max_unacked_advertised: Option<u32>,
+    #[serde(default)]
+    pub partner_max_unacked: Option<u32>,
 }
 
 /// A response line.

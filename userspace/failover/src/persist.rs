@@ -18,7 +18,8 @@
 //! | 28 | 4 | partner-down time (base of the PARTNER-DOWN MCLT wait) |
 //! | 32 | 4 | recover base: time of failure for the RECOVER-WAIT timer |
 //! | 36 | 4 | MCLT in force (the secondary keeps the primary's) |
-//! | 40 | 20 | reserved (0) |
+//! | 40 | 4 | max-unacked-updates the primary advertises in CONNECT, learnt from a partner that is not xdhcpd (0 = the configured value) |
+//! | 44 | 16 | reserved (0) |
 //! | 60 | 4 | FNV-1a 32 of bytes 0..60 |
 
 use crate::types::{Role, ServerState};
@@ -51,6 +52,10 @@ pub struct FailoverPersist {
     /// The role this state was written in (None: a file from before the role was recorded).
     /// A server configured in the other role must not resume from it.
     pub role: Option<Role>,
+    /// The max-unacked-updates to advertise in CONNECT (primary), learnt from the last
+    /// CONNECTACK of a partner that is not xdhcpd (0: the configured value). CONNECT goes out
+    /// before the partner says who it is; see `FailoverEngine::max_unacked_for`.
+    pub connect_max_unacked: u32,
 }
 
 /// Why persisted bytes were refused.
@@ -106,6 +111,7 @@ impl FailoverPersist {
         b[28..32].copy_from_slice(&self.partner_down_since.to_be_bytes());
         b[32..36].copy_from_slice(&self.recover_base.to_be_bytes());
         b[36..40].copy_from_slice(&self.mclt.to_be_bytes());
+        b[40..44].copy_from_slice(&self.connect_max_unacked.to_be_bytes());
         let c = fnv1a(&b[..60]);
         b[60..64].copy_from_slice(&c.to_be_bytes());
         b
@@ -155,6 +161,7 @@ impl FailoverPersist {
             partner_down_since: rd32(b, 28),
             recover_base: rd32(b, 32),
             mclt: rd32(b, 36),
+            connect_max_unacked: rd32(b, 40),
         })
     }
 }

@@ -320,6 +320,7 @@ fn persist_layout_round_trip_and_corruption() {
         recover_all: true,
         blind_partner_down: true,
         role: Some(Role::Secondary),
+        connect_max_unacked: 10,
     };
     let mut b = p.to_bytes();
     assert_eq!(b.len(), 64);

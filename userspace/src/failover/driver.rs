@@ -826,6 +826,8 @@ impl Driver {
                 .as_ref()
                 .and_then(|l| l.info_fd.as_ref())
                 .and_then(tcp_rtt_ms),
+            max_unacked_advertised: e.max_unacked_exchanged().map(|(ours, _)| ours),
+            partner_max_unacked: e.max_unacked_exchanged().map(|(_, theirs)| theirs),
         }
     }
 }

@@ -461,6 +461,12 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
         ),
     );
     line("unacked updates", s.unacked_updates.to_string());
+    if let (Some(ours), Some(theirs)) = (s.max_unacked_advertised, s.partner_max_unacked) {
+        line(
+            "max-unacked-updates",
+            format!("{ours} advertised, partner {theirs}"),
+        );
+    }
     line("bindings pending", s.bindings_pending.to_string());
     line(
         "mean ack latency",
@@ -551,6 +557,7 @@ mod tests {
             recover_all: false,
             blind_partner_down: false,
             role,
+            connect_max_unacked: 0,
         }
     }
 

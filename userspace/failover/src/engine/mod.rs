@@ -227,6 +227,7 @@ impl FailoverEngine {
             recover_all: true,
             blind_partner_down: false,
             role: Some(cfg.role),
+            connect_max_unacked: 0,
         });
         let record_role = persist.role.is_none();
         persist.role = Some(cfg.role);
@@ -372,8 +373,14 @@ impl FailoverEngine {
 
     /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd.
     pub fn partner_is_xdhcpd(&self) -> bool {
-        self.partner_vendor_class()
-            .is_some_and(|v| v.starts_with(XDHCPD_VENDOR_PREFIX.as_bytes()))
+        connection::is_xdhcpd(self.partner_vendor_class())
+    }
+
+    /// The max-unacked-updates we advertised on this connection, and the partner's (None
+    /// before CONNECT/CONNECTACK).
+    pub fn max_unacked_exchanged(&self) -> Option<(u32, u32)> {
+        let c = self.conn.as_ref()?;
+        (c.phase == Phase::Established).then_some((c.advertised_max_unacked, c.partner_max_unacked))
     }
 
     /// Binding transactions sent and not yet acknowledged.
@@ -494,6 +501,7 @@ impl FailoverEngine {
             last_rx: now,
             last_tx: now,
             partner_max_unacked: self.cfg.max_unacked_bndupd,
+            advertised_max_unacked: self.cfg.max_unacked_bndupd,
             partner_vendor: None,
             partner_receive_timer: 0,
             skew: None,
@@ -503,10 +511,16 @@ impl FailoverEngine {
         if self.cfg.role == Role::Primary {
             let xid = self.xid();
             c.phase = Phase::AwaitConnectAck(xid);
+            // Sent before the partner says who it is: what suited it last time.
+            c.advertised_max_unacked = match self.persist.connect_max_unacked {
+                0 => self.cfg.max_unacked_bndupd,
+                learnt => learnt.min(self.cfg.max_unacked_bndupd),
+            };
+            let max_unacked = c.advertised_max_unacked;
             self.conn = Some(c);
             let info = ConnectInfo {
                 relationship_name: Some(self.cfg.relationship_name.as_bytes().to_vec()),
-                max_unacked: Some(self.cfg.max_unacked_bndupd),
+                max_unacked: Some(max_unacked),
                 receive_timer: Some(self.cfg.poll_timeout),
                 vendor_class: Some(self.cfg.vendor_class.as_bytes().to_vec()),
                 protocol_version: Some(codec::PROTOCOL_VERSION),
