@@ -1,7 +1,8 @@
 //! The control socket: a Unix stream socket carrying one JSON request per line and one JSON
 //! response per line, and the `xdhcpd ctl` client side.
 //!
-//! Requests: `{"cmd":"failover-status"}`, `{"cmd":"failover-partner-down","since":UNIX|null}`,
+//! Requests: `{"cmd":"failover-status"}`,
+//! `{"cmd":"failover-partner-down","since":UNIX|null,"force":false}`,
 //! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`. Responses: `{"ok":true,...}` or
 //! `{"ok":false,"error":"..."}`.
 //! The server runs on its own thread and hands each request to a handler; it never touches a
@@ -28,6 +29,9 @@ pub enum Request {
     FailoverPartnerDown {
         #[serde(default)]
         since: Option<u32>,
+        /// Also in NORMAL, STARTUP and PARTNER-DOWN (the operator knows the partner is down).
+        #[serde(default)]
+        force: bool,
     },
     FailoverRecover,
     /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
@@ -75,6 +79,25 @@ pub struct FailoverStatus {
     pub rejected_by_partner: u64,
     pub rejected_by_us: u64,
     pub connections: u64,
+    /// Our implementation and version (the vendor-class we send in CONNECT/CONNECTACK).
+    #[serde(default)]
+    pub version: String,
+    /// The partner's, from its last CONNECT/CONNECTACK (None: not learnt yet).
+    #[serde(default)]
+    pub partner_version: Option<String>,
+    /// The two differ (warned once in the log per partner version).
+    #[serde(default)]
+    pub version_mismatch: bool,
+    /// Round trip to the partner over the failover connection (the kernel's smoothed TCP
+    /// estimate, kept current by the heartbeats), ms; None without a connection.
+    #[serde(default)]
+    pub partner_rtt_ms: Option<f64>,
+    /// max-unacked-updates we advertised on the current connection (to a partner that is not
+    /// xdhcpd: what we keep in flight, since ISC dhcpd acks at half of it) and the partner's.
+    #[serde(default)]
+    pub max_unacked_advertised: Option<u32>,
+    #[serde(default)]
+    pub partner_max_unacked: Option<u32>,
 }
 
 /// A response line.
@@ -421,7 +444,23 @@ mod tests {
     fn request_wire_format() {
         let r: Request =
             serde_json::from_str(r#"{"cmd":"failover-partner-down","since":5}"#).expect("parse");
-        assert_eq!(r, Request::FailoverPartnerDown { since: Some(5) });
+        assert_eq!(
+            r,
+            Request::FailoverPartnerDown {
+                since: Some(5),
+                force: false
+            }
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"failover-partner-down","since":null,"force":true}"#)
+                .expect("parse");
+        assert_eq!(
+            r,
+            Request::FailoverPartnerDown {
+                since: None,
+                force: true
+            }
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-status"}"#).expect("parse");
         assert_eq!(r, Request::FailoverStatus);
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-pause"}"#).expect("parse");

@@ -52,6 +52,17 @@ fn pair_scenario() -> Res<()> {
     let mut b = Xd::start(&bed.b, &s.b_cfg, &s.b_db, &s.b_sock, &bed.path("b.log"))?;
     a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
     b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    // Both versions are shown; the same software warns nothing; the round trip is measured.
+    let st = a.status()?;
+    assert!(
+        st["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("xdhcpd-"))
+            && st["partner_version"] == st["version"]
+            && st["version_mismatch"] == false
+            && st["partner_rtt_ms"].is_number(),
+        "{st}"
+    );
     let startup = std::fs::read_to_string(&a.log).unwrap_or_default();
     assert!(
         startup.contains("failover: role=primary") && startup.contains("mclt=30"),
@@ -264,6 +275,16 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd.log"))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(40))?;
     isc.wait_normal(1, Duration::from_secs(20))?;
+    // ISC's vendor-class is shown next to ours, and the mismatch is warned.
+    let st = xd.status()?;
+    assert!(
+        st["partner_version"]
+            .as_str()
+            .is_some_and(|v| !v.starts_with("xdhcpd-"))
+            && st["version_mismatch"] == true
+            && st["partner_rtt_ms"].is_number(),
+        "{st}"
+    );
 
     // Load balancing (split 128): some clients are served by each partner.
     let acked = dora(&bed, 97, 24, "1")?;
@@ -315,6 +336,13 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     )?;
     isc.wait_normal(1, Duration::from_secs(40))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(20))?;
+    // Reconnected to the same ISC version: the mismatch was warned once, not per connection.
+    let xd_log = std::fs::read_to_string(&xd.log).unwrap_or_default();
+    let warnings = xd_log.matches("failover: the partner runs").count();
+    assert!(
+        warnings == 1 && xd.status()?["connections"].as_u64().unwrap_or(0) >= 2,
+        "{warnings} version warnings:\n{xd_log}"
+    );
 
     // Restart xdhcpd (graceful: ISC goes PARTNER-DOWN; we recover and wait MCLT). Its own
     // ACK counter shows it served its share of the load-balanced clients too.

@@ -23,8 +23,8 @@ pub mod table;
 pub mod types;
 
 pub use engine::{
-    backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, Stats, UpdateId,
-    DEFAULT_EXPIRY_GRACE,
+    backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, McltFrom,
+    PartnerDownAccepted, StartError, Stats, UpdateId, DEFAULT_EXPIRY_GRACE,
 };
 pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
 pub use policy::{

@@ -10,17 +10,19 @@
 //! | 8 | 4 | own state entered at |
 //! | 12 | 1 | partner state (0 = never known) |
 //! | 13 | 1 | flags: bit0 ever communicated, bit1 full recovery (UPDREQALL) pending, bit2 blind PARTNER-DOWN (declared from RECOVER: our own pool waits too) |
-//! | 14 | 2 | reserved (0) |
+//! | 14 | 1 | our role: 1 primary, 2 secondary; 0 = not recorded (written before the role was) |
+//! | 15 | 1 | reserved (0) |
 //! | 16 | 4 | partner state entered at (partner's start-time-of-state) |
 //! | 20 | 4 | last contact with the partner |
 //! | 24 | 4 | last time this server was operational (heartbeat) |
 //! | 28 | 4 | partner-down time (base of the PARTNER-DOWN MCLT wait) |
 //! | 32 | 4 | recover base: time of failure for the RECOVER-WAIT timer |
 //! | 36 | 4 | MCLT in force (the secondary keeps the primary's) |
-//! | 40 | 20 | reserved (0) |
+//! | 40 | 4 | max-unacked-updates the primary advertises in CONNECT, learnt from a partner that is not xdhcpd (0 = the configured value) |
+//! | 44 | 16 | reserved (0) |
 //! | 60 | 4 | FNV-1a 32 of bytes 0..60 |
 
-use crate::types::ServerState;
+use crate::types::{Role, ServerState};
 
 pub const PERSIST_LEN: usize = 64;
 pub const PERSIST_MAGIC: [u8; 4] = *b"XFOP";
@@ -47,6 +49,13 @@ pub struct FailoverPersist {
     /// leased while it was PARTNER-DOWN, so our own free addresses wait out the MCLT too.
     /// Cleared on reaching NORMAL.
     pub blind_partner_down: bool,
+    /// The role this state was written in (None: a file from before the role was recorded).
+    /// A server configured in the other role must not resume from it.
+    pub role: Option<Role>,
+    /// The max-unacked-updates to advertise in CONNECT (primary), learnt from the last
+    /// CONNECTACK of a partner that is not xdhcpd (0: the configured value). CONNECT goes out
+    /// before the partner says who it is; see `FailoverEngine::max_unacked_for`.
+    pub connect_max_unacked: u32,
 }
 
 /// Why persisted bytes were refused.
@@ -62,6 +71,8 @@ pub enum PersistError {
     Checksum { stored: u32, computed: u32 },
     #[error("failover persisted state: invalid state value {value} at byte {offset}")]
     State { offset: usize, value: u8 },
+    #[error("failover persisted state: invalid role value {0} at byte 14")]
+    Role(u8),
 }
 
 fn fnv1a(b: &[u8]) -> u32 {
@@ -89,12 +100,18 @@ impl FailoverPersist {
         b[13] = self.ever_communicated as u8
             | (self.recover_all as u8) << 1
             | (self.blind_partner_down as u8) << 2;
+        b[14] = match self.role {
+            None => 0,
+            Some(Role::Primary) => 1,
+            Some(Role::Secondary) => 2,
+        };
         b[16..20].copy_from_slice(&self.partner_state_since.to_be_bytes());
         b[20..24].copy_from_slice(&self.last_contact.to_be_bytes());
         b[24..28].copy_from_slice(&self.last_operational.to_be_bytes());
         b[28..32].copy_from_slice(&self.partner_down_since.to_be_bytes());
         b[32..36].copy_from_slice(&self.recover_base.to_be_bytes());
         b[36..40].copy_from_slice(&self.mclt.to_be_bytes());
+        b[40..44].copy_from_slice(&self.connect_max_unacked.to_be_bytes());
         let c = fnv1a(&b[..60]);
         b[60..64].copy_from_slice(&c.to_be_bytes());
         b
@@ -123,7 +140,14 @@ impl FailoverPersist {
                 value: b[offset],
             })
         };
+        let role = match b[14] {
+            0 => None,
+            1 => Some(Role::Primary),
+            2 => Some(Role::Secondary),
+            v => return Err(PersistError::Role(v)),
+        };
         Ok(FailoverPersist {
+            role,
             own_state: st(6)?,
             resume_state: st(7)?,
             own_state_since: rd32(b, 8),
@@ -137,6 +161,7 @@ impl FailoverPersist {
             partner_down_since: rd32(b, 28),
             recover_base: rd32(b, 32),
             mclt: rd32(b, 36),
+            connect_max_unacked: rd32(b, 40),
         })
     }
 }

@@ -14,6 +14,21 @@ pub enum Role {
     Secondary,
 }
 
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Failover endpoint states (draft-12 section 9, wire values from section 12.24; RECOVER-WAIT
 /// has no number in the draft and ISC dhcpd uses 254).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

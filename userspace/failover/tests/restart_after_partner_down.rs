@@ -48,7 +48,7 @@ fn crash_then_partner_down(gap: u32) -> (Sim, u32, u32, ServerState) {
     let now = s.nodes[1].now(s.t);
     let e = s.nodes[1].engine.as_mut().expect("secondary alive");
     assert_eq!(e.state(), ServerState::CommunicationsInterrupted);
-    e.partner_down(now, Some(now.saturating_sub(1)))
+    e.partner_down(now, Some(now.saturating_sub(1)), false)
         .expect("partner-down in COMMUNICATIONS-INTERRUPTED");
     let pd_since = e.state_since();
     s.drain(1);

@@ -30,7 +30,7 @@ fn scenario(pause: bool) {
         .engine
         .as_mut()
         .expect("secondary alive")
-        .partner_down(now, Some(now))
+        .partner_down(now, Some(now), false)
         .expect("partner-down");
     s.drain(1);
     // Well past MCLT: the secondary allocates from the primary's pool too.

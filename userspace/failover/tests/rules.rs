@@ -319,6 +319,8 @@ fn persist_layout_round_trip_and_corruption() {
         ever_communicated: true,
         recover_all: true,
         blind_partner_down: true,
+        role: Some(Role::Secondary),
+        connect_max_unacked: 10,
     };
     let mut b = p.to_bytes();
     assert_eq!(b.len(), 64);
@@ -515,7 +517,7 @@ fn safe_period_enabled_and_disabled() {
     s.crash(1, true, 100_000);
     s.run_until(s.t + 3000);
     assert_eq!(st(&s, 0), Some(ServerState::CommunicationsInterrupted));
-    s.partner_down(0, None).unwrap();
+    s.partner_down(0, None, false).unwrap();
     assert_eq!(st(&s, 0), Some(ServerState::PartnerDown));
 }
 
@@ -527,7 +529,7 @@ fn partner_down_with_date_counts_mclt_from_it() {
     s.run_until(s.t + 200);
     let now = s.nodes[1].now(s.t);
     let since = now - 50;
-    s.partner_down(1, Some(since)).unwrap();
+    s.partner_down(1, Some(since), false).unwrap();
     let pol = s.nodes[1].cell.load();
     assert_eq!(pol.state, ServerState::PartnerDown);
     assert_eq!(pol.partner_down_usable_at, since + 120);
@@ -540,7 +542,7 @@ fn partner_down_with_date_counts_mclt_from_it() {
     let mut s2 = start_pair(params());
     let now = s2.nodes[0].now(s2.t);
     s2.nodes[0].engine.as_mut().unwrap().pause(now).unwrap();
-    assert!(s2.partner_down(0, None).is_err());
+    assert!(s2.partner_down(0, None, false).is_err());
 }
 
 /// The way out of RECOVER when the partner is gone for good: `partner-down` there is a blind
@@ -564,7 +566,7 @@ fn partner_down_from_recover_holds_our_own_pool_for_mclt() {
     );
     let now = s.nodes[0].now(s.t);
     let since = now - 60;
-    s.partner_down(0, Some(since))
+    s.partner_down(0, Some(since), false)
         .expect("partner-down is accepted in RECOVER");
     let pol = s.nodes[0].cell.load();
     assert_eq!(pol.state, ServerState::PartnerDown);
@@ -605,7 +607,7 @@ fn partner_down_then_partner_returns_down_first() {
     s.crash(1, true, 100_000);
     s.run_until(s.t + 30);
     let crashed = s.nodes[0].now(s.nodes[1].crashed_at);
-    s.partner_down(0, Some(crashed)).unwrap();
+    s.partner_down(0, Some(crashed), false).unwrap();
     s.run_until(s.t + 400);
     s.restart(1);
     run_until(&mut s, 30, |s| st(s, 1) == Some(ServerState::Recover));
@@ -633,7 +635,7 @@ fn potential_conflict_resolution() {
         st(s, 0) == Some(ServerState::CommunicationsInterrupted)
     });
     let since = s.nodes[0].now(s.nodes[1].isolated_from);
-    s.partner_down(0, Some(since)).unwrap();
+    s.partner_down(0, Some(since), false).unwrap();
     run_until(&mut s, 500, |s| {
         st(s, 0) == Some(ServerState::PotentialConflict)
             || st(s, 1) == Some(ServerState::PotentialConflict)

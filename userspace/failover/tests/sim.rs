@@ -82,6 +82,10 @@ fn simulation_many_seeds() {
         cov.blind_partner_downs
     );
     eprintln!(
+        "  operator partner-down refused without --force: {}, accepted with it: {}",
+        cov.partner_downs_refused, cov.forced_partner_downs
+    );
+    eprintln!(
         "  binding updates: {} in {} BNDUPD messages ({:.2} per message)",
         cov.bndupd_sent,
         cov.bndupd_messages,
@@ -147,7 +151,7 @@ fn blind_partner_down_from_recover_many_seeds() {
             sim.run_until(sim.t + 40);
             let now = sim.nodes[b].now(sim.t);
             let since = (sim.nodes[b].now(a_died) + common::MAX_SKEW as u32).min(now);
-            if sim.partner_down(b, Some(since)).is_err() {
+            if sim.partner_down(b, Some(since), false).is_err() {
                 return false;
             }
             // Past the MCLT: B now leases A's free addresses as well.
@@ -171,7 +175,7 @@ fn blind_partner_down_from_recover_many_seeds() {
             }
             let now = sim.nodes[a].now(sim.t);
             let since = (sim.nodes[a].now(b_died) + common::MAX_SKEW as u32).min(now);
-            sim.partner_down(a, Some(since))
+            sim.partner_down(a, Some(since), false)
                 .expect("partner-down is accepted in RECOVER");
             sim.run_until(sim.t + r.range(300, 1500));
             if r.chance(500) {

@@ -15,6 +15,7 @@
 //! the dead one it left behind.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xdhcpd_failover::{
-    Action, BindingSync, FailoverEngine, PolicyCell, RejectReason, Role, ServerState, UpdateId,
+    Action, BindingSync, FailoverEngine, McltFrom, PartnerDownAccepted, PolicyCell, RejectReason,
+    Role, ServerState, UpdateId,
 };
 
 use super::table_store::TableStore;
@@ -57,6 +59,8 @@ struct Link {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// A duplicate of the socket, only for reading the kernel's round-trip time estimate.
+    info_fd: Option<OwnedFd>,
 }
 
 /// How often the table is scanned for records the partner lacks that no worker reported
@@ -375,6 +379,7 @@ impl Driver {
                 }
                 self.link_by_primary = by_primary;
                 let _ = stream.set_nodelay(true);
+                let info_fd = stream.as_fd().try_clone_to_owned().ok();
                 // Output coalesced for the old connection is not for this one.
                 self.out.clear();
                 if let Some(old) = self.link.take() {
@@ -421,6 +426,7 @@ impl Driver {
                     tx: wtx,
                     reader,
                     writer,
+                    info_fd,
                 });
                 tracing::info!(
                     "failover: connection {} {from}",
@@ -624,6 +630,11 @@ impl Driver {
                 self.close_link();
             }
             Action::Log(m) => tracing::info!("{m}"),
+            Action::VersionMismatch { ours, partner } => tracing::warn!(
+                "failover: the partner runs {partner:?}, this server {ours:?}: a pair should \
+                 run the same software version (expected only with ISC dhcpd as partner or \
+                 during an upgrade)"
+            ),
         }
     }
 
@@ -709,30 +720,19 @@ impl Driver {
         let now = unix_now();
         match req {
             Request::FailoverStatus => Response::status(self.status()),
-            Request::FailoverPartnerDown { since } => match self.engine.partner_down(now, since) {
-                Ok(()) => {
-                    self.pump();
-                    let p = self.engine.persisted();
-                    let usable = fmt_time(self.engine.policy().partner_down_usable_at);
-                    let whose = if p.blind_partner_down {
-                        tracing::warn!(
-                            "failover: partner-down from RECOVER: the partner's last leases are \
-                             unknown, so no new client gets any address before {usable}"
-                        );
-                        "declared from RECOVER: every address, ours too,"
-                    } else {
-                        "partner's addresses"
-                    };
-                    Response::message(format!(
-                        "partner-down accepted: state {}, {whose} usable from {usable} \
-                         (MCLT {} s counted from {})",
-                        self.engine.state(),
-                        self.engine.mclt(),
-                        fmt_time(p.partner_down_since)
-                    ))
+            Request::FailoverPartnerDown { since, force } => {
+                match self.engine.partner_down(now, since, force) {
+                    Ok(acc) => {
+                        self.pump();
+                        Response::message(partner_down_reply(
+                            &acc,
+                            self.engine.state(),
+                            self.engine.mclt(),
+                        ))
+                    }
+                    Err(e) => Response::error(e.to_string()),
                 }
-                Err(e) => Response::error(e.to_string()),
-            },
+            }
             Request::FailoverPause => self.pause(now),
             Request::FailoverRecover => match self.engine.recover(now) {
                 Ok(()) => {
@@ -760,9 +760,7 @@ impl Driver {
             return Response::error(format!("already {before}; only a restart leaves it"));
         }
         if let Err(e) = self.engine.pause(now) {
-            return Response::error(format!(
-                "{e}: pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead"
-            ));
+            return Response::error(e.to_string());
         }
         self.pump();
         Response::message(format!(
@@ -818,8 +816,72 @@ impl Driver {
             rejected_by_partner: st.bndupd_rejected_by_partner,
             rejected_by_us: st.bndupd_rejected_by_us,
             connections: st.connections,
+            version: e.vendor_class().to_string(),
+            partner_version: e
+                .last_partner_vendor_class()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            version_mismatch: e.version_mismatch(),
+            partner_rtt_ms: self
+                .link
+                .as_ref()
+                .and_then(|l| l.info_fd.as_ref())
+                .and_then(tcp_rtt_ms),
+            max_unacked_advertised: e.max_unacked_exchanged().map(|(ours, _)| ours),
+            partner_max_unacked: e.max_unacked_exchanged().map(|(_, theirs)| theirs),
         }
     }
+}
+
+/// The kernel's smoothed round-trip time of a TCP connection, in ms. The failover connection
+/// carries at least one message (a CONTACT heartbeat) every poll interval, and every message
+/// is acknowledged, so the estimate stays current. Draft-12 has no request/answer pair that
+/// measures the round trip alone (CONTACT and STATE are not answered; BNDACK, UPDDONE and
+/// POOLRESP include the partner's work), so this is the heartbeat round trip.
+fn tcp_rtt_ms(fd: &OwnedFd) -> Option<f64> {
+    // SAFETY: tcp_info is plain old data: all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and reports the length
+    // written; the fd is open for the call's duration.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // tcpi_rtt sits well inside the oldest tcp_info layout; a short answer lacks it.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_rtt) + 4;
+    (r == 0 && len as usize >= needed).then(|| f64::from(info.tcpi_rtt) / 1000.0)
+}
+
+/// The operator's answer to an accepted `partner-down`: which time the MCLT counts from and
+/// when the waited-for addresses become usable (also logged).
+fn partner_down_reply(acc: &PartnerDownAccepted, state: ServerState, mclt: u32) -> String {
+    let usable = fmt_time(acc.usable_at);
+    let from = match acc.from {
+        McltFrom::Since => "--since as given",
+        McltFrom::Now => "now: no --since given",
+        McltFrom::Unchanged => "already PARTNER-DOWN since then; --since re-dates it",
+    };
+    let whose = if acc.blind {
+        tracing::warn!(
+            "failover: partner-down from RECOVER: the partner's last leases are unknown, so no \
+             new client gets any address before {usable}"
+        );
+        "declared from RECOVER: every address, ours too,"
+    } else {
+        "partner's addresses"
+    };
+    let m = format!(
+        "partner-down accepted: state {state}; MCLT {mclt} s counted from {} ({from}); {whose} \
+         usable from {usable}",
+        fmt_time(acc.mclt_from)
+    );
+    tracing::info!("failover: {m}");
+    m
 }
 
 async fn accept_loop(listener: TcpListener, peer: SocketAddr, tx: mpsc::UnboundedSender<Event>) {

@@ -29,7 +29,9 @@ use anyhow::Context;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use lease_store::{LeaseTable, Slot};
 use tokio::sync::mpsc;
-use xdhcpd_failover::{Config, FailoverEngine, FailoverPersist, PolicyCell, Role};
+use xdhcpd_failover::{
+    Config, FailoverEngine, FailoverPersist, PolicyCell, Role, StartError, DEFAULT_EXPIRY_GRACE,
+};
 
 use crate::clock::unix_now;
 use crate::control::{self, fmt_time, Handler, Request, Response};
@@ -85,7 +87,7 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.failover_recover = c.failover_recover;
     // Well above NTP-disciplined clock offsets, but a small fraction of a short MCLT (tests and
     // labs run MCLTs of seconds).
-    e.expiry_grace = xdhcpd_failover::DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);
+    e.expiry_grace = DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);
     e
 }
 
@@ -159,8 +161,19 @@ impl Failover {
             }
         };
         let now = unix_now();
-        let engine = FailoverEngine::new(ecfg, persisted, now)
-            .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
+        let engine = FailoverEngine::new(ecfg, persisted, now).map_err(|e| match e {
+            StartError::RoleSwapped { stored, configured } => anyhow::anyhow!(
+                "[failover] role = \"{configured}\", but the lease file {} holds the failover \
+                 state of the {stored} of relationship {:?}: refusing to start in a swapped \
+                 role (two primaries or two secondaries would each take the other's pool and \
+                 state for their own). Start with the configuration that belongs to this lease \
+                 file; to give this server the {configured} role, start it on a new lease file \
+                 (it then pulls every binding from the partner)",
+                table.path().display(),
+                cfg.name
+            ),
+            StartError::Config(e) => anyhow::anyhow!("[failover]: {e}"),
+        })?;
         let cell = Arc::new(PolicyCell::new(engine.policy()));
         let listen = SocketAddr::new(cfg.address, cfg.port);
         let listener = std::net::TcpListener::bind(listen).with_context(|| {
@@ -283,10 +296,16 @@ pub enum FailoverCtl {
     },
     /// Declare the partner down (PARTNER-DOWN). MCLT before using its addresses counts from
     /// --since (when it was last known alive): -3d, -12h, -30m, a Unix time or RFC 3339;
-    /// default: the start of COMMUNICATIONS-INTERRUPTED.
+    /// default: now (the partner may have served until now). The reply says which time was
+    /// used and when the partner's addresses become usable.
     PartnerDown {
         #[arg(long, allow_hyphen_values = true)]
         since: Option<String>,
+        /// Also when this server is NORMAL, STARTUP or already PARTNER-DOWN (only for a partner
+        /// you know has stopped serving clients; without it, only COMMUNICATIONS-INTERRUPTED,
+        /// RESOLUTION-INTERRUPTED, RECOVER and RECOVER-WAIT take the command).
+        #[arg(long)]
+        force: bool,
     },
     /// Pull the partner's whole database (RECOVER, UPDREQALL) and wait MCLT before serving.
     Recover,
@@ -352,12 +371,12 @@ fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow:
     // Validate arguments before touching the socket.
     let (req, json) = match cmd {
         FailoverCtl::Status { json } => (Request::FailoverStatus, json),
-        FailoverCtl::PartnerDown { since } => {
+        FailoverCtl::PartnerDown { since, force } => {
             let since = match since {
                 Some(s) => Some(control::parse_since(&s, unix_now()).map_err(anyhow::Error::msg)?),
                 None => None,
             };
-            (Request::FailoverPartnerDown { since }, false)
+            (Request::FailoverPartnerDown { since, force }, false)
         }
         FailoverCtl::Recover => (Request::FailoverRecover, false),
         FailoverCtl::Pause => (Request::FailoverPause, false),
@@ -425,6 +444,19 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
     );
     line("last contact", ago(s.last_contact, now));
     line(
+        "version",
+        match &s.partner_version {
+            Some(p) if s.version_mismatch => format!("{} (partner {p}: DIFFERENT)", s.version),
+            Some(_) => format!("{} (partner the same)", s.version),
+            None => format!("{} (partner not known yet)", s.version),
+        },
+    );
+    line(
+        "round trip",
+        s.partner_rtt_ms
+            .map_or("-".into(), |v| format!("{v:.2} ms (TCP, heartbeats)")),
+    );
+    line(
         "connected",
         format!(
             "{}{}",
@@ -437,6 +469,12 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
         ),
     );
     line("unacked updates", s.unacked_updates.to_string());
+    if let (Some(ours), Some(theirs)) = (s.max_unacked_advertised, s.partner_max_unacked) {
+        line(
+            "max-unacked-updates",
+            format!("{ours} advertised, partner {theirs}"),
+        );
+    }
     line("bindings pending", s.bindings_pending.to_string());
     line(
         "mean ack latency",
@@ -465,6 +503,137 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
 mod tests {
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Failover;
+    use xdhcpd_config::{FailoverConfig, FailoverRole};
+    use xdhcpd_failover::{FailoverPersist, Role, ServerState};
+
+    fn failover_config(role: FailoverRole) -> FailoverConfig {
+        FailoverConfig {
+            role,
+            name: "pair".into(),
+            address: Ipv4Addr::LOCALHOST.into(),
+            port: 0,
+            // Nobody listens there: the driver keeps dialling until stopped.
+            peer_address: Ipv4Addr::new(127, 0, 0, 2).into(),
+            peer_port: 9,
+            mclt: 3600,
+            max_unacked_updates: 100,
+            poll_interval: 10,
+            poll_timeout: 60,
+            use_safe_period: false,
+            safe_period: 3600,
+            lease_period_factor: 1.5,
+            split: None,
+            load_balance_max_seconds: 3,
+            backup_pct: 50,
+            rebind_limit: 0,
+            failover_recover: None,
+            pools: Vec::new(),
+        }
+    }
+
+    fn table_with_area(dir: &std::path::Path, area: Option<[u8; 64]>) -> Arc<LeaseTable> {
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 1, 0),
+            last: Ipv4Addr::new(10, 0, 1, 255),
+        }];
+        let (t, _) = LeaseTable::open(&dir.join("leases.db"), &pools, &OpenOptions::default())
+            .expect("create");
+        if let Some(a) = area {
+            t.set_failover_area(&a).expect("store");
+        }
+        Arc::new(t)
+    }
+
+    fn stored(role: Option<Role>) -> FailoverPersist {
+        FailoverPersist {
+            own_state: ServerState::Normal,
+            resume_state: ServerState::Normal,
+            own_state_since: 1_700_000_000,
+            partner_state: Some(ServerState::Normal),
+            partner_state_since: 1_700_000_000,
+            last_contact: 1_700_000_100,
+            last_operational: 1_700_000_100,
+            partner_down_since: 0,
+            recover_base: 1_700_000_000,
+            mclt: 3600,
+            ever_communicated: true,
+            recover_all: false,
+            blind_partner_down: false,
+            role,
+            connect_max_unacked: 0,
+        }
+    }
+
+    /// A primary's configuration over a secondary's lease file (and the reverse) is refused
+    /// with both roles and the file named.
+    /// Every MCLT the configuration accepts gives an engine configuration that validates
+    /// (a 30 s MCLT used to fail: "expiry_grace must be below mclt").
+    #[test]
+    fn short_mclt_gives_a_valid_engine_config() {
+        for mclt in [2, 20, 30, 59, 60, 61, 3600] {
+            let mut c = failover_config(FailoverRole::Primary);
+            c.mclt = mclt;
+            let e = super::engine_config(&c);
+            assert_eq!(e.validate(), Ok(()), "mclt {mclt}");
+            assert!(e.expiry_grace <= xdhcpd_failover::DEFAULT_EXPIRY_GRACE);
+        }
+        let c = failover_config(FailoverRole::Primary);
+        assert_eq!(
+            super::engine_config(&c).expiry_grace,
+            xdhcpd_failover::DEFAULT_EXPIRY_GRACE
+        );
+    }
+
+    #[test]
+    fn swapped_role_refused_naming_roles_and_lease_file() {
+        for (stored_role, configured) in [
+            (Role::Secondary, FailoverRole::Primary),
+            (Role::Primary, FailoverRole::Secondary),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let table = table_with_area(dir.path(), Some(stored(Some(stored_role)).to_bytes()));
+            let err = match Failover::start(&failover_config(configured), table) {
+                Ok(_) => panic!("started as {configured:?} over the {stored_role}'s lease file"),
+                Err(e) => format!("{e:#}"),
+            };
+            let configured_name = match configured {
+                FailoverRole::Primary => "primary",
+                FailoverRole::Secondary => "secondary",
+            };
+            let file = dir.path().join("leases.db");
+            assert!(
+                err.contains(&format!("role = \"{configured_name}\""))
+                    && err.contains(&format!("failover state of the {stored_role}"))
+                    && err.contains(&file.display().to_string()),
+                "{err}"
+            );
+        }
+    }
+
+    /// State stored before the role was recorded is taken, and the role is written back.
+    #[test]
+    fn old_format_state_accepted_and_role_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table_with_area(dir.path(), Some(stored(None).to_bytes()));
+        let fo = Failover::start(&failover_config(FailoverRole::Secondary), table.clone())
+            .expect("an old-format state starts");
+        let recorded = || {
+            FailoverPersist::from_bytes(&table.failover_area())
+                .ok()?
+                .role
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recorded().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fo.stop(Duration::from_millis(100));
+        assert_eq!(recorded(), Some(Role::Secondary));
+    }
 
     /// Storing the failover state must leave every record readable at the next open.
     #[test]

@@ -169,3 +169,18 @@ pub struct ConfigError {
 /// Our vendor-class starts with this; a partner whose vendor-class does too takes BNDUPDs
 /// with several binding transactions.
 pub const XDHCPD_VENDOR_PREFIX: &str = "xdhcpd-";
+
+/// Why the engine cannot start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The persisted state was written in the other role (e.g. a primary's configuration over
+    /// the secondary's lease file). Resuming would run the pair with two primaries or two
+    /// secondaries, each believing the other's pool and state are its own.
+    #[error(
+        "the stored failover state was written by the {stored} of this relationship, but this \
+         server is configured as the {configured}"
+    )]
+    RoleSwapped { stored: Role, configured: Role },
+}

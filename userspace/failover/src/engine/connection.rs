@@ -26,6 +26,8 @@ pub(super) struct Conn {
     pub(super) last_rx: u32,
     pub(super) last_tx: u32,
     pub(super) partner_max_unacked: u32,
+    /// The max-unacked-BNDUPD we advertised in CONNECT / CONNECTACK on this connection.
+    pub(super) advertised_max_unacked: u32,
     /// vendor-class the partner sent in CONNECT / CONNECTACK (its implementation).
     pub(super) partner_vendor: Option<Vec<u8>>,
     pub(super) partner_receive_timer: u32,
@@ -37,7 +39,28 @@ pub(super) struct Conn {
 
 pub(super) const SKEW_WINDOW: usize = 16;
 
+/// The partner's vendor-class says it is xdhcpd.
+pub(super) fn is_xdhcpd(vendor: Option<&[u8]>) -> bool {
+    vendor.is_some_and(|v| v.starts_with(super::XDHCPD_VENDOR_PREFIX.as_bytes()))
+}
+
 impl FailoverEngine {
+    /// The max-unacked-BNDUPD to advertise to a partner with this vendor-class and window.
+    ///
+    /// ISC dhcpd acknowledges BNDUPDs only once its pending acks reach half of what *we*
+    /// advertised, else on a 2 s timer, while we keep at most min(ours, its window) in
+    /// flight. Advertising more than twice that (our default 1000 against its usual 10) left
+    /// every ack to the timer: 5 updates/s, whatever the client rate. So a partner that is
+    /// not xdhcpd gets exactly what we keep in flight (it acknowledges at half our window,
+    /// and we can send on meanwhile). An xdhcpd partner acknowledges at once: ours.
+    pub(super) fn max_unacked_for(&self, vendor: Option<&[u8]>, partner_window: u32) -> u32 {
+        if is_xdhcpd(vendor) {
+            self.cfg.max_unacked_bndupd
+        } else {
+            self.cfg.max_unacked_bndupd.min(partner_window.max(1))
+        }
+    }
+
     pub(super) fn send_interval(&self, c: &Conn) -> u32 {
         // tSend: our poll interval, and never more than a third of the partner's receive timer.
         let partner = if c.partner_receive_timer > 0 {
@@ -222,15 +245,19 @@ impl FailoverEngine {
             self.persist.mclt = mclt;
             self.emit_persist();
         }
+        let partner_window = info.max_unacked.unwrap_or(1).max(1);
+        let advertised = self.max_unacked_for(info.vendor_class.as_deref(), partner_window);
         if let Some(c) = self.conn.as_mut() {
             c.phase = Phase::Established;
-            c.partner_max_unacked = info.max_unacked.unwrap_or(1).max(1);
+            c.partner_max_unacked = partner_window;
+            c.advertised_max_unacked = advertised;
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
             c.partner_vendor = info.vendor_class.clone();
         }
+        self.learn_partner_vendor(info.vendor_class);
         let ack = ConnectInfo {
             relationship_name: Some(self.cfg.relationship_name.as_bytes().to_vec()),
-            max_unacked: Some(self.cfg.max_unacked_bndupd),
+            max_unacked: Some(advertised),
             receive_timer: Some(self.cfg.poll_timeout),
             vendor_class: Some(self.cfg.vendor_class.as_bytes().to_vec()),
             protocol_version: Some(codec::PROTOCOL_VERSION),
@@ -280,13 +307,61 @@ impl FailoverEngine {
         if time.abs_diff(now) > self.cfg.max_time_skew {
             return self.close(now, RejectReason::TimeMismatch, "time offset too large");
         }
+        let partner_window = info.max_unacked.unwrap_or(1).max(1);
+        let want = self.max_unacked_for(info.vendor_class.as_deref(), partner_window);
+        let xdhcpd = is_xdhcpd(info.vendor_class.as_deref());
+        let mut advertised = want;
         if let Some(c) = self.conn.as_mut() {
             c.phase = Phase::Established;
-            c.partner_max_unacked = info.max_unacked.unwrap_or(1).max(1);
+            c.partner_max_unacked = partner_window;
             c.partner_receive_timer = info.receive_timer.unwrap_or(0);
             c.partner_vendor = info.vendor_class.clone();
+            advertised = c.advertised_max_unacked;
+        }
+        let vendor = info
+            .vendor_class
+            .as_deref()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        self.learn_partner_vendor(info.vendor_class);
+        // Remembered for the next CONNECT (also across restarts).
+        let learnt = if xdhcpd { 0 } else { want };
+        if self.persist.connect_max_unacked != learnt {
+            self.persist.connect_max_unacked = learnt;
+            self.emit_persist();
+        }
+        if !xdhcpd && advertised / 2 > want {
+            // Our CONNECT went out before the partner said who it is, and what it advertised
+            // would leave its acks to its timer (see `max_unacked_for`): start again.
+            self.actions.push_back(Action::Log(format!(
+                "failover: partner {} acknowledges binding updates when half of our \
+                 max-unacked-updates ({advertised}) are pending, but we keep at most {want} in \
+                 flight: reconnecting to advertise {want}",
+                vendor.as_deref().unwrap_or("without vendor-class")
+            )));
+            return self.close(
+                now,
+                RejectReason::Misc,
+                &format!("reconnecting to advertise max-unacked-updates {want}"),
+            );
         }
         self.send_state(now);
+    }
+
+    /// Records the partner's vendor-class and warns (once per version) when it is not ours:
+    /// a pair should run the same software (ISC dhcpd as partner is the known exception).
+    fn learn_partner_vendor(&mut self, vendor: Option<Vec<u8>>) {
+        let Some(v) = vendor else {
+            self.known_partner_vendor = None;
+            return;
+        };
+        if v != self.cfg.vendor_class.as_bytes() && self.warned_vendor.as_ref() != Some(&v) {
+            self.warned_vendor = Some(v.clone());
+            self.actions.push_back(Action::VersionMismatch {
+                ours: self.cfg.vendor_class.clone(),
+                partner: String::from_utf8_lossy(&v).into_owned(),
+            });
+        }
+        self.known_partner_vendor = Some(v);
     }
 
     pub(super) fn send_state(&mut self, now: u32) {

@@ -31,8 +31,8 @@ mod connection;
 mod state;
 mod updates;
 
-pub use config::{Config, ConfigError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
-pub use state::CommandError;
+pub use config::{Config, ConfigError, StartError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
+pub use state::{CommandError, McltFrom, PartnerDownAccepted};
 pub use updates::{backup_share, binding_from_txn, txn_from_binding};
 
 use std::collections::VecDeque;
@@ -103,6 +103,9 @@ pub enum Action {
     },
     /// Something to log (partner's DISCONNECT text, protocol errors).
     Log(String),
+    /// The partner's vendor-class (its implementation and version) differs from ours: warn.
+    /// Once per distinct partner version, not at every reconnect.
+    VersionMismatch { ours: String, partner: String },
 }
 
 /// Counters for `ctl failover status` and the simulation.
@@ -178,17 +181,32 @@ pub struct FailoverEngine {
     recover_partner_fresh: bool,
     next_heartbeat: u32,
     stats: Stats,
+    /// The partner's vendor-class from the last CONNECT/CONNECTACK (kept after a disconnect).
+    known_partner_vendor: Option<Vec<u8>>,
+    /// The partner version a [`Action::VersionMismatch`] was last emitted for.
+    warned_vendor: Option<Vec<u8>>,
 }
 
 impl FailoverEngine {
     /// Creates the endpoint in STARTUP. `persisted` is what the last run stored (None: no
-    /// failover state on record, i.e. first start or lost database).
+    /// failover state on record, i.e. first start or lost database). State stored in the
+    /// other role is refused ([`StartError::RoleSwapped`]); state stored before the role was
+    /// recorded is taken, and the role recorded with the next [`Action::Persist`] (queued at
+    /// once).
     pub fn new(
         cfg: Config,
         persisted: Option<FailoverPersist>,
         now: u32,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, StartError> {
         cfg.validate()?;
+        if let Some(stored) = persisted.and_then(|p| p.role) {
+            if stored != cfg.role {
+                return Err(StartError::RoleSwapped {
+                    stored,
+                    configured: cfg.role,
+                });
+            }
+        }
         let hba = match cfg.role {
             Role::Primary => cfg.primary_hba(),
             // Until the primary's CONNECT arrives, the secondary assumes no load balancing.
@@ -208,7 +226,11 @@ impl FailoverEngine {
             ever_communicated: false,
             recover_all: true,
             blind_partner_down: false,
+            role: Some(cfg.role),
+            connect_max_unacked: 0,
         });
+        let record_role = persist.role.is_none();
+        persist.role = Some(cfg.role);
         let fresh = persisted.is_none();
         // The primary's MCLT rules; the secondary keeps the one it last received.
         let mclt = match cfg.role {
@@ -276,6 +298,8 @@ impl FailoverEngine {
             recover_partner_fresh: false,
             next_heartbeat: now,
             stats: Stats::default(),
+            known_partner_vendor: None,
+            warned_vendor: None,
             cfg,
         };
         e.actions.push_back(Action::StateChanged {
@@ -286,6 +310,9 @@ impl FailoverEngine {
             reason: "start",
         });
         e.actions.push_back(Action::PolicyChanged(e.policy()));
+        if record_role {
+            e.emit_persist();
+        }
         Ok(e)
     }
 
@@ -321,16 +348,39 @@ impl FailoverEngine {
     pub fn last_contact(&self) -> u32 {
         self.persist.last_contact
     }
-    /// BNDUPDs sent and not yet acknowledged.
     /// The vendor-class the partner sent on this connection (e.g. `xdhcpd-0.1.0`), if any.
     pub fn partner_vendor_class(&self) -> Option<&[u8]> {
         self.conn.as_ref()?.partner_vendor.as_deref()
     }
 
+    /// Our vendor-class (implementation and version), as sent in CONNECT/CONNECTACK.
+    pub fn vendor_class(&self) -> &str {
+        &self.cfg.vendor_class
+    }
+
+    /// The partner's vendor-class from the last CONNECT/CONNECTACK, also after the connection
+    /// is gone (None: never learnt, or the partner sent none).
+    pub fn last_partner_vendor_class(&self) -> Option<&[u8]> {
+        self.known_partner_vendor.as_deref()
+    }
+
+    /// The partner last said it runs another implementation or version than we do.
+    pub fn version_mismatch(&self) -> bool {
+        self.known_partner_vendor
+            .as_deref()
+            .is_some_and(|v| v != self.cfg.vendor_class.as_bytes())
+    }
+
     /// The partner said (vendor-class in CONNECT/CONNECTACK) it is xdhcpd.
     pub fn partner_is_xdhcpd(&self) -> bool {
-        self.partner_vendor_class()
-            .is_some_and(|v| v.starts_with(XDHCPD_VENDOR_PREFIX.as_bytes()))
+        connection::is_xdhcpd(self.partner_vendor_class())
+    }
+
+    /// The max-unacked-updates we advertised on this connection, and the partner's (None
+    /// before CONNECT/CONNECTACK).
+    pub fn max_unacked_exchanged(&self) -> Option<(u32, u32)> {
+        let c = self.conn.as_ref()?;
+        (c.phase == Phase::Established).then_some((c.advertised_max_unacked, c.partner_max_unacked))
     }
 
     /// Binding transactions sent and not yet acknowledged.
@@ -451,6 +501,7 @@ impl FailoverEngine {
             last_rx: now,
             last_tx: now,
             partner_max_unacked: self.cfg.max_unacked_bndupd,
+            advertised_max_unacked: self.cfg.max_unacked_bndupd,
             partner_vendor: None,
             partner_receive_timer: 0,
             skew: None,
@@ -460,10 +511,16 @@ impl FailoverEngine {
         if self.cfg.role == Role::Primary {
             let xid = self.xid();
             c.phase = Phase::AwaitConnectAck(xid);
+            // Sent before the partner says who it is: what suited it last time.
+            c.advertised_max_unacked = match self.persist.connect_max_unacked {
+                0 => self.cfg.max_unacked_bndupd,
+                learnt => learnt.min(self.cfg.max_unacked_bndupd),
+            };
+            let max_unacked = c.advertised_max_unacked;
             self.conn = Some(c);
             let info = ConnectInfo {
                 relationship_name: Some(self.cfg.relationship_name.as_bytes().to_vec()),
-                max_unacked: Some(self.cfg.max_unacked_bndupd),
+                max_unacked: Some(max_unacked),
                 receive_timer: Some(self.cfg.poll_timeout),
                 vendor_class: Some(self.cfg.vendor_class.as_bytes().to_vec()),
                 protocol_version: Some(codec::PROTOCOL_VERSION),

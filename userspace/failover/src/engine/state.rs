@@ -6,12 +6,13 @@ use crate::types::{Role, ServerState};
 
 use super::{Action, FailoverEngine};
 
-/// A command refused in the current state.
+/// A command refused in the current state, with the reason for the operator.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("failover command {command} not allowed in state {state}")]
+#[error("failover command {command} not allowed in state {state}: {why}")]
 pub struct CommandError {
     pub command: &'static str,
     pub state: ServerState,
+    pub why: &'static str,
 }
 
 pub(super) fn comm_failed_state(s: ServerState) -> ServerState {
@@ -22,40 +23,109 @@ pub(super) fn comm_failed_state(s: ServerState) -> ServerState {
     }
 }
 
+/// What an accepted `partner-down` did: the operator's reply says which time the MCLT wait
+/// counts from and when the waited-for addresses become usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartnerDownAccepted {
+    /// The MCLT wait counts from this time (Unix seconds).
+    pub mclt_from: u32,
+    /// Where `mclt_from` came from.
+    pub from: McltFrom,
+    /// `mclt_from` + MCLT: from then the partner's addresses (and, blind, ours) are usable.
+    pub usable_at: u32,
+    /// Declared from RECOVER / RECOVER-WAIT: our own free addresses wait too.
+    pub blind: bool,
+}
+
+/// Where the MCLT wait of a `partner-down` counts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McltFrom {
+    /// The operator's `since`.
+    Since,
+    /// The moment the command was accepted (no `since`).
+    Now,
+    /// Already PARTNER-DOWN and no `since`: the time it was declared, unchanged.
+    Unchanged,
+}
+
 impl FailoverEngine {
     /// Operator: the partner is down. MCLT before using its addresses counts from `since`
-    /// (when it was last known alive), or without it from the start of
-    /// COMMUNICATIONS-INTERRUPTED (now, when communicating or recovering).
+    /// (when it was last known alive), or without it from now, the moment the command is
+    /// accepted (as ISC dhcpd does): the partner may have served clients from its pool until
+    /// just before, and a lease it granted then ends at most MCLT later. Counting from the
+    /// start of COMMUNICATIONS-INTERRUPTED instead gave addresses to two clients whenever the
+    /// partner kept serving through the partition (tests/partner_down.rs). Already in
+    /// PARTNER-DOWN, the command without `since` changes nothing; with it, it re-dates.
     ///
     /// From RECOVER or RECOVER-WAIT (the partner is gone for good before we learnt what it
     /// leased, e.g. while it was PARTNER-DOWN) this is a *blind* PARTNER-DOWN: draft-12 has
     /// no way out of RECOVER without the partner, and the partner may have leased any
     /// address, ours included, for up to MCLT past its last activity. So every address, our
     /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT).
-    pub fn partner_down(&mut self, now: u32, since: Option<u32>) -> Result<(), CommandError> {
+    ///
+    /// Guards: accepted in COMMUNICATIONS-INTERRUPTED and RESOLUTION-INTERRUPTED (where
+    /// draft-12 expects it), RECOVER and RECOVER-WAIT (blind). NORMAL, STARTUP and
+    /// PARTNER-DOWN (re-dating) need `force`: there we either hear the partner or have not yet
+    /// tried, and an operator mistaken about a partner that still serves gives addresses to
+    /// two clients. Every other state refuses it, forced or not.
+    pub fn partner_down(
+        &mut self,
+        now: u32,
+        since: Option<u32>,
+        force: bool,
+    ) -> Result<PartnerDownAccepted, CommandError> {
         self.tick(now);
+        let refuse = |state, why| {
+            Err(CommandError {
+                command: "partner-down",
+                state,
+                why,
+            })
+        };
         match self.state {
-            ServerState::CommunicationsInterrupted
-            | ServerState::ResolutionInterrupted
-            | ServerState::Normal
-            | ServerState::Startup
-            | ServerState::PartnerDown => {}
+            ServerState::CommunicationsInterrupted | ServerState::ResolutionInterrupted => {}
             ServerState::Recover | ServerState::RecoverWait => {
                 self.persist.blind_partner_down = true;
             }
+            ServerState::Normal | ServerState::Startup | ServerState::PartnerDown if force => {}
+            s @ ServerState::Normal => {
+                return refuse(
+                    s,
+                    "the partner is connected and serving; declaring it down now gives \
+                     addresses to two clients. Only if you know it has stopped serving \
+                     clients, add --force",
+                )
+            }
+            s @ ServerState::Startup => {
+                return refuse(
+                    s,
+                    "the partner's state is not known yet (STARTUP waits for it); wait for \
+                     COMMUNICATIONS-INTERRUPTED, or, if you know the partner is down, add \
+                     --force",
+                )
+            }
+            s @ ServerState::PartnerDown => {
+                return refuse(
+                    s,
+                    "already PARTNER-DOWN; add --force (with --since) to re-date the MCLT wait",
+                )
+            }
             s => {
-                return Err(CommandError {
-                    command: "partner-down",
-                    state: s,
-                })
+                return refuse(
+                    s,
+                    "only COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, RECOVER and \
+                     RECOVER-WAIT take it (NORMAL, STARTUP and PARTNER-DOWN with --force)",
+                )
             }
         }
-        let default = match self.state {
-            ServerState::CommunicationsInterrupted | ServerState::ResolutionInterrupted => {
-                self.interrupted_since()
-            }
-            ServerState::PartnerDown => self.persist.partner_down_since,
-            _ => now,
+        let (default, from) = match self.state {
+            ServerState::PartnerDown => (self.persist.partner_down_since, McltFrom::Unchanged),
+            _ => (now, McltFrom::Now),
+        };
+        let from = if since.is_some() {
+            McltFrom::Since
+        } else {
+            from
         };
         let base = since.unwrap_or(default).min(now);
         if self.state == ServerState::PartnerDown {
@@ -66,7 +136,12 @@ impl FailoverEngine {
             self.enter_partner_down(now, base, "partner-down command");
         }
         self.after_input(now);
-        Ok(())
+        Ok(PartnerDownAccepted {
+            mclt_from: self.persist.partner_down_since,
+            from,
+            usable_at: self.policy().partner_down_usable_at,
+            blind: self.persist.blind_partner_down,
+        })
     }
 
     /// Operator: `failover recover`: pull the partner's whole database (RECOVER, UPDREQALL)
@@ -77,6 +152,7 @@ impl FailoverEngine {
             return Err(CommandError {
                 command: "recover",
                 state: self.state,
+                why: "a stopping server (SHUTDOWN or PAUSED) is left only by a restart",
             });
         }
         self.persist.recover_all = true;
@@ -116,6 +192,7 @@ impl FailoverEngine {
             return Err(CommandError {
                 command: "pause",
                 state: self.state,
+                why: "pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead",
             });
         }
         self.stop(now, ServerState::Paused, "pause command");

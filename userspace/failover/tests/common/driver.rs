@@ -132,6 +132,10 @@ impl Sim {
                 }
             }
             Action::Log(m) => self.note(format!("node{i}: {m}")),
+            Action::VersionMismatch { ours, partner } => {
+                self.cov.version_warnings += 1;
+                self.note(format!("node{i}: partner runs {partner}, we run {ours}"));
+            }
         }
     }
 

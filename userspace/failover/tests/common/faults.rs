@@ -1,23 +1,34 @@
 //! Faults and operator actions: crashes and restarts, partitions, connection resets, clock
 //! steps, isolation from clients, partner-down, shutdown/pause, failover recover.
 
-use xdhcpd_failover::{BindingSync, CommandError, FailoverEngine, ServerState};
+use xdhcpd_failover::{
+    BindingSync, CommandError, FailoverEngine, PartnerDownAccepted, ServerState,
+};
 
 use super::{Sim, MAX_SKEW};
 
 impl Sim {
     /// Operator `partner-down` on live node `i` at its own clock; its actions run at once.
-    /// A blind one (accepted in RECOVER / RECOVER-WAIT) is counted in the coverage.
-    pub fn partner_down(&mut self, i: usize, since: Option<u32>) -> Result<(), CommandError> {
+    /// Blind ones (accepted in RECOVER / RECOVER-WAIT) and forced ones are counted in the
+    /// coverage.
+    pub fn partner_down(
+        &mut self,
+        i: usize,
+        since: Option<u32>,
+        force: bool,
+    ) -> Result<PartnerDownAccepted, CommandError> {
         let now = self.nodes[i].now(self.t);
         let e = self.nodes[i]
             .engine
             .as_mut()
             .expect("partner-down on a live node");
         let blind = matches!(e.state(), ServerState::Recover | ServerState::RecoverWait);
-        let r = e.partner_down(now, since);
+        let r = e.partner_down(now, since, force);
         if r.is_ok() && blind {
             self.cov.blind_partner_downs += 1;
+        }
+        if r.is_ok() && force {
+            self.cov.forced_partner_downs += 1;
         }
         self.drain(i);
         r
@@ -159,7 +170,13 @@ impl Sim {
                         self.nodes[a].now(self.nodes[other].crashed_at) + MAX_SKEW as u32;
                     let since = Some(crash_local.min(self.nodes[a].now(self.t)));
                     self.note(format!("node{a}: operator partner-down since {since:?}"));
-                    let _ = self.partner_down(a, since);
+                    // Refused outside COMMUNICATIONS-INTERRUPTED / RECOVER (e.g. still NORMAL
+                    // or STARTUP): this operator knows the partner crashed, so forces it.
+                    if self.partner_down(a, since, false).is_err() {
+                        self.cov.partner_downs_refused += 1;
+                        self.note(format!("node{a}: operator partner-down --force"));
+                        let _ = self.partner_down(a, since, true);
+                    }
                 }
             }
             78..=83 => {
@@ -211,23 +228,17 @@ impl Sim {
                         && self.nodes[a].state() == Some(ServerState::CommunicationsInterrupted)
                     {
                         let now = self.nodes[a].now(self.t);
-                        // The operator dates it from when the partner lost its clients (without
-                        // a date, MCLT would count from the start of COMMUNICATIONS-INTERRUPTED,
-                        // which may be earlier).
+                        // The operator dates it from when the partner lost its clients, or
+                        // gives no date: then MCLT counts from now, later than the cut.
                         let cut =
                             self.nodes[a].now(self.nodes[other].isolated_from) + MAX_SKEW as u32;
-                        let since = if self.rng.chance(500)
-                            && self.nodes[a]
-                                .engine
-                                .as_ref()
-                                .is_some_and(|e| e.interrupted_since() >= cut)
-                        {
+                        let since = if self.rng.chance(500) {
                             None
                         } else {
                             Some(cut.min(now))
                         };
                         self.note(format!("node{a}: operator partner-down (partner isolated)"));
-                        let _ = self.partner_down(a, since);
+                        let _ = self.partner_down(a, since, false);
                     }
                 }
             }

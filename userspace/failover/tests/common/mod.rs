@@ -248,6 +248,12 @@ pub struct Coverage {
     pub partitions: u64,
     /// Operator partner-down accepted in RECOVER / RECOVER-WAIT (blind PARTNER-DOWN).
     pub blind_partner_downs: u64,
+    /// Operator partner-down refused by the guard (not COMMUNICATIONS-INTERRUPTED etc.), and
+    /// accepted with `force`.
+    pub partner_downs_refused: u64,
+    pub forced_partner_downs: u64,
+    /// `Action::VersionMismatch` emitted (the partner runs another version).
+    pub version_warnings: u64,
     /// Primary reclaims of BACKUP addresses: sent, acknowledged (address FREE on the primary),
     /// rejected (the secondary had leased it meanwhile).
     pub reclaims_sent: u64,
@@ -271,6 +277,9 @@ impl Coverage {
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.blind_partner_downs += o.blind_partner_downs;
+        self.partner_downs_refused += o.partner_downs_refused;
+        self.forced_partner_downs += o.forced_partner_downs;
+        self.version_warnings += o.version_warnings;
         self.reclaims_sent += o.reclaims_sent;
         self.reclaims_acked += o.reclaims_acked;
         self.reclaims_rejected += o.reclaims_rejected;
