@@ -46,6 +46,7 @@ pub enum Trigger {
 /// How many addresses to move, from counts alone (O(1); no scan).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Move {
+    /// The split is within tolerance: move nothing.
     Nothing,
     /// FREE -> BACKUP.
     Grant(usize),
@@ -86,7 +87,9 @@ pub fn decide(free: usize, backup: usize, pct: u8, trigger: Trigger) -> Move {
 /// One pool's balance settings: inclusive range and the allocation boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolBalance {
+    /// First address of the pool, as `u32::from(Ipv4Addr)`.
     pub first: u32,
+    /// Last address of the pool (inclusive, not below `first`), as `u32::from(Ipv4Addr)`.
     pub last: u32,
     /// Percentage for the backup (scope value, else the relationship's).
     pub pct: u8,
@@ -143,6 +146,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Nothing to grant and nothing to reclaim.
     pub fn is_empty(&self) -> bool {
         self.grant.is_empty() && self.reclaim.is_empty()
     }

@@ -13,6 +13,8 @@
 //!
 //! Times are `u32` Unix seconds everywhere (the wire unit).
 
+#![deny(missing_docs)]
+
 pub mod balance;
 pub mod codec;
 pub mod engine;

@@ -24,26 +24,48 @@
 
 use crate::types::{Role, ServerState};
 
+/// Size of the persisted record, bytes.
 pub const PERSIST_LEN: usize = 64;
+/// First four bytes of a valid record.
 pub const PERSIST_MAGIC: [u8; 4] = *b"XFOP";
+/// Layout version written at bytes 4..6; other versions are refused.
 pub const PERSIST_VERSION: u16 = 1;
 
 /// Everything the engine needs to resume after a restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailoverPersist {
+    /// Our state when written (draft-12 9.2 stable storage).
     pub own_state: ServerState,
     /// State to resume from at restart (the state before PAUSED/SHUTDOWN; RECOVER when the
     /// partner went PARTNER-DOWN while we were shutting down).
     pub resume_state: ServerState,
+    /// When we entered `own_state`, Unix seconds.
     pub own_state_since: u32,
+    /// The partner's last reported state (None: never heard from it).
     pub partner_state: Option<ServerState>,
+    /// The partner's start-time-of-state for `partner_state`, in our clock, Unix seconds;
+    /// compared with `last_operational` at restart (draft-12 9.3.2).
     pub partner_state_since: u32,
+    /// Last time we heard from the partner, Unix seconds (see
+    /// [`FailoverEngine::last_contact`](crate::FailoverEngine::last_contact)).
     pub last_contact: u32,
+    /// Operational heartbeat, Unix seconds: stamped at each state change and every
+    /// `heartbeat_interval` while answering clients (or in RECOVER-DONE); compared with the
+    /// partner's PARTNER-DOWN time at restart (draft-12 9.3.2 step 5).
     pub last_operational: u32,
+    /// Partner-down time, Unix seconds: the partner's addresses become usable MCLT after it
+    /// ([`FailoverPolicy::partner_down_usable_at`](crate::FailoverPolicy::partner_down_usable_at)).
     pub partner_down_since: u32,
+    /// Time of failure, Unix seconds: RECOVER-WAIT lasts until this plus MCLT (draft-12 9.6.2).
     pub recover_base: u32,
+    /// MCLT in force, seconds (the secondary keeps the primary's from CONNECT).
     pub mclt: u32,
+    /// We have completed CONNECT/CONNECTACK and received a STATE from the partner at least
+    /// once.
     pub ever_communicated: bool,
+    /// RECOVER must pull every binding (UPDREQALL, not UPDREQ): set with no earlier
+    /// persisted state, by `failover_recover` and by the `recover` command; cleared by the
+    /// UPDDONE that completes the pull.
     pub recover_all: bool,
     /// PARTNER-DOWN was declared from RECOVER / RECOVER-WAIT: we never learnt what the partner
     /// leased while it was PARTNER-DOWN, so our own free addresses wait out the MCLT too.
@@ -61,16 +83,32 @@ pub struct FailoverPersist {
 /// Why persisted bytes were refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
+    /// The slice is not [`PERSIST_LEN`] bytes long (the length found).
     #[error("failover persisted state: {0} bytes, expected {PERSIST_LEN}")]
     Length(usize),
+    /// Bytes 0..4 are not [`PERSIST_MAGIC`] (the bytes found).
     #[error("failover persisted state: bad magic {0:02x?}")]
     Magic([u8; 4]),
+    /// Bytes 4..6 hold a version other than [`PERSIST_VERSION`] (the version found).
     #[error("failover persisted state: unsupported version {0}")]
     Version(u16),
+    /// The FNV-1a checksum at bytes 60..64 does not match bytes 0..60.
     #[error("failover persisted state: checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// Checksum read from bytes 60..64.
+        stored: u32,
+        /// Checksum of bytes 0..60.
+        computed: u32,
+    },
+    /// A state byte (6, 7 or 12) is not a known [`ServerState`] wire value.
     #[error("failover persisted state: invalid state value {value} at byte {offset}")]
-    State { offset: usize, value: u8 },
+    State {
+        /// Byte offset of the bad value.
+        offset: usize,
+        /// The value found.
+        value: u8,
+    },
+    /// Byte 14 is not 0, 1 or 2 (the value found).
     #[error("failover persisted state: invalid role value {0} at byte 14")]
     Role(u8),
 }
@@ -89,6 +127,7 @@ fn rd32(b: &[u8], off: usize) -> u32 {
 }
 
 impl FailoverPersist {
+    /// The 64-byte record (layout in the module doc), checksum included.
     pub fn to_bytes(&self) -> [u8; PERSIST_LEN] {
         let mut b = [0u8; PERSIST_LEN];
         b[0..4].copy_from_slice(&PERSIST_MAGIC);
@@ -117,6 +156,7 @@ impl FailoverPersist {
         b
     }
 
+    /// Parses and checks a record written by [`to_bytes`](Self::to_bytes).
     pub fn from_bytes(b: &[u8]) -> Result<Self, PersistError> {
         if b.len() != PERSIST_LEN {
             return Err(PersistError::Length(b.len()));

@@ -55,6 +55,7 @@ pub fn bucket_is_primary(hba: &[u8; 32], bucket: u8) -> bool {
 /// What kind of client message the DHCP engine is about to answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestKind {
+    /// DHCPDISCOVER.
     Discover,
     /// REQUEST in SELECTING (server-id present; the DHCP engine checks the server id itself).
     RequestSelecting,
@@ -64,9 +65,13 @@ pub enum RequestKind {
     Renew,
     /// Broadcast REQUEST with ciaddr (REBINDING).
     Rebind,
+    /// DHCPRELEASE of an existing lease.
     Release,
+    /// DHCPDECLINE of an offered address.
     Decline,
+    /// DHCPINFORM (configuration only, no address).
     Inform,
+    /// A BOOTP request (no DHCP message type).
     Bootp,
 }
 
@@ -74,7 +79,7 @@ pub enum RequestKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// The server answers nobody in this state (STARTUP, RECOVER, RECOVER-WAIT,
-    /// POTENTIAL-CONFLICT, PAUSED, SHUTDOWN). Log: "dropped: failover <STATE>".
+    /// POTENTIAL-CONFLICT, PAUSED, SHUTDOWN). Log: `"dropped: failover <STATE>"`.
     Unresponsive(ServerState),
     /// NORMAL and the client's hash bucket belongs to the partner (the backup without load
     /// balancing: every DISCOVER). Log: "dropped: failover NORMAL".
@@ -91,6 +96,7 @@ pub enum Admission {
     /// Answer, but the client is one the partner would normally serve: cap T2 with
     /// [`FailoverPolicy::rebind_time`].
     ServeForPartner,
+    /// Do not answer, for this reason (count it and log it).
     Drop(DropReason),
 }
 
@@ -110,7 +116,9 @@ pub struct LeaseGrant {
 /// [`crate::FailoverEngine::policy`] and published to workers through a [`PolicyCell`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailoverPolicy {
+    /// Our role: decides which pool is ours and which hash buckets (see the module doc).
     pub role: Role,
+    /// Our failover state: decides whom we answer ([`admit`](Self::admit)).
     pub state: ServerState,
     /// Maximum client lead time, seconds.
     pub mclt: u32,
@@ -374,6 +382,7 @@ pub struct PolicyCell {
 }
 
 impl PolicyCell {
+    /// A cell holding `p`.
     pub fn new(p: FailoverPolicy) -> Self {
         let w = pack(&p);
         PolicyCell {

@@ -15,6 +15,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Lower-case name ("primary", "secondary"), as in configuration and logs.
     pub fn name(self) -> &'static str {
         match self {
             Role::Primary => "primary",
@@ -33,17 +34,41 @@ impl std::fmt::Display for Role {
 /// has no number in the draft and ISC dhcpd uses 254).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerState {
+    /// After a restart, until the partner's state is known or `startup_timeout` passes;
+    /// answers no client.
     Startup,
+    /// In contact with the partner: each answers the clients of its own hash buckets and
+    /// allocates only from its own pool (primary FREE, secondary BACKUP).
     Normal,
+    /// NORMAL, but the partner cannot be reached: both answer every client, allocate only
+    /// from their own pool, and keep lease ends within MCLT of what the partner acknowledged.
     CommunicationsInterrupted,
+    /// The partner is known to be down (operator command or safe period): answers every client;
+    /// the partner's addresses become usable MCLT after the partner-down time.
     PartnerDown,
+    /// Both may have given the same address to different clients: answers no client until
+    /// both have exchanged their unacknowledged updates (UPDREQ/UPDDONE).
     PotentialConflict,
+    /// Our bindings may be missing or stale (fresh or restored database, the `recover`
+    /// command, or the partner went PARTNER-DOWN while we were away): answers no client and
+    /// pulls the partner's bindings (UPDREQ/UPDREQALL).
     Recover,
+    /// Operator pause, a short planned stop: answers no client; the partner goes
+    /// COMMUNICATIONS-INTERRUPTED.
     Paused,
+    /// Operator shutdown, a long stop: answers no client; a partner in NORMAL or
+    /// COMMUNICATIONS-INTERRUPTED goes PARTNER-DOWN at once.
     Shutdown,
+    /// Recovery over, waiting for the partner to go NORMAL; answers only RENEW/REBIND.
     RecoverDone,
+    /// Communications lost in POTENTIAL-CONFLICT; answers every client, like
+    /// COMMUNICATIONS-INTERRUPTED.
     ResolutionInterrupted,
+    /// Primary only: our conflicts are resolved (UPDDONE received in POTENTIAL-CONFLICT), the
+    /// secondary's are not yet; answers every client.
     ConflictDone,
+    /// RECOVER finished (UPDDONE); waits until MCLT after the failure time before
+    /// RECOVER-DONE; answers no client.
     RecoverWait,
 }
 
@@ -64,6 +89,7 @@ impl ServerState {
         ServerState::RecoverWait,
     ];
 
+    /// The server-state option value (RECOVER-WAIT: 254, as ISC dhcpd).
     pub fn to_wire(self) -> u8 {
         match self {
             ServerState::Startup => 1,
@@ -81,6 +107,8 @@ impl ServerState {
         }
     }
 
+    /// The state for a server-state option value; None for a value draft-12 (and ISC's 254)
+    /// does not define.
     pub fn from_wire(v: u8) -> Option<Self> {
         Some(match v {
             1 => ServerState::Startup,
@@ -129,16 +157,22 @@ impl std::fmt::Display for ServerState {
 pub enum BindingStatus {
     /// Available to the primary.
     Free,
+    /// Leased to a client until its lease expiration time.
     Active,
+    /// The lease ran out; becomes FREE once the partner acknowledges it.
     Expired,
+    /// The client released it; becomes FREE once the partner acknowledges it.
     Released,
+    /// Declined by a client or found in use: neither server allocates it.
     Abandoned,
+    /// Made available by the operator; becomes FREE once the partner acknowledges it.
     Reset,
     /// Available to the secondary.
     Backup,
 }
 
 impl BindingStatus {
+    /// The binding-status option value (FREE 1 ... BACKUP 7).
     pub fn to_wire(self) -> u8 {
         match self {
             BindingStatus::Free => 1,
@@ -151,6 +185,7 @@ impl BindingStatus {
         }
     }
 
+    /// The status for a binding-status option value; None outside 1..=7.
     pub fn from_wire(v: u8) -> Option<Self> {
         Some(match v {
             1 => BindingStatus::Free,
@@ -176,32 +211,55 @@ impl BindingStatus {
 /// Reject reasons (draft-12 section 12.21).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
+    /// 1: the address is in none of the receiver's pools.
     IllegalIpAddress,
+    /// 2: the update names another client for an address we have ACTIVE and cannot yield.
     FatalConflict,
+    /// 3: the binding transaction lacks an option it needs (e.g. binding-status).
     MissingBindingInfo,
+    /// 4: the partners' clocks differ more than `max_time_skew`.
     TimeMismatch,
+    /// 5: CONNECT without an MCLT, or with 0.
     InvalidMclt,
+    /// 6: any other reason (also: an address missing from a BNDACK).
     Misc,
+    /// 7: a second CONNECT on an established connection.
     DuplicateConnection,
+    /// 8: wrong relationship name, or a CONNECT sent to the primary.
     InvalidPartner,
+    /// 9: the partner requires TLS, which we do not implement.
     TlsUnsupported,
+    /// 10: TLS supported but not configured.
     TlsUnconfigured,
+    /// 11: TLS required by the sender's configuration.
     TlsRequired,
+    /// 12: message digests not supported.
     DigestUnsupported,
+    /// 13: message digests supported but not configured.
     DigestUnconfigured,
+    /// 14: protocol-version is not ours.
     VersionMismatch,
+    /// 15: the update is older than the binding we hold.
     OutdatedBindingInfo,
+    /// 16: the update would overwrite a more important status (e.g. ABANDONED).
     LessCriticalBindingInfo,
+    /// 17: nothing received for the receive timer (`poll_timeout`).
     NoTraffic,
+    /// 18: hash bucket assignment conflict; we send it for a CONNECT whose
+    /// hash-bucket-assignment is missing or not 32 bytes.
     HbaConflict,
+    /// 19: IP address not reserved.
     IpNotReserved,
+    /// 20: IP message digest check failed.
     IpDigestFailure,
+    /// 21: IP message digest missing.
     IpMissingDigest,
     /// 254, or any code this implementation does not know (kept verbatim).
     Other(u8),
 }
 
 impl RejectReason {
+    /// The reject-reason option value.
     pub fn to_wire(self) -> u8 {
         use RejectReason::*;
         match self {
@@ -230,6 +288,7 @@ impl RejectReason {
         }
     }
 
+    /// The reason for a reject-reason option value; unknown values become [`Other`](Self::Other).
     pub fn from_wire(v: u8) -> Self {
         use RejectReason::*;
         match v {
@@ -275,12 +334,15 @@ pub const IP_FLAG_BOOTP: u16 = 0x0002;
 /// BNDUPD we send, it is the potential expiration we ask the partner to commit to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
+    /// The address this record is about.
     pub addr: Ipv4Addr,
+    /// Its binding status; `start` says since when.
     pub status: BindingStatus,
     /// DHCP client identifier (option 61 value); empty when the client sent none.
     pub client_id: Vec<u8>,
     /// ARP hardware type (1 = Ethernet); 0 together with an empty `chaddr` means "no client".
     pub htype: u8,
+    /// Client hardware address (`htype` says its kind); empty when no client.
     pub chaddr: Vec<u8>,
     /// Lease end told to the client (absolute seconds); 0 when not ACTIVE.
     pub lease_expiry: u32,

@@ -13,36 +13,78 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("failover message at offset {offset}: length {len} outside 12..=2048")]
-    BadLength { offset: u64, len: u16 },
-    #[error("failover message at offset {offset}: payload offset {payload_offset} outside 12..=length {len}")]
-    BadPayloadOffset {
+    /// The message length field (or the bytes given) is outside 12..=2048, or differs from
+    /// the frame handed to [`decode_message`].
+    BadLength {
+        /// Absolute stream offset of the message's first byte.
         offset: u64,
+        /// The length found.
+        len: u16,
+    },
+    #[error("failover message at offset {offset}: payload offset {payload_offset} outside 12..=length {len}")]
+    /// The header's payload offset points inside the 12-byte header or past the message end.
+    BadPayloadOffset {
+        /// Absolute stream offset of the message's first byte.
+        offset: u64,
+        /// The payload offset byte found.
         payload_offset: u8,
+        /// The message length field.
         len: u16,
     },
     #[error("failover message at offset {offset}: unknown mandatory message type {msg_type}")]
-    UnknownType { offset: u64, msg_type: u8 },
-    #[error("failover option at offset {offset}: header or value runs past the message end")]
-    OptionOverflow { offset: u64 },
-    #[error("failover option {code} at offset {offset}: length {len}, expected {expected}")]
-    BadOptionLength {
+    /// A message type below 128 (mandatory to understand) that draft-12 does not define.
+    UnknownType {
+        /// Absolute stream offset of the message's first byte.
         offset: u64,
+        /// The type byte found.
+        msg_type: u8,
+    },
+    #[error("failover option at offset {offset}: header or value runs past the message end")]
+    /// An option's 4-byte header or its value extends past the end of the message.
+    OptionOverflow {
+        /// Absolute stream offset of the option's code.
+        offset: u64,
+    },
+    #[error("failover option {code} at offset {offset}: length {len}, expected {expected}")]
+    /// An option whose value has the wrong size for its type (e.g. a u32 not 4 bytes long).
+    BadOptionLength {
+        /// Absolute stream offset of the option's code.
+        offset: u64,
+        /// The option code.
         code: u16,
+        /// The value length found.
         len: u16,
+        /// The length(s) the option must have, as text ("4", ">= 2", "1 or 2").
         expected: &'static str,
     },
     #[error("failover option {code} at offset {offset}: appears twice")]
-    DuplicateOption { offset: u64, code: u16 },
-    #[error("failover {msg} message at offset {offset}: required option {code} missing")]
-    MissingOption {
+    /// An option that may appear once (per message, or per binding transaction) appears again.
+    DuplicateOption {
+        /// Absolute stream offset of the second occurrence.
         offset: u64,
+        /// The option code.
+        code: u16,
+    },
+    #[error("failover {msg} message at offset {offset}: required option {code} missing")]
+    /// A message lacks an option its type requires (addresses-transferred in POOLRESP,
+    /// server-state in STATE).
+    MissingOption {
+        /// Absolute stream offset of the message's first byte.
+        offset: u64,
+        /// The message type name.
         msg: &'static str,
+        /// The code of the missing option.
         code: u16,
     },
     #[error("failover {msg} message at offset {offset}: option {code} appears before any assigned-IP-address")]
+    /// A binding option (binding-status, client-identifier...) in a BNDUPD/BNDACK before any
+    /// assigned-IP-address, so it belongs to no transaction.
     OrphanBindingOption {
+        /// Absolute stream offset of the option's code.
         offset: u64,
+        /// The message type name (BNDUPD or BNDACK).
         msg: &'static str,
+        /// The option code.
         code: u16,
     },
 }

@@ -17,6 +17,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// An empty decoder at stream offset 0.
     pub fn new() -> Self {
         Self::default()
     }

@@ -6,9 +6,21 @@ use super::{opt, BindingTxn, Body, ConnectInfo, Message, HEADER_LEN, MAX_MESSAGE
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("failover {msg} message would be {len} bytes, over the 2048-byte limit")]
-    TooLong { msg: &'static str, len: usize },
+    /// The encoded message would exceed [`MAX_MESSAGE_LEN`] (2048 bytes).
+    TooLong {
+        /// The message type name.
+        msg: &'static str,
+        /// The size it would have had, bytes.
+        len: usize,
+    },
     #[error("failover option {code} value is {len} bytes, over 65535")]
-    OptionTooLong { code: u16, len: usize },
+    /// One option value is longer than its u16 length field can say.
+    OptionTooLong {
+        /// The option code.
+        code: u16,
+        /// The value's length, bytes.
+        len: usize,
+    },
 }
 
 fn put_opt(out: &mut Vec<u8>, code: u16, value: &[u8]) -> Result<(), EncodeError> {

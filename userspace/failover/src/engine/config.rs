@@ -7,6 +7,8 @@ use crate::types::Role;
 /// Configuration of one failover relationship. All times in seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Primary or secondary of the relationship; must differ between the partners and match
+    /// the persisted role (see [`StartError::RoleSwapped`]).
     pub role: Role,
     /// relationship-name; must be identical on both partners.
     pub relationship_name: String,
@@ -18,6 +20,7 @@ pub struct Config {
     pub poll_interval: u32,
     /// tReceive: silence after which the connection is dropped (advertised as receive-timer).
     pub poll_timeout: u32,
+    /// Move from COMMUNICATIONS-INTERRUPTED to PARTNER-DOWN by itself after `safe_period`.
     pub use_safe_period: bool,
     /// Time in COMMUNICATIONS-INTERRUPTED before the automatic move to PARTNER-DOWN.
     pub safe_period: u32,
@@ -28,6 +31,8 @@ pub struct Config {
     pub split: Option<u16>,
     /// Explicit HBA (primary), overrides `split`.
     pub hba: Option<[u8; 32]>,
+    /// In NORMAL, answer a partner's client anyway (DISCOVER, INFORM, SELECTING/INIT-REBOOT
+    /// REQUEST, BOOTP) once its `secs` field exceeds this; 0 = never (ISC `load balance max seconds`).
     pub load_balance_max_secs: u16,
     /// Percentage of available addresses the primary grants the secondary on POOLREQ.
     pub backup_pct: u8,
@@ -54,6 +59,8 @@ pub struct Config {
     pub pool_request_interval: u32,
     /// `last_operational` is persisted this often.
     pub heartbeat_interval: u32,
+    /// Our vendor-class, sent in CONNECT/CONNECTACK; defaults to
+    /// [`XDHCPD_VENDOR_PREFIX`] + crate version.
     pub vendor_class: String,
     /// Binding transactions packed into one BNDUPD (draft-12 6.3), within the 2048-byte
     /// message limit. Only used with a partner whose vendor-class says it is xdhcpd: ISC
@@ -69,6 +76,9 @@ pub struct Config {
 pub const DEFAULT_EXPIRY_GRACE: u32 = 30;
 
 impl Config {
+    /// Defaults for `role` in relationship `relationship_name`: MCLT 3600 s, 100 unacked
+    /// BNDUPDs, poll 10 s / timeout 60 s, safe period 4 h, lease-period factor 1.5, no load
+    /// balancing, backup_pct 50.
     pub fn new(role: Role, relationship_name: &str) -> Self {
         Config {
             role,
@@ -162,7 +172,9 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("failover configuration: {field} {why}")]
 pub struct ConfigError {
+    /// The offending field's name (as in [`Config`], or its config-file spelling).
     pub field: &'static str,
+    /// What the field must be.
     pub why: &'static str,
 }
 
@@ -173,6 +185,7 @@ pub const XDHCPD_VENDOR_PREFIX: &str = "xdhcpd-";
 /// Why the engine cannot start.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
+    /// [`Config::validate`] refused the configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The persisted state was written in the other role (e.g. a primary's configuration over
@@ -182,5 +195,10 @@ pub enum StartError {
         "the stored failover state was written by the {stored} of this relationship, but this \
          server is configured as the {configured}"
     )]
-    RoleSwapped { stored: Role, configured: Role },
+    RoleSwapped {
+        /// The role recorded in the persisted state.
+        stored: Role,
+        /// The role in [`Config::role`].
+        configured: Role,
+    },
 }

@@ -59,10 +59,15 @@ pub type UpdateId = u64;
 pub enum Action {
     /// Own or partner state changed: log one line, publish the new policy.
     StateChanged {
+        /// Our state before the change (equal to `own` when only the partner's changed).
         from: ServerState,
+        /// Our state now.
         own: ServerState,
+        /// The partner's last reported state (None: no STATE received yet).
         partner: Option<ServerState>,
+        /// When the change happened, Unix seconds (the `now` of the call that caused it).
         at: u32,
+        /// Why, for the log line ("start", "partner state", an operator command...).
         reason: &'static str,
     },
     /// Persisted state changed: write it to the lease store's reserved area.
@@ -71,41 +76,71 @@ pub enum Action {
     PolicyChanged(FailoverPolicy),
     /// A partner's binding update: decide ([`crate::table::resolve_update`]), write it durably,
     /// then call [`FailoverEngine::binding_applied`].
-    ApplyBinding { id: UpdateId, binding: Binding },
+    ApplyBinding {
+        /// Pass back to [`FailoverEngine::binding_applied`]; identifies the BNDACK slot.
+        id: UpdateId,
+        /// The partner's binding, its times already converted to our clock.
+        binding: Binding,
+    },
     /// The partner acknowledged `sent`; apply with [`crate::table::apply_ack`].
     BindingAcked {
+        /// The acknowledged address (`sent.addr`).
         addr: Ipv4Addr,
+        /// The potential expiration we sent, now acknowledged (our clock, Unix seconds): the
+        /// lease may be extended up to this plus MCLT.
         acked_potential_expiry: u32,
+        /// The binding as we sent it.
         sent: Binding,
     },
     /// The partner refused `sent`. Do not resend at once (draft-12 7.2.2); it goes out again
     /// with the next UPDREQ or lease change.
     BindingRejected {
+        /// The binding as we sent it.
         sent: Binding,
+        /// The partner's reject-reason ([`RejectReason::Misc`] when the BNDACK left the
+        /// address out).
         reason: RejectReason,
+        /// The partner's message option, empty when it sent none.
         message: String,
     },
     /// Queue bindings with [`FailoverEngine::queue_binding`] (all = every binding that ever had
     /// a client; else only those the partner has not acknowledged), then call
     /// [`FailoverEngine::bindings_queued`].
-    SendBindings { all: bool },
+    SendBindings {
+        /// True for UPDREQALL (every binding), false for UPDREQ or a new connection (only
+        /// bindings the partner has not acknowledged).
+        all: bool,
+    },
     /// Primary: the secondary asked for addresses (POOLREQ). Move `backup_pct` of the available
     /// FREE addresses to BACKUP (see [`backup_share`]), report each with `lease_changed`, then
     /// call [`FailoverEngine::pool_response`] with the count.
-    PoolRequest { id: u32 },
+    PoolRequest {
+        /// Pass back to [`FailoverEngine::pool_response`]; identifies the POOLREQ to answer.
+        id: u32,
+    },
     /// Secondary: the primary granted this many addresses (they arrive as BNDUPD BACKUP).
-    PoolGranted { addresses: u32 },
+    PoolGranted {
+        /// addresses-transferred from the primary's POOLRESP.
+        addresses: u32,
+    },
     /// Flush [`FailoverEngine::poll_transmit`], then close the TCP connection. The engine
     /// already treats the connection as gone.
     Close {
+        /// Why the connection ends (our reason, or the partner's refusal).
         reason: RejectReason,
+        /// Human-readable detail for the log.
         message: String,
     },
     /// Something to log (partner's DISCONNECT text, protocol errors).
     Log(String),
     /// The partner's vendor-class (its implementation and version) differs from ours: warn.
     /// Once per distinct partner version, not at every reconnect.
-    VersionMismatch { ours: String, partner: String },
+    VersionMismatch {
+        /// Our vendor-class.
+        ours: String,
+        /// The partner's vendor-class (lossy UTF-8).
+        partner: String,
+    },
 }
 
 /// Counters for `ctl failover status` and the simulation.
@@ -117,11 +152,20 @@ pub struct Stats {
     pub bndupd_messages_sent: u64,
     /// Binding transactions acknowledged.
     pub bndack_received: u64,
+    /// Binding transactions the partner refused (reject-reason, or left out of the BNDACK).
     pub bndupd_rejected_by_partner: u64,
+    /// Binding transactions received from the partner.
     pub bndupd_received: u64,
+    /// Binding transactions we refused (missing binding information, or refused by the
+    /// driver in [`FailoverEngine::binding_applied`]).
     pub bndupd_rejected_by_us: u64,
+    /// Sum over acknowledged transactions of seconds from sending to the BNDACK (see
+    /// [`FailoverEngine::mean_ack_latency`]).
     pub ack_latency_sum: u64,
+    /// Undecodable messages, and messages not allowed where they arrived (e.g. before
+    /// CONNECT/CONNECTACK, or a CONNECT sent to the primary); each closes the connection.
     pub protocol_errors: u64,
+    /// TCP connections handed to [`FailoverEngine::handle_connected`].
     pub connections: u64,
 }
 
@@ -319,18 +363,25 @@ impl FailoverEngine {
     // -----------------------------------------------------------------------------------------
     // Getters
 
+    /// The configuration the engine was started with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// Our failover state.
     pub fn state(&self) -> ServerState {
         self.state
     }
+    /// When we entered [`state`](Self::state), Unix seconds (kept across a restart that
+    /// resumes the same state).
     pub fn state_since(&self) -> u32 {
         self.state_since
     }
+    /// The partner's state from its last STATE message (or the persisted one); None before
+    /// we ever heard it.
     pub fn partner_state(&self) -> Option<ServerState> {
         self.partner
     }
+    /// The partner's start-time-of-state from its last STATE, converted to our clock.
     pub fn partner_state_since(&self) -> u32 {
         self.partner_since
     }
@@ -342,9 +393,13 @@ impl FailoverEngine {
     pub fn communications_ok(&self) -> bool {
         self.conn.as_ref().is_some_and(|c| c.comm_ok)
     }
+    /// A TCP connection is open (it may still be waiting for CONNECT/CONNECTACK).
     pub fn connected(&self) -> bool {
         self.conn.is_some()
     }
+    /// Last time, Unix seconds, we heard from the partner: stamped by every message received,
+    /// by heartbeats while communications are OK, and when an OK connection is lost;
+    /// persisted.
     pub fn last_contact(&self) -> u32 {
         self.persist.last_contact
     }
@@ -395,9 +450,11 @@ impl FailoverEngine {
     pub fn pending_updates(&self) -> usize {
         self.pending.len()
     }
+    /// The current persisted state (what the last [`Action::Persist`] carried, or newer).
     pub fn persisted(&self) -> FailoverPersist {
         self.persist
     }
+    /// Message and binding counters since the engine started.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -437,6 +494,7 @@ impl FailoverEngine {
         }
     }
 
+    /// Next thing the driver must do, in order; call until None after every input.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

@@ -10,8 +10,11 @@ use super::{Action, FailoverEngine};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("failover command {command} not allowed in state {state}: {why}")]
 pub struct CommandError {
+    /// The command as the operator typed it ("partner-down", "recover", "pause"...).
     pub command: &'static str,
+    /// Our state when the command was refused.
     pub state: ServerState,
+    /// Why it is refused in that state.
     pub why: &'static str,
 }
 

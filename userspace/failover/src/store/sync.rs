@@ -55,6 +55,7 @@ pub struct BindingSync<T> {
 }
 
 impl<T: Copy> BindingSync<T> {
+    /// An empty tracker applying `rules` (see [`Config::store_rules`](crate::Config::store_rules)).
     pub fn new(rules: StoreRules) -> Self {
         BindingSync {
             rules,
@@ -63,6 +64,7 @@ impl<T: Copy> BindingSync<T> {
         }
     }
 
+    /// The rules this tracker was built with.
     pub fn rules(&self) -> StoreRules {
         self.rules
     }
