@@ -11,14 +11,14 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lease_store::Slot;
+use lease_store::{LeaseTable, Slot};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
-    build, frame_around, free_slots, request_addrs, set_client_at, Built, EngineFixture, Req,
-    FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
+    build, frame_around, free_slots, in_chunks, request_addrs, set_client_at, Built, EngineFixture,
+    Req, FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
 use xdhcpd_dhcpv4::wire::MessageType;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
@@ -50,6 +50,14 @@ fn requested_ip_at(b: &Built) -> usize {
     let at = 240 + 3 + 9 + 2;
     assert_eq!(b.bytes[at - 2], 50, "option 50 not where expected");
     at
+}
+
+/// Gives the addresses `engine` bound since the last call back to the free
+/// lists (the untimed clean-up after a chunk).
+fn give_back(engine: &mut Engine, table: &LeaseTable, changed: &mut Vec<Slot>) {
+    engine.take_changed(changed);
+    free_slots(table, changed);
+    changed.clear();
 }
 
 /// DISCOVER + REQUEST for `client`; returns the address, or why not.
@@ -95,10 +103,7 @@ fn engine_benches(c: &mut Criterion) {
     let mut disc = build(&Req::discover(0));
     g.bench_function("discover_fresh_client", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, CHUNK, |n| {
                 let mut offers = 0u64;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -107,14 +112,11 @@ fn engine_benches(c: &mut Criterion) {
                     let d = engine.handle(NOW, &meta(), black_box(&disc.bytes), &mut out);
                     offers += u64::from(reply_kind(d) == Some(MessageType::Offer));
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(offers, n, "DISCOVERs without an OFFER");
-                engine.take_changed(&mut changed);
-                free_slots(&fx.table, &changed);
-                changed.clear();
-                left -= n;
-            }
-            total
+                give_back(&mut engine, &fx.table, &mut changed);
+                took
+            })
         })
     });
 
@@ -125,10 +127,7 @@ fn engine_benches(c: &mut Criterion) {
     let mut offered: Vec<(u64, [u8; 4])> = Vec::with_capacity(CHUNK as usize);
     g.bench_function("request_selecting", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, CHUNK, |n| {
                 offered.clear();
                 for _ in 0..n {
                     disc.set_client(next_client);
@@ -149,14 +148,11 @@ fn engine_benches(c: &mut Criterion) {
                     let d = engine.handle(NOW, &meta(), black_box(&sel.bytes), &mut out);
                     acks += u64::from(reply_kind(d) == Some(MessageType::Ack));
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(acks, n, "REQUESTs without an ACK");
-                engine.take_changed(&mut changed);
-                free_slots(&fx.table, &changed);
-                changed.clear();
-                left -= n;
-            }
-            total
+                give_back(&mut engine, &fx.table, &mut changed);
+                took
+            })
         })
     });
 
@@ -174,10 +170,7 @@ fn engine_benches(c: &mut Criterion) {
     let mut turn: u64 = 0;
     g.bench_function("request_renewing", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, CHUNK, |n| {
                 let mut acks = 0u64;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -189,13 +182,12 @@ fn engine_benches(c: &mut Criterion) {
                     let d = engine.handle(now, &meta(), black_box(&renew.bytes), &mut out);
                     acks += u64::from(reply_kind(d) == Some(MessageType::Ack));
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(acks, n, "renewals without an ACK");
                 engine.take_changed(&mut changed);
                 changed.clear();
-                left -= n;
-            }
-            total
+                took
+            })
         })
     });
     g.finish();
@@ -217,10 +209,7 @@ fn engine_benches(c: &mut Criterion) {
     let mut umem = vec![0u8; FRAME_SIZE];
     g.bench_function("handle_frame/discover_fresh_client", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, CHUNK, |n| {
                 let mut replies = 0u64;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -232,14 +221,11 @@ fn engine_benches(c: &mut Criterion) {
                     });
                     replies += u64::from(r.is_some());
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(replies, n, "DISCOVER frames without a reply frame");
-                engine.take_changed(&mut changed);
-                free_slots(&fx.table, &changed);
-                changed.clear();
-                left -= n;
-            }
-            total
+                give_back(&mut engine, &fx.table, &mut changed);
+                took
+            })
         })
     });
 
@@ -250,10 +236,7 @@ fn engine_benches(c: &mut Criterion) {
         frame_around(&rtpl.bytes, &[], &request_addrs(&rreq)).unwrap_or_else(|e| panic!("{e}"));
     g.bench_function("handle_frame/request_renewing", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
+            in_chunks(iters, CHUNK, |n| {
                 let mut replies = 0u64;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -268,13 +251,12 @@ fn engine_benches(c: &mut Criterion) {
                     });
                     replies += u64::from(r.is_some());
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(replies, n, "renew frames without a reply frame");
                 engine.take_changed(&mut changed);
                 changed.clear();
-                left -= n;
-            }
-            total
+                took
+            })
         })
     });
 
@@ -290,10 +272,7 @@ fn engine_benches(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("dora_batch64_ack_commit_per_exchange", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(64);
+            in_chunks(iters, 64, |n| {
                 batch.clear();
                 let t = Instant::now();
                 for _ in 0..n {
@@ -326,7 +305,7 @@ fn engine_benches(c: &mut Criterion) {
                 if let Err(e) = fx.table.flush() {
                     panic!("flush: {e}");
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 assert_eq!(acks, n, "exchanges without an ACK");
                 changed.sort_unstable();
                 changed.dedup();
@@ -336,9 +315,8 @@ fn engine_benches(c: &mut Criterion) {
                 if let Err(e) = fx.table.flush() {
                     panic!("flush: {e}");
                 }
-                left -= n;
-            }
-            total
+                took
+            })
         })
     });
     g.finish();

@@ -15,9 +15,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use lease_store::{ClientKey, DirtySet, LeaseState, LeaseTable, Owner, Slot};
-use xdhcpd_benches::{big_pool, client_mac, free_slots, open_table_with, NOW};
+use xdhcpd_benches::{big_pool, client_mac, free_slots, in_chunks, open_table_with, NOW};
 
 const CHUNK: u64 = 4096;
 const BOUND: u64 = 65_536;
@@ -51,6 +54,37 @@ fn alloc(t: &LeaseTable, k: &ClientKey) -> Slot {
     }
 }
 
+/// Times the allocation of fresh clients' addresses (Offered), `then` done
+/// to each new slot inside the timed part; the slots go back to the free
+/// lists, untimed, between chunks.
+fn bench_allocate(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    table: &LeaseTable,
+    next: &mut u64,
+    taken: &mut Vec<Slot>,
+    then: impl Fn(&LeaseTable, Slot),
+) {
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            in_chunks(iters, CHUNK, |n| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let k = key(*next);
+                    *next += 1;
+                    let s = alloc(table, black_box(&k));
+                    then(table, s);
+                    taken.push(s);
+                }
+                let took = t.elapsed();
+                free_slots(table, taken);
+                taken.clear();
+                took
+            })
+        })
+    });
+}
+
 fn lease_benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary folder for the lease table");
     let path = dir.path().join("leases.db");
@@ -68,49 +102,22 @@ fn lease_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("lease/op");
     g.throughput(Throughput::Elements(1));
 
-    g.bench_function("allocate_offered", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let t = Instant::now();
-                for _ in 0..n {
-                    let k = key(next);
-                    next += 1;
-                    taken.push(alloc(&table, black_box(&k)));
-                }
-                total += t.elapsed();
-                free_slots(&table, &taken);
-                taken.clear();
-                left -= n;
-            }
-            total
-        })
-    });
-
-    g.bench_function("allocate_offered_then_update_active", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let t = Instant::now();
-                for _ in 0..n {
-                    let k = key(next);
-                    next += 1;
-                    let s = alloc(&table, black_box(&k));
-                    table.update(s, |l| activate(l, NOW));
-                    taken.push(s);
-                }
-                total += t.elapsed();
-                free_slots(&table, &taken);
-                taken.clear();
-                left -= n;
-            }
-            total
-        })
-    });
+    bench_allocate(
+        &mut g,
+        "allocate_offered",
+        &table,
+        &mut next,
+        &mut taken,
+        |_, _| {},
+    );
+    bench_allocate(
+        &mut g,
+        "allocate_offered_then_update_active",
+        &table,
+        &mut next,
+        &mut taken,
+        |t, s| t.update(s, |l| activate(l, NOW)),
+    );
 
     // Bound clients for renew / lookup.
     let bound: Vec<(ClientKey, Slot)> = (0..BOUND)
@@ -140,11 +147,8 @@ fn lease_benches(c: &mut Criterion) {
     let mut stamp2: u32 = NOW + 100_000;
     g.bench_function("update_first_write_after_flush", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
             let mut page: u64 = 0;
-            while left > 0 {
-                let n = left.min(64);
+            in_chunks(iters, 64, |n| {
                 if let Err(e) = table.flush() {
                     panic!("flush: {e}");
                 }
@@ -156,10 +160,8 @@ fn lease_benches(c: &mut Criterion) {
                     page += 1;
                     table.update(black_box(s), |l| l.expiry = stamp2);
                 }
-                total += t.elapsed();
-                left -= n;
-            }
-            total
+                t.elapsed()
+            })
         })
     });
     g.bench_function("find_client_hit", |b| {
@@ -212,36 +214,29 @@ fn lease_benches(c: &mut Criterion) {
             if n == 1 && stride != 1 {
                 continue;
             }
-            g.bench_function(BenchmarkId::new(format!("flush_all/{layout}"), n), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut set = DirtySet::new();
-                        dirty(n, stride, &mut set);
-                        let t = Instant::now();
-                        if let Err(e) = table.flush() {
-                            panic!("flush: {e}");
+            // The whole map, or only the pages of the records dirtied.
+            for (what, set_only) in [("flush_all", false), ("flush_set", true)] {
+                g.bench_function(BenchmarkId::new(format!("{what}/{layout}"), n), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let mut set = DirtySet::new();
+                            dirty(n, stride, &mut set);
+                            let t = Instant::now();
+                            let flushed = if set_only {
+                                table.flush_set(&mut set)
+                            } else {
+                                table.flush()
+                            };
+                            if let Err(e) = flushed {
+                                panic!("{what}: {e}");
+                            }
+                            total += t.elapsed();
                         }
-                        total += t.elapsed();
-                    }
-                    total
-                })
-            });
-            g.bench_function(BenchmarkId::new(format!("flush_set/{layout}"), n), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut set = DirtySet::new();
-                        dirty(n, stride, &mut set);
-                        let t = Instant::now();
-                        if let Err(e) = table.flush_set(&mut set) {
-                            panic!("flush_set: {e}");
-                        }
-                        total += t.elapsed();
-                    }
-                    total
-                })
-            });
+                        total
+                    })
+                });
+            }
         }
     }
     // The fixed cost of a commit with nothing to write (msync of a clean

@@ -12,11 +12,12 @@
 //!   10,000 = 50,000 leases/s x 200 ms); time per flush and amortised per lease;
 //! - the update itself without any flush, for reference.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lease_store::{ClientKey, DirtySet, LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec};
+use lease_store::{DirtySet, LeaseTable, OpenOptions, Owner};
+
+mod common;
 
 struct Rng(u64);
 impl Rng {
@@ -58,12 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let path = dir.join(format!("flush-bench-{n}.db"));
     let _ = std::fs::remove_file(&path);
-    let first = u32::from(Ipv4Addr::new(10, 0, 0, 0));
-    let pools = [PoolSpec {
-        id: 1,
-        first: Ipv4Addr::from(first),
-        last: Ipv4Addr::from(first + n - 1),
-    }];
+    let pools = common::pool_of(n);
     let now = lease_store::unix_now();
     let (t, _) = LeaseTable::open(
         &path,
@@ -77,22 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut i = 0u32;
     while t
         .allocate(1, 0, now, Owner::Primary, |l| {
-            let mac = [
-                2,
-                0,
-                (i >> 24) as u8,
-                (i >> 16) as u8,
-                (i >> 8) as u8,
-                i as u8,
-            ];
-            l.state = LeaseState::Active;
-            l.client = ClientKey::from_hw(1, &mac);
-            l.htype = 1;
-            l.hlen = 6;
-            l.chaddr[..6].copy_from_slice(&mac);
-            l.start = now;
-            l.cltt = now;
-            l.expiry = now + 86_400;
+            common::bind_client(l, i, now)
         })
         .is_some()
     {

@@ -7,12 +7,13 @@
 //! it, and reopens it (warm page cache; with `--cold` the page cache is
 //! dropped first, which needs root). Prints the times and the resident memory.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lease_store::{ClientKey, DirtySet, LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec};
+use lease_store::{DirtySet, LeaseTable, OpenOptions, Owner, PoolSpec};
+
+mod common;
 
 fn rss_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -45,12 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !skip_fill {
         let _ = std::fs::remove_file(&path);
     }
-    let first = u32::from(Ipv4Addr::new(10, 0, 0, 0));
-    let pools = [PoolSpec {
-        id: 1,
-        first: Ipv4Addr::from(first),
-        last: Ipv4Addr::from(first + n - 1),
-    }];
+    let pools = common::pool_of(n);
     let now = 1_800_000_000;
     let opts = OpenOptions {
         shards: 2,
@@ -93,22 +89,7 @@ fn fill(
                 let mut i = sh;
                 while t
                     .allocate(1, sh as usize, now, Owner::Primary, |l| {
-                        let mac = [
-                            0x02,
-                            0,
-                            (i >> 24) as u8,
-                            (i >> 16) as u8,
-                            (i >> 8) as u8,
-                            i as u8,
-                        ];
-                        l.state = LeaseState::Active;
-                        l.client = ClientKey::from_hw(1, &mac);
-                        l.htype = 1;
-                        l.hlen = 6;
-                        l.chaddr[..6].copy_from_slice(&mac);
-                        l.start = now;
-                        l.cltt = now;
-                        l.expiry = now + 86_400;
+                        common::bind_client(l, i, now)
                     })
                     .is_some()
                 {

@@ -198,13 +198,13 @@ fn stats(r: &ThreadReport, p: Phase) -> &xdhcpd_tools::loadgen::PhaseStats {
 fn dora_every_exchange_is_answered_and_bound_once() {
     let (r, sh) = run(config(Scenario::Dora, 500, 500), MockServer::new());
     let d = stats(&r, Phase::Dora);
-    assert_eq!(d.sent, 500);
-    assert_eq!(d.answered, 500);
-    assert_eq!(d.acks, 500);
-    assert_eq!(d.offers, 500);
-    assert_eq!(d.drops, 0);
-    assert_eq!(d.duplicates, 0);
-    assert_eq!(d.tx_packets, 1000, "DISCOVER + REQUEST per exchange");
+    assert_eq!(d.counts.sent, 500);
+    assert_eq!(d.counts.answered, 500);
+    assert_eq!(d.counts.acks, 500);
+    assert_eq!(d.counts.offers, 500);
+    assert_eq!(d.counts.drops, 0);
+    assert_eq!(d.counts.duplicates, 0);
+    assert_eq!(d.counts.tx_packets, 1000, "DISCOVER + REQUEST per exchange");
     assert_eq!(d.latency.count(), 500);
     assert_eq!(sh.book.distinct_bound_addresses(), 500);
 }
@@ -215,10 +215,10 @@ fn lost_replies_are_drops_without_retries() {
     s.drop_every = 7;
     let (r, _) = run(config(Scenario::Dora, 300, 300), s);
     let d = stats(&r, Phase::Dora);
-    assert_eq!(d.sent, 300);
-    assert!(d.drops > 0, "{d:?}");
-    assert_eq!(d.sent, d.answered + d.drops, "{d:?}");
-    assert_eq!(d.retransmits, 0);
+    assert_eq!(d.counts.sent, 300);
+    assert!(d.counts.drops > 0, "{d:?}");
+    assert_eq!(d.counts.sent, d.counts.answered + d.counts.drops, "{d:?}");
+    assert_eq!(d.counts.retransmits, 0);
 }
 
 #[test]
@@ -229,52 +229,52 @@ fn lost_replies_are_retransmitted_with_retries() {
     c.retries = 3;
     let (r, _) = run(c, s);
     let d = stats(&r, Phase::Dora);
-    assert_eq!(d.sent, 300);
-    assert!(d.retransmits > 0, "{d:?}");
+    assert_eq!(d.counts.sent, 300);
+    assert!(d.counts.retransmits > 0, "{d:?}");
     // Every 7th packet is lost, at most one DISCOVER and one REQUEST per exchange: 3 retries
     // always recover (before, retransmissions could line up with the 7th packet again).
-    assert_eq!(d.drops, 0, "{d:?}");
-    assert_eq!(d.answered, 300);
+    assert_eq!(d.counts.drops, 0, "{d:?}");
+    assert_eq!(d.counts.answered, 300);
 }
 
 #[test]
 fn renew_runs_after_a_separately_reported_warmup() {
     let (r, _) = run(config(Scenario::Renew, 200, 1000), MockServer::new());
     let w = stats(&r, Phase::WarmupDora);
-    assert_eq!(w.sent, 200, "one warm-up DORA per client");
-    assert_eq!(w.acks, 200);
+    assert_eq!(w.counts.sent, 200, "one warm-up DORA per client");
+    assert_eq!(w.counts.acks, 200);
     let n = stats(&r, Phase::Renew);
-    assert_eq!(n.sent, 1000);
-    assert_eq!(n.acks, 1000);
-    assert_eq!(n.tx_packets, 1000, "one REQUEST per renewal");
-    assert_eq!(stats(&r, Phase::Dora).sent, 0);
+    assert_eq!(n.counts.sent, 1000);
+    assert_eq!(n.counts.acks, 1000);
+    assert_eq!(n.counts.tx_packets, 1000, "one REQUEST per renewal");
+    assert_eq!(stats(&r, Phase::Dora).counts.sent, 0);
 }
 
 #[test]
 fn dora_renew_and_release_follow_each_dora() {
     let (r, _) = run(config(Scenario::DoraRenew, 100, 100), MockServer::new());
-    assert_eq!(stats(&r, Phase::Dora).acks, 100);
-    assert_eq!(stats(&r, Phase::Renew).sent, 100);
-    assert_eq!(stats(&r, Phase::Renew).acks, 100);
+    assert_eq!(stats(&r, Phase::Dora).counts.acks, 100);
+    assert_eq!(stats(&r, Phase::Renew).counts.sent, 100);
+    assert_eq!(stats(&r, Phase::Renew).counts.acks, 100);
 
     let (r, sh) = run(config(Scenario::Release, 100, 100), MockServer::new());
-    assert_eq!(stats(&r, Phase::Dora).acks, 100);
-    assert_eq!(stats(&r, Phase::Release).releases, 100);
+    assert_eq!(stats(&r, Phase::Dora).counts.acks, 100);
+    assert_eq!(stats(&r, Phase::Release).counts.releases, 100);
     assert_eq!(sh.book.bound_count(), 0);
 }
 
 #[test]
 fn init_reboot_and_naks() {
     let (r, _) = run(config(Scenario::InitReboot, 50, 200), MockServer::new());
-    assert_eq!(stats(&r, Phase::InitReboot).acks, 200);
+    assert_eq!(stats(&r, Phase::InitReboot).counts.acks, 200);
 
     let mut s = MockServer::new();
     s.nak_requests = true;
     let (r, sh) = run(config(Scenario::Dora, 50, 50), s);
     let d = stats(&r, Phase::Dora);
-    assert_eq!(d.naks, 50);
-    assert_eq!(d.answered, 50);
-    assert_eq!(d.acks, 0);
+    assert_eq!(d.counts.naks, 50);
+    assert_eq!(d.counts.answered, 50);
+    assert_eq!(d.counts.acks, 0);
     assert_eq!(sh.book.bound_count(), 0);
 }
 
@@ -286,8 +286,8 @@ fn a_server_handing_one_address_to_everyone_is_caught() {
     c.concurrency = Some(1);
     let (r, _) = run(c, s);
     let d = stats(&r, Phase::Dora);
-    assert_eq!(d.acks, 10);
-    assert_eq!(d.duplicates, 9);
+    assert_eq!(d.counts.acks, 10);
+    assert_eq!(d.counts.duplicates, 9);
     assert_eq!(r.totals.duplicate_examples.len(), 8, "examples are capped");
 }
 
@@ -301,6 +301,6 @@ fn open_loop_rate_is_respected() {
     let (r, _) = run(c, MockServer::new());
     let d = stats(&r, Phase::Dora);
     // 2000/s for 0.5 s: 1000 starts, give or take the last batch.
-    assert!((950..=1010).contains(&d.sent), "{d:?}");
-    assert_eq!(d.sent, d.answered);
+    assert!((950..=1010).contains(&d.counts.sent), "{d:?}");
+    assert_eq!(d.counts.sent, d.counts.answered);
 }

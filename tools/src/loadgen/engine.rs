@@ -357,10 +357,10 @@ impl Core {
         let l = &self.sh.live[self.me as usize];
         let (mut sent, mut answered, mut drops, mut naks) = (0, 0, 0, 0);
         for s in &self.stats {
-            sent += s.sent;
-            answered += s.answered;
-            drops += s.drops;
-            naks += s.naks;
+            sent += s.counts.sent;
+            answered += s.counts.answered;
+            drops += s.counts.drops;
+            naks += s.counts.naks;
         }
         l.sent.store(sent, Relaxed);
         l.answered.store(answered, Relaxed);
@@ -413,8 +413,8 @@ impl Core {
         match (r.kind, c.step) {
             (MessageType::Offer, Step::WaitOffer) => {
                 let st = &mut self.stats[c.phase as usize];
-                st.offers += 1;
-                st.rx_replies += 1;
+                st.counts.offers += 1;
+                st.counts.rx_replies += 1;
                 if self.server.is_none() {
                     self.server = Some((r.server_id, r.src_mac));
                 }
@@ -456,16 +456,16 @@ impl Core {
                     }
                 }
                 let st = &mut self.stats[c.phase as usize];
-                st.rx_replies += 1;
-                st.answered += 1;
-                st.acks += 1;
+                st.counts.rx_replies += 1;
+                st.counts.answered += 1;
+                st.counts.acks += 1;
                 st.last_answer_ns = now;
                 st.latency.record(lat);
                 if !bound_ok {
-                    st.bad_acks += 1;
+                    st.counts.bad_acks += 1;
                 }
                 if let Some(other) = dup {
-                    st.duplicates += 1;
+                    st.counts.duplicates += 1;
                     if self.totals.duplicate_examples.len() < MAX_DUP_EXAMPLES {
                         self.totals.duplicate_examples.push((r.yiaddr, g, other));
                     }
@@ -485,9 +485,9 @@ impl Core {
             }
             (MessageType::Nak, Step::WaitAck) | (MessageType::Nak, Step::WaitOffer) => {
                 let st = &mut self.stats[c.phase as usize];
-                st.rx_replies += 1;
-                st.answered += 1;
-                st.naks += 1;
+                st.counts.rx_replies += 1;
+                st.counts.answered += 1;
+                st.counts.naks += 1;
                 st.last_answer_ns = now;
                 self.outstanding = self.outstanding.saturating_sub(1);
                 self.sh.book.release(g);
@@ -562,11 +562,11 @@ impl Core {
                     c.next
                 };
                 c.step = Step::NeedSend;
-                self.stats[c.phase as usize].retransmits += 1;
+                self.stats[c.phase as usize].counts.retransmits += 1;
                 self.pending.push_back(local);
                 continue;
             }
-            self.stats[c.phase as usize].drops += 1;
+            self.stats[c.phase as usize].counts.drops += 1;
             c.step = if c.bound.is_unspecified() {
                 Step::Idle
             } else {
@@ -623,7 +623,7 @@ impl Core {
                         if matches!(c.step, Step::WaitOffer | Step::WaitAck | Step::NeedSend)
                             && c.next != Next::Release
                         {
-                            self.stats[c.phase as usize].drops += 1;
+                            self.stats[c.phase as usize].counts.drops += 1;
                             c.step = Step::Idle;
                         }
                     }
@@ -782,9 +782,9 @@ impl Core {
                 self.clients[local as usize].step = Step::Bound;
                 return None;
             }
-            st.sent += u64::from(first);
-            st.unsendable += 1;
-            st.drops += 1;
+            st.counts.sent += u64::from(first);
+            st.counts.unsendable += 1;
+            st.counts.drops += 1;
             self.outstanding = self.outstanding.saturating_sub(1);
             let cl = &mut self.clients[local as usize];
             cl.step = if cl.bound.is_unspecified() {
@@ -794,16 +794,16 @@ impl Core {
             };
             return None;
         };
-        st.tx_packets += 1;
+        st.counts.tx_packets += 1;
         let cl = &mut self.clients[local as usize];
         if c.next == Next::Release {
-            st.releases += 1;
+            st.counts.releases += 1;
             cl.step = Step::Idle;
             cl.bound = Ipv4Addr::UNSPECIFIED;
             self.sh.book.release(g);
             return Some(len);
         }
-        st.sent += u64::from(first);
+        st.counts.sent += u64::from(first);
         cl.seq = cl.seq.wrapping_add(1);
         cl.step = if c.next == Next::Discover {
             Step::WaitOffer

@@ -35,7 +35,7 @@ use engine::Engine;
 use port::{PacketPort, Port, XskPort};
 pub use report::Report;
 use request::Peer;
-pub use scenario::{Phase, PhaseStats, Scenario};
+pub use scenario::{Phase, PhaseCounts, PhaseStats, Scenario};
 pub use shared::{EngineConfig, ThreadReport};
 use shared::{Live, Shared};
 

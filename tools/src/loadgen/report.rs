@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::scenario::{Phase, PhaseStats};
+use super::scenario::{Phase, PhaseCounts, PhaseStats};
 use super::shared::{Shared, ThreadReport};
 use super::Config;
 
@@ -29,23 +29,10 @@ pub struct PhaseReport {
     pub duration_s: f64,
     /// From the phase start to its last answer (the window of `answered_per_s`).
     pub answer_window_s: f64,
-    /// Exchanges started.
-    pub sent: u64,
-    /// Exchanges ended by ACK or NAK.
-    pub answered: u64,
-    pub acks: u64,
-    pub naks: u64,
-    /// Exchanges with no answer after all retries.
-    pub drops: u64,
-    /// ACKs of an address still bound to another client.
-    pub duplicates: u64,
-    pub offers: u64,
-    pub retransmits: u64,
-    pub unsendable: u64,
-    pub bad_acks: u64,
-    pub releases: u64,
-    pub tx_packets: u64,
-    pub rx_replies: u64,
+    /// Exchanges started, answered, dropped...: the phase's counts as they
+    /// are, at this level of the JSON.
+    #[serde(flatten)]
+    pub counts: PhaseCounts,
     /// Started exchanges per second.
     pub offered_per_s: f64,
     /// Answered exchanges per second (over `answer_window_s`).
@@ -139,35 +126,24 @@ impl PhaseReport {
     pub fn from_stats(phase: Phase, s: &PhaseStats) -> Self {
         let d = s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9;
         let h = &s.latency;
+        let c = &s.counts;
         let w = s.last_answer_ns.saturating_sub(s.start_ns) as f64 / 1e9;
         PhaseReport {
             name: phase.name(),
             duration_s: d,
             answer_window_s: w,
-            sent: s.sent,
-            answered: s.answered,
-            acks: s.acks,
-            naks: s.naks,
-            drops: s.drops,
-            duplicates: s.duplicates,
-            offers: s.offers,
-            retransmits: s.retransmits,
-            unsendable: s.unsendable,
-            bad_acks: s.bad_acks,
-            releases: s.releases,
-            tx_packets: s.tx_packets,
-            rx_replies: s.rx_replies,
-            offered_per_s: rate(s.sent, d),
-            answered_per_s: rate(s.answered, w),
-            acked_per_s: rate(s.acks, w),
-            loss_pct: if s.sent > 0 {
-                100.0 * s.drops as f64 / s.sent as f64
+            counts: s.counts.clone(),
+            offered_per_s: rate(c.sent, d),
+            answered_per_s: rate(c.answered, w),
+            acked_per_s: rate(c.acks, w),
+            loss_pct: if c.sent > 0 {
+                100.0 * c.drops as f64 / c.sent as f64
             } else {
                 0.0
             },
             rate_deficit: s.rate_deficit,
             starved: s.starved,
-            accounted: s.sent == s.answered + s.drops,
+            accounted: c.sent == c.answered + c.drops,
             latency: Latency {
                 p50_us: us(h.percentile(50.0)),
                 p90_us: us(h.percentile(90.0)),
@@ -384,8 +360,8 @@ impl Report {
             "answered/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
         );
         for p in &self.phases {
-            if p.sent == 0 && p.releases > 0 {
-                let _ = writeln!(o, "{:<12} releases sent: {}", p.name, p.releases);
+            if p.counts.sent == 0 && p.counts.releases > 0 {
+                let _ = writeln!(o, "{:<12} releases sent: {}", p.name, p.counts.releases);
                 continue;
             }
             let _ = writeln!(
@@ -393,11 +369,11 @@ impl Report {
                 "{:<12} {:>8.2} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11.0} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
                 p.name,
                 p.duration_s,
-                p.sent,
-                p.answered,
-                p.drops,
-                p.naks,
-                p.duplicates,
+                p.counts.sent,
+                p.counts.answered,
+                p.counts.drops,
+                p.counts.naks,
+                p.counts.duplicates,
                 if p.accounted { "yes" } else { "NO" },
                 p.offered_per_s,
                 p.answered_per_s,
@@ -413,7 +389,61 @@ impl Report {
             "addresses: {} clients bound, {} distinct addresses; duplicates: {}",
             self.clients_bound,
             self.distinct_addresses,
-            self.phases.iter().map(|p| p.duplicates).sum::<u64>()
+            self.phases.iter().map(|p| p.counts.duplicates).sum::<u64>()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The phase's counts stand at the phase's own level of the JSON, in the
+    /// order they always had: xtask and scripts read them there by name.
+    #[test]
+    fn report_json_phase_counts_at_the_phase_level_in_order() {
+        let mut s = PhaseStats::default();
+        s.counts.sent = 7;
+        s.counts.rx_replies = 5;
+        s.starved = 2;
+        let json = serde_json::to_string(&PhaseReport::from_stats(Phase::Dora, &s))
+            .expect("a phase report serializes");
+        let keys = [
+            "name",
+            "duration_s",
+            "answer_window_s",
+            "sent",
+            "answered",
+            "acks",
+            "naks",
+            "drops",
+            "duplicates",
+            "offers",
+            "retransmits",
+            "unsendable",
+            "bad_acks",
+            "releases",
+            "tx_packets",
+            "rx_replies",
+            "offered_per_s",
+            "answered_per_s",
+            "acked_per_s",
+            "loss_pct",
+            "rate_deficit",
+            "starved",
+            "accounted",
+            "latency",
+        ];
+        let mut last = 0;
+        for k in keys {
+            let at = json
+                .find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("no {k:?} in {json}"));
+            assert!(at >= last, "{k:?} out of order in {json}");
+            last = at;
+        }
+        assert!(json.contains("\"sent\":7,"), "{json}");
+        assert!(json.contains("\"rx_replies\":5,"), "{json}");
+        assert!(json.contains("\"starved\":2,"), "{json}");
     }
 }

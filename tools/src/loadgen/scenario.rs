@@ -1,6 +1,8 @@
 //! What the simulated clients do (the scenario), which phase an exchange counts in, and the
 //! counters of one phase.
 
+use serde::Serialize;
+
 use super::hist::Histogram;
 
 /// What the clients do.
@@ -67,9 +69,10 @@ impl Phase {
     }
 }
 
-/// Counters of one phase (one thread's, or merged).
-#[derive(Clone, Debug, Default)]
-pub struct PhaseStats {
+/// The exchange and packet counts of one phase: what the report lists of
+/// it as they are.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseCounts {
     /// Exchanges started (first message sent).
     pub sent: u64,
     /// Exchanges that ended with an ACK or a NAK.
@@ -90,6 +93,30 @@ pub struct PhaseStats {
     pub releases: u64,
     pub tx_packets: u64,
     pub rx_replies: u64,
+}
+
+impl PhaseCounts {
+    pub fn merge(&mut self, o: &PhaseCounts) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.acks += o.acks;
+        self.naks += o.naks;
+        self.drops += o.drops;
+        self.duplicates += o.duplicates;
+        self.offers += o.offers;
+        self.retransmits += o.retransmits;
+        self.unsendable += o.unsendable;
+        self.bad_acks += o.bad_acks;
+        self.releases += o.releases;
+        self.tx_packets += o.tx_packets;
+        self.rx_replies += o.rx_replies;
+    }
+}
+
+/// Counters of one phase (one thread's, or merged).
+#[derive(Clone, Debug, Default)]
+pub struct PhaseStats {
+    pub counts: PhaseCounts,
     /// Open-loop starts that could not be made in time (sender behind).
     pub rate_deficit: u64,
     /// Starts wanted but no client was free for a new exchange.
@@ -105,19 +132,7 @@ pub struct PhaseStats {
 
 impl PhaseStats {
     pub fn merge(&mut self, o: &PhaseStats) {
-        self.sent += o.sent;
-        self.answered += o.answered;
-        self.acks += o.acks;
-        self.naks += o.naks;
-        self.drops += o.drops;
-        self.duplicates += o.duplicates;
-        self.offers += o.offers;
-        self.retransmits += o.retransmits;
-        self.unsendable += o.unsendable;
-        self.bad_acks += o.bad_acks;
-        self.releases += o.releases;
-        self.tx_packets += o.tx_packets;
-        self.rx_replies += o.rx_replies;
+        self.counts.merge(&o.counts);
         self.rate_deficit += o.rate_deficit;
         self.starved += o.starved;
         // end_ns == 0 means "phase not entered by that thread".
@@ -135,6 +150,6 @@ impl PhaseStats {
 
     /// Whether anything happened in this phase.
     pub fn is_used(&self) -> bool {
-        self.sent > 0 || self.releases > 0
+        self.counts.sent > 0 || self.counts.releases > 0
     }
 }

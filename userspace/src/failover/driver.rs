@@ -604,14 +604,10 @@ impl Driver {
                 self.sync.refused(&sent);
             }
             Action::SendBindings { all } => {
-                let mut no_writes = DirtySet::new();
-                let store = TableStore {
-                    table: &self.table,
-                    dirty: &mut no_writes,
-                };
-                let n = self
-                    .sync
-                    .send_bindings(&mut self.engine, now, Instant::now(), &store, all);
+                let n = TableStore::read_only(&self.table, |store| {
+                    self.sync
+                        .send_bindings(&mut self.engine, now, Instant::now(), store, all)
+                });
                 tracing::info!(
                     "failover: partner asked for {} bindings: {n} queued",
                     if all { "all" } else { "unacknowledged" }
@@ -700,14 +696,10 @@ impl Driver {
     /// Queues every record the partner lacks that is not already queued (expirations by the
     /// sweeper, changes lost to a full channel).
     fn scan_unacked(&mut self, now: u32) {
-        let mut no_writes = DirtySet::new();
-        let store = TableStore {
-            table: &self.table,
-            dirty: &mut no_writes,
-        };
-        let n = self
-            .sync
-            .scan_unacked(&mut self.engine, now, Instant::now(), &store);
+        let n = TableStore::read_only(&self.table, |store| {
+            self.sync
+                .scan_unacked(&mut self.engine, now, Instant::now(), store)
+        });
         if n > 0 {
             tracing::debug!("failover: scan queued {n} binding update(s)");
         }

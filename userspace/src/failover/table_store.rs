@@ -12,6 +12,18 @@ pub(crate) struct TableStore<'a> {
     pub dirty: &'a mut DirtySet,
 }
 
+impl TableStore<'_> {
+    /// Runs `f` with a store over `table` that it only reads (sending bindings, scanning): its
+    /// dirty set is a throwaway, as nothing it does writes a record.
+    pub fn read_only<R>(table: &LeaseTable, f: impl FnOnce(&TableStore<'_>) -> R) -> R {
+        let mut no_writes = DirtySet::new();
+        f(&TableStore {
+            table,
+            dirty: &mut no_writes,
+        })
+    }
+}
+
 impl BindingStore for TableStore<'_> {
     fn read(&self, addr: Ipv4Addr) -> Option<Lease> {
         self.table.slot_of(addr).map(|s| self.table.read(s))

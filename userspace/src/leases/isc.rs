@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use lease_store::{LeaseState, Owner};
+use xdhcpd_failover::BindingStatus;
 
 use super::model::{parse_colon_hex, ParseError, SourceLease};
 use super::time::{days_from_civil, days_in_month};
@@ -190,31 +191,29 @@ pub struct IscFile {
     pub declarations: usize,
 }
 
+/// An ISC `binding state`: dhcpd's states are the failover binding
+/// statuses (draft-12 section 12.3, free to backup) and two of its own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum IscState {
-    Free,
-    Active,
-    Expired,
-    Released,
-    Abandoned,
-    Reset,
-    Backup,
+    Binding(BindingStatus),
     Reserved,
     Bootp,
 }
 
 fn isc_state(w: &str) -> Option<IscState> {
     Some(match w {
-        "free" => IscState::Free,
-        "active" => IscState::Active,
-        "expired" => IscState::Expired,
-        "released" => IscState::Released,
-        "abandoned" => IscState::Abandoned,
-        "reset" => IscState::Reset,
-        "backup" => IscState::Backup,
         "reserved" => IscState::Reserved,
         "bootp" => IscState::Bootp,
-        _ => return None,
+        _ => IscState::Binding(match w {
+            "free" => BindingStatus::Free,
+            "active" => BindingStatus::Active,
+            "expired" => BindingStatus::Expired,
+            "released" => BindingStatus::Released,
+            "abandoned" => BindingStatus::Abandoned,
+            "reset" => BindingStatus::Reset,
+            "backup" => BindingStatus::Backup,
+            _ => return None,
+        }),
     })
 }
 
@@ -450,7 +449,7 @@ fn parse_lease(lx: &mut Lexer<'_>, start: Pos) -> Result<SourceLease, ParseError
             "abandoned" => {
                 // Pre-3.0 files mark abandoned leases with a flag.
                 expect_semi(lx, "`abandoned`")?;
-                state = Some(IscState::Abandoned);
+                state = Some(IscState::Binding(BindingStatus::Abandoned));
             }
             "reserved" => {
                 expect_semi(lx, "`reserved`")?;
@@ -464,20 +463,21 @@ fn parse_lease(lx: &mut Lexer<'_>, start: Pos) -> Result<SourceLease, ParseError
     }
     let has_client = !l.client_id.is_empty() || !l.hw.is_empty();
     // A declaration without a binding state (very old files) is active while it names a client.
-    let st = state.unwrap_or(if has_client {
-        IscState::Active
+    let st = state.unwrap_or(IscState::Binding(if has_client {
+        BindingStatus::Active
     } else {
-        IscState::Free
-    });
+        BindingStatus::Free
+    }));
+    use BindingStatus as B;
     l.state = match st {
-        IscState::Active | IscState::Bootp if reserved_flag => LeaseState::Reserved,
-        IscState::Active | IscState::Bootp => LeaseState::Active,
-        IscState::Expired => LeaseState::Expired,
-        IscState::Released => LeaseState::Released,
-        IscState::Free | IscState::Reset if has_client => LeaseState::Released,
-        IscState::Free | IscState::Reset => LeaseState::Free,
-        IscState::Abandoned => LeaseState::Abandoned,
-        IscState::Backup => LeaseState::Backup,
+        IscState::Binding(B::Active) | IscState::Bootp if reserved_flag => LeaseState::Reserved,
+        IscState::Binding(B::Active) | IscState::Bootp => LeaseState::Active,
+        IscState::Binding(B::Expired) => LeaseState::Expired,
+        IscState::Binding(B::Released) => LeaseState::Released,
+        IscState::Binding(B::Free | B::Reset) if has_client => LeaseState::Released,
+        IscState::Binding(B::Free | B::Reset) => LeaseState::Free,
+        IscState::Binding(B::Abandoned) => LeaseState::Abandoned,
+        IscState::Binding(B::Backup) => LeaseState::Backup,
         IscState::Reserved => LeaseState::Reserved,
     };
     if l.state == LeaseState::Backup {
