@@ -95,6 +95,16 @@ struct Opt<'a> {
     data: &'a [u8],
 }
 
+impl RawOption {
+    /// An option kept as it came (unknown here, or not for this message).
+    fn copy_of(o: &Opt<'_>) -> Self {
+        RawOption {
+            code: o.code,
+            data: o.data.to_vec(),
+        }
+    }
+}
+
 pub(super) fn be_u16(b: &[u8]) -> u16 {
     let mut a = [0u8; 2];
     a.copy_from_slice(&b[..2]);
@@ -206,10 +216,7 @@ fn decode_txns(
         match txns.last_mut() {
             Some(t) => {
                 if !txn_option(t, o)? {
-                    t.unknown.push(RawOption {
-                        code: o.code,
-                        data: o.data.to_vec(),
-                    });
+                    t.unknown.push(RawOption::copy_of(o));
                 }
             }
             None => {
@@ -222,10 +229,7 @@ fn decode_txns(
                         code: o.code,
                     });
                 }
-                unknown.push(RawOption {
-                    code: o.code,
-                    data: o.data.to_vec(),
-                });
+                unknown.push(RawOption::copy_of(o));
             }
         }
     }
@@ -272,10 +276,7 @@ fn decode_connect(
             opt::DELAYED_SERVICE => set_once(&mut c.delayed_service, get_u8(o)?, o)?,
             opt::REJECT_REASON => set_once(&mut c.reject_reason, get_u8(o)?, o)?,
             opt::MESSAGE => set_once(&mut c.message, o.data.to_vec(), o)?,
-            _ => unknown.push(RawOption {
-                code: o.code,
-                data: o.data.to_vec(),
-            }),
+            _ => unknown.push(RawOption::copy_of(o)),
         }
     }
     Ok(c)
@@ -350,10 +351,7 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
                 if o.code == opt::ADDRESSES_TRANSFERRED {
                     set_once(&mut n, get_u32(o)?, o)?;
                 } else {
-                    unknown.push(RawOption {
-                        code: o.code,
-                        data: o.data.to_vec(),
-                    });
+                    unknown.push(RawOption::copy_of(o));
                 }
             }
             let addresses_transferred = n.ok_or(DecodeError::MissingOption {
@@ -372,10 +370,7 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
                     opt::SERVER_STATE => set_once(&mut s, get_u8(o)?, o)?,
                     opt::SERVER_FLAGS => set_once(&mut f, get_u8(o)?, o)?,
                     opt::START_TIME_OF_STATE => set_once(&mut t, get_u32(o)?, o)?,
-                    _ => unknown.push(RawOption {
-                        code: o.code,
-                        data: o.data.to_vec(),
-                    }),
+                    _ => unknown.push(RawOption::copy_of(o)),
                 }
             }
             let state = s.ok_or(DecodeError::MissingOption {
@@ -395,10 +390,7 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
                 match o.code {
                     opt::REJECT_REASON => set_once(&mut r, get_u8(o)?, o)?,
                     opt::MESSAGE => set_once(&mut m, o.data.to_vec(), o)?,
-                    _ => unknown.push(RawOption {
-                        code: o.code,
-                        data: o.data.to_vec(),
-                    }),
+                    _ => unknown.push(RawOption::copy_of(o)),
                 }
             }
             Body::Disconnect {
@@ -407,10 +399,7 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
             }
         }
         msg::POOLREQ | msg::UPDREQALL | msg::UPDDONE | msg::UPDREQ | msg::CONTACT => {
-            unknown.extend(opts.iter().map(|o| RawOption {
-                code: o.code,
-                data: o.data.to_vec(),
-            }));
+            unknown.extend(opts.iter().map(|o| RawOption::copy_of(o)));
             match msg_type {
                 msg::POOLREQ => Body::PoolReq,
                 msg::UPDREQALL => Body::UpdReqAll,
@@ -420,10 +409,7 @@ pub fn decode_message(frame: &[u8], base: u64) -> Result<Message, DecodeError> {
             }
         }
         t if t >= 128 => {
-            unknown.extend(opts.iter().map(|o| RawOption {
-                code: o.code,
-                data: o.data.to_vec(),
-            }));
+            unknown.extend(opts.iter().map(|o| RawOption::copy_of(o)));
             Body::Optional { msg_type: t }
         }
         t => {

@@ -90,15 +90,13 @@ impl FailoverEngine {
             .as_ref()
             .is_some_and(|c| c.phase == Phase::Established)
         {
-            let xid = self.xid();
-            self.send(Message::new(
+            self.send_body(
                 now,
-                xid,
                 Body::Disconnect {
                     reject_reason: reason.to_wire(),
                     message: Some(message.as_bytes().to_vec()),
                 },
-            ));
+            );
         }
         self.actions.push_back(Action::Close {
             reason,
@@ -378,16 +376,14 @@ impl FailoverEngine {
         } else {
             (self.state, 0, self.state_since)
         };
-        let xid = self.xid();
-        self.send(Message::new(
+        self.send_body(
             now,
-            xid,
             Body::State {
                 state: state.to_wire(),
                 flags,
                 start_time: since,
             },
-        ));
+        );
     }
 
     pub(super) fn on_state(&mut self, now: u32, state: u8, flags: u8, start_time: u32) {

@@ -710,6 +710,12 @@ impl FailoverEngine {
         x
     }
 
+    /// Sends `body` as a new message (next xid).
+    fn send_body(&mut self, now: u32, body: Body) {
+        let xid = self.xid();
+        self.send(Message::new(now, xid, body));
+    }
+
     fn send(&mut self, m: Message) {
         match m.encode(&mut self.out) {
             Ok(_) => {
