@@ -459,7 +459,8 @@ fn relayed_request_selects_subnet_by_giaddr_and_echoes_option_82() {
         ),
     );
     assert_eq!(m.unwrap().yiaddr().octets()[..3], [10, 0, 0]);
-    // Unknown relay network: dropped, counted.
+    // Unknown relay network: no trusted relay (the default trusts the giaddrs that select a
+    // subnet), dropped, counted.
     let (d, _) = run(
         &mut f,
         1000,
@@ -470,7 +471,8 @@ fn relayed_request_selects_subnet_by_giaddr_and_echoes_option_82() {
             &[(opt::MESSAGE_TYPE, &[1])],
         ),
     );
-    assert_eq!(d, Decision::Silent(Silence::NoSubnet));
+    assert_eq!(d, Decision::Silent(Silence::UntrustedRelay));
+    assert_eq!(f.engine.stats().snapshot().untrusted_relay, 1);
 }
 
 #[test]

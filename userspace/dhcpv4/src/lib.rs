@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod engine;
 pub mod leasequery;
 pub mod stats;
+pub mod trust;
 pub mod wire;
 
 pub use delivery::{Delivery, Destination, LinkDest};
@@ -24,5 +25,7 @@ mod engine_tests;
 mod failover_tests;
 #[cfg(test)]
 mod leasequery_tests;
+#[cfg(test)]
+mod relay_trust_tests;
 #[cfg(test)]
 mod test_support;

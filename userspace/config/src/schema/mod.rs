@@ -34,6 +34,8 @@ const SERVER_KEYS: &[&str] = &[
     "commit",
     "ebpf-object",
     "control-socket",
+    "trusted-relays",
+    "untrusted-relay-info",
 ];
 const LEASE_KEYS: &[&str] = &[
     "default-time",

@@ -32,6 +32,7 @@ use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
 use crate::delivery::Delivery;
 use crate::leasequery::{self, Unanswered};
 use crate::stats::EngineStats;
+use crate::trust::{Refusal, RelayTrust};
 use crate::wire::{self, Message, MessageType, Summary};
 
 use binding::{bind_granted, is_bound, may_take, request_kind};
@@ -54,6 +55,8 @@ pub struct EngineShared {
     pool_subnet: HashMap<u32, usize>,
     /// Published by the failover driver; None = standalone server.
     pub failover: Option<Arc<PolicyCell>>,
+    /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
+    trust: RelayTrust,
 }
 
 impl EngineShared {
@@ -72,6 +75,7 @@ impl EngineShared {
             }
         }
         EngineShared {
+            trust: RelayTrust::new(&config),
             config,
             table,
             server_id,
@@ -146,6 +150,10 @@ pub enum Silence {
     /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
     /// address, MAC or client identifier (RFC 4388).
     LeaseQueryRefused,
+    /// A relayed message whose giaddr is not a trusted relay agent.
+    UntrustedRelay,
+    /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
+    RelayInfoFromClient,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -225,7 +233,7 @@ impl Engine {
         if msg.op() != wire::OP_BOOTREQUEST {
             return self.silent(&st.not_request, Silence::NotRequest);
         }
-        let sum = match msg.summary() {
+        let mut sum = match msg.summary() {
             Ok(s) => s,
             Err(_) => return self.silent(&st.malformed, Silence::Malformed),
         };
@@ -233,6 +241,26 @@ impl Engine {
             // BOOTP is refused (carrier deployments assign by DHCP only).
             return self.silent(&st.not_request, Silence::NotRequest);
         };
+        // Who sent it, before anything reads giaddr or relay data (`trust.rs`).
+        match self.shared.trust.screen(kind, msg.giaddr(), &mut sum) {
+            Ok(stripped) => {
+                if stripped.relay_info {
+                    EngineStats::inc(&st.relay_info_from_client_stripped);
+                }
+                if stripped.subnet_selection {
+                    EngineStats::inc(&st.subnet_selection_from_client_ignored);
+                }
+            }
+            Err(Refusal::UntrustedRelay) => {
+                return self.silent(&st.untrusted_relay, Silence::UntrustedRelay)
+            }
+            Err(Refusal::RelayInfoFromClient) => {
+                return self.silent(
+                    &st.relay_info_from_client_dropped,
+                    Silence::RelayInfoFromClient,
+                )
+            }
+        }
         // A leasequery only reads the table: every failover state and every
         // load-balancing bucket answers it, so it goes before admission.
         if kind == MessageType::LeaseQuery {
