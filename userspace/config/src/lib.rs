@@ -92,6 +92,9 @@ pub struct ServerConfig {
     /// `untrusted-relay-info`: what to do with option 82 from a client that is not behind a
     /// relay (giaddr 0; RFC 3046 §2.1).
     pub untrusted_relay_info: UntrustedRelayInfo,
+    /// `leasequery-allow`: the giaddrs whose DHCPLEASEQUERYs are answered (RFC 4388 §6).
+    /// `None`: the trusted relays.
+    pub leasequery_allow: Option<Vec<Ipv4Net>>,
 }
 
 /// Option 82 in a message with giaddr 0: only a relay agent adds it, so a client sent it
@@ -322,6 +325,15 @@ impl Config {
                 )
             })
             .collect()
+    }
+
+    /// The giaddrs whose leasequeries are answered: `server.leasequery-allow` when set, else
+    /// [`Config::trusted_relays`].
+    pub fn leasequery_allow(&self) -> Vec<Ipv4Net> {
+        match &self.server.leasequery_allow {
+            Some(list) => list.clone(),
+            None => self.trusted_relays(),
+        }
     }
 
     /// Every pool as `(id, first, last)`, in id order.

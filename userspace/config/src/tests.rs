@@ -701,17 +701,63 @@ fn relay_trust_defaults_to_what_the_subnets_imply() {
     let cfg = parse(RELAY_CONFIG, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
     let listed: Vec<String> = cfg.trusted_relays().iter().map(|n| n.to_string()).collect();
     assert_eq!(listed, ["10.10.0.1/32", "198.51.100.7/32"]);
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, listed);
     let line = "trusted-relays = [\"10.10.0.1\", \"198.51.100.7\"]\n";
     assert!(RELAY_CONFIG.contains(line));
-    let cfg =
-        parse(&RELAY_CONFIG.replace(line, ""), "relay.toml").unwrap_or_else(|e| panic!("{e}"));
+    let lq_line = "leasequery-allow = [\"10.10.0.1\", \"198.51.100.7\"]\n";
+    assert!(RELAY_CONFIG.contains(lq_line));
+    let implied = RELAY_CONFIG.replace(line, "").replace(lq_line, "");
+    let cfg = parse(&implied, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.server.trusted_relays, None);
     assert_eq!(cfg.server.untrusted_relay_info, UntrustedRelayInfo::Drop);
+    assert_eq!(cfg.server.leasequery_allow, None);
     let want: Vec<String> = ["10.10.0.0/22", "10.20.0.0/24", "198.51.100.7/32"]
         .map(String::from)
         .to_vec();
     let got: Vec<String> = cfg.trusted_relays().iter().map(|n| n.to_string()).collect();
     assert_eq!(got, want);
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, want, "leasequery-allow defaults to the trusted relays");
+}
+
+#[test]
+fn leasequery_acl_key_parses_and_errors_are_positioned() {
+    let text =
+        "[server]\ninterface = \"eth0\"\nleasequery-allow = [\"192.0.2.10\", \"10.1.0.0/16\"]\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, ["192.0.2.10/32", "10.1.0.0/16"]);
+    let lines = |t: &str| {
+        error_lines(&format!(
+            "[server]\ninterface = \"eth0\"\n{t}\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n"
+        ))
+    };
+    assert!(
+        lines("leasequery-allow = []").is_empty(),
+        "an empty list: nobody"
+    );
+    assert_eq!(
+        lines("leasequery-allow = \"10.0.0.1\""),
+        ["t.toml:3:20: server.leasequery-allow: expected an array, found a string"]
+    );
+    assert_eq!(
+        lines("leasequery-allow = [\"10.0.0.x\"]"),
+        ["t.toml:3:21: server.leasequery-allow[0]: 10.0.0.x is not an IPv4 address or network"]
+    );
 }
 
 #[test]

@@ -11,6 +11,9 @@
 //!   leasequery ever sees it.
 //! - Option 118 with giaddr 0 is ignored: a directly attached client's link is the receiving
 //!   interface's.
+//! - A DHCPLEASEQUERY is answered only for a giaddr in `server.leasequery-allow` (default: the
+//!   trusted relays; RFC 4388 §6 asks for access control): the answer names the client's MAC,
+//!   client id and option 82, which identifies the subscriber.
 //!
 //! The checks run once per message before anything reads the relay data: one binary search
 //! over a few ranges, no allocation, no lock.
@@ -61,6 +64,8 @@ pub enum Refusal {
     UntrustedRelay,
     /// Option 82 with giaddr 0 under `untrusted-relay-info = "drop"`.
     RelayInfoFromClient,
+    /// A DHCPLEASEQUERY from a giaddr not in `leasequery-allow`.
+    LeaseQueryNotAllowed,
 }
 
 /// Relay data taken out of a message that is still served.
@@ -76,6 +81,7 @@ pub struct Stripped {
 #[derive(Clone, Debug)]
 pub struct RelayTrust {
     relays: AddrSet,
+    leasequery: AddrSet,
     untrusted_info: UntrustedRelayInfo,
 }
 
@@ -84,6 +90,7 @@ impl RelayTrust {
     pub fn new(cfg: &Config) -> Self {
         RelayTrust {
             relays: AddrSet::new(&cfg.trusted_relays()),
+            leasequery: AddrSet::new(&cfg.leasequery_allow()),
             untrusted_info: cfg.server.untrusted_relay_info,
         }
     }
@@ -98,7 +105,10 @@ impl RelayTrust {
         sum: &mut Summary<'_>,
     ) -> Result<Stripped, Refusal> {
         if kind == MessageType::LeaseQuery {
-            // Read-only; answered to giaddr:67 by `leasequery.rs`, which drops giaddr 0.
+            // giaddr 0 is refused by the leasequery answer itself (not a relay agent).
+            if !giaddr.is_unspecified() && !self.leasequery.contains(giaddr) {
+                return Err(Refusal::LeaseQueryNotAllowed);
+            }
             return Ok(Stripped::default());
         }
         if !giaddr.is_unspecified() {

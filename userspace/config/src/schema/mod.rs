@@ -36,6 +36,7 @@ const SERVER_KEYS: &[&str] = &[
     "control-socket",
     "trusted-relays",
     "untrusted-relay-info",
+    "leasequery-allow",
 ];
 const LEASE_KEYS: &[&str] = &[
     "default-time",

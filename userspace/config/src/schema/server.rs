@@ -1,5 +1,5 @@
-//! `[server]`: interface, data path, queues, lease file, commit mode, and which relay agents
-//! the server trusts.
+//! `[server]`: interface, data path, queues, lease file, commit mode, and who may talk to
+//! the server (trusted relays, leasequery clients).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -82,6 +82,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
     };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
+    let leasequery_allow = t.get("leasequery-allow").map(|f| address_list(errs, &f));
     let trusted_relays = t.get("trusted-relays").map(|f| address_list(errs, &f));
     let untrusted_relay_info = keyword(
         errs,
@@ -105,6 +106,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         trusted_relays: trusted_relays.map_or(Some(None), |l| l.map(Some))?,
         untrusted_relay_info: untrusted_relay_info?,
+        leasequery_allow: leasequery_allow.map_or(Some(None), |l| l.map(Some))?,
     })
 }
 

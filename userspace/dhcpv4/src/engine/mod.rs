@@ -150,6 +150,8 @@ pub enum Silence {
     /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
     /// address, MAC or client identifier (RFC 4388).
     LeaseQueryRefused,
+    /// A DHCPLEASEQUERY from a giaddr not in `leasequery-allow` (RFC 4388 §6).
+    LeaseQueryNotAllowed,
     /// A relayed message whose giaddr is not a trusted relay agent.
     UntrustedRelay,
     /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
@@ -259,6 +261,10 @@ impl Engine {
                     &st.relay_info_from_client_dropped,
                     Silence::RelayInfoFromClient,
                 )
+            }
+            Err(Refusal::LeaseQueryNotAllowed) => {
+                EngineStats::inc(&st.leasequeries);
+                return self.silent(&st.leasequery_not_allowed, Silence::LeaseQueryNotAllowed);
             }
         }
         // A leasequery only reads the table: every failover state and every
