@@ -6,6 +6,11 @@
 //! it (`relay_info_from_client_dropped`). The same host naming that subnet with option 118 is
 //! served on its own link (`subnet_selection_from_client_ignored`). A plain DISCOVER from it
 //! is then answered, which proves the daemon had the chance to answer the attack.
+//!
+//! Claims need proof, UDP path: client A binds an address with its option 61; host B sends a
+//! DISCOVER with A's option 61 and its own chaddr. The kernel must get no neighbour entry
+//! "A's address -> B's MAC" (which would send the server's later replies for A to B); the
+//! reply is broadcast instead (`reply_hw_not_bindings`).
 
 #[path = "common/netns.rs"]
 mod netns;
@@ -64,15 +69,28 @@ range = "10.88.0.10-10.88.0.50"
 /// A DISCOVER from the host (chaddr `CLI_MAC`, giaddr 0, broadcast flag so the OFFER reaches
 /// a plain UDP socket) with extra options.
 fn discover(xid: u32, extra: &[(u8, &[u8])]) -> Vec<u8> {
+    client_msg(MessageType::Discover, xid, &CLI_MAC, true, extra)
+}
+
+/// A client message of `kind` from chaddr `mac` (giaddr 0), broadcast flag as given.
+fn client_msg(
+    kind: MessageType,
+    xid: u32,
+    mac: &[u8; 6],
+    broadcast: bool,
+    extra: &[(u8, &[u8])],
+) -> Vec<u8> {
     let mut b = vec![0u8; 240];
     b[0] = OP_BOOTREQUEST;
     b[1] = 1;
     b[2] = 6;
     b[4..8].copy_from_slice(&xid.to_be_bytes());
-    b[10..12].copy_from_slice(&FLAG_BROADCAST.to_be_bytes());
-    b[28..34].copy_from_slice(&CLI_MAC);
+    if broadcast {
+        b[10..12].copy_from_slice(&FLAG_BROADCAST.to_be_bytes());
+    }
+    b[28..34].copy_from_slice(mac);
     b[236..240].copy_from_slice(&MAGIC_COOKIE);
-    b.extend_from_slice(&[opt::MESSAGE_TYPE, 1, MessageType::Discover as u8]);
+    b.extend_from_slice(&[opt::MESSAGE_TYPE, 1, kind as u8]);
     for (c, v) in extra {
         b.push(*c);
         b.push(v.len() as u8);
@@ -113,12 +131,9 @@ fn replies_until(sock: &UdpSocket, xid: u32, limit: Duration) -> Res<Vec<(u32, I
     Ok(got)
 }
 
-fn relay_trust_attack(io: Io) -> Res<()> {
-    let bed = Bed::new(Some(&format!("{HOST_ADDR}/{PREFIX}")))?;
-    let cfg = config(&bed)?;
-    let daemon = Daemon::start(&bed, &cfg, io)?;
-    let sock = bed
-        .cli
+/// A UDP socket on port 68 in the client namespace (it receives the broadcast replies).
+fn client_socket(bed: &Bed) -> Res<UdpSocket> {
+    bed.cli
         .run(|| -> Res<UdpSocket> {
             let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
                 .map_err(|e| format!("binding 0.0.0.0:68: {e}"))?;
@@ -126,8 +141,22 @@ fn relay_trust_attack(io: Io) -> Res<()> {
                 .map_err(|e| e.to_string())?;
             Ok(s)
         })
-        .map_err(|e| e.to_string())??;
-    let server = SocketAddrV4::new(SRV_ADDR.parse().map_err(|_| "SRV_ADDR")?, 67);
+        .map_err(|e| e.to_string())?
+}
+
+fn server_addr() -> Res<SocketAddrV4> {
+    Ok(SocketAddrV4::new(
+        SRV_ADDR.parse().map_err(|_| "SRV_ADDR")?,
+        67,
+    ))
+}
+
+fn relay_trust_attack(io: Io) -> Res<()> {
+    let bed = Bed::new(Some(&format!("{HOST_ADDR}/{PREFIX}")))?;
+    let cfg = config(&bed)?;
+    let daemon = Daemon::start(&bed, &cfg, io)?;
+    let sock = client_socket(&bed)?;
+    let server = server_addr()?;
     let send = |b: &[u8]| {
         sock.send_to(b, server)
             .map(|_| ())
@@ -206,4 +235,87 @@ fn relay_trust_attack_from_directly_attached_host_udp() -> Res<()> {
         return Ok(());
     }
     relay_trust_attack(Io::Udp)
+}
+
+/// Sends `req` until a reply with its xid arrives (a few tries: the first frames can meet an
+/// unresolved neighbour); returns that reply's yiaddr.
+fn exchange(sock: &UdpSocket, server: SocketAddrV4, req: &[u8]) -> Res<Ipv4Addr> {
+    let xid = u32::from_be_bytes([req[4], req[5], req[6], req[7]]);
+    for _ in 0..5 {
+        sock.send_to(req, server)
+            .map_err(|e| format!("sending to {server}: {e}"))?;
+        let got = replies_until(sock, xid, Duration::from_secs(2))?;
+        if let Some((_, a)) = got.iter().find(|(x, _)| *x == xid) {
+            return Ok(*a);
+        }
+    }
+    Err(format!("no reply to xid {xid:x}"))
+}
+
+#[test]
+fn claims_attack_anothers_client_id_installs_no_neighbour_entry_udp() -> Res<()> {
+    if !require(&[Capability::Root, Capability::Program("ip")]) {
+        return Ok(());
+    }
+    const CID_A: &[u8] = &[0, b'c', b'p', b'e', b'-', b'A'];
+    let mac_a = [0x02, 0x0a, 0, 0, 0, 0x0a];
+    let bed = Bed::new(Some(&format!("{HOST_ADDR}/{PREFIX}")))?;
+    let cfg = config(&bed)?;
+    let daemon = Daemon::start(&bed, &cfg, Io::Udp)?;
+    let sock = client_socket(&bed)?;
+    let server = server_addr()?;
+    let sid = server.ip().octets();
+
+    // Client A binds an address (broadcast replies: no neighbour entry for it yet).
+    let cid = (opt::CLIENT_ID, CID_A);
+    let offered = exchange(
+        &sock,
+        server,
+        &client_msg(MessageType::Discover, 0x6e65_0001, &mac_a, true, &[cid]),
+    )?;
+    let rip = offered.octets();
+    let acked = exchange(
+        &sock,
+        server,
+        &client_msg(
+            MessageType::Request,
+            0x6e65_0002,
+            &mac_a,
+            true,
+            &[cid, (opt::SERVER_ID, &sid), (opt::REQUESTED_IP, &rip)],
+        ),
+    )?;
+    if acked != offered {
+        return Err(format!("ACK for {acked}, offered {offered}"));
+    }
+    let a_addr = offered.to_string();
+    let neigh = |what: &str| -> Res<String> {
+        bed.srv
+            .ip(&["neigh", "show", "to", &a_addr, "dev", bed.srv_if()])
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let before = neigh("neighbours before the attack")?;
+
+    // Host B: A's option 61, B's own chaddr, no broadcast flag (a unicast reply would need
+    // the neighbour entry A's address -> B's MAC). Then a plain DISCOVER from B, answered:
+    // the daemon has handled the attack by then.
+    sock.send_to(
+        &client_msg(MessageType::Discover, 0x6e65_0003, &CLI_MAC, false, &[cid]),
+        server,
+    )
+    .map_err(|e| format!("sending to {server}: {e}"))?;
+    exchange(&sock, server, &discover(0x6e65_0004, &[]))?;
+    let after = neigh("neighbours after the attack")?;
+    let finished = daemon.stop()?;
+    finished.check_io(Io::Udp)?;
+    let b_mac = mac_str(&CLI_MAC);
+    assert!(
+        !after.to_lowercase().contains(&b_mac),
+        "the kernel now sends {a_addr} (client A's) to host B's {b_mac}: `{}` (before: `{}`)",
+        after.trim(),
+        before.trim()
+    );
+    let hw = finished.counter("engine", "reply_hw_not_bindings")?;
+    assert!(hw >= 1, "reply_hw_not_bindings = {hw}");
+    Ok(())
 }

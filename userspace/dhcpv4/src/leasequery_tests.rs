@@ -194,7 +194,15 @@ fn by_ip_unassigned_for_our_free_or_released_address_unknown_for_others() {
 
     // Leased, then released: unassigned again.
     let ip = relayed_dora(&mut f, 1000, 7, None);
-    let rel = request(7, ip, RELAY, &[(opt::MESSAGE_TYPE, &[7])]);
+    let rel = request(
+        7,
+        ip,
+        RELAY,
+        &[
+            (opt::MESSAGE_TYPE, &[7]),
+            (opt::SERVER_ID, &SERVER.octets()),
+        ],
+    );
     assert_eq!(
         handle(&mut f, 1001, &rel).d,
         Decision::Silent(Silence::NoReplyExpected)

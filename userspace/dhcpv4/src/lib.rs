@@ -20,6 +20,8 @@ pub use engine::{Decision, Engine, EngineShared, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
+mod claims_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod failover_tests;

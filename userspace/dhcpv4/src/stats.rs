@@ -63,6 +63,8 @@ counters! {
     untrusted_relay: "Relayed messages whose giaddr is not a trusted relay (dropped: no reply to an untrusted giaddr).",
     relay_info_from_client_dropped: "Messages with option 82 but giaddr 0 (dropped, RFC 3046 §2.1; untrusted-relay-info = \"drop\").",
     relay_info_from_client_stripped: "Messages with option 82 but giaddr 0 served without it (untrusted-relay-info = \"strip\").",
+    claims_refused: "Claims without proof: a SELECTING REQUEST for an address not offered to the client, an INIT-REBOOT for an address not its own (NAK or silent), a DECLINE or RELEASE not for its own bound address, without our server id, or (RELEASE) not from that address or hardware address (ignored).",
+    reply_hw_not_bindings: "OFFERs/ACKs broadcast instead of unicast because the message's chaddr is not the hardware address of the binding (same client id, another host).",
     subnet_selection_from_client_ignored: "Option 118 from a client not behind a relay (ignored).",
 }
 
