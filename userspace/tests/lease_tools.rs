@@ -922,3 +922,31 @@ fn stats_one_million_leases_under_a_second() {
     );
     assert!(best < Duration::from_secs(1), "stats took {best:?}");
 }
+
+// ------------------------------------------------------- least privilege
+
+/// The lease file an import creates and the files `dump --out` and `export` write name every
+/// subscriber (MAC, client id): readable by their owner only.
+#[test]
+fn least_privilege_lease_file_and_tool_outputs_are_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let ctx = Ctx::new(&[NET]);
+    ctx.ok(&[
+        "import",
+        "--from",
+        "kea",
+        fixture("kea-leases4.csv").to_str().unwrap_or(""),
+    ]);
+    let csv = ctx.dir.path().join("out.csv");
+    ctx.ok(&["export", "--to", "kea", csv.to_str().unwrap_or("")]);
+    let dump = ctx.dir.path().join("dump.jsonl");
+    ctx.ok(&["dump", "--out", dump.to_str().unwrap_or("")]);
+    for p in [ctx.lease_file(), csv, dump] {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}

@@ -3,12 +3,15 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use crate::error::StoreError;
 use crate::header::{self, Geometry};
+
+/// Mode of the lease files the store creates (the new table, a rebuilt one): owner only.
+pub(super) const LEASE_FILE_MODE: u32 = 0o600;
 
 /// Opens the file read-write, takes the exclusive flock, and makes sure the
 /// locked file is still the one at `path`. Returns (file, is empty).
@@ -43,6 +46,8 @@ pub(super) fn open_locked(path: &Path, create: bool) -> Result<(File, bool), Sto
             .write(true)
             .create(create)
             .truncate(false)
+            // Every subscriber's MAC, client id and option 82: owner only.
+            .mode(LEASE_FILE_MODE)
             .open(path)
             .map_err(|e| StoreError::io(path, if exists { "open" } else { "create" }, e))?;
         // A process forked by another thread of ours shares the lock until it execs (our

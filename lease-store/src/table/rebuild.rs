@@ -2,11 +2,12 @@
 //! address; dropping live leases needs `allow_shrink`).
 
 use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::file::{preallocate, sync_dir};
+use super::file::{preallocate, sync_dir, LEASE_FILE_MODE};
 use super::undo::{add_undo, is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::{OpenOptions, OpenReport};
 use crate::error::{LostLease, StoreError};
@@ -97,8 +98,12 @@ pub(super) fn rebuild(
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(LEASE_FILE_MODE)
         .open(&tmp)
         .map_err(|e| StoreError::io(&tmp, "create", e))?;
+    // A leftover of an interrupted rebuild keeps its mode through open: set it.
+    f.set_permissions(fs::Permissions::from_mode(LEASE_FILE_MODE))
+        .map_err(|e| StoreError::io(&tmp, "chmod", e))?;
     let len = geo.file_len();
     f.set_len(len)
         .map_err(|e| StoreError::io(&tmp, "set file length", e))?;

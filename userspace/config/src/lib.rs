@@ -85,6 +85,26 @@ pub struct ServerConfig {
     pub commit: CommitMode,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
+    /// `trusted-relays`: the giaddrs whose relayed messages are served and whose relay data
+    /// (option 82, its link-selection sub-option, option 118) is honoured. `None`: what the
+    /// subnets imply (see [`Config::trusted_relays`]).
+    pub trusted_relays: Option<Vec<Ipv4Net>>,
+    /// `untrusted-relay-info`: what to do with option 82 from a client that is not behind a
+    /// relay (giaddr 0; RFC 3046 §2.1).
+    pub untrusted_relay_info: UntrustedRelayInfo,
+    /// `leasequery-allow`: the giaddrs whose DHCPLEASEQUERYs are answered (RFC 4388 §6).
+    /// `None`: the trusted relays.
+    pub leasequery_allow: Option<Vec<Ipv4Net>>,
+}
+
+/// Option 82 in a message with giaddr 0: only a relay agent adds it, so a client sent it
+/// itself (RFC 3046 §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UntrustedRelayInfo {
+    /// Drop the message (RFC 3046 §2.1's rule for relay agents; the default).
+    Drop,
+    /// Serve the message as if option 82 (with its link selection) were absent.
+    Strip,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +306,34 @@ impl Config {
         self.lookup
             .find(u32::from(addr))
             .and_then(|i| self.subnets.get(i))
+    }
+
+    /// The giaddrs trusted as relay agents: `server.trusted-relays` when set, else what the
+    /// subnets imply (every address that selects a subnet as giaddr: each `cidr` and each
+    /// `relay-addresses` entry).
+    pub fn trusted_relays(&self) -> Vec<Ipv4Net> {
+        if let Some(list) = &self.server.trusted_relays {
+            return list.clone();
+        }
+        self.subnets
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.net).chain(
+                    s.relay_addresses
+                        .iter()
+                        .map(|a| Ipv4Net::truncating(*a, 32)),
+                )
+            })
+            .collect()
+    }
+
+    /// The giaddrs whose leasequeries are answered: `server.leasequery-allow` when set, else
+    /// [`Config::trusted_relays`].
+    pub fn leasequery_allow(&self) -> Vec<Ipv4Net> {
+        match &self.server.leasequery_allow {
+            Some(list) => list.clone(),
+            None => self.trusted_relays(),
+        }
     }
 
     /// Every pool as `(id, first, last)`, in id order.

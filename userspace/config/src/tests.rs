@@ -694,3 +694,96 @@ fn scope_balance_errors_are_positioned() {
         "{joined}"
     );
 }
+
+#[test]
+fn relay_trust_defaults_to_what_the_subnets_imply() {
+    // The example lists its relays; without the list, the subnets imply them.
+    let cfg = parse(RELAY_CONFIG, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
+    let listed: Vec<String> = cfg.trusted_relays().iter().map(|n| n.to_string()).collect();
+    assert_eq!(listed, ["10.10.0.1/32", "198.51.100.7/32"]);
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, listed);
+    let line = "trusted-relays = [\"10.10.0.1\", \"198.51.100.7\"]\n";
+    assert!(RELAY_CONFIG.contains(line));
+    let lq_line = "leasequery-allow = [\"10.10.0.1\", \"198.51.100.7\"]\n";
+    assert!(RELAY_CONFIG.contains(lq_line));
+    let implied = RELAY_CONFIG.replace(line, "").replace(lq_line, "");
+    let cfg = parse(&implied, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.trusted_relays, None);
+    assert_eq!(cfg.server.untrusted_relay_info, UntrustedRelayInfo::Drop);
+    assert_eq!(cfg.server.leasequery_allow, None);
+    let want: Vec<String> = ["10.10.0.0/22", "10.20.0.0/24", "198.51.100.7/32"]
+        .map(String::from)
+        .to_vec();
+    let got: Vec<String> = cfg.trusted_relays().iter().map(|n| n.to_string()).collect();
+    assert_eq!(got, want);
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, want, "leasequery-allow defaults to the trusted relays");
+}
+
+#[test]
+fn leasequery_acl_key_parses_and_errors_are_positioned() {
+    let text =
+        "[server]\ninterface = \"eth0\"\nleasequery-allow = [\"192.0.2.10\", \"10.1.0.0/16\"]\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let lq: Vec<String> = cfg
+        .leasequery_allow()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(lq, ["192.0.2.10/32", "10.1.0.0/16"]);
+    let lines = |t: &str| {
+        error_lines(&format!(
+            "[server]\ninterface = \"eth0\"\n{t}\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n"
+        ))
+    };
+    assert!(
+        lines("leasequery-allow = []").is_empty(),
+        "an empty list: nobody"
+    );
+    assert_eq!(
+        lines("leasequery-allow = \"10.0.0.1\""),
+        ["t.toml:3:20: server.leasequery-allow: expected an array, found a string"]
+    );
+    assert_eq!(
+        lines("leasequery-allow = [\"10.0.0.x\"]"),
+        ["t.toml:3:21: server.leasequery-allow[0]: 10.0.0.x is not an IPv4 address or network"]
+    );
+}
+
+#[test]
+fn relay_trust_keys_parse() {
+    let text =
+        "[server]\ninterface = \"eth0\"\ntrusted-relays = [\"192.0.2.7\", \"198.51.100.0/24\"]\n\
+                untrusted-relay-info = \"strip\"\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let relays: Vec<String> = cfg.trusted_relays().iter().map(|n| n.to_string()).collect();
+    assert_eq!(relays, ["192.0.2.7/32", "198.51.100.0/24"]);
+    assert_eq!(cfg.server.untrusted_relay_info, UntrustedRelayInfo::Strip);
+}
+
+#[test]
+fn relay_trust_errors_are_positioned() {
+    let text = "[server]\ninterface = \"eth0\"\ntrusted-relays = [\"192.0.2.300\", \"10.0.0.1/24\", \"0.0.0.0\"]\n\
+                untrusted-relay-info = \"keep\"\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    assert_eq!(
+        error_lines(text),
+        vec![
+            "t.toml:3:19: server.trusted-relays[0]: 192.0.2.300 is not an IPv4 address or network",
+            "t.toml:3:34: server.trusted-relays[1]: 10.0.0.1/24 has host bits set; did you mean 10.0.0.0/24?",
+            "t.toml:3:49: server.trusted-relays[2]: 0.0.0.0 is no relay agent's address (giaddr 0 means not relayed)",
+            "t.toml:4:24: server.untrusted-relay-info: `keep` is not one of: drop, strip",
+        ]
+    );
+}

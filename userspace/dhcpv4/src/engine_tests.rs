@@ -69,8 +69,22 @@ fn meta() -> RxMeta {
 
 /// Runs one request; returns the decision and the decoded reply.
 fn run(f: &mut Fixture, now: u32, r: &[u8]) -> (Decision, Option<v4::Message>) {
+    run_with(f, now, &meta(), r)
+}
+
+/// A message unicast to us by a client from its address `src` (RENEW, RELEASE).
+fn run_from(f: &mut Fixture, now: u32, src: Ipv4Addr, r: &[u8]) -> Decision {
+    let from = RxMeta {
+        local_addr: SERVER,
+        src_ip: src,
+        dst_ip: SERVER,
+    };
+    run_with(f, now, &from, r).0
+}
+
+fn run_with(f: &mut Fixture, now: u32, m: &RxMeta, r: &[u8]) -> (Decision, Option<v4::Message>) {
     let mut out = [0u8; 1500];
-    let d = f.engine.handle(now, &meta(), r, &mut out);
+    let d = f.engine.handle(now, m, r, &mut out);
     let m = match d {
         Decision::Reply { len, .. } => {
             Some(v4::Message::decode(&mut Decoder::new(&out[..len])).unwrap())
@@ -352,31 +366,27 @@ fn selecting_another_server_withdraws_the_offer() {
 fn release_and_decline() {
     let mut f = fixture();
     let ip = dora(&mut f, 1000, 1);
-    let (d, _) = run(
-        &mut f,
-        1100,
-        &req(
-            1,
+    let release = |mac: u8, ip: Ipv4Addr| {
+        req(
+            mac,
             ip,
             NONE,
             &[
                 (opt::MESSAGE_TYPE, &[7]),
                 (opt::SERVER_ID, &SERVER.octets()),
             ],
-        ),
-    );
+        )
+    };
+    // Unicast by the client from its address (RFC 2131 §4.4.6).
+    let d = run_from(&mut f, 1100, ip, &release(1, ip));
     assert_eq!(d, Decision::Silent(Silence::NoReplyExpected));
     assert_eq!(
         f.table.read(f.table.slot_of(ip).unwrap()).state,
         LeaseState::Released
     );
-    // Released by someone else's RELEASE: ignored.
+    // Released by someone else's RELEASE (even a well-formed one from the address): ignored.
     let ip2 = dora(&mut f, 1200, 2);
-    let (d, _) = run(
-        &mut f,
-        1200,
-        &req(3, ip2, NONE, &[(opt::MESSAGE_TYPE, &[7])]),
-    );
+    let d = run_from(&mut f, 1200, ip2, &release(3, ip2));
     assert_eq!(d, Decision::Silent(Silence::UnknownClient));
     // DECLINE quarantines for 600 s: nobody gets it meanwhile.
     let (d, _) = run(
@@ -459,7 +469,8 @@ fn relayed_request_selects_subnet_by_giaddr_and_echoes_option_82() {
         ),
     );
     assert_eq!(m.unwrap().yiaddr().octets()[..3], [10, 0, 0]);
-    // Unknown relay network: dropped, counted.
+    // Unknown relay network: no trusted relay (the default trusts the giaddrs that select a
+    // subnet), dropped, counted.
     let (d, _) = run(
         &mut f,
         1000,
@@ -470,7 +481,8 @@ fn relayed_request_selects_subnet_by_giaddr_and_echoes_option_82() {
             &[(opt::MESSAGE_TYPE, &[1])],
         ),
     );
-    assert_eq!(d, Decision::Silent(Silence::NoSubnet));
+    assert_eq!(d, Decision::Silent(Silence::UntrustedRelay));
+    assert_eq!(f.engine.stats().snapshot().untrusted_relay, 1);
 }
 
 #[test]

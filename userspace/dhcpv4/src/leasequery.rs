@@ -7,7 +7,8 @@
 //! - the query kind, in this order: ciaddr set → by address; option 61
 //!   present → by client identifier; htype/hlen/chaddr set → by MAC. A
 //!   query naming none of them is dropped (there is nothing to answer about).
-//! - only relayed queries (giaddr != 0); the answer goes to giaddr:67.
+//! - only relayed queries (giaddr != 0); the answer goes to giaddr:67. Which giaddrs may ask
+//!   (`leasequery-allow`) is decided before, in `trust.rs`.
 //! - DHCPLEASEACTIVE: ciaddr = the leased address, htype/hlen/chaddr of the
 //!   client, 51 = remaining lease seconds, 91 = seconds since the client's
 //!   last transaction, 61 when the client used one (and it fits our key),

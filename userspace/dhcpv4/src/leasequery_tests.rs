@@ -194,7 +194,15 @@ fn by_ip_unassigned_for_our_free_or_released_address_unknown_for_others() {
 
     // Leased, then released: unassigned again.
     let ip = relayed_dora(&mut f, 1000, 7, None);
-    let rel = request(7, ip, RELAY, &[(opt::MESSAGE_TYPE, &[7])]);
+    let rel = request(
+        7,
+        ip,
+        RELAY,
+        &[
+            (opt::MESSAGE_TYPE, &[7]),
+            (opt::SERVER_ID, &SERVER.octets()),
+        ],
+    );
     assert_eq!(
         handle(&mut f, 1001, &rel).d,
         Decision::Silent(Silence::NoReplyExpected)
@@ -499,4 +507,76 @@ fn option_82_is_stored_up_to_23_bytes_and_a_longer_one_not_at_all() {
     let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
     assert_eq!(a.kind(), Some(MessageType::LeaseActive));
     assert_eq!(a.opt(opt::RELAY_AGENT_INFO), None);
+}
+
+/// `handle` with the query arriving from `giaddr` instead of RELAY.
+fn lq_from(giaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Vec<u8> {
+    let mut b = lq(0, ciaddr, &[PRL_82]);
+    b[24..28].copy_from_slice(&giaddr.octets());
+    b
+}
+
+/// Attack: anyone who puts an address in giaddr asks who holds an address. Before: a
+/// DHCPLEASEACTIVE with the client's MAC and option 82 (sent to that giaddr). After: a giaddr
+/// outside `leasequery-allow` (default: the trusted relays, here the two subnets) gets
+/// nothing, counted; the relay still gets its answer.
+#[test]
+fn leasequery_acl_attack_unlisted_giaddr_gets_nothing() {
+    let mut f = fx(None);
+    let ip = relayed_dora(&mut f, 1000, 8, None);
+    let stranger = Ipv4Addr::new(203, 0, 113, 5);
+    let a = handle(&mut f, 1001, &lq_from(stranger, ip));
+    assert_eq!(
+        a.d,
+        Decision::Silent(Silence::LeaseQueryNotAllowed),
+        "answered {:?} with option 82 {:?}",
+        a.kind(),
+        (!a.bytes.is_empty()).then(|| a.opt(opt::RELAY_AGENT_INFO))
+    );
+    let s = f.engine.stats().snapshot();
+    assert_eq!((s.leasequeries, s.leasequery_not_allowed), (1, 1));
+    let a = handle(&mut f, 1001, &lq_from(RELAY, ip));
+    assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+}
+
+/// With `leasequery-allow` set, only the listed access devices are answered, even a trusted
+/// relay is not (before: answered), and a listed device need not be a relay.
+#[test]
+fn leasequery_acl_explicit_list_answers_only_the_listed() {
+    let text = CFG.replace(
+        "[server]\ninterface = \"lo\"\n",
+        "[server]\ninterface = \"lo\"\nleasequery-allow = [\"192.0.2.10\"]\n",
+    );
+    assert_ne!(text, CFG);
+    let (_dir, engine, table) = engine_on(&text, SERVER, 1000, None);
+    let mut f = Fx {
+        _dir,
+        engine,
+        table,
+    };
+    let ip = relayed_dora(&mut f, 1000, 9, None);
+    let a = handle(&mut f, 1001, &lq_from(RELAY, ip));
+    assert_eq!(a.d, Decision::Silent(Silence::LeaseQueryNotAllowed));
+    let device = Ipv4Addr::new(192, 0, 2, 10);
+    let a = handle(&mut f, 1001, &lq_from(device, ip));
+    assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+    assert!(matches!(a.d, Decision::Reply { to: Delivery::Relay(g), .. } if g == device));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(OPT82.to_vec()));
+    let s = f.engine.stats().snapshot();
+    assert_eq!(
+        (
+            s.leasequeries,
+            s.leasequery_not_allowed,
+            s.leasequery_active
+        ),
+        (2, 1, 1)
+    );
+    // A DHCP message from the listed device is still no trusted relay's.
+    let d = handle(
+        &mut f,
+        1001,
+        &request(10, NONE, device, &[(opt::MESSAGE_TYPE, &[1])]),
+    )
+    .d;
+    assert_eq!(d, Decision::Silent(Silence::UntrustedRelay));
 }

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod engine;
 pub mod leasequery;
 pub mod stats;
+pub mod trust;
 pub mod wire;
 
 pub use delivery::{Delivery, Destination, LinkDest};
@@ -19,10 +20,14 @@ pub use engine::{Decision, Engine, EngineShared, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
+mod claims_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod failover_tests;
 #[cfg(test)]
 mod leasequery_tests;
+#[cfg(test)]
+mod relay_trust_tests;
 #[cfg(test)]
 mod test_support;

@@ -59,6 +59,13 @@ counters! {
     leasequery_unassigned: "DHCPLEASEUNASSIGNED answers sent (address ours, not leased).",
     leasequery_unknown: "DHCPLEASEUNKNOWN answers sent (address or client unknown here).",
     leasequery_dropped: "DHCPLEASEQUERYs not answered: not relayed (giaddr 0) or naming no address, MAC or client id.",
+    leasequery_not_allowed: "DHCPLEASEQUERYs from a giaddr not in leasequery-allow (dropped, RFC 4388 §6).",
+    untrusted_relay: "Relayed messages whose giaddr is not a trusted relay (dropped: no reply to an untrusted giaddr).",
+    relay_info_from_client_dropped: "Messages with option 82 but giaddr 0 (dropped, RFC 3046 §2.1; untrusted-relay-info = \"drop\").",
+    relay_info_from_client_stripped: "Messages with option 82 but giaddr 0 served without it (untrusted-relay-info = \"strip\").",
+    claims_refused: "Claims without proof: a SELECTING REQUEST for an address not offered to the client, an INIT-REBOOT for an address not its own (NAK or silent), a DECLINE or RELEASE not for its own bound address, without our server id, or (RELEASE) not from that address or hardware address (ignored).",
+    reply_hw_not_bindings: "OFFERs/ACKs broadcast instead of unicast because the message's chaddr is not the hardware address of the binding (same client id, another host).",
+    subnet_selection_from_client_ignored: "Option 118 from a client not behind a relay (ignored).",
 }
 
 impl EngineStats {

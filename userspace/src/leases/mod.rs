@@ -208,7 +208,7 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             let n = match path {
                 Some(p) => {
                     let f =
-                        File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+                        create_private(&p).with_context(|| format!("creating {}", p.display()))?;
                     let mut w = BufWriter::with_capacity(1 << 20, f);
                     let n = dump(&t, format, &filter, &mut w)?;
                     w.into_inner()
@@ -343,7 +343,7 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                 tmp.push(".tmp");
                 let tmp = PathBuf::from(tmp);
                 let f =
-                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                    create_private(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 let sum = write_kea_csv(&t, subnet_id, &mut w)
                     .with_context(|| format!("writing {}", tmp.display()))?;
@@ -719,4 +719,22 @@ pub fn write_stats(
         }
     }
     out.flush()
+}
+
+/// Creates (or truncates) an output file readable by its owner only: dumps and exports name
+/// every subscriber (MAC, client id), as the lease file does.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing regular file keeps its mode through open: set it (not on a device or
+    // pipe such as /dev/stdout).
+    if f.metadata()?.is_file() {
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
 }

@@ -34,6 +34,9 @@ const SERVER_KEYS: &[&str] = &[
     "commit",
     "ebpf-object",
     "control-socket",
+    "trusted-relays",
+    "untrusted-relay-info",
+    "leasequery-allow",
 ];
 const LEASE_KEYS: &[&str] = &[
     "default-time",

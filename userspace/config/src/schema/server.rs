@@ -1,12 +1,14 @@
-//! `[server]`: interface, data path, queues, lease file, commit mode.
+//! `[server]`: interface, data path, queues, lease file, commit mode, and who may talk to
+//! the server (trusted relays, leasequery clients).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{suggest, Errors};
-use crate::reader::{ipv4, string, u32_in, Field, Table};
-use crate::{CommitMode, IoMode, QueueSel, ServerConfig, XdpModeCfg};
+use crate::net::{Ipv4Net, NetParseError};
+use crate::reader::{array, ipv4, parse_ipv4, string, u32_in, Field, Table};
+use crate::{CommitMode, IoMode, QueueSel, ServerConfig, UntrustedRelayInfo, XdpModeCfg};
 
 use super::DEFAULT_LEASE_FILE;
 
@@ -80,6 +82,17 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
     };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
+    let leasequery_allow = t.get("leasequery-allow").map(|f| address_list(errs, &f));
+    let trusted_relays = t.get("trusted-relays").map(|f| address_list(errs, &f));
+    let untrusted_relay_info = keyword(
+        errs,
+        t,
+        "untrusted-relay-info",
+        &[
+            ("drop", UntrustedRelayInfo::Drop),
+            ("strip", UntrustedRelayInfo::Strip),
+        ],
+    );
 
     Some(ServerConfig {
         interface: interface?,
@@ -91,7 +104,53 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         commit: commit?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
+        trusted_relays: trusted_relays.map_or(Some(None), |l| l.map(Some))?,
+        untrusted_relay_info: untrusted_relay_info?,
+        leasequery_allow: leasequery_allow.map_or(Some(None), |l| l.map(Some))?,
     })
+}
+
+/// A list of IPv4 addresses and networks (`"192.0.2.7"`, `"198.51.100.0/24"`); `None` if
+/// the field or any element is bad (all reported). An empty list is valid: nobody.
+fn address_list(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<Vec<Ipv4Net>> {
+    let items = array(errs, f)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for it in &items {
+        let Some(s) = string(errs, it) else {
+            ok = false;
+            continue;
+        };
+        let parsed = if s.contains('/') {
+            s.trim().parse::<Ipv4Net>().map_err(|e| match e {
+                NetParseError::HostBits(n) => format!("{s} has host bits set; did you mean {n}?"),
+                NetParseError::Syntax => {
+                    format!("{s} is not an IPv4 network (expected a.b.c.d/len)")
+                }
+            })
+        } else {
+            parse_ipv4(s)
+                .map(|a| Ipv4Net::truncating(a, 32))
+                .ok_or_else(|| format!("{s} is not an IPv4 address or network"))
+        };
+        match parsed {
+            Ok(n) if n.prefix() == 32 && n.addr().is_unspecified() => {
+                // giaddr 0 means "not relayed": never a relay agent's address.
+                errs.push(
+                    &it.span(),
+                    &it.path,
+                    "0.0.0.0 is no relay agent's address (giaddr 0 means not relayed)",
+                );
+                ok = false;
+            }
+            Ok(n) => out.push(n),
+            Err(m) => {
+                errs.push(&it.span(), &it.path, m);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 fn check_ifname(s: &str) -> Result<(), String> {

@@ -85,6 +85,8 @@ impl Engine {
                         ))
                     }) {
                         Alloc::Taken(slot, g) => {
+                            // A free record, bound just now to this message's chaddr.
+                            self.hw_is_bindings = true;
                             self.record_volatile_change(slot);
                             return Some((table.addr_of(slot), g));
                         }

@@ -139,11 +139,19 @@ pub(super) fn bind(
     {
         return;
     }
+    // The hardware address is the binding's while it lasts: a message with the same client id
+    // from another chaddr neither moves it nor gets a reply unicast to its chaddr
+    // (`same_hw`), so it cannot point the server's traffic for the address at another host.
+    let held = l.client == *key
+        && matches!(l.state, LeaseState::Active | LeaseState::Offered)
+        && l.expiry > now;
     l.state = state;
     l.client = *key;
-    l.htype = msg.htype();
-    l.hlen = msg.hlen();
-    l.chaddr = *msg.chaddr_field();
+    if !held || l.hlen == 0 {
+        l.htype = msg.htype();
+        l.hlen = msg.hlen();
+        l.chaddr = *msg.chaddr_field();
+    }
     l.expiry = expiry;
     if state == LeaseState::Active {
         l.start = now;
@@ -165,4 +173,20 @@ pub(super) fn can_take(l: &Lease, key: &ClientKey, now: u32) -> bool {
         LeaseState::Backup => true,
         LeaseState::Abandoned => false,
     }
+}
+
+/// Whether `msg` comes from the hardware address bound in `l` (a record without one, as
+/// imported or written by a partner without chaddr, matches anything).
+#[inline]
+pub(super) fn same_hw(l: &Lease, msg: &Message<'_>) -> bool {
+    if l.hlen == 0 {
+        return true;
+    }
+    if l.htype != msg.htype() || l.hlen != msg.hlen() {
+        return false;
+    }
+    // The first hlen bytes of the two 16-byte fields, as one masked compare (no memcmp call
+    // on the per-packet path).
+    let keep = u128::MAX << (8 * (16 - u32::from(l.hlen.min(16))));
+    (u128::from_be_bytes(l.chaddr) ^ u128::from_be_bytes(*msg.chaddr_field())) & keep == 0
 }

@@ -9,8 +9,20 @@ use crate::delivery::Delivery;
 use crate::stats::EngineStats;
 use crate::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
 
-use super::binding::{free_state, grant, may_take};
+use super::binding::{free_state, grant, may_take, same_hw};
 use super::{lease_time, Decision, Engine, RxMeta, Silence, DEFAULT_MAX_PAYLOAD};
+
+/// The REQUEST's state (RFC 2131 §4.3.2), which decides what the client must prove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Names our server id: the address must be one we offered it (or its binding).
+    Selecting,
+    /// Requested address, no ciaddr: the address must be the client's own binding.
+    InitReboot,
+    /// ciaddr set (RENEWING / REBINDING): an authoritative server may grant a free address
+    /// whose binding it lost (see README, commit modes).
+    Renewing,
+}
 
 impl Engine {
     pub(super) fn discover(
@@ -96,17 +108,17 @@ impl Engine {
             else {
                 return self.nak(msg, sum, "no requested address", out);
             };
-            return self.confirm(now, meta, msg, sum, key, ip, true, out);
+            return self.confirm(now, meta, msg, sum, key, ip, Claim::Selecting, out);
         }
         // INIT-REBOOT: requested address, no ciaddr.
         if let Some(ip) = sum.requested_ip {
             if ciaddr.is_unspecified() {
-                return self.confirm(now, meta, msg, sum, key, ip, false, out);
+                return self.confirm(now, meta, msg, sum, key, ip, Claim::InitReboot, out);
             }
         }
         // RENEWING (unicast) / REBINDING (broadcast): ciaddr set.
         if !ciaddr.is_unspecified() {
-            return self.confirm(now, meta, msg, sum, key, ciaddr, false, out);
+            return self.confirm(now, meta, msg, sum, key, ciaddr, Claim::Renewing, out);
         }
         self.nak(msg, sum, "request without address", out)
     }
@@ -121,7 +133,7 @@ impl Engine {
         sum: &Summary<'_>,
         key: &ClientKey,
         ip: Ipv4Addr,
-        selecting: bool,
+        claim: Claim,
         out: &mut [u8],
     ) -> Decision {
         let st = self.stats.clone();
@@ -146,15 +158,37 @@ impl Engine {
             Some(slot) if self.subnet_of_slot(slot) == Some(subnet_index) => {
                 let known = table.read(slot);
                 let ours = known.client == *key && known.state != LeaseState::Free;
+                // SELECTING proves nothing by naming us: the address must be one we offered
+                // this client, or its binding. Otherwise any free address could be bound for
+                // the longest lease without an OFFER (cheap pool draining). The record lock
+                // in `take` re-checks that nobody else took it meanwhile.
+                let offered = known.client == *key
+                    && matches!(
+                        known.state,
+                        LeaseState::Offered | LeaseState::Active | LeaseState::Reserved
+                    );
+                if claim == Claim::Selecting && !offered {
+                    EngineStats::inc(&st.claims_refused);
+                    return self.nak(msg, sum, "address not offered to this client", out);
+                }
                 if !ours {
                     if !may_take(&known, key, now, self.pol.as_ref()) {
                         return self.nak(msg, sum, "address in use", out);
                     }
-                    // RFC 2131 §4.3.2: no record of an INIT-REBOOT/RENEW
-                    // client -> silent, unless we are authoritative for the
-                    // link, in which case a free address is granted (this
-                    // keeps clients whose lease we lost from churning).
-                    if !selecting && !authoritative {
+                    // RFC 2131 §4.3.2: INIT-REBOOT only for the client's own binding: NAK
+                    // when authoritative, else silent (no record of this client).
+                    if claim == Claim::InitReboot {
+                        EngineStats::inc(&st.claims_refused);
+                        return if authoritative {
+                            self.nak(msg, sum, "not your address", out)
+                        } else {
+                            self.silent(&st.unknown_client, Silence::UnknownClient)
+                        };
+                    }
+                    // RENEWING without a record: silent, unless we are authoritative for
+                    // the link, in which case a free address is granted (this keeps
+                    // clients whose lease we lost from churning).
+                    if !authoritative {
                         return self.silent(&st.unknown_client, Silence::UnknownClient);
                     }
                 }
@@ -187,10 +221,21 @@ impl Engine {
         )
     }
 
-    pub(super) fn decline(&mut self, now: u32, sum: &Summary<'_>, key: &ClientKey) -> Decision {
+    /// DECLINE (RFC 2131 §4.3.3): the client found its ACKed address in use. Honoured only
+    /// with our server id (a MUST in Table 5) for the client's own Active binding, from its
+    /// hardware address: an address only offered, or someone else's, is not quarantined.
+    pub(super) fn decline(
+        &mut self,
+        now: u32,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+    ) -> Decision {
         let st = self.stats.clone();
-        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
-            return self.silent(&st.other_server, Silence::OtherServer);
+        match sum.server_id {
+            Some(s) if s == self.shared.server_id => {}
+            Some(_) => return self.silent(&st.other_server, Silence::OtherServer),
+            None => return self.silent(&st.claims_refused, Silence::Unproven),
         }
         let Some(ip) = sum.requested_ip else {
             return self.silent(&st.malformed, Silence::Malformed);
@@ -199,6 +244,13 @@ impl Engine {
         let Some(slot) = table.slot_of(ip) else {
             return self.silent(&st.unknown_client, Silence::UnknownClient);
         };
+        let known = table.read(slot);
+        if known.client == *key
+            && (known.state != LeaseState::Active || !same_hw(&known, msg))
+            && known.state.binds_client()
+        {
+            return self.silent(&st.claims_refused, Silence::Unproven);
+        }
         let quarantine = self
             .subnet_of_slot(slot)
             .map(|s| self.shared.config.subnets[s].times.decline_quarantine)
@@ -206,8 +258,7 @@ impl Engine {
         // Someone else answers ARP for it: keep it out of use.
         let until = now.saturating_add(quarantine);
         self.end_binding(slot, &st.declines, |l| {
-            let go =
-                l.client == *key && matches!(l.state, LeaseState::Offered | LeaseState::Active);
+            let go = l.client == *key && l.state == LeaseState::Active && same_hw(l, msg);
             if go {
                 l.state = LeaseState::Declined;
                 l.expiry = until;
@@ -236,25 +287,40 @@ impl Engine {
         Decision::Silent(Silence::NoReplyExpected)
     }
 
+    /// RELEASE (RFC 2131 §4.4.6): the client gives up its address. Honoured only with our
+    /// server id (a MUST in Table 5), for the client's own Active binding at ciaddr, from the
+    /// binding's hardware address, and, unless a trusted relay forwarded it, sent from ciaddr
+    /// itself: a host that knows another's client id and address cannot free it.
     pub(super) fn release(
         &mut self,
         now: u32,
+        meta: &RxMeta,
         msg: &Message<'_>,
         sum: &Summary<'_>,
         key: &ClientKey,
     ) -> Decision {
         let st = self.stats.clone();
-        if sum.server_id.is_some_and(|s| s != self.shared.server_id) {
-            return self.silent(&st.other_server, Silence::OtherServer);
+        match sum.server_id {
+            Some(s) if s == self.shared.server_id => {}
+            Some(_) => return self.silent(&st.other_server, Silence::OtherServer),
+            None => return self.silent(&st.claims_refused, Silence::Unproven),
+        }
+        let ciaddr = msg.ciaddr();
+        if msg.giaddr().is_unspecified() && meta.src_ip != ciaddr {
+            return self.silent(&st.claims_refused, Silence::Unproven);
         }
         let table = self.shared.table.clone();
-        let Some(slot) = table.slot_of(msg.ciaddr()) else {
+        let Some(slot) = table.slot_of(ciaddr) else {
             return self.silent(&st.unknown_client, Silence::UnknownClient);
         };
+        let known = table.read(slot);
+        if known.client == *key && known.state == LeaseState::Active && !same_hw(&known, msg) {
+            return self.silent(&st.claims_refused, Silence::Unproven);
+        }
         // The failover crate's rule, which the simulation runs too: RELEASED, the client kept
         // on the record (RFC 2131 §4.3.1), the release as its last transaction.
         self.end_binding(slot, &st.releases, |l| {
-            xdhcpd_failover::store::release(l, key, now)
+            same_hw(l, msg) && xdhcpd_failover::store::release(l, key, now)
         })
     }
 

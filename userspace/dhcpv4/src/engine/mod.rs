@@ -32,9 +32,10 @@ use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
 use crate::delivery::Delivery;
 use crate::leasequery::{self, Unanswered};
 use crate::stats::EngineStats;
+use crate::trust::{Refusal, RelayTrust};
 use crate::wire::{self, Message, MessageType, Summary};
 
-use binding::{bind_granted, is_bound, may_take, request_kind};
+use binding::{bind_granted, is_bound, may_take, request_kind, same_hw};
 
 /// Largest DHCP payload we send when the client states no limit (RFC 2131:
 /// 576-byte IP datagrams minus IP and UDP headers).
@@ -54,6 +55,8 @@ pub struct EngineShared {
     pool_subnet: HashMap<u32, usize>,
     /// Published by the failover driver; None = standalone server.
     pub failover: Option<Arc<PolicyCell>>,
+    /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
+    trust: RelayTrust,
 }
 
 impl EngineShared {
@@ -72,6 +75,7 @@ impl EngineShared {
             }
         }
         EngineShared {
+            trust: RelayTrust::new(&config),
             config,
             table,
             server_id,
@@ -146,6 +150,15 @@ pub enum Silence {
     /// A DHCPLEASEQUERY not from a relay agent (giaddr 0), or naming no
     /// address, MAC or client identifier (RFC 4388).
     LeaseQueryRefused,
+    /// A DHCPLEASEQUERY from a giaddr not in `leasequery-allow` (RFC 4388 §6).
+    LeaseQueryNotAllowed,
+    /// A relayed message whose giaddr is not a trusted relay agent.
+    UntrustedRelay,
+    /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
+    RelayInfoFromClient,
+    /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
+    /// client's own bound address, from its hardware address (RELEASE: from that address).
+    Unproven,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -180,6 +193,9 @@ pub struct Engine {
     /// Option 82 of the message being handled, stored with the binding so
     /// binding updates can carry it (first 23 bytes; byte 0 = length).
     relay_info: [u8; 24],
+    /// The message's chaddr is the hardware address of the binding its reply announces, so
+    /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
+    hw_is_bindings: bool,
 }
 
 impl Engine {
@@ -195,6 +211,7 @@ impl Engine {
             pol: None,
             admission: Admission::Serve,
             relay_info: [0; 24],
+            hw_is_bindings: true,
         }
     }
 
@@ -225,7 +242,7 @@ impl Engine {
         if msg.op() != wire::OP_BOOTREQUEST {
             return self.silent(&st.not_request, Silence::NotRequest);
         }
-        let sum = match msg.summary() {
+        let mut sum = match msg.summary() {
             Ok(s) => s,
             Err(_) => return self.silent(&st.malformed, Silence::Malformed),
         };
@@ -233,6 +250,30 @@ impl Engine {
             // BOOTP is refused (carrier deployments assign by DHCP only).
             return self.silent(&st.not_request, Silence::NotRequest);
         };
+        // Who sent it, before anything reads giaddr or relay data (`trust.rs`).
+        match self.shared.trust.screen(kind, msg.giaddr(), &mut sum) {
+            Ok(stripped) => {
+                if stripped.relay_info {
+                    EngineStats::inc(&st.relay_info_from_client_stripped);
+                }
+                if stripped.subnet_selection {
+                    EngineStats::inc(&st.subnet_selection_from_client_ignored);
+                }
+            }
+            Err(Refusal::UntrustedRelay) => {
+                return self.silent(&st.untrusted_relay, Silence::UntrustedRelay)
+            }
+            Err(Refusal::RelayInfoFromClient) => {
+                return self.silent(
+                    &st.relay_info_from_client_dropped,
+                    Silence::RelayInfoFromClient,
+                )
+            }
+            Err(Refusal::LeaseQueryNotAllowed) => {
+                EngineStats::inc(&st.leasequeries);
+                return self.silent(&st.leasequery_not_allowed, Silence::LeaseQueryNotAllowed);
+            }
+        }
         // A leasequery only reads the table: every failover state and every
         // load-balancing bucket answers it, so it goes before admission.
         if kind == MessageType::LeaseQuery {
@@ -249,6 +290,9 @@ impl Engine {
             }
         }
         self.relay_info = [0; 24];
+        // A binding without a record (a reservation outside the pools) is keyed by the
+        // hardware address itself unless the client sent a client id.
+        self.hw_is_bindings = sum.client_id.is_none();
         if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
             self.relay_info[0] = ri.len() as u8;
             self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
@@ -262,8 +306,8 @@ impl Engine {
                 EngineStats::inc(&st.requests);
                 self.request(now, meta, &msg, &sum, &key, out)
             }
-            MessageType::Decline => self.decline(now, &sum, &key),
-            MessageType::Release => self.release(now, &msg, &sum, &key),
+            MessageType::Decline => self.decline(now, &msg, &sum, &key),
+            MessageType::Release => self.release(now, meta, &msg, &sum, &key),
             MessageType::Inform => self.inform(meta, &msg, &sum, out),
             _ => self.silent(&st.not_request, Silence::NotRequest),
         }
@@ -349,8 +393,9 @@ impl Engine {
     }
 
     /// Notes a change whose loss in a crash is harmless: an offer (or its
-    /// withdrawal). A lost offer only means the client's REQUEST finds the
-    /// address free and takes it then, so OFFERs need not wait for a flush.
+    /// withdrawal). A lost offer only means the client's REQUEST is NAKed (it
+    /// was not offered, as far as the table knows) and the client starts
+    /// over with a DISCOVER, so OFFERs need not wait for a flush.
     fn record_volatile_change(&mut self, slot: Slot) {
         self.changed.push(slot);
     }
@@ -381,17 +426,12 @@ impl Engine {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
-            Some(bind_granted(
-                l,
-                key,
-                msg,
-                state,
-                now,
-                desired,
-                hold,
-                pol.as_ref(),
-                &relay,
-            ))
+            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &relay);
+            Some((secs, same_hw(l, msg)))
+        });
+        let r = r.map(|(secs, hw)| {
+            self.hw_is_bindings = hw;
+            secs
         });
         if r.is_some() {
             if state == LeaseState::Offered {

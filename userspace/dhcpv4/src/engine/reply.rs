@@ -119,10 +119,13 @@ impl Engine {
             }
             _ => EngineStats::inc(&st.acks),
         }
-        Decision::Reply {
-            len,
-            kind,
-            to: Delivery::of_reply(msg, yiaddr, ciaddr),
+        let mut to = Delivery::of_reply(msg, yiaddr, ciaddr);
+        if matches!(to, Delivery::ToClient { .. }) && !self.hw_is_bindings {
+            // Not the binding's hardware address: never unicast there (nor, in UDP mode,
+            // install a neighbour entry that would send the address's traffic to that host).
+            EngineStats::inc(&st.reply_hw_not_bindings);
+            to = Delivery::Broadcast;
         }
+        Decision::Reply { len, kind, to }
     }
 }
