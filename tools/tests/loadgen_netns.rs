@@ -1,13 +1,13 @@
 //! End-to-end tests of `xdhcp-loadgen` in network namespaces, against the
 //! real xdhcpd, against Kea (when installed), and against a planted-duplicate
-//! server. Root only (see `common/require.rs` when root, the eBPF object or Kea is missing).
+//! server. Root only (see `userspace/tests/common/require.rs` when root, the eBPF object or Kea is missing).
 //!
 //! Every test builds its own namespace pair (names carry the pid and a tag),
 //! and tears it down through Drop guards, also when an assertion fails.
 //! The tests take a shared lock: on a 2-core machine, two busy-polling load
 //! generators at once would only measure each other.
 
-#[path = "common/require.rs"]
+#[path = "../../userspace/tests/common/require.rs"]
 mod require;
 
 use std::net::Ipv4Addr;

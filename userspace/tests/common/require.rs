@@ -1,7 +1,7 @@
 //! What a test needs from the machine, and the one policy when it is missing.
 //!
-//! Include with `#[path = "common/require.rs"] mod require;` (`tools/tests/common/` has the
-//! tools tests' copy; keep the two the same). A test that needs root (network namespaces,
+//! Include with `#[path = "common/require.rs"] mod require;` (the tools tests include this
+//! same file by path). A test that needs root (network namespaces,
 //! veth, XDP, AF_XDP), a build output such as the eBPF object, or a Debian program (dhcpd,
 //! kea-dhcp4, perfdhcp, udhcpc, dhclient, tcpdump, ...) starts with
 //!
