@@ -40,6 +40,8 @@
 //! | `option_82_sub_overrun` | relayed, option 82 sub-option longer than option 82 | `engine.malformed` | no |
 //! | `option_82_link_selection_bad` | option 82 link-selection of 3 bytes | `engine.malformed` | no |
 //! | `option_82_oversized` | relayed, 255-byte option 82 of valid sub-options | (answered via the relay) | yes |
+//! | `option_82_from_client` | option 82 with giaddr 0 (RFC 3046 §2.1) | `engine.relay_info_from_client_dropped` | no |
+//! | `option_82_untrusted_relay` | relayed with option 82 by a giaddr that is no trusted relay | `engine.untrusted_relay` | no |
 //! | `ipv6_ext_chain_to_547` | IPv6 hop-by-hop + dest-opts + routing, UDP to 547 | `xdp.passed` (DHCPv6 not steered) | no |
 //! | `ipv6_ext_chain_too_long` | seven destination-options headers, UDP to 547 | `xdp.malformed` | no |
 //! | `ipv6_ext_header_cut` | hop-by-hop header claiming 64 bytes, then (cut) dest-opts | `xdp.malformed` | no |
@@ -537,11 +539,16 @@ fn dhcp_option_kinds() -> Vec<Kind> {
 
 /// A relayed DISCOVER (from RELAY, giaddr RELAY, to the server on port 67) with option 82.
 fn relayed(o82: &[u8]) -> Vec<u8> {
+    relayed_by(RELAY, o82)
+}
+
+/// A DISCOVER relayed by `relay` (giaddr and IP source) with option 82.
+fn relayed_by(relay: Ipv4Addr, o82: &[u8]) -> Vec<u8> {
     let mut o = vec![53, 1, 1, 82, o82.len() as u8];
     o.extend_from_slice(o82);
     o.push(255);
-    let payload = dhcp(1, KIND_XID, RELAY, &[], &[], &o);
-    eth(&[], 0x0800, &ipv4_udp(RELAY, SRV, 67, &[], &payload))
+    let payload = dhcp(1, KIND_XID, relay, &[], &[], &o);
+    eth(&[], 0x0800, &ipv4_udp(relay, SRV, 67, &[], &payload))
 }
 
 fn option_82_kinds() -> Vec<Kind> {
@@ -567,6 +574,25 @@ fn option_82_kinds() -> Vec<Kind> {
             relayed(&link_bad),
         ),
         answered("option_82_oversized", relayed(&big)),
+        // Option 82 added by the client itself (giaddr 0): RFC 3046 §2.1.
+        dropped(
+            "option_82_from_client",
+            "engine.relay_info_from_client_dropped",
+            client_frame(&dhcp(
+                1,
+                KIND_XID,
+                Ipv4Addr::UNSPECIFIED,
+                &[],
+                &[],
+                &opts(&[(53, &[1]), (82, &[1, 2, 0xaa, 0xbb])]),
+            )),
+        ),
+        // A giaddr that selects no subnet: not a trusted relay.
+        dropped(
+            "option_82_untrusted_relay",
+            "engine.untrusted_relay",
+            relayed_by(Ipv4Addr::new(192, 0, 2, 1), &[1, 2, 0xaa, 0xbb]),
+        ),
     ]
 }
 
@@ -923,6 +949,8 @@ const WATCHED: &[&str] = &[
     ENGINE_MALFORMED,
     "engine.not_request",
     "engine.no_subnet",
+    "engine.relay_info_from_client_dropped",
+    "engine.untrusted_relay",
     "engine.discovers",
     "engine.offers",
     "engine.acks",
