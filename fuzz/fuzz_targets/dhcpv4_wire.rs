@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(sum) = m.summary() {
         // A reply written from this request must parse again.
         let mut out = [0u8; 1500];
-        let limit = sum.max_message_size.map_or(548, |s| usize::from(s));
+        let limit = sum.max_message_size.map_or(548, usize::from);
         if let Ok(mut w) = ReplyWriter::new(&mut out, &m, limit) {
             let _ = w.option(opt::MESSAGE_TYPE, &[2]);
             if let Some(ri) = sum.relay_agent_info {
