@@ -17,8 +17,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lease_store::{LeaseTable, Slot};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
-    build, frame_around, free_slots, in_chunks, request_addrs, set_client_at, Built, EngineFixture,
-    Req, FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
+    build, frame_around, free_slots, in_chunks, patch_payload, request_addrs, set_client_in_frame,
+    Built, EngineFixture, Req, FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
 use xdhcpd_dhcpv4::wire::MessageType;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
@@ -214,7 +214,7 @@ fn engine_benches(c: &mut Criterion) {
                 let t = Instant::now();
                 for _ in 0..n {
                     umem[..dlen].copy_from_slice(&dframe[..dlen]);
-                    set_client_at(&mut umem, off, dtpl.cid_mac_at, next_client);
+                    set_client_in_frame(&mut umem, off, dtpl.cid_mac_at, next_client);
                     next_client += 1;
                     let r = resp.answer(black_box(&mut umem), dlen, &mut |m, p, o| {
                         engine.handle(NOW, m, p, o)
@@ -244,8 +244,8 @@ fn engine_benches(c: &mut Criterion) {
                     let now = NOW + 1 + (turn / RENEW_CLIENTS) as u32;
                     turn += 1;
                     umem[..rlen].copy_from_slice(&rframe[..rlen]);
-                    set_client_at(&mut umem, off, rtpl.cid_mac_at, client);
-                    umem[off + 12..off + 16].copy_from_slice(&ip);
+                    set_client_in_frame(&mut umem, off, rtpl.cid_mac_at, client);
+                    patch_payload(&mut umem, off, 12, &ip);
                     let r = resp.answer(black_box(&mut umem), rlen, &mut |m, p, o| {
                         engine.handle(now, m, p, o)
                     });
@@ -277,7 +277,7 @@ fn engine_benches(c: &mut Criterion) {
                 let t = Instant::now();
                 for _ in 0..n {
                     umem[..dlen].copy_from_slice(&dframe[..dlen]);
-                    set_client_at(&mut umem, off, dtpl.cid_mac_at, next_client);
+                    set_client_in_frame(&mut umem, off, dtpl.cid_mac_at, next_client);
                     if resp
                         .answer(&mut umem, dlen, &mut |m, p, o| engine.handle(NOW, m, p, o))
                         .is_some()
@@ -294,8 +294,8 @@ fn engine_benches(c: &mut Criterion) {
                 let mut acks = 0u64;
                 for &(client, ip) in &batch {
                     umem[..slen].copy_from_slice(&sframe[..slen]);
-                    set_client_at(&mut umem, off, stpl.cid_mac_at, client);
-                    umem[off + sel_at..off + sel_at + 4].copy_from_slice(&ip);
+                    set_client_in_frame(&mut umem, off, stpl.cid_mac_at, client);
+                    patch_payload(&mut umem, off, sel_at, &ip);
                     acks += u64::from(
                         resp.answer(&mut umem, slen, &mut |m, p, o| engine.handle(NOW, m, p, o))
                             .is_some(),

@@ -137,6 +137,57 @@ pub fn set_client_at(buf: &mut [u8], base: usize, cid_mac_at: usize, n: u64) {
     buf[base + cid_mac_at..base + cid_mac_at + 6].copy_from_slice(&mac);
 }
 
+/// [`set_client_at`] on a whole frame (DHCP payload at `off`), keeping its UDP checksum right
+/// the way a sender filling a template would (see [`patch_payload`]).
+pub fn set_client_in_frame(frame: &mut [u8], off: usize, cid_mac_at: usize, n: u64) {
+    let mac = client_mac(n);
+    patch_payload(frame, off, 4, &(n as u32).to_be_bytes());
+    patch_payload(frame, off, 28, &mac);
+    patch_payload(frame, off, cid_mac_at, &mac);
+}
+
+/// Writes `new` at `at` in the UDP payload of an IPv4 frame (payload at `off`, the UDP
+/// checksum just before it) and updates the checksum incrementally (RFC 1624), so the server's
+/// checksum check passes and stays in the measured cost while the patch costs a few
+/// instructions.
+pub fn patch_payload(frame: &mut [u8], off: usize, at: usize, new: &[u8]) {
+    let pos = off + at;
+    // The payload starts 8 bytes into the UDP header: `at`'s parity is the word alignment.
+    let odd = at % 2 == 1;
+    let old = word_sum(&frame[pos..pos + new.len()], odd);
+    frame[pos..pos + new.len()].copy_from_slice(new);
+    let check = u16::from_be_bytes([frame[off - 2], frame[off - 1]]);
+    if check == 0 {
+        return; // no checksum
+    }
+    // HC' = ~(~HC + ~m + m')
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(word_sum(new, odd));
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[off - 2..off].copy_from_slice(&c.to_be_bytes());
+}
+
+/// One's complement sum of `b` as 16-bit words; `odd`: `b[0]` is the low byte of a word.
+fn word_sum(b: &[u8], odd: bool) -> u16 {
+    let mut sum = 0u32;
+    for (i, &x) in b.iter().enumerate() {
+        sum += if (i % 2 == 1) != odd {
+            u32::from(x)
+        } else {
+            u32::from(x) << 8
+        };
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 /// Builds the DHCP payload of `r`: options 53, 61, (50, 54), 57, 55 (11
 /// codes), 60, 12, 82 (circuit and remote id) when relayed, END, padded to
 /// 300 bytes as real clients do.
@@ -347,6 +398,7 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use xdhcpd_dhcpv4::wire::{Message, MessageType};
+    use xdhcpd_io::frame::RxFrame;
 
     #[test]
     fn built_requests_parse_with_both_parsers() {
@@ -377,6 +429,20 @@ mod tests {
             let rx = xdhcpd_io::frame::RxFrame::parse(&f[..n]).unwrap();
             assert_eq!(rx.payload, &d.bytes[..]);
             assert_eq!(rx.vlan_tags(), tags);
+        }
+    }
+
+    #[test]
+    fn patched_frames_keep_a_valid_udp_checksum() {
+        let r = Req::discover(0);
+        let tpl = build(&r);
+        let (mut f, n) = frame_around(&tpl.bytes, &[], &request_addrs(&r)).expect("frame");
+        let off = FrameLayout::new(0).payload_offset();
+        for client in [1u64, 2, 0xfedc_ba98, 77] {
+            set_client_in_frame(&mut f, off, tpl.cid_mac_at, client);
+            patch_payload(&mut f, off, 12, &[10, 0, client as u8, 1]);
+            patch_payload(&mut f, off, 13, &[0xab]);
+            assert!(RxFrame::parse(&f[..n]).is_ok(), "client {client}");
         }
     }
 }

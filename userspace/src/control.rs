@@ -248,17 +248,22 @@ fn serve_one(s: UnixStream, handler: &Handler) -> anyhow::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        let resp = if line.len() > MAX_LINE {
-            Response::error(format!("request longer than {MAX_LINE} bytes"))
-        } else {
-            match serde_json::from_str::<Request>(line.trim()) {
-                Ok(req) => handler(req),
-                Err(e) => Response::error(format!("bad request {:?}: {e}", line.trim())),
-            }
-        };
+        let resp = respond(&line, handler);
         let mut out = serde_json::to_vec(&resp)?;
         out.push(b'\n');
         w.write_all(&out)?;
+    }
+}
+
+/// The response to one request line: the handler's answer to a valid request, else an error
+/// naming what was wrong (also what the control-socket fuzz target drives).
+pub fn respond(line: &str, handler: &Handler) -> Response {
+    if line.len() > MAX_LINE {
+        return Response::error(format!("request longer than {MAX_LINE} bytes"));
+    }
+    match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => handler(req),
+        Err(e) => Response::error(format!("bad request {:?}: {e}", line.trim())),
     }
 }
 

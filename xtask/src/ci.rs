@@ -1,18 +1,22 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure:
 //! setup, fmt, clippy, eBPF build, daemon build (object embedded), all tests
-//! (namespace tests included: CI runs as root).
+//! (namespace tests included: CI runs as root), then every fuzz target for a short time box.
 
 use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{build, ebpf, setup, util};
+use crate::{build, ebpf, fuzz, setup, util};
 
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
     /// Skip `cargo xtask setup`.
     #[arg(long)]
     pub no_setup: bool,
+    /// Seconds each fuzz target runs after the tests (0 skips fuzzing). Seven targets at 20 s
+    /// plus their first build keep this step within about five minutes.
+    #[arg(long, default_value_t = 20)]
+    pub fuzz_seconds: u64,
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -26,13 +30,15 @@ pub fn ci(args: &CiArgs) -> Result<()> {
         setup::setup(&setup::SetupArgs { no_apt: false })?;
     }
     cargo(&["fmt", "--all", "--check"])?;
-    let ebpf_manifest = util::repo_root().join("ebpf/xdhcpd-ebpf/Cargo.toml");
-    cargo(&[
-        "fmt",
-        "--check",
-        "--manifest-path",
-        &ebpf_manifest.to_string_lossy(),
-    ])?;
+    for manifest in ["ebpf/xdhcpd-ebpf/Cargo.toml", "fuzz/Cargo.toml"] {
+        let manifest = util::repo_root().join(manifest);
+        cargo(&[
+            "fmt",
+            "--check",
+            "--manifest-path",
+            &manifest.to_string_lossy(),
+        ])?;
+    }
     cargo(&[
         "clippy",
         "--workspace",
@@ -49,6 +55,12 @@ pub fn ci(args: &CiArgs) -> Result<()> {
         .env("XDHCPD_BIN", &daemon)
         .current_dir(util::repo_root());
     util::run(&mut c)?;
+    if args.fuzz_seconds > 0 {
+        fuzz::fuzz(&fuzz::FuzzArgs {
+            seconds: args.fuzz_seconds,
+            targets: Vec::new(),
+        })?;
+    }
     println!("ci: all checks passed");
     Ok(())
 }

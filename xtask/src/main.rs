@@ -6,6 +6,7 @@ mod build;
 mod ci;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod netns;
 mod run;
 mod setup;
@@ -39,8 +40,11 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// End-to-end benchmark: raw ceiling, xdhcpd (XDP, UDP), Kea and ISC dhcpd over one veth pair.
     Bench(bench::BenchArgs),
-    /// Everything CI checks: setup, fmt, clippy, eBPF build, all tests (namespace tests too).
+    /// Everything CI checks: setup, fmt, clippy, eBPF build, all tests (namespace tests too),
+    /// then every fuzz target for a short time box.
     Ci(ci::CiArgs),
+    /// Run the cargo-fuzz targets (fuzz/) for N seconds each; fails on a crash.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,5 +56,6 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => demo::demo(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Ci(args) => ci::ci(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
     }
 }

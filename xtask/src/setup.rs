@@ -36,12 +36,16 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).
 const BPF_LINKER_VERSION: &str = "~0.13";
 
+/// cargo-fuzz versions verified with our nightly (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "~0.13";
+
 /// How long to wait for a `cargo install bpf-linker` started by someone else.
 const CONCURRENT_INSTALL_WAIT: Duration = Duration::from_secs(15 * 60);
 
 pub fn setup(args: &SetupArgs) -> Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     if args.no_apt {
         println!("debian packages: skipped (--no-apt)");
     } else {
@@ -84,6 +88,32 @@ fn nightly_with_rust_src() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// cargo-fuzz for `cargo xtask fuzz` (runs under the nightly toolchain).
+fn cargo_fuzz() -> Result<()> {
+    let rustup = util::rustup()?;
+    let version = |r: &Path| {
+        util::output(Command::new(r).args(["run", NIGHTLY, "cargo", "fuzz", "--version"]))
+            .ok()
+            .map(|v| v.trim().to_owned())
+    };
+    if let Some(v) = version(&rustup) {
+        println!("cargo-fuzz: present ({v})");
+        return Ok(());
+    }
+    println!("cargo-fuzz: installing (about a minute)");
+    let mut cmd = Command::new(util::cargo());
+    cmd.args(["install", "cargo-fuzz", "--locked", "--version"])
+        .arg(CARGO_FUZZ_VERSION);
+    util::run(&mut cmd)?;
+    match version(&rustup) {
+        Some(v) => {
+            println!("cargo-fuzz: installed ({v})");
+            Ok(())
+        }
+        None => bail!("cargo-fuzz was installed but `cargo +{NIGHTLY} fuzz --version` fails; is ~/.cargo/bin on PATH?"),
+    }
 }
 
 fn bpf_linker_version() -> Option<String> {

@@ -20,8 +20,8 @@ use std::time::Instant;
 use dhcproto::{v4, Decodable, Decoder};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
-    build, frame_around, request_addrs, set_client_at, EngineFixture, Req, FRAME_SIZE, NOW, RELAY,
-    SERVER_ID, SERVER_MAC,
+    build, frame_around, patch_payload, request_addrs, set_client_in_frame, EngineFixture, Req,
+    FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
 use xdhcpd_dhcpv4::wire::Message;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
@@ -165,9 +165,9 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
             let t = Instant::now();
             let ok = timed_loop(n, &mut |i| {
                 out[..len].copy_from_slice(&frame[..len]);
-                set_client_at(&mut out, off, tpl.cid_mac_at, base + i);
+                set_client_in_frame(&mut out, off, tpl.cid_mac_at, base + i);
                 if renew {
-                    out[off + 12..off + 16].copy_from_slice(&ips[i as usize]);
+                    patch_payload(&mut out, off, 12, &ips[i as usize]);
                 }
                 resp.answer(&mut out, len, &mut |m, p, o| {
                     engine.handle(NOW + 5, m, p, o)

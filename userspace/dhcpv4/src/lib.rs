@@ -26,6 +26,8 @@ mod engine_tests;
 #[cfg(test)]
 mod failover_tests;
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod leasequery_tests;
 #[cfg(test)]
 mod relay_trust_tests;

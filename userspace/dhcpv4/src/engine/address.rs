@@ -69,7 +69,11 @@ impl Engine {
                 // bounded retries keep the per-packet cost bounded.
                 for _ in 0..16 {
                     match table.allocate_if(pool_id, self.shard, now, owner, |l| {
-                        if !may_take(l, key, now, pol.as_ref()) {
+                        // A reserved address back on a free list after its client's
+                        // binding ended: refused (it returns to the list's tail).
+                        if !may_take(l, key, now, pol.as_ref())
+                            || self.shared.reserved_for_other(l.addr, key)
+                        {
                             return None;
                         }
                         Some(bind_granted(

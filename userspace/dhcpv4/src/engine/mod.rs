@@ -51,6 +51,9 @@ pub struct EngineShared {
     pub server_id: Ipv4Addr,
     /// Reservations: client key -> (subnet index, address).
     reservations: HashMap<ClientKey, (usize, Ipv4Addr)>,
+    /// The same by address: nobody else may take a reserved address, whatever its record
+    /// says (free, or expired / released after the reserved client's binding ended).
+    reserved_addrs: HashMap<Ipv4Addr, ClientKey>,
     /// Pool id -> subnet index.
     pool_subnet: HashMap<u32, usize>,
     /// Published by the failover driver; None = standalone server.
@@ -74,12 +77,14 @@ impl EngineShared {
                 reservations.insert(reservation_key(&r.key), (s.index, r.ip));
             }
         }
+        let reserved_addrs = reservations.iter().map(|(k, &(_, ip))| (ip, *k)).collect();
         EngineShared {
             trust: RelayTrust::new(&config),
             config,
             table,
             server_id,
             reservations,
+            reserved_addrs,
             pool_subnet,
             failover: None,
         }
@@ -89,6 +94,12 @@ impl EngineShared {
     pub fn with_failover(mut self, cell: Arc<PolicyCell>) -> Self {
         self.failover = Some(cell);
         self
+    }
+
+    /// Whether `addr` is reserved for a client other than `key`.
+    #[inline]
+    fn reserved_for_other(&self, addr: Ipv4Addr, key: &ClientKey) -> bool {
+        !self.reserved_addrs.is_empty() && self.reserved_addrs.get(&addr).is_some_and(|k| k != key)
     }
 
     /// Marks reserved addresses that lie inside pools so allocation never
@@ -420,6 +431,12 @@ impl Engine {
         desired: u32,
         hold: u32,
     ) -> Option<u32> {
+        if self
+            .shared
+            .reserved_for_other(self.shared.table.addr_of(slot), key)
+        {
+            return None;
+        }
         let pol = self.pol;
         let relay = self.relay_info;
         let (r, changed) = self.shared.table.update_tracked(slot, |l| {
