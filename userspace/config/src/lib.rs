@@ -14,6 +14,7 @@ mod error;
 mod failover;
 mod net;
 mod options;
+mod ratelimit;
 mod reader;
 mod schema;
 #[cfg(test)]
@@ -24,9 +25,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, Position};
-pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
+pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
+pub use ratelimit::RateLimitConfig;
 
 /// The example configuration used by `cargo xtask demo` when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
@@ -64,6 +66,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The failover relationship, if `[failover]` is present.
     pub failover: Option<FailoverConfig>,
+    /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
+    pub rate_limit: RateLimitConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after

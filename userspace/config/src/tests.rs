@@ -577,7 +577,7 @@ const SUBNET: &str =
 #[test]
 fn failover_section_defaults_and_values() {
     let text = format!(
-        "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\n\n{SUBNET}"
+        "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\nauth-key-file = \"/etc/xdhcpd/fo.key\"\n\n{SUBNET}"
     );
     let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let f = cfg.failover.expect("failover section");
@@ -586,6 +586,13 @@ fn failover_section_defaults_and_values() {
     assert_eq!(f.port, 647);
     assert_eq!(f.peer_port, 647);
     assert_eq!(f.mclt, 600);
+    assert_eq!(f.partner_software, PartnerSoftware::Xdhcpd);
+    assert_eq!(
+        f.auth_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/xdhcpd/fo.key"))
+    );
+    // The MCLT bounds default around the configured MCLT.
+    assert_eq!((f.partner_mclt_min, f.partner_mclt_max), (300, 86_400));
     assert_eq!(f.split, Some(128));
     assert_eq!(f.poll_interval, 10);
     assert_eq!(f.poll_timeout, 60);
@@ -637,7 +644,7 @@ fn failover_section_errors_are_positioned() {
     );
 }
 
-const FAILOVER_PRIMARY: &str = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nbackup-pct = 30\n\n";
+const FAILOVER_PRIMARY: &str = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nbackup-pct = 30\npartner-software = \"isc-dhcpd\"\n\n";
 
 #[test]
 fn scope_balance_values_override_per_pool() {
@@ -676,12 +683,12 @@ fn scope_balance_errors_are_positioned() {
     );
     let joined = error_lines(&text).join("\n");
     assert!(
-        joined.contains("t.toml:13:14: subnet[0].backup-pct: 101 is out of range"),
+        joined.contains("t.toml:14:14: subnet[0].backup-pct: 101 is out of range"),
         "{joined}"
     );
     assert!(
         joined.contains(
-            "t.toml:14:30: subnet[0].backup-allocation-boundary: 10.0.0.30 is outside the subnet's pools (10.0.0.10-10.0.0.20)"
+            "t.toml:15:30: subnet[0].backup-allocation-boundary: 10.0.0.30 is outside the subnet's pools (10.0.0.10-10.0.0.20)"
         ),
         "{joined}"
     );
@@ -786,4 +793,38 @@ fn relay_trust_errors_are_positioned() {
             "t.toml:4:24: server.untrusted-relay-info: `keep` is not one of: drop, strip",
         ]
     );
+}
+
+#[test]
+fn failover_auth_key_is_required_for_an_xdhcpd_partner() {
+    let text = format!(
+        "{SERVER}[failover]\nrole = \"secondary\"\nname = \"pair\"\naddress = \"10.88.0.2\"\npeer-address = \"10.88.0.1\"\nmclt = 30\n\n{SUBNET}"
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(joined.contains("set auth-key-file"), "{joined}");
+    // ISC dhcpd has no authentication: plain TCP is then accepted, and short MCLTs bound
+    // the partner's at the configured one.
+    let isc = text.replace("mclt = 30\n", "mclt = 30\npartner-software = \"isc-dhcpd\"\n");
+    let cfg = parse(&isc, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let f = cfg.failover.expect("failover");
+    assert_eq!(f.partner_software, PartnerSoftware::IscDhcpd);
+    assert_eq!(f.partner_mclt_min, 30);
+    let bad = isc.replace("mclt = 30\n", "mclt = 30\npartner-mclt-min = 900\npartner-mclt-max = 600\n");
+    let joined = error_lines(&bad).join("\n");
+    assert!(joined.contains("partner-mclt-min 900 exceeds partner-mclt-max 600"), "{joined}");
+}
+
+#[test]
+fn ratelimit_section_reads_rates_and_bursts() {
+    let text = format!("{SERVER}[rate-limit]\nclient-rate = 10\nrelay-rate = 5000\nrelay-burst = 0\n\n{SUBNET}");
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.rate_limit;
+    assert_eq!((r.client_rate, r.client_burst), (10, 10), "burst defaults to 1 s worth");
+    assert_eq!((r.relay_rate, r.relay_burst), (5000, 1), "a burst of 0 admits one");
+    assert!(r.any());
+    let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!none.rate_limit.any(), "no limit by default");
+    let joined = error_lines(&format!("{SERVER}[rate-limit]\nclient-rat = 1\nrelay-rate = -1\n\n{SUBNET}")).join("\n");
+    assert!(joined.contains("client-rat"), "{joined}");
+    assert!(joined.contains("relay-rate"), "{joined}");
 }

@@ -85,6 +85,8 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.backup_pct = c.backup_pct;
     e.rebind_limit = c.rebind_limit;
     e.failover_recover = c.failover_recover;
+    e.partner_mclt_min = c.partner_mclt_min;
+    e.partner_mclt_max = c.partner_mclt_max;
     // Well above NTP-disciplined clock offsets, but a small fraction of a short MCLT (tests and
     // labs run MCLTs of seconds).
     e.expiry_grace = DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);

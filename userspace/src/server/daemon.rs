@@ -109,6 +109,28 @@ fn open_xdp(
             .set_partners(&[f.peer_address])
             .with_context(|| format!("allowing failover peer {} in XDP", f.peer_address))?;
     }
+    let rl = cfg.rate_limit;
+    if rl.any() {
+        let (client_interval_ns, client_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.client_rate, rl.client_burst);
+        let (relay_interval_ns, relay_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.relay_rate, rl.relay_burst);
+        steering
+            .set_rate_limits(xdhcpd_common::RateLimitConfig {
+                client_interval_ns,
+                client_tau_ns,
+                relay_interval_ns,
+                relay_tau_ns,
+            })
+            .context("writing the rate limits into the XDP program")?;
+        tracing::info!(
+            "rate limits in XDP: per client {}/s (burst {}), per relay {}/s (burst {}); 0 = off",
+            rl.client_rate,
+            rl.client_burst,
+            rl.relay_rate,
+            rl.relay_burst
+        );
+    }
     let mut sockets = Vec::new();
     for q in 0..queues {
         let mut xc = XskConfig::new(iface.name.clone(), q);
@@ -139,6 +161,12 @@ fn open_data_path(
     object: Option<&Path>,
 ) -> anyhow::Result<DataPath> {
     let udp = || {
+        if cfg.rate_limit.any() {
+            tracing::warn!(
+                "[rate-limit] is enforced by the XDP program only: kernel UDP mode serves \
+                 without it"
+            );
+        }
         UdpIo::open(&iface.name, DHCPV4_SERVER_PORT)
             .map(DataPath::Udp)
             .context("opening the UDP fallback socket")

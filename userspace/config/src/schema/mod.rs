@@ -23,7 +23,7 @@ use server::read_server;
 use subnet::read_subnet;
 use times::{check_times, read_times, TimeKeys};
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover"];
+pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover", "rate-limit"];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -141,6 +141,12 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             .and_then(|t| crate::failover::read_failover(&mut errs, &t))
     });
 
+    let rate_limit = root
+        .get("rate-limit")
+        .and_then(|f| Table::open(&mut errs, &f, crate::ratelimit::RATE_LIMIT_KEYS))
+        .map(|t| crate::ratelimit::read_rate_limit(&mut errs, &t))
+        .unwrap_or_default();
+
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
@@ -200,6 +206,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             Ok(Config {
                 server,
                 failover,
+                rate_limit,
                 lease,
                 subnets,
                 source: PathBuf::from(source),

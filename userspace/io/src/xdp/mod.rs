@@ -28,7 +28,8 @@ use aya::{
     Ebpf,
 };
 use xdhcpd_common::{
-    PartnerKey, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_XSKS,
+    PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS,
+    MAP_PARTNERS, MAP_RATE_LIMITS, MAP_XSKS,
 };
 
 pub use counters::Counters;
@@ -94,6 +95,8 @@ pub struct XdpSteering {
     partners: HashMap<MapData, PartnerKey, u32>,
     /// max_entries of `partners`, if the kernel told us.
     partners_capacity: Option<u32>,
+    /// The rate-limit settings (`ratelimit.rs` in the program).
+    rate_limits: Array<MapData, RateLimitConfig>,
     ebpf: Ebpf,
 }
 
@@ -137,6 +140,8 @@ impl XdpSteering {
         };
         let partners: HashMap<MapData, PartnerKey, u32> =
             typed_map(partners_map, &origin, MAP_PARTNERS)?;
+        let rate_limits: Array<MapData, RateLimitConfig> =
+            take_map(&mut ebpf, &origin, MAP_RATE_LIMITS)?;
         if counters.len() < COUNTER_COUNT {
             return Err(XdpError::MapType {
                 origin,
@@ -173,6 +178,7 @@ impl XdpSteering {
             current: cfg,
             partners,
             partners_capacity,
+            rate_limits,
             ebpf,
         })
     }
@@ -223,6 +229,14 @@ impl XdpSteering {
         }
         tracing::debug!(ifname = %self.ifname, partners = wanted.len(), "failover partners set");
         Ok(())
+    }
+
+    /// Sets the per-client and per-relay token buckets (takes effect for the next frame;
+    /// all zero = no limit, the state after attach).
+    pub fn set_rate_limits(&mut self, limits: RateLimitConfig) -> Result<(), XdpError> {
+        self.rate_limits.set(0, limits, 0).map_err(|source| {
+            self.map_error(MAP_RATE_LIMITS, "writing the rate limits", source)
+        })
     }
 
     /// Replaces the program's configuration (takes effect for the next frame).
