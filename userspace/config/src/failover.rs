@@ -268,7 +268,9 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         }),
     };
     if partner_software == Some(PartnerSoftware::Xdhcpd) && auth_key_file == Some(None) {
-        let span = t.get("partner-software").map_or(t.span.clone(), |f| f.span());
+        let span = t
+            .get("partner-software")
+            .map_or(t.span.clone(), |f| f.span());
         errs.push(
             &span,
             "failover",

@@ -12,7 +12,8 @@
 use super::error::Errors;
 use super::reader::{u32_in, Table};
 
-pub(crate) const RATE_LIMIT_KEYS: &[&str] = &["client-rate", "client-burst", "relay-rate", "relay-burst"];
+pub(crate) const RATE_LIMIT_KEYS: &[&str] =
+    &["client-rate", "client-burst", "relay-rate", "relay-burst"];
 
 /// A validated `[rate-limit]` section; all zero (the default) = no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -804,27 +804,49 @@ fn failover_auth_key_is_required_for_an_xdhcpd_partner() {
     assert!(joined.contains("set auth-key-file"), "{joined}");
     // ISC dhcpd has no authentication: plain TCP is then accepted, and short MCLTs bound
     // the partner's at the configured one.
-    let isc = text.replace("mclt = 30\n", "mclt = 30\npartner-software = \"isc-dhcpd\"\n");
+    let isc = text.replace(
+        "mclt = 30\n",
+        "mclt = 30\npartner-software = \"isc-dhcpd\"\n",
+    );
     let cfg = parse(&isc, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let f = cfg.failover.expect("failover");
     assert_eq!(f.partner_software, PartnerSoftware::IscDhcpd);
     assert_eq!(f.partner_mclt_min, 30);
-    let bad = isc.replace("mclt = 30\n", "mclt = 30\npartner-mclt-min = 900\npartner-mclt-max = 600\n");
+    let bad = isc.replace(
+        "mclt = 30\n",
+        "mclt = 30\npartner-mclt-min = 900\npartner-mclt-max = 600\n",
+    );
     let joined = error_lines(&bad).join("\n");
-    assert!(joined.contains("partner-mclt-min 900 exceeds partner-mclt-max 600"), "{joined}");
+    assert!(
+        joined.contains("partner-mclt-min 900 exceeds partner-mclt-max 600"),
+        "{joined}"
+    );
 }
 
 #[test]
 fn ratelimit_section_reads_rates_and_bursts() {
-    let text = format!("{SERVER}[rate-limit]\nclient-rate = 10\nrelay-rate = 5000\nrelay-burst = 0\n\n{SUBNET}");
+    let text = format!(
+        "{SERVER}[rate-limit]\nclient-rate = 10\nrelay-rate = 5000\nrelay-burst = 0\n\n{SUBNET}"
+    );
     let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let r = cfg.rate_limit;
-    assert_eq!((r.client_rate, r.client_burst), (10, 10), "burst defaults to 1 s worth");
-    assert_eq!((r.relay_rate, r.relay_burst), (5000, 1), "a burst of 0 admits one");
+    assert_eq!(
+        (r.client_rate, r.client_burst),
+        (10, 10),
+        "burst defaults to 1 s worth"
+    );
+    assert_eq!(
+        (r.relay_rate, r.relay_burst),
+        (5000, 1),
+        "a burst of 0 admits one"
+    );
     assert!(r.any());
     let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
     assert!(!none.rate_limit.any(), "no limit by default");
-    let joined = error_lines(&format!("{SERVER}[rate-limit]\nclient-rat = 1\nrelay-rate = -1\n\n{SUBNET}")).join("\n");
+    let joined = error_lines(&format!(
+        "{SERVER}[rate-limit]\nclient-rat = 1\nrelay-rate = -1\n\n{SUBNET}"
+    ))
+    .join("\n");
     assert!(joined.contains("client-rat"), "{joined}");
     assert!(joined.contains("relay-rate"), "{joined}");
 }

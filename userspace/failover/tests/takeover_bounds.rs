@@ -83,5 +83,9 @@ fn takeover_connect_within_bounds_is_adopted() {
     let mut e = secondary();
     let out = connect_with_mclt(&mut e, 600);
     assert_eq!(reject_reason(&out), Some(0), "accepted: {out:?}");
-    assert_eq!(e.mclt(), 600, "draft-12 7.8.2: the primary's MCLT is adopted");
+    assert_eq!(
+        e.mclt(),
+        600,
+        "draft-12 7.8.2: the primary's MCLT is adopted"
+    );
 }

@@ -240,7 +240,8 @@ impl FailoverEngine {
                  partner-mclt-max)",
                 self.cfg.partner_mclt_min, self.cfg.partner_mclt_max
             );
-            self.actions.push_back(Action::Log(format!("failover: refused CONNECT: {why}")));
+            self.actions
+                .push_back(Action::Log(format!("failover: refused CONNECT: {why}")));
             return self.connect_reject(now, xid, RejectReason::InvalidMclt, &why, tls);
         }
         let hba: Option<[u8; 32]> = info.hba.as_deref().and_then(|h| h.try_into().ok());

@@ -28,8 +28,8 @@ use aya::{
     Ebpf,
 };
 use xdhcpd_common::{
-    PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS,
-    MAP_PARTNERS, MAP_RATE_LIMITS, MAP_XSKS,
+    PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
+    MAP_RATE_LIMITS, MAP_XSKS,
 };
 
 pub use counters::Counters;
@@ -234,9 +234,9 @@ impl XdpSteering {
     /// Sets the per-client and per-relay token buckets (takes effect for the next frame;
     /// all zero = no limit, the state after attach).
     pub fn set_rate_limits(&mut self, limits: RateLimitConfig) -> Result<(), XdpError> {
-        self.rate_limits.set(0, limits, 0).map_err(|source| {
-            self.map_error(MAP_RATE_LIMITS, "writing the rate limits", source)
-        })
+        self.rate_limits
+            .set(0, limits, 0)
+            .map_err(|source| self.map_error(MAP_RATE_LIMITS, "writing the rate limits", source))
     }
 
     /// Replaces the program's configuration (takes effect for the next frame).
