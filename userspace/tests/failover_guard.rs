@@ -261,3 +261,97 @@ fn auth_scenario() -> Res<()> {
     b.stop()?;
     Ok(())
 }
+
+/// Tries a TCP connection from `src` to `dst:647` for 2 s: "connected", "timeout" (SYN
+/// dropped) or "refused".
+const PROBE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind((sys.argv[1], 0))
+s.settimeout(2)
+try:
+    s.connect((sys.argv[2], 647))
+    print("probe=connected")
+except socket.timeout:
+    print("probe=timeout")
+except ConnectionRefusedError:
+    print("probe=refused")
+"#;
+
+fn probe(ns: &Netns, src: &str, dst: &str) -> Res<String> {
+    let out = output(
+        ns.command("timeout")
+            .args(["10", "python3", "-c", PROBE, src, dst]),
+    )?;
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("probe="))
+        .map(str::to_string)
+        .ok_or_else(|| format!("probe: {} {}", out.stdout, out.stderr))
+}
+
+#[test]
+fn failover_takeover_udp_mode_guard_drops_strangers() {
+    if !needs() || !require(&[Capability::Program("nft")]) {
+        return;
+    }
+    if let Err(e) = udp_guard_scenario() {
+        panic!("{e}");
+    }
+}
+
+fn udp_guard_scenario() -> Res<()> {
+    const STRANGER: &str = "10.77.0.50";
+    let bed = PairBed::new()?;
+    bed.c
+        .add_addr(&bed.lc.a, &format!("{STRANGER}/16"))
+        .map_err(|e| e.to_string())?;
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    // Only the primary runs, in kernel UDP mode; its partner's address answers nothing.
+    let s = xd_sides_with(&bed, &t, |_, c| c.replace("io = \"xdp\"", "io = \"udp\""))?;
+    let a = Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path("a.log"))?;
+    let tables = output(bed.a.command("nft").args(["list", "tables"]))?;
+    assert!(
+        tables.stdout.contains("xdhcpd_failover_647"),
+        "no guard table: {} {}\n{}",
+        tables.stdout,
+        tables.stderr,
+        a.proc.log_text()
+    );
+    // A stranger's SYN is dropped (before: accepted by the kernel, then closed by the
+    // daemon); the partner's address still reaches the listener.
+    assert_eq!(probe(&bed.c, STRANGER, A_ADDR)?, "timeout", "stranger");
+    assert_eq!(
+        probe(&bed.b, B_ADDR, A_ADDR)?,
+        "connected",
+        "partner's address"
+    );
+    let listing =
+        output(
+            bed.a
+                .command("nft")
+                .args(["list", "table", "inet", "xdhcpd_failover_647"]),
+        )?;
+    // The stranger's SYNs were counted by the IPv4 drop rule.
+    let rule = listing
+        .stdout
+        .lines()
+        .find(|l| l.contains("ip saddr != "))
+        .unwrap_or("");
+    assert!(
+        rule.contains("counter packets") && !rule.contains("counter packets 0 "),
+        "{}",
+        listing.stdout
+    );
+    a.stop()?;
+    let tables = output(bed.a.command("nft").args(["list", "tables"]))?;
+    assert!(
+        !tables.stdout.contains("xdhcpd_failover_647"),
+        "the guard outlived the daemon: {}",
+        tables.stdout
+    );
+    Ok(())
+}

@@ -1200,3 +1200,60 @@ fn xdp_ratelimit_per_client_and_per_relay() {
     );
     let _ = &bed.server;
 }
+
+/// The program's cost per DHCPv4 request with and without the rate limits, measured in the
+/// kernel with BPF_PROG_TEST_RUN (no veth, no copy: the program alone). Prints the figures
+/// for `benches/RESULTS.md`:
+/// `cargo test --release -p xdhcpd --test xdp_steering xdp_ratelimit_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand"]
+fn xdp_ratelimit_cost_per_request() {
+    if !require(&needs()) {
+        return;
+    }
+    let mut bed = guard_bed("xdpk");
+    let msg = discover_from(1, 0x01, [10, 9, 0, 1]);
+    let frame = concat(&[
+        &eth(&[], 0x0800),
+        &ipv4(5, 0, 17, 8 + msg.len()),
+        &udp(67, 67, &msg),
+    ]);
+    let repeat = 2_000_000;
+    let measure = |bed: &GuardBed, what: &str| -> f64 {
+        // Best of 5 runs: the machine is shared.
+        let best = (0..5)
+            .map(|_| bed.xdp.test_run(&frame, repeat).expect("test run").1)
+            .min()
+            .unwrap();
+        let (action, _) = bed.xdp.test_run(&frame, 1).unwrap();
+        let ns = best.as_nanos() as f64;
+        eprintln!("{what}: {ns:.0} ns per request (best of 5 x {repeat}), action {action}");
+        ns
+    };
+    let off = measure(&bed, "rate limits off");
+    let (ci, ct) = xdhcpd_common::RateLimitConfig::gcra(100_000_000, 100_000_000);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: ci,
+            client_tau_ns: ct,
+            relay_interval_ns: ci,
+            relay_tau_ns: ct,
+        })
+        .unwrap();
+    let admitted = measure(&bed, "client + relay limits on, admitted");
+    let (ci, ct) = xdhcpd_common::RateLimitConfig::gcra(1, 1);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: ci,
+            client_tau_ns: ct,
+            relay_interval_ns: 0,
+            relay_tau_ns: 0,
+        })
+        .unwrap();
+    let dropped = measure(&bed, "client limit on, dropped");
+    eprintln!(
+        "rate-limit cost: +{:.0} ns admitted, {:+.0} ns dropped (vs {off:.0} ns off)",
+        admitted - off,
+        dropped - off
+    );
+}

@@ -291,6 +291,8 @@ pub struct Daemon {
     failover: Option<Failover>,
     control: Option<ControlServer>,
     steering: Option<Box<XdpSteering>>,
+    /// `--io udp` with failover: the nftables twin of the XDP failover guard.
+    nft_guard: Option<super::nft_guard::NftGuard>,
     workers: Workers,
     /// Stops the workers, then the background threads.
     stop: Arc<AtomicBool>,
@@ -389,6 +391,7 @@ impl Daemon {
             tap: failover.as_ref().map(|f| f.tap()),
         };
         let mut workers = Workers::default();
+        let mut nft_guard = None;
         let steering = match path {
             DataPath::Xdp { steering, sockets } => {
                 for (q, sock) in sockets.into_iter().enumerate() {
@@ -399,6 +402,12 @@ impl Daemon {
                 Some(steering)
             }
             DataPath::Udp(io) => {
+                if let Some(f) = &cfg.failover {
+                    nft_guard = Some(
+                        super::nft_guard::NftGuard::install(f.port, f.peer_address)
+                            .context("the failover port needs a guard in UDP mode")?,
+                    );
+                }
                 let io = UdpDriver::new(io, local_addr);
                 workers.spawn("xdhcpd-udp".into(), 0, io, &shared)?;
                 tracing::info!(
@@ -426,6 +435,7 @@ impl Daemon {
             failover,
             control,
             steering,
+            nft_guard,
             workers,
             stop: shared.stop,
             committer,
@@ -553,6 +563,7 @@ impl Daemon {
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         drop(self.steering);
+        drop(self.nft_guard);
         Ok(())
     }
 }

@@ -54,6 +54,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "losetup" | "mount" | "umount" => "mount",
         "mkfs.ext4" => "e2fsprogs",
         "ip" => "iproute2",
+        "nft" => "nftables",
         "bash" => "bash",
         _ => "?",
     }

@@ -20,6 +20,7 @@ use std::{
     net::IpAddr,
     os::fd::RawFd,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -295,6 +296,50 @@ impl XdpSteering {
     pub fn program_id(&self) -> Option<u32> {
         let program: &Xdp = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
         program.info().ok().map(|info| info.id())
+    }
+
+    /// Runs the loaded program `repeat` times on `frame` inside the kernel
+    /// (`BPF_PROG_TEST_RUN`; no interface involved, maps and configuration as they are):
+    /// returns the XDP action of the last run and the kernel's mean time per run. For cost
+    /// measurements (`benches/RESULTS.md`).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> std::io::Result<(u32, Duration)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| std::io::Error::other("program not loaded"))?;
+        let fd = program
+            .fd()
+            .map_err(std::io::Error::other)?
+            .as_fd()
+            .as_raw_fd();
+        let size_in = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
+        // `union bpf_attr`'s `test` member: prog_fd, retval, data_size_in, data_size_out,
+        // data_in, data_out, repeat, duration, then fields left zero.
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&size_in.to_ne_bytes());
+        attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+        attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: attr is a zeroed bpf_attr prefix of the given size whose data_in points to
+        // `frame` (alive for the call, size_in bytes); data_out is null, so the kernel writes
+        // only into attr (retval, duration, data_size_out).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let word =
+            |at: usize| u32::from_ne_bytes([attr[at], attr[at + 1], attr[at + 2], attr[at + 3]]);
+        Ok((word(4), Duration::from_nanos(u64::from(word(36)))))
     }
 
     fn map_error(
