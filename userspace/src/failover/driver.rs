@@ -469,7 +469,7 @@ impl Driver {
                         drop(stream);
                         return;
                     }
-                    if !(by_primary && !self.link_by_primary) {
+                    if !by_primary || self.link_by_primary {
                         // Before the session: only the primary's replaces the secondary's.
                         tracing::info!(
                             "failover: closed the {} connection {dir} {from}: the {} \
