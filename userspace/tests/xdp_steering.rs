@@ -1098,8 +1098,28 @@ fn discover_from(xid: u32, mac: u8, giaddr: [u8; 4]) -> Vec<u8> {
     m
 }
 
+/// `m` with option 82 after option 53: circuit-id `circuit` (after a remote-id sub-option
+/// when `second`).
+fn with_circuit(mut m: Vec<u8>, circuit: &[u8], second: bool) -> Vec<u8> {
+    let remote: &[u8] = &[2, 2, b'r', b'1'];
+    let mut sub = Vec::new();
+    if second {
+        sub.extend_from_slice(remote);
+    }
+    sub.extend_from_slice(&[1, circuit.len() as u8]);
+    sub.extend_from_slice(circuit);
+    if !second {
+        sub.extend_from_slice(remote);
+    }
+    let mut opts = vec![53, 1, 1, 82, sub.len() as u8];
+    opts.extend_from_slice(&sub);
+    opts.push(255);
+    m[240..240 + opts.len()].copy_from_slice(&opts);
+    m
+}
+
 #[test]
-fn xdp_ratelimit_per_client_and_per_relay() {
+fn xdp_ratelimit_per_client_relay_and_circuit() {
     if !require(&needs()) {
         return;
     }
@@ -1119,6 +1139,26 @@ fn xdp_ratelimit_per_client_and_per_relay() {
             .unwrap()
             .expect("send DISCOVERs");
     };
+    // Relays send unicast from their own address (the relay buckets' key).
+    let send_from = |bed: &GuardBed, relay: Ipv4Addr, msgs: Vec<Vec<u8>>| {
+        bed.client
+            .run(move || -> io::Result<()> {
+                let udp4 = UdpSocket::bind((relay, 67))?;
+                for m in &msgs {
+                    udp4.send_to(m, (SRV4, 67))?;
+                }
+                Ok(())
+            })
+            .unwrap()
+            .expect("send relayed DISCOVERs");
+    };
+    const R1: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 11);
+    const R2: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 12);
+    for r in [R1, R2] {
+        bed.client
+            .add_addr(&bed.cli_if, &format!("{r}/24"))
+            .unwrap();
+    }
     let quiet = Duration::from_millis(300);
 
     // Per client: 1/s, bursts of 2. One client floods; another still gets its burst.
@@ -1129,6 +1169,7 @@ fn xdp_ratelimit_per_client_and_per_relay() {
             client_tau_ns: t,
             relay_interval_ns: 0,
             relay_tau_ns: 0,
+            ..Default::default()
         })
         .unwrap();
     let before = bed.xdp.counters().unwrap();
@@ -1153,8 +1194,9 @@ fn xdp_ratelimit_per_client_and_per_relay() {
     );
     assert_eq!(d.ratelimit_relay_dropped, 0, "{d}");
 
-    // Per relay: 1/s, bursts of 3, clients unlimited. 10 clients behind relay G1, 3 behind
-    // G2: G1's flood costs G2 nothing.
+    // Per relay: 1/s, bursts of 3, clients unlimited. 10 clients behind relay R1, 3 behind
+    // R2: R1's flood costs R2 nothing, even when R1's clients claim R2's giaddr (a relay
+    // forwards a giaddr already set unchanged): the bucket is the sender's.
     let (i, t) = xdhcpd_common::RateLimitConfig::gcra(1, 3);
     bed.xdp
         .set_rate_limits(xdhcpd_common::RateLimitConfig {
@@ -1162,23 +1204,69 @@ fn xdp_ratelimit_per_client_and_per_relay() {
             client_tau_ns: 0,
             relay_interval_ns: i,
             relay_tau_ns: t,
+            ..Default::default()
         })
         .unwrap();
     let before = bed.xdp.counters().unwrap();
     let g1: Vec<Vec<u8>> = (0..10)
-        .map(|x| discover_from(300 + x, 0x10 + x as u8, [10, 9, 0, 1]))
+        .map(|x| {
+            let claimed = if x % 2 == 0 { R1 } else { R2 };
+            discover_from(300 + x, 0x10 + x as u8, claimed.octets())
+        })
         .collect();
     let g2: Vec<Vec<u8>> = (0..3)
-        .map(|x| discover_from(400 + x, 0x30 + x as u8, [10, 9, 1, 1]))
+        .map(|x| discover_from(400 + x, 0x30 + x as u8, R2.octets()))
         .collect();
-    send(&bed, g1);
-    send(&bed, g2);
+    send_from(&bed, R1, g1);
+    send_from(&bed, R2, g2);
     let got = drain(&bed.dhcp4, quiet).unwrap();
     let d = bed.xdp.counters().unwrap().since(&before);
     eprintln!("per relay: {got} reached the server; {d}");
-    assert_eq!(d.ratelimit_relay_dropped, 7, "G1's 10 - burst 3: {d}");
-    assert_eq!(got, 6, "3 from G1, all 3 from G2: {d}");
+    assert_eq!(d.ratelimit_relay_dropped, 7, "R1's 10 - burst 3: {d}");
+    assert_eq!(got, 6, "3 from R1, all 3 from R2: {d}");
     assert_eq!(d.ratelimit_client_dropped, 0, "{d}");
+
+    // Per circuit (relay + option 82 circuit-id): 1/s, bursts of 2. One access port floods
+    // behind R1; another port of R1, and the same port name behind R2, are not touched. The
+    // circuit-id is found as the second sub-option too.
+    let (i, t) = xdhcpd_common::RateLimitConfig::gcra(1, 2);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            circuit_interval_ns: i,
+            circuit_tau_ns: t,
+            ..Default::default()
+        })
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    let g1 = R1.octets();
+    let mut msgs: Vec<Vec<u8>> = (0..6)
+        .map(|x| with_circuit(discover_from(600 + x, 0x40 + x as u8, g1), b"port-1", false))
+        .collect();
+    msgs.extend(
+        (0..2).map(|x| with_circuit(discover_from(610 + x, 0x50 + x as u8, g1), b"port-2", true)),
+    );
+    let at_r2: Vec<Vec<u8>> = (0..2)
+        .map(|x| {
+            with_circuit(
+                discover_from(620 + x, 0x60 + x as u8, R2.octets()),
+                b"port-1",
+                false,
+            )
+        })
+        .collect();
+    send_from(&bed, R1, msgs);
+    send_from(&bed, R2, at_r2);
+    let got = drain(&bed.dhcp4, quiet).unwrap();
+    let d = bed.xdp.counters().unwrap().since(&before);
+    eprintln!("per circuit: {got} reached the server; {d}");
+    assert_eq!(
+        d.ratelimit_circuit_dropped, 4,
+        "port-1's 6 behind R1 - burst 2: {d}"
+    );
+    assert_eq!(
+        got, 6,
+        "2 of port-1@R1, both of port-2@R1 and of port-1@R2: {d}"
+    );
 
     // Off: everything passes again.
     bed.xdp
@@ -1212,7 +1300,11 @@ fn xdp_ratelimit_cost_per_request() {
         return;
     }
     let mut bed = guard_bed("xdpk");
-    let msg = discover_from(1, 0x01, [10, 9, 0, 1]);
+    let msg = with_circuit(
+        discover_from(1, 0x01, [10, 9, 0, 1]),
+        b"ge-0/0/7.100",
+        false,
+    );
     let frame = concat(&[
         &eth(&[], 0x0800),
         &ipv4(5, 0, 17, 8 + msg.len()),
@@ -1238,9 +1330,11 @@ fn xdp_ratelimit_cost_per_request() {
             client_tau_ns: ct,
             relay_interval_ns: ci,
             relay_tau_ns: ct,
+            circuit_interval_ns: ci,
+            circuit_tau_ns: ct,
         })
         .unwrap();
-    let admitted = measure(&bed, "client + relay limits on, admitted");
+    let admitted = measure(&bed, "client + relay + circuit limits on, admitted");
     let (ci, ct) = xdhcpd_common::RateLimitConfig::gcra(1, 1);
     bed.xdp
         .set_rate_limits(xdhcpd_common::RateLimitConfig {
@@ -1248,6 +1342,7 @@ fn xdp_ratelimit_cost_per_request() {
             client_tau_ns: ct,
             relay_interval_ns: 0,
             relay_tau_ns: 0,
+            ..Default::default()
         })
         .unwrap();
     let dropped = measure(&bed, "client limit on, dropped");

@@ -27,6 +27,8 @@ pub const MAP_RATE_LIMITS: &str = "RATE_LIMITS";
 pub const MAP_CLIENT_BUCKETS: &str = "CLIENT_BUCKETS";
 /// Name of the LRU hash of per-relay (giaddr) token buckets.
 pub const MAP_RELAY_BUCKETS: &str = "RELAY_BUCKETS";
+/// Name of the LRU hash of per-circuit (giaddr + option 82 circuit-id) token buckets.
+pub const MAP_CIRCUIT_BUCKETS: &str = "CIRCUIT_BUCKETS";
 
 /// Per-CPU counters kept by the XDP program. Userspace sums them across CPUs.
 #[repr(u32)]
@@ -55,16 +57,19 @@ pub enum Counter {
     StandbyDropped = 9,
     /// DHCPv4 requests dropped by the per-client (chaddr) token bucket.
     RateLimitClient = 10,
-    /// DHCPv4 requests dropped by the per-relay (giaddr) token bucket.
+    /// DHCPv4 requests dropped by the per-relay token bucket (the IPv4 sender of a message
+    /// with giaddr set).
     RateLimitRelay = 11,
     /// With the failover guard on: frames dropped because their headers could not be read far
     /// enough to rule out TCP to the failover port (malformed, too many IPv6 extension
     /// headers, a TCP header split over fragments). The guard fails closed.
     GuardUnparsable = 12,
+    /// DHCPv4 requests dropped by the per-circuit (relay + circuit-id) token bucket.
+    RateLimitCircuit = 13,
 }
 
 /// Number of counters in `MAP_COUNTERS`.
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 14;
 
 impl Counter {
     /// All counters in index order, with their display names.
@@ -82,6 +87,7 @@ impl Counter {
         (Counter::RateLimitClient, "ratelimit_client_dropped"),
         (Counter::RateLimitRelay, "ratelimit_relay_dropped"),
         (Counter::GuardUnparsable, "guard_unparsable_dropped"),
+        (Counter::RateLimitCircuit, "ratelimit_circuit_dropped"),
     ];
 }
 
@@ -127,10 +133,16 @@ pub struct RateLimitConfig {
     pub client_interval_ns: u64,
     /// Per client: burst tolerance, ns.
     pub client_tau_ns: u64,
-    /// Per relay agent (giaddr != 0): ns between admitted requests.
+    /// Per relay agent (the IPv4 source of a message with giaddr != 0): ns between admitted
+    /// requests.
     pub relay_interval_ns: u64,
     /// Per relay: burst tolerance, ns.
     pub relay_tau_ns: u64,
+    /// Per circuit (relay + the circuit-id sub-option of option 82): ns between admitted
+    /// requests.
+    pub circuit_interval_ns: u64,
+    /// Per circuit: burst tolerance, ns.
+    pub circuit_tau_ns: u64,
 }
 
 impl RateLimitConfig {
@@ -148,8 +160,22 @@ impl RateLimitConfig {
 
 /// Key of `MAP_CLIENT_BUCKETS`: chaddr's first six bytes and hlen, as one word.
 pub type ClientBucketKey = u64;
-/// Key of `MAP_RELAY_BUCKETS`: giaddr in network byte order.
+/// Key of `MAP_RELAY_BUCKETS`: the relay's IPv4 address in network byte order.
 pub type RelayBucketKey = u32;
+
+/// Circuit-id bytes kept in a circuit bucket's key (longer ones are cut: two circuits that
+/// differ only after this many bytes share a bucket).
+pub const CIRCUIT_KEY_BYTES: usize = 24;
+
+/// Key of `MAP_CIRCUIT_BUCKETS`: the relay's IPv4 address (field `giaddr`), circuit-id
+/// length, the circuit-id's first `CIRCUIT_KEY_BYTES` (zero-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CircuitBucketKey {
+    pub giaddr: [u8; 4],
+    pub len: u32,
+    pub circuit: [u8; CIRCUIT_KEY_BYTES],
+}
 
 /// Key of `MAP_PARTNERS`: an IPv4 address (mapped as ::ffff:a.b.c.d) or IPv6
 /// address, in network byte order.
@@ -182,6 +208,6 @@ mod pod {
     unsafe impl aya::Pod for super::XdpConfig {}
     // SAFETY: repr(C) around one [u8; 16]: no padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::PartnerKey {}
-    // SAFETY: repr(C) with four u64 fields: 32 bytes, no padding, every bit pattern valid.
+    // SAFETY: repr(C) with six u64 fields: 48 bytes, no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::RateLimitConfig {}
 }

@@ -4,8 +4,9 @@
 //! - DHCPv4 (UDP dst 67) and DHCPv6 (UDP dst 547), when enabled in `CONFIG`, are redirected
 //!   to the AF_XDP socket registered in `XSKS` for the frame's RX queue; without a socket
 //!   for that queue the frame goes to the kernel stack (counted `NoSocket`).
-//! - DHCPv4 requests to the server port pass the per-relay (giaddr) and per-client (chaddr)
-//!   token buckets of `ratelimit.rs` first (off unless configured); refused ones are dropped
+//! - DHCPv4 requests to the server port pass the per-relay (the sender of a message with
+//!   giaddr set), per-circuit (that relay + option 82 circuit-id) and per-client (chaddr) token
+//!   buckets of `ratelimit.rs` first (off unless configured); refused ones are dropped
 //!   and counted by reason.
 //! - With the failover guard on, TCP to the failover port is passed only from addresses in
 //!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited. The
@@ -192,6 +193,8 @@ enum Verdict {
     RateLimitClient,
     /// DHCPv4 request over its relay's (giaddr) rate.
     RateLimitRelay,
+    /// DHCPv4 request over its circuit's (giaddr + circuit-id) rate.
+    RateLimitCircuit,
     /// With the guard on, TCP that might reach the failover port and cannot be checked
     /// (an IPv4 fragment at offset 8, RFC 1858).
     GuardUnparsable,
@@ -225,6 +228,10 @@ pub fn xdhcpd(ctx: XdpContext) -> u32 {
         }
         Verdict::RateLimitRelay => {
             bump(Counter::RateLimitRelay);
+            xdp_action::XDP_DROP
+        }
+        Verdict::RateLimitCircuit => {
+            bump(Counter::RateLimitCircuit);
             xdp_action::XDP_DROP
         }
         Verdict::Dhcpv4 => steer(&ctx, Counter::Dhcpv4),
@@ -376,10 +383,11 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
                 {
                     Verdict::StandbyDrop
                 }
-                Verdict::Dhcpv4 => match ratelimit::check(ctx, l4 + UDP_HLEN) {
+                Verdict::Dhcpv4 => match ratelimit::check(ctx, l4 + UDP_HLEN, src) {
                     Ok(()) => Verdict::Dhcpv4,
                     Err(ratelimit::Limited::Client) => Verdict::RateLimitClient,
                     Err(ratelimit::Limited::Relay) => Verdict::RateLimitRelay,
+                    Err(ratelimit::Limited::Circuit) => Verdict::RateLimitCircuit,
                 },
                 // Client side (load generator): replies to UDP port 68.
                 Verdict::Pass => udp_verdict(

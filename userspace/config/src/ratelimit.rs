@@ -7,6 +7,8 @@
 //! client-burst = 20     # requests admitted at once before the rate applies
 //! relay-rate = 5000     # requests/s per relay agent (giaddr); 0 = off
 //! relay-burst = 10000
+//! circuit-rate = 20     # requests/s per access circuit (giaddr + option 82 circuit-id)
+//! circuit-burst = 40
 //! ```
 
 use super::error::Errors;
@@ -26,12 +28,16 @@ pub struct RateLimitConfig {
     pub relay_rate: u32,
     /// Burst per giaddr (>= 1 when `relay_rate` is set).
     pub relay_burst: u32,
+    /// Requests per second per (giaddr, circuit-id) (0 = off).
+    pub circuit_rate: u32,
+    /// Burst per circuit (>= 1 when `circuit_rate` is set).
+    pub circuit_burst: u32,
 }
 
 impl RateLimitConfig {
     /// True when any limit is set.
     pub fn any(&self) -> bool {
-        self.client_rate != 0 || self.relay_rate != 0
+        self.client_rate != 0 || self.relay_rate != 0 || self.circuit_rate != 0
     }
 }
 
@@ -46,6 +52,8 @@ pub(crate) fn read_rate_limit(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> RateL
     let client_burst = get("client-burst");
     let relay_rate = get("relay-rate").unwrap_or(0);
     let relay_burst = get("relay-burst");
+    let circuit_rate = get("circuit-rate").unwrap_or(0);
+    let circuit_burst = get("circuit-burst");
     // A burst of 0 admits nothing: take it as 1. Without a burst: one second's worth.
     let burst = |rate: u32, b: Option<u32>| match b {
         _ if rate == 0 => 0,
@@ -57,5 +65,7 @@ pub(crate) fn read_rate_limit(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> RateL
         client_burst: burst(client_rate, client_burst),
         relay_rate,
         relay_burst: burst(relay_rate, relay_burst),
+        circuit_rate,
+        circuit_burst: burst(circuit_rate, circuit_burst),
     }
 }

@@ -115,20 +115,27 @@ fn open_xdp(
             xdhcpd_common::RateLimitConfig::gcra(rl.client_rate, rl.client_burst);
         let (relay_interval_ns, relay_tau_ns) =
             xdhcpd_common::RateLimitConfig::gcra(rl.relay_rate, rl.relay_burst);
+        let (circuit_interval_ns, circuit_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.circuit_rate, rl.circuit_burst);
         steering
             .set_rate_limits(xdhcpd_common::RateLimitConfig {
                 client_interval_ns,
                 client_tau_ns,
                 relay_interval_ns,
                 relay_tau_ns,
+                circuit_interval_ns,
+                circuit_tau_ns,
             })
             .context("writing the rate limits into the XDP program")?;
         tracing::info!(
-            "rate limits in XDP: per client {}/s (burst {}), per relay {}/s (burst {}); 0 = off",
+            "rate limits in XDP: per client {}/s (burst {}), per relay {}/s (burst {}), per \
+             circuit {}/s (burst {}); 0 = off",
             rl.client_rate,
             rl.client_burst,
             rl.relay_rate,
-            rl.relay_burst
+            rl.relay_burst,
+            rl.circuit_rate,
+            rl.circuit_burst
         );
     }
     let mut sockets = Vec::new();
