@@ -38,8 +38,7 @@ static RELAY_BUCKETS: LruHashMap<RelayBucketKey, u64> = LruHashMap::with_max_ent
 
 /// (relay, circuit-id) -> GCRA time.
 #[map]
-static CIRCUIT_BUCKETS: LruHashMap<CircuitBucketKey, u64> =
-    LruHashMap::with_max_entries(65_536, 0);
+static CIRCUIT_BUCKETS: LruHashMap<CircuitBucketKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// DHCP options looked at before option 82 (relays append it last, RFC 3046 §2.1); a
 /// message with more in front of it is not limited per circuit.
@@ -100,8 +99,7 @@ pub(crate) fn check(ctx: &XdpContext, bootp: usize, src: [u8; 4]) -> Result<(), 
         return Ok(());
     };
     let cfg = *cfg;
-    if cfg.client_interval_ns == 0 && cfg.relay_interval_ns == 0 && cfg.circuit_interval_ns == 0
-    {
+    if cfg.client_interval_ns == 0 && cfg.relay_interval_ns == 0 && cfg.circuit_interval_ns == 0 {
         return Ok(());
     }
     let Some(m) = ptr_at::<BootpIds>(ctx, bootp) else {
