@@ -147,7 +147,9 @@ fn takeover_scenario() -> Res<()> {
     assert_eq!(acked.len(), 5, "{acked:?}");
     a.wait_drained(Duration::from_secs(10))?;
     check_acked_bound(&table_snapshot(&b, &bed, "b")?, &acked, "secondary")?;
-    // Longer than poll-timeout (8 s) after the attack: no session was lost meanwhile.
+    // After that round trip, still the first session on both sides (before the fix the
+    // secondary took the attacker's connection as its session, the primary lost its own and
+    // reconnected: `connections` 1 -> 2).
     for (x, before, who) in [(&a, conn_a, "primary"), (&b, conn_b, "secondary")] {
         let st = x.status()?;
         assert!(
