@@ -89,3 +89,17 @@ fn takeover_connect_within_bounds_is_adopted() {
         "draft-12 7.8.2: the primary's MCLT is adopted"
     );
 }
+
+#[test]
+fn takeover_default_bounds_follow_the_configured_mclt() {
+    // Unset (0): the smaller of mclt and 300 s, the larger of mclt and a day; so a pair
+    // configured with a short MCLT on both sides (tests, labs) still connects.
+    let mut c = Config::new(Role::Secondary, "pair");
+    c.mclt = 30;
+    assert_eq!(c.partner_mclt_bounds(), (30, 86_400));
+    c.mclt = 3600;
+    assert_eq!(c.partner_mclt_bounds(), (300, 86_400));
+    c.partner_mclt_min = 900;
+    c.partner_mclt_max = 600;
+    assert!(c.validate().is_err(), "min above max is refused");
+}

@@ -231,14 +231,14 @@ impl FailoverEngine {
                 tls,
             );
         };
-        if mclt < self.cfg.partner_mclt_min || mclt > self.cfg.partner_mclt_max {
+        let (mclt_min, mclt_max) = self.cfg.partner_mclt_bounds();
+        if mclt < mclt_min || mclt > mclt_max {
             // The primary's MCLT is adopted (draft-12 7.8.2), but only within our bounds: a
             // shrunk MCLT would let either side reuse a partner's address too early.
             self.stats.protocol_errors += 1;
             let why = format!(
-                "MCLT {mclt} s outside this server's bounds {}..={} s (partner-mclt-min, \
-                 partner-mclt-max)",
-                self.cfg.partner_mclt_min, self.cfg.partner_mclt_max
+                "MCLT {mclt} s outside this server's bounds {mclt_min}..={mclt_max} s \
+                 (partner-mclt-min, partner-mclt-max)"
             );
             self.actions
                 .push_back(Action::Log(format!("failover: refused CONNECT: {why}")));
