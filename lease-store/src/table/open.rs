@@ -20,6 +20,7 @@ use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
 use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
+use super::wal::{self, Wal};
 use super::{lock, unix_now, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
@@ -36,6 +37,11 @@ pub struct OpenOptions {
     pub allow_shrink: bool,
     /// Current time (unix seconds), used to judge which leases are live.
     pub now: u32,
+    /// Keep a write-ahead log of record changes with a ring of this many bytes (`commit`
+    /// appends to it, `checkpoint` writes the table back); `None`: no log (`flush_set` and
+    /// `commit` msync the mapping). A log left by an earlier run is replayed either way (and
+    /// removed when the log is off).
+    pub wal: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -45,6 +51,7 @@ impl Default for OpenOptions {
             create: true,
             allow_shrink: false,
             now: unix_now(),
+            wal: None,
         }
     }
 }
@@ -72,6 +79,12 @@ pub struct OpenReport {
     pub elapsed: Duration,
     /// Time spent in each phase of the open, for benchmarks.
     pub phases: Vec<(&'static str, Duration)>,
+    /// Valid write-ahead log entries read at open, and how many of them were newer than (or
+    /// repaired a damaged) table record and were applied.
+    pub wal_entries: u64,
+    pub wal_applied: u64,
+    /// Why the log replay stopped at a damaged entry (a torn or partial write, discarded).
+    pub wal_discarded: Option<String>,
 }
 
 /// Per-thread result of the open scan.
@@ -130,6 +143,42 @@ impl LeaseTable {
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
+            // Replay the write-ahead log over the records before anything reads them.
+            let tr = Instant::now();
+            let log = wal::wal_path(path);
+            // SAFETY: parse_header checked that the file holds header_len + total records;
+            // nothing else uses the mapping during the replay (`whole` is not used until it is
+            // made again below).
+            let replay =
+                unsafe { wal::replay(&log, map.as_mut_ptr().add(hdr.header_len), hdr.geo.total)? };
+            if replay.applied > 0 {
+                map.flush()
+                    .map_err(|e| StoreError::io(path, "msync after the log replay", e))?;
+            }
+            if let Some(why) = &replay.discarded {
+                tracing::warn!(path = %log.display(), "write-ahead log: {why}");
+            }
+            if replay.entries > 0 {
+                tracing::info!(
+                    path = %log.display(),
+                    "write-ahead log replayed: {} entries, {} applied",
+                    replay.entries,
+                    replay.applied
+                );
+            }
+            report.wal_entries += replay.entries;
+            report.wal_applied += replay.applied;
+            report.wal_discarded = replay.discarded.clone();
+            let wal = match opts.wal {
+                Some(cap) => Some(Wal::start(&log, cap, &replay)?),
+                None => {
+                    wal::retire(&log, &replay)?;
+                    None
+                }
+            };
+            report.phases.push(("log replay", tr.elapsed()));
+            // SAFETY: as above; the replay is done.
+            let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             if hdr.geo.pools != geo.pools {
                 rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
@@ -141,7 +190,7 @@ impl LeaseTable {
                     geo.file_len()
                 );
             }
-            let table = Self::build(path, file, map, hdr, opts, &mut report)?;
+            let table = Self::build(path, file, map, hdr, opts, &mut report, wal)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -158,6 +207,7 @@ impl LeaseTable {
         hdr: ValidHeader,
         opts: &OpenOptions,
         report: &mut OpenReport,
+        wal: Option<Wal>,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -211,6 +261,7 @@ impl LeaseTable {
             exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
             undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             flush_state: super::flush::FlushState::default(),
+            wal,
             geo,
         };
 
