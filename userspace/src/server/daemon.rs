@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
+use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError, DEFAULT_WAL_BYTES};
 
 use xdhcpd_common::DHCPV4_SERVER_PORT;
 use xdhcpd_failover::PolicyCell;
@@ -165,6 +165,9 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         shards,
         now: unix_now(),
         allow_shrink,
+        // Ack mode commits through the write-ahead log (group commit = one small sequential
+        // append and fdatasync; the table is checkpointed in the background).
+        wal: (cfg.server.commit == CommitMode::Ack).then_some(DEFAULT_WAL_BYTES),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
@@ -514,6 +517,17 @@ impl Daemon {
                 "commit_flushes": flushes(|c| &c.flushes),
                 "commit_flush_errors": flushes(|c| &c.flush_errors),
             });
+            if let Some(w) = self.table.wal_stats() {
+                v["wal"] = serde_json::json!({
+                    "commits": w.commits,
+                    "entries": w.entries,
+                    "bytes": w.bytes,
+                    "checkpoints": w.checkpoints,
+                    "commit_ns": w.commit_ns,
+                    "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
+                    "commit_latency": w.commit_latency,
+                });
+            }
             if let Some(c) = &xdp {
                 let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
                     .iter()
@@ -590,7 +604,11 @@ fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
     s
 }
 
-/// Interval flusher (interval mode) and expiry sweeper.
+/// Longest time between two checkpoints of a table with a write-ahead log (a checkpoint also
+/// comes as soon as the log is half full). Bounds the log a restart replays.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Interval flusher (interval mode), checkpointer (ack mode, write-ahead log) and expiry sweeper.
 fn spawn_background(
     table: Arc<LeaseTable>,
     commit: CommitMode,
@@ -609,6 +627,33 @@ fn spawn_background(
                         std::thread::sleep(every);
                         if let Err(e) = table.flush() {
                             tracing::error!("interval flush of the lease table failed: {e}");
+                        }
+                    }
+                })?,
+        );
+    }
+    if table.has_wal() {
+        let table = table.clone();
+        let stop = stop.clone();
+        v.push(
+            std::thread::Builder::new()
+                .name("xdhcpd-checkpoint".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    // Ten wake-ups a second at most; the work is one msync when due.
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        let due = table.wal_wants_checkpoint()
+                            || (last.elapsed() >= CHECKPOINT_EVERY && table.wal_used() > 0);
+                        if !due {
+                            continue;
+                        }
+                        last = Instant::now();
+                        if let Err(e) = table.checkpoint() {
+                            tracing::error!(
+                                "checkpoint of the lease table failed (the log is kept; replies \
+                                 wait until the storage recovers): {e}"
+                            );
                         }
                     }
                 })?,
