@@ -163,6 +163,56 @@ fn dora_cost(dir: &Path, n: u32) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Random renewals of a full table through the log, then one checkpoint: what the
+/// checkpoint's msync writes per renewal (the page-cache folio size decides it).
+fn renew_cost(dir: &Path, n: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let now = lease_store::unix_now();
+    let path = dir.join(format!("wal-bench-renew-{n}.db"));
+    let opts = OpenOptions {
+        shards: 1,
+        wal: Some(DEFAULT_WAL_BYTES),
+        ..OpenOptions::default()
+    };
+    let (t, _) = LeaseTable::open(&path, &common::pool_of(n), &opts)?;
+    for i in 0..n {
+        let s: Slot = t.slot(i).ok_or("slot out of range")?;
+        t.update(s, |l| common::bind_client(l, i, now));
+    }
+    t.checkpoint()?;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for renewals in [1_000u32, 10_000] {
+        let ds0 = device_sectors(dir);
+        for k in 0..renewals {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % u64::from(n)) as u32;
+            let s: Slot = t.slot(i).ok_or("slot out of range")?;
+            t.update(s, |l| l.expiry = now + 90_000 + k);
+            if k % 64 == 63 {
+                t.commit()?;
+            }
+        }
+        t.commit()?;
+        let ds1 = device_sectors(dir);
+        let t0 = Instant::now();
+        t.checkpoint()?;
+        let ds2 = device_sectors(dir);
+        println!(
+            "{renewals} random renewals of {n} records: log commits {:.0} B/renewal, checkpoint \
+             {:.0} B/renewal ({:.1} MB in {:.0} ms)",
+            ((ds1 - ds0) * 512) as f64 / f64::from(renewals),
+            ((ds2 - ds1) * 512) as f64 / f64::from(renewals),
+            ((ds2 - ds1) * 512) as f64 / 1e6,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    drop(t);
+    fs::remove_file(&path)?;
+    fs::remove_file(lease_store::wal_path(&path))?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: u32 = match args.first() {
@@ -177,6 +227,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tmp.path().to_path_buf()
         }
     };
+    if args.iter().any(|a| a == "--renew") {
+        return renew_cost(&dir, n);
+    }
     sync_primitives(&dir)?;
     dora_cost(&dir, n)?;
     Ok(())

@@ -593,17 +593,21 @@ impl LeaseTable {
         self.wal.as_ref().map_or(0, Wal::used)
     }
 
-    /// Writes the mapped table back (msync of the whole mapping) and then drops the log
-    /// before the point that write covered (the durable header moves `head`). Without a log,
+    /// Commits what is staged, writes the mapped table back (msync of the whole mapping) and
+    /// then drops the log before the point that write covered (the durable header moves `head`). Without a log,
     /// the same as `flush`. Runs in the background: commits go on meanwhile.
     pub fn checkpoint(&self) -> io::Result<()> {
         let Some(w) = &self.wal else {
             return self.sticky_flush(|| self.map.flush());
         };
         let _one = lock(&w.ckpt);
-        if self.storage_failed() {
-            // The recovery rewrites and flushes everything and restarts the log: a checkpoint.
-            return self.wal_commit(w);
+        // Staged changes go to the log first (so nothing stays staged for long, whoever
+        // made it: the sweeper and the failover driver take no commit tickets). After a
+        // storage error this is the recovery, which is a checkpoint itself.
+        let recovering = self.storage_failed();
+        self.wal_commit(w)?;
+        if recovering {
+            return Ok(());
         }
         self.checkpoint_inner(w)
     }
