@@ -39,8 +39,9 @@ pub use lease::{
     RELAY_AGENT_INFO_MAX,
 };
 pub use table::{
-    unix_now, wal_path, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot,
-    SweepResult, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MIN_WAL_BYTES,
+    default_wal_bytes, unix_now, wal_path, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport,
+    PoolStats, Slot, SweepResult, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY,
+    MIN_WAL_BYTES,
 };
 
 /// Current on-disk format version.

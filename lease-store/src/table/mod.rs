@@ -70,7 +70,8 @@ pub use open::{OpenOptions, OpenReport};
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
 pub use wal::{
-    wal_path, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MIN_WAL_BYTES,
+    default_wal_bytes, wal_path, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY,
+    MIN_WAL_BYTES,
 };
 
 #[cfg(target_endian = "big")]

@@ -70,8 +70,17 @@ const ENTRY_HDR: usize = 20;
 pub const MAX_ENTRY: usize = ENTRY_HDR + RECORD_SIZE;
 /// Smallest ring: a few groups of entries.
 pub const MIN_WAL_BYTES: u64 = 1 << 20;
-/// Default ring size for the daemon (64 MiB: about 700,000 lease changes).
+/// Largest default ring (64 MiB: about 900,000 lease changes).
 pub const DEFAULT_WAL_BYTES: u64 = 64 << 20;
+
+/// The daemon's ring size for a table of `records`: twice the table's record bytes, at least
+/// 4 MiB, at most [`DEFAULT_WAL_BYTES`] (a small table on a small file system gets a small
+/// log; a checkpoint never writes more than the table, so a larger log buys little).
+pub fn default_wal_bytes(records: u64) -> u64 {
+    records
+        .saturating_mul(2 * RECORD_SIZE as u64)
+        .clamp(4 << 20, DEFAULT_WAL_BYTES)
+}
 const STAGE_SHARDS: usize = 64;
 /// Replay reads the ring in chunks of this size.
 const READ_CHUNK: usize = 1 << 20;

@@ -226,4 +226,50 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
     }
+
+    #[test]
+    fn committer_wal_releases_a_ticket_only_after_the_log_holds_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = [lease_store::PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 0, 1),
+            last: Ipv4Addr::new(10, 0, 0, 64),
+        }];
+        let path = dir.path().join("l.db");
+        let opts = lease_store::OpenOptions {
+            wal: Some(lease_store::MIN_WAL_BYTES),
+            ..lease_store::OpenOptions::default()
+        };
+        let (t, _) = LeaseTable::open(&path, &pools, &opts).unwrap();
+        let table = Arc::new(t);
+        for i in 0..10 {
+            let s = table.slot(i).unwrap();
+            table.update(s, |l| {
+                l.state = lease_store::LeaseState::Active;
+                l.expiry = 2_000_000_000 + i;
+            });
+        }
+        let c = Arc::new(Committer::new());
+        let t1 = c.ticket();
+        assert_eq!(table.wal_stats().unwrap().entries, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = spawn(c.clone(), table.clone(), stop.clone()).unwrap();
+        let t0 = std::time::Instant::now();
+        while c.durable() < t1 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The ticket was released by a log commit that holds the ten records (no msync of
+        // the table: no checkpoint ran).
+        let st = table.wal_stats().unwrap();
+        assert!(st.commits >= 1 && st.entries == 10, "{st:?}");
+        assert_eq!(st.checkpoints, 0);
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        drop(table);
+        // What the log holds is what a restart finds.
+        let (t, rep) = LeaseTable::open(&path, &pools, &opts).unwrap();
+        assert_eq!(rep.wal_entries, 10);
+        assert_eq!(t.read(t.slot(9).unwrap()).expiry, 2_000_000_009);
+    }
 }

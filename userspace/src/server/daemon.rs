@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError, DEFAULT_WAL_BYTES};
+use lease_store::{default_wal_bytes, LeaseTable, OpenOptions, PoolSpec, StoreError};
 
 use xdhcpd_common::DHCPV4_SERVER_PORT;
 use xdhcpd_failover::PolicyCell;
@@ -167,7 +167,8 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         allow_shrink,
         // Ack mode commits through the write-ahead log (group commit = one small sequential
         // append and fdatasync; the table is checkpointed in the background).
-        wal: (cfg.server.commit == CommitMode::Ack).then_some(DEFAULT_WAL_BYTES),
+        wal: (cfg.server.commit == CommitMode::Ack)
+            .then(|| default_wal_bytes(pools.iter().map(|p| u64::from(p.len())).sum())),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
