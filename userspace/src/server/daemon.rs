@@ -641,10 +641,20 @@ fn spawn_background(
                 .name("xdhcpd-checkpoint".into())
                 .spawn(move || {
                     let mut last = Instant::now();
-                    // Ten wake-ups a second at most; the work is one msync when due.
+                    // Test hook (crash tests: cuts during checkpoints): checkpoint this often.
+                    let forced = std::env::var("XDHCPD_CHECKPOINT_MS")
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|ms| Duration::from_millis(ms.max(1)));
+                    let tick = forced.map_or(Duration::from_millis(100), |f| {
+                        f.min(Duration::from_millis(100))
+                    });
+                    // Ten wake-ups a second at most (unless forced); the work is one msync
+                    // when due.
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(100));
+                        std::thread::sleep(tick);
                         let due = table.wal_wants_checkpoint()
+                            || forced.is_some_and(|f| last.elapsed() >= f)
                             || (last.elapsed() >= CHECKPOINT_EVERY && table.wal_used() > 0);
                         if !due {
                             continue;
