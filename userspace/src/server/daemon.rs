@@ -655,7 +655,8 @@ fn spawn_background(
                         std::thread::sleep(tick);
                         let due = table.wal_wants_checkpoint()
                             || forced.is_some_and(|f| last.elapsed() >= f)
-                            || (last.elapsed() >= CHECKPOINT_EVERY && table.wal_used() > 0);
+                            // Also commits what the sweeper and failover staged meanwhile.
+                            || last.elapsed() >= CHECKPOINT_EVERY;
                         if !due {
                             continue;
                         }
