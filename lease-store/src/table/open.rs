@@ -20,7 +20,7 @@ use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
 use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
-use super::wal::{self, Wal};
+use super::wal::{self, apply_entry, Replay, Staged, Wal};
 use super::{lock, unix_now, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
@@ -87,6 +87,22 @@ pub struct OpenReport {
     pub wal_discarded: Option<String>,
 }
 
+/// The write-ahead log as found at open.
+struct LogAtOpen {
+    path: std::path::PathBuf,
+    replay: Replay,
+    /// Valid entries, sorted by slot.
+    entries: Vec<Staged>,
+}
+
+/// After the replayed records are durable: restarts the log (ack mode) or removes it.
+fn finish_log(path: &Path, opts: &OpenOptions, replay: &Replay) -> Result<Option<Wal>, StoreError> {
+    match opts.wal {
+        Some(cap) => Wal::start(path, cap, replay).map(Some),
+        None => wal::retire(path, replay).map(|()| None),
+    }
+}
+
 /// Per-thread result of the open scan.
 struct ScanOut {
     counts: Vec<[u64; LeaseState::COUNT]>,
@@ -97,6 +113,8 @@ struct ScanOut {
     repaired: Vec<(Ipv4Addr, String)>,
     kept: u64,
     wrote: bool,
+    /// Records changed by write-ahead log entries.
+    applied: u64,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
 }
@@ -143,43 +161,36 @@ impl LeaseTable {
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
-            // Replay the write-ahead log over the records before anything reads them.
+            // The write-ahead log's entries, applied before anything reads the records: by
+            // the scan below (in slot order), or here when the file is about to be rebuilt.
             let tr = Instant::now();
-            let log = wal::wal_path(path);
-            // SAFETY: parse_header checked that the file holds header_len + total records;
-            // nothing else uses the mapping during the replay (`whole` is not used until it is
-            // made again below).
-            let replay =
-                unsafe { wal::replay(&log, map.as_mut_ptr().add(hdr.header_len), hdr.geo.total)? };
-            if replay.applied > 0 {
-                map.flush()
-                    .map_err(|e| StoreError::io(path, "msync after the log replay", e))?;
-            }
+            let log_path = wal::wal_path(path);
+            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
             if let Some(why) = &replay.discarded {
-                tracing::warn!(path = %log.display(), "write-ahead log: {why}");
-            }
-            if replay.entries > 0 {
-                tracing::info!(
-                    path = %log.display(),
-                    "write-ahead log replayed: {} entries, {} applied",
-                    replay.entries,
-                    replay.applied
-                );
+                tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");
             }
             report.wal_entries += replay.entries;
-            report.wal_applied += replay.applied;
             report.wal_discarded = replay.discarded.clone();
-            let wal = match opts.wal {
-                Some(cap) => Some(Wal::start(&log, cap, &replay)?),
-                None => {
-                    wal::retire(&log, &replay)?;
-                    None
-                }
-            };
-            report.phases.push(("log replay", tr.elapsed()));
-            // SAFETY: as above; the replay is done.
-            let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
+            report.phases.push(("log read", tr.elapsed()));
             if hdr.geo.pools != geo.pools {
+                // SAFETY: parse_header checked that the file holds header_len + total records;
+                // nothing else uses the mapping now (`whole` is made again below).
+                let applied = unsafe {
+                    wal::apply_all(
+                        map.as_mut_ptr().add(hdr.header_len),
+                        hdr.geo.total,
+                        &entries,
+                    )
+                };
+                report.wal_applied += applied;
+                if applied > 0 {
+                    map.flush()
+                        .map_err(|e| StoreError::io(path, "msync after the log replay", e))?;
+                }
+                // The log is covered by the table now (the rebuild reads it from there).
+                finish_log(&log_path, opts, &replay)?;
+                // SAFETY: as above; the replay is done.
+                let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
                 rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
             }
@@ -190,7 +201,12 @@ impl LeaseTable {
                     geo.file_len()
                 );
             }
-            let table = Self::build(path, file, map, hdr, opts, &mut report, wal)?;
+            let log = LogAtOpen {
+                path: log_path,
+                replay,
+                entries,
+            };
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -207,7 +223,7 @@ impl LeaseTable {
         hdr: ValidHeader,
         opts: &OpenOptions,
         report: &mut OpenReport,
-        wal: Option<Wal>,
+        log: LogAtOpen,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -238,7 +254,7 @@ impl LeaseTable {
             .collect();
         by_id.sort_unstable();
         let bits = nrec.div_ceil(64);
-        let table = LeaseTable {
+        let mut table = LeaseTable {
             path: path.to_path_buf(),
             _file: file,
             map,
@@ -261,7 +277,8 @@ impl LeaseTable {
             exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
             undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             flush_state: super::flush::FlushState::default(),
-            wal,
+            // Started once the replayed records are durable (below).
+            wal: None,
             geo,
         };
 
@@ -283,7 +300,8 @@ impl LeaseTable {
                     let hi = ((t + 1) * chunk).min(nrec) as u32;
                     let table = &table;
                     let undo = &undo;
-                    s.spawn(move || table.scan(lo, hi, undo))
+                    let entries = &log.entries;
+                    s.spawn(move || table.scan(lo, hi, undo, entries))
                 })
                 .collect();
             handles
@@ -342,6 +360,7 @@ impl LeaseTable {
             report.quarantined.extend(out.quarantined);
             report.repaired.extend(out.repaired);
             report.kept += out.kept;
+            report.wal_applied += out.applied;
             wrote |= out.wrote;
         }
         for (addr, why) in &report.quarantined {
@@ -367,6 +386,16 @@ impl LeaseTable {
                 .flush()
                 .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
         }
+        if log.replay.entries > 0 {
+            tracing::info!(
+                path = %log.path.display(),
+                "write-ahead log replayed: {} entries, {} records applied",
+                log.replay.entries,
+                report.wal_applied
+            );
+        }
+        // The replayed records are durable now: the log starts a fresh lap (or goes).
+        table.wal = finish_log(&log.path, opts, &log.replay)?;
         {
             let _g = lock(&table.header_lock);
             if let Err(e) = header::read_failover(table.header_bytes()) {
@@ -385,7 +414,7 @@ impl LeaseTable {
     }
 
     /// Validates, repairs or quarantines, counts and indexes slots `lo..hi`.
-    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap) -> ScanOut {
+    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap, log: &[Staged]) -> ScanOut {
         let np = self.geo.pools.len();
         let mut out = ScanOut {
             counts: vec![[0; LeaseState::COUNT]; np],
@@ -395,12 +424,14 @@ impl LeaseTable {
             repaired: Vec::new(),
             kept: 0,
             wrote: false,
+            applied: 0,
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
         };
         if lo >= hi {
             return out;
         }
         let mut p = self.geo.pool_idx_of_slot(lo);
+        let mut k = log.partition_point(|e| e.slot < lo);
         for slot in lo..hi {
             while p + 1 < np && self.geo.bases[p + 1] <= slot {
                 p += 1;
@@ -409,7 +440,25 @@ impl LeaseTable {
             let addr = u32::from(self.geo.pools[p].first) + (slot - base);
             let home = ((slot - base) as usize) % self.shards;
             let w = self.words(slot);
-            let raw = load_words(w);
+            let mut raw = load_words(w);
+            if log.get(k).is_some_and(|e| e.slot == slot) {
+                // Write-ahead log entries of this slot, oldest first.
+                let mut changed = false;
+                while let Some(e) = log.get(k).filter(|e| e.slot == slot) {
+                    changed |= apply_entry(&mut raw, e);
+                    k += 1;
+                }
+                if changed {
+                    store_body(w, &raw);
+                    w[0].store(
+                        u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]),
+                        Ordering::Release,
+                    );
+                    out.wrote = true;
+                    out.applied += 1;
+                }
+            }
+            let raw = raw;
             // A never-written body (everything but the sequence zero) is a
             // free record, also when a crash hit while it was locked and
             // before anything was written (odd sequence): nothing to roll
