@@ -168,7 +168,7 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         // Ack mode commits through the write-ahead log (group commit = one small sequential
         // append and fdatasync; the table is checkpointed in the background).
         wal: (cfg.server.commit == CommitMode::Ack)
-            .then(|| default_wal_bytes(pools.iter().map(|p| u64::from(p.len())).sum())),
+            .then(|| default_wal_bytes(pools.iter().map(|p| p.len()).sum())),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
