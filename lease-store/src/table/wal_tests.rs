@@ -400,3 +400,39 @@ fn wal_replay_comes_before_a_pool_change_rebuild() {
         assert_eq!(t.read(s).state, LeaseState::Active, "slot {i}");
     }
 }
+
+#[test]
+fn wal_garbage_in_the_ring_is_never_applied() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    bind(&t, 5, 1);
+    t.commit().unwrap();
+    let (end, head) = log_pos(&t);
+    drop(t);
+    // Hostile bytes after the valid entries, and a second file that is all garbage but for
+    // its header: nothing from them is applied, nothing panics.
+    let f = fs::OpenOptions::new().write(true).open(bed.log()).unwrap();
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let junk: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    f.write_all_at(&junk, WAL_HDR + end % MIN_WAL_BYTES)
+        .unwrap();
+    drop(f);
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.wal_entries, 1, "head {head} end {end}");
+    assert_eq!(t.read(Slot(5)).state, LeaseState::Active);
+    assert!(rep.quarantined.is_empty());
+    drop(t);
+    let f = fs::OpenOptions::new().write(true).open(bed.log()).unwrap();
+    f.write_all_at(&junk, WAL_HDR).unwrap();
+    drop(f);
+    let (_t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.wal_entries, 0);
+    assert!(rep.quarantined.is_empty());
+}
