@@ -33,7 +33,8 @@
 //! ever be read as a continuation.
 //!
 //! # Why a checkpoint may drop the log before its start
-//! The checkpoint reads `durable` (the end of the durable log) first and then msyncs. Every
+//! The checkpoint commits what is staged, reads `durable` (the end of the durable log) and
+//! only then msyncs. Every
 //! entry below that position was staged after its record was written in memory, so the msync
 //! covers it. Entries above it stay, so a page torn by a power cut during this (or any later)
 //! writeback is rebuilt from the log: every record changed since the previous checkpoint's
@@ -103,7 +104,7 @@ pub struct WalStats {
     pub commits: u64,
     /// Entries appended.
     pub entries: u64,
-    /// Bytes appended (entries and lap skips).
+    /// Bytes of entries appended.
     pub bytes: u64,
     /// Checkpoints done (table msync + log head moved).
     pub checkpoints: u64,
