@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
+use lease_store::{default_wal_bytes, LeaseTable, OpenOptions, PoolSpec, StoreError};
 
 use xdhcpd_common::DHCPV4_SERVER_PORT;
 use xdhcpd_failover::PolicyCell;
@@ -200,6 +200,10 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         shards,
         now: unix_now(),
         allow_shrink,
+        // Ack mode commits through the write-ahead log (group commit = one small sequential
+        // append and fdatasync; the table is checkpointed in the background).
+        wal: (cfg.server.commit == CommitMode::Ack)
+            .then(|| default_wal_bytes(pools.iter().map(|p| p.len()).sum())),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
@@ -559,6 +563,17 @@ impl Daemon {
                 "commit_flushes": flushes(|c| &c.flushes),
                 "commit_flush_errors": flushes(|c| &c.flush_errors),
             });
+            if let Some(w) = self.table.wal_stats() {
+                v["wal"] = serde_json::json!({
+                    "commits": w.commits,
+                    "entries": w.entries,
+                    "bytes": w.bytes,
+                    "checkpoints": w.checkpoints,
+                    "commit_ns": w.commit_ns,
+                    "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
+                    "commit_latency": w.commit_latency,
+                });
+            }
             if let Some(c) = &xdp {
                 let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
                     .iter()
@@ -636,7 +651,11 @@ fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
     s
 }
 
-/// Interval flusher (interval mode) and expiry sweeper.
+/// Longest time between two checkpoints of a table with a write-ahead log (a checkpoint also
+/// comes as soon as the log is half full). Bounds the log a restart replays.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Interval flusher (interval mode), checkpointer (ack mode, write-ahead log) and expiry sweeper.
 fn spawn_background(
     table: Arc<LeaseTable>,
     commit: CommitMode,
@@ -655,6 +674,44 @@ fn spawn_background(
                         std::thread::sleep(every);
                         if let Err(e) = table.flush() {
                             tracing::error!("interval flush of the lease table failed: {e}");
+                        }
+                    }
+                })?,
+        );
+    }
+    if table.has_wal() {
+        let table = table.clone();
+        let stop = stop.clone();
+        v.push(
+            std::thread::Builder::new()
+                .name("xdhcpd-checkpoint".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    // Test hook (crash tests: cuts during checkpoints): checkpoint this often.
+                    let forced = std::env::var("XDHCPD_CHECKPOINT_MS")
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|ms| Duration::from_millis(ms.max(1)));
+                    let tick = forced.map_or(Duration::from_millis(100), |f| {
+                        f.min(Duration::from_millis(100))
+                    });
+                    // Ten wake-ups a second at most (unless forced); the work is one msync
+                    // when due.
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        let due = table.wal_wants_checkpoint()
+                            || forced.is_some_and(|f| last.elapsed() >= f)
+                            // Also commits what the sweeper and failover staged meanwhile.
+                            || last.elapsed() >= CHECKPOINT_EVERY;
+                        if !due {
+                            continue;
+                        }
+                        last = Instant::now();
+                        if let Err(e) = table.checkpoint() {
+                            tracing::error!(
+                                "checkpoint of the lease table failed (the log is kept; replies \
+                                 wait until the storage recovers): {e}"
+                            );
                         }
                     }
                 })?,
