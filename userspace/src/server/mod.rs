@@ -5,6 +5,7 @@ pub mod commit;
 pub mod daemon;
 pub mod iface;
 pub mod packet_io;
+pub mod v6;
 pub mod worker;
 
 pub use daemon::{run, Daemon, RunOptions};
