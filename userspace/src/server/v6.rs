@@ -302,6 +302,7 @@ pub fn open_socket(iface: &Interface) -> anyhow::Result<UdpSocket> {
 fn recv_pktinfo(
     sock: &UdpSocket,
     buf: &mut [u8],
+    flags: libc::c_int,
 ) -> std::io::Result<(usize, SocketAddrV6, Ipv6Addr, u32)> {
     // SAFETY: zeroed plain-data structs; all pointers below point to live locals.
     let mut src: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
@@ -319,7 +320,7 @@ fn recv_pktinfo(
     mh.msg_control = cmsg.as_mut_ptr().cast();
     mh.msg_controllen = std::mem::size_of_val(&cmsg);
     // SAFETY: mh points to valid buffers for the call's duration.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, 0) };
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -345,7 +346,12 @@ fn recv_pktinfo(
     Ok((n as usize, from, dst, ifindex))
 }
 
-/// The `--io udp` DHCPv6 worker: one thread reading [::]:547.
+/// Messages taken per batch by the UDP worker (one v6 table flush per batch in ack mode).
+const UDP_BATCH: usize = 64;
+
+/// The `--io udp` DHCPv6 worker: one thread reading [::]:547 in batches (the first
+/// receive waits up to 100 ms, the rest of the batch is what is already queued); in ack
+/// mode the batch's committed replies leave after one flush of the v6 table.
 pub fn spawn_udp_worker(
     v6: Arc<V6Server>,
     sock: UdpSocket,
@@ -355,47 +361,59 @@ pub fn spawn_udp_worker(
         .name("xdhcpd-udp6".into())
         .spawn(move || {
             let mut rx = vec![0u8; 4096];
-            let mut out = vec![0u8; 4096];
+            let mut out = vec![0u8; UDP_BATCH * 2048];
+            let mut pending: Vec<(usize, usize, SocketAddrV6, bool)> =
+                Vec::with_capacity(UDP_BATCH);
             while !stop.load(Ordering::Relaxed) {
-                let (n, from, dst, ifindex) = match recv_pktinfo(&sock, &mut rx) {
-                    Ok(v) => v,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
+                pending.clear();
+                let mut now = None;
+                for i in 0..UDP_BATCH {
+                    let flags = if i == 0 { 0 } else { libc::MSG_DONTWAIT };
+                    let (n, from, dst, ifindex) = match recv_pktinfo(&sock, &mut rx, flags) {
+                        Ok(v) => v,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            break
+                        }
+                        Err(e) => {
+                            tracing::warn!("DHCPv6 UDP receive: {e}");
+                            break;
+                        }
+                    };
+                    let meta = RxMeta6 {
+                        src: *from.ip(),
+                        multicast: dst.is_multicast(),
+                        ifindex: if ifindex != 0 { ifindex } else { v6.ifindex },
+                    };
+                    let now = *now.get_or_insert_with(unix_now);
+                    let slot = &mut out[i * 2048..(i + 1) * 2048];
+                    if let Decision6::Reply {
+                        len,
+                        to,
+                        port,
+                        committed,
+                    } = v6.handle(now, &meta, &rx[..n], slot)
                     {
-                        continue
+                        let scope = if to.segments()[0] & 0xffc0 == 0xfe80 {
+                            meta.ifindex
+                        } else {
+                            0
+                        };
+                        pending.push((i, len, SocketAddrV6::new(to, port, 0, scope), committed));
                     }
-                    Err(e) => {
-                        tracing::warn!("DHCPv6 UDP receive: {e}");
+                }
+                let durable = !(v6.ack && pending.iter().any(|p| p.3)) || v6.commit();
+                for &(i, len, to, committed) in &pending {
+                    if committed && !durable {
                         continue;
                     }
-                };
-                let meta = RxMeta6 {
-                    src: *from.ip(),
-                    multicast: dst.is_multicast(),
-                    ifindex: if ifindex != 0 { ifindex } else { v6.ifindex },
-                };
-                let Decision6::Reply {
-                    len,
-                    to,
-                    port,
-                    committed,
-                } = v6.handle(unix_now(), &meta, &rx[..n], &mut out)
-                else {
-                    continue;
-                };
-                if committed && v6.ack && !v6.commit() {
-                    continue;
-                }
-                let scope = if to.segments()[0] & 0xffc0 == 0xfe80 {
-                    meta.ifindex
-                } else {
-                    0
-                };
-                if let Err(e) = sock.send_to(&out[..len], SocketAddrV6::new(to, port, 0, scope)) {
-                    tracing::debug!("DHCPv6 reply to {to}: {e}");
+                    if let Err(e) = sock.send_to(&out[i * 2048..i * 2048 + len], to) {
+                        tracing::debug!("DHCPv6 reply to {to}: {e}");
+                    }
                 }
             }
         })
