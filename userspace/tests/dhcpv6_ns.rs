@@ -605,6 +605,29 @@ fn relayed(io: Io) -> Res<()> {
     {
         return Err("no prefix bound for the relayed client".into());
     }
+    // The tools show it, relay data included (read while the daemon runs).
+    let dump = output(
+        std::process::Command::new(xdhcpd_bin()?)
+            .args(["leases", "dump6", "-c"])
+            .arg(&cfg),
+    )?;
+    let line = dump
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("\"address\":\"{addr}\"")))
+        .ok_or_else(|| {
+            format!(
+                "leases dump6 does not list {addr}:\n{}{}",
+                dump.stdout, dump.stderr
+            )
+        })?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if v["state"] != "active"
+        || v["remote_id"] != "00:00:11:8b:6d:6f:64:65:6d:2d:31"
+        || v["reconfigure_accept"] != true
+    {
+        return Err(format!("leases dump6 line: {line}"));
+    }
     // An untrusted relay (fd77::3) gets nothing.
     let bad = bed
         .cli

@@ -453,8 +453,14 @@ impl BindingTable6 {
     /// many. Records that have been expired, released or declined for `keep` seconds are
     /// emptied (their slots reused).
     pub fn sweep(&mut self, now: u32, keep: u32) -> (u32, u32) {
+        self.sweep_range(now, keep, 0, self.capacity)
+    }
+
+    /// [`BindingTable6::sweep`] over slots `start..end` only (bounded work per call, so a
+    /// caller holding a lock can release it between parts).
+    pub fn sweep_range(&mut self, now: u32, keep: u32, start: u32, end: u32) -> (u32, u32) {
         let (mut expired, mut reclaimed) = (0, 0);
-        for slot in 0..self.capacity {
+        for slot in start..end.min(self.capacity) {
             let Some(mut b) = self.get(slot) else {
                 continue;
             };

@@ -230,8 +230,17 @@ impl V6Server {
     }
 
     /// Expires bindings past their valid lifetime; empties records dead for a day.
+    /// Done in parts of 4,096 records, each under the lock for a short time.
     pub fn sweep(&self) {
-        let _ = self.lock().sweep(unix_now(), 86_400);
+        const PART: u32 = 4096;
+        let cap = self.lock().capacity();
+        let now = unix_now();
+        let mut start = 0;
+        while start < cap {
+            let _ = self.lock().sweep_range(now, 86_400, start, start + PART);
+            start += PART;
+            std::thread::yield_now();
+        }
     }
 
     /// Engine counters.
