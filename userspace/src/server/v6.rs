@@ -427,3 +427,43 @@ pub fn spawn_udp_worker(
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhcpv6_engine_config_from_dual_stack_example() {
+        let cfg = xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let iface = Interface {
+            name: "xd-srv0".into(),
+            index: 42,
+            mac: [2, 0, 0, 0, 0, 1],
+            ipv4: None,
+            rx_queues: 1,
+        };
+        let e = engine_config(&cfg.v6, &iface).unwrap();
+        let l = &e.links[0];
+        assert_eq!(
+            l.ifindexes,
+            vec![42],
+            "interface = xd-srv0 selects direct clients"
+        );
+        assert_eq!(l.prefix_pools[0].delegated_len, 56);
+        let codes: Vec<u16> = l.options.iter().map(|o| o.0).collect();
+        assert_eq!(codes, vec![23, 24, 56, 17]);
+        // Option 24: "demo.xdhcpd" as a DNS wire name; option 17: 4491, sub-option 32.
+        assert_eq!(l.options[1].1, b"\x04demo\x06xdhcpd\x00".to_vec());
+        assert_eq!(&l.options[3].1[..8], &[0, 0, 0x11, 0x8b, 0, 32, 0, 6]);
+        assert_eq!(l.reservations[0].address, Some("fd77::77".parse().unwrap()));
+        // Another interface: no direct clients on this link.
+        let other = Interface {
+            name: "eth9".into(),
+            ..iface
+        };
+        assert!(engine_config(&cfg.v6, &other).unwrap().links[0]
+            .ifindexes
+            .is_empty());
+    }
+}
