@@ -31,6 +31,7 @@ mod error;
 mod header;
 mod lease;
 mod table;
+pub mod v6;
 
 pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};

@@ -19,6 +19,7 @@ mod reader;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod v6;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -29,11 +30,17 @@ pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
 pub use ratelimit::RateLimitConfig;
+pub use v6::{
+    in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
+    DEFAULT_LEASE_FILE6,
+};
 
 /// The example configuration used by `cargo xtask demo` when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
 /// An example with two relayed subnets selected by giaddr.
 pub const RELAY_CONFIG: &str = include_str!("../../examples/relay.toml");
+/// The demo's link served over DHCPv4 and DHCPv6 (address and prefix pools).
+pub const DUAL_STACK_CONFIG: &str = include_str!("../../examples/dual-stack.toml");
 
 /// Option codes the server fills in itself (per lease or per message), or that
 /// only clients and relays send; a configuration may not set them.
@@ -75,6 +82,8 @@ pub struct Config {
     pub subnets: Vec<Subnet>,
     pub source: PathBuf,
     lookup: SubnetLookup,
+    /// DHCPv6: `[dhcpv6]` and `[[subnet6]]` (no subnet6: not served).
+    pub v6: V6Config,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -850,3 +850,87 @@ fn ratelimit_section_reads_rates_and_bursts() {
     assert!(joined.contains("client-rat"), "{joined}");
     assert!(joined.contains("relay-rate"), "{joined}");
 }
+
+#[test]
+fn dhcpv6_dual_stack_example_parses() {
+    let cfg = parse(DUAL_STACK_CONFIG, "dual-stack.toml").unwrap_or_else(|e| panic!("{e}"));
+    let v6 = &cfg.v6;
+    assert_eq!(
+        v6.lease_file.to_str(),
+        Some("/tmp/xdhcpd-demo/bindings6.db")
+    );
+    assert_eq!((v6.capacity, v6.decline_hold), (262144, 3600));
+    assert_eq!(v6.subnets.len(), 1);
+    let s = &v6.subnets[0];
+    let a = |x: &str| x.parse::<std::net::Ipv6Addr>().unwrap();
+    assert_eq!((s.prefix, s.prefix_len), (a("fd77::"), 64));
+    assert_eq!(s.interface.as_deref(), Some("xd-srv0"));
+    assert_eq!(s.pools, vec![(a("fd77::1:0"), a("fd77::1:ffff"))]);
+    assert_eq!(
+        s.pd_pools,
+        vec![PdPool6 {
+            prefix: a("fd77:100::"),
+            prefix_len: 40,
+            delegated_len: 56
+        }]
+    );
+    assert_eq!((s.preferred, s.valid, s.t1, s.t2), (3600, 7200, 0, 0));
+    assert_eq!(s.dns_servers, vec![a("fd77::1")]);
+    assert_eq!(s.domain_search, vec!["demo.xdhcpd".to_string()]);
+    assert_eq!(s.vendor_options[0].enterprise, 4491);
+    assert_eq!(s.vendor_options[0].options, vec![(32, b"xdhcpd".to_vec())]);
+    assert_eq!(s.reservations[0].address, Some(a("fd77::77")));
+    assert_eq!(s.reservations[0].prefix, Some((a("fd77:1ff:ff00::"), 56)));
+    // No [[subnet6]]: DHCPv6 off.
+    assert!(parse(DEMO_CONFIG, "demo.toml")
+        .unwrap()
+        .v6
+        .subnets
+        .is_empty());
+}
+
+#[test]
+fn dhcpv6_config_errors_are_positioned() {
+    let v4 = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let text = format!(
+        "{SERVER}{v4}\
+[dhcpv6]\n\
+server-duid = \"01\"\n\
+[[subnet6]]\n\
+prefix = \"fd77::1/64\"\n\
+[[subnet6]]\n\
+prefix = \"fd78::/64\"\n\
+preferred-time = 900\n\
+valid-time = 600\n\
+colour = 1\n\
+[[subnet6.pool]]\n\
+range = \"fd79::1-fd79::9\"\n\
+[[subnet6.pd-pool]]\n\
+prefix = \"fd78:100::/40\"\n\
+delegated-length = 32\n\
+[[subnet6.reservation]]\n\
+duid = \"zz\"\n\
+address = \"fd78::5\"\n\
+[[subnet6]]\n\
+prefix = \"fd78::/48\"\n"
+    );
+    let lines = error_lines(&text);
+    let want = [
+        "t.toml:7:15: dhcpv6.server-duid: a DUID is 3 ..= 130 bytes, this one is 1",
+        "t.toml:9:10: subnet6[0].prefix: fd77::1/64 has host bits set; did you mean fd77::/64?",
+        "t.toml:12:18: subnet6[1].preferred-time: preferred-time 900 is longer than valid-time 600",
+        "t.toml:14:1: subnet6[1].colour: unknown key `colour`",
+        "t.toml:16:9: subnet6[1].pool[0].range: range fd79::1-fd79::9 is not inside the subnet6 prefix fd78::/64",
+        "t.toml:19:20: subnet6[1].pd-pool[0].delegated-length: delegated-length 32 is shorter than the pool prefix /40",
+        "t.toml:21:8: subnet6[1].reservation[0].duid: not hex",
+        "subnet6[2]: prefix fd78::/48 overlaps subnet6[1] fd78::/64",
+    ];
+    for w in want {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(w) || (l.contains(w) && !w.starts_with("t.toml"))),
+            "missing {w:?} in {lines:#?}"
+        );
+    }
+}

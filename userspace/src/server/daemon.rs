@@ -17,6 +17,7 @@ use super::iface::Interface;
 use super::packet_io::udp::UdpDriver;
 use super::packet_io::xsk::{FrameResponder, XskDriver};
 use super::packet_io::PacketIo;
+use super::v6::{self as v6srv, V6Server};
 use super::worker::{run_worker, WorkerCounters};
 use crate::clock::unix_now;
 use crate::control::{default_socket, ControlServer};
@@ -95,6 +96,12 @@ fn open_xdp(
             f.port,
         ),
         None => (xdhcpd_common::CFG_DHCPV4, 0),
+    };
+    // DHCPv6 (UDP 547) is steered only when [[subnet6]] is configured.
+    let flags = if cfg.v6.subnets.is_empty() {
+        flags
+    } else {
+        flags | xdhcpd_common::CFG_DHCPV6
     };
     let xcfg = xdhcpd_common::XdpConfig {
         flags,
@@ -312,6 +319,10 @@ pub struct Daemon {
     commit_stop: Arc<AtomicBool>,
     background: Vec<JoinHandle<()>>,
     started: Instant,
+    /// The DHCPv6 server (None without [[subnet6]]).
+    v6: Option<Arc<V6Server>>,
+    /// XDP mode: the socket joined to ff02::1:2 (keeps the NIC's multicast filter open).
+    _v6_join: Option<std::net::UdpSocket>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -355,6 +366,11 @@ impl Daemon {
             DataPath::Udp(_) => 1,
         };
         let table = Arc::new(open_lease_table(&cfg, shards, opts.allow_shrink)?);
+        let v6 = V6Server::open(&cfg, &iface)?;
+        let v6_sock = match &v6 {
+            Some(_) => Some(v6srv::open_socket(&iface)?),
+            None => None,
+        };
         let failover = match &cfg.failover {
             Some(f) => Some(Failover::start(f, table.clone())?),
             None => None,
@@ -403,13 +419,16 @@ impl Daemon {
         };
         let mut workers = Workers::default();
         let mut nft_guard = None;
+        let mut v6_join = None;
         let steering = match path {
             DataPath::Xdp { steering, sockets } => {
                 for (q, sock) in sockets.into_iter().enumerate() {
-                    let frames = FrameResponder::new(iface.mac, local_addr, server_id);
+                    let frames =
+                        FrameResponder::new(iface.mac, local_addr, server_id).with_v6(v6.clone());
                     let io = XskDriver::new(sock, frames);
                     workers.spawn(format!("xdhcpd-q{q}"), q, io, &shared)?;
                 }
+                v6_join = v6_sock;
                 Some(steering)
             }
             DataPath::Udp(io) => {
@@ -421,6 +440,14 @@ impl Daemon {
                 }
                 let io = UdpDriver::new(io, local_addr);
                 workers.spawn("xdhcpd-udp".into(), 0, io, &shared)?;
+                if let (Some(v6), Some(sock)) = (&v6, v6_sock) {
+                    workers.threads.push(v6srv::spawn_udp_worker(
+                        v6.clone(),
+                        sock,
+                        shared.stop.clone(),
+                    )?);
+                    tracing::info!("kernel UDP DHCPv6 on {} [::]:547, ff02::1:2", iface.name);
+                }
                 tracing::info!(
                     "kernel UDP data path on {} port {DHCPV4_SERVER_PORT}",
                     iface.name
@@ -430,7 +457,14 @@ impl Daemon {
         };
         // With a partner, a lease ends for the sweeper when it ends for every failover rule.
         let grace = failover.as_ref().map_or(0, |f| f.expiry_grace());
-        let background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
+        let mut background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
+        if let Some(v6) = &v6 {
+            background.push(spawn_v6_background(
+                v6.clone(),
+                commit,
+                shared.stop.clone(),
+            )?);
+        }
         // The committer outlives the workers: it stops after they have.
         let commit_stop = Arc::new(AtomicBool::new(false));
         let committer = match shared.committer {
@@ -453,6 +487,8 @@ impl Daemon {
             commit_stop,
             background,
             started: Instant::now(),
+            v6,
+            _v6_join: v6_join,
         })
     }
 
@@ -536,6 +572,19 @@ impl Daemon {
         if let Err(e) = self.table.flush() {
             tracing::error!("final flush of the lease table failed: {e}");
         }
+        if let Some(v6) = &self.v6 {
+            v6.flush();
+            tracing::info!(
+                "final dhcpv6: {}",
+                v6.stats()
+                    .snapshot()
+                    .pairs()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         let snap = sum(&self.workers.stats);
         let xdp = self.steering.as_ref().and_then(|s| s.counters().ok());
         tracing::info!(
@@ -573,6 +622,16 @@ impl Daemon {
                     "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
                     "commit_latency": w.commit_latency,
                 });
+            }
+            if let Some(v6) = &self.v6 {
+                let m: serde_json::Map<String, serde_json::Value> = v6
+                    .stats()
+                    .snapshot()
+                    .pairs()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect();
+                v["dhcpv6"] = serde_json::Value::Object(m);
             }
             if let Some(c) = &xdp {
                 let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
@@ -729,4 +788,36 @@ fn spawn_background(
             })?,
     );
     Ok(v)
+}
+
+/// DHCPv6 background: interval flush of the v6 table (interval mode) and the expiry sweep.
+fn spawn_v6_background(
+    v6: Arc<V6Server>,
+    commit: CommitMode,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let every = match commit {
+        CommitMode::Interval(d) => Some(d),
+        CommitMode::Ack => None,
+    };
+    Ok(std::thread::Builder::new()
+        .name("xdhcpd-v6bg".into())
+        .spawn(move || {
+            let tick = every.map_or(Duration::from_millis(200), |d| {
+                d.min(Duration::from_millis(200))
+            });
+            let mut last_flush = Instant::now();
+            let mut last_sweep = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                if every.is_some_and(|d| last_flush.elapsed() >= d) {
+                    v6.flush();
+                    last_flush = Instant::now();
+                }
+                if last_sweep.elapsed() >= Duration::from_secs(10) {
+                    v6.sweep();
+                    last_sweep = Instant::now();
+                }
+            }
+        })?)
 }

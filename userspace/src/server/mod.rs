@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod iface;
 pub mod nft_guard;
 pub mod packet_io;
+pub mod v6;
 pub mod worker;
 
 pub use daemon::{run, Daemon, RunOptions};

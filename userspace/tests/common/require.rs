@@ -44,6 +44,7 @@ pub fn debian_package(program: &str) -> &'static str {
     match program {
         "dhcpd" => "isc-dhcp-server",
         "dhclient" => "isc-dhcp-client",
+        "dhcpcd" => "dhcpcd",
         "kea-dhcp4" => "kea-dhcp4-server",
         "perfdhcp" => "kea-admin",
         "busybox" | "udhcpc" => "busybox",

@@ -9,6 +9,7 @@ mod pools;
 mod server;
 mod subnet;
 mod times;
+mod v6;
 
 use std::path::PathBuf;
 
@@ -23,7 +24,15 @@ use server::read_server;
 use subnet::read_subnet;
 use times::{check_times, read_times, TimeKeys};
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover", "rate-limit"];
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "server",
+    "lease",
+    "subnet",
+    "failover",
+    "rate-limit",
+    "dhcpv6",
+    "subnet6",
+];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -162,6 +171,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     cross_check(&mut errs, &raws);
 
+    let v6 = read_v6(&mut errs, &root);
+
     match server {
         Some(server) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
@@ -211,8 +222,27 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 subnets,
                 source: PathBuf::from(source),
                 lookup,
+                v6,
             })
         }
         _ => Err(errs.finish()),
     }
+}
+
+/// `[dhcpv6]` and `[[subnet6]]` (`v6.rs`).
+fn read_v6(errs: &mut Errors<'_>, root: &Table<'_, '_>) -> crate::V6Config {
+    let d = root
+        .get("dhcpv6")
+        .and_then(|f| Table::open(errs, &f, v6::DHCPV6_KEYS));
+    let mut c = v6::read_dhcpv6(errs, d.as_ref());
+    if let Some(f) = root.get("subnet6") {
+        let ts = tables(errs, &f, v6::SUBNET6_KEYS);
+        for (i, t) in ts.iter().enumerate() {
+            if let Some(s) = v6::read_subnet6(errs, t, i) {
+                c.subnets.push(s);
+            }
+        }
+        v6::check_subnets6(errs, &ts, &c.subnets);
+    }
+    c
 }
