@@ -351,18 +351,6 @@ impl Drop for RemoveDir {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::section_value;
-    #[test]
-    fn parses_perfdhcp_sections() {
-        let t = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 9\n\n***Statistics for: REQUEST-ACK***\nsent packets: 9\nreceived packets: 8\n";
-        assert_eq!(section_value(t, "REQUEST-ACK", "received packets"), Some(8));
-        assert_eq!(section_value(t, "DISCOVER-OFFER", "sent packets"), Some(10));
-        assert_eq!(section_value(t, "NOPE", "sent packets"), None);
-    }
-}
-
 /// Waits until `dev` in `ns` has a usable (not tentative) link-local address (DHCPv6 clients
 /// send from it).
 fn wait_link_local(ns: &str, dev: &str) -> Result<()> {
@@ -438,4 +426,16 @@ fn dhclient6(ns: &str, dev: &str, work: &Path) -> Result<Vec<String>> {
     }
     let _ = child.wait();
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::section_value;
+    #[test]
+    fn parses_perfdhcp_sections() {
+        let t = "***Statistics for: DISCOVER-OFFER***\nsent packets: 10\nreceived packets: 9\n\n***Statistics for: REQUEST-ACK***\nsent packets: 9\nreceived packets: 8\n";
+        assert_eq!(section_value(t, "REQUEST-ACK", "received packets"), Some(8));
+        assert_eq!(section_value(t, "DISCOVER-OFFER", "sent packets"), Some(10));
+        assert_eq!(section_value(t, "NOPE", "sent packets"), None);
+    }
 }
