@@ -14,6 +14,9 @@ mod error;
 mod failover;
 mod net;
 mod options;
+mod provisioning;
+#[cfg(test)]
+mod provisioning_tests;
 mod reader;
 mod schema;
 #[cfg(test)]
@@ -27,11 +30,17 @@ pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
+pub use provisioning::{
+    BytesMatch, Class, ClassId, ClassMatch, ClassSet, Host, PoolRules, Settings, SharedNetwork,
+    TimeOverride, MAX_CLASSES,
+};
 
 /// The example configuration used by `cargo xtask demo` when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
 /// An example with two relayed subnets selected by giaddr.
 pub const RELAY_CONFIG: &str = include_str!("../../examples/relay.toml");
+/// Cable provisioning (classes, a shared network, registrations): the PROV guide's example.
+pub const PROV_CONFIG: &str = include_str!("../../examples/prov.toml");
 
 /// Option codes the server fills in itself (per lease or per message), or that
 /// only clients and relays send; a configuration may not set them.
@@ -69,6 +78,12 @@ pub struct Config {
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
     /// loading: the lookup index below is built once.
     pub subnets: Vec<Subnet>,
+    /// `[[class]]` in file order; `classes[i].id == i`; at most [`MAX_CLASSES`].
+    pub classes: Vec<Class>,
+    /// `[[shared-network]]` in file order; `shared_networks[i].index == i`.
+    pub shared_networks: Vec<SharedNetwork>,
+    /// `[[host]]`: registered clients without a fixed address.
+    pub hosts: Vec<Host>,
     pub source: PathBuf,
     lookup: SubnetLookup,
 }
@@ -213,6 +228,12 @@ pub struct Subnet {
     /// Failover `backup-allocation-boundary` (primary only): the backup's addresses are taken
     /// below it, highest first. Inside one of `pools`. None = the middle of each pool.
     pub backup_allocation_boundary: Option<Ipv4Addr>,
+    /// Class rules and settings of each pool (parallel to `pools`).
+    pub pool_rules: Vec<PoolRules>,
+    /// The `[[shared-network]]` this subnet belongs to (index into `Config::shared_networks`).
+    pub shared_network: Option<usize>,
+    /// `deny-unknown`: unregistered clients draw from none of this subnet's pools.
+    pub deny_unknown: bool,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file
@@ -243,6 +264,8 @@ impl Pool {
 pub struct Reservation {
     pub key: ReservationKey,
     pub ip: Ipv4Addr,
+    /// `group`: the class this registration puts the client in.
+    pub group: Option<ClassId>,
 }
 
 /// How a reserved client is recognised.
