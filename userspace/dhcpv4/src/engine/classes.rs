@@ -207,10 +207,10 @@ pub fn matches(m: &ClassMatch, f: &ClientFacts<'_>) -> bool {
             return false;
         }
     }
-    if !m.giaddr.is_empty() {
-        if f.giaddr.is_unspecified() || !m.giaddr.iter().any(|n| n.contains(f.giaddr)) {
-            return false;
-        }
+    if !m.giaddr.is_empty()
+        && (f.giaddr.is_unspecified() || !m.giaddr.iter().any(|n| n.contains(f.giaddr)))
+    {
+        return false;
     }
     true
 }
