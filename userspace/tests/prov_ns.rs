@@ -77,7 +77,7 @@ fn relayed(
         b.push(v.len() as u8);
         b.extend_from_slice(v);
     }
-    b.extend_from_slice(&[opt::RELAY_AGENT_INFO, 16, relay_sub::CIRCUIT_ID, 8]);
+    b.extend_from_slice(&[opt::RELAY_AGENT_INFO, 18, relay_sub::CIRCUIT_ID, 8]);
     b.extend_from_slice(b"Cable2/0");
     b.extend_from_slice(&[relay_sub::REMOTE_ID, 6]);
     b.extend_from_slice(remote);
@@ -274,7 +274,7 @@ fn prov_relayed(io: Io) -> Res<()> {
     let result = run(&mut relay);
     let stray_wait = replies_until(&relay.sock, 0, Duration::from_millis(300));
     let finished = daemon.stop()?;
-    let (modem, mta, cpe) = result.map_err(|e| format!("{e}; log:\n{}", finished.log_text()))?;
+    let (modem, mta, cpe) = result.map_err(|e| format!("{e}; log:\n{}", finished.log))?;
     relay.strays.extend(stray_wait?);
     finished.check_io(io)?;
 
