@@ -90,14 +90,25 @@ pub enum BytesMatch {
 }
 
 impl BytesMatch {
-    /// Whether `v` passes (allocation-free).
+    /// Whether `v` passes (allocation-free; a first-byte check before any slice compare, so
+    /// most misses cost no `memcmp` call).
     #[inline]
     pub fn test(&self, v: &[u8]) -> bool {
         match self {
-            BytesMatch::Exact(p) => v == p.as_slice(),
-            BytesMatch::Prefix(p) => v.starts_with(p),
+            BytesMatch::Exact(p) => {
+                v.len() == p.len() && v.first() == p.first() && v == p.as_slice()
+            }
+            BytesMatch::Prefix(p) => {
+                v.len() >= p.len() && v.first() == p.first() && v.starts_with(p)
+            }
             BytesMatch::Contains(p) => {
-                p.is_empty() || v.windows(p.len()).any(|w| w == p.as_slice())
+                let Some((&first, rest)) = p.split_first() else {
+                    return true;
+                };
+                if v.len() < p.len() {
+                    return false;
+                }
+                (0..=v.len() - p.len()).any(|i| v[i] == first && v[i + 1..i + p.len()] == *rest)
             }
         }
     }
@@ -134,8 +145,19 @@ pub struct ClassMatch {
 
 impl ClassMatch {
     /// Whether the class has any condition.
+    #[inline]
     pub fn has_conditions(&self) -> bool {
-        *self != ClassMatch::default()
+        !self.vendor_class.is_empty()
+            || !self.user_class.is_empty()
+            || self.circuit_id.is_some()
+            || self.remote_id.is_some()
+            || self.subscriber_id.is_some()
+            || self.remote_id_is_chaddr.is_some()
+            || self.client_id.is_some()
+            || self.hw_prefix.is_some()
+            || !self.giaddr.is_empty()
+            || self.group.is_some()
+            || self.known.is_some()
     }
 }
 
@@ -183,9 +205,10 @@ impl Settings {
         }
     }
 
-    /// Whether the scope sets nothing.
+    /// Whether the scope sets nothing (cheap: the code bitmap, not the option table).
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.options.is_empty()
+        self.codes == [0; 4]
             && self.next_server.is_none()
             && self.boot_file.is_none()
             && !self.times.any()

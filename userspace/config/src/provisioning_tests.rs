@@ -359,3 +359,23 @@ default-time = 1800
     assert_eq!(cfg.subnets[1].times.default, 1800);
     assert_eq!(cfg.shared_networks[0].subnets, vec![0, 1]);
 }
+
+#[test]
+fn class_bytes_match_exact_prefix_contains() {
+    let c = |p: &[u8]| BytesMatch::Contains(p.to_vec());
+    assert!(c(b"dslforum.org").test(b"dslforum.org"));
+    assert!(c(b"dslforum.org").test(b"xx dslforum.org"));
+    assert!(c(b"dslforum.org").test(b"dslforum.org yy"));
+    assert!(c(b"aab").test(b"aaab"), "a repeated first byte");
+    assert!(!c(b"dslforum.org").test(b"dslforum.or"));
+    assert!(!c(b"abc").test(b"ab"));
+    assert!(c(b"").test(b""));
+    let p = |x: &[u8]| BytesMatch::Prefix(x.to_vec());
+    assert!(p(b"docsis").test(b"docsis3.0"));
+    assert!(!p(b"docsis").test(b"docsi"));
+    assert!(!p(b"docsis").test(b"pktc1.0:"));
+    let e = |x: &[u8]| BytesMatch::Exact(x.to_vec());
+    assert!(e(b"docsis3.0").test(b"docsis3.0"));
+    assert!(!e(b"docsis3.0").test(b"docsis3.0:"));
+    assert!(!e(b"docsis3.0").test(b"Docsis3.0"));
+}

@@ -140,6 +140,10 @@ pub fn denies_unknown(cfg: &Config, s: &Subnet) -> bool {
 pub struct Layers<'c> {
     cfg: &'c Config,
     classes: ClassSet,
+    /// Codes set by any of the client's classes (so other codes skip the class layer).
+    class_codes: [u64; 4],
+    /// Only the subnet has settings: every lookup is the subnet's.
+    plain: bool,
     pool: Option<&'c Settings>,
     subnet: &'c Subnet,
     network: Option<&'c Settings>,
@@ -165,9 +169,20 @@ impl<'c> Layers<'c> {
             .and_then(|n| cfg.shared_networks.get(n))
             .map(|n| &n.settings)
             .filter(|s| !s.is_empty());
+        let mut class_codes = [0u64; 4];
+        for id in classes.iter() {
+            if let Some(c) = cfg.classes.get(usize::from(id)) {
+                for (a, b) in class_codes.iter_mut().zip(c.settings.codes.iter()) {
+                    *a |= b;
+                }
+            }
+        }
+        let plain = classes.is_empty() && pool.is_none() && network.is_none();
         Layers {
             cfg,
             classes,
+            class_codes,
+            plain,
             pool,
             subnet,
             network,
