@@ -166,9 +166,8 @@ fn sub_passes(test: &Option<BytesMatch>, v: Option<&[u8]>) -> bool {
 /// Whether the client of `f` meets every condition of `m` (a class without conditions
 /// has no members but its registered group).
 pub fn matches(m: &ClassMatch, f: &ClientFacts<'_>) -> bool {
-    if !m.has_conditions() {
-        return false;
-    }
+    // Most classes fail a condition early; whether there is any condition at all is asked
+    // only of a class that passed them all.
     if let Some(k) = m.known {
         if k != f.known {
             return false;
@@ -212,7 +211,7 @@ pub fn matches(m: &ClassMatch, f: &ClientFacts<'_>) -> bool {
     {
         return false;
     }
-    true
+    m.has_conditions()
 }
 
 /// The classes of the client of `f`, evaluated in file order: its registration's group
