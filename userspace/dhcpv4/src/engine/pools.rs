@@ -201,17 +201,22 @@ impl<'c> Layers<'c> {
     /// Option `code`'s value from the first layer that has it.
     #[inline]
     pub fn option(&self, code: u8) -> Option<&'c [u8]> {
-        let has = |s: &Settings| s.codes[usize::from(code >> 6)] & (1u64 << (code & 63)) != 0;
-        if let Some(v) = self
-            .class_settings()
-            .find(|s| has(s))
-            .and_then(|s| s.options.get(code))
-        {
-            return Some(v);
+        if self.plain {
+            return self.subnet.options.get(code);
+        }
+        let bit = |codes: &[u64; 4]| codes[usize::from(code >> 6)] & (1u64 << (code & 63)) != 0;
+        if bit(&self.class_codes) {
+            if let Some(v) = self
+                .class_settings()
+                .find(|s| bit(&s.codes))
+                .and_then(|s| s.options.get(code))
+            {
+                return Some(v);
+            }
         }
         if let Some(v) = self
             .pool
-            .filter(|s| has(s))
+            .filter(|s| bit(&s.codes))
             .and_then(|s| s.options.get(code))
         {
             return Some(v);
