@@ -92,7 +92,8 @@ fn relay_example_parses_and_selects_by_giaddr() {
         a.reservations,
         vec![Reservation {
             key: ReservationKey::Hw([2, 0, 0, 0, 0x0a, 1]),
-            ip: ip("10.10.0.5")
+            ip: ip("10.10.0.5"),
+            group: None,
         }]
     );
     assert_eq!(a.options.get(6), Some(&[192, 0, 2, 53, 192, 0, 2, 54][..]));
@@ -297,7 +298,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),

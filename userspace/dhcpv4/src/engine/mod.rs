@@ -18,7 +18,9 @@
 
 mod address;
 mod binding;
+pub mod classes;
 mod messages;
+pub mod pools;
 mod reply;
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
-use xdhcpd_config::{Config, LeaseTimes, ReservationKey, Subnet};
+use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
 use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
 
 use crate::delivery::Delivery;
@@ -36,6 +38,8 @@ use crate::trust::{Refusal, RelayTrust};
 use crate::wire::{self, Message, MessageType, Summary};
 
 use binding::{bind_granted, is_bound, may_take, request_kind, same_hw};
+use classes::{classify, Registrations};
+use pools::Scopes;
 
 /// Largest DHCP payload we send when the client states no limit (RFC 2131:
 /// 576-byte IP datagrams minus IP and UDP headers).
@@ -60,6 +64,10 @@ pub struct EngineShared {
     pub failover: Option<Arc<PolicyCell>>,
     /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
     trust: RelayTrust,
+    /// Registered clients (KNOWN, group) for class evaluation (`classes.rs`).
+    registrations: Registrations,
+    /// Shared networks and pool locations (`pools.rs`).
+    scopes: Scopes,
 }
 
 impl EngineShared {
@@ -80,6 +88,8 @@ impl EngineShared {
         let reserved_addrs = reservations.iter().map(|(k, &(_, ip))| (ip, *k)).collect();
         EngineShared {
             trust: RelayTrust::new(&config),
+            registrations: Registrations::from_config(&config),
+            scopes: Scopes::new(&config),
             config,
             table,
             server_id,
@@ -167,6 +177,11 @@ pub enum Silence {
     UntrustedRelay,
     /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
     RelayInfoFromClient,
+    /// An unregistered client where `deny-unknown` refuses it (its network, subnet, or
+    /// every pool that its classes would otherwise allow).
+    Unregistered,
+    /// No pool of the client's link admits its classes (`allow` / `deny`).
+    NoPoolForClass,
     /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
     /// client's own bound address, from its hardware address (RELEASE: from that address).
     Unproven,
@@ -207,6 +222,12 @@ pub struct Engine {
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
+    /// Classes of the message being handled (`classes.rs`), evaluated once.
+    classes: ClassSet,
+    /// The message's client is registered (KNOWN).
+    known: bool,
+    /// The pool of the address the reply announces (its settings layer), if any.
+    reply_pool: Option<u32>,
 }
 
 impl Engine {
@@ -223,6 +244,9 @@ impl Engine {
             admission: Admission::Serve,
             relay_info: [0; 24],
             hw_is_bindings: true,
+            classes: ClassSet::EMPTY,
+            known: false,
+            reply_pool: None,
         }
     }
 
@@ -307,6 +331,20 @@ impl Engine {
         if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
             self.relay_info[0] = ri.len() as u8;
             self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
+        }
+        // Classes: once per message, from the one place the client's facts are built.
+        self.classes = ClassSet::EMPTY;
+        self.known = false;
+        self.reply_pool = None;
+        if self.shared.scopes.active
+            && matches!(
+                kind,
+                MessageType::Discover | MessageType::Request | MessageType::Inform
+            )
+        {
+            let facts = self.shared.registrations.facts(&msg, &sum, &key);
+            self.known = facts.known;
+            self.classes = classify(&self.shared.config.classes, &facts);
         }
         match kind {
             MessageType::Discover => {
