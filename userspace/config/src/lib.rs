@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub commit: CommitMode,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
+    /// `registration-file`: the registration store (snapshot; its log is `PATH.log`).
+    /// `None`: no registrations (every client is unknown).
+    pub registration_file: Option<PathBuf>,
     /// `trusted-relays`: the giaddrs whose relayed messages are served and whose relay data
     /// (option 82, its link-selection sub-option, option 118) is honoured. `None`: what the
     /// subnets imply (see [`Config::trusted_relays`]).
@@ -213,6 +216,8 @@ pub struct Subnet {
     /// Failover `backup-allocation-boundary` (primary only): the backup's addresses are taken
     /// below it, highest first. Inside one of `pools`. None = the middle of each pool.
     pub backup_allocation_boundary: Option<Ipv4Addr>,
+    /// `deny-unknown`: a client without a registration gets no answer here (counted).
+    pub deny_unknown: bool,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file

@@ -297,7 +297,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, deny-unknown"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -785,5 +785,34 @@ fn relay_trust_errors_are_positioned() {
             "t.toml:3:49: server.trusted-relays[2]: 0.0.0.0 is no relay agent's address (giaddr 0 means not relayed)",
             "t.toml:4:24: server.untrusted-relay-info: `keep` is not one of: drop, strip",
         ]
+    );
+}
+
+#[test]
+fn registration_config_keys() {
+    let text = format!(
+        "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
+         [[subnet]]\ncidr = \"10.0.0.0/24\"\ndeny-unknown = true\n\
+         [[subnet]]\ncidr = \"10.1.0.0/24\"\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.server.registration_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/xdhcpd/regs"))
+    );
+    assert!(cfg.subnets[0].deny_unknown);
+    assert!(!cfg.subnets[1].deny_unknown);
+    let bad = format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\ndeny-unknown = \"yes\"\n");
+    let e = error_lines(&bad);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:16: subnet[0].deny-unknown: expected true or false"),
+        "{e:?}"
+    );
+    let bad = "[server]\ninterface = \"eth0\"\nregistration-file = \"\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let e = error_lines(bad);
+    assert_eq!(
+        e,
+        vec!["t.toml:3:21: server.registration-file: expected a file path"]
     );
 }

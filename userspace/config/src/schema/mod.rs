@@ -37,6 +37,7 @@ const SERVER_KEYS: &[&str] = &[
     "trusted-relays",
     "untrusted-relay-info",
     "leasequery-allow",
+    "registration-file",
 ];
 const LEASE_KEYS: &[&str] = &[
     "default-time",
@@ -71,6 +72,7 @@ const SUBNET_KEYS: &[&str] = &[
     "reservation",
     "backup-pct",
     "backup-allocation-boundary",
+    "deny-unknown",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
@@ -190,6 +192,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     options: r.options,
                     backup_pct: r.backup_pct,
                     backup_allocation_boundary: r.backup_boundary,
+                    deny_unknown: r.deny_unknown,
                 });
             }
             let lookup = SubnetLookup::build(&subnets);

@@ -37,6 +37,7 @@ pub(super) struct RawSubnet {
     pub(super) options: SubnetOptions,
     pub(super) backup_pct: Option<u8>,
     pub(super) backup_boundary: Option<Ipv4Addr>,
+    pub(super) deny_unknown: bool,
 }
 
 pub(super) fn read_subnet(
@@ -211,7 +212,14 @@ pub(super) fn read_subnet(
 
     let (backup_pct, backup_boundary) = crate::failover::read_scope_balance(errs, t, &pools);
 
+    // `deny-unknown`: clients without a registration get no answer (counted).
+    let deny_unknown = t
+        .get("deny-unknown")
+        .and_then(|f| crate::reader::boolean(errs, &f))
+        .unwrap_or(false);
+
     RawSubnet {
+        deny_unknown,
         index,
         net,
         relays,

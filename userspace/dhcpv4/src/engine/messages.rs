@@ -39,10 +39,17 @@ impl Engine {
             return self.silent(&st.no_subnet, Silence::NoSubnet);
         };
         let subnet_index = subnet.index;
+        if self.denied_unknown(subnet) {
+            return Decision::Silent(Silence::UnknownDenied);
+        }
         let hold = now.saturating_add(subnet.times.offer_hold);
         let desired = lease_time(&subnet.times, sum.lease_time);
 
+        let fixed = self.registered_fixed(subnet);
         let chosen = match self.shared.reservations.get(key) {
+            _ if fixed.is_some() => {
+                self.offer_fixed(now, msg, sum, key, subnet_index, desired, hold)
+            }
             Some(&(si, ip)) if si == subnet_index => {
                 let granted = match self.shared.table.slot_of(ip) {
                     Some(slot) => {
@@ -142,6 +149,16 @@ impl Engine {
         };
         let subnet_index = subnet.index;
         let authoritative = subnet.times.authoritative;
+        if self.denied_unknown(subnet) {
+            return Decision::Silent(Silence::UnknownDenied);
+        }
+        let fixed = self.registered_fixed(subnet);
+        if fixed.is_some_and(|f| f != ip) {
+            // Its registration now fixes another address (reservation moved): back to
+            // DISCOVER, where that address is offered.
+            EngineStats::inc(&st.registration_moved);
+            return self.nak(msg, sum, "reservation moved", out);
+        }
         // Wrong network for the client's link.
         if !subnet.net.contains(ip) {
             return if authoritative {
@@ -198,7 +215,7 @@ impl Engine {
                 }
             }
             Some(_) => return self.nak(msg, sum, "address belongs to another subnet", out),
-            None if reserved => grant(self.pol.as_ref(), now, desired, 0).0,
+            None if reserved || fixed == Some(ip) => grant(self.pol.as_ref(), now, desired, 0).0,
             None => {
                 // Inside the subnet but outside every pool and not reserved.
                 return if authoritative {

@@ -19,7 +19,10 @@
 mod address;
 mod binding;
 mod messages;
+mod registration;
 mod reply;
+
+pub use registration::{Registered, RegistrationView};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -60,6 +63,8 @@ pub struct EngineShared {
     pub failover: Option<Arc<PolicyCell>>,
     /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
     trust: RelayTrust,
+    /// Registrations (KNOWN clients, groups, fixed addresses, host options); None = none.
+    pub registrations: Option<Arc<dyn RegistrationView>>,
 }
 
 impl EngineShared {
@@ -87,7 +92,14 @@ impl EngineShared {
             reserved_addrs,
             pool_subnet,
             failover: None,
+            registrations: None,
         }
+    }
+
+    /// Makes the engines consult registrations (`engine/registration.rs`).
+    pub fn with_registrations(mut self, view: Arc<dyn RegistrationView>) -> Self {
+        self.registrations = Some(view);
+        self
     }
 
     /// Makes the engines obey a failover relationship's policy.
@@ -170,6 +182,8 @@ pub enum Silence {
     /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
     /// client's own bound address, from its hardware address (RELEASE: from that address).
     Unproven,
+    /// An unregistered client on a `deny-unknown` subnet.
+    UnknownDenied,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -207,6 +221,8 @@ pub struct Engine {
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
+    /// The message's registration (`registration.rs`).
+    reg: registration::RegHit,
 }
 
 impl Engine {
@@ -223,6 +239,7 @@ impl Engine {
             admission: Admission::Serve,
             relay_info: [0; 24],
             hw_is_bindings: true,
+            reg: registration::RegHit::default(),
         }
     }
 
@@ -300,6 +317,7 @@ impl Engine {
                 return self.silent(&st.failover_dropped, Silence::Failover);
             }
         }
+        self.lookup_registration(&msg, &key);
         self.relay_info = [0; 24];
         // A binding without a record (a reservation outside the pools) is keyed by the
         // hardware address itself unless the client sent a client id.
@@ -431,10 +449,8 @@ impl Engine {
         desired: u32,
         hold: u32,
     ) -> Option<u32> {
-        if self
-            .shared
-            .reserved_for_other(self.shared.table.addr_of(slot), key)
-        {
+        let addr = self.shared.table.addr_of(slot);
+        if self.shared.reserved_for_other(addr, key) || self.registered_for_other(addr, key) {
             return None;
         }
         let pol = self.pol;

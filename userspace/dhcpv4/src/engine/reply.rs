@@ -38,11 +38,15 @@ impl Engine {
         if kind == MessageType::Ack && !ciaddr.is_unspecified() {
             w.set_ciaddr(ciaddr);
         }
-        if let Some(ns) = subnet.next_server {
+        // A registration's values first (host precedence, `registration.rs`).
+        if let Some(ns) = self.host_next_server().or(subnet.next_server) {
             w.set_siaddr(ns);
         }
-        if let Some(file) = &subnet.boot_file {
-            w.set_file(file.as_bytes());
+        if let Some(file) = self
+            .host_boot_file()
+            .or(subnet.boot_file.as_ref().map(|f| f.as_bytes()))
+        {
+            w.set_file(file);
         }
         let mut r = w
             .option(opt::MESSAGE_TYPE, &[kind as u8])
@@ -86,7 +90,7 @@ impl Engine {
         match sum.parameter_list {
             Some(list) => {
                 for &c in list {
-                    if let Some(v) = subnet.options.get(c) {
+                    if let Some(v) = self.host_option(c).or_else(|| subnet.options.get(c)) {
                         if mark(c) {
                             w.option_if_room(c, v);
                         }
@@ -94,6 +98,13 @@ impl Engine {
                 }
             }
             None => {
+                for c in self.host_option_codes() {
+                    if let Some(v) = self.host_option(c) {
+                        if mark(c) {
+                            w.option_if_room(c, v);
+                        }
+                    }
+                }
                 for c in subnet.options.codes() {
                     if let Some(v) = subnet.options.get(c) {
                         if mark(c) {
