@@ -790,12 +790,10 @@ fn relay_trust_errors_are_positioned() {
 
 #[test]
 fn registration_config_keys() {
-    let text = format!(
-        "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
+    let text = "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
          [[subnet]]\ncidr = \"10.0.0.0/24\"\ndeny-unknown = true\n\
-         [[subnet]]\ncidr = \"10.1.0.0/24\"\n"
-    );
-    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+         [[subnet]]\ncidr = \"10.1.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         cfg.server.registration_file.as_deref(),
         Some(std::path::Path::new("/var/lib/xdhcpd/regs"))
