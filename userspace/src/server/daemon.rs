@@ -322,6 +322,17 @@ impl Daemon {
         if let Some(f) = &failover {
             engine = engine.with_failover(f.policy_cell());
         }
+        let registrations = match &cfg.server.registration_file {
+            Some(p) => Some(crate::registrations::open(p)?),
+            None => None,
+        };
+        if let Some(r) = &registrations {
+            let index = match r.lock() {
+                Ok(s) => s.index().clone(),
+                Err(p) => p.into_inner().index().clone(),
+            };
+            engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
+        }
         let engine = Arc::new(engine);
         let control_path = opts
             .control_socket
@@ -331,13 +342,17 @@ impl Daemon {
         let handler = failover
             .as_ref()
             .map_or_else(no_failover_handler, |f| f.control_handler());
+        let handler = crate::registrations::ctl::handler(registrations, handler);
         let control = match ControlServer::start(&control_path, handler) {
             Ok(c) => {
                 tracing::info!("control socket {}", control_path.display());
                 Some(c)
             }
-            // Operators need it to run failover; without failover it is a convenience.
-            Err(e) if failover.is_some() => return Err(e),
+            // Operators need it to run failover and to manage registrations; without either
+            // it is a convenience.
+            Err(e) if failover.is_some() || cfg.server.registration_file.is_some() => {
+                return Err(e)
+            }
             Err(e) => {
                 tracing::warn!("no control socket: {e:#}");
                 None
