@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lease_store::{ClientKey, Slot};
 use xdhcpd::registrations::IndexView;
 use xdhcpd_benches::{
-    build, client_mac, free_slots, in_chunks, open_table_with, Req, CONFIG, FRAME_SIZE, NOW,
-    RELAY, SERVER_ID,
+    build, client_mac, free_slots, in_chunks, open_table_with, Req, CONFIG, FRAME_SIZE, NOW, RELAY,
+    SERVER_ID,
 };
 use xdhcpd_dhcpv4::wire::MessageType;
 use xdhcpd_dhcpv4::{Decision, Engine, EngineShared, EngineStats, RxMeta};
@@ -94,7 +94,11 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % REGISTRATIONS;
             let mut r = reg(BASE + i);
-            r.group = if i % 2 == 0 { "modem".into() } else { "cpe".into() };
+            r.group = if i.is_multiple_of(2) {
+                "modem".into()
+            } else {
+                "cpe".into()
+            };
             black_box(index.put(r).len())
         })
     });

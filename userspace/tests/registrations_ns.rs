@@ -181,10 +181,7 @@ fn stats_counter(bed: &Bed, key: &str) -> Res<u64> {
 #[test]
 fn registration_bulk_import_under_load_xdp() -> Res<()> {
     let object = repo_root().join("target/bpfel-unknown-none/release/xdhcpd-ebpf");
-    if !require(&[
-        Capability::Root,
-        Capability::EbpfObject(object),
-    ]) {
+    if !require(&[Capability::Root, Capability::EbpfObject(object)]) {
         return Ok(());
     }
     let loadgen = loadgen_bin()?;
@@ -240,12 +237,19 @@ fn registration_bulk_import_under_load_xdp() -> Res<()> {
     let t = Instant::now();
     let msg = ctl(&bed, &["import", &bulk_csv.to_string_lossy()])?;
     let wall = t.elapsed();
-    eprintln!("bulk import of {BULK} under load: {} (ctl round trip {wall:?})", msg.trim());
+    eprintln!(
+        "bulk import of {BULK} under load: {} (ctl round trip {wall:?})",
+        msg.trim()
+    );
     assert!(msg.contains(&format!("imported {BULK}")), "{msg}");
     // Served at once: the probe MAC is among the imported.
     let r = probe(&bed, BULK_SALT, 3, "probe-after")?;
     let (acks, naks, _) = counts(&r);
-    assert_eq!((acks, naks), (3, 0), "newly registered clients not served: {r}");
+    assert_eq!(
+        (acks, naks),
+        (3, 0),
+        "newly registered clients not served: {r}"
+    );
 
     // Removed: refused at its next DISCOVER.
     ctl(&bed, &["remove", "--mac", &mac(BULK_SALT, 0)])?;
@@ -262,11 +266,14 @@ fn registration_bulk_import_under_load_xdp() -> Res<()> {
     if !st.success() {
         return Err(format!("loadgen failed ({st}): {}", lg.log_text()));
     }
-    let r: serde_json::Value = serde_json::from_str(&read_text(&lg_json)?)
-        .map_err(|e| format!("load.json: {e}"))?;
+    let r: serde_json::Value =
+        serde_json::from_str(&read_text(&lg_json)?).map_err(|e| format!("load.json: {e}"))?;
     let (acks, naks, drops) = counts(&r);
     eprintln!("load during the import: {acks} ACKs, {naks} NAKs, {drops} lost");
-    assert!(acks > 10_000, "too little load to show anything: {acks} ACKs");
+    assert!(
+        acks > 10_000,
+        "too little load to show anything: {acks} ACKs"
+    );
     assert_eq!(naks, 0, "NAKs under the import: {r}");
     assert_eq!(drops, 0, "DORAs lost under the import: {r}");
 
