@@ -449,7 +449,7 @@ impl Daemon {
                 let dt = last_report.elapsed().as_secs_f64();
                 last_report = Instant::now();
                 tracing::info!(
-                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}",
+                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}{}",
                     snap.received,
                     snap.offers,
                     snap.acks,
@@ -461,6 +461,12 @@ impl Daemon {
                             " leasequeries {} (active {})",
                             snap.leasequeries, snap.leasequery_active
                         )
+                    } else {
+                        String::new()
+                    },
+                    // deny-unknown: shown once any client was refused.
+                    if snap.unknown_denied > 0 {
+                        format!(" unknown_denied {}", snap.unknown_denied)
                     } else {
                         String::new()
                     },
