@@ -294,7 +294,18 @@ fn registration_store_kill9_during_bulk_import() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300 + 170 * attempt));
+        // After the first acknowledged round (a loaded machine may take seconds), at a
+        // different moment of the following rounds each attempt.
+        let done_path = d.path().join("done");
+        let t = std::time::Instant::now();
+        while std::fs::read_to_string(&done_path)
+            .unwrap_or_default()
+            .is_empty()
+            && t.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40 + 97 * attempt));
         // SAFETY: a plain kill(2) of the child this test spawned.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
