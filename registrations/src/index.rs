@@ -11,6 +11,7 @@
 //! One writer at a time (the [`crate::Store`] is behind a mutex in the daemon).
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lease_store::ClientKey;
@@ -52,6 +53,9 @@ impl Entry {
 pub struct Index {
     by_key: papaya::HashMap<ClientKey, Arc<Entry>, Hasher>,
     by_addr: papaya::HashMap<Ipv4Addr, Arc<Entry>, Hasher>,
+    /// Client-id keys in `by_key`: while 0 (registrations by MAC only, the carrier case), a
+    /// client-id lookup is answered without touching the map.
+    client_ids: AtomicUsize,
 }
 
 impl Default for Index {
@@ -72,6 +76,23 @@ impl Index {
                 .hasher(Hasher::default())
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
+            client_ids: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether any registration has a client id (else client-id lookups can be skipped).
+    #[inline]
+    pub fn has_client_ids(&self) -> bool {
+        self.client_ids.load(Ordering::Relaxed) > 0
+    }
+
+    fn count_key(&self, k: &ClientKey, delta: isize) {
+        if k.kind() == lease_store::KeyKind::ClientId {
+            if delta > 0 {
+                self.client_ids.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.client_ids.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -162,12 +183,14 @@ impl Index {
             self.by_addr.insert(a, e.clone(), &ag);
         }
         for k in e.reg.keys() {
-            self.by_key.insert(k, e.clone(), &kg);
+            if self.by_key.insert(k, e.clone(), &kg).is_none() {
+                self.count_key(&k, 1);
+            }
         }
         for o in &old {
             for k in o.keys() {
-                if !e.has_key(&k) {
-                    self.by_key.remove(&k, &kg);
+                if !e.has_key(&k) && self.by_key.remove(&k, &kg).is_some() {
+                    self.count_key(&k, -1);
                 }
             }
             if let Some(a) = o.fixed_address {
@@ -184,7 +207,9 @@ impl Index {
         let old = self.get(key)?;
         let kg = self.by_key.guard();
         for k in old.keys() {
-            self.by_key.remove(&k, &kg);
+            if self.by_key.remove(&k, &kg).is_some() {
+                self.count_key(&k, -1);
+            }
         }
         if let Some(a) = old.fixed_address {
             self.remove_addr_of(a, &old);
@@ -278,7 +303,9 @@ mod tests {
         assert_eq!(ix.len(), 1);
         assert_eq!(ix.all(), vec![r.clone()]);
         // Putting the MAC alone replaces the registration, the client id key goes.
+        assert!(ix.has_client_ids());
         ix.put(reg(1, None));
+        assert!(!ix.has_client_ids());
         assert_eq!(ix.len(), 1);
         assert!(ix
             .get(&ClientKey::from_client_id(&[1, 0, 1, 2, 3, 4, 1]))
