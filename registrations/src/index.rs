@@ -20,20 +20,46 @@ use crate::record::Registration;
 
 type Hasher = foldhash::fast::RandomState;
 
-/// One registration as the workers read it.
-#[derive(Debug)]
+/// One registration as the workers read it, stored inline in the map's node (a hit
+/// touches the node and nothing else but the options, when there are any).
+#[derive(Clone, Debug)]
 pub struct Entry {
     /// The record.
     pub reg: Registration,
+    /// Its group, interned: every registration of a group shares these bytes (hot in
+    /// cache).
+    pub group: Arc<str>,
     /// Its options (host-name first) as DHCP TLVs.
     pub tlv: Box<[u8]>,
 }
 
+/// Who holds a fixed address: the keys of its registration.
+#[derive(Clone, Copy, Debug)]
+struct Owner([Option<ClientKey>; 2]);
+
+impl Owner {
+    fn of(reg: &Registration) -> Owner {
+        let mut o = [None, None];
+        for (slot, k) in o.iter_mut().zip(reg.keys()) {
+            *slot = Some(k);
+        }
+        Owner(o)
+    }
+
+    fn has_key(&self, key: &ClientKey) -> bool {
+        self.0.iter().any(|k| k.as_ref() == Some(key))
+    }
+
+    fn first(&self) -> Option<ClientKey> {
+        self.0[0]
+    }
+}
+
 impl Entry {
-    /// Builds the worker's form of `reg`.
-    pub fn new(reg: Registration) -> Entry {
+    /// Builds the worker's form of `reg` (`group`: its interned group name).
+    pub fn new(reg: Registration, group: Arc<str>) -> Entry {
         let tlv = reg.encode_options().into_boxed_slice();
-        Entry { reg, tlv }
+        Entry { reg, group, tlv }
     }
 
     /// Whether `key` names this registration (its keys are rebuilt from the record: a few
@@ -51,8 +77,10 @@ impl Entry {
 
 /// Client key / fixed address -> registration.
 pub struct Index {
-    by_key: papaya::HashMap<ClientKey, Arc<Entry>, Hasher>,
-    by_addr: papaya::HashMap<Ipv4Addr, Arc<Entry>, Hasher>,
+    by_key: papaya::HashMap<ClientKey, Entry, Hasher>,
+    by_addr: papaya::HashMap<Ipv4Addr, Owner, Hasher>,
+    /// Interned group names (the writer's; few).
+    groups: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     /// Client-id keys in `by_key`: while 0 (registrations by MAC only, the carrier case), a
     /// client-id lookup is answered without touching the map.
     client_ids: AtomicUsize,
@@ -77,7 +105,18 @@ impl Index {
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             client_ids: AtomicUsize::new(0),
+            groups: Default::default(),
         }
+    }
+
+    fn intern(&self, g: &str) -> Arc<str> {
+        let mut m = match self.groups.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(g.to_string())
+            .or_insert_with(|| Arc::from(g))
+            .clone()
     }
 
     /// Whether any registration has a client id (else client-id lookups can be skipped).
@@ -108,13 +147,14 @@ impl Index {
     #[inline]
     pub fn reserved_for_other(&self, addr: Ipv4Addr, key: &ClientKey) -> bool {
         let g = self.by_addr.guard();
-        self.by_addr.get(&addr, &g).is_some_and(|e| !e.has_key(key))
+        self.by_addr.get(&addr, &g).is_some_and(|o| !o.has_key(key))
     }
 
     /// The registration whose fixed address is `addr`.
     pub fn by_address(&self, addr: Ipv4Addr) -> Option<Registration> {
         let g = self.by_addr.guard();
-        self.by_addr.get(&addr, &g).map(|e| e.reg.clone())
+        let k = self.by_addr.get(&addr, &g)?.first()?;
+        self.get(&k)
     }
 
     /// The registration `key` names (a copy).
@@ -167,20 +207,24 @@ impl Index {
     pub fn address_taken(&self, reg: &Registration) -> Option<Registration> {
         let a = reg.fixed_address?;
         let g = self.by_addr.guard();
-        let e = self.by_addr.get(&a, &g)?;
-        (!reg.keys().any(|k| e.has_key(&k))).then(|| e.reg.clone())
+        let o = self.by_addr.get(&a, &g)?;
+        if reg.keys().any(|k| o.has_key(&k)) {
+            return None;
+        }
+        self.get(&o.first()?)
     }
 
     /// Adds `reg`, replacing every registration that shares a key with it. Returns the
     /// replaced ones. Callers check [`Index::address_taken`] first.
     pub fn put(&self, reg: Registration) -> Vec<Registration> {
         let old = self.conflicts(&reg);
-        let e = Arc::new(Entry::new(reg));
+        let group = self.intern(&reg.group);
+        let e = Entry::new(reg, group);
         let kg = self.by_key.guard();
         let ag = self.by_addr.guard();
         // New mappings first (in place of the old ones), stale ones after.
         if let Some(a) = e.reg.fixed_address {
-            self.by_addr.insert(a, e.clone(), &ag);
+            self.by_addr.insert(a, Owner::of(&e.reg), &ag);
         }
         for k in e.reg.keys() {
             if self.by_key.insert(k, e.clone(), &kg).is_none() {
@@ -222,7 +266,7 @@ impl Index {
         let ag = self.by_addr.guard();
         let _ = self
             .by_addr
-            .remove_if(&a, |_, e| owner.keys().any(|k| e.has_key(&k)), &ag);
+            .remove_if(&a, |_, o| owner.keys().any(|k| o.has_key(&k)), &ag);
     }
 
     /// Makes the index hold exactly `regs`: each is put (replacing in place), then every

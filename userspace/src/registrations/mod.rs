@@ -27,7 +27,7 @@ impl RegistrationView for IndexView {
         self.0
             .with(key, |e| {
                 visit(&Registered {
-                    group: &e.reg.group,
+                    group: &e.group,
                     fixed_address: e.reg.fixed_address,
                     next_server: e.reg.next_server,
                     boot_file: e.reg.boot_file.as_deref().map(str::as_bytes),
