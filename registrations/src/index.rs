@@ -139,7 +139,7 @@ impl Index {
     #[inline]
     pub fn with<R>(&self, key: &ClientKey, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         let g = self.by_key.guard();
-        self.by_key.get(key, &g).map(|e| f(e))
+        self.by_key.get(key, &g).map(f)
     }
 
     /// Whether `addr` is some registration's fixed address and that registration is not
