@@ -54,6 +54,133 @@ domain-name = "access.example.net"
 range = "10.0.1.0-10.15.255.254"
 "#;
 
+/// [`CONFIG`]'s traffic under a carrier configuration: 20 `[[class]]`es (every matcher kind;
+/// the benchmark client, `docsis3.0:...` with a circuit id through a relay in 10.0.0.0/12, is
+/// in 5 of them), two shared networks, and the client's ~1M pool placed after four pools its
+/// classes may not use in its shared network. Options come from class, pool, subnet and
+/// network layers.
+pub fn classes_config() -> String {
+    let mut c = String::from(
+        r#"
+[server]
+interface = "lo"
+server-id = "10.0.0.1"
+lease-file = "/unused"
+commit = "ack"
+
+[lease]
+default-time = 3600
+min-time = 60
+max-time = 86400
+offer-hold = 30
+"#,
+    );
+    // The client's classes (5): by option 60 prefix and substring, option 82 circuit id, giaddr,
+    // and unknown.
+    c.push_str(
+        r#"
+[[class]]
+name = "cm"
+vendor-class-prefix = "docsis"
+next-server = "192.0.2.69"
+boot-file = "cm.cfg"
+log-servers = ["192.0.2.7"]
+[[class]]
+name = "cm30"
+vendor-class-contains = "3.0:"
+default-time = 7200
+[[class]]
+name = "olt1"
+circuit-id = "olt1/0/3/17:100.0"
+ntp-servers = ["192.0.2.123"]
+[[class]]
+name = "access"
+giaddr = ["10.0.0.0/12"]
+[[class]]
+name = "unregistered"
+known = false
+"#,
+    );
+    // 15 classes it is not in.
+    let others = [
+        "vendor-class-prefix = \"pktc1.0:\"",
+        "vendor-class-contains = \"dslforum.org\"",
+        "vendor-class = \"MSFT 5.0\"",
+        "user-class = \"iptv\"",
+        "user-class-prefix = \"voip\"",
+        "circuit-id = \"olt2/0/1/1:1.0\"",
+        "remote-id = \"0x001122334455\"",
+        "subscriber-id = \"sub-1\"",
+        "remote-id-is-chaddr = true",
+        "client-id = \"01:00:11:22:33:44:55\"",
+        "hw-prefix = \"00:e0:6f\"",
+        "giaddr = [\"192.0.2.0/24\"]",
+        "known = true",
+        "vendor-class-prefix = \"docsis1.0:\"",
+        "vendor-class-prefix = \"meter\"",
+    ];
+    for (i, m) in others.iter().enumerate() {
+        c.push_str(&format!(
+            "[[class]]\nname = \"other{i}\"\n{m}\nboot-file = \"other{i}.cfg\"\ndomain-name = \"other{i}.example\"\n"
+        ));
+    }
+    // Two shared networks; the client's (giaddr 10.0.0.2 selects 10.0.0.0/12) has four
+    // smaller subnets first whose pools deny or do not allow its classes.
+    c.push_str(
+        r#"
+[[shared-network]]
+name = "access"
+time-servers = ["192.0.2.123"]
+time-offset = -10800
+[[shared-network]]
+name = "cable"
+relay-addresses = ["192.0.2.200"]
+domain-name = "cable.example.net"
+"#,
+    );
+    for i in 0..4 {
+        c.push_str(&format!(
+            r#"
+[[subnet]]
+cidr = "10.{n}.0.0/16"
+shared-network = "access"
+router = ["10.{n}.0.1"]
+[[subnet.pool]]
+range = "10.{n}.1.0-10.{n}.1.255"
+allow = ["other{i}", "other{j}"]
+[[subnet.pool]]
+range = "10.{n}.2.0-10.{n}.2.255"
+deny = ["cm"]
+"#,
+            n = 16 + i,
+            j = i + 4,
+        ));
+    }
+    c.push_str(
+        r#"
+[[subnet]]
+cidr = "10.0.0.0/12"
+shared-network = "access"
+router = ["10.0.0.1"]
+dns-servers = ["192.0.2.53", "192.0.2.54"]
+domain-name = "access.example.net"
+[[subnet.pool]]
+range = "10.0.1.0-10.15.255.254"
+allow = ["cm", "other0"]
+deny = ["other1"]
+dns-servers = ["192.0.2.55"]
+
+[[subnet]]
+cidr = "10.100.0.0/16"
+shared-network = "cable"
+[[subnet.pool]]
+range = "10.100.1.0-10.100.255.254"
+allow = ["other0"]
+"#,
+    );
+    c
+}
+
 /// Parameter request list of a typical Linux/Windows client (option 55).
 pub const PARAMS: [u8; 11] = [1, 3, 6, 15, 26, 28, 42, 51, 58, 59, 119];
 /// Vendor class (option 60), a DOCSIS-style string.
@@ -308,7 +435,12 @@ pub struct EngineFixture {
 impl EngineFixture {
     /// Parses [`CONFIG`] and opens (creates) the lease table at `path`.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let cfg = xdhcpd_config::parse(CONFIG, "benches/CONFIG")
+        Self::open_with(path, CONFIG)
+    }
+
+    /// Parses `config` and opens (creates) the lease table at `path`.
+    pub fn open_with(path: &Path, config: &str) -> Result<Self, String> {
+        let cfg = xdhcpd_config::parse(config, "benches/CONFIG")
             .map_err(|e| format!("bench configuration: {e}"))?;
         let cfg = Arc::new(cfg);
         let pools: Vec<PoolSpec> = cfg

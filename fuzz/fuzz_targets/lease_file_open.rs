@@ -182,6 +182,7 @@ fuzz_target!(|inp: Input| {
         create: inp.create,
         allow_shrink: inp.allow_shrink,
         shards: 2,
+        wal: None,
     };
     let Ok((t, _report)) = LeaseTable::open(&path, &pools, &opts) else {
         return;

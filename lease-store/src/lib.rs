@@ -11,9 +11,13 @@
 //! Durability: an update is in the page cache when `update` returns (it
 //! survives the process being killed); it is on stable storage after
 //! [`LeaseTable::flush_set`] (the records of one batch) or
-//! [`LeaseTable::flush`] (everything). Commit modes are built from these:
-//! "ack" = `flush_set` before the replies of a batch leave, "interval" = a
-//! thread calling `flush` every N ms.
+//! [`LeaseTable::flush`] (everything). With a write-ahead log
+//! (`OpenOptions::wal`), every change is also staged for the log and
+//! [`LeaseTable::commit`] makes everything so far durable with one small
+//! sequential append and `fdatasync`; [`LeaseTable::checkpoint`] writes the
+//! table back and drops the log before that point; open replays the log.
+//! Commit modes are built from these: "ack" = a log `commit` before the
+//! replies of a batch leave, "interval" = a thread calling `flush` every N ms.
 //!
 //! Integrity: every record carries a CRC; at open a record with a bad CRC
 //! (or one left mid-write with a bad CRC) is quarantined and reported, a
@@ -27,6 +31,7 @@ mod error;
 mod header;
 mod lease;
 mod table;
+pub mod v6;
 
 pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
@@ -35,7 +40,9 @@ pub use lease::{
     RELAY_AGENT_INFO_MAX,
 };
 pub use table::{
-    unix_now, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
+    default_wal_bytes, unix_now, wal_path, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport,
+    PoolStats, Slot, SweepResult, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY,
+    MIN_WAL_BYTES,
 };
 
 /// Current on-disk format version.

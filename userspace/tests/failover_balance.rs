@@ -52,10 +52,11 @@ fn config(iface: &str, me: &str, peer: &str, primary: bool, db: &Path, sock: &Pa
          [[subnet.pool]]\nrange = \"{FIRST}-{LAST}\"\n\n\
          [failover]\nrole = \"{}\"\nname = \"pair\"\naddress = \"{me}\"\nport = 647\n\
          peer-address = \"{peer}\"\npeer-port = 647\nmclt = 60\npoll-interval = 2\n\
-         poll-timeout = 8\nuse-safe-period = false\nbackup-pct = 50\n",
+         poll-timeout = 8\nuse-safe-period = false\nbackup-pct = 50\n{}",
         db.display(),
         sock.display(),
         if primary { "primary" } else { "secondary" },
+        failover_common::auth_line(db.parent().unwrap_or(std::path::Path::new("/tmp"))),
     )
 }
 

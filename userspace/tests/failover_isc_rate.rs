@@ -113,11 +113,12 @@ fn run(isc_role: IscRole, clients: u32, rate: u32) -> Res<()> {
     // Default xdhcpd failover settings but a bigger pool and a 10 % backup share (the
     // primary's grant to ISC is then 256 updates, not half the pool).
     let s = xd_sides_with(&bed, &t, |_, c| {
-        c.replace(
-            &format!("{POOL_FIRST}-{POOL_LAST}"),
-            &format!("{RANGE_FIRST}-{RANGE_LAST}"),
-        )
-        .replace("backup-pct = 50", "backup-pct = 10")
+        for_isc_partner(&c)
+            .replace(
+                &format!("{POOL_FIRST}-{POOL_LAST}"),
+                &format!("{RANGE_FIRST}-{RANGE_LAST}"),
+            )
+            .replace("backup-pct = 50", "backup-pct = 10")
     })?;
     let isc_conf = bed.path("isc.conf");
     let isc_leases = bed.path("isc.leases");

@@ -235,7 +235,8 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
         mclt: 20,
         split: Some(128),
     };
-    let s = xd_sides(&bed, &t)?;
+    // ISC dhcpd has no authentication: plain TCP with the address allowlist.
+    let s = xd_sides_with(&bed, &t, |_, c| for_isc_partner(&c))?;
     let isc_conf = bed.path("isc.conf");
     let isc_leases = bed.path("isc.leases");
     // xdhcpd runs on the side ISC does not.

@@ -145,7 +145,7 @@ fn registration_path_allocates_nothing() {
     let mut acks = 0;
     let mut denied = 0;
     for d in &discovers {
-        if let Decision::Silent(Silence::UnknownDenied) = e.handle(1000, &meta, d, &mut out) {
+        if let Decision::Silent(Silence::Unregistered) = e.handle(1000, &meta, d, &mut out) {
             denied += 1;
         }
     }

@@ -8,7 +8,7 @@
 //!   lost message twice; a drop after that fails the test);
 //! - a newly registered MAC is served at once (a probe client refused before the import is
 //!   served right after it), a removed one is refused at its next DISCOVER (counted in
-//!   `unknown_denied`);
+//!   `unknown_refused`);
 //! - the registrations survive kill -9 of the daemon (count and refusals after restart).
 //!
 //! Needs root (namespaces) and the eBPF object (XDP data path).
@@ -169,13 +169,13 @@ fn counts(report: &serde_json::Value) -> (u64, u64, u64) {
     (acks, naks, drops)
 }
 
-/// The latest `unknown_denied N` of the daemon's periodic stats lines (0 before any).
+/// The latest `unknown_refused N` of the daemon's periodic stats lines (0 before any).
 fn denied_in(log: &Path) -> Res<u64> {
     let text = read_text(log)?;
     Ok(text
-        .rsplit("unknown_denied ")
+        .rsplit("unknown_refused ")
         .next()
-        .filter(|_| text.contains("unknown_denied "))
+        .filter(|_| text.contains("unknown_refused "))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0))

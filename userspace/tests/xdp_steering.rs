@@ -921,3 +921,434 @@ fn xdp_steering_passes_dhcp_without_socket_and_guards_failover() {
         "XDP still attached after drop: {link}"
     );
 }
+
+/// A namespace pair with the program attached in driver mode (guard on, partner PARTNER4 /
+/// PARTNER6) and a DHCPv4 UDP socket in the server namespace; returns what the tests need.
+struct GuardBed {
+    // Dropped in this order: the program detaches before its namespace goes.
+    xdp: XdpSteering,
+    dhcp4: UdpSocket,
+    cli_if: String,
+    cfg: XdpConfig,
+    client: Netns,
+    server: Netns,
+}
+
+fn guard_bed(tag: &str) -> GuardBed {
+    let server = Netns::new(&format!("{tag}s")).expect("create server netns");
+    let client = Netns::new(&format!("{tag}c")).expect("create client netns");
+    let veth = veth_pair(&server, &client, 1).expect("create veth pair");
+    let (srv_if, cli_if) = (veth.a.clone(), veth.b.clone());
+    server.add_addr(&srv_if, "10.201.0.1/24").unwrap();
+    server.add_addr(&srv_if, "fd00:201::1/64").unwrap();
+    client.add_addr(&cli_if, "10.201.0.2/24").unwrap();
+    let dhcp4 = server
+        .run(|| -> io::Result<UdpSocket> {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67))?;
+            s.set_broadcast(true)?;
+            Ok(s)
+        })
+        .unwrap()
+        .expect("bind port 67");
+    let cfg = XdpConfig {
+        flags: CFG_DHCPV4 | CFG_GUARD_FAILOVER,
+        failover_port: 0,
+        standby_max_secs: 0,
+    };
+    let object = object();
+    let ifname = srv_if.clone();
+    let mut xdp = server
+        .run(move || XdpSteering::attach(&ifname, AttachMode::Driver, object.as_deref(), cfg))
+        .unwrap()
+        .expect("attach XDP in driver mode");
+    xdp.set_partners(&[IpAddr::V4(PARTNER4), IpAddr::V6(PARTNER6)])
+        .expect("set partners");
+    GuardBed {
+        xdp,
+        dhcp4,
+        cli_if,
+        cfg,
+        client,
+        server,
+    }
+}
+
+/// Frames the failover guard cannot read far enough to rule out TCP to the failover port.
+fn unparsable_tcp_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let syn = tcp_syn(FAILOVER_PORT);
+    let v6 = |src: Ipv6Addr, ext: &[u8], first: u8, l4: &[u8]| {
+        concat(&[
+            &eth(&[], 0x86dd),
+            &ipv6(src, first, ext.len() + l4.len()),
+            ext,
+            l4,
+        ])
+    };
+    let v4 = |frag: u16, l4: &[u8]| concat(&[&eth(&[], 0x0800), &ipv4(5, frag, 6, l4.len()), l4]);
+    vec![
+        (
+            "TCP SYN to 647 from a stranger behind seven destination-options headers",
+            v6(
+                STRANGER6,
+                &ext_opts(60)
+                    .repeat(6)
+                    .into_iter()
+                    .chain(ext_opts(6))
+                    .collect::<Vec<_>>(),
+                60,
+                &syn,
+            ),
+        ),
+        (
+            "IPv6 first fragment (M) whose TCP header is cut before the ports",
+            v6(STRANGER6, &ext_frag(6, 1), 44, &syn[..2]),
+        ),
+        (
+            "IPv4 first fragment (MF) whose TCP header is cut before the ports",
+            v4(0x2000, &syn[..2]),
+        ),
+        (
+            "IPv4 TCP fragment at offset 8, overlapping the TCP header (RFC 1858)",
+            v4(0x0001, &syn[8..]),
+        ),
+        (
+            "IPv4 header cut at 10 bytes (protocol unknown)",
+            concat(&[&eth(&[], 0x0800), &ipv4(5, 0, 6, 0)[..10]]),
+        ),
+    ]
+}
+
+#[test]
+fn xdp_failover_guard_fails_closed_on_unparsable_tcp() {
+    if !require(&needs()) {
+        return;
+    }
+    let mut bed = guard_bed("xdpg");
+    let frames = unparsable_tcp_frames();
+    let raw: Vec<Vec<u8>> = frames.iter().map(|(_, f)| f.clone()).collect();
+    // Controls the guard must keep passing: a later fragment of TCP, TCP to another port.
+    let controls = vec![
+        concat(&[
+            &eth(&[], 0x0800),
+            &ipv4(5, 0x0004, 6, 20),
+            &tcp_syn(FAILOVER_PORT),
+        ]),
+        concat(&[&eth(&[], 0x0800), &ipv4(5, 0, 6, 20), &tcp_syn(80)]),
+    ];
+    let send = |bed: &GuardBed, frames: Vec<Vec<u8>>| {
+        let dev = bed.cli_if.clone();
+        bed.client
+            .run(move || send_raw(&dev, &frames))
+            .unwrap()
+            .expect("send raw frames");
+    };
+
+    let before = bed.xdp.counters().unwrap();
+    send(&bed, raw.clone());
+    send(&bed, controls.clone());
+    // Wait for the program to have seen them all (veth XDP runs in the sender's context, so
+    // this is immediate; poll briefly anyway).
+    let want = (raw.len() + controls.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut d = bed.xdp.counters().unwrap().since(&before);
+    while d.seen < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        d = bed.xdp.counters().unwrap().since(&before);
+    }
+    eprintln!("guard on: {d}");
+    let names: Vec<&str> = frames.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        d.guard_unparsable_dropped,
+        raw.len() as u64,
+        "each unparsable frame dropped: {d}; {names:?}"
+    );
+    // (>=: the kernel's own IPv6 neighbour and router traffic may pass meanwhile.)
+    assert!(
+        d.passed >= controls.len() as u64,
+        "the controls passed: {d}"
+    );
+    assert_eq!(d.failover_dropped, 0, "{d}");
+
+    // With the guard off (no failover), the same frames go to the kernel as before.
+    bed.xdp
+        .set_config(XdpConfig {
+            flags: CFG_DHCPV4,
+            ..bed.cfg
+        })
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    send(&bed, raw.clone());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut d = bed.xdp.counters().unwrap().since(&before);
+    while d.seen < raw.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        d = bed.xdp.counters().unwrap().since(&before);
+    }
+    eprintln!("guard off: {d}");
+    assert_eq!(d.guard_unparsable_dropped, 0, "{d}");
+    assert!(d.passed >= raw.len() as u64, "{d}");
+    let _ = &bed.server;
+}
+
+/// A DISCOVER from `mac` (last byte), relayed by `giaddr` when set.
+fn discover_from(xid: u32, mac: u8, giaddr: [u8; 4]) -> Vec<u8> {
+    let mut m = discover(xid);
+    m[24..28].copy_from_slice(&giaddr);
+    m[33] = mac;
+    m
+}
+
+/// `m` with option 82 after option 53: circuit-id `circuit` (after a remote-id sub-option
+/// when `second`).
+fn with_circuit(mut m: Vec<u8>, circuit: &[u8], second: bool) -> Vec<u8> {
+    let remote: &[u8] = &[2, 2, b'r', b'1'];
+    let mut sub = Vec::new();
+    if second {
+        sub.extend_from_slice(remote);
+    }
+    sub.extend_from_slice(&[1, circuit.len() as u8]);
+    sub.extend_from_slice(circuit);
+    if !second {
+        sub.extend_from_slice(remote);
+    }
+    let mut opts = vec![53, 1, 1, 82, sub.len() as u8];
+    opts.extend_from_slice(&sub);
+    opts.push(255);
+    m[240..240 + opts.len()].copy_from_slice(&opts);
+    m
+}
+
+#[test]
+fn xdp_ratelimit_per_client_relay_and_circuit() {
+    if !require(&needs()) {
+        return;
+    }
+    let mut bed = guard_bed("xdpr");
+    let send = |bed: &GuardBed, msgs: Vec<Vec<u8>>| {
+        let dev = bed.cli_if.clone();
+        bed.client
+            .run(move || -> io::Result<()> {
+                let udp4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
+                udp4.set_broadcast(true)?;
+                bind_to_device(&udp4, &dev)?;
+                for m in &msgs {
+                    udp4.send_to(m, (Ipv4Addr::BROADCAST, 67))?;
+                }
+                Ok(())
+            })
+            .unwrap()
+            .expect("send DISCOVERs");
+    };
+    // Relays send unicast from their own address (the relay buckets' key).
+    let send_from = |bed: &GuardBed, relay: Ipv4Addr, msgs: Vec<Vec<u8>>| {
+        bed.client
+            .run(move || -> io::Result<()> {
+                let udp4 = UdpSocket::bind((relay, 67))?;
+                for m in &msgs {
+                    udp4.send_to(m, (SRV4, 67))?;
+                }
+                Ok(())
+            })
+            .unwrap()
+            .expect("send relayed DISCOVERs");
+    };
+    const R1: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 11);
+    const R2: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 12);
+    for r in [R1, R2] {
+        bed.client
+            .add_addr(&bed.cli_if, &format!("{r}/24"))
+            .unwrap();
+    }
+    let quiet = Duration::from_millis(300);
+
+    // Per client: 1/s, bursts of 2. One client floods; another still gets its burst.
+    let (i, t) = xdhcpd_common::RateLimitConfig::gcra(1, 2);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: i,
+            client_tau_ns: t,
+            relay_interval_ns: 0,
+            relay_tau_ns: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    let flood: Vec<Vec<u8>> = (0..10)
+        .map(|x| discover_from(100 + x, 0x01, [0; 4]))
+        .collect();
+    let other: Vec<Vec<u8>> = (0..2)
+        .map(|x| discover_from(200 + x, 0x02, [0; 4]))
+        .collect();
+    send(&bed, flood);
+    send(&bed, other);
+    let got = drain(&bed.dhcp4, quiet).unwrap();
+    let d = bed.xdp.counters().unwrap().since(&before);
+    eprintln!("per client: {got} reached the server; {d}");
+    assert_eq!(
+        d.ratelimit_client_dropped, 8,
+        "the flooder's 10 - burst 2: {d}"
+    );
+    assert_eq!(
+        got, 4,
+        "2 of the flooder's, both of the other client's: {d}"
+    );
+    assert_eq!(d.ratelimit_relay_dropped, 0, "{d}");
+
+    // Per relay: 1/s, bursts of 3, clients unlimited. 10 clients behind relay R1, 3 behind
+    // R2: R1's flood costs R2 nothing, even when R1's clients claim R2's giaddr (a relay
+    // forwards a giaddr already set unchanged): the bucket is the sender's.
+    let (i, t) = xdhcpd_common::RateLimitConfig::gcra(1, 3);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: 0,
+            client_tau_ns: 0,
+            relay_interval_ns: i,
+            relay_tau_ns: t,
+            ..Default::default()
+        })
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    let g1: Vec<Vec<u8>> = (0..10)
+        .map(|x| {
+            let claimed = if x % 2 == 0 { R1 } else { R2 };
+            discover_from(300 + x, 0x10 + x as u8, claimed.octets())
+        })
+        .collect();
+    let g2: Vec<Vec<u8>> = (0..3)
+        .map(|x| discover_from(400 + x, 0x30 + x as u8, R2.octets()))
+        .collect();
+    send_from(&bed, R1, g1);
+    send_from(&bed, R2, g2);
+    let got = drain(&bed.dhcp4, quiet).unwrap();
+    let d = bed.xdp.counters().unwrap().since(&before);
+    eprintln!("per relay: {got} reached the server; {d}");
+    assert_eq!(d.ratelimit_relay_dropped, 7, "R1's 10 - burst 3: {d}");
+    assert_eq!(got, 6, "3 from R1, all 3 from R2: {d}");
+    assert_eq!(d.ratelimit_client_dropped, 0, "{d}");
+
+    // Per circuit (relay + option 82 circuit-id): 1/s, bursts of 2. One access port floods
+    // behind R1; another port of R1, and the same port name behind R2, are not touched. The
+    // circuit-id is found as the second sub-option too.
+    let (i, t) = xdhcpd_common::RateLimitConfig::gcra(1, 2);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            circuit_interval_ns: i,
+            circuit_tau_ns: t,
+            ..Default::default()
+        })
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    let g1 = R1.octets();
+    let mut msgs: Vec<Vec<u8>> = (0..6)
+        .map(|x| with_circuit(discover_from(600 + x, 0x40 + x as u8, g1), b"port-1", false))
+        .collect();
+    msgs.extend(
+        (0..2).map(|x| with_circuit(discover_from(610 + x, 0x50 + x as u8, g1), b"port-2", true)),
+    );
+    let at_r2: Vec<Vec<u8>> = (0..2)
+        .map(|x| {
+            with_circuit(
+                discover_from(620 + x, 0x60 + x as u8, R2.octets()),
+                b"port-1",
+                false,
+            )
+        })
+        .collect();
+    send_from(&bed, R1, msgs);
+    send_from(&bed, R2, at_r2);
+    let got = drain(&bed.dhcp4, quiet).unwrap();
+    let d = bed.xdp.counters().unwrap().since(&before);
+    eprintln!("per circuit: {got} reached the server; {d}");
+    assert_eq!(
+        d.ratelimit_circuit_dropped, 4,
+        "port-1's 6 behind R1 - burst 2: {d}"
+    );
+    assert_eq!(
+        got, 6,
+        "2 of port-1@R1, both of port-2@R1 and of port-1@R2: {d}"
+    );
+
+    // Off: everything passes again.
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig::default())
+        .unwrap();
+    let before = bed.xdp.counters().unwrap();
+    send(
+        &bed,
+        (0..10)
+            .map(|x| discover_from(500 + x, 0x01, [10, 9, 0, 1]))
+            .collect(),
+    );
+    let got = drain(&bed.dhcp4, quiet).unwrap();
+    let d = bed.xdp.counters().unwrap().since(&before);
+    assert_eq!(
+        (got, d.ratelimit_client_dropped, d.ratelimit_relay_dropped),
+        (10, 0, 0),
+        "{d}"
+    );
+    let _ = &bed.server;
+}
+
+/// The program's cost per DHCPv4 request with and without the rate limits, measured in the
+/// kernel with BPF_PROG_TEST_RUN (no veth, no copy: the program alone). Prints the figures
+/// for `benches/RESULTS.md`:
+/// `cargo test --release -p xdhcpd --test xdp_steering xdp_ratelimit_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand"]
+fn xdp_ratelimit_cost_per_request() {
+    if !require(&needs()) {
+        return;
+    }
+    let mut bed = guard_bed("xdpk");
+    let msg = with_circuit(
+        discover_from(1, 0x01, [10, 9, 0, 1]),
+        b"ge-0/0/7.100",
+        false,
+    );
+    let frame = concat(&[
+        &eth(&[], 0x0800),
+        &ipv4(5, 0, 17, 8 + msg.len()),
+        &udp(67, 67, &msg),
+    ]);
+    let repeat = 2_000_000;
+    let measure = |bed: &GuardBed, what: &str| -> f64 {
+        // Best of 5 runs: the machine is shared.
+        let best = (0..5)
+            .map(|_| bed.xdp.test_run(&frame, repeat).expect("test run").1)
+            .min()
+            .unwrap();
+        let (action, _) = bed.xdp.test_run(&frame, 1).unwrap();
+        let ns = best.as_nanos() as f64;
+        eprintln!("{what}: {ns:.0} ns per request (best of 5 x {repeat}), action {action}");
+        ns
+    };
+    let off = measure(&bed, "rate limits off");
+    let (ci, ct) = xdhcpd_common::RateLimitConfig::gcra(100_000_000, 100_000_000);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: ci,
+            client_tau_ns: ct,
+            relay_interval_ns: ci,
+            relay_tau_ns: ct,
+            circuit_interval_ns: ci,
+            circuit_tau_ns: ct,
+        })
+        .unwrap();
+    let admitted = measure(&bed, "client + relay + circuit limits on, admitted");
+    let (ci, ct) = xdhcpd_common::RateLimitConfig::gcra(1, 1);
+    bed.xdp
+        .set_rate_limits(xdhcpd_common::RateLimitConfig {
+            client_interval_ns: ci,
+            client_tau_ns: ct,
+            relay_interval_ns: 0,
+            relay_tau_ns: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    let dropped = measure(&bed, "client limit on, dropped");
+    eprintln!(
+        "rate-limit cost: +{:.0} ns admitted, {:+.0} ns dropped (vs {off:.0} ns off)",
+        admitted - off,
+        dropped - off
+    );
+}

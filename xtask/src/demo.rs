@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: the main job on the embedded default configuration.
 //!
 //! Two namespaces joined by a veth pair; xdhcpd on the server side in XDP
-//! mode with `userspace/examples/demo.toml`; one real client (busybox
-//! udhcpc) and perfdhcp load from the client side. Prints the client's
-//! lease, leases/s and the XDP counters, and removes everything it created,
-//! also on failure or Ctrl-C.
+//! mode with `userspace/examples/dual-stack.toml` (the demo's link plus
+//! DHCPv6: fd77::/64, server fd77::1, prefixes from fd77:100::/40 as /56);
+//! one real DHCPv4 client (busybox udhcpc), one real DHCPv6 client (ISC
+//! dhclient -6 asking for an address and a prefix) and perfdhcp load from the
+//! client side. Prints the clients' leases, leases/s and the XDP counters, and
+//! removes everything it created, also on failure or Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,12 +112,32 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let work = std::env::temp_dir().join(format!("xdhcpd-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let _work_guard = RemoveDir(work.clone());
-    let config = util::repo_root().join("userspace/examples/demo.toml");
+    // The dual-stack example with its v6 binding file in the scratch directory.
+    let example = util::repo_root().join("userspace/examples/dual-stack.toml");
+    let text = std::fs::read_to_string(&example)
+        .with_context(|| format!("reading {}", example.display()))?;
+    let config = work.join("dual-stack.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "/tmp/xdhcpd-demo/bindings6.db",
+            &work.join("bindings6.db").to_string_lossy(),
+        ),
+    )?;
     let log = work.join("xdhcpd.log");
     let stats = work.join("stats.json");
 
     println!("== creating namespaces (server 10.77.0.1/16 on xd-srv0, client side xd-cli0)");
     let ns = NetnsPair::create("demo", "xd-srv0", "10.77.0.1/16", "xd-cli0", "10.77.0.2/16")?;
+    util::run(NetnsPair::exec(&ns.server_ns, "ip").args([
+        "addr",
+        "add",
+        "fd77::1/64",
+        "dev",
+        &ns.server_if,
+        "nodad",
+    ]))?;
+    wait_link_local(&ns.client_ns, &ns.client_if)?;
 
     println!(
         "== starting xdhcpd ({} mode) on {} in {}",
@@ -166,6 +188,16 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         .find(|l| l.contains("obtained"))
         .map(str::to_string);
     for l in text.lines() {
+        println!("   {l}");
+    }
+    check_interrupt()?;
+
+    println!(
+        "== a real DHCPv6 client: ISC dhclient -6 (address and prefix) on {}",
+        ns.client_if
+    );
+    let v6_lines = dhclient6(&ns.client_ns, &ns.client_if, &work)?;
+    for l in &v6_lines {
         println!("   {l}");
     }
     check_interrupt()?;
@@ -255,6 +287,10 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         Some(l) => println!("real client (udhcpc): {}", l.trim()),
         None => println!("real client (udhcpc): NO LEASE OBTAINED"),
     }
+    match v6_lines.is_empty() {
+        false => println!("real DHCPv6 client (dhclient -6): {}", v6_lines.join(", ")),
+        true => println!("real DHCPv6 client (dhclient -6): NO ADDRESS OR PREFIX OBTAINED"),
+    }
     println!(
         "perfdhcp: {offered} DISCOVERs sent, {acked} leases ACKed in {:.1} s = {:.0} leases/s (offered {}/s: perfdhcp's own limit)",
         elapsed.as_secs_f64(),
@@ -267,6 +303,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     println!("=====================================================");
     if lease_line.is_none() {
         bail!("the real client got no lease");
+    }
+    if v6_lines.len() < 2 {
+        bail!("the DHCPv6 client did not get both an address and a prefix");
     }
     if args.io == "xdp" && !naks.1.contains("redirected") {
         bail!("no XDP counters in the daemon's stats");
@@ -310,6 +349,83 @@ impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Waits until `dev` in `ns` has a usable (not tentative) link-local address (DHCPv6 clients
+/// send from it).
+fn wait_link_local(ns: &str, dev: &str) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = NetnsPair::exec(ns, "ip")
+            .args(["-6", "addr", "show", "dev", dev, "scope", "link"])
+            .output()
+            .context("ip -6 addr")?;
+        let t = String::from_utf8_lossy(&out.stdout);
+        if t.contains("fe80::") && !t.contains("tentative") {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!("{dev} has no usable link-local address after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `dhclient -6 -N -P -1` once; returns "address A" / "prefix P" lines it was bound to.
+fn dhclient6(ns: &str, dev: &str, work: &Path) -> Result<Vec<String>> {
+    let events = work.join("dhclient6.events");
+    let script = work.join("dhclient6.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$reason\" = BOUND6 ] && echo \"$new_ip6_address $new_ip6_prefix\" >> '{}'\nexit 0\n",
+            events.display()
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let conf = work.join("dhclient6.conf");
+    std::fs::write(&conf, "")?;
+    let pid = work.join("dhclient6.pid");
+    let out = NetnsPair::exec(ns, "timeout")
+        .args(["20", "dhclient", "-6", "-N", "-P", "-1", "-d", "-v", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(work.join("dhclient6.leases"))
+        .arg("-pf")
+        .arg(&pid)
+        .arg("-cf")
+        .arg(&conf)
+        .arg(dev)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting dhclient -6")?;
+    let mut child = out;
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while Instant::now() < end {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        lines = text
+            .split_whitespace()
+            .map(|w| match w.contains('/') {
+                true => format!("prefix {w}"),
+                false => format!("address {w}"),
+            })
+            .collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dhclient -d stays to renew: stop it. SIGTERM to `timeout` (our child, by pid), which
+    // passes it on to dhclient and exits with it.
+    // SAFETY: plain syscall on the pid of a child we have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    Ok(lines)
 }
 
 #[cfg(test)]

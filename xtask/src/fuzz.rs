@@ -21,6 +21,7 @@ pub const TARGETS: &[&str] = &[
     "dhcpv4_wire",
     "frame_parse",
     "dhcpv4_engine",
+    "dhcpv6_engine",
     "failover_engine",
     "lease_file_open",
     "config_parse",

@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "bpftool",
     "iproute2",
+    // The failover guard of `--io udp` mode (`nft`).
+    "nftables",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

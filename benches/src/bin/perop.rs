@@ -11,6 +11,8 @@
 //!
 //! OP: parse_ours | parse_dhcproto | discover | select | renew |
 //!     frame_discover | frame_renew | alloc | find_hit | find_miss | update
+//! An engine OP with the suffix `_classes` (`discover_classes`, `select_classes`,
+//! `renew_classes`) runs on `classes_config()` (20 classes, shared networks) instead.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -20,8 +22,8 @@ use std::time::Instant;
 use dhcproto::{v4, Decodable, Decoder};
 use xdhcpd::server::packet_io::xsk::FrameResponder;
 use xdhcpd_benches::{
-    build, frame_around, patch_payload, request_addrs, set_client_in_frame, EngineFixture, Req,
-    FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
+    build, classes_config, frame_around, patch_payload, request_addrs, set_client_in_frame,
+    EngineFixture, Req, CONFIG, FRAME_SIZE, NOW, RELAY, SERVER_ID, SERVER_MAC,
 };
 use xdhcpd_dhcpv4::wire::Message;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
@@ -54,8 +56,15 @@ fn offer_ip(engine: &mut Engine, client: u64, out: &mut [u8]) -> Result<[u8; 4],
 fn run(op: &str, n: u64) -> Result<u64, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
     let needs_table = !op.starts_with("parse");
+    let (op, config) = match op.strip_suffix("_classes") {
+        Some(o) => (o, classes_config()),
+        None => (op, CONFIG.to_string()),
+    };
     let fx = if needs_table {
-        Some(EngineFixture::open(&dir.path().join("leases.db"))?)
+        Some(EngineFixture::open_with(
+            &dir.path().join("leases.db"),
+            &config,
+        )?)
     } else {
         None
     };

@@ -21,6 +21,14 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Name of the hash map of failover partner addresses allowed to reach the failover port.
 pub const MAP_PARTNERS: &str = "PARTNERS";
+/// Name of the rate-limit configuration array (index 0 = `RateLimitConfig`).
+pub const MAP_RATE_LIMITS: &str = "RATE_LIMITS";
+/// Name of the LRU hash of per-client (chaddr) token buckets.
+pub const MAP_CLIENT_BUCKETS: &str = "CLIENT_BUCKETS";
+/// Name of the LRU hash of per-relay (giaddr) token buckets.
+pub const MAP_RELAY_BUCKETS: &str = "RELAY_BUCKETS";
+/// Name of the LRU hash of per-circuit (giaddr + option 82 circuit-id) token buckets.
+pub const MAP_CIRCUIT_BUCKETS: &str = "CIRCUIT_BUCKETS";
 
 /// Per-CPU counters kept by the XDP program. Userspace sums them across CPUs.
 #[repr(u32)]
@@ -47,10 +55,21 @@ pub enum Counter {
     /// DHCPv4 client messages dropped because this server is a failover standby that answers
     /// them in no case (`CFG_DHCPV4_STANDBY`).
     StandbyDropped = 9,
+    /// DHCPv4 requests dropped by the per-client (chaddr) token bucket.
+    RateLimitClient = 10,
+    /// DHCPv4 requests dropped by the per-relay token bucket (the IPv4 sender of a message
+    /// with giaddr set).
+    RateLimitRelay = 11,
+    /// With the failover guard on: frames dropped because their headers could not be read far
+    /// enough to rule out TCP to the failover port (malformed, too many IPv6 extension
+    /// headers, a TCP header split over fragments). The guard fails closed.
+    GuardUnparsable = 12,
+    /// DHCPv4 requests dropped by the per-circuit (relay + circuit-id) token bucket.
+    RateLimitCircuit = 13,
 }
 
 /// Number of counters in `MAP_COUNTERS`.
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 14;
 
 impl Counter {
     /// All counters in index order, with their display names.
@@ -65,6 +84,10 @@ impl Counter {
         (Counter::Dhcpv4, "dhcpv4"),
         (Counter::Dhcpv6, "dhcpv6"),
         (Counter::StandbyDropped, "standby_dropped"),
+        (Counter::RateLimitClient, "ratelimit_client_dropped"),
+        (Counter::RateLimitRelay, "ratelimit_relay_dropped"),
+        (Counter::GuardUnparsable, "guard_unparsable_dropped"),
+        (Counter::RateLimitCircuit, "ratelimit_circuit_dropped"),
     ];
 }
 
@@ -97,6 +120,63 @@ pub const CFG_DHCPV4_CLIENT: u32 = 8;
 /// (ciaddr set), RELEASE, DECLINE, LEASEQUERY and BOOTP still reach userspace.
 pub const CFG_DHCPV4_STANDBY: u32 = 16;
 
+/// Token-bucket settings of the XDP rate limits, stored at index 0 of `MAP_RATE_LIMITS`.
+///
+/// Each bucket is a GCRA: one u64 per key (its theoretical arrival time, ns). A request is
+/// admitted when the bucket's time is at most `tau` ahead of now; admitting adds `interval`.
+/// So `interval = 1e9 / rate` and `tau = (burst - 1) * interval`. `interval == 0`: that
+/// limit is off. Only DHCPv4 BOOTREQUESTs to the server port are limited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Per client hardware address (chaddr): ns between admitted requests.
+    pub client_interval_ns: u64,
+    /// Per client: burst tolerance, ns.
+    pub client_tau_ns: u64,
+    /// Per relay agent (the IPv4 source of a message with giaddr != 0): ns between admitted
+    /// requests.
+    pub relay_interval_ns: u64,
+    /// Per relay: burst tolerance, ns.
+    pub relay_tau_ns: u64,
+    /// Per circuit (relay + the circuit-id sub-option of option 82): ns between admitted
+    /// requests.
+    pub circuit_interval_ns: u64,
+    /// Per circuit: burst tolerance, ns.
+    pub circuit_tau_ns: u64,
+}
+
+impl RateLimitConfig {
+    /// The GCRA values of `rate` requests per second with bursts of `burst` (0 rate = off).
+    pub const fn gcra(rate: u32, burst: u32) -> (u64, u64) {
+        if rate == 0 {
+            return (0, 0);
+        }
+        let interval = 1_000_000_000u64 / rate as u64;
+        let interval = if interval == 0 { 1 } else { interval };
+        let burst = if burst == 0 { 1 } else { burst };
+        (interval, (burst as u64 - 1) * interval)
+    }
+}
+
+/// Key of `MAP_CLIENT_BUCKETS`: chaddr's first six bytes and hlen, as one word.
+pub type ClientBucketKey = u64;
+/// Key of `MAP_RELAY_BUCKETS`: the relay's IPv4 address in network byte order.
+pub type RelayBucketKey = u32;
+
+/// Circuit-id bytes kept in a circuit bucket's key (longer ones are cut: two circuits that
+/// differ only after this many bytes share a bucket).
+pub const CIRCUIT_KEY_BYTES: usize = 24;
+
+/// Key of `MAP_CIRCUIT_BUCKETS`: the relay's IPv4 address (field `giaddr`), circuit-id
+/// length, the circuit-id's first `CIRCUIT_KEY_BYTES` (zero-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CircuitBucketKey {
+    pub giaddr: [u8; 4],
+    pub len: u32,
+    pub circuit: [u8; CIRCUIT_KEY_BYTES],
+}
+
 /// Key of `MAP_PARTNERS`: an IPv4 address (mapped as ::ffff:a.b.c.d) or IPv6
 /// address, in network byte order.
 #[repr(C)]
@@ -128,4 +208,6 @@ mod pod {
     unsafe impl aya::Pod for super::XdpConfig {}
     // SAFETY: repr(C) around one [u8; 16]: no padding, every bit pattern is valid.
     unsafe impl aya::Pod for super::PartnerKey {}
+    // SAFETY: repr(C) with six u64 fields: 48 bytes, no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::RateLimitConfig {}
 }

@@ -4,9 +4,18 @@
 //! - DHCPv4 (UDP dst 67) and DHCPv6 (UDP dst 547), when enabled in `CONFIG`, are redirected
 //!   to the AF_XDP socket registered in `XSKS` for the frame's RX queue; without a socket
 //!   for that queue the frame goes to the kernel stack (counted `NoSocket`).
+//! - DHCPv4 requests to the server port pass the per-relay (the sender of a message with
+//!   giaddr set), per-circuit (that relay + option 82 circuit-id) and per-client (chaddr) token
+//!   buckets of `ratelimit.rs` first (off unless configured); refused ones are dropped
+//!   and counted by reason.
 //! - With the failover guard on, TCP to the failover port is passed only from addresses in
-//!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited.
-//! - Everything else, including frames too short for the headers they claim, is passed.
+//!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited. The
+//!   guard fails closed: a frame whose headers cannot be read far enough to rule out TCP to
+//!   the failover port (truncated or inconsistent headers, too long an IPv6 extension
+//!   chain, a first fragment without the TCP ports, an IPv4 TCP fragment at offset 8 that
+//!   could overlap the ports, RFC 1858) is dropped and counted (`GuardUnparsable`).
+//! - Everything else, including (without the guard) frames too short for the headers they
+//!   claim, is passed.
 //!
 //! Parsed: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), IPv4 (IHL honoured; non-first
 //! fragments passed; first fragments of UDP passed, as userspace parses whole datagrams),
@@ -19,6 +28,8 @@
 //! IPv6 extension headers of at most 2,048 bytes each).
 #![no_std]
 #![no_main]
+
+mod ratelimit;
 
 use core::mem::size_of;
 
@@ -51,7 +62,7 @@ static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
 static PARTNERS: HashMap<PartnerKey, u32> = HashMap::with_max_entries(64, 0);
 
 /// The map names above are what the loader looks up: keep them equal to the shared constants.
-const fn str_eq(a: &str, b: &str) -> bool {
+pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
@@ -178,6 +189,15 @@ enum Verdict {
     FailoverStranger,
     /// DHCPv4 that a failover standby would not answer (see `CFG_DHCPV4_STANDBY`).
     StandbyDrop,
+    /// DHCPv4 request over its client's (chaddr) rate.
+    RateLimitClient,
+    /// DHCPv4 request over its relay's (giaddr) rate.
+    RateLimitRelay,
+    /// DHCPv4 request over its circuit's (giaddr + circuit-id) rate.
+    RateLimitCircuit,
+    /// With the guard on, TCP that might reach the failover port and cannot be checked
+    /// (an IPv4 fragment at offset 8, RFC 1858).
+    GuardUnparsable,
 }
 
 #[xdp]
@@ -191,7 +211,28 @@ pub fn xdhcpd(ctx: XdpContext) -> u32 {
         Verdict::Pass => pass(),
         Verdict::Malformed => {
             bump(Counter::Malformed);
+            if cfg.flags & CFG_GUARD_FAILOVER != 0 {
+                // Fail closed: an unreadable frame might be TCP to the failover port.
+                bump(Counter::GuardUnparsable);
+                return xdp_action::XDP_DROP;
+            }
             pass()
+        }
+        Verdict::GuardUnparsable => {
+            bump(Counter::GuardUnparsable);
+            xdp_action::XDP_DROP
+        }
+        Verdict::RateLimitClient => {
+            bump(Counter::RateLimitClient);
+            xdp_action::XDP_DROP
+        }
+        Verdict::RateLimitRelay => {
+            bump(Counter::RateLimitRelay);
+            xdp_action::XDP_DROP
+        }
+        Verdict::RateLimitCircuit => {
+            bump(Counter::RateLimitCircuit);
+            xdp_action::XDP_DROP
         }
         Verdict::Dhcpv4 => steer(&ctx, Counter::Dhcpv4),
         Verdict::Dhcpv6 => steer(&ctx, Counter::Dhcpv6),
@@ -244,7 +285,7 @@ fn bump(counter: Counter) {
 
 /// Pointer to a `T` at `offset` bytes into the frame, if the frame is long enough.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub(crate) fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -318,7 +359,13 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
     let frag_offset = flags_frag & 0x1fff;
     let more_fragments = flags_frag & 0x2000 != 0;
     if frag_offset != 0 {
-        // Non-first fragment: no L4 header here; the kernel reassembles.
+        // A TCP fragment at offset 8 overlaps the TCP header of the first (RFC 1858's
+        // overlapping-fragment attack on filters): never legitimate, refused with the guard.
+        if frag_offset == 1 && protocol == IPPROTO_TCP && cfg.flags & CFG_GUARD_FAILOVER != 0 {
+            return Verdict::GuardUnparsable;
+        }
+        // Non-first fragment: no L4 header here; the kernel reassembles (the first fragment,
+        // which carries the ports, was judged on its own).
         return Verdict::Pass;
     }
     let l4 = l3 + ihl;
@@ -336,6 +383,12 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
                 {
                     Verdict::StandbyDrop
                 }
+                Verdict::Dhcpv4 => match ratelimit::check(ctx, l4 + UDP_HLEN, src) {
+                    Ok(()) => Verdict::Dhcpv4,
+                    Err(ratelimit::Limited::Client) => Verdict::RateLimitClient,
+                    Err(ratelimit::Limited::Relay) => Verdict::RateLimitRelay,
+                    Err(ratelimit::Limited::Circuit) => Verdict::RateLimitCircuit,
+                },
                 // Client side (load generator): replies to UDP port 68.
                 Verdict::Pass => udp_verdict(
                     ctx,

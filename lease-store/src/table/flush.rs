@@ -55,7 +55,7 @@ impl DirtySet {
 pub(super) struct FlushState {
     /// Failed flushes so far (a flush that saw this change while it ran cannot trust its
     /// own success: the error it did not see may have been its pages').
-    failures: AtomicU64,
+    pub(super) failures: AtomicU64,
     /// A failure has not been covered by a whole-file rewrite and flush yet.
     poisoned: AtomicBool,
     /// One recovery at a time.
@@ -78,7 +78,7 @@ impl LeaseTable {
     pub(super) fn sticky_flush(&self, op: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let st = &self.flush_state;
         if st.poisoned.load(Ordering::Acquire) {
-            return self.recover_storage();
+            return self.recover();
         }
         let before = st.failures.load(Ordering::Acquire);
         if let Err(e) = op() {
@@ -87,12 +87,22 @@ impl LeaseTable {
         }
         if st.failures.load(Ordering::Acquire) != before {
             // Another flush failed while ours ran: its error may have been about our pages.
-            return self.recover_storage();
+            return self.recover();
         }
         Ok(())
     }
 
-    fn note_flush_failure(&self, e: &io::Error) {
+    /// The recovery after a storage error: with a write-ahead log it also restarts the log past
+    /// the failed writes (so it goes through the log's writer), without one a rewrite and flush.
+    fn recover(&self) -> io::Result<()> {
+        if self.wal.is_some() {
+            self.commit()
+        } else {
+            self.recover_storage()
+        }
+    }
+
+    pub(super) fn note_flush_failure(&self, e: &io::Error) {
         let st = &self.flush_state;
         st.failures.fetch_add(1, Ordering::AcqRel);
         if !st.poisoned.swap(true, Ordering::AcqRel) {
@@ -107,7 +117,7 @@ impl LeaseTable {
     /// Dirties every page of the file again (a compare-exchange of a word with its own value per
     /// page, so a concurrent record writer is never overwritten) and flushes the whole file. Clears the
     /// sticky error on success.
-    fn recover_storage(&self) -> io::Result<()> {
+    pub(super) fn recover_storage(&self) -> io::Result<()> {
         let st = &self.flush_state;
         let _one = lock(&st.recovering);
         let before = st.failures.load(Ordering::Acquire);
@@ -162,14 +172,22 @@ impl LeaseTable {
 impl LeaseTable {
     /// Makes every change so far durable (`msync(MS_SYNC)` over the whole
     /// mapping; the kernel writes only dirty pages). For the interval mode.
+    /// With a write-ahead log this is a checkpoint (the log before it is dropped).
     pub fn flush(&self) -> io::Result<()> {
-        self.sticky_flush(|| self.map.flush())
+        self.checkpoint()
     }
 
     /// Makes the records in `set` durable (one `msync(MS_SYNC)` over their
     /// page range) and clears the set: group commit for one worker batch.
+    /// With a write-ahead log: one group commit of the log ([`LeaseTable::commit`]), which
+    /// covers the set's records (and every other change so far).
     pub fn flush_set(&self, set: &mut DirtySet) -> io::Result<()> {
         if set.is_empty() {
+            return Ok(());
+        }
+        if self.wal.is_some() {
+            self.commit()?;
+            set.clear();
             return Ok(());
         }
         let off = self.header_len + set.lo as usize * RECORD_SIZE;

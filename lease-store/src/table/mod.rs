@@ -31,8 +31,9 @@
 //! in-memory state (`file`: locking and creating the file; `rebuild`: a
 //! pool change); `record`: reads and `update` under the seqlock; `undo`: the
 //! copies that roll back a torn record; `index`: client -> slot; `free`: free
-//! lists and allocation; `sweep`: expiry; `flush`: durability; `stats`:
-//! per-pool counters; `failover_area`: failover state in the header.
+//! lists and allocation; `sweep`: expiry; `flush`: durability; `wal`: the
+//! write-ahead log (group commit, checkpoint, replay); `stats`: per-pool
+//! counters; `failover_area`: failover state in the header.
 
 mod failover_area;
 mod file;
@@ -45,6 +46,9 @@ mod record;
 mod stats;
 mod sweep;
 mod undo;
+mod wal;
+#[cfg(test)]
+mod wal_tests;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -65,6 +69,10 @@ pub use free::Alloc;
 pub use open::{OpenOptions, OpenReport};
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
+pub use wal::{
+    default_wal_bytes, wal_path, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY,
+    MIN_WAL_BYTES,
+};
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -134,6 +142,8 @@ pub struct LeaseTable {
     undo_busy: Vec<AtomicBool>,
     /// Sticky storage errors (see `flush`).
     flush_state: flush::FlushState,
+    /// The write-ahead log (`OpenOptions::wal`).
+    wal: Option<wal::Wal>,
 }
 
 impl std::fmt::Debug for LeaseTable {

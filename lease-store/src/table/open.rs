@@ -20,6 +20,7 @@ use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
 use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
+use super::wal::{self, apply_entry, Replay, Staged, Wal};
 use super::{lock, unix_now, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
@@ -36,6 +37,11 @@ pub struct OpenOptions {
     pub allow_shrink: bool,
     /// Current time (unix seconds), used to judge which leases are live.
     pub now: u32,
+    /// Keep a write-ahead log of record changes with a ring of this many bytes (`commit`
+    /// appends to it, `checkpoint` writes the table back); `None`: no log (`flush_set` and
+    /// `commit` msync the mapping). A log left by an earlier run is replayed either way (and
+    /// removed when the log is off).
+    pub wal: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -45,6 +51,7 @@ impl Default for OpenOptions {
             create: true,
             allow_shrink: false,
             now: unix_now(),
+            wal: None,
         }
     }
 }
@@ -72,6 +79,28 @@ pub struct OpenReport {
     pub elapsed: Duration,
     /// Time spent in each phase of the open, for benchmarks.
     pub phases: Vec<(&'static str, Duration)>,
+    /// Valid write-ahead log entries read at open, and how many of them were newer than (or
+    /// repaired a damaged) table record and were applied.
+    pub wal_entries: u64,
+    pub wal_applied: u64,
+    /// Why the log replay stopped at a damaged entry (a torn or partial write, discarded).
+    pub wal_discarded: Option<String>,
+}
+
+/// The write-ahead log as found at open.
+struct LogAtOpen {
+    path: std::path::PathBuf,
+    replay: Replay,
+    /// Valid entries, sorted by slot.
+    entries: Vec<Staged>,
+}
+
+/// After the replayed records are durable: restarts the log (ack mode) or removes it.
+fn finish_log(path: &Path, opts: &OpenOptions, replay: &Replay) -> Result<Option<Wal>, StoreError> {
+    match opts.wal {
+        Some(cap) => Wal::start(path, cap, replay).map(Some),
+        None => wal::retire(path, replay).map(|()| None),
+    }
 }
 
 /// Per-thread result of the open scan.
@@ -84,6 +113,8 @@ struct ScanOut {
     repaired: Vec<(Ipv4Addr, String)>,
     kept: u64,
     wrote: bool,
+    /// Records changed by write-ahead log entries.
+    applied: u64,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
 }
@@ -130,7 +161,36 @@ impl LeaseTable {
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
+            // The write-ahead log's entries, applied before anything reads the records: by
+            // the scan below (in slot order), or here when the file is about to be rebuilt.
+            let tr = Instant::now();
+            let log_path = wal::wal_path(path);
+            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
+            if let Some(why) = &replay.discarded {
+                tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");
+            }
+            report.wal_entries += replay.entries;
+            report.wal_discarded = replay.discarded.clone();
+            report.phases.push(("log read", tr.elapsed()));
             if hdr.geo.pools != geo.pools {
+                // SAFETY: parse_header checked that the file holds header_len + total records;
+                // nothing else uses the mapping now (`whole` is made again below).
+                let applied = unsafe {
+                    wal::apply_all(
+                        map.as_mut_ptr().add(hdr.header_len),
+                        hdr.geo.total,
+                        &entries,
+                    )
+                };
+                report.wal_applied += applied;
+                if applied > 0 {
+                    map.flush()
+                        .map_err(|e| StoreError::io(path, "msync after the log replay", e))?;
+                }
+                // The log is covered by the table now (the rebuild reads it from there).
+                finish_log(&log_path, opts, &replay)?;
+                // SAFETY: as above; the replay is done.
+                let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
                 rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
             }
@@ -141,7 +201,12 @@ impl LeaseTable {
                     geo.file_len()
                 );
             }
-            let table = Self::build(path, file, map, hdr, opts, &mut report)?;
+            let log = LogAtOpen {
+                path: log_path,
+                replay,
+                entries,
+            };
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -158,6 +223,7 @@ impl LeaseTable {
         hdr: ValidHeader,
         opts: &OpenOptions,
         report: &mut OpenReport,
+        log: LogAtOpen,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -188,7 +254,7 @@ impl LeaseTable {
             .collect();
         by_id.sort_unstable();
         let bits = nrec.div_ceil(64);
-        let table = LeaseTable {
+        let mut table = LeaseTable {
             path: path.to_path_buf(),
             _file: file,
             map,
@@ -211,6 +277,8 @@ impl LeaseTable {
             exhausted: [AtomicBool::new(false), AtomicBool::new(false)],
             undo_busy: (0..UNDO_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             flush_state: super::flush::FlushState::default(),
+            // Started once the replayed records are durable (below).
+            wal: None,
             geo,
         };
 
@@ -232,7 +300,8 @@ impl LeaseTable {
                     let hi = ((t + 1) * chunk).min(nrec) as u32;
                     let table = &table;
                     let undo = &undo;
-                    s.spawn(move || table.scan(lo, hi, undo))
+                    let entries = &log.entries;
+                    s.spawn(move || table.scan(lo, hi, undo, entries))
                 })
                 .collect();
             handles
@@ -291,6 +360,7 @@ impl LeaseTable {
             report.quarantined.extend(out.quarantined);
             report.repaired.extend(out.repaired);
             report.kept += out.kept;
+            report.wal_applied += out.applied;
             wrote |= out.wrote;
         }
         for (addr, why) in &report.quarantined {
@@ -316,6 +386,16 @@ impl LeaseTable {
                 .flush()
                 .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
         }
+        if log.replay.entries > 0 {
+            tracing::info!(
+                path = %log.path.display(),
+                "write-ahead log replayed: {} entries, {} records applied",
+                log.replay.entries,
+                report.wal_applied
+            );
+        }
+        // The replayed records are durable now: the log starts a fresh lap (or goes).
+        table.wal = finish_log(&log.path, opts, &log.replay)?;
         {
             let _g = lock(&table.header_lock);
             if let Err(e) = header::read_failover(table.header_bytes()) {
@@ -334,7 +414,7 @@ impl LeaseTable {
     }
 
     /// Validates, repairs or quarantines, counts and indexes slots `lo..hi`.
-    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap) -> ScanOut {
+    fn scan(&self, lo: u32, hi: u32, undo: &UndoMap, log: &[Staged]) -> ScanOut {
         let np = self.geo.pools.len();
         let mut out = ScanOut {
             counts: vec![[0; LeaseState::COUNT]; np],
@@ -344,12 +424,14 @@ impl LeaseTable {
             repaired: Vec::new(),
             kept: 0,
             wrote: false,
+            applied: 0,
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
         };
         if lo >= hi {
             return out;
         }
         let mut p = self.geo.pool_idx_of_slot(lo);
+        let mut k = log.partition_point(|e| e.slot < lo);
         for slot in lo..hi {
             while p + 1 < np && self.geo.bases[p + 1] <= slot {
                 p += 1;
@@ -358,7 +440,25 @@ impl LeaseTable {
             let addr = u32::from(self.geo.pools[p].first) + (slot - base);
             let home = ((slot - base) as usize) % self.shards;
             let w = self.words(slot);
-            let raw = load_words(w);
+            let mut raw = load_words(w);
+            if log.get(k).is_some_and(|e| e.slot == slot) {
+                // Write-ahead log entries of this slot, oldest first.
+                let mut changed = false;
+                while let Some(e) = log.get(k).filter(|e| e.slot == slot) {
+                    changed |= apply_entry(&mut raw, e);
+                    k += 1;
+                }
+                if changed {
+                    store_body(w, &raw);
+                    w[0].store(
+                        u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]),
+                        Ordering::Release,
+                    );
+                    out.wrote = true;
+                    out.applied += 1;
+                }
+            }
+            let raw = raw;
             // A never-written body (everything but the sequence zero) is a
             // free record, also when a crash hit while it was locked and
             // before anything was written (odd sequence): nothing to roll

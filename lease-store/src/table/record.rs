@@ -163,6 +163,13 @@ impl LeaseTable {
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         self.save_undo(g, old_raw, old);
         g.store(&b);
+        if let Some(w) = &self.wal {
+            // The image as it will be after the unlock (sequence odd + 1), staged under the
+            // lock so the log holds each record's versions in order.
+            let mut img = b;
+            img[0..4].copy_from_slice(&g.odd.wrapping_add(1).to_le_bytes());
+            w.stage(slot, &img);
+        }
         let p = self.pool_idx_of_slot(slot);
         let rt = &self.rt[p];
         if old.state != new.state {

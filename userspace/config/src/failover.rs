@@ -20,6 +20,10 @@
 //! backup-pct = 50
 //! rebind-limit = 0
 //! failover-recover = 0          # unix time of a restored database copy; 0 = off
+//! partner-software = "xdhcpd"   # or "isc-dhcpd": plain TCP, address allowlist only
+//! auth-key-file = "/etc/xdhcpd/failover.key"  # pre-shared key (xdhcpd partners: required)
+//! partner-mclt-min = 300        # secondary: refuse a CONNECT with a smaller MCLT
+//! partner-mclt-max = 86400      # secondary: refuse a CONNECT with a larger MCLT
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -46,7 +50,20 @@ pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "backup-pct",
     "rebind-limit",
     "failover-recover",
+    "partner-software",
+    "auth-key-file",
+    "partner-mclt-min",
+    "partner-mclt-max",
 ];
+
+/// What runs on the partner: decides how the connection is authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartnerSoftware {
+    /// Another xdhcpd: both sides prove the pre-shared key before any failover message.
+    Xdhcpd,
+    /// ISC dhcpd, which has no authentication: plain TCP, the address allowlist only.
+    IscDhcpd,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailoverRole {
@@ -75,6 +92,14 @@ pub struct FailoverConfig {
     pub backup_pct: u8,
     pub rebind_limit: u32,
     pub failover_recover: Option<u32>,
+    /// `partner-software` (default xdhcpd).
+    pub partner_software: PartnerSoftware,
+    /// `auth-key-file`: the pre-shared key's file (required for an xdhcpd partner).
+    pub auth_key_file: Option<std::path::PathBuf>,
+    /// Secondary: the smallest MCLT accepted from the primary's CONNECT.
+    pub partner_mclt_min: u32,
+    /// Secondary: the largest MCLT accepted from the primary's CONNECT.
+    pub partner_mclt_max: u32,
     /// Per pool: the scope's balance settings (see [`PoolBalanceCfg`]); filled from the
     /// `[[subnet]]` tables once pool ids are known.
     pub pools: Vec<PoolBalanceCfg>,
@@ -216,6 +241,70 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
             );
         }
     }
+    let partner_software = match t.get("partner-software") {
+        None => Some(PartnerSoftware::Xdhcpd),
+        Some(f) => string(errs, &f).and_then(|s| match s {
+            "xdhcpd" => Some(PartnerSoftware::Xdhcpd),
+            "isc-dhcpd" => Some(PartnerSoftware::IscDhcpd),
+            other => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{other:?} is not known: expected \"xdhcpd\" or \"isc-dhcpd\""),
+                );
+                None
+            }
+        }),
+    };
+    let auth_key_file = match t.get("auth-key-file") {
+        None => Some(None),
+        Some(f) => string(errs, &f).and_then(|s| {
+            if s.is_empty() || s.contains('\0') {
+                errs.push(&f.span(), &f.path, "expected a file path");
+                None
+            } else {
+                Some(Some(std::path::PathBuf::from(s)))
+            }
+        }),
+    };
+    if partner_software == Some(PartnerSoftware::Xdhcpd) && auth_key_file == Some(None) {
+        let span = t
+            .get("partner-software")
+            .map_or(t.span.clone(), |f| f.span());
+        errs.push(
+            &span,
+            "failover",
+            "an xdhcpd partner is authenticated with a pre-shared key: set auth-key-file \
+             (the same key on both partners), or partner-software = \"isc-dhcpd\" for ISC dhcpd",
+        );
+    }
+    let bound_default_min = mclt.map_or(300, |m| m.min(300));
+    let bound_default_max = mclt.map_or(86_400, |m| m.max(86_400));
+    let mclt_min = num(
+        errs,
+        "partner-mclt-min",
+        1,
+        30 * 86400,
+        bound_default_min,
+        "between 1 s and 30 days",
+    );
+    let mclt_max = num(
+        errs,
+        "partner-mclt-max",
+        1,
+        u32::MAX,
+        bound_default_max,
+        "at least 1 s",
+    );
+    if let (Some(lo), Some(hi), Some(f)) = (mclt_min, mclt_max, t.get("partner-mclt-min")) {
+        if lo > hi {
+            errs.push(
+                &f.span(),
+                &f.path,
+                format!("partner-mclt-min {lo} exceeds partner-mclt-max {hi}"),
+            );
+        }
+    }
     if let (Some(a), Some(p), Some(f)) = (address, peer_address, t.get("peer-address")) {
         if a == p {
             errs.push(&f.span(), &f.path, "peer-address must differ from address");
@@ -240,6 +329,10 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         backup_pct: backup_pct? as u8,
         rebind_limit: rebind_limit?,
         failover_recover: Some(recover?).filter(|&v| v != 0),
+        partner_software: partner_software?,
+        auth_key_file: auth_key_file?,
+        partner_mclt_min: mclt_min?,
+        partner_mclt_max: mclt_max?,
         pools: Vec::new(),
     })
 }

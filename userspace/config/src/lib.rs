@@ -14,24 +14,42 @@ mod error;
 mod failover;
 mod net;
 mod options;
+mod provisioning;
+#[cfg(test)]
+mod provisioning_tests;
+mod ratelimit;
 mod reader;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod v6;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, Position};
-pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
+pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
+pub use provisioning::{
+    BytesMatch, Class, ClassId, ClassMatch, ClassSet, Host, PoolRules, Settings, SharedNetwork,
+    TimeOverride, MAX_CLASSES,
+};
+pub use ratelimit::RateLimitConfig;
+pub use v6::{
+    in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
+    DEFAULT_LEASE_FILE6,
+};
 
 /// The example configuration used by `cargo xtask demo` when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
 /// An example with two relayed subnets selected by giaddr.
 pub const RELAY_CONFIG: &str = include_str!("../../examples/relay.toml");
+/// The demo's link served over DHCPv4 and DHCPv6 (address and prefix pools).
+pub const DUAL_STACK_CONFIG: &str = include_str!("../../examples/dual-stack.toml");
+/// Cable provisioning (classes, a shared network, registrations): the PROV guide's example.
+pub const PROV_CONFIG: &str = include_str!("../../examples/prov.toml");
 
 /// Option codes the server fills in itself (per lease or per message), or that
 /// only clients and relays send; a configuration may not set them.
@@ -64,13 +82,23 @@ pub struct Config {
     pub server: ServerConfig,
     /// The failover relationship, if `[failover]` is present.
     pub failover: Option<FailoverConfig>,
+    /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
+    pub rate_limit: RateLimitConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
     /// loading: the lookup index below is built once.
     pub subnets: Vec<Subnet>,
+    /// `[[class]]` in file order; `classes[i].id == i`; at most [`MAX_CLASSES`].
+    pub classes: Vec<Class>,
+    /// `[[shared-network]]` in file order; `shared_networks[i].index == i`.
+    pub shared_networks: Vec<SharedNetwork>,
+    /// `[[host]]`: registered clients without a fixed address.
+    pub hosts: Vec<Host>,
     pub source: PathBuf,
     lookup: SubnetLookup,
+    /// DHCPv6: `[dhcpv6]` and `[[subnet6]]` (no subnet6: not served).
+    pub v6: V6Config,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,7 +244,11 @@ pub struct Subnet {
     /// Failover `backup-allocation-boundary` (primary only): the backup's addresses are taken
     /// below it, highest first. Inside one of `pools`. None = the middle of each pool.
     pub backup_allocation_boundary: Option<Ipv4Addr>,
-    /// `deny-unknown`: a client without a registration gets no answer here (counted).
+    /// Class rules and settings of each pool (parallel to `pools`).
+    pub pool_rules: Vec<PoolRules>,
+    /// The `[[shared-network]]` this subnet belongs to (index into `Config::shared_networks`).
+    pub shared_network: Option<usize>,
+    /// `deny-unknown`: unregistered clients draw from none of this subnet's pools.
     pub deny_unknown: bool,
 }
 
@@ -248,6 +280,8 @@ impl Pool {
 pub struct Reservation {
     pub key: ReservationKey,
     pub ip: Ipv4Addr,
+    /// `group`: the class this registration puts the client in.
+    pub group: Option<ClassId>,
 }
 
 /// How a reserved client is recognised.

@@ -92,7 +92,8 @@ fn relay_example_parses_and_selects_by_giaddr() {
         a.reservations,
         vec![Reservation {
             key: ReservationKey::Hw([2, 0, 0, 0, 0x0a, 1]),
-            ip: ip("10.10.0.5")
+            ip: ip("10.10.0.5"),
+            group: None,
         }]
     );
     assert_eq!(a.options.get(6), Some(&[192, 0, 2, 53, 192, 0, 2, 54][..]));
@@ -297,7 +298,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, deny-unknown"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -577,7 +578,7 @@ const SUBNET: &str =
 #[test]
 fn failover_section_defaults_and_values() {
     let text = format!(
-        "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\n\n{SUBNET}"
+        "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\nauth-key-file = \"/etc/xdhcpd/fo.key\"\n\n{SUBNET}"
     );
     let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let f = cfg.failover.expect("failover section");
@@ -586,6 +587,13 @@ fn failover_section_defaults_and_values() {
     assert_eq!(f.port, 647);
     assert_eq!(f.peer_port, 647);
     assert_eq!(f.mclt, 600);
+    assert_eq!(f.partner_software, PartnerSoftware::Xdhcpd);
+    assert_eq!(
+        f.auth_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/xdhcpd/fo.key"))
+    );
+    // The MCLT bounds default around the configured MCLT.
+    assert_eq!((f.partner_mclt_min, f.partner_mclt_max), (300, 86_400));
     assert_eq!(f.split, Some(128));
     assert_eq!(f.poll_interval, 10);
     assert_eq!(f.poll_timeout, 60);
@@ -637,7 +645,7 @@ fn failover_section_errors_are_positioned() {
     );
 }
 
-const FAILOVER_PRIMARY: &str = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nbackup-pct = 30\n\n";
+const FAILOVER_PRIMARY: &str = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nbackup-pct = 30\npartner-software = \"isc-dhcpd\"\n\n";
 
 #[test]
 fn scope_balance_values_override_per_pool() {
@@ -676,12 +684,12 @@ fn scope_balance_errors_are_positioned() {
     );
     let joined = error_lines(&text).join("\n");
     assert!(
-        joined.contains("t.toml:13:14: subnet[0].backup-pct: 101 is out of range"),
+        joined.contains("t.toml:14:14: subnet[0].backup-pct: 101 is out of range"),
         "{joined}"
     );
     assert!(
         joined.contains(
-            "t.toml:14:30: subnet[0].backup-allocation-boundary: 10.0.0.30 is outside the subnet's pools (10.0.0.10-10.0.0.20)"
+            "t.toml:15:30: subnet[0].backup-allocation-boundary: 10.0.0.30 is outside the subnet's pools (10.0.0.10-10.0.0.20)"
         ),
         "{joined}"
     );
@@ -813,4 +821,144 @@ fn registration_config_keys() {
         e,
         vec!["t.toml:3:21: server.registration-file: expected a file path"]
     );
+}
+
+#[test]
+fn failover_auth_key_is_required_for_an_xdhcpd_partner() {
+    let text = format!(
+        "{SERVER}[failover]\nrole = \"secondary\"\nname = \"pair\"\naddress = \"10.88.0.2\"\npeer-address = \"10.88.0.1\"\nmclt = 30\n\n{SUBNET}"
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(joined.contains("set auth-key-file"), "{joined}");
+    // ISC dhcpd has no authentication: plain TCP is then accepted, and short MCLTs bound
+    // the partner's at the configured one.
+    let isc = text.replace(
+        "mclt = 30\n",
+        "mclt = 30\npartner-software = \"isc-dhcpd\"\n",
+    );
+    let cfg = parse(&isc, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let f = cfg.failover.expect("failover");
+    assert_eq!(f.partner_software, PartnerSoftware::IscDhcpd);
+    assert_eq!(f.partner_mclt_min, 30);
+    let bad = isc.replace(
+        "mclt = 30\n",
+        "mclt = 30\npartner-mclt-min = 900\npartner-mclt-max = 600\n",
+    );
+    let joined = error_lines(&bad).join("\n");
+    assert!(
+        joined.contains("partner-mclt-min 900 exceeds partner-mclt-max 600"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn ratelimit_section_reads_rates_and_bursts() {
+    let text = format!(
+        "{SERVER}[rate-limit]\nclient-rate = 10\nrelay-rate = 5000\nrelay-burst = 0\n\n{SUBNET}"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.rate_limit;
+    assert_eq!(
+        (r.client_rate, r.client_burst),
+        (10, 10),
+        "burst defaults to 1 s worth"
+    );
+    assert_eq!(
+        (r.relay_rate, r.relay_burst),
+        (5000, 1),
+        "a burst of 0 admits one"
+    );
+    assert!(r.any());
+    let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!none.rate_limit.any(), "no limit by default");
+    let joined = error_lines(&format!(
+        "{SERVER}[rate-limit]\nclient-rat = 1\nrelay-rate = -1\n\n{SUBNET}"
+    ))
+    .join("\n");
+    assert!(joined.contains("client-rat"), "{joined}");
+    assert!(joined.contains("relay-rate"), "{joined}");
+}
+
+#[test]
+fn dhcpv6_dual_stack_example_parses() {
+    let cfg = parse(DUAL_STACK_CONFIG, "dual-stack.toml").unwrap_or_else(|e| panic!("{e}"));
+    let v6 = &cfg.v6;
+    assert_eq!(
+        v6.lease_file.to_str(),
+        Some("/tmp/xdhcpd-demo/bindings6.db")
+    );
+    assert_eq!((v6.capacity, v6.decline_hold), (262144, 3600));
+    assert_eq!(v6.subnets.len(), 1);
+    let s = &v6.subnets[0];
+    let a = |x: &str| x.parse::<std::net::Ipv6Addr>().unwrap();
+    assert_eq!((s.prefix, s.prefix_len), (a("fd77::"), 64));
+    assert_eq!(s.interface.as_deref(), Some("xd-srv0"));
+    assert_eq!(s.pools, vec![(a("fd77::1:0"), a("fd77::1:ffff"))]);
+    assert_eq!(
+        s.pd_pools,
+        vec![PdPool6 {
+            prefix: a("fd77:100::"),
+            prefix_len: 40,
+            delegated_len: 56
+        }]
+    );
+    assert_eq!((s.preferred, s.valid, s.t1, s.t2), (3600, 7200, 0, 0));
+    assert_eq!(s.dns_servers, vec![a("fd77::1")]);
+    assert_eq!(s.domain_search, vec!["demo.xdhcpd".to_string()]);
+    assert_eq!(s.vendor_options[0].enterprise, 4491);
+    assert_eq!(s.vendor_options[0].options, vec![(32, b"xdhcpd".to_vec())]);
+    assert_eq!(s.reservations[0].address, Some(a("fd77::77")));
+    assert_eq!(s.reservations[0].prefix, Some((a("fd77:1ff:ff00::"), 56)));
+    // No [[subnet6]]: DHCPv6 off.
+    assert!(parse(DEMO_CONFIG, "demo.toml")
+        .unwrap()
+        .v6
+        .subnets
+        .is_empty());
+}
+
+#[test]
+fn dhcpv6_config_errors_are_positioned() {
+    let v4 = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let text = format!(
+        "{SERVER}{v4}\
+[dhcpv6]\n\
+server-duid = \"01\"\n\
+[[subnet6]]\n\
+prefix = \"fd77::1/64\"\n\
+[[subnet6]]\n\
+prefix = \"fd78::/64\"\n\
+preferred-time = 900\n\
+valid-time = 600\n\
+colour = 1\n\
+[[subnet6.pool]]\n\
+range = \"fd79::1-fd79::9\"\n\
+[[subnet6.pd-pool]]\n\
+prefix = \"fd78:100::/40\"\n\
+delegated-length = 32\n\
+[[subnet6.reservation]]\n\
+duid = \"zz\"\n\
+address = \"fd78::5\"\n\
+[[subnet6]]\n\
+prefix = \"fd78::/48\"\n"
+    );
+    let lines = error_lines(&text);
+    let want = [
+        "t.toml:7:15: dhcpv6.server-duid: a DUID is 3 ..= 130 bytes, this one is 1",
+        "t.toml:9:10: subnet6[0].prefix: fd77::1/64 has host bits set; did you mean fd77::/64?",
+        "t.toml:12:18: subnet6[1].preferred-time: preferred-time 900 is longer than valid-time 600",
+        "t.toml:14:1: subnet6[1].colour: unknown key `colour`",
+        "t.toml:16:9: subnet6[1].pool[0].range: range fd79::1-fd79::9 is not inside the subnet6 prefix fd78::/64",
+        "t.toml:19:20: subnet6[1].pd-pool[0].delegated-length: delegated-length 32 is shorter than the pool prefix /40",
+        "t.toml:21:8: subnet6[1].reservation[0].duid: not hex",
+        "subnet6[2]: prefix fd78::/48 overlaps subnet6[1] fd78::/64",
+    ];
+    for w in want {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(w) || (l.contains(w) && !w.starts_with("t.toml"))),
+            "missing {w:?} in {lines:#?}"
+        );
+    }
 }

@@ -22,6 +22,8 @@ pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
 mod claims_tests;
 #[cfg(test)]
+mod class_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod failover_tests;

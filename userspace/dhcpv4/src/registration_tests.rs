@@ -199,8 +199,8 @@ fn registration_unknown_client_denied_and_counted() {
     let mut f = Fx::new(CFG);
     assert!(f.discover(7, &[]).is_none());
     let (d, _) = f.run(&request(7, NONE, NONE, &[(opt::MESSAGE_TYPE, &[1])]));
-    assert_eq!(d, Decision::Silent(Silence::UnknownDenied));
-    assert_eq!(f.stats().unknown_denied, 2);
+    assert_eq!(d, Decision::Silent(Silence::Unregistered));
+    assert_eq!(f.stats().unknown_refused, 2);
     assert!(!f.engine.is_known());
     // Registered: served, a member of its group.
     f.register(mac(7), known("modem"));
@@ -208,7 +208,7 @@ fn registration_unknown_client_denied_and_counted() {
     assert!((10..=13).contains(&ip.octets()[3]));
     assert!(f.engine.is_known());
     assert_eq!(f.engine.registration_group(), Some("modem"));
-    assert_eq!(f.stats().unknown_denied, 2);
+    assert_eq!(f.stats().unknown_refused, 2);
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn registration_without_deny_unknown_serves_everyone() {
     let mut f = Fx::new(&CFG.replace("deny-unknown = true", "deny-unknown = false"));
     f.dora(7);
     assert!(!f.engine.is_known());
-    assert_eq!(f.stats().unknown_denied, 0);
+    assert_eq!(f.stats().unknown_refused, 0);
 }
 
 #[test]
@@ -228,8 +228,8 @@ fn registration_removed_client_refused_at_next_discover_and_renewal() {
     assert!(f.discover(7, &[]).is_none());
     let renew = request(7, ip, NONE, &[(opt::MESSAGE_TYPE, &[3])]);
     let (d, _) = f.run_from(ip, SERVER, &renew);
-    assert_eq!(d, Decision::Silent(Silence::UnknownDenied));
-    assert_eq!(f.stats().unknown_denied, 2);
+    assert_eq!(d, Decision::Silent(Silence::Unregistered));
+    assert_eq!(f.stats().unknown_refused, 2);
 }
 
 #[test]

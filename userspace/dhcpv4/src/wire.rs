@@ -68,6 +68,8 @@ pub mod opt {
     /// Client identifier: a type byte and the identifier (RFC 2132 §9.14); keys the lease
     /// when present, else the hardware address does.
     pub const CLIENT_ID: u8 = 61;
+    /// User class (RFC 3004): the client's class name(s), matched whole by `[[class]]`.
+    pub const USER_CLASS: u8 = 77;
     /// Rapid commit (RFC 4039): the client takes an ACK in answer to its DISCOVER.
     pub const RAPID_COMMIT: u8 = 80;
     /// Relay agent information (RFC 3046): sub-options added by the relay, echoed in replies.
@@ -90,6 +92,8 @@ pub mod relay_sub {
     pub const REMOTE_ID: u8 = 2;
     /// RFC 3527 link selection: the subnet to allocate on, when giaddr cannot say it.
     pub const LINK_SELECTION: u8 = 5;
+    /// RFC 3993 subscriber id.
+    pub const SUBSCRIBER_ID: u8 = 6;
 }
 
 /// DHCP message types (option 53).
@@ -329,6 +333,7 @@ impl<'a> Message<'a> {
                 }
                 opt::HOST_NAME => s.host_name = Some(val),
                 opt::VENDOR_CLASS => s.vendor_class = Some(val),
+                opt::USER_CLASS => s.user_class = Some(val),
                 opt::RAPID_COMMIT => s.rapid_commit = true,
                 opt::RELAY_AGENT_INFO => {
                     s.relay_agent_info = Some(val);
@@ -371,6 +376,8 @@ pub struct Summary<'a> {
     pub host_name: Option<&'a [u8]>,
     /// Option 60, as sent.
     pub vendor_class: Option<&'a [u8]>,
+    /// Option 77, as sent.
+    pub user_class: Option<&'a [u8]>,
     /// Option 80 present: the client accepts an ACK to its DISCOVER (RFC 4039).
     pub rapid_commit: bool,
     /// The whole value of option 82, echoed unchanged in replies (RFC 3046 §2.2).

@@ -8,11 +8,19 @@
 //! primary's connection usually comes first. Whoever opened it, the primary sends CONNECT on
 //! the connection (as ISC dhcpd does), so a pair also comes up when only the secondary can
 //! reach the primary's listener (one-way firewall). An incoming connection from any other
-//! address is logged and closed. Exactly one connection is kept, by one rule both sides apply
-//! alike: a new connection replaces the current one, unless the current one was opened by
-//! the primary and the new one by the secondary (then the new one is closed). So when both
-//! dial at once both keep the primary's, and a restarted peer's new connection still replaces
-//! the dead one it left behind.
+//! address is closed and logged (at most [`REFUSALS_LOGGED`] lines per
+//! [`REFUSAL_LOG_WINDOW`], then a count). With an xdhcpd partner every connection, either
+//! way, first runs the pre-shared-key handshake (`auth.rs`); one that fails never reaches
+//! the engine.
+//!
+//! Exactly one connection is kept, by one rule both sides apply alike: **an established
+//! session (CONNECT/CONNECTACK and STATE exchanged) is never replaced**: a new connection
+//! is closed while it lasts. The session ends only when it is dead (the engine's receive
+//! timer, `poll-timeout`, closes it) or gone (closed or reset by the partner); then the next
+//! connection is taken. Before the session is established, the primary's connection
+//! replaces the secondary's and nothing else replaces anything, so when both dial at once
+//! both keep the primary's. A partner that restarts closes its old connection with its
+//! process; one whose host vanished is let back in after the receive timer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -31,6 +39,7 @@ use xdhcpd_failover::{
     Role, ServerState, UpdateId,
 };
 
+use super::auth;
 use super::table_store::TableStore;
 use crate::clock::unix_now;
 use crate::control::{fmt_time, FailoverStatus, Request, Response};
@@ -49,6 +58,8 @@ pub(crate) enum Event {
         from: SocketAddr,
         outgoing: bool,
     },
+    /// An incoming connection from the partner's address failed the handshake.
+    AuthFailed(SocketAddr, String),
     ConnectFailed(String),
     Bytes(u64, Vec<u8>),
     Closed(u64, String),
@@ -123,6 +134,58 @@ pub(crate) struct Driver {
     out: Vec<u8>,
     /// Write `out` at once instead of at the next tick (graceful stop).
     write_through: bool,
+    /// The pre-shared key of an xdhcpd partner; `None` for ISC dhcpd (plain TCP).
+    auth_key: Option<Arc<Vec<u8>>>,
+    /// Rate limit of refusal log lines.
+    refusals: RefusalLog,
+}
+
+/// Refused connections (wrong address, failed authentication, a session already
+/// established) are logged at most this many times per [`REFUSAL_LOG_WINDOW`]; the rest are
+/// counted and summarised, so a connection flood cannot flood the log.
+pub(crate) const REFUSALS_LOGGED: u32 = 5;
+/// See [`REFUSALS_LOGGED`].
+pub(crate) const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Rate limit of the refused-connection log lines.
+pub(crate) struct RefusalLog {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    pub(crate) fn new() -> Self {
+        RefusalLog {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Logs `what` unless this window's lines are used up (then it is counted).
+    pub(crate) fn refused(&mut self, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.window_start) >= REFUSAL_LOG_WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    "failover: {} more connection(s) refused in the last {} s (not logged \
+                     one by one)",
+                    self.suppressed,
+                    REFUSAL_LOG_WINDOW.as_secs()
+                );
+            }
+            self.window_start = now;
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < REFUSALS_LOGGED {
+            self.logged += 1;
+            tracing::warn!("failover: {what}");
+        } else {
+            self.suppressed += 1;
+        }
+    }
 }
 
 /// Without a connection the secondary waits this long before dialling (the primary 1 s): the
@@ -149,6 +212,7 @@ impl Driver {
         cfg: FailoverConfig,
         changes: Receiver<Slot>,
         overflow: Arc<AtomicBool>,
+        auth_key: Option<Arc<Vec<u8>>>,
     ) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let role = engine.config().role;
@@ -185,6 +249,8 @@ impl Driver {
                 balance,
                 out: Vec::new(),
                 write_through: false,
+                auth_key,
+                refusals: RefusalLog::new(),
             },
             ev_rx,
         )
@@ -203,7 +269,14 @@ impl Driver {
         mut ev_rx: mpsc::UnboundedReceiver<Event>,
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     ) {
-        let acceptor = tokio::spawn(accept_loop(listener, self.peer(), self.ev_tx.clone()));
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            self.peer(),
+            self.ev_tx.clone(),
+            self.auth_key
+                .clone()
+                .map(|k| (k, self.cfg.name.clone(), self.role)),
+        ));
         let tick = tokio::time::sleep(TICK);
         tokio::pin!(tick);
         self.pump();
@@ -326,6 +399,9 @@ impl Driver {
         let local = self.cfg.address;
         let peer = self.peer();
         let tx = self.ev_tx.clone();
+        let auth = self.auth_key.clone();
+        let name = self.cfg.name.clone();
+        let role = self.role;
         tokio::spawn(async move {
             let r = async {
                 let sock = match peer {
@@ -334,13 +410,27 @@ impl Driver {
                 };
                 // From our configured address: the partner accepts only that one.
                 sock.bind(SocketAddr::new(local, 0))?;
-                match tokio::time::timeout(Duration::from_secs(5), sock.connect(peer)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out after 5 s",
-                    )),
+                let mut stream =
+                    match tokio::time::timeout(Duration::from_secs(5), sock.connect(peer)).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connect timed out after 5 s",
+                            ))
+                        }
+                    };
+                if let Some(key) = auth {
+                    auth::authenticate(&mut stream, &key, &name, role)
+                        .await
+                        .map_err(|why| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::PermissionDenied,
+                                format!("partner not authenticated: {why}"),
+                            )
+                        })?;
                 }
+                Ok(stream)
             }
             .await;
             let _ = tx.send(match r {
@@ -367,15 +457,37 @@ impl Driver {
                     self.backoff = Duration::from_secs(1);
                 }
                 let by_primary = outgoing == (self.role == Role::Primary);
-                if self.link.is_some() && self.link_by_primary && !by_primary {
-                    // Both dialled at once: the primary's connection stays (module docs).
-                    tracing::info!(
-                        "failover: closed the secondary's connection {} {from}: the primary's \
-                         connection is kept",
-                        if outgoing { "to" } else { "from" }
-                    );
-                    drop(stream);
-                    return;
+                if self.link.is_some() {
+                    let dir = if outgoing { "to" } else { "from" };
+                    if self.engine.communications_ok() {
+                        // An established session is never replaced (module docs): a dead one
+                        // is closed by the receive timer first.
+                        self.refusals.refused(format_args!(
+                            "closed a new connection {dir} {from}: the session with the \
+                             partner is established and alive"
+                        ));
+                        drop(stream);
+                        return;
+                    }
+                    if !by_primary || self.link_by_primary {
+                        // Before the session: only the primary's replaces the secondary's.
+                        tracing::info!(
+                            "failover: closed the {} connection {dir} {from}: the {} \
+                             connection is kept",
+                            if by_primary {
+                                "primary's"
+                            } else {
+                                "secondary's"
+                            },
+                            if self.link_by_primary {
+                                "primary's"
+                            } else {
+                                "secondary's"
+                            },
+                        );
+                        drop(stream);
+                        return;
+                    }
                 }
                 self.link_by_primary = by_primary;
                 let _ = stream.set_nodelay(true);
@@ -433,6 +545,10 @@ impl Driver {
                     if outgoing { "to" } else { "from" }
                 );
                 self.engine.handle_connected(now);
+            }
+            Event::AuthFailed(from, why) => {
+                self.refusals
+                    .refused(format_args!("refused a connection from {from}: {why}"));
             }
             Event::ConnectFailed(why) => {
                 self.connecting = false;
@@ -877,28 +993,51 @@ fn partner_down_reply(acc: &PartnerDownAccepted, state: ServerState, mclt: u32) 
     m
 }
 
-async fn accept_loop(listener: TcpListener, peer: SocketAddr, tx: mpsc::UnboundedSender<Event>) {
+async fn accept_loop(
+    listener: TcpListener,
+    peer: SocketAddr,
+    tx: mpsc::UnboundedSender<Event>,
+    auth: Option<(Arc<Vec<u8>>, String, Role)>,
+) {
+    let mut refusals = RefusalLog::new();
     loop {
         match listener.accept().await {
-            Ok((stream, from)) => {
+            Ok((mut stream, from)) => {
                 if peer_ip(from.ip()) != peer_ip(peer.ip()) {
-                    tracing::warn!(
-                        "failover: refused a connection from {from}: not the configured peer {}",
+                    refusals.refused(format_args!(
+                        "refused a connection from {from}: not the configured peer {}",
                         peer.ip()
-                    );
+                    ));
                     drop(stream);
                     continue;
                 }
-                if tx
-                    .send(Event::Connected {
-                        stream,
-                        from,
-                        outgoing: false,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
+                let Some((key, name, role)) = auth.clone() else {
+                    if tx
+                        .send(Event::Connected {
+                            stream,
+                            from,
+                            outgoing: false,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                };
+                // The handshake runs beside the accept loop: a slow or silent peer holds only
+                // its own task, for at most the handshake timeout.
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let ev = match auth::authenticate(&mut stream, &key, &name, role).await {
+                        Ok(()) => Event::Connected {
+                            stream,
+                            from,
+                            outgoing: false,
+                        },
+                        Err(why) => Event::AuthFailed(from, format!("not authenticated: {why}")),
+                    };
+                    let _ = tx.send(ev);
+                });
             }
             Err(e) => {
                 tracing::warn!("failover: accept: {e}");

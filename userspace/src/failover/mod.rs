@@ -13,6 +13,7 @@
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
 //! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
 
+mod auth;
 mod driver;
 mod rebalance;
 mod table_store;
@@ -36,7 +37,7 @@ use xdhcpd_failover::{
 use crate::clock::unix_now;
 use crate::control::{self, fmt_time, Handler, Request, Response};
 use driver::{Command, Driver};
-use xdhcpd_config::{FailoverConfig, FailoverRole};
+use xdhcpd_config::{FailoverConfig, FailoverRole, PartnerSoftware};
 
 /// Capacity of the workers -> driver channel of changed slots.
 pub const CHANGE_CHANNEL: usize = 65_536;
@@ -85,6 +86,8 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.backup_pct = c.backup_pct;
     e.rebind_limit = c.rebind_limit;
     e.failover_recover = c.failover_recover;
+    e.partner_mclt_min = c.partner_mclt_min;
+    e.partner_mclt_max = c.partner_mclt_max;
     // Well above NTP-disciplined clock offsets, but a small fraction of a short MCLT (tests and
     // labs run MCLTs of seconds).
     e.expiry_grace = DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);
@@ -184,6 +187,25 @@ impl Failover {
         listener
             .set_nonblocking(true)
             .context("failover: non-blocking listener")?;
+        let auth_key = match (cfg.partner_software, &cfg.auth_key_file) {
+            (PartnerSoftware::Xdhcpd, Some(path)) => Some(Arc::new(auth::load_key(path)?)),
+            (PartnerSoftware::Xdhcpd, None) => {
+                anyhow::bail!("[failover]: an xdhcpd partner needs auth-key-file")
+            }
+            (PartnerSoftware::IscDhcpd, key) => {
+                tracing::warn!(
+                    "failover: partner-software = \"isc-dhcpd\": the failover connection is \
+                     plain TCP, authenticated by the partner's address only (ISC dhcpd has no \
+                     authentication); keep the failover link on a trusted segment{}",
+                    if key.is_some() {
+                        " (auth-key-file is ignored)"
+                    } else {
+                        ""
+                    }
+                );
+                None
+            }
+        };
         let (tx, rx) = bounded(CHANGE_CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
         let (driver, ev_rx) = Driver::new(
@@ -193,6 +215,7 @@ impl Failover {
             cfg.clone(),
             rx,
             overflow.clone(),
+            auth_key,
         );
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
@@ -518,7 +541,7 @@ mod tests {
     use std::time::Duration;
 
     use super::Failover;
-    use xdhcpd_config::{FailoverConfig, FailoverRole};
+    use xdhcpd_config::{FailoverConfig, FailoverRole, PartnerSoftware};
     use xdhcpd_failover::{FailoverPersist, Role, ServerState};
 
     fn failover_config(role: FailoverRole) -> FailoverConfig {
@@ -542,6 +565,10 @@ mod tests {
             backup_pct: 50,
             rebind_limit: 0,
             failover_recover: None,
+            partner_software: PartnerSoftware::IscDhcpd,
+            auth_key_file: None,
+            partner_mclt_min: 300,
+            partner_mclt_max: 86_400,
             pools: Vec::new(),
         }
     }

@@ -24,6 +24,7 @@ mod kea;
 mod model;
 mod record;
 pub(crate) mod time;
+mod v6;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -142,6 +143,15 @@ pub enum LeasesCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the DHCPv6 bindings (addresses and prefixes) as JSON Lines.
+    Dump6 {
+        /// Configuration file (its `[dhcpv6] lease-file` names the v6 binding file).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The v6 binding file (default: from the configuration).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Export the table for another server.
     Export {
         #[command(flatten)]
@@ -225,6 +235,11 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                 }
             };
             eprintln!("{n} record(s)");
+            Ok(0)
+        }
+        LeasesCmd::Dump6 { config, file } => {
+            let n = v6::dump6(&config, file, out)?;
+            eprintln!("{n} binding(s)");
             Ok(0)
         }
         LeasesCmd::Stats {

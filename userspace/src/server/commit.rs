@@ -1,21 +1,25 @@
 //! Pipelined group commit for `commit = "ack"`.
 //!
-//! A flush of the lease file costs milliseconds (the disk's cache flush),
-//! whatever is dirty. Flushing inside each worker batch would cap a worker at
-//! one batch per flush. Instead workers hand the flush to one committer
-//! thread and hold their replies until a flush that *started after* their
-//! records were written has completed:
+//! A durable write costs a device cache flush (hundreds of µs to milliseconds) whatever is
+//! written. Syncing inside each worker batch would cap a worker at one batch per sync. Instead
+//! workers hand the commit to one committer thread and hold their replies until a commit that
+//! *started after* their records were written has completed:
 //!
-//! 1. a worker writes its batch's records (page cache), then takes a ticket
+//! 1. a worker writes its batch's records (page cache; each change is also staged for the
+//!    lease table's write-ahead log under the record lock), then takes a ticket
 //!    `t = written.fetch_add(1) + 1` (Release: the writes happen-before it);
-//! 2. the committer loads `target = written` (Acquire), flushes the whole
-//!    mapping, then publishes `durable = target`;
+//! 2. the committer loads `target = written` (Acquire), calls [`LeaseTable::commit`] (the
+//!    staged changes appended to the log as small checksummed entries, one `fdatasync`), then
+//!    publishes `durable = target`;
 //! 3. the worker transmits the held replies of ticket `t` once `durable >= t`.
 //!
-//! So every ACK leaves after its lease record is on stable storage (the
-//! guarantee of ack mode), while workers keep processing new batches during
-//! the flush. If flushing fails, `durable` stops advancing and the held ACKs
-//! never leave: the server degrades to silence, never to lying.
+//! So every ACK leaves after the durable log write that covers its lease record (the
+//! guarantee of ack mode), while workers keep processing new batches during the sync; they
+//! sleep on an eventfd while replies are held, never spin. The mapped table is written back
+//! by the checkpointer thread (`daemon.rs`), never on this path. If a commit fails, `durable`
+//! stops advancing and the held ACKs never leave until a later commit succeeded under the
+//! sticky-error rule (the table rewritten and flushed, the log restarted past the failure):
+//! the server degrades to silence, never to lying.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,7 +131,7 @@ impl Committer {
             let stopping = stop.load(Ordering::Relaxed);
             let target = self.written.load(Ordering::Acquire);
             if target > self.durable.load(Ordering::Relaxed) {
-                match table.flush() {
+                match table.commit() {
                     Ok(()) => {
                         self.durable.store(target, Ordering::Release);
                         self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -221,5 +225,51 @@ mod tests {
         assert!(c.flushes.load(Ordering::Relaxed) >= 1);
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
+    }
+
+    #[test]
+    fn committer_wal_releases_a_ticket_only_after_the_log_holds_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = [lease_store::PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 0, 1),
+            last: Ipv4Addr::new(10, 0, 0, 64),
+        }];
+        let path = dir.path().join("l.db");
+        let opts = lease_store::OpenOptions {
+            wal: Some(lease_store::MIN_WAL_BYTES),
+            ..lease_store::OpenOptions::default()
+        };
+        let (t, _) = LeaseTable::open(&path, &pools, &opts).unwrap();
+        let table = Arc::new(t);
+        for i in 0..10 {
+            let s = table.slot(i).unwrap();
+            table.update(s, |l| {
+                l.state = lease_store::LeaseState::Active;
+                l.expiry = 2_000_000_000 + i;
+            });
+        }
+        let c = Arc::new(Committer::new());
+        let t1 = c.ticket();
+        assert_eq!(table.wal_stats().unwrap().entries, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = spawn(c.clone(), table.clone(), stop.clone()).unwrap();
+        let t0 = std::time::Instant::now();
+        while c.durable() < t1 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The ticket was released by a log commit that holds the ten records (no msync of
+        // the table: no checkpoint ran).
+        let st = table.wal_stats().unwrap();
+        assert!(st.commits >= 1 && st.entries == 10, "{st:?}");
+        assert_eq!(st.checkpoints, 0);
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        drop(table);
+        // What the log holds is what a restart finds.
+        let (t, rep) = LeaseTable::open(&path, &pools, &opts).unwrap();
+        assert_eq!(rep.wal_entries, 10);
+        assert_eq!(t.read(t.slot(9).unwrap()).expiry, 2_000_000_009);
     }
 }

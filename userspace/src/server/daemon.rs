@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use lease_store::{LeaseTable, OpenOptions, PoolSpec, StoreError};
+use lease_store::{default_wal_bytes, LeaseTable, OpenOptions, PoolSpec, StoreError};
 
 use xdhcpd_common::DHCPV4_SERVER_PORT;
 use xdhcpd_failover::PolicyCell;
@@ -17,6 +17,7 @@ use super::iface::Interface;
 use super::packet_io::udp::UdpDriver;
 use super::packet_io::xsk::{FrameResponder, XskDriver};
 use super::packet_io::PacketIo;
+use super::v6::{self as v6srv, V6Server};
 use super::worker::{run_worker, WorkerCounters};
 use crate::clock::unix_now;
 use crate::control::{default_socket, ControlServer};
@@ -96,6 +97,12 @@ fn open_xdp(
         ),
         None => (xdhcpd_common::CFG_DHCPV4, 0),
     };
+    // DHCPv6 (UDP 547) is steered only when [[subnet6]] is configured.
+    let flags = if cfg.v6.subnets.is_empty() {
+        flags
+    } else {
+        flags | xdhcpd_common::CFG_DHCPV6
+    };
     let xcfg = xdhcpd_common::XdpConfig {
         flags,
         failover_port,
@@ -108,6 +115,35 @@ fn open_xdp(
         steering
             .set_partners(&[f.peer_address])
             .with_context(|| format!("allowing failover peer {} in XDP", f.peer_address))?;
+    }
+    let rl = cfg.rate_limit;
+    if rl.any() {
+        let (client_interval_ns, client_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.client_rate, rl.client_burst);
+        let (relay_interval_ns, relay_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.relay_rate, rl.relay_burst);
+        let (circuit_interval_ns, circuit_tau_ns) =
+            xdhcpd_common::RateLimitConfig::gcra(rl.circuit_rate, rl.circuit_burst);
+        steering
+            .set_rate_limits(xdhcpd_common::RateLimitConfig {
+                client_interval_ns,
+                client_tau_ns,
+                relay_interval_ns,
+                relay_tau_ns,
+                circuit_interval_ns,
+                circuit_tau_ns,
+            })
+            .context("writing the rate limits into the XDP program")?;
+        tracing::info!(
+            "rate limits in XDP: per client {}/s (burst {}), per relay {}/s (burst {}), per \
+             circuit {}/s (burst {}); 0 = off",
+            rl.client_rate,
+            rl.client_burst,
+            rl.relay_rate,
+            rl.relay_burst,
+            rl.circuit_rate,
+            rl.circuit_burst
+        );
     }
     let mut sockets = Vec::new();
     for q in 0..queues {
@@ -139,6 +175,12 @@ fn open_data_path(
     object: Option<&Path>,
 ) -> anyhow::Result<DataPath> {
     let udp = || {
+        if cfg.rate_limit.any() {
+            tracing::warn!(
+                "[rate-limit] is enforced by the XDP program only: kernel UDP mode serves \
+                 without it"
+            );
+        }
         UdpIo::open(&iface.name, DHCPV4_SERVER_PORT)
             .map(DataPath::Udp)
             .context("opening the UDP fallback socket")
@@ -165,6 +207,10 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         shards,
         now: unix_now(),
         allow_shrink,
+        // Ack mode commits through the write-ahead log (group commit = one small sequential
+        // append and fdatasync; the table is checkpointed in the background).
+        wal: (cfg.server.commit == CommitMode::Ack)
+            .then(|| default_wal_bytes(pools.iter().map(|p| p.len()).sum())),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
@@ -263,6 +309,8 @@ pub struct Daemon {
     failover: Option<Failover>,
     control: Option<ControlServer>,
     steering: Option<Box<XdpSteering>>,
+    /// `--io udp` with failover: the nftables twin of the XDP failover guard.
+    nft_guard: Option<super::nft_guard::NftGuard>,
     workers: Workers,
     /// Stops the workers, then the background threads.
     stop: Arc<AtomicBool>,
@@ -271,6 +319,10 @@ pub struct Daemon {
     commit_stop: Arc<AtomicBool>,
     background: Vec<JoinHandle<()>>,
     started: Instant,
+    /// The DHCPv6 server (None without [[subnet6]]).
+    v6: Option<Arc<V6Server>>,
+    /// XDP mode: the socket joined to ff02::1:2 (keeps the NIC's multicast filter open).
+    _v6_join: Option<std::net::UdpSocket>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -314,6 +366,11 @@ impl Daemon {
             DataPath::Udp(_) => 1,
         };
         let table = Arc::new(open_lease_table(&cfg, shards, opts.allow_shrink)?);
+        let v6 = V6Server::open(&cfg, &iface)?;
+        let v6_sock = match &v6 {
+            Some(_) => Some(v6srv::open_socket(&iface)?),
+            None => None,
+        };
         let failover = match &cfg.failover {
             Some(f) => Some(Failover::start(f, table.clone())?),
             None => None,
@@ -376,18 +433,36 @@ impl Daemon {
             tap: failover.as_ref().map(|f| f.tap()),
         };
         let mut workers = Workers::default();
+        let mut nft_guard = None;
+        let mut v6_join = None;
         let steering = match path {
             DataPath::Xdp { steering, sockets } => {
                 for (q, sock) in sockets.into_iter().enumerate() {
-                    let frames = FrameResponder::new(iface.mac, local_addr, server_id);
+                    let frames =
+                        FrameResponder::new(iface.mac, local_addr, server_id).with_v6(v6.clone());
                     let io = XskDriver::new(sock, frames);
                     workers.spawn(format!("xdhcpd-q{q}"), q, io, &shared)?;
                 }
+                v6_join = v6_sock;
                 Some(steering)
             }
             DataPath::Udp(io) => {
+                if let Some(f) = &cfg.failover {
+                    nft_guard = Some(
+                        super::nft_guard::NftGuard::install(f.port, f.peer_address)
+                            .context("the failover port needs a guard in UDP mode")?,
+                    );
+                }
                 let io = UdpDriver::new(io, local_addr);
                 workers.spawn("xdhcpd-udp".into(), 0, io, &shared)?;
+                if let (Some(v6), Some(sock)) = (&v6, v6_sock) {
+                    workers.threads.push(v6srv::spawn_udp_worker(
+                        v6.clone(),
+                        sock,
+                        shared.stop.clone(),
+                    )?);
+                    tracing::info!("kernel UDP DHCPv6 on {} [::]:547, ff02::1:2", iface.name);
+                }
                 tracing::info!(
                     "kernel UDP data path on {} port {DHCPV4_SERVER_PORT}",
                     iface.name
@@ -397,7 +472,14 @@ impl Daemon {
         };
         // With a partner, a lease ends for the sweeper when it ends for every failover rule.
         let grace = failover.as_ref().map_or(0, |f| f.expiry_grace());
-        let background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
+        let mut background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
+        if let Some(v6) = &v6 {
+            background.push(spawn_v6_background(
+                v6.clone(),
+                commit,
+                shared.stop.clone(),
+            )?);
+        }
         // The committer outlives the workers: it stops after they have.
         let commit_stop = Arc::new(AtomicBool::new(false));
         let committer = match shared.committer {
@@ -413,12 +495,15 @@ impl Daemon {
             failover,
             control,
             steering,
+            nft_guard,
             workers,
             stop: shared.stop,
             committer,
             commit_stop,
             background,
             started: Instant::now(),
+            v6,
+            _v6_join: v6_join,
         })
     }
 
@@ -465,8 +550,8 @@ impl Daemon {
                         String::new()
                     },
                     // deny-unknown: shown once any client was refused.
-                    if snap.unknown_denied > 0 {
-                        format!(" unknown_denied {}", snap.unknown_denied)
+                    if snap.unknown_refused > 0 {
+                        format!(" unknown_refused {}", snap.unknown_refused)
                     } else {
                         String::new()
                     },
@@ -508,6 +593,19 @@ impl Daemon {
         if let Err(e) = self.table.flush() {
             tracing::error!("final flush of the lease table failed: {e}");
         }
+        if let Some(v6) = &self.v6 {
+            v6.flush();
+            tracing::info!(
+                "final dhcpv6: {}",
+                v6.stats()
+                    .snapshot()
+                    .pairs()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         let snap = sum(&self.workers.stats);
         let xdp = self.steering.as_ref().and_then(|s| s.counters().ok());
         tracing::info!(
@@ -535,6 +633,27 @@ impl Daemon {
                 "commit_flushes": flushes(|c| &c.flushes),
                 "commit_flush_errors": flushes(|c| &c.flush_errors),
             });
+            if let Some(w) = self.table.wal_stats() {
+                v["wal"] = serde_json::json!({
+                    "commits": w.commits,
+                    "entries": w.entries,
+                    "bytes": w.bytes,
+                    "checkpoints": w.checkpoints,
+                    "commit_ns": w.commit_ns,
+                    "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
+                    "commit_latency": w.commit_latency,
+                });
+            }
+            if let Some(v6) = &self.v6 {
+                let m: serde_json::Map<String, serde_json::Value> = v6
+                    .stats()
+                    .snapshot()
+                    .pairs()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect();
+                v["dhcpv6"] = serde_json::Value::Object(m);
+            }
             if let Some(c) = &xdp {
                 let m: serde_json::Map<String, serde_json::Value> = xdhcpd_common::Counter::ALL
                     .iter()
@@ -546,6 +665,7 @@ impl Daemon {
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         drop(self.steering);
+        drop(self.nft_guard);
         Ok(())
     }
 }
@@ -611,7 +731,11 @@ fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
     s
 }
 
-/// Interval flusher (interval mode) and expiry sweeper.
+/// Longest time between two checkpoints of a table with a write-ahead log (a checkpoint also
+/// comes as soon as the log is half full). Bounds the log a restart replays.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Interval flusher (interval mode), checkpointer (ack mode, write-ahead log) and expiry sweeper.
 fn spawn_background(
     table: Arc<LeaseTable>,
     commit: CommitMode,
@@ -635,6 +759,44 @@ fn spawn_background(
                 })?,
         );
     }
+    if table.has_wal() {
+        let table = table.clone();
+        let stop = stop.clone();
+        v.push(
+            std::thread::Builder::new()
+                .name("xdhcpd-checkpoint".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    // Test hook (crash tests: cuts during checkpoints): checkpoint this often.
+                    let forced = std::env::var("XDHCPD_CHECKPOINT_MS")
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|ms| Duration::from_millis(ms.max(1)));
+                    let tick = forced.map_or(Duration::from_millis(100), |f| {
+                        f.min(Duration::from_millis(100))
+                    });
+                    // Ten wake-ups a second at most (unless forced); the work is one msync
+                    // when due.
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        let due = table.wal_wants_checkpoint()
+                            || forced.is_some_and(|f| last.elapsed() >= f)
+                            // Also commits what the sweeper and failover staged meanwhile.
+                            || last.elapsed() >= CHECKPOINT_EVERY;
+                        if !due {
+                            continue;
+                        }
+                        last = Instant::now();
+                        if let Err(e) = table.checkpoint() {
+                            tracing::error!(
+                                "checkpoint of the lease table failed (the log is kept; replies \
+                                 wait until the storage recovers): {e}"
+                            );
+                        }
+                    }
+                })?,
+        );
+    }
     v.push(
         std::thread::Builder::new()
             .name("xdhcpd-sweep".into())
@@ -647,4 +809,36 @@ fn spawn_background(
             })?,
     );
     Ok(v)
+}
+
+/// DHCPv6 background: interval flush of the v6 table (interval mode) and the expiry sweep.
+fn spawn_v6_background(
+    v6: Arc<V6Server>,
+    commit: CommitMode,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let every = match commit {
+        CommitMode::Interval(d) => Some(d),
+        CommitMode::Ack => None,
+    };
+    Ok(std::thread::Builder::new()
+        .name("xdhcpd-v6bg".into())
+        .spawn(move || {
+            let tick = every.map_or(Duration::from_millis(200), |d| {
+                d.min(Duration::from_millis(200))
+            });
+            let mut last_flush = Instant::now();
+            let mut last_sweep = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                if every.is_some_and(|d| last_flush.elapsed() >= d) {
+                    v6.flush();
+                    last_flush = Instant::now();
+                }
+                if last_sweep.elapsed() >= Duration::from_secs(10) {
+                    v6.sweep();
+                    last_sweep = Instant::now();
+                }
+            }
+        })?)
 }

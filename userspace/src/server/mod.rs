@@ -4,7 +4,9 @@
 pub mod commit;
 pub mod daemon;
 pub mod iface;
+pub mod nft_guard;
 pub mod packet_io;
+pub mod v6;
 pub mod worker;
 
 pub use daemon::{run, Daemon, RunOptions};

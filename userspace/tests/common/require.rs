@@ -44,6 +44,7 @@ pub fn debian_package(program: &str) -> &'static str {
     match program {
         "dhcpd" => "isc-dhcp-server",
         "dhclient" => "isc-dhcp-client",
+        "dhcpcd" => "dhcpcd",
         "kea-dhcp4" => "kea-dhcp4-server",
         "perfdhcp" => "kea-admin",
         "busybox" | "udhcpc" => "busybox",
@@ -54,6 +55,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "losetup" | "mount" | "umount" => "mount",
         "mkfs.ext4" => "e2fsprogs",
         "ip" => "iproute2",
+        "nft" => "nftables",
         "bash" => "bash",
         _ => "?",
     }

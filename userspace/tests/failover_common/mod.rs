@@ -91,6 +91,37 @@ pub struct Timers {
     pub split: Option<u16>,
 }
 
+/// The pre-shared failover key of the tests' xdhcpd pairs (both sides read the same file,
+/// `failover.key` beside the lease file, created 0600 on first use).
+pub const TEST_AUTH_KEY: &str = "xdhcpd-test-pair-key-0123456789abcdef";
+
+/// The `auth-key-file` line [`xdhcpd_config`] writes; creates the key file if needed.
+pub fn auth_line(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("failover.key");
+    if !key.exists() {
+        let _ = std::fs::write(&key, format!("{TEST_AUTH_KEY}\n"));
+        let _ = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600));
+    }
+    format!("auth-key-file = \"{}\"\n", key.display())
+}
+
+/// Rewrites an [`xdhcpd_config`] for an ISC dhcpd partner: plain TCP, no key.
+pub fn for_isc_partner(config: &str) -> String {
+    config
+        .lines()
+        .map(|l| {
+            if l.starts_with("auth-key-file") {
+                "partner-software = \"isc-dhcpd\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// An xdhcpd configuration for one side of the pair.
 pub fn xdhcpd_config(
     iface: &str,
@@ -109,12 +140,13 @@ pub fn xdhcpd_config(
          [[subnet.pool]]\nrange = \"{POOL_FIRST}-{POOL_LAST}\"\n\n\
          [failover]\nrole = \"{}\"\nname = \"pair\"\naddress = \"{me}\"\nport = 647\n\
          peer-address = \"{peer}\"\npeer-port = 647\nmclt = {}\npoll-interval = 2\n\
-         poll-timeout = 8\nuse-safe-period = false\nbackup-pct = 50\n{}",
+         poll-timeout = 8\nuse-safe-period = false\nbackup-pct = 50\n{}{}",
         lease_file.display(),
         socket.display(),
         if primary { "primary" } else { "secondary" },
         t.mclt,
         t.split.map_or(String::new(), |s| format!("split = {s}\n")),
+        auth_line(lease_file.parent().unwrap_or(Path::new("/tmp"))),
     )
 }
 

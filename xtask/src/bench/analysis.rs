@@ -41,6 +41,13 @@ pub struct Point {
     pub loadgen_note: String,
     /// CPU time of the server process over a window inside the phase, percent of one core.
     pub server_cpu_pct: Option<f64>,
+    /// Server CPU seconds per ACKed exchange over the same window (CPU time / exchanges), so
+    /// the efficiency of each system shows whatever limits the load generator.
+    pub server_cpu_s_per_exchange: Option<f64>,
+    /// Bytes written to the block device holding the lease files per ACKed exchange over the
+    /// same window (/sys/dev/block/MAJ:MIN/stat: the whole device, so whatever else writes to
+    /// it on a shared machine counts too: an upper bound).
+    pub disk_bytes_per_exchange: Option<f64>,
     /// Per core (0, 1): busy and softirq percent over the same window.
     pub core_busy_pct: Vec<f64>,
     pub core_softirq_pct: Vec<f64>,
@@ -113,6 +120,8 @@ impl Point {
                 .unwrap_or_default()
                 .to_string(),
             server_cpu_pct: None,
+            server_cpu_s_per_exchange: None,
+            disk_bytes_per_exchange: None,
             core_busy_pct: Vec::new(),
             core_softirq_pct: Vec::new(),
             link_drops: None,
@@ -144,6 +153,8 @@ impl Point {
             "loadgen_busy_pct": round1(self.loadgen_busy_pct),
             "loadgen_note": self.loadgen_note,
             "server_cpu_pct": self.server_cpu_pct.map(round1),
+            "server_cpu_s_per_exchange": self.server_cpu_s_per_exchange,
+            "disk_bytes_per_exchange": self.disk_bytes_per_exchange.map(round1),
             "core_busy_pct": self.core_busy_pct.iter().copied().map(round1).collect::<Vec<_>>(),
             "core_softirq_pct": self.core_softirq_pct.iter().copied().map(round1).collect::<Vec<_>>(),
             "link_drops": self.link_drops.map(|d| json!({

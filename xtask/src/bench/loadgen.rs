@@ -155,13 +155,13 @@ impl Ctx {
             if let Some(secs) = l.secs {
                 let window = Duration::from_secs_f64((secs * 0.6).max(secs - 1.2).max(0.3));
                 nap(SAMPLE_AFTER)?;
-                let a = CpuSample::take(server_pid);
+                let a = CpuSample::take(server_pid, &self.work);
                 let perf = match perf_out {
                     Some(data) => Some(self.start_perf(data, window)?),
                     None => None,
                 };
                 nap(window)?;
-                let b = CpuSample::take(server_pid);
+                let b = CpuSample::take(server_pid, &self.work);
                 if let Some(mut perf) = perf {
                     perf.wait_until(Instant::now() + Duration::from_secs(60))?;
                 }

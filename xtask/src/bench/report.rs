@@ -83,19 +83,23 @@ pub fn limit_note(r: &SystemResult) -> String {
 /// The summary table (Markdown; also readable on a terminal).
 pub fn summary_table(results: &[SystemResult]) -> String {
     let mut o = String::new();
-    o.push_str("| system | max sustained DORA/s (<1% loss) | loss there | p99 at 50% of max | renew/s (closed loop) | DORA/s (closed loop) | what limits it |\n");
-    o.push_str("|---|---:|---:|---:|---:|---:|---|\n");
+    o.push_str("| system | max sustained DORA/s (<1% loss) | loss there | p99 at 50% of max | renew/s (closed loop) | DORA/s (closed loop) | server CPU µs per DORA at max | bytes written per DORA at max | what limits it |\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in results {
         let best = max_sustained(&r.sweep);
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.system.label(),
             cell_rate(best),
             best.map_or("-".into(), |p| format!("{:.2}%", p.loss_pct)),
             cell_p99(r.half.as_ref()),
             cell_closed(r.renew.as_ref()),
             cell_closed(r.dora_closed.as_ref()),
+            best.and_then(|p| p.server_cpu_s_per_exchange)
+                .map_or("-".into(), |s| format!("{:.1}", s * 1e6)),
+            best.and_then(|p| p.disk_bytes_per_exchange)
+                .map_or("-".into(), |b| format!("{b:.0}")),
             limit_note(r).replace('|', "/"),
         );
     }
@@ -105,15 +109,15 @@ pub fn summary_table(results: &[SystemResult]) -> String {
 /// Every point of every sweep.
 pub fn points_table(results: &[SystemResult]) -> String {
     let mut o = String::new();
-    o.push_str("| system | target/s | offered/s | ACKed/s | loss | p50 | p99 | p99.9 | server CPU | core0/core1 busy | veth drops srv rx/tx, cli rx/tx | loadgen limited |\n");
-    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    o.push_str("| system | target/s | offered/s | ACKed/s | loss | p50 | p99 | p99.9 | server CPU | CPU µs/exchange | bytes written/exchange | core0/core1 busy | veth drops srv rx/tx, cli rx/tx | loadgen limited |\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in results {
         let mut sweep: Vec<&Point> = r.sweep.iter().collect();
         sweep.sort_by_key(|p| p.target.unwrap_or(0));
         for p in sweep.into_iter().chain(r.half.iter()) {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.system.key(),
                 p.target.map_or("-".into(), |t| fmt_rate(t as f64)),
                 fmt_rate(p.offered),
@@ -123,6 +127,10 @@ pub fn points_table(results: &[SystemResult]) -> String {
                 fmt_us(p.p99_us),
                 fmt_us(p.p999_us),
                 p.server_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+                p.server_cpu_s_per_exchange
+                    .map_or("-".into(), |s| format!("{:.1}", s * 1e6)),
+                p.disk_bytes_per_exchange
+                    .map_or("-".into(), |b| format!("{b:.0}")),
                 if p.core_busy_pct.len() >= 2 {
                     format!("{:.0}%/{:.0}%", p.core_busy_pct[0], p.core_busy_pct[1])
                 } else {
@@ -212,12 +220,17 @@ pub fn markdown_section(
          ceiling is `xdhcp-echo` behind the same XDP program: each DORA is 2 frames in and 2 out \
          on the server side, so its DORA/s is the echo's frames/s ÷ 2.\n\n\
          Durability differs and is part of each figure: with xdhcpd commit=ack no ACK leaves \
-         before its lease record is on stable storage (group commit: msync of the lease table, \
-         replies held until a flush that started after their write completed); \
+         before its lease record is on stable storage (group commit: the record changes appended \
+         to a write-ahead log and fdatasynced, replies held until a commit that started after \
+         their write completed; the table is checkpointed in the background); \
          commit=interval:10 msyncs every 10 ms and answers at once; Kea's memfile appends each \
          lease to its CSV with write(2) and no fsync; \
          ISC dhcpd fsyncs its lease file for every lease. Lease files live in the temporary \
-         directory (fdatasync latency in the machine line).\n\n\
+         directory (fdatasync latency in the machine line). Server CPU µs per DORA: the server \
+         process's CPU time over the sampling window divided by the exchanges ACKed in it. \
+         Bytes written per DORA: sectors written to the block device holding the lease files \
+         over the same window, per exchange; the whole device counts, so on a shared machine \
+         it is an upper bound.\n\n\
          veth caveat: veth runs the receiving side's XDP program (and the copy into the AF_XDP \
          socket, or the kernel's receive path) in the NAPI context of the *sending* CPU, so core \
          0 also pays for the server's receive and core 1 for the loadgen's. \"One core each\" is \

@@ -2,6 +2,8 @@
 //! `ip -s link`).
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -41,6 +43,14 @@ fn proc_ticks(pid: u32) -> Option<u64> {
     Some(ut + st)
 }
 
+/// Sectors written to the block device holding `dir` (field 7 of /sys/dev/block/MAJ:MIN/stat).
+fn device_sectors_written(dir: &Path) -> Option<u64> {
+    let dev = fs::metadata(dir).ok()?.dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let text = fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/stat")).ok()?;
+    text.split_whitespace().nth(6)?.parse().ok()
+}
+
 /// (rx_dropped, tx_dropped) of `ifname` in namespace `ns`.
 pub(super) fn link_drops(ns: &str, ifname: &str) -> Option<(u64, u64)> {
     let text = util::output(
@@ -56,14 +66,17 @@ pub(super) struct CpuSample {
     at: Instant,
     cores: Vec<(u64, u64, u64)>,
     server: Option<u64>,
+    sectors: Option<u64>,
 }
 
 impl CpuSample {
-    pub(super) fn take(server_pid: Option<u32>) -> Self {
+    /// `lease_dir`: where the servers keep their lease files (its device's writes are counted).
+    pub(super) fn take(server_pid: Option<u32>, lease_dir: &Path) -> Self {
         CpuSample {
             at: Instant::now(),
             cores: core_times(),
             server: server_pid.and_then(proc_ticks),
+            sectors: device_sectors_written(lease_dir),
         }
     }
 
@@ -75,6 +88,16 @@ impl CpuSample {
         if let (Some(a), Some(b)) = (self.server, later.server) {
             if secs > 0.0 {
                 p.server_cpu_pct = Some(100.0 * b.saturating_sub(a) as f64 / hz / secs);
+                if p.achieved > 0.0 {
+                    p.server_cpu_s_per_exchange =
+                        Some(b.saturating_sub(a) as f64 / hz / (p.achieved * secs));
+                }
+            }
+        }
+        if let (Some(a), Some(b)) = (self.sectors, later.sectors) {
+            if secs > 0.0 && p.achieved > 0.0 {
+                p.disk_bytes_per_exchange =
+                    Some(b.saturating_sub(a) as f64 * 512.0 / (p.achieved * secs));
             }
         }
         p.core_busy_pct.clear();

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::error::Errors;
 use crate::net::Ipv4Net;
-use crate::ReservationKey;
+use crate::{Host, ReservationKey};
 
 use super::subnet::RawSubnet;
 use super::Loc;
@@ -53,7 +53,7 @@ fn report_overlaps(errs: &mut Errors<'_>, mut items: Vec<(u32, u32, Loc, String)
     }
 }
 
-pub(super) fn cross_check(errs: &mut Errors<'_>, raws: &[RawSubnet]) {
+pub(super) fn cross_check(errs: &mut Errors<'_>, raws: &[RawSubnet], hosts: &[(Host, Loc)]) {
     // Subnets must not overlap: an address must select one subnet.
     let nets: Vec<_> = raws
         .iter()
@@ -120,8 +120,24 @@ pub(super) fn cross_check(errs: &mut Errors<'_>, raws: &[RawSubnet]) {
         }
     }
 
-    // Reservations: one per client, one per address.
+    // Reservations and hosts: one registration per client, one reservation per address.
     let mut by_key: HashMap<&ReservationKey, &Loc> = HashMap::new();
+    for (h, loc) in hosts {
+        if let Some(prev) = by_key.get(&h.key) {
+            let line = errs.position(prev.span.start).line;
+            errs.push(
+                &loc.span,
+                &loc.path,
+                format!(
+                    "duplicate registration: {} is already registered at {} (line {line})",
+                    describe_key(&h.key),
+                    prev.path
+                ),
+            );
+        } else {
+            by_key.insert(&h.key, loc);
+        }
+    }
     let mut by_ip: HashMap<Ipv4Addr, &Loc> = HashMap::new();
     for res in raws.iter().flat_map(|r| r.reservations.iter()) {
         if let Some(prev) = by_key.get(&res.res.key) {

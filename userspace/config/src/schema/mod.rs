@@ -6,9 +6,11 @@
 
 mod checks;
 mod pools;
+mod provisioning;
 mod server;
 mod subnet;
 mod times;
+mod v6;
 
 use std::path::PathBuf;
 
@@ -16,14 +18,25 @@ use toml::de::DeTable;
 
 use super::error::{ConfigErrors, Errors};
 use super::reader::{tables, Field, Span, Table};
-use super::{Config, LeaseTimes, Pool, Subnet, SubnetLookup};
+use super::{Config, LeaseTimes, Pool, SharedNetwork, Subnet, SubnetLookup};
 
 use checks::cross_check;
 use server::read_server;
 use subnet::read_subnet;
 use times::{check_times, read_times, TimeKeys};
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover"];
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "server",
+    "lease",
+    "class",
+    "shared-network",
+    "subnet",
+    "host",
+    "failover",
+    "rate-limit",
+    "dhcpv6",
+    "subnet6",
+];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -72,12 +85,12 @@ const SUBNET_KEYS: &[&str] = &[
     "reservation",
     "backup-pct",
     "backup-allocation-boundary",
+    "shared-network",
     "deny-unknown",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
-const POOL_KEYS: &[&str] = &["range"];
-const RESERVATION_KEYS: &[&str] = &["hw", "client-id", "ip"];
+const RESERVATION_KEYS: &[&str] = &["hw", "client-id", "ip", "group"];
 
 pub(crate) const DEFAULT_LEASE_FILE: &str = "/var/lib/xdhcpd/leases.db";
 /// Largest pool, in addresses: keeps one pool's lease table within reason.
@@ -143,6 +156,108 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             .and_then(|t| crate::failover::read_failover(&mut errs, &t))
     });
 
+    let rate_limit = root
+        .get("rate-limit")
+        .and_then(|f| Table::open(&mut errs, &f, crate::ratelimit::RATE_LIMIT_KEYS))
+        .map(|t| crate::ratelimit::read_rate_limit(&mut errs, &t))
+        .unwrap_or_default();
+    // Classes first: pools, reservations, hosts and other classes name them.
+    let class_keys = provisioning::class_keys();
+    let class_tables = root
+        .get("class")
+        .map(|f| tables(&mut errs, &f, &class_keys))
+        .unwrap_or_default();
+    let class_names = provisioning::class_names(&mut errs, &class_tables);
+    let classes: Vec<_> = class_tables
+        .iter()
+        .filter_map(|t| provisioning::read_class(&mut errs, t, &class_names))
+        .collect();
+
+    // Shared networks before subnets: a member subnet inherits the network's lease times.
+    let sn_keys = provisioning::shared_network_keys();
+    let sn_tables = root
+        .get("shared-network")
+        .map(|f| tables(&mut errs, &f, &sn_keys))
+        .unwrap_or_default();
+    let mut networks: Vec<SharedNetwork> = Vec::new();
+    let mut network_ctx: Vec<(String, LeaseTimes)> = Vec::new();
+    let mut network_locs: Vec<Loc> = Vec::new();
+    let mut network_relays: Vec<Vec<(std::net::Ipv4Addr, Loc)>> = Vec::new();
+    for t in &sn_tables {
+        let name = t.require(&mut errs, "name").and_then(|f| {
+            crate::reader::string(&mut errs, &f).map(|s| (s.to_string(), Loc::of(&f)))
+        });
+        let mut relays = Vec::new();
+        if let Some(f) = t.get("relay-addresses") {
+            for it in crate::reader::array(&mut errs, &f).unwrap_or_default() {
+                if let Some(ip) = crate::reader::ipv4(&mut errs, &it) {
+                    relays.push((ip, Loc::of(&it)));
+                }
+            }
+        }
+        let deny_unknown = t
+            .get("deny-unknown")
+            .and_then(|f| crate::reader::boolean(&mut errs, &f))
+            .unwrap_or(false);
+        let settings = provisioning::read_settings(&mut errs, t);
+        let Some((name, loc)) = name else { continue };
+        if let Some(i) = network_ctx.iter().position(|(n, _)| *n == name) {
+            let line = errs.position(network_locs[i].span.start).line;
+            errs.push(
+                &loc.span,
+                &loc.path,
+                format!(
+                    "shared network `{name}` is already declared at {} (line {line})",
+                    network_locs[i].path
+                ),
+            );
+            continue;
+        }
+        let mut times = lease;
+        if let Some(v) = settings.times.default {
+            times.default = v;
+        }
+        if let Some(v) = settings.times.min {
+            times.min = v;
+        }
+        if let Some(v) = settings.times.max {
+            times.max = v;
+        }
+        if settings.times.any() {
+            let keys = TimeKeys {
+                default: t.get("default-time").map(|f| Loc::of(&f)),
+                min: t.get("min-time").map(|f| Loc::of(&f)),
+                max: t.get("max-time").map(|f| Loc::of(&f)),
+                ..TimeKeys::default()
+            };
+            check_times(
+                &mut errs,
+                &times,
+                &keys,
+                &Loc {
+                    span: t.span.clone(),
+                    path: t.path.clone(),
+                },
+                false,
+            );
+        }
+        network_ctx.push((name.clone(), times));
+        network_locs.push(loc);
+        network_relays.push(relays);
+        networks.push(SharedNetwork {
+            index: networks.len(),
+            name,
+            subnets: Vec::new(),
+            relay_addresses: Vec::new(),
+            deny_unknown,
+            settings,
+        });
+    }
+    let ctx = subnet::SubnetContext {
+        classes: &class_names,
+        networks: &network_ctx,
+    };
+
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
@@ -152,11 +267,47 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         }
         for t in subnet_tables {
             let index = raws.len();
-            raws.push(read_subnet(&mut errs, &t, index, &lease, server_id));
+            raws.push(read_subnet(&mut errs, &t, index, &lease, server_id, &ctx));
+        }
+    }
+    // A network's relay addresses select its first member subnet (the pool choice then
+    // spans every member); the whole-file checks below see them as that subnet's.
+    for (i, relays) in network_relays.into_iter().enumerate() {
+        let members: Vec<usize> = raws
+            .iter()
+            .filter(|r| r.shared_network.as_ref().is_some_and(|(n, _)| *n == i))
+            .map(|r| r.index)
+            .collect();
+        match members.first() {
+            Some(&first) => {
+                raws[first].relays.extend(relays.iter().cloned());
+                networks[i].subnets = members;
+                networks[i].relay_addresses = relays.into_iter().map(|(a, _)| a).collect();
+            }
+            None => {
+                let loc = &network_locs[i];
+                errs.push(
+                    &loc.span,
+                    &loc.path,
+                    format!("shared network `{}` has no subnet (set `shared-network = \"{}\"` in its [[subnet]]s)", networks[i].name, networks[i].name),
+                );
+            }
         }
     }
 
-    cross_check(&mut errs, &raws);
+    let mut hosts = Vec::new();
+    if let Some(f) = root.get("host") {
+        for t in tables(&mut errs, &f, provisioning::HOST_KEYS) {
+            if let Some(h) = provisioning::read_host(&mut errs, &t, &class_names) {
+                hosts.push(h);
+            }
+        }
+    }
+
+    cross_check(&mut errs, &raws, &hosts);
+    let hosts = hosts.into_iter().map(|(h, _)| h).collect();
+
+    let v6 = read_v6(&mut errs, &root);
 
     match server {
         Some(server) if errs.is_empty() => {
@@ -192,6 +343,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     options: r.options,
                     backup_pct: r.backup_pct,
                     backup_allocation_boundary: r.backup_boundary,
+                    pool_rules: r.pool_rules,
+                    shared_network: r.shared_network.map(|(i, _)| i),
                     deny_unknown: r.deny_unknown,
                 });
             }
@@ -203,12 +356,35 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             Ok(Config {
                 server,
                 failover,
+                rate_limit,
                 lease,
                 subnets,
+                classes,
+                shared_networks: networks,
+                hosts,
                 source: PathBuf::from(source),
                 lookup,
+                v6,
             })
         }
         _ => Err(errs.finish()),
     }
+}
+
+/// `[dhcpv6]` and `[[subnet6]]` (`v6.rs`).
+fn read_v6(errs: &mut Errors<'_>, root: &Table<'_, '_>) -> crate::V6Config {
+    let d = root
+        .get("dhcpv6")
+        .and_then(|f| Table::open(errs, &f, v6::DHCPV6_KEYS));
+    let mut c = v6::read_dhcpv6(errs, d.as_ref());
+    if let Some(f) = root.get("subnet6") {
+        let ts = tables(errs, &f, v6::SUBNET6_KEYS);
+        for (i, t) in ts.iter().enumerate() {
+            if let Some(s) = v6::read_subnet6(errs, t, i) {
+                c.subnets.push(s);
+            }
+        }
+        v6::check_subnets6(errs, &ts, &c.subnets);
+    }
+    c
 }

@@ -187,7 +187,11 @@ pub(super) fn read_reservation(
     });
     let ((key, key_loc), (ip, ip_loc)) = (key?, ip?);
     Some(RawReservation {
-        res: Reservation { key, ip },
+        res: Reservation {
+            key,
+            ip,
+            group: None,
+        },
         key_loc,
         ip_loc,
     })

@@ -13,11 +13,12 @@ use crate::reader::{
 use crate::{LeaseTimes, Reservation, SERVER_OWNED_OPTIONS};
 
 use super::pools::{read_pool, read_reservation};
+use super::provisioning::{class_ref, pool_keys, read_pool_rules, ClassNames};
 use super::times::{check_times, read_times};
 use super::{
-    Loc, MAX_ADDRS_PER_OPTION, MAX_BOOT_FILE, OPTION_KEYS, OPTION_KINDS, POOL_KEYS,
-    RESERVATION_KEYS,
+    Loc, MAX_ADDRS_PER_OPTION, MAX_BOOT_FILE, OPTION_KEYS, OPTION_KINDS, RESERVATION_KEYS,
 };
+use crate::provisioning::PoolRules;
 
 pub(super) struct RawReservation {
     pub(super) res: Reservation,
@@ -37,7 +38,18 @@ pub(super) struct RawSubnet {
     pub(super) options: SubnetOptions,
     pub(super) backup_pct: Option<u8>,
     pub(super) backup_boundary: Option<Ipv4Addr>,
+    /// Parallel to `pools`.
+    pub(super) pool_rules: Vec<PoolRules>,
+    /// `shared-network`: index of the network and where it was named.
+    pub(super) shared_network: Option<(usize, Loc)>,
     pub(super) deny_unknown: bool,
+}
+
+/// What a subnet needs to know about the shared networks and classes read before it.
+pub(super) struct SubnetContext<'c> {
+    pub(super) classes: &'c ClassNames,
+    /// (name, lease times of the network: global with its overrides).
+    pub(super) networks: &'c [(String, LeaseTimes)],
 }
 
 pub(super) fn read_subnet(
@@ -46,7 +58,42 @@ pub(super) fn read_subnet(
     index: usize,
     global: &LeaseTimes,
     server_id: Option<Ipv4Addr>,
+    ctx: &SubnetContext<'_>,
 ) -> RawSubnet {
+    let shared_network = t.get("shared-network").and_then(|f| {
+        let name = string(errs, &f)?;
+        match ctx.networks.iter().position(|(n, _)| n == name) {
+            Some(i) => Some((i, Loc::of(&f))),
+            None => {
+                let all: Vec<&str> = ctx.networks.iter().map(|(n, _)| n.as_str()).collect();
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    if all.is_empty() {
+                        format!(
+                            "unknown shared network `{name}`: no [[shared-network]] is declared"
+                        )
+                    } else {
+                        format!(
+                            "unknown shared network `{name}`; declared: {}",
+                            all.join(", ")
+                        )
+                    },
+                );
+                None
+            }
+        }
+    });
+    let deny_unknown = t
+        .get("deny-unknown")
+        .and_then(|f| crate::reader::boolean(errs, &f))
+        .unwrap_or(false);
+    // Lease times: global, then the shared network's, then the subnet's own.
+    let network_times = shared_network
+        .as_ref()
+        .and_then(|(i, _)| ctx.networks.get(*i))
+        .map(|(_, t)| *t);
+    let global = &network_times.unwrap_or(*global);
     let net = t.require(errs, "cidr").and_then(|f| {
         let s = string(errs, &f)?;
         match s.parse::<Ipv4Net>() {
@@ -193,10 +240,13 @@ pub(super) fn read_subnet(
     }
 
     let mut pools = Vec::new();
+    let mut pool_rules = Vec::new();
     if let Some(f) = t.get("pool") {
-        for pt in tables(errs, &f, POOL_KEYS) {
+        for pt in tables(errs, &f, &pool_keys()) {
+            let rules = read_pool_rules(errs, &pt, ctx.classes);
             if let Some(p) = read_pool(errs, &pt, net_val, server_id, &routers) {
                 pools.push(p);
+                pool_rules.push(rules);
             }
         }
     }
@@ -204,7 +254,11 @@ pub(super) fn read_subnet(
     let mut reservations = Vec::new();
     if let Some(f) = t.get("reservation") {
         for rt in tables(errs, &f, RESERVATION_KEYS) {
-            if let Some(r) = read_reservation(errs, &rt, net_val, server_id) {
+            let group = rt
+                .get("group")
+                .and_then(|g| class_ref(errs, &g, ctx.classes));
+            if let Some(mut r) = read_reservation(errs, &rt, net_val, server_id) {
+                r.res.group = group;
                 reservations.push(r);
             }
         }
@@ -212,14 +266,7 @@ pub(super) fn read_subnet(
 
     let (backup_pct, backup_boundary) = crate::failover::read_scope_balance(errs, t, &pools);
 
-    // `deny-unknown`: clients without a registration get no answer (counted).
-    let deny_unknown = t
-        .get("deny-unknown")
-        .and_then(|f| crate::reader::boolean(errs, &f))
-        .unwrap_or(false);
-
     RawSubnet {
-        deny_unknown,
         index,
         net,
         relays,
@@ -231,16 +278,29 @@ pub(super) fn read_subnet(
         options,
         backup_pct,
         backup_boundary,
+        pool_rules,
+        shared_network,
+        deny_unknown,
     }
 }
 
-fn put(errs: &mut Errors<'_>, options: &mut SubnetOptions, code: u8, value: &[u8], loc: &Loc) {
+pub(super) fn put(
+    errs: &mut Errors<'_>,
+    options: &mut SubnetOptions,
+    code: u8,
+    value: &[u8],
+    loc: &Loc,
+) {
     if let Err(e) = options.set(code, value) {
         errs.push(&loc.span, &loc.path, e.to_string());
     }
 }
 
-fn text_value<'a>(errs: &mut Errors<'_>, f: &Field<'a, '_>, max: usize) -> Option<&'a str> {
+pub(super) fn text_value<'a>(
+    errs: &mut Errors<'_>,
+    f: &Field<'a, '_>,
+    max: usize,
+) -> Option<&'a str> {
     let s = string(errs, f)?;
     if s.is_empty() {
         errs.push(&f.span(), &f.path, "must not be empty");
@@ -260,7 +320,7 @@ fn text_value<'a>(errs: &mut Errors<'_>, f: &Field<'a, '_>, max: usize) -> Optio
     }
 }
 
-fn check_domain(s: &str) -> Result<(), String> {
+pub(super) fn check_domain(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("domain name is empty".into());
     }
@@ -289,7 +349,7 @@ fn check_domain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn read_generic_option(
+pub(super) fn read_generic_option(
     errs: &mut Errors<'_>,
     t: &Table<'_, '_>,
     options: &mut SubnetOptions,

@@ -6,15 +6,89 @@ use std::net::Ipv4Addr;
 use lease_store::{Alloc, ClientKey, LeaseState, Owner};
 use xdhcpd_failover::Role;
 
+use xdhcpd_config::Subnet;
+
 use crate::wire::{Message, Summary};
 
 use super::binding::{bind_granted, may_take};
-use super::Engine;
+use super::pools::{denies_unknown, pool_permits, times_for};
+use super::{lease_time, Engine, Silence};
 
 impl Engine {
+    /// Whether an unregistered client is refused outright on `subnet`'s link
+    /// (`deny-unknown` on its shared network).
+    #[inline]
+    pub(super) fn refuses_unknown(&self, subnet: &Subnet) -> bool {
+        !self.known && self.shared.scopes.active && denies_unknown(&self.shared.config, subnet)
+    }
+
+    /// The lease to grant on pool `pool` (None: outside the pools) of subnet `subnet`:
+    /// the client's wish clamped to the times of the client's classes, the pool and the
+    /// subnet (in that precedence), else their default.
+    #[inline]
+    pub(super) fn desired_for(
+        &self,
+        pool: Option<u32>,
+        subnet: usize,
+        requested: Option<u32>,
+    ) -> u32 {
+        let cfg = &self.shared.config;
+        let Some(s) = cfg.subnets.get(subnet) else {
+            return lease_time(&cfg.lease, requested);
+        };
+        if !self.shared.scopes.active {
+            return lease_time(&s.times, requested);
+        }
+        lease_time(
+            &times_for(cfg, &self.shared.scopes, self.classes, pool, s),
+            requested,
+        )
+    }
+
+    /// Why the client may not draw from pool `pool` (None: it may).
+    #[inline]
+    pub(super) fn pool_refusal(&self, pool: u32) -> Option<Silence> {
+        let sh = &self.shared;
+        if !sh.scopes.active || pool_permits(&sh.config, &sh.scopes, pool, self.classes, self.known)
+        {
+            return None;
+        }
+        if !self.known && pool_permits(&sh.config, &sh.scopes, pool, self.classes, true) {
+            Some(Silence::Unregistered)
+        } else {
+            Some(Silence::NoPoolForClass)
+        }
+    }
+
+    /// The subnet of pool `pool` when the client may draw from it on the link of `subnet`.
+    #[inline]
+    fn usable_pool(&self, pool: u32, subnet: usize) -> Option<usize> {
+        let (si, _) = self.shared.scopes.pool_loc(pool)?;
+        (self.shared.scopes.same_scope(si, subnet) && self.pool_refusal(pool).is_none())
+            .then_some(si)
+    }
+
+    /// After a DISCOVER found no address: the reason when no pool of the link admits the
+    /// client at all (None: the admitting pools are full).
+    pub(super) fn why_no_pool(&self, subnet: usize) -> Option<Silence> {
+        if !self.shared.scopes.active {
+            return None;
+        }
+        let mut why = Some(Silence::NoPoolForClass);
+        for &p in self.shared.scopes.pools_of_scope(subnet) {
+            match self.pool_refusal(p) {
+                None => return None,
+                Some(Silence::Unregistered) => why = Some(Silence::Unregistered),
+                Some(_) => {}
+            }
+        }
+        why
+    }
+
     /// RFC 2131 §4.3.1 order: the client's current or previous binding, the
-    /// requested address if free, else a new address from the pools.
-    #[allow(clippy::too_many_arguments)]
+    /// requested address if free, else a new address from the pools of the client's link
+    /// (its shared network) that admit its classes. Returns the address, the lease and
+    /// the address's subnet; notes the address's pool for the reply's settings.
     pub(super) fn choose_address(
         &mut self,
         now: u32,
@@ -22,25 +96,30 @@ impl Engine {
         sum: &Summary<'_>,
         key: &ClientKey,
         subnet_index: usize,
-        desired: u32,
         hold: u32,
-    ) -> Option<(Ipv4Addr, u32)> {
+    ) -> Option<(Ipv4Addr, u32, usize)> {
         let table = self.shared.table.clone();
         if let Some((slot, _)) = table.find_client(key) {
-            if self.subnet_of_slot(slot) == Some(subnet_index) {
+            let pool = table.pool_of_slot(slot);
+            if let Some(si) = self.usable_pool(pool, subnet_index) {
+                let desired = self.desired_for(Some(pool), si, sum.lease_time);
                 if let Some(g) = self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
                 {
-                    return Some((table.addr_of(slot), g));
+                    self.reply_pool = Some(pool);
+                    return Some((table.addr_of(slot), g, si));
                 }
             }
         }
         if let Some(ip) = sum.requested_ip {
             if let Some(slot) = table.slot_of(ip) {
-                if self.subnet_of_slot(slot) == Some(subnet_index) {
+                let pool = table.pool_of_slot(slot);
+                if let Some(si) = self.usable_pool(pool, subnet_index) {
+                    let desired = self.desired_for(Some(pool), si, sum.lease_time);
                     if let Some(g) =
                         self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
                     {
-                        return Some((ip, g));
+                        self.reply_pool = Some(pool);
+                        return Some((ip, g, si));
                     }
                 }
             }
@@ -56,13 +135,17 @@ impl Engine {
             .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
         let pol = self.pol;
         let relay = self.relay_info;
-        let n = self.shared.config.subnets[subnet_index].pools.len();
+        let shared = self.shared.clone();
+        let scope = shared.scopes.pools_of_scope(subnet_index);
         for owner in [Some(own), partner_down.then_some(other)]
             .into_iter()
             .flatten()
         {
-            for i in 0..n {
-                let pool_id = self.shared.config.subnets[subnet_index].pools[i].id;
+            for &pool_id in scope {
+                let Some(si) = self.usable_pool(pool_id, subnet_index) else {
+                    continue;
+                };
+                let desired = self.desired_for(Some(pool_id), si, sum.lease_time);
                 // `allocate_if` re-checks freedom under the record lock and
                 // binds there, so no other worker can take it in between.
                 // A refused record (failover rules) goes back to its list;
@@ -93,7 +176,8 @@ impl Engine {
                             // A free record, bound just now to this message's chaddr.
                             self.hw_is_bindings = true;
                             self.record_volatile_change(slot);
-                            return Some((table.addr_of(slot), g));
+                            self.reply_pool = Some(pool_id);
+                            return Some((table.addr_of(slot), g, si));
                         }
                         Alloc::Refused => continue,
                         Alloc::Empty => break,

@@ -10,7 +10,7 @@ use crate::stats::EngineStats;
 use crate::wire::{self, opt, Message, MessageType, ReplyWriter, Summary};
 
 use super::binding::{free_state, grant, may_take, same_hw};
-use super::{lease_time, Decision, Engine, RxMeta, Silence, DEFAULT_MAX_PAYLOAD};
+use super::{Decision, Engine, RxMeta, Silence, DEFAULT_MAX_PAYLOAD};
 
 /// The REQUEST's state (RFC 2131 §4.3.2), which decides what the client must prove.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,32 +39,40 @@ impl Engine {
             return self.silent(&st.no_subnet, Silence::NoSubnet);
         };
         let subnet_index = subnet.index;
-        if self.denied_unknown(subnet) {
-            return Decision::Silent(Silence::UnknownDenied);
+        if self.refuses_unknown(subnet) {
+            return self.silent(&st.unknown_refused, Silence::Unregistered);
         }
         let hold = now.saturating_add(subnet.times.offer_hold);
-        let desired = lease_time(&subnet.times, sum.lease_time);
 
-        let fixed = self.registered_fixed(subnet);
+        let fixed = self.registered_fixed(subnet_index);
         let chosen = match self.shared.reservations.get(key) {
-            _ if fixed.is_some() => {
-                self.offer_fixed(now, msg, sum, key, subnet_index, desired, hold)
-            }
-            Some(&(si, ip)) if si == subnet_index => {
-                let granted = match self.shared.table.slot_of(ip) {
+            _ if fixed.is_some() => self.offer_fixed(now, msg, sum, key, subnet_index, hold),
+            Some(&(si, ip)) if self.shared.scopes.same_scope(si, subnet_index) => {
+                let slot = self.shared.table.slot_of(ip);
+                let pool = slot.map(|s| self.shared.table.pool_of_slot(s));
+                let desired = self.desired_for(pool, si, sum.lease_time);
+                let granted = match slot {
                     Some(slot) => {
                         self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
                     }
                     None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
                 };
-                granted.map(|g| (ip, g))
+                self.reply_pool = pool;
+                granted.map(|g| (ip, g, si))
             }
-            _ => self.choose_address(now, msg, sum, key, subnet_index, desired, hold),
+            _ => self.choose_address(now, msg, sum, key, subnet_index, hold),
         };
-        let Some((addr, lease)) = chosen else {
-            return self.silent(&st.pool_exhausted, Silence::PoolExhausted);
+        let Some((addr, lease, reply_subnet)) = chosen else {
+            return match self.why_no_pool(subnet_index) {
+                Some(Silence::Unregistered) => {
+                    self.silent(&st.unknown_refused, Silence::Unregistered)
+                }
+                Some(why) => self.silent(&st.class_refused, why),
+                None => self.silent(&st.pool_exhausted, Silence::PoolExhausted),
+            };
         };
-        let subnet = &self.shared.config.subnets[subnet_index];
+        let shared = self.shared.clone();
+        let subnet = &shared.config.subnets[reply_subnet];
         self.reply(
             MessageType::Offer,
             msg,
@@ -147,32 +155,60 @@ impl Engine {
         let Some(subnet) = self.select_subnet(meta, msg, sum) else {
             return self.silent(&st.no_subnet, Silence::NoSubnet);
         };
-        let subnet_index = subnet.index;
+        let selected = subnet.index;
         let authoritative = subnet.times.authoritative;
-        if self.denied_unknown(subnet) {
-            return Decision::Silent(Silence::UnknownDenied);
+        if self.refuses_unknown(subnet) {
+            return self.silent(&st.unknown_refused, Silence::Unregistered);
         }
-        let fixed = self.registered_fixed(subnet);
-        if fixed.is_some_and(|f| f != ip) {
-            // Its registration now fixes another address (reservation moved): back to
-            // DISCOVER, where that address is offered.
-            EngineStats::inc(&st.registration_moved);
-            return self.nak(msg, sum, "reservation moved", out);
+        // The address's subnet: the selected one, or another of its shared network.
+        let subnet_index = if subnet.net.contains(ip) {
+            Some(selected)
+        } else {
+            self.shared
+                .config
+                .subnet_for(ip)
+                .filter(|s| s.net.contains(ip) && self.shared.scopes.same_scope(s.index, selected))
+                .map(|s| s.index)
+        };
+        let fixed = self.registered_fixed(selected).map(|(f, _)| f);
+        if let Some(f) = fixed {
+            if f != ip {
+                // Its registration now fixes another address (reservation moved): back to
+                // DISCOVER, where that address is offered.
+                EngineStats::inc(&st.registration_moved);
+                return self.nak(msg, sum, "reservation moved", out);
+            }
         }
         // Wrong network for the client's link.
-        if !subnet.net.contains(ip) {
+        let Some(subnet_index) = subnet_index else {
             return if authoritative {
                 self.nak(msg, sum, "address not on this network", out)
             } else {
                 self.silent(&st.unknown_client, Silence::UnknownClient)
             };
-        }
-        let desired = lease_time(&subnet.times, sum.lease_time);
+        };
 
-        let reserved = matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
+        // The host's own address (configured reservation or registered fixed address)
+        // passes the pool's class rules.
+        let reserved = fixed == Some(ip)
+            || matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
         let table = self.shared.table.clone();
+        let pool = table.slot_of(ip).map(|s| table.pool_of_slot(s));
+        self.reply_pool = pool;
+        let desired = self.desired_for(pool, subnet_index, sum.lease_time);
         let lease = match table.slot_of(ip) {
             Some(slot) if self.subnet_of_slot(slot) == Some(subnet_index) => {
+                // The pool's class rules (a reservation is the host's own and passes).
+                if !reserved {
+                    if let Some(why) = pool.and_then(|p| self.pool_refusal(p)) {
+                        return if why == Silence::Unregistered {
+                            self.silent(&st.unknown_refused, why)
+                        } else {
+                            EngineStats::inc(&st.class_refused);
+                            self.nak(msg, sum, "address not allowed for this client's class", out)
+                        };
+                    }
+                }
                 let known = table.read(slot);
                 let ours = known.client == *key && known.state != LeaseState::Free;
                 // SELECTING proves nothing by naming us: the address must be one we offered
@@ -215,7 +251,7 @@ impl Engine {
                 }
             }
             Some(_) => return self.nak(msg, sum, "address belongs to another subnet", out),
-            None if reserved || fixed == Some(ip) => grant(self.pol.as_ref(), now, desired, 0).0,
+            None if reserved => grant(self.pol.as_ref(), now, desired, 0).0,
             None => {
                 // Inside the subnet but outside every pool and not reserved.
                 return if authoritative {

@@ -18,7 +18,9 @@
 
 mod address;
 mod binding;
+pub mod classes;
 mod messages;
+pub mod pools;
 mod registration;
 mod reply;
 
@@ -29,7 +31,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
-use xdhcpd_config::{Config, LeaseTimes, ReservationKey, Subnet};
+use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
 use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
 
 use crate::delivery::Delivery;
@@ -39,6 +41,8 @@ use crate::trust::{Refusal, RelayTrust};
 use crate::wire::{self, Message, MessageType, Summary};
 
 use binding::{bind_granted, is_bound, may_take, request_kind, same_hw};
+use classes::{classify, Registrations};
+use pools::Scopes;
 
 /// Largest DHCP payload we send when the client states no limit (RFC 2131:
 /// 576-byte IP datagrams minus IP and UDP headers).
@@ -63,8 +67,14 @@ pub struct EngineShared {
     pub failover: Option<Arc<PolicyCell>>,
     /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
     trust: RelayTrust,
-    /// Registrations (KNOWN clients, groups, fixed addresses, host options); None = none.
+    /// Live registrations (KNOWN clients, groups, fixed addresses, host options) from the
+    /// registration store (`registration.rs`); None = no store.
     pub registrations: Option<Arc<dyn RegistrationView>>,
+    /// Configured `[[host]]`s and reservations (KNOWN, group) for class evaluation
+    /// (`classes.rs`); a live registration takes precedence.
+    hosts: Registrations,
+    /// Shared networks and pool locations (`pools.rs`).
+    scopes: Scopes,
 }
 
 impl EngineShared {
@@ -85,6 +95,8 @@ impl EngineShared {
         let reserved_addrs = reservations.iter().map(|(k, &(_, ip))| (ip, *k)).collect();
         EngineShared {
             trust: RelayTrust::new(&config),
+            hosts: Registrations::from_config(&config),
+            scopes: Scopes::new(&config),
             config,
             table,
             server_id,
@@ -179,11 +191,15 @@ pub enum Silence {
     UntrustedRelay,
     /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
     RelayInfoFromClient,
+    /// An UNKNOWN client (no live registration, no configured host or reservation) where
+    /// `deny-unknown` refuses it (its network, subnet, or
+    /// every pool that its classes would otherwise allow).
+    Unregistered,
+    /// No pool of the client's link admits its classes (`allow` / `deny`).
+    NoPoolForClass,
     /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
     /// client's own bound address, from its hardware address (RELEASE: from that address).
     Unproven,
-    /// An unregistered client on a `deny-unknown` subnet.
-    UnknownDenied,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -221,8 +237,15 @@ pub struct Engine {
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
-    /// The message's registration (`registration.rs`).
+    /// The message's live registration (`registration.rs`).
     reg: registration::RegHit,
+    /// Classes of the message being handled (`classes.rs`), evaluated once.
+    classes: ClassSet,
+    /// The message's client is KNOWN: a live registration or a configured host /
+    /// reservation (`registration.rs`, the one place it is decided).
+    known: bool,
+    /// The pool of the address the reply announces (its settings layer), if any.
+    reply_pool: Option<u32>,
 }
 
 impl Engine {
@@ -240,6 +263,9 @@ impl Engine {
             relay_info: [0; 24],
             hw_is_bindings: true,
             reg: registration::RegHit::default(),
+            classes: ClassSet::EMPTY,
+            known: false,
+            reply_pool: None,
         }
     }
 
@@ -325,6 +351,23 @@ impl Engine {
         if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
             self.relay_info[0] = ri.len() as u8;
             self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
+        }
+        // KNOWN and classes: once per message, from the one place the client's facts are
+        // built (configured hosts) with the live registration on top.
+        self.classes = ClassSet::EMPTY;
+        self.reply_pool = None;
+        if self.shared.scopes.active
+            && matches!(
+                kind,
+                MessageType::Discover | MessageType::Request | MessageType::Inform
+            )
+        {
+            let mut facts = self.shared.hosts.facts(&msg, &sum, &key);
+            self.merge_registration(&mut facts);
+            self.known = facts.known;
+            self.classes = classify(&self.shared.config.classes, &facts);
+        } else {
+            self.known = self.reg_known_or_host(&msg, &key);
         }
         match kind {
             MessageType::Discover => {

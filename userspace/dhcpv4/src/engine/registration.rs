@@ -1,7 +1,13 @@
 //! Registrations as the engine sees them: a client registered by MAC or client identifier
 //! is KNOWN and a member of its group (class); its fixed address is served to it; its
 //! host-name, next-server, boot file and options go in the reply with the highest
-//! precedence (host > subnet).
+//! precedence (registration > class > pool > subnet > shared network, `pools::Layers`).
+//!
+//! KNOWN, one notion: a client is KNOWN when it has a live registration (the store's
+//! index, asked here) or a configured `[[host]]` / reservation (`classes::Registrations`).
+//! Its group comes from the registration first, else from the configured host. The
+//! registration is looked up once per message and fed into the class evaluation's
+//! `ClientFacts`; `deny-unknown` (shared network, subnet, pool: `pools.rs`) asks the same.
 //!
 //! The engine does no IO: it asks a [`RegistrationView`] (the daemon's adapter over the
 //! `xdhcpd-registrations` index) once per message and copies what it needs into the
@@ -10,21 +16,21 @@
 //! Reservations that move: a registered client with a fixed address in its subnet that
 //! asks for another address (RENEWING, REBINDING, INIT-REBOOT, SELECTING) is NAKed
 //! ("reservation moved"), so it comes back with a DISCOVER and is offered its fixed
-//! address. A client whose registration was removed gets no answer under `deny-unknown`
-//! (its lease runs out); elsewhere it keeps its lease like any client. (FORCERENEW, to move
+//! address. A client whose registration was removed (and that no `[[host]]` names) is
+//! UNKNOWN: it gets no answer under `deny-unknown` (its lease runs out); elsewhere it keeps its lease like any client. (FORCERENEW, to move
 //! it at once, comes with the reconfigure work.)
 
 use std::net::Ipv4Addr;
 
-use lease_store::ClientKey;
-use xdhcpd_config::Subnet;
-
-use lease_store::LeaseState;
+use lease_store::{ClientKey, LeaseState};
+use xdhcpd_config::ClassId;
 
 use crate::stats::EngineStats;
 use crate::wire::{Message, Summary};
 
 use super::binding::grant;
+use super::classes::ClientFacts;
+use super::pools::HostLayer;
 use super::Engine;
 
 /// One registration, borrowed from the view for the duration of a lookup.
@@ -137,14 +143,16 @@ impl Engine {
         }
     }
 
-    /// Whether the message's client is registered (KNOWN). The one place that decides it
-    /// (class matching and `deny-unknown` both ask here).
+    /// Whether the message's client is KNOWN: a live registration or a configured host /
+    /// reservation. The one notion of KNOWN (class matching and `deny-unknown` both use
+    /// it); set once per message by `Engine::handle`.
     #[inline]
     pub fn is_known(&self) -> bool {
-        self.reg.known
+        self.known
     }
 
-    /// The registration group of the message's client (its class), if registered.
+    /// The registration group of the message's client (its class), if it has a live
+    /// registration.
     pub fn registration_group(&self) -> Option<&str> {
         if !self.reg.known {
             return None;
@@ -152,29 +160,73 @@ impl Engine {
         std::str::from_utf8(&self.reg.group[..self.reg.group_len as usize]).ok()
     }
 
-    /// `deny-unknown` on `subnet` and the client is not registered: drop, counted.
+    /// The class named by the live registration's group, if the configuration has one.
     #[inline]
-    pub(super) fn denied_unknown(&self, subnet: &Subnet) -> bool {
-        if subnet.deny_unknown && !self.is_known() {
-            EngineStats::inc(&self.stats.unknown_denied);
-            return true;
+    fn registration_class(&self) -> Option<ClassId> {
+        if !self.reg.known || self.reg.group_len == 0 {
+            return None;
         }
-        false
+        let g = &self.reg.group[..self.reg.group_len as usize];
+        self.shared
+            .config
+            .classes
+            .iter()
+            .find(|c| c.name.as_bytes() == g)
+            .map(|c| c.id)
     }
 
-    /// The client's fixed address from its registration, if it lies in `subnet`.
+    /// Puts the live registration into the facts built from the configured hosts: KNOWN,
+    /// and its group first (else the configured host's).
     #[inline]
-    pub(super) fn registered_fixed(&self, subnet: &Subnet) -> Option<Ipv4Addr> {
-        self.reg
-            .fixed
-            .filter(|a| self.reg.known && subnet.net.contains(*a))
+    pub(super) fn merge_registration(&self, facts: &mut ClientFacts<'_>) {
+        if !self.reg.known {
+            return;
+        }
+        facts.known = true;
+        if let Some(g) = self.registration_class() {
+            facts.group = Some(g);
+        }
+    }
+
+    /// KNOWN without class evaluation (no classes, pools rules or deny-unknown configured).
+    #[inline]
+    pub(super) fn reg_known_or_host(&self, msg: &Message<'_>, key: &ClientKey) -> bool {
+        if self.reg.known {
+            return true;
+        }
+        let hosts = &self.shared.hosts;
+        if hosts.is_empty() {
+            return false;
+        }
+        let hw = (msg.htype() == 1 && msg.hlen() == 6).then(|| msg.chaddr());
+        hosts.lookup(key, hw).is_some()
+    }
+
+    /// The client's fixed address from its registration and that address's subnet, if it
+    /// lies in `subnet` or another subnet of its shared network.
+    #[inline]
+    pub(super) fn registered_fixed(&self, subnet: usize) -> Option<(Ipv4Addr, usize)> {
+        let ip = self.reg.fixed.filter(|_| self.reg.known)?;
+        let cfg = &self.shared.config;
+        let si = cfg
+            .subnets
+            .get(subnet)
+            .filter(|s| s.net.contains(ip))
+            .map(|s| s.index)
+            .or_else(|| {
+                cfg.subnet_for(ip)
+                    .filter(|s| {
+                        s.net.contains(ip) && self.shared.scopes.same_scope(s.index, subnet)
+                    })
+                    .map(|s| s.index)
+            })?;
+        Some((ip, si))
     }
 
     /// OFFER of the client's registered fixed address (`registered_fixed` is Some): its
     /// record if it lies in a pool, else a lease without a record (like a configured
     /// reservation). Held by another client (bound before the registration): counted, and
-    /// an address from the pool instead.
-    #[allow(clippy::too_many_arguments)]
+    /// an address from the pools of the link instead. Returns (address, lease, subnet).
     pub(super) fn offer_fixed(
         &mut self,
         now: u32,
@@ -182,19 +234,25 @@ impl Engine {
         sum: &Summary<'_>,
         key: &ClientKey,
         subnet_index: usize,
-        desired: u32,
         hold: u32,
-    ) -> Option<(Ipv4Addr, u32)> {
-        let ip = self.reg.fixed?;
-        let granted = match self.shared.table.slot_of(ip) {
+    ) -> Option<(Ipv4Addr, u32, usize)> {
+        let (ip, si) = self.registered_fixed(subnet_index)?;
+        let table = self.shared.table.clone();
+        let slot = table.slot_of(ip);
+        let pool = slot.map(|s| table.pool_of_slot(s));
+        let desired = self.desired_for(pool, si, sum.lease_time);
+        let granted = match slot {
             Some(slot) => self.take(slot, key, msg, LeaseState::Offered, now, desired, hold),
             None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
         };
         match granted {
-            Some(g) => Some((ip, g)),
+            Some(g) => {
+                self.reply_pool = pool;
+                Some((ip, g, si))
+            }
             None => {
                 EngineStats::inc(&self.stats.registration_fixed_busy);
-                self.choose_address(now, msg, sum, key, subnet_index, desired, hold)
+                self.choose_address(now, msg, sum, key, subnet_index, hold)
             }
         }
     }
@@ -208,52 +266,17 @@ impl Engine {
             .is_some_and(|v| v.reserved_for_other(addr, key, &self.reg.hw))
     }
 
-    /// The registration's value of option `code` (host precedence).
+    /// The registration's values, the top settings layer of the reply (`pools::Layers`).
     #[inline]
-    pub(super) fn host_option(&self, code: u8) -> Option<&[u8]> {
+    pub(super) fn host_layer(&self) -> HostLayer<'_> {
         if !self.reg.known {
-            return None;
+            return HostLayer::default();
         }
-        let b = &self.reg.opts[..self.reg.opts_len as usize];
-        let mut i = 0;
-        while i + 2 <= b.len() {
-            let end = i + 2 + b[i + 1] as usize;
-            if b[i] == code {
-                return b.get(i + 2..end);
-            }
-            i = end;
+        HostLayer {
+            options: &self.reg.opts[..self.reg.opts_len as usize],
+            next_server: self.reg.next_server,
+            boot_file: (self.reg.file_len > 0)
+                .then(|| &self.reg.file[..self.reg.file_len as usize]),
         }
-        None
-    }
-
-    /// The codes of the registration's options, in order (`[0; 0]` when unknown).
-    pub(super) fn host_option_codes(&self) -> impl Iterator<Item = u8> + '_ {
-        let b = &self.reg.opts[..if self.reg.known {
-            self.reg.opts_len as usize
-        } else {
-            0
-        }];
-        let mut i = 0;
-        std::iter::from_fn(move || {
-            if i + 2 > b.len() {
-                return None;
-            }
-            let c = b[i];
-            i += 2 + b[i + 1] as usize;
-            Some(c)
-        })
-    }
-
-    /// The registration's `siaddr`, over the subnet's.
-    #[inline]
-    pub(super) fn host_next_server(&self) -> Option<Ipv4Addr> {
-        self.reg.next_server.filter(|_| self.reg.known)
-    }
-
-    /// The registration's boot file, over the subnet's.
-    #[inline]
-    pub(super) fn host_boot_file(&self) -> Option<&[u8]> {
-        (self.reg.known && self.reg.file_len > 0)
-            .then(|| &self.reg.file[..self.reg.file_len as usize])
     }
 }

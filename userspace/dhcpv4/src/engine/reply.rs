@@ -9,6 +9,7 @@ use crate::delivery::Delivery;
 use crate::stats::EngineStats;
 use crate::wire::{opt, Message, MessageType, ReplyWriter, Summary};
 
+use super::pools::{host_name_from_mac, Layers};
 use super::{Decision, Engine, Silence, DEFAULT_MAX_PAYLOAD};
 
 impl Engine {
@@ -38,14 +39,20 @@ impl Engine {
         if kind == MessageType::Ack && !ciaddr.is_unspecified() {
             w.set_ciaddr(ciaddr);
         }
-        // A registration's values first (host precedence, `registration.rs`).
-        if let Some(ns) = self.host_next_server().or(subnet.next_server) {
+        // Settings by precedence: registration (host) > classes > pool > subnet > shared
+        // network (`pools.rs`, `registration.rs`).
+        let layers = Layers::new(
+            &self.shared.config,
+            &self.shared.scopes,
+            self.classes,
+            self.reply_pool,
+            subnet,
+        )
+        .with_host(self.host_layer());
+        if let Some(ns) = layers.next_server() {
             w.set_siaddr(ns);
         }
-        if let Some(file) = self
-            .host_boot_file()
-            .or(subnet.boot_file.as_ref().map(|f| f.as_bytes()))
-        {
+        if let Some(file) = layers.boot_file() {
             w.set_file(file);
         }
         let mut r = w
@@ -90,7 +97,7 @@ impl Engine {
         match sum.parameter_list {
             Some(list) => {
                 for &c in list {
-                    if let Some(v) = self.host_option(c).or_else(|| subnet.options.get(c)) {
+                    if let Some(v) = layers.option(c) {
                         if mark(c) {
                             w.option_if_room(c, v);
                         }
@@ -98,20 +105,30 @@ impl Engine {
                 }
             }
             None => {
-                for c in self.host_option_codes() {
-                    if let Some(v) = self.host_option(c) {
-                        if mark(c) {
-                            w.option_if_room(c, v);
+                for (i, word) in layers.codes().into_iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let c = (i as u8) << 6 | bits.trailing_zeros() as u8;
+                        bits &= bits - 1;
+                        if let Some(v) = layers.option(c) {
+                            if mark(c) {
+                                w.option_if_room(c, v);
+                            }
                         }
                     }
                 }
-                for c in subnet.options.codes() {
-                    if let Some(v) = subnet.options.get(c) {
-                        if mark(c) {
-                            w.option_if_room(c, v);
-                        }
-                    }
-                }
+            }
+        }
+        // Host name built from the MAC (option 12), when a layer asks for it and the client
+        // wants it (or sent no list).
+        if let Some(prefix) = layers.host_name_prefix() {
+            let wanted = sum
+                .parameter_list
+                .is_none_or(|l| l.contains(&opt::HOST_NAME));
+            if wanted && msg.hlen() == 6 && mark(opt::HOST_NAME) {
+                let mut buf = [0u8; 64];
+                let n = host_name_from_mac(prefix, msg.chaddr(), &mut buf);
+                w.option_if_room(opt::HOST_NAME, &buf[..n]);
             }
         }
         // Option 82 goes back unchanged, last (RFC 3046 §2.2).

@@ -14,6 +14,14 @@ pub struct Config {
     pub relationship_name: String,
     /// Maximum client lead time (the secondary uses the primary's from CONNECT).
     pub mclt: u32,
+    /// Secondary: a CONNECT whose MCLT is below this is refused (`InvalidMclt`), so a
+    /// partner (or whoever holds its connection) cannot shrink the lead time that protects
+    /// the pair's leases. 0 (the default): the smaller of `mclt` and 300 s.
+    pub partner_mclt_min: u32,
+    /// Secondary: a CONNECT whose MCLT is above this is refused: an MCLT of days would
+    /// keep PARTNER-DOWN from using the partner's addresses. 0 (the default): the larger of
+    /// `mclt` and 1 day.
+    pub partner_mclt_max: u32,
     /// BNDUPDs we accept unacknowledged (advertised), and our own cap on sending.
     pub max_unacked_bndupd: u32,
     /// tSend: a CONTACT goes out when nothing was sent for this long.
@@ -84,6 +92,8 @@ impl Config {
             role,
             relationship_name: relationship_name.to_string(),
             mclt: 3600,
+            partner_mclt_min: 0,
+            partner_mclt_max: 0,
             max_unacked_bndupd: 100,
             poll_interval: 10,
             poll_timeout: 60,
@@ -117,6 +127,10 @@ impl Config {
         if self.mclt == 0 {
             return bad("mclt", "must be > 0");
         }
+        let (lo, hi) = self.partner_mclt_bounds();
+        if lo > hi {
+            return bad("partner_mclt_min", "must be at most partner_mclt_max");
+        }
         if self.max_unacked_bndupd == 0 {
             return bad("max_unacked_bndupd", "must be >= 1");
         }
@@ -148,6 +162,20 @@ impl Config {
             return bad("heartbeat_interval", "intervals must be > 0");
         }
         Ok(())
+    }
+
+    /// The MCLTs a secondary accepts from the primary's CONNECT, defaults applied (see
+    /// [`Config::partner_mclt_min`], [`Config::partner_mclt_max`]).
+    pub fn partner_mclt_bounds(&self) -> (u32, u32) {
+        let lo = match self.partner_mclt_min {
+            0 => self.mclt.min(300),
+            v => v,
+        };
+        let hi = match self.partner_mclt_max {
+            0 => self.mclt.max(86_400),
+            v => v,
+        };
+        (lo, hi)
     }
 
     /// The rules a [`crate::BindingSync`] applies to this server's records.

@@ -231,6 +231,19 @@ impl FailoverEngine {
                 tls,
             );
         };
+        let (mclt_min, mclt_max) = self.cfg.partner_mclt_bounds();
+        if mclt < mclt_min || mclt > mclt_max {
+            // The primary's MCLT is adopted (draft-12 7.8.2), but only within our bounds: a
+            // shrunk MCLT would let either side reuse a partner's address too early.
+            self.stats.protocol_errors += 1;
+            let why = format!(
+                "MCLT {mclt} s outside this server's bounds {mclt_min}..={mclt_max} s \
+                 (partner-mclt-min, partner-mclt-max)"
+            );
+            self.actions
+                .push_back(Action::Log(format!("failover: refused CONNECT: {why}")));
+            return self.connect_reject(now, xid, RejectReason::InvalidMclt, &why, tls);
+        }
         let hba: Option<[u8; 32]> = info.hba.as_deref().and_then(|h| h.try_into().ok());
         let Some(hba) = hba else {
             return self.connect_reject(now, xid, RejectReason::HbaConflict, "invalid HBA", tls);

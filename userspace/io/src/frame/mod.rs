@@ -8,7 +8,7 @@
 //! The VLAN tags of a request are echoed unchanged in its reply: the reply
 //! goes back to the same L2 segment the request came from.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
     IpNumber, Ipv4Header, LinkExtSlice, NetSlice, SlicedPacket, TransportSlice, UdpHeader,
@@ -17,6 +17,8 @@ use etherparse::{
 pub const ETH_HDR_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
 pub const IPV4_HDR_LEN: usize = 20;
+pub const IPV6_HDR_LEN: usize = 40;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const UDP_HDR_LEN: usize = 8;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -118,13 +120,21 @@ impl<'a> RxFrame<'a> {
             Some(TransportSlice::Udp(u)) => u,
             _ => return Err(FrameDrop::NotUdp),
         };
-        if let (IpAddr::V4(s), IpAddr::V4(d)) = (src_ip, dst_ip) {
-            if udp.length() == 0 {
-                return Err(FrameDrop::Malformed);
+        match (src_ip, dst_ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                if udp.length() == 0 {
+                    return Err(FrameDrop::Malformed);
+                }
+                if !udp_checksum_ok(s, d, udp.slice()) {
+                    return Err(FrameDrop::BadChecksum);
+                }
             }
-            if !udp_checksum_ok(s, d, udp.slice()) {
-                return Err(FrameDrop::BadChecksum);
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                if !udp6_checksum_ok(s, d, udp.slice()) {
+                    return Err(FrameDrop::BadChecksum);
+                }
             }
+            _ => return Err(FrameDrop::Malformed),
         }
         Ok(RxFrame {
             src_mac: eth.source(),
@@ -194,6 +204,95 @@ fn udp_checksum_ok(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> bool {
     }
     // Offload left the folded pseudo-header sum in the field (Linux CHECKSUM_PARTIAL).
     fold(pseudo) == u16::from_ne_bytes(stored)
+}
+
+/// Whether an IPv6 UDP datagram's checksum is right or the pseudo-header sum a sender's
+/// offload leaves (0 is not allowed over IPv6: RFC 8200 §8.1).
+fn udp6_checksum_ok(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> bool {
+    let Some(stored) = udp.get(6..8).map(|c| [c[0], c[1]]) else {
+        return false;
+    };
+    if stored == [0, 0] {
+        return false;
+    }
+    let pseudo = pseudo6(src, dst, udp.len());
+    if fold(ones_complement_sum(pseudo, udp)) == 0xffff {
+        return true;
+    }
+    fold(pseudo) == u16::from_ne_bytes(stored)
+}
+
+fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> u64 {
+    let mut b = [0u8; 40];
+    b[..16].copy_from_slice(&src.octets());
+    b[16..32].copy_from_slice(&dst.octets());
+    b[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+    b[39] = 17;
+    ones_complement_sum(0, &b)
+}
+
+/// Offset of the UDP payload in an IPv6/UDP frame with `vlan_len` bytes of VLAN tags.
+pub fn ipv6_payload_offset(vlan_len: usize) -> usize {
+    ETH_HDR_LEN + vlan_len + IPV6_HDR_LEN + UDP_HDR_LEN
+}
+
+/// Addresses of an IPv6/UDP reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6UdpAddrs {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: Ipv6Addr,
+    pub dst_ip: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Writes Ethernet (+ VLAN tags) / IPv6 / UDP headers in front of `payload_len` bytes
+/// already at [`ipv6_payload_offset`]. Returns the frame length. The UDP checksum
+/// (mandatory over IPv6) is computed.
+pub fn write_ipv6_udp_headers(
+    frame: &mut [u8],
+    vlan_tags: &[u8],
+    addrs: &Ipv6UdpAddrs,
+    payload_len: usize,
+) -> Result<usize, FrameTooSmall> {
+    let off = ipv6_payload_offset(vlan_tags.len());
+    let total = off + payload_len;
+    if frame.len() < total || payload_len > u16::MAX as usize - UDP_HDR_LEN {
+        return Err(FrameTooSmall {
+            have: frame.len(),
+            need: total,
+        });
+    }
+    frame[0..6].copy_from_slice(&addrs.dst_mac);
+    frame[6..12].copy_from_slice(&addrs.src_mac);
+    frame[12..12 + vlan_tags.len()].copy_from_slice(vlan_tags);
+    let et = 12 + vlan_tags.len();
+    frame[et..et + 2].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    let ip = ETH_HDR_LEN + vlan_tags.len();
+    let udp_len = (UDP_HDR_LEN + payload_len) as u16;
+    frame[ip..ip + 4].copy_from_slice(&[0x60, 0, 0, 0]);
+    frame[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
+    frame[ip + 6] = 17;
+    frame[ip + 7] = 64;
+    frame[ip + 8..ip + 24].copy_from_slice(&addrs.src_ip.octets());
+    frame[ip + 24..ip + 40].copy_from_slice(&addrs.dst_ip.octets());
+    let u = ip + IPV6_HDR_LEN;
+    frame[u..u + 2].copy_from_slice(&addrs.src_port.to_be_bytes());
+    frame[u + 2..u + 4].copy_from_slice(&addrs.dst_port.to_be_bytes());
+    frame[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
+    frame[u + 6..u + 8].fill(0);
+    let sum = ones_complement_sum(
+        pseudo6(addrs.src_ip, addrs.dst_ip, usize::from(udp_len)),
+        &frame[u..total],
+    );
+    let mut c = !fold(sum);
+    if c == 0 {
+        c = 0xffff;
+    }
+    // The sum was taken over native-order words: store it back in native order.
+    frame[u + 6..u + 8].copy_from_slice(&c.to_ne_bytes());
+    Ok(total)
 }
 
 /// Where the parts of an IPv4/UDP reply frame go.
@@ -397,6 +496,51 @@ mod tests {
         f[UDP + 4..UDP + 6].fill(0);
         f[UDP + 6..UDP + 8].fill(0);
         assert_eq!(RxFrame::parse(&f).err(), Some(FrameDrop::Malformed));
+    }
+
+    #[test]
+    fn dhcpv6_frame_round_trip_checksum_verified_by_etherparse() {
+        for vlans in [&[][..], &[0x81, 0x00, 0x00, 0x0a][..]] {
+            let mut f = vec![0u8; 600];
+            let off = ipv6_payload_offset(vlans.len());
+            for (i, b) in f[off..off + 301].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let addrs = Ipv6UdpAddrs {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                src_ip: "fe80::1".parse().unwrap(),
+                dst_ip: "fe80::2".parse().unwrap(),
+                src_port: 547,
+                dst_port: 546,
+            };
+            let n = write_ipv6_udp_headers(&mut f, vlans, &addrs, 301).unwrap();
+            f.truncate(n);
+            let rx = RxFrame::parse(&f).unwrap();
+            assert_eq!(
+                (rx.src_port, rx.dst_port, rx.payload.len()),
+                (547, 546, 301)
+            );
+            assert_eq!(rx.vlan_tags(), vlans);
+            let p = SlicedPacket::from_ethernet(&f).unwrap();
+            let Some(NetSlice::Ipv6(v6)) = p.net else {
+                panic!("not v6")
+            };
+            let h = v6.header().to_header();
+            let Some(TransportSlice::Udp(u)) = p.transport else {
+                panic!("not udp")
+            };
+            let uh = u.to_header();
+            assert_eq!(uh.checksum, uh.calc_checksum_ipv6(&h, u.payload()).unwrap());
+            // Damage is refused, as is a zero checksum.
+            let mut bad = f.clone();
+            bad[n - 1] ^= 1;
+            assert_eq!(RxFrame::parse(&bad).err(), Some(FrameDrop::BadChecksum));
+            let mut zero = f.clone();
+            let u = ETH_HDR_LEN + vlans.len() + IPV6_HDR_LEN;
+            zero[u + 6..u + 8].fill(0);
+            assert_eq!(RxFrame::parse(&zero).err(), Some(FrameDrop::BadChecksum));
+        }
     }
 
     #[test]

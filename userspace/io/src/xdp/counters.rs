@@ -26,6 +26,15 @@ pub struct Counters {
     pub dhcpv6: u64,
     /// DHCPv4 client messages a failover standby dropped in XDP.
     pub standby_dropped: u64,
+    /// DHCPv4 requests dropped by the per-client (chaddr) rate limit.
+    pub ratelimit_client_dropped: u64,
+    /// DHCPv4 requests dropped by the per-relay (giaddr) rate limit.
+    pub ratelimit_relay_dropped: u64,
+    /// Frames the failover guard dropped because it could not rule out TCP to the failover
+    /// port (fails closed: malformed, long IPv6 extension chains, split TCP headers).
+    pub guard_unparsable_dropped: u64,
+    /// DHCPv4 requests dropped by the per-circuit (giaddr + circuit-id) rate limit.
+    pub ratelimit_circuit_dropped: u64,
 }
 
 impl Counters {
@@ -43,6 +52,10 @@ impl Counters {
             dhcpv4: at(Counter::Dhcpv4),
             dhcpv6: at(Counter::Dhcpv6),
             standby_dropped: at(Counter::StandbyDropped),
+            ratelimit_client_dropped: at(Counter::RateLimitClient),
+            ratelimit_relay_dropped: at(Counter::RateLimitRelay),
+            guard_unparsable_dropped: at(Counter::GuardUnparsable),
+            ratelimit_circuit_dropped: at(Counter::RateLimitCircuit),
         }
     }
 
@@ -59,6 +72,10 @@ impl Counters {
             Counter::Dhcpv4 => self.dhcpv4,
             Counter::Dhcpv6 => self.dhcpv6,
             Counter::StandbyDropped => self.standby_dropped,
+            Counter::RateLimitClient => self.ratelimit_client_dropped,
+            Counter::RateLimitRelay => self.ratelimit_relay_dropped,
+            Counter::GuardUnparsable => self.guard_unparsable_dropped,
+            Counter::RateLimitCircuit => self.ratelimit_circuit_dropped,
         }
     }
 
@@ -91,13 +108,17 @@ mod tests {
 
     #[test]
     fn totals_map_to_named_fields_in_counter_order() {
-        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
         let c = Counters::from_totals(&totals);
         assert_eq!((c.seen, c.redirected, c.passed), (1, 2, 3));
         assert_eq!((c.malformed, c.no_socket), (4, 5));
         assert_eq!((c.failover_dropped, c.failover_passed), (6, 7));
         assert_eq!((c.dhcpv4, c.dhcpv6), (8, 9));
         assert_eq!(c.standby_dropped, 10);
+        assert_eq!(c.ratelimit_client_dropped, 11);
+        assert_eq!(c.ratelimit_relay_dropped, 12);
+        assert_eq!(c.guard_unparsable_dropped, 13);
+        assert_eq!(c.ratelimit_circuit_dropped, 14);
         for (i, (counter, _)) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.get(*counter), totals[i]);
         }
@@ -105,18 +126,19 @@ mod tests {
 
     #[test]
     fn display_lists_every_counter_by_name() {
-        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0, 7]);
+        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0, 7, 1, 2, 4, 5]);
         assert_eq!(
             c.to_string(),
             "seen=10 redirected=0 passed=0 malformed=0 no_socket=3 failover_dropped=0 \
-             failover_passed=0 dhcpv4=0 dhcpv6=0 standby_dropped=7"
+             failover_passed=0 dhcpv4=0 dhcpv6=0 standby_dropped=7 ratelimit_client_dropped=1 \
+             ratelimit_relay_dropped=2 guard_unparsable_dropped=4 ratelimit_circuit_dropped=5"
         );
     }
 
     #[test]
     fn since_subtracts_and_saturates() {
-        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0, 0]);
-        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0, 0]);
+        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0]);
+        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]);
         let d = a.since(&b);
         assert_eq!((d.seen, d.redirected, d.passed, d.dhcpv4), (6, 0, 4, 3));
     }

@@ -20,6 +20,7 @@ use std::{
     net::IpAddr,
     os::fd::RawFd,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -28,7 +29,8 @@ use aya::{
     Ebpf,
 };
 use xdhcpd_common::{
-    PartnerKey, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_XSKS,
+    PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
+    MAP_RATE_LIMITS, MAP_XSKS,
 };
 
 pub use counters::Counters;
@@ -94,6 +96,8 @@ pub struct XdpSteering {
     partners: HashMap<MapData, PartnerKey, u32>,
     /// max_entries of `partners`, if the kernel told us.
     partners_capacity: Option<u32>,
+    /// The rate-limit settings (`ratelimit.rs` in the program).
+    rate_limits: Array<MapData, RateLimitConfig>,
     ebpf: Ebpf,
 }
 
@@ -137,6 +141,8 @@ impl XdpSteering {
         };
         let partners: HashMap<MapData, PartnerKey, u32> =
             typed_map(partners_map, &origin, MAP_PARTNERS)?;
+        let rate_limits: Array<MapData, RateLimitConfig> =
+            take_map(&mut ebpf, &origin, MAP_RATE_LIMITS)?;
         if counters.len() < COUNTER_COUNT {
             return Err(XdpError::MapType {
                 origin,
@@ -173,6 +179,7 @@ impl XdpSteering {
             current: cfg,
             partners,
             partners_capacity,
+            rate_limits,
             ebpf,
         })
     }
@@ -223,6 +230,14 @@ impl XdpSteering {
         }
         tracing::debug!(ifname = %self.ifname, partners = wanted.len(), "failover partners set");
         Ok(())
+    }
+
+    /// Sets the per-client and per-relay token buckets (takes effect for the next frame;
+    /// all zero = no limit, the state after attach).
+    pub fn set_rate_limits(&mut self, limits: RateLimitConfig) -> Result<(), XdpError> {
+        self.rate_limits
+            .set(0, limits, 0)
+            .map_err(|source| self.map_error(MAP_RATE_LIMITS, "writing the rate limits", source))
     }
 
     /// Replaces the program's configuration (takes effect for the next frame).
@@ -281,6 +296,50 @@ impl XdpSteering {
     pub fn program_id(&self) -> Option<u32> {
         let program: &Xdp = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
         program.info().ok().map(|info| info.id())
+    }
+
+    /// Runs the loaded program `repeat` times on `frame` inside the kernel
+    /// (`BPF_PROG_TEST_RUN`; no interface involved, maps and configuration as they are):
+    /// returns the XDP action of the last run and the kernel's mean time per run. For cost
+    /// measurements (`benches/RESULTS.md`).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> std::io::Result<(u32, Duration)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| std::io::Error::other("program not loaded"))?;
+        let fd = program
+            .fd()
+            .map_err(std::io::Error::other)?
+            .as_fd()
+            .as_raw_fd();
+        let size_in = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
+        // `union bpf_attr`'s `test` member: prog_fd, retval, data_size_in, data_size_out,
+        // data_in, data_out, repeat, duration, then fields left zero.
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&size_in.to_ne_bytes());
+        attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+        attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: attr is a zeroed bpf_attr prefix of the given size whose data_in points to
+        // `frame` (alive for the call, size_in bytes); data_out is null, so the kernel writes
+        // only into attr (retval, duration, data_size_out).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let word =
+            |at: usize| u32::from_ne_bytes([attr[at], attr[at + 1], attr[at + 2], attr[at + 3]]);
+        Ok((word(4), Duration::from_nanos(u64::from(word(36)))))
     }
 
     fn map_error(

@@ -4,15 +4,19 @@
 //! bytes) so the reply can be written in place into the same UMEM frame; the
 //! Ethernet/IP/UDP headers are then written in front of it. No allocation.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
-use xdhcpd_common::DHCPV4_SERVER_PORT;
+use xdhcpd_common::{DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT};
+use xdhcpd_dhcpv6::{Decision6, RxMeta6};
 
 use super::PacketIo;
+use crate::clock::unix_now;
+use crate::server::v6::V6Server;
 use crate::server::worker::{bump, WorkerCounters, BATCH};
 use xdhcpd_dhcpv4::{Decision, LinkDest, RxMeta};
-use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs, RxFrame};
+use xdhcpd_io::frame::{self, FrameLayout, Ipv4UdpAddrs, Ipv6UdpAddrs, RxFrame};
 use xdhcpd_io::xsk::{Desc, XskSocket};
 
 /// Counts of frames dropped before the engine saw them.
@@ -35,6 +39,10 @@ pub struct FrameResponder {
     server_id: Ipv4Addr,
     scratch: Box<[u8; 2048]>,
     pub drops: FrameDrops,
+    /// The DHCPv6 server, when `[[subnet6]]` is configured.
+    v6: Option<Arc<V6Server>>,
+    /// DHCPv6 replies written that committed bindings (the driver flushes before they leave).
+    pub v6_committed: u64,
 }
 
 impl FrameResponder {
@@ -45,7 +53,63 @@ impl FrameResponder {
             server_id,
             scratch: Box::new([0u8; 2048]),
             drops: FrameDrops::default(),
+            v6: None,
+            v6_committed: 0,
         }
+    }
+
+    /// Serves DHCPv6 frames (UDP 547) with `v6` too.
+    pub fn with_v6(mut self, v6: Option<Arc<V6Server>>) -> Self {
+        self.v6 = v6;
+        self
+    }
+
+    /// The DHCPv6 server, if any.
+    pub fn v6(&self) -> Option<&Arc<V6Server>> {
+        self.v6.as_ref()
+    }
+
+    /// Answers a DHCPv6 frame: the payload is in scratch, the reply is framed in place.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_v6(
+        &mut self,
+        frame: &mut [u8],
+        src_mac: [u8; 6],
+        vlan_raw: &[u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        plen: usize,
+    ) -> Option<usize> {
+        let v6 = self.v6.as_ref()?;
+        let meta = RxMeta6 {
+            src,
+            multicast: dst.is_multicast(),
+            ifindex: v6.ifindex,
+        };
+        let off = frame::ipv6_payload_offset(vlan_raw.len());
+        let out = frame.get_mut(off..)?;
+        let Decision6::Reply {
+            len,
+            to,
+            port,
+            committed,
+        } = v6.handle(unix_now(), &meta, &self.scratch[..plen], out)
+        else {
+            return None;
+        };
+        let addrs = Ipv6UdpAddrs {
+            src_mac: self.mac,
+            dst_mac: src_mac,
+            src_ip: v6.source_for(&to),
+            dst_ip: to,
+            src_port: DHCPV6_SERVER_PORT,
+            dst_port: port,
+        };
+        let n = frame::write_ipv6_udp_headers(frame, vlan_raw, &addrs, len).ok()?;
+        if committed && v6.ack {
+            self.v6_committed += 1;
+        }
+        Some(n)
     }
 
     /// Answers the frame in `frame[..len]` (the buffer may be larger: the
@@ -65,9 +129,21 @@ impl FrameResponder {
                 }
             };
             let (IpAddr::V4(src), IpAddr::V4(dst)) = (rx.src_ip, rx.dst_ip) else {
-                // DHCPv6 is steered by XDP but not served yet.
-                self.drops.ipv6 += 1;
-                return None;
+                let (IpAddr::V6(s6), IpAddr::V6(d6), Some(_), DHCPV6_SERVER_PORT) =
+                    (rx.src_ip, rx.dst_ip, &self.v6, rx.dst_port)
+                else {
+                    // DHCPv6 without [[subnet6]] (or not to port 547).
+                    self.drops.ipv6 += 1;
+                    return None;
+                };
+                let plen = rx.payload.len();
+                if plen > self.scratch.len() {
+                    self.drops.too_big += 1;
+                    return None;
+                }
+                self.scratch[..plen].copy_from_slice(rx.payload);
+                let (mac, vraw, vlen) = (rx.src_mac, rx.vlan_raw, rx.vlan_len as usize);
+                return self.answer_v6(frame, mac, &vraw[..vlen], s6, d6, plen);
             };
             if rx.dst_port != DHCPV4_SERVER_PORT {
                 self.drops.not_server_port += 1;
@@ -122,6 +198,8 @@ pub struct XskDriver {
     sock: XskSocket,
     frames: FrameResponder,
     rx: Vec<Desc>,
+    /// Positions in the batch's replies of DHCPv6 replies waiting for the v6 flush.
+    v6_held: Vec<usize>,
 }
 
 impl XskDriver {
@@ -130,6 +208,7 @@ impl XskDriver {
             sock,
             frames,
             rx: Vec::with_capacity(BATCH),
+            v6_held: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -147,14 +226,31 @@ impl PacketIo for XskDriver {
     {
         self.rx.clear();
         let n = self.sock.recv(&mut self.rx, max);
+        self.v6_held.clear();
         for d in self.rx.iter() {
             let frame = self.sock.frame_mut(d.addr);
+            let committed = self.frames.v6_committed;
             match self.frames.answer(frame, d.len as usize, &mut respond) {
-                Some(len) => replies.push(Desc {
-                    addr: d.addr,
-                    len: len as u32,
-                }),
+                Some(len) => {
+                    if self.frames.v6_committed != committed {
+                        self.v6_held.push(replies.len());
+                    }
+                    replies.push(Desc {
+                        addr: d.addr,
+                        len: len as u32,
+                    })
+                }
                 None => {
+                    self.sock.recycle(d.addr);
+                }
+            }
+        }
+        // DHCPv6 in ack mode: one flush of the v6 table for the batch before its
+        // committed replies leave; if it fails they never do.
+        if let (Some(v6), false) = (self.frames.v6(), self.v6_held.is_empty()) {
+            if !v6.commit() {
+                for &i in self.v6_held.iter().rev() {
+                    let d = replies.remove(i);
                     self.sock.recycle(d.addr);
                 }
             }

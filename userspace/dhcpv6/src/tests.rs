@@ -1,0 +1,951 @@
+//! Engine tests: each message type, IA_NA and IA_PD, hints, status codes, relays.
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use lease_store::v6::{BindingState, BindingTable6, IaKind, FLAG_RECONFIGURE_ACCEPT};
+
+use crate::config::{encode, AddrPool6, Config6, Link6, PrefixPool6, Reservation6};
+use crate::engine::{duid_en, Decision6, Engine6, RxMeta6, Silence6};
+use crate::stats::Stats6;
+use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Relay, Writer};
+
+const NOW: u32 = 1_000_000;
+const RELAY_SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+
+fn ip(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn link(name: &str, prefix: &str, pool: (&str, &str), pd: (&str, u8, u8)) -> Link6 {
+    Link6 {
+        name: name.into(),
+        prefix: ip(prefix),
+        prefix_len: 64,
+        ifindexes: vec![],
+        addr_pools: vec![AddrPool6 {
+            start: ip(pool.0),
+            end: ip(pool.1),
+        }],
+        prefix_pools: vec![PrefixPool6 {
+            prefix: ip(pd.0),
+            prefix_len: pd.1,
+            delegated_len: pd.2,
+        }],
+        preferred: 3000,
+        valid: 4000,
+        t1: 0,
+        t2: 0,
+        rapid_commit: true,
+        options: vec![(opt::DNS_SERVERS, encode::addresses(&[ip("fd77::53")]))],
+        reservations: vec![],
+    }
+}
+
+fn config() -> Config6 {
+    let mut l1 = link(
+        "lan",
+        "fd77::",
+        ("fd77::100", "fd77::1ff"),
+        ("fd77:100::", 40, 56),
+    );
+    l1.ifindexes = vec![7];
+    l1.prefix_pools.push(PrefixPool6 {
+        prefix: ip("fd77:200::"),
+        prefix_len: 48,
+        delegated_len: 60,
+    });
+    l1.reservations.push(Reservation6 {
+        duid: b"\x00\x03reserved".to_vec(),
+        address: Some(ip("fd77::1:1")),
+        prefix: Some((ip("fd77:300::"), 56)),
+    });
+    let l2 = link(
+        "relayed",
+        "2001:db8:2::",
+        ("2001:db8:2::10", "2001:db8:2::12"),
+        ("2001:db8:2200::", 48, 56),
+    );
+    Config6 {
+        links: vec![l1, l2],
+        trusted_relays: vec![RELAY_SRC],
+        decline_hold: 600,
+    }
+}
+
+struct H {
+    e: Engine6,
+    t: BindingTable6,
+    out: Vec<u8>,
+}
+
+fn sduid() -> Vec<u8> {
+    duid_en(4491, b"xdhcpd-test")
+}
+
+impl H {
+    fn new() -> Self {
+        H {
+            e: Engine6::new(config(), sduid(), Arc::new(Stats6::default())),
+            t: BindingTable6::in_memory(64),
+            out: vec![0; 1500],
+        }
+    }
+    fn send_meta(&mut self, meta: RxMeta6, p: &[u8]) -> Decision6 {
+        self.e.handle(&mut self.t, NOW, &meta, p, &mut self.out)
+    }
+    fn send(&mut self, p: &[u8]) -> Decision6 {
+        self.send_meta(direct(), p)
+    }
+    fn reply(&mut self, p: &[u8]) -> Vec<u8> {
+        match self.send(p) {
+            Decision6::Reply { len, port, .. } => {
+                assert_eq!(port, 546);
+                self.out[..len].to_vec()
+            }
+            d => panic!("no reply: {d:?}"),
+        }
+    }
+}
+
+fn direct() -> RxMeta6 {
+    RxMeta6 {
+        src: ip("fe80::1"),
+        multicast: true,
+        ifindex: 7,
+    }
+}
+
+/// IA in a request: kind, iaid, entries (addr, plen).
+type IaSpec<'a> = (IaKind, u32, &'a [(&'a str, u8)]);
+
+fn client_msg(
+    typ: u8,
+    duid: &[u8],
+    server: Option<&[u8]>,
+    ias: &[IaSpec<'_>],
+    extra: &[(u16, &[u8])],
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    let mut w = Writer::new(&mut buf);
+    w.header(typ, [0xab, 0xcd, 0xef]);
+    w.option(opt::CLIENTID, duid);
+    if let Some(s) = server {
+        w.option(opt::SERVERID, s);
+    }
+    for (kind, iaid, entries) in ias {
+        let code = if *kind == IaKind::Na {
+            opt::IA_NA
+        } else {
+            opt::IA_PD
+        };
+        w.open_ia(code, *iaid, 0, 0);
+        for (a, plen) in entries.iter() {
+            w.entry(&IaEntry {
+                addr: ip(a).octets(),
+                prefix_len: *plen,
+                preferred: 0,
+                valid: 0,
+            });
+        }
+        w.close();
+    }
+    for (c, b) in extra {
+        w.option(*c, b);
+    }
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// A parsed IA: (kind, iaid, t1, t2, status, entries).
+type IaR = (IaKind, u32, u32, u32, Option<u16>, Vec<IaEntry>);
+
+/// A parsed reply: (msg type, status, IAs: (kind, iaid, t1, t2, status, entries)).
+#[derive(Debug)]
+struct R {
+    typ: u8,
+    status: Option<u16>,
+    ias: Vec<IaR>,
+    opts: Vec<u16>,
+}
+
+fn parse_reply(b: &[u8]) -> R {
+    let m = Message::parse(b, 0).unwrap();
+    let mut r = R {
+        typ: m.msg_type,
+        status: None,
+        ias: vec![],
+        opts: vec![],
+    };
+    assert_eq!(m.xid, [0xab, 0xcd, 0xef]);
+    assert_eq!(m.options.find(opt::SERVERID), Some(&sduid()[..]));
+    for o in m.options {
+        let (code, body, _) = o.unwrap();
+        r.opts.push(code);
+        match code {
+            opt::STATUS_CODE => r.status = Some(u16::from_be_bytes([body[0], body[1]])),
+            opt::IA_NA | opt::IA_PD => {
+                let ia = Ia::parse(body, 0).unwrap();
+                let kind = if code == opt::IA_NA {
+                    IaKind::Na
+                } else {
+                    IaKind::Pd
+                };
+                let mut st = None;
+                let mut es = vec![];
+                for (c, b, _) in ia.options.flatten() {
+                    match c {
+                        opt::STATUS_CODE => st = Some(u16::from_be_bytes([b[0], b[1]])),
+                        opt::IAADDR => es.push(IaEntry::parse_addr(b, 0).unwrap()),
+                        opt::IAPREFIX => es.push(IaEntry::parse_prefix(b, 0).unwrap()),
+                        _ => {}
+                    }
+                }
+                r.ias.push((kind, ia.iaid, ia.t1, ia.t2, st, es));
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+const C1: &[u8] = b"\x00\x03\x00\x01\x02\x00\x00\x00\x00\x01";
+const C2: &[u8] = b"\x00\x03\x00\x01\x02\x00\x00\x00\x00\x02";
+
+fn addr_of(e: &IaEntry) -> Ipv6Addr {
+    Ipv6Addr::from(e.addr)
+}
+
+#[test]
+fn dhcpv6_solicit_advertises_address_and_prefix_without_binding() {
+    let mut h = H::new();
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 2, &[])],
+        &[],
+    )));
+    assert_eq!(r.typ, msg::ADVERTISE);
+    assert!(r.opts.contains(&opt::DNS_SERVERS));
+    let (k, iaid, t1, t2, st, es) = &r.ias[0];
+    assert_eq!(
+        (*k, *iaid, *t1, *t2, *st),
+        (IaKind::Na, 1, 1500, 2400, None)
+    );
+    let a = u128::from(addr_of(&es[0]));
+    assert!(a >= u128::from(ip("fd77::100")) && a <= u128::from(ip("fd77::1ff")));
+    assert_eq!((es[0].preferred, es[0].valid), (3000, 4000));
+    let p = &r.ias[1].5[0];
+    assert_eq!(p.prefix_len, 56);
+    assert!(crate::config::prefix_contains(
+        ip("fd77:100::"),
+        40,
+        &p.addr
+    ));
+    assert!(h.t.is_empty(), "an Advertise stores nothing");
+}
+
+#[test]
+fn dhcpv6_request_binds_what_was_advertised() {
+    let mut h = H::new();
+    let adv = parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    )));
+    let offered = addr_of(&adv.ias[0].5[0]).to_string();
+    let req = client_msg(
+        msg::REQUEST,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[(&offered, 128)])],
+        &[],
+    );
+    let d = h.send(&req);
+    assert!(
+        matches!(
+            d,
+            Decision6::Reply {
+                committed: true,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    let Decision6::Reply { len, .. } = d else {
+        unreachable!()
+    };
+    let r = parse_reply(&h.out[..len]);
+    assert_eq!(r.typ, msg::REPLY);
+    assert_eq!(addr_of(&r.ias[0].5[0]).to_string(), offered);
+    let mut s = [0u32; 4];
+    assert_eq!(h.t.find_ia(IaKind::Na, C1, 1, &mut s), 1);
+    let b = h.t.get(s[0]).unwrap();
+    assert_eq!(
+        (b.state, b.expiry, b.cltt),
+        (BindingState::Active, NOW + 4000, NOW)
+    );
+    assert_eq!(b.ip().to_string(), offered);
+    // Another client never gets it.
+    let r2 = parse_reply(&h.reply(&client_msg(
+        msg::REQUEST,
+        C2,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[(&offered, 128)])],
+        &[],
+    )));
+    assert_ne!(addr_of(&r2.ias[0].5[0]).to_string(), offered);
+}
+
+#[test]
+fn dhcpv6_request_with_wrong_or_missing_server_id_is_dropped() {
+    let mut h = H::new();
+    let other = duid_en(1, b"other");
+    for m in [
+        client_msg(msg::REQUEST, C1, Some(&other), &[(IaKind::Na, 1, &[])], &[]),
+        client_msg(msg::REQUEST, C1, None, &[(IaKind::Na, 1, &[])], &[]),
+        client_msg(
+            msg::SOLICIT,
+            C1,
+            Some(&sduid()),
+            &[(IaKind::Na, 1, &[])],
+            &[],
+        ),
+    ] {
+        assert_eq!(h.send(&m), Decision6::Silence(Silence6::BadIds));
+    }
+    assert_eq!(h.e.stats().snapshot().bad_ids, 3);
+    assert!(h.t.is_empty());
+}
+
+#[test]
+fn dhcpv6_rapid_commit_solicit_gets_committed_reply() {
+    let mut h = H::new();
+    let m = client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    );
+    assert!(matches!(
+        h.send(&m),
+        Decision6::Reply {
+            committed: true,
+            ..
+        }
+    ));
+    let r = parse_reply(&h.reply(&m));
+    assert_eq!(r.typ, msg::REPLY);
+    assert!(r.opts.contains(&opt::RAPID_COMMIT));
+    assert_eq!(
+        h.t.len(),
+        2,
+        "same address and prefix again: no new bindings"
+    );
+    // With rapid commit switched off for the link: a plain Advertise.
+    let mut cfg = config();
+    cfg.links[0].rapid_commit = false;
+    let mut h = H {
+        e: Engine6::new(cfg, sduid(), Arc::new(Stats6::default())),
+        ..H::new()
+    };
+    let r = parse_reply(&h.reply(&m));
+    assert_eq!(r.typ, msg::ADVERTISE);
+    assert!(!r.opts.contains(&opt::RAPID_COMMIT));
+    assert!(h.t.is_empty());
+}
+
+fn bind(h: &mut H, duid: &[u8], ias: &[IaSpec<'_>]) -> R {
+    parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        duid,
+        None,
+        ias,
+        &[(opt::RAPID_COMMIT, &[])],
+    )))
+}
+
+#[test]
+fn dhcpv6_renew_extends_and_unknown_ia_gets_no_binding() {
+    let mut h = H::new();
+    let r = bind(&mut h, C1, &[(IaKind::Na, 1, &[]), (IaKind::Pd, 2, &[])]);
+    let a = addr_of(&r.ias[0].5[0]).to_string();
+    let p = addr_of(&r.ias[1].5[0]).to_string();
+    let later = NOW + 1500;
+    let m = client_msg(
+        msg::RENEW,
+        C1,
+        Some(&sduid()),
+        &[
+            (IaKind::Na, 1, &[(&a, 128)]),
+            (IaKind::Pd, 2, &[(&p, 56)]),
+            (IaKind::Na, 9, &[]),
+        ],
+        &[],
+    );
+    let d = h.e.handle(&mut h.t, later, &direct(), &m, &mut h.out);
+    let Decision6::Reply { len, committed, .. } = d else {
+        panic!("{d:?}")
+    };
+    assert!(committed);
+    let r = parse_reply(&h.out[..len]);
+    assert_eq!(addr_of(&r.ias[0].5[0]).to_string(), a);
+    assert_eq!(addr_of(&r.ias[1].5[0]).to_string(), p);
+    assert_eq!(r.ias[2].4, Some(status::NO_BINDING));
+    let mut s = [0u32; 4];
+    h.t.find_ia(IaKind::Pd, C1, 2, &mut s);
+    assert_eq!(h.t.get(s[0]).unwrap().expiry, later + 4000);
+    assert_eq!(h.e.stats().snapshot().renewed, 2);
+}
+
+#[test]
+fn dhcpv6_rebind_extends_or_zeroes_off_link_addresses() {
+    let mut h = H::new();
+    let r = bind(&mut h, C1, &[(IaKind::Na, 1, &[])]);
+    let a = addr_of(&r.ias[0].5[0]).to_string();
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::REBIND,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[(&a, 128)])],
+        &[],
+    )));
+    assert_eq!(r.typ, msg::REPLY);
+    assert_eq!((r.ias[0].5[0].valid, r.ias[0].4), (4000, None));
+    // A client that moved here with an address from elsewhere: zero lifetimes.
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::REBIND,
+        C2,
+        None,
+        &[(IaKind::Na, 5, &[("2001:db8:99::5", 128)])],
+        &[],
+    )));
+    assert_eq!(r.ias[0].5[0].addr, ip("2001:db8:99::5").octets());
+    assert_eq!((r.ias[0].5[0].preferred, r.ias[0].5[0].valid), (0, 0));
+    // On-link but unknown: NoBinding.
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::REBIND,
+        C2,
+        None,
+        &[(IaKind::Na, 6, &[("fd77::150", 128)])],
+        &[],
+    )));
+    assert_eq!(r.ias[0].4, Some(status::NO_BINDING));
+}
+
+#[test]
+fn dhcpv6_release_frees_for_others_and_unknown_gets_no_binding() {
+    let mut h = H::new();
+    let r = bind(&mut h, C1, &[(IaKind::Pd, 3, &[])]);
+    let p = addr_of(&r.ias[0].5[0]).to_string();
+    let rel = client_msg(
+        msg::RELEASE,
+        C1,
+        Some(&sduid()),
+        &[
+            (IaKind::Pd, 3, &[(&p, 56)]),
+            (IaKind::Na, 4, &[("fd77::100", 128)]),
+        ],
+        &[],
+    );
+    let r = parse_reply(&h.reply(&rel));
+    assert_eq!(r.status, Some(status::SUCCESS));
+    assert_eq!(r.ias.len(), 1, "only the unknown IA is listed");
+    assert_eq!((r.ias[0].1, r.ias[0].4), (4, Some(status::NO_BINDING)));
+    let mut s = [0u32; 4];
+    h.t.find_ia(IaKind::Pd, C1, 3, &mut s);
+    assert_eq!(h.t.get(s[0]).unwrap().state, BindingState::Released);
+    // The released prefix may go to another client who asks for it.
+    let r = bind(&mut h, C2, &[(IaKind::Pd, 1, &[(&p, 56)])]);
+    assert_eq!(addr_of(&r.ias[0].5[0]).to_string(), p);
+}
+
+#[test]
+fn dhcpv6_decline_holds_address_from_everyone() {
+    let mut h = H::new();
+    let r = bind(&mut h, C1, &[(IaKind::Na, 1, &[])]);
+    let a = addr_of(&r.ias[0].5[0]).to_string();
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::DECLINE,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[(&a, 128)])],
+        &[],
+    )));
+    assert_eq!(r.status, Some(status::SUCCESS));
+    let s = h.t.find_addr(IaKind::Na, &ip(&a).octets(), 128).unwrap();
+    assert_eq!(h.t.get(s).unwrap().state, BindingState::Declined);
+    let r = bind(&mut h, C2, &[(IaKind::Na, 1, &[(&a, 128)])]);
+    assert_ne!(addr_of(&r.ias[0].5[0]).to_string(), a);
+    // C1 asking again gets a different address too.
+    let r = bind(&mut h, C1, &[(IaKind::Na, 1, &[])]);
+    assert_ne!(addr_of(&r.ias[0].5[0]).to_string(), a);
+}
+
+#[test]
+fn dhcpv6_confirm_on_link_off_link_and_empty() {
+    let mut h = H::new();
+    let on = client_msg(
+        msg::CONFIRM,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[("fd77::123", 128)])],
+        &[],
+    );
+    assert_eq!(parse_reply(&h.reply(&on)).status, Some(status::SUCCESS));
+    let off = client_msg(
+        msg::CONFIRM,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[("fd77::123", 128), ("fd78::1", 128)])],
+        &[],
+    );
+    assert_eq!(
+        parse_reply(&h.reply(&off)).status,
+        Some(status::NOT_ON_LINK)
+    );
+    let none = client_msg(msg::CONFIRM, C1, None, &[(IaKind::Na, 1, &[])], &[]);
+    assert_eq!(
+        h.send(&none),
+        Decision6::Silence(Silence6::NothingToConfirm)
+    );
+}
+
+#[test]
+fn dhcpv6_information_request_gets_options_only() {
+    let mut h = H::new();
+    let r = parse_reply(&h.reply(&client_msg(msg::INFORMATION_REQUEST, C1, None, &[], &[])));
+    assert_eq!(r.typ, msg::REPLY);
+    assert!(r.ias.is_empty());
+    assert!(r.opts.contains(&opt::DNS_SERVERS));
+    let with_ia = client_msg(
+        msg::INFORMATION_REQUEST,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    );
+    assert_eq!(h.send(&with_ia), Decision6::Silence(Silence6::BadIds));
+}
+
+#[test]
+fn dhcpv6_several_ias_get_distinct_addresses_and_prefixes() {
+    let mut h = H::new();
+    let r = bind(
+        &mut h,
+        C1,
+        &[
+            (IaKind::Na, 1, &[]),
+            (IaKind::Na, 2, &[]),
+            (IaKind::Pd, 1, &[]),
+            (IaKind::Pd, 2, &[]),
+        ],
+    );
+    assert_eq!(r.ias.len(), 4);
+    let e: Vec<_> = r.ias.iter().map(|i| i.5[0].addr).collect();
+    assert_ne!(e[0], e[1]);
+    assert_ne!(e[2], e[3]);
+    assert_eq!(h.t.len(), 4);
+}
+
+#[test]
+fn dhcpv6_prefix_hints_honoured_within_policy() {
+    let mut h = H::new();
+    // An exact free prefix of the pool.
+    let r = bind(
+        &mut h,
+        C1,
+        &[(IaKind::Pd, 1, &[("fd77:100:12:3400::", 56)])],
+    );
+    assert_eq!(addr_of(&r.ias[0].5[0]), ip("fd77:100:12:3400::"));
+    // A length hint: /60 comes from the /60 pool.
+    let r = bind(&mut h, C2, &[(IaKind::Pd, 1, &[("::", 60)])]);
+    assert_eq!(r.ias[0].5[0].prefix_len, 60);
+    assert!(crate::config::prefix_contains(
+        ip("fd77:200::"),
+        48,
+        &r.ias[0].5[0].addr
+    ));
+    // Two hints in one IA_PD: two prefixes.
+    let r = bind(&mut h, b"c3", &[(IaKind::Pd, 1, &[("::", 56), ("::", 60)])]);
+    let lens: Vec<u8> = r.ias[0].5.iter().map(|e| e.prefix_len).collect();
+    assert_eq!(lens, vec![56, 60]);
+    // Outside policy (a /48, not in any pool, or someone else's): ignored, a pool prefix given.
+    let r = bind(&mut h, b"c4", &[(IaKind::Pd, 1, &[("fd00::", 48)])]);
+    assert_eq!(r.ias[0].5[0].prefix_len, 56);
+    let r = bind(
+        &mut h,
+        b"c5",
+        &[(IaKind::Pd, 1, &[("fd77:100:12:3400::", 56)])],
+    );
+    assert_ne!(addr_of(&r.ias[0].5[0]), ip("fd77:100:12:3400::"));
+    // An address hint outside the pools is ignored.
+    let r = bind(&mut h, b"c6", &[(IaKind::Na, 1, &[("fd77::9999", 128)])]);
+    assert_ne!(addr_of(&r.ias[0].5[0]), ip("fd77::9999"));
+}
+
+#[test]
+fn dhcpv6_exhausted_pools_give_no_addrs_and_no_prefix() {
+    let mut h = H::new();
+    let relay_meta = RxMeta6 {
+        src: RELAY_SRC,
+        multicast: false,
+        ifindex: 1,
+    };
+    // Link 2 has 3 addresses.
+    for i in 0..4u8 {
+        let inner = client_msg(
+            msg::SOLICIT,
+            &[0, 3, i],
+            None,
+            &[(IaKind::Na, 1, &[])],
+            &[(opt::RAPID_COMMIT, &[])],
+        );
+        let f = relay_forw(&[("2001:db8:2::1", "fe80::9", Some(b"p1"), &[])], &inner);
+        let d = h.send_meta(relay_meta, &f);
+        let Decision6::Reply { len, .. } = d else {
+            panic!()
+        };
+        let r = parse_reply(&unwrap_relay_reply(&h.out[..len], 1));
+        if i < 3 {
+            assert_eq!(r.ias[0].4, None);
+        } else {
+            assert_eq!(r.ias[0].4, Some(status::NO_ADDRS_AVAIL));
+            assert_eq!((r.ias[0].2, r.ias[0].3), (0, 0));
+        }
+    }
+    assert_eq!(h.e.stats().snapshot().no_addrs, 1);
+}
+
+#[test]
+fn dhcpv6_reservation_by_duid() {
+    let mut h = H::new();
+    let res = b"\x00\x03reserved";
+    let r = bind(&mut h, res, &[(IaKind::Na, 1, &[]), (IaKind::Pd, 1, &[])]);
+    assert_eq!(addr_of(&r.ias[0].5[0]), ip("fd77::1:1"));
+    assert_eq!(addr_of(&r.ias[1].5[0]), ip("fd77:300::"));
+    // Nobody else gets the reserved address, even when hinting it.
+    let r = bind(&mut h, C1, &[(IaKind::Na, 1, &[("fd77::1:1", 128)])]);
+    assert_ne!(addr_of(&r.ias[0].5[0]), ip("fd77::1:1"));
+    // The reserved client renews it.
+    let r = parse_reply(&h.reply(&client_msg(
+        msg::RENEW,
+        res,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[("fd77::1:1", 128)])],
+        &[],
+    )));
+    assert_eq!(
+        (addr_of(&r.ias[0].5[0]), r.ias[0].5[0].valid),
+        (ip("fd77::1:1"), 4000)
+    );
+}
+
+#[test]
+fn dhcpv6_unicast_request_gets_use_multicast() {
+    let mut h = H::new();
+    let m = client_msg(
+        msg::REQUEST,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    );
+    let meta = RxMeta6 {
+        multicast: false,
+        ..direct()
+    };
+    let Decision6::Reply { len, committed, .. } = h.send_meta(meta, &m) else {
+        panic!()
+    };
+    assert!(!committed);
+    let r = parse_reply(&h.out[..len]);
+    assert_eq!(r.status, Some(status::USE_MULTICAST));
+    assert!(r.ias.is_empty());
+    assert!(h.t.is_empty());
+}
+
+#[test]
+fn dhcpv6_reconfigure_accept_recorded() {
+    let mut h = H::new();
+    bind(&mut h, C1, &[(IaKind::Na, 1, &[])]);
+    bind(&mut h, C2, &[(IaKind::Na, 1, &[])]);
+    let m = client_msg(
+        msg::RENEW,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[])],
+        &[(opt::RECONF_ACCEPT, &[])],
+    );
+    h.reply(&m);
+    let mut s = [0u32; 2];
+    h.t.find_ia(IaKind::Na, C1, 1, &mut s);
+    assert_eq!(
+        h.t.get(s[0]).unwrap().flags & FLAG_RECONFIGURE_ACCEPT,
+        FLAG_RECONFIGURE_ACCEPT
+    );
+    h.t.find_ia(IaKind::Na, C2, 1, &mut s);
+    assert_eq!(h.t.get(s[0]).unwrap().flags & FLAG_RECONFIGURE_ACCEPT, 0);
+}
+
+#[test]
+fn dhcpv6_malformed_and_not_for_server_are_counted() {
+    let mut h = H::new();
+    let mut m = client_msg(msg::SOLICIT, C1, None, &[(IaKind::Na, 1, &[])], &[]);
+    m.truncate(m.len() - 3);
+    assert!(matches!(
+        h.send(&m),
+        Decision6::Silence(Silence6::Malformed(_))
+    ));
+    assert!(matches!(
+        h.send(&[]),
+        Decision6::Silence(Silence6::Malformed(_))
+    ));
+    let adv = client_msg(msg::ADVERTISE, C1, None, &[], &[]);
+    assert_eq!(h.send(&adv), Decision6::Silence(Silence6::NotForServer));
+    let s = h.e.stats().snapshot();
+    assert_eq!((s.malformed, s.not_for_server), (2, 1));
+}
+
+// ---- relays ----
+
+type RelaySpec<'a> = (&'a str, &'a str, Option<&'a [u8]>, &'a [(u16, &'a [u8])]);
+
+/// Wraps `inner` in relays, outermost first in `levels`.
+fn relay_forw(levels: &[RelaySpec<'_>], inner: &[u8]) -> Vec<u8> {
+    let mut cur = inner.to_vec();
+    for (i, (link, peer, ifid, opts)) in levels.iter().enumerate().rev() {
+        let mut buf = vec![0u8; cur.len() + 512];
+        let mut w = Writer::new(&mut buf);
+        w.relay_header(
+            msg::RELAY_FORW,
+            i as u8,
+            &ip(link).octets(),
+            &ip(peer).octets(),
+        );
+        if let Some(id) = ifid {
+            w.option(opt::INTERFACE_ID, id);
+        }
+        for (c, b) in opts.iter() {
+            w.option(*c, b);
+        }
+        w.option(opt::RELAY_MSG, &cur);
+        let n = w.finish().unwrap();
+        buf.truncate(n);
+        cur = buf;
+    }
+    cur
+}
+
+/// Unwraps `depth` Relay-Reply levels, checking each.
+fn unwrap_relay_reply(b: &[u8], depth: usize) -> Vec<u8> {
+    let mut cur = b.to_vec();
+    for _ in 0..depth {
+        let r = Relay::parse(&cur, 0).unwrap();
+        assert_eq!(r.msg_type, msg::RELAY_REPL);
+        cur = r.options.find(opt::RELAY_MSG).unwrap().to_vec();
+    }
+    cur
+}
+
+fn relay_meta() -> RxMeta6 {
+    RxMeta6 {
+        src: RELAY_SRC,
+        multicast: false,
+        ifindex: 1,
+    }
+}
+
+#[test]
+fn dhcpv6_relay_link_address_selects_link_interface_id_echoed_relay_data_stored() {
+    let mut h = H::new();
+    let inner = client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    );
+    let remote: &[u8] = &[0, 0, 0x11, 0x8b, b'm', b'o', b'd', b'e', b'm'];
+    let lladdr: &[u8] = &[0, 1, 2, 0, 0, 0, 0, 0x42];
+    let f = relay_forw(
+        &[(
+            "2001:db8:2::1",
+            "fe80::42",
+            Some(b"cm-port-7"),
+            &[
+                (opt::REMOTE_ID, remote),
+                (opt::SUBSCRIBER_ID, b"sub-1"),
+                (opt::CLIENT_LINKLAYER_ADDR, lladdr),
+            ],
+        )],
+        &inner,
+    );
+    let d = h.send_meta(relay_meta(), &f);
+    let Decision6::Reply {
+        len,
+        to,
+        port,
+        committed,
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!((to, port, committed), (RELAY_SRC, 547, true));
+    let rr = Relay::parse(&h.out[..len], 0).unwrap();
+    assert_eq!(rr.msg_type, msg::RELAY_REPL);
+    assert_eq!(rr.link, ip("2001:db8:2::1").octets());
+    assert_eq!(rr.peer, ip("fe80::42").octets());
+    assert_eq!(rr.options.find(opt::INTERFACE_ID), Some(&b"cm-port-7"[..]));
+    assert_eq!(
+        rr.options.find(opt::REMOTE_ID),
+        None,
+        "only interface-id is echoed"
+    );
+    let r = parse_reply(rr.options.find(opt::RELAY_MSG).unwrap());
+    assert!(crate::config::prefix_contains(
+        ip("2001:db8:2::"),
+        64,
+        &r.ias[0].5[0].addr
+    ));
+    assert!(crate::config::prefix_contains(
+        ip("2001:db8:2200::"),
+        48,
+        &r.ias[1].5[0].addr
+    ));
+    let mut s = [0u32; 2];
+    h.t.find_ia(IaKind::Pd, C1, 1, &mut s);
+    let b = h.t.get(s[0]).unwrap();
+    assert_eq!(b.link, 1);
+    assert_eq!(b.relay.interface_id.as_slice(), b"cm-port-7");
+    assert_eq!(b.relay.remote_id.as_slice(), remote);
+    assert_eq!(b.relay.subscriber_id.as_slice(), b"sub-1");
+    assert_eq!(
+        (b.relay.lladdr_type, b.relay.lladdr.as_slice()),
+        (1, &lladdr[2..])
+    );
+    assert_eq!(h.e.stats().snapshot().relayed, 1);
+}
+
+#[test]
+fn dhcpv6_nested_relays_reply_nested_with_each_interface_id() {
+    let mut h = H::new();
+    let inner = client_msg(msg::SOLICIT, C2, None, &[(IaKind::Na, 1, &[])], &[]);
+    // Outer relay (hop 1) has no link-address; the inner one (nearest the client) has.
+    let f = relay_forw(
+        &[
+            ("::", "2001:db8:5::2", Some(b"outer"), &[]),
+            (
+                "2001:db8:2::1",
+                "fe80::7",
+                Some(b"inner"),
+                &[(opt::REMOTE_ID, &[0, 0, 0, 9, 1])],
+            ),
+        ],
+        &inner,
+    );
+    let Decision6::Reply { len, port, .. } = h.send_meta(relay_meta(), &f) else {
+        panic!()
+    };
+    assert_eq!(port, 547);
+    let outer = Relay::parse(&h.out[..len], 0).unwrap();
+    assert_eq!(
+        (outer.hop_count, outer.options.find(opt::INTERFACE_ID)),
+        (0, Some(&b"outer"[..]))
+    );
+    assert_eq!(outer.peer, ip("2001:db8:5::2").octets());
+    let inner_r = Relay::parse(outer.options.find(opt::RELAY_MSG).unwrap(), 0).unwrap();
+    assert_eq!(
+        (inner_r.hop_count, inner_r.options.find(opt::INTERFACE_ID)),
+        (1, Some(&b"inner"[..]))
+    );
+    let r = parse_reply(inner_r.options.find(opt::RELAY_MSG).unwrap());
+    assert_eq!(r.typ, msg::ADVERTISE);
+    assert!(crate::config::prefix_contains(
+        ip("2001:db8:2::"),
+        64,
+        &r.ias[0].5[0].addr
+    ));
+}
+
+#[test]
+fn dhcpv6_relay_trust_untrusted_source_and_deep_nesting_dropped() {
+    let mut h = H::new();
+    let inner = client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    );
+    let f = relay_forw(
+        &[(
+            "2001:db8:2::1",
+            "fe80::42",
+            None,
+            &[(opt::REMOTE_ID, b"\0\0\0\x01x")],
+        )],
+        &inner,
+    );
+    let meta = RxMeta6 {
+        src: ip("2001:db8:666::1"),
+        ..relay_meta()
+    };
+    assert_eq!(
+        h.send_meta(meta, &f),
+        Decision6::Silence(Silence6::UntrustedRelay)
+    );
+    // A client's own message may not claim to be relayed either (link-local source).
+    assert_eq!(h.send(&f), Decision6::Silence(Silence6::UntrustedRelay));
+    let lv: Vec<RelaySpec<'_>> = (0..10).map(|_| ("::", "fe80::1", None, &[][..])).collect();
+    let deep = relay_forw(&lv, &inner);
+    assert_eq!(
+        h.send_meta(relay_meta(), &deep),
+        Decision6::Silence(Silence6::TooManyHops)
+    );
+    // A relay message whose link-address is on no configured link.
+    let nowhere = relay_forw(&[("2001:db8:77::1", "fe80::42", None, &[])], &inner);
+    assert_eq!(
+        h.send_meta(relay_meta(), &nowhere),
+        Decision6::Silence(Silence6::NoLink)
+    );
+    assert!(h.t.is_empty());
+    let s = h.e.stats().snapshot();
+    assert_eq!((s.untrusted_relay, s.too_many_hops, s.no_link), (2, 1, 1));
+}
+
+#[test]
+fn dhcpv6_persisted_bindings_survive_reopen_and_are_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("v6.db");
+    let e = Engine6::new(config(), sduid(), Arc::new(Stats6::default()));
+    let mut out = vec![0u8; 1500];
+    let m = client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    );
+    let a = {
+        let (mut t, _) = BindingTable6::open(&p, 32, true).unwrap();
+        let Decision6::Reply { len, .. } = e.handle(&mut t, NOW, &direct(), &m, &mut out) else {
+            panic!()
+        };
+        t.flush_dirty().unwrap();
+        parse_reply(&out[..len]).ias[0].5[0].addr
+    };
+    let (mut t, rep) = BindingTable6::open(&p, 32, false).unwrap();
+    assert_eq!(rep.bindings, 1);
+    let renew = client_msg(msg::RENEW, C1, Some(&sduid()), &[(IaKind::Na, 1, &[])], &[]);
+    let Decision6::Reply { len, .. } = e.handle(&mut t, NOW + 10, &direct(), &renew, &mut out)
+    else {
+        panic!()
+    };
+    assert_eq!(parse_reply(&out[..len]).ias[0].5[0].addr, a);
+}
