@@ -37,6 +37,11 @@ pub enum Request {
     /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
     /// COMMUNICATIONS-INTERRUPTED (not PARTNER-DOWN) when this daemon stops.
     FailoverPause,
+    /// Registrations: add, modify, remove, show, import, export
+    /// (`crate::registrations::ctl`; its own module so it can move onto the HTTP API).
+    Registrations {
+        request: Box<crate::registrations::ctl::RegRequest>,
+    },
 }
 
 /// What `failover status` reports. Times are Unix seconds (0 = never/unknown).
@@ -110,6 +115,9 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<FailoverStatus>,
+    /// A structured answer (registrations: a record, an import report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -119,6 +127,7 @@ impl Response {
             error: Some(e.into()),
             message: None,
             status: None,
+            data: None,
         }
     }
     pub fn message(m: impl Into<String>) -> Self {
@@ -127,6 +136,7 @@ impl Response {
             error: None,
             message: Some(m.into()),
             status: None,
+            data: None,
         }
     }
     pub fn status(s: FailoverStatus) -> Self {
@@ -135,6 +145,7 @@ impl Response {
             error: None,
             message: None,
             status: Some(s),
+            data: None,
         }
     }
 }
@@ -269,13 +280,22 @@ pub fn respond(line: &str, handler: &Handler) -> Response {
 
 /// Client side: sends one request and reads one response.
 pub fn call(path: &Path, req: &Request) -> anyhow::Result<Response> {
+    call_with_timeout(path, req, Duration::from_secs(10))
+}
+
+/// [`call`], waiting up to `timeout` for the answer (bulk registration imports).
+pub fn call_with_timeout(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
     let s = UnixStream::connect(path).with_context(|| {
         format!(
             "connecting to control socket {} (is xdhcpd running?)",
             path.display()
         )
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(timeout))?;
     let mut w = s.try_clone()?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');

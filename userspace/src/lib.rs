@@ -6,4 +6,5 @@ pub mod control;
 pub mod failover;
 pub mod leases;
 pub mod lq_client;
+pub mod registrations;
 pub mod server;

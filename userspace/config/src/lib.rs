@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub commit: CommitMode,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
+    /// `registration-file`: the registration store (snapshot; its log is `PATH.log`).
+    /// `None`: no registrations (every client is unknown).
+    pub registration_file: Option<PathBuf>,
     /// `trusted-relays`: the giaddrs whose relayed messages are served and whose relay data
     /// (option 82, its link-selection sub-option, option 118) is honoured. `None`: what the
     /// subnets imply (see [`Config::trusted_relays`]).

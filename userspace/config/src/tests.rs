@@ -797,6 +797,33 @@ fn relay_trust_errors_are_positioned() {
 }
 
 #[test]
+fn registration_config_keys() {
+    let text = "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
+         [[subnet]]\ncidr = \"10.0.0.0/24\"\ndeny-unknown = true\n\
+         [[subnet]]\ncidr = \"10.1.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.server.registration_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/xdhcpd/regs"))
+    );
+    assert!(cfg.subnets[0].deny_unknown);
+    assert!(!cfg.subnets[1].deny_unknown);
+    let bad = format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\ndeny-unknown = \"yes\"\n");
+    let e = error_lines(&bad);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:16: subnet[0].deny-unknown: expected true or false"),
+        "{e:?}"
+    );
+    let bad = "[server]\ninterface = \"eth0\"\nregistration-file = \"\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let e = error_lines(bad);
+    assert_eq!(
+        e,
+        vec!["t.toml:3:21: server.registration-file: expected a file path"]
+    );
+}
+
+#[test]
 fn failover_auth_key_is_required_for_an_xdhcpd_partner() {
     let text = format!(
         "{SERVER}[failover]\nrole = \"secondary\"\nname = \"pair\"\naddress = \"10.88.0.2\"\npeer-address = \"10.88.0.1\"\nmclt = 30\n\n{SUBNET}"

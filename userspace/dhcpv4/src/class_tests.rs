@@ -785,3 +785,106 @@ fn class_plain_configuration_is_not_classified() {
     .unwrap();
     assert!(in_range(ack.yiaddr(), [10, 77, 1, 0], [10, 77, 1, 9]));
 }
+
+// ---- live registrations feed KNOWN and the group ------------------------------------------
+
+/// A registration view over a map (what the daemon's `IndexView` gives the engine).
+#[derive(Default)]
+struct LiveRegs {
+    regs: std::sync::Mutex<std::collections::HashMap<lease_store::ClientKey, (String, Vec<u8>)>>,
+}
+
+impl RegistrationView for LiveRegs {
+    fn find(&self, key: &lease_store::ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool {
+        let m = self.regs.lock().unwrap();
+        let Some((group, file)) = m.get(key) else {
+            return false;
+        };
+        visit(&Registered {
+            group,
+            fixed_address: None,
+            next_server: None,
+            boot_file: Some(file),
+            options: &[],
+        });
+        true
+    }
+
+    fn reserved_for_other(
+        &self,
+        _: Ipv4Addr,
+        _: &lease_store::ClientKey,
+        _: &lease_store::ClientKey,
+    ) -> bool {
+        false
+    }
+}
+
+#[test]
+fn class_registration_live_group_selects_pool_and_removal_makes_client_unknown() {
+    let view = Arc::new(LiveRegs::default());
+    let (_d, mut e, _t) = super::test_support::engine_with(
+        xdhcpd_config::PROV_CONFIG,
+        SERVER,
+        1000,
+        None,
+        Some(view.clone()),
+    );
+    let key = lease_store::ClientKey::from_hw(1, &STRANGER);
+    // Not registered, not a [[host]]: UNKNOWN. As an MTA (option 60 "pktc1.0:") the only
+    // pool its class may use denies unknown clients: no answer, counted.
+    let mta = [(opt::VENDOR_CLASS, &b"pktc1.0:xyz"[..])];
+    assert_eq!(
+        handle(
+            &mut e,
+            1000,
+            &relayed(MessageType::Discover, STRANGER, Some(STRANGER), &mta)
+        )
+        .err(),
+        Some(Decision::Silent(Silence::Unregistered))
+    );
+    assert!(!e.is_known());
+    assert_eq!(e.stats().snapshot().unknown_refused, 1);
+
+    // Registered at runtime in group "docsis_mta", sending no option 60: the group alone
+    // makes it a docsis_mta (KNOWN), so it gets the MTA pool; the registration's boot file
+    // is above the class's (host > class).
+    view.regs
+        .lock()
+        .unwrap()
+        .insert(key, ("docsis_mta".into(), b"reg-mta.bin".to_vec()));
+    let ack = dora(&mut e, STRANGER, Some(STRANGER), &[]).unwrap();
+    assert!(e.is_known());
+    assert_eq!(e.registration_group(), Some("docsis_mta"));
+    let ip = ack.yiaddr();
+    assert!(in_range(ip, [10, 174, 5, 1], [10, 174, 5, 254]), "{ip}");
+    assert_eq!(ack.file(), "reg-mta.bin");
+    // The class's other settings still apply (docsis_mta's log servers, siaddr).
+    assert_eq!(
+        ack.option(7).as_deref(),
+        Some(&[192, 168, 0, 71, 192, 168, 0, 72][..])
+    );
+    assert_eq!(ack.msg().siaddr(), Ipv4Addr::new(192, 168, 0, 12));
+
+    // Registration removed: UNKNOWN again, refused as the MTA it claims to be.
+    view.regs.lock().unwrap().remove(&key);
+    assert_eq!(
+        handle(
+            &mut e,
+            1000,
+            &relayed(MessageType::Discover, STRANGER, Some(STRANGER), &mta)
+        )
+        .err(),
+        Some(Decision::Silent(Silence::Unregistered))
+    );
+    assert!(!e.is_known());
+    assert_eq!(e.registration_group(), None);
+    assert_eq!(e.stats().snapshot().unknown_refused, 2);
+    // Without option 60 no class admits it any more (the group was its only class).
+    assert!(handle(
+        &mut e,
+        1000,
+        &relayed(MessageType::Discover, STRANGER, Some(STRANGER), &[])
+    )
+    .is_err());
+}

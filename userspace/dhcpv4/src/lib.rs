@@ -16,7 +16,7 @@ pub mod trust;
 pub mod wire;
 
 pub use delivery::{Delivery, Destination, LinkDest};
-pub use engine::{Decision, Engine, EngineShared, RxMeta, Silence};
+pub use engine::{Decision, Engine, EngineShared, Registered, RegistrationView, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
@@ -31,6 +31,8 @@ mod failover_tests;
 mod fuzz_regressions;
 #[cfg(test)]
 mod leasequery_tests;
+#[cfg(test)]
+mod registration_tests;
 #[cfg(test)]
 mod relay_trust_tests;
 #[cfg(test)]

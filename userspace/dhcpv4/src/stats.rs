@@ -66,7 +66,9 @@ counters! {
     claims_refused: "Claims without proof: a SELECTING REQUEST for an address not offered to the client, an INIT-REBOOT for an address not its own (NAK or silent), a DECLINE or RELEASE not for its own bound address, without our server id, or (RELEASE) not from that address or hardware address (ignored).",
     reply_hw_not_bindings: "OFFERs/ACKs broadcast instead of unicast because the message's chaddr is not the hardware address of the binding (same client id, another host).",
     subnet_selection_from_client_ignored: "Option 118 from a client not behind a relay (ignored).",
-    unknown_refused: "Messages from unregistered clients refused by deny-unknown (shared network, subnet or pool; no answer).",
+    registration_moved: "REQUESTs NAKed because the client's registration fixes another address (reservation moved).",
+    registration_fixed_busy: "DISCOVERs of a registered client whose fixed address is held by another client (served from the pool).",
+    unknown_refused: "Messages from UNKNOWN clients (no live registration, no configured host or reservation) refused by deny-unknown (shared network, subnet or pool; no answer).",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lease_store::{LeaseTable, OpenOptions, PoolSpec};
 use xdhcpd_failover::PolicyCell;
 
-use super::engine::{Engine, EngineShared};
+use super::engine::{Engine, EngineShared, RegistrationView};
 use super::stats::EngineStats;
 use super::wire::{MAGIC_COOKIE, OP_BOOTREQUEST};
 
@@ -18,6 +18,17 @@ pub(crate) fn engine_on(
     server: Ipv4Addr,
     now: u32,
     policy: Option<Arc<PolicyCell>>,
+) -> (tempfile::TempDir, Engine, Arc<LeaseTable>) {
+    engine_with(text, server, now, policy, None)
+}
+
+/// [`engine_on`] with a registration view (live registrations).
+pub(crate) fn engine_with(
+    text: &str,
+    server: Ipv4Addr,
+    now: u32,
+    policy: Option<Arc<PolicyCell>>,
+    registrations: Option<Arc<dyn RegistrationView>>,
 ) -> (tempfile::TempDir, Engine, Arc<LeaseTable>) {
     let cfg = Arc::new(xdhcpd_config::parse(text, "test.toml").expect("test config"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,6 +50,9 @@ pub(crate) fn engine_on(
     let mut shared = EngineShared::new(cfg, table.clone(), server);
     if let Some(cell) = policy {
         shared = shared.with_failover(cell);
+    }
+    if let Some(view) = registrations {
+        shared = shared.with_registrations(view);
     }
     let engine = Engine::new(Arc::new(shared), 0, Arc::new(EngineStats::default()));
     (dir, engine, table)

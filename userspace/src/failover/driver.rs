@@ -842,6 +842,7 @@ impl Driver {
                 }
             }
             Request::FailoverPause => self.pause(now),
+            Request::Registrations { .. } => Response::error("not a failover request"),
             Request::FailoverRecover => match self.engine.recover(now) {
                 Ok(()) => {
                     self.pump();

@@ -307,6 +307,12 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: FailoverCtl,
     },
+    /// Registrations (MAC / client id -> group, fixed address, options): add, modify,
+    /// remove, show, import, export while the server runs.
+    Registrations {
+        #[command(subcommand)]
+        cmd: crate::registrations::ctl::RegistrationsCtl,
+    },
 }
 
 #[derive(clap::Subcommand, Clone, Debug)]
@@ -390,7 +396,12 @@ pub fn main_ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -
 }
 
 fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
-    let CtlCmd::Failover { cmd } = cmd;
+    let cmd = match cmd {
+        CtlCmd::Failover { cmd } => cmd,
+        CtlCmd::Registrations { cmd } => {
+            return crate::registrations::ctl::run(resolve_socket(socket, config.as_deref())?, cmd)
+        }
+    };
     // Validate arguments before touching the socket.
     let (req, json) = match cmd {
         FailoverCtl::Status { json } => (Request::FailoverStatus, json),

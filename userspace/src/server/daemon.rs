@@ -379,6 +379,17 @@ impl Daemon {
         if let Some(f) = &failover {
             engine = engine.with_failover(f.policy_cell());
         }
+        let registrations = match &cfg.server.registration_file {
+            Some(p) => Some(crate::registrations::open(p)?),
+            None => None,
+        };
+        if let Some(r) = &registrations {
+            let index = match r.lock() {
+                Ok(s) => s.index().clone(),
+                Err(p) => p.into_inner().index().clone(),
+            };
+            engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
+        }
         let engine = Arc::new(engine);
         let control_path = opts
             .control_socket
@@ -388,13 +399,17 @@ impl Daemon {
         let handler = failover
             .as_ref()
             .map_or_else(no_failover_handler, |f| f.control_handler());
+        let handler = crate::registrations::ctl::handler(registrations, handler);
         let control = match ControlServer::start(&control_path, handler) {
             Ok(c) => {
                 tracing::info!("control socket {}", control_path.display());
                 Some(c)
             }
-            // Operators need it to run failover; without failover it is a convenience.
-            Err(e) if failover.is_some() => return Err(e),
+            // Operators need it to run failover and to manage registrations; without either
+            // it is a convenience.
+            Err(e) if failover.is_some() || cfg.server.registration_file.is_some() => {
+                return Err(e)
+            }
             Err(e) => {
                 tracing::warn!("no control socket: {e:#}");
                 None
@@ -519,7 +534,7 @@ impl Daemon {
                 let dt = last_report.elapsed().as_secs_f64();
                 last_report = Instant::now();
                 tracing::info!(
-                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}",
+                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}{}",
                     snap.received,
                     snap.offers,
                     snap.acks,
@@ -531,6 +546,12 @@ impl Daemon {
                             " leasequeries {} (active {})",
                             snap.leasequeries, snap.leasequery_active
                         )
+                    } else {
+                        String::new()
+                    },
+                    // deny-unknown: shown once any client was refused.
+                    if snap.unknown_refused > 0 {
+                        format!(" unknown_refused {}", snap.unknown_refused)
                     } else {
                         String::new()
                     },

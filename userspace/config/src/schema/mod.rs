@@ -50,6 +50,7 @@ const SERVER_KEYS: &[&str] = &[
     "trusted-relays",
     "untrusted-relay-info",
     "leasequery-allow",
+    "registration-file",
 ];
 const LEASE_KEYS: &[&str] = &[
     "default-time",

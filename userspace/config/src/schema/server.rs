@@ -82,6 +82,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
     };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
+    let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
     let leasequery_allow = t.get("leasequery-allow").map(|f| address_list(errs, &f));
     let trusted_relays = t.get("trusted-relays").map(|f| address_list(errs, &f));
     let untrusted_relay_info = keyword(
@@ -104,6 +105,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         commit: commit?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
+        registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
         trusted_relays: trusted_relays.map_or(Some(None), |l| l.map(Some))?,
         untrusted_relay_info: untrusted_relay_info?,
         leasequery_allow: leasequery_allow.map_or(Some(None), |l| l.map(Some))?,

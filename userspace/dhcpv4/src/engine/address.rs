@@ -156,6 +156,7 @@ impl Engine {
                         // binding ended: refused (it returns to the list's tail).
                         if !may_take(l, key, now, pol.as_ref())
                             || self.shared.reserved_for_other(l.addr, key)
+                            || self.registered_for_other(l.addr, key)
                         {
                             return None;
                         }

@@ -44,7 +44,9 @@ impl Engine {
         }
         let hold = now.saturating_add(subnet.times.offer_hold);
 
+        let fixed = self.registered_fixed(subnet_index);
         let chosen = match self.shared.reservations.get(key) {
+            _ if fixed.is_some() => self.offer_fixed(now, msg, sum, key, subnet_index, hold),
             Some(&(si, ip)) if self.shared.scopes.same_scope(si, subnet_index) => {
                 let slot = self.shared.table.slot_of(ip);
                 let pool = slot.map(|s| self.shared.table.pool_of_slot(s));
@@ -168,6 +170,15 @@ impl Engine {
                 .filter(|s| s.net.contains(ip) && self.shared.scopes.same_scope(s.index, selected))
                 .map(|s| s.index)
         };
+        let fixed = self.registered_fixed(selected).map(|(f, _)| f);
+        if let Some(f) = fixed {
+            if f != ip {
+                // Its registration now fixes another address (reservation moved): back to
+                // DISCOVER, where that address is offered.
+                EngineStats::inc(&st.registration_moved);
+                return self.nak(msg, sum, "reservation moved", out);
+            }
+        }
         // Wrong network for the client's link.
         let Some(subnet_index) = subnet_index else {
             return if authoritative {
@@ -177,7 +188,10 @@ impl Engine {
             };
         };
 
-        let reserved = matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
+        // The host's own address (configured reservation or registered fixed address)
+        // passes the pool's class rules.
+        let reserved = fixed == Some(ip)
+            || matches!(self.shared.reservations.get(key), Some(&(si, rip)) if si == subnet_index && rip == ip);
         let table = self.shared.table.clone();
         let pool = table.slot_of(ip).map(|s| table.pool_of_slot(s));
         self.reply_pool = pool;

@@ -21,7 +21,10 @@ mod binding;
 pub mod classes;
 mod messages;
 pub mod pools;
+mod registration;
 mod reply;
+
+pub use registration::{Registered, RegistrationView};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -64,8 +67,12 @@ pub struct EngineShared {
     pub failover: Option<Arc<PolicyCell>>,
     /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
     trust: RelayTrust,
-    /// Registered clients (KNOWN, group) for class evaluation (`classes.rs`).
-    registrations: Registrations,
+    /// Live registrations (KNOWN clients, groups, fixed addresses, host options) from the
+    /// registration store (`registration.rs`); None = no store.
+    pub registrations: Option<Arc<dyn RegistrationView>>,
+    /// Configured `[[host]]`s and reservations (KNOWN, group) for class evaluation
+    /// (`classes.rs`); a live registration takes precedence.
+    hosts: Registrations,
     /// Shared networks and pool locations (`pools.rs`).
     scopes: Scopes,
 }
@@ -88,7 +95,7 @@ impl EngineShared {
         let reserved_addrs = reservations.iter().map(|(k, &(_, ip))| (ip, *k)).collect();
         EngineShared {
             trust: RelayTrust::new(&config),
-            registrations: Registrations::from_config(&config),
+            hosts: Registrations::from_config(&config),
             scopes: Scopes::new(&config),
             config,
             table,
@@ -97,7 +104,14 @@ impl EngineShared {
             reserved_addrs,
             pool_subnet,
             failover: None,
+            registrations: None,
         }
+    }
+
+    /// Makes the engines consult registrations (`engine/registration.rs`).
+    pub fn with_registrations(mut self, view: Arc<dyn RegistrationView>) -> Self {
+        self.registrations = Some(view);
+        self
     }
 
     /// Makes the engines obey a failover relationship's policy.
@@ -177,7 +191,8 @@ pub enum Silence {
     UntrustedRelay,
     /// Option 82 from a client not behind a relay (giaddr 0; RFC 3046 §2.1).
     RelayInfoFromClient,
-    /// An unregistered client where `deny-unknown` refuses it (its network, subnet, or
+    /// An UNKNOWN client (no live registration, no configured host or reservation) where
+    /// `deny-unknown` refuses it (its network, subnet, or
     /// every pool that its classes would otherwise allow).
     Unregistered,
     /// No pool of the client's link admits its classes (`allow` / `deny`).
@@ -222,9 +237,12 @@ pub struct Engine {
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
+    /// The message's live registration (`registration.rs`).
+    reg: registration::RegHit,
     /// Classes of the message being handled (`classes.rs`), evaluated once.
     classes: ClassSet,
-    /// The message's client is registered (KNOWN).
+    /// The message's client is KNOWN: a live registration or a configured host /
+    /// reservation (`registration.rs`, the one place it is decided).
     known: bool,
     /// The pool of the address the reply announces (its settings layer), if any.
     reply_pool: Option<u32>,
@@ -244,6 +262,7 @@ impl Engine {
             admission: Admission::Serve,
             relay_info: [0; 24],
             hw_is_bindings: true,
+            reg: registration::RegHit::default(),
             classes: ClassSet::EMPTY,
             known: false,
             reply_pool: None,
@@ -324,6 +343,7 @@ impl Engine {
                 return self.silent(&st.failover_dropped, Silence::Failover);
             }
         }
+        self.lookup_registration(&msg, &key);
         self.relay_info = [0; 24];
         // A binding without a record (a reservation outside the pools) is keyed by the
         // hardware address itself unless the client sent a client id.
@@ -332,9 +352,9 @@ impl Engine {
             self.relay_info[0] = ri.len() as u8;
             self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
         }
-        // Classes: once per message, from the one place the client's facts are built.
+        // KNOWN and classes: once per message, from the one place the client's facts are
+        // built (configured hosts) with the live registration on top.
         self.classes = ClassSet::EMPTY;
-        self.known = false;
         self.reply_pool = None;
         if self.shared.scopes.active
             && matches!(
@@ -342,9 +362,12 @@ impl Engine {
                 MessageType::Discover | MessageType::Request | MessageType::Inform
             )
         {
-            let facts = self.shared.registrations.facts(&msg, &sum, &key);
+            let mut facts = self.shared.hosts.facts(&msg, &sum, &key);
+            self.merge_registration(&mut facts);
             self.known = facts.known;
             self.classes = classify(&self.shared.config.classes, &facts);
+        } else {
+            self.known = self.reg_known_or_host(&msg, &key);
         }
         match kind {
             MessageType::Discover => {
@@ -469,10 +492,8 @@ impl Engine {
         desired: u32,
         hold: u32,
     ) -> Option<u32> {
-        if self
-            .shared
-            .reserved_for_other(self.shared.table.addr_of(slot), key)
-        {
+        let addr = self.shared.table.addr_of(slot);
+        if self.shared.reserved_for_other(addr, key) || self.registered_for_other(addr, key) {
             return None;
         }
         let pol = self.pol;

@@ -136,9 +136,59 @@ pub fn denies_unknown(cfg: &Config, s: &Subnet) -> bool {
         .is_some_and(|n| n.deny_unknown)
 }
 
-/// The settings layers of one reply, highest precedence first (classes in file order).
+/// A registration's values for its client (`registration.rs`): the top settings layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostLayer<'a> {
+    /// Options as DHCP TLVs (`code, len, value`...), whole TLVs only.
+    pub options: &'a [u8],
+    /// `siaddr`.
+    pub next_server: Option<std::net::Ipv4Addr>,
+    /// The BOOTP `file` field.
+    pub boot_file: Option<&'a [u8]>,
+}
+
+impl<'a> HostLayer<'a> {
+    /// Option `code`'s value.
+    #[inline]
+    fn get(&self, code: u8) -> Option<&'a [u8]> {
+        let b = self.options;
+        let mut i = 0;
+        while i + 2 <= b.len() {
+            let end = i + 2 + usize::from(b[i + 1]);
+            if b[i] == code {
+                return b.get(i + 2..end);
+            }
+            i = end;
+        }
+        None
+    }
+
+    /// The codes it sets, as a 256-bit map.
+    #[inline]
+    fn codes(&self) -> [u64; 4] {
+        let mut m = [0u64; 4];
+        let b = self.options;
+        let mut i = 0;
+        while i + 2 <= b.len() {
+            let c = b[i];
+            m[usize::from(c >> 6)] |= 1u64 << (c & 63);
+            i += 2 + usize::from(b[i + 1]);
+        }
+        m
+    }
+
+    fn is_empty(&self) -> bool {
+        self.options.is_empty() && self.next_server.is_none() && self.boot_file.is_none()
+    }
+}
+
+/// The settings layers of one reply, highest precedence first: the client's registration
+/// (host), its classes in file order, the pool, the subnet, the shared network.
 pub struct Layers<'c> {
     cfg: &'c Config,
+    host: HostLayer<'c>,
+    /// Codes set by the host layer.
+    host_codes: [u64; 4],
     classes: ClassSet,
     /// Codes set by any of the client's classes (so other codes skip the class layer).
     class_codes: [u64; 4],
@@ -180,6 +230,8 @@ impl<'c> Layers<'c> {
         let plain = classes.is_empty() && pool.is_none() && network.is_none();
         Layers {
             cfg,
+            host: HostLayer::default(),
+            host_codes: [0; 4],
             classes,
             class_codes,
             plain,
@@ -187,6 +239,17 @@ impl<'c> Layers<'c> {
             subnet,
             network,
         }
+    }
+
+    /// Puts a registration's values on top of every other layer.
+    #[inline]
+    pub fn with_host(mut self, host: HostLayer<'c>) -> Self {
+        if !host.is_empty() {
+            self.host_codes = host.codes();
+            self.host = host;
+            self.plain = false;
+        }
+        self
     }
 
     #[inline]
@@ -205,6 +268,11 @@ impl<'c> Layers<'c> {
             return self.subnet.options.get(code);
         }
         let bit = |codes: &[u64; 4]| codes[usize::from(code >> 6)] & (1u64 << (code & 63)) != 0;
+        if bit(&self.host_codes) {
+            if let Some(v) = self.host.get(code) {
+                return Some(v);
+            }
+        }
         if bit(&self.class_codes) {
             if let Some(v) = self
                 .class_settings()
@@ -230,7 +298,7 @@ impl<'c> Layers<'c> {
     /// Codes present in any layer, as a 256-bit map.
     #[inline]
     pub fn codes(&self) -> [u64; 4] {
-        let mut m = [0u64; 4];
+        let mut m = self.host_codes;
         for c in self.subnet.options.codes() {
             m[usize::from(c >> 6)] |= 1u64 << (c & 63);
         }
@@ -254,27 +322,32 @@ impl<'c> Layers<'c> {
     /// Whether any layer above the subnet sets something (else the subnet alone answers).
     #[inline]
     pub fn layered(&self) -> bool {
-        self.pool.is_some()
+        !self.host.is_empty()
+            || self.pool.is_some()
             || self.network.is_some()
             || self.class_settings().any(|s| !s.is_empty())
     }
 
     /// `siaddr`.
     pub fn next_server(&self) -> Option<std::net::Ipv4Addr> {
-        self.class_settings()
-            .find_map(|s| s.next_server)
+        self.host
+            .next_server
+            .or_else(|| self.class_settings().find_map(|s| s.next_server))
             .or(self.pool.and_then(|s| s.next_server))
             .or(self.subnet.next_server)
             .or(self.network.and_then(|s| s.next_server))
     }
 
     /// The BOOTP `file` field.
-    pub fn boot_file(&self) -> Option<&'c str> {
-        self.class_settings()
-            .find_map(|s| s.boot_file.as_deref())
-            .or(self.pool.and_then(|s| s.boot_file.as_deref()))
-            .or(self.subnet.boot_file.as_deref())
-            .or(self.network.and_then(|s| s.boot_file.as_deref()))
+    pub fn boot_file(&self) -> Option<&'c [u8]> {
+        self.host.boot_file.or_else(|| {
+            self.class_settings()
+                .find_map(|s| s.boot_file.as_deref())
+                .or(self.pool.and_then(|s| s.boot_file.as_deref()))
+                .or(self.subnet.boot_file.as_deref())
+                .or(self.network.and_then(|s| s.boot_file.as_deref()))
+                .map(str::as_bytes)
+        })
     }
 
     /// The prefix of a host name built from the MAC, when a layer asks for one.

@@ -39,19 +39,21 @@ impl Engine {
         if kind == MessageType::Ack && !ciaddr.is_unspecified() {
             w.set_ciaddr(ciaddr);
         }
-        // Settings by precedence: classes > pool > subnet > shared network (`pools.rs`).
+        // Settings by precedence: registration (host) > classes > pool > subnet > shared
+        // network (`pools.rs`, `registration.rs`).
         let layers = Layers::new(
             &self.shared.config,
             &self.shared.scopes,
             self.classes,
             self.reply_pool,
             subnet,
-        );
+        )
+        .with_host(self.host_layer());
         if let Some(ns) = layers.next_server() {
             w.set_siaddr(ns);
         }
         if let Some(file) = layers.boot_file() {
-            w.set_file(file.as_bytes());
+            w.set_file(file);
         }
         let mut r = w
             .option(opt::MESSAGE_TYPE, &[kind as u8])
