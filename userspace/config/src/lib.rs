@@ -10,6 +10,7 @@
 //! `userspace/examples/relay.toml`.
 #![forbid(unsafe_code)]
 
+mod api;
 mod error;
 mod failover;
 mod net;
@@ -23,6 +24,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
@@ -64,6 +66,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The failover relationship, if `[failover]` is present.
     pub failover: Option<FailoverConfig>,
+    /// The control API and `/metrics` (`[api]`; defaults when absent).
+    pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after

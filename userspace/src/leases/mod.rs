@@ -46,7 +46,7 @@ pub use import::{apply as import_leases, ImportOptions, ImportRefused, ImportSum
 pub use isc::{parse as parse_isc, IscFile};
 pub use kea::{parse as parse_kea, write_csv as write_kea_csv, ExportSummary, KeaFile, KEA_HEADER};
 pub use model::{ParseError, SourceLease};
-pub use record::{write_record, Format, CSV_HEADER};
+pub use record::{lease_json, write_record, Format, CSV_HEADER};
 pub use time::iso8601;
 
 /// Where the table is and what it must look like.

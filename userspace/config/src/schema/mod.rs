@@ -23,7 +23,7 @@ use server::read_server;
 use subnet::read_subnet;
 use times::{check_times, read_times, TimeKeys};
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover"];
+pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover", "api"];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -141,6 +141,12 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             .and_then(|t| crate::failover::read_failover(&mut errs, &t))
     });
 
+    let api = match root.get("api") {
+        Some(f) => Table::open(&mut errs, &f, crate::api::API_KEYS)
+            .and_then(|t| crate::api::read_api(&mut errs, &t)),
+        None => Some(crate::api::ApiConfig::default()),
+    };
+
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
@@ -156,8 +162,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     cross_check(&mut errs, &raws);
 
-    match server {
-        Some(server) if errs.is_empty() => {
+    match (server, api) {
+        (Some(server), Some(api)) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
             let mut subnets = Vec::with_capacity(raws.len());
             for r in raws {
@@ -200,6 +206,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             Ok(Config {
                 server,
                 failover,
+                api,
                 lease,
                 subnets,
                 source: PathBuf::from(source),
