@@ -835,7 +835,7 @@ fn api_section_defaults_values_and_positioned_errors() {
     );
     assert_eq!(
         lines("metrics = \"yes\""),
-        ["t.toml:6:11: api.metrics: expected a boolean, found a string"]
+        ["t.toml:6:11: api.metrics: expected true or false, found a string"]
     );
     assert_eq!(lines("lissen = \"127.0.0.1:1\"").len(), 1);
     assert!(lines("lissen = \"127.0.0.1:1\"")[0].starts_with("t.toml:6:1: api.lissen"));

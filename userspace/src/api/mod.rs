@@ -19,6 +19,8 @@ pub mod ctl;
 mod metrics;
 pub mod request;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
