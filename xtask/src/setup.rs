@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "bpftool",
     "iproute2",
+    // The metrics test scrapes the daemon with a real Prometheus (`userspace/tests/api_ns.rs`).
+    "prometheus",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

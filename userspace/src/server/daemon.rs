@@ -332,12 +332,6 @@ impl Daemon {
             .unwrap_or_else(|| default_socket(&iface.name));
         let api_listen = Listen::from_config(control_path, &cfg.api)?;
         engine.protect_reservations(unix_now());
-        tracing::info!(
-            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
-            cfg.subnets.len(),
-            iface.name,
-            cfg.server.commit
-        );
 
         install_signal_handlers();
         let commit = cfg.server.commit;
@@ -430,6 +424,13 @@ impl Daemon {
                 None
             }
         };
+        // Last: tests and operators take this line as "ready" (workers and API up).
+        tracing::info!(
+            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
+            cfg.subnets.len(),
+            iface.name,
+            cfg.server.commit
+        );
         Ok(Daemon {
             opts,
             table,
