@@ -26,6 +26,7 @@
 mod error;
 mod header;
 mod lease;
+mod read_only;
 mod table;
 
 pub use error::{LostLease, StoreError};
@@ -34,6 +35,7 @@ pub use lease::{
     ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
     RELAY_AGENT_INFO_MAX,
 };
+pub use read_only::ReadOnlyTable;
 pub use table::{
     unix_now, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult,
 };

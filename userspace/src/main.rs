@@ -77,7 +77,8 @@ enum Cmd {
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
-    /// Inspect, import and export the lease table (the daemon must not be running).
+    /// Inspect, import and export the lease table (dump, stats and lookup also beside a running
+    /// daemon, read-only; import and export need it stopped).
     Leases {
         #[command(subcommand)]
         cmd: xdhcpd::leases::LeasesCmd,
