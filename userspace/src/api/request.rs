@@ -42,7 +42,7 @@ pub fn parse_hex(s: &str, what: &str) -> Result<Vec<u8>, String> {
     } else {
         s.to_string()
     };
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return Err(format!(
             "{what} {s:?}: expected hex octets (aa:bb:.. or aabb..)"
         ));
@@ -283,7 +283,7 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(parse_partner_down(&vec![b' '; MAX_BODY + 1], now).is_err());
+        assert!(parse_partner_down(&[b' '; MAX_BODY + 1], now).is_err());
         assert_eq!(parse_empty(b" "), Ok(()));
         assert!(parse_empty(br#"{"x":1}"#).is_err());
     }
