@@ -29,10 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use daemon_common::{
-    loadgen_bin, output, read_text, wait_for, write_file, Bed, Proc, Res, SRV_ADDR,
-};
-use lease_common::{start_daemon, stop_daemon, AckReader};
+use daemon_common::{output, read_text, wait_for, write_file, Bed, Proc, Res, SRV_ADDR};
+use lease_common::{loadgen_bin, start_daemon, stop_daemon, AckReader};
 use require::{require, Capability};
 use xdhcpd::api::client::{call, Answer, Endpoint};
 

@@ -116,7 +116,7 @@ pub fn run_worker<P: PacketIo>(
             // The clock is read once per batch, at its first request.
             let mut now = None;
             batch_no = batch_no.wrapping_add(1);
-            let timed = sample.is_none() && batch_no % LATENCY_SAMPLE_EVERY == 0;
+            let timed = sample.is_none() && batch_no.is_multiple_of(LATENCY_SAMPLE_EVERY);
             let taken = timed.then(Instant::now);
             let n = io.recv_batch(BATCH, &mut tx, |meta, payload, out| {
                 let now = *now.get_or_insert_with(unix_now);
