@@ -213,7 +213,7 @@ fn api_ns_endpoints_errors_token_and_live_lookup_under_load() -> Res<()> {
         "xdhcpd_dhcp_messages_in_total{type=\"discover\"}",
         "xdhcpd_dhcp_drops_total{reason=\"malformed\"}",
         "xdhcpd_leases{pool=\"0\",state=\"active\"}",
-        "xdhcpd_pool_exhausted{pool=\"0\"} 0",
+        "xdhcpd_pool_exhausted{pool=\"0\"} 0.0",
         "xdhcpd_allocation_failures_total",
         "xdhcpd_server_latency_seconds_bucket",
         "xdhcpd_commit_flush_seconds_bucket",

@@ -182,6 +182,13 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
                 serde_json::from_slice(&a.body).context("failover status answer")?;
             print!("{}", format_status(&s, unix_now()));
         }
+        // The shape `--json` always had: `{"ok": true, "status": {...}}`.
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Status { json: true },
+        } => {
+            let v = serde_json::json!({ "ok": true, "status": a.json()? });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         CtlCmd::Failover {
             cmd: FailoverCtl::PartnerDown { .. } | FailoverCtl::Recover | FailoverCtl::Pause,
         } => {

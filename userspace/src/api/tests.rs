@@ -202,12 +202,40 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
     let subnets = get("/v1/subnets").json().unwrap();
     assert_eq!(subnets["subnets"][1]["total"], 2);
     let metrics = String::from_utf8(get("/metrics").body).unwrap();
-    assert!(
-        metrics.contains("xdhcpd_leases{pool=\"0\",state=\"active\"} 1"),
+    let value = |series: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        value("xdhcpd_leases{pool=\"0\",state=\"active\"}"),
+        Some(1.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("xdhcpd_pool_utilisation_ratio{pool=\"0\"} 0.1"),
+    assert_eq!(
+        value("xdhcpd_leases{pool=\"0\",state=\"free\"}"),
+        Some(9.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("xdhcpd_pool_utilisation_ratio{pool=\"0\"}"),
+        Some(0.1),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("xdhcpd_pool_exhausted{pool=\"1\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("xdhcpd_pool_addresses{pool=\"1\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("xdhcpd_dhcp_messages_out_total{type=\"ack\"}"),
+        Some(0.0),
         "{metrics}"
     );
     assert!(metrics.contains("# TYPE xdhcpd_server_latency_seconds histogram"));
