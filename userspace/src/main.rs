@@ -68,20 +68,17 @@ enum Cmd {
         #[arg(long)]
         control_socket: Option<PathBuf>,
     },
-    /// Talk to a running daemon over its control socket.
+    /// Talk to a running daemon through its control API (HTTP/JSON on the control socket).
     Ctl {
-        /// Control socket (default: from --config, else the only /run/xdhcpd-*.sock).
-        #[arg(long, global = true)]
-        socket: Option<PathBuf>,
-        /// Configuration file whose `server.control-socket` / interface names the socket.
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: xdhcpd::api::ctl::CtlTarget,
         #[command(subcommand)]
-        cmd: xdhcpd::failover::CtlCmd,
+        cmd: xdhcpd::api::ctl::CtlCmd,
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
-    /// Inspect, import and export the lease table (the daemon must not be running).
+    /// Inspect, import and export the lease table (dump, stats and lookup also beside a running
+    /// daemon, read-only; import and export need it stopped).
     Leases {
         #[command(subcommand)]
         cmd: xdhcpd::leases::LeasesCmd,
@@ -102,11 +99,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
         Cmd::Leasequery(a) => xdhcpd::lq_client::main_leasequery(a),
-        Cmd::Ctl {
-            socket,
-            config,
-            cmd,
-        } => xdhcpd::failover::main_ctl(socket, config, cmd),
+        Cmd::Ctl { target, cmd } => xdhcpd::api::ctl::main_ctl(target, cmd),
         Cmd::CheckConfig { file } => match xdhcpd_config::load(&file) {
             Ok(cfg) => {
                 let pools: u64 = cfg

@@ -10,6 +10,7 @@
 //! `userspace/examples/relay.toml`.
 #![forbid(unsafe_code)]
 
+mod api;
 mod error;
 mod failover;
 mod net;
@@ -28,6 +29,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
@@ -84,6 +86,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// The control API and `/metrics` (`[api]`; defaults when absent).
+    pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after

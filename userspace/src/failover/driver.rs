@@ -936,6 +936,8 @@ impl Driver {
                 .and_then(tcp_rtt_ms),
             max_unacked_advertised: e.max_unacked_exchanged().map(|(ours, _)| ours),
             partner_max_unacked: e.max_unacked_exchanged().map(|(_, theirs)| theirs),
+            rebalance_granted: u64::from(self.balance.total.granted),
+            rebalance_reclaimed: u64::from(self.balance.total.reclaimed),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Failover driver and operations: runs the sans-IO `xdhcpd_failover::FailoverEngine` over
 //! TCP to the partner, applies its decisions to the lease table, publishes its policy to the
-//! DHCP workers, and serves `xdhcpd ctl failover ...` on the control socket.
+//! DHCP workers, and answers `xdhcpd ctl failover ...` (through the control API, `crate::api`).
 //!
 //! Threads and data flow:
 //! * DHCP workers send the slots each batch changed through a bounded channel
@@ -8,7 +8,7 @@
 //!   overflow flag makes the driver rescan the table for records the partner lacks);
 //! * the driver thread (tokio current-thread runtime) owns the engine, the connection, and
 //!   every failover write to the table (partner bindings, acks, pool grants, persisted state);
-//! * the control thread forwards operator requests to the driver and waits for its answer.
+//! * the control API forwards operator requests to the driver and waits for its answer.
 //!
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
 //! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
@@ -20,7 +20,6 @@ mod table_store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -299,16 +298,6 @@ pub fn no_failover_handler() -> Handler {
 // ---------------------------------------------------------------------------------------------
 // `xdhcpd ctl`
 
-/// `xdhcpd ctl ...` subcommands.
-#[derive(clap::Subcommand, Clone, Debug)]
-pub enum CtlCmd {
-    /// Failover relationship: status and operator commands.
-    Failover {
-        #[command(subcommand)]
-        cmd: FailoverCtl,
-    },
-}
-
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum FailoverCtl {
     /// Both states and since when, last contact, queue depths, ack latency.
@@ -376,58 +365,6 @@ pub fn resolve_socket(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow:
                 .join(", ")
         ),
     }
-}
-
-/// Runs `xdhcpd ctl`.
-pub fn main_ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> ExitCode {
-    match ctl(socket, config, cmd) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("xdhcpd ctl: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
-    let CtlCmd::Failover { cmd } = cmd;
-    // Validate arguments before touching the socket.
-    let (req, json) = match cmd {
-        FailoverCtl::Status { json } => (Request::FailoverStatus, json),
-        FailoverCtl::PartnerDown { since, force } => {
-            let since = match since {
-                Some(s) => Some(control::parse_since(&s, unix_now()).map_err(anyhow::Error::msg)?),
-                None => None,
-            };
-            (Request::FailoverPartnerDown { since, force }, false)
-        }
-        FailoverCtl::Recover => (Request::FailoverRecover, false),
-        FailoverCtl::Pause => (Request::FailoverPause, false),
-    };
-    let path = resolve_socket(socket, config.as_deref())?;
-    let resp = control::call(&path, &req)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&resp)?);
-        return Ok(if resp.ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-    if !resp.ok {
-        eprintln!(
-            "xdhcpd ctl: {}",
-            resp.error.as_deref().unwrap_or("request failed")
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if let Some(m) = &resp.message {
-        println!("{m}");
-    }
-    if let Some(s) = &resp.status {
-        print!("{}", format_status(s, unix_now()));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn ago(t: u32, now: u32) -> String {

@@ -19,9 +19,10 @@ use super::packet_io::xsk::{FrameResponder, XskDriver};
 use super::packet_io::PacketIo;
 use super::v6::{self as v6srv, V6Server};
 use super::worker::{run_worker, WorkerCounters};
+use crate::api::{ApiServer, ApiState, Listen};
 use crate::clock::unix_now;
-use crate::control::{default_socket, ControlServer};
-use crate::failover::{no_failover_handler, Failover, FailoverTap};
+use crate::control::default_socket;
+use crate::failover::{Failover, FailoverTap};
 use xdhcpd_config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
 use xdhcpd_dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
 use xdhcpd_io::udp::UdpIo;
@@ -307,7 +308,8 @@ pub struct Daemon {
     opts: RunOptions,
     table: Arc<LeaseTable>,
     failover: Option<Failover>,
-    control: Option<ControlServer>,
+    /// The control API (HTTP/JSON on the control socket, optional TCP, `/metrics`).
+    api: Option<ApiServer>,
     steering: Option<Box<XdpSteering>>,
     /// `--io udp` with failover: the nftables twin of the XDP failover guard.
     nft_guard: Option<super::nft_guard::NftGuard>,
@@ -385,28 +387,8 @@ impl Daemon {
             .clone()
             .or(cfg.server.control_socket.clone())
             .unwrap_or_else(|| default_socket(&iface.name));
-        let handler = failover
-            .as_ref()
-            .map_or_else(no_failover_handler, |f| f.control_handler());
-        let control = match ControlServer::start(&control_path, handler) {
-            Ok(c) => {
-                tracing::info!("control socket {}", control_path.display());
-                Some(c)
-            }
-            // Operators need it to run failover; without failover it is a convenience.
-            Err(e) if failover.is_some() => return Err(e),
-            Err(e) => {
-                tracing::warn!("no control socket: {e:#}");
-                None
-            }
-        };
+        let api_listen = Listen::from_config(control_path, &cfg.api)?;
         engine.protect_reservations(unix_now());
-        tracing::info!(
-            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
-            cfg.subnets.len(),
-            iface.name,
-            cfg.server.commit
-        );
 
         install_signal_handlers();
         let commit = cfg.server.commit;
@@ -420,6 +402,20 @@ impl Daemon {
         let mut workers = Workers::default();
         let mut nft_guard = None;
         let mut v6_join = None;
+        let io_name = match &path {
+            DataPath::Xdp { .. } => "xdp",
+            DataPath::Udp(_) => "udp",
+        };
+        let xdp_reader = match &path {
+            DataPath::Xdp { steering, .. } => match steering.counter_reader() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("metrics: no XDP counters: {e}");
+                    None
+                }
+            },
+            DataPath::Udp(_) => None,
+        };
         let steering = match path {
             DataPath::Xdp { steering, sockets } => {
                 for (q, sock) in sockets.into_iter().enumerate() {
@@ -474,11 +470,54 @@ impl Daemon {
             }
             None => None,
         };
+        let state = ApiState {
+            config: cfg.clone(),
+            interface: iface.name.clone(),
+            server_id,
+            io: io_name,
+            table: table.clone(),
+            engine_stats: workers.stats.clone(),
+            workers: workers.counters.clone(),
+            committer: committer.as_ref().map(|(c, _)| c.clone()),
+            xdp: xdp_reader,
+            failover: failover.as_ref().map(|f| f.control_handler()),
+            // Reload (configuration without restart) plugs in here.
+            reload: None,
+            started: Instant::now(),
+            started_unix: unix_now(),
+            metrics: cfg.api.metrics,
+        };
+        let api = match ApiServer::start(&api_listen, Arc::new(state)) {
+            Ok(a) => {
+                tracing::info!(
+                    "control API on {}{}",
+                    a.socket().display(),
+                    a.tcp_addr()
+                        .map(|t| format!(" and http://{t}"))
+                        .unwrap_or_default()
+                );
+                Some(a)
+            }
+            // Operators need it to run failover, and a configured TCP listener was asked
+            // for; otherwise it is a convenience.
+            Err(e) if failover.is_some() || cfg.api.listen.is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!("no control API: {e:#}");
+                None
+            }
+        };
+        // Last: tests and operators take this line as "ready" (workers and API up).
+        tracing::info!(
+            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
+            cfg.subnets.len(),
+            iface.name,
+            cfg.server.commit
+        );
         Ok(Daemon {
             opts,
             table,
             failover,
-            control,
+            api,
             steering,
             nft_guard,
             workers,
@@ -553,7 +592,7 @@ impl Daemon {
         if let Some(f) = self.failover {
             f.stop(Duration::from_secs(2));
         }
-        drop(self.control);
+        drop(self.api);
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers.threads {
             let _ = w.join();

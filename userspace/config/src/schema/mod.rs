@@ -36,6 +36,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "rate-limit",
     "dhcpv6",
     "subnet6",
+    "api",
 ];
 const SERVER_KEYS: &[&str] = &[
     "interface",
@@ -256,6 +257,11 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         classes: &class_names,
         networks: &network_ctx,
     };
+    let api = match root.get("api") {
+        Some(f) => Table::open(&mut errs, &f, crate::api::API_KEYS)
+            .and_then(|t| crate::api::read_api(&mut errs, &t)),
+        None => Some(crate::api::ApiConfig::default()),
+    };
 
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
@@ -308,8 +314,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     let v6 = read_v6(&mut errs, &root);
 
-    match server {
-        Some(server) if errs.is_empty() => {
+    match (server, api) {
+        (Some(server), Some(api)) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
             let mut subnets = Vec::with_capacity(raws.len());
             for r in raws {
@@ -356,6 +362,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 server,
                 failover,
                 rate_limit,
+                api,
                 lease,
                 subnets,
                 classes,
