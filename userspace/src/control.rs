@@ -3,7 +3,7 @@
 //!
 //! Requests: `{"cmd":"failover-status"}`,
 //! `{"cmd":"failover-partner-down","since":UNIX|null,"force":false}`,
-//! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`. Responses: `{"ok":true,...}` or
+//! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`, `{"cmd":"reload"}`. Responses: `{"ok":true,...}` or
 //! `{"ok":false,"error":"..."}`.
 //! The server runs on its own thread and hands each request to a handler; it never touches a
 //! worker or the lease table itself.
@@ -37,6 +37,8 @@ pub enum Request {
     /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
     /// COMMUNICATIONS-INTERRUPTED (not PARTNER-DOWN) when this daemon stops.
     FailoverPause,
+    /// Re-read and apply the configuration file (as SIGHUP does).
+    Reload,
 }
 
 /// What `failover status` reports. Times are Unix seconds (0 = never/unknown).
@@ -110,6 +112,9 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<FailoverStatus>,
+    /// `reload`: the `ReloadReport` (accepted) or `ReloadError` (refused), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -119,6 +124,7 @@ impl Response {
             error: Some(e.into()),
             message: None,
             status: None,
+            reload: None,
         }
     }
     pub fn message(m: impl Into<String>) -> Self {
@@ -127,6 +133,7 @@ impl Response {
             error: None,
             message: Some(m.into()),
             status: None,
+            reload: None,
         }
     }
     pub fn status(s: FailoverStatus) -> Self {
@@ -135,6 +142,7 @@ impl Response {
             error: None,
             message: None,
             status: Some(s),
+            reload: None,
         }
     }
 }
@@ -265,6 +273,60 @@ pub fn respond(line: &str, handler: &Handler) -> Response {
         Ok(req) => handler(req),
         Err(e) => Response::error(format!("bad request {:?}: {e}", line.trim())),
     }
+}
+
+/// The answer to `reload`: the report or the refusal, as JSON in `reload`.
+pub fn reload_response(
+    r: Result<crate::server::ReloadReport, crate::server::ReloadError>,
+) -> Response {
+    let (mut resp, v) = match r {
+        Ok(rep) => (
+            Response::message(format!(
+                "reloaded {} (configuration generation {})",
+                rep.file, rep.generation
+            )),
+            serde_json::to_value(&rep),
+        ),
+        Err(e) => (Response::error(e.to_string()), serde_json::to_value(&e)),
+    };
+    resp.reload = v.ok();
+    resp
+}
+
+/// `xdhcpd ctl reload`: prints what changed, or why the file was refused (exit 1).
+pub fn ctl_reload(path: &Path, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let resp = call(path, &Request::Reload)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else if resp.ok {
+        if let Some(m) = &resp.message {
+            println!("{m}");
+        }
+        let changes = resp
+            .reload
+            .as_ref()
+            .and_then(|r| r.get("changes"))
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if changes.is_empty() {
+            println!("no change");
+        }
+        for c in changes {
+            println!("  {}", c.as_str().unwrap_or_default());
+        }
+    } else {
+        eprintln!(
+            "xdhcpd ctl: {}",
+            resp.error.as_deref().unwrap_or("reload failed")
+        );
+    }
+    Ok(if resp.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Client side: sends one request and reads one response.

@@ -27,6 +27,7 @@ pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
+pub use schema::schema_keys;
 
 /// The example configuration used by `cargo xtask demo` when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
@@ -69,8 +70,55 @@ pub struct Config {
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
     /// loading: the lookup index below is built once.
     pub subnets: Vec<Subnet>,
+    /// `[event-log]`: the lease event log (None: no event log).
+    pub event_log: Option<EventLogConfig>,
+    /// `[alarms]`: thresholds of the alarms logged (and counted) by the daemon.
+    pub alarms: AlarmsConfig,
     pub source: PathBuf,
     lookup: SubnetLookup,
+}
+
+/// `[event-log]`: JSON lines of lease events in `directory`, rotated by size and age.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLogConfig {
+    /// `directory` (default `/var/lib/xdhcpd/events`): the current file is `events.jsonl`,
+    /// rotated ones `events-<unix time>.jsonl`.
+    pub directory: PathBuf,
+    /// `max-size-mb` (default 64): rotate when the current file reaches this size.
+    pub max_size_mb: u32,
+    /// `max-age-hours` (default 24; 0 = never by age): rotate a file this old.
+    pub max_age_hours: u32,
+    /// `keep` (default 30): rotated files kept (the oldest are deleted).
+    pub keep: u32,
+}
+
+impl Default for EventLogConfig {
+    fn default() -> Self {
+        EventLogConfig {
+            directory: PathBuf::from("/var/lib/xdhcpd/events"),
+            max_size_mb: 64,
+            max_age_hours: 24,
+            keep: 30,
+        }
+    }
+}
+
+/// `[alarms]`: when the daemon logs (and counts) an alarm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmsConfig {
+    /// `pool-utilisation-pct` (default 90): a pool whose used share reaches this.
+    pub pool_utilisation_pct: u8,
+    /// `partner-unreachable-secs` (default 30): failover partner without contact this long.
+    pub partner_unreachable_secs: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            pool_utilisation_pct: 90,
+            partner_unreachable_secs: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

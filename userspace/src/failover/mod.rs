@@ -128,6 +128,16 @@ impl Failover {
     /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+        Self::start_with_events(cfg, table, None)
+    }
+
+    /// [`Failover::start`], also handing the records the partner's updates change to the
+    /// lease event log.
+    pub fn start_with_events(
+        cfg: &FailoverConfig,
+        table: Arc<LeaseTable>,
+        events: Option<crate::events::EventTap>,
+    ) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
         let ecfg_grace = ecfg.expiry_grace;
         ecfg.validate()
@@ -186,7 +196,7 @@ impl Failover {
             .context("failover: non-blocking listener")?;
         let (tx, rx) = bounded(CHANGE_CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
-        let (driver, ev_rx) = Driver::new(
+        let (mut driver, ev_rx) = Driver::new(
             engine,
             table,
             cell.clone(),
@@ -194,6 +204,7 @@ impl Failover {
             rx,
             overflow.clone(),
         );
+        driver.events = events;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-failover".into())
@@ -284,6 +295,15 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: FailoverCtl,
     },
+    /// Re-read the configuration file and apply it without a restart (as SIGHUP does); a
+    /// refused file changes nothing and the answer says why.
+    Reload {
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who held an address at a given time (reads the lease event log files).
+    History(crate::events::history::HistoryArgs),
 }
 
 #[derive(clap::Subcommand, Clone, Debug)]
@@ -367,7 +387,14 @@ pub fn main_ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -
 }
 
 fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
-    let CtlCmd::Failover { cmd } = cmd;
+    let cmd = match cmd {
+        CtlCmd::Failover { cmd } => cmd,
+        CtlCmd::Reload { json } => {
+            let path = resolve_socket(socket, config.as_deref())?;
+            return control::ctl_reload(&path, json);
+        }
+        CtlCmd::History(a) => return Ok(crate::events::history::main_history(config, a)),
+    };
     // Validate arguments before touching the socket.
     let (req, json) = match cmd {
         FailoverCtl::Status { json } => (Request::FailoverStatus, json),

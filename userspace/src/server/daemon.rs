@@ -17,7 +17,10 @@ use super::iface::Interface;
 use super::packet_io::udp::UdpDriver;
 use super::packet_io::xsk::{FrameResponder, XskDriver};
 use super::packet_io::PacketIo;
-use super::worker::{run_worker, WorkerCounters};
+use super::reload::{EngineCell, Overrides, Reloader};
+use super::worker::{run_worker, WorkerCounters, WorkerOps};
+use crate::alarms::Alarms;
+use crate::events::EventLog;
 use crate::clock::unix_now;
 use crate::control::{default_socket, ControlServer};
 use crate::failover::{no_failover_handler, Failover, FailoverTap};
@@ -48,17 +51,25 @@ pub struct RunOptions {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGHUP: reload the configuration (never stops the daemon).
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_hangup(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
 fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic.
+    // SAFETY: the handlers only store to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
     }
 }
 
@@ -214,7 +225,7 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
 
 /// What every worker shares.
 struct WorkerShared {
-    engine: Arc<EngineShared>,
+    ops: WorkerOps,
     committer: Option<Arc<Committer>>,
     stop: Arc<AtomicBool>,
     tap: Option<FailoverTap>,
@@ -241,16 +252,17 @@ impl Workers {
         let wc = Arc::new(WorkerCounters::default());
         self.stats.push(st.clone());
         self.counters.push(wc.clone());
-        let engine = Engine::new(shared.engine.clone(), shard, st);
-        let (committer, stop, tap) = (
+        let engine = Engine::new(shared.ops.config.load(), shard, st);
+        let (committer, stop, tap, ops) = (
             shared.committer.clone(),
             shared.stop.clone(),
             shared.tap.clone(),
+            shared.ops.clone(),
         );
         self.threads.push(
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_worker(io, engine, committer, stop, wc, tap))?,
+                .spawn(move || run_worker(io, engine, committer, stop, wc, tap, ops))?,
         );
         Ok(())
     }
@@ -262,6 +274,9 @@ pub struct Daemon {
     table: Arc<LeaseTable>,
     failover: Option<Failover>,
     control: Option<ControlServer>,
+    reloader: Reloader,
+    events: Option<EventLog>,
+    alarms: Alarms,
     steering: Option<Box<XdpSteering>>,
     workers: Workers,
     /// Stops the workers, then the background threads.
@@ -314,8 +329,16 @@ impl Daemon {
             DataPath::Udp(_) => 1,
         };
         let table = Arc::new(open_lease_table(&cfg, shards, opts.allow_shrink)?);
+        let events = match &cfg.event_log {
+            Some(ec) => Some(EventLog::start(ec, table.clone())?),
+            None => None,
+        };
         let failover = match &cfg.failover {
-            Some(f) => Some(Failover::start(f, table.clone())?),
+            Some(f) => Some(Failover::start_with_events(
+                f,
+                table.clone(),
+                events.as_ref().map(|e| e.tap()),
+            )?),
             None => None,
         };
         let mut engine = EngineShared::new(cfg.clone(), table.clone(), server_id);
@@ -323,14 +346,30 @@ impl Daemon {
             engine = engine.with_failover(f.policy_cell());
         }
         let engine = Arc::new(engine);
+        let cell = Arc::new(EngineCell::new(engine.clone()));
+        let reloader = Reloader::new(
+            cfg.source.clone(),
+            Overrides {
+                interface: opts.interface.clone(),
+                lease_file: opts.lease_file.clone(),
+                io: opts.io,
+            },
+            cfg.clone(),
+            cell.clone(),
+        );
         let control_path = opts
             .control_socket
             .clone()
             .or(cfg.server.control_socket.clone())
             .unwrap_or_else(|| default_socket(&iface.name));
-        let handler = failover
+        let failover_handler = failover
             .as_ref()
             .map_or_else(no_failover_handler, |f| f.control_handler());
+        let r = reloader.clone();
+        let handler: crate::control::Handler = Arc::new(move |req| match req {
+            crate::control::Request::Reload => crate::control::reload_response(r.reload()),
+            other => failover_handler(other),
+        });
         let control = match ControlServer::start(&control_path, handler) {
             Ok(c) => {
                 tracing::info!("control socket {}", control_path.display());
@@ -354,7 +393,10 @@ impl Daemon {
         install_signal_handlers();
         let commit = cfg.server.commit;
         let shared = WorkerShared {
-            engine,
+            ops: WorkerOps {
+                config: cell,
+                events: events.as_ref().map(|e| e.tap()),
+            },
             // Ack mode: one committer thread flushes for all workers, whatever the data path.
             committer: (commit == CommitMode::Ack).then(|| Arc::new(Committer::new())),
             stop: Arc::new(AtomicBool::new(false)),
@@ -397,6 +439,9 @@ impl Daemon {
             table,
             failover,
             control,
+            reloader,
+            events,
+            alarms: Alarms::new(&cfg.alarms),
             steering,
             workers,
             stop: shared.stop,
@@ -407,9 +452,22 @@ impl Daemon {
         })
     }
 
+    /// The handle that reloads the configuration (SIGHUP, control socket, control API).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Alarm counters and states (for metrics).
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
     /// Reports and follows the failover standby switch until a signal (or
-    /// `run_for`) says stop.
+    /// `run_for`) says stop; reloads on SIGHUP.
     pub fn serve(&mut self) {
+        crate::sd_notify::notify("READY=1");
+        let watchdog = crate::sd_notify::watchdog_interval();
+        let mut last_watchdog = Instant::now();
         let mut last_report = Instant::now();
         let mut last = StatsSnapshot::default();
         let standby_cell: Option<Arc<PolicyCell>> = self.failover.as_ref().map(|f| f.policy_cell());
@@ -420,6 +478,24 @@ impl Daemon {
                 let p = cell.load();
                 standby.follow(st, p.is_standby(), p.load_balance_max_secs);
             }
+            if RELOAD.swap(false, Ordering::SeqCst) {
+                crate::sd_notify::notify("RELOADING=1");
+                // The outcome is logged (and counted) by the reloader; nothing here stops.
+                let _ = self.reloader.reload();
+                crate::sd_notify::notify("READY=1");
+            }
+            if let Some(every) = watchdog {
+                if last_watchdog.elapsed() >= every {
+                    crate::sd_notify::notify("WATCHDOG=1");
+                    last_watchdog = Instant::now();
+                }
+            }
+            self.alarms.check(
+                &self.table,
+                &self.reloader.config(),
+                self.failover.as_ref(),
+                unix_now(),
+            );
             if STOP.load(Ordering::SeqCst)
                 || self
                     .opts
@@ -464,6 +540,7 @@ impl Daemon {
     /// background threads), flushes the lease table and reports the totals.
     pub fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("stopping");
+        crate::sd_notify::notify("STOPPING=1");
         // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
         if let Some(f) = self.failover {
             f.stop(Duration::from_secs(2));
@@ -486,6 +563,10 @@ impl Daemon {
         }
         if let Err(e) = self.table.flush() {
             tracing::error!("final flush of the lease table failed: {e}");
+        }
+        // After the workers: the writer drains what they handed over.
+        if let Some(e) = self.events {
+            e.stop();
         }
         let snap = sum(&self.workers.stats);
         let xdp = self.steering.as_ref().and_then(|s| s.counters().ok());

@@ -5,6 +5,8 @@ pub mod commit;
 pub mod daemon;
 pub mod iface;
 pub mod packet_io;
+pub mod reload;
 pub mod worker;
 
 pub use daemon::{run, Daemon, RunOptions};
+pub use reload::{ReloadError, ReloadReport, ReloadStats, Reloader};

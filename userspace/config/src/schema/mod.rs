@@ -5,6 +5,7 @@
 //! file per section reads it.
 
 mod checks;
+mod ops;
 mod pools;
 mod server;
 mod subnet;
@@ -23,7 +24,14 @@ use server::read_server;
 use subnet::read_subnet;
 use times::{check_times, read_times, TimeKeys};
 
-pub(crate) const ROOT_KEYS: &[&str] = &["server", "lease", "subnet", "failover"];
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "server",
+    "lease",
+    "subnet",
+    "failover",
+    "event-log",
+    "alarms",
+];
 const SERVER_KEYS: &[&str] = &[
     "interface",
     "io",
@@ -103,6 +111,23 @@ impl Loc {
     }
 }
 
+/// Every table of the file and the keys it accepts (`subnet.pool` = `[[subnet.pool]]`), for
+/// the configuration reference and its test.
+pub fn schema_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("", ROOT_KEYS),
+        ("server", SERVER_KEYS),
+        ("lease", LEASE_KEYS),
+        ("subnet", SUBNET_KEYS),
+        ("subnet.options", OPTION_KEYS),
+        ("subnet.pool", POOL_KEYS),
+        ("subnet.reservation", RESERVATION_KEYS),
+        ("failover", crate::failover::FAILOVER_KEYS),
+        ("event-log", ops::EVENT_LOG_KEYS),
+        ("alarms", ops::ALARMS_KEYS),
+    ]
+}
+
 pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::new(text, source);
     let (doc, syntax) = DeTable::parse_recoverable(text);
@@ -140,6 +165,17 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         Table::open(&mut errs, &f, crate::failover::FAILOVER_KEYS)
             .and_then(|t| crate::failover::read_failover(&mut errs, &t))
     });
+
+    let event_log = root.get("event-log").and_then(|f| {
+        Table::open(&mut errs, &f, ops::EVENT_LOG_KEYS)
+            .and_then(|t| ops::read_event_log(&mut errs, &t))
+    });
+    let alarms = match root.get("alarms") {
+        Some(f) => Table::open(&mut errs, &f, ops::ALARMS_KEYS)
+            .and_then(|t| ops::read_alarms(&mut errs, &t))
+            .unwrap_or_default(),
+        None => crate::AlarmsConfig::default(),
+    };
 
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
@@ -202,6 +238,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 failover,
                 lease,
                 subnets,
+                event_log,
+                alarms,
                 source: PathBuf::from(source),
                 lookup,
             })
