@@ -105,8 +105,7 @@ impl Alarms {
             if let Some(st) = r.status {
                 let since = now.saturating_sub(st.last_contact);
                 let unreachable = !st.communicating
-                    && (st.last_contact == 0
-                        || since >= cfg.alarms.partner_unreachable_secs);
+                    && (st.last_contact == 0 || since >= cfg.alarms.partner_unreachable_secs);
                 let detail = format!(
                     "failover partner {} (state {}, last contact {})",
                     st.peer,
@@ -228,18 +227,33 @@ mod tests {
         let c = cfg(80);
         let mut a = Alarms::new(&c.alarms);
         a.check_pools(&[pool(5, 5)], &c);
-        assert_eq!(a.counters.pool_utilisation_raised.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            a.counters.pool_utilisation_raised.load(Ordering::Relaxed),
+            0
+        );
         a.check_pools(&[pool(8, 2)], &c);
         a.check_pools(&[pool(9, 1)], &c);
-        assert_eq!(a.counters.pool_utilisation_raised.load(Ordering::Relaxed), 1);
-        assert_eq!(a.counters.pool_utilisation_active.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            a.counters.pool_utilisation_raised.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            a.counters.pool_utilisation_active.load(Ordering::Relaxed),
+            1
+        );
         assert_eq!(a.counters.pool_exhausted_raised.load(Ordering::Relaxed), 0);
         a.check_pools(&[pool(10, 0)], &c);
         assert_eq!(a.counters.pool_exhausted_raised.load(Ordering::Relaxed), 1);
         assert_eq!(a.counters.pool_exhausted_active.load(Ordering::Relaxed), 1);
         a.check_pools(&[pool(3, 7)], &c);
-        assert_eq!(a.counters.pool_utilisation_active.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            a.counters.pool_utilisation_active.load(Ordering::Relaxed),
+            0
+        );
         assert_eq!(a.counters.pool_exhausted_active.load(Ordering::Relaxed), 0);
-        assert_eq!(a.counters.pool_utilisation_raised.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            a.counters.pool_utilisation_raised.load(Ordering::Relaxed),
+            1
+        );
     }
 }

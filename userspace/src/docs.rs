@@ -128,9 +128,15 @@ mod tests {
                 );
             }
         }
-        let schema: Vec<&str> = xdhcpd_config::schema_keys().iter().map(|(t, _)| *t).collect();
+        let schema: Vec<&str> = xdhcpd_config::schema_keys()
+            .iter()
+            .map(|(t, _)| *t)
+            .collect();
         for (t, _) in &doc {
-            assert!(schema.contains(&t.as_str()), "section {t} is not in the schema");
+            assert!(
+                schema.contains(&t.as_str()),
+                "section {t} is not in the schema"
+            );
         }
     }
 
@@ -138,7 +144,13 @@ mod tests {
     fn config_man_page_has_every_table() {
         let m = config_man_page();
         assert!(m.starts_with(".TH XDHCPD.TOML 5"));
-        for t in ["[server]", "[lease]", "[failover]", "[event\\-log]", "[alarms]"] {
+        for t in [
+            "[server]",
+            "[lease]",
+            "[failover]",
+            "[event\\-log]",
+            "[alarms]",
+        ] {
             assert!(m.contains(&format!(".SH {t}")), "{t}");
         }
         assert!(m.contains(".B lease\\-file"));

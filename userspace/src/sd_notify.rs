@@ -58,7 +58,8 @@ mod tests {
         notify("READY=1");
         std::env::remove_var("NOTIFY_SOCKET");
         let mut buf = [0u8; 64];
-        rx.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         let n = rx.recv(&mut buf).expect("datagram");
         assert_eq!(&buf[..n], b"READY=1");
     }

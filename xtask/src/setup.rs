@@ -31,6 +31,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "bpftool",
     "iproute2",
+    // systemd-analyze verify of packaging/systemd/xdhcpd.service (man: its Documentation=).
+    "systemd",
+    "man-db",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

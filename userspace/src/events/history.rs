@@ -130,7 +130,9 @@ pub fn main_history(config: Option<PathBuf>, a: HistoryArgs) -> ExitCode {
 fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> {
     let now = unix_now();
     let at = match &a.at {
-        Some(s) => parse_since(s, now).map_err(|e| anyhow::anyhow!(e.replace("--since", "--at")))?,
+        Some(s) => {
+            parse_since(s, now).map_err(|e| anyhow::anyhow!(e.replace("--since", "--at")))?
+        }
         None => now,
     };
     let dir = match (a.dir, config) {
@@ -224,7 +226,12 @@ mod tests {
         // Current file: B got it at 3000 (to 4000); it expired at 4000. Another address too.
         let mut f = std::fs::File::create(dir.path().join(CURRENT)).expect("f");
         writeln!(f, "{}", ev("ack", 3000, b, 4000)).expect("w");
-        writeln!(f, "{}", ev("ack", 3000, a, 4000).replace("10.0.0.5", "10.0.0.6")).expect("w");
+        writeln!(
+            f,
+            "{}",
+            ev("ack", 3000, a, 4000).replace("10.0.0.5", "10.0.0.6")
+        )
+        .expect("w");
         writeln!(f, "not json").expect("w");
         writeln!(f, "{}", ev("expire", 4000, b, 4000)).expect("w");
         let ip: Ipv4Addr = "10.0.0.5".parse().expect("ip");
@@ -242,7 +249,10 @@ mod tests {
         assert_eq!(who(3000).as_deref(), Some(b));
         assert_eq!(who(3999).as_deref(), Some(b));
         assert_eq!(who(4000), None, "expired");
-        let last = who_held(dir.path(), ip, 2000).expect("h").last_event.expect("last");
+        let last = who_held(dir.path(), ip, 2000)
+            .expect("h")
+            .last_event
+            .expect("last");
         assert_eq!(last.event, "release");
     }
 }

@@ -450,3 +450,152 @@ pub fn event_of(kind: &str, time: u32, l: &Lease, source: Source) -> LeaseEvent 
 pub fn directory_of(cfg: &xdhcpd_config::Config) -> Option<&Path> {
     cfg.event_log.as_ref().map(|e| e.directory.as_path())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lease_store::{OpenOptions, PoolSpec};
+    use std::net::Ipv4Addr;
+
+    fn writer(dir: &Path) -> (Writer, Arc<LeaseTable>) {
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 0, 10),
+            last: Ipv4Addr::new(10, 0, 0, 19),
+        }];
+        let (t, _) =
+            LeaseTable::open(&dir.join("l.db"), &pools, &OpenOptions::default()).expect("table");
+        let t = Arc::new(t);
+        let cfg = EventLogConfig {
+            directory: dir.join("ev"),
+            max_size_mb: 1,
+            max_age_hours: 0,
+            keep: 2,
+        };
+        std::fs::create_dir_all(&cfg.directory).expect("dir");
+        let w = Writer {
+            table: t.clone(),
+            files: Files::open(&cfg).expect("files"),
+            seen: HashMap::new(),
+            ends: BinaryHeap::new(),
+            stats: Arc::default(),
+        };
+        (w, t)
+    }
+
+    fn bind(t: &LeaseTable, s: Slot, mac: u8, start: u32, end: u32) {
+        t.update(s, |l| {
+            l.state = LeaseState::Active;
+            l.client = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, mac]);
+            l.htype = 1;
+            l.hlen = 6;
+            l.chaddr[..6].copy_from_slice(&[2, 0, 0, 0, 0, mac]);
+            l.start = start;
+            l.cltt = start;
+            l.expiry = end;
+            l.set_relay_agent_info(&[1, 2, 0xab, 0xcd]);
+        });
+    }
+
+    fn lines(dir: &Path) -> Vec<LeaseEvent> {
+        std::fs::read_to_string(dir.join("ev").join(CURRENT))
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event line"))
+            .collect()
+    }
+
+    #[test]
+    fn events_ack_renew_release_expire_from_the_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        let s2 = t.slot_of(Ipv4Addr::new(10, 0, 0, 13)).expect("slot");
+        // An offer is not an event.
+        t.update(s, |l| {
+            l.state = LeaseState::Offered;
+            l.client = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, 1]);
+        });
+        w.record(s, Source::Dhcp);
+        bind(&t, s, 1, 1000, 2000);
+        w.record(s, Source::Dhcp);
+        w.record(s, Source::Dhcp); // unchanged: nothing
+        bind(&t, s, 1, 1500, 2500);
+        w.record(s, Source::Dhcp);
+        t.update(s, |l| l.state = LeaseState::Released);
+        w.record(s, Source::Dhcp);
+        // Another client on another address, from the partner; it runs out unrenewed.
+        bind(&t, s2, 2, 3000, 4000);
+        w.record(s2, Source::Failover);
+        w.expire(3999);
+        w.expire(4000);
+        w.expire(4001); // once
+        w.flush();
+        let ev = lines(dir.path());
+        let kinds: Vec<(&str, &str, u32)> = ev
+            .iter()
+            .map(|e| (e.event.as_str(), e.ip.as_str(), e.time))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("ack", "10.0.0.12", 1000),
+                ("renew", "10.0.0.12", 1500),
+                ("release", "10.0.0.12", kinds[2].2),
+                ("ack", "10.0.0.13", 3000),
+                ("expire", "10.0.0.13", 4000),
+            ]
+        );
+        assert_eq!(ev[0].mac, "02:00:00:00:00:01");
+        assert_eq!(ev[0].relay_info.as_deref(), Some("0102abcd"));
+        assert_eq!(ev[3].source, Source::Failover);
+        // And history answers from those lines.
+        let a = history::who_held(&dir.path().join("ev"), Ipv4Addr::new(10, 0, 0, 13), 3500)
+            .expect("history");
+        assert_eq!(a.holder.expect("held").mac, "02:00:00:00:00:02");
+    }
+
+    #[test]
+    fn events_rotate_by_size_and_keep_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        for round in 0..4u32 {
+            // A bit over 1 MiB per round.
+            let l = t.read(s);
+            for _ in 0..20_000 {
+                w.write("ack", round, &l, Source::Dhcp);
+            }
+            assert!(w.files.due());
+            w.files.rotate().expect("rotate");
+        }
+        let rotated = history::rotated_files(&dir.path().join("ev")).expect("list");
+        assert_eq!(rotated.len(), 2, "keep = 2");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("ev").join(CURRENT))
+                .expect("cur")
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn events_tap_never_blocks_and_counts_drops() {
+        let (tx, _rx) = bounded(2);
+        let tap = EventTap {
+            tx,
+            dropped: Arc::default(),
+        };
+        let slots: Vec<Slot> = Vec::new();
+        tap.offer(&slots);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_w, t) = writer(dir.path());
+        let s: Vec<Slot> = (0..5).filter_map(|i| t.slot(i)).collect();
+        tap.offer(&s);
+        assert_eq!(
+            tap.dropped.load(Ordering::Relaxed),
+            1,
+            "the rest of a batch is dropped"
+        );
+    }
+}

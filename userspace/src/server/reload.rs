@@ -280,7 +280,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         a.interface.clone(),
         b.interface.clone(),
     );
-    field("io", a.io != b.io, format!("{:?}", a.io), format!("{:?}", b.io));
+    field(
+        "io",
+        a.io != b.io,
+        format!("{:?}", a.io),
+        format!("{:?}", b.io),
+    );
     field(
         "xdp-mode",
         a.xdp_mode != b.xdp_mode,
@@ -331,7 +336,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         );
     }
     if old.event_log != new.event_log {
-        v.push("[event-log] changed: the event log writer is set up at start; needs a restart".into());
+        v.push(
+            "[event-log] changed: the event log writer is set up at start; needs a restart".into(),
+        );
     }
     let (po, pn) = (old.pool_specs(), new.pool_specs());
     if po != pn {
@@ -344,13 +351,20 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         if !added.is_empty() {
             what.push(format!(
                 "new range(s) {}",
-                added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                added
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !gone.is_empty() {
             what.push(format!(
                 "range(s) no longer there {}",
-                gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                gone.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if what.is_empty() {
@@ -416,4 +430,172 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
         v.push("other settings changed".into());
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec};
+    use std::net::Ipv4Addr;
+
+    fn text(dns: &str, extra_pool: bool, iface: &str, reservation: bool) -> String {
+        let mut t = format!(
+            "[server]\ninterface = \"{iface}\"\nserver-id = \"10.0.0.1\"\n\
+             lease-file = \"LEASES\"\n\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n\
+             dns-servers = [\"{dns}\"]\n\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.19\"\n"
+        );
+        if reservation {
+            t.push_str(
+                "\n[[subnet.reservation]]\nhw = \"02:00:00:00:00:01\"\nip = \"10.0.0.12\"\n",
+            );
+        }
+        if extra_pool {
+            t.push_str("\n[[subnet.pool]]\nrange = \"10.0.0.100-10.0.0.109\"\n");
+        }
+        t
+    }
+
+    struct Bed {
+        _dir: tempfile::TempDir,
+        file: PathBuf,
+        leases: PathBuf,
+        reloader: Reloader,
+        cell: Arc<EngineCell>,
+    }
+
+    impl Bed {
+        fn write(&self, t: &str) {
+            let t = t.replace("LEASES", &self.leases.display().to_string());
+            std::fs::write(&self.file, t).expect("write config");
+        }
+    }
+
+    fn bed(reservation: bool) -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("x.toml");
+        let leases = dir.path().join("leases.db");
+        let b0 = text("10.0.0.53", false, "eth0", reservation)
+            .replace("LEASES", &leases.display().to_string());
+        std::fs::write(&file, &b0).expect("write");
+        let cfg = Arc::new(xdhcpd_config::load(&file).expect("valid"));
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let (table, _) = LeaseTable::open(&leases, &pools, &OpenOptions::default()).expect("table");
+        let shared = EngineShared::new(cfg.clone(), Arc::new(table), Ipv4Addr::new(10, 0, 0, 1));
+        shared.protect_reservations(unix_now());
+        let cell = Arc::new(EngineCell::new(Arc::new(shared)));
+        let reloader = Reloader::new(file.clone(), Overrides::default(), cfg, cell.clone());
+        Bed {
+            _dir: dir,
+            file,
+            leases,
+            reloader,
+            cell,
+        }
+    }
+
+    fn dns_of(cell: &EngineCell) -> String {
+        format!("{:?}", cell.load().config.subnets[0].options)
+    }
+
+    #[test]
+    fn reload_applies_options_and_publishes_a_new_generation() {
+        let b = bed(false);
+        let before = dns_of(&b.cell);
+        b.write(&text("10.0.0.54", false, "eth0", false));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.generation, 1);
+        assert_eq!(b.cell.generation(), 1);
+        assert_eq!(
+            rep.changes,
+            vec!["subnet 10.0.0.0/24: options changed".to_string()]
+        );
+        assert_ne!(dns_of(&b.cell), before, "the engine serves the new options");
+        assert_eq!(b.reloader.stats().accepted, 1);
+        // The same file again: accepted, nothing changed.
+        let rep = b.reloader.reload().expect("accepted");
+        assert!(rep.changes.is_empty(), "{:?}", rep.changes);
+        assert_eq!(rep.generation, 2);
+    }
+
+    #[test]
+    fn reload_refuses_an_invalid_file_and_keeps_the_running_configuration() {
+        let b = bed(false);
+        let before = dns_of(&b.cell);
+        b.write(&text("10.0.0.54", false, "eth0", false).replace("dns-servers", "dns-serverz"));
+        let e = b.reloader.reload().expect_err("refused");
+        let ReloadError::Invalid { errors, .. } = &e else {
+            panic!("{e:?}")
+        };
+        // Positioned: file:line:col and the field.
+        assert!(
+            errors
+                .iter()
+                .any(|m| m.contains("x.toml:8:1: subnet[0].dns-serverz")),
+            "{errors:?}"
+        );
+        assert_eq!(b.cell.generation(), 0);
+        assert_eq!(dns_of(&b.cell), before);
+        let st = b.reloader.stats();
+        assert_eq!((st.accepted, st.refused), (0, 1));
+        assert_eq!(st.last_error, Some(e));
+        // It serialises for the control API.
+        let v = serde_json::to_value(&st).expect("json");
+        assert_eq!(v["last_error"]["kind"], "invalid");
+    }
+
+    #[test]
+    fn reload_refuses_restart_changes_with_the_reason() {
+        let b = bed(false);
+        b.write(&text("10.0.0.54", true, "eth0", false));
+        let e = b.reloader.reload().expect_err("new pool refused");
+        let ReloadError::NeedsRestart { reasons, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("new range(s) 10.0.0.100-10.0.0.109") && r.contains("restart")),
+            "{reasons:?}"
+        );
+        b.write(&text("10.0.0.53", false, "eth1", false));
+        let e = b.reloader.reload().expect_err("interface refused");
+        assert!(
+            e.to_string()
+                .contains("server.interface changed (eth0 -> eth1): needs a restart"),
+            "{e}"
+        );
+        assert_eq!(b.cell.generation(), 0);
+        // An override from the command line is kept: the file's interface does not matter.
+        let r2 = Reloader::new(
+            b.file.clone(),
+            Overrides {
+                interface: Some("eth0".into()),
+                ..Overrides::default()
+            },
+            b.reloader.config(),
+            b.cell.clone(),
+        );
+        r2.reload()
+            .expect("interface overridden on the command line");
+    }
+
+    #[test]
+    fn reload_adds_and_drops_reservations() {
+        let b = bed(false);
+        let table = b.cell.load().table.clone();
+        let slot = table.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        assert_eq!(table.read(slot).state, LeaseState::Free);
+        b.write(&text("10.0.0.53", false, "eth0", true));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.reservations, 1);
+        assert_eq!(table.read(slot).state, LeaseState::Reserved);
+        b.write(&text("10.0.0.53", false, "eth0", false));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.reservations_released, 1);
+        assert_eq!(table.read(slot).state, LeaseState::Free);
+    }
 }

@@ -55,6 +55,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "mkfs.ext4" => "e2fsprogs",
         "ip" => "iproute2",
         "bash" => "bash",
+        "systemd-analyze" => "systemd",
         _ => "?",
     }
 }
