@@ -34,6 +34,7 @@ pub struct AlarmCounters {
 /// Alarm state kept by the main loop.
 pub struct Alarms {
     counters: Arc<AlarmCounters>,
+    started: Instant,
     next_check: Instant,
     /// Pool id -> (above threshold, exhausted).
     pools: HashMap<u32, (bool, bool)>,
@@ -60,6 +61,7 @@ impl Alarms {
     pub fn new(_cfg: &AlarmsConfig) -> Self {
         Alarms {
             counters: Arc::default(),
+            started: Instant::now(),
             next_check: Instant::now(),
             pools: HashMap::new(),
             unreachable: false,
@@ -104,8 +106,14 @@ impl Alarms {
             let r = fo.request(Request::FailoverStatus);
             if let Some(st) = r.status {
                 let since = now.saturating_sub(st.last_contact);
+                let limit = cfg.alarms.partner_unreachable_secs;
+                // Never in contact: counted from our start.
                 let unreachable = !st.communicating
-                    && (st.last_contact == 0 || since >= cfg.alarms.partner_unreachable_secs);
+                    && if st.last_contact == 0 {
+                        self.started.elapsed().as_secs() >= u64::from(limit)
+                    } else {
+                        since >= limit
+                    };
                 let detail = format!(
                     "failover partner {} (state {}, last contact {})",
                     st.peer,
