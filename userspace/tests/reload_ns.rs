@@ -421,13 +421,22 @@ fn history_moved() -> Res<()> {
     bed.cli
         .ip(&["link", "set", bed.cli_if(), "address", mac1])
         .map_err(|e| e.to_string())?;
-    let dlog = |e: String| format!("{e}\ndaemon log:\n{}", read_text(&xd.log).unwrap_or_default());
+    let dlog = |e: String| {
+        format!(
+            "{e}\ndaemon log:\n{}",
+            read_text(&xd.log).unwrap_or_default()
+        )
+    };
     let (mut c1, ip1, ev1) = udhcpc_bound(&bed, "1").map_err(|e| dlog(format!("client 1: {e}")))?;
     let t1 = unix_now();
     std::thread::sleep(Duration::from_secs(2));
     c1.signal(libc::SIGUSR2)?; // RELEASE
     wait_for("the release", Duration::from_secs(10), || {
-        Ok(read_text(&ev1)?.lines().skip(1).any(|l| l.starts_with("deconfig")).then_some(()))
+        Ok(read_text(&ev1)?
+            .lines()
+            .skip(1)
+            .any(|l| l.starts_with("deconfig"))
+            .then_some(()))
     })?;
     c1.signal(libc::SIGTERM)?;
     c1.wait_exit(Duration::from_secs(5))?;

@@ -277,8 +277,7 @@ impl Ctx {
                         w.join("events").display()
                     ));
                 }
-                fs::write(&cfg, text)
-                    .with_context(|| format!("writing {}", cfg.display()))?;
+                fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
                 let io = if sys == System::Udp { "udp" } else { "xdp" };
                 c.arg(&self.daemon)
                     .arg("run")
