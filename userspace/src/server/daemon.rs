@@ -462,6 +462,19 @@ impl Daemon {
         &self.alarms
     }
 
+    /// Lease event log counters (written, write errors, rotations) and the workers' drops;
+    /// None without `[event-log]`.
+    pub fn event_log_stats(
+        &self,
+    ) -> Option<(
+        Arc<crate::events::EventLogStats>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )> {
+        self.events
+            .as_ref()
+            .map(|e| (e.stats(), e.tap().dropped.clone()))
+    }
+
     /// Reports and follows the failover standby switch until a signal (or
     /// `run_for`) says stop; reloads on SIGHUP.
     pub fn serve(&mut self) {
