@@ -125,7 +125,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let log_format = cli.log_format;
+    init_logs(log_format);
     if !matches!(cli.cmd, Cmd::Run { .. }) {
         // Tools: a closed pipe (`| head`) ends the process quietly, as for any Unix tool,
         // instead of a panic on the next print.
@@ -208,7 +209,11 @@ fn main() -> ExitCode {
             match server::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("xdhcpd: {e:#}");
+                    match log_format {
+                        // One JSON object per line on stderr, like every other line.
+                        LogFormat::Json => tracing::error!("xdhcpd: {e:#}"),
+                        LogFormat::Human => eprintln!("xdhcpd: {e:#}"),
+                    }
                     ExitCode::FAILURE
                 }
             }

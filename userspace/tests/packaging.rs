@@ -135,11 +135,8 @@ fn packaging_version_names_the_commit() {
     assert!(v.starts_with("xdhcpd "), "{v}");
     assert!(v.contains("(commit "), "{v}");
     if let Some(h) = head {
-        // Built from this checkout (a commit made since only rebuilds with the next build).
-        assert!(
-            v.contains(&h[..7]) || !v.contains("unknown"),
-            "{v} vs HEAD {h}"
-        );
+        // Built from this checkout (build.rs reruns when HEAD moves).
+        assert!(v.contains(&format!("(commit {h})")), "{v} vs HEAD {h}");
     }
 }
 
@@ -235,7 +232,21 @@ fn packaging_logs_json_and_plain_without_a_terminal() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\u{1b}'), "{err}");
-    let _ = err;
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["level"] == "ERROR"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("xd-none-"))),
+        "{err}"
+    );
+    // Human format without a terminal: plain text, no escape codes.
+    let out = run(&["run", "--config", cfg.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xd-none-") && !err.contains('\u{1b}'), "{err}");
 }
 
 #[test]
