@@ -64,7 +64,14 @@ pub enum CtlCmd {
         state: Option<String>,
     },
     /// Apply the configuration file again (validated first; a rejected one changes nothing).
-    Reload,
+    Reload {
+        /// Print the answer as JSON (also a refusal, on stdout, with its details).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who held an address at a given time (reads the lease event log files, also while the
+    /// daemon is stopped).
+    History(crate::events::history::HistoryArgs),
     /// Print the Prometheus metrics text.
     Metrics,
     /// Failover relationship: status and operator commands.
@@ -104,6 +111,9 @@ fn endpoint(t: &CtlTarget) -> anyhow::Result<Endpoint> {
 }
 
 fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
+    if let CtlCmd::History(a) = cmd {
+        return Ok(crate::events::history::main_history(target.config, a));
+    }
     // Validate arguments before touching the socket.
     let (method, path, body): (&str, String, Option<Vec<u8>>) = match &cmd {
         CtlCmd::Status => ("GET", "/v1/status".into(), None),
@@ -140,7 +150,8 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             }
             ("GET", p, None)
         }
-        CtlCmd::Reload => ("POST", "/v1/reload".into(), None),
+        CtlCmd::Reload { .. } => ("POST", "/v1/reload".into(), None),
+        CtlCmd::History(_) => unreachable!("answered from the event log files above"),
         CtlCmd::Metrics => ("GET", "/metrics".into(), None),
         CtlCmd::Failover { cmd } => match cmd {
             FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
@@ -164,6 +175,10 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
     };
     let ep = endpoint(&target)?;
     let a = call(&ep, method, &path, body.as_deref())?;
+    if let (CtlCmd::Reload { json: true }, true) = (&cmd, a.status == 409) {
+        println!("{}", serde_json::to_string_pretty(&a.json()?)?);
+        return Ok(ExitCode::FAILURE);
+    }
     if a.status >= 400 {
         eprintln!("xdhcpd ctl: {} ({})", a.reason(), a.status);
         return Ok(ExitCode::FAILURE);

@@ -44,7 +44,9 @@ pub use routes::{router, ROUTES};
 
 /// Applies a new configuration file (plugged in by the daemon; `None`: reload is not
 /// available and `POST /v1/reload` answers 501).
-pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+/// The reload hook: the report of an accepted reload, or the refusal as the JSON error body
+/// (`{"error": reason, "reload": details}`), answered with 409.
+pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
 
 /// What the API reads. Everything is shared with the running daemon; nothing is copied per
 /// request except what an answer holds.

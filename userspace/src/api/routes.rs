@@ -555,17 +555,27 @@ async fn failover_pause(State(s): St, body: Bytes) -> ApiResult {
 // ---------------------------------------------------------------------------------------------
 // Reload, metrics
 
-async fn reload(State(s): St, body: Bytes) -> ApiResult {
-    request::parse_empty(&body).map_err(ApiError::bad)?;
-    let f = s.reload.clone().ok_or_else(|| {
-        ApiError(
+async fn reload(State(s): St, body: Bytes) -> Response {
+    if let Err(e) = request::parse_empty(&body) {
+        return ApiError::bad(e).into_response();
+    }
+    let Some(f) = s.reload.clone() else {
+        return ApiError(
             StatusCode::NOT_IMPLEMENTED,
             "reload is not available in this build: restart the daemon to apply a new \
              configuration"
                 .into(),
         )
-    })?;
-    blocking(move || f().map(Json).map_err(|e| ApiError(StatusCode::CONFLICT, e))).await
+        .into_response();
+    };
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        // The refusal keeps its details (`reload.kind`, `reload.errors` / `reload.reasons`).
+        Ok(Err(body)) => (StatusCode::CONFLICT, Json(body)).into_response(),
+        Err(e) => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reload: {e}")).into_response()
+        }
+    }
 }
 
 async fn metrics(State(s): St) -> Response {

@@ -130,6 +130,16 @@ impl Failover {
     /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+        Self::start_with_events(cfg, table, None)
+    }
+
+    /// [`Failover::start`], also handing the records the partner's updates change to the
+    /// lease event log.
+    pub fn start_with_events(
+        cfg: &FailoverConfig,
+        table: Arc<LeaseTable>,
+        events: Option<crate::events::EventTap>,
+    ) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
         let ecfg_grace = ecfg.expiry_grace;
         ecfg.validate()
@@ -207,7 +217,7 @@ impl Failover {
         };
         let (tx, rx) = bounded(CHANGE_CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
-        let (driver, ev_rx) = Driver::new(
+        let (mut driver, ev_rx) = Driver::new(
             engine,
             table,
             cell.clone(),
@@ -216,6 +226,7 @@ impl Failover {
             overflow.clone(),
             auth_key,
         );
+        driver.events = events;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-failover".into())

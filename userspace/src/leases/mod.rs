@@ -348,7 +348,24 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                     .collect(),
             };
             drop(src);
-            let (_cfg, t) = open(&table, Access::Write)?;
+            // A dry run writes nothing: it works on a private copy of the lease file (or a
+            // new table, when there is none), so neither creating the file nor rebuilding it
+            // for changed pools touches the real one.
+            let scratch = dry_run.then(DryRunCopy::new);
+            let (_cfg, t) = match &scratch {
+                Some(c) => {
+                    let cfg = xdhcpd_config::load(&table.config)
+                        .map_err(|e| anyhow!(Refused(e.to_string())))?;
+                    let real = table
+                        .lease_file
+                        .clone()
+                        .unwrap_or_else(|| cfg.server.lease_file.clone());
+                    c.fill_from(&real)?;
+                    let t = open_table(&c.path, &pool_specs(&cfg), Access::Write)?;
+                    (cfg, t)
+                }
+                None => open(&table, Access::Write)?,
+            };
             let opts = ImportOptions {
                 skip_outside,
                 force,
@@ -410,6 +427,45 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             );
             Ok(0)
         }
+    }
+}
+
+/// A private scratch copy of a lease file for `leases import --dry-run`; removed on drop.
+struct DryRunCopy {
+    path: PathBuf,
+}
+
+impl DryRunCopy {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "xdhcpd-dry-run-{}-{}.db",
+            std::process::id(),
+            unix_now()
+        ));
+        DryRunCopy { path }
+    }
+
+    /// Copies `real` (if it exists) to the scratch path, private to the owner.
+    fn fill_from(&self, real: &Path) -> Result<()> {
+        match fs::metadata(real) {
+            Ok(_) => {
+                let mut from =
+                    File::open(real).with_context(|| format!("reading {}", real.display()))?;
+                let mut to = create_private(&self.path)
+                    .with_context(|| format!("creating {}", self.path.display()))?;
+                io::copy(&mut from, &mut to)
+                    .with_context(|| format!("copying {} for the dry run", real.display()))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("lease file {}", real.display())),
+        }
+    }
+}
+
+impl Drop for DryRunCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

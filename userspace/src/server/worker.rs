@@ -16,6 +16,7 @@ use lease_store::Slot;
 
 use super::commit::Committer;
 use super::packet_io::PacketIo;
+use super::reload::EngineCell;
 use crate::clock::unix_now;
 use crate::failover::FailoverTap;
 use xdhcpd_dhcpv4::Engine;
@@ -66,6 +67,14 @@ pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
+/// What a worker follows besides its socket: the engine configuration (swapped in at a batch
+/// boundary after a reload) and, if configured, the lease event log.
+#[derive(Clone)]
+pub struct WorkerOps {
+    pub config: Arc<EngineCell>,
+    pub events: Option<crate::events::EventTap>,
+}
+
 /// The worker loop over one driver. Returns when `stop` is set.
 ///
 /// With a committer (ack mode), the replies of a batch that changed lease
@@ -79,7 +88,9 @@ pub fn run_worker<P: PacketIo>(
     stop: Arc<AtomicBool>,
     counters: Arc<WorkerCounters>,
     tap: Option<FailoverTap>,
+    ops: WorkerOps,
 ) {
+    let mut generation = ops.config.generation();
     let mut tx: Vec<P::Reply> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
     let mut held: VecDeque<(u64, P::Reply)> = VecDeque::with_capacity(MAX_HELD + BATCH);
@@ -95,6 +106,12 @@ pub fn run_worker<P: PacketIo>(
         }
     });
     while !stop.load(Ordering::Relaxed) {
+        // A reload published a new engine configuration: serve the next batch with it.
+        let g = ops.config.generation();
+        if g != generation {
+            engine.set_shared(ops.config.load());
+            generation = g;
+        }
         // Release replies whose records are durable now.
         if let Some(c) = &committer {
             let durable = c.durable();
@@ -155,6 +172,10 @@ pub fn run_worker<P: PacketIo>(
         if let (Some(t), false) = (&tap, changed.is_empty()) {
             // Lazy binding updates: hand the slots over, never wait (try_send).
             t.offer(&changed);
+        }
+        if let (Some(e), false) = (&ops.events, changed.is_empty()) {
+            // The lease event log reads the records in its own thread (never waits either).
+            e.offer(&changed);
         }
         changed.clear();
         // Only bindings need the flush; a batch of OFFERs goes out at once.

@@ -58,6 +58,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "ip" => "iproute2",
         "nft" => "nftables",
         "bash" => "bash",
+        "systemd-analyze" => "systemd",
         _ => "?",
     }
 }
