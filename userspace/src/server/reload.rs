@@ -335,6 +335,26 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 .into(),
         );
     }
+    if old.api != new.api {
+        v.push(
+            "[api] changed: the API listeners and its token are set up at start; needs a restart"
+                .into(),
+        );
+    }
+    if old.rate_limit != new.rate_limit {
+        v.push(
+            "[rate-limit] changed: the XDP program's rate-limit map is written at start; \
+             needs a restart"
+                .into(),
+        );
+    }
+    if old.v6 != new.v6 {
+        v.push(
+            "[dhcpv6] / [[subnet6]] changed: the DHCPv6 server and its binding file are built \
+             at start; needs a restart"
+                .into(),
+        );
+    }
     if old.event_log != new.event_log {
         v.push(
             "[event-log] changed: the event log writer is set up at start; needs a restart".into(),
@@ -545,6 +565,29 @@ mod tests {
         // It serialises for the control API.
         let v = serde_json::to_value(&st).expect("json");
         assert_eq!(v["last_error"]["kind"], "invalid");
+    }
+
+    #[test]
+    fn reload_ratelimit_and_api_changes_are_refused_as_needing_a_restart() {
+        let b = bed(false);
+        let base = text("10.0.0.53", false, "eth0", false);
+        b.write(&format!("{base}\n[rate-limit]\nclient-rate = 10\n"));
+        let e = b.reloader.reload().expect_err("rate-limit refused");
+        let ReloadError::NeedsRestart { reasons, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("[rate-limit] changed") && reasons[0].contains("restart"),
+            "{reasons:?}"
+        );
+        b.write(&format!("{base}\n[api]\nmetrics = false\n"));
+        let e = b.reloader.reload().expect_err("api refused");
+        assert!(e.to_string().contains("[api] changed"), "{e}");
+        assert_eq!(b.cell.generation(), 0, "nothing was published");
+        // Back to the running file: accepted.
+        b.write(&base);
+        b.reloader.reload().expect("unchanged file accepted");
     }
 
     #[test]
