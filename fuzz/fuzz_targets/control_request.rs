@@ -1,28 +1,46 @@
-//! Control-socket request lines (`control::respond`: size check, JSON `Request`
-//! deserialisation, dispatch) with a handler that answers every command. Nothing may panic;
-//! every answer must serialise as the response line the socket writes, and a request that
-//! parsed must survive a serialise/parse round trip unchanged.
+//! Control API requests as the server parses them (`xdhcpd::api::request`): the first byte
+//! picks the parser, the rest is a path segment, a query string or a request body. Nothing
+//! may panic; a parsed value must be consistent (the page limit in range, a MAC of 1 to 16
+//! octets) and a partner-down `since` never in the future.
 #![no_main]
 
-use std::sync::Arc;
-
 use libfuzzer_sys::fuzz_target;
-use xdhcpd::control::{respond, Handler, Request, Response};
+use xdhcpd::api::request;
+
+const NOW: u32 = 1_800_000_000;
 
 fuzz_target!(|data: &[u8]| {
-    let line = String::from_utf8_lossy(data);
-    let handler: Handler = Arc::new(|req: Request| {
-        let again = serde_json::to_string(&req).expect("a request serialises");
-        let back: Request = serde_json::from_str(&again).expect("a serialised request parses");
-        assert_eq!(back, req, "request round trip");
-        match req {
-            Request::FailoverStatus => Response::error("no failover"),
-            other => Response::message(format!("{other:?}")),
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    match pick % 7 {
+        0 => {
+            let _ = request::parse_ip(&text);
         }
-    });
-    let resp = respond(&line, &handler);
-    let out = serde_json::to_vec(&resp).expect("a response serialises");
-    assert!(!out.contains(&b'\n'), "a response is one line");
-    let back: Response = serde_json::from_slice(&out).expect("a response parses back");
-    assert_eq!(back.ok, resp.ok);
+        1 => {
+            if let Ok(hw) = request::parse_mac(&text) {
+                assert!(!hw.is_empty() && hw.len() <= 16, "MAC of {} octets", hw.len());
+            }
+        }
+        2 => {
+            let _ = request::parse_client_id(&text);
+        }
+        3 => {
+            let _ = request::parse_pool_id(&text);
+        }
+        4 => {
+            if let Ok(q) = request::parse_page_query(Some(&text)) {
+                assert!((1..=request::MAX_LIMIT).contains(&q.limit));
+            }
+        }
+        5 => {
+            if let Ok((Some(since), _)) = request::parse_partner_down(rest, NOW) {
+                assert!(since > 0 && since <= NOW, "since {since} in the future");
+            }
+        }
+        _ => {
+            let _ = request::parse_empty(rest);
+        }
+    }
 });

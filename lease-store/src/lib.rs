@@ -30,6 +30,7 @@
 mod error;
 mod header;
 mod lease;
+mod read_only;
 mod table;
 pub mod v6;
 
@@ -39,6 +40,7 @@ pub use lease::{
     ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
     RELAY_AGENT_INFO_MAX,
 };
+pub use read_only::ReadOnlyTable;
 pub use table::{
     default_wal_bytes, unix_now, wal_path, Alloc, DirtySet, LeaseTable, OpenOptions, OpenReport,
     PoolStats, Slot, SweepResult, WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY,

@@ -1,27 +1,15 @@
-//! The control socket: a Unix stream socket carrying one JSON request per line and one JSON
-//! response per line, and the `xdhcpd ctl` client side.
-//!
-//! Requests: `{"cmd":"failover-status"}`,
-//! `{"cmd":"failover-partner-down","since":UNIX|null,"force":false}`,
-//! `{"cmd":"failover-recover"}`, `{"cmd":"failover-pause"}`. Responses: `{"ok":true,...}` or
-//! `{"ok":false,"error":"..."}`.
-//! The server runs on its own thread and hands each request to a handler; it never touches a
-//! worker or the lease table itself.
+//! Failover operator requests as the failover driver takes them ([`Request`], answered with a
+//! [`Response`] by a [`Handler`]), the status it reports, the control socket's default path,
+//! and the time formats of `xdhcpd ctl`. The control socket itself serves the HTTP/JSON API
+//! (`crate::api`), which turns `POST /v1/failover/...` into these requests.
 
 use crate::leases::time::{days_from_civil, iso8601};
-use std::io::{BufRead, BufReader, Read as _, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-/// A request line.
+/// A failover operator request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
@@ -103,9 +91,15 @@ pub struct FailoverStatus {
     pub max_unacked_advertised: Option<u32>,
     #[serde(default)]
     pub partner_max_unacked: Option<u32>,
+    /// Address balance since start (primary): addresses granted to the backup and reclaims
+    /// sent.
+    #[serde(default)]
+    pub rebalance_granted: u64,
+    #[serde(default)]
+    pub rebalance_reclaimed: u64,
 }
 
-/// A response line.
+/// The failover driver's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
@@ -150,165 +144,12 @@ impl Response {
     }
 }
 
-/// Handles one request (called on the control thread).
+/// Handles one request (called from the API's blocking pool; may wait for the driver).
 pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
 /// Default control socket path for an interface.
 pub fn default_socket(interface: &str) -> PathBuf {
     PathBuf::from(format!("/run/xdhcpd-{interface}.sock"))
-}
-
-/// A running control socket; removed from the file system on `stop`/drop.
-pub struct ControlServer {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Longest request line accepted.
-const MAX_LINE: usize = 4096;
-
-impl ControlServer {
-    /// Binds `path` (refusing if another live daemon answers there; a stale file is removed).
-    pub fn start(path: &Path, handler: Handler) -> anyhow::Result<Self> {
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                bail!(
-                    "control socket {} is in use by a running process (another xdhcpd on this \
-                     interface?); set server.control-socket or --control-socket",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale control socket {}", path.display()))?;
-        }
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-        }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding control socket {}", path.display()))?;
-        // Commands change the failover state: owner only.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("chmod 600 {}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .context("control socket: non-blocking accept")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("xdhcpd-control".into())
-            .spawn(move || serve(listener, handler, st))?;
-        Ok(ControlServer {
-            path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn serve(listener: UnixListener, handler: Handler, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((s, _)) => {
-                if let Err(e) = serve_one(s, &handler) {
-                    tracing::debug!("control connection: {e:#}");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => {
-                tracing::warn!("control socket accept: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-fn serve_one(s: UnixStream, handler: &Handler) -> anyhow::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut w = s.try_clone()?;
-    let mut r = BufReader::new(s).take(MAX_LINE as u64 * 16);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = r.read_line(&mut line)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let resp = respond(&line, handler);
-        let mut out = serde_json::to_vec(&resp)?;
-        out.push(b'\n');
-        w.write_all(&out)?;
-    }
-}
-
-/// The response to one request line: the handler's answer to a valid request, else an error
-/// naming what was wrong (also what the control-socket fuzz target drives).
-pub fn respond(line: &str, handler: &Handler) -> Response {
-    if line.len() > MAX_LINE {
-        return Response::error(format!("request longer than {MAX_LINE} bytes"));
-    }
-    match serde_json::from_str::<Request>(line.trim()) {
-        Ok(req) => handler(req),
-        Err(e) => Response::error(format!("bad request {:?}: {e}", line.trim())),
-    }
-}
-
-/// Client side: sends one request and reads one response.
-pub fn call(path: &Path, req: &Request) -> anyhow::Result<Response> {
-    call_with_timeout(path, req, Duration::from_secs(10))
-}
-
-/// [`call`], waiting up to `timeout` for the answer (bulk registration imports).
-pub fn call_with_timeout(
-    path: &Path,
-    req: &Request,
-    timeout: Duration,
-) -> anyhow::Result<Response> {
-    let s = UnixStream::connect(path).with_context(|| {
-        format!(
-            "connecting to control socket {} (is xdhcpd running?)",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut w = s.try_clone()?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    w.write_all(&line)?;
-    let mut r = BufReader::new(s);
-    let mut resp = String::new();
-    r.read_line(&mut resp)
-        .with_context(|| format!("reading the answer on {}", path.display()))?;
-    if resp.is_empty() {
-        bail!("{} closed the connection without answering", path.display());
-    }
-    serde_json::from_str(resp.trim())
-        .with_context(|| format!("bad answer from {}: {:?}", path.display(), resp.trim()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,23 +332,5 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"cmd":"failover-pause"}"#).expect("parse");
         assert_eq!(r, Request::FailoverPause);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
-    }
-
-    #[test]
-    fn server_answers_and_refuses_a_second_instance() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.sock");
-        let h: Handler = Arc::new(|r| match r {
-            Request::FailoverRecover => Response::message("recovering"),
-            _ => Response::error("nope"),
-        });
-        let mut srv = ControlServer::start(&path, h.clone()).expect("start");
-        let r = call(&path, &Request::FailoverRecover).expect("call");
-        assert_eq!(r.message.as_deref(), Some("recovering"));
-        let r = call(&path, &Request::FailoverStatus).expect("call");
-        assert!(!r.ok);
-        assert!(ControlServer::start(&path, h).is_err());
-        srv.stop();
-        assert!(!path.exists());
     }
 }

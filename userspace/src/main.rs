@@ -1,4 +1,8 @@
 //! The `xdhcpd` command: run the server, check a configuration.
+//!
+//! Exit codes: 0 success; 1 runtime failure (the daemon could not start or stopped on an
+//! error, a tool or `ctl` request failed); 2 usage error (bad command line, from clap) or
+//! invalid configuration file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,12 +19,38 @@ static GLOBAL: MiMalloc = MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "xdhcpd",
-    version,
-    about = "Carrier-scale DHCP server (XDP/AF_XDP data path)"
+    version = xdhcpd::VERSION,
+    about = "Carrier-scale DHCP server (XDP/AF_XDP data path)",
+    after_help = "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error."
 )]
 struct Cli {
+    /// Log format: human (colours only on a terminal) or json (one object per line).
+    #[arg(long, value_enum, global = true, default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Logs go to stderr (stdout carries the tools' output): human-readable with ANSI colours
+/// only when stderr is a terminal, or JSON lines.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Human => b.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => b.json().with_ansi(false).init(),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,45 +98,51 @@ enum Cmd {
         #[arg(long)]
         control_socket: Option<PathBuf>,
     },
-    /// Talk to a running daemon over its control socket.
+    /// Talk to a running daemon through its control API (HTTP/JSON on the control socket).
     Ctl {
-        /// Control socket (default: from --config, else the only /run/xdhcpd-*.sock).
-        #[arg(long, global = true)]
-        socket: Option<PathBuf>,
-        /// Configuration file whose `server.control-socket` / interface names the socket.
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: xdhcpd::api::ctl::CtlTarget,
         #[command(subcommand)]
-        cmd: xdhcpd::failover::CtlCmd,
+        cmd: xdhcpd::api::ctl::CtlCmd,
     },
     /// Check a configuration file and print every error with file:line:column.
     CheckConfig { file: PathBuf },
-    /// Inspect, import and export the lease table (the daemon must not be running).
+    /// Inspect, import and export the lease table (dump, stats and lookup also beside a running
+    /// daemon, read-only; import and export need it stopped).
     Leases {
         #[command(subcommand)]
         cmd: xdhcpd::leases::LeasesCmd,
     },
     /// Ask a server, as a relay agent, about an address, MAC or client id (RFC 4388).
     Leasequery(xdhcpd::lq_client::LeasequeryArgs),
+    /// Write the manual pages xdhcpd(8) and xdhcpd.toml(5) into a directory.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    init_logs(log_format);
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        // Tools: a closed pipe (`| head`) ends the process quietly, as for any Unix tool,
+        // instead of a panic on the next print.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
         Cmd::Leasequery(a) => xdhcpd::lq_client::main_leasequery(a),
-        Cmd::Ctl {
-            socket,
-            config,
-            cmd,
-        } => xdhcpd::failover::main_ctl(socket, config, cmd),
+        Cmd::Man { dir } => match write_man(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xdhcpd man: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Ctl { target, cmd } => xdhcpd::api::ctl::main_ctl(target, cmd),
         Cmd::CheckConfig { file } => match xdhcpd_config::load(&file) {
             Ok(cfg) => {
                 let pools: u64 = cfg
@@ -166,10 +202,38 @@ fn main() -> ExitCode {
             match server::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("xdhcpd: {e:#}");
+                    match log_format {
+                        // One JSON object per line on stderr, like every other line.
+                        LogFormat::Json => tracing::error!("xdhcpd: {e:#}"),
+                        LogFormat::Human => eprintln!("xdhcpd: {e:#}"),
+                    }
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// xdhcpd(8) from the command line definition, xdhcpd.toml(5) from the configuration
+/// reference.
+fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .render(&mut buf)?;
+    std::fs::write(dir.join("xdhcpd.8"), buf)?;
+    // One page per subcommand: xdhcpd-run(8), xdhcpd-ctl(8), ...
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name: &'static str = Box::leak(format!("xdhcpd-{}", sub.get_name()).into_boxed_str());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(sub.clone().name(name))
+            .section("8")
+            .render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.8")), buf)?;
+    }
+    std::fs::write(dir.join("xdhcpd.toml.5"), xdhcpd::docs::config_man_page())?;
+    Ok(())
 }

@@ -97,6 +97,50 @@ fn pair_scenario() -> Res<()> {
     let st = a.status()?;
     assert!(st["bndack_received"].as_u64().unwrap_or(0) >= 10, "{st}");
     assert!(st["mean_update_ack_latency_ms"].is_number(), "{st}");
+    // `/metrics` of the control API shows the pair: both states, the link, the update queue,
+    // the BNDACKs and their latency.
+    let m = xdhcpd::api::client::call(
+        &xdhcpd::api::client::Endpoint::Unix(a.socket.clone()),
+        "GET",
+        "/metrics",
+        None,
+    )
+    .map_err(|e| format!("GET /metrics: {e:#}"))?;
+    let m = String::from_utf8_lossy(&m.body).into_owned();
+    let value = |series: &str| -> Option<f64> {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        value("xdhcpd_failover_state{state=\"NORMAL\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value("xdhcpd_failover_state{state=\"PARTNER-DOWN\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        value("xdhcpd_failover_partner_state{state=\"NORMAL\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(value("xdhcpd_failover_connected"), Some(1.0), "{m}");
+    assert_eq!(value("xdhcpd_failover_updates_pending"), Some(0.0), "{m}");
+    assert!(
+        value("xdhcpd_failover_bndack_received_total").is_some_and(|v| v >= 10.0),
+        "{m}"
+    );
+    assert!(
+        value("xdhcpd_failover_update_ack_latency_seconds").is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    assert!(
+        value("xdhcpd_failover_rebalance_moves_total{direction=\"granted\"}").is_some(),
+        "{m}"
+    );
 
     // 2. The primary crashes; the operator declares it down; the secondary serves.
     a.kill()?;

@@ -33,6 +33,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     // The failover guard of `--io udp` mode (`nft`).
     "nftables",
+    // The metrics test scrapes the daemon with a real Prometheus (`userspace/tests/api_ns.rs`).
+    "prometheus",
+    // systemd-analyze verify of packaging/systemd/xdhcpd.service (man: its Documentation=).
+    "systemd",
+    "man-db",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

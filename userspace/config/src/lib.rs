@@ -10,6 +10,7 @@
 //! `userspace/examples/relay.toml`.
 #![forbid(unsafe_code)]
 
+mod api;
 mod error;
 mod failover;
 mod net;
@@ -28,6 +29,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
 pub use net::{Ipv4Net, NetParseError};
@@ -37,6 +39,7 @@ pub use provisioning::{
     TimeOverride, MAX_CLASSES,
 };
 pub use ratelimit::RateLimitConfig;
+pub use schema::schema_keys;
 pub use v6::{
     in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
     DEFAULT_LEASE_FILE6,
@@ -84,6 +87,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// The control API and `/metrics` (`[api]`; defaults when absent).
+    pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
@@ -95,10 +100,57 @@ pub struct Config {
     pub shared_networks: Vec<SharedNetwork>,
     /// `[[host]]`: registered clients without a fixed address.
     pub hosts: Vec<Host>,
+    /// `[event-log]`: the lease event log (None: no event log).
+    pub event_log: Option<EventLogConfig>,
+    /// `[alarms]`: thresholds of the alarms logged (and counted) by the daemon.
+    pub alarms: AlarmsConfig,
     pub source: PathBuf,
     lookup: SubnetLookup,
     /// DHCPv6: `[dhcpv6]` and `[[subnet6]]` (no subnet6: not served).
     pub v6: V6Config,
+}
+
+/// `[event-log]`: JSON lines of lease events in `directory`, rotated by size and age.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLogConfig {
+    /// `directory` (default `/var/lib/xdhcpd/events`): the current file is `events.jsonl`,
+    /// rotated ones `events-<unix time>.jsonl`.
+    pub directory: PathBuf,
+    /// `max-size-mb` (default 64): rotate when the current file reaches this size.
+    pub max_size_mb: u32,
+    /// `max-age-hours` (default 24; 0 = never by age): rotate a file this old.
+    pub max_age_hours: u32,
+    /// `keep` (default 30): rotated files kept (the oldest are deleted).
+    pub keep: u32,
+}
+
+impl Default for EventLogConfig {
+    fn default() -> Self {
+        EventLogConfig {
+            directory: PathBuf::from("/var/lib/xdhcpd/events"),
+            max_size_mb: 64,
+            max_age_hours: 24,
+            keep: 30,
+        }
+    }
+}
+
+/// `[alarms]`: when the daemon logs (and counts) an alarm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmsConfig {
+    /// `pool-utilisation-pct` (default 90): a pool whose used share reaches this.
+    pub pool_utilisation_pct: u8,
+    /// `partner-unreachable-secs` (default 30): failover partner without contact this long.
+    pub partner_unreachable_secs: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            pool_utilisation_pct: 90,
+            partner_unreachable_secs: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,14 @@
 use super::error::Errors;
 use super::reader::{u32_in, Table};
 
-pub(crate) const RATE_LIMIT_KEYS: &[&str] =
-    &["client-rate", "client-burst", "relay-rate", "relay-burst"];
+pub(crate) const RATE_LIMIT_KEYS: &[&str] = &[
+    "client-rate",
+    "client-burst",
+    "relay-rate",
+    "relay-burst",
+    "circuit-rate",
+    "circuit-burst",
+];
 
 /// A validated `[rate-limit]` section; all zero (the default) = no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -64,10 +64,8 @@ fn demo_example_parses() {
 #[test]
 fn relay_example_parses_and_selects_by_giaddr() {
     let cfg = parse(RELAY_CONFIG, "relay.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        cfg.server.commit,
-        CommitMode::Interval(Duration::from_millis(10))
-    );
+    // A standalone server: every lease on disk before its ACK.
+    assert_eq!(cfg.server.commit, CommitMode::Ack);
     assert_eq!(cfg.subnets.len(), 2);
     // giaddr inside a cidr, giaddr listed in relay-addresses, and neither.
     assert_eq!(cfg.subnet_for(ip("10.10.0.1")).map(|s| s.index), Some(0));
@@ -961,4 +959,57 @@ prefix = \"fd78::/48\"\n"
             "missing {w:?} in {lines:#?}"
         );
     }
+}
+
+#[test]
+fn api_section_defaults_values_and_positioned_errors() {
+    let base = "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(base, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.api, ApiConfig::default());
+    assert!(cfg.api.metrics);
+    let with = |t: &str| format!("{base}[api]\n{t}\n");
+    let cfg = parse(
+        &with("listen = \"127.0.0.1:8067\"\nmetrics = false"),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.api.listen, Some("127.0.0.1:8067".parse().unwrap()));
+    assert!(!cfg.api.metrics);
+    assert_eq!(cfg.api.token_file, None);
+    // Non-loopback with a token file: accepted.
+    let cfg = parse(
+        &with("listen = \"192.0.2.1:8067\"\ntoken-file = \"/etc/xdhcpd/api.token\""),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.api.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/xdhcpd/api.token"))
+    );
+    let lines = |t: &str| error_lines(&with(t));
+    // The token rule: a non-loopback listener without a token file is refused, positioned.
+    assert_eq!(
+        lines("listen = \"0.0.0.0:8067\""),
+        [
+            "t.toml:6:10: api.listen: 0.0.0.0:8067 is not a loopback address: a TCP listener \
+          reachable from the network needs `api.token-file` (bearer token)"
+        ]
+    );
+    assert_eq!(
+        lines("listen = \"localhost\""),
+        [
+            "t.toml:6:10: api.listen: \"localhost\" is not a listen address: expected ip:port \
+          (\"127.0.0.1:8067\", \"[::1]:8067\")"
+        ]
+    );
+    assert_eq!(
+        lines("listen = \"127.0.0.1:0\""),
+        ["t.toml:6:10: api.listen: 127.0.0.1:0: port 0 is not a listen port"]
+    );
+    assert_eq!(
+        lines("metrics = \"yes\""),
+        ["t.toml:6:11: api.metrics: expected true or false, found a string"]
+    );
+    assert_eq!(lines("lissen = \"127.0.0.1:1\"").len(), 1);
+    assert!(lines("lissen = \"127.0.0.1:1\"")[0].starts_with("t.toml:6:1: api.lissen"));
 }

@@ -100,6 +100,8 @@ const IDLE_TICK: Duration = Duration::from_millis(20);
 const COALESCE_BYTES: usize = 64 * 1024;
 
 pub(crate) struct Driver {
+    /// The lease event log's end: records the partner's updates changed.
+    pub events: Option<crate::events::EventTap>,
     pub engine: FailoverEngine,
     pub table: Arc<LeaseTable>,
     pub cell: Arc<PolicyCell>,
@@ -220,6 +222,7 @@ impl Driver {
         let balance = super::rebalance::Rebalancer::new(&cfg, &table, role);
         (
             Driver {
+                events: None,
                 engine,
                 table,
                 cell,
@@ -760,7 +763,8 @@ impl Driver {
             table: &self.table,
             dirty,
         };
-        self.sync
+        let r = self
+            .sync
             .apply(&mut store, now, b)
             .map(|_| ())
             .inspect_err(|e| {
@@ -770,7 +774,11 @@ impl Driver {
                     b.status,
                     e.1
                 );
-            })
+            });
+        if let (Ok(()), Some(ev), Some(slot)) = (&r, &self.events, self.table.slot_of(b.addr)) {
+            ev.offer_failover(slot);
+        }
+        r
     }
 
     /// Primary, POOLREQ: balances every pool now (`rebalance.rs`); returns the addresses
@@ -937,6 +945,8 @@ impl Driver {
                 .and_then(tcp_rtt_ms),
             max_unacked_advertised: e.max_unacked_exchanged().map(|(ours, _)| ours),
             partner_max_unacked: e.max_unacked_exchanged().map(|(_, theirs)| theirs),
+            rebalance_granted: u64::from(self.balance.total.granted),
+            rebalance_reclaimed: u64::from(self.balance.total.reclaimed),
         }
     }
 }

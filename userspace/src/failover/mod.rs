@@ -1,6 +1,6 @@
 //! Failover driver and operations: runs the sans-IO `xdhcpd_failover::FailoverEngine` over
 //! TCP to the partner, applies its decisions to the lease table, publishes its policy to the
-//! DHCP workers, and serves `xdhcpd ctl failover ...` on the control socket.
+//! DHCP workers, and answers `xdhcpd ctl failover ...` (through the control API, `crate::api`).
 //!
 //! Threads and data flow:
 //! * DHCP workers send the slots each batch changed through a bounded channel
@@ -8,7 +8,7 @@
 //!   overflow flag makes the driver rescan the table for records the partner lacks);
 //! * the driver thread (tokio current-thread runtime) owns the engine, the connection, and
 //!   every failover write to the table (partner bindings, acks, pool grants, persisted state);
-//! * the control thread forwards operator requests to the driver and waits for its answer.
+//! * the control API forwards operator requests to the driver and waits for its answer.
 //!
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
 //! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
@@ -20,7 +20,6 @@ mod table_store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -131,6 +130,16 @@ impl Failover {
     /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+        Self::start_with_events(cfg, table, None)
+    }
+
+    /// [`Failover::start`], also handing the records the partner's updates change to the
+    /// lease event log.
+    pub fn start_with_events(
+        cfg: &FailoverConfig,
+        table: Arc<LeaseTable>,
+        events: Option<crate::events::EventTap>,
+    ) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
         let ecfg_grace = ecfg.expiry_grace;
         ecfg.validate()
@@ -208,7 +217,7 @@ impl Failover {
         };
         let (tx, rx) = bounded(CHANGE_CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
-        let (driver, ev_rx) = Driver::new(
+        let (mut driver, ev_rx) = Driver::new(
             engine,
             table,
             cell.clone(),
@@ -217,6 +226,7 @@ impl Failover {
             overflow.clone(),
             auth_key,
         );
+        driver.events = events;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-failover".into())
@@ -299,22 +309,6 @@ pub fn no_failover_handler() -> Handler {
 // ---------------------------------------------------------------------------------------------
 // `xdhcpd ctl`
 
-/// `xdhcpd ctl ...` subcommands.
-#[derive(clap::Subcommand, Clone, Debug)]
-pub enum CtlCmd {
-    /// Failover relationship: status and operator commands.
-    Failover {
-        #[command(subcommand)]
-        cmd: FailoverCtl,
-    },
-    /// Registrations (MAC / client id -> group, fixed address, options): add, modify,
-    /// remove, show, import, export while the server runs.
-    Registrations {
-        #[command(subcommand)]
-        cmd: crate::registrations::ctl::RegistrationsCtl,
-    },
-}
-
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum FailoverCtl {
     /// Both states and since when, last contact, queue depths, ack latency.
@@ -382,63 +376,6 @@ pub fn resolve_socket(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow:
                 .join(", ")
         ),
     }
-}
-
-/// Runs `xdhcpd ctl`.
-pub fn main_ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> ExitCode {
-    match ctl(socket, config, cmd) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("xdhcpd ctl: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn ctl(socket: Option<PathBuf>, config: Option<PathBuf>, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
-    let cmd = match cmd {
-        CtlCmd::Failover { cmd } => cmd,
-        CtlCmd::Registrations { cmd } => {
-            return crate::registrations::ctl::run(resolve_socket(socket, config.as_deref())?, cmd)
-        }
-    };
-    // Validate arguments before touching the socket.
-    let (req, json) = match cmd {
-        FailoverCtl::Status { json } => (Request::FailoverStatus, json),
-        FailoverCtl::PartnerDown { since, force } => {
-            let since = match since {
-                Some(s) => Some(control::parse_since(&s, unix_now()).map_err(anyhow::Error::msg)?),
-                None => None,
-            };
-            (Request::FailoverPartnerDown { since, force }, false)
-        }
-        FailoverCtl::Recover => (Request::FailoverRecover, false),
-        FailoverCtl::Pause => (Request::FailoverPause, false),
-    };
-    let path = resolve_socket(socket, config.as_deref())?;
-    let resp = control::call(&path, &req)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&resp)?);
-        return Ok(if resp.ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-    if !resp.ok {
-        eprintln!(
-            "xdhcpd ctl: {}",
-            resp.error.as_deref().unwrap_or("request failed")
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if let Some(m) = &resp.message {
-        println!("{m}");
-    }
-    if let Some(s) = &resp.status {
-        print!("{}", format_status(s, unix_now()));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn ago(t: u32, now: u32) -> String {

@@ -56,6 +56,8 @@ pub(crate) struct Rebalancer {
     reclaiming: HashMap<Ipv4Addr, (Instant, u32)>,
     next_check: Instant,
     last_poolreq: Option<Instant>,
+    /// Addresses moved since start (granted to the backup, reclaims sent), for `/metrics`.
+    pub(crate) total: Moved,
 }
 
 /// The percentage for a pool: load balancing forces 50 (spec); else the scope's value, else
@@ -97,6 +99,7 @@ impl Rebalancer {
             reclaiming: HashMap::new(),
             next_check: Instant::now() + CHECK_EVERY,
             last_poolreq: None,
+            total: Moved::default(),
         }
     }
 
@@ -221,6 +224,8 @@ impl Rebalancer {
         if let Err(e) = table.flush_set(&mut dirty) {
             tracing::error!("failover: flushing backup pool grants failed: {e}");
         }
+        self.total.granted = self.total.granted.wrapping_add(moved.granted);
+        self.total.reclaimed = self.total.reclaimed.wrapping_add(moved.reclaimed);
         if moved != Moved::default() {
             tracing::info!(
                 "failover: pool balance ({trigger:?}): {} address(es) granted to the backup, \

@@ -12,9 +12,12 @@
 //! overrides it).
 //!
 //! Access: `LeaseTable::open` takes the file's exclusive lock and may write
-//! (repairs, and a rebuild when the pools changed); lease-store has no
-//! read-only open yet. So the tools cannot run while xdhcpd serves the file
-//! (they say so, naming the daemon's pid), and the reading tools check the
+//! (repairs, and a rebuild when the pools changed). When a running xdhcpd holds
+//! the lock, the reading tools (`dump`, `stats`, `lookup`) open the file with
+//! `lease_store::ReadOnlyTable` instead: no lock, nothing written, each record
+//! read consistently under its sequence lock while the daemon serves (`stats`
+//! then counts the records; `--recount` needs the lock). `import` and `export`
+//! still need the lock and name the daemon's pid. The reading tools check the
 //! file's pool table against the configuration first and refuse instead of
 //! letting `open` rewrite the file for a different configuration.
 
@@ -36,8 +39,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use lease_store::{
-    unix_now, ClientKey, FileHeader, LeaseState, LeaseTable, OpenOptions, PoolSpec, PoolStats,
-    StoreError,
+    unix_now, ClientKey, FileHeader, Lease, LeaseState, LeaseTable, OpenOptions, PoolSpec,
+    PoolStats, ReadOnlyTable, StoreError,
 };
 use serde::Serialize;
 
@@ -47,7 +50,7 @@ pub use import::{apply as import_leases, ImportOptions, ImportRefused, ImportSum
 pub use isc::{parse as parse_isc, IscFile};
 pub use kea::{parse as parse_kea, write_csv as write_kea_csv, ExportSummary, KeaFile, KEA_HEADER};
 pub use model::{ParseError, SourceLease};
-pub use record::{write_record, Format, CSV_HEADER};
+pub use record::{lease_json, write_record, Format, CSV_HEADER};
 pub use time::iso8601;
 
 /// Where the table is and what it must look like.
@@ -214,13 +217,13 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             } else {
                 record::parse_states(&state).map_err(|e| anyhow!(Refused(e)))?
             };
-            let (_cfg, t) = open(&table, Access::Read)?;
+            let (_cfg, t) = open_reading(&table)?;
             let n = match path {
                 Some(p) => {
                     let f =
                         create_private(&p).with_context(|| format!("creating {}", p.display()))?;
                     let mut w = BufWriter::with_capacity(1 << 20, f);
-                    let n = dump(&t, format, &filter, &mut w)?;
+                    let n = t.dump(format, &filter, &mut w)?;
                     w.into_inner()
                         .map_err(|e| e.into_error())
                         .and_then(|f| f.sync_all())
@@ -229,7 +232,7 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                 }
                 None => {
                     let mut w = BufWriter::with_capacity(1 << 20, out);
-                    let n = dump(&t, format, &filter, &mut w)?;
+                    let n = t.dump(format, &filter, &mut w)?;
                     w.flush()?;
                     n
                 }
@@ -248,7 +251,27 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             recount,
         } => {
             let started = Instant::now();
-            let (_cfg, t) = open(&table, Access::Read)?;
+            let (_cfg, t) = open_reading(&table)?;
+            let t = match t {
+                Reading::Locked(t) => *t,
+                Reading::Beside(ro) => {
+                    if recount {
+                        bail!(Refused(format!(
+                            "--recount compares the daemon's counters with the records and \
+                             needs the lease file's lock: {}",
+                            in_use_message(ro.path())
+                        )));
+                    }
+                    let stats = ro.count();
+                    write_stats(&stats, ro.pools(), json, out)?;
+                    eprintln!(
+                        "({} records counted beside the running daemon, {:?})",
+                        ro.len(),
+                        started.elapsed()
+                    );
+                    return Ok(0);
+                }
+            };
             let stats = t.all_stats();
             let mut code = 0;
             let mut diffs = Vec::new();
@@ -283,8 +306,11 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             client_id,
             format,
         } => {
-            let (_cfg, t) = open(&table, Access::Read)?;
-            let found = lookup(&t, ip, mac.as_deref(), client_id.as_deref())?;
+            let (_cfg, t) = open_reading(&table)?;
+            let found = match &t {
+                Reading::Locked(t) => lookup(&**t, ip, mac.as_deref(), client_id.as_deref())?,
+                Reading::Beside(t) => lookup(t, ip, mac.as_deref(), client_id.as_deref())?,
+            };
             record::write_header(format, out)?;
             for (pool, l) in &found {
                 write_record(format, *pool, l, out)?;
@@ -322,7 +348,24 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                     .collect(),
             };
             drop(src);
-            let (_cfg, t) = open(&table, Access::Write)?;
+            // A dry run writes nothing: it works on a private copy of the lease file (or a
+            // new table, when there is none), so neither creating the file nor rebuilding it
+            // for changed pools touches the real one.
+            let scratch = dry_run.then(DryRunCopy::new);
+            let (_cfg, t) = match &scratch {
+                Some(c) => {
+                    let cfg = xdhcpd_config::load(&table.config)
+                        .map_err(|e| anyhow!(Refused(e.to_string())))?;
+                    let real = table
+                        .lease_file
+                        .clone()
+                        .unwrap_or_else(|| cfg.server.lease_file.clone());
+                    c.fill_from(&real)?;
+                    let t = open_table(&c.path, &pool_specs(&cfg), Access::Write)?;
+                    (cfg, t)
+                }
+                None => open(&table, Access::Write)?,
+            };
             let opts = ImportOptions {
                 skip_outside,
                 force,
@@ -384,6 +427,45 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             );
             Ok(0)
         }
+    }
+}
+
+/// A private scratch copy of a lease file for `leases import --dry-run`; removed on drop.
+struct DryRunCopy {
+    path: PathBuf,
+}
+
+impl DryRunCopy {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "xdhcpd-dry-run-{}-{}.db",
+            std::process::id(),
+            unix_now()
+        ));
+        DryRunCopy { path }
+    }
+
+    /// Copies `real` (if it exists) to the scratch path, private to the owner.
+    fn fill_from(&self, real: &Path) -> Result<()> {
+        match fs::metadata(real) {
+            Ok(_) => {
+                let mut from =
+                    File::open(real).with_context(|| format!("reading {}", real.display()))?;
+                let mut to = create_private(&self.path)
+                    .with_context(|| format!("creating {}", self.path.display()))?;
+                io::copy(&mut from, &mut to)
+                    .with_context(|| format!("copying {} for the dry run", real.display()))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("lease file {}", real.display())),
+        }
+    }
+}
+
+impl Drop for DryRunCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -474,6 +556,86 @@ pub fn open_table(path: &Path, pools: &[PoolSpec], access: Access) -> Result<Lea
     }
 }
 
+/// A table opened for reading: with its lock, or beside the daemon that holds it.
+pub enum Reading {
+    Locked(Box<LeaseTable>),
+    Beside(ReadOnlyTable),
+}
+
+impl Reading {
+    /// Streams the records whose state is in `filter`; returns how many.
+    pub fn dump(
+        &self,
+        format: Format,
+        filter: &[bool; LeaseState::COUNT],
+        out: &mut dyn Write,
+    ) -> io::Result<u64> {
+        match self {
+            Reading::Locked(t) => dump(t, format, filter, out),
+            Reading::Beside(t) => dump_records(t.iter(), format, filter, out),
+        }
+    }
+}
+
+/// [`open`] for the reading tools: when a running daemon holds the file, a read-only view
+/// beside it (said on stderr).
+pub fn open_reading(args: &TableArgs) -> Result<(Config, Reading)> {
+    let cfg = xdhcpd_config::load(&args.config).map_err(|e| anyhow!(Refused(e.to_string())))?;
+    let path = args
+        .lease_file
+        .clone()
+        .unwrap_or_else(|| cfg.server.lease_file.clone());
+    match open_table(&path, &pool_specs(&cfg), Access::Read) {
+        Ok(t) => Ok((cfg, Reading::Locked(Box::new(t)))),
+        Err(e) if e.to_string().contains(" is in use by ") => {
+            let ro = ReadOnlyTable::open(&path).map_err(|e| anyhow!(e))?;
+            eprintln!(
+                "note: {} is held by a running daemon: reading it without the lock (read-only; \
+                 each record consistent, the daemon keeps serving meanwhile)",
+                path.display()
+            );
+            Ok((cfg, Reading::Beside(ro)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What `lookup` needs of a table.
+pub trait Records {
+    /// The record of an address in a pool, with its pool id.
+    fn at(&self, ip: Ipv4Addr) -> Option<(u32, Lease)>;
+    /// Every record with its pool id.
+    fn records(&self) -> Box<dyn Iterator<Item = (u32, Lease)> + '_>;
+    /// The record bound to a client.
+    fn bound(&self, key: &ClientKey) -> Option<(u32, Lease)>;
+}
+
+impl Records for LeaseTable {
+    fn at(&self, ip: Ipv4Addr) -> Option<(u32, Lease)> {
+        self.slot_of(ip)
+            .map(|s| (self.pool_of_slot(s), self.read(s)))
+    }
+    fn records(&self) -> Box<dyn Iterator<Item = (u32, Lease)> + '_> {
+        Box::new(self.iter().map(|(s, l)| (self.pool_of_slot(s), l)))
+    }
+    fn bound(&self, key: &ClientKey) -> Option<(u32, Lease)> {
+        self.find_client(key)
+            .map(|(s, l)| (self.pool_of_slot(s), l))
+    }
+}
+
+impl Records for ReadOnlyTable {
+    fn at(&self, ip: Ipv4Addr) -> Option<(u32, Lease)> {
+        self.index_of(ip).map(|i| (self.pool_of(i), self.read(i)))
+    }
+    fn records(&self) -> Box<dyn Iterator<Item = (u32, Lease)> + '_> {
+        Box::new(self.iter())
+    }
+    fn bound(&self, key: &ClientKey) -> Option<(u32, Lease)> {
+        self.find_client(key)
+    }
+}
+
 fn list_pools(p: &[PoolSpec]) -> String {
     p.iter()
         .map(|p| format!("#{} {}-{}", p.id, p.first, p.last))
@@ -491,8 +653,8 @@ fn in_use_message(path: &Path) -> String {
         }
     });
     format!(
-        "lease file {} is in use by {}; the lease tools need the file's exclusive lock \
-         (lease-store has no read-only open yet): stop the daemon first",
+        "lease file {} is in use by {}; this tool needs the file's exclusive lock (dump, \
+         stats and lookup read beside the daemon): stop the daemon first",
         path.display(),
         who.unwrap_or_else(|| "a running xdhcpd (pid unknown)".into())
     )
@@ -534,11 +696,20 @@ pub fn dump(
     filter: &[bool; LeaseState::COUNT],
     out: &mut dyn Write,
 ) -> io::Result<u64> {
+    dump_records(t.records(), format, filter, out)
+}
+
+fn dump_records(
+    records: impl Iterator<Item = (u32, Lease)>,
+    format: Format,
+    filter: &[bool; LeaseState::COUNT],
+    out: &mut dyn Write,
+) -> io::Result<u64> {
     record::write_header(format, out)?;
     let mut n = 0;
-    for (slot, l) in t.iter() {
+    for (pool, l) in records {
         if filter[l.state as usize] {
-            write_record(format, t.pool_of_slot(slot), &l, out)?;
+            write_record(format, pool, &l, out)?;
             n += 1;
         }
     }
@@ -568,15 +739,15 @@ fn parse_hex_arg(s: &str, what: &str) -> Result<Vec<u8>> {
 /// The records matching an address, a MAC (chaddr or hardware key), or a
 /// client identifier, with their pool ids.
 pub fn lookup(
-    t: &LeaseTable,
+    t: &dyn Records,
     ip: Option<Ipv4Addr>,
     mac: Option<&str>,
     client_id: Option<&str>,
 ) -> Result<Vec<(u32, lease_store::Lease)>> {
     let mut found = Vec::new();
     if let Some(ip) = ip {
-        match t.slot_of(ip) {
-            Some(s) => found.push((t.pool_of_slot(s), t.read(s))),
+        match t.at(ip) {
+            Some(r) => found.push(r),
             None => bail!(Refused(format!("{ip} is in no configured pool"))),
         }
     }
@@ -588,25 +759,18 @@ pub fn lookup(
         // A scan: a client may be keyed by its client-id while its chaddr is this MAC,
         // and every record with the MAC is wanted (also non-binding states).
         let key = ClientKey::from_hw(1, &hw);
-        for (s, l) in t.iter() {
-            if l.hw() == hw.as_slice() || l.client == key {
-                found.push((t.pool_of_slot(s), l));
-            }
-        }
+        found.extend(
+            t.records()
+                .filter(|(_, l)| l.hw() == hw.as_slice() || l.client == key),
+        );
     }
     if let Some(c) = client_id {
         let id = parse_hex_arg(c, "client-id")?;
         let key = ClientKey::from_client_id(&id);
-        match t.find_client(&key) {
-            Some((s, l)) => found.push((t.pool_of_slot(s), l)),
+        match t.bound(&key) {
+            Some(r) => found.push(r),
             // Not bound: look through the records in other states too.
-            None => {
-                for (s, l) in t.iter() {
-                    if l.client == key {
-                        found.push((t.pool_of_slot(s), l));
-                    }
-                }
-            }
+            None => found.extend(t.records().filter(|(_, l)| l.client == key)),
         }
     }
     Ok(found)

@@ -81,6 +81,15 @@ pub fn write_header(format: Format, out: &mut dyn Write) -> io::Result<()> {
     }
 }
 
+/// One record as a JSON value (the shape of a `dump --format json` line), for the API.
+pub fn lease_json(pool: u32, l: &Lease) -> serde_json::Value {
+    let mut line = Vec::with_capacity(512);
+    match write_record(Format::Json, pool, l, &mut line) {
+        Ok(()) => serde_json::from_slice(&line).unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
 /// Writes one record (one line).
 pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -> io::Result<()> {
     match format {

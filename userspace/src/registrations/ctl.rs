@@ -1,8 +1,8 @@
-//! Registration requests: the server side (one handler over the store, on the control
-//! thread) and `xdhcpd ctl registrations ...`. Kept apart from `control.rs` so the same
-//! requests can move onto the HTTP API.
+//! Registration requests: the server side (one handler over the store, called from the
+//! control API's blocking pool) and `xdhcpd ctl registrations ...`.
 //!
-//! Wire form (inside the control socket's `{"cmd":"registrations","request":{...}}`):
+//! Wire form (the body of `POST /v1/registrations`; `GET /v1/registrations` is `show` without
+//! `select`):
 //! `{"op":"add","registration":{...}}`, `{"op":"modify","select":{"mac":"..."},
 //! "registration":{...}}`, `{"op":"remove","select":{"client-id":"01..."}}`,
 //! `{"op":"show","select":...}` (without `select`: the count), `{"op":"import",
@@ -21,7 +21,7 @@ use xdhcpd_registrations::record::{parse_hex, parse_mac};
 use xdhcpd_registrations::{Json, Registration, Selector, StoreError};
 
 use super::SharedStore;
-use crate::control::{self, Handler, Request, Response};
+use crate::control::{Handler, Request, Response};
 
 /// Largest bulk file read (about 5 million registrations).
 const MAX_IMPORT_BYTES: u64 = 1 << 30;
@@ -407,8 +407,8 @@ pub enum RegistrationsCtl {
     },
 }
 
-/// Runs one `xdhcpd ctl registrations` command against the daemon at `socket`.
-pub fn run(socket: PathBuf, cmd: RegistrationsCtl) -> anyhow::Result<ExitCode> {
+/// Runs one `xdhcpd ctl registrations` command against the daemon's API at `ep`.
+pub fn run(ep: crate::api::client::Endpoint, cmd: RegistrationsCtl) -> anyhow::Result<ExitCode> {
     let absolute = |p: &Path| -> anyhow::Result<PathBuf> {
         if p.is_absolute() {
             Ok(p.to_path_buf())
@@ -429,7 +429,7 @@ pub fn run(socket: PathBuf, cmd: RegistrationsCtl) -> anyhow::Result<ExitCode> {
         RegistrationsCtl::Modify { select, fields } => {
             let sel = select.selector()?;
             let resp = send(
-                &socket,
+                &ep,
                 RegRequest::Show {
                     select: Some(sel.clone()),
                 },
@@ -470,7 +470,7 @@ pub fn run(socket: PathBuf, cmd: RegistrationsCtl) -> anyhow::Result<ExitCode> {
         },
     };
     let show = matches!(request, RegRequest::Show { select: Some(_) });
-    let resp = send(&socket, request)?;
+    let resp = send(&ep, request)?;
     if !resp.ok {
         eprintln!(
             "xdhcpd ctl: {}",
@@ -485,15 +485,22 @@ pub fn run(socket: PathBuf, cmd: RegistrationsCtl) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn send(socket: &Path, request: RegRequest) -> anyhow::Result<Response> {
+fn send(ep: &crate::api::client::Endpoint, request: RegRequest) -> anyhow::Result<Response> {
+    let body = serde_json::to_vec(&request)?;
     // A bulk import of millions takes seconds.
-    control::call_with_timeout(
-        socket,
-        &Request::Registrations {
-            request: Box::new(request),
-        },
+    let a = crate::api::client::call_with_timeout(
+        ep,
+        "POST",
+        "/v1/registrations",
+        Some(&body),
         Duration::from_secs(600),
-    )
+    )?;
+    // Refusals come as the same response with `ok: false` (409); other errors as
+    // `{"error": ...}`.
+    match serde_json::from_slice::<Response>(&a.body) {
+        Ok(r) => Ok(r),
+        Err(_) => Ok(Response::error(format!("{} ({})", a.reason(), a.status))),
+    }
 }
 
 #[cfg(test)]
@@ -508,8 +515,12 @@ mod tests {
         (d, Arc::new(Mutex::new(s)))
     }
 
+    /// One request as the API hands it over: the JSON form parsed, then the handler.
     fn wire(line: &str, h: &Handler) -> Response {
-        control::respond(line, h)
+        match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => h(req),
+            Err(e) => Response::error(format!("bad request: {e}")),
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Committer {
     /// Flushes done and failed (for the stats).
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
+    /// Duration of each group-commit flush (this thread is its only writer).
+    pub flush_latency: super::latency::LatencyHistogram,
     /// Eventfds of workers waiting for `durable` to advance.
     waiters: RwLock<Vec<Arc<OwnedFd>>>,
     /// The committer is parked (nothing to flush): the next ticket unparks it. Parking instead
@@ -131,7 +133,10 @@ impl Committer {
             let stopping = stop.load(Ordering::Relaxed);
             let target = self.written.load(Ordering::Acquire);
             if target > self.durable.load(Ordering::Relaxed) {
-                match table.commit() {
+                let started = std::time::Instant::now();
+                let flushed = table.commit();
+                self.flush_latency.record(started.elapsed());
+                match flushed {
                     Ok(()) => {
                         self.durable.store(target, Ordering::Release);
                         self.flushes.fetch_add(1, Ordering::Relaxed);

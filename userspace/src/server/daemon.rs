@@ -17,11 +17,15 @@ use super::iface::Interface;
 use super::packet_io::udp::UdpDriver;
 use super::packet_io::xsk::{FrameResponder, XskDriver};
 use super::packet_io::PacketIo;
+use super::reload::{EngineCell, Overrides, Reloader};
 use super::v6::{self as v6srv, V6Server};
-use super::worker::{run_worker, WorkerCounters};
+use super::worker::{run_worker, WorkerCounters, WorkerOps};
+use crate::alarms::Alarms;
+use crate::api::{ApiServer, ApiState, Listen};
 use crate::clock::unix_now;
-use crate::control::{default_socket, ControlServer};
-use crate::failover::{no_failover_handler, Failover, FailoverTap};
+use crate::control::default_socket;
+use crate::events::EventLog;
+use crate::failover::{Failover, FailoverTap};
 use xdhcpd_config::{CommitMode, Config, IoMode, QueueSel, XdpModeCfg};
 use xdhcpd_dhcpv4::{Engine, EngineShared, EngineStats, StatsSnapshot};
 use xdhcpd_io::udp::UdpIo;
@@ -49,17 +53,25 @@ pub struct RunOptions {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGHUP: reload the configuration (never stops the daemon).
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_hangup(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
 fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic.
+    // SAFETY: the handlers only store to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
     }
 }
 
@@ -260,7 +272,7 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
 
 /// What every worker shares.
 struct WorkerShared {
-    engine: Arc<EngineShared>,
+    ops: WorkerOps,
     committer: Option<Arc<Committer>>,
     stop: Arc<AtomicBool>,
     tap: Option<FailoverTap>,
@@ -287,16 +299,17 @@ impl Workers {
         let wc = Arc::new(WorkerCounters::default());
         self.stats.push(st.clone());
         self.counters.push(wc.clone());
-        let engine = Engine::new(shared.engine.clone(), shard, st);
-        let (committer, stop, tap) = (
+        let engine = Engine::new(shared.ops.config.load(), shard, st);
+        let (committer, stop, tap, ops) = (
             shared.committer.clone(),
             shared.stop.clone(),
             shared.tap.clone(),
+            shared.ops.clone(),
         );
         self.threads.push(
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_worker(io, engine, committer, stop, wc, tap))?,
+                .spawn(move || run_worker(io, engine, committer, stop, wc, tap, ops))?,
         );
         Ok(())
     }
@@ -307,7 +320,11 @@ pub struct Daemon {
     opts: RunOptions,
     table: Arc<LeaseTable>,
     failover: Option<Failover>,
-    control: Option<ControlServer>,
+    /// The control API (HTTP/JSON on the control socket, optional TCP, `/metrics`).
+    api: Option<ApiServer>,
+    reloader: Reloader,
+    events: Option<EventLog>,
+    alarms: Alarms,
     steering: Option<Box<XdpSteering>>,
     /// `--io udp` with failover: the nftables twin of the XDP failover guard.
     nft_guard: Option<super::nft_guard::NftGuard>,
@@ -371,8 +388,16 @@ impl Daemon {
             Some(_) => Some(v6srv::open_socket(&iface)?),
             None => None,
         };
+        let events = match &cfg.event_log {
+            Some(ec) => Some(EventLog::start(ec, table.clone())?),
+            None => None,
+        };
         let failover = match &cfg.failover {
-            Some(f) => Some(Failover::start(f, table.clone())?),
+            Some(f) => Some(Failover::start_with_events(
+                f,
+                table.clone(),
+                events.as_ref().map(|e| e.tap()),
+            )?),
             None => None,
         };
         let mut engine = EngineShared::new(cfg.clone(), table.clone(), server_id);
@@ -391,42 +416,32 @@ impl Daemon {
             engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
         }
         let engine = Arc::new(engine);
+        let cell = Arc::new(EngineCell::new(engine.clone()));
+        let reloader = Reloader::new(
+            cfg.source.clone(),
+            Overrides {
+                interface: opts.interface.clone(),
+                lease_file: opts.lease_file.clone(),
+                io: opts.io,
+            },
+            cfg.clone(),
+            cell.clone(),
+        );
         let control_path = opts
             .control_socket
             .clone()
             .or(cfg.server.control_socket.clone())
             .unwrap_or_else(|| default_socket(&iface.name));
-        let handler = failover
-            .as_ref()
-            .map_or_else(no_failover_handler, |f| f.control_handler());
-        let handler = crate::registrations::ctl::handler(registrations, handler);
-        let control = match ControlServer::start(&control_path, handler) {
-            Ok(c) => {
-                tracing::info!("control socket {}", control_path.display());
-                Some(c)
-            }
-            // Operators need it to run failover and to manage registrations; without either
-            // it is a convenience.
-            Err(e) if failover.is_some() || cfg.server.registration_file.is_some() => {
-                return Err(e)
-            }
-            Err(e) => {
-                tracing::warn!("no control socket: {e:#}");
-                None
-            }
-        };
+        let api_listen = Listen::from_config(control_path, &cfg.api)?;
         engine.protect_reservations(unix_now());
-        tracing::info!(
-            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
-            cfg.subnets.len(),
-            iface.name,
-            cfg.server.commit
-        );
 
         install_signal_handlers();
         let commit = cfg.server.commit;
         let shared = WorkerShared {
-            engine,
+            ops: WorkerOps {
+                config: cell,
+                events: events.as_ref().map(|e| e.tap()),
+            },
             // Ack mode: one committer thread flushes for all workers, whatever the data path.
             committer: (commit == CommitMode::Ack).then(|| Arc::new(Committer::new())),
             stop: Arc::new(AtomicBool::new(false)),
@@ -435,6 +450,20 @@ impl Daemon {
         let mut workers = Workers::default();
         let mut nft_guard = None;
         let mut v6_join = None;
+        let io_name = match &path {
+            DataPath::Xdp { .. } => "xdp",
+            DataPath::Udp(_) => "udp",
+        };
+        let xdp_reader = match &path {
+            DataPath::Xdp { steering, .. } => match steering.counter_reader() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("metrics: no XDP counters: {e}");
+                    None
+                }
+            },
+            DataPath::Udp(_) => None,
+        };
         let steering = match path {
             DataPath::Xdp { steering, sockets } => {
                 for (q, sock) in sockets.into_iter().enumerate() {
@@ -489,11 +518,70 @@ impl Daemon {
             }
             None => None,
         };
+        let state = ApiState {
+            config: cfg.clone(),
+            interface: iface.name.clone(),
+            server_id,
+            io: io_name,
+            table: table.clone(),
+            engine_stats: workers.stats.clone(),
+            workers: workers.counters.clone(),
+            committer: committer.as_ref().map(|(c, _)| c.clone()),
+            xdp: xdp_reader,
+            failover: failover.as_ref().map(|f| f.control_handler()),
+            registrations: registrations.map(|r| {
+                crate::registrations::ctl::handler(
+                    Some(r),
+                    Arc::new(|_| crate::control::Response::error("not a registration request")),
+                )
+            }),
+            // SIGHUP and `POST /v1/reload` share one Reloader.
+            reload: Some({
+                let r = reloader.clone();
+                Arc::new(move || match r.reload() {
+                    Ok(rep) => serde_json::to_value(&rep)
+                        .map_err(|e| serde_json::json!({ "error": e.to_string() })),
+                    Err(e) => Err(serde_json::json!({ "error": e.to_string(), "reload": e })),
+                })
+            }),
+            started: Instant::now(),
+            started_unix: unix_now(),
+            metrics: cfg.api.metrics,
+        };
+        let api = match ApiServer::start(&api_listen, Arc::new(state)) {
+            Ok(a) => {
+                tracing::info!(
+                    "control API on {}{}",
+                    a.socket().display(),
+                    a.tcp_addr()
+                        .map(|t| format!(" and http://{t}"))
+                        .unwrap_or_default()
+                );
+                Some(a)
+            }
+            // Operators need it to run failover, and a configured TCP listener was asked
+            // for; otherwise it is a convenience.
+            Err(e) if failover.is_some() || cfg.api.listen.is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!("no control API: {e:#}");
+                None
+            }
+        };
+        // Last: tests and operators take this line as "ready" (workers and API up).
+        tracing::info!(
+            "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
+            cfg.subnets.len(),
+            iface.name,
+            cfg.server.commit
+        );
         Ok(Daemon {
             opts,
             table,
             failover,
-            control,
+            api,
+            reloader,
+            events,
+            alarms: Alarms::new(&cfg.alarms),
             steering,
             nft_guard,
             workers,
@@ -507,9 +595,35 @@ impl Daemon {
         })
     }
 
+    /// The handle that reloads the configuration (SIGHUP, control socket, control API).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Alarm counters and states (for metrics).
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
+    /// Lease event log counters (written, write errors, rotations) and the workers' drops;
+    /// None without `[event-log]`.
+    pub fn event_log_stats(
+        &self,
+    ) -> Option<(
+        Arc<crate::events::EventLogStats>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )> {
+        self.events
+            .as_ref()
+            .map(|e| (e.stats(), e.tap().dropped.clone()))
+    }
+
     /// Reports and follows the failover standby switch until a signal (or
-    /// `run_for`) says stop.
+    /// `run_for`) says stop; reloads on SIGHUP.
     pub fn serve(&mut self) {
+        crate::sd_notify::notify("READY=1");
+        let watchdog = crate::sd_notify::watchdog_interval();
+        let mut last_watchdog = Instant::now();
         let mut last_report = Instant::now();
         let mut last = StatsSnapshot::default();
         let standby_cell: Option<Arc<PolicyCell>> = self.failover.as_ref().map(|f| f.policy_cell());
@@ -520,6 +634,24 @@ impl Daemon {
                 let p = cell.load();
                 standby.follow(st, p.is_standby(), p.load_balance_max_secs);
             }
+            if RELOAD.swap(false, Ordering::SeqCst) {
+                crate::sd_notify::notify("RELOADING=1");
+                // The outcome is logged (and counted) by the reloader; nothing here stops.
+                let _ = self.reloader.reload();
+                crate::sd_notify::notify("READY=1");
+            }
+            if let Some(every) = watchdog {
+                if last_watchdog.elapsed() >= every {
+                    crate::sd_notify::notify("WATCHDOG=1");
+                    last_watchdog = Instant::now();
+                }
+            }
+            self.alarms.check(
+                &self.table,
+                &self.reloader.config(),
+                self.failover.as_ref(),
+                unix_now(),
+            );
             if STOP.load(Ordering::SeqCst)
                 || self
                     .opts
@@ -570,11 +702,12 @@ impl Daemon {
     /// background threads), flushes the lease table and reports the totals.
     pub fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("stopping");
+        crate::sd_notify::notify("STOPPING=1");
         // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
         if let Some(f) = self.failover {
             f.stop(Duration::from_secs(2));
         }
-        drop(self.control);
+        drop(self.api);
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers.threads {
             let _ = w.join();
@@ -605,6 +738,10 @@ impl Daemon {
                     .collect::<Vec<_>>()
                     .join(" ")
             );
+        }
+        // After the workers: the writer drains what they handed over.
+        if let Some(e) = self.events {
+            e.stop();
         }
         let snap = sum(&self.workers.stats);
         let xdp = self.steering.as_ref().and_then(|s| s.counters().ok());

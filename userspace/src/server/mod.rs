@@ -4,9 +4,12 @@
 pub mod commit;
 pub mod daemon;
 pub mod iface;
+pub mod latency;
 pub mod nft_guard;
 pub mod packet_io;
+pub mod reload;
 pub mod v6;
 pub mod worker;
 
 pub use daemon::{run, Daemon, RunOptions};
+pub use reload::{ReloadError, ReloadReport, ReloadStats, Reloader};

@@ -10,11 +10,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use lease_store::Slot;
 
 use super::commit::Committer;
 use super::packet_io::PacketIo;
+use super::reload::EngineCell;
 use crate::clock::unix_now;
 use crate::failover::FailoverTap;
 use xdhcpd_dhcpv4::Engine;
@@ -36,7 +38,14 @@ pub struct WorkerCounters {
     pub tx_frames: AtomicU64,
     pub tx_ring_full: AtomicU64,
     pub frame_drops: AtomicU64,
+    /// Server latency, sampled: from taking a batch off the socket to handing its replies to
+    /// the driver's send (after the commit flush in ack mode), one batch in
+    /// [`LATENCY_SAMPLE_EVERY`]. Two clock reads per sampled batch, none per packet.
+    pub latency: super::latency::LatencyHistogram,
 }
+
+/// One batch in this many is timed for the latency histogram.
+pub const LATENCY_SAMPLE_EVERY: u64 = 16;
 
 impl WorkerCounters {
     /// Totals over all workers, for the stats JSON.
@@ -58,6 +67,14 @@ pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
+/// What a worker follows besides its socket: the engine configuration (swapped in at a batch
+/// boundary after a reload) and, if configured, the lease event log.
+#[derive(Clone)]
+pub struct WorkerOps {
+    pub config: Arc<EngineCell>,
+    pub events: Option<crate::events::EventTap>,
+}
+
 /// The worker loop over one driver. Returns when `stop` is set.
 ///
 /// With a committer (ack mode), the replies of a batch that changed lease
@@ -71,11 +88,16 @@ pub fn run_worker<P: PacketIo>(
     stop: Arc<AtomicBool>,
     counters: Arc<WorkerCounters>,
     tap: Option<FailoverTap>,
+    ops: WorkerOps,
 ) {
+    let mut generation = ops.config.generation();
     let mut tx: Vec<P::Reply> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
     let mut held: VecDeque<(u64, P::Reply)> = VecDeque::with_capacity(MAX_HELD + BATCH);
     let mut idle_spins = 0u32;
+    // The sampled batch: (its commit ticket, 0 when it needs none; when it was taken).
+    let mut sample: Option<(u64, Instant)> = None;
+    let mut batch_no = 0u64;
     let waiter = committer.as_ref().and_then(|c| match c.waiter() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -84,6 +106,12 @@ pub fn run_worker<P: PacketIo>(
         }
     });
     while !stop.load(Ordering::Relaxed) {
+        // A reload published a new engine configuration: serve the next batch with it.
+        let g = ops.config.generation();
+        if g != generation {
+            engine.set_shared(ops.config.load());
+            generation = g;
+        }
         // Release replies whose records are durable now.
         if let Some(c) = &committer {
             let durable = c.durable();
@@ -92,16 +120,31 @@ pub fn run_worker<P: PacketIo>(
                     io.send(r, &counters);
                 }
             }
+            if let Some((t, at)) = sample {
+                if t != 0 && t <= durable {
+                    counters.latency.record(at.elapsed());
+                    sample = None;
+                }
+            }
         }
         let n = if held.len() >= MAX_HELD {
             0
         } else {
             // The clock is read once per batch, at its first request.
             let mut now = None;
-            io.recv_batch(BATCH, &mut tx, |meta, payload, out| {
+            batch_no = batch_no.wrapping_add(1);
+            let timed = sample.is_none() && batch_no.is_multiple_of(LATENCY_SAMPLE_EVERY);
+            let taken = timed.then(Instant::now);
+            let n = io.recv_batch(BATCH, &mut tx, |meta, payload, out| {
                 let now = *now.get_or_insert_with(unix_now);
                 engine.handle(now, meta, payload, out)
-            })
+            });
+            if n > 0 {
+                if let Some(at) = taken {
+                    sample = Some((0, at));
+                }
+            }
+            n
         };
         if n == 0 {
             // Spin briefly (latency), then sleep (CPU). An AF_XDP fill ring
@@ -130,6 +173,10 @@ pub fn run_worker<P: PacketIo>(
             // Lazy binding updates: hand the slots over, never wait (try_send).
             t.offer(&changed);
         }
+        if let (Some(e), false) = (&ops.events, changed.is_empty()) {
+            // The lease event log reads the records in its own thread (never waits either).
+            e.offer(&changed);
+        }
         changed.clear();
         // Only bindings need the flush; a batch of OFFERs goes out at once.
         let wrote = engine.take_needs_commit();
@@ -143,6 +190,10 @@ pub fn run_worker<P: PacketIo>(
                     held.back().map_or(0, |(t, _)| *t)
                 };
                 held.extend(tx.drain(..).map(|r| (ticket, r)));
+                if let Some((t @ 0, _)) = sample.as_mut() {
+                    // Timed when the flush releases it (ticket 0 would mean "now").
+                    *t = ticket.max(1);
+                }
             }
             _ => {
                 for r in tx.drain(..) {
@@ -151,6 +202,10 @@ pub fn run_worker<P: PacketIo>(
             }
         }
         io.flush(&counters);
+        if let Some((0, at)) = sample {
+            counters.latency.record(at.elapsed());
+            sample = None;
+        }
     }
     // Stopping: replies still held were never made durable; drop them.
     for (_, r) in held.drain(..) {

@@ -50,6 +50,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "busybox" | "udhcpc" => "busybox",
         "tcpdump" => "tcpdump",
         "bpftool" => "bpftool",
+        "prometheus" | "promtool" => "prometheus",
         "timeout" | "cp" => "coreutils",
         "taskset" => "util-linux",
         "losetup" | "mount" | "umount" => "mount",
@@ -57,6 +58,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "ip" => "iproute2",
         "nft" => "nftables",
         "bash" => "bash",
+        "systemd-analyze" => "systemd",
         _ => "?",
     }
 }

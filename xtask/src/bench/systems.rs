@@ -20,6 +20,8 @@ use crate::util;
 pub enum System {
     Ceiling,
     XdpAck,
+    /// XDP, commit=ack, with the lease event log on (its cost against `XdpAck`).
+    XdpEvents,
     XdpInterval,
     Udp,
     Kea,
@@ -27,9 +29,10 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Ceiling,
         System::XdpAck,
+        System::XdpEvents,
         System::XdpInterval,
         System::Udp,
         System::Kea,
@@ -40,6 +43,7 @@ impl System {
         match self {
             System::Ceiling => "ceiling",
             System::XdpAck => "xdhcpd-xdp",
+            System::XdpEvents => "xdhcpd-xdp-events",
             System::XdpInterval => "xdhcpd-xdp-interval",
             System::Udp => "xdhcpd-udp",
             System::Kea => "kea",
@@ -51,6 +55,7 @@ impl System {
         match self {
             System::Ceiling => "raw ceiling (XDP→AF_XDP echo)",
             System::XdpAck => "xdhcpd XDP, commit=ack",
+            System::XdpEvents => "xdhcpd XDP, commit=ack, event log on",
             System::XdpInterval => "xdhcpd XDP, commit=interval:10",
             System::Udp => "xdhcpd --io udp, commit=ack",
             System::Kea => "Kea 2.2 (MT 2 threads, memfile, raw)",
@@ -62,6 +67,7 @@ impl System {
         match self {
             System::Ceiling => "#555555",
             System::XdpAck => "#d62728",
+            System::XdpEvents => "#8c564b",
             System::XdpInterval => "#ff7f0e",
             System::Udp => "#9467bd",
             System::Kea => "#1f77b4",
@@ -88,7 +94,7 @@ impl System {
         let (start, max, clients, renew_clients, concurrency) = match self {
             System::Ceiling => (25_000, 1_600_000, 50_000, 50_000, 256),
             // commit=ack waits for the disk once per batch: a lower start.
-            System::XdpAck => (2_000, 800_000, 50_000, 50_000, 256),
+            System::XdpAck | System::XdpEvents => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
             System::Kea => (1_000, 64_000, 16_000, 8_000, 64),
@@ -112,7 +118,10 @@ impl System {
     }
 
     pub(super) fn is_xdhcpd(self) -> bool {
-        matches!(self, System::XdpAck | System::XdpInterval | System::Udp)
+        matches!(
+            self,
+            System::XdpAck | System::XdpEvents | System::XdpInterval | System::Udp
+        )
     }
 }
 
@@ -254,15 +263,21 @@ impl Ctx {
                     .arg(w.join("ceiling-stats.json"));
                 libc::SIGINT
             }
-            System::XdpAck | System::XdpInterval | System::Udp => {
+            System::XdpAck | System::XdpEvents | System::XdpInterval | System::Udp => {
                 let commit = if sys == System::XdpInterval {
                     "interval:10"
                 } else {
                     "ack"
                 };
                 let cfg = w.join(format!("{key}.toml"));
-                fs::write(&cfg, xdhcpd_config(commit))
-                    .with_context(|| format!("writing {}", cfg.display()))?;
+                let mut text = xdhcpd_config(commit);
+                if sys == System::XdpEvents {
+                    text.push_str(&format!(
+                        "\n[event-log]\ndirectory = \"{}\"\n",
+                        w.join("events").display()
+                    ));
+                }
+                fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
                 let io = if sys == System::Udp { "udp" } else { "xdp" };
                 c.arg(&self.daemon)
                     .arg("run")

@@ -5,6 +5,7 @@
 //! file per section reads it.
 
 mod checks;
+mod ops;
 mod pools;
 mod provisioning;
 mod server;
@@ -36,6 +37,9 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "rate-limit",
     "dhcpv6",
     "subnet6",
+    "api",
+    "event-log",
+    "alarms",
 ];
 const SERVER_KEYS: &[&str] = &[
     "interface",
@@ -116,6 +120,30 @@ impl Loc {
             path: f.path.clone(),
         }
     }
+}
+
+/// Every table of the file and the keys it accepts (`subnet.pool` = `[[subnet.pool]]`), for
+/// the configuration reference and its test.
+pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("", ROOT_KEYS.to_vec()),
+        ("server", SERVER_KEYS.to_vec()),
+        ("lease", LEASE_KEYS.to_vec()),
+        ("class", provisioning::class_keys()),
+        ("shared-network", provisioning::shared_network_keys()),
+        ("subnet", SUBNET_KEYS.to_vec()),
+        ("subnet.options", OPTION_KEYS.to_vec()),
+        ("subnet.pool", provisioning::pool_keys()),
+        ("subnet.reservation", RESERVATION_KEYS.to_vec()),
+        ("host", provisioning::HOST_KEYS.to_vec()),
+        ("failover", crate::failover::FAILOVER_KEYS.to_vec()),
+        ("rate-limit", crate::ratelimit::RATE_LIMIT_KEYS.to_vec()),
+        ("api", crate::api::API_KEYS.to_vec()),
+        ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
+        ("alarms", ops::ALARMS_KEYS.to_vec()),
+        ("dhcpv6", v6::DHCPV6_KEYS.to_vec()),
+        ("subnet6", v6::SUBNET6_KEYS.to_vec()),
+    ]
 }
 
 pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -257,6 +285,21 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         classes: &class_names,
         networks: &network_ctx,
     };
+    let api = match root.get("api") {
+        Some(f) => Table::open(&mut errs, &f, crate::api::API_KEYS)
+            .and_then(|t| crate::api::read_api(&mut errs, &t)),
+        None => Some(crate::api::ApiConfig::default()),
+    };
+    let event_log = root.get("event-log").and_then(|f| {
+        Table::open(&mut errs, &f, ops::EVENT_LOG_KEYS)
+            .and_then(|t| ops::read_event_log(&mut errs, &t))
+    });
+    let alarms = match root.get("alarms") {
+        Some(f) => Table::open(&mut errs, &f, ops::ALARMS_KEYS)
+            .and_then(|t| ops::read_alarms(&mut errs, &t))
+            .unwrap_or_default(),
+        None => crate::AlarmsConfig::default(),
+    };
 
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
@@ -309,8 +352,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     let v6 = read_v6(&mut errs, &root);
 
-    match server {
-        Some(server) if errs.is_empty() => {
+    match (server, api) {
+        (Some(server), Some(api)) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
             let mut subnets = Vec::with_capacity(raws.len());
             for r in raws {
@@ -357,11 +400,14 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 server,
                 failover,
                 rate_limit,
+                api,
                 lease,
                 subnets,
                 classes,
                 shared_networks: networks,
                 hosts,
+                event_log,
+                alarms,
                 source: PathBuf::from(source),
                 lookup,
                 v6,

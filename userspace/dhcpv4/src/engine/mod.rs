@@ -126,8 +126,41 @@ impl EngineShared {
         !self.reserved_addrs.is_empty() && self.reserved_addrs.get(&addr).is_some_and(|k| k != key)
     }
 
+    /// Reserved addresses of `old` that this configuration no longer reserves: their
+    /// `Reserved` records (not bound to the client) become free again (a reload that drops a
+    /// reservation). Returns how many records were freed.
+    pub fn unprotect_dropped_reservations(&self, old: &EngineShared) -> usize {
+        let mut n = 0;
+        for (key, (_, ip)) in &old.reservations {
+            if self.reservations.get(key).is_some_and(|(_, a)| a == ip) {
+                continue;
+            }
+            if let Some(slot) = self.table.slot_of(*ip) {
+                let freed = self.table.update(slot, |l| {
+                    let go = l.state == LeaseState::Reserved && l.client == *key;
+                    if go {
+                        // Back to its failover owner's free state (FREE or BACKUP).
+                        l.state = match l.owner {
+                            lease_store::Owner::Backup => LeaseState::Backup,
+                            _ => LeaseState::Free,
+                        };
+                        l.clear_binding();
+                    }
+                    go
+                });
+                n += usize::from(freed);
+            }
+        }
+        n
+    }
+
+    /// Number of reservations (all subnets).
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
     /// Marks reserved addresses that lie inside pools so allocation never
-    /// hands them to another client. Call once at start.
+    /// hands them to another client. Call at start and after a reload.
     pub fn protect_reservations(&self, now: u32) {
         for (key, (_, ip)) in &self.reservations {
             if let Some(slot) = self.table.slot_of(*ip) {
@@ -272,6 +305,13 @@ impl Engine {
     /// The state shared with the other engines.
     pub fn shared(&self) -> &Arc<EngineShared> {
         &self.shared
+    }
+
+    /// Serves from now on with `shared` (a configuration reload: the daemon builds a new
+    /// [`EngineShared`] over the same lease table and each worker swaps it in between two
+    /// batches, so no message sees half of one configuration and half of another).
+    pub fn set_shared(&mut self, shared: Arc<EngineShared>) {
+        self.shared = shared;
     }
 
     /// This engine's counters.

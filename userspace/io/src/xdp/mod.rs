@@ -11,6 +11,7 @@
 
 mod counters;
 mod error;
+mod reader;
 
 use std::{
     borrow::Cow,
@@ -35,6 +36,7 @@ use xdhcpd_common::{
 
 pub use counters::Counters;
 pub use error::XdpError;
+pub use reader::CounterReader;
 
 /// Name of the XDP program (the function) in the object.
 pub const PROGRAM_NAME: &str = "xdhcpd";

@@ -1,0 +1,391 @@
+//! `GET /metrics`: Prometheus/OpenMetrics text (prometheus-client's encoder) made at scrape
+//! time from what the daemon already keeps: each worker's own counters and latency
+//! histogram (atomics it alone writes; the scraper only loads them, so a scrape never stalls
+//! a worker), the XDP program's per-CPU counter map, the lease table's per-pool counters,
+//! the committer's flush histogram and the failover driver's status.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::routes::{engine_totals, exhausted, utilisation};
+use super::ApiState;
+use crate::control::{FailoverStatus, Request as FoRequest};
+use crate::server::latency::HistogramSnapshot;
+use lease_store::LeaseState;
+
+/// Draft-12 server states, for the failover state set.
+const FAILOVER_STATES: &[&str] = &[
+    "STARTUP",
+    "NORMAL",
+    "COMMUNICATIONS-INTERRUPTED",
+    "PARTNER-DOWN",
+    "POTENTIAL-CONFLICT",
+    "RESOLUTION-INTERRUPTED",
+    "CONFLICT-DONE",
+    "RECOVER",
+    "RECOVER-WAIT",
+    "RECOVER-DONE",
+    "PAUSED",
+    "SHUTDOWN",
+];
+
+/// One scrape's values, taken before encoding.
+#[derive(Debug)]
+struct Scrape {
+    counters: Vec<Family<u64>>,
+    gauges: Vec<Family<f64>>,
+    histograms: Vec<(&'static str, &'static str, HistogramSnapshot)>,
+}
+
+#[derive(Debug)]
+struct Family<V> {
+    name: &'static str,
+    help: &'static str,
+    rows: Vec<(Vec<(&'static str, String)>, V)>,
+}
+
+impl<V> Family<V> {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            rows: Vec::new(),
+        }
+    }
+    fn one(name: &'static str, help: &'static str, v: V) -> Self {
+        let mut f = Self::new(name, help);
+        f.rows.push((Vec::new(), v));
+        f
+    }
+    fn add(&mut self, labels: Vec<(&'static str, String)>, v: V) {
+        self.rows.push((labels, v));
+    }
+}
+
+struct HistValue<'a>(&'a HistogramSnapshot);
+
+impl EncodeMetric for HistValue<'_> {
+    fn encode(&self, mut e: MetricEncoder) -> Result<(), std::fmt::Error> {
+        e.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &self.0.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.counters {
+            let mut m = enc.encode_descriptor(f.name, f.help, None, MetricType::Counter)?;
+            for (labels, v) in &f.rows {
+                m.encode_family(labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+            }
+        }
+        for f in &self.gauges {
+            let mut m = enc.encode_descriptor(f.name, f.help, None, MetricType::Gauge)?;
+            for (labels, v) in &f.rows {
+                m.encode_family(labels)?.encode_gauge(v)?;
+            }
+        }
+        for (name, help, h) in &self.histograms {
+            let m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            HistValue(h).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+fn collect(s: &ApiState) -> Scrape {
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    let mut histograms = Vec::new();
+
+    gauges.push(Family::one(
+        "xdhcpd_uptime_seconds",
+        "Seconds since the daemon started.",
+        s.started.elapsed().as_secs_f64(),
+    ));
+    let mut info = Family::new(
+        "xdhcpd_build_info",
+        "Version of the running daemon (value 1).",
+    );
+    info.add(
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("io", s.io.to_string()),
+        ],
+        1.0,
+    );
+    gauges.push(info);
+
+    // XDP program counters (per CPU: the map is per CPU; the queue view is the workers').
+    if let Some(r) = &s.xdp {
+        if let Ok(cpus) = r.per_cpu() {
+            let mut f = Family::new(
+                "xdhcpd_xdp_packets",
+                "Frames counted by the XDP program, by CPU and counter.",
+            );
+            for (cpu, vals) in cpus.iter().enumerate() {
+                for (k, name) in xdhcpd_common::Counter::ALL {
+                    f.add(
+                        vec![("cpu", cpu.to_string()), ("counter", name.to_string())],
+                        vals[k as usize],
+                    );
+                }
+            }
+            counters.push(f);
+        }
+    }
+
+    // Per queue (one worker per RX queue).
+    let mut rx = Family::new(
+        "xdhcpd_queue_received",
+        "DHCP messages handed to the engine, by queue (worker).",
+    );
+    let mut tx = Family::new("xdhcpd_queue_tx_frames", "Frames transmitted, by queue.");
+    let mut full = Family::new(
+        "xdhcpd_queue_tx_ring_full",
+        "Replies dropped on a full TX ring, by queue.",
+    );
+    let mut frames = Family::new(
+        "xdhcpd_queue_frame_drops",
+        "Frames refused by the frame parser (headers, checksums), by queue.",
+    );
+    let mut batches = Family::new("xdhcpd_queue_batches", "Receive batches, by queue.");
+    let mut latency = HistogramSnapshot::default();
+    for (q, (w, e)) in s.workers.iter().zip(&s.engine_stats).enumerate() {
+        let l = vec![("queue", q.to_string())];
+        rx.add(l.clone(), e.received.load(Relaxed));
+        tx.add(l.clone(), w.tx_frames.load(Relaxed));
+        full.add(l.clone(), w.tx_ring_full.load(Relaxed));
+        frames.add(l.clone(), w.frame_drops.load(Relaxed));
+        batches.add(l, w.batches.load(Relaxed));
+        w.latency.add_to(&mut latency);
+    }
+    counters.extend([rx, tx, full, frames, batches]);
+    histograms.push((
+        "xdhcpd_server_latency_seconds",
+        "Server latency from taking a batch off the socket to handing its replies to send \
+         (after the commit flush in ack mode); one batch in 16 is timed.",
+        latency,
+    ));
+
+    // DHCP messages and drops.
+    let e = engine_totals(s);
+    let mut msg_in = Family::new(
+        "xdhcpd_dhcp_messages_in",
+        "DHCP messages received, by type.",
+    );
+    for (t, v) in [
+        ("discover", e.discovers),
+        ("request", e.requests),
+        ("release", e.releases),
+        ("decline", e.declines),
+        ("inform", e.informs),
+        ("leasequery", e.leasequeries),
+    ] {
+        msg_in.add(vec![("type", t.into())], v);
+    }
+    let mut msg_out = Family::new("xdhcpd_dhcp_messages_out", "DHCP messages sent, by type.");
+    for (t, v) in [
+        ("offer", e.offers),
+        ("ack", e.acks),
+        ("nak", e.naks),
+        ("leaseactive", e.leasequery_active),
+        ("leaseunassigned", e.leasequery_unassigned),
+        ("leaseunknown", e.leasequery_unknown),
+    ] {
+        msg_out.add(vec![("type", t.into())], v);
+    }
+    let mut drops = Family::new(
+        "xdhcpd_dhcp_drops",
+        "DHCP messages not answered, by reason (engine counters).",
+    );
+    for (r, v) in [
+        ("malformed", e.malformed),
+        ("not_request", e.not_request),
+        ("no_subnet", e.no_subnet),
+        ("pool_exhausted", e.pool_exhausted),
+        ("other_server", e.other_server),
+        ("unknown_client", e.unknown_client),
+        ("no_room", e.no_room),
+        ("failover", e.failover_dropped),
+        ("leasequery_dropped", e.leasequery_dropped),
+        ("leasequery_not_allowed", e.leasequery_not_allowed),
+        ("untrusted_relay", e.untrusted_relay),
+        ("relay_info_from_client", e.relay_info_from_client_dropped),
+        ("claims_refused", e.claims_refused),
+    ] {
+        drops.add(vec![("reason", r.into())], v);
+    }
+    counters.push(Family::one(
+        "xdhcpd_dhcp_received",
+        "DHCP messages handed to the engine (all queues).",
+        e.received,
+    ));
+    counters.extend([msg_in, msg_out, drops]);
+    counters.push(Family::one(
+        "xdhcpd_allocation_failures",
+        "DISCOVERs for which no free address was found (pool exhausted).",
+        e.pool_exhausted,
+    ));
+
+    // Leases and pools (the table's maintained counters: atomics).
+    let mut leases = Family::new("xdhcpd_leases", "Lease records by pool and state.");
+    let mut size = Family::new("xdhcpd_pool_addresses", "Addresses in the pool.");
+    let mut util = Family::new(
+        "xdhcpd_pool_utilisation_ratio",
+        "(offered + active + reserved) / addresses, by pool.",
+    );
+    let mut exh = Family::new(
+        "xdhcpd_pool_exhausted",
+        "1 when the pool has no free, expired or released address left.",
+    );
+    for p in s.table.all_stats() {
+        let pool = p.id.to_string();
+        for st in LeaseState::ALL {
+            let v = match st {
+                LeaseState::Free => p.free,
+                LeaseState::Offered => p.offered,
+                LeaseState::Active => p.active,
+                LeaseState::Expired => p.expired,
+                LeaseState::Released => p.released,
+                LeaseState::Declined => p.declined,
+                LeaseState::Abandoned => p.abandoned,
+                LeaseState::Backup => p.backup,
+                LeaseState::Reserved => p.reserved,
+            };
+            leases.add(
+                vec![("pool", pool.clone()), ("state", st.as_str().into())],
+                v as f64,
+            );
+        }
+        size.add(vec![("pool", pool.clone())], p.total as f64);
+        util.add(vec![("pool", pool.clone())], utilisation(&p) / 100.0);
+        exh.add(vec![("pool", pool)], f64::from(u8::from(exhausted(&p))));
+    }
+    gauges.extend([leases, size, util, exh]);
+
+    // Commit.
+    if let Some(c) = &s.committer {
+        counters.push(Family::one(
+            "xdhcpd_commit_flushes",
+            "Group-commit flushes of the lease file (ack mode).",
+            c.flushes.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_commit_flush_errors",
+            "Failed group-commit flushes.",
+            c.flush_errors.load(Relaxed),
+        ));
+        histograms.push((
+            "xdhcpd_commit_flush_seconds",
+            "Duration of each group-commit flush of the lease file.",
+            c.flush_latency.snapshot(),
+        ));
+    }
+    counters.push(Family::one(
+        "xdhcpd_lease_flush_failures",
+        "Failed flushes of the lease table (any writer).",
+        s.table.flush_failures(),
+    ));
+
+    // Failover (the driver answers from its own thread within its tick).
+    if let Some(h) = &s.failover {
+        if let Some(f) = h(FoRequest::FailoverStatus).status {
+            failover_metrics(&f, &mut counters, &mut gauges);
+        }
+    }
+    Scrape {
+        counters,
+        gauges,
+        histograms,
+    }
+}
+
+fn failover_metrics(
+    f: &FailoverStatus,
+    counters: &mut Vec<Family<u64>>,
+    gauges: &mut Vec<Family<f64>>,
+) {
+    let mut own = Family::new(
+        "xdhcpd_failover_state",
+        "Our failover state (1 for the current one).",
+    );
+    let mut partner = Family::new(
+        "xdhcpd_failover_partner_state",
+        "The partner's failover state as last heard (1 for the current one).",
+    );
+    for st in FAILOVER_STATES {
+        own.add(
+            vec![("state", (*st).into())],
+            f64::from(u8::from(f.state == *st)),
+        );
+        partner.add(
+            vec![("state", (*st).into())],
+            f64::from(u8::from(f.partner_state.as_deref() == Some(*st))),
+        );
+    }
+    gauges.extend([own, partner]);
+    gauges.push(Family::one(
+        "xdhcpd_failover_connected",
+        "1 while the failover connection is up and the partner's state known.",
+        f64::from(u8::from(f.communicating)),
+    ));
+    gauges.push(Family::one(
+        "xdhcpd_failover_updates_pending",
+        "Binding updates queued for the partner, not yet sent.",
+        f.bindings_pending as f64,
+    ));
+    gauges.push(Family::one(
+        "xdhcpd_failover_updates_unacked",
+        "Binding updates sent, not yet acknowledged.",
+        f.unacked_updates as f64,
+    ));
+    if let Some(ms) = f.mean_update_ack_latency_ms {
+        gauges.push(Family::one(
+            "xdhcpd_failover_update_ack_latency_seconds",
+            "Mean time from queueing a binding update to the partner's BNDACK.",
+            ms / 1000.0,
+        ));
+    }
+    counters.push(Family::one(
+        "xdhcpd_failover_bndupd_sent",
+        "Binding transactions sent to the partner.",
+        f.bndupd_sent,
+    ));
+    counters.push(Family::one(
+        "xdhcpd_failover_bndack_received",
+        "Binding acknowledgements received from the partner.",
+        f.bndack_received,
+    ));
+    counters.push(Family::one(
+        "xdhcpd_failover_bndupd_received",
+        "Binding updates received from the partner.",
+        f.bndupd_received,
+    ));
+    let mut moves = Family::new(
+        "xdhcpd_failover_rebalance_moves",
+        "Addresses moved by pool balancing: granted to the backup, reclaims sent.",
+    );
+    moves.add(vec![("direction", "granted".into())], f.rebalance_granted);
+    moves.add(
+        vec![("direction", "reclaimed".into())],
+        f.rebalance_reclaimed,
+    );
+    counters.push(moves);
+}
+
+/// The `/metrics` text.
+pub fn render(s: &ApiState) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(collect(s)));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    Ok(out)
+}

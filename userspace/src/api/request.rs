@@ -1,0 +1,290 @@
+//! What an API request says, parsed from the raw path segments, query strings and bodies the
+//! handlers receive: plain functions over strings and bytes (no IO), so the fuzz target
+//! `control_request` drives exactly what the server runs. Every error is a reason for a 400.
+
+use std::net::Ipv4Addr;
+
+use lease_store::{ClientKey, LeaseState};
+use serde_json::Value;
+
+/// Longest request body the API reads (failover commands and reload take small JSON).
+pub const MAX_BODY: usize = 4096;
+/// Default and largest page of `GET /v1/pools/{id}/leases`.
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 10_000;
+
+/// An IPv4 address from a path segment.
+pub fn parse_ip(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address (dotted quad)"))
+}
+
+/// Hex octets: `aa:bb:cc`, `aa-bb-cc` or `aabbcc`.
+pub fn parse_hex(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim();
+    let digits: String = if s.contains([':', '-']) {
+        let mut out = String::with_capacity(s.len());
+        for part in s.split([':', '-']) {
+            match part.len() {
+                1 => {
+                    out.push('0');
+                    out.push_str(part);
+                }
+                2 => out.push_str(part),
+                _ => {
+                    return Err(format!(
+                        "{what} {s:?}: octet {part:?} is not 1 or 2 hex digits"
+                    ))
+                }
+            }
+        }
+        out
+    } else {
+        s.to_string()
+    };
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "{what} {s:?}: expected hex octets (aa:bb:.. or aabb..)"
+        ));
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            digits
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("{what} {s:?}: not hex"))
+        })
+        .collect()
+}
+
+/// A hardware address of 1 to 16 octets.
+pub fn parse_mac(s: &str) -> Result<Vec<u8>, String> {
+    let hw = parse_hex(s, "MAC")?;
+    if hw.len() > 16 {
+        return Err(format!("MAC {s:?}: {} octets (1 to 16)", hw.len()));
+    }
+    Ok(hw)
+}
+
+/// A client identifier (option 61 value, type octet first) as the lease table keys it.
+pub fn parse_client_id(s: &str) -> Result<ClientKey, String> {
+    let id = parse_hex(s, "client-id")?;
+    if id.len() > 255 {
+        return Err(format!("client-id: {} octets (at most 255)", id.len()));
+    }
+    Ok(ClientKey::from_client_id(&id))
+}
+
+/// A pool id from a path segment.
+pub fn parse_pool_id(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a pool id (a whole number, see GET /v1/pools)"))
+}
+
+/// `GET /v1/pools/{id}/leases` query: `limit`, `after` (the last address of the previous
+/// page), `state` (comma separated; default every state but free).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageQuery {
+    pub limit: usize,
+    pub after: Option<Ipv4Addr>,
+    pub states: [bool; LeaseState::COUNT],
+}
+
+/// Decodes `%XX` and `+` of one query component.
+fn unescape(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let h = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad %-escape at byte {i} of the query"))?;
+                out.push(h);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "query is not UTF-8".to_string())
+}
+
+pub fn parse_page_query(query: Option<&str>) -> Result<PageQuery, String> {
+    let mut q = PageQuery {
+        limit: DEFAULT_LIMIT,
+        after: None,
+        states: [true; LeaseState::COUNT],
+    };
+    q.states[LeaseState::Free as usize] = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (unescape(k)?, unescape(v)?);
+        match k.as_str() {
+            "limit" => {
+                q.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| format!("limit={v:?}: expected 1 to {MAX_LIMIT}"))?;
+            }
+            "after" => q.after = Some(parse_ip(&v).map_err(|e| format!("after: {e}"))?),
+            "state" => {
+                let mut set = [false; LeaseState::COUNT];
+                for s in v.split(',').map(str::trim) {
+                    let st = LeaseState::ALL
+                        .iter()
+                        .find(|x| x.as_str() == s)
+                        .ok_or_else(|| {
+                            format!(
+                                "state={s:?}: expected one of {}",
+                                LeaseState::ALL.map(|x| x.as_str()).join(", ")
+                            )
+                        })?;
+                    set[*st as usize] = true;
+                }
+                q.states = set;
+            }
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?} (limit, after, state)"
+                ))
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// `POST /v1/failover/partner-down` body: `{"since": UNIX | "-3d" | "RFC 3339" | null,
+/// "force": bool}`; an empty body is `{}`. `now` resolves relative times.
+pub fn parse_partner_down(body: &[u8], now: u32) -> Result<(Option<u32>, bool), String> {
+    let v = json_object(body)?;
+    let mut since = None;
+    let mut force = false;
+    for (k, val) in v.iter() {
+        match (k.as_str(), val) {
+            ("since", Value::Null) => {}
+            ("since", Value::Number(n)) => {
+                let t = n
+                    .as_u64()
+                    .filter(|t| *t > 0 && *t <= u64::from(now))
+                    .ok_or_else(|| format!("since: {n} is not a past Unix time"))?;
+                since = Some(t as u32);
+            }
+            ("since", Value::String(s)) => {
+                since = Some(crate::control::parse_since(s, now)?);
+            }
+            ("force", Value::Bool(b)) => force = *b,
+            ("since", _) => return Err("since: expected a Unix time, a string or null".into()),
+            ("force", _) => return Err("force: expected true or false".into()),
+            (other, _) => return Err(format!("unknown field {other:?} (since, force)")),
+        }
+    }
+    Ok((since, force))
+}
+
+/// A body that must be empty or a JSON object without fields (recover, pause, reload).
+pub fn parse_empty(body: &[u8]) -> Result<(), String> {
+    let v = json_object(body)?;
+    match v.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(format!("unknown field {k:?}: this command takes none")),
+    }
+}
+
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
+    if body.len() > MAX_BODY {
+        return Err(format!("request body longer than {MAX_BODY} bytes"));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("request body: expected a JSON object".into()),
+        Err(e) => Err(format!("request body is not JSON: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_request_parsers_accept_and_refuse() {
+        assert_eq!(parse_ip("10.0.0.1"), Ok(Ipv4Addr::new(10, 0, 0, 1)));
+        assert!(parse_ip("10.0.0").is_err());
+        assert_eq!(
+            parse_mac("02:00:0a:0b:0c:0d").unwrap(),
+            [2, 0, 10, 11, 12, 13]
+        );
+        assert_eq!(
+            parse_mac("02-00-0a-0b-0c-0d").unwrap(),
+            [2, 0, 10, 11, 12, 13]
+        );
+        assert_eq!(parse_mac("02000a0b0c0d").unwrap(), [2, 0, 10, 11, 12, 13]);
+        assert!(parse_mac("02:00:0a:0b:0c:zz").is_err());
+        assert!(parse_mac("020").is_err());
+        assert!(parse_mac("").is_err());
+        assert!(parse_mac(&"00".repeat(17)).is_err());
+        assert_eq!(
+            parse_client_id("01:02:00:0a:0b:0c:0d").unwrap(),
+            ClientKey::from_client_id(&[1, 2, 0, 10, 11, 12, 13])
+        );
+        assert_eq!(parse_pool_id("3"), Ok(3));
+        assert!(parse_pool_id("-1").is_err());
+
+        let q = parse_page_query(None).unwrap();
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert!(!q.states[LeaseState::Free as usize]);
+        assert!(q.states[LeaseState::Active as usize]);
+        let q = parse_page_query(Some("limit=5&after=10.0.0.9&state=active%2Coffered")).unwrap();
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.after, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert!(q.states[LeaseState::Offered as usize] && !q.states[LeaseState::Expired as usize]);
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "after=1.2.3",
+            "state=bound",
+            "x=1",
+            "after=%zz",
+        ] {
+            assert!(parse_page_query(Some(bad)).is_err(), "{bad}");
+        }
+
+        let now = 1_800_000_000;
+        assert_eq!(parse_partner_down(b"", now), Ok((None, false)));
+        assert_eq!(parse_partner_down(b"{}", now), Ok((None, false)));
+        assert_eq!(
+            parse_partner_down(br#"{"since":1700000000,"force":true}"#, now),
+            Ok((Some(1_700_000_000), true))
+        );
+        assert_eq!(
+            parse_partner_down(br#"{"since":"-1h"}"#, now),
+            Ok((Some(now - 3600), false))
+        );
+        for bad in [
+            &br#"{"since":1900000000}"#[..],
+            br#"{"since":true}"#,
+            br#"{"force":1}"#,
+            br#"{"forse":true}"#,
+            br#"[1]"#,
+            br#"{"since""#,
+        ] {
+            assert!(
+                parse_partner_down(bad, now).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse_partner_down(&[b' '; MAX_BODY + 1], now).is_err());
+        assert_eq!(parse_empty(b" "), Ok(()));
+        assert!(parse_empty(br#"{"x":1}"#).is_err());
+    }
+}

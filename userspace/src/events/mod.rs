@@ -1,0 +1,601 @@
+//! The lease event log: one JSON line per lease event (ACK, RENEW, RELEASE, DECLINE, EXPIRE,
+//! and the same for changes the failover partner made), written off the packet path and
+//! queryable afterwards ([`history`]: who held an address at a time).
+//!
+//! Workers hand the slots they changed to [`EventTap::offer`] (a bounded channel, `try_send`:
+//! a worker never waits; when the channel is full the slots are dropped and counted in
+//! `dropped`). The writer thread reads each record from the lease table itself, compares it
+//! with what it logged last for that address and writes the event. EXPIRE is written by the
+//! writer when a lease it logged reaches its end unrenewed (time = the lease's end).
+//!
+//! Files: `<directory>/events.jsonl`, rotated to `events-<unix time>.jsonl` when it reaches
+//! `max-size-mb` or is `max-age-hours` old; the oldest beyond `keep` are deleted.
+//! Not in the record, so not in the log: the client's host name (option 12).
+
+pub mod history;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable, Slot};
+use serde::{Deserialize, Serialize};
+use xdhcpd_config::EventLogConfig;
+
+use crate::clock::unix_now;
+use crate::leases::time::iso8601;
+
+/// Slots the channel holds (workers drop and count beyond it).
+const CHANNEL: usize = 1 << 16;
+/// Name of the file being written.
+pub const CURRENT: &str = "events.jsonl";
+
+/// Who changed the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// This server's DHCP engine.
+    Dhcp,
+    /// A binding update from the failover partner.
+    Failover,
+}
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEvent {
+    /// Unix seconds of the event (EXPIRE: the lease's end).
+    pub time: u32,
+    /// The same as RFC 3339, for people and `grep`.
+    pub ts: String,
+    /// `ack`, `renew`, `release`, `decline`, `expire`.
+    pub event: String,
+    pub ip: String,
+    /// Hardware address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Client identifier (option 61) in hex, if the client sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Relay agent information (option 82) in hex, if relayed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_info: Option<String>,
+    /// Lease start and end (unix seconds).
+    pub start: u32,
+    pub expiry: u32,
+    pub source: Source,
+}
+
+/// What the writer remembers of an address it logged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    state: LeaseState,
+    client: ClientKey,
+    expiry: u32,
+}
+
+/// The workers' (and the failover driver's) end: hands changed slots to the writer.
+#[derive(Clone)]
+pub struct EventTap {
+    tx: Sender<(Slot, Source)>,
+    /// Slots not handed over because the channel was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl EventTap {
+    /// Hands slots changed by DHCP to the writer; never blocks.
+    pub fn offer(&self, slots: &[Slot]) {
+        for s in slots {
+            if !self.send(*s, Source::Dhcp) {
+                return;
+            }
+        }
+    }
+
+    /// Hands one slot the failover partner's update changed to the writer; never blocks.
+    pub fn offer_failover(&self, slot: Slot) {
+        self.send(slot, Source::Failover);
+    }
+
+    fn send(&self, s: Slot, src: Source) -> bool {
+        match self.tx.try_send((s, src)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Counters of the event log (for metrics).
+#[derive(Debug, Default)]
+pub struct EventLogStats {
+    pub written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub rotations: AtomicU64,
+}
+
+/// The running event log writer.
+pub struct EventLog {
+    tap: EventTap,
+    stats: Arc<EventLogStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EventLog {
+    /// Creates the directory if needed, opens the current file and starts the writer thread.
+    pub fn start(cfg: &EventLogConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.directory)
+            .with_context(|| format!("event log: creating {}", cfg.directory.display()))?;
+        let files = Files::open(cfg)?;
+        let (tx, rx) = bounded(CHANNEL);
+        let tap = EventTap {
+            tx,
+            dropped: Arc::default(),
+        };
+        let stats = Arc::new(EventLogStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = Writer {
+            table,
+            files,
+            seen: HashMap::new(),
+            ends: BinaryHeap::new(),
+            stats: stats.clone(),
+        };
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xdhcpd-events".into())
+            .spawn(move || w.run(rx, st))
+            .context("spawning the event log thread")?;
+        tracing::info!("lease event log in {}", cfg.directory.display());
+        Ok(EventLog {
+            tap,
+            stats,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The workers' end.
+    pub fn tap(&self) -> EventTap {
+        self.tap.clone()
+    }
+
+    pub fn stats(&self) -> Arc<EventLogStats> {
+        self.stats.clone()
+    }
+
+    /// Writes what is queued and stops (call after the workers stopped).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The current file and the rotation rule.
+struct Files {
+    dir: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    opened: Instant,
+    max_size: u64,
+    max_age: Option<Duration>,
+    keep: usize,
+}
+
+impl Files {
+    fn open(cfg: &EventLogConfig) -> anyhow::Result<Self> {
+        let path = cfg.directory.join(CURRENT);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("event log: opening {}", path.display()))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Files {
+            dir: cfg.directory.clone(),
+            out: BufWriter::with_capacity(1 << 16, f),
+            size,
+            opened: Instant::now(),
+            max_size: u64::from(cfg.max_size_mb) << 20,
+            max_age: (cfg.max_age_hours > 0)
+                .then(|| Duration::from_secs(u64::from(cfg.max_age_hours) * 3600)),
+            keep: cfg.keep as usize,
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.size >= self.max_size
+            || (self.size > 0 && self.max_age.is_some_and(|a| self.opened.elapsed() >= a))
+    }
+
+    /// Renames the current file to `events-<now>.jsonl`, starts a new one, deletes the oldest
+    /// rotated files beyond `keep`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        let cur = self.dir.join(CURRENT);
+        let mut t = u64::from(unix_now());
+        let mut to = self.dir.join(format!("events-{t}.jsonl"));
+        while to.exists() {
+            t += 1;
+            to = self.dir.join(format!("events-{t}.jsonl"));
+        }
+        std::fs::rename(&cur, &to)?;
+        let f = OpenOptions::new().create(true).append(true).open(&cur)?;
+        self.out = BufWriter::with_capacity(1 << 16, f);
+        self.size = 0;
+        self.opened = Instant::now();
+        let mut rotated = history::rotated_files(&self.dir)?;
+        while rotated.len() > self.keep {
+            let (_, p) = rotated.remove(0);
+            std::fs::remove_file(&p)?;
+        }
+        Ok(())
+    }
+}
+
+struct Writer {
+    table: Arc<LeaseTable>,
+    files: Files,
+    seen: HashMap<u32, Seen>,
+    /// (lease end, slot) of the bound leases logged, soonest first.
+    ends: BinaryHeap<Reverse<(u32, u32)>>,
+    stats: Arc<EventLogStats>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<(Slot, Source)>, stop: Arc<AtomicBool>) {
+        let mut last_flush = Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok((s, src)) => {
+                    self.record(s, src);
+                    // Everything queued now, before the next flush.
+                    for (s, src) in rx.try_iter().take(CHANNEL) {
+                        self.record(s, src);
+                    }
+                }
+                Err(_) if stopping => break,
+                Err(_) => {}
+            }
+            self.expire(unix_now());
+            if last_flush.elapsed() >= Duration::from_millis(500) {
+                self.flush();
+                last_flush = Instant::now();
+            }
+            if self.files.due() {
+                match self.files.rotate() {
+                    Ok(()) => {
+                        self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("event log: rotation failed: {e}");
+                    }
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.files.out.flush() {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("event log: write failed: {e}");
+        }
+    }
+
+    /// Reads the record of `slot` and logs what changed since it was last seen.
+    fn record(&mut self, slot: Slot, src: Source) {
+        let l = self.table.read(slot);
+        let now = Seen {
+            state: l.state,
+            client: l.client,
+            expiry: l.expiry,
+        };
+        let prev = self.seen.insert(slot.index(), now);
+        if prev == Some(now) {
+            return;
+        }
+        let same_client = prev.is_some_and(|p| p.client == l.client);
+        let kind = match l.state {
+            LeaseState::Active => {
+                if same_client && prev.is_some_and(|p| p.state == LeaseState::Active) {
+                    "renew"
+                } else {
+                    "ack"
+                }
+            }
+            LeaseState::Released if prev.map(|p| p.state) != Some(LeaseState::Released) => {
+                "release"
+            }
+            LeaseState::Declined | LeaseState::Abandoned
+                if prev.map(|p| p.state) != Some(l.state) =>
+            {
+                "decline"
+            }
+            LeaseState::Expired
+                if prev.is_some_and(|p| p.state == LeaseState::Active && same_client) =>
+            {
+                "expire"
+            }
+            _ => return,
+        };
+        let time = if kind == "expire" {
+            l.expiry
+        } else {
+            // The record's own time of the change where it has one.
+            match l.state {
+                LeaseState::Active if l.cltt != 0 => l.cltt,
+                _ => unix_now(),
+            }
+        };
+        if l.state == LeaseState::Active {
+            self.ends.push(Reverse((l.expiry, slot.index())));
+        }
+        self.write(kind, time, &l, src);
+    }
+
+    /// Logs EXPIRE for bound leases that reached their end unrenewed.
+    fn expire(&mut self, now: u32) {
+        while let Some(Reverse((end, slot))) = self.ends.peek().copied() {
+            if end > now {
+                return;
+            }
+            self.ends.pop();
+            let Some(seen) = self.seen.get(&slot).copied() else {
+                continue;
+            };
+            if seen.state != LeaseState::Active || seen.expiry != end {
+                continue; // renewed, released, ... since
+            }
+            let Some(s) = self.table.slot(slot) else {
+                continue;
+            };
+            let l = self.table.read(s);
+            // Still that lease (or the sweeper already marked it expired).
+            if l.client == seen.client
+                && l.expiry == end
+                && matches!(l.state, LeaseState::Active | LeaseState::Expired)
+            {
+                self.seen.insert(
+                    slot,
+                    Seen {
+                        state: LeaseState::Expired,
+                        ..seen
+                    },
+                );
+                self.write("expire", end, &l, Source::Dhcp);
+            }
+        }
+    }
+
+    fn write(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
+        let ev = event_of(kind, time, l, source);
+        let mut line = match serde_json::to_vec(&ev) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        match self.files.write(&line) {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("event log: write failed: {e}");
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `aa:bb:cc:dd:ee:ff` of a record's hardware address.
+pub fn mac_of(l: &Lease) -> String {
+    l.hw()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The event line for a record.
+pub fn event_of(kind: &str, time: u32, l: &Lease, source: Source) -> LeaseEvent {
+    let ri = l.relay_agent_info();
+    LeaseEvent {
+        time,
+        ts: iso8601(u64::from(time)),
+        event: kind.to_string(),
+        ip: l.addr.to_string(),
+        mac: mac_of(l),
+        client_id: (l.client.kind() == KeyKind::ClientId).then(|| hex(l.client.as_bytes())),
+        relay_info: (!ri.is_empty()).then(|| hex(ri)),
+        start: l.start,
+        expiry: l.expiry,
+        source,
+    }
+}
+
+/// The directory a configuration's event log is in (for `xdhcpd ctl history`).
+pub fn directory_of(cfg: &xdhcpd_config::Config) -> Option<&Path> {
+    cfg.event_log.as_ref().map(|e| e.directory.as_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lease_store::{OpenOptions, PoolSpec};
+    use std::net::Ipv4Addr;
+
+    fn writer(dir: &Path) -> (Writer, Arc<LeaseTable>) {
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 0, 10),
+            last: Ipv4Addr::new(10, 0, 0, 19),
+        }];
+        let (t, _) =
+            LeaseTable::open(&dir.join("l.db"), &pools, &OpenOptions::default()).expect("table");
+        let t = Arc::new(t);
+        let cfg = EventLogConfig {
+            directory: dir.join("ev"),
+            max_size_mb: 1,
+            max_age_hours: 0,
+            keep: 2,
+        };
+        std::fs::create_dir_all(&cfg.directory).expect("dir");
+        let w = Writer {
+            table: t.clone(),
+            files: Files::open(&cfg).expect("files"),
+            seen: HashMap::new(),
+            ends: BinaryHeap::new(),
+            stats: Arc::default(),
+        };
+        (w, t)
+    }
+
+    fn bind(t: &LeaseTable, s: Slot, mac: u8, start: u32, end: u32) {
+        t.update(s, |l| {
+            l.state = LeaseState::Active;
+            l.client = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, mac]);
+            l.htype = 1;
+            l.hlen = 6;
+            l.chaddr[..6].copy_from_slice(&[2, 0, 0, 0, 0, mac]);
+            l.start = start;
+            l.cltt = start;
+            l.expiry = end;
+            l.set_relay_agent_info(&[1, 2, 0xab, 0xcd]);
+        });
+    }
+
+    fn lines(dir: &Path) -> Vec<LeaseEvent> {
+        std::fs::read_to_string(dir.join("ev").join(CURRENT))
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event line"))
+            .collect()
+    }
+
+    #[test]
+    fn events_ack_renew_release_expire_from_the_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        let s2 = t.slot_of(Ipv4Addr::new(10, 0, 0, 13)).expect("slot");
+        // An offer is not an event.
+        t.update(s, |l| {
+            l.state = LeaseState::Offered;
+            l.client = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, 1]);
+        });
+        w.record(s, Source::Dhcp);
+        bind(&t, s, 1, 1000, 2000);
+        w.record(s, Source::Dhcp);
+        w.record(s, Source::Dhcp); // unchanged: nothing
+        bind(&t, s, 1, 1500, 2500);
+        w.record(s, Source::Dhcp);
+        t.update(s, |l| l.state = LeaseState::Released);
+        w.record(s, Source::Dhcp);
+        // Another client on another address, from the partner; it runs out unrenewed.
+        bind(&t, s2, 2, 3000, 4000);
+        w.record(s2, Source::Failover);
+        w.expire(3999);
+        w.expire(4000);
+        w.expire(4001); // once
+        w.flush();
+        let ev = lines(dir.path());
+        let kinds: Vec<(&str, &str, u32)> = ev
+            .iter()
+            .map(|e| (e.event.as_str(), e.ip.as_str(), e.time))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("ack", "10.0.0.12", 1000),
+                ("renew", "10.0.0.12", 1500),
+                ("release", "10.0.0.12", kinds[2].2),
+                ("ack", "10.0.0.13", 3000),
+                ("expire", "10.0.0.13", 4000),
+            ]
+        );
+        assert_eq!(ev[0].mac, "02:00:00:00:00:01");
+        assert_eq!(ev[0].relay_info.as_deref(), Some("0102abcd"));
+        assert_eq!(ev[3].source, Source::Failover);
+        // And history answers from those lines.
+        let a = history::who_held(&dir.path().join("ev"), Ipv4Addr::new(10, 0, 0, 13), 3500)
+            .expect("history");
+        assert_eq!(a.holder.expect("held").mac, "02:00:00:00:00:02");
+    }
+
+    #[test]
+    fn events_rotate_by_size_and_keep_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        for round in 0..4u32 {
+            // A bit over 1 MiB per round.
+            let l = t.read(s);
+            for _ in 0..20_000 {
+                w.write("ack", round, &l, Source::Dhcp);
+            }
+            assert!(w.files.due());
+            w.files.rotate().expect("rotate");
+        }
+        let rotated = history::rotated_files(&dir.path().join("ev")).expect("list");
+        assert_eq!(rotated.len(), 2, "keep = 2");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("ev").join(CURRENT))
+                .expect("cur")
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn events_tap_never_blocks_and_counts_drops() {
+        let (tx, _rx) = bounded(2);
+        let tap = EventTap {
+            tx,
+            dropped: Arc::default(),
+        };
+        let slots: Vec<Slot> = Vec::new();
+        tap.offer(&slots);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_w, t) = writer(dir.path());
+        let s: Vec<Slot> = (0..5).filter_map(|i| t.slot(i)).collect();
+        tap.offer(&s);
+        assert_eq!(
+            tap.dropped.load(Ordering::Relaxed),
+            1,
+            "the rest of a batch is dropped"
+        );
+    }
+}

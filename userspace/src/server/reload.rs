@@ -1,0 +1,654 @@
+//! Configuration reload without a restart (SIGHUP, `xdhcpd ctl reload`, the control API).
+//!
+//! The file is read and validated first (`xdhcpd_config::load`: every error with
+//! file:line:col). A file that does not validate, or that changes something only a restart can
+//! change, is refused: the running configuration stays, the reason is logged and returned.
+//! An accepted file becomes a new, immutable [`EngineShared`] built by the same
+//! `EngineShared::new` as at start (so every configuration section the engine reads flows
+//! through, whoever adds it) over the same lease table and failover policy. It is published in
+//! the [`EngineCell`]; each worker swaps it in at its next batch boundary (one relaxed atomic
+//! load per batch), so no message is served half with the old and half with the new
+//! configuration, no worker waits, no packet and no lease is dropped.
+//!
+//! What needs a restart (refused by reload, with the reason): `server.interface`, `io`,
+//! `xdp-mode`, `queues`, `server-id`, `lease-file`, `commit`, `ebpf-object`,
+//! `control-socket`, the `[failover]` section, and any change of the pools' address ranges
+//! (a new pool, a grown, shrunk or moved range, a removed pool). The lease table is one
+//! memory-mapped file with one record per pool address, mapped once at its size with its
+//! indexes sized to it and shared lock-free by the workers; new records need a larger
+//! file and mapping, which is done at start (the file is rebuilt keeping every lease).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use xdhcpd_config::{Config, IoMode};
+use xdhcpd_dhcpv4::EngineShared;
+
+use crate::clock::unix_now;
+
+/// The engine configuration the workers serve with; replaced as a whole by a reload.
+pub struct EngineCell {
+    generation: AtomicU64,
+    current: Mutex<Arc<EngineShared>>,
+}
+
+impl EngineCell {
+    /// A cell holding `shared` as generation 0.
+    pub fn new(shared: Arc<EngineShared>) -> Self {
+        EngineCell {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(shared),
+        }
+    }
+
+    /// Number of configurations published after the first (a worker compares it once per
+    /// batch and calls [`EngineCell::load`] only when it moved).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current engine configuration.
+    pub fn load(&self) -> Arc<EngineShared> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Publishes `shared`; returns its generation.
+    fn publish(&self, shared: Arc<EngineShared>) -> u64 {
+        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *g = shared;
+        // Under the lock: a worker that sees the new generation loads the new value.
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+/// What an accepted reload did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The file read.
+    pub file: String,
+    /// Generation of the configuration now served (1 = first reload).
+    pub generation: u64,
+    /// Unix time of the reload.
+    pub at: u32,
+    /// What changed, one line per part (empty: the file had no change).
+    pub changes: Vec<String>,
+    pub subnets: usize,
+    pub pools: usize,
+    pub reservations: usize,
+    /// Records that were `Reserved` for a reservation the new file dropped, now free.
+    pub reservations_released: usize,
+}
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReloadError {
+    /// The file does not validate (each error with file:line:col and field).
+    #[error("reload refused, running configuration kept: {file} is invalid:\n{}", errors.join("\n"))]
+    Invalid { file: String, errors: Vec<String> },
+    /// The file changes what only a restart can change.
+    #[error("reload refused, running configuration kept: {file} changes what needs a restart:\n{}", reasons.join("\n"))]
+    NeedsRestart { file: String, reasons: Vec<String> },
+}
+
+/// Reload counters (for metrics) and the last outcome (for status).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStats {
+    pub accepted: u64,
+    pub refused: u64,
+    /// Generation of the configuration served.
+    pub generation: u64,
+    /// Unix time of the last attempt (0: none).
+    pub last_at: u32,
+    /// The last attempt's refusal, if it was refused.
+    pub last_error: Option<ReloadError>,
+}
+
+/// Command-line overrides that a reloaded file must keep (they win over the file at start).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub interface: Option<String>,
+    pub lease_file: Option<PathBuf>,
+    pub io: Option<IoMode>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a freshly loaded configuration.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(i) = &self.interface {
+            cfg.server.interface = i.clone();
+        }
+        if let Some(l) = &self.lease_file {
+            cfg.server.lease_file = l.clone();
+        }
+        if let Some(io) = self.io {
+            cfg.server.io = io;
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    overrides: Overrides,
+    cell: Arc<EngineCell>,
+    /// Serialises reloads; holds the configuration being served.
+    current: Mutex<Arc<Config>>,
+    stats: Mutex<ReloadStats>,
+}
+
+/// The handle SIGHUP, the control socket and the control API reload through.
+#[derive(Clone)]
+pub struct Reloader {
+    inner: Arc<Inner>,
+}
+
+impl Reloader {
+    /// A reloader for the daemon started with `running` (read from `path`, with `overrides`
+    /// applied) whose workers serve from `cell`.
+    pub fn new(
+        path: PathBuf,
+        overrides: Overrides,
+        running: Arc<Config>,
+        cell: Arc<EngineCell>,
+    ) -> Self {
+        Reloader {
+            inner: Arc::new(Inner {
+                path,
+                overrides,
+                cell,
+                current: Mutex::new(running),
+                stats: Mutex::new(ReloadStats::default()),
+            }),
+        }
+    }
+
+    /// Counters and the last outcome.
+    pub fn stats(&self) -> ReloadStats {
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads, validates and applies the configuration file; logs the outcome.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let inner = &*self.inner;
+        let mut current = inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        let now = unix_now();
+        let r = self.reload_locked(&mut current, now);
+        let mut st = inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.last_at = now;
+        match &r {
+            Ok(rep) => {
+                st.accepted += 1;
+                st.generation = rep.generation;
+                st.last_error = None;
+                tracing::info!(
+                    "reload: {} applied (configuration generation {}): {}",
+                    rep.file,
+                    rep.generation,
+                    if rep.changes.is_empty() {
+                        "no change".to_string()
+                    } else {
+                        rep.changes.join("; ")
+                    }
+                );
+            }
+            Err(e) => {
+                st.refused += 1;
+                st.last_error = Some(e.clone());
+                tracing::error!("{e}");
+            }
+        }
+        r
+    }
+
+    fn reload_locked(
+        &self,
+        current: &mut Arc<Config>,
+        now: u32,
+    ) -> Result<ReloadReport, ReloadError> {
+        let inner = &*self.inner;
+        let file = inner.path.display().to_string();
+        let mut cfg = xdhcpd_config::load(&inner.path).map_err(|e| ReloadError::Invalid {
+            file: file.clone(),
+            errors: e.errors.iter().map(|e| e.to_string()).collect(),
+        })?;
+        inner.overrides.apply(&mut cfg);
+        let reasons = needs_restart(current, &cfg);
+        if !reasons.is_empty() {
+            return Err(ReloadError::NeedsRestart { file, reasons });
+        }
+        let changes = describe_changes(current, &cfg);
+        let cfg = Arc::new(cfg);
+        let old = inner.cell.load();
+        let mut shared = EngineShared::new(cfg.clone(), old.table.clone(), old.server_id);
+        if let Some(c) = &old.failover {
+            shared = shared.with_failover(c.clone());
+        }
+        // The live registration store is not part of the file: the new engine reads the same.
+        if let Some(r) = &old.registrations {
+            shared = shared.with_registrations(r.clone());
+        }
+        // New reservations are protected before any worker serves with them; the records of
+        // dropped ones are freed after (until then the old engines keep them reserved).
+        shared.protect_reservations(now);
+        let shared = Arc::new(shared);
+        let generation = inner.cell.publish(shared.clone());
+        let released = shared.unprotect_dropped_reservations(&old);
+        *current = cfg.clone();
+        Ok(ReloadReport {
+            file,
+            generation,
+            at: now,
+            changes,
+            subnets: cfg.subnets.len(),
+            pools: cfg.subnets.iter().map(|s| s.pools.len()).sum(),
+            reservations: shared.reservation_count(),
+            reservations_released: released,
+        })
+    }
+}
+
+/// What differs between the running and the new configuration that a reload cannot apply,
+/// one sentence per difference (empty: the reload may go ahead).
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    let mut field = |name: &str, differs: bool, from: String, to: String| {
+        if differs {
+            v.push(format!(
+                "server.{name} changed ({from} -> {to}): needs a restart"
+            ));
+        }
+    };
+    field(
+        "interface",
+        a.interface != b.interface,
+        a.interface.clone(),
+        b.interface.clone(),
+    );
+    field(
+        "io",
+        a.io != b.io,
+        format!("{:?}", a.io),
+        format!("{:?}", b.io),
+    );
+    field(
+        "xdp-mode",
+        a.xdp_mode != b.xdp_mode,
+        format!("{:?}", a.xdp_mode),
+        format!("{:?}", b.xdp_mode),
+    );
+    field(
+        "queues",
+        a.queues != b.queues,
+        format!("{:?}", a.queues),
+        format!("{:?}", b.queues),
+    );
+    field(
+        "server-id",
+        a.server_id != b.server_id,
+        format!("{:?}", a.server_id),
+        format!("{:?}", b.server_id),
+    );
+    field(
+        "lease-file",
+        a.lease_file != b.lease_file,
+        a.lease_file.display().to_string(),
+        b.lease_file.display().to_string(),
+    );
+    field(
+        "commit",
+        a.commit != b.commit,
+        format!("{:?}", a.commit),
+        format!("{:?}", b.commit),
+    );
+    field(
+        "ebpf-object",
+        a.ebpf_object != b.ebpf_object,
+        format!("{:?}", a.ebpf_object),
+        format!("{:?}", b.ebpf_object),
+    );
+    field(
+        "control-socket",
+        a.control_socket != b.control_socket,
+        format!("{:?}", a.control_socket),
+        format!("{:?}", b.control_socket),
+    );
+    field(
+        "registration-file",
+        a.registration_file != b.registration_file,
+        format!("{:?}", a.registration_file),
+        format!("{:?}", b.registration_file),
+    );
+    if old.failover != new.failover {
+        v.push(
+            "[failover] changed: the failover relationship (and the pools' balance between \
+             the partners) is set up at start; needs a restart"
+                .into(),
+        );
+    }
+    if old.api != new.api {
+        v.push(
+            "[api] changed: the API listeners and its token are set up at start; needs a restart"
+                .into(),
+        );
+    }
+    if old.rate_limit != new.rate_limit {
+        v.push(
+            "[rate-limit] changed: the XDP program's rate-limit map is written at start; \
+             needs a restart"
+                .into(),
+        );
+    }
+    if old.v6 != new.v6 {
+        v.push(
+            "[dhcpv6] / [[subnet6]] changed: the DHCPv6 server and its binding file are built \
+             at start; needs a restart"
+                .into(),
+        );
+    }
+    if old.event_log != new.event_log {
+        v.push(
+            "[event-log] changed: the event log writer is set up at start; needs a restart".into(),
+        );
+    }
+    let (po, pn) = (old.pool_specs(), new.pool_specs());
+    if po != pn {
+        let range = |p: &(u32, std::net::Ipv4Addr, std::net::Ipv4Addr)| format!("{}-{}", p.1, p.2);
+        let olds: Vec<String> = po.iter().map(range).collect();
+        let news: Vec<String> = pn.iter().map(range).collect();
+        let added: Vec<&String> = news.iter().filter(|r| !olds.contains(r)).collect();
+        let gone: Vec<&String> = olds.iter().filter(|r| !news.contains(r)).collect();
+        let mut what = Vec::new();
+        if !added.is_empty() {
+            what.push(format!(
+                "new range(s) {}",
+                added
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !gone.is_empty() {
+            what.push(format!(
+                "range(s) no longer there {}",
+                gone.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if what.is_empty() {
+            what.push("pool order changed".into());
+        }
+        v.push(format!(
+            "pools changed ({}): the lease table holds one record per pool address and is \
+             mapped once at start, so new or changed ranges need a restart (the lease file is \
+             then rebuilt keeping every lease)",
+            what.join("; ")
+        ));
+    }
+    v
+}
+
+/// One line per changed part: the global lease times, each subnet (by its network), subnets
+/// added or removed, anything else in the file.
+pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    if old.lease != new.lease {
+        v.push("[lease] times changed".into());
+    }
+    if old.server.trusted_relays != new.server.trusted_relays
+        || old.server.leasequery_allow != new.server.leasequery_allow
+        || old.server.untrusted_relay_info != new.server.untrusted_relay_info
+    {
+        v.push("relay trust / leasequery-allow changed".into());
+    }
+    for s in &new.subnets {
+        match old.subnets.iter().find(|o| o.net == s.net) {
+            None => v.push(format!("subnet {} added", s.net)),
+            Some(o) => {
+                let mut parts = Vec::new();
+                if o.options != s.options
+                    || o.next_server != s.next_server
+                    || o.boot_file != s.boot_file
+                {
+                    parts.push("options");
+                }
+                if o.times != s.times {
+                    parts.push("lease times");
+                }
+                if o.reservations != s.reservations {
+                    parts.push("reservations");
+                }
+                if o.relay_addresses != s.relay_addresses {
+                    parts.push("relay-addresses");
+                }
+                if !parts.is_empty() {
+                    v.push(format!("subnet {}: {} changed", s.net, parts.join(", ")));
+                } else if format!("{o:?}") != format!("{s:?}") {
+                    v.push(format!("subnet {} changed", s.net));
+                }
+            }
+        }
+    }
+    for o in &old.subnets {
+        if !new.subnets.iter().any(|s| s.net == o.net) {
+            v.push(format!("subnet {} removed", o.net));
+        }
+    }
+    if v.is_empty() && format!("{old:?}") != format!("{new:?}") {
+        v.push("other settings changed".into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec};
+    use std::net::Ipv4Addr;
+
+    fn text(dns: &str, extra_pool: bool, iface: &str, reservation: bool) -> String {
+        let mut t = format!(
+            "[server]\ninterface = \"{iface}\"\nserver-id = \"10.0.0.1\"\n\
+             lease-file = \"LEASES\"\n\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n\
+             dns-servers = [\"{dns}\"]\n\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.19\"\n"
+        );
+        if reservation {
+            t.push_str(
+                "\n[[subnet.reservation]]\nhw = \"02:00:00:00:00:01\"\nip = \"10.0.0.12\"\n",
+            );
+        }
+        if extra_pool {
+            t.push_str("\n[[subnet.pool]]\nrange = \"10.0.0.100-10.0.0.109\"\n");
+        }
+        t
+    }
+
+    struct Bed {
+        _dir: tempfile::TempDir,
+        file: PathBuf,
+        leases: PathBuf,
+        reloader: Reloader,
+        cell: Arc<EngineCell>,
+    }
+
+    impl Bed {
+        fn write(&self, t: &str) {
+            let t = t.replace("LEASES", &self.leases.display().to_string());
+            std::fs::write(&self.file, t).expect("write config");
+        }
+    }
+
+    fn bed(reservation: bool) -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("x.toml");
+        let leases = dir.path().join("leases.db");
+        let b0 = text("10.0.0.53", false, "eth0", reservation)
+            .replace("LEASES", &leases.display().to_string());
+        std::fs::write(&file, &b0).expect("write");
+        let cfg = Arc::new(xdhcpd_config::load(&file).expect("valid"));
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let (table, _) = LeaseTable::open(&leases, &pools, &OpenOptions::default()).expect("table");
+        let shared = EngineShared::new(cfg.clone(), Arc::new(table), Ipv4Addr::new(10, 0, 0, 1));
+        shared.protect_reservations(unix_now());
+        let cell = Arc::new(EngineCell::new(Arc::new(shared)));
+        let reloader = Reloader::new(file.clone(), Overrides::default(), cfg, cell.clone());
+        Bed {
+            _dir: dir,
+            file,
+            leases,
+            reloader,
+            cell,
+        }
+    }
+
+    fn dns_of(cell: &EngineCell) -> String {
+        format!("{:?}", cell.load().config.subnets[0].options)
+    }
+
+    #[test]
+    fn reload_applies_options_and_publishes_a_new_generation() {
+        let b = bed(false);
+        let before = dns_of(&b.cell);
+        b.write(&text("10.0.0.54", false, "eth0", false));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.generation, 1);
+        assert_eq!(b.cell.generation(), 1);
+        assert_eq!(
+            rep.changes,
+            vec!["subnet 10.0.0.0/24: options changed".to_string()]
+        );
+        assert_ne!(dns_of(&b.cell), before, "the engine serves the new options");
+        assert_eq!(b.reloader.stats().accepted, 1);
+        // The same file again: accepted, nothing changed.
+        let rep = b.reloader.reload().expect("accepted");
+        assert!(rep.changes.is_empty(), "{:?}", rep.changes);
+        assert_eq!(rep.generation, 2);
+    }
+
+    #[test]
+    fn reload_refuses_an_invalid_file_and_keeps_the_running_configuration() {
+        let b = bed(false);
+        let before = dns_of(&b.cell);
+        b.write(&text("10.0.0.54", false, "eth0", false).replace("dns-servers", "dns-serverz"));
+        let e = b.reloader.reload().expect_err("refused");
+        let ReloadError::Invalid { errors, .. } = &e else {
+            panic!("{e:?}")
+        };
+        // Positioned: file:line:col and the field.
+        assert!(
+            errors
+                .iter()
+                .any(|m| m.contains("x.toml:8:1: subnet[0].dns-serverz")),
+            "{errors:?}"
+        );
+        assert_eq!(b.cell.generation(), 0);
+        assert_eq!(dns_of(&b.cell), before);
+        let st = b.reloader.stats();
+        assert_eq!((st.accepted, st.refused), (0, 1));
+        assert_eq!(st.last_error, Some(e));
+        // It serialises for the control API.
+        let v = serde_json::to_value(&st).expect("json");
+        assert_eq!(v["last_error"]["kind"], "invalid");
+    }
+
+    #[test]
+    fn reload_ratelimit_and_api_changes_are_refused_as_needing_a_restart() {
+        let b = bed(false);
+        let base = text("10.0.0.53", false, "eth0", false);
+        b.write(&format!("{base}\n[rate-limit]\nclient-rate = 10\n"));
+        let e = b.reloader.reload().expect_err("rate-limit refused");
+        let ReloadError::NeedsRestart { reasons, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("[rate-limit] changed") && reasons[0].contains("restart"),
+            "{reasons:?}"
+        );
+        b.write(&format!("{base}\n[api]\nmetrics = false\n"));
+        let e = b.reloader.reload().expect_err("api refused");
+        assert!(e.to_string().contains("[api] changed"), "{e}");
+        assert_eq!(b.cell.generation(), 0, "nothing was published");
+        // Back to the running file: accepted.
+        b.write(&base);
+        b.reloader.reload().expect("unchanged file accepted");
+    }
+
+    #[test]
+    fn reload_refuses_restart_changes_with_the_reason() {
+        let b = bed(false);
+        b.write(&text("10.0.0.54", true, "eth0", false));
+        let e = b.reloader.reload().expect_err("new pool refused");
+        let ReloadError::NeedsRestart { reasons, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("new range(s) 10.0.0.100-10.0.0.109") && r.contains("restart")),
+            "{reasons:?}"
+        );
+        b.write(&text("10.0.0.53", false, "eth1", false));
+        let e = b.reloader.reload().expect_err("interface refused");
+        assert!(
+            e.to_string()
+                .contains("server.interface changed (eth0 -> eth1): needs a restart"),
+            "{e}"
+        );
+        assert_eq!(b.cell.generation(), 0);
+        // An override from the command line is kept: the file's interface does not matter.
+        let r2 = Reloader::new(
+            b.file.clone(),
+            Overrides {
+                interface: Some("eth0".into()),
+                ..Overrides::default()
+            },
+            b.reloader.config(),
+            b.cell.clone(),
+        );
+        r2.reload()
+            .expect("interface overridden on the command line");
+    }
+
+    #[test]
+    fn reload_adds_and_drops_reservations() {
+        let b = bed(false);
+        let table = b.cell.load().table.clone();
+        let slot = table.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        assert_eq!(table.read(slot).state, LeaseState::Free);
+        b.write(&text("10.0.0.53", false, "eth0", true));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.reservations, 1);
+        assert_eq!(table.read(slot).state, LeaseState::Reserved);
+        b.write(&text("10.0.0.53", false, "eth0", false));
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.reservations_released, 1);
+        assert_eq!(table.read(slot).state, LeaseState::Free);
+    }
+}
