@@ -105,9 +105,53 @@ pub(super) fn read_reservation(
     net: Option<Ipv4Net>,
     server_id: Option<Ipv4Addr>,
 ) -> Option<RawReservation> {
-    let hw = t.get("hw");
-    let cid = t.get("client-id");
-    let key = match (hw, cid) {
+    let key = read_client_key(errs, t, "a reservation");
+    let ip = t.require(errs, "ip").and_then(|f| {
+        let ip = ipv4(errs, &f)?;
+        if let Some(n) = net {
+            if !n.contains(ip) {
+                errs.push(&f.span(), &f.path, format!("{ip} is outside subnet {n}"));
+                return None;
+            }
+            if n.has_reserved_ends() && (ip == n.addr() || ip == n.broadcast()) {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{ip} is the network or broadcast address of {n}"),
+                );
+                return None;
+            }
+        }
+        if server_id == Some(ip) {
+            errs.push(
+                &f.span(),
+                &f.path,
+                format!("{ip} is the server's own address"),
+            );
+            return None;
+        }
+        Some((ip, Loc::of(&f)))
+    });
+    let ((key, key_loc), (ip, ip_loc)) = (key?, ip?);
+    Some(RawReservation {
+        res: Reservation {
+            key,
+            ip,
+            group: None,
+        },
+        key_loc,
+        ip_loc,
+    })
+}
+
+/// The `hw` or `client-id` key of a reservation or host (`what` names it in the error when
+/// neither is given), with where it stands.
+pub(super) fn read_client_key(
+    errs: &mut Errors<'_>,
+    t: &Table<'_, '_>,
+    what: &str,
+) -> Option<(ReservationKey, Loc)> {
+    match (t.get("hw"), t.get("client-id")) {
         (Some(_), Some(c)) => {
             errs.push(
                 &c.span(),
@@ -117,7 +161,11 @@ pub(super) fn read_reservation(
             None
         }
         (None, None) => {
-            errs.push(&t.span, &t.path, "a reservation needs `hw` or `client-id`");
+            errs.push(
+                &t.span,
+                &t.path,
+                format!("{what} needs `hw` or `client-id`"),
+            );
             None
         }
         (Some(f), None) => string(errs, &f).and_then(|s| match parse_hex(s) {
@@ -158,41 +206,5 @@ pub(super) fn read_reservation(
                 None
             }
         }),
-    };
-    let ip = t.require(errs, "ip").and_then(|f| {
-        let ip = ipv4(errs, &f)?;
-        if let Some(n) = net {
-            if !n.contains(ip) {
-                errs.push(&f.span(), &f.path, format!("{ip} is outside subnet {n}"));
-                return None;
-            }
-            if n.has_reserved_ends() && (ip == n.addr() || ip == n.broadcast()) {
-                errs.push(
-                    &f.span(),
-                    &f.path,
-                    format!("{ip} is the network or broadcast address of {n}"),
-                );
-                return None;
-            }
-        }
-        if server_id == Some(ip) {
-            errs.push(
-                &f.span(),
-                &f.path,
-                format!("{ip} is the server's own address"),
-            );
-            return None;
-        }
-        Some((ip, Loc::of(&f)))
-    });
-    let ((key, key_loc), (ip, ip_loc)) = (key?, ip?);
-    Some(RawReservation {
-        res: Reservation {
-            key,
-            ip,
-            group: None,
-        },
-        key_loc,
-        ip_loc,
-    })
+    }
 }

@@ -16,7 +16,6 @@ use crate::provisioning::{
 use crate::reader::{
     array, boolean, int_in, ipv4, ipv4_list, parse_hex, string, tables, u32_in, Field, Table,
 };
-use crate::ReservationKey;
 
 use super::subnet::{check_domain, put, read_generic_option, text_value};
 use super::{Loc, MAX_ADDRS_PER_OPTION, MAX_BOOT_FILE, MAX_TIME, OPTION_KEYS};
@@ -419,58 +418,7 @@ pub(super) fn read_host(
     t: &Table<'_, '_>,
     names: &ClassNames,
 ) -> Option<(Host, Loc)> {
-    let key = match (t.get("hw"), t.get("client-id")) {
-        (Some(_), Some(c)) => {
-            errs.push(
-                &c.span(),
-                &c.path,
-                "give either `hw` or `client-id`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            errs.push(&t.span, &t.path, "a host needs `hw` or `client-id`");
-            None
-        }
-        (Some(f), None) => string(errs, &f).and_then(|s| match parse_hex(s) {
-            Ok(b) => match <[u8; 6]>::try_from(b.as_slice()) {
-                Ok(mac) => Some((ReservationKey::Hw(mac), Loc::of(&f))),
-                Err(_) => {
-                    errs.push(
-                        &f.span(),
-                        &f.path,
-                        format!("`{s}` is not a 6-byte hardware address"),
-                    );
-                    None
-                }
-            },
-            Err(m) => {
-                errs.push(
-                    &f.span(),
-                    &f.path,
-                    format!("`{s}` is not a hardware address: {m}"),
-                );
-                None
-            }
-        }),
-        (None, Some(f)) => string(errs, &f).and_then(|s| match parse_hex(s) {
-            Ok(b) if !b.is_empty() && b.len() <= 255 => {
-                Some((ReservationKey::ClientId(b), Loc::of(&f)))
-            }
-            Ok(b) => {
-                errs.push(
-                    &f.span(),
-                    &f.path,
-                    format!("client-id must be 1..=255 bytes, got {}", b.len()),
-                );
-                None
-            }
-            Err(m) => {
-                errs.push(&f.span(), &f.path, format!("`{s}` is not hex: {m}"));
-                None
-            }
-        }),
-    };
+    let key = super::pools::read_client_key(errs, t, "a host");
     let group = t.get("group").and_then(|f| class_ref(errs, &f, names));
     let (key, loc) = key?;
     Some((Host { key, group }, loc))
