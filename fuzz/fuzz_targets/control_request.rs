@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Ok(hw) = request::parse_mac(&text) {
-                assert!(!hw.is_empty() && hw.len() <= 16, "MAC of {} octets", hw.len());
+                assert!(
+                    !hw.is_empty() && hw.len() <= 16,
+                    "MAC of {} octets",
+                    hw.len()
+                );
             }
         }
         2 => {
