@@ -1,12 +1,13 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure:
 //! setup, fmt, clippy, eBPF build, daemon build (object embedded), all tests
-//! (namespace tests included: CI runs as root), then every fuzz target for a short time box.
+//! (namespace tests included: CI runs as root), then every fuzz target for a short time box
+//! (after freeing the test outputs when the disk is short: `disk.rs`).
 
 use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{build, ebpf, fuzz, setup, util};
+use crate::{build, disk, ebpf, fuzz, setup, util};
 
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
@@ -56,6 +57,7 @@ pub fn ci(args: &CiArgs) -> Result<()> {
         .current_dir(util::repo_root());
     util::run(&mut c)?;
     if args.fuzz_seconds > 0 {
+        disk::reclaim_before_fuzz(&util::target_dir())?;
         fuzz::fuzz(&fuzz::FuzzArgs {
             seconds: args.fuzz_seconds,
             targets: Vec::new(),

@@ -138,6 +138,11 @@ fn run_target(target: &str, seconds: u64) -> Result<Outcome> {
     ] {
         cmd.env_remove(var);
     }
+    // The C parts (mimalloc, ASan objects) write temporaries under TMPDIR: keep them on the
+    // target's filesystem, not on a small /tmp.
+    let tmp = util::target_dir().join("fuzz-tmp");
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    cmd.env("TMPDIR", &tmp);
     let line = util::display(&cmd);
     eprintln!("+ {line}  (log: {})", log.display());
     let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;

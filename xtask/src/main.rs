@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod disk;
 mod ebpf;
 mod fuzz;
 mod netns;
