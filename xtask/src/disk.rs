@@ -19,6 +19,7 @@ pub const RECLAIM_BELOW: u64 = 30 << 30;
 pub fn available(path: &Path) -> Result<u64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .with_context(|| format!("{}: path with a NUL byte", path.display()))?;
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
