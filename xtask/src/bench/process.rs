@@ -40,6 +40,8 @@ pub(super) struct Proc {
     name: String,
     log: PathBuf,
     stop_signal: libc::c_int,
+    /// A helper that lives as long as the process (the `/metrics` scraper), killed first.
+    companion: Option<(Child, PathBuf)>,
 }
 
 impl Proc {
@@ -65,7 +67,38 @@ impl Proc {
             name: name.to_string(),
             log: log.to_path_buf(),
             stop_signal,
+            companion: None,
         })
+    }
+
+    /// Starts `cmd` beside the process (output to `log`); it is killed when the process stops.
+    pub(super) fn attach(&mut self, mut cmd: Command, log: &Path) -> Result<()> {
+        let line = util::display(&cmd);
+        let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting `{line}` beside {}", self.name))?;
+        self.companion = Some((child, log.to_path_buf()));
+        Ok(())
+    }
+
+    fn stop_companion(&mut self) {
+        if let Some((mut c, log)) = self.companion.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            // Its output is one line per round (an HTTP status code for the scraper).
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let ok = text.lines().filter(|l| l.trim() == "200").count();
+            eprintln!(
+                "{}: beside it, {ok} of {} rounds answered 200 ({})",
+                self.name,
+                text.lines().count(),
+                log.display()
+            );
+        }
     }
 
     pub(super) fn pid(&self) -> u32 {
@@ -84,6 +117,7 @@ impl Proc {
 
     /// Signals the process and waits up to `grace`, then kills it.
     pub(super) fn stop(&mut self, grace: Duration) -> Result<()> {
+        self.stop_companion();
         if !self.running() {
             return Ok(());
         }

@@ -55,7 +55,7 @@ impl System {
         match self {
             System::Ceiling => "raw ceiling (XDP→AF_XDP echo)",
             System::XdpAck => "xdhcpd XDP, commit=ack",
-            System::XdpEvents => "xdhcpd XDP, commit=ack, event log on",
+            System::XdpEvents => "xdhcpd XDP, commit=ack, event log on, /metrics scraped 1/s",
             System::XdpInterval => "xdhcpd XDP, commit=interval:10",
             System::Udp => "xdhcpd --io udp, commit=ack",
             System::Kea => "Kea 2.2 (MT 2 threads, memfile, raw)",
@@ -272,6 +272,16 @@ impl Ctx {
                 let cfg = w.join(format!("{key}.toml"));
                 let mut text = xdhcpd_config(commit);
                 if sys == System::XdpEvents {
+                    // The operations cost: the control socket where the scraper finds it
+                    // (a `[server]` key, so before the other sections) and the event log.
+                    text = text.replacen(
+                        "[server]\n",
+                        &format!(
+                            "[server]\ncontrol-socket = \"{}\"\n",
+                            w.join("ctl.sock").display()
+                        ),
+                        1,
+                    );
                     text.push_str(&format!(
                         "\n[event-log]\ndirectory = \"{}\"\n",
                         w.join("events").display()
@@ -332,6 +342,17 @@ impl Ctx {
         eprintln!("+ {}", util::display(&c));
         let mut p = Proc::spawn(c, sys.label(), &log, signal)?;
         self.probe(sys, &mut p)?;
+        if sys == System::XdpEvents {
+            // Prometheus' way: one scrape a second for the whole run, each status code logged
+            // (the run's `metrics-scrapes.log` shows the scrapes were answered).
+            let mut s = std::process::Command::new("sh");
+            s.arg("-c").arg(format!(
+                "while sleep 1; do curl -s -o /dev/null -w '%{{http_code}}\\n' \
+                 --unix-socket '{}' http://xdhcpd/metrics; done",
+                w.join("ctl.sock").display()
+            ));
+            p.attach(s, &w.join("metrics-scrapes.log"))?;
+        }
         Ok(p)
     }
 }
