@@ -170,9 +170,6 @@ fn wait_log(xd: &mut Xd, from: usize, what: &str) -> Res<()> {
 // 1. Reload under load
 
 #[test]
-#[ignore = "KNOWN FAILURE on the merged tree (2026-12-03): after a SIGHUP reload under loadgen \
-            load, udhcpc gets no OFFER (daemon log shows the reload applied, then nothing); \
-            passed on wt-ops before the merges; run with --ignored while fixing"]
 fn daemon_reload_under_load_applies_options_and_refuses_bad_files() {
     run(&[], reload_under_load);
 }
