@@ -60,6 +60,8 @@ pub(super) struct FlushState {
     poisoned: AtomicBool,
     /// One recovery at a time.
     recovering: Mutex<()>,
+    /// The last failure's text (for the daemon's status), kept after recovery.
+    last_error: Mutex<Option<String>>,
 }
 
 impl LeaseTable {
@@ -72,6 +74,11 @@ impl LeaseTable {
     /// reply that depends on one leaves) until one does.
     pub fn storage_failed(&self) -> bool {
         self.flush_state.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The last flush failure's text (None: no flush has failed since the table was opened).
+    pub fn last_flush_error(&self) -> Option<String> {
+        lock(&self.flush_state.last_error).clone()
     }
 
     /// Runs `op` (an msync) under the sticky-error rule.
@@ -105,6 +112,7 @@ impl LeaseTable {
     pub(super) fn note_flush_failure(&self, e: &io::Error) {
         let st = &self.flush_state;
         st.failures.fetch_add(1, Ordering::AcqRel);
+        *lock(&st.last_error) = Some(e.to_string());
         if !st.poisoned.swap(true, Ordering::AcqRel) {
             tracing::error!(
                 path = %self.path.display(),

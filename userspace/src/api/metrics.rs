@@ -294,6 +294,12 @@ fn collect(s: &ApiState) -> Scrape {
         "Failed flushes of the lease table (any writer).",
         s.table.flush_failures(),
     ));
+    gauges.push(Family::one(
+        "xdhcpd_storage_failed",
+        "1 while a lease-file flush has failed and no rewrite has covered it (replies that \
+         depend on it are withheld), else 0.",
+        if s.table.storage_failed() { 1.0 } else { 0.0 },
+    ));
 
     // Failover (the driver answers from its own thread within its tick).
     if let Some(h) = &s.failover {

@@ -204,6 +204,12 @@ async fn status(State(s): St) -> ApiResult {
         "subnets": cfg.subnets.len(),
         "pools": s.table.pools().len(),
         "failover": failover,
+        // A failed flush not yet covered by a rewrite: ack-mode replies are withheld.
+        "storage": {
+            "failed": s.table.storage_failed(),
+            "flush_failures": s.table.flush_failures(),
+            "last_error": s.table.last_flush_error(),
+        },
     })))
 }
 
