@@ -339,6 +339,10 @@ fn dhcpcd_run(io: Io) -> Res<()> {
     let daemon = Daemon::start(&bed, &cfg, io)?;
     let conf = bed.path("dhcpcd.conf");
     write_file(&conf, "ipv6only\nnoipv6rs\nia_na 1\nia_pd 2 -\n")?;
+    // The namespace shares the host's files: dhcpcd's hooks would rewrite the host's
+    // /etc/resolv.conf (and the hostname) with the test's DNS server, cutting the machine off
+    // from name resolution. `--script /bin/true` runs no hook; dhcpcd still sets the address.
+    let host_resolv = std::fs::read("/etc/resolv.conf").ok();
     let out = output(bed.cli.command("timeout").args([
         "40",
         "dhcpcd",
@@ -347,11 +351,16 @@ fn dhcpcd_run(io: Io) -> Res<()> {
         "-d",
         "-t",
         "30",
+        "--script",
+        "/bin/true",
         "-f",
         &conf.to_string_lossy(),
         bed.cli_if(),
     ]));
     let _ = std::fs::remove_file(format!("/var/lib/dhcpcd/{}.lease6", bed.cli_if()));
+    if std::fs::read("/etc/resolv.conf").ok() != host_resolv {
+        return Err("dhcpcd in the test namespace rewrote the host's /etc/resolv.conf".into());
+    }
     let out = out?;
     let text = format!("{}{}", out.stdout, out.stderr);
     let addr = text

@@ -9,6 +9,9 @@
 //!   once the filler is deleted it must find out by itself, rewrite what was lost, and serve
 //!   ACKs again. Then the daemon is killed and the image copied as a power cut leaves it: every
 //!   lease the loadgen's `--acked-log` recorded must be in that copy (lease file plus log).
+//! - **In a failover pair** the side whose storage failed leaves the partner (closes the
+//!   connection and refuses new ones), so the partner serves every client alone
+//!   (COMMUNICATIONS-INTERRUPTED); once the storage works again the pair is NORMAL again.
 //! - **A full file system at start.** A sparse lease file copied onto a full file system: the
 //!   daemon refuses to start and says why, and never dies of SIGBUS.
 //!
@@ -21,13 +24,14 @@ mod netns;
 mod require;
 
 mod daemon_common;
+mod failover_common;
 mod lease_common;
 
 use std::collections::HashMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,127 +67,25 @@ fn needs() -> bool {
     require(&n)
 }
 
-/// A tmpfs of a fixed size mounted on a folder of the bed; unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size_mb: u64) -> Res<Tmpfs> {
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        sh(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size_mb}m"),
-                "tmpfs",
-                &dir.to_string_lossy(),
-            ],
-        )?;
-        Ok(Tmpfs {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Writes zeroes into `name` until the tmpfs is full (dd ends with ENOSPC); its size.
-    fn fill(&self, name: &str) -> Res<u64> {
-        let path = self.dir.join(name);
-        let _ = output(
-            Command::new("dd")
-                .arg("if=/dev/zero")
-                .arg(format!("of={}", path.display()))
-                .arg("bs=1M"),
-        )?;
-        let len = fs::metadata(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
-        Ok(len)
-    }
-
-    /// Takes the blocks of `files` (on the file system in `image`, which lives on this tmpfs)
-    /// out of the image and fills the tmpfs: the "device" can no longer store them. The daemon
-    /// allocates and zero-writes every block of its files at open, so without the punch every
-    /// later write would land on memory the tmpfs already has.
-    fn lose_blocks_of(&self, image: &Path, files: &[PathBuf]) -> Res<u64> {
-        let mut filled = self.fill("filler1")?;
-        let mut extents = 0;
-        for file in files {
-            let map = sh("filefrag", &["-v", "-b4096", &file.to_string_lossy()])?;
-            for line in map.lines() {
-                // " 0:        0..    2047:      8192..     10239:   2048: ..."
-                let f: Vec<&str> = line.split(':').map(str::trim).collect();
-                if f.len() < 4 || f[0].parse::<u32>().is_err() {
-                    continue;
-                }
-                let Some((a, b)) = f[2].split_once("..") else {
-                    continue;
-                };
-                let (Ok(a), Ok(b)) = (a.trim().parse::<u64>(), b.trim().parse::<u64>()) else {
-                    continue;
-                };
-                sh(
-                    "fallocate",
-                    &[
-                        "-p",
-                        "-o",
-                        &(a * 4096).to_string(),
-                        "-l",
-                        &((b - a + 1) * 4096).to_string(),
-                        &image.to_string_lossy(),
-                    ],
-                )?;
-                extents += 1;
-            }
-        }
-        if extents == 0 {
-            return Err(format!("filefrag found no extents in {files:?}"));
-        }
-        // Punching gave memory back: take it again.
-        filled += self.fill("filler2")?;
-        Ok(filled)
-    }
-
-    fn unfill(&self) -> Res<()> {
-        for name in ["filler1", "filler2"] {
-            let path = self.dir.join(name);
-            fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // A loop device detached just before lets go of its image asynchronously.
-        for _ in 0..20 {
-            if sh("umount", &[&self.dir.to_string_lossy()]).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Err(e) = sh("umount", &[&self.dir.to_string_lossy()]) {
-            eprintln!("cleanup: {e}; trying a lazy unmount");
-            let _ = sh("umount", &["-l", &self.dir.to_string_lossy()]);
-        }
-    }
-}
-
 /// `xdhcpd ctl status` through the daemon's control socket, as JSON.
 fn status(sock: &Path) -> Res<serde_json::Value> {
+    ctl_json(sock, "status")
+}
+
+/// `xdhcpd ctl <what>` (an answer printed as JSON).
+fn ctl_json(sock: &Path, what: &str) -> Res<serde_json::Value> {
     let bin = xdhcpd_bin()?;
     let out = output(
         Command::new(&bin)
             .arg("ctl")
             .arg("--socket")
             .arg(sock)
-            .arg("status"),
+            .arg(what),
     )?;
     if !out.status.success() {
-        return Err(format!("ctl status: {}: {}", out.status, out.stderr.trim()));
+        return Err(format!("ctl {what}: {}: {}", out.status, out.stderr.trim()));
     }
-    serde_json::from_str(&out.stdout).map_err(|e| format!("ctl status answer: {e}: {}", out.stdout))
+    serde_json::from_str(&out.stdout).map_err(|e| format!("ctl {what} answer: {e}: {}", out.stdout))
 }
 
 /// The latest ACK of each client.
@@ -335,6 +237,13 @@ fn storage_fault_under_dora_load_withholds_acks_recovers_and_loses_no_acked_leas
     if st["storage"]["failed"] != true {
         return Err(format!("storage reported fine while still full: {st}"));
     }
+    // No OFFER either: a client offered an address here could not be ACKed.
+    let dropped = ctl_json(&sock, "stats")?["engine"]["storage_failed_dropped"].clone();
+    if dropped.as_u64().unwrap_or(0) == 0 {
+        return Err(format!(
+            "no DISCOVER counted as dropped while the storage failed: {dropped}"
+        ));
+    }
     daemon.check_alive()?;
 
     // Recovery: space again; the daemon finds out by itself and serves ACKs again.
@@ -459,5 +368,110 @@ fn storage_full_filesystem_at_start_is_refused_with_the_reason_never_sigbus() ->
         ));
     }
     eprintln!("full file system: daemon refused to start ({st}); it said:\n{text}");
+    Ok(())
+}
+
+#[test]
+fn storage_fault_in_a_failover_pair_hands_the_clients_to_the_partner() -> Res<()> {
+    use failover_common::*;
+    if !needs() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = PairBed::new()?;
+    let tmpfs = Tmpfs::mount(&bed.path("tmpfs"), 96)?;
+    let disk = LoopFs::create(&tmpfs.dir.join("disk.img"), &bed.path("mnt"), 256)?;
+    let a_db = disk.path("a.db");
+    let t = Timers {
+        mclt: 30,
+        split: None,
+    };
+    // A (primary) keeps its lease file on the disk whose writes will fail.
+    let sides = xd_sides_with(&bed, &t, |primary, c| {
+        if primary {
+            c.replace(
+                &format!("lease-file = \"{}\"", bed.path("a.db").display()),
+                &format!("lease-file = \"{}\"", a_db.display()),
+            )
+        } else {
+            c
+        }
+    })?;
+    let mut a = Xd::start(
+        &bed.a,
+        &sides.a_cfg,
+        &a_db,
+        &sides.a_sock,
+        &bed.path("a.log"),
+    )?;
+    let mut b = Xd::start(
+        &bed.b,
+        &sides.b_cfg,
+        &sides.b_db,
+        &sides.b_sock,
+        &bed.path("b.log"),
+    )?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    let first = dora(&bed, 1, 20, "before")?;
+    if first.len() != 20 {
+        return Err(format!(
+            "{} of 20 clients bound before the fault",
+            first.len()
+        ));
+    }
+
+    tmpfs.lose_blocks_of(&disk.image, &[a_db.clone(), lease_store::wal_path(&a_db)])?;
+    // A finds out at its next commit: the first clients after the fault are offered by A
+    // and wait for an ACK that A withholds (a real client starts over with a DISCOVER).
+    let trigger = dora(&bed, 4, 5, "trigger")?;
+    wait_for(
+        "A's status to show failed storage",
+        Duration::from_secs(20),
+        || {
+            a.proc.check_alive()?;
+            Ok((status(&sides.a_sock)?["storage"]["failed"] == true).then_some(()))
+        },
+    )?;
+    eprintln!(
+        "after the fault: {} of 5 clients that A offered were ACKed",
+        trigger.len()
+    );
+    wait_for("B to see A leave", Duration::from_secs(20), || {
+        b.proc.check_alive()?;
+        let st = b.status()?;
+        Ok((st["connected"] == false && st["state"] == "COMMUNICATIONS-INTERRUPTED").then_some(()))
+    })?;
+    // Clients arriving now: A drops their DISCOVERs, B serves them all.
+    let during = dora(&bed, 2, 20, "during")?;
+    if during.len() != 20 {
+        return Err(format!(
+            "only {} of 20 clients bound while A's storage failed (B should serve them \
+             all)\nB status: {:?}\nB stats: {:?}\nB pools: {:?}\nB log:\n{}",
+            during.len(),
+            b.status(),
+            ctl_json(&sides.b_sock, "stats").map(|v| v["engine"].clone()),
+            ctl_json(&sides.b_sock, "pools"),
+            read_text(&bed.path("b.log")).unwrap_or_default()
+        ));
+    }
+    let a_log = read_text(&bed.path("a.log"))?;
+    if !a_log.contains("storage failed: leaving the partner") {
+        return Err(format!("A did not say it left the partner:\n{a_log}"));
+    }
+
+    // Writes succeed again: A recovers and the pair goes back to NORMAL.
+    tmpfs.unfill()?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(60))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    let after = dora(&bed, 3, 20, "after")?;
+    if after.len() != 20 {
+        return Err(format!(
+            "{} of 20 clients bound after the recovery",
+            after.len()
+        ));
+    }
+    a.stop()?;
+    b.stop()?;
     Ok(())
 }

@@ -69,6 +69,7 @@ counters! {
     registration_moved: "REQUESTs NAKed because the client's registration fixes another address (reservation moved).",
     registration_fixed_busy: "DISCOVERs of a registered client whose fixed address is held by another client (served from the pool).",
     unknown_refused: "Messages from UNKNOWN clients (no live registration, no configured host or reservation) refused by deny-unknown (shared network, subnet or pool; no answer).",
+    storage_failed_dropped: "DISCOVERs dropped while the lease file's storage has failed (no ACK could leave; the client goes to another server).",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

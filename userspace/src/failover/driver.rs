@@ -140,6 +140,10 @@ pub(crate) struct Driver {
     auth_key: Option<Arc<Vec<u8>>>,
     /// Rate limit of refusal log lines.
     refusals: RefusalLog,
+    /// The lease file's storage has failed (sticky error): we hold no ACK and no BNDACK, so
+    /// the link is closed and kept closed; the partner, COMMUNICATIONS-INTERRUPTED, serves
+    /// alone until our writes succeed again.
+    storage_down: bool,
 }
 
 /// Refused connections (wrong address, failed authentication, a session already
@@ -254,6 +258,7 @@ impl Driver {
                 write_through: false,
                 auth_key,
                 refusals: RefusalLog::new(),
+                storage_down: false,
             },
             ev_rx,
         )
@@ -391,10 +396,43 @@ impl Driver {
         if self.engine.poll_timeout().is_some_and(|t| now >= t) {
             self.engine.handle_timeout(now);
         }
-        if self.link.is_none() && !self.connecting && Instant::now() >= self.next_connect {
+        self.follow_storage(now);
+        if self.link.is_none()
+            && !self.connecting
+            && !self.storage_down
+            && Instant::now() >= self.next_connect
+        {
             self.start_connect();
         }
         busy
+    }
+
+    /// A failed lease-file storage takes us away from the partner (one atomic load a tick):
+    /// the connection is closed, which the partner sees as COMMUNICATIONS-INTERRUPTED, a
+    /// state in which it answers every client. Draft-12 has no state for "cannot store";
+    /// leaving is what lets the pair keep serving while this side can ACK nothing. Once a
+    /// rewrite has covered the failure we connect again (the usual resynchronisation).
+    fn follow_storage(&mut self, now: u32) {
+        let failed = self.table.storage_failed();
+        if failed == self.storage_down {
+            return;
+        }
+        self.storage_down = failed;
+        if failed {
+            tracing::error!(
+                "failover: the lease file's storage failed: leaving the partner (it serves \
+                 alone, COMMUNICATIONS-INTERRUPTED) until writes succeed again"
+            );
+            if let Some(l) = self.link.take() {
+                l.reader.abort();
+                drop(l.tx);
+                self.out.clear();
+                self.engine.handle_disconnected(now);
+            }
+        } else {
+            tracing::info!("failover: the lease file's storage works again: reconnecting");
+            self.next_connect = Instant::now();
+        }
     }
 
     fn start_connect(&mut self) {
@@ -458,6 +496,14 @@ impl Driver {
                 if outgoing {
                     self.connecting = false;
                     self.backoff = Duration::from_secs(1);
+                }
+                if self.storage_down {
+                    self.refusals.refused(format_args!(
+                        "closed a connection {} {from}: this server's storage has failed",
+                        if outgoing { "to" } else { "from" }
+                    ));
+                    drop(stream);
+                    return;
                 }
                 let by_primary = outgoing == (self.role == Role::Primary);
                 if self.link.is_some() {

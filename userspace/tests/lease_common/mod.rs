@@ -394,3 +394,111 @@ impl Rng {
         lo + self.next_u64() % (hi - lo + 1)
     }
 }
+
+/// A tmpfs of a fixed size mounted on a folder of the bed (for a loop image whose writes can
+/// be made to fail: [`Tmpfs::lose_blocks_of`]); unmounted on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size_mb: u64) -> Res<Tmpfs> {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mb}m"),
+                "tmpfs",
+                &dir.to_string_lossy(),
+            ],
+        )?;
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Writes zeroes into `name` until the tmpfs is full (dd ends with ENOSPC); its size.
+    pub fn fill(&self, name: &str) -> Res<u64> {
+        let path = self.dir.join(name);
+        let _ = output(
+            Command::new("dd")
+                .arg("if=/dev/zero")
+                .arg(format!("of={}", path.display()))
+                .arg("bs=1M"),
+        )?;
+        let len = fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        Ok(len)
+    }
+
+    /// Takes the blocks of `files` (on the file system in `image`, which lives on this tmpfs)
+    /// out of the image and fills the tmpfs: the "device" can no longer store them. The daemon
+    /// allocates and zero-writes every block of its files at open, so without the punch every
+    /// later write would land on memory the tmpfs already has.
+    pub fn lose_blocks_of(&self, image: &Path, files: &[PathBuf]) -> Res<u64> {
+        let mut filled = self.fill("filler1")?;
+        let mut extents = 0;
+        for file in files {
+            let map = sh("filefrag", &["-v", "-b4096", &file.to_string_lossy()])?;
+            for line in map.lines() {
+                // " 0:        0..    2047:      8192..     10239:   2048: ..."
+                let f: Vec<&str> = line.split(':').map(str::trim).collect();
+                if f.len() < 4 || f[0].parse::<u32>().is_err() {
+                    continue;
+                }
+                let Some((a, b)) = f[2].split_once("..") else {
+                    continue;
+                };
+                let (Ok(a), Ok(b)) = (a.trim().parse::<u64>(), b.trim().parse::<u64>()) else {
+                    continue;
+                };
+                sh(
+                    "fallocate",
+                    &[
+                        "-p",
+                        "-o",
+                        &(a * 4096).to_string(),
+                        "-l",
+                        &((b - a + 1) * 4096).to_string(),
+                        &image.to_string_lossy(),
+                    ],
+                )?;
+                extents += 1;
+            }
+        }
+        if extents == 0 {
+            return Err(format!("filefrag found no extents in {files:?}"));
+        }
+        // Punching gave memory back: take it again.
+        filled += self.fill("filler2")?;
+        Ok(filled)
+    }
+
+    pub fn unfill(&self) -> Res<()> {
+        for name in ["filler1", "filler2"] {
+            let path = self.dir.join(name);
+            fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // A loop device detached just before lets go of its image asynchronously.
+        for _ in 0..20 {
+            if sh("umount", &[&self.dir.to_string_lossy()]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Err(e) = sh("umount", &[&self.dir.to_string_lossy()]) {
+            eprintln!("cleanup: {e}; trying a lazy unmount");
+            let _ = sh("umount", &["-l", &self.dir.to_string_lossy()]);
+        }
+    }
+}

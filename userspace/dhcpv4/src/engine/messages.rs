@@ -35,6 +35,9 @@ impl Engine {
         out: &mut [u8],
     ) -> Decision {
         let st = self.stats.clone();
+        if self.shared.table.storage_failed() {
+            return self.silent(&st.storage_failed_dropped, Silence::StorageFailed);
+        }
         let Some(subnet) = self.select_subnet(meta, msg, sum) else {
             return self.silent(&st.no_subnet, Silence::NoSubnet);
         };

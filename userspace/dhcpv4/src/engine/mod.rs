@@ -230,6 +230,9 @@ pub enum Silence {
     Unregistered,
     /// No pool of the client's link admits its classes (`allow` / `deny`).
     NoPoolForClass,
+    /// A DISCOVER while the lease file's storage has failed: no ACK could follow (sticky
+    /// storage errors), so no OFFER binds the client to this server.
+    StorageFailed,
     /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
     /// client's own bound address, from its hardware address (RELEASE: from that address).
     Unproven,
