@@ -27,6 +27,7 @@ mod machine;
 mod process;
 mod report;
 mod sample;
+mod soak;
 mod svg;
 mod sweep;
 mod systems;
@@ -68,6 +69,13 @@ pub struct BenchArgs {
     /// Write the results into the End-to-end section of benches/RESULTS.md.
     #[arg(long)]
     pub record: bool,
+    /// Instead of the comparison: soak xdhcpd for this many minutes at half its maximum rate
+    /// (DORA + renew, short leases), sampling its memory and descriptors (`bench/soak.rs`).
+    #[arg(long)]
+    pub soak: Option<f64>,
+    /// The soak's rate (DORA+renew units per second) instead of half the measured maximum.
+    #[arg(long)]
+    pub soak_rate: Option<u64>,
     /// Profile both cores with `perf record -a -g` at the max sustained rate of
     /// the ceiling and of xdhcpd XDP (report text in the results folder).
     #[arg(long)]
@@ -82,6 +90,8 @@ const SERVER_IP: &str = "10.78.0.1";
 const SUBNET: &str = "10.78.0.0/16";
 const POOL_FIRST: &str = "10.78.1.0";
 const POOL_LAST: &str = "10.78.250.255";
+/// Addresses from POOL_FIRST to POOL_LAST.
+const POOL_SIZE: u64 = 250 * 256;
 /// The pool as prefixes: the client namespace treats them as local so its
 /// kernel answers the servers' ARP for leased addresses (servers that unicast
 /// a renew ACK through a kernel socket need that; the loadgen never ARPs).
@@ -111,6 +121,8 @@ struct Ctx {
     secs: f64,
     quick: bool,
     profile: bool,
+    /// `--soak`: the lease time of the soak's server (short, so that leases expire).
+    soak_lease: Option<u32>,
 }
 
 // ---------------------------------------------------------------- entry point
@@ -254,6 +266,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         secs,
         quick: args.quick,
         profile: args.profile && !args.quick,
+        soak_lease: None,
     };
 
     let self_test = match ctx.self_test() {
@@ -270,6 +283,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     };
 
+    if let Some(minutes) = args.soak {
+        let mut ctx = ctx;
+        let r = ctx.soak(minutes, args.soak_rate);
+        drop(ctx);
+        println!("== results in {}", out.display());
+        return r;
+    }
     let mut results = Vec::new();
     for sys in &systems {
         let mut r = SystemResult::new(*sys);

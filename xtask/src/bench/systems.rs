@@ -271,6 +271,11 @@ impl Ctx {
                 };
                 let cfg = w.join(format!("{key}.toml"));
                 let mut text = xdhcpd_config(commit);
+                if let Some(l) = self.soak_lease {
+                    text = text
+                        .replace("default-time = 3600", &format!("default-time = {l}"))
+                        .replace("min-time = 60", &format!("min-time = {l}"));
+                }
                 if sys == System::XdpEvents {
                     // The operations cost: the control socket where the scraper finds it
                     // (a `[server]` key, so before the other sections) and the event log.
