@@ -23,6 +23,20 @@ fn reg(i: u32, group: &str) -> Registration {
     }
 }
 
+/// `Store::open` after the test dropped its store. Another test of this binary spawns a
+/// process; until that child execs it holds copies of every descriptor of ours (they are
+/// close-on-exec, not close-on-fork), the lock file's among them, so the flock may still be
+/// held for a moment after `drop`.
+fn reopen(p: &Path) -> (Store, crate::store::OpenReport) {
+    for _ in 0..200 {
+        match Store::open(p) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            r => return r.unwrap(),
+        }
+    }
+    Store::open(p).unwrap()
+}
+
 fn many(n: u32, group: &str) -> Vec<Registration> {
     (0..n).map(|i| reg(i, group)).collect()
 }
@@ -32,7 +46,7 @@ fn registration_store_survives_reopen() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("regs");
     {
-        let (mut s, rep) = Store::open(&p).unwrap();
+        let (mut s, rep) = reopen(&p);
         assert_eq!(rep.registrations, 0);
         let mut r = reg(1, "modem");
         r.fixed_address = Some(Ipv4Addr::new(10, 0, 0, 9));
@@ -44,7 +58,7 @@ fn registration_store_survives_reopen() {
             .unwrap();
         assert!(gone.is_some());
     }
-    let (s, rep) = Store::open(&p).unwrap();
+    let (s, rep) = reopen(&p);
     assert_eq!(rep.registrations, 2);
     assert_eq!(rep.log_records, 4);
     let k = mac_key(&reg(1, "").mac.unwrap());
@@ -63,7 +77,7 @@ fn registration_store_survives_reopen() {
 fn registration_store_second_open_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("regs");
-    let (_s, _) = Store::open(&p).unwrap();
+    let (_s, _) = reopen(&p);
     assert!(matches!(Store::open(&p), Err(StoreError::Locked(_))));
 }
 
@@ -110,7 +124,7 @@ fn registration_store_torn_tail_discarded_at_every_cut() {
     while cut < len {
         std::fs::write(&p, &snap).unwrap();
         std::fs::write(log_path_of(&p), &log[..cut as usize]).unwrap();
-        let (mut s, rep) = Store::open(&p).unwrap();
+        let (mut s, rep) = reopen(&p);
         assert_eq!(rep.torn_bytes, cut - before, "cut at {cut}");
         assert_eq!(
             rep.registrations, 100,
@@ -120,7 +134,7 @@ fn registration_store_torn_tail_discarded_at_every_cut() {
         // A later change after the cut survives.
         s.put(reg(7777, "c")).unwrap();
         drop(s);
-        let (s, rep) = Store::open(&p).unwrap();
+        let (s, rep) = reopen(&p);
         assert_eq!(rep.torn_bytes, 0);
         assert_eq!(rep.registrations, 101);
         assert!(s.get(&mac_key(&reg(7777, "").mac.unwrap())).is_some());
@@ -138,7 +152,7 @@ fn registration_store_bad_checksum_last_record_discarded() {
     let i = before as usize + 20;
     log[i] ^= 0x40;
     std::fs::write(&lp, &log).unwrap();
-    let (_s, rep) = Store::open(&p).unwrap();
+    let (_s, rep) = reopen(&p);
     assert_eq!(rep.registrations, 100);
     assert!(rep.torn_bytes > 0);
 }
@@ -167,7 +181,7 @@ fn registration_store_damaged_snapshot_is_an_error() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("regs");
     {
-        let (mut s, _) = Store::open(&p).unwrap();
+        let (mut s, _) = reopen(&p);
         s.import(many(10, "a"), false).unwrap();
         s.compact().unwrap();
     }
@@ -204,7 +218,7 @@ fn registration_store_stale_log_after_compaction_crash_ignored() {
     let lp = log_path_of(&p);
     let old_log;
     {
-        let (mut s, _) = Store::open(&p).unwrap();
+        let (mut s, _) = reopen(&p);
         s.import(many(10, "a"), false).unwrap();
         old_log = std::fs::read(&lp).unwrap();
         // Replace everything, then compact: the snapshot has generation 2.
@@ -213,7 +227,7 @@ fn registration_store_stale_log_after_compaction_crash_ignored() {
     }
     // A crash between the snapshot's rename and the log's: the old log is still there.
     std::fs::write(&lp, &old_log).unwrap();
-    let (s, rep) = Store::open(&p).unwrap();
+    let (s, rep) = reopen(&p);
     assert!(rep.stale_log);
     assert_eq!(rep.registrations, 3);
     assert!(s.index().all().iter().all(|r| r.group == "b"));
@@ -224,7 +238,7 @@ fn registration_store_log_without_snapshot_is_an_error() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("regs");
     {
-        let (mut s, _) = Store::open(&p).unwrap();
+        let (mut s, _) = reopen(&p);
         s.put(reg(1, "a")).unwrap();
     }
     std::fs::remove_file(&p).unwrap();
@@ -238,7 +252,7 @@ fn registration_store_log_without_snapshot_is_an_error() {
 fn registration_store_modify_moves_keys_and_address() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("regs");
-    let (mut s, _) = Store::open(&p).unwrap();
+    let (mut s, _) = reopen(&p);
     let mut a = reg(1, "g");
     a.fixed_address = Some(Ipv4Addr::new(10, 0, 0, 9));
     s.put(a.clone()).unwrap();
@@ -251,7 +265,7 @@ fn registration_store_modify_moves_keys_and_address() {
     assert_eq!(s.get(&mac_key(&b.mac.unwrap())), Some(b.clone()));
     assert!(s.modify(&sel, b.clone()).is_err());
     drop(s);
-    let (s, _) = Store::open(&p).unwrap();
+    let (s, _) = reopen(&p);
     assert_eq!(s.index().all(), vec![b]);
 }
 
@@ -263,7 +277,7 @@ fn registration_store_kill9_child() {
         return;
     };
     let p = Path::new(&dir).join("regs");
-    let (mut s, _) = Store::open(&p).unwrap();
+    let (mut s, _) = reopen(&p);
     let mut out = OpenOptions::new()
         .create(true)
         .append(true)
