@@ -204,6 +204,10 @@ async fn status(State(s): St) -> ApiResult {
         "subnets": cfg.subnets.len(),
         "pools": s.table.pools().len(),
         "failover": failover,
+        "registrations": s.registrations_pg.as_ref().map_or_else(
+            || json!({ "backend": "local" }),
+            |f| serde_json::to_value(f.snapshot()).unwrap_or(Value::Null),
+        ),
     })))
 }
 
