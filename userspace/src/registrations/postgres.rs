@@ -10,7 +10,7 @@
 //! `NOTIFY xdhcpd_registrations` (and looking once a second anyway, which is also its
 //! heartbeat). Each page of changes is one store transaction (fsync) applied to the index the
 //! workers read (lock-free for them: they never wait). When PostgreSQL is unreachable it keeps
-//! retrying (1 s, doubling up to 10 s) while the server serves from the local copy.
+//! retrying (1 s, doubling up to 5 s) while the server serves from the local copy.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -38,7 +38,7 @@ const MIGRATION_LOCK: i64 = 7_385_610_018;
 const PAGE: i64 = 20_000;
 /// Longest pause between two looks at the feed (also the heartbeat).
 const POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The channel of the wake-ups.
 const CHANNEL: &str = "xdhcpd_registrations";
 
