@@ -697,13 +697,12 @@ fn write_snapshot(
     w.write_all(&header(SNAP_MAGIC, gen))
         .map_err(io(&tmp, "writing"))?;
     if let Some(c) = cursor {
-        let payload = serde_json::to_vec(&[Op::Cursor(c.clone())]).map_err(|e| {
-            StoreError::Corrupt {
+        let payload =
+            serde_json::to_vec(&[Op::Cursor(c.clone())]).map_err(|e| StoreError::Corrupt {
                 file: tmp.clone(),
                 offset: n,
                 what: format!("cannot encode: {e}"),
-            }
-        })?;
+            })?;
         let rec = frame(&payload);
         w.write_all(&rec).map_err(io(&tmp, "writing"))?;
         n += rec.len() as u64;

@@ -414,7 +414,10 @@ fn registration_postgres_feed_applies_in_order_and_keeps_the_cursor() {
         assert!(s.get(&mac_key(&a)).is_none());
         assert!(s.get(&mac_key(&b)).is_none());
         assert_eq!(
-            s.index().by_address(Ipv4Addr::new(10, 0, 0, 5)).unwrap().mac,
+            s.index()
+                .by_address(Ipv4Addr::new(10, 0, 0, 5))
+                .unwrap()
+                .mac,
             Some(c)
         );
     }

@@ -237,7 +237,12 @@ fn show(bed: &Bed, mac: &str) -> Res<Option<serde_json::Value>> {
         serde_json::from_str(&body).map_err(|e| format!("show {mac}: {e}: {body}"))?;
     match code {
         200 => Ok(Some(v["data"].clone())),
-        409 if v["error"].as_str().is_some_and(|e| e.contains("not registered")) => Ok(None),
+        409 if v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not registered")) =>
+        {
+            Ok(None)
+        }
         _ => Err(format!("show {mac}: {code} {body}")),
     }
 }

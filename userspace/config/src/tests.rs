@@ -1030,7 +1030,12 @@ fn registration_postgres_backend_config() {
         panic!("{:?}", cfg.registrations)
     };
     assert_eq!(
-        (pg.host.as_str(), pg.port, pg.dbname.as_str(), pg.user.as_str()),
+        (
+            pg.host.as_str(),
+            pg.port,
+            pg.dbname.as_str(),
+            pg.user.as_str()
+        ),
         ("127.0.0.1", 5433, "prov", "xdhcpd")
     );
     assert_eq!(
@@ -1048,7 +1053,9 @@ fn registration_postgres_backend_config() {
     );
     let e = error_lines(&format!("{base}[registrations]\nbackend = \"mysql\"\n"));
     assert!(
-        e[0].starts_with("t.toml:9:11: registrations.backend: `mysql` is not a registration backend"),
+        e[0].starts_with(
+            "t.toml:9:11: registrations.backend: `mysql` is not a registration backend"
+        ),
         "{e:?}"
     );
     let e = error_lines(&format!(
@@ -1056,9 +1063,21 @@ fn registration_postgres_backend_config() {
          tls = \"require\"\npassword = \"secret\"\n"
     ));
     let joined = e.join("\n");
-    assert!(joined.contains("registrations.postgres: missing required key `dbname`") || joined.contains("dbname"), "{joined}");
-    assert!(joined.contains("registrations.postgres.tls: `require`: TLS to PostgreSQL is not implemented yet"), "{joined}");
-    assert!(joined.contains("password"), "an inline password is refused: {joined}");
+    assert!(
+        joined.contains("registrations.postgres: missing required key `dbname`")
+            || joined.contains("dbname"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "registrations.postgres.tls: `require`: TLS to PostgreSQL is not implemented yet"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("password"),
+        "an inline password is refused: {joined}"
+    );
     // The local copy is required.
     let e = error_lines(
         "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n\

@@ -435,7 +435,6 @@ async fn session(
         if stop.load(Relaxed) {
             return Ok(());
         }
-        tracing::debug!("registrations: catching up");
         if !catch_up(&mut client, store, status, &instance).await? {
             full_load(&mut client, store, status).await?;
             continue;

@@ -63,7 +63,9 @@ pub(super) fn read_registrations(
         .get("postgres")
         .map(|f| Table::open(errs, &f, POSTGRES_KEYS).and_then(|pt| read_postgres(errs, &pt)));
     match backend {
-        "postgres" => pg.flatten().map(|p| RegistrationBackend::Postgres(Box::new(p))),
+        "postgres" => pg
+            .flatten()
+            .map(|p| RegistrationBackend::Postgres(Box::new(p))),
         _ => {
             // A [registrations.postgres] beside the local backend is checked (so a typo
             // shows) but unused.
