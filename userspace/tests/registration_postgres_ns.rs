@@ -266,6 +266,38 @@ fn count(bed: &Bed) -> Res<u64> {
         .ok_or_else(|| format!("count: {body}"))
 }
 
+/// A DHCP exchange by busybox udhcpc (the client namespace, `CLI_MAC`): the address it was
+/// given.
+fn dhcp_address(bed: &Bed, name: &str) -> Res<String> {
+    let ev = bed.path(&format!("{name}.events"));
+    let script = bed.path(&format!("{name}.sh"));
+    write_script(
+        &script,
+        &format!(
+            "#!/bin/sh\necho \"$1 $ip\" >> '{}'\nexit 0\n",
+            ev.display()
+        ),
+    )?;
+    let out = output(bed.cli.command("busybox").args([
+        "udhcpc",
+        "-i",
+        bed.cli_if(),
+        "-f",
+        "-n",
+        "-q",
+        "-t",
+        "4",
+        "-T",
+        "1",
+        "-s",
+        &script.to_string_lossy(),
+    ]))?;
+    let text = read_text(&ev).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("bound ").map(str::to_string))
+        .ok_or_else(|| format!("{name}: no lease: {text} {}{}", out.stdout, out.stderr))
+}
+
 fn bulk_mac(i: u32) -> String {
     let b = i.to_be_bytes();
     format!("02:70:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
@@ -315,7 +347,9 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
     assert_eq!(v.trim(), "1", "schema migrated by the daemon");
 
     // One INSERT.
-    let one = "02:70:aa:00:00:01";
+    // The client namespace's MAC: its DHCP client gets the fixed address.
+    let one_mac = mac_str(&CLI_MAC);
+    let one = one_mac.as_str();
     assert!(show(&bed, one)?.is_none());
     let t = Instant::now();
     pg.psql(
@@ -339,6 +373,7 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
     assert_eq!(r["fixed-address"], "10.77.3.3", "{r}");
     assert_eq!(r["host-name"], "cm-1", "{r}");
     assert_eq!(r["options"]["43"], "0104deadbeef", "{r}");
+    assert_eq!(dhcp_address(&bed, "dhcp-1")?, "10.77.3.3");
 
     // The local API cannot change what PostgreSQL owns.
     let (code, body) = http(
@@ -385,6 +420,11 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
         Ok(status(&bed)?["connected"] == false)
     })?;
     assert!(show(&bed, one)?.is_some());
+    assert_eq!(
+        dhcp_address(&bed, "dhcp-pg-down")?,
+        "10.77.3.3",
+        "served while PostgreSQL is down"
+    );
     let (_, metrics) = http(&bed.path("ctl.sock"), "GET", "/metrics", "")?;
     assert!(
         metrics.contains("xdhcpd_registrations_pg_connected 0"),
@@ -407,6 +447,11 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
     let st = status(&bed)?;
     assert_eq!(st["connected"], false, "{st}");
     assert_eq!(st["last_applied_seq"], u64::from(BULK) + 1, "{st}");
+    assert_eq!(
+        dhcp_address(&bed, "dhcp-restarted")?,
+        "10.77.3.3",
+        "served from the local copy"
+    );
 
     // Changes made while the daemon cannot reach PostgreSQL (UNIX socket only).
     pg.start(false)?;

@@ -349,9 +349,19 @@ async fn run(
     let mut last_err = String::new();
     while !stop.load(Relaxed) {
         let was = status.full_loads.load(Relaxed) + status.changes_applied.load(Relaxed);
-        let err = match session(&cfg, &store, &status, &stop).await {
-            Ok(()) => return,
-            Err(e) => format!("{e:#}"),
+        // Stopping does not wait for a connection attempt or a query (a page of changes is
+        // applied between two awaits, so it is never cut in half).
+        let stopped = async {
+            while !stop.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let err = tokio::select! {
+            r = session(&cfg, &store, &status, &stop) => match r {
+                Ok(()) => return,
+                Err(e) => format!("{e:#}"),
+            },
+            _ = stopped => return,
         };
         let reached = status.connected.swap(false, Relaxed)
             || status.full_loads.load(Relaxed) + status.changes_applied.load(Relaxed) != was;
