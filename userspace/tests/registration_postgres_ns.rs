@@ -273,10 +273,7 @@ fn dhcp_address(bed: &Bed, name: &str) -> Res<String> {
     let script = bed.path(&format!("{name}.sh"));
     write_script(
         &script,
-        &format!(
-            "#!/bin/sh\necho \"$1 $ip\" >> '{}'\nexit 0\n",
-            ev.display()
-        ),
+        &format!("#!/bin/sh\necho \"$1 $ip\" >> '{}'\nexit 0\n", ev.display()),
     )?;
     let out = output(bed.cli.command("busybox").args([
         "udhcpc",
