@@ -156,6 +156,8 @@ pub struct Store {
     index: Arc<Index>,
     /// Where a followed source stands (None: never followed one).
     cursor: Option<Cursor>,
+    /// Log bytes allowed beyond twice the snapshot before compaction.
+    compact_slack: u64,
     /// `PATH.lock`, held (flock) while the store is open.
     _lock: File,
 }
@@ -258,6 +260,7 @@ impl Store {
             snap_bytes,
             index,
             cursor,
+            compact_slack: 16 << 20,
             _lock: lock_file,
         };
         if report.log_records > 0 {
@@ -284,7 +287,9 @@ impl Store {
             return Err(StoreError::Refused(taken(&reg, &o)));
         }
         self.append(&[Op::Put(reg.to_json())])?;
-        Ok(self.index.put(reg))
+        let old = self.index.put(reg);
+        self.maybe_compact()?;
+        Ok(old)
     }
 
     /// Changes the registration `sel` names: `reg` replaces it (its keys may differ).
@@ -314,6 +319,7 @@ impl Store {
         if !same_keys && self.index.get(&key).is_some_and(|r| r == old) {
             self.index.remove(&key);
         }
+        self.maybe_compact()?;
         Ok(old)
     }
 
@@ -325,7 +331,9 @@ impl Store {
             return Ok(None);
         }
         self.append(&[Op::Remove(sel.clone())])?;
-        Ok(self.index.remove(&key))
+        let old = self.index.remove(&key);
+        self.maybe_compact()?;
+        Ok(old)
     }
 
     /// The registration `key` names.
@@ -376,6 +384,7 @@ impl Store {
             }
         }
         rep.total = self.index.len();
+        self.maybe_compact()?;
         Ok(rep)
     }
 
@@ -442,6 +451,7 @@ impl Store {
             rep.applied += 1;
         }
         self.cursor = Some(cursor);
+        self.maybe_compact()?;
         Ok(rep)
     }
 
@@ -506,10 +516,23 @@ impl Store {
             return Err(io(&self.log_path, "appending to the log")(e));
         }
         self.log_bytes += rec.len() as u64;
-        if self.log_bytes > 2 * self.snap_bytes + (16 << 20) {
+        Ok(())
+    }
+
+    /// Compacts a log grown past twice the snapshot (plus slack). Called once a change is
+    /// in the index as well as in the log: the snapshot is written from the index, so
+    /// compacting between the two would drop the change from both files.
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        if self.log_bytes > 2 * self.snap_bytes + self.compact_slack {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Test hook: the log's slack before compaction (default 16 MiB).
+    #[cfg(test)]
+    pub(crate) fn set_compact_slack(&mut self, bytes: u64) {
+        self.compact_slack = bytes;
     }
 }
 

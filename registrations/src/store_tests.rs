@@ -435,3 +435,42 @@ fn registration_postgres_feed_applies_in_order_and_keeps_the_cursor() {
         assert_eq!(s.get(&mac_key(&c)).unwrap().group, "modem");
     }
 }
+
+/// A change that makes the log due for compaction is in the new snapshot (the snapshot is
+/// written from the index, so the change must be there first).
+#[test]
+fn registration_store_compaction_keeps_the_change_that_triggered_it() {
+    use crate::store::{Cursor, FeedChange};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("regs");
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        s.set_compact_slack(0);
+        s.put(reg(1, "a")).unwrap();
+        s.import(many(3, "b"), false).unwrap();
+        s.remove(&Selector::Mac(fmt_mac(&[2, 0, 0, 0, 0, 2])))
+            .unwrap();
+        for seq in 1..=3u32 {
+            let r = reg(100 + seq, "c");
+            s.apply_feed(
+                &[FeedChange {
+                    seq: u64::from(seq),
+                    new: Some(r.to_json()),
+                    ..Default::default()
+                }],
+                Cursor {
+                    source: "db".into(),
+                    seq: u64::from(seq),
+                },
+            )
+            .unwrap();
+        }
+    }
+    let (s, rep) = Store::open(&p).unwrap();
+    // 0, 1 (b) + 101..103; 2 removed.
+    assert_eq!(rep.registrations, 5, "{rep:?}");
+    assert_eq!(s.get(&mac_key(&[2, 0, 0, 0, 0, 1])).unwrap().group, "b");
+    assert!(s.get(&mac_key(&[2, 0, 0, 0, 0, 2])).is_none());
+    assert!(s.get(&mac_key(&[2, 0, 0, 0, 0, 103])).is_some());
+    assert_eq!(s.cursor().map(|c| c.seq), Some(3));
+}
