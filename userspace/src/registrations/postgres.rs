@@ -292,6 +292,9 @@ pub struct Follower {
 impl Follower {
     /// Starts following PostgreSQL into `store`.
     pub fn start(cfg: PostgresConfig, store: SharedStore) -> anyhow::Result<Follower> {
+        // A misconfiguration (an unreadable password file) stops the start; an unreachable
+        // database does not.
+        pg_config(&cfg)?;
         let status = Arc::new(FollowerStatus::default());
         if let Some(c) = lock(&store).cursor() {
             status.last_applied_seq.store(c.seq, Relaxed);
@@ -649,4 +652,66 @@ pub fn main_migrate(config: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pw: Option<std::path::PathBuf>) -> PostgresConfig {
+        PostgresConfig {
+            host: "/run/postgresql".into(),
+            port: 5433,
+            dbname: "prov".into(),
+            user: "xdhcpd".into(),
+            password_file: pw,
+            tls: xdhcpd_config::PostgresTls::Disable,
+            connect_timeout_secs: 3,
+            migrate: true,
+        }
+    }
+
+    #[test]
+    fn registration_postgres_password_from_file_first_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "s3cret with spaces\nsecond line\n").unwrap();
+        let c = pg_config(&cfg(Some(p))).unwrap();
+        assert_eq!(c.get_password(), Some(&b"s3cret with spaces"[..]));
+        assert_eq!(c.get_dbname(), Some("prov"));
+        assert_eq!(c.get_ports(), &[5433]);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        // No file: no password (trust / peer authentication).
+        assert_eq!(pg_config(&cfg(None)).unwrap().get_password(), None);
+    }
+
+    #[test]
+    fn registration_postgres_missing_password_file_names_the_key() {
+        let e = pg_config(&cfg(Some("/nonexistent/xdhcpd-pw".into()))).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("registrations.postgres.password-file"), "{m}");
+        assert!(m.contains("/nonexistent/xdhcpd-pw"), "{m}");
+    }
+
+    #[test]
+    fn registration_postgres_status_reports_lag() {
+        let s = FollowerStatus::default();
+        let snap = s.snapshot();
+        assert!(!snap.connected);
+        assert_eq!(snap.seconds_since_contact, None);
+        s.head_seq.store(120, Relaxed);
+        s.last_applied_seq.store(100, Relaxed);
+        s.contact();
+        let snap = s.snapshot();
+        assert_eq!(snap.lag_changes, 20);
+        assert!(snap.seconds_since_contact.is_some_and(|t| t < 5.0));
+    }
+
+    #[test]
+    fn registration_postgres_migrations_are_numbered_in_order() {
+        for (i, (v, name, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*v as usize, i + 1, "{name}");
+            assert!(sql.contains("xdhcpd_"), "{name}");
+        }
+    }
 }
