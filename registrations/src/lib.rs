@@ -20,7 +20,7 @@ pub mod store;
 pub use import::{Format, ImportError, ImportErrors};
 pub use index::{Entry, Index};
 pub use record::{FieldError, Json, Registration, Selector};
-pub use store::{ImportReport, OpenReport, Store, StoreError};
+pub use store::{Cursor, FeedChange, FeedReport, ImportReport, OpenReport, Store, StoreError};
 
 #[cfg(test)]
 mod store_tests;

@@ -50,6 +50,42 @@ enum Op {
     Remove(Selector),
     /// Remove everything (the start of a replacing import).
     Clear,
+    /// Where a followed source (PostgreSQL) stands: the changes up to here are applied.
+    Cursor(Cursor),
+}
+
+/// How far the changes of a followed source have been applied (kept in the same
+/// transaction as the changes, so after a crash the two agree).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Cursor {
+    /// The source's identity (the PostgreSQL database's `xdhcpd_meta.instance`).
+    pub source: String,
+    /// The last change applied (its sequence number).
+    pub seq: u64,
+}
+
+/// One change of a followed source: the registration as it was (its keys) and as it is
+/// now (`None`: deleted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedChange {
+    /// Sequence number (strictly increasing).
+    pub seq: u64,
+    /// The old row's MAC (`aa:bb:..`), if it had one (update, delete).
+    pub old_mac: Option<String>,
+    /// The old row's client id (hex), if it had one.
+    pub old_client_id: Option<String>,
+    /// The new row (insert, update).
+    pub new: Option<Json>,
+}
+
+/// What applying changes did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedReport {
+    /// Changes applied.
+    pub applied: usize,
+    /// New rows refused (invalid); their old registration is removed, the rest applied.
+    pub rejected: Vec<(u64, String)>,
 }
 
 /// What went wrong with the store.
@@ -118,6 +154,10 @@ pub struct Store {
     log_bytes: u64,
     snap_bytes: u64,
     index: Arc<Index>,
+    /// Where a followed source stands (None: never followed one).
+    cursor: Option<Cursor>,
+    /// Log bytes allowed beyond twice the snapshot before compaction.
+    compact_slack: u64,
     /// `PATH.lock`, held (flock) while the store is open.
     _lock: File,
 }
@@ -141,6 +181,7 @@ impl Store {
             .map_err(io(&lock_path, "opening the lock file"))?;
         lock(&lock_file, path)?;
         let index = Arc::new(Index::new());
+        let mut cursor = None;
         let mut report = OpenReport::default();
         let (gen, snap_bytes) = match File::open(path) {
             Ok(mut f) => {
@@ -148,7 +189,7 @@ impl Store {
                 f.read_to_end(&mut buf)
                     .map_err(io(path, "reading the snapshot"))?;
                 let gen = read_header(path, &buf, SNAP_MAGIC)?;
-                let (_, end) = replay(path, &buf, &index, false)?;
+                let (_, end) = replay(path, &buf, &index, &mut cursor, false)?;
                 (gen, end as u64)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -162,7 +203,7 @@ impl Store {
                         ),
                     });
                 }
-                let n = write_snapshot(path, 1, &index)?;
+                let n = write_snapshot(path, 1, &index, None)?;
                 (1, n)
             }
             Err(e) => return Err(io(path, "opening the snapshot")(e)),
@@ -183,7 +224,7 @@ impl Store {
                     });
                 }
                 if g == gen {
-                    let (n, end) = replay(&log_path, &buf, &index, true)?;
+                    let (n, end) = replay(&log_path, &buf, &index, &mut cursor, true)?;
                     report.log_records = n;
                     report.torn_bytes = buf.len() as u64 - end as u64;
                     log_end = end as u64;
@@ -218,6 +259,8 @@ impl Store {
             log_bytes: log_end,
             snap_bytes,
             index,
+            cursor,
+            compact_slack: 16 << 20,
             _lock: lock_file,
         };
         if report.log_records > 0 {
@@ -244,7 +287,9 @@ impl Store {
             return Err(StoreError::Refused(taken(&reg, &o)));
         }
         self.append(&[Op::Put(reg.to_json())])?;
-        Ok(self.index.put(reg))
+        let old = self.index.put(reg);
+        self.maybe_compact()?;
+        Ok(old)
     }
 
     /// Changes the registration `sel` names: `reg` replaces it (its keys may differ).
@@ -274,6 +319,7 @@ impl Store {
         if !same_keys && self.index.get(&key).is_some_and(|r| r == old) {
             self.index.remove(&key);
         }
+        self.maybe_compact()?;
         Ok(old)
     }
 
@@ -285,7 +331,9 @@ impl Store {
             return Ok(None);
         }
         self.append(&[Op::Remove(sel.clone())])?;
-        Ok(self.index.remove(&key))
+        let old = self.index.remove(&key);
+        self.maybe_compact()?;
+        Ok(old)
     }
 
     /// The registration `key` names.
@@ -336,13 +384,109 @@ impl Store {
             }
         }
         rep.total = self.index.len();
+        self.maybe_compact()?;
+        Ok(rep)
+    }
+
+    /// Where the followed source stands (None: never followed).
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Applies a followed source's changes in order, with the new cursor, as one durable
+    /// transaction. The source is the truth: nothing is refused for conflicts (a later
+    /// change wins, as it did there); a new row that is not a valid registration is
+    /// reported and its old registration removed.
+    pub fn apply_feed(
+        &mut self,
+        changes: &[FeedChange],
+        cursor: Cursor,
+    ) -> Result<FeedReport, StoreError> {
+        let mut rep = FeedReport::default();
+        // (remove, put) per change, decided before anything is written.
+        let mut plan: Vec<(Option<Selector>, Option<Registration>)> =
+            Vec::with_capacity(changes.len());
+        for c in changes {
+            let old = c
+                .old_client_id
+                .clone()
+                .map(Selector::ClientId)
+                .or(c.old_mac.clone().map(Selector::Mac));
+            let new = match &c.new {
+                None => None,
+                Some(j) => match Registration::from_json(j).and_then(|r| r.validate().map(|_| r)) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        rep.rejected.push((c.seq, e.to_string()));
+                        None
+                    }
+                },
+            };
+            // The old registration goes unless the new one shares a key with it (then
+            // the put replaces it in place: no moment without a registration).
+            let remove = old.filter(|sel| match (&new, sel.key()) {
+                (Some(n), Ok(k)) => !n.keys().any(|nk| nk == k),
+                _ => true,
+            });
+            plan.push((remove, new));
+        }
+        let mut ops = Vec::with_capacity(plan.len() + 1);
+        for (rm, put) in &plan {
+            if let Some(sel) = rm {
+                ops.push(Op::Remove(sel.clone()));
+            }
+            if let Some(r) = put {
+                ops.push(Op::Put(r.to_json()));
+            }
+        }
+        ops.push(Op::Cursor(cursor.clone()));
+        self.append(&ops)?;
+        for (rm, put) in plan {
+            if let Some(k) = rm.and_then(|sel| sel.key().ok()) {
+                self.index.remove(&k);
+            }
+            if let Some(r) = put {
+                self.index.put(r);
+            }
+            rep.applied += 1;
+        }
+        self.cursor = Some(cursor);
+        self.maybe_compact()?;
+        Ok(rep)
+    }
+
+    /// Makes the store hold exactly `regs` (a followed source's full load) with `cursor`,
+    /// as one durable transaction. Invalid registrations are reported and left out.
+    pub fn apply_full(
+        &mut self,
+        regs: Vec<(u64, Json)>,
+        cursor: Cursor,
+    ) -> Result<FeedReport, StoreError> {
+        let mut rep = FeedReport::default();
+        let mut ok = Vec::with_capacity(regs.len());
+        for (row, j) in regs {
+            match Registration::from_json(&j).and_then(|r| r.validate().map(|_| r)) {
+                Ok(r) => ok.push(r),
+                Err(e) => rep.rejected.push((row, e.to_string())),
+            }
+        }
+        let mut ops = Vec::with_capacity(ok.len() + 2);
+        ops.push(Op::Clear);
+        ops.extend(ok.iter().map(|r| Op::Put(r.to_json())));
+        ops.push(Op::Cursor(cursor.clone()));
+        self.append(&ops)?;
+        rep.applied = ok.len();
+        self.index.replace(&ok);
+        self.cursor = Some(cursor);
+        // A full load replaces everything: start the next log from a snapshot of it.
+        self.compact()?;
         Ok(rep)
     }
 
     /// Writes the index as a new snapshot and starts an empty log.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         let gen = self.gen + 1;
-        self.snap_bytes = write_snapshot(&self.path, gen, &self.index)?;
+        self.snap_bytes = write_snapshot(&self.path, gen, &self.index, self.cursor.as_ref())?;
         write_empty_log(&self.log_path, gen)?;
         let log = OpenOptions::new()
             .read(true)
@@ -372,10 +516,23 @@ impl Store {
             return Err(io(&self.log_path, "appending to the log")(e));
         }
         self.log_bytes += rec.len() as u64;
-        if self.log_bytes > 2 * self.snap_bytes + (16 << 20) {
+        Ok(())
+    }
+
+    /// Compacts a log grown past twice the snapshot (plus slack). Called once a change is
+    /// in the index as well as in the log: the snapshot is written from the index, so
+    /// compacting between the two would drop the change from both files.
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        if self.log_bytes > 2 * self.snap_bytes + self.compact_slack {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Test hook: the log's slack before compaction (default 16 MiB).
+    #[cfg(test)]
+    pub(crate) fn set_compact_slack(&mut self, bytes: u64) {
+        self.compact_slack = bytes;
     }
 }
 
@@ -463,6 +620,7 @@ fn replay(
     file: &Path,
     buf: &[u8],
     index: &Index,
+    cursor: &mut Option<Cursor>,
     tolerate_torn_tail: bool,
 ) -> Result<(usize, usize), StoreError> {
     let mut at = HEADER;
@@ -514,6 +672,7 @@ fn replay(
                 Op::Clear => {
                     index.replace(&[]);
                 }
+                Op::Cursor(c) => *cursor = Some(c),
             }
         }
         n += 1;
@@ -549,12 +708,28 @@ fn install(tmp: &Path, f: File, path: &Path) -> Result<(), StoreError> {
         .map_err(io(&dir, "syncing the directory"))
 }
 
-fn write_snapshot(path: &Path, gen: u64, index: &Index) -> Result<u64, StoreError> {
+fn write_snapshot(
+    path: &Path,
+    gen: u64,
+    index: &Index,
+    cursor: Option<&Cursor>,
+) -> Result<u64, StoreError> {
     let (tmp, f) = create_tmp(path)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     let mut n = HEADER as u64;
     w.write_all(&header(SNAP_MAGIC, gen))
         .map_err(io(&tmp, "writing"))?;
+    if let Some(c) = cursor {
+        let payload =
+            serde_json::to_vec(&[Op::Cursor(c.clone())]).map_err(|e| StoreError::Corrupt {
+                file: tmp.clone(),
+                offset: n,
+                what: format!("cannot encode: {e}"),
+            })?;
+        let rec = frame(&payload);
+        w.write_all(&rec).map_err(io(&tmp, "writing"))?;
+        n += rec.len() as u64;
+    }
     let all = index.all();
     for chunk in all.chunks(SNAP_CHUNK) {
         let ops: Vec<Op> = chunk.iter().map(|r| Op::Put(r.to_json())).collect();

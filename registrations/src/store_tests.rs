@@ -359,3 +359,132 @@ fn registration_store_kill9_during_bulk_import() {
         "the child must have imported before most kills"
     );
 }
+
+fn json(mac: &str, group: &str, fixed: Option<&str>) -> crate::record::Json {
+    crate::record::Json {
+        mac: Some(mac.into()),
+        group: group.into(),
+        fixed_address: fixed.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn registration_postgres_feed_applies_in_order_and_keeps_the_cursor() {
+    use crate::store::{Cursor, FeedChange};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("regs");
+    let a = [2, 0, 0, 0, 0, 0xa];
+    let b = [2, 0, 0, 0, 0, 0xb];
+    let c = [2, 0, 0, 0, 0, 0xc];
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        assert!(s.cursor().is_none());
+        // Full load: a and b.
+        let rep = s
+            .apply_full(
+                vec![
+                    (1, json(&fmt_mac(&a), "modem", Some("10.0.0.5"))),
+                    (2, json(&fmt_mac(&b), "cpe", None)),
+                    (3, json("zz", "cpe", None)),
+                ],
+                Cursor {
+                    source: "db1".into(),
+                    seq: 10,
+                },
+            )
+            .unwrap();
+        assert_eq!(rep.applied, 2);
+        assert_eq!(rep.rejected.len(), 1, "{rep:?}");
+        // a's MAC changes to c (the fixed address moves with it), b is deleted, a bad
+        // update of nothing is refused.
+        let rep = s
+            .apply_feed(
+                &[
+                    FeedChange {
+                        seq: 11,
+                        old_mac: Some(fmt_mac(&a)),
+                        new: Some(json(&fmt_mac(&c), "modem", Some("10.0.0.5"))),
+                        ..Default::default()
+                    },
+                    FeedChange {
+                        seq: 12,
+                        old_mac: Some(fmt_mac(&b)),
+                        ..Default::default()
+                    },
+                    FeedChange {
+                        seq: 13,
+                        new: Some(json(&fmt_mac(&b), "no group!", None)),
+                        ..Default::default()
+                    },
+                ],
+                Cursor {
+                    source: "db1".into(),
+                    seq: 13,
+                },
+            )
+            .unwrap();
+        assert_eq!(rep.rejected.len(), 1);
+        assert!(s.get(&mac_key(&a)).is_none());
+        assert!(s.get(&mac_key(&b)).is_none());
+        assert_eq!(
+            s.index()
+                .by_address(Ipv4Addr::new(10, 0, 0, 5))
+                .unwrap()
+                .mac,
+            Some(c)
+        );
+    }
+    // Reopened (log replayed, then compacted): same content, same cursor.
+    for _ in 0..2 {
+        let (s, rep) = Store::open(&p).unwrap();
+        assert_eq!(rep.registrations, 1);
+        assert_eq!(
+            s.cursor(),
+            Some(&Cursor {
+                source: "db1".into(),
+                seq: 13
+            })
+        );
+        assert_eq!(s.get(&mac_key(&c)).unwrap().group, "modem");
+    }
+}
+
+/// A change that makes the log due for compaction is in the new snapshot (the snapshot is
+/// written from the index, so the change must be there first).
+#[test]
+fn registration_store_compaction_keeps_the_change_that_triggered_it() {
+    use crate::store::{Cursor, FeedChange};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("regs");
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        s.set_compact_slack(0);
+        s.put(reg(1, "a")).unwrap();
+        s.import(many(3, "b"), false).unwrap();
+        s.remove(&Selector::Mac(fmt_mac(&[2, 0, 0, 0, 0, 2])))
+            .unwrap();
+        for seq in 1..=3u32 {
+            let r = reg(100 + seq, "c");
+            s.apply_feed(
+                &[FeedChange {
+                    seq: u64::from(seq),
+                    new: Some(r.to_json()),
+                    ..Default::default()
+                }],
+                Cursor {
+                    source: "db".into(),
+                    seq: u64::from(seq),
+                },
+            )
+            .unwrap();
+        }
+    }
+    let (s, rep) = Store::open(&p).unwrap();
+    // 0, 1 (b) + 101..103; 2 removed.
+    assert_eq!(rep.registrations, 5, "{rep:?}");
+    assert_eq!(s.get(&mac_key(&[2, 0, 0, 0, 0, 1])).unwrap().group, "b");
+    assert!(s.get(&mac_key(&[2, 0, 0, 0, 0, 2])).is_none());
+    assert!(s.get(&mac_key(&[2, 0, 0, 0, 0, 103])).is_some());
+    assert_eq!(s.cursor().map(|c| c.seq), Some(3));
+}

@@ -61,6 +61,17 @@ enum IoArg {
 }
 
 #[derive(Subcommand)]
+enum RegistrationsCmd {
+    /// Apply the registration schema's pending migrations to the configured PostgreSQL
+    /// database (as the tables' owner; the daemon does it itself with `migrate = true`).
+    Migrate {
+        /// Configuration file (TOML) with `[registrations.postgres]`.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
     Run {
@@ -113,6 +124,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: xdhcpd::leases::LeasesCmd,
     },
+    /// Registrations in PostgreSQL (`registrations.backend = "postgres"`).
+    Registrations {
+        #[command(subcommand)]
+        cmd: RegistrationsCmd,
+    },
     /// Ask a server, as a relay agent, about an address, MAC or client id (RFC 4388).
     Leasequery(xdhcpd::lq_client::LeasequeryArgs),
     /// Write the manual pages xdhcpd(8) and xdhcpd.toml(5) into a directory.
@@ -135,6 +151,15 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
         Cmd::Leasequery(a) => xdhcpd::lq_client::main_leasequery(a),
+        Cmd::Registrations {
+            cmd: RegistrationsCmd::Migrate { config },
+        } => match xdhcpd::registrations::postgres::main_migrate(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xdhcpd registrations migrate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Man { dir } => match write_man(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -38,6 +38,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // systemd-analyze verify of packaging/systemd/xdhcpd.service (man: its Documentation=).
     "systemd",
     "man-db",
+    // Registrations in PostgreSQL: the follower's test runs a real server
+    // (`userspace/tests/registration_postgres_ns.rs`, /usr/lib/postgresql/15/bin).
+    "postgresql",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

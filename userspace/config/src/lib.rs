@@ -104,6 +104,8 @@ pub struct Config {
     pub event_log: Option<EventLogConfig>,
     /// `[alarms]`: thresholds of the alarms logged (and counted) by the daemon.
     pub alarms: AlarmsConfig,
+    /// `[registrations] backend`: where registrations come from (default: the local store).
+    pub registrations: RegistrationBackend,
     pub source: PathBuf,
     lookup: SubnetLookup,
     /// DHCPv6: `[dhcpv6]` and `[[subnet6]]` (no subnet6: not served).
@@ -133,6 +135,46 @@ impl Default for EventLogConfig {
             keep: 30,
         }
     }
+}
+
+/// `[registrations] backend`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RegistrationBackend {
+    /// `"local"`: the registration store (`server.registration-file`) is the truth, changed
+    /// through the control API.
+    #[default]
+    Local,
+    /// `"postgres"`: PostgreSQL is the truth; the daemon follows it into the registration
+    /// store, its local copy (served from when PostgreSQL is down).
+    Postgres(Box<PostgresConfig>),
+}
+
+/// `[registrations.postgres]`: the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `host`: name, address, or (starting with `/`) the directory of a UNIX socket.
+    pub host: String,
+    /// `port` (default 5432).
+    pub port: u16,
+    /// `dbname`.
+    pub dbname: String,
+    /// `user`.
+    pub user: String,
+    /// `password-file`: the password is its first line (never inline in the configuration).
+    pub password_file: Option<PathBuf>,
+    /// `tls` (default and only value for now: `"disable"`).
+    pub tls: PostgresTls,
+    /// `connect-timeout-secs` (default 5).
+    pub connect_timeout_secs: u32,
+    /// `migrate` (default true): apply the schema's pending migrations when connecting.
+    pub migrate: bool,
+}
+
+/// TLS to PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostgresTls {
+    /// Plain TCP or a UNIX socket.
+    Disable,
 }
 
 /// `[alarms]`: when the daemon logs (and counts) an alarm.

@@ -1013,3 +1013,77 @@ fn api_section_defaults_values_and_positioned_errors() {
     assert_eq!(lines("lissen = \"127.0.0.1:1\"").len(), 1);
     assert!(lines("lissen = \"127.0.0.1:1\"")[0].starts_with("t.toml:6:1: api.lissen"));
 }
+
+#[test]
+fn registration_postgres_backend_config() {
+    let base = "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
+         [[subnet]]\ncidr = \"10.0.0.0/24\"\n\n";
+    // Default: local.
+    let cfg = parse(base, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.registrations, crate::RegistrationBackend::Local);
+    let text = format!(
+        "{base}[registrations]\nbackend = \"postgres\"\n[registrations.postgres]\nhost = \"127.0.0.1\"\n\
+         port = 5433\ndbname = \"prov\"\nuser = \"xdhcpd\"\npassword-file = \"/etc/xdhcpd/pg\"\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let crate::RegistrationBackend::Postgres(pg) = &cfg.registrations else {
+        panic!("{:?}", cfg.registrations)
+    };
+    assert_eq!(
+        (
+            pg.host.as_str(),
+            pg.port,
+            pg.dbname.as_str(),
+            pg.user.as_str()
+        ),
+        ("127.0.0.1", 5433, "prov", "xdhcpd")
+    );
+    assert_eq!(
+        pg.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/xdhcpd/pg"))
+    );
+    assert!(pg.migrate);
+    assert_eq!(pg.connect_timeout_secs, 5);
+
+    // Errors name the key.
+    let e = error_lines(&format!("{base}[registrations]\nbackend = \"postgres\"\n"));
+    assert_eq!(
+        e,
+        vec!["t.toml:9:11: registrations.backend: backend \"postgres\" needs [registrations.postgres] (host, dbname, user)"]
+    );
+    let e = error_lines(&format!("{base}[registrations]\nbackend = \"mysql\"\n"));
+    assert!(
+        e[0].starts_with(
+            "t.toml:9:11: registrations.backend: `mysql` is not a registration backend"
+        ),
+        "{e:?}"
+    );
+    let e = error_lines(&format!(
+        "{base}[registrations]\nbackend = \"postgres\"\n[registrations.postgres]\nhost = \"db\"\nuser = \"u\"\n\
+         tls = \"require\"\npassword = \"secret\"\n"
+    ));
+    let joined = e.join("\n");
+    assert!(
+        joined.contains("registrations.postgres: missing required key `dbname`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "registrations.postgres.tls: `require`: TLS to PostgreSQL is not implemented yet"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("registrations.postgres.password: unknown key `password`"),
+        "an inline password is refused: {joined}"
+    );
+    // The local copy is required.
+    let e = error_lines(
+        "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n\
+         [registrations]\nbackend = \"postgres\"\n[registrations.postgres]\nhost = \"db\"\ndbname = \"d\"\nuser = \"u\"\n",
+    );
+    assert_eq!(
+        e,
+        vec!["t.toml:6:11: registrations.backend: the postgres backend keeps its local copy in the registration store: set server.registration-file"]
+    );
+}

@@ -307,6 +307,51 @@ fn collect(s: &ApiState) -> Scrape {
             failover_metrics(&f, &mut counters, &mut gauges);
         }
     }
+    if let Some(f) = &s.registrations_pg {
+        let f = f.snapshot();
+        gauges.push(Family::one(
+            "xdhcpd_registrations_pg_connected",
+            "1 while the registration follower is connected to PostgreSQL.",
+            f64::from(u8::from(f.connected)),
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_registrations_pg_last_applied_seq",
+            "Sequence number of the last registration change applied from PostgreSQL.",
+            f.last_applied_seq as f64,
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_registrations_pg_head_seq",
+            "Latest registration change sequence number seen in PostgreSQL.",
+            f.head_seq as f64,
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_registrations_pg_lag_changes",
+            "Registration changes in PostgreSQL not applied yet (as of the last contact).",
+            f.lag_changes as f64,
+        ));
+        if let Some(secs) = f.seconds_since_contact {
+            gauges.push(Family::one(
+                "xdhcpd_registrations_pg_seconds_since_contact",
+                "Seconds since the last successful exchange with PostgreSQL.",
+                secs,
+            ));
+        }
+        counters.push(Family::one(
+            "xdhcpd_registrations_pg_changes_applied",
+            "Registration changes applied from PostgreSQL.",
+            f.changes_applied,
+        ));
+        counters.push(Family::one(
+            "xdhcpd_registrations_pg_rejected",
+            "Registrations from PostgreSQL refused as invalid.",
+            f.rejected,
+        ));
+        counters.push(Family::one(
+            "xdhcpd_registrations_pg_full_loads",
+            "Full loads of the registrations from PostgreSQL.",
+            f.full_loads,
+        ));
+    }
     Scrape {
         counters,
         gauges,

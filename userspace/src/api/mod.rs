@@ -66,6 +66,8 @@ pub struct ApiState {
     pub failover: Option<Handler>,
     /// Registration requests (`Request::Registrations`; `None`: no `registration-file`).
     pub registrations: Option<Handler>,
+    /// The PostgreSQL follower's status (`None`: `registrations.backend = "local"`).
+    pub registrations_pg: Option<Arc<crate::registrations::postgres::FollowerStatus>>,
     pub reload: Option<ReloadFn>,
     pub started: Instant,
     pub started_unix: u32,

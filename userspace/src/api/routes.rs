@@ -210,6 +210,10 @@ async fn status(State(s): St) -> ApiResult {
             "flush_failures": s.table.flush_failures(),
             "last_error": s.table.last_flush_error(),
         },
+        "registrations": s.registrations_pg.as_ref().map_or_else(
+            || json!({ "backend": "local" }),
+            |f| serde_json::to_value(f.snapshot()).unwrap_or(Value::Null),
+        ),
     })))
 }
 

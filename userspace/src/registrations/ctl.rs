@@ -88,6 +88,25 @@ pub fn handler(store: Option<SharedStore>, inner: Handler) -> Handler {
     })
 }
 
+/// Refuses the requests that change registrations (`why`: where they are changed instead);
+/// `show` and `export` pass to `h`.
+pub fn read_only(h: Handler, why: &'static str) -> Handler {
+    std::sync::Arc::new(move |req: Request| match &req {
+        Request::Registrations { request }
+            if matches!(
+                **request,
+                RegRequest::Add { .. }
+                    | RegRequest::Modify { .. }
+                    | RegRequest::Remove { .. }
+                    | RegRequest::Import { .. }
+            ) =>
+        {
+            Response::error(why)
+        }
+        _ => h(req),
+    })
+}
+
 fn ok_data(message: String, data: serde_json::Value) -> Response {
     let mut r = Response::message(message);
     r.data = Some(data);

@@ -3,6 +3,7 @@
 //! [`RegistrationView`]), and the control requests (`ctl.rs`).
 
 pub mod ctl;
+pub mod postgres;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

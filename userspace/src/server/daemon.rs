@@ -340,6 +340,8 @@ pub struct Daemon {
     v6: Option<Arc<V6Server>>,
     /// XDP mode: the socket joined to ff02::1:2 (keeps the NIC's multicast filter open).
     _v6_join: Option<std::net::UdpSocket>,
+    /// `registrations.backend = "postgres"`: the follower (stopped when dropped).
+    registrations_pg: Option<crate::registrations::postgres::Follower>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -415,6 +417,14 @@ impl Daemon {
             };
             engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
         }
+        // PostgreSQL: followed into the store (the local copy served from meanwhile); off the
+        // packet path, stopped when this goes out of scope.
+        let registrations_pg = match (&cfg.registrations, &registrations) {
+            (xdhcpd_config::RegistrationBackend::Postgres(pg), Some(store)) => Some(
+                crate::registrations::postgres::Follower::start((**pg).clone(), store.clone())?,
+            ),
+            _ => None,
+        };
         let engine = Arc::new(engine);
         let cell = Arc::new(EngineCell::new(engine.clone()));
         let reloader = Reloader::new(
@@ -530,11 +540,20 @@ impl Daemon {
             xdp: xdp_reader,
             failover: failover.as_ref().map(|f| f.control_handler()),
             registrations: registrations.map(|r| {
-                crate::registrations::ctl::handler(
+                let h = crate::registrations::ctl::handler(
                     Some(r),
                     Arc::new(|_| crate::control::Response::error("not a registration request")),
-                )
+                );
+                match &registrations_pg {
+                    Some(_) => crate::registrations::ctl::read_only(
+                        h,
+                        "registrations are managed in PostgreSQL (registrations.backend = \
+                         \"postgres\"): change them there; this server follows",
+                    ),
+                    None => h,
+                }
             }),
+            registrations_pg: registrations_pg.as_ref().map(|f| f.status()),
             // SIGHUP and `POST /v1/reload` share one Reloader.
             reload: Some({
                 let r = reloader.clone();
@@ -592,6 +611,7 @@ impl Daemon {
             started: Instant::now(),
             v6,
             _v6_join: v6_join,
+            registrations_pg,
         })
     }
 
@@ -708,6 +728,7 @@ impl Daemon {
             f.stop(Duration::from_secs(2));
         }
         drop(self.api);
+        drop(self.registrations_pg);
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers.threads {
             let _ = w.join();

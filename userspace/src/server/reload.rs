@@ -338,6 +338,13 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", a.registration_file),
         format!("{:?}", b.registration_file),
     );
+    if old.registrations != new.registrations {
+        v.push(
+            "[registrations] changed: the registration backend and its connection are set up \
+             at start; needs a restart"
+                .to_string(),
+        );
+    }
     if old.failover != new.failover {
         v.push(
             "[failover] changed: the failover relationship (and the pools' balance between \

@@ -59,6 +59,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "nft" => "nftables",
         "bash" => "bash",
         "systemd-analyze" => "systemd",
+        "psql" | "initdb" | "pg_ctl" => "postgresql",
         _ => "?",
     }
 }

@@ -8,6 +8,7 @@ mod checks;
 mod ops;
 mod pools;
 mod provisioning;
+mod regs;
 mod server;
 mod subnet;
 mod times;
@@ -40,6 +41,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "api",
     "event-log",
     "alarms",
+    "registrations",
 ];
 const SERVER_KEYS: &[&str] = &[
     "interface",
@@ -141,6 +143,8 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("api", crate::api::API_KEYS.to_vec()),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
         ("alarms", ops::ALARMS_KEYS.to_vec()),
+        ("registrations", regs::REGISTRATIONS_KEYS.to_vec()),
+        ("registrations.postgres", regs::POSTGRES_KEYS.to_vec()),
         ("dhcpv6", v6::DHCPV6_KEYS.to_vec()),
         ("subnet6", v6::SUBNET6_KEYS.to_vec()),
     ]
@@ -301,6 +305,14 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         None => crate::AlarmsConfig::default(),
     };
 
+    let registrations = match root.get("registrations") {
+        Some(f) => Table::open(&mut errs, &f, regs::REGISTRATIONS_KEYS).and_then(|t| {
+            let file = server.as_ref().map(|s| s.registration_file.is_some());
+            regs::read_registrations(&mut errs, &t, file)
+        }),
+        None => Some(crate::RegistrationBackend::Local),
+    };
+
     let server_id = server.as_ref().and_then(|s| s.server_id);
     let mut raws = Vec::new();
     if let Some(f) = root.require(&mut errs, "subnet") {
@@ -352,8 +364,8 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     let v6 = read_v6(&mut errs, &root);
 
-    match (server, api) {
-        (Some(server), Some(api)) if errs.is_empty() => {
+    match (server, api, registrations) {
+        (Some(server), Some(api), Some(registrations)) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
             let mut subnets = Vec::with_capacity(raws.len());
             for r in raws {
@@ -408,6 +420,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 hosts,
                 event_log,
                 alarms,
+                registrations,
                 source: PathBuf::from(source),
                 lookup,
                 v6,
