@@ -223,6 +223,8 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         // append and fdatasync; the table is checkpointed in the background).
         wal: (cfg.server.commit == CommitMode::Ack)
             .then(|| default_wal_bytes(pools.iter().map(|p| p.len()).sum())),
+        // Room for pools and grown ranges a reload adds (`LeaseTable::grow`).
+        spare: cfg.lease_spare_addresses(),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
