@@ -148,7 +148,10 @@ impl Geometry {
                 .filter(|x| ext_pool[x.2 as usize] == i as u32)
                 .collect();
             mine.sort_unstable();
-            if let Some(w) = mine.windows(2).find(|w| w[0].1.checked_add(1) != Some(w[1].0)) {
+            if let Some(w) = mine
+                .windows(2)
+                .find(|w| w[0].1.checked_add(1) != Some(w[1].0))
+            {
                 return Err(format!(
                     "pool id {} is used twice for ranges that do not join ({}-{} and {}-{})",
                     pool.id,

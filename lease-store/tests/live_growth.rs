@@ -58,7 +58,11 @@ fn live_growth_adds_a_pool_and_grows_a_range_and_reopens() {
                 pool(1, [10, 0, 1, 0], [10, 0, 1, 49]),
             ]
         );
-        assert_eq!(t.pools(), &p2[..], "the pools as configured, grown ranges merged");
+        assert_eq!(
+            t.pools(),
+            &p2[..],
+            "the pools as configured, grown ranges merged"
+        );
         assert_eq!(t.extents().len(), 4);
         let s0 = t.pool_stats(0).unwrap();
         assert_eq!((s0.total, s0.active, s0.free), (25, 10, 15));
@@ -132,7 +136,13 @@ fn live_growth_refuses_beyond_the_spare_capacity_and_shrinking() {
     let too_big = vec![p1[0], pool(1, [10, 0, 1, 0], [10, 0, 1, 20])];
     let e = t.grow(&too_big).unwrap_err();
     assert!(
-        matches!(e, GrowError::Capacity { need: 21, spare: 20 }),
+        matches!(
+            e,
+            GrowError::Capacity {
+                need: 21,
+                spare: 20
+            }
+        ),
         "{e:?}"
     );
     assert!(
@@ -143,7 +153,9 @@ fn live_growth_refuses_beyond_the_spare_capacity_and_shrinking() {
     let shrunk = vec![pool(0, [10, 0, 0, 11], [10, 0, 0, 19])];
     let e = t.grow(&shrunk).unwrap_err();
     assert!(e.to_string().contains("can only grow"), "{e}");
-    let e = t.grow(&[pool(1, [10, 0, 1, 0], [10, 0, 1, 3])]).unwrap_err();
+    let e = t
+        .grow(&[pool(1, [10, 0, 1, 0], [10, 0, 1, 3])])
+        .unwrap_err();
     assert!(e.to_string().contains("no longer configured"), "{e}");
     let overlap = vec![p1[0], pool(1, [10, 0, 0, 15], [10, 0, 0, 25])];
     let e = t.grow(&overlap).unwrap_err();

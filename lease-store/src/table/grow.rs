@@ -202,7 +202,10 @@ impl LeaseTable {
 
     /// The words of a record slot below the capacity (also a spare one).
     fn spare_words(&self, slot: u32) -> &[AtomicU32; RECORD_WORDS] {
-        assert!(slot < self.capacity, "slot {slot} beyond the file's capacity");
+        assert!(
+            slot < self.capacity,
+            "slot {slot} beyond the file's capacity"
+        );
         // SAFETY: in bounds (the map covers header_len + capacity * RECORD_SIZE bytes: open
         // checked the file length), aligned and accessed only through atomics, as in `words`.
         unsafe {

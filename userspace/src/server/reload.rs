@@ -258,10 +258,13 @@ impl Reloader {
         let mut changes = describe_changes(current, &cfg);
         // New records are ready (and on the free lists) before any engine knows the new
         // pools; a grown range of a running pool is served from now on.
-        let grown = old.table.grow(&pools).map_err(|e| ReloadError::NeedsRestart {
-            file: file.clone(),
-            reasons: vec![pool_refusal(&e)],
-        })?;
+        let grown = old
+            .table
+            .grow(&pools)
+            .map_err(|e| ReloadError::NeedsRestart {
+                file: file.clone(),
+                reasons: vec![pool_refusal(&e)],
+            })?;
         if grown.addresses > 0 {
             changes.push(format!(
                 "lease table grown by {} address(es): {} ({} spare left)",
@@ -467,6 +470,9 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
                 }
                 if o.relay_addresses != s.relay_addresses {
                     parts.push("relay-addresses");
+                }
+                if o.pools != s.pools {
+                    parts.push("pools");
                 }
                 if !parts.is_empty() {
                     v.push(format!("subnet {}: {} changed", s.net, parts.join(", ")));
@@ -692,10 +698,21 @@ mod tests {
         let shared = b.cell.load();
         assert_eq!(shared.config.pool_specs().len(), 2);
         assert_eq!(b.reloader.config().pool_specs(), shared.config.pool_specs());
-        assert_eq!(table.pool_stats(0).map(|s| (s.total, s.free)), Some((20, 20)));
-        assert_eq!(table.pool_stats(1).map(|s| (s.total, s.free)), Some((10, 10)));
-        let s = table.slot_of(Ipv4Addr::new(10, 0, 0, 105)).expect("new pool's record");
-        assert_eq!((table.pool_of_slot(s), table.read(s).state), (1, LeaseState::Free));
+        assert_eq!(
+            table.pool_stats(0).map(|s| (s.total, s.free)),
+            Some((20, 20))
+        );
+        assert_eq!(
+            table.pool_stats(1).map(|s| (s.total, s.free)),
+            Some((10, 10))
+        );
+        let s = table
+            .slot_of(Ipv4Addr::new(10, 0, 0, 105))
+            .expect("new pool's record");
+        assert_eq!(
+            (table.pool_of_slot(s), table.read(s).state),
+            (1, LeaseState::Free)
+        );
         // The new pool's addresses are allocated from its own free lists.
         let (slot, ()) = table
             .allocate(1, 0, unix_now(), lease_store::Owner::Primary, |l| {
@@ -713,7 +730,8 @@ mod tests {
         b.write(&text("10.0.0.53", true, "eth0", false));
         let e = b.reloader.reload().expect_err("shrink refused");
         assert!(
-            e.to_string().contains("pool 0 changed from 10.0.0.10-10.0.0.29 to 10.0.0.10-10.0.0.19")
+            e.to_string()
+                .contains("pool 0 changed from 10.0.0.10-10.0.0.29 to 10.0.0.10-10.0.0.19")
                 && e.to_string().contains("needs a restart"),
             "{e}"
         );
