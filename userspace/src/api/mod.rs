@@ -48,10 +48,36 @@ pub use routes::{router, ROUTES};
 /// (`{"error": reason, "reload": details}`), answered with 409.
 pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
 
+/// The configuration the API answers from: the one being served, so `/v1/status`,
+/// `/v1/pools`, `/v1/subnets` and `/metrics` follow reloads.
+#[derive(Clone)]
+pub enum ConfigView {
+    /// A fixed configuration (a daemon without reload, tests).
+    Fixed(Arc<Config>),
+    /// The reloader's current configuration.
+    Live(crate::server::reload::Reloader),
+}
+
+impl ConfigView {
+    /// The configuration now.
+    pub fn get(&self) -> Arc<Config> {
+        match self {
+            ConfigView::Fixed(c) => c.clone(),
+            ConfigView::Live(r) => r.config(),
+        }
+    }
+}
+
+impl From<Arc<Config>> for ConfigView {
+    fn from(c: Arc<Config>) -> Self {
+        ConfigView::Fixed(c)
+    }
+}
+
 /// What the API reads. Everything is shared with the running daemon; nothing is copied per
 /// request except what an answer holds.
 pub struct ApiState {
-    pub config: Arc<Config>,
+    pub config: ConfigView,
     pub interface: String,
     pub server_id: std::net::Ipv4Addr,
     /// `"xdp"` or `"udp"`.

@@ -188,7 +188,7 @@ async fn status(State(s): St) -> ApiResult {
         },
         None => Value::Null,
     };
-    let cfg = &s.config;
+    let cfg = s.config.get();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -304,8 +304,8 @@ fn counts_json(p: &PoolStats) -> serde_json::Map<String, Value> {
 
 fn pool_json(s: &ApiState, p: &PoolStats) -> Value {
     let spec = s.table.pools().iter().find(|x| x.id == p.id);
-    let subnet = s
-        .config
+    let cfg = s.config.get();
+    let subnet = cfg
         .subnets
         .iter()
         .find(|sn| sn.pools.iter().any(|x| x.id == p.id));
@@ -411,8 +411,8 @@ async fn pool_leases(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery
 
 async fn subnets(State(s): St) -> ApiResult {
     let stats = s.table.all_stats();
-    let out: Vec<Value> = s
-        .config
+    let cfg = s.config.get();
+    let out: Vec<Value> = cfg
         .subnets
         .iter()
         .map(|sn| {

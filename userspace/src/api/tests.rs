@@ -81,7 +81,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
     let table = Arc::new(t);
     let state = ApiState {
-        config: Arc::new(cfg),
+        config: Arc::new(cfg).into(),
         interface: "lo".into(),
         server_id: "10.9.0.1".parse().unwrap(),
         io: "udp",
@@ -305,7 +305,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         tcp: None,
     };
     let st = ApiState {
-        config: Arc::new(xdhcpd_config::parse(CONFIG, "t.toml").unwrap()),
+        config: Arc::new(xdhcpd_config::parse(CONFIG, "t.toml").unwrap()).into(),
         interface: "lo".into(),
         server_id: "10.9.0.1".parse().unwrap(),
         io: "udp",
@@ -385,4 +385,88 @@ fn api_constant_time_token_compare() {
     assert!(!constant_time_eq(b"abc", b"ab"));
     assert!(!constant_time_eq(b"", b"a"));
     assert!(constant_time_eq(b"", b""));
+}
+
+/// `/v1/subnets`, `/v1/pools` and `/v1/status` answer from the configuration being served:
+/// after a reload that adds a subnet with a pool, they show it.
+#[test]
+fn api_pools_and_subnets_follow_a_reload() {
+    use crate::server::reload::{EngineCell, Overrides, Reloader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let cfg = Arc::new(xdhcpd_config::load(&file).unwrap_or_else(|e| panic!("{e}")));
+    let pools: Vec<PoolSpec> = cfg
+        .pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect();
+    let opts = OpenOptions {
+        spare: 64,
+        ..OpenOptions::default()
+    };
+    let (t, _) = LeaseTable::open(&dir.path().join("l.db"), &pools, &opts).unwrap();
+    let table = Arc::new(t);
+    let shared =
+        xdhcpd_dhcpv4::EngineShared::new(cfg.clone(), table.clone(), "10.9.0.1".parse().unwrap());
+    let cell = Arc::new(EngineCell::new(Arc::new(shared)));
+    let reloader = Reloader::new(file.clone(), Overrides::default(), cfg, cell);
+    let state = ApiState {
+        config: super::ConfigView::Live(reloader.clone()),
+        interface: "lo".into(),
+        server_id: "10.9.0.1".parse().unwrap(),
+        io: "udp",
+        table,
+        engine_stats: vec![Arc::default()],
+        workers: vec![Arc::default()],
+        committer: None,
+        xdp: None,
+        failover: None,
+        registrations: None,
+        reload: None,
+        started: Instant::now(),
+        started_unix: lease_store::unix_now(),
+        metrics: true,
+    };
+    let listen = Listen {
+        socket: dir.path().join("api.sock"),
+        tcp: None,
+    };
+    let server = ApiServer::start(&listen, Arc::new(state)).unwrap();
+    let ep = Endpoint::Unix(server.socket().to_path_buf());
+    let get = |p: &str| call(&ep, "GET", p, None).unwrap().json().unwrap();
+    let subnets = |v: &serde_json::Value| {
+        v["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subnet"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(subnets(&get("/v1/subnets")), ["10.9.0.0/24", "10.8.0.0/24"]);
+    assert_eq!(get("/v1/pools")["pools"].as_array().unwrap().len(), 2);
+
+    let more = format!(
+        "{CONFIG}[[subnet]]\ncidr = \"10.7.0.0/24\"\npool = [{{ range = \"10.7.0.10-10.7.0.29\" }}]\n"
+    );
+    std::fs::write(&file, more).unwrap();
+    reloader.reload().unwrap_or_else(|e| panic!("{e}"));
+    let v = get("/v1/subnets");
+    assert_eq!(
+        subnets(&v),
+        ["10.9.0.0/24", "10.8.0.0/24", "10.7.0.0/24"],
+        "{v}"
+    );
+    assert_eq!(v["subnets"][2]["total"], 20, "{v}");
+    assert_eq!(v["subnets"][2]["pools"], serde_json::json!([2]), "{v}");
+    let p = get("/v1/pools/2");
+    assert_eq!(
+        (&p["subnet"], &p["first"], &p["free"]),
+        (
+            &serde_json::json!("10.7.0.0/24"),
+            &serde_json::json!("10.7.0.10"),
+            &serde_json::json!(20)
+        ),
+        "{p}"
+    );
 }

@@ -521,7 +521,8 @@ impl Daemon {
             None => None,
         };
         let state = ApiState {
-            config: cfg.clone(),
+            // Follows reloads (`/v1/pools`, `/v1/subnets`, `/v1/status`).
+            config: crate::api::ConfigView::Live(reloader.clone()),
             interface: iface.name.clone(),
             server_id,
             io: io_name,

@@ -146,6 +146,8 @@ struct Inner {
     cell: Arc<EngineCell>,
     /// Serialises reloads; holds the configuration being served.
     current: Mutex<Arc<Config>>,
+    /// The same configuration for readers (the control API): never held during a reload.
+    served: Mutex<Arc<Config>>,
     stats: Mutex<ReloadStats>,
 }
 
@@ -169,6 +171,7 @@ impl Reloader {
                 path,
                 overrides,
                 cell,
+                served: Mutex::new(running.clone()),
                 current: Mutex::new(running),
                 stats: Mutex::new(ReloadStats::default()),
             }),
@@ -184,10 +187,10 @@ impl Reloader {
             .clone()
     }
 
-    /// The configuration being served.
+    /// The configuration being served (does not wait for a reload in progress).
     pub fn config(&self) -> Arc<Config> {
         self.inner
-            .current
+            .served
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -294,6 +297,7 @@ impl Reloader {
         let generation = inner.cell.publish(shared.clone());
         let released = shared.unprotect_dropped_reservations(&old);
         *current = cfg.clone();
+        *inner.served.lock().unwrap_or_else(|e| e.into_inner()) = cfg.clone();
         Ok(ReloadReport {
             file,
             generation,
