@@ -2,7 +2,8 @@
 //! time from what the daemon already keeps: each worker's own counters and latency
 //! histogram (atomics it alone writes; the scraper only loads them, so a scrape never stalls
 //! a worker), the XDP program's per-CPU counter map, the lease table's per-pool counters,
-//! the committer's flush histogram and the failover driver's status.
+//! the committer's flush histogram, the failover driver's status, the reload counters, the
+//! alarms and the lease event log's counters.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -294,6 +295,95 @@ fn collect(s: &ApiState) -> Scrape {
         "Failed flushes of the lease table (any writer).",
         s.table.flush_failures(),
     ));
+
+    // Reloads.
+    if let Some(r) = s.config.reload_stats() {
+        let mut f = Family::new(
+            "xdhcpd_reloads",
+            "Configuration reloads (SIGHUP, POST /v1/reload), by outcome.",
+        );
+        f.add(vec![("outcome", "accepted".into())], r.accepted);
+        f.add(vec![("outcome", "refused".into())], r.refused);
+        counters.push(f);
+        gauges.push(Family::one(
+            "xdhcpd_config_generation",
+            "Generation of the configuration served (0: the one from start).",
+            r.generation as f64,
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_reload_last_refused",
+            "1 when the last reload was refused (the running configuration was kept).",
+            f64::from(u8::from(r.last_error.is_some())),
+        ));
+    }
+    gauges.push(Family::one(
+        "xdhcpd_lease_spare_addresses",
+        "Spare records left in the lease file for pools and ranges a reload adds.",
+        f64::from(s.table.spare()),
+    ));
+
+    // Alarms (kept by the main loop's checks).
+    if let Some(a) = &s.alarms {
+        let mut raised = Family::new("xdhcpd_alarms_raised", "Times each alarm was raised.");
+        let mut active = Family::new(
+            "xdhcpd_alarms_active",
+            "Alarms active now, by alarm (pools: how many pools are in that state).",
+        );
+        for (name, r, g) in [
+            (
+                "pool-utilisation",
+                &a.pool_utilisation_raised,
+                Some(&a.pool_utilisation_active),
+            ),
+            (
+                "pool-exhausted",
+                &a.pool_exhausted_raised,
+                Some(&a.pool_exhausted_active),
+            ),
+            (
+                "partner-unreachable",
+                &a.partner_unreachable_raised,
+                Some(&a.partner_unreachable_active),
+            ),
+            (
+                "partner-mismatch",
+                &a.partner_mismatch_raised,
+                Some(&a.partner_mismatch_active),
+            ),
+            ("flush-failure", &a.flush_failures_raised, None),
+        ] {
+            raised.add(vec![("alarm", name.into())], r.load(Relaxed));
+            if let Some(g) = g {
+                active.add(vec![("alarm", name.into())], g.load(Relaxed) as f64);
+            }
+        }
+        counters.push(raised);
+        gauges.push(active);
+    }
+
+    // Lease event log.
+    if let Some((st, dropped)) = &s.events {
+        counters.push(Family::one(
+            "xdhcpd_event_log_written",
+            "Lease events written to the event log.",
+            st.written.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_dropped",
+            "Changed leases not handed to the event log writer (its queue was full).",
+            dropped.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_write_errors",
+            "Failed writes of the event log.",
+            st.write_errors.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_rotations",
+            "Event log files rotated (by size or age).",
+            st.rotations.load(Relaxed),
+        ));
+    }
 
     // Failover (the driver answers from its own thread within its tick).
     if let Some(h) = &s.failover {

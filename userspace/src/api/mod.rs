@@ -59,6 +59,14 @@ pub enum ConfigView {
 }
 
 impl ConfigView {
+    /// Reload counters and the last outcome (`None`: the configuration is fixed).
+    pub fn reload_stats(&self) -> Option<crate::server::reload::ReloadStats> {
+        match self {
+            ConfigView::Fixed(_) => None,
+            ConfigView::Live(r) => Some(r.stats()),
+        }
+    }
+
     /// The configuration now.
     pub fn get(&self) -> Arc<Config> {
         match self {
@@ -97,6 +105,14 @@ pub struct ApiState {
     pub started_unix: u32,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// Alarm counters and states, kept by the main loop's alarm checks.
+    pub alarms: Option<Arc<crate::alarms::AlarmCounters>>,
+    /// The lease event log's counters and the slots the workers could not hand to it
+    /// (`None`: no `[event-log]`).
+    pub events: Option<(
+        Arc<crate::events::EventLogStats>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
 }
 
 /// Where the API listens.

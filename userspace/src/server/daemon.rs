@@ -520,6 +520,7 @@ impl Daemon {
             }
             None => None,
         };
+        let alarms = Alarms::new(&cfg.alarms);
         let state = ApiState {
             // Follows reloads (`/v1/pools`, `/v1/subnets`, `/v1/status`).
             config: crate::api::ConfigView::Live(reloader.clone()),
@@ -550,6 +551,10 @@ impl Daemon {
             started: Instant::now(),
             started_unix: unix_now(),
             metrics: cfg.api.metrics,
+            alarms: Some(alarms.counters()),
+            events: events
+                .as_ref()
+                .map(|e| (e.stats(), e.tap().dropped.clone())),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -584,7 +589,7 @@ impl Daemon {
             api,
             reloader,
             events,
-            alarms: Alarms::new(&cfg.alarms),
+            alarms,
             steering,
             nft_guard,
             workers,
