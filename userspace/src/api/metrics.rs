@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus/OpenMetrics text (prometheus-client's encoder) made at scrape
 //! time from what the daemon already keeps: each worker's own counters and latency
 //! histogram (atomics it alone writes; the scraper only loads them, so a scrape never stalls
-//! a worker), the XDP program's per-CPU counter map, the lease table's per-pool counters,
+//! a worker), the XDP program's counter map (per RX queue), the lease table's per-pool counters,
 //! the committer's flush histogram, the failover driver's status, the reload counters, the
 //! alarms and the lease event log's counters.
 
@@ -124,17 +124,17 @@ fn collect(s: &ApiState) -> Scrape {
     );
     gauges.push(info);
 
-    // XDP program counters (per CPU: the map is per CPU; the queue view is the workers').
+    // XDP program counters, by RX queue (summed over the CPUs).
     if let Some(r) = &s.xdp {
-        if let Ok(cpus) = r.per_cpu() {
+        if let Ok(queues) = r.per_queue() {
             let mut f = Family::new(
                 "xdhcpd_xdp_packets",
-                "Frames counted by the XDP program, by CPU and counter.",
+                "Frames counted by the XDP program, by RX queue and counter.",
             );
-            for (cpu, vals) in cpus.iter().enumerate() {
+            for (q, vals) in queues.iter().enumerate() {
                 for (k, name) in xdhcpd_common::Counter::ALL {
                     f.add(
-                        vec![("cpu", cpu.to_string()), ("counter", name.to_string())],
+                        vec![("queue", q.to_string()), ("counter", name.to_string())],
                         vals[k as usize],
                     );
                 }

@@ -234,11 +234,11 @@ async fn statistics(State(s): St) -> ApiResult {
         })
         .collect();
     let xdp = match &s.xdp {
-        Some(r) => match r.per_cpu() {
-            Ok(cpus) => {
+        Some(r) => match r.per_queue() {
+            Ok(queues) => {
                 let mut m = serde_json::Map::new();
                 for (k, name) in xdhcpd_common::Counter::ALL {
-                    let v: u64 = cpus.iter().map(|c| c[k as usize]).sum();
+                    let v: u64 = queues.iter().map(|c| c[k as usize]).sum();
                     m.insert(name.to_string(), v.into());
                 }
                 Value::Object(m)
