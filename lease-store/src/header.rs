@@ -393,7 +393,7 @@ pub(crate) fn parse_header(
         return Err(bad(format!("corrupt header: {npools} pools")));
     }
     let need_hdr = header_len_for(npools);
-    if header_len < need_hdr || header_len % PAGE != 0 || header_len > MAX_HEADER_LEN {
+    if header_len < need_hdr || !header_len.is_multiple_of(PAGE) || header_len > MAX_HEADER_LEN {
         return Err(bad(format!(
             "corrupt header: {npools} pools need a {need_hdr}-byte header (a multiple of {PAGE}), header says {header_len}"
         )));

@@ -280,9 +280,7 @@ impl XdpSteering {
                     .counters
                     .get(&counter_index(q, c), 0)
                     .map_err(|source| self.map_error(MAP_COUNTERS, "reading counters", source))?;
-                *total = per_cpu
-                    .iter()
-                    .fold(*total, |acc, v| acc.wrapping_add(*v));
+                *total = per_cpu.iter().fold(*total, |acc, v| acc.wrapping_add(*v));
             }
         }
         Ok(Counters::from_totals(&totals))
@@ -516,7 +514,6 @@ fn attach_with_mode(
         },
     }
 }
-
 
 /// RX queues whose counters are read: the interface's RX queues now (sysfs; a queue beyond
 /// [`COUNTER_QUEUES`] counts in the last one), all of them when sysfs cannot say.
