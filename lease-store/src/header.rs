@@ -277,6 +277,14 @@ pub(crate) fn write_header(
     h[40..44].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Byte range of pool table entries `from..to`.
+pub(crate) fn pool_entries(from: usize, to: usize) -> std::ops::Range<usize> {
+    POOLS_OFF + POOL_ENTRY * from..POOLS_OFF + POOL_ENTRY * to
+}
+
+/// The header's fixed fields (magic to capacity, with the checksum): one disk sector.
+pub(crate) const FIXED_FIELDS: std::ops::Range<usize> = 0..64;
+
 /// What a valid header says (inside the crate: with the derived geometry).
 pub(crate) struct ValidHeader {
     pub geo: Geometry,

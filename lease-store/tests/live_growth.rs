@@ -284,3 +284,36 @@ fn live_growth_leases_in_a_new_pool_survive_a_power_cut_through_the_log() {
     }
     assert_eq!(t.pool_stats(1).unwrap().active, 40);
 }
+
+/// A crash after the new pool table entries reached the disk but before the header's count
+/// and checksum did: the file opens with the old pools (the entries beyond the count are not
+/// part of the header), no rebuild, nothing quarantined.
+#[test]
+fn live_growth_crash_before_the_header_count_leaves_the_old_header_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let p1 = vec![pool(0, [10, 0, 0, 10], [10, 0, 0, 19])];
+    let p2 = vec![p1[0], pool(1, [10, 0, 1, 0], [10, 0, 1, 9])];
+    let before = {
+        let (t, _) = LeaseTable::open(&path, &p1, &spare_opts(1, 32)).unwrap();
+        bind(&t, 0, 0, 1).unwrap();
+        t.checkpoint().unwrap();
+        let before = peek(&path, 0, 64);
+        t.grow(&p2).unwrap();
+        before
+    };
+    assert_ne!(
+        peek(&path, 0, 64),
+        before,
+        "the grow rewrote the fixed fields"
+    );
+    patch(&path, 0, &before);
+    let (t, rep) = LeaseTable::open(&path, &p1, &spare_opts(1, 32)).unwrap();
+    assert!(rep.rebuilt.is_none());
+    assert!(rep.quarantined.is_empty(), "{:?}", rep.quarantined);
+    assert_eq!((t.len(), t.spare()), (10, 32));
+    assert_eq!(t.pool_stats(0).unwrap().active, 1);
+    // And the growth can be made again.
+    t.grow(&p2).unwrap();
+    assert_eq!(t.pool_stats(1).unwrap().free, 10);
+}

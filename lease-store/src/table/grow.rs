@@ -3,8 +3,10 @@
 //!
 //! Order (each step durable before the next, so a crash at any point reopens cleanly):
 //! 1. the new records are zeroed (a zero record is a free one) and flushed;
-//! 2. the header (pool table with the new extents, record count) is rewritten and flushed: a
-//!    restart from here on finds the new ranges, whose records are free;
+//! 2. the header: first the new pool table entries (past the count its checksum covers, so
+//!    the old header stays valid), flushed; then the fixed fields (entry count, record count,
+//!    checksum: one 64-byte sector), flushed. A restart from here on finds the new ranges,
+//!    whose records are free;
 //! 3. a new layout (geometry, per-pool state for new pools) is published: address lookups see
 //!    the new records from here on;
 //! 4. the new records are counted free and put on the free lists: allocation can hand them
@@ -155,18 +157,34 @@ impl LeaseTable {
         let len = (hi - lo) as usize * RECORD_SIZE;
         self.sticky_flush(|| self.map.flush_range(off, len))
             .map_err(|e| StoreError::io(&self.path, "msync new records", e))?;
-        // 2. The header.
-        {
+        // 2. The header, in two flushed steps so that a crash leaves the old or the new one
+        // valid: first the new pool table entries (beyond the count the checksum covers, so
+        // not part of the old header), then the fixed fields with the count, the record
+        // number and the checksum (the first 64 bytes: one disk sector, written whole).
+        let hlen = self.header_len - UNDO_LEN;
+        let entries = header::pool_entries(cur.geo.extents.len(), geo.extents.len());
+        let mut next = {
             let _g = lock(&self.header_lock);
-            // SAFETY: the header lies below the first record and inside the map; we hold
-            // header_lock, so nobody else reads or writes it while this slice lives.
-            let h = unsafe {
-                std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.header_len - UNDO_LEN)
-            };
-            header::write_header(h, &geo, self.created, self.header_len, self.capacity);
+            self.header_bytes().to_vec()
+        };
+        header::write_header(
+            &mut next,
+            &geo,
+            self.created,
+            self.header_len,
+            self.capacity,
+        );
+        for part in [entries, header::FIXED_FIELDS] {
+            {
+                let _g = lock(&self.header_lock);
+                // SAFETY: the header lies below the first record and inside the map; we hold
+                // header_lock, so nobody else reads or writes it while this slice lives.
+                let h = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), hlen) };
+                h[part.clone()].copy_from_slice(&next[part]);
+            }
+            self.sticky_flush(|| self.map.flush_range(0, hlen))
+                .map_err(|e| StoreError::io(&self.path, "msync header", e))?;
         }
-        self.sticky_flush(|| self.map.flush_range(0, self.header_len - UNDO_LEN))
-            .map_err(|e| StoreError::io(&self.path, "msync header", e))?;
         // 3. Publish the layout: existing pools keep their state, new ones get theirs.
         let mut rt = cur.rt.clone();
         for p in &geo.pools[rt.len()..] {
