@@ -183,6 +183,7 @@ fuzz_target!(|inp: Input| {
         allow_shrink: inp.allow_shrink,
         shards: 2,
         wal: None,
+        spare: 0,
     };
     let Ok((t, _report)) = LeaseTable::open(&path, &pools, &opts) else {
         return;

@@ -8,15 +8,22 @@
 //! | 8    | 4  | format version (1) |
 //! | 12   | 4  | record size (128) |
 //! | 16   | 4  | header length in bytes (records start here) |
-//! | 20   | 4  | number of pools |
-//! | 24   | 8  | number of records |
+//! | 20   | 4  | number of pool table entries (extents) |
+//! | 24   | 8  | number of records (in use) |
 //! | 32   | 8  | created (unix seconds) |
 //! | 40   | 4  | CRC-32 of bytes 0..40, 44..64 and the pool table |
-//! | 44   | 20 | zero |
+//! | 44   | 8  | capacity: record slots the file holds (0 in older files: the records) |
+//! | 52   | 12 | zero |
 //! | 64   | 1040 | failover slot A |
 //! | 1104 | 1040 | failover slot B |
-//! | 2176 | 16 × pools | pool table: first u32, last u32, id u32, zero u32 |
+//! | 2176 | 16 × extents | pool table: first u32, last u32, id u32, zero u32 |
 //! | page-aligned | 64 × 128 | undo area: copies of records being rewritten |
+//!
+//! The header length is a multiple of 4096 of at least what its entries need; the room left
+//! in the pool table and the record slots beyond the records in use (capacity) are where a
+//! reload adds pools and grows ranges while the file is mapped: a pool's extra range is one
+//! more pool table entry with the same id. Records run from the header length to
+//! header length + capacity × 128.
 //!
 //! A failover slot is: generation u64, length u32, CRC-32 (of generation,
 //! length and payload) u32, then [`FAILOVER_CAPACITY`] payload bytes. Writes
@@ -70,22 +77,30 @@ impl PoolSpec {
     }
 }
 
-/// Pools in file order with their first record index.
+/// The file's address ranges ("extents") in file order with their first record index, and the
+/// pools they make up. A pool is one extent when the file is created or rebuilt; a range grown by
+/// a reload adds an extent of the same pool id (in the spare records after the others), so a
+/// pool's extents always join into one range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
+    /// One entry per pool id, in the order of its first extent, covering all its extents.
     pub pools: Vec<PoolSpec>,
-    /// `bases[i]`: slot of `pools[i].first`; increasing.
+    /// The extents in file order.
+    pub extents: Vec<PoolSpec>,
+    /// `bases[e]`: slot of `extents[e].first`; increasing.
     pub bases: Vec<u32>,
+    /// `ext_pool[e]`: index in `pools` of extent `e`'s pool.
+    pub ext_pool: Vec<u32>,
     pub total: u32,
-    /// (first, last, pool index) sorted by first address, for address lookups.
+    /// (first, last, extent index) sorted by first address, for address lookups.
     by_addr: Vec<(u32, u32, u32)>,
 }
 
 impl Geometry {
-    pub fn new(pools: &[PoolSpec]) -> Result<Self, String> {
-        let mut bases = Vec::with_capacity(pools.len());
+    pub fn new(extents: &[PoolSpec]) -> Result<Self, String> {
+        let mut bases = Vec::with_capacity(extents.len());
         let mut total: u64 = 0;
-        for p in pools {
+        for p in extents {
             if u32::from(p.first) > u32::from(p.last) {
                 return Err(format!(
                     "pool {}: first address {} is after last address {}",
@@ -102,60 +117,118 @@ impl Geometry {
                 ));
             }
         }
-        let mut ids: Vec<u32> = pools.iter().map(|p| p.id).collect();
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("pool id {} is used twice", w[0]));
-        }
-        let mut by_addr: Vec<(u32, u32, u32)> = pools
+        let mut by_addr: Vec<(u32, u32, u32)> = extents
             .iter()
             .enumerate()
             .map(|(i, p)| (u32::from(p.first), u32::from(p.last), i as u32))
             .collect();
         by_addr.sort_unstable();
         if let Some(w) = by_addr.windows(2).find(|w| w[1].0 <= w[0].1) {
-            let (a, b) = (pools[w[0].2 as usize], pools[w[1].2 as usize]);
+            let (a, b) = (extents[w[0].2 as usize], extents[w[1].2 as usize]);
             return Err(format!(
                 "pool {} ({}-{}) overlaps pool {} ({}-{})",
                 a.id, a.first, a.last, b.id, b.first, b.last
             ));
         }
+        // Merge the extents of each id; they must join into one range.
+        let mut pools: Vec<PoolSpec> = Vec::new();
+        let mut ext_pool = Vec::with_capacity(extents.len());
+        for e in extents {
+            match pools.iter().position(|p| p.id == e.id) {
+                Some(i) => ext_pool.push(i as u32),
+                None => {
+                    ext_pool.push(pools.len() as u32);
+                    pools.push(*e);
+                }
+            }
+        }
+        for (i, pool) in pools.iter_mut().enumerate() {
+            let mut mine: Vec<&(u32, u32, u32)> = by_addr
+                .iter()
+                .filter(|x| ext_pool[x.2 as usize] == i as u32)
+                .collect();
+            mine.sort_unstable();
+            if let Some(w) = mine
+                .windows(2)
+                .find(|w| w[0].1.checked_add(1) != Some(w[1].0))
+            {
+                return Err(format!(
+                    "pool id {} is used twice for ranges that do not join ({}-{} and {}-{})",
+                    pool.id,
+                    Ipv4Addr::from(w[0].0),
+                    Ipv4Addr::from(w[0].1),
+                    Ipv4Addr::from(w[1].0),
+                    Ipv4Addr::from(w[1].1)
+                ));
+            }
+            if let (Some(a), Some(b)) = (mine.first(), mine.last()) {
+                pool.first = Ipv4Addr::from(a.0);
+                pool.last = Ipv4Addr::from(b.1);
+            }
+        }
         Ok(Geometry {
-            pools: pools.to_vec(),
+            pools,
+            extents: extents.to_vec(),
             bases,
+            ext_pool,
             total: total as u32,
             by_addr,
         })
     }
 
-    /// Record index of an address, if it is in a pool. O(log pools).
+    /// Record index of an address, if it is in a pool. O(log extents).
     #[inline]
     pub fn slot_of(&self, addr: u32) -> Option<u32> {
         let i = self.by_addr.partition_point(|e| e.0 <= addr);
-        let &(first, last, pool) = self.by_addr.get(i.checked_sub(1)?)?;
-        (addr <= last).then(|| self.bases[pool as usize] + (addr - first))
+        let &(first, last, ext) = self.by_addr.get(i.checked_sub(1)?)?;
+        (addr <= last).then(|| self.bases[ext as usize] + (addr - first))
     }
 
-    /// Index (in file order) of the pool holding `slot`.
+    /// Index (in file order) of the extent holding `slot`.
+    #[inline]
+    pub fn ext_idx_of_slot(&self, slot: u32) -> usize {
+        self.bases.partition_point(|&b| b <= slot).saturating_sub(1)
+    }
+
+    /// Index (in `pools`) of the pool holding `slot`.
     #[inline]
     pub fn pool_idx_of_slot(&self, slot: u32) -> usize {
-        self.bases.partition_point(|&b| b <= slot).saturating_sub(1)
+        self.ext_pool[self.ext_idx_of_slot(slot)] as usize
     }
 
     /// Address of `slot`.
     #[inline]
     pub fn addr_of(&self, slot: u32) -> u32 {
-        let p = self.pool_idx_of_slot(slot);
-        u32::from(self.pools[p].first) + (slot - self.bases[p])
+        let e = self.ext_idx_of_slot(slot);
+        u32::from(self.extents[e].first) + (slot - self.bases[e])
     }
 
+    /// The slot ranges of pool `p` (index in `pools`).
+    pub fn slot_ranges(&self, p: usize) -> impl Iterator<Item = std::ops::Range<u32>> + '_ {
+        self.extents
+            .iter()
+            .enumerate()
+            .filter(move |(e, _)| self.ext_pool[*e] as usize == p)
+            .map(|(e, x)| self.bases[e]..self.bases[e] + x.len() as u32)
+    }
+
+    /// Header length of a new file for this geometry: room for [`SPARE_EXTENTS`] more extents.
     pub fn header_len(&self) -> usize {
-        header_len_for(self.pools.len())
+        header_len_for(self.extents.len() + SPARE_EXTENTS)
     }
 
-    pub fn file_len(&self) -> u64 {
-        self.header_len() as u64 + u64::from(self.total) * RECORD_SIZE as u64
+    /// Length of a file with this header length holding `capacity` records.
+    pub fn file_len_for(header_len: usize, capacity: u32) -> u64 {
+        header_len as u64 + u64::from(capacity) * RECORD_SIZE as u64
     }
+}
+
+/// Extents a new file's pool table has room for beyond its pools (ranges added by reloads).
+pub(crate) const SPARE_EXTENTS: usize = 64;
+
+/// How many extents a header of `header_len` bytes has room for.
+pub(crate) fn extent_room(header_len: usize) -> usize {
+    header_len.saturating_sub(UNDO_LEN + POOLS_OFF) / POOL_ENTRY
 }
 
 fn rd32(b: &[u8], o: usize) -> u32 {
@@ -175,30 +248,50 @@ fn header_crc(h: &[u8], npools: usize) -> u32 {
     c.finalize()
 }
 
-/// Writes a fresh header for `geo` into `h` (at least `geo.header_len()` bytes, zeroed).
-pub(crate) fn write_header(h: &mut [u8], geo: &Geometry, created: u64) {
+/// Writes the header for `geo` into `h` (at least `header_len` bytes; the bytes it does not
+/// write, such as the failover area, are left as they are): `header_len` must have room for
+/// `geo`'s extents and `capacity` must be at least `geo.total`.
+pub(crate) fn write_header(
+    h: &mut [u8],
+    geo: &Geometry,
+    created: u64,
+    header_len: usize,
+    capacity: u32,
+) {
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&(RECORD_SIZE as u32).to_le_bytes());
-    h[16..20].copy_from_slice(&(geo.header_len() as u32).to_le_bytes());
-    h[20..24].copy_from_slice(&(geo.pools.len() as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&(header_len as u32).to_le_bytes());
+    h[20..24].copy_from_slice(&(geo.extents.len() as u32).to_le_bytes());
     h[24..32].copy_from_slice(&u64::from(geo.total).to_le_bytes());
     h[32..40].copy_from_slice(&created.to_le_bytes());
-    for (i, p) in geo.pools.iter().enumerate() {
+    h[44..52].copy_from_slice(&u64::from(capacity.max(geo.total)).to_le_bytes());
+    for (i, p) in geo.extents.iter().enumerate() {
         let o = POOLS_OFF + i * POOL_ENTRY;
         h[o..o + 4].copy_from_slice(&u32::from(p.first).to_le_bytes());
         h[o + 4..o + 8].copy_from_slice(&u32::from(p.last).to_le_bytes());
         h[o + 8..o + 12].copy_from_slice(&p.id.to_le_bytes());
+        h[o + 12..o + 16].fill(0);
     }
-    let crc = header_crc(h, geo.pools.len());
+    let crc = header_crc(h, geo.extents.len());
     h[40..44].copy_from_slice(&crc.to_le_bytes());
 }
+
+/// Byte range of pool table entries `from..to`.
+pub(crate) fn pool_entries(from: usize, to: usize) -> std::ops::Range<usize> {
+    POOLS_OFF + POOL_ENTRY * from..POOLS_OFF + POOL_ENTRY * to
+}
+
+/// The header's fixed fields (magic to capacity, with the checksum): one disk sector.
+pub(crate) const FIXED_FIELDS: std::ops::Range<usize> = 0..64;
 
 /// What a valid header says (inside the crate: with the derived geometry).
 pub(crate) struct ValidHeader {
     pub geo: Geometry,
     pub header_len: usize,
     pub created: u64,
+    /// Record slots the file holds (at least `geo.total`).
+    pub capacity: u32,
 }
 
 /// The header of a lease file, read without opening the table: no lock is
@@ -206,10 +299,16 @@ pub(crate) struct ValidHeader {
 /// looked at (its pools and record count change only by replacing the file).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileHeader {
-    /// The pools, in file order.
+    /// The pools, in file order (a range grown by a reload is part of its pool here).
     pub pools: Vec<PoolSpec>,
+    /// The pool table's entries in file order (a grown range adds one of the same id).
+    pub extents: Vec<PoolSpec>,
     /// Number of records (addresses in all pools).
     pub records: u64,
+    /// Record slots the file holds (records plus the spare ones reloads can add pools into).
+    pub capacity: u64,
+    /// Header length in bytes (records start here).
+    pub header_len: usize,
     /// When the file was created (unix seconds).
     pub created: u64,
 }
@@ -231,15 +330,19 @@ impl FileHeader {
         // `parse_header` reports what is wrong).
         if head.len() >= 24 && &head[0..8] == MAGIC {
             let npools = rd32(&head, 20) as usize;
-            if npools <= MAX_POOLS {
-                let want = (header_len_for(npools) as u64).min(len);
+            let hl = rd32(&head, 16) as usize;
+            if npools <= MAX_POOLS && hl <= MAX_HEADER_LEN {
+                let want = (hl.max(header_len_for(npools)) as u64).min(len);
                 read_up_to(&mut f, &mut head, want, path)?;
             }
         }
         let h = parse_header(&head, len, path)?;
         Ok(FileHeader {
             records: u64::from(h.geo.total),
+            capacity: u64::from(h.capacity),
+            header_len: h.header_len,
             pools: h.geo.pools,
+            extents: h.geo.extents,
             created: h.created,
         })
     }
@@ -256,6 +359,8 @@ fn read_up_to(f: &mut File, buf: &mut Vec<u8>, total: u64, path: &Path) -> Resul
 
 /// More pools than this is a corrupt header.
 const MAX_POOLS: usize = (u32::MAX as usize) / POOL_ENTRY / 2;
+/// A longer header is a corrupt one.
+const MAX_HEADER_LEN: usize = 1 << 30;
 
 /// Validates the header of a file of `file_len` bytes. `head` is the file's
 /// beginning: the whole header, or as much of it as the file holds.
@@ -296,9 +401,9 @@ pub(crate) fn parse_header(
         return Err(bad(format!("corrupt header: {npools} pools")));
     }
     let need_hdr = header_len_for(npools);
-    if header_len != need_hdr {
+    if header_len < need_hdr || !header_len.is_multiple_of(PAGE) || header_len > MAX_HEADER_LEN {
         return Err(bad(format!(
-            "corrupt header: {npools} pools need a {need_hdr}-byte header, header says {header_len}"
+            "corrupt header: {npools} pools need a {need_hdr}-byte header (a multiple of {PAGE}), header says {header_len}"
         )));
     }
     let Some(head) = head.get(..header_len).filter(|_| len >= header_len as u64) else {
@@ -331,10 +436,18 @@ pub(crate) fn parse_header(
             geo.total
         )));
     }
-    let need = geo.file_len();
+    let cap = rd64(head, 44);
+    let capacity = if cap == 0 { nrec } else { cap };
+    if capacity < nrec || capacity >= u64::from(u32::MAX) {
+        return Err(bad(format!(
+            "corrupt header: capacity {capacity} records for {nrec} records"
+        )));
+    }
+    let capacity = capacity as u32;
+    let need = Geometry::file_len_for(header_len, capacity);
     if len < need {
         return Err(bad(format!(
-            "truncated: {len} bytes, geometry needs {need} ({} pools, {} records)",
+            "truncated: {len} bytes, geometry needs {need} ({} pools, {} records, {capacity} record slots)",
             npools, geo.total
         )));
     }
@@ -342,6 +455,7 @@ pub(crate) fn parse_header(
         geo,
         header_len,
         created: rd64(head, 32),
+        capacity,
     })
 }
 

@@ -43,27 +43,28 @@ impl ReadOnlyTable {
     /// with `read(2)`, not through the mapping), then the records are mapped read-only.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let header = FileHeader::read(path)?;
-        let geo = Geometry::new(&header.pools).map_err(|m| StoreError::format(path, m))?;
+        let geo = Geometry::new(&header.extents).map_err(|m| StoreError::format(path, m))?;
         let file = File::open(path).map_err(|e| StoreError::io(path, "open", e))?;
         let len = file
             .metadata()
             .map_err(|e| StoreError::io(path, "stat", e))?
             .len();
-        if len < geo.file_len() {
+        let need = Geometry::file_len_for(header.header_len, geo.total);
+        if len < need {
             return Err(StoreError::format(
                 path,
-                format!("file is {len} bytes, its pools need {}", geo.file_len()),
+                format!("file is {len} bytes, its pools need {need}"),
             ));
         }
         let map = MmapOptions::new()
-            .len(usize::try_from(geo.file_len()).map_err(|_| {
+            .len(usize::try_from(need).map_err(|_| {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?)
             .map_raw_read_only(&file)
             .map_err(|e| StoreError::io(path, "mmap", e))?;
         Ok(ReadOnlyTable {
             path: path.to_path_buf(),
-            header_len: geo.header_len(),
+            header_len: header.header_len,
             geo,
             map,
         })
@@ -161,13 +162,12 @@ impl ReadOnlyTable {
             .iter()
             .enumerate()
             .map(|(p, spec)| {
-                let base = self.geo.bases[p];
                 let mut s = PoolStats {
                     id: spec.id,
                     total: spec.len(),
                     ..PoolStats::default()
                 };
-                for i in base..base + spec.len() as u32 {
+                for i in self.geo.slot_ranges(p).flatten() {
                     let l = self.read(i);
                     *match l.state {
                         LeaseState::Free => &mut s.free,

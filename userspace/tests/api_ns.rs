@@ -208,7 +208,12 @@ fn api_ns_endpoints_errors_token_and_live_lookup_under_load() -> Res<()> {
     }
     let metrics = String::from_utf8_lossy(&get(&ep, "/metrics")?.body).into_owned();
     for m in [
-        "xdhcpd_xdp_packets_total{cpu=",
+        "xdhcpd_xdp_packets_total{queue=\"0\",counter=\"seen\"}",
+        "xdhcpd_xdp_packets_total{queue=\"1\",counter=\"redirected\"}",
+        "xdhcpd_reloads_total{outcome=\"accepted\"}",
+        "xdhcpd_config_generation",
+        "xdhcpd_alarms_raised_total{alarm=\"pool-exhausted\"}",
+        "xdhcpd_lease_spare_addresses",
         "xdhcpd_queue_received_total{queue=\"0\"}",
         "xdhcpd_dhcp_messages_in_total{type=\"discover\"}",
         "xdhcpd_dhcp_drops_total{reason=\"malformed\"}",

@@ -15,7 +15,7 @@ pub const DHCPV4_CLIENT_PORT: u16 = 68;
 
 /// Name of the `XskMap` (RX queue index -> AF_XDP socket).
 pub const MAP_XSKS: &str = "XSKS";
-/// Name of the per-CPU counter array (index = `Counter as u32`).
+/// Name of the per-CPU counter array (index = [`counter_index`]`(rx queue, Counter)`).
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the configuration array (index 0 = `XdpConfig`).
 pub const MAP_CONFIG: &str = "CONFIG";
@@ -68,8 +68,25 @@ pub enum Counter {
     RateLimitCircuit = 13,
 }
 
-/// Number of counters in `MAP_COUNTERS`.
+/// Number of counters kept per RX queue in `MAP_COUNTERS`.
 pub const COUNTER_COUNT: u32 = 14;
+
+/// RX queues counted apart in `MAP_COUNTERS`; frames of a higher queue count in the last one.
+pub const COUNTER_QUEUES: u32 = 64;
+
+/// Entries of `MAP_COUNTERS`: [`COUNTER_COUNT`] counters for each of [`COUNTER_QUEUES`] queues.
+pub const COUNTER_ENTRIES: u32 = COUNTER_COUNT * COUNTER_QUEUES;
+
+/// Index in `MAP_COUNTERS` of counter `counter` (`Counter as u32`) of RX queue `queue`.
+#[inline(always)]
+pub const fn counter_index(queue: u32, counter: u32) -> u32 {
+    let q = if queue < COUNTER_QUEUES {
+        queue
+    } else {
+        COUNTER_QUEUES - 1
+    };
+    q * COUNTER_COUNT + counter
+}
 
 impl Counter {
     /// All counters in index order, with their display names.

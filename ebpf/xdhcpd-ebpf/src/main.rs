@@ -40,18 +40,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdhcpd_common::{
-    Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT, CFG_DHCPV4_STANDBY, CFG_DHCPV6,
-    CFG_GUARD_FAILOVER, COUNTER_COUNT, DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT,
-    FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_XSKS,
+    counter_index, Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT,
+    CFG_DHCPV4_STANDBY, CFG_DHCPV6, CFG_GUARD_FAILOVER, COUNTER_ENTRIES, DHCPV4_CLIENT_PORT,
+    DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
+    MAP_XSKS,
 };
 
 /// RX queue index -> AF_XDP socket. Sized for NICs with many queues; unused slots are free.
 #[map]
 static XSKS: XskMap = XskMap::with_max_entries(256, 0);
 
-/// Per-CPU counters, indexed by `Counter`.
+/// Per-CPU counters per RX queue, indexed by `counter_index(queue, Counter)`.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
 /// Index 0: `XdpConfig`. All zero (nothing steered, no guard) until userspace writes it.
 #[map]
@@ -202,81 +203,83 @@ enum Verdict {
 
 #[xdp]
 pub fn xdhcpd(ctx: XdpContext) -> u32 {
-    bump(Counter::Seen);
+    // Counters are kept per RX queue (one ctx load).
+    let q = ctx.rx_queue_index();
+    bump(q, Counter::Seen);
     let cfg = match CONFIG.get(0) {
         Some(c) => *c,
         None => XdpConfig::default(),
     };
     match classify(&ctx, &cfg) {
-        Verdict::Pass => pass(),
+        Verdict::Pass => pass(q),
         Verdict::Malformed => {
-            bump(Counter::Malformed);
+            bump(q, Counter::Malformed);
             if cfg.flags & CFG_GUARD_FAILOVER != 0 {
                 // Fail closed: an unreadable frame might be TCP to the failover port.
-                bump(Counter::GuardUnparsable);
+                bump(q, Counter::GuardUnparsable);
                 return xdp_action::XDP_DROP;
             }
-            pass()
+            pass(q)
         }
         Verdict::GuardUnparsable => {
-            bump(Counter::GuardUnparsable);
+            bump(q, Counter::GuardUnparsable);
             xdp_action::XDP_DROP
         }
         Verdict::RateLimitClient => {
-            bump(Counter::RateLimitClient);
+            bump(q, Counter::RateLimitClient);
             xdp_action::XDP_DROP
         }
         Verdict::RateLimitRelay => {
-            bump(Counter::RateLimitRelay);
+            bump(q, Counter::RateLimitRelay);
             xdp_action::XDP_DROP
         }
         Verdict::RateLimitCircuit => {
-            bump(Counter::RateLimitCircuit);
+            bump(q, Counter::RateLimitCircuit);
             xdp_action::XDP_DROP
         }
-        Verdict::Dhcpv4 => steer(&ctx, Counter::Dhcpv4),
-        Verdict::Dhcpv6 => steer(&ctx, Counter::Dhcpv6),
+        Verdict::Dhcpv4 => steer(q, Counter::Dhcpv4),
+        Verdict::Dhcpv6 => steer(q, Counter::Dhcpv6),
         Verdict::FailoverPartner => {
-            bump(Counter::FailoverPassed);
-            pass()
+            bump(q, Counter::FailoverPassed);
+            pass(q)
         }
         Verdict::FailoverStranger => {
-            bump(Counter::FailoverDropped);
+            bump(q, Counter::FailoverDropped);
             xdp_action::XDP_DROP
         }
         Verdict::StandbyDrop => {
-            bump(Counter::StandbyDropped);
+            bump(q, Counter::StandbyDropped);
             xdp_action::XDP_DROP
         }
     }
 }
 
 #[inline(always)]
-fn pass() -> u32 {
-    bump(Counter::Passed);
+fn pass(q: u32) -> u32 {
+    bump(q, Counter::Passed);
     xdp_action::XDP_PASS
 }
 
 /// Redirect to the socket of the frame's own RX queue (an XSK only receives from the queue it
 /// is bound to). With no socket there, `bpf_redirect_map` returns the fallback `XDP_PASS`.
 #[inline(always)]
-fn steer(ctx: &XdpContext, kind: Counter) -> u32 {
-    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+fn steer(q: u32, kind: Counter) -> u32 {
+    match XSKS.redirect(q, u64::from(xdp_action::XDP_PASS)) {
         Ok(action) => {
-            bump(Counter::Redirected);
-            bump(kind);
+            bump(q, Counter::Redirected);
+            bump(q, kind);
             action
         }
         Err(_) => {
-            bump(Counter::NoSocket);
-            pass()
+            bump(q, Counter::NoSocket);
+            pass(q)
         }
     }
 }
 
 #[inline(always)]
-fn bump(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+fn bump(queue: u32, counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(queue, counter as u32)) {
         // SAFETY: per-CPU slot of a live map; XDP runs with preemption disabled, so no other
         // writer touches this CPU's copy concurrently.
         unsafe { *slot += 1 };

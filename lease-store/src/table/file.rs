@@ -88,25 +88,34 @@ pub(super) fn open_locked(path: &Path, create: bool) -> Result<(File, bool), Sto
     ))
 }
 
-/// Sizes a new file for `geo` (preallocated so later flushes need no block
-/// allocation where the filesystem supports it) and writes its header.
+/// Sizes a new file for `geo` with `spare` record slots beyond its records (preallocated so
+/// later flushes need no block allocation where the filesystem supports it) and writes its
+/// header.
 pub(super) fn init_file(
     file: &File,
     path: &Path,
     geo: &Geometry,
+    spare: u32,
     created: u64,
 ) -> Result<(), StoreError> {
-    let len = geo.file_len();
+    let capacity = capacity_for(geo, spare);
+    let hl = geo.header_len();
+    let len = Geometry::file_len_for(hl, capacity);
     file.set_len(len)
         .map_err(|e| StoreError::io(path, "set file length", e))?;
     preallocate(file, path, len)?;
-    let mut h = vec![0u8; geo.header_len()];
-    header::write_header(&mut h, geo, created);
+    let mut h = vec![0u8; hl];
+    header::write_header(&mut h, geo, created, hl, capacity);
     file.write_all_at(&h, 0)
         .map_err(|e| StoreError::io(path, "write header", e))?;
     file.sync_all()
         .map_err(|e| StoreError::io(path, "fsync", e))?;
     sync_dir(path)
+}
+
+/// Record slots of a file for `geo` with `spare` more (bounded by the u32 slot numbers).
+pub(super) fn capacity_for(geo: &Geometry, spare: u32) -> u32 {
+    geo.total.saturating_add(spare).min(u32::MAX - 1)
 }
 
 /// What a failed [`preallocate`] reports as the operation.

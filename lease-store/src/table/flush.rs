@@ -141,7 +141,7 @@ impl LeaseTable {
                 }
             }
         }
-        let end = self.header_len + self.geo.total as usize * RECORD_SIZE;
+        let end = self.header_len + self.geo().total as usize * RECORD_SIZE;
         for off in (self.header_len - UNDO_LEN..end).step_by(PAGE) {
             // SAFETY: the undo area (the header's last pages) and the records that follow
             // start page-aligned, so `off` starts a 128-byte record or undo copy inside the

@@ -31,8 +31,9 @@ fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 
 impl LeaseTable {
     #[inline]
-    fn home_shard(&self, p: usize, slot: u32) -> usize {
-        ((slot - self.geo.bases[p]) as usize) % self.shards
+    fn home_shard(&self, slot: u32) -> usize {
+        let geo = self.geo();
+        ((slot - geo.bases[geo.ext_idx_of_slot(slot)]) as usize) % self.shards
     }
 
     pub(super) fn set_free_bit(&self, owner: Owner, slot: u32) -> bool {
@@ -55,15 +56,15 @@ impl LeaseTable {
         if !self.set_free_bit(owner, slot) {
             return false;
         }
-        let sh = self.home_shard(p, slot);
-        lock(&self.rt[p].free[owner.idx()][sh]).push_back(slot);
+        let sh = self.home_shard(slot);
+        lock(&self.rt(p).free[owner.idx()][sh]).push_back(slot);
         true
     }
 
     /// Pops a candidate from the shard's list, else steals a batch from the
     /// back of another shard's list (try_lock only: never waits on another shard).
     fn pop_free(&self, p: usize, shard: usize, owner: Owner) -> Option<u32> {
-        let lists = &self.rt[p].free[owner.idx()];
+        let lists = &self.rt(p).free[owner.idx()];
         if let Some(s) = lock(&lists[shard]).pop_front() {
             self.clear_free_bit(owner, s);
             return Some(s);

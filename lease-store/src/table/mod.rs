@@ -11,6 +11,14 @@
 //! data race in the Rust memory model, even though readers and writers overlap.
 //! The header region (below the first record) is only touched during `open`
 //! (before the table is shared) and afterwards under `header_lock`.
+//!
+//! The file holds spare record slots after the records in use (`capacity`), mapped with
+//! the rest. `grow` (a reload adding pools or growing ranges) puts new extents there: it
+//! zeroes and flushes their records, writes and flushes the header, then publishes a new
+//! [`Layout`] (geometry, per-pool state) through an atomic pointer, and only then lists the
+//! new slots as free. Layouts are never freed before the table (a reload is rare and a
+//! layout is small), so a `&Layout` loaded by a worker stays valid for `&self`'s lifetime;
+//! every layout agrees on the slots and pools of the ones before it (growth only appends).
 //! Other processes are kept out with `flock(LOCK_EX)`; a file changed behind
 //! our back yields garbage values, never unsoundness, since every bit pattern
 //! is a valid `u32`.
@@ -39,6 +47,7 @@ mod failover_area;
 mod file;
 mod flush;
 mod free;
+mod grow;
 mod index;
 mod open;
 mod rebuild;
@@ -54,8 +63,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
@@ -66,6 +75,7 @@ use crate::lease::{LeaseState, RECORD_SIZE};
 
 pub use flush::DirtySet;
 pub use free::Alloc;
+pub use grow::{GrowError, GrowReport};
 pub use open::{OpenOptions, OpenReport};
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
@@ -98,6 +108,44 @@ struct PoolRt {
     free: [Vec<Mutex<VecDeque<u32>>>; 2],
 }
 
+/// The table's shape: geometry and per-pool state. Replaced (never changed) by `grow`.
+struct Layout {
+    geo: Geometry,
+    /// Per pool (index in `geo.pools`); shared with later layouts.
+    rt: Vec<Arc<PoolRt>>,
+    /// (pool id, pool index) sorted by id.
+    by_id: Vec<(u32, u32)>,
+}
+
+impl Layout {
+    fn new(geo: Geometry, rt: Vec<Arc<PoolRt>>) -> Self {
+        let mut by_id: Vec<(u32, u32)> = geo
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id, i as u32))
+            .collect();
+        by_id.sort_unstable();
+        Layout { geo, rt, by_id }
+    }
+}
+
+impl PoolRt {
+    fn new(len: u64, shards: usize) -> Self {
+        let home = (len as usize).div_ceil(shards);
+        PoolRt {
+            counts: Default::default(),
+            quarantined: AtomicU64::new(0),
+            free: [
+                (0..shards)
+                    .map(|_| Mutex::new(VecDeque::with_capacity(home)))
+                    .collect(),
+                (0..shards).map(|_| Mutex::new(VecDeque::new())).collect(),
+            ],
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave a VecDeque/HashMap in a state unsafe to use.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -118,10 +166,14 @@ pub struct LeaseTable {
     _file: File,
     map: MmapRaw,
     header_len: usize,
-    geo: Geometry,
-    rt: Vec<PoolRt>,
-    /// (pool id, pool index) sorted by id.
-    by_id: Vec<(u32, u32)>,
+    /// The current layout: points into `layouts` (see the module documentation).
+    layout: AtomicPtr<Layout>,
+    /// Every layout this table had, freed with the table. Locked by `grow` only.
+    layouts: Mutex<Vec<Arc<Layout>>>,
+    /// Record slots the mapping holds (records in use and spare ones).
+    capacity: u32,
+    /// The header's creation time (rewritten as it was by `grow`).
+    created: u64,
     shards: usize,
     seed: u64,
     /// Client index: per shard, a hash table of slot numbers hashed by the
@@ -148,26 +200,73 @@ pub struct LeaseTable {
 
 impl std::fmt::Debug for LeaseTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let geo = self.geo();
         f.debug_struct("LeaseTable")
             .field("path", &self.path)
-            .field("records", &self.geo.total)
-            .field("pools", &self.geo.pools)
+            .field("records", &geo.total)
+            .field("capacity", &self.capacity)
+            .field("pools", &geo.pools)
             .field("shards", &self.shards)
             .finish()
     }
 }
 
+impl Drop for LeaseTable {
+    fn drop(&mut self) {
+        // The layouts are freed by `layouts`; nothing may use the pointer after this.
+        *self.layout.get_mut() = std::ptr::null_mut();
+    }
+}
+
 impl LeaseTable {
+    /// The current layout (one atomic load).
+    #[inline]
+    fn layout(&self) -> &Layout {
+        // SAFETY: the pointer always comes from `Arc::as_ptr` of a layout held by
+        // `self.layouts`, which drops none of them before the table is dropped, and layouts
+        // are never written after they are published (see the module documentation).
+        unsafe { &*self.layout.load(Ordering::Acquire) }
+    }
+
+    #[inline]
+    fn geo(&self) -> &Geometry {
+        &self.layout().geo
+    }
+
+    /// Per-pool state of pool index `p` (valid in every later layout).
+    #[inline]
+    fn rt(&self, p: usize) -> &PoolRt {
+        &self.layout().rt[p]
+    }
+
     #[inline]
     fn pool_idx_of_slot(&self, slot: u32) -> usize {
-        self.geo.pool_idx_of_slot(slot)
+        self.geo().pool_idx_of_slot(slot)
     }
 
     fn pool_idx(&self, pool: u32) -> Option<usize> {
-        self.by_id
+        let l = self.layout();
+        l.by_id
             .binary_search_by_key(&pool, |e| e.0)
             .ok()
-            .map(|i| self.by_id[i].1 as usize)
+            .map(|i| l.by_id[i].1 as usize)
+    }
+
+    /// Record slots the file holds: the records in use plus the spare ones a reload can add
+    /// pools or grown ranges into without a restart.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Spare record slots left for [`grow`](Self::grow).
+    pub fn spare(&self) -> u32 {
+        self.capacity - self.geo().total
+    }
+
+    /// The pool table's entries in file order: a pool's own range, plus one entry per range a
+    /// reload added to it.
+    pub fn extents(&self) -> &[PoolSpec] {
+        &self.geo().extents
     }
 
     /// The file this table maps.
@@ -177,12 +276,12 @@ impl LeaseTable {
 
     /// Number of records (addresses in all pools).
     pub fn len(&self) -> u32 {
-        self.geo.total
+        self.geo().total
     }
 
     /// True when the table has no records (never, since open needs a pool).
     pub fn is_empty(&self) -> bool {
-        self.geo.total == 0
+        self.geo().total == 0
     }
 
     /// Number of free-list shards.
@@ -195,31 +294,32 @@ impl LeaseTable {
         self.header_len as u64 + u64::from(slot.0) * RECORD_SIZE as u64
     }
 
-    /// The pools, in file order.
+    /// The pools, in file order (each with its whole range, grown ones included).
     pub fn pools(&self) -> &[PoolSpec] {
-        &self.geo.pools
+        &self.geo().pools
     }
 
     /// The slot with this record number, if in range.
     pub fn slot(&self, index: u32) -> Option<Slot> {
-        (index < self.geo.total).then_some(Slot(index))
+        (index < self.geo().total).then_some(Slot(index))
     }
 
     /// The record of an address, if it is in a pool. O(log pools).
     #[inline]
     pub fn slot_of(&self, ip: Ipv4Addr) -> Option<Slot> {
-        self.geo.slot_of(u32::from(ip)).map(Slot)
+        self.geo().slot_of(u32::from(ip)).map(Slot)
     }
 
     /// The address of a slot (no record access).
     #[inline]
     pub fn addr_of(&self, slot: Slot) -> Ipv4Addr {
-        Ipv4Addr::from(self.geo.addr_of(slot.0))
+        Ipv4Addr::from(self.geo().addr_of(slot.0))
     }
 
     /// Id of the pool holding `slot`.
     #[inline]
     pub fn pool_of_slot(&self, slot: Slot) -> u32 {
-        self.geo.pools[self.pool_idx_of_slot(slot.0)].id
+        let geo = self.geo();
+        geo.pools[geo.pool_idx_of_slot(slot.0)].id
     }
 }

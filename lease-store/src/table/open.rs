@@ -3,25 +3,24 @@
 //! build the client index and free lists from it.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::file::{init_file, open_locked, preallocate};
+use super::file::{capacity_for, init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
 use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::wal::{self, apply_entry, Replay, Staged, Wal};
-use super::{lock, unix_now, LeaseTable, PoolRt};
+use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
 use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
@@ -42,6 +41,10 @@ pub struct OpenOptions {
     /// `commit` msync the mapping). A log left by an earlier run is replayed either way (and
     /// removed when the log is off).
     pub wal: Option<u64>,
+    /// Spare record slots the file keeps beyond its records, for pools and grown ranges a
+    /// reload adds ([`LeaseTable::grow`]). A new or rebuilt file gets them; an existing file
+    /// with fewer is lengthened at open. Default 0.
+    pub spare: u32,
 }
 
 impl Default for OpenOptions {
@@ -52,6 +55,7 @@ impl Default for OpenOptions {
             allow_shrink: false,
             now: unix_now(),
             wal: None,
+            spare: 0,
         }
     }
 }
@@ -134,10 +138,10 @@ impl LeaseTable {
         }
         let geo = Geometry::new(pools).map_err(StoreError::Pools)?;
         let mut report = OpenReport::default();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (file, empty) = open_locked(path, opts.create)?;
             if empty {
-                init_file(&file, path, &geo, u64::from(opts.now))?;
+                init_file(&file, path, &geo, opts.spare, u64::from(opts.now))?;
                 report.created = true;
             }
             let len = file
@@ -173,6 +177,8 @@ impl LeaseTable {
             report.wal_discarded = replay.discarded.clone();
             report.phases.push(("log read", tr.elapsed()));
             if hdr.geo.pools != geo.pools {
+                // (A file whose ranges a reload grew holds them as extra extents of the same
+                // pools: the same pools, no rebuild.)
                 // SAFETY: parse_header checked that the file holds header_len + total records;
                 // nothing else uses the mapping now (`whole` is made again below).
                 let applied = unsafe {
@@ -194,11 +200,34 @@ impl LeaseTable {
                 rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
             }
-            if len as u64 > geo.file_len() {
+            let want = capacity_for(&hdr.geo, opts.spare);
+            if hdr.capacity < want {
+                // Fewer spare record slots than configured: lengthen the file (the records
+                // stay where they are) and say so in the header, then map it again.
+                let mut h = whole[..hdr.header_len].to_vec();
+                drop(map);
+                let new_len = Geometry::file_len_for(hdr.header_len, want);
+                file.set_len(new_len)
+                    .map_err(|e| StoreError::io(path, "lengthen for spare records", e))?;
+                preallocate(&file, path, new_len)?;
+                header::write_header(&mut h, &hdr.geo, hdr.created, hdr.header_len, want);
+                std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
+                    .map_err(|e| StoreError::io(path, "write header", e))?;
+                file.sync_all()
+                    .map_err(|e| StoreError::io(path, "fsync", e))?;
+                tracing::info!(
+                    path = %path.display(),
+                    "lease file lengthened: {} -> {want} record slots ({} spare for reloads)",
+                    hdr.capacity,
+                    want - hdr.geo.total
+                );
+                continue;
+            }
+            let need = Geometry::file_len_for(hdr.header_len, hdr.capacity);
+            if len as u64 > need {
                 tracing::warn!(
                     path = %path.display(),
-                    "lease file is {len} bytes, geometry needs {}; ignoring the trailing bytes",
-                    geo.file_len()
+                    "lease file is {len} bytes, geometry needs {need}; ignoring the trailing bytes"
                 );
             }
             let log = LogAtOpen {
@@ -229,38 +258,24 @@ impl LeaseTable {
         let shards = opts.shards.max(1);
         let geo = hdr.geo;
         let nrec = geo.total as usize;
-        let rt: Vec<PoolRt> = geo
+        let rt: Vec<Arc<PoolRt>> = geo
             .pools
             .iter()
-            .map(|p| {
-                let home = (p.len() as usize).div_ceil(shards);
-                PoolRt {
-                    counts: Default::default(),
-                    quarantined: AtomicU64::new(0),
-                    free: [
-                        (0..shards)
-                            .map(|_| Mutex::new(VecDeque::with_capacity(home)))
-                            .collect(),
-                        (0..shards).map(|_| Mutex::new(VecDeque::new())).collect(),
-                    ],
-                }
-            })
+            .map(|p| Arc::new(PoolRt::new(p.len(), shards)))
             .collect();
-        let mut by_id: Vec<(u32, u32)> = geo
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.id, i as u32))
-            .collect();
-        by_id.sort_unstable();
-        let bits = nrec.div_ceil(64);
+        let bits = (hdr.capacity as usize).div_ceil(64);
+        let first = Arc::new(Layout::new(geo, rt));
+        // Never written through: the layouts are read-only once published.
+        let layout = std::sync::atomic::AtomicPtr::new(Arc::as_ptr(&first).cast_mut());
         let mut table = LeaseTable {
             path: path.to_path_buf(),
             _file: file,
             map,
             header_len: hdr.header_len,
-            rt,
-            by_id,
+            layout,
+            layouts: Mutex::new(vec![first]),
+            capacity: hdr.capacity,
+            created: hdr.created,
             shards,
             seed: RandomState::new().hash_one(0x7864_6863_7064u64),
             // Filled below; sized then for every address bound, so the index
@@ -279,7 +294,6 @@ impl LeaseTable {
             flush_state: super::flush::FlushState::default(),
             // Started once the replayed records are durable (below).
             wal: None,
-            geo,
         };
 
         // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
@@ -337,7 +351,7 @@ impl LeaseTable {
         // Merge: per list, all never-used (phase 0) slots first, then the
         // released/expired ones, each in slot order.
         let mut wrote = false;
-        for (p, prt) in table.rt.iter().enumerate() {
+        for (p, prt) in table.layout().rt.iter().enumerate() {
             for (o, lists) in prt.free.iter().enumerate() {
                 for (sh, m) in lists.iter().enumerate() {
                     let mut q = lock(m);
@@ -350,7 +364,7 @@ impl LeaseTable {
             }
         }
         for out in outs {
-            for (p, prt) in table.rt.iter().enumerate() {
+            for (p, prt) in table.layout().rt.iter().enumerate() {
                 for (c, n) in prt.counts.iter().zip(out.counts[p].iter()) {
                     c.fetch_add(*n, Ordering::Relaxed);
                 }
@@ -415,7 +429,9 @@ impl LeaseTable {
 
     /// Validates, repairs or quarantines, counts and indexes slots `lo..hi`.
     fn scan(&self, lo: u32, hi: u32, undo: &UndoMap, log: &[Staged]) -> ScanOut {
-        let np = self.geo.pools.len();
+        let geo = self.geo();
+        let np = geo.pools.len();
+        let ne = geo.extents.len();
         let mut out = ScanOut {
             counts: vec![[0; LeaseState::COUNT]; np],
             quarantined_n: vec![0; np],
@@ -430,14 +446,15 @@ impl LeaseTable {
         if lo >= hi {
             return out;
         }
-        let mut p = self.geo.pool_idx_of_slot(lo);
+        let mut x = geo.ext_idx_of_slot(lo);
         let mut k = log.partition_point(|e| e.slot < lo);
         for slot in lo..hi {
-            while p + 1 < np && self.geo.bases[p + 1] <= slot {
-                p += 1;
+            while x + 1 < ne && geo.bases[x + 1] <= slot {
+                x += 1;
             }
-            let base = self.geo.bases[p];
-            let addr = u32::from(self.geo.pools[p].first) + (slot - base);
+            let p = geo.ext_pool[x] as usize;
+            let base = geo.bases[x];
+            let addr = u32::from(geo.extents[x].first) + (slot - base);
             let home = ((slot - base) as usize) % self.shards;
             let w = self.words(slot);
             let mut raw = load_words(w);

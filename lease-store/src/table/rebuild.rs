@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::file::{preallocate, sync_dir, LEASE_FILE_MODE};
+use super::file::{capacity_for, preallocate, sync_dir, LEASE_FILE_MODE};
 use super::undo::{add_undo, is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::{OpenOptions, OpenReport};
 use crate::error::{LostLease, StoreError};
@@ -104,7 +104,9 @@ pub(super) fn rebuild(
     // A leftover of an interrupted rebuild keeps its mode through open: set it.
     f.set_permissions(fs::Permissions::from_mode(LEASE_FILE_MODE))
         .map_err(|e| StoreError::io(&tmp, "chmod", e))?;
-    let len = geo.file_len();
+    let hl = geo.header_len();
+    let capacity = capacity_for(geo, opts.spare);
+    let len = Geometry::file_len_for(hl, capacity);
     f.set_len(len)
         .map_err(|e| StoreError::io(&tmp, "set file length", e))?;
     preallocate(&f, &tmp, len)?;
@@ -112,8 +114,7 @@ pub(super) fn rebuild(
     // resizes or writes it while this mapping lives.
     let mut map =
         unsafe { MmapOptions::new().map_mut(&f) }.map_err(|e| StoreError::io(&tmp, "mmap", e))?;
-    let hl = geo.header_len();
-    header::write_header(&mut map[..hl], geo, hdr.created);
+    header::write_header(&mut map[..hl], geo, hdr.created, hl, capacity);
     header::copy_failover(&old[..hdr.header_len], &mut map[..hl]);
     let mut copied = 0u64;
     for slot in 0..og.total {

@@ -71,9 +71,9 @@ impl LeaseTable {
     #[inline]
     pub(super) fn words(&self, slot: u32) -> &[AtomicU32; RECORD_WORDS] {
         assert!(
-            slot < self.geo.total,
+            slot < self.geo().total,
             "slot {slot} out of range ({} records): slot from another table",
-            self.geo.total
+            self.geo().total
         );
         // SAFETY: in bounds (checked above; the map covers header_len +
         // total * RECORD_SIZE bytes), 4-byte aligned (page-aligned map, header
@@ -140,7 +140,7 @@ impl LeaseTable {
     #[inline]
     pub(super) fn decode_at(&self, slot: u32, raw: &[u8; RECORD_SIZE]) -> Lease {
         let mut l = Lease::decode_lossy(raw);
-        l.addr = Ipv4Addr::from(self.geo.addr_of(slot));
+        l.addr = Ipv4Addr::from(self.geo().addr_of(slot));
         l
     }
 
@@ -171,7 +171,7 @@ impl LeaseTable {
             w.stage(slot, &img);
         }
         let p = self.pool_idx_of_slot(slot);
-        let rt = &self.rt[p];
+        let rt = self.rt(p);
         if old.state != new.state {
             rt.counts[old.state as usize].fetch_sub(1, Ordering::Relaxed);
             rt.counts[new.state as usize].fetch_add(1, Ordering::Relaxed);
@@ -247,6 +247,6 @@ impl LeaseTable {
 
     /// Every record in slot order (seqlock copies).
     pub fn iter(&self) -> impl Iterator<Item = (Slot, Lease)> + '_ {
-        (0..self.geo.total).map(move |i| (Slot(i), self.read(Slot(i))))
+        (0..self.geo().total).map(move |i| (Slot(i), self.read(Slot(i))))
     }
 }

@@ -46,14 +46,14 @@ impl LeaseTable {
     /// Counters of one pool (by id); `None` for an unknown id.
     pub fn pool_stats(&self, pool: u32) -> Option<PoolStats> {
         let p = self.pool_idx(pool)?;
-        let rt = &self.rt[p];
+        let rt = self.rt(p);
         let mut c = [0u64; LeaseState::COUNT];
         for (d, s) in c.iter_mut().zip(rt.counts.iter()) {
             *d = s.load(Ordering::Relaxed);
         }
         Some(PoolStats::from_counts(
             pool,
-            self.geo.pools[p].len(),
+            self.geo().pools[p].len(),
             &c,
             rt.quarantined.load(Ordering::Relaxed),
         ))
@@ -61,7 +61,7 @@ impl LeaseTable {
 
     /// Counters of every pool, in file order.
     pub fn all_stats(&self) -> Vec<PoolStats> {
-        self.geo
+        self.geo()
             .pools
             .iter()
             .filter_map(|p| self.pool_stats(p.id))
@@ -71,11 +71,11 @@ impl LeaseTable {
     /// Counts one pool by reading all its records (for checks and tools).
     pub fn recount(&self, pool: u32) -> Option<PoolStats> {
         let p = self.pool_idx(pool)?;
-        let base = self.geo.bases[p];
-        let n = self.geo.pools[p].len() as u32;
+        let geo = self.geo();
+        let n = geo.pools[p].len() as u32;
         let mut c = [0u64; LeaseState::COUNT];
         let mut q = 0;
-        for s in base..base + n {
+        for s in geo.slot_ranges(p).flatten() {
             let l = self.read(Slot(s));
             c[l.state as usize] += 1;
             q += u64::from(l.is_quarantined());

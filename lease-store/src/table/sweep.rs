@@ -27,7 +27,7 @@ impl LeaseTable {
     /// free lists are put back. Each change is a normal per-record update, so
     /// workers are never stalled.
     pub fn sweep_expired(&self, now: u32, budget: usize) -> SweepResult {
-        let n = u64::from(self.geo.total);
+        let n = u64::from(self.geo().total);
         let mut r = SweepResult::default();
         for _ in 0..(budget as u64).min(n) {
             let c = self.sweep_cursor.fetch_add(1, Ordering::Relaxed);

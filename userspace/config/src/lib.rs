@@ -91,6 +91,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
+    /// `[lease] spare-addresses`: spare records the lease file keeps for pools and grown
+    /// ranges a reload adds (None: the default, see [`Config::lease_spare_addresses`]).
+    pub lease_spare: Option<u32>,
     /// In file order; `subnets[i].index == i`. Do not add or remove subnets after
     /// loading: the lookup index below is built once.
     pub subnets: Vec<Subnet>,
@@ -475,6 +478,20 @@ impl Config {
             .iter()
             .flat_map(|s| s.pools.iter().map(|p| (p.id, p.first, p.last)))
             .collect()
+    }
+
+    /// Spare records the lease file keeps beyond the configured pools' addresses, so a reload
+    /// can add pools and grow ranges without a restart: `[lease] spare-addresses`, by default
+    /// the larger of 1024 and a quarter of the configured addresses.
+    pub fn lease_spare_addresses(&self) -> u32 {
+        self.lease_spare.unwrap_or_else(|| {
+            let total: u64 = self
+                .pool_specs()
+                .iter()
+                .map(|(_, a, b)| u64::from(u32::from(*b)) - u64::from(u32::from(*a)) + 1)
+                .sum();
+            (total / 4).clamp(1024, 1 << 24) as u32
+        })
     }
 
     /// The pool with this id and its subnet.

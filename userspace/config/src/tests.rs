@@ -1087,3 +1087,30 @@ fn registration_postgres_backend_config() {
         vec!["t.toml:6:11: registrations.backend: the postgres backend keeps its local copy in the registration store: set server.registration-file"]
     );
 }
+
+#[test]
+fn lease_spare_addresses_key_default_and_range() {
+    let pool =
+        "[[subnet]]\ncidr = \"10.0.0.0/16\"\n[[subnet.pool]]\nrange = \"10.0.1.0-10.0.40.255\"\n";
+    // Default: the larger of 1024 and a quarter of the pools' addresses (10240 here).
+    let cfg = parse(&format!("{SERVER}{pool}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.lease_spare, None);
+    assert_eq!(cfg.lease_spare_addresses(), 2560);
+    let small = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.19\"\n"
+    );
+    let cfg = parse(&small, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.lease_spare_addresses(), 1024);
+    let cfg = parse(
+        &format!("{SERVER}[lease]\nspare-addresses = 0\n{pool}"),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.lease_spare_addresses(), 0);
+    let errs = error_lines(&format!("{SERVER}[lease]\nspare-addresses = -1\n{pool}"));
+    assert!(
+        errs.iter()
+            .any(|l| l.contains("t.toml:5:19: lease.spare-addresses: -1 is out of range")),
+        "{errs:?}"
+    );
+}

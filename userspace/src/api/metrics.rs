@@ -1,8 +1,9 @@
 //! `GET /metrics`: Prometheus/OpenMetrics text (prometheus-client's encoder) made at scrape
 //! time from what the daemon already keeps: each worker's own counters and latency
 //! histogram (atomics it alone writes; the scraper only loads them, so a scrape never stalls
-//! a worker), the XDP program's per-CPU counter map, the lease table's per-pool counters,
-//! the committer's flush histogram and the failover driver's status.
+//! a worker), the XDP program's counter map (per RX queue), the lease table's per-pool counters,
+//! the committer's flush histogram, the failover driver's status, the reload counters, the
+//! alarms and the lease event log's counters.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -123,17 +124,17 @@ fn collect(s: &ApiState) -> Scrape {
     );
     gauges.push(info);
 
-    // XDP program counters (per CPU: the map is per CPU; the queue view is the workers').
+    // XDP program counters, by RX queue (summed over the CPUs).
     if let Some(r) = &s.xdp {
-        if let Ok(cpus) = r.per_cpu() {
+        if let Ok(queues) = r.per_queue() {
             let mut f = Family::new(
                 "xdhcpd_xdp_packets",
-                "Frames counted by the XDP program, by CPU and counter.",
+                "Frames counted by the XDP program, by RX queue and counter.",
             );
-            for (cpu, vals) in cpus.iter().enumerate() {
+            for (q, vals) in queues.iter().enumerate() {
                 for (k, name) in xdhcpd_common::Counter::ALL {
                     f.add(
-                        vec![("cpu", cpu.to_string()), ("counter", name.to_string())],
+                        vec![("queue", q.to_string()), ("counter", name.to_string())],
                         vals[k as usize],
                     );
                 }
@@ -300,6 +301,95 @@ fn collect(s: &ApiState) -> Scrape {
          depend on it are withheld), else 0.",
         if s.table.storage_failed() { 1.0 } else { 0.0 },
     ));
+
+    // Reloads.
+    if let Some(r) = s.config.reload_stats() {
+        let mut f = Family::new(
+            "xdhcpd_reloads",
+            "Configuration reloads (SIGHUP, POST /v1/reload), by outcome.",
+        );
+        f.add(vec![("outcome", "accepted".into())], r.accepted);
+        f.add(vec![("outcome", "refused".into())], r.refused);
+        counters.push(f);
+        gauges.push(Family::one(
+            "xdhcpd_config_generation",
+            "Generation of the configuration served (0: the one from start).",
+            r.generation as f64,
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_reload_last_refused",
+            "1 when the last reload was refused (the running configuration was kept).",
+            f64::from(u8::from(r.last_error.is_some())),
+        ));
+    }
+    gauges.push(Family::one(
+        "xdhcpd_lease_spare_addresses",
+        "Spare records left in the lease file for pools and ranges a reload adds.",
+        f64::from(s.table.spare()),
+    ));
+
+    // Alarms (kept by the main loop's checks).
+    if let Some(a) = &s.alarms {
+        let mut raised = Family::new("xdhcpd_alarms_raised", "Times each alarm was raised.");
+        let mut active = Family::new(
+            "xdhcpd_alarms_active",
+            "Alarms active now, by alarm (pools: how many pools are in that state).",
+        );
+        for (name, r, g) in [
+            (
+                "pool-utilisation",
+                &a.pool_utilisation_raised,
+                Some(&a.pool_utilisation_active),
+            ),
+            (
+                "pool-exhausted",
+                &a.pool_exhausted_raised,
+                Some(&a.pool_exhausted_active),
+            ),
+            (
+                "partner-unreachable",
+                &a.partner_unreachable_raised,
+                Some(&a.partner_unreachable_active),
+            ),
+            (
+                "partner-mismatch",
+                &a.partner_mismatch_raised,
+                Some(&a.partner_mismatch_active),
+            ),
+            ("flush-failure", &a.flush_failures_raised, None),
+        ] {
+            raised.add(vec![("alarm", name.into())], r.load(Relaxed));
+            if let Some(g) = g {
+                active.add(vec![("alarm", name.into())], g.load(Relaxed) as f64);
+            }
+        }
+        counters.push(raised);
+        gauges.push(active);
+    }
+
+    // Lease event log.
+    if let Some((st, dropped)) = &s.events {
+        counters.push(Family::one(
+            "xdhcpd_event_log_written",
+            "Lease events written to the event log.",
+            st.written.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_dropped",
+            "Changed leases not handed to the event log writer (its queue was full).",
+            dropped.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_write_errors",
+            "Failed writes of the event log.",
+            st.write_errors.load(Relaxed),
+        ));
+        counters.push(Family::one(
+            "xdhcpd_event_log_rotations",
+            "Event log files rotated (by size or age).",
+            st.rotations.load(Relaxed),
+        ));
+    }
 
     // Failover (the driver answers from its own thread within its tick).
     if let Some(h) = &s.failover {

@@ -48,10 +48,44 @@ pub use routes::{router, ROUTES};
 /// (`{"error": reason, "reload": details}`), answered with 409.
 pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
 
+/// The configuration the API answers from: the one being served, so `/v1/status`,
+/// `/v1/pools`, `/v1/subnets` and `/metrics` follow reloads.
+#[derive(Clone)]
+pub enum ConfigView {
+    /// A fixed configuration (a daemon without reload, tests).
+    Fixed(Arc<Config>),
+    /// The reloader's current configuration.
+    Live(crate::server::reload::Reloader),
+}
+
+impl ConfigView {
+    /// Reload counters and the last outcome (`None`: the configuration is fixed).
+    pub fn reload_stats(&self) -> Option<crate::server::reload::ReloadStats> {
+        match self {
+            ConfigView::Fixed(_) => None,
+            ConfigView::Live(r) => Some(r.stats()),
+        }
+    }
+
+    /// The configuration now.
+    pub fn get(&self) -> Arc<Config> {
+        match self {
+            ConfigView::Fixed(c) => c.clone(),
+            ConfigView::Live(r) => r.config(),
+        }
+    }
+}
+
+impl From<Arc<Config>> for ConfigView {
+    fn from(c: Arc<Config>) -> Self {
+        ConfigView::Fixed(c)
+    }
+}
+
 /// What the API reads. Everything is shared with the running daemon; nothing is copied per
 /// request except what an answer holds.
 pub struct ApiState {
-    pub config: Arc<Config>,
+    pub config: ConfigView,
     pub interface: String,
     pub server_id: std::net::Ipv4Addr,
     /// `"xdp"` or `"udp"`.
@@ -73,6 +107,14 @@ pub struct ApiState {
     pub started_unix: u32,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// Alarm counters and states, kept by the main loop's alarm checks.
+    pub alarms: Option<Arc<crate::alarms::AlarmCounters>>,
+    /// The lease event log's counters and the slots the workers could not hand to it
+    /// (`None`: no `[event-log]`).
+    pub events: Option<(
+        Arc<crate::events::EventLogStats>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
 }
 
 /// Where the API listens.

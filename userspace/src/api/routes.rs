@@ -188,7 +188,7 @@ async fn status(State(s): St) -> ApiResult {
         },
         None => Value::Null,
     };
-    let cfg = &s.config;
+    let cfg = s.config.get();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -244,11 +244,11 @@ async fn statistics(State(s): St) -> ApiResult {
         })
         .collect();
     let xdp = match &s.xdp {
-        Some(r) => match r.per_cpu() {
-            Ok(cpus) => {
+        Some(r) => match r.per_queue() {
+            Ok(queues) => {
                 let mut m = serde_json::Map::new();
                 for (k, name) in xdhcpd_common::Counter::ALL {
-                    let v: u64 = cpus.iter().map(|c| c[k as usize]).sum();
+                    let v: u64 = queues.iter().map(|c| c[k as usize]).sum();
                     m.insert(name.to_string(), v.into());
                 }
                 Value::Object(m)
@@ -314,8 +314,8 @@ fn counts_json(p: &PoolStats) -> serde_json::Map<String, Value> {
 
 fn pool_json(s: &ApiState, p: &PoolStats) -> Value {
     let spec = s.table.pools().iter().find(|x| x.id == p.id);
-    let subnet = s
-        .config
+    let cfg = s.config.get();
+    let subnet = cfg
         .subnets
         .iter()
         .find(|sn| sn.pools.iter().any(|x| x.id == p.id));
@@ -421,8 +421,8 @@ async fn pool_leases(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery
 
 async fn subnets(State(s): St) -> ApiResult {
     let stats = s.table.all_stats();
-    let out: Vec<Value> = s
-        .config
+    let cfg = s.config.get();
+    let out: Vec<Value> = cfg
         .subnets
         .iter()
         .map(|sn| {

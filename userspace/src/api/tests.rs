@@ -81,7 +81,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
     let table = Arc::new(t);
     let state = ApiState {
-        config: Arc::new(cfg),
+        config: Arc::new(cfg).into(),
         interface: "lo".into(),
         server_id: "10.9.0.1".parse().unwrap(),
         io: "udp",
@@ -97,6 +97,8 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         started: Instant::now(),
         started_unix: lease_store::unix_now(),
         metrics: true,
+        alarms: None,
+        events: None,
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -306,7 +308,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         tcp: None,
     };
     let st = ApiState {
-        config: Arc::new(xdhcpd_config::parse(CONFIG, "t.toml").unwrap()),
+        config: Arc::new(xdhcpd_config::parse(CONFIG, "t.toml").unwrap()).into(),
         interface: "lo".into(),
         server_id: "10.9.0.1".parse().unwrap(),
         io: "udp",
@@ -322,6 +324,8 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         started: Instant::now(),
         started_unix: 0,
         metrics: false,
+        alarms: None,
+        events: None,
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()
@@ -387,4 +391,164 @@ fn api_constant_time_token_compare() {
     assert!(!constant_time_eq(b"abc", b"ab"));
     assert!(!constant_time_eq(b"", b"a"));
     assert!(constant_time_eq(b"", b""));
+}
+
+/// An API over a live reloader (the daemon's wiring), with the file `x.toml` in `dir`.
+fn live(
+    dir: &std::path::Path,
+    alarms: Option<Arc<crate::alarms::AlarmCounters>>,
+    events: Option<(
+        Arc<crate::events::EventLogStats>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
+) -> (
+    ApiServer,
+    crate::server::reload::Reloader,
+    std::path::PathBuf,
+) {
+    use crate::server::reload::{EngineCell, Overrides, Reloader};
+    let file = dir.join("x.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let cfg = Arc::new(xdhcpd_config::load(&file).unwrap_or_else(|e| panic!("{e}")));
+    let pools: Vec<PoolSpec> = cfg
+        .pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect();
+    let opts = OpenOptions {
+        spare: 64,
+        ..OpenOptions::default()
+    };
+    let (t, _) = LeaseTable::open(&dir.join("l.db"), &pools, &opts).unwrap();
+    let table = Arc::new(t);
+    let shared =
+        xdhcpd_dhcpv4::EngineShared::new(cfg.clone(), table.clone(), "10.9.0.1".parse().unwrap());
+    let cell = Arc::new(EngineCell::new(Arc::new(shared)));
+    let reloader = Reloader::new(file.clone(), Overrides::default(), cfg, cell);
+    let state = ApiState {
+        config: super::ConfigView::Live(reloader.clone()),
+        interface: "lo".into(),
+        server_id: "10.9.0.1".parse().unwrap(),
+        io: "udp",
+        table,
+        engine_stats: vec![Arc::default()],
+        workers: vec![Arc::default()],
+        committer: None,
+        xdp: None,
+        failover: None,
+        registrations: None,
+        reload: None,
+        started: Instant::now(),
+        started_unix: lease_store::unix_now(),
+        metrics: true,
+        alarms,
+        events,
+    };
+    let listen = Listen {
+        socket: dir.join("api.sock"),
+        tcp: None,
+    };
+    let server = ApiServer::start(&listen, Arc::new(state)).unwrap();
+    (server, reloader, file)
+}
+
+/// `/v1/subnets`, `/v1/pools` and `/v1/status` answer from the configuration being served:
+/// after a reload that adds a subnet with a pool, they show it.
+#[test]
+fn api_pools_and_subnets_follow_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, reloader, file) = live(dir.path(), None, None);
+    let ep = Endpoint::Unix(server.socket().to_path_buf());
+    let get = |p: &str| call(&ep, "GET", p, None).unwrap().json().unwrap();
+    let subnets = |v: &serde_json::Value| {
+        v["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subnet"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(subnets(&get("/v1/subnets")), ["10.9.0.0/24", "10.8.0.0/24"]);
+    assert_eq!(get("/v1/pools")["pools"].as_array().unwrap().len(), 2);
+
+    let more = format!(
+        "{CONFIG}[[subnet]]\ncidr = \"10.7.0.0/24\"\npool = [{{ range = \"10.7.0.10-10.7.0.29\" }}]\n"
+    );
+    std::fs::write(&file, more).unwrap();
+    reloader.reload().unwrap_or_else(|e| panic!("{e}"));
+    let v = get("/v1/subnets");
+    assert_eq!(
+        subnets(&v),
+        ["10.9.0.0/24", "10.8.0.0/24", "10.7.0.0/24"],
+        "{v}"
+    );
+    assert_eq!(v["subnets"][2]["total"], 20, "{v}");
+    assert_eq!(v["subnets"][2]["pools"], serde_json::json!([2]), "{v}");
+    let p = get("/v1/pools/2");
+    assert_eq!(
+        (&p["subnet"], &p["first"], &p["free"]),
+        (
+            &serde_json::json!("10.7.0.0/24"),
+            &serde_json::json!("10.7.0.10"),
+            &serde_json::json!(20)
+        ),
+        "{p}"
+    );
+}
+
+/// `/metrics` carries the reload counters and generation, the alarms and the event log's
+/// counters, and they move.
+#[test]
+fn api_metrics_export_reload_alarm_and_event_log_counters() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let alarms = Arc::new(crate::alarms::AlarmCounters::default());
+    let events = Arc::new(crate::events::EventLogStats::default());
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (server, reloader, file) = live(
+        dir.path(),
+        Some(alarms.clone()),
+        Some((events.clone(), dropped.clone())),
+    );
+    let ep = Endpoint::Unix(server.socket().to_path_buf());
+    let metrics = || String::from_utf8(call(&ep, "GET", "/metrics", None).unwrap().body).unwrap();
+    let has = |m: &str, line: &str| {
+        assert!(m.lines().any(|l| l == line), "no line {line:?} in:\n{m}");
+    };
+    let m = metrics();
+    has(&m, "xdhcpd_reloads_total{outcome=\"accepted\"} 0");
+    has(&m, "xdhcpd_reloads_total{outcome=\"refused\"} 0");
+    has(&m, "xdhcpd_config_generation 0.0");
+    has(&m, "xdhcpd_alarms_raised_total{alarm=\"pool-exhausted\"} 0");
+    has(&m, "xdhcpd_alarms_active{alarm=\"pool-exhausted\"} 0.0");
+    has(&m, "xdhcpd_event_log_written_total 0");
+    has(&m, "xdhcpd_event_log_dropped_total 0");
+    has(&m, "xdhcpd_event_log_rotations_total 0");
+    has(&m, "xdhcpd_lease_spare_addresses 64.0");
+
+    // One accepted reload (grows the table), one refused.
+    let more = format!(
+        "{CONFIG}[[subnet]]\ncidr = \"10.7.0.0/24\"\npool = [{{ range = \"10.7.0.10-10.7.0.29\" }}]\n"
+    );
+    std::fs::write(&file, &more).unwrap();
+    reloader.reload().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, more.replace("cidr", "cidrr")).unwrap();
+    reloader.reload().expect_err("invalid file refused");
+    alarms.pool_exhausted_raised.fetch_add(1, Relaxed);
+    alarms.pool_exhausted_active.store(1, Relaxed);
+    events.written.fetch_add(7, Relaxed);
+    events.rotations.fetch_add(1, Relaxed);
+    dropped.fetch_add(2, Relaxed);
+    let m = metrics();
+    has(&m, "xdhcpd_reloads_total{outcome=\"accepted\"} 1");
+    has(&m, "xdhcpd_reloads_total{outcome=\"refused\"} 1");
+    has(&m, "xdhcpd_config_generation 1.0");
+    has(&m, "xdhcpd_reload_last_refused 1.0");
+    has(&m, "xdhcpd_alarms_raised_total{alarm=\"pool-exhausted\"} 1");
+    has(&m, "xdhcpd_alarms_active{alarm=\"pool-exhausted\"} 1.0");
+    has(&m, "xdhcpd_event_log_written_total 7");
+    has(&m, "xdhcpd_event_log_dropped_total 2");
+    has(&m, "xdhcpd_event_log_rotations_total 1");
+    has(&m, "xdhcpd_lease_spare_addresses 44.0");
+    has(&m, "xdhcpd_pool_addresses{pool=\"2\"} 20.0");
 }

@@ -223,6 +223,8 @@ fn open_lease_table(cfg: &Config, shards: usize, allow_shrink: bool) -> anyhow::
         // append and fdatasync; the table is checkpointed in the background).
         wal: (cfg.server.commit == CommitMode::Ack)
             .then(|| default_wal_bytes(pools.iter().map(|p| p.len()).sum())),
+        // Room for pools and grown ranges a reload adds (`LeaseTable::grow`).
+        spare: cfg.lease_spare_addresses(),
         ..OpenOptions::default()
     };
     let (table, report) = match LeaseTable::open(&cfg.server.lease_file, &pools, &open_opts) {
@@ -528,8 +530,10 @@ impl Daemon {
             }
             None => None,
         };
+        let alarms = Alarms::new(&cfg.alarms);
         let state = ApiState {
-            config: cfg.clone(),
+            // Follows reloads (`/v1/pools`, `/v1/subnets`, `/v1/status`).
+            config: crate::api::ConfigView::Live(reloader.clone()),
             interface: iface.name.clone(),
             server_id,
             io: io_name,
@@ -566,6 +570,10 @@ impl Daemon {
             started: Instant::now(),
             started_unix: unix_now(),
             metrics: cfg.api.metrics,
+            alarms: Some(alarms.counters()),
+            events: events
+                .as_ref()
+                .map(|e| (e.stats(), e.tap().dropped.clone())),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -600,7 +608,7 @@ impl Daemon {
             api,
             reloader,
             events,
-            alarms: Alarms::new(&cfg.alarms),
+            alarms,
             steering,
             nft_guard,
             workers,

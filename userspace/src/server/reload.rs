@@ -12,16 +12,23 @@
 //!
 //! What needs a restart (refused by reload, with the reason): `server.interface`, `io`,
 //! `xdp-mode`, `queues`, `server-id`, `lease-file`, `commit`, `ebpf-object`,
-//! `control-socket`, the `[failover]` section, and any change of the pools' address ranges
-//! (a new pool, a grown, shrunk or moved range, a removed pool). The lease table is one
-//! memory-mapped file with one record per pool address, mapped once at its size with its
-//! indexes sized to it and shared lock-free by the workers; new records need a larger
-//! file and mapping, which is done at start (the file is rebuilt keeping every lease).
+//! `control-socket`, the `[failover]` section, and pool changes other than growth.
+//!
+//! New pools and grown ranges are applied live: the lease file keeps spare records
+//! (`[lease] spare-addresses`) and [`LeaseTable::grow`](lease_store::LeaseTable::grow) puts
+//! the new addresses there (records zeroed and flushed, header flushed, then the table's new
+//! layout published and the records listed free) before the new engine is published, so a
+//! worker sees a new pool only once its records are ready. Refused as needing a restart: a
+//! pool removed, shrunk or moved, a pool inserted before existing ones (pools are numbered in
+//! file order, and the numbers of running pools cannot change), more new addresses than the
+//! spare records, and any pool change with `[failover]` (the partners' split of each pool is
+//! set up at start).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use lease_store::{GrowError, PoolSpec};
 use serde::{Deserialize, Serialize};
 use xdhcpd_config::{Config, IoMode};
 use xdhcpd_dhcpv4::EngineShared;
@@ -139,6 +146,8 @@ struct Inner {
     cell: Arc<EngineCell>,
     /// Serialises reloads; holds the configuration being served.
     current: Mutex<Arc<Config>>,
+    /// The same configuration for readers (the control API): never held during a reload.
+    served: Mutex<Arc<Config>>,
     stats: Mutex<ReloadStats>,
 }
 
@@ -162,6 +171,7 @@ impl Reloader {
                 path,
                 overrides,
                 cell,
+                served: Mutex::new(running.clone()),
                 current: Mutex::new(running),
                 stats: Mutex::new(ReloadStats::default()),
             }),
@@ -177,10 +187,10 @@ impl Reloader {
             .clone()
     }
 
-    /// The configuration being served.
+    /// The configuration being served (does not wait for a reload in progress).
     pub fn config(&self) -> Arc<Config> {
         self.inner
-            .current
+            .served
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -231,13 +241,47 @@ impl Reloader {
             errors: e.errors.iter().map(|e| e.to_string()).collect(),
         })?;
         inner.overrides.apply(&mut cfg);
-        let reasons = needs_restart(current, &cfg);
+        let old = inner.cell.load();
+        let mut reasons = needs_restart(current, &cfg);
+        let pools = pool_specs(&cfg);
+        if current.pool_specs() != cfg.pool_specs() && reasons.is_empty() {
+            if cfg.failover.is_some() {
+                reasons.push(
+                    "pools changed with [failover] configured: the partners' split of each \
+                     pool is set up at start; needs a restart"
+                        .into(),
+                );
+            } else if let Err(e) = old.table.growth_for(&pools) {
+                reasons.push(pool_refusal(&e));
+            }
+        }
         if !reasons.is_empty() {
             return Err(ReloadError::NeedsRestart { file, reasons });
         }
-        let changes = describe_changes(current, &cfg);
+        let mut changes = describe_changes(current, &cfg);
+        // New records are ready (and on the free lists) before any engine knows the new
+        // pools; a grown range of a running pool is served from now on.
+        let grown = old
+            .table
+            .grow(&pools)
+            .map_err(|e| ReloadError::NeedsRestart {
+                file: file.clone(),
+                reasons: vec![pool_refusal(&e)],
+            })?;
+        if grown.addresses > 0 {
+            changes.push(format!(
+                "lease table grown by {} address(es): {} ({} spare left)",
+                grown.addresses,
+                grown
+                    .added
+                    .iter()
+                    .map(|p| format!("pool {} {}-{}", p.id, p.first, p.last))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                grown.spare_left
+            ));
+        }
         let cfg = Arc::new(cfg);
-        let old = inner.cell.load();
         let mut shared = EngineShared::new(cfg.clone(), old.table.clone(), old.server_id);
         if let Some(c) = &old.failover {
             shared = shared.with_failover(c.clone());
@@ -253,6 +297,7 @@ impl Reloader {
         let generation = inner.cell.publish(shared.clone());
         let released = shared.unprotect_dropped_reservations(&old);
         *current = cfg.clone();
+        *inner.served.lock().unwrap_or_else(|e| e.into_inner()) = cfg.clone();
         Ok(ReloadReport {
             file,
             generation,
@@ -377,44 +422,31 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "[event-log] changed: the event log writer is set up at start; needs a restart".into(),
         );
     }
-    let (po, pn) = (old.pool_specs(), new.pool_specs());
-    if po != pn {
-        let range = |p: &(u32, std::net::Ipv4Addr, std::net::Ipv4Addr)| format!("{}-{}", p.1, p.2);
-        let olds: Vec<String> = po.iter().map(range).collect();
-        let news: Vec<String> = pn.iter().map(range).collect();
-        let added: Vec<&String> = news.iter().filter(|r| !olds.contains(r)).collect();
-        let gone: Vec<&String> = olds.iter().filter(|r| !news.contains(r)).collect();
-        let mut what = Vec::new();
-        if !added.is_empty() {
-            what.push(format!(
-                "new range(s) {}",
-                added
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !gone.is_empty() {
-            what.push(format!(
-                "range(s) no longer there {}",
-                gone.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if what.is_empty() {
-            what.push("pool order changed".into());
-        }
-        v.push(format!(
-            "pools changed ({}): the lease table holds one record per pool address and is \
-             mapped once at start, so new or changed ranges need a restart (the lease file is \
-             then rebuilt keeping every lease)",
-            what.join("; ")
-        ));
-    }
     v
+}
+
+/// The configured pools as the lease table takes them.
+fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
+    cfg.pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect()
+}
+
+/// The reason a pool change cannot be applied live.
+fn pool_refusal(e: &GrowError) -> String {
+    match e {
+        GrowError::Unsupported(why) => format!(
+            "pools changed ({why}); pools are numbered in file order, so new pools go after the \
+             existing ones: needs a restart (the lease file is then rebuilt keeping every lease)"
+        ),
+        GrowError::Capacity { .. } | GrowError::PoolTable { .. } => {
+            format!("pools changed: needs a restart: {e}")
+        }
+        GrowError::Storage(e) => {
+            format!("pools changed: growing the lease file failed ({e}): needs a restart")
+        }
+    }
 }
 
 /// One line per changed part: the global lease times, each subnet (by its network), subnets
@@ -449,6 +481,9 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
                 }
                 if o.relay_addresses != s.relay_addresses {
                     parts.push("relay-addresses");
+                }
+                if o.pools != s.pools {
+                    parts.push("pools");
                 }
                 if !parts.is_empty() {
                     v.push(format!("subnet {}: {} changed", s.net, parts.join(", ")));
@@ -508,6 +543,10 @@ mod tests {
     }
 
     fn bed(reservation: bool) -> Bed {
+        bed_with_spare(reservation, 0)
+    }
+
+    fn bed_with_spare(reservation: bool, spare: u32) -> Bed {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("x.toml");
         let leases = dir.path().join("leases.db");
@@ -520,7 +559,11 @@ mod tests {
             .into_iter()
             .map(|(id, first, last)| PoolSpec { id, first, last })
             .collect();
-        let (table, _) = LeaseTable::open(&leases, &pools, &OpenOptions::default()).expect("table");
+        let opts = OpenOptions {
+            spare,
+            ..OpenOptions::default()
+        };
+        let (table, _) = LeaseTable::open(&leases, &pools, &opts).expect("table");
         let shared = EngineShared::new(cfg.clone(), Arc::new(table), Ipv4Addr::new(10, 0, 0, 1));
         shared.protect_reservations(unix_now());
         let cell = Arc::new(EngineCell::new(Arc::new(shared)));
@@ -610,15 +653,16 @@ mod tests {
     #[test]
     fn reload_refuses_restart_changes_with_the_reason() {
         let b = bed(false);
+        // This lease file has no spare records: a new pool does not fit.
         b.write(&text("10.0.0.54", true, "eth0", false));
         let e = b.reloader.reload().expect_err("new pool refused");
         let ReloadError::NeedsRestart { reasons, .. } = &e else {
             panic!("{e:?}")
         };
         assert!(
-            reasons
-                .iter()
-                .any(|r| r.contains("new range(s) 10.0.0.100-10.0.0.109") && r.contains("restart")),
+            reasons.iter().any(|r| r.contains(
+                "needs a restart: 10 addresses more than the lease file's spare capacity 0"
+            )),
             "{reasons:?}"
         );
         b.write(&text("10.0.0.53", false, "eth1", false));
@@ -641,6 +685,79 @@ mod tests {
         );
         r2.reload()
             .expect("interface overridden on the command line");
+    }
+
+    #[test]
+    fn reload_adds_a_pool_and_grows_a_range_live() {
+        let b = bed_with_spare(false, 64);
+        let table = b.cell.load().table.clone();
+        assert_eq!(table.pool_stats(1), None);
+        // Pool 0 grows from .10-.19 to .10-.29 and pool 1 (.100-.109) is new.
+        let grown = text("10.0.0.53", true, "eth0", false).replace("10.0.0.19", "10.0.0.29");
+        b.write(&grown);
+        let rep = b.reloader.reload().expect("accepted");
+        assert_eq!(rep.pools, 2);
+        assert!(
+            rep.changes.iter().any(|c| c.contains(
+                "lease table grown by 20 address(es): pool 0 10.0.0.20-10.0.0.29, pool 1 \
+                 10.0.0.100-10.0.0.109 (44 spare left)"
+            )),
+            "{:?}",
+            rep.changes
+        );
+        assert_eq!(b.cell.generation(), 1);
+        let shared = b.cell.load();
+        assert_eq!(shared.config.pool_specs().len(), 2);
+        assert_eq!(b.reloader.config().pool_specs(), shared.config.pool_specs());
+        assert_eq!(
+            table.pool_stats(0).map(|s| (s.total, s.free)),
+            Some((20, 20))
+        );
+        assert_eq!(
+            table.pool_stats(1).map(|s| (s.total, s.free)),
+            Some((10, 10))
+        );
+        let s = table
+            .slot_of(Ipv4Addr::new(10, 0, 0, 105))
+            .expect("new pool's record");
+        assert_eq!(
+            (table.pool_of_slot(s), table.read(s).state),
+            (1, LeaseState::Free)
+        );
+        // The new pool's addresses are allocated from its own free lists.
+        let (slot, ()) = table
+            .allocate(1, 0, unix_now(), lease_store::Owner::Primary, |l| {
+                l.state = LeaseState::Offered;
+                l.client = lease_store::ClientKey::from_client_id(&[1, 2, 3]);
+                l.expiry = unix_now() + 60;
+            })
+            .expect("an address of the new pool");
+        assert!(
+            (100..110).contains(&table.addr_of(slot).octets()[3]),
+            "{}",
+            table.addr_of(slot)
+        );
+        // Shrinking back is refused and changes nothing.
+        b.write(&text("10.0.0.53", true, "eth0", false));
+        let e = b.reloader.reload().expect_err("shrink refused");
+        assert!(
+            e.to_string()
+                .contains("pool 0 changed from 10.0.0.10-10.0.0.29 to 10.0.0.10-10.0.0.19")
+                && e.to_string().contains("needs a restart"),
+            "{e}"
+        );
+        assert_eq!(b.cell.generation(), 1);
+        // A pool inserted before the others renumbers them: refused.
+        let front = grown.replacen(
+            "[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.29\"\n",
+            "[[subnet.pool]]\nrange = \"10.0.0.200-10.0.0.209\"\n\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.29\"\n",
+            1,
+        );
+        assert_ne!(front, grown);
+        b.write(&front);
+        let e = b.reloader.reload().expect_err("insert refused");
+        assert!(e.to_string().contains("numbered in file order"), "{e}");
+        assert_eq!(table.len(), 30);
     }
 
     #[test]

@@ -58,6 +58,8 @@ const SERVER_KEYS: &[&str] = &[
     "leasequery-allow",
     "registration-file",
 ];
+/// Largest `[lease] spare-addresses` (2^24 spare records: 2 GiB of lease file).
+const MAX_SPARE_ADDRESSES: u32 = 1 << 24;
 const LEASE_KEYS: &[&str] = &[
     "default-time",
     "min-time",
@@ -67,6 +69,7 @@ const LEASE_KEYS: &[&str] = &[
     "offer-hold",
     "decline-quarantine",
     "authoritative",
+    "spare-addresses",
 ];
 const SUBNET_KEYS: &[&str] = &[
     "cidr",
@@ -167,10 +170,20 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         None => None,
     };
 
+    let mut lease_spare = None;
     let (lease, lease_keys, lease_span) = match root.get("lease") {
         Some(f) => match Table::open(&mut errs, &f, LEASE_KEYS) {
             Some(t) => {
                 let (times, keys) = read_times(&mut errs, &t, LeaseTimes::default(), true);
+                if let Some(f) = t.get("spare-addresses") {
+                    lease_spare = crate::reader::u32_in(
+                        &mut errs,
+                        &f,
+                        0,
+                        MAX_SPARE_ADDRESSES,
+                        "between 0 and 16777216 addresses",
+                    );
+                }
                 (times, keys, t.span.clone())
             }
             None => (LeaseTimes::default(), TimeKeys::default(), f.span()),
@@ -414,6 +427,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 rate_limit,
                 api,
                 lease,
+                lease_spare,
                 subnets,
                 classes,
                 shared_networks: networks,

@@ -30,8 +30,8 @@ use aya::{
     Ebpf,
 };
 use xdhcpd_common::{
-    PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
-    MAP_RATE_LIMITS, MAP_XSKS,
+    counter_index, PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, COUNTER_ENTRIES,
+    COUNTER_QUEUES, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_RATE_LIMITS, MAP_XSKS,
 };
 
 pub use counters::Counters;
@@ -145,12 +145,12 @@ impl XdpSteering {
             typed_map(partners_map, &origin, MAP_PARTNERS)?;
         let rate_limits: Array<MapData, RateLimitConfig> =
             take_map(&mut ebpf, &origin, MAP_RATE_LIMITS)?;
-        if counters.len() < COUNTER_COUNT {
+        if counters.len() < COUNTER_ENTRIES {
             return Err(XdpError::MapType {
                 origin,
                 map: MAP_COUNTERS,
                 cause: Box::new(aya::maps::MapError::OutOfBounds {
-                    index: COUNTER_COUNT - 1,
+                    index: COUNTER_ENTRIES - 1,
                     max_entries: counters.len(),
                 }),
             });
@@ -271,15 +271,17 @@ impl XdpSteering {
         Ok(true)
     }
 
-    /// The program's counters, summed over all CPUs.
+    /// The program's counters, summed over all CPUs and RX queues.
     pub fn counters(&self) -> Result<Counters, XdpError> {
         let mut totals = [0u64; COUNTER_COUNT as usize];
-        for (index, total) in (0u32..).zip(totals.iter_mut()) {
-            let per_cpu = self
-                .counters
-                .get(&index, 0)
-                .map_err(|source| self.map_error(MAP_COUNTERS, "reading counters", source))?;
-            *total = per_cpu.iter().fold(0u64, |acc, v| acc.wrapping_add(*v));
+        for q in 0..counted_queues(&self.ifname) {
+            for (c, total) in (0u32..).zip(totals.iter_mut()) {
+                let per_cpu = self
+                    .counters
+                    .get(&counter_index(q, c), 0)
+                    .map_err(|source| self.map_error(MAP_COUNTERS, "reading counters", source))?;
+                *total = per_cpu.iter().fold(*total, |acc, v| acc.wrapping_add(*v));
+            }
         }
         Ok(Counters::from_totals(&totals))
     }
@@ -510,6 +512,23 @@ fn attach_with_mode(
                 }
             }
         },
+    }
+}
+
+/// RX queues whose counters are read: the interface's RX queues now (sysfs; a queue beyond
+/// [`COUNTER_QUEUES`] counts in the last one), all of them when sysfs cannot say.
+pub(crate) fn counted_queues(ifname: &str) -> u32 {
+    let n = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(0);
+    if n == 0 {
+        COUNTER_QUEUES
+    } else {
+        n.min(COUNTER_QUEUES)
     }
 }
 

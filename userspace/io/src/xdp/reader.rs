@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 
 use aya::maps::{IterableMap, Map, MapData, PerCpuArray};
-use xdhcpd_common::COUNTER_COUNT;
+use xdhcpd_common::{counter_index, COUNTER_COUNT};
 
 use super::{XdpError, XdpSteering};
 use xdhcpd_common::MAP_COUNTERS;
@@ -56,21 +56,23 @@ impl XdpSteering {
 }
 
 impl CounterReader {
-    /// The counters of each CPU (index = `Counter as usize`), CPUs in kernel order.
-    pub fn per_cpu(&self) -> Result<Vec<[u64; COUNTER_COUNT as usize]>, XdpError> {
-        let mut out: Vec<[u64; COUNTER_COUNT as usize]> = Vec::new();
-        for index in 0..COUNTER_COUNT {
-            let values = self.map.get(&index, 0).map_err(|source| XdpError::Map {
-                ifname: self.ifname.clone(),
-                map: MAP_COUNTERS,
-                op: "reading counters",
-                cause: Box::new(source),
-            })?;
-            if out.len() < values.len() {
-                out.resize(values.len(), [0; COUNTER_COUNT as usize]);
-            }
-            for (cpu, v) in values.iter().enumerate() {
-                out[cpu][index as usize] = *v;
+    /// The counters of each RX queue (index = `Counter as usize`), summed over the CPUs, for
+    /// the interface's RX queues now (queue order).
+    pub fn per_queue(&self) -> Result<Vec<[u64; COUNTER_COUNT as usize]>, XdpError> {
+        let queues = super::counted_queues(&self.ifname);
+        let mut out = vec![[0u64; COUNTER_COUNT as usize]; queues as usize];
+        for (q, row) in (0u32..).zip(out.iter_mut()) {
+            for (c, v) in (0u32..).zip(row.iter_mut()) {
+                let values =
+                    self.map
+                        .get(&counter_index(q, c), 0)
+                        .map_err(|source| XdpError::Map {
+                            ifname: self.ifname.clone(),
+                            map: MAP_COUNTERS,
+                            op: "reading counters",
+                            cause: Box::new(source),
+                        })?;
+                *v = values.iter().fold(0u64, |acc, x| acc.wrapping_add(*x));
             }
         }
         Ok(out)
