@@ -19,6 +19,7 @@ mod provisioning;
 #[cfg(test)]
 mod provisioning_tests;
 mod ratelimit;
+mod reconfigure;
 mod reader;
 mod schema;
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use provisioning::{
     TimeOverride, MAX_CLASSES,
 };
 pub use ratelimit::RateLimitConfig;
+pub use reconfigure::ReconfigureConfig;
 pub use schema::schema_keys;
 pub use v6::{
     in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
@@ -87,6 +89,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// `[reconfigure]`: server-initiated reconfiguration (FORCERENEW); None = off.
+    pub reconfigure: Option<ReconfigureConfig>,
     /// The control API and `/metrics` (`[api]`; defaults when absent).
     pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).

@@ -1013,3 +1013,30 @@ fn api_section_defaults_values_and_positioned_errors() {
     assert_eq!(lines("lissen = \"127.0.0.1:1\"").len(), 1);
     assert!(lines("lissen = \"127.0.0.1:1\"")[0].starts_with("t.toml:6:1: api.lissen"));
 }
+
+#[test]
+fn config_forcerenew_reconfigure_section() {
+    let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").expect("no section");
+    assert!(none.reconfigure.is_none(), "off without [reconfigure]");
+    let cfg = parse(
+        &format!(
+            "{SERVER}[reconfigure]\nretries = 3\nfirst-retry-ms = 500\nrate = 10\nclear-on-abort = true\ntoken = \"abc\"\nsecret = \"000102030405060708090a0b0c0d0e0f\"\n\n{SUBNET}"
+        ),
+        "t.toml",
+    )
+    .expect("valid section");
+    let r = cfg.reconfigure.expect("section read");
+    assert_eq!((r.retries, r.first_retry_ms, r.backoff, r.rate), (3, 500, 2, 10));
+    assert!(r.clear_on_abort && !r.deferred_nak && !r.allow_unauthenticated && r.nonce);
+    assert_eq!(r.token, b"abc");
+    assert_eq!(r.secret.as_deref(), Some(&(0u8..16).collect::<Vec<_>>()[..]));
+    let err = parse(
+        &format!("{SERVER}[reconfigure]\nretries = 0\nsecret = \"0102\"\nclear-on-abort = true\ndeferred-nak = true\n\n{SUBNET}"),
+        "t.toml",
+    )
+    .expect_err("invalid section")
+    .to_string();
+    assert!(err.contains("reconfigure.retries"), "{err}");
+    assert!(err.contains("secret is 2 bytes"), "{err}");
+    assert!(err.contains("exclude each other"), "{err}");
+}

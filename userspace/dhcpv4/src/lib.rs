@@ -11,6 +11,7 @@
 pub mod delivery;
 pub mod engine;
 pub mod leasequery;
+pub mod md5;
 pub mod stats;
 pub mod trust;
 pub mod wire;

@@ -69,6 +69,10 @@ counters! {
     registration_moved: "REQUESTs NAKed because the client's registration fixes another address (reservation moved).",
     registration_fixed_busy: "DISCOVERs of a registered client whose fixed address is held by another client (served from the pool).",
     unknown_refused: "Messages from UNKNOWN clients (no live registration, no configured host or reservation) refused by deny-unknown (shared network, subnet or pool; no answer).",
+    reconfiguring_naked: "REQUESTs (renew, rebind, init-reboot) of a binding being reconfigured: NAK, binding deleted (FORCERENEW answered).",
+    reconfiguring_dropped: "DISCOVERs of a binding being reconfigured: dropped, binding deleted.",
+    reconfiguring_ended: "RELEASEs and DECLINEs of a binding being reconfigured: binding deleted.",
+    reconfigure_keys_sent: "ACKs carrying an RFC 6704 reconfigure key (the client sent option 145).",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

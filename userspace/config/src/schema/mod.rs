@@ -35,6 +35,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "host",
     "failover",
     "rate-limit",
+    "reconfigure",
     "dhcpv6",
     "subnet6",
     "api",
@@ -138,6 +139,7 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("host", provisioning::HOST_KEYS.to_vec()),
         ("failover", crate::failover::FAILOVER_KEYS.to_vec()),
         ("rate-limit", crate::ratelimit::RATE_LIMIT_KEYS.to_vec()),
+        ("reconfigure", crate::reconfigure::RECONFIGURE_KEYS.to_vec()),
         ("api", crate::api::API_KEYS.to_vec()),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
         ("alarms", ops::ALARMS_KEYS.to_vec()),
@@ -189,6 +191,10 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         .and_then(|f| Table::open(&mut errs, &f, crate::ratelimit::RATE_LIMIT_KEYS))
         .map(|t| crate::ratelimit::read_rate_limit(&mut errs, &t))
         .unwrap_or_default();
+    let reconfigure = root
+        .get("reconfigure")
+        .and_then(|f| Table::open(&mut errs, &f, crate::reconfigure::RECONFIGURE_KEYS))
+        .map(|t| crate::reconfigure::read_reconfigure(&mut errs, &t));
     // Classes first: pools, reservations, hosts and other classes name them.
     let class_keys = provisioning::class_keys();
     let class_tables = root
@@ -400,6 +406,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 server,
                 failover,
                 rate_limit,
+                reconfigure,
                 api,
                 lease,
                 subnets,
