@@ -19,8 +19,8 @@ mod provisioning;
 #[cfg(test)]
 mod provisioning_tests;
 mod ratelimit;
-mod reconfigure;
 mod reader;
+mod reconfigure;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -83,8 +83,8 @@ pub(crate) fn read_reconfigure(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Reco
         c.retries = u32_in(errs, &f, 1, 32, "between 1 and 32").unwrap_or(c.retries);
     }
     if let Some(f) = t.get("first-retry-ms") {
-        c.first_retry_ms = u32_in(errs, &f, 10, 3_600_000, "between 10 and 3600000")
-            .unwrap_or(c.first_retry_ms);
+        c.first_retry_ms =
+            u32_in(errs, &f, 10, 3_600_000, "between 10 and 3600000").unwrap_or(c.first_retry_ms);
     }
     if let Some(f) = t.get("backoff") {
         c.backoff = u32_in(errs, &f, 1, 16, "between 1 and 16").unwrap_or(c.backoff);

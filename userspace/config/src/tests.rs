@@ -1026,10 +1026,16 @@ fn config_forcerenew_reconfigure_section() {
     )
     .expect("valid section");
     let r = cfg.reconfigure.expect("section read");
-    assert_eq!((r.retries, r.first_retry_ms, r.backoff, r.rate), (3, 500, 2, 10));
+    assert_eq!(
+        (r.retries, r.first_retry_ms, r.backoff, r.rate),
+        (3, 500, 2, 10)
+    );
     assert!(r.clear_on_abort && !r.deferred_nak && !r.allow_unauthenticated && r.nonce);
     assert_eq!(r.token, b"abc");
-    assert_eq!(r.secret.as_deref(), Some(&(0u8..16).collect::<Vec<_>>()[..]));
+    assert_eq!(
+        r.secret.as_deref(),
+        Some(&(0u8..16).collect::<Vec<_>>()[..])
+    );
     let err = parse(
         &format!("{SERVER}[reconfigure]\nretries = 0\nsecret = \"0102\"\nclear-on-abort = true\ndeferred-nak = true\n\n{SUBNET}"),
         "t.toml",

@@ -33,6 +33,8 @@ mod fuzz_regressions;
 #[cfg(test)]
 mod leasequery_tests;
 #[cfg(test)]
+mod reconfigure_tests;
+#[cfg(test)]
 mod registration_tests;
 #[cfg(test)]
 mod relay_trust_tests;

@@ -191,7 +191,10 @@ mod tests {
             "750c783e6ab0b503eaa86e310a5db738"
         );
         assert_eq!(
-            hex(&hmac_md5(&[0xaa; 80], &[b"Test Using Larger Than Block-Size Key - Hash Key First"])),
+            hex(&hmac_md5(
+                &[0xaa; 80],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
             "6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd"
         );
     }

@@ -580,10 +580,9 @@ impl Engine {
         if !reconfigure::is_reconfiguring(&l) || !binding::same_hw(&l, msg) {
             return None;
         }
-        let deleted = self
-            .shared
-            .table
-            .update(slot, |l| l.client == *key && reconfigure::delete_binding(l, now));
+        let deleted = self.shared.table.update(slot, |l| {
+            l.client == *key && reconfigure::delete_binding(l, now)
+        });
         if !deleted {
             return None;
         }

@@ -236,7 +236,11 @@ pub fn verify_forcerenew(msg: &[u8], key: &[u8; 16]) -> bool {
             }
             let at = offset + 2 + 12;
             let want = message_hmac(key, msg, at);
-            return want.iter().zip(&val[12..]).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+            return want
+                .iter()
+                .zip(&val[12..])
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
         }
     }
     false
@@ -345,12 +349,7 @@ pub enum AbortOutcome {
 }
 
 /// Applies the abort rule to `slot`'s binding.
-pub fn abort(
-    table: &LeaseTable,
-    slot: Slot,
-    now: u32,
-    policy: &ReconfigureConfig,
-) -> AbortOutcome {
+pub fn abort(table: &LeaseTable, slot: Slot, now: u32, policy: &ReconfigureConfig) -> AbortOutcome {
     table.update(slot, |l| {
         if !is_reconfiguring(l) {
             return AbortOutcome::Gone;
