@@ -71,6 +71,8 @@ pub struct ApiState {
     pub started_unix: u32,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// The reconfigure driver (`[reconfigure]`); None: off.
+    pub reconfigure: Option<crate::server::reconfigure::ReconfHandle>,
 }
 
 /// Where the API listens.

@@ -340,6 +340,8 @@ pub struct Daemon {
     v6: Option<Arc<V6Server>>,
     /// XDP mode: the socket joined to ff02::1:2 (keeps the NIC's multicast filter open).
     _v6_join: Option<std::net::UdpSocket>,
+    /// The reconfigure driver (FORCERENEW); None without `[reconfigure]`.
+    reconf: Option<super::reconfigure::ReconfDriver>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -415,8 +417,34 @@ impl Daemon {
             };
             engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
         }
+        // Reconfiguration (FORCERENEW): a restart stops it unless deferred-nak keeps the flags.
+        let cleared = xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer::clear_at_start(
+            &table,
+            cfg.reconfigure.as_ref(),
+        );
+        if cleared > 0 {
+            tracing::info!("reconfigure: {cleared} binding(s) no longer reconfiguring (restart)");
+        }
+        if cfg.reconfigure.is_some() {
+            let secret = match cfg.reconfigure.as_ref().and_then(|r| r.secret.clone()) {
+                Some(s) => s,
+                None => super::reconfigure::load_or_create_secret(&cfg.server.lease_file)?,
+            };
+            let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
+                table.len(),
+            ));
+            engine = engine.with_reconfigure(&secret, book);
+        }
         let engine = Arc::new(engine);
         let cell = Arc::new(EngineCell::new(engine.clone()));
+        let reconf = match cfg.reconfigure {
+            Some(_) => Some(super::reconfigure::ReconfDriver::start(
+                cell.clone(),
+                table.clone(),
+                server_id,
+            )?),
+            None => None,
+        };
         let reloader = Reloader::new(
             cfg.source.clone(),
             Overrides {
@@ -547,6 +575,7 @@ impl Daemon {
             started: Instant::now(),
             started_unix: unix_now(),
             metrics: cfg.api.metrics,
+            reconfigure: reconf.as_ref().map(|r| r.handle()),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -592,6 +621,7 @@ impl Daemon {
             started: Instant::now(),
             v6,
             _v6_join: v6_join,
+            reconf,
         })
     }
 
@@ -708,6 +738,7 @@ impl Daemon {
             f.stop(Duration::from_secs(2));
         }
         drop(self.api);
+        drop(self.reconf);
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers.threads {
             let _ = w.join();

@@ -78,6 +78,9 @@ pub struct EngineShared {
     scopes: Scopes,
     /// Server-initiated reconfiguration (`reconfigure.rs`); None = `[reconfigure]` absent.
     pub reconf: Option<Arc<ReconfShared>>,
+    /// The daemon's generated secret and the per-slot book, kept for the next reload
+    /// whether `[reconfigure]` is on or not.
+    pub reconf_base: Option<(Arc<[u8]>, Arc<reconfigure::ReconfBook>)>,
 }
 
 /// What the engines need for reconfiguration: the key derivation, the book of the last
@@ -120,12 +123,14 @@ impl EngineShared {
             failover: None,
             registrations: None,
             reconf: None,
+            reconf_base: None,
         }
     }
 
     /// Turns on reconfiguration: keys from `secret`, the per-slot `book` (keep the same one
     /// across reloads). Without `[reconfigure]` in the configuration this does nothing.
     pub fn with_reconfigure(mut self, secret: &[u8], book: Arc<reconfigure::ReconfBook>) -> Self {
+        self.reconf_base = Some((Arc::from(secret), book.clone()));
         if let Some(policy) = self.config.reconfigure.clone() {
             self.reconf = Some(Arc::new(ReconfShared {
                 keys: reconfigure::ReconfKeys::new(policy.secret.as_deref().unwrap_or(secret)),
