@@ -342,6 +342,11 @@ fn forcerenew_request_while_reconfiguring_gets_nak_binding_deleted_then_discover
     // The client renews (as FORCERENEW asks): NAK, binding deleted.
     let (d, nak) = renew(&mut f, 1, ip, T0 + 1);
     assert_eq!(kind_of(&d), Some(MessageType::Nak), "{d:?}");
+    // Unicast to the renewing client's address (it listens there only), not broadcast.
+    assert!(
+        matches!(d, Decision::Reply { to: crate::Delivery::Unicast(a), .. } if a == ip),
+        "{d:?}"
+    );
     assert!(Message::new_checked(&nak).is_ok());
     let l = f.table.read(slot);
     assert_eq!(l.state, LeaseState::Released);

@@ -596,7 +596,24 @@ impl Engine {
         Some(match kind {
             MessageType::Request => {
                 EngineStats::inc(&st.reconfiguring_naked);
-                self.nak(msg, sum, "reconfigure: start over with DISCOVER", out)
+                let d = self.nak(msg, sum, "reconfigure: start over with DISCOVER", out);
+                // A RENEWING client (ciaddr, no relay) that FORCERENEW woke listens on its
+                // address only (dhcpcd closes its raw socket once bound): the NAK goes there,
+                // where RFC 2131 §4.1 would broadcast it, or the client would not see it and
+                // keep its dead address until rebinding.
+                let ciaddr = msg.ciaddr();
+                match d {
+                    Decision::Reply {
+                        len,
+                        kind,
+                        to: Delivery::Broadcast,
+                    } if !ciaddr.is_unspecified() => Decision::Reply {
+                        len,
+                        kind,
+                        to: Delivery::Unicast(ciaddr),
+                    },
+                    d => d,
+                }
             }
             MessageType::Discover => self.silent(&st.reconfiguring_dropped, Silence::Reconfiguring),
             _ => {
