@@ -31,13 +31,13 @@ const SECRET_B: &str = "ffeeddccbbaa99887766554433221100";
 
 /// `moved`: the hw-prefix that puts the client (02:5a:d1:..) in class `moved`, or one that
 /// matches nobody. Pool A (10.77.0.x) denies `moved`; pool B (10.77.1.x) only admits it.
-fn config(bed: &Bed, moved: bool, secret: &str) -> String {
+fn config(bed: &Bed, moved: bool, auth: &str) -> String {
     let prefix = if moved { "02:5a:d1" } else { "aa:bb:cc" };
     format!(
         "[server]\ninterface = \"{ifc}\"\nio = \"udp\"\nserver-id = \"{SRV_ADDR}\"\n\
          lease-file = \"{lf}\"\ncontrol-socket = \"{sock}\"\n\n\
          [lease]\ndefault-time = 3600\nmin-time = 60\nmax-time = 86400\n\n\
-         [reconfigure]\nretries = 3\nfirst-retry-ms = 500\nrate = 50\nsecret = \"{secret}\"\n\n\
+         [reconfigure]\nretries = 3\nfirst-retry-ms = 500\nrate = 50\n{auth}\n\n\
          [[class]]\nname = \"moved\"\nhw-prefix = \"{prefix}\"\n\n\
          [[subnet]]\ncidr = \"10.77.0.0/16\"\nrouter = [\"{SRV_ADDR}\"]\n\n\
          [[subnet.pool]]\nrange = \"10.77.0.10-10.77.0.19\"\ndeny = [\"moved\"]\n\n\
@@ -89,14 +89,49 @@ fn in_pool_b(a: Ipv4Addr) -> bool {
     o[..3] == [10, 77, 1] && (10..=19).contains(&o[3])
 }
 
-fn forcerenew_dhcpcd() -> Res<()> {
+/// How FORCERENEW is authenticated: the server's `[reconfigure]` lines (right, then wrong
+/// for dhcpcd) and dhcpcd's configuration lines.
+struct AuthMode {
+    name: &'static str,
+    server: String,
+    server_wrong: String,
+    client: &'static str,
+}
+
+fn nonce_mode() -> AuthMode {
+    AuthMode {
+        name: "rfc6704-nonce",
+        server: format!("secret = \"{SECRET_A}\""),
+        server_wrong: format!("secret = \"{SECRET_B}\""),
+        client: "",
+    }
+}
+
+/// RFC 3118 §4 token: dhcpcd sends and expects protocol 0 with its configured token; it
+/// does not require our OFFER/ACK to carry one (`noauthrequired`). No reconfigure keys.
+fn token_mode() -> AuthMode {
+    AuthMode {
+        name: "rfc3118-token",
+        server: "nonce = false\ntoken = \"s3cret-token\"".into(),
+        server_wrong: "nonce = false\ntoken = \"wrong-token!\"".into(),
+        client: "authprotocol token\nauthtoken 0 \"\" forever \"s3cret-token\"\nnoauthrequired\n",
+    }
+}
+
+fn forcerenew_dhcpcd(mode: AuthMode) -> Res<()> {
     let bed = Bed::new(None)?;
     let cfg = bed.path("xdhcpd.toml");
-    write_file(&cfg, &config(&bed, false, SECRET_A))?;
+    write_file(&cfg, &config(&bed, false, &mode.server))?;
     let mut daemon = Daemon::start(&bed, &cfg, Io::Udp)?;
     let conf = bed.path("dhcpcd.conf");
     // No hooks (the namespaces share /etc with the host), IPv4 only, no ARP probe.
-    write_file(&conf, "ipv4only\nnoarp\nnoipv4ll\nscript /bin/true\n")?;
+    write_file(
+        &conf,
+        &format!(
+            "ipv4only\nnoarp\nnoipv4ll\nscript /bin/true\n{}",
+            mode.client
+        ),
+    )?;
     let log = bed.path("dhcpcd.log");
     let lease_file = format!("/var/lib/dhcpcd/{}.lease", bed.cli_if());
     let _ = std::fs::remove_file(&lease_file);
@@ -122,15 +157,19 @@ fn forcerenew_dhcpcd() -> Res<()> {
             Ok(leased(&read_text(&log)?).first().copied())
         })?;
         let text = read_text(&log)?;
-        if !text.contains("accepted reconfigure key") {
-            return Err(format!("dhcpcd did not take a reconfigure key:\n{text}"));
+        let keyed = text.contains("accepted reconfigure key");
+        if keyed != mode.client.is_empty() {
+            return Err(format!(
+                "{}: dhcpcd took a reconfigure key: {keyed}:\n{text}",
+                mode.name
+            ));
         }
         if in_pool_b(first) {
             return Err(format!("first lease {first} already in the new pool"));
         }
 
         // Renumber: the client's class now draws from pool B only.
-        write_file(&cfg, &config(&bed, true, SECRET_A))?;
+        write_file(&cfg, &config(&bed, true, &mode.server))?;
         ctl(&bed, &["reload"])?;
         let t0 = Instant::now();
         let first_s = first.to_string();
@@ -172,12 +211,13 @@ fn forcerenew_dhcpcd() -> Res<()> {
             return Err(format!("counters after success: {st}"));
         }
         eprintln!(
-            "forcerenew: {first} -> {moved} in {:.2} s (trigger to new lease); {st}",
+            "forcerenew {}: {first} -> {moved} in {:.2} s (trigger to new lease); {st}",
+            mode.name,
             took.as_secs_f64()
         );
 
         // Wrong key: a new secret signs with another key than dhcpcd's.
-        write_file(&cfg, &config(&bed, true, SECRET_B))?;
+        write_file(&cfg, &config(&bed, true, &mode.server_wrong))?;
         ctl(&bed, &["reload"])?;
         let before = leased(&read_text(&log)?).len();
         let sent_before = count(&status(&bed)?, "sent");
@@ -206,7 +246,10 @@ fn forcerenew_dhcpcd() -> Res<()> {
         if !lease.contains("active") {
             return Err(format!("binding not restored to bound: {lease}"));
         }
-        eprintln!("forcerenew wrong key: dhcpcd rejected {fails}, server aborted: {st}");
+        eprintln!(
+            "forcerenew {} wrong key: dhcpcd rejected {fails}, server aborted: {st}",
+            mode.name
+        );
         daemon.check_alive()
     })();
     drop(client);
@@ -224,17 +267,31 @@ fn forcerenew_dhcpcd() -> Res<()> {
     }
 }
 
-#[test]
-fn reconfigure_forcerenew_dhcpcd_renumbered_and_wrong_key_ns() {
-    if !require(&[
+fn needs() -> bool {
+    require(&[
         Capability::Root,
         Capability::Program("dhcpcd"),
         Capability::Program("timeout"),
         Capability::Program("ip"),
-    ]) {
+    ])
+}
+
+#[test]
+fn reconfigure_forcerenew_dhcpcd_nonce_renumbered_and_wrong_key_ns() {
+    if !needs() {
         return;
     }
-    if let Err(e) = forcerenew_dhcpcd() {
+    if let Err(e) = forcerenew_dhcpcd(nonce_mode()) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn reconfigure_forcerenew_dhcpcd_token_renumbered_and_wrong_token_ns() {
+    if !needs() {
+        return;
+    }
+    if let Err(e) = forcerenew_dhcpcd(token_mode()) {
         panic!("{e}");
     }
 }
