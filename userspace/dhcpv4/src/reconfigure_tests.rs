@@ -28,6 +28,7 @@ fn cfg(section: &str) -> String {
 [server]
 interface = "lo"
 lease-file = "/unused"
+trusted-relays = ["10.0.0.254"]
 [lease]
 default-time = 3600
 min-time = 60
@@ -574,4 +575,89 @@ fn forcerenew_rate_limits_clients_per_second() {
         .collect();
     assert_eq!(firsts, vec![0, 500, 1000, 1500, 2000], "{firsts:?}");
     assert_eq!(r.queued(), 1);
+}
+
+#[test]
+fn forcerenew_relayed_binding_goes_to_its_relay_with_option_82_direct_to_the_client() {
+    let mut f = fixture(SECTION);
+    // A relayed DORA (giaddr 10.0.0.254, a trusted relay; option 82 circuit "c1").
+    let relay = Ipv4Addr::new(10, 0, 0, 254);
+    let o82: &[u8] = &[1, 2, b'c', b'1'];
+    let from_relay = RxMeta {
+        local_addr: SERVER,
+        src_ip: relay,
+        dst_ip: SERVER,
+    };
+    let (d, offer) = run(
+        &mut f,
+        T0,
+        &from_relay,
+        &request(
+            9,
+            NONE,
+            relay,
+            &[
+                (opt::MESSAGE_TYPE, &[1]),
+                (opt::FORCERENEW_NONCE, &[1]),
+                (opt::RELAY_AGENT_INFO, o82),
+            ],
+        ),
+    );
+    assert_eq!(kind_of(&d), Some(MessageType::Offer), "{d:?}");
+    let ip = Ipv4Addr::new(offer[16], offer[17], offer[18], offer[19]);
+    let (sid, rip) = (SERVER.octets(), ip.octets());
+    let (d, _) = run(
+        &mut f,
+        T0,
+        &from_relay,
+        &request(
+            9,
+            NONE,
+            relay,
+            &[
+                (opt::MESSAGE_TYPE, &[3]),
+                (opt::SERVER_ID, &sid),
+                (opt::REQUESTED_IP, &rip),
+                (opt::FORCERENEW_NONCE, &[1]),
+                (opt::RELAY_AGENT_INFO, o82),
+            ],
+        ),
+    );
+    assert_eq!(kind_of(&d), Some(MessageType::Ack), "{d:?}");
+    let slot = f.table.slot_of(ip).expect("slot");
+    let lease = f.table.read(slot);
+    let (xid, giaddr) = f.book.get(slot);
+    assert_eq!(giaddr, relay);
+    let keys = ReconfKeys::new(&SECRET);
+    let mut buf = [0u8; 600];
+    let (n, to) =
+        build_forcerenew(&mut buf, &lease, xid, giaddr, SERVER, 7, &keys, &f.policy).expect("fits");
+    assert_eq!(to, Destination::Relay(relay));
+    let m = Message::new_checked(&buf[..n]).expect("parses");
+    assert_eq!(m.giaddr(), relay);
+    assert_eq!(m.xid(), xid);
+    assert_eq!(m.summary().expect("options").relay_agent_info, Some(o82));
+    assert!(verify_forcerenew(
+        &buf[..n],
+        &keys.key_for(&lease.client, ip)
+    ));
+
+    // A direct client: to its address, no option 82, no giaddr.
+    let (ip2, s2, _) = bind(&mut f, 2, true, T0);
+    let (xid2, g2) = f.book.get(s2);
+    let (n, to) = build_forcerenew(
+        &mut buf,
+        &f.table.read(s2),
+        xid2,
+        g2,
+        SERVER,
+        8,
+        &keys,
+        &f.policy,
+    )
+    .expect("fits");
+    assert_eq!(to, Destination::Client(ip2));
+    let m = Message::new_checked(&buf[..n]).expect("parses");
+    assert!(m.giaddr().is_unspecified());
+    assert!(m.summary().expect("options").relay_agent_info.is_none());
 }

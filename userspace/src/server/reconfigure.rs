@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
-use lease_store::{Lease, LeaseTable, Slot, FLAG_RECONF_KEY};
+use lease_store::{Lease, LeaseTable, Slot};
 use xdhcpd_common::{DHCPV4_CLIENT_PORT, DHCPV4_SERVER_PORT};
 use xdhcpd_dhcpv4::engine::reconfigure::{
-    write_forcerenew, Action, Auth, ForceRenew, ReconfStats, Reconfigurer,
+    build_forcerenew, Action, Destination, ReconfStats, Reconfigurer,
 };
 use xdhcpd_dhcpv4::engine::ReconfShared;
 
@@ -263,37 +263,13 @@ fn send(
     buf: &mut [u8],
 ) -> anyhow::Result<SocketAddrV4> {
     let (xid, giaddr) = rc.book.get(slot);
-    let key;
-    let auth = if lease.flags & FLAG_RECONF_KEY != 0 && rc.policy.nonce {
-        key = rc.keys.key_for(&lease.client, lease.addr);
-        Auth::Nonce(key)
-    } else if !rc.policy.token.is_empty() {
-        Auth::Token(&rc.policy.token)
-    } else {
-        Auth::None
-    };
-    let relayed = !giaddr.is_unspecified();
-    let fr = ForceRenew {
-        server_id,
-        client: lease.addr,
-        htype: lease.htype,
-        hlen: lease.hlen,
-        chaddr: lease.chaddr,
-        xid,
-        giaddr,
-        relay_info: if relayed {
-            lease.relay_agent_info()
-        } else {
-            &[]
-        },
-        replay,
-        auth,
-    };
-    let n = write_forcerenew(buf, &fr).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let to = if relayed {
-        SocketAddrV4::new(giaddr, DHCPV4_SERVER_PORT)
-    } else {
-        SocketAddrV4::new(lease.addr, DHCPV4_CLIENT_PORT)
+    let (n, dest) = build_forcerenew(
+        buf, lease, xid, giaddr, server_id, replay, &rc.keys, &rc.policy,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let to = match dest {
+        Destination::Relay(g) => SocketAddrV4::new(g, DHCPV4_SERVER_PORT),
+        Destination::Client(a) => SocketAddrV4::new(a, DHCPV4_CLIENT_PORT),
     };
     sock.send_to(&buf[..n], to)
         .with_context(|| format!("sendto {to}"))?;

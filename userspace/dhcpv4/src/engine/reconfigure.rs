@@ -624,3 +624,60 @@ impl Reconfigurer {
         n
     }
 }
+
+/// Where a FORCERENEW goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Unicast to the client's bound address, UDP port 68.
+    Client(Ipv4Addr),
+    /// Through the relay the binding came through (giaddr), UDP port 67.
+    Relay(Ipv4Addr),
+}
+
+/// Writes the FORCERENEW for binding `lease` into `out`: the xid and relay of its last ACK
+/// (`xid`, `giaddr` from [`ReconfBook::get`]), the stored option 82 when relayed, the
+/// authentication the binding and policy allow (its reconfigure key, else the token, else
+/// none). Returns the length and where it goes.
+#[allow(clippy::too_many_arguments)]
+pub fn build_forcerenew(
+    out: &mut [u8],
+    lease: &Lease,
+    xid: u32,
+    giaddr: Ipv4Addr,
+    server_id: Ipv4Addr,
+    replay: u64,
+    keys: &ReconfKeys,
+    policy: &ReconfigureConfig,
+) -> Result<(usize, Destination), NoRoom> {
+    let auth = if lease.flags & FLAG_RECONF_KEY != 0 && policy.nonce {
+        Auth::Nonce(keys.key_for(&lease.client, lease.addr))
+    } else if !policy.token.is_empty() {
+        Auth::Token(&policy.token)
+    } else {
+        Auth::None
+    };
+    let relayed = !giaddr.is_unspecified();
+    let fr = ForceRenew {
+        server_id,
+        client: lease.addr,
+        htype: lease.htype,
+        hlen: lease.hlen,
+        chaddr: lease.chaddr,
+        xid,
+        giaddr,
+        relay_info: if relayed {
+            lease.relay_agent_info()
+        } else {
+            &[]
+        },
+        replay,
+        auth,
+    };
+    let n = write_forcerenew(out, &fr)?;
+    let to = if relayed {
+        Destination::Relay(giaddr)
+    } else {
+        Destination::Client(lease.addr)
+    };
+    Ok((n, to))
+}
