@@ -333,7 +333,7 @@ fn forcerenew_key_in_ack_only_for_option_145_clients_and_hmac_md5_verifiable() {
 fn forcerenew_request_while_reconfiguring_gets_nak_binding_deleted_then_discover_served() {
     let mut f = fixture(SECTION);
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     assert!(r.trigger(slot));
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
     assert_eq!(send_times(&acts), vec![ms(T0)]);
@@ -361,6 +361,8 @@ fn forcerenew_request_while_reconfiguring_gets_nak_binding_deleted_then_discover
         r.stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    // Nothing flagged any more: the engines stop looking clients up per message.
+    assert!(!f.book.any_flagged());
     // The client starts over: DISCOVER is served normally (the new configuration).
     let (ip2, _, _) = bind(&mut f, 1, true, T0 + 2);
     assert!(f.table.read(f.table.slot_of(ip2).expect("slot")).state == LeaseState::Active);
@@ -372,7 +374,7 @@ fn forcerenew_discover_drops_release_and_init_reboot_delete_while_reconfiguring(
     let (_, s1, _) = bind(&mut f, 1, true, T0);
     let (ip2, s2, _) = bind(&mut f, 2, true, T0);
     let (ip3, s3, _) = bind(&mut f, 3, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     for s in [s1, s2, s3] {
         assert!(r.trigger(s));
     }
@@ -438,7 +440,7 @@ fn forcerenew_abort_restores_binding_unchanged() {
     let mut f = fixture(SECTION);
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
     let before = f.table.read(slot);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 600));
     let t0 = ms(T0);
@@ -480,7 +482,7 @@ fn forcerenew_clear_on_abort_deletes_binding() {
     let mut f =
         fixture("[reconfigure]\nretries = 2\nfirst-retry-ms = 1000\nclear-on-abort = true\n");
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 10));
     assert_eq!(send_times(&acts), vec![ms(T0), ms(T0) + 1000]);
@@ -498,13 +500,14 @@ fn forcerenew_clear_on_abort_deletes_binding() {
 fn forcerenew_deferred_nak_keeps_flag_until_next_renewal_and_across_reopen() {
     let mut f = fixture("[reconfigure]\nretries = 1\nfirst-retry-ms = 1000\ndeferred-nak = true\n");
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 5));
     assert!(acts
         .iter()
         .any(|(_, a)| matches!(a, Action::Aborted(_, AbortOutcome::Deferred))));
     assert!(is_reconfiguring(&f.table.read(slot)), "still flagged");
+    assert!(f.book.any_flagged(), "the engines keep looking it up");
     // A restart keeps it with deferred-nak, clears it without.
     assert_eq!(Reconfigurer::clear_at_start(&f.table, Some(&f.policy)), 0);
     assert!(is_reconfiguring(&f.table.read(slot)));
@@ -525,7 +528,7 @@ fn forcerenew_deferred_nak_keeps_flag_until_next_renewal_and_across_reopen() {
 fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
     let mut f = fixture(SECTION);
     let (_, slot, _) = bind(&mut f, 1, false, T0);
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
     assert_eq!(
@@ -550,7 +553,7 @@ fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
             ..f.policy.clone()
         },
     ] {
-        let mut r = Reconfigurer::new(p.clone());
+        let mut r = Reconfigurer::new(p.clone()).with_book(f.book.clone());
         r.trigger(slot);
         let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
         assert_eq!(send_times(&acts), vec![ms(T0)]);
@@ -562,7 +565,7 @@ fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
 fn forcerenew_rate_limits_clients_per_second() {
     let mut f = fixture("[reconfigure]\nrate = 2\n");
     let slots: Vec<Slot> = (1..=6).map(|m| bind(&mut f, m, true, T0).1).collect();
-    let mut r = Reconfigurer::new(f.policy.clone());
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
     for s in &slots {
         assert!(r.trigger(*s));
     }

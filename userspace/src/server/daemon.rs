@@ -433,6 +433,12 @@ impl Daemon {
             let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
                 table.len(),
             ));
+            // Flags kept by deferred-nak: the engines must look those clients up.
+            let kept = table
+                .iter()
+                .filter(|(_, l)| l.flags & lease_store::FLAG_RECONFIGURING != 0)
+                .count();
+            book.flagged_add(kept as u64);
             engine = engine.with_reconfigure(&secret, book);
         }
         let engine = Arc::new(engine);

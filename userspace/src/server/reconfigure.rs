@@ -173,6 +173,9 @@ fn run(
         .map(|r| r.policy.clone())
         .unwrap_or_default();
     let mut campaign = Reconfigurer::new(policy);
+    if let Some((_, book)) = &cell.load().reconf_base {
+        campaign = campaign.with_book(book.clone());
+    }
     campaign.stats = stats;
     let mut actions = Vec::new();
     let mut buf = [0u8; 1024];

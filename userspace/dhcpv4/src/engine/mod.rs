@@ -453,7 +453,11 @@ impl Engine {
         }
         self.reconf_key = None;
         self.nonce_capable = reconfigure::nonce_capable(sum.forcerenew_nonce);
-        if self.shared.reconf.is_some()
+        if self
+            .shared
+            .reconf
+            .as_ref()
+            .is_some_and(|r| r.book.any_flagged())
             && matches!(
                 kind,
                 MessageType::Discover

@@ -252,6 +252,9 @@ pub fn verify_forcerenew(msg: &[u8], key: &[u8; 16]) -> bool {
 pub struct ReconfBook {
     xid: Box<[AtomicU32]>,
     giaddr: Box<[AtomicU32]>,
+    /// At least the number of records flagged reconfiguring (a hint: never below the truth,
+    /// may lag above it). While it is 0 the engines skip the per-message lookup.
+    flagged: AtomicU64,
 }
 
 impl ReconfBook {
@@ -261,7 +264,26 @@ impl ReconfBook {
         ReconfBook {
             xid: mk(),
             giaddr: mk(),
+            flagged: AtomicU64::new(0),
         }
+    }
+
+    /// Whether any record may be flagged reconfiguring (one relaxed load).
+    #[inline]
+    pub fn any_flagged(&self) -> bool {
+        self.flagged.load(Relaxed) != 0
+    }
+
+    /// Notes `n` more flagged records (a trigger started, or flags kept at a restart).
+    pub fn flagged_add(&self, n: u64) {
+        self.flagged.fetch_add(n, Relaxed);
+    }
+
+    /// Notes one flag fewer (never below zero).
+    pub fn flagged_sub(&self) {
+        let _ = self
+            .flagged
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
     }
 
     /// Notes the ACK of `slot`'s binding.
@@ -479,6 +501,8 @@ pub struct Reconfigurer {
     last_ms: Option<u64>,
     /// Counters.
     pub stats: std::sync::Arc<ReconfStats>,
+    /// The engines' book, told how many bindings are flagged (`ReconfBook::any_flagged`).
+    book: Option<std::sync::Arc<ReconfBook>>,
 }
 
 impl Reconfigurer {
@@ -492,7 +516,15 @@ impl Reconfigurer {
             allowance: 1.0,
             last_ms: None,
             stats: Default::default(),
+            book: None,
         }
+    }
+
+    /// Keeps `book`'s flagged count in step with the bindings this campaign flags and
+    /// unflags (the engines look a message's binding up only while it is above zero).
+    pub fn with_book(mut self, book: std::sync::Arc<ReconfBook>) -> Self {
+        self.book = Some(book);
+        self
     }
 
     /// The policy in force.
@@ -533,9 +565,16 @@ impl Reconfigurer {
         let now = (now_ms / 1000).min(u64::from(u32::MAX)) as u32;
         let policy = self.policy.clone();
         let stats = self.stats.clone();
+        let book = self.book.clone();
+        let unflag = || {
+            if let Some(b) = &book {
+                b.flagged_sub();
+            }
+        };
         self.active.retain(|&slot, retry| {
             let l = table.read(slot);
             if !is_reconfiguring(&l) {
+                unflag();
                 inc(&stats.succeeded);
                 out.push(Action::Succeeded(slot));
                 return false;
@@ -556,7 +595,11 @@ impl Reconfigurer {
                 }
                 Step::Exhausted => {
                     inc(&stats.aborted);
-                    out.push(Action::Aborted(slot, abort(table, slot, now, &policy)));
+                    let how = abort(table, slot, now, &policy);
+                    if how != AbortOutcome::Deferred {
+                        unflag();
+                    }
+                    out.push(Action::Aborted(slot, how));
                     false
                 }
             }
@@ -578,6 +621,9 @@ impl Reconfigurer {
             self.queued.remove(&slot);
             match begin(table, slot, now, &policy) {
                 Ok(_) => {
+                    if let Some(b) = &self.book {
+                        b.flagged_add(1);
+                    }
                     if policy.rate > 0 {
                         self.allowance -= 1.0;
                     }
