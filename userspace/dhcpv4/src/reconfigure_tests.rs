@@ -664,3 +664,160 @@ fn forcerenew_relayed_binding_goes_to_its_relay_with_option_82_direct_to_the_cli
     assert!(m.giaddr().is_unspecified());
     assert!(m.summary().expect("options").relay_agent_info.is_none());
 }
+
+/// A request from client number `n` (chaddr 02:00:00:01:hi:lo), xid `xid`.
+fn client_msg(n: u16, xid: u32, ciaddr: Ipv4Addr, opts: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut b = request(0, ciaddr, NONE, opts);
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[28..34].copy_from_slice(&[2, 0, 0, 1, (n >> 8) as u8, n as u8]);
+    b
+}
+
+/// DORA for client `n`; its address.
+fn dora(e: &mut Engine, n: u16, xid: u32, now: u32) -> Option<Ipv4Addr> {
+    let mut out = vec![0u8; 1500];
+    let cap: (u8, &[u8]) = (opt::FORCERENEW_NONCE, &[1]);
+    let d = e.handle(
+        now,
+        &meta(),
+        &client_msg(n, xid, NONE, &[(opt::MESSAGE_TYPE, &[1]), cap]),
+        &mut out,
+    );
+    if kind_of(&d) != Some(MessageType::Offer) {
+        return None;
+    }
+    let ip = Ipv4Addr::new(out[16], out[17], out[18], out[19]);
+    let (sid, rip) = (SERVER.octets(), ip.octets());
+    let r = client_msg(
+        n,
+        xid,
+        NONE,
+        &[
+            (opt::MESSAGE_TYPE, &[3]),
+            (opt::SERVER_ID, &sid),
+            (opt::REQUESTED_IP, &rip),
+            cap,
+        ],
+    );
+    let d = e.handle(now, &meta(), &r, &mut out);
+    (kind_of(&d) == Some(MessageType::Ack)).then_some(ip)
+}
+
+/// Renumbering 10,000 clients (the engine and the campaign, simulated clients and clock):
+/// every client answers its FORCERENEW (REQUEST -> NAK -> DORA) and ends in the new pool,
+/// none lost, no address given twice; at `rate` 1000/s the run takes 10 s of clock.
+#[test]
+fn forcerenew_renumbers_10000_clients_at_rate_none_lost_none_twice() {
+    const N: u16 = 10_000;
+    let text = |moved: bool| {
+        let prefix = if moved { "02:00:00:01" } else { "aa:bb" };
+        format!(
+            "[server]\ninterface = \"lo\"\nlease-file = \"/unused\"\n\
+             [lease]\ndefault-time = 3600\nmin-time = 60\nmax-time = 7200\n\
+             [reconfigure]\nrate = 1000\n\
+             [[class]]\nname = \"moved\"\nhw-prefix = \"{prefix}\"\n\
+             [[subnet]]\ncidr = \"10.0.0.0/8\"\n\
+             [[subnet.pool]]\nrange = \"10.1.0.1-10.1.39.255\"\ndeny = [\"moved\"]\n\
+             [[subnet.pool]]\nrange = \"10.2.0.1-10.2.39.255\"\nallow = [\"moved\"]\n"
+        )
+    };
+    let cfg = Arc::new(xdhcpd_config::parse(&text(false), "t.toml").expect("config"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pools: Vec<PoolSpec> = cfg
+        .pool_specs()
+        .into_iter()
+        .map(|(id, first, last)| PoolSpec { id, first, last })
+        .collect();
+    let (table, _) = LeaseTable::open(
+        &dir.path().join("l.db"),
+        &pools,
+        &OpenOptions {
+            now: T0,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open");
+    let table = Arc::new(table);
+    let book = Arc::new(ReconfBook::new(table.len()));
+    let shared = EngineShared::new(cfg.clone(), table.clone(), SERVER)
+        .with_reconfigure(&SECRET, book.clone());
+    let mut e = Engine::new(Arc::new(shared), 0, Arc::new(EngineStats::default()));
+    let mut addr_of = std::collections::HashMap::new();
+    for n in 0..N {
+        let ip = dora(&mut e, n, u32::from(n), T0).expect("first lease");
+        assert_eq!(ip.octets()[1], 1, "old pool");
+        addr_of.insert(ip, n);
+    }
+    // Renumber (reload: the clients' class now draws from the new pool only) and trigger all.
+    let cfg2 = Arc::new(xdhcpd_config::parse(&text(true), "t.toml").expect("config"));
+    let policy = cfg2.reconfigure.clone().expect("section");
+    e.set_shared(Arc::new(
+        EngineShared::new(cfg2, table.clone(), SERVER).with_reconfigure(&SECRET, book.clone()),
+    ));
+    let mut r = Reconfigurer::new(policy).with_book(book.clone());
+    for (slot, l) in table.iter() {
+        if l.state == LeaseState::Active {
+            assert!(r.trigger(slot));
+        }
+    }
+    let keys = ReconfKeys::new(&SECRET);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 600];
+    let mut reply = vec![0u8; 1500];
+    let mut moved = std::collections::HashMap::new();
+    let start = ms(T0 + 1);
+    let mut t = start;
+    let mut last_send = start;
+    while (r.queued() > 0 || r.active() > 0) && t < start + 60_000 {
+        r.poll(t, &table, &mut out);
+        let now = (t / 1000) as u32;
+        for a in out.drain(..) {
+            let Action::Send { slot, lease, .. } = a else {
+                continue;
+            };
+            last_send = t;
+            // The client checks the signature and xid, then renews.
+            let (xid, g) = book.get(slot);
+            let (len, _) = build_forcerenew(&mut buf, &lease, xid, g, SERVER, t, &keys, r.policy())
+                .expect("fits");
+            assert!(verify_forcerenew(
+                &buf[..len],
+                &keys.key_for(&lease.client, lease.addr)
+            ));
+            let n = addr_of[&lease.addr];
+            let m = RxMeta {
+                local_addr: SERVER,
+                src_ip: lease.addr,
+                dst_ip: SERVER,
+            };
+            let d = e.handle(
+                now,
+                &m,
+                &client_msg(n, xid, lease.addr, &[(opt::MESSAGE_TYPE, &[3])]),
+                &mut reply,
+            );
+            assert_eq!(kind_of(&d), Some(MessageType::Nak), "client {n}: {d:?}");
+            let ip = dora(&mut e, n, xid.wrapping_add(1), now).expect("new lease");
+            assert!(moved.insert(n, ip).is_none(), "client {n} renumbered twice");
+        }
+        t += 10;
+    }
+    assert_eq!(moved.len(), usize::from(N), "none lost");
+    let distinct: std::collections::HashSet<_> = moved.values().collect();
+    assert_eq!(distinct.len(), usize::from(N), "no address given twice");
+    assert!(
+        moved.values().all(|ip| ip.octets()[1] == 2),
+        "all in the new pool"
+    );
+    let secs = (last_send - start) as f64 / 1000.0;
+    assert!(
+        (9.0..=10.5).contains(&secs),
+        "rate 1000/s: {secs} s of clock"
+    );
+    eprintln!("renumbered {N} clients in {secs:.2} s of (simulated) clock at rate 1000/s");
+    assert_eq!(
+        r.stats.succeeded.load(std::sync::atomic::Ordering::Relaxed),
+        u64::from(N)
+    );
+    assert!(!book.any_flagged());
+}
