@@ -1,4 +1,5 @@
-//! Server-initiated reconfiguration (issue 16, DHCPv4 FORCERENEW) with a real client, in
+//! Server-initiated reconfiguration (issue 16, DHCPv4 FORCERENEW) with a real client (UDP and
+//! XDP data paths; RFC 6704 key and RFC 3118 token), in
 //! network namespaces (root; see `common/require.rs`):
 //! * dhcpcd obtains a lease and, having sent option 145, an RFC 6704 reconfigure key; the
 //!   operator renumbers (a reload moves the client's class from the old pool to a new one:
@@ -31,10 +32,10 @@ const SECRET_B: &str = "ffeeddccbbaa99887766554433221100";
 
 /// `moved`: the hw-prefix that puts the client (02:5a:d1:..) in class `moved`, or one that
 /// matches nobody. Pool A (10.77.0.x) denies `moved`; pool B (10.77.1.x) only admits it.
-fn config(bed: &Bed, moved: bool, auth: &str) -> String {
+fn config(bed: &Bed, io: Io, moved: bool, auth: &str) -> String {
     let prefix = if moved { "02:5a:d1" } else { "aa:bb:cc" };
     format!(
-        "[server]\ninterface = \"{ifc}\"\nio = \"udp\"\nserver-id = \"{SRV_ADDR}\"\n\
+        "[server]\ninterface = \"{ifc}\"\nio = \"{io}\"\nserver-id = \"{SRV_ADDR}\"\n\
          lease-file = \"{lf}\"\ncontrol-socket = \"{sock}\"\n\n\
          [lease]\ndefault-time = 3600\nmin-time = 60\nmax-time = 86400\n\n\
          [reconfigure]\nretries = 3\nfirst-retry-ms = 500\nrate = 50\n{auth}\n\n\
@@ -43,6 +44,7 @@ fn config(bed: &Bed, moved: bool, auth: &str) -> String {
          [[subnet.pool]]\nrange = \"10.77.0.10-10.77.0.19\"\ndeny = [\"moved\"]\n\n\
          [[subnet.pool]]\nrange = \"10.77.1.10-10.77.1.19\"\nallow = [\"moved\"]\n",
         ifc = bed.srv_if(),
+        io = io.as_str(),
         lf = bed.path("leases.db").display(),
         sock = bed.path("ctl.sock").display(),
     )
@@ -118,11 +120,11 @@ fn token_mode() -> AuthMode {
     }
 }
 
-fn forcerenew_dhcpcd(mode: AuthMode) -> Res<()> {
+fn forcerenew_dhcpcd(mode: AuthMode, io: Io) -> Res<()> {
     let bed = Bed::new(None)?;
     let cfg = bed.path("xdhcpd.toml");
-    write_file(&cfg, &config(&bed, false, &mode.server))?;
-    let mut daemon = Daemon::start(&bed, &cfg, Io::Udp)?;
+    write_file(&cfg, &config(&bed, io, false, &mode.server))?;
+    let mut daemon = Daemon::start(&bed, &cfg, io)?;
     let conf = bed.path("dhcpcd.conf");
     // No hooks (the namespaces share /etc with the host), IPv4 only, no ARP probe.
     write_file(
@@ -169,7 +171,7 @@ fn forcerenew_dhcpcd(mode: AuthMode) -> Res<()> {
         }
 
         // Renumber: the client's class now draws from pool B only.
-        write_file(&cfg, &config(&bed, true, &mode.server))?;
+        write_file(&cfg, &config(&bed, io, true, &mode.server))?;
         ctl(&bed, &["reload"])?;
         let t0 = Instant::now();
         let first_s = first.to_string();
@@ -211,13 +213,14 @@ fn forcerenew_dhcpcd(mode: AuthMode) -> Res<()> {
             return Err(format!("counters after success: {st}"));
         }
         eprintln!(
-            "forcerenew {}: {first} -> {moved} in {:.2} s (trigger to new lease); {st}",
+            "forcerenew {} ({}): {first} -> {moved} in {:.2} s (trigger to new lease); {st}",
             mode.name,
+            io.as_str(),
             took.as_secs_f64()
         );
 
         // Wrong key: a new secret signs with another key than dhcpcd's.
-        write_file(&cfg, &config(&bed, true, &mode.server_wrong))?;
+        write_file(&cfg, &config(&bed, io, true, &mode.server_wrong))?;
         ctl(&bed, &["reload"])?;
         let before = leased(&read_text(&log)?).len();
         let sent_before = count(&status(&bed)?, "sent");
@@ -281,7 +284,7 @@ fn reconfigure_forcerenew_dhcpcd_nonce_renumbered_and_wrong_key_ns() {
     if !needs() {
         return;
     }
-    if let Err(e) = forcerenew_dhcpcd(nonce_mode()) {
+    if let Err(e) = forcerenew_dhcpcd(nonce_mode(), Io::Udp) {
         panic!("{e}");
     }
 }
@@ -291,7 +294,18 @@ fn reconfigure_forcerenew_dhcpcd_token_renumbered_and_wrong_token_ns() {
     if !needs() {
         return;
     }
-    if let Err(e) = forcerenew_dhcpcd(token_mode()) {
+    if let Err(e) = forcerenew_dhcpcd(token_mode(), Io::Udp) {
+        panic!("{e}");
+    }
+}
+
+/// The same over the AF_XDP data path (the NAK to the renewing client leaves through XDP).
+#[test]
+fn reconfigure_forcerenew_dhcpcd_nonce_xdp_ns() {
+    if !needs() {
+        return;
+    }
+    if let Err(e) = forcerenew_dhcpcd(nonce_mode(), Io::Xdp) {
         panic!("{e}");
     }
 }
