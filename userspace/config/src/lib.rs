@@ -40,7 +40,7 @@ pub use provisioning::{
     TimeOverride, MAX_CLASSES,
 };
 pub use ratelimit::RateLimitConfig;
-pub use reconfigure::ReconfigureConfig;
+pub use reconfigure::{ReconfigureConfig, ReconfigureOverride};
 pub use schema::schema_keys;
 pub use v6::{
     in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
@@ -306,6 +306,9 @@ pub struct Subnet {
     pub shared_network: Option<usize>,
     /// `deny-unknown`: unregistered clients draw from none of this subnet's pools.
     pub deny_unknown: bool,
+    /// `reconfigure-retries` / `reconfigure-first-retry-ms`: this subnet's FORCERENEW
+    /// schedule over `[reconfigure]`'s.
+    pub reconfigure: ReconfigureOverride,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file

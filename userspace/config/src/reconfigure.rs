@@ -136,3 +136,34 @@ pub(crate) fn read_reconfigure(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Reco
     }
     c
 }
+
+/// A subnet's FORCERENEW schedule over the `[reconfigure]` one (`[[subnet]]`
+/// `reconfigure-retries`, `reconfigure-first-retry-ms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconfigureOverride {
+    /// Sends per client in this subnet.
+    pub retries: Option<u32>,
+    /// First retry interval in this subnet (ms).
+    pub first_retry_ms: Option<u32>,
+}
+
+impl ReconfigureOverride {
+    /// `global` with this subnet's values on top.
+    pub fn apply(&self, global: &ReconfigureConfig) -> (u32, u32) {
+        (
+            self.retries.unwrap_or(global.retries),
+            self.first_retry_ms.unwrap_or(global.first_retry_ms),
+        )
+    }
+}
+
+pub(crate) fn read_override(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> ReconfigureOverride {
+    ReconfigureOverride {
+        retries: t
+            .get("reconfigure-retries")
+            .and_then(|f| u32_in(errs, &f, 1, 32, "between 1 and 32")),
+        first_retry_ms: t
+            .get("reconfigure-first-retry-ms")
+            .and_then(|f| u32_in(errs, &f, 10, 3_600_000, "between 10 and 3600000")),
+    }
+}

@@ -1046,3 +1046,23 @@ fn config_forcerenew_reconfigure_section() {
     assert!(err.contains("secret is 2 bytes"), "{err}");
     assert!(err.contains("exclude each other"), "{err}");
 }
+
+#[test]
+fn config_forcerenew_subnet_schedule_override() {
+    let cfg = parse(
+        &format!("{SERVER}[reconfigure]\n\n[[subnet]]\ncidr = \"10.0.0.0/24\"\nreconfigure-retries = 2\nreconfigure-first-retry-ms = 300\n"),
+        "t.toml",
+    )
+    .expect("valid override");
+    let o = cfg.subnets[0].reconfigure;
+    assert_eq!((o.retries, o.first_retry_ms), (Some(2), Some(300)));
+    let global = cfg.reconfigure.expect("section");
+    assert_eq!(o.apply(&global), (2, 300));
+    let err = parse(
+        &format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\nreconfigure-retries = 99\n"),
+        "t.toml",
+    )
+    .expect_err("out of range")
+    .to_string();
+    assert!(err.contains("reconfigure-retries"), "{err}");
+}

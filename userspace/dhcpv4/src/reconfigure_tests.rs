@@ -197,7 +197,7 @@ fn forcerenew_retry_schedule_eight_attempts_doubling_from_two_seconds() {
     let mut sends = Vec::new();
     let mut exhausted = None;
     for t in (0..=600_000u64).step_by(100) {
-        match r.poll(t, &p) {
+        match r.poll(t) {
             Step::Send(n) => sends.push((n, t)),
             Step::Exhausted => {
                 exhausted = Some(t);
@@ -224,7 +224,7 @@ fn forcerenew_retry_schedule_eight_attempts_doubling_from_two_seconds() {
     let mut r = Retry::new(10_000, &q);
     let mut seen = Vec::new();
     for t in (10_000..=20_000u64).step_by(100) {
-        match r.poll(t, &q) {
+        match r.poll(t) {
             Step::Send(_) => seen.push(t),
             Step::Exhausted => {
                 seen.push(u64::MAX - t);
@@ -820,4 +820,32 @@ fn forcerenew_renumbers_10000_clients_at_rate_none_lost_none_twice() {
         u64::from(N)
     );
     assert!(!book.any_flagged());
+}
+
+#[test]
+fn forcerenew_subnet_overrides_the_global_schedule() {
+    // Global 8 x 2 s; the second subnet: 2 sends, first retry after 300 ms.
+    let text = format!(
+        "{}\n[[subnet]]\ncidr = \"10.5.0.0/24\"\nreconfigure-retries = 2\nreconfigure-first-retry-ms = 300\n\
+         [[subnet.pool]]\nrange = \"10.5.0.10-10.5.0.20\"\n",
+        cfg(SECTION)
+    );
+    let cfg = xdhcpd_config::parse(&text, "t.toml").expect("config");
+    let mut f = fixture(SECTION);
+    let (_, slot, _) = bind(&mut f, 1, true, T0);
+    // The fixture's table has no 10.5.0.0/24 pool: map the override onto the bound slot's pool.
+    let mut over = Reconfigurer::overrides_of(&cfg);
+    assert_eq!(over.len(), 1, "one pool overridden");
+    let o = *over.values().next().expect("override");
+    assert_eq!((o.retries, o.first_retry_ms), (Some(2), Some(300)));
+    over.clear();
+    over.insert(f.table.pool_of_slot(slot), o);
+    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    r.set_overrides(over);
+    r.trigger(slot);
+    let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 5));
+    assert_eq!(send_times(&acts), vec![ms(T0), ms(T0) + 300]);
+    assert!(acts.iter().any(
+        |(t, a)| *t == ms(T0) + 900 && matches!(a, Action::Aborted(_, AbortOutcome::Restored))
+    ));
 }

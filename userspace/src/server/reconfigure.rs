@@ -179,6 +179,7 @@ fn run(
     campaign.stats = stats;
     let mut actions = Vec::new();
     let mut buf = [0u8; 1024];
+    let mut seen: Option<Arc<xdhcpd_dhcpv4::EngineShared>> = None;
     let mut counter: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(20)) {
@@ -197,6 +198,11 @@ fn run(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         let shared = cell.load();
+        if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &shared)) {
+            // A new configuration: the subnets' schedules may have changed.
+            campaign.set_overrides(Reconfigurer::overrides_of(&shared.config));
+            seen = Some(shared.clone());
+        }
         // `[reconfigure]` removed by a reload: what runs finishes under the last policy.
         let rc = shared.reconf.as_ref();
         if let Some(rc) = rc {

@@ -92,6 +92,8 @@ const SUBNET_KEYS: &[&str] = &[
     "backup-allocation-boundary",
     "shared-network",
     "deny-unknown",
+    "reconfigure-retries",
+    "reconfigure-first-retry-ms",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
@@ -395,6 +397,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     pool_rules: r.pool_rules,
                     shared_network: r.shared_network.map(|(i, _)| i),
                     deny_unknown: r.deny_unknown,
+                    reconfigure: r.reconfigure,
                 });
             }
             let lookup = SubnetLookup::build(&subnets);

@@ -398,6 +398,8 @@ pub struct Retry {
     /// When the next step is due (ms).
     pub due_ms: u64,
     interval_ms: u64,
+    retries: u32,
+    backoff: u32,
 }
 
 /// What a retry schedule wants now.
@@ -412,28 +414,38 @@ pub enum Step {
 }
 
 impl Retry {
-    /// A schedule whose first send is due at `now_ms`.
+    /// A schedule under `policy` whose first send is due at `now_ms`.
     pub fn new(now_ms: u64, policy: &ReconfigureConfig) -> Self {
+        Self::with_schedule(
+            now_ms,
+            policy.retries,
+            policy.first_retry_ms,
+            policy.backoff,
+        )
+    }
+
+    /// A schedule of `retries` sends, the first retry `first_retry_ms` after the first send.
+    pub fn with_schedule(now_ms: u64, retries: u32, first_retry_ms: u32, backoff: u32) -> Self {
         Retry {
             sent: 0,
             due_ms: now_ms,
-            interval_ms: u64::from(policy.first_retry_ms),
+            interval_ms: u64::from(first_retry_ms),
+            retries,
+            backoff: backoff.max(1),
         }
     }
 
     /// The step due at `now_ms` (a Send advances the schedule).
-    pub fn poll(&mut self, now_ms: u64, policy: &ReconfigureConfig) -> Step {
+    pub fn poll(&mut self, now_ms: u64) -> Step {
         if now_ms < self.due_ms {
             return Step::Wait;
         }
-        if self.sent >= policy.retries {
+        if self.sent >= self.retries {
             return Step::Exhausted;
         }
         self.sent += 1;
         if self.sent > 1 {
-            self.interval_ms = self
-                .interval_ms
-                .saturating_mul(u64::from(policy.backoff.max(1)));
+            self.interval_ms = self.interval_ms.saturating_mul(u64::from(self.backoff));
         }
         self.due_ms = now_ms.saturating_add(self.interval_ms);
         Step::Send(self.sent)
@@ -503,6 +515,8 @@ pub struct Reconfigurer {
     pub stats: std::sync::Arc<ReconfStats>,
     /// The engines' book, told how many bindings are flagged (`ReconfBook::any_flagged`).
     book: Option<std::sync::Arc<ReconfBook>>,
+    /// Per-pool schedules of subnets that override `[reconfigure]` (pool id -> override).
+    overrides: HashMap<u32, xdhcpd_config::ReconfigureOverride>,
 }
 
 impl Reconfigurer {
@@ -517,7 +531,29 @@ impl Reconfigurer {
             last_ms: None,
             stats: Default::default(),
             book: None,
+            overrides: HashMap::new(),
         }
+    }
+
+    /// The subnets' schedule overrides, by pool id (from the configuration in force; a
+    /// binding keeps the schedule it started with).
+    pub fn set_overrides(&mut self, overrides: HashMap<u32, xdhcpd_config::ReconfigureOverride>) {
+        self.overrides = overrides;
+    }
+
+    /// The overrides of `config`'s subnets, by pool id (for [`Reconfigurer::set_overrides`]).
+    pub fn overrides_of(
+        config: &xdhcpd_config::Config,
+    ) -> HashMap<u32, xdhcpd_config::ReconfigureOverride> {
+        let mut m = HashMap::new();
+        for s in &config.subnets {
+            if s.reconfigure != xdhcpd_config::ReconfigureOverride::default() {
+                for p in &s.pools {
+                    m.insert(p.id, s.reconfigure);
+                }
+            }
+        }
+        m
     }
 
     /// Keeps `book`'s flagged count in step with the bindings this campaign flags and
@@ -579,7 +615,7 @@ impl Reconfigurer {
                 out.push(Action::Succeeded(slot));
                 return false;
             }
-            match retry.poll(now_ms, &policy) {
+            match retry.poll(now_ms) {
                 Step::Wait => true,
                 Step::Send(attempt) => {
                     inc(&stats.sent);
@@ -627,8 +663,14 @@ impl Reconfigurer {
                     if policy.rate > 0 {
                         self.allowance -= 1.0;
                     }
-                    let mut retry = Retry::new(now_ms, &policy);
-                    if let Step::Send(attempt) = retry.poll(now_ms, &policy) {
+                    let (retries, first) = self
+                        .overrides
+                        .get(&table.pool_of_slot(slot))
+                        .map_or((policy.retries, policy.first_retry_ms), |o| {
+                            o.apply(&policy)
+                        });
+                    let mut retry = Retry::with_schedule(now_ms, retries, first, policy.backoff);
+                    if let Step::Send(attempt) = retry.poll(now_ms) {
                         inc(&stats.sent);
                         out.push(Action::Send {
                             slot,
