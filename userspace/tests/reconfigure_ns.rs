@@ -249,6 +249,19 @@ fn forcerenew_dhcpcd(mode: AuthMode, io: Io) -> Res<()> {
         if !lease.contains("active") {
             return Err(format!("binding not restored to bound: {lease}"));
         }
+        let metrics = ctl(&bed, &["metrics"])?;
+        for m in [
+            "xdhcpd_reconfigure_total{event=\"sent\"} 4",
+            "xdhcpd_reconfigure_total{event=\"retried\"} 2",
+            "xdhcpd_reconfigure_total{event=\"succeeded\"} 1",
+            "xdhcpd_reconfigure_total{event=\"aborted\"} 1",
+            "xdhcpd_reconfigure_total{event=\"refused_no_auth\"} 0",
+            "xdhcpd_reconfigure_client_events_total{event=\"nak\"} 1",
+        ] {
+            if !metrics.contains(m) {
+                return Err(format!("/metrics lacks {m}:\n{metrics}"));
+            }
+        }
         eprintln!(
             "forcerenew {} wrong key: dhcpcd rejected {fails}, server aborted: {st}",
             mode.name
