@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    match pick % 7 {
+    match pick % 8 {
         0 => {
             let _ = request::parse_ip(&text);
         }
@@ -43,8 +43,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(since > 0 && since <= NOW, "since {since} in the future");
             }
         }
-        _ => {
+        6 => {
             let _ = request::parse_empty(rest);
+        }
+        _ => {
+            if let Ok(request::ReconfTarget::Subnet(_, len)) = request::parse_reconfigure(rest) {
+                assert!(len <= 32, "prefix length {len}");
+            }
         }
     }
 });

@@ -37,8 +37,8 @@ pub mod v6;
 pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
 pub use lease::{
-    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, KEY_MAX, RECORD_SIZE,
-    RELAY_AGENT_INFO_MAX,
+    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, FLAG_RECONFIGURING,
+    FLAG_RECONF_KEY, KEY_MAX, RECORD_SIZE, RELAY_AGENT_INFO_MAX,
 };
 pub use read_only::ReadOnlyTable;
 pub use table::{

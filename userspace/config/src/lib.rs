@@ -20,6 +20,7 @@ mod provisioning;
 mod provisioning_tests;
 mod ratelimit;
 mod reader;
+mod reconfigure;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use provisioning::{
     TimeOverride, MAX_CLASSES,
 };
 pub use ratelimit::RateLimitConfig;
+pub use reconfigure::{ReconfigureConfig, ReconfigureOverride};
 pub use schema::schema_keys;
 pub use v6::{
     in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
@@ -87,6 +89,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// `[reconfigure]`: server-initiated reconfiguration (FORCERENEW); None = off.
+    pub reconfigure: Option<ReconfigureConfig>,
     /// The control API and `/metrics` (`[api]`; defaults when absent).
     pub api: ApiConfig,
     /// Global lease-time defaults (each subnet carries its merged copy).
@@ -347,6 +351,9 @@ pub struct Subnet {
     pub shared_network: Option<usize>,
     /// `deny-unknown`: unregistered clients draw from none of this subnet's pools.
     pub deny_unknown: bool,
+    /// `reconfigure-retries` / `reconfigure-first-retry-ms`: this subnet's FORCERENEW
+    /// schedule over `[reconfigure]`'s.
+    pub reconfigure: ReconfigureOverride,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file

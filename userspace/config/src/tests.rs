@@ -296,7 +296,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown, reconfigure-retries, reconfigure-first-retry-ms"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -1113,4 +1113,57 @@ fn lease_spare_addresses_key_default_and_range() {
             .any(|l| l.contains("t.toml:5:19: lease.spare-addresses: -1 is out of range")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn config_forcerenew_reconfigure_section() {
+    let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").expect("no section");
+    assert!(none.reconfigure.is_none(), "off without [reconfigure]");
+    let cfg = parse(
+        &format!(
+            "{SERVER}[reconfigure]\nretries = 3\nfirst-retry-ms = 500\nrate = 10\nclear-on-abort = true\ntoken = \"abc\"\nsecret = \"000102030405060708090a0b0c0d0e0f\"\n\n{SUBNET}"
+        ),
+        "t.toml",
+    )
+    .expect("valid section");
+    let r = cfg.reconfigure.expect("section read");
+    assert_eq!(
+        (r.retries, r.first_retry_ms, r.backoff, r.rate),
+        (3, 500, 2, 10)
+    );
+    assert!(r.clear_on_abort && !r.deferred_nak && !r.allow_unauthenticated && r.nonce);
+    assert_eq!(r.token, b"abc");
+    assert_eq!(
+        r.secret.as_deref(),
+        Some(&(0u8..16).collect::<Vec<_>>()[..])
+    );
+    let err = parse(
+        &format!("{SERVER}[reconfigure]\nretries = 0\nsecret = \"0102\"\nclear-on-abort = true\ndeferred-nak = true\n\n{SUBNET}"),
+        "t.toml",
+    )
+    .expect_err("invalid section")
+    .to_string();
+    assert!(err.contains("reconfigure.retries"), "{err}");
+    assert!(err.contains("secret is 2 bytes"), "{err}");
+    assert!(err.contains("exclude each other"), "{err}");
+}
+
+#[test]
+fn config_forcerenew_subnet_schedule_override() {
+    let cfg = parse(
+        &format!("{SERVER}[reconfigure]\n\n[[subnet]]\ncidr = \"10.0.0.0/24\"\nreconfigure-retries = 2\nreconfigure-first-retry-ms = 300\n"),
+        "t.toml",
+    )
+    .expect("valid override");
+    let o = cfg.subnets[0].reconfigure;
+    assert_eq!((o.retries, o.first_retry_ms), (Some(2), Some(300)));
+    let global = cfg.reconfigure.expect("section");
+    assert_eq!(o.apply(&global), (2, 300));
+    let err = parse(
+        &format!("{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\nreconfigure-retries = 99\n"),
+        "t.toml",
+    )
+    .expect_err("out of range")
+    .to_string();
+    assert!(err.contains("reconfigure-retries"), "{err}");
 }

@@ -11,6 +11,7 @@
 pub mod delivery;
 pub mod engine;
 pub mod leasequery;
+pub mod md5;
 pub mod stats;
 pub mod trust;
 pub mod wire;
@@ -31,6 +32,8 @@ mod failover_tests;
 mod fuzz_regressions;
 #[cfg(test)]
 mod leasequery_tests;
+#[cfg(test)]
+mod reconfigure_tests;
 #[cfg(test)]
 mod registration_tests;
 #[cfg(test)]

@@ -70,6 +70,10 @@ counters! {
     registration_fixed_busy: "DISCOVERs of a registered client whose fixed address is held by another client (served from the pool).",
     unknown_refused: "Messages from UNKNOWN clients (no live registration, no configured host or reservation) refused by deny-unknown (shared network, subnet or pool; no answer).",
     storage_failed_dropped: "DISCOVERs dropped while the lease file's storage has failed (no ACK could leave; the client goes to another server).",
+    reconfiguring_naked: "REQUESTs (renew, rebind, init-reboot) of a binding being reconfigured: NAK, binding deleted (FORCERENEW answered).",
+    reconfiguring_dropped: "DISCOVERs of a binding being reconfigured: dropped, binding deleted.",
+    reconfiguring_ended: "RELEASEs and DECLINEs of a binding being reconfigured: binding deleted.",
+    reconfigure_keys_sent: "ACKs carrying an RFC 6704 reconfigure key (the client sent option 145).",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

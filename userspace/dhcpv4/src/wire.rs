@@ -74,12 +74,16 @@ pub mod opt {
     pub const RAPID_COMMIT: u8 = 80;
     /// Relay agent information (RFC 3046): sub-options added by the relay, echoed in replies.
     pub const RELAY_AGENT_INFO: u8 = 82;
+    /// RFC 3118 authentication (RFC 6704: the reconfigure key / FORCERENEW digest).
+    pub const AUTHENTICATION: u8 = 90;
     /// RFC 4388: seconds since the client's last transaction (leasequery replies).
     pub const CLIENT_LAST_TRANSACTION_TIME: u8 = 91;
     /// RFC 4388: further addresses bound to the queried client (leasequery replies).
     pub const ASSOCIATED_IP: u8 = 92;
     /// RFC 3011: the subnet the client wants an address on.
     pub const SUBNET_SELECTION: u8 = 118;
+    /// RFC 6704 FORCERENEW nonce capable: the algorithms the client supports (1: HMAC-MD5).
+    pub const FORCERENEW_NONCE: u8 = 145;
     /// End of the options; no length byte.
     pub const END: u8 = 255;
 }
@@ -345,6 +349,7 @@ impl<'a> Message<'a> {
                         }
                     }
                 }
+                opt::FORCERENEW_NONCE => s.forcerenew_nonce = Some(val),
                 opt::SUBNET_SELECTION => {
                     s.subnet_selection = Some(ipv4(val).ok_or(bad_len(val.len()))?)
                 }
@@ -386,6 +391,8 @@ pub struct Summary<'a> {
     pub link_selection: Option<Ipv4Addr>,
     /// RFC 3011 subnet selection option.
     pub subnet_selection: Option<Ipv4Addr>,
+    /// RFC 6704 option 145: the FORCERENEW nonce algorithms the client supports.
+    pub forcerenew_nonce: Option<&'a [u8]>,
 }
 
 fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {

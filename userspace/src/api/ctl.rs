@@ -78,6 +78,30 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: crate::registrations::ctl::RegistrationsCtl,
     },
+    /// Server-initiated reconfiguration (FORCERENEW): queue bound clients by one selector,
+    /// or (`--status`) show progress and counters.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "pool", "subnet", "all", "status"])))]
+    Reconfigure {
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        mac: Option<String>,
+        /// Option 61 value in hex, type octet first.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Pool id.
+        #[arg(long)]
+        pool: Option<u32>,
+        /// Network `a.b.c.d/len`: every binding inside it.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Every bound client.
+        #[arg(long)]
+        all: bool,
+        /// Progress and counters only.
+        #[arg(long)]
+        status: bool,
+    },
     /// Print the Prometheus metrics text.
     Metrics,
     /// Failover relationship: status and operator commands.
@@ -165,6 +189,30 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             anyhow::bail!("answered above")
         }
         CtlCmd::Metrics => ("GET", "/metrics".into(), None),
+        CtlCmd::Reconfigure { status: true, .. } => ("GET", "/v1/reconfigure".into(), None),
+        CtlCmd::Reconfigure {
+            ip,
+            mac,
+            client_id,
+            pool,
+            subnet,
+            all,
+            ..
+        } => {
+            let b = match (ip, mac, client_id, pool, subnet) {
+                (Some(ip), ..) => serde_json::json!({ "ip": ip.to_string() }),
+                (_, Some(m), ..) => serde_json::json!({ "mac": m }),
+                (_, _, Some(c), ..) => serde_json::json!({ "client-id": c }),
+                (_, _, _, Some(p), _) => serde_json::json!({ "pool": p }),
+                (_, _, _, _, Some(n)) => serde_json::json!({ "subnet": n }),
+                _ if *all => serde_json::json!({ "all": true }),
+                _ => anyhow::bail!("give --ip, --mac, --client-id, --pool, --subnet or --all"),
+            };
+            let body = serde_json::to_vec(&b)?;
+            // Checked here too, so a bad selector never reaches the daemon.
+            super::request::parse_reconfigure(&body).map_err(anyhow::Error::msg)?;
+            ("POST", "/v1/reconfigure".into(), Some(body))
+        }
         CtlCmd::Failover { cmd } => match cmd {
             FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
             FailoverCtl::PartnerDown { since, force } => {

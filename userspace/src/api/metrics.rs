@@ -391,6 +391,56 @@ fn collect(s: &ApiState) -> Scrape {
         ));
     }
 
+    // Reconfiguration (FORCERENEW).
+    if let Some(h) = &s.reconfigure {
+        let c = &h.stats;
+        let mut fr = Family::new(
+            "xdhcpd_reconfigure",
+            "Server-initiated reconfiguration (FORCERENEW), by event: sent, retried, succeeded, \
+             aborted, refused_no_auth, ignored, not_bound, send_failed.",
+        );
+        for (e, v) in [
+            ("sent", &c.sent),
+            ("retried", &c.retried),
+            ("succeeded", &c.succeeded),
+            ("aborted", &c.aborted),
+            ("refused_no_auth", &c.refused_no_auth),
+            ("ignored", &c.ignored),
+            ("not_bound", &c.not_bound),
+            ("send_failed", &c.send_failed),
+        ] {
+            fr.add(vec![("event", e.into())], v.load(Relaxed));
+        }
+        counters.push(fr);
+        let mut q = Family::new(
+            "xdhcpd_reconfigure_bindings",
+            "Bindings waiting for admission (queued) and being reconfigured (active).",
+        );
+        q.add(
+            vec![("state", "queued".into())],
+            h.progress.queued.load(Relaxed) as f64,
+        );
+        q.add(
+            vec![("state", "active".into())],
+            h.progress.active.load(Relaxed) as f64,
+        );
+        gauges.push(q);
+    }
+    let mut rc = Family::new(
+        "xdhcpd_reconfigure_client_events",
+        "Messages of bindings being reconfigured (engine counters): REQUEST NAKed, DISCOVER \
+         dropped, RELEASE/DECLINE; each deletes the binding. keys_sent: ACKs with an RFC 6704 \
+         reconfigure key.",
+    );
+    for (r, v) in [
+        ("nak", e.reconfiguring_naked),
+        ("discover_dropped", e.reconfiguring_dropped),
+        ("release_decline", e.reconfiguring_ended),
+        ("keys_sent", e.reconfigure_keys_sent),
+    ] {
+        rc.add(vec![("event", r.into())], v);
+    }
+    counters.push(rc);
     // Failover (the driver answers from its own thread within its tick).
     if let Some(h) = &s.failover {
         if let Some(f) = h(FoRequest::FailoverStatus).status {

@@ -115,6 +115,8 @@ pub struct ApiState {
         Arc<crate::events::EventLogStats>,
         Arc<std::sync::atomic::AtomicU64>,
     )>,
+    /// The reconfigure driver (`[reconfigure]`); None: off.
+    pub reconfigure: Option<crate::server::reconfigure::ReconfHandle>,
 }
 
 /// Where the API listens.

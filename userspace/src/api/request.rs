@@ -288,3 +288,91 @@ mod tests {
         assert!(parse_empty(br#"{"x":1}"#).is_err());
     }
 }
+
+/// Which bindings `POST /v1/reconfigure` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReconfTarget {
+    /// The binding of one address.
+    Ip(Ipv4Addr),
+    /// Bindings of a hardware address.
+    Mac(Vec<u8>),
+    /// Bindings of a client identifier (option 61, hex).
+    ClientId(ClientKey),
+    /// Every binding in a pool (by id).
+    Pool(u32),
+    /// Every binding inside a network (`a.b.c.d/len`).
+    Subnet(Ipv4Addr, u8),
+    /// Every binding.
+    All,
+}
+
+impl ReconfTarget {
+    /// Whether the binding `l` (address `l.addr`, in pool `pool`) is one of the target's.
+    pub fn matches(&self, l: &lease_store::Lease, pool: u32) -> bool {
+        match self {
+            ReconfTarget::Ip(ip) => l.addr == *ip,
+            ReconfTarget::Mac(m) => l.hw() == m.as_slice(),
+            ReconfTarget::ClientId(k) => l.client == *k,
+            ReconfTarget::Pool(p) => pool == *p,
+            ReconfTarget::Subnet(net, len) => {
+                let mask = if *len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(*len))
+                };
+                u32::from(l.addr) & mask == u32::from(*net) & mask
+            }
+            ReconfTarget::All => true,
+        }
+    }
+}
+
+/// The body of `POST /v1/reconfigure`: exactly one of `{"ip"}`, `{"mac"}`, `{"client-id"}`,
+/// `{"pool"}`, `{"subnet"}`, `{"all": true}`.
+pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
+    let v = json_object(body)?;
+    if v.len() != 1 {
+        return Err(
+            "name exactly one of \"ip\", \"mac\", \"client-id\", \"pool\", \"subnet\", \"all\""
+                .into(),
+        );
+    }
+    let (k, val) = v.iter().next().ok_or("empty request")?;
+    let text = |what: &str| -> Result<&str, String> {
+        val.as_str()
+            .ok_or_else(|| format!("field {what:?}: expected a string"))
+    };
+    match k.as_str() {
+        "ip" => parse_ip(text("ip")?).map(ReconfTarget::Ip),
+        "mac" => parse_mac(text("mac")?).map(ReconfTarget::Mac),
+        "client-id" => parse_client_id(text("client-id")?).map(ReconfTarget::ClientId),
+        "pool" => match val {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(ReconfTarget::Pool)
+                .ok_or_else(|| format!("field \"pool\": {n} is not a pool id")),
+            Value::String(s) => parse_pool_id(s).map(ReconfTarget::Pool),
+            _ => Err("field \"pool\": expected a pool id".into()),
+        },
+        "subnet" => {
+            let s = text("subnet")?;
+            let (a, l) = s
+                .split_once('/')
+                .ok_or_else(|| format!("field \"subnet\": {s:?} is not a.b.c.d/len"))?;
+            let addr = parse_ip(a)?;
+            let len: u8 = l
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= 32)
+                .ok_or_else(|| format!("field \"subnet\": prefix length {l:?} is not 0-32"))?;
+            Ok(ReconfTarget::Subnet(addr, len))
+        }
+        "all" => match val {
+            Value::Bool(true) => Ok(ReconfTarget::All),
+            _ => Err("field \"all\": must be true".into()),
+        },
+        other => Err(format!("unknown field {other:?}")),
+    }
+}

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/reload"),
     ("GET", "/v1/registrations"),
     ("POST", "/v1/registrations"),
+    ("GET", "/v1/reconfigure"),
     ("POST", "/v1/reconfigure"),
     ("GET", "/metrics"),
 ];
@@ -84,12 +85,14 @@ pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>) -> Router {
         .route("/v1/failover/recover", post(failover_recover))
         .route("/v1/failover/pause", post(failover_pause))
         .route("/v1/reload", post(reload))
-        // Room for the provisioning and reconfigure issues.
         .route(
             "/v1/registrations",
             get(registrations_list).post(registrations_request),
         )
-        .route("/v1/reconfigure", post(not_yet("reconfigure")))
+        .route(
+            "/v1/reconfigure",
+            get(reconfigure_status).post(reconfigure_trigger),
+        )
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -148,15 +151,6 @@ async fn wrong_method(req: Request) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
-}
-
-fn not_yet(what: &'static str) -> impl Fn() -> std::future::Ready<ApiError> + Clone {
-    move || {
-        std::future::ready(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{what} are not implemented in this version"),
-        ))
-    }
 }
 
 /// Runs blocking work (table scans, failover requests) off the runtime's thread.
@@ -651,4 +645,79 @@ async fn metrics(State(s): St) -> Response {
             .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconfiguration (FORCERENEW)
+
+fn reconf_counters(h: &crate::server::reconfigure::ReconfHandle) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &h.stats;
+    json!({
+        "enabled": h.enabled(),
+        "queued": h.progress.queued.load(Relaxed),
+        "active": h.progress.active.load(Relaxed),
+        "triggered": c.triggered.load(Relaxed),
+        "sent": c.sent.load(Relaxed),
+        "retried": c.retried.load(Relaxed),
+        "succeeded": c.succeeded.load(Relaxed),
+        "aborted": c.aborted.load(Relaxed),
+        "refused_no_auth": c.refused_no_auth.load(Relaxed),
+        "ignored": c.ignored.load(Relaxed),
+        "not_bound": c.not_bound.load(Relaxed),
+        "send_failed": c.send_failed.load(Relaxed),
+    })
+}
+
+fn reconf_handle(s: &ApiState) -> Result<crate::server::reconfigure::ReconfHandle, ApiError> {
+    match &s.reconfigure {
+        Some(h) if h.enabled() => Ok(h.clone()),
+        _ => Err(ApiError(
+            StatusCode::CONFLICT,
+            "reconfiguration is off: add a [reconfigure] section (and restart)".into(),
+        )),
+    }
+}
+
+async fn reconfigure_status(State(s): St) -> ApiResult {
+    match &s.reconfigure {
+        Some(h) => Ok(Json(reconf_counters(h))),
+        None => Ok(Json(json!({ "enabled": false }))),
+    }
+}
+
+/// Queues the named bound bindings for FORCERENEW; answers how many matched.
+async fn reconfigure_trigger(State(s): St, body: Bytes) -> ApiResult {
+    let target = request::parse_reconfigure(&body).map_err(ApiError::bad)?;
+    let h = reconf_handle(&s)?;
+    blocking(move || {
+        let now = unix_now();
+        let table = &s.table;
+        let bound = |l: &Lease| l.state == lease_store::LeaseState::Active && l.expiry > now;
+        let slots: Vec<lease_store::Slot> = match &target {
+            request::ReconfTarget::Ip(ip) => table
+                .slot_of(*ip)
+                .filter(|&slot| bound(&table.read(slot)))
+                .into_iter()
+                .collect(),
+            t => table
+                .iter()
+                .filter(|(slot, l)| bound(l) && t.matches(l, table.pool_of_slot(*slot)))
+                .map(|(slot, _)| slot)
+                .collect(),
+        };
+        let matched = slots.len();
+        if matched > 0 && !h.trigger(slots) {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the reconfigure driver has stopped".into(),
+            ));
+        }
+        let mut v = reconf_counters(&h);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("matched".into(), json!(matched));
+        }
+        Ok(Json(v))
+    })
+    .await
 }

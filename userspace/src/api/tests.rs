@@ -99,6 +99,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         metrics: true,
         alarms: None,
         events: None,
+        reconfigure: None,
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -300,7 +301,12 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
     );
     err(post("/v1/reload", b""), 501, "reload is not available");
     err(get("/v1/registrations"), 404, "no registration store");
-    err(post("/v1/reconfigure", b""), 501, "not implemented");
+    err(post("/v1/reconfigure", b""), 400, "exactly one");
+    err(
+        post("/v1/reconfigure", br#"{"ip": "10.9.0.20"}"#),
+        409,
+        "reconfiguration is off",
+    );
 
     // A second API on the same socket is refused while the first runs.
     let again = Listen {
@@ -326,6 +332,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         metrics: false,
         alarms: None,
         events: None,
+        reconfigure: None,
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()

@@ -344,6 +344,8 @@ pub struct Daemon {
     _v6_join: Option<std::net::UdpSocket>,
     /// `registrations.backend = "postgres"`: the follower (stopped when dropped).
     registrations_pg: Option<crate::registrations::postgres::Follower>,
+    /// The reconfigure driver (FORCERENEW); None without `[reconfigure]`.
+    reconf: Option<super::reconfigure::ReconfDriver>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -427,8 +429,40 @@ impl Daemon {
             ),
             _ => None,
         };
+        // Reconfiguration (FORCERENEW): a restart stops it unless deferred-nak keeps the flags.
+        let cleared = xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer::clear_at_start(
+            &table,
+            cfg.reconfigure.as_ref(),
+        );
+        if cleared > 0 {
+            tracing::info!("reconfigure: {cleared} binding(s) no longer reconfiguring (restart)");
+        }
+        if cfg.reconfigure.is_some() {
+            let secret = match cfg.reconfigure.as_ref().and_then(|r| r.secret.clone()) {
+                Some(s) => s,
+                None => super::reconfigure::load_or_create_secret(&cfg.server.lease_file)?,
+            };
+            let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
+                table.len(),
+            ));
+            // Flags kept by deferred-nak: the engines must look those clients up.
+            let kept = table
+                .iter()
+                .filter(|(_, l)| l.flags & lease_store::FLAG_RECONFIGURING != 0)
+                .count();
+            book.flagged_add(kept as u64);
+            engine = engine.with_reconfigure(&secret, book);
+        }
         let engine = Arc::new(engine);
         let cell = Arc::new(EngineCell::new(engine.clone()));
+        let reconf = match cfg.reconfigure {
+            Some(_) => Some(super::reconfigure::ReconfDriver::start(
+                cell.clone(),
+                table.clone(),
+                server_id,
+            )?),
+            None => None,
+        };
         let reloader = Reloader::new(
             cfg.source.clone(),
             Overrides {
@@ -574,6 +608,7 @@ impl Daemon {
             events: events
                 .as_ref()
                 .map(|e| (e.stats(), e.tap().dropped.clone())),
+            reconfigure: reconf.as_ref().map(|r| r.handle()),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -620,6 +655,7 @@ impl Daemon {
             v6,
             _v6_join: v6_join,
             registrations_pg,
+            reconf,
         })
     }
 
@@ -737,6 +773,7 @@ impl Daemon {
         }
         drop(self.api);
         drop(self.registrations_pg);
+        drop(self.reconf);
         self.stop.store(true, Ordering::SeqCst);
         for w in self.workers.threads {
             let _ = w.join();

@@ -290,6 +290,10 @@ impl Reloader {
         if let Some(r) = &old.registrations {
             shared = shared.with_registrations(r.clone());
         }
+        // Reconfiguration: the same secret and per-slot book; policy and keys from the file.
+        if let Some((secret, book)) = &old.reconf_base {
+            shared = shared.with_reconfigure(secret, book.clone());
+        }
         // New reservations are protected before any worker serves with them; the records of
         // dropped ones are freed after (until then the old engines keep them reserved).
         shared.protect_reservations(now);
@@ -414,6 +418,13 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         v.push(
             "[dhcpv6] / [[subnet6]] changed: the DHCPv6 server and its binding file are built \
              at start; needs a restart"
+                .into(),
+        );
+    }
+    if old.reconfigure.is_none() && new.reconfigure.is_some() {
+        v.push(
+            "[reconfigure] added: its key secret and per-binding book are set up at start; \
+             needs a restart (changes to an existing section reload live)"
                 .into(),
         );
     }

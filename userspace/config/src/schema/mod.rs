@@ -36,6 +36,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "host",
     "failover",
     "rate-limit",
+    "reconfigure",
     "dhcpv6",
     "subnet6",
     "api",
@@ -96,6 +97,8 @@ const SUBNET_KEYS: &[&str] = &[
     "backup-allocation-boundary",
     "shared-network",
     "deny-unknown",
+    "reconfigure-retries",
+    "reconfigure-first-retry-ms",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
@@ -143,6 +146,7 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("host", provisioning::HOST_KEYS.to_vec()),
         ("failover", crate::failover::FAILOVER_KEYS.to_vec()),
         ("rate-limit", crate::ratelimit::RATE_LIMIT_KEYS.to_vec()),
+        ("reconfigure", crate::reconfigure::RECONFIGURE_KEYS.to_vec()),
         ("api", crate::api::API_KEYS.to_vec()),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
         ("alarms", ops::ALARMS_KEYS.to_vec()),
@@ -206,6 +210,10 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         .and_then(|f| Table::open(&mut errs, &f, crate::ratelimit::RATE_LIMIT_KEYS))
         .map(|t| crate::ratelimit::read_rate_limit(&mut errs, &t))
         .unwrap_or_default();
+    let reconfigure = root
+        .get("reconfigure")
+        .and_then(|f| Table::open(&mut errs, &f, crate::reconfigure::RECONFIGURE_KEYS))
+        .map(|t| crate::reconfigure::read_reconfigure(&mut errs, &t));
     // Classes first: pools, reservations, hosts and other classes name them.
     let class_keys = provisioning::class_keys();
     let class_tables = root
@@ -414,6 +422,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     pool_rules: r.pool_rules,
                     shared_network: r.shared_network.map(|(i, _)| i),
                     deny_unknown: r.deny_unknown,
+                    reconfigure: r.reconfigure,
                 });
             }
             let lookup = SubnetLookup::build(&subnets);
@@ -425,6 +434,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 server,
                 failover,
                 rate_limit,
+                reconfigure,
                 api,
                 lease,
                 lease_spare,

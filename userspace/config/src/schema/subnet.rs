@@ -43,6 +43,7 @@ pub(super) struct RawSubnet {
     /// `shared-network`: index of the network and where it was named.
     pub(super) shared_network: Option<(usize, Loc)>,
     pub(super) deny_unknown: bool,
+    pub(super) reconfigure: crate::ReconfigureOverride,
 }
 
 /// What a subnet needs to know about the shared networks and classes read before it.
@@ -266,6 +267,7 @@ pub(super) fn read_subnet(
 
     let (backup_pct, backup_boundary) = crate::failover::read_scope_balance(errs, t, &pools);
 
+    let reconfigure = crate::reconfigure::read_override(errs, t);
     RawSubnet {
         index,
         net,
@@ -281,6 +283,7 @@ pub(super) fn read_subnet(
         pool_rules,
         shared_network,
         deny_unknown,
+        reconfigure,
     }
 }
 

@@ -21,6 +21,7 @@ mod binding;
 pub mod classes;
 mod messages;
 pub mod pools;
+pub mod reconfigure;
 mod registration;
 mod reply;
 
@@ -75,6 +76,22 @@ pub struct EngineShared {
     hosts: Registrations,
     /// Shared networks and pool locations (`pools.rs`).
     scopes: Scopes,
+    /// Server-initiated reconfiguration (`reconfigure.rs`); None = `[reconfigure]` absent.
+    pub reconf: Option<Arc<ReconfShared>>,
+    /// The daemon's generated secret and the per-slot book, kept for the next reload
+    /// whether `[reconfigure]` is on or not.
+    pub reconf_base: Option<(Arc<[u8]>, Arc<reconfigure::ReconfBook>)>,
+}
+
+/// What the engines need for reconfiguration: the key derivation, the book of the last
+/// ACK's xid and relay per slot (shared across reloads), the policy.
+pub struct ReconfShared {
+    /// Per-client reconfigure keys.
+    pub keys: reconfigure::ReconfKeys,
+    /// xid and giaddr of each binding's last ACK.
+    pub book: Arc<reconfigure::ReconfBook>,
+    /// The `[reconfigure]` section.
+    pub policy: xdhcpd_config::ReconfigureConfig,
 }
 
 impl EngineShared {
@@ -105,7 +122,23 @@ impl EngineShared {
             pool_subnet,
             failover: None,
             registrations: None,
+            reconf: None,
+            reconf_base: None,
         }
+    }
+
+    /// Turns on reconfiguration: keys from `secret`, the per-slot `book` (keep the same one
+    /// across reloads). Without `[reconfigure]` in the configuration this does nothing.
+    pub fn with_reconfigure(mut self, secret: &[u8], book: Arc<reconfigure::ReconfBook>) -> Self {
+        self.reconf_base = Some((Arc::from(secret), book.clone()));
+        if let Some(policy) = self.config.reconfigure.clone() {
+            self.reconf = Some(Arc::new(ReconfShared {
+                keys: reconfigure::ReconfKeys::new(policy.secret.as_deref().unwrap_or(secret)),
+                book,
+                policy,
+            }));
+        }
+        self
     }
 
     /// Makes the engines consult registrations (`engine/registration.rs`).
@@ -236,6 +269,9 @@ pub enum Silence {
     /// A DECLINE or RELEASE without the proof RFC 2131 asks for: our server identifier, the
     /// client's own bound address, from its hardware address (RELEASE: from that address).
     Unproven,
+    /// A DISCOVER of a binding being reconfigured: dropped, the binding deleted (the
+    /// client's next DISCOVER gets the new configuration).
+    Reconfiguring,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -282,6 +318,10 @@ pub struct Engine {
     known: bool,
     /// The pool of the address the reply announces (its settings layer), if any.
     reply_pool: Option<u32>,
+    /// The RFC 6704 reconfigure key (and replay value) the ACK hands out, if any.
+    reconf_key: Option<([u8; 16], u64)>,
+    /// The message carried option 145 with HMAC-MD5 (RFC 6704).
+    nonce_capable: bool,
 }
 
 impl Engine {
@@ -302,6 +342,8 @@ impl Engine {
             classes: ClassSet::EMPTY,
             known: false,
             reply_pool: None,
+            reconf_key: None,
+            nonce_capable: false,
         }
     }
 
@@ -412,6 +454,25 @@ impl Engine {
         } else {
             self.known = self.reg_known_or_host(&msg, &key);
         }
+        self.reconf_key = None;
+        self.nonce_capable = reconfigure::nonce_capable(sum.forcerenew_nonce);
+        if self
+            .shared
+            .reconf
+            .as_ref()
+            .is_some_and(|r| r.book.any_flagged())
+            && matches!(
+                kind,
+                MessageType::Discover
+                    | MessageType::Request
+                    | MessageType::Release
+                    | MessageType::Decline
+            )
+        {
+            if let Some(d) = self.reconfiguring(now, kind, &msg, &sum, &key, out) {
+                return d;
+            }
+        }
         match kind {
             MessageType::Discover => {
                 EngineStats::inc(&st.discovers);
@@ -515,6 +576,60 @@ impl Engine {
         self.changed.push(slot);
     }
 
+    /// The spec's event table for a binding being reconfigured: DISCOVER drops, REQUEST
+    /// (renew, rebind, init-reboot, selecting) is NAKed, RELEASE / DECLINE end silently; the
+    /// binding is deleted in every case. None: the client has no such binding.
+    fn reconfiguring(
+        &mut self,
+        now: u32,
+        kind: MessageType,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+        key: &ClientKey,
+        out: &mut [u8],
+    ) -> Option<Decision> {
+        let (slot, l) = self.shared.table.find_client(key)?;
+        if !reconfigure::is_reconfiguring(&l) || !binding::same_hw(&l, msg) {
+            return None;
+        }
+        let deleted = self.shared.table.update(slot, |l| {
+            l.client == *key && reconfigure::delete_binding(l, now)
+        });
+        if !deleted {
+            return None;
+        }
+        self.record_change(slot);
+        let st = self.stats.clone();
+        Some(match kind {
+            MessageType::Request => {
+                EngineStats::inc(&st.reconfiguring_naked);
+                let d = self.nak(msg, sum, "reconfigure: start over with DISCOVER", out);
+                // A RENEWING client (ciaddr, no relay) that FORCERENEW woke listens on its
+                // address only (dhcpcd closes its raw socket once bound): the NAK goes there,
+                // where RFC 2131 §4.1 would broadcast it, or the client would not see it and
+                // keep its dead address until rebinding.
+                let ciaddr = msg.ciaddr();
+                match d {
+                    Decision::Reply {
+                        len,
+                        kind,
+                        to: Delivery::Broadcast,
+                    } if !ciaddr.is_unspecified() => Decision::Reply {
+                        len,
+                        kind,
+                        to: Delivery::Unicast(ciaddr),
+                    },
+                    d => d,
+                }
+            }
+            MessageType::Discover => self.silent(&st.reconfiguring_dropped, Silence::Reconfiguring),
+            _ => {
+                EngineStats::inc(&st.reconfiguring_ended);
+                Decision::Silent(Silence::NoReplyExpected)
+            }
+        })
+    }
+
     /// Whether changes since the last call must be durable before replies
     /// leave; resets the flag.
     pub fn take_needs_commit(&mut self) -> bool {
@@ -541,13 +656,35 @@ impl Engine {
         }
         let pol = self.pol;
         let relay = self.relay_info;
+        // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
+        let keyed = state == LeaseState::Active
+            && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
+            && self.nonce_capable;
         let (r, changed) = self.shared.table.update_tracked(slot, |l| {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
             let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &relay);
+            if state == LeaseState::Active {
+                // A fresh binding or renewal is no longer being reconfigured.
+                l.flags &= !lease_store::FLAG_RECONFIGURING;
+                if keyed {
+                    l.flags |= lease_store::FLAG_RECONF_KEY;
+                } else {
+                    l.flags &= !lease_store::FLAG_RECONF_KEY;
+                }
+            }
             Some((secs, same_hw(l, msg)))
         });
+        if r.is_some() && state == LeaseState::Active {
+            if let Some(rc) = &self.shared.reconf {
+                rc.book.note(slot, msg.xid(), msg.giaddr());
+                if keyed {
+                    let k = rc.keys.key_for(key, addr);
+                    self.reconf_key = Some((k, u64::from(now) << 32));
+                }
+            }
+        }
         let r = r.map(|(secs, hw)| {
             self.hw_is_bindings = hw;
             secs

@@ -91,6 +91,7 @@ impl Engine {
             opt::REBINDING_TIME,
             opt::SUBNET_MASK,
             opt::RELAY_AGENT_INFO,
+            opt::AUTHENTICATION,
         ] {
             mark(c);
         }
@@ -129,6 +130,13 @@ impl Engine {
                 let mut buf = [0u8; 64];
                 let n = host_name_from_mac(prefix, msg.chaddr(), &mut buf);
                 w.option_if_room(opt::HOST_NAME, &buf[..n]);
+            }
+        }
+        // RFC 6704 §3.3.1: the client's reconfigure key, for FORCERENEW authentication.
+        if let (MessageType::Ack, Some(_), Some((key, replay))) = (kind, lease, self.reconf_key) {
+            let v = super::reconfigure::key_option(&key, replay);
+            if w.option_if_room(opt::AUTHENTICATION, &v) {
+                EngineStats::inc(&st.reconfigure_keys_sent);
             }
         }
         // Option 82 goes back unchanged, last (RFC 3046 §2.2).
