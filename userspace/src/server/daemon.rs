@@ -442,8 +442,10 @@ impl Daemon {
                 Some(s) => s,
                 None => super::reconfigure::load_or_create_secret(&cfg.server.lease_file)?,
             };
+            // Sized to the file's capacity: records a reload adds into the spare slots
+            // (live pool growth) have their entries too.
             let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
-                table.len(),
+                table.capacity(),
             ));
             // Flags kept by deferred-nak: the engines must look those clients up.
             let kept = table
