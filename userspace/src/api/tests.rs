@@ -450,6 +450,8 @@ fn live(
         metrics: true,
         alarms,
         events,
+        registrations_pg: None,
+        reconfigure: None,
     };
     let listen = Listen {
         socket: dir.join("api.sock"),
