@@ -172,7 +172,10 @@ pub fn parse_since(s: &str, now: u32) -> Result<u32, String> {
         return Err("--since: empty value (expected -3d, -12h, a Unix time or RFC 3339)".into());
     }
     let t: i64 = if let Some(rel) = s.strip_prefix('-') {
-        let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
+        // The unit is the last character, not the last byte: a request may end in any
+        // UTF-8 character (found by the control_request fuzz target: a panic on `-3m&ce\u{fffd}`).
+        let cut = rel.char_indices().last().map_or(0, |(i, _)| i);
+        let (num, unit) = rel.split_at(cut);
         let mult = match unit {
             "d" => 86_400,
             "h" => 3600,
@@ -271,6 +274,9 @@ mod tests {
         assert_eq!(parse_since("-3d", NOW), Ok(NOW - 3 * 86_400));
         assert_eq!(parse_since("-12h", NOW), Ok(NOW - 12 * 3600));
         assert_eq!(parse_since("-0s", NOW), Ok(NOW));
+        // A multi-byte last character is an error, not a panic (fuzz regression).
+        assert!(parse_since("-3m&ce\u{fffd}", NOW).is_err());
+        assert!(parse_since("-\u{e9}", NOW).is_err());
         assert_eq!(parse_since("1700000000", NOW), Ok(1_700_000_000));
         assert_eq!(parse_since("2023-11-14T22:13:20Z", NOW), Ok(1_700_000_000));
         assert_eq!(
