@@ -36,6 +36,8 @@ pub enum Capability {
     Program(&'static str),
     /// The eBPF object (XDP program) at this path, built by `cargo xtask build-ebpf`.
     EbpfObject(PathBuf),
+    /// A program outside PATH (e.g. PostgreSQL's `initdb`), from the Debian package named.
+    File(PathBuf, &'static str),
 }
 
 /// The Debian package that provides `program` (the ones `cargo xtask setup` installs, and
@@ -79,6 +81,12 @@ impl Capability {
                 format!(
                     "`{name}` on PATH (Debian package {}): run `cargo xtask setup` as root",
                     debian_package(name)
+                )
+            }),
+            Capability::File(path, package) => (!path.is_file()).then(|| {
+                format!(
+                    "{} (Debian package {package}): run `cargo xtask setup` as root",
+                    path.display()
                 )
             }),
             Capability::EbpfObject(path) => (!path.is_file()).then(|| {
