@@ -423,11 +423,8 @@ impl Driver {
                 "failover: the lease file's storage failed: leaving the partner (it serves \
                  alone, COMMUNICATIONS-INTERRUPTED) until writes succeed again"
             );
-            if let Some(l) = self.link.take() {
-                l.reader.abort();
-                drop(l.tx);
-                self.out.clear();
-                self.engine.handle_disconnected(now);
+            if self.link.is_some() {
+                self.lose_link(now);
             }
         } else {
             tracing::info!("failover: the lease file's storage works again: reconnecting");
@@ -616,16 +613,22 @@ impl Driver {
             }
             Event::Closed(gen, why) => {
                 if self.link.as_ref().is_some_and(|l| l.gen == gen) {
-                    if let Some(l) = self.link.take() {
-                        l.reader.abort();
-                    }
                     tracing::info!("failover: connection lost: {why}");
-                    self.out.clear();
-                    self.engine.handle_disconnected(now);
-                    self.next_connect = Instant::now() + redial_delay(self.role);
+                    self.lose_link(now);
                 }
             }
         }
+    }
+
+    /// The link is gone (closed by the partner, failed, or left by us): drop it, discard
+    /// what was coalesced for it, tell the engine, and redial later.
+    fn lose_link(&mut self, now: u32) {
+        if let Some(l) = self.link.take() {
+            l.reader.abort();
+        }
+        self.out.clear();
+        self.engine.handle_disconnected(now);
+        self.next_connect = Instant::now() + redial_delay(self.role);
     }
 
     fn close_link(&mut self) {
