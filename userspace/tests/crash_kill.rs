@@ -235,7 +235,7 @@ fn crash_rounds_with(mode: Mode, checkpoint_ms: Option<u64>) -> Res<()> {
         Mode::Ack => "ack".to_owned(),
         Mode::Interval => format!("interval:{INTERVAL_MS}"),
     };
-    let loadgen = loadgen_bin()?;
+    loadgen_bin()?; // built before the daemon starts
     daemon_common::xdhcpd_bin()?;
 
     let bed = Bed::new(None)?;
@@ -253,37 +253,8 @@ fn crash_rounds_with(mode: Mode, checkpoint_ms: Option<u64>) -> Res<()> {
         &[],
     )?;
 
-    let acked = bed.path("acked.log");
+    let (mut lg, acked) = spawn_acked_load(&bed, CLIENTS, RATE)?;
     let lg_json = bed.path("loadgen.json");
-    let (acked_s, json_s) = (acked.to_string_lossy(), lg_json.to_string_lossy());
-    let mut lg = bed.spawn_client(
-        "xdhcp-loadgen",
-        &loadgen.to_string_lossy(),
-        &[
-            "-i",
-            bed.cli_if(),
-            "--io",
-            "packet",
-            "--scenario",
-            "dora-renew",
-            "--clients",
-            CLIENTS,
-            "--rate",
-            RATE,
-            "--duration",
-            "3600s",
-            "--timeout-ms",
-            "300",
-            "--retries",
-            "0",
-            "--quiet",
-            "--acked-log",
-            &acked_s,
-            "--json",
-            &json_s,
-        ],
-        &bed.path("loadgen.log"),
-    )?;
     let mut reader = AckReader::new(&acked);
     let mut clients = Clients::default();
     wait_for("the first ACK in the log", Duration::from_secs(20), || {

@@ -120,7 +120,7 @@ fn storage_fault_under_dora_load_withholds_acks_recovers_and_loses_no_acked_leas
         return Ok(());
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let loadgen = loadgen_bin()?;
+    loadgen_bin()?; // built before the daemon starts
     let bed = Bed::new(None)?;
     let config = write_config(&bed, "xdhcpd.toml", "ack", LEASE_SECS, &[POOL])?;
     // The image starts sparse: ext4's metadata takes a few MiB of the tmpfs, the rest is what
@@ -144,39 +144,7 @@ fn storage_fault_under_dora_load_withholds_acks_recovers_and_loses_no_acked_leas
         return Err(format!("storage failed before any fault: {st}"));
     }
 
-    let acked = bed.path("acked.log");
-    let (acked_s, json_s) = (
-        acked.to_string_lossy().into_owned(),
-        bed.path("loadgen.json").to_string_lossy().into_owned(),
-    );
-    let mut lg = bed.spawn_client(
-        "xdhcp-loadgen",
-        &loadgen.to_string_lossy(),
-        &[
-            "-i",
-            bed.cli_if(),
-            "--io",
-            "packet",
-            "--scenario",
-            "dora-renew",
-            "--clients",
-            "1500",
-            "--rate",
-            "300",
-            "--duration",
-            "3600s",
-            "--timeout-ms",
-            "300",
-            "--retries",
-            "0",
-            "--quiet",
-            "--acked-log",
-            &acked_s,
-            "--json",
-            &json_s,
-        ],
-        &bed.path("loadgen.log"),
-    )?;
+    let (mut lg, acked) = spawn_acked_load(&bed, "1500", "300")?;
     let mut reader = AckReader::new(&acked);
     let mut latest = Latest::default();
     let mut before = 0;

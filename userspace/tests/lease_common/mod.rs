@@ -502,3 +502,43 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// Starts the loadgen in the client namespace: DORA + renew units for `clients` clients at
+/// `rate` a second until stopped, no retries (a lost answer is a lost exchange), every ACK
+/// in the bed's `acked.log` (the ground truth of the durability tests), the report in
+/// `loadgen.json`. Returns the process and the ACK log's path.
+pub fn spawn_acked_load(bed: &Bed, clients: &str, rate: &str) -> Res<(Proc, PathBuf)> {
+    let loadgen = loadgen_bin()?;
+    let acked = bed.path("acked.log");
+    let json = bed.path("loadgen.json");
+    let (acked_s, json_s) = (acked.to_string_lossy(), json.to_string_lossy());
+    let lg = bed.spawn_client(
+        "xdhcp-loadgen",
+        &loadgen.to_string_lossy(),
+        &[
+            "-i",
+            bed.cli_if(),
+            "--io",
+            "packet",
+            "--scenario",
+            "dora-renew",
+            "--clients",
+            clients,
+            "--rate",
+            rate,
+            "--duration",
+            "3600s",
+            "--timeout-ms",
+            "300",
+            "--retries",
+            "0",
+            "--quiet",
+            "--acked-log",
+            &acked_s,
+            "--json",
+            &json_s,
+        ],
+        &bed.path("loadgen.log"),
+    )?;
+    Ok((lg, acked))
+}
