@@ -21,6 +21,7 @@
 //! the guards that undo the run's changes), `sample` (CPU and link counters), `machine` (the
 //! machine and the time of the run), `analysis`, `report` and `svg` (figures, text, plots).
 
+mod ab;
 mod analysis;
 mod loadgen;
 mod machine;
@@ -76,6 +77,14 @@ pub struct BenchArgs {
     /// The soak's rate (DORA+renew units per second) instead of half the measured maximum.
     #[arg(long)]
     pub soak_rate: Option<u64>,
+    /// Instead of the comparison: this many rounds of paired measurements of `--systems`
+    /// (each round: every system once, rotated order; closed-loop DORA/s and server CPU per
+    /// DORA at `--ab-rate`), ratios to the first system listed (`bench/ab.rs`).
+    #[arg(long)]
+    pub ab_rounds: Option<usize>,
+    /// The open-loop rate of `--ab-rounds` (DORA/s; below every system's maximum).
+    #[arg(long, default_value_t = 30_000)]
+    pub ab_rate: u64,
     /// Profile both cores with `perf record -a -g` at the max sustained rate of
     /// the ceiling and of xdhcpd XDP (report text in the results folder).
     #[arg(long)]
@@ -283,6 +292,30 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     };
 
+    if let Some(rounds) = args.ab_rounds {
+        if systems.len() < 2 || rounds == 0 {
+            bail!("--ab-rounds needs at least two --systems (the first is the base) and one round");
+        }
+        let table = ctx.ab(&systems, rounds, args.ab_rate)?;
+        drop(ctx);
+        let command = format!(
+            "cargo xtask {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        );
+        let text = format!(
+            "{}: `{command}`, {rounds} rounds, {} s per point; load average before {load_before}, after {}\n\n{table}",
+            stamp.0,
+            secs,
+            load_average()
+        );
+        fs::write(out.join("ab.md"), &text)
+            .with_context(|| format!("writing {}", out.join("ab.md").display()))?;
+        println!(
+            "\n================ cargo xtask bench --ab-rounds: results ================\n{text}"
+        );
+        println!("== results in {}", out.display());
+        return Ok(());
+    }
     if let Some(minutes) = args.soak {
         let mut ctx = ctx;
         let r = ctx.soak(minutes, args.soak_rate);
@@ -333,6 +366,18 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         (
             "xdhcpd XDP (interval:10) / Kea".to_string(),
             ratio(dora(System::XdpInterval), dora(System::Kea)),
+        ),
+        (
+            "xdhcpd XDP (ack): event log + /metrics on / off".to_string(),
+            ratio(dora(System::XdpEvents), x),
+        ),
+        (
+            "xdhcpd XDP (ack): rate limits on / off".to_string(),
+            ratio(dora(System::XdpRateLimit), x),
+        ),
+        (
+            "xdhcpd XDP (ack): 20 classes + 1M registrations / plain".to_string(),
+            ratio(dora(System::XdpProv), x),
         ),
         (
             "xdhcpd renew (closed loop) / DORA, commit=ack".to_string(),

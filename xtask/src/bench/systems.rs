@@ -22,6 +22,11 @@ pub enum System {
     XdpAck,
     /// XDP, commit=ack, with the lease event log on (its cost against `XdpAck`).
     XdpEvents,
+    /// XDP, commit=ack, with the XDP program's per-client token buckets on (issue 12's cost).
+    XdpRateLimit,
+    /// XDP, commit=ack, 20 classes, a shared network, deny-unknown and 1,000,000
+    /// registrations (issue 10's cost).
+    XdpProv,
     XdpInterval,
     Udp,
     Kea,
@@ -29,10 +34,12 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 9] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
+        System::XdpRateLimit,
+        System::XdpProv,
         System::XdpInterval,
         System::Udp,
         System::Kea,
@@ -44,6 +51,8 @@ impl System {
             System::Ceiling => "ceiling",
             System::XdpAck => "xdhcpd-xdp",
             System::XdpEvents => "xdhcpd-xdp-events",
+            System::XdpRateLimit => "xdhcpd-xdp-ratelimit",
+            System::XdpProv => "xdhcpd-xdp-prov",
             System::XdpInterval => "xdhcpd-xdp-interval",
             System::Udp => "xdhcpd-udp",
             System::Kea => "kea",
@@ -56,6 +65,10 @@ impl System {
             System::Ceiling => "raw ceiling (XDP→AF_XDP echo)",
             System::XdpAck => "xdhcpd XDP, commit=ack",
             System::XdpEvents => "xdhcpd XDP, commit=ack, event log on, /metrics scraped 1/s",
+            System::XdpRateLimit => "xdhcpd XDP, commit=ack, per-client rate limit in XDP",
+            System::XdpProv => {
+                "xdhcpd XDP, commit=ack, 20 classes, shared network, 1M registrations"
+            }
             System::XdpInterval => "xdhcpd XDP, commit=interval:10",
             System::Udp => "xdhcpd --io udp, commit=ack",
             System::Kea => "Kea 2.2 (MT 2 threads, memfile, raw)",
@@ -68,6 +81,8 @@ impl System {
             System::Ceiling => "#555555",
             System::XdpAck => "#d62728",
             System::XdpEvents => "#8c564b",
+            System::XdpRateLimit => "#e377c2",
+            System::XdpProv => "#17becf",
             System::XdpInterval => "#ff7f0e",
             System::Udp => "#9467bd",
             System::Kea => "#1f77b4",
@@ -94,7 +109,9 @@ impl System {
         let (start, max, clients, renew_clients, concurrency) = match self {
             System::Ceiling => (25_000, 1_600_000, 50_000, 50_000, 256),
             // commit=ack waits for the disk once per batch: a lower start.
-            System::XdpAck | System::XdpEvents => (2_000, 800_000, 50_000, 50_000, 256),
+            System::XdpAck | System::XdpEvents | System::XdpRateLimit | System::XdpProv => {
+                (2_000, 800_000, 50_000, 50_000, 256)
+            }
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
             System::Kea => (1_000, 64_000, 16_000, 8_000, 64),
@@ -120,7 +137,12 @@ impl System {
     pub(super) fn is_xdhcpd(self) -> bool {
         matches!(
             self,
-            System::XdpAck | System::XdpEvents | System::XdpInterval | System::Udp
+            System::XdpAck
+                | System::XdpEvents
+                | System::XdpRateLimit
+                | System::XdpProv
+                | System::XdpInterval
+                | System::Udp
         )
     }
 }
@@ -160,6 +182,112 @@ router = ["{SERVER_IP}"]
 range = "{POOL_FIRST}-{POOL_LAST}"
 "#
     )
+}
+
+/// Per-client token buckets in the XDP program, set well above what one simulated client
+/// sends (a DORA is two requests; 50,000 clients at the sweep's top rate send a few a second),
+/// so the run measures what the check costs, not what it drops.
+const RATE_LIMIT_SECTION: &str = "
+[rate-limit]
+client-rate = 50
+client-burst = 100
+relay-rate = 1000000
+circuit-rate = 1000000
+";
+
+/// Registrations written for `xdhcpd-xdp-prov`: every loadgen client the bench can use
+/// (MACs `02:4c:..`, the loadgen's default salt) plus filler MACs (`02:4d:..`) up to this
+/// many in all.
+const PROV_REGISTRATIONS: u32 = 1_000_000;
+/// Loadgen client indices registered (the sweep's and the renew run's clients are below).
+const PROV_LOADGEN_CLIENTS: u32 = 100_000;
+
+/// The plain bench configuration turned into a provisioning one: the bench subnet in a shared
+/// network with a second subnet, 20 classes of every matcher kind evaluated for each message
+/// (the loadgen's clients match the `registered` group and `hw-prefix` ones, none of the
+/// option-based ones), the bench pool open only to registered clients (`deny-unknown`), and
+/// the registration store the run imports 1,000,000 registrations into.
+fn prov_config(plain: &str, registrations: &Path, socket: &Path) -> String {
+    let mut t = plain.replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ncontrol-socket = \"{}\"\nregistration-file = \"{}\"\n",
+            socket.display(),
+            registrations.display()
+        ),
+        1,
+    );
+    let classes = [
+        ("registered", "group = \"registered\"\nboot-file = \"bench.cfg\""),
+        ("docsis10", "vendor-class-prefix = \"docsis1.0:\"\nboot-file = \"d10.cfg\""),
+        ("docsis", "vendor-class-prefix = \"docsis\"\nboot-file = \"d3.cfg\""),
+        ("pktc", "vendor-class-prefix = \"pktc1.0:\"\nboot-file = \"mta.bin\""),
+        ("meter", "vendor-class-prefix = \"meter\"\ndefault-time = 86400"),
+        ("msft", "vendor-class = \"MSFT 5.0\""),
+        ("tr069", "vendor-class-contains = \"dslforum.org\"\noption-43 = [{ code = 1, text = \"http://acs.example.com:7547/\" }]"),
+        ("android", "vendor-class-contains = \"android\""),
+        ("iptv", "user-class = \"iptv\""),
+        ("voip", "user-class-prefix = \"voip\""),
+        ("circuit-a", "circuit-id = \"ge-0/0/1.100\""),
+        ("circuit-b", "circuit-id = \"ge-0/0/2.100\""),
+        ("subscriber", "subscriber-id = \"sub-0001\""),
+        ("modem", "remote-id-is-chaddr = true"),
+        ("cid", "client-id = \"01aabbccddeeff\""),
+        ("oui-bench", "hw-prefix = \"02:4c\"\nntp-servers = [\"10.78.0.1\"]"),
+        ("oui-cisco", "hw-prefix = \"00:1b:54\""),
+        ("oui-arris", "hw-prefix = \"00:1d:ce\""),
+        ("relayed", "giaddr = \"10.200.0.0/16\""),
+        ("known", "known = true\ndomain-name = \"bench.example\""),
+    ];
+    let mut head = String::new();
+    for (name, body) in classes {
+        head.push_str(&format!("\n[[class]]\nname = \"{name}\"\n{body}\n"));
+    }
+    head.push_str("\n[[shared-network]]\nname = \"bench-link\"\ndns-servers = [\"10.78.0.1\"]\n");
+    // Classes and the shared network before the first subnet; the bench subnet joins the
+    // network and its pool takes registered clients only.
+    t = t.replacen(
+        "[[subnet]]\n",
+        &format!("{head}\n[[subnet]]\nshared-network = \"bench-link\"\n"),
+        1,
+    );
+    t = t.replacen(
+        &format!("range = \"{POOL_FIRST}-{POOL_LAST}\"\n"),
+        &format!(
+            "range = \"{POOL_FIRST}-{POOL_LAST}\"\nallow = [\"registered\"]\ndeny-unknown = true\n"
+        ),
+        1,
+    );
+    t.push_str(
+        "\n[[subnet]]\ncidr = \"10.79.0.0/16\"\nshared-network = \"bench-link\"\n\n\
+         [[subnet.pool]]\nrange = \"10.79.1.0-10.79.1.255\"\nallow = [\"meter\", \"pktc\"]\n",
+    );
+    t
+}
+
+/// The CSV the prov run imports: the loadgen's clients first, then filler.
+fn write_registrations(path: &Path) -> Result<()> {
+    use std::io::Write as _;
+    let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let write = |w: &mut std::io::BufWriter<fs::File>| -> std::io::Result<()> {
+        writeln!(w, "mac,group")?;
+        for i in 0..PROV_REGISTRATIONS {
+            let (salt, idx) = if i < PROV_LOADGEN_CLIENTS {
+                (0x4c, i)
+            } else {
+                (0x4d, i)
+            };
+            let b = idx.to_be_bytes();
+            writeln!(
+                w,
+                "02:{salt:02x}:{:02x}:{:02x}:{:02x}:{:02x},registered",
+                b[0], b[1], b[2], b[3]
+            )?;
+        }
+        w.flush()
+    };
+    write(&mut w).with_context(|| format!("writing {}", path.display()))
 }
 
 fn kea_config(leases: &Path) -> Value {
@@ -250,6 +378,47 @@ impl Ctx {
         )
     }
 
+    /// Imports the prov run's registrations through the daemon's API once its control socket
+    /// is up (the probe only gets ACKs afterwards: the pool denies unknown clients).
+    fn import_registrations(&self, server: &mut Proc) -> Result<()> {
+        let sock = self.work.join("ctl.sock");
+        let csv = self.work.join("registrations.csv");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            check_interrupt()?;
+            if !server.running() || t0.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "no control socket {} within 30 s; the server's log:\n{}",
+                    sock.display(),
+                    server.log_tail()
+                );
+            }
+            nap(Duration::from_millis(100))?;
+        }
+        let t1 = Instant::now();
+        let out = std::process::Command::new(&self.daemon)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&sock)
+            .args(["registrations", "import"])
+            .arg(&csv)
+            .output()
+            .context("running xdhcpd ctl registrations import")?;
+        if !out.status.success() {
+            bail!(
+                "importing {} registrations failed: {}{}",
+                PROV_REGISTRATIONS,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        eprintln!(
+            "   imported {PROV_REGISTRATIONS} registrations in {:.1} s",
+            t1.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
     pub(super) fn start_server(&self, sys: System) -> Result<Proc> {
         let w = &self.work;
         let key = sys.key();
@@ -263,7 +432,12 @@ impl Ctx {
                     .arg(w.join("ceiling-stats.json"));
                 libc::SIGINT
             }
-            System::XdpAck | System::XdpEvents | System::XdpInterval | System::Udp => {
+            System::XdpAck
+            | System::XdpEvents
+            | System::XdpRateLimit
+            | System::XdpProv
+            | System::XdpInterval
+            | System::Udp => {
                 let commit = if sys == System::XdpInterval {
                     "interval:10"
                 } else {
@@ -275,6 +449,13 @@ impl Ctx {
                     text = text
                         .replace("default-time = 3600", &format!("default-time = {l}"))
                         .replace("min-time = 60", &format!("min-time = {l}"));
+                }
+                if sys == System::XdpRateLimit {
+                    text.push_str(RATE_LIMIT_SECTION);
+                }
+                if sys == System::XdpProv {
+                    text = prov_config(&text, &w.join("registrations"), &w.join("ctl.sock"));
+                    write_registrations(&w.join("registrations.csv"))?;
                 }
                 if sys == System::XdpEvents {
                     // The operations cost: the control socket where the scraper finds it
@@ -346,6 +527,9 @@ impl Ctx {
         };
         eprintln!("+ {}", util::display(&c));
         let mut p = Proc::spawn(c, sys.label(), &log, signal)?;
+        if sys == System::XdpProv {
+            self.import_registrations(&mut p)?;
+        }
         self.probe(sys, &mut p)?;
         if sys == System::XdpEvents {
             // Prometheus' way: one scrape a second for the whole run, each status code logged
@@ -382,5 +566,20 @@ mod tests {
         assert_eq!(k["Dhcp4"]["multi-threading"]["thread-pool-size"], 2);
         assert_eq!(k["Dhcp4"]["interfaces-config"]["dhcp-socket-type"], "raw");
         assert!(dhcpd_config().contains("ping-check false;"));
+    }
+
+    #[test]
+    fn prov_config_has_20_classes_a_shared_network_and_registered_only_pool() {
+        let t = prov_config(
+            &xdhcpd_config("ack"),
+            Path::new("/w/regs"),
+            Path::new("/w/ctl.sock"),
+        );
+        assert_eq!(t.matches("[[class]]").count(), 20);
+        assert_eq!(t.matches("shared-network = \"bench-link\"").count(), 2);
+        assert!(t.contains("registration-file = \"/w/regs\""));
+        assert!(t.contains("allow = [\"registered\"]\ndeny-unknown = true"));
+        // The classes come before the first subnet (TOML array-of-tables order).
+        assert!(t.find("[[class]]") < t.find("[[subnet]]"));
     }
 }

@@ -1,0 +1,198 @@
+//! `cargo xtask bench --ab-rounds N --systems A,B,...`: the cost of a feature as paired
+//! comparisons. A single sweep per system moves by a factor of √2 between neighbouring
+//! points and this 2-core VM drifts between minutes, so one run's "max sustained" of two
+//! systems can differ by ±30% with no code difference at all. Here every round measures each
+//! system once, in a rotated order, at the same two loads:
+//!
+//! * a closed loop of DORAs (256 outstanding): throughput with the server saturated;
+//! * an open loop at one fixed rate (`--ab-rate`, below every system's maximum): server CPU
+//!   seconds per DORA at equal work, which the loadgen's own limit does not hide.
+//!
+//! The report gives each system's median and, per round, its ratio to the first system
+//! measured in the same round (paired), with the median and spread of those ratios.
+
+use anyhow::{bail, Result};
+
+use super::analysis::fmt_rate;
+use super::loadgen::Load;
+use super::process::check_interrupt;
+use super::systems::System;
+use super::Ctx;
+
+/// One system in one round.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct AbSample {
+    /// Closed loop DORA/s.
+    pub closed: f64,
+    /// Server CPU µs per DORA in the open-loop point.
+    pub cpu_us: Option<f64>,
+    /// ACKed share of the open-loop point (so a point the system could not carry shows).
+    pub open_loss_pct: f64,
+}
+
+pub(super) fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Round `r`'s order: the list rotated by `r`, so no system is always first or last.
+pub(super) fn round_order(systems: &[System], r: usize) -> Vec<System> {
+    let n = systems.len();
+    (0..n).map(|i| systems[(i + r) % n]).collect()
+}
+
+impl Ctx {
+    fn ab_once(&self, sys: System, rate: u64) -> Result<AbSample> {
+        let sc = sys.scale(false);
+        // Every round starts from an empty lease file (and registration store).
+        let key = sys.key();
+        if let Ok(rd) = std::fs::read_dir(&self.work) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{key}-leases.db"))
+                    || n.starts_with("registrations") && !n.ends_with(".csv")
+                {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+        let mut server = self.start_server(sys)?;
+        let pid = Some(server.pid());
+        let closed = self.point(
+            sys,
+            &Load::closed("dora", sc.clients, sc.concurrency, self.secs),
+            pid,
+            None,
+        )?;
+        let open = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
+        if !server.running() {
+            bail!(
+                "{} exited during the round; its log:\n{}",
+                sys.label(),
+                server.log_tail()
+            );
+        }
+        drop(server);
+        Ok(AbSample {
+            closed: closed.achieved,
+            cpu_us: open.server_cpu_s_per_exchange.map(|s| s * 1e6),
+            open_loss_pct: open.loss_pct,
+        })
+    }
+
+    /// Runs the rounds and prints the report; returns it as Markdown.
+    pub(super) fn ab(&self, systems: &[System], rounds: usize, rate: u64) -> Result<String> {
+        let mut samples: Vec<Vec<AbSample>> = vec![Vec::new(); systems.len()];
+        for r in 0..rounds {
+            for sys in round_order(systems, r) {
+                check_interrupt()?;
+                let i = systems.iter().position(|s| *s == sys).unwrap_or(0);
+                let s = self.ab_once(sys, rate)?;
+                println!(
+                    "   round {}/{rounds} {:<22} closed DORA {:>9}/s   at {}/s: {} µs CPU per DORA, loss {:.2}%",
+                    r + 1,
+                    sys.key(),
+                    fmt_rate(s.closed),
+                    fmt_rate(rate as f64),
+                    s.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+                    s.open_loss_pct
+                );
+                samples[i].push(s);
+            }
+        }
+        Ok(report(systems, &samples, rate))
+    }
+}
+
+fn report(systems: &[System], samples: &[Vec<AbSample>], rate: u64) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "| system | closed-loop DORA/s, median of {} | ratio to {} (paired, median; min-max) | server CPU µs per DORA at {}/s, median | ratio to {} (paired, median; min-max) |\n|---|---:|---:|---:|---:|\n",
+        samples.first().map_or(0, Vec::len),
+        systems[0].key(),
+        fmt_rate(rate as f64),
+        systems[0].key(),
+    ));
+    let base = &samples[0];
+    for (i, sys) in systems.iter().enumerate() {
+        let s = &samples[i];
+        let mut closed: Vec<f64> = s.iter().map(|x| x.closed).collect();
+        let mut cpu: Vec<f64> = s.iter().filter_map(|x| x.cpu_us).collect();
+        let mut rc: Vec<f64> = s
+            .iter()
+            .zip(base)
+            .filter(|(_, b)| b.closed > 0.0)
+            .map(|(x, b)| x.closed / b.closed)
+            .collect();
+        let mut ru: Vec<f64> = s
+            .iter()
+            .zip(base)
+            .filter_map(|(x, b)| Some(x.cpu_us? / b.cpu_us?))
+            .collect();
+        let spread = |v: &[f64]| match (v.first(), v.last()) {
+            (Some(a), Some(b)) => format!("{a:.2}-{b:.2}"),
+            _ => "-".into(),
+        };
+        let rcm = median(&mut rc);
+        let rum = median(&mut ru);
+        o.push_str(&format!(
+            "| {} | {} | {} ({}) | {} | {} ({}) |\n",
+            sys.key(),
+            median(&mut closed).map_or("-".into(), fmt_rate),
+            rcm.map_or("-".into(), |r| format!("{r:.3}")),
+            spread(&rc),
+            median(&mut cpu).map_or("-".into(), |c| format!("{c:.2}")),
+            rum.map_or("-".into(), |r| format!("{r:.3}")),
+            spread(&ru),
+        ));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ab_rounds_rotate_and_medians_pair() {
+        let s = [System::XdpAck, System::XdpEvents, System::XdpProv];
+        assert_eq!(round_order(&s, 0), s.to_vec());
+        assert_eq!(
+            round_order(&s, 1),
+            vec![System::XdpEvents, System::XdpProv, System::XdpAck]
+        );
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+        let a = AbSample {
+            closed: 100.0,
+            cpu_us: Some(10.0),
+            open_loss_pct: 0.0,
+        };
+        let b = AbSample {
+            closed: 90.0,
+            cpu_us: Some(11.0),
+            open_loss_pct: 0.0,
+        };
+        let t = report(&s[..2], &[vec![a, a], vec![b, b]], 40_000);
+        assert!(
+            t.contains(
+                "| xdhcpd-xdp-events | 90.0 | 0.900 (0.90-0.90) | 11.00 | 1.100 (1.10-1.10) |"
+            ),
+            "{t}"
+        );
+    }
+}
