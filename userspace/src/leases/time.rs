@@ -40,17 +40,18 @@ pub fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
-/// `2026-11-22T10:00:00Z` for unix seconds.
-pub fn iso8601(unix: u64) -> String {
+/// (year, month, day, hour, minute, second) of unix seconds, UTC.
+pub fn civil(unix: u64) -> (i64, u32, u32, u64, u64, u64) {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `2026-11-22T10:00:00Z` for unix seconds.
+pub fn iso8601(unix: u64) -> String {
+    let (y, m, d, h, mi, s) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 #[cfg(test)]

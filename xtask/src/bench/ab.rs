@@ -50,7 +50,7 @@ pub(super) fn round_order(systems: &[System], r: usize) -> Vec<System> {
 }
 
 impl Ctx {
-    fn ab_once(&self, sys: System, rate: u64) -> Result<AbSample> {
+    fn ab_once(&self, sys: System, rate: u64, round: usize) -> Result<AbSample> {
         let sc = sys.scale(false);
         // Every round starts from an empty lease file (and registration store).
         let key = sys.key();
@@ -86,6 +86,16 @@ impl Ctx {
             );
         }
         drop(server);
+        // The server's log and exit statistics beside the loadgen reports (drops by reason).
+        for (from, to) in [
+            (format!("{key}.log"), format!("{key}-r{round}.log")),
+            (
+                format!("{key}-stats.json"),
+                format!("{key}-r{round}-stats.json"),
+            ),
+        ] {
+            let _ = std::fs::copy(self.work.join(from), self.raw.join(to));
+        }
         Ok(AbSample {
             closed: closed.achieved,
             cpu_us: open.server_cpu_s_per_exchange.map(|s| s * 1e6),
@@ -100,7 +110,7 @@ impl Ctx {
             for sys in round_order(systems, r) {
                 check_interrupt()?;
                 let i = systems.iter().position(|s| *s == sys).unwrap_or(0);
-                let s = self.ab_once(sys, rate)?;
+                let s = self.ab_once(sys, rate, r + 1)?;
                 println!(
                     "   round {}/{rounds} {:<22} closed DORA {:>9}/s   at {}/s: {} µs CPU per DORA, loss {:.2}%",
                     r + 1,
