@@ -20,9 +20,18 @@
 //! layout published and the records listed free) before the new engine is published, so a
 //! worker sees a new pool only once its records are ready. Refused as needing a restart: a
 //! pool removed, shrunk or moved, a pool inserted before existing ones (pools are numbered in
-//! file order, and the numbers of running pools cannot change), more new addresses than the
-//! spare records, and any pool change with `[failover]` (the partners' split of each pool is
-//! set up at start).
+//! file order, and the numbers of running pools cannot change), and more new addresses than
+//! the spare records.
+//!
+//! With `[failover]` the same growth applies, on each partner by its own reload. The new
+//! records start as on a fresh start of a pair: FREE, owned by the primary, so the secondary
+//! gives none of them out until the primary has granted it its share (BACKUP). The failover
+//! driver notices the table grew (`failover/driver.rs`, `follow_growth`): the balancer learns
+//! the new ranges, the primary grants the backup its share at once, and both ask the partner
+//! for its unacknowledged updates (UPDREQ). While only one side has reloaded, the other
+//! refuses updates for the new addresses (BNDACK reject reason 1, illegal IP address:
+//! counted, logged once a minute) and the sender sends them again after the partner's
+//! reload (its UPDREQ) or a backoff; the pair stays NORMAL.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,13 +254,8 @@ impl Reloader {
         let mut reasons = needs_restart(current, &cfg);
         let pools = pool_specs(&cfg);
         if current.pool_specs() != cfg.pool_specs() && reasons.is_empty() {
-            if cfg.failover.is_some() {
-                reasons.push(
-                    "pools changed with [failover] configured: the partners' split of each \
-                     pool is set up at start; needs a restart"
-                        .into(),
-                );
-            } else if let Err(e) = old.table.growth_for(&pools) {
+            // With [failover] too: the failover driver follows the growth (module docs).
+            if let Err(e) = old.table.growth_for(&pools) {
                 reasons.push(pool_refusal(&e));
             }
         }
