@@ -467,6 +467,15 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
             s.connections
         ),
     );
+    if s.refused_not_in_pool + s.partner_refused_not_in_pool > 0 {
+        line(
+            "not in a pool",
+            format!(
+                "refused by us {}, by the partner {} ({} waiting for the partner's reload)",
+                s.refused_not_in_pool, s.partner_refused_not_in_pool, s.waiting_for_partner_pool
+            ),
+        );
+    }
     o
 }
 
