@@ -102,6 +102,8 @@ const COALESCE_BYTES: usize = 64 * 1024;
 pub(crate) struct Driver {
     /// The lease event log's end: records the partner's updates changed.
     pub events: Option<crate::events::EventTap>,
+    /// The pools' balance settings as the last accepted reload left them (read on growth).
+    pub pool_balance: Option<super::PoolBalanceCell>,
     pub engine: FailoverEngine,
     pub table: Arc<LeaseTable>,
     pub cell: Arc<PolicyCell>,
@@ -267,6 +269,7 @@ impl Driver {
         (
             Driver {
                 events: None,
+                pool_balance: None,
                 engine,
                 table,
                 cell,
@@ -474,6 +477,10 @@ impl Driver {
             return;
         }
         self.table_len = len;
+        if let Some(c) = &self.pool_balance {
+            // The new pools' settings (the reload wrote them before growing the table).
+            self.cfg.pools = c.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        }
         let added = self.balance.learn_pools(&self.cfg, &self.table);
         tracing::info!(
             "failover: the lease table grew to {len} address(es) ({added} new pool(s)); \
