@@ -184,14 +184,20 @@ fn pool_added_by_reload_failover_primary_first_secondary_gets_its_share() {
     assert!(s.nodes[0].sync.absent_at_partner() >= granted);
     // Clients go on for a minute with only the primary serving the new addresses.
     run_checked(&mut s, 60, &mut seen);
-    assert_eq!(seen.secondary_new_grants, 0, "secondary served an address it has no pool for");
+    assert_eq!(
+        seen.secondary_new_grants, 0,
+        "secondary served an address it has no pool for"
+    );
     assert!(
         (0..POOL).any(|k| k >= OLD && s.nodes[0].lease(k).state == LeaseState::Active),
         "the primary served the new pool"
     );
     // The secondary reloads: it asks for what it refused (UPDREQ) and has its share at once,
     // before the primary's own retry is due.
-    let due = s.nodes[0].sync.absent_retry_at().expect("a retry is planned");
+    let due = s.nodes[0]
+        .sync
+        .absent_retry_at()
+        .expect("a retry is planned");
     assert!(
         due > s.nodes[0].now(s.t) + 20,
         "the primary's retry is due within the window: {due} at {}",
@@ -246,7 +252,11 @@ fn pool_added_by_reload_failover_secondary_first_gets_its_share_from_the_primary
     assert!(granted >= 4, "primary granted {granted} new addresses");
     run_until(&mut s, 30, |s| backups(s, 1, OLD..POOL) >= granted);
     check(&s);
-    assert_eq!(refused0, refused(&s), "updates refused with both sides reloaded");
+    assert_eq!(
+        refused0,
+        refused(&s),
+        "updates refused with both sides reloaded"
+    );
     run_checked(&mut s, 600, &mut seen);
     assert!(seen.secondary_new_grants > 0, "{}", s.log_tail());
     assert_converged(&mut s);

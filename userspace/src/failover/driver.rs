@@ -865,7 +865,9 @@ impl Driver {
                              more refused since the last line)",
                             sent.addr,
                             sent.status,
-                            self.sync.absent_retry_at().map_or_else(String::new, fmt_time)
+                            self.sync
+                                .absent_retry_at()
+                                .map_or_else(String::new, fmt_time)
                         );
                     }
                 } else {
@@ -918,10 +920,7 @@ impl Driver {
             table: &self.table,
             dirty,
         };
-        let r = self
-            .sync
-            .apply(&mut store, now, b)
-            .map(|_| ());
+        let r = self.sync.apply(&mut store, now, b).map(|_| ());
         match &r {
             Err((RejectReason::IllegalIpAddress, why)) => {
                 self.refused_not_in_pool += 1;

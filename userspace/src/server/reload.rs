@@ -850,8 +850,15 @@ mod tests {
         let fo = failover_section(keys.path());
         let base = text("10.0.0.53", false, "eth0", false);
         let b = bed_from(&format!("{base}{fo}"), 64);
-        let cell: crate::failover::PoolBalanceCell =
-            Arc::new(Mutex::new(b.reloader.config().failover.as_ref().expect("fo").pools.clone()));
+        let cell: crate::failover::PoolBalanceCell = Arc::new(Mutex::new(
+            b.reloader
+                .config()
+                .failover
+                .as_ref()
+                .expect("fo")
+                .pools
+                .clone(),
+        ));
         b.reloader.set_failover_pools(cell.clone());
         assert_eq!(cell.lock().expect("cell").len(), 1);
         // A new pool (in a new subnet at the end, with its own backup-pct): accepted live.
@@ -861,7 +868,10 @@ mod tests {
             base
         );
         b.write(&more);
-        let rep = b.reloader.reload().expect("a new pool with [failover] is accepted");
+        let rep = b
+            .reloader
+            .reload()
+            .expect("a new pool with [failover] is accepted");
         assert!(
             rep.changes
                 .iter()
@@ -870,25 +880,32 @@ mod tests {
             rep.changes
         );
         let table = b.cell.load().table.clone();
-        let s = table.slot_of(Ipv4Addr::new(10, 0, 1, 10)).expect("new record");
+        let s = table
+            .slot_of(Ipv4Addr::new(10, 0, 1, 10))
+            .expect("new record");
         // As on a fresh start of a pair: FREE, the primary's.
         assert_eq!(table.read(s).state, LeaseState::Free);
         let pools = cell.lock().expect("cell").clone();
         assert_eq!(
-            pools.iter().map(|p| (p.pool_id, p.backup_pct)).collect::<Vec<_>>(),
+            pools
+                .iter()
+                .map(|p| (p.pool_id, p.backup_pct))
+                .collect::<Vec<_>>(),
             vec![(0, None), (1, Some(20))]
         );
         // A running pool's balance settings and the relationship itself need a restart.
         b.write(&more.replace("backup-pct = 20", "backup-pct = 30"));
         let e = b.reloader.reload().expect_err("balance of a running pool");
         assert!(
-            e.to_string().contains("pool 1: its subnet's failover balance"),
+            e.to_string()
+                .contains("pool 1: its subnet's failover balance"),
             "{e}"
         );
         b.write(&more.replace("mclt = 60", "mclt = 90"));
         let e = b.reloader.reload().expect_err("relationship changed");
         assert!(
-            e.to_string().contains("[failover] changed: the failover relationship"),
+            e.to_string()
+                .contains("[failover] changed: the failover relationship"),
             "{e}"
         );
         assert_eq!(b.cell.generation(), 1);

@@ -172,7 +172,9 @@ impl Sim {
                 .is_some_and(|e| e.state() == ServerState::Normal && e.communications_ok())
         {
             let g = self.grant_share(i);
-            self.note(format!("node{i}: granted {g} new address(es) to the backup"));
+            self.note(format!(
+                "node{i}: granted {g} new address(es) to the backup"
+            ));
         }
         self.drain(i);
     }
