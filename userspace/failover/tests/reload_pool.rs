@@ -277,6 +277,7 @@ fn pool_added_by_reload_failover_refused_updates_are_retried_with_backoff() {
     // 20, 40, ... up to 300), not at every 10-second scan (that would be 60 rounds).
     run_checked(&mut s, 600, &mut seen);
     let rounds = (refused(&s) - first) / granted;
+    eprintln!("reload pool: {rounds} retry rounds of {granted} refused grants in 600 s");
     assert!(
         (3..=7).contains(&rounds),
         "{rounds} retry rounds in 600 s (waits {ABSENT_WAIT_MIN}..{ABSENT_WAIT_MAX} s)"
