@@ -346,7 +346,9 @@ impl Harness {
                 Action::BindingAcked { sent, .. } => {
                     self.sync.acked(&mut self.store, &sent);
                 }
-                Action::BindingRejected { sent, .. } => self.sync.refused(&sent),
+                Action::BindingRejected { sent, reason, .. } => {
+                    self.sync.refused(&sent, reason, now);
+                }
                 Action::SendBindings { all } => {
                     self.sync
                         .send_bindings(&mut self.engine, now, now, &self.store, all);

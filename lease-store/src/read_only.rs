@@ -21,6 +21,12 @@ use crate::table::PoolStats;
 /// that died mid-update leaves one so; the daemon repairs it at its next open).
 const MAX_SPINS: u32 = 1 << 20;
 
+/// How long [`ReadOnlyTable::open`] retries a header that does not validate (a running daemon's
+/// reload may be rewriting it: `LeaseTable::grow` writes the fixed fields, checksum included,
+/// in one 64-byte store that a concurrent `read(2)` can see half done).
+pub const HEADER_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+const HEADER_RETRY_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A lease file mapped read-only, without the file's lock.
 pub struct ReadOnlyTable {
     path: PathBuf,
@@ -40,8 +46,22 @@ impl std::fmt::Debug for ReadOnlyTable {
 
 impl ReadOnlyTable {
     /// Opens `path` read-only: the header is checked as [`FileHeader::read`] checks it (read
-    /// with `read(2)`, not through the mapping), then the records are mapped read-only.
+    /// with `read(2)`, not through the mapping), then the records are mapped read-only. A
+    /// header that does not validate is read again for up to [`HEADER_SETTLE`] (a daemon's
+    /// reload growing the file may be rewriting it) before its error is returned.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Format { .. }) if start.elapsed() < HEADER_SETTLE => {
+                    std::thread::sleep(HEADER_RETRY_GAP);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let header = FileHeader::read(path)?;
         let geo = Geometry::new(&header.extents).map_err(|m| StoreError::format(path, m))?;
         let file = File::open(path).map_err(|e| StoreError::io(path, "open", e))?;
@@ -274,5 +294,74 @@ mod tests {
         let bad = dir.path().join("bad.db");
         std::fs::write(&bad, b"not a lease file").unwrap();
         assert!(ReadOnlyTable::open(&bad).is_err());
+    }
+
+    /// Writes `bytes` at `off` of `path` in place (as the daemon's mapping does).
+    fn poke(path: &std::path::Path, off: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, off).unwrap();
+    }
+
+    #[test]
+    fn read_only_open_retries_a_header_that_a_reload_growth_is_rewriting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 0, 0, 1),
+            last: Ipv4Addr::new(10, 0, 0, 16),
+        }];
+        let opts = OpenOptions {
+            spare: 16,
+            ..OpenOptions::default()
+        };
+        let (t, _) = LeaseTable::open(&path, &pools, &opts).unwrap();
+        // The fixed fields half rewritten (the checksum of another version): what a
+        // `read(2)` racing `LeaseTable::grow`'s header store can see.
+        let good = std::fs::read(&path).unwrap()[40..44].to_vec();
+        let torn: Vec<u8> = good.iter().map(|b| b ^ 0x5a).collect();
+        poke(&path, 40, &torn);
+        assert!(
+            crate::header::FileHeader::read(&path).is_err(),
+            "the torn header fails its check"
+        );
+        // The store completes 40 ms later: the read-only open waits for it.
+        let started = std::time::Instant::now();
+        let ro = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(40));
+                poke(&path, 40, &good);
+            });
+            ReadOnlyTable::open(&path)
+        })
+        .expect("opened once the header settled");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(40));
+        assert_eq!(ro.len(), 16);
+        drop(ro);
+        // A header that stays bad is reported (after the settle time), with its reason.
+        poke(&path, 40, &torn);
+        let started = std::time::Instant::now();
+        let e = ReadOnlyTable::open(&path).expect_err("a damaged header");
+        assert!(started.elapsed() >= HEADER_SETTLE);
+        assert!(e.to_string().contains("header checksum mismatch"), "{e}");
+        poke(&path, 40, &good);
+        // And beside a table that grows: every open sees the old or the new pools.
+        let more = [
+            pools[0],
+            PoolSpec {
+                id: 1,
+                first: Ipv4Addr::new(10, 0, 1, 1),
+                last: Ipv4Addr::new(10, 0, 1, 8),
+            },
+        ];
+        std::thread::scope(|sc| {
+            sc.spawn(|| t.grow(&more).unwrap());
+            for _ in 0..50 {
+                let ro = ReadOnlyTable::open(&path).expect("open beside a growth");
+                assert!(ro.len() == 16 || ro.len() == 24, "{}", ro.len());
+            }
+        });
+        assert_eq!(ReadOnlyTable::open(&path).unwrap().len(), 24);
     }
 }

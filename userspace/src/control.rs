@@ -97,6 +97,16 @@ pub struct FailoverStatus {
     pub rebalance_granted: u64,
     #[serde(default)]
     pub rebalance_reclaimed: u64,
+    /// Partner updates we refused because the address is in none of our pools (reject
+    /// reason 1): the partner reloaded a new pool or range before us.
+    #[serde(default)]
+    pub refused_not_in_pool: u64,
+    /// Our updates the partner refused for the same reason (it has not reloaded the new pool
+    /// yet), since start; and those now waiting to be sent again.
+    #[serde(default)]
+    pub partner_refused_not_in_pool: u64,
+    #[serde(default)]
+    pub waiting_for_partner_pool: usize,
 }
 
 /// The failover driver's answer.

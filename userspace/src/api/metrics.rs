@@ -570,6 +570,17 @@ fn failover_metrics(
         f.rebalance_reclaimed,
     );
     counters.push(moves);
+    let mut absent = Family::new(
+        "xdhcpd_failover_updates_not_in_pool",
+        "Binding updates refused because the address is in none of the receiver's pools (one \
+         partner reloaded a new pool or range before the other): by us, by the partner.",
+    );
+    absent.add(vec![("refused_by", "us".into())], f.refused_not_in_pool);
+    absent.add(
+        vec![("refused_by", "partner".into())],
+        f.partner_refused_not_in_pool,
+    );
+    counters.push(absent);
 }
 
 /// The `/metrics` text.

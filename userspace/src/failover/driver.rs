@@ -102,6 +102,8 @@ const COALESCE_BYTES: usize = 64 * 1024;
 pub(crate) struct Driver {
     /// The lease event log's end: records the partner's updates changed.
     pub events: Option<crate::events::EventTap>,
+    /// The pools' balance settings as the last accepted reload left them (read on growth).
+    pub pool_balance: Option<super::PoolBalanceCell>,
     pub engine: FailoverEngine,
     pub table: Arc<LeaseTable>,
     pub cell: Arc<PolicyCell>,
@@ -144,6 +146,45 @@ pub(crate) struct Driver {
     /// the link is closed and kept closed; the partner, COMMUNICATIONS-INTERRUPTED, serves
     /// alone until our writes succeed again.
     storage_down: bool,
+    /// Records in the lease table when last looked (a reload that adds a pool or grows a
+    /// range adds records: see [`Driver::follow_growth`]).
+    table_len: u32,
+    /// Ask the partner for its unacknowledged updates (UPDREQ) as soon as the state allows:
+    /// our table grew, so updates it sent for the new addresses and we refused are wanted now.
+    want_updreq: bool,
+    /// Partner updates refused because the address is in none of our pools, and ours the
+    /// partner refused for that reason (counters), each logged once per
+    /// [`NOT_IN_POOL_LOG_EVERY`] with the count in between.
+    refused_not_in_pool: u64,
+    partner_refused_not_in_pool: u64,
+    not_in_pool_log: [NotInPoolLog; 2],
+}
+
+/// See [`Driver::refused_not_in_pool`].
+const NOT_IN_POOL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// One log line per [`NOT_IN_POOL_LOG_EVERY`] for refusals of one kind; the rest counted.
+#[derive(Default)]
+struct NotInPoolLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl NotInPoolLog {
+    /// Returns the number of refusals not logged since the last line, when this one is to
+    /// be logged.
+    fn note(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < NOT_IN_POOL_LOG_EVERY)
+        {
+            self.since += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
 }
 
 /// Refused connections (wrong address, failed authentication, a session already
@@ -224,9 +265,11 @@ impl Driver {
         let role = engine.config().role;
         let rules = engine.config().store_rules();
         let balance = super::rebalance::Rebalancer::new(&cfg, &table, role);
+        let table_len = table.len();
         (
             Driver {
                 events: None,
+                pool_balance: None,
                 engine,
                 table,
                 cell,
@@ -259,6 +302,11 @@ impl Driver {
                 auth_key,
                 refusals: RefusalLog::new(),
                 storage_down: false,
+                table_len,
+                want_updreq: false,
+                refused_not_in_pool: 0,
+                partner_refused_not_in_pool: 0,
+                not_in_pool_log: Default::default(),
             },
             ev_rx,
         )
@@ -384,6 +432,7 @@ impl Driver {
             self.next_scan = Instant::now() + SCAN_EVERY;
             self.scan_unacked(now);
         }
+        self.follow_growth(now);
         if self.role == Role::Primary && Instant::now() >= self.next_rebalance {
             self.next_rebalance = Instant::now() + REBALANCE_EVERY;
             self.rebalance_due = true;
@@ -405,6 +454,47 @@ impl Driver {
             self.start_connect();
         }
         busy
+    }
+
+    /// A reload added pools or grew ranges (`LeaseTable::grow`; one atomic load a tick to
+    /// notice). The new records start as on a fresh start of a pair: FREE, owned by the
+    /// primary, so the secondary cannot give them out. The balancer learns the new ranges and
+    /// the primary grants the secondary its share at once (BACKUP binding updates, as after
+    /// a fresh start); a secondary that has not reloaded yet refuses them as outside its
+    /// pools, and they are sent again later (`BindingSync::refused`). Both sides ask the
+    /// partner for its unacknowledged updates (UPDREQ), so whichever side reloads second
+    /// gets at once what the other sent for the new addresses and it refused.
+    fn follow_growth(&mut self, now: u32) {
+        let len = self.table.len();
+        if len == self.table_len {
+            if self.want_updreq && self.engine.request_updates(now) {
+                self.want_updreq = false;
+                tracing::info!(
+                    "failover: asked the partner for its unacknowledged updates (UPDREQ) \
+                     after the lease table grew"
+                );
+            }
+            return;
+        }
+        self.table_len = len;
+        if let Some(c) = &self.pool_balance {
+            // The new pools' settings (the reload wrote them before growing the table).
+            self.cfg.pools = c.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        }
+        let added = self.balance.learn_pools(&self.cfg, &self.table);
+        tracing::info!(
+            "failover: the lease table grew to {len} address(es) ({added} new pool(s)); \
+             the partners' balance follows{}",
+            if self.role == Role::Primary {
+                ": granting the backup its share"
+            } else {
+                ": the primary grants this server its share"
+            }
+        );
+        if self.role == Role::Primary {
+            self.rebalance_due = true;
+        }
+        self.want_updreq = true;
     }
 
     /// A failed lease-file storage takes us away from the partner (one atomic load a tick):
@@ -764,12 +854,30 @@ impl Driver {
                 reason,
                 message,
             } => {
-                tracing::warn!(
-                    "failover: partner rejected the update of {} ({:?}): {reason:?} {message}",
-                    sent.addr,
-                    sent.status
-                );
-                self.sync.refused(&sent);
+                if reason == RejectReason::IllegalIpAddress {
+                    self.partner_refused_not_in_pool += 1;
+                    self.sync.refused(&sent, reason, now);
+                    if let Some(more) = self.not_in_pool_log[1].note() {
+                        tracing::warn!(
+                            "failover: the partner has no pool for {} ({:?} refused: {message}); \
+                             has it reloaded the configuration with the new pool? Such updates \
+                             are sent again when it asks (after its reload) or at {} ({more} \
+                             more refused since the last line)",
+                            sent.addr,
+                            sent.status,
+                            self.sync
+                                .absent_retry_at()
+                                .map_or_else(String::new, fmt_time)
+                        );
+                    }
+                } else {
+                    tracing::warn!(
+                        "failover: partner rejected the update of {} ({:?}): {reason:?} {message}",
+                        sent.addr,
+                        sent.status
+                    );
+                    self.sync.refused(&sent, reason, now);
+                }
             }
             Action::SendBindings { all } => {
                 let n = TableStore::read_only(&self.table, |store| {
@@ -812,18 +920,27 @@ impl Driver {
             table: &self.table,
             dirty,
         };
-        let r = self
-            .sync
-            .apply(&mut store, now, b)
-            .map(|_| ())
-            .inspect_err(|e| {
-                tracing::info!(
-                    "failover: refused the partner's update of {} ({:?}): {}",
-                    b.addr,
-                    b.status,
-                    e.1
-                );
-            });
+        let r = self.sync.apply(&mut store, now, b).map(|_| ());
+        match &r {
+            Err((RejectReason::IllegalIpAddress, why)) => {
+                self.refused_not_in_pool += 1;
+                if let Some(more) = self.not_in_pool_log[0].note() {
+                    tracing::warn!(
+                        "failover: refused the partner's update of {} ({:?}): {why} (the \
+                         partner's configuration has a pool or range this server's has not: \
+                         reload this server with it; {more} more refused since the last line)",
+                        b.addr,
+                        b.status
+                    );
+                }
+            }
+            Err((_, why)) => tracing::info!(
+                "failover: refused the partner's update of {} ({:?}): {why}",
+                b.addr,
+                b.status
+            ),
+            Ok(()) => {}
+        }
         if let (Ok(()), Some(ev), Some(slot)) = (&r, &self.events, self.table.slot_of(b.addr)) {
             ev.offer_failover(slot);
         }
@@ -996,6 +1113,9 @@ impl Driver {
             partner_max_unacked: e.max_unacked_exchanged().map(|(_, theirs)| theirs),
             rebalance_granted: u64::from(self.balance.total.granted),
             rebalance_reclaimed: u64::from(self.balance.total.reclaimed),
+            refused_not_in_pool: self.refused_not_in_pool,
+            partner_refused_not_in_pool: self.partner_refused_not_in_pool,
+            waiting_for_partner_pool: self.sync.absent_at_partner(),
         }
     }
 }

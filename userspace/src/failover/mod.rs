@@ -116,9 +116,15 @@ pub fn startup_line(c: &FailoverConfig) -> String {
     )
 }
 
+/// The pools' balance settings (`[failover]` and each `[[subnet]]`'s backup-pct and
+/// allocation boundary, by pool id): a reload that adds pools writes the new list here before
+/// it grows the lease table, and the failover driver reads it when it sees the table grow.
+pub type PoolBalanceCell = Arc<std::sync::Mutex<Vec<xdhcpd_config::PoolBalanceCfg>>>;
+
 /// A running failover relationship.
 pub struct Failover {
     expiry_grace: u32,
+    pool_balance: PoolBalanceCell,
     cell: Arc<PolicyCell>,
     tap: FailoverTap,
     cmd: mpsc::UnboundedSender<Command>,
@@ -217,6 +223,7 @@ impl Failover {
         };
         let (tx, rx) = bounded(CHANGE_CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
+        let pool_balance: PoolBalanceCell = Arc::new(std::sync::Mutex::new(cfg.pools.clone()));
         let (mut driver, ev_rx) = Driver::new(
             engine,
             table,
@@ -227,6 +234,7 @@ impl Failover {
             auth_key,
         );
         driver.events = events;
+        driver.pool_balance = Some(pool_balance.clone());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-failover".into())
@@ -235,6 +243,7 @@ impl Failover {
         tracing::info!("{}", startup_line(cfg));
         Ok(Failover {
             expiry_grace: ecfg_grace,
+            pool_balance,
             cell,
             tap: FailoverTap { tx, overflow },
             cmd: cmd_tx,
@@ -245,6 +254,11 @@ impl Failover {
     /// Seconds after its end that a lease counts as ended (the expiry sweeper uses it too).
     pub fn expiry_grace(&self) -> u32 {
         self.expiry_grace
+    }
+
+    /// Where a reload puts the pools' balance settings (see [`PoolBalanceCell`]).
+    pub fn pool_balance_cell(&self) -> PoolBalanceCell {
+        self.pool_balance.clone()
     }
 
     pub fn policy_cell(&self) -> Arc<PolicyCell> {
@@ -467,6 +481,15 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
             s.connections
         ),
     );
+    if s.refused_not_in_pool + s.partner_refused_not_in_pool > 0 {
+        line(
+            "not in a pool",
+            format!(
+                "refused by us {}, by the partner {} ({} waiting for the partner's reload)",
+                s.refused_not_in_pool, s.partner_refused_not_in_pool, s.waiting_for_partner_pool
+            ),
+        );
+    }
     o
 }
 

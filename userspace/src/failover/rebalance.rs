@@ -73,34 +73,52 @@ fn pool_pct(cfg: &FailoverConfig, pool_id: u32) -> u8 {
         .unwrap_or(cfg.backup_pct)
 }
 
+/// The balancer's view of the table's pools (each pool's whole range: a grown range is one).
+fn pool_entries(cfg: &FailoverConfig, table: &LeaseTable) -> Vec<PoolEntry> {
+    table
+        .pools()
+        .iter()
+        .map(|p| PoolEntry {
+            id: p.id,
+            balance: PoolBalance {
+                first: u32::from(p.first),
+                last: u32::from(p.last),
+                pct: pool_pct(cfg, p.id),
+                boundary: cfg
+                    .pools
+                    .iter()
+                    .find(|b| b.pool_id == p.id)
+                    .and_then(|b| b.boundary)
+                    .map(u32::from),
+            },
+        })
+        .collect()
+}
+
 impl Rebalancer {
     pub(crate) fn new(cfg: &FailoverConfig, table: &LeaseTable, role: Role) -> Self {
-        let pools = table
-            .pools()
-            .iter()
-            .map(|p| PoolEntry {
-                id: p.id,
-                balance: PoolBalance {
-                    first: u32::from(p.first),
-                    last: u32::from(p.last),
-                    pct: pool_pct(cfg, p.id),
-                    boundary: cfg
-                        .pools
-                        .iter()
-                        .find(|b| b.pool_id == p.id)
-                        .and_then(|b| b.boundary)
-                        .map(u32::from),
-                },
-            })
-            .collect();
         Rebalancer {
             role,
-            pools,
+            pools: pool_entries(cfg, table),
             reclaiming: HashMap::new(),
             next_check: Instant::now() + CHECK_EVERY,
             last_poolreq: None,
             total: Moved::default(),
         }
+    }
+
+    /// The table's pools changed (a reload added pools or grew ranges): balance over its
+    /// pools from now on. Returns how many pools are new. Reclaims in flight stay tracked.
+    pub(crate) fn learn_pools(&mut self, cfg: &FailoverConfig, table: &LeaseTable) -> usize {
+        let next = pool_entries(cfg, table);
+        let added = next
+            .iter()
+            .filter(|n| !self.pools.iter().any(|p| p.id == n.id))
+            .count();
+        self.pools = next;
+        // Compare with the target at the next tick, not in up to a second.
+        self.next_check = Instant::now();
+        added
     }
 
     /// The driver's tick in NORMAL with communications OK. `scheduled`: hourly, entering

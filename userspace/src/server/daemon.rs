@@ -475,6 +475,9 @@ impl Daemon {
             cfg.clone(),
             cell.clone(),
         );
+        if let Some(f) = &failover {
+            reloader.set_failover_pools(f.pool_balance_cell());
+        }
         let control_path = opts
             .control_socket
             .clone()

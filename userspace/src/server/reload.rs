@@ -20,9 +20,18 @@
 //! layout published and the records listed free) before the new engine is published, so a
 //! worker sees a new pool only once its records are ready. Refused as needing a restart: a
 //! pool removed, shrunk or moved, a pool inserted before existing ones (pools are numbered in
-//! file order, and the numbers of running pools cannot change), more new addresses than the
-//! spare records, and any pool change with `[failover]` (the partners' split of each pool is
-//! set up at start).
+//! file order, and the numbers of running pools cannot change), and more new addresses than
+//! the spare records.
+//!
+//! With `[failover]` the same growth applies, on each partner by its own reload. The new
+//! records start as on a fresh start of a pair: FREE, owned by the primary, so the secondary
+//! gives none of them out until the primary has granted it its share (BACKUP). The failover
+//! driver notices the table grew (`failover/driver.rs`, `follow_growth`): the balancer learns
+//! the new ranges, the primary grants the backup its share at once, and both ask the partner
+//! for its unacknowledged updates (UPDREQ). While only one side has reloaded, the other
+//! refuses updates for the new addresses (BNDACK reject reason 1, illegal IP address:
+//! counted, logged once a minute) and the sender sends them again after the partner's
+//! reload (its UPDREQ) or a backoff; the pair stays NORMAL.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +158,9 @@ struct Inner {
     /// The same configuration for readers (the control API): never held during a reload.
     served: Mutex<Arc<Config>>,
     stats: Mutex<ReloadStats>,
+    /// With failover: where the pools' balance settings go (the failover driver reads them
+    /// when it sees the table grow).
+    failover_pools: Mutex<Option<crate::failover::PoolBalanceCell>>,
 }
 
 /// The handle SIGHUP, the control socket and the control API reload through.
@@ -174,8 +186,19 @@ impl Reloader {
                 served: Mutex::new(running.clone()),
                 current: Mutex::new(running),
                 stats: Mutex::new(ReloadStats::default()),
+                failover_pools: Mutex::new(None),
             }),
         }
+    }
+
+    /// With failover: a reload that adds pools publishes their balance settings in `cell`
+    /// (before the lease table grows) for the failover driver.
+    pub fn set_failover_pools(&self, cell: crate::failover::PoolBalanceCell) {
+        *self
+            .inner
+            .failover_pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(cell);
     }
 
     /// Counters and the last outcome.
@@ -245,13 +268,8 @@ impl Reloader {
         let mut reasons = needs_restart(current, &cfg);
         let pools = pool_specs(&cfg);
         if current.pool_specs() != cfg.pool_specs() && reasons.is_empty() {
-            if cfg.failover.is_some() {
-                reasons.push(
-                    "pools changed with [failover] configured: the partners' split of each \
-                     pool is set up at start; needs a restart"
-                        .into(),
-                );
-            } else if let Err(e) = old.table.growth_for(&pools) {
+            // With [failover] too: the failover driver follows the growth (module docs).
+            if let Err(e) = old.table.growth_for(&pools) {
                 reasons.push(pool_refusal(&e));
             }
         }
@@ -259,15 +277,28 @@ impl Reloader {
             return Err(ReloadError::NeedsRestart { file, reasons });
         }
         let mut changes = describe_changes(current, &cfg);
+        // With failover, the new pools' balance settings are in place before the failover
+        // driver can see the table grow (it reads them then).
+        let fo_cell = inner
+            .failover_pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let fo_pools = |c: &Config| c.failover.as_ref().map(|f| f.pools.clone());
+        if let (Some(cell), Some(p)) = (&fo_cell, fo_pools(&cfg)) {
+            *cell.lock().unwrap_or_else(|e| e.into_inner()) = p;
+        }
         // New records are ready (and on the free lists) before any engine knows the new
         // pools; a grown range of a running pool is served from now on.
-        let grown = old
-            .table
-            .grow(&pools)
-            .map_err(|e| ReloadError::NeedsRestart {
+        let grown = old.table.grow(&pools).map_err(|e| {
+            if let (Some(cell), Some(p)) = (&fo_cell, fo_pools(current)) {
+                *cell.lock().unwrap_or_else(|e| e.into_inner()) = p;
+            }
+            ReloadError::NeedsRestart {
                 file: file.clone(),
                 reasons: vec![pool_refusal(&e)],
-            })?;
+            }
+        })?;
         if grown.addresses > 0 {
             changes.push(format!(
                 "lease table grown by {} address(es): {} ({} spare left)",
@@ -394,12 +425,40 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
-    if old.failover != new.failover {
-        v.push(
-            "[failover] changed: the failover relationship (and the pools' balance between \
-             the partners) is set up at start; needs a restart"
+    match (&old.failover, &new.failover) {
+        (Some(a), Some(b)) => {
+            // The per-pool balance settings follow the pools: new pools bring theirs (the
+            // failover driver applies them), running pools keep theirs.
+            let strip = |f: &xdhcpd_config::FailoverConfig| xdhcpd_config::FailoverConfig {
+                pools: Vec::new(),
+                ..f.clone()
+            };
+            if strip(a) != strip(b) {
+                v.push(
+                    "[failover] changed: the failover relationship is set up at start; needs a \
+                     restart"
+                        .into(),
+                );
+            }
+            for p in &a.pools {
+                if let Some(q) = b.pools.iter().find(|q| q.pool_id == p.pool_id) {
+                    if p != q {
+                        v.push(format!(
+                            "pool {}: its subnet's failover balance (backup-pct, \
+                             backup-allocation-boundary) changed: the pools' balance between \
+                             the partners is set up at start; needs a restart",
+                            p.pool_id
+                        ));
+                    }
+                }
+            }
+        }
+        (a, b) if a != b => v.push(
+            "[failover] added or removed: the failover relationship is set up at start; needs \
+             a restart"
                 .into(),
-        );
+        ),
+        _ => {}
     }
     if old.api != new.api {
         v.push(
@@ -558,11 +617,14 @@ mod tests {
     }
 
     fn bed_with_spare(reservation: bool, spare: u32) -> Bed {
+        bed_from(&text("10.0.0.53", false, "eth0", reservation), spare)
+    }
+
+    fn bed_from(t: &str, spare: u32) -> Bed {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("x.toml");
         let leases = dir.path().join("leases.db");
-        let b0 = text("10.0.0.53", false, "eth0", reservation)
-            .replace("LEASES", &leases.display().to_string());
+        let b0 = t.replace("LEASES", &leases.display().to_string());
         std::fs::write(&file, &b0).expect("write");
         let cfg = Arc::new(xdhcpd_config::load(&file).expect("valid"));
         let pools: Vec<PoolSpec> = cfg
@@ -769,6 +831,85 @@ mod tests {
         let e = b.reloader.reload().expect_err("insert refused");
         assert!(e.to_string().contains("numbered in file order"), "{e}");
         assert_eq!(table.len(), 30);
+    }
+
+    /// A `[failover]` section (its key file beside the lease file's directory).
+    fn failover_section(dir: &std::path::Path) -> String {
+        let key = dir.join("failover.key");
+        std::fs::write(&key, "reload-test-key-0123456789abcdef0123\n").expect("key");
+        format!(
+            "\n[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.0.0.1\"\n\
+             peer-address = \"10.0.0.2\"\nmclt = 60\nauth-key-file = \"{}\"\n",
+            key.display()
+        )
+    }
+
+    #[test]
+    fn reload_failover_adds_a_pool_and_publishes_its_balance_settings() {
+        let keys = tempfile::tempdir().expect("tempdir");
+        let fo = failover_section(keys.path());
+        let base = text("10.0.0.53", false, "eth0", false);
+        let b = bed_from(&format!("{base}{fo}"), 64);
+        let cell: crate::failover::PoolBalanceCell = Arc::new(Mutex::new(
+            b.reloader
+                .config()
+                .failover
+                .as_ref()
+                .expect("fo")
+                .pools
+                .clone(),
+        ));
+        b.reloader.set_failover_pools(cell.clone());
+        assert_eq!(cell.lock().expect("cell").len(), 1);
+        // A new pool (in a new subnet at the end, with its own backup-pct): accepted live.
+        let more = format!(
+            "{}\n[[subnet]]\ncidr = \"10.0.1.0/24\"\nbackup-pct = 20\n\n[[subnet.pool]]\n\
+             range = \"10.0.1.10-10.0.1.29\"\n{fo}",
+            base
+        );
+        b.write(&more);
+        let rep = b
+            .reloader
+            .reload()
+            .expect("a new pool with [failover] is accepted");
+        assert!(
+            rep.changes
+                .iter()
+                .any(|c| c.contains("lease table grown by 20 address(es): pool 1")),
+            "{:?}",
+            rep.changes
+        );
+        let table = b.cell.load().table.clone();
+        let s = table
+            .slot_of(Ipv4Addr::new(10, 0, 1, 10))
+            .expect("new record");
+        // As on a fresh start of a pair: FREE, the primary's.
+        assert_eq!(table.read(s).state, LeaseState::Free);
+        let pools = cell.lock().expect("cell").clone();
+        assert_eq!(
+            pools
+                .iter()
+                .map(|p| (p.pool_id, p.backup_pct))
+                .collect::<Vec<_>>(),
+            vec![(0, None), (1, Some(20))]
+        );
+        // A running pool's balance settings and the relationship itself need a restart.
+        b.write(&more.replace("backup-pct = 20", "backup-pct = 30"));
+        let e = b.reloader.reload().expect_err("balance of a running pool");
+        assert!(
+            e.to_string()
+                .contains("pool 1: its subnet's failover balance"),
+            "{e}"
+        );
+        b.write(&more.replace("mclt = 60", "mclt = 90"));
+        let e = b.reloader.reload().expect_err("relationship changed");
+        assert!(
+            e.to_string()
+                .contains("[failover] changed: the failover relationship"),
+            "{e}"
+        );
+        assert_eq!(b.cell.generation(), 1);
+        assert_eq!(cell.lock().expect("cell").len(), 2);
     }
 
     #[test]

@@ -106,6 +106,28 @@ impl FailoverEngine {
         }
     }
 
+    /// Our configuration gained addresses (a reload added a pool or grew a range): ask the
+    /// partner for the updates it has not had acknowledged (UPDREQ). Updates for those
+    /// addresses that we refused before (reject reason 1, "illegal IP address": not in any
+    /// pool of ours yet, because the partner reloaded first) are then sent again at once
+    /// instead of at the partner's next retry. Only in NORMAL with communications OK and
+    /// with no UPDREQ of ours outstanding (in the other states the UPDREQ/UPDDONE exchange
+    /// drives the state machine); returns whether it was sent. The UPDDONE that answers it
+    /// changes no state in NORMAL.
+    pub fn request_updates(&mut self, now: u32) -> bool {
+        self.tick(now);
+        if self.state != ServerState::Normal
+            || !self.communications_ok()
+            || self.sent_updreq.is_some()
+        {
+            return false;
+        }
+        let xid = self.xid();
+        self.sent_updreq = Some(xid);
+        self.send(Message::new(now, xid, Body::UpdReq));
+        true
+    }
+
     /// Secondary: the workers found no BACKUP address: send POOLREQ now instead of waiting for
     /// `pool_request_interval` (only in NORMAL with communications OK, and never while one is
     /// outstanding). The caller rate-limits.

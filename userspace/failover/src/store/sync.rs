@@ -52,7 +52,25 @@ pub struct BindingSync<T> {
     queued: Map<Ipv4Addr, (T, u32)>,
     /// Versions the partner refused (draft-12 7.2.2: not re-sent until they change).
     rejected: Map<Ipv4Addr, u32>,
+    /// Versions the partner refused with reject reason 1 (illegal IP address: in none of its
+    /// pools). That is no verdict on the binding: the partner's configuration lacks a pool
+    /// or range ours has (one side reloaded it before the other). They are sent again after
+    /// `absent_wait` (doubling while refusals go on, up to [`ABSENT_WAIT_MAX`]), or at once
+    /// when the partner asks for our updates (UPDREQ, which a partner sends after its
+    /// reload added addresses).
+    absent: Map<Ipv4Addr, u32>,
+    /// When the refused-as-absent versions are sent again (None: none waiting).
+    absent_retry_at: Option<u32>,
+    absent_wait: u32,
+    /// Addresses sent again after such a refusal: an acknowledgement of one shows the
+    /// partner has the pool now (the wait starts from the least again).
+    absent_retrying: Map<Ipv4Addr, ()>,
 }
+
+/// First wait before updates the partner refused as outside its pools are sent again.
+pub const ABSENT_WAIT_MIN: u32 = 10;
+/// Longest wait between two such retries.
+pub const ABSENT_WAIT_MAX: u32 = 300;
 
 impl<T: Copy> BindingSync<T> {
     /// An empty tracker applying `rules` (see [`Config::store_rules`](crate::Config::store_rules)).
@@ -61,6 +79,10 @@ impl<T: Copy> BindingSync<T> {
             rules,
             queued: Map::default(),
             rejected: Map::default(),
+            absent: Map::default(),
+            absent_retry_at: None,
+            absent_wait: ABSENT_WAIT_MIN,
+            absent_retrying: Map::default(),
         }
     }
 
@@ -72,6 +94,11 @@ impl<T: Copy> BindingSync<T> {
     /// Updates queued and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.queued.len()
+    }
+
+    /// Updates the partner refused as outside its pools, waiting to be sent again.
+    pub fn absent_at_partner(&self) -> usize {
+        self.absent.len()
     }
 
     fn queue(&mut self, engine: &mut FailoverEngine, now: u32, at: T, b: Binding, ct: u32) {
@@ -92,6 +119,7 @@ impl<T: Copy> BindingSync<T> {
             return false;
         };
         self.rejected.remove(&b.addr);
+        self.absent.remove(&b.addr);
         self.queue(engine, now, at, b, change_time(l));
         true
     }
@@ -105,6 +133,13 @@ impl<T: Copy> BindingSync<T> {
         at: T,
         store: &impl BindingStore,
     ) -> usize {
+        if self.absent_retry_at.is_some_and(|t| now >= t) {
+            // Try the partner again: it may have reloaded the pool meanwhile.
+            self.absent_retrying.clear();
+            self.absent_retrying
+                .extend(self.absent.drain().map(|(a, _)| (a, ())));
+            self.absent_retry_at = None;
+        }
         let mut found = Vec::new();
         store.for_each(|l| {
             if !unacked(l) {
@@ -113,6 +148,7 @@ impl<T: Copy> BindingSync<T> {
             let ct = change_time(l);
             if self.queued.get(&l.addr).is_some_and(|q| q.1 >= ct)
                 || self.rejected.get(&l.addr).is_some_and(|&r| r >= ct)
+                || self.absent.get(&l.addr).is_some_and(|&r| r >= ct)
             {
                 return;
             }
@@ -137,6 +173,11 @@ impl<T: Copy> BindingSync<T> {
         store: &impl BindingStore,
         all: bool,
     ) -> usize {
+        // What the partner refused as outside its pools goes along (an unacknowledged
+        // record is sent whatever it refused before).
+        self.absent.clear();
+        self.absent_retry_at = None;
+        self.absent_wait = ABSENT_WAIT_MIN;
         let mut found = Vec::new();
         store.for_each(|l| {
             let wanted = if all {
@@ -206,6 +247,10 @@ impl<T: Copy> BindingSync<T> {
     /// settles the address (no newer version queued), for the latency figure.
     pub fn acked(&mut self, store: &mut impl BindingStore, sent: &Binding) -> Option<T> {
         store.update(sent.addr, |r| write_ack(r, sent))?;
+        if !self.absent_retrying.is_empty() && self.absent_retrying.remove(&sent.addr).is_some() {
+            // The partner has that address now: the next such refusal waits the least again.
+            self.absent_wait = ABSENT_WAIT_MIN;
+        }
         let sent_ct = binding_change_time(sent);
         match self.queued.get(&sent.addr) {
             Some(&(at, ct)) if ct <= sent_ct => {
@@ -216,10 +261,32 @@ impl<T: Copy> BindingSync<T> {
         }
     }
 
-    /// The partner refused `sent`: not sent again until the record changes.
-    pub fn refused(&mut self, sent: &Binding) {
+    /// The partner refused `sent` with `reason` at `now`: not sent again until the record
+    /// changes, except a refusal because the address is in none of the partner's pools
+    /// ([`RejectReason::IllegalIpAddress`]), which is sent again later (see `absent`).
+    /// Returns true for the first refusal of the latter kind since the last retry (the
+    /// caller logs that one, and counts the others).
+    pub fn refused(&mut self, sent: &Binding, reason: RejectReason, now: u32) -> bool {
         self.queued.remove(&sent.addr);
-        self.rejected.insert(sent.addr, binding_change_time(sent));
+        let ct = binding_change_time(sent);
+        if reason != RejectReason::IllegalIpAddress {
+            self.rejected.insert(sent.addr, ct);
+            return false;
+        }
+        self.absent_retrying.remove(&sent.addr);
+        self.absent.insert(sent.addr, ct);
+        if self.absent_retry_at.is_some() {
+            return false;
+        }
+        self.absent_retry_at = Some(now.saturating_add(self.absent_wait));
+        self.absent_wait = self.absent_wait.saturating_mul(2).min(ABSENT_WAIT_MAX);
+        true
+    }
+
+    /// When the updates refused as outside the partner's pools are sent again (None: none
+    /// waiting).
+    pub fn absent_retry_at(&self) -> Option<u32> {
+        self.absent_retry_at
     }
 
     /// Primary: gives the FREE address `addr` to the backup (BACKUP at once here, so we stop

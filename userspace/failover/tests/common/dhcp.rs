@@ -109,7 +109,8 @@ impl Sim {
                 Some(k) if self.nodes[i].lease(k).expiry > now => Some(k),
                 _ => {
                     // Lowest address first, by the DHCP engine's failover rule.
-                    (0..POOL).find(|&k| pol.may_allocate_lease(now, self.nodes[i].lease(k)))
+                    (0..self.nodes[i].table.present())
+                        .find(|&k| pol.may_allocate_lease(now, self.nodes[i].lease(k)))
                 }
             };
             let Some(k) = k else {

@@ -83,7 +83,7 @@ impl Sim {
                 reason,
                 message,
             } => {
-                self.nodes[i].sync.refused(&sent);
+                self.nodes[i].sync.refused(&sent, reason, now);
                 if sent.status == xdhcpd_failover::BindingStatus::Free {
                     self.cov.reclaims_rejected += 1;
                 }
@@ -100,26 +100,8 @@ impl Sim {
                 }
             }
             Action::PoolRequest { id } => {
-                let free: Vec<usize> = (0..POOL)
-                    .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Free)
-                    .collect();
-                let backup = (0..POOL)
-                    .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Backup)
-                    .count();
-                let n = backup_share(free.len(), backup, 50);
-                // Backup addresses come from the top of the range.
-                let t = self.t;
-                let node = &mut self.nodes[i];
-                let mut granted = 0;
-                if let Some(e) = node.engine.as_mut() {
-                    for k in free.iter().rev().take(n) {
-                        if node
-                            .sync
-                            .grant_to_backup(e, now, t, &mut node.table, addr(*k))
-                        {
-                            granted += 1;
-                        }
-                    }
+                let granted = self.grant_share(i);
+                if let Some(e) = self.nodes[i].engine.as_mut() {
                     e.pool_response(now, id, granted);
                 }
             }
@@ -139,6 +121,64 @@ impl Sim {
         }
     }
 
+    /// Primary: moves FREE addresses to the backup until it holds its share (50%), from the
+    /// top of the range, through the shipped `grant_to_backup` (the daemon's balancer on a
+    /// POOLREQ, and after a reload grew its table). Returns how many moved.
+    pub fn grant_share(&mut self, i: usize) -> u32 {
+        let now = self.nodes[i].now(self.t);
+        let present = self.nodes[i].table.present();
+        let free: Vec<usize> = (0..present)
+            .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Free)
+            .collect();
+        let backup = (0..present)
+            .filter(|&k| self.nodes[i].lease(k).state == LeaseState::Backup)
+            .count();
+        let n = backup_share(free.len(), backup, 50);
+        let t = self.t;
+        let node = &mut self.nodes[i];
+        let mut granted = 0;
+        if let Some(e) = node.engine.as_mut() {
+            for k in free.iter().rev().take(n) {
+                if node
+                    .sync
+                    .grant_to_backup(e, now, t, &mut node.table, addr(*k))
+                {
+                    granted += 1;
+                }
+            }
+        }
+        granted
+    }
+
+    /// Node `i` reloads a configuration whose pools reach record `n` (the daemon: `grow`, then
+    /// the failover driver's `follow_growth`): the new records join FREE, the node asks the
+    /// partner for its unacknowledged updates (UPDREQ), and a primary grants the backup its
+    /// share of them.
+    pub fn reload_pool(&mut self, i: usize, n: usize) {
+        self.nodes[i].table.grow(n);
+        let now = self.nodes[i].now(self.t);
+        let asked = self.nodes[i]
+            .engine
+            .as_mut()
+            .is_some_and(|e| e.request_updates(now));
+        self.note(format!(
+            "node{i}: reload: pools reach record {n}{}",
+            if asked { ", UPDREQ sent" } else { "" }
+        ));
+        if self.nodes[i].role == Role::Primary
+            && self.nodes[i]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.state() == ServerState::Normal && e.communications_ok())
+        {
+            let g = self.grant_share(i);
+            self.note(format!(
+                "node{i}: granted {g} new address(es) to the backup"
+            ));
+        }
+        self.drain(i);
+    }
+
     /// The daemon's expiry sweeper (lease-store `sweep_expired` at `now - expiry_grace`),
     /// then the driver's periodic scan for records the partner lacks.
     pub(super) fn sweep(&mut self) {
@@ -149,7 +189,7 @@ impl Sim {
             }
             let now = self.nodes[i].now(t);
             let cutoff = now.saturating_sub(self.nodes[i].sync.rules().expiry_grace);
-            for k in 0..POOL {
+            for k in 0..self.nodes[i].table.present() {
                 let node = &mut self.nodes[i];
                 let r = node.table.update(addr(k), |l| {
                     let go = matches!(l.state, LeaseState::Active | LeaseState::Offered)

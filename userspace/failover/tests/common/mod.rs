@@ -86,29 +86,46 @@ pub fn index_of(a: Ipv4Addr) -> Option<usize> {
 }
 
 /// The durable lease table of one node: the daemon's record type, durable at every change
-/// ("ack mode").
+/// ("ack mode"). Only the first `.1` records are in the node's configured pools (the rest
+/// are the lease file's spare records: a reload that adds addresses makes them present, FREE,
+/// as `LeaseTable::grow` does); the others are "in no pool of this server".
 #[derive(Clone, Debug)]
-pub struct SimTable(pub Vec<Lease>);
+pub struct SimTable(pub Vec<Lease>, pub usize);
 
 impl SimTable {
     pub fn fresh() -> Self {
-        SimTable((0..POOL).map(|i| Lease::free(addr(i))).collect())
+        SimTable((0..POOL).map(|i| Lease::free(addr(i))).collect(), POOL)
+    }
+
+    /// Records in the node's pools.
+    pub fn present(&self) -> usize {
+        self.1
+    }
+
+    /// A reload added addresses up to record `n`: they join as FREE records (the primary's).
+    pub fn grow(&mut self, n: usize) {
+        assert!(n >= self.1 && n <= POOL, "grow to {n} from {}", self.1);
+        for k in self.1..n {
+            self.0[k] = Lease::free(addr(k));
+        }
+        self.1 = n;
     }
 }
 
 impl BindingStore for SimTable {
     fn read(&self, a: Ipv4Addr) -> Option<Lease> {
-        index_of(a).map(|i| self.0[i])
+        index_of(a).filter(|&i| i < self.1).map(|i| self.0[i])
     }
     fn update<R>(&mut self, a: Ipv4Addr, f: impl FnOnce(&mut Lease) -> R) -> Option<(R, bool)> {
-        let l = &mut self.0[index_of(a)?];
+        let i = index_of(a).filter(|&i| i < self.1)?;
+        let l = &mut self.0[i];
         let old = *l;
         let r = f(l);
         l.addr = old.addr;
         Some((r, *l != old))
     }
     fn for_each(&self, f: impl FnMut(&Lease)) {
-        self.0.iter().for_each(f);
+        self.0[..self.1].iter().for_each(f);
     }
 }
 
