@@ -341,6 +341,10 @@ static T_GID: AtomicU32 = AtomicU32::new(0);
 static T_KEEP: AtomicU64 = AtomicU64::new(0);
 static T_AMBIENT: AtomicBool = AtomicBool::new(false);
 static T_LAST_CAP: AtomicU32 = AtomicU32::new(40);
+/// Started as root: change the bounding set, groups and ids. Else (already the user, with
+/// the start-up capabilities as ambient ones, as the systemd unit starts it) only the
+/// capability sets are cut.
+static T_FROM_ROOT: AtomicBool = AtomicBool::new(true);
 /// First failure in any thread: step << 32 | errno (0 = none).
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
@@ -381,34 +385,13 @@ fn switch_this_thread() -> Result<(), (u64, i32)> {
     let keep = T_KEEP.load(Ordering::SeqCst);
     let ambient = T_AMBIENT.load(Ordering::SeqCst);
     let last = T_LAST_CAP.load(Ordering::SeqCst);
-    // SAFETY (all below): plain system calls on this thread's credentials, with pointers to
-    // locals that outlive them.
+    if T_FROM_ROOT.load(Ordering::SeqCst) {
+        // SAFETY: raw system calls on this thread's credentials (switch_ids' contract).
+        unsafe { switch_ids(uid, gid, keep, last)? };
+    }
+    // SAFETY: plain system calls on this thread's credentials, with pointers to locals that
+    // outlive them.
     unsafe {
-        // 1. The bounding set (needs CAP_SETPCAP: before the uid changes).
-        for cap in 0..=last.min(63) {
-            if keep & (1u64 << cap) == 0
-                && libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
-            {
-                return Err((1, errno()));
-            }
-        }
-        let groups = [gid];
-        if libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
-            return Err((2, errno()));
-        }
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
-            return Err((3, errno()));
-        }
-        // 2. Keep the permitted set across the uid change, then cut it to `keep`.
-        if libc::prctl(PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
-            return Err((4, errno()));
-        }
-        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
-            return Err((5, errno()));
-        }
-        if libc::prctl(PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0) != 0 {
-            return Err((4, errno()));
-        }
         let mut hdr = CapHeader {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
@@ -443,6 +426,44 @@ fn switch_this_thread() -> Result<(), (u64, i32)> {
                     return Err((6, errno()));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Root to `uid`/`gid`: bounding set cut to `keep`, groups, gids, then uids with the permitted
+/// set kept (PR_SET_KEEPCAPS) for the caller to cut.
+///
+/// # Safety
+/// Raw system calls only (async-signal-safe); changes the calling thread's credentials.
+unsafe fn switch_ids(uid: u32, gid: u32, keep: u64, last: u32) -> Result<(), (u64, i32)> {
+    // SAFETY: plain system calls on this thread's credentials, with pointers to locals that
+    // outlive them.
+    unsafe {
+        // 1. The bounding set (needs CAP_SETPCAP: before the uid changes).
+        for cap in 0..=last.min(63) {
+            if keep & (1u64 << cap) == 0
+                && libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+            {
+                return Err((1, errno()));
+            }
+        }
+        let groups = [gid];
+        if libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
+            return Err((2, errno()));
+        }
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+            return Err((3, errno()));
+        }
+        // 2. Keep the permitted set across the uid change, then cut it to `keep`.
+        if libc::prctl(PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err((4, errno()));
+        }
+        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+            return Err((5, errno()));
+        }
+        if libc::prctl(PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err((4, errno()));
         }
     }
     Ok(())
@@ -508,6 +529,16 @@ pub fn switch(id: &Identity, plan: &CapPlan) -> anyhow::Result<()> {
     T_KEEP.store(plan.mask(), Ordering::SeqCst);
     T_AMBIENT.store(plan.ambient, Ordering::SeqCst);
     T_LAST_CAP.store(last, Ordering::SeqCst);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && euid != id.uid {
+        bail!(
+            "started as uid {euid}, neither root nor {} (uid {}): cannot switch",
+            id.user,
+            id.uid
+        );
+    }
+    T_FROM_ROOT.store(euid == 0, Ordering::SeqCst);
     FAILED.store(0, Ordering::SeqCst);
     let signo = libc::SIGRTMIN() + 4;
     // SAFETY: installs a handler that only makes raw system calls and atomic stores.

@@ -60,6 +60,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "ip" => "iproute2",
         "nft" => "nftables",
         "bash" => "bash",
+        "useradd" | "userdel" | "groupdel" => "passwd",
         "systemd-analyze" => "systemd",
         "psql" | "initdb" | "pg_ctl" => "postgresql",
         _ => "?",
