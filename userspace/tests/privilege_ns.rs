@@ -86,8 +86,15 @@ impl SysUser {
 
 impl Drop for SysUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-        let _ = Command::new("groupdel").arg(&self.name).status();
+        // userdel also removes the account's own group (USERGROUPS_ENAB); groupdel is for a
+        // system where it does not.
+        for cmd in ["userdel", "groupdel"] {
+            let _ = Command::new(cmd)
+                .arg(&self.name)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 

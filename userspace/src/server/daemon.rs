@@ -488,7 +488,7 @@ impl Daemon {
             cfg.clone(),
             cell.clone(),
         );
-        let api_listen = Listen::from_config(control_path, &cfg.api)?;
+        let api_listen = Listen::from_config(control_path.clone(), &cfg.api)?;
         engine.protect_reservations(unix_now());
 
         install_signal_handlers();
