@@ -200,7 +200,11 @@ fn check_status(pid: u32, user: &SysUser, caps: u64) -> Res<()> {
             ));
         }
         // The attack surface named in the issue: no DAC override, no CAP_SYS_ADMIN.
-        for (bit, name) in [(1, "CAP_DAC_OVERRIDE"), (2, "CAP_DAC_READ_SEARCH"), (21, "CAP_SYS_ADMIN")] {
+        for (bit, name) in [
+            (1, "CAP_DAC_OVERRIDE"),
+            (2, "CAP_DAC_READ_SEARCH"),
+            (21, "CAP_SYS_ADMIN"),
+        ] {
             if hex("CapEff:") & (1 << bit) != 0 {
                 return Err(format!("thread {:?} keeps {name}", t.file_name()));
             }
@@ -343,8 +347,8 @@ fn scenario(io: &str, caps: u64) -> Res<()> {
 
     // DORA.
     let macs = ["02:5a:e2:00:00:01", "02:5a:e2:00:00:02"];
-    let first = udhcpc(&bed, macs[0], 5)?
-        .ok_or_else(|| dlog(&proc, "first client: no lease".into()))?;
+    let first =
+        udhcpc(&bed, macs[0], 5)?.ok_or_else(|| dlog(&proc, "first client: no lease".into()))?;
     if first != Ipv4Addr::new(10, 77, 1, 10) {
         return Err(dlog(&proc, format!("first client got {first}")));
     }
@@ -353,7 +357,10 @@ fn scenario(io: &str, caps: u64) -> Res<()> {
     write_file(&cfg, &config(&bed, io, &user.name, 11, ""))?;
     let (ok, answer) = ctl(&bed.path("ctl.sock"), &["reload", "--json"])?;
     if !ok || !answer.contains("lease table grown by 1 address(es)") {
-        return Err(dlog(&proc, format!("the reload was not accepted: {answer}")));
+        return Err(dlog(
+            &proc,
+            format!("the reload was not accepted: {answer}"),
+        ));
     }
     let second = udhcpc(&bed, macs[1], 5)?
         .ok_or_else(|| dlog(&proc, "second client: no lease after the reload".into()))?;
@@ -394,7 +401,9 @@ fn scenario(io: &str, caps: u64) -> Res<()> {
 
     let log = stop(proc)?;
     if io == "xdp" && bed.srv_has_xdp()? {
-        return Err(format!("XDP program still attached after SIGINT; log:\n{log}"));
+        return Err(format!(
+            "XDP program still attached after SIGINT; log:\n{log}"
+        ));
     }
 
     // Restart (as root again, switching again): the leases are kept.
@@ -403,7 +412,10 @@ fn scenario(io: &str, caps: u64) -> Res<()> {
     let again = udhcpc(&bed, macs[0], 5)?
         .ok_or_else(|| dlog(&proc, "first client: no lease after the restart".into()))?;
     if again != first {
-        return Err(dlog(&proc, format!("after the restart: {again}, had {first}")));
+        return Err(dlog(
+            &proc,
+            format!("after the restart: {again}, had {first}"),
+        ));
     }
     stop(proc)?;
     let pools = [lease_store::PoolSpec {
@@ -418,7 +430,9 @@ fn scenario(io: &str, caps: u64) -> Res<()> {
         .collect();
     for a in [first, second] {
         if !bound.contains(&a) {
-            return Err(format!("lease of {a} not in the table after restart: {bound:?}"));
+            return Err(format!(
+                "lease of {a} not in the table after restart: {bound:?}"
+            ));
         }
     }
     Ok(())
@@ -459,7 +473,10 @@ fn udp_failover_guard() -> Res<()> {
         .find_map(|l| l.strip_prefix("CapAmb:").map(|v| v.trim().to_string()))
         .unwrap_or_default();
     if u64::from_str_radix(&amb, 16) != Ok(NET_ADMIN) {
-        return Err(dlog(&proc, format!("CapAmb {amb}, want CAP_NET_ADMIN only")));
+        return Err(dlog(
+            &proc,
+            format!("CapAmb {amb}, want CAP_NET_ADMIN only"),
+        ));
     }
     let tables = output(bed.srv.command("nft").args(["list", "tables"]))?;
     if !tables.stdout.contains("xdhcpd_failover_647") {

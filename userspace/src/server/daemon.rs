@@ -655,7 +655,9 @@ impl Daemon {
                     .and_then(Path::parent)
                     .filter(|d| !d.as_os_str().is_empty())
                 {
-                    handover.dirs.push((dir.to_path_buf(), "registration store"));
+                    handover
+                        .dirs
+                        .push((dir.to_path_buf(), "registration store"));
                 }
                 handover.apply(id)?;
                 super::privilege::switch(id, &plan).with_context(|| {

@@ -77,11 +77,7 @@ impl CapPlan {
         if self.keep.is_empty() {
             "none".into()
         } else {
-            self.keep
-                .iter()
-                .map(|c| c.1)
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.keep.iter().map(|c| c.1).collect::<Vec<_>>().join(", ")
         }
     }
 }
@@ -123,7 +119,10 @@ pub fn resolve(cfg: &Config) -> Result<Option<Identity>, ConfigErrors> {
         }
     };
     let (group, gid) = match &cfg.server.group {
-        None => (group_name(primary).unwrap_or_else(|| primary.to_string()), primary),
+        None => (
+            group_name(primary).unwrap_or_else(|| primary.to_string()),
+            primary,
+        ),
         Some(g) => match lookup_group(&g.name) {
             Ok(Some(gid)) => (g.name.clone(), gid),
             Ok(None) => {
@@ -226,15 +225,8 @@ fn group_name(gid: u32) -> Option<String> {
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::group = std::ptr::null_mut();
     // SAFETY: the buffers outlive the call.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut gr,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        )
-    };
+    let rc =
+        unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if rc != 0 || out.is_null() || gr.gr_name.is_null() {
         return None;
     }
@@ -289,8 +281,8 @@ impl Handover {
                     }
                 }
             }
-            let md = std::fs::metadata(d)
-                .with_context(|| format!("{what}: reading {}", d.display()))?;
+            let md =
+                std::fs::metadata(d).with_context(|| format!("{what}: reading {}", d.display()))?;
             let mode = md.mode();
             let writable = (md.uid() == id.uid && mode & 0o300 == 0o300)
                 || (md.gid() == id.gid && mode & 0o030 == 0o030)
@@ -509,12 +501,7 @@ pub fn thread_creds(status: &str) -> Option<([u32; 4], [u32; 4], u64, u64)> {
         let l = status.lines().find(|l| l.starts_with(key))?;
         u64::from_str_radix(l[key.len()..].trim(), 16).ok()
     };
-    Some((
-        ids("Uid:")?,
-        ids("Gid:")?,
-        cap("CapEff:")?,
-        cap("CapPrm:")?,
-    ))
+    Some((ids("Uid:")?, ids("Gid:")?, cap("CapEff:")?, cap("CapPrm:")?))
 }
 
 /// Switches every thread of the process to `id`, keeping `plan`'s capabilities; fails naming
@@ -622,10 +609,7 @@ pub fn switch(id: &Identity, plan: &CapPlan) -> anyhow::Result<()> {
                     format!("{t} ({})", comm.trim())
                 })
                 .collect();
-            bail!(
-                "thread(s) {} did not switch within 3 s",
-                names.join(", ")
-            );
+            bail!("thread(s) {} did not switch within 3 s", names.join(", "));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -674,10 +658,7 @@ mod tests {
     fn privilege_proc_status_parse() {
         let s = "Name:\txdhcpd\nUid:\t998\t998\t998\t998\nGid:\t997\t997\t997\t997\n\
                  CapInh:\t0000000000000000\nCapPrm:\t0000000000001000\nCapEff:\t0000000000001000\n";
-        assert_eq!(
-            thread_creds(s),
-            Some(([998; 4], [997; 4], 0x1000, 0x1000))
-        );
+        assert_eq!(thread_creds(s), Some(([998; 4], [997; 4], 0x1000, 0x1000)));
         assert_eq!(thread_creds("Uid:\t1\n"), None);
     }
 

@@ -390,18 +390,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let name = |a: &Option<xdhcpd_config::Account>| {
         a.as_ref().map_or("(none)".to_string(), |a| a.name.clone())
     };
-    field(
-        "user",
-        a.user != b.user,
-        name(&a.user),
-        name(&b.user),
-    );
-    field(
-        "group",
-        a.group != b.group,
-        name(&a.group),
-        name(&b.group),
-    );
+    field("user", a.user != b.user, name(&a.user), name(&b.user));
+    field("group", a.group != b.group, name(&a.group), name(&b.group));
     if old.registrations != new.registrations {
         v.push(
             "[registrations] changed: the registration backend and its connection are set up \
