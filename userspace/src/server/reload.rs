@@ -667,6 +667,31 @@ mod tests {
     }
 
     #[test]
+    fn reload_privilege_user_change_needs_a_restart() {
+        let cfg = |head: &str| {
+            xdhcpd_config::parse(
+                &format!(
+                    "[server]\n{head}interface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n"
+                ),
+                "t.toml",
+            )
+            .expect("valid")
+        };
+        let a = cfg("user = \"a\"\n");
+        // The same account written elsewhere in the file: nothing to restart for.
+        let moved = cfg("\n\nuser = \"a\"\n");
+        assert!(needs_restart(&a, &moved).is_empty());
+        let b = cfg("user = \"b\"\ngroup = \"g\"\n");
+        let reasons = needs_restart(&a, &b);
+        assert!(
+            reasons.contains(&"server.user changed (a -> b): needs a restart".to_string())
+                && reasons
+                    .contains(&"server.group changed ((none) -> g): needs a restart".to_string()),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
     fn reload_refuses_restart_changes_with_the_reason() {
         let b = bed(false);
         // This lease file has no spare records: a new pool does not fit.
