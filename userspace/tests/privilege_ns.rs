@@ -141,9 +141,21 @@ fn config(bed: &Bed, io: &str, user: &str, last: u8, extra: &str) -> String {
 
 /// `xdhcpd run -c CONFIG` in the server namespace, until its "serving" line.
 fn start(bed: &Bed, cfg: &Path, log: &str) -> Res<Proc> {
+    start_as(bed, cfg, log, &[])
+}
+
+/// As [`start`], through `wrapper` (a program and its arguments that exec the daemon).
+fn start_as(bed: &Bed, cfg: &Path, log: &str, wrapper: &[&str]) -> Res<Proc> {
     let bin = xdhcpd_bin()?;
     let log = bed.path(log);
-    let mut cmd = bed.srv.command(&bin.to_string_lossy());
+    let mut cmd = match wrapper.split_first() {
+        None => bed.srv.command(&bin.to_string_lossy()),
+        Some((program, args)) => {
+            let mut c = bed.srv.command(program);
+            c.args(args).arg(&bin);
+            c
+        }
+    };
     cmd.arg("run")
         .arg("-c")
         .arg(cfg)
@@ -164,6 +176,12 @@ fn start(bed: &Bed, cfg: &Path, log: &str) -> Res<Proc> {
 /// Every thread of `pid`: uids, gids, groups and capability sets as the account must have
 /// them; `caps` = CapEff = CapPrm, the bounding set no larger.
 fn check_status(pid: u32, user: &SysUser, caps: u64) -> Res<()> {
+    check_status_with(pid, user, caps, true)
+}
+
+/// As [`check_status`]; `from_root`: started as root, so the groups and the bounding set were
+/// set by the switch too (started as the user they are what the starter gave).
+fn check_status_with(pid: u32, user: &SysUser, caps: u64, from_root: bool) -> Res<()> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
     let mut n = 0;
@@ -187,10 +205,11 @@ fn check_status(pid: u32, user: &SysUser, caps: u64) -> Res<()> {
         let gids = format!("{0} {0} {0} {0}", user.gid);
         let bad = field("Uid:") != uids
             || field("Gid:") != gids
-            || field("Groups:") != user.gid.to_string()
+            || (from_root && field("Groups:") != user.gid.to_string())
             || hex("CapEff:") != caps
             || hex("CapPrm:") != caps
-            || hex("CapBnd:") & !caps != 0;
+            || hex("CapAmb:") & !caps != 0
+            || (from_root && hex("CapBnd:") & !caps != 0);
         if bad {
             return Err(format!(
                 "thread {:?} of {pid}: want uid {} gid {} caps {caps:x}, has:\n{status}",
@@ -490,6 +509,66 @@ fn udp_failover_guard() -> Res<()> {
         return Err(format!(
             "the guard table is left after shutdown: {}\nlog:\n{log}",
             tables.stdout
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn privilege_started_as_user_with_ambient_caps_drops_them() {
+    if !needs() || !require(&[Capability::Program("setpriv")]) {
+        return;
+    }
+    if let Err(e) = started_as_user() {
+        panic!("{e}");
+    }
+}
+
+/// The systemd unit's way: started as the account with the start-up capabilities as ambient
+/// ones (`User=`, `AmbientCapabilities=`; here setpriv) in a directory that is the account's
+/// (`StateDirectory=`); the switch only cuts the capabilities.
+fn started_as_user() -> Res<()> {
+    let user = SysUser::create()?;
+    let bed = bed()?;
+    std::os::unix::fs::chown(bed.dir.path(), Some(user.uid), Some(user.gid))
+        .map_err(|e| format!("chown {}: {e}", bed.dir.path().display()))?;
+    let cfg = bed.path("xdhcpd.toml");
+    write_file(&cfg, &config(&bed, "xdp", &user.name, 10, ""))?;
+    // The unit's AmbientCapabilities= and CapabilityBoundingSet=.
+    let caps = "+bpf,+perfmon,+net_admin,+net_raw,+sys_admin,+ipc_lock,+net_bind_service";
+    let bounding = format!("-all,{caps}");
+    let proc = start_as(
+        &bed,
+        &cfg,
+        "xdhcpd.log",
+        &[
+            "setpriv",
+            "--reuid",
+            &user.name,
+            "--regid",
+            &user.name,
+            "--clear-groups",
+            "--inh-caps",
+            caps,
+            "--ambient-caps",
+            caps,
+            "--bounding-set",
+            &bounding,
+        ],
+    )?;
+    let dlog = |p: &Proc, e: String| format!("{e}\ndaemon log:\n{}", p.log_text());
+    check_status_with(proc.pid(), &user, 0, false).map_err(|e| dlog(&proc, e))?;
+    if !bed.srv_has_xdp()? {
+        return Err(dlog(&proc, "no XDP program on the server interface".into()));
+    }
+    let ip = udhcpc(&bed, "02:5a:e2:00:00:01", 5)?.ok_or_else(|| dlog(&proc, "no lease".into()))?;
+    if ip != Ipv4Addr::new(10, 77, 1, 10) {
+        return Err(dlog(&proc, format!("the client got {ip}")));
+    }
+    let log = stop(proc)?;
+    if bed.srv_has_xdp()? {
+        return Err(format!(
+            "XDP program still attached after SIGINT; log:\n{log}"
         ));
     }
     Ok(())

@@ -54,7 +54,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "bpftool" => "bpftool",
         "prometheus" | "promtool" => "prometheus",
         "timeout" | "cp" => "coreutils",
-        "taskset" => "util-linux",
+        "taskset" | "setpriv" => "util-linux",
         "losetup" | "mount" | "umount" => "mount",
         "mkfs.ext4" => "e2fsprogs",
         "ip" => "iproute2",
