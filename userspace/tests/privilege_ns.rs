@@ -573,3 +573,45 @@ fn started_as_user() -> Res<()> {
     }
     Ok(())
 }
+
+#[test]
+fn privilege_unknown_user_or_group_is_a_positioned_config_error() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let bin = match xdhcpd_bin() {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    };
+    for (lines, want) in [
+        (
+            "user = \"no-such-user-xdpriv\"\n",
+            "x.toml:3:8: server.user: no such user `no-such-user-xdpriv` on this system",
+        ),
+        (
+            "user = \"root\"\ngroup = \"no-such-group-xdpriv\"\n",
+            "x.toml:4:9: server.group: no such group `no-such-group-xdpriv` on this system",
+        ),
+    ] {
+        let cfg = dir.path().join("x.toml");
+        let text =
+            format!("[server]\ninterface = \"eth0\"\n{lines}[[subnet]]\ncidr = \"10.0.0.0/24\"\n");
+        if let Err(e) = write_file(&cfg, &text) {
+            panic!("{e}");
+        }
+        for args in [&["check-config"][..], &["run", "--run-for", "1", "-c"][..]] {
+            let out = match output(
+                Command::new(&bin)
+                    .args(args)
+                    .arg("x.toml")
+                    .current_dir(dir.path()),
+            ) {
+                Ok(o) => o,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+        }
+    }
+}

@@ -628,14 +628,21 @@ pub fn warn_unreadable(config: &Path, id: &Identity) {
     }
 }
 
-/// Without `server.user`, a daemon started as root says so once.
+/// Without `server.user`, a daemon that runs as root, or holds capabilities (started by a
+/// unit with `AmbientCapabilities=`), says so once: it keeps them for its whole life.
 pub fn warn_if_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    let root = unsafe { libc::geteuid() } == 0;
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| thread_creds(&s))
+        .map_or(0, |c| c.2);
+    if root || caps != 0 {
         tracing::warn!(
-            "running as root with every capability for the daemon's whole life: set `[server] \
-             user` (and `group`) to switch to an unprivileged account after start-up (see \
-             docs/configuration.md)"
+            "running as {} with capabilities {caps:#x} for the daemon's whole life: set \
+             `[server] user` (and `group`) to switch to an unprivileged account and drop them \
+             after start-up (see docs/configuration.md, Privileges)",
+            if root { "root" } else { "a user" }
         );
     }
 }
