@@ -168,7 +168,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Ctl { target, cmd } => xdhcpd::api::ctl::main_ctl(target, cmd),
-        Cmd::CheckConfig { file } => match xdhcpd_config::load(&file) {
+        Cmd::CheckConfig { file } => match xdhcpd_config::load(&file).and_then(|cfg| {
+            // `[server] user` / `group` must name accounts of this system.
+            server::privilege::resolve(&cfg).map(|_| cfg)
+        }) {
             Ok(cfg) => {
                 let pools: u64 = cfg
                     .subnets
@@ -201,7 +204,9 @@ fn main() -> ExitCode {
             allow_shrink,
             control_socket,
         } => {
-            let cfg = match xdhcpd_config::load(&path) {
+            let cfg = match xdhcpd_config::load(&path)
+                .and_then(|c| server::privilege::resolve(&c).map(|_| c))
+            {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

@@ -46,6 +46,9 @@ fn packaging_systemd_unit_passes_systemd_analyze_verify() {
         "StateDirectory=xdhcpd",
         "RuntimeDirectory=xdhcpd",
         "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "User=xdhcpd",
+        "Group=xdhcpd",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
     ] {

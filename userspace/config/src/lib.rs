@@ -227,6 +227,26 @@ pub struct ServerConfig {
     /// `leasequery-allow`: the giaddrs whose DHCPLEASEQUERYs are answered (RFC 4388 §6).
     /// `None`: the trusted relays.
     pub leasequery_allow: Option<Vec<Ipv4Net>>,
+    /// `user`: the account the daemon switches to once everything that needs root is done
+    /// (XDP attached, sockets bound, files opened). `None`: it stays as started.
+    pub user: Option<Account>,
+    /// `group`: the group it switches to with `user` (default: the user's primary group).
+    pub group: Option<Account>,
+}
+
+/// A user or group name from the configuration and where it was written: the daemon looks
+/// the name up (system accounts: NSS) and reports an unknown one at this position.
+#[derive(Clone, Debug, Eq)]
+pub struct Account {
+    pub name: String,
+    pub position: Position,
+}
+
+/// Two accounts are the same when they name the same account (wherever it was written).
+impl PartialEq for Account {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
 }
 
 /// Option 82 in a message with giaddr 0: only a relay agent adds it, so a client sent it

@@ -217,6 +217,47 @@ fn server_keywords() {
 }
 
 #[test]
+fn server_user_and_group_privilege_keys() {
+    let text = "[server]\ninterface = \"eth0\"\nuser = \"xdhcpd\"\ngroup = \"dhcp\"\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let user = cfg.server.user.expect("user");
+    assert_eq!(user.name, "xdhcpd");
+    // Kept for the daemon's "no such user" error: line 3, column 8 (the value).
+    assert_eq!(user.position, crate::Position { line: 3, column: 8 });
+    assert_eq!(cfg.server.group.expect("group").name, "dhcp");
+
+    let none = parse(
+        "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(none.server.user.is_none() && none.server.group.is_none());
+
+    let err = parse(
+        "[server]\ninterface = \"eth0\"\ngroup = \"dhcp\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n",
+        "t.toml",
+    )
+    .expect_err("group without user");
+    assert_eq!(
+        err.to_string(),
+        "t.toml:3:9: server.group: `group` needs `user`: the group is switched together with \
+         the user"
+    );
+    for bad in ["", "a:b", "a b", "-x", "../etc"] {
+        let text = format!(
+            "[server]\ninterface = \"eth0\"\nuser = \"{bad}\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n"
+        );
+        let err = parse(&text, "t.toml").expect_err(bad);
+        assert!(
+            err.to_string().starts_with("t.toml:3:8: server.user: ")
+                && err.to_string().contains("is not an account name"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn lease_time_helpers() {
     let t = LeaseTimes::default();
     assert_eq!(t.lease_for(None), 3600);

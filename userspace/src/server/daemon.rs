@@ -380,6 +380,19 @@ impl Daemon {
             ),
         };
         let local_addr = iface.ipv4.unwrap_or(server_id);
+        // `[server] user`: looked up first (an unknown name stops the start before anything
+        // is attached); the directories start-up may create are noted now, so that only
+        // those are handed to the user.
+        let identity = super::privilege::resolve(&cfg).map_err(anyhow::Error::new)?;
+        let control_path = opts
+            .control_socket
+            .clone()
+            .or(cfg.server.control_socket.clone())
+            .unwrap_or_else(|| default_socket(&iface.name));
+        let mut handover = super::privilege::Handover::default();
+        if identity.is_some() {
+            handover.note_absent(state_dirs(&cfg, &control_path));
+        }
 
         // Data path first: its queue count decides the number of shards.
         let object = opts.ebpf_object.clone().or(cfg.server.ebpf_object.clone());
@@ -478,12 +491,7 @@ impl Daemon {
         if let Some(f) = &failover {
             reloader.set_failover_pools(f.pool_balance_cell());
         }
-        let control_path = opts
-            .control_socket
-            .clone()
-            .or(cfg.server.control_socket.clone())
-            .unwrap_or_else(|| default_socket(&iface.name));
-        let api_listen = Listen::from_config(control_path, &cfg.api)?;
+        let api_listen = Listen::from_config(control_path.clone(), &cfg.api)?;
         engine.protect_reservations(unix_now());
 
         install_signal_handlers();
@@ -634,6 +642,52 @@ impl Daemon {
                 None
             }
         };
+        // Everything that needs root is done: switch to `[server] user` (every thread).
+        match &identity {
+            Some(id) => {
+                let udp = steering.is_none();
+                let plan = super::privilege::runtime_caps(udp, nft_guard.is_some());
+                handover.files = owned_files(&cfg, &control_path);
+                if let Some(e) = &cfg.event_log {
+                    handover.dirs.push((e.directory.clone(), "event log"));
+                }
+                if let Some(dir) = cfg
+                    .server
+                    .registration_file
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    handover
+                        .dirs
+                        .push((dir.to_path_buf(), "registration store"));
+                }
+                handover.apply(id)?;
+                super::privilege::switch(id, &plan).with_context(|| {
+                    format!(
+                        "switching to user {} (uid {}) and group {} (gid {}) with capabilities \
+                         {}",
+                        id.user,
+                        id.uid,
+                        id.group,
+                        id.gid,
+                        plan.names()
+                    )
+                })?;
+                tracing::info!(
+                    "privileges: running as user {} (uid {}), group {} (gid {}); capabilities \
+                     kept: {} ({} data path)",
+                    id.user,
+                    id.uid,
+                    id.group,
+                    id.gid,
+                    plan.names(),
+                    io_name
+                );
+                super::privilege::warn_unreadable(&cfg.source, id);
+            }
+            None => super::privilege::warn_if_root(),
+        }
         // Last: tests and operators take this line as "ready" (workers and API up).
         tracing::info!(
             "serving {} subnet(s) on {} as {server_id}, commit mode {:?}",
@@ -929,6 +983,56 @@ impl StandbyFollow {
             }
         }
     }
+}
+
+/// The directories start-up may create: the lease files', the registration store's, the
+/// event log's, the control socket's.
+fn state_dirs(cfg: &Config, control: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = [
+        Some(cfg.server.lease_file.as_path()),
+        (!cfg.v6.subnets.is_empty()).then_some(cfg.v6.lease_file.as_path()),
+        cfg.server.registration_file.as_deref(),
+        Some(control),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Path::parent)
+    .map(Path::to_path_buf)
+    .collect();
+    if let Some(e) = &cfg.event_log {
+        v.push(e.directory.clone());
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The files the daemon writes, handed to `[server] user` before the switch.
+fn owned_files(cfg: &Config, control: &Path) -> Vec<PathBuf> {
+    let with = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let lf = &cfg.server.lease_file;
+    let mut v = vec![
+        lf.clone(),
+        with(lf, ".wal"),
+        super::reconfigure::secret_path(lf),
+        control.to_path_buf(),
+    ];
+    if !cfg.v6.subnets.is_empty() {
+        v.push(cfg.v6.lease_file.clone());
+    }
+    if let Some(r) = &cfg.server.registration_file {
+        v.extend([
+            r.clone(),
+            with(r, ".log"),
+            with(r, ".lock"),
+            with(r, ".tmp"),
+        ]);
+    }
+    v
 }
 
 fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {

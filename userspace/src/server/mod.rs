@@ -7,6 +7,7 @@ pub mod iface;
 pub mod latency;
 pub mod nft_guard;
 pub mod packet_io;
+pub mod privilege;
 pub mod reconfigure;
 pub mod reload;
 pub mod v6;

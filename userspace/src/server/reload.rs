@@ -418,6 +418,11 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", a.registration_file),
         format!("{:?}", b.registration_file),
     );
+    let name = |a: &Option<xdhcpd_config::Account>| {
+        a.as_ref().map_or("(none)".to_string(), |a| a.name.clone())
+    };
+    field("user", a.user != b.user, name(&a.user), name(&b.user));
+    field("group", a.group != b.group, name(&a.group), name(&b.group));
     if old.registrations != new.registrations {
         v.push(
             "[registrations] changed: the registration backend and its connection are set up \
@@ -721,6 +726,31 @@ mod tests {
         // Back to the running file: accepted.
         b.write(&base);
         b.reloader.reload().expect("unchanged file accepted");
+    }
+
+    #[test]
+    fn reload_privilege_user_change_needs_a_restart() {
+        let cfg = |head: &str| {
+            xdhcpd_config::parse(
+                &format!(
+                    "[server]\n{head}interface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n"
+                ),
+                "t.toml",
+            )
+            .expect("valid")
+        };
+        let a = cfg("user = \"a\"\n");
+        // The same account written elsewhere in the file: nothing to restart for.
+        let moved = cfg("\n\nuser = \"a\"\n");
+        assert!(needs_restart(&a, &moved).is_empty());
+        let b = cfg("user = \"b\"\ngroup = \"g\"\n");
+        let reasons = needs_restart(&a, &b);
+        assert!(
+            reasons.contains(&"server.user changed (a -> b): needs a restart".to_string())
+                && reasons
+                    .contains(&"server.group changed ((none) -> g): needs a restart".to_string()),
+            "{reasons:?}"
+        );
     }
 
     #[test]

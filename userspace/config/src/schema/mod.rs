@@ -58,6 +58,8 @@ const SERVER_KEYS: &[&str] = &[
     "untrusted-relay-info",
     "leasequery-allow",
     "registration-file",
+    "user",
+    "group",
 ];
 /// Largest `[lease] spare-addresses` (2^24 spare records: 2 GiB of lease file).
 const MAX_SPARE_ADDRESSES: u32 = 1 << 24;
