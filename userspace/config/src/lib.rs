@@ -13,6 +13,7 @@
 mod api;
 mod error;
 mod failover;
+mod limits;
 mod net;
 mod options;
 mod provisioning;
@@ -39,6 +40,7 @@ pub use provisioning::{
     BytesMatch, Class, ClassId, ClassMatch, ClassSet, Host, PoolRules, Settings, SharedNetwork,
     TimeOverride, MAX_CLASSES,
 };
+pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use ratelimit::RateLimitConfig;
 pub use reconfigure::{ReconfigureConfig, ReconfigureOverride};
 pub use schema::schema_keys;
@@ -89,6 +91,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// `[limits]`: lease caps per circuit / remote-id, the XDP drop of unknown clients.
+    pub limits: LimitsConfig,
     /// `[reconfigure]`: server-initiated reconfiguration (FORCERENEW); None = off.
     pub reconfigure: Option<ReconfigureConfig>,
     /// The control API and `/metrics` (`[api]`; defaults when absent).

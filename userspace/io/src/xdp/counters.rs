@@ -35,6 +35,9 @@ pub struct Counters {
     pub guard_unparsable_dropped: u64,
     /// DHCPv4 requests dropped by the per-circuit (giaddr + circuit-id) rate limit.
     pub ratelimit_circuit_dropped: u64,
+    /// DHCPv4 DISCOVERs / REQUESTs from hardware addresses not known (not registered, no
+    /// configured host) dropped while the unknown-client drop is on.
+    pub unknown_dropped: u64,
 }
 
 impl Counters {
@@ -56,6 +59,7 @@ impl Counters {
             ratelimit_relay_dropped: at(Counter::RateLimitRelay),
             guard_unparsable_dropped: at(Counter::GuardUnparsable),
             ratelimit_circuit_dropped: at(Counter::RateLimitCircuit),
+            unknown_dropped: at(Counter::UnknownDropped),
         }
     }
 
@@ -76,6 +80,7 @@ impl Counters {
             Counter::RateLimitRelay => self.ratelimit_relay_dropped,
             Counter::GuardUnparsable => self.guard_unparsable_dropped,
             Counter::RateLimitCircuit => self.ratelimit_circuit_dropped,
+            Counter::UnknownDropped => self.unknown_dropped,
         }
     }
 
