@@ -75,7 +75,14 @@ fn mac(circuit: u8, i: u8) -> [u8; 6] {
 }
 
 /// A relayed message of `kind` from chaddr `mac` (giaddr RELAY, hops 1) with option 82 last.
-fn relayed(kind: MessageType, xid: u32, mac: &[u8; 6], ciaddr: Ipv4Addr, extra: &[(u8, &[u8])], ri: &[u8]) -> Vec<u8> {
+fn relayed(
+    kind: MessageType,
+    xid: u32,
+    mac: &[u8; 6],
+    ciaddr: Ipv4Addr,
+    extra: &[(u8, &[u8])],
+    ri: &[u8],
+) -> Vec<u8> {
     let mut b = vec![0u8; 240];
     b[0] = OP_BOOTREQUEST;
     b[1] = 1;
@@ -139,15 +146,36 @@ struct Outcome {
 
 /// DISCOVER then REQUEST for each MAC of a circuit (pipelined: all DISCOVERs, then the
 /// REQUESTs of the offered ones); the ACKed (mac, address) pairs.
-fn bind_all(sock: &UdpSocket, server: SocketAddrV4, circuit: u8, n: u8, ri: &[u8]) -> Res<Vec<([u8; 6], Ipv4Addr)>> {
-    let send = |b: &[u8]| sock.send_to(b, server).map(|_| ()).map_err(|e| format!("send: {e}"));
-    let xid = |kind: u32, i: u8| 0x4c00_0000 | (kind << 16) | (u32::from(circuit) << 8) | u32::from(i);
+fn bind_all(
+    sock: &UdpSocket,
+    server: SocketAddrV4,
+    circuit: u8,
+    n: u8,
+    ri: &[u8],
+) -> Res<Vec<([u8; 6], Ipv4Addr)>> {
+    let send = |b: &[u8]| {
+        sock.send_to(b, server)
+            .map(|_| ())
+            .map_err(|e| format!("send: {e}"))
+    };
+    let xid =
+        |kind: u32, i: u8| 0x4c00_0000 | (kind << 16) | (u32::from(circuit) << 8) | u32::from(i);
     let mut offers = BTreeMap::new();
     // Two rounds: the first frames may meet an unresolved neighbour on the way back.
     for _ in 0..2 {
-        let want: Vec<u32> = (0..n).filter(|i| !offers.contains_key(i)).map(|i| xid(1, i)).collect();
+        let want: Vec<u32> = (0..n)
+            .filter(|i| !offers.contains_key(i))
+            .map(|i| xid(1, i))
+            .collect();
         for i in (0..n).filter(|i| !offers.contains_key(i)) {
-            send(&relayed(MessageType::Discover, xid(1, i), &mac(circuit, i), Ipv4Addr::UNSPECIFIED, &[], ri))?;
+            send(&relayed(
+                MessageType::Discover,
+                xid(1, i),
+                &mac(circuit, i),
+                Ipv4Addr::UNSPECIFIED,
+                &[],
+                ri,
+            ))?;
         }
         for (x, (t, ip)) in collect(sock, &want, Duration::from_millis(1500))? {
             if t == MessageType::Offer as u8 {
@@ -163,7 +191,16 @@ fn bind_all(sock: &UdpSocket, server: SocketAddrV4, circuit: u8, n: u8, ri: &[u8
             xid(3, i),
             &mac(circuit, i),
             Ipv4Addr::UNSPECIFIED,
-            &[(opt::SERVER_ID, &SRV_ADDR.parse::<Ipv4Addr>().map_err(|e| e.to_string())?.octets()), (opt::REQUESTED_IP, &ip.octets())],
+            &[
+                (
+                    opt::SERVER_ID,
+                    &SRV_ADDR
+                        .parse::<Ipv4Addr>()
+                        .map_err(|e| e.to_string())?
+                        .octets(),
+                ),
+                (opt::REQUESTED_IP, &ip.octets()),
+            ],
             ri,
         ))?;
     }
@@ -182,8 +219,10 @@ fn run(cap: Option<usize>) -> Res<Outcome> {
     let sock = bed
         .cli
         .run(|| -> Res<UdpSocket> {
-            let s = UdpSocket::bind(SocketAddrV4::new(RELAY, 67)).map_err(|e| format!("binding {RELAY}:67: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+            let s = UdpSocket::bind(SocketAddrV4::new(RELAY, 67))
+                .map_err(|e| format!("binding {RELAY}:67: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .map_err(|e| e.to_string())?;
             Ok(s)
         })
         .map_err(|e| e.to_string())??;
@@ -197,9 +236,27 @@ fn run(cap: Option<usize>) -> Res<Outcome> {
     // A port-A client renews (relayed, ciaddr set) and asks again (DISCOVER).
     let (renewed, re_offered) = match a.first() {
         Some((m, ip)) => {
-            let send = |b: &[u8]| sock.send_to(b, server).map(|_| ()).map_err(|e| format!("send: {e}"));
-            send(&relayed(MessageType::Request, 0x4c77_0001, m, *ip, &[], &ra))?;
-            send(&relayed(MessageType::Discover, 0x4c77_0002, m, Ipv4Addr::UNSPECIFIED, &[], &ra))?;
+            let send = |b: &[u8]| {
+                sock.send_to(b, server)
+                    .map(|_| ())
+                    .map_err(|e| format!("send: {e}"))
+            };
+            send(&relayed(
+                MessageType::Request,
+                0x4c77_0001,
+                m,
+                *ip,
+                &[],
+                &ra,
+            ))?;
+            send(&relayed(
+                MessageType::Discover,
+                0x4c77_0002,
+                m,
+                Ipv4Addr::UNSPECIFIED,
+                &[],
+                &ra,
+            ))?;
             let got = collect(&sock, &[0x4c77_0001, 0x4c77_0002], Duration::from_secs(3))?;
             (
                 got.get(&0x4c77_0001) == Some(&(MessageType::Ack as u8, *ip)),
@@ -251,7 +308,10 @@ fn lease_cap_attack_one_circuit_many_macs_gets_at_most_the_cap() -> Res<()> {
     assert_eq!(with.a_bound, CAP);
     assert_eq!(with.b_bound, usize::from(OTHER_MACS));
     assert!(with.renewed, "a capped circuit's client could not renew");
-    assert!(with.re_offered, "a capped circuit's client was refused its own address");
+    assert!(
+        with.re_offered,
+        "a capped circuit's client was refused its own address"
+    );
     assert!(
         with.refused >= u64::from(FLOOD_MACS) - CAP as u64,
         "lease_cap_circuit_refused = {}",

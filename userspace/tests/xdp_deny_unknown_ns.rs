@@ -167,10 +167,23 @@ fn run(drop: bool) -> Res<Run> {
         }
     }
     if !host_served {
-        return Err(format!("the configured host was never served; log:\n{}", daemon.log_text()));
+        return Err(format!(
+            "the configured host was never served; log:\n{}",
+            daemon.log_text()
+        ));
     }
     // Registered live: served by the first DISCOVER after the command returned.
-    ctl(&bed, &["registrations", "add", "--mac", &mac_str(&LIVE), "--group", "cpe"])?;
+    ctl(
+        &bed,
+        &[
+            "registrations",
+            "add",
+            "--mac",
+            &mac_str(&LIVE),
+            "--group",
+            "cpe",
+        ],
+    )?;
     send(&discover(0x117e_0001, &LIVE))?;
     if !answered(&sock, 0x117e_0001, Duration::from_secs(2))? {
         return Err(format!(
@@ -217,7 +230,12 @@ fn xdp_deny_unknown_drops_unregistered_macs_and_serves_registered_ones() -> Res<
     assert!(control.unknown_refused >= 4, "{}", control.unknown_refused);
     // In XDP: at least the first round's 3 and the removed registration's DISCOVER; the
     // engine never sees them.
-    assert!(on.unknown_dropped >= 4, "unknown_dropped = {}; log:\n{}", on.unknown_dropped, on.log);
+    assert!(
+        on.unknown_dropped >= 4,
+        "unknown_dropped = {}; log:\n{}",
+        on.unknown_dropped,
+        on.log
+    );
     assert_eq!(on.unknown_refused, 0, "log:\n{}", on.log);
     assert!(
         on.metrics.contains("xdhcpd_xdp_unknown_drop_on 1"),
@@ -227,9 +245,15 @@ fn xdp_deny_unknown_drops_unregistered_macs_and_serves_registered_ones() -> Res<
     let per_queue: u64 = on
         .metrics
         .lines()
-        .filter(|l| l.starts_with("xdhcpd_xdp_packets") && l.contains("counter=\"unknown_dropped\""))
+        .filter(|l| {
+            l.starts_with("xdhcpd_xdp_packets") && l.contains("counter=\"unknown_dropped\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert!(per_queue >= 3, "xdhcpd_xdp_packets{{counter=\"unknown_dropped\"}}: {}", on.metrics);
+    assert!(
+        per_queue >= 3,
+        "xdhcpd_xdp_packets{{counter=\"unknown_dropped\"}}: {}",
+        on.metrics
+    );
     Ok(())
 }

@@ -1375,14 +1375,18 @@ fn xdp_deny_unknown_cost_per_request() {
         ])
     };
     let (fk, fu) = (frame(&known), frame(&unknown));
-    let mut map = bed.xdp.take_known_macs().expect("the object has the known-MAC map");
+    let mut map = bed
+        .xdp
+        .take_known_macs()
+        .expect("the object has the known-MAC map");
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&known[28..34]);
     map.insert(mac).expect("insert");
     // A map holding 1,000 more addresses, as a deployment would.
     for i in 0..1000u32 {
         let b = i.to_be_bytes();
-        map.insert([0x02, 0x77, b[0], b[1], b[2], b[3]]).expect("insert");
+        map.insert([0x02, 0x77, b[0], b[1], b[2], b[3]])
+            .expect("insert");
     }
     let repeat = 2_000_000;
     let measure = |bed: &GuardBed, f: &[u8], what: &str| -> f64 {
@@ -1400,7 +1404,10 @@ fn xdp_deny_unknown_cost_per_request() {
     let passed = measure(&bed, &fk, "drop on, chaddr known (passed on)");
     let dropped = measure(&bed, &fu, "drop on, chaddr unknown (dropped)");
     let (action, _) = bed.xdp.test_run(&fu, 1).unwrap();
-    assert_eq!(action, 1, "an unknown chaddr must be dropped (XDP_DROP = 1)");
+    assert_eq!(
+        action, 1,
+        "an unknown chaddr must be dropped (XDP_DROP = 1)"
+    );
     let (action, _) = bed.xdp.test_run(&fk, 1).unwrap();
     assert_ne!(action, 1, "a known chaddr must not be dropped");
     eprintln!(

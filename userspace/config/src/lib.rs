@@ -34,13 +34,13 @@ use std::time::Duration;
 pub use api::ApiConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
+pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
 pub use provisioning::{
     BytesMatch, Class, ClassId, ClassMatch, ClassSet, Host, PoolRules, Settings, SharedNetwork,
     TimeOverride, MAX_CLASSES,
 };
-pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use ratelimit::RateLimitConfig;
 pub use reconfigure::{ReconfigureConfig, ReconfigureOverride};
 pub use schema::schema_keys;

@@ -164,9 +164,7 @@ impl LeaseCaps {
                 .hasher(Hasher::default())
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
-            pool_link: papaya::HashMap::builder()
-                .hasher(Hasher::default())
-                .build(),
+            pool_link: papaya::HashMap::builder().hasher(Hasher::default()).build(),
         };
         c.configure(cfg);
         c
@@ -197,7 +195,8 @@ impl LeaseCaps {
     /// Whether some cap is set.
     #[inline]
     pub fn active(&self) -> bool {
-        self.circuit_cap.load(Ordering::Relaxed) != 0 || self.remote_cap.load(Ordering::Relaxed) != 0
+        self.circuit_cap.load(Ordering::Relaxed) != 0
+            || self.remote_cap.load(Ordering::Relaxed) != 0
     }
 
     /// Installs `self` as `table`'s change hook and counts what the table holds. Call once,
@@ -317,7 +316,11 @@ impl ChangeHook for LeaseCaps {
             return;
         }
         let link = self.link_of_pool(pool);
-        let before = if was { keys_of(link, ori) } else { [None, None] };
+        let before = if was {
+            keys_of(link, ori)
+        } else {
+            [None, None]
+        };
         let after = if is { keys_of(link, nri) } else { [None, None] };
         for i in 0..2 {
             if before[i] == after[i] {

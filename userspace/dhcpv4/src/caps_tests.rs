@@ -47,7 +47,13 @@ struct Fx {
     caps: Arc<LeaseCaps>,
 }
 
-fn open(text: &str) -> (tempfile::TempDir, Arc<xdhcpd_config::Config>, Arc<LeaseTable>) {
+fn open(
+    text: &str,
+) -> (
+    tempfile::TempDir,
+    Arc<xdhcpd_config::Config>,
+    Arc<LeaseTable>,
+) {
     let cfg = Arc::new(xdhcpd_config::parse(text, "test.toml").expect("test config"));
     let dir = tempfile::tempdir().expect("tempdir");
     let pools: Vec<PoolSpec> = cfg
@@ -72,9 +78,8 @@ fn fx(limits: &str) -> Fx {
     let (dir, cfg, table) = open(&config(limits));
     let caps = Arc::new(LeaseCaps::new(&cfg));
     assert!(caps.attach(&table));
-    let shared = Arc::new(
-        EngineShared::new(cfg, table.clone(), SERVER).with_lease_caps(caps.clone()),
-    );
+    let shared =
+        Arc::new(EngineShared::new(cfg, table.clone(), SERVER).with_lease_caps(caps.clone()));
     let engine = Engine::new(shared.clone(), 0, Arc::new(EngineStats::default()));
     Fx {
         _dir: dir,
@@ -105,7 +110,9 @@ fn relayed(engine: &mut Engine, now: u32, msg: &[u8]) -> (Decision, Option<Ipv4A
     let mut out = [0u8; 1500];
     let d = engine.handle(now, &meta, msg, &mut out);
     let ip = match d {
-        Decision::Reply { len, .. } => Some(Message::new_checked(&out[..len]).expect("reply").yiaddr()),
+        Decision::Reply { len, .. } => {
+            Some(Message::new_checked(&out[..len]).expect("reply").yiaddr())
+        }
         Decision::Silent(_) => None,
     };
     (d, ip)
@@ -119,7 +126,12 @@ fn kind(d: Decision) -> Option<MessageType> {
 }
 
 fn discover(mac: u8, ri: &[u8]) -> Vec<u8> {
-    request(mac, NONE, RELAY, &[(opt::MESSAGE_TYPE, &[1]), (opt::RELAY_AGENT_INFO, ri)])
+    request(
+        mac,
+        NONE,
+        RELAY,
+        &[(opt::MESSAGE_TYPE, &[1]), (opt::RELAY_AGENT_INFO, ri)],
+    )
 }
 
 fn select(mac: u8, ip: Ipv4Addr, ri: &[u8]) -> Vec<u8> {
@@ -194,7 +206,10 @@ fn lease_cap_release_and_decline_give_room_back() {
         1,
         ip1,
         RELAY,
-        &[(opt::MESSAGE_TYPE, &[7]), (opt::SERVER_ID, &SERVER.octets())],
+        &[
+            (opt::MESSAGE_TYPE, &[7]),
+            (opt::SERVER_ID, &SERVER.octets()),
+        ],
     );
     relayed(&mut f.engine, NOW + 1, &release);
     assert_eq!(f.caps.held(CapKind::Circuit, link(&f), b"port-A"), 1);
@@ -243,7 +258,10 @@ fn lease_cap_per_remote_id_spans_circuits() {
     let (d, _) = relayed(&mut f.engine, NOW, &discover(2, &o82(b"port-B", Some(r))));
     assert_eq!(d, Decision::Silent(Silence::LeaseCap));
     let s = f.engine.stats().snapshot();
-    assert_eq!((s.lease_cap_remote_id_refused, s.lease_cap_circuit_refused), (1, 0));
+    assert_eq!(
+        (s.lease_cap_remote_id_refused, s.lease_cap_circuit_refused),
+        (1, 0)
+    );
     assert!(dora(&mut f.engine, NOW, 3, &o82(b"port-B", Some(b"modem-8"))).is_some());
 }
 
@@ -279,7 +297,8 @@ fn lease_cap_counts_every_writer_and_are_rebuilt_at_start() {
     assert!(caps.attach(&table));
     let l = link_of_subnet(&cfg, 1);
     assert_eq!(caps.held(CapKind::Circuit, l, b"port-A"), 3);
-    let shared = Arc::new(EngineShared::new(cfg, table.clone(), SERVER).with_lease_caps(caps.clone()));
+    let shared =
+        Arc::new(EngineShared::new(cfg, table.clone(), SERVER).with_lease_caps(caps.clone()));
     let mut e = Engine::new(shared, 0, Arc::new(EngineStats::default()));
     let (d, _) = relayed(&mut e, NOW, &discover(4, &a));
     assert_eq!(d, Decision::Silent(Silence::LeaseCap));

@@ -55,8 +55,7 @@ pub fn every_subnet_denies_unknown(cfg: &Config) -> bool {
     !cfg.subnets.is_empty()
         && cfg.subnets.iter().all(|s| {
             s.deny_unknown
-                || s
-                    .shared_network
+                || s.shared_network
                     .and_then(|n| cfg.shared_networks.get(n))
                     .is_some_and(|n| n.deny_unknown)
                 || (!s.pool_rules.is_empty() && s.pool_rules.iter().all(|r| r.deny_unknown))
@@ -66,11 +65,11 @@ pub fn every_subnet_denies_unknown(cfg: &Config) -> bool {
 fn hosts_of(cfg: &Config) -> (HashSet<[u8; 6]>, usize) {
     let mut macs = HashSet::new();
     let mut by_id = 0;
-    let keys = cfg
-        .hosts
-        .iter()
-        .map(|h| &h.key)
-        .chain(cfg.subnets.iter().flat_map(|s| s.reservations.iter().map(|r| &r.key)));
+    let keys = cfg.hosts.iter().map(|h| &h.key).chain(
+        cfg.subnets
+            .iter()
+            .flat_map(|s| s.reservations.iter().map(|r| &r.key)),
+    );
     for k in keys {
         match k {
             ReservationKey::Hw(m) => {

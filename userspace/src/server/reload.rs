@@ -187,7 +187,11 @@ impl Reloader {
     /// Calls `hook` with every accepted configuration, before the workers serve it (the XDP
     /// map of known MACs takes the new hosts first).
     pub fn on_reload(&self, hook: ReloadHook) {
-        *self.inner.on_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        *self
+            .inner
+            .on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Counters and the last outcome.

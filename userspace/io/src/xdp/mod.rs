@@ -192,11 +192,13 @@ impl XdpSteering {
         if let Some(n) = known_macs {
             loader.set_max_entries(MAP_KNOWN_MACS, n.max(1));
         }
-        let mut ebpf = loader.load(&bytes).map_err(|source| XdpError::ParseObject {
-            ifname: ifname.to_owned(),
-            origin: origin.clone(),
-            cause: Box::new(source),
-        })?;
+        let mut ebpf = loader
+            .load(&bytes)
+            .map_err(|source| XdpError::ParseObject {
+                ifname: ifname.to_owned(),
+                origin: origin.clone(),
+                cause: Box::new(source),
+            })?;
 
         let xsks: XskMap<MapData> = take_map(&mut ebpf, &origin, MAP_XSKS)?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, &origin, MAP_COUNTERS)?;
@@ -212,7 +214,10 @@ impl XdpSteering {
         let rate_limits: Array<MapData, RateLimitConfig> =
             take_map(&mut ebpf, &origin, MAP_RATE_LIMITS)?;
         // Optional: an object built before the unknown-client drop has neither map.
-        let known = match (ebpf.take_map(MAP_KNOWN_MACS), ebpf.take_map(MAP_UNKNOWN_FILTER)) {
+        let known = match (
+            ebpf.take_map(MAP_KNOWN_MACS),
+            ebpf.take_map(MAP_UNKNOWN_FILTER),
+        ) {
             (Some(m), Some(f)) => {
                 let capacity = match &m {
                     aya::maps::Map::HashMap(data) => {
