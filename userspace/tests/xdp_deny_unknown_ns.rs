@@ -36,12 +36,12 @@ const UNKNOWN: [u8; 6] = [0x02, 0xde, 0xad, 0x00, 0x00, 0x01];
 const HOST: [u8; 6] = [0x02, 0x40, 0x57, 0x00, 0x00, 0x01];
 const LIVE: [u8; 6] = [0x02, 0x11, 0x7e, 0x00, 0x00, 0x01];
 
-fn config(bed: &Bed, drop: bool) -> Res<PathBuf> {
+fn config(bed: &Bed, drop: bool, known_macs: u32) -> Res<PathBuf> {
     let path = bed.path("xdhcpd.toml");
     let limits = if drop {
-        "[limits]\nxdp-drop-unknown = true\nxdp-known-macs = 4096\n"
+        format!("[limits]\nxdp-drop-unknown = true\nxdp-known-macs = {known_macs}\n")
     } else {
-        ""
+        String::new()
     };
     let text = format!(
         r#"[server]
@@ -134,7 +134,7 @@ struct Run {
 
 fn run(drop: bool) -> Res<Run> {
     let bed = Bed::new(Some(&format!("{HOST_ADDR}/{PREFIX}")))?;
-    let cfg = config(&bed, drop)?;
+    let cfg = config(&bed, drop, 4096)?;
     let daemon = Daemon::start(&bed, &cfg, Io::Xdp)?;
     let sock = bed
         .cli
@@ -255,5 +255,83 @@ fn xdp_deny_unknown_drops_unregistered_macs_and_serves_registered_ones() -> Res<
         "xdhcpd_xdp_packets{{counter=\"unknown_dropped\"}}: {}",
         on.metrics
     );
+    Ok(())
+}
+
+/// The map of known MACs holds one entry (the configured host): registering a second MAC live
+/// overflows it. The drop must switch itself off (logged, `xdhcpd_xdp_known_macs_overflow` 1)
+/// so the newly registered client is served, and unknown clients go back to the engine.
+#[test]
+fn xdp_deny_unknown_map_overflow_falls_back_to_passing() -> Res<()> {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("ip"),
+        Capability::Program("timeout"),
+    ]) {
+        return Ok(());
+    }
+    let bed = Bed::new(Some(&format!("{HOST_ADDR}/{PREFIX}")))?;
+    let cfg = config(&bed, true, 1)?;
+    let daemon = Daemon::start(&bed, &cfg, Io::Xdp)?;
+    let sock = bed
+        .cli
+        .run(|| -> Res<UdpSocket> {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+                .map_err(|e| format!("binding 0.0.0.0:68: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .map_err(|e| e.to_string())?;
+            Ok(s)
+        })
+        .map_err(|e| e.to_string())??;
+    let server = SocketAddrV4::new(SRV_ADDR.parse().map_err(|_| "SRV_ADDR")?, 67);
+    let send = |b: &[u8]| {
+        sock.send_to(b, server)
+            .map(|_| ())
+            .map_err(|e| format!("sending to {server}: {e}"))
+    };
+    let before = ctl(&bed, &["metrics"])?;
+    assert!(before.contains("xdhcpd_xdp_unknown_drop_on 1"), "{before}");
+    ctl(
+        &bed,
+        &[
+            "registrations",
+            "add",
+            "--mac",
+            &mac_str(&LIVE),
+            "--group",
+            "cpe",
+        ],
+    )?;
+    let mut served = false;
+    for i in 0..3 {
+        send(&discover(0x117e_0100 + i, &LIVE))?;
+        if answered(&sock, 0x117e_0100 + i, Duration::from_secs(2))? {
+            served = true;
+            break;
+        }
+    }
+    // The unknown MAC, then the host: the engine now sees the unknown one.
+    send(&discover(0x0d00_0100, &UNKNOWN))?;
+    send(&discover(0x4057_0100, &HOST))?;
+    let host = answered(&sock, 0x4057_0100, Duration::from_secs(2))?;
+    let after = ctl(&bed, &["metrics"])?;
+    let finished = daemon.stop()?;
+    assert!(
+        served,
+        "a registered MAC that did not fit the map was not served; log:\n{}",
+        finished.log
+    );
+    assert!(host, "the configured host was not served");
+    assert!(
+        after.contains("xdhcpd_xdp_known_macs_overflow 1"),
+        "{after}"
+    );
+    assert!(after.contains("xdhcpd_xdp_unknown_drop_on 0"), "{after}");
+    assert!(
+        finished.log.contains("map of known MACs is full"),
+        "log:\n{}",
+        finished.log
+    );
+    assert!(finished.counter("engine", "unknown_refused")? >= 1);
     Ok(())
 }
