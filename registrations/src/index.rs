@@ -75,6 +75,16 @@ impl Entry {
     }
 }
 
+/// Told of every change of an [`Index`], after the index holds it (in the changing thread:
+/// writers are the store's, serialized by its lock). The daemon keeps the XDP program's map
+/// of known hardware addresses in step with it.
+pub trait IndexWatch: Send + Sync {
+    /// `new` was put, replacing `replaced` (registrations that shared a key with it).
+    fn put(&self, new: &Registration, replaced: &[Registration]);
+    /// `old` was removed.
+    fn removed(&self, old: &Registration);
+}
+
 /// Client key / fixed address -> registration.
 pub struct Index {
     by_key: papaya::HashMap<ClientKey, Entry, Hasher>,
@@ -84,6 +94,8 @@ pub struct Index {
     /// Client-id keys in `by_key`: while 0 (registrations by MAC only, the carrier case), a
     /// client-id lookup is answered without touching the map.
     client_ids: AtomicUsize,
+    /// Told of every change (`set_watch`).
+    watch: std::sync::OnceLock<Arc<dyn IndexWatch>>,
 }
 
 impl Default for Index {
@@ -106,7 +118,13 @@ impl Index {
                 .build(),
             client_ids: AtomicUsize::new(0),
             groups: Default::default(),
+            watch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the change watcher (once; false when one is installed already).
+    pub fn set_watch(&self, w: Arc<dyn IndexWatch>) -> bool {
+        self.watch.set(w).is_ok()
     }
 
     fn intern(&self, g: &str) -> Arc<str> {
@@ -243,6 +261,9 @@ impl Index {
                 }
             }
         }
+        if let Some(w) = self.watch.get() {
+            w.put(&e.reg, &old);
+        }
         old
     }
 
@@ -257,6 +278,9 @@ impl Index {
         }
         if let Some(a) = old.fixed_address {
             self.remove_addr_of(a, &old);
+        }
+        if let Some(w) = self.watch.get() {
+            w.removed(&old);
         }
         Some(old)
     }

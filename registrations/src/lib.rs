@@ -18,7 +18,7 @@ pub mod record;
 pub mod store;
 
 pub use import::{Format, ImportError, ImportErrors};
-pub use index::{Entry, Index};
+pub use index::{Entry, Index, IndexWatch};
 pub use record::{FieldError, Json, Registration, Selector};
 pub use store::{Cursor, FeedChange, FeedReport, ImportReport, OpenReport, Store, StoreError};
 

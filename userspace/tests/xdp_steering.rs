@@ -1352,3 +1352,67 @@ fn xdp_ratelimit_cost_per_request() {
         dropped - off
     );
 }
+
+/// Cost of the unknown-client drop (`known.rs`) per DHCPv4 request, measured in the kernel with
+/// BPF_PROG_TEST_RUN: drop off (one array lookup), on with the chaddr known (passed on to the
+/// rate limits and the redirect), on with it unknown (dropped). Prints the figures for
+/// `benches/RESULTS.md`:
+/// `cargo test --release -p xdhcpd --test xdp_steering xdp_deny_unknown_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand"]
+fn xdp_deny_unknown_cost_per_request() {
+    if !require(&needs()) {
+        return;
+    }
+    let mut bed = guard_bed("xdpu");
+    let known = discover_from(1, 0x01, [0; 4]);
+    let unknown = discover_from(2, 0x02, [0; 4]);
+    let frame = |msg: &[u8]| {
+        concat(&[
+            &eth(&[], 0x0800),
+            &ipv4(5, 0, 17, 8 + msg.len()),
+            &udp(68, 67, msg),
+        ])
+    };
+    let (fk, fu) = (frame(&known), frame(&unknown));
+    let mut map = bed
+        .xdp
+        .take_known_macs()
+        .expect("the object has the known-MAC map");
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&known[28..34]);
+    map.insert(mac).expect("insert");
+    // A map holding 1,000 more addresses, as a deployment would.
+    for i in 0..1000u32 {
+        let b = i.to_be_bytes();
+        map.insert([0x02, 0x77, b[0], b[1], b[2], b[3]])
+            .expect("insert");
+    }
+    let repeat = 2_000_000;
+    let measure = |bed: &GuardBed, f: &[u8], what: &str| -> f64 {
+        let best = (0..5)
+            .map(|_| bed.xdp.test_run(f, repeat).expect("test run").1)
+            .min()
+            .unwrap();
+        let (action, _) = bed.xdp.test_run(f, 1).unwrap();
+        let ns = best.as_nanos() as f64;
+        eprintln!("{what}: {ns:.0} ns per request (best of 5 x {repeat}), action {action}");
+        ns
+    };
+    let off = measure(&bed, &fk, "unknown-client drop off");
+    map.set_filter(true).expect("switch on");
+    let passed = measure(&bed, &fk, "drop on, chaddr known (passed on)");
+    let dropped = measure(&bed, &fu, "drop on, chaddr unknown (dropped)");
+    let (action, _) = bed.xdp.test_run(&fu, 1).unwrap();
+    assert_eq!(
+        action, 1,
+        "an unknown chaddr must be dropped (XDP_DROP = 1)"
+    );
+    let (action, _) = bed.xdp.test_run(&fk, 1).unwrap();
+    assert_ne!(action, 1, "a known chaddr must not be dropped");
+    eprintln!(
+        "unknown-client drop cost: {:+.0} ns known, {:+.0} ns unknown (vs {off:.0} ns off)",
+        passed - off,
+        dropped - off
+    );
+}

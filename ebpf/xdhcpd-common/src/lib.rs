@@ -29,6 +29,11 @@ pub const MAP_CLIENT_BUCKETS: &str = "CLIENT_BUCKETS";
 pub const MAP_RELAY_BUCKETS: &str = "RELAY_BUCKETS";
 /// Name of the LRU hash of per-circuit (giaddr + option 82 circuit-id) token buckets.
 pub const MAP_CIRCUIT_BUCKETS: &str = "CIRCUIT_BUCKETS";
+/// Name of the hash of known client hardware addresses ([`KnownMacKey`] -> 1), written by the
+/// daemon (registrations and configured hosts); sized at load from `[limits] xdp-known-macs`.
+pub const MAP_KNOWN_MACS: &str = "KNOWN_MACS";
+/// Name of the array whose index 0 switches the unknown-client drop (non-zero = on).
+pub const MAP_UNKNOWN_FILTER: &str = "UNKNOWN_FILTER";
 
 /// Per-CPU counters kept by the XDP program. Userspace sums them across CPUs.
 #[repr(u32)]
@@ -66,10 +71,13 @@ pub enum Counter {
     GuardUnparsable = 12,
     /// DHCPv4 requests dropped by the per-circuit (relay + circuit-id) token bucket.
     RateLimitCircuit = 13,
+    /// DHCPv4 DISCOVERs and REQUESTs dropped because their chaddr is not in `KNOWN_MACS`
+    /// while the unknown-client drop is on (`UNKNOWN_FILTER`).
+    UnknownDropped = 14,
 }
 
 /// Number of counters kept per RX queue in `MAP_COUNTERS`.
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 15;
 
 /// RX queues counted apart in `MAP_COUNTERS`; frames of a higher queue count in the last one.
 pub const COUNTER_QUEUES: u32 = 64;
@@ -105,6 +113,7 @@ impl Counter {
         (Counter::RateLimitRelay, "ratelimit_relay_dropped"),
         (Counter::GuardUnparsable, "guard_unparsable_dropped"),
         (Counter::RateLimitCircuit, "ratelimit_circuit_dropped"),
+        (Counter::UnknownDropped, "unknown_dropped"),
     ];
 }
 
@@ -177,6 +186,15 @@ impl RateLimitConfig {
 
 /// Key of `MAP_CLIENT_BUCKETS`: chaddr's first six bytes and hlen, as one word.
 pub type ClientBucketKey = u64;
+/// Key of `MAP_KNOWN_MACS`: an Ethernet chaddr (htype 1, hlen 6) as one little-endian word:
+/// bytes 0-5 the address, byte 6 hlen (6), byte 7 htype (1). See [`known_mac_key`].
+pub type KnownMacKey = u64;
+
+/// The `MAP_KNOWN_MACS` key of Ethernet address `mac`.
+pub const fn known_mac_key(mac: [u8; 6]) -> KnownMacKey {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 6, 1])
+}
+
 /// Key of `MAP_RELAY_BUCKETS`: the relay's IPv4 address in network byte order.
 pub type RelayBucketKey = u32;
 

@@ -8,6 +8,9 @@
 //!   giaddr set), per-circuit (that relay + option 82 circuit-id) and per-client (chaddr) token
 //!   buckets of `ratelimit.rs` first (off unless configured); refused ones are dropped
 //!   and counted by reason.
+//! - With the unknown-client drop on (`UNKNOWN_FILTER`, see `known.rs`), DHCPv4 DISCOVERs and
+//!   REQUESTs whose Ethernet chaddr is not in `KNOWN_MACS` are dropped and counted before
+//!   the rate limits and the AF_XDP copy.
 //! - With the failover guard on, TCP to the failover port is passed only from addresses in
 //!   `PARTNERS` and dropped from anyone else. Partner traffic is never rate limited. The
 //!   guard fails closed: a frame whose headers cannot be read far enough to rule out TCP to
@@ -29,6 +32,7 @@
 #![no_std]
 #![no_main]
 
+mod known;
 mod ratelimit;
 
 use core::mem::size_of;
@@ -196,6 +200,8 @@ enum Verdict {
     RateLimitRelay,
     /// DHCPv4 request over its circuit's (giaddr + circuit-id) rate.
     RateLimitCircuit,
+    /// DHCPv4 DISCOVER / REQUEST from a chaddr not in `KNOWN_MACS` (drop switched on).
+    UnknownClient,
     /// With the guard on, TCP that might reach the failover port and cannot be checked
     /// (an IPv4 fragment at offset 8, RFC 1858).
     GuardUnparsable,
@@ -235,6 +241,10 @@ pub fn xdhcpd(ctx: XdpContext) -> u32 {
         }
         Verdict::RateLimitCircuit => {
             bump(q, Counter::RateLimitCircuit);
+            xdp_action::XDP_DROP
+        }
+        Verdict::UnknownClient => {
+            bump(q, Counter::UnknownDropped);
             xdp_action::XDP_DROP
         }
         Verdict::Dhcpv4 => steer(q, Counter::Dhcpv4),
@@ -386,6 +396,7 @@ fn classify_v4(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
                 {
                     Verdict::StandbyDrop
                 }
+                Verdict::Dhcpv4 if known::refuses(ctx, l4 + UDP_HLEN) => Verdict::UnknownClient,
                 Verdict::Dhcpv4 => match ratelimit::check(ctx, l4 + UDP_HLEN, src) {
                     Ok(()) => Verdict::Dhcpv4,
                     Err(ratelimit::Limited::Client) => Verdict::RateLimitClient,

@@ -48,6 +48,7 @@ mod file;
 mod flush;
 mod free;
 mod grow;
+mod hook;
 mod index;
 mod open;
 mod rebuild;
@@ -64,7 +65,7 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
@@ -76,6 +77,7 @@ use crate::lease::{LeaseState, RECORD_SIZE};
 pub use flush::DirtySet;
 pub use free::Alloc;
 pub use grow::{GrowError, GrowReport};
+pub use hook::ChangeHook;
 pub use open::{OpenOptions, OpenReport};
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
@@ -196,6 +198,8 @@ pub struct LeaseTable {
     flush_state: flush::FlushState,
     /// The write-ahead log (`OpenOptions::wal`).
     wal: Option<wal::Wal>,
+    /// The change hook (`hook.rs`), told of every record change under its lock.
+    hook: OnceLock<Arc<dyn ChangeHook>>,
 }
 
 impl std::fmt::Debug for LeaseTable {

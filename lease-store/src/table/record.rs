@@ -170,6 +170,7 @@ impl LeaseTable {
             img[0..4].copy_from_slice(&g.odd.wrapping_add(1).to_le_bytes());
             w.stage(slot, &img);
         }
+        self.notify_change(slot, old, new);
         let p = self.pool_idx_of_slot(slot);
         let rt = self.rt(p);
         if old.state != new.state {

@@ -13,6 +13,7 @@
 mod api;
 mod error;
 mod failover;
+mod limits;
 mod net;
 mod options;
 mod provisioning;
@@ -33,6 +34,7 @@ use std::time::Duration;
 pub use api::ApiConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
+pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};
 pub use provisioning::{
@@ -89,6 +91,8 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
+    /// `[limits]`: lease caps per circuit / remote-id, the XDP drop of unknown clients.
+    pub limits: LimitsConfig,
     /// `[reconfigure]`: server-initiated reconfiguration (FORCERENEW); None = off.
     pub reconfigure: Option<ReconfigureConfig>,
     /// The control API and `/metrics` (`[api]`; defaults when absent).

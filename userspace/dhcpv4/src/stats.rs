@@ -74,6 +74,8 @@ counters! {
     reconfiguring_dropped: "DISCOVERs of a binding being reconfigured: dropped, binding deleted.",
     reconfiguring_ended: "RELEASEs and DECLINEs of a binding being reconfigured: binding deleted.",
     reconfigure_keys_sent: "ACKs carrying an RFC 6704 reconfigure key (the client sent option 145).",
+    lease_cap_circuit_refused: "DISCOVERs (no answer) and REQUESTs for a new address (NAK) refused because the client's circuit (relay network + option 82 circuit-id) holds max-leases-per-circuit addresses.",
+    lease_cap_remote_id_refused: "DISCOVERs (no answer) and REQUESTs for a new address (NAK) refused because the client's option 82 remote-id holds max-leases-per-remote-id addresses.",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

@@ -143,6 +143,26 @@ fn collect(s: &ApiState) -> Scrape {
         }
     }
 
+    // The unknown-client drop in XDP (`[limits] xdp-drop-unknown`).
+    if let Some(k) = &s.known_macs {
+        gauges.push(Family::one(
+            "xdhcpd_xdp_known_macs",
+            "Hardware addresses in the XDP map of known clients (registrations, hosts).",
+            k.entries() as f64,
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_xdp_known_macs_overflow",
+            "1 when the known MACs did not fit the XDP map ([limits] xdp-known-macs): the XDP \
+             drop of unknown clients is off until a restart.",
+            if k.overflowed() { 1.0 } else { 0.0 },
+        ));
+        gauges.push(Family::one(
+            "xdhcpd_xdp_unknown_drop_on",
+            "1 while the XDP program drops unknown clients' DISCOVER and REQUEST.",
+            if k.is_on() { 1.0 } else { 0.0 },
+        ));
+    }
+
     // Per queue (one worker per RX queue).
     let mut rx = Family::new(
         "xdhcpd_queue_received",
@@ -221,6 +241,9 @@ fn collect(s: &ApiState) -> Scrape {
         ("untrusted_relay", e.untrusted_relay),
         ("relay_info_from_client", e.relay_info_from_client_dropped),
         ("claims_refused", e.claims_refused),
+        ("unknown_refused", e.unknown_refused),
+        ("lease_cap_circuit", e.lease_cap_circuit_refused),
+        ("lease_cap_remote_id", e.lease_cap_remote_id_refused),
     ] {
         drops.add(vec![("reason", r.into())], v);
     }

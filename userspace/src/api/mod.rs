@@ -117,6 +117,8 @@ pub struct ApiState {
     )>,
     /// The reconfigure driver (`[reconfigure]`); None: off.
     pub reconfigure: Option<crate::server::reconfigure::ReconfHandle>,
+    /// The XDP unknown-client drop (`[limits] xdp-drop-unknown`); None: off.
+    pub known_macs: Option<Arc<crate::server::known_macs::KnownMacs>>,
 }
 
 /// Where the API listens.

@@ -120,9 +120,19 @@ fn open_xdp(
         failover_port,
         standby_max_secs: 0,
     };
-    let mut steering =
-        XdpSteering::attach(&iface.name, attach_mode(cfg.server.xdp_mode), object, xcfg)
-            .with_context(|| format!("attaching XDP to {}", iface.name))?;
+    // The map of known MACs is sized at load; only with the unknown-client drop asked for.
+    let known_macs = cfg
+        .limits
+        .xdp_drop_unknown
+        .then_some(cfg.limits.xdp_known_macs);
+    let mut steering = XdpSteering::attach_sized(
+        &iface.name,
+        attach_mode(cfg.server.xdp_mode),
+        object,
+        xcfg,
+        known_macs,
+    )
+    .with_context(|| format!("attaching XDP to {}", iface.name))?;
     if let Some(f) = &cfg.failover {
         steering
             .set_partners(&[f.peer_address])
@@ -396,12 +406,25 @@ impl Daemon {
 
         // Data path first: its queue count decides the number of shards.
         let object = opts.ebpf_object.clone().or(cfg.server.ebpf_object.clone());
-        let path = open_data_path(&cfg, &iface, object.as_deref())?;
+        let mut path = open_data_path(&cfg, &iface, object.as_deref())?;
         let shards = match &path {
             DataPath::Xdp { sockets, .. } => sockets.len(),
             DataPath::Udp(_) => 1,
         };
         let table = Arc::new(open_lease_table(&cfg, shards, opts.allow_shrink)?);
+        // Lease caps: counted from the table before anything else (failover driver, workers,
+        // sweeper) writes it; every later change reaches the counts through the table's hook.
+        let caps = cfg.limits.caps_on().then(|| {
+            let caps = Arc::new(xdhcpd_dhcpv4::caps::LeaseCaps::new(&cfg));
+            caps.attach(&table);
+            tracing::info!(
+                "lease caps: {} per circuit, {} per remote-id (0 = off); {} circuits / remote-ids hold addresses",
+                cfg.limits.max_leases_per_circuit,
+                cfg.limits.max_leases_per_remote_id,
+                caps.keys()
+            );
+            caps
+        });
         let v6 = V6Server::open(&cfg, &iface)?;
         let v6_sock = match &v6 {
             Some(_) => Some(v6srv::open_socket(&iface)?),
@@ -423,6 +446,9 @@ impl Daemon {
         if let Some(f) = &failover {
             engine = engine.with_failover(f.policy_cell());
         }
+        if let Some(c) = &caps {
+            engine = engine.with_lease_caps(c.clone());
+        }
         let registrations = match &cfg.server.registration_file {
             Some(p) => Some(crate::registrations::open(p)?),
             None => None,
@@ -434,6 +460,34 @@ impl Daemon {
             };
             engine = engine.with_registrations(Arc::new(crate::registrations::IndexView(index)));
         }
+        // The unknown-client drop in XDP: the map filled (and the index watched) before the
+        // PostgreSQL follower or the API can change registrations.
+        let known_macs = match (&mut path, cfg.limits.xdp_drop_unknown) {
+            (_, false) => None,
+            (DataPath::Udp(_), true) => {
+                tracing::warn!(
+                    "[limits] xdp-drop-unknown needs XDP mode: kernel UDP mode drops nothing \
+                     early (the engine still refuses unknown clients)"
+                );
+                None
+            }
+            (DataPath::Xdp { steering, .. }, true) => match steering.take_known_macs() {
+                Some(map) => {
+                    let index = registrations.as_ref().map(|r| match r.lock() {
+                        Ok(s) => s.index().clone(),
+                        Err(p) => p.into_inner().index().clone(),
+                    });
+                    Some(super::known_macs::KnownMacs::start(map, &cfg, index))
+                }
+                None => {
+                    tracing::warn!(
+                        "[limits] xdp-drop-unknown: the XDP object has no map of known MACs \
+                         (built before it existed?); nothing is dropped early"
+                    );
+                    None
+                }
+            },
+        };
         // PostgreSQL: followed into the store (the local copy served from meanwhile); off the
         // packet path, stopped when this goes out of scope.
         let registrations_pg = match (&cfg.registrations, &registrations) {
@@ -490,6 +544,10 @@ impl Daemon {
         );
         if let Some(f) = &failover {
             reloader.set_failover_pools(f.pool_balance_cell());
+        }
+        if let Some(k) = &known_macs {
+            let k = k.clone();
+            reloader.on_reload(Arc::new(move |c: &Config| k.reconfigure(c)));
         }
         let api_listen = Listen::from_config(control_path.clone(), &cfg.api)?;
         engine.protect_reservations(unix_now());
@@ -605,6 +663,7 @@ impl Daemon {
                 }
             }),
             registrations_pg: registrations_pg.as_ref().map(|f| f.status()),
+            known_macs: known_macs.clone(),
             // SIGHUP and `POST /v1/reload` share one Reloader.
             reload: Some({
                 let r = reloader.clone();
@@ -789,7 +848,7 @@ impl Daemon {
                 let dt = last_report.elapsed().as_secs_f64();
                 last_report = Instant::now();
                 tracing::info!(
-                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}{}",
+                    "stats: received {} offers {} acks {} naks {} ({:.0} acks/s){}{}{}{}",
                     snap.received,
                     snap.offers,
                     snap.acks,
@@ -807,6 +866,15 @@ impl Daemon {
                     // deny-unknown: shown once any client was refused.
                     if snap.unknown_refused > 0 {
                         format!(" unknown_refused {}", snap.unknown_refused)
+                    } else {
+                        String::new()
+                    },
+                    // [limits] lease caps: shown once any client was refused.
+                    if snap.lease_cap_circuit_refused + snap.lease_cap_remote_id_refused > 0 {
+                        format!(
+                            " lease_cap_refused circuit {} remote_id {}",
+                            snap.lease_cap_circuit_refused, snap.lease_cap_remote_id_refused
+                        )
                     } else {
                         String::new()
                     },

@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod daemon;
 pub mod iface;
+pub mod known_macs;
 pub mod latency;
 pub mod nft_guard;
 pub mod packet_io;

@@ -161,7 +161,12 @@ struct Inner {
     /// With failover: where the pools' balance settings go (the failover driver reads them
     /// when it sees the table grow).
     failover_pools: Mutex<Option<crate::failover::PoolBalanceCell>>,
+    /// Told of an accepted configuration before it is served (`Reloader::on_reload`).
+    on_reload: Mutex<Option<ReloadHook>>,
 }
+
+/// What the daemon does with an accepted configuration before the workers serve it.
+pub type ReloadHook = Arc<dyn Fn(&Config) + Send + Sync>;
 
 /// The handle SIGHUP, the control socket and the control API reload through.
 #[derive(Clone)]
@@ -187,6 +192,7 @@ impl Reloader {
                 current: Mutex::new(running),
                 stats: Mutex::new(ReloadStats::default()),
                 failover_pools: Mutex::new(None),
+                on_reload: Mutex::new(None),
             }),
         }
     }
@@ -199,6 +205,16 @@ impl Reloader {
             .failover_pools
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(cell);
+    }
+
+    /// Calls `hook` with every accepted configuration, before the workers serve it (the XDP
+    /// map of known MACs takes the new hosts first).
+    pub fn on_reload(&self, hook: ReloadHook) {
+        *self
+            .inner
+            .on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Counters and the last outcome.
@@ -325,9 +341,22 @@ impl Reloader {
         if let Some((secret, book)) = &old.reconf_base {
             shared = shared.with_reconfigure(secret, book.clone());
         }
+        // Lease caps: the same counts; the new caps and the networks of added pools.
+        if let Some(caps) = &old.caps {
+            caps.configure(&cfg);
+            shared = shared.with_lease_caps(caps.clone());
+        }
         // New reservations are protected before any worker serves with them; the records of
         // dropped ones are freed after (until then the old engines keep them reserved).
         shared.protect_reservations(now);
+        let hook = inner
+            .on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            h(&cfg);
+        }
         let shared = Arc::new(shared);
         let generation = inner.cell.publish(shared.clone());
         let released = shared.unprotect_dropped_reservations(&old);
@@ -468,6 +497,23 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.api != new.api {
         v.push(
             "[api] changed: the API listeners and its token are set up at start; needs a restart"
+                .into(),
+        );
+    }
+    if !old.limits.caps_on() && new.limits.caps_on() {
+        v.push(
+            "[limits] max-leases-per-circuit / max-leases-per-remote-id turned on: the counts \
+             are built from the lease table at start; needs a restart (changing or turning \
+             off a cap reloads live)"
+                .into(),
+        );
+    }
+    if old.limits.xdp_drop_unknown != new.limits.xdp_drop_unknown
+        || old.limits.xdp_known_macs != new.limits.xdp_known_macs
+    {
+        v.push(
+            "[limits] xdp-drop-unknown / xdp-known-macs changed: the XDP program's map of \
+             known hardware addresses is set up at start; needs a restart"
                 .into(),
         );
     }

@@ -36,6 +36,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "host",
     "failover",
     "rate-limit",
+    "limits",
     "reconfigure",
     "dhcpv6",
     "subnet6",
@@ -148,6 +149,7 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("host", provisioning::HOST_KEYS.to_vec()),
         ("failover", crate::failover::FAILOVER_KEYS.to_vec()),
         ("rate-limit", crate::ratelimit::RATE_LIMIT_KEYS.to_vec()),
+        ("limits", crate::limits::LIMITS_KEYS.to_vec()),
         ("reconfigure", crate::reconfigure::RECONFIGURE_KEYS.to_vec()),
         ("api", crate::api::API_KEYS.to_vec()),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
@@ -211,6 +213,11 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         .get("rate-limit")
         .and_then(|f| Table::open(&mut errs, &f, crate::ratelimit::RATE_LIMIT_KEYS))
         .map(|t| crate::ratelimit::read_rate_limit(&mut errs, &t))
+        .unwrap_or_default();
+    let limits = root
+        .get("limits")
+        .and_then(|f| Table::open(&mut errs, &f, crate::limits::LIMITS_KEYS))
+        .map(|t| crate::limits::read_limits(&mut errs, &t))
         .unwrap_or_default();
     let reconfigure = root
         .get("reconfigure")
@@ -436,6 +443,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 server,
                 failover,
                 rate_limit,
+                limits,
                 reconfigure,
                 api,
                 lease,

@@ -110,7 +110,14 @@ pub(super) fn bind_granted(
         && l.client == *key
         && l.state.binds_client();
     if state == LeaseState::Offered {
+        // Re-offering the client its unexpired Active lease leaves the record alone (`bind`);
+        // any other offer records the relay data too: the lease caps count held addresses
+        // (offers included) by the record's option 82 (`caps.rs`).
+        let reoffer = l.client == *key && l.state == LeaseState::Active && l.expiry > now;
         bind(l, key, msg, state, now, hold);
+        if !reoffer && !keep_relay {
+            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
+        }
     } else {
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;

@@ -48,6 +48,13 @@ impl Engine {
         let hold = now.saturating_add(subnet.times.offer_hold);
 
         let fixed = self.registered_fixed(subnet_index);
+        // Lease caps: a configured or registered host's own address is not capped.
+        if fixed.is_none()
+            && !self.shared.reservations.contains_key(key)
+            && self.cap_admit(subnet_index, key).is_some()
+        {
+            return Decision::Silent(Silence::LeaseCap);
+        }
         let chosen = match self.shared.reservations.get(key) {
             _ if fixed.is_some() => self.offer_fixed(now, msg, sum, key, subnet_index, hold),
             Some(&(si, ip)) if self.shared.scopes.same_scope(si, subnet_index) => {
@@ -246,6 +253,10 @@ impl Engine {
                     // clients whose lease we lost from churning).
                     if !authoritative {
                         return self.silent(&st.unknown_client, Silence::UnknownClient);
+                    }
+                    // A new address for this client: under its circuit's caps.
+                    if !reserved && self.cap_admit(subnet_index, key).is_some() {
+                        return self.nak(msg, sum, "lease cap of the circuit reached", out);
                     }
                 }
                 match self.take(slot, key, msg, LeaseState::Active, now, desired, 0) {

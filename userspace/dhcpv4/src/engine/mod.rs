@@ -18,6 +18,7 @@
 
 mod address;
 mod binding;
+mod caps;
 pub mod classes;
 mod messages;
 pub mod pools;
@@ -81,6 +82,8 @@ pub struct EngineShared {
     /// The daemon's generated secret and the per-slot book, kept for the next reload
     /// whether `[reconfigure]` is on or not.
     pub reconf_base: Option<(Arc<[u8]>, Arc<reconfigure::ReconfBook>)>,
+    /// Lease caps per circuit / remote-id (`caps.rs`); None = off at start.
+    pub caps: Option<Arc<crate::caps::LeaseCaps>>,
 }
 
 /// What the engines need for reconfiguration: the key derivation, the book of the last
@@ -124,7 +127,15 @@ impl EngineShared {
             registrations: None,
             reconf: None,
             reconf_base: None,
+            caps: None,
         }
+    }
+
+    /// Makes the engines enforce `[limits]` lease caps with `caps` (the same one across
+    /// reloads: it holds the counts; attach it to the table once, at start).
+    pub fn with_lease_caps(mut self, caps: Arc<crate::caps::LeaseCaps>) -> Self {
+        self.caps = Some(caps);
+        self
     }
 
     /// Turns on reconfiguration: keys from `secret`, the per-slot `book` (keep the same one
@@ -272,6 +283,9 @@ pub enum Silence {
     /// A DISCOVER of a binding being reconfigured: dropped, the binding deleted (the
     /// client's next DISCOVER gets the new configuration).
     Reconfiguring,
+    /// A DISCOVER from a client that holds no address, whose circuit or remote-id already
+    /// holds its `[limits]` cap of addresses.
+    LeaseCap,
 }
 
 /// What [`Engine::handle`] decided about one message.
@@ -322,6 +336,8 @@ pub struct Engine {
     reconf_key: Option<([u8; 16], u64)>,
     /// The message carried option 145 with HMAC-MD5 (RFC 6704).
     nonce_capable: bool,
+    /// Lease-cap units reserved for the message being handled (`caps.rs`).
+    cap_res: crate::caps::Reservation,
 }
 
 impl Engine {
@@ -344,6 +360,7 @@ impl Engine {
             reply_pool: None,
             reconf_key: None,
             nonce_capable: false,
+            cap_res: crate::caps::Reservation::default(),
         }
     }
 
@@ -476,11 +493,15 @@ impl Engine {
         match kind {
             MessageType::Discover => {
                 EngineStats::inc(&st.discovers);
-                self.discover(now, meta, &msg, &sum, &key, out)
+                let d = self.discover(now, meta, &msg, &sum, &key, out);
+                self.cap_release();
+                d
             }
             MessageType::Request => {
                 EngineStats::inc(&st.requests);
-                self.request(now, meta, &msg, &sum, &key, out)
+                let d = self.request(now, meta, &msg, &sum, &key, out);
+                self.cap_release();
+                d
             }
             MessageType::Decline => self.decline(now, &msg, &sum, &key),
             MessageType::Release => self.release(now, meta, &msg, &sum, &key),

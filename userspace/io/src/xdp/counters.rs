@@ -35,6 +35,9 @@ pub struct Counters {
     pub guard_unparsable_dropped: u64,
     /// DHCPv4 requests dropped by the per-circuit (giaddr + circuit-id) rate limit.
     pub ratelimit_circuit_dropped: u64,
+    /// DHCPv4 DISCOVERs / REQUESTs from hardware addresses not known (not registered, no
+    /// configured host) dropped while the unknown-client drop is on.
+    pub unknown_dropped: u64,
 }
 
 impl Counters {
@@ -56,6 +59,7 @@ impl Counters {
             ratelimit_relay_dropped: at(Counter::RateLimitRelay),
             guard_unparsable_dropped: at(Counter::GuardUnparsable),
             ratelimit_circuit_dropped: at(Counter::RateLimitCircuit),
+            unknown_dropped: at(Counter::UnknownDropped),
         }
     }
 
@@ -76,6 +80,7 @@ impl Counters {
             Counter::RateLimitRelay => self.ratelimit_relay_dropped,
             Counter::GuardUnparsable => self.guard_unparsable_dropped,
             Counter::RateLimitCircuit => self.ratelimit_circuit_dropped,
+            Counter::UnknownDropped => self.unknown_dropped,
         }
     }
 
@@ -108,7 +113,7 @@ mod tests {
 
     #[test]
     fn totals_map_to_named_fields_in_counter_order() {
-        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+        let totals = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         let c = Counters::from_totals(&totals);
         assert_eq!((c.seen, c.redirected, c.passed), (1, 2, 3));
         assert_eq!((c.malformed, c.no_socket), (4, 5));
@@ -119,6 +124,7 @@ mod tests {
         assert_eq!(c.ratelimit_relay_dropped, 12);
         assert_eq!(c.guard_unparsable_dropped, 13);
         assert_eq!(c.ratelimit_circuit_dropped, 14);
+        assert_eq!(c.unknown_dropped, 15);
         for (i, (counter, _)) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.get(*counter), totals[i]);
         }
@@ -126,19 +132,20 @@ mod tests {
 
     #[test]
     fn display_lists_every_counter_by_name() {
-        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0, 7, 1, 2, 4, 5]);
+        let c = Counters::from_totals(&[10, 0, 0, 0, 3, 0, 0, 0, 0, 7, 1, 2, 4, 5, 6]);
         assert_eq!(
             c.to_string(),
             "seen=10 redirected=0 passed=0 malformed=0 no_socket=3 failover_dropped=0 \
              failover_passed=0 dhcpv4=0 dhcpv6=0 standby_dropped=7 ratelimit_client_dropped=1 \
-             ratelimit_relay_dropped=2 guard_unparsable_dropped=4 ratelimit_circuit_dropped=5"
+             ratelimit_relay_dropped=2 guard_unparsable_dropped=4 ratelimit_circuit_dropped=5 \
+             unknown_dropped=6"
         );
     }
 
     #[test]
     fn since_subtracts_and_saturates() {
-        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0]);
-        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]);
+        let a = Counters::from_totals(&[10, 5, 5, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let b = Counters::from_totals(&[4, 6, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
         let d = a.since(&b);
         assert_eq!((d.seen, d.redirected, d.passed, d.dhcpv4), (6, 0, 4, 3));
     }

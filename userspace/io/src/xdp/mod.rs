@@ -30,8 +30,9 @@ use aya::{
     Ebpf,
 };
 use xdhcpd_common::{
-    counter_index, PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT, COUNTER_ENTRIES,
-    COUNTER_QUEUES, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS, MAP_RATE_LIMITS, MAP_XSKS,
+    counter_index, known_mac_key, PartnerKey, RateLimitConfig, XdpConfig, COUNTER_COUNT,
+    COUNTER_ENTRIES, COUNTER_QUEUES, MAP_CONFIG, MAP_COUNTERS, MAP_KNOWN_MACS, MAP_PARTNERS,
+    MAP_RATE_LIMITS, MAP_UNKNOWN_FILTER, MAP_XSKS,
 };
 
 pub use counters::Counters;
@@ -100,7 +101,56 @@ pub struct XdpSteering {
     partners_capacity: Option<u32>,
     /// The rate-limit settings (`ratelimit.rs` in the program).
     rate_limits: Array<MapData, RateLimitConfig>,
+    /// The unknown-client drop's maps, until the daemon takes them (`take_known_macs`).
+    known: Option<KnownMacMap>,
     ebpf: Ebpf,
+}
+
+/// The XDP program's map of known hardware addresses and the switch of the unknown-client
+/// drop (`known.rs` in the program). Written off the packet path (start, registration
+/// changes); every call is one `bpf` syscall.
+pub struct KnownMacMap {
+    macs: HashMap<MapData, u64, u8>,
+    filter: Array<MapData, u32>,
+    capacity: u32,
+}
+
+impl fmt::Debug for KnownMacMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KnownMacMap")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KnownMacMap {
+    /// Entries the map holds at most.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Adds Ethernet address `mac` (an error when the map is full).
+    pub fn insert(&mut self, mac: [u8; 6]) -> Result<(), aya::maps::MapError> {
+        self.macs.insert(known_mac_key(mac), 1, 0)
+    }
+
+    /// Removes `mac` (absent: nothing to do).
+    pub fn remove(&mut self, mac: [u8; 6]) -> Result<(), aya::maps::MapError> {
+        match self.macs.remove(&known_mac_key(mac)) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Whether `mac` is in the map.
+    pub fn contains(&self, mac: [u8; 6]) -> bool {
+        self.macs.get(&known_mac_key(mac), 0).is_ok()
+    }
+
+    /// Switches the drop of unknown chaddrs on or off (next frame).
+    pub fn set_filter(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
+        self.filter.set(0, u32::from(on), 0)
+    }
 }
 
 impl fmt::Debug for XdpSteering {
@@ -124,13 +174,31 @@ impl XdpSteering {
         object: Option<&Path>,
         cfg: XdpConfig,
     ) -> Result<Self, XdpError> {
+        Self::attach_sized(ifname, mode, object, cfg, None)
+    }
+
+    /// [`attach`](Self::attach) with the map of known hardware addresses sized to
+    /// `known_macs` entries (None: the object's size).
+    pub fn attach_sized(
+        ifname: &str,
+        mode: AttachMode,
+        object: Option<&Path>,
+        cfg: XdpConfig,
+        known_macs: Option<u32>,
+    ) -> Result<Self, XdpError> {
         let ifindex = ifindex(ifname)?;
         let (bytes, origin) = locate_object(object)?;
-        let mut ebpf = Ebpf::load(&bytes).map_err(|source| XdpError::ParseObject {
-            ifname: ifname.to_owned(),
-            origin: origin.clone(),
-            cause: Box::new(source),
-        })?;
+        let mut loader = aya::EbpfLoader::new();
+        if let Some(n) = known_macs {
+            loader.set_max_entries(MAP_KNOWN_MACS, n.max(1));
+        }
+        let mut ebpf = loader
+            .load(&bytes)
+            .map_err(|source| XdpError::ParseObject {
+                ifname: ifname.to_owned(),
+                origin: origin.clone(),
+                cause: Box::new(source),
+            })?;
 
         let xsks: XskMap<MapData> = take_map(&mut ebpf, &origin, MAP_XSKS)?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, &origin, MAP_COUNTERS)?;
@@ -145,6 +213,26 @@ impl XdpSteering {
             typed_map(partners_map, &origin, MAP_PARTNERS)?;
         let rate_limits: Array<MapData, RateLimitConfig> =
             take_map(&mut ebpf, &origin, MAP_RATE_LIMITS)?;
+        // Optional: an object built before the unknown-client drop has neither map.
+        let known = match (
+            ebpf.take_map(MAP_KNOWN_MACS),
+            ebpf.take_map(MAP_UNKNOWN_FILTER),
+        ) {
+            (Some(m), Some(f)) => {
+                let capacity = match &m {
+                    aya::maps::Map::HashMap(data) => {
+                        data.info().ok().map(|i| i.max_entries()).unwrap_or(0)
+                    }
+                    _ => 0,
+                };
+                Some(KnownMacMap {
+                    macs: typed_map(Some(m), &origin, MAP_KNOWN_MACS)?,
+                    filter: typed_map(Some(f), &origin, MAP_UNKNOWN_FILTER)?,
+                    capacity,
+                })
+            }
+            _ => None,
+        };
         if counters.len() < COUNTER_ENTRIES {
             return Err(XdpError::MapType {
                 origin,
@@ -182,6 +270,7 @@ impl XdpSteering {
             partners,
             partners_capacity,
             rate_limits,
+            known,
             ebpf,
         })
     }
@@ -240,6 +329,12 @@ impl XdpSteering {
         self.rate_limits
             .set(0, limits, 0)
             .map_err(|source| self.map_error(MAP_RATE_LIMITS, "writing the rate limits", source))
+    }
+
+    /// Hands over the map of known hardware addresses and the unknown-client switch (once;
+    /// None when taken already or the object has none).
+    pub fn take_known_macs(&mut self) -> Option<KnownMacMap> {
+        self.known.take()
     }
 
     /// Replaces the program's configuration (takes effect for the next frame).
