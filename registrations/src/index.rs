@@ -11,7 +11,7 @@
 //! One writer at a time (the [`crate::Store`] is behind a mutex in the daemon).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lease_store::ClientKey;
@@ -21,16 +21,25 @@ use crate::record::Registration;
 type Hasher = foldhash::fast::RandomState;
 
 /// One registration as the workers read it, stored inline in the map's node (a hit
-/// touches the node and nothing else but the options, when there are any).
+/// touches the node and nothing else but the options, when there are any). What a worker
+/// reads comes first, right after the key (`repr(C)`: one or two cache lines of the node);
+/// the whole record (for show / export) after it.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct Entry {
-    /// The record.
-    pub reg: Registration,
     /// Its group, interned: every registration of a group shares these bytes (hot in
     /// cache).
     pub group: Arc<str>,
     /// Its options (host-name first) as DHCP TLVs.
     pub tlv: Box<[u8]>,
+    /// `reg.fixed_address`, here for the workers.
+    pub fixed_address: Option<Ipv4Addr>,
+    /// `reg.next_server`, here for the workers.
+    pub next_server: Option<Ipv4Addr>,
+    /// `reg.boot_file` is set (the workers read it only then).
+    pub has_boot_file: bool,
+    /// The record.
+    pub reg: Registration,
 }
 
 /// Who holds a fixed address: the keys of its registration.
@@ -59,7 +68,23 @@ impl Entry {
     /// Builds the worker's form of `reg` (`group`: its interned group name).
     pub fn new(reg: Registration, group: Arc<str>) -> Entry {
         let tlv = reg.encode_options().into_boxed_slice();
-        Entry { reg, group, tlv }
+        Entry {
+            group,
+            tlv,
+            fixed_address: reg.fixed_address,
+            next_server: reg.next_server,
+            has_boot_file: reg.boot_file.is_some(),
+            reg,
+        }
+    }
+
+    /// The boot file, when there is one.
+    #[inline]
+    pub fn boot_file(&self) -> Option<&[u8]> {
+        if !self.has_boot_file {
+            return None;
+        }
+        self.reg.boot_file.as_deref().map(str::as_bytes)
     }
 
     /// Whether `key` names this registration (its keys are rebuilt from the record: a few
@@ -84,6 +109,14 @@ pub struct Index {
     /// Client-id keys in `by_key`: while 0 (registrations by MAC only, the carrier case), a
     /// client-id lookup is answered without touching the map.
     client_ids: AtomicUsize,
+    /// Entries in `by_addr`: while 0 (no fixed addresses), "is this address reserved for
+    /// another client?" is answered without touching the map.
+    fixed_addrs: AtomicUsize,
+    /// Change generation: raised after every change has been made visible (put, remove,
+    /// replace), so a reader that read it before a lookup and finds it unchanged later
+    /// knows that lookup's answer still holds (the workers' per-client caches,
+    /// `xdhcpd-dhcpv4`'s `engine/registration.rs`).
+    generation: AtomicU64,
 }
 
 impl Default for Index {
@@ -105,6 +138,8 @@ impl Index {
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             client_ids: AtomicUsize::new(0),
+            fixed_addrs: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             groups: Default::default(),
         }
     }
@@ -123,6 +158,19 @@ impl Index {
     #[inline]
     pub fn has_client_ids(&self) -> bool {
         self.client_ids.load(Ordering::Relaxed) > 0
+    }
+
+    /// The change generation: it differs from an earlier value read with this method iff
+    /// some change was made since (Acquire: a reader that sees a raised value also sees the
+    /// change in the maps). Read it before a lookup whose answer is cached.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks a change as made (after its map writes).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn count_key(&self, k: &ClientKey, delta: isize) {
@@ -146,6 +194,9 @@ impl Index {
     /// `key`'s.
     #[inline]
     pub fn reserved_for_other(&self, addr: Ipv4Addr, key: &ClientKey) -> bool {
+        if self.fixed_addrs.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         let g = self.by_addr.guard();
         self.by_addr.get(&addr, &g).is_some_and(|o| !o.has_key(key))
     }
@@ -224,7 +275,9 @@ impl Index {
         let ag = self.by_addr.guard();
         // New mappings first (in place of the old ones), stale ones after.
         if let Some(a) = e.reg.fixed_address {
-            self.by_addr.insert(a, Owner::of(&e.reg), &ag);
+            if self.by_addr.insert(a, Owner::of(&e.reg), &ag).is_none() {
+                self.fixed_addrs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for k in e.reg.keys() {
             if self.by_key.insert(k, e.clone(), &kg).is_none() {
@@ -243,6 +296,7 @@ impl Index {
                 }
             }
         }
+        self.changed();
         old
     }
 
@@ -258,15 +312,19 @@ impl Index {
         if let Some(a) = old.fixed_address {
             self.remove_addr_of(a, &old);
         }
+        self.changed();
         Some(old)
     }
 
     /// Unmaps `a` if it is still `owner`'s (another registration may hold it by now).
     fn remove_addr_of(&self, a: Ipv4Addr, owner: &Registration) {
         let ag = self.by_addr.guard();
-        let _ = self
-            .by_addr
-            .remove_if(&a, |_, o| owner.keys().any(|k| o.has_key(&k)), &ag);
+        if let Ok(Some(_)) =
+            self.by_addr
+                .remove_if(&a, |_, o| owner.keys().any(|k| o.has_key(&k)), &ag)
+        {
+            self.fixed_addrs.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Makes the index hold exactly `regs`: each is put (replacing in place), then every
@@ -354,6 +412,51 @@ mod tests {
         assert!(ix
             .get(&ClientKey::from_client_id(&[1, 0, 1, 2, 3, 4, 1]))
             .is_none());
+    }
+
+    #[test]
+    fn registration_index_generation_rises_on_every_change() {
+        let ix = Index::new();
+        let g0 = ix.generation();
+        ix.put(reg(1, Some(5)));
+        let g1 = ix.generation();
+        assert!(g1 > g0, "put");
+        ix.put(reg(1, Some(6)));
+        let g2 = ix.generation();
+        assert!(g2 > g1, "modify");
+        // A lookup changes nothing.
+        assert!(ix.get(&mac_key(&[0, 1, 2, 3, 4, 1])).is_some());
+        assert_eq!(ix.generation(), g2);
+        assert!(ix.remove(&mac_key(&[0, 1, 2, 3, 4, 1])).is_some());
+        let g3 = ix.generation();
+        assert!(g3 > g2, "remove");
+        // Removing what is not there is no change.
+        assert!(ix.remove(&mac_key(&[0, 1, 2, 3, 4, 1])).is_none());
+        assert_eq!(ix.generation(), g3);
+        ix.replace(&[reg(2, None)]);
+        assert!(ix.generation() > g3, "replace");
+    }
+
+    #[test]
+    fn registration_index_fixed_address_count_follows_the_map() {
+        let ix = Index::new();
+        let other = mac_key(&[9; 6]);
+        let a5 = Ipv4Addr::new(10, 0, 0, 5);
+        let a6 = Ipv4Addr::new(10, 0, 0, 6);
+        ix.put(reg(1, Some(5)));
+        ix.put(reg(2, Some(6)));
+        assert!(ix.reserved_for_other(a5, &other));
+        // Move 1's address: 5 is free, 6 still 2's.
+        ix.put(reg(1, Some(7)));
+        assert!(!ix.reserved_for_other(a5, &other));
+        assert!(ix.reserved_for_other(a6, &other));
+        // No fixed address left: the fast path answers, and answers right.
+        ix.put(reg(1, None));
+        ix.remove(&mac_key(&[0, 1, 2, 3, 4, 2]));
+        assert_eq!(ix.fixed_addrs.load(Ordering::Relaxed), 0);
+        assert!(!ix.reserved_for_other(a6, &other));
+        ix.put(reg(3, Some(6)));
+        assert!(ix.reserved_for_other(a6, &other));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct IndexView(pub Arc<Index>);
 
 impl RegistrationView for IndexView {
     #[inline]
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    #[inline]
     fn find(&self, key: &ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool {
         // Registrations by MAC only: a client id cannot match (one atomic load, no lookup).
         if key.kind() == lease_store::KeyKind::ClientId && !self.0.has_client_ids() {
@@ -29,9 +34,9 @@ impl RegistrationView for IndexView {
             .with(key, |e| {
                 visit(&Registered {
                     group: &e.group,
-                    fixed_address: e.reg.fixed_address,
-                    next_server: e.reg.next_server,
-                    boot_file: e.reg.boot_file.as_deref().map(str::as_bytes),
+                    fixed_address: e.fixed_address,
+                    next_server: e.next_server,
+                    boot_file: e.boot_file(),
                     options: &e.tlv,
                 })
             })
