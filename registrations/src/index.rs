@@ -21,25 +21,16 @@ use crate::record::Registration;
 type Hasher = foldhash::fast::RandomState;
 
 /// One registration as the workers read it, stored inline in the map's node (a hit
-/// touches the node and nothing else but the options, when there are any). What a worker
-/// reads comes first, right after the key (`repr(C)`: one or two cache lines of the node);
-/// the whole record (for show / export) after it.
+/// touches the node and nothing else but the options, when there are any).
 #[derive(Clone, Debug)]
-#[repr(C)]
 pub struct Entry {
+    /// The record.
+    pub reg: Registration,
     /// Its group, interned: every registration of a group shares these bytes (hot in
     /// cache).
     pub group: Arc<str>,
     /// Its options (host-name first) as DHCP TLVs.
     pub tlv: Box<[u8]>,
-    /// `reg.fixed_address`, here for the workers.
-    pub fixed_address: Option<Ipv4Addr>,
-    /// `reg.next_server`, here for the workers.
-    pub next_server: Option<Ipv4Addr>,
-    /// `reg.boot_file` is set (the workers read it only then).
-    pub has_boot_file: bool,
-    /// The record.
-    pub reg: Registration,
 }
 
 /// Who holds a fixed address: the keys of its registration.
@@ -68,23 +59,7 @@ impl Entry {
     /// Builds the worker's form of `reg` (`group`: its interned group name).
     pub fn new(reg: Registration, group: Arc<str>) -> Entry {
         let tlv = reg.encode_options().into_boxed_slice();
-        Entry {
-            group,
-            tlv,
-            fixed_address: reg.fixed_address,
-            next_server: reg.next_server,
-            has_boot_file: reg.boot_file.is_some(),
-            reg,
-        }
-    }
-
-    /// The boot file, when there is one.
-    #[inline]
-    pub fn boot_file(&self) -> Option<&[u8]> {
-        if !self.has_boot_file {
-            return None;
-        }
-        self.reg.boot_file.as_deref().map(str::as_bytes)
+        Entry { reg, group, tlv }
     }
 
     /// Whether `key` names this registration (its keys are rebuilt from the record: a few

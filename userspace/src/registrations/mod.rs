@@ -34,9 +34,9 @@ impl RegistrationView for IndexView {
             .with(key, |e| {
                 visit(&Registered {
                     group: &e.group,
-                    fixed_address: e.fixed_address,
-                    next_server: e.next_server,
-                    boot_file: e.boot_file(),
+                    fixed_address: e.reg.fixed_address,
+                    next_server: e.reg.next_server,
+                    boot_file: e.reg.boot_file.as_deref().map(str::as_bytes),
                     options: &e.tlv,
                 })
             })
