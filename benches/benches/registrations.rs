@@ -1,8 +1,10 @@
 //! Registrations on the packet path (issue 10): the index's lookup and update costs at
 //! 1,000,000 registrations, and a whole DORA (DISCOVER + REQUEST through `Engine::handle`)
 //! with no registrations against the same with 1,000,000 registrations (every client
-//! registered; its client id is not, so each lookup is a client-id miss then a MAC hit:
-//! the worst case), in the same run, over two lease tables of 1,048,319 addresses.
+//! registered by MAC, in group "cm"; it also sends a client id, which no registration
+//! has), each on the plain benchmark configuration and on `classes_config()` (20 classes,
+//! two shared networks, pools with allow / deny lists), in the same run, over four lease
+//! tables of 1,048,319 addresses.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -13,11 +15,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lease_store::{ClientKey, Slot};
 use xdhcpd::registrations::IndexView;
 use xdhcpd_benches::{
-    build, client_mac, free_slots, in_chunks, open_table_with, Req, CONFIG, FRAME_SIZE, NOW, RELAY,
-    SERVER_ID,
+    build, classes_config, client_mac, free_slots, in_chunks, open_table_with, Req, CONFIG,
+    FRAME_SIZE, NOW, RELAY, SERVER_ID,
 };
 use xdhcpd_dhcpv4::wire::MessageType;
-use xdhcpd_dhcpv4::{Decision, Engine, EngineShared, EngineStats, RxMeta};
+use xdhcpd_dhcpv4::{
+    Decision, Engine, EngineShared, EngineStats, Registered, RegistrationView, RxMeta,
+};
 use xdhcpd_registrations::{Index, Registration};
 
 const REGISTRATIONS: u64 = 1_000_000;
@@ -29,7 +33,7 @@ fn reg(n: u64) -> Registration {
     Registration {
         mac: Some(client_mac(n)),
         client_id: None,
-        group: "cpe".into(),
+        group: "cm".into(),
         fixed_address: None,
         host_name: None,
         next_server: None,
@@ -46,8 +50,8 @@ fn meta() -> RxMeta {
     }
 }
 
-fn engine(dir: &std::path::Path, index: Option<Arc<Index>>) -> Engine {
-    let cfg = Arc::new(xdhcpd_config::parse(CONFIG, "benches/CONFIG").expect("bench config"));
+fn engine(dir: &std::path::Path, config: &str, index: Option<Arc<Index>>) -> Engine {
+    let cfg = Arc::new(xdhcpd_config::parse(config, "benches/CONFIG").expect("bench config"));
     let pools: Vec<lease_store::PoolSpec> = cfg
         .pool_specs()
         .into_iter()
@@ -76,18 +80,30 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("registrations/index_1M");
     g.throughput(Throughput::Elements(1));
     let mut i = 0u64;
+    // Lookups as the engine makes them: through `IndexView::find`, reading every field the
+    // engine copies.
+    let view = IndexView(index.clone());
+    let mut visit = |r: &Registered<'_>| {
+        black_box((
+            r.group.len(),
+            r.fixed_address,
+            r.next_server,
+            r.boot_file.map(<[u8]>::len),
+            r.options.len(),
+        ));
+    };
     g.bench_function("lookup_hit", |b| {
         b.iter(|| {
             i = (i + 7919) % REGISTRATIONS;
             let k = ClientKey::from_hw(1, &client_mac(BASE + i));
-            black_box(index.with(&k, |e| e.reg.fixed_address.is_some()))
+            black_box(view.find(&k, &mut visit))
         })
     });
     g.bench_function("lookup_miss", |b| {
         b.iter(|| {
             i = (i + 7919) % REGISTRATIONS;
             let k = ClientKey::from_hw(1, &client_mac(i));
-            black_box(index.with(&k, |e| e.reg.fixed_address.is_some()))
+            black_box(view.find(&k, &mut visit))
         })
     });
     g.bench_function("modify_one", |b| {
@@ -104,19 +120,32 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    let d0 = tempfile::tempdir().expect("tempdir");
-    let d1 = tempfile::tempdir().expect("tempdir");
-    let mut plain = engine(d0.path(), None);
-    let mut registered = engine(d1.path(), Some(index.clone()));
+    let classes = classes_config();
+    let dirs: Vec<tempfile::TempDir> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut engines = [
+        ("no_registrations", engine(dirs[0].path(), CONFIG, None)),
+        (
+            "registrations_1M",
+            engine(dirs[1].path(), CONFIG, Some(index.clone())),
+        ),
+        (
+            "classes_20_no_registrations",
+            engine(dirs[2].path(), &classes, None),
+        ),
+        (
+            "classes_20_registrations_1M",
+            engine(dirs[3].path(), &classes, Some(index.clone())),
+        ),
+    ];
     let mut out = vec![0u8; FRAME_SIZE];
     let mut changed: Vec<Slot> = Vec::with_capacity(CHUNK as usize * 2);
 
     let mut g = c.benchmark_group("registrations/dora");
     g.throughput(Throughput::Elements(1));
-    for (name, eng) in [
-        ("no_registrations", &mut plain),
-        ("registrations_1M", &mut registered),
-    ] {
+    for (name, eng) in engines.iter_mut() {
+        let name = *name;
         let mut next = 0u64;
         let mut disc = build(&Req::discover(BASE));
         let mut sel = build(&Req::select(BASE, Ipv4Addr::UNSPECIFIED));
@@ -164,8 +193,13 @@ fn benches(c: &mut Criterion) {
         });
     }
     g.finish();
-    // Every DORA of the registered engine found its client.
-    assert!(registered.is_known());
+    // Every DORA of the registered engines found its client, in its group.
+    for (name, eng) in &engines {
+        if name.ends_with("registrations_1M") {
+            assert!(eng.is_known(), "{name}");
+            assert_eq!(eng.registration_group(), Some("cm"), "{name}");
+        }
+    }
 }
 
 criterion_group!(registration_benches, benches);

@@ -11,7 +11,7 @@
 //! One writer at a time (the [`crate::Store`] is behind a mutex in the daemon).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lease_store::ClientKey;
@@ -96,6 +96,14 @@ pub struct Index {
     client_ids: AtomicUsize,
     /// Told of every change (`set_watch`).
     watch: std::sync::OnceLock<Arc<dyn IndexWatch>>,
+    /// Entries in `by_addr`: while 0 (no fixed addresses), "is this address reserved for
+    /// another client?" is answered without touching the map.
+    fixed_addrs: AtomicUsize,
+    /// Change generation: raised after every change has been made visible (put, remove,
+    /// replace), so a reader that read it before a lookup and finds it unchanged later
+    /// knows that lookup's answer still holds (the workers' per-client caches,
+    /// `xdhcpd-dhcpv4`'s `engine/registration.rs`).
+    generation: AtomicU64,
 }
 
 impl Default for Index {
@@ -117,6 +125,8 @@ impl Index {
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             client_ids: AtomicUsize::new(0),
+            fixed_addrs: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             groups: Default::default(),
             watch: std::sync::OnceLock::new(),
         }
@@ -143,6 +153,19 @@ impl Index {
         self.client_ids.load(Ordering::Relaxed) > 0
     }
 
+    /// The change generation: it differs from an earlier value read with this method iff
+    /// some change was made since (Acquire: a reader that sees a raised value also sees the
+    /// change in the maps). Read it before a lookup whose answer is cached.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks a change as made (after its map writes).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     fn count_key(&self, k: &ClientKey, delta: isize) {
         if k.kind() == lease_store::KeyKind::ClientId {
             if delta > 0 {
@@ -164,6 +187,9 @@ impl Index {
     /// `key`'s.
     #[inline]
     pub fn reserved_for_other(&self, addr: Ipv4Addr, key: &ClientKey) -> bool {
+        if self.fixed_addrs.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         let g = self.by_addr.guard();
         self.by_addr.get(&addr, &g).is_some_and(|o| !o.has_key(key))
     }
@@ -242,7 +268,9 @@ impl Index {
         let ag = self.by_addr.guard();
         // New mappings first (in place of the old ones), stale ones after.
         if let Some(a) = e.reg.fixed_address {
-            self.by_addr.insert(a, Owner::of(&e.reg), &ag);
+            if self.by_addr.insert(a, Owner::of(&e.reg), &ag).is_none() {
+                self.fixed_addrs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for k in e.reg.keys() {
             if self.by_key.insert(k, e.clone(), &kg).is_none() {
@@ -264,6 +292,7 @@ impl Index {
         if let Some(w) = self.watch.get() {
             w.put(&e.reg, &old);
         }
+        self.changed();
         old
     }
 
@@ -282,15 +311,19 @@ impl Index {
         if let Some(w) = self.watch.get() {
             w.removed(&old);
         }
+        self.changed();
         Some(old)
     }
 
     /// Unmaps `a` if it is still `owner`'s (another registration may hold it by now).
     fn remove_addr_of(&self, a: Ipv4Addr, owner: &Registration) {
         let ag = self.by_addr.guard();
-        let _ = self
-            .by_addr
-            .remove_if(&a, |_, o| owner.keys().any(|k| o.has_key(&k)), &ag);
+        if let Ok(Some(_)) =
+            self.by_addr
+                .remove_if(&a, |_, o| owner.keys().any(|k| o.has_key(&k)), &ag)
+        {
+            self.fixed_addrs.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Makes the index hold exactly `regs`: each is put (replacing in place), then every
@@ -378,6 +411,51 @@ mod tests {
         assert!(ix
             .get(&ClientKey::from_client_id(&[1, 0, 1, 2, 3, 4, 1]))
             .is_none());
+    }
+
+    #[test]
+    fn registration_index_generation_rises_on_every_change() {
+        let ix = Index::new();
+        let g0 = ix.generation();
+        ix.put(reg(1, Some(5)));
+        let g1 = ix.generation();
+        assert!(g1 > g0, "put");
+        ix.put(reg(1, Some(6)));
+        let g2 = ix.generation();
+        assert!(g2 > g1, "modify");
+        // A lookup changes nothing.
+        assert!(ix.get(&mac_key(&[0, 1, 2, 3, 4, 1])).is_some());
+        assert_eq!(ix.generation(), g2);
+        assert!(ix.remove(&mac_key(&[0, 1, 2, 3, 4, 1])).is_some());
+        let g3 = ix.generation();
+        assert!(g3 > g2, "remove");
+        // Removing what is not there is no change.
+        assert!(ix.remove(&mac_key(&[0, 1, 2, 3, 4, 1])).is_none());
+        assert_eq!(ix.generation(), g3);
+        ix.replace(&[reg(2, None)]);
+        assert!(ix.generation() > g3, "replace");
+    }
+
+    #[test]
+    fn registration_index_fixed_address_count_follows_the_map() {
+        let ix = Index::new();
+        let other = mac_key(&[9; 6]);
+        let a5 = Ipv4Addr::new(10, 0, 0, 5);
+        let a6 = Ipv4Addr::new(10, 0, 0, 6);
+        ix.put(reg(1, Some(5)));
+        ix.put(reg(2, Some(6)));
+        assert!(ix.reserved_for_other(a5, &other));
+        // Move 1's address: 5 is free, 6 still 2's.
+        ix.put(reg(1, Some(7)));
+        assert!(!ix.reserved_for_other(a5, &other));
+        assert!(ix.reserved_for_other(a6, &other));
+        // No fixed address left: the fast path answers, and answers right.
+        ix.put(reg(1, None));
+        ix.remove(&mac_key(&[0, 1, 2, 3, 4, 2]));
+        assert_eq!(ix.fixed_addrs.load(Ordering::Relaxed), 0);
+        assert!(!ix.reserved_for_other(a6, &other));
+        ix.put(reg(3, Some(6)));
+        assert!(ix.reserved_for_other(a6, &other));
     }
 
     #[test]

@@ -792,9 +792,21 @@ fn class_plain_configuration_is_not_classified() {
 #[derive(Default)]
 struct LiveRegs {
     regs: std::sync::Mutex<std::collections::HashMap<lease_store::ClientKey, (String, Vec<u8>)>>,
+    /// Raised by every change.
+    gen: std::sync::atomic::AtomicU64,
+}
+
+impl LiveRegs {
+    fn changed(&self) {
+        self.gen.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl RegistrationView for LiveRegs {
+    fn generation(&self) -> u64 {
+        self.gen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn find(&self, key: &lease_store::ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool {
         let m = self.regs.lock().unwrap();
         let Some((group, file)) = m.get(key) else {
@@ -853,6 +865,7 @@ fn class_registration_live_group_selects_pool_and_removal_makes_client_unknown()
         .lock()
         .unwrap()
         .insert(key, ("docsis_mta".into(), b"reg-mta.bin".to_vec()));
+    view.changed();
     let ack = dora(&mut e, STRANGER, Some(STRANGER), &[]).unwrap();
     assert!(e.is_known());
     assert_eq!(e.registration_group(), Some("docsis_mta"));
@@ -868,6 +881,7 @@ fn class_registration_live_group_selects_pool_and_removal_makes_client_unknown()
 
     // Registration removed: UNKNOWN again, refused as the MTA it claims to be.
     view.regs.lock().unwrap().remove(&key);
+    view.changed();
     assert_eq!(
         handle(
             &mut e,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dhcproto::{v4, Decodable, Decoder};
@@ -47,10 +48,19 @@ struct Reg {
 #[derive(Default)]
 struct MapView {
     regs: Mutex<HashMap<ClientKey, Reg>>,
+    /// Raised by every change (the index's change generation).
+    gen: AtomicU64,
+    /// `find` calls (each is a lookup in the daemon's index).
+    finds: AtomicUsize,
 }
 
 impl RegistrationView for MapView {
+    fn generation(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
     fn find(&self, key: &ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool {
+        self.finds.fetch_add(1, Ordering::Relaxed);
         let m = self.regs.lock().unwrap();
         let Some(r) = m.get(key) else { return false };
         visit(&Registered {
@@ -78,7 +88,8 @@ struct Fx {
     _dir: tempfile::TempDir,
     engine: Engine,
     view: Arc<MapView>,
-    _table: Arc<LeaseTable>,
+    table: Arc<LeaseTable>,
+    cfg: Arc<xdhcpd_config::Config>,
 }
 
 impl Fx {
@@ -101,22 +112,38 @@ impl Fx {
         .unwrap();
         let table = Arc::new(table);
         let view = Arc::new(MapView::default());
-        let shared = EngineShared::new(cfg, table.clone(), SERVER).with_registrations(view.clone());
+        let shared =
+            EngineShared::new(cfg.clone(), table.clone(), SERVER).with_registrations(view.clone());
         let engine = Engine::new(Arc::new(shared), 0, Arc::new(EngineStats::default()));
         Fx {
             _dir: dir,
             engine,
             view,
-            _table: table,
+            table,
+            cfg,
         }
+    }
+
+    /// A reload: the same configuration and table over `view`.
+    fn reload_with(&mut self, view: Arc<MapView>) {
+        let shared = EngineShared::new(self.cfg.clone(), self.table.clone(), SERVER)
+            .with_registrations(view.clone());
+        self.engine.set_shared(Arc::new(shared));
+        self.view = view;
     }
 
     fn register(&self, key: ClientKey, r: Reg) {
         self.view.regs.lock().unwrap().insert(key, r);
+        self.view.gen.fetch_add(1, Ordering::Release);
     }
 
     fn unregister(&self, key: &ClientKey) {
         self.view.regs.lock().unwrap().remove(key);
+        self.view.gen.fetch_add(1, Ordering::Release);
+    }
+
+    fn finds(&self) -> usize {
+        self.view.finds.load(Ordering::Relaxed)
     }
 
     fn run(&mut self, r: &[u8]) -> (Decision, Option<v4::Message>) {
@@ -394,4 +421,111 @@ fn registration_fixed_address_held_by_another_falls_back_to_pool() {
     let o = f.discover(7, &[]).expect("offer from the pool");
     assert_ne!(o.yiaddr(), held);
     assert_eq!(f.stats().registration_fixed_busy, 1);
+}
+
+// ---- one registration lookup per DORA (the worker's cache) --------------------------------
+
+#[test]
+fn registration_one_lookup_per_dora() {
+    let mut f = Fx::new(CFG);
+    f.register(mac(7), known("modem"));
+    f.dora(7);
+    // DISCOVER looked the client up; its REQUEST used that answer.
+    assert_eq!(f.finds(), 1);
+    assert_eq!(f.stats().registration_lookups, 1);
+    assert_eq!(f.stats().registration_cache_hits, 1);
+    // Another client: its own lookup.
+    f.register(mac(8), known("cpe"));
+    f.dora(8);
+    assert_eq!(f.finds(), 2);
+    assert!(f.engine.is_known());
+    assert_eq!(f.engine.registration_group(), Some("cpe"));
+}
+
+#[test]
+fn registration_changed_between_discover_and_request_takes_effect_at_request() {
+    let mut f = Fx::new(CFG);
+    let with_file = |file: &[u8]| Reg {
+        file: Some(file.to_vec()),
+        ..known("modem")
+    };
+    f.register(mac(7), with_file(b"old.cfg"));
+    let offer = f.discover(7, &[]).expect("offer");
+    assert_eq!(fname(&offer), b"old.cfg");
+    // Modified while the client is between its DISCOVER and its REQUEST.
+    f.register(mac(7), with_file(b"new.cfg"));
+    let ack = f.select(7, offer.yiaddr(), &[]).expect("ack");
+    assert_eq!(kind(&ack), v4::MessageType::Ack);
+    assert_eq!(fname(&ack), b"new.cfg");
+    assert_eq!(f.finds(), 2, "the change made the REQUEST look up again");
+}
+
+#[test]
+fn registration_removed_between_discover_and_request_refused_at_request() {
+    let mut f = Fx::new(CFG);
+    f.register(mac(7), known("modem"));
+    let offer = f.discover(7, &[]).expect("offer");
+    f.unregister(&mac(7));
+    let sid = SERVER.octets();
+    let rip = offer.yiaddr().octets();
+    let sel = request(
+        7,
+        NONE,
+        NONE,
+        &[
+            (opt::MESSAGE_TYPE, &[3]),
+            (opt::SERVER_ID, &sid),
+            (opt::REQUESTED_IP, &rip),
+        ],
+    );
+    let (d, _) = f.run(&sel);
+    assert_eq!(d, Decision::Silent(Silence::Unregistered));
+    assert!(!f.engine.is_known());
+    assert_eq!(f.stats().acks, 0);
+    assert_eq!(f.stats().unknown_refused, 1);
+    // Registered again before the retransmitted REQUEST: served.
+    f.register(mac(7), known("modem"));
+    let (_, ack) = f.run(&sel);
+    assert_eq!(kind(&ack.expect("ack")), v4::MessageType::Ack);
+}
+
+#[test]
+fn registration_added_after_a_refused_discover_serves_the_next_one() {
+    let mut f = Fx::new(CFG);
+    // The refusal is cached like any answer...
+    assert!(f.discover(7, &[]).is_none());
+    assert!(f.discover(7, &[]).is_none());
+    assert_eq!(f.finds(), 1);
+    // ...until the registrations change.
+    f.register(mac(7), known("modem"));
+    assert!(f.discover(7, &[]).is_some());
+}
+
+#[test]
+fn registration_cached_answer_is_per_client_id_and_hardware_address() {
+    let mut f = Fx::new(CFG);
+    // Registered by MAC; the client sends a client id.
+    f.register(mac(7), known("modem"));
+    let cid: &[u8] = &[1, 2, 0, 0, 0, 0, 7];
+    assert!(f.discover(7, &[(opt::CLIENT_ID, cid)]).is_some());
+    // The same client id from an unregistered MAC is not that registration.
+    assert!(f.discover(8, &[(opt::CLIENT_ID, cid)]).is_none());
+    assert!(!f.engine.is_known());
+    // And the registered MAC is still known.
+    assert!(f.discover(7, &[(opt::CLIENT_ID, cid)]).is_some());
+    assert!(f.engine.is_known());
+}
+
+#[test]
+fn registration_cache_emptied_by_reload() {
+    let mut f = Fx::new(CFG);
+    f.register(mac(7), known("modem"));
+    assert!(f.discover(7, &[]).is_some());
+    // A reload onto another view that happens to be at the same generation and does
+    // not register the client: it is UNKNOWN at once.
+    let other = Arc::new(MapView::default());
+    other.gen.store(f.view.generation(), Ordering::Release);
+    f.reload_with(other);
+    assert!(f.discover(7, &[]).is_none());
+    assert!(!f.engine.is_known());
 }

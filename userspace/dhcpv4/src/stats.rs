@@ -68,6 +68,8 @@ counters! {
     subnet_selection_from_client_ignored: "Option 118 from a client not behind a relay (ignored).",
     registration_moved: "REQUESTs NAKed because the client's registration fixes another address (reservation moved).",
     registration_fixed_busy: "DISCOVERs of a registered client whose fixed address is held by another client (served from the pool).",
+    registration_lookups: "Messages whose client was looked up in the registrations (not answered by the worker's cache).",
+    registration_cache_hits: "Messages whose registration answer came from the worker's cache (same client, registrations unchanged since; a REQUEST after its DISCOVER).",
     unknown_refused: "Messages from UNKNOWN clients (no live registration, no configured host or reservation) refused by deny-unknown (shared network, subnet or pool; no answer).",
     storage_failed_dropped: "DISCOVERs dropped while the lease file's storage has failed (no ACK could leave; the client goes to another server).",
     reconfiguring_naked: "REQUESTs (renew, rebind, init-reboot) of a binding being reconfigured: NAK, binding deleted (FORCERENEW answered).",

@@ -20,6 +20,11 @@ pub struct IndexView(pub Arc<Index>);
 
 impl RegistrationView for IndexView {
     #[inline]
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    #[inline]
     fn find(&self, key: &ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool {
         // Registrations by MAC only: a client id cannot match (one atomic load, no lookup).
         if key.kind() == lease_store::KeyKind::ClientId && !self.0.has_client_ids() {

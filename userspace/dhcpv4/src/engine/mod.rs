@@ -323,8 +323,8 @@ pub struct Engine {
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
-    /// The message's live registration (`registration.rs`).
-    reg: registration::RegHit,
+    /// The message's live registration and the worker's cache of them (`registration.rs`).
+    reg: registration::RegCache,
     /// Classes of the message being handled (`classes.rs`), evaluated once.
     classes: ClassSet,
     /// The message's client is KNOWN: a live registration or a configured host /
@@ -354,7 +354,7 @@ impl Engine {
             admission: Admission::Serve,
             relay_info: [0; 24],
             hw_is_bindings: true,
-            reg: registration::RegHit::default(),
+            reg: registration::RegCache::default(),
             classes: ClassSet::EMPTY,
             known: false,
             reply_pool: None,
@@ -374,6 +374,8 @@ impl Engine {
     /// batches, so no message sees half of one configuration and half of another).
     pub fn set_shared(&mut self, shared: Arc<EngineShared>) {
         self.shared = shared;
+        // Another view, or classes by other ids: no cached registration answer holds.
+        self.reg.clear();
     }
 
     /// This engine's counters.

@@ -10,8 +10,17 @@
 //! `ClientFacts`; `deny-unknown` (shared network, subnet, pool: `pools.rs`) asks the same.
 //!
 //! The engine does no IO: it asks a [`RegistrationView`] (the daemon's adapter over the
-//! `xdhcpd-registrations` index) once per message and copies what it needs into the
-//! engine's own fixed-size scratch ([`RegHit`]): no lock, no allocation.
+//! `xdhcpd-registrations` index) and copies what it needs into the engine's own fixed-size
+//! scratch ([`RegHit`]): no lock, no allocation.
+//!
+//! One lookup per DORA: the answer is kept in a per-worker cache ([`RegCache`], direct
+//! mapped, keyed by the message's client key and hardware key) stamped with the view's
+//! change generation, read before the lookup. The REQUEST that follows a DISCOVER on the
+//! same worker finds the DISCOVER's answer there and uses it while the generation is
+//! unchanged; any change to the registrations (add, modify, remove, import) raises the
+//! generation, so the next message of every client looks up again: a registration changed
+//! or removed between DISCOVER and REQUEST takes effect at the REQUEST. A reload
+//! (`Engine::set_shared`) empties the cache (the group's class is resolved at fill time).
 //!
 //! Reservations that move: a registered client with a fixed address in its subnet that
 //! asks for another address (RENEWING, REBINDING, INIT-REBOOT, SELECTING) is NAKed
@@ -57,6 +66,11 @@ pub const REG_GROUP_MAX: usize = 64;
 /// What the engine asks about registrations. Implementations must not lock globally or
 /// allocate per call: they run on every packet.
 pub trait RegistrationView: Send + Sync {
+    /// The change generation: must differ from every earlier value whenever an answer of
+    /// [`RegistrationView::find`] may have changed since, and a caller that reads it before
+    /// a `find` and reads the same value later may reuse that `find`'s answer (so raise it
+    /// after the change is visible to `find`). The engine caches answers per client on it.
+    fn generation(&self) -> u64;
     /// Calls `visit` with the registration `key` names (a client id key or a hardware
     /// key), if any; returns whether there was one.
     fn find(&self, key: &ClientKey, visit: &mut dyn FnMut(&Registered<'_>)) -> bool;
@@ -65,37 +79,97 @@ pub trait RegistrationView: Send + Sync {
     fn reserved_for_other(&self, addr: Ipv4Addr, key: &ClientKey, hw: &ClientKey) -> bool;
 }
 
-/// The current message's registration, copied out of the view.
+/// Slots of a worker's registration cache (a power of two). Between a client's DISCOVER
+/// and its REQUEST a worker sees the messages of the clients whose exchanges overlap (the
+/// offered load times the round trip); with 1,024 slots a REQUEST finds its DISCOVER's
+/// answer unless another client took the slot in between (a lookup then, nothing worse).
+pub(super) const CACHE_SLOTS: usize = 1024;
+
+/// One message's registration, copied out of the view: the current message's, and a slot
+/// of the worker's cache. Hot fields first (`repr(C)`): a cache probe reads one or two
+/// lines, the payload only when it is used.
+#[repr(C)]
 pub(super) struct RegHit {
+    /// The slot holds the answer for `key` / `hw` at generation `gen`.
+    valid: bool,
     known: bool,
+    file_len: u8,
+    group_len: u8,
+    opts_len: u8,
+    /// The class the group names in the configuration the slot was filled under.
+    class: Option<ClassId>,
+    /// The view's generation read before the lookup.
+    gen: u64,
+    /// The message's client key (client id if sent, else hardware).
+    key: ClientKey,
     /// The message's hardware key (htype, chaddr), looked up when the client id is not
     /// registered.
     hw: ClientKey,
     fixed: Option<Ipv4Addr>,
     next_server: Option<Ipv4Addr>,
-    file: [u8; 128],
-    file_len: u8,
     group: [u8; REG_GROUP_MAX],
-    group_len: u8,
+    file: [u8; 128],
     opts: [u8; REG_OPTIONS_MAX],
-    opts_len: u8,
 }
 
 impl Default for RegHit {
     fn default() -> Self {
         RegHit {
+            valid: false,
             known: false,
+            file_len: 0,
+            group_len: 0,
+            opts_len: 0,
+            class: None,
+            gen: 0,
+            key: ClientKey::NONE,
             hw: ClientKey::NONE,
             fixed: None,
             next_server: None,
-            file: [0; 128],
-            file_len: 0,
             group: [0; REG_GROUP_MAX],
-            group_len: 0,
+            file: [0; 128],
             opts: [0; REG_OPTIONS_MAX],
-            opts_len: 0,
         }
     }
+}
+
+/// A worker's registration answers: slot 0 is the answer when there is no view (never
+/// known); slots 1..=[`CACHE_SLOTS`] the cache, allocated once, at the first lookup with a
+/// view (never per packet).
+pub(super) struct RegCache {
+    slots: Vec<RegHit>,
+    /// The current message's slot.
+    cur: usize,
+}
+
+impl Default for RegCache {
+    fn default() -> Self {
+        RegCache {
+            slots: vec![RegHit::default()],
+            cur: 0,
+        }
+    }
+}
+
+impl RegCache {
+    /// Forgets every answer (a reload: another view or other classes).
+    pub(super) fn clear(&mut self) {
+        for s in &mut self.slots {
+            s.valid = false;
+        }
+    }
+}
+
+/// The cache slot of `key` (1..=CACHE_SLOTS): a multiplicative hash of its bytes.
+#[inline]
+fn slot_of(key: &ClientKey) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in key.as_bytes().chunks(8) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    1 + ((h >> 40) as usize & (CACHE_SLOTS - 1))
 }
 
 impl RegHit {
@@ -126,21 +200,60 @@ impl RegHit {
 }
 
 impl Engine {
+    /// The current message's registration.
+    #[inline]
+    fn reg(&self) -> &RegHit {
+        &self.reg.slots[self.reg.cur]
+    }
+
     /// Looks the message's client up: by `key` (client id if sent, else hardware), then by
-    /// its hardware address. Once per message, before dispatch.
+    /// its hardware address; from the worker's cache when the view has not changed since
+    /// the answer was cached. Once per message, before dispatch.
     pub(super) fn lookup_registration(&mut self, msg: &Message<'_>, key: &ClientKey) {
-        let reg = &mut self.reg;
-        reg.known = false;
-        reg.hw = ClientKey::from_hw(msg.htype(), msg.chaddr());
         let Some(view) = self.shared.registrations.as_deref() else {
+            self.reg.cur = 0;
             return;
         };
+        let hw = ClientKey::from_hw(msg.htype(), msg.chaddr());
+        // Read before the lookup: a change after this read raises it past `gen`.
+        let gen = view.generation();
+        if self.reg.slots.len() == 1 {
+            self.reg.slots.resize_with(CACHE_SLOTS + 1, RegHit::default);
+        }
+        let i = slot_of(key);
+        let Some(reg) = self.reg.slots.get_mut(i) else {
+            self.reg.cur = 0;
+            return;
+        };
+        if reg.valid && reg.gen == gen && reg.key == *key && reg.hw == hw {
+            EngineStats::inc(&self.stats.registration_cache_hits);
+            self.reg.cur = i;
+            return;
+        }
+        EngineStats::inc(&self.stats.registration_lookups);
+        reg.valid = false;
+        reg.known = false;
+        reg.class = None;
+        reg.gen = gen;
+        reg.key = *key;
+        reg.hw = hw;
         let mut visit = |r: &Registered<'_>| reg.fill(r);
-        if !view.find(key, &mut visit) && *key != reg.hw {
-            let hw = reg.hw;
+        if !view.find(key, &mut visit) && *key != hw {
             let mut visit = |r: &Registered<'_>| reg.fill(r);
             view.find(&hw, &mut visit);
         }
+        if reg.known && reg.group_len > 0 {
+            let g = &reg.group[..reg.group_len as usize];
+            reg.class = self
+                .shared
+                .config
+                .classes
+                .iter()
+                .find(|c| c.name.as_bytes() == g)
+                .map(|c| c.id);
+        }
+        reg.valid = true;
+        self.reg.cur = i;
     }
 
     /// Whether the message's client is KNOWN: a live registration or a configured host /
@@ -154,32 +267,26 @@ impl Engine {
     /// The registration group of the message's client (its class), if it has a live
     /// registration.
     pub fn registration_group(&self) -> Option<&str> {
-        if !self.reg.known {
+        let reg = self.reg();
+        if !reg.known {
             return None;
         }
-        std::str::from_utf8(&self.reg.group[..self.reg.group_len as usize]).ok()
+        std::str::from_utf8(&reg.group[..reg.group_len as usize]).ok()
     }
 
-    /// The class named by the live registration's group, if the configuration has one.
+    /// The class named by the live registration's group, if the configuration has one
+    /// (resolved when the answer was looked up).
     #[inline]
     fn registration_class(&self) -> Option<ClassId> {
-        if !self.reg.known || self.reg.group_len == 0 {
-            return None;
-        }
-        let g = &self.reg.group[..self.reg.group_len as usize];
-        self.shared
-            .config
-            .classes
-            .iter()
-            .find(|c| c.name.as_bytes() == g)
-            .map(|c| c.id)
+        let reg = self.reg();
+        reg.class.filter(|_| reg.known)
     }
 
     /// Puts the live registration into the facts built from the configured hosts: KNOWN,
     /// and its group first (else the configured host's).
     #[inline]
     pub(super) fn merge_registration(&self, facts: &mut ClientFacts<'_>) {
-        if !self.reg.known {
+        if !self.reg().known {
             return;
         }
         facts.known = true;
@@ -191,7 +298,7 @@ impl Engine {
     /// KNOWN without class evaluation (no classes, pools rules or deny-unknown configured).
     #[inline]
     pub(super) fn reg_known_or_host(&self, msg: &Message<'_>, key: &ClientKey) -> bool {
-        if self.reg.known {
+        if self.reg().known {
             return true;
         }
         let hosts = &self.shared.hosts;
@@ -206,7 +313,8 @@ impl Engine {
     /// lies in `subnet` or another subnet of its shared network.
     #[inline]
     pub(super) fn registered_fixed(&self, subnet: usize) -> Option<(Ipv4Addr, usize)> {
-        let ip = self.reg.fixed.filter(|_| self.reg.known)?;
+        let reg = self.reg();
+        let ip = reg.fixed.filter(|_| reg.known)?;
         let cfg = &self.shared.config;
         let si = cfg
             .subnets
@@ -263,20 +371,20 @@ impl Engine {
         self.shared
             .registrations
             .as_deref()
-            .is_some_and(|v| v.reserved_for_other(addr, key, &self.reg.hw))
+            .is_some_and(|v| v.reserved_for_other(addr, key, &self.reg().hw))
     }
 
     /// The registration's values, the top settings layer of the reply (`pools::Layers`).
     #[inline]
     pub(super) fn host_layer(&self) -> HostLayer<'_> {
-        if !self.reg.known {
+        let reg = self.reg();
+        if !reg.known {
             return HostLayer::default();
         }
         HostLayer {
-            options: &self.reg.opts[..self.reg.opts_len as usize],
-            next_server: self.reg.next_server,
-            boot_file: (self.reg.file_len > 0)
-                .then(|| &self.reg.file[..self.reg.file_len as usize]),
+            options: &reg.opts[..reg.opts_len as usize],
+            next_server: reg.next_server,
+            boot_file: (reg.file_len > 0).then(|| &reg.file[..reg.file_len as usize]),
         }
     }
 }
