@@ -1,6 +1,6 @@
 //! DHCPv6 Reconfigure (issue 16, RFC 8415 §18.3.11 with the §20.4 reconfigure key) with a
 //! real client, dhcpcd, in network namespaces (root; see `common/require.rs`):
-//! * dhcpcd (`option reconfigure_accept`) obtains an IA_NA and, having sent Reconfigure
+//! * dhcpcd (`option dhcp6_reconfigure_accept`) obtains an IA_NA and, having sent Reconfigure
 //!   Accept, its reconfigure key ("accepted reconfigure key");
 //! * the operator renumbers: the `[[subnet6]]` pool moves (a restart: DHCPv6 configuration
 //!   is not reloadable; the binding file and the key secret survive it), then
@@ -142,11 +142,12 @@ fn reconfigure6_dhcpcd(io: Io) -> Res<()> {
     let mut daemon = Some(Daemon::start(&bed, &cfg, io)?);
     let conf = bed.path("dhcpcd.conf");
     // No hooks (the namespaces share /etc with the host), IPv6 only, no router
-    // solicitation; Reconfigure Accept in every Request/Renew (dhcpcd sends option 20 only
-    // when it is requested, src/dhcp6.c: DHC_REQ(requestmask6, ..., D6_OPTION_RECONF_ACCEPT)).
+    // solicitation; Reconfigure Accept in every Request/Renew: dhcpcd sends option 20 only
+    // when it is requested as `dhcp6_reconfigure_accept` (src/dhcp6.c, dhcp6_makemessage:
+    // DHC_REQ(ifo->requestmask6, ifo->nomask6, D6_OPTION_RECONF_ACCEPT)).
     write_file(
         &conf,
-        "ipv6only\nnoipv6rs\nia_na 1\noption reconfigure_accept\nscript /bin/true\n",
+        "ipv6only\nnoipv6rs\nia_na 1\noption dhcp6_reconfigure_accept\nscript /bin/true\n",
     )?;
     let log = bed.path("dhcpcd.log");
     let lease_file = format!("/var/lib/dhcpcd/{}.lease6", bed.cli_if());
@@ -282,10 +283,11 @@ fn reconfigure6_dhcpcd(io: Io) -> Res<()> {
     }
     match result {
         Ok(()) => {
-            if let Some(d) = daemon {
-                d.stop()?;
+            match daemon {
+                // The data path asked for is the one that served.
+                Some(d) => d.stop()?.check_io(io),
+                None => Ok(()),
             }
-            Ok(())
         }
         Err(e) => Err(format!(
             "{e}\n--- dhcpcd log:\n{}\n--- xdhcpd logs:\n{logs}",
