@@ -432,12 +432,12 @@ pub enum Abort6 {
 }
 
 /// What the campaign asks its driver to do.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action6 {
     /// Send attempt `attempt` of a Reconfigure to the client of `binding`.
     Send {
         /// One of the client's reconfiguring bindings (its DUID, the way to it).
-        binding: Binding6,
+        binding: Box<Binding6>,
         /// 1-based attempt number.
         attempt: u32,
     },
@@ -546,7 +546,7 @@ impl Reconfigurer6 {
                         inc(&self.stats.retried);
                     }
                     out.push(Action6::Send {
-                        binding: b,
+                        binding: Box::new(b),
                         attempt,
                     });
                 }
@@ -603,7 +603,7 @@ impl Reconfigurer6 {
                     {
                         inc(&self.stats.sent);
                         out.push(Action6::Send {
-                            binding: b,
+                            binding: Box::new(b),
                             attempt,
                         });
                     }

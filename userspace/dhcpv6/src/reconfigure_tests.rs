@@ -191,7 +191,7 @@ fn dhcpv6_reconfigure_renew_gets_lifetimes_zero_then_solicit_gets_new_binding() 
     let mut c = Reconfigurer6::new(Reconf6Policy::default(), Some(sh.clone()));
     assert!(c.trigger(C1, slots_of(&h.t, C1)));
     let a = poll(&mut c, &mut h, T0_MS);
-    let Some(Action6::Send { binding, attempt }) = a.first().copied() else {
+    let Some(Action6::Send { binding, attempt }) = a.first().cloned() else {
         panic!("{a:?}")
     };
     assert_eq!(attempt, 1);
@@ -426,7 +426,7 @@ fn dhcpv6_reconfigure_relayed_client_gets_relay_reply_through_its_relay() {
     let mut c = Reconfigurer6::new(Reconf6Policy::default(), Some(sh));
     c.trigger(C1, slots_of(&h.t, C1));
     let a = poll(&mut c, &mut h, T0_MS);
-    let Some(Action6::Send { binding, .. }) = a.first().copied() else {
+    let Some(Action6::Send { binding, .. }) = a.first().cloned() else {
         panic!("{a:?}")
     };
     let keys = Reconf6Keys::new(SECRET);
@@ -454,7 +454,7 @@ fn dhcpv6_reconfigure_relayed_client_gets_relay_reply_through_its_relay() {
         msg::RENEW
     );
     // Nested relays are not stored well enough to route back: refused, not guessed.
-    let mut nested = binding;
+    let mut nested = binding.clone();
     nested.via.hops = 2;
     assert_eq!(
         build_reconfigure(&mut buf, &nested, &sduid(), &keys, 9, msg::RENEW),
