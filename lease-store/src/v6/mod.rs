@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapMut;
 
 pub use record::{
-    Binding6, BindingState, Bytes, IaKind, Owner6, RelayData6, DUID_MAX, FLAG_RECONFIGURE_ACCEPT,
-    LLADDR_MAX, RECORD6_SIZE, RELAY_DATUM_MAX,
+    Binding6, BindingState, Bytes, IaKind, Owner6, RelayData6, Via6, DUID_MAX,
+    FLAG_RECONFIGURE_ACCEPT, FLAG_RECONFIGURING6, FLAG_RECONF_KEY6, LLADDR_MAX, RECORD6_SIZE,
+    RELAY_DATUM_MAX,
 };
 
 use crate::StoreError;

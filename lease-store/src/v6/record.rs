@@ -38,7 +38,12 @@ const O_REMOTE: usize = O_IFID + 1 + RELAY_DATUM_MAX; // 292
 const O_SUBSCRIBER: usize = O_REMOTE + 1 + RELAY_DATUM_MAX; // 357
 const O_LLTYPE: usize = O_SUBSCRIBER + 1 + RELAY_DATUM_MAX; // 422
 const O_LLADDR: usize = O_LLTYPE + 2; // 424: len byte, then LLADDR_MAX bytes
-const _: () = assert!(O_LLADDR + 1 + LLADDR_MAX <= RECORD6_SIZE);
+                                      // The way to the client (zero in records written before it existed: unknown).
+const O_VIA_HOPS: usize = O_LLADDR + 1 + LLADDR_MAX; // 445
+const O_VIA_SRC: usize = O_VIA_HOPS + 1; // 446
+const O_VIA_LINK: usize = O_VIA_SRC + 16; // 462
+const O_VIA_PEER: usize = O_VIA_LINK + 16; // 478
+const _: () = assert!(O_VIA_PEER + 16 <= RECORD6_SIZE);
 
 /// What a binding is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,9 +105,29 @@ pub enum Owner6 {
 
 /// Flag: the client sent Reconfigure Accept (RFC 8415 §21.20).
 pub const FLAG_RECONFIGURE_ACCEPT: u8 = 1;
+/// Flag: the client was given its reconfigure key (RFC 8415 §20.4) in a Reply.
+pub const FLAG_RECONF_KEY6: u8 = 2;
+/// Flag: the binding is being reconfigured (a Reconfigure was sent; the spec's event
+/// table applies). Survives restarts only when the daemon keeps it (`deferred-nak`).
+pub const FLAG_RECONFIGURING6: u8 = 4;
+
+/// How the client's last message reached the server (the way a Reconfigure goes back,
+/// RFC 8415 §18.3.11): the sender's address and, when relayed, the link-address and
+/// peer-address of the relay nearest the client (its interface-id is in [`RelayData6`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Via6 {
+    /// Relay levels the message came through (0: direct; 0 with `src` zero: unknown).
+    pub hops: u8,
+    /// Source of the packet: the client itself (direct) or the relay that sent it to us.
+    pub src: [u8; 16],
+    /// Link-address of the relay nearest the client.
+    pub link: [u8; 16],
+    /// Peer-address of the relay nearest the client (the client's address on its link).
+    pub peer: [u8; 16],
+}
 
 /// A short byte string stored in a fixed field (`len` bytes of `buf` used).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bytes<const N: usize> {
     len: u8,
     buf: [u8; N],
@@ -190,6 +215,8 @@ pub struct Binding6 {
     pub acked_valid: u32,
     /// Relay data from the relay nearest the client.
     pub relay: RelayData6,
+    /// How the client's last message reached us.
+    pub via: Via6,
 }
 
 impl Binding6 {
@@ -214,6 +241,7 @@ impl Binding6 {
             acked_preferred: 0,
             acked_valid: 0,
             relay: RelayData6::default(),
+            via: Via6::default(),
         }
     }
 
@@ -247,6 +275,10 @@ impl Binding6 {
         put_bytes(r, O_SUBSCRIBER, self.relay.subscriber_id.as_slice());
         r[O_LLTYPE..O_LLTYPE + 2].copy_from_slice(&self.relay.lladdr_type.to_le_bytes());
         put_bytes(r, O_LLADDR, self.relay.lladdr.as_slice());
+        r[O_VIA_HOPS] = self.via.hops;
+        r[O_VIA_SRC..O_VIA_SRC + 16].copy_from_slice(&self.via.src);
+        r[O_VIA_LINK..O_VIA_LINK + 16].copy_from_slice(&self.via.link);
+        r[O_VIA_PEER..O_VIA_PEER + 16].copy_from_slice(&self.via.peer);
         let crc = crc32fast::hash(&r[4..]);
         r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -310,6 +342,12 @@ impl Binding6 {
                 lladdr_type: u16::from_le_bytes([r[O_LLTYPE], r[O_LLTYPE + 1]]),
                 lladdr: get_bytes(r, O_LLADDR)?,
             },
+            via: Via6 {
+                hops: r[O_VIA_HOPS],
+                src: a16(r, O_VIA_SRC),
+                link: a16(r, O_VIA_LINK),
+                peer: a16(r, O_VIA_PEER),
+            },
         }))
     }
 
@@ -334,4 +372,10 @@ fn get_bytes<const N: usize>(r: &[u8], o: usize) -> Result<Bytes<N>, &'static st
         return Err("field length out of range");
     }
     Ok(Bytes::new(&r[o + 1..o + 1 + n]))
+}
+
+fn a16(r: &[u8], o: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&r[o..o + 16]);
+    a
 }

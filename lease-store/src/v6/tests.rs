@@ -52,7 +52,14 @@ fn dhcpv6_table_persists_bindings_duid_and_quarantines_torn_record() {
     relay.relay.remote_id = Bytes::new(&[0, 0, 0x11, 0x8b, 1, 2, 3]);
     relay.relay.lladdr_type = 1;
     relay.relay.lladdr = Bytes::new(&[2, 0, 0, 0, 0, 1]);
-    relay.flags = FLAG_RECONFIGURE_ACCEPT;
+    relay.flags = FLAG_RECONFIGURE_ACCEPT | FLAG_RECONF_KEY6 | FLAG_RECONFIGURING6;
+    // The way back for a Reconfigure (relayed: relay source, link- and peer-address).
+    relay.via = Via6 {
+        hops: 1,
+        src: [0x20; 16],
+        link: [0xfd; 16],
+        peer: [0xfe; 16],
+    };
     relay.acked_expiry = 250;
     let (s_na, s_pd);
     {

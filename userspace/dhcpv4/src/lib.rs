@@ -12,7 +12,8 @@ pub mod caps;
 pub mod delivery;
 pub mod engine;
 pub mod leasequery;
-pub mod md5;
+/// MD5 and HMAC-MD5 (the shared `xdhcpd-md5` crate).
+pub use xdhcpd_md5 as md5;
 pub mod stats;
 pub mod trust;
 pub mod wire;

@@ -8,10 +8,12 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use lease_store::v6::{
-    Binding6, BindingState, BindingTable6, Bytes, IaKind, RelayData6, FLAG_RECONFIGURE_ACCEPT,
+    Binding6, BindingState, BindingTable6, Bytes, IaKind, RelayData6, Via6,
+    FLAG_RECONFIGURE_ACCEPT, FLAG_RECONFIGURING6, FLAG_RECONF_KEY6,
 };
 
 use crate::config::{prefix_contains, Config6, Link6};
+use crate::reconfigure::{delete_binding, is_reconfiguring, key_auth, Reconf6Shared};
 use crate::stats::Stats6;
 use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Options, Relay, WireError, Writer};
 
@@ -53,6 +55,9 @@ pub enum Silence6 {
     NothingToConfirm,
     /// The reply did not fit the output buffer.
     Overflow,
+    /// A Solicit from a client being reconfigured: dropped, its binding deleted (the
+    /// spec's event table).
+    Reconfiguring,
 }
 
 /// The engine's answer.
@@ -101,6 +106,8 @@ enum Mode {
     Extend,
     Release,
     Decline,
+    /// A binding being reconfigured: lifetimes 0, binding deleted.
+    Zero,
 }
 
 struct Ctx<'a> {
@@ -109,6 +116,7 @@ struct Ctx<'a> {
     cfg: &'a Link6,
     duid: &'a [u8],
     relay: RelayData6,
+    via: Via6,
     flags: u8,
 }
 
@@ -122,6 +130,7 @@ pub struct Engine6 {
     /// (address or prefix, length) → (link, reservation index).
     res_by_addr: HashMap<([u8; 16], u8), (u16, usize)>,
     stats: Arc<Stats6>,
+    reconf: Option<Arc<Reconf6Shared>>,
 }
 
 impl Engine6 {
@@ -150,7 +159,21 @@ impl Engine6 {
             res_by_duid,
             res_by_addr,
             stats,
+            reconf: None,
         }
+    }
+
+    /// Serves Reconfigure (RFC 8415 §18.3.11): clients that send Reconfigure Accept get
+    /// their key in the Reply, and bindings flagged reconfiguring follow the spec's event
+    /// table.
+    pub fn with_reconfigure(mut self, shared: Arc<Reconf6Shared>) -> Self {
+        self.reconf = Some(shared);
+        self
+    }
+
+    /// The reconfigure side, when enabled.
+    pub fn reconfigure(&self) -> Option<&Arc<Reconf6Shared>> {
+        self.reconf.as_ref()
     }
 
     /// The counters.
@@ -177,6 +200,7 @@ impl Engine6 {
             Silence6::TooManyHops => &self.stats.too_many_hops,
             Silence6::NoLink => &self.stats.no_link,
             Silence6::Overflow => &self.stats.overflow,
+            Silence6::Reconfiguring => &self.stats.reconf_solicit_dropped,
             Silence6::NothingToConfirm => return Decision6::Silence(s),
         };
         Stats6::inc(c);
@@ -294,18 +318,53 @@ impl Engine6 {
             return Err(Silence6::BadIds);
         }
         let duid = cm.client_id.unwrap_or(&[]);
+        // The way back for a Reconfigure: the sender, and the relay nearest the client.
+        let mut via = Via6 {
+            hops: n as u8,
+            src: meta.src.octets(),
+            ..Via6::default()
+        };
+        if let Some(Some(l)) = n.checked_sub(1).map(|i| levels[i]) {
+            via.link = l.link;
+            via.peer = l.peer;
+        }
+        let rapid = cm.typ == msg::SOLICIT && cm.rapid && cfg.rapid_commit;
+        let give_key = self.reconf.is_some()
+            && cm.reconf_accept
+            && (rapid || matches!(cm.typ, msg::REQUEST | msg::RENEW | msg::REBIND));
         let ctx = Ctx {
             now,
             link,
             cfg,
             duid,
             relay,
+            via,
             flags: if cm.reconf_accept {
-                FLAG_RECONFIGURE_ACCEPT
+                FLAG_RECONFIGURE_ACCEPT | if give_key { FLAG_RECONF_KEY6 } else { 0 }
             } else {
                 0
             },
         };
+        // The spec's event table for a client being reconfigured (looked up only while
+        // some client may be flagged).
+        let reconfiguring = self.reconf.as_ref().is_some_and(|r| r.any_flagged())
+            && cm.ias[..cm.n_ias]
+                .iter()
+                .flatten()
+                .any(|&(kind, ia)| ia_reconfiguring(table, kind, duid, ia.iaid));
+        if reconfiguring && cm.typ == msg::SOLICIT {
+            for &(kind, ia) in cm.ias[..cm.n_ias].iter().flatten() {
+                let mut slots = [0u32; MAX_ENTRIES * 2];
+                let found = table.find_ia(kind, duid, ia.iaid, &mut slots);
+                for &s in &slots[..found] {
+                    if let Some(mut b) = table.get(s).filter(is_reconfiguring) {
+                        delete_binding(&mut b, now);
+                        let _ = table.put(Some(s), &b);
+                    }
+                }
+            }
+            return Err(Silence6::Reconfiguring);
+        }
 
         let mut w = Writer::new(out);
         for l in levels[..n].iter().flatten() {
@@ -315,7 +374,6 @@ impl Engine6 {
             }
             w.open(opt::RELAY_MSG);
         }
-        let rapid = cm.typ == msg::SOLICIT && cm.rapid && cfg.rapid_commit;
         let reply_type = if cm.typ == msg::SOLICIT && !rapid {
             msg::ADVERTISE
         } else {
@@ -344,12 +402,27 @@ impl Engine6 {
                     _ => Mode::Extend,
                 };
                 for &(kind, ia) in cm.ias[..cm.n_ias].iter().flatten() {
-                    committed |= self.do_ia(table, &ctx, kind, &ia, mode, &mut w);
+                    let m = if reconfiguring
+                        && mode != Mode::Advertise
+                        && ia_reconfiguring(table, kind, duid, ia.iaid)
+                    {
+                        Mode::Zero
+                    } else {
+                        mode
+                    };
+                    committed |= self.do_ia(table, &ctx, kind, &ia, m, &mut w);
                 }
                 if cm.reconf_accept && mode != Mode::Advertise {
                     // Recorded on the bindings (FLAG_RECONFIGURE_ACCEPT); the server
                     // signals its own willingness by echoing the option.
                     w.option(opt::RECONF_ACCEPT, &[]);
+                    if let (true, Some(r)) = (give_key, &self.reconf) {
+                        // RFC 8415 §20.4.1: the key, RDM 0 with a counter that the
+                        // Reconfigures' (seconds << 32 | n) stay above.
+                        Stats6::inc(&self.stats.reconf_keys);
+                        let auth = key_auth(&r.keys.key_for(duid), u64::from(now) << 32);
+                        w.option(opt::AUTH, &auth);
+                    }
                 }
             }
             msg::RELEASE | msg::DECLINE => {
@@ -620,6 +693,27 @@ impl Engine6 {
                 }
                 w.close();
             }
+            Mode::Zero => {
+                w.open_ia(code, ia.iaid, 0, 0);
+                for &s in &slots[..found] {
+                    let Some(mut b) = t.get(s) else { continue };
+                    if !is_reconfiguring(&b) {
+                        continue;
+                    }
+                    w.entry(&IaEntry {
+                        addr: b.addr,
+                        prefix_len: b.prefix_len,
+                        preferred: 0,
+                        valid: 0,
+                    });
+                    delete_binding(&mut b, ctx.now);
+                    if t.put(Some(s), &b).is_ok() {
+                        Stats6::inc(&self.stats.reconf_zeroed);
+                        written = true;
+                    }
+                }
+                w.close();
+            }
             Mode::Release | Mode::Decline => {
                 let mut any = false;
                 for e in listed.iter().flatten() {
@@ -690,10 +784,13 @@ impl Engine6 {
         b.preferred = ctx.cfg.preferred;
         b.valid = ctx.cfg.valid;
         b.expiry = ctx.now.saturating_add(ctx.cfg.valid);
-        b.flags = (b.flags & !FLAG_RECONFIGURE_ACCEPT) | ctx.flags;
+        // A record that ended while reconfiguring carries no flag into its next life.
+        b.flags = (b.flags & !(FLAG_RECONFIGURE_ACCEPT | FLAG_RECONF_KEY6 | FLAG_RECONFIGURING6))
+            | ctx.flags;
         if ctx.relay != RelayData6::default() {
             b.relay = ctx.relay;
         }
+        b.via = ctx.via;
         b
     }
 
@@ -850,6 +947,15 @@ impl Engine6 {
             }
         }
     }
+}
+
+/// Whether the client's IA has a binding being reconfigured.
+fn ia_reconfiguring(t: &BindingTable6, kind: IaKind, duid: &[u8], iaid: u32) -> bool {
+    let mut slots = [0u32; MAX_ENTRIES * 2];
+    let found = t.find_ia(kind, duid, iaid, &mut slots);
+    slots[..found]
+        .iter()
+        .any(|&s| t.get(s).is_some_and(|b| is_reconfiguring(&b)))
 }
 
 fn fnv(duid: &[u8], iaid: u32, kind: u8, salt: u32) -> u64 {

@@ -2,7 +2,8 @@
 //! (RFC 8415: Solicit/Advertise/Request/Reply, Rapid Commit, Renew, Rebind,
 //! Release, Decline, Confirm, Information-request; IA_NA and IA_PD; relays
 //! with interface-id, remote-id (RFC 4649), subscriber-id (RFC 4580) and the
-//! client link-layer address (RFC 6939) stored with the binding).
+//! client link-layer address (RFC 6939) stored with the binding), and
+//! server-initiated Reconfigure with the reconfigure key (RFC 8415 §18.3.11, §20.4).
 //!
 //! The engine takes a UDP payload, the receive metadata, a clock value and
 //! the binding table, and returns a [`Decision6`]: a reply written into a
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod reconfigure;
 pub mod stats;
 pub mod wire;
 

@@ -48,6 +48,9 @@ counters! {
     released: "Bindings released.",
     declined: "Bindings declined.",
     overflow: "Dropped: the reply did not fit the buffer.",
+    reconf_keys: "Replies that handed the client its reconfigure key (RFC 8415 §20.4).",
+    reconf_solicit_dropped: "Dropped: Solicit from a client being reconfigured (its binding deleted).",
+    reconf_zeroed: "Bindings being reconfigured answered with lifetimes 0 and deleted (Request/Renew/Rebind).",
 }
 
 impl Stats6 {

@@ -949,3 +949,7 @@ fn dhcpv6_persisted_bindings_survive_reopen_and_are_renewed() {
     };
     assert_eq!(parse_reply(&out[..len]).ias[0].5[0].addr, a);
 }
+
+/// Reconfigure (RFC 8415 §18.3.11, §20.4) over the same harness.
+#[path = "reconfigure_tests.rs"]
+mod reconfigure;

@@ -53,6 +53,8 @@ pub mod opt {
     pub const ELAPSED_TIME: u16 = 8;
     /// Relay Message.
     pub const RELAY_MSG: u16 = 9;
+    /// Authentication (RFC 8415 §21.11).
+    pub const AUTH: u16 = 11;
     /// Status Code.
     pub const STATUS_CODE: u16 = 13;
     /// Rapid Commit.
@@ -65,6 +67,8 @@ pub mod opt {
     pub const VENDOR_OPTS: u16 = 17;
     /// Interface-Id.
     pub const INTERFACE_ID: u16 = 18;
+    /// Reconfigure Message (RFC 8415 §21.19).
+    pub const RECONF_MSG: u16 = 19;
     /// Reconfigure Accept.
     pub const RECONF_ACCEPT: u16 = 20;
     /// DNS Recursive Name Server (RFC 3646).

@@ -78,23 +78,31 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: crate::registrations::ctl::RegistrationsCtl,
     },
-    /// Server-initiated reconfiguration (FORCERENEW): queue bound clients by one selector,
-    /// or (`--status`) show progress and counters.
-    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "pool", "subnet", "all", "status"])))]
+    /// Server-initiated reconfiguration (FORCERENEW, DHCPv6 Reconfigure): queue bound
+    /// clients by one selector, or (`--status`) show progress and counters.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "duid", "pool", "subnet", "link", "all", "status"])))]
     Reconfigure {
+        /// An IPv4 address, or an IPv6 address (the DHCPv6 client holding it, or a
+        /// delegated prefix containing it).
         #[arg(long)]
-        ip: Option<Ipv4Addr>,
+        ip: Option<std::net::IpAddr>,
         #[arg(long)]
         mac: Option<String>,
         /// Option 61 value in hex, type octet first.
         #[arg(long)]
         client_id: Option<String>,
+        /// DHCPv6 client DUID in hex.
+        #[arg(long)]
+        duid: Option<String>,
         /// Pool id.
         #[arg(long)]
         pool: Option<u32>,
-        /// Network `a.b.c.d/len`: every binding inside it.
+        /// Network `a.b.c.d/len` or IPv6 `prefix/len`: every binding inside it.
         #[arg(long)]
         subnet: Option<String>,
+        /// DHCPv6 link: every client of the `[[subnet6]]` at this position (0-based).
+        #[arg(long)]
+        link: Option<u16>,
         /// Every bound client.
         #[arg(long)]
         all: bool,
@@ -194,19 +202,25 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             ip,
             mac,
             client_id,
+            duid,
             pool,
             subnet,
+            link,
             all,
             ..
         } => {
-            let b = match (ip, mac, client_id, pool, subnet) {
+            let b = match (ip, mac, client_id, duid, pool, subnet, link) {
                 (Some(ip), ..) => serde_json::json!({ "ip": ip.to_string() }),
                 (_, Some(m), ..) => serde_json::json!({ "mac": m }),
                 (_, _, Some(c), ..) => serde_json::json!({ "client-id": c }),
-                (_, _, _, Some(p), _) => serde_json::json!({ "pool": p }),
-                (_, _, _, _, Some(n)) => serde_json::json!({ "subnet": n }),
+                (_, _, _, Some(d), ..) => serde_json::json!({ "duid": d }),
+                (_, _, _, _, Some(p), ..) => serde_json::json!({ "pool": p }),
+                (_, _, _, _, _, Some(n), _) => serde_json::json!({ "subnet": n }),
+                (.., Some(l)) => serde_json::json!({ "link": l }),
                 _ if *all => serde_json::json!({ "all": true }),
-                _ => anyhow::bail!("give --ip, --mac, --client-id, --pool, --subnet or --all"),
+                _ => anyhow::bail!(
+                    "give --ip, --mac, --client-id, --duid, --pool, --subnet, --link or --all"
+                ),
             };
             let body = serde_json::to_vec(&b)?;
             // Checked here too, so a bad selector never reaches the daemon.

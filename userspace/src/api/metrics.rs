@@ -448,6 +448,55 @@ fn collect(s: &ApiState) -> Scrape {
             h.progress.active.load(Relaxed) as f64,
         );
         gauges.push(q);
+        if let Some(v6) = &h.v6 {
+            let c = &v6.stats;
+            let mut f = Family::new(
+                "xdhcpd_reconfigure6",
+                "DHCPv6 Reconfigure (RFC 8415), by event: sent, retried, succeeded, aborted, \
+                 refused_no_auth (no reconfigure key), ignored, not_bound, send_failed.",
+            );
+            for (e, v) in [
+                ("sent", &c.sent),
+                ("retried", &c.retried),
+                ("succeeded", &c.succeeded),
+                ("aborted", &c.aborted),
+                ("refused_no_auth", &c.refused_no_auth),
+                ("ignored", &c.ignored),
+                ("not_bound", &c.not_bound),
+                ("send_failed", &c.send_failed),
+            ] {
+                f.add(vec![("event", e.into())], v.load(Relaxed));
+            }
+            counters.push(f);
+            let mut q = Family::new(
+                "xdhcpd_reconfigure6_clients",
+                "DHCPv6 clients waiting for admission (queued) and being reconfigured (active).",
+            );
+            q.add(
+                vec![("state", "queued".into())],
+                v6.progress.queued.load(Relaxed) as f64,
+            );
+            q.add(
+                vec![("state", "active".into())],
+                v6.progress.active.load(Relaxed) as f64,
+            );
+            gauges.push(q);
+            let e6 = v6.server.stats().snapshot();
+            let mut f = Family::new(
+                "xdhcpd_reconfigure6_client_events",
+                "Messages of DHCPv6 clients being reconfigured (engine counters): renew_zeroed \
+                 (Request/Renew/Rebind answered with lifetimes 0, binding deleted), \
+                 solicit_dropped; keys_sent: Replies with a reconfigure key.",
+            );
+            for (r, v) in [
+                ("renew_zeroed", e6.reconf_zeroed),
+                ("solicit_dropped", e6.reconf_solicit_dropped),
+                ("keys_sent", e6.reconf_keys),
+            ] {
+                f.add(vec![("event", r.into())], v);
+            }
+            counters.push(f);
+        }
     }
     let mut rc = Family::new(
         "xdhcpd_reconfigure_client_events",

@@ -2,7 +2,7 @@
 //! handlers receive: plain functions over strings and bytes (no IO), so the fuzz target
 //! `control_request` drives exactly what the server runs. Every error is a reason for a 400.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lease_store::{ClientKey, LeaseState};
 use serde_json::Value;
@@ -215,6 +215,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reconfigure_dhcpv6_selectors_parse_and_match() {
+        use lease_store::v6::{Binding6, IaKind};
+        let p = |b: &str| parse_reconfigure(b.as_bytes());
+        let v4 = p(r#"{"ip":"10.0.0.1"}"#).unwrap();
+        assert!(v4.is_v4() && !v4.is_v6());
+        let a = p(r#"{"ip":"fd77::1:5"}"#).unwrap();
+        assert_eq!(a, ReconfTarget::Ip6("fd77::1:5".parse().unwrap()));
+        assert!(a.is_v6() && !a.is_v4());
+        let all = p(r#"{"all":true}"#).unwrap();
+        assert!(all.is_v4() && all.is_v6());
+        let na = {
+            let mut b = Binding6::new(IaKind::Na, &[0, 3, 1], 1, [0; 16], 128);
+            b.addr = "fd77::1:5".parse::<Ipv6Addr>().unwrap().octets();
+            b.link = 1;
+            b
+        };
+        let pd = {
+            let mut b = Binding6::new(IaKind::Pd, &[0, 3, 2], 2, [0; 16], 56);
+            b.addr = "fd77:100:0:ff00::".parse::<Ipv6Addr>().unwrap().octets();
+            b
+        };
+        assert!(a.matches6(&na) && !a.matches6(&pd));
+        // An address inside a delegated prefix names that prefix's client.
+        let inside = p(r#"{"ip":"fd77:100:0:ff12::1"}"#).unwrap();
+        assert!(inside.matches6(&pd) && !inside.matches6(&na));
+        let d = p(r#"{"duid":"00:03:02"}"#).unwrap();
+        assert!(d.matches6(&pd) && !d.matches6(&na));
+        let net = p(r#"{"subnet":"fd77:100::/40"}"#).unwrap();
+        assert!(net.matches6(&pd) && !net.matches6(&na));
+        assert_eq!(
+            p(r#"{"subnet":"10.0.0.0/8"}"#),
+            Ok(ReconfTarget::Subnet(Ipv4Addr::new(10, 0, 0, 0), 8))
+        );
+        let link = p(r#"{"link":1}"#).unwrap();
+        assert!(link.matches6(&na) && !link.matches6(&pd));
+        // A v6 selector never names a DHCPv4 binding, nor a v4 one a v6 client.
+        assert!(!v4.matches6(&na));
+        for bad in [
+            r#"{"ip":"fd77::zz"}"#,
+            r#"{"duid":""}"#,
+            r#"{"duid":"xyz"}"#,
+            r#"{"subnet":"fd77::/129"}"#,
+            r#"{"link":-1}"#,
+            r#"{"link":"0"}"#,
+            r#"{"link":70000}"#,
+        ] {
+            assert!(p(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn api_request_parsers_accept_and_refuse() {
         assert_eq!(parse_ip("10.0.0.1"), Ok(Ipv4Addr::new(10, 0, 0, 1)));
         assert!(parse_ip("10.0.0").is_err());
@@ -302,8 +353,28 @@ pub enum ReconfTarget {
     Pool(u32),
     /// Every binding inside a network (`a.b.c.d/len`).
     Subnet(Ipv4Addr, u8),
-    /// Every binding.
+    /// Every binding (DHCPv4 and DHCPv6).
     All,
+    /// DHCPv6: the client holding an address, or a delegated prefix containing it.
+    Ip6(Ipv6Addr),
+    /// DHCPv6: the client with this DUID (hex).
+    Duid(Vec<u8>),
+    /// DHCPv6: every client with an address or delegated prefix inside `prefix/len`.
+    Prefix6(Ipv6Addr, u8),
+    /// DHCPv6: every client of one link (`[[subnet6]]` by its position, 0-based).
+    Link6(u16),
+}
+
+/// Whether `a`/`alen` (an address, 128, or a delegated prefix) lies inside `p`/`plen`.
+pub fn v6_inside(a: &[u8; 16], alen: u8, p: &Ipv6Addr, plen: u8) -> bool {
+    let m = |l: u8| {
+        if l == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(l.min(128)))
+        }
+    };
+    alen >= plen && u128::from_be_bytes(*a) & m(plen) == u128::from(*p) & m(plen)
 }
 
 impl ReconfTarget {
@@ -323,17 +394,52 @@ impl ReconfTarget {
                 u32::from(l.addr) & mask == u32::from(*net) & mask
             }
             ReconfTarget::All => true,
+            ReconfTarget::Ip6(_)
+            | ReconfTarget::Duid(_)
+            | ReconfTarget::Prefix6(..)
+            | ReconfTarget::Link6(_) => false,
+        }
+    }
+
+    /// Whether the target names DHCPv4 bindings.
+    pub fn is_v4(&self) -> bool {
+        !self.is_v6() || *self == ReconfTarget::All
+    }
+
+    /// Whether the target names DHCPv6 clients.
+    pub fn is_v6(&self) -> bool {
+        matches!(
+            self,
+            ReconfTarget::All
+                | ReconfTarget::Ip6(_)
+                | ReconfTarget::Duid(_)
+                | ReconfTarget::Prefix6(..)
+                | ReconfTarget::Link6(_)
+        )
+    }
+
+    /// Whether the DHCPv6 binding `b` is one of the target's.
+    pub fn matches6(&self, b: &lease_store::v6::Binding6) -> bool {
+        match self {
+            ReconfTarget::All => true,
+            ReconfTarget::Ip6(a) => v6_inside(&a.octets(), 128, &b.ip(), b.prefix_len),
+            ReconfTarget::Duid(d) => b.duid.as_slice() == d.as_slice(),
+            ReconfTarget::Prefix6(p, len) => v6_inside(&b.addr, b.prefix_len, p, *len),
+            ReconfTarget::Link6(l) => b.link == *l,
+            _ => false,
         }
     }
 }
 
-/// The body of `POST /v1/reconfigure`: exactly one of `{"ip"}`, `{"mac"}`, `{"client-id"}`,
-/// `{"pool"}`, `{"subnet"}`, `{"all": true}`.
+/// The body of `POST /v1/reconfigure`: exactly one of `{"ip"}` (IPv4 or IPv6), `{"mac"}`,
+/// `{"client-id"}`, `{"duid"}`, `{"pool"}`, `{"subnet"}` (IPv4 or IPv6 prefix), `{"link"}`
+/// (a `[[subnet6]]` by position), `{"all": true}`.
 pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
     let v = json_object(body)?;
     if v.len() != 1 {
         return Err(
-            "name exactly one of \"ip\", \"mac\", \"client-id\", \"pool\", \"subnet\", \"all\""
+            "name exactly one of \"ip\", \"mac\", \"client-id\", \"duid\", \"pool\", \
+             \"subnet\", \"link\", \"all\""
                 .into(),
         );
     }
@@ -343,7 +449,31 @@ pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
             .ok_or_else(|| format!("field {what:?}: expected a string"))
     };
     match k.as_str() {
-        "ip" => parse_ip(text("ip")?).map(ReconfTarget::Ip),
+        "ip" => {
+            let s = text("ip")?;
+            match s.parse::<Ipv6Addr>() {
+                Ok(a) => Ok(ReconfTarget::Ip6(a)),
+                Err(_) => parse_ip(s)
+                    .map(ReconfTarget::Ip)
+                    .map_err(|_| format!("field \"ip\": {s:?} is not an IPv4 or IPv6 address")),
+            }
+        }
+        "duid" => {
+            let d = parse_hex(text("duid")?, "duid")?;
+            if d.is_empty() || d.len() > lease_store::v6::DUID_MAX {
+                return Err(format!(
+                    "field \"duid\": {} octets (1 to {})",
+                    d.len(),
+                    lease_store::v6::DUID_MAX
+                ));
+            }
+            Ok(ReconfTarget::Duid(d))
+        }
+        "link" => val
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(ReconfTarget::Link6)
+            .ok_or_else(|| "field \"link\": expected a [[subnet6]] position (0, 1, ...)".into()),
         "mac" => parse_mac(text("mac")?).map(ReconfTarget::Mac),
         "client-id" => parse_client_id(text("client-id")?).map(ReconfTarget::ClientId),
         "pool" => match val {
@@ -357,9 +487,16 @@ pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
         },
         "subnet" => {
             let s = text("subnet")?;
-            let (a, l) = s
-                .split_once('/')
-                .ok_or_else(|| format!("field \"subnet\": {s:?} is not a.b.c.d/len"))?;
+            let (a, l) = s.split_once('/').ok_or_else(|| {
+                format!("field \"subnet\": {s:?} is not a.b.c.d/len or an IPv6 prefix/len")
+            })?;
+            if let Ok(p) = a.trim().parse::<Ipv6Addr>() {
+                let len: u8 =
+                    l.trim().parse().ok().filter(|n| *n <= 128).ok_or_else(|| {
+                        format!("field \"subnet\": prefix length {l:?} is not 0-128")
+                    })?;
+                return Ok(ReconfTarget::Prefix6(p, len));
+            }
             let addr = parse_ip(a)?;
             let len: u8 = l
                 .trim()

@@ -653,7 +653,28 @@ async fn metrics(State(s): St) -> Response {
 fn reconf_counters(h: &crate::server::reconfigure::ReconfHandle) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &h.stats;
+    let v6 = match &h.v6 {
+        Some(v) => {
+            let c = &v.stats;
+            json!({
+                "enabled": true,
+                "queued": v.progress.queued.load(Relaxed),
+                "active": v.progress.active.load(Relaxed),
+                "triggered": c.triggered.load(Relaxed),
+                "sent": c.sent.load(Relaxed),
+                "retried": c.retried.load(Relaxed),
+                "succeeded": c.succeeded.load(Relaxed),
+                "aborted": c.aborted.load(Relaxed),
+                "refused_no_auth": c.refused_no_auth.load(Relaxed),
+                "ignored": c.ignored.load(Relaxed),
+                "not_bound": c.not_bound.load(Relaxed),
+                "send_failed": c.send_failed.load(Relaxed),
+            })
+        }
+        None => json!({ "enabled": false }),
+    };
     json!({
+        "dhcpv6": v6,
         "enabled": h.enabled(),
         "queued": h.progress.queued.load(Relaxed),
         "active": h.progress.active.load(Relaxed),
@@ -690,11 +711,46 @@ async fn reconfigure_status(State(s): St) -> ApiResult {
 async fn reconfigure_trigger(State(s): St, body: Bytes) -> ApiResult {
     let target = request::parse_reconfigure(&body).map_err(ApiError::bad)?;
     let h = reconf_handle(&s)?;
+    if target.is_v6() && !target.is_v4() && h.v6.is_none() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "DHCPv6 reconfiguration is off: the server has no [[subnet6]]".into(),
+        ));
+    }
     blocking(move || {
         let now = unix_now();
+        // DHCPv6: the clients with a matching bound binding, each with all its bindings.
+        let mut matched6 = 0;
+        if let (true, Some(v6)) = (target.is_v6(), &h.v6) {
+            let clients = v6.server.with_table(|t| {
+                let mut by_duid: std::collections::HashMap<Vec<u8>, (bool, Vec<u32>)> =
+                    std::collections::HashMap::new();
+                for (slot, b) in t.iter() {
+                    if b.state != lease_store::v6::BindingState::Active || b.expiry <= now {
+                        continue;
+                    }
+                    let e = by_duid.entry(b.duid.as_slice().to_vec()).or_default();
+                    e.0 |= target.matches6(&b);
+                    e.1.push(slot);
+                }
+                by_duid
+                    .into_iter()
+                    .filter(|(_, (m, _))| *m)
+                    .map(|(d, (_, slots))| (d, slots))
+                    .collect::<Vec<_>>()
+            });
+            matched6 = clients.len();
+            if matched6 > 0 && !v6.trigger(clients) {
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the reconfigure driver has stopped".into(),
+                ));
+            }
+        }
         let table = &s.table;
         let bound = |l: &Lease| l.state == lease_store::LeaseState::Active && l.expiry > now;
         let slots: Vec<lease_store::Slot> = match &target {
+            t if !t.is_v4() => Vec::new(),
             request::ReconfTarget::Ip(ip) => table
                 .slot_of(*ip)
                 .filter(|&slot| bound(&table.read(slot)))
@@ -716,6 +772,7 @@ async fn reconfigure_trigger(State(s): St, body: Bytes) -> ApiResult {
         let mut v = reconf_counters(&h);
         if let Some(o) = v.as_object_mut() {
             o.insert("matched".into(), json!(matched));
+            o.insert("matched_dhcpv6_clients".into(), json!(matched6));
         }
         Ok(Json(v))
     })

@@ -425,7 +425,16 @@ impl Daemon {
             );
             caps
         });
-        let v6 = V6Server::open(&cfg, &iface)?;
+        // The reconfigure keys' secret (FORCERENEW and DHCPv6 Reconfigure derive theirs
+        // from it): configured, or generated once beside the lease file.
+        let reconf_secret = match &cfg.reconfigure {
+            Some(r) => Some(match r.secret.clone() {
+                Some(s) => s,
+                None => super::reconfigure::load_or_create_secret(&cfg.server.lease_file)?,
+            }),
+            None => None,
+        };
+        let v6 = V6Server::open(&cfg, &iface, reconf_secret.as_deref())?;
         let v6_sock = match &v6 {
             Some(_) => Some(v6srv::open_socket(&iface)?),
             None => None,
@@ -504,11 +513,7 @@ impl Daemon {
         if cleared > 0 {
             tracing::info!("reconfigure: {cleared} binding(s) no longer reconfiguring (restart)");
         }
-        if cfg.reconfigure.is_some() {
-            let secret = match cfg.reconfigure.as_ref().and_then(|r| r.secret.clone()) {
-                Some(s) => s,
-                None => super::reconfigure::load_or_create_secret(&cfg.server.lease_file)?,
-            };
+        if let Some(secret) = &reconf_secret {
             // Sized to the file's capacity: records a reload adds into the spare slots
             // (live pool growth) have their entries too.
             let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
@@ -520,7 +525,7 @@ impl Daemon {
                 .filter(|(_, l)| l.flags & lease_store::FLAG_RECONFIGURING != 0)
                 .count();
             book.flagged_add(kept as u64);
-            engine = engine.with_reconfigure(&secret, book);
+            engine = engine.with_reconfigure(secret, book);
         }
         let engine = Arc::new(engine);
         let cell = Arc::new(EngineCell::new(engine.clone()));
@@ -529,6 +534,7 @@ impl Daemon {
                 cell.clone(),
                 table.clone(),
                 server_id,
+                v6.clone(),
             )?),
             None => None,
         };

@@ -1,13 +1,17 @@
-//! The reconfigure driver (issue 16, DHCPv4): IO around the sans-IO campaign
-//! (`xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer`). Its own thread, off the packet
-//! path: takes triggers from the control API, polls the campaign every 20 ms with the wall
+//! The reconfigure driver (issue 16): IO around the sans-IO campaigns, DHCPv4
+//! (`xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer`) and DHCPv6
+//! (`xdhcpd_dhcpv6::reconfigure::Reconfigurer6`). Its own thread, off the packet
+//! path: takes triggers from the control API, polls the campaigns every 20 ms with the wall
 //! clock, and sends each FORCERENEW over a kernel UDP socket bound to the server address:
 //! unicast to the client's address port 68, or to the binding's relay (giaddr) port 67 with
 //! the stored option 82. Policy, keys and the per-slot book come from the engine generation
-//! in force (a reload changes them).
+//! in force (a reload changes them). Each DHCPv6 Reconfigure goes over a kernel UDP socket on
+//! [::]: to the address the client last sent from, port 546 (a link-local one scoped to the
+//! server's interface, so the kernel sends from our link-local address, which clients such
+//! as dhcpcd require), or in a Relay-Reply to the relay it last came through, port 547.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,8 +26,12 @@ use xdhcpd_dhcpv4::engine::reconfigure::{
     build_forcerenew, Action, Destination, ReconfStats, Reconfigurer,
 };
 use xdhcpd_dhcpv4::engine::ReconfShared;
+use xdhcpd_dhcpv6::reconfigure::{
+    build_reconfigure, Action6, Reconf6Policy, Reconf6Stats, Reconfigurer6,
+};
 
 use super::reload::EngineCell;
+use super::v6::V6Server;
 
 /// The file next to the lease file that keeps the generated key-derivation secret.
 pub fn secret_path(lease_file: &Path) -> PathBuf {
@@ -72,6 +80,28 @@ pub struct Progress {
     pub active: AtomicU64,
 }
 
+/// A DHCPv6 trigger: the client's DUID and the slots of its bindings.
+pub type Trigger6 = (Vec<u8>, Vec<u32>);
+
+/// The DHCPv6 side of the handle (present when `[[subnet6]]` and `[reconfigure]` are on).
+#[derive(Clone)]
+pub struct V6Handle {
+    tx: Sender<Vec<Trigger6>>,
+    /// The v6 campaign's counters.
+    pub stats: Arc<Reconf6Stats>,
+    /// Clients queued and being reconfigured.
+    pub progress: Arc<Progress>,
+    /// The DHCPv6 server (its table, for the selectors).
+    pub server: Arc<V6Server>,
+}
+
+impl V6Handle {
+    /// Queues clients for Reconfigure; false when the driver has stopped.
+    pub fn trigger(&self, clients: Vec<Trigger6>) -> bool {
+        self.tx.send(clients).is_ok()
+    }
+}
+
 /// What the control API holds: the trigger channel and the counters.
 #[derive(Clone)]
 pub struct ReconfHandle {
@@ -81,6 +111,8 @@ pub struct ReconfHandle {
     /// Queue and in-flight sizes.
     pub progress: Arc<Progress>,
     cell: Arc<EngineCell>,
+    /// DHCPv6 Reconfigure, when the daemon serves DHCPv6.
+    pub v6: Option<V6Handle>,
 }
 
 impl ReconfHandle {
@@ -103,11 +135,13 @@ pub struct ReconfDriver {
 }
 
 impl ReconfDriver {
-    /// Starts the driver over `table`, sending from `server_id`.
+    /// Starts the driver over `table`, sending from `server_id`; with `v6` (a DHCPv6
+    /// server whose engine hands out reconfigure keys) it runs the DHCPv6 campaign too.
     pub fn start(
         cell: Arc<EngineCell>,
         table: Arc<LeaseTable>,
         server_id: Ipv4Addr,
+        v6: Option<Arc<V6Server>>,
     ) -> anyhow::Result<Self> {
         let sock = UdpSocket::bind(SocketAddrV4::new(server_id, 0))
             .with_context(|| format!("reconfigure: binding a UDP socket to {server_id}"))?;
@@ -115,16 +149,43 @@ impl ReconfDriver {
         let stats = Arc::new(ReconfStats::default());
         let progress = Arc::new(Progress::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let (v6_handle, v6_run) = match v6.filter(|s| s.reconf.is_some()) {
+            Some(server) => {
+                let sock6 = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
+                    .context("reconfigure: binding a UDP socket to [::]")?;
+                let (tx6, rx6) = crossbeam_channel::unbounded();
+                let h = V6Handle {
+                    tx: tx6,
+                    stats: Arc::new(Reconf6Stats::default()),
+                    progress: Arc::new(Progress::default()),
+                    server: server.clone(),
+                };
+                let r = V6Run {
+                    server,
+                    sock: sock6,
+                    rx: rx6,
+                    stats: h.stats.clone(),
+                    progress: h.progress.clone(),
+                };
+                (Some(h), Some(r))
+            }
+            None => (None, None),
+        };
         let handle = ReconfHandle {
             tx,
             stats: stats.clone(),
             progress: progress.clone(),
             cell: cell.clone(),
+            v6: v6_handle,
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-reconf".into())
-            .spawn(move || run(cell, table, server_id, sock, rx, stats, progress, st))
+            .spawn(move || {
+                run(
+                    cell, table, server_id, sock, rx, stats, progress, st, v6_run,
+                )
+            })
             .context("spawning the reconfigure thread")?;
         Ok(ReconfDriver {
             handle,
@@ -155,6 +216,129 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The DHCPv6 campaign's IO.
+struct V6Run {
+    server: Arc<V6Server>,
+    sock: UdpSocket,
+    rx: Receiver<Vec<Trigger6>>,
+    stats: Arc<Reconf6Stats>,
+    progress: Arc<Progress>,
+}
+
+/// The DHCPv6 campaign's policy from `[reconfigure]` (the same schedule, rate and abort
+/// rules as FORCERENEW; the client is asked to Renew).
+pub fn policy6(p: &xdhcpd_config::ReconfigureConfig) -> Reconf6Policy {
+    Reconf6Policy {
+        retries: p.retries,
+        first_retry_ms: p.first_retry_ms,
+        backoff: p.backoff,
+        rate: p.rate,
+        clear_on_abort: p.clear_on_abort,
+        deferred_nak: p.deferred_nak,
+        ..Reconf6Policy::default()
+    }
+}
+
+impl V6Run {
+    /// One tick of the DHCPv6 campaign: triggers in, poll under the table lock, sends out.
+    fn tick(
+        &self,
+        campaign: &mut Reconfigurer6,
+        policy: Option<&xdhcpd_config::ReconfigureConfig>,
+        now_ms: u64,
+        counter: &mut u32,
+        actions: &mut Vec<Action6>,
+        buf: &mut [u8],
+    ) {
+        while let Ok(clients) = self.rx.try_recv() {
+            for (duid, slots) in clients {
+                campaign.trigger(&duid, slots);
+            }
+        }
+        if let Some(p) = policy {
+            let p6 = policy6(p);
+            if p6 != *campaign.policy() {
+                campaign.set_policy(p6);
+            }
+        }
+        if campaign.queued() + campaign.active() > 0 {
+            self.server
+                .with_table(|t| campaign.poll(now_ms, t, actions));
+        }
+        let Some(shared) = self.server.reconf.as_ref() else {
+            actions.clear();
+            return;
+        };
+        for a in actions.drain(..) {
+            match a {
+                Action6::Send { binding, attempt } => {
+                    *counter = counter.wrapping_add(1);
+                    // RDM 0: strictly increasing, above the Reply's `now << 32`.
+                    let replay = ((now_ms / 1000) << 32) | u64::from((*counter).max(1));
+                    let who = binding.ip();
+                    match build_reconfigure(
+                        buf,
+                        &binding,
+                        self.server.server_duid(),
+                        &shared.keys,
+                        replay,
+                        campaign.policy().msg_type,
+                    ) {
+                        Ok((n, route)) => {
+                            let (addr, port) = route.dest();
+                            let scope = if addr.segments()[0] & 0xffc0 == 0xfe80 {
+                                self.server.ifindex
+                            } else {
+                                0
+                            };
+                            let to = SocketAddrV6::new(addr, port, 0, scope);
+                            match self.sock.send_to(&buf[..n], to) {
+                                Ok(_) => tracing::info!(
+                                    "reconfigure: DHCPv6 Reconfigure {attempt} for {who} to {to}"
+                                ),
+                                Err(e) => {
+                                    self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(
+                                        "reconfigure: DHCPv6 Reconfigure for {who} to {to}: {e}"
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                "reconfigure: DHCPv6 Reconfigure for {who} not sent: {e}"
+                            );
+                        }
+                    }
+                }
+                Action6::Succeeded(d) => tracing::info!(
+                    "reconfigure: DHCPv6 client {} answered (bindings deleted)",
+                    hex(d.as_slice())
+                ),
+                Action6::Aborted(d, how) => tracing::warn!(
+                    "reconfigure: DHCPv6 client {} did not answer; aborted ({how:?})",
+                    hex(d.as_slice())
+                ),
+                Action6::NotStarted(d, why) => tracing::info!(
+                    "reconfigure: DHCPv6 client {} not reconfigured: {why:?}",
+                    hex(d.as_slice())
+                ),
+            }
+        }
+        self.progress
+            .queued
+            .store(campaign.queued() as u64, Ordering::Relaxed);
+        self.progress
+            .active
+            .store(campaign.active() as u64, Ordering::Relaxed);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     cell: Arc<EngineCell>,
@@ -165,6 +349,7 @@ fn run(
     stats: Arc<ReconfStats>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    v6: Option<V6Run>,
 ) {
     let policy = cell
         .load()
@@ -181,6 +366,20 @@ fn run(
     let mut buf = [0u8; 1024];
     let mut seen: Option<Arc<xdhcpd_dhcpv4::EngineShared>> = None;
     let mut counter: u32 = 0;
+    let mut campaign6 = v6.as_ref().map(|v| {
+        let p = cell
+            .load()
+            .config
+            .reconfigure
+            .as_ref()
+            .map(policy6)
+            .unwrap_or_default();
+        let mut c = Reconfigurer6::new(p, v.server.reconf.clone());
+        c.stats = v.stats.clone();
+        c
+    });
+    let mut actions6 = Vec::new();
+    let mut counter6: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(slots) => {
@@ -211,6 +410,16 @@ fn run(
             }
         }
         let now_ms = unix_ms();
+        if let (Some(v), Some(c6)) = (&v6, &mut campaign6) {
+            v.tick(
+                c6,
+                shared.config.reconfigure.as_ref(),
+                now_ms,
+                &mut counter6,
+                &mut actions6,
+                &mut buf,
+            );
+        }
         campaign.poll(now_ms, &table, &mut actions);
         for a in actions.drain(..) {
             match a {

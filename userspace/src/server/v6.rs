@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use lease_store::v6::BindingTable6;
 use xdhcpd_config::{CommitMode, Config, V6Config};
 use xdhcpd_dhcpv6::config::encode;
+use xdhcpd_dhcpv6::reconfigure::{Reconf6Keys, Reconf6Shared, Reconfigurer6};
 use xdhcpd_dhcpv6::wire::opt;
 use xdhcpd_dhcpv6::{
     duid_llt, AddrPool6, Config6, Decision6, Engine6, Link6, PrefixPool6, Reservation6, RxMeta6,
@@ -46,6 +47,9 @@ pub struct V6Server {
     pub ifindex: u32,
     /// Flushes that failed (their replies were dropped).
     pub flush_errors: AtomicU64,
+    /// Reconfigure (RFC 8415 §18.3.11), when `[reconfigure]` is configured: the keys and
+    /// the flagged-clients hint the engine and the driver share.
+    pub reconf: Option<Arc<Reconf6Shared>>,
 }
 
 /// The engine's links from the configuration (options encoded once).
@@ -140,8 +144,15 @@ pub fn interface_ipv6(name: &str) -> (Option<Ipv6Addr>, Option<Ipv6Addr>) {
 }
 
 impl V6Server {
-    /// Opens the binding table and builds the engine; None when no `[[subnet6]]`.
-    pub fn open(cfg: &Config, iface: &Interface) -> anyhow::Result<Option<Arc<Self>>> {
+    /// Opens the binding table and builds the engine; None when no `[[subnet6]]`. With
+    /// `reconf_secret` (`[reconfigure]` on) the engine hands reconfigure keys to clients
+    /// that send Reconfigure Accept, and a restart clears the reconfiguring flags unless
+    /// `deferred-nak` keeps them.
+    pub fn open(
+        cfg: &Config,
+        iface: &Interface,
+        reconf_secret: Option<&[u8]>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         let v6 = &cfg.v6;
         if v6.subnets.is_empty() {
             return Ok(None);
@@ -184,14 +195,33 @@ impl V6Server {
                 "existing"
             }
         );
+        let mut engine = Engine6::new(ecfg, duid, Arc::new(Stats6::default()));
+        let reconf = match reconf_secret {
+            Some(secret) => {
+                let deferred = cfg.reconfigure.as_ref().is_some_and(|r| r.deferred_nak);
+                let (cleared, kept) = Reconfigurer6::clear_at_start(&mut table, deferred);
+                if cleared > 0 {
+                    tracing::info!(
+                        "reconfigure: {cleared} DHCPv6 binding(s) no longer reconfiguring (restart)"
+                    );
+                }
+                let shared = Arc::new(Reconf6Shared::new(Reconf6Keys::new(secret)));
+                // Flags kept by deferred-nak: the engine must look those clients up.
+                shared.flagged_add(kept as u64);
+                engine = engine.with_reconfigure(shared.clone());
+                Some(shared)
+            }
+            None => None,
+        };
         Ok(Some(Arc::new(V6Server {
-            engine: Engine6::new(ecfg, duid, Arc::new(Stats6::default())),
+            engine,
             table: Mutex::new(table),
             ack: cfg.server.commit == CommitMode::Ack,
             link_local,
             global,
             ifindex: iface.index,
             flush_errors: AtomicU64::new(0),
+            reconf,
         })))
     }
 
@@ -199,6 +229,17 @@ impl V6Server {
         // A worker that panicked mid-write left at worst one record torn; the CRC
         // catches that at the next open. Keep serving.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` over the binding table under its lock (the reconfigure driver and the
+    /// control API; never on the packet path).
+    pub fn with_table<R>(&self, f: impl FnOnce(&mut BindingTable6) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// The server DUID.
+    pub fn server_duid(&self) -> &[u8] {
+        self.engine.server_duid()
     }
 
     /// Answers one message into `out`.

@@ -1,7 +1,10 @@
 //! MD5 (RFC 1321) and HMAC-MD5 (RFC 2104), for the RFC 3118 / RFC 6704 authentication
-//! option of FORCERENEW. Small, allocation-free, only for message authentication codes
-//! the clients' standards require (MD5's collision weakness does not break HMAC-MD5 as a
+//! option of FORCERENEW and the DHCPv6 reconfigure key (RFC 8415 §20.4), shared by both
+//! engines. Small, allocation-free, only for message authentication codes the clients'
+//! standards require (MD5's collision weakness does not break HMAC-MD5 as a
 //! MAC; RFC 6151).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 const S: [u32; 64] = [
     7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
