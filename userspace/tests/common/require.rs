@@ -62,6 +62,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "bash" => "bash",
         "systemd-analyze" => "systemd",
         "psql" | "initdb" | "pg_ctl" => "postgresql",
+        "nats-server" => "nats-server",
         _ => "?",
     }
 }
