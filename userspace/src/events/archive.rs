@@ -214,7 +214,7 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
         .get_stream(&a.stream)
         .await
         .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", a.stream))?;
-    let mut consumer: pull::Consumer = stream
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             &a.consumer,
             pull::Config {
