@@ -262,8 +262,10 @@ fn events_nats_outage_under_load_spooled_in_order_archived_and_queried() -> Res<
     wait_for("the spool to drain", Duration::from_secs(30), || {
         lg.check_alive()?;
         let st = status(&bed)?;
-        Ok((st["nats"]["connected"] == true && st["nats"]["spool_depth"].as_u64() < Some(500))
-            .then_some(()))
+        Ok(
+            (st["nats"]["connected"] == true && st["nats"]["spool_depth"].as_u64() < Some(500))
+                .then_some(()),
+        )
     })?;
     eprintln!(
         "events_nats: {depth}+ spooled events sent within {:?} of NATS' return",
@@ -340,7 +342,8 @@ fn events_nats_outage_under_load_spooled_in_order_archived_and_queried() -> Res<
         acks.len(),
         &missing[..missing.len().min(5)]
     );
-    let mut pairs: Vec<(Ipv4Addr, &str)> = acks.iter().map(|a| (a.addr, a.client.as_str())).collect();
+    let mut pairs: Vec<(Ipv4Addr, &str)> =
+        acks.iter().map(|a| (a.addr, a.client.as_str())).collect();
     pairs.sort_unstable();
     pairs.dedup();
     assert!(n >= pairs.len() as u64);

@@ -25,10 +25,7 @@ mod daemon_common;
 mod pg_common;
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_common::*;

@@ -139,10 +139,7 @@ pub async fn pg_connect(conn: &str, password_file: Option<&Path>) -> anyhow::Res
     if let Some(p) = password_file {
         c.password(nats::read_secret(p)?);
     }
-    let (client, connection) = c
-        .connect(NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
+    let (client, connection) = c.connect(NoTls).await.context("connecting to PostgreSQL")?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection: {e}");
@@ -285,7 +282,7 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
         ];
         tx.execute(&insert, &params)
             .await
-        .context("inserting lease events")?;
+            .context("inserting lease events")?;
         tx.commit().await.context("COMMIT")?;
         // Only now: JetStream may forget them.
         for m in &got {

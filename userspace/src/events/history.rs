@@ -156,8 +156,7 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
             .build()
             .context("tokio runtime")?;
         let ans = rt.block_on(async {
-            let c =
-                super::archive::pg_connect(conn, a.archive_password_file.as_deref()).await?;
+            let c = super::archive::pg_connect(conn, a.archive_password_file.as_deref()).await?;
             super::archive::who_held(&c, a.ip, at).await
         })?;
         return print_answer(&ans, at, "the archive", a.json);
@@ -177,7 +176,12 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
     print_answer(&ans, at, &dir.display().to_string(), a.json)
 }
 
-fn print_answer(ans: &HistoryAnswer, at: u32, source: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn print_answer(
+    ans: &HistoryAnswer,
+    at: u32,
+    source: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(ans)?);
         return Ok(ExitCode::SUCCESS);

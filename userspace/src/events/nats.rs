@@ -235,7 +235,8 @@ impl SpoolWriter {
     ) -> anyhow::Result<(SpoolWriter, SpoolReader)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("NATS spool: creating {}", dir.display()))?;
-        let segs = segments(dir).with_context(|| format!("NATS spool: listing {}", dir.display()))?;
+        let segs =
+            segments(dir).with_context(|| format!("NATS spool: listing {}", dir.display()))?;
         let last = segs.last().copied().unwrap_or(0);
         let path = segment_path(dir, last);
         let f = OpenOptions::new()
@@ -244,7 +245,8 @@ impl SpoolWriter {
             .append(true)
             .open(&path)
             .with_context(|| format!("NATS spool: opening {}", path.display()))?;
-        let size = cut_partial_line(&f).with_context(|| format!("NATS spool: {}", path.display()))?;
+        let size =
+            cut_partial_line(&f).with_context(|| format!("NATS spool: {}", path.display()))?;
         let cursor = read_cursor(dir)?.unwrap_or(Position {
             segment: segs.first().copied().unwrap_or(0),
             offset: 0,
@@ -252,7 +254,11 @@ impl SpoolWriter {
         // The backlog from the cursor on.
         let (mut events, mut bytes) = (0u64, 0u64);
         for &n in segs.iter().filter(|&&n| n >= cursor.segment) {
-            let from = if n == cursor.segment { cursor.offset } else { 0 };
+            let from = if n == cursor.segment {
+                cursor.offset
+            } else {
+                0
+            };
             let (e, b) = count_lines(&segment_path(dir, n), from)
                 .with_context(|| format!("NATS spool: reading segment {n}"))?;
             events += e;
@@ -870,8 +876,13 @@ mod tests {
         f.write_all(b"xdhcpd.events.x\tid\t{\"half").expect("w");
         drop(f);
         let stats = Arc::new(NatsStats::default());
-        let (_w, r) = SpoolWriter::open(dir.path(), 1 << 30, router(), stats.clone()).expect("reopen");
-        assert_eq!(stats.depth.load(Ordering::Relaxed), 9, "6 + 3 unsent, the half line cut");
+        let (_w, r) =
+            SpoolWriter::open(dir.path(), 1 << 30, router(), stats.clone()).expect("reopen");
+        assert_eq!(
+            stats.depth.load(Ordering::Relaxed),
+            9,
+            "6 + 3 unsent, the half line cut"
+        );
         let b = r.read_batch(100, &stats).expect("read");
         let times: Vec<u32> = b
             .events

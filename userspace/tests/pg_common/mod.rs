@@ -143,4 +143,3 @@ pub fn http(sock: &Path, method: &str, path: &str, body: &str) -> Res<(u16, Stri
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Ok((code, body))
 }
-

@@ -7,13 +7,8 @@ use crate::error::Errors;
 use crate::reader::{array, boolean, string, u32_in, Field, Table};
 use crate::{AlarmsConfig, EventLogConfig, NatsConfig};
 
-pub(crate) const EVENT_LOG_KEYS: &[&str] = &[
-    "directory",
-    "max-size-mb",
-    "max-age-hours",
-    "keep",
-    "nats",
-];
+pub(crate) const EVENT_LOG_KEYS: &[&str] =
+    &["directory", "max-size-mb", "max-age-hours", "keep", "nats"];
 pub(crate) const NATS_KEYS: &[&str] = &[
     "urls",
     "stream",
@@ -113,7 +108,11 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
             if token_ok(s) {
                 Some(s.to_string())
             } else {
-                errs.push(&f.span(), &f.path, "expected a stream name (letters, digits, - and _)");
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected a stream name (letters, digits, - and _)",
+                );
                 None
             }
         }),
@@ -139,7 +138,11 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
             if token_ok(s) {
                 Some(Some(s.to_string()))
             } else {
-                errs.push(&f.span(), &f.path, "expected one subject token (letters, digits, - and _)");
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected one subject token (letters, digits, - and _)",
+                );
                 None
             }
         }),
@@ -147,7 +150,11 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
     let token_file = t.get("token-file").map(|f| path_of(errs, &f));
     let credentials_file = t.get("credentials-file").map(|f| path_of(errs, &f));
     if let (Some(_), Some(f)) = (&token_file, t.get("credentials-file")) {
-        errs.push(&f.span(), &f.path, "set token-file or credentials-file, not both");
+        errs.push(
+            &f.span(),
+            &f.path,
+            "set token-file or credentials-file, not both",
+        );
         return None;
     }
     let num = |errs: &mut Errors<'_>, key: &str, lo: u32, hi: u32, dflt: u32| match t.get(key) {
