@@ -299,7 +299,7 @@ impl SpoolWriter {
         let len = line.len() as u64;
         if self.stats.depth_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
             let n = self.stats.spool_dropped.fetch_add(1, Ordering::Relaxed);
-            if n % 10_000 == 0 {
+            if n.is_multiple_of(10_000) {
                 tracing::warn!(
                     "NATS spool {} is full ({} MiB unsent): event for {} not spooled for NATS \
                      (it is in the local event log); {} dropped so far",
@@ -780,7 +780,7 @@ async fn publish_loop(
             }
             Err(e) => {
                 let n = stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     tracing::warn!(
                         "NATS: batch of {} not acknowledged ({e}); sent again from the spool",
                         batch.events.len()
