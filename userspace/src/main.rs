@@ -72,6 +72,14 @@ enum RegistrationsCmd {
 }
 
 #[derive(Subcommand)]
+enum EventsCmd {
+    /// Store the lease event stream of NATS JetStream (`[event-log.nats]`) in PostgreSQL
+    /// (table xdhcpd_lease_events, created if missing) through a durable consumer, each batch
+    /// acknowledged after its commit; `xdhcpd ctl history --archive` asks it.
+    Archive(xdhcpd::events::archive::ArchiveArgs),
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
     Run {
@@ -129,6 +137,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RegistrationsCmd,
     },
+    /// Lease events beyond the local log (the NATS JetStream archive in PostgreSQL).
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+    },
     /// Ask a server, as a relay agent, about an address, MAC or client id (RFC 4388).
     Leasequery(xdhcpd::lq_client::LeasequeryArgs),
     /// Write the manual pages xdhcpd(8) and xdhcpd.toml(5) into a directory.
@@ -151,6 +164,9 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Leases { cmd } => xdhcpd::leases::main_leases(cmd),
         Cmd::Leasequery(a) => xdhcpd::lq_client::main_leasequery(a),
+        Cmd::Events {
+            cmd: EventsCmd::Archive(a),
+        } => xdhcpd::events::archive::main_archive(a),
         Cmd::Registrations {
             cmd: RegistrationsCmd::Migrate { config },
         } => match xdhcpd::registrations::postgres::main_migrate(&config) {

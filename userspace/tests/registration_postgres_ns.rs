@@ -22,128 +22,17 @@ mod netns;
 mod require;
 
 mod daemon_common;
+mod pg_common;
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_common::*;
+use pg_common::{http, Pg, PG_BIN, PG_PORT};
 use require::{require, Capability};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-/// The server namespace's own loopback: nothing else listens there.
-const PG_PORT: u16 = 55432;
 const BULK: u32 = 100_000;
-
-/// A PostgreSQL cluster in a temporary directory owned by `postgres`, run in the server
-/// namespace; stopped (immediately) and removed on drop.
-struct Pg {
-    dir: tempfile::TempDir,
-    ns: String,
-}
-
-impl Pg {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    fn init(ns: &str) -> Res<Pg> {
-        let dir = tempfile::Builder::new()
-            .prefix("xdhcpd-pg-")
-            .tempdir()
-            .map_err(|e| format!("pg temp dir: {e}"))?;
-        let pg = Pg {
-            dir,
-            ns: ns.to_string(),
-        };
-        let d = pg.dir.path().to_string_lossy().to_string();
-        run(Command::new("chown").args(["postgres:postgres", &d]))?;
-        let pw = pg.dir.path().join("su-pw");
-        write_file(&pw, "superpw\n")?;
-        run(Command::new("chown").args(["postgres", &pw.to_string_lossy()]))?;
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/initdb"))
-            .arg("-D")
-            .arg(pg.data())
-            .args([
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--no-sync",
-            ])
-            .arg(format!("--pwfile={}", pw.display())))?;
-        Ok(pg)
-    }
-
-    /// Starts the server; `tcp`: also on 127.0.0.1:PG_PORT (else its UNIX socket only).
-    fn start(&self, tcp: bool) -> Res<()> {
-        let listen = if tcp { "127.0.0.1" } else { "" };
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.ns, "runuser", "-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.data())
-            .arg("-o")
-            .arg(format!(
-                "-p {PG_PORT} -k {} -c listen_addresses='{listen}' -c fsync=off",
-                self.sock().display()
-            ))
-            .arg("-l")
-            .arg(self.dir.path().join("pg.log"))
-            .args(["-w", "start"]))
-        .map(|_| ())
-    }
-
-    fn stop(&self) -> Res<()> {
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"]))
-        .map(|_| ())
-    }
-
-    /// psql over the UNIX socket as `postgres` on `db`; stdout.
-    fn psql(&self, db: &str, sql: &str) -> Res<String> {
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/psql"))
-            .arg("-h")
-            .arg(self.sock())
-            .args(["-p", &PG_PORT.to_string(), "-d", db])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]))
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-fn run(cmd: &mut Command) -> Res<String> {
-    let out = output(cmd)?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?}: {}{}", out.stdout, out.stderr));
-    }
-    Ok(out.stdout)
-}
 
 fn config(bed: &Bed) -> Res<PathBuf> {
     let pw = bed.path("pg-password");
@@ -202,27 +91,6 @@ fn start(bed: &Bed, config: &Path, log: &Path) -> Res<Proc> {
     })?;
     std::thread::sleep(Duration::from_millis(200));
     Ok(p)
-}
-
-/// One HTTP/1.0 request on the control socket: (status code, body).
-fn http(sock: &Path, method: &str, path: &str, body: &str) -> Res<(u16, String)> {
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: xdhcpd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line: {out}"))?;
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((code, body))
 }
 
 /// The registration the daemon's index holds for `mac` (None: not registered).

@@ -41,6 +41,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // Registrations in PostgreSQL: the follower's test runs a real server
     // (`userspace/tests/registration_postgres_ns.rs`, /usr/lib/postgresql/15/bin).
     "postgresql",
+    // Lease events on NATS JetStream: the sink's test runs a real `nats-server -js`
+    // (`userspace/tests/events_nats_ns.rs`).
+    "nats-server",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

@@ -135,6 +135,57 @@ pub struct EventLogConfig {
     pub max_age_hours: u32,
     /// `keep` (default 30): rotated files kept (the oldest are deleted).
     pub keep: u32,
+    /// `[event-log.nats]`: also publish every event to NATS JetStream (None: off).
+    pub nats: Option<NatsConfig>,
+}
+
+/// `[event-log.nats]`: the lease events published to a NATS JetStream stream, through a local
+/// on-disk spool (sent in order once NATS is reachable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// `urls`: one or more server URLs (`nats://host:4222`), tried in turn.
+    pub urls: Vec<String>,
+    /// `stream` (default `XDHCPD_EVENTS`): the JetStream stream.
+    pub stream: String,
+    /// `subject-prefix` (default `xdhcpd.events`): subjects are
+    /// `<prefix>.<server-name>.<subnet>.<event>`.
+    pub subject_prefix: String,
+    /// `server-name` (default: `server.server-id` with `-` for `.`, else the host name): this
+    /// server's subject token.
+    pub server_name: Option<String>,
+    /// `token-file`: an authentication token, first line of the file.
+    pub token_file: Option<PathBuf>,
+    /// `credentials-file`: a NATS `.creds` file (JWT + NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// `batch-size` (default 256): events published before waiting for their acks.
+    pub batch_size: u32,
+    /// `spool-directory` (default `<directory>/nats-spool`).
+    pub spool_directory: Option<PathBuf>,
+    /// `spool-max-mb` (default 1024): unsent events kept at most; beyond, new events are not
+    /// spooled (counted and logged; they stay in the local event log).
+    pub spool_max_mb: u32,
+    /// `create-stream` (default true): create the stream if it does not exist.
+    pub create_stream: bool,
+    /// `ack-timeout-secs` (default 5): how long a batch waits for JetStream's acks.
+    pub ack_timeout_secs: u32,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            urls: Vec::new(),
+            stream: "XDHCPD_EVENTS".into(),
+            subject_prefix: "xdhcpd.events".into(),
+            server_name: None,
+            token_file: None,
+            credentials_file: None,
+            batch_size: 256,
+            spool_directory: None,
+            spool_max_mb: 1024,
+            create_stream: true,
+            ack_timeout_secs: 5,
+        }
+    }
 }
 
 impl Default for EventLogConfig {
@@ -144,6 +195,7 @@ impl Default for EventLogConfig {
             max_size_mb: 64,
             max_age_hours: 24,
             keep: 30,
+            nats: None,
         }
     }
 }

@@ -1208,3 +1208,39 @@ fn config_forcerenew_subnet_schedule_override() {
     .to_string();
     assert!(err.contains("reconfigure-retries"), "{err}");
 }
+
+#[test]
+fn event_log_nats_keys_defaults_and_errors() {
+    let base = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n\n[event-log]\ndirectory = \"/tmp/ev\"\n\n"
+    );
+    let cfg = parse(
+        &format!("{base}[event-log.nats]\nurls = [\"nats://127.0.0.1:4222\", \"n2:4222\"]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let n = cfg.event_log.unwrap().nats.unwrap();
+    assert_eq!(n.urls.len(), 2);
+    assert_eq!(n.stream, "XDHCPD_EVENTS");
+    assert_eq!(n.subject_prefix, "xdhcpd.events");
+    assert_eq!(n.batch_size, 256);
+    assert!(n.create_stream);
+    let errs = error_lines(&format!(
+        "{base}[event-log.nats]\nurls = [\"nats://h:99999\"]\nserver-name = \"a.b\"\n\
+         subject-prefix = \"x.>\"\nbatch-size = 0\n"
+    ));
+    for field in [
+        "event-log.nats.urls[0]",
+        "event-log.nats.server-name",
+        "event-log.nats.subject-prefix",
+        "event-log.nats.batch-size",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(field)), "{field}: {errs:?}");
+    }
+    let errs = error_lines(&format!(
+        "{base}[event-log.nats]\nurls = [\"h:1\"]\ntoken-file = \"/t\"\ncredentials-file = \"/c\"\n"
+    ));
+    assert!(errs.iter().any(|e| e.contains("not both")), "{errs:?}");
+    let errs = error_lines(&format!("{base}[event-log.nats]\nstream = \"S\"\n"));
+    assert!(errs.iter().any(|e| e.contains("urls")), "{errs:?}");
+}

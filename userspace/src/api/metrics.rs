@@ -412,6 +412,62 @@ fn collect(s: &ApiState) -> Scrape {
             "Event log files rotated (by size or age).",
             st.rotations.load(Relaxed),
         ));
+        if let Some(n) = &st.nats {
+            gauges.push(Family::one(
+                "xdhcpd_nats_connected",
+                "1 while the lease event publisher is connected to NATS.",
+                f64::from(u8::from(n.connected.load(Relaxed))),
+            ));
+            gauges.push(Family::one(
+                "xdhcpd_nats_spool_depth",
+                "Lease events in the NATS spool not yet acknowledged by JetStream.",
+                n.depth.load(Relaxed) as f64,
+            ));
+            gauges.push(Family::one(
+                "xdhcpd_nats_spool_depth_bytes",
+                "Bytes of the lease events in the NATS spool not yet acknowledged.",
+                n.depth_bytes.load(Relaxed) as f64,
+            ));
+            for (name, help, v) in [
+                (
+                    "xdhcpd_nats_published",
+                    "Lease events acknowledged by JetStream (duplicates included).",
+                    &n.published,
+                ),
+                (
+                    "xdhcpd_nats_duplicates",
+                    "Re-sent lease events JetStream already had (acked as duplicate).",
+                    &n.duplicates,
+                ),
+                (
+                    "xdhcpd_nats_spooled",
+                    "Lease events appended to the NATS spool.",
+                    &n.spooled,
+                ),
+                (
+                    "xdhcpd_nats_spool_dropped",
+                    "Lease events not spooled for NATS because the spool was full.",
+                    &n.spool_dropped,
+                ),
+                (
+                    "xdhcpd_nats_spool_errors",
+                    "Failed NATS spool writes or reads, and unreadable spool lines skipped.",
+                    &n.spool_errors,
+                ),
+                (
+                    "xdhcpd_nats_publish_errors",
+                    "Batches of lease events not acknowledged by JetStream (sent again).",
+                    &n.publish_errors,
+                ),
+                (
+                    "xdhcpd_nats_connect_errors",
+                    "Failed connections to NATS (or stream not available).",
+                    &n.connect_errors,
+                ),
+            ] {
+                counters.push(Family::one(name, help, v.load(Relaxed)));
+            }
+        }
     }
 
     // Reconfiguration (FORCERENEW).

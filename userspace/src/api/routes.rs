@@ -204,6 +204,11 @@ async fn status(State(s): St) -> ApiResult {
             "flush_failures": s.table.flush_failures(),
             "last_error": s.table.last_flush_error(),
         },
+        "event_log": s.events.as_ref().map(|(st, dropped)| json!({
+            "written": st.written.load(std::sync::atomic::Ordering::Relaxed),
+            "dropped": dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "nats": st.nats.as_ref().map(|n| n.snapshot()),
+        })),
         "registrations": s.registrations_pg.as_ref().map_or_else(
             || json!({ "backend": "local" }),
             |f| serde_json::to_value(f.snapshot()).unwrap_or(Value::Null),

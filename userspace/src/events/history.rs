@@ -86,16 +86,24 @@ pub fn who_held(dir: &Path, ip: Ipv4Addr, at: u32) -> std::io::Result<HistoryAns
             break;
         }
     }
-    let holder = last
-        .as_ref()
-        .filter(|e| matches!(e.event.as_str(), "ack" | "renew") && e.expiry > at)
-        .cloned();
-    Ok(HistoryAnswer {
-        ip: ip_s,
-        at,
-        holder,
-        last_event: last,
-    })
+    Ok(HistoryAnswer::from_last(ip, at, last))
+}
+
+impl HistoryAnswer {
+    /// The answer given the last event for `ip` at or before `at`: if it is an ACK or RENEW
+    /// whose lease had not ended at `at`, its client held the address.
+    pub fn from_last(ip: Ipv4Addr, at: u32, last: Option<LeaseEvent>) -> Self {
+        let holder = last
+            .as_ref()
+            .filter(|e| matches!(e.event.as_str(), "ack" | "renew") && e.expiry > at)
+            .cloned();
+        HistoryAnswer {
+            ip: ip.to_string(),
+            at,
+            holder,
+            last_event: last,
+        }
+    }
 }
 
 /// `xdhcpd ctl history` arguments.
@@ -109,8 +117,15 @@ pub struct HistoryArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Event log directory (default: `[event-log] directory` of --config).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "archive")]
     pub dir: Option<PathBuf>,
+    /// Ask the PostgreSQL archive of `xdhcpd events archive` instead of the local files:
+    /// `host=... port=... dbname=... user=...` or a postgresql:// URL.
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// File whose first line is the archive's PostgreSQL password.
+    #[arg(long, requires = "archive")]
+    pub archive_password_file: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +150,17 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
         }
         None => now,
     };
+    if let Some(conn) = &a.archive {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        let ans = rt.block_on(async {
+            let c = super::archive::pg_connect(conn, a.archive_password_file.as_deref()).await?;
+            super::archive::who_held(&c, a.ip, at).await
+        })?;
+        return print_answer(&ans, at, "the archive", a.json);
+    }
     let dir = match (a.dir, config) {
         (Some(d), _) => d,
         (None, Some(c)) => {
@@ -147,8 +173,17 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
     };
     let ans = who_held(&dir, a.ip, at)
         .with_context(|| format!("reading the event log in {}", dir.display()))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&ans)?);
+    print_answer(&ans, at, &dir.display().to_string(), a.json)
+}
+
+fn print_answer(
+    ans: &HistoryAnswer,
+    at: u32,
+    source: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(ans)?);
         return Ok(ExitCode::SUCCESS);
     }
     match (&ans.holder, &ans.last_event) {
@@ -178,10 +213,9 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
             fmt_time(l.time)
         ),
         (None, None) => println!(
-            "{} at {}: held by nobody (no event for it in {})",
+            "{} at {}: held by nobody (no event for it in {source})",
             ans.ip,
             fmt_time(at),
-            dir.display()
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -11,8 +11,14 @@
 //! Files: `<directory>/events.jsonl`, rotated to `events-<unix time>.jsonl` when it reaches
 //! `max-size-mb` or is `max-age-hours` old; the oldest beyond `keep` are deleted.
 //! Not in the record, so not in the log: the client's host name (option 12).
+//!
+//! With `[event-log.nats]` the writer also appends every event to the NATS spool, which a
+//! publisher thread sends to JetStream ([`nats`]); `xdhcpd events archive` ([`archive`])
+//! stores the stream in PostgreSQL, where `xdhcpd ctl history --archive` asks.
 
+pub mod archive;
 pub mod history;
+pub mod nats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -124,6 +130,8 @@ pub struct EventLogStats {
     pub written: AtomicU64,
     pub write_errors: AtomicU64,
     pub rotations: AtomicU64,
+    /// The NATS sink's (None: no `[event-log.nats]`).
+    pub nats: Option<Arc<nats::NatsStats>>,
 }
 
 /// The running event log writer.
@@ -132,11 +140,20 @@ pub struct EventLog {
     stats: Arc<EventLogStats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The NATS publisher (stopped after the writer).
+    publisher: Option<nats::Publisher>,
 }
 
 impl EventLog {
-    /// Creates the directory if needed, opens the current file and starts the writer thread.
-    pub fn start(cfg: &EventLogConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
+    /// Creates the directory if needed, opens the current file and starts the writer thread;
+    /// with `[event-log.nats]` also opens the spool and starts the publisher (`server_id` and
+    /// `subnets` name the subjects).
+    pub fn start(
+        cfg: &EventLogConfig,
+        table: Arc<LeaseTable>,
+        server_id: std::net::Ipv4Addr,
+        subnets: &[xdhcpd_config::Ipv4Net],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.directory)
             .with_context(|| format!("event log: creating {}", cfg.directory.display()))?;
         let files = Files::open(cfg)?;
@@ -145,7 +162,37 @@ impl EventLog {
             tx,
             dropped: Arc::default(),
         };
-        let stats = Arc::new(EventLogStats::default());
+        let (spool, publisher, nats_stats) = match &cfg.nats {
+            Some(nc) => {
+                let st = Arc::new(nats::NatsStats::default());
+                let dir = nc
+                    .spool_directory
+                    .clone()
+                    .unwrap_or_else(|| cfg.directory.join("nats-spool"));
+                let router = nats::Router::new(nc, server_id, subnets);
+                let (w, r) = nats::SpoolWriter::open(
+                    &dir,
+                    u64::from(nc.spool_max_mb) << 20,
+                    router.clone(),
+                    st.clone(),
+                )?;
+                let p = nats::Publisher::start(nc.clone(), r, st.clone())?;
+                tracing::info!(
+                    "lease events to NATS {} stream {} as {}.{}.<subnet>.<event> (spool {})",
+                    nc.urls.join(","),
+                    nc.stream,
+                    nc.subject_prefix,
+                    router.server(),
+                    dir.display()
+                );
+                (Some(w), Some(p), Some(st))
+            }
+            None => (None, None, None),
+        };
+        let stats = Arc::new(EventLogStats {
+            nats: nats_stats,
+            ..EventLogStats::default()
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let mut w = Writer {
             table,
@@ -154,6 +201,7 @@ impl EventLog {
             ends: BinaryHeap::new(),
             stats: stats.clone(),
             line: Vec::with_capacity(512),
+            spool,
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
@@ -166,6 +214,7 @@ impl EventLog {
             stats,
             stop,
             thread: Some(thread),
+            publisher,
         })
     }
 
@@ -178,21 +227,26 @@ impl EventLog {
         self.stats.clone()
     }
 
-    /// Writes what is queued and stops (call after the workers stopped).
+    /// Writes what is queued and stops (call after the workers stopped); the NATS publisher
+    /// stops after the writer (what it has not sent stays in the spool for the next start).
     pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut p) = self.publisher.take() {
+            p.stop();
         }
     }
 }
 
 impl Drop for EventLog {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 
@@ -273,6 +327,8 @@ struct Writer {
     stats: Arc<EventLogStats>,
     /// The line being encoded (reused: no allocation per event).
     line: Vec<u8>,
+    /// `[event-log.nats]`: every event also goes to the NATS spool.
+    spool: Option<nats::SpoolWriter>,
 }
 
 impl Writer {
@@ -291,6 +347,10 @@ impl Writer {
                 break;
             }
             self.expire(unix_now());
+            if let Some(sp) = &mut self.spool {
+                // The publisher reads what the kernel has: hand each batch over at once.
+                sp.flush();
+            }
             if last_flush.elapsed() >= Duration::from_millis(500) {
                 self.flush();
                 last_flush = Instant::now();
@@ -311,6 +371,9 @@ impl Writer {
             }
         }
         self.flush();
+        if let Some(sp) = &mut self.spool {
+            sp.flush();
+        }
     }
 
     fn flush(&mut self) {
@@ -406,6 +469,10 @@ impl Writer {
     }
 
     fn write(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
+        if let Some(sp) = &mut self.spool {
+            // Only with `[event-log.nats]`: the spool takes the event in its own form.
+            sp.append(&event_of(kind, time, l, source));
+        }
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         encode_line(&mut line, kind, time, l, source);
@@ -525,6 +592,7 @@ mod tests {
             max_size_mb: 1,
             max_age_hours: 0,
             keep: 2,
+            nats: None,
         };
         std::fs::create_dir_all(&cfg.directory).expect("dir");
         let w = Writer {
@@ -534,6 +602,7 @@ mod tests {
             ends: BinaryHeap::new(),
             stats: Arc::default(),
             line: Vec::new(),
+            spool: None,
         };
         (w, t)
     }

@@ -440,7 +440,10 @@ impl Daemon {
             None => None,
         };
         let events = match &cfg.event_log {
-            Some(ec) => Some(EventLog::start(ec, table.clone())?),
+            Some(ec) => {
+                let nets: Vec<_> = cfg.subnets.iter().map(|s| s.net).collect();
+                Some(EventLog::start(ec, table.clone(), server_id, &nets)?)
+            }
             None => None,
         };
         let failover = match &cfg.failover {

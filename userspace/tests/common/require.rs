@@ -63,6 +63,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "useradd" | "userdel" | "groupdel" => "passwd",
         "systemd-analyze" => "systemd",
         "psql" | "initdb" | "pg_ctl" => "postgresql",
+        "nats-server" => "nats-server",
         _ => "?",
     }
 }

@@ -153,6 +153,7 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("reconfigure", crate::reconfigure::RECONFIGURE_KEYS.to_vec()),
         ("api", crate::api::API_KEYS.to_vec()),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
+        ("event-log.nats", ops::NATS_KEYS.to_vec()),
         ("alarms", ops::ALARMS_KEYS.to_vec()),
         ("registrations", regs::REGISTRATIONS_KEYS.to_vec()),
         ("registrations.postgres", regs::POSTGRES_KEYS.to_vec()),

@@ -1,12 +1,27 @@
-//! `[event-log]` (the lease event log: where, rotation) and `[alarms]` (thresholds).
+//! `[event-log]` (the lease event log: where, rotation), `[event-log.nats]` (the same events
+//! on NATS JetStream) and `[alarms]` (thresholds).
 
 use std::path::PathBuf;
 
 use crate::error::Errors;
-use crate::reader::{string, u32_in, Table};
-use crate::{AlarmsConfig, EventLogConfig};
+use crate::reader::{array, boolean, string, u32_in, Field, Table};
+use crate::{AlarmsConfig, EventLogConfig, NatsConfig};
 
-pub(crate) const EVENT_LOG_KEYS: &[&str] = &["directory", "max-size-mb", "max-age-hours", "keep"];
+pub(crate) const EVENT_LOG_KEYS: &[&str] =
+    &["directory", "max-size-mb", "max-age-hours", "keep", "nats"];
+pub(crate) const NATS_KEYS: &[&str] = &[
+    "urls",
+    "stream",
+    "subject-prefix",
+    "server-name",
+    "token-file",
+    "credentials-file",
+    "batch-size",
+    "spool-directory",
+    "spool-max-mb",
+    "create-stream",
+    "ack-timeout-secs",
+];
 pub(crate) const ALARMS_KEYS: &[&str] = &["pool-utilisation-pct", "partner-unreachable-secs"];
 
 pub(super) fn read_event_log(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<EventLogConfig> {
@@ -29,12 +44,158 @@ pub(super) fn read_event_log(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option
     let max_size_mb = num(errs, "max-size-mb", 1, 65_536, d.max_size_mb);
     let max_age_hours = num(errs, "max-age-hours", 0, 8760, d.max_age_hours);
     let keep = num(errs, "keep", 1, 10_000, d.keep);
+    let nats = match t.get("nats") {
+        None => Some(None),
+        Some(f) => Table::open(errs, &f, NATS_KEYS)
+            .and_then(|nt| read_nats(errs, &nt))
+            .map(Some),
+    };
     Some(EventLogConfig {
         directory: directory?,
         max_size_mb: max_size_mb?,
         max_age_hours: max_age_hours?,
         keep: keep?,
+        nats: nats?,
     })
+}
+
+fn path_of(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<PathBuf> {
+    let s = string(errs, f)?;
+    if s.is_empty() || s.contains('\0') {
+        errs.push(&f.span(), &f.path, "expected a file path");
+        return None;
+    }
+    Some(PathBuf::from(s))
+}
+
+/// A subject token: letters, digits, `-` and `_` (no `.`, wildcards or spaces).
+fn token_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
+    let d = NatsConfig::default();
+    let urls = t.require(errs, "urls").and_then(|f| {
+        let items = array(errs, &f)?;
+        if items.is_empty() {
+            errs.push(&f.span(), &f.path, "expected at least one NATS server URL");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for it in &items {
+            match string(errs, it) {
+                Some(u) if valid_url(u) => out.push(u.to_string()),
+                Some(u) => {
+                    errs.push(
+                        &it.span(),
+                        &it.path,
+                        format!("`{u}` is not a NATS URL (nats://host:port, tls://host:port or host:port)"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    let stream = match t.get("stream") {
+        None => Some(d.stream.clone()),
+        Some(f) => string(errs, &f).and_then(|s| {
+            if token_ok(s) {
+                Some(s.to_string())
+            } else {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected a stream name (letters, digits, - and _)",
+                );
+                None
+            }
+        }),
+    };
+    let subject_prefix = match t.get("subject-prefix") {
+        None => Some(d.subject_prefix.clone()),
+        Some(f) => string(errs, &f).and_then(|s| {
+            if s.split('.').all(token_ok) {
+                Some(s.to_string())
+            } else {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected dot-separated subject tokens (letters, digits, - and _; no wildcards)",
+                );
+                None
+            }
+        }),
+    };
+    let server_name = match t.get("server-name") {
+        None => Some(None),
+        Some(f) => string(errs, &f).and_then(|s| {
+            if token_ok(s) {
+                Some(Some(s.to_string()))
+            } else {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "expected one subject token (letters, digits, - and _)",
+                );
+                None
+            }
+        }),
+    };
+    let token_file = t.get("token-file").map(|f| path_of(errs, &f));
+    let credentials_file = t.get("credentials-file").map(|f| path_of(errs, &f));
+    if let (Some(_), Some(f)) = (&token_file, t.get("credentials-file")) {
+        errs.push(
+            &f.span(),
+            &f.path,
+            "set token-file or credentials-file, not both",
+        );
+        return None;
+    }
+    let num = |errs: &mut Errors<'_>, key: &str, lo: u32, hi: u32, dflt: u32| match t.get(key) {
+        None => Some(dflt),
+        Some(f) => u32_in(errs, &f, lo, hi, &format!("between {lo} and {hi}")),
+    };
+    let batch_size = num(errs, "batch-size", 1, 10_000, d.batch_size);
+    let spool_max_mb = num(errs, "spool-max-mb", 1, 1_048_576, d.spool_max_mb);
+    let ack_timeout_secs = num(errs, "ack-timeout-secs", 1, 300, d.ack_timeout_secs);
+    let spool_directory = t.get("spool-directory").map(|f| path_of(errs, &f));
+    let create_stream = match t.get("create-stream") {
+        None => Some(d.create_stream),
+        Some(f) => boolean(errs, &f),
+    };
+    Some(NatsConfig {
+        urls: urls?,
+        stream: stream?,
+        subject_prefix: subject_prefix?,
+        server_name: server_name?,
+        token_file: token_file.map_or(Some(None), |p| p.map(Some))?,
+        credentials_file: credentials_file.map_or(Some(None), |p| p.map(Some))?,
+        batch_size: batch_size?,
+        spool_directory: spool_directory.map_or(Some(None), |p| p.map(Some))?,
+        spool_max_mb: spool_max_mb?,
+        create_stream: create_stream?,
+        ack_timeout_secs: ack_timeout_secs?,
+    })
+}
+
+/// `nats://h:p`, `tls://h:p`, `h:p` or `h` with a host that has no spaces.
+fn valid_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("nats://")
+        .or_else(|| u.strip_prefix("tls://"))
+        .unwrap_or(u);
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    !host_port.is_empty()
+        && !host_port.contains(['/', ' ', '\t'])
+        && host_port
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 pub(super) fn read_alarms(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<AlarmsConfig> {

@@ -1,0 +1,344 @@
+//! `xdhcpd events archive`: the lease event stream on NATS JetStream stored in PostgreSQL, and
+//! the history query over it (`xdhcpd ctl history --archive`).
+//!
+//! A durable pull consumer (explicit acks) fetches batches; each batch is inserted in one
+//! transaction (`ON CONFLICT (event_id) DO NOTHING`: a redelivered or re-published event is
+//! stored once) and acknowledged to JetStream only after the commit, so a crash between the
+//! two redelivers the batch and loses nothing. Rows keep the stream's order (`id`, assigned
+//! in stream order by the single archiver of a consumer) for events of the same second.
+//!
+//! "Who held address A at time T" is the last event for A at or before T (index
+//! `(ip, at, id)`, one backward index scan), as for the local files ([`super::history`]).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tokio_postgres::{Client, NoTls};
+
+use super::history::HistoryAnswer;
+use super::nats::{self, NatsEvent};
+use super::{LeaseEvent, Source};
+
+/// The schema (idempotent).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS xdhcpd_lease_events (
+    id          bigserial PRIMARY KEY,
+    event_id    text NOT NULL UNIQUE,
+    server      text NOT NULL,
+    stream_seq  bigint NOT NULL,
+    subject     text NOT NULL,
+    at          timestamptz NOT NULL,
+    event       text NOT NULL,
+    ip          inet NOT NULL,
+    mac         text NOT NULL,
+    client_id   text,
+    relay_info  text,
+    lease_start timestamptz NOT NULL,
+    lease_end   timestamptz NOT NULL,
+    source      text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS xdhcpd_lease_events_ip_at ON xdhcpd_lease_events (ip, at, id);
+CREATE INDEX IF NOT EXISTS xdhcpd_lease_events_mac_at ON xdhcpd_lease_events (mac, at);
+CREATE INDEX IF NOT EXISTS xdhcpd_lease_events_server_at ON xdhcpd_lease_events (server, at);
+";
+
+const INSERT: &str = "
+INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, event, ip, mac,
+                                 client_id, relay_info, lease_start, lease_end, source)
+SELECT e, s, q, sub, to_timestamp(t), ev, ip::inet, m, c, r, to_timestamp(ls),
+       to_timestamp(le), src
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::text[])
+     AS u(e, s, q, sub, t, ev, ip, m, c, r, ls, le, src)
+ORDER BY q
+ON CONFLICT (event_id) DO NOTHING";
+
+/// `xdhcpd events archive` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ArchiveArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long)]
+    pub nats: String,
+    /// The JetStream stream.
+    #[arg(long, default_value = "XDHCPD_EVENTS")]
+    pub stream: String,
+    /// The durable consumer's name (one archiver per name; its position survives restarts).
+    #[arg(long, default_value = "xdhcpd-archive")]
+    pub consumer: String,
+    /// File whose first line is the NATS token.
+    #[arg(long)]
+    pub nats_token_file: Option<PathBuf>,
+    /// NATS credentials (.creds) file.
+    #[arg(long)]
+    pub nats_credentials_file: Option<PathBuf>,
+    /// PostgreSQL connection: `host=... port=... dbname=... user=...` or a postgresql:// URL
+    /// (no password in it: use --postgres-password-file).
+    #[arg(long)]
+    pub postgres: String,
+    /// File whose first line is the PostgreSQL password.
+    #[arg(long)]
+    pub postgres_password_file: Option<PathBuf>,
+    /// Events per fetch and per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Exit once the consumer has nothing pending (else run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Runs `xdhcpd events archive`.
+pub fn main_archive(a: ArchiveArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xdhcpd events archive: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let st = stop.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut s) = signal(SignalKind::from_raw(sig)) {
+                s.recv().await;
+                st.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    match rt.block_on(archive(a, stop)) {
+        Ok(n) => {
+            println!("archived {n} event(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xdhcpd events archive: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to PostgreSQL (the connection driven by a task).
+pub async fn pg_connect(conn: &str, password_file: Option<&Path>) -> anyhow::Result<Client> {
+    let mut c: tokio_postgres::Config = conn
+        .parse()
+        .with_context(|| "parsing the PostgreSQL connection string".to_string())?;
+    c.application_name("xdhcpd-events");
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(5));
+    }
+    if let Some(p) = password_file {
+        c.password(nats::read_secret(p)?);
+    }
+    let (client, connection) = c.connect(NoTls).await.context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// One row's columns, gathered per batch.
+#[derive(Default)]
+struct Rows {
+    e: Vec<String>,
+    s: Vec<String>,
+    q: Vec<i64>,
+    sub: Vec<String>,
+    t: Vec<i64>,
+    ev: Vec<String>,
+    ip: Vec<String>,
+    m: Vec<String>,
+    c: Vec<Option<String>>,
+    r: Vec<Option<String>>,
+    ls: Vec<i64>,
+    le: Vec<i64>,
+    src: Vec<String>,
+}
+
+impl Rows {
+    fn push(&mut self, id: String, seq: u64, subject: &str, n: NatsEvent) {
+        let ev = n.event;
+        self.e.push(id);
+        self.s.push(n.server);
+        self.q.push(seq as i64);
+        self.sub.push(subject.to_string());
+        self.t.push(i64::from(ev.time));
+        self.ev.push(ev.event);
+        self.ip.push(ev.ip);
+        self.m.push(ev.mac);
+        self.c.push(ev.client_id);
+        self.r.push(ev.relay_info);
+        self.ls.push(i64::from(ev.start));
+        self.le.push(i64::from(ev.expiry));
+        self.src.push(
+            match ev.source {
+                Source::Dhcp => "dhcp",
+                Source::Failover => "failover",
+            }
+            .to_string(),
+        );
+    }
+}
+
+async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let mut pg = pg_connect(&a.postgres, a.postgres_password_file.as_deref()).await?;
+    pg.batch_execute(SCHEMA)
+        .await
+        .context("creating the archive table")?;
+    let insert = pg.prepare(INSERT).await.context("preparing the insert")?;
+    let urls: Vec<String> = a.nats.split(',').map(|s| s.trim().to_string()).collect();
+    let client = nats::connect(
+        &urls,
+        a.nats_token_file.as_deref(),
+        a.nats_credentials_file.as_deref(),
+        "xdhcpd-archive",
+    )
+    .await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(&a.stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", a.stream))?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &a.consumer,
+            pull::Config {
+                durable_name: Some(a.consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {} on {}: {e}", a.consumer, a.stream))?;
+    let batch = a.batch.clamp(1, 10_000);
+    let mut total = 0u64;
+    let mut bad = 0u64;
+    let mut last_report = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let mut msgs = consumer
+            .fetch()
+            .max_messages(batch)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("fetching from {}: {e}", a.stream))?;
+        let mut got = Vec::with_capacity(batch);
+        while let Some(m) = msgs.next().await {
+            got.push(m.map_err(|e| anyhow::anyhow!("fetching from {}: {e}", a.stream))?);
+        }
+        if got.is_empty() {
+            if a.once {
+                let pending = consumer
+                    .info()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("consumer info: {e}"))?
+                    .num_pending;
+                if pending == 0 {
+                    break;
+                }
+            }
+            continue;
+        }
+        let mut rows = Rows::default();
+        for m in &got {
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string());
+            match (id, serde_json::from_slice::<NatsEvent>(&m.payload)) {
+                (Some(id), Ok(ev)) if ev.event.ip.parse::<Ipv4Addr>().is_ok() => {
+                    rows.push(id, seq, m.subject.as_str(), ev)
+                }
+                (id, r) => {
+                    bad += 1;
+                    tracing::warn!(
+                        "stream {} seq {seq}: not a lease event (id {id:?}, {}); acknowledged \
+                         and skipped ({bad} so far)",
+                        a.stream,
+                        r.err().map_or("bad address".to_string(), |e| e.to_string())
+                    );
+                }
+            }
+        }
+        let tx = pg.transaction().await.context("BEGIN")?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+            &rows.e, &rows.s, &rows.q, &rows.sub, &rows.t, &rows.ev, &rows.ip, &rows.m, &rows.c,
+            &rows.r, &rows.ls, &rows.le, &rows.src,
+        ];
+        tx.execute(&insert, &params)
+            .await
+            .context("inserting lease events")?;
+        tx.commit().await.context("COMMIT")?;
+        // Only now: JetStream may forget them.
+        for m in &got {
+            m.ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("acknowledging to JetStream: {e}"))?;
+        }
+        total += got.len() as u64;
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            tracing::info!("archived {total} event(s) so far");
+            last_report = Instant::now();
+        }
+    }
+    Ok(total)
+}
+
+/// Who held `ip` at `at` according to the archive.
+pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
+    let row = client
+        .query_opt(
+            "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
+                    extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8,
+                    source
+             FROM xdhcpd_lease_events
+             WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
+             ORDER BY at DESC, id DESC LIMIT 1",
+            &[&ip.to_string(), &i64::from(at)],
+        )
+        .await
+        .context("querying xdhcpd_lease_events")?;
+    let last = match row {
+        None => None,
+        Some(r) => {
+            let secs = |i: usize| -> anyhow::Result<u32> {
+                let v: i64 = r.try_get(i)?;
+                u32::try_from(v).with_context(|| format!("time {v} out of range"))
+            };
+            let time = secs(0)?;
+            let source: String = r.try_get(7)?;
+            Some(LeaseEvent {
+                time,
+                ts: crate::leases::time::iso8601(u64::from(time)),
+                event: r.try_get(1)?,
+                ip: ip.to_string(),
+                mac: r.try_get(2)?,
+                client_id: r.try_get(3)?,
+                relay_info: r.try_get(4)?,
+                start: secs(5)?,
+                expiry: secs(6)?,
+                source: if source == "failover" {
+                    Source::Failover
+                } else {
+                    Source::Dhcp
+                },
+            })
+        }
+    };
+    Ok(HistoryAnswer::from_last(ip, at, last))
+}
