@@ -163,6 +163,19 @@ fn collect(s: &ApiState) -> Scrape {
         ));
     }
 
+    let mut refused = Family::new(
+        "xdhcpd_api_refused",
+        "Control API requests refused by rule, by reason (server_file_over_tcp: a registration \
+         import or export by path through [api] listen).",
+    );
+    refused.add(
+        vec![("reason", "server_file_over_tcp".to_string())],
+        s.refused
+            .server_file_over_tcp
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    counters.push(refused);
+
     // Per queue (one worker per RX queue).
     let mut rx = Family::new(
         "xdhcpd_queue_received",

@@ -119,6 +119,27 @@ pub struct ApiState {
     pub reconfigure: Option<crate::server::reconfigure::ReconfHandle>,
     /// The XDP unknown-client drop (`[limits] xdp-drop-unknown`); None: off.
     pub known_macs: Option<Arc<crate::server::known_macs::KnownMacs>>,
+    /// Requests the API refused by rule (not by malformed input), by reason.
+    pub refused: ApiRefusals,
+}
+
+/// Which listener a request came through. Only the control socket (0600: root or the
+/// daemon's user) may name files on the server host: a bearer-token holder over TCP is a
+/// remote operator, and a registration import or export by path would let them read or
+/// overwrite any file the daemon can reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The UNIX control socket.
+    Unix,
+    /// `[api] listen`.
+    Tcp,
+}
+
+/// Counts of requests refused by rule (`/metrics`: `xdhcpd_api_refused`).
+#[derive(Debug, Default)]
+pub struct ApiRefusals {
+    /// A registration import / export naming a server file, over TCP.
+    pub server_file_over_tcp: std::sync::atomic::AtomicU64,
 }
 
 /// Where the API listens.
@@ -286,7 +307,7 @@ fn serve(
         let mut tasks = Vec::new();
         match tokio::net::UnixListener::from_std(unix) {
             Ok(l) => {
-                let app = router(state.clone(), None);
+                let app = router(state.clone(), None, Transport::Unix);
                 let fut = axum::serve(l, app).with_graceful_shutdown(stopped(stop.clone()));
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = fut.await {
@@ -299,7 +320,7 @@ fn serve(
         if let Some((l, token)) = tcp {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    let app = router(state.clone(), token.map(Arc::from));
+                    let app = router(state.clone(), token.map(Arc::from), Transport::Tcp);
                     let fut = axum::serve(l, app).with_graceful_shutdown(stopped(stop.clone()));
                     tasks.push(tokio::spawn(async move {
                         if let Err(e) = fut.await {

@@ -1,6 +1,7 @@
 //! The router and one handler per endpoint. Errors are `{"error": reason}` with the status
 //! code that fits: 400 bad input, 401 missing or wrong token, 404 no such thing (or route),
-//! 405 wrong method, 409 refused in the current state, 501 not available, 503 busy.
+//! 403 not allowed through this listener, 405 wrong method, 409 refused in the current state,
+//! 501 not available, 503 busy.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -11,12 +12,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use lease_store::{Lease, LeaseTable, PoolStats};
 use serde_json::{json, Value};
 
 use super::request;
-use super::ApiState;
+use super::{ApiState, Transport};
 use crate::clock::unix_now;
 use crate::control::{self, Request as FoRequest, Response as FoResponse};
 use crate::leases::lease_json;
@@ -69,7 +70,9 @@ type St = State<Arc<ApiState>>;
 
 /// The API's router over `state`. With `token`, every request must carry
 /// `Authorization: Bearer <token>` (the TCP listener).
-pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>) -> Router {
+/// The API's routes for one listener (`transport`: which one; `token`: the bearer token it
+/// requires, if any).
+pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>, transport: Transport) -> Router {
     let r = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/statistics", get(statistics))
@@ -96,7 +99,8 @@ pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .with_state(state);
+        .with_state(state)
+        .layer(Extension(transport));
     match token {
         Some(t) => r.layer(middleware::from_fn(move |req: Request, next: Next| {
             let t = t.clone();
@@ -575,8 +579,27 @@ async fn registrations_list(State(s): St) -> Response {
     .await
 }
 
-async fn registrations_request(State(s): St, body: Bytes) -> Response {
-    match serde_json::from_slice::<crate::registrations::ctl::RegRequest>(&body) {
+async fn registrations_request(
+    State(s): St,
+    Extension(transport): Extension<Transport>,
+    body: Bytes,
+) -> Response {
+    use crate::registrations::ctl::RegRequest;
+    match serde_json::from_slice::<RegRequest>(&body) {
+        Ok(RegRequest::Import { .. } | RegRequest::Export { .. })
+            if transport == Transport::Tcp =>
+        {
+            s.refused
+                .server_file_over_tcp
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError(
+                StatusCode::FORBIDDEN,
+                "registration import and export name a file on the server host: allowed only \
+                 over the control socket (xdhcpd ctl on the server), never over [api] listen"
+                    .into(),
+            )
+            .into_response()
+        }
         Ok(r) => registrations_call(s, r).await,
         Err(e) => ApiError::bad(format!("registration request: {e}")).into_response(),
     }

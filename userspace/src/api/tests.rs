@@ -70,6 +70,13 @@ struct Fixture {
 }
 
 fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
+    start_with(tcp, None)
+}
+
+fn start_with(
+    tcp: Option<(std::net::SocketAddr, Option<String>)>,
+    registrations: Option<crate::control::Handler>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = xdhcpd_config::parse(CONFIG, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let pools: Vec<PoolSpec> = cfg
@@ -91,7 +98,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         committer: Some(Arc::default()),
         xdp: None,
         failover: None,
-        registrations: None,
+        registrations,
         registrations_pg: None,
         reload: None,
         started: Instant::now(),
@@ -101,6 +108,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         events: None,
         reconfigure: None,
         known_macs: None,
+        refused: Default::default(),
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -335,6 +343,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         events: None,
         reconfigure: None,
         known_macs: None,
+        refused: Default::default(),
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()
@@ -390,6 +399,54 @@ fn api_token_rule_on_tcp() {
     )
     .unwrap();
     assert_eq!(sock.status, 200);
+}
+
+/// Attack: a bearer-token holder on `[api] listen` names a file on the server host. Before
+/// the rule, an export over TCP wrote `owned` (200) with the daemon's rights, and an import
+/// read any file the daemon could. Over TCP both are refused (403, counted); over the
+/// control socket they still work.
+#[test]
+fn api_registration_import_export_by_path_refused_over_tcp() {
+    let regs_dir = tempfile::tempdir().unwrap();
+    let (store, _) = xdhcpd_registrations::Store::open(&regs_dir.path().join("regs")).unwrap();
+    let handler = crate::registrations::ctl::handler(
+        Some(Arc::new(std::sync::Mutex::new(store))),
+        Arc::new(|_| crate::control::Response::error("not a registration request")),
+    );
+    let token = "s3cret-token-0123456789".to_string();
+    let f = start_with(
+        Some(("127.0.0.1:0".parse().unwrap(), Some(token.clone()))),
+        Some(handler),
+    );
+    let tcp = Endpoint::Tcp(f.server.tcp_addr().unwrap(), Some(token));
+    let unix = Endpoint::Unix(f.server.socket().to_path_buf());
+    let owned = regs_dir.path().join("owned");
+    let export = serde_json::json!({"op": "export", "path": owned}).to_string();
+    let r = call(&tcp, "POST", "/v1/registrations", Some(export.as_bytes())).unwrap();
+    assert_eq!(r.status, 403, "{}", r.reason());
+    assert!(r.reason().contains("control socket"), "{}", r.reason());
+    assert!(!owned.exists(), "an export over TCP wrote a server file");
+    let secret = regs_dir.path().join("secret.csv");
+    std::fs::write(&secret, "mac,group\n02:00:00:00:00:01,a\n").unwrap();
+    let import = serde_json::json!({"op": "import", "path": secret}).to_string();
+    let r = call(&tcp, "POST", "/v1/registrations", Some(import.as_bytes())).unwrap();
+    assert_eq!(r.status, 403, "{}", r.reason());
+    // Other registration requests still work over TCP.
+    let r = call(&tcp, "GET", "/v1/registrations", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.reason());
+    // Counted, and shown in /metrics.
+    let m = call(&tcp, "GET", "/metrics", None).unwrap();
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(
+        text.contains("xdhcpd_api_refused_total{reason=\"server_file_over_tcp\"} 2"),
+        "{text}"
+    );
+    // The local operator may.
+    let r = call(&unix, "POST", "/v1/registrations", Some(export.as_bytes())).unwrap();
+    assert_eq!(r.status, 200, "{}", r.reason());
+    assert!(owned.exists());
+    let r = call(&unix, "POST", "/v1/registrations", Some(import.as_bytes())).unwrap();
+    assert_eq!(r.status, 200, "{}", r.reason());
 }
 
 #[test]
@@ -455,6 +512,7 @@ fn live(
         registrations_pg: None,
         reconfigure: None,
         known_macs: None,
+        refused: Default::default(),
     };
     let listen = Listen {
         socket: dir.join("api.sock"),

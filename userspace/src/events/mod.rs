@@ -24,6 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -265,6 +266,7 @@ impl Files {
     fn open(cfg: &EventLogConfig) -> anyhow::Result<Self> {
         let path = cfg.directory.join(CURRENT);
         let f = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .append(true)
             .open(&path)
@@ -305,7 +307,11 @@ impl Files {
             to = self.dir.join(format!("events-{t}.jsonl"));
         }
         std::fs::rename(&cur, &to)?;
-        let f = OpenOptions::new().create(true).append(true).open(&cur)?;
+        let f = OpenOptions::new()
+            .mode(0o600)
+            .create(true)
+            .append(true)
+            .open(&cur)?;
         self.out = BufWriter::with_capacity(1 << 16, f);
         self.size = 0;
         self.opened = Instant::now();
@@ -717,7 +723,7 @@ mod tests {
     }
 
     #[test]
-    fn events_rotate_by_size_and_keep_the_newest() {
+    fn events_rotate_by_size_and_keep_the_newest_files_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut w, t) = writer(dir.path());
         let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
@@ -732,6 +738,21 @@ mod tests {
         }
         let rotated = history::rotated_files(&dir.path().join("ev")).expect("list");
         assert_eq!(rotated.len(), 2, "keep = 2");
+        // Who held which address, with option 82: readable by the daemon's user only, the
+        // current file and every rotated one (they were created 0644 before).
+        use std::os::unix::fs::PermissionsExt;
+        let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+        files.push(dir.path().join("ev").join(CURRENT));
+        for p in files {
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is mode {:o}",
+                p.display(),
+                mode & 0o777
+            );
+        }
         assert_eq!(
             std::fs::metadata(dir.path().join("ev").join(CURRENT))
                 .expect("cur")

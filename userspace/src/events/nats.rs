@@ -23,6 +23,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -240,6 +241,7 @@ impl SpoolWriter {
         let last = segs.last().copied().unwrap_or(0);
         let path = segment_path(dir, last);
         let f = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .read(true)
             .append(true)
@@ -352,7 +354,12 @@ impl SpoolWriter {
         if self.size >= SEGMENT_BYTES {
             let _ = self.out.get_ref().sync_data();
             let next = segment_path(&self.dir, self.segment + 1);
-            match OpenOptions::new().create(true).append(true).open(&next) {
+            match OpenOptions::new()
+                .mode(0o600)
+                .create(true)
+                .append(true)
+                .open(&next)
+            {
                 Ok(f) => {
                     self.out = BufWriter::with_capacity(1 << 16, f);
                     self.segment += 1;

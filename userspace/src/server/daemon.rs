@@ -690,6 +690,7 @@ impl Daemon {
                 .as_ref()
                 .map(|e| (e.stats(), e.tap().dropped.clone())),
             reconfigure: reconf.as_ref().map(|r| r.handle()),
+            refused: Default::default(),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
