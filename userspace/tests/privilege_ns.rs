@@ -54,7 +54,11 @@ struct SysUser {
 
 impl SysUser {
     fn create() -> Res<SysUser> {
-        let name = format!("xdpriv{:x}", std::process::id());
+        // One account per test: the tests of this binary run in parallel, and a shared name
+        // made one test's useradd fail, or its userdel pull the account from under another.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("xdpriv{:x}n{n}", std::process::id());
         // A leftover of a killed run with the same pid: remove it first.
         let _ = output(Command::new("userdel").arg(&name));
         let out = output(Command::new("useradd").args([
