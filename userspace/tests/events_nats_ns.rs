@@ -252,6 +252,7 @@ fn events_nats_outage_under_load_spooled_in_order_archived_and_queried() -> Res<
     assert!(
         metric(&m, "xdhcpd_nats_publish_errors_total")?
             + metric(&m, "xdhcpd_nats_connect_errors_total")?
+            + metric(&m, "xdhcpd_nats_disconnects_total")?
             > 0.0,
         "failures counted"
     );

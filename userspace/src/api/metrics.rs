@@ -477,6 +477,11 @@ fn collect(s: &ApiState) -> Scrape {
                     "Failed connections to NATS (or stream not available).",
                     &n.connect_errors,
                 ),
+                (
+                    "xdhcpd_nats_disconnects",
+                    "Established connections to NATS that were lost.",
+                    &n.disconnects,
+                ),
             ] {
                 counters.push(Family::one(name, help, v.load(Relaxed)));
             }

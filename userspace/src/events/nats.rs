@@ -67,6 +67,8 @@ pub struct NatsStats {
     pub publish_errors: AtomicU64,
     /// Connection attempts that failed (or a stream that could not be created / found).
     pub connect_errors: AtomicU64,
+    /// Times an established connection was lost.
+    pub disconnects: AtomicU64,
 }
 
 impl NatsStats {
@@ -84,6 +86,7 @@ impl NatsStats {
             "spool_errors": r(&self.spool_errors),
             "publish_errors": r(&self.publish_errors),
             "connect_errors": r(&self.connect_errors),
+            "disconnects": r(&self.disconnects),
         })
     }
 }
@@ -746,6 +749,9 @@ async fn publish_loop(
                 );
                 last_error.clear();
             } else if was_up {
+                // Counted here: with no batch in flight a lost connection shows as no error
+                // at all until the client is replaced (RECONNECT_AFTER).
+                stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("NATS: disconnected; events are spooled until it returns");
             }
             was_up = up;
