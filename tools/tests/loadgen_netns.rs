@@ -486,7 +486,7 @@ fn same_address_server(p: &NetnsPair, stop: &std::sync::atomic::AtomicBool) {
     if let Err(e) = p.server.enter_current_thread() {
         panic!("entering {}: {e}", p.server.name());
     }
-    let mut port = PacketPort::open(&p.server_if, None)
+    let mut port = PacketPort::open(&p.server_if, None, false)
         .unwrap_or_else(|e| panic!("packet socket on {}: {e}", p.server_if));
     let planted = Ipv4Addr::new(10, 77, 9, 9);
     let server = p.server_addr;
