@@ -258,6 +258,7 @@ impl Ctx {
         server.stop(Duration::from_secs(10))?;
         let stats = match sys {
             System::Ceiling => Some(self.work.join("ceiling-stats.json")),
+            System::Ceiling6 => Some(self.work.join("ceiling6-stats.json")),
             s if s.is_xdhcpd() => Some(self.work.join(format!("{}-stats.json", s.key()))),
             _ => None,
         };
