@@ -86,7 +86,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30_000)]
     pub ab_rate: u64,
     /// Profile both cores with `perf record -a -g` at the max sustained rate of
-    /// the ceiling and of xdhcpd XDP (report text in the results folder).
+    /// the ceilings and of xdhcpd XDP (v4 and v6; report text in the results folder).
     #[arg(long)]
     pub profile: bool,
 }
@@ -161,7 +161,7 @@ fn v6_link(ns: &NetnsPair, clients: u32) -> Result<()> {
         let i = g.to_be_bytes();
         // fe80::(02:4c:i0:i1:i2:i3 as modified EUI-64) = fe80::4c:i0ff:fei1:i2i3
         batch.push_str(&format!(
-            "-6 neigh replace fe80::4c:{:02x}ff:fe{:02x}:{:02x}{:02x} lladdr 02:4c:{:02x}:{:02x}:{:02x}:{:02x} dev {SERVER_IF} nud permanent\n",
+            "neigh replace fe80::4c:{:02x}ff:fe{:02x}:{:02x}{:02x} lladdr 02:4c:{:02x}:{:02x}:{:02x}:{:02x} dev {SERVER_IF} nud permanent\n",
             i[0], i[1], i[2], i[3], i[0], i[1], i[2], i[3]
         ));
     }

@@ -189,7 +189,15 @@ impl Ctx {
                 p.loss_pct
             );
             r.half = Some(p);
-            if self.profile && matches!(sys, System::Ceiling | System::XdpAck | System::XdpInterval)
+            if self.profile
+                && matches!(
+                    sys,
+                    System::Ceiling
+                        | System::XdpAck
+                        | System::XdpInterval
+                        | System::Ceiling6
+                        | System::Xdp6
+                )
             {
                 let rate = best.target.unwrap_or(half * 2);
                 let data = self.work.join(format!("perf-{}.data", sys.key()));
