@@ -423,11 +423,9 @@ pub fn parse_reply(frame: &[u8]) -> Result<Reply, NotAReply> {
     for o in opts(&m[4..]) {
         let (code, v) = o?;
         match code {
-            opt::CLIENTID => {
-                // DUID-LL, Ethernet: 00 03 00 01 + MAC.
-                if v.len() == 10 && v[..4] == [0, 3, 0, 1] {
-                    mac = Some([v[4], v[5], v[6], v[7], v[8], v[9]]);
-                }
+            // DUID-LL, Ethernet: 00 03 00 01 + MAC.
+            opt::CLIENTID if v.len() == 10 && v[..4] == [0, 3, 0, 1] => {
+                mac = Some([v[4], v[5], v[6], v[7], v[8], v[9]]);
             }
             opt::SERVERID if !v.is_empty() && v.len() <= MAX_DUID => {
                 r6.server_duid[..v.len()].copy_from_slice(v);
