@@ -12,6 +12,12 @@
 //! `results/bench-<UTC timestamp>/`, and with `--record` the End-to-end
 //! section of `benches/RESULTS.md`.
 //!
+//! DHCPv6 (issue 14): `ceiling6` (`xdhcp-echo --v6`), `xdhcpd-xdp6` and `kea-dhcp6` run the
+//! same sweep with SARR exchanges (IA_NA and IA_PD; one SARR counted as one DORA is), their
+//! ratios and targets printed beside the DHCPv4 ones; the server namespace gets a permanent
+//! neighbour entry per simulated client (kea-dhcp6 answers link-local addresses through the
+//! kernel, and the simulated clients cannot answer neighbour solicitations).
+//!
 //! Everything created (namespaces, processes, temporary files) is removed on
 //! success, on error and on Ctrl-C (Drop guards + a SIGINT flag).
 //!
