@@ -758,6 +758,33 @@ fn loadgen_dhcpv6_sarr_renew_and_relayed_against_xdhcpd() {
     assert_eq!(n(&r, "distinct_addresses"), 2000, "{r:#}");
     assert_eq!(n(&r, "distinct_prefixes"), 2000, "{r:#}");
 
+    // The AF_PACKET fallback (its DHCPv6 socket filter), other clients (MAC salt 78).
+    let r = loadgen(
+        &p,
+        &[
+            "--io",
+            "packet",
+            "--scenario",
+            "sarr",
+            "--dhcpv6",
+            "na",
+            "--mac-salt",
+            "78",
+            "--clients",
+            "500",
+            "--count",
+            "500",
+            "--concurrency",
+            "64",
+            "--retries",
+            "2",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r["io"], "af_packet");
+    assert_v6_clean(phase(&r, "sarr"), 500);
+
     // Renew only (after the warm-up SARR of the same clients), prefixes alone.
     let mut args = common.to_vec();
     args.extend([
