@@ -168,12 +168,14 @@ fn config(scenario: Scenario, clients: u32, count: u64) -> EngineConfig {
         broadcast: false,
         mac_salt: 0x4c,
         self_test: false,
+        v6: None,
     }
 }
 
 fn run(cfg: EngineConfig, server: MockServer) -> (ThreadReport, Arc<Shared>) {
     let sh = Arc::new(Shared {
         book: AddrBook::new(cfg.clients as usize),
+        book_pd: AddrBook::new(0),
         cfg,
         t0: Instant::now(),
         stop: AtomicBool::new(false),

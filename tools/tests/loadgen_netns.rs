@@ -486,7 +486,7 @@ fn same_address_server(p: &NetnsPair, stop: &std::sync::atomic::AtomicBool) {
     if let Err(e) = p.server.enter_current_thread() {
         panic!("entering {}: {e}", p.server.name());
     }
-    let mut port = PacketPort::open(&p.server_if, None)
+    let mut port = PacketPort::open(&p.server_if, None, false)
         .unwrap_or_else(|e| panic!("packet socket on {}: {e}", p.server_if));
     let planted = Ipv4Addr::new(10, 77, 9, 9);
     let server = p.server_addr;
@@ -605,4 +605,268 @@ fn a_planted_duplicate_is_reported() {
 fn assert_accounted_allowing_duplicates(p: &Value) {
     assert_eq!(n(p, "sent"), n(p, "answered") + n(p, "drops"), "{p:#}");
     assert_eq!(n(p, "drops"), 0, "{p:#}");
+}
+
+/// xdhcpd serving DHCPv6 on the pair's link: fd77::/64 (the server's link, an address
+/// pool and a /56 prefix pool) and fd78::/64, a relayed link selected by link-address;
+/// the client end's fd77::2 is a trusted relay.
+fn start_xdhcpd6(p: &NetnsPair, dir: &TempDir) -> ChildGuard {
+    for (ns, dev, addr) in [
+        (&p.server, &p.server_if, "fd77::1/64"),
+        (&p.client, &p.client_if, "fd77::2/64"),
+    ] {
+        ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap_or_else(|e| panic!("adding {addr}: {e}"));
+    }
+    // The daemon answers from the server end's link-local address: wait until DAD is over.
+    let t0 = Instant::now();
+    loop {
+        let out = p
+            .server
+            .run(
+                "ip",
+                &["-6", "addr", "show", "dev", &p.server_if, "scope", "link"],
+            )
+            .unwrap_or_else(|e| panic!("ip addr: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("fe80::") && !text.contains("tentative") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no usable link-local address on {}: {text}",
+            p.server_if
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bin = xdhcpd_binary();
+    let conf = dir.0.join("xdhcpd6.toml");
+    let text = format!(
+        r#"
+[server]
+interface = "{ifname}"
+io = "xdp"
+server-id = "{server}"
+lease-file = "{leases}"
+commit = "interval:10"
+
+[[subnet]]
+cidr = "10.77.0.0/16"
+[[subnet.pool]]
+range = "10.77.1.0-10.77.1.255"
+
+[dhcpv6]
+lease-file = "{leases6}"
+capacity = 65536
+trusted-relays = ["fd77::2"]
+
+[[subnet6]]
+prefix = "fd77::/64"
+interface = "{ifname}"
+preferred-time = 3600
+valid-time = 7200
+[[subnet6.pool]]
+range = "fd77::1:0-fd77::1:ffff"
+[[subnet6.pd-pool]]
+prefix = "fd77:100::/40"
+delegated-length = 56
+
+[[subnet6]]
+prefix = "fd78::/64"
+preferred-time = 3600
+valid-time = 7200
+[[subnet6.pool]]
+range = "fd78::1:0-fd78::1:ffff"
+[[subnet6.pd-pool]]
+prefix = "fd78:100::/40"
+delegated-length = 56
+"#,
+        ifname = p.server_if,
+        server = p.server_addr,
+        leases = dir.0.join("leases.db").display(),
+        leases6 = dir.0.join("bindings6.db").display(),
+    );
+    std::fs::write(&conf, text).unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
+    let log = dir.0.join("xdhcpd6.log");
+    let logf = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating log: {e}"));
+    let errf = logf.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+    let child = p
+        .server
+        .command(&bin.to_string_lossy())
+        .args(["run", "--config"])
+        .arg(&conf)
+        .args(["--io", "xdp", "--stats-interval", "0", "--ebpf-object"])
+        .arg(ebpf_object())
+        .env("NO_COLOR", "1")
+        .stdout(logf)
+        .stderr(errf)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting xdhcpd: {e}"));
+    let mut g = ChildGuard::new(child, "xdhcpd");
+    if !wait_for(&log, "serving", Duration::from_secs(20), &mut g) {
+        panic!("xdhcpd did not start");
+    }
+    g
+}
+
+/// A DHCPv6 phase: every exchange accounted for, none lost, no failure status, no
+/// incomplete answer, no relay error, no address or prefix on two clients.
+fn assert_v6_clean(p: &Value, sent: u64) {
+    assert_accounted(p, 0.0);
+    assert_eq!(n(p, "sent"), sent, "{p:#}");
+    assert_eq!(n(p, "acks"), sent, "{p:#}");
+    for k in ["naks", "status_errors", "incomplete", "relay_errors"] {
+        assert_eq!(n(p, k), 0, "{k}: {p:#}");
+    }
+}
+
+#[test]
+fn loadgen_dhcpv6_sarr_renew_and_relayed_against_xdhcpd() {
+    if !require(&needs()) {
+        return;
+    }
+    let _s = serial();
+    let p = pair("v6b");
+    let dir = TempDir::new("v6b");
+    let server = start_xdhcpd6(&p, &dir);
+    let common = [
+        "--io",
+        "xdp",
+        "--concurrency",
+        "128",
+        "--retries",
+        "2",
+        "--timeout-ms",
+        "500",
+    ];
+    // SARR with IA_NA and IA_PD, 2000 clients once each: 2000 distinct addresses and prefixes.
+    let mut args = common.to_vec();
+    args.extend([
+        "--scenario",
+        "sarr",
+        "--dhcpv6",
+        "both",
+        "--clients",
+        "2000",
+        "--count",
+        "2000",
+    ]);
+    let r = loadgen(&p, &args);
+    assert_eq!(r["io"], "af_xdp");
+    assert_eq!(r["dhcpv6"], "both");
+    assert_v6_clean(phase(&r, "sarr"), 2000);
+    assert_eq!(n(&r, "distinct_addresses"), 2000, "{r:#}");
+    assert_eq!(n(&r, "distinct_prefixes"), 2000, "{r:#}");
+
+    // The AF_PACKET fallback (its DHCPv6 socket filter), other clients (MAC salt 78).
+    let r = loadgen(
+        &p,
+        &[
+            "--io",
+            "packet",
+            "--scenario",
+            "sarr",
+            "--dhcpv6",
+            "na",
+            "--mac-salt",
+            "78",
+            "--clients",
+            "500",
+            "--count",
+            "500",
+            "--concurrency",
+            "64",
+            "--retries",
+            "2",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r["io"], "af_packet");
+    assert_v6_clean(phase(&r, "sarr"), 500);
+
+    // Renew only (after the warm-up SARR of the same clients), prefixes alone.
+    let mut args = common.to_vec();
+    args.extend([
+        "--scenario",
+        "renew",
+        "--dhcpv6",
+        "pd",
+        "--clients",
+        "1000",
+        "--count",
+        "3000",
+    ]);
+    let r = loadgen(&p, &args);
+    assert_v6_clean(phase(&r, "warmup-sarr"), 1000);
+    assert_v6_clean(phase(&r, "renew"), 3000);
+
+    // Relayed through fd77::2 for the link fd78::/64, other clients (MAC salt 77).
+    let out = p
+        .server
+        .run("cat", &[&format!("/sys/class/net/{}/address", p.server_if)])
+        .unwrap_or_else(|e| panic!("reading the server's MAC: {e}"));
+    let server_mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut args = common.to_vec();
+    args.extend([
+        "--scenario",
+        "sarr",
+        "--dhcpv6",
+        "both",
+        "--relay6",
+        "fd77::2",
+        "--link-address",
+        "fd78::",
+        "--server6",
+        "fd77::1",
+        "--server-mac",
+        &server_mac,
+        "--mac-salt",
+        "77",
+        "--clients",
+        "500",
+        "--count",
+        "500",
+    ]);
+    let r = loadgen(&p, &args);
+    assert_v6_clean(phase(&r, "sarr"), 500);
+
+    // The daemon stored the relay data with each relayed binding, on the link the
+    // link-address named.
+    let out = p
+        .server
+        .run(
+            &xdhcpd_binary().to_string_lossy(),
+            &[
+                "leases",
+                "dump6",
+                "-c",
+                &dir.0.join("xdhcpd6.toml").to_string_lossy(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("xdhcpd leases dump6: {e}"));
+    let mut relayed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let b: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let iid = b["interface_id"].as_str().unwrap_or_default();
+        if iid.is_empty() {
+            continue;
+        }
+        relayed += 1;
+        let addr = b["address"].as_str().unwrap_or_default();
+        assert!(
+            addr.starts_with("fd78:"),
+            "relayed binding off its link: {b}"
+        );
+        let rid = b["remote_id"].as_str().unwrap_or_default();
+        // Enterprise 3561 then the client's MAC (02:4d:..: salt 77).
+        assert!(rid.starts_with("00:00:0d:e9:02:4d:"), "remote-id: {b}");
+        assert_eq!(
+            &rid[18..],
+            iid,
+            "interface-id = client index = the MAC's low 4 bytes: {b}"
+        );
+    }
+    assert_eq!(relayed, 1000, "500 relayed clients x (address + prefix)");
+    drop(server);
 }

@@ -12,6 +12,12 @@
 //! `results/bench-<UTC timestamp>/`, and with `--record` the End-to-end
 //! section of `benches/RESULTS.md`.
 //!
+//! DHCPv6 (issue 14): `ceiling6` (`xdhcp-echo --v6`), `xdhcpd-xdp6` and `kea-dhcp6` run the
+//! same sweep with SARR exchanges (IA_NA and IA_PD; one SARR counted as one DORA is), their
+//! ratios and targets printed beside the DHCPv4 ones; the server namespace gets a permanent
+//! neighbour entry per simulated client (kea-dhcp6 answers link-local addresses through the
+//! kernel, and the simulated clients cannot answer neighbour solicitations).
+//!
 //! Everything created (namespaces, processes, temporary files) is removed on
 //! success, on error and on Ctrl-C (Drop guards + a SIGINT flag).
 //!
@@ -55,7 +61,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Systems to measure, comma-separated (default all): ceiling, xdhcpd-xdp,
-    /// xdhcpd-xdp-interval, xdhcpd-udp, kea, dhcpd.
+    /// xdhcpd-xdp-interval, xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6, kea-dhcp6.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
     /// Seconds of load per point (default 5; 1.5 with --quick).
@@ -86,7 +92,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30_000)]
     pub ab_rate: u64,
     /// Profile both cores with `perf record -a -g` at the max sustained rate of
-    /// the ceiling and of xdhcpd XDP (report text in the results folder).
+    /// the ceilings and of xdhcpd XDP (v4 and v6; report text in the results folder).
     #[arg(long)]
     pub profile: bool,
 }
@@ -132,6 +138,49 @@ struct Ctx {
     profile: bool,
     /// `--soak`: the lease time of the soak's server (short, so that leases expire).
     soak_lease: Option<u32>,
+}
+
+// ---------------------------------------------------------------- DHCPv6 link
+
+/// Waits until both ends' link-local addresses are usable (DAD over), then installs a
+/// permanent neighbour entry in the server namespace for each of the first `clients`
+/// simulated clients' link-local addresses.
+fn v6_link(ns: &NetnsPair, clients: u32) -> Result<()> {
+    let t0 = Instant::now();
+    for (n, dev) in [(&ns.server_ns, SERVER_IF), (&ns.client_ns, CLIENT_IF)] {
+        loop {
+            let out = util::output(
+                Command::new("ip")
+                    .args(["-n", n, "-6", "addr", "show", "dev", dev, "scope", "link"]),
+            )?;
+            if out.contains("fe80::") && !out.contains("tentative") {
+                break;
+            }
+            if t0.elapsed().as_secs() > 15 {
+                bail!("no usable IPv6 link-local address on {dev} after 15 s: {out}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let mut batch = String::new();
+    for g in 0..clients {
+        let i = g.to_be_bytes();
+        // fe80::(02:4c:i0:i1:i2:i3 as modified EUI-64) = fe80::4c:i0ff:fei1:i2i3
+        batch.push_str(&format!(
+            "neigh replace fe80::4c:{:02x}ff:fe{:02x}:{:02x}{:02x} lladdr 02:4c:{:02x}:{:02x}:{:02x}:{:02x} dev {SERVER_IF} nud permanent\n",
+            i[0], i[1], i[2], i[3], i[0], i[1], i[2], i[3]
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("xdhcpd-bench-neigh-{}", std::process::id()));
+    fs::write(&path, batch).with_context(|| format!("writing {}", path.display()))?;
+    let r = util::output(
+        Command::new("ip")
+            .args(["-n", &ns.server_ns, "-batch"])
+            .arg(&path),
+    );
+    let _ = fs::remove_file(&path);
+    r.map(|_| ())
+        .context("installing the simulated DHCPv6 clients' neighbour entries")
 }
 
 // ---------------------------------------------------------------- entry point
@@ -189,7 +238,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             bail!("{} is missing after the build", b.display());
         }
     }
-    for (sys, prog) in [(System::Kea, "kea-dhcp4"), (System::Dhcpd, "dhcpd")] {
+    for (sys, prog) in [
+        (System::Kea, "kea-dhcp4"),
+        (System::Dhcpd, "dhcpd"),
+        (System::Kea6, "kea-dhcp6"),
+    ] {
         if systems.contains(&sys) && util::which(prog).is_none() {
             bail!(
                 "{prog} is not installed (run without --no-setup, or leave {} out of --systems)",
@@ -252,6 +305,30 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         {
             _sysctls.push(g);
         }
+    }
+    if systems.iter().any(|s| s.is_v6()) {
+        // kea-dhcp6 answers each client's link-local address through the kernel: the
+        // simulated clients cannot answer neighbour solicitations, so their entries are
+        // installed (EUI-64 of the loadgen's MACs 02:4c:..), and the server's link-local
+        // address must have finished DAD before a v6 server starts.
+        let clients = systems
+            .iter()
+            .filter(|s| s.is_v6())
+            .map(|s| s.scale(args.quick).clients)
+            .max()
+            .unwrap_or(0);
+        for (name, value) in [
+            ("gc_thresh1", 16_384),
+            ("gc_thresh2", 131_072),
+            ("gc_thresh3", 262_144),
+        ] {
+            if let Some(g) =
+                Sysctl::raise(&format!("/proc/sys/net/ipv6/neigh/default/{name}"), value)?
+            {
+                _sysctls.push(g);
+            }
+        }
+        v6_link(&ns, clients)?;
     }
     // Run private copies: a rebuild of target/release during the run (other
     // work in the tree) must neither change what is measured nor leave perf
@@ -384,12 +461,39 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             ratio(get(System::XdpAck).and_then(SystemResult::renew_rate), x),
         ),
     ];
-    let targets = analysis::targets(&analysis::Figures {
-        xdhcpd_dora: x,
-        xdhcpd_renew: get(System::XdpAck).and_then(SystemResult::renew_rate),
-        kea_dora: dora(System::Kea),
-        ceiling_dora: dora(System::Ceiling),
-    });
+    let any_v4 = systems.iter().any(|s| !s.is_v6());
+    let any_v6 = systems.iter().any(|s| s.is_v6());
+    let mut ratios = if any_v4 { ratios } else { Vec::new() };
+    let mut targets = if any_v4 {
+        analysis::targets(&analysis::Figures {
+            xdhcpd_dora: x,
+            xdhcpd_renew: get(System::XdpAck).and_then(SystemResult::renew_rate),
+            kea_dora: dora(System::Kea),
+            ceiling_dora: dora(System::Ceiling),
+        })
+    } else {
+        Vec::new()
+    };
+    if any_v6 {
+        let x6 = dora(System::Xdp6);
+        ratios.push((
+            "xdhcpd-xdp6 / kea-dhcp6 (SARR/s)".to_string(),
+            ratio(x6, dora(System::Kea6)),
+        ));
+        ratios.push((
+            "xdhcpd-xdp6 / ceiling6 (SARR/s)".to_string(),
+            ratio(x6, dora(System::Ceiling6)),
+        ));
+        ratios.push((
+            "xdhcpd-xdp6 renew (closed loop) / SARR".to_string(),
+            ratio(get(System::Xdp6).and_then(SystemResult::renew_rate), x6),
+        ));
+        targets.extend(analysis::targets6(
+            x6,
+            dora(System::Kea6),
+            dora(System::Ceiling6),
+        ));
+    }
     let command = format!(
         "cargo xtask {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")

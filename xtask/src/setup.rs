@@ -23,6 +23,8 @@ pub struct SetupArgs {
 /// Debian packages used by the tests and the demo (peers, clients, capture, BPF inspection).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "kea-dhcp4-server",
+    // The DHCPv6 peer of `cargo xtask bench --systems kea-dhcp6`.
+    "kea-dhcp6-server",
     "kea-admin",
     "isc-dhcp-server",
     "isc-dhcp-client",

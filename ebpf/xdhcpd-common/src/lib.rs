@@ -8,6 +8,7 @@
 pub const DHCPV4_SERVER_PORT: u16 = 67;
 /// UDP port of a DHCPv6 server/relay.
 pub const DHCPV6_SERVER_PORT: u16 = 547;
+pub const DHCPV6_CLIENT_PORT: u16 = 546;
 /// Default TCP port of DHCP failover (draft-ietf-dhc-failover-12).
 pub const FAILOVER_PORT: u16 = 647;
 /// UDP port of a DHCPv4 client (replies to a client go here).
@@ -145,6 +146,9 @@ pub const CFG_DHCPV4_CLIENT: u32 = 8;
 /// DISCOVER and INFORM, and REQUEST with ciaddr 0 (SELECTING / INIT-REBOOT). RENEW/REBIND
 /// (ciaddr set), RELEASE, DECLINE, LEASEQUERY and BOOTP still reach userspace.
 pub const CFG_DHCPV4_STANDBY: u32 = 16;
+/// Steer DHCPv6 client-side traffic (UDP dst 546) too: used by `xdhcp-loadgen`'s DHCPv6
+/// scenarios, which simulate clients and must see the server's replies.
+pub const CFG_DHCPV6_CLIENT: u32 = 32;
 
 /// Token-bucket settings of the XDP rate limits, stored at index 0 of `MAP_RATE_LIMITS`.
 ///

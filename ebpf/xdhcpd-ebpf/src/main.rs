@@ -45,8 +45,8 @@ use aya_ebpf::{
 };
 use xdhcpd_common::{
     counter_index, Counter, PartnerKey, XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT,
-    CFG_DHCPV4_STANDBY, CFG_DHCPV6, CFG_GUARD_FAILOVER, COUNTER_ENTRIES, DHCPV4_CLIENT_PORT,
-    DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
+    CFG_DHCPV4_STANDBY, CFG_DHCPV6, CFG_DHCPV6_CLIENT, CFG_GUARD_FAILOVER, COUNTER_ENTRIES, DHCPV4_CLIENT_PORT,
+    DHCPV4_SERVER_PORT, DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, FAILOVER_PORT, MAP_CONFIG, MAP_COUNTERS, MAP_PARTNERS,
     MAP_XSKS,
 };
 
@@ -524,14 +524,25 @@ fn classify_v6(ctx: &XdpContext, cfg: &XdpConfig, l3: usize) -> Verdict {
     }
     match next {
         IPPROTO_UDP if more_fragments => Verdict::Pass,
-        IPPROTO_UDP => udp_verdict(
+        IPPROTO_UDP => match udp_verdict(
             ctx,
             cfg,
             l4,
             DHCPV6_SERVER_PORT,
             CFG_DHCPV6,
             Verdict::Dhcpv6,
-        ),
+        ) {
+            // Client side (load generator): replies to UDP port 546.
+            Verdict::Pass => udp_verdict(
+                ctx,
+                cfg,
+                l4,
+                DHCPV6_CLIENT_PORT,
+                CFG_DHCPV6_CLIENT,
+                Verdict::Dhcpv6,
+            ),
+            v => v,
+        },
         // Still an extension header after the walk: too long a chain to classify.
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
             Verdict::Malformed

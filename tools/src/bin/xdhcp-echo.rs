@@ -10,6 +10,18 @@
 //! client index (`10.(128 + i>>16).(i>>8).(i)`, unique per xdhcp-loadgen
 //! client). No lease state, no option writing, no checksum over the payload.
 //!
+//! With `--v6` it reflects DHCPv6 instead (the ceiling of `cargo xtask bench --systems
+//! ceiling6`): UDP to 547 goes to AF_XDP; a Solicit becomes an Advertise, a Request or a
+//! Renew a Reply, written over the request in its UMEM frame: the message type and the
+//! transaction id kept, the client's identifier copied, a fixed server identifier (DUID-LL
+//! of the interface's MAC), and for an IA_NA / IA_PD asked for an IAADDR
+//! `fdce::<index>` / an IAPREFIX /56 `fdce` + the index's low 24 bits (index = the low 32 bits of the
+//! client's DUID-LL MAC, unique per xdhcp-loadgen client), then Ethernet back to the sender,
+//! IPv6 from the link-local address to the sender's, UDP 547 -> 546 with its checksum
+//! (mandatory over IPv6). No state; relayed messages are not reflected. The least a DHCPv6
+//! reply can be and still pass the loadgen's checks (server id, an address / prefix for
+//! each IA asked for, no failure status).
+//!
 //! So `xdhcp-loadgen --scenario dora` against it measures the rate no DHCP
 //! server behind the same XDP program and socket layer can beat: each DORA
 //! is two frames in and two out on the server side, so its DORA/s is the
@@ -28,7 +40,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use xdhcpd_common::{XdpConfig, CFG_DHCPV4};
+use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV6};
+use xdhcpd_io::frame::{ipv6_payload_offset, write_ipv6_udp_headers, Ipv6UdpAddrs};
 use xdhcpd_io::xdp::{AttachMode, XdpSteering};
 use xdhcpd_io::xsk::{BindMode, Desc, XskConfig, XskSocket};
 use xdhcpd_tools::loadgen::sys;
@@ -40,9 +53,12 @@ struct Args {
     /// Interface to serve (server side of the veth pair).
     #[arg(short, long)]
     interface: String,
-    /// Source address of the replies (the "server identifier" clients learn).
+    /// Source address of the replies (the "server identifier" clients learn); DHCPv4 only.
+    #[arg(long, required_unless_present = "v6")]
+    server_ip: Option<Ipv4Addr>,
+    /// Reflect DHCPv6 (UDP 547: Solicit -> Advertise, Request / Renew -> Reply) instead.
     #[arg(long)]
-    server_ip: Ipv4Addr,
+    v6: bool,
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long)]
     run_for: Option<u64>,
@@ -178,6 +194,117 @@ fn reflect(frame: &mut [u8], our_mac: [u8; 6], server_ip: Ipv4Addr) -> Option<us
     Some(end)
 }
 
+/// Longest DHCPv6 request reflected (the loadgen's are under 150 bytes).
+const MAX_V6_REQUEST: usize = 512;
+
+fn opt6(out: &mut [u8], at: &mut usize, code: u16, len: usize) -> Option<usize> {
+    let end = *at + 4 + len;
+    let o = out.get_mut(*at..end)?;
+    o[..2].copy_from_slice(&code.to_be_bytes());
+    o[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    let body = *at + 4;
+    *at = end;
+    Some(body)
+}
+
+/// Rewrites the DHCPv6 request in `frame[..len]` (the frame buffer may be longer: the
+/// reply is) into its reply, see the module comment. Returns the reply's length, or None if
+/// the frame is not a request it reflects (the frame is then unchanged).
+fn reflect6(frame: &mut [u8], len: usize, our_mac: [u8; 6]) -> Option<usize> {
+    let off = ipv6_payload_offset(0);
+    let req = frame.get(..len)?;
+    if req.len() < off + 4 || req[12..14] != [0x86, 0xdd] || req[14] >> 4 != 6 || req[20] != 17 {
+        return None;
+    }
+    if req[56..58] != [0x02, 0x23] {
+        return None; // not to UDP 547
+    }
+    let udp_len = usize::from(u16::from_be_bytes([req[58], req[59]]));
+    if udp_len < 8 + 4 || off - 8 + udp_len > req.len() || udp_len - 8 > MAX_V6_REQUEST {
+        return None;
+    }
+    let mut m = [0u8; MAX_V6_REQUEST];
+    let mlen = udp_len - 8;
+    m[..mlen].copy_from_slice(&req[off..off + mlen]);
+    let reply_type = match m[0] {
+        1 => 2,     // Solicit -> Advertise
+        3 | 5 => 7, // Request, Renew -> Reply
+        _ => return None,
+    };
+    let mut src_mac = [0u8; 6];
+    src_mac.copy_from_slice(&req[6..12]);
+    let mut src_ip = [0u8; 16];
+    src_ip.copy_from_slice(&req[22..38]);
+    // Walk the request's options: the client id, which IAs (and their IAIDs).
+    let mut client_id: Option<(usize, usize)> = None;
+    let mut ias: [(u16, [u8; 4]); 4] = [(0, [0; 4]); 4];
+    let mut n_ias = 0;
+    let mut at = 4;
+    while at + 4 <= mlen {
+        let code = u16::from_be_bytes([m[at], m[at + 1]]);
+        let olen = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
+        if at + 4 + olen > mlen {
+            return None;
+        }
+        match code {
+            1 => client_id = Some((at + 4, olen)),
+            3 | 25 if olen >= 12 && n_ias < ias.len() => {
+                ias[n_ias] = (code, [m[at + 4], m[at + 5], m[at + 6], m[at + 7]]);
+                n_ias += 1;
+            }
+            _ => {}
+        }
+        at += 4 + olen;
+    }
+    let (cid_at, cid_len) = client_id?;
+    if cid_len < 4 {
+        return None;
+    }
+    let c = &m[cid_at + cid_len - 4..cid_at + cid_len];
+    let index = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+    // The reply, written over the request's payload.
+    let out = frame.get_mut(off..)?;
+    let mut w = 0;
+    out.get_mut(..4)?
+        .copy_from_slice(&[reply_type, m[1], m[2], m[3]]);
+    w += 4;
+    let b = opt6(out, &mut w, 1, cid_len)?;
+    out[b..b + cid_len].copy_from_slice(&m[cid_at..cid_at + cid_len]);
+    let b = opt6(out, &mut w, 2, 10)?;
+    let mac = our_mac;
+    out[b..b + 10].copy_from_slice(&[0, 3, 0, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+    let i = index.to_be_bytes();
+    for &(code, iaid) in &ias[..n_ias] {
+        let inner = if code == 3 { 24 } else { 25 };
+        let b = opt6(out, &mut w, code, 12 + 4 + inner)?;
+        out[b..b + 4].copy_from_slice(&iaid);
+        out[b + 4..b + 12].copy_from_slice(&[0, 0, 0x07, 0x08, 0, 0, 0x0b, 0x40]);
+        let mut x = b + 12;
+        if code == 3 {
+            let a = opt6(out, &mut x, 5, 24)?;
+            out[a..a + 16].copy_from_slice(&[
+                0xfd, 0xce, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i[0], i[1], i[2], i[3],
+            ]);
+            out[a + 16..a + 24].copy_from_slice(&[0, 0, 0x0e, 0x10, 0, 0, 0x1c, 0x20]);
+        } else {
+            let p = opt6(out, &mut x, 26, 25)?;
+            out[p..p + 9].copy_from_slice(&[0, 0, 0x0e, 0x10, 0, 0, 0x1c, 0x20, 56]);
+            out[p + 9..p + 25].copy_from_slice(&[
+                0xfd, 0xce, i[1], i[2], i[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ]);
+        }
+    }
+    let addrs = Ipv6UdpAddrs {
+        src_mac: our_mac,
+        dst_mac: src_mac,
+        src_ip: xdhcpd_tools::loadgen::v6::link_local(our_mac),
+        dst_ip: std::net::Ipv6Addr::from(src_ip),
+        src_port: 547,
+        dst_port: 546,
+    };
+    write_ipv6_udp_headers(frame, &[], &addrs, w).ok()
+}
+
 fn ipv4_header_checksum(h: &[u8]) -> u16 {
     let mut sum: u32 = h
         .chunks(2)
@@ -192,8 +319,13 @@ fn ipv4_header_checksum(h: &[u8]) -> u16 {
 fn run(a: &Args) -> anyhow::Result<Counters> {
     let our_mac = sys::iface_mac(&a.interface)
         .with_context(|| format!("reading the MAC address of {}", a.interface))?;
+    let server_ip = match (a.v6, a.server_ip) {
+        (true, _) => Ipv4Addr::UNSPECIFIED,
+        (false, Some(ip)) => ip,
+        (false, None) => anyhow::bail!("--server-ip is needed to reflect DHCPv4"),
+    };
     let cfg = XdpConfig {
-        flags: CFG_DHCPV4,
+        flags: if a.v6 { CFG_DHCPV6 } else { CFG_DHCPV4 },
         failover_port: 0,
         standby_max_secs: 0,
     };
@@ -221,10 +353,15 @@ fn run(a: &Args) -> anyhow::Result<Counters> {
         socks.push(sock);
     }
     eprintln!(
-        "xdhcp-echo: reflecting DHCP on {} ({queues} queue(s), XDP {}) as {}",
+        "xdhcp-echo: reflecting DHCP{} on {} ({queues} queue(s), XDP {}) as {}",
+        if a.v6 { "v6" } else { "v4" },
         a.interface,
         steering.mode(),
-        a.server_ip
+        if a.v6 {
+            xdhcpd_tools::loadgen::v6::link_local(our_mac).to_string()
+        } else {
+            server_ip.to_string()
+        }
     );
     let mut c = Counters::default();
     let mut rx: Vec<Desc> = Vec::with_capacity(BATCH);
@@ -247,7 +384,12 @@ fn run(a: &Args) -> anyhow::Result<Counters> {
             for d in &rx {
                 let frame = sock.frame_mut(d.addr);
                 let n = (d.len as usize).min(frame.len());
-                match reflect(&mut frame[..n], our_mac, a.server_ip) {
+                let reflected = if a.v6 {
+                    reflect6(frame, n, our_mac)
+                } else {
+                    reflect(&mut frame[..n], our_mac, server_ip)
+                };
+                match reflected {
                     Some(len) => {
                         let reply = Desc {
                             addr: d.addr,
@@ -382,6 +524,74 @@ mod tests {
         let r = xdhcpd_tools::loadgen::reply::parse_reply(&f).expect("a reply");
         assert_eq!(r.kind, xdhcpd_dhcpv4::wire::MessageType::Ack);
         assert_eq!(&f[30..34], &[10, 129, 2, 3]);
+    }
+
+    #[test]
+    fn ceiling6_reflects_solicit_and_request_into_answers_the_loadgen_accepts() {
+        use xdhcpd_tools::loadgen::v6::{self, Msg6, Spec6};
+        let me = [2, 0, 0, 0, 0, 1];
+        let mac = [2, 0x4c, 0, 0, 1, 2];
+        let duid = [0, 3, 0, 1, 2, 0, 0, 0, 0, 1];
+        let mut server_duid = [0u8; v6::MAX_DUID];
+        server_duid[..10].copy_from_slice(&duid);
+        for (msg, want) in [
+            (Msg6::Solicit, xdhcpd_dhcpv4::wire::MessageType::Offer),
+            (Msg6::Request, xdhcpd_dhcpv4::wire::MessageType::Ack),
+            (Msg6::Renew, xdhcpd_dhcpv4::wire::MessageType::Ack),
+        ] {
+            let spec = Spec6 {
+                msg,
+                xid: 0x03_0102,
+                mac,
+                index: 0x102,
+                ia_na: true,
+                ia_pd: true,
+                addr: Some("fdce::102".parse().expect("address")),
+                prefix: Some(("fdce:0:102::".parse().expect("prefix"), 56)),
+                server_duid: Some((server_duid, 10)),
+            };
+            let mut f = vec![0u8; 2048];
+            let n = v6::write_frame(&mut f, &spec, None, me).expect("request");
+            let len = reflect6(&mut f, n, me).expect("reflected");
+            let r = v6::parse_reply(&f[..len]).expect("a reply the loadgen parses");
+            assert_eq!(r.kind, want);
+            assert_eq!(r.xid, 0x0300_0102);
+            assert_eq!(r.chaddr, mac);
+            let r6 = r.v6.expect("v6");
+            assert_eq!(r6.status, 0);
+            assert_eq!(r6.server_duid_len, 10);
+            assert_eq!(
+                r6.addr.map(|a| a.0),
+                Some("fdce::102".parse().expect("address"))
+            );
+            assert_eq!(
+                r6.prefix.map(|p| (p.0, p.1)),
+                Some(("fdce:1:200::".parse().expect("prefix"), 56))
+            );
+            assert_eq!(&f[0..6], &mac, "back to the client");
+        }
+        // A reply is not reflected again, nor is a truncated request.
+        let mut f = vec![0u8; 2048];
+        let spec = Spec6 {
+            msg: Msg6::Solicit,
+            xid: 1,
+            mac,
+            index: 0x102,
+            ia_na: true,
+            ia_pd: false,
+            addr: None,
+            prefix: None,
+            server_duid: None,
+        };
+        let n = v6::write_frame(&mut f, &spec, None, me).expect("request");
+        let len = reflect6(&mut f, n, me).expect("reflected");
+        assert_eq!(
+            reflect6(&mut f, len, me),
+            None,
+            "an Advertise is not a request"
+        );
+        let n = v6::write_frame(&mut f, &spec, None, me).expect("request");
+        assert_eq!(reflect6(&mut f, n - 10, me), None, "truncated");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! See `xdhcp-loadgen --help`.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,15 +10,30 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use xdhcpd_io::xdp::AttachMode;
 use xdhcpd_io::xsk::BindMode;
+use xdhcpd_tools::loadgen::v6::{Relay6, V6Config};
 use xdhcpd_tools::loadgen::{self, sys::parse_mac, Config, EngineConfig, IoMode, Scenario};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ScenarioArg {
     Dora,
     DoraRenew,
+    /// DHCPv6 Solicit, Advertise, Request, Reply (implies --dhcpv6, default na).
+    Sarr,
+    /// DHCPv6 SARR followed by a Renew of the same client.
+    SarrRenew,
     Renew,
     Release,
     InitReboot,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IaArg {
+    /// IA_NA (an address).
+    Na,
+    /// IA_PD (a delegated prefix).
+    Pd,
+    /// IA_NA and IA_PD in every message.
+    Both,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -49,6 +64,9 @@ enum BindArg {
 ///   xdhcp-loadgen -i veth0 --scenario renew --rate 50000 --duration 10s --json out.json
 ///   xdhcp-loadgen -i veth0 --relay 10.1.0.1 --server 10.0.0.1 --count 10000
 ///   xdhcp-loadgen -i veth0 --self-test --duration 3s
+///   xdhcp-loadgen -i veth0 --scenario sarr --dhcpv6 both --concurrency 256 --duration 10s
+///   xdhcp-loadgen -i veth0 --scenario renew --dhcpv6 pd --relay6 fd77::2 --link-address fd77::
+///                 --server6 fd77::1 --server-mac 02:00:00:00:00:01 --count 10000
 #[derive(Parser, Debug)]
 #[command(name = "xdhcp-loadgen", version, verbatim_doc_comment)]
 struct Args {
@@ -84,7 +102,21 @@ struct Args {
     /// Server address (required with --relay).
     #[arg(long)]
     server: Option<Ipv4Addr>,
-    /// Server MAC (else resolved by ARP).
+    /// DHCPv6 instead of DHCPv4: which IAs every client asks for (with --scenario sarr,
+    /// sarr-renew, renew; dora means sarr).
+    #[arg(long, value_enum)]
+    dhcpv6: Option<IaArg>,
+    /// DHCPv6 relay mode: the relay's address (an address of the interface); every client
+    /// message goes in a Relay-Forward with interface-id and remote-id to --server6.
+    #[arg(long, requires_all = ["link_address", "server6", "server_mac"])]
+    relay6: Option<Ipv6Addr>,
+    /// DHCPv6 relay mode: the link-address of the Relay-Forward (selects the server's link).
+    #[arg(long)]
+    link_address: Option<Ipv6Addr>,
+    /// DHCPv6 relay mode: the server's address.
+    #[arg(long)]
+    server6: Option<Ipv6Addr>,
+    /// Server MAC (else resolved by ARP; required with --relay6).
     #[arg(long, value_parser = parse_mac)]
     server_mac: Option<[u8; 6]>,
     /// Threads: one per RX queue of the interface.
@@ -166,12 +198,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let a = Args::parse();
     let scenario = match a.scenario {
-        ScenarioArg::Dora => Scenario::Dora,
-        ScenarioArg::DoraRenew => Scenario::DoraRenew,
+        ScenarioArg::Dora | ScenarioArg::Sarr => Scenario::Dora,
+        ScenarioArg::DoraRenew | ScenarioArg::SarrRenew => Scenario::DoraRenew,
         ScenarioArg::Renew => Scenario::Renew,
         ScenarioArg::Release => Scenario::Release,
         ScenarioArg::InitReboot => Scenario::InitReboot,
     };
+    let implied =
+        matches!(a.scenario, ScenarioArg::Sarr | ScenarioArg::SarrRenew) || a.relay6.is_some();
+    let ia = a.dhcpv6.or(implied.then_some(IaArg::Na));
+    let v6 = ia.map(|ia| V6Config {
+        ia_na: matches!(ia, IaArg::Na | IaArg::Both),
+        ia_pd: matches!(ia, IaArg::Pd | IaArg::Both),
+        relay: match (a.relay6, a.link_address, a.server6, a.server_mac) {
+            (Some(relay_addr), Some(link_addr), Some(server), Some(server_mac)) => Some(Relay6 {
+                relay_addr,
+                link_addr,
+                server,
+                server_mac,
+            }),
+            _ => None,
+        },
+    });
     let cfg = Config {
         ifname: a.interface.clone(),
         io: match a.io {
@@ -211,6 +259,7 @@ fn main() -> ExitCode {
             broadcast: a.broadcast_flag,
             mac_salt: a.mac_salt,
             self_test: a.self_test,
+            v6,
         },
     };
     loadgen::install_signal_handlers();

@@ -9,7 +9,7 @@
 //! forwarded as a small `Reply` value through a bounded channel.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use super::reply::{parse_reply, Reply};
 use super::request::{self, client_mac, relay_info, Msg, Peer, RequestSpec};
 use super::scenario::{Phase, PhaseStats, Scenario, PHASES};
 use super::shared::{EngineConfig, Shared, ThreadReport, ThreadTotals};
+use super::v6::{self, Msg6, Spec6, V6Config, MAX_DUID};
 
 /// Largest number of simulated clients: the global index lives in the low
 /// 24 bits of the xid (the top 8 bits count exchanges per client).
@@ -47,7 +48,7 @@ enum Next {
     Release,
 }
 
-/// One simulated client (48 bytes).
+/// One simulated client (48 bytes; 120 with the DHCPv6 fields).
 #[derive(Clone, Copy, Debug)]
 struct Client {
     step: Step,
@@ -61,6 +62,21 @@ struct Client {
     server_id: Ipv4Addr,
     bound: Ipv4Addr,
     started_ns: u64,
+    /// DHCPv6: what the Advertise offered (address, prefix and its length)...
+    off6: Ipv6Addr,
+    off_pd6: Ipv6Addr,
+    off_pd_len: u8,
+    /// ... and what the last Reply bound (`bound6` says whether anything is).
+    addr6: Ipv6Addr,
+    pd6: Ipv6Addr,
+    pd_len: u8,
+    bound6: bool,
+}
+
+impl Client {
+    fn is_bound(&self) -> bool {
+        !self.bound.is_unspecified() || self.bound6
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +126,10 @@ struct Core {
     now: u64,
     /// `--acked-log`: the shared file and this thread's pending lines.
     ack_log: Option<(Arc<AckLog>, Vec<u8>)>,
+    /// DHCPv6 mode (`--dhcpv6`).
+    v6: Option<V6Config>,
+    /// DHCPv6: the server's DUID, learnt from the first Advertise.
+    server_duid: Option<([u8; MAX_DUID], u8)>,
 }
 
 impl<P: Port> Engine<P> {
@@ -139,6 +159,13 @@ impl<P: Port> Engine<P> {
                     server_id: Ipv4Addr::UNSPECIFIED,
                     bound: Ipv4Addr::UNSPECIFIED,
                     started_ns: 0,
+                    off6: Ipv6Addr::UNSPECIFIED,
+                    off_pd6: Ipv6Addr::UNSPECIFIED,
+                    off_pd_len: 0,
+                    addr6: Ipv6Addr::UNSPECIFIED,
+                    pd6: Ipv6Addr::UNSPECIFIED,
+                    pd_len: 0,
+                    bound6: false,
                 }
             })
             .collect();
@@ -188,6 +215,8 @@ impl<P: Port> Engine<P> {
                 drain_deadline: 0,
                 now: 0,
                 ack_log: None,
+                v6: cfg.v6,
+                server_duid: None,
                 sh,
             },
         }
@@ -286,6 +315,32 @@ impl<P: Port> Engine<P> {
             let mut tx = 0;
             while tx < BATCH {
                 let g = (i % n) * cfg.threads + self.core.me;
+                if let Some(v) = &cfg.v6 {
+                    let spec = Spec6 {
+                        msg: Msg6::Solicit,
+                        xid: v6::wire_xid((gen << 24) | g),
+                        mac: client_mac(cfg.mac_salt, g),
+                        index: g,
+                        ia_na: v.ia_na,
+                        ia_pd: v.ia_pd,
+                        addr: None,
+                        prefix: None,
+                        server_duid: None,
+                    };
+                    let mac = peer.iface_mac;
+                    match self
+                        .port
+                        .send_with(|buf| v6::write_frame(buf, &spec, v.relay.as_ref(), mac).ok())?
+                    {
+                        TxOutcome::Queued => tx += 1,
+                        _ => break,
+                    }
+                    i = i.wrapping_add(1);
+                    if i.is_multiple_of(n) {
+                        gen = (gen + 1) & 0xff;
+                    }
+                    continue;
+                }
                 let spec = RequestSpec {
                     msg: Msg::Discover,
                     xid: (gen << 24) | g,
@@ -374,7 +429,12 @@ impl Core {
 
     fn on_frame(&mut self, frame: &[u8]) {
         self.totals.rx_frames += 1;
-        let Ok(r) = parse_reply(frame) else {
+        let parsed = if self.v6.is_some() {
+            v6::parse_reply(frame)
+        } else {
+            parse_reply(frame)
+        };
+        let Ok(r) = parsed else {
             self.totals.rx_other += 1;
             return;
         };
@@ -410,7 +470,99 @@ impl Core {
             return;
         }
         let now = self.now;
-        match (r.kind, c.step) {
+        let mut kind = r.kind;
+        if let (Some(r6), Some(v)) = (&r.v6, &self.v6) {
+            if !matches!(c.step, Step::WaitOffer | Step::WaitAck) {
+                self.totals.rx_stale += 1;
+                return;
+            }
+            // Verify the answer: relayed ones echo the client's interface-id; Advertise and
+            // Reply carry the server's DUID and what every IA asked for. Any failure ends
+            // the exchange like a NAK and is counted by kind.
+            let st = &mut self.stats[c.phase as usize].counts;
+            if v.relay.is_some() && r6.interface_id != Some(Some(g)) {
+                st.relay_errors += 1;
+                kind = MessageType::Nak;
+            } else if r6.status != 0 {
+                st.status_errors += 1;
+            } else if r6.server_duid_len == 0
+                || (v.ia_na && r6.addr.is_none())
+                || (v.ia_pd && r6.prefix.is_none())
+            {
+                st.incomplete += 1;
+                kind = MessageType::Nak;
+            }
+        }
+        match (kind, c.step) {
+            (MessageType::Offer, Step::WaitOffer) if r.v6.is_some() => {
+                let Some(r6) = r.v6 else { return };
+                let st = &mut self.stats[c.phase as usize];
+                st.counts.offers += 1;
+                st.counts.rx_replies += 1;
+                if self.server_duid.is_none() {
+                    self.server_duid = Some((r6.server_duid, r6.server_duid_len));
+                }
+                let cl = &mut self.clients[local];
+                if let Some((a, _)) = r6.addr {
+                    cl.off6 = a;
+                }
+                if let Some((p, l, _)) = r6.prefix {
+                    cl.off_pd6 = p;
+                    cl.off_pd_len = l;
+                }
+                cl.next = Next::Select;
+                cl.step = Step::NeedSend;
+                cl.tries = 0;
+                self.pending.push_back(local as u32);
+            }
+            (MessageType::Ack, Step::WaitAck) if r.v6.is_some() => {
+                let Some(r6) = r.v6 else { return };
+                let lat = now.saturating_sub(c.started_ns);
+                let now_s = (now / 1_000_000_000) as u32;
+                let mut dups = [None, None];
+                if let Some((a, valid)) = r6.addr {
+                    let exp = now_s.saturating_add(valid);
+                    if let AckCheck::Duplicate { other } =
+                        self.sh.book.ack(g, Ipv4Addr::from(v6::fold(a)), now_s, exp)
+                    {
+                        dups[0] = Some((a, other));
+                    }
+                }
+                if let Some((p, _, valid)) = r6.prefix {
+                    let exp = now_s.saturating_add(valid);
+                    if let AckCheck::Duplicate { other } =
+                        self.sh
+                            .book_pd
+                            .ack(g, Ipv4Addr::from(v6::fold(p)), now_s, exp)
+                    {
+                        dups[1] = Some((p, other));
+                    }
+                }
+                let st = &mut self.stats[c.phase as usize];
+                st.counts.rx_replies += 1;
+                st.counts.answered += 1;
+                st.counts.acks += 1;
+                st.last_answer_ns = now;
+                st.latency.record(lat);
+                for (a, other) in dups.into_iter().flatten() {
+                    st.counts.duplicates += 1;
+                    if self.totals.duplicate_examples6.len() < MAX_DUP_EXAMPLES {
+                        self.totals.duplicate_examples6.push((a, g, other));
+                    }
+                }
+                self.outstanding = self.outstanding.saturating_sub(1);
+                let cl = &mut self.clients[local];
+                cl.step = Step::Bound;
+                cl.bound6 = true;
+                if let Some((a, _)) = r6.addr {
+                    cl.addr6 = a;
+                }
+                if let Some((p, l, _)) = r6.prefix {
+                    cl.pd6 = p;
+                    cl.pd_len = l;
+                }
+                self.follow_up(local, c.phase);
+            }
             (MessageType::Offer, Step::WaitOffer) => {
                 let st = &mut self.stats[c.phase as usize];
                 st.counts.offers += 1;
@@ -491,9 +643,11 @@ impl Core {
                 st.last_answer_ns = now;
                 self.outstanding = self.outstanding.saturating_sub(1);
                 self.sh.book.release(g);
+                self.sh.book_pd.release(g);
                 let cl = &mut self.clients[local];
                 cl.step = Step::Idle;
                 cl.bound = Ipv4Addr::UNSPECIFIED;
+                cl.bound6 = false;
             }
             _ => self.totals.rx_stale += 1,
         }
@@ -567,10 +721,10 @@ impl Core {
                 continue;
             }
             self.stats[c.phase as usize].counts.drops += 1;
-            c.step = if c.bound.is_unspecified() {
-                Step::Idle
-            } else {
+            c.step = if c.is_bound() {
                 Step::Bound
+            } else {
+                Step::Idle
             };
             self.outstanding = self.outstanding.saturating_sub(1);
         }
@@ -747,6 +901,57 @@ impl Core {
         if c.step != Step::NeedSend {
             return None;
         }
+        if let Some(v) = &self.v6 {
+            let (msg, addr, prefix) = match c.next {
+                Next::Select => (Msg6::Request, c.off6, (c.off_pd6, c.off_pd_len)),
+                Next::Renew => (Msg6::Renew, c.addr6, (c.pd6, c.pd_len)),
+                // Release and init-reboot are refused for DHCPv6 before the run.
+                _ => (
+                    Msg6::Solicit,
+                    Ipv6Addr::UNSPECIFIED,
+                    (Ipv6Addr::UNSPECIFIED, 0),
+                ),
+            };
+            let spec = Spec6 {
+                msg,
+                xid: v6::wire_xid(c.xid),
+                mac: client_mac(cfg.mac_salt, g),
+                index: g,
+                ia_na: v.ia_na,
+                ia_pd: v.ia_pd,
+                addr: (!addr.is_unspecified()).then_some(addr),
+                prefix: (!prefix.0.is_unspecified()).then_some(prefix),
+                server_duid: self.server_duid,
+            };
+            let first = c.next != Next::Select && c.tries == 0;
+            let len = v6::write_frame(buf, &spec, v.relay.as_ref(), self.sh.peer.iface_mac).ok();
+            let st = &mut self.stats[c.phase as usize];
+            let Some(len) = len else {
+                st.counts.sent += u64::from(first);
+                st.counts.unsendable += 1;
+                st.counts.drops += 1;
+                self.outstanding = self.outstanding.saturating_sub(1);
+                let cl = &mut self.clients[local as usize];
+                cl.step = if cl.is_bound() {
+                    Step::Bound
+                } else {
+                    Step::Idle
+                };
+                return None;
+            };
+            st.counts.tx_packets += 1;
+            st.counts.sent += u64::from(first);
+            let cl = &mut self.clients[local as usize];
+            cl.seq = cl.seq.wrapping_add(1);
+            cl.step = if c.next == Next::Discover {
+                Step::WaitOffer
+            } else {
+                Step::WaitAck
+            };
+            let deadline = self.now + self.sh.cfg.timeout_ns;
+            self.timeouts.push_back((local, cl.seq, deadline));
+            return Some(len);
+        }
         let msg = match c.next {
             Next::Discover => Msg::Discover,
             Next::Select => Msg::Select {
@@ -787,10 +992,10 @@ impl Core {
             st.counts.drops += 1;
             self.outstanding = self.outstanding.saturating_sub(1);
             let cl = &mut self.clients[local as usize];
-            cl.step = if cl.bound.is_unspecified() {
-                Step::Idle
-            } else {
+            cl.step = if cl.is_bound() {
                 Step::Bound
+            } else {
+                Step::Idle
             };
             return None;
         };

@@ -18,6 +18,7 @@ pub mod request;
 pub mod scenario;
 pub mod shared;
 pub mod sys;
+pub mod v6;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT};
+use xdhcpd_common::{XdpConfig, CFG_DHCPV4, CFG_DHCPV4_CLIENT, CFG_DHCPV6, CFG_DHCPV6_CLIENT};
 use xdhcpd_io::xdp::{AttachMode, XdpSteering};
 use xdhcpd_io::xsk::{BindMode, XskConfig, XskSocket};
 
@@ -103,6 +104,14 @@ fn open_xdp(cfg: &Config) -> anyhow::Result<Ports> {
         // Relayed replies go to the relay's (our) port 67.
         flags |= CFG_DHCPV4;
     }
+    if let Some(v) = &cfg.engine.v6 {
+        // Replies to the clients' port 546, or (relayed) to the relay's (our) port 547.
+        flags = if v.relay.is_some() {
+            CFG_DHCPV6
+        } else {
+            CFG_DHCPV6_CLIENT
+        };
+    }
     let xcfg = XdpConfig {
         flags,
         failover_port: 0,
@@ -145,8 +154,12 @@ fn open_xdp(cfg: &Config) -> anyhow::Result<Ports> {
 fn open_packet(cfg: &Config) -> anyhow::Result<Ports> {
     let group = (cfg.queues > 1).then(|| (std::process::id() & 0xffff) as u16);
     let mut ports = Vec::new();
+    let v6 = cfg.engine.v6.is_some();
     for _ in 0..cfg.queues {
-        ports.push(PacketPort::open(&cfg.ifname, group)?);
+        ports.push(PacketPort::open(&cfg.ifname, group, v6)?);
+    }
+    if v6 {
+        return Ok(Ports::Packet(ports, Vec::new()));
     }
     // Unicast replies to our own addresses (giaddr, renewing clients) would
     // make the kernel answer "port unreachable"; sockets on 67/68 absorb them.
@@ -196,6 +209,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     if e.duration_ns.is_none() && e.count.is_none() {
         bail!("give --duration or --count");
     }
+    if let Some(v) = &e.v6 {
+        if matches!(e.scenario, Scenario::Release | Scenario::InitReboot) {
+            bail!(
+                "--scenario {} is DHCPv4 only (DHCPv6: sarr, sarr-renew, renew)",
+                e.scenario.name()
+            );
+        }
+        if e.relay.is_some() {
+            bail!("--relay is the DHCPv4 relay; DHCPv6 relays with --relay6");
+        }
+        if !v.ia_na && !v.ia_pd {
+            bail!("--dhcpv6 must ask for an IA_NA, an IA_PD or both");
+        }
+    }
     let iface_mac = sys::iface_mac(&cfg.ifname)
         .with_context(|| format!("reading the MAC address of {}", cfg.ifname))?;
     let server = match (cfg.server, cfg.server_mac) {
@@ -237,6 +264,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     ecfg.threads = threads;
     let sh = Arc::new(Shared {
         book: addrbook::AddrBook::new(ecfg.clients as usize),
+        book_pd: addrbook::AddrBook::new(if ecfg.v6.is_some_and(|v| v.ia_pd) {
+            ecfg.clients as usize
+        } else {
+            0
+        }),
         cfg: ecfg,
         t0: Instant::now(),
         stop: AtomicBool::new(false),

@@ -238,10 +238,28 @@ fn dhcp_filter() -> [libc::sock_filter; 12] {
     ]
 }
 
+/// Classic BPF for DHCPv6: IPv6 without extension headers, UDP, destination port 546 or
+/// 547. (ldh [12]; jeq 0x86dd; ldb [20]; jeq 17; ldh [56]; jeq 546 / jeq 547 → accept.)
+fn dhcp6_filter() -> [libc::sock_filter; 9] {
+    let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    [
+        f(0x28, 0, 0, 12),          // ldh [12]
+        f(0x15, 0, 6, 0x86dd),      // jeq IPv6 else drop
+        f(0x30, 0, 0, 20),          // ldb [20] (next header)
+        f(0x15, 0, 4, 17),          // jeq UDP else drop
+        f(0x28, 0, 0, 56),          // ldh [56] (UDP dst port)
+        f(0x15, 1, 0, 546),         // jeq 546 -> accept
+        f(0x15, 0, 1, 547),         // jeq 547 -> accept else drop
+        f(0x06, 0, 0, 0x0004_0000), // accept
+        f(0x06, 0, 0, 0),           // drop
+    ]
+}
+
 impl PacketPort {
     /// Opens the socket on `ifname`; `fanout_group` joins a PACKET_FANOUT
-    /// hash group when several ports share the interface.
-    pub fn open(ifname: &str, fanout_group: Option<u16>) -> io::Result<Self> {
+    /// hash group when several ports share the interface; `v6` filters DHCPv6
+    /// (UDP 546/547) instead of DHCPv4 (67/68).
+    pub fn open(ifname: &str, fanout_group: Option<u16>, v6: bool) -> io::Result<Self> {
         let idx = ifindex(ifname)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2).
@@ -257,7 +275,9 @@ impl PacketPort {
         }
         // SAFETY: fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let filter = dhcp_filter();
+        let f4 = dhcp_filter();
+        let f6 = dhcp6_filter();
+        let filter: &[libc::sock_filter] = if v6 { &f6 } else { &f4 };
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_ptr() as *mut libc::sock_filter,

@@ -17,6 +17,8 @@ pub struct Reply {
     pub lease_time: Option<u32>,
     pub src_mac: [u8; 6],
     pub chaddr: [u8; 6],
+    /// DHCPv6 replies: what they said (`chaddr` is then the MAC in the client's DUID).
+    pub v6: Option<super::v6::Reply6>,
 }
 
 /// Why a received frame was not a reply for us.
@@ -53,5 +55,6 @@ pub fn parse_reply(frame: &[u8]) -> Result<Reply, NotAReply> {
         lease_time: s.lease_time,
         src_mac: rx.src_mac,
         chaddr: [ch[0], ch[1], ch[2], ch[3], ch[4], ch[5]],
+        v6: None,
     })
 }

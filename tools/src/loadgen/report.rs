@@ -3,7 +3,7 @@
 //! limit), as a human table and as JSON.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -86,6 +86,13 @@ pub struct DuplicateExample {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct DuplicateExample6 {
+    pub address: Ipv6Addr,
+    pub client: u32,
+    pub other_client: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub tool: &'static str,
     pub io: &'static str,
@@ -100,11 +107,23 @@ pub struct Report {
     pub timeout_ms: u64,
     pub retries: u8,
     pub relay: Option<Ipv4Addr>,
+    /// DHCPv6 runs: the IAs asked for ("na", "pd", "both"); absent for DHCPv4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dhcpv6: Option<&'static str>,
+    /// DHCPv6 relayed runs: the relay's address and the link-address it sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay6: Option<(Ipv6Addr, Ipv6Addr)>,
     pub phases: Vec<PhaseReport>,
     /// Clients holding an address at the end, and how many distinct addresses they hold.
     pub clients_bound: usize,
     pub distinct_addresses: usize,
     pub duplicate_examples: Vec<DuplicateExample>,
+    /// DHCPv6: clients holding a delegated prefix at the end, distinct prefixes they hold,
+    /// and addresses / prefixes handed to two clients at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_prefixes: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_examples6: Vec<DuplicateExample6>,
     pub threads: Vec<ThreadSummary>,
     pub loadgen: LoadgenSelf,
     pub wall_s: f64,
@@ -169,6 +188,7 @@ impl Report {
         let mut merged = vec![PhaseStats::default(); Phase::ALL.len()];
         let mut blast = (0u64, 0u64);
         let mut dups = Vec::new();
+        let mut dups6 = Vec::new();
         let mut summaries = Vec::new();
         let mut wall_ns = 0u64;
         let (mut tx_all, mut rx_all) = (0u64, 0u64);
@@ -183,6 +203,13 @@ impl Report {
             let tt = &t.totals;
             for &(address, client, other_client) in &tt.duplicate_examples {
                 dups.push(DuplicateExample {
+                    address,
+                    client,
+                    other_client,
+                });
+            }
+            for &(address, client, other_client) in &tt.duplicate_examples6 {
+                dups6.push(DuplicateExample6 {
                     address,
                     client,
                     other_client,
@@ -213,7 +240,13 @@ impl Report {
             .iter()
             .zip(&merged)
             .filter(|(_, s)| s.is_used())
-            .map(|(p, s)| PhaseReport::from_stats(*p, s))
+            .map(|(p, s)| {
+                let mut r = PhaseReport::from_stats(*p, s);
+                if e.v6.is_some() {
+                    r.name = p.name6();
+                }
+                r
+            })
             .collect();
         let wall_s = wall_ns as f64 / 1e9;
         let max_busy = summaries.iter().map(|s| s.busy_pct).fold(0.0, f64::max);
@@ -223,9 +256,10 @@ impl Report {
         // the target rate. Either mode: its threads were busy nearly all the time.
         let mut notes = Vec::new();
         let mut limited = false;
-        if let (Some(target), Some(main)) =
-            (e.rate, phases.iter().find(|p| p.name != "warmup-dora"))
-        {
+        if let (Some(target), Some(main)) = (
+            e.rate,
+            phases.iter().find(|p| !p.name.starts_with("warmup-")),
+        ) {
             let deficit = main.rate_deficit;
             if main.offered_per_s < 0.97 * target as f64 || deficit > 0 {
                 limited = true;
@@ -267,7 +301,11 @@ impl Report {
             io,
             io_fallback_reason: io_note,
             interface: cfg.ifname.clone(),
-            scenario: e.scenario.name(),
+            scenario: if e.v6.is_some() {
+                e.scenario.name6()
+            } else {
+                e.scenario.name()
+            },
             clients: e.clients,
             queues: cfg.queues,
             rate_target: e.rate,
@@ -275,10 +313,20 @@ impl Report {
             timeout_ms: e.timeout_ns / 1_000_000,
             retries: e.retries,
             relay: e.relay,
+            dhcpv6: e.v6.map(|v| v.ia_name()),
+            relay6: e
+                .v6
+                .and_then(|v| v.relay)
+                .map(|r| (r.relay_addr, r.link_addr)),
             phases,
             clients_bound: sh.book.bound_count(),
             distinct_addresses: sh.book.distinct_bound_addresses(),
             duplicate_examples: dups,
+            distinct_prefixes: e
+                .v6
+                .filter(|v| v.ia_pd)
+                .map(|_| sh.book_pd.distinct_bound_addresses()),
+            duplicate_examples6: dups6,
             threads: summaries,
             loadgen: LoadgenSelf {
                 tx_pps: rate(tx_all, wall_s),
@@ -307,11 +355,27 @@ impl Report {
                 .map_or(String::new(), |r| format!(", target {r}/s")),
             self.concurrency
                 .map_or(String::new(), |c| format!(", concurrency {c}")),
-            self.relay
-                .map_or(String::new(), |g| format!(", relayed via {g}")),
+            match (self.relay, self.relay6) {
+                (Some(g), _) => format!(", relayed via {g}"),
+                (None, Some((r, l))) => format!(", relayed via {r} (link {l})"),
+                _ => String::new(),
+            },
         );
+        if let Some(ia) = self.dhcpv6 {
+            let _ = writeln!(
+                o,
+                "DHCPv6: IA {ia}; exchange = SARR (Solicit .. Reply) or Renew .. Reply"
+            );
+        }
         if !self.phases.is_empty() {
             self.phase_rows(&mut o);
+        }
+        for d in &self.duplicate_examples6 {
+            let _ = writeln!(
+                o,
+                "  DUPLICATE {} given to client {} while bound to client {}",
+                d.address, d.client, d.other_client
+            );
         }
         for d in &self.duplicate_examples {
             let _ = writeln!(
@@ -355,9 +419,10 @@ impl Report {
     fn phase_rows(&self, o: &mut String) {
         let _ = writeln!(
             o,
-            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}{}",
             "phase", "secs", "sent", "answered", "drops", "naks", "dups", "ok", "offered/s",
-            "answered/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us"
+            "answered/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us",
+            if self.dhcpv6.is_some() { " status incompl relay" } else { "" }
         );
         for p in &self.phases {
             if p.counts.sent == 0 && p.counts.releases > 0 {
@@ -366,7 +431,7 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "{:<12} {:>8.2} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11.0} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+                "{:<12} {:>8.2} {:>10} {:>10} {:>10} {:>8} {:>8} {:>5} {:>11.0} {:>11.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}{}",
                 p.name,
                 p.duration_s,
                 p.counts.sent,
@@ -382,6 +447,14 @@ impl Report {
                 p.latency.p99_us,
                 p.latency.p99_9_us,
                 p.latency.max_us,
+                if self.dhcpv6.is_some() {
+                    format!(
+                        " {:>6} {:>7} {:>5}",
+                        p.counts.status_errors, p.counts.incomplete, p.counts.relay_errors
+                    )
+                } else {
+                    String::new()
+                },
             );
         }
         let _ = writeln!(
@@ -391,6 +464,9 @@ impl Report {
             self.distinct_addresses,
             self.phases.iter().map(|p| p.counts.duplicates).sum::<u64>()
         );
+        if let Some(n) = self.distinct_prefixes {
+            let _ = writeln!(o, "delegated prefixes: {n} distinct prefixes held");
+        }
     }
 }
 

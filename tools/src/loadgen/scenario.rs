@@ -31,6 +31,15 @@ impl Scenario {
         }
     }
 
+    /// The name of the DHCPv6 counterpart (DORA -> SARR).
+    pub fn name6(self) -> &'static str {
+        match self {
+            Scenario::Dora => "sarr",
+            Scenario::DoraRenew => "sarr-renew",
+            other => other.name(),
+        }
+    }
+
     pub(super) fn needs_warmup(self) -> bool {
         matches!(self, Scenario::Renew | Scenario::InitReboot)
     }
@@ -57,6 +66,15 @@ impl Phase {
         Phase::InitReboot,
         Phase::Release,
     ];
+
+    /// The phase's name in DHCPv6 runs (a SARR is counted as one exchange, like a DORA).
+    pub fn name6(self) -> &'static str {
+        match self {
+            Phase::WarmupDora => "warmup-sarr",
+            Phase::Dora => "sarr",
+            other => other.name(),
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +107,14 @@ pub struct PhaseCounts {
     pub unsendable: u64,
     /// ACKs without an address (yiaddr 0): answered, not bound.
     pub bad_acks: u64,
+    /// DHCPv6: answers with a failure status code (NoAddrsAvail, NoBinding, NoPrefixAvail,
+    /// NotOnLink, ...), counted as NAKs too.
+    pub status_errors: u64,
+    /// DHCPv6: Advertise / Reply without the server identifier or without an address (a
+    /// prefix) for an IA_NA (IA_PD) asked for, counted as NAKs too.
+    pub incomplete: u64,
+    /// DHCPv6 relayed: Relay-Reply without the client's interface-id, counted as NAKs too.
+    pub relay_errors: u64,
     /// RELEASEs sent (no reply expected).
     pub releases: u64,
     pub tx_packets: u64,
@@ -107,6 +133,9 @@ impl PhaseCounts {
         self.retransmits += o.retransmits;
         self.unsendable += o.unsendable;
         self.bad_acks += o.bad_acks;
+        self.status_errors += o.status_errors;
+        self.incomplete += o.incomplete;
+        self.relay_errors += o.relay_errors;
         self.releases += o.releases;
         self.tx_packets += o.tx_packets;
         self.rx_replies += o.rx_replies;

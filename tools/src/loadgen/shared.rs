@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub mac_salt: u8,
     /// Blast DISCOVERs as fast as possible, ignore replies (measures the sender).
     pub self_test: bool,
+    /// DHCPv6 instead of DHCPv4: SARR (Solicit, Advertise, Request, Reply) for the
+    /// DORA phases, Renew / Reply for the renew phase.
+    pub v6: Option<super::v6::V6Config>,
 }
 
 impl EngineConfig {
@@ -64,7 +67,10 @@ pub struct Live {
 pub struct Shared {
     pub cfg: EngineConfig,
     pub t0: Instant,
+    /// Addresses (DHCPv6: IA_NA addresses, folded by [`super::v6::fold`]).
     pub book: AddrBook,
+    /// DHCPv6 delegated prefixes (folded); unused for DHCPv4.
+    pub book_pd: AddrBook,
     /// Set by Ctrl-C or an error: stop starting exchanges, drain, finish.
     pub stop: AtomicBool,
     /// Threads that finished their warm-up.
@@ -96,6 +102,7 @@ pub struct ThreadTotals {
     pub wall_ns: u64,
     pub port: String,
     pub duplicate_examples: Vec<(Ipv4Addr, u32, u32)>,
+    pub duplicate_examples6: Vec<(std::net::Ipv6Addr, u32, u32)>,
 }
 
 /// Result of one thread.

@@ -308,6 +308,25 @@ pub fn targets(f: &Figures) -> Vec<Target> {
     ]
 }
 
+/// Issue 14's targets for DHCPv6 (max sustained SARR/s, SARR with IA_NA and IA_PD).
+pub fn targets6(xdhcpd: Option<f64>, kea: Option<f64>, ceiling: Option<f64>) -> Vec<Target> {
+    let show = |x: Option<f64>| x.map_or("-".to_string(), fmt_rate);
+    vec![
+        Target {
+            name: "xdhcpd-xdp6 >= 15x kea-dhcp6 max sustained SARR/s".into(),
+            measured: ratio(xdhcpd, kea),
+            required: 15.0,
+            detail: format!("{} vs {}", show(xdhcpd), show(kea)),
+        },
+        Target {
+            name: "xdhcpd-xdp6 SARR >= 50% of ceiling6 (exchanges = ceiling pps / 2)".into(),
+            measured: ratio(xdhcpd, ceiling),
+            required: 0.5,
+            detail: format!("{} vs {}", show(xdhcpd), show(ceiling)),
+        },
+    ]
+}
+
 /// 1234567 -> "1,234,567"; below 100 one decimal.
 pub fn fmt_rate(x: f64) -> String {
     if !x.is_finite() {

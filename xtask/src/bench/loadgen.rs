@@ -104,8 +104,12 @@ impl Ctx {
         c
     }
 
-    fn loadgen_cmd(&self, l: &Load, json_path: &Path) -> Command {
+    fn loadgen_cmd(&self, sys: System, l: &Load, json_path: &Path) -> Command {
         let mut c = self.loadgen_base();
+        if sys.is_v6() {
+            // SARR (renew) with an IA_NA and an IA_PD in every message.
+            c.args(["--dhcpv6", "both"]);
+        }
         c.args([
             "--scenario",
             l.scenario,
@@ -144,7 +148,7 @@ impl Ctx {
         let json_path = self.raw.join(format!("{tag}.json"));
         let log = self.work.join(format!("loadgen-{tag}.log"));
         let mut p = Proc::spawn(
-            self.loadgen_cmd(l, &json_path),
+            self.loadgen_cmd(sys, l, &json_path),
             "xdhcp-loadgen",
             &log,
             libc::SIGINT,
@@ -212,7 +216,7 @@ impl Ctx {
     ) -> Result<Point> {
         let before = self.link_drops();
         let (v, samples) = self.loadgen(sys, l, server_pid, perf)?;
-        let mut p = Point::from_loadgen(&v, l.scenario)?;
+        let mut p = Point::from_loadgen(&v, sys.phase(l.scenario))?;
         if let (Some(a), Some(b)) = (before, self.link_drops()) {
             p.link_drops = Some([0, 1, 2, 3].map(|i| b[i].saturating_sub(a[i])));
         }

@@ -189,7 +189,15 @@ impl Ctx {
                 p.loss_pct
             );
             r.half = Some(p);
-            if self.profile && matches!(sys, System::Ceiling | System::XdpAck | System::XdpInterval)
+            if self.profile
+                && matches!(
+                    sys,
+                    System::Ceiling
+                        | System::XdpAck
+                        | System::XdpInterval
+                        | System::Ceiling6
+                        | System::Xdp6
+                )
             {
                 let rate = best.target.unwrap_or(half * 2);
                 let data = self.work.join(format!("perf-{}.data", sys.key()));
@@ -258,6 +266,7 @@ impl Ctx {
         server.stop(Duration::from_secs(10))?;
         let stats = match sys {
             System::Ceiling => Some(self.work.join("ceiling-stats.json")),
+            System::Ceiling6 => Some(self.work.join("ceiling6-stats.json")),
             s if s.is_xdhcpd() => Some(self.work.join(format!("{}-stats.json", s.key()))),
             _ => None,
         };

@@ -31,10 +31,16 @@ pub enum System {
     Udp,
     Kea,
     Dhcpd,
+    /// `xdhcp-echo --v6`: the raw ceiling for DHCPv6 frames.
+    Ceiling6,
+    /// xdhcpd XDP, commit=ack, DHCPv6: an address pool and a prefix pool on fd78::/64.
+    Xdp6,
+    /// Kea 2.2 kea-dhcp6 on the same link and pools.
+    Kea6,
 }
 
 impl System {
-    pub const ALL: [System; 9] = [
+    pub const ALL: [System; 12] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
@@ -44,6 +50,9 @@ impl System {
         System::Udp,
         System::Kea,
         System::Dhcpd,
+        System::Ceiling6,
+        System::Xdp6,
+        System::Kea6,
     ];
 
     pub fn key(self) -> &'static str {
@@ -57,6 +66,9 @@ impl System {
             System::Udp => "xdhcpd-udp",
             System::Kea => "kea",
             System::Dhcpd => "dhcpd",
+            System::Ceiling6 => "ceiling6",
+            System::Xdp6 => "xdhcpd-xdp6",
+            System::Kea6 => "kea-dhcp6",
         }
     }
 
@@ -73,6 +85,9 @@ impl System {
             System::Udp => "xdhcpd --io udp, commit=ack",
             System::Kea => "Kea 2.2 (MT 2 threads, memfile, raw)",
             System::Dhcpd => "ISC dhcpd 4.4",
+            System::Ceiling6 => "DHCPv6 raw ceiling (XDP→AF_XDP echo, SARR with IA_NA+IA_PD)",
+            System::Xdp6 => "xdhcpd XDP DHCPv6, commit=ack (SARR with IA_NA+IA_PD)",
+            System::Kea6 => "Kea 2.2 kea-dhcp6 (MT 2 threads, memfile, SARR with IA_NA+IA_PD)",
         }
     }
 
@@ -87,6 +102,9 @@ impl System {
             System::Udp => "#9467bd",
             System::Kea => "#1f77b4",
             System::Dhcpd => "#2ca02c",
+            System::Ceiling6 => "#999999",
+            System::Xdp6 => "#bcbd22",
+            System::Kea6 => "#aec7e8",
         }
     }
 
@@ -107,14 +125,16 @@ impl System {
     /// sweep and for renew (renew first binds every client), closed-loop depth.
     pub(super) fn scale(self, quick: bool) -> Scale {
         let (start, max, clients, renew_clients, concurrency) = match self {
-            System::Ceiling => (25_000, 1_600_000, 50_000, 50_000, 256),
+            System::Ceiling | System::Ceiling6 => (25_000, 1_600_000, 50_000, 50_000, 256),
             // commit=ack waits for the disk once per batch: a lower start.
-            System::XdpAck | System::XdpEvents | System::XdpRateLimit | System::XdpProv => {
-                (2_000, 800_000, 50_000, 50_000, 256)
-            }
+            System::XdpAck
+            | System::XdpEvents
+            | System::XdpRateLimit
+            | System::XdpProv
+            | System::Xdp6 => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
-            System::Kea => (1_000, 64_000, 16_000, 8_000, 64),
+            System::Kea | System::Kea6 => (1_000, 64_000, 16_000, 8_000, 64),
             // fsync per lease: from tens to thousands per second, with the disk.
             System::Dhcpd => (25, 12_800, 1_000, 200, 16),
         };
@@ -143,7 +163,22 @@ impl System {
                 | System::XdpProv
                 | System::XdpInterval
                 | System::Udp
+                | System::Xdp6
         )
+    }
+
+    /// DHCPv6 systems: the loadgen runs SARR with IA_NA and IA_PD (one SARR = one exchange,
+    /// as one DORA is), its phases are named "sarr" / "renew".
+    pub(super) fn is_v6(self) -> bool {
+        matches!(self, System::Ceiling6 | System::Xdp6 | System::Kea6)
+    }
+
+    /// The loadgen report's name of the phase the bench calls `scenario` ("dora", "renew").
+    pub(super) fn phase(self, scenario: &str) -> &str {
+        match (self.is_v6(), scenario) {
+            (true, "dora") => "sarr",
+            (_, s) => s,
+        }
     }
 }
 
@@ -325,6 +360,84 @@ fn kea_config(leases: &Path) -> Value {
     })
 }
 
+/// The DHCPv6 link of the v6 systems: fd78::/64 on the server interface, an address pool
+/// and a /40 prefix pool delegated as /56 (65,536 prefixes, above the sweep's clients).
+const SUBNET6: &str = "fd78::/64";
+const POOL6: (&str, &str) = ("fd78::1:0", "fd78::ff:ffff");
+const PD_POOL6: (&str, u8, u8) = ("fd78:100::", 40, 56);
+
+fn xdhcpd6_config(bindings: &Path) -> String {
+    format!(
+        r#"{}
+[dhcpv6]
+lease-file = "{}"
+capacity = 262144
+
+[[subnet6]]
+prefix = "{SUBNET6}"
+interface = "{SERVER_IF}"
+preferred-time = 3600
+valid-time = 7200
+
+[[subnet6.pool]]
+range = "{}-{}"
+
+[[subnet6.pd-pool]]
+prefix = "{}/{}"
+delegated-length = {}
+"#,
+        xdhcpd_config("ack"),
+        bindings.display(),
+        POOL6.0,
+        POOL6.1,
+        PD_POOL6.0,
+        PD_POOL6.1,
+        PD_POOL6.2
+    )
+}
+
+/// kea-dhcp6 as the v4 `kea` system runs: memfile persisted (lfc off), 2 threads, WARN logs;
+/// a server id that is not persisted (nothing written outside the run's directory).
+fn kea6_config(leases: &Path) -> Value {
+    json!({
+        "Dhcp6": {
+            "interfaces-config": { "interfaces": [SERVER_IF] },
+            "lease-database": {
+                "type": "memfile",
+                "persist": true,
+                "lfc-interval": 0,
+                "name": leases.to_string_lossy(),
+            },
+            "server-id": { "type": "LLT", "persist": false },
+            "multi-threading": {
+                "enable-multi-threading": true,
+                "thread-pool-size": 2,
+                "packet-queue-size": 64,
+            },
+            "preferred-lifetime": 3600,
+            "valid-lifetime": 7200,
+            "renew-timer": 1800,
+            "rebind-timer": 2880,
+            "subnet6": [{
+                "id": 1,
+                "subnet": SUBNET6,
+                "interface": SERVER_IF,
+                "pools": [{ "pool": format!("{} - {}", POOL6.0, POOL6.1) }],
+                "pd-pools": [{
+                    "prefix": PD_POOL6.0,
+                    "prefix-len": PD_POOL6.1,
+                    "delegated-len": PD_POOL6.2,
+                }],
+            }],
+            "loggers": [{
+                "name": "kea-dhcp6",
+                "output_options": [{ "output": "stdout" }],
+                "severity": "WARN",
+            }],
+        }
+    })
+}
+
 fn dhcpd_config() -> String {
     format!(
         "# generated by cargo xtask bench\n\
@@ -362,7 +475,7 @@ impl Ctx {
                 retries: 2,
             };
             match self.loadgen(sys, &l, None, None) {
-                Ok((v, _)) => match Point::from_loadgen(&v, "dora") {
+                Ok((v, _)) => match Point::from_loadgen(&v, sys.phase("dora")) {
                     Ok(p) if p.acks > 0 => return Ok(()),
                     Ok(_) => last = "no ACK yet".into(),
                     Err(e) => last = format!("{e:#}"),
@@ -431,6 +544,48 @@ impl Ctx {
                     .args(["-i", SERVER_IF, "--server-ip", SERVER_IP, "--stats-json"])
                     .arg(w.join("ceiling-stats.json"));
                 libc::SIGINT
+            }
+            System::Ceiling6 => {
+                c.arg(&self.echo)
+                    .args(["-i", SERVER_IF, "--v6", "--stats-json"])
+                    .arg(w.join("ceiling6-stats.json"));
+                libc::SIGINT
+            }
+            System::Xdp6 => {
+                let cfg = w.join(format!("{key}.toml"));
+                let text = xdhcpd6_config(&w.join(format!("{key}-bindings6.db")));
+                fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
+                c.arg(&self.daemon)
+                    .arg("run")
+                    .arg("-c")
+                    .arg(&cfg)
+                    .args([
+                        "--io",
+                        "xdp",
+                        "--interface",
+                        SERVER_IF,
+                        "--stats-interval",
+                        "0",
+                    ])
+                    .arg("--lease-file")
+                    .arg(w.join(format!("{key}-leases.db")))
+                    .arg("--stats-json")
+                    .arg(w.join(format!("{key}-stats.json")))
+                    .env("NO_COLOR", "1");
+                libc::SIGINT
+            }
+            System::Kea6 => {
+                fs::create_dir_all("/run/kea").context("creating /run/kea")?;
+                let cfg = w.join("kea6.json");
+                let leases = w.join("kea-leases6.csv");
+                let text = serde_json::to_string_pretty(&kea6_config(&leases))?;
+                fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
+                c.arg("kea-dhcp6")
+                    .arg("-c")
+                    .arg(&cfg)
+                    .env("KEA_PIDFILE_DIR", w)
+                    .env("KEA_LOCKFILE_DIR", w);
+                libc::SIGTERM
             }
             System::XdpAck
             | System::XdpEvents
@@ -566,6 +721,23 @@ mod tests {
         assert_eq!(k["Dhcp4"]["multi-threading"]["thread-pool-size"], 2);
         assert_eq!(k["Dhcp4"]["interfaces-config"]["dhcp-socket-type"], "raw");
         assert!(dhcpd_config().contains("ping-check false;"));
+    }
+
+    #[test]
+    fn dhcpv6_systems_serve_fd78_with_an_address_and_a_prefix_pool() {
+        for s in [System::Ceiling6, System::Xdp6, System::Kea6] {
+            assert!(s.is_v6());
+            assert_eq!(s.phase("dora"), "sarr");
+            assert_eq!(s.phase("renew"), "renew");
+        }
+        assert_eq!(System::Kea.phase("dora"), "dora");
+        let x = xdhcpd6_config(Path::new("/w/b6.db"));
+        assert!(x.contains(r#"commit = "ack""#) && x.contains("[[subnet6.pd-pool]]"));
+        assert!(x.contains("prefix = \"fd78:100::/40\"\ndelegated-length = 56"));
+        let k = kea6_config(Path::new("/w/k6.csv"));
+        assert_eq!(k["Dhcp6"]["lease-database"]["persist"], true);
+        assert_eq!(k["Dhcp6"]["multi-threading"]["thread-pool-size"], 2);
+        assert_eq!(k["Dhcp6"]["subnet6"][0]["pd-pools"][0]["delegated-len"], 56);
     }
 
     #[test]
