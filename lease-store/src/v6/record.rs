@@ -32,6 +32,9 @@ const O_STATE_START: usize = 48;
 const O_ACKED_EXPIRY: usize = 52;
 const O_ACKED_PREF: usize = 56;
 const O_ACKED_VALID: usize = 60;
+// 64..96 were zero before relay link/peer addresses were kept: old records read as unknown.
+const O_RELAY_LINK: usize = 64;
+const O_RELAY_PEER: usize = 80;
 const O_DUID: usize = 96; // len byte, then DUID_MAX bytes
 const O_IFID: usize = O_DUID + 1 + DUID_MAX; // 227
 const O_REMOTE: usize = O_IFID + 1 + RELAY_DATUM_MAX; // 292
@@ -149,6 +152,11 @@ pub struct RelayData6 {
     pub lladdr_type: u16,
     /// Client link-layer address (RFC 6939).
     pub lladdr: Bytes<LLADDR_MAX>,
+    /// link-address of that relay's Relay-Forward (RFC 8415 §9.1); zero when unknown.
+    pub link_address: [u8; 16],
+    /// peer-address of that relay's Relay-Forward (the client's address as the relay
+    /// saw it); zero when unknown.
+    pub peer_address: [u8; 16],
 }
 
 /// One decoded binding.
@@ -247,6 +255,8 @@ impl Binding6 {
         put_bytes(r, O_SUBSCRIBER, self.relay.subscriber_id.as_slice());
         r[O_LLTYPE..O_LLTYPE + 2].copy_from_slice(&self.relay.lladdr_type.to_le_bytes());
         put_bytes(r, O_LLADDR, self.relay.lladdr.as_slice());
+        r[O_RELAY_LINK..O_RELAY_LINK + 16].copy_from_slice(&self.relay.link_address);
+        r[O_RELAY_PEER..O_RELAY_PEER + 16].copy_from_slice(&self.relay.peer_address);
         let crc = crc32fast::hash(&r[4..]);
         r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -309,6 +319,8 @@ impl Binding6 {
                 subscriber_id: get_bytes(r, O_SUBSCRIBER)?,
                 lladdr_type: u16::from_le_bytes([r[O_LLTYPE], r[O_LLTYPE + 1]]),
                 lladdr: get_bytes(r, O_LLADDR)?,
+                link_address: addr16(r, O_RELAY_LINK),
+                peer_address: addr16(r, O_RELAY_PEER),
             },
         }))
     }
@@ -317,6 +329,12 @@ impl Binding6 {
     pub fn ip(&self) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::from(self.addr)
     }
+}
+
+fn addr16(r: &[u8], o: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&r[o..o + 16]);
+    a
 }
 
 fn u32_at(r: &[u8], o: usize) -> u32 {

@@ -48,6 +48,14 @@ counters! {
     released: "Bindings released.",
     declined: "Bindings declined.",
     overflow: "Dropped: the reply did not fit the buffer.",
+    leasequery: "Leasequery messages (RFC 5007) taken (client id present, server id ours or absent).",
+    leasequery_answered: "Leasequery-replies carrying a client's bindings (OPTION_CLIENT_DATA).",
+    leasequery_unknown: "Leasequery-replies without client data: no active binding found.",
+    leasequery_client_link: "Leasequery-replies listing the client's links (OPTION_LQ_CLIENT_LINK).",
+    leasequery_not_allowed: "Leasequery refused: the source is not in leasequery-allow (NotAllowed).",
+    leasequery_malformed: "Leasequery refused: no or a bad OPTION_LQ_QUERY (MalformedQuery).",
+    leasequery_unknown_type: "Leasequery refused: a query type other than by address or client id (UnknownQueryType).",
+    leasequery_not_configured: "Leasequery refused: the link-address or address is not ours (NotConfigured).",
 }
 
 impl Stats6 {
