@@ -1046,7 +1046,10 @@ fn kea_lease6_fixture_import_matches_the_file_and_dump6_shows_it() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(report.contains("46 address(es)/prefix(es); would import 38,"), "{report}");
+    assert!(
+        report.contains("46 address(es)/prefix(es); would import 38,"),
+        "{report}"
+    );
     assert!(report.contains("8 deleted (valid_lifetime 0)"), "{report}");
     assert!(!b6.exists(), "a dry run created the v6 binding file");
     let out = run_with_config(&config, &["import", "--from", "kea-lease6", src]);
