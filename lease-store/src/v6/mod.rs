@@ -324,7 +324,7 @@ impl BindingTable6 {
         let h = self.client_hash(IaKind::Na, duid, 0);
         let mut n = 0;
         self.by_client.find(h, |s| {
-            if n < out.len() && self.get(s).is_some_and(|r| r.duid.as_slice() == duid) {
+            if n < out.len() && s < self.capacity && Binding6::raw_key_is(self.rec(s), duid, None) {
                 out[n] = s;
                 n += 1;
             }
@@ -334,8 +334,7 @@ impl BindingTable6 {
     }
 
     fn key_is(&self, slot: u32, kind: IaKind, duid: &[u8], iaid: u32) -> bool {
-        self.get(slot)
-            .is_some_and(|r| r.kind == kind && r.iaid == iaid && r.duid.as_slice() == duid)
+        slot < self.capacity && Binding6::raw_key_is(self.rec(slot), duid, Some((kind, iaid)))
     }
 
     /// The slot holding `addr`/`prefix_len` of `kind`.

@@ -325,6 +325,22 @@ impl Binding6 {
         }))
     }
 
+    /// Whether the record bytes `r` hold a used binding of `duid` (and, when given, of
+    /// `kind`/`iaid`), read from the raw fields without decoding or checking the CRC: the
+    /// index's cheap candidate test (the caller's `get` decodes and checks the one it keeps).
+    pub(super) fn raw_key_is(r: &[u8], duid: &[u8], ia: Option<(IaKind, u32)>) -> bool {
+        if r.len() < RECORD6_SIZE || r[O_USED] != 1 {
+            return false;
+        }
+        if let Some((kind, iaid)) = ia {
+            if r[O_KIND] != kind as u8 || u32_at(r, O_IAID) != iaid {
+                return false;
+            }
+        }
+        let n = usize::from(r[O_DUID]);
+        n == duid.len() && n <= DUID_MAX && &r[O_DUID + 1..O_DUID + 1 + n] == duid
+    }
+
     /// The address or prefix as an `Ipv6Addr`.
     pub fn ip(&self) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::from(self.addr)
