@@ -98,7 +98,10 @@ fuzz_target!(|data: &[u8]| {
             );
         } else {
             let m = Message::parse(&out[..len], 0).expect("the reply parses back");
-            assert!(m.msg_type == msg::ADVERTISE || m.msg_type == msg::REPLY);
+            assert!(matches!(
+                m.msg_type,
+                msg::ADVERTISE | msg::REPLY | msg::LEASEQUERY_REPLY
+            ));
         }
     }
     assert!(t.len() <= t.capacity());
