@@ -54,6 +54,7 @@ fn state() -> &'static Mutex<(Engine6, BindingTable6)> {
             links: vec![link],
             trusted_relays: vec![RELAY],
             decline_hold: 10,
+            leasequery_allow: vec![(RELAY, 128)],
         };
         let e = Engine6::new(cfg, duid_en(4491, b"fuzz"), Arc::new(Stats6::default()));
         Mutex::new((e, BindingTable6::in_memory(64)))
@@ -71,16 +72,19 @@ fuzz_target!(|data: &[u8]| {
             src: ip("fe80::1"),
             multicast: true,
             ifindex: 1,
+            src_port: 546,
         },
         1 => RxMeta6 {
             src: ip("fe80::1"),
             multicast: false,
             ifindex: 1,
+            src_port: 546,
         },
         _ => RxMeta6 {
             src: RELAY,
             multicast: false,
             ifindex: 9,
+            src_port: 546,
         },
     };
     let now = 1_000 + u32::from(sel) * 7;
@@ -94,7 +98,10 @@ fuzz_target!(|data: &[u8]| {
             );
         } else {
             let m = Message::parse(&out[..len], 0).expect("the reply parses back");
-            assert!(m.msg_type == msg::ADVERTISE || m.msg_type == msg::REPLY);
+            assert!(matches!(
+                m.msg_type,
+                msg::ADVERTISE | msg::REPLY | msg::LEASEQUERY_REPLY
+            ));
         }
     }
     assert!(t.len() <= t.capacity());

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod events;
 pub mod failover;
 pub mod leases;
+pub mod lq6;
 pub mod lq_client;
 pub mod registrations;
 pub mod sd_notify;

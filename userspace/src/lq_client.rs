@@ -5,8 +5,13 @@
 //! The answer comes back to giaddr:67, so the tool binds `--relay`:67 and
 //! must run on a host that owns that address (and is not itself a DHCP
 //! server or relay on it).
+//!
+//! With `-6`: one RFC 5007 LEASEQUERY (by address or by client DUID) sent
+//! unicast to the server's UDP 547 from an ephemeral port (the reply comes back
+//! to it), printing the client's bindings, its last transaction time and the
+//! relay data the binding came through (`lq6.rs`).
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -19,21 +24,32 @@ use xdhcpd_dhcpv4::wire::{
 
 #[derive(Args, Debug)]
 pub struct LeasequeryArgs {
-    /// The DHCP server to ask (UDP port 67).
+    /// DHCPv6 (RFC 5007): ask the server's UDP 547 by --ip or --client-id (a DUID).
+    #[arg(short = '6')]
+    pub v6: bool,
+    /// The DHCP server to ask (UDP port 67; with -6 an IPv6 address, port 547).
     #[arg(long)]
-    pub server: Ipv4Addr,
+    pub server: IpAddr,
     /// Our relay-agent address: giaddr, and where the answer is received (port 67).
+    /// DHCPv4 only.
     #[arg(long)]
-    pub relay: Ipv4Addr,
-    /// Query by address.
+    pub relay: Option<Ipv4Addr>,
+    /// Query by address (with -6: an address, or one inside a delegated prefix).
     #[arg(long, group = "query")]
-    pub ip: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
     /// Query by MAC address (aa:bb:cc:dd:ee:ff, Ethernet).
     #[arg(long, group = "query")]
     pub mac: Option<String>,
-    /// Query by client identifier (option 61 value, hex, type byte included).
+    /// Query by client identifier (option 61 value, hex, type byte included; with -6
+    /// the client's DUID in hex).
     #[arg(long, group = "query")]
     pub client_id: Option<String>,
+    /// -6: the link-address of the query (default :: = every link).
+    #[arg(long)]
+    pub link: Option<std::net::Ipv6Addr>,
+    /// -6: the source address to send from (default: the kernel's choice).
+    #[arg(long)]
+    pub source: Option<std::net::Ipv6Addr>,
     /// How long to wait for the answer.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -181,7 +197,7 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
     Ok(m)
 }
 
-fn parse_hex(s: &str) -> Result<Vec<u8>> {
+pub(crate) fn parse_hex(s: &str) -> Result<Vec<u8>> {
     let s: String = s.chars().filter(|c| *c != ':').collect();
     if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 510 {
         bail!("--client-id: 1 to 255 bytes of hex expected");
@@ -197,10 +213,22 @@ fn parse_hex(s: &str) -> Result<Vec<u8>> {
 
 fn run(a: &LeasequeryArgs) -> Result<LqAnswer> {
     let ask = match (&a.ip, &a.mac, &a.client_id) {
-        (Some(ip), _, _) => Ask::Ip(*ip),
+        (Some(IpAddr::V4(ip)), _, _) => Ask::Ip(*ip),
+        (Some(IpAddr::V6(ip)), _, _) => bail!("--ip {ip}: an IPv6 address needs -6"),
         (_, Some(m), _) => Ask::Mac(parse_mac(m)?),
         (_, _, Some(id)) => Ask::ClientId(parse_hex(id)?),
         _ => bail!("one of --ip, --mac or --client-id is needed"),
+    };
+    let IpAddr::V4(server) = a.server else {
+        bail!("--server {}: an IPv6 server needs -6", a.server);
+    };
+    let Some(relay) = a.relay else {
+        bail!("--relay is needed (the answer comes to giaddr:67)");
+    };
+    let a = &Lq4 {
+        server,
+        relay,
+        timeout_ms: a.timeout_ms,
     };
     let sock = UdpSocket::bind(SocketAddrV4::new(a.relay, 67))
         .with_context(|| format!("binding {}:67 (the answer comes to giaddr:67)", a.relay))?;
@@ -235,7 +263,16 @@ fn run(a: &LeasequeryArgs) -> Result<LqAnswer> {
     }
 }
 
+struct Lq4 {
+    server: Ipv4Addr,
+    relay: Ipv4Addr,
+    timeout_ms: u64,
+}
+
 pub fn main_leasequery(a: LeasequeryArgs) -> ExitCode {
+    if a.v6 {
+        return crate::lq6::main_leasequery6(&a);
+    }
     match run(&a) {
         Ok(ans) => {
             if a.json {

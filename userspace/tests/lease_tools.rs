@@ -2,7 +2,9 @@
 //!
 //! The fixtures in `tests/fixtures/` are real lease files written by ISC dhcpd
 //! 4.4.3 and Kea 2.2.0 for perfdhcp and udhcpc clients
-//! (`tests/fixtures/make-fixtures.sh` made them). The tests read them with an
+//! (`tests/fixtures/make-fixtures.sh` made them); `kea-leases6.csv` was written by
+//! kea-dhcp6 2.2.0 for perfdhcp -6 (addresses and prefixes, some released;
+//! `tests/fixtures/make-kea6-fixture.sh`). The tests read them with an
 //! independent, minimal reader here and check that what `leases import` stored
 //! (seen through `leases dump`) is what the files say.
 //!
@@ -984,4 +986,134 @@ fn least_privilege_lease_file_and_tool_outputs_are_0600() {
     for p in [ctx.lease_file(), csv, dump] {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
+}
+
+// ---------------------------------------------------------- Kea lease6 (DHCPv6)
+
+/// A configuration with the fixture's DHCPv6 link (fd99::/64, /56 prefixes from
+/// fd99:100::/40) and the v6 binding file inside `dir`.
+fn ctx6() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("xdhcpd.toml");
+    let b6 = dir.path().join("bindings6.db");
+    fs::write(
+        &config,
+        format!(
+            "[server]\ninterface = \"lo\"\nio = \"udp\"\nserver-id = \"127.0.0.1\"\nlease-file = \"{}\"\n\
+             [[subnet]]\ncidr = \"10.99.0.0/24\"\n[[subnet.pool]]\nrange = \"10.99.0.100-10.99.0.199\"\n\
+             [dhcpv6]\nlease-file = \"{}\"\ncapacity = 1024\n\
+             [[subnet6]]\nprefix = \"fd99::/64\"\n[[subnet6.pool]]\nrange = \"fd99::100-fd99::1ff\"\n\
+             [[subnet6.pd-pool]]\nprefix = \"fd99:100::/40\"\ndelegated-length = 56\n",
+            dir.path().join("leases.db").display(),
+            b6.display()
+        ),
+    )
+    .expect("write config");
+    (dir, config, b6)
+}
+
+/// The fixture's rows read independently: last row per (type, address) -> (duid, iaid,
+/// valid_lifetime, expire).
+fn kea6_rows(path: &Path) -> BTreeMap<(String, String), (String, u64, u64, u64)> {
+    let text = fs::read_to_string(path).expect("fixture");
+    let mut out = BTreeMap::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let kind = if f[6] == "0" { "ia_na" } else { "ia_pd" };
+        let addr = if kind == "ia_na" {
+            f[0].to_string()
+        } else {
+            format!("{}/{}", f[0], f[8])
+        };
+        let n = |i: usize| f[i].parse::<u64>().expect("number");
+        out.insert(
+            (kind.to_string(), addr),
+            (f[1].to_string(), n(7), n(2), n(3)),
+        );
+    }
+    out
+}
+
+#[test]
+fn kea_lease6_fixture_import_matches_the_file_and_dump6_shows_it() {
+    let (dir, config, b6) = ctx6();
+    let src = fixture("kea-leases6.csv");
+    let src = src.to_str().unwrap_or("");
+    // A dry run reports and writes nothing.
+    let out = run_with_config(
+        &config,
+        &["import", "--format", "kea-lease6", "--dry-run", src],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.contains("46 address(es)/prefix(es); would import 38,"),
+        "{report}"
+    );
+    assert!(report.contains("8 deleted (valid_lifetime 0)"), "{report}");
+    assert!(!b6.exists(), "a dry run created the v6 binding file");
+    let out = run_with_config(&config, &["import", "--from", "kea-lease6", src]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("; imported 38,"), "{report}");
+    // `leases dump6` shows exactly the file's live rows.
+    let out = run_with_config(&config, &["dump6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: BTreeMap<(String, String), Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("dump6 line is JSON");
+            let k = (
+                v["type"].as_str().unwrap_or("").to_string(),
+                v["address"].as_str().unwrap_or("").to_string(),
+            );
+            (k, v)
+        })
+        .collect();
+    let want = kea6_rows(&fixture("kea-leases6.csv"));
+    let t = now();
+    let mut live = 0;
+    for (k, (duid, iaid, valid, expire)) in &want {
+        if *valid == 0 {
+            assert!(!got.contains_key(k), "deleted {k:?} imported");
+            continue;
+        }
+        live += 1;
+        let r = got.get(k).unwrap_or_else(|| panic!("{k:?} not in dump6"));
+        assert_eq!(r["duid"], duid.as_str(), "{k:?}");
+        assert_eq!(r["iaid"], *iaid, "{k:?}");
+        assert_eq!(r["valid"], *valid, "{k:?}");
+        assert_eq!(r["preferred"], 3000, "{k:?}");
+        assert_eq!(r["expiry"], *expire, "{k:?}");
+        assert_eq!(r["cltt"], *expire - *valid, "{k:?}");
+        let state = if *expire > t { "active" } else { "expired" };
+        assert_eq!(r["state"], state, "{k:?}");
+    }
+    assert_eq!((live, got.len()), (38, 38));
+    // Importing again changes nothing.
+    let out = run_with_config(&config, &["import", "--from", "kea-lease6", src]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("; imported 0, unchanged 38"), "{report}");
+    // A damaged row: positioned error, exit 2, nothing written.
+    let bad = dir.path().join("bad6.csv");
+    let text = fs::read_to_string(fixture("kea-leases6.csv")).expect("fixture");
+    let lines = text.lines().count();
+    fs::write(
+        &bad,
+        format!("{text}fd99::1ff,00:01,4000,17x9,1,3000,0,1,128,0,0,,,0,,,\n"),
+    )
+    .expect("write");
+    let out = run_with_config(
+        &config,
+        &["import", "--from", "kea-lease6", bad.to_str().unwrap_or("")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "bad6.csv:{}:22: expire: expected a number",
+            lines + 1
+        )),
+        "{err}"
+    );
 }

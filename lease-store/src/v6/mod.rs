@@ -249,10 +249,11 @@ impl BindingTable6 {
         report.bindings = self.used;
     }
 
-    fn client_hash(&self, kind: IaKind, duid: &[u8], iaid: u32) -> u64 {
+    /// The client index's key: the DUID alone, so that one lookup finds every IA of a
+    /// client (RFC 5007 query by client-id); [`BindingTable6::find_ia`] filters the few
+    /// candidates by kind and IAID.
+    fn client_hash(&self, _kind: IaKind, duid: &[u8], _iaid: u32) -> u64 {
         let mut h = self.hasher.build_hasher();
-        (kind as u8).hash(&mut h);
-        iaid.hash(&mut h);
         h.write(duid);
         h.finish()
     }
@@ -318,9 +319,23 @@ impl BindingTable6 {
         n
     }
 
+    /// Slots of every binding of the client `duid` (any IA, any state): fills `out`,
+    /// returns how many (at most `out.len()`).
+    pub fn find_client(&self, duid: &[u8], out: &mut [u32]) -> usize {
+        let h = self.client_hash(IaKind::Na, duid, 0);
+        let mut n = 0;
+        self.by_client.find(h, |s| {
+            if n < out.len() && s < self.capacity && Binding6::raw_key_is(self.rec(s), duid, None) {
+                out[n] = s;
+                n += 1;
+            }
+            false
+        });
+        n
+    }
+
     fn key_is(&self, slot: u32, kind: IaKind, duid: &[u8], iaid: u32) -> bool {
-        self.get(slot)
-            .is_some_and(|r| r.kind == kind && r.iaid == iaid && r.duid.as_slice() == duid)
+        slot < self.capacity && Binding6::raw_key_is(self.rec(slot), duid, Some((kind, iaid)))
     }
 
     /// The slot holding `addr`/`prefix_len` of `kind`.

@@ -32,6 +32,9 @@ const O_STATE_START: usize = 48;
 const O_ACKED_EXPIRY: usize = 52;
 const O_ACKED_PREF: usize = 56;
 const O_ACKED_VALID: usize = 60;
+// 64..96 were zero before relay link/peer addresses were kept: old records read as unknown.
+const O_RELAY_LINK: usize = 64;
+const O_RELAY_PEER: usize = 80;
 const O_DUID: usize = 96; // len byte, then DUID_MAX bytes
 const O_IFID: usize = O_DUID + 1 + DUID_MAX; // 227
 const O_REMOTE: usize = O_IFID + 1 + RELAY_DATUM_MAX; // 292
@@ -174,6 +177,11 @@ pub struct RelayData6 {
     pub lladdr_type: u16,
     /// Client link-layer address (RFC 6939).
     pub lladdr: Bytes<LLADDR_MAX>,
+    /// link-address of that relay's Relay-Forward (RFC 8415 §9.1); zero when unknown.
+    pub link_address: [u8; 16],
+    /// peer-address of that relay's Relay-Forward (the client's address as the relay
+    /// saw it); zero when unknown.
+    pub peer_address: [u8; 16],
 }
 
 /// One decoded binding.
@@ -279,6 +287,8 @@ impl Binding6 {
         r[O_VIA_SRC..O_VIA_SRC + 16].copy_from_slice(&self.via.src);
         r[O_VIA_LINK..O_VIA_LINK + 16].copy_from_slice(&self.via.link);
         r[O_VIA_PEER..O_VIA_PEER + 16].copy_from_slice(&self.via.peer);
+        r[O_RELAY_LINK..O_RELAY_LINK + 16].copy_from_slice(&self.relay.link_address);
+        r[O_RELAY_PEER..O_RELAY_PEER + 16].copy_from_slice(&self.relay.peer_address);
         let crc = crc32fast::hash(&r[4..]);
         r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -341,6 +351,8 @@ impl Binding6 {
                 subscriber_id: get_bytes(r, O_SUBSCRIBER)?,
                 lladdr_type: u16::from_le_bytes([r[O_LLTYPE], r[O_LLTYPE + 1]]),
                 lladdr: get_bytes(r, O_LLADDR)?,
+                link_address: addr16(r, O_RELAY_LINK),
+                peer_address: addr16(r, O_RELAY_PEER),
             },
             via: Via6 {
                 hops: r[O_VIA_HOPS],
@@ -351,10 +363,32 @@ impl Binding6 {
         }))
     }
 
+    /// Whether the record bytes `r` hold a used binding of `duid` (and, when given, of
+    /// `kind`/`iaid`), read from the raw fields without decoding or checking the CRC: the
+    /// index's cheap candidate test (the caller's `get` decodes and checks the one it keeps).
+    pub(super) fn raw_key_is(r: &[u8], duid: &[u8], ia: Option<(IaKind, u32)>) -> bool {
+        if r.len() < RECORD6_SIZE || r[O_USED] != 1 {
+            return false;
+        }
+        if let Some((kind, iaid)) = ia {
+            if r[O_KIND] != kind as u8 || u32_at(r, O_IAID) != iaid {
+                return false;
+            }
+        }
+        let n = usize::from(r[O_DUID]);
+        n == duid.len() && n <= DUID_MAX && &r[O_DUID + 1..O_DUID + 1 + n] == duid
+    }
+
     /// The address or prefix as an `Ipv6Addr`.
     pub fn ip(&self) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::from(self.addr)
     }
+}
+
+fn addr16(r: &[u8], o: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&r[o..o + 16]);
+    a
 }
 
 fn u32_at(r: &[u8], o: usize) -> u32 {

@@ -60,6 +60,8 @@ fn dhcpv6_table_persists_bindings_duid_and_quarantines_torn_record() {
         link: [0xfd; 16],
         peer: [0xfe; 16],
     };
+    relay.relay.link_address = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    relay.relay.peer_address = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
     relay.acked_expiry = 250;
     let (s_na, s_pd);
     {
@@ -122,4 +124,28 @@ fn dhcpv6_table_refuses_bad_header() {
     std::fs::write(&p, vec![7u8; HEADER6_LEN + RECORD6_SIZE]).unwrap();
     let e = BindingTable6::open(&p, 4, false).err().unwrap().to_string();
     assert!(e.contains("bad magic"), "{e}");
+}
+
+#[test]
+fn dhcpv6_table_find_client_returns_every_ia_of_a_duid_for_leasequery() {
+    let mut t = BindingTable6::in_memory(8);
+    let na1 = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    let na2 = t.put(None, &b(IaKind::Na, b"duid-a", 2, 2, 128)).unwrap();
+    let pd = t.put(None, &b(IaKind::Pd, b"duid-a", 1, 0, 56)).unwrap();
+    t.put(None, &b(IaKind::Na, b"duid-b", 1, 3, 128)).unwrap();
+    let mut out = [0u32; 8];
+    let n = t.find_client(b"duid-a", &mut out);
+    assert_eq!(n, 3);
+    for s in [na1, na2, pd] {
+        assert!(out[..n].contains(&s), "slot {s} missing");
+    }
+    // find_ia still tells the IAs of one client apart.
+    assert_eq!(t.find_ia(IaKind::Na, b"duid-a", 2, &mut out), 1);
+    assert_eq!(out[0], na2);
+    // A small output buffer is filled, not overrun.
+    let mut one = [0u32; 1];
+    assert_eq!(t.find_client(b"duid-a", &mut one), 1);
+    t.remove(na1);
+    assert_eq!(t.find_client(b"duid-a", &mut out), 2);
+    assert_eq!(t.find_client(b"duid-z", &mut out), 0);
 }

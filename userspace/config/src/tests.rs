@@ -1244,3 +1244,36 @@ fn event_log_nats_keys_defaults_and_errors() {
     let errs = error_lines(&format!("{base}[event-log.nats]\nstream = \"S\"\n"));
     assert!(errs.iter().any(|e| e.contains("urls")), "{errs:?}");
 }
+
+#[test]
+fn leasequery_dhcpv6_allow_key_defaults_to_trusted_relays_and_errors_are_positioned() {
+    let a = |x: &str| x.parse::<std::net::Ipv6Addr>().unwrap();
+    let base = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet6]]\nprefix = \"fd77::/64\"\n"
+    );
+    let text = format!("{base}[dhcpv6]\ntrusted-relays = [\"fd77::2\"]\n");
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.v6.leasequery_allow, None);
+    assert_eq!(
+        cfg.v6.leasequery_allow(),
+        vec![(a("fd77::2"), 128)],
+        "leasequery-allow defaults to the trusted relays"
+    );
+    let text = format!("{base}[dhcpv6]\nleasequery-allow = [\"fd77::9\", \"fd00:1::/48\"]\n");
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.v6.leasequery_allow(),
+        vec![(a("fd77::9"), 128), (a("fd00:1::"), 48)]
+    );
+    let text = format!("{base}[dhcpv6]\nleasequery-allow = []\n");
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.v6.leasequery_allow().is_empty(), "[] allows no one");
+    let text = format!("{base}[dhcpv6]\nleasequery-allow = [\"fd77::x\", \"fd77::1/64\"]\n");
+    assert_eq!(
+        error_lines(&text),
+        [
+            "t.toml:9:21: dhcpv6.leasequery-allow[0]: fd77::x is not an IPv6 address or network",
+            "t.toml:9:32: dhcpv6.leasequery-allow[1]: fd77::1/64 has host bits set; did you mean fd77::/64?",
+        ]
+    );
+}

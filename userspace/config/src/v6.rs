@@ -18,6 +18,9 @@ pub struct V6Config {
     pub trusted_relays: Vec<Ipv6Addr>,
     /// `decline-hold`: seconds a declined address stays out of the pools.
     pub decline_hold: u32,
+    /// `leasequery-allow`: sources (address or network) whose RFC 5007 Leasequery is
+    /// answered. `None`: the trusted relays (see [`V6Config::leasequery_allow`]).
+    pub leasequery_allow: Option<Vec<(Ipv6Addr, u8)>>,
     /// `server-duid`: a fixed server DUID (hex); None = DUID-LLT generated once and kept
     /// in the binding file.
     pub server_duid: Option<Vec<u8>>,
@@ -32,8 +35,20 @@ impl Default for V6Config {
             capacity: 65536,
             trusted_relays: Vec::new(),
             decline_hold: 3600,
+            leasequery_allow: None,
             server_duid: None,
             subnets: Vec::new(),
+        }
+    }
+}
+
+impl V6Config {
+    /// The sources whose Leasequery is answered: `leasequery-allow` when set, else each
+    /// trusted relay (as a /128).
+    pub fn leasequery_allow(&self) -> Vec<(Ipv6Addr, u8)> {
+        match &self.leasequery_allow {
+            Some(l) => l.clone(),
+            None => self.trusted_relays.iter().map(|&a| (a, 128)).collect(),
         }
     }
 }

@@ -123,6 +123,9 @@ pub struct Config6 {
     pub trusted_relays: Vec<Ipv6Addr>,
     /// Keep a declined address out of the pools this long (seconds).
     pub decline_hold: u32,
+    /// Sources (address, prefix length) whose Leasequery (RFC 5007) is answered; anyone
+    /// else gets NotAllowed, counted.
+    pub leasequery_allow: Vec<(Ipv6Addr, u8)>,
 }
 
 /// Option encoders for the configured options.

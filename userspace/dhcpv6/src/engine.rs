@@ -17,6 +17,9 @@ use crate::reconfigure::{delete_binding, is_reconfiguring, key_auth, Reconf6Shar
 use crate::stats::Stats6;
 use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Options, Relay, WireError, Writer};
 
+mod leasequery;
+pub use leasequery::{MAX_LQ_BINDINGS, QUERY_BY_ADDRESS, QUERY_BY_CLIENTID};
+
 /// Deepest relay nesting served (RFC 8415 §7.6 HOP_COUNT_LIMIT is 8; one more for the
 /// relay nearest the client).
 pub const MAX_RELAYS: usize = 9;
@@ -34,6 +37,9 @@ pub struct RxMeta6 {
     pub multicast: bool,
     /// Receiving interface.
     pub ifindex: u32,
+    /// Source UDP port (a Leasequery-reply goes back to it; RFC 5007 requestors need
+    /// not use 546).
+    pub src_port: u16,
 }
 
 /// Why the engine stayed silent.
@@ -69,7 +75,8 @@ pub enum Decision6 {
         len: usize,
         /// Destination address (the sender: client or relay).
         to: Ipv6Addr,
-        /// Destination port: 546 to a client, 547 to a relay.
+        /// Destination port: 546 to a client, 547 to a relay, the query's source port to
+        /// a leasequery requestor.
         port: u16,
         /// Bindings were written: in "ack" mode the table must be flushed first.
         committed: bool,
@@ -218,7 +225,12 @@ impl Engine6 {
         out: &mut [u8],
     ) -> Decision6 {
         Stats6::inc(&self.stats.received);
-        match self.handle_inner(table, now, meta, payload, out) {
+        let r = if payload.first() == Some(&msg::LEASEQUERY) {
+            self.leasequery(table, now, meta, payload, out)
+        } else {
+            self.handle_inner(table, now, meta, payload, out)
+        };
+        match r {
             Ok(d) => d,
             Err(s) => self.silence(s),
         }
@@ -280,6 +292,8 @@ impl Engine6 {
         // Relay data from the relay nearest the client.
         let mut relay = RelayData6::default();
         if let Some(Some(l)) = n.checked_sub(1).map(|i| levels[i]) {
+            relay.link_address = l.link;
+            relay.peer_address = l.peer;
             if let Some(id) = l.interface_id {
                 relay.interface_id = Bytes::new(id);
             }

@@ -51,6 +51,14 @@ counters! {
     reconf_keys: "Replies that handed the client its reconfigure key (RFC 8415 §20.4).",
     reconf_solicit_dropped: "Dropped: Solicit from a client being reconfigured (its binding deleted).",
     reconf_zeroed: "Bindings being reconfigured answered with lifetimes 0 and deleted (Request/Renew/Rebind).",
+    leasequery: "Leasequery messages (RFC 5007) taken (client id present, server id ours or absent).",
+    leasequery_answered: "Leasequery-replies carrying a client's bindings (OPTION_CLIENT_DATA).",
+    leasequery_unknown: "Leasequery-replies without client data: no active binding found.",
+    leasequery_client_link: "Leasequery-replies listing the client's links (OPTION_LQ_CLIENT_LINK).",
+    leasequery_not_allowed: "Leasequery refused: the source is not in leasequery-allow (NotAllowed).",
+    leasequery_malformed: "Leasequery refused: no or a bad OPTION_LQ_QUERY (MalformedQuery).",
+    leasequery_unknown_type: "Leasequery refused: a query type other than by address or client id (UnknownQueryType).",
+    leasequery_not_configured: "Leasequery refused: the link-address or address is not ours (NotConfigured).",
 }
 
 impl Stats6 {

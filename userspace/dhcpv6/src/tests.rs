@@ -6,7 +6,9 @@ use std::sync::Arc;
 use lease_store::v6::{BindingState, BindingTable6, IaKind, FLAG_RECONFIGURE_ACCEPT};
 
 use crate::config::{encode, AddrPool6, Config6, Link6, PrefixPool6, Reservation6};
-use crate::engine::{duid_en, Decision6, Engine6, RxMeta6, Silence6};
+use crate::engine::{
+    duid_en, Decision6, Engine6, RxMeta6, Silence6, QUERY_BY_ADDRESS, QUERY_BY_CLIENTID,
+};
 use crate::stats::Stats6;
 use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Relay, Writer};
 
@@ -70,6 +72,7 @@ fn config() -> Config6 {
         links: vec![l1, l2],
         trusted_relays: vec![RELAY_SRC],
         decline_hold: 600,
+        leasequery_allow: vec![(RELAY_SRC, 128), (ip("fd77:ffff::"), 64)],
     }
 }
 
@@ -113,6 +116,7 @@ fn direct() -> RxMeta6 {
         src: ip("fe80::1"),
         multicast: true,
         ifindex: 7,
+        src_port: 546,
     }
 }
 
@@ -596,6 +600,7 @@ fn dhcpv6_exhausted_pools_give_no_addrs_and_no_prefix() {
         src: RELAY_SRC,
         multicast: false,
         ifindex: 1,
+        src_port: 546,
     };
     // Link 2 has 3 addresses.
     for i in 0..4u8 {
@@ -758,6 +763,7 @@ fn relay_meta() -> RxMeta6 {
         src: RELAY_SRC,
         multicast: false,
         ifindex: 1,
+        src_port: 546,
     }
 }
 
@@ -953,3 +959,396 @@ fn dhcpv6_persisted_bindings_survive_reopen_and_are_renewed() {
 /// Reconfigure (RFC 8415 §18.3.11, §20.4) over the same harness.
 #[path = "reconfigure_tests.rs"]
 mod reconfigure;
+
+// ---- leasequery (RFC 5007) ----
+
+const REQUESTOR: &[u8] = b"\x00\x02\x00\x00\x11\x8brequestor";
+
+/// A Leasequery: OPTION_LQ_QUERY (type, link-address, query options) from REQUESTOR.
+fn lq_msg(qtype: u8, link: &str, qopts: &[(u16, &[u8])], server: Option<&[u8]>) -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    let mut w = Writer::new(&mut buf);
+    w.header(msg::LEASEQUERY, [0xab, 0xcd, 0xef]);
+    w.option(opt::CLIENTID, REQUESTOR);
+    if let Some(s) = server {
+        w.option(opt::SERVERID, s);
+    }
+    w.open(opt::LQ_QUERY);
+    w.bytes(&[qtype]);
+    w.bytes(&ip(link).octets());
+    for (c, b) in qopts {
+        w.option(*c, b);
+    }
+    w.close();
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn iaaddr_body(a: &str) -> Vec<u8> {
+    let mut v = ip(a).octets().to_vec();
+    v.extend_from_slice(&[0; 8]);
+    v
+}
+
+fn lq_meta(src: Ipv6Addr) -> RxMeta6 {
+    RxMeta6 {
+        src,
+        multicast: false,
+        ifindex: 1,
+        src_port: 40_547,
+    }
+}
+
+/// A decoded Leasequery-reply.
+#[derive(Debug, Default)]
+struct Lq {
+    status: Option<u16>,
+    client_id: Option<Vec<u8>>,
+    /// (address or prefix, prefix length, preferred, valid)
+    entries: Vec<(Ipv6Addr, u8, u32, u32)>,
+    clt_time: Option<u32>,
+    relay_data: Option<Vec<u8>>,
+    client_links: Vec<Ipv6Addr>,
+    has_client_data: bool,
+}
+
+fn lq_send(h: &mut H, meta: RxMeta6, q: &[u8]) -> Lq {
+    lq_send_at(h, NOW, meta, q)
+}
+
+fn lq_send_at(h: &mut H, now: u32, meta: RxMeta6, q: &[u8]) -> Lq {
+    let d = h.e.handle(&mut h.t, now, &meta, q, &mut h.out);
+    let Decision6::Reply {
+        len,
+        to,
+        port,
+        committed,
+    } = d
+    else {
+        panic!("no leasequery reply: {d:?}")
+    };
+    assert_eq!((to, port, committed), (meta.src, meta.src_port, false));
+    let m = Message::parse(&h.out[..len], 0).unwrap();
+    assert_eq!(m.msg_type, msg::LEASEQUERY_REPLY);
+    assert_eq!(m.xid, [0xab, 0xcd, 0xef]);
+    assert_eq!(m.options.find(opt::SERVERID), Some(&sduid()[..]));
+    assert_eq!(m.options.find(opt::CLIENTID), Some(REQUESTOR));
+    let mut r = Lq::default();
+    for (code, body, _) in m.options.flatten() {
+        match code {
+            opt::STATUS_CODE => r.status = Some(u16::from_be_bytes([body[0], body[1]])),
+            opt::LQ_CLIENT_LINK => {
+                r.client_links = body
+                    .chunks_exact(16)
+                    .map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).unwrap()))
+                    .collect()
+            }
+            opt::CLIENT_DATA => {
+                r.has_client_data = true;
+                for o in crate::wire::Options::new(body, 0) {
+                    let (c, b, _) = o.unwrap();
+                    match c {
+                        opt::CLIENTID => r.client_id = Some(b.to_vec()),
+                        opt::IAADDR => {
+                            let e = IaEntry::parse_addr(b, 0).unwrap();
+                            r.entries.push((addr_of(&e), 128, e.preferred, e.valid));
+                        }
+                        opt::IAPREFIX => {
+                            let e = IaEntry::parse_prefix(b, 0).unwrap();
+                            r.entries
+                                .push((addr_of(&e), e.prefix_len, e.preferred, e.valid));
+                        }
+                        opt::CLT_TIME => {
+                            r.clt_time = Some(u32::from_be_bytes(b.try_into().unwrap()))
+                        }
+                        opt::LQ_RELAY_DATA => r.relay_data = Some(b.to_vec()),
+                        other => panic!("unexpected option {other} in client data"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+/// Binds C1 through the relay (remote-id, subscriber-id, interface-id, lladdr) on link 1.
+fn bind_relayed(h: &mut H, duid: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+    let inner = client_msg(
+        msg::SOLICIT,
+        duid,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    );
+    let lladdr: &[u8] = &[0, 1, 2, 0, 0, 0, 0, 0x42];
+    let f = relay_forw(
+        &[(
+            "2001:db8:2::1",
+            "fe80::42",
+            Some(b"cm-port-7"),
+            &[
+                (opt::REMOTE_ID, b"\x00\x00\x11\x8bmodem"),
+                (opt::SUBSCRIBER_ID, b"sub-1"),
+                (opt::CLIENT_LINKLAYER_ADDR, lladdr),
+            ],
+        )],
+        &inner,
+    );
+    let Decision6::Reply { len, .. } = h.send_meta(relay_meta(), &f) else {
+        panic!("relayed solicit not answered")
+    };
+    let rr = Relay::parse(&h.out[..len], 0).unwrap();
+    let r = parse_reply(rr.options.find(opt::RELAY_MSG).unwrap());
+    (addr_of(&r.ias[0].5[0]), addr_of(&r.ias[1].5[0]))
+}
+
+#[test]
+fn leasequery_dhcpv6_by_address_and_client_id_answer_bindings_with_relay_data() {
+    let mut h = H::new();
+    let (addr, pfx) = bind_relayed(&mut h, C1);
+    // By address (any link), at the binding's time.
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "::",
+        &[(opt::IAADDR, &iaaddr_body(&addr.to_string()))],
+        None,
+    );
+    let r = lq_send(&mut h, lq_meta(RELAY_SRC), &q);
+    assert_eq!(r.status, None);
+    assert_eq!(r.client_id.as_deref(), Some(C1));
+    assert!(r.entries.contains(&(addr, 128, 3000, 4000)), "{r:?}");
+    assert!(
+        r.entries.iter().any(|e| e.0 == pfx && e.1 == 56),
+        "the client's prefix too"
+    );
+    assert_eq!(r.clt_time, Some(0));
+    // Relay data: peer-address, then the Relay-Forward as stored (no Relay Message).
+    let rd = r.relay_data.expect("relay data");
+    assert_eq!(&rd[..16], &ip("fe80::42").octets());
+    let rf = Relay::parse(&rd[16..], 16).unwrap();
+    assert_eq!(rf.msg_type, msg::RELAY_FORW);
+    assert_eq!(rf.link, ip("2001:db8:2::1").octets());
+    assert_eq!(rf.peer, ip("fe80::42").octets());
+    assert_eq!(rf.options.find(opt::INTERFACE_ID), Some(&b"cm-port-7"[..]));
+    assert_eq!(
+        rf.options.find(opt::REMOTE_ID),
+        Some(&b"\x00\x00\x11\x8bmodem"[..])
+    );
+    assert_eq!(rf.options.find(opt::SUBSCRIBER_ID), Some(&b"sub-1"[..]));
+    assert_eq!(
+        rf.options.find(opt::CLIENT_LINKLAYER_ADDR),
+        Some(&[0, 1, 2, 0, 0, 0, 0, 0x42][..])
+    );
+    assert_eq!(rf.options.find(opt::RELAY_MSG), None);
+
+    // By an address inside the delegated prefix, with the link named.
+    let mut inside = pfx.octets();
+    inside[15] = 0x99;
+    let inside = Ipv6Addr::from(inside).to_string();
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "2001:db8:2::1",
+        &[(opt::IAADDR, &iaaddr_body(&inside))],
+        Some(&sduid()),
+    );
+    let r = lq_send(&mut h, lq_meta(RELAY_SRC), &q);
+    assert_eq!(r.client_id.as_deref(), Some(C1));
+    assert!(r.entries.iter().any(|e| e.0 == pfx), "{r:?}");
+
+    // By client id 100 s later: lifetimes left; an ORO without 47: no relay data.
+    let q = lq_msg(
+        QUERY_BY_CLIENTID,
+        "::",
+        &[(opt::CLIENTID, C1), (opt::ORO, &[0, 23])],
+        None,
+    );
+    let r = lq_send_at(&mut h, NOW + 100, lq_meta(RELAY_SRC), &q);
+    assert!(r.entries.contains(&(addr, 128, 2900, 3900)), "{r:?}");
+    assert!(r.entries.iter().any(|e| e.0 == pfx && e.1 == 56));
+    assert_eq!(r.clt_time, Some(100));
+    assert_eq!(r.relay_data, None, "ORO did not ask for it");
+    // Past the valid lifetime: not answered.
+    let r = lq_send_at(&mut h, NOW + 4000, lq_meta(RELAY_SRC), &q);
+    assert!(!r.has_client_data);
+
+    // An address in our pool that nobody holds: a reply without client data.
+    let free = if addr == ip("2001:db8:2::12") {
+        "2001:db8:2::10"
+    } else {
+        "2001:db8:2::12"
+    };
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "::",
+        &[(opt::IAADDR, &iaaddr_body(free))],
+        None,
+    );
+    let r = lq_send(&mut h, lq_meta(RELAY_SRC), &q);
+    assert!(!r.has_client_data && r.status.is_none(), "{r:?}");
+    // An unknown client: the same.
+    let q = lq_msg(
+        QUERY_BY_CLIENTID,
+        "::",
+        &[(opt::CLIENTID, b"\x00\x03nobody")],
+        None,
+    );
+    let r = lq_send(&mut h, lq_meta(RELAY_SRC), &q);
+    assert!(!r.has_client_data && r.status.is_none());
+    let s = h.e.stats().snapshot();
+    assert_eq!(
+        (s.leasequery, s.leasequery_answered, s.leasequery_unknown),
+        (6, 3, 3),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn leasequery_dhcpv6_client_on_two_links_gets_client_link_then_per_link_answer() {
+    let mut h = H::new();
+    let (addr1, _) = bind_relayed(&mut h, C1);
+    let r0 = bind(&mut h, C1, &[(IaKind::Na, 1, &[])]);
+    let addr0 = addr_of(&r0.ias[0].5[0]);
+    // From a network in leasequery-allow (fd77:ffff::/64), no link named.
+    let requestor = ip("fd77:ffff::5");
+    let q = lq_msg(QUERY_BY_CLIENTID, "::", &[(opt::CLIENTID, C1)], None);
+    let r = lq_send(&mut h, lq_meta(requestor), &q);
+    assert!(!r.has_client_data);
+    let mut links = r.client_links.clone();
+    links.sort();
+    assert_eq!(links, vec![ip("2001:db8:2::"), ip("fd77::")]);
+    // Asked again per link.
+    for (link, want) in [("fd77::", addr0), ("2001:db8:2::", addr1)] {
+        let q = lq_msg(QUERY_BY_CLIENTID, link, &[(opt::CLIENTID, C1)], None);
+        let r = lq_send(&mut h, lq_meta(requestor), &q);
+        let addrs: Vec<Ipv6Addr> = r
+            .entries
+            .iter()
+            .filter(|e| e.1 == 128)
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(addrs, vec![want], "link {link}");
+    }
+    // The direct binding has no relay data.
+    let q = lq_msg(QUERY_BY_CLIENTID, "fd77::", &[(opt::CLIENTID, C1)], None);
+    assert!(lq_send(&mut h, lq_meta(requestor), &q).relay_data.is_none());
+    assert_eq!(h.e.stats().snapshot().leasequery_client_link, 1);
+}
+
+#[test]
+fn leasequery_dhcpv6_hostile_inputs_refused_with_status_or_dropped_and_counted() {
+    let mut h = H::new();
+    let (addr, _) = bind_relayed(&mut h, C1);
+    let snapshot_table = |h: &H| h.t.iter().collect::<Vec<_>>();
+    let before = snapshot_table(&h);
+    let a = iaaddr_body(&addr.to_string());
+    let st = |h: &mut H, src: Ipv6Addr, q: &[u8]| lq_send(h, lq_meta(src), q).status;
+
+    // Not allowed: a source in neither leasequery-allow entry.
+    let q = lq_msg(QUERY_BY_ADDRESS, "::", &[(opt::IAADDR, &a)], None);
+    let r = lq_send(&mut h, lq_meta(ip("2001:db8:bad::1")), &q);
+    assert_eq!(r.status, Some(status::NOT_ALLOWED));
+    assert!(!r.has_client_data, "nothing leaks to a disallowed source");
+    // Unknown query type (RFC 5460's QUERY_BY_RELAY_ID = 3 is not served).
+    let q = lq_msg(3, "::", &[(opt::IAADDR, &a)], None);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::UNKNOWN_QUERY_TYPE));
+    // By address without IAADDR; by client id without a client id; a short IAADDR.
+    let q = lq_msg(QUERY_BY_ADDRESS, "::", &[], None);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::MALFORMED_QUERY));
+    let q = lq_msg(QUERY_BY_CLIENTID, "::", &[(opt::IAADDR, &a)], None);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::MALFORMED_QUERY));
+    let q = lq_msg(QUERY_BY_ADDRESS, "::", &[(opt::IAADDR, &a[..20])], None);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::MALFORMED_QUERY));
+    // OPTION_LQ_QUERY shorter than 17 bytes; missing; twice.
+    let mut buf = vec![0u8; 256];
+    let mut w = Writer::new(&mut buf);
+    w.header(msg::LEASEQUERY, [0xab, 0xcd, 0xef]);
+    w.option(opt::CLIENTID, REQUESTOR);
+    w.option(opt::LQ_QUERY, &[1, 0, 0, 0]);
+    let n = w.finish().unwrap();
+    assert_eq!(
+        st(&mut h, RELAY_SRC, &buf[..n]),
+        Some(status::MALFORMED_QUERY)
+    );
+    let q = client_msg(msg::LEASEQUERY, REQUESTOR, None, &[], &[]);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::MALFORMED_QUERY));
+    let one = lq_msg(QUERY_BY_ADDRESS, "::", &[(opt::IAADDR, &a)], None);
+    let mut twice = one.clone();
+    let lq_opt = &one[4 + 4 + REQUESTOR.len()..];
+    twice.extend_from_slice(lq_opt);
+    assert_eq!(st(&mut h, RELAY_SRC, &twice), Some(status::MALFORMED_QUERY));
+    // Query-options truncated inside a well-framed OPTION_LQ_QUERY.
+    let mut q = lq_msg(QUERY_BY_ADDRESS, "::", &[(opt::IAADDR, &a)], None);
+    let lq_at = 4 + 4 + REQUESTOR.len();
+    let body_len = u16::from_be_bytes([q[lq_at + 2], q[lq_at + 3]]);
+    q[lq_at + 4 + 17 + 3] = 200; // IAADDR claims 200 bytes
+    assert_eq!(u16::from_be_bytes([q[lq_at + 2], q[lq_at + 3]]), body_len);
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::MALFORMED_QUERY));
+    // A link-address on none of our links; an address on none of our links.
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "2001:db8:99::1",
+        &[(opt::IAADDR, &a)],
+        None,
+    );
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::NOT_CONFIGURED));
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "::",
+        &[(opt::IAADDR, &iaaddr_body("2001:db8:99::1"))],
+        None,
+    );
+    assert_eq!(st(&mut h, RELAY_SRC, &q), Some(status::NOT_CONFIGURED));
+
+    // Dropped: truncated option in the message, no requestor id, another server's id.
+    let mut q = lq_msg(QUERY_BY_ADDRESS, "::", &[(opt::IAADDR, &a)], None);
+    q.truncate(q.len() - 5);
+    assert!(matches!(
+        h.send_meta(lq_meta(RELAY_SRC), &q),
+        Decision6::Silence(Silence6::Malformed(_))
+    ));
+    assert!(matches!(
+        h.send_meta(lq_meta(RELAY_SRC), &[msg::LEASEQUERY, 1]),
+        Decision6::Silence(Silence6::Malformed(_))
+    ));
+    let mut buf = vec![0u8; 256];
+    let mut w = Writer::new(&mut buf);
+    w.header(msg::LEASEQUERY, [0xab, 0xcd, 0xef]);
+    w.option(opt::LQ_QUERY, &one[lq_at + 4..]);
+    let n = w.finish().unwrap();
+    assert_eq!(
+        h.send_meta(lq_meta(RELAY_SRC), &buf[..n]),
+        Decision6::Silence(Silence6::BadIds)
+    );
+    let q = lq_msg(
+        QUERY_BY_ADDRESS,
+        "::",
+        &[(opt::IAADDR, &a)],
+        Some(b"\x00\x03other"),
+    );
+    assert_eq!(
+        h.send_meta(lq_meta(RELAY_SRC), &q),
+        Decision6::Silence(Silence6::BadIds)
+    );
+    // A Leasequery inside a Relay-Forward is not served.
+    let f = relay_forw(&[("2001:db8:2::1", "fe80::42", None, &[])], &one);
+    assert_eq!(
+        h.send_meta(relay_meta(), &f),
+        Decision6::Silence(Silence6::NotForServer)
+    );
+
+    let s = h.e.stats().snapshot();
+    assert_eq!(s.leasequery_not_allowed, 1);
+    assert_eq!(s.leasequery_unknown_type, 1);
+    assert_eq!(s.leasequery_malformed, 7);
+    assert_eq!(s.leasequery_not_configured, 2);
+    assert_eq!(s.leasequery_answered, 0);
+    assert_eq!(s.malformed, 2);
+    assert_eq!(s.leasequery, 11);
+    assert_eq!(
+        snapshot_table(&h),
+        before,
+        "a leasequery never writes the table"
+    );
+}

@@ -31,6 +31,10 @@ pub mod msg {
     pub const RELAY_FORW: u8 = 12;
     /// Relay-reply.
     pub const RELAY_REPL: u8 = 13;
+    /// Leasequery (RFC 5007 §4.2).
+    pub const LEASEQUERY: u8 = 14;
+    /// Leasequery-reply (RFC 5007 §4.3).
+    pub const LEASEQUERY_REPLY: u8 = 15;
 }
 
 /// Option codes used by the server.
@@ -85,6 +89,16 @@ pub mod opt {
     pub const SUBSCRIBER_ID: u16 = 38;
     /// NTP Server (RFC 5908).
     pub const NTP_SERVER: u16 = 56;
+    /// Leasequery query (RFC 5007 §4.1.2.1): query-type, link-address, query-options.
+    pub const LQ_QUERY: u16 = 44;
+    /// Client data of a Leasequery-reply (RFC 5007 §4.1.2.2).
+    pub const CLIENT_DATA: u16 = 45;
+    /// Client last transaction time (RFC 5007 §4.1.2.3), seconds ago.
+    pub const CLT_TIME: u16 = 46;
+    /// Relay data (RFC 5007 §4.1.2.4): peer-address and the relay's Relay-Forward.
+    pub const LQ_RELAY_DATA: u16 = 47;
+    /// Client's links (RFC 5007 §4.1.2.5): the links a client has bindings on.
+    pub const LQ_CLIENT_LINK: u16 = 48;
     /// Client Link-Layer Address (RFC 6939).
     pub const CLIENT_LINKLAYER_ADDR: u16 = 79;
 }
@@ -105,6 +119,14 @@ pub mod status {
     pub const USE_MULTICAST: u16 = 5;
     /// NoPrefixAvail.
     pub const NO_PREFIX_AVAIL: u16 = 6;
+    /// UnknownQueryType (RFC 5007 §4.1.3).
+    pub const UNKNOWN_QUERY_TYPE: u16 = 7;
+    /// MalformedQuery (RFC 5007 §4.1.3).
+    pub const MALFORMED_QUERY: u16 = 8;
+    /// NotConfigured (RFC 5007 §4.1.3).
+    pub const NOT_CONFIGURED: u16 = 9;
+    /// NotAllowed (RFC 5007 §4.1.3).
+    pub const NOT_ALLOWED: u16 = 10;
 }
 
 /// A wire error: what was wrong and at which offset of the message.

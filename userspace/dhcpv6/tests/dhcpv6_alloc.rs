@@ -40,7 +40,7 @@ fn message(typ: u8, duid: &[u8], server: Option<&[u8]>, extra: &[(u16, &[u8])]) 
 }
 
 #[test]
-fn dhcpv6_alloc_free_solicit_and_renew() {
+fn dhcpv6_alloc_free_solicit_renew_and_leasequery_dhcpv6() {
     let link = Link6 {
         name: "lan".into(),
         prefix: ip("fd77::"),
@@ -68,6 +68,7 @@ fn dhcpv6_alloc_free_solicit_and_renew() {
         links: vec![link],
         trusted_relays: vec![relay],
         decline_hold: 600,
+        leasequery_allow: vec![(relay, 128)],
     };
     let sduid = duid_en(4491, b"alloc");
     let e = Engine6::new(cfg, sduid.clone(), Arc::new(Stats6::default()));
@@ -77,6 +78,7 @@ fn dhcpv6_alloc_free_solicit_and_renew() {
         src: ip("fe80::1"),
         multicast: true,
         ifindex: 3,
+        src_port: 546,
     };
     // Bind 100 clients first (rapid commit), so Renew finds a binding.
     let duids: Vec<Vec<u8>> = (0..100u32)
@@ -120,19 +122,42 @@ fn dhcpv6_alloc_free_solicit_and_renew() {
         src: relay,
         multicast: false,
         ifindex: 3,
+        src_port: 546,
     };
+
+    // RFC 5007 leasequeries from the relay (allowed): by client id (each bound client)
+    // and by an address.
+    let lq = |qtype: u8, qopt: u16, v: &[u8]| {
+        let mut body = vec![qtype];
+        body.extend_from_slice(&[0; 16]);
+        body.extend_from_slice(&qopt.to_be_bytes());
+        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        body.extend_from_slice(v);
+        message(msg::LEASEQUERY, b"requestor", None, &[(44, &body)])
+    };
+    let by_id: Vec<Vec<u8>> = duids.iter().map(|d| lq(2, opt::CLIENTID, d)).collect();
+    let mut iaaddr = ip("fd77::1:5").octets().to_vec();
+    iaaddr.extend_from_slice(&[0; 8]);
+    let by_addr = lq(1, opt::IAADDR, &iaaddr);
 
     let before = allocs();
     let mut replies = 0;
-    for (s, r) in solicits.iter().zip(&renews) {
-        for (m, meta) in [(s, &meta), (r, &meta), (&relayed, &rmeta)] {
+    for ((s, r), q) in solicits.iter().zip(&renews).zip(&by_id) {
+        for (m, meta) in [
+            (s, &meta),
+            (r, &meta),
+            (&relayed, &rmeta),
+            (q, &rmeta),
+            (&by_addr, &rmeta),
+        ] {
             if let Decision6::Reply { .. } = e.handle(&mut t, 2000, meta, m, &mut out) {
                 replies += 1;
             }
         }
     }
     let after = allocs();
-    assert_eq!(replies, 300);
+    assert_eq!(replies, 500);
+    assert_eq!(e.stats().snapshot().leasequery_answered, 100);
     assert_eq!(after - before, 0, "the DHCPv6 per-packet path allocated");
     assert_eq!(e.stats().snapshot().renewed, 200);
 }

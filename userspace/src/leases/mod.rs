@@ -4,7 +4,8 @@
 //! - `stats`: per-pool counts from the table's maintained counters
 //!   (`--recount` reads every record and compares).
 //! - `lookup`: the record(s) of an address, MAC or client identifier.
-//! - `import`: leases from ISC dhcpd's `dhcpd.leases` or Kea's memfile CSV.
+//! - `import`: leases from ISC dhcpd's `dhcpd.leases` or Kea's memfile CSV; Kea's
+//!   lease6 CSV into the v6 binding file (`kea6.rs`).
 //! - `export`: Kea 2.2 memfile CSV.
 //!
 //! Every subcommand takes the daemon's configuration (`-c`): its pools give
@@ -24,6 +25,7 @@
 mod import;
 mod isc;
 mod kea;
+mod kea6;
 mod model;
 mod record;
 pub(crate) mod time;
@@ -70,6 +72,9 @@ pub enum ImportFormat {
     Isc,
     /// Kea memfile CSV (DHCPv4).
     Kea,
+    /// Kea memfile CSV for DHCPv6 (kea-leases6.csv): into the v6 binding file.
+    #[value(name = "kea-lease6")]
+    KeaLease6,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,8 +136,9 @@ pub enum LeasesCmd {
     Import {
         #[command(flatten)]
         table: TableArgs,
-        /// Format of FILE.
-        #[arg(long, value_enum)]
+        /// Format of FILE (`kea-lease6`: into the v6 binding file, `[dhcpv6] lease-file`
+        /// or --lease-file).
+        #[arg(long, value_enum, alias = "format")]
         from: ImportFormat,
         /// The lease file to read.
         file: PathBuf,
@@ -335,6 +341,33 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             File::open(&file)
                 .and_then(|mut f| f.read_to_end(&mut src))
                 .with_context(|| format!("reading {name}"))?;
+            if from == ImportFormat::KeaLease6 {
+                let cfg = xdhcpd_config::load(&table.config)
+                    .map_err(|e| anyhow!(Refused(e.to_string())))?;
+                if cfg.v6.subnets.is_empty() {
+                    return Err(anyhow!(Refused(format!(
+                        "{}: no [[subnet6]]: nowhere to import DHCPv6 leases",
+                        table.config.display()
+                    ))));
+                }
+                let path = table
+                    .lease_file
+                    .clone()
+                    .unwrap_or_else(|| cfg.v6.lease_file.clone());
+                let opts = kea6::Import6Options {
+                    skip_outside,
+                    force,
+                    dry_run,
+                    now: unix_now(),
+                };
+                return match kea6::import_file(&cfg.v6, &path, &src, &name, &opts)? {
+                    Ok(report) => {
+                        write!(out, "{report}")?;
+                        Ok(0)
+                    }
+                    Err(refused) => Err(anyhow!(Refused(refused))),
+                };
+            }
             let parsed: Vec<SourceLease> = match from {
                 ImportFormat::Isc => parse_isc(&src, &name)
                     .map_err(|e| anyhow!(Refused(e.to_string())))?
@@ -346,6 +379,7 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
                     .leases
                     .into_values()
                     .collect(),
+                ImportFormat::KeaLease6 => Vec::new(),
             };
             drop(src);
             // A dry run writes nothing: it works on a private copy of the lease file (or a

@@ -118,6 +118,7 @@ pub fn engine_config(v6: &V6Config, iface: &Interface) -> anyhow::Result<Config6
         links,
         trusted_relays: v6.trusted_relays.clone(),
         decline_hold: v6.decline_hold,
+        leasequery_allow: v6.leasequery_allow(),
     })
 }
 
@@ -438,6 +439,7 @@ pub fn spawn_udp_worker(
                         src: *from.ip(),
                         multicast: dst.is_multicast(),
                         ifindex: if ifindex != 0 { ifindex } else { v6.ifindex },
+                        src_port: from.port(),
                     };
                     let now = *now.get_or_insert_with(unix_now);
                     let slot = &mut out[i * 2048..(i + 1) * 2048];

@@ -17,6 +17,7 @@ pub(super) const DHCPV6_KEYS: &[&str] = &[
     "trusted-relays",
     "decline-hold",
     "server-duid",
+    "leasequery-allow",
 ];
 pub(super) const SUBNET6_KEYS: &[&str] = &[
     "prefix",
@@ -57,6 +58,26 @@ fn ipv6_list(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+/// An address (a /128) or a network `addr/len`.
+fn ipv6_net(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<(Ipv6Addr, u8)> {
+    let s = string(errs, f)?;
+    let r = if s.contains('/') {
+        parse_prefix6(s)
+    } else {
+        s.trim()
+            .parse()
+            .map(|a| (a, 128))
+            .map_err(|_| format!("{s} is not an IPv6 address or network"))
+    };
+    match r {
+        Ok(n) => Some(n),
+        Err(m) => {
+            errs.push(&f.span(), &f.path, m);
+            None
+        }
+    }
+}
+
 fn prefix(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<(Ipv6Addr, u8)> {
     let s = string(errs, f)?;
     match parse_prefix6(s) {
@@ -83,6 +104,14 @@ pub(super) fn read_dhcpv6(errs: &mut Errors<'_>, t: Option<&Table<'_, '_>>) -> V
     }
     if let Some(f) = t.get("trusted-relays") {
         c.trusted_relays = ipv6_list(errs, &f);
+    }
+    if let Some(f) = t.get("leasequery-allow") {
+        let list: Vec<_> = array(errs, &f)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|it| ipv6_net(errs, it))
+            .collect();
+        c.leasequery_allow = Some(list);
     }
     if let Some(f) = t.get("decline-hold") {
         if let Some(n) = u32_in(errs, &f, 0, MAX_TIME, "0 ..= 2^31-1 seconds") {

@@ -78,6 +78,7 @@ impl FrameResponder {
         vlan_raw: &[u8],
         src: Ipv6Addr,
         dst: Ipv6Addr,
+        src_port: u16,
         plen: usize,
     ) -> Option<usize> {
         let v6 = self.v6.as_ref()?;
@@ -85,6 +86,7 @@ impl FrameResponder {
             src,
             multicast: dst.is_multicast(),
             ifindex: v6.ifindex,
+            src_port,
         };
         let off = frame::ipv6_payload_offset(vlan_raw.len());
         let out = frame.get_mut(off..)?;
@@ -143,7 +145,8 @@ impl FrameResponder {
                 }
                 self.scratch[..plen].copy_from_slice(rx.payload);
                 let (mac, vraw, vlen) = (rx.src_mac, rx.vlan_raw, rx.vlan_len as usize);
-                return self.answer_v6(frame, mac, &vraw[..vlen], s6, d6, plen);
+                let sport = rx.src_port;
+                return self.answer_v6(frame, mac, &vraw[..vlen], s6, d6, sport, plen);
             };
             if rx.dst_port != DHCPV4_SERVER_PORT {
                 self.drops.not_server_port += 1;
