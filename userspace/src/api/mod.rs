@@ -117,6 +117,8 @@ pub struct ApiState {
     )>,
     /// The reconfigure driver (`[reconfigure]`); None: off.
     pub reconfigure: Option<crate::server::reconfigure::ReconfHandle>,
+    /// Bulk leasequery counters (`[bulk-leasequery]`); None: off.
+    pub bulk_leasequery: Option<Arc<xdhcpd_dhcpv4::bulk_leasequery::BulkStats>>,
 }
 
 /// Where the API listens.

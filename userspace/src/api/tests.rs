@@ -100,6 +100,7 @@ fn start(tcp: Option<(std::net::SocketAddr, Option<String>)>) -> Fixture {
         alarms: None,
         events: None,
         reconfigure: None,
+        bulk_leasequery: None,
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -333,6 +334,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         alarms: None,
         events: None,
         reconfigure: None,
+        bulk_leasequery: None,
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()
@@ -452,6 +454,7 @@ fn live(
         events,
         registrations_pg: None,
         reconfigure: None,
+        bulk_leasequery: None,
     };
     let listen = Listen {
         socket: dir.join("api.sock"),

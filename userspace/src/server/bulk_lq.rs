@@ -1,0 +1,275 @@
+//! The bulk leasequery (RFC 6926) TCP driver: IO only, around the sans-IO
+//! `xdhcpd_dhcpv4::bulk_leasequery::Session`. Its own thread with a
+//! current-thread tokio runtime, never a packet worker; it reads the lease
+//! table by seqlock reads like the control API.
+//!
+//! - Access: the peer's address must be in `leasequery-allow` (as for RFC
+//!   4388 over UDP); any other peer gets DHCPLEASEQUERYDONE / NotAllowed for
+//!   its first query and is closed (counted twice: `connections_refused`,
+//!   `not_allowed`).
+//! - At most `max-connections` at once; one more is accepted and closed at
+//!   once (`connections_refused`).
+//! - Flow control: answers are made a batch (at most [`OUT_BATCH`] bytes) at
+//!   a time and the next batch only after the peer has taken the last one
+//!   (`write_all` waits on the socket's send buffer), so a slow reader slows
+//!   the scan instead of filling memory. While a query is being answered the
+//!   connection's input is not read (TCP holds the requestor back).
+//! - Timeouts: no input for `idle-timeout` seconds with nothing to answer, or
+//!   a peer that does not take a batch within it → closed (`connections_failed`).
+//! - Shutdown: a query being answered ends with QueryTerminated.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use lease_store::LeaseTable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net};
+use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, Poll, Session, MIN_OUT};
+
+/// Bytes of answers written to the socket at once.
+pub const OUT_BATCH: usize = 64 * 1024;
+
+/// The running listener.
+pub struct BulkLq {
+    thread: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    stats: Arc<BulkStats>,
+    addr: SocketAddr,
+}
+
+struct Ctx {
+    table: Arc<LeaseTable>,
+    server_id: std::net::Ipv4Addr,
+    allow: Vec<Ipv4Net>,
+    stats: Arc<BulkStats>,
+    idle: Duration,
+    max: u32,
+    open: AtomicU32,
+}
+
+impl BulkLq {
+    /// Binds the listener (at start-up, while the daemon may still bind port 67) and
+    /// starts the thread.
+    pub fn start(
+        cfg: &BulkLeasequeryConfig,
+        allow: Vec<Ipv4Net>,
+        table: Arc<LeaseTable>,
+        server_id: std::net::Ipv4Addr,
+    ) -> anyhow::Result<Self> {
+        let std_listener = std::net::TcpListener::bind(cfg.listen)
+            .with_context(|| format!("[bulk-leasequery] listen = {}: bind", cfg.listen))?;
+        std_listener
+            .set_nonblocking(true)
+            .context("bulk leasequery listener: non-blocking")?;
+        let addr = std_listener
+            .local_addr()
+            .context("bulk leasequery listener: address")?;
+        let stats = Arc::new(BulkStats::default());
+        let ctx = Arc::new(Ctx {
+            table,
+            server_id,
+            allow,
+            stats: stats.clone(),
+            idle: Duration::from_secs(u64::from(cfg.idle_timeout)),
+            max: cfg.max_connections,
+            open: AtomicU32::new(0),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("xdhcpd-bulklq".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("bulk leasequery: no runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(accept_loop(std_listener, ctx, stop_rx));
+            })
+            .context("bulk leasequery thread")?;
+        Ok(BulkLq {
+            thread: Some(thread),
+            stop,
+            stats,
+            addr,
+        })
+    }
+
+    /// The counters (also in `/metrics`).
+    pub fn stats(&self) -> Arc<BulkStats> {
+        self.stats.clone()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Ends running queries (QueryTerminated) and stops the thread.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BulkLq {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn allowed(allow: &[Ipv4Net], peer: IpAddr) -> bool {
+    let v4 = match peer {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a) => a,
+            None => return false,
+        },
+    };
+    allow.iter().any(|n| n.contains(v4))
+}
+
+async fn accept_loop(
+    std_listener: std::net::TcpListener,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("bulk leasequery listener: {e}");
+            return;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, peer) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("bulk leasequery accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if ctx.open.load(Ordering::Relaxed) >= ctx.max {
+                    ctx.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("bulk leasequery from {peer}: over max-connections, closed");
+                    drop(stream);
+                    continue;
+                }
+                let ok = allowed(&ctx.allow, peer.ip());
+                let c = if ok { &ctx.stats.connections } else { &ctx.stats.connections_refused };
+                c.fetch_add(1, Ordering::Relaxed);
+                ctx.open.fetch_add(1, Ordering::Relaxed);
+                let ctx2 = ctx.clone();
+                let stop2 = stop.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = serve(stream, ok, &ctx2, stop2).await {
+                        ctx2.stats.connections_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("bulk leasequery from {peer}: {e}");
+                    }
+                    ctx2.open.fetch_sub(1, Ordering::Relaxed);
+                });
+                // Reap finished connections.
+                while tasks.try_join_next().is_some() {}
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    // Running queries end with QueryTerminated; give them a moment to say so.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn serve(
+    stream: TcpStream,
+    ok: bool,
+    ctx: &Ctx,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut sess = Session::new(ok, ctx.server_id);
+    let mut inbuf = vec![0u8; 4096];
+    let (mut lo, mut hi) = (0usize, 0usize);
+    let mut out = vec![0u8; OUT_BATCH];
+    loop {
+        if *stop.borrow() {
+            sess.terminate();
+        }
+        if lo < hi {
+            let n = sess
+                .feed(&inbuf[lo..hi], &ctx.stats)
+                .map_err(|e| anyhow::anyhow!("{e}; closed"))?;
+            lo += n;
+            if lo == hi {
+                (lo, hi) = (0, 0);
+            }
+        }
+        let now = crate::clock::unix_now();
+        let mut used = 0;
+        let mut again = false;
+        let mut close = false;
+        while out.len() - used >= MIN_OUT {
+            match sess.poll(&ctx.table, now, &mut out[used..], &ctx.stats) {
+                Poll::Send(n) => used += n,
+                Poll::Again => {
+                    again = true;
+                    break;
+                }
+                Poll::Idle => break,
+                Poll::Close => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if used > 0 {
+            // Backpressure: the next batch is made only once the peer took this one.
+            tokio::time::timeout(ctx.idle, wr.write_all(&out[..used]))
+                .await
+                .map_err(|_| anyhow::anyhow!("peer did not read for {:?}", ctx.idle))??;
+        }
+        if close {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        if again || sess.busy() || lo < hi {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Nothing to answer: wait for input.
+        tokio::select! {
+            r = tokio::time::timeout(ctx.idle, rd.read(&mut inbuf[hi..])) => {
+                let n = r.map_err(|_| anyhow::anyhow!("idle for {:?}", ctx.idle))??;
+                if n == 0 {
+                    return Ok(()); // the requestor closed
+                }
+                hi += n;
+            }
+            _ = stop.changed() => sess.terminate(),
+        }
+    }
+}
