@@ -268,7 +268,8 @@ fn run(a: &LeasequeryArgs) -> Result<LqAnswer> {
 /// `--relay-id` / `--remote-id` value: text, or hex after "0x".
 fn parse_id(flag: &str, s: &str) -> Result<Vec<u8>> {
     let v = match s.strip_prefix("0x") {
-        Some(h) => parse_hex(h).map_err(|_| anyhow::anyhow!("{flag} {s:?}: hex bytes expected after 0x"))?,
+        Some(h) => parse_hex(h)
+            .map_err(|_| anyhow::anyhow!("{flag} {s:?}: hex bytes expected after 0x"))?,
         None => s.as_bytes().to_vec(),
     };
     if v.is_empty() || v.len() > 253 {
@@ -349,7 +350,10 @@ pub fn bulk_query(
         match rd.read_exact(&mut len) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                bail!("the server closed the connection before DHCPLEASEQUERYDONE (after {} answers)", sum.active + sum.unassigned)
+                bail!(
+                    "the server closed the connection before DHCPLEASEQUERYDONE (after {} answers)",
+                    sum.active + sum.unassigned
+                )
             }
             Err(e) => return Err(e).context("reading an answer"),
         }
@@ -360,7 +364,10 @@ pub fn bulk_query(
             .map_err(|e| anyhow::anyhow!("answer at stream offset {at}: {e}"))?;
         at += 2 + n as u64;
         if r.xid != xid {
-            bail!("answer at stream offset {at} is for xid {:#x}, not {xid:#x}", r.xid);
+            bail!(
+                "answer at stream offset {at} is for xid {:#x}, not {xid:#x}",
+                r.xid
+            );
         }
         match r.kind {
             MessageType::LeaseActive => sum.active += 1,
@@ -410,8 +417,9 @@ fn run_bulk(a: &LeasequeryArgs) -> Result<()> {
     };
     let addr = std::net::SocketAddr::from((a.server, a.port));
     let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(a.timeout_ms))
-        .with_context(|| format!("connecting to {addr} (tcp)"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(a.timeout_ms))
+            .with_context(|| format!("connecting to {addr} (tcp)"))?;
     stream.set_read_timeout(Some(Duration::from_millis(a.timeout_ms)))?;
     let _ = stream.set_nodelay(true);
     let xid = std::process::id() ^ 0x424c_0000;
