@@ -1187,7 +1187,11 @@ fn bulk_leasequery_section_parses_defaults_and_positioned_errors() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let b = cfg.bulk_leasequery.expect("on");
-    assert_eq!(b.listen.to_string(), "10.0.0.1:67", "a bare ip means port 67");
+    assert_eq!(
+        b.listen.to_string(),
+        "10.0.0.1:67",
+        "a bare ip means port 67"
+    );
     assert_eq!((b.max_connections, b.idle_timeout), (2, 5));
     assert_eq!(
         error_lines(&with("listen = \"10.0.0.1:0\"")),

@@ -273,3 +273,171 @@ async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpStream};
+    use std::time::Instant;
+
+    use lease_store::{OpenOptions, PoolSpec};
+    use xdhcpd_dhcpv4::bulk_leasequery::{build_query, parse_reply, QuerySpec, Status};
+    use xdhcpd_dhcpv4::wire::MessageType;
+
+    use super::*;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+    /// A table of 65,534 free addresses: 20 MB of answers to a query for all, more than
+    /// loopback's socket buffers hold.
+    fn table() -> (tempfile::TempDir, Arc<LeaseTable>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools = [PoolSpec {
+            id: 1,
+            first: Ipv4Addr::new(10, 20, 0, 1),
+            last: Ipv4Addr::new(10, 20, 255, 254),
+        }];
+        let (t, _) = LeaseTable::open(
+            &dir.path().join("l.db"),
+            &pools,
+            &OpenOptions {
+                now: 1000,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("table");
+        (dir, Arc::new(t))
+    }
+
+    fn start(allow: Ipv4Addr, max: u32, idle: u32) -> (tempfile::TempDir, BulkLq) {
+        let (dir, t) = table();
+        let cfg = BulkLeasequeryConfig {
+            listen: SocketAddr::from((SERVER, 0)),
+            max_connections: max,
+            idle_timeout: idle,
+        };
+        let lq =
+            BulkLq::start(&cfg, vec![Ipv4Net::truncating(allow, 32)], t, SERVER).expect("listener");
+        (dir, lq)
+    }
+
+    fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut m)?;
+        Ok(m)
+    }
+
+    fn wait(what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_writes_only_as_fast_as_the_peer_reads() {
+        let (_dir, lq) = start(SERVER, 1, 1);
+        let st = lq.stats();
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(9, &QuerySpec::All, None, None))
+            .expect("send");
+        for _ in 0..10 {
+            let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+            assert_eq!((m.xid, m.kind), (9, MessageType::LeaseUnassigned));
+        }
+        // Over max-connections: accepted and closed at once, counted.
+        let mut extra = TcpStream::connect(lq.addr()).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        assert!(matches!(extra.read(&mut b), Ok(0) | Err(_)), "closed");
+        assert_eq!(st.snapshot().connections_refused, 1);
+        // We stop reading: the driver stalls on the full socket, then gives up after the
+        // idle timeout, having made only what the socket buffers took.
+        wait("the stalled connection to be closed", || {
+            st.snapshot().connections_failed == 1
+        });
+        let s = st.snapshot();
+        assert!(
+            s.unassigned < 65_534,
+            "the whole answer was made for a peer that did not read: {s:?}"
+        );
+        assert_eq!(s.done, 0);
+        lq.stop();
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_answers_notallowed_to_a_peer_not_in_the_acl() {
+        let (_dir, lq) = start(Ipv4Addr::new(192, 0, 2, 1), 4, 5);
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(3, &QuerySpec::All, None, None))
+            .expect("send");
+        let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+        assert_eq!((m.xid, m.kind), (3, MessageType::LeaseQueryDone));
+        assert_eq!(
+            m.status.map(|s| s.0),
+            Some(Status::NotAllowed as u8),
+            "NotAllowed"
+        );
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(c.read(&mut b), Ok(0) | Err(_)),
+            "closed after NotAllowed"
+        );
+        let s = lq.stats().snapshot();
+        assert_eq!(
+            (s.connections_refused, s.not_allowed, s.unassigned),
+            (1, 1, 0)
+        );
+        lq.stop();
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_full_answer_and_terminated_on_stop() {
+        let (_dir, lq) = start(SERVER, 4, 5);
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(1, &QuerySpec::All, None, None))
+            .expect("send");
+        let mut n = 0;
+        loop {
+            let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+            if m.kind == MessageType::LeaseQueryDone {
+                assert_eq!(m.status, None);
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 65_534, "every address reported once");
+        // A second query, stopped midway: QueryTerminated, then the connection closes.
+        c.write_all(&build_query(2, &QuerySpec::All, None, None))
+            .expect("send");
+        read_msg(&mut c).expect("first answer");
+        let stats = lq.stats();
+        let stopper = std::thread::spawn(move || lq.stop());
+        // The driver is held by the full socket meanwhile (20 MB of answers), so the stop
+        // arrives before the answer could end.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut last = None;
+        while let Ok(m) = read_msg(&mut c) {
+            last = Some(parse_reply(&m).expect("parses"));
+        }
+        stopper.join().expect("stopped");
+        let last = last.expect("answers after the stop");
+        assert_eq!(last.kind, MessageType::LeaseQueryDone);
+        assert_eq!(
+            last.status.map(|s| s.0),
+            Some(Status::QueryTerminated as u8)
+        );
+        assert_eq!(stats.snapshot().terminated, 1);
+    }
+}
