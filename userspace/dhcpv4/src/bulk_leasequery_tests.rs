@@ -485,3 +485,87 @@ fn bulk_leasequery_scan_is_resumable_and_bounded_per_poll() {
     assert_eq!(status_of(&m), Some(Status::QueryTerminated as u8));
     assert_eq!(s.poll(&f.table, NOW, &mut out, &stats), Poll::Close);
 }
+
+/// Random streams (framed and unframed, mutated good queries) never panic: each complete
+/// frame is answered (a DONE at least, with its xid when it has one) or the stream is
+/// refused as a whole.
+#[test]
+fn bulk_leasequery_hostile_streams_are_answered_or_refused_never_panic() {
+    let f = fx(CFG);
+    bind(
+        &f.table,
+        ip(10),
+        1,
+        &opt82(b"r", b"a"),
+        LeaseState::Active,
+        900,
+    );
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let good = [
+        build_query(1, &QuerySpec::RelayId(b"r"), Some(5), Some(50_000)),
+        build_query(2, &QuerySpec::All, None, None),
+        build_query(3, &QuerySpec::ClientId(b"\x01abc"), None, None),
+    ];
+    let mut out = vec![0u8; MIN_OUT];
+    for round in 0..3000 {
+        let stats = BulkStats::default();
+        let mut s = Session::new(round % 7 != 0, SERVER);
+        let mut input = Vec::new();
+        for _ in 0..(rnd() % 4 + 1) {
+            let mut q = good[(rnd() % 3) as usize].clone();
+            // Mutate a few bytes of the message (never the length prefix: those frames
+            // are the fatal case, tested apart).
+            for _ in 0..(rnd() % 6) {
+                let at = 2 + (rnd() as usize) % (q.len() - 2);
+                q[at] = rnd() as u8;
+            }
+            if rnd() % 5 == 0 {
+                // Cut the message short and say so in the prefix.
+                let keep = 1 + (rnd() as usize) % (q.len() - 2);
+                q.truncate(2 + keep);
+                q[..2].copy_from_slice(&(keep as u16).to_be_bytes());
+            }
+            input.extend_from_slice(&q);
+        }
+        if rnd() % 10 == 0 {
+            // Junk, prefix included.
+            for _ in 0..(rnd() % 64) {
+                input.push(rnd() as u8);
+            }
+        }
+        let mut rest = &input[..];
+        let mut dones = 0;
+        let mut fatal = false;
+        for _ in 0..100_000 {
+            match s.feed(rest, &stats) {
+                Ok(n) => rest = &rest[n..],
+                Err(_) => {
+                    fatal = true;
+                    break;
+                }
+            }
+            match s.poll(&f.table, NOW, &mut out, &stats) {
+                Poll::Send(n) => {
+                    let m = parse_reply(&out[2..n]).expect("our answers parse");
+                    if m.kind == MessageType::LeaseQueryDone {
+                        dones += 1;
+                    }
+                }
+                Poll::Again => {}
+                Poll::Idle | Poll::Close if rest.is_empty() || !s.wants_input() => break,
+                Poll::Idle | Poll::Close => {}
+            }
+        }
+        let q = stats.snapshot().queries;
+        if !fatal && s.wants_input() {
+            assert_eq!(dones, q, "round {round}: every query gets its DONE");
+        }
+        assert!(dones <= q, "round {round}");
+    }
+}
