@@ -4,7 +4,8 @@
 //! table by seqlock reads like the control API.
 //!
 //! - Access: the peer's address must be in `leasequery-allow` (as for RFC
-//!   4388 over UDP); any other peer gets DHCPLEASEQUERYDONE / NotAllowed for
+//!   4388 over UDP; read from the served configuration at each connection, so a
+//!   reload that changes it applies to the next connection); any other peer gets DHCPLEASEQUERYDONE / NotAllowed for
 //!   its first query and is closed (counted twice: `connections_refused`,
 //!   `not_allowed`).
 //! - At most `max-connections` at once; one more is accepted and closed at
@@ -35,6 +36,9 @@ use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, Poll, Session, MIN_OUT};
 /// Bytes of answers written to the socket at once.
 pub const OUT_BATCH: usize = 64 * 1024;
 
+/// The current `leasequery-allow` (the served configuration's).
+pub type AllowFn = Arc<dyn Fn() -> Vec<Ipv4Net> + Send + Sync>;
+
 /// The running listener.
 pub struct BulkLq {
     thread: Option<JoinHandle<()>>,
@@ -46,7 +50,7 @@ pub struct BulkLq {
 struct Ctx {
     table: Arc<LeaseTable>,
     server_id: std::net::Ipv4Addr,
-    allow: Vec<Ipv4Net>,
+    allow: AllowFn,
     stats: Arc<BulkStats>,
     idle: Duration,
     max: u32,
@@ -58,7 +62,7 @@ impl BulkLq {
     /// starts the thread.
     pub fn start(
         cfg: &BulkLeasequeryConfig,
-        allow: Vec<Ipv4Net>,
+        allow: AllowFn,
         table: Arc<LeaseTable>,
         server_id: std::net::Ipv4Addr,
     ) -> anyhow::Result<Self> {
@@ -176,7 +180,7 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
-                let ok = allowed(&ctx.allow, peer.ip());
+                let ok = allowed(&(ctx.allow)(), peer.ip());
                 let c = if ok { &ctx.stats.connections } else { &ctx.stats.connections_refused };
                 c.fetch_add(1, Ordering::Relaxed);
                 ctx.open.fetch_add(1, Ordering::Relaxed);
@@ -316,8 +320,8 @@ mod tests {
             max_connections: max,
             idle_timeout: idle,
         };
-        let lq =
-            BulkLq::start(&cfg, vec![Ipv4Net::truncating(allow, 32)], t, SERVER).expect("listener");
+        let acl: AllowFn = Arc::new(move || vec![Ipv4Net::truncating(allow, 32)]);
+        let lq = BulkLq::start(&cfg, acl, t, SERVER).expect("listener");
         (dir, lq)
     }
 

@@ -570,12 +570,11 @@ impl Daemon {
         };
         let bulk_lq = match &cfg.bulk_leasequery {
             Some(b) => {
-                let l = super::bulk_lq::BulkLq::start(
-                    b,
-                    cfg.leasequery_allow(),
-                    table.clone(),
-                    server_id,
-                )?;
+                // Follows reloads, as the engine's leasequery-allow does.
+                let r = reloader.clone();
+                let allow: super::bulk_lq::AllowFn =
+                    Arc::new(move || r.config().leasequery_allow());
+                let l = super::bulk_lq::BulkLq::start(b, allow, table.clone(), server_id)?;
                 tracing::info!("bulk leasequery (RFC 6926) on tcp {}", l.addr());
                 Some(l)
             }
