@@ -7,7 +7,8 @@
 //!   4388 over UDP; read from the served configuration at each connection, so a
 //!   reload that changes it applies to the next connection); any other peer gets DHCPLEASEQUERYDONE / NotAllowed for
 //!   its first query and is closed (counted twice: `connections_refused`,
-//!   `not_allowed`).
+//!   `not_allowed`); such a peer gets at most [`REFUSED_IDLE`] to send it, so
+//!   refused peers cannot hold the connection slots for long.
 //! - At most `max-connections` at once; one more is accepted and closed at
 //!   once (`connections_refused`).
 //! - Flow control: answers are made a batch (at most [`OUT_BATCH`] bytes) at
@@ -32,6 +33,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net};
 use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, Poll, Session, MIN_OUT};
+
+/// How long a peer not in `leasequery-allow` may take to send its query (or read the answer).
+pub const REFUSED_IDLE: Duration = Duration::from_secs(2);
 
 /// Bytes of answers written to the socket at once.
 pub const OUT_BATCH: usize = 64 * 1024;
@@ -214,6 +218,11 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
+    let idle = if ok {
+        ctx.idle
+    } else {
+        ctx.idle.min(REFUSED_IDLE)
+    };
     let (mut rd, mut wr) = stream.into_split();
     let mut sess = Session::new(ok, ctx.server_id);
     let mut inbuf = vec![0u8; 4096];
@@ -252,9 +261,9 @@ async fn serve(
         }
         if used > 0 {
             // Backpressure: the next batch is made only once the peer took this one.
-            tokio::time::timeout(ctx.idle, wr.write_all(&out[..used]))
+            tokio::time::timeout(idle, wr.write_all(&out[..used]))
                 .await
-                .map_err(|_| anyhow::anyhow!("peer did not read for {:?}", ctx.idle))??;
+                .map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??;
         }
         if close {
             let _ = wr.shutdown().await;
@@ -266,8 +275,8 @@ async fn serve(
         }
         // Nothing to answer: wait for input.
         tokio::select! {
-            r = tokio::time::timeout(ctx.idle, rd.read(&mut inbuf[hi..])) => {
-                let n = r.map_err(|_| anyhow::anyhow!("idle for {:?}", ctx.idle))??;
+            r = tokio::time::timeout(idle, rd.read(&mut inbuf[hi..])) => {
+                let n = r.map_err(|_| anyhow::anyhow!("idle for {idle:?}"))??;
                 if n == 0 {
                     return Ok(()); // the requestor closed
                 }
@@ -401,6 +410,22 @@ mod tests {
             (s.connections_refused, s.not_allowed, s.unassigned),
             (1, 1, 0)
         );
+        // A refused peer that sends nothing keeps its slot only REFUSED_IDLE (the
+        // configured idle timeout is 5 s).
+        let mut silent = TcpStream::connect(lq.addr()).expect("connect");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        let t = Instant::now();
+        assert!(matches!(silent.read(&mut b), Ok(0) | Err(_)), "closed");
+        let waited = t.elapsed();
+        assert!(
+            waited >= REFUSED_IDLE - Duration::from_millis(100) && waited < Duration::from_secs(4),
+            "closed after {waited:?}"
+        );
+        wait("the silent refused peer to be counted", || {
+            lq.stats().snapshot().connections_failed == 1
+        });
         lq.stop();
     }
 
