@@ -10,6 +10,10 @@
 //! unicast to the server's UDP 547 from an ephemeral port (the reply comes back
 //! to it), printing the client's bindings, its last transaction time and the
 //! relay data the binding came through (`lq6.rs`).
+//!
+//! With `--bulk` it is an RFC 6926 bulk leasequery requestor instead: one TCP
+//! connection to `--server`:`--port`, one query (by MAC, client id, relay-id,
+//! remote-id or all), one line per binding, then a summary (count, time).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::ExitCode;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use xdhcpd_dhcpv4::bulk_leasequery as bulk;
 use xdhcpd_dhcpv4::wire::{
     opt, relay_sub, Message, MessageType, SubOptionIter, MAGIC_COOKIE, OP_BOOTREPLY, OP_BOOTREQUEST,
 };
@@ -27,13 +32,34 @@ pub struct LeasequeryArgs {
     /// DHCPv6 (RFC 5007): ask the server's UDP 547 by --ip or --client-id (a DUID).
     #[arg(short = '6')]
     pub v6: bool,
-    /// The DHCP server to ask (UDP port 67; with -6 an IPv6 address, port 547).
+    /// The DHCP server to ask (UDP port 67; with -6 an IPv6 address, port 547; with --bulk TCP --port).
     #[arg(long)]
     pub server: IpAddr,
     /// Our relay-agent address: giaddr, and where the answer is received (port 67).
-    /// DHCPv4 only.
+    /// DHCPv4 only; not used with --bulk.
     #[arg(long)]
     pub relay: Option<Ipv4Addr>,
+    /// RFC 6926 bulk leasequery over TCP: every binding the query matches.
+    #[arg(long)]
+    pub bulk: bool,
+    /// --bulk: the server's TCP port.
+    #[arg(long, default_value_t = 67)]
+    pub port: u16,
+    /// --bulk: query by RFC 6925 relay-id (text, or hex after "0x").
+    #[arg(long, group = "query", requires = "bulk")]
+    pub relay_id: Option<String>,
+    /// --bulk: query by remote-id (option 82 sub-option 2; text, or hex after "0x").
+    #[arg(long, group = "query", requires = "bulk")]
+    pub remote_id: Option<String>,
+    /// --bulk: every configured address (the default when no query is given).
+    #[arg(long, group = "query", requires = "bulk")]
+    pub all: bool,
+    /// --bulk: only bindings whose state began at or after this Unix time (query-start-time).
+    #[arg(long, requires = "bulk")]
+    pub start_time: Option<u32>,
+    /// --bulk: only bindings whose state began at or before this Unix time (query-end-time).
+    #[arg(long, requires = "bulk")]
+    pub end_time: Option<u32>,
     /// Query by address (with -6: an address, or one inside a delegated prefix).
     #[arg(long, group = "query")]
     pub ip: Option<IpAddr>,
@@ -233,7 +259,7 @@ fn run(a: &LeasequeryArgs) -> Result<LqAnswer> {
     let sock = UdpSocket::bind(SocketAddrV4::new(a.relay, 67))
         .with_context(|| format!("binding {}:67 (the answer comes to giaddr:67)", a.relay))?;
     let xid = std::process::id() ^ 0x4c51_0000;
-    let q = build_query(xid, a.relay, &ask);
+    let q = build_query(xid, relay, &ask);
     sock.send_to(&q, SocketAddrV4::new(a.server, 67))
         .with_context(|| format!("sending to {}:67", a.server))?;
     let deadline = Instant::now() + Duration::from_millis(a.timeout_ms);
@@ -269,9 +295,198 @@ struct Lq4 {
     timeout_ms: u64,
 }
 
+/// `--relay-id` / `--remote-id` value: text, or hex after "0x".
+fn parse_id(flag: &str, s: &str) -> Result<Vec<u8>> {
+    let v = match s.strip_prefix("0x") {
+        Some(h) => parse_hex(h)
+            .map_err(|_| anyhow::anyhow!("{flag} {s:?}: hex bytes expected after 0x"))?,
+        None => s.as_bytes().to_vec(),
+    };
+    if v.is_empty() || v.len() > 253 {
+        bail!("{flag} {s:?}: 1 to 253 bytes expected");
+    }
+    Ok(v)
+}
+
+/// One bulk answer as a line.
+fn bulk_line(r: &bulk::Reply) -> String {
+    let kind = match r.kind {
+        MessageType::LeaseActive => "ACTIVE",
+        _ => "UNASSIGNED",
+    };
+    let state = match r.state {
+        Some(1) => "available",
+        Some(2) => "active",
+        Some(3) => "expired",
+        Some(4) => "released",
+        Some(5) => "abandoned",
+        Some(6) => "reset",
+        Some(7) => "remote",
+        Some(8) => "transitioning",
+        _ => "-",
+    };
+    let mut l = format!("{kind} {} state={state}", r.addr);
+    if !r.hw.is_empty() && r.hw.iter().any(|&b| b != 0) {
+        let mac: Vec<String> = r.hw.iter().map(|x| format!("{x:02x}")).collect();
+        l.push_str(&format!(" mac={}", mac.join(":")));
+    }
+    if let Some(id) = &r.client_id {
+        l.push_str(&format!(" client-id={}", hex(id)));
+    }
+    if let Some(t) = r.lease_time {
+        l.push_str(&format!(" lease-left-s={t}"));
+    }
+    if let Some(ri) = &r.relay_agent_info {
+        for sub in SubOptionIter::new(ri) {
+            let Ok((code, val)) = sub else { break };
+            match code {
+                relay_sub::CIRCUIT_ID => l.push_str(&format!(" circuit-id={}", text_or_hex(val))),
+                relay_sub::REMOTE_ID => l.push_str(&format!(" remote-id={}", text_or_hex(val))),
+                relay_sub::RELAY_ID => l.push_str(&format!(" relay-id={}", text_or_hex(val))),
+                _ => {}
+            }
+        }
+    }
+    l
+}
+
+/// What a bulk query brought: the counts, and the final status when not Success.
+#[derive(Debug, Default)]
+pub struct BulkSummary {
+    pub active: u64,
+    pub unassigned: u64,
+}
+
+/// Runs one bulk leasequery on a connected stream, giving each answer to `each`;
+/// returns the counts, or an error naming the server's status.
+pub fn bulk_query(
+    stream: &mut std::net::TcpStream,
+    xid: u32,
+    q: &bulk::QuerySpec<'_>,
+    start: Option<u32>,
+    end: Option<u32>,
+    mut each: impl FnMut(&bulk::Reply),
+) -> Result<BulkSummary> {
+    use std::io::{Read, Write};
+    stream
+        .write_all(&bulk::build_query(xid, q, start, end))
+        .context("sending the query")?;
+    let mut rd = std::io::BufReader::with_capacity(256 * 1024, stream);
+    let mut sum = BulkSummary::default();
+    let mut buf = vec![0u8; 65535];
+    let mut at: u64 = 0;
+    loop {
+        let mut len = [0u8; 2];
+        match rd.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                bail!(
+                    "the server closed the connection before DHCPLEASEQUERYDONE (after {} answers)",
+                    sum.active + sum.unassigned
+                )
+            }
+            Err(e) => return Err(e).context("reading an answer"),
+        }
+        let n = usize::from(u16::from_be_bytes(len));
+        rd.read_exact(&mut buf[..n])
+            .with_context(|| format!("reading an answer of {n} bytes at stream offset {at}"))?;
+        let r = bulk::parse_reply(&buf[..n])
+            .map_err(|e| anyhow::anyhow!("answer at stream offset {at}: {e}"))?;
+        at += 2 + n as u64;
+        if r.xid != xid {
+            bail!(
+                "answer at stream offset {at} is for xid {:#x}, not {xid:#x}",
+                r.xid
+            );
+        }
+        match r.kind {
+            MessageType::LeaseActive => sum.active += 1,
+            MessageType::LeaseUnassigned => sum.unassigned += 1,
+            MessageType::LeaseQueryDone => {
+                return match &r.status {
+                    None | Some((0, _)) => Ok(sum),
+                    Some((code, text)) => {
+                        let name = match bulk::Status::from_u8(*code) {
+                            Some(s) => format!("{s:?}"),
+                            None => format!("status {code}"),
+                        };
+                        bail!("the server answered {name}: {text}")
+                    }
+                };
+            }
+            other => bail!("answer at stream offset {at}: unexpected {other:?}"),
+        }
+        each(&r);
+    }
+}
+
+fn run_bulk(a: &LeasequeryArgs) -> Result<()> {
+    if a.ip.is_some() {
+        bail!("--bulk has no query by --ip (use it without --bulk: RFC 4388)");
+    }
+    let mac;
+    let id;
+    let q = match (&a.mac, &a.client_id, &a.relay_id, &a.remote_id) {
+        (Some(m), ..) => {
+            mac = parse_mac(m)?;
+            bulk::QuerySpec::Mac { htype: 1, hw: &mac }
+        }
+        (_, Some(c), ..) => {
+            id = parse_hex(c)?;
+            bulk::QuerySpec::ClientId(&id)
+        }
+        (_, _, Some(r), _) => {
+            id = parse_id("--relay-id", r)?;
+            bulk::QuerySpec::RelayId(&id)
+        }
+        (_, _, _, Some(r)) => {
+            id = parse_id("--remote-id", r)?;
+            bulk::QuerySpec::RemoteId(&id)
+        }
+        _ => bulk::QuerySpec::All,
+    };
+    let addr = std::net::SocketAddr::from((a.server, a.port));
+    let started = Instant::now();
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(a.timeout_ms))
+            .with_context(|| format!("connecting to {addr} (tcp)"))?;
+    stream.set_read_timeout(Some(Duration::from_millis(a.timeout_ms)))?;
+    let _ = stream.set_nodelay(true);
+    let xid = std::process::id() ^ 0x424c_0000;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let sum = bulk_query(&mut stream, xid, &q, a.start_time, a.end_time, |r| {
+        use std::io::Write;
+        let _ = writeln!(out, "{}", bulk_line(r));
+    });
+    {
+        use std::io::Write;
+        let _ = out.flush();
+    }
+    let sum = sum?;
+    let dt = started.elapsed();
+    println!(
+        "{} bindings ({} active, {} unassigned) from {addr} in {:.3} s",
+        sum.active + sum.unassigned,
+        sum.active,
+        sum.unassigned,
+        dt.as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn main_leasequery(a: LeasequeryArgs) -> ExitCode {
     if a.v6 {
         return crate::lq6::main_leasequery6(&a);
+    }
+    if a.bulk {
+        return match run_bulk(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xdhcpd leasequery --bulk: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(&a) {
         Ok(ans) => {

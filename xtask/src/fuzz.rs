@@ -26,6 +26,7 @@ pub const TARGETS: &[&str] = &[
     "lease_file_open",
     "config_parse",
     "control_request",
+    "bulk_leasequery",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -191,7 +192,10 @@ fn length_args(target: &str) -> Vec<String> {
 
 /// Targets that open a lease table (which spawns threads) on every input.
 fn spawns_threads(target: &str) -> bool {
-    matches!(target, "lease_file_open" | "dhcpv4_engine")
+    matches!(
+        target,
+        "lease_file_open" | "dhcpv4_engine" | "bulk_leasequery"
+    )
 }
 
 /// A number after `key` in libFuzzer's output (the last occurrence).

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod bulk_leasequery;
 mod error;
 mod failover;
 mod limits;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api::ApiConfig;
+pub use bulk_leasequery::BulkLeasequeryConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
 pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
@@ -97,6 +99,8 @@ pub struct Config {
     pub reconfigure: Option<ReconfigureConfig>,
     /// The control API and `/metrics` (`[api]`; defaults when absent).
     pub api: ApiConfig,
+    /// `[bulk-leasequery]`: RFC 6926 bulk leasequery over TCP; None = off.
+    pub bulk_leasequery: Option<BulkLeasequeryConfig>,
     /// Global lease-time defaults (each subnet carries its merged copy).
     pub lease: LeaseTimes,
     /// `[lease] spare-addresses`: spare records the lease file keeps for pools and grown

@@ -1277,3 +1277,43 @@ fn leasequery_dhcpv6_allow_key_defaults_to_trusted_relays_and_errors_are_positio
         ]
     );
 }
+
+#[test]
+fn bulk_leasequery_section_parses_defaults_and_positioned_errors() {
+    let base = "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(base, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.bulk_leasequery, None, "off without the section");
+    let with = |t: &str| format!("{base}[bulk-leasequery]\n{t}\n");
+    let cfg = parse(&with(""), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.bulk_leasequery,
+        Some(crate::BulkLeasequeryConfig::default())
+    );
+    let d = crate::BulkLeasequeryConfig::default();
+    assert_eq!(d.listen.to_string(), "0.0.0.0:67");
+    let cfg = parse(
+        &with("listen = \"10.0.0.1\"\nmax-connections = 2\nidle-timeout = 5"),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = cfg.bulk_leasequery.expect("on");
+    assert_eq!(
+        b.listen.to_string(),
+        "10.0.0.1:67",
+        "a bare ip means port 67"
+    );
+    assert_eq!((b.max_connections, b.idle_timeout), (2, 5));
+    assert_eq!(
+        error_lines(&with("listen = \"10.0.0.1:0\"")),
+        ["t.toml:6:10: bulk-leasequery.listen: \"10.0.0.1:0\" is not a listen address: expected ip or ip:port (\"0.0.0.0:67\", \"10.0.0.1\")"]
+    );
+    let e = error_lines(&with("max-connections = 0"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:19: bulk-leasequery.max-connections:"),
+        "{e:?}"
+    );
+    let e = error_lines(&with("idle = 3"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("idle"), "{e:?}");
+}

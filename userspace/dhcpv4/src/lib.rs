@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bulk_leasequery;
 pub mod caps;
 pub mod delivery;
 pub mod engine;
@@ -22,6 +23,8 @@ pub use delivery::{Delivery, Destination, LinkDest};
 pub use engine::{Decision, Engine, EngineShared, Registered, RegistrationView, RxMeta, Silence};
 
 pub use stats::{EngineStats, StatsSnapshot};
+#[cfg(test)]
+mod bulk_leasequery_tests;
 #[cfg(test)]
 mod caps_tests;
 #[cfg(test)]

@@ -80,6 +80,18 @@ pub mod opt {
     pub const CLIENT_LAST_TRANSACTION_TIME: u8 = 91;
     /// RFC 4388: further addresses bound to the queried client (leasequery replies).
     pub const ASSOCIATED_IP: u8 = 92;
+    /// RFC 6926: status of a bulk leasequery (code byte, then a UTF-8 message).
+    pub const STATUS_CODE: u8 = 151;
+    /// RFC 6926: the server's current time, Unix seconds (u32).
+    pub const BASE_TIME: u8 = 152;
+    /// RFC 6926: seconds before base-time when the binding entered its current state (u32).
+    pub const START_TIME_OF_STATE: u8 = 153;
+    /// RFC 6926: report only bindings whose state changed at or after this time (u32).
+    pub const QUERY_START_TIME: u8 = 154;
+    /// RFC 6926: report only bindings whose state changed at or before this time (u32).
+    pub const QUERY_END_TIME: u8 = 155;
+    /// RFC 6926: the binding's state (one byte; see `bulk_leasequery::DhcpState`).
+    pub const DHCP_STATE: u8 = 156;
     /// RFC 3011: the subnet the client wants an address on.
     pub const SUBNET_SELECTION: u8 = 118;
     /// RFC 6704 FORCERENEW nonce capable: the algorithms the client supports (1: HMAC-MD5).
@@ -98,6 +110,8 @@ pub mod relay_sub {
     pub const LINK_SELECTION: u8 = 5;
     /// RFC 3993 subscriber id.
     pub const SUBSCRIBER_ID: u8 = 6;
+    /// RFC 6925 relay-id: the relay agent's own identity (bulk leasequery by relay-id).
+    pub const RELAY_ID: u8 = 12;
 }
 
 /// DHCP message types (option 53).
@@ -129,6 +143,10 @@ pub enum MessageType {
     LeaseUnknown = 12,
     /// RFC 4388: the address is bound; the reply describes the lease.
     LeaseActive = 13,
+    /// RFC 6926: a bulk leasequery over TCP (by MAC, client id, relay-id, remote-id or all).
+    BulkLeaseQuery = 14,
+    /// RFC 6926: the last message of a bulk leasequery's answer (with a status on error).
+    LeaseQueryDone = 15,
 }
 
 impl MessageType {
@@ -148,6 +166,8 @@ impl MessageType {
             11 => Self::LeaseUnassigned,
             12 => Self::LeaseUnknown,
             13 => Self::LeaseActive,
+            14 => Self::BulkLeaseQuery,
+            15 => Self::LeaseQueryDone,
             _ => return None,
         })
     }

@@ -488,6 +488,32 @@ fn collect(s: &ApiState) -> Scrape {
         }
     }
 
+    // Bulk leasequery (RFC 6926).
+    if let Some(b) = &s.bulk_leasequery {
+        let b = b.snapshot();
+        let mut f = Family::new(
+            "xdhcpd_bulk_leasequery",
+            "Bulk leasequery over TCP, by event: connections (allowed), connections_refused (not \
+             in leasequery-allow or over max-connections), connections_failed (bad frame, idle, \
+             peer not reading), queries, active / unassigned (answers sent), done (queries \
+             answered completely), malformed, not_allowed, terminated.",
+        );
+        for (e, v) in [
+            ("connections", b.connections),
+            ("connections_refused", b.connections_refused),
+            ("connections_failed", b.connections_failed),
+            ("queries", b.queries),
+            ("active", b.active),
+            ("unassigned", b.unassigned),
+            ("done", b.done),
+            ("malformed", b.malformed),
+            ("not_allowed", b.not_allowed),
+            ("terminated", b.terminated),
+        ] {
+            f.add(vec![("event", e.into())], v);
+        }
+        counters.push(f);
+    }
     // Reconfiguration (FORCERENEW).
     if let Some(h) = &s.reconfigure {
         let c = &h.stats;

@@ -121,6 +121,8 @@ pub struct ApiState {
     pub known_macs: Option<Arc<crate::server::known_macs::KnownMacs>>,
     /// Requests the API refused by rule (not by malformed input), by reason.
     pub refused: ApiRefusals,
+    /// Bulk leasequery counters (`[bulk-leasequery]`); None: off.
+    pub bulk_leasequery: Option<Arc<xdhcpd_dhcpv4::bulk_leasequery::BulkStats>>,
 }
 
 /// Which listener a request came through. Only the control socket (0600: root or the

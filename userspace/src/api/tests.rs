@@ -109,6 +109,7 @@ fn start_with(
         reconfigure: None,
         known_macs: None,
         refused: Default::default(),
+        bulk_leasequery: None,
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -344,6 +345,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         reconfigure: None,
         known_macs: None,
         refused: Default::default(),
+        bulk_leasequery: None,
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()
@@ -513,6 +515,7 @@ fn live(
         reconfigure: None,
         known_macs: None,
         refused: Default::default(),
+        bulk_leasequery: None,
     };
     let listen = Listen {
         socket: dir.join("api.sock"),

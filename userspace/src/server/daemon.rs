@@ -356,6 +356,8 @@ pub struct Daemon {
     registrations_pg: Option<crate::registrations::postgres::Follower>,
     /// The reconfigure driver (FORCERENEW); None without `[reconfigure]`.
     reconf: Option<super::reconfigure::ReconfDriver>,
+    /// RFC 6926 bulk leasequery over TCP; None without `[bulk-leasequery]`.
+    bulk_lq: Option<super::bulk_lq::BulkLq>,
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -644,6 +646,18 @@ impl Daemon {
             }
             None => None,
         };
+        let bulk_lq = match &cfg.bulk_leasequery {
+            Some(b) => {
+                // Follows reloads, as the engine's leasequery-allow does.
+                let r = reloader.clone();
+                let allow: super::bulk_lq::AllowFn =
+                    Arc::new(move || r.config().leasequery_allow());
+                let l = super::bulk_lq::BulkLq::start(b, allow, table.clone(), server_id)?;
+                tracing::info!("bulk leasequery (RFC 6926) on tcp {}", l.addr());
+                Some(l)
+            }
+            None => None,
+        };
         let alarms = Alarms::new(&cfg.alarms);
         let state = ApiState {
             // Follows reloads (`/v1/pools`, `/v1/subnets`, `/v1/status`).
@@ -691,6 +705,7 @@ impl Daemon {
                 .map(|e| (e.stats(), e.tap().dropped.clone())),
             reconfigure: reconf.as_ref().map(|r| r.handle()),
             refused: Default::default(),
+            bulk_leasequery: bulk_lq.as_ref().map(|b| b.stats()),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -784,6 +799,7 @@ impl Daemon {
             _v6_join: v6_join,
             registrations_pg,
             reconf,
+            bulk_lq,
         })
     }
 
@@ -907,6 +923,9 @@ impl Daemon {
         // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
         if let Some(f) = self.failover {
             f.stop(Duration::from_secs(2));
+        }
+        if let Some(b) = self.bulk_lq {
+            b.stop();
         }
         drop(self.api);
         drop(self.registrations_pg);

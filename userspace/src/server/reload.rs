@@ -517,6 +517,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 .into(),
         );
     }
+    if old.bulk_leasequery != new.bulk_leasequery {
+        v.push(
+            "[bulk-leasequery] changed: its TCP listener is set up at start; needs a restart"
+                .into(),
+        );
+    }
     if old.rate_limit != new.rate_limit {
         v.push(
             "[rate-limit] changed: the XDP program's rate-limit map is written at start; \
@@ -768,6 +774,11 @@ mod tests {
         b.write(&format!("{base}\n[api]\nmetrics = false\n"));
         let e = b.reloader.reload().expect_err("api refused");
         assert!(e.to_string().contains("[api] changed"), "{e}");
+        b.write(&format!(
+            "{base}\n[bulk-leasequery]\nlisten = \"127.0.0.1:6767\"\n"
+        ));
+        let e = b.reloader.reload().expect_err("bulk-leasequery refused");
+        assert!(e.to_string().contains("[bulk-leasequery] changed"), "{e}");
         assert_eq!(b.cell.generation(), 0, "nothing was published");
         // Back to the running file: accepted.
         b.write(&base);

@@ -41,6 +41,7 @@ pub(crate) const ROOT_KEYS: &[&str] = &[
     "dhcpv6",
     "subnet6",
     "api",
+    "bulk-leasequery",
     "event-log",
     "alarms",
     "registrations",
@@ -152,6 +153,10 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("limits", crate::limits::LIMITS_KEYS.to_vec()),
         ("reconfigure", crate::reconfigure::RECONFIGURE_KEYS.to_vec()),
         ("api", crate::api::API_KEYS.to_vec()),
+        (
+            "bulk-leasequery",
+            crate::bulk_leasequery::BULK_LEASEQUERY_KEYS.to_vec(),
+        ),
         ("event-log", ops::EVENT_LOG_KEYS.to_vec()),
         ("event-log.nats", ops::NATS_KEYS.to_vec()),
         ("alarms", ops::ALARMS_KEYS.to_vec()),
@@ -325,6 +330,10 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             .and_then(|t| crate::api::read_api(&mut errs, &t)),
         None => Some(crate::api::ApiConfig::default()),
     };
+    let bulk_leasequery = root.get("bulk-leasequery").and_then(|f| {
+        Table::open(&mut errs, &f, crate::bulk_leasequery::BULK_LEASEQUERY_KEYS)
+            .and_then(|t| crate::bulk_leasequery::read_bulk_leasequery(&mut errs, &t))
+    });
     let event_log = root.get("event-log").and_then(|f| {
         Table::open(&mut errs, &f, ops::EVENT_LOG_KEYS)
             .and_then(|t| ops::read_event_log(&mut errs, &t))
@@ -447,6 +456,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 limits,
                 reconfigure,
                 api,
+                bulk_leasequery,
                 lease,
                 lease_spare,
                 subnets,

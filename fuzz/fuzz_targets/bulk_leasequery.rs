@@ -1,0 +1,95 @@
+//! Raw bytes as the TCP stream of an RFC 6926 bulk leasequery connection, through the
+//! sans-IO session over a small lease table (made once per process: the session only reads
+//! it). The first input byte chooses how the stream is cut into reads (1..=64 bytes each) and
+//! whether the peer is allowed. Nothing may panic; every message the session writes has a
+//! correct length prefix and parses; the session ends (idle, closed or a fatal frame) within a
+//! bounded number of polls.
+#![no_main]
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, OnceLock};
+
+use lease_store::{ClientKey, LeaseState, LeaseTable, OpenOptions, PoolSpec};
+use libfuzzer_sys::fuzz_target;
+use xdhcpd_dhcpv4::bulk_leasequery::{parse_reply, BulkStats, Poll, Session, MIN_OUT};
+use xdhcpd_fuzz::scratch_dir;
+
+const NOW: u32 = 1_800_000_000;
+
+fn table() -> &'static (tempfile::TempDir, Arc<LeaseTable>) {
+    static T: OnceLock<(tempfile::TempDir, Arc<LeaseTable>)> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = scratch_dir();
+        let pools = [PoolSpec {
+            id: 1,
+            first: Ipv4Addr::new(10, 0, 0, 10),
+            last: Ipv4Addr::new(10, 0, 0, 41),
+        }];
+        let (t, _) = LeaseTable::open(
+            &dir.path().join("l.db"),
+            &pools,
+            &OpenOptions {
+                now: NOW,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("lease table");
+        for i in 0..16u8 {
+            let slot = t.slot_of(Ipv4Addr::new(10, 0, 0, 10 + i)).expect("pool");
+            t.update(slot, |l| {
+                l.state = if i % 4 == 3 {
+                    LeaseState::Expired
+                } else {
+                    LeaseState::Active
+                };
+                l.client = if i % 2 == 0 {
+                    ClientKey::from_hw(1, &[2, 0, 0, 0, 0, i])
+                } else {
+                    ClientKey::from_client_id(&[1, 2, 0, 0, 0, 0, i])
+                };
+                l.htype = 1;
+                l.hlen = 6;
+                l.chaddr[..6].copy_from_slice(&[2, 0, 0, 0, 0, i]);
+                l.start = NOW - 100 * u32::from(i);
+                l.cltt = l.start;
+                l.expiry = NOW + 600 - 300 * u32::from(i % 4);
+                l.set_relay_agent_info(&[12, 1, b'a' + i % 3, 2, 1, b'0' + i]);
+            });
+        }
+        (dir, Arc::new(t))
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, stream)) = data.split_first() else {
+        return;
+    };
+    let (_, t) = table();
+    let chunk = usize::from(first & 0x3f) + 1;
+    let stats = BulkStats::default();
+    let mut s = Session::new(first & 0x40 == 0, Ipv4Addr::new(10, 0, 0, 1));
+    let mut out = vec![0u8; MIN_OUT];
+    let mut rest = stream;
+    // Each poll either sends, scans up to the budget, or waits; the table is 32 records and
+    // the queue is bounded, so this many polls per input byte is plenty.
+    for _ in 0..(64 + 64 * stream.len()) {
+        let n = match s.feed(&rest[..rest.len().min(chunk)], &stats) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        rest = &rest[n..];
+        match s.poll(t, NOW, &mut out, &stats) {
+            Poll::Send(n) => {
+                assert!(n >= 2 && n <= out.len());
+                let len = usize::from(u16::from_be_bytes([out[0], out[1]]));
+                assert_eq!(len + 2, n, "length prefix");
+                parse_reply(&out[2..n]).expect("the session's own message parses");
+            }
+            Poll::Again => {}
+            Poll::Close => return,
+            Poll::Idle if rest.is_empty() || !s.wants_input() => return,
+            Poll::Idle => {}
+        }
+    }
+    panic!("the session did not finish a {}-byte stream", stream.len());
+});

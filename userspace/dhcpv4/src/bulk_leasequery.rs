@@ -1,0 +1,806 @@
+//! DHCPv4 bulk leasequery (RFC 6926) as a sans-IO session: the bytes a TCP
+//! connection brings in go to [`Session::feed`]; [`Session::poll`] writes the
+//! next framed answer message into the caller's buffer. The driver owns the
+//! socket, the clock and the access decision; nothing here does IO.
+//!
+//! Framing (RFC 6926 §6.1): every message on the stream is a 2-byte
+//! big-endian length followed by a DHCP message of that many bytes.
+//!
+//! Query types (RFC 6926 §6.2.1, RFC 6925 for relay-id), exactly one per query:
+//! - by MAC: `htype`/`hlen`/`chaddr` set;
+//! - by client identifier: option 61;
+//! - by relay-id: sub-option 12 in the query's option 82;
+//! - by remote-id: sub-option 2 in the query's option 82;
+//! - all configured addresses: none of the above.
+//!
+//! More than one, a non-zero `ciaddr` (a query by address is RFC 4388's, over
+//! UDP), a message that does not parse, a type other than DHCPBULKLEASEQUERY,
+//! a bad query-start-time / query-end-time (options 154 / 155, Unix seconds)
+//! or a start after the end → DHCPLEASEQUERYDONE with status MalformedQuery.
+//!
+//! The answer is a stream of DHCPLEASEACTIVE (an unexpired ACTIVE binding)
+//! and DHCPLEASEUNASSIGNED messages, each with base-time (152),
+//! start-time-of-state (153) and dhcp-state (156), then one
+//! DHCPLEASEQUERYDONE (status option 151 only on error). Which records:
+//! - a query for all: every address in our pools, ACTIVE or UNASSIGNED;
+//! - the other queries: the records of the matching client(s) — ACTIVE ones,
+//!   and, when the query has a query-start-time (the requestor catches up on
+//!   changes), the matching records that are no longer active as UNASSIGNED.
+//!
+//! With query-start-time / query-end-time only records whose state began in
+//! that window are reported (the time a record's state began: its lease start
+//! for OFFERED / ACTIVE, its expiry for EXPIRED, else the later of start and
+//! the client's last transaction).
+//!
+//! Bounded memory: a query answer is a resumable scan of the table (a record
+//! cursor); nothing collects answers. At most [`MAX_QUEUED`] queries wait
+//! behind the one being answered; while the queue is full [`Session::feed`]
+//! takes no more bytes, so the driver stops reading and TCP flow control
+//! holds the requestor back. A frame longer than [`MAX_MESSAGE`] or of length
+//! 0 cannot be answered (its xid is unread) and ends the connection
+//! ([`Fatal`]). One poll reads at most [`SCAN_BUDGET`] records, so a sparse
+//! scan never holds the driver's thread for long.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable};
+
+use super::wire::{
+    opt, relay_sub, Message, MessageType, ReplyWriter, SubOptionIter, MAGIC_COOKIE, OP_BOOTREQUEST,
+};
+
+/// Longest query message accepted (bytes after the length prefix).
+pub const MAX_MESSAGE: usize = 1024;
+/// Queries that may wait behind the one being answered on one connection.
+pub const MAX_QUEUED: usize = 4;
+/// Records one [`Session::poll`] reads at most before returning [`Poll::Again`].
+pub const SCAN_BUDGET: u32 = 4096;
+/// Smallest output buffer [`Session::poll`] accepts: the length prefix and a message.
+pub const MIN_OUT: usize = 2 + 1024;
+
+/// RFC 6926 §6.2.2 status codes (option 151), with RFC 7724's DataMissing.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The query was answered completely.
+    Success = 0,
+    /// A failure no other code describes (here: the answer did not fit the buffer).
+    UnspecFail = 1,
+    /// The server ended the query before its end (shutdown).
+    QueryTerminated = 2,
+    /// The query could not be understood.
+    MalformedQuery = 3,
+    /// The requestor may not ask (not in `leasequery-allow`).
+    NotAllowed = 4,
+    /// RFC 7724: the server lacks the data asked for.
+    DataMissing = 5,
+}
+
+impl Status {
+    /// The status for an option 151 code byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Success,
+            1 => Self::UnspecFail,
+            2 => Self::QueryTerminated,
+            3 => Self::MalformedQuery,
+            4 => Self::NotAllowed,
+            5 => Self::DataMissing,
+            _ => return None,
+        })
+    }
+}
+
+/// RFC 6926 §6.2.8 dhcp-state values (option 156).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DhcpState {
+    /// Free for allocation.
+    Available = 1,
+    /// Bound to a client.
+    Active = 2,
+    /// The lease ran out.
+    Expired = 3,
+    /// The client gave it back.
+    Released = 4,
+    /// Declined or abandoned: not handed out.
+    Abandoned = 5,
+    /// Being offered (no binding yet).
+    Transitioning = 8,
+}
+
+/// The dhcp-state a record reports at `now`.
+pub fn dhcp_state(l: &Lease, now: u32) -> DhcpState {
+    match l.state {
+        LeaseState::Active if l.expiry > now => DhcpState::Active,
+        LeaseState::Active | LeaseState::Expired => DhcpState::Expired,
+        LeaseState::Released => DhcpState::Released,
+        LeaseState::Declined | LeaseState::Abandoned => DhcpState::Abandoned,
+        LeaseState::Offered => DhcpState::Transitioning,
+        LeaseState::Free | LeaseState::Backup | LeaseState::Reserved => DhcpState::Available,
+    }
+}
+
+/// When the record's current state began (Unix seconds); see the module text.
+pub fn state_since(l: &Lease) -> u32 {
+    match l.state {
+        LeaseState::Active | LeaseState::Offered => l.start,
+        LeaseState::Expired => l.expiry,
+        _ => l.start.max(l.cltt),
+    }
+}
+
+/// Counters of bulk leasequery, shared by every connection (the driver adds its own).
+#[derive(Debug, Default)]
+pub struct BulkStats {
+    /// Connections accepted from an allowed address.
+    pub connections: AtomicU64,
+    /// Connections refused: not allowed, over the connection limit.
+    pub connections_refused: AtomicU64,
+    /// Connections ended for a bad frame, an idle timeout or a write error.
+    pub connections_failed: AtomicU64,
+    /// Query frames received.
+    pub queries: AtomicU64,
+    /// DHCPLEASEACTIVE messages sent.
+    pub active: AtomicU64,
+    /// DHCPLEASEUNASSIGNED messages sent.
+    pub unassigned: AtomicU64,
+    /// DHCPLEASEQUERYDONE messages sent with status Success.
+    pub done: AtomicU64,
+    /// Queries answered MalformedQuery.
+    pub malformed: AtomicU64,
+    /// Queries answered NotAllowed.
+    pub not_allowed: AtomicU64,
+    /// Queries ended QueryTerminated or UnspecFail.
+    pub terminated: AtomicU64,
+}
+
+impl BulkStats {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> BulkSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BulkSnapshot {
+            connections: g(&self.connections),
+            connections_refused: g(&self.connections_refused),
+            connections_failed: g(&self.connections_failed),
+            queries: g(&self.queries),
+            active: g(&self.active),
+            unassigned: g(&self.unassigned),
+            done: g(&self.done),
+            malformed: g(&self.malformed),
+            not_allowed: g(&self.not_allowed),
+            terminated: g(&self.terminated),
+        }
+    }
+}
+
+/// A copy of [`BulkStats`].
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkSnapshot {
+    pub connections: u64,
+    pub connections_refused: u64,
+    pub connections_failed: u64,
+    pub queries: u64,
+    pub active: u64,
+    pub unassigned: u64,
+    pub done: u64,
+    pub malformed: u64,
+    pub not_allowed: u64,
+    pub terminated: u64,
+}
+
+/// The stream cannot go on: the connection must be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fatal {
+    /// A frame's length prefix (the value, at stream offset `at`) is 0 or over [`MAX_MESSAGE`].
+    #[error("frame length {len} at stream offset {at} is not 1..={max}", max = MAX_MESSAGE)]
+    FrameLength {
+        /// The length prefix.
+        len: usize,
+        /// Offset of the prefix in the connection's byte stream.
+        at: u64,
+    },
+}
+
+/// What [`Session::poll`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// A framed message (length prefix included) of this many bytes is in `out`.
+    Send(usize),
+    /// Records were read but none answered yet: call again (after yielding).
+    Again,
+    /// Nothing to send until more input arrives.
+    Idle,
+    /// Everything owed has been sent and the connection should be closed
+    /// (after NotAllowed or QueryTerminated).
+    Close,
+}
+
+/// The kind of query being answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Mac { htype: u8, hlen: u8, hw: [u8; 16] },
+    ClientId(ClientKey),
+    RelayId,
+    RemoteId,
+    All,
+}
+
+/// The query being answered: its raw message (the replies copy its header), what it
+/// asks, and where the scan is.
+struct Active {
+    req: Vec<u8>,
+    kind: Kind,
+    /// Relay-id / remote-id value.
+    value: [u8; 255],
+    value_len: usize,
+    start: Option<u32>,
+    end: Option<u32>,
+    cursor: u32,
+}
+
+/// One connection's bulk leasequery state.
+pub struct Session {
+    allowed: bool,
+    /// The frame being assembled (length prefix included).
+    frame: Vec<u8>,
+    /// Bytes of the stream taken so far (for error offsets).
+    stream_at: u64,
+    queue: VecDeque<Vec<u8>>,
+    active: Option<Active>,
+    /// Set by [`Session::terminate`]: answer the active query QueryTerminated, then close.
+    terminating: bool,
+    close: bool,
+    server_id: Ipv4Addr,
+}
+
+impl Session {
+    /// A session for a requestor that is (or is not) allowed to ask; `server_id` goes
+    /// into option 54 of every answer.
+    pub fn new(allowed: bool, server_id: Ipv4Addr) -> Self {
+        Session {
+            allowed,
+            frame: Vec::with_capacity(2 + MAX_MESSAGE),
+            stream_at: 0,
+            queue: VecDeque::with_capacity(MAX_QUEUED),
+            active: None,
+            terminating: false,
+            close: false,
+            server_id,
+        }
+    }
+
+    /// Whether [`Session::feed`] would take bytes now (false while the queue is full
+    /// or the session is closing).
+    pub fn wants_input(&self) -> bool {
+        !self.close && !self.terminating && self.queue.len() < MAX_QUEUED
+    }
+
+    /// Whether a query is being answered or waits.
+    pub fn busy(&self) -> bool {
+        self.active.is_some() || !self.queue.is_empty()
+    }
+
+    /// Takes stream bytes; returns how many it took (fewer than given while the
+    /// queue is full: offer the rest again after polling). Counts each complete frame.
+    pub fn feed(&mut self, data: &[u8], stats: &BulkStats) -> Result<usize, Fatal> {
+        let mut taken = 0;
+        while taken < data.len() && self.wants_input() {
+            let want = if self.frame.len() < 2 {
+                2 - self.frame.len()
+            } else {
+                let len = usize::from(u16::from_be_bytes([self.frame[0], self.frame[1]]));
+                if len == 0 || len > MAX_MESSAGE {
+                    return Err(Fatal::FrameLength {
+                        len,
+                        at: self.stream_at - 2,
+                    });
+                }
+                2 + len - self.frame.len()
+            };
+            let n = want.min(data.len() - taken);
+            self.frame.extend_from_slice(&data[taken..taken + n]);
+            taken += n;
+            self.stream_at += n as u64;
+            if self.frame.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([self.frame[0], self.frame[1]]));
+                if len == 0 || len > MAX_MESSAGE {
+                    return Err(Fatal::FrameLength {
+                        len,
+                        at: self.stream_at - self.frame.len() as u64,
+                    });
+                }
+                if self.frame.len() == 2 + len {
+                    BulkStats::inc(&stats.queries);
+                    self.queue.push_back(self.frame[2..].to_vec());
+                    self.frame.clear();
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Ends the query being answered with QueryTerminated (shutdown); the session
+    /// closes after that message.
+    pub fn terminate(&mut self) {
+        self.terminating = true;
+    }
+
+    /// Writes the next answer message into `out` (at least [`MIN_OUT`] bytes).
+    pub fn poll(
+        &mut self,
+        table: &LeaseTable,
+        now: u32,
+        out: &mut [u8],
+        stats: &BulkStats,
+    ) -> Poll {
+        if self.close {
+            return Poll::Close;
+        }
+        if self.terminating {
+            self.close = true;
+            self.queue.clear();
+            return match self.active.take() {
+                Some(a) => {
+                    BulkStats::inc(&stats.terminated);
+                    self.done(
+                        &a.req,
+                        Status::QueryTerminated,
+                        "server shutting down",
+                        now,
+                        out,
+                    )
+                }
+                None => Poll::Close,
+            };
+        }
+        if self.active.is_none() {
+            let Some(raw) = self.queue.pop_front() else {
+                return Poll::Idle;
+            };
+            if !self.allowed {
+                BulkStats::inc(&stats.not_allowed);
+                self.close = true;
+                self.queue.clear();
+                return self.done(
+                    &raw,
+                    Status::NotAllowed,
+                    "not in leasequery-allow",
+                    now,
+                    out,
+                );
+            }
+            match parse_query(raw) {
+                Ok(a) => self.active = Some(a),
+                Err((raw, why)) => {
+                    BulkStats::inc(&stats.malformed);
+                    return self.done(&raw, Status::MalformedQuery, why, now, out);
+                }
+            }
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Poll::Idle;
+        };
+        let total = table.len();
+        let mut budget = SCAN_BUDGET;
+        while a.cursor < total {
+            if budget == 0 {
+                return Poll::Again;
+            }
+            budget -= 1;
+            let Some(slot) = table.slot(a.cursor) else {
+                break;
+            };
+            a.cursor += 1;
+            let l = table.read(slot);
+            let Some(kind) = report(a, &l, now) else {
+                continue;
+            };
+            return match write_binding(a, &l, kind, self.server_id, now, out) {
+                Some(n) => {
+                    BulkStats::inc(if kind == MessageType::LeaseActive {
+                        &stats.active
+                    } else {
+                        &stats.unassigned
+                    });
+                    Poll::Send(n)
+                }
+                None => {
+                    // Our own answer did not fit: end the query rather than skip a binding.
+                    let a = self.active.take();
+                    BulkStats::inc(&stats.terminated);
+                    match a {
+                        Some(a) => {
+                            self.done(&a.req, Status::UnspecFail, "answer too long", now, out)
+                        }
+                        None => Poll::Idle,
+                    }
+                }
+            };
+        }
+        let a = self.active.take();
+        BulkStats::inc(&stats.done);
+        match a {
+            Some(a) => self.done(&a.req, Status::Success, "", now, out),
+            None => Poll::Idle,
+        }
+    }
+
+    /// Writes a DHCPLEASEQUERYDONE for query `raw` (which may be unparseable).
+    fn done(&self, raw: &[u8], status: Status, text: &str, now: u32, out: &mut [u8]) -> Poll {
+        match write_done(raw, status, text, self.server_id, now, out) {
+            Some(n) => Poll::Send(n),
+            None => Poll::Close,
+        }
+    }
+}
+
+/// Parses a query frame; on failure gives the frame back with the reason.
+fn parse_query(raw: Vec<u8>) -> Result<Active, (Vec<u8>, &'static str)> {
+    match parse_inner(&raw) {
+        Ok((kind, value, value_len, start, end)) => Ok(Active {
+            req: raw,
+            kind,
+            value,
+            value_len,
+            start,
+            end,
+            cursor: 0,
+        }),
+        Err(why) => Err((raw, why)),
+    }
+}
+
+type Parsed = (Kind, [u8; 255], usize, Option<u32>, Option<u32>);
+
+fn parse_inner(raw: &[u8]) -> Result<Parsed, &'static str> {
+    let msg = Message::new_checked(raw).map_err(|_| "not a DHCP message")?;
+    if msg.op() != OP_BOOTREQUEST {
+        return Err("not a BOOTREQUEST");
+    }
+    let sum = msg.summary().map_err(|_| "malformed options")?;
+    if sum.message_type != Some(MessageType::BulkLeaseQuery) {
+        return Err("not a DHCPBULKLEASEQUERY");
+    }
+    if !msg.ciaddr().is_unspecified() {
+        return Err("ciaddr set: a query by address is RFC 4388 leasequery");
+    }
+    let mut start = None;
+    let mut end = None;
+    for o in msg.options() {
+        let (code, val, _) = o.map_err(|_| "malformed options")?;
+        let t = || <[u8; 4]>::try_from(val).ok().map(u32::from_be_bytes);
+        match code {
+            opt::QUERY_START_TIME => start = Some(t().ok_or("query-start-time is not 4 bytes")?),
+            opt::QUERY_END_TIME => end = Some(t().ok_or("query-end-time is not 4 bytes")?),
+            _ => {}
+        }
+    }
+    if let (Some(s), Some(e)) = (start, end) {
+        if s > e {
+            return Err("query-start-time after query-end-time");
+        }
+    }
+    let mut kinds = Vec::<Kind>::new();
+    let mut value = [0u8; 255];
+    let mut value_len = 0;
+    let hw = msg.chaddr();
+    if msg.htype() != 0 && !hw.is_empty() && hw.iter().any(|&b| b != 0) {
+        let mut h = [0u8; 16];
+        h[..hw.len()].copy_from_slice(hw);
+        kinds.push(Kind::Mac {
+            htype: msg.htype(),
+            hlen: msg.hlen(),
+            hw: h,
+        });
+    }
+    if let Some(id) = sum.client_id {
+        kinds.push(Kind::ClientId(ClientKey::from_client_id(id)));
+    }
+    if let Some(ri) = sum.relay_agent_info {
+        for sub in SubOptionIter::new(ri) {
+            let (code, v) = sub.map_err(|_| "malformed option 82")?;
+            let k = match code {
+                relay_sub::RELAY_ID => Kind::RelayId,
+                relay_sub::REMOTE_ID => Kind::RemoteId,
+                _ => continue,
+            };
+            if v.is_empty() {
+                return Err("empty relay-id or remote-id");
+            }
+            value[..v.len()].copy_from_slice(v);
+            value_len = v.len();
+            kinds.push(k);
+        }
+    }
+    match kinds.as_slice() {
+        [] => Ok((Kind::All, value, 0, start, end)),
+        [k] => Ok((*k, value, value_len, start, end)),
+        _ => Err("more than one query type"),
+    }
+}
+
+/// The sub-option `code` of an option 82 value, if present.
+fn sub_option(ri: &[u8], code: u8) -> Option<&[u8]> {
+    SubOptionIter::new(ri)
+        .map_while(Result::ok)
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| v)
+}
+
+/// Whether record `l` answers the query, and how.
+fn report(a: &Active, l: &Lease, now: u32) -> Option<MessageType> {
+    let matches = match a.kind {
+        Kind::All => true,
+        _ if !l.state.binds_client() => false,
+        Kind::Mac { htype, hlen, hw } => {
+            l.htype == htype && l.hlen == hlen && l.hw() == &hw[..usize::from(hlen).min(16)]
+        }
+        Kind::ClientId(key) => l.client == key,
+        Kind::RelayId => {
+            sub_option(l.relay_agent_info(), relay_sub::RELAY_ID) == Some(&a.value[..a.value_len])
+        }
+        Kind::RemoteId => {
+            sub_option(l.relay_agent_info(), relay_sub::REMOTE_ID) == Some(&a.value[..a.value_len])
+        }
+    };
+    if !matches {
+        return None;
+    }
+    let since = state_since(l);
+    if a.start.is_some_and(|s| since < s) || a.end.is_some_and(|e| since > e) {
+        return None;
+    }
+    if l.state == LeaseState::Active && l.expiry > now {
+        Some(MessageType::LeaseActive)
+    } else if a.kind == Kind::All || a.start.is_some() {
+        Some(MessageType::LeaseUnassigned)
+    } else {
+        None
+    }
+}
+
+/// Writes the length prefix for a message of `n` bytes at `out[2..]`.
+fn framed(out: &mut [u8], n: usize) -> usize {
+    let len = u16::try_from(n).unwrap_or(u16::MAX);
+    out[..2].copy_from_slice(&len.to_be_bytes());
+    2 + n
+}
+
+fn write_binding(
+    a: &Active,
+    l: &Lease,
+    kind: MessageType,
+    server_id: Ipv4Addr,
+    now: u32,
+    out: &mut [u8],
+) -> Option<usize> {
+    if out.len() < MIN_OUT {
+        return None;
+    }
+    let req = Message::new_checked(&a.req).ok()?;
+    let body = &mut out[2..MIN_OUT];
+    let limit = body.len();
+    let mut w = ReplyWriter::new(body, &req, limit).ok()?;
+    w.option(opt::MESSAGE_TYPE, &[kind as u8]).ok()?;
+    w.option_ip(opt::SERVER_ID, server_id).ok()?;
+    w.option_u32(opt::BASE_TIME, now).ok()?;
+    w.set_ciaddr(l.addr);
+    if l.state.binds_client() {
+        w.set_chaddr(l.htype, l.hlen, &l.chaddr);
+    } else {
+        w.set_chaddr(0, 0, &[0; 16]);
+    }
+    w.option_u32(opt::START_TIME_OF_STATE, now.saturating_sub(state_since(l)))
+        .ok()?;
+    w.option(opt::DHCP_STATE, &[dhcp_state(l, now) as u8])
+        .ok()?;
+    if kind == MessageType::LeaseActive {
+        w.option_u32(opt::LEASE_TIME, l.expiry.saturating_sub(now))
+            .ok()?;
+        if l.cltt != 0 {
+            w.option_u32(
+                opt::CLIENT_LAST_TRANSACTION_TIME,
+                now.saturating_sub(l.cltt),
+            )
+            .ok()?;
+        }
+    }
+    if l.state.binds_client() {
+        if l.client.kind() == KeyKind::ClientId && !l.client.is_hashed() {
+            w.option(opt::CLIENT_ID, l.client.as_bytes()).ok()?;
+        }
+        let ri = l.relay_agent_info();
+        if !ri.is_empty() {
+            w.option(opt::RELAY_AGENT_INFO, ri).ok()?;
+        }
+    }
+    let n = w.finish();
+    Some(framed(out, n))
+}
+
+/// A DHCPLEASEQUERYDONE answering `raw` (its xid; a header rebuilt when `raw` does
+/// not parse). Status Success carries no option 151.
+fn write_done(
+    raw: &[u8],
+    status: Status,
+    text: &str,
+    server_id: Ipv4Addr,
+    now: u32,
+    out: &mut [u8],
+) -> Option<usize> {
+    if out.len() < MIN_OUT {
+        return None;
+    }
+    // The replies copy the query's header: use a clean one (xid, flags, giaddr,
+    // htype/hlen/chaddr from the query when there), so any frame gets an answer.
+    let mut hdr = [0u8; 240];
+    let n = raw.len().min(44);
+    hdr[..n].copy_from_slice(&raw[..n]);
+    if hdr[2] > 16 {
+        hdr[2] = 0;
+    }
+    hdr[236..240].copy_from_slice(&MAGIC_COOKIE);
+    let req = Message::new_checked(&hdr).ok()?;
+    let body = &mut out[2..MIN_OUT];
+    let limit = body.len();
+    let mut w = ReplyWriter::new(body, &req, limit).ok()?;
+    w.option(opt::MESSAGE_TYPE, &[MessageType::LeaseQueryDone as u8])
+        .ok()?;
+    w.option_ip(opt::SERVER_ID, server_id).ok()?;
+    w.option_u32(opt::BASE_TIME, now).ok()?;
+    if status != Status::Success {
+        let mut v = [0u8; 128];
+        v[0] = status as u8;
+        let t = text.as_bytes();
+        let k = t.len().min(v.len() - 1);
+        v[1..1 + k].copy_from_slice(&t[..k]);
+        w.option(opt::STATUS_CODE, &v[..1 + k]).ok()?;
+    }
+    let n = w.finish();
+    Some(framed(out, n))
+}
+
+/// Builds a DHCPBULKLEASEQUERY (client side and tests): `xid`, the query, optional
+/// start / end times; returns the framed message (length prefix included).
+pub fn build_query(xid: u32, q: &QuerySpec<'_>, start: Option<u32>, end: Option<u32>) -> Vec<u8> {
+    let mut m = vec![0u8; 240];
+    m[0] = OP_BOOTREQUEST;
+    m[4..8].copy_from_slice(&xid.to_be_bytes());
+    m[236..240].copy_from_slice(&MAGIC_COOKIE);
+    m.extend_from_slice(&[opt::MESSAGE_TYPE, 1, MessageType::BulkLeaseQuery as u8]);
+    match q {
+        QuerySpec::Mac { htype, hw } => {
+            let n = hw.len().min(16);
+            m[1] = *htype;
+            m[2] = n as u8;
+            m[28..28 + n].copy_from_slice(&hw[..n]);
+        }
+        QuerySpec::ClientId(id) => {
+            let n = id.len().min(255);
+            m.extend_from_slice(&[opt::CLIENT_ID, n as u8]);
+            m.extend_from_slice(&id[..n]);
+        }
+        QuerySpec::RelayId(v) | QuerySpec::RemoteId(v) => {
+            let code = if matches!(q, QuerySpec::RelayId(_)) {
+                relay_sub::RELAY_ID
+            } else {
+                relay_sub::REMOTE_ID
+            };
+            let n = v.len().min(253);
+            m.extend_from_slice(&[opt::RELAY_AGENT_INFO, (n + 2) as u8, code, n as u8]);
+            m.extend_from_slice(&v[..n]);
+        }
+        QuerySpec::All => {}
+    }
+    if let Some(s) = start {
+        m.extend_from_slice(&[opt::QUERY_START_TIME, 4]);
+        m.extend_from_slice(&s.to_be_bytes());
+    }
+    if let Some(e) = end {
+        m.extend_from_slice(&[opt::QUERY_END_TIME, 4]);
+        m.extend_from_slice(&e.to_be_bytes());
+    }
+    m.push(opt::END);
+    let mut f = Vec::with_capacity(2 + m.len());
+    f.extend_from_slice(&(m.len() as u16).to_be_bytes());
+    f.extend_from_slice(&m);
+    f
+}
+
+/// What a bulk leasequery asks (for [`build_query`]).
+#[derive(Clone, Copy, Debug)]
+pub enum QuerySpec<'a> {
+    /// By hardware type and address.
+    Mac {
+        /// Hardware type (1 = Ethernet).
+        htype: u8,
+        /// The address (at most 16 bytes).
+        hw: &'a [u8],
+    },
+    /// By option 61 value (type byte included).
+    ClientId(&'a [u8]),
+    /// By RFC 6925 relay-id (option 82 sub-option 12).
+    RelayId(&'a [u8]),
+    /// By remote-id (option 82 sub-option 2).
+    RemoteId(&'a [u8]),
+    /// Every configured address.
+    All,
+}
+
+/// One answer message as a requestor reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The query's xid, echoed.
+    pub xid: u32,
+    /// LeaseActive, LeaseUnassigned or LeaseQueryDone.
+    pub kind: MessageType,
+    /// The address (ciaddr).
+    pub addr: Ipv4Addr,
+    /// The client's hardware address (htype, then chaddr[..hlen]).
+    pub htype: u8,
+    /// chaddr[..hlen].
+    pub hw: Vec<u8>,
+    /// Option 156.
+    pub state: Option<u8>,
+    /// Option 51: seconds left.
+    pub lease_time: Option<u32>,
+    /// Option 61.
+    pub client_id: Option<Vec<u8>>,
+    /// Option 82.
+    pub relay_agent_info: Option<Vec<u8>>,
+    /// Option 151: code and message.
+    pub status: Option<(u8, String)>,
+}
+
+/// Parses one answer message (without its length prefix); `Err` names what is wrong.
+pub fn parse_reply(b: &[u8]) -> Result<Reply, String> {
+    let m = Message::new_checked(b).map_err(|e| e.to_string())?;
+    let mut r = Reply {
+        xid: m.xid(),
+        kind: MessageType::LeaseQueryDone,
+        addr: m.ciaddr(),
+        htype: m.htype(),
+        hw: m.chaddr().to_vec(),
+        state: None,
+        lease_time: None,
+        client_id: None,
+        relay_agent_info: None,
+        status: None,
+    };
+    let mut kind = None;
+    for o in m.options() {
+        let (code, v, off) = o.map_err(|e| e.to_string())?;
+        let bad = || format!("option {code} at offset {off}: bad length {}", v.len());
+        match code {
+            opt::MESSAGE_TYPE => {
+                kind = Some(
+                    v.first()
+                        .and_then(|&t| MessageType::from_u8(t))
+                        .ok_or_else(bad)?,
+                )
+            }
+            opt::DHCP_STATE => r.state = Some(*v.first().ok_or_else(bad)?),
+            opt::LEASE_TIME => {
+                r.lease_time = Some(u32::from_be_bytes(
+                    <[u8; 4]>::try_from(v).map_err(|_| bad())?,
+                ))
+            }
+            opt::CLIENT_ID => r.client_id = Some(v.to_vec()),
+            opt::RELAY_AGENT_INFO => r.relay_agent_info = Some(v.to_vec()),
+            opt::STATUS_CODE => {
+                let (&c, t) = v.split_first().ok_or_else(bad)?;
+                r.status = Some((c, String::from_utf8_lossy(t).into_owned()));
+            }
+            _ => {}
+        }
+    }
+    r.kind = kind.ok_or("no message type (option 53)")?;
+    Ok(r)
+}

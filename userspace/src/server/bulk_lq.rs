@@ -1,0 +1,472 @@
+//! The bulk leasequery (RFC 6926) TCP driver: IO only, around the sans-IO
+//! `xdhcpd_dhcpv4::bulk_leasequery::Session`. Its own thread with a
+//! current-thread tokio runtime, never a packet worker; it reads the lease
+//! table by seqlock reads like the control API.
+//!
+//! - Access: the peer's address must be in `leasequery-allow` (as for RFC
+//!   4388 over UDP; read from the served configuration at each connection, so a
+//!   reload that changes it applies to the next connection); any other peer gets DHCPLEASEQUERYDONE / NotAllowed for
+//!   its first query and is closed (counted twice: `connections_refused`,
+//!   `not_allowed`); such a peer gets at most [`REFUSED_IDLE`] to send it, so
+//!   refused peers cannot hold the connection slots for long.
+//! - At most `max-connections` at once; one more is accepted and closed at
+//!   once (`connections_refused`).
+//! - Flow control: answers are made a batch (at most [`OUT_BATCH`] bytes) at
+//!   a time and the next batch only after the peer has taken the last one
+//!   (`write_all` waits on the socket's send buffer), so a slow reader slows
+//!   the scan instead of filling memory. While a query is being answered the
+//!   connection's input is not read (TCP holds the requestor back).
+//! - Timeouts: no input for `idle-timeout` seconds with nothing to answer, or
+//!   a peer that does not take a batch within it → closed (`connections_failed`).
+//! - Shutdown: a query being answered ends with QueryTerminated.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use lease_store::LeaseTable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net};
+use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, Poll, Session, MIN_OUT};
+
+/// How long a peer not in `leasequery-allow` may take to send its query (or read the answer).
+pub const REFUSED_IDLE: Duration = Duration::from_secs(2);
+
+/// Bytes of answers written to the socket at once.
+pub const OUT_BATCH: usize = 64 * 1024;
+
+/// The current `leasequery-allow` (the served configuration's).
+pub type AllowFn = Arc<dyn Fn() -> Vec<Ipv4Net> + Send + Sync>;
+
+/// The running listener.
+pub struct BulkLq {
+    thread: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    stats: Arc<BulkStats>,
+    addr: SocketAddr,
+}
+
+struct Ctx {
+    table: Arc<LeaseTable>,
+    server_id: std::net::Ipv4Addr,
+    allow: AllowFn,
+    stats: Arc<BulkStats>,
+    idle: Duration,
+    max: u32,
+    open: AtomicU32,
+}
+
+impl BulkLq {
+    /// Binds the listener (at start-up, while the daemon may still bind port 67) and
+    /// starts the thread.
+    pub fn start(
+        cfg: &BulkLeasequeryConfig,
+        allow: AllowFn,
+        table: Arc<LeaseTable>,
+        server_id: std::net::Ipv4Addr,
+    ) -> anyhow::Result<Self> {
+        let std_listener = std::net::TcpListener::bind(cfg.listen)
+            .with_context(|| format!("[bulk-leasequery] listen = {}: bind", cfg.listen))?;
+        std_listener
+            .set_nonblocking(true)
+            .context("bulk leasequery listener: non-blocking")?;
+        let addr = std_listener
+            .local_addr()
+            .context("bulk leasequery listener: address")?;
+        let stats = Arc::new(BulkStats::default());
+        let ctx = Arc::new(Ctx {
+            table,
+            server_id,
+            allow,
+            stats: stats.clone(),
+            idle: Duration::from_secs(u64::from(cfg.idle_timeout)),
+            max: cfg.max_connections,
+            open: AtomicU32::new(0),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("xdhcpd-bulklq".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("bulk leasequery: no runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(accept_loop(std_listener, ctx, stop_rx));
+            })
+            .context("bulk leasequery thread")?;
+        Ok(BulkLq {
+            thread: Some(thread),
+            stop,
+            stats,
+            addr,
+        })
+    }
+
+    /// The counters (also in `/metrics`).
+    pub fn stats(&self) -> Arc<BulkStats> {
+        self.stats.clone()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Ends running queries (QueryTerminated) and stops the thread.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BulkLq {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn allowed(allow: &[Ipv4Net], peer: IpAddr) -> bool {
+    let v4 = match peer {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a) => a,
+            None => return false,
+        },
+    };
+    allow.iter().any(|n| n.contains(v4))
+}
+
+async fn accept_loop(
+    std_listener: std::net::TcpListener,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("bulk leasequery listener: {e}");
+            return;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, peer) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("bulk leasequery accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if ctx.open.load(Ordering::Relaxed) >= ctx.max {
+                    ctx.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("bulk leasequery from {peer}: over max-connections, closed");
+                    drop(stream);
+                    continue;
+                }
+                let ok = allowed(&(ctx.allow)(), peer.ip());
+                let c = if ok { &ctx.stats.connections } else { &ctx.stats.connections_refused };
+                c.fetch_add(1, Ordering::Relaxed);
+                ctx.open.fetch_add(1, Ordering::Relaxed);
+                let ctx2 = ctx.clone();
+                let stop2 = stop.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = serve(stream, ok, &ctx2, stop2).await {
+                        ctx2.stats.connections_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("bulk leasequery from {peer}: {e}");
+                    }
+                    ctx2.open.fetch_sub(1, Ordering::Relaxed);
+                });
+                // Reap finished connections.
+                while tasks.try_join_next().is_some() {}
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    // Running queries end with QueryTerminated; give them a moment to say so.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn serve(
+    stream: TcpStream,
+    ok: bool,
+    ctx: &Ctx,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let idle = if ok {
+        ctx.idle
+    } else {
+        ctx.idle.min(REFUSED_IDLE)
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let mut sess = Session::new(ok, ctx.server_id);
+    let mut inbuf = vec![0u8; 4096];
+    let (mut lo, mut hi) = (0usize, 0usize);
+    let mut out = vec![0u8; OUT_BATCH];
+    loop {
+        if *stop.borrow() {
+            sess.terminate();
+        }
+        if lo < hi {
+            let n = sess
+                .feed(&inbuf[lo..hi], &ctx.stats)
+                .map_err(|e| anyhow::anyhow!("{e}; closed"))?;
+            lo += n;
+            if lo == hi {
+                (lo, hi) = (0, 0);
+            }
+        }
+        let now = crate::clock::unix_now();
+        let mut used = 0;
+        let mut again = false;
+        let mut close = false;
+        while out.len() - used >= MIN_OUT {
+            match sess.poll(&ctx.table, now, &mut out[used..], &ctx.stats) {
+                Poll::Send(n) => used += n,
+                Poll::Again => {
+                    again = true;
+                    break;
+                }
+                Poll::Idle => break,
+                Poll::Close => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if used > 0 {
+            // Backpressure: the next batch is made only once the peer took this one.
+            tokio::time::timeout(idle, wr.write_all(&out[..used]))
+                .await
+                .map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??;
+        }
+        if close {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        if again || sess.busy() || lo < hi {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Nothing to answer: wait for input.
+        tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(&mut inbuf[hi..])) => {
+                let n = r.map_err(|_| anyhow::anyhow!("idle for {idle:?}"))??;
+                if n == 0 {
+                    return Ok(()); // the requestor closed
+                }
+                hi += n;
+            }
+            _ = stop.changed() => sess.terminate(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpStream};
+    use std::time::Instant;
+
+    use lease_store::{OpenOptions, PoolSpec};
+    use xdhcpd_dhcpv4::bulk_leasequery::{build_query, parse_reply, QuerySpec, Status};
+    use xdhcpd_dhcpv4::wire::MessageType;
+
+    use super::*;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+    /// A table of 65,534 free addresses: 20 MB of answers to a query for all, more than
+    /// loopback's socket buffers hold.
+    fn table() -> (tempfile::TempDir, Arc<LeaseTable>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools = [PoolSpec {
+            id: 1,
+            first: Ipv4Addr::new(10, 20, 0, 1),
+            last: Ipv4Addr::new(10, 20, 255, 254),
+        }];
+        let (t, _) = LeaseTable::open(
+            &dir.path().join("l.db"),
+            &pools,
+            &OpenOptions {
+                now: 1000,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("table");
+        (dir, Arc::new(t))
+    }
+
+    fn start(allow: Ipv4Addr, max: u32, idle: u32) -> (tempfile::TempDir, BulkLq) {
+        let (dir, t) = table();
+        let cfg = BulkLeasequeryConfig {
+            listen: SocketAddr::from((SERVER, 0)),
+            max_connections: max,
+            idle_timeout: idle,
+        };
+        let acl: AllowFn = Arc::new(move || vec![Ipv4Net::truncating(allow, 32)]);
+        let lq = BulkLq::start(&cfg, acl, t, SERVER).expect("listener");
+        (dir, lq)
+    }
+
+    fn read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut m)?;
+        Ok(m)
+    }
+
+    fn wait(what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_writes_only_as_fast_as_the_peer_reads() {
+        let (_dir, lq) = start(SERVER, 1, 1);
+        let st = lq.stats();
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(9, &QuerySpec::All, None, None))
+            .expect("send");
+        for _ in 0..10 {
+            let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+            assert_eq!((m.xid, m.kind), (9, MessageType::LeaseUnassigned));
+        }
+        // Over max-connections: accepted and closed at once, counted.
+        let mut extra = TcpStream::connect(lq.addr()).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        assert!(matches!(extra.read(&mut b), Ok(0) | Err(_)), "closed");
+        assert_eq!(st.snapshot().connections_refused, 1);
+        // We stop reading: the driver stalls on the full socket, then gives up after the
+        // idle timeout, having made only what the socket buffers took.
+        wait("the stalled connection to be closed", || {
+            st.snapshot().connections_failed == 1
+        });
+        let s = st.snapshot();
+        assert!(
+            s.unassigned < 65_534,
+            "the whole answer was made for a peer that did not read: {s:?}"
+        );
+        assert_eq!(s.done, 0);
+        lq.stop();
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_answers_notallowed_to_a_peer_not_in_the_acl() {
+        let (_dir, lq) = start(Ipv4Addr::new(192, 0, 2, 1), 4, 5);
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(3, &QuerySpec::All, None, None))
+            .expect("send");
+        let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+        assert_eq!((m.xid, m.kind), (3, MessageType::LeaseQueryDone));
+        assert_eq!(
+            m.status.map(|s| s.0),
+            Some(Status::NotAllowed as u8),
+            "NotAllowed"
+        );
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(c.read(&mut b), Ok(0) | Err(_)),
+            "closed after NotAllowed"
+        );
+        let s = lq.stats().snapshot();
+        assert_eq!(
+            (s.connections_refused, s.not_allowed, s.unassigned),
+            (1, 1, 0)
+        );
+        // A refused peer that sends nothing keeps its slot only REFUSED_IDLE (the
+        // configured idle timeout is 5 s).
+        let mut silent = TcpStream::connect(lq.addr()).expect("connect");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        let t = Instant::now();
+        assert!(matches!(silent.read(&mut b), Ok(0) | Err(_)), "closed");
+        let waited = t.elapsed();
+        assert!(
+            waited >= REFUSED_IDLE - Duration::from_millis(100) && waited < Duration::from_secs(4),
+            "closed after {waited:?}"
+        );
+        wait("the silent refused peer to be counted", || {
+            lq.stats().snapshot().connections_failed == 1
+        });
+        lq.stop();
+    }
+
+    #[test]
+    fn bulk_leasequery_driver_full_answer_and_terminated_on_stop() {
+        let (_dir, lq) = start(SERVER, 4, 5);
+        let mut c = TcpStream::connect(lq.addr()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&build_query(1, &QuerySpec::All, None, None))
+            .expect("send");
+        let mut n = 0;
+        loop {
+            let m = parse_reply(&read_msg(&mut c).expect("answer")).expect("parses");
+            if m.kind == MessageType::LeaseQueryDone {
+                assert_eq!(m.status, None);
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 65_534, "every address reported once");
+        // A second query, stopped midway: QueryTerminated, then the connection closes.
+        c.write_all(&build_query(2, &QuerySpec::All, None, None))
+            .expect("send");
+        read_msg(&mut c).expect("first answer");
+        let stats = lq.stats();
+        let stopper = std::thread::spawn(move || lq.stop());
+        // The driver is held by the full socket meanwhile (20 MB of answers), so the stop
+        // arrives before the answer could end.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut last = None;
+        while let Ok(m) = read_msg(&mut c) {
+            last = Some(parse_reply(&m).expect("parses"));
+        }
+        stopper.join().expect("stopped");
+        let last = last.expect("answers after the stop");
+        assert_eq!(last.kind, MessageType::LeaseQueryDone);
+        assert_eq!(
+            last.status.map(|s| s.0),
+            Some(Status::QueryTerminated as u8)
+        );
+        assert_eq!(stats.snapshot().terminated, 1);
+    }
+}
