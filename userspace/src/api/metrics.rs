@@ -69,9 +69,25 @@ impl<V> Family<V> {
 
 struct HistValue<'a>(&'a HistogramSnapshot);
 
+/// `(bound, cumulative count)` to `(bound, count in this bucket alone)`.
+fn per_bucket_counts(cumulative: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    cumulative
+        .iter()
+        .map(|&(bound, cum)| {
+            let n = cum.saturating_sub(below);
+            below = below.max(cum);
+            (bound, n)
+        })
+        .collect()
+}
+
 impl EncodeMetric for HistValue<'_> {
     fn encode(&self, mut e: MetricEncoder) -> Result<(), std::fmt::Error> {
-        e.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &self.0.buckets, None)
+        // The snapshot's buckets are cumulative; the encoder sums per-bucket counts itself
+        // (passing cumulative ones made every `_bucket` line a sum of sums, above `_count`).
+        let per_bucket = per_bucket_counts(&self.0.buckets);
+        e.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &per_bucket, None)
     }
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
@@ -762,4 +778,50 @@ pub fn render(s: &ApiState) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut out, &reg)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use crate::server::latency::LatencyHistogram;
+    use std::time::Duration;
+
+    /// The `_bucket` lines of one histogram family in OpenMetrics text: (le, value).
+    fn bucket_lines(text: &str, name: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (le, v) = rest.split_once("\"} ")?;
+                Some((le.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn metrics_latency_histogram_buckets_are_cumulative_once_and_end_at_the_count() {
+        let h = LatencyHistogram::default();
+        for us in [5, 10, 40, 300, 700, 700, 3_000, 2_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let scrape = Scrape {
+            counters: Vec::new(),
+            gauges: Vec::new(),
+            histograms: vec![("xdhcpd_test_seconds", "test", h.snapshot())],
+        };
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(scrape));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let b = bucket_lines(&text, "xdhcpd_test_seconds");
+        assert_eq!(b.len(), 15, "{text}");
+        // Samples at or below each bound: 10 us: 2, 50 us: 3, 500 us: 4, 1 ms: 6, 5 ms: 7, +Inf: 8.
+        let at = |le: &str| b.iter().find(|(l, _)| l == le).map(|(_, v)| *v);
+        assert_eq!(at("1e-5").or(at("0.00001")), Some(2), "{text}");
+        assert_eq!(at("0.001"), Some(6), "{text}");
+        assert_eq!(at("0.005"), Some(7), "{text}");
+        assert_eq!(at("+Inf"), Some(8), "{text}");
+        assert!(text.contains("xdhcpd_test_seconds_count 8"), "{text}");
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "{text}");
+    }
 }
