@@ -24,8 +24,9 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 
 pub use record::{
     Binding6, BindingState, Bytes, IaKind, Owner6, RelayData6, Via6, DUID_MAX,
@@ -65,21 +66,74 @@ pub struct Open6Report {
 
 enum Backing {
     Mem(Vec<u8>),
-    Map { map: MmapMut, _file: File },
+    /// Shared with the [`Syncer6`]s, which only `msync` it (never read or write through it).
+    Map {
+        map: Arc<MmapRaw>,
+        _file: File,
+    },
 }
 
 impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mem(v) => v,
-            Backing::Map { map, .. } => map,
+            // SAFETY: the mapping lives as long as `map` (never remapped or resized); the
+            // table is its only reader and writer, and `&self` / `&mut self` borrows keep
+            // Rust's aliasing rules. A `Syncer6` only passes the address to msync(2).
+            Backing::Map { map, .. } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr(), map.len())
+            },
         }
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Backing::Mem(v) => v,
-            Backing::Map { map, .. } => map,
+            // SAFETY: as in `bytes`; `&mut self` makes this the only live slice.
+            Backing::Map { map, .. } => unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr(), map.len())
+            },
         }
+    }
+}
+
+/// The records changed since the last flush, taken out of the table by
+/// [`BindingTable6::take_dirty`] so that a [`Syncer6`] can write them back without the
+/// table's lock (the daemon's ack-mode committer), and put back with
+/// [`BindingTable6::restore_dirty`] when that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dirty6 {
+    lo: u32,
+    hi: u32,
+    header: bool,
+    /// Byte range of the file to write back.
+    start: usize,
+    len: usize,
+}
+
+impl Dirty6 {
+    /// Bytes of the file the write-back covers.
+    pub fn bytes(&self) -> usize {
+        self.len
+    }
+}
+
+/// Writes a [`Dirty6`] range of a file-backed table back to stable storage
+/// (`msync(MS_SYNC)`) without borrowing the table: the mapping is shared, so the
+/// table's owner may go on writing other records meanwhile. Records written before
+/// the range was taken are covered.
+#[derive(Clone)]
+pub struct Syncer6 {
+    map: Arc<MmapRaw>,
+}
+
+impl Syncer6 {
+    /// Puts the range on stable storage.
+    pub fn sync(&self, d: &Dirty6) -> io::Result<()> {
+        let end = (d.start + d.len).min(self.map.len());
+        if end <= d.start {
+            return Ok(());
+        }
+        self.map.flush_range(d.start, end - d.start)
     }
 }
 
@@ -208,9 +262,14 @@ impl BindingTable6 {
         }
         // SAFETY: the file is ours (exclusive flock held for the table's life, mode 0600);
         // nothing else resizes or maps it while the map lives.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(err_io("mmap"))?;
+        let map = memmap2::MmapOptions::new()
+            .map_raw(&file)
+            .map_err(err_io("mmap"))?;
         let mut t = Self::with_backing(
-            Backing::Map { map, _file: file },
+            Backing::Map {
+                map: Arc::new(map),
+                _file: file,
+            },
             Some(path.to_path_buf()),
             cap,
         );
@@ -413,23 +472,78 @@ impl BindingTable6 {
     }
 
     /// Puts the records changed since the last flush on stable storage (one `msync`
-    /// over their range). In memory: nothing to do.
+    /// over their range). In memory: nothing to do. On failure the range stays dirty.
     pub fn flush_dirty(&mut self) -> io::Result<()> {
-        if !self.has_dirty() {
+        let Some(d) = self.take_dirty() else {
             return Ok(());
+        };
+        let r = match self.syncer() {
+            Some(s) => s.sync(&d),
+            None => Ok(()),
+        };
+        if r.is_err() {
+            self.restore_dirty(d);
         }
-        if self.header_dirty {
-            return self.flush();
+        r
+    }
+
+    /// Takes the records changed since the last flush (None when there are none): the
+    /// table counts them clean from here on, so the caller must write the range back
+    /// ([`Syncer6::sync`]) or give it back ([`BindingTable6::restore_dirty`]).
+    pub fn take_dirty(&mut self) -> Option<Dirty6> {
+        if !self.has_dirty() {
+            return None;
         }
-        let (lo, hi) = (self.dirty_lo, self.dirty_hi);
-        if let Backing::Map { map, .. } = &self.backing {
-            let start = rec_off(lo) & !4095;
-            let end = rec_off(hi) + RECORD6_SIZE;
-            map.flush_range(start, end - start)?;
-        }
+        let (lo, hi, header) = (self.dirty_lo, self.dirty_hi, self.header_dirty);
+        let (start, end) = if header || lo > hi {
+            (0, self.backing.bytes().len())
+        } else {
+            (rec_off(lo) & !4095, rec_off(hi) + RECORD6_SIZE)
+        };
         self.dirty_lo = u32::MAX;
         self.dirty_hi = 0;
-        Ok(())
+        self.header_dirty = false;
+        Some(Dirty6 {
+            lo,
+            hi,
+            header,
+            start,
+            len: end - start,
+        })
+    }
+
+    /// Gives back a range whose write-back failed: it is dirty again, and its pages are
+    /// written once more (the same bytes) so the kernel writes them back again at the next
+    /// flush: after a failed writeback the kernel may count them clean, and a second
+    /// `msync` would then succeed without the data on the device.
+    pub fn restore_dirty(&mut self, d: Dirty6) {
+        if d.lo <= d.hi {
+            self.dirty_lo = self.dirty_lo.min(d.lo);
+            self.dirty_hi = self.dirty_hi.max(d.hi);
+        }
+        self.header_dirty |= d.header;
+        if let Backing::Map { .. } = self.backing {
+            let bytes = self.backing.bytes_mut();
+            let end = (d.start + d.len).min(bytes.len());
+            let mut p = d.start;
+            while p < end {
+                // SAFETY: `p` is inside the slice; a volatile read and write of the same
+                // byte (not optimised away) marks the page dirty again.
+                unsafe {
+                    let b = bytes.as_mut_ptr().add(p);
+                    std::ptr::write_volatile(b, std::ptr::read_volatile(b));
+                }
+                p += 4096;
+            }
+        }
+    }
+
+    /// A handle that writes taken ranges back without the table (None in memory).
+    pub fn syncer(&self) -> Option<Syncer6> {
+        match &self.backing {
+            Backing::Map { map, .. } => Some(Syncer6 { map: map.clone() }),
+            Backing::Mem(_) => None,
+        }
     }
 
     /// Puts the whole file on stable storage.

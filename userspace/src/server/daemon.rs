@@ -641,7 +641,10 @@ impl Daemon {
         let commit_stop = Arc::new(AtomicBool::new(false));
         let committer = match shared.committer {
             Some(c) => {
-                let h = commit::spawn(c.clone(), table.clone(), commit_stop.clone())?;
+                // The DHCPv6 bindings are made durable in the same group commit (the XDP
+                // workers hold their v6 replies with the same tickets).
+                let also = v6.clone().map(|v| v as Arc<dyn commit::Durable>);
+                let h = commit::spawn(c.clone(), table.clone(), also, commit_stop.clone())?;
                 Some((c, h))
             }
             None => None,
@@ -1011,6 +1014,11 @@ impl Daemon {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.into()))
                     .collect();
+                let mut m = m;
+                let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).into();
+                m.insert("commit_flushes".into(), n(&v6.table().flushes));
+                m.insert("commit_flushed_bytes".into(), n(&v6.table().flushed_bytes));
+                m.insert("commit_flush_errors".into(), n(&v6.flush_errors));
                 v["dhcpv6"] = serde_json::Value::Object(m);
             }
             if let Some(c) = &xdp {

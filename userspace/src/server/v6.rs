@@ -1,6 +1,8 @@
 //! The daemon's DHCPv6 side: the binding table (opened, its server DUID made
 //! once and kept), the engine built from `[[subnet6]]`, the flush that "ack"
-//! mode needs before a committed reply leaves, the kernel-UDP socket on
+//! mode needs before a committed reply leaves (done by the committer thread for
+//! the XDP workers, `commit.rs`; the table lock is held only to take the dirty
+//! range, never across the `msync`), the kernel-UDP socket on
 //! [::]:547 joined to ff02::1:2 (`--io udp`, and in XDP mode only to make the
 //! NIC accept the multicast group), and the UDP worker.
 //!
@@ -15,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lease_store::v6::BindingTable6;
+use lease_store::v6::{BindingTable6, Syncer6};
 use xdhcpd_config::{CommitMode, Config, V6Config};
 use xdhcpd_dhcpv6::config::encode;
 use xdhcpd_dhcpv6::reconfigure::{Reconf6Keys, Reconf6Shared, Reconfigurer6};
@@ -36,7 +38,7 @@ const Y2K: u32 = 946_684_800;
 /// The DHCPv6 server state the workers share.
 pub struct V6Server {
     engine: Engine6,
-    table: Mutex<BindingTable6>,
+    table: SharedTable6,
     /// "ack" mode: committed replies wait for the table flush.
     pub ack: bool,
     /// Our link-local address (source of replies to link-local clients).
@@ -144,6 +146,67 @@ pub fn interface_ipv6(name: &str) -> (Option<Ipv6Addr>, Option<Ipv6Addr>) {
     (ll, global)
 }
 
+/// The v6 binding table as the daemon shares it: one lock for its single writer, and
+/// the ack-mode flush that writes its dirty range back without that lock.
+pub struct SharedTable6 {
+    table: Mutex<BindingTable6>,
+    /// Writes the table's dirty ranges back without its lock (None: in memory).
+    syncer: Option<Syncer6>,
+    /// One ack-mode flush at a time (the committer, the `--io udp` v6 worker), so that a
+    /// flush finding nothing dirty cannot report durable what another is still writing.
+    flushing: Mutex<()>,
+    /// Ack-mode flushes and the bytes they wrote back.
+    pub flushes: AtomicU64,
+    pub flushed_bytes: AtomicU64,
+}
+
+impl SharedTable6 {
+    pub fn new(table: BindingTable6) -> Self {
+        SharedTable6 {
+            syncer: table.syncer(),
+            table: Mutex::new(table),
+            flushing: Mutex::new(()),
+            flushes: AtomicU64::new(0),
+            flushed_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The table under its lock.
+    pub fn lock(&self) -> MutexGuard<'_, BindingTable6> {
+        // A worker that panicked mid-write left at worst one record torn; the CRC
+        // catches that at the next open. Keep serving.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts every record written before this call on stable storage. The table lock is
+    /// held only to take the dirty range (and to give it back on failure), never across
+    /// the `msync`: workers go on answering meanwhile. Flushes are serialised among
+    /// themselves, so one that finds nothing dirty returns only after a concurrent one
+    /// that took the records has written them back.
+    pub fn make_durable(&self) -> std::io::Result<()> {
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = self.lock().take_dirty() else {
+            return Ok(());
+        };
+        let r = match &self.syncer {
+            Some(s) => s.sync(&d),
+            None => Ok(()),
+        };
+        match r {
+            Ok(()) => {
+                self.flushes.fetch_add(1, Ordering::Relaxed);
+                self.flushed_bytes
+                    .fetch_add(d.bytes() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.lock().restore_dirty(d);
+                Err(e)
+            }
+        }
+    }
+}
+
 impl V6Server {
     /// Opens the binding table and builds the engine; None when no `[[subnet6]]`. With
     /// `reconf_secret` (`[reconfigure]` on) the engine hands reconfigure keys to clients
@@ -216,7 +279,7 @@ impl V6Server {
         };
         Ok(Some(Arc::new(V6Server {
             engine,
-            table: Mutex::new(table),
+            table: SharedTable6::new(table),
             ack: cfg.server.commit == CommitMode::Ack,
             link_local,
             global,
@@ -227,9 +290,12 @@ impl V6Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, BindingTable6> {
-        // A worker that panicked mid-write left at worst one record torn; the CRC
-        // catches that at the next open. Keep serving.
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        self.table.lock()
+    }
+
+    /// The shared binding table (its flush counters).
+    pub fn table(&self) -> &SharedTable6 {
+        &self.table
     }
 
     /// Runs `f` over the binding table under its lock (the reconfigure driver and the
@@ -251,9 +317,9 @@ impl V6Server {
 
     /// "ack" mode: puts the records written since the last flush on stable storage.
     /// Returns false when that failed (the replies that depend on it must not leave).
+    /// The committer thread calls it for the XDP workers (see [`V6Server::make_durable`]).
     pub fn commit(&self) -> bool {
-        let mut t = self.lock();
-        match t.flush_dirty() {
+        match self.make_durable() {
             Ok(()) => true,
             Err(e) => {
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +327,11 @@ impl V6Server {
                 false
             }
         }
+    }
+
+    /// See [`SharedTable6::make_durable`].
+    pub fn make_durable(&self) -> std::io::Result<()> {
+        self.table.make_durable()
     }
 
     /// Flushes the whole table (interval mode, shutdown).

@@ -178,8 +178,9 @@ pub fn run_worker<P: PacketIo>(
             e.offer(&changed);
         }
         changed.clear();
-        // Only bindings need the flush; a batch of OFFERs goes out at once.
-        let wrote = engine.take_needs_commit();
+        // Only bindings need the flush; a batch of OFFERs goes out at once. DHCPv6
+        // bindings the driver's responder wrote (ack mode) take the same ticket.
+        let wrote = engine.take_needs_commit() | io.take_needs_commit();
         match &committer {
             // Replies of a batch that wrote records wait for their flush;
             // so do later ones, to keep each client's replies in order.
