@@ -15,6 +15,7 @@
 //! through fixed-capacity indexes built at open: nothing allocates after open.
 
 mod index;
+mod log;
 mod record;
 
 use std::collections::hash_map::RandomState;
@@ -34,8 +35,10 @@ pub use record::{
     RELAY_DATUM_MAX,
 };
 
+use crate::table::wal;
 use crate::StoreError;
 use index::SlotIndex;
+pub use log::{default_log_bytes, Log6, Replay6};
 
 /// Magic of a v6 binding file.
 pub const MAGIC6: &[u8; 8] = b"XDHCPB6\0";
@@ -62,11 +65,13 @@ pub struct Open6Report {
     pub quarantined: Vec<(u32, &'static str)>,
     /// The file was created by this open.
     pub created: bool,
+    /// What the write-ahead log's replay did (None: there was no log).
+    pub replay: Option<Replay6>,
 }
 
 enum Backing {
     Mem(Vec<u8>),
-    /// Shared with the [`Syncer6`]s, which only `msync` it (never read or write through it).
+    /// Shared with the write-ahead log ([`Log6`]), which only `msync`s it.
     Map {
         map: Arc<MmapRaw>,
         _file: File,
@@ -79,7 +84,7 @@ impl Backing {
             Backing::Mem(v) => v,
             // SAFETY: the mapping lives as long as `map` (never remapped or resized); the
             // table is its only reader and writer, and `&self` / `&mut self` borrows keep
-            // Rust's aliasing rules. A `Syncer6` only passes the address to msync(2).
+            // Rust's aliasing rules. The log only passes the address to msync(2).
             Backing::Map { map, .. } => unsafe {
                 std::slice::from_raw_parts(map.as_ptr(), map.len())
             },
@@ -96,47 +101,6 @@ impl Backing {
     }
 }
 
-/// The records changed since the last flush, taken out of the table by
-/// [`BindingTable6::take_dirty`] so that a [`Syncer6`] can write them back without the
-/// table's lock (the daemon's ack-mode committer), and put back with
-/// [`BindingTable6::restore_dirty`] when that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dirty6 {
-    lo: u32,
-    hi: u32,
-    header: bool,
-    /// Byte range of the file to write back.
-    start: usize,
-    len: usize,
-}
-
-impl Dirty6 {
-    /// Bytes of the file the write-back covers.
-    pub fn bytes(&self) -> usize {
-        self.len
-    }
-}
-
-/// Writes a [`Dirty6`] range of a file-backed table back to stable storage
-/// (`msync(MS_SYNC)`) without borrowing the table: the mapping is shared, so the
-/// table's owner may go on writing other records meanwhile. Records written before
-/// the range was taken are covered.
-#[derive(Clone)]
-pub struct Syncer6 {
-    map: Arc<MmapRaw>,
-}
-
-impl Syncer6 {
-    /// Puts the range on stable storage.
-    pub fn sync(&self, d: &Dirty6) -> io::Result<()> {
-        let end = (d.start + d.len).min(self.map.len());
-        if end <= d.start {
-            return Ok(());
-        }
-        self.map.flush_range(d.start, end - d.start)
-    }
-}
-
 /// The v6 binding table (see the module documentation).
 pub struct BindingTable6 {
     backing: Backing,
@@ -150,6 +114,8 @@ pub struct BindingTable6 {
     dirty_lo: u32,
     dirty_hi: u32,
     header_dirty: bool,
+    /// The write-ahead log (ack mode), when opened with one.
+    log: Option<Arc<Log6>>,
 }
 
 impl BindingTable6 {
@@ -175,16 +141,31 @@ impl BindingTable6 {
             dirty_lo: u32::MAX,
             dirty_hi: 0,
             header_dirty: false,
+            log: None,
         }
     }
 
     /// Opens (or creates, when `create`) the binding file at `path` with room for
     /// `capacity` bindings. An existing file keeps its capacity when it is larger; a
-    /// smaller file is grown. Takes an exclusive lock on the file.
+    /// smaller file is grown. Takes an exclusive lock on the file. A write-ahead log left
+    /// by an ack-mode run (`<path>.wal`) is replayed and then removed (the table is
+    /// flushed first): see [`BindingTable6::open_with`].
     pub fn open(
         path: &Path,
         capacity: u32,
         create: bool,
+    ) -> Result<(Self, Open6Report), StoreError> {
+        Self::open_with(path, capacity, create, None)
+    }
+
+    /// [`BindingTable6::open`], and with `log_bytes` a write-ahead log of that ring size at
+    /// `<path>.wal` (ack mode, `log.rs`): whatever log the file has is replayed first (torn
+    /// tail discarded), the table flushed, and the log started afresh.
+    pub fn open_with(
+        path: &Path,
+        capacity: u32,
+        create: bool,
+        log_bytes: Option<u64>,
     ) -> Result<(Self, Open6Report), StoreError> {
         let err_io = |op: &'static str| {
             move |e: io::Error| StoreError::Io {
@@ -274,8 +255,37 @@ impl BindingTable6 {
             cap,
         );
         write_header(t.backing.bytes_mut(), cap, &duid);
+        let log_path = wal::wal_path(path);
+        let (replay, entries) =
+            wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
+        if replay.hdr.is_some() {
+            let mut applied = 0;
+            for e in &entries {
+                let off = rec_off(e.slot);
+                let cur: &mut [u8; RECORD6_SIZE] = (&mut t.backing.bytes_mut()
+                    [off..off + RECORD6_SIZE])
+                    .try_into()
+                    .map_err(|_| fmt(format!("log entry for slot {} out of range", e.slot)))?;
+                if log::apply(cur, e) {
+                    applied += 1;
+                }
+            }
+            if let Some(why) = &replay.discarded {
+                tracing::warn!(path = %log_path.display(), "v6 write-ahead log: {why}");
+            }
+            report.replay = Some(Replay6::of(&replay, applied));
+        }
         t.rebuild(&mut report);
         t.flush().map_err(err_io("msync"))?;
+        match log_bytes {
+            Some(bytes) => {
+                let w = wal::Wal::<RECORD6_SIZE>::start(&log_path, bytes, &replay)?;
+                if let Backing::Map { map, .. } = &t.backing {
+                    t.log = Some(Arc::new(Log6::new(w, map.clone())));
+                }
+            }
+            None => wal::retire(&log_path, &replay)?,
+        }
         Ok((t, report))
     }
 
@@ -442,8 +452,11 @@ impl BindingTable6 {
         let mut buf = [0u8; RECORD6_SIZE];
         b.encode(&mut buf);
         let off = rec_off(slot);
+        let seq = record::seq_of(self.rec(slot)).wrapping_add(1);
+        record::seal(&mut buf, seq);
         self.backing.bytes_mut()[off..off + RECORD6_SIZE].copy_from_slice(&buf);
         self.note_dirty(slot);
+        self.stage(slot, &buf);
         Ok(slot)
     }
 
@@ -455,10 +468,13 @@ impl BindingTable6 {
         self.by_client.remove(ch, slot);
         self.by_addr.remove(ah, slot);
         let off = rec_off(slot);
-        self.backing.bytes_mut()[off..off + RECORD6_SIZE].fill(0);
+        // Emptied, keeping the write sequence (a log replay must see this as newer).
+        let t = record::tombstone(record::seq_of(self.rec(slot)).wrapping_add(1));
+        self.backing.bytes_mut()[off..off + RECORD6_SIZE].copy_from_slice(&t);
         self.free.push(slot);
         self.used -= 1;
         self.note_dirty(slot);
+        self.stage(slot, &t);
     }
 
     fn note_dirty(&mut self, slot: u32) {
@@ -472,77 +488,62 @@ impl BindingTable6 {
     }
 
     /// Puts the records changed since the last flush on stable storage (one `msync`
-    /// over their range). In memory: nothing to do. On failure the range stays dirty.
+    /// over their range). In memory: nothing to do.
     pub fn flush_dirty(&mut self) -> io::Result<()> {
-        let Some(d) = self.take_dirty() else {
-            return Ok(());
-        };
-        let r = match self.syncer() {
-            Some(s) => s.sync(&d),
-            None => Ok(()),
-        };
-        if r.is_err() {
-            self.restore_dirty(d);
-        }
-        r
-    }
-
-    /// Takes the records changed since the last flush (None when there are none): the
-    /// table counts them clean from here on, so the caller must write the range back
-    /// ([`Syncer6::sync`]) or give it back ([`BindingTable6::restore_dirty`]).
-    pub fn take_dirty(&mut self) -> Option<Dirty6> {
         if !self.has_dirty() {
-            return None;
+            return Ok(());
         }
-        let (lo, hi, header) = (self.dirty_lo, self.dirty_hi, self.header_dirty);
-        let (start, end) = if header || lo > hi {
-            (0, self.backing.bytes().len())
-        } else {
-            (rec_off(lo) & !4095, rec_off(hi) + RECORD6_SIZE)
-        };
+        if self.header_dirty {
+            return self.flush();
+        }
+        let (lo, hi) = (self.dirty_lo, self.dirty_hi);
+        if let Backing::Map { map, .. } = &self.backing {
+            let start = rec_off(lo) & !4095;
+            let end = rec_off(hi) + RECORD6_SIZE;
+            map.flush_range(start, end - start)?;
+        }
         self.dirty_lo = u32::MAX;
         self.dirty_hi = 0;
-        self.header_dirty = false;
-        Some(Dirty6 {
-            lo,
-            hi,
-            header,
-            start,
-            len: end - start,
-        })
+        Ok(())
     }
 
-    /// Gives back a range whose write-back failed: it is dirty again, and its pages are
-    /// written once more (the same bytes) so the kernel writes them back again at the next
-    /// flush: after a failed writeback the kernel may count them clean, and a second
-    /// `msync` would then succeed without the data on the device.
-    pub fn restore_dirty(&mut self, d: Dirty6) {
-        if d.lo <= d.hi {
-            self.dirty_lo = self.dirty_lo.min(d.lo);
-            self.dirty_hi = self.dirty_hi.max(d.hi);
-        }
-        self.header_dirty |= d.header;
-        if let Backing::Map { .. } = self.backing {
-            let bytes = self.backing.bytes_mut();
-            let end = (d.start + d.len).min(bytes.len());
-            let mut p = d.start;
-            while p < end {
-                // SAFETY: `p` is inside the slice; a volatile read and write of the same
-                // byte (not optimised away) marks the page dirty again.
+    /// The write-ahead log (opened with one, `open_with`): the committer's and the
+    /// checkpointer's handle, used without the table's lock.
+    pub fn log(&self) -> Option<Arc<Log6>> {
+        self.log.clone()
+    }
+
+    /// After a storage error of the log ([`Log6::failed`]): rewrites every page of the
+    /// mapping (so the kernel writes all of it back again: after a failed writeback it may
+    /// count pages clean that never reached the device), flushes it, and restarts the log
+    /// past the failure. Without a log: a whole flush.
+    pub fn recover_log(&mut self) -> io::Result<()> {
+        let Some(log) = self.log.clone() else {
+            return self.flush();
+        };
+        let bytes = self.backing.bytes_mut();
+        log.recover(|| {
+            let mut p = 0;
+            while p < bytes.len() {
+                // SAFETY: `p` is inside the slice; a volatile read and write of the same byte
+                // (not optimised away) marks the page dirty again. `&mut self` excludes every
+                // other writer.
                 unsafe {
                     let b = bytes.as_mut_ptr().add(p);
                     std::ptr::write_volatile(b, std::ptr::read_volatile(b));
                 }
                 p += 4096;
             }
-        }
+        })?;
+        self.dirty_lo = u32::MAX;
+        self.dirty_hi = 0;
+        self.header_dirty = false;
+        Ok(())
     }
 
-    /// A handle that writes taken ranges back without the table (None in memory).
-    pub fn syncer(&self) -> Option<Syncer6> {
-        match &self.backing {
-            Backing::Map { map, .. } => Some(Syncer6 { map: map.clone() }),
-            Backing::Mem(_) => None,
+    fn stage(&self, slot: u32, rec: &[u8; RECORD6_SIZE]) {
+        if let Some(l) = &self.log {
+            l.wal.stage(slot, rec);
         }
     }
 
