@@ -21,12 +21,14 @@
 //! sticky-error rule (the table rewritten and flushed, the log restarted past the failure):
 //! the server degrades to silence, never to lying.
 //!
-//! DHCPv6 bindings (`v6.rs`) ride on the same tickets: an XDP worker whose batch wrote v6
-//! records takes a ticket like a v4 batch and holds the batch's replies; the committer's
-//! group commit also writes the v6 table's dirty range back ([`Durable`], `msync` of that
-//! range, the v6 table lock held only to take the range) before it publishes `durable`. So
-//! the worker never waits for the v6 `msync`, and a Reply for a new or changed v6 binding
-//! still leaves only after the binding is on stable storage.
+//! DHCPv6 bindings (`v6.rs`) ride on the same tickets: a worker (XDP, or the `--io udp`
+//! v6 thread) whose batch wrote v6 records takes a ticket like a v4 batch and holds the
+//! batch's replies; the committer's group commit also commits the v6 table's own
+//! write-ahead log ([`Durable`]: the images staged under the v6 table lock appended to
+//! `<v6 file>.wal` and `fdatasync`ed, without that lock) before it publishes `durable`. So
+//! no worker syncs, and a Reply that grants or extends a v6 binding leaves only after a
+//! durable log write covers the record change. The v6 table itself is checkpointed by the
+//! v6 background thread (`daemon.rs`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

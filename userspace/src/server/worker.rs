@@ -227,9 +227,9 @@ mod tests {
     use std::time::Duration;
     use xdhcpd_dhcpv4::{Decision, EngineShared, EngineStats, RxMeta};
 
-    /// The v6 binding table behind a gate: its flush (the committer's [`Durable`] step, the
-    /// daemon's [`SharedTable6::make_durable`]) waits until the test opens the gate, i.e. a
-    /// stalled committer.
+    /// The v6 binding table behind a gate: its log commit (the committer's [`Durable`] step,
+    /// the daemon's [`SharedTable6::make_durable`]) waits until the test opens the gate, i.e.
+    /// a stalled committer.
     struct GatedV6 {
         table: SharedTable6,
         open: AtomicBool,
@@ -246,12 +246,13 @@ mod tests {
 
     /// A driver that answers one DHCPv6 Request per batch by writing a binding into the v6
     /// table, as the AF_XDP responder does in ack mode (and so reports the batch as needing
-    /// a commit), and records each reply it sends with the v6 flushes completed by then.
+    /// a commit), and records each reply it sends with the v6 log's (commits, entries) by
+    /// then.
     struct V6Io {
         v6: Arc<GatedV6>,
         to_answer: u8,
         wrote: bool,
-        sent: Arc<Mutex<Vec<(u8, u64)>>>,
+        sent: Arc<Mutex<Vec<(u8, (u64, u64))>>>,
     }
 
     impl PacketIo for V6Io {
@@ -282,8 +283,8 @@ mod tests {
         }
 
         fn send(&mut self, r: u8, _counters: &WorkerCounters) {
-            let flushed = self.v6.table.flushes.load(Ordering::SeqCst);
-            self.sent.lock().unwrap().push((r, flushed));
+            let st = self.v6.table.log().expect("a log").stats();
+            self.sent.lock().unwrap().push((r, (st.commits, st.entries)));
         }
 
         fn discard(&mut self, _r: u8) {}
@@ -303,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_holds_dhcpv6_commit_replies_until_the_committer_flushed_the_bindings() {
+    fn worker_holds_dhcpv6_commit_replies_until_the_committer_logged_the_bindings() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Arc::new(
             xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
@@ -323,7 +324,13 @@ mod tests {
             std::net::Ipv4Addr::new(10, 77, 0, 1),
         ));
         let engine = Engine::new(shared.clone(), 0, Arc::new(EngineStats::default()));
-        let (t6, _) = BindingTable6::open(&dir.path().join("v6.db"), 64, true).unwrap();
+        let (t6, _) = BindingTable6::open_with(
+            &dir.path().join("v6.db"),
+            64,
+            true,
+            Some(lease_store::MIN_WAL_BYTES),
+        )
+        .unwrap();
         let v6 = Arc::new(GatedV6 {
             table: SharedTable6::new(t6),
             open: AtomicBool::new(false),
@@ -361,8 +368,9 @@ mod tests {
             sent.lock().unwrap()
         );
         assert_eq!(v6.table.lock().len(), 3, "the worker did not go on serving");
-        assert!(v6.table.lock().has_dirty());
-        // The committer proceeds: every Reply leaves, each after a completed v6 flush.
+        assert_eq!(v6.table.log().unwrap().stats().entries, 0, "nothing logged yet");
+        // The committer proceeds: every Reply leaves, each after a log commit that covers
+        // its binding (the k-th Reply after at least k entries).
         v6.open.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
         while sent.lock().unwrap().len() < 3 {
@@ -370,8 +378,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         let got = sent.lock().unwrap().clone();
-        assert!(got.iter().all(|&(_, flushes)| flushes >= 1), "{got:?}");
-        assert!(!v6.table.lock().has_dirty());
+        for (k, &(_, (commits, entries))) in got.iter().enumerate() {
+            assert!(commits >= 1 && entries > k as u64, "{got:?}");
+        }
         stop.store(true, Ordering::SeqCst);
         wh.join().unwrap();
         commit_stop.store(true, Ordering::SeqCst);
