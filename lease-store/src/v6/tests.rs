@@ -201,7 +201,11 @@ fn dhcpv6_wal_replay_after_crash_restores_committed_bindings() {
     let r = rep.replay.clone().expect("a log was there");
     assert_eq!((r.entries, r.discarded.as_deref()), (5, None), "{r:?}");
     assert_eq!(rep.bindings, 2, "{rep:?}");
-    assert_eq!(t.get(a).unwrap().expiry, 9_000, "the newest image of the slot wins");
+    assert_eq!(
+        t.get(a).unwrap().expiry,
+        9_000,
+        "the newest image of the slot wins"
+    );
     assert_eq!(t.get(p).unwrap().prefix_len, 56);
     assert!(t.get(gone).is_none(), "the removal was replayed too");
     // The replayed content is now in the table file itself: a second open without a log
@@ -240,7 +244,9 @@ fn dhcpv6_wal_torn_tail_discarded_never_half_applied() {
     let r = rep.replay.unwrap();
     assert_eq!(r.entries, 1, "{r:?}");
     assert!(
-        r.discarded.as_deref().is_some_and(|w| w.contains("checksum")),
+        r.discarded
+            .as_deref()
+            .is_some_and(|w| w.contains("checksum")),
         "{r:?}"
     );
     assert_eq!(t.get(a).unwrap().expiry, 300, "the first group's image");
@@ -267,7 +273,11 @@ fn dhcpv6_wal_cut_during_checkpoint_torn_page_rebuilt_from_log() {
     let k = t.put(None, &b(IaKind::Na, b"duid-k", 1, 2, 128)).unwrap();
     log.checkpoint().unwrap();
     assert_eq!(log.stats().checkpoints, 1);
-    assert_eq!(log.stats().used, 0, "the checkpoint dropped the log before it");
+    assert_eq!(
+        log.stats().used,
+        0,
+        "the checkpoint dropped the log before it"
+    );
     // What the device holds after that checkpoint.
     let checkpointed = std::fs::read(&path).unwrap();
     // The binding is renewed (committed: its Reply may leave), then a checkpoint's msync
@@ -289,7 +299,10 @@ fn dhcpv6_wal_cut_during_checkpoint_torn_page_rebuilt_from_log() {
     drop(log);
     restore(&path, &torn, &wal_now);
     let (t, rep) = reopen(&path);
-    assert!(rep.quarantined.is_empty(), "rebuilt, not quarantined: {rep:?}");
+    assert!(
+        rep.quarantined.is_empty(),
+        "rebuilt, not quarantined: {rep:?}"
+    );
     assert_eq!(rep.replay.clone().unwrap().applied, 1, "{rep:?}");
     assert_eq!(
         t.get(a).unwrap().expiry,
@@ -317,7 +330,10 @@ fn dhcpv6_wal_replay_keeps_a_newer_record_and_storage_errors_are_sticky() {
     assert!(log.commit().is_err());
     log.fail_writes(false);
     assert!(log.failed());
-    assert!(log.commit().is_err(), "sticky: no commit before the recovery");
+    assert!(
+        log.commit().is_err(),
+        "sticky: no commit before the recovery"
+    );
     t.recover_log().unwrap();
     assert!(!log.failed());
     t.put(Some(a), &later).unwrap();

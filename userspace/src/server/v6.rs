@@ -223,9 +223,8 @@ impl V6Server {
         // Ack mode: a write-ahead log `<file>.wal` (replayed here whatever the mode).
         let log_bytes = ack.then(|| default_log_bytes(v6.capacity));
         let (mut table, report) =
-            BindingTable6::open_with(&v6.lease_file, v6.capacity, true, log_bytes).with_context(
-                || format!("opening v6 binding file {}", v6.lease_file.display()),
-            )?;
+            BindingTable6::open_with(&v6.lease_file, v6.capacity, true, log_bytes)
+                .with_context(|| format!("opening v6 binding file {}", v6.lease_file.display()))?;
         if let Some(r) = &report.replay {
             tracing::info!(
                 "v6 write-ahead log replayed: {} entries, {} applied{}",

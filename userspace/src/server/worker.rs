@@ -284,7 +284,10 @@ mod tests {
 
         fn send(&mut self, r: u8, _counters: &WorkerCounters) {
             let st = self.v6.table.log().expect("a log").stats();
-            self.sent.lock().unwrap().push((r, (st.commits, st.entries)));
+            self.sent
+                .lock()
+                .unwrap()
+                .push((r, (st.commits, st.entries)));
         }
 
         fn discard(&mut self, _r: u8) {}
@@ -368,7 +371,11 @@ mod tests {
             sent.lock().unwrap()
         );
         assert_eq!(v6.table.lock().len(), 3, "the worker did not go on serving");
-        assert_eq!(v6.table.log().unwrap().stats().entries, 0, "nothing logged yet");
+        assert_eq!(
+            v6.table.log().unwrap().stats().entries,
+            0,
+            "nothing logged yet"
+        );
         // The committer proceeds: every Reply leaves, each after a log commit that covers
         // its binding (the k-th Reply after at least k entries).
         v6.open.store(true, Ordering::SeqCst);
