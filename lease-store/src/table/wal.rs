@@ -227,7 +227,7 @@ fn decode_header(n: usize, h: &[u8]) -> Option<(u64, u64, u64)> {
 
 /// Appends one entry for `rec` at stream position `lsn`; returns its length.
 fn encode_entry<const N: usize>(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u8; N]) -> usize {
-    const { assert!(N % 32 == 0 && N <= 512) };
+    const { assert!(N.is_multiple_of(32) && N <= 512) };
     let start = out.len();
     let mut mask = 0u128;
     for i in 0..N / 4 {

@@ -252,8 +252,11 @@ mod tests {
         v6: Arc<GatedV6>,
         to_answer: u8,
         wrote: bool,
-        sent: Arc<Mutex<Vec<(u8, (u64, u64))>>>,
+        sent: Sent,
     }
+
+    /// Each reply sent, with the v6 log's (commits, entries) at that moment.
+    type Sent = Arc<Mutex<Vec<(u8, (u64, u64))>>>;
 
     impl PacketIo for V6Io {
         type Reply = u8;
