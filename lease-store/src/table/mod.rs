@@ -56,7 +56,7 @@ mod record;
 mod stats;
 mod sweep;
 mod undo;
-mod wal;
+pub(crate) mod wal;
 #[cfg(test)]
 mod wal_tests;
 

@@ -17,9 +17,12 @@
 //!   than [`MAX_ENTRY`] bytes are left before it, the stream skips to the next lap.
 //!
 //! # Entry (little-endian)
-//! `crc32 (of the rest) | mask: u32 | lsn: u64 | slot: u32 | the record's non-zero words`:
-//! bit i of `mask` says word i of the 128-byte record is non-zero and stored; the others are
-//! zero. A typical bound lease is 15-20 words, so an entry is 80-100 bytes, a full image
+//! `crc32 (of the rest) | mask | lsn: u64 | slot: u32 | the record's non-zero words`:
+//! bit i of `mask` says word i of the record is non-zero and stored; the others are
+//! zero. The ring, its header and its entries are generic over the record size `N` (one bit
+//! of mask per 4-byte word: 4 mask bytes for the lease table's 128-byte records, 16 for the
+//! DHCPv6 binding table's 512-byte ones, `v6/log.rs`, which shares this code); the header
+//! says the record size (0 meaning 128, as logs written before the field read). A typical bound lease is 15-20 words, so an entry is 80-100 bytes, a full image
 //! (replay needs nothing else, which is what makes a torn table page repairable).
 //!
 //! # Replay (at open, before anything else looks at the records)
@@ -58,7 +61,7 @@ use std::time::Instant;
 use super::file::{preallocate, sync_dir, LEASE_FILE_MODE};
 use super::{lock, LeaseTable};
 use crate::error::StoreError;
-use crate::lease::{record_crc, RECORD_SIZE, RECORD_WORDS};
+use crate::lease::{record_crc, RECORD_SIZE};
 
 /// Bytes before the ring (two header copies).
 pub(super) const WAL_HDR: u64 = 4096;
@@ -66,9 +69,16 @@ const MAGIC: &[u8; 8] = b"XDHCPWAL";
 const VERSION: u32 = 1;
 const HDR_COPY: u64 = 512;
 const HDR_BYTES: usize = 44;
-const ENTRY_HDR: usize = 20;
-/// Largest entry (every word non-zero).
-pub const MAX_ENTRY: usize = ENTRY_HDR + RECORD_SIZE;
+/// Entry header bytes for records of `n` bytes (crc, mask, lsn, slot).
+const fn entry_hdr(n: usize) -> usize {
+    16 + n / 32
+}
+/// Largest entry of a record of `n` bytes (every word non-zero).
+pub(crate) const fn max_entry(n: usize) -> usize {
+    entry_hdr(n) + n
+}
+/// Largest entry (every word non-zero) of the lease table's log.
+pub const MAX_ENTRY: usize = max_entry(RECORD_SIZE);
 /// Smallest ring: a few groups of entries.
 pub const MIN_WAL_BYTES: u64 = 1 << 20;
 /// Largest default ring (64 MiB: about 900,000 lease changes).
@@ -87,9 +97,9 @@ const STAGE_SHARDS: usize = 64;
 const READ_CHUNK: usize = 1 << 20;
 
 /// One staged record image (the new version, sequence included).
-pub(super) struct Staged {
-    pub(super) slot: u32,
-    pub(super) rec: [u8; RECORD_SIZE],
+pub(crate) struct Staged<const N: usize = RECORD_SIZE> {
+    pub(crate) slot: u32,
+    pub(crate) rec: [u8; N],
 }
 
 /// Upper bounds (µs) of the commit latency histogram's buckets; the last bucket is open.
@@ -119,7 +129,7 @@ pub struct WalStats {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     commits: AtomicU64,
     entries: AtomicU64,
     bytes: AtomicU64,
@@ -128,34 +138,34 @@ struct Counters {
     latency: [AtomicU64; COMMIT_LATENCY_BOUNDS_US.len() + 1],
 }
 
-struct Writer {
+pub(crate) struct Writer<const N: usize = RECORD_SIZE> {
     /// Stream position of the next entry.
     next: u64,
     /// Encoded entries not yet written, starting at stream position `buf_at`.
     buf: Vec<u8>,
     buf_at: u64,
     /// Drained staging vectors (kept for their capacity).
-    drained: Vec<Vec<Staged>>,
+    drained: Vec<Vec<Staged<N>>>,
 }
 
-/// The log of an open table.
-pub(super) struct Wal {
+/// The log of an open table (records of `N` bytes).
+pub(crate) struct Wal<const N: usize = RECORD_SIZE> {
     file: File,
-    path: PathBuf,
-    cap: u64,
-    staging: Box<[Mutex<Vec<Staged>>]>,
-    writer: Mutex<Writer>,
+    pub(crate) path: PathBuf,
+    pub(crate) cap: u64,
+    staging: Box<[Mutex<Vec<Staged<N>>>]>,
+    pub(crate) writer: Mutex<Writer<N>>,
     /// One checkpoint at a time.
-    ckpt: Mutex<()>,
+    pub(crate) ckpt: Mutex<()>,
     /// Generation of the last header written (and the head in it).
     hdr: Mutex<(u64, u64)>,
     /// Stream position up to which the log is durable.
-    pub(super) durable: AtomicU64,
+    pub(crate) durable: AtomicU64,
     /// Replay start (as durable in the header).
-    pub(super) head: AtomicU64,
-    stats: Counters,
+    pub(crate) head: AtomicU64,
+    pub(crate) stats: Counters,
     #[cfg(test)]
-    pub(super) fail_writes: std::sync::atomic::AtomicBool,
+    pub(crate) fail_writes: std::sync::atomic::AtomicBool,
 }
 
 /// The log file of a lease file: the same name with `.wal` appended.
@@ -165,10 +175,21 @@ pub fn wal_path(lease_file: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn encode_header(gen: u64, cap: u64, head: u64) -> [u8; HDR_BYTES] {
+/// The header's record-size field: 0 for the lease table's 128-byte records (logs written
+/// before the field existed have 0 there), else the size.
+fn size_field(n: usize) -> u32 {
+    if n == RECORD_SIZE {
+        0
+    } else {
+        n as u32
+    }
+}
+
+fn encode_header(n: usize, gen: u64, cap: u64, head: u64) -> [u8; HDR_BYTES] {
     let mut h = [0u8; HDR_BYTES];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&size_field(n).to_le_bytes());
     h[16..24].copy_from_slice(&gen.to_le_bytes());
     h[24..32].copy_from_slice(&cap.to_le_bytes());
     h[32..40].copy_from_slice(&head.to_le_bytes());
@@ -189,9 +210,12 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// (gen, cap, head) of a valid header copy.
-fn decode_header(h: &[u8]) -> Option<(u64, u64, u64)> {
+/// (gen, cap, head) of a valid header copy of a log of `n`-byte records.
+fn decode_header(n: usize, h: &[u8]) -> Option<(u64, u64, u64)> {
     if h.len() < HDR_BYTES || &h[0..8] != MAGIC || u32_at(h, 8) != VERSION {
+        return None;
+    }
+    if u32_at(h, 12) != size_field(n) {
         return None;
     }
     if crc32fast::hash(&h[..40]) != u32_at(h, 40) {
@@ -202,19 +226,20 @@ fn decode_header(h: &[u8]) -> Option<(u64, u64, u64)> {
 }
 
 /// Appends one entry for `rec` at stream position `lsn`; returns its length.
-fn encode_entry(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u8; RECORD_SIZE]) -> usize {
+fn encode_entry<const N: usize>(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u8; N]) -> usize {
+    const { assert!(N.is_multiple_of(32) && N <= 512) };
     let start = out.len();
-    let mut mask = 0u32;
-    for i in 0..RECORD_WORDS {
+    let mut mask = 0u128;
+    for i in 0..N / 4 {
         if rec[i * 4..i * 4 + 4] != [0; 4] {
             mask |= 1 << i;
         }
     }
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&mask.to_le_bytes());
+    out.extend_from_slice(&mask.to_le_bytes()[..N / 32]);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&slot.to_le_bytes());
-    for i in 0..RECORD_WORDS {
+    for i in 0..N / 4 {
         if mask & (1 << i) != 0 {
             out.extend_from_slice(&rec[i * 4..i * 4 + 4]);
         }
@@ -224,15 +249,22 @@ fn encode_entry(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u8; RECORD_SIZE])
     out.len() - start
 }
 
-fn entry_len(mask: u32) -> usize {
-    ENTRY_HDR + 4 * mask.count_ones() as usize
+/// The mask of an entry of `n`-byte records at the start of `b` (which holds its header).
+fn mask_at(n: usize, b: &[u8]) -> u128 {
+    let mut m = [0u8; 16];
+    m[..n / 32].copy_from_slice(&b[4..4 + n / 32]);
+    u128::from_le_bytes(m)
 }
 
-/// Where an entry at `lsn` of length up to [`MAX_ENTRY`] goes: `lsn` itself, or the start of
+fn entry_len(n: usize, mask: u128) -> usize {
+    entry_hdr(n) + 4 * mask.count_ones() as usize
+}
+
+/// Where an entry at `lsn` of length up to `max` goes: `lsn` itself, or the start of
 /// the next lap when the ring's end is too close.
-fn place(lsn: u64, cap: u64) -> u64 {
+fn place(lsn: u64, cap: u64, max: usize) -> u64 {
     let off = lsn % cap;
-    if cap - off < MAX_ENTRY as u64 {
+    if cap - off < max as u64 {
         lsn + (cap - off)
     } else {
         lsn
@@ -240,13 +272,13 @@ fn place(lsn: u64, cap: u64) -> u64 {
 }
 
 /// Newer in sequence order (wrapping).
-fn seq_newer(a: u32, b: u32) -> bool {
+pub(crate) fn seq_newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
 /// What the replay at open found.
 #[derive(Debug, Default)]
-pub(super) struct Replay {
+pub(crate) struct Replay {
     /// Valid entries read.
     pub entries: u64,
     /// The entry that ended the replay had the expected position but a bad checksum or
@@ -258,11 +290,23 @@ pub(super) struct Replay {
     pub hdr: Option<(u64, u64)>,
 }
 
-/// Reads the log at `path` (if any) for a table of `total` records: the valid entries from
-/// `head`, sorted by slot (each slot's versions in log order), for [`apply_entry`].
+/// Reads the lease table's log at `path` (if any) for a table of `total` records: the valid
+/// entries from `head`, sorted by slot (each slot's versions in log order), for
+/// [`apply_entry`].
 pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>), StoreError> {
+    read_log_of::<RECORD_SIZE>(path, total, |rec| u32_at(rec, 4) == record_crc(rec))
+}
+
+/// [`read_log`] for records of `N` bytes; `image_ok` checks an entry's record image (its own
+/// checksum): an entry whose image fails ends the replay like a torn entry.
+pub(crate) fn read_log_of<const N: usize>(
+    path: &Path,
+    total: u32,
+    image_ok: impl Fn(&[u8; N]) -> bool,
+) -> Result<(Replay, Vec<Staged<N>>), StoreError> {
+    let max = max_entry(N);
     let mut out = Replay::default();
-    let mut found: Vec<Staged> = Vec::new();
+    let mut found: Vec<Staged<N>> = Vec::new();
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, found)),
@@ -273,7 +317,7 @@ pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>),
     let best = [0, HDR_COPY as usize]
         .iter()
         .filter(|&&o| o + HDR_BYTES <= n)
-        .filter_map(|&o| decode_header(&h[o..o + HDR_BYTES]))
+        .filter_map(|&o| decode_header(N, &h[o..o + HDR_BYTES]))
         .max_by_key(|x| x.0);
     let Some((gen, cap, head)) = best else {
         if n > 0 && h.iter().any(|&b| b != 0) {
@@ -300,12 +344,12 @@ pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>),
     let mut buf_at = 0u64;
     let mut lsn = head;
     loop {
-        lsn = place(lsn, cap);
+        lsn = place(lsn, cap, max);
         if lsn - head >= cap {
             break;
         }
-        // Make sure buf covers [lsn, lsn + MAX_ENTRY) (all within the lap, by `place`).
-        if lsn < buf_at || lsn + MAX_ENTRY as u64 > buf_at + buf.len() as u64 {
+        // Make sure buf covers [lsn, lsn + max) (all within the lap, by `place`).
+        if lsn < buf_at || lsn + max as u64 > buf_at + buf.len() as u64 {
             let lap_end = (lsn / cap + 1) * cap;
             let want = (READ_CHUNK as u64).min(lap_end - lsn) as usize;
             buf.resize(want, 0);
@@ -315,12 +359,13 @@ pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>),
             buf_at = lsn;
         }
         let b = &buf[(lsn - buf_at) as usize..];
-        if b.len() < ENTRY_HDR {
+        let eh = entry_hdr(N);
+        if b.len() < eh {
             break;
         }
-        let mask = u32_at(b, 4);
-        let len = entry_len(mask);
-        if b.len() < len || u64_at(b, 8) != lsn {
+        let mask = mask_at(N, b);
+        let len = entry_len(N, mask);
+        if b.len() < len || u64_at(b, eh - 12) != lsn {
             break; // the end: a stale entry or zeros
         }
         if crc32fast::hash(&b[4..len]) != u32_at(b, 0) {
@@ -330,22 +375,22 @@ pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>),
             ));
             break;
         }
-        let slot = u32_at(b, 16);
+        let slot = u32_at(b, eh - 4);
         if slot >= total {
             out.discarded = Some(format!(
                 "entry at log position {lsn}: slot {slot} beyond the table's {total} records"
             ));
             break;
         }
-        let mut rec = [0u8; RECORD_SIZE];
-        let mut k = ENTRY_HDR;
-        for i in 0..RECORD_WORDS {
+        let mut rec = [0u8; N];
+        let mut k = eh;
+        for i in 0..N / 4 {
             if mask & (1 << i) != 0 {
                 rec[i * 4..i * 4 + 4].copy_from_slice(&b[k..k + 4]);
                 k += 4;
             }
         }
-        if u32_at(&rec, 4) != record_crc(&rec) {
+        if !image_ok(&rec) {
             out.discarded = Some(format!(
                 "entry at log position {lsn}: the record image's own checksum does not match"
             ));
@@ -394,7 +439,7 @@ pub(super) unsafe fn apply_all(recs: *mut u8, total: u32, entries: &[Staged]) ->
     n
 }
 
-fn read_full(f: &File, buf: &mut [u8], mut off: u64) -> io::Result<usize> {
+pub(crate) fn read_full(f: &File, buf: &mut [u8], mut off: u64) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read_at(&mut buf[n..], off) {
@@ -410,10 +455,12 @@ fn read_full(f: &File, buf: &mut [u8], mut off: u64) -> io::Result<usize> {
     Ok(n)
 }
 
-impl Wal {
+impl<const N: usize> Wal<N> {
+    const MAX: usize = max_entry(N);
+
     /// Opens (creating or resizing if needed) the log after `replay` and starts a fresh lap
     /// past everything in it. The table's replayed content must be durable already.
-    pub(super) fn start(path: &Path, cap: u64, replay: &Replay) -> Result<Wal, StoreError> {
+    pub(crate) fn start(path: &Path, cap: u64, replay: &Replay) -> Result<Wal<N>, StoreError> {
         let cap = cap.max(MIN_WAL_BYTES) / 4 * 4;
         let fresh = replay.hdr.is_none_or(|(_, c)| c != cap);
         if fresh {
@@ -472,13 +519,13 @@ impl Wal {
     }
 
     /// Writes a header with `head` (if it moves forward, or `force`) and syncs it.
-    fn set_head(&self, head: u64, force: bool) -> io::Result<()> {
+    pub(crate) fn set_head(&self, head: u64, force: bool) -> io::Result<()> {
         let mut h = lock(&self.hdr);
         if !force && head <= h.1 {
             return Ok(());
         }
         let gen = h.0 + 1;
-        let bytes = encode_header(gen, self.cap, head);
+        let bytes = encode_header(N, gen, self.cap, head);
         self.check_injected()?;
         self.file.write_all_at(&bytes, (gen % 2) * HDR_COPY)?;
         self.file.sync_data()?;
@@ -497,13 +544,13 @@ impl Wal {
 
     /// Stages a record image (called under the record's lock).
     #[inline]
-    pub(super) fn stage(&self, slot: u32, rec: &[u8; RECORD_SIZE]) {
+    pub(crate) fn stage(&self, slot: u32, rec: &[u8; N]) {
         lock(&self.staging[slot as usize % STAGE_SHARDS]).push(Staged { slot, rec: *rec });
     }
 
     /// Moves every staged image into the writer's `drained` vectors (their capacity is
     /// swapped back into staging, so the steady state allocates nothing).
-    fn drain(&self, wr: &mut Writer) {
+    pub(crate) fn drain(&self, wr: &mut Writer<N>) {
         for (s, d) in self.staging.iter().zip(wr.drained.iter_mut()) {
             d.clear();
             std::mem::swap(&mut *lock(s), d);
@@ -511,7 +558,7 @@ impl Wal {
     }
 
     /// Writes `wr.buf` at its stream position (within one lap, see `place`).
-    fn write_buf(&self, wr: &mut Writer) -> io::Result<()> {
+    fn write_buf(&self, wr: &mut Writer<N>) -> io::Result<()> {
         if wr.buf.is_empty() {
             return Ok(());
         }
@@ -526,7 +573,7 @@ impl Wal {
         Ok(())
     }
 
-    fn sync(&self, wr: &mut Writer, t0: Instant) -> io::Result<()> {
+    fn sync(&self, wr: &mut Writer<N>, t0: Instant) -> io::Result<()> {
         self.write_buf(wr)?;
         self.check_injected()?;
         self.file.sync_data()?;
@@ -544,7 +591,7 @@ impl Wal {
         Ok(())
     }
 
-    pub(super) fn stats(&self) -> WalStats {
+    pub(crate) fn stats(&self) -> WalStats {
         let c = &self.stats;
         let mut latency = [0; COMMIT_LATENCY_BOUNDS_US.len() + 1];
         for (o, a) in latency.iter_mut().zip(c.latency.iter()) {
@@ -562,10 +609,99 @@ impl Wal {
         }
     }
 
-    fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.durable
             .load(Ordering::Acquire)
             .saturating_sub(self.head.load(Ordering::Acquire))
+    }
+}
+
+impl<const N: usize> Wal<N> {
+    /// One group commit: drains the staged images, appends them and syncs. `on_full` runs
+    /// when the ring has no room (after a sync of what is written): the owner's checkpoint,
+    /// which must move `head`. On error the failed bytes stay below `next` (the owner's
+    /// recovery restarts the log past them) and the error is returned.
+    pub(crate) fn group_commit(
+        &self,
+        wr: &mut Writer<N>,
+        mut on_full: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let t0 = Instant::now();
+        self.drain(wr);
+        let mut drained = std::mem::take(&mut wr.drained);
+        let r = self.append(wr, &drained, t0, &mut on_full);
+        for d in &mut drained {
+            d.clear();
+        }
+        wr.drained = drained;
+        if r.is_err() {
+            wr.buf.clear();
+            wr.buf_at = wr.next;
+        }
+        r
+    }
+
+    fn append(
+        &self,
+        wr: &mut Writer<N>,
+        drained: &[Vec<Staged<N>>],
+        t0: Instant,
+        on_full: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut n = 0u64;
+        for s in drained.iter().flatten() {
+            let at = place(wr.next, self.cap, Self::MAX);
+            if at != wr.next {
+                self.write_buf(wr)?;
+                wr.next = at;
+                wr.buf_at = at;
+            }
+            if wr.next + Self::MAX as u64 - self.head.load(Ordering::Acquire) > self.cap {
+                // The ring is full: make what we have durable, checkpoint inline, go on.
+                self.sync(wr, t0)?;
+                on_full()?;
+                if wr.next + Self::MAX as u64 - self.head.load(Ordering::Acquire) > self.cap {
+                    return Err(io::Error::other("write-ahead log full after a checkpoint"));
+                }
+            }
+            let len = encode_entry(&mut wr.buf, wr.next, s.slot, &s.rec);
+            wr.next += len as u64;
+            n += 1;
+        }
+        self.stats.entries.fetch_add(n, Ordering::Relaxed);
+        if n == 0 && wr.buf.is_empty() {
+            return Ok(());
+        }
+        self.sync(wr, t0)
+    }
+
+    /// Drops what is staged: called before the owner rewrites and flushes its whole table
+    /// after a storage failure (that flush covers every image dropped here; what is staged
+    /// after this call stays for the next commit).
+    pub(crate) fn discard_staged(&self, wr: &mut Writer<N>) {
+        self.drain(wr);
+        for d in &mut wr.drained {
+            d.clear();
+        }
+    }
+
+    /// After a storage failure, once the owner has rewritten and flushed its whole table
+    /// (after [`Wal::discard_staged`]): restarts the log past the failed region with a
+    /// durable header.
+    pub(crate) fn restart(&self, wr: &mut Writer<N>) -> io::Result<()> {
+        let next = place(wr.next, self.cap, Self::MAX);
+        wr.next = next;
+        wr.buf.clear();
+        wr.buf_at = next;
+        self.set_head(next, false)?;
+        self.durable.store(next, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "write-ahead log restarted after a storage error");
+        Ok(())
+    }
+
+    /// Counts a checkpoint (table written back and `head` moved).
+    pub(crate) fn note_checkpoint(&self) {
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -579,7 +715,7 @@ fn remove(path: &Path) -> Result<(), StoreError> {
 }
 
 /// After a replay with the log switched off: the table content is durable, the log goes.
-pub(super) fn retire(path: &Path, replay: &Replay) -> Result<(), StoreError> {
+pub(crate) fn retire(path: &Path, replay: &Replay) -> Result<(), StoreError> {
     if replay.hdr.is_some() || path.exists() {
         remove(path)?;
     }
@@ -655,7 +791,7 @@ impl LeaseTable {
             self.note_flush_failure(&e);
             return Err(e);
         }
-        w.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        w.note_checkpoint();
         Ok(())
     }
 
@@ -664,77 +800,24 @@ impl LeaseTable {
         if self.storage_failed() {
             return self.wal_recover(w, &mut wr);
         }
-        let t0 = Instant::now();
-        w.drain(&mut wr);
-        let mut drained = std::mem::take(&mut wr.drained);
-        let r = self.append(w, &mut wr, &drained, t0);
-        for d in &mut drained {
-            d.clear();
-        }
-        wr.drained = drained;
+        let r = w.group_commit(&mut wr, || self.checkpoint_inner(w));
         if let Err(e) = r {
-            // The failed bytes stay below `next`: the recovery restarts the log past them.
-            wr.buf.clear();
-            wr.buf_at = wr.next;
             self.note_flush_failure(&e);
             return Err(e);
         }
         Ok(())
     }
 
-    fn append(
-        &self,
-        w: &Wal,
-        wr: &mut Writer,
-        drained: &[Vec<Staged>],
-        t0: Instant,
-    ) -> io::Result<()> {
-        let mut n = 0u64;
-        for s in drained.iter().flatten() {
-            let at = place(wr.next, w.cap);
-            if at != wr.next {
-                w.write_buf(wr)?;
-                wr.next = at;
-                wr.buf_at = at;
-            }
-            if wr.next + MAX_ENTRY as u64 - w.head.load(Ordering::Acquire) > w.cap {
-                // The ring is full: make what we have durable, checkpoint inline, go on.
-                w.sync(wr, t0)?;
-                self.checkpoint_inner(w)?;
-                if wr.next + MAX_ENTRY as u64 - w.head.load(Ordering::Acquire) > w.cap {
-                    return Err(io::Error::other("write-ahead log full after a checkpoint"));
-                }
-            }
-            let len = encode_entry(&mut wr.buf, wr.next, s.slot, &s.rec);
-            wr.next += len as u64;
-            n += 1;
-        }
-        w.stats.entries.fetch_add(n, Ordering::Relaxed);
-        if n == 0 && wr.buf.is_empty() {
-            return Ok(());
-        }
-        w.sync(wr, t0)
-    }
-
     /// After a storage failure: rewrite and flush the whole table (which covers every change
     /// staged so far, so the staged images are dropped), then restart the log past the failed
     /// region with a durable header.
-    fn wal_recover(&self, w: &Wal, wr: &mut Writer) -> io::Result<()> {
-        w.drain(wr);
-        for d in &mut wr.drained {
-            d.clear();
-        }
+    fn wal_recover(&self, w: &Wal, wr: &mut super::wal::Writer) -> io::Result<()> {
+        w.discard_staged(wr);
         self.recover_storage()?;
-        let next = place(wr.next, w.cap);
-        wr.next = next;
-        wr.buf.clear();
-        wr.buf_at = next;
-        if let Err(e) = w.set_head(next, false) {
+        if let Err(e) = w.restart(wr) {
             self.note_flush_failure(&e);
             return Err(e);
         }
-        w.durable.store(next, Ordering::Release);
-        tracing::warn!(path = %w.path.display(), "write-ahead log restarted after a storage error");
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 //! through fixed-capacity indexes built at open: nothing allocates after open.
 
 mod index;
+mod log;
 mod record;
 
 use std::collections::hash_map::RandomState;
@@ -24,8 +25,9 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 
 pub use record::{
     Binding6, BindingState, Bytes, IaKind, Owner6, RelayData6, Via6, DUID_MAX,
@@ -33,8 +35,10 @@ pub use record::{
     RELAY_DATUM_MAX,
 };
 
+use crate::table::wal;
 use crate::StoreError;
 use index::SlotIndex;
+pub use log::{default_log_bytes, Log6, Replay6};
 
 /// Magic of a v6 binding file.
 pub const MAGIC6: &[u8; 8] = b"XDHCPB6\0";
@@ -61,24 +65,38 @@ pub struct Open6Report {
     pub quarantined: Vec<(u32, &'static str)>,
     /// The file was created by this open.
     pub created: bool,
+    /// What the write-ahead log's replay did (None: there was no log).
+    pub replay: Option<Replay6>,
 }
 
 enum Backing {
     Mem(Vec<u8>),
-    Map { map: MmapMut, _file: File },
+    /// Shared with the write-ahead log ([`Log6`]), which only `msync`s it.
+    Map {
+        map: Arc<MmapRaw>,
+        _file: File,
+    },
 }
 
 impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mem(v) => v,
-            Backing::Map { map, .. } => map,
+            // SAFETY: the mapping lives as long as `map` (never remapped or resized); the
+            // table is its only reader and writer, and `&self` / `&mut self` borrows keep
+            // Rust's aliasing rules. The log only passes the address to msync(2).
+            Backing::Map { map, .. } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr(), map.len())
+            },
         }
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Backing::Mem(v) => v,
-            Backing::Map { map, .. } => map,
+            // SAFETY: as in `bytes`; `&mut self` makes this the only live slice.
+            Backing::Map { map, .. } => unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr(), map.len())
+            },
         }
     }
 }
@@ -96,6 +114,8 @@ pub struct BindingTable6 {
     dirty_lo: u32,
     dirty_hi: u32,
     header_dirty: bool,
+    /// The write-ahead log (ack mode), when opened with one.
+    log: Option<Arc<Log6>>,
 }
 
 impl BindingTable6 {
@@ -121,16 +141,31 @@ impl BindingTable6 {
             dirty_lo: u32::MAX,
             dirty_hi: 0,
             header_dirty: false,
+            log: None,
         }
     }
 
     /// Opens (or creates, when `create`) the binding file at `path` with room for
     /// `capacity` bindings. An existing file keeps its capacity when it is larger; a
-    /// smaller file is grown. Takes an exclusive lock on the file.
+    /// smaller file is grown. Takes an exclusive lock on the file. A write-ahead log left
+    /// by an ack-mode run (`<path>.wal`) is replayed and then removed (the table is
+    /// flushed first): see [`BindingTable6::open_with`].
     pub fn open(
         path: &Path,
         capacity: u32,
         create: bool,
+    ) -> Result<(Self, Open6Report), StoreError> {
+        Self::open_with(path, capacity, create, None)
+    }
+
+    /// [`BindingTable6::open`], and with `log_bytes` a write-ahead log of that ring size at
+    /// `<path>.wal` (ack mode, `log.rs`): whatever log the file has is replayed first (torn
+    /// tail discarded), the table flushed, and the log started afresh.
+    pub fn open_with(
+        path: &Path,
+        capacity: u32,
+        create: bool,
+        log_bytes: Option<u64>,
     ) -> Result<(Self, Open6Report), StoreError> {
         let err_io = |op: &'static str| {
             move |e: io::Error| StoreError::Io {
@@ -208,15 +243,48 @@ impl BindingTable6 {
         }
         // SAFETY: the file is ours (exclusive flock held for the table's life, mode 0600);
         // nothing else resizes or maps it while the map lives.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(err_io("mmap"))?;
+        let map = memmap2::MmapOptions::new()
+            .map_raw(&file)
+            .map_err(err_io("mmap"))?;
         let mut t = Self::with_backing(
-            Backing::Map { map, _file: file },
+            Backing::Map {
+                map: Arc::new(map),
+                _file: file,
+            },
             Some(path.to_path_buf()),
             cap,
         );
         write_header(t.backing.bytes_mut(), cap, &duid);
+        let log_path = wal::wal_path(path);
+        let (replay, entries) = wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
+        if replay.hdr.is_some() {
+            let mut applied = 0;
+            for e in &entries {
+                let off = rec_off(e.slot);
+                let cur: &mut [u8; RECORD6_SIZE] = (&mut t.backing.bytes_mut()
+                    [off..off + RECORD6_SIZE])
+                    .try_into()
+                    .map_err(|_| fmt(format!("log entry for slot {} out of range", e.slot)))?;
+                if log::apply(cur, e) {
+                    applied += 1;
+                }
+            }
+            if let Some(why) = &replay.discarded {
+                tracing::warn!(path = %log_path.display(), "v6 write-ahead log: {why}");
+            }
+            report.replay = Some(Replay6::of(&replay, applied));
+        }
         t.rebuild(&mut report);
         t.flush().map_err(err_io("msync"))?;
+        match log_bytes {
+            Some(bytes) => {
+                let w = wal::Wal::<RECORD6_SIZE>::start(&log_path, bytes, &replay)?;
+                if let Backing::Map { map, .. } = &t.backing {
+                    t.log = Some(Arc::new(Log6::new(w, map.clone())));
+                }
+            }
+            None => wal::retire(&log_path, &replay)?,
+        }
         Ok((t, report))
     }
 
@@ -383,8 +451,11 @@ impl BindingTable6 {
         let mut buf = [0u8; RECORD6_SIZE];
         b.encode(&mut buf);
         let off = rec_off(slot);
+        let seq = record::seq_of(self.rec(slot)).wrapping_add(1);
+        record::seal(&mut buf, seq);
         self.backing.bytes_mut()[off..off + RECORD6_SIZE].copy_from_slice(&buf);
         self.note_dirty(slot);
+        self.stage(slot, &buf);
         Ok(slot)
     }
 
@@ -396,10 +467,13 @@ impl BindingTable6 {
         self.by_client.remove(ch, slot);
         self.by_addr.remove(ah, slot);
         let off = rec_off(slot);
-        self.backing.bytes_mut()[off..off + RECORD6_SIZE].fill(0);
+        // Emptied, keeping the write sequence (a log replay must see this as newer).
+        let t = record::tombstone(record::seq_of(self.rec(slot)).wrapping_add(1));
+        self.backing.bytes_mut()[off..off + RECORD6_SIZE].copy_from_slice(&t);
         self.free.push(slot);
         self.used -= 1;
         self.note_dirty(slot);
+        self.stage(slot, &t);
     }
 
     fn note_dirty(&mut self, slot: u32) {
@@ -430,6 +504,46 @@ impl BindingTable6 {
         self.dirty_lo = u32::MAX;
         self.dirty_hi = 0;
         Ok(())
+    }
+
+    /// The write-ahead log (opened with one, `open_with`): the committer's and the
+    /// checkpointer's handle, used without the table's lock.
+    pub fn log(&self) -> Option<Arc<Log6>> {
+        self.log.clone()
+    }
+
+    /// After a storage error of the log ([`Log6::failed`]): rewrites every page of the
+    /// mapping (so the kernel writes all of it back again: after a failed writeback it may
+    /// count pages clean that never reached the device), flushes it, and restarts the log
+    /// past the failure. Without a log: a whole flush.
+    pub fn recover_log(&mut self) -> io::Result<()> {
+        let Some(log) = self.log.clone() else {
+            return self.flush();
+        };
+        let bytes = self.backing.bytes_mut();
+        log.recover(|| {
+            let mut p = 0;
+            while p < bytes.len() {
+                // SAFETY: `p` is inside the slice; a volatile read and write of the same byte
+                // (not optimised away) marks the page dirty again. `&mut self` excludes every
+                // other writer.
+                unsafe {
+                    let b = bytes.as_mut_ptr().add(p);
+                    std::ptr::write_volatile(b, std::ptr::read_volatile(b));
+                }
+                p += 4096;
+            }
+        })?;
+        self.dirty_lo = u32::MAX;
+        self.dirty_hi = 0;
+        self.header_dirty = false;
+        Ok(())
+    }
+
+    fn stage(&self, slot: u32, rec: &[u8; RECORD6_SIZE]) {
+        if let Some(l) = &self.log {
+            l.wal.stage(slot, rec);
+        }
     }
 
     /// Puts the whole file on stable storage.

@@ -46,7 +46,36 @@ const O_VIA_HOPS: usize = O_LLADDR + 1 + LLADDR_MAX; // 445
 const O_VIA_SRC: usize = O_VIA_HOPS + 1; // 446
 const O_VIA_LINK: usize = O_VIA_SRC + 16; // 462
 const O_VIA_PEER: usize = O_VIA_LINK + 16; // 478
-const _: () = assert!(O_VIA_PEER + 16 <= RECORD6_SIZE);
+/// The record's write sequence (kept by the table, raised by every write of the slot, also
+/// by emptying it; zero in records written before it existed): a write-ahead log replay
+/// applies an entry only over an older (or damaged) record.
+const O_SEQ: usize = RECORD6_SIZE - 4; // 508
+const _: () = assert!(O_VIA_PEER + 16 <= O_SEQ);
+
+/// The write sequence of a record's bytes.
+pub(crate) fn seq_of(r: &[u8]) -> u32 {
+    u32_at(r, O_SEQ)
+}
+
+/// Sets a record's write sequence and recomputes its CRC.
+pub(crate) fn seal(r: &mut [u8; RECORD6_SIZE], seq: u32) {
+    r[O_SEQ..O_SEQ + 4].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32fast::hash(&r[4..]);
+    r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// An emptied slot that keeps its write sequence: unused (`O_USED` 0), CRC'd, reads as
+/// `Ok(None)`.
+pub(crate) fn tombstone(seq: u32) -> [u8; RECORD6_SIZE] {
+    let mut r = [0u8; RECORD6_SIZE];
+    seal(&mut r, seq);
+    r
+}
+
+/// Whether a record image is whole: all zeros (never used) or its CRC and fields check.
+pub(crate) fn image_ok(r: &[u8; RECORD6_SIZE]) -> bool {
+    Binding6::decode(r).is_ok()
+}
 
 /// What a binding is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -149,3 +149,199 @@ fn dhcpv6_table_find_client_returns_every_ia_of_a_duid_for_leasequery() {
     assert_eq!(t.find_client(b"duid-a", &mut out), 2);
     assert_eq!(t.find_client(b"duid-z", &mut out), 0);
 }
+
+/// A table with a write-ahead log of the smallest size, and the base file copied as it was
+/// right after the open (flushed: a power cut that lost every later write-back of the
+/// mapping leaves exactly this).
+fn logged(dir: &Path) -> (BindingTable6, PathBuf, Vec<u8>) {
+    let path = dir.join("b6.db");
+    let (t, _) = BindingTable6::open_with(&path, 64, true, Some(crate::MIN_WAL_BYTES)).unwrap();
+    let base = std::fs::read(&path).unwrap();
+    (t, path, base)
+}
+
+/// The log as a power cut leaves it: what the commits synced (the test writes nothing
+/// unsynced to it).
+fn log_now(path: &Path) -> Vec<u8> {
+    std::fs::read(wal::wal_path(path)).unwrap()
+}
+
+/// Puts the files back as the power cut left them (after the table was dropped).
+fn restore(path: &Path, table: &[u8], log: &[u8]) {
+    std::fs::write(path, table).unwrap();
+    std::fs::write(wal::wal_path(path), log).unwrap();
+}
+
+fn reopen(path: &Path) -> (BindingTable6, Open6Report) {
+    BindingTable6::open_with(path, 64, false, Some(crate::MIN_WAL_BYTES)).unwrap()
+}
+
+#[test]
+fn dhcpv6_wal_replay_after_crash_restores_committed_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, base) = logged(dir.path());
+    let log = t.log().expect("opened with a log");
+    let a = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    let p = t.put(None, &b(IaKind::Pd, b"duid-a", 1, 0, 56)).unwrap();
+    let gone = t.put(None, &b(IaKind::Na, b"duid-x", 1, 9, 128)).unwrap();
+    t.remove(gone);
+    let mut renewed = b(IaKind::Na, b"duid-a", 1, 1, 128);
+    renewed.expiry = 9_000;
+    t.put(Some(a), &renewed).unwrap();
+    log.commit().unwrap();
+    let st = log.stats();
+    assert_eq!(st.entries, 5, "every write staged once: {st:?}");
+    assert_eq!(st.commits, 1);
+    // Power cut: the table file never got any of it, the log did.
+    let wal_now = log_now(&path);
+    drop(t);
+    drop(log);
+    restore(&path, &base, &wal_now);
+    let (t, rep) = reopen(&path);
+    let r = rep.replay.clone().expect("a log was there");
+    assert_eq!((r.entries, r.discarded.as_deref()), (5, None), "{r:?}");
+    assert_eq!(rep.bindings, 2, "{rep:?}");
+    assert_eq!(
+        t.get(a).unwrap().expiry,
+        9_000,
+        "the newest image of the slot wins"
+    );
+    assert_eq!(t.get(p).unwrap().prefix_len, 56);
+    assert!(t.get(gone).is_none(), "the removal was replayed too");
+    // The replayed content is now in the table file itself: a second open without a log
+    // (interval mode) sees the same and retires the log.
+    drop(t);
+    let (t, rep) = BindingTable6::open(&path, 64, false).unwrap();
+    assert_eq!(rep.bindings, 2);
+    assert_eq!(t.get(a).unwrap().expiry, 9_000);
+    assert!(
+        !wal::wal_path(&path).exists(),
+        "interval mode retires the log"
+    );
+}
+
+#[test]
+fn dhcpv6_wal_torn_tail_discarded_never_half_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, base) = logged(dir.path());
+    let log = t.log().unwrap();
+    let a = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    log.commit().unwrap();
+    let first = log.stats().bytes;
+    // A second group whose write was torn by the cut (its Replies never left).
+    let c = t.put(None, &b(IaKind::Na, b"duid-c", 7, 3, 128)).unwrap();
+    let mut moved = b(IaKind::Na, b"duid-a", 1, 1, 128);
+    moved.expiry = 7_777;
+    t.put(Some(a), &moved).unwrap();
+    log.commit().unwrap();
+    let mut wal_now = log_now(&path);
+    // Damage the middle of the second group's first entry (a torn sector).
+    wal_now[4096 + first as usize + 40] ^= 0x5a;
+    drop(t);
+    drop(log);
+    restore(&path, &base, &wal_now);
+    let (mut t, rep) = reopen(&path);
+    let r = rep.replay.unwrap();
+    assert_eq!(r.entries, 1, "{r:?}");
+    assert!(
+        r.discarded
+            .as_deref()
+            .is_some_and(|w| w.contains("checksum")),
+        "{r:?}"
+    );
+    assert_eq!(t.get(a).unwrap().expiry, 300, "the first group's image");
+    assert!(t.get(c).is_none(), "nothing of the torn group was applied");
+    // Still a working table with a fresh log: a later write and its replay work.
+    let log = t.log().unwrap();
+    t.put(Some(a), &moved).unwrap();
+    log.commit().unwrap();
+    let (wal_now, table_now) = (log_now(&path), std::fs::read(&path).unwrap());
+    drop(t);
+    drop(log);
+    restore(&path, &table_now, &wal_now);
+    let (t, rep) = reopen(&path);
+    assert_eq!(rep.replay.unwrap().discarded, None);
+    assert_eq!(t.get(a).unwrap().expiry, 7_777);
+}
+
+#[test]
+fn dhcpv6_wal_cut_during_checkpoint_torn_page_rebuilt_from_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, _) = logged(dir.path());
+    let log = t.log().unwrap();
+    let a = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    let k = t.put(None, &b(IaKind::Na, b"duid-k", 1, 2, 128)).unwrap();
+    log.checkpoint().unwrap();
+    assert_eq!(log.stats().checkpoints, 1);
+    assert_eq!(
+        log.stats().used,
+        0,
+        "the checkpoint dropped the log before it"
+    );
+    // What the device holds after that checkpoint.
+    let checkpointed = std::fs::read(&path).unwrap();
+    // The binding is renewed (committed: its Reply may leave), then a checkpoint's msync
+    // is cut while writing its page: the record on the device is half old, half new.
+    let mut renewed = b(IaKind::Na, b"duid-a", 1, 1, 128);
+    renewed.expiry = 12_345;
+    t.put(Some(a), &renewed).unwrap();
+    log.commit().unwrap();
+    let newest = std::fs::read(&path).unwrap(); // the page cache's version
+    let off = HEADER6_LEN + a as usize * RECORD6_SIZE;
+    let mut torn = checkpointed.clone();
+    torn[off..off + 48].copy_from_slice(&newest[off..off + 48]);
+    assert!(
+        Binding6::decode(&torn[off..off + RECORD6_SIZE]).is_err(),
+        "the record is torn"
+    );
+    let wal_now = log_now(&path);
+    drop(t);
+    drop(log);
+    restore(&path, &torn, &wal_now);
+    let (t, rep) = reopen(&path);
+    assert!(
+        rep.quarantined.is_empty(),
+        "rebuilt, not quarantined: {rep:?}"
+    );
+    assert_eq!(rep.replay.clone().unwrap().applied, 1, "{rep:?}");
+    assert_eq!(
+        t.get(a).unwrap().expiry,
+        12_345,
+        "the torn record rebuilt from the log"
+    );
+    assert_eq!(t.get(k).unwrap().duid.as_slice(), b"duid-k");
+}
+
+#[test]
+fn dhcpv6_wal_replay_keeps_a_newer_record_and_storage_errors_are_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, _) = logged(dir.path());
+    let log = t.log().unwrap();
+    let a = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    log.commit().unwrap();
+    // A later write reached the table file but not the log (kill -9 before its commit):
+    // the older log entry must not roll it back.
+    let mut later = b(IaKind::Na, b"duid-a", 1, 1, 128);
+    later.expiry = 4_444;
+    t.put(Some(a), &later).unwrap();
+    let (wal_now, table_now) = (log_now(&path), std::fs::read(&path).unwrap());
+    // Storage error: the commit fails and stays failed until the table recovered it.
+    log.fail_writes(true);
+    assert!(log.commit().is_err());
+    log.fail_writes(false);
+    assert!(log.failed());
+    assert!(
+        log.commit().is_err(),
+        "sticky: no commit before the recovery"
+    );
+    t.recover_log().unwrap();
+    assert!(!log.failed());
+    t.put(Some(a), &later).unwrap();
+    log.commit().unwrap();
+    drop(t);
+    drop(log);
+    restore(&path, &table_now, &wal_now);
+    let (t, rep) = reopen(&path);
+    assert_eq!(t.get(a).unwrap().expiry, 4_444, "{rep:?}");
+    assert_eq!(rep.replay.unwrap().applied, 0);
+}

@@ -20,6 +20,15 @@
 //! stops advancing and the held ACKs never leave until a later commit succeeded under the
 //! sticky-error rule (the table rewritten and flushed, the log restarted past the failure):
 //! the server degrades to silence, never to lying.
+//!
+//! DHCPv6 bindings (`v6.rs`) ride on the same tickets: a worker (XDP, or the `--io udp`
+//! v6 thread) whose batch wrote v6 records takes a ticket like a v4 batch and holds the
+//! batch's replies; the committer's group commit also commits the v6 table's own
+//! write-ahead log ([`Durable`]: the images staged under the v6 table lock appended to
+//! `<v6 file>.wal` and `fdatasync`ed, without that lock) before it publishes `durable`. So
+//! no worker syncs, and a Reply that grants or extends a v6 binding leaves only after a
+//! durable log write covers the record change. The v6 table itself is checkpointed by the
+//! v6 background thread (`daemon.rs`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +36,22 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use lease_store::LeaseTable;
+
+/// Another store the committer makes durable in each group commit, after the lease
+/// table's log (the DHCPv6 binding table). It must cover every write made before the call.
+pub trait Durable: Send + Sync {
+    fn make_durable(&self) -> std::io::Result<()>;
+}
+
+impl Durable for super::v6::V6Server {
+    fn make_durable(&self) -> std::io::Result<()> {
+        let r = super::v6::V6Server::make_durable(self);
+        if r.is_err() {
+            self.flush_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Committer {
@@ -125,8 +150,9 @@ impl Committer {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// The committer loop; returns when `stop` is set (after a last flush).
-    pub fn run(&self, table: &LeaseTable, stop: &AtomicBool) {
+    /// The committer loop; returns when `stop` is set (after a last flush). `also` (the
+    /// DHCPv6 table) is made durable in every group commit too.
+    pub fn run(&self, table: &LeaseTable, also: Option<&dyn Durable>, stop: &AtomicBool) {
         let mut failing = false;
         let _ = self.thread.set(std::thread::current());
         loop {
@@ -134,7 +160,9 @@ impl Committer {
             let target = self.written.load(Ordering::Acquire);
             if target > self.durable.load(Ordering::Relaxed) {
                 let started = std::time::Instant::now();
-                let flushed = table.commit();
+                let flushed = table
+                    .commit()
+                    .and_then(|()| also.map_or(Ok(()), |d| d.make_durable()));
                 self.flush_latency.record(started.elapsed());
                 match flushed {
                     Ok(()) => {
@@ -174,11 +202,12 @@ impl Committer {
 pub fn spawn(
     committer: Arc<Committer>,
     table: Arc<LeaseTable>,
+    also: Option<Arc<dyn Durable>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xdhcpd-commit".into())
-        .spawn(move || committer.run(&table, &stop))
+        .spawn(move || committer.run(&table, also.as_deref(), &stop))
 }
 
 #[cfg(test)]
@@ -211,7 +240,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(c.durable() < t1);
         let waiter = c.waiter().unwrap();
-        let h = spawn(c.clone(), table, stop.clone()).unwrap();
+        let h = spawn(c.clone(), table, None, stop.clone()).unwrap();
         // The flush wakes a registered waiter (poll ignores fd -1).
         let t0 = std::time::Instant::now();
         waiter.wait(-1, 5000);
@@ -258,7 +287,7 @@ mod tests {
         let t1 = c.ticket();
         assert_eq!(table.wal_stats().unwrap().entries, 0);
         let stop = Arc::new(AtomicBool::new(false));
-        let h = spawn(c.clone(), table.clone(), stop.clone()).unwrap();
+        let h = spawn(c.clone(), table.clone(), None, stop.clone()).unwrap();
         let t0 = std::time::Instant::now();
         while c.durable() < t1 {
             assert!(t0.elapsed() < Duration::from_secs(10), "never committed");

@@ -616,6 +616,7 @@ impl Daemon {
                     workers.threads.push(v6srv::spawn_udp_worker(
                         v6.clone(),
                         sock,
+                        shared.committer.clone(),
                         shared.stop.clone(),
                     )?);
                     tracing::info!("kernel UDP DHCPv6 on {} [::]:547, ff02::1:2", iface.name);
@@ -641,7 +642,10 @@ impl Daemon {
         let commit_stop = Arc::new(AtomicBool::new(false));
         let committer = match shared.committer {
             Some(c) => {
-                let h = commit::spawn(c.clone(), table.clone(), commit_stop.clone())?;
+                // The DHCPv6 bindings are made durable in the same group commit (the XDP
+                // workers hold their v6 replies with the same tickets).
+                let also = v6.clone().map(|v| v as Arc<dyn commit::Durable>);
+                let h = commit::spawn(c.clone(), table.clone(), also, commit_stop.clone())?;
                 Some((c, h))
             }
             None => None,
@@ -949,6 +953,10 @@ impl Daemon {
             tracing::error!("final flush of the lease table failed: {e}");
         }
         if let Some(v6) = &self.v6 {
+            // Ack mode: a last checkpoint (commit, msync, the log emptied); then the flush.
+            if let Err(e) = v6.table().checkpoint() {
+                tracing::error!("final checkpoint of the v6 binding table failed: {e}");
+            }
             v6.flush();
             tracing::info!(
                 "final dhcpv6: {}",
@@ -1011,6 +1019,26 @@ impl Daemon {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.into()))
                     .collect();
+                let mut m = m;
+                m.insert(
+                    "commit_flush_errors".into(),
+                    v6.flush_errors.load(Ordering::Relaxed).into(),
+                );
+                if let Some(w) = v6.table().log().map(|l| l.stats()) {
+                    m.insert(
+                        "wal".into(),
+                        serde_json::json!({
+                            "commits": w.commits,
+                            "entries": w.entries,
+                            "bytes": w.bytes,
+                            "checkpoints": w.checkpoints,
+                            "commit_ns": w.commit_ns,
+                            "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
+                            "commit_latency": w.commit_latency,
+                            "used": w.used,
+                        }),
+                    );
+                }
                 v["dhcpv6"] = serde_json::Value::Object(m);
             }
             if let Some(c) = &xdp {
@@ -1120,6 +1148,7 @@ fn owned_files(cfg: &Config, control: &Path) -> Vec<PathBuf> {
     ];
     if !cfg.v6.subnets.is_empty() {
         v.push(cfg.v6.lease_file.clone());
+        v.push(with(&cfg.v6.lease_file, ".wal"));
     }
     if let Some(r) = &cfg.server.registration_file {
         v.extend([
@@ -1220,7 +1249,9 @@ fn spawn_background(
     Ok(v)
 }
 
-/// DHCPv6 background: interval flush of the v6 table (interval mode) and the expiry sweep.
+/// DHCPv6 background: interval flush of the v6 table (interval mode), its checkpoint (ack
+/// mode: the write-ahead log half full, or [`CHECKPOINT_EVERY`]; `XDHCPD_CHECKPOINT_MS` as
+/// for the lease table) and the expiry sweep.
 fn spawn_v6_background(
     v6: Arc<V6Server>,
     commit: CommitMode,
@@ -1230,19 +1261,40 @@ fn spawn_v6_background(
         CommitMode::Interval(d) => Some(d),
         CommitMode::Ack => None,
     };
+    let forced = std::env::var("XDHCPD_CHECKPOINT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.max(1)));
     Ok(std::thread::Builder::new()
         .name("xdhcpd-v6bg".into())
         .spawn(move || {
-            let tick = every.map_or(Duration::from_millis(200), |d| {
+            let tick = every.map_or(Duration::from_millis(100), |d| {
                 d.min(Duration::from_millis(200))
             });
+            let tick = forced.map_or(tick, |f| f.min(tick));
             let mut last_flush = Instant::now();
             let mut last_sweep = Instant::now();
+            let mut last_ckpt = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 if every.is_some_and(|d| last_flush.elapsed() >= d) {
                     v6.flush();
                     last_flush = Instant::now();
+                }
+                let log = v6.table().log();
+                let due = log.is_some_and(|l| l.wants_checkpoint())
+                    || forced.is_some_and(|f| last_ckpt.elapsed() >= f)
+                    // Also commits what the sweeper and the reconfigure driver staged.
+                    || last_ckpt.elapsed() >= CHECKPOINT_EVERY;
+                if log.is_some() && due {
+                    last_ckpt = Instant::now();
+                    if let Err(e) = v6.table().checkpoint() {
+                        v6.flush_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            "checkpoint of the v6 binding table failed (the log is kept; \
+                             replies wait until the storage recovers): {e}"
+                        );
+                    }
                 }
                 if last_sweep.elapsed() >= Duration::from_secs(10) {
                     v6.sweep();

@@ -1,6 +1,10 @@
 //! The daemon's DHCPv6 side: the binding table (opened, its server DUID made
-//! once and kept), the engine built from `[[subnet6]]`, the flush that "ack"
-//! mode needs before a committed reply leaves, the kernel-UDP socket on
+//! once and kept), the engine built from `[[subnet6]]`, the commit that "ack"
+//! mode needs before a committed reply leaves (the table's write-ahead log,
+//! `lease_store::v6::Log6`: every record write is staged under the table lock,
+//! the committer thread appends and `fdatasync`s the log for the workers'
+//! tickets without that lock, `commit.rs`; the v6 background thread checkpoints
+//! the table), the kernel-UDP socket on
 //! [::]:547 joined to ff02::1:2 (`--io udp`, and in XDP mode only to make the
 //! NIC accept the multicast group), and the UDP worker.
 //!
@@ -15,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lease_store::v6::BindingTable6;
+use lease_store::v6::{default_log_bytes, BindingTable6, Log6};
 use xdhcpd_config::{CommitMode, Config, V6Config};
 use xdhcpd_dhcpv6::config::encode;
 use xdhcpd_dhcpv6::reconfigure::{Reconf6Keys, Reconf6Shared, Reconfigurer6};
@@ -36,7 +40,7 @@ const Y2K: u32 = 946_684_800;
 /// The DHCPv6 server state the workers share.
 pub struct V6Server {
     engine: Engine6,
-    table: Mutex<BindingTable6>,
+    table: SharedTable6,
     /// "ack" mode: committed replies wait for the table flush.
     pub ack: bool,
     /// Our link-local address (source of replies to link-local clients).
@@ -144,6 +148,62 @@ pub fn interface_ipv6(name: &str) -> (Option<Ipv6Addr>, Option<Ipv6Addr>) {
     (ll, global)
 }
 
+/// The v6 binding table as the daemon shares it: one lock for its single writer, and in
+/// ack mode its write-ahead log, committed and checkpointed without that lock.
+pub struct SharedTable6 {
+    table: Mutex<BindingTable6>,
+    /// The write-ahead log (ack mode).
+    log: Option<Arc<Log6>>,
+}
+
+impl SharedTable6 {
+    pub fn new(table: BindingTable6) -> Self {
+        SharedTable6 {
+            log: table.log(),
+            table: Mutex::new(table),
+        }
+    }
+
+    /// The table under its lock.
+    pub fn lock(&self) -> MutexGuard<'_, BindingTable6> {
+        // A worker that panicked mid-write left at worst one record torn; the CRC
+        // catches that at the next open. Keep serving.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The write-ahead log (ack mode).
+    pub fn log(&self) -> Option<&Arc<Log6>> {
+        self.log.as_ref()
+    }
+
+    /// Puts every record written before this call on stable storage: one group commit of
+    /// the log (append the staged images, `fdatasync`), without the table's lock, so
+    /// workers go on answering meanwhile. After a storage error, first the recovery (under
+    /// the lock: the whole table rewritten and flushed, the log restarted). Without a log,
+    /// the dirty range's `msync` under the lock.
+    pub fn make_durable(&self) -> std::io::Result<()> {
+        let Some(log) = &self.log else {
+            return self.lock().flush_dirty();
+        };
+        if log.failed() {
+            self.lock().recover_log()?;
+        }
+        log.commit()
+    }
+
+    /// Ack mode's background write-back: commit, `msync` of the mapping, the log's start
+    /// moved past what it covered (nothing without a log).
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        if log.failed() {
+            self.lock().recover_log()?;
+        }
+        log.checkpoint()
+    }
+}
+
 impl V6Server {
     /// Opens the binding table and builds the engine; None when no `[[subnet6]]`. With
     /// `reconf_secret` (`[reconfigure]` on) the engine hands reconfigure keys to clients
@@ -159,8 +219,23 @@ impl V6Server {
             return Ok(None);
         }
         let ecfg = engine_config(v6, iface)?;
-        let (mut table, report) = BindingTable6::open(&v6.lease_file, v6.capacity, true)
-            .with_context(|| format!("opening v6 binding file {}", v6.lease_file.display()))?;
+        let ack = cfg.server.commit == CommitMode::Ack;
+        // Ack mode: a write-ahead log `<file>.wal` (replayed here whatever the mode).
+        let log_bytes = ack.then(|| default_log_bytes(v6.capacity));
+        let (mut table, report) =
+            BindingTable6::open_with(&v6.lease_file, v6.capacity, true, log_bytes)
+                .with_context(|| format!("opening v6 binding file {}", v6.lease_file.display()))?;
+        if let Some(r) = &report.replay {
+            tracing::info!(
+                "v6 write-ahead log replayed: {} entries, {} applied{}",
+                r.entries,
+                r.applied,
+                r.discarded
+                    .as_deref()
+                    .map(|d| format!("; torn tail discarded ({d})"))
+                    .unwrap_or_default()
+            );
+        }
         for (slot, why) in &report.quarantined {
             tracing::warn!("v6 binding record {slot} quarantined: {why}");
         }
@@ -216,8 +291,8 @@ impl V6Server {
         };
         Ok(Some(Arc::new(V6Server {
             engine,
-            table: Mutex::new(table),
-            ack: cfg.server.commit == CommitMode::Ack,
+            table: SharedTable6::new(table),
+            ack,
             link_local,
             global,
             ifindex: iface.index,
@@ -227,9 +302,12 @@ impl V6Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, BindingTable6> {
-        // A worker that panicked mid-write left at worst one record torn; the CRC
-        // catches that at the next open. Keep serving.
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        self.table.lock()
+    }
+
+    /// The shared binding table (its log, for the committer, checkpointer and stats).
+    pub fn table(&self) -> &SharedTable6 {
+        &self.table
     }
 
     /// Runs `f` over the binding table under its lock (the reconfigure driver and the
@@ -249,11 +327,12 @@ impl V6Server {
         self.engine.handle(&mut t, now, meta, payload, out)
     }
 
-    /// "ack" mode: puts the records written since the last flush on stable storage.
-    /// Returns false when that failed (the replies that depend on it must not leave).
+    /// "ack" mode: puts the records written so far on stable storage (the log's group
+    /// commit). Returns false when that failed (the replies that depend on it must not
+    /// leave). The committer thread does this for the workers' tickets ([`V6Server::make_durable`]);
+    /// this direct form is for a UDP worker without a committer.
     pub fn commit(&self) -> bool {
-        let mut t = self.lock();
-        match t.flush_dirty() {
+        match self.make_durable() {
             Ok(()) => true,
             Err(e) => {
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +340,11 @@ impl V6Server {
                 false
             }
         }
+    }
+
+    /// See [`SharedTable6::make_durable`].
+    pub fn make_durable(&self) -> std::io::Result<()> {
+        self.table.make_durable()
     }
 
     /// Flushes the whole table (interval mode, shutdown).
@@ -397,29 +481,85 @@ fn recv_pktinfo(
     Ok((n as usize, from, dst, ifindex))
 }
 
-/// Messages taken per batch by the UDP worker (one v6 table flush per batch in ack mode).
+/// Messages taken per batch by the UDP worker.
 const UDP_BATCH: usize = 64;
+/// Batches of replies the UDP worker holds for the committer (ack mode) before it stops
+/// taking requests (back-pressure).
+const UDP_HELD_BATCHES: usize = 8;
+
+/// One batch's replies: (offset in its buffer, length, destination, committed).
+type Replies6 = Vec<(usize, usize, SocketAddrV6, bool)>;
 
 /// The `--io udp` DHCPv6 worker: one thread reading [::]:547 in batches (the first
-/// receive waits up to 100 ms, the rest of the batch is what is already queued); in ack
-/// mode the batch's committed replies leave after one flush of the v6 table.
+/// receive waits up to 100 ms when nothing is held, the rest of the batch is what is
+/// already queued). In ack mode a batch whose replies committed bindings takes a ticket
+/// from the committer (`commit.rs`, as the v4 workers do) and its replies are held, in a
+/// ring of [`UDP_HELD_BATCHES`] batch buffers, until the committer's log commit covering
+/// them completed; the thread goes on with later batches meanwhile (later replies wait
+/// behind earlier ones, keeping each client's order). Without a committer (a table
+/// without a log) each such batch is committed here.
 pub fn spawn_udp_worker(
     v6: Arc<V6Server>,
     sock: UdpSocket,
+    committer: Option<Arc<super::commit::Committer>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xdhcpd-udp6".into())
         .spawn(move || {
+            let committer = committer.filter(|_| v6.ack);
+            let waiter = committer.as_ref().and_then(|c| c.waiter().ok());
             let mut rx = vec![0u8; 4096];
-            let mut out = vec![0u8; UDP_BATCH * 2048];
-            let mut pending: Vec<(usize, usize, SocketAddrV6, bool)> =
-                Vec::with_capacity(UDP_BATCH);
+            let mut bufs: Vec<Vec<u8>> = (0..UDP_HELD_BATCHES)
+                .map(|_| vec![0u8; UDP_BATCH * 2048])
+                .collect();
+            let mut pend: Vec<Replies6> = (0..UDP_HELD_BATCHES)
+                .map(|_| Vec::with_capacity(UDP_BATCH))
+                .collect();
+            // Held batches: (buffer index, ticket), oldest first.
+            let mut held: std::collections::VecDeque<(usize, u64)> =
+                std::collections::VecDeque::with_capacity(UDP_HELD_BATCHES);
+            let send = |buf: &[u8], p: &Replies6, ok: bool| {
+                for &(i, len, to, committed) in p {
+                    if committed && !ok {
+                        continue;
+                    }
+                    if let Err(e) = sock.send_to(&buf[i..i + len], to) {
+                        tracing::debug!("DHCPv6 reply to {to}: {e}");
+                    }
+                }
+            };
             while !stop.load(Ordering::Relaxed) {
-                pending.clear();
+                if let Some(c) = &committer {
+                    let durable = c.durable();
+                    while let Some(&(b, t)) = held.front() {
+                        if t > durable {
+                            break;
+                        }
+                        send(&bufs[b], &pend[b], true);
+                        held.pop_front();
+                    }
+                }
+                if held.len() == UDP_HELD_BATCHES {
+                    if let Some(w) = &waiter {
+                        w.wait(sock.as_raw_fd(), 10);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    continue;
+                }
+                let b = held
+                    .front()
+                    .map_or(0, |&(h, _)| (h + held.len()) % UDP_HELD_BATCHES);
+                let (buf, p) = (&mut bufs[b], &mut pend[b]);
+                p.clear();
                 let mut now = None;
                 for i in 0..UDP_BATCH {
-                    let flags = if i == 0 { 0 } else { libc::MSG_DONTWAIT };
+                    let flags = if i == 0 && held.is_empty() {
+                        0
+                    } else {
+                        libc::MSG_DONTWAIT
+                    };
                     let (n, from, dst, ifindex) = match recv_pktinfo(&sock, &mut rx, flags) {
                         Ok(v) => v,
                         Err(e)
@@ -442,7 +582,7 @@ pub fn spawn_udp_worker(
                         src_port: from.port(),
                     };
                     let now = *now.get_or_insert_with(unix_now);
-                    let slot = &mut out[i * 2048..(i + 1) * 2048];
+                    let slot = &mut buf[i * 2048..(i + 1) * 2048];
                     if let Decision6::Reply {
                         len,
                         to,
@@ -455,19 +595,42 @@ pub fn spawn_udp_worker(
                         } else {
                             0
                         };
-                        pending.push((i, len, SocketAddrV6::new(to, port, 0, scope), committed));
+                        p.push((
+                            i * 2048,
+                            len,
+                            SocketAddrV6::new(to, port, 0, scope),
+                            committed,
+                        ));
                     }
                 }
-                let durable = !(v6.ack && pending.iter().any(|p| p.3)) || v6.commit();
-                for &(i, len, to, committed) in &pending {
-                    if committed && !durable {
-                        continue;
+                if p.is_empty() {
+                    if !held.is_empty() {
+                        // Replies wait for the committer: sleep until it committed or a
+                        // request arrives.
+                        match &waiter {
+                            Some(w) => w.wait(sock.as_raw_fd(), 10),
+                            None => std::thread::yield_now(),
+                        }
                     }
-                    if let Err(e) = sock.send_to(&out[i * 2048..i * 2048 + len], to) {
-                        tracing::debug!("DHCPv6 reply to {to}: {e}");
+                    continue;
+                }
+                let wrote = v6.ack && p.iter().any(|r| r.3);
+                match &committer {
+                    Some(c) if wrote || !held.is_empty() => {
+                        let ticket = if wrote {
+                            c.ticket()
+                        } else {
+                            held.back().map_or(0, |&(_, t)| t)
+                        };
+                        held.push_back((b, ticket));
+                    }
+                    _ => {
+                        let ok = !wrote || v6.commit();
+                        send(buf, p, ok);
                     }
                 }
             }
+            // Stopping: replies still held were never made durable; they never leave.
         })
 }
 

@@ -178,8 +178,9 @@ pub fn run_worker<P: PacketIo>(
             e.offer(&changed);
         }
         changed.clear();
-        // Only bindings need the flush; a batch of OFFERs goes out at once.
-        let wrote = engine.take_needs_commit();
+        // Only bindings need the flush; a batch of OFFERs goes out at once. DHCPv6
+        // bindings the driver's responder wrote (ack mode) take the same ticket.
+        let wrote = engine.take_needs_commit() | io.take_needs_commit();
         match &committer {
             // Replies of a batch that wrote records wait for their flush;
             // so do later ones, to keep each client's replies in order.
@@ -213,4 +214,186 @@ pub fn run_worker<P: PacketIo>(
     }
     io.flush(&counters);
     bump(&counters.frame_drops, io.frame_drops());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::commit::{self, Durable};
+    use crate::server::v6::SharedTable6;
+    use lease_store::v6::{Binding6, BindingState, BindingTable6, IaKind};
+    use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+    use std::sync::Mutex;
+    use std::time::Duration;
+    use xdhcpd_dhcpv4::{Decision, EngineShared, EngineStats, RxMeta};
+
+    /// The v6 binding table behind a gate: its log commit (the committer's [`Durable`] step,
+    /// the daemon's [`SharedTable6::make_durable`]) waits until the test opens the gate, i.e.
+    /// a stalled committer.
+    struct GatedV6 {
+        table: SharedTable6,
+        open: AtomicBool,
+    }
+
+    impl Durable for GatedV6 {
+        fn make_durable(&self) -> std::io::Result<()> {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.table.make_durable()
+        }
+    }
+
+    /// A driver that answers one DHCPv6 Request per batch by writing a binding into the v6
+    /// table, as the AF_XDP responder does in ack mode (and so reports the batch as needing
+    /// a commit), and records each reply it sends with the v6 log's (commits, entries) by
+    /// then.
+    struct V6Io {
+        v6: Arc<GatedV6>,
+        to_answer: u8,
+        wrote: bool,
+        sent: Sent,
+    }
+
+    /// Each reply sent, with the v6 log's (commits, entries) at that moment.
+    type Sent = Arc<Mutex<Vec<(u8, (u64, u64))>>>;
+
+    impl PacketIo for V6Io {
+        type Reply = u8;
+        const IDLE_SPINS: u32 = 4;
+
+        fn recv_batch<R>(&mut self, _max: usize, replies: &mut Vec<u8>, _respond: R) -> usize
+        where
+            R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
+        {
+            if self.to_answer == 0 {
+                return 0;
+            }
+            let n = self.to_answer;
+            self.to_answer -= 1;
+            let mut addr = [0u8; 16];
+            addr[0] = 0xfd;
+            addr[15] = n;
+            let mut b = Binding6::new(IaKind::Na, b"client-duid", u32::from(n), addr, 128);
+            b.state = BindingState::Active;
+            b.valid = 3600;
+            b.expiry = 2_000_000_000;
+            let put = self.v6.table.lock().put(None, &b);
+            assert!(put.is_ok(), "v6 table full");
+            self.wrote = true;
+            replies.push(n);
+            1
+        }
+
+        fn send(&mut self, r: u8, _counters: &WorkerCounters) {
+            let st = self.v6.table.log().expect("a log").stats();
+            self.sent
+                .lock()
+                .unwrap()
+                .push((r, (st.commits, st.entries)));
+        }
+
+        fn discard(&mut self, _r: u8) {}
+        fn flush(&mut self, _counters: &WorkerCounters) {}
+        fn fd(&self) -> std::os::fd::RawFd {
+            -1
+        }
+        fn wait_readable(&self, timeout_ms: i32) {
+            std::thread::sleep(Duration::from_millis(timeout_ms as u64));
+        }
+        fn frame_drops(&self) -> u64 {
+            0
+        }
+        fn take_needs_commit(&mut self) -> bool {
+            std::mem::take(&mut self.wrote)
+        }
+    }
+
+    #[test]
+    fn worker_holds_dhcpv6_commit_replies_until_the_committer_logged_the_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(
+            xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let (table, _) =
+            LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
+        let table = Arc::new(table);
+        let shared = Arc::new(EngineShared::new(
+            cfg,
+            table.clone(),
+            std::net::Ipv4Addr::new(10, 77, 0, 1),
+        ));
+        let engine = Engine::new(shared.clone(), 0, Arc::new(EngineStats::default()));
+        let (t6, _) = BindingTable6::open_with(
+            &dir.path().join("v6.db"),
+            64,
+            true,
+            Some(lease_store::MIN_WAL_BYTES),
+        )
+        .unwrap();
+        let v6 = Arc::new(GatedV6 {
+            table: SharedTable6::new(t6),
+            open: AtomicBool::new(false),
+        });
+        let c = Arc::new(Committer::new());
+        let commit_stop = Arc::new(AtomicBool::new(false));
+        let ch = commit::spawn(
+            c.clone(),
+            table,
+            Some(v6.clone() as Arc<dyn Durable>),
+            commit_stop.clone(),
+        )
+        .unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let io = V6Io {
+            v6: v6.clone(),
+            to_answer: 3,
+            wrote: false,
+            sent: sent.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = WorkerOps {
+            config: Arc::new(EngineCell::new(shared)),
+            events: None,
+        };
+        let (s, counters) = (stop.clone(), Arc::new(WorkerCounters::default()));
+        let wh =
+            std::thread::spawn(move || run_worker(io, engine, Some(c), s, counters, None, ops));
+        // The committer is stalled: the worker answered (the bindings are in the table,
+        // not yet flushed) but no Reply may leave.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "a DHCPv6 Reply left before its binding was flushed: {:?}",
+            sent.lock().unwrap()
+        );
+        assert_eq!(v6.table.lock().len(), 3, "the worker did not go on serving");
+        assert_eq!(
+            v6.table.log().unwrap().stats().entries,
+            0,
+            "nothing logged yet"
+        );
+        // The committer proceeds: every Reply leaves, each after a log commit that covers
+        // its binding (the k-th Reply after at least k entries).
+        v6.open.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while sent.lock().unwrap().len() < 3 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "replies never left");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let got = sent.lock().unwrap().clone();
+        for (k, &(_, (commits, entries))) in got.iter().enumerate() {
+            assert!(commits >= 1 && entries > k as u64, "{got:?}");
+        }
+        stop.store(true, Ordering::SeqCst);
+        wh.join().unwrap();
+        commit_stop.store(true, Ordering::SeqCst);
+        ch.join().unwrap();
+    }
 }

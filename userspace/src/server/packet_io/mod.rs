@@ -52,4 +52,11 @@ pub trait PacketIo {
 
     /// Requests dropped before the engine saw them (malformed frames and the like).
     fn frame_drops(&self) -> u64;
+
+    /// The last batch wrote records outside the DHCPv4 engine that must be durable
+    /// before its replies leave (ack mode: DHCPv6 bindings the driver's responder
+    /// committed); the worker then holds the batch's replies with a commit ticket.
+    fn take_needs_commit(&mut self) -> bool {
+        false
+    }
 }

@@ -201,8 +201,9 @@ pub struct XskDriver {
     sock: XskSocket,
     frames: FrameResponder,
     rx: Vec<Desc>,
-    /// Positions in the batch's replies of DHCPv6 replies waiting for the v6 flush.
-    v6_held: Vec<usize>,
+    /// The last batch answered DHCPv6 messages that committed bindings (ack mode): the
+    /// worker holds its replies until the committer has flushed the v6 table.
+    v6_wrote: bool,
 }
 
 impl XskDriver {
@@ -211,7 +212,7 @@ impl XskDriver {
             sock,
             frames,
             rx: Vec::with_capacity(BATCH),
-            v6_held: Vec::with_capacity(BATCH),
+            v6_wrote: false,
         }
     }
 }
@@ -229,36 +230,27 @@ impl PacketIo for XskDriver {
     {
         self.rx.clear();
         let n = self.sock.recv(&mut self.rx, max);
-        self.v6_held.clear();
+        let committed = self.frames.v6_committed;
         for d in self.rx.iter() {
             let frame = self.sock.frame_mut(d.addr);
-            let committed = self.frames.v6_committed;
             match self.frames.answer(frame, d.len as usize, &mut respond) {
-                Some(len) => {
-                    if self.frames.v6_committed != committed {
-                        self.v6_held.push(replies.len());
-                    }
-                    replies.push(Desc {
-                        addr: d.addr,
-                        len: len as u32,
-                    })
-                }
+                Some(len) => replies.push(Desc {
+                    addr: d.addr,
+                    len: len as u32,
+                }),
                 None => {
                     self.sock.recycle(d.addr);
                 }
             }
         }
-        // DHCPv6 in ack mode: one flush of the v6 table for the batch before its
-        // committed replies leave; if it fails they never do.
-        if let (Some(v6), false) = (self.frames.v6(), self.v6_held.is_empty()) {
-            if !v6.commit() {
-                for &i in self.v6_held.iter().rev() {
-                    let d = replies.remove(i);
-                    self.sock.recycle(d.addr);
-                }
-            }
-        }
+        // DHCPv6 in ack mode: the batch's replies wait for a commit ticket (the
+        // committer flushes the v6 table; if that fails they never leave).
+        self.v6_wrote |= self.frames.v6_committed != committed;
         n
+    }
+
+    fn take_needs_commit(&mut self) -> bool {
+        std::mem::take(&mut self.v6_wrote)
     }
 
     /// Pushes a reply to the TX ring (one flush-and-retry when the ring is
