@@ -260,7 +260,13 @@ pub(super) struct Replay {
 
 /// Reads the log at `path` (if any) for a table of `total` records: the valid entries from
 /// `head`, sorted by slot (each slot's versions in log order), for [`apply_entry`].
-pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>), StoreError> {
+///
+/// Entries with [`EXT_ID`](super::ext::EXT_ID) set name side-area chunks (below `side_ids`).
+pub(super) fn read_log(
+    path: &Path,
+    total: u32,
+    side_ids: u32,
+) -> Result<(Replay, Vec<Staged>), StoreError> {
     let mut out = Replay::default();
     let mut found: Vec<Staged> = Vec::new();
     let file = match File::open(path) {
@@ -331,7 +337,15 @@ pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>),
             break;
         }
         let slot = u32_at(b, 16);
-        if slot >= total {
+        let side = slot & super::ext::EXT_ID != 0;
+        if side && slot & !super::ext::EXT_ID >= side_ids {
+            out.discarded = Some(format!(
+                "entry at log position {lsn}: side chunk {} beyond the side area's {side_ids}",
+                slot & !super::ext::EXT_ID
+            ));
+            break;
+        }
+        if !side && slot >= total {
             out.discarded = Some(format!(
                 "entry at log position {lsn}: slot {slot} beyond the table's {total} records"
             ));
@@ -624,7 +638,7 @@ impl LeaseTable {
     /// the same as `flush`. Runs in the background: commits go on meanwhile.
     pub fn checkpoint(&self) -> io::Result<()> {
         let Some(w) = &self.wal else {
-            return self.sticky_flush(|| self.map.flush());
+            return self.sticky_flush(|| self.side.flush().and_then(|()| self.map.flush()));
         };
         let _one = lock(&w.ckpt);
         // Staged changes go to the log first (so nothing stays staged for long, whoever
@@ -640,9 +654,9 @@ impl LeaseTable {
 
     fn checkpoint_inner(&self, w: &Wal) -> io::Result<()> {
         let before = self.flush_state.failures.load(Ordering::Acquire);
-        // First the position, then the msync (module docs).
+        // First the position, then the msync (module docs): the side area, then the table.
         let p = w.durable.load(Ordering::Acquire);
-        if let Err(e) = self.map.flush() {
+        if let Err(e) = self.side.flush().and_then(|()| self.map.flush()) {
             self.note_flush_failure(&e);
             return Err(e);
         }

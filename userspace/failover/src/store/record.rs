@@ -8,7 +8,8 @@
 //! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
 //!   partner holds (acknowledged by it, or received from it); 0 = never;
 //! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
-//! * option 82: [`Lease::relay_agent_info`].
+//! * option 82, host name, vendor class: [`Lease::relay_agent_info`], [`Lease::host_name`],
+//!   [`Lease::vendor_class`] (carried whole in client-request-options).
 //!
 //! A record is *unacknowledged* when it changed after the version the partner holds:
 //! `change_time > tsfp`, or (ACTIVE) a larger potential expiration than the partner committed
@@ -140,6 +141,16 @@ fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
         } else {
             Vec::new()
         },
+        host_name: if has_client {
+            l.host_name().to_vec()
+        } else {
+            Vec::new()
+        },
+        vendor_class: if has_client {
+            l.vendor_class().to_vec()
+        } else {
+            Vec::new()
+        },
         flags: 0,
     }
 }
@@ -176,11 +187,18 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             r.potential_expiry = b.potential_expiry;
             r.acked_potential_expiry = b.potential_expiry;
             r.tstp = b.lease_expiry;
-            // Too long for the record: kept nowhere rather than cut (a cut option 82 would
-            // name another subscriber).
-            if !r.set_relay_agent_info(&b.relay_agent_info) {
-                r.set_relay_agent_info(&[]);
-            }
+            // Whole (any valid option 82 fits); one that is no valid option (over 255
+            // bytes) is kept nowhere rather than cut (a cut option 82 would name another
+            // subscriber). Host name and vendor class: as the per-lease bound allows.
+            r.var = lease_store::VarData::from_parts(
+                if b.relay_agent_info.len() <= lease_store::RELAY_AGENT_INFO_MAX {
+                    &b.relay_agent_info
+                } else {
+                    &[]
+                },
+                &b.host_name,
+                &b.vendor_class,
+            );
         }
         other => {
             let (state, owner) = match other {
