@@ -551,10 +551,10 @@ impl VarData {
         }
         *self = VarData::EMPTY;
         let mut at = 0;
-        for k in 0..3 {
-            self.buf[at..at + lens[k]].copy_from_slice(&vals[k][..lens[k]]);
-            self.lens[k] = lens[k] as u8;
-            at += lens[k];
+        for ((v, &n), l) in vals.iter().zip(lens.iter()).zip(self.lens.iter_mut()) {
+            self.buf[at..at + n].copy_from_slice(&v[..n]);
+            *l = n as u8;
+            at += n;
         }
         lens[i] == value.len()
     }
@@ -942,10 +942,14 @@ mod tests {
         // 255 + 200 + 200 > VAR_DATA_MAX: option 82 whole, host name whole, vendor class cut.
         assert!(l.set_relay_agent_info(&[7; 255]));
         assert_eq!(l.relay_agent_info(), &[7; 255][..]);
-        assert_eq!(l.host_name().len(), VAR_DATA_MAX - 255);
-        assert_eq!(l.vendor_class(), b"");
+        assert_eq!(l.host_name(), &[b'h'; 200][..]);
+        assert_eq!(l.vendor_class(), &[b'v'; VAR_DATA_MAX - 455][..]);
         assert_eq!(l.var.len(), VAR_DATA_MAX);
-        assert!(!l.set_vendor_class(b"x"));
+        assert!(!l.set_vendor_class(&[b'w'; VAR_DATA_MAX - 454]));
+        // A longer host name pushes the vendor class out first.
+        assert!(!l.set_host_name(&[b'H'; 255]));
+        assert_eq!(l.host_name(), &[b'H'; VAR_DATA_MAX - 255][..]);
+        assert_eq!(l.vendor_class(), b"");
         // Option 82 of 256 bytes is no valid option: refused, nothing changes.
         let before = l;
         assert!(!l.set_relay_agent_info(&[1; 256]));

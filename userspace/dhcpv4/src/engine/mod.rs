@@ -678,7 +678,7 @@ impl Engine {
             return None;
         }
         let pol = self.pol;
-        let var = &self.var;
+        let var = self.var;
         // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
         let keyed = state == LeaseState::Active
             && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
@@ -687,7 +687,7 @@ impl Engine {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
-            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), var);
+            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &var);
             if state == LeaseState::Active {
                 // A fresh binding or renewal is no longer being reconfigured.
                 l.flags &= !lease_store::FLAG_RECONFIGURING;

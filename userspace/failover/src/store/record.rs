@@ -192,7 +192,7 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             // subscriber). Host name and vendor class: as the per-lease bound allows.
             r.var = lease_store::VarData::from_parts(
                 if b.relay_agent_info.len() <= lease_store::RELAY_AGENT_INFO_MAX {
-                    &b.relay_agent_info
+                    b.relay_agent_info.as_slice()
                 } else {
                     &[]
                 },
@@ -319,6 +319,29 @@ mod tests {
         l.potential_expiry = 2000;
         assert!(l.set_relay_agent_info(&[1, 1, 7]));
         l
+    }
+
+    #[test]
+    fn failover_varlen_binding_carries_120_byte_option82_host_name_vendor_class_whole() {
+        let mut l = active();
+        let ri: Vec<u8> = (0..120u8).collect();
+        assert!(l.set_relay_agent_info(&ri));
+        assert!(l.set_host_name(b"cpe-host"));
+        assert!(l.set_vendor_class(b"docsis3.1"));
+        let b = lease_to_binding(&l).expect("active is exchanged");
+        assert_eq!(b.relay_agent_info, ri);
+        // Through the wire form (client-request-options) and back.
+        let t = crate::engine::txn_from_binding(&b);
+        let back = crate::engine::binding_from_txn(&t, 1000).expect("decodes");
+        assert_eq!(
+            (&back.relay_agent_info, &back.host_name, &back.vendor_class),
+            (&ri, &b"cpe-host".to_vec(), &b"docsis3.1".to_vec())
+        );
+        let mut r = Lease::free(l.addr);
+        write_binding(&mut r, &back);
+        assert_eq!(r.relay_agent_info(), &ri[..]);
+        assert_eq!(r.host_name(), b"cpe-host");
+        assert_eq!(r.vendor_class(), b"docsis3.1");
     }
 
     #[test]
