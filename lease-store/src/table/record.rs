@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use super::ext::verify;
 use super::{LeaseTable, Slot};
 use crate::lease::{
-    record_crc, Lease, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD, EXT_CHUNK_SIZE,
+    record_crc, Lease, LeaseState, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD, EXT_CHUNK_SIZE,
     RECORD_SIZE, RECORD_WORDS, VAR_IN_SIDE_AREA,
 };
 
@@ -167,9 +167,13 @@ impl LeaseTable {
         new: &mut Lease,
     ) -> bool {
         new.addr = old.addr;
-        if new.state.free_list_owner().is_some() && !new.var.is_empty() {
-            // A freed or expired lease's variable data goes with it; the extent is reused by
-            // the address's next binding.
+        if matches!(new.state, LeaseState::Free | LeaseState::Backup)
+            && new.client.is_none()
+            && !new.var.is_empty()
+        {
+            // A freed address keeps no client data. (Expired and released bindings keep
+            // theirs: bulk leasequery reports their end by relay-id / remote-id.) The extent
+            // belongs to the address: its next binding reuses it.
             new.var = VarData::EMPTY;
         }
         if new == old {
