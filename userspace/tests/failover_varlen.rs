@@ -354,13 +354,13 @@ fn isc_secondary() -> Res<()> {
     };
     let s = xd_sides_with(&bed, &t, |_, c| for_isc_partner(&c))?;
     let isc_conf = bed.path("isc.conf");
-    let isc_leases = bed.path("isc.leases");
+    let isc_file = bed.path("isc.leases");
     write_file(&isc_conf, &isc_config(B_ADDR, A_ADDR, false, &t))?;
     let mut isc = Isc::start(
         &bed.b,
         &bed.lb.a,
         &isc_conf,
-        &isc_leases,
+        &isc_file,
         &bed.path("isc.log"),
     )?;
     let mut xd = Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path("xd.log"))?;
@@ -376,7 +376,7 @@ fn isc_secondary() -> Res<()> {
     xd.wait_drained(Duration::from_secs(15))?;
     let mut last = String::new();
     wait_for("ISC to hold xdhcpd's binding", Duration::from_secs(15), || {
-        let view = isc_leases(&isc_leases)?;
+        let view = isc_leases(&isc_file)?;
         Ok(match view.get(&ip_x) {
             Some((st, hw)) if st == "active" && *hw == mac_str(&mac_x) => Some(()),
             other => {
