@@ -496,7 +496,10 @@ impl VarData {
         let mut v = VarData::EMPTY;
         let mut room = VAR_DATA_MAX;
         let mut at = 0;
-        for (k, f) in [relay_agent_info, host_name, vendor_class].iter().enumerate() {
+        for (k, f) in [relay_agent_info, host_name, vendor_class]
+            .iter()
+            .enumerate()
+        {
             let n = f.len().min(255).min(room);
             v.buf[at..at + n].copy_from_slice(&f[..n]);
             v.lens[k] = n as u8;
@@ -562,7 +565,9 @@ impl VarData {
     /// Whether the data has the form older builds wrote inline (option 82 of at most 23
     /// bytes, nothing else).
     pub fn fits_inline(&self) -> bool {
-        self.lens[1] == 0 && self.lens[2] == 0 && usize::from(self.lens[0]) <= INLINE_RELAY_AGENT_INFO_MAX
+        self.lens[1] == 0
+            && self.lens[2] == 0
+            && usize::from(self.lens[0]) <= INLINE_RELAY_AGENT_INFO_MAX
     }
 
     /// The side-area payload: `[lens..., values...]`; returns its length.

@@ -15,11 +15,11 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::StoreError;
 use crate::header::{FileHeader, Geometry, PoolSpec};
 use crate::lease::{
-    ClientKey, Lease, LeaseState, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD,
-    EXT_CHUNK_SIZE, RECORD_SIZE, RECORD_WORDS, VAR_IN_SIDE_AREA,
+    ClientKey, Lease, LeaseState, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD, EXT_CHUNK_SIZE,
+    RECORD_SIZE, RECORD_WORDS, VAR_IN_SIDE_AREA,
 };
-use crate::table::ext_path;
 use crate::table::ext::{check_header, ext_len, verify, EXTENT, EXT_HDR};
+use crate::table::ext_path;
 use crate::table::PoolStats;
 
 /// Spins on a record that stays mid-write this long before taking it as it is (only a writer

@@ -132,12 +132,20 @@ fn exchange(sock: &UdpSocket, server: Ipv4Addr, req: &[u8]) -> Res<Reply> {
             }
         }
     }
-    Err(format!("no answer from {server} to xid {xid:02x?} after 5 tries"))
+    Err(format!(
+        "no answer from {server} to xid {xid:02x?} after 5 tries"
+    ))
 }
 
 /// DISCOVER + REQUEST through `server` with option 82 `ri`, host name and vendor class;
 /// returns the address. OFFER and ACK must echo option 82 whole (RFC 3046).
-fn lease_via(sock: &UdpSocket, server: Ipv4Addr, mac: &[u8; 6], ri: &[u8], xid: u32) -> Res<Ipv4Addr> {
+fn lease_via(
+    sock: &UdpSocket,
+    server: Ipv4Addr,
+    mac: &[u8; 6],
+    ri: &[u8],
+    xid: u32,
+) -> Res<Ipv4Addr> {
     let common: [(u8, &[u8]); 3] = [
         (opt::HOST_NAME, HOST_NAME),
         (opt::VENDOR_CLASS, VENDOR_CLASS),
@@ -145,9 +153,15 @@ fn lease_via(sock: &UdpSocket, server: Ipv4Addr, mac: &[u8; 6], ri: &[u8], xid: 
     ];
     let mut o: Vec<(u8, &[u8])> = vec![(opt::MESSAGE_TYPE, &[1])];
     o.extend_from_slice(&common);
-    let offer = exchange(sock, server, &packet(xid, Ipv4Addr::UNSPECIFIED, Some(mac), &o))?;
+    let offer = exchange(
+        sock,
+        server,
+        &packet(xid, Ipv4Addr::UNSPECIFIED, Some(mac), &o),
+    )?;
     if offer.kind != MessageType::Offer || offer.relay_info.as_deref() != Some(ri) {
-        return Err(format!("{server}: expected an OFFER echoing option 82 whole: {offer:?}"));
+        return Err(format!(
+            "{server}: expected an OFFER echoing option 82 whole: {offer:?}"
+        ));
     }
     let ip = offer.yiaddr;
     let (rip, sid) = (ip.octets(), server.octets());
@@ -157,10 +171,15 @@ fn lease_via(sock: &UdpSocket, server: Ipv4Addr, mac: &[u8; 6], ri: &[u8], xid: 
         (opt::REQUESTED_IP, &rip),
     ];
     o.extend_from_slice(&common);
-    let ack = exchange(sock, server, &packet(xid + 1, Ipv4Addr::UNSPECIFIED, Some(mac), &o))?;
-    if ack.kind != MessageType::Ack || ack.yiaddr != ip || ack.relay_info.as_deref() != Some(ri)
-    {
-        return Err(format!("{server}: expected an ACK of {ip} echoing option 82: {ack:?}"));
+    let ack = exchange(
+        sock,
+        server,
+        &packet(xid + 1, Ipv4Addr::UNSPECIFIED, Some(mac), &o),
+    )?;
+    if ack.kind != MessageType::Ack || ack.yiaddr != ip || ack.relay_info.as_deref() != Some(ri) {
+        return Err(format!(
+            "{server}: expected an ACK of {ip} echoing option 82: {ack:?}"
+        ));
     }
     Ok(ip)
 }
@@ -172,7 +191,10 @@ fn leasequery(xid: u32, ciaddr: Ipv4Addr, mac: Option<&[u8; 6]>) -> Vec<u8> {
         mac,
         &[
             (opt::MESSAGE_TYPE, &[MessageType::LeaseQuery as u8]),
-            (opt::PARAMETER_LIST, &[opt::LEASE_TIME, opt::RELAY_AGENT_INFO]),
+            (
+                opt::PARAMETER_LIST,
+                &[opt::LEASE_TIME, opt::RELAY_AGENT_INFO],
+            ),
         ],
     )
 }
@@ -187,7 +209,11 @@ fn assert_lq(
     xid: u32,
 ) -> Res<()> {
     let by_ip = exchange(sock, server, &leasequery(xid, ip, None))?;
-    let by_mac = exchange(sock, server, &leasequery(xid + 1, Ipv4Addr::UNSPECIFIED, Some(mac)))?;
+    let by_mac = exchange(
+        sock,
+        server,
+        &leasequery(xid + 1, Ipv4Addr::UNSPECIFIED, Some(mac)),
+    )?;
     for (how, a) in [("address", &by_ip), ("MAC", &by_mac)] {
         if a.kind != MessageType::LeaseActive
             || a.ciaddr != ip
@@ -375,17 +401,26 @@ fn isc_secondary() -> Res<()> {
     let ip_x = lease_via(&sock, pa, &mac_x, &ri_x, 0x564c_2100)?;
     xd.wait_drained(Duration::from_secs(15))?;
     let mut last = String::new();
-    wait_for("ISC to hold xdhcpd's binding", Duration::from_secs(15), || {
-        let view = isc_leases(&isc_file)?;
-        Ok(match view.get(&ip_x) {
-            Some((st, hw)) if st == "active" && *hw == mac_str(&mac_x) => Some(()),
-            other => {
-                last = format!("{other:?}");
-                None
-            }
-        })
-    })
-    .map_err(|e| format!("{e}: ISC's lease file has {last}\nISC log:\n{}", isc.proc.log_text()))?;
+    wait_for(
+        "ISC to hold xdhcpd's binding",
+        Duration::from_secs(15),
+        || {
+            let view = isc_leases(&isc_file)?;
+            Ok(match view.get(&ip_x) {
+                Some((st, hw)) if st == "active" && *hw == mac_str(&mac_x) => Some(()),
+                other => {
+                    last = format!("{other:?}");
+                    None
+                }
+            })
+        },
+    )
+    .map_err(|e| {
+        format!(
+            "{e}: ISC's lease file has {last}\nISC log:\n{}",
+            isc.proc.log_text()
+        )
+    })?;
     assert_lq(&sock, pa, ip_x, &mac_x, Some(&ri_x), 0x564c_2200)?;
     assert_record("xdhcpd leases lookup", &lookup(&xd, ip_x)?, &ri_x)?;
 
@@ -393,10 +428,14 @@ fn isc_secondary() -> Res<()> {
     // without client-request-options, so xdhcpd holds the binding without option 82.
     let ip_i = lease_via(&sock, pb, &mac_i, &ri_i, 0x564c_2300)?;
     let mut xid = 0x564c_2400;
-    wait_for("xdhcpd to hold ISC's binding", Duration::from_secs(15), || {
-        xid += 2;
-        Ok(assert_lq(&sock, pa, ip_i, &mac_i, None, xid).ok())
-    })
+    wait_for(
+        "xdhcpd to hold ISC's binding",
+        Duration::from_secs(15),
+        || {
+            xid += 2;
+            Ok(assert_lq(&sock, pa, ip_i, &mac_i, None, xid).ok())
+        },
+    )
     .map_err(|e| {
         format!(
             "{e}: {:?}",

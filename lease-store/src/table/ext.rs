@@ -163,7 +163,10 @@ impl SideArea {
     /// Chunk `i` of `slot`'s extent.
     #[inline]
     pub(super) fn words(&self, slot: u32, i: usize) -> &[AtomicU32; RECORD_WORDS] {
-        assert!(slot < self.capacity && i < EXT_CHUNKS, "side chunk out of range");
+        assert!(
+            slot < self.capacity && i < EXT_CHUNKS,
+            "side chunk out of range"
+        );
         // SAFETY: in bounds (checked above; the map covers EXT_HDR + capacity * EXTENT bytes),
         // 4-byte aligned (page-aligned map, EXT_HDR and chunks multiples of 128), valid for
         // &self's lifetime (never remapped), and only ever accessed through atomics, like the

@@ -348,7 +348,10 @@ fn varlen_old_file_without_side_area_opens_with_its_inline_option82() {
     fs::remove_file(bed.side()).unwrap();
     let (t, rep) = open(&bed.path, None);
     assert!(rep.side_dropped.is_empty() && rep.quarantined.is_empty());
-    assert!(bed.side().exists(), "the side area is created for an older file");
+    assert!(
+        bed.side().exists(),
+        "the side area is created for an older file"
+    );
     assert_eq!(
         t.read(Slot(4)).relay_agent_info(),
         b"\x01\x05ge-01\x02\x04cpe4"

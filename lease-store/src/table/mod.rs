@@ -46,6 +46,8 @@
 //! slot in `<file>.ext`, written under the record's lock and covered by the same log.
 
 pub(crate) mod ext;
+#[cfg(test)]
+mod ext_tests;
 mod failover_area;
 mod file;
 mod flush;
@@ -60,8 +62,6 @@ mod stats;
 mod sweep;
 mod undo;
 mod wal;
-#[cfg(test)]
-mod ext_tests;
 #[cfg(test)]
 mod wal_tests;
 

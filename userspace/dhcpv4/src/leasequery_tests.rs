@@ -501,7 +501,12 @@ fn varlen_option_82_of_any_length_is_stored_and_returned_whole() {
         );
         let a = handle(&mut f, t, &lq(0, ip, &[PRL_82]));
         assert_eq!(a.kind(), Some(MessageType::LeaseActive));
-        assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(o82.clone()), "{} bytes", o82.len());
+        assert_eq!(
+            a.opt(opt::RELAY_AGENT_INFO),
+            Some(o82.clone()),
+            "{} bytes",
+            o82.len()
+        );
         let l = f.table.read(f.table.slot_of(ip).expect("pool address"));
         assert_eq!(l.relay_agent_info(), &o82[..]);
     }
@@ -518,11 +523,20 @@ fn varlen_option_82_of_any_length_is_stored_and_returned_whole() {
     );
     assert_eq!(handle(&mut f, 6000, &with).kind(), Some(MessageType::Ack));
     let l = f.table.read(f.table.slot_of(ip).expect("pool address"));
-    assert_eq!((l.host_name(), l.vendor_class()), (&b"cpe-23"[..], &b"docsis3.1"[..]));
-    assert_eq!(handle(&mut f, 7000, &rebind(&[1, 1, b'z'])).kind(), Some(MessageType::Ack));
+    assert_eq!(
+        (l.host_name(), l.vendor_class()),
+        (&b"cpe-23"[..], &b"docsis3.1"[..])
+    );
+    assert_eq!(
+        handle(&mut f, 7000, &rebind(&[1, 1, b'z'])).kind(),
+        Some(MessageType::Ack)
+    );
     let l = f.table.read(f.table.slot_of(ip).expect("pool address"));
     assert_eq!(l.relay_agent_info(), &[1, 1, b'z']);
-    assert_eq!((l.host_name(), l.vendor_class()), (&b"cpe-23"[..], &b"docsis3.1"[..]));
+    assert_eq!(
+        (l.host_name(), l.vendor_class()),
+        (&b"cpe-23"[..], &b"docsis3.1"[..])
+    );
 }
 
 /// `handle` with the query arriving from `giaddr` instead of RELAY.

@@ -492,8 +492,8 @@ impl DryRunCopy {
                 // The side area (option 82, host names, vendor classes) goes with it.
                 let side = lease_store::ext_path(real);
                 if side.exists() {
-                    let mut from = File::open(&side)
-                        .with_context(|| format!("reading {}", side.display()))?;
+                    let mut from =
+                        File::open(&side).with_context(|| format!("reading {}", side.display()))?;
                     let scratch = lease_store::ext_path(&self.path);
                     let mut to = create_private(&scratch)
                         .with_context(|| format!("creating {}", scratch.display()))?;

@@ -138,9 +138,21 @@ fn store_var(l: &mut Lease, var: &VarData, keep_relay: bool, same_client: bool) 
     }
     let old = l.var;
     l.var = VarData::from_parts(
-        if ri_old { old.relay_agent_info() } else { var.relay_agent_info() },
-        if hn_old { old.host_name() } else { var.host_name() },
-        if vc_old { old.vendor_class() } else { var.vendor_class() },
+        if ri_old {
+            old.relay_agent_info()
+        } else {
+            var.relay_agent_info()
+        },
+        if hn_old {
+            old.host_name()
+        } else {
+            var.host_name()
+        },
+        if vc_old {
+            old.vendor_class()
+        } else {
+            var.vendor_class()
+        },
     );
 }
 

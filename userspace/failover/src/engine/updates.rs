@@ -475,11 +475,8 @@ pub fn txn_from_binding(b: &Binding) -> BindingTxn {
     if b.flags != 0 {
         t.ip_flags = Some(b.flags);
     }
-    t.request_options = codec::request_options_with_client_data(
-        &b.relay_agent_info,
-        &b.host_name,
-        &b.vendor_class,
-    );
+    t.request_options =
+        codec::request_options_with_client_data(&b.relay_agent_info, &b.host_name, &b.vendor_class);
     t
 }
 
