@@ -610,16 +610,18 @@ impl ActiveRun<'_> {
                         let name = status_name(&r);
                         let _ = writeln!(self.out, "DONE {name} base-time={bt}");
                         let _ = self.out.flush();
-                        return match r.status.as_ref().and_then(|s| bulk::Status::from_u8(s.0)) {
+                        if r.xid != xid {
+                            continue;
+                        }
+                        match r.status.as_ref().and_then(|s| bulk::Status::from_u8(s.0)) {
                             Some(bulk::Status::DataMissing | bulk::Status::QueryTerminated) => {
-                                Ok(ActiveEnd::Lost {
+                                return Ok(ActiveEnd::Lost {
                                     why: name,
                                     caught_up,
-                                })
+                                });
                             }
-                            _ if r.xid != xid => continue,
                             _ => bail!("the server answered {name}"),
-                        };
+                        }
                     }
                     other => bail!("message at stream offset {at}: unexpected {other:?}"),
                 }

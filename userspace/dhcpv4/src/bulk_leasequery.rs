@@ -842,7 +842,7 @@ fn parse_active(raw: Vec<u8>) -> Result<Subscription, (Vec<u8>, &'static str)> {
             return Err("ciaddr set: an active leasequery is not by address");
         }
         let hw = msg.chaddr();
-        if msg.htype() != 0 && hw.iter().any(|&b| b != 0) || sum.client_id.is_some() {
+        if (msg.htype() != 0 && hw.iter().any(|&b| b != 0)) || sum.client_id.is_some() {
             return Err("an active leasequery filters by relay-id or remote-id only");
         }
         let mut start = None;
