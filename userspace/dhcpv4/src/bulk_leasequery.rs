@@ -708,7 +708,14 @@ impl Session {
             BulkStats::inc(&stats.cut_off);
             self.close = true;
             self.queue.clear();
-            let text = format!("requestor fell behind: {lost} changes not queued");
+            let text = if lost > 0 {
+                format!("requestor fell behind: {lost} changes not queued")
+            } else {
+                format!(
+                    "requestor fell behind: over {} changes wait for the catch-up to end",
+                    self.queue_limit
+                )
+            };
             return self.done(&sub.req, Status::DataMissing, &text, now, out);
         }
         if let Some(raw) = self.queue.pop_front() {

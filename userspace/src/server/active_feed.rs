@@ -176,6 +176,6 @@ mod tests {
         drop(b);
         assert_eq!(feed.subscribers(), 0);
         let s = stats.snapshot();
-        assert_eq!((s.changes_queued, s.changes_lost, s.subscribers), (6, 1, 0));
+        assert_eq!((s.changes_queued, s.changes_lost, s.subscribers), (5, 1, 0));
     }
 }
