@@ -596,7 +596,10 @@ impl ActiveRun<'_> {
                     }
                     MessageType::LeaseQueryStatus => {
                         let name = status_name(&r);
-                        if r.status.as_ref().is_some_and(|s| s.0 == bulk::Status::CatchUpComplete as u8) {
+                        if r.status
+                            .as_ref()
+                            .is_some_and(|s| s.0 == bulk::Status::CatchUpComplete as u8)
+                        {
                             caught_up = true;
                         }
                         let ms = conn_started.elapsed().as_millis();

@@ -266,19 +266,25 @@ fn active_leasequery_ns_subscribers_see_every_change_and_resume_after_cut_off() 
         .map_err(|e| format!("loadgen report: {e}; log:\n{}", lg.log_text()))?;
     for p in rep["phases"].as_array().cloned().unwrap_or_default() {
         let loss = p["loss_pct"].as_f64().unwrap_or(100.0);
-        assert!(loss < 1.0, "the server lost exchanges while a subscriber stalled: {p}");
+        assert!(
+            loss < 1.0,
+            "the server lost exchanges while a subscriber stalled: {p}"
+        );
     }
 
     // Both end up covering every ACK (the slow one after its reconnect and catch-up).
     let t = Instant::now();
-    let covered = |log: &Path| -> Res<usize> {
-        Ok(uncovered(&acks, &parse_lines(&read_text(log)?)).len())
-    };
-    wait_for("both subscribers to cover every ACK", Duration::from_secs(30), || {
-        fast.check_alive()?;
-        slow.check_alive()?;
-        Ok((covered(&fast_log)? == 0 && covered(&slow_log)? == 0).then_some(()))
-    })
+    let covered =
+        |log: &Path| -> Res<usize> { Ok(uncovered(&acks, &parse_lines(&read_text(log)?)).len()) };
+    wait_for(
+        "both subscribers to cover every ACK",
+        Duration::from_secs(30),
+        || {
+            fast.check_alive()?;
+            slow.check_alive()?;
+            Ok((covered(&fast_log)? == 0 && covered(&slow_log)? == 0).then_some(()))
+        },
+    )
     .map_err(|e| {
         let f = parse_lines(&read_text(&fast_log).unwrap_or_default());
         let s = parse_lines(&read_text(&slow_log).unwrap_or_default());
@@ -293,24 +299,51 @@ fn active_leasequery_ns_subscribers_see_every_change_and_resume_after_cut_off() 
     let fast_text = read_text(&fast_log)?;
     let slow_text = read_text(&slow_log)?;
     let (fl, sl) = (parse_lines(&fast_text), parse_lines(&slow_text));
-    assert!(out_of_order(&fl).is_empty(), "fast: out of order {:?}", out_of_order(&fl));
-    assert!(out_of_order(&sl).is_empty(), "slow: out of order {:?}", out_of_order(&sl));
+    assert!(
+        out_of_order(&fl).is_empty(),
+        "fast: out of order {:?}",
+        out_of_order(&fl)
+    );
+    assert!(
+        out_of_order(&sl).is_empty(),
+        "slow: out of order {:?}",
+        out_of_order(&sl)
+    );
     assert!(
         !fast_text.contains("RECONNECT") && !fast_text.contains("DONE"),
         "the fast subscriber was cut off:\n{}",
-        fast_text.lines().filter(|l| !l.starts_with("ACTIVE")).collect::<Vec<_>>().join("\n")
+        fast_text
+            .lines()
+            .filter(|l| !l.starts_with("ACTIVE"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // The slow one was cut off, reconnected with a start time and caught up.
     let reconnect = slow_text
         .lines()
         .find(|l| l.starts_with("RECONNECT start-time="))
-        .ok_or_else(|| format!("the slow subscriber was never cut off:\n{}", tail(&slow_text)))?;
+        .ok_or_else(|| {
+            format!(
+                "the slow subscriber was never cut off:\n{}",
+                tail(&slow_text)
+            )
+        })?;
     let catchup = slow_text
         .lines()
         .find(|l| l.starts_with("STATUS CatchUpComplete"))
-        .ok_or_else(|| format!("no CatchUpComplete after the reconnect:\n{}", tail(&slow_text)))?;
+        .ok_or_else(|| {
+            format!(
+                "no CatchUpComplete after the reconnect:\n{}",
+                tail(&slow_text)
+            )
+        })?;
     let m = metrics(&bed)?;
-    let ev = |e: &str| metric_in(&m, &format!("xdhcpd_bulk_leasequery_total{{event=\"{e}\"}} "));
+    let ev = |e: &str| {
+        metric_in(
+            &m,
+            &format!("xdhcpd_bulk_leasequery_total{{event=\"{e}\"}} "),
+        )
+    };
     assert!(ev("cut_off")? >= 1, "cut_off not counted:\n{m}");
     assert!(ev("changes_lost")? >= 1, "changes_lost not counted:\n{m}");
     assert!(ev("subscriptions")? >= 3, "{m}");
@@ -370,8 +403,15 @@ fn active_leasequery_ns_rate() -> Res<()> {
         acks.len(),
         lines.len(),
         uncovered(&acks, &lines).len(),
-        read_text(&json)?.lines().filter(|l| l.contains("acked_per_s")).collect::<Vec<_>>().join(" "),
-        m.lines().filter(|l| l.contains("leasequery")).collect::<Vec<_>>().join("\n")
+        read_text(&json)?
+            .lines()
+            .filter(|l| l.contains("acked_per_s"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        m.lines()
+            .filter(|l| l.contains("leasequery"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     drop(live);
     // Catch-up of everything since before the load.
@@ -392,7 +432,11 @@ fn active_leasequery_ns_rate() -> Res<()> {
     eprintln!(
         "catch-up: {:?} wall; {}",
         t.elapsed(),
-        out.stdout.lines().filter(|l| l.starts_with("STATUS")).collect::<Vec<_>>().join(" ")
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("STATUS"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     eprintln!("{}", out.stderr);
     daemon.stop()?;

@@ -14,12 +14,8 @@ use std::net::SocketAddr;
 use super::error::Errors;
 use super::reader::{string, u32_in, Table};
 
-pub(crate) const BULK_LEASEQUERY_KEYS: &[&str] = &[
-    "listen",
-    "max-connections",
-    "idle-timeout",
-    "active-queue",
-];
+pub(crate) const BULK_LEASEQUERY_KEYS: &[&str] =
+    &["listen", "max-connections", "idle-timeout", "active-queue"];
 
 /// A validated `[bulk-leasequery]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]

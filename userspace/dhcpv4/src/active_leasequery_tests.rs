@@ -169,7 +169,9 @@ fn active_leasequery_live_changes_arrive_in_order_filtered_with_base_time() {
         ],
         "every change, in the order made, each as it was then"
     );
-    assert!(r.iter().all(|m| m.kind == MessageType::LeaseActive && m.xid == 7));
+    assert!(r
+        .iter()
+        .all(|m| m.kind == MessageType::LeaseActive && m.xid == 7));
     assert!(r.iter().all(|m| m.base_time == Some(NOW)));
     assert_eq!(stats.snapshot().changes_sent, 3);
     // A released binding is reported UNASSIGNED.
@@ -184,7 +186,10 @@ fn active_leasequery_live_changes_arrive_in_order_filtered_with_base_time() {
     });
     let (r, _, _) = drive(&mut s, &f.table, &[], &mut src, &stats);
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].kind, r[0].addr, r[0].state), (MessageType::LeaseUnassigned, ip(11), Some(4)));
+    assert_eq!(
+        (r[0].kind, r[0].addr, r[0].state),
+        (MessageType::LeaseUnassigned, ip(11), Some(4))
+    );
 
     // Filtered by relay-id: only that relay's bindings.
     let mut s = Session::new(true, SERVER);
@@ -234,7 +239,10 @@ fn active_leasequery_catch_up_from_query_start_time_then_catchupcomplete_then_li
     assert_eq!(last.kind, MessageType::LeaseQueryStatus);
     assert_eq!(status_of(last), Some(Status::CatchUpComplete as u8));
     let st = stats.snapshot();
-    assert_eq!((st.catchup_sent, st.catchup_complete, st.changes_sent), (4, 1, 0));
+    assert_eq!(
+        (st.catchup_sent, st.catchup_complete, st.changes_sent),
+        (4, 1, 0)
+    );
     // Then live.
     src.q.push_back(bind(&f.table, ip(10), 1, b"r", 9999));
     let (r, _, _) = drive(&mut s, &f.table, &[], &mut src, &stats);
@@ -274,8 +282,15 @@ fn active_leasequery_changes_racing_the_catch_up_are_sent_once_and_never_older()
     );
     // Record 100's later message is its newer state.
     assert_eq!(r[5].lease_time, Some(9100));
-    assert_eq!(r[3].lease_time, Some(9200), "the scan read record 8000's newer state");
-    assert!(src.drains > 8000, "the queue is drained before every record the scan reads");
+    assert_eq!(
+        r[3].lease_time,
+        Some(9200),
+        "the scan read record 8000's newer state"
+    );
+    assert!(
+        src.drains > 8000,
+        "the queue is drained before every record the scan reads"
+    );
 }
 
 #[test]
@@ -332,25 +347,49 @@ fn active_leasequery_refusals_connectionactive_tls_notallowed_malformed_terminat
     assert_eq!(
         got,
         [
-            (2, MessageType::LeaseQueryDone, Some(Status::ConnectionActive as u8)),
-            (3, MessageType::Tls, Some(Status::TlsConnectionRefused as u8)),
+            (
+                2,
+                MessageType::LeaseQueryDone,
+                Some(Status::ConnectionActive as u8)
+            ),
+            (
+                3,
+                MessageType::Tls,
+                Some(Status::TlsConnectionRefused as u8)
+            ),
         ]
     );
     // Shutdown ends the subscription with QueryTerminated for its xid.
     s.terminate();
     let (r, closed, _) = drive(&mut s, &f.table, &[], &mut src, &stats);
     assert!(closed);
-    assert_eq!((r[0].xid, status_of(&r[0])), (1, Some(Status::QueryTerminated as u8)));
+    assert_eq!(
+        (r[0].xid, status_of(&r[0])),
+        (1, Some(Status::QueryTerminated as u8))
+    );
 
     // A requestor not allowed: NotAllowed, closed, never subscribed.
     let mut s = Session::new(false, SERVER);
-    let (r, closed, subs) = drive(&mut s, &f.table, &build_active_query(5, &QuerySpec::All, None), &mut src, &stats);
+    let (r, closed, subs) = drive(
+        &mut s,
+        &f.table,
+        &build_active_query(5, &QuerySpec::All, None),
+        &mut src,
+        &stats,
+    );
     assert!(closed && subs == 0);
     assert_eq!(status_of(&r[0]), Some(Status::NotAllowed as u8));
 
     // By MAC (only relay-id / remote-id filter an active query): MalformedQuery.
     let mut s = Session::new(true, SERVER);
-    let mut q = build_active_query(6, &QuerySpec::Mac { htype: 1, hw: &[2, 0, 0, 0, 0, 1] }, None);
+    let mut q = build_active_query(
+        6,
+        &QuerySpec::Mac {
+            htype: 1,
+            hw: &[2, 0, 0, 0, 0, 1],
+        },
+        None,
+    );
     let (r, closed, subs) = drive(&mut s, &f.table, &q, &mut src, &stats);
     assert!(!closed && subs == 0 && !s.subscribed());
     assert_eq!(status_of(&r[0]), Some(Status::MalformedQuery as u8));
@@ -367,9 +406,15 @@ fn active_leasequery_refusals_connectionactive_tls_notallowed_malformed_terminat
     // A DHCPTLS on a fresh connection: refused, the connection stays (in clear).
     let (r, closed, _) = drive(&mut s, &f.table, &build_tls_request(8), &mut src, &stats);
     assert!(!closed);
-    assert_eq!((r[0].kind, status_of(&r[0])), (MessageType::Tls, Some(Status::TlsConnectionRefused as u8)));
+    assert_eq!(
+        (r[0].kind, status_of(&r[0])),
+        (MessageType::Tls, Some(Status::TlsConnectionRefused as u8))
+    );
     let st = stats.snapshot();
-    assert_eq!((st.connection_active, st.tls_refused, st.subscriptions), (1, 2, 1));
+    assert_eq!(
+        (st.connection_active, st.tls_refused, st.subscriptions),
+        (1, 2, 1)
+    );
 }
 
 #[test]
@@ -388,5 +433,9 @@ fn active_leasequery_reportable_changes_and_changed_since() {
     free.cltt = 100;
     free.expiry = 700;
     assert_eq!(changed_since(&free, 1000), 700);
-    assert_eq!(changed_since(&free, 500), 100, "an end not yet reached is no change");
+    assert_eq!(
+        changed_since(&free, 500),
+        100,
+        "an end not yet reached is no change"
+    );
 }

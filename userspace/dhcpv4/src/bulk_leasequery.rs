@@ -761,7 +761,8 @@ impl Session {
                     continue;
                 }
                 sub.cursor = Some(cur);
-                return match write_binding(&sub.req, &l, kind_of(&l, now), self.server_id, now, out) {
+                return match write_binding(&sub.req, &l, kind_of(&l, now), self.server_id, now, out)
+                {
                     Some(n) => {
                         BulkStats::inc(&stats.catchup_sent);
                         Poll::Send(n)
@@ -776,7 +777,15 @@ impl Session {
             sub.complete_owed = false;
             BulkStats::inc(&stats.catchup_complete);
             let (t, st) = (MessageType::LeaseQueryStatus, Status::CatchUpComplete);
-            return match write_status(&sub.req, t, st, "catch-up complete", self.server_id, now, out) {
+            return match write_status(
+                &sub.req,
+                t,
+                st,
+                "catch-up complete",
+                self.server_id,
+                now,
+                out,
+            ) {
                 Some(n) => Poll::Send(n),
                 None => Poll::Close,
             };
@@ -857,7 +866,8 @@ fn parse_active(raw: Vec<u8>) -> Result<Subscription, (Vec<u8>, &'static str)> {
             let (code, val, _) = o.map_err(|_| "malformed options")?;
             match code {
                 opt::QUERY_START_TIME => {
-                    let v = <[u8; 4]>::try_from(val).map_err(|_| "query-start-time is not 4 bytes")?;
+                    let v =
+                        <[u8; 4]>::try_from(val).map_err(|_| "query-start-time is not 4 bytes")?;
                     start = Some(u32::from_be_bytes(v));
                 }
                 opt::QUERY_END_TIME => {

@@ -24,9 +24,9 @@ pub use engine::{Decision, Engine, EngineShared, Registered, RegistrationView, R
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
-mod bulk_leasequery_tests;
-#[cfg(test)]
 mod active_leasequery_tests;
+#[cfg(test)]
+mod bulk_leasequery_tests;
 #[cfg(test)]
 mod caps_tests;
 #[cfg(test)]

@@ -169,7 +169,9 @@ mod tests {
         // a holds 2 and lost 1; b holds all 3; the hook never waited.
         assert_eq!((a.lost(), b.lost()), (1, 0));
         assert!(a.ready());
-        let got: Vec<u32> = std::iter::from_fn(|| b.next_change()).map(|c| c.slot).collect();
+        let got: Vec<u32> = std::iter::from_fn(|| b.next_change())
+            .map(|c| c.slot)
+            .collect();
         assert_eq!(got, [0, 1, 2], "in the order the records changed");
         assert_eq!(a.next_change().map(|c| c.slot), Some(0));
         drop(a);

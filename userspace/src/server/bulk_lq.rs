@@ -307,9 +307,13 @@ async fn serve(
         while out.len() - used >= MIN_OUT {
             let p = match queue.as_mut() {
                 Some(q) => sess.poll_with(&ctx.table, now, &mut out[used..], &ctx.stats, q),
-                None => {
-                    sess.poll_with(&ctx.table, now, &mut out[used..], &ctx.stats, &mut NoChanges)
-                }
+                None => sess.poll_with(
+                    &ctx.table,
+                    now,
+                    &mut out[used..],
+                    &ctx.stats,
+                    &mut NoChanges,
+                ),
             };
             match p {
                 Poll::Send(n) => used += n,
