@@ -4,6 +4,11 @@
 //! whether the peer is allowed. Nothing may panic; every message the session writes has a
 //! correct length prefix and parses; the session ends (idle, closed or a fatal frame) within a
 //! bounded number of polls.
+//!
+//! RFC 7724 active leasequery: a stream that subscribes (DHCPACTIVELEASEQUERY) gets binding
+//! changes from a queue made of the input too (slot numbers from the stream bytes, in range
+//! or not, over copies of the table's records; bit 0x80 of the first byte marks changes as
+//! lost, which must cut the subscriber off), racing its catch-up scan.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -11,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 
 use lease_store::{ClientKey, LeaseState, LeaseTable, OpenOptions, PoolSpec};
 use libfuzzer_sys::fuzz_target;
-use xdhcpd_dhcpv4::bulk_leasequery::{parse_reply, BulkStats, Poll, Session, MIN_OUT};
+use xdhcpd_dhcpv4::bulk_leasequery::{
+    parse_reply, BulkStats, Change, ChangeSource, Poll, Session, MIN_OUT,
+};
 use xdhcpd_fuzz::scratch_dir;
 
 const NOW: u32 = 1_800_000_000;
@@ -60,6 +67,21 @@ fn table() -> &'static (tempfile::TempDir, Arc<LeaseTable>) {
     })
 }
 
+/// Changes made of the input: one per stream byte (at most 64).
+struct Src {
+    changes: Vec<Change>,
+    lost: u64,
+}
+
+impl ChangeSource for Src {
+    fn next_change(&mut self) -> Option<Change> {
+        self.changes.pop()
+    }
+    fn lost(&self) -> u64 {
+        self.lost
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, stream)) = data.split_first() else {
         return;
@@ -70,20 +92,43 @@ fuzz_target!(|data: &[u8]| {
     let mut s = Session::new(first & 0x40 == 0, Ipv4Addr::new(10, 0, 0, 1));
     let mut out = vec![0u8; MIN_OUT];
     let mut rest = stream;
-    // Each poll either sends, scans up to the budget, or waits; the table is 32 records and
-    // the queue is bounded, so this many polls per input byte is plenty.
-    for _ in 0..(64 + 64 * stream.len()) {
+    let mut src = Src {
+        changes: stream
+            .iter()
+            .take(64)
+            .filter_map(|&b| {
+                let rec = t.slot(u32::from(b % 32))?;
+                Some(Change {
+                    slot: u32::from(b).wrapping_mul(0x0101_0101) >> (b % 8),
+                    lease: t.read(rec),
+                })
+            })
+            .collect(),
+        lost: u64::from(first >> 7),
+    };
+    let mut subscribed = false;
+    // Each poll either sends, scans up to the budget, or waits; the table is 32 records,
+    // the queue is bounded and so are the changes, so this many polls is plenty.
+    for _ in 0..(256 + 64 * stream.len()) {
         let n = match s.feed(&rest[..rest.len().min(chunk)], &stats) {
             Ok(n) => n,
             Err(_) => return,
         };
         rest = &rest[n..];
-        match s.poll(t, NOW, &mut out, &stats) {
+        match s.poll_with(t, NOW, &mut out, &stats, &mut src) {
             Poll::Send(n) => {
                 assert!(n >= 2 && n <= out.len());
                 let len = usize::from(u16::from_be_bytes([out[0], out[1]]));
                 assert_eq!(len + 2, n, "length prefix");
-                parse_reply(&out[2..n]).expect("the session's own message parses");
+                let r = parse_reply(&out[2..n]).expect("the session's own message parses");
+                if subscribed && src.lost > 0 {
+                    // A subscriber that lost changes gets nothing but its cut-off.
+                    assert_eq!(r.status.map(|s| s.0), Some(5), "cut off with DataMissing");
+                }
+            }
+            Poll::Subscribe => {
+                assert!(!subscribed, "one subscription per connection");
+                subscribed = true;
             }
             Poll::Again => {}
             Poll::Close => return,

@@ -45,7 +45,7 @@ pub use read_only::ReadOnlyTable;
 pub use table::{
     default_wal_bytes, ext_path, unix_now, wal_path, Alloc, ChangeHook, DirtySet, GrowError,
     GrowReport, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult, WalStats,
-    COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MIN_WAL_BYTES,
+    COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MAX_HOOKS, MIN_WAL_BYTES,
 };
 
 /// Current on-disk format version.

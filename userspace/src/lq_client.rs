@@ -14,6 +14,15 @@
 //! With `--bulk` it is an RFC 6926 bulk leasequery requestor instead: one TCP
 //! connection to `--server`:`--port`, one query (by MAC, client id, relay-id,
 //! remote-id or all), one line per binding, then a summary (count, time).
+//!
+//! With `--active` it is an RFC 7724 active leasequery requestor: it subscribes (all
+//! bindings, or by --relay-id / --remote-id; `--start-time` asks for the catch-up of every
+//! change since then), prints each binding change as it comes (one line, with the
+//! server's base-time and the lease's end), and when the connection ends (cut off for
+//! falling behind, server restart, network) reconnects with query-start-time = the
+//! last base-time it saw minus `--resume-margin-s` (the catch-up re-sends what changed
+//! since; a catch-up that did not complete is asked again from the same time), so the
+//! stream resumes with nothing missed. Stops after `--max-changes` or `--duration-s`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::ExitCode;
@@ -40,23 +49,49 @@ pub struct LeasequeryArgs {
     #[arg(long)]
     pub relay: Option<Ipv4Addr>,
     /// RFC 6926 bulk leasequery over TCP: every binding the query matches.
-    #[arg(long)]
+    #[arg(long, group = "tcp")]
     pub bulk: bool,
-    /// --bulk: the server's TCP port.
+    /// RFC 7724 active leasequery over TCP: binding changes as they happen, until
+    /// --max-changes or --duration-s; reconnects and resumes when the connection ends.
+    #[arg(long, group = "tcp")]
+    pub active: bool,
+    /// --bulk / --active: the server's TCP port.
     #[arg(long, default_value_t = 67)]
     pub port: u16,
-    /// --bulk: query by RFC 6925 relay-id (text, or hex after "0x").
-    #[arg(long, group = "query", requires = "bulk")]
+    /// --bulk / --active: query by RFC 6925 relay-id (text, or hex after "0x").
+    #[arg(long, group = "query", requires = "tcp")]
     pub relay_id: Option<String>,
-    /// --bulk: query by remote-id (option 82 sub-option 2; text, or hex after "0x").
-    #[arg(long, group = "query", requires = "bulk")]
+    /// --bulk / --active: query by remote-id (option 82 sub-option 2; text, or hex after "0x").
+    #[arg(long, group = "query", requires = "tcp")]
     pub remote_id: Option<String>,
-    /// --bulk: every configured address (the default when no query is given).
-    #[arg(long, group = "query", requires = "bulk")]
+    /// --bulk / --active: every configured address (the default when no query is given).
+    #[arg(long, group = "query", requires = "tcp")]
     pub all: bool,
-    /// --bulk: only bindings whose state began at or after this Unix time (query-start-time).
-    #[arg(long, requires = "bulk")]
+    /// --bulk: only bindings whose state began at or after this Unix time (query-start-time);
+    /// --active: catch up on every change since then first.
+    #[arg(long, requires = "tcp")]
     pub start_time: Option<u32>,
+    /// --active: stop after this many binding changes (0: no limit).
+    #[arg(long, default_value_t = 0, requires = "active")]
+    pub max_changes: u64,
+    /// --active: stop after this many seconds (0: no limit).
+    #[arg(long, default_value_t = 0, requires = "active")]
+    pub duration_s: u64,
+    /// --active: reconnections at most before giving up.
+    #[arg(long, default_value_t = 100, requires = "active")]
+    pub max_reconnects: u32,
+    /// --active: on reconnect, ask for the changes since the last base-time seen minus
+    /// this (changes still queued at the server when the connection ended are older than
+    /// the last message; the partner's changes carry its times).
+    #[arg(long, default_value_t = 60, requires = "active")]
+    pub resume_margin_s: u32,
+    /// --active (diagnostics, tests): after this many binding changes stop reading for
+    /// --pause-ms once, as a slow subscriber would.
+    #[arg(long, requires = "active")]
+    pub pause_after: Option<u64>,
+    /// --active: how long --pause-after stops reading.
+    #[arg(long, default_value_t = 0, requires = "active")]
+    pub pause_ms: u64,
     /// --bulk: only bindings whose state began at or before this Unix time (query-end-time).
     #[arg(long, requires = "bulk")]
     pub end_time: Option<u32>,
@@ -475,9 +510,277 @@ fn run_bulk(a: &LeasequeryArgs) -> Result<()> {
     Ok(())
 }
 
+/// How one active leasequery connection ended.
+#[derive(Debug)]
+enum ActiveEnd {
+    /// --max-changes or --duration-s reached.
+    Finished,
+    /// The connection ended; reconnect. `caught_up`: the catch-up (if any) completed.
+    Lost { why: String, caught_up: bool },
+}
+
+/// The requestor's state across connections.
+struct ActiveRun<'a> {
+    a: &'a LeasequeryArgs,
+    deadline: Option<Instant>,
+    changes: u64,
+    paused: bool,
+    last_base: Option<u32>,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+}
+
+impl ActiveRun<'_> {
+    fn done(&self) -> bool {
+        (self.a.max_changes > 0 && self.changes >= self.a.max_changes)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// One connection: subscribe with `start`, print until it ends.
+    fn once(&mut self, q: &bulk::QuerySpec<'_>, start: Option<u32>, xid: u32) -> Result<ActiveEnd> {
+        use std::io::{Read, Write};
+        let addr = std::net::SocketAddr::from((self.a.server, self.a.port));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(self.a.timeout_ms))
+                .with_context(|| format!("connecting to {addr} (tcp)"))?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let _ = stream.set_nodelay(true);
+        if self.a.pause_after.is_some() {
+            // A small receive window, so that the pause shows at the server instead of
+            // being absorbed by an autotuned buffer.
+            use std::os::fd::AsRawFd;
+            let v: libc::c_int = 64 * 1024;
+            // SAFETY: setsockopt on our socket with a pointer to a live c_int and its size.
+            unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        let conn_started = Instant::now();
+        stream
+            .write_all(&bulk::build_active_query(xid, q, start))
+            .context("sending the query")?;
+        let mut caught_up = start.is_none();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut at: u64 = 0;
+        loop {
+            // Every complete frame in the buffer.
+            let mut used = 0;
+            while buf.len() - used >= 2 {
+                let n = usize::from(u16::from_be_bytes([buf[used], buf[used + 1]]));
+                if buf.len() - used < 2 + n {
+                    break;
+                }
+                let r = bulk::parse_reply(&buf[used + 2..used + 2 + n])
+                    .map_err(|e| anyhow::anyhow!("message at stream offset {at}: {e}"))?;
+                used += 2 + n;
+                at += 2 + n as u64;
+                if let Some(bt) = r.base_time {
+                    self.last_base = Some(bt);
+                }
+                let bt = r.base_time.unwrap_or(0);
+                match r.kind {
+                    MessageType::LeaseActive | MessageType::LeaseUnassigned => {
+                        let mut l = bulk_line(&r);
+                        l.push_str(&format!(" base-time={bt}"));
+                        if let (MessageType::LeaseActive, Some(left)) = (r.kind, r.lease_time) {
+                            l.push_str(&format!(" expiry={}", bt.saturating_add(left)));
+                        }
+                        let _ = writeln!(self.out, "{l}");
+                        self.changes += 1;
+                    }
+                    MessageType::LeaseQueryStatus => {
+                        let name = status_name(&r);
+                        if r.status
+                            .as_ref()
+                            .is_some_and(|s| s.0 == bulk::Status::CatchUpComplete as u8)
+                        {
+                            caught_up = true;
+                        }
+                        let ms = conn_started.elapsed().as_millis();
+                        let _ = writeln!(
+                            self.out,
+                            "STATUS {name} base-time={bt} after-ms={ms} changes={}",
+                            self.changes
+                        );
+                    }
+                    MessageType::LeaseQueryDone => {
+                        let name = status_name(&r);
+                        let _ = writeln!(self.out, "DONE {name} base-time={bt}");
+                        let _ = self.out.flush();
+                        if r.xid != xid {
+                            continue;
+                        }
+                        match r.status.as_ref().and_then(|s| bulk::Status::from_u8(s.0)) {
+                            Some(bulk::Status::DataMissing | bulk::Status::QueryTerminated) => {
+                                return Ok(ActiveEnd::Lost {
+                                    why: name,
+                                    caught_up,
+                                });
+                            }
+                            _ => bail!("the server answered {name}"),
+                        }
+                    }
+                    other => bail!("message at stream offset {at}: unexpected {other:?}"),
+                }
+                if self.done() {
+                    let _ = self.out.flush();
+                    return Ok(ActiveEnd::Finished);
+                }
+                if let Some(p) = self.a.pause_after {
+                    if !self.paused && self.changes >= p {
+                        self.paused = true;
+                        let _ = self.out.flush();
+                        std::thread::sleep(Duration::from_millis(self.a.pause_ms));
+                    }
+                }
+            }
+            buf.drain(..used);
+            let _ = self.out.flush();
+            if self.done() {
+                return Ok(ActiveEnd::Finished);
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Ok(ActiveEnd::Lost {
+                        why: "the server closed the connection".into(),
+                        caught_up,
+                    })
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    return Ok(ActiveEnd::Lost {
+                        why: format!("reading: {e}"),
+                        caught_up,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn status_name(r: &bulk::Reply) -> String {
+    match &r.status {
+        None => "Success".into(),
+        Some((code, text)) => {
+            let name = match bulk::Status::from_u8(*code) {
+                Some(s) => format!("{s:?}"),
+                None => format!("status-{code}"),
+            };
+            if text.is_empty() {
+                name
+            } else {
+                format!("{name} ({text})")
+            }
+        }
+    }
+}
+
+fn run_active(a: &LeasequeryArgs) -> Result<()> {
+    if a.ip.is_some() || a.mac.is_some() || a.client_id.is_some() {
+        bail!("--active filters by --relay-id or --remote-id only (or --all)");
+    }
+    if a.end_time.is_some() {
+        bail!("--active has no --end-time");
+    }
+    let id;
+    let q = match (&a.relay_id, &a.remote_id) {
+        (Some(r), _) => {
+            id = parse_id("--relay-id", r)?;
+            bulk::QuerySpec::RelayId(&id)
+        }
+        (_, Some(r)) => {
+            id = parse_id("--remote-id", r)?;
+            bulk::QuerySpec::RemoteId(&id)
+        }
+        _ => bulk::QuerySpec::All,
+    };
+    let started = Instant::now();
+    let mut run = ActiveRun {
+        a,
+        deadline: (a.duration_s > 0).then(|| started + Duration::from_secs(a.duration_s)),
+        changes: 0,
+        paused: false,
+        last_base: None,
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+    };
+    let mut start = a.start_time;
+    // Without --start-time the first connection gets only what changes after it
+    // subscribed: resuming from then needs a time even if no message came.
+    let local_start = crate::clock::unix_now();
+    let mut reconnects = 0u32;
+    let xid0 = std::process::id() ^ 0x414c_0000;
+    loop {
+        let xid = xid0.wrapping_add(reconnects);
+        let end = match run.once(&q, start, xid) {
+            Ok(e) => e,
+            Err(e) if reconnects > 0 => ActiveEnd::Lost {
+                why: format!("{e:#}"),
+                caught_up: false,
+            },
+            Err(e) => return Err(e),
+        };
+        match end {
+            ActiveEnd::Finished => break,
+            ActiveEnd::Lost { why, caught_up } => {
+                if run.done() {
+                    break;
+                }
+                reconnects += 1;
+                if reconnects > a.max_reconnects {
+                    bail!("gave up after {} reconnections: {why}", a.max_reconnects);
+                }
+                if caught_up {
+                    let from = run.last_base.unwrap_or(local_start);
+                    start = Some(
+                        from.saturating_sub(a.resume_margin_s)
+                            .max(start.unwrap_or(0)),
+                    );
+                } else if start.is_none() {
+                    start = Some(local_start.saturating_sub(a.resume_margin_s));
+                }
+                {
+                    use std::io::Write;
+                    let t = start.unwrap_or(0);
+                    let _ = writeln!(run.out, "RECONNECT start-time={t} after: {why}");
+                    let _ = run.out.flush();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let dt = started.elapsed();
+    eprintln!(
+        "{} binding changes in {:.3} s ({:.0}/s), {reconnects} reconnections",
+        run.changes,
+        dt.as_secs_f64(),
+        run.changes as f64 / dt.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
 pub fn main_leasequery(a: LeasequeryArgs) -> ExitCode {
     if a.v6 {
         return crate::lq6::main_leasequery6(&a);
+    }
+    if a.active {
+        return match run_active(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xdhcpd leasequery --active: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if a.bulk {
         return match run_bulk(&a) {

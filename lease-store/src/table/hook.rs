@@ -1,4 +1,5 @@
-//! A change hook: one observer told of every record change, under the record's lock.
+//! Change hooks: up to [`MAX_HOOKS`] observers told of every record change, under the
+//! record's lock (the lease caps' counts, active leasequery's change feed).
 //!
 //! Whatever changes a record (a worker's offer or ACK, a release, a decline, the expiry
 //! sweeper, a failover partner's update, a reload freeing a reservation) goes through
@@ -17,20 +18,47 @@ use super::LeaseTable;
 pub trait ChangeHook: Send + Sync {
     /// Record of pool `pool` went from `old` to `new`.
     fn record_changed(&self, pool: u32, old: &Lease, new: &Lease);
+
+    /// The same with the record's slot index (what [`LeaseTable::slot`] takes); the default
+    /// calls [`ChangeHook::record_changed`].
+    fn record_changed_at(&self, slot: u32, pool: u32, old: &Lease, new: &Lease) {
+        let _ = slot;
+        self.record_changed(pool, old, new);
+    }
 }
 
+/// How many change hooks a table takes.
+pub const MAX_HOOKS: usize = 4;
+
 impl LeaseTable {
-    /// Installs the change hook (once; a second call returns false and changes nothing).
-    /// Install it before anything writes records that the hook's owner counts, then count
-    /// what is already there (`iter`).
+    /// Installs a change hook (at most [`MAX_HOOKS`]; one more returns false and changes
+    /// nothing). Install it before anything writes records that the hook's owner counts,
+    /// then count what is already there (`iter`). Hooks are never removed.
     pub fn set_change_hook(&self, hook: Arc<dyn ChangeHook>) -> bool {
-        self.hook.set(hook).is_ok()
+        let mut hook = Some(hook);
+        for cell in &self.hooks {
+            if let Some(h) = hook.take() {
+                match cell.set(h) {
+                    Ok(()) => return true,
+                    Err(h) => hook = Some(h),
+                }
+            }
+        }
+        false
     }
 
     #[inline]
     pub(super) fn notify_change(&self, slot: u32, old: &Lease, new: &Lease) {
-        if let Some(h) = self.hook.get() {
-            h.record_changed(self.pool_of_slot(super::Slot(slot)), old, new);
+        let Some(first) = self.hooks[0].get() else {
+            return;
+        };
+        let pool = self.pool_of_slot(super::Slot(slot));
+        first.record_changed_at(slot, pool, old, new);
+        for cell in &self.hooks[1..] {
+            match cell.get() {
+                Some(h) => h.record_changed_at(slot, pool, old, new),
+                None => return,
+            }
         }
     }
 }

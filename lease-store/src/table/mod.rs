@@ -83,7 +83,7 @@ pub use ext::ext_path;
 pub use flush::DirtySet;
 pub use free::Alloc;
 pub use grow::{GrowError, GrowReport};
-pub use hook::ChangeHook;
+pub use hook::{ChangeHook, MAX_HOOKS};
 pub use open::{OpenOptions, OpenReport};
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
@@ -204,8 +204,9 @@ pub struct LeaseTable {
     flush_state: flush::FlushState,
     /// The write-ahead log (`OpenOptions::wal`).
     wal: Option<wal::Wal>,
-    /// The change hook (`hook.rs`), told of every record change under its lock.
-    hook: OnceLock<Arc<dyn ChangeHook>>,
+    /// The change hooks (`hook.rs`), told of every record change under its lock; filled
+    /// from the first.
+    hooks: [OnceLock<Arc<dyn ChangeHook>>; hook::MAX_HOOKS],
     /// The side area of variable-length lease data (`ext.rs`).
     side: ext::SideArea,
 }

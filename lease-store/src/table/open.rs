@@ -312,7 +312,7 @@ impl LeaseTable {
             flush_state: super::flush::FlushState::default(),
             // Started once the replayed records are durable (below).
             wal: None,
-            hook: std::sync::OnceLock::new(),
+            hooks: std::array::from_fn(|_| std::sync::OnceLock::new()),
             side,
         };
 

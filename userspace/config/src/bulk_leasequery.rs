@@ -5,6 +5,7 @@
 //! listen = "0.0.0.0:67"      # TCP listener (ip:port; default port 67)
 //! max-connections = 16       # connections served at once; more are refused
 //! idle-timeout = 60          # seconds a connection may stay silent with no query running
+//! active-queue = 16384       # RFC 7724: changes queued per subscriber before it is cut off
 //! ```
 //! Who may ask: `server.leasequery-allow` (as for RFC 4388 over UDP).
 
@@ -13,7 +14,8 @@ use std::net::SocketAddr;
 use super::error::Errors;
 use super::reader::{string, u32_in, Table};
 
-pub(crate) const BULK_LEASEQUERY_KEYS: &[&str] = &["listen", "max-connections", "idle-timeout"];
+pub(crate) const BULK_LEASEQUERY_KEYS: &[&str] =
+    &["listen", "max-connections", "idle-timeout", "active-queue"];
 
 /// A validated `[bulk-leasequery]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub struct BulkLeasequeryConfig {
     pub max_connections: u32,
     /// Seconds a connection may stay without input while no query runs.
     pub idle_timeout: u32,
+    /// RFC 7724 active leasequery: binding changes queued per subscriber; a subscriber
+    /// whose queue is full is cut off (DataMissing) rather than slow anything down.
+    pub active_queue: u32,
 }
 
 impl Default for BulkLeasequeryConfig {
@@ -32,6 +37,7 @@ impl Default for BulkLeasequeryConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 67)),
             max_connections: 16,
             idle_timeout: 60,
+            active_queue: 16_384,
         }
     }
 }
@@ -94,9 +100,17 @@ pub(crate) fn read_bulk_leasequery(
         "between 1 and 86400 seconds",
         d.idle_timeout,
     );
+    let active_queue = num(
+        "active-queue",
+        16,
+        1 << 20,
+        "between 16 and 1048576 changes",
+        d.active_queue,
+    );
     ok.then_some(BulkLeasequeryConfig {
         listen,
         max_connections,
         idle_timeout,
+        active_queue,
     })
 }

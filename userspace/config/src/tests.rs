@@ -1292,11 +1292,18 @@ fn bulk_leasequery_section_parses_defaults_and_positioned_errors() {
     let d = crate::BulkLeasequeryConfig::default();
     assert_eq!(d.listen.to_string(), "0.0.0.0:67");
     let cfg = parse(
-        &with("listen = \"10.0.0.1\"\nmax-connections = 2\nidle-timeout = 5"),
+        &with("listen = \"10.0.0.1\"\nmax-connections = 2\nidle-timeout = 5\nactive-queue = 64"),
         "t.toml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let b = cfg.bulk_leasequery.expect("on");
+    assert_eq!(b.active_queue, 64);
+    let e = error_lines(&with("active-queue = 8"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:16: bulk-leasequery.active-queue:"),
+        "{e:?}"
+    );
     assert_eq!(
         b.listen.to_string(),
         "10.0.0.1:67",

@@ -40,6 +40,36 @@
 //! 0 cannot be answered (its xid is unread) and ends the connection
 //! ([`Fatal`]). One poll reads at most [`SCAN_BUDGET`] records, so a sparse
 //! scan never holds the driver's thread for long.
+//!
+//! # Active leasequery (RFC 7724)
+//!
+//! A DHCPACTIVELEASEQUERY on the same connection subscribes it to binding changes
+//! as they happen. Filters: none (every binding), or a relay-id / remote-id in
+//! option 82 (as RFC 6926's); a MAC, client identifier or ciaddr → MalformedQuery.
+//! [`Session::poll_with`] first answers [`Poll::Subscribe`]: the driver registers
+//! a bounded change queue for the connection (fed by the lease table's change
+//! hook: [`Change`], [`reportable`]) and hands it to every later poll as a
+//! [`ChangeSource`]. Then:
+//! - with query-start-time (option 154): catch-up from the table: every matching
+//!   record whose state changed at or after that time ([`changed_since`]), as
+//!   DHCPLEASEACTIVE / DHCPLEASEUNASSIGNED, then DHCPLEASEQUERYSTATUS with status
+//!   CatchUpComplete. Changes that arrive during the scan for records the scan has
+//!   not reached yet are dropped (the scan reads those records later, so it sends
+//!   that state or a newer one); changes for records it has passed are kept, in
+//!   order, and sent after CatchUpComplete (at most the queue's size; beyond it the
+//!   subscriber is cut off as below). The queue is drained before every record the
+//!   scan reads, so nothing the scan sent is followed by an older state.
+//! - live: every queued change that matches the filter, in the order the records
+//!   changed, each with base-time (152) = now.
+//! - a subscriber whose queue overflowed (it reads slower than the bindings change)
+//!   is cut off: DHCPLEASEQUERYDONE with status DataMissing, then the connection
+//!   closes; reconnecting with query-start-time = the last base-time it saw resumes
+//!   with nothing missed (the catch-up reads the table).
+//! - a query that arrives while subscribed → DHCPLEASEQUERYDONE with status
+//!   ConnectionActive for its xid (the subscription goes on); DHCPTLS → DHCPTLS with
+//!   status TLSConnectionRefused (this server does not offer TLS; see
+//!   docs/configuration.md), the connection stays in clear.
+//! - shutdown ends the subscription with DHCPLEASEQUERYDONE / QueryTerminated.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -74,8 +104,15 @@ pub enum Status {
     MalformedQuery = 3,
     /// The requestor may not ask (not in `leasequery-allow`).
     NotAllowed = 4,
-    /// RFC 7724: the server lacks the data asked for.
+    /// RFC 7724: the server lacks the data asked for (here also: a subscriber that fell
+    /// behind is cut off).
     DataMissing = 5,
+    /// RFC 7724: the connection already carries an active leasequery.
+    ConnectionActive = 6,
+    /// RFC 7724: the catch-up phase of an active leasequery is complete.
+    CatchUpComplete = 7,
+    /// RFC 7724: the server will not start TLS.
+    TlsConnectionRefused = 8,
 }
 
 impl Status {
@@ -88,6 +125,9 @@ impl Status {
             3 => Self::MalformedQuery,
             4 => Self::NotAllowed,
             5 => Self::DataMissing,
+            6 => Self::ConnectionActive,
+            7 => Self::CatchUpComplete,
+            8 => Self::TlsConnectionRefused,
             _ => return None,
         })
     }
@@ -132,6 +172,55 @@ pub fn state_since(l: &Lease) -> u32 {
     }
 }
 
+/// When the record last changed in a way a requestor sees (Unix seconds): its lease start
+/// or last transaction, or its end once that has passed. The catch-up of an active
+/// leasequery reports the records with `changed_since >= query-start-time`.
+pub fn changed_since(l: &Lease, now: u32) -> u32 {
+    let ended = if l.expiry != 0 && l.expiry <= now {
+        l.expiry
+    } else {
+        0
+    };
+    l.start.max(l.cltt).max(ended)
+}
+
+/// Whether a record change is one an active leasequery reports: the record is or was
+/// ACTIVE (bound, renewed, released, expired, taken over). Offers, declines and the
+/// freeing of an already unbound address are not binding changes.
+pub fn reportable(old: &Lease, new: &Lease) -> bool {
+    old.state == LeaseState::Active || new.state == LeaseState::Active
+}
+
+/// One record change as the table's change hook saw it (a copy of the record, made
+/// under its lock, so a subscriber sees every state in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The record's slot index ([`LeaseTable::slot`]).
+    pub slot: u32,
+    /// The record after the change.
+    pub lease: Lease,
+}
+
+/// A subscriber's queue of changes, as the driver keeps it.
+pub trait ChangeSource {
+    /// The oldest queued change.
+    fn next_change(&mut self) -> Option<Change>;
+    /// Changes that did not fit the queue since the subscription began (0: none lost).
+    fn lost(&self) -> u64;
+}
+
+/// A [`ChangeSource`] that never has a change (bulk-only use).
+pub struct NoChanges;
+
+impl ChangeSource for NoChanges {
+    fn next_change(&mut self) -> Option<Change> {
+        None
+    }
+    fn lost(&self) -> u64 {
+        0
+    }
+}
+
 /// Counters of bulk leasequery, shared by every connection (the driver adds its own).
 #[derive(Debug, Default)]
 pub struct BulkStats {
@@ -155,6 +244,26 @@ pub struct BulkStats {
     pub not_allowed: AtomicU64,
     /// Queries ended QueryTerminated or UnspecFail.
     pub terminated: AtomicU64,
+    /// RFC 7724: active leasequery subscriptions started.
+    pub subscriptions: AtomicU64,
+    /// Catch-up records sent (DHCPLEASEACTIVE / DHCPLEASEUNASSIGNED before CatchUpComplete).
+    pub catchup_sent: AtomicU64,
+    /// Catch-up phases completed (DHCPLEASEQUERYSTATUS CatchUpComplete sent).
+    pub catchup_complete: AtomicU64,
+    /// Live binding changes sent to subscribers.
+    pub changes_sent: AtomicU64,
+    /// Subscribers cut off because their queue overflowed (they read too slowly).
+    pub cut_off: AtomicU64,
+    /// Queries refused ConnectionActive (the connection already subscribed).
+    pub connection_active: AtomicU64,
+    /// DHCPTLS requests answered TLSConnectionRefused.
+    pub tls_refused: AtomicU64,
+    /// Active leasequery subscribers now (a gauge the driver keeps).
+    pub subscribers: AtomicU64,
+    /// Binding changes copied into subscribers' queues by the change hook (summed).
+    pub changes_queued: AtomicU64,
+    /// Binding changes not queued because a subscriber's queue was full (summed).
+    pub changes_lost: AtomicU64,
 }
 
 impl BulkStats {
@@ -175,6 +284,16 @@ impl BulkStats {
             malformed: g(&self.malformed),
             not_allowed: g(&self.not_allowed),
             terminated: g(&self.terminated),
+            subscriptions: g(&self.subscriptions),
+            catchup_sent: g(&self.catchup_sent),
+            catchup_complete: g(&self.catchup_complete),
+            changes_sent: g(&self.changes_sent),
+            cut_off: g(&self.cut_off),
+            connection_active: g(&self.connection_active),
+            tls_refused: g(&self.tls_refused),
+            subscribers: g(&self.subscribers),
+            changes_queued: g(&self.changes_queued),
+            changes_lost: g(&self.changes_lost),
         }
     }
 }
@@ -193,6 +312,16 @@ pub struct BulkSnapshot {
     pub malformed: u64,
     pub not_allowed: u64,
     pub terminated: u64,
+    pub subscriptions: u64,
+    pub catchup_sent: u64,
+    pub catchup_complete: u64,
+    pub changes_sent: u64,
+    pub cut_off: u64,
+    pub connection_active: u64,
+    pub tls_refused: u64,
+    pub subscribers: u64,
+    pub changes_queued: u64,
+    pub changes_lost: u64,
 }
 
 /// The stream cannot go on: the connection must be closed.
@@ -220,6 +349,10 @@ pub enum Poll {
     /// Everything owed has been sent and the connection should be closed
     /// (after NotAllowed or QueryTerminated).
     Close,
+    /// An active leasequery begins: register this connection's change queue now, then
+    /// poll again (the catch-up scan starts after the queue exists, so no change is lost
+    /// between the two).
+    Subscribe,
 }
 
 /// The kind of query being answered.
@@ -245,6 +378,25 @@ struct Active {
     cursor: u32,
 }
 
+/// An active leasequery subscription (RFC 7724).
+struct Subscription {
+    /// The DHCPACTIVELEASEQUERY (every message copies its header).
+    req: Vec<u8>,
+    kind: Kind,
+    value: [u8; 255],
+    value_len: usize,
+    start: Option<u32>,
+    /// The catch-up scan's next record; None once it ended (or without query-start-time).
+    cursor: Option<u32>,
+    /// Changes for records the scan has passed, kept until CatchUpComplete is sent.
+    pending: VecDeque<Change>,
+    /// Whether CatchUpComplete is owed (the scan ended, the status not yet written).
+    complete_owed: bool,
+}
+
+/// Changes a catching-up subscriber keeps by default ([`Session::set_queue_limit`]).
+pub const DEFAULT_QUEUE: usize = 16_384;
+
 /// One connection's bulk leasequery state.
 pub struct Session {
     allowed: bool,
@@ -258,6 +410,9 @@ pub struct Session {
     terminating: bool,
     close: bool,
     server_id: Ipv4Addr,
+    sub: Option<Box<Subscription>>,
+    /// Most changes kept while catching up (the driver's queue size).
+    queue_limit: usize,
 }
 
 impl Session {
@@ -273,7 +428,28 @@ impl Session {
             terminating: false,
             close: false,
             server_id,
+            sub: None,
+            queue_limit: DEFAULT_QUEUE,
         }
+    }
+
+    /// Most changes a catching-up subscriber keeps for records the scan passed (the
+    /// driver's per-subscriber queue size); beyond it the subscriber is cut off.
+    pub fn set_queue_limit(&mut self, n: usize) {
+        self.queue_limit = n.max(1);
+    }
+
+    /// Whether an active leasequery runs on this connection (the driver's idle timeout
+    /// does not apply then: the requestor sends nothing more).
+    pub fn subscribed(&self) -> bool {
+        self.sub.is_some()
+    }
+
+    /// Whether the catch-up phase is running (or its CatchUpComplete is not yet written).
+    pub fn catching_up(&self) -> bool {
+        self.sub
+            .as_ref()
+            .is_some_and(|s| s.cursor.is_some() || s.complete_owed)
     }
 
     /// Whether [`Session::feed`] would take bytes now (false while the queue is full
@@ -282,9 +458,10 @@ impl Session {
         !self.close && !self.terminating && self.queue.len() < MAX_QUEUED
     }
 
-    /// Whether a query is being answered or waits.
+    /// Whether a query is being answered or waits (a subscription in its live phase is
+    /// not busy: it waits for changes).
     pub fn busy(&self) -> bool {
-        self.active.is_some() || !self.queue.is_empty()
+        self.active.is_some() || !self.queue.is_empty() || self.catching_up()
     }
 
     /// Takes stream bytes; returns how many it took (fewer than given while the
@@ -332,7 +509,8 @@ impl Session {
         self.terminating = true;
     }
 
-    /// Writes the next answer message into `out` (at least [`MIN_OUT`] bytes).
+    /// Writes the next answer message into `out` (at least [`MIN_OUT`] bytes); bulk
+    /// queries only (an active leasequery gets no changes: see [`Session::poll_with`]).
     pub fn poll(
         &mut self,
         table: &LeaseTable,
@@ -340,12 +518,35 @@ impl Session {
         out: &mut [u8],
         stats: &BulkStats,
     ) -> Poll {
+        self.poll_with(table, now, out, stats, &mut NoChanges)
+    }
+
+    /// Writes the next answer message into `out` (at least [`MIN_OUT`] bytes); a
+    /// subscribed connection takes its binding changes from `changes`.
+    pub fn poll_with(
+        &mut self,
+        table: &LeaseTable,
+        now: u32,
+        out: &mut [u8],
+        stats: &BulkStats,
+        changes: &mut dyn ChangeSource,
+    ) -> Poll {
         if self.close {
             return Poll::Close;
         }
         if self.terminating {
             self.close = true;
             self.queue.clear();
+            if let Some(sub) = self.sub.take() {
+                BulkStats::inc(&stats.terminated);
+                return self.done(
+                    &sub.req,
+                    Status::QueryTerminated,
+                    "server shutting down",
+                    now,
+                    out,
+                );
+            }
             return match self.active.take() {
                 Some(a) => {
                     BulkStats::inc(&stats.terminated);
@@ -359,6 +560,9 @@ impl Session {
                 }
                 None => Poll::Close,
             };
+        }
+        if self.sub.is_some() {
+            return self.poll_subscribed(table, now, out, stats, changes);
         }
         if self.active.is_none() {
             let Some(raw) = self.queue.pop_front() else {
@@ -375,6 +579,26 @@ impl Session {
                     now,
                     out,
                 );
+            }
+            match msg_type(&raw) {
+                Some(MessageType::Tls) => {
+                    BulkStats::inc(&stats.tls_refused);
+                    return self.tls_refused(&raw, now, out);
+                }
+                Some(MessageType::ActiveLeaseQuery) => {
+                    return match parse_active(raw) {
+                        Ok(sub) => {
+                            BulkStats::inc(&stats.subscriptions);
+                            self.sub = Some(Box::new(sub));
+                            Poll::Subscribe
+                        }
+                        Err((raw, why)) => {
+                            BulkStats::inc(&stats.malformed);
+                            self.done(&raw, Status::MalformedQuery, why, now, out)
+                        }
+                    };
+                }
+                _ => {}
             }
             match parse_query(raw) {
                 Ok(a) => self.active = Some(a),
@@ -402,7 +626,7 @@ impl Session {
             let Some(kind) = report(a, &l, now) else {
                 continue;
             };
-            return match write_binding(a, &l, kind, self.server_id, now, out) {
+            return match write_binding(&a.req, &l, kind, self.server_id, now, out) {
                 Some(n) => {
                     BulkStats::inc(if kind == MessageType::LeaseActive {
                         &stats.active
@@ -434,10 +658,260 @@ impl Session {
 
     /// Writes a DHCPLEASEQUERYDONE for query `raw` (which may be unparseable).
     fn done(&self, raw: &[u8], status: Status, text: &str, now: u32, out: &mut [u8]) -> Poll {
-        match write_done(raw, status, text, self.server_id, now, out) {
+        let t = MessageType::LeaseQueryDone;
+        match write_status(raw, t, status, text, self.server_id, now, out) {
             Some(n) => Poll::Send(n),
             None => Poll::Close,
         }
+    }
+
+    fn tls_refused(&self, raw: &[u8], now: u32, out: &mut [u8]) -> Poll {
+        let (t, st) = (MessageType::Tls, Status::TlsConnectionRefused);
+        let text = "TLS is not offered";
+        match write_status(raw, t, st, text, self.server_id, now, out) {
+            Some(n) => Poll::Send(n),
+            None => Poll::Close,
+        }
+    }
+
+    /// The subscribed connection's next message: a refusal for a query that came in
+    /// meanwhile, the cut-off, a catch-up record, CatchUpComplete, or a live change.
+    fn poll_subscribed(
+        &mut self,
+        table: &LeaseTable,
+        now: u32,
+        out: &mut [u8],
+        stats: &BulkStats,
+        changes: &mut dyn ChangeSource,
+    ) -> Poll {
+        let Some(mut sub) = self.sub.take() else {
+            return Poll::Idle;
+        };
+        let r = self.poll_sub(&mut sub, table, now, out, stats, changes);
+        if !self.close {
+            self.sub = Some(sub);
+        }
+        r
+    }
+
+    fn poll_sub(
+        &mut self,
+        sub: &mut Subscription,
+        table: &LeaseTable,
+        now: u32,
+        out: &mut [u8],
+        stats: &BulkStats,
+        changes: &mut dyn ChangeSource,
+    ) -> Poll {
+        let lost = changes.lost();
+        if lost > 0 || sub.pending.len() > self.queue_limit {
+            BulkStats::inc(&stats.cut_off);
+            self.close = true;
+            self.queue.clear();
+            let text = if lost > 0 {
+                format!("requestor fell behind: {lost} changes not queued")
+            } else {
+                format!(
+                    "requestor fell behind: over {} changes wait for the catch-up to end",
+                    self.queue_limit
+                )
+            };
+            return self.done(&sub.req, Status::DataMissing, &text, now, out);
+        }
+        if let Some(raw) = self.queue.pop_front() {
+            if msg_type(&raw) == Some(MessageType::Tls) {
+                BulkStats::inc(&stats.tls_refused);
+                return self.tls_refused(&raw, now, out);
+            }
+            BulkStats::inc(&stats.connection_active);
+            let text = "an active leasequery runs on this connection";
+            return self.done(&raw, Status::ConnectionActive, text, now, out);
+        }
+        if let Some(mut cur) = sub.cursor {
+            let total = table.len();
+            let mut budget = SCAN_BUDGET;
+            while cur < total {
+                if budget == 0 {
+                    sub.cursor = Some(cur);
+                    return Poll::Again;
+                }
+                budget -= 1;
+                // Changes made before this read: a record not yet scanned will be read
+                // with that state or a newer one; a scanned one's change is newer than
+                // what was sent for it, so it is kept for after the catch-up.
+                while let Some(c) = changes.next_change() {
+                    if c.slot >= cur {
+                        continue;
+                    }
+                    sub.pending.push_back(c);
+                    if sub.pending.len() > self.queue_limit {
+                        sub.cursor = Some(cur);
+                        return self.poll_sub(sub, table, now, out, stats, changes);
+                    }
+                }
+                let Some(slot) = table.slot(cur) else {
+                    break;
+                };
+                cur += 1;
+                let l = table.read(slot);
+                if !matches(sub.kind, &sub.value[..sub.value_len], &l) {
+                    continue;
+                }
+                if sub.start.is_some_and(|s| changed_since(&l, now) < s) {
+                    continue;
+                }
+                sub.cursor = Some(cur);
+                return match write_binding(&sub.req, &l, kind_of(&l, now), self.server_id, now, out)
+                {
+                    Some(n) => {
+                        BulkStats::inc(&stats.catchup_sent);
+                        Poll::Send(n)
+                    }
+                    None => self.answer_too_long(sub, now, out, stats),
+                };
+            }
+            sub.cursor = None;
+            sub.complete_owed = true;
+        }
+        if sub.complete_owed {
+            sub.complete_owed = false;
+            BulkStats::inc(&stats.catchup_complete);
+            let (t, st) = (MessageType::LeaseQueryStatus, Status::CatchUpComplete);
+            return match write_status(
+                &sub.req,
+                t,
+                st,
+                "catch-up complete",
+                self.server_id,
+                now,
+                out,
+            ) {
+                Some(n) => Poll::Send(n),
+                None => Poll::Close,
+            };
+        }
+        loop {
+            let Some(c) = sub.pending.pop_front().or_else(|| changes.next_change()) else {
+                return Poll::Idle;
+            };
+            if !matches(sub.kind, &sub.value[..sub.value_len], &c.lease) {
+                continue;
+            }
+            let l = &c.lease;
+            return match write_binding(&sub.req, l, kind_of(l, now), self.server_id, now, out) {
+                Some(n) => {
+                    BulkStats::inc(&stats.changes_sent);
+                    Poll::Send(n)
+                }
+                None => self.answer_too_long(sub, now, out, stats),
+            };
+        }
+    }
+
+    /// Our own message did not fit: end the subscription rather than skip a binding.
+    fn answer_too_long(
+        &mut self,
+        sub: &Subscription,
+        now: u32,
+        out: &mut [u8],
+        stats: &BulkStats,
+    ) -> Poll {
+        BulkStats::inc(&stats.terminated);
+        self.close = true;
+        self.done(&sub.req, Status::UnspecFail, "answer too long", now, out)
+    }
+}
+
+/// The message type (option 53) of a frame, if it parses that far.
+fn msg_type(raw: &[u8]) -> Option<MessageType> {
+    let msg = Message::new_checked(raw).ok()?;
+    msg.summary().ok()?.message_type
+}
+
+/// LeaseActive for an unexpired ACTIVE record, else LeaseUnassigned.
+fn kind_of(l: &Lease, now: u32) -> MessageType {
+    if l.state == LeaseState::Active && l.expiry > now {
+        MessageType::LeaseActive
+    } else {
+        MessageType::LeaseUnassigned
+    }
+}
+
+/// Whether record `l` is one a subscription with filter `kind` / `value` reports.
+fn matches(kind: Kind, value: &[u8], l: &Lease) -> bool {
+    match kind {
+        Kind::RelayId => sub_option(l.relay_agent_info(), relay_sub::RELAY_ID) == Some(value),
+        Kind::RemoteId => sub_option(l.relay_agent_info(), relay_sub::REMOTE_ID) == Some(value),
+        _ => true,
+    }
+}
+
+/// Parses a DHCPACTIVELEASEQUERY; on failure gives the frame back with the reason.
+fn parse_active(raw: Vec<u8>) -> Result<Subscription, (Vec<u8>, &'static str)> {
+    let r = (|| {
+        let msg = Message::new_checked(&raw).map_err(|_| "not a DHCP message")?;
+        if msg.op() != OP_BOOTREQUEST {
+            return Err("not a BOOTREQUEST");
+        }
+        let sum = msg.summary().map_err(|_| "malformed options")?;
+        if !msg.ciaddr().is_unspecified() {
+            return Err("ciaddr set: an active leasequery is not by address");
+        }
+        let hw = msg.chaddr();
+        if (msg.htype() != 0 && hw.iter().any(|&b| b != 0)) || sum.client_id.is_some() {
+            return Err("an active leasequery filters by relay-id or remote-id only");
+        }
+        let mut start = None;
+        for o in msg.options() {
+            let (code, val, _) = o.map_err(|_| "malformed options")?;
+            match code {
+                opt::QUERY_START_TIME => {
+                    let v =
+                        <[u8; 4]>::try_from(val).map_err(|_| "query-start-time is not 4 bytes")?;
+                    start = Some(u32::from_be_bytes(v));
+                }
+                opt::QUERY_END_TIME => {
+                    return Err("query-end-time in an active leasequery");
+                }
+                _ => {}
+            }
+        }
+        let mut kind = Kind::All;
+        let mut value = [0u8; 255];
+        let mut value_len = 0;
+        if let Some(ri) = sum.relay_agent_info {
+            for sub in SubOptionIter::new(ri) {
+                let (code, v) = sub.map_err(|_| "malformed option 82")?;
+                let k = match code {
+                    relay_sub::RELAY_ID => Kind::RelayId,
+                    relay_sub::REMOTE_ID => Kind::RemoteId,
+                    _ => continue,
+                };
+                if v.is_empty() {
+                    return Err("empty relay-id or remote-id");
+                }
+                if kind != Kind::All {
+                    return Err("more than one query type");
+                }
+                value[..v.len()].copy_from_slice(v);
+                value_len = v.len();
+                kind = k;
+            }
+        }
+        Ok((kind, value, value_len, start))
+    })();
+    match r {
+        Ok((kind, value, value_len, start)) => Ok(Subscription {
+            req: raw,
+            kind,
+            value,
+            value_len,
+            start,
+            cursor: start.map(|_| 0),
+            pending: VecDeque::new(),
+            complete_owed: false,
+        }),
+        Err(why) => Err((raw, why)),
     }
 }
 
@@ -574,7 +1048,7 @@ fn framed(out: &mut [u8], n: usize) -> usize {
 }
 
 fn write_binding(
-    a: &Active,
+    req: &[u8],
     l: &Lease,
     kind: MessageType,
     server_id: Ipv4Addr,
@@ -584,7 +1058,7 @@ fn write_binding(
     if out.len() < MIN_OUT {
         return None;
     }
-    let req = Message::new_checked(&a.req).ok()?;
+    let req = Message::new_checked(req).ok()?;
     let body = &mut out[2..MIN_OUT];
     let limit = body.len();
     let mut w = ReplyWriter::new(body, &req, limit).ok()?;
@@ -625,10 +1099,11 @@ fn write_binding(
     Some(framed(out, n))
 }
 
-/// A DHCPLEASEQUERYDONE answering `raw` (its xid; a header rebuilt when `raw` does
-/// not parse). Status Success carries no option 151.
-fn write_done(
+/// A DHCPLEASEQUERYDONE (or `kind`: DHCPLEASEQUERYSTATUS, DHCPTLS) answering `raw` (its
+/// xid; a header rebuilt when `raw` does not parse). Status Success carries no option 151.
+fn write_status(
     raw: &[u8],
+    kind: MessageType,
     status: Status,
     text: &str,
     server_id: Ipv4Addr,
@@ -651,8 +1126,7 @@ fn write_done(
     let body = &mut out[2..MIN_OUT];
     let limit = body.len();
     let mut w = ReplyWriter::new(body, &req, limit).ok()?;
-    w.option(opt::MESSAGE_TYPE, &[MessageType::LeaseQueryDone as u8])
-        .ok()?;
+    w.option(opt::MESSAGE_TYPE, &[kind as u8]).ok()?;
     w.option_ip(opt::SERVER_ID, server_id).ok()?;
     w.option_u32(opt::BASE_TIME, now).ok()?;
     if status != Status::Success {
@@ -670,11 +1144,33 @@ fn write_done(
 /// Builds a DHCPBULKLEASEQUERY (client side and tests): `xid`, the query, optional
 /// start / end times; returns the framed message (length prefix included).
 pub fn build_query(xid: u32, q: &QuerySpec<'_>, start: Option<u32>, end: Option<u32>) -> Vec<u8> {
+    build_message(MessageType::BulkLeaseQuery, xid, q, start, end)
+}
+
+/// Builds a DHCPACTIVELEASEQUERY (RFC 7724; client side and tests): `q` is
+/// [`QuerySpec::All`], a relay-id or a remote-id; `start` asks for the catch-up of every
+/// change since then. Returns the framed message.
+pub fn build_active_query(xid: u32, q: &QuerySpec<'_>, start: Option<u32>) -> Vec<u8> {
+    build_message(MessageType::ActiveLeaseQuery, xid, q, start, None)
+}
+
+/// Builds a DHCPTLS request (RFC 7724 §6.2; framed).
+pub fn build_tls_request(xid: u32) -> Vec<u8> {
+    build_message(MessageType::Tls, xid, &QuerySpec::All, None, None)
+}
+
+fn build_message(
+    kind: MessageType,
+    xid: u32,
+    q: &QuerySpec<'_>,
+    start: Option<u32>,
+    end: Option<u32>,
+) -> Vec<u8> {
     let mut m = vec![0u8; 240];
     m[0] = OP_BOOTREQUEST;
     m[4..8].copy_from_slice(&xid.to_be_bytes());
     m[236..240].copy_from_slice(&MAGIC_COOKIE);
-    m.extend_from_slice(&[opt::MESSAGE_TYPE, 1, MessageType::BulkLeaseQuery as u8]);
+    m.extend_from_slice(&[opt::MESSAGE_TYPE, 1, kind as u8]);
     match q {
         QuerySpec::Mac { htype, hw } => {
             let n = hw.len().min(16);
@@ -757,6 +1253,8 @@ pub struct Reply {
     pub relay_agent_info: Option<Vec<u8>>,
     /// Option 151: code and message.
     pub status: Option<(u8, String)>,
+    /// Option 152: the server's time when it sent the message (Unix seconds).
+    pub base_time: Option<u32>,
 }
 
 /// Parses one answer message (without its length prefix); `Err` names what is wrong.
@@ -773,6 +1271,7 @@ pub fn parse_reply(b: &[u8]) -> Result<Reply, String> {
         client_id: None,
         relay_agent_info: None,
         status: None,
+        base_time: None,
     };
     let mut kind = None;
     for o in m.options() {
@@ -793,6 +1292,11 @@ pub fn parse_reply(b: &[u8]) -> Result<Reply, String> {
                 ))
             }
             opt::CLIENT_ID => r.client_id = Some(v.to_vec()),
+            opt::BASE_TIME => {
+                r.base_time = Some(u32::from_be_bytes(
+                    <[u8; 4]>::try_from(v).map_err(|_| bad())?,
+                ))
+            }
             opt::RELAY_AGENT_INFO => r.relay_agent_info = Some(v.to_vec()),
             opt::STATUS_CODE => {
                 let (&c, t) = v.split_first().ok_or_else(bad)?;

@@ -24,6 +24,8 @@ pub use engine::{Decision, Engine, EngineShared, Registered, RegistrationView, R
 
 pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
+mod active_leasequery_tests;
+#[cfg(test)]
 mod bulk_leasequery_tests;
 #[cfg(test)]
 mod caps_tests;

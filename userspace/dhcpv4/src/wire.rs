@@ -147,6 +147,12 @@ pub enum MessageType {
     BulkLeaseQuery = 14,
     /// RFC 6926: the last message of a bulk leasequery's answer (with a status on error).
     LeaseQueryDone = 15,
+    /// RFC 7724: subscribe to binding changes as they happen (over TCP).
+    ActiveLeaseQuery = 16,
+    /// RFC 7724: a status during an active leasequery (catch-up complete, data missing).
+    LeaseQueryStatus = 17,
+    /// RFC 7724: start TLS on the connection (requestor) / its answer (server).
+    Tls = 18,
 }
 
 impl MessageType {
@@ -168,6 +174,9 @@ impl MessageType {
             13 => Self::LeaseActive,
             14 => Self::BulkLeaseQuery,
             15 => Self::LeaseQueryDone,
+            16 => Self::ActiveLeaseQuery,
+            17 => Self::LeaseQueryStatus,
+            18 => Self::Tls,
             _ => return None,
         })
     }

@@ -512,7 +512,13 @@ fn collect(s: &ApiState) -> Scrape {
             "Bulk leasequery over TCP, by event: connections (allowed), connections_refused (not \
              in leasequery-allow or over max-connections), connections_failed (bad frame, idle, \
              peer not reading), queries, active / unassigned (answers sent), done (queries \
-             answered completely), malformed, not_allowed, terminated.",
+             answered completely), malformed, not_allowed, terminated; RFC 7724 active \
+             leasequery: subscriptions, catchup_sent (records sent before CatchUpComplete), \
+             catchup_complete, changes_sent (live changes sent), cut_off (subscribers that fell \
+             behind, cut off), connection_active (queries on a subscribed connection), \
+             tls_refused (DHCPTLS answered TLSConnectionRefused), changes_queued / changes_lost \
+             (binding changes the change hook put into / could not put into a subscriber's \
+             queue).",
         );
         for (e, v) in [
             ("connections", b.connections),
@@ -525,10 +531,24 @@ fn collect(s: &ApiState) -> Scrape {
             ("malformed", b.malformed),
             ("not_allowed", b.not_allowed),
             ("terminated", b.terminated),
+            ("subscriptions", b.subscriptions),
+            ("catchup_sent", b.catchup_sent),
+            ("catchup_complete", b.catchup_complete),
+            ("changes_sent", b.changes_sent),
+            ("cut_off", b.cut_off),
+            ("connection_active", b.connection_active),
+            ("tls_refused", b.tls_refused),
+            ("changes_queued", b.changes_queued),
+            ("changes_lost", b.changes_lost),
         ] {
             f.add(vec![("event", e.into())], v);
         }
         counters.push(f);
+        gauges.push(Family::one(
+            "xdhcpd_active_leasequery_subscribers",
+            "RFC 7724 active leasequery connections subscribed now.",
+            b.subscribers as f64,
+        ));
     }
     // Reconfiguration (FORCERENEW).
     if let Some(h) = &s.reconfigure {

@@ -19,6 +19,13 @@
 //! - Timeouts: no input for `idle-timeout` seconds with nothing to answer, or
 //!   a peer that does not take a batch within it → closed (`connections_failed`).
 //! - Shutdown: a query being answered ends with QueryTerminated.
+//! - Active leasequery (RFC 7724): a DHCPACTIVELEASEQUERY subscribes the connection to
+//!   the [`ActiveFeed`] (the lease table's change hook; a bounded queue of
+//!   `active-queue` changes per subscriber). While subscribed the idle timeout does not
+//!   apply (the requestor sends nothing more); the queue is looked at every
+//!   [`FEED_TICK`]. A subscriber that lets its queue overflow is cut off with
+//!   DataMissing, at once when it is not even reading (its socket is full: closed
+//!   without the status), counted in `cut_off`; the packet workers never wait for it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,13 +39,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net};
-use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, Poll, Session, MIN_OUT};
+use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, NoChanges, Poll, Session, MIN_OUT};
+
+use super::active_feed::{ActiveFeed, Queue};
 
 /// How long a peer not in `leasequery-allow` may take to send its query (or read the answer).
 pub const REFUSED_IDLE: Duration = Duration::from_secs(2);
 
 /// Bytes of answers written to the socket at once.
 pub const OUT_BATCH: usize = 64 * 1024;
+
+/// How often a subscribed connection with nothing to send looks at its change queue.
+pub const FEED_TICK: Duration = Duration::from_millis(2);
+
+/// The kernel send buffer of a subscribed connection: what a subscriber that stops
+/// reading can hold back beyond its change queue is bounded (the kernel doubles it).
+pub const SUBSCRIBER_SNDBUF: libc::c_int = 256 * 1024;
+
+/// Caps the socket's send buffer (best effort: a failure leaves the kernel's default).
+fn cap_send_buffer(fd: std::os::fd::RawFd) {
+    let v: libc::c_int = SUBSCRIBER_SNDBUF;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(
+            "active leasequery: SO_SNDBUF: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
 
 /// The current `leasequery-allow` (the served configuration's).
 pub type AllowFn = Arc<dyn Fn() -> Vec<Ipv4Net> + Send + Sync>;
@@ -48,6 +85,7 @@ pub struct BulkLq {
     thread: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     stats: Arc<BulkStats>,
+    feed: Arc<ActiveFeed>,
     addr: SocketAddr,
 }
 
@@ -59,6 +97,8 @@ struct Ctx {
     idle: Duration,
     max: u32,
     open: AtomicU32,
+    feed: Arc<ActiveFeed>,
+    queue: usize,
 }
 
 impl BulkLq {
@@ -79,6 +119,14 @@ impl BulkLq {
             .local_addr()
             .context("bulk leasequery listener: address")?;
         let stats = Arc::new(BulkStats::default());
+        let feed = Arc::new(ActiveFeed::new(stats.clone()));
+        if !table.set_change_hook(feed.clone()) {
+            anyhow::bail!(
+                "[bulk-leasequery]: the lease table takes no more change hooks \
+                 (active leasequery needs one of {})",
+                lease_store::MAX_HOOKS
+            );
+        }
         let ctx = Arc::new(Ctx {
             table,
             server_id,
@@ -87,6 +135,8 @@ impl BulkLq {
             idle: Duration::from_secs(u64::from(cfg.idle_timeout)),
             max: cfg.max_connections,
             open: AtomicU32::new(0),
+            feed: feed.clone(),
+            queue: cfg.active_queue as usize,
         });
         let (stop, stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
@@ -110,6 +160,7 @@ impl BulkLq {
             thread: Some(thread),
             stop,
             stats,
+            feed,
             addr,
         })
     }
@@ -117,6 +168,11 @@ impl BulkLq {
     /// The counters (also in `/metrics`).
     pub fn stats(&self) -> Arc<BulkStats> {
         self.stats.clone()
+    }
+
+    /// The active leasequery feed (subscribers, queued / lost changes for `/metrics`).
+    pub fn feed(&self) -> Arc<ActiveFeed> {
+        self.feed.clone()
     }
 
     /// The address it listens on.
@@ -225,6 +281,9 @@ async fn serve(
     };
     let (mut rd, mut wr) = stream.into_split();
     let mut sess = Session::new(ok, ctx.server_id);
+    sess.set_queue_limit(ctx.queue);
+    // The change queue once the connection subscribed (dropped: unsubscribed).
+    let mut queue: Option<Queue> = None;
     let mut inbuf = vec![0u8; 4096];
     let (mut lo, mut hi) = (0usize, 0usize);
     let mut out = vec![0u8; OUT_BATCH];
@@ -246,7 +305,17 @@ async fn serve(
         let mut again = false;
         let mut close = false;
         while out.len() - used >= MIN_OUT {
-            match sess.poll(&ctx.table, now, &mut out[used..], &ctx.stats) {
+            let p = match queue.as_mut() {
+                Some(q) => sess.poll_with(&ctx.table, now, &mut out[used..], &ctx.stats, q),
+                None => sess.poll_with(
+                    &ctx.table,
+                    now,
+                    &mut out[used..],
+                    &ctx.stats,
+                    &mut NoChanges,
+                ),
+            };
+            match p {
                 Poll::Send(n) => used += n,
                 Poll::Again => {
                     again = true;
@@ -257,20 +326,60 @@ async fn serve(
                     close = true;
                     break;
                 }
+                Poll::Subscribe => {
+                    use std::os::fd::AsRawFd;
+                    cap_send_buffer(wr.as_ref().as_raw_fd());
+                    queue = Some(ctx.feed.subscribe(ctx.queue));
+                }
             }
         }
         if used > 0 {
-            // Backpressure: the next batch is made only once the peer took this one.
-            tokio::time::timeout(idle, wr.write_all(&out[..used]))
-                .await
-                .map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??;
+            // Backpressure: the next batch is made only once the peer took this one. A
+            // subscriber that stops reading meanwhile and lets its queue overflow is cut
+            // off at once (it would not read the status either).
+            let write = tokio::time::timeout(idle, wr.write_all(&out[..used]));
+            match &queue {
+                Some(q) => {
+                    let overflow = async {
+                        while q.lost_none() {
+                            tokio::time::sleep(FEED_TICK).await;
+                        }
+                    };
+                    tokio::select! {
+                        r = write => r.map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??,
+                        _ = overflow => {
+                            ctx.stats.cut_off.fetch_add(1, Ordering::Relaxed);
+                            anyhow::bail!("active leasequery subscriber not reading: queue overflowed, cut off");
+                        }
+                    }
+                }
+                None => write
+                    .await
+                    .map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??,
+            }
         }
         if close {
             let _ = wr.shutdown().await;
             return Ok(());
         }
-        if again || sess.busy() || lo < hi {
+        if again || sess.busy() || lo < hi || queue.as_ref().is_some_and(|q| q.ready()) {
             tokio::task::yield_now().await;
+            continue;
+        }
+        if queue.is_some() {
+            // Subscribed, nothing queued: wait for input (answered ConnectionActive; 0 =
+            // the requestor left), the stop, or the next look at the queue.
+            tokio::select! {
+                r = rd.read(&mut inbuf[hi..]) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    hi += n;
+                }
+                _ = stop.changed() => sess.terminate(),
+                _ = tokio::time::sleep(FEED_TICK) => {}
+            }
             continue;
         }
         // Nothing to answer: wait for input.
@@ -328,6 +437,7 @@ mod tests {
             listen: SocketAddr::from((SERVER, 0)),
             max_connections: max,
             idle_timeout: idle,
+            active_queue: 16_384,
         };
         let acl: AllowFn = Arc::new(move || vec![Ipv4Net::truncating(allow, 32)]);
         let lq = BulkLq::start(&cfg, acl, t, SERVER).expect("listener");

@@ -1,6 +1,7 @@
 //! The daemon: drivers around the sans-IO engine (workers, flusher, sweeper,
 //! stats reporter) and the start-up that wires them.
 
+pub mod active_feed;
 pub mod bulk_lq;
 pub mod commit;
 pub mod daemon;
