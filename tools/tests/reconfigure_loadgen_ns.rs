@@ -4,7 +4,8 @@
 //!
 //! `xdhcp-loadgen --scenario forcerenew` binds every client from pool A asking for an RFC
 //! 6704 key (option 145); the operator moves the clients' class to pool B (a live reload)
-//! and triggers `xdhcpd ctl reconfigure --all`; the daemon sends the FORCERENEWs at its
+//! and triggers `xdhcpd ctl reconfigure --class moved` (the class selector: membership
+//! judged from the binding's hardware address); the daemon sends the FORCERENEWs at its
 //! `[reconfigure] rate`, unicast to each client's address (the client namespace answers
 //! ARP for the pools' addresses through a local route; the frames themselves go to the
 //! loadgen's AF_XDP sockets), each client verifies its HMAC-MD5, renews, is NAKed, and
@@ -227,8 +228,18 @@ fn renumber(tag: &str, clients: u32, rate: u32, listen_s: u32) -> Value {
     // Renumber: the clients' class now draws from pool B only; push them.
     std::fs::write(&conf, config(&p, &dir.0, true, rate)).unwrap_or_else(|e| panic!("{e}"));
     ctl(&bin, &dir.0, &["reload"]);
+    // A class that does not exist is refused, naming it.
+    let bad = Command::new(&bin)
+        .args(["ctl", "--socket"])
+        .arg(dir.0.join("ctl.sock"))
+        .args(["reconfigure", "--class", "nosuch"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = String::from_utf8_lossy(&bad.stderr).into_owned() + &String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success() && said.contains("nosuch"), "{said}");
+    // Select by class: every client is now a member of `moved` (hw-prefix 02:4c).
     let t0 = Instant::now();
-    let v = json(&ctl(&bin, &dir.0, &["reconfigure", "--all"]));
+    let v = json(&ctl(&bin, &dir.0, &["reconfigure", "--class", "moved"]));
     assert_eq!(n(&v, "matched"), u64::from(clients), "{v:#}");
     let mut done = None;
     wait_until(
