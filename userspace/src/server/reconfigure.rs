@@ -176,7 +176,7 @@ impl ReconfHandle {
             // the group from the registration first.
             let reg = match (live, host) {
                 (None, None) => None,
-                (l, h) => Some(l.flatten().or(h.flatten())),
+                (lv, hv) => Some(lv.flatten().or(hv.flatten())),
             };
             let giaddr = book
                 .as_ref()
