@@ -80,7 +80,7 @@ pub enum CtlCmd {
     },
     /// Server-initiated reconfiguration (FORCERENEW, DHCPv6 Reconfigure): queue bound
     /// clients by one selector, or (`--status`) show progress and counters.
-    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "duid", "pool", "subnet", "link", "all", "status"])))]
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "duid", "pool", "subnet", "link", "class", "all", "status"])))]
     Reconfigure {
         /// An IPv4 address, or an IPv6 address (the DHCPv6 client holding it, or a
         /// delegated prefix containing it).
