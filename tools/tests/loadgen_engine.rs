@@ -206,7 +206,10 @@ impl MockServer {
         {
             return;
         }
-        let moved = self.reconf.as_ref().is_some_and(|r| r.moved.contains(&index));
+        let moved = self
+            .reconf
+            .as_ref()
+            .is_some_and(|r| r.moved.contains(&index));
         let yiaddr = if self.same_address {
             Ipv4Addr::new(10, 1, 0, 1)
         } else if moved {
@@ -484,7 +487,11 @@ fn forcerenew_clients_verify_renew_after_nak_and_move() {
     assert_eq!(rc.renew_naks, u64::from(clients), "{rc:?}");
     assert_eq!(rc.completed, u64::from(clients), "{rc:?}");
     assert_eq!(rc.moved, u64::from(clients), "{rc:?}");
-    assert_eq!((rc.lost, rc.unfinished, rc.not_reached), (0, 0, 0), "{rc:?}");
+    assert_eq!(
+        (rc.lost, rc.unfinished, rc.not_reached),
+        (0, 0, 0),
+        "{rc:?}"
+    );
     let p = stats(&r, Phase::Reconfigure);
     assert_eq!(p.counts.sent, u64::from(clients), "{p:?}");
     assert_eq!(p.counts.acks, u64::from(clients), "{p:?}");

@@ -202,11 +202,25 @@ fn renumber(tag: &str, clients: u32, rate: u32, listen_s: u32, relayed: bool) ->
         .command("timeout")
         .arg((listen_s + 60).to_string())
         .arg(env!("CARGO_BIN_EXE_xdhcp-loadgen"))
-        .args(["-i", &p.client_if, "--io", "xdp", "--quiet", "--ebpf-object"])
+        .args([
+            "-i",
+            &p.client_if,
+            "--io",
+            "xdp",
+            "--quiet",
+            "--ebpf-object",
+        ])
         .arg(ebpf_object())
         .args(["--scenario", "forcerenew", "--clients", &clients_s])
         .args(["--count", &clients_s, "--duration", &listen])
-        .args(["--concurrency", "128", "--timeout-ms", "500", "--retries", "3"])
+        .args([
+            "--concurrency",
+            "128",
+            "--timeout-ms",
+            "500",
+            "--retries",
+            "3",
+        ])
         .args(&relay)
         .args(["--pool", POOL_A, "--pool", POOL_B, "--json"])
         .arg(&out)
@@ -244,7 +258,8 @@ fn renumber(tag: &str, clients: u32, rate: u32, listen_s: u32, relayed: bool) ->
         .args(["reconfigure", "--class", "nosuch"])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    let said = String::from_utf8_lossy(&bad.stderr).into_owned() + &String::from_utf8_lossy(&bad.stdout);
+    let said =
+        String::from_utf8_lossy(&bad.stderr).into_owned() + &String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success() && said.contains("nosuch"), "{said}");
     // Select by class: every client is now a member of `moved` (hw-prefix 02:4c).
     let t0 = Instant::now();
@@ -312,10 +327,14 @@ fn renumber(tag: &str, clients: u32, rate: u32, listen_s: u32, relayed: bool) ->
 
     // The daemon saw every answer, aborted none.
     let mut st = Value::Null;
-    wait_until("the daemon's campaign to end", Duration::from_secs(10), || {
-        st = json(&ctl(&bin, &dir.0, &["reconfigure", "--status"]));
-        n(&st, "succeeded") == c && n(&st, "active") == 0 && n(&st, "queued") == 0
-    });
+    wait_until(
+        "the daemon's campaign to end",
+        Duration::from_secs(10),
+        || {
+            st = json(&ctl(&bin, &dir.0, &["reconfigure", "--status"]));
+            n(&st, "succeeded") == c && n(&st, "active") == 0 && n(&st, "queued") == 0
+        },
+    );
     assert_eq!(n(&st, "aborted"), 0, "{st:#}");
     assert_eq!(n(&st, "refused_no_auth"), 0, "{st:#}");
     assert!(n(&st, "sent") >= c, "{st:#}");

@@ -52,7 +52,8 @@ pub fn parse_reply_payload(frame: &[u8]) -> Result<(Reply, &[u8]), NotAReply> {
     let s = m.summary().map_err(|_| NotAReply::Dhcp)?;
     let kind = match s.message_type {
         Some(
-            k @ (MessageType::Offer | MessageType::Ack | MessageType::Nak | MessageType::ForceRenew),
+            k
+            @ (MessageType::Offer | MessageType::Ack | MessageType::Nak | MessageType::ForceRenew),
         ) => k,
         _ => return Err(NotAReply::NotReply),
     };

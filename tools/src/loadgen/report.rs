@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use super::scenario::{Phase, PhaseCounts, PhaseStats};
 use super::scenario::Scenario;
+use super::scenario::{Phase, PhaseCounts, PhaseStats};
 use super::shared::{ReconfCounts, Shared, ThreadReport};
 use super::Config;
 
@@ -538,11 +538,21 @@ impl Report {
 }
 
 /// Bound clients per `--pool` range, and those in none.
-fn pool_counts(pools: &[(Ipv4Addr, u8)], sh: &Shared, clients: u32) -> (Vec<PoolCount>, Option<u64>) {
+fn pool_counts(
+    pools: &[(Ipv4Addr, u8)],
+    sh: &Shared,
+    clients: u32,
+) -> (Vec<PoolCount>, Option<u64>) {
     if pools.is_empty() {
         return (Vec::new(), None);
     }
-    let mask = |len: u8| if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    let mask = |len: u8| {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    };
     let mut counts = vec![0u64; pools.len()];
     let mut other = 0u64;
     for c in 0..clients {

@@ -919,5 +919,8 @@ range = "10.0.0.10-10.0.0.20"
     assert!(!binding_in_class(class("oui"), &l, NONE, None));
     assert_eq!(class_unselectable(class("oui")), None);
     let why = class_unselectable(class("phones")).expect("vendor-class is not kept");
-    assert!(why.contains("phones") && why.contains("vendor-class"), "{why}");
+    assert!(
+        why.contains("phones") && why.contains("vendor-class"),
+        "{why}"
+    );
 }

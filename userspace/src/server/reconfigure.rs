@@ -135,16 +135,20 @@ impl ReconfHandle {
     /// option 82, the relay of its last ACK since the start, and its registration (a live
     /// one first, else a configured `[[host]]` / reservation: KNOWN, and the class its
     /// group names). Err: no such class, or one that tests what a binding does not keep.
-    pub fn class_slots(&self, name: &str, table: &LeaseTable, now: u32) -> Result<Vec<Slot>, String> {
+    pub fn class_slots(
+        &self,
+        name: &str,
+        table: &LeaseTable,
+        now: u32,
+    ) -> Result<Vec<Slot>, String> {
         use lease_store::ClientKey;
         use xdhcpd_dhcpv4::engine::reconfigure::{binding_in_class, class_unselectable};
         let shared = self.cell.load();
         let cfg = &shared.config;
-        let class = cfg
-            .classes
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| format!("field \"class\": no class {name:?} in the configuration"))?;
+        let class =
+            cfg.classes.iter().find(|c| c.name == name).ok_or_else(|| {
+                format!("field \"class\": no class {name:?} in the configuration")
+            })?;
         if let Some(why) = class_unselectable(class) {
             return Err(why);
         }
@@ -748,12 +752,8 @@ mod tests {
         let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
             table.capacity(),
         ));
-        let shared = xdhcpd_dhcpv4::EngineShared::new(
-            cfg,
-            table.clone(),
-            Ipv4Addr::LOCALHOST,
-        )
-        .with_reconfigure(&[7; 16], book);
+        let shared = xdhcpd_dhcpv4::EngineShared::new(cfg, table.clone(), Ipv4Addr::LOCALHOST)
+            .with_reconfigure(&[7; 16], book);
         let cell = Arc::new(EngineCell::new(Arc::new(shared)));
         let driver =
             ReconfDriver::start(cell, table.clone(), Ipv4Addr::LOCALHOST, None).expect("driver");

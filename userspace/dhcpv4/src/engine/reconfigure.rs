@@ -344,8 +344,7 @@ pub fn binding_in_class(
         client_id,
         ..ClientFacts::default()
     };
-    for (code, v) in crate::wire::SubOptionIter::new(l.relay_agent_info()).map_while(Result::ok)
-    {
+    for (code, v) in crate::wire::SubOptionIter::new(l.relay_agent_info()).map_while(Result::ok) {
         match code {
             crate::wire::relay_sub::CIRCUIT_ID => f.circuit_id = Some(v),
             crate::wire::relay_sub::REMOTE_ID => f.remote_id = Some(v),
