@@ -691,7 +691,7 @@ fn send(
 mod tests {
     use super::*;
     use lease_store::{ClientKey, LeaseState, OpenOptions, PoolSpec};
-    use xdhcpd_registrations::{Index, IndexWatch, Registration};
+    use xdhcpd_registrations::{Index, Registration};
 
     /// A daemon's reconfigure driver over a table with two bound clients, the registration
     /// trigger watching an index. No packet leaves: the clients hold no reconfigure key and
