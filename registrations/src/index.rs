@@ -94,8 +94,9 @@ pub struct Index {
     /// Client-id keys in `by_key`: while 0 (registrations by MAC only, the carrier case), a
     /// client-id lookup is answered without touching the map.
     client_ids: AtomicUsize,
-    /// Told of every change (`set_watch`).
-    watch: std::sync::OnceLock<Arc<dyn IndexWatch>>,
+    /// Told of every change, in the order installed (`set_watch`): the XDP map of known
+    /// MACs, the reconfigure trigger. Read by the writer only (not the packet path).
+    watch: std::sync::RwLock<Vec<Arc<dyn IndexWatch>>>,
     /// Entries in `by_addr`: while 0 (no fixed addresses), "is this address reserved for
     /// another client?" is answered without touching the map.
     fixed_addrs: AtomicUsize,
@@ -128,13 +129,23 @@ impl Index {
             fixed_addrs: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             groups: Default::default(),
-            watch: std::sync::OnceLock::new(),
+            watch: std::sync::RwLock::new(Vec::new()),
         }
     }
 
-    /// Installs the change watcher (once; false when one is installed already).
-    pub fn set_watch(&self, w: Arc<dyn IndexWatch>) -> bool {
-        self.watch.set(w).is_ok()
+    /// Adds a change watcher (told after the ones installed before it).
+    pub fn set_watch(&self, w: Arc<dyn IndexWatch>) {
+        match self.watch.write() {
+            Ok(mut v) => v.push(w),
+            Err(p) => p.into_inner().push(w),
+        }
+    }
+
+    fn watchers(&self) -> Vec<Arc<dyn IndexWatch>> {
+        match self.watch.read() {
+            Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     fn intern(&self, g: &str) -> Arc<str> {
@@ -289,7 +300,7 @@ impl Index {
                 }
             }
         }
-        if let Some(w) = self.watch.get() {
+        for w in self.watchers() {
             w.put(&e.reg, &old);
         }
         self.changed();
@@ -308,7 +319,7 @@ impl Index {
         if let Some(a) = old.fixed_address {
             self.remove_addr_of(a, &old);
         }
-        if let Some(w) = self.watch.get() {
+        for w in self.watchers() {
             w.removed(&old);
         }
         self.changed();

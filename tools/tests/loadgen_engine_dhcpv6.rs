@@ -271,6 +271,7 @@ fn config(scenario: Scenario, clients: u32, count: u64, v6: V6Config) -> EngineC
         mac_salt: 0x4c,
         self_test: false,
         v6: Some(v6),
+        pools: Vec::new(),
     }
 }
 
@@ -308,6 +309,8 @@ fn run(cfg: EngineConfig, server: MockServer6) -> (ThreadReport, Arc<Shared>) {
             server: None,
             iface_mac: [2, 0, 0, 0, 0, 2],
         },
+        keys: xdhcpd_tools::loadgen::forcerenew::KeyBook::new(0),
+        reconf_done: std::sync::atomic::AtomicU64::new(0),
     });
     let (tx, rx) = sync_channel(16);
     let e = Engine::new(server, sh.clone(), 0, rx, vec![tx]);

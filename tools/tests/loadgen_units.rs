@@ -49,6 +49,7 @@ fn spec(msg: Msg, relay: Option<Ipv4Addr>) -> RequestSpec {
         client_id: true,
         broadcast: false,
         relay: relay.map(|g| relay_info(g, 7, 0x4c)),
+        nonce: false,
     }
 }
 

@@ -24,6 +24,10 @@ enum ScenarioArg {
     Renew,
     Release,
     InitReboot,
+    /// Bind every client asking for an RFC 6704 reconfigure key (option 145), then
+    /// listen: a verified FORCERENEW makes a client renew, and after NAK start over
+    /// (DISCOVER); ends after --duration, or once --count clients are reconfigured.
+    Forcerenew,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -64,6 +68,8 @@ enum BindArg {
 ///   xdhcp-loadgen -i veth0 --scenario renew --rate 50000 --duration 10s --json out.json
 ///   xdhcp-loadgen -i veth0 --relay 10.1.0.1 --server 10.0.0.1 --count 10000
 ///   xdhcp-loadgen -i veth0 --self-test --duration 3s
+///   xdhcp-loadgen -i veth0 --scenario forcerenew --clients 10000 --count 10000 --duration 120s
+///                 --pool 10.77.128.0/18 --pool 10.77.192.0/18 --ready-file /run/lg.ready
 ///   xdhcp-loadgen -i veth0 --scenario sarr --dhcpv6 both --concurrency 256 --duration 10s
 ///   xdhcp-loadgen -i veth0 --scenario renew --dhcpv6 pd --relay6 fd77::2 --link-address fd77::
 ///                 --server6 fd77::1 --server-mac 02:00:00:00:00:01 --count 10000
@@ -159,6 +165,24 @@ struct Args {
     /// written once per receive batch.
     #[arg(long, value_name = "FILE")]
     acked_log: Option<PathBuf>,
+    /// Report how many clients end holding an address in this range (CIDR, e.g.
+    /// 10.77.128.0/18); repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
+    pool: Vec<(Ipv4Addr, u8)>,
+    /// Write FILE once every client's warm-up is over (forcerenew: now trigger the server).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{s:?} is not an IPv4 range like 10.77.128.0/18");
+    let (a, l) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+    let len: u8 = l.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((addr, len))
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -203,6 +227,7 @@ fn main() -> ExitCode {
         ScenarioArg::Renew => Scenario::Renew,
         ScenarioArg::Release => Scenario::Release,
         ScenarioArg::InitReboot => Scenario::InitReboot,
+        ScenarioArg::Forcerenew => Scenario::ForceRenew,
     };
     let implied =
         matches!(a.scenario, ScenarioArg::Sarr | ScenarioArg::SarrRenew) || a.relay6.is_some();
@@ -244,6 +269,7 @@ fn main() -> ExitCode {
         server_mac: a.server_mac,
         progress: !a.quiet,
         acked_log: a.acked_log.clone(),
+        ready_file: a.ready_file.clone(),
         engine: EngineConfig {
             scenario,
             clients: a.clients,
@@ -260,6 +286,7 @@ fn main() -> ExitCode {
             mac_salt: a.mac_salt,
             self_test: a.self_test,
             v6,
+            pools: a.pool.clone(),
         },
     };
     loadgen::install_signal_handlers();

@@ -18,8 +18,9 @@ use xdhcpd_dhcpv4::wire::MessageType;
 
 use super::acklog::{self, AckLog};
 use super::addrbook::AckCheck;
+use super::forcerenew::{self, FrAuth};
 use super::port::{Port, TxOutcome, BATCH};
-use super::reply::{parse_reply, Reply};
+use super::reply::{parse_reply_payload, Reply};
 use super::request::{self, client_mac, relay_info, Msg, Peer, RequestSpec};
 use super::scenario::{Phase, PhaseStats, Scenario, PHASES};
 use super::shared::{EngineConfig, Shared, ThreadReport, ThreadTotals};
@@ -71,6 +72,23 @@ struct Client {
     pd6: Ipv6Addr,
     pd_len: u8,
     bound6: bool,
+    /// `--scenario forcerenew`: the replay value of the last authenticated message taken
+    /// (ACK or FORCERENEW; RFC 3118 RDM 0), the address held when the FORCERENEW came,
+    /// and where the reconfiguration stands.
+    replay: u64,
+    from: Ipv4Addr,
+    reconf: Reconf,
+}
+
+/// Where a client's reconfiguration stands (`--scenario forcerenew`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reconf {
+    None,
+    Started,
+    /// New ACK after NAK and DISCOVER.
+    Done,
+    /// The renewal was ACKed: the server kept the binding.
+    Kept,
 }
 
 impl Client {
@@ -166,6 +184,9 @@ impl<P: Port> Engine<P> {
                     pd6: Ipv6Addr::UNSPECIFIED,
                     pd_len: 0,
                     bound6: false,
+                    replay: 0,
+                    from: Ipv4Addr::UNSPECIFIED,
+                    reconf: Reconf::None,
                 }
             })
             .collect();
@@ -179,6 +200,7 @@ impl<P: Port> Engine<P> {
             Scenario::Dora | Scenario::DoraRenew | Scenario::Release => Phase::Dora,
             Scenario::Renew => Phase::Renew,
             Scenario::InitReboot => Phase::InitReboot,
+            Scenario::ForceRenew => Phase::Reconfigure,
         };
         let stats = vec![PhaseStats::default(); PHASES];
         let rate_per_s = cfg.rate.map(|r| cfg.share(r, me));
@@ -244,6 +266,9 @@ impl<P: Port> Engine<P> {
         c.totals.kernel_rx_drops = self.port.kernel_rx_drops();
         c.totals.port = self.port.describe();
         c.totals.wall_ns = c.sh.now_ns().saturating_sub(start);
+        if c.main_phase == Phase::Reconfigure {
+            c.reconf_tally();
+        }
         let live = &c.sh.live[c.me as usize];
         live.done.store(true, Relaxed);
         if let Err(e) = result {
@@ -348,6 +373,7 @@ impl<P: Port> Engine<P> {
                     client_id: cfg.client_id,
                     broadcast: cfg.broadcast,
                     relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+                    nonce: false,
                 };
                 let Some(addrs) = request::addressing(&spec, &peer) else {
                     break;
@@ -432,7 +458,15 @@ impl Core {
         let parsed = if self.v6.is_some() {
             v6::parse_reply(frame)
         } else {
-            parse_reply(frame)
+            parse_reply_payload(frame).map(|(mut r, msg)| {
+                if r.kind == MessageType::ForceRenew {
+                    // Verified here, by whichever thread received it, with the key its
+                    // owner stored when it took the ACK.
+                    let key = self.sh.keys.get(r.xid & INDEX_MASK);
+                    r.fr = Some(forcerenew::verify(msg, key.as_ref()));
+                }
+                r
+            })
         };
         let Ok(r) = parsed else {
             self.totals.rx_other += 1;
@@ -465,6 +499,14 @@ impl Core {
             self.totals.rx_stale += 1;
             return;
         };
+        if r.kind == MessageType::ForceRenew && r.v6.is_none() {
+            if r.chaddr != client_mac(salt, g) {
+                self.totals.rx_stale += 1;
+            } else {
+                self.on_forcerenew(local, r.fr);
+            }
+            return;
+        }
         if c.xid != r.xid || r.chaddr != client_mac(salt, g) {
             self.totals.rx_stale += 1;
             return;
@@ -633,7 +675,41 @@ impl Core {
                 if cl.server_id.is_unspecified() {
                     cl.server_id = r.server_id;
                 }
+                if let Some((key, replay)) = r.key {
+                    self.sh.keys.set(g, &key);
+                    cl.replay = replay;
+                    self.totals.reconf.keys_received += 1;
+                }
+                if c.phase == Phase::Reconfigure && bound_ok {
+                    let rc = &mut self.totals.reconf;
+                    if c.next == Next::Renew {
+                        rc.renew_acks += 1;
+                        cl.reconf = Reconf::Kept;
+                    } else {
+                        rc.completed += 1;
+                        rc.moved += u64::from(r.yiaddr != c.from);
+                        cl.reconf = Reconf::Done;
+                    }
+                    rc.last_ns = now;
+                    self.sh.reconf_done.fetch_add(1, Relaxed);
+                }
                 self.follow_up(local, c.phase);
+            }
+            (MessageType::Nak, Step::WaitAck)
+                if c.phase == Phase::Reconfigure && c.next == Next::Renew =>
+            {
+                // RFC 3203: the renewal NAKed; the client starts over with DISCOVER, in
+                // the same (timed) exchange.
+                self.totals.reconf.renew_naks += 1;
+                self.stats[c.phase as usize].counts.rx_replies += 1;
+                self.sh.book.release(g);
+                let cl = &mut self.clients[local];
+                cl.bound = Ipv4Addr::UNSPECIFIED;
+                cl.next = Next::Discover;
+                cl.step = Step::NeedSend;
+                cl.tries = 0;
+                cl.xid = next_xid(cl.xid);
+                self.pending.push_back(local as u32);
             }
             (MessageType::Nak, Step::WaitAck) | (MessageType::Nak, Step::WaitOffer) => {
                 let st = &mut self.stats[c.phase as usize];
@@ -753,9 +829,16 @@ impl Core {
             }
             Mode::Main => {
                 let elapsed = self.now.saturating_sub(self.phase_start_ns);
-                let over = stop
-                    || self.cfg().duration_ns.is_some_and(|d| elapsed >= d)
-                    || self.count.is_some_and(|c| self.started >= c);
+                let counted = if self.main_phase == Phase::Reconfigure {
+                    // Clients do not start exchanges here: the FORCERENEWs do, on any
+                    // thread; the run ends when `--count` reconfigurations ended overall.
+                    self.cfg()
+                        .count
+                        .is_some_and(|c| self.sh.reconf_done.load(Relaxed) >= c)
+                } else {
+                    self.count.is_some_and(|c| self.started >= c)
+                };
+                let over = stop || self.cfg().duration_ns.is_some_and(|d| elapsed >= d) || counted;
                 if over {
                     self.stats[self.main_phase as usize].end_ns = self.now;
                     if self.cfg().scenario == Scenario::DoraRenew {
@@ -763,7 +846,11 @@ impl Core {
                     }
                     self.mode = Mode::Drain;
                     let per_try = self.cfg().timeout_ns;
-                    let tries = u64::from(self.cfg().retries) + 1;
+                    let mut tries = u64::from(self.cfg().retries) + 1;
+                    if self.main_phase == Phase::Reconfigure {
+                        // Renewal, then DISCOVER and REQUEST, each with its tries.
+                        tries *= 3;
+                    }
                     // Every outstanding exchange resolves within its remaining tries.
                     self.drain_deadline = self.now + per_try * tries * 2 + 1_000_000_000;
                 }
@@ -810,6 +897,8 @@ impl Core {
     fn start_exchange(&mut self) -> Option<u32> {
         let phase = match self.mode {
             Mode::Warmup => Phase::WarmupDora,
+            // FORCERENEW: the clients only listen (see `on_forcerenew`).
+            Mode::Main if self.main_phase == Phase::Reconfigure => return None,
             Mode::Main => self.main_phase,
             _ => return None,
         };
@@ -892,6 +981,64 @@ impl Core {
         Some(local)
     }
 
+    /// A FORCERENEW for client `local`, verified by the receiving thread (`fr`): if it is
+    /// authentic, newer than anything the client took, and the client is bound and idle
+    /// while the run listens, the client renews at once (RFC 3203 §3: as if T1 expired).
+    fn on_forcerenew(&mut self, local: usize, fr: Option<FrAuth>) {
+        let rc = &mut self.totals.reconf;
+        rc.forcerenews += 1;
+        let replay = match fr {
+            Some(FrAuth::Verified { replay }) => replay,
+            Some(FrAuth::BadDigest) => return rc.bad_digest += 1,
+            Some(FrAuth::NoKey) => return rc.no_key += 1,
+            Some(FrAuth::Missing) => return rc.unauthenticated += 1,
+            Some(FrAuth::Unsupported) | None => return rc.unsupported += 1,
+        };
+        rc.verified += 1;
+        let listening = self.mode == Mode::Main && self.main_phase == Phase::Reconfigure;
+        let Some(cl) = self.clients.get_mut(local) else {
+            return;
+        };
+        if replay <= cl.replay {
+            return rc.replayed += 1;
+        }
+        cl.replay = replay;
+        if !listening || cl.step != Step::Bound || cl.bound.is_unspecified() {
+            return rc.ignored += 1;
+        }
+        rc.started += 1;
+        if rc.first_ns == 0 {
+            rc.first_ns = self.now;
+        }
+        cl.from = cl.bound;
+        cl.reconf = Reconf::Started;
+        cl.phase = Phase::Reconfigure;
+        cl.next = Next::Renew;
+        cl.tries = 0;
+        cl.xid = next_xid(cl.xid);
+        cl.started_ns = self.now;
+        cl.step = Step::NeedSend;
+        self.outstanding += 1;
+        self.started += 1;
+        self.stats[Phase::Reconfigure as usize].counts.sent += 1;
+        self.pending.push_back(local as u32);
+    }
+
+    /// End of a `forcerenew` run: where each of this thread's clients ended.
+    fn reconf_tally(&mut self) {
+        let rc = &mut self.totals.reconf;
+        for c in &self.clients {
+            let bound = !c.bound.is_unspecified();
+            match c.reconf {
+                Reconf::None if bound => rc.not_reached += 1,
+                Reconf::None => {}
+                _ if !bound => rc.lost += 1,
+                Reconf::Started => rc.unfinished += 1,
+                Reconf::Done | Reconf::Kept => {}
+            }
+        }
+    }
+
     /// Writes client `local`'s due message. None if it cannot be sent (counted).
     fn write_for(&mut self, local: u32, buf: &mut [u8]) -> Option<usize> {
         let threads = self.cfg().threads;
@@ -972,12 +1119,14 @@ impl Core {
             client_id: cfg.client_id,
             broadcast: cfg.broadcast,
             relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+            nonce: cfg.scenario == Scenario::ForceRenew,
         };
         let peer = Peer {
             server: self.server,
             iface_mac: self.sh.peer.iface_mac,
         };
-        let first = c.next != Next::Select && c.tries == 0;
+        // A reconfiguration is one exchange from the FORCERENEW on (counted there).
+        let first = c.next != Next::Select && c.tries == 0 && c.phase != Phase::Reconfigure;
         let written = request::addressing(&spec, &peer)
             .and_then(|a| request::write_frame(buf, &spec, &a).ok());
         let st = &mut self.stats[c.phase as usize];

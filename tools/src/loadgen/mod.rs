@@ -10,6 +10,7 @@
 pub mod acklog;
 pub mod addrbook;
 pub mod engine;
+pub mod forcerenew;
 pub mod hist;
 pub mod port;
 pub mod reply;
@@ -69,6 +70,9 @@ pub struct Config {
     pub progress: bool,
     /// Append one line per ACK received to this file (see [`acklog`]).
     pub acked_log: Option<PathBuf>,
+    /// Written (one line: clients bound) when every thread finished its warm-up: the
+    /// signal for a test or an operator to trigger the server (`--scenario forcerenew`).
+    pub ready_file: Option<PathBuf>,
 }
 
 /// SIGINT/SIGTERM flag (set by the handler, polled by the progress loop).
@@ -209,8 +213,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     if e.duration_ns.is_none() && e.count.is_none() {
         bail!("give --duration or --count");
     }
+    if e.scenario == Scenario::ForceRenew {
+        if e.v6.is_some() || e.self_test {
+            bail!("--scenario forcerenew is DHCPv4 only, and no --self-test");
+        }
+        if e.duration_ns.is_none() {
+            bail!("--scenario forcerenew needs --duration: how long the clients listen at most (--count N ends it once N clients are reconfigured)");
+        }
+    }
     if let Some(v) = &e.v6 {
-        if matches!(e.scenario, Scenario::Release | Scenario::InitReboot) {
+        if matches!(
+            e.scenario,
+            Scenario::Release | Scenario::InitReboot | Scenario::ForceRenew
+        ) {
             bail!(
                 "--scenario {} is DHCPv4 only (DHCPv6: sarr, sarr-renew, renew)",
                 e.scenario.name()
@@ -275,6 +290,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         warmed: AtomicU32::new(0),
         live: (0..threads).map(|_| Live::default()).collect(),
         peer: Peer { server, iface_mac },
+        keys: forcerenew::KeyBook::new(if e.scenario == Scenario::ForceRenew {
+            e.clients as usize
+        } else {
+            0
+        }),
+        reconf_done: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut inboxes = Vec::new();
@@ -347,10 +368,24 @@ fn progress_loop<T>(cfg: &Config, sh: &Shared, handles: &[std::thread::ScopedJoi
     let mut last = Instant::now();
     let mut prev = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut tick = 0u32;
+    let mut ready_written = false;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if INTERRUPTED.load(Relaxed) {
             sh.stop.store(true, Relaxed);
+        }
+        if let Some(path) = cfg.ready_file.as_ref().filter(|_| !ready_written) {
+            if sh.warmed.load(Relaxed) >= sh.cfg.threads && !sh.stop.load(Relaxed) {
+                ready_written = true;
+                let line = format!("warmed {} clients bound\n", sh.book.bound_count());
+                if let Err(e) = std::fs::write(path, line) {
+                    eprintln!(
+                        "xdhcp-loadgen: cannot write the ready file {}: {e}",
+                        path.display()
+                    );
+                    sh.stop.store(true, Relaxed);
+                }
+            }
         }
         if handles.iter().all(|h| h.is_finished()) {
             return;

@@ -7,8 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
+use super::scenario::Scenario;
 use super::scenario::{Phase, PhaseCounts, PhaseStats};
-use super::shared::{Shared, ThreadReport};
+use super::shared::{ReconfCounts, Shared, ThreadReport};
 use super::Config;
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,6 +93,26 @@ pub struct DuplicateExample6 {
     pub other_client: u32,
 }
 
+/// Clients whose address at the end lies in one `--pool` range.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolCount {
+    pub pool: String,
+    pub clients: u64,
+}
+
+/// `--scenario forcerenew`: what the FORCERENEWs did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReconfReport {
+    #[serde(flatten)]
+    pub counts: ReconfCounts,
+    /// From the first FORCERENEW taken to the last reconfiguration finished.
+    pub renumber_s: f64,
+    /// Reconfigurations finished (completed + renewals ACKed) per second over `renumber_s`.
+    pub clients_per_s: f64,
+    /// Bound clients minus distinct addresses: addresses held by two clients at the end.
+    pub addresses_held_twice: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub tool: &'static str,
@@ -124,6 +145,14 @@ pub struct Report {
     pub distinct_prefixes: Option<usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub duplicate_examples6: Vec<DuplicateExample6>,
+    /// `--pool`: clients ending in each range, and bound clients in none of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_other: Option<u64>,
+    /// `--scenario forcerenew`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconfigure: Option<ReconfReport>,
     pub threads: Vec<ThreadSummary>,
     pub loadgen: LoadgenSelf,
     pub wall_s: f64,
@@ -192,7 +221,9 @@ impl Report {
         let mut summaries = Vec::new();
         let mut wall_ns = 0u64;
         let (mut tx_all, mut rx_all) = (0u64, 0u64);
+        let mut reconf = ReconfCounts::default();
         for t in &threads {
+            reconf.merge(&t.totals.reconf);
             for (m, p) in merged.iter_mut().zip(&t.phases) {
                 m.merge(p);
             }
@@ -296,6 +327,20 @@ impl Report {
         if notes.is_empty() {
             notes.push("no sign that the loadgen limited this run".into());
         }
+        let clients_bound = sh.book.bound_count();
+        let distinct_addresses = sh.book.distinct_bound_addresses();
+        let (pools, pool_other) = pool_counts(&e.pools, sh, e.clients);
+        let reconfigure = (e.scenario == Scenario::ForceRenew).then(|| {
+            let secs = reconf.last_ns.saturating_sub(reconf.first_ns) as f64 / 1e9;
+            let finished = reconf.completed + reconf.renew_acks;
+            ReconfReport {
+                renumber_s: secs,
+                clients_per_s: rate(finished, secs),
+                addresses_held_twice: (clients_bound - distinct_addresses.min(clients_bound))
+                    as u64,
+                counts: reconf,
+            }
+        });
         Report {
             tool: "xdhcp-loadgen",
             io,
@@ -319,14 +364,17 @@ impl Report {
                 .and_then(|v| v.relay)
                 .map(|r| (r.relay_addr, r.link_addr)),
             phases,
-            clients_bound: sh.book.bound_count(),
-            distinct_addresses: sh.book.distinct_bound_addresses(),
+            clients_bound,
+            distinct_addresses,
             duplicate_examples: dups,
             distinct_prefixes: e
                 .v6
                 .filter(|v| v.ia_pd)
                 .map(|_| sh.book_pd.distinct_bound_addresses()),
             duplicate_examples6: dups6,
+            pools,
+            pool_other,
+            reconfigure,
             threads: summaries,
             loadgen: LoadgenSelf {
                 tx_pps: rate(tx_all, wall_s),
@@ -467,7 +515,66 @@ impl Report {
         if let Some(n) = self.distinct_prefixes {
             let _ = writeln!(o, "delegated prefixes: {n} distinct prefixes held");
         }
+        for p in &self.pools {
+            let _ = writeln!(o, "pool {}: {} clients", p.pool, p.clients);
+        }
+        if let Some(n) = self.pool_other {
+            let _ = writeln!(o, "in no --pool: {n} bound clients");
+        }
+        if let Some(r) = &self.reconfigure {
+            let c = &r.counts;
+            let _ = writeln!(
+                o,
+                "forcerenew: {} received, {} verified (refused: {} bad digest, {} no key, {} unauthenticated, {} other auth, {} replayed; {} ignored)",
+                c.forcerenews, c.verified, c.bad_digest, c.no_key, c.unauthenticated, c.unsupported, c.replayed, c.ignored
+            );
+            let _ = writeln!(
+                o,
+                "reconfigure: {} started, renew NAKed {} / ACKed {}, {} completed ({} moved) in {:.2} s ({:.0} clients/s); lost {}, unfinished {}, not reached {}, addresses held twice {}",
+                c.started, c.renew_naks, c.renew_acks, c.completed, c.moved, r.renumber_s, r.clients_per_s, c.lost, c.unfinished, c.not_reached, r.addresses_held_twice
+            );
+        }
     }
+}
+
+/// Bound clients per `--pool` range, and those in none.
+fn pool_counts(
+    pools: &[(Ipv4Addr, u8)],
+    sh: &Shared,
+    clients: u32,
+) -> (Vec<PoolCount>, Option<u64>) {
+    if pools.is_empty() {
+        return (Vec::new(), None);
+    }
+    let mask = |len: u8| {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    };
+    let mut counts = vec![0u64; pools.len()];
+    let mut other = 0u64;
+    for c in 0..clients {
+        let Some(a) = sh.book.bound(c) else { continue };
+        let a = u32::from(a);
+        match pools
+            .iter()
+            .position(|(net, len)| a & mask(*len) == u32::from(*net) & mask(*len))
+        {
+            Some(i) => counts[i] += 1,
+            None => other += 1,
+        }
+    }
+    let list = pools
+        .iter()
+        .zip(counts)
+        .map(|((net, len), clients)| PoolCount {
+            pool: format!("{net}/{len}"),
+            clients,
+        })
+        .collect();
+    (list, Some(other))
 }
 
 #[cfg(test)]

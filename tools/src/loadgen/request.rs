@@ -81,6 +81,8 @@ pub struct RequestSpec {
     /// Set the BROADCAST flag (asks the server to broadcast its reply).
     pub broadcast: bool,
     pub relay: Option<Relay>,
+    /// Add option 145 (RFC 6704: FORCERENEW nonce capable, HMAC-MD5) to DISCOVER / REQUEST.
+    pub nonce: bool,
 }
 
 /// The buffer cannot hold the request.
@@ -135,7 +137,7 @@ pub fn write_dhcp(buf: &mut [u8], spec: &RequestSpec) -> Result<usize, NoRoom> {
     b[28..34].copy_from_slice(&spec.mac);
     b[236..240].copy_from_slice(&MAGIC_COOKIE);
 
-    // Options: at most 3 + 9 + 6 + 6 + 8 + 20 + 1 = 53 bytes, far below 60.
+    // Options: at most 3 + 9 + 6 + 6 + 8 + 3 + 20 + 1 = 56 bytes, below 60.
     let mut w = OptWriter { b, at: 240 };
     w.put(opt::MESSAGE_TYPE, &[spec.msg.message_type() as u8]);
     if spec.client_id {
@@ -156,6 +158,9 @@ pub fn write_dhcp(buf: &mut [u8], spec: &RequestSpec) -> Result<usize, NoRoom> {
     }
     if !matches!(spec.msg, Msg::Release { .. }) {
         w.put(opt::PARAMETER_LIST, &PARAMS);
+        if spec.nonce {
+            w.put(opt::FORCERENEW_NONCE, &super::forcerenew::NONCE_CAPABLE);
+        }
     }
     if let Some(r) = &spec.relay {
         // Option 82 is the last option before END (RFC 3046 2.1).

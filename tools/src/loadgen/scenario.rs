@@ -18,6 +18,11 @@ pub enum Scenario {
     Release,
     /// Warm-up DORA, then INIT-REBOOT REQUESTs (requested IP, no server id).
     InitReboot,
+    /// Warm-up DORA asking for an RFC 6704 reconfigure key (option 145), then the clients
+    /// only listen: a verified FORCERENEW makes a client renew (REQUEST), and on NAK start
+    /// over with DISCOVER (one exchange of the `reconfigure` phase, timed from the
+    /// FORCERENEW to the new ACK).
+    ForceRenew,
 }
 
 impl Scenario {
@@ -28,6 +33,7 @@ impl Scenario {
             Scenario::Renew => "renew",
             Scenario::Release => "release",
             Scenario::InitReboot => "init-reboot",
+            Scenario::ForceRenew => "forcerenew",
         }
     }
 
@@ -41,7 +47,10 @@ impl Scenario {
     }
 
     pub(super) fn needs_warmup(self) -> bool {
-        matches!(self, Scenario::Renew | Scenario::InitReboot)
+        matches!(
+            self,
+            Scenario::Renew | Scenario::InitReboot | Scenario::ForceRenew
+        )
     }
 }
 
@@ -54,9 +63,11 @@ pub enum Phase {
     Renew = 2,
     InitReboot = 3,
     Release = 4,
+    /// FORCERENEW received .. new ACK (renew, NAK, DISCOVER, OFFER, REQUEST, ACK).
+    Reconfigure = 5,
 }
 
-pub const PHASES: usize = 5;
+pub const PHASES: usize = 6;
 
 impl Phase {
     pub const ALL: [Phase; PHASES] = [
@@ -65,6 +76,7 @@ impl Phase {
         Phase::Renew,
         Phase::InitReboot,
         Phase::Release,
+        Phase::Reconfigure,
     ];
 
     /// The phase's name in DHCPv6 runs (a SARR is counted as one exchange, like a DORA).
@@ -83,6 +95,7 @@ impl Phase {
             Phase::Renew => "renew",
             Phase::InitReboot => "init-reboot",
             Phase::Release => "release",
+            Phase::Reconfigure => "reconfigure",
         }
     }
 }

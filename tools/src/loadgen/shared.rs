@@ -33,6 +33,9 @@ pub struct EngineConfig {
     /// DHCPv6 instead of DHCPv4: SARR (Solicit, Advertise, Request, Reply) for the
     /// DORA phases, Renew / Reply for the renew phase.
     pub v6: Option<super::v6::V6Config>,
+    /// Address ranges (network, prefix length) the report counts the clients' final
+    /// addresses in (`--pool`).
+    pub pools: Vec<(Ipv4Addr, u8)>,
 }
 
 impl EngineConfig {
@@ -77,6 +80,11 @@ pub struct Shared {
     pub warmed: AtomicU32,
     pub live: Vec<Live>,
     pub peer: Peer,
+    /// `--scenario forcerenew`: every client's RFC 6704 key (empty otherwise).
+    pub keys: super::forcerenew::KeyBook,
+    /// `--scenario forcerenew`: clients whose reconfiguration ended (new ACK, or the
+    /// renewal ACKed), all threads together (`--count` ends the run on it).
+    pub reconf_done: AtomicU64,
 }
 
 impl Shared {
@@ -103,6 +111,76 @@ pub struct ThreadTotals {
     pub port: String,
     pub duplicate_examples: Vec<(Ipv4Addr, u32, u32)>,
     pub duplicate_examples6: Vec<(std::net::Ipv6Addr, u32, u32)>,
+    pub reconf: ReconfCounts,
+}
+
+/// `--scenario forcerenew`: what the clients did with the FORCERENEWs they received
+/// (one thread's, or merged).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReconfCounts {
+    /// ACKs that carried an RFC 6704 reconfigure key (option 90, type 1).
+    pub keys_received: u64,
+    /// FORCERENEW messages received for our clients.
+    pub forcerenews: u64,
+    /// ... whose HMAC-MD5 matched the client's key.
+    pub verified: u64,
+    /// ... refused: digest mismatch, the client has no key, no option 90 at all, option
+    /// 90 of another kind (token, other algorithm), replay value not above the last one.
+    pub bad_digest: u64,
+    pub no_key: u64,
+    pub unauthenticated: u64,
+    pub unsupported: u64,
+    pub replayed: u64,
+    /// Verified, but the client was not bound and idle (already reconfiguring: the
+    /// server's retry of a FORCERENEW already acted on) or not listening yet / any more.
+    pub ignored: u64,
+    /// Reconfigurations started (a client left BOUND to renew).
+    pub started: u64,
+    /// The renewal answered with NAK (the binding deleted, as RFC 3203 expects).
+    pub renew_naks: u64,
+    /// The renewal answered with ACK (the server kept the binding: not renumbered).
+    pub renew_acks: u64,
+    /// New ACK after NAK and DISCOVER.
+    pub completed: u64,
+    /// ... with another address than before.
+    pub moved: u64,
+    /// At the end: clients that took a FORCERENEW and hold no address.
+    pub lost: u64,
+    /// At the end: clients that took a FORCERENEW, did not finish, still hold the old address.
+    pub unfinished: u64,
+    /// At the end: bound clients that never took a FORCERENEW.
+    pub not_reached: u64,
+    /// First FORCERENEW taken / last reconfiguration finished, ns since the run started.
+    #[serde(skip)]
+    pub first_ns: u64,
+    #[serde(skip)]
+    pub last_ns: u64,
+}
+
+impl ReconfCounts {
+    pub fn merge(&mut self, o: &ReconfCounts) {
+        self.keys_received += o.keys_received;
+        self.forcerenews += o.forcerenews;
+        self.verified += o.verified;
+        self.bad_digest += o.bad_digest;
+        self.no_key += o.no_key;
+        self.unauthenticated += o.unauthenticated;
+        self.unsupported += o.unsupported;
+        self.replayed += o.replayed;
+        self.ignored += o.ignored;
+        self.started += o.started;
+        self.renew_naks += o.renew_naks;
+        self.renew_acks += o.renew_acks;
+        self.completed += o.completed;
+        self.moved += o.moved;
+        self.lost += o.lost;
+        self.unfinished += o.unfinished;
+        self.not_reached += o.not_reached;
+        if o.first_ns != 0 && (self.first_ns == 0 || o.first_ns < self.first_ns) {
+            self.first_ns = o.first_ns;
+        }
+        self.last_ns = self.last_ns.max(o.last_ns);
+    }
 }
 
 /// Result of one thread.

@@ -493,5 +493,7 @@ pub fn parse_reply(frame: &[u8]) -> Result<Reply, NotAReply> {
         src_mac: rx.src_mac,
         chaddr: mac,
         v6: Some(r6),
+        key: None,
+        fr: None,
     })
 }

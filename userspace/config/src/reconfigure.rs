@@ -30,6 +30,7 @@ pub(crate) const RECONFIGURE_KEYS: &[&str] = &[
     "clear-on-abort",
     "deferred-nak",
     "allow-unauthenticated",
+    "on-registration-change",
     "token",
     "nonce",
     "secret",
@@ -58,6 +59,9 @@ pub struct ReconfigureConfig {
     pub nonce: bool,
     /// Secret the per-client keys derive from; None = the daemon's generated one.
     pub secret: Option<Vec<u8>>,
+    /// Reconfigure a client's bindings when its registration's group or fixed address
+    /// changes, or the registration is removed.
+    pub on_registration_change: bool,
 }
 
 impl Default for ReconfigureConfig {
@@ -73,6 +77,7 @@ impl Default for ReconfigureConfig {
             token: Vec::new(),
             nonce: true,
             secret: None,
+            on_registration_change: false,
         }
     }
 }
@@ -97,6 +102,7 @@ pub(crate) fn read_reconfigure(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Reco
         ("deferred-nak", &mut c.deferred_nak),
         ("allow-unauthenticated", &mut c.allow_unauthenticated),
         ("nonce", &mut c.nonce),
+        ("on-registration-change", &mut c.on_registration_change),
     ] {
         if let Some(f) = t.get(key) {
             if let Some(b) = boolean(errs, &f) {

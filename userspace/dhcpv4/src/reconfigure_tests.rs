@@ -849,3 +849,78 @@ fn forcerenew_subnet_overrides_the_global_schedule() {
         |(t, a)| *t == ms(T0) + 900 && matches!(a, Action::Aborted(_, AbortOutcome::Restored))
     ));
 }
+
+/// `POST /v1/reconfigure {"class": ..}`: a bound client's class membership is judged from
+/// what its binding keeps (hardware address, client id, stored option 82, the relay of its
+/// last ACK, its registration group); a class on vendor-class / user-class cannot select.
+#[test]
+fn reconfigure_class_selector_judges_the_binding() {
+    let text = r#"
+[server]
+interface = "lo"
+lease-file = "/unused"
+[lease]
+default-time = 3600
+min-time = 60
+max-time = 7200
+[reconfigure]
+[[class]]
+name = "oui"
+hw-prefix = "02:aa:bb"
+[[class]]
+name = "port7"
+circuit-id = "port-7"
+[[class]]
+name = "relayed"
+giaddr = "10.9.0.0/16"
+[[class]]
+name = "gold"
+[[class]]
+name = "phones"
+vendor-class = "SIP-phone"
+[[subnet]]
+cidr = "10.0.0.0/24"
+router = ["10.0.0.1"]
+[[subnet.pool]]
+range = "10.0.0.10-10.0.0.20"
+"#;
+    let cfg = xdhcpd_config::parse(text, "t.toml").expect("test config");
+    let class = |n: &str| {
+        cfg.classes
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap_or_else(|| panic!("class {n}"))
+    };
+    let mut l = lease_store::Lease::free(Ipv4Addr::new(10, 0, 0, 10));
+    l.state = LeaseState::Active;
+    l.htype = 1;
+    l.hlen = 6;
+    l.chaddr[..6].copy_from_slice(&[2, 0xaa, 0xbb, 0, 0, 1]);
+    l.client = lease_store::ClientKey::from_hw(1, &[2, 0xaa, 0xbb, 0, 0, 1]);
+    assert!(binding_in_class(class("oui"), &l, NONE, None));
+    assert!(!binding_in_class(class("port7"), &l, NONE, None));
+    assert!(!binding_in_class(class("relayed"), &l, NONE, None));
+    assert!(!binding_in_class(class("gold"), &l, NONE, None));
+    // Option 82 kept with the binding: circuit-id sub-option 1.
+    assert!(l.set_relay_agent_info(&[1, 6, b'p', b'o', b'r', b't', b'-', b'7']));
+    assert!(binding_in_class(class("port7"), &l, NONE, None));
+    // The relay of the last ACK.
+    assert!(binding_in_class(
+        class("relayed"),
+        &l,
+        Ipv4Addr::new(10, 9, 1, 1),
+        None
+    ));
+    // The registration's group (a class without conditions has only registered members).
+    let gold = class("gold").id;
+    assert!(binding_in_class(class("gold"), &l, NONE, Some(Some(gold))));
+    assert!(!binding_in_class(class("gold"), &l, NONE, Some(None)));
+    l.chaddr[1] = 0xab;
+    assert!(!binding_in_class(class("oui"), &l, NONE, None));
+    assert_eq!(class_unselectable(class("oui")), None);
+    let why = class_unselectable(class("phones")).expect("vendor-class is not kept");
+    assert!(
+        why.contains("phones") && why.contains("vendor-class"),
+        "{why}"
+    );
+}

@@ -80,7 +80,7 @@ pub enum CtlCmd {
     },
     /// Server-initiated reconfiguration (FORCERENEW, DHCPv6 Reconfigure): queue bound
     /// clients by one selector, or (`--status`) show progress and counters.
-    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "duid", "pool", "subnet", "link", "all", "status"])))]
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["ip", "mac", "client_id", "duid", "pool", "subnet", "link", "class", "all", "status"])))]
     Reconfigure {
         /// An IPv4 address, or an IPv6 address (the DHCPv6 client holding it, or a
         /// delegated prefix containing it).
@@ -103,6 +103,10 @@ pub enum CtlCmd {
         /// DHCPv6 link: every client of the `[[subnet6]]` at this position (0-based).
         #[arg(long)]
         link: Option<u16>,
+        /// DHCPv4: every binding whose client is a member of this `[[class]]` (judged from
+        /// the binding: MAC, client id, stored option 82, relay, registration group).
+        #[arg(long)]
+        class: Option<String>,
         /// Every bound client.
         #[arg(long)]
         all: bool,
@@ -206,6 +210,7 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             pool,
             subnet,
             link,
+            class,
             all,
             ..
         } => {
@@ -217,9 +222,10 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
                 (_, _, _, _, Some(p), ..) => serde_json::json!({ "pool": p }),
                 (_, _, _, _, _, Some(n), _) => serde_json::json!({ "subnet": n }),
                 (.., Some(l)) => serde_json::json!({ "link": l }),
+                _ if class.is_some() => serde_json::json!({ "class": class }),
                 _ if *all => serde_json::json!({ "all": true }),
                 _ => anyhow::bail!(
-                    "give --ip, --mac, --client-id, --duid, --pool, --subnet, --link or --all"
+                    "give --ip, --mac, --client-id, --duid, --pool, --subnet, --link, --class or --all"
                 ),
             };
             let body = serde_json::to_vec(&b)?;

@@ -250,6 +250,13 @@ mod tests {
         );
         let link = p(r#"{"link":1}"#).unwrap();
         assert!(link.matches6(&na) && !link.matches6(&pd));
+        // A class names DHCPv4 bindings only (membership is judged by the daemon).
+        let class = p(r#"{"class":"moved"}"#).unwrap();
+        assert_eq!(class, ReconfTarget::Class("moved".into()));
+        assert!(class.is_v4() && !class.is_v6() && !class.matches6(&na));
+        for bad in [r#"{"class":""}"#, r#"{"class":7}"#] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
         // A v6 selector never names a DHCPv4 binding, nor a v4 one a v6 client.
         assert!(!v4.matches6(&na));
         for bad in [
@@ -363,6 +370,9 @@ pub enum ReconfTarget {
     Prefix6(Ipv6Addr, u8),
     /// DHCPv6: every client of one link (`[[subnet6]]` by its position, 0-based).
     Link6(u16),
+    /// DHCPv4: every binding whose client is a member of this class (judged from what the
+    /// binding keeps: `ReconfHandle::class_slots`).
+    Class(String),
 }
 
 /// Whether `a`/`alen` (an address, 128, or a delegated prefix) lies inside `p`/`plen`.
@@ -394,6 +404,8 @@ impl ReconfTarget {
                 u32::from(l.addr) & mask == u32::from(*net) & mask
             }
             ReconfTarget::All => true,
+            // Needs the configuration and the registrations: `ReconfHandle::class_slots`.
+            ReconfTarget::Class(_) => false,
             ReconfTarget::Ip6(_)
             | ReconfTarget::Duid(_)
             | ReconfTarget::Prefix6(..)
@@ -433,13 +445,13 @@ impl ReconfTarget {
 
 /// The body of `POST /v1/reconfigure`: exactly one of `{"ip"}` (IPv4 or IPv6), `{"mac"}`,
 /// `{"client-id"}`, `{"duid"}`, `{"pool"}`, `{"subnet"}` (IPv4 or IPv6 prefix), `{"link"}`
-/// (a `[[subnet6]]` by position), `{"all": true}`.
+/// (a `[[subnet6]]` by position), `{"class"}` (a `[[class]]` name), `{"all": true}`.
 pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
     let v = json_object(body)?;
     if v.len() != 1 {
         return Err(
             "name exactly one of \"ip\", \"mac\", \"client-id\", \"duid\", \"pool\", \
-             \"subnet\", \"link\", \"all\""
+             \"subnet\", \"link\", \"class\", \"all\""
                 .into(),
         );
     }
@@ -505,6 +517,16 @@ pub fn parse_reconfigure(body: &[u8]) -> Result<ReconfTarget, String> {
                 .filter(|n| *n <= 32)
                 .ok_or_else(|| format!("field \"subnet\": prefix length {l:?} is not 0-32"))?;
             Ok(ReconfTarget::Subnet(addr, len))
+        }
+        "class" => {
+            let c = text("class")?;
+            if c.is_empty() || c.len() > 64 {
+                return Err(format!(
+                    "field \"class\": a class name of 1 to 64 characters, not {} octets",
+                    c.len()
+                ));
+            }
+            Ok(ReconfTarget::Class(c.to_string()))
         }
         "all" => match val {
             Value::Bool(true) => Ok(ReconfTarget::All),

@@ -779,6 +779,9 @@ async fn reconfigure_trigger(State(s): St, body: Bytes) -> ApiResult {
         let bound = |l: &Lease| l.state == lease_store::LeaseState::Active && l.expiry > now;
         let slots: Vec<lease_store::Slot> = match &target {
             t if !t.is_v4() => Vec::new(),
+            request::ReconfTarget::Class(name) => {
+                h.class_slots(name, table, now).map_err(ApiError::bad)?
+            }
             request::ReconfTarget::Ip(ip) => table
                 .slot_of(*ip)
                 .filter(|&slot| bound(&table.read(slot)))

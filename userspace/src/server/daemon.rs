@@ -543,6 +543,17 @@ impl Daemon {
             )?),
             None => None,
         };
+        // `on-registration-change` is read live; the watcher is there whenever both are.
+        if let (Some(d), Some(r)) = (&reconf, &registrations) {
+            let index = match r.lock() {
+                Ok(s) => s.index().clone(),
+                Err(p) => p.into_inner().index().clone(),
+            };
+            index.set_watch(super::reconfigure::RegistrationTrigger::new(
+                d.handle(),
+                table.clone(),
+            ));
+        }
         let reloader = Reloader::new(
             cfg.source.clone(),
             Overrides {

@@ -113,6 +113,9 @@ pub struct ReconfHandle {
     cell: Arc<EngineCell>,
     /// DHCPv6 Reconfigure, when the daemon serves DHCPv6.
     pub v6: Option<V6Handle>,
+    /// `on-registration-change`: MACs of changed registrations whose binding was not found
+    /// by key (its client sends a client id); the driver finds them with one scan a tick.
+    pending_macs: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 6]>>>,
 }
 
 impl ReconfHandle {
@@ -124,6 +127,169 @@ impl ReconfHandle {
     /// Whether `[reconfigure]` is on in the configuration in force.
     pub fn enabled(&self) -> bool {
         self.cell.load().reconf.is_some()
+    }
+
+    /// The bound DHCPv4 bindings whose client is a member of class `name` in the
+    /// configuration in force (`POST /v1/reconfigure {"class": name}`), judged from what
+    /// the binding keeps (`binding_in_class`): its hardware address, client id, stored
+    /// option 82, the relay of its last ACK since the start, and its registration (a live
+    /// one first, else a configured `[[host]]` / reservation: KNOWN, and the class its
+    /// group names). Err: no such class, or one that tests what a binding does not keep.
+    pub fn class_slots(
+        &self,
+        name: &str,
+        table: &LeaseTable,
+        now: u32,
+    ) -> Result<Vec<Slot>, String> {
+        use lease_store::ClientKey;
+        use xdhcpd_dhcpv4::engine::reconfigure::{binding_in_class, class_unselectable};
+        let shared = self.cell.load();
+        let cfg = &shared.config;
+        let class =
+            cfg.classes.iter().find(|c| c.name == name).ok_or_else(|| {
+                format!("field \"class\": no class {name:?} in the configuration")
+            })?;
+        if let Some(why) = class_unselectable(class) {
+            return Err(why);
+        }
+        let class_of = |group: &str| cfg.classes.iter().find(|c| c.name == group).map(|c| c.id);
+        let hosts = xdhcpd_dhcpv4::engine::classes::Registrations::from_config(cfg);
+        let book = shared.reconf_base.as_ref().map(|(_, b)| b.clone());
+        let mut out = Vec::new();
+        for (slot, l) in table.iter() {
+            if l.state != lease_store::LeaseState::Active || l.expiry <= now {
+                continue;
+            }
+            let hw = (l.htype == 1 && l.hlen == 6).then(|| l.hw());
+            let mut live: Option<Option<xdhcpd_config::ClassId>> = None;
+            if let Some(view) = &shared.registrations {
+                let mut visit = |r: &xdhcpd_dhcpv4::engine::Registered<'_>| {
+                    live = Some(class_of(r.group));
+                };
+                if !view.find(&l.client, &mut visit) {
+                    if let Some(hw) = hw {
+                        let hk = ClientKey::from_hw(1, hw);
+                        if hk != l.client {
+                            view.find(&hk, &mut visit);
+                        }
+                    }
+                }
+            }
+            let host = hosts.lookup(&l.client, hw).map(|r| r.group);
+            // The engine's one notion of KNOWN: a live registration or a configured host;
+            // the group from the registration first.
+            let reg = match (live, host) {
+                (None, None) => None,
+                (lv, hv) => Some(lv.flatten().or(hv.flatten())),
+            };
+            let giaddr = book
+                .as_ref()
+                .map_or(Ipv4Addr::UNSPECIFIED, |b| b.get(slot).1);
+            if binding_in_class(class, &l, giaddr, reg) {
+                out.push(slot);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `[reconfigure] on-registration-change`: told of every registration change (the
+/// registrations index's watcher); when a registration's group or fixed address changes,
+/// or it is removed, the client's bound DHCPv4 binding is reconfigured (found by the
+/// registration's client id and MAC keys; a MAC registration whose client sends a client
+/// id is found by the driver's next scan), and so is a binding holding an address that
+/// became another client's fixed address. New registrations trigger nothing (a first
+/// sync of a registration database would push every client). Runs on the writer's thread:
+/// key lookups and a channel send, nothing more.
+pub struct RegistrationTrigger {
+    handle: ReconfHandle,
+    table: Arc<LeaseTable>,
+}
+
+impl RegistrationTrigger {
+    pub fn new(handle: ReconfHandle, table: Arc<LeaseTable>) -> Arc<Self> {
+        Arc::new(RegistrationTrigger { handle, table })
+    }
+
+    fn on(&self) -> bool {
+        self.handle
+            .cell
+            .load()
+            .config
+            .reconfigure
+            .as_ref()
+            .is_some_and(|r| r.on_registration_change)
+    }
+
+    fn fire(&self, regs: &[&xdhcpd_registrations::Registration], fixed: Option<Ipv4Addr>) {
+        let now = (unix_ms() / 1000) as u32;
+        let bound = |l: &Lease| l.state == lease_store::LeaseState::Active && l.expiry > now;
+        let mut slots = Vec::new();
+        let mut macs = Vec::new();
+        for r in regs {
+            let mut found = false;
+            for k in r.keys() {
+                if let Some((slot, l)) = self.table.find_client(&k) {
+                    if bound(&l) && !slots.contains(&slot) {
+                        slots.push(slot);
+                        found = true;
+                    }
+                }
+            }
+            if let (false, Some(m)) = (found, r.mac) {
+                macs.push(m);
+            }
+        }
+        if let Some(a) = fixed {
+            if let Some(slot) = self.table.slot_of(a) {
+                let l = self.table.read(slot);
+                let theirs = regs.iter().any(|r| r.keys().any(|k| k == l.client));
+                if bound(&l) && !theirs && !slots.contains(&slot) {
+                    slots.push(slot);
+                }
+            }
+        }
+        if !macs.is_empty() {
+            self.handle
+                .pending_macs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(macs);
+        }
+        if !slots.is_empty() {
+            tracing::info!(
+                "reconfigure: {} binding(s) after a registration change",
+                slots.len()
+            );
+            let _ = self.handle.trigger(slots);
+        }
+    }
+}
+
+impl xdhcpd_registrations::IndexWatch for RegistrationTrigger {
+    fn put(
+        &self,
+        new: &xdhcpd_registrations::Registration,
+        replaced: &[xdhcpd_registrations::Registration],
+    ) {
+        let changed = replaced
+            .iter()
+            .any(|o| o.group != new.group || o.fixed_address != new.fixed_address);
+        if !changed || !self.on() {
+            return;
+        }
+        let mut regs = vec![new];
+        regs.extend(replaced.iter());
+        let fixed = new
+            .fixed_address
+            .filter(|a| replaced.iter().all(|o| o.fixed_address != Some(*a)));
+        self.fire(&regs, fixed);
+    }
+
+    fn removed(&self, old: &xdhcpd_registrations::Registration) {
+        if self.on() {
+            self.fire(&[old], None);
+        }
     }
 }
 
@@ -171,19 +337,30 @@ impl ReconfDriver {
             }
             None => (None, None),
         };
+        let pending_macs = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let handle = ReconfHandle {
             tx,
             stats: stats.clone(),
             progress: progress.clone(),
             cell: cell.clone(),
             v6: v6_handle,
+            pending_macs: pending_macs.clone(),
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xdhcpd-reconf".into())
             .spawn(move || {
                 run(
-                    cell, table, server_id, sock, rx, stats, progress, st, v6_run,
+                    cell,
+                    table,
+                    server_id,
+                    sock,
+                    rx,
+                    stats,
+                    progress,
+                    st,
+                    v6_run,
+                    pending_macs,
                 )
             })
             .context("spawning the reconfigure thread")?;
@@ -350,6 +527,7 @@ fn run(
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
     v6: Option<V6Run>,
+    pending_macs: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 6]>>>,
 ) {
     let policy = cell
         .load()
@@ -395,6 +573,21 @@ fn run(
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        // Registrations changed by MAC whose bindings are keyed by client id: one scan.
+        let macs = std::mem::take(&mut *pending_macs.lock().unwrap_or_else(|p| p.into_inner()));
+        if !macs.is_empty() {
+            let now = (unix_ms() / 1000) as u32;
+            for (slot, l) in table.iter() {
+                let bound = l.state == lease_store::LeaseState::Active && l.expiry > now;
+                if bound && l.htype == 1 && l.hlen == 6 {
+                    if let Ok(mac) = <[u8; 6]>::try_from(l.hw()) {
+                        if macs.contains(&mac) {
+                            campaign.trigger(slot);
+                        }
+                    }
+                }
+            }
         }
         let shared = cell.load();
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &shared)) {
@@ -492,4 +685,145 @@ fn send(
     sock.send_to(&buf[..n], to)
         .with_context(|| format!("sendto {to}"))?;
     Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lease_store::{ClientKey, LeaseState, OpenOptions, PoolSpec};
+    use xdhcpd_registrations::{Index, Registration};
+
+    /// A daemon's reconfigure driver over a table with two bound clients, the registration
+    /// trigger watching an index. No packet leaves: the clients hold no reconfigure key and
+    /// no token is set, so each trigger ends as `refused_no_auth` (what the test counts).
+    struct Bed {
+        _dir: tempfile::TempDir,
+        driver: ReconfDriver,
+        index: Arc<Index>,
+    }
+
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn bed(on: bool) -> Bed {
+        let text = format!(
+            "[server]\ninterface = \"lo\"\nlease-file = \"/unused\"\n\
+             [lease]\ndefault-time = 3600\nmin-time = 60\nmax-time = 7200\n\
+             [reconfigure]\nrate = 0\nretries = 1\non-registration-change = {on}\n\
+             [[class]]\nname = \"gold\"\n[[class]]\nname = \"silver\"\n\
+             [[subnet]]\ncidr = \"127.0.0.0/8\"\n[[subnet.pool]]\nrange = \"127.0.0.10-127.0.0.20\"\n"
+        );
+        let cfg = Arc::new(xdhcpd_config::parse(&text, "t.toml").expect("test config"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let now = (unix_ms() / 1000) as u32;
+        let (table, _) = LeaseTable::open(
+            &dir.path().join("leases.db"),
+            &pools,
+            &OpenOptions {
+                now,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("lease table");
+        let table = Arc::new(table);
+        // A by MAC (no client id); B sends a client id, so its binding is keyed by it.
+        for (i, key, mac) in [
+            (10u8, ClientKey::from_hw(1, &MAC_A), MAC_A),
+            (11, ClientKey::from_client_id(&[0xff, 9, 9, 9]), MAC_B),
+        ] {
+            let slot = table
+                .slot_of(Ipv4Addr::new(127, 0, 0, i))
+                .expect("slot in pool");
+            table.update(slot, |l| {
+                l.state = LeaseState::Active;
+                l.client = key;
+                l.htype = 1;
+                l.hlen = 6;
+                l.chaddr[..6].copy_from_slice(&mac);
+                l.start = now;
+                l.expiry = now + 3600;
+            });
+        }
+        let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
+            table.capacity(),
+        ));
+        let shared = xdhcpd_dhcpv4::EngineShared::new(cfg, table.clone(), Ipv4Addr::LOCALHOST)
+            .with_reconfigure(&[7; 16], book);
+        let cell = Arc::new(EngineCell::new(Arc::new(shared)));
+        let driver =
+            ReconfDriver::start(cell, table.clone(), Ipv4Addr::LOCALHOST, None).expect("driver");
+        let index = Arc::new(Index::new());
+        index.set_watch(RegistrationTrigger::new(driver.handle(), table));
+        Bed {
+            _dir: dir,
+            driver,
+            index,
+        }
+    }
+
+    fn reg(mac: [u8; 6], group: &str, fixed: Option<Ipv4Addr>) -> Registration {
+        Registration {
+            mac: Some(mac),
+            client_id: None,
+            group: group.into(),
+            fixed_address: fixed,
+            host_name: None,
+            next_server: None,
+            boot_file: None,
+            options: Default::default(),
+        }
+    }
+
+    fn refused_after(b: &Bed, want: u64) -> u64 {
+        let st = &b.driver.handle().stats;
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) {
+            let n = st.refused_no_auth.load(Ordering::Relaxed);
+            if n >= want {
+                // Anything more would arrive within a few ticks.
+                std::thread::sleep(Duration::from_millis(100));
+                return st.refused_no_auth.load(Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        st.refused_no_auth.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn reconfigure_on_registration_change_triggers_changed_clients_only() {
+        let b = bed(true);
+        // New registrations: nothing (a first sync must not push every client).
+        b.index.put(reg(MAC_A, "gold", None));
+        b.index.put(reg(MAC_B, "gold", None));
+        assert_eq!(refused_after(&b, 1), 0, "additions trigger nothing");
+        // The same registration again: no change, nothing.
+        b.index.put(reg(MAC_A, "gold", None));
+        assert_eq!(refused_after(&b, 1), 0);
+        // A's group changes: A's binding (found by its MAC key).
+        b.index.put(reg(MAC_A, "silver", None));
+        assert_eq!(refused_after(&b, 1), 1);
+        // B's fixed address changes: B's binding is keyed by its client id, found by the
+        // driver's scan for its MAC; and A holds the new fixed address: A too.
+        b.index
+            .put(reg(MAC_B, "gold", Some(Ipv4Addr::new(127, 0, 0, 10))));
+        assert_eq!(refused_after(&b, 3), 3);
+        // Removal: B again.
+        b.index.remove(&ClientKey::from_hw(1, &MAC_B));
+        assert_eq!(refused_after(&b, 4), 4);
+        assert_eq!(b.driver.handle().stats.triggered.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn reconfigure_on_registration_change_is_off_by_default() {
+        let b = bed(false);
+        b.index.put(reg(MAC_A, "gold", None));
+        b.index.put(reg(MAC_A, "silver", None));
+        b.index.remove(&ClientKey::from_hw(1, &MAC_A));
+        assert_eq!(refused_after(&b, 1), 0);
+    }
 }

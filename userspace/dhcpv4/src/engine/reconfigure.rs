@@ -305,6 +305,56 @@ impl ReconfBook {
     }
 }
 
+/// Why a class cannot select bindings for reconfiguration: it tests what a binding does
+/// not keep (option 60 vendor class, option 77 user class; both are only in the client's
+/// messages). `None`: selectable.
+pub fn class_unselectable(class: &xdhcpd_config::Class) -> Option<String> {
+    let m = &class.matches;
+    (!m.vendor_class.is_empty() || !m.user_class.is_empty()).then(|| {
+        format!(
+            "class {:?} tests vendor-class / user-class (options 60 / 77), which a binding \
+             does not keep: select its clients by pool, subnet, MAC or client id",
+            class.name
+        )
+    })
+}
+
+/// Whether the bound client of `l` is a member of `class`, judged from what the binding
+/// keeps: its hardware address, its client identifier (unless stored hashed), the option
+/// 82 stored with it (circuit, remote, subscriber id), `giaddr` (the relay of its last
+/// ACK, [`ReconfBook`]; 0.0.0.0 when none since the start) and `reg`, its registration
+/// as the engine sees it (`None`: unknown; `Some(group)`: KNOWN, with the class its group
+/// names). The same rule as a message's class evaluation (`classes::matches`), on those
+/// facts.
+pub fn binding_in_class(
+    class: &xdhcpd_config::Class,
+    l: &Lease,
+    giaddr: Ipv4Addr,
+    reg: Option<Option<xdhcpd_config::ClassId>>,
+) -> bool {
+    use super::classes::{matches, ClientFacts};
+    let hw = (l.htype == 1 && l.hlen == 6).then(|| l.hw());
+    let client_id = (l.client.kind() == lease_store::KeyKind::ClientId && !l.client.is_hashed())
+        .then(|| l.client.as_bytes());
+    let mut f = ClientFacts {
+        known: reg.is_some(),
+        group: reg.flatten(),
+        hw,
+        giaddr,
+        client_id,
+        ..ClientFacts::default()
+    };
+    for (code, v) in crate::wire::SubOptionIter::new(l.relay_agent_info()).map_while(Result::ok) {
+        match code {
+            crate::wire::relay_sub::CIRCUIT_ID => f.circuit_id = Some(v),
+            crate::wire::relay_sub::REMOTE_ID => f.remote_id = Some(v),
+            crate::wire::relay_sub::SUBSCRIBER_ID => f.subscriber_id = Some(v),
+            _ => {}
+        }
+    }
+    f.group == Some(class.id) || matches(&class.matches, &f)
+}
+
 /// Whether the record is a binding being reconfigured.
 #[inline]
 pub fn is_reconfiguring(l: &Lease) -> bool {
