@@ -396,16 +396,20 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// The archive's "who held `$1` at `$2`" (address as text, Unix time): the last event for the
+/// address at or before the time, one backward scan of the `(ip, at, id)` index.
+pub const HISTORY_QUERY: &str =
+    "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
+            extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8, source
+     FROM xdhcpd_lease_events
+     WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
+     ORDER BY at DESC, id DESC LIMIT 1";
+
 /// Who held `ip` at `at` according to the archive.
 pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
     let row = client
         .query_opt(
-            "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
-                    extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8,
-                    source
-             FROM xdhcpd_lease_events
-             WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
-             ORDER BY at DESC, id DESC LIMIT 1",
+            HISTORY_QUERY,
             &[&ip.to_string(), &i64::from(at)],
         )
         .await
