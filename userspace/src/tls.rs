@@ -173,10 +173,7 @@ where
                     } else {
                         String::new()
                     };
-                    io::Error::new(
-                        e.kind(),
-                        format!("TLS handshake with {host}: {e}{hint}"),
-                    )
+                    io::Error::new(e.kind(), format!("TLS handshake with {host}: {e}{hint}"))
                 })
         })
     }
@@ -245,7 +242,9 @@ mod tests {
         };
         let e = format!(
             "{:#}",
-            PgTls::new(&missing, "registrations.postgres").err().unwrap()
+            PgTls::new(&missing, "registrations.postgres")
+                .err()
+                .unwrap()
         );
         assert!(
             e.starts_with("registrations.postgres.ca-file: reading ") && e.contains("nope.pem"),

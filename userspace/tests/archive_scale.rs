@@ -77,7 +77,10 @@ fn expected(n: u64, addrs: u64) -> (&'static str, String) {
         9 => "release",
         _ => "renew",
     };
-    (ev, format!("{:012x}", (n / (addrs * 10)) * addrs + n % addrs))
+    (
+        ev,
+        format!("{:012x}", (n / (addrs * 10)) * addrs + n % addrs),
+    )
 }
 
 #[test]
@@ -142,7 +145,7 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
             &format!(
                 "INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, \
                      event, ip, mac, client_id, relay_info, lease_start, lease_end, source) \
-                 SELECT 'e' || n, 'srv-' || (n % 4), n, 'xdhcpd.events', t, \
+                 SELECT 'e' || lpad(n::text, 10, '0'), 'srv-' || (n % 4), n, 'xdhcpd.events', t, \
                      CASE k WHEN 0 THEN 'ack' WHEN 9 THEN 'release' ELSE 'renew' END, \
                      '10.0.0.0'::inet + (n % {addrs}), \
                      lpad(to_hex((n / {a10}) * {addrs} + n % {addrs}), 12, '0'), NULL, NULL, t, \
@@ -190,9 +193,11 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
         let d = d.map_err(|e| e.to_string())?.path();
         for f in std::fs::read_dir(&d).map_err(|e| e.to_string())? {
             let f = f.map_err(|e| e.to_string())?.path();
-            run(Command::new("dd")
-                .arg(format!("if={}", f.display()))
-                .args(["iflag=nocache", "count=0", "status=none"]))?;
+            run(Command::new("dd").arg(format!("if={}", f.display())).args([
+                "iflag=nocache",
+                "count=0",
+                "status=none",
+            ]))?;
             dropped += 1;
         }
     }
@@ -205,7 +210,15 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
         let t = Instant::now();
         let out = output(
             ns.command(&bin.to_string_lossy())
-                .args(["ctl", "history", "--ip", ip, "--at", &at.to_string(), "--json"])
+                .args([
+                    "ctl",
+                    "history",
+                    "--ip",
+                    ip,
+                    "--at",
+                    &at.to_string(),
+                    "--json",
+                ])
                 .arg("--archive")
                 .arg(&conn)
                 .arg("--archive-password-file")
@@ -213,7 +226,10 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
         )?;
         let took = t.elapsed();
         if !out.status.success() {
-            return Err(format!("ctl history {ip} {at}: {}{}", out.stdout, out.stderr));
+            return Err(format!(
+                "ctl history {ip} {at}: {}{}",
+                out.stdout, out.stderr
+            ));
         }
         let v = serde_json::from_str(&out.stdout).map_err(|e| format!("{e}: {}", out.stdout))?;
         Ok((took, v))
@@ -229,7 +245,8 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
         let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + a as u32).to_string();
         let last_n = n - 1 - ((n - 1 - a) % addrs);
         let span_ms = (last_n * step_ms).max(1);
-        let at_ms = BASE_MS + addrs * step_ms + (span_ms - addrs * step_ms) * (i + 1) / (QUERIES + 1);
+        let at_ms =
+            BASE_MS + addrs * step_ms + (span_ms - addrs * step_ms) * (i + 1) / (QUERIES + 1);
         let at = at_ms / 1000;
         // The generator's last event for the address at or before `at`.
         let m = ((at * 1000 - BASE_MS) / step_ms).min(n - 1);
@@ -245,7 +262,11 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
         let plan = pg.psql("archive", &format!("EXPLAIN (ANALYZE, BUFFERS) {q}"))?;
         let exec: f64 = plan
             .lines()
-            .find_map(|l| l.trim().strip_prefix("Execution Time: ")?.strip_suffix(" ms"))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Execution Time: ")?
+                    .strip_suffix(" ms")
+            })
             .and_then(|x| x.parse().ok())
             .ok_or_else(|| format!("no execution time in {plan}"))?;
         sql_ms.push(exec);

@@ -1286,7 +1286,12 @@ fn event_log_nats_tls_and_credentials_keys() {
             key_file: None,
         })
     );
-    let off = parse(&base, "t.toml").unwrap().event_log.unwrap().nats.unwrap();
+    let off = parse(&base, "t.toml")
+        .unwrap()
+        .event_log
+        .unwrap()
+        .nats
+        .unwrap();
     assert_eq!(off.tls, None, "TLS is off by default");
     let errs = error_lines(&format!("{base}user = \"u\"\n"));
     assert!(
@@ -1298,7 +1303,8 @@ fn event_log_nats_tls_and_credentials_keys() {
         "{base}token-file = \"/t\"\nuser = \"u\"\npassword-file = \"/p\"\n"
     ));
     assert!(
-        errs.iter().any(|e| e.contains("event-log.nats.user: set one of")),
+        errs.iter()
+            .any(|e| e.contains("event-log.nats.user: set one of")),
         "{errs:?}"
     );
     let errs = error_lines(&format!("{base}tls = \"require\"\n"));

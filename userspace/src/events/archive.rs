@@ -408,10 +408,7 @@ pub const HISTORY_QUERY: &str =
 /// Who held `ip` at `at` according to the archive.
 pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
     let row = client
-        .query_opt(
-            HISTORY_QUERY,
-            &[&ip.to_string(), &i64::from(at)],
-        )
+        .query_opt(HISTORY_QUERY, &[&ip.to_string(), &i64::from(at)])
         .await
         .context("querying xdhcpd_lease_events")?;
     let last = match row {

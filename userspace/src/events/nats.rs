@@ -607,10 +607,7 @@ pub async fn connect(
         } else {
             String::new()
         };
-        anyhow::anyhow!(
-            "connecting to NATS {}{tls}: {e}{hint}",
-            cfg.urls.join(",")
-        )
+        anyhow::anyhow!("connecting to NATS {}{tls}: {e}{hint}", cfg.urls.join(","))
     })
 }
 
@@ -626,6 +623,19 @@ impl Publisher {
         reader: SpoolReader,
         stats: Arc<NatsStats>,
     ) -> anyhow::Result<Publisher> {
+        // A misconfiguration (a secret or TLS file missing or malformed) stops the start,
+        // naming the key; an unreachable NATS does not.
+        for (k, p) in [
+            ("token-file", &cfg.token_file),
+            ("password-file", &cfg.password_file),
+        ] {
+            if let Some(p) = p {
+                read_secret(p).with_context(|| format!("event-log.nats.{k}"))?;
+            }
+        }
+        if let Some(t) = &cfg.tls {
+            crate::tls::check_files(t, "event-log.nats")?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread()

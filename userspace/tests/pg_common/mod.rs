@@ -111,12 +111,14 @@ impl Pg {
         let data = self.data();
         for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
             let dst = data.join(to);
-            std::fs::copy(from, &dst).map_err(|e| format!("{} -> {}: {e}", from.display(), dst.display()))?;
+            std::fs::copy(from, &dst)
+                .map_err(|e| format!("{} -> {}: {e}", from.display(), dst.display()))?;
             run(Command::new("chown").args(["postgres:postgres", &dst.to_string_lossy()]))?;
             run(Command::new("chmod").args(["600", &dst.to_string_lossy()]))?;
         }
         let conf = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
         text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
         let hba = data.join("pg_hba.conf");

@@ -137,7 +137,11 @@ impl Ctx {
                     s.open_loss_pct
                 );
                 if let Some(b) = s.backend_cpu_us {
-                    println!("   round {}/{rounds} {:<22} beside it: nats-server {b:.1} µs CPU per DORA", r + 1, sys.key());
+                    println!(
+                        "   round {}/{rounds} {:<22} beside it: nats-server {b:.1} µs CPU per DORA",
+                        r + 1,
+                        sys.key()
+                    );
                 }
                 samples[i].push(s);
             }

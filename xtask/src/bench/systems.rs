@@ -553,10 +553,18 @@ impl Ctx {
         let _ = fs::remove_dir_all(&store);
         let log = self.work.join("nats-server.log");
         let mut c = NetnsPair::exec(&self.ns.server_ns, "taskset");
-        c.args(["-c", SERVER_CPU, "nats-server", "-js", "-a", "127.0.0.1", "-p"])
-            .arg(BENCH_NATS_PORT.to_string())
-            .args(["-n", "xdhcpd-bench", "-sd"])
-            .arg(&store);
+        c.args([
+            "-c",
+            SERVER_CPU,
+            "nats-server",
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(BENCH_NATS_PORT.to_string())
+        .args(["-n", "xdhcpd-bench", "-sd"])
+        .arg(&store);
         eprintln!("+ {}", util::display(&c));
         let mut p = Proc::spawn(c, "nats-server", &log, libc::SIGTERM)?;
         let t0 = Instant::now();

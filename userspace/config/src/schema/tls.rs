@@ -7,9 +7,6 @@ use crate::error::Errors;
 use crate::reader::{string, Field, Table};
 use crate::TlsClientConfig;
 
-/// The keys this reader owns (each section lists them among its own).
-pub(crate) const TLS_KEYS: &[&str] = &["tls", "ca-file", "cert-file", "key-file"];
-
 fn file(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<PathBuf> {
     let s = string(errs, f)?;
     if s.is_empty() || s.contains('\0') {
