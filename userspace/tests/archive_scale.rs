@@ -56,8 +56,9 @@ fn env_u64(name: &str, default: u64) -> Res<u64> {
 /// Free bytes of the file system holding `dir`.
 fn free_bytes(dir: &Path) -> Res<u64> {
     let c = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: statvfs on a valid C string into a zeroed struct.
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs on a valid C string into a struct we own.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(format!("statvfs {}", dir.display()));
     }
@@ -157,7 +158,7 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
             ),
         )?;
         lo = hi + 1;
-        if (lo / BATCH) % 10 == 0 || lo == n {
+        if (lo / BATCH).is_multiple_of(10) || lo == n {
             let s = t0.elapsed().as_secs_f64();
             eprintln!(
                 "archive_scale: {lo} of {n} events in {s:.0} s ({:.0}/s)",
