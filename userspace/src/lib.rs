@@ -14,6 +14,7 @@ pub mod lq_client;
 pub mod registrations;
 pub mod sd_notify;
 pub mod server;
+pub mod tls;
 
 /// `xdhcpd --version`: the crate version and the git commit it was built from.
 pub const VERSION: &str = concat!(

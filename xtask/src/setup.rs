@@ -46,6 +46,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // Lease events on NATS JetStream: the sink's test runs a real `nats-server -js`
     // (`userspace/tests/events_nats_ns.rs`).
     "nats-server",
+    // The TLS tests make their test CA and server certificates with the openssl CLI
+    // (`userspace/tests/tls_backends_ns.rs`).
+    "openssl",
 ];
 
 /// bpf-linker versions verified with our nightly (see the notes on the build machine).

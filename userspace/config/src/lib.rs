@@ -161,6 +161,12 @@ pub struct NatsConfig {
     pub token_file: Option<PathBuf>,
     /// `credentials-file`: a NATS `.creds` file (JWT + NKey seed).
     pub credentials_file: Option<PathBuf>,
+    /// `user` and `password-file` (first line): user/password authentication.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// `tls = "require"` (with `ca-file`, optional `cert-file` / `key-file`): TLS to every
+    /// server; None: as the URL says (`tls://` needs TLS, verified against the system's CAs).
+    pub tls: Option<TlsClientConfig>,
     /// `batch-size` (default 256): events published before waiting for their acks.
     pub batch_size: u32,
     /// `spool-directory` (default `<directory>/nats-spool`).
@@ -183,6 +189,9 @@ impl Default for NatsConfig {
             server_name: None,
             token_file: None,
             credentials_file: None,
+            user: None,
+            password_file: None,
+            tls: None,
             batch_size: 256,
             spool_directory: None,
             spool_max_mb: 1024,
@@ -229,7 +238,8 @@ pub struct PostgresConfig {
     pub user: String,
     /// `password-file`: the password is its first line (never inline in the configuration).
     pub password_file: Option<PathBuf>,
-    /// `tls` (default and only value for now: `"disable"`).
+    /// `tls` (default `"disable"`; `"require"` with `ca-file`, optional `cert-file` /
+    /// `key-file`).
     pub tls: PostgresTls,
     /// `connect-timeout-secs` (default 5).
     pub connect_timeout_secs: u32,
@@ -238,10 +248,25 @@ pub struct PostgresConfig {
 }
 
 /// TLS to PostgreSQL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PostgresTls {
     /// Plain TCP or a UNIX socket.
     Disable,
+    /// `tls = "require"`: TLS or no connection; the server's certificate is verified against
+    /// `ca-file` and the host name (or address) of `host`.
+    Require(TlsClientConfig),
+}
+
+/// A backend's TLS client settings (`tls = "require"`, `ca-file`, `cert-file`, `key-file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsClientConfig {
+    /// `ca-file`: PEM certificate(s) of the CA(s) that sign the server's certificate (the only
+    /// trust anchors: the system's store is not used).
+    pub ca_file: PathBuf,
+    /// `cert-file`: this client's certificate chain (PEM), for servers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    /// `key-file`: the key of `cert-file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[alarms]`: when the daemon logs (and counts) an alarm.

@@ -1110,7 +1110,7 @@ fn registration_postgres_backend_config() {
     );
     assert!(
         joined.contains(
-            "registrations.postgres.tls: `require`: TLS to PostgreSQL is not implemented yet"
+            "registrations.postgres.tls: tls = \"require\" needs ca-file: the CA certificate(s)"
         ),
         "{joined}"
     );
@@ -1207,6 +1207,112 @@ fn config_forcerenew_subnet_schedule_override() {
     .expect_err("out of range")
     .to_string();
     assert!(err.contains("reconfigure-retries"), "{err}");
+}
+
+#[test]
+fn registrations_postgres_tls_keys_and_errors() {
+    let base = "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/x/regs\"\n\
+                [[subnet]]\ncidr = \"10.0.0.0/24\"\n[registrations]\nbackend = \"postgres\"\n\
+                [registrations.postgres]\nhost = \"db.example\"\ndbname = \"d\"\nuser = \"u\"\n";
+    let cfg = parse(
+        &format!(
+            "{base}tls = \"require\"\nca-file = \"/etc/x/ca.pem\"\ncert-file = \"/etc/x/c.pem\"\n\
+             key-file = \"/etc/x/k.pem\"\n"
+        ),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let RegistrationBackend::Postgres(pg) = cfg.registrations else {
+        panic!("postgres backend");
+    };
+    assert_eq!(
+        pg.tls,
+        PostgresTls::Require(TlsClientConfig {
+            ca_file: "/etc/x/ca.pem".into(),
+            cert_file: Some("/etc/x/c.pem".into()),
+            key_file: Some("/etc/x/k.pem".into()),
+        })
+    );
+    let e = error_lines(&format!("{base}tls = \"verify-full\"\n"));
+    assert_eq!(
+        e,
+        vec!["t.toml:12:7: registrations.postgres.tls: `verify-full`: expected \"require\" or \"disable\""]
+    );
+    let e = error_lines(&format!("{base}ca-file = \"/etc/x/ca.pem\"\n"));
+    assert_eq!(
+        e,
+        vec!["t.toml:12:11: registrations.postgres.ca-file: TLS to PostgreSQL is off: set tls = \"require\" to use it"]
+    );
+    let e = error_lines(&format!(
+        "{base}tls = \"require\"\nca-file = \"/ca\"\ncert-file = \"/c\"\n"
+    ));
+    assert_eq!(
+        e,
+        vec!["t.toml:14:13: registrations.postgres.cert-file: a client certificate needs both cert-file and key-file"]
+    );
+    let sock = base.replace("db.example", "/run/postgresql");
+    let e = error_lines(&format!("{sock}tls = \"require\"\nca-file = \"/ca\"\n"));
+    assert_eq!(
+        e,
+        vec!["t.toml:12:7: registrations.postgres.tls: TLS needs a TCP connection: host is a UNIX socket directory"]
+    );
+}
+
+#[test]
+fn event_log_nats_tls_and_credentials_keys() {
+    let base = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\n\n[event-log]\ndirectory = \"/tmp/ev\"\n\n\
+         [event-log.nats]\nurls = [\"nats://127.0.0.1:4222\"]\n"
+    );
+    let n = parse(
+        &format!(
+            "{base}user = \"xdhcpd\"\npassword-file = \"/etc/x/pw\"\ntls = \"require\"\n\
+             ca-file = \"/etc/x/ca.pem\"\n"
+        ),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .event_log
+    .unwrap()
+    .nats
+    .unwrap();
+    assert_eq!(n.user.as_deref(), Some("xdhcpd"));
+    assert_eq!(n.password_file, Some("/etc/x/pw".into()));
+    assert_eq!(
+        n.tls,
+        Some(TlsClientConfig {
+            ca_file: "/etc/x/ca.pem".into(),
+            cert_file: None,
+            key_file: None,
+        })
+    );
+    let off = parse(&base, "t.toml")
+        .unwrap()
+        .event_log
+        .unwrap()
+        .nats
+        .unwrap();
+    assert_eq!(off.tls, None, "TLS is off by default");
+    let errs = error_lines(&format!("{base}user = \"u\"\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("event-log.nats.user: user needs password-file")),
+        "{errs:?}"
+    );
+    let errs = error_lines(&format!(
+        "{base}token-file = \"/t\"\nuser = \"u\"\npassword-file = \"/p\"\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("event-log.nats.user: set one of")),
+        "{errs:?}"
+    );
+    let errs = error_lines(&format!("{base}tls = \"require\"\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("event-log.nats.tls: tls = \"require\" needs ca-file")),
+        "{errs:?}"
+    );
 }
 
 #[test]

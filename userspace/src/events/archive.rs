@@ -24,6 +24,7 @@ use tokio_postgres::{Client, NoTls};
 use super::history::HistoryAnswer;
 use super::nats::{self, NatsEvent};
 use super::{LeaseEvent, Source};
+use xdhcpd_config::{NatsConfig, TlsClientConfig};
 
 /// The schema (idempotent).
 pub const SCHEMA: &str = "
@@ -77,6 +78,21 @@ pub struct ArchiveArgs {
     /// NATS credentials (.creds) file.
     #[arg(long)]
     pub nats_credentials_file: Option<PathBuf>,
+    /// NATS user (with --nats-password-file).
+    #[arg(long, requires = "nats_password_file")]
+    pub nats_user: Option<String>,
+    /// File whose first line is the NATS user's password.
+    #[arg(long, requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// TLS to NATS (required when set): the CA certificate(s) (PEM) that sign the server's.
+    #[arg(long)]
+    pub nats_ca_file: Option<PathBuf>,
+    /// TLS to NATS: this client's certificate (PEM), with --nats-key-file.
+    #[arg(long, requires_all = ["nats_key_file", "nats_ca_file"])]
+    pub nats_cert_file: Option<PathBuf>,
+    /// TLS to NATS: the key of --nats-cert-file (PEM).
+    #[arg(long, requires = "nats_cert_file")]
+    pub nats_key_file: Option<PathBuf>,
     /// PostgreSQL connection: `host=... port=... dbname=... user=...` or a postgresql:// URL
     /// (no password in it: use --postgres-password-file).
     #[arg(long)]
@@ -84,12 +100,60 @@ pub struct ArchiveArgs {
     /// File whose first line is the PostgreSQL password.
     #[arg(long)]
     pub postgres_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub postgres_tls: PgTlsArgs,
     /// Events per fetch and per transaction.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
     /// Exit once the consumer has nothing pending (else run until SIGINT/SIGTERM).
     #[arg(long)]
     pub once: bool,
+}
+
+/// TLS to the archive's PostgreSQL: `--postgres-ca-file` (then TLS is required),
+/// `--postgres-cert-file` / `--postgres-key-file`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PgTlsArgs {
+    /// TLS to PostgreSQL (required when set): the CA certificate(s) (PEM) that sign the
+    /// server's; the server's name or address must be in its certificate.
+    #[arg(long)]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// TLS to PostgreSQL: this client's certificate (PEM), with --postgres-key-file.
+    #[arg(long, requires_all = ["postgres_key_file", "postgres_ca_file"])]
+    pub postgres_cert_file: Option<PathBuf>,
+    /// TLS to PostgreSQL: the key of --postgres-cert-file (PEM).
+    #[arg(long, requires = "postgres_cert_file")]
+    pub postgres_key_file: Option<PathBuf>,
+}
+
+impl PgTlsArgs {
+    /// The TLS settings (None: no CA file given).
+    pub fn config(&self) -> Option<TlsClientConfig> {
+        self.postgres_ca_file.as_ref().map(|ca| TlsClientConfig {
+            ca_file: ca.clone(),
+            cert_file: self.postgres_cert_file.clone(),
+            key_file: self.postgres_key_file.clone(),
+        })
+    }
+}
+
+impl ArchiveArgs {
+    /// The NATS connection settings of the options.
+    fn nats_config(&self) -> NatsConfig {
+        NatsConfig {
+            urls: self.nats.split(',').map(|s| s.trim().to_string()).collect(),
+            token_file: self.nats_token_file.clone(),
+            credentials_file: self.nats_credentials_file.clone(),
+            user: self.nats_user.clone(),
+            password_file: self.nats_password_file.clone(),
+            tls: self.nats_ca_file.as_ref().map(|ca| TlsClientConfig {
+                ca_file: ca.clone(),
+                cert_file: self.nats_cert_file.clone(),
+                key_file: self.nats_key_file.clone(),
+            }),
+            ..NatsConfig::default()
+        }
+    }
 }
 
 /// Runs `xdhcpd events archive`.
@@ -127,8 +191,15 @@ pub fn main_archive(a: ArchiveArgs) -> ExitCode {
     }
 }
 
-/// Connects to PostgreSQL (the connection driven by a task).
-pub async fn pg_connect(conn: &str, password_file: Option<&Path>) -> anyhow::Result<Client> {
+/// Connects to PostgreSQL (the connection driven by a task); over TLS when `tls` is given
+/// (`what`: the options' prefix named in errors, e.g. `--postgres` or `--archive`).
+pub async fn pg_connect(
+    conn: &str,
+    password_file: Option<&Path>,
+    tls: Option<&TlsClientConfig>,
+    what: &str,
+) -> anyhow::Result<Client> {
+    use tokio_postgres::config::SslMode;
     let mut c: tokio_postgres::Config = conn
         .parse()
         .with_context(|| "parsing the PostgreSQL connection string".to_string())?;
@@ -137,15 +208,42 @@ pub async fn pg_connect(conn: &str, password_file: Option<&Path>) -> anyhow::Res
         c.connect_timeout(Duration::from_secs(5));
     }
     if let Some(p) = password_file {
-        c.password(nats::read_secret(p)?);
+        c.password(nats::read_secret(p).with_context(|| crate::tls::key(what, "password-file"))?);
     }
-    let (client, connection) = c.connect(NoTls).await.context("connecting to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection: {e}");
+    match tls {
+        Some(t) => {
+            let tls = crate::tls::PgTls::new(t, what)?;
+            c.ssl_mode(SslMode::Require);
+            let (client, connection) = c
+                .connect(tls)
+                .await
+                .context("connecting to PostgreSQL (TLS)")?;
+            tokio::spawn(drive(connection));
+            Ok(client)
         }
-    });
-    Ok(client)
+        None => {
+            if c.get_ssl_mode() == SslMode::Require {
+                anyhow::bail!(
+                    "sslmode=require needs {} (the CA that signs the server's certificate)",
+                    crate::tls::key(what, "ca-file")
+                );
+            }
+            let (client, connection) =
+                c.connect(NoTls).await.context("connecting to PostgreSQL")?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+    }
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::warn!("PostgreSQL connection: {e}");
+    }
 }
 
 /// One row's columns, gathered per batch.
@@ -193,19 +291,18 @@ impl Rows {
 
 async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     use async_nats::jetstream::consumer::{pull, AckPolicy};
-    let mut pg = pg_connect(&a.postgres, a.postgres_password_file.as_deref()).await?;
+    let mut pg = pg_connect(
+        &a.postgres,
+        a.postgres_password_file.as_deref(),
+        a.postgres_tls.config().as_ref(),
+        "--postgres",
+    )
+    .await?;
     pg.batch_execute(SCHEMA)
         .await
         .context("creating the archive table")?;
     let insert = pg.prepare(INSERT).await.context("preparing the insert")?;
-    let urls: Vec<String> = a.nats.split(',').map(|s| s.trim().to_string()).collect();
-    let client = nats::connect(
-        &urls,
-        a.nats_token_file.as_deref(),
-        a.nats_credentials_file.as_deref(),
-        "xdhcpd-archive",
-    )
-    .await?;
+    let client = nats::connect(&a.nats_config(), "xdhcpd-archive", "--nats").await?;
     let js = async_nats::jetstream::new(client);
     let stream = js
         .get_stream(&a.stream)
@@ -299,18 +396,19 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// The archive's "who held `$1` at `$2`" (address as text, Unix time): the last event for the
+/// address at or before the time, one backward scan of the `(ip, at, id)` index.
+pub const HISTORY_QUERY: &str =
+    "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
+            extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8, source
+     FROM xdhcpd_lease_events
+     WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
+     ORDER BY at DESC, id DESC LIMIT 1";
+
 /// Who held `ip` at `at` according to the archive.
 pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
     let row = client
-        .query_opt(
-            "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
-                    extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8,
-                    source
-             FROM xdhcpd_lease_events
-             WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
-             ORDER BY at DESC, id DESC LIMIT 1",
-            &[&ip.to_string(), &i64::from(at)],
-        )
+        .query_opt(HISTORY_QUERY, &[&ip.to_string(), &i64::from(at)])
         .await
         .context("querying xdhcpd_lease_events")?;
     let last = match row {

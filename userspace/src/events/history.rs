@@ -126,6 +126,16 @@ pub struct HistoryArgs {
     /// File whose first line is the archive's PostgreSQL password.
     #[arg(long, requires = "archive")]
     pub archive_password_file: Option<PathBuf>,
+    /// TLS to the archive (required when set): the CA certificate(s) (PEM) that sign the
+    /// server's.
+    #[arg(long, requires = "archive")]
+    pub archive_ca_file: Option<PathBuf>,
+    /// TLS to the archive: this client's certificate (PEM), with --archive-key-file.
+    #[arg(long, requires_all = ["archive_key_file", "archive_ca_file"])]
+    pub archive_cert_file: Option<PathBuf>,
+    /// TLS to the archive: the key of --archive-cert-file (PEM).
+    #[arg(long, requires = "archive_cert_file")]
+    pub archive_key_file: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -156,7 +166,21 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
             .build()
             .context("tokio runtime")?;
         let ans = rt.block_on(async {
-            let c = super::archive::pg_connect(conn, a.archive_password_file.as_deref()).await?;
+            let tls = a
+                .archive_ca_file
+                .as_ref()
+                .map(|ca| xdhcpd_config::TlsClientConfig {
+                    ca_file: ca.clone(),
+                    cert_file: a.archive_cert_file.clone(),
+                    key_file: a.archive_key_file.clone(),
+                });
+            let c = super::archive::pg_connect(
+                conn,
+                a.archive_password_file.as_deref(),
+                tls.as_ref(),
+                "--archive",
+            )
+            .await?;
             super::archive::who_held(&c, a.ip, at).await
         })?;
         return print_answer(&ans, at, "the archive", a.json);

@@ -547,36 +547,68 @@ pub fn read_secret(path: &Path) -> anyhow::Result<String> {
     Ok(t)
 }
 
-/// Connects to the first reachable of `urls` (the client then reconnects by itself).
+/// Connects to the first reachable of `cfg.urls` (the client then reconnects by itself), with
+/// the authentication and TLS of `cfg`; `what` names the settings in errors (`event-log.nats`
+/// for the daemon's section, `--nats` for command-line options).
 pub async fn connect(
-    urls: &[String],
-    token_file: Option<&Path>,
-    credentials_file: Option<&Path>,
+    cfg: &NatsConfig,
     name: &str,
+    what: &str,
 ) -> anyhow::Result<async_nats::Client> {
+    let k = |s: &str| crate::tls::key(what, s);
     let mut o = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(None::<usize>);
-    if let Some(t) = token_file {
-        o = o.token(read_secret(t)?);
+    if let Some(t) = &cfg.token_file {
+        o = o.token(read_secret(t).with_context(|| k("token-file"))?);
     }
-    if let Some(c) = credentials_file {
+    if let Some(c) = &cfg.credentials_file {
         o = o
             .credentials_file(c)
             .await
-            .with_context(|| format!("NATS credentials {}", c.display()))?;
+            .with_context(|| format!("{}: {}", k("credentials-file"), c.display()))?;
     }
-    let mut addrs = Vec::with_capacity(urls.len());
-    for u in urls {
+    match (&cfg.user, &cfg.password_file) {
+        (Some(u), Some(p)) => {
+            o = o.user_and_password(
+                u.clone(),
+                read_secret(p).with_context(|| k("password-file"))?,
+            );
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("{}: needs both user and password-file", what),
+    }
+    if let Some(t) = &cfg.tls {
+        // Read here once so that a bad file is reported by its key; async-nats loads the
+        // same files (only these CAs: the system's store is not consulted).
+        crate::tls::check_files(t, what)?;
+        o = o.require_tls(true).add_root_certificates(t.ca_file.clone());
+        if let (Some(c), Some(key)) = (&t.cert_file, &t.key_file) {
+            o = o.add_client_certificate(c.clone(), key.clone());
+        }
+    }
+    let mut addrs = Vec::with_capacity(cfg.urls.len());
+    for u in &cfg.urls {
         let a: async_nats::ServerAddr = u
             .parse()
             .map_err(|e| anyhow::anyhow!("NATS URL {u}: {e}"))?;
         addrs.push(a);
     }
-    o.connect(addrs)
-        .await
-        .with_context(|| format!("connecting to NATS {}", urls.join(",")))
+    let tls = if cfg.tls.is_some() { " (TLS)" } else { "" };
+    o.connect(addrs).await.map_err(|e| {
+        // async-nats' TLS failures say little: name what to check.
+        let hint = if cfg.tls.is_some() && e.to_string().contains("certificate") {
+            format!(
+                " (is {} the CA that signed the server's certificate, and the URL's host among \
+                 its names?)",
+                k("ca-file")
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("connecting to NATS {}{tls}: {e}{hint}", cfg.urls.join(","))
+    })
 }
 
 /// The publisher thread.
@@ -591,6 +623,19 @@ impl Publisher {
         reader: SpoolReader,
         stats: Arc<NatsStats>,
     ) -> anyhow::Result<Publisher> {
+        // A misconfiguration (a secret or TLS file missing or malformed) stops the start,
+        // naming the key; an unreachable NATS does not.
+        for (k, p) in [
+            ("token-file", &cfg.token_file),
+            ("password-file", &cfg.password_file),
+        ] {
+            if let Some(p) = p {
+                read_secret(p).with_context(|| format!("event-log.nats.{k}"))?;
+            }
+        }
+        if let Some(t) = &cfg.tls {
+            crate::tls::check_files(t, "event-log.nats")?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -629,13 +674,7 @@ struct Conn {
 }
 
 async fn open(cfg: &NatsConfig) -> anyhow::Result<Conn> {
-    let client = connect(
-        &cfg.urls,
-        cfg.token_file.as_deref(),
-        cfg.credentials_file.as_deref(),
-        "xdhcpd-events",
-    )
-    .await?;
+    let client = connect(cfg, "xdhcpd-events", "event-log.nats").await?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(Duration::from_secs(u64::from(cfg.ack_timeout_secs)));
     if cfg.create_stream {

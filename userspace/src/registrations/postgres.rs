@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
-use xdhcpd_config::PostgresConfig;
+use xdhcpd_config::{PostgresConfig, PostgresTls};
 use xdhcpd_registrations::{Cursor, FeedChange, Json};
 
 use super::SharedStore;
@@ -153,42 +153,67 @@ fn pg_config(cfg: &PostgresConfig) -> anyhow::Result<tokio_postgres::Config> {
 }
 
 fn where_(cfg: &PostgresConfig) -> String {
+    let tls = match cfg.tls {
+        PostgresTls::Disable => "",
+        PostgresTls::Require(_) => "?sslmode=require",
+    };
     format!(
-        "postgresql://{}@{}:{}/{}",
+        "postgresql://{}@{}:{}/{}{tls}",
         cfg.user, cfg.host, cfg.port, cfg.dbname
     )
 }
 
-/// Connects; the connection's messages are driven by a task that turns notifications into
-/// `wake` (the client's requests fail once the connection is gone).
+/// Connects (over TLS with `tls = "require"`); the connection's messages are driven by a task
+/// that turns notifications into `wake` (the client's requests fail once the connection is
+/// gone).
 async fn connect(
     cfg: &PostgresConfig,
     wake: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<(Client, tokio::task::JoinHandle<()>)> {
-    let pc = pg_config(cfg)?;
+    let mut pc = pg_config(cfg)?;
     let limit = Duration::from_secs(u64::from(cfg.connect_timeout_secs));
-    let (client, mut conn) = tokio::time::timeout(limit, pc.connect(NoTls))
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting to {}: timed out", where_(cfg)))?
-        .with_context(|| format!("connecting to {}", where_(cfg)))?;
-    let task = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!("registrations: PostgreSQL connection: {e}");
-                    wake.notify_one();
-                    return;
-                }
-                None => {
-                    wake.notify_one();
-                    return;
-                }
+    let timed_out = || anyhow::anyhow!("connecting to {}: timed out", where_(cfg));
+    match &cfg.tls {
+        PostgresTls::Disable => {
+            let (client, conn) = tokio::time::timeout(limit, pc.connect(NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .with_context(|| format!("connecting to {}", where_(cfg)))?;
+            Ok((client, tokio::spawn(drive(conn, wake))))
+        }
+        PostgresTls::Require(t) => {
+            let tls = crate::tls::PgTls::new(t, "registrations.postgres")?;
+            pc.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, conn) = tokio::time::timeout(limit, pc.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .with_context(|| format!("connecting to {} (TLS)", where_(cfg)))?;
+            Ok((client, tokio::spawn(drive(conn, wake))))
+        }
+    }
+}
+
+/// Drives a connection: its notifications wake the follower, as does its end.
+async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, wake: Arc<tokio::sync::Notify>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!("registrations: PostgreSQL connection: {e}");
+                wake.notify_one();
+                return;
+            }
+            None => {
+                wake.notify_one();
+                return;
             }
         }
-    });
-    Ok((client, task))
+    }
 }
 
 /// Applies the pending migrations (one transaction each, under an advisory lock so that
@@ -295,6 +320,9 @@ impl Follower {
         // A misconfiguration (an unreadable password file) stops the start; an unreachable
         // database does not.
         pg_config(&cfg)?;
+        if let PostgresTls::Require(t) = &cfg.tls {
+            crate::tls::PgTls::new(t, "registrations.postgres")?;
+        }
         let status = Arc::new(FollowerStatus::default());
         if let Some(c) = lock(&store).cursor() {
             status.last_applied_seq.store(c.seq, Relaxed);

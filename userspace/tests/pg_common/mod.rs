@@ -103,6 +103,34 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// Before `start`: TLS on (`ssl = on` with `cert` / `key` copied into the data directory)
+    /// and required: TCP connections without TLS are rejected (`hostnossl ... reject` before
+    /// the initdb `host` lines).
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Res<()> {
+        let data = self.data();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dst = data.join(to);
+            std::fs::copy(from, &dst)
+                .map_err(|e| format!("{} -> {}: {e}", from.display(), dst.display()))?;
+            run(Command::new("chown").args(["postgres:postgres", &dst.to_string_lossy()]))?;
+            run(Command::new("chmod").args(["600", &dst.to_string_lossy()]))?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let hba = data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| format!("{}: {e}", hba.display()))?;
+        std::fs::write(
+            &hba,
+            format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{text}"),
+        )
+        .map_err(|e| format!("{}: {e}", hba.display()))
+    }
+}
+
 impl Drop for Pg {
     fn drop(&mut self) {
         let _ = Command::new("runuser")

@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 use super::analysis::fmt_rate;
 use super::loadgen::Load;
 use super::process::check_interrupt;
+use super::sample::proc_ticks;
 use super::systems::System;
 use super::Ctx;
 
@@ -28,6 +29,9 @@ pub(super) struct AbSample {
     pub cpu_us: Option<f64>,
     /// ACKed share of the open-loop point (so a point the system could not carry shows).
     pub open_loss_pct: f64,
+    /// CPU µs per ACKed DORA of the system's backend process (the NATS server of
+    /// `xdhcpd-xdp-nats`) in the open-loop point.
+    pub backend_cpu_us: Option<f64>,
 }
 
 pub(super) fn median(v: &mut [f64]) -> Option<f64> {
@@ -77,7 +81,18 @@ impl Ctx {
             pid,
             None,
         )?;
+        let backend = server.backend_pid();
+        let before = backend.and_then(proc_ticks);
         let open = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
+        let after = backend.and_then(proc_ticks);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let backend_cpu_us = match (before, after) {
+            (Some(a), Some(b)) if open.acks > 0 => {
+                Some(b.saturating_sub(a) as f64 / hz * 1e6 / open.acks as f64)
+            }
+            _ => None,
+        };
         if !server.running() {
             bail!(
                 "{} exited during the round; its log:\n{}",
@@ -100,6 +115,7 @@ impl Ctx {
             closed: closed.achieved,
             cpu_us: open.server_cpu_s_per_exchange.map(|s| s * 1e6),
             open_loss_pct: open.loss_pct,
+            backend_cpu_us,
         })
     }
 
@@ -120,6 +136,13 @@ impl Ctx {
                     s.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
                     s.open_loss_pct
                 );
+                if let Some(b) = s.backend_cpu_us {
+                    println!(
+                        "   round {}/{rounds} {:<22} beside it: nats-server {b:.1} µs CPU per DORA",
+                        r + 1,
+                        sys.key()
+                    );
+                }
                 samples[i].push(s);
             }
         }
@@ -169,6 +192,20 @@ fn report(systems: &[System], samples: &[Vec<AbSample>], rate: u64) -> String {
             spread(&ru),
         ));
     }
+    for (i, sys) in systems.iter().enumerate() {
+        let mut b: Vec<f64> = samples[i].iter().filter_map(|x| x.backend_cpu_us).collect();
+        if let Some(m) = median(&mut b) {
+            let spread = match (b.first(), b.last()) {
+                (Some(a), Some(z)) => format!("{a:.2}-{z:.2}"),
+                _ => "-".into(),
+            };
+            o.push_str(&format!(
+                "\n{}: nats-server CPU µs per DORA at {}/s (its own process, beside the server's): median {m:.2} ({spread})\n",
+                sys.key(),
+                fmt_rate(rate as f64)
+            ));
+        }
+    }
     o
 }
 
@@ -191,17 +228,23 @@ mod tests {
             closed: 100.0,
             cpu_us: Some(10.0),
             open_loss_pct: 0.0,
+            backend_cpu_us: None,
         };
         let b = AbSample {
             closed: 90.0,
             cpu_us: Some(11.0),
             open_loss_pct: 0.0,
+            backend_cpu_us: Some(2.5),
         };
         let t = report(&s[..2], &[vec![a, a], vec![b, b]], 40_000);
         assert!(
             t.contains(
                 "| xdhcpd-xdp-events | 90.0 | 0.900 (0.90-0.90) | 11.00 | 1.100 (1.10-1.10) |"
             ),
+            "{t}"
+        );
+        assert!(
+            t.contains("xdhcpd-xdp-events: nats-server CPU µs per DORA at 40,000/s (its own process, beside the server's): median 2.50 (2.50-2.50)"),
             "{t}"
         );
     }

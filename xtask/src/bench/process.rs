@@ -42,6 +42,9 @@ pub(super) struct Proc {
     stop_signal: libc::c_int,
     /// A helper that lives as long as the process (the `/metrics` scraper), killed first.
     companion: Option<(Child, PathBuf)>,
+    /// Servers it depends on (the NATS server of `xdhcpd-xdp-nats`), started before it and
+    /// stopped after it (fields drop after `Drop::drop`).
+    backends: Vec<Proc>,
 }
 
 impl Proc {
@@ -68,7 +71,18 @@ impl Proc {
             log: log.to_path_buf(),
             stop_signal,
             companion: None,
+            backends: Vec::new(),
         })
+    }
+
+    /// Keeps `backend` running as long as this process; stopped after it.
+    pub(super) fn keep_backend(&mut self, backend: Proc) {
+        self.backends.push(backend);
+    }
+
+    /// The pid of the first backend kept (None: none).
+    pub(super) fn backend_pid(&self) -> Option<u32> {
+        self.backends.first().map(Proc::pid)
     }
 
     /// Starts `cmd` beside the process (output to `log`); it is killed when the process stops.

@@ -33,7 +33,7 @@ fn core_times() -> Vec<(u64, u64, u64)> {
 }
 
 /// utime + stime of a process (all threads), in clock ticks.
-fn proc_ticks(pid: u32) -> Option<u64> {
+pub(super) fn proc_ticks(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
     let rest = &text[text.rfind(')')? + 1..];

@@ -12,6 +12,7 @@ mod regs;
 mod server;
 mod subnet;
 mod times;
+mod tls;
 mod v6;
 
 use std::path::PathBuf;

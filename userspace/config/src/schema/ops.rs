@@ -16,6 +16,12 @@ pub(crate) const NATS_KEYS: &[&str] = &[
     "server-name",
     "token-file",
     "credentials-file",
+    "user",
+    "password-file",
+    "tls",
+    "ca-file",
+    "cert-file",
+    "key-file",
     "batch-size",
     "spool-directory",
     "spool-max-mb",
@@ -149,14 +155,43 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
     };
     let token_file = t.get("token-file").map(|f| path_of(errs, &f));
     let credentials_file = t.get("credentials-file").map(|f| path_of(errs, &f));
-    if let (Some(_), Some(f)) = (&token_file, t.get("credentials-file")) {
+    let user = match t.get("user") {
+        None => Some(None),
+        Some(f) => string(errs, &f).and_then(|s| {
+            if s.is_empty() || s.contains(['\0', ' ', '\t', '\n']) {
+                errs.push(&f.span(), &f.path, "expected a user name (no spaces)");
+                None
+            } else {
+                Some(Some(s.to_string()))
+            }
+        }),
+    };
+    let password_file = t.get("password-file").map(|f| path_of(errs, &f));
+    // One way to authenticate.
+    let ways: Vec<Field<'_, '_>> = ["token-file", "credentials-file", "user"]
+        .iter()
+        .filter_map(|k| t.get(k))
+        .collect();
+    if ways.len() > 1 {
         errs.push(
-            &f.span(),
-            &f.path,
-            "set token-file or credentials-file, not both",
+            &ways[1].span(),
+            &ways[1].path,
+            "set one of token-file, credentials-file or user (+ password-file), not both",
         );
         return None;
     }
+    match (t.get("user"), t.get("password-file")) {
+        (Some(f), None) => {
+            errs.push(&f.span(), &f.path, "user needs password-file");
+            return None;
+        }
+        (None, Some(f)) => {
+            errs.push(&f.span(), &f.path, "password-file needs user");
+            return None;
+        }
+        _ => {}
+    }
+    let tls = super::tls::read_tls(errs, t, "NATS");
     let num = |errs: &mut Errors<'_>, key: &str, lo: u32, hi: u32, dflt: u32| match t.get(key) {
         None => Some(dflt),
         Some(f) => u32_in(errs, &f, lo, hi, &format!("between {lo} and {hi}")),
@@ -176,6 +211,9 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
         server_name: server_name?,
         token_file: token_file.map_or(Some(None), |p| p.map(Some))?,
         credentials_file: credentials_file.map_or(Some(None), |p| p.map(Some))?,
+        user: user?,
+        password_file: password_file.map_or(Some(None), |p| p.map(Some))?,
+        tls: tls?,
         batch_size: batch_size?,
         spool_directory: spool_directory.map_or(Some(None), |p| p.map(Some))?,
         spool_max_mb: spool_max_mb?,

@@ -15,6 +15,9 @@ pub(crate) const POSTGRES_KEYS: &[&str] = &[
     "user",
     "password-file",
     "tls",
+    "ca-file",
+    "cert-file",
+    "key-file",
     "connect-timeout-secs",
     "migrate",
 ];
@@ -101,23 +104,22 @@ fn read_postgres(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<PostgresCon
     let password_file = t
         .get("password-file")
         .map(|f| nonempty(errs, &f, "a file path").map(PathBuf::from));
-    let tls = match t.get("tls") {
+    let tls = super::tls::read_tls(errs, t, "PostgreSQL").and_then(|tls| match tls {
         None => Some(PostgresTls::Disable),
-        Some(f) => match string(errs, &f)? {
-            "disable" => Some(PostgresTls::Disable),
-            other => {
-                errs.push(
-                    &f.span(),
-                    &f.path,
-                    format!(
-                        "`{other}`: TLS to PostgreSQL is not implemented yet; only \"disable\" \
-                         (use a local socket, loopback or a protected network)"
-                    ),
-                );
-                None
+        Some(c) => {
+            if host.as_deref().is_some_and(|h| h.starts_with('/')) {
+                if let Some(f) = t.get("tls") {
+                    errs.push(
+                        &f.span(),
+                        &f.path,
+                        "TLS needs a TCP connection: host is a UNIX socket directory",
+                    );
+                }
+                return None;
             }
-        },
-    };
+            Some(PostgresTls::Require(c))
+        }
+    });
     let connect_timeout_secs = match t.get("connect-timeout-secs") {
         None => Some(5),
         Some(f) => u32_in(errs, &f, 1, 600, "between 1 and 600"),
