@@ -95,11 +95,13 @@ impl Cluster {
 
     fn pg_ctl(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.hub, "runuser", "-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.path("pg/data"))
-            .args(args);
+        c.args([
+            "netns", "exec", &self.hub, "runuser", "-u", "postgres", "--",
+        ])
+        .arg(format!("{PG_BIN}/pg_ctl"))
+        .arg("-D")
+        .arg(self.path("pg/data"))
+        .args(args);
         c
     }
 
@@ -219,7 +221,10 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         pg_started: false,
     };
 
-    println!("== namespaces: hub {} with bridges br1 (10.77.0.0/16) and br2 (10.78.0.0/16)", c.hub);
+    println!(
+        "== namespaces: hub {} with bridges br1 (10.77.0.0/16) and br2 (10.78.0.0/16)",
+        c.hub
+    );
     ip(&["netns", "add", &c.hub])?;
     ip(&["-n", &c.hub, "link", "set", "lo", "up"])?;
     let mut servers = Vec::new();
@@ -250,20 +255,43 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             }
         }
         ip(&["-n", &c.hub, "link", "set", &br, "up"])?;
-        ip(&["-n", &c.hub, "addr", "add", &format!("10.7{}.255.254/16", 6 + p), "dev", &br])?;
+        ip(&[
+            "-n",
+            &c.hub,
+            "addr",
+            "add",
+            &format!("10.7{}.255.254/16", 6 + p),
+            "dev",
+            &br,
+        ])?;
     }
 
-    println!("== back office in the hub: PostgreSQL 15 on :{PG_PORT}, nats-server -js on :{NATS_PORT}");
-    util::output(Command::new("chown").arg("postgres:postgres").arg(c.path("pg")))?;
+    println!(
+        "== back office in the hub: PostgreSQL 15 on :{PG_PORT}, nats-server -js on :{NATS_PORT}"
+    );
+    util::output(
+        Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(c.path("pg")),
+    )?;
     std::fs::write(c.path("pg/su-pw"), "superpw\n")?;
-    util::output(Command::new("chown").arg("postgres").arg(c.path("pg/su-pw")))?;
+    util::output(
+        Command::new("chown")
+            .arg("postgres")
+            .arg(c.path("pg/su-pw")),
+    )?;
     util::output(
         Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{PG_BIN}/initdb"))
             .arg("-D")
             .arg(c.path("pg/data"))
-            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .args(["--no-sync"])
             .arg(format!("--pwfile={}", c.path("pg/su-pw").display())),
     )?;
@@ -279,14 +307,25 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     let pg_log = c.path("pg/pg.log").to_string_lossy().to_string();
     util::output(&mut c.pg_ctl(&["-o", &pg_opts, "-l", &pg_log, "-w", "start"]))?;
     c.pg_started = true;
-    c.psql("postgres", &format!("CREATE ROLE xdhcpd LOGIN PASSWORD '{PG_PW}'"))?;
+    c.psql(
+        "postgres",
+        &format!("CREATE ROLE xdhcpd LOGIN PASSWORD '{PG_PW}'"),
+    )?;
     c.psql("postgres", "CREATE DATABASE prov OWNER xdhcpd")?;
     c.psql("postgres", "CREATE DATABASE archive OWNER xdhcpd")?;
     let start_nats = |c: &mut Cluster, n: u32| -> Result<()> {
         let mut cmd = Cluster::in_ns(&c.hub, "nats-server");
-        cmd.args(["-js", "-a", "0.0.0.0", "-p", &NATS_PORT.to_string(), "--auth", TOKEN])
-            .arg("-sd")
-            .arg(c.path("js"));
+        cmd.args([
+            "-js",
+            "-a",
+            "0.0.0.0",
+            "-p",
+            &NATS_PORT.to_string(),
+            "--auth",
+            TOKEN,
+        ])
+        .arg("-sd")
+        .arg(c.path("js"));
         let log = c.path(&format!("nats-{n}.log"));
         c.spawn("nats-server", cmd, &log)?;
         wait("nats-server to be ready", Duration::from_secs(20), || {
@@ -297,7 +336,10 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     start_nats(&mut c, 0)?;
     std::fs::write(c.path("pg-password"), format!("{PG_PW}\n"))?;
     std::fs::write(c.path("nats-token"), format!("{TOKEN}\n"))?;
-    std::fs::write(c.path("failover.key"), "xdhcpd-demo-cluster-key-0123456789\n")?;
+    std::fs::write(
+        c.path("failover.key"),
+        "xdhcpd-demo-cluster-key-0123456789\n",
+    )?;
 
     println!("== four servers: pair-1 (dhcp-1a primary, dhcp-1b) on 10.77.0.0/16, pair-2 on 10.78.0.0/16");
     for (i, s) in servers.iter().enumerate() {
@@ -315,7 +357,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
              [[subnet]]\ncidr = \"10.7{net}.0.0/16\"\nrouter = [\"10.7{net}.0.1\"]\n\n\
              [[subnet.pool]]\nrange = \"10.7{net}.1.0-10.7{net}.8.255\"\n\n\
              [failover]\nrole = \"{role}\"\nname = \"pair-{p}\"\naddress = \"10.7{net}.0.{me}\"\n\
-             peer-address = \"10.7{net}.0.{peer}\"\nmclt = 60\nuse-safe-period = false\n\
+             peer-address = \"10.7{net}.0.{peer}\"\nmclt = 10\nsplit = 128\nuse-safe-period = false\n\
              auth-key-file = \"{key}\"\n\n\
              [registrations]\nbackend = \"postgres\"\n\n\
              [registrations.postgres]\nhost = \"10.7{net}.255.254\"\nport = {PG_PORT}\n\
@@ -342,29 +384,38 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             .env("NO_COLOR", "1");
         let log = c.path(&format!("{}.log", s.name));
         c.spawn(&s.name, cmd, &log)?;
-        wait(&format!("{} to serve", s.name), Duration::from_secs(30), || {
-            Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("serving ")))
-        })?;
+        wait(
+            &format!("{} to serve", s.name),
+            Duration::from_secs(30),
+            || Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("serving "))),
+        )?;
     }
-    let took = wait("both pairs NORMAL, PostgreSQL and NATS connected", Duration::from_secs(60), || {
-        for s in &servers {
-            let st = status(&s.sock)?;
-            if st["registrations"]["connected"] != true
-                || st["event_log"]["nats"]["connected"] != true
-            {
-                return Ok(false);
+    let took = wait(
+        "both pairs NORMAL, PostgreSQL and NATS connected",
+        Duration::from_secs(60),
+        || {
+            for s in &servers {
+                let st = status(&s.sock)?;
+                if st["registrations"]["connected"] != true
+                    || st["event_log"]["nats"]["connected"] != true
+                {
+                    return Ok(false);
+                }
+                let (_, f) = http(&s.sock, "GET", "/v1/failover", "")?;
+                if f.matches("\"NORMAL\"").count() < 2 {
+                    return Ok(false);
+                }
             }
-            let (_, f) = http(&s.sock, "GET", "/v1/failover", "")?;
-            if f.matches("\"NORMAL\"").count() < 2 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })?;
+            Ok(true)
+        },
+    )?;
     println!("   all four NORMAL and connected after {took:?}");
 
     println!("== a registration INSERTed in PostgreSQL (one transaction, one per link)");
-    let regs = [("02:5a:c1:00:00:01", "10.77.3.3"), ("02:5a:c2:00:00:01", "10.78.3.3")];
+    let regs = [
+        ("02:5a:c1:00:00:01", "10.77.200.3"),
+        ("02:5a:c2:00:00:01", "10.78.200.3"),
+    ];
     c.psql(
         "prov",
         &format!(
@@ -375,44 +426,73 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     )?;
     let committed = Instant::now();
     let mut seen = vec![None; servers.len()];
-    wait("the registrations on every server", Duration::from_secs(10), || {
-        for (i, s) in servers.iter().enumerate() {
-            if seen[i].is_none() {
-                let body = format!(r#"{{"op":"show","select":{{"mac":"{}"}}}}"#, regs[1].0);
-                if http(&s.sock, "POST", "/v1/registrations", &body)?.0 == 200 {
-                    seen[i] = Some(committed.elapsed());
+    wait(
+        "the registrations on every server",
+        Duration::from_secs(10),
+        || {
+            for (i, s) in servers.iter().enumerate() {
+                if seen[i].is_none() {
+                    let body = format!(r#"{{"op":"show","select":{{"mac":"{}"}}}}"#, regs[1].0);
+                    if http(&s.sock, "POST", "/v1/registrations", &body)?.0 == 200 {
+                        seen[i] = Some(committed.elapsed());
+                    }
                 }
             }
-        }
-        Ok(seen.iter().all(Option::is_some))
-    })?;
+            Ok(seen.iter().all(Option::is_some))
+        },
+    )?;
     for (s, d) in servers.iter().zip(&seen) {
-        println!("   {}: in its index {:?} after the commit", s.name, d.unwrap_or_default());
+        println!(
+            "   {}: in its index {:?} after the commit",
+            s.name,
+            d.unwrap_or_default()
+        );
     }
     for (p, (mac, _)) in regs.iter().enumerate() {
         let ns = &c.ns[p * 3 + 2];
         ip(&["-n", ns, "link", "set", "dhcp0", "address", mac])?;
         let script = c.path(&format!("udhcpc-{p}.sh"));
         let ev = c.path(&format!("udhcpc-{p}.ev"));
-        std::fs::write(&script, format!("#!/bin/sh\necho \"$1 $ip\" >> '{}'\n", ev.display()))?;
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$1 $ip\" >> '{}'\n", ev.display()),
+        )?;
         util::output(Command::new("chmod").arg("755").arg(&script))?;
         let _ = Cluster::in_ns(ns, "timeout")
-            .args(["20", "busybox", "udhcpc", "-i", "dhcp0", "-f", "-n", "-q", "-t", "6", "-T", "1"])
+            .args([
+                "20", "busybox", "udhcpc", "-i", "dhcp0", "-f", "-n", "-q", "-t", "6", "-T", "1",
+            ])
             .arg("-s")
             .arg(&script)
             .output();
         let got = std::fs::read_to_string(&ev).unwrap_or_default();
-        let addr = got.lines().find_map(|l| l.strip_prefix("bound ")).unwrap_or("none");
-        println!("   the registered client on link {} ({mac}) got {addr}", p + 1);
+        let addr = got
+            .lines()
+            .find_map(|l| l.strip_prefix("bound "))
+            .unwrap_or("none");
+        println!(
+            "   the registered client on link {} ({mac}) got {addr}",
+            p + 1
+        );
     }
 
     let secs = seconds.max(12);
-    println!("== xdhcp-loadgen DORA+renew on both links for {secs} s; NATS killed for {} s mid-load", secs / 2);
+    println!(
+        "== xdhcp-loadgen DORA+renew on both links for {secs} s; NATS killed for {} s mid-load",
+        secs / 2
+    );
     for p in 0..2usize {
         let ns = c.ns[p * 3 + 2].clone();
         let mut cmd = Cluster::in_ns(&ns, &loadgen.to_string_lossy());
         cmd.args(["-i", "dhcp0", "--io", "packet", "--scenario", "dora-renew"])
-            .args(["--clients", "300", "--rate", "80", "--duration", &format!("{secs}s")])
+            .args([
+                "--clients",
+                "300",
+                "--rate",
+                "80",
+                "--duration",
+                &format!("{secs}s"),
+            ])
             .args(["--timeout-ms", "300", "--retries", "0", "--quiet"])
             .args(["--mac-salt", &format!("{}", 0x41 + p)])
             .arg("--acked-log")
@@ -468,7 +548,12 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     for p in 0..2 {
         let t = std::fs::read_to_string(c.path(&format!("acked-{p}.log"))).unwrap_or_default();
         acked_lines += t.lines().count();
-        one = one.or_else(|| t.lines().next().and_then(|l| l.split_whitespace().nth(2)).map(str::to_string));
+        one = one.or_else(|| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(2))
+                .map(str::to_string)
+        });
     }
     let archived = c.psql("archive", "SELECT count(*) FROM xdhcpd_lease_events")?;
     println!(

@@ -580,9 +580,8 @@ pub fn main_servers(a: ServersArgs) -> ExitCode {
 /// The table `xdhcpd ctl servers` prints.
 pub fn format_servers(list: &[ServerSeen]) -> String {
     use std::fmt::Write as _;
-    let t = |s: i64| {
-        u64::try_from(s).map_or_else(|_| "-".to_string(), crate::leases::time::iso8601)
-    };
+    let t =
+        |s: i64| u64::try_from(s).map_or_else(|_| "-".to_string(), crate::leases::time::iso8601);
     let o = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
     let head = [
         "SERVER",
@@ -675,9 +674,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
         assert!(lines[0].starts_with("SERVER "), "{text}");
-        assert!(lines[1].contains("dhcp-1a") && lines[1].contains("pair-1"), "{text}");
+        assert!(
+            lines[1].contains("dhcp-1a") && lines[1].contains("pair-1"),
+            "{text}"
+        );
         assert!(lines[1].contains("2025-12-04T01:00:00Z"), "{text}");
-        assert!(lines[3].contains("old") && lines[3].contains(" - "), "{text}");
+        assert!(
+            lines[3].contains("old") && lines[3].contains(" - "),
+            "{text}"
+        );
         assert_eq!(
             lines[4],
             "3 server(s), 1 failover relationship(s), 20 event(s)"

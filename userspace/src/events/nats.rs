@@ -890,7 +890,9 @@ mod tests {
             Some("xdhcpd.events.dhcp-2b.10-78-0-0_16.ack"),
             "subject per server and subnet"
         );
-        assert!(f.next().is_some_and(|id| id.starts_with("dhcp-2b/10.78.1.9/ack/7/")));
+        assert!(f
+            .next()
+            .is_some_and(|id| id.starts_with("dhcp-2b/10.78.1.9/ack/7/")));
         let msg: NatsEvent = serde_json::from_str(f.next().expect("json")).expect("parse");
         assert_eq!(msg.server, "dhcp-2b");
         assert_eq!(msg.server_id.as_deref(), Some("10.78.0.3"));
@@ -900,7 +902,10 @@ mod tests {
         // A message of an older publisher (server name only) still parses.
         let old = r#"{"server":"x","time":1,"ts":"","event":"ack","ip":"10.0.0.1","mac":"02:00:00:00:00:01","start":1,"expiry":2,"source":"dhcp"}"#;
         let msg: NatsEvent = serde_json::from_str(old).expect("old payload");
-        assert_eq!((msg.server_id, msg.relationship, msg.role), (None, None, None));
+        assert_eq!(
+            (msg.server_id, msg.relationship, msg.role),
+            (None, None, None)
+        );
     }
 
     #[test]
