@@ -10,7 +10,7 @@
 //! (`XDHCPD_ARCHIVE_EVENTS=N` for another size, `XDHCPD_ARCHIVE_ADDRESSES=M` for another
 //! number of addresses.) A PostgreSQL of its own in a namespace of its own, in a temporary
 //! directory removed at the end (the table with it). The archive's own schema
-//! (`xdhcpd::events::archive::SCHEMA`); the rows are synthetic (`generate_series`, in batches
+//! (`xdhcpd::events::archive::MIGRATIONS[0]`, the events table and its indexes); the rows are synthetic (`generate_series`, in batches
 //! of 1,000,000 with progress): address `n mod M` of 10.0.0.0/12, one event every 315 ms
 //! over a year (so each address has an event every 3.6 days), per address ack, 8 renews,
 //! release, each lease (4 days) a new MAC. The secondary indexes are dropped for the load and
@@ -129,7 +129,7 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
     write_file(&conf, &text)?;
     pg.start(true)?;
     pg.psql("postgres", "CREATE DATABASE archive")?;
-    pg.psql("archive", xdhcpd::events::archive::SCHEMA)?;
+    pg.psql("archive", xdhcpd::events::archive::MIGRATIONS[0])?;
     // Secondary indexes out of the way during the load (the schema makes them again).
     pg.psql(
         "archive",
@@ -168,7 +168,7 @@ fn archive_history_query_over_100m_events_within_50ms() -> Res<()> {
     }
     let load = t0.elapsed();
     let t1 = Instant::now();
-    pg.psql("archive", xdhcpd::events::archive::SCHEMA)?;
+    pg.psql("archive", xdhcpd::events::archive::MIGRATIONS[0])?;
     let index = t1.elapsed();
     let t2 = Instant::now();
     pg.psql("archive", "VACUUM (ANALYZE) xdhcpd_lease_events")?;

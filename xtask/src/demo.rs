@@ -33,6 +33,11 @@ pub struct DemoArgs {
     /// Skip `cargo xtask setup` (packages and toolchain assumed present).
     #[arg(long)]
     pub no_setup: bool,
+    /// The cluster demo instead: two failover pairs, one PostgreSQL, one NATS JetStream
+    /// (registration propagation, NATS outage under load, archive, `ctl servers`); uses
+    /// `--seconds` (at least 12) for its load and `--no-setup`.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -93,6 +98,9 @@ fn wait_for_line(log: &Path, needle: &str, timeout: Duration) -> Result<()> {
 }
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
+    if args.cluster {
+        return crate::demo_cluster::demo_cluster(args.no_setup, args.seconds);
+    }
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);

@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod demo_cluster;
 mod disk;
 mod ebpf;
 mod fuzz;

@@ -245,6 +245,9 @@ pub struct PostgresConfig {
     pub connect_timeout_secs: u32,
     /// `migrate` (default true): apply the schema's pending migrations when connecting.
     pub migrate: bool,
+    /// `groups` (default: every registration): load and follow only the registrations whose
+    /// `group` is one of these (a server keeps only what its pair needs).
+    pub groups: Option<Vec<String>>,
 }
 
 /// TLS to PostgreSQL.

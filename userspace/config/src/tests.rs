@@ -1130,6 +1130,37 @@ fn registration_postgres_backend_config() {
 }
 
 #[test]
+fn registration_postgres_groups_filter_config() {
+    let base = "[server]\ninterface = \"eth0\"\nregistration-file = \"/var/lib/xdhcpd/regs\"\n\n\
+         [[subnet]]\ncidr = \"10.0.0.0/24\"\n\n[registrations]\nbackend = \"postgres\"\n\
+         [registrations.postgres]\nhost = \"db\"\ndbname = \"prov\"\nuser = \"u\"\n";
+    let groups = |text: &str| match parse(text, "t.toml").map(|c| c.registrations) {
+        Ok(crate::RegistrationBackend::Postgres(pg)) => pg.groups,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(groups(base), None, "default: every registration");
+    assert_eq!(
+        groups(&format!("{base}groups = [\"modem\", \"pair-1\"]\n")),
+        Some(vec!["modem".to_string(), "pair-1".to_string()])
+    );
+    assert_eq!(
+        error_lines(&format!("{base}groups = []\n")),
+        vec!["t.toml:14:10: registrations.postgres.groups: an empty list would load no registration: leave `groups` out to load them all"]
+    );
+    assert_eq!(
+        error_lines(&format!("{base}groups = [\"a\", \"a\", \"\"]\n")),
+        vec![
+            "t.toml:14:16: registrations.postgres.groups[1]: group `a` listed twice",
+            "t.toml:14:21: registrations.postgres.groups[2]: expected a group name",
+        ]
+    );
+    assert_eq!(
+        error_lines(&format!("{base}groups = \"modem\"\n")),
+        vec!["t.toml:14:10: registrations.postgres.groups: expected an array, found a string"]
+    );
+}
+
+#[test]
 fn lease_spare_addresses_key_default_and_range() {
     let pool =
         "[[subnet]]\ncidr = \"10.0.0.0/16\"\n[[subnet.pool]]\nrange = \"10.0.1.0-10.0.40.255\"\n";

@@ -72,6 +72,9 @@ pub enum CtlCmd {
     /// Who held an address at a given time (reads the lease event log files, also while the
     /// daemon is stopped).
     History(crate::events::history::HistoryArgs),
+    /// The servers seen through the PostgreSQL event archive (`xdhcpd events archive`):
+    /// name, server-id, failover relationship and role, first/last event, event counts.
+    Servers(crate::events::archive::ServersArgs),
     /// Registrations (MAC / client id -> group, fixed address, options): add, modify,
     /// remove, show, import, export while the server runs.
     Registrations {
@@ -155,6 +158,7 @@ fn endpoint(t: &CtlTarget) -> anyhow::Result<Endpoint> {
 fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
     let cmd = match cmd {
         CtlCmd::History(a) => return Ok(crate::events::history::main_history(target.config, a)),
+        CtlCmd::Servers(a) => return Ok(crate::events::archive::main_servers(a)),
         CtlCmd::Registrations { cmd } => {
             return crate::registrations::ctl::run(endpoint(&target)?, cmd);
         }
@@ -197,7 +201,7 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             ("GET", p, None)
         }
         CtlCmd::Reload { .. } => ("POST", "/v1/reload".into(), None),
-        CtlCmd::History(_) | CtlCmd::Registrations { .. } => {
+        CtlCmd::History(_) | CtlCmd::Servers(_) | CtlCmd::Registrations { .. } => {
             anyhow::bail!("answered above")
         }
         CtlCmd::Metrics => ("GET", "/metrics".into(), None),

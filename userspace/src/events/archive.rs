@@ -9,6 +9,10 @@
 //!
 //! "Who held address A at time T" is the last event for A at or before T (index
 //! `(ip, at, id)`, one backward index scan), as for the local files ([`super::history`]).
+//!
+//! "Which servers feed this archive" (`xdhcpd ctl servers --archive`, [`servers`]) reads
+//! `xdhcpd_servers`, which each batch's transaction keeps up to date from the rows it
+//! really inserted (schema version 2, [`MIGRATIONS`]).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -26,8 +30,9 @@ use super::nats::{self, NatsEvent};
 use super::{LeaseEvent, Source};
 use xdhcpd_config::{NatsConfig, TlsClientConfig};
 
-/// The schema (idempotent).
-pub const SCHEMA: &str = "
+/// Version 1: the events table and its indexes (idempotent: archives made before the
+/// migrations table existed already have it).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS xdhcpd_lease_events (
     id          bigserial PRIMARY KEY,
     event_id    text NOT NULL UNIQUE,
@@ -49,16 +54,125 @@ CREATE INDEX IF NOT EXISTS xdhcpd_lease_events_mac_at ON xdhcpd_lease_events (ma
 CREATE INDEX IF NOT EXISTS xdhcpd_lease_events_server_at ON xdhcpd_lease_events (server, at);
 ";
 
+/// Version 2 (many pairs, one view): who sent each event (`server_id`, the failover
+/// `relationship` and `role`), and `xdhcpd_servers`, one row per server seen, kept up to
+/// date by the archiver in the transaction of each batch (so `xdhcpd ctl servers` reads a
+/// few rows, not the events); filled once from the events already archived.
+const SCHEMA_V2: &str = "
+ALTER TABLE xdhcpd_lease_events
+    ADD COLUMN IF NOT EXISTS server_id text,
+    ADD COLUMN IF NOT EXISTS relationship text,
+    ADD COLUMN IF NOT EXISTS role text;
+CREATE TABLE IF NOT EXISTS xdhcpd_servers (
+    server         text PRIMARY KEY,
+    server_id      text,
+    relationship   text,
+    role           text,
+    first_event    timestamptz NOT NULL,
+    last_event     timestamptz NOT NULL,
+    events         bigint NOT NULL,
+    acks           bigint NOT NULL,
+    renews         bigint NOT NULL,
+    releases       bigint NOT NULL,
+    declines       bigint NOT NULL,
+    expires        bigint NOT NULL,
+    first_archived timestamptz NOT NULL DEFAULT now(),
+    last_archived  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO xdhcpd_servers (server, first_event, last_event, events, acks, renews, releases,
+                            declines, expires)
+SELECT server, min(at), max(at), count(*), count(*) FILTER (WHERE event = 'ack'),
+       count(*) FILTER (WHERE event = 'renew'), count(*) FILTER (WHERE event = 'release'),
+       count(*) FILTER (WHERE event = 'decline'), count(*) FILTER (WHERE event = 'expire')
+FROM xdhcpd_lease_events GROUP BY server
+ON CONFLICT (server) DO NOTHING;
+";
+
+/// The archive's migrations, in order (version = position + 1). Applied by
+/// [`migrate`] under an advisory lock, each in the transaction that records it in
+/// `xdhcpd_archive_migrations`.
+pub const MIGRATIONS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+
+/// Brings the archive schema to the newest version; returns (from, to).
+pub async fn migrate(pg: &mut Client) -> anyhow::Result<(i32, i32)> {
+    let tx = pg.transaction().await.context("BEGIN (migrations)")?;
+    // One archiver migrates at a time (key: "xdhcparc" as 8 bytes).
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(8675309424242);
+         CREATE TABLE IF NOT EXISTS xdhcpd_archive_migrations (
+             version    int PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .context("creating xdhcpd_archive_migrations")?;
+    let from: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM xdhcpd_archive_migrations",
+            &[],
+        )
+        .await
+        .context("reading xdhcpd_archive_migrations")?
+        .try_get(0)?;
+    let mut to = from;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let v = i as i32 + 1;
+        if v <= from {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("archive migration {v}"))?;
+        tx.execute(
+            "INSERT INTO xdhcpd_archive_migrations (version) VALUES ($1)",
+            &[&v],
+        )
+        .await
+        .with_context(|| format!("recording archive migration {v}"))?;
+        to = v;
+    }
+    tx.commit().await.context("COMMIT (migrations)")?;
+    Ok((from, to))
+}
+
+/// One batch: the new events (a redelivered one is skipped) and, from exactly those, the
+/// per-server summary.
 const INSERT: &str = "
-INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, event, ip, mac,
-                                 client_id, relay_info, lease_start, lease_end, source)
-SELECT e, s, q, sub, to_timestamp(t), ev, ip::inet, m, c, r, to_timestamp(ls),
-       to_timestamp(le), src
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::text[])
-     AS u(e, s, q, sub, t, ev, ip, m, c, r, ls, le, src)
-ORDER BY q
-ON CONFLICT (event_id) DO NOTHING";
+WITH ins AS (
+    INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, event, ip, mac,
+                                     client_id, relay_info, lease_start, lease_end, source,
+                                     server_id, relationship, role)
+    SELECT e, s, q, sub, to_timestamp(t), ev, ip::inet, m, c, r, to_timestamp(ls),
+           to_timestamp(le), src, sid, rel, rol
+    FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[],
+                $13::text[], $14::text[], $15::text[], $16::text[])
+         AS u(e, s, q, sub, t, ev, ip, m, c, r, ls, le, src, sid, rel, rol)
+    ORDER BY q
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING server, server_id, relationship, role, at, event
+)
+INSERT INTO xdhcpd_servers AS x (server, server_id, relationship, role, first_event,
+                                 last_event, events, acks, renews, releases, declines,
+                                 expires)
+SELECT server, max(server_id), max(relationship), max(role), min(at), max(at), count(*),
+       count(*) FILTER (WHERE event = 'ack'), count(*) FILTER (WHERE event = 'renew'),
+       count(*) FILTER (WHERE event = 'release'), count(*) FILTER (WHERE event = 'decline'),
+       count(*) FILTER (WHERE event = 'expire')
+FROM ins GROUP BY server
+ON CONFLICT (server) DO UPDATE SET
+    server_id = coalesce(EXCLUDED.server_id, x.server_id),
+    relationship = coalesce(EXCLUDED.relationship, x.relationship),
+    role = coalesce(EXCLUDED.role, x.role),
+    first_event = least(x.first_event, EXCLUDED.first_event),
+    last_event = greatest(x.last_event, EXCLUDED.last_event),
+    events = x.events + EXCLUDED.events,
+    acks = x.acks + EXCLUDED.acks,
+    renews = x.renews + EXCLUDED.renews,
+    releases = x.releases + EXCLUDED.releases,
+    declines = x.declines + EXCLUDED.declines,
+    expires = x.expires + EXCLUDED.expires,
+    last_archived = now()";
 
 /// `xdhcpd events archive` arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -262,11 +376,17 @@ struct Rows {
     ls: Vec<i64>,
     le: Vec<i64>,
     src: Vec<String>,
+    sid: Vec<Option<String>>,
+    rel: Vec<Option<String>>,
+    rol: Vec<Option<String>>,
 }
 
 impl Rows {
     fn push(&mut self, id: String, seq: u64, subject: &str, n: NatsEvent) {
         let ev = n.event;
+        self.sid.push(n.server_id);
+        self.rel.push(n.relationship);
+        self.rol.push(n.role);
         self.e.push(id);
         self.s.push(n.server);
         self.q.push(seq as i64);
@@ -298,9 +418,10 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
         "--postgres",
     )
     .await?;
-    pg.batch_execute(SCHEMA)
-        .await
-        .context("creating the archive table")?;
+    let (from, to) = migrate(&mut pg).await?;
+    if from != to {
+        tracing::info!("archive schema migrated from version {from} to {to}");
+    }
     let insert = pg.prepare(INSERT).await.context("preparing the insert")?;
     let client = nats::connect(&a.nats_config(), "xdhcpd-archive", "--nats").await?;
     let js = async_nats::jetstream::new(client);
@@ -373,9 +494,9 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
             }
         }
         let tx = pg.transaction().await.context("BEGIN")?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
             &rows.e, &rows.s, &rows.q, &rows.sub, &rows.t, &rows.ev, &rows.ip, &rows.m, &rows.c,
-            &rows.r, &rows.ls, &rows.le, &rows.src,
+            &rows.r, &rows.ls, &rows.le, &rows.src, &rows.sid, &rows.rel, &rows.rol,
         ];
         tx.execute(&insert, &params)
             .await
@@ -439,4 +560,254 @@ pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<
         }
     };
     Ok(HistoryAnswer::from_last(ip, at, last))
+}
+
+/// One server seen through the archive (a row of `xdhcpd_servers`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerSeen {
+    /// Its name (`[event-log.nats] server-name`, the subject token).
+    pub server: String,
+    /// Its `server.server-id` (None: only events of a publisher older than schema 2).
+    pub server_id: Option<String>,
+    /// `[failover] name` of its pair (None: no failover, or an older publisher).
+    pub relationship: Option<String>,
+    /// `primary` / `secondary` in that relationship.
+    pub role: Option<String>,
+    /// Unix time of its first and last archived event (the events' own times).
+    pub first_event: i64,
+    pub last_event: i64,
+    /// Events archived, in all and per kind.
+    pub events: i64,
+    pub acks: i64,
+    pub renews: i64,
+    pub releases: i64,
+    pub declines: i64,
+    pub expires: i64,
+    /// Unix time the archiver last stored an event of it.
+    pub last_archived: i64,
+}
+
+/// Every server seen through the archive, by relationship then name.
+pub async fn servers(client: &Client) -> anyhow::Result<Vec<ServerSeen>> {
+    let has: Option<String> = client
+        .query_one("SELECT to_regclass('xdhcpd_servers')::text", &[])
+        .await
+        .context("looking for xdhcpd_servers")?
+        .try_get(0)?;
+    if has.is_none() {
+        anyhow::bail!(
+            "the archive has no table xdhcpd_servers (schema older than version 2): run \
+             `xdhcpd events archive` of this version once, it migrates the schema"
+        );
+    }
+    let rows = client
+        .query(
+            "SELECT server, server_id, relationship, role,
+                    extract(epoch FROM first_event)::int8, extract(epoch FROM last_event)::int8,
+                    events, acks, renews, releases, declines, expires,
+                    extract(epoch FROM last_archived)::int8
+             FROM xdhcpd_servers
+             ORDER BY relationship NULLS LAST, role NULLS LAST, server",
+            &[],
+        )
+        .await
+        .context("querying xdhcpd_servers")?;
+    rows.iter()
+        .map(|r| {
+            Ok(ServerSeen {
+                server: r.try_get(0)?,
+                server_id: r.try_get(1)?,
+                relationship: r.try_get(2)?,
+                role: r.try_get(3)?,
+                first_event: r.try_get(4)?,
+                last_event: r.try_get(5)?,
+                events: r.try_get(6)?,
+                acks: r.try_get(7)?,
+                renews: r.try_get(8)?,
+                releases: r.try_get(9)?,
+                declines: r.try_get(10)?,
+                expires: r.try_get(11)?,
+                last_archived: r.try_get(12)?,
+            })
+        })
+        .collect()
+}
+
+/// `xdhcpd ctl servers` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServersArgs {
+    /// The PostgreSQL archive of `xdhcpd events archive`: `host=... port=... dbname=...
+    /// user=...` or a postgresql:// URL.
+    #[arg(long)]
+    pub archive: String,
+    /// File whose first line is the archive's PostgreSQL password.
+    #[arg(long)]
+    pub archive_password_file: Option<PathBuf>,
+    /// TLS to the archive (required when set): the CA certificate(s) (PEM) that sign the
+    /// server's.
+    #[arg(long)]
+    pub archive_ca_file: Option<PathBuf>,
+    /// TLS to the archive: this client's certificate (PEM), with --archive-key-file.
+    #[arg(long, requires_all = ["archive_key_file", "archive_ca_file"])]
+    pub archive_cert_file: Option<PathBuf>,
+    /// TLS to the archive: the key of --archive-cert-file (PEM).
+    #[arg(long, requires = "archive_cert_file")]
+    pub archive_key_file: Option<PathBuf>,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `xdhcpd ctl servers` (reads the archive; no daemon involved).
+pub fn main_servers(a: ServersArgs) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        let list = rt.block_on(async {
+            let tls = a
+                .archive_ca_file
+                .as_ref()
+                .map(|ca| xdhcpd_config::TlsClientConfig {
+                    ca_file: ca.clone(),
+                    cert_file: a.archive_cert_file.clone(),
+                    key_file: a.archive_key_file.clone(),
+                });
+            let c = pg_connect(
+                &a.archive,
+                a.archive_password_file.as_deref(),
+                tls.as_ref(),
+                "--archive",
+            )
+            .await?;
+            servers(&c).await
+        })?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            print!("{}", format_servers(&list));
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdhcpd ctl servers: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The table `xdhcpd ctl servers` prints.
+pub fn format_servers(list: &[ServerSeen]) -> String {
+    use std::fmt::Write as _;
+    let t =
+        |s: i64| u64::try_from(s).map_or_else(|_| "-".to_string(), crate::leases::time::iso8601);
+    let o = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let head = [
+        "SERVER",
+        "SERVER-ID",
+        "RELATIONSHIP",
+        "ROLE",
+        "FIRST EVENT",
+        "LAST EVENT",
+        "EVENTS",
+        "ACK",
+        "RENEW",
+        "RELEASE",
+        "DECLINE",
+        "EXPIRE",
+    ];
+    let mut rows: Vec<[String; 12]> = vec![head.map(str::to_string)];
+    for s in list {
+        rows.push([
+            s.server.clone(),
+            o(&s.server_id),
+            o(&s.relationship),
+            o(&s.role),
+            t(s.first_event),
+            t(s.last_event),
+            s.events.to_string(),
+            s.acks.to_string(),
+            s.renews.to_string(),
+            s.releases.to_string(),
+            s.declines.to_string(),
+            s.expires.to_string(),
+        ]);
+    }
+    let mut width = [0usize; 12];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let mut rels: Vec<&str> = list
+        .iter()
+        .filter_map(|s| s.relationship.as_deref())
+        .collect();
+    rels.sort_unstable();
+    rels.dedup();
+    let _ = writeln!(
+        out,
+        "{} server(s), {} failover relationship(s), {} event(s)",
+        list.len(),
+        rels.len(),
+        list.iter().map(|s| s.events).sum::<i64>()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_servers_table_lists_relationships_and_counts() {
+        let s = |name: &str, rel: Option<&str>, role: Option<&str>, events| ServerSeen {
+            server: name.into(),
+            server_id: Some("10.77.0.1".into()),
+            relationship: rel.map(Into::into),
+            role: role.map(Into::into),
+            first_event: 1_764_810_000,
+            last_event: 1_764_810_060,
+            events,
+            acks: events - 1,
+            renews: 1,
+            releases: 0,
+            declines: 0,
+            expires: 0,
+            last_archived: 1_764_810_061,
+        };
+        let text = format_servers(&[
+            s("dhcp-1a", Some("pair-1"), Some("primary"), 10),
+            s("dhcp-1b", Some("pair-1"), Some("secondary"), 7),
+            s("old", None, None, 3),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("SERVER "), "{text}");
+        assert!(
+            lines[1].contains("dhcp-1a") && lines[1].contains("pair-1"),
+            "{text}"
+        );
+        assert!(lines[1].contains("2025-12-04T01:00:00Z"), "{text}");
+        assert!(
+            lines[3].contains("old") && lines[3].contains(" - "),
+            "{text}"
+        );
+        assert_eq!(
+            lines[4],
+            "3 server(s), 1 failover relationship(s), 20 event(s)"
+        );
+    }
 }

@@ -148,12 +148,13 @@ pub struct EventLog {
 impl EventLog {
     /// Creates the directory if needed, opens the current file and starts the writer thread;
     /// with `[event-log.nats]` also opens the spool and starts the publisher (`server_id` and
-    /// `subnets` name the subjects).
+    /// `subnets` name the subjects; `relationship`, the failover pair, goes into each message).
     pub fn start(
         cfg: &EventLogConfig,
         table: Arc<LeaseTable>,
         server_id: std::net::Ipv4Addr,
         subnets: &[xdhcpd_config::Ipv4Net],
+        relationship: Option<nats::Relationship>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.directory)
             .with_context(|| format!("event log: creating {}", cfg.directory.display()))?;
@@ -170,7 +171,7 @@ impl EventLog {
                     .spool_directory
                     .clone()
                     .unwrap_or_else(|| cfg.directory.join("nats-spool"));
-                let router = nats::Router::new(nc, server_id, subnets);
+                let router = nats::Router::new(nc, server_id, subnets, relationship);
                 let (w, r) = nats::SpoolWriter::open(
                     &dir,
                     u64::from(nc.spool_max_mb) << 20,

@@ -91,12 +91,29 @@ impl NatsStats {
     }
 }
 
-/// The message published: the event log line plus the server's name.
+/// The message published: the event log line plus who sent it: the server's name, its
+/// `server-id` and, in a failover pair, the relationship's name and the server's role (what
+/// `xdhcpd ctl servers` lists from the archive). Older publishers sent only `server`: the
+/// other three are optional.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatsEvent {
     pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     #[serde(flatten)]
     pub event: LeaseEvent,
+}
+
+/// Who this server is in a failover relationship (`[failover] name` and `role`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relationship {
+    pub name: String,
+    /// `primary` or `secondary`.
+    pub role: String,
 }
 
 /// Subjects and message ids of this server's events.
@@ -104,6 +121,8 @@ pub struct NatsEvent {
 pub struct Router {
     prefix: String,
     server: String,
+    server_id: String,
+    relationship: Option<Relationship>,
     subnets: Vec<(Ipv4Net, String)>,
 }
 
@@ -113,13 +132,20 @@ pub fn subnet_token(n: &Ipv4Net) -> String {
 }
 
 impl Router {
-    pub fn new(cfg: &NatsConfig, server_id: Ipv4Addr, subnets: &[Ipv4Net]) -> Self {
+    pub fn new(
+        cfg: &NatsConfig,
+        server_id: Ipv4Addr,
+        subnets: &[Ipv4Net],
+        relationship: Option<Relationship>,
+    ) -> Self {
         Router {
             prefix: cfg.subject_prefix.clone(),
             server: cfg
                 .server_name
                 .clone()
                 .unwrap_or_else(|| server_id.to_string().replace('.', "-")),
+            server_id: server_id.to_string(),
+            relationship,
             subnets: subnets.iter().map(|n| (*n, subnet_token(n))).collect(),
         }
     }
@@ -152,6 +178,9 @@ impl Router {
     pub fn line(&self, ev: &LeaseEvent) -> Option<Vec<u8>> {
         let msg = NatsEvent {
             server: self.server.clone(),
+            server_id: Some(self.server_id.clone()),
+            relationship: self.relationship.as_ref().map(|r| r.name.clone()),
+            role: self.relationship.as_ref().map(|r| r.role.clone()),
             event: ev.clone(),
         };
         let json = serde_json::to_vec(&msg).ok()?;
@@ -872,7 +901,50 @@ mod tests {
             ..NatsConfig::default()
         };
         let net = Ipv4Net::new(Ipv4Addr::new(10, 77, 0, 0), 16).expect("net");
-        Router::new(&cfg, Ipv4Addr::new(10, 77, 0, 1), &[net])
+        Router::new(&cfg, Ipv4Addr::new(10, 77, 0, 1), &[net], None)
+    }
+
+    #[test]
+    fn nats_payload_names_server_id_relationship_and_role() {
+        let cfg = NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            server_name: Some("dhcp-2b".into()),
+            ..NatsConfig::default()
+        };
+        let net = Ipv4Net::new(Ipv4Addr::new(10, 78, 0, 0), 16).expect("net");
+        let r = Router::new(
+            &cfg,
+            Ipv4Addr::new(10, 78, 0, 3),
+            &[net],
+            Some(Relationship {
+                name: "pair-2".into(),
+                role: "secondary".into(),
+            }),
+        );
+        let line = r.line(&ev("10.78.1.9", 7)).expect("line");
+        let text = String::from_utf8(line).expect("utf8");
+        let mut f = text.trim_end().splitn(3, '\t');
+        assert_eq!(
+            f.next(),
+            Some("xdhcpd.events.dhcp-2b.10-78-0-0_16.ack"),
+            "subject per server and subnet"
+        );
+        assert!(f
+            .next()
+            .is_some_and(|id| id.starts_with("dhcp-2b/10.78.1.9/ack/7/")));
+        let msg: NatsEvent = serde_json::from_str(f.next().expect("json")).expect("parse");
+        assert_eq!(msg.server, "dhcp-2b");
+        assert_eq!(msg.server_id.as_deref(), Some("10.78.0.3"));
+        assert_eq!(msg.relationship.as_deref(), Some("pair-2"));
+        assert_eq!(msg.role.as_deref(), Some("secondary"));
+        assert_eq!(msg.event.ip, "10.78.1.9");
+        // A message of an older publisher (server name only) still parses.
+        let old = r#"{"server":"x","time":1,"ts":"","event":"ack","ip":"10.0.0.1","mac":"02:00:00:00:00:01","start":1,"expiry":2,"source":"dhcp"}"#;
+        let msg: NatsEvent = serde_json::from_str(old).expect("old payload");
+        assert_eq!(
+            (msg.server_id, msg.relationship, msg.role),
+            (None, None, None)
+        );
     }
 
     #[test]

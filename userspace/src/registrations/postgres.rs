@@ -444,7 +444,7 @@ async fn session(
         )
         .await
         .context("reading xdhcpd_meta")?;
-    let instance: String = meta.get(0);
+    let instance = scope(&meta.get::<_, String>(0), cfg);
     let pruned: i64 = meta.get(1);
     status.connected.store(true, Relaxed);
     status.contact();
@@ -469,15 +469,15 @@ async fn session(
                     where_(cfg)
                 );
             }
-            full_load(&mut client, store, status).await?;
+            full_load(&mut client, cfg, store, status).await?;
         }
     }
     loop {
         if stop.load(Relaxed) {
             return Ok(());
         }
-        if !catch_up(&mut client, store, status, &instance).await? {
-            full_load(&mut client, store, status).await?;
+        if !catch_up(&mut client, cfg, store, status, &instance).await? {
+            full_load(&mut client, cfg, store, status).await?;
             continue;
         }
         tokio::select! {
@@ -485,6 +485,23 @@ async fn session(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// The local copy's source name: the database instance, plus the group filter when there is
+/// one, so that a copy made under another filter (or none) is never caught up but loaded
+/// again in full.
+fn scope(instance: &str, cfg: &PostgresConfig) -> String {
+    match &cfg.groups {
+        None => instance.to_string(),
+        Some(g) => format!("{instance} groups={}", g.join(",")),
+    }
+}
+
+/// Whether a row of group `group` is in this server's scope (`groups`).
+fn in_scope(cfg: &PostgresConfig, group: &str) -> bool {
+    cfg.groups
+        .as_ref()
+        .is_none_or(|g| g.iter().any(|x| x == group))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -495,9 +512,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Everything, from one consistent snapshot, replacing the local copy.
+/// Everything (of the configured groups), from one consistent snapshot, replacing the local
+/// copy.
 async fn full_load(
     client: &mut Client,
+    cfg: &PostgresConfig,
     store: &SharedStore,
     status: &FollowerStatus,
 ) -> anyhow::Result<()> {
@@ -517,14 +536,15 @@ async fn full_load(
         )
         .await
         .context("full load: xdhcpd_meta")?;
-    let instance: String = meta.get(0);
+    let instance = scope(&meta.get::<_, String>(0), cfg);
     let head = meta.get::<_, i64>(1).max(meta.get::<_, i64>(2)).max(0) as u64;
     let rows = tx
         .query(
             "SELECT id, xdhcpd_registration_json(mac, client_id, \"group\", fixed_address,
                     host_name, next_server, boot_file, options)::text
-             FROM xdhcpd_registrations",
-            &[],
+             FROM xdhcpd_registrations
+             WHERE $1::text[] IS NULL OR \"group\" = ANY($1::text[])",
+            &[&cfg.groups],
         )
         .await
         .context("full load: xdhcpd_registrations")?;
@@ -576,6 +596,7 @@ async fn full_load(
 /// the cursor were pruned (a full load is needed).
 async fn catch_up(
     client: &mut Client,
+    cfg: &PostgresConfig,
     store: &SharedStore,
     status: &FollowerStatus,
     instance: &str,
@@ -614,14 +635,19 @@ async fn catch_up(
             .iter()
             .map(|r| {
                 let seq = r.get::<_, i64>(0) as u64;
-                let new = r.get::<_, Option<&str>>(3).and_then(|t| {
-                    serde_json::from_str::<Json>(t)
-                        .map_err(|e| {
-                            bad += 1;
-                            tracing::warn!("registrations: change {seq}: {e}");
-                        })
-                        .ok()
-                });
+                // A row outside the configured groups is not kept: an insert is skipped,
+                // an update that moves a row out of them removes it here.
+                let new = r
+                    .get::<_, Option<&str>>(3)
+                    .and_then(|t| {
+                        serde_json::from_str::<Json>(t)
+                            .map_err(|e| {
+                                bad += 1;
+                                tracing::warn!("registrations: change {seq}: {e}");
+                            })
+                            .ok()
+                    })
+                    .filter(|j| in_scope(cfg, &j.group));
                 FeedChange {
                     seq,
                     old_mac: r.get(1),
@@ -696,6 +722,7 @@ mod tests {
             tls: xdhcpd_config::PostgresTls::Disable,
             connect_timeout_secs: 3,
             migrate: true,
+            groups: None,
         }
     }
 
@@ -711,6 +738,19 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
         // No file: no password (trust / peer authentication).
         assert_eq!(pg_config(&cfg(None)).unwrap().get_password(), None);
+    }
+
+    #[test]
+    fn registration_postgres_groups_filter_scopes_the_local_copy() {
+        let mut c = cfg(None);
+        assert_eq!(scope("inst-1", &c), "inst-1");
+        assert!(in_scope(&c, "anything"));
+        c.groups = Some(vec!["modem".into(), "mta".into()]);
+        // A copy made without the filter (or with another) is not caught up but reloaded.
+        assert_eq!(scope("inst-1", &c), "inst-1 groups=modem,mta");
+        assert!(in_scope(&c, "mta"));
+        assert!(!in_scope(&c, "cpe"));
+        assert!(!in_scope(&c, ""));
     }
 
     #[test]

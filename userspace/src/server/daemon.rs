@@ -444,7 +444,18 @@ impl Daemon {
         let events = match &cfg.event_log {
             Some(ec) => {
                 let nets: Vec<_> = cfg.subnets.iter().map(|s| s.net).collect();
-                Some(EventLog::start(ec, table.clone(), server_id, &nets)?)
+                let rel = cfg
+                    .failover
+                    .as_ref()
+                    .map(|f| crate::events::nats::Relationship {
+                        name: f.name.clone(),
+                        role: match f.role {
+                            xdhcpd_config::FailoverRole::Primary => "primary",
+                            xdhcpd_config::FailoverRole::Secondary => "secondary",
+                        }
+                        .to_string(),
+                    });
+                Some(EventLog::start(ec, table.clone(), server_id, &nets, rel)?)
             }
             None => None,
         };

@@ -171,3 +171,36 @@ pub fn http(sock: &Path, method: &str, path: &str, body: &str) -> Res<(u16, Stri
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Ok((code, body))
 }
+
+impl Pg {
+    /// Lets clients from `cidr` log in with a password (scram-sha-256), for a server reached
+    /// from other namespaces; before [`Pg::start_on`].
+    pub fn allow_hosts(&self, cidr: &str) -> Res<()> {
+        use std::io::Write as _;
+        let hba = self.data().join("pg_hba.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hba)
+            .map_err(|e| format!("{}: {e}", hba.display()))?;
+        writeln!(f, "host all all {cidr} scram-sha-256")
+            .map_err(|e| format!("{}: {e}", hba.display()))
+    }
+
+    /// Starts the server listening on `listen` (e.g. `*`) port PG_PORT, in its namespace.
+    pub fn start_on(&self, listen: &str) -> Res<()> {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns, "runuser", "-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("-o")
+            .arg(format!(
+                "-p {PG_PORT} -k {} -c listen_addresses='{listen}' -c fsync=off",
+                self.sock().display()
+            ))
+            .arg("-l")
+            .arg(self.dir.path().join("pg.log"))
+            .args(["-w", "start"]))
+        .map(|_| ())
+    }
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::Errors;
-use crate::reader::{boolean, string, u32_in, Field, Table};
+use crate::reader::{array, boolean, string, u32_in, Field, Table};
 use crate::{PostgresConfig, PostgresTls, RegistrationBackend};
 
 pub(crate) const REGISTRATIONS_KEYS: &[&str] = &["backend", "postgres"];
@@ -20,6 +20,7 @@ pub(crate) const POSTGRES_KEYS: &[&str] = &[
     "key-file",
     "connect-timeout-secs",
     "migrate",
+    "groups",
 ];
 
 /// Reads `[registrations]`; `registration_file`: whether `server.registration-file` is set
@@ -128,6 +129,10 @@ fn read_postgres(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<PostgresCon
         None => Some(true),
         Some(f) => boolean(errs, &f),
     };
+    let groups = match t.get("groups") {
+        None => Some(None),
+        Some(f) => read_groups(errs, &f).map(Some),
+    };
     Some(PostgresConfig {
         host: host?,
         port: port?,
@@ -137,5 +142,32 @@ fn read_postgres(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<PostgresCon
         tls: tls?,
         connect_timeout_secs: connect_timeout_secs?,
         migrate: migrate?,
+        groups: groups?,
     })
+}
+
+/// `groups`: a non-empty list of distinct, non-empty group names.
+fn read_groups(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<Vec<String>> {
+    let items = array(errs, f)?;
+    if items.is_empty() {
+        errs.push(
+            &f.span(),
+            &f.path,
+            "an empty list would load no registration: leave `groups` out to load them all",
+        );
+        return None;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for it in &items {
+        match nonempty(errs, it, "a group name") {
+            Some(g) if out.contains(&g) => {
+                errs.push(&it.span(), &it.path, format!("group `{g}` listed twice"));
+                ok = false;
+            }
+            Some(g) => out.push(g),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
