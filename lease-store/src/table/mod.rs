@@ -41,13 +41,8 @@
 //! copies that roll back a torn record; `index`: client -> slot; `free`: free
 //! lists and allocation; `sweep`: expiry; `flush`: durability; `wal`: the
 //! write-ahead log (group commit, checkpoint, replay); `stats`: per-pool
-//! counters; `failover_area`: failover state in the header; `ext`: the side area of
-//! variable-length lease data (option 82, host name, vendor class), one bounded extent per
-//! slot in `<file>.ext`, written under the record's lock and covered by the same log.
+//! counters; `failover_area`: failover state in the header.
 
-pub(crate) mod ext;
-#[cfg(test)]
-mod ext_tests;
 mod failover_area;
 mod file;
 mod flush;
@@ -79,7 +74,6 @@ use memmap2::MmapRaw;
 use crate::header::{Geometry, PoolSpec};
 use crate::lease::{LeaseState, RECORD_SIZE};
 
-pub use ext::ext_path;
 pub use flush::DirtySet;
 pub use free::Alloc;
 pub use grow::{GrowError, GrowReport};
@@ -207,8 +201,6 @@ pub struct LeaseTable {
     /// The change hooks (`hook.rs`), told of every record change under its lock; filled
     /// from the first.
     hooks: [OnceLock<Arc<dyn ChangeHook>>; hook::MAX_HOOKS],
-    /// The side area of variable-length lease data (`ext.rs`).
-    side: ext::SideArea,
 }
 
 impl std::fmt::Debug for LeaseTable {

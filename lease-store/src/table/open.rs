@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::ext::SideArea;
 use super::file::{capacity_for, init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
 use super::rebuild::rebuild;
@@ -24,9 +23,7 @@ use super::wal::{self, apply_entry, Replay, Staged, Wal};
 use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
-use crate::lease::{
-    record_crc, ClientKey, Lease, LeaseState, Owner, SideRef, VarData, FLAG_QUARANTINED,
-};
+use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
 
 /// Options for [`LeaseTable::open`].
 #[derive(Clone, Debug)]
@@ -92,9 +89,6 @@ pub struct OpenReport {
     pub wal_applied: u64,
     /// Why the log replay stopped at a damaged entry (a torn or partial write, discarded).
     pub wal_discarded: Option<String>,
-    /// Leases whose variable data (option 82, host name, vendor class) in the side area did
-    /// not match their record (a torn write): the lease is kept without it.
-    pub side_dropped: Vec<(Ipv4Addr, String)>,
 }
 
 /// The write-ahead log as found at open.
@@ -127,7 +121,6 @@ struct ScanOut {
     applied: u64,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
-    side_dropped: Vec<(Ipv4Addr, String)>,
 }
 
 impl LeaseTable {
@@ -172,20 +165,11 @@ impl LeaseTable {
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
-            let side = SideArea::open(path, hdr.capacity)?;
             // The write-ahead log's entries, applied before anything reads the records: by
             // the scan below (in slot order), or here when the file is about to be rebuilt.
             let tr = Instant::now();
             let log_path = wal::wal_path(path);
-            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total, side.log_ids())?;
-            // Side chunks first (the scan checks records against them).
-            let side_applied = side.apply_log(&entries);
-            if side_applied > 0 {
-                side.flush().map_err(|e| {
-                    StoreError::io(side.path(), "msync side area after the log replay", e)
-                })?;
-            }
-            report.wal_applied += side_applied;
+            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
             if let Some(why) = &replay.discarded {
                 tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");
             }
@@ -213,7 +197,7 @@ impl LeaseTable {
                 finish_log(&log_path, opts, &replay)?;
                 // SAFETY: as above; the replay is done.
                 let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
-                rebuild(path, whole, &hdr, &geo, opts, &mut report, &side)?;
+                rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
                 continue; // reopen the rewritten file
             }
             let want = capacity_for(&hdr.geo, opts.spare);
@@ -251,7 +235,7 @@ impl LeaseTable {
                 replay,
                 entries,
             };
-            let table = Self::build(path, file, map, hdr, opts, &mut report, log, side)?;
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -261,7 +245,6 @@ impl LeaseTable {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
         path: &Path,
         file: File,
@@ -270,7 +253,6 @@ impl LeaseTable {
         opts: &OpenOptions,
         report: &mut OpenReport,
         log: LogAtOpen,
-        side: SideArea,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -313,7 +295,6 @@ impl LeaseTable {
             // Started once the replayed records are durable (below).
             wal: None,
             hooks: std::array::from_fn(|_| std::sync::OnceLock::new()),
-            side,
         };
 
         // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
@@ -393,7 +374,6 @@ impl LeaseTable {
             }
             report.quarantined.extend(out.quarantined);
             report.repaired.extend(out.repaired);
-            report.side_dropped.extend(out.side_dropped);
             report.kept += out.kept;
             report.wal_applied += out.applied;
             wrote |= out.wrote;
@@ -403,9 +383,6 @@ impl LeaseTable {
         }
         for (addr, why) in &report.repaired {
             tracing::warn!(path = %path.display(), %addr, "repaired lease record: {why}");
-        }
-        for (addr, why) in &report.side_dropped {
-            tracing::warn!(path = %path.display(), %addr, "lease kept without its option 82 / host name / vendor class: {why}");
         }
         report
             .phases
@@ -466,7 +443,6 @@ impl LeaseTable {
             wrote: false,
             applied: 0,
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
-            side_dropped: Vec::new(),
         };
         if lo >= hi {
             return out;
@@ -548,7 +524,7 @@ impl LeaseTable {
                     }
                 })
             };
-            let mut l = match decoded {
+            let l = match decoded {
                 Ok(l) => {
                     if rolled_back {
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
@@ -587,23 +563,6 @@ impl LeaseTable {
                     continue;
                 }
             };
-            if let Ok(Some(r)) = SideRef::of_record(&raw) {
-                match self.side.var_of(slot, r) {
-                    Ok(v) => l.var = v,
-                    Err(why) => {
-                        // The lease stays; only its variable data is gone.
-                        l.var = VarData::EMPTY;
-                        let mut b = l.encode();
-                        let crc = record_crc(&b);
-                        b[4..8].copy_from_slice(&crc.to_le_bytes());
-                        store_body(w, &b);
-                        let seq = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-                        w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
-                        out.wrote = true;
-                        out.side_dropped.push((l.addr, why));
-                    }
-                }
-            }
             out.counts[p][l.state as usize] += 1;
             if l.is_quarantined() {
                 out.quarantined_n[p] += 1;

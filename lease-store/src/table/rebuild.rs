@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::ext::{ext_path, write_rebuilt, SideArea};
 use super::file::{capacity_for, preallocate, sync_dir, LEASE_FILE_MODE};
 use super::undo::{add_undo, is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::{OpenOptions, OpenReport};
 use crate::error::{LostLease, StoreError};
 use crate::header::{self, Geometry, ValidHeader, UNDO_LEN, UNDO_SLOTS};
-use crate::lease::{record_crc, Lease, LeaseState, RECORD_SIZE, VAR_IN_SIDE_AREA};
+use crate::lease::{record_crc, Lease, LeaseState, RECORD_SIZE};
 
 /// How many addresses a failed shrink check lists.
 const LOST_LISTED: usize = 10;
@@ -34,7 +33,6 @@ pub(super) fn rebuild(
     geo: &Geometry,
     opts: &OpenOptions,
     report: &mut OpenReport,
-    side: &SideArea,
 ) -> Result<(), StoreError> {
     let og = &hdr.geo;
     let mut undo = UndoMap::new();
@@ -119,8 +117,6 @@ pub(super) fn rebuild(
     header::write_header(&mut map[..hl], geo, hdr.created, hl, capacity);
     header::copy_failover(&old[..hdr.header_len], &mut map[..hl]);
     let mut copied = 0u64;
-    // Side extents move with their records.
-    let mut extents = Vec::new();
     for slot in 0..og.total {
         let Some(ns) = geo.slot_of(og.addr_of(slot)) else {
             continue;
@@ -131,23 +127,11 @@ pub(super) fn rebuild(
         }
         let o = hl + ns as usize * RECORD_SIZE;
         map[o..o + RECORD_SIZE].copy_from_slice(&b);
-        if b[104] == VAR_IN_SIDE_AREA {
-            extents.push((ns, side.extent(slot)));
-        }
         copied += 1;
     }
     map.flush().map_err(|e| StoreError::io(&tmp, "msync", e))?;
     drop(map);
     f.sync_all().map_err(|e| StoreError::io(&tmp, "fsync", e))?;
-    // The side area first: a crash between the renames leaves old records over moved extents,
-    // which open detects (their references do not match) and reports; never wrong data.
-    let side_path = ext_path(path);
-    let mut side_tmp = side_path.as_os_str().to_owned();
-    side_tmp.push(".rebuild");
-    let side_tmp = PathBuf::from(side_tmp);
-    write_rebuilt(&side_tmp, capacity, &extents)?;
-    fs::rename(&side_tmp, &side_path)
-        .map_err(|e| StoreError::io(&side_path, "rename rebuilt side area into place", e))?;
     fs::rename(&tmp, path)
         .map_err(|e| StoreError::io(path, "rename rebuilt file into place", e))?;
     sync_dir(path)?;

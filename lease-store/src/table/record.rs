@@ -4,12 +4,8 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 
-use super::ext::verify;
 use super::{LeaseTable, Slot};
-use crate::lease::{
-    record_crc, Lease, LeaseState, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD, EXT_CHUNK_SIZE,
-    RECORD_SIZE, RECORD_WORDS, VAR_IN_SIDE_AREA,
-};
+use crate::lease::{record_crc, Lease, RECORD_SIZE, RECORD_WORDS};
 
 /// Held record lock; releases (seq + 1, even) on drop, also on unwind.
 pub(super) struct RecGuard<'a> {
@@ -140,19 +136,11 @@ impl LeaseTable {
     }
 
     /// Decodes record bytes; the address comes from the position (a
-    /// never-written record is all zero). Variable data in the side area is read from there:
-    /// only for a caller holding the record's lock (or at open, before the table is shared).
+    /// never-written record is all zero).
     #[inline]
     pub(super) fn decode_at(&self, slot: u32, raw: &[u8; RECORD_SIZE]) -> Lease {
         let mut l = Lease::decode_lossy(raw);
         l.addr = Ipv4Addr::from(self.geo().addr_of(slot));
-        if raw[104] == VAR_IN_SIDE_AREA {
-            if let Ok(Some(r)) = SideRef::of_record(raw) {
-                let mut p = [0u8; EXT_CHUNKS * EXT_CHUNK_PAYLOAD];
-                self.side.load_payload(slot, r, &mut p);
-                l.var = verify(&p, r).unwrap_or(VarData::EMPTY);
-            }
-        }
         l
     }
 
@@ -167,15 +155,6 @@ impl LeaseTable {
         new: &mut Lease,
     ) -> bool {
         new.addr = old.addr;
-        if matches!(new.state, LeaseState::Free | LeaseState::Backup)
-            && new.client.is_none()
-            && !new.var.is_empty()
-        {
-            // A freed address keeps no client data. (Expired and released bindings keep
-            // theirs: bulk leasequery reports their end by relay-id / remote-id.) The extent
-            // belongs to the address: its next binding reuses it.
-            new.var = VarData::EMPTY;
-        }
         if new == old {
             return false;
         }
@@ -183,18 +162,6 @@ impl LeaseTable {
         let crc = record_crc(&b);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         self.save_undo(g, old_raw, old);
-        if b[104] == VAR_IN_SIDE_AREA && (new.var != old.var || old_raw[104] != VAR_IN_SIDE_AREA) {
-            // The side extent first (this slot's own, written only under its lock), then
-            // the record that refers to it; both staged for the log in that order.
-            let mut chunks = [[0u8; EXT_CHUNK_SIZE]; EXT_CHUNKS];
-            let n = new.encode_side(&mut chunks);
-            let wal = self.wal.as_ref();
-            self.side.write(slot, &mut chunks[..n], |id, img| {
-                if let Some(w) = wal {
-                    w.stage(id, img);
-                }
-            });
-        }
         g.store(&b);
         if let Some(w) = &self.wal {
             // The image as it will be after the unlock (sequence odd + 1), staged under the
@@ -249,41 +216,10 @@ impl LeaseTable {
         std::mem::forget(g);
     }
 
-    /// A consistent copy of the record (seqlock read; never blocks writers), with its
-    /// variable data (read from the side area inside the same sequence window).
+    /// A consistent copy of the record (seqlock read; never blocks writers).
     #[inline]
     pub fn read(&self, slot: Slot) -> Lease {
-        let w = self.words(slot.0);
-        loop {
-            let s1 = w[0].load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let b = load_words(w);
-            if b[104] != VAR_IN_SIDE_AREA {
-                fence(Ordering::Acquire);
-                if w[0].load(Ordering::Relaxed) == s1 {
-                    let mut l = Lease::decode_lossy(&b);
-                    l.addr = Ipv4Addr::from(self.geo().addr_of(slot.0));
-                    return l;
-                }
-                continue;
-            }
-            let side = SideRef::of_record(&b).ok().flatten();
-            let mut p = [0u8; EXT_CHUNKS * EXT_CHUNK_PAYLOAD];
-            if let Some(r) = side {
-                self.side.load_payload(slot.0, r, &mut p);
-            }
-            fence(Ordering::Acquire);
-            if w[0].load(Ordering::Relaxed) != s1 {
-                continue;
-            }
-            let mut l = Lease::decode_lossy(&b);
-            l.addr = Ipv4Addr::from(self.geo().addr_of(slot.0));
-            l.var = side.and_then(|r| verify(&p, r)).unwrap_or(VarData::EMPTY);
-            return l;
-        }
+        self.decode_at(slot.0, &self.read_bytes(slot.0))
     }
 
     /// Changes one record under its lock: `f` sees the current record and may

@@ -256,8 +256,7 @@ impl BindingTable6 {
         );
         write_header(t.backing.bytes_mut(), cap, &duid);
         let log_path = wal::wal_path(path);
-        let (replay, entries) =
-            wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, 0, record::image_ok)?;
+        let (replay, entries) = wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
         if replay.hdr.is_some() {
             let mut applied = 0;
             for e in &entries {

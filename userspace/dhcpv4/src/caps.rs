@@ -24,18 +24,22 @@
 //! Never refused: a client that already holds an address (Offered or Active record: its
 //! renewal, its REQUEST after our OFFER, a re-DISCOVER) and a client getting back its own
 //! expired or released binding (INIT-REBOOT / renewal of its record); failover updates from
-//! the partner are counted, never refused. The lease record keeps option 82 whole, so every
-//! holder with a circuit-id / remote-id is counted, whatever the option's length.
+//! the partner are counted, never refused. A record whose option 82 is longer than the 23
+//! bytes a lease record keeps has no stored option 82 and is not counted (see
+//! `docs/configuration.md`).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use lease_store::{ChangeHook, ClientKey, Lease, LeaseState, LeaseTable};
+use lease_store::{ChangeHook, Lease, LeaseState, LeaseTable};
 use xdhcpd_config::{Config, LimitsConfig};
 
 use crate::wire::relay_sub;
 
 type Hasher = foldhash::fast::RandomState;
 
+/// Longest id a key keeps (an option 82 stored in a record is at most 23 bytes: one
+/// sub-option header leaves 21).
+const ID_MAX: usize = 22;
 const PENDING: u64 = 1 << 32;
 const COUNT_MASK: u64 = PENDING - 1;
 
@@ -48,26 +52,28 @@ pub enum CapKind {
     RemoteId = 2,
 }
 
-/// A counted key: fixed size, built without allocating. The id is kept as the lease store
-/// keeps client identifiers: up to 32 bytes as they are, a longer one (a sub-option is at
-/// most 255 bytes) as a 256-bit hash of it.
+/// A counted key: fixed size, built without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CapKey {
     kind: u8,
+    len: u8,
     link: u32,
-    id: ClientKey,
+    id: [u8; ID_MAX],
 }
 
 impl CapKey {
     fn new(kind: CapKind, link: u32, id: &[u8]) -> Option<CapKey> {
-        if id.is_empty() {
+        if id.is_empty() || id.len() > ID_MAX {
             return None;
         }
-        Some(CapKey {
+        let mut k = CapKey {
             kind: kind as u8,
+            len: id.len() as u8,
             link,
-            id: ClientKey::from_client_id(id),
-        })
+            id: [0; ID_MAX],
+        };
+        k.id[..id.len()].copy_from_slice(id);
+        Some(k)
     }
 }
 

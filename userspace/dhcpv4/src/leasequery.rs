@@ -61,9 +61,6 @@ pub enum Unanswered {
 
 /// The table's answer to a query.
 #[derive(Clone, Copy, Debug)]
-// A `Lease` carries its variable data by value (bounded, ~480 bytes): boxing it would
-// allocate per message; the enum lives on the stack for one message.
-#[allow(clippy::large_enum_variant)]
 pub enum Answer {
     /// The unexpired ACTIVE lease that answers the query, as read from the table.
     Active(Lease),

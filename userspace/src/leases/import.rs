@@ -104,7 +104,7 @@ impl ImportSummary {
         if self.hostnames_dropped > 0 {
             let _ = writeln!(
                 s,
-                "  note: {} host name(s) cut to fit the lease's variable data (over 255 bytes)",
+                "  note: {} host name(s) not kept (the lease table has no host-name field)",
                 self.hostnames_dropped
             );
         }
@@ -154,7 +154,7 @@ fn is_live(l: &Lease, now: u32) -> bool {
 }
 
 /// The record without the fields that only the table and the server manage
-/// (shard, flags, option 82, vendor class).
+/// (shard, flags, option 82).
 fn same_binding(a: &Lease, b: &Lease) -> bool {
     let strip = |l: &Lease| {
         let mut s = Lease {
@@ -162,7 +162,7 @@ fn same_binding(a: &Lease, b: &Lease) -> bool {
             flags: 0,
             ..*l
         };
-        s.var = lease_store::VarData::from_parts(&[], l.host_name(), &[]);
+        s.set_relay_agent_info(&[]);
         s
     };
     strip(a) == strip(b)
@@ -229,11 +229,7 @@ pub fn apply<'a>(
             continue;
         };
         let new = s.to_lease();
-        sum.hostnames_dropped += usize::from(
-            s.hostname
-                .as_ref()
-                .is_some_and(|h| new.host_name() != h.as_bytes()),
-        );
+        sum.hostnames_dropped += usize::from(s.hostname.is_some());
         sum.atsfp_dropped += usize::from(s.atsfp != 0);
         let old = table.read(slot);
         if same_binding(&old, &new) {
@@ -247,18 +243,7 @@ pub fn apply<'a>(
                 *l = new;
                 l.shard = old.shard;
                 l.flags = old.flags & !lease_store::FLAG_QUARANTINED;
-                // What the file does not carry stays: option 82, vendor class (and the host
-                // name when the file has none).
-                let host = if new.host_name().is_empty() {
-                    old.host_name()
-                } else {
-                    new.host_name()
-                };
-                l.var = lease_store::VarData::from_parts(
-                    old.relay_agent_info(),
-                    host,
-                    old.vendor_class(),
-                );
+                l.set_relay_agent_info(old.relay_agent_info());
             });
         }
     }

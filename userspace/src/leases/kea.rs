@@ -361,23 +361,7 @@ pub fn write_csv(
             }
         }
         use std::fmt::Write as _;
-        let _ = write!(line, ",{valid},{expire},{subnet},0,0,");
-        if !declined {
-            // Kea escapes commas inside a field as `&#x2c`.
-            let host = String::from_utf8_lossy(l.host_name()).replace(',', "&#x2c");
-            line.push_str(&host);
-        }
-        let _ = write!(line, ",{kea_state},");
-        let ri = l.relay_agent_info();
-        if !declined && !ri.is_empty() {
-            // Kea 2.2's stored relay data (`store-extended-info`): the option 82 value in hex.
-            line.push_str("{ \"ISC\": { \"relay-agent-info\": \"0x");
-            for b in ri {
-                let _ = write!(line, "{b:02X}");
-            }
-            line.push_str("\" } }");
-            // (No commas in that JSON: nothing to escape.)
-        }
+        let _ = write!(line, ",{valid},{expire},{subnet},0,0,,{kea_state},");
         writeln!(out, "{line}")?;
         s.written += 1;
         match kea_state {

@@ -489,17 +489,6 @@ impl DryRunCopy {
                     .with_context(|| format!("creating {}", self.path.display()))?;
                 io::copy(&mut from, &mut to)
                     .with_context(|| format!("copying {} for the dry run", real.display()))?;
-                // The side area (option 82, host names, vendor classes) goes with it.
-                let side = lease_store::ext_path(real);
-                if side.exists() {
-                    let mut from =
-                        File::open(&side).with_context(|| format!("reading {}", side.display()))?;
-                    let scratch = lease_store::ext_path(&self.path);
-                    let mut to = create_private(&scratch)
-                        .with_context(|| format!("creating {}", scratch.display()))?;
-                    io::copy(&mut from, &mut to)
-                        .with_context(|| format!("copying {} for the dry run", side.display()))?;
-                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -511,7 +500,6 @@ impl DryRunCopy {
 impl Drop for DryRunCopy {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        let _ = fs::remove_file(lease_store::ext_path(&self.path));
     }
 }
 

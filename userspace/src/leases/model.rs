@@ -98,9 +98,6 @@ impl SourceLease {
         l.tsfp = self.tsfp;
         l.potential_expiry = self.tstp;
         l.acked_potential_expiry = self.tsfp;
-        if let Some(h) = &self.hostname {
-            l.set_host_name(h.as_bytes());
-        }
         l
     }
 }

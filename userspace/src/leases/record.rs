@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// CSV header of [`write_record`].
-pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined,relay_agent_info,vendor_class";
+pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined";
 
 /// A time for output: unix seconds and ISO 8601 UTC; `None` for 0 (not set).
 /// `u32::MAX` (never) prints as `"never"` in the ISO column.
@@ -40,7 +40,7 @@ struct JsonRecord<'a> {
     hwaddr: Option<String>,
     /// Option 61, hex; `hash:...` when it was too long and is stored hashed.
     client_id: Option<String>,
-    /// Option 12 as the client last sent it (lossy UTF-8); null when none.
+    /// Not stored by the lease table (always null); kept so consumers can rely on the key.
     hostname: Option<String>,
     start: u32,
     start_iso: Option<String>,
@@ -56,28 +56,6 @@ struct JsonRecord<'a> {
     tstp: u32,
     tsfp: u32,
     quarantined: bool,
-    /// Option 82 value (its sub-options), whole, hex; null when none.
-    relay_agent_info: Option<String>,
-    /// Option 60 as the client last sent it (lossy UTF-8); null when none.
-    vendor_class: Option<String>,
-}
-
-fn text(b: &[u8]) -> Option<String> {
-    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
-}
-
-fn plain_hex(b: &[u8]) -> Option<String> {
-    (!b.is_empty()).then(|| b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-/// A text field for CSV: quoted (and inner quotes doubled) when it holds a comma, quote or
-/// line break.
-fn csv_text(s: Option<String>) -> String {
-    match s {
-        None => String::new(),
-        Some(s) if s.contains([',', '"', '\n', '\r']) => format!("\"{}\"", s.replace('"', "\"\"")),
-        Some(s) => s,
-    }
 }
 
 fn owner_str(o: Owner) -> &'static str {
@@ -124,7 +102,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 htype: l.htype,
                 hwaddr: hwaddr(l),
                 client_id: client_id(l),
-                hostname: text(l.host_name()),
+                hostname: None,
                 start: l.start,
                 start_iso: iso(l.start),
                 expiry: l.expiry,
@@ -139,8 +117,6 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 tstp: l.tstp,
                 tsfp: l.tsfp,
                 quarantined: l.is_quarantined(),
-                relay_agent_info: plain_hex(l.relay_agent_info()),
-                vendor_class: text(l.vendor_class()),
             };
             serde_json::to_writer(&mut *out, &r).map_err(io::Error::other)?;
             out.write_all(b"\n")
@@ -149,7 +125,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
             let o = |s: Option<String>| s.unwrap_or_default();
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},,{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 l.addr,
                 pool,
                 l.state,
@@ -157,7 +133,6 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 l.htype,
                 o(hwaddr(l)),
                 o(client_id(l)),
-                csv_text(text(l.host_name())),
                 l.start,
                 o(iso(l.start)),
                 l.expiry,
@@ -171,9 +146,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 o(iso(l.acked_potential_expiry)),
                 l.tstp,
                 l.tsfp,
-                u8::from(l.is_quarantined()),
-                o(plain_hex(l.relay_agent_info())),
-                csv_text(text(l.vendor_class()))
+                u8::from(l.is_quarantined())
             )
         }
     }

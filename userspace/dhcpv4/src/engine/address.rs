@@ -134,7 +134,7 @@ impl Engine {
             .pol
             .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
         let pol = self.pol;
-        let var = self.var;
+        let relay = self.relay_info;
         let shared = self.shared.clone();
         let scope = shared.scopes.pools_of_scope(subnet_index);
         for owner in [Some(own), partner_down.then_some(other)]
@@ -169,7 +169,7 @@ impl Engine {
                             desired,
                             hold,
                             pol.as_ref(),
-                            &var,
+                            &relay,
                         ))
                     }) {
                         Alloc::Taken(slot, g) => {

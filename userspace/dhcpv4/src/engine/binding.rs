@@ -2,7 +2,7 @@
 //! binding status it has for the partner, how long a lease may be granted,
 //! and the stores that bind it (all run under the record's lock).
 
-use lease_store::{ClientKey, Lease, LeaseState, Owner, VarData};
+use lease_store::{ClientKey, Lease, LeaseState, Owner};
 use xdhcpd_failover::{FailoverPolicy, RequestKind};
 
 use crate::wire::{Message, MessageType, Summary};
@@ -95,7 +95,7 @@ pub(super) fn bind_granted(
     desired: u32,
     hold: u32,
     pol: Option<&FailoverPolicy>,
-    var: &VarData,
+    relay: &[u8; 24],
 ) -> u32 {
     if l.state == LeaseState::Backup {
         l.owner = Owner::Backup;
@@ -105,55 +105,28 @@ pub(super) fn bind_granted(
     let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
     // A renewal unicast by the client itself carries no option 82: the one
     // stored from its relayed messages stays (leasequery and BNDUPD need it).
-    let same_client = l.client == *key && l.state.binds_client();
-    let keep_relay =
-        var.relay_agent_info().is_empty() && msg.giaddr().is_unspecified() && same_client;
+    let keep_relay = relay[0] == 0
+        && msg.giaddr().is_unspecified()
+        && l.client == *key
+        && l.state.binds_client();
     if state == LeaseState::Offered {
         // Re-offering the client its unexpired Active lease leaves the record alone (`bind`);
         // any other offer records the relay data too: the lease caps count held addresses
         // (offers included) by the record's option 82 (`caps.rs`).
         let reoffer = l.client == *key && l.state == LeaseState::Active && l.expiry > now;
         bind(l, key, msg, state, now, hold);
-        if !reoffer {
-            store_var(l, var, keep_relay, same_client);
+        if !reoffer && !keep_relay {
+            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
         }
     } else {
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;
-        store_var(l, var, keep_relay, same_client);
+        if !keep_relay {
+            // `relay` holds at most RELAY_AGENT_INFO_MAX bytes (byte 0 = length): it fits.
+            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
+        }
     }
     secs
-}
-
-/// Stores the message's variable data with the binding: option 82 whole (kept from before
-/// when `keep_relay`), host name and vendor class when the message has them (else kept for
-/// the same client, dropped for a new one).
-fn store_var(l: &mut Lease, var: &VarData, keep_relay: bool, same_client: bool) {
-    let ri_old = keep_relay && var.relay_agent_info().is_empty();
-    let hn_old = same_client && var.host_name().is_empty();
-    let vc_old = same_client && var.vendor_class().is_empty();
-    if !ri_old && !hn_old && !vc_old {
-        l.var = *var;
-        return;
-    }
-    let old = l.var;
-    l.var = VarData::from_parts(
-        if ri_old {
-            old.relay_agent_info()
-        } else {
-            var.relay_agent_info()
-        },
-        if hn_old {
-            old.host_name()
-        } else {
-            var.host_name()
-        },
-        if vc_old {
-            old.vendor_class()
-        } else {
-            var.vendor_class()
-        },
-    );
 }
 
 /// Writes the binding of `key` into a record the caller may take.

@@ -15,7 +15,7 @@ impl Engine {
     /// Active record) is never refused: it is counted already.
     pub(super) fn cap_admit(&mut self, subnet: usize, key: &ClientKey) -> Option<CapKind> {
         let caps = self.shared.caps.as_ref()?;
-        if self.var.relay_agent_info().is_empty() || !caps.active() {
+        if self.relay_info[0] == 0 || !caps.active() {
             return None;
         }
         if let Some((_, l)) = self.shared.table.find_client(key) {
@@ -24,7 +24,8 @@ impl Engine {
             }
         }
         let link = link_of_subnet(&self.shared.config, subnet);
-        match caps.reserve(link, self.var.relay_agent_info()) {
+        let ri = &self.relay_info[1..1 + usize::from(self.relay_info[0])];
+        match caps.reserve(link, ri) {
             Ok(r) => {
                 self.cap_res = r;
                 None

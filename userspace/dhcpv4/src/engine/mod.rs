@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lease_store::{ClientKey, LeaseState, LeaseTable, Slot, VarData};
+use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
 use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
 use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
 
@@ -317,9 +317,9 @@ pub struct Engine {
     /// Failover policy and admission of the message being handled.
     pol: Option<FailoverPolicy>,
     admission: Admission,
-    /// Option 82 (whole), host name (option 12) and vendor class (option 60) of the message
-    /// being handled, stored with the binding so leasequery and binding updates carry them.
-    var: VarData,
+    /// Option 82 of the message being handled, stored with the binding so
+    /// binding updates can carry it (first 23 bytes; byte 0 = length).
+    relay_info: [u8; 24],
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
@@ -352,7 +352,7 @@ impl Engine {
             needs_commit: false,
             pol: None,
             admission: Admission::Serve,
-            var: VarData::EMPTY,
+            relay_info: [0; 24],
             hw_is_bindings: true,
             reg: registration::RegCache::default(),
             classes: ClassSet::EMPTY,
@@ -448,14 +448,14 @@ impl Engine {
             }
         }
         self.lookup_registration(&msg, &key);
+        self.relay_info = [0; 24];
         // A binding without a record (a reservation outside the pools) is keyed by the
         // hardware address itself unless the client sent a client id.
         self.hw_is_bindings = sum.client_id.is_none();
-        self.var = VarData::from_parts(
-            sum.relay_agent_info.unwrap_or_default(),
-            sum.host_name.unwrap_or_default(),
-            sum.vendor_class.unwrap_or_default(),
-        );
+        if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
+            self.relay_info[0] = ri.len() as u8;
+            self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
+        }
         // KNOWN and classes: once per message, from the one place the client's facts are
         // built (configured hosts) with the live registration on top.
         self.classes = ClassSet::EMPTY;
@@ -678,7 +678,7 @@ impl Engine {
             return None;
         }
         let pol = self.pol;
-        let var = self.var;
+        let relay = self.relay_info;
         // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
         let keyed = state == LeaseState::Active
             && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
@@ -687,7 +687,7 @@ impl Engine {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
-            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &var);
+            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &relay);
             if state == LeaseState::Active {
                 // A fresh binding or renewal is no longer being reconfigured.
                 l.flags &= !lease_store::FLAG_RECONFIGURING;

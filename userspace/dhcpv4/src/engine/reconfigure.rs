@@ -532,9 +532,6 @@ fn inc(c: &AtomicU64) {
 
 /// What the campaign asks its driver to do.
 #[derive(Clone, Copy, Debug, PartialEq)]
-// A `Lease` carries its variable data by value (bounded, ~480 bytes): boxing it would
-// allocate per message; the enum lives on the stack for one message.
-#[allow(clippy::large_enum_variant)]
 pub enum Action {
     /// Send attempt `attempt` of a FORCERENEW for the binding `lease` in `slot`.
     Send {

@@ -8,8 +8,7 @@
 //! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
 //!   partner holds (acknowledged by it, or received from it); 0 = never;
 //! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
-//! * option 82, host name, vendor class: [`Lease::relay_agent_info`], [`Lease::host_name`],
-//!   [`Lease::vendor_class`] (carried whole in client-request-options).
+//! * option 82: [`Lease::relay_agent_info`].
 //!
 //! A record is *unacknowledged* when it changed after the version the partner holds:
 //! `change_time > tsfp`, or (ACTIVE) a larger potential expiration than the partner committed
@@ -141,16 +140,6 @@ fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
         } else {
             Vec::new()
         },
-        host_name: if has_client {
-            l.host_name().to_vec()
-        } else {
-            Vec::new()
-        },
-        vendor_class: if has_client {
-            l.vendor_class().to_vec()
-        } else {
-            Vec::new()
-        },
         flags: 0,
     }
 }
@@ -187,18 +176,11 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             r.potential_expiry = b.potential_expiry;
             r.acked_potential_expiry = b.potential_expiry;
             r.tstp = b.lease_expiry;
-            // Whole (any valid option 82 fits); one that is no valid option (over 255
-            // bytes) is kept nowhere rather than cut (a cut option 82 would name another
-            // subscriber). Host name and vendor class: as the per-lease bound allows.
-            r.var = lease_store::VarData::from_parts(
-                if b.relay_agent_info.len() <= lease_store::RELAY_AGENT_INFO_MAX {
-                    b.relay_agent_info.as_slice()
-                } else {
-                    &[]
-                },
-                &b.host_name,
-                &b.vendor_class,
-            );
+            // Too long for the record: kept nowhere rather than cut (a cut option 82 would
+            // name another subscriber).
+            if !r.set_relay_agent_info(&b.relay_agent_info) {
+                r.set_relay_agent_info(&[]);
+            }
         }
         other => {
             let (state, owner) = match other {
@@ -319,29 +301,6 @@ mod tests {
         l.potential_expiry = 2000;
         assert!(l.set_relay_agent_info(&[1, 1, 7]));
         l
-    }
-
-    #[test]
-    fn failover_varlen_binding_carries_120_byte_option82_host_name_vendor_class_whole() {
-        let mut l = active();
-        let ri: Vec<u8> = (0..120u8).collect();
-        assert!(l.set_relay_agent_info(&ri));
-        assert!(l.set_host_name(b"cpe-host"));
-        assert!(l.set_vendor_class(b"docsis3.1"));
-        let b = lease_to_binding(&l).expect("active is exchanged");
-        assert_eq!(b.relay_agent_info, ri);
-        // Through the wire form (client-request-options) and back.
-        let t = crate::engine::txn_from_binding(&b);
-        let back = crate::engine::binding_from_txn(&t, 1000).expect("decodes");
-        assert_eq!(
-            (&back.relay_agent_info, &back.host_name, &back.vendor_class),
-            (&ri, &b"cpe-host".to_vec(), &b"docsis3.1".to_vec())
-        );
-        let mut r = Lease::free(l.addr);
-        write_binding(&mut r, &back);
-        assert_eq!(r.relay_agent_info(), &ri[..]);
-        assert_eq!(r.host_name(), b"cpe-host");
-        assert_eq!(r.vendor_class(), b"docsis3.1");
     }
 
     #[test]
