@@ -305,6 +305,22 @@ pub fn main_archive(a: ArchiveArgs) -> ExitCode {
     }
 }
 
+/// Connects to the archive for the `ctl` readers (`ctl history --archive`, `ctl servers`):
+/// `--archive-ca-file`, `--archive-cert-file`, `--archive-key-file` as given (TLS when the CA
+/// is).
+pub async fn archive_connect(
+    conn: &str,
+    password_file: Option<&Path>,
+    [ca, cert, key]: [&Option<PathBuf>; 3],
+) -> anyhow::Result<Client> {
+    let tls = ca.as_ref().map(|ca| TlsClientConfig {
+        ca_file: ca.clone(),
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+    });
+    pg_connect(conn, password_file, tls.as_ref(), "--archive").await
+}
+
 /// Connects to PostgreSQL (the connection driven by a task); over TLS when `tls` is given
 /// (`what`: the options' prefix named in errors, e.g. `--postgres` or `--archive`).
 pub async fn pg_connect(
@@ -666,19 +682,14 @@ pub fn main_servers(a: ServersArgs) -> ExitCode {
             .build()
             .context("tokio runtime")?;
         let list = rt.block_on(async {
-            let tls = a
-                .archive_ca_file
-                .as_ref()
-                .map(|ca| xdhcpd_config::TlsClientConfig {
-                    ca_file: ca.clone(),
-                    cert_file: a.archive_cert_file.clone(),
-                    key_file: a.archive_key_file.clone(),
-                });
-            let c = pg_connect(
+            let c = archive_connect(
                 &a.archive,
                 a.archive_password_file.as_deref(),
-                tls.as_ref(),
-                "--archive",
+                [
+                    &a.archive_ca_file,
+                    &a.archive_cert_file,
+                    &a.archive_key_file,
+                ],
             )
             .await?;
             servers(&c).await

@@ -166,19 +166,14 @@ fn history(config: Option<PathBuf>, a: HistoryArgs) -> anyhow::Result<ExitCode> 
             .build()
             .context("tokio runtime")?;
         let ans = rt.block_on(async {
-            let tls = a
-                .archive_ca_file
-                .as_ref()
-                .map(|ca| xdhcpd_config::TlsClientConfig {
-                    ca_file: ca.clone(),
-                    cert_file: a.archive_cert_file.clone(),
-                    key_file: a.archive_key_file.clone(),
-                });
-            let c = super::archive::pg_connect(
+            let c = super::archive::archive_connect(
                 conn,
                 a.archive_password_file.as_deref(),
-                tls.as_ref(),
-                "--archive",
+                [
+                    &a.archive_ca_file,
+                    &a.archive_cert_file,
+                    &a.archive_key_file,
+                ],
             )
             .await?;
             super::archive::who_held(&c, a.ip, at).await
