@@ -1023,15 +1023,7 @@ impl Daemon {
                 "commit_flush_errors": flushes(|c| &c.flush_errors),
             });
             if let Some(w) = self.table.wal_stats() {
-                v["wal"] = serde_json::json!({
-                    "commits": w.commits,
-                    "entries": w.entries,
-                    "bytes": w.bytes,
-                    "checkpoints": w.checkpoints,
-                    "commit_ns": w.commit_ns,
-                    "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
-                    "commit_latency": w.commit_latency,
-                });
+                v["wal"] = wal_json(&w);
             }
             if let Some(v6) = &self.v6 {
                 let m: serde_json::Map<String, serde_json::Value> = v6
@@ -1047,19 +1039,7 @@ impl Daemon {
                     v6.flush_errors.load(Ordering::Relaxed).into(),
                 );
                 if let Some(w) = v6.table().log().map(|l| l.stats()) {
-                    m.insert(
-                        "wal".into(),
-                        serde_json::json!({
-                            "commits": w.commits,
-                            "entries": w.entries,
-                            "bytes": w.bytes,
-                            "checkpoints": w.checkpoints,
-                            "commit_ns": w.commit_ns,
-                            "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
-                            "commit_latency": w.commit_latency,
-                            "used": w.used,
-                        }),
-                    );
+                    m.insert("wal".into(), wal_json(&w));
                 }
                 v["dhcpv6"] = serde_json::Value::Object(m);
             }
@@ -1181,6 +1161,20 @@ fn owned_files(cfg: &Config, control: &Path) -> Vec<PathBuf> {
         ]);
     }
     v
+}
+
+/// A write-ahead log's counters in the stats JSON (lease table and DHCPv6 binding table).
+fn wal_json(w: &lease_store::WalStats) -> serde_json::Value {
+    serde_json::json!({
+        "commits": w.commits,
+        "entries": w.entries,
+        "bytes": w.bytes,
+        "checkpoints": w.checkpoints,
+        "commit_ns": w.commit_ns,
+        "commit_latency_bounds_us": lease_store::COMMIT_LATENCY_BOUNDS_US,
+        "commit_latency": w.commit_latency,
+        "used": w.used,
+    })
 }
 
 fn sum(stats: &[Arc<EngineStats>]) -> StatsSnapshot {
