@@ -190,6 +190,18 @@ impl Fx {
         self.run(&request(m, NONE, NONE, &opts)).1
     }
 
+    fn release(&mut self, m: u8, ip: Ipv4Addr) {
+        let sid = SERVER.octets();
+        let r = request(
+            m,
+            ip,
+            NONE,
+            &[(opt::MESSAGE_TYPE, &[7]), (opt::SERVER_ID, &sid)],
+        );
+        let (_, reply) = self.run_from(ip, SERVER, &r);
+        assert!(reply.is_none(), "a RELEASE has no answer");
+    }
+
     fn dora(&mut self, m: u8) -> Ipv4Addr {
         let offer = self.discover(m, &[]).expect("offer");
         let ack = self.select(m, offer.yiaddr(), &[]).expect("ack");
@@ -421,6 +433,19 @@ fn registration_fixed_address_held_by_another_falls_back_to_pool() {
     let o = f.discover(7, &[]).expect("offer from the pool");
     assert_ne!(o.yiaddr(), held);
     assert_eq!(f.stats().registration_fixed_busy, 1);
+    // The REQUEST for the address offered instead is ACKed: its fixed address cannot be
+    // given, so "reservation moved" must not NAK it (that was a DISCOVER/NAK loop).
+    let ack = f.select(7, o.yiaddr(), &[]).expect("ack");
+    assert_eq!(kind(&ack), v4::MessageType::Ack);
+    assert_eq!(ack.yiaddr(), o.yiaddr());
+    assert_eq!(f.stats().registration_moved, 0);
+    // Once the holder releases it, the next renewal moves the client to its fixed address.
+    f.release(1, held);
+    let renew = request(7, o.yiaddr(), NONE, &[(opt::MESSAGE_TYPE, &[3])]);
+    let (_, nak) = f.run_from(o.yiaddr(), SERVER, &renew);
+    assert_eq!(kind(&nak.expect("nak")), v4::MessageType::Nak);
+    assert_eq!(f.stats().registration_moved, 1);
+    assert_eq!(f.dora(7), held);
 }
 
 // ---- one registration lookup per DORA (the worker's cache) --------------------------------

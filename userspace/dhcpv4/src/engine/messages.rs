@@ -182,9 +182,13 @@ impl Engine {
         };
         let fixed = self.registered_fixed(selected).map(|(f, _)| f);
         if let Some(f) = fixed {
-            if f != ip {
+            if f != ip && self.fixed_grantable(f, key, now) {
                 // Its registration now fixes another address (reservation moved): back to
-                // DISCOVER, where that address is offered.
+                // DISCOVER, where that address is offered. Only when that address can be
+                // given: a fixed address held by another client, or one the failover
+                // partner allocates, is replaced by a pool address at DISCOVER
+                // (`offer_fixed`), and NAKing the REQUEST for that one looped the client
+                // through DISCOVER and NAK for ever.
                 EngineStats::inc(&st.registration_moved);
                 return self.nak(msg, sum, "reservation moved", out);
             }

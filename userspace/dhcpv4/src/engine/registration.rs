@@ -37,7 +37,7 @@ use xdhcpd_config::ClassId;
 use crate::stats::EngineStats;
 use crate::wire::{Message, Summary};
 
-use super::binding::grant;
+use super::binding::{grant, may_take};
 use super::classes::ClientFacts;
 use super::pools::HostLayer;
 use super::Engine;
@@ -362,6 +362,17 @@ impl Engine {
                 EngineStats::inc(&self.stats.registration_fixed_busy);
                 self.choose_address(now, msg, sum, key, subnet_index, hold)
             }
+        }
+    }
+
+    /// Whether this client's fixed address `ip` could be given to it now: outside the pools
+    /// (no record), or a record this server may allocate to it (free, its own, or expired
+    /// under the failover rule). `offer_fixed` offers a pool address otherwise.
+    pub(super) fn fixed_grantable(&self, ip: Ipv4Addr, key: &ClientKey, now: u32) -> bool {
+        let table = &self.shared.table;
+        match table.slot_of(ip) {
+            None => true,
+            Some(slot) => may_take(&table.read(slot), key, now, self.pol.as_ref()),
         }
     }
 
