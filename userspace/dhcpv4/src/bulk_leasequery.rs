@@ -880,23 +880,15 @@ fn parse_active(raw: Vec<u8>) -> Result<Subscription, (Vec<u8>, &'static str)> {
         let mut value = [0u8; 255];
         let mut value_len = 0;
         if let Some(ri) = sum.relay_agent_info {
-            for sub in SubOptionIter::new(ri) {
-                let (code, v) = sub.map_err(|_| "malformed option 82")?;
-                let k = match code {
-                    relay_sub::RELAY_ID => Kind::RelayId,
-                    relay_sub::REMOTE_ID => Kind::RemoteId,
-                    _ => continue,
-                };
-                if v.is_empty() {
-                    return Err("empty relay-id or remote-id");
-                }
+            relay_id_queries(ri, |k, v| {
                 if kind != Kind::All {
                     return Err("more than one query type");
                 }
                 value[..v.len()].copy_from_slice(v);
                 value_len = v.len();
                 kind = k;
-            }
+                Ok(())
+            })?;
         }
         Ok((kind, value, value_len, start))
     })();
@@ -978,26 +970,40 @@ fn parse_inner(raw: &[u8]) -> Result<Parsed, &'static str> {
         kinds.push(Kind::ClientId(ClientKey::from_client_id(id)));
     }
     if let Some(ri) = sum.relay_agent_info {
-        for sub in SubOptionIter::new(ri) {
-            let (code, v) = sub.map_err(|_| "malformed option 82")?;
-            let k = match code {
-                relay_sub::RELAY_ID => Kind::RelayId,
-                relay_sub::REMOTE_ID => Kind::RemoteId,
-                _ => continue,
-            };
-            if v.is_empty() {
-                return Err("empty relay-id or remote-id");
-            }
+        relay_id_queries(ri, |k, v| {
             value[..v.len()].copy_from_slice(v);
             value_len = v.len();
             kinds.push(k);
-        }
+            Ok(())
+        })?;
     }
     match kinds.as_slice() {
         [] => Ok((Kind::All, value, 0, start, end)),
         [k] => Ok((*k, value, value_len, start, end)),
         _ => Err("more than one query type"),
     }
+}
+
+/// The relay-id and remote-id sub-options of a query's option 82, each handed to `on` with
+/// its query kind (bulk and active queries alike); a malformed option 82 or an empty id is
+/// refused.
+fn relay_id_queries(
+    ri: &[u8],
+    mut on: impl FnMut(Kind, &[u8]) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
+    for sub in SubOptionIter::new(ri) {
+        let (code, v) = sub.map_err(|_| "malformed option 82")?;
+        let k = match code {
+            relay_sub::RELAY_ID => Kind::RelayId,
+            relay_sub::REMOTE_ID => Kind::RemoteId,
+            _ => continue,
+        };
+        if v.is_empty() {
+            return Err("empty relay-id or remote-id");
+        }
+        on(k, v)?;
+    }
+    Ok(())
 }
 
 /// The sub-option `code` of an option 82 value, if present.
