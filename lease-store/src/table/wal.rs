@@ -484,9 +484,16 @@ impl<const N: usize> Wal<N> {
             file.set_len(len)
                 .map_err(|e| StoreError::io(path, "size write-ahead log", e))?;
         }
-        // Every block allocated and written once (fdatasync of an overwrite then needs no
-        // metadata commit, and a full disk cannot fail an append).
+        // Every block allocated (a full disk cannot fail an append) ...
         preallocate(&file, path, len)?;
+        if fresh || have < len {
+            // ... and written once: an fallocated block is "unwritten" until its first write,
+            // whose fdatasync must then commit the extent change through the file system's
+            // journal (behind every other file's metadata). Measured on ext4 here: group
+            // commits of 10-25 ms during the first lap, ~0.2 ms after it.
+            write_zeroes(&file, have.min(len), len)
+                .map_err(|e| StoreError::io(path, "write the new log's blocks once", e))?;
+        }
         let (gen, lap) = match replay.hdr {
             Some((g, _)) if !fresh => (g, (replay.end / cap + 1) * cap),
             _ => (0, 0),
@@ -827,4 +834,17 @@ impl LeaseTable {
             w.fail_writes.store(on, Ordering::Relaxed);
         }
     }
+}
+
+/// Writes zeroes over `from..to` of `file` and makes them durable (1 MiB at a time).
+fn write_zeroes(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
+    const STEP: u64 = 1 << 20;
+    let zeroes = vec![0u8; STEP as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(STEP);
+        file.write_all_at(&zeroes[..n as usize], at)?;
+        at += n;
+    }
+    file.sync_data()
 }

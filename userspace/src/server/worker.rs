@@ -19,7 +19,8 @@ use super::packet_io::PacketIo;
 use super::reload::EngineCell;
 use crate::clock::unix_now;
 use crate::failover::FailoverTap;
-use xdhcpd_dhcpv4::Engine;
+use xdhcpd_dhcpv4::wire::MessageType;
+use xdhcpd_dhcpv4::{Decision, Engine};
 
 /// Requests taken from the socket per batch.
 pub const BATCH: usize = 64;
@@ -93,6 +94,8 @@ pub fn run_worker<P: PacketIo>(
     let mut generation = ops.config.generation();
     let mut tx: Vec<P::Reply> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
+    // Per reply of the batch (in `tx` order): may it leave before the pending commits?
+    let mut free: Vec<bool> = Vec::with_capacity(BATCH);
     let mut held: VecDeque<(u64, P::Reply)> = VecDeque::with_capacity(MAX_HELD + BATCH);
     let mut idle_spins = 0u32;
     // The sampled batch: (its commit ticket, 0 when it needs none; when it was taken).
@@ -135,9 +138,20 @@ pub fn run_worker<P: PacketIo>(
             batch_no = batch_no.wrapping_add(1);
             let timed = sample.is_none() && batch_no.is_multiple_of(LATENCY_SAMPLE_EVERY);
             let taken = timed.then(Instant::now);
+            free.clear();
             let n = io.recv_batch(BATCH, &mut tx, |meta, payload, out| {
                 let now = *now.get_or_insert_with(unix_now);
-                engine.handle(now, meta, payload, out)
+                let before = engine.durable_changes();
+                let d = engine.handle(now, meta, payload, out);
+                if let Decision::Reply { kind, .. } = d {
+                    // An OFFER or NAK of a message that changed nothing durable states nothing
+                    // a crash could take back: it needs no commit and waits for none.
+                    free.push(
+                        matches!(kind, MessageType::Offer | MessageType::Nak)
+                            && engine.durable_changes() == before,
+                    );
+                }
+                d
             });
             if n > 0 {
                 if let Some(at) = taken {
@@ -190,7 +204,20 @@ pub fn run_worker<P: PacketIo>(
                 } else {
                     held.back().map_or(0, |(t, _)| *t)
                 };
-                held.extend(tx.drain(..).map(|r| (ticket, r)));
+                if free.len() == tx.len() {
+                    // Every reply came from the engine (no DHCPv6 reply of the driver's, none
+                    // lost while framing): OFFERs and NAKs leave now, the rest wait their turn
+                    // (no reply waits for a commit it does not need: issue 18, item 5).
+                    for (r, now) in tx.drain(..).zip(free.iter()) {
+                        if *now {
+                            io.send(r, &counters);
+                        } else {
+                            held.push_back((ticket, r));
+                        }
+                    }
+                } else {
+                    held.extend(tx.drain(..).map(|r| (ticket, r)));
+                }
                 if let Some((t @ 0, _)) = sample.as_mut() {
                     // Timed when the flush releases it (ticket 0 would mean "now").
                     *t = ticket.max(1);
@@ -225,7 +252,7 @@ mod tests {
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::sync::Mutex;
     use std::time::Duration;
-    use xdhcpd_dhcpv4::{Decision, EngineShared, EngineStats, RxMeta};
+    use xdhcpd_dhcpv4::{EngineShared, EngineStats, RxMeta};
 
     /// The v6 binding table behind a gate: its log commit (the committer's [`Durable`] step,
     /// the daemon's [`SharedTable6::make_durable`]) waits until the test opens the gate, i.e.
@@ -391,6 +418,164 @@ mod tests {
         for (k, &(_, (commits, entries))) in got.iter().enumerate() {
             assert!(commits >= 1 && entries > k as u64, "{got:?}");
         }
+        stop.store(true, Ordering::SeqCst);
+        wh.join().unwrap();
+        commit_stop.store(true, Ordering::SeqCst);
+        ch.join().unwrap();
+    }
+
+    /// A DHCPv4 client exchange fed to the worker one message per batch: DISCOVER and
+    /// REQUEST of client 1, then DISCOVER of client 2. Each reply's message type is recorded
+    /// when the worker sends it.
+    struct V4Io {
+        step: u8,
+        offered: [u8; 4],
+        sent: Arc<Mutex<Vec<MessageType>>>,
+    }
+
+    /// A BOOTREQUEST from client `mac` with the given options (type first).
+    fn v4_request(mac: u8, opts: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut m = vec![0u8; 236];
+        m[0] = 1; // BOOTREQUEST
+        m[1] = 1; // Ethernet
+        m[2] = 6;
+        m[4..8].copy_from_slice(&[0, 0, 0, mac]); // xid
+        m[10] = 0x80; // broadcast flag
+        m[28..34].copy_from_slice(&[0x02, 0, 0, 0, 0, mac]);
+        m.extend_from_slice(&[99, 130, 83, 99]);
+        for (code, v) in opts {
+            m.push(*code);
+            m.push(v.len() as u8);
+            m.extend_from_slice(v);
+        }
+        m.push(255);
+        m
+    }
+
+    impl PacketIo for V4Io {
+        type Reply = MessageType;
+        const IDLE_SPINS: u32 = 4;
+
+        fn recv_batch<R>(
+            &mut self,
+            _max: usize,
+            replies: &mut Vec<MessageType>,
+            mut respond: R,
+        ) -> usize
+        where
+            R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
+        {
+            let server = [10, 77, 0, 1];
+            let msg = match self.step {
+                0 => v4_request(1, &[(53, &[1])]),
+                1 => v4_request(1, &[(53, &[3]), (54, &server), (50, &self.offered)]),
+                2 => v4_request(2, &[(53, &[1])]),
+                _ => return 0,
+            };
+            self.step += 1;
+            let meta = RxMeta {
+                local_addr: std::net::Ipv4Addr::from(server),
+                src_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                dst_ip: std::net::Ipv4Addr::BROADCAST,
+            };
+            let mut out = [0u8; 1500];
+            if let Decision::Reply { kind, .. } = respond(&meta, &msg, &mut out) {
+                if self.step == 1 {
+                    self.offered.copy_from_slice(&out[16..20]);
+                }
+                replies.push(kind);
+            }
+            1
+        }
+
+        fn send(&mut self, r: MessageType, _counters: &WorkerCounters) {
+            self.sent.lock().unwrap().push(r);
+        }
+        fn discard(&mut self, _r: MessageType) {}
+        fn flush(&mut self, _counters: &WorkerCounters) {}
+        fn fd(&self) -> std::os::fd::RawFd {
+            -1
+        }
+        fn wait_readable(&self, timeout_ms: i32) {
+            std::thread::sleep(Duration::from_millis(timeout_ms as u64));
+        }
+        fn frame_drops(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Issue 18, item 5: no reply waits for a commit it does not need. An OFFER states
+    /// nothing a crash could take back, so it leaves while an earlier ACK still waits for
+    /// its commit; the ACK leaves only after the commit.
+    #[test]
+    fn worker_sends_offers_at_once_while_acks_wait_for_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(
+            xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let pools: Vec<PoolSpec> = cfg
+            .pool_specs()
+            .into_iter()
+            .map(|(id, first, last)| PoolSpec { id, first, last })
+            .collect();
+        let (table, _) =
+            LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
+        let table = Arc::new(table);
+        let shared = Arc::new(EngineShared::new(
+            cfg,
+            table.clone(),
+            std::net::Ipv4Addr::new(10, 77, 0, 1),
+        ));
+        let engine = Engine::new(shared.clone(), 0, Arc::new(EngineStats::default()));
+        // A stalled committer: its group commit waits on the gate (the v6 step).
+        let (t6, _) = BindingTable6::open_with(
+            &dir.path().join("v6.db"),
+            64,
+            true,
+            Some(lease_store::MIN_WAL_BYTES),
+        )
+        .unwrap();
+        let gate = Arc::new(GatedV6 {
+            table: SharedTable6::new(t6),
+            open: AtomicBool::new(false),
+        });
+        let c = Arc::new(Committer::new());
+        let commit_stop = Arc::new(AtomicBool::new(false));
+        let ch = commit::spawn(
+            c.clone(),
+            table,
+            Some(gate.clone() as Arc<dyn Durable>),
+            commit_stop.clone(),
+        )
+        .unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let io = V4Io {
+            step: 0,
+            offered: [0; 4],
+            sent: sent.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = WorkerOps {
+            config: Arc::new(EngineCell::new(shared)),
+            events: None,
+        };
+        let (s, counters) = (stop.clone(), Arc::new(WorkerCounters::default()));
+        let wh =
+            std::thread::spawn(move || run_worker(io, engine, Some(c), s, counters, None, ops));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            *sent.lock().unwrap(),
+            vec![MessageType::Offer, MessageType::Offer],
+            "client 2's OFFER waited behind client 1's ACK, or the ACK left before its commit"
+        );
+        gate.open.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while sent.lock().unwrap().len() < 3 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the ACK never left");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(sent.lock().unwrap()[2], MessageType::Ack);
         stop.store(true, Ordering::SeqCst);
         wh.join().unwrap();
         commit_stop.store(true, Ordering::SeqCst);

@@ -314,6 +314,9 @@ pub struct Engine {
     changed: Vec<Slot>,
     /// Some change since the last `take_needs_commit` must be durable.
     needs_commit: bool,
+    /// Changes that must be durable, counted since start (the worker compares it around
+    /// each message to tell replies that must wait for a commit from those that need not).
+    durable_changes: u64,
     /// Failover policy and admission of the message being handled.
     pol: Option<FailoverPolicy>,
     admission: Admission,
@@ -350,6 +353,7 @@ impl Engine {
             stats,
             changed: Vec::with_capacity(256),
             needs_commit: false,
+            durable_changes: 0,
             pol: None,
             admission: Admission::Serve,
             relay_info: [0; 24],
@@ -589,6 +593,7 @@ impl Engine {
     fn record_change(&mut self, slot: Slot) {
         self.changed.push(slot);
         self.needs_commit = true;
+        self.durable_changes += 1;
     }
 
     /// Notes a change whose loss in a crash is harmless: an offer (or its
@@ -657,6 +662,11 @@ impl Engine {
     /// leave; resets the flag.
     pub fn take_needs_commit(&mut self) -> bool {
         std::mem::take(&mut self.needs_commit)
+    }
+
+    /// How many changes that must be durable this engine has made since it started.
+    pub fn durable_changes(&self) -> u64 {
+        self.durable_changes
     }
 
     /// Binds `slot` to `key` as Offered (held until `hold`) or Active (for
