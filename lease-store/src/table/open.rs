@@ -396,11 +396,17 @@ impl LeaseTable {
                 }
             }
         }
+        report
+            .phases
+            .push(("finish: undo clear", t_phase.elapsed()));
+        let t_sub = Instant::now();
         if wrote {
             table
                 .flush()
                 .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
         }
+        report.phases.push(("finish: msync", t_sub.elapsed()));
+        let t_sub = Instant::now();
         if log.replay.entries > 0 {
             tracing::info!(
                 path = %log.path.display(),
@@ -418,6 +424,7 @@ impl LeaseTable {
                 report.failover_problem = Some(e);
             }
         }
+        report.phases.push(("finish: log restart", t_sub.elapsed()));
         report.phases.push(("finish", t_phase.elapsed()));
         report.records = nrec as u64;
         Ok(table)
