@@ -952,15 +952,15 @@ impl xdhcpd_failover::BindingStore for PartnerStore<'_> {
 fn send_binding(from: &LeaseTable, slot: Slot, to: &LeaseTable, xdhcpd: bool, now: u32) {
     use xdhcpd_failover::codec::{decode_message, Body, Message};
     let b = xdhcpd_failover::store::lease_to_binding(&from.read(slot)).expect("exchanged");
-    let txn = xdhcpd_failover::txn_for_partner(&b, xdhcpd);
+    let txn = xdhcpd_failover::engine::txn_for_partner(&b, xdhcpd);
     let bytes = Message::new(now, 1, Body::BndUpd(vec![txn]))
         .to_bytes()
         .expect("encodes");
     let m = decode_message(&bytes, 0).expect("decodes");
     let Body::BndUpd(txns) = m.body else {
-        panic!("not a BNDUPD: {m:?}");
+        panic!("not a BNDUPD");
     };
-    let got = xdhcpd_failover::binding_from_txn(&txns[0], now).expect("a valid binding");
+    let got = xdhcpd_failover::engine::binding_from_txn(&txns[0], now).expect("a valid binding");
     let rules = xdhcpd_failover::StoreRules {
         role: xdhcpd_failover::Role::Secondary,
         expiry_grace: 0,
@@ -1003,7 +1003,7 @@ fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
     let l = b.table.read(slot);
     assert_eq!(l.state, LeaseState::Released);
     assert!(!b.book.any_flagged());
-    assert_eq!(b.stats.reconfiguring_naked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(b.stats.snapshot().reconfiguring_naked, 1);
     // The client starts over and the partner serves it (new configuration).
     let (ip2, _, _) = bind(&mut b, 1, true, T0 + 1801);
     assert_eq!(b.table.read(b.table.slot_of(ip2).expect("slot")).state, LeaseState::Active);

@@ -836,7 +836,7 @@ impl Driver {
                     // the cleared flags are durable and queued for the partner.
                     let mut store = TableStore {
                         table: &self.table,
-                        dirty,
+                        dirty: &mut *dirty,
                     };
                     let keep = self.keep_reconfiguring;
                     let n = self.sync.stop_reconfiguring(
