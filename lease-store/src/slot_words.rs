@@ -173,7 +173,10 @@ mod tests {
         drop(w); // no flush: the shared mapping's pages are the file's
         let (w, how) = SlotWords::open(&p, 100, 2).expect("reopen");
         assert_eq!(how, SlotWordsOpen::Kept);
-        assert_eq!((w.load(7, 0), w.load(7, 1), w.load(8, 0)), (0xdead_beef, 42, 0));
+        assert_eq!(
+            (w.load(7, 0), w.load(7, 1), w.load(8, 0)),
+            (0xdead_beef, 42, 0)
+        );
         w.flush().expect("flush");
         drop(w);
         let (w, how) = SlotWords::open(&p, 200, 2).expect("other shape");

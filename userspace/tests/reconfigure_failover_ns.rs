@@ -148,9 +148,9 @@ fn deferred_nak_across_failover() -> Res<()> {
     let conf_s = conf.to_string_lossy().into_owned();
     let mut client = daemon_common::Proc::spawn(
         "dhcpcd",
-        bed.c.command("timeout").args([
-            "120", "dhcpcd", "-4", "-B", "-d", "-f", &conf_s, &bed.lc.a,
-        ]),
+        bed.c
+            .command("timeout")
+            .args(["120", "dhcpcd", "-4", "-B", "-d", "-f", &conf_s, &bed.lc.a]),
         &log,
     )?;
     let result = (|| -> Res<()> {
@@ -173,10 +173,14 @@ fn deferred_nak_across_failover() -> Res<()> {
             return Err(format!("reconfigure matched: {answer}"));
         }
         // 2 sends (0, 0.3 s), aborted at 0.9 s with the flag kept.
-        let st = wait_for("the primary's campaign to abort", Duration::from_secs(10), || {
-            let s = status(&a_sock)?;
-            Ok((count(&s, "aborted") == 1).then_some(s))
-        })?;
+        let st = wait_for(
+            "the primary's campaign to abort",
+            Duration::from_secs(10),
+            || {
+                let s = status(&a_sock)?;
+                Ok((count(&s, "aborted") == 1).then_some(s))
+            },
+        )?;
         if count(&st, "sent") != 2 || count(&st, "succeeded") != 0 {
             return Err(format!("primary's counters after the abort: {st}"));
         }
@@ -201,7 +205,9 @@ fn deferred_nak_across_failover() -> Res<()> {
             || {
                 client.check_alive()?;
                 b.proc.check_alive()?;
-                Ok(leased(&read_text(&log)?).into_iter().find(|a| in_new_pool(*a)))
+                Ok(leased(&read_text(&log)?)
+                    .into_iter()
+                    .find(|a| in_new_pool(*a)))
             },
         )?;
         let text = read_text(&log)?;
@@ -209,7 +215,9 @@ fn deferred_nak_across_failover() -> Res<()> {
             .lines()
             .any(|l| l.contains("NAK") && l.contains(B_ADDR));
         if !nak_from_b {
-            return Err(format!("no NAK from the secondary in dhcpcd's log:\n{text}"));
+            return Err(format!(
+                "no NAK from the secondary in dhcpcd's log:\n{text}"
+            ));
         }
         let metrics = ctl(&b_sock, &["metrics"])?;
         let want = "xdhcpd_reconfigure_client_events_total{event=\"nak\"} 1";
@@ -327,10 +335,14 @@ fn relayed_after_restart() -> Res<()> {
         &lg_log,
     )?;
     let result = (|| -> Res<serde_json::Value> {
-        wait_for("the clients' leases (warm-up)", Duration::from_secs(30), || {
-            gen.check_alive()?;
-            Ok(ready.exists().then_some(()))
-        })?;
+        wait_for(
+            "the clients' leases (warm-up)",
+            Duration::from_secs(30),
+            || {
+                gen.check_alive()?;
+                Ok(ready.exists().then_some(()))
+            },
+        )?;
         // Restart with the class moved: the book of xids and relays is all that tells the new
         // process where each client is and which xid it accepts.
         let fin = daemon.stop()?;
@@ -352,15 +364,21 @@ fn relayed_after_restart() -> Res<()> {
         let st = gen.wait_exit(Duration::from_secs(60))?;
         let report: serde_json::Value = serde_json::from_str(&read_text(&json)?)
             .map_err(|e| format!("loadgen JSON: {e} (exit {st})"))?;
-        let s = wait_for("the campaign to see every answer", Duration::from_secs(10), || {
-            let s = status(&sock)?;
-            Ok((count(&s, "succeeded") == u64::from(CLIENTS)).then_some(s))
-        });
+        let s = wait_for(
+            "the campaign to see every answer",
+            Duration::from_secs(10),
+            || {
+                let s = status(&sock)?;
+                Ok((count(&s, "succeeded") == u64::from(CLIENTS)).then_some(s))
+            },
+        );
         let log = daemon.log_text();
         daemon.stop()?;
         let s = s.map_err(|e| format!("{e}\n{log}"))?;
         if !log.contains(&format!("to {RELAY}:67")) {
-            return Err(format!("no FORCERENEW through the relay in the log:\n{log}"));
+            return Err(format!(
+                "no FORCERENEW through the relay in the log:\n{log}"
+            ));
         }
         Ok(serde_json::json!({ "loadgen": report, "server": s }))
     })();
@@ -376,7 +394,9 @@ fn relayed_after_restart() -> Res<()> {
     let r = &out["loadgen"]["reconfigure"];
     let n = u64::from(CLIENTS);
     if r["verified"].as_u64().unwrap_or(0) < n {
-        return Err(format!("loadgen verified fewer FORCERENEWs than clients: {out}"));
+        return Err(format!(
+            "loadgen verified fewer FORCERENEWs than clients: {out}"
+        ));
     }
     for (k, want) in [
         ("completed", n),
@@ -386,14 +406,22 @@ fn relayed_after_restart() -> Res<()> {
         ("addresses_held_twice", 0),
     ] {
         if r[k].as_u64() != Some(want) {
-            return Err(format!("loadgen reconfigure.{k} = {}, want {want}: {out}", r[k]));
+            return Err(format!(
+                "loadgen reconfigure.{k} = {}, want {want}: {out}",
+                r[k]
+            ));
         }
     }
     let in_new = out["loadgen"]["pools"][0]["clients"].as_u64();
     if in_new != Some(n) {
-        return Err(format!("clients in the new pool: {in_new:?}, want {n}: {out}"));
+        return Err(format!(
+            "clients in the new pool: {in_new:?}, want {n}: {out}"
+        ));
     }
-    eprintln!("relayed clients reconfigured after a restart: {}", out["server"]);
+    eprintln!(
+        "relayed clients reconfigured after a restart: {}",
+        out["server"]
+    );
     Ok(())
 }
 

@@ -977,7 +977,11 @@ fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
     let mut b = fixture(section);
     let (ip, slot, _) = bind(&mut a, 1, true, T0);
     send_binding(&a.table, slot, &b.table, true, T0);
-    assert_eq!(b.table.read(slot).state, LeaseState::Active, "partner holds it");
+    assert_eq!(
+        b.table.read(slot).state,
+        LeaseState::Active,
+        "partner holds it"
+    );
     assert!(!b.book.any_flagged());
     // The primary's campaign: FORCERENEW unanswered, deferred-nak keeps the flag.
     let mut r = Reconfigurer::new(a.policy.clone());
@@ -988,7 +992,11 @@ fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
         .any(|(_, x)| matches!(x, Action::Aborted(_, AbortOutcome::Deferred))));
     let mut changed = Vec::new();
     r.take_changed(&mut changed);
-    assert_eq!(changed, vec![slot], "the flag set is reported for the partner");
+    assert_eq!(
+        changed,
+        vec![slot],
+        "the flag set is reported for the partner"
+    );
     assert!(xdhcpd_failover::store::unacked(&a.table.read(slot)));
     // To ISC dhcpd the flag does not travel (it would ignore it).
     send_binding(&a.table, slot, &b.table, false, T0 + 6);
@@ -1006,7 +1014,10 @@ fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
     assert_eq!(b.stats.snapshot().reconfiguring_naked, 1);
     // The client starts over and the partner serves it (new configuration).
     let (ip2, _, _) = bind(&mut b, 1, true, T0 + 1801);
-    assert_eq!(b.table.read(b.table.slot_of(ip2).expect("slot")).state, LeaseState::Active);
+    assert_eq!(
+        b.table.read(b.table.slot_of(ip2).expect("slot")).state,
+        LeaseState::Active
+    );
     // The deletion goes back to the primary like any RELEASE; its flag goes with it.
     send_binding(&b.table, slot, &a.table, true, T0 + 1802);
     assert!(!is_reconfiguring(&a.table.read(slot)));

@@ -89,7 +89,9 @@ fn failover_reconfiguring_flag_travels_to_the_partner_and_back() {
     });
     // Abort without deferred-nak: back to bound; the partner clears it too.
     campaign_sets(&mut s, 0, k, false);
-    run_until(&mut s, 10, "flag cleared on the secondary", |s| !flagged(s, 1, k));
+    run_until(&mut s, 10, "flag cleared on the secondary", |s| {
+        !flagged(s, 1, k)
+    });
     assert_eq!(s.nodes[1].lease(k).state, LeaseState::Active, "still bound");
     // A flag the secondary sets (its campaign) reaches the primary the same way.
     campaign_sets(&mut s, 1, k, true);
@@ -111,7 +113,10 @@ fn takeover(deferred_nak: bool) -> bool {
         st(s, 1) == Some(ServerState::CommunicationsInterrupted)
     });
     // Not a takeover yet: the flag stays while the partner may still be running it.
-    assert!(flagged(&s, 1, k), "COMMUNICATIONS-INTERRUPTED keeps the flag");
+    assert!(
+        flagged(&s, 1, k),
+        "COMMUNICATIONS-INTERRUPTED keeps the flag"
+    );
     s.partner_down(1, None, false)
         .expect("partner-down in COMMUNICATIONS-INTERRUPTED");
     run_until(&mut s, 5, "secondary PARTNER-DOWN", |s| {
@@ -125,7 +130,10 @@ fn takeover(deferred_nak: bool) -> bool {
 #[test]
 fn failover_takeover_stops_reconfiguration_unless_deferred_nak() {
     assert!(!takeover(false), "takeover clears the flag");
-    assert!(takeover(true), "deferred-nak keeps it: NAK at the next renewal");
+    assert!(
+        takeover(true),
+        "deferred-nak keeps it: NAK at the next renewal"
+    );
 }
 
 #[test]

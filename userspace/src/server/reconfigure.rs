@@ -814,15 +814,14 @@ mod tests {
         let shared = xdhcpd_dhcpv4::EngineShared::new(cfg, table.clone(), Ipv4Addr::LOCALHOST)
             .with_reconfigure(&[7; 16], book);
         let cell = Arc::new(EngineCell::new(Arc::new(shared)));
-        let driver =
-            ReconfDriver::start(
-                cell,
-                table.clone(),
-                Ipv4Addr::LOCALHOST,
-                None,
-                ChangeSinks::default(),
-            )
-            .expect("driver");
+        let driver = ReconfDriver::start(
+            cell,
+            table.clone(),
+            Ipv4Addr::LOCALHOST,
+            None,
+            ChangeSinks::default(),
+        )
+        .expect("driver");
         let index = Arc::new(Index::new());
         index.set_watch(RegistrationTrigger::new(driver.handle(), table));
         Bed {

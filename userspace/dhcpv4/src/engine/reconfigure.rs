@@ -837,8 +837,9 @@ impl Reconfigurer {
         let mut n = 0;
         for (slot, l) in table.iter() {
             if l.flags & FLAG_RECONFIGURING != 0 {
-                let cleared =
-                    table.update(slot, |l| xdhcpd_failover::store::stop_reconfiguring(l, keep));
+                let cleared = table.update(slot, |l| {
+                    xdhcpd_failover::store::stop_reconfiguring(l, keep)
+                });
                 n += usize::from(cleared);
             }
         }

@@ -531,7 +531,11 @@ pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'stat
         reconfiguring: false,
         reconf_key: false,
     };
-    for o in t.unknown.iter().filter(|o| o.code == codec::opt::VENDOR_OPTIONS) {
+    for o in t
+        .unknown
+        .iter()
+        .filter(|o| o.code == codec::opt::VENDOR_OPTIONS)
+    {
         if let Some(f) = codec::xdhcpd_opts::decode(&o.data)? {
             b.reconfiguring = f & codec::xdhcpd_opts::FLAG_RECONFIGURING != 0;
             b.reconf_key = f & codec::xdhcpd_opts::FLAG_RECONF_KEY != 0;

@@ -509,7 +509,10 @@ mod tests {
         l.acked_potential_expiry = 2000;
         assert!(set_reconfiguring(&mut l, true));
         let mut kept = l;
-        assert!(!stop_reconfiguring(&mut kept, true), "deferred-nak keeps the flag");
+        assert!(
+            !stop_reconfiguring(&mut kept, true),
+            "deferred-nak keeps the flag"
+        );
         assert_eq!(kept.flags & FLAG_RECONFIGURING, FLAG_RECONFIGURING);
         l.tsfp = 1000;
         assert!(stop_reconfiguring(&mut l, false));

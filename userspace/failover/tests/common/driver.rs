@@ -42,9 +42,14 @@ impl Sim {
                     let node = &mut self.nodes[i];
                     let keep = node.deferred_nak;
                     if let Some(e) = node.engine.as_mut() {
-                        let n = node.sync.stop_reconfiguring(e, now, t, &mut node.table, keep);
+                        let n = node
+                            .sync
+                            .stop_reconfiguring(e, now, t, &mut node.table, keep);
                         if !n.is_empty() {
-                            self.note(format!("node{i}: takeover stopped {} reconfiguration(s)", n.len()));
+                            self.note(format!(
+                                "node{i}: takeover stopped {} reconfiguration(s)",
+                                n.len()
+                            ));
                         }
                     }
                 }
