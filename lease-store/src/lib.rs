@@ -31,6 +31,7 @@ mod error;
 mod header;
 mod lease;
 mod read_only;
+mod slot_words;
 mod table;
 pub mod v6;
 
@@ -41,6 +42,7 @@ pub use lease::{
     FLAG_RECONF_KEY, KEY_MAX, RECORD_SIZE, RELAY_AGENT_INFO_MAX,
 };
 pub use read_only::ReadOnlyTable;
+pub use slot_words::{SlotWords, SlotWordsOpen};
 pub use table::{
     default_wal_bytes, unix_now, wal_path, Alloc, ChangeHook, DirtySet, GrowError, GrowReport,
     LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult, WalStats,

@@ -333,7 +333,7 @@ fn forcerenew_key_in_ack_only_for_option_145_clients_and_hmac_md5_verifiable() {
 fn forcerenew_request_while_reconfiguring_gets_nak_binding_deleted_then_discover_served() {
     let mut f = fixture(SECTION);
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     assert!(r.trigger(slot));
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
     assert_eq!(send_times(&acts), vec![ms(T0)]);
@@ -374,7 +374,7 @@ fn forcerenew_discover_drops_release_and_init_reboot_delete_while_reconfiguring(
     let (_, s1, _) = bind(&mut f, 1, true, T0);
     let (ip2, s2, _) = bind(&mut f, 2, true, T0);
     let (ip3, s3, _) = bind(&mut f, 3, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     for s in [s1, s2, s3] {
         assert!(r.trigger(s));
     }
@@ -440,7 +440,7 @@ fn forcerenew_abort_restores_binding_unchanged() {
     let mut f = fixture(SECTION);
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
     let before = f.table.read(slot);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 600));
     let t0 = ms(T0);
@@ -482,7 +482,7 @@ fn forcerenew_clear_on_abort_deletes_binding() {
     let mut f =
         fixture("[reconfigure]\nretries = 2\nfirst-retry-ms = 1000\nclear-on-abort = true\n");
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 10));
     assert_eq!(send_times(&acts), vec![ms(T0), ms(T0) + 1000]);
@@ -500,7 +500,7 @@ fn forcerenew_clear_on_abort_deletes_binding() {
 fn forcerenew_deferred_nak_keeps_flag_until_next_renewal_and_across_reopen() {
     let mut f = fixture("[reconfigure]\nretries = 1\nfirst-retry-ms = 1000\ndeferred-nak = true\n");
     let (ip, slot, _) = bind(&mut f, 1, true, T0);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 5));
     assert!(acts
@@ -528,7 +528,7 @@ fn forcerenew_deferred_nak_keeps_flag_until_next_renewal_and_across_reopen() {
 fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
     let mut f = fixture(SECTION);
     let (_, slot, _) = bind(&mut f, 1, false, T0);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
     assert_eq!(
@@ -553,7 +553,7 @@ fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
             ..f.policy.clone()
         },
     ] {
-        let mut r = Reconfigurer::new(p.clone()).with_book(f.book.clone());
+        let mut r = Reconfigurer::new(p.clone());
         r.trigger(slot);
         let acts = drive(&mut r, &f.table, ms(T0), ms(T0));
         assert_eq!(send_times(&acts), vec![ms(T0)]);
@@ -565,7 +565,7 @@ fn forcerenew_refused_without_authentication_unless_token_or_allowed() {
 fn forcerenew_rate_limits_clients_per_second() {
     let mut f = fixture("[reconfigure]\nrate = 2\n");
     let slots: Vec<Slot> = (1..=6).map(|m| bind(&mut f, m, true, T0).1).collect();
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     for s in &slots {
         assert!(r.trigger(*s));
     }
@@ -754,7 +754,7 @@ fn forcerenew_renumbers_10000_clients_at_rate_none_lost_none_twice() {
     e.set_shared(Arc::new(
         EngineShared::new(cfg2, table.clone(), SERVER).with_reconfigure(&SECRET, book.clone()),
     ));
-    let mut r = Reconfigurer::new(policy).with_book(book.clone());
+    let mut r = Reconfigurer::new(policy);
     for (slot, l) in table.iter() {
         if l.state == LeaseState::Active {
             assert!(r.trigger(slot));
@@ -840,7 +840,7 @@ fn forcerenew_subnet_overrides_the_global_schedule() {
     assert_eq!((o.retries, o.first_retry_ms), (Some(2), Some(300)));
     over.clear();
     over.insert(f.table.pool_of_slot(slot), o);
-    let mut r = Reconfigurer::new(f.policy.clone()).with_book(f.book.clone());
+    let mut r = Reconfigurer::new(f.policy.clone());
     r.set_overrides(over);
     r.trigger(slot);
     let acts = drive(&mut r, &f.table, ms(T0), ms(T0 + 5));
@@ -923,4 +923,103 @@ range = "10.0.0.10-10.0.0.20"
         why.contains("phones") && why.contains("vendor-class"),
         "{why}"
     );
+}
+
+/// A failover partner's table as the failover rules see it (the daemon's `TableStore`).
+struct PartnerStore<'a>(&'a LeaseTable);
+
+impl xdhcpd_failover::BindingStore for PartnerStore<'_> {
+    fn read(&self, addr: Ipv4Addr) -> Option<lease_store::Lease> {
+        self.0.slot_of(addr).map(|s| self.0.read(s))
+    }
+    fn update<R>(
+        &mut self,
+        addr: Ipv4Addr,
+        f: impl FnOnce(&mut lease_store::Lease) -> R,
+    ) -> Option<(R, bool)> {
+        let slot = self.0.slot_of(addr)?;
+        Some(self.0.update_tracked(slot, f))
+    }
+    fn for_each(&self, mut f: impl FnMut(&lease_store::Lease)) {
+        for (_, l) in self.0.iter() {
+            f(&l);
+        }
+    }
+}
+
+/// `slot`'s record of `from` carried to `to` as one BNDUPD transaction over the wire (to an
+/// xdhcpd partner when `xdhcpd`, else as to ISC dhcpd) and applied by the partner's rules.
+fn send_binding(from: &LeaseTable, slot: Slot, to: &LeaseTable, xdhcpd: bool, now: u32) {
+    use xdhcpd_failover::codec::{decode_message, Body, Message};
+    let b = xdhcpd_failover::store::lease_to_binding(&from.read(slot)).expect("exchanged");
+    let txn = xdhcpd_failover::engine::txn_for_partner(&b, xdhcpd);
+    let bytes = Message::new(now, 1, Body::BndUpd(vec![txn]))
+        .to_bytes()
+        .expect("encodes");
+    let m = decode_message(&bytes, 0).expect("decodes");
+    let Body::BndUpd(txns) = m.body else {
+        panic!("not a BNDUPD");
+    };
+    let got = xdhcpd_failover::engine::binding_from_txn(&txns[0], now).expect("a valid binding");
+    let rules = xdhcpd_failover::StoreRules {
+        role: xdhcpd_failover::Role::Secondary,
+        expiry_grace: 0,
+    };
+    let mut sync = xdhcpd_failover::BindingSync::<u32>::new(rules);
+    sync.apply(&mut PartnerStore(to), now, &got)
+        .expect("the partner accepts the update");
+}
+
+#[test]
+fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
+    let section = "[reconfigure]\nretries = 1\nfirst-retry-ms = 1000\ndeferred-nak = true\n";
+    let mut a = fixture(section);
+    let mut b = fixture(section);
+    let (ip, slot, _) = bind(&mut a, 1, true, T0);
+    send_binding(&a.table, slot, &b.table, true, T0);
+    assert_eq!(
+        b.table.read(slot).state,
+        LeaseState::Active,
+        "partner holds it"
+    );
+    assert!(!b.book.any_flagged());
+    // The primary's campaign: FORCERENEW unanswered, deferred-nak keeps the flag.
+    let mut r = Reconfigurer::new(a.policy.clone());
+    r.trigger(slot);
+    let acts = drive(&mut r, &a.table, ms(T0), ms(T0 + 5));
+    assert!(acts
+        .iter()
+        .any(|(_, x)| matches!(x, Action::Aborted(_, AbortOutcome::Deferred))));
+    let mut changed = Vec::new();
+    r.take_changed(&mut changed);
+    assert_eq!(
+        changed,
+        vec![slot],
+        "the flag set is reported for the partner"
+    );
+    assert!(xdhcpd_failover::store::unacked(&a.table.read(slot)));
+    // To ISC dhcpd the flag does not travel (it would ignore it).
+    send_binding(&a.table, slot, &b.table, false, T0 + 6);
+    assert!(!is_reconfiguring(&b.table.read(slot)));
+    // To an xdhcpd partner it does; the partner's engine now looks the client up.
+    send_binding(&a.table, slot, &b.table, true, T0 + 6);
+    assert!(is_reconfiguring(&b.table.read(slot)), "flag on the partner");
+    assert!(b.book.any_flagged(), "counted by the partner's table hook");
+    // The primary is gone; the client renews to the partner: NAK, binding deleted.
+    let (d, _) = renew(&mut b, 1, ip, T0 + 1800);
+    assert_eq!(kind_of(&d), Some(MessageType::Nak), "{d:?}");
+    let l = b.table.read(slot);
+    assert_eq!(l.state, LeaseState::Released);
+    assert!(!b.book.any_flagged());
+    assert_eq!(b.stats.snapshot().reconfiguring_naked, 1);
+    // The client starts over and the partner serves it (new configuration).
+    let (ip2, _, _) = bind(&mut b, 1, true, T0 + 1801);
+    assert_eq!(
+        b.table.read(b.table.slot_of(ip2).expect("slot")).state,
+        LeaseState::Active
+    );
+    // The deletion goes back to the primary like any RELEASE; its flag goes with it.
+    send_binding(&b.table, slot, &a.table, true, T0 + 1802);
+    assert!(!is_reconfiguring(&a.table.read(slot)));
+    assert!(!a.book.any_flagged());
 }

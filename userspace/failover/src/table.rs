@@ -158,9 +158,13 @@ pub struct AckOutcome {
 /// Applies a partner's acknowledgement of `sent` to the local record `local`. An acknowledged
 /// reclaim ([`reclaim_binding`]) of a record that is still BACKUP makes it FREE.
 pub fn apply_ack(local: &Binding, sent: &Binding) -> AckOutcome {
+    // xdhcpd's reconfigure flags are part of the version: an acknowledgement of the binding
+    // before the flag changed leaves the record unacknowledged.
     let same_version = local.status == sent.status
         && local.same_client(sent)
-        && local.lease_expiry == sent.lease_expiry;
+        && local.lease_expiry == sent.lease_expiry
+        && local.reconfiguring == sent.reconfiguring
+        && local.reconf_key == sent.reconf_key;
     if sent.status == BindingStatus::Active
         && local.status == BindingStatus::Active
         && local.same_client(sent)

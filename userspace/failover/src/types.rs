@@ -357,6 +357,14 @@ pub struct Binding {
     pub relay_agent_info: Vec<u8>,
     /// IP-flags (IP_FLAG_RESERVED, IP_FLAG_BOOTP).
     pub flags: u16,
+    /// xdhcpd only (vendor-options to an xdhcpd partner, [`crate::codec::xdhcpd_opts`];
+    /// never sent to other partners): the server asked this ACTIVE binding's client to
+    /// reconfigure (FORCERENEW sent, or its NAK deferred to its next renewal). A partner that
+    /// stores it NAKs the client's next REQUEST and deletes the binding.
+    pub reconfiguring: bool,
+    /// xdhcpd only, like `reconfiguring`: the client's last ACK carried an RFC 6704
+    /// reconfigure key (derived from the servers' shared `[reconfigure] secret`).
+    pub reconf_key: bool,
 }
 
 impl Binding {
@@ -374,6 +382,8 @@ impl Binding {
             start,
             relay_agent_info: Vec::new(),
             flags: 0,
+            reconfiguring: false,
+            reconf_key: false,
         }
     }
 

@@ -102,6 +102,9 @@ const COALESCE_BYTES: usize = 64 * 1024;
 pub(crate) struct Driver {
     /// The lease event log's end: records the partner's updates changed.
     pub events: Option<crate::events::EventTap>,
+    /// `[reconfigure] deferred-nak` at start: a takeover (PARTNER-DOWN) keeps the
+    /// reconfiguring flags; without it the takeover clears them (the reconfigure spec).
+    pub keep_reconfiguring: bool,
     /// The pools' balance settings as the last accepted reload left them (read on growth).
     pub pool_balance: Option<super::PoolBalanceCell>,
     pub engine: FailoverEngine,
@@ -269,6 +272,7 @@ impl Driver {
         (
             Driver {
                 events: None,
+                keep_reconfiguring: false,
                 pool_balance: None,
                 engine,
                 table,
@@ -826,6 +830,31 @@ impl Driver {
                 }
                 if self.role == Role::Primary && own == ServerState::Normal && from != own {
                     self.rebalance_due = true;
+                }
+                if xdhcpd_failover::store::is_takeover(from, own) {
+                    // HA switchover: a running reconfiguration stops (unless deferred-nak);
+                    // the cleared flags are durable and queued for the partner.
+                    let mut store = TableStore {
+                        table: &self.table,
+                        dirty: &mut *dirty,
+                    };
+                    let keep = self.keep_reconfiguring;
+                    let n = self.sync.stop_reconfiguring(
+                        &mut self.engine,
+                        now,
+                        Instant::now(),
+                        &mut store,
+                        keep,
+                    );
+                    if !n.is_empty() {
+                        tracing::info!(
+                            "reconfigure: takeover: {} binding(s) no longer reconfiguring",
+                            n.len()
+                        );
+                        if let Err(e) = self.table.flush_set(dirty) {
+                            tracing::error!("failover: lease table flush failed: {e}");
+                        }
+                    }
                 }
             }
             Action::Persist(p) => {

@@ -136,7 +136,7 @@ impl Failover {
     /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
-        Self::start_with_events(cfg, table, None)
+        Self::start_with_events(cfg, table, None, false)
     }
 
     /// [`Failover::start`], also handing the records the partner's updates change to the
@@ -145,6 +145,7 @@ impl Failover {
         cfg: &FailoverConfig,
         table: Arc<LeaseTable>,
         events: Option<crate::events::EventTap>,
+        keep_reconfiguring: bool,
     ) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
         let ecfg_grace = ecfg.expiry_grace;
@@ -234,6 +235,7 @@ impl Failover {
             auth_key,
         );
         driver.events = events;
+        driver.keep_reconfiguring = keep_reconfiguring;
         driver.pool_balance = Some(pool_balance.clone());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()

@@ -356,6 +356,8 @@ pub struct Daemon {
     registrations_pg: Option<crate::registrations::postgres::Follower>,
     /// The reconfigure driver (FORCERENEW); None without `[reconfigure]`.
     reconf: Option<super::reconfigure::ReconfDriver>,
+    /// Its book (`<lease file>.reconf`), written back at shutdown.
+    reconf_book: Option<Arc<xdhcpd_dhcpv4::engine::reconfigure::ReconfBook>>,
     /// RFC 6926 bulk leasequery over TCP; None without `[bulk-leasequery]`.
     bulk_lq: Option<super::bulk_lq::BulkLq>,
 }
@@ -436,6 +438,28 @@ impl Daemon {
             }),
             None => None,
         };
+        // The reconfigure book (xid and relay of each binding's last ACK, in a side file
+        // beside the lease table so a campaign after a restart reaches relayed clients; the
+        // count of flagged records through the table's hook): before the failover driver,
+        // whose partner updates may set flags.
+        let reconf_book = match &reconf_secret {
+            Some(_) => {
+                let b = Arc::new(open_reconf_book(&cfg.server.lease_file, &table));
+                b.attach(&table);
+                Some(b)
+            }
+            None => None,
+        };
+        // Reconfiguration (FORCERENEW): a restart stops it unless deferred-nak keeps the flags
+        // (before the failover driver starts: the cleared records are among those the partner
+        // lacks, sent when it connects).
+        let cleared = xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer::clear_at_start(
+            &table,
+            cfg.reconfigure.as_ref(),
+        );
+        if cleared > 0 {
+            tracing::info!("reconfigure: {cleared} binding(s) no longer reconfiguring (restart)");
+        }
         let v6 = V6Server::open(&cfg, &iface, reconf_secret.as_deref())?;
         let v6_sock = match &v6 {
             Some(_) => Some(v6srv::open_socket(&iface)?),
@@ -464,6 +488,7 @@ impl Daemon {
                 f,
                 table.clone(),
                 events.as_ref().map(|e| e.tap()),
+                cfg.reconfigure.as_ref().is_some_and(|r| r.deferred_nak),
             )?),
             None => None,
         };
@@ -521,36 +546,26 @@ impl Daemon {
             ),
             _ => None,
         };
-        // Reconfiguration (FORCERENEW): a restart stops it unless deferred-nak keeps the flags.
-        let cleared = xdhcpd_dhcpv4::engine::reconfigure::Reconfigurer::clear_at_start(
-            &table,
-            cfg.reconfigure.as_ref(),
-        );
-        if cleared > 0 {
-            tracing::info!("reconfigure: {cleared} binding(s) no longer reconfiguring (restart)");
-        }
-        if let Some(secret) = &reconf_secret {
-            // Sized to the file's capacity: records a reload adds into the spare slots
-            // (live pool growth) have their entries too.
-            let book = Arc::new(xdhcpd_dhcpv4::engine::reconfigure::ReconfBook::new(
-                table.capacity(),
-            ));
-            // Flags kept by deferred-nak: the engines must look those clients up.
-            let kept = table
-                .iter()
-                .filter(|(_, l)| l.flags & lease_store::FLAG_RECONFIGURING != 0)
-                .count();
-            book.flagged_add(kept as u64);
-            engine = engine.with_reconfigure(secret, book);
+        if let (Some(secret), Some(book)) = (&reconf_secret, &reconf_book) {
+            engine = engine.with_reconfigure(secret, book.clone());
         }
         let engine = Arc::new(engine);
         let cell = Arc::new(EngineCell::new(engine.clone()));
+        // Ack mode: one committer thread flushes for all workers (and the reconfigure driver's
+        // record changes), whatever the data path.
+        let committer_shared =
+            (cfg.server.commit == CommitMode::Ack).then(|| Arc::new(Committer::new()));
         let reconf = match cfg.reconfigure {
             Some(_) => Some(super::reconfigure::ReconfDriver::start(
                 cell.clone(),
                 table.clone(),
                 server_id,
                 v6.clone(),
+                super::reconfigure::ChangeSinks {
+                    failover: failover.as_ref().map(|f| f.tap()),
+                    events: events.as_ref().map(|e| e.tap()),
+                    committer: committer_shared.clone(),
+                },
             )?),
             None => None,
         };
@@ -592,8 +607,7 @@ impl Daemon {
                 config: cell,
                 events: events.as_ref().map(|e| e.tap()),
             },
-            // Ack mode: one committer thread flushes for all workers, whatever the data path.
-            committer: (commit == CommitMode::Ack).then(|| Arc::new(Committer::new())),
+            committer: committer_shared,
             stop: Arc::new(AtomicBool::new(false)),
             tap: failover.as_ref().map(|f| f.tap()),
         };
@@ -825,6 +839,7 @@ impl Daemon {
             _v6_join: v6_join,
             registrations_pg,
             reconf,
+            reconf_book,
             bulk_lq,
         })
     }
@@ -973,6 +988,11 @@ impl Daemon {
         }
         if let Err(e) = self.table.flush() {
             tracing::error!("final flush of the lease table failed: {e}");
+        }
+        if let Some(b) = &self.reconf_book {
+            if let Err(e) = b.flush() {
+                tracing::warn!("reconfigure: writing back the xid / relay book failed: {e}");
+            }
         }
         if let Some(v6) = &self.v6 {
             // Ack mode: a last checkpoint (commit, msync, the log emptied); then the flush.
@@ -1134,6 +1154,40 @@ fn state_dirs(cfg: &Config, control: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The reconfigure book in `<lease file>.reconf` (sized to the table's capacity: records a
+/// reload adds into the spare slots have their words too), attached to the table's change
+/// hook. A file that cannot be opened leaves an in-memory book (as before the side file:
+/// after a restart the xid and relay are known again from each binding's next ACK).
+fn open_reconf_book(
+    lease_file: &Path,
+    table: &LeaseTable,
+) -> xdhcpd_dhcpv4::engine::reconfigure::ReconfBook {
+    use xdhcpd_dhcpv4::engine::reconfigure::ReconfBook;
+    let mut p = lease_file.as_os_str().to_owned();
+    p.push(".reconf");
+    let path = PathBuf::from(p);
+    match ReconfBook::open(&path, table.capacity()) {
+        Ok((b, how)) => {
+            if how == lease_store::SlotWordsOpen::Reset {
+                tracing::warn!(
+                    "reconfigure: {} did not match the lease table; started over (the xid and \
+                     relay of each binding are known again from its next ACK)",
+                    path.display()
+                );
+            }
+            b
+        }
+        Err(e) => {
+            tracing::warn!(
+                "reconfigure: {}: {e}; keeping the xid and relay of each binding's last ACK in \
+                 memory only",
+                path.display()
+            );
+            ReconfBook::new(table.capacity())
+        }
+    }
+}
+
 /// The files the daemon writes, handed to `[server] user` before the switch.
 fn owned_files(cfg: &Config, control: &Path) -> Vec<PathBuf> {
     let with = |p: &Path, suffix: &str| {
@@ -1146,6 +1200,7 @@ fn owned_files(cfg: &Config, control: &Path) -> Vec<PathBuf> {
         lf.clone(),
         with(lf, ".wal"),
         super::reconfigure::secret_path(lf),
+        with(lf, ".reconf"),
         control.to_path_buf(),
     ];
     if !cfg.v6.subnets.is_empty() {

@@ -293,6 +293,53 @@ impl xdhcpd_registrations::IndexWatch for RegistrationTrigger {
     }
 }
 
+/// Where the driver's record changes go: the same listeners as the workers' changes (issue
+/// 16 item 3). A flag set, a binding restored or deleted at abort: the failover driver
+/// (binding updates to the partner), the lease event log, and in ack mode the committer
+/// (the driver takes a ticket and waits until the change is durable before the FORCERENEW
+/// it leads to leaves).
+#[derive(Clone, Default)]
+pub struct ChangeSinks {
+    /// The failover driver's change channel.
+    pub failover: Option<crate::failover::FailoverTap>,
+    /// The lease event log.
+    pub events: Option<crate::events::EventTap>,
+    /// The ack-mode committer.
+    pub committer: Option<Arc<super::commit::Committer>>,
+}
+
+/// Longest wait for the committer before a FORCERENEW goes anyway (a failing disk: the
+/// committer withholds ACKs meanwhile; the flag is in the page cache and the log's stage).
+const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+impl ChangeSinks {
+    /// Hands `changed` to every listener; in ack mode waits (bounded) until the changes are
+    /// durable. Returns false when that wait ran out.
+    fn publish(&self, changed: &[Slot]) -> bool {
+        if changed.is_empty() {
+            return true;
+        }
+        if let Some(t) = &self.failover {
+            t.offer(changed);
+        }
+        if let Some(e) = &self.events {
+            e.offer(changed);
+        }
+        let Some(c) = &self.committer else {
+            return true;
+        };
+        let ticket = c.ticket();
+        let t0 = std::time::Instant::now();
+        while c.durable() < ticket {
+            if t0.elapsed() >= DURABLE_WAIT {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
 /// The driver thread.
 pub struct ReconfDriver {
     handle: ReconfHandle,
@@ -308,6 +355,7 @@ impl ReconfDriver {
         table: Arc<LeaseTable>,
         server_id: Ipv4Addr,
         v6: Option<Arc<V6Server>>,
+        sinks: ChangeSinks,
     ) -> anyhow::Result<Self> {
         let sock = UdpSocket::bind(SocketAddrV4::new(server_id, 0))
             .with_context(|| format!("reconfigure: binding a UDP socket to {server_id}"))?;
@@ -361,6 +409,7 @@ impl ReconfDriver {
                     st,
                     v6_run,
                     pending_macs,
+                    sinks,
                 )
             })
             .context("spawning the reconfigure thread")?;
@@ -528,6 +577,7 @@ fn run(
     stop: Arc<AtomicBool>,
     v6: Option<V6Run>,
     pending_macs: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 6]>>>,
+    sinks: ChangeSinks,
 ) {
     let policy = cell
         .load()
@@ -536,10 +586,8 @@ fn run(
         .map(|r| r.policy.clone())
         .unwrap_or_default();
     let mut campaign = Reconfigurer::new(policy);
-    if let Some((_, book)) = &cell.load().reconf_base {
-        campaign = campaign.with_book(book.clone());
-    }
     campaign.stats = stats;
+    let mut changed = Vec::new();
     let mut actions = Vec::new();
     let mut buf = [0u8; 1024];
     let mut seen: Option<Arc<xdhcpd_dhcpv4::EngineShared>> = None;
@@ -614,6 +662,17 @@ fn run(
             );
         }
         campaign.poll(now_ms, &table, &mut actions);
+        // The campaign's record changes go where the workers' go, before any FORCERENEW of
+        // this tick leaves (ack mode: durable first).
+        campaign.take_changed(&mut changed);
+        if !sinks.publish(&changed) {
+            tracing::warn!(
+                "reconfigure: {} record change(s) not yet durable after {DURABLE_WAIT:?}; \
+                 sending anyway",
+                changed.len()
+            );
+        }
+        changed.clear();
         for a in actions.drain(..) {
             match a {
                 Action::Send {
@@ -755,8 +814,14 @@ mod tests {
         let shared = xdhcpd_dhcpv4::EngineShared::new(cfg, table.clone(), Ipv4Addr::LOCALHOST)
             .with_reconfigure(&[7; 16], book);
         let cell = Arc::new(EngineCell::new(Arc::new(shared)));
-        let driver =
-            ReconfDriver::start(cell, table.clone(), Ipv4Addr::LOCALHOST, None).expect("driver");
+        let driver = ReconfDriver::start(
+            cell,
+            table.clone(),
+            Ipv4Addr::LOCALHOST,
+            None,
+            ChangeSinks::default(),
+        )
+        .expect("driver");
         let index = Arc::new(Index::new());
         index.set_watch(RegistrationTrigger::new(driver.handle(), table));
         Bed {

@@ -139,8 +139,11 @@ impl EngineShared {
     }
 
     /// Turns on reconfiguration: keys from `secret`, the per-slot `book` (keep the same one
-    /// across reloads). Without `[reconfigure]` in the configuration this does nothing.
+    /// across reloads; its count of flagged records follows the table from here on, see
+    /// [`reconfigure::ReconfBook::attach`]). Without `[reconfigure]` in the configuration
+    /// this does nothing else.
     pub fn with_reconfigure(mut self, secret: &[u8], book: Arc<reconfigure::ReconfBook>) -> Self {
+        book.attach(&self.table);
         self.reconf_base = Some((Arc::from(secret), book.clone()));
         if let Some(policy) = self.config.reconfigure.clone() {
             self.reconf = Some(Arc::new(ReconfShared {

@@ -246,26 +246,75 @@ pub fn verify_forcerenew(msg: &[u8], key: &[u8; 16]) -> bool {
     false
 }
 
-/// Per-slot facts of the binding's last ACK that the record has no room for: its xid and
-/// its relay (giaddr). Written by the workers (one relaxed store each), read by the driver.
-/// In memory: after a restart a binding's xid is known again from its next ACK.
-pub struct ReconfBook {
-    xid: Box<[AtomicU32]>,
-    giaddr: Box<[AtomicU32]>,
-    /// At least the number of records flagged reconfiguring (a hint: never below the truth,
-    /// may lag above it). While it is 0 the engines skip the per-message lookup.
-    flagged: AtomicU64,
+/// Where the book keeps its per-slot words.
+enum Words {
+    /// In memory (tests, and a daemon whose side file could not be opened).
+    Mem(Box<[AtomicU32]>),
+    /// The side file beside the lease table (`<lease file>.reconf`), kept across restarts.
+    File(lease_store::SlotWords),
 }
 
+/// Per-slot facts of the binding's last ACK that the record has no room for: its xid (word
+/// 0) and its relay, giaddr (word 1). Written by the workers (one relaxed store each), read
+/// by the driver. With [`ReconfBook::open`] they live in a mapped side file beside the
+/// lease table, so a campaign started after a restart (or a crash) still sends each
+/// FORCERENEW with the xid the client expects and through its relay.
+///
+/// Also the count of records flagged reconfiguring, kept exact by the lease table's change
+/// hook ([`ReconfBook::attach`]) whoever writes the flag: the campaign, the engine's NAK, a
+/// failover partner's binding update. While it is 0 the engines skip the per-message lookup.
+pub struct ReconfBook {
+    words: Words,
+    flagged: AtomicU64,
+    attached: std::sync::atomic::AtomicBool,
+}
+
+const WORD_XID: u32 = 0;
+const WORD_GIADDR: u32 = 1;
+
 impl ReconfBook {
-    /// A book for a table of `len` records.
+    /// An in-memory book for a table of `len` records.
     pub fn new(len: u32) -> Self {
-        let mk = || (0..len).map(|_| AtomicU32::new(0)).collect::<Box<[_]>>();
         ReconfBook {
-            xid: mk(),
-            giaddr: mk(),
+            words: Words::Mem((0..len as usize * 2).map(|_| AtomicU32::new(0)).collect()),
             flagged: AtomicU64::new(0),
+            attached: Default::default(),
         }
+    }
+
+    /// A book kept in the side file `path` for a table of `len` records (created, kept,
+    /// or reset when its shape does not match the table's).
+    pub fn open(
+        path: &std::path::Path,
+        len: u32,
+    ) -> std::io::Result<(Self, lease_store::SlotWordsOpen)> {
+        let (w, how) = lease_store::SlotWords::open(path, len, 2)?;
+        Ok((
+            ReconfBook {
+                words: Words::File(w),
+                flagged: AtomicU64::new(0),
+                attached: Default::default(),
+            },
+            how,
+        ))
+    }
+
+    /// Counts `table`'s flagged records and keeps the count through the table's change hook
+    /// (once per book; later calls, e.g. from a reload's new engine, do nothing).
+    pub fn attach(self: &std::sync::Arc<Self>, table: &LeaseTable) {
+        if self.attached.swap(true, Relaxed) {
+            return;
+        }
+        if !table.set_change_hook(self.clone()) {
+            // No hook slot left: count high forever (the engines always look up).
+            self.flagged.store(u64::MAX / 2, Relaxed);
+            return;
+        }
+        let n = table
+            .iter()
+            .filter(|(_, l)| l.flags & FLAG_RECONFIGURING != 0)
+            .count();
+        self.flagged.fetch_add(n as u64, Relaxed);
     }
 
     /// Whether any record may be flagged reconfiguring (one relaxed load).
@@ -274,34 +323,73 @@ impl ReconfBook {
         self.flagged.load(Relaxed) != 0
     }
 
-    /// Notes `n` more flagged records (a trigger started, or flags kept at a restart).
-    pub fn flagged_add(&self, n: u64) {
-        self.flagged.fetch_add(n, Relaxed);
+    /// Records flagged reconfiguring (exact once attached).
+    pub fn flagged(&self) -> u64 {
+        self.flagged.load(Relaxed)
     }
 
-    /// Notes one flag fewer (never below zero).
-    pub fn flagged_sub(&self) {
-        let _ = self
-            .flagged
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    #[inline]
+    fn store(&self, slot: u32, word: u32, v: u32) {
+        match &self.words {
+            Words::Mem(m) => {
+                if let Some(c) = m.get(slot as usize * 2 + word as usize) {
+                    c.store(v, Relaxed);
+                }
+            }
+            Words::File(f) => f.store(slot, word, v),
+        }
+    }
+
+    #[inline]
+    fn load(&self, slot: u32, word: u32) -> u32 {
+        match &self.words {
+            Words::Mem(m) => m
+                .get(slot as usize * 2 + word as usize)
+                .map_or(0, |c| c.load(Relaxed)),
+            Words::File(f) => f.load(slot, word),
+        }
     }
 
     /// Notes the ACK of `slot`'s binding.
     #[inline]
     pub fn note(&self, slot: Slot, xid: u32, giaddr: Ipv4Addr) {
-        let i = slot.index() as usize;
-        if let (Some(x), Some(g)) = (self.xid.get(i), self.giaddr.get(i)) {
-            x.store(xid, Relaxed);
-            g.store(u32::from(giaddr), Relaxed);
-        }
+        let i = slot.index();
+        self.store(i, WORD_XID, xid);
+        self.store(i, WORD_GIADDR, u32::from(giaddr));
     }
 
-    /// The xid and relay of `slot`'s last ACK (0 and 0.0.0.0 when none since the start).
+    /// The xid and relay of `slot`'s last ACK (0 and 0.0.0.0 when none known).
     pub fn get(&self, slot: Slot) -> (u32, Ipv4Addr) {
-        let i = slot.index() as usize;
-        let x = self.xid.get(i).map_or(0, |x| x.load(Relaxed));
-        let g = self.giaddr.get(i).map_or(0, |g| g.load(Relaxed));
-        (x, Ipv4Addr::from(g))
+        let i = slot.index();
+        (
+            self.load(i, WORD_XID),
+            Ipv4Addr::from(self.load(i, WORD_GIADDR)),
+        )
+    }
+
+    /// Writes a file-backed book back (shutdown); nothing for an in-memory one.
+    pub fn flush(&self) -> std::io::Result<()> {
+        match &self.words {
+            Words::Mem(_) => Ok(()),
+            Words::File(f) => f.flush(),
+        }
+    }
+}
+
+impl lease_store::ChangeHook for ReconfBook {
+    #[inline]
+    fn record_changed(&self, _pool: u32, old: &Lease, new: &Lease) {
+        let was = old.flags & FLAG_RECONFIGURING != 0;
+        let is = new.flags & FLAG_RECONFIGURING != 0;
+        if was != is {
+            if is {
+                self.flagged.fetch_add(1, Relaxed);
+            } else {
+                let _ = self
+                    .flagged
+                    .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+            }
+        }
     }
 }
 
@@ -402,7 +490,8 @@ pub fn begin(
         if !keyed && policy.token.is_empty() && !policy.allow_unauthenticated {
             return Err(NotStarted::NoAuthentication);
         }
-        l.flags |= FLAG_RECONFIGURING;
+        // Sets the flag and makes the record one the failover partner lacks.
+        xdhcpd_failover::store::set_reconfiguring(l, true);
         Ok(*l)
     })
 }
@@ -432,7 +521,7 @@ pub fn abort(table: &LeaseTable, slot: Slot, now: u32, policy: &ReconfigureConfi
             delete_binding(l, now);
             AbortOutcome::Deleted
         } else {
-            l.flags &= !FLAG_RECONFIGURING;
+            xdhcpd_failover::store::set_reconfiguring(l, false);
             AbortOutcome::Restored
         }
     })
@@ -563,8 +652,10 @@ pub struct Reconfigurer {
     last_ms: Option<u64>,
     /// Counters.
     pub stats: std::sync::Arc<ReconfStats>,
-    /// The engines' book, told how many bindings are flagged (`ReconfBook::any_flagged`).
-    book: Option<std::sync::Arc<ReconfBook>>,
+    /// Records this campaign changed (flag set, restored, deleted) since the last
+    /// [`Reconfigurer::take_changed`]: the driver hands them to the same listeners as the
+    /// workers' changes (committer, failover binding updates, event log).
+    changed: Vec<Slot>,
     /// Per-pool schedules of subnets that override `[reconfigure]` (pool id -> override).
     overrides: HashMap<u32, xdhcpd_config::ReconfigureOverride>,
 }
@@ -580,7 +671,7 @@ impl Reconfigurer {
             allowance: 1.0,
             last_ms: None,
             stats: Default::default(),
-            book: None,
+            changed: Vec::new(),
             overrides: HashMap::new(),
         }
     }
@@ -606,11 +697,10 @@ impl Reconfigurer {
         m
     }
 
-    /// Keeps `book`'s flagged count in step with the bindings this campaign flags and
-    /// unflags (the engines look a message's binding up only while it is above zero).
-    pub fn with_book(mut self, book: std::sync::Arc<ReconfBook>) -> Self {
-        self.book = Some(book);
-        self
+    /// Moves the records changed since the last call into `out` (the driver then makes the
+    /// changes durable and tells the failover partner and the event log).
+    pub fn take_changed(&mut self, out: &mut Vec<Slot>) {
+        out.append(&mut self.changed);
     }
 
     /// The policy in force.
@@ -651,16 +741,10 @@ impl Reconfigurer {
         let now = (now_ms / 1000).min(u64::from(u32::MAX)) as u32;
         let policy = self.policy.clone();
         let stats = self.stats.clone();
-        let book = self.book.clone();
-        let unflag = || {
-            if let Some(b) = &book {
-                b.flagged_sub();
-            }
-        };
+        let changed = &mut self.changed;
         self.active.retain(|&slot, retry| {
             let l = table.read(slot);
             if !is_reconfiguring(&l) {
-                unflag();
                 inc(&stats.succeeded);
                 out.push(Action::Succeeded(slot));
                 return false;
@@ -682,8 +766,8 @@ impl Reconfigurer {
                 Step::Exhausted => {
                     inc(&stats.aborted);
                     let how = abort(table, slot, now, &policy);
-                    if how != AbortOutcome::Deferred {
-                        unflag();
+                    if matches!(how, AbortOutcome::Restored | AbortOutcome::Deleted) {
+                        changed.push(slot);
                     }
                     out.push(Action::Aborted(slot, how));
                     false
@@ -707,9 +791,7 @@ impl Reconfigurer {
             self.queued.remove(&slot);
             match begin(table, slot, now, &policy) {
                 Ok(_) => {
-                    if let Some(b) = &self.book {
-                        b.flagged_add(1);
-                    }
+                    self.changed.push(slot);
                     if policy.rate > 0 {
                         self.allowance -= 1.0;
                     }
@@ -743,18 +825,20 @@ impl Reconfigurer {
     }
 
     /// A restart stops reconfiguration (spec: "server restart ... reconfiguration stops"):
-    /// clears every flag unless `deferred-nak` keeps them. Returns how many were cleared.
+    /// clears every flag unless `deferred-nak` keeps them (the failover takeover rule,
+    /// `xdhcpd_failover::store::stop_reconfiguring`, the same rule the failover driver runs at
+    /// a takeover). Each cleared record becomes one the failover partner lacks, so it is sent
+    /// when the partner connects. Returns how many were cleared.
     pub fn clear_at_start(table: &LeaseTable, policy: Option<&ReconfigureConfig>) -> usize {
-        if policy.is_some_and(|p| p.deferred_nak) {
+        let keep = policy.is_some_and(|p| p.deferred_nak);
+        if keep {
             return 0;
         }
         let mut n = 0;
         for (slot, l) in table.iter() {
             if l.flags & FLAG_RECONFIGURING != 0 {
                 let cleared = table.update(slot, |l| {
-                    let was = l.flags & FLAG_RECONFIGURING != 0;
-                    l.flags &= !FLAG_RECONFIGURING;
-                    was
+                    xdhcpd_failover::store::stop_reconfiguring(l, keep)
                 });
                 n += usize::from(cleared);
             }

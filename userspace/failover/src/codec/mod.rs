@@ -14,13 +14,15 @@
 //!
 //! Layout: wire constants here; `message` (the decoded forms), `encode`, `decode` (one whole
 //! message), `decoder` (the streaming decoder over a TCP byte stream), `relay_info` (option 82
-//! inside client-request-options).
+//! inside client-request-options), `xdhcpd_opts` (xdhcpd's own binding flags in
+//! vendor-options, to an xdhcpd partner only).
 
 mod decode;
 mod decoder;
 mod encode;
 mod message;
 mod relay_info;
+pub mod xdhcpd_opts;
 
 pub use decode::{decode_message, DecodeError};
 pub use decoder::Decoder;

@@ -33,7 +33,7 @@ mod updates;
 
 pub use config::{Config, ConfigError, StartError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
 pub use state::{CommandError, McltFrom, PartnerDownAccepted};
-pub use updates::{backup_share, binding_from_txn, txn_from_binding};
+pub use updates::{backup_share, binding_from_txn, txn_for_partner, txn_from_binding};
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;

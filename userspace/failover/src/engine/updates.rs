@@ -230,6 +230,7 @@ impl FailoverEngine {
             None => return,
         };
         let batch = self.bindings_per_bndupd();
+        let xdhcpd = self.partner_is_xdhcpd();
         while self.inflight.len() < window && !self.order.is_empty() {
             // Pack transactions until the batch is full or the next one would overflow the
             // 2048-byte message (the header and every transaction are counted exactly).
@@ -244,7 +245,7 @@ impl FailoverEngine {
                     self.order.pop_front();
                     continue;
                 };
-                let txn = txn_from_binding(&p.binding);
+                let txn = txn_for_partner(&p.binding, xdhcpd);
                 // Unencodable: sent alone; `send` logs the encoding error.
                 let txn_len = self.txn_len(&txn);
                 if !items.is_empty() && len.saturating_add(txn_len) > codec::MAX_MESSAGE_LEN {
@@ -479,6 +480,30 @@ pub fn txn_from_binding(b: &Binding) -> BindingTxn {
     t
 }
 
+/// [`txn_from_binding`], with xdhcpd's own binding flags in vendor-options when the partner
+/// is xdhcpd (`xdhcpd`; [`codec::xdhcpd_opts`]); other partners never see them.
+pub fn txn_for_partner(b: &Binding, xdhcpd: bool) -> BindingTxn {
+    let mut t = txn_from_binding(b);
+    if xdhcpd && b.status == BindingStatus::Active {
+        let flags = if b.reconfiguring {
+            codec::xdhcpd_opts::FLAG_RECONFIGURING
+        } else {
+            0
+        } | if b.reconf_key {
+            codec::xdhcpd_opts::FLAG_RECONF_KEY
+        } else {
+            0
+        };
+        if let Some(v) = codec::xdhcpd_opts::encode(flags) {
+            t.unknown.push(codec::RawOption {
+                code: codec::opt::VENDOR_OPTIONS,
+                data: v,
+            });
+        }
+    }
+    t
+}
+
 /// Converts a received transaction; Err names what is missing (reject reason 3).
 pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'static str> {
     let status = t
@@ -503,7 +528,19 @@ pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'stat
             .and_then(codec::relay_info_from_request_options)
             .unwrap_or_default(),
         flags: t.ip_flags.unwrap_or(0),
+        reconfiguring: false,
+        reconf_key: false,
     };
+    for o in t
+        .unknown
+        .iter()
+        .filter(|o| o.code == codec::opt::VENDOR_OPTIONS)
+    {
+        if let Some(f) = codec::xdhcpd_opts::decode(&o.data)? {
+            b.reconfiguring = f & codec::xdhcpd_opts::FLAG_RECONFIGURING != 0;
+            b.reconf_key = f & codec::xdhcpd_opts::FLAG_RECONF_KEY != 0;
+        }
+    }
     if status == BindingStatus::Active {
         if !b.has_client() {
             return Err("ACTIVE binding without client");

@@ -9,7 +9,7 @@ pub mod sync;
 
 pub use record::{
     allocation_last_end, allocation_status, binding_change_time, binding_for_change, change_time,
-    lease_to_binding, lease_to_local, release, status_of, unacked, worth_sending_all,
-    write_binding,
+    lease_to_binding, lease_to_local, partner_lacks, release, set_reconfiguring, status_of,
+    stop_reconfiguring, unacked, worth_sending_all, write_binding,
 };
-pub use sync::{BindingStore, BindingSync, StoreRules};
+pub use sync::{is_takeover, BindingStore, BindingSync, StoreRules};

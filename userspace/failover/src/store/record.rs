@@ -8,13 +8,18 @@
 //! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
 //!   partner holds (acknowledged by it, or received from it); 0 = never;
 //! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
-//! * option 82: [`Lease::relay_agent_info`].
+//! * option 82: [`Lease::relay_agent_info`];
+//! * xdhcpd's reconfigure flags ([`FLAG_RECONFIGURING`], [`FLAG_RECONF_KEY`]): to an xdhcpd
+//!   partner only (vendor-options). Changing them moves no time of the record, so whoever
+//!   changes them calls [`partner_lacks`] to make the record unacknowledged.
 //!
 //! A record is *unacknowledged* when it changed after the version the partner holds:
 //! `change_time > tsfp`, or (ACTIVE) a larger potential expiration than the partner committed
 //! to. This is what a restarted server re-sends (draft-12 UPDREQ) without any queue on disk.
 
-use lease_store::{ClientKey, KeyKind, Lease, LeaseState, Owner};
+use lease_store::{
+    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_RECONFIGURING, FLAG_RECONF_KEY,
+};
 
 use crate::types::{Binding, BindingStatus};
 
@@ -141,7 +146,39 @@ fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
             Vec::new()
         },
         flags: 0,
+        reconfiguring: active && l.flags & FLAG_RECONFIGURING != 0,
+        reconf_key: active && l.flags & FLAG_RECONF_KEY != 0,
     }
+}
+
+/// The record changed in what no time of it says (xdhcpd's reconfigure flags): the partner
+/// lacks this version. Its acknowledgement of this version settles it again ([`write_ack`]).
+pub fn partner_lacks(l: &mut Lease) {
+    l.tsfp = l.tsfp.min(change_time(l).saturating_sub(1));
+}
+
+/// Sets or clears the reconfiguring flag of an ACTIVE binding (the reconfigure campaign's
+/// writes); the partner then lacks the record. Returns whether it changed.
+pub fn set_reconfiguring(l: &mut Lease, on: bool) -> bool {
+    let was = l.flags & FLAG_RECONFIGURING != 0;
+    if was == on || (on && l.state != LeaseState::Active) {
+        return false;
+    }
+    if on {
+        l.flags |= FLAG_RECONFIGURING;
+    } else {
+        l.flags &= !FLAG_RECONFIGURING;
+    }
+    partner_lacks(l);
+    true
+}
+
+/// Restart or failover takeover (the reconfigure spec: "server restart or HA switchover:
+/// reconfiguration stops"): clears the reconfiguring flag unless `deferred_nak` keeps it
+/// (the client is then NAKed at its next renewal by whichever server it asks). Returns
+/// whether the record changed.
+pub fn stop_reconfiguring(l: &mut Lease, deferred_nak: bool) -> bool {
+    !deferred_nak && set_reconfiguring(l, false)
 }
 
 /// Start time of the current binding status: for RELEASED/EXPIRED the end of the lease.
@@ -176,6 +213,14 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             r.potential_expiry = b.potential_expiry;
             r.acked_potential_expiry = b.potential_expiry;
             r.tstp = b.lease_expiry;
+            // xdhcpd's flags as the partner holds them (none from other partners).
+            r.flags &= !(FLAG_RECONFIGURING | FLAG_RECONF_KEY);
+            if b.reconfiguring {
+                r.flags |= FLAG_RECONFIGURING;
+            }
+            if b.reconf_key {
+                r.flags |= FLAG_RECONF_KEY;
+            }
             // Too long for the record: kept nowhere rather than cut (a cut option 82 would
             // name another subscriber).
             if !r.set_relay_agent_info(&b.relay_agent_info) {
@@ -191,6 +236,7 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
                 _ => (LeaseState::Free, Owner::Primary),
             };
             r.clear_binding();
+            r.flags &= !(FLAG_RECONFIGURING | FLAG_RECONF_KEY);
             r.state = state;
             r.owner = owner;
             r.start = b.start;
@@ -410,5 +456,68 @@ mod tests {
         assert!(binding_for_change(&l).is_none());
         l.start = 101;
         assert!(binding_for_change(&l).is_some());
+    }
+
+    #[test]
+    fn failover_reconfiguring_flag_travels_and_is_acknowledged_like_a_change() {
+        let mut l = active();
+        l.tsfp = 1000;
+        l.acked_potential_expiry = 2000;
+        assert!(!unacked(&l));
+        // The campaign flags the binding: no time moves, yet the partner lacks it.
+        assert!(set_reconfiguring(&mut l, true));
+        assert!(!set_reconfiguring(&mut l, true), "already set: no change");
+        assert!(unacked(&l), "a flag change makes the record unacknowledged");
+        let b = lease_to_binding(&l).expect("active");
+        assert!(b.reconfiguring);
+        // The partner stores it (and would NAK the client's next REQUEST).
+        let mut r = Lease::free(l.addr);
+        write_binding(&mut r, &b);
+        assert_eq!(r.flags & FLAG_RECONFIGURING, FLAG_RECONFIGURING);
+        assert!(!unacked(&r));
+        // An acknowledgement of the version before the flag does not settle it...
+        let mut before = b.clone();
+        before.reconfiguring = false;
+        let mut l2 = l;
+        write_ack(&mut l2, &before);
+        assert!(unacked(&l2));
+        // ...the acknowledgement of the flagged version does.
+        write_ack(&mut l, &b);
+        assert!(!unacked(&l));
+        // A partner's update without the flag (a renewal there; any ISC update) clears it.
+        let mut plain = b.clone();
+        plain.reconfiguring = false;
+        write_binding(&mut r, &plain);
+        assert_eq!(r.flags & FLAG_RECONFIGURING, 0);
+        // Ending the binding on the partner's word clears it too.
+        write_binding(&mut r, &b);
+        let released = Binding {
+            status: BindingStatus::Released,
+            ..Binding::free(r.addr, 1700)
+        };
+        write_binding(&mut r, &released);
+        assert_eq!(r.flags & (FLAG_RECONFIGURING | FLAG_RECONF_KEY), 0);
+        // Only an ACTIVE binding is flagged.
+        let mut free = Lease::free(l.addr);
+        assert!(!set_reconfiguring(&mut free, true));
+    }
+
+    #[test]
+    fn failover_takeover_stops_reconfiguring_unless_deferred_nak() {
+        let mut l = active();
+        l.tsfp = 1000;
+        l.acked_potential_expiry = 2000;
+        assert!(set_reconfiguring(&mut l, true));
+        let mut kept = l;
+        assert!(
+            !stop_reconfiguring(&mut kept, true),
+            "deferred-nak keeps the flag"
+        );
+        assert_eq!(kept.flags & FLAG_RECONFIGURING, FLAG_RECONFIGURING);
+        l.tsfp = 1000;
+        assert!(stop_reconfiguring(&mut l, false));
+        assert_eq!(l.flags & FLAG_RECONFIGURING, 0);
+        assert!(unacked(&l), "the partner learns the flag is gone");
+        assert!(!lease_to_binding(&l).expect("active").reconfiguring);
     }
 }

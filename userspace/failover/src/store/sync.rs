@@ -9,11 +9,11 @@ use lease_store::{Lease, LeaseState};
 
 use super::record::{
     binding_change_time, binding_for_change, change_time, grant_to_backup, lease_to_binding,
-    lease_to_local, unacked, worth_sending_all, write_ack, write_binding,
+    lease_to_local, stop_reconfiguring, unacked, worth_sending_all, write_ack, write_binding,
 };
 use crate::engine::FailoverEngine;
 use crate::table::{reclaim_binding, resolve_update, UpdateDecision};
-use crate::types::{Binding, RejectReason, Role};
+use crate::types::{Binding, RejectReason, Role, ServerState};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -30,6 +30,13 @@ pub trait BindingStore {
     fn update<R>(&mut self, addr: Ipv4Addr, f: impl FnOnce(&mut Lease) -> R) -> Option<(R, bool)>;
     /// Calls `f` with a copy of every record.
     fn for_each(&self, f: impl FnMut(&Lease));
+}
+
+/// Whether a state change from `from` to `to` is a failover takeover: this server starts
+/// serving the partner's clients and pool on its own (PARTNER-DOWN). The reconfigure spec's
+/// "HA switchover" that stops a running reconfiguration.
+pub fn is_takeover(from: ServerState, to: ServerState) -> bool {
+    to == ServerState::PartnerDown && from != ServerState::PartnerDown
 }
 
 /// How a partner's update is judged against our record.
@@ -332,5 +339,39 @@ impl<T: Copy> BindingSync<T> {
         let ct = b.start;
         self.queue(engine, now, at, b, ct);
         true
+    }
+
+    /// Failover takeover ([`is_takeover`]): reconfiguration stops. Every reconfiguring flag
+    /// is cleared unless `deferred_nak` keeps them (then the client is NAKed at its next
+    /// renewal, by whichever server it asks); each cleared record is queued for the partner
+    /// (sent when it is back). Returns the addresses whose record changed (the caller
+    /// flushes them and tells its other listeners).
+    pub fn stop_reconfiguring(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        store: &mut impl BindingStore,
+        deferred_nak: bool,
+    ) -> Vec<Ipv4Addr> {
+        if deferred_nak {
+            return Vec::new();
+        }
+        let mut flagged = Vec::new();
+        store.for_each(|l| {
+            if l.flags & lease_store::FLAG_RECONFIGURING != 0 {
+                flagged.push(l.addr);
+            }
+        });
+        let mut changed = Vec::new();
+        for addr in flagged {
+            if let Some((true, _)) = store.update(addr, |l| stop_reconfiguring(l, false)) {
+                if let Some(l) = store.read(addr) {
+                    self.record_changed(engine, now, at, &l);
+                }
+                changed.push(addr);
+            }
+        }
+        changed
     }
 }

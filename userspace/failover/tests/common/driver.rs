@@ -36,6 +36,23 @@ impl Sim {
                 reason,
                 ..
             } => {
+                if xdhcpd_failover::store::is_takeover(from, own) {
+                    // The daemon's driver: a takeover stops reconfiguration.
+                    let t = self.t;
+                    let node = &mut self.nodes[i];
+                    let keep = node.deferred_nak;
+                    if let Some(e) = node.engine.as_mut() {
+                        let n = node
+                            .sync
+                            .stop_reconfiguring(e, now, t, &mut node.table, keep);
+                        if !n.is_empty() {
+                            self.note(format!(
+                                "node{i}: takeover stopped {} reconfiguration(s)",
+                                n.len()
+                            ));
+                        }
+                    }
+                }
                 if from != own {
                     *self.cov.states.entry(own).or_default() += 1;
                     *self.cov.transitions.entry((from, own)).or_default() += 1;

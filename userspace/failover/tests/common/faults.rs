@@ -2,7 +2,7 @@
 //! steps, isolation from clients, partner-down, shutdown/pause, failover recover.
 
 use xdhcpd_failover::{
-    BindingSync, CommandError, FailoverEngine, PartnerDownAccepted, ServerState,
+    BindingStore, BindingSync, CommandError, FailoverEngine, PartnerDownAccepted, ServerState,
 };
 
 use super::{Sim, MAX_SKEW};
@@ -83,6 +83,19 @@ impl Sim {
             "node{i}: RESTART (persist {:?})",
             self.nodes[i].persist.map(|p| p.own_state)
         ));
+        // The daemon at start: a restart stops reconfiguration unless deferred-nak.
+        let keep = self.nodes[i].deferred_nak;
+        let mut flagged = Vec::new();
+        self.nodes[i].table.for_each(|l| {
+            if l.flags & lease_store::FLAG_RECONFIGURING != 0 {
+                flagged.push(l.addr);
+            }
+        });
+        for a in flagged {
+            self.nodes[i]
+                .table
+                .update(a, |l| xdhcpd_failover::store::stop_reconfiguring(l, keep));
+        }
         let e = FailoverEngine::new(cfg, self.nodes[i].persist, now).expect("sim config is valid");
         self.nodes[i].sync = BindingSync::new(self.nodes[i].cfg.store_rules());
         self.nodes[i].engine = Some(e);

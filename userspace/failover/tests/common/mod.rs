@@ -230,6 +230,9 @@ pub struct Node {
     /// Restart at this true time (when crashed).
     pub restart_at: u32,
     pub failover_recover_on_restart: bool,
+    /// `[reconfigure] deferred-nak` of this node: a failover takeover keeps the
+    /// reconfiguring flags (else it clears them, as the daemon's driver does).
+    pub deferred_nak: bool,
 }
 
 impl Node {
@@ -350,6 +353,7 @@ fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
         crashed_at: 0,
         restart_at: 0,
         failover_recover_on_restart: false,
+        deferred_nak: false,
     }
 }
 
