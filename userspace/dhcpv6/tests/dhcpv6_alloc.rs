@@ -62,6 +62,7 @@ fn dhcpv6_alloc_free_solicit_renew_and_leasequery_dhcpv6() {
         rapid_commit: true,
         options: vec![(23, ip("fd77::1").octets().to_vec())],
         reservations: vec![],
+        access: Default::default(),
     };
     let relay: Ipv6Addr = ip("fd77::2");
     let cfg = Config6 {
@@ -69,6 +70,7 @@ fn dhcpv6_alloc_free_solicit_renew_and_leasequery_dhcpv6() {
         trusted_relays: vec![relay],
         decline_hold: 600,
         leasequery_allow: vec![(relay, 128)],
+        classes: vec![],
     };
     let sduid = duid_en(4491, b"alloc");
     let e = Engine6::new(cfg, sduid.clone(), Arc::new(Stats6::default()));
