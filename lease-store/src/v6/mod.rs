@@ -204,7 +204,7 @@ impl BindingTable6 {
         let mut report = Open6Report::default();
         let mut duid = Vec::new();
         // The file's identity (None: a file of an older version).
-        let mut file_id = None;
+        let file_id;
         let cap = if flen == 0 {
             report.created = true;
             file_id = Some(identity::new_id(16));

@@ -555,7 +555,9 @@ impl Engine6 {
         relay: &RelayData6,
         known: bool,
     ) -> ClassSet {
-        let opt_of = |b: &Bytes| Some(b.as_slice()).filter(|s| !s.is_empty());
+        fn opt_of<const N: usize>(b: &Bytes<N>) -> Option<&[u8]> {
+            Some(b.as_slice()).filter(|s| !s.is_empty())
+        }
         let rid = relay.remote_id.as_slice();
         let f = Facts6 {
             duid,

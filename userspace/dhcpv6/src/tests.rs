@@ -1578,7 +1578,7 @@ fn dhcpv6_class_renew_in_a_pool_the_class_may_no_longer_use_gets_zero_lifetimes(
     assert!(in_range(&p.ias[0].5[0], "fd77::100", "fd77::1ff"));
     // Now it says it is a modem: that pool denies modems, so the Renew moves it.
     let vc = vendor_class(4491, b"docsis3.1");
-    let mut m = client_msg(
+    let m = client_msg(
         msg::RENEW,
         C1,
         Some(&sduid()),
