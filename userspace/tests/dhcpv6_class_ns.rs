@@ -138,9 +138,14 @@ fn dhcpcd(bed: &Bed, extra: &str) -> Res<Ipv6Addr> {
         .and_then(|a| a.split('/').next())
         .ok_or_else(|| format!("dhcpcd added no address:\n{text}"))?;
     // Take the address away again so that the next run starts from scratch.
-    let _ = bed
-        .cli
-        .ip(&["-6", "addr", "del", &format!("{addr}/128"), "dev", bed.cli_if()]);
+    let _ = bed.cli.ip(&[
+        "-6",
+        "addr",
+        "del",
+        &format!("{addr}/128"),
+        "dev",
+        bed.cli_if(),
+    ]);
     Ok(ip6(addr))
 }
 

@@ -233,14 +233,7 @@ impl LeaseTable {
                 file.set_len(new_len)
                     .map_err(|e| StoreError::io(path, "lengthen for spare records", e))?;
                 preallocate(&file, path, new_len)?;
-                header::write_header(
-                    &mut h,
-                    &hdr.geo,
-                    hdr.created,
-                    hdr.header_len,
-                    want,
-                    &hdr.id,
-                );
+                header::write_header(&mut h, &hdr.geo, hdr.created, hdr.header_len, want, &hdr.id);
                 std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
                     .map_err(|e| StoreError::io(path, "write header", e))?;
                 file.sync_all()

@@ -275,7 +275,9 @@ fn decode_header(n: usize, h: &[u8]) -> Option<Header> {
     }
     let id = match u32_at(h, 8) {
         1 if crc32fast::hash(&h[..40]) == u32_at(h, 40) => None,
-        2 if crc32fast::hash(&h[..56]) == u32_at(h, 56) => Some(crate::identity::id_of(&h[40..56])?),
+        2 if crc32fast::hash(&h[..56]) == u32_at(h, 56) => {
+            Some(crate::identity::id_of(&h[40..56])?)
+        }
         _ => return None,
     };
     let cap = u64_at(h, 24);

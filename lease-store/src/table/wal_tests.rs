@@ -502,7 +502,11 @@ fn wal_identity_log_of_another_table_file_is_refused_and_its_own_still_replays()
     let b = Bed::new();
     let (ta, _) = open(&a.path, Some(MIN_WAL_BYTES));
     let (tb, _) = open(&b.path, Some(MIN_WAL_BYTES));
-    assert_ne!(file_id(&a.path), file_id(&b.path), "each file its own identity");
+    assert_ne!(
+        file_id(&a.path),
+        file_id(&b.path),
+        "each file its own identity"
+    );
     for i in 0..10 {
         bind(&ta, i, 1);
         bind(&tb, i + 100, 1);

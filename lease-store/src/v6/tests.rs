@@ -413,7 +413,11 @@ fn dhcpv6_wal_identity_old_file_without_one_still_replays_and_gets_one() {
     let (t, rep) = reopen(&path);
     assert_eq!(rep.replay.clone().unwrap().applied, 1, "{rep:?}");
     assert_eq!(t.get(a).unwrap().duid.as_slice(), b"duid-a");
-    assert_eq!(t.server_duid(), Some(&b"server-duid"[..]), "the DUID is kept");
+    assert_eq!(
+        t.server_duid(),
+        Some(&b"server-duid"[..]),
+        "the DUID is kept"
+    );
     drop(t);
     let id = file_id6(&path);
     assert_ne!(id, [0; 16], "the file got an identity");

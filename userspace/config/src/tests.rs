@@ -1537,7 +1537,9 @@ deny = \"cm\"\n"
     ];
     for w in want {
         assert!(
-            lines.iter().any(|l| l.contains(w) && l.starts_with("t.toml:")),
+            lines
+                .iter()
+                .any(|l| l.contains(w) && l.starts_with("t.toml:")),
             "missing {w:?} in {lines:#?}"
         );
     }

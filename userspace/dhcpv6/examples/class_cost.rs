@@ -45,8 +45,9 @@ fn classes(n: usize) -> Vec<Class6> {
         return v;
     }
     v.push(Class6 {
-        vendor_options: vec![encode::vendor_opts(4491, &[(2, b"cm".to_vec())])
-            .expect("small option")],
+        vendor_options: vec![
+            encode::vendor_opts(4491, &[(2, b"cm".to_vec())]).expect("small option")
+        ],
         ..class(
             0,
             ClassMatch {
@@ -89,7 +90,10 @@ fn solicit(i: u32) -> Vec<u8> {
     let mut b = vec![0u8; 512];
     let mut w = Writer::new(&mut b);
     w.header(msg::SOLICIT, [1, 2, 3]);
-    w.option(opt::CLIENTID, &[&[0u8, 3, 0, 1, 2, 0][..], &i.to_be_bytes()].concat());
+    w.option(
+        opt::CLIENTID,
+        &[&[0u8, 3, 0, 1, 2, 0][..], &i.to_be_bytes()].concat(),
+    );
     w.open_ia(opt::IA_NA, 1, 0, 0);
     w.close();
     w.open_ia(opt::IA_PD, 2, 0, 0);

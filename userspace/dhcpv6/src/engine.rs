@@ -983,12 +983,7 @@ impl Engine6 {
             IaKind::Na => (false, ctx.cfg.addr_pools.len()),
             IaKind::Pd => (true, ctx.cfg.prefix_pools.len()),
         };
-        n > 0
-            && !(0..n).any(|i| {
-                ctx.cfg
-                    .access
-                    .permits(pd, i, ctx.classes, ctx.known)
-            })
+        n > 0 && !(0..n).any(|i| ctx.cfg.access.permits(pd, i, ctx.classes, ctx.known))
     }
 
     fn on_link(&self, cfg: &Link6, kind: IaKind, e: &IaEntry) -> bool {
@@ -1049,12 +1044,7 @@ impl Engine6 {
             IaKind::Na => {
                 for (pi, p) in ctx.cfg.addr_pools.iter().enumerate() {
                     let (s, e) = (u128::from(p.start), u128::from(p.end));
-                    if e < s
-                        || !ctx
-                            .cfg
-                            .access
-                            .permits(false, pi, ctx.classes, ctx.known)
-                    {
+                    if e < s || !ctx.cfg.access.permits(false, pi, ctx.classes, ctx.known) {
                         continue;
                     }
                     let n = (e - s).saturating_add(1);

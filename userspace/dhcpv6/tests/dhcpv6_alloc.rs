@@ -264,11 +264,20 @@ fn dhcpv6_class_alloc_free_classified_solicit_and_relayed_remote_id() {
                 msg::SOLICIT,
                 &[&[0u8, 3, 0, 1, 2, 0][..], &i.to_be_bytes()].concat(),
                 None,
-                &[(opt::VENDOR_CLASS, &vc), (opt::USER_CLASS, uc), (opt::RAPID_COMMIT, &[])],
+                &[
+                    (opt::VENDOR_CLASS, &vc),
+                    (opt::USER_CLASS, uc),
+                    (opt::RAPID_COMMIT, &[]),
+                ],
             )
         })
         .collect();
-    let inner = message(msg::SOLICIT, b"relayed-client", None, &[(opt::USER_CLASS, uc)]);
+    let inner = message(
+        msg::SOLICIT,
+        b"relayed-client",
+        None,
+        &[(opt::USER_CLASS, uc)],
+    );
     let mut relayed = vec![0u8; 1024];
     let n = {
         let mut w = Writer::new(&mut relayed);
@@ -302,6 +311,13 @@ fn dhcpv6_class_alloc_free_classified_solicit_and_relayed_remote_id() {
     assert_eq!(after - before, 0, "the classified DHCPv6 path allocated");
     assert_eq!(replies, 200);
     let s = stats.snapshot();
-    assert_eq!(s.classified, 200, "modems by vendor class, the relayed one by remote-id");
-    assert_eq!(t.len(), 200, "100 modems bound an address and a prefix each");
+    assert_eq!(
+        s.classified, 200,
+        "modems by vendor class, the relayed one by remote-id"
+    );
+    assert_eq!(
+        t.len(),
+        200,
+        "100 modems bound an address and a prefix each"
+    );
 }

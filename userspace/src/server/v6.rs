@@ -26,8 +26,7 @@ use xdhcpd_dhcpv6::reconfigure::{Reconf6Keys, Reconf6Shared, Reconfigurer6};
 use xdhcpd_dhcpv6::wire::opt;
 use xdhcpd_dhcpv6::{
     duid_llt, AddrPool6, Class6, Config6, Decision6, Engine6, Link6, LinkAccess6, PrefixPool6,
-    Reservation6, RxMeta6,
-    Stats6,
+    Reservation6, RxMeta6, Stats6,
 };
 
 use super::iface::Interface;

@@ -163,11 +163,7 @@ pub(super) fn class_ref(
     None
 }
 
-pub(super) fn class_list(
-    errs: &mut Errors<'_>,
-    f: &Field<'_, '_>,
-    names: &ClassNames,
-) -> ClassSet {
+pub(super) fn class_list(errs: &mut Errors<'_>, f: &Field<'_, '_>, names: &ClassNames) -> ClassSet {
     let mut set = ClassSet::EMPTY;
     let items = match f.value() {
         DeValue::String(_) => {

@@ -6,8 +6,8 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use crate::error::Errors;
-use crate::reader::{array, boolean, parse_hex, string, tables, u32_in, Field, Table};
 use crate::provisioning::ClassSet;
+use crate::reader::{array, boolean, parse_hex, string, tables, u32_in, Field, Table};
 use crate::v6::{
     in_prefix6, mask6, parse_prefix6, PdPool6, PoolAccess6, Reservation6, Subnet6, V6Config,
     VendorOption6,
@@ -41,8 +41,13 @@ pub(super) const SUBNET6_KEYS: &[&str] = &[
     "deny-unknown",
 ];
 pub(super) const POOL6_KEYS: &[&str] = &["range", "allow", "deny", "deny-unknown"];
-pub(super) const PD_POOL_KEYS: &[&str] =
-    &["prefix", "delegated-length", "allow", "deny", "deny-unknown"];
+pub(super) const PD_POOL_KEYS: &[&str] = &[
+    "prefix",
+    "delegated-length",
+    "allow",
+    "deny",
+    "deny-unknown",
+];
 const VENDOR_KEYS: &[&str] = &["enterprise", "code", "hex", "text"];
 const RES6_KEYS: &[&str] = &["duid", "address", "prefix"];
 const MAX_TIME: u32 = i32::MAX as u32;

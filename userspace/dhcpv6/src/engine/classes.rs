@@ -155,7 +155,11 @@ mod tests {
     fn dhcpv6_class_lists_and_duid_lladdr() {
         let list = [0, 3, b'a', b'b', b'c', 0, 2, b'x', b'y', 0, 9, b'z'];
         let got: Vec<&[u8]> = items(&list).collect();
-        assert_eq!(got, vec![&b"abc"[..], &b"xy"[..]], "a truncated item ends the list");
+        assert_eq!(
+            got,
+            vec![&b"abc"[..], &b"xy"[..]],
+            "a truncated item ends the list"
+        );
         let m = ClassMatch {
             user_class: vec![BytesMatch::Exact(b"xy".to_vec())],
             ..ClassMatch::default()
