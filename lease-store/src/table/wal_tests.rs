@@ -469,9 +469,9 @@ fn wal_identity_log_of_a_deleted_table_is_never_replayed_into_the_new_file() {
     drop(t);
     // The operator deletes the lease file and leaves its log.
     fs::remove_file(&bed.path).unwrap();
-    let err = LeaseTable::open(&bed.path, &pools(), &opts(Some(MIN_WAL_BYTES)))
-        .err()
-        .expect("a log of the deleted file must not be replayed into the new one");
+    let Err(err) = LeaseTable::open(&bed.path, &pools(), &opts(Some(MIN_WAL_BYTES))) else {
+        panic!("a log of the deleted file must not be replayed into the new one");
+    };
     let msg = err.to_string();
     assert!(
         matches!(err, crate::StoreError::ForeignLog { entries: 40, .. }),
@@ -517,9 +517,9 @@ fn wal_identity_log_of_another_table_file_is_refused_and_its_own_still_replays()
     drop(tb);
     let b_log = fs::read(b.log()).unwrap();
     fs::copy(a.log(), b.log()).unwrap();
-    let err = LeaseTable::open(&b.path, &pools(), &opts(Some(MIN_WAL_BYTES)))
-        .err()
-        .expect("A's log next to B");
+    let Err(err) = LeaseTable::open(&b.path, &pools(), &opts(Some(MIN_WAL_BYTES))) else {
+        panic!("A's log next to B");
+    };
     assert!(matches!(err, crate::StoreError::ForeignLog { .. }), "{err}");
     // B's own log back: replayed as always.
     fs::write(b.log(), b_log).unwrap();
