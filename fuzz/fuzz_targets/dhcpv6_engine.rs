@@ -49,12 +49,14 @@ fn state() -> &'static Mutex<(Engine6, BindingTable6)> {
                 address: Some(ip("fd77::1:1")),
                 prefix: Some((ip("fd77:200::"), 56)),
             }],
+            access: Default::default(),
         };
         let cfg = Config6 {
             links: vec![link],
             trusted_relays: vec![RELAY],
             decline_hold: 10,
             leasequery_allow: vec![(RELAY, 128)],
+            classes: vec![],
         };
         let e = Engine6::new(cfg, duid_en(4491, b"fuzz"), Arc::new(Stats6::default()));
         Mutex::new((e, BindingTable6::in_memory(64)))

@@ -50,6 +50,27 @@ pub enum StoreError {
         count: u64,
         first: Vec<LostLease>,
     },
+    /// The write-ahead log beside the table file belongs to another table file (its
+    /// identity differs) and still holds changes: they are never applied to this file.
+    #[error(
+        "{}: the write-ahead log {} belongs to another table file (the log names table \
+         identity {log_id}, this file's identity is {table_id}) and holds {entries} change(s) \
+         that must not be applied to this file; nothing was changed. If this file was meant to \
+         start anew (the old one deleted or replaced on purpose), move the log away (e.g. `mv \
+         {} {}.stale`) and start again; if the log's own table file was deleted or replaced by \
+         mistake, put that file back",
+        table.display(),
+        log.display(),
+        log.display(),
+        log.display()
+    )]
+    ForeignLog {
+        table: PathBuf,
+        log: PathBuf,
+        entries: u64,
+        log_id: String,
+        table_id: String,
+    },
     /// The failover area payload is larger than the reserved space.
     #[error("failover state is {len} bytes, the lease file reserves {cap}")]
     FailoverAreaTooLarge { len: usize, cap: usize },

@@ -13,7 +13,7 @@
 //! | 32   | 8  | created (unix seconds) |
 //! | 40   | 4  | CRC-32 of bytes 0..40, 44..64 and the pool table |
 //! | 44   | 8  | capacity: record slots the file holds (0 in older files: the records) |
-//! | 52   | 12 | zero |
+//! | 52   | 12 | identity: random, set at creation (zero in older files until their first open by a version that sets it; `identity.rs`) |
 //! | 64   | 1040 | failover slot A |
 //! | 1104 | 1040 | failover slot B |
 //! | 2176 | 16 × extents | pool table: first u32, last u32, id u32, zero u32 |
@@ -248,15 +248,21 @@ fn header_crc(h: &[u8], npools: usize) -> u32 {
     c.finalize()
 }
 
+/// Bytes of the identity field.
+pub(crate) const ID_BYTES: usize = 12;
+const ID_OFF: usize = 52;
+
 /// Writes the header for `geo` into `h` (at least `header_len` bytes; the bytes it does not
 /// write, such as the failover area, are left as they are): `header_len` must have room for
-/// `geo`'s extents and `capacity` must be at least `geo.total`.
+/// `geo`'s extents and `capacity` must be at least `geo.total`. `id`: the file's identity
+/// (zeros: none, as older files).
 pub(crate) fn write_header(
     h: &mut [u8],
     geo: &Geometry,
     created: u64,
     header_len: usize,
     capacity: u32,
+    id: &[u8; ID_BYTES],
 ) {
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -266,6 +272,7 @@ pub(crate) fn write_header(
     h[24..32].copy_from_slice(&u64::from(geo.total).to_le_bytes());
     h[32..40].copy_from_slice(&created.to_le_bytes());
     h[44..52].copy_from_slice(&u64::from(capacity.max(geo.total)).to_le_bytes());
+    h[ID_OFF..ID_OFF + ID_BYTES].copy_from_slice(id);
     for (i, p) in geo.extents.iter().enumerate() {
         let o = POOLS_OFF + i * POOL_ENTRY;
         h[o..o + 4].copy_from_slice(&u32::from(p.first).to_le_bytes());
@@ -275,6 +282,19 @@ pub(crate) fn write_header(
     }
     let crc = header_crc(h, geo.extents.len());
     h[40..44].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Sets the identity of the valid header in `h` (whose pool table has `npools` entries) and
+/// its checksum: only the fixed fields change ([`FIXED_FIELDS`], one sector).
+pub(crate) fn set_id(h: &mut [u8], npools: usize, id: &[u8; ID_BYTES]) {
+    h[ID_OFF..ID_OFF + ID_BYTES].copy_from_slice(id);
+    let crc = header_crc(h, npools);
+    h[40..44].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The identity field as a log carries it.
+pub(crate) fn table_id(raw: &[u8; ID_BYTES]) -> Option<crate::identity::TableId> {
+    crate::identity::id_of(raw)
 }
 
 /// Byte range of pool table entries `from..to`.
@@ -292,6 +312,8 @@ pub(crate) struct ValidHeader {
     pub created: u64,
     /// Record slots the file holds (at least `geo.total`).
     pub capacity: u32,
+    /// The identity field (zeros in a file of an older version).
+    pub id: [u8; ID_BYTES],
 }
 
 /// The header of a lease file, read without opening the table: no lock is
@@ -451,11 +473,14 @@ pub(crate) fn parse_header(
             npools, geo.total
         )));
     }
+    let mut id = [0u8; ID_BYTES];
+    id.copy_from_slice(&head[ID_OFF..ID_OFF + ID_BYTES]);
     Ok(ValidHeader {
         geo,
         header_len,
         created: rd64(head, 32),
         capacity,
+        id,
     })
 }
 

@@ -29,6 +29,7 @@
 
 mod error;
 mod header;
+mod identity;
 mod lease;
 mod read_only;
 mod slot_words;

@@ -382,12 +382,14 @@ mod tests {
             rapid_commit: true,
             options: vec![],
             reservations: vec![],
+            access: Default::default(),
         };
         let cfg = Config6 {
             links: vec![link],
             trusted_relays: vec![relay],
             decline_hold: 600,
             leasequery_allow: vec![(relay, 128)],
+            classes: vec![],
         };
         let e = Engine6::new(cfg, duid_en(4491, b"srv"), Arc::new(Stats6::default()));
         let mut t = BindingTable6::in_memory(64);

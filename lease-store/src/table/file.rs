@@ -105,7 +105,10 @@ pub(super) fn init_file(
         .map_err(|e| StoreError::io(path, "set file length", e))?;
     preallocate(file, path, len)?;
     let mut h = vec![0u8; hl];
-    header::write_header(&mut h, geo, created, hl, capacity);
+    // A new file: a new identity (its write-ahead log will carry it).
+    let mut id = [0u8; header::ID_BYTES];
+    id.copy_from_slice(&crate::identity::new_id(header::ID_BYTES)[..header::ID_BYTES]);
+    header::write_header(&mut h, geo, created, hl, capacity, &id);
     file.write_all_at(&h, 0)
         .map_err(|e| StoreError::io(path, "write header", e))?;
     file.sync_all()

@@ -173,6 +173,7 @@ impl LeaseTable {
             self.created,
             self.header_len,
             self.capacity,
+            &self.id,
         );
         for part in [entries, header::FIXED_FIELDS] {
             {

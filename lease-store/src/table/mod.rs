@@ -176,6 +176,8 @@ pub struct LeaseTable {
     capacity: u32,
     /// The header's creation time (rewritten as it was by `grow`).
     created: u64,
+    /// The file's identity (`identity.rs`; set at open for a file of an older version).
+    id: [u8; crate::header::ID_BYTES],
     shards: usize,
     seed: u64,
     /// Client index: per shard, a hash table of slot numbers hashed by the

@@ -22,7 +22,8 @@ use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::wal::{self, apply_entry, Replay, Staged, Wal};
 use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
-use crate::header::{self, Geometry, PoolSpec, ValidHeader, UNDO_SLOTS};
+use crate::header::{self, Geometry, PoolSpec, ValidHeader, ID_BYTES, UNDO_SLOTS};
+use crate::identity::{self, TableId};
 use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
 
 /// Options for [`LeaseTable::open`].
@@ -97,14 +98,32 @@ struct LogAtOpen {
     replay: Replay,
     /// Valid entries, sorted by slot.
     entries: Vec<Staged>,
+    /// The table's identity: the file's, or a new one when the file has none yet (a file
+    /// of an older version: written into its header once the log has been restarted).
+    id: TableId,
+    /// The file has no identity yet.
+    assign_id: bool,
 }
 
-/// After the replayed records are durable: restarts the log (ack mode) or removes it.
-fn finish_log(path: &Path, opts: &OpenOptions, replay: &Replay) -> Result<Option<Wal>, StoreError> {
+/// After the replayed records are durable: restarts the log (ack mode) of the table with
+/// identity `id`, or removes it.
+fn finish_log(
+    path: &Path,
+    opts: &OpenOptions,
+    replay: &Replay,
+    id: TableId,
+) -> Result<Option<Wal>, StoreError> {
     match opts.wal {
-        Some(cap) => Wal::start(path, cap, replay).map(Some),
+        Some(cap) => Wal::start(path, cap, replay, id).map(Some),
         None => wal::retire(path, replay).map(|()| None),
     }
+}
+
+/// The lease table's 12 identity bytes of `id`.
+fn id12(id: &TableId) -> [u8; ID_BYTES] {
+    let mut b = [0u8; ID_BYTES];
+    b.copy_from_slice(&id[..ID_BYTES]);
+    b
 }
 
 /// Per-thread result of the open scan.
@@ -170,6 +189,10 @@ impl LeaseTable {
             let tr = Instant::now();
             let log_path = wal::wal_path(path);
             let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
+            // A log of another table file is never replayed (`identity.rs`).
+            let file_id = header::table_id(&hdr.id);
+            identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+            let id = file_id.unwrap_or_else(|| identity::new_id(ID_BYTES));
             if let Some(why) = &replay.discarded {
                 tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");
             }
@@ -194,10 +217,10 @@ impl LeaseTable {
                         .map_err(|e| StoreError::io(path, "msync after the log replay", e))?;
                 }
                 // The log is covered by the table now (the rebuild reads it from there).
-                finish_log(&log_path, opts, &replay)?;
+                finish_log(&log_path, opts, &replay, id)?;
                 // SAFETY: as above; the replay is done.
                 let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
-                rebuild(path, whole, &hdr, &geo, opts, &mut report)?;
+                rebuild(path, whole, &hdr, &geo, opts, &mut report, &id12(&id))?;
                 continue; // reopen the rewritten file
             }
             let want = capacity_for(&hdr.geo, opts.spare);
@@ -210,7 +233,7 @@ impl LeaseTable {
                 file.set_len(new_len)
                     .map_err(|e| StoreError::io(path, "lengthen for spare records", e))?;
                 preallocate(&file, path, new_len)?;
-                header::write_header(&mut h, &hdr.geo, hdr.created, hdr.header_len, want);
+                header::write_header(&mut h, &hdr.geo, hdr.created, hdr.header_len, want, &hdr.id);
                 std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
                     .map_err(|e| StoreError::io(path, "write header", e))?;
                 file.sync_all()
@@ -234,6 +257,8 @@ impl LeaseTable {
                 path: log_path,
                 replay,
                 entries,
+                id,
+                assign_id: file_id.is_none(),
             };
             let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
             report.elapsed = start.elapsed();
@@ -276,6 +301,7 @@ impl LeaseTable {
             layouts: Mutex::new(vec![first]),
             capacity: hdr.capacity,
             created: hdr.created,
+            id: id12(&log.id),
             shards,
             seed: RandomState::new().hash_one(0x7864_6863_7064u64),
             // Filled below; sized then for every address bound, so the index
@@ -416,7 +442,13 @@ impl LeaseTable {
             );
         }
         // The replayed records are durable now: the log starts a fresh lap (or goes).
-        table.wal = finish_log(&log.path, opts, &log.replay)?;
+        table.wal = finish_log(&log.path, opts, &log.replay, log.id)?;
+        if log.assign_id {
+            // A file of an older version gets its identity now that its log carries it (in
+            // this order: a crash between the two leaves a log with nothing to replay).
+            table.write_id()?;
+            tracing::info!(path = %path.display(), "lease file given its identity {}", identity::show(Some(log.id)));
+        }
         {
             let _g = lock(&table.header_lock);
             if let Err(e) = header::read_failover(table.header_bytes()) {
@@ -428,6 +460,22 @@ impl LeaseTable {
         report.phases.push(("finish", t_phase.elapsed()));
         report.records = nrec as u64;
         Ok(table)
+    }
+
+    /// Writes the table's identity into the header (fixed fields only) and flushes it.
+    fn write_id(&self) -> Result<(), StoreError> {
+        let npools = self.geo().extents.len();
+        {
+            let _g = lock(&self.header_lock);
+            let hlen = self.header_len - header::UNDO_LEN;
+            // SAFETY: the header lies below the first record and inside the map; we hold
+            // header_lock, so nobody else reads or writes it while this slice lives.
+            let h = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), hlen) };
+            header::set_id(h, npools, &self.id);
+        }
+        self.map
+            .flush_range(0, header::PAGE)
+            .map_err(|e| StoreError::io(&self.path, "msync header (identity)", e))
     }
 
     #[inline]

@@ -25,7 +25,8 @@ fn is_live(l: &Lease, now: u32) -> bool {
     }
 }
 
-/// Rewrites the file for a new pool geometry, keeping records by address.
+/// Rewrites the file for a new pool geometry, keeping records by address. The new file has
+/// identity `id` (the old file's, or the one its log was just restarted with).
 pub(super) fn rebuild(
     path: &Path,
     old: &[u8],
@@ -33,6 +34,7 @@ pub(super) fn rebuild(
     geo: &Geometry,
     opts: &OpenOptions,
     report: &mut OpenReport,
+    id: &[u8; header::ID_BYTES],
 ) -> Result<(), StoreError> {
     let og = &hdr.geo;
     let mut undo = UndoMap::new();
@@ -114,7 +116,7 @@ pub(super) fn rebuild(
     // resizes or writes it while this mapping lives.
     let mut map =
         unsafe { MmapOptions::new().map_mut(&f) }.map_err(|e| StoreError::io(&tmp, "mmap", e))?;
-    header::write_header(&mut map[..hl], geo, hdr.created, hl, capacity);
+    header::write_header(&mut map[..hl], geo, hdr.created, hl, capacity, id);
     header::copy_failover(&old[..hdr.header_len], &mut map[..hl]);
     let mut copied = 0u64;
     for slot in 0..og.total {

@@ -11,7 +11,9 @@
 //! # File layout
 //! - bytes 0..4096: two copies of the header (at 0 and 512, written alternately, each with a
 //!   generation and a CRC; the valid copy with the higher generation counts): magic, version,
-//!   capacity, `head` (the stream position replay starts from).
+//!   record size, generation, capacity, `head` (the stream position replay starts from) and,
+//!   from version 2 on, the identity of the table file the log belongs to (`identity.rs`:
+//!   a log of another table is never replayed). Version 1 headers (no identity) still read.
 //! - bytes 4096..4096+cap: the ring. A stream position (LSN, a byte count that only grows)
 //!   lives at `4096 + lsn % cap`. An entry never straddles the end of the ring: when fewer
 //!   than [`MAX_ENTRY`] bytes are left before it, the stream skips to the next lap.
@@ -61,14 +63,20 @@ use std::time::Instant;
 use super::file::{preallocate, sync_dir, LEASE_FILE_MODE};
 use super::{lock, LeaseTable};
 use crate::error::StoreError;
+use crate::identity::TableId;
 use crate::lease::{record_crc, RECORD_SIZE};
 
 /// Bytes before the ring (two header copies).
 pub(super) const WAL_HDR: u64 = 4096;
 const MAGIC: &[u8; 8] = b"XDHCPWAL";
-const VERSION: u32 = 1;
+/// Header version written: 2 (with the table's identity); version 1 (without) still reads.
+const VERSION: u32 = 2;
 const HDR_COPY: u64 = 512;
-const HDR_BYTES: usize = 44;
+/// Bytes of a version 1 header (CRC at 40) and of a version 2 one (identity at 40..56, CRC
+/// at 56).
+#[cfg(test)]
+const HDR_V1_BYTES: usize = 44;
+const HDR_BYTES: usize = 60;
 /// Entry header bytes for records of `n` bytes (crc, mask, lsn, slot).
 const fn entry_hdr(n: usize) -> usize {
     16 + n / 32
@@ -153,6 +161,8 @@ pub(crate) struct Wal<const N: usize = RECORD_SIZE> {
     file: File,
     pub(crate) path: PathBuf,
     pub(crate) cap: u64,
+    /// Identity of the table the log belongs to (in every header written).
+    id: TableId,
     staging: Box<[Mutex<Vec<Staged<N>>>]>,
     pub(crate) writer: Mutex<Writer<N>>,
     /// One checkpoint at a time.
@@ -185,7 +195,7 @@ fn size_field(n: usize) -> u32 {
     }
 }
 
-fn encode_header(n: usize, gen: u64, cap: u64, head: u64) -> [u8; HDR_BYTES] {
+fn encode_header(n: usize, gen: u64, cap: u64, head: u64, id: &TableId) -> [u8; HDR_BYTES] {
     let mut h = [0u8; HDR_BYTES];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -193,9 +203,47 @@ fn encode_header(n: usize, gen: u64, cap: u64, head: u64) -> [u8; HDR_BYTES] {
     h[16..24].copy_from_slice(&gen.to_le_bytes());
     h[24..32].copy_from_slice(&cap.to_le_bytes());
     h[32..40].copy_from_slice(&head.to_le_bytes());
+    h[40..56].copy_from_slice(id);
+    let crc = crc32fast::hash(&h[..56]);
+    h[56..60].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A version 1 header (no identity), as logs of older versions have it (tests of the
+/// upgrade).
+#[cfg(test)]
+pub(crate) fn encode_header_v1(n: usize, gen: u64, cap: u64, head: u64) -> [u8; HDR_V1_BYTES] {
+    let mut h = [0u8; HDR_V1_BYTES];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[12..16].copy_from_slice(&size_field(n).to_le_bytes());
+    h[16..24].copy_from_slice(&gen.to_le_bytes());
+    h[24..32].copy_from_slice(&cap.to_le_bytes());
+    h[32..40].copy_from_slice(&head.to_le_bytes());
     let crc = crc32fast::hash(&h[..40]);
     h[40..44].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Rewrites both header copies of the log at `path` as version 1 (no identity), keeping
+/// generation, capacity and head (tests: a log written by an older version).
+#[cfg(test)]
+pub(crate) fn downgrade_header(n: usize, path: &Path) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut h = [0u8; HDR_COPY as usize * 2];
+    read_full(&f, &mut h, 0).unwrap();
+    for o in [0, HDR_COPY as usize] {
+        if let Some(d) = decode_header(n, &h[o..o + HDR_BYTES]) {
+            let v1 = encode_header_v1(n, d.gen, d.cap, d.head);
+            let mut copy = [0u8; HDR_COPY as usize];
+            copy[..HDR_V1_BYTES].copy_from_slice(&v1);
+            f.write_all_at(&copy, o as u64).unwrap();
+        }
+    }
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -210,19 +258,35 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// (gen, cap, head) of a valid header copy of a log of `n`-byte records.
-fn decode_header(n: usize, h: &[u8]) -> Option<(u64, u64, u64)> {
-    if h.len() < HDR_BYTES || &h[0..8] != MAGIC || u32_at(h, 8) != VERSION {
+/// A valid header copy.
+struct Header {
+    gen: u64,
+    cap: u64,
+    head: u64,
+    /// The table's identity (None in a version 1 header).
+    id: Option<TableId>,
+}
+
+/// The header copy at the start of `h` (at least [`HDR_BYTES`]), of a log of `n`-byte
+/// records, if valid (version 1 or 2).
+fn decode_header(n: usize, h: &[u8]) -> Option<Header> {
+    if h.len() < HDR_BYTES || &h[0..8] != MAGIC || u32_at(h, 12) != size_field(n) {
         return None;
     }
-    if u32_at(h, 12) != size_field(n) {
-        return None;
-    }
-    if crc32fast::hash(&h[..40]) != u32_at(h, 40) {
-        return None;
-    }
+    let id = match u32_at(h, 8) {
+        1 if crc32fast::hash(&h[..40]) == u32_at(h, 40) => None,
+        2 if crc32fast::hash(&h[..56]) == u32_at(h, 56) => {
+            Some(crate::identity::id_of(&h[40..56])?)
+        }
+        _ => return None,
+    };
     let cap = u64_at(h, 24);
-    (cap >= MIN_WAL_BYTES && cap.is_multiple_of(4)).then(|| (u64_at(h, 16), cap, u64_at(h, 32)))
+    (cap >= MIN_WAL_BYTES && cap.is_multiple_of(4)).then(|| Header {
+        gen: u64_at(h, 16),
+        cap,
+        head: u64_at(h, 32),
+        id,
+    })
 }
 
 /// Appends one entry for `rec` at stream position `lsn`; returns its length.
@@ -288,6 +352,9 @@ pub(crate) struct Replay {
     pub end: u64,
     /// Header (gen, cap) of the file, when it had a valid one.
     pub hdr: Option<(u64, u64)>,
+    /// The identity of the table the log belongs to (None: no valid header, or a header of
+    /// an older version without one).
+    pub id: Option<TableId>,
 }
 
 /// Reads the lease table's log at `path` (if any) for a table of `total` records: the valid
@@ -318,14 +385,15 @@ pub(crate) fn read_log_of<const N: usize>(
         .iter()
         .filter(|&&o| o + HDR_BYTES <= n)
         .filter_map(|&o| decode_header(N, &h[o..o + HDR_BYTES]))
-        .max_by_key(|x| x.0);
-    let Some((gen, cap, head)) = best else {
+        .max_by_key(|x| x.gen);
+    let Some(Header { gen, cap, head, id }) = best else {
         if n > 0 && h.iter().any(|&b| b != 0) {
             tracing::warn!(path = %path.display(), "write-ahead log has no valid header; nothing replayed");
         }
         return Ok((out, found));
     };
     out.hdr = Some((gen, cap));
+    out.id = id;
     let flen = file
         .metadata()
         .map_err(|e| StoreError::io(path, "stat log", e))?
@@ -458,13 +526,20 @@ pub(crate) fn read_full(f: &File, buf: &mut [u8], mut off: u64) -> io::Result<us
 impl<const N: usize> Wal<N> {
     const MAX: usize = max_entry(N);
 
-    /// Opens (creating or resizing if needed) the log after `replay` and starts a fresh lap
-    /// past everything in it. The table's replayed content must be durable already.
-    pub(crate) fn start(path: &Path, cap: u64, replay: &Replay) -> Result<Wal<N>, StoreError> {
+    /// Opens (creating or resizing if needed) the log of the table with identity `id` after
+    /// `replay` and starts a fresh lap past everything in it. The table's replayed content
+    /// must be durable already.
+    pub(crate) fn start(
+        path: &Path,
+        cap: u64,
+        replay: &Replay,
+        id: TableId,
+    ) -> Result<Wal<N>, StoreError> {
         let cap = cap.max(MIN_WAL_BYTES) / 4 * 4;
-        let fresh = replay.hdr.is_none_or(|(_, c)| c != cap);
+        let fresh = replay.hdr.is_none_or(|(_, c)| c != cap) || replay.id != Some(id);
         if fresh {
-            // Missing, damaged or another size: start over (nothing in it is needed any more).
+            // Missing, damaged, another size or another table's (or an older version's, so
+            // its header gets the identity): start over (nothing in it is needed any more).
             remove(path)?;
         }
         let file = fs::OpenOptions::new()
@@ -502,6 +577,7 @@ impl<const N: usize> Wal<N> {
             file,
             path: path.to_path_buf(),
             cap,
+            id,
             staging: (0..STAGE_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             writer: Mutex::new(Writer {
                 next: lap,
@@ -532,7 +608,7 @@ impl<const N: usize> Wal<N> {
             return Ok(());
         }
         let gen = h.0 + 1;
-        let bytes = encode_header(N, gen, self.cap, head);
+        let bytes = encode_header(N, gen, self.cap, head, &self.id);
         self.check_injected()?;
         self.file.write_all_at(&bytes, (gen % 2) * HDR_COPY)?;
         self.file.sync_data()?;

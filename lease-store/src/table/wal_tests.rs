@@ -436,3 +436,156 @@ fn wal_garbage_in_the_ring_is_never_applied() {
     assert_eq!(rep.wal_entries, 0);
     assert!(rep.quarantined.is_empty());
 }
+
+/// Removes the identity from the table file at `path` (as a file of an older version has
+/// it) and rewrites its log's headers as version 1 (no identity).
+fn make_old_version(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let hdr = crate::header::parse_header(&bytes, bytes.len() as u64, path).unwrap();
+    crate::header::set_id(
+        &mut bytes,
+        hdr.geo.extents.len(),
+        &[0; crate::header::ID_BYTES],
+    );
+    fs::write(path, &bytes).unwrap();
+    super::wal::downgrade_header(crate::lease::RECORD_SIZE, &wal_path(path));
+}
+
+fn file_id(path: &Path) -> [u8; crate::header::ID_BYTES] {
+    let bytes = fs::read(path).unwrap();
+    crate::header::parse_header(&bytes, bytes.len() as u64, path)
+        .unwrap()
+        .id
+}
+
+#[test]
+fn wal_identity_log_of_a_deleted_table_is_never_replayed_into_the_new_file() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    for i in 0..40 {
+        bind(&t, i, 1);
+    }
+    t.commit().unwrap();
+    drop(t);
+    // The operator deletes the lease file and leaves its log.
+    fs::remove_file(&bed.path).unwrap();
+    let Err(err) = LeaseTable::open(&bed.path, &pools(), &opts(Some(MIN_WAL_BYTES))) else {
+        panic!("a log of the deleted file must not be replayed into the new one");
+    };
+    let msg = err.to_string();
+    assert!(
+        matches!(err, crate::StoreError::ForeignLog { entries: 40, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&bed.path.display().to_string())
+            && msg.contains(&bed.log().display().to_string())
+            && msg.contains("move the log away"),
+        "the error names both files and what to do: {msg}"
+    );
+    // Refused again (also without a log configured) until the log is moved away: the
+    // new file's records are untouched.
+    assert!(LeaseTable::open(&bed.path, &pools(), &opts(None)).is_err());
+    let mut stale = bed.log().into_os_string();
+    stale.push(".stale");
+    fs::rename(bed.log(), &stale).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!((rep.wal_entries, rep.kept), (0, 0), "{rep:?}");
+    for i in 0..40 {
+        assert_eq!(t.read(Slot(i)).state, LeaseState::Free, "slot {i}");
+    }
+}
+
+#[test]
+fn wal_identity_log_of_another_table_file_is_refused_and_its_own_still_replays() {
+    let a = Bed::new();
+    let b = Bed::new();
+    let (ta, _) = open(&a.path, Some(MIN_WAL_BYTES));
+    let (tb, _) = open(&b.path, Some(MIN_WAL_BYTES));
+    assert_ne!(
+        file_id(&a.path),
+        file_id(&b.path),
+        "each file its own identity"
+    );
+    for i in 0..10 {
+        bind(&ta, i, 1);
+        bind(&tb, i + 100, 1);
+    }
+    ta.commit().unwrap();
+    tb.commit().unwrap();
+    drop(ta);
+    drop(tb);
+    let b_log = fs::read(b.log()).unwrap();
+    fs::copy(a.log(), b.log()).unwrap();
+    let Err(err) = LeaseTable::open(&b.path, &pools(), &opts(Some(MIN_WAL_BYTES))) else {
+        panic!("A's log next to B");
+    };
+    assert!(matches!(err, crate::StoreError::ForeignLog { .. }), "{err}");
+    // B's own log back: replayed as always.
+    fs::write(b.log(), b_log).unwrap();
+    let (tb, rep) = open(&b.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.wal_entries, 10);
+    assert_eq!(tb.read(Slot(100)).state, LeaseState::Active);
+}
+
+#[test]
+fn wal_identity_old_files_without_one_still_replay_and_get_one() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    t.checkpoint().unwrap();
+    let disk = fs::read(&bed.path).unwrap();
+    for i in 0..30 {
+        bind(&t, i, 1);
+    }
+    t.commit().unwrap();
+    drop(t);
+    // A power cut, then both files as an older version wrote them.
+    fs::write(&bed.path, &disk).unwrap();
+    make_old_version(&bed.path);
+    assert_eq!(file_id(&bed.path), [0; crate::header::ID_BYTES]);
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!((rep.wal_entries, rep.wal_applied), (30, 30), "{rep:?}");
+    assert_eq!(t.read(Slot(29)).state, LeaseState::Active);
+    drop(t);
+    // The file got an identity, its log carries it: the next changes replay as usual.
+    let id = file_id(&bed.path);
+    assert_ne!(id, [0; crate::header::ID_BYTES]);
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(file_id(&bed.path), id, "the identity is kept");
+    t.checkpoint().unwrap();
+    let disk = fs::read(&bed.path).unwrap();
+    bind(&t, 31, 1);
+    t.commit().unwrap();
+    drop(t);
+    fs::write(&bed.path, &disk).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.wal_applied, 1);
+    assert_eq!(t.read(Slot(31)).state, LeaseState::Active);
+}
+
+#[test]
+fn wal_identity_empty_log_of_another_table_is_restarted_and_a_rebuild_keeps_the_identity() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    bind(&t, 1, 1);
+    t.checkpoint().unwrap(); // everything in the table: nothing left to replay
+    drop(t);
+    fs::remove_file(&bed.path).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.kept, 0);
+    let id = file_id(&bed.path);
+    bind(&t, 2, 1);
+    t.commit().unwrap();
+    drop(t);
+    // A pool change rewrites the file: same identity, its log still replays after it.
+    let mut grown = pools();
+    grown.push(PoolSpec {
+        id: 1,
+        first: Ipv4Addr::new(10, 2, 0, 0),
+        last: Ipv4Addr::new(10, 2, 0, 255),
+    });
+    let (t, rep) = LeaseTable::open(&bed.path, &grown, &opts(Some(MIN_WAL_BYTES))).unwrap();
+    assert!(rep.rebuilt.is_some());
+    assert_eq!(file_id(&bed.path), id);
+    assert_eq!(t.read(Slot(2)).state, LeaseState::Active);
+}

@@ -35,6 +35,7 @@ pub use record::{
     RELAY_DATUM_MAX,
 };
 
+use crate::identity;
 use crate::table::wal;
 use crate::StoreError;
 use index::SlotIndex;
@@ -50,6 +51,10 @@ const H_VERSION: usize = 8;
 const H_RECSIZE: usize = 12;
 const H_CAPACITY: usize = 16;
 const H_DUID: usize = 20; // len byte then DUID_MAX bytes
+/// The file's identity (16 random bytes set at creation; zero in files of older versions
+/// until their first open by a version that sets it): its write-ahead log carries it
+/// (`identity.rs`).
+const H_ID: usize = 232;
 const H_CRC: usize = 252;
 
 /// The table is full: no free record for a new binding.
@@ -116,6 +121,8 @@ pub struct BindingTable6 {
     header_dirty: bool,
     /// The write-ahead log (ack mode), when opened with one.
     log: Option<Arc<Log6>>,
+    /// The file's identity (zeros in memory).
+    id: [u8; 16],
 }
 
 impl BindingTable6 {
@@ -123,7 +130,7 @@ impl BindingTable6 {
     pub fn in_memory(capacity: u32) -> Self {
         let len = HEADER6_LEN + capacity as usize * RECORD6_SIZE;
         let mut t = Self::with_backing(Backing::Mem(vec![0; len]), None, capacity);
-        write_header(t.backing.bytes_mut(), capacity, &[]);
+        write_header(t.backing.bytes_mut(), capacity, &[], &[0; 16]);
         t.free.extend((0..capacity).rev());
         t
     }
@@ -142,6 +149,7 @@ impl BindingTable6 {
             dirty_hi: 0,
             header_dirty: false,
             log: None,
+            id: [0; 16],
         }
     }
 
@@ -195,8 +203,11 @@ impl BindingTable6 {
         let flen = file.metadata().map_err(err_io("stat"))?.len();
         let mut report = Open6Report::default();
         let mut duid = Vec::new();
+        // The file's identity (None: a file of an older version).
+        let file_id;
         let cap = if flen == 0 {
             report.created = true;
+            file_id = Some(identity::new_id(16));
             capacity
         } else {
             let mut h = [0u8; HEADER6_LEN];
@@ -229,6 +240,7 @@ impl BindingTable6 {
             }
             let n = usize::from(h[H_DUID]).min(DUID_MAX);
             duid.extend_from_slice(&h[H_DUID + 1..H_DUID + 1 + n]);
+            file_id = identity::id_of(&h[H_ID..H_ID + 16]);
             let file_cap = rd(H_CAPACITY);
             if flen < (HEADER6_LEN + file_cap as usize * RECORD6_SIZE) as u64 {
                 return Err(fmt(format!(
@@ -254,9 +266,13 @@ impl BindingTable6 {
             Some(path.to_path_buf()),
             cap,
         );
-        write_header(t.backing.bytes_mut(), cap, &duid);
+        t.id = file_id.unwrap_or([0; 16]);
+        write_header(t.backing.bytes_mut(), cap, &duid, &t.id);
         let log_path = wal::wal_path(path);
         let (replay, entries) = wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
+        // A log of another binding file is never replayed (`identity.rs`).
+        identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+        let id = file_id.unwrap_or_else(|| identity::new_id(16));
         if replay.hdr.is_some() {
             let mut applied = 0;
             for e in &entries {
@@ -278,12 +294,22 @@ impl BindingTable6 {
         t.flush().map_err(err_io("msync"))?;
         match log_bytes {
             Some(bytes) => {
-                let w = wal::Wal::<RECORD6_SIZE>::start(&log_path, bytes, &replay)?;
+                let w = wal::Wal::<RECORD6_SIZE>::start(&log_path, bytes, &replay, id)?;
                 if let Backing::Map { map, .. } = &t.backing {
                     t.log = Some(Arc::new(Log6::new(w, map.clone())));
                 }
             }
             None => wal::retire(&log_path, &replay)?,
+        }
+        if file_id.is_none() {
+            // A file of an older version gets its identity now that its log carries it (in
+            // this order: a crash between the two leaves a log with nothing to replay).
+            t.id = id;
+            let duid = t.server_duid().map(<[u8]>::to_vec).unwrap_or_default();
+            write_header(t.backing.bytes_mut(), cap, &duid, &id);
+            t.header_dirty = true;
+            t.flush().map_err(err_io("msync header (identity)"))?;
+            tracing::info!(path = %path.display(), "v6 binding file given its identity {}", identity::show(Some(id)));
         }
         Ok((t, report))
     }
@@ -573,8 +599,8 @@ impl BindingTable6 {
                 format!("server DUID of {} bytes (1..={DUID_MAX})", duid.len()),
             ));
         }
-        let cap = self.capacity;
-        write_header(self.backing.bytes_mut(), cap, duid);
+        let (cap, id) = (self.capacity, self.id);
+        write_header(self.backing.bytes_mut(), cap, duid, &id);
         self.header_dirty = true;
         self.flush()
     }
@@ -626,7 +652,7 @@ fn rec_off(slot: u32) -> usize {
     HEADER6_LEN + slot as usize * RECORD6_SIZE
 }
 
-fn write_header(h: &mut [u8], capacity: u32, duid: &[u8]) {
+fn write_header(h: &mut [u8], capacity: u32, duid: &[u8], id: &[u8; 16]) {
     h[..8].copy_from_slice(MAGIC6);
     h[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION6.to_le_bytes());
     h[H_RECSIZE..H_RECSIZE + 4].copy_from_slice(&(RECORD6_SIZE as u32).to_le_bytes());
@@ -635,6 +661,7 @@ fn write_header(h: &mut [u8], capacity: u32, duid: &[u8]) {
     h[H_DUID] = n as u8;
     h[H_DUID + 1..H_DUID + 1 + DUID_MAX].fill(0);
     h[H_DUID + 1..H_DUID + 1 + n].copy_from_slice(&duid[..n]);
+    h[H_ID..H_ID + 16].copy_from_slice(id);
     let crc = crc32fast::hash(&h[..H_CRC]);
     h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }

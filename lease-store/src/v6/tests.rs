@@ -345,3 +345,104 @@ fn dhcpv6_wal_replay_keeps_a_newer_record_and_storage_errors_are_sticky() {
     assert_eq!(t.get(a).unwrap().expiry, 4_444, "{rep:?}");
     assert_eq!(rep.replay.unwrap().applied, 0);
 }
+
+/// The identity in the header of the v6 file at `path`.
+fn file_id6(path: &Path) -> [u8; 16] {
+    let h = std::fs::read(path).unwrap();
+    h[H_ID..H_ID + 16].try_into().unwrap()
+}
+
+#[test]
+fn dhcpv6_wal_identity_log_of_a_deleted_binding_file_is_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, _) = logged(dir.path());
+    let log = t.log().unwrap();
+    for i in 0..5u8 {
+        t.put(None, &b(IaKind::Na, b"duid-a", u32::from(i), i, 128))
+            .unwrap();
+    }
+    log.commit().unwrap();
+    drop(t);
+    drop(log);
+    // The operator deletes the binding file and leaves its log.
+    std::fs::remove_file(&path).unwrap();
+    let err = BindingTable6::open_with(&path, 64, true, Some(crate::MIN_WAL_BYTES))
+        .err()
+        .expect("the old log must not be replayed into the new file");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::ForeignLog { entries: 5, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&path.display().to_string())
+            && msg.contains(&wal::wal_path(&path).display().to_string()),
+        "both files named: {msg}"
+    );
+    // Once the log is moved away the new file opens empty.
+    std::fs::rename(wal::wal_path(&path), dir.path().join("b6.db.wal.stale")).unwrap();
+    let (t, rep) = reopen(&path);
+    assert_eq!(rep.bindings, 0, "{rep:?}");
+    assert!(t.is_empty());
+}
+
+#[test]
+fn dhcpv6_wal_identity_old_file_without_one_still_replays_and_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, path, base) = logged(dir.path());
+    let log = t.log().unwrap();
+    t.set_server_duid(b"server-duid").unwrap();
+    let base = {
+        // The header as flushed with the DUID (the records as at the open).
+        let mut v = std::fs::read(&path).unwrap();
+        v[HEADER6_LEN..].copy_from_slice(&base[HEADER6_LEN..]);
+        v
+    };
+    let a = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    log.commit().unwrap();
+    let wal_now = log_now(&path);
+    drop(t);
+    drop(log);
+    // Power cut, and both files as an older version wrote them (no identity).
+    let mut old = base.clone();
+    old[H_ID..H_ID + 16].fill(0);
+    let crc = crc32fast::hash(&old[..H_CRC]);
+    old[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    restore(&path, &old, &wal_now);
+    wal::downgrade_header(RECORD6_SIZE, &wal::wal_path(&path));
+    let (t, rep) = reopen(&path);
+    assert_eq!(rep.replay.clone().unwrap().applied, 1, "{rep:?}");
+    assert_eq!(t.get(a).unwrap().duid.as_slice(), b"duid-a");
+    assert_eq!(
+        t.server_duid(),
+        Some(&b"server-duid"[..]),
+        "the DUID is kept"
+    );
+    drop(t);
+    let id = file_id6(&path);
+    assert_ne!(id, [0; 16], "the file got an identity");
+    // And its log carries it: another file's log is refused, its own replays.
+    let (mut t, _) = reopen(&path);
+    assert_eq!(file_id6(&path), id);
+    let log = t.log().unwrap();
+    t.put(None, &b(IaKind::Pd, b"duid-a", 1, 0, 56)).unwrap();
+    log.commit().unwrap();
+    drop(t);
+    drop(log);
+    let (t, rep) = reopen(&path);
+    assert_eq!(rep.bindings, 2);
+    drop(t);
+    let other = dir.path().join("other.db");
+    let (mut o, _) =
+        BindingTable6::open_with(&other, 64, true, Some(crate::MIN_WAL_BYTES)).unwrap();
+    let olog = o.log().unwrap();
+    o.put(None, &b(IaKind::Na, b"duid-o", 1, 7, 128)).unwrap();
+    olog.commit().unwrap();
+    drop(o);
+    drop(olog);
+    std::fs::copy(wal::wal_path(&other), wal::wal_path(&path)).unwrap();
+    assert!(matches!(
+        BindingTable6::open_with(&path, 64, false, Some(crate::MIN_WAL_BYTES)),
+        Err(StoreError::ForeignLog { .. })
+    ));
+}

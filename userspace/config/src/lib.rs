@@ -47,8 +47,8 @@ pub use ratelimit::RateLimitConfig;
 pub use reconfigure::{ReconfigureConfig, ReconfigureOverride};
 pub use schema::schema_keys;
 pub use v6::{
-    in_prefix6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
-    DEFAULT_LEASE_FILE6,
+    in_prefix6, parse_prefix6, PdPool6, PoolAccess6, Reservation6, Subnet6, V6Config,
+    VendorOption6, DEFAULT_LEASE_FILE6,
 };
 
 /// The example configuration used by `cargo xtask demo` when none is given.

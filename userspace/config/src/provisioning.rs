@@ -141,6 +141,9 @@ pub struct ClassMatch {
     pub group: Option<ClassId>,
     /// `Some(true)`: only registered (known) clients; `Some(false)`: only unknown ones.
     pub known: Option<bool>,
+    /// DHCPv6 only: the enterprise number of the client's Vendor Class option (16) (e.g.
+    /// 4491 CableLabs). A class with it never matches a DHCPv4 client.
+    pub enterprise: Option<u32>,
 }
 
 impl ClassMatch {
@@ -158,6 +161,7 @@ impl ClassMatch {
             || !self.giaddr.is_empty()
             || self.group.is_some()
             || self.known.is_some()
+            || self.enterprise.is_some()
     }
 }
 
@@ -227,6 +231,8 @@ pub struct Class {
     pub matches: ClassMatch,
     /// What members get.
     pub settings: Settings,
+    /// What DHCPv6 members get: `[[class.vendor-option]]`, option 17 per enterprise.
+    pub vendor_options6: Vec<crate::v6::VendorOption6>,
 }
 
 /// The access rules and settings of one `[[subnet.pool]]` (parallel to `Subnet::pools`).

@@ -1461,3 +1461,86 @@ fn bulk_leasequery_section_parses_defaults_and_positioned_errors() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("idle"), "{e:?}");
 }
+
+#[test]
+fn dhcpv6_class_config_pools_vendor_options_and_positioned_errors() {
+    let v4 = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let good = format!(
+        "{SERVER}\
+[[class]]\n\
+name = \"cm\"\n\
+enterprise = 4491\n\
+vendor-class-prefix = \"docsis\"\n\
+[[class.vendor-option]]\n\
+enterprise = 4491\n\
+code = 2\n\
+text = \"cm\"\n\
+[[class]]\n\
+name = \"router\"\n\
+user-class = \"router\"\n\
+{v4}\
+[[subnet6]]\n\
+prefix = \"fd77::/64\"\n\
+deny-unknown = false\n\
+[[subnet6.pool]]\n\
+range = \"fd77::100-fd77::1ff\"\n\
+deny = \"cm\"\n\
+[[subnet6.pool]]\n\
+range = \"fd77::1000-fd77::10ff\"\n\
+allow = [\"cm\"]\n\
+deny-unknown = true\n\
+[[subnet6.pd-pool]]\n\
+prefix = \"fd77:100::/40\"\n\
+delegated-length = 56\n\
+allow = \"router\"\n"
+    );
+    let cfg = parse(&good, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let cm = &cfg.classes[0];
+    assert_eq!(cm.matches.enterprise, Some(4491));
+    assert_eq!(cm.vendor_options6[0].enterprise, 4491);
+    assert_eq!(cm.vendor_options6[0].options, vec![(2, b"cm".to_vec())]);
+    let s = &cfg.v6.subnets[0];
+    assert_eq!(s.pool_access.len(), 2);
+    assert_eq!(s.pool_access[0].deny, ClassSet::one(0));
+    assert!(s.pool_access[0].allow.is_empty());
+    assert_eq!(s.pool_access[1].allow, ClassSet::one(0));
+    assert!(s.pool_access[1].deny_unknown);
+    assert_eq!(s.pd_pool_access[0].allow, ClassSet::one(1));
+    // Errors: an unknown class (with a suggestion), a pool that can never be used, a
+    // vendor option without data, an enterprise number that is not a number.
+    let bad = format!(
+        "{SERVER}\
+[[class]]\n\
+name = \"cm\"\n\
+enterprise = \"x\"\n\
+[[class.vendor-option]]\n\
+enterprise = 4491\n\
+code = 2\n\
+{v4}\
+[[subnet6]]\n\
+prefix = \"fd77::/64\"\n\
+[[subnet6.pool]]\n\
+range = \"fd77::100-fd77::1ff\"\n\
+allow = \"cn\"\n\
+[[subnet6.pd-pool]]\n\
+prefix = \"fd77:100::/40\"\n\
+delegated-length = 56\n\
+allow = \"cm\"\n\
+deny = \"cm\"\n"
+    );
+    let lines = error_lines(&bad);
+    let want = [
+        "class[0].enterprise:",
+        "class[0].vendor-option[0]: give exactly one of `hex` or `text`",
+        "subnet6[0].pool[0].allow: unknown class `cn`; did you mean `cm`?",
+        "subnet6[0].pd-pool[0].deny: this pool can never be used",
+    ];
+    for w in want {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(w) && l.starts_with("t.toml:")),
+            "missing {w:?} in {lines:#?}"
+        );
+    }
+}

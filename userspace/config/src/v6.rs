@@ -4,6 +4,8 @@
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
+use crate::provisioning::ClassSet;
+
 /// Default binding file of the DHCPv6 server.
 pub const DEFAULT_LEASE_FILE6: &str = "/var/lib/xdhcpd/bindings6.db";
 
@@ -73,6 +75,18 @@ pub struct VendorOption6 {
     pub options: Vec<(u16, Vec<u8>)>,
 }
 
+/// Who may draw from a `[[subnet6.pool]]` or `[[subnet6.pd-pool]]` (the same rules as a
+/// DHCPv4 pool's: `allow`, `deny`, `deny-unknown`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolAccess6 {
+    /// `allow`: when not empty, only members of one of these classes.
+    pub allow: ClassSet,
+    /// `deny`: never members of these classes (wins over `allow`).
+    pub deny: ClassSet,
+    /// `deny-unknown`: only registered clients (a DUID with a `[[subnet6.reservation]]`).
+    pub deny_unknown: bool,
+}
+
 /// A reservation by DUID.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation6 {
@@ -98,8 +112,14 @@ pub struct Subnet6 {
     pub interface: Option<String>,
     /// `[[subnet6.pool]]` ranges.
     pub pools: Vec<(Ipv6Addr, Ipv6Addr)>,
+    /// Their `allow` / `deny` / `deny-unknown` (parallel to `pools`).
+    pub pool_access: Vec<PoolAccess6>,
     /// `[[subnet6.pd-pool]]`.
     pub pd_pools: Vec<PdPool6>,
+    /// Their `allow` / `deny` / `deny-unknown` (parallel to `pd_pools`).
+    pub pd_pool_access: Vec<PoolAccess6>,
+    /// `deny-unknown`: unregistered clients get no answer on this link.
+    pub deny_unknown: bool,
     /// `preferred-time`.
     pub preferred: u32,
     /// `valid-time`.

@@ -5,6 +5,62 @@
 
 use std::net::Ipv6Addr;
 
+pub use xdhcpd_config::{BytesMatch, ClassId, ClassMatch, ClassSet, PoolAccess6};
+
+/// A client class as the DHCPv6 engine evaluates it (from a `[[class]]`; the conditions
+/// are the DHCPv4 ones read for DHCPv6, see `engine/classes.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class6 {
+    /// Its id (position in file order; `Config6::classes[id]`).
+    pub id: ClassId,
+    /// Name for logs.
+    pub name: String,
+    /// When a client is a member.
+    pub matches: ClassMatch,
+    /// Option 17 bodies (enterprise number first) members get; each replaces the link's
+    /// option 17 of the same enterprise number.
+    pub vendor_options: Vec<Vec<u8>>,
+}
+
+/// Who may use a link and its pools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkAccess6 {
+    /// Unregistered clients (no reservation for their DUID) get no answer on the link.
+    pub deny_unknown: bool,
+    /// Rules of `Link6::addr_pools` by index (a pool without an entry admits everyone).
+    pub addr_pools: Vec<PoolAccess6>,
+    /// Rules of `Link6::prefix_pools` by index.
+    pub prefix_pools: Vec<PoolAccess6>,
+}
+
+impl LinkAccess6 {
+    /// Whether a client in `classes` (registered when `known`) may draw from pool `i`
+    /// (a prefix pool when `pd`, else an address pool).
+    #[inline]
+    pub fn permits(&self, pd: bool, i: usize, classes: ClassSet, known: bool) -> bool {
+        let rules = if pd {
+            &self.prefix_pools
+        } else {
+            &self.addr_pools
+        };
+        rules.get(i).is_none_or(|r| {
+            (known || !r.deny_unknown)
+                && !classes.intersects(r.deny)
+                && (r.allow.is_empty() || classes.intersects(r.allow))
+        })
+    }
+
+    /// Whether the link or one of its pools asks whether a client is registered.
+    pub fn asks_known(&self) -> bool {
+        self.deny_unknown
+            || self
+                .addr_pools
+                .iter()
+                .chain(&self.prefix_pools)
+                .any(|r| r.deny_unknown)
+    }
+}
+
 /// A range of addresses handed to IA_NA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddrPool6 {
@@ -111,6 +167,8 @@ pub struct Link6 {
     pub options: Vec<(u16, Vec<u8>)>,
     /// Reservations by DUID.
     pub reservations: Vec<Reservation6>,
+    /// `deny-unknown` and the pools' `allow` / `deny` / `deny-unknown`.
+    pub access: LinkAccess6,
 }
 
 /// The whole DHCPv6 configuration of the engine.
@@ -126,6 +184,8 @@ pub struct Config6 {
     /// Sources (address, prefix length) whose Leasequery (RFC 5007) is answered; anyone
     /// else gets NotAllowed, counted.
     pub leasequery_allow: Vec<(Ipv6Addr, u8)>,
+    /// Client classes in file order (`classes[i].id == i`).
+    pub classes: Vec<Class6>,
 }
 
 /// Option encoders for the configured options.

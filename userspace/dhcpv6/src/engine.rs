@@ -12,12 +12,14 @@ use lease_store::v6::{
     FLAG_RECONFIGURE_ACCEPT, FLAG_RECONFIGURING6, FLAG_RECONF_KEY6,
 };
 
-use crate::config::{prefix_contains, Config6, Link6};
+use crate::config::{prefix_contains, ClassSet, Config6, Link6};
 use crate::reconfigure::{delete_binding, is_reconfiguring, key_auth, Reconf6Shared};
 use crate::stats::Stats6;
 use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Options, Relay, WireError, Writer};
 
+mod classes;
 mod leasequery;
+pub use classes::{classify, duid_lladdr, matches as class_matches, Facts6};
 pub use leasequery::{MAX_LQ_BINDINGS, QUERY_BY_ADDRESS, QUERY_BY_CLIENTID};
 
 /// Deepest relay nesting served (RFC 8415 §7.6 HOP_COUNT_LIMIT is 8; one more for the
@@ -64,6 +66,8 @@ pub enum Silence6 {
     /// A Solicit from a client being reconfigured: dropped, its binding deleted (the
     /// spec's event table).
     Reconfiguring,
+    /// An unregistered client on a link with `deny-unknown`.
+    UnknownRefused,
 }
 
 /// The engine's answer.
@@ -104,6 +108,10 @@ struct ClientMsg<'a> {
     n_ias: usize,
     rapid: bool,
     reconf_accept: bool,
+    /// Option 16 (enterprise number, vendor-class-data).
+    vendor_class: Option<&'a [u8]>,
+    /// Option 15 (user-class-data).
+    user_class: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,6 +133,10 @@ struct Ctx<'a> {
     relay: RelayData6,
     via: Via6,
     flags: u8,
+    /// The client's classes.
+    classes: ClassSet,
+    /// The client is registered (a reservation for its DUID).
+    known: bool,
 }
 
 /// The DHCPv6 server engine. `Send + Sync`: one per daemon, shared by the workers
@@ -138,6 +150,8 @@ pub struct Engine6 {
     res_by_addr: HashMap<([u8; 16], u8), (u16, usize)>,
     stats: Arc<Stats6>,
     reconf: Option<Arc<Reconf6Shared>>,
+    /// A class or a link asks whether a client is registered (else the lookup is skipped).
+    asks_known: bool,
 }
 
 impl Engine6 {
@@ -160,6 +174,8 @@ impl Engine6 {
                 }
             }
         }
+        let asks_known = cfg.classes.iter().any(|c| c.matches.known.is_some())
+            || cfg.links.iter().any(|l| l.access.asks_known());
         Engine6 {
             cfg,
             server_duid,
@@ -167,6 +183,7 @@ impl Engine6 {
             res_by_addr,
             stats,
             reconf: None,
+            asks_known,
         }
     }
 
@@ -208,6 +225,7 @@ impl Engine6 {
             Silence6::NoLink => &self.stats.no_link,
             Silence6::Overflow => &self.stats.overflow,
             Silence6::Reconfiguring => &self.stats.reconf_solicit_dropped,
+            Silence6::UnknownRefused => &self.stats.unknown_refused,
             Silence6::NothingToConfirm => return Decision6::Silence(s),
         };
         Stats6::inc(c);
@@ -342,6 +360,16 @@ impl Engine6 {
             via.link = l.link;
             via.peer = l.peer;
         }
+        // Classes and registration, once per message.
+        let known = self.asks_known && self.res_by_duid.contains_key(duid);
+        let classes = if self.cfg.classes.is_empty() {
+            ClassSet::EMPTY
+        } else {
+            self.classify(&cm, duid, &relay, known)
+        };
+        if cfg.access.deny_unknown && !known && !matches!(cm.typ, msg::RELEASE | msg::DECLINE) {
+            return Err(Silence6::UnknownRefused);
+        }
         let rapid = cm.typ == msg::SOLICIT && cm.rapid && cfg.rapid_commit;
         let give_key = self.reconf.is_some()
             && cm.reconf_accept
@@ -358,6 +386,8 @@ impl Engine6 {
             } else {
                 0
             },
+            classes,
+            known,
         };
         // The spec's event table for a client being reconfigured (looked up only while
         // some client may be flagged).
@@ -476,7 +506,25 @@ impl Engine6 {
             _ => {} // Information-request: options only.
         }
         for (code, body) in &cfg.options {
+            // A member class's option 17 of the same enterprise number replaces the link's.
+            if *code == opt::VENDOR_OPTS
+                && !classes.is_empty()
+                && self.class_vendor(classes, body).is_some()
+            {
+                continue;
+            }
             w.option(*code, body);
+        }
+        for id in classes.iter() {
+            let Some(c) = self.cfg.classes.get(usize::from(id)) else {
+                continue;
+            };
+            for body in &c.vendor_options {
+                // The first member class (file order) that sets an enterprise number wins.
+                if self.class_vendor(classes, body) == Some(id) {
+                    w.option(opt::VENDOR_OPTS, body);
+                }
+            }
         }
         for _ in 0..n {
             w.close();
@@ -495,6 +543,51 @@ impl Engine6 {
             to: meta.src,
             port: if n == 0 { 546 } else { 547 },
             committed,
+        })
+    }
+
+    /// The client's classes (file order) from its message and the relay data of the relay
+    /// nearest it. Allocation-free.
+    fn classify(
+        &self,
+        cm: &ClientMsg<'_>,
+        duid: &[u8],
+        relay: &RelayData6,
+        known: bool,
+    ) -> ClassSet {
+        fn opt_of<const N: usize>(b: &Bytes<N>) -> Option<&[u8]> {
+            Some(b.as_slice()).filter(|s| !s.is_empty())
+        }
+        let rid = relay.remote_id.as_slice();
+        let f = Facts6 {
+            duid,
+            known,
+            vendor: cm
+                .vendor_class
+                .filter(|b| b.len() >= 4)
+                .map(|b| (u32::from_be_bytes([b[0], b[1], b[2], b[3]]), &b[4..])),
+            user_class: cm.user_class,
+            interface_id: opt_of(&relay.interface_id),
+            remote_id: rid.get(4..).filter(|r| !r.is_empty()),
+            subscriber_id: opt_of(&relay.subscriber_id),
+            lladdr: opt_of(&relay.lladdr).or_else(|| duid_lladdr(duid)),
+        };
+        let set = classify(&self.cfg.classes, &f);
+        if !set.is_empty() {
+            Stats6::inc(&self.stats.classified);
+        }
+        set
+    }
+
+    /// The first class of `classes` (file order) with an option 17 of the enterprise number
+    /// that starts `body` (an option 17 body).
+    fn class_vendor(&self, classes: ClassSet, body: &[u8]) -> Option<u8> {
+        let ent = body.get(..4)?;
+        classes.iter().find(|&id| {
+            self.cfg
+                .classes
+                .get(usize::from(id))
+                .is_some_and(|c| c.vendor_options.iter().any(|v| v.get(..4) == Some(ent)))
         })
     }
 
@@ -575,7 +668,7 @@ impl Engine6 {
                     if b.link == ctx.link
                         && b.state != BindingState::Declined
                         && n_give < MAX_ENTRIES
-                        && self.still_valid(cfg, ctx.duid, &b)
+                        && self.still_valid(ctx, &b)
                     {
                         give[n_give] = Some((b.addr, b.prefix_len, Some(s)));
                         n_give += 1;
@@ -594,7 +687,7 @@ impl Engine6 {
                         if n_give == MAX_ENTRIES {
                             break;
                         }
-                        let pick = if e.addr != [0; 16] && self.in_pools(cfg, kind, e) {
+                        let pick = if e.addr != [0; 16] && self.in_pools(ctx, kind, e) {
                             self.usable(t, ctx, kind, &e.addr, e.prefix_len, ia.iaid)
                                 .ok()
                                 .map(|s| (e.addr, e.prefix_len, s))
@@ -618,6 +711,9 @@ impl Engine6 {
                     }
                 }
                 if n_give == 0 {
+                    if self.class_refused(ctx, kind) {
+                        Stats6::inc(&self.stats.class_refused);
+                    }
                     w.open_ia(code, ia.iaid, 0, 0);
                     if kind == IaKind::Na {
                         Stats6::inc(&self.stats.no_addrs);
@@ -659,12 +755,16 @@ impl Engine6 {
             Mode::Extend => {
                 w.open_ia(code, ia.iaid, t1, t2);
                 let mut any = false;
+                // The IA holds a binding here that is no longer the client's to have (its
+                // pool's rules no longer admit it, or the pool is gone).
+                let mut held = false;
                 for &s in &slots[..found] {
                     let Some(b) = t.get(s) else { continue };
-                    if b.link != ctx.link
-                        || b.state == BindingState::Declined
-                        || !self.still_valid(cfg, ctx.duid, &b)
-                    {
+                    if b.link != ctx.link || b.state == BindingState::Declined {
+                        continue;
+                    }
+                    if !self.still_valid(ctx, &b) {
+                        held |= b.state == BindingState::Active;
                         continue;
                     }
                     let nb = self.active(ctx, kind, ia.iaid, b.addr, b.prefix_len, Some(b));
@@ -690,9 +790,10 @@ impl Engine6 {
                                 && b.prefix_len == e.prefix_len
                                 && b.link == ctx.link
                                 && b.state == BindingState::Active
+                                && self.still_valid(ctx, &b)
                         })
                     });
-                    if !mine && (any || !self.on_link(cfg, kind, e)) {
+                    if !mine && (any || held || !self.on_link(cfg, kind, e)) {
                         zeroed = true;
                         w.entry(&IaEntry {
                             preferred: 0,
@@ -845,30 +946,44 @@ impl Engine6 {
 
     /// The binding's address is still the client's to have on its link (in a pool or
     /// reserved to it).
-    fn still_valid(&self, cfg: &Link6, duid: &[u8], b: &Binding6) -> bool {
+    fn still_valid(&self, ctx: &Ctx<'_>, b: &Binding6) -> bool {
+        let duid = ctx.duid;
         let e = IaEntry {
             addr: b.addr,
             prefix_len: b.prefix_len,
             preferred: 0,
             valid: 0,
         };
-        (self.in_pools(cfg, b.kind, &e) && !self.reserved_other(&b.addr, b.prefix_len, duid))
+        (self.in_pools(ctx, b.kind, &e) && !self.reserved_other(&b.addr, b.prefix_len, duid))
             || self.reserved_for(b.link, duid, b.kind) == Some((b.addr, b.prefix_len))
     }
 
-    fn in_pools(&self, cfg: &Link6, kind: IaKind, e: &IaEntry) -> bool {
+    /// `e` lies in a pool of the link that the client may draw from (its classes and
+    /// registration against the pool's `allow` / `deny` / `deny-unknown`).
+    fn in_pools(&self, ctx: &Ctx<'_>, kind: IaKind, e: &IaEntry) -> bool {
+        let (cfg, acc) = (ctx.cfg, &ctx.cfg.access);
         match kind {
             IaKind::Na => {
                 let a = u128::from_be_bytes(e.addr);
-                cfg.addr_pools
-                    .iter()
-                    .any(|p| u128::from(p.start) <= a && a <= u128::from(p.end))
+                cfg.addr_pools.iter().enumerate().any(|(i, p)| {
+                    u128::from(p.start) <= a
+                        && a <= u128::from(p.end)
+                        && acc.permits(false, i, ctx.classes, ctx.known)
+                })
             }
-            IaKind::Pd => cfg
-                .prefix_pools
-                .iter()
-                .any(|p| p.contains(&e.addr, e.prefix_len)),
+            IaKind::Pd => cfg.prefix_pools.iter().enumerate().any(|(i, p)| {
+                p.contains(&e.addr, e.prefix_len) && acc.permits(true, i, ctx.classes, ctx.known)
+            }),
         }
+    }
+
+    /// The link has pools of `kind` but none the client may draw from.
+    fn class_refused(&self, ctx: &Ctx<'_>, kind: IaKind) -> bool {
+        let (pd, n) = match kind {
+            IaKind::Na => (false, ctx.cfg.addr_pools.len()),
+            IaKind::Pd => (true, ctx.cfg.prefix_pools.len()),
+        };
+        n > 0 && !(0..n).any(|i| ctx.cfg.access.permits(pd, i, ctx.classes, ctx.known))
     }
 
     fn on_link(&self, cfg: &Link6, kind: IaKind, e: &IaEntry) -> bool {
@@ -927,9 +1042,9 @@ impl Engine6 {
         let h = fnv(ctx.duid, iaid, kind as u8, salt);
         match kind {
             IaKind::Na => {
-                for p in &ctx.cfg.addr_pools {
+                for (pi, p) in ctx.cfg.addr_pools.iter().enumerate() {
                     let (s, e) = (u128::from(p.start), u128::from(p.end));
-                    if e < s {
+                    if e < s || !ctx.cfg.access.permits(false, pi, ctx.classes, ctx.known) {
                         continue;
                     }
                     let n = (e - s).saturating_add(1);
@@ -944,8 +1059,10 @@ impl Engine6 {
                 None
             }
             IaKind::Pd => {
-                for p in &ctx.cfg.prefix_pools {
-                    if want_len.is_some_and(|l| l != p.delegated_len) {
+                for (pi, p) in ctx.cfg.prefix_pools.iter().enumerate() {
+                    if want_len.is_some_and(|l| l != p.delegated_len)
+                        || !ctx.cfg.access.permits(true, pi, ctx.classes, ctx.known)
+                    {
                         continue;
                     }
                     let n = p.count();
@@ -995,6 +1112,8 @@ fn parse_client<'a>(m: &Message<'a>) -> Result<ClientMsg<'a>, Silence6> {
         n_ias: 0,
         rapid: false,
         reconf_accept: false,
+        vendor_class: None,
+        user_class: None,
     };
     for o in m.options {
         let (code, b, at) = o.map_err(Silence6::Malformed)?;
@@ -1025,6 +1144,8 @@ fn parse_client<'a>(m: &Message<'a>) -> Result<ClientMsg<'a>, Silence6> {
             }
             opt::RAPID_COMMIT => cm.rapid = true,
             opt::RECONF_ACCEPT => cm.reconf_accept = true,
+            opt::VENDOR_CLASS if cm.vendor_class.is_none() => cm.vendor_class = Some(b),
+            opt::USER_CLASS if cm.user_class.is_none() => cm.user_class = Some(b),
             _ => {}
         }
     }

@@ -17,7 +17,7 @@ pub mod reconfigure;
 pub mod stats;
 pub mod wire;
 
-pub use config::{AddrPool6, Config6, Link6, PrefixPool6, Reservation6};
+pub use config::{AddrPool6, Class6, Config6, Link6, LinkAccess6, PrefixPool6, Reservation6};
 pub use engine::{
     duid_en, duid_llt, Decision6, Engine6, RxMeta6, Silence6, MAX_LQ_BINDINGS, QUERY_BY_ADDRESS,
     QUERY_BY_CLIENTID,

@@ -41,6 +41,7 @@ fn link(name: &str, prefix: &str, pool: (&str, &str), pd: (&str, u8, u8)) -> Lin
         rapid_commit: true,
         options: vec![(opt::DNS_SERVERS, encode::addresses(&[ip("fd77::53")]))],
         reservations: vec![],
+        access: Default::default(),
     }
 }
 
@@ -73,6 +74,7 @@ fn config() -> Config6 {
         trusted_relays: vec![RELAY_SRC],
         decline_hold: 600,
         leasequery_allow: vec![(RELAY_SRC, 128), (ip("fd77:ffff::"), 64)],
+        classes: vec![],
     }
 }
 
@@ -1351,4 +1353,302 @@ fn leasequery_dhcpv6_hostile_inputs_refused_with_status_or_dropped_and_counted()
         before,
         "a leasequery never writes the table"
     );
+}
+
+// ---- classes ----
+
+use crate::config::{BytesMatch, Class6, ClassMatch, ClassSet, PoolAccess6};
+
+/// Option 16: enterprise number and one vendor-class-data item.
+fn vendor_class(ent: u32, item: &[u8]) -> Vec<u8> {
+    let mut v = ent.to_be_bytes().to_vec();
+    v.extend_from_slice(&(item.len() as u16).to_be_bytes());
+    v.extend_from_slice(item);
+    v
+}
+
+/// Option 15 with the given items.
+fn user_class(items: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in items {
+        v.extend_from_slice(&(i.len() as u16).to_be_bytes());
+        v.extend_from_slice(i);
+    }
+    v
+}
+
+/// Link "lan" with two address pools (modems: fd77::1000-10ff; others: fd77::100-1ff as in
+/// `config()`), a prefix pool only for routers, and three classes:
+/// 0 `cm` (option 16 enterprise 4491, vendor class starting "docsis"), 1 `router` (user
+/// class "router"), 2 `cpe-of-modem` (remote-id "modem" from the relay), and `cm` gets a
+/// CableLabs option 17 of its own.
+fn class_config(n_extra: usize) -> Config6 {
+    let mut c = config();
+    let l1 = &mut c.links[0];
+    l1.addr_pools.push(AddrPool6 {
+        start: ip("fd77::1000"),
+        end: ip("fd77::10ff"),
+    });
+    l1.options.push((
+        opt::VENDOR_OPTS,
+        encode::vendor_opts(4491, &[(1, b"link".to_vec())]).unwrap(),
+    ));
+    let cm = ClassSet::one(0);
+    let router = ClassSet::one(1);
+    l1.access.addr_pools = vec![
+        PoolAccess6 {
+            deny: cm,
+            ..PoolAccess6::default()
+        },
+        PoolAccess6 {
+            allow: cm,
+            ..PoolAccess6::default()
+        },
+    ];
+    l1.access.prefix_pools = vec![
+        PoolAccess6 {
+            allow: router,
+            ..PoolAccess6::default()
+        },
+        PoolAccess6 {
+            allow: router,
+            ..PoolAccess6::default()
+        },
+    ];
+    // Extra classes that never match (the cost of evaluating many), before the real ones
+    // would shift ids: they go after.
+    c.classes = vec![
+        Class6 {
+            id: 0,
+            name: "cm".into(),
+            matches: ClassMatch {
+                enterprise: Some(4491),
+                vendor_class: vec![BytesMatch::Prefix(b"docsis".to_vec())],
+                ..ClassMatch::default()
+            },
+            vendor_options: vec![encode::vendor_opts(4491, &[(1, b"cm".to_vec())]).unwrap()],
+        },
+        Class6 {
+            id: 1,
+            name: "router".into(),
+            matches: ClassMatch {
+                user_class: vec![BytesMatch::Exact(b"router".to_vec())],
+                ..ClassMatch::default()
+            },
+            vendor_options: vec![],
+        },
+        Class6 {
+            id: 2,
+            name: "cpe-of-modem".into(),
+            matches: ClassMatch {
+                remote_id: Some(BytesMatch::Exact(b"modem".to_vec())),
+                ..ClassMatch::default()
+            },
+            vendor_options: vec![],
+        },
+    ];
+    for i in 0..n_extra {
+        let id = c.classes.len() as u8;
+        c.classes.push(Class6 {
+            id,
+            name: format!("extra{i}"),
+            matches: ClassMatch {
+                vendor_class: vec![BytesMatch::Contains(format!("nomatch{i}").into_bytes())],
+                ..ClassMatch::default()
+            },
+            vendor_options: vec![],
+        });
+    }
+    c
+}
+
+fn class_h(n_extra: usize) -> H {
+    H {
+        e: Engine6::new(class_config(n_extra), sduid(), Arc::new(Stats6::default())),
+        t: BindingTable6::in_memory(64),
+        out: vec![0; 1500],
+    }
+}
+
+/// The option 17 bodies of a reply.
+fn vendor_opts_of(b: &[u8]) -> Vec<Vec<u8>> {
+    let m = Message::parse(b, 0).unwrap();
+    m.options
+        .flatten()
+        .filter(|(c, _, _)| *c == opt::VENDOR_OPTS)
+        .map(|(_, b, _)| b.to_vec())
+        .collect()
+}
+
+fn in_range(e: &IaEntry, a: &str, b: &str) -> bool {
+    let x = u128::from(addr_of(e));
+    x >= u128::from(ip(a)) && x <= u128::from(ip(b))
+}
+
+#[test]
+fn dhcpv6_class_vendor_class_enterprise_selects_pool_and_vendor_options() {
+    let mut h = class_h(0);
+    let vc = vendor_class(4491, b"docsis3.0");
+    let r = h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 2, &[])],
+        &[(opt::VENDOR_CLASS, &vc)],
+    ));
+    let p = parse_reply(&r);
+    assert!(
+        in_range(&p.ias[0].5[0], "fd77::1000", "fd77::10ff"),
+        "a modem draws from the modem pool: {:?}",
+        addr_of(&p.ias[0].5[0])
+    );
+    assert_eq!(
+        p.ias[1].4,
+        Some(status::NO_PREFIX_AVAIL),
+        "prefix pools are for routers only"
+    );
+    assert_eq!(
+        vendor_opts_of(&r),
+        vec![encode::vendor_opts(4491, &[(1, b"cm".to_vec())]).unwrap()],
+        "the class's option 17 replaces the link's of the same enterprise"
+    );
+    let s = h.e.stats().snapshot();
+    assert_eq!((s.classified, s.class_refused), (1, 1));
+    // Another enterprise number, same text: not a modem.
+    let vc = vendor_class(9, b"docsis3.0");
+    let r = h.reply(&client_msg(
+        msg::SOLICIT,
+        C2,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[(opt::VENDOR_CLASS, &vc)],
+    ));
+    let p = parse_reply(&r);
+    assert!(in_range(&p.ias[0].5[0], "fd77::100", "fd77::1ff"));
+    assert_eq!(
+        vendor_opts_of(&r),
+        vec![encode::vendor_opts(4491, &[(1, b"link".to_vec())]).unwrap()]
+    );
+}
+
+#[test]
+fn dhcpv6_class_user_class_gets_prefix_and_remote_id_from_relay_matches() {
+    let mut h = class_h(0);
+    let uc = user_class(&[b"other", b"router"]);
+    let p = parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Pd, 2, &[])],
+        &[(opt::USER_CLASS, &uc), (opt::RAPID_COMMIT, &[])],
+    )));
+    assert_eq!(p.typ, msg::REPLY);
+    assert_eq!(p.ias[0].4, None, "a router gets a prefix");
+    assert_eq!(p.ias[0].5[0].prefix_len, 56);
+    // A relayed client whose relay names the modem in its remote-id (after the 4-byte
+    // enterprise number) is in `cpe-of-modem`; its vendor class is not a modem's.
+    let inner = client_msg(msg::SOLICIT, C2, None, &[(IaKind::Na, 1, &[])], &[]);
+    let f = relay_forw(
+        &[(
+            "fd77::1",
+            "fe80::42",
+            None,
+            &[(opt::REMOTE_ID, b"\x00\x00\x11\x8bmodem")],
+        )],
+        &inner,
+    );
+    let before = h.e.stats().snapshot().classified;
+    let d = h.send_meta(relay_meta(), &f);
+    assert!(matches!(d, Decision6::Reply { .. }), "{d:?}");
+    assert_eq!(h.e.stats().snapshot().classified, before + 1);
+}
+
+#[test]
+fn dhcpv6_class_renew_in_a_pool_the_class_may_no_longer_use_gets_zero_lifetimes() {
+    let mut h = class_h(0);
+    // Bound as a non-modem (pool fd77::100-1ff).
+    let p = parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[(opt::RAPID_COMMIT, &[])],
+    )));
+    let a = addr_of(&p.ias[0].5[0]).to_string();
+    assert!(in_range(&p.ias[0].5[0], "fd77::100", "fd77::1ff"));
+    // Now it says it is a modem: that pool denies modems, so the Renew moves it.
+    let vc = vendor_class(4491, b"docsis3.1");
+    let m = client_msg(
+        msg::RENEW,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[(&a, 128)])],
+        &[(opt::VENDOR_CLASS, &vc)],
+    );
+    let p = parse_reply(&h.reply(&m));
+    let e = &p.ias[0].5[0];
+    assert_eq!((addr_of(e).to_string(), e.valid), (a, 0), "{p:?}");
+}
+
+#[test]
+fn dhcpv6_class_deny_unknown_link_answers_only_reserved_duids() {
+    let mut c = config();
+    c.links[0].access.deny_unknown = true;
+    let mut h = H {
+        e: Engine6::new(c, sduid(), Arc::new(Stats6::default())),
+        t: BindingTable6::in_memory(64),
+        out: vec![0; 1500],
+    };
+    let d = h.send(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    ));
+    assert_eq!(d, Decision6::Silence(Silence6::UnknownRefused));
+    assert_eq!(h.e.stats().snapshot().unknown_refused, 1);
+    let p = parse_reply(&h.reply(&client_msg(
+        msg::SOLICIT,
+        b"\x00\x03reserved",
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    )));
+    assert_eq!(addr_of(&p.ias[0].5[0]), ip("fd77::1:1"));
+}
+
+#[test]
+fn dhcpv6_class_known_and_deny_unknown_pool() {
+    let mut c = config();
+    // Only registered clients draw from the address pool; a class of unknown clients.
+    c.links[0].access.addr_pools = vec![PoolAccess6 {
+        deny_unknown: true,
+        ..PoolAccess6::default()
+    }];
+    c.classes = vec![Class6 {
+        id: 0,
+        name: "unknown".into(),
+        matches: ClassMatch {
+            known: Some(false),
+            ..ClassMatch::default()
+        },
+        vendor_options: vec![encode::vendor_opts(4491, &[(2, b"who".to_vec())]).unwrap()],
+    }];
+    let mut h = H {
+        e: Engine6::new(c, sduid(), Arc::new(Stats6::default())),
+        t: BindingTable6::in_memory(64),
+        out: vec![0; 1500],
+    };
+    let r = h.reply(&client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[])],
+        &[],
+    ));
+    let p = parse_reply(&r);
+    assert_eq!(p.ias[0].4, Some(status::NO_ADDRS_AVAIL));
+    assert_eq!(vendor_opts_of(&r).len(), 1, "the unknown class's option 17");
+    assert_eq!(h.e.stats().snapshot().class_refused, 1);
 }

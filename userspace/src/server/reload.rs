@@ -537,6 +537,19 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 .into(),
         );
     }
+    if !new.v6.subnets.is_empty()
+        && old
+            .classes
+            .iter()
+            .zip(&new.classes)
+            .any(|(a, b)| a.vendor_options6 != b.vendor_options6)
+    {
+        v.push(
+            "[[class]] vendor-option (DHCPv6) changed: the DHCPv6 engine reads classes at \
+             start; needs a restart"
+                .into(),
+        );
+    }
     if old.reconfigure.is_none() && new.reconfigure.is_some() {
         v.push(
             "[reconfigure] added: its key secret and per-binding book are set up at start; \

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lease_store::v6::{default_log_bytes, BindingTable6, Log6};
-use xdhcpd_config::{CommitMode, Config, V6Config};
+use xdhcpd_config::{CommitMode, Config};
 use xdhcpd_dhcpv6::config::encode;
 use xdhcpd_dhcpv6::reconfigure::{Reconf6Keys, Reconf6Shared, Reconfigurer6};
 use xdhcpd_dhcpv6::wire::opt;
 use xdhcpd_dhcpv6::{
-    duid_llt, AddrPool6, Config6, Decision6, Engine6, Link6, PrefixPool6, Reservation6, RxMeta6,
-    Stats6,
+    duid_llt, AddrPool6, Class6, Config6, Decision6, Engine6, Link6, LinkAccess6, PrefixPool6,
+    Reservation6, RxMeta6, Stats6,
 };
 
 use super::iface::Interface;
@@ -56,8 +56,25 @@ pub struct V6Server {
     pub reconf: Option<Arc<Reconf6Shared>>,
 }
 
-/// The engine's links from the configuration (options encoded once).
-pub fn engine_config(v6: &V6Config, iface: &Interface) -> anyhow::Result<Config6> {
+/// The engine's links and classes from the configuration (options encoded once).
+pub fn engine_config(config: &Config, iface: &Interface) -> anyhow::Result<Config6> {
+    let v6 = &config.v6;
+    let mut classes = Vec::with_capacity(config.classes.len());
+    for c in &config.classes {
+        let mut vendor_options = Vec::new();
+        for v in &c.vendor_options6 {
+            vendor_options.push(
+                encode::vendor_opts(v.enterprise, &v.options)
+                    .map_err(|e| anyhow::anyhow!("class {}: vendor-option: {e}", c.name))?,
+            );
+        }
+        classes.push(Class6 {
+            id: c.id,
+            name: c.name.clone(),
+            matches: c.matches.clone(),
+            vendor_options,
+        });
+    }
     let mut links = Vec::new();
     let only = v6.subnets.len() == 1;
     for s in &v6.subnets {
@@ -116,6 +133,11 @@ pub fn engine_config(v6: &V6Config, iface: &Interface) -> anyhow::Result<Config6
                     prefix: r.prefix,
                 })
                 .collect(),
+            access: LinkAccess6 {
+                deny_unknown: s.deny_unknown,
+                addr_pools: s.pool_access.clone(),
+                prefix_pools: s.pd_pool_access.clone(),
+            },
         });
     }
     Ok(Config6 {
@@ -123,6 +145,7 @@ pub fn engine_config(v6: &V6Config, iface: &Interface) -> anyhow::Result<Config6
         trusted_relays: v6.trusted_relays.clone(),
         decline_hold: v6.decline_hold,
         leasequery_allow: v6.leasequery_allow(),
+        classes,
     })
 }
 
@@ -218,7 +241,7 @@ impl V6Server {
         if v6.subnets.is_empty() {
             return Ok(None);
         }
-        let ecfg = engine_config(v6, iface)?;
+        let ecfg = engine_config(cfg, iface)?;
         let ack = cfg.server.commit == CommitMode::Ack;
         // Ack mode: a write-ahead log `<file>.wal` (replayed here whatever the mode).
         let log_bytes = ack.then(|| default_log_bytes(v6.capacity));
@@ -649,7 +672,7 @@ mod tests {
             ipv4: None,
             rx_queues: 1,
         };
-        let e = engine_config(&cfg.v6, &iface).unwrap();
+        let e = engine_config(&cfg, &iface).unwrap();
         let l = &e.links[0];
         assert_eq!(
             l.ifindexes,
@@ -668,7 +691,7 @@ mod tests {
             name: "eth9".into(),
             ..iface
         };
-        assert!(engine_config(&cfg.v6, &other).unwrap().links[0]
+        assert!(engine_config(&cfg, &other).unwrap().links[0]
             .ifindexes
             .is_empty());
     }

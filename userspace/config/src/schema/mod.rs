@@ -165,6 +165,8 @@ pub fn schema_keys() -> Vec<(&'static str, Vec<&'static str>)> {
         ("registrations.postgres", regs::POSTGRES_KEYS.to_vec()),
         ("dhcpv6", v6::DHCPV6_KEYS.to_vec()),
         ("subnet6", v6::SUBNET6_KEYS.to_vec()),
+        ("subnet6.pool", v6::POOL6_KEYS.to_vec()),
+        ("subnet6.pd-pool", v6::PD_POOL_KEYS.to_vec()),
     ]
 }
 
@@ -403,7 +405,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     cross_check(&mut errs, &raws, &hosts);
     let hosts = hosts.into_iter().map(|(h, _)| h).collect();
 
-    let v6 = read_v6(&mut errs, &root);
+    let v6 = read_v6(&mut errs, &root, &class_names);
 
     match (server, api, registrations) {
         (Some(server), Some(api), Some(registrations)) if errs.is_empty() => {
@@ -477,7 +479,11 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// `[dhcpv6]` and `[[subnet6]]` (`v6.rs`).
-fn read_v6(errs: &mut Errors<'_>, root: &Table<'_, '_>) -> crate::V6Config {
+fn read_v6(
+    errs: &mut Errors<'_>,
+    root: &Table<'_, '_>,
+    class_names: &provisioning::ClassNames,
+) -> crate::V6Config {
     let d = root
         .get("dhcpv6")
         .and_then(|f| Table::open(errs, &f, v6::DHCPV6_KEYS));
@@ -485,7 +491,7 @@ fn read_v6(errs: &mut Errors<'_>, root: &Table<'_, '_>) -> crate::V6Config {
     if let Some(f) = root.get("subnet6") {
         let ts = tables(errs, &f, v6::SUBNET6_KEYS);
         for (i, t) in ts.iter().enumerate() {
-            if let Some(s) = v6::read_subnet6(errs, t, i) {
+            if let Some(s) = v6::read_subnet6(errs, t, i, class_names) {
                 c.subnets.push(s);
             }
         }

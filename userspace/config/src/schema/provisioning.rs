@@ -57,6 +57,7 @@ const MATCH_KEYS: &[&str] = &[
     "giaddr",
     "group",
     "known",
+    "enterprise",
 ];
 const SUB_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32", "fqdn"];
 const SUB125_KEYS: &[&str] = &[
@@ -80,7 +81,10 @@ fn keys_with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str>
 }
 
 pub(super) fn class_keys() -> Vec<&'static str> {
-    keys_with(&keys_with(&["name"], MATCH_KEYS), SETTINGS_KEYS)
+    keys_with(
+        &keys_with(&["name", "vendor-option"], MATCH_KEYS),
+        SETTINGS_KEYS,
+    )
 }
 
 pub(super) fn shared_network_keys() -> Vec<&'static str> {
@@ -159,7 +163,7 @@ pub(super) fn class_ref(
     None
 }
 
-fn class_list(errs: &mut Errors<'_>, f: &Field<'_, '_>, names: &ClassNames) -> ClassSet {
+pub(super) fn class_list(errs: &mut Errors<'_>, f: &Field<'_, '_>, names: &ClassNames) -> ClassSet {
     let mut set = ClassSet::EMPTY;
     let items = match f.value() {
         DeValue::String(_) => {
@@ -345,6 +349,9 @@ fn read_match(errs: &mut Errors<'_>, t: &Table<'_, '_>, names: &ClassNames) -> C
     if let Some(f) = t.get("group") {
         m.group = class_ref(errs, &f, names);
     }
+    if let Some(f) = t.get("enterprise") {
+        m.enterprise = u32_in(errs, &f, 0, u32::MAX, "a 32-bit enterprise number");
+    }
     if let Some(f) = t.get("known") {
         m.known = boolean(errs, &f);
         if m.known == Some(false) && m.group.is_some() {
@@ -368,6 +375,7 @@ pub(super) fn read_class(
         .and_then(|f| string(errs, &f).map(str::to_string));
     let matches = read_match(errs, t, names);
     let settings = read_settings(errs, t);
+    let vendor_options6 = super::v6::read_vendor_options(errs, t);
     let name = name?;
     let id = *names.get(&name)?;
     Some(Class {
@@ -375,6 +383,7 @@ pub(super) fn read_class(
         name,
         matches,
         settings,
+        vendor_options6,
     })
 }
 

@@ -6,10 +6,14 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use crate::error::Errors;
+use crate::provisioning::ClassSet;
 use crate::reader::{array, boolean, parse_hex, string, tables, u32_in, Field, Table};
 use crate::v6::{
-    in_prefix6, mask6, parse_prefix6, PdPool6, Reservation6, Subnet6, V6Config, VendorOption6,
+    in_prefix6, mask6, parse_prefix6, PdPool6, PoolAccess6, Reservation6, Subnet6, V6Config,
+    VendorOption6,
 };
+
+use super::provisioning::{class_list, ClassNames};
 
 pub(super) const DHCPV6_KEYS: &[&str] = &[
     "lease-file",
@@ -34,9 +38,16 @@ pub(super) const SUBNET6_KEYS: &[&str] = &[
     "ntp-servers",
     "vendor-option",
     "reservation",
+    "deny-unknown",
 ];
-const POOL6_KEYS: &[&str] = &["range"];
-const PD_POOL_KEYS: &[&str] = &["prefix", "delegated-length"];
+pub(super) const POOL6_KEYS: &[&str] = &["range", "allow", "deny", "deny-unknown"];
+pub(super) const PD_POOL_KEYS: &[&str] = &[
+    "prefix",
+    "delegated-length",
+    "allow",
+    "deny",
+    "deny-unknown",
+];
 const VENDOR_KEYS: &[&str] = &["enterprise", "code", "hex", "text"];
 const RES6_KEYS: &[&str] = &["duid", "address", "prefix"];
 const MAX_TIME: u32 = i32::MAX as u32;
@@ -134,10 +145,91 @@ pub(super) fn read_dhcpv6(errs: &mut Errors<'_>, t: Option<&Table<'_, '_>>) -> V
     c
 }
 
+/// `allow` / `deny` / `deny-unknown` of a v6 pool table.
+fn read_access(errs: &mut Errors<'_>, t: &Table<'_, '_>, names: &ClassNames) -> PoolAccess6 {
+    let allow = t
+        .get("allow")
+        .map(|f| class_list(errs, &f, names))
+        .unwrap_or_default();
+    let deny = match t.get("deny") {
+        Some(f) => {
+            let d = class_list(errs, &f, names);
+            if allow.intersects(d) && (allow.0 & !d.0) == 0 {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "this pool can never be used: every class in `allow` is also in `deny`",
+                );
+            }
+            d
+        }
+        None => ClassSet::EMPTY,
+    };
+    let deny_unknown = t
+        .get("deny-unknown")
+        .and_then(|f| boolean(errs, &f))
+        .unwrap_or(false);
+    PoolAccess6 {
+        allow,
+        deny,
+        deny_unknown,
+    }
+}
+
+/// `[[...vendor-option]]` tables of `t` (a subnet6 or a class): option 17 sub-options
+/// grouped by enterprise number.
+pub(super) fn read_vendor_options(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Vec<VendorOption6> {
+    let mut out: Vec<VendorOption6> = Vec::new();
+    let Some(f) = t.get("vendor-option") else {
+        return out;
+    };
+    for v in tables(errs, &f, VENDOR_KEYS) {
+        let ent = v
+            .require(errs, "enterprise")
+            .and_then(|f| u32_in(errs, &f, 0, u32::MAX, "a 32-bit enterprise number"));
+        let code = v
+            .require(errs, "code")
+            .and_then(|f| u32_in(errs, &f, 0, 65535, "0 ..= 65535"));
+        let data = match (v.get("hex"), v.get("text")) {
+            (Some(h), None) => string(errs, &h).and_then(|x| match parse_hex(x) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    errs.push(&h.span(), &h.path, format!("not hex: {e}"));
+                    None
+                }
+            }),
+            (None, Some(tx)) => string(errs, &tx).map(|x| x.as_bytes().to_vec()),
+            _ => {
+                errs.push(&v.span, &v.path, "give exactly one of `hex` or `text`");
+                None
+            }
+        };
+        if let (Some(e), Some(c), Some(d)) = (ent, code, data) {
+            if d.len() > 1024 {
+                errs.push(
+                    &v.span,
+                    &v.path,
+                    format!("vendor sub-option of {} bytes (at most 1024)", d.len()),
+                );
+                continue;
+            }
+            match out.iter_mut().find(|x| x.enterprise == e) {
+                Some(x) => x.options.push((c as u16, d)),
+                None => out.push(VendorOption6 {
+                    enterprise: e,
+                    options: vec![(c as u16, d)],
+                }),
+            }
+        }
+    }
+    out
+}
+
 pub(super) fn read_subnet6(
     errs: &mut Errors<'_>,
     t: &Table<'_, '_>,
     index: usize,
+    names: &ClassNames,
 ) -> Option<Subnet6> {
     let (pfx, plen) = t.require(errs, "prefix").and_then(|f| prefix(errs, &f))?;
     let mut s = Subnet6 {
@@ -146,7 +238,10 @@ pub(super) fn read_subnet6(
         prefix_len: plen,
         interface: None,
         pools: vec![],
+        pool_access: vec![],
         pd_pools: vec![],
+        pd_pool_access: vec![],
+        deny_unknown: false,
         preferred: 3600,
         valid: 7200,
         t1: 0,
@@ -199,6 +294,7 @@ pub(super) fn read_subnet6(
                         );
                     } else {
                         s.pools.push((a, b));
+                        s.pool_access.push(read_access(errs, &p, names));
                     }
                 }
             }
@@ -224,6 +320,7 @@ pub(super) fn read_subnet6(
                         prefix_len: ppl,
                         delegated_len: dl,
                     });
+                    s.pd_pool_access.push(read_access(errs, &p, names));
                 }
             }
         }
@@ -261,6 +358,9 @@ pub(super) fn read_subnet6(
             );
         }
     }
+    if let Some(f) = t.get("deny-unknown") {
+        s.deny_unknown = boolean(errs, &f).unwrap_or(false);
+    }
     if let Some(f) = t.get("rapid-commit") {
         if let Some(b) = boolean(errs, &f) {
             s.rapid_commit = b;
@@ -287,47 +387,7 @@ pub(super) fn read_subnet6(
             }
         }
     }
-    if let Some(f) = t.get("vendor-option") {
-        for v in tables(errs, &f, VENDOR_KEYS) {
-            let ent = v
-                .require(errs, "enterprise")
-                .and_then(|f| u32_in(errs, &f, 0, u32::MAX, "a 32-bit enterprise number"));
-            let code = v
-                .require(errs, "code")
-                .and_then(|f| u32_in(errs, &f, 0, 65535, "0 ..= 65535"));
-            let data = match (v.get("hex"), v.get("text")) {
-                (Some(h), None) => string(errs, &h).and_then(|x| match parse_hex(x) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        errs.push(&h.span(), &h.path, format!("not hex: {e}"));
-                        None
-                    }
-                }),
-                (None, Some(tx)) => string(errs, &tx).map(|x| x.as_bytes().to_vec()),
-                _ => {
-                    errs.push(&v.span, &v.path, "give exactly one of `hex` or `text`");
-                    None
-                }
-            };
-            if let (Some(e), Some(c), Some(d)) = (ent, code, data) {
-                if d.len() > 1024 {
-                    errs.push(
-                        &v.span,
-                        &v.path,
-                        format!("vendor sub-option of {} bytes (at most 1024)", d.len()),
-                    );
-                    continue;
-                }
-                match s.vendor_options.iter_mut().find(|x| x.enterprise == e) {
-                    Some(x) => x.options.push((c as u16, d)),
-                    None => s.vendor_options.push(VendorOption6 {
-                        enterprise: e,
-                        options: vec![(c as u16, d)],
-                    }),
-                }
-            }
-        }
-    }
+    s.vendor_options = read_vendor_options(errs, t);
     if let Some(f) = t.get("reservation") {
         for r in tables(errs, &f, RES6_KEYS) {
             let duid = r.require(errs, "duid").and_then(|f| {

@@ -178,6 +178,9 @@ pub fn matches(m: &ClassMatch, f: &ClientFacts<'_>) -> bool {
             return false;
         }
     }
+    if m.enterprise.is_some() {
+        return false; // a DHCPv6 condition (option 16's enterprise number)
+    }
     if !field_passes(&m.vendor_class, f.vendor_class) || !field_passes(&m.user_class, f.user_class)
     {
         return false;
