@@ -451,16 +451,20 @@ fn fixed_inside_failover_pool(bed: &ClusterBed, servers: &[Server], pg: &Pg) -> 
             values.join(", ")
         ),
     )?;
-    wait_for("the in-pool registrations on pair 1", Duration::from_secs(5), || {
-        for s in [a, b] {
-            for (m, ..) in &cases {
-                if !registered(&s.socket, m)? {
-                    return Ok(None);
+    wait_for(
+        "the in-pool registrations on pair 1",
+        Duration::from_secs(5),
+        || {
+            for s in [a, b] {
+                for (m, ..) in &cases {
+                    if !registered(&s.socket, m)? {
+                        return Ok(None);
+                    }
                 }
             }
-        }
-        Ok(Some(()))
-    })?;
+            Ok(Some(()))
+        },
+    )?;
     for (i, (m, fixed, srv, gets)) in cases.iter().enumerate() {
         let (got, sid) = udhcpc_from(bed, 1, m, &format!("inpool-{i}"))?;
         eprintln!(
@@ -478,9 +482,16 @@ fn fixed_inside_failover_pool(bed: &ClusterBed, servers: &[Server], pg: &Pg) -> 
         if *gets {
             assert_eq!(got, *fixed, "{m}: its fixed address from {}", srv.name);
         } else {
-            assert_ne!(got, *fixed, "{m}: the partner's address given by {}", srv.name);
+            assert_ne!(
+                got, *fixed,
+                "{m}: the partner's address given by {}",
+                srv.name
+            );
             let range = u32::from(pool1(0))..=u32::from(pool1(2047));
-            assert!(range.contains(&u32::from(got)), "{m}: {got} not a pool address");
+            assert!(
+                range.contains(&u32::from(got)),
+                "{m}: {got} not a pool address"
+            );
             assert_eq!(
                 lease_state(&srv.socket, got)?,
                 "active",
@@ -489,11 +500,15 @@ fn fixed_inside_failover_pool(bed: &ClusterBed, servers: &[Server], pg: &Pg) -> 
             );
         }
         // Both servers of the pair agree on the binding (the failover update arrived).
-        wait_for("the binding on both servers", Duration::from_secs(5), || {
-            Ok((lease_state(&a.socket, got)? == "active"
-                && lease_state(&b.socket, got)? == "active")
-                .then_some(()))
-        })?;
+        wait_for(
+            "the binding on both servers",
+            Duration::from_secs(5),
+            || {
+                Ok((lease_state(&a.socket, got)? == "active"
+                    && lease_state(&b.socket, got)? == "active")
+                    .then_some(()))
+            },
+        )?;
     }
     Ok(())
 }
@@ -1066,8 +1081,8 @@ fn cluster_two_failover_pairs_one_registration_db_one_nats_one_archive() -> Res<
 
 /// The `dora` phase of an xdhcp-loadgen JSON report: (sent, acks, loss %, p50, p99, max µs).
 fn dora_phase(path: &Path) -> Res<(u64, u64, f64, f64, f64, f64)> {
-    let v: serde_json::Value = serde_json::from_str(&read_text(path)?)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
     let p = v["phases"]
         .as_array()
         .and_then(|a| a.iter().find(|p| p["name"] == "dora"))
@@ -1140,14 +1155,18 @@ fn cluster_registration_copy_propagates_to_four_servers_under_dora_load() -> Res
     )?;
     pg.psql("postgres", "CREATE DATABASE prov OWNER xdhcpd")?;
     let (servers, xds) = start_cluster(&bed, false)?;
-    wait_for("every server following PostgreSQL", Duration::from_secs(20), || {
-        for s in &servers {
-            if get(&s.socket, "/v1/status")?["registrations"]["connected"] != true {
-                return Ok(None);
+    wait_for(
+        "every server following PostgreSQL",
+        Duration::from_secs(20),
+        || {
+            for s in &servers {
+                if get(&s.socket, "/v1/status")?["registrations"]["connected"] != true {
+                    return Ok(None);
+                }
             }
-        }
-        Ok(Some(()))
-    })?;
+            Ok(Some(()))
+        },
+    )?;
     // The back office's file: one row per line, MAC and group.
     let csv = pg.dir.path().join("bulk.csv");
     let mut text = String::with_capacity(rows as usize * 24);
@@ -1164,7 +1183,7 @@ fn cluster_registration_copy_propagates_to_four_servers_under_dora_load() -> Res
     // Baseline: the same DORA load for 10 s without the COPY.
     let mut base = Vec::new();
     for p in 1..=2u8 {
-        base.push(spawn_dora(&bed, p, RATE, 10, "base", )?);
+        base.push(spawn_dora(&bed, p, RATE, 10, "base")?);
     }
     for (lg, _) in base.iter_mut() {
         lg.wait_exit(Duration::from_secs(40))?;
@@ -1201,7 +1220,9 @@ fn cluster_registration_copy_propagates_to_four_servers_under_dora_load() -> Res
             lg.check_alive()?;
         }
         if committed.elapsed() > Duration::from_secs(600) {
-            return Err(format!("not every server has the rows after 600 s: {done:?}"));
+            return Err(format!(
+                "not every server has the rows after 600 s: {done:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1228,9 +1249,18 @@ fn cluster_registration_copy_propagates_to_four_servers_under_dora_load() -> Res
             d.unwrap_or_default(),
             a1 - a0
         );
-        assert_eq!(registration_count(&s.socket)?, u64::from(rows), "{}", s.name);
+        assert_eq!(
+            registration_count(&s.socket)?,
+            u64::from(rows),
+            "{}",
+            s.name
+        );
         assert_eq!(st["lag_changes"], 0, "{}: {st}", s.name);
-        assert!(a1 > a0, "{} stopped answering during the propagation", s.name);
+        assert!(
+            a1 > a0,
+            "{} stopped answering during the propagation",
+            s.name
+        );
     }
     eprintln!("cluster_copy: all four servers {all:?} after the commit");
     for p in 1..=2u8 {

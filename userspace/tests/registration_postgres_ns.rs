@@ -397,7 +397,11 @@ fn registration_postgres_groups_selected_in_sql_and_moves_between_groups() -> Re
     })?;
 
     // One transaction: modem, cpe, modem.
-    let (a, b, c) = ("02:71:00:00:00:0a", "02:71:00:00:00:0b", "02:71:00:00:00:0c");
+    let (a, b, c) = (
+        "02:71:00:00:00:0a",
+        "02:71:00:00:00:0b",
+        "02:71:00:00:00:0c",
+    );
     pg.psql(
         "prov",
         &format!(
@@ -413,7 +417,10 @@ fn registration_postgres_groups_selected_in_sql_and_moves_between_groups() -> Re
     })?;
     assert!(show(&bed, b)?.is_none(), "a cpe row on a modem server");
     let st = status(&bed)?;
-    assert_eq!(st["changes_applied"], 2, "only the modem rows were sent: {st}");
+    assert_eq!(
+        st["changes_applied"], 2,
+        "only the modem rows were sent: {st}"
+    );
 
     // 50,000 rows of another group, then one modem row: only the modem row is sent.
     let bulk = 50_000u32;
@@ -434,16 +441,21 @@ fn registration_postgres_groups_selected_in_sql_and_moves_between_groups() -> Re
         &format!("INSERT INTO xdhcpd_registrations (mac, \"group\") VALUES ('{d}', 'modem')"),
     )?;
     let head = u64::from(bulk) + 4;
-    let took = until("the modem row after the bulk", Duration::from_secs(20), || {
-        Ok(show(&bed, d)?.is_some() && status(&bed)?["last_applied_seq"] == head)
-    })?;
+    let took = until(
+        "the modem row after the bulk",
+        Duration::from_secs(20),
+        || Ok(show(&bed, d)?.is_some() && status(&bed)?["last_applied_seq"] == head),
+    )?;
     let st = status(&bed)?;
     eprintln!(
         "registration_postgres_groups: {bulk} rows of another group and one of ours: ours in \
          the index {took:?} after the commit; changes sent {}",
         st["changes_applied"]
     );
-    assert_eq!(st["changes_applied"], 3, "the bulk of another group was sent: {st}");
+    assert_eq!(
+        st["changes_applied"], 3,
+        "the bulk of another group was sent: {st}"
+    );
     assert_eq!(st["lag_changes"], 0, "{st}");
     assert_eq!(count(&bed)?, 3);
 
@@ -468,8 +480,14 @@ fn registration_postgres_groups_selected_in_sql_and_moves_between_groups() -> Re
     assert!(show(&bed, c)?.is_none(), "deleted");
     assert_eq!(count(&bed)?, 2, "b and d");
     let st = status(&bed)?;
-    assert_eq!(st["changes_applied"], 6, "a, b and c sent, not the cpe delete: {st}");
-    assert_eq!(st["full_loads"], 1, "only the first one, of the empty database: {st}");
+    assert_eq!(
+        st["changes_applied"], 6,
+        "a, b and c sent, not the cpe delete: {st}"
+    );
+    assert_eq!(
+        st["full_loads"], 1,
+        "only the first one, of the empty database: {st}"
+    );
 
     // A restart catches up from the local copy; a fresh full load selects the same rows.
     daemon.signal(libc::SIGTERM)?;

@@ -507,13 +507,18 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             .iter()
             .zip([1u8, 3, 1, 3])
             .find(|(s, last)| {
-                sid == format!("10.7{}.0.{last}", 7 + p) && s.name.starts_with(&format!("dhcp-{}", p + 1))
+                sid == format!("10.7{}.0.{last}", 7 + p)
+                    && s.name.starts_with(&format!("dhcp-{}", p + 1))
             })
             .map_or(sid.clone(), |(s, _)| s.name.clone());
         println!(
             "   link {}: client {mac} (fixed address {fixed}) got {addr} from {by}{}",
             p + 1,
-            if addr == *fixed { "" } else { "  <-- NOT its fixed address" }
+            if addr == *fixed {
+                ""
+            } else {
+                "  <-- NOT its fixed address"
+            }
         );
         if addr == *fixed {
             served_by.insert(sid);
