@@ -35,6 +35,11 @@ use require::{require, Capability};
 const BULK: u32 = 100_000;
 
 fn config(bed: &Bed) -> Res<PathBuf> {
+    config_with(bed, "")
+}
+
+/// The daemon's configuration, `extra` appended to `[registrations.postgres]`.
+fn config_with(bed: &Bed, extra: &str) -> Res<PathBuf> {
     let pw = bed.path("pg-password");
     write_file(&pw, "s3cret-xdhcpd\n")?;
     let path = bed.path("xdhcpd.toml");
@@ -63,6 +68,7 @@ dbname = "prov"
 user = "xdhcpd"
 password-file = "{pw}"
 connect-timeout-secs = 2
+{extra}
 "#,
         iface = bed.srv_if(),
         leases = bed.path("leases.db").display(),
@@ -210,7 +216,7 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
         Ok(status(&bed)?["connected"] == true)
     })?;
     let v = pg.psql("prov", "SELECT max(version) FROM xdhcpd_schema_migrations")?;
-    assert_eq!(v.trim(), "1", "schema migrated by the daemon");
+    assert_eq!(v.trim(), "2", "schema migrated by the daemon");
 
     // One INSERT.
     // The client namespace's MAC: its DHCP client gets the fixed address.
@@ -358,6 +364,143 @@ fn registration_postgres_follow_copy_outage_catch_up() -> Res<()> {
         text.contains("serving from the local copy"),
         "the outage is logged: {text}"
     );
+    drop(pg);
+    Ok(())
+}
+
+/// `[registrations.postgres] groups`: PostgreSQL sends the server only the changes of its
+/// groups (a bulk insert of another group reaches it as nothing: its `changes_applied` does
+/// not move), and a registration that moves between groups is removed by the server that
+/// loses it and added by the one that gains it.
+#[test]
+fn registration_postgres_groups_selected_in_sql_and_moves_between_groups() -> Res<()> {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("psql"),
+        Capability::File(Path::new(PG_BIN).join("initdb"), "postgresql"),
+    ]) {
+        return Ok(());
+    }
+    xdhcpd_bin()?;
+    let bed = Bed::new(None)?;
+    let pg = Pg::init(bed.srv.name())?;
+    pg.start(true)?;
+    pg.psql(
+        "postgres",
+        "CREATE ROLE xdhcpd LOGIN PASSWORD 's3cret-xdhcpd'",
+    )?;
+    pg.psql("postgres", "CREATE DATABASE prov OWNER xdhcpd")?;
+    let cfg = config_with(&bed, "groups = [\"modem\"]")?;
+    let mut daemon = start(&bed, &cfg, &bed.path("xdhcpd.log"))?;
+    until("connected to PostgreSQL", Duration::from_secs(10), || {
+        Ok(status(&bed)?["connected"] == true)
+    })?;
+
+    // One transaction: modem, cpe, modem.
+    let (a, b, c) = (
+        "02:71:00:00:00:0a",
+        "02:71:00:00:00:0b",
+        "02:71:00:00:00:0c",
+    );
+    pg.psql(
+        "prov",
+        &format!(
+            "INSERT INTO xdhcpd_registrations (mac, \"group\") VALUES \
+             ('{a}', 'modem'), ('{b}', 'cpe'), ('{c}', 'modem')"
+        ),
+    )?;
+    until("the modem rows", Duration::from_secs(5), || {
+        Ok(show(&bed, a)?.is_some() && show(&bed, c)?.is_some())
+    })?;
+    until("the cursor at the head", Duration::from_secs(5), || {
+        Ok(status(&bed)?["last_applied_seq"] == 3)
+    })?;
+    assert!(show(&bed, b)?.is_none(), "a cpe row on a modem server");
+    let st = status(&bed)?;
+    assert_eq!(
+        st["changes_applied"], 2,
+        "only the modem rows were sent: {st}"
+    );
+
+    // 50,000 rows of another group, then one modem row: only the modem row is sent.
+    let bulk = 50_000u32;
+    pg.psql(
+        "prov",
+        &format!(
+            "INSERT INTO xdhcpd_registrations (mac, \"group\") \
+             SELECT ('02:72:00:' || lpad(to_hex(i / 65536), 2, '0') || ':' || \
+                     lpad(to_hex(i / 256 % 256), 2, '0') || ':' || lpad(to_hex(i % 256), 2, '0'))\
+                     ::macaddr, 'cpe' \
+             FROM generate_series(0, {}) i",
+            bulk - 1
+        ),
+    )?;
+    let d = "02:71:00:00:00:0d";
+    pg.psql(
+        "prov",
+        &format!("INSERT INTO xdhcpd_registrations (mac, \"group\") VALUES ('{d}', 'modem')"),
+    )?;
+    let head = u64::from(bulk) + 4;
+    let took = until(
+        "the modem row after the bulk",
+        Duration::from_secs(20),
+        || Ok(show(&bed, d)?.is_some() && status(&bed)?["last_applied_seq"] == head),
+    )?;
+    let st = status(&bed)?;
+    eprintln!(
+        "registration_postgres_groups: {bulk} rows of another group and one of ours: ours in \
+         the index {took:?} after the commit; changes sent {}",
+        st["changes_applied"]
+    );
+    assert_eq!(
+        st["changes_applied"], 3,
+        "the bulk of another group was sent: {st}"
+    );
+    assert_eq!(st["lag_changes"], 0, "{st}");
+    assert_eq!(count(&bed)?, 3);
+
+    // Moves: a modem -> cpe (the server loses it), b cpe -> modem (gains it), c deleted, one
+    // cpe row deleted (not sent).
+    pg.psql(
+        "prov",
+        &format!(
+            "BEGIN; UPDATE xdhcpd_registrations SET \"group\" = 'cpe' WHERE mac = '{a}'; \
+             UPDATE xdhcpd_registrations SET \"group\" = 'modem', host_name = 'moved-in' \
+             WHERE mac = '{b}'; \
+             DELETE FROM xdhcpd_registrations WHERE mac IN ('{c}', '02:72:00:00:10:10'); COMMIT"
+        ),
+    )?;
+    until("the moves", Duration::from_secs(5), || {
+        Ok(status(&bed)?["last_applied_seq"] == head + 4)
+    })?;
+    assert!(show(&bed, a)?.is_none(), "moved out of modem: removed");
+    let r = show(&bed, b)?.ok_or("moved into modem: not added")?;
+    assert_eq!(r["group"], "modem", "{r}");
+    assert_eq!(r["host-name"], "moved-in", "{r}");
+    assert!(show(&bed, c)?.is_none(), "deleted");
+    assert_eq!(count(&bed)?, 2, "b and d");
+    let st = status(&bed)?;
+    assert_eq!(
+        st["changes_applied"], 6,
+        "a, b and c sent, not the cpe delete: {st}"
+    );
+    assert_eq!(
+        st["full_loads"], 1,
+        "only the first one, of the empty database: {st}"
+    );
+
+    // A restart catches up from the local copy; a fresh full load selects the same rows.
+    daemon.signal(libc::SIGTERM)?;
+    daemon.wait_exit(Duration::from_secs(15))?;
+    let _ = std::fs::remove_dir_all(bed.path("regs"));
+    let mut daemon = start(&bed, &cfg, &bed.path("xdhcpd-2.log"))?;
+    until("the full load", Duration::from_secs(20), || {
+        Ok(status(&bed)?["full_loads"] == 1)
+    })?;
+    assert_eq!(count(&bed)?, 2, "full load: b and d");
+    assert!(show(&bed, b)?.is_some() && show(&bed, d)?.is_some());
+    daemon.signal(libc::SIGTERM)?;
+    daemon.wait_exit(Duration::from_secs(15))?;
     drop(pg);
     Ok(())
 }

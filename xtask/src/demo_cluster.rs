@@ -202,6 +202,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     if !no_setup {
         setup::setup(&setup::SetupArgs { no_apt: false })?;
     }
+    let started = Instant::now();
     let bin = build::build(&build::BuildArgs { debug_ebpf: false })?;
     util::run(
         Command::new(util::cargo())
@@ -210,6 +211,8 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     )?;
     let loadgen = util::target_dir().join("release/xdhcp-loadgen");
     check_interrupt()?;
+    let built = started.elapsed();
+    let shown = Instant::now();
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("xdhcpd-cluster-demo-{pid}"));
     std::fs::create_dir_all(work.join("pg"))?;
@@ -411,20 +414,36 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     )?;
     println!("   all four NORMAL and connected after {took:?}");
 
-    println!("== a registration INSERTed in PostgreSQL (one transaction, one per link)");
-    let regs = [
-        ("02:5a:c1:00:00:01", "10.77.200.3"),
-        ("02:5a:c2:00:00:01", "10.78.200.3"),
-    ];
+    println!(
+        "== registrations INSERTed in PostgreSQL by the back office (one transaction: six \
+         clients per link, group modem, fixed addresses outside the pools)"
+    );
+    // Six per link: each server of a pair answers the clients of its load-balancing bucket,
+    // so among six clients both servers of each pair almost surely answer one.
+    let regs: Vec<(u8, String, String)> = (1..=2u8)
+        .flat_map(|p| {
+            (1..=6u8).map(move |n| {
+                (
+                    p,
+                    format!("02:5a:c{p}:00:00:{n:02x}"),
+                    format!("10.7{}.200.{n}", 6 + p),
+                )
+            })
+        })
+        .collect();
+    let values: Vec<String> = regs
+        .iter()
+        .map(|(_, mac, ip)| format!("('{mac}', 'modem', '{ip}')"))
+        .collect();
     c.psql(
         "prov",
         &format!(
-            "INSERT INTO xdhcpd_registrations (mac, \"group\", fixed_address) VALUES \
-             ('{}', 'modem', '{}'), ('{}', 'modem', '{}')",
-            regs[0].0, regs[0].1, regs[1].0, regs[1].1
+            "INSERT INTO xdhcpd_registrations (mac, \"group\", fixed_address) VALUES {}",
+            values.join(", ")
         ),
     )?;
     let committed = Instant::now();
+    let last = regs.last().map(|r| r.1.clone()).unwrap_or_default();
     let mut seen = vec![None; servers.len()];
     wait(
         "the registrations on every server",
@@ -432,7 +451,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         || {
             for (i, s) in servers.iter().enumerate() {
                 if seen[i].is_none() {
-                    let body = format!(r#"{{"op":"show","select":{{"mac":"{}"}}}}"#, regs[1].0);
+                    let body = format!(r#"{{"op":"show","select":{{"mac":"{last}"}}}}"#);
                     if http(&s.sock, "POST", "/v1/registrations", &body)?.0 == 200 {
                         seen[i] = Some(committed.elapsed());
                     }
@@ -443,19 +462,30 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     )?;
     for (s, d) in servers.iter().zip(&seen) {
         println!(
-            "   {}: in its index {:?} after the commit",
+            "   {}: all 12 in its index {:?} after the commit",
             s.name,
             d.unwrap_or_default()
         );
     }
-    for (p, (mac, _)) in regs.iter().enumerate() {
+    println!("== the registered clients ask (busybox udhcpc on each link) until both servers of each pair have answered one");
+    let mut served_by = std::collections::BTreeSet::new();
+    for (p, mac, fixed) in &regs {
+        let p = usize::from(*p) - 1;
+        let pair_sids = [format!("10.7{}.0.1", 7 + p), format!("10.7{}.0.3", 7 + p)];
+        if pair_sids.iter().all(|sid| served_by.contains(sid)) {
+            continue;
+        }
         let ns = &c.ns[p * 3 + 2];
         ip(&["-n", ns, "link", "set", "dhcp0", "address", mac])?;
-        let script = c.path(&format!("udhcpc-{p}.sh"));
-        let ev = c.path(&format!("udhcpc-{p}.ev"));
+        let tag = mac.replace(':', "");
+        let script = c.path(&format!("udhcpc-{tag}.sh"));
+        let ev = c.path(&format!("udhcpc-{tag}.ev"));
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"$1 $ip\" >> '{}'\n", ev.display()),
+            format!(
+                "#!/bin/sh\necho \"$1 $ip $serverid\" >> '{}'\n",
+                ev.display()
+            ),
         )?;
         util::output(Command::new("chmod").arg("755").arg(&script))?;
         let _ = Cluster::in_ns(ns, "timeout")
@@ -466,15 +496,38 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             .arg(&script)
             .output();
         let got = std::fs::read_to_string(&ev).unwrap_or_default();
-        let addr = got
+        let (addr, sid) = got
             .lines()
-            .find_map(|l| l.strip_prefix("bound "))
-            .unwrap_or("none");
+            .find_map(|l| {
+                let mut f = l.strip_prefix("bound ")?.split_whitespace();
+                Some((f.next()?.to_string(), f.next().unwrap_or("?").to_string()))
+            })
+            .unwrap_or_else(|| ("none".into(), "nobody".into()));
+        let by = servers
+            .iter()
+            .zip([1u8, 3, 1, 3])
+            .find(|(s, last)| {
+                sid == format!("10.7{}.0.{last}", 7 + p)
+                    && s.name.starts_with(&format!("dhcp-{}", p + 1))
+            })
+            .map_or(sid.clone(), |(s, _)| s.name.clone());
         println!(
-            "   the registered client on link {} ({mac}) got {addr}",
-            p + 1
+            "   link {}: client {mac} (fixed address {fixed}) got {addr} from {by}{}",
+            p + 1,
+            if addr == *fixed {
+                ""
+            } else {
+                "  <-- NOT its fixed address"
+            }
         );
+        if addr == *fixed {
+            served_by.insert(sid);
+        }
     }
+    println!(
+        "   servers that handed out a registered fixed address: {} of 4",
+        served_by.len()
+    );
 
     let secs = seconds.max(12);
     println!(
@@ -582,5 +635,10 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         print!("{out}");
     }
     drop(c);
+    println!(
+        "== the cluster demo took {:?} (and {:?} to build before it)",
+        shown.elapsed(),
+        built
+    );
     Ok(())
 }

@@ -50,6 +50,28 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // `cargo run` (the `cargo xtask` alias) sets the package variables of the xtask binary;
+    // the cargo builds started from here would inherit them, and build scripts that watch
+    // them (ring's `rerun-if-env-changed=CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...) would
+    // run again, rebuilding ring and the daemon at every switch between `cargo xtask` and a
+    // plain `cargo test` (the cluster demo's build step took 10-16 minutes for that).
+    let inherited: Vec<_> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.to_str().is_some_and(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        k,
+                        "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+                    )
+            })
+        })
+        .collect();
+    for k in inherited {
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::remove_var(k);
+    }
     match Cli::parse().command {
         Cmd::Setup(args) => setup::setup(&args),
         Cmd::BuildEbpf(args) => ebpf::build_ebpf(&args).map(drop),

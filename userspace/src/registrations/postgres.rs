@@ -26,11 +26,18 @@ use xdhcpd_registrations::{Cursor, FeedChange, Json};
 use super::SharedStore;
 
 /// The schema's migrations: (version, name, SQL), applied in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "registrations",
-    include_str!("migrations/0001_registrations.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "registrations",
+        include_str!("migrations/0001_registrations.sql"),
+    ),
+    (
+        2,
+        "changes_old_group",
+        include_str!("migrations/0002_changes_old_group.sql"),
+    ),
+];
 
 /// Serialises migrations of concurrent servers.
 const MIGRATION_LOCK: i64 = 7_385_610_018;
@@ -618,25 +625,37 @@ async fn catch_up(
     if from < pruned {
         return Ok(false);
     }
+    // The feed is read a window of `PAGE` sequence numbers at a time; with `groups` set,
+    // PostgreSQL returns only the changes that concern them: a row whose new group is one of
+    // them, or whose old group was (an update that moves it out, a delete: the row must
+    // go), or whose old group is unknown (changes written before schema 2 recorded it).
+    // Every change up to `head` is committed (writers draw sequence numbers under one
+    // lock, in commit order), so the window's end is the cursor even when nothing in it was
+    // ours.
     while from < head {
+        let to = from.saturating_add(PAGE as u64).min(head);
         let rows = client
             .query(
                 "SELECT seq, old_mac, old_client_id, new::text FROM xdhcpd_registration_changes
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&(from as i64), &PAGE],
+                 WHERE seq > $1 AND seq <= $2
+                   AND ($3::text[] IS NULL
+                        OR new->>'group' = ANY($3::text[])
+                        OR old_group = ANY($3::text[])
+                        OR (old_group IS NULL
+                            AND (old_mac IS NOT NULL OR old_client_id IS NOT NULL)))
+                 ORDER BY seq",
+                &[&(from as i64), &(to as i64), &cfg.groups],
             )
             .await
             .context("reading xdhcpd_registration_changes")?;
         status.contact();
-        let Some(last) = rows.last() else { break };
-        let last_seq = last.get::<_, i64>(0) as u64;
         let mut bad = 0u64;
         let changes: Vec<FeedChange> = rows
             .iter()
             .map(|r| {
                 let seq = r.get::<_, i64>(0) as u64;
-                // A row outside the configured groups is not kept: an insert is skipped,
-                // an update that moves a row out of them removes it here.
+                // The new row outside the configured groups (a row moved out of them) is
+                // not kept: its old keys are removed here.
                 let new = r
                     .get::<_, Option<&str>>(3)
                     .and_then(|t| {
@@ -656,26 +675,30 @@ async fn catch_up(
                 }
             })
             .collect();
-        let rep = lock(store)
-            .apply_feed(
-                &changes,
-                Cursor {
-                    source: instance.to_string(),
-                    seq: last_seq,
-                },
-            )
-            .context("applying changes to the local copy")?;
-        for (seq, e) in rep.rejected.iter().take(20) {
-            tracing::warn!("registrations: change {seq} refused: {e}");
+        // A window with nothing of ours moves the cursor in memory only; the last window
+        // writes it (one store transaction, one fsync, per window with changes).
+        if !changes.is_empty() || to == head {
+            let rep = lock(store)
+                .apply_feed(
+                    &changes,
+                    Cursor {
+                        source: instance.to_string(),
+                        seq: to,
+                    },
+                )
+                .context("applying changes to the local copy")?;
+            for (seq, e) in rep.rejected.iter().take(20) {
+                tracing::warn!("registrations: change {seq} refused: {e}");
+            }
+            status
+                .rejected
+                .fetch_add(bad + rep.rejected.len() as u64, Relaxed);
+            status
+                .changes_applied
+                .fetch_add(rep.applied as u64, Relaxed);
         }
-        status
-            .rejected
-            .fetch_add(bad + rep.rejected.len() as u64, Relaxed);
-        status
-            .changes_applied
-            .fetch_add(rep.applied as u64, Relaxed);
-        status.last_applied_seq.store(last_seq, Relaxed);
-        from = last_seq;
+        status.last_applied_seq.store(to, Relaxed);
+        from = to;
     }
     Ok(true)
 }
