@@ -218,7 +218,7 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 /// netfilter, so the cut is made on the way there).
 fn cut(bed: &PairBed) -> Res<()> {
     let rules = format!(
-        "table bridge rhc_cut {{\n  chain fwd {{\n    type filter hook forward priority 0;\n    \
+        "table bridge rhc_cut {{\n  chain relay_cut {{\n    type filter hook forward priority 0;\n    \
          ip saddr {RELAY} ip daddr {A_ADDR} drop\n    ip saddr {A_ADDR} ip daddr {RELAY} drop\n  \
          }}\n}}\n"
     );
@@ -322,6 +322,10 @@ fn scenario() -> Res<()> {
         by_b[1..].iter().all(|(_, w)| *w <= Duration::from_secs(5)),
         "{by_b:?}"
     );
+    eprintln!(
+        "relay_health_ns: after the cut, clients bound by the secondary after {:?}",
+        by_b.iter().map(|(_, w)| *w).collect::<Vec<_>>()
+    );
     let v = relays(&b.socket, false)?;
     let r = v["relays"]
         .as_array()
@@ -380,6 +384,10 @@ fn scenario() -> Res<()> {
     assert!(
         back_to_a,
         "no client was served by the primary after the repair"
+    );
+    eprintln!(
+        "relay_health_ns: a client served by the primary {:?} after the repair",
+        repaired.elapsed()
     );
     assert_eq!(
         relay_state(&b.socket)?.as_deref(),
