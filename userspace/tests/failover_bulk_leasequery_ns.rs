@@ -280,7 +280,10 @@ fn scenario() -> Res<()> {
             "{e}: {} of {} ACKs missed, e.g. {:?}",
             uncovered(&acks, &lines).len(),
             acks.len(),
-            uncovered(&acks, &lines).into_iter().take(5).collect::<Vec<_>>()
+            uncovered(&acks, &lines)
+                .into_iter()
+                .take(5)
+                .collect::<Vec<_>>()
         )
     })?;
     let lines = parse_lines(&read_text(&sub_log)?);

@@ -1122,9 +1122,9 @@ impl Core {
             client_id: cfg.client_id,
             broadcast: cfg.broadcast,
             relay: cfg.relay.map(|giaddr| Relay {
-                        relay_id: cfg.relay_id,
-                        ..relay_info(giaddr, g, cfg.mac_salt)
-                    }),
+                relay_id: cfg.relay_id,
+                ..relay_info(giaddr, g, cfg.mac_salt)
+            }),
             nonce: cfg.scenario == Scenario::ForceRenew,
         };
         let peer = Peer {
