@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/failover/partner-down"),
     ("POST", "/v1/failover/recover"),
     ("POST", "/v1/failover/pause"),
+    ("GET", "/v1/failover/relays"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/registrations"),
     ("POST", "/v1/registrations"),
