@@ -312,6 +312,7 @@ fn config(scenario: Scenario, clients: u32, count: u64) -> EngineConfig {
         timeout_ns: 20_000_000,
         retries: 0,
         relay: None,
+        relay_id: Default::default(),
         client_id: true,
         broadcast: false,
         mac_salt: 0x4c,

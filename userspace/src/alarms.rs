@@ -3,7 +3,9 @@
 //! counted in [`AlarmCounters`] for metrics. Checked by the daemon's main loop every few
 //! seconds, off the packet path: pool utilisation above `[alarms] pool-utilisation-pct`, pool
 //! exhausted, failover partner unreachable for `partner-unreachable-secs`, partner on a
-//! different implementation version, lease-table flush failures.
+//! different implementation version, lease-table flush failures, a relay that seems unable to
+//! reach the failover partner (relay health check; raised per relay, reminded every
+//! `rhc-warning-interval` while it lasts).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,8 @@ pub struct AlarmCounters {
     pub partner_mismatch_raised: AtomicU64,
     pub partner_mismatch_active: AtomicU64,
     pub flush_failures_raised: AtomicU64,
+    pub relay_interrupted_raised: AtomicU64,
+    pub relay_interrupted_active: AtomicU64,
 }
 
 /// Alarm state kept by the main loop.
@@ -41,6 +45,8 @@ pub struct Alarms {
     unreachable: bool,
     mismatch: bool,
     flush_failures_seen: u64,
+    /// Relays (relay health check) whose alarm is raised.
+    relays: HashMap<std::net::Ipv4Addr, bool>,
 }
 
 /// How often the conditions are looked at.
@@ -67,6 +73,7 @@ impl Alarms {
             unreachable: false,
             mismatch: false,
             flush_failures_seen: 0,
+            relays: HashMap::new(),
         }
     }
 
@@ -82,12 +89,16 @@ impl Alarms {
         table: &LeaseTable,
         cfg: &Config,
         failover: Option<&Failover>,
+        rhc: Option<&xdhcpd_failover::RelayHealth>,
         now: u32,
     ) {
         if Instant::now() < self.next_check {
             return;
         }
         self.next_check = Instant::now() + CHECK_EVERY;
+        if let Some(r) = rhc {
+            self.check_relays(r, now);
+        }
         self.check_pools(&table.all_stats(), cfg);
         let f = table.flush_failures();
         if f > self.flush_failures_seen {
@@ -145,6 +156,58 @@ impl Alarms {
                     &self.counters.partner_mismatch_active,
                 );
             }
+        }
+    }
+
+    /// Relay health check: one alarm per relay that seems unable to reach the partner (we
+    /// answer its clients for the partner), cleared when the partner is heard again.
+    fn check_relays(&mut self, rhc: &xdhcpd_failover::RelayHealth, now: u32) {
+        use xdhcpd_failover::RelayState;
+        let views = rhc.snapshot(now);
+        // Reminders while it lasts (the first warning is the alarm itself).
+        for v in rhc.due_warnings(now) {
+            if self.relays.get(&v.relay).copied().unwrap_or(false) {
+                tracing::warn!(
+                    alarm = "relay-interrupted",
+                    "relay {} still seems unable to reach the failover partner: answered {} \
+                     DISCOVER(s) for it since {} s ago",
+                    v.relay,
+                    v.served,
+                    now.saturating_sub(v.takeover_since)
+                );
+            }
+        }
+        for v in &views {
+            let active = self.relays.entry(v.relay).or_default();
+            let what = if v.state == RelayState::Interrupted {
+                format!(
+                    "relay {} seems unable to reach the failover partner: {} DISCOVER(s) for the \
+                     partner since {} s ago and no REQUEST naming it (last {}); answering its \
+                     clients for the partner",
+                    v.relay,
+                    v.unanswered,
+                    now.saturating_sub(v.first_unanswered),
+                    if v.partner_heard == 0 {
+                        "never".to_string()
+                    } else {
+                        format!("{} s ago", now.saturating_sub(v.partner_heard))
+                    }
+                )
+            } else {
+                format!(
+                    "relay {} reaches the failover partner again (or sends nothing for it); \
+                     {} DISCOVER(s) were answered for the partner",
+                    v.relay, v.served
+                )
+            };
+            edge(
+                active,
+                v.state == RelayState::Interrupted,
+                "relay-interrupted",
+                &what,
+                &self.counters.relay_interrupted_raised,
+                &self.counters.relay_interrupted_active,
+            );
         }
     }
 

@@ -105,6 +105,10 @@ struct Args {
     /// Relay mode: giaddr to put in requests (sent unicast from port 67 to --server).
     #[arg(long)]
     relay: Option<Ipv4Addr>,
+    /// Relay mode: an RFC 6925 relay-id (option 82 sub-option 12, up to 16 bytes) in every
+    /// relayed request.
+    #[arg(long, requires = "relay")]
+    relay_id: Option<String>,
     /// Server address (required with --relay).
     #[arg(long)]
     server: Option<Ipv4Addr>,
@@ -229,6 +233,19 @@ fn main() -> ExitCode {
         ScenarioArg::InitReboot => Scenario::InitReboot,
         ScenarioArg::Forcerenew => Scenario::ForceRenew,
     };
+    let relay_id = match a.relay_id.as_deref() {
+        None => xdhcpd_tools::loadgen::request::RelayId::default(),
+        Some(s) => match xdhcpd_tools::loadgen::request::RelayId::new(s.as_bytes()) {
+            Some(id) => id,
+            None => {
+                eprintln!(
+                    "xdhcp-loadgen: --relay-id {s:?}: 1 to {} bytes",
+                    xdhcpd_tools::loadgen::request::RelayId::MAX
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     let implied =
         matches!(a.scenario, ScenarioArg::Sarr | ScenarioArg::SarrRenew) || a.relay6.is_some();
     let ia = a.dhcpv6.or(implied.then_some(IaArg::Na));
@@ -281,6 +298,7 @@ fn main() -> ExitCode {
             timeout_ns: a.timeout_ms.max(1) * 1_000_000,
             retries: a.retries,
             relay: a.relay,
+            relay_id,
             client_id: !a.no_client_id,
             broadcast: a.broadcast_flag,
             mac_salt: a.mac_salt,

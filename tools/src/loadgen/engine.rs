@@ -21,7 +21,7 @@ use super::addrbook::AckCheck;
 use super::forcerenew::{self, FrAuth};
 use super::port::{Port, TxOutcome, BATCH};
 use super::reply::{parse_reply_payload, Reply};
-use super::request::{self, client_mac, relay_info, Msg, Peer, RequestSpec};
+use super::request::{self, client_mac, relay_info, Msg, Peer, Relay, RequestSpec};
 use super::scenario::{Phase, PhaseStats, Scenario, PHASES};
 use super::shared::{EngineConfig, Shared, ThreadReport, ThreadTotals};
 use super::v6::{self, Msg6, Spec6, V6Config, MAX_DUID};
@@ -372,7 +372,10 @@ impl<P: Port> Engine<P> {
                     mac: client_mac(cfg.mac_salt, g),
                     client_id: cfg.client_id,
                     broadcast: cfg.broadcast,
-                    relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+                    relay: cfg.relay.map(|giaddr| Relay {
+                        relay_id: cfg.relay_id,
+                        ..relay_info(giaddr, g, cfg.mac_salt)
+                    }),
                     nonce: false,
                 };
                 let Some(addrs) = request::addressing(&spec, &peer) else {
@@ -1118,7 +1121,10 @@ impl Core {
             mac: client_mac(cfg.mac_salt, g),
             client_id: cfg.client_id,
             broadcast: cfg.broadcast,
-            relay: cfg.relay.map(|giaddr| relay_info(giaddr, g, cfg.mac_salt)),
+            relay: cfg.relay.map(|giaddr| Relay {
+                relay_id: cfg.relay_id,
+                ..relay_info(giaddr, g, cfg.mac_salt)
+            }),
             nonce: cfg.scenario == Scenario::ForceRenew,
         };
         let peer = Peer {

@@ -68,6 +68,40 @@ pub struct Relay {
     pub giaddr: Ipv4Addr,
     pub circuit_id: [u8; 4],
     pub remote_id: [u8; 6],
+    /// RFC 6925 relay-id (sub-option 12), the same for every client; empty = none.
+    pub relay_id: RelayId,
+}
+
+/// A relay-id of at most [`RelayId::MAX`] bytes, kept inline (requests are built without
+/// allocation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayId {
+    bytes: [u8; RelayId::MAX],
+    len: u8,
+}
+
+impl RelayId {
+    /// Longest relay-id the load generator sends (option 82 stays small: servers keep it
+    /// whole only up to a size).
+    pub const MAX: usize = 16;
+
+    /// `id`, if it is 1 to [`RelayId::MAX`] bytes.
+    pub fn new(id: &[u8]) -> Option<RelayId> {
+        if id.is_empty() || id.len() > Self::MAX {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..id.len()].copy_from_slice(id);
+        Some(RelayId {
+            bytes,
+            len: id.len() as u8,
+        })
+    }
+
+    /// The relay-id's bytes (empty: none).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
 }
 
 /// One request to build.
@@ -106,6 +140,7 @@ pub fn client_mac(salt: u8, index: u32) -> [u8; 6] {
 /// Option 82 of client `g`: circuit-id = its index, remote-id = its MAC.
 pub fn relay_info(giaddr: Ipv4Addr, g: u32, salt: u8) -> Relay {
     Relay {
+        relay_id: RelayId::default(),
         giaddr,
         circuit_id: g.to_be_bytes(),
         remote_id: client_mac(salt, g),
@@ -166,25 +201,32 @@ pub fn write_dhcp(buf: &mut [u8], spec: &RequestSpec) -> Result<usize, NoRoom> {
         // Option 82 is the last option before END (RFC 3046 2.1).
         let c = r.circuit_id;
         let m = r.remote_id;
-        w.put(
-            opt::RELAY_AGENT_INFO,
-            &[
-                relay_sub::CIRCUIT_ID,
-                4,
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                relay_sub::REMOTE_ID,
-                6,
-                m[0],
-                m[1],
-                m[2],
-                m[3],
-                m[4],
-                m[5],
-            ],
-        );
+        let mut v = [0u8; 14 + 2 + RelayId::MAX];
+        v[..14].copy_from_slice(&[
+            relay_sub::CIRCUIT_ID,
+            4,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            relay_sub::REMOTE_ID,
+            6,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+        ]);
+        let id = r.relay_id.as_bytes();
+        let mut n = 14;
+        if !id.is_empty() {
+            v[14] = relay_sub::RELAY_ID;
+            v[15] = id.len() as u8;
+            v[16..16 + id.len()].copy_from_slice(id);
+            n = 16 + id.len();
+        }
+        w.put(opt::RELAY_AGENT_INFO, &v[..n]);
     }
     w.b[w.at] = opt::END;
     Ok(PAYLOAD_LEN)

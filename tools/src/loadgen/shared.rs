@@ -25,6 +25,8 @@ pub struct EngineConfig {
     pub timeout_ns: u64,
     pub retries: u8,
     pub relay: Option<Ipv4Addr>,
+    /// Relay mode: the RFC 6925 relay-id every relayed request carries (empty: none).
+    pub relay_id: super::request::RelayId,
     pub client_id: bool,
     pub broadcast: bool,
     pub mac_salt: u8,

@@ -24,6 +24,14 @@
 //! auth-key-file = "/etc/xdhcpd/failover.key"  # pre-shared key (xdhcpd partners: required)
 //! partner-mclt-min = 300        # secondary: refuse a CONNECT with a smaller MCLT
 //! partner-mclt-max = 86400      # secondary: refuse a CONNECT with a larger MCLT
+//! relay-health-check = "off"    # "v4": answer the partner's clients of a relay cut off from it
+//! rhc-unresponsive-time = 30    # the relay health check's settings (CPNR names)
+//! rhc-request-count = 10
+//! rhc-elapsed-time = 10
+//! rhc-response-time = 60
+//! rhc-restart-time = 120
+//! rhc-warning-interval = 300
+//! rhc-max-relays = 4096
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -54,7 +62,45 @@ pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "auth-key-file",
     "partner-mclt-min",
     "partner-mclt-max",
+    "relay-health-check",
+    "rhc-unresponsive-time",
+    "rhc-request-count",
+    "rhc-elapsed-time",
+    "rhc-response-time",
+    "rhc-restart-time",
+    "rhc-warning-interval",
+    "rhc-max-relays",
 ];
+
+/// The relay health check's settings (`relay-health-check`, `rhc-*`; CPNR's names). Seconds
+/// and counts; see `xdhcpd_failover::relay_health` for what each does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayHealthConfig {
+    /// `relay-health-check = "v4"` (default `"off"`).
+    pub enabled: bool,
+    pub unresponsive_time: u32,
+    pub request_count: u32,
+    pub elapsed_time: u16,
+    pub response_time: u32,
+    pub restart_time: u32,
+    pub warning_interval: u32,
+    pub max_relays: u32,
+}
+
+impl Default for RelayHealthConfig {
+    fn default() -> Self {
+        RelayHealthConfig {
+            enabled: false,
+            unresponsive_time: 30,
+            request_count: 10,
+            elapsed_time: 10,
+            response_time: 60,
+            restart_time: 120,
+            warning_interval: 300,
+            max_relays: 4096,
+        }
+    }
+}
 
 /// What runs on the partner: decides how the connection is authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +146,8 @@ pub struct FailoverConfig {
     pub partner_mclt_min: u32,
     /// Secondary: the largest MCLT accepted from the primary's CONNECT.
     pub partner_mclt_max: u32,
+    /// The relay health check (`relay-health-check`, `rhc-*`).
+    pub relay_health: RelayHealthConfig,
     /// Per pool: the scope's balance settings (see [`PoolBalanceCfg`]); filled from the
     /// `[[subnet]]` tables once pool ids are known.
     pub pools: Vec<PoolBalanceCfg>,
@@ -305,6 +353,7 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
             );
         }
     }
+    let relay_health = read_relay_health(errs, t);
     if let (Some(a), Some(p), Some(f)) = (address, peer_address, t.get("peer-address")) {
         if a == p {
             errs.push(&f.span(), &f.path, "peer-address must differ from address");
@@ -333,7 +382,119 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         auth_key_file: auth_key_file?,
         partner_mclt_min: mclt_min?,
         partner_mclt_max: mclt_max?,
+        relay_health: relay_health?,
         pools: Vec::new(),
+    })
+}
+
+fn read_relay_health(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<RelayHealthConfig> {
+    let d = RelayHealthConfig::default();
+    let enabled = match t.get("relay-health-check") {
+        None => Some(false),
+        Some(f) => string(errs, &f).and_then(|s| match s {
+            "off" | "disabled" => Some(false),
+            "v4" => Some(true),
+            "v6" | "both" => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!(
+                        "{s:?}: the DHCPv6 relay health check is not implemented; \
+                         expected \"off\" or \"v4\""
+                    ),
+                );
+                None
+            }
+            other => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{other:?} is not known: expected \"off\" or \"v4\""),
+                );
+                None
+            }
+        }),
+    };
+    let num = |errs: &mut Errors<'_>, key: &str, lo: u32, hi: u32, default: u32, what: &str| match t
+        .get(key)
+    {
+        None => Some(default),
+        Some(f) => u32_in(errs, &f, lo, hi, what),
+    };
+    let day = "between 0 and 86400 seconds";
+    let unresponsive = num(
+        errs,
+        "rhc-unresponsive-time",
+        1,
+        86_400,
+        d.unresponsive_time,
+        "between 1 and 86400 seconds",
+    );
+    let count = num(
+        errs,
+        "rhc-request-count",
+        1,
+        1_000_000,
+        d.request_count,
+        "between 1 and 1000000",
+    );
+    let elapsed = num(
+        errs,
+        "rhc-elapsed-time",
+        0,
+        65_535,
+        u32::from(d.elapsed_time),
+        "between 0 and 65535 seconds",
+    );
+    let response = num(errs, "rhc-response-time", 0, 86_400, d.response_time, day);
+    let restart = num(
+        errs,
+        "rhc-restart-time",
+        1,
+        86_400,
+        d.restart_time,
+        "between 1 and 86400 seconds",
+    );
+    let warning = num(
+        errs,
+        "rhc-warning-interval",
+        0,
+        86_400,
+        d.warning_interval,
+        day,
+    );
+    let max_relays = num(
+        errs,
+        "rhc-max-relays",
+        16,
+        1 << 20,
+        d.max_relays,
+        "between 16 and 1048576",
+    );
+    let rf = t
+        .get("rhc-restart-time")
+        .or_else(|| t.get("rhc-unresponsive-time"));
+    if let (Some(u), Some(r), Some(f)) = (unresponsive, restart, rf) {
+        if r <= u {
+            errs.push(
+                &f.span(),
+                &f.path,
+                format!(
+                    "rhc-restart-time {r} must exceed rhc-unresponsive-time {u} (else no relay \
+                     is ever judged)"
+                ),
+            );
+        }
+    }
+    Some(RelayHealthConfig {
+        enabled: enabled?,
+        unresponsive_time: unresponsive?,
+        request_count: count?,
+        elapsed_time: elapsed? as u16,
+        response_time: response?,
+        restart_time: restart?,
+        warning_interval: warning?,
+        max_relays: max_relays?,
     })
 }
 

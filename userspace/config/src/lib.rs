@@ -35,7 +35,9 @@ use std::time::Duration;
 pub use api::ApiConfig;
 pub use bulk_leasequery::BulkLeasequeryConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
-pub use failover::{FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg};
+pub use failover::{
+    FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg, RelayHealthConfig,
+};
 pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use net::{Ipv4Net, NetParseError};
 pub use options::{OptionError, SubnetOptions};

@@ -1544,3 +1544,51 @@ deny = \"cm\"\n"
         );
     }
 }
+
+#[test]
+fn failover_relay_health_check_keys() {
+    let base = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nauth-key-file = \"/etc/xdhcpd/fo.key\"\n";
+    // Off by default, with the documented defaults.
+    let cfg =
+        parse(&format!("{SERVER}{base}\n{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.failover.expect("failover").relay_health;
+    assert_eq!(r, crate::RelayHealthConfig::default());
+    assert!(!r.enabled);
+    assert_eq!(
+        (r.unresponsive_time, r.request_count, r.elapsed_time),
+        (30, 10, 10)
+    );
+    // Every key read.
+    let text = format!(
+        "{SERVER}{base}relay-health-check = \"v4\"\nrhc-unresponsive-time = 5\nrhc-request-count = 2\nrhc-elapsed-time = 3\nrhc-response-time = 0\nrhc-restart-time = 50\nrhc-warning-interval = 7\nrhc-max-relays = 64\n\n{SUBNET}"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.failover.expect("failover").relay_health;
+    assert_eq!(
+        r,
+        crate::RelayHealthConfig {
+            enabled: true,
+            unresponsive_time: 5,
+            request_count: 2,
+            elapsed_time: 3,
+            response_time: 0,
+            restart_time: 50,
+            warning_interval: 7,
+            max_relays: 64,
+        }
+    );
+    // DHCPv6 is not implemented; a restart time that can never judge a relay is refused.
+    let joined = error_lines(&format!(
+        "{SERVER}{base}relay-health-check = \"both\"\nrhc-unresponsive-time = 60\nrhc-restart-time = 60\nrhc-max-relays = 8\n\n{SUBNET}"
+    ))
+    .join("\n");
+    assert!(
+        joined.contains("failover.relay-health-check: \"both\": the DHCPv6 relay health check is not implemented"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rhc-restart-time 60 must exceed rhc-unresponsive-time 60"),
+        "{joined}"
+    );
+    assert!(joined.contains("failover.rhc-max-relays"), "{joined}");
+}

@@ -78,6 +78,9 @@ counters! {
     reconfigure_keys_sent: "ACKs carrying an RFC 6704 reconfigure key (the client sent option 145).",
     lease_cap_circuit_refused: "DISCOVERs (no answer) and REQUESTs for a new address (NAK) refused because the client's circuit (relay network + option 82 circuit-id) holds max-leases-per-circuit addresses.",
     lease_cap_remote_id_refused: "DISCOVERs (no answer) and REQUESTs for a new address (NAK) refused because the client's option 82 remote-id holds max-leases-per-remote-id addresses.",
+    rhc_served_for_partner: "DISCOVERs answered for the failover partner because the relay they came through seems unable to reach it (relay health check).",
+    rhc_too_early: "DISCOVERs from an interrupted relay left unanswered because the client's secs was below rhc-elapsed-time.",
+    rhc_not_tracked: "DISCOVERs for the partner from a relay the full relay health table could not follow (rhc-max-relays).",
     class_refused: "DISCOVERs for which no pool of the link admits the client's classes (allow/deny; no answer), and REQUESTs for an address in a pool the client's classes may not use (NAK).",
 }
 

@@ -9,7 +9,8 @@
 //! * [`store`]: lease records and the [`BindingStore`] rules both the daemon and the
 //!   simulation run (what to send, what a partner's update or ack does to a record);
 //! * [`balance`]: address balance between the partners (how many, which addresses move);
-//! * [`persist`]: the fixed-layout persisted state.
+//! * [`persist`]: the fixed-layout persisted state;
+//! * [`relay_health`]: the relay health check (a relay cut off from the partner).
 //!
 //! Times are `u32` Unix seconds everywhere (the wire unit).
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod engine;
 pub mod persist;
 pub mod policy;
+pub mod relay_health;
 pub mod store;
 pub mod table;
 pub mod types;
@@ -32,6 +34,9 @@ pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
 pub use policy::{
     lease_time_allowed, rfc3074_hash, Admission, DropReason, FailoverPolicy, LeaseGrant,
     PolicyCell, RequestKind,
+};
+pub use relay_health::{
+    admit_with_relay_health, Named, RelayHealth, RelayState, RelayView, RhcConfig, RhcVerdict,
 };
 pub use store::{BindingStore, BindingSync, StoreRules};
 pub use table::{apply_ack, reclaim_binding, resolve_update, AckOutcome, UpdateDecision};

@@ -255,6 +255,11 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             }
             FailoverCtl::Recover => ("POST", "/v1/failover/recover".into(), None),
             FailoverCtl::Pause => ("POST", "/v1/failover/pause".into(), None),
+            FailoverCtl::Relays { all, .. } => (
+                "GET",
+                format!("/v1/failover/relays{}", if *all { "?all=true" } else { "" }),
+                None,
+            ),
         },
     };
     let ep = endpoint(&target)?;
@@ -269,6 +274,43 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
     }
     print_answer(&cmd, &a)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ctl failover relays` as a table: one line per relay.
+fn format_relays(v: &serde_json::Value) -> String {
+    let secs = |x: &serde_json::Value| match x.as_u64() {
+        Some(n) => format!("{n}s"),
+        None => "-".to_string(),
+    };
+    let empty = Vec::new();
+    let relays = v["relays"].as_array().unwrap_or(&empty);
+    let mut out = String::new();
+    if relays.is_empty() {
+        out.push_str("no relay seems cut off from the failover partner\n");
+    } else {
+        out.push_str(&format!(
+            "{:<16} {:<12} {:>10} {:>14} {:>10} {:>10} {:>9}\n",
+            "relay", "state", "heard", "partner-heard", "unanswered", "takeover", "served"
+        ));
+        for r in relays {
+            out.push_str(&format!(
+                "{:<16} {:<12} {:>10} {:>14} {:>10} {:>10} {:>9}\n",
+                r["relay"].as_str().unwrap_or("?"),
+                r["state"].as_str().unwrap_or("?"),
+                secs(&r["last_heard_secs_ago"]),
+                secs(&r["partner_heard_secs_ago"]),
+                r["unanswered_discovers"].as_u64().unwrap_or(0),
+                secs(&r["takeover_secs"]),
+                r["served_for_partner"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "takeovers since start: {}; relays not followed (table full): {}\n",
+        v["takeovers"].as_u64().unwrap_or(0),
+        v["table_full"].as_u64().unwrap_or(0)
+    ));
+    out
 }
 
 fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
@@ -297,6 +339,9 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
                 v.get("message").and_then(|m| m.as_str()).unwrap_or("")
             );
         }
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Relays { json: false, .. },
+        } => print!("{}", format_relays(&a.json()?)),
         _ => println!("{}", serde_json::to_string_pretty(&a.json()?)?),
     }
     Ok(())

@@ -282,6 +282,41 @@ fn collect(s: &ApiState) -> Scrape {
         e.received,
     ));
     counters.extend([msg_in, msg_out, drops]);
+    // Relay health check: the workers' counters and the table's view of each relay.
+    if let Some(rhc) = &s.relay_health {
+        let mut served = Family::new(
+            "xdhcpd_rhc_discovers",
+            "DISCOVERs the relay health check judged, by outcome: served (answered for the \
+             partner: the relay seems cut off from it), too_early (interrupted relay, client \
+             secs below rhc-elapsed-time), not_tracked (relay table full).",
+        );
+        served.add(vec![("outcome", "served".into())], e.rhc_served_for_partner);
+        served.add(vec![("outcome", "too_early".into())], e.rhc_too_early);
+        served.add(vec![("outcome", "not_tracked".into())], e.rhc_not_tracked);
+        counters.push(served);
+        counters.push(Family::one(
+            "xdhcpd_rhc_takeovers",
+            "Times a relay was judged unable to reach the failover partner (takeovers started).",
+            rhc.takeovers(),
+        ));
+        let now = crate::clock::unix_now();
+        let views = rhc.snapshot(now);
+        let mut by_state = Family::new(
+            "xdhcpd_rhc_relays",
+            "Relays the relay health check follows, by state (ok, suspect: DISCOVERs for the \
+             partner not yet followed by a REQUEST naming it, interrupted: answered for the \
+             partner).",
+        );
+        for st in [
+            xdhcpd_failover::RelayState::Ok,
+            xdhcpd_failover::RelayState::Suspect,
+            xdhcpd_failover::RelayState::Interrupted,
+        ] {
+            let n = views.iter().filter(|v| v.state == st).count();
+            by_state.add(vec![("state", st.name().into())], n as f64);
+        }
+        gauges.push(by_state);
+    }
     counters.push(Family::one(
         "xdhcpd_allocation_failures",
         "DISCOVERs for which no free address was found (pool exhausted).",
@@ -409,6 +444,11 @@ fn collect(s: &ApiState) -> Scrape {
                 Some(&a.partner_mismatch_active),
             ),
             ("flush-failure", &a.flush_failures_raised, None),
+            (
+                "relay-interrupted",
+                &a.relay_interrupted_raised,
+                Some(&a.relay_interrupted_active),
+            ),
         ] {
             raised.add(vec![("alarm", name.into())], r.load(Relaxed));
             if let Some(g) = g {

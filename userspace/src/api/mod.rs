@@ -123,6 +123,8 @@ pub struct ApiState {
     pub refused: ApiRefusals,
     /// Bulk leasequery counters (`[bulk-leasequery]`); None: off.
     pub bulk_leasequery: Option<Arc<xdhcpd_dhcpv4::bulk_leasequery::BulkStats>>,
+    /// The relay health check (`[failover] relay-health-check`); None: off.
+    pub relay_health: Option<Arc<xdhcpd_failover::RelayHealth>>,
 }
 
 /// Which listener a request came through. Only the control socket (0600: root or the

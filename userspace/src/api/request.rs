@@ -114,6 +114,22 @@ fn unescape(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "query is not UTF-8".to_string())
 }
 
+/// `GET /v1/failover/relays?all=true`: every relay followed, not only the interrupted ones.
+pub fn parse_relays_query(query: Option<&str>) -> Result<bool, String> {
+    let mut all = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let (k, v) = (unescape(k)?, unescape(v)?);
+        match (k.as_str(), v.as_str()) {
+            ("all", "true" | "1") => all = true,
+            ("all", "false" | "0") => all = false,
+            ("all", v) => return Err(format!("all={v:?}: expected true or false")),
+            (k, _) => return Err(format!("unknown query parameter {k:?}: expected all")),
+        }
+    }
+    Ok(all)
+}
+
 pub fn parse_page_query(query: Option<&str>) -> Result<PageQuery, String> {
     let mut q = PageQuery {
         limit: DEFAULT_LIMIT,

@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/failover/partner-down"),
     ("POST", "/v1/failover/recover"),
     ("POST", "/v1/failover/pause"),
+    ("GET", "/v1/failover/relays"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/registrations"),
     ("POST", "/v1/registrations"),
@@ -87,6 +88,7 @@ pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>, transport: Transpor
         .route("/v1/failover/partner-down", post(failover_partner_down))
         .route("/v1/failover/recover", post(failover_recover))
         .route("/v1/failover/pause", post(failover_pause))
+        .route("/v1/failover/relays", get(failover_relays))
         .route("/v1/reload", post(reload))
         .route(
             "/v1/registrations",
@@ -544,6 +546,52 @@ async fn failover_status(State(s): St) -> ApiResult {
     let v = serde_json::to_value(r.status)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("status: {e}")))?;
     Ok(Json(v))
+}
+
+/// The relay health check's view (CPNR `getRelayState [all]`): by default only the relays
+/// that seem unable to reach the partner; `?all=true` every relay followed.
+async fn failover_relays(State(s): St, RawQuery(q): RawQuery) -> ApiResult {
+    let all = request::parse_relays_query(q.as_deref()).map_err(ApiError::bad)?;
+    let Some(rhc) = &s.relay_health else {
+        return Err(ApiError::not_found(
+            "the relay health check is off ([failover] relay-health-check)",
+        ));
+    };
+    let now = unix_now();
+    let ago = |t: u32| (t != 0).then(|| now.saturating_sub(t));
+    let relays: Vec<Value> = rhc
+        .snapshot(now)
+        .into_iter()
+        .filter(|v| all || v.state == xdhcpd_failover::RelayState::Interrupted)
+        .map(|v| {
+            json!({
+                "relay": v.relay.to_string(),
+                "state": v.state.name(),
+                "last_heard_secs_ago": ago(v.last_heard),
+                "partner_heard_secs_ago": ago(v.partner_heard),
+                "unanswered_discovers": v.unanswered,
+                "first_unanswered_secs_ago": ago(v.first_unanswered),
+                "takeover_secs": ago(v.takeover_since),
+                "takeovers": v.takeovers,
+                "served_for_partner": v.served,
+            })
+        })
+        .collect();
+    let c = rhc.config();
+    Ok(Json(json!({
+        "relays": relays,
+        "table_full": rhc.table_full(),
+        "takeovers": rhc.takeovers(),
+        "settings": {
+            "unresponsive_time": c.unresponsive_time,
+            "request_count": c.request_count,
+            "elapsed_time": c.elapsed_time,
+            "response_time": c.response_time,
+            "restart_time": c.restart_time,
+            "warning_interval": c.warning_interval,
+            "max_relays": c.max_relays,
+        },
+    })))
 }
 
 fn message(r: FoResponse) -> ApiResult {

@@ -110,6 +110,7 @@ fn start_with(
         known_macs: None,
         refused: Default::default(),
         bulk_leasequery: None,
+        relay_health: None,
     };
     let listen = Listen {
         socket: dir.path().join("api.sock"),
@@ -346,6 +347,7 @@ fn api_every_route_answers_on_the_socket_with_json_errors() {
         known_macs: None,
         refused: Default::default(),
         bulk_leasequery: None,
+        relay_health: None,
     };
     let e = ApiServer::start(&again, Arc::new(st))
         .err()
@@ -516,6 +518,7 @@ fn live(
         known_macs: None,
         refused: Default::default(),
         bulk_leasequery: None,
+        relay_health: None,
     };
     let listen = Listen {
         socket: dir.join("api.sock"),

@@ -348,6 +348,15 @@ pub enum FailoverCtl {
     },
     /// Pull the partner's whole database (RECOVER, UPDREQALL) and wait MCLT before serving.
     Recover,
+    /// Relay health check (`relay-health-check`): the relays that seem unable to reach the
+    /// partner (this server answers their clients for it); `--all`: every relay followed.
+    Relays {
+        #[arg(long)]
+        all: bool,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Planned restart: enter PAUSED (stop serving; the partner goes
     /// COMMUNICATIONS-INTERRUPTED and serves alone), then stop the daemon (SIGTERM) and start
     /// it again; it resumes where it was before the pause. Undone only by a restart.
@@ -531,6 +540,7 @@ mod tests {
             auth_key_file: None,
             partner_mclt_min: 300,
             partner_mclt_max: 86_400,
+            relay_health: Default::default(),
             pools: Vec::new(),
         }
     }

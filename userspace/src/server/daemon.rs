@@ -360,6 +360,22 @@ pub struct Daemon {
     reconf_book: Option<Arc<xdhcpd_dhcpv4::engine::reconfigure::ReconfBook>>,
     /// RFC 6926 bulk leasequery over TCP; None without `[bulk-leasequery]`.
     bulk_lq: Option<super::bulk_lq::BulkLq>,
+    /// The relay health check's table (`relay-health-check`); None: off.
+    rhc: Option<Arc<xdhcpd_failover::RelayHealth>>,
+}
+
+/// The failover crate's relay health settings from the configuration's.
+pub fn rhc_config(r: &xdhcpd_config::RelayHealthConfig) -> xdhcpd_failover::RhcConfig {
+    xdhcpd_failover::RhcConfig {
+        enabled: r.enabled,
+        unresponsive_time: r.unresponsive_time,
+        request_count: r.request_count,
+        elapsed_time: r.elapsed_time,
+        response_time: r.response_time,
+        restart_time: r.restart_time,
+        warning_interval: r.warning_interval,
+        max_relays: r.max_relays,
+    }
 }
 
 /// Runs the daemon until a signal (or `run_for`) stops it.
@@ -498,6 +514,29 @@ impl Daemon {
         }
         if let Some(c) = &caps {
             engine = engine.with_lease_caps(c.clone());
+        }
+        // The relay health check: one fixed table for every worker, kept across reloads.
+        let rhc = cfg
+            .failover
+            .as_ref()
+            .filter(|f| f.relay_health.enabled)
+            .map(|f| {
+                let r = &f.relay_health;
+                tracing::info!(
+                    "relay health check on: a relay whose DISCOVERs for the partner get no \
+                     REQUEST naming it for {} s ({} DISCOVERs) is answered for {} s from secs {} \
+                     on (restart {} s, {} relays)",
+                    r.unresponsive_time,
+                    r.request_count,
+                    r.response_time,
+                    r.elapsed_time,
+                    r.restart_time,
+                    r.max_relays
+                );
+                Arc::new(xdhcpd_failover::RelayHealth::new(rhc_config(r)))
+            });
+        if let Some(r) = &rhc {
+            engine = engine.with_relay_health(r.clone());
         }
         let registrations = match &cfg.server.registration_file {
             Some(p) => Some(crate::registrations::open(p)?),
@@ -746,6 +785,7 @@ impl Daemon {
             reconfigure: reconf.as_ref().map(|r| r.handle()),
             refused: Default::default(),
             bulk_leasequery: bulk_lq.as_ref().map(|b| b.stats()),
+            relay_health: rhc.clone(),
         };
         let api = match ApiServer::start(&api_listen, Arc::new(state)) {
             Ok(a) => {
@@ -841,6 +881,7 @@ impl Daemon {
             reconf,
             reconf_book,
             bulk_lq,
+            rhc,
         })
     }
 
@@ -881,7 +922,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
             if let (Some(cell), Some(st)) = (&standby_cell, self.steering.as_mut()) {
                 let p = cell.load();
-                standby.follow(st, p.is_standby(), p.load_balance_max_secs);
+                // The relay health check must see the partner's DISCOVERs and the REQUESTs
+                // naming it: no early drop while it is on.
+                standby.follow(
+                    st,
+                    p.is_standby() && self.rhc.is_none(),
+                    p.load_balance_max_secs,
+                );
             }
             if RELOAD.swap(false, Ordering::SeqCst) {
                 crate::sd_notify::notify("RELOADING=1");
@@ -899,6 +946,7 @@ impl Daemon {
                 &self.table,
                 &self.reloader.config(),
                 self.failover.as_ref(),
+                self.rhc.as_deref(),
                 unix_now(),
             );
             if STOP.load(Ordering::SeqCst)

@@ -333,6 +333,11 @@ impl Reloader {
         if let Some(c) = &old.failover {
             shared = shared.with_failover(c.clone());
         }
+        // The relay health check's table: the same relays and times (its settings are
+        // `[failover]` keys, which need a restart).
+        if let Some(r) = &old.rhc {
+            shared = shared.with_relay_health(r.clone());
+        }
         // The live registration store is not part of the file: the new engine reads the same.
         if let Some(r) = &old.registrations {
             shared = shared.with_registrations(r.clone());

@@ -35,15 +35,21 @@ pub struct PairBed {
 
 impl PairBed {
     pub fn new() -> Res<PairBed> {
+        Self::with_prefix("fo")
+    }
+
+    /// The bed with namespaces named `{prefix}a`, `{prefix}b`, `{prefix}c`, `{prefix}h` (+ a
+    /// unique suffix).
+    pub fn with_prefix(prefix: &str) -> Res<PairBed> {
         let e = |e: std::io::Error| e.to_string();
         let dir = tempfile::Builder::new()
-            .prefix("xdhcpd-fo-")
+            .prefix(&format!("xdhcpd-{prefix}-"))
             .tempdir()
             .map_err(|e| format!("creating a temporary directory: {e}"))?;
-        let a = Netns::new("foa").map_err(e)?;
-        let b = Netns::new("fob").map_err(e)?;
-        let c = Netns::new("foc").map_err(e)?;
-        let hub = Netns::new("foh").map_err(e)?;
+        let a = Netns::new(&format!("{prefix}a")).map_err(e)?;
+        let b = Netns::new(&format!("{prefix}b")).map_err(e)?;
+        let c = Netns::new(&format!("{prefix}c")).map_err(e)?;
+        let hub = Netns::new(&format!("{prefix}h")).map_err(e)?;
         let la = veth_pair(&a, &hub, 1).map_err(e)?;
         let lb = veth_pair(&b, &hub, 1).map_err(e)?;
         let lc = veth_pair(&c, &hub, 1).map_err(e)?;

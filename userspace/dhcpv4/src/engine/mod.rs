@@ -34,7 +34,9 @@ use std::sync::Arc;
 
 use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
 use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
-use xdhcpd_failover::{Admission, FailoverPolicy, PolicyCell};
+use xdhcpd_failover::{
+    admit_with_relay_health, Admission, FailoverPolicy, Named, PolicyCell, RelayHealth, RhcVerdict,
+};
 
 use crate::delivery::Delivery;
 use crate::leasequery::{self, Unanswered};
@@ -84,6 +86,9 @@ pub struct EngineShared {
     pub reconf_base: Option<(Arc<[u8]>, Arc<reconfigure::ReconfBook>)>,
     /// Lease caps per circuit / remote-id (`caps.rs`); None = off at start.
     pub caps: Option<Arc<crate::caps::LeaseCaps>>,
+    /// The relay health check (`[failover] relay-health-check`): per-relay times the workers
+    /// keep with relaxed atomics; the same table across reloads. None = off.
+    pub rhc: Option<Arc<RelayHealth>>,
 }
 
 /// What the engines need for reconfiguration: the key derivation, the book of the last
@@ -128,7 +133,15 @@ impl EngineShared {
             reconf: None,
             reconf_base: None,
             caps: None,
+            rhc: None,
         }
+    }
+
+    /// Makes the engines run the relay health check over `rhc` (keep the same table across
+    /// reloads: it holds each relay's times).
+    pub fn with_relay_health(mut self, rhc: Arc<RelayHealth>) -> Self {
+        self.rhc = Some(rhc);
+        self
     }
 
     /// Makes the engines enforce `[limits]` lease caps with `caps` (the same one across
@@ -449,7 +462,30 @@ impl Engine {
         self.admission = Admission::Serve;
         if let Some(pol) = &self.pol {
             let hash_key = sum.client_id.unwrap_or(msg.chaddr());
-            self.admission = pol.admit(request_kind(kind, &msg, &sum, meta), hash_key, msg.secs());
+            let named = match sum.server_id {
+                None => Named::Nobody,
+                Some(s) if s == self.shared.server_id => Named::Us,
+                Some(_) => Named::Other,
+            };
+            // The failover rule, with the relay health check when it is on (the same rule
+            // the simulation runs: `xdhcpd_failover::relay_health`).
+            let (admission, verdict) = admit_with_relay_health(
+                pol,
+                self.shared.rhc.as_deref(),
+                request_kind(kind, &msg, &sum, meta),
+                hash_key,
+                msg.secs(),
+                msg.giaddr(),
+                named,
+                now,
+            );
+            self.admission = admission;
+            match verdict {
+                Some(RhcVerdict::Serve) => EngineStats::inc(&st.rhc_served_for_partner),
+                Some(RhcVerdict::TooEarly) => EngineStats::inc(&st.rhc_too_early),
+                Some(RhcVerdict::NotTracked) => EngineStats::inc(&st.rhc_not_tracked),
+                Some(RhcVerdict::LeaveToPartner) | None => {}
+            }
             if let Admission::Drop(_) = self.admission {
                 return self.silent(&st.failover_dropped, Silence::Failover);
             }

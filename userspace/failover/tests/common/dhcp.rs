@@ -1,7 +1,7 @@
 //! The simulated DHCP clients and the DHCP server model that obeys the engine's policy.
 
 use lease_store::{LeaseState, Owner};
-use xdhcpd_failover::{Admission, BindingStore, RequestKind};
+use xdhcpd_failover::{admit_with_relay_health, Admission, BindingStore, Named, RequestKind};
 
 use super::{addr, client_key, Sim, GRACE, POOL};
 
@@ -11,11 +11,19 @@ pub struct Client {
     /// (address index, true end, granting node, true renew time, true rebind time)
     pub lease: Option<(usize, u32, usize, u32, u32)>,
     pub next_at: u32,
+    /// True time the client began asking for an address (its `secs` counts from there); 0 =
+    /// not asking.
+    pub waiting_since: u32,
 }
 
 impl Sim {
     fn reachable(&self, i: usize) -> bool {
         self.nodes[i].alive() && self.nodes[i].isolated_until <= self.t && !self.nodes[i].needs_sync
+    }
+
+    /// Reachable for a client's broadcast: through the relay when there is one.
+    fn reachable_by_client(&self, i: usize) -> bool {
+        self.reachable(i) && self.relay.as_ref().is_none_or(|r| !r.cut[i])
     }
 
     fn find_record(&self, i: usize, key: &[u8]) -> Option<usize> {
@@ -93,18 +101,39 @@ impl Sim {
 
     fn dora(&mut self, c: usize) {
         let key = self.clients[c].key.clone();
+        if self.clients[c].waiting_since == 0 {
+            self.clients[c].waiting_since = self.t;
+        }
+        let secs = (self.t - self.clients[c].waiting_since).min(u16::MAX as u32) as u16;
         let first = self.rng.below(2) as usize;
         for i in [first, 1 - first] {
-            if !self.reachable(i) {
+            if !self.reachable_by_client(i) {
                 continue;
             }
             let pol = self.nodes[i].cell.load();
-            let adm = pol.admit(RequestKind::Discover, &key, 0);
+            let now = self.nodes[i].now(self.t);
+            // Through a relay: the DHCP engine's rule with the relay health check.
+            let (adm, verdict) = match &self.relay {
+                Some(r) => admit_with_relay_health(
+                    &pol,
+                    Some(&r.rhc[i]),
+                    RequestKind::Discover,
+                    &key,
+                    secs,
+                    r.giaddr,
+                    Named::Nobody,
+                    now,
+                ),
+                None => (pol.admit(RequestKind::Discover, &key, 0), None),
+            };
             if let Admission::Drop(_) = adm {
                 self.cov.dropped_discovers += 1;
                 continue;
             }
-            let now = self.nodes[i].now(self.t);
+            let by_check = verdict == Some(xdhcpd_failover::RhcVerdict::Serve);
+            if let Some(r) = self.relay.as_mut() {
+                r.served[i] += u64::from(by_check);
+            }
             let k = match self.find_record(i, &key) {
                 Some(k) if self.nodes[i].lease(k).expiry > now => Some(k),
                 _ => {
@@ -116,14 +145,50 @@ impl Sim {
             let Some(k) = k else {
                 continue;
             };
+            // The client's REQUEST names node i: through the relay, both servers see it.
+            if let Some(r) = &self.relay {
+                for (j, named) in [(i, Named::Us), (1 - i, Named::Other)] {
+                    if !self.reachable_by_client(j) {
+                        continue;
+                    }
+                    let pj = self.nodes[j].cell.load();
+                    let nj = self.nodes[j].now(self.t);
+                    let (a, _) = admit_with_relay_health(
+                        &pj,
+                        Some(&r.rhc[j]),
+                        RequestKind::RequestSelecting,
+                        &key,
+                        secs,
+                        r.giaddr,
+                        named,
+                        nj,
+                    );
+                    if j == i {
+                        assert!(
+                            !matches!(a, Admission::Drop(_)),
+                            "node{i} offered to {key:?} but would not confirm the offer: {a:?}"
+                        );
+                    }
+                }
+            }
             let secs = self.grant(i, k, &key, now);
             self.cov.grants += 1;
             let t = self.t;
+            if let Some(r) = self.relay.as_mut() {
+                r.granted_for_partner[i] += u64::from(by_check);
+                r.grants.push((t, i, c));
+            }
+            self.clients[c].waiting_since = 0;
             self.clients[c].lease = Some((k, t + secs, i, t + secs / 2, t + secs * 7 / 8));
             self.clients[c].next_at = t + secs / 2;
             return;
         }
-        self.clients[c].next_at = self.t + self.rng.range(5, 30);
+        self.clients[c].next_at = if self.relay.is_some() {
+            // A client retransmits within seconds (RFC 2131 4.1: 4 s, then backing off).
+            self.t + self.rng.range(2, 6)
+        } else {
+            self.t + self.rng.range(5, 30)
+        };
     }
 
     fn renew(&mut self, c: usize, rebind: bool) {
@@ -138,7 +203,7 @@ impl Sim {
             vec![via]
         };
         for i in order {
-            if !self.reachable(i) {
+            if !self.reachable_by_client(i) {
                 continue;
             }
             let pol = self.nodes[i].cell.load();
@@ -185,7 +250,7 @@ impl Sim {
         };
         self.clients[c].next_at = self.t + self.rng.range(30, 200);
         let key = self.clients[c].key.clone();
-        if !self.reachable(via) {
+        if !self.reachable_by_client(via) {
             return; // lost release; the lease simply runs out
         }
         let pol = self.nodes[via].cell.load();

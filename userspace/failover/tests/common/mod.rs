@@ -36,7 +36,7 @@ use xdhcpd_failover::{
     ServerState,
 };
 
-use dhcp::Client;
+pub use dhcp::Client;
 use net::Link;
 
 pub const T0: u32 = 1_700_000_000;
@@ -148,6 +148,9 @@ pub struct SimParams {
     pub faults: u32,
     /// `max_bindings_per_bndupd` (both engines identify as xdhcpd, so it applies).
     pub bndupd_batch: usize,
+    /// `load-balance-max-seconds` (the relay scenarios set 0: only the relay health check
+    /// may answer the partner's clients in NORMAL).
+    pub load_balance_max_secs: u16,
 }
 
 impl SimParams {
@@ -164,6 +167,7 @@ impl SimParams {
             duration: 0,
             faults: 0,
             bndupd_batch: 1,
+            load_balance_max_secs: 3,
         }
     }
 }
@@ -186,6 +190,7 @@ impl SimParams {
             } else {
                 rng.range(2, 8) as usize
             },
+            load_balance_max_secs: 3,
         }
     }
 }
@@ -201,6 +206,7 @@ pub fn config(role: Role, p: &SimParams) -> Config {
     c.use_safe_period = p.use_safe_period;
     c.safe_period = p.safe_period;
     c.split = p.split;
+    c.load_balance_max_secs = p.load_balance_max_secs;
     c.backup_pct = 50;
     c.startup_timeout = 10;
     c.startup_needs_partner = true;
@@ -319,6 +325,8 @@ pub struct Sim {
     /// Random faults enabled (scenario tests drive faults by hand).
     pub random_faults: bool,
     pub random_clients: bool,
+    /// The primary reclaims random BACKUP addresses now and then (with `random_clients`).
+    pub random_reclaims: bool,
     pub log: Vec<String>,
     pub verbose: bool,
     /// (true time, node, down seconds): process exits after SHUTDOWN/PAUSE.
@@ -326,6 +334,40 @@ pub struct Sim {
     pub stuck: u32,
     /// Last true time both engines had communications OK.
     pub last_comm_ok: u32,
+    /// Clients behind one relay agent whose paths to the servers can be cut (relay health
+    /// check scenarios); None: clients reach both servers directly.
+    pub relay: Option<SimRelay>,
+}
+
+/// A relay agent between the clients and both servers, and each server's relay health table.
+pub struct SimRelay {
+    /// The relay's giaddr.
+    pub giaddr: std::net::Ipv4Addr,
+    /// `cut[i]`: the relay cannot reach node `i` (both directions).
+    pub cut: [bool; 2],
+    /// Node `i`'s relay health check.
+    pub rhc: [xdhcpd_failover::RelayHealth; 2],
+    /// DISCOVERs node `i` answered for its partner (the check's `Serve`), and grants made so.
+    pub served: [u64; 2],
+    pub granted_for_partner: [u64; 2],
+    /// (true time, node, client) of every grant through the relay.
+    pub grants: Vec<(u32, usize, usize)>,
+}
+
+impl SimRelay {
+    pub fn new(cfg: xdhcpd_failover::RhcConfig) -> Self {
+        SimRelay {
+            giaddr: std::net::Ipv4Addr::new(10, 99, 0, 1),
+            cut: [false; 2],
+            rhc: [
+                xdhcpd_failover::RelayHealth::new(cfg),
+                xdhcpd_failover::RelayHealth::new(cfg),
+            ],
+            served: [0; 2],
+            granted_for_partner: [0; 2],
+            grants: Vec::new(),
+        }
+    }
 }
 
 fn node_new(role: Role, p: &SimParams, t: u32) -> Node {
@@ -366,6 +408,7 @@ impl Sim {
                 key: vec![0x02, 0, 0, 0, (i >> 8) as u8, i as u8],
                 lease: None,
                 next_at: t + 5 + (i as u32 * 7) % 60,
+                waiting_since: 0,
             })
             .collect();
         let mut s = Sim {
@@ -385,11 +428,13 @@ impl Sim {
             next_sweep: t + 10,
             random_faults: true,
             random_clients: true,
+            random_reclaims: true,
             log: Vec::new(),
             verbose: false,
             pending_stops: Vec::new(),
             stuck: 0,
             last_comm_ok: t,
+            relay: None,
             p,
         };
         s.cov.states.insert(ServerState::Startup, 2);
@@ -570,7 +615,7 @@ impl Sim {
                 }
             }
         }
-        if self.random_clients && self.rng.chance(30) {
+        if self.random_clients && self.random_reclaims && self.rng.chance(30) {
             self.reclaim_some();
         }
         if self.random_faults && t >= self.next_fault {
