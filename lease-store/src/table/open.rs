@@ -191,7 +191,10 @@ impl LeaseTable {
             let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
             // A log of another table file is never replayed (`identity.rs`).
             let file_id = header::table_id(&hdr.id);
-            identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+            // (No log file, or none with a valid header: nothing of another table.)
+            if replay.hdr.is_some() {
+                identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+            }
             let id = file_id.unwrap_or_else(|| identity::new_id(ID_BYTES));
             if let Some(why) = &replay.discarded {
                 tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");

@@ -271,7 +271,10 @@ impl BindingTable6 {
         let log_path = wal::wal_path(path);
         let (replay, entries) = wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
         // A log of another binding file is never replayed (`identity.rs`).
-        identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+        // (No log file, or none with a valid header: nothing of another table.)
+        if replay.hdr.is_some() {
+            identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
+        }
         let id = file_id.unwrap_or_else(|| identity::new_id(16));
         if replay.hdr.is_some() {
             let mut applied = 0;
