@@ -155,11 +155,24 @@ impl Committer {
     pub fn run(&self, table: &LeaseTable, also: Option<&dyn Durable>, stop: &AtomicBool) {
         let mut failing = false;
         let _ = self.thread.set(std::thread::current());
+        // Experiment (issue 18): at least this long between the starts of two group commits.
+        let min_gap = std::env::var("XDHCPD_COMMIT_MIN_GAP_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_micros);
+        let mut last_start: Option<std::time::Instant> = None;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            if let (Some(gap), Some(last)) = (min_gap, last_start) {
+                let since = last.elapsed();
+                if since < gap && !stopping {
+                    std::thread::sleep(gap - since);
+                }
+            }
             let target = self.written.load(Ordering::Acquire);
             if target > self.durable.load(Ordering::Relaxed) {
                 let started = std::time::Instant::now();
+                last_start = Some(started);
                 let flushed = table
                     .commit()
                     .and_then(|()| also.map_or(Ok(()), |d| d.make_durable()));
