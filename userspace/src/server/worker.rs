@@ -336,8 +336,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn worker_holds_dhcpv6_commit_replies_until_the_committer_logged_the_bindings() {
+    /// The test bed of the worker tests: the demo's dual-stack configuration, its lease table,
+    /// an engine, and a committer whose group commit waits on a closed gate (the v6 step).
+    struct Bed {
+        _dir: tempfile::TempDir,
+        shared: Arc<EngineShared>,
+        engine: Engine,
+        gate: Arc<GatedV6>,
+        committer: Arc<Committer>,
+        commit_stop: Arc<AtomicBool>,
+        commit_thread: std::thread::JoinHandle<()>,
+    }
+
+    fn bed() -> Bed {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Arc::new(
             xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
@@ -364,19 +375,41 @@ mod tests {
             Some(lease_store::MIN_WAL_BYTES),
         )
         .unwrap();
-        let v6 = Arc::new(GatedV6 {
+        let gate = Arc::new(GatedV6 {
             table: SharedTable6::new(t6),
             open: AtomicBool::new(false),
         });
-        let c = Arc::new(Committer::new());
+        let committer = Arc::new(Committer::new());
         let commit_stop = Arc::new(AtomicBool::new(false));
-        let ch = commit::spawn(
-            c.clone(),
+        let commit_thread = commit::spawn(
+            committer.clone(),
             table,
-            Some(v6.clone() as Arc<dyn Durable>),
+            Some(gate.clone() as Arc<dyn Durable>),
             commit_stop.clone(),
         )
         .unwrap();
+        Bed {
+            _dir: dir,
+            shared,
+            engine,
+            gate,
+            committer,
+            commit_stop,
+            commit_thread,
+        }
+    }
+
+    #[test]
+    fn worker_holds_dhcpv6_commit_replies_until_the_committer_logged_the_bindings() {
+        let Bed {
+            _dir,
+            shared,
+            engine,
+            gate: v6,
+            committer: c,
+            commit_stop,
+            commit_thread: ch,
+        } = bed();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let io = V6Io {
             v6: v6.clone(),
@@ -509,46 +542,15 @@ mod tests {
     /// its commit; the ACK leaves only after the commit.
     #[test]
     fn worker_sends_offers_at_once_while_acks_wait_for_their_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Arc::new(
-            xdhcpd_config::parse(xdhcpd_config::DUAL_STACK_CONFIG, "dual-stack.toml")
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        let pools: Vec<PoolSpec> = cfg
-            .pool_specs()
-            .into_iter()
-            .map(|(id, first, last)| PoolSpec { id, first, last })
-            .collect();
-        let (table, _) =
-            LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
-        let table = Arc::new(table);
-        let shared = Arc::new(EngineShared::new(
-            cfg,
-            table.clone(),
-            std::net::Ipv4Addr::new(10, 77, 0, 1),
-        ));
-        let engine = Engine::new(shared.clone(), 0, Arc::new(EngineStats::default()));
-        // A stalled committer: its group commit waits on the gate (the v6 step).
-        let (t6, _) = BindingTable6::open_with(
-            &dir.path().join("v6.db"),
-            64,
-            true,
-            Some(lease_store::MIN_WAL_BYTES),
-        )
-        .unwrap();
-        let gate = Arc::new(GatedV6 {
-            table: SharedTable6::new(t6),
-            open: AtomicBool::new(false),
-        });
-        let c = Arc::new(Committer::new());
-        let commit_stop = Arc::new(AtomicBool::new(false));
-        let ch = commit::spawn(
-            c.clone(),
-            table,
-            Some(gate.clone() as Arc<dyn Durable>),
-            commit_stop.clone(),
-        )
-        .unwrap();
+        let Bed {
+            _dir,
+            shared,
+            engine,
+            gate,
+            committer: c,
+            commit_stop,
+            commit_thread: ch,
+        } = bed();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let io = V4Io {
             step: 0,
