@@ -60,9 +60,10 @@ pub struct BenchArgs {
     /// A smoke test: fewer, shorter points (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats): ceiling,
-    /// xdhcpd-xdp, xdhcpd-xdp-events, xdhcpd-xdp-nats (event log + NATS sink to a nats-server
-    /// the bench starts), xdhcpd-xdp-ratelimit, xdhcpd-xdp-prov, xdhcpd-xdp-interval,
+    /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats and
+    /// xdhcpd-xdp-nogap): ceiling, xdhcpd-xdp, xdhcpd-xdp-events, xdhcpd-xdp-nats (event log +
+    /// NATS sink to a nats-server the bench starts), xdhcpd-xdp-ratelimit, xdhcpd-xdp-nogap
+    /// (commit-min-gap-us = 0), xdhcpd-xdp-prov, xdhcpd-xdp-interval,
     /// xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6, kea-dhcp6.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
@@ -194,10 +195,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
     let systems: Vec<System> = if args.systems.is_empty() {
-        // The NATS sink's cost is measured on request (`--systems ...,xdhcpd-xdp-nats`).
+        // The NATS sink's cost and the no-gap commit rule are measured on request
+        // (`--systems ...,xdhcpd-xdp-nats,xdhcpd-xdp-nogap`).
         System::ALL
             .into_iter()
-            .filter(|s| *s != System::XdpNats)
+            .filter(|s| !matches!(s, System::XdpNats | System::XdpNoGap))
             .collect()
     } else {
         args.systems
@@ -457,6 +459,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         (
             "xdhcpd XDP (ack): rate limits on / off".to_string(),
             ratio(dora(System::XdpRateLimit), x),
+        ),
+        (
+            "xdhcpd XDP (ack): commit-min-gap-us 1000 (default) / 0".to_string(),
+            ratio(x, dora(System::XdpNoGap)),
         ),
         (
             "xdhcpd XDP (ack): 20 classes + 1M registrations / plain".to_string(),

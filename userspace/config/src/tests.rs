@@ -183,6 +183,7 @@ fn defaults_when_keys_are_omitted() {
         std::path::PathBuf::from("/var/lib/xdhcpd/leases.db")
     );
     assert_eq!(cfg.server.commit, CommitMode::Ack);
+    assert_eq!(cfg.server.commit_min_gap, Duration::from_millis(1));
     assert_eq!(cfg.server.ebpf_object, None);
     assert_eq!(cfg.lease, LeaseTimes::default());
     assert!(cfg.subnets[0].pools.is_empty());
@@ -214,6 +215,39 @@ fn server_keywords() {
         cfg.server.control_socket.as_deref(),
         Some(std::path::Path::new("/run/x.sock"))
     );
+}
+
+#[test]
+fn commit_min_gap_key_parses_and_errors_are_positioned() {
+    let sub = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    for (v, us) in [("0", 0), ("250", 250), ("100000", 100_000)] {
+        let cfg = parse(
+            &format!("[server]\ninterface = \"eth0\"\ncommit-min-gap-us = {v}\n{sub}"),
+            "t.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.server.commit_min_gap, Duration::from_micros(us));
+    }
+    for (text, want) in [
+        (
+            "commit-min-gap-us = 100001",
+            "t.toml:3:21: server.commit-min-gap-us: 100001 is out of range: must be 0..=100000 (µs)",
+        ),
+        (
+            "commit-min-gap-us = -1",
+            "t.toml:3:21: server.commit-min-gap-us: -1 is out of range: must be 0..=100000 (µs)",
+        ),
+        (
+            "commit = \"interval:10\"\ncommit-min-gap-us = 500",
+            "t.toml:4:21: server.commit-min-gap-us: `commit-min-gap-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+        ),
+    ] {
+        assert_eq!(
+            error_lines(&format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}")),
+            vec![want.to_string()],
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -435,6 +435,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", b.commit),
     );
     field(
+        "commit-min-gap-us",
+        a.commit_min_gap != b.commit_min_gap,
+        format!("{}", a.commit_min_gap.as_micros()),
+        format!("{}", b.commit_min_gap.as_micros()),
+    );
+    field(
         "ebpf-object",
         a.ebpf_object != b.ebpf_object,
         format!("{:?}", a.ebpf_object),

@@ -27,6 +27,9 @@ pub enum System {
     XdpNats,
     /// XDP, commit=ack, with the XDP program's per-client token buckets on (issue 12's cost).
     XdpRateLimit,
+    /// XDP, commit=ack with `commit-min-gap-us = 0` (a group commit as often as the disk
+    /// allows, the rule before the 1 ms default): the gap's effect in the same run.
+    XdpNoGap,
     /// XDP, commit=ack, 20 classes, a shared network, deny-unknown and 1,000,000
     /// registrations (issue 10's cost).
     XdpProv,
@@ -43,12 +46,13 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 13] = [
+    pub const ALL: [System; 14] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
         System::XdpNats,
         System::XdpRateLimit,
+        System::XdpNoGap,
         System::XdpProv,
         System::XdpInterval,
         System::Udp,
@@ -66,6 +70,7 @@ impl System {
             System::XdpEvents => "xdhcpd-xdp-events",
             System::XdpNats => "xdhcpd-xdp-nats",
             System::XdpRateLimit => "xdhcpd-xdp-ratelimit",
+            System::XdpNoGap => "xdhcpd-xdp-nogap",
             System::XdpProv => "xdhcpd-xdp-prov",
             System::XdpInterval => "xdhcpd-xdp-interval",
             System::Udp => "xdhcpd-udp",
@@ -86,6 +91,7 @@ impl System {
                 "xdhcpd XDP, commit=ack, event log + NATS JetStream sink, /metrics scraped 1/s"
             }
             System::XdpRateLimit => "xdhcpd XDP, commit=ack, per-client rate limit in XDP",
+            System::XdpNoGap => "xdhcpd XDP, commit=ack, commit-min-gap-us = 0",
             System::XdpProv => {
                 "xdhcpd XDP, commit=ack, 20 classes, shared network, 1M registrations"
             }
@@ -106,6 +112,7 @@ impl System {
             System::XdpEvents => "#8c564b",
             System::XdpNats => "#c49c94",
             System::XdpRateLimit => "#e377c2",
+            System::XdpNoGap => "#f7b6d2",
             System::XdpProv => "#17becf",
             System::XdpInterval => "#ff7f0e",
             System::Udp => "#9467bd",
@@ -140,6 +147,7 @@ impl System {
             | System::XdpEvents
             | System::XdpNats
             | System::XdpRateLimit
+            | System::XdpNoGap
             | System::XdpProv
             | System::Xdp6 => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
@@ -171,6 +179,7 @@ impl System {
                 | System::XdpEvents
                 | System::XdpNats
                 | System::XdpRateLimit
+                | System::XdpNoGap
                 | System::XdpProv
                 | System::XdpInterval
                 | System::Udp
@@ -643,6 +652,7 @@ impl Ctx {
             | System::XdpEvents
             | System::XdpNats
             | System::XdpRateLimit
+            | System::XdpNoGap
             | System::XdpProv
             | System::XdpInterval
             | System::Udp => {
@@ -660,6 +670,9 @@ impl Ctx {
                 }
                 if sys == System::XdpRateLimit {
                     text.push_str(RATE_LIMIT_SECTION);
+                }
+                if sys == System::XdpNoGap {
+                    text = text.replacen("[server]\n", "[server]\ncommit-min-gap-us = 0\n", 1);
                 }
                 if sys == System::XdpProv {
                     text = prov_config(&text, &w.join("registrations"), &w.join("ctl.sock"));

@@ -55,6 +55,7 @@ const SERVER_KEYS: &[&str] = &[
     "server-id",
     "lease-file",
     "commit",
+    "commit-min-gap-us",
     "ebpf-object",
     "control-socket",
     "trusted-relays",

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use crate::error::{suggest, Errors};
 use crate::net::{Ipv4Net, NetParseError};
-use crate::reader::{array, ipv4, parse_ipv4, string, u32_in, Field, Table};
+use crate::reader::{array, int_in, ipv4, parse_ipv4, string, u32_in, Field, Table};
 use crate::{Account, CommitMode, IoMode, QueueSel, ServerConfig, UntrustedRelayInfo, XdpModeCfg};
 
 use super::DEFAULT_LEASE_FILE;
+
+/// `commit-min-gap-us` when not given (see [`ServerConfig::commit_min_gap`]).
+pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 1_000;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
@@ -80,6 +83,21 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
             }
         }),
     };
+    // Only ack mode has group commits to space out.
+    let commit_min_gap = match t.get("commit-min-gap-us") {
+        None => Some(Duration::from_micros(DEFAULT_COMMIT_MIN_GAP_US)),
+        Some(f) => match (commit, int_in(errs, &f, 0, 100_000, "0..=100000 (µs)")) {
+            (Some(CommitMode::Interval(_)), Some(_)) => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "`commit-min-gap-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+                );
+                None
+            }
+            (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
+        },
+    };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
     let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
@@ -114,6 +132,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         server_id: server_id.ok()?,
         lease_file: lease_file?,
         commit: commit?,
+        commit_min_gap: commit_min_gap?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
