@@ -370,6 +370,11 @@ impl V6Server {
         self.table.make_durable()
     }
 
+    /// Record images the v6 log has taken so far (0 without a log).
+    pub fn entries_logged(&self) -> u64 {
+        self.table.log().map_or(0, |l| l.stats().entries)
+    }
+
     /// Flushes the whole table (interval mode, shutdown).
     pub fn flush(&self) {
         if let Err(e) = self.lock().flush() {
