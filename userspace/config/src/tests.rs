@@ -183,7 +183,7 @@ fn defaults_when_keys_are_omitted() {
         std::path::PathBuf::from("/var/lib/xdhcpd/leases.db")
     );
     assert_eq!(cfg.server.commit, CommitMode::Ack);
-    assert_eq!(cfg.server.commit_min_gap, Duration::from_millis(1));
+    assert_eq!(cfg.server.commit_min_gap, Duration::ZERO);
     assert_eq!(cfg.server.ebpf_object, None);
     assert_eq!(cfg.lease, LeaseTimes::default());
     assert!(cfg.subnets[0].pools.is_empty());

@@ -27,9 +27,9 @@ pub enum System {
     XdpNats,
     /// XDP, commit=ack, with the XDP program's per-client token buckets on (issue 12's cost).
     XdpRateLimit,
-    /// XDP, commit=ack with `commit-min-gap-us = 0` (a group commit as often as the disk
-    /// allows, the rule before the 1 ms default): the gap's effect in the same run.
-    XdpNoGap,
+    /// XDP, commit=ack with `commit-min-gap-us = 1000` (light group commits at least 1 ms
+    /// apart): the gap's effect against the default in the same run.
+    XdpGap,
     /// XDP, commit=ack, 20 classes, a shared network, deny-unknown and 1,000,000
     /// registrations (issue 10's cost).
     XdpProv,
@@ -52,7 +52,7 @@ impl System {
         System::XdpEvents,
         System::XdpNats,
         System::XdpRateLimit,
-        System::XdpNoGap,
+        System::XdpGap,
         System::XdpProv,
         System::XdpInterval,
         System::Udp,
@@ -70,7 +70,7 @@ impl System {
             System::XdpEvents => "xdhcpd-xdp-events",
             System::XdpNats => "xdhcpd-xdp-nats",
             System::XdpRateLimit => "xdhcpd-xdp-ratelimit",
-            System::XdpNoGap => "xdhcpd-xdp-nogap",
+            System::XdpGap => "xdhcpd-xdp-gap",
             System::XdpProv => "xdhcpd-xdp-prov",
             System::XdpInterval => "xdhcpd-xdp-interval",
             System::Udp => "xdhcpd-udp",
@@ -91,7 +91,7 @@ impl System {
                 "xdhcpd XDP, commit=ack, event log + NATS JetStream sink, /metrics scraped 1/s"
             }
             System::XdpRateLimit => "xdhcpd XDP, commit=ack, per-client rate limit in XDP",
-            System::XdpNoGap => "xdhcpd XDP, commit=ack, commit-min-gap-us = 0",
+            System::XdpGap => "xdhcpd XDP, commit=ack, commit-min-gap-us = 1000",
             System::XdpProv => {
                 "xdhcpd XDP, commit=ack, 20 classes, shared network, 1M registrations"
             }
@@ -112,7 +112,7 @@ impl System {
             System::XdpEvents => "#8c564b",
             System::XdpNats => "#c49c94",
             System::XdpRateLimit => "#e377c2",
-            System::XdpNoGap => "#f7b6d2",
+            System::XdpGap => "#f7b6d2",
             System::XdpProv => "#17becf",
             System::XdpInterval => "#ff7f0e",
             System::Udp => "#9467bd",
@@ -147,7 +147,7 @@ impl System {
             | System::XdpEvents
             | System::XdpNats
             | System::XdpRateLimit
-            | System::XdpNoGap
+            | System::XdpGap
             | System::XdpProv
             | System::Xdp6 => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
@@ -179,7 +179,7 @@ impl System {
                 | System::XdpEvents
                 | System::XdpNats
                 | System::XdpRateLimit
-                | System::XdpNoGap
+                | System::XdpGap
                 | System::XdpProv
                 | System::XdpInterval
                 | System::Udp
@@ -652,7 +652,7 @@ impl Ctx {
             | System::XdpEvents
             | System::XdpNats
             | System::XdpRateLimit
-            | System::XdpNoGap
+            | System::XdpGap
             | System::XdpProv
             | System::XdpInterval
             | System::Udp => {
@@ -671,8 +671,8 @@ impl Ctx {
                 if sys == System::XdpRateLimit {
                     text.push_str(RATE_LIMIT_SECTION);
                 }
-                if sys == System::XdpNoGap {
-                    text = text.replacen("[server]\n", "[server]\ncommit-min-gap-us = 0\n", 1);
+                if sys == System::XdpGap {
+                    text = text.replacen("[server]\n", "[server]\ncommit-min-gap-us = 1000\n", 1);
                 }
                 if sys == System::XdpProv {
                     text = prov_config(&text, &w.join("registrations"), &w.join("ctl.sock"));

@@ -13,7 +13,7 @@ use crate::{Account, CommitMode, IoMode, QueueSel, ServerConfig, UntrustedRelayI
 use super::DEFAULT_LEASE_FILE;
 
 /// `commit-min-gap-us` when not given (see [`ServerConfig::commit_min_gap`]).
-pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 1_000;
+pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 0;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
