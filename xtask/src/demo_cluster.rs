@@ -278,10 +278,22 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         children: Vec::new(),
         pg_started: false,
     };
-    let shown_result = show(&mut c, &bin, &loadgen, seconds);
-    if let Err(e) = &shown_result {
-        println!("== failed: {e:#}");
-        c.print_log_tails();
+    // Ctrl-C reaches the whole foreground process group: the daemons and tools stop by
+    // themselves and a step may fail on that (a control socket gone) before it sees the flag.
+    let shown_result = show(&mut c, &bin, &loadgen, seconds).map_err(|e| {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            anyhow::anyhow!("interrupted (Ctrl-C)")
+        } else {
+            e
+        }
+    });
+    match &shown_result {
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => println!("== interrupted; cleaning up"),
+        Err(e) => {
+            println!("== failed: {e:#}");
+            c.print_log_tails();
+        }
+        Ok(()) => {}
     }
     drop(c);
     shown_result?;
