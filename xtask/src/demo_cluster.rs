@@ -5,11 +5,13 @@
 //! PostgreSQL 15 (registrations and the lease event archive) and `nats-server -js`. Each pair
 //! (servers a and b, XDP, failover, registrations from PostgreSQL, lease events to NATS) and a
 //! client namespace hang off their bridge. The demo prints: the registration propagation time
-//! to every server, the registered client's address on each link, the spool depths while NATS
-//! is down under xdhcp-loadgen load, the archive's count against the loadgen's ACKs, `xdhcpd
-//! ctl servers` and one `ctl history --archive` answer. Everything it created (processes,
-//! namespaces, PostgreSQL's data directory, the scratch directory) is removed at the end, also
-//! on failure or Ctrl-C.
+//! to every server, the registered clients' addresses on each link and which server gave them,
+//! the spool depths while NATS is down under xdhcp-loadgen load and how soon each spool catches
+//! up after NATS' return, per link how many of the loadgen's ACKs the archive holds (checked
+//! as in `userspace/tests/cluster_ns.rs`), `xdhcpd ctl servers` and one `ctl history
+//! --archive` answer; it fails when a fixed address or an archived event is missing.
+//! Everything it created (processes, namespaces, PostgreSQL's data directory, the scratch
+//! directory) is removed at the end, also on failure or Ctrl-C.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
