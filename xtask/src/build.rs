@@ -37,6 +37,24 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Builds the tools (`xdhcp-loadgen`, `xdhcp-echo`, ...) in release with the same embed
+/// variable as [`build`]: the tools share `xdhcpd-io` with the daemon, and a different value
+/// of the variable would rebuild that library, and then the daemon, at every switch between
+/// the two builds. Returns the `xdhcp-loadgen` path.
+pub fn build_tools() -> Result<PathBuf> {
+    util::run(
+        Command::new(util::cargo())
+            .args(["build", "--release", "-p", "xdhcpd-tools", "--bins"])
+            .env(EMBED_VAR, ebpf::object_path(false))
+            .current_dir(util::repo_root()),
+    )?;
+    let loadgen = util::target_dir().join("release").join("xdhcp-loadgen");
+    if !loadgen.is_file() {
+        bail!("cargo build succeeded but {} is missing", loadgen.display());
+    }
+    Ok(loadgen)
+}
+
 /// Where `cargo build --release -p xdhcpd` puts the daemon.
 pub fn daemon_path() -> PathBuf {
     util::target_dir().join("release").join("xdhcpd")

@@ -109,12 +109,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         setup::setup(&setup::SetupArgs { no_apt: false })?;
     }
     let daemon_bin = build::build(&build::BuildArgs { debug_ebpf: false })?;
-    util::run(
-        std::process::Command::new(util::cargo())
-            .args(["build", "--release", "-p", "xdhcpd-tools"])
-            .current_dir(util::repo_root()),
-    )?;
-    let loadgen_bin = util::target_dir().join("release/xdhcp-loadgen");
+    let loadgen_bin = build::build_tools()?;
     check_interrupt()?;
 
     let work = std::env::temp_dir().join(format!("xdhcpd-demo-{}", std::process::id()));

@@ -5,11 +5,13 @@
 //! PostgreSQL 15 (registrations and the lease event archive) and `nats-server -js`. Each pair
 //! (servers a and b, XDP, failover, registrations from PostgreSQL, lease events to NATS) and a
 //! client namespace hang off their bridge. The demo prints: the registration propagation time
-//! to every server, the registered client's address on each link, the spool depths while NATS
-//! is down under xdhcp-loadgen load, the archive's count against the loadgen's ACKs, `xdhcpd
-//! ctl servers` and one `ctl history --archive` answer. Everything it created (processes,
-//! namespaces, PostgreSQL's data directory, the scratch directory) is removed at the end, also
-//! on failure or Ctrl-C.
+//! to every server, the registered clients' addresses on each link and which server gave them,
+//! the spool depths while NATS is down under xdhcp-loadgen load and how soon each spool catches
+//! up after NATS' return, per link how many of the loadgen's ACKs the archive holds (checked
+//! as in `userspace/tests/cluster_ns.rs`), `xdhcpd ctl servers` and one `ctl history
+//! --archive` answer; it fails when a fixed address or an archived event is missing.
+//! Everything it created (processes, namespaces, PostgreSQL's data directory, the scratch
+//! directory) is removed at the end, also on failure or Ctrl-C.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -39,6 +41,31 @@ fn check_interrupt() -> Result<()> {
         bail!("interrupted; cleaning up");
     }
     Ok(())
+}
+
+/// Sleeps `d`, a Ctrl-C ending it within 100 ms.
+fn nap(d: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        check_interrupt()?;
+        std::thread::sleep((d - t0.elapsed()).min(Duration::from_millis(100)));
+    }
+    check_interrupt()
+}
+
+/// Writes a password, token or key readable by its owner only (the daemon refuses a
+/// failover key others may read, and warns about the other secrets).
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("{}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// Everything the demo starts or creates; [`Drop`] removes it in reverse order.
@@ -90,6 +117,30 @@ impl Cluster {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The last lines of every log the demo kept (printed when a step failed, before the
+    /// scratch directory goes).
+    fn print_log_tails(&self) {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.work)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        logs.push(self.path("pg/pg.log"));
+        for p in logs {
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            println!("-- last lines of {}:", p.display());
+            for l in &lines[lines.len().saturating_sub(12)..] {
+                println!("   {l}");
+            }
         }
     }
 
@@ -171,7 +222,13 @@ fn status(sock: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&body).context("status JSON")
 }
 
-fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Duration> {
+/// Polls `f` every `every` until it holds (the time it took) or `limit` has passed.
+fn wait(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
     let t0 = Instant::now();
     loop {
         check_interrupt()?;
@@ -181,9 +238,14 @@ fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Res
         if t0.elapsed() > limit {
             bail!("{what}: not within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(every);
     }
 }
+
+/// How often the demo looks at a step it does not time closely.
+const POLL: Duration = Duration::from_millis(100);
+/// How often it looks for the registration on the servers (the propagation time it prints).
+const POLL_FAST: Duration = Duration::from_millis(2);
 
 struct Srv {
     name: String,
@@ -204,12 +266,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     }
     let started = Instant::now();
     let bin = build::build(&build::BuildArgs { debug_ebpf: false })?;
-    util::run(
-        Command::new(util::cargo())
-            .args(["build", "--release", "-p", "xdhcpd-tools"])
-            .current_dir(util::repo_root()),
-    )?;
-    let loadgen = util::target_dir().join("release/xdhcp-loadgen");
+    let loadgen = build::build_tools()?;
     check_interrupt()?;
     let built = started.elapsed();
     let shown = Instant::now();
@@ -223,6 +280,36 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         children: Vec::new(),
         pg_started: false,
     };
+    // Ctrl-C reaches the whole foreground process group: the daemons and tools stop by
+    // themselves and a step may fail on that (a control socket gone) before it sees the flag.
+    let shown_result = show(&mut c, &bin, &loadgen, seconds).map_err(|e| {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            anyhow::anyhow!("interrupted (Ctrl-C)")
+        } else {
+            e
+        }
+    });
+    match &shown_result {
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => println!("== interrupted; cleaning up"),
+        Err(e) => {
+            println!("== failed: {e:#}");
+            c.print_log_tails();
+        }
+        Ok(()) => {}
+    }
+    drop(c);
+    shown_result?;
+    println!(
+        "== the cluster demo took {:?} (and {:?} to build before it)",
+        shown.elapsed(),
+        built
+    );
+    Ok(())
+}
+
+/// The demo proper, on the scratch directory and names of `c` (which removes what it made).
+fn show(c: &mut Cluster, bin: &Path, loadgen: &Path, seconds: u32) -> Result<()> {
+    let pid = std::process::id();
 
     println!(
         "== namespaces: hub {} with bridges br1 (10.77.0.0/16) and br2 (10.78.0.0/16)",
@@ -258,6 +345,18 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             }
         }
         ip(&["-n", &c.hub, "link", "set", &br, "up"])?;
+        // Frames crossing the bridges skip iptables (as in cluster_ns.rs) should the host
+        // have br_netfilter loaded.
+        let _ = Cluster::in_ns(&c.hub, "sysctl")
+            .args([
+                "-q",
+                "-w",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         ip(&[
             "-n",
             &c.hub,
@@ -326,21 +425,26 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             &NATS_PORT.to_string(),
             "--auth",
             TOKEN,
+            "-n",
+            "xdhcpd-demo-cluster",
         ])
         .arg("-sd")
         .arg(c.path("js"));
         let log = c.path(&format!("nats-{n}.log"));
         c.spawn("nats-server", cmd, &log)?;
-        wait("nats-server to be ready", Duration::from_secs(20), || {
-            Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Server is ready")))
-        })
+        wait(
+            "nats-server to be ready",
+            Duration::from_secs(20),
+            POLL,
+            || Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Server is ready"))),
+        )
         .map(drop)
     };
-    start_nats(&mut c, 0)?;
-    std::fs::write(c.path("pg-password"), format!("{PG_PW}\n"))?;
-    std::fs::write(c.path("nats-token"), format!("{TOKEN}\n"))?;
-    std::fs::write(
-        c.path("failover.key"),
+    start_nats(c, 0)?;
+    write_secret(&c.path("pg-password"), &format!("{PG_PW}\n"))?;
+    write_secret(&c.path("nats-token"), &format!("{TOKEN}\n"))?;
+    write_secret(
+        &c.path("failover.key"),
         "xdhcpd-demo-cluster-key-0123456789\n",
     )?;
 
@@ -390,22 +494,22 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         wait(
             &format!("{} to serve", s.name),
             Duration::from_secs(30),
+            POLL,
             || Ok(std::fs::read_to_string(&log).is_ok_and(|t| t.contains("serving "))),
         )?;
     }
     let took = wait(
         "both pairs NORMAL, PostgreSQL and NATS connected",
         Duration::from_secs(60),
+        POLL,
         || {
             for s in &servers {
                 let st = status(&s.sock)?;
                 if st["registrations"]["connected"] != true
                     || st["event_log"]["nats"]["connected"] != true
+                    || st["failover"]["state"] != "NORMAL"
+                    || st["failover"]["partner_state"] != "NORMAL"
                 {
-                    return Ok(false);
-                }
-                let (_, f) = http(&s.sock, "GET", "/v1/failover", "")?;
-                if f.matches("\"NORMAL\"").count() < 2 {
                     return Ok(false);
                 }
             }
@@ -448,6 +552,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
     wait(
         "the registrations on every server",
         Duration::from_secs(10),
+        POLL_FAST,
         || {
             for (i, s) in servers.iter().enumerate() {
                 if seen[i].is_none() {
@@ -467,6 +572,8 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             d.unwrap_or_default()
         );
     }
+    // What the show found wrong (printed as it goes; the demo fails at its end).
+    let mut problems: Vec<String> = Vec::new();
     println!("== the registered clients ask (busybox udhcpc on each link) until both servers of each pair have answered one");
     let mut served_by = std::collections::BTreeSet::new();
     for (p, mac, fixed) in &regs {
@@ -522,12 +629,20 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         );
         if addr == *fixed {
             served_by.insert(sid);
+        } else {
+            problems.push(format!("{mac} got {addr}, not its fixed address {fixed}"));
         }
     }
     println!(
         "   servers that handed out a registered fixed address: {} of 4",
         served_by.len()
     );
+    if served_by.len() != 4 {
+        problems.push(format!(
+            "only {} of 4 servers handed out a fixed address",
+            served_by.len()
+        ));
+    }
 
     let secs = seconds.max(12);
     println!(
@@ -553,11 +668,11 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         let log = c.path(&format!("loadgen-{p}.log"));
         c.spawn(&format!("loadgen-{p}"), cmd, &log)?;
     }
-    std::thread::sleep(Duration::from_secs(u64::from(secs / 4)));
+    nap(Duration::from_secs(u64::from(secs / 4)))?;
     check_interrupt()?;
     c.stop("nats-server", libc::SIGKILL);
     println!("   nats-server killed");
-    std::thread::sleep(Duration::from_secs(u64::from(secs / 2)));
+    nap(Duration::from_secs(u64::from(secs / 2)))?;
     check_interrupt()?;
     for s in &servers {
         let st = status(&s.sock)?;
@@ -566,13 +681,42 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             s.name, st["event_log"]["nats"]["connected"], st["event_log"]["nats"]["spool_depth"]
         );
     }
-    start_nats(&mut c, 1)?;
+    start_nats(c, 1)?;
+    let back = Instant::now();
     println!("   nats-server back (same store)");
-    std::thread::sleep(Duration::from_secs(u64::from(secs / 4) + 2));
+    // Under the load new events keep entering the spools: caught up = reconnected and no
+    // more than a few events waiting.
+    let mut caught_up = vec![None; servers.len()];
+    wait(
+        "the spools to catch up with NATS back",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            for (i, s) in servers.iter().enumerate() {
+                if caught_up[i].is_none() {
+                    let st = status(&s.sock)?;
+                    let n = &st["event_log"]["nats"];
+                    if n["connected"] == true && n["spool_depth"].as_u64() <= Some(SPOOL_CAUGHT_UP)
+                    {
+                        caught_up[i] = Some(back.elapsed());
+                    }
+                }
+            }
+            Ok(caught_up.iter().all(Option::is_some))
+        },
+    )?;
+    for (s, d) in servers.iter().zip(&caught_up) {
+        println!(
+            "   {}: spool down to {SPOOL_CAUGHT_UP} events or fewer {:?} after NATS' return",
+            s.name,
+            d.unwrap_or_default()
+        );
+    }
+    nap((Duration::from_secs(u64::from(secs / 4) + 2)).saturating_sub(back.elapsed()))?;
     for p in 0..2 {
         c.stop(&format!("loadgen-{p}"), libc::SIGINT);
     }
-    let drained = wait("the spools to drain", Duration::from_secs(60), || {
+    let drained = wait("the spools to drain", Duration::from_secs(60), POLL, || {
         for s in &servers {
             if status(&s.sock)?["event_log"]["nats"]["spool_depth"] != 0 {
                 return Ok(false);
@@ -580,7 +724,7 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         }
         Ok(true)
     })?;
-    println!("   every spool sent {drained:?} after the load ended");
+    println!("   the load ended; every spool empty {drained:?} later");
 
     println!("== xdhcpd events archive --once (JetStream -> PostgreSQL)");
     let pg_conn = format!("host=127.0.0.1 port={PG_PORT} dbname=archive user=xdhcpd");
@@ -596,24 +740,58 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
             .env("NO_COLOR", "1"),
     )?;
     println!("   {}", out.trim());
-    let mut acked_lines = 0usize;
+    let archive = archived_leases(c)?;
     let mut one = None;
-    for p in 0..2 {
-        let t = std::fs::read_to_string(c.path(&format!("acked-{p}.log"))).unwrap_or_default();
-        acked_lines += t.lines().count();
-        one = one.or_else(|| {
-            t.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(2))
-                .map(str::to_string)
-        });
+    for p in 1..=2u8 {
+        let path = c.path(&format!("acked-{}.log", p - 1));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let (mut acks, mut covered) = (0usize, 0usize);
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [ms, client, addr, lease] = f[..] else {
+                bail!("{}: ACK log line {line:?}", path.display());
+            };
+            let (Ok(ms), Ok(lease)) = (ms.parse::<u64>(), lease.parse::<u64>()) else {
+                bail!("{}: ACK log line {line:?}", path.display());
+            };
+            acks += 1;
+            one = one.or_else(|| Some(addr.to_string()));
+            // The server computed the lease end before the ACK left and the loadgen takes
+            // no reply later than its timeout (< 1 s): lease end >= ACK second + lease - 1.
+            let min_end = ms / 1000 + lease.saturating_sub(1);
+            if archive
+                .get(&(p, addr.to_string(), client.to_string()))
+                .is_some_and(|ends| ends.iter().any(|e| *e >= min_end))
+            {
+                covered += 1;
+            }
+        }
+        let events = c.psql(
+            "archive",
+            &format!(
+                "SELECT count(*) FILTER (WHERE source = 'dhcp') || ' answered by the server, ' \
+                 || count(*) FILTER (WHERE source <> 'dhcp') || ' from its partner' \
+                 FROM xdhcpd_lease_events WHERE server LIKE 'dhcp-{p}_'"
+            ),
+        )?;
+        println!(
+            "   link {p}: loadgen ACKs {acks}, {covered} of them in the archive (an ack/renew \
+             event of pair-{p}: same address and client, lease end at least as late){}; \
+             pair-{p}'s archived events: {}",
+            if covered == acks {
+                ""
+            } else {
+                "  <-- EVENTS LOST"
+            },
+            events.trim()
+        );
+        if covered != acks {
+            problems.push(format!(
+                "link {p}: {} ACK(s) without an archived event",
+                acks - covered
+            ));
+        }
     }
-    let archived = c.psql("archive", "SELECT count(*) FROM xdhcpd_lease_events")?;
-    println!(
-        "   loadgen ACKs {acked_lines}, archived events {} (a DORA's ACK and the renew in the \
-         same second are one event; the secondaries also log their partners' updates)",
-        archived.trim()
-    );
 
     println!("== xdhcpd ctl servers --archive ...");
     let pw = c.path("pg-password");
@@ -634,11 +812,41 @@ pub fn demo_cluster(no_setup: bool, seconds: u32) -> Result<()> {
         )?;
         print!("{out}");
     }
-    drop(c);
-    println!(
-        "== the cluster demo took {:?} (and {:?} to build before it)",
-        shown.elapsed(),
-        built
-    );
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
     Ok(())
+}
+
+/// How many events a spool may hold under the demo's load and count as caught up.
+const SPOOL_CAUGHT_UP: u64 = 20;
+
+/// The archive's ack and renew events by (pair, address, client key): their lease ends
+/// (Unix seconds). The client key is the loadgen's: the client identifier in hex, else the
+/// MAC without separators.
+fn archived_leases(
+    c: &Cluster,
+) -> Result<std::collections::HashMap<(u8, String, String), Vec<u64>>> {
+    let out = c.psql(
+        "archive",
+        "SELECT substr(server, 6, 1), host(ip), coalesce(client_id, replace(mac, ':', '')), \
+                extract(epoch FROM lease_end)::int8 \
+         FROM xdhcpd_lease_events WHERE event IN ('ack', 'renew')",
+    )?;
+    let mut by_key: std::collections::HashMap<(u8, String, String), Vec<u64>> =
+        std::collections::HashMap::new();
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        let [pair, ip, client, end] = f[..] else {
+            bail!("archive row {line:?}");
+        };
+        let (Ok(pair), Ok(end)) = (pair.parse::<u8>(), end.parse::<u64>()) else {
+            bail!("archive row {line:?}");
+        };
+        by_key
+            .entry((pair, ip.to_string(), client.to_string()))
+            .or_default()
+            .push(end);
+    }
+    Ok(by_key)
 }
