@@ -84,6 +84,12 @@ pub enum Decision6 {
         port: u16,
         /// Bindings were written: in "ack" mode the table must be flushed first.
         committed: bool,
+        /// The reply states nothing a crash could take back: this message wrote no binding
+        /// (an Advertise, a status such as NoBinding or UseMulticast, a Confirm or
+        /// Information-request answer) and it reports none read from the table (unlike a
+        /// Leasequery-reply). In "ack" mode it may leave before the commits of earlier
+        /// messages that are still pending; every other reply waits its turn.
+        at_once: bool,
     },
     /// Nothing to send.
     Silence(Silence6),
@@ -543,6 +549,7 @@ impl Engine6 {
             to: meta.src,
             port: if n == 0 { 546 } else { 547 },
             committed,
+            at_once: !committed,
         })
     }
 
