@@ -765,6 +765,9 @@ impl Engine6 {
                 // The IA holds a binding here that is no longer the client's to have (its
                 // pool's rules no longer admit it, or the pool is gone).
                 let mut held = false;
+                // What was extended (the client's bindings here, all Active now).
+                let mut renewed = [([0u8; 16], 0u8); MAX_ENTRIES * 2];
+                let mut n_renewed = 0;
                 for &s in &slots[..found] {
                     let Some(b) = t.get(s) else { continue };
                     if b.link != ctx.link || b.state == BindingState::Declined {
@@ -779,6 +782,10 @@ impl Engine6 {
                         Stats6::inc(&self.stats.renewed);
                         written = true;
                         any = true;
+                        if let Some(r) = renewed.get_mut(n_renewed) {
+                            *r = (b.addr, b.prefix_len);
+                            n_renewed += 1;
+                        }
                         w.entry(&IaEntry {
                             addr: b.addr,
                             prefix_len: b.prefix_len,
@@ -791,15 +798,9 @@ impl Engine6 {
                 // zero lifetimes (RFC 8415 §18.3.4, §18.3.5).
                 let mut zeroed = false;
                 for e in listed.iter().flatten() {
-                    let mine = slots[..found].iter().any(|&s| {
-                        t.get(s).is_some_and(|b| {
-                            b.addr == e.addr
-                                && b.prefix_len == e.prefix_len
-                                && b.link == ctx.link
-                                && b.state == BindingState::Active
-                                && self.still_valid(ctx, &b)
-                        })
-                    });
+                    // Its binding here (on this link, Active and still its own) is one of
+                    // those just extended: every such binding was.
+                    let mine = renewed[..n_renewed].contains(&(e.addr, e.prefix_len));
                     if !mine && (any || held || !self.on_link(cfg, kind, e)) {
                         zeroed = true;
                         w.entry(&IaEntry {
