@@ -254,9 +254,15 @@ impl BindingTable6 {
         if flen < len {
             file.set_len(len).map_err(err_io("set_len"))?;
         }
+        // Every block on disk (and written once) before the mapping is used, as the lease
+        // table's: a worker's first store into a page then takes no block allocation under
+        // the table's lock (and on a full disk no SIGBUS), and the start-up scan below reads
+        // a prefaulted mapping instead of taking a fault per page.
+        crate::table::preallocate(&file, path, len.max(flen))?;
         // SAFETY: the file is ours (exclusive flock held for the table's life, mode 0600);
         // nothing else resizes or maps it while the map lives.
         let map = memmap2::MmapOptions::new()
+            .populate()
             .map_raw(&file)
             .map_err(err_io("mmap"))?;
         let mut t = Self::with_backing(
@@ -629,6 +635,10 @@ impl BindingTable6 {
     pub fn sweep_range(&mut self, now: u32, keep: u32, start: u32, end: u32) -> (u32, u32) {
         let (mut expired, mut reclaimed) = (0, 0);
         for slot in start..end.min(self.capacity) {
+            // Unused records (most of a large table) are skipped on one byte.
+            if Binding6::raw_keys(self.rec(slot)).is_none() {
+                continue;
+            }
             let Some(mut b) = self.get(slot) else {
                 continue;
             };
