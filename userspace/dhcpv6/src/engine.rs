@@ -19,7 +19,7 @@ use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Options, Relay, WireEr
 
 mod classes;
 mod leasequery;
-pub use classes::{classify, duid_lladdr, matches as class_matches, Facts6};
+pub use classes::{classify, classify_with, duid_lladdr, matches as class_matches, Facts6, Needs};
 pub use leasequery::{MAX_LQ_BINDINGS, QUERY_BY_ADDRESS, QUERY_BY_CLIENTID};
 
 /// Deepest relay nesting served (RFC 8415 §7.6 HOP_COUNT_LIMIT is 8; one more for the
@@ -158,6 +158,8 @@ pub struct Engine6 {
     reconf: Option<Arc<Reconf6Shared>>,
     /// A class or a link asks whether a client is registered (else the lookup is skipped).
     asks_known: bool,
+    /// What each class (`cfg.classes[i]`) needs of a message before its conditions are read.
+    class_needs: Vec<Needs>,
 }
 
 impl Engine6 {
@@ -180,6 +182,7 @@ impl Engine6 {
                 }
             }
         }
+        let cfg_class_needs = cfg.classes.iter().map(|c| Needs::of(&c.matches)).collect();
         let asks_known = cfg.classes.iter().any(|c| c.matches.known.is_some())
             || cfg.links.iter().any(|l| l.access.asks_known());
         Engine6 {
@@ -190,6 +193,7 @@ impl Engine6 {
             stats,
             reconf: None,
             asks_known,
+            class_needs: cfg_class_needs,
         }
     }
 
@@ -579,7 +583,7 @@ impl Engine6 {
             subscriber_id: opt_of(&relay.subscriber_id),
             lladdr: opt_of(&relay.lladdr).or_else(|| duid_lladdr(duid)),
         };
-        let set = classify(&self.cfg.classes, &f);
+        let set = classify_with(&self.cfg.classes, &self.class_needs, &f);
         if !set.is_empty() {
             Stats6::inc(&self.stats.classified);
         }
