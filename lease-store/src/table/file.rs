@@ -130,7 +130,7 @@ pub(super) const PREALLOCATE_OP: &str =
 /// Gives every byte of the first `len` bytes of `file` a disk block (a no-op for blocks it
 /// has). Run at every open, not only at creation: a sparse copy or restore of the file, or a
 /// filesystem that needs new blocks on write, would otherwise turn a full disk into SIGBUS.
-pub(super) fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
+pub(crate) fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
     let len = libc::off_t::try_from(len).map_err(|_| {
         StoreError::format(path, format!("{len} bytes is too large to preallocate"))
     })?;

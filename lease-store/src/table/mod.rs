@@ -45,6 +45,7 @@
 
 mod failover_area;
 mod file;
+pub(crate) use file::preallocate;
 mod flush;
 mod free;
 mod grow;

@@ -20,7 +20,7 @@ mod record;
 
 use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
@@ -115,7 +115,8 @@ pub struct BindingTable6 {
     free: Vec<u32>,
     by_client: SlotIndex,
     by_addr: SlotIndex,
-    hasher: RandomState,
+    /// The indexes' random hash seed (per table, per process).
+    seed: u64,
     dirty_lo: u32,
     dirty_hi: u32,
     header_dirty: bool,
@@ -144,7 +145,7 @@ impl BindingTable6 {
             free: Vec::with_capacity(capacity as usize),
             by_client: SlotIndex::new(capacity as usize),
             by_addr: SlotIndex::new(capacity as usize),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0x7864_6863_7036u64),
             dirty_lo: u32::MAX,
             dirty_hi: 0,
             header_dirty: false,
@@ -253,9 +254,15 @@ impl BindingTable6 {
         if flen < len {
             file.set_len(len).map_err(err_io("set_len"))?;
         }
+        // Every block on disk (and written once) before the mapping is used, as the lease
+        // table's: a worker's first store into a page then takes no block allocation under
+        // the table's lock (and on a full disk no SIGBUS), and the start-up scan below reads
+        // a prefaulted mapping instead of taking a fault per page.
+        crate::table::preallocate(&file, path, len.max(flen))?;
         // SAFETY: the file is ours (exclusive flock held for the table's life, mode 0600);
         // nothing else resizes or maps it while the map lives.
         let map = memmap2::MmapOptions::new()
+            .populate()
             .map_raw(&file)
             .map_err(err_io("mmap"))?;
         let mut t = Self::with_backing(
@@ -350,17 +357,19 @@ impl BindingTable6 {
     /// client (RFC 5007 query by client-id); [`BindingTable6::find_ia`] filters the few
     /// candidates by kind and IAID.
     fn client_hash(&self, _kind: IaKind, duid: &[u8], _iaid: u32) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(duid);
-        h.finish()
+        seeded_hash(self.seed, 1 << 16, duid)
     }
 
     fn addr_hash(&self, kind: IaKind, addr: &[u8; 16], plen: u8) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        (kind as u8).hash(&mut h);
-        h.write(addr);
-        plen.hash(&mut h);
-        h.finish()
+        self.addr_hash_raw(kind as u8, addr, plen)
+    }
+
+    fn addr_hash_raw(&self, kind: u8, addr: &[u8], plen: u8) -> u64 {
+        seeded_hash(
+            self.seed,
+            2 << 16 | u64::from(kind) << 8 | u64::from(plen),
+            addr,
+        )
     }
 
     fn rec(&self, slot: u32) -> &[u8] {
@@ -439,8 +448,7 @@ impl BindingTable6 {
     pub fn find_addr(&self, kind: IaKind, addr: &[u8; 16], prefix_len: u8) -> Option<u32> {
         let h = self.addr_hash(kind, addr, prefix_len);
         self.by_addr.find(h, |s| {
-            self.get(s)
-                .is_some_and(|r| r.kind == kind && &r.addr == addr && r.prefix_len == prefix_len)
+            s < self.capacity && Binding6::raw_addr_is(self.rec(s), kind, addr, prefix_len)
         })
     }
 
@@ -449,21 +457,28 @@ impl BindingTable6 {
     pub fn put(&mut self, slot: Option<u32>, b: &Binding6) -> Result<u32, TableFull> {
         let slot = match slot.filter(|&s| s < self.capacity) {
             Some(s) => {
-                if let Some(old) = self.get(s) {
-                    let och = self.client_hash(old.kind, old.duid.as_slice(), old.iaid);
+                // Re-keyed only when the client or the address changed (compared on the
+                // raw record: a renewal of the same binding hashes nothing).
+                let (och, oah) = {
+                    let Some((duid, (kind, addr, plen))) = Binding6::raw_keys(self.rec(s)) else {
+                        return self.put(None, b);
+                    };
+                    let same_client = duid == b.duid.as_slice();
+                    let same_addr = kind == b.kind as u8 && addr == b.addr && plen == b.prefix_len;
+                    (
+                        (!same_client).then(|| self.client_hash(b.kind, duid, 0)),
+                        (!same_addr).then(|| self.addr_hash_raw(kind, addr, plen)),
+                    )
+                };
+                if let Some(och) = och {
                     let nch = self.client_hash(b.kind, b.duid.as_slice(), b.iaid);
-                    if och != nch {
-                        self.by_client.remove(och, s);
-                        self.by_client.insert(nch, s);
-                    }
-                    let oah = self.addr_hash(old.kind, &old.addr, old.prefix_len);
+                    self.by_client.remove(och, s);
+                    self.by_client.insert(nch, s);
+                }
+                if let Some(oah) = oah {
                     let nah = self.addr_hash(b.kind, &b.addr, b.prefix_len);
-                    if oah != nah {
-                        self.by_addr.remove(oah, s);
-                        self.by_addr.insert(nah, s);
-                    }
-                } else {
-                    return self.put(None, b);
+                    self.by_addr.remove(oah, s);
+                    self.by_addr.insert(nah, s);
                 }
                 s
             }
@@ -478,7 +493,7 @@ impl BindingTable6 {
             }
         };
         let mut buf = [0u8; RECORD6_SIZE];
-        b.encode(&mut buf);
+        b.encode_fields(&mut buf);
         let off = rec_off(slot);
         let seq = record::seq_of(self.rec(slot)).wrapping_add(1);
         record::seal(&mut buf, seq);
@@ -620,6 +635,10 @@ impl BindingTable6 {
     pub fn sweep_range(&mut self, now: u32, keep: u32, start: u32, end: u32) -> (u32, u32) {
         let (mut expired, mut reclaimed) = (0, 0);
         for slot in start..end.min(self.capacity) {
+            // Unused records (most of a large table) are skipped on one byte.
+            if Binding6::raw_keys(self.rec(slot)).is_none() {
+                continue;
+            }
             let Some(mut b) = self.get(slot) else {
                 continue;
             };
@@ -649,6 +668,33 @@ impl BindingTable6 {
     pub fn iter(&self) -> impl Iterator<Item = (u32, Binding6)> + '_ {
         (0..self.capacity).filter_map(|s| self.get(s).map(|b| (s, b)))
     }
+}
+
+/// Seeded 64-bit hash of an index key (`tag` tells the key kinds apart), the lease table's
+/// client-index hash (`lease::key_hash`: multiply-rotate per 8 bytes, murmur3's finaliser)
+/// over any length: a few instructions per 8 bytes where SipHash took ~300 per key (the v6
+/// packet path hashes 4-8 keys per message). The seed is random per table, as SipHash's keys
+/// were.
+#[inline]
+fn seeded_hash(seed: u64, tag: u64, data: &[u8]) -> u64 {
+    let mut h = seed ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (data.len() as u64) << 32;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    crate::lease::mix64(h)
 }
 
 fn rec_off(slot: u32) -> usize {

@@ -284,6 +284,14 @@ impl Binding6 {
 
     /// Encodes into a record buffer (CRC included).
     pub fn encode(&self, r: &mut [u8; RECORD6_SIZE]) {
+        self.encode_fields(r);
+        let crc = crc32fast::hash(&r[4..]);
+        r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Encodes every field, without the CRC (the table's writer seals the image with its
+    /// write sequence and computes the CRC once: [`seal`]).
+    pub(super) fn encode_fields(&self, r: &mut [u8; RECORD6_SIZE]) {
         r.fill(0);
         r[O_USED] = 1;
         r[O_KIND] = self.kind as u8;
@@ -318,8 +326,6 @@ impl Binding6 {
         r[O_VIA_PEER..O_VIA_PEER + 16].copy_from_slice(&self.via.peer);
         r[O_RELAY_LINK..O_RELAY_LINK + 16].copy_from_slice(&self.relay.link_address);
         r[O_RELAY_PEER..O_RELAY_PEER + 16].copy_from_slice(&self.relay.peer_address);
-        let crc = crc32fast::hash(&r[4..]);
-        r[O_CRC..O_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Decodes a record: `Ok(None)` for an unused slot, `Err` for a record whose CRC or
@@ -408,11 +414,40 @@ impl Binding6 {
         n == duid.len() && n <= DUID_MAX && &r[O_DUID + 1..O_DUID + 1 + n] == duid
     }
 
+    /// Whether the record bytes `r` hold a used binding of `addr`/`prefix_len` of `kind`,
+    /// read from the raw fields (the address index's candidate test; records in the table
+    /// were checked when it was opened and are written only by it).
+    pub(super) fn raw_addr_is(r: &[u8], kind: IaKind, addr: &[u8; 16], prefix_len: u8) -> bool {
+        r.len() >= RECORD6_SIZE
+            && r[O_USED] == 1
+            && r[O_KIND] == kind as u8
+            && r[O_PLEN] == prefix_len
+            && r[O_ADDR..O_ADDR + 16] == addr[..]
+    }
+
+    /// The index keys of a used record's raw bytes: (DUID, (kind, address, prefix length)).
+    pub(super) fn raw_keys(r: &[u8]) -> Option<(&[u8], RawAddrKey<'_>)> {
+        if r.len() < RECORD6_SIZE || r[O_USED] != 1 {
+            return None;
+        }
+        let n = usize::from(r[O_DUID]);
+        if n > DUID_MAX {
+            return None;
+        }
+        Some((
+            &r[O_DUID + 1..O_DUID + 1 + n],
+            (r[O_KIND], &r[O_ADDR..O_ADDR + 16], r[O_PLEN]),
+        ))
+    }
+
     /// The address or prefix as an `Ipv6Addr`.
     pub fn ip(&self) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::from(self.addr)
     }
 }
+
+/// A record's address key as stored: kind byte, address bytes, prefix length.
+pub(super) type RawAddrKey<'a> = (u8, &'a [u8], u8);
 
 fn addr16(r: &[u8], o: usize) -> [u8; 16] {
     let mut a = [0u8; 16];

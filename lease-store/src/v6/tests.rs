@@ -446,3 +446,36 @@ fn dhcpv6_wal_identity_old_file_without_one_still_replays_and_gets_one() {
         Err(StoreError::ForeignLog { .. })
     ));
 }
+
+/// The binding file has a written disk block for every byte before it is mapped (as the
+/// lease table's): a worker's first store into a page allocates nothing under the table's
+/// lock, and a full disk cannot turn that store into SIGBUS.
+#[test]
+fn dhcpv6_binding_file_has_every_block_before_it_is_mapped() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let (mut t, _) = BindingTable6::open(&path, 4096, true).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len >= 4096 * RECORD6_SIZE as u64);
+    let f = std::fs::File::open(&path).unwrap();
+    // SAFETY: plain syscall on a valid descriptor.
+    let hole = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), 0, libc::SEEK_HOLE) };
+    assert_eq!(hole as u64, len, "the v6 binding file has a hole");
+    assert!(
+        f.metadata().unwrap().blocks() * 512 >= len,
+        "the v6 binding file is sparse"
+    );
+    // Re-keying by address on a rewrite of the same slot (the raw-key path of `put`).
+    let s = t.put(None, &b(IaKind::Na, b"duid-a", 1, 1, 128)).unwrap();
+    t.put(Some(s), &b(IaKind::Na, b"duid-a", 1, 7, 128))
+        .unwrap();
+    let (a1, a7) = (
+        b(IaKind::Na, b"x", 0, 1, 128).addr,
+        b(IaKind::Na, b"x", 0, 7, 128).addr,
+    );
+    assert_eq!(t.find_addr(IaKind::Na, &a1, 128), None);
+    assert_eq!(t.find_addr(IaKind::Na, &a7, 128), Some(s));
+    let mut out = [0u32; 4];
+    assert_eq!(t.find_ia(IaKind::Na, b"duid-a", 1, &mut out), 1);
+}

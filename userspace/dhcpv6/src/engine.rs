@@ -19,7 +19,7 @@ use crate::wire::{msg, opt, status, Ia, IaEntry, Message, Options, Relay, WireEr
 
 mod classes;
 mod leasequery;
-pub use classes::{classify, duid_lladdr, matches as class_matches, Facts6};
+pub use classes::{classify, classify_with, duid_lladdr, matches as class_matches, Facts6, Needs};
 pub use leasequery::{MAX_LQ_BINDINGS, QUERY_BY_ADDRESS, QUERY_BY_CLIENTID};
 
 /// Deepest relay nesting served (RFC 8415 §7.6 HOP_COUNT_LIMIT is 8; one more for the
@@ -84,6 +84,12 @@ pub enum Decision6 {
         port: u16,
         /// Bindings were written: in "ack" mode the table must be flushed first.
         committed: bool,
+        /// The reply states nothing a crash could take back: this message wrote no binding
+        /// (an Advertise, a status such as NoBinding or UseMulticast, a Confirm or
+        /// Information-request answer) and it reports none read from the table (unlike a
+        /// Leasequery-reply). In "ack" mode it may leave before the commits of earlier
+        /// messages that are still pending; every other reply waits its turn.
+        at_once: bool,
     },
     /// Nothing to send.
     Silence(Silence6),
@@ -152,6 +158,8 @@ pub struct Engine6 {
     reconf: Option<Arc<Reconf6Shared>>,
     /// A class or a link asks whether a client is registered (else the lookup is skipped).
     asks_known: bool,
+    /// What each class (`cfg.classes[i]`) needs of a message before its conditions are read.
+    class_needs: Vec<Needs>,
 }
 
 impl Engine6 {
@@ -174,6 +182,7 @@ impl Engine6 {
                 }
             }
         }
+        let cfg_class_needs = cfg.classes.iter().map(|c| Needs::of(&c.matches)).collect();
         let asks_known = cfg.classes.iter().any(|c| c.matches.known.is_some())
             || cfg.links.iter().any(|l| l.access.asks_known());
         Engine6 {
@@ -184,6 +193,7 @@ impl Engine6 {
             stats,
             reconf: None,
             asks_known,
+            class_needs: cfg_class_needs,
         }
     }
 
@@ -543,6 +553,7 @@ impl Engine6 {
             to: meta.src,
             port: if n == 0 { 546 } else { 547 },
             committed,
+            at_once: !committed,
         })
     }
 
@@ -572,7 +583,7 @@ impl Engine6 {
             subscriber_id: opt_of(&relay.subscriber_id),
             lladdr: opt_of(&relay.lladdr).or_else(|| duid_lladdr(duid)),
         };
-        let set = classify(&self.cfg.classes, &f);
+        let set = classify_with(&self.cfg.classes, &self.class_needs, &f);
         if !set.is_empty() {
             Stats6::inc(&self.stats.classified);
         }
@@ -758,6 +769,9 @@ impl Engine6 {
                 // The IA holds a binding here that is no longer the client's to have (its
                 // pool's rules no longer admit it, or the pool is gone).
                 let mut held = false;
+                // What was extended (the client's bindings here, all Active now).
+                let mut renewed = [([0u8; 16], 0u8); MAX_ENTRIES * 2];
+                let mut n_renewed = 0;
                 for &s in &slots[..found] {
                     let Some(b) = t.get(s) else { continue };
                     if b.link != ctx.link || b.state == BindingState::Declined {
@@ -772,6 +786,10 @@ impl Engine6 {
                         Stats6::inc(&self.stats.renewed);
                         written = true;
                         any = true;
+                        if let Some(r) = renewed.get_mut(n_renewed) {
+                            *r = (b.addr, b.prefix_len);
+                            n_renewed += 1;
+                        }
                         w.entry(&IaEntry {
                             addr: b.addr,
                             prefix_len: b.prefix_len,
@@ -784,15 +802,9 @@ impl Engine6 {
                 // zero lifetimes (RFC 8415 §18.3.4, §18.3.5).
                 let mut zeroed = false;
                 for e in listed.iter().flatten() {
-                    let mine = slots[..found].iter().any(|&s| {
-                        t.get(s).is_some_and(|b| {
-                            b.addr == e.addr
-                                && b.prefix_len == e.prefix_len
-                                && b.link == ctx.link
-                                && b.state == BindingState::Active
-                                && self.still_valid(ctx, &b)
-                        })
-                    });
+                    // Its binding here (on this link, Active and still its own) is one of
+                    // those just extended: every such binding was.
+                    let mine = renewed[..n_renewed].contains(&(e.addr, e.prefix_len));
                     if !mine && (any || held || !self.on_link(cfg, kind, e)) {
                         zeroed = true;
                         w.entry(&IaEntry {

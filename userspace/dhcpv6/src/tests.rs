@@ -253,6 +253,106 @@ fn dhcpv6_solicit_advertises_address_and_prefix_without_binding() {
     assert!(h.t.is_empty(), "an Advertise stores nothing");
 }
 
+/// Ack mode: a reply whose message wrote nothing durable (an Advertise, also for a bound
+/// client; a NoBinding Renew; a Confirm) leaves at once; a Reply that bound or extended
+/// waits for its commit.
+#[test]
+fn dhcpv6_ack_advertise_writes_nothing_and_may_leave_at_once() {
+    let mut h = H::new();
+    let solicit = client_msg(
+        msg::SOLICIT,
+        C1,
+        None,
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 2, &[])],
+        &[],
+    );
+    let d = h.send(&solicit);
+    assert!(
+        matches!(
+            d,
+            Decision6::Reply {
+                committed: false,
+                at_once: true,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(!h.t.has_dirty(), "a Solicit wrote a record");
+    let req = client_msg(
+        msg::REQUEST,
+        C1,
+        Some(&sduid()),
+        &[(IaKind::Na, 1, &[]), (IaKind::Pd, 2, &[])],
+        &[],
+    );
+    let d = h.send(&req);
+    assert!(
+        matches!(
+            d,
+            Decision6::Reply {
+                committed: true,
+                at_once: false,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(h.t.len(), 2);
+    h.t.flush_dirty().unwrap();
+    // The bound client solicits again: its bindings are advertised, not rewritten.
+    let d = h.send(&solicit);
+    let Decision6::Reply {
+        len,
+        committed: false,
+        at_once: true,
+        ..
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(parse_reply(&h.out[..len]).typ, msg::ADVERTISE);
+    assert!(!h.t.has_dirty(), "an Advertise wrote a record");
+    // A Renew is a write (its lifetimes extended): it waits.
+    let renew = client_msg(msg::RENEW, C1, Some(&sduid()), &[(IaKind::Na, 1, &[])], &[]);
+    assert!(matches!(
+        h.send(&renew),
+        Decision6::Reply {
+            committed: true,
+            at_once: false,
+            ..
+        }
+    ));
+    h.t.flush_dirty().unwrap();
+    // A Renew of an IA with no binding (NoBinding) and a Confirm write nothing.
+    let renew2 = client_msg(msg::RENEW, C2, Some(&sduid()), &[(IaKind::Na, 9, &[])], &[]);
+    let confirm = client_msg(
+        msg::CONFIRM,
+        C2,
+        None,
+        &[(IaKind::Na, 9, &[("fd77::150", 128)])],
+        &[],
+    );
+    for m in [&renew2, &confirm] {
+        let d = h.send(m);
+        assert!(
+            matches!(
+                d,
+                Decision6::Reply {
+                    committed: false,
+                    at_once: true,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+    assert!(
+        !h.t.has_dirty(),
+        "a NoBinding Renew or a Confirm wrote a record"
+    );
+}
+
 #[test]
 fn dhcpv6_request_binds_what_was_advertised() {
     let mut h = H::new();
@@ -800,11 +900,15 @@ fn dhcpv6_relay_link_address_selects_link_interface_id_echoed_relay_data_stored(
         to,
         port,
         committed,
+        at_once,
     } = d
     else {
         panic!("{d:?}")
     };
-    assert_eq!((to, port, committed), (RELAY_SRC, 547, true));
+    assert_eq!(
+        (to, port, committed, at_once),
+        (RELAY_SRC, 547, true, false)
+    );
     let rr = Relay::parse(&h.out[..len], 0).unwrap();
     assert_eq!(rr.msg_type, msg::RELAY_REPL);
     assert_eq!(rr.link, ip("2001:db8:2::1").octets());
@@ -1026,11 +1130,17 @@ fn lq_send_at(h: &mut H, now: u32, meta: RxMeta6, q: &[u8]) -> Lq {
         to,
         port,
         committed,
+        at_once,
     } = d
     else {
         panic!("no leasequery reply: {d:?}")
     };
     assert_eq!((to, port, committed), (meta.src, meta.src_port, false));
+    // It reports bindings maybe not yet durable: it waits for the pending commits.
+    assert!(
+        !at_once,
+        "a Leasequery-reply left before the pending commits"
+    );
     let m = Message::parse(&h.out[..len], 0).unwrap();
     assert_eq!(m.msg_type, msg::LEASEQUERY_REPLY);
     assert_eq!(m.xid, [0xab, 0xcd, 0xef]);

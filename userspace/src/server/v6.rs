@@ -312,16 +312,26 @@ impl V6Server {
             }
             None => None,
         };
-        Ok(Some(Arc::new(V6Server {
+        let mut v6 = V6Server::new(engine, SharedTable6::new(table), ack, iface.index);
+        v6.link_local = link_local;
+        v6.global = global;
+        v6.reconf = reconf;
+        Ok(Some(Arc::new(v6)))
+    }
+
+    /// A server over `engine` and `table` on interface `ifindex` (no addresses of its own
+    /// yet, no reconfigure): [`V6Server::open`] fills in the rest.
+    pub fn new(engine: Engine6, table: SharedTable6, ack: bool, ifindex: u32) -> Self {
+        V6Server {
             engine,
-            table: SharedTable6::new(table),
+            table,
             ack,
-            link_local,
-            global,
-            ifindex: iface.index,
+            link_local: None,
+            global: None,
+            ifindex,
             flush_errors: AtomicU64::new(0),
-            reconf,
-        })))
+            reconf: None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BindingTable6> {
@@ -515,8 +525,9 @@ const UDP_BATCH: usize = 64;
 /// taking requests (back-pressure).
 const UDP_HELD_BATCHES: usize = 8;
 
-/// One batch's replies: (offset in its buffer, length, destination, committed).
-type Replies6 = Vec<(usize, usize, SocketAddrV6, bool)>;
+/// One batch's replies: (offset in its buffer, length, destination, committed, at once:
+/// `Decision6::Reply::at_once`).
+type Replies6 = Vec<(usize, usize, SocketAddrV6, bool, bool)>;
 
 /// The `--io udp` DHCPv6 worker: one thread reading [::]:547 in batches (the first
 /// receive waits up to 100 ms when nothing is held, the rest of the batch is what is
@@ -524,7 +535,8 @@ type Replies6 = Vec<(usize, usize, SocketAddrV6, bool)>;
 /// from the committer (`commit.rs`, as the v4 workers do) and its replies are held, in a
 /// ring of [`UDP_HELD_BATCHES`] batch buffers, until the committer's log commit covering
 /// them completed; the thread goes on with later batches meanwhile (later replies wait
-/// behind earlier ones, keeping each client's order). Without a committer (a table
+/// behind earlier ones, keeping each client's order, except those that wrote nothing and
+/// state nothing from the table, `Decision6::Reply::at_once`: an Advertise leaves at once). Without a committer (a table
 /// without a log) each such batch is committed here.
 pub fn spawn_udp_worker(
     v6: Arc<V6Server>,
@@ -548,7 +560,7 @@ pub fn spawn_udp_worker(
             let mut held: std::collections::VecDeque<(usize, u64)> =
                 std::collections::VecDeque::with_capacity(UDP_HELD_BATCHES);
             let send = |buf: &[u8], p: &Replies6, ok: bool| {
-                for &(i, len, to, committed) in p {
+                for &(i, len, to, committed, _) in p {
                     if committed && !ok {
                         continue;
                     }
@@ -616,6 +628,7 @@ pub fn spawn_udp_worker(
                         to,
                         port,
                         committed,
+                        at_once,
                     } = v6.handle(now, &meta, &rx[..n], slot)
                     {
                         let scope = if to.segments()[0] & 0xffc0 == 0xfe80 {
@@ -628,6 +641,7 @@ pub fn spawn_udp_worker(
                             len,
                             SocketAddrV6::new(to, port, 0, scope),
                             committed,
+                            at_once,
                         ));
                     }
                 }
@@ -650,7 +664,19 @@ pub fn spawn_udp_worker(
                         } else {
                             held.back().map_or(0, |&(_, t)| t)
                         };
-                        held.push_back((b, ticket));
+                        // Replies that wrote nothing and state nothing from the table
+                        // (Advertise) leave now; the rest wait for the ticket.
+                        p.retain(|&(i, len, to, _, at_once)| {
+                            if at_once {
+                                if let Err(e) = sock.send_to(&buf[i..i + len], to) {
+                                    tracing::debug!("DHCPv6 reply to {to}: {e}");
+                                }
+                            }
+                            !at_once
+                        });
+                        if !p.is_empty() {
+                            held.push_back((b, ticket));
+                        }
                     }
                     _ => {
                         let ok = !wrote || v6.commit();

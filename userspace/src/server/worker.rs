@@ -15,7 +15,7 @@ use std::time::Instant;
 use lease_store::Slot;
 
 use super::commit::Committer;
-use super::packet_io::PacketIo;
+use super::packet_io::{PacketIo, ReplyHold};
 use super::reload::EngineCell;
 use crate::clock::unix_now;
 use crate::failover::FailoverTap;
@@ -94,7 +94,9 @@ pub fn run_worker<P: PacketIo>(
     let mut generation = ops.config.generation();
     let mut tx: Vec<P::Reply> = Vec::with_capacity(BATCH);
     let mut changed: Vec<Slot> = Vec::with_capacity(BATCH);
-    // Per reply of the batch (in `tx` order): may it leave before the pending commits?
+    // Per reply of the batch (in `tx` order): how it stands to the pending commits (the
+    // driver's word), and for the responder's replies in order, may it leave before them?
+    let mut holds: Vec<ReplyHold> = Vec::with_capacity(BATCH);
     let mut free: Vec<bool> = Vec::with_capacity(BATCH);
     let mut held: VecDeque<(u64, P::Reply)> = VecDeque::with_capacity(MAX_HELD + BATCH);
     let mut idle_spins = 0u32;
@@ -139,7 +141,8 @@ pub fn run_worker<P: PacketIo>(
             let timed = sample.is_none() && batch_no.is_multiple_of(LATENCY_SAMPLE_EVERY);
             let taken = timed.then(Instant::now);
             free.clear();
-            let n = io.recv_batch(BATCH, &mut tx, |meta, payload, out| {
+            holds.clear();
+            let n = io.recv_batch(BATCH, &mut tx, &mut holds, |meta, payload, out| {
                 let now = *now.get_or_insert_with(unix_now);
                 let before = engine.durable_changes();
                 let d = engine.handle(now, meta, payload, out);
@@ -204,12 +207,22 @@ pub fn run_worker<P: PacketIo>(
                 } else {
                     held.back().map_or(0, |(t, _)| *t)
                 };
-                if free.len() == tx.len() {
-                    // Every reply came from the engine (no DHCPv6 reply of the driver's, none
-                    // lost while framing): OFFERs and NAKs leave now, the rest wait their turn
-                    // (no reply waits for a commit it does not need: issue 18, item 5).
-                    for (r, now) in tx.drain(..).zip(free.iter()) {
-                        if *now {
+                // The driver said how each reply stands, and the engine's judgement of its
+                // own replies is there for each (none lost while framing): OFFERs and NAKs,
+                // and DHCPv6 replies that wrote nothing (Advertise), leave now; the rest wait
+                // their turn (no reply waits for a commit it does not need: issue 18, item 5).
+                // Otherwise every reply waits.
+                let judged = holds.len() == tx.len()
+                    && holds.iter().filter(|h| **h == ReplyHold::Respond).count() == free.len();
+                if judged {
+                    let mut engine_free = free.iter();
+                    for (r, h) in tx.drain(..).zip(holds.iter()) {
+                        let now = match h {
+                            ReplyHold::Respond => engine_free.next().copied().unwrap_or(false),
+                            ReplyHold::AtOnce => true,
+                            ReplyHold::Wait => false,
+                        };
+                        if now {
                             io.send(r, &counters);
                         } else {
                             held.push_back((ticket, r));
@@ -247,19 +260,30 @@ pub fn run_worker<P: PacketIo>(
 mod tests {
     use super::*;
     use crate::server::commit::{self, Durable};
-    use crate::server::v6::SharedTable6;
+    use crate::server::iface::Interface;
+    use crate::server::packet_io::xsk::FrameResponder;
+    use crate::server::v6::{engine_config, SharedTable6, V6Server};
     use lease_store::v6::{Binding6, BindingState, BindingTable6, IaKind};
     use lease_store::{LeaseTable, OpenOptions, PoolSpec};
     use std::sync::Mutex;
     use std::time::Duration;
     use xdhcpd_dhcpv4::{EngineShared, EngineStats, RxMeta};
+    use xdhcpd_dhcpv6::wire::{msg, opt, Writer};
+    use xdhcpd_dhcpv6::{Engine6, Stats6};
+    use xdhcpd_io::frame::{self, Ipv6UdpAddrs};
 
-    /// The v6 binding table behind a gate: its log commit (the committer's [`Durable`] step,
-    /// the daemon's [`SharedTable6::make_durable`]) waits until the test opens the gate, i.e.
-    /// a stalled committer.
+    /// The DHCPv6 server (the demo's `[[subnet6]]`, ack mode) behind a gate: its log commit
+    /// (the committer's [`Durable`] step, the daemon's [`SharedTable6::make_durable`]) waits
+    /// until the test opens the gate, i.e. a stalled committer.
     struct GatedV6 {
-        table: SharedTable6,
+        v6: Arc<V6Server>,
         open: AtomicBool,
+    }
+
+    impl GatedV6 {
+        fn table(&self) -> &SharedTable6 {
+            self.v6.table()
+        }
     }
 
     impl Durable for GatedV6 {
@@ -267,7 +291,7 @@ mod tests {
             while !self.open.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            self.table.make_durable()
+            self.v6.make_durable()
         }
     }
 
@@ -289,7 +313,13 @@ mod tests {
         type Reply = u8;
         const IDLE_SPINS: u32 = 4;
 
-        fn recv_batch<R>(&mut self, _max: usize, replies: &mut Vec<u8>, _respond: R) -> usize
+        fn recv_batch<R>(
+            &mut self,
+            _max: usize,
+            replies: &mut Vec<u8>,
+            holds: &mut Vec<ReplyHold>,
+            _respond: R,
+        ) -> usize
         where
             R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
         {
@@ -305,15 +335,16 @@ mod tests {
             b.state = BindingState::Active;
             b.valid = 3600;
             b.expiry = 2_000_000_000;
-            let put = self.v6.table.lock().put(None, &b);
+            let put = self.v6.table().lock().put(None, &b);
             assert!(put.is_ok(), "v6 table full");
             self.wrote = true;
             replies.push(n);
+            holds.push(ReplyHold::Wait);
             1
         }
 
         fn send(&mut self, r: u8, _counters: &WorkerCounters) {
-            let st = self.v6.table.log().expect("a log").stats();
+            let st = self.v6.table().log().expect("a log").stats();
             self.sent
                 .lock()
                 .unwrap()
@@ -363,7 +394,7 @@ mod tests {
             LeaseTable::open(&dir.path().join("l.db"), &pools, &OpenOptions::default()).unwrap();
         let table = Arc::new(table);
         let shared = Arc::new(EngineShared::new(
-            cfg,
+            cfg.clone(),
             table.clone(),
             std::net::Ipv4Addr::new(10, 77, 0, 1),
         ));
@@ -375,8 +406,25 @@ mod tests {
             Some(lease_store::MIN_WAL_BYTES),
         )
         .unwrap();
+        let iface = Interface {
+            name: "xd-srv0".into(),
+            index: 42,
+            mac: [2, 0, 0, 0, 0, 1],
+            ipv4: None,
+            rx_queues: 1,
+        };
+        let engine6 = Engine6::new(
+            engine_config(&cfg, &iface).unwrap(),
+            xdhcpd_dhcpv6::duid_en(4491, b"worker-test"),
+            Arc::new(Stats6::default()),
+        );
         let gate = Arc::new(GatedV6 {
-            table: SharedTable6::new(t6),
+            v6: Arc::new(V6Server::new(
+                engine6,
+                SharedTable6::new(t6),
+                true,
+                iface.index,
+            )),
             open: AtomicBool::new(false),
         });
         let committer = Arc::new(Committer::new());
@@ -433,9 +481,13 @@ mod tests {
             "a DHCPv6 Reply left before its binding was flushed: {:?}",
             sent.lock().unwrap()
         );
-        assert_eq!(v6.table.lock().len(), 3, "the worker did not go on serving");
         assert_eq!(
-            v6.table.log().unwrap().stats().entries,
+            v6.table().lock().len(),
+            3,
+            "the worker did not go on serving"
+        );
+        assert_eq!(
+            v6.table().log().unwrap().stats().entries,
             0,
             "nothing logged yet"
         );
@@ -451,6 +503,169 @@ mod tests {
         for (k, &(_, (commits, entries))) in got.iter().enumerate() {
             assert!(commits >= 1 && entries > k as u64, "{got:?}");
         }
+        stop.store(true, Ordering::SeqCst);
+        wh.join().unwrap();
+        commit_stop.store(true, Ordering::SeqCst);
+        ch.join().unwrap();
+    }
+
+    /// DHCPv6 frames answered by the AF_XDP driver's own [`FrameResponder`] (the daemon's
+    /// DHCPv6 path: engine, v6 table and its log, reply framed in place), one message per
+    /// batch: Solicit and Request of client 1, then Solicit of client 2. Each reply's message
+    /// type is recorded when the worker sends it, with the v6 log's entries by then.
+    struct V6FrameIo {
+        frames: FrameResponder,
+        v6: Arc<GatedV6>,
+        step: u8,
+        wrote: bool,
+        sent: Sent,
+    }
+
+    /// A direct (multicast) DHCPv6 message of client `c` in a whole Ethernet/IPv6/UDP frame,
+    /// at the start of a 2 KiB buffer (room for the reply); with the frame's length.
+    fn v6_frame(typ: u8, c: u8, server_duid: Option<&[u8]>) -> (Vec<u8>, usize) {
+        let mut f = vec![0u8; 2048];
+        let off = frame::ipv6_payload_offset(0);
+        let mut w = Writer::new(&mut f[off..]);
+        w.header(typ, [0, 0, c]);
+        w.option(opt::CLIENTID, &[0, 3, 0, 1, 2, 0, 0, 0, 0xc6, c]);
+        if let Some(d) = server_duid {
+            w.option(opt::SERVERID, d);
+        }
+        w.option(opt::ELAPSED_TIME, &[0, 0]);
+        w.open_ia(opt::IA_NA, 1, 0, 0);
+        w.close();
+        let len = w.finish().expect("a small message");
+        let addrs = Ipv6UdpAddrs {
+            src_mac: [2, 0, 0, 0, 0xc6, c],
+            dst_mac: [0x33, 0x33, 0, 1, 0, 2],
+            src_ip: std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xc6, u16::from(c)),
+            dst_ip: crate::server::v6::ALL_SERVERS_AND_RELAYS,
+            src_port: 546,
+            dst_port: 547,
+        };
+        let n = frame::write_ipv6_udp_headers(&mut f, &[], &addrs, len).expect("fits");
+        (f, n)
+    }
+
+    impl PacketIo for V6FrameIo {
+        type Reply = u8;
+        const IDLE_SPINS: u32 = 4;
+
+        fn recv_batch<R>(
+            &mut self,
+            _max: usize,
+            replies: &mut Vec<u8>,
+            holds: &mut Vec<ReplyHold>,
+            mut respond: R,
+        ) -> usize
+        where
+            R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
+        {
+            let duid = self.v6.v6.server_duid().to_vec();
+            let (mut f, len) = match self.step {
+                0 => v6_frame(msg::SOLICIT, 1, None),
+                1 => v6_frame(msg::REQUEST, 1, Some(&duid)),
+                2 => v6_frame(msg::SOLICIT, 2, None),
+                _ => return 0,
+            };
+            self.step += 1;
+            let before = self.frames.v6_committed;
+            if self.frames.answer(&mut f, len, &mut respond).is_some() {
+                replies.push(f[frame::ipv6_payload_offset(0)]);
+                holds.push(self.frames.last_hold());
+            }
+            self.wrote |= self.frames.v6_committed != before;
+            1
+        }
+
+        fn send(&mut self, r: u8, _counters: &WorkerCounters) {
+            let st = self.v6.table().log().expect("a log").stats();
+            self.sent
+                .lock()
+                .unwrap()
+                .push((r, (st.commits, st.entries)));
+        }
+        fn discard(&mut self, _r: u8) {}
+        fn flush(&mut self, _counters: &WorkerCounters) {}
+        fn fd(&self) -> std::os::fd::RawFd {
+            -1
+        }
+        fn wait_readable(&self, timeout_ms: i32) {
+            std::thread::sleep(Duration::from_millis(timeout_ms as u64));
+        }
+        fn frame_drops(&self) -> u64 {
+            0
+        }
+        fn take_needs_commit(&mut self) -> bool {
+            std::mem::take(&mut self.wrote)
+        }
+    }
+
+    /// Issue 14 / issue 18 item 5 for DHCPv6: an Advertise (a Solicit writes no binding)
+    /// leaves while an earlier client's Reply still waits for the commit of its binding; the
+    /// Reply leaves only after the commit.
+    #[test]
+    fn worker_sends_dhcpv6_advertises_at_once_while_replies_wait_for_their_commit() {
+        let Bed {
+            _dir,
+            shared,
+            engine,
+            gate,
+            committer: c,
+            commit_stop,
+            commit_thread: ch,
+        } = bed();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let io = V6FrameIo {
+            frames: FrameResponder::new(
+                [2, 0, 0, 0, 0, 1],
+                std::net::Ipv4Addr::new(10, 77, 0, 1),
+                std::net::Ipv4Addr::new(10, 77, 0, 1),
+            )
+            .with_v6(Some(gate.v6.clone())),
+            v6: gate.clone(),
+            step: 0,
+            wrote: false,
+            sent: sent.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = WorkerOps {
+            config: Arc::new(EngineCell::new(shared)),
+            events: None,
+        };
+        let (s, counters) = (stop.clone(), Arc::new(WorkerCounters::default()));
+        let wh =
+            std::thread::spawn(move || run_worker(io, engine, Some(c), s, counters, None, ops));
+        std::thread::sleep(Duration::from_millis(300));
+        let types = |v: &[(u8, (u64, u64))]| v.iter().map(|x| x.0).collect::<Vec<u8>>();
+        assert_eq!(
+            types(&sent.lock().unwrap()),
+            vec![msg::ADVERTISE, msg::ADVERTISE],
+            "client 2's Advertise waited behind client 1's Reply, or the Reply left before its \
+             commit"
+        );
+        assert_eq!(
+            gate.table().lock().len(),
+            1,
+            "client 1's binding is in the table"
+        );
+        gate.open.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while sent.lock().unwrap().len() < 3 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the Reply never left"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let got = sent.lock().unwrap().clone();
+        assert_eq!(got[2].0, msg::REPLY);
+        let (commits, entries) = got[2].1;
+        assert!(
+            commits >= 1 && entries >= 1,
+            "the Reply left before its binding was logged: {got:?}"
+        );
         stop.store(true, Ordering::SeqCst);
         wh.join().unwrap();
         commit_stop.store(true, Ordering::SeqCst);
@@ -493,6 +708,7 @@ mod tests {
             &mut self,
             _max: usize,
             replies: &mut Vec<MessageType>,
+            holds: &mut Vec<ReplyHold>,
             mut respond: R,
         ) -> usize
         where
@@ -517,6 +733,7 @@ mod tests {
                     self.offered.copy_from_slice(&out[16..20]);
                 }
                 replies.push(kind);
+                holds.push(ReplyHold::Respond);
             }
             1
         }

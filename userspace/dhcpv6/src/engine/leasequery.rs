@@ -144,6 +144,9 @@ impl Engine6 {
                 meta.src_port
             },
             committed: false,
+            // Bindings read from the table, maybe written by a message whose commit is
+            // still pending: the answer waits like any reply after it.
+            at_once: false,
         })
     }
 

@@ -15,6 +15,21 @@ use std::os::fd::RawFd;
 use super::worker::WorkerCounters;
 use xdhcpd_dhcpv4::{Decision, RxMeta};
 
+/// How one reply of a batch stands to the commits pending when it was made (ack mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyHold {
+    /// Made by the batch's `respond` (the DHCPv4 engine): the worker judges it.
+    Respond,
+    /// Made by the driver itself (DHCPv6) and stating nothing a crash could take back
+    /// (`Decision6::Reply::at_once`: an Advertise, a status): it may leave before the pending
+    /// commits.
+    AtOnce,
+    /// Made by the driver itself and waiting its turn: it wrote records that must be durable
+    /// first (the driver then reports the batch in [`PacketIo::take_needs_commit`]), or it
+    /// may state what an earlier, not yet durable write did.
+    Wait,
+}
+
 /// A packet driver the worker loop runs.
 pub trait PacketIo {
     /// A reply ready to leave: it holds its buffer until [`send`](Self::send)
@@ -28,8 +43,15 @@ pub trait PacketIo {
     /// Takes up to `max` requests without blocking. For each, calls
     /// `respond(meta, payload, out)`, which writes the reply's DHCP payload
     /// into `out`; a [`Decision::Reply`] is then framed for its delivery and
-    /// appended to `replies`. Returns how many requests were taken.
-    fn recv_batch<R>(&mut self, max: usize, replies: &mut Vec<Self::Reply>, respond: R) -> usize
+    /// appended to `replies`, and how it stands to the pending commits to `holds` (one
+    /// entry per reply, in the same order). Returns how many requests were taken.
+    fn recv_batch<R>(
+        &mut self,
+        max: usize,
+        replies: &mut Vec<Self::Reply>,
+        holds: &mut Vec<ReplyHold>,
+        respond: R,
+    ) -> usize
     where
         R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision;
 

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 
-use super::PacketIo;
+use super::{PacketIo, ReplyHold};
 use crate::server::worker::{bump, WorkerCounters, BATCH, MAX_HELD};
 use xdhcpd_dhcpv4::{Decision, Delivery, LinkDest, RxMeta};
 use xdhcpd_io::udp::{UdpIo, UdpTx};
@@ -66,7 +66,13 @@ impl PacketIo for UdpDriver {
     /// Every empty receive is a system call: sleep at once.
     const IDLE_SPINS: u32 = 0;
 
-    fn recv_batch<R>(&mut self, max: usize, replies: &mut Vec<UdpReply>, mut respond: R) -> usize
+    fn recv_batch<R>(
+        &mut self,
+        max: usize,
+        replies: &mut Vec<UdpReply>,
+        holds: &mut Vec<ReplyHold>,
+        mut respond: R,
+    ) -> usize
     where
         R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
     {
@@ -86,11 +92,14 @@ impl PacketIo for UdpDriver {
                 };
                 let at = slot as usize * REPLY_BUF;
                 match respond(&meta, payload, &mut pool[at..at + REPLY_BUF]) {
-                    Decision::Reply { len, to, .. } => replies.push(UdpReply {
-                        slot,
-                        len: len as u32,
-                        to,
-                    }),
+                    Decision::Reply { len, to, .. } => {
+                        replies.push(UdpReply {
+                            slot,
+                            len: len as u32,
+                            to,
+                        });
+                        holds.push(ReplyHold::Respond);
+                    }
                     Decision::Silent(_) => free.push(slot),
                 }
             });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use xdhcpd_common::{DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT};
 use xdhcpd_dhcpv6::{Decision6, RxMeta6};
 
-use super::PacketIo;
+use super::{PacketIo, ReplyHold};
 use crate::clock::unix_now;
 use crate::server::v6::V6Server;
 use crate::server::worker::{bump, WorkerCounters, BATCH};
@@ -43,6 +43,8 @@ pub struct FrameResponder {
     v6: Option<Arc<V6Server>>,
     /// DHCPv6 replies written that committed bindings (the driver flushes before they leave).
     pub v6_committed: u64,
+    /// How the last reply [`FrameResponder::answer`] made stands to the pending commits.
+    last_hold: ReplyHold,
 }
 
 impl FrameResponder {
@@ -55,6 +57,7 @@ impl FrameResponder {
             drops: FrameDrops::default(),
             v6: None,
             v6_committed: 0,
+            last_hold: ReplyHold::Respond,
         }
     }
 
@@ -67,6 +70,14 @@ impl FrameResponder {
     /// The DHCPv6 server, if any.
     pub fn v6(&self) -> Option<&Arc<V6Server>> {
         self.v6.as_ref()
+    }
+
+    /// How the last reply [`FrameResponder::answer`] returned stands to the pending commits
+    /// (ack mode): a DHCPv4 reply is the responder's to judge; a DHCPv6 one that wrote no
+    /// binding and reports none from the table (`Decision6::Reply::at_once`) may leave at
+    /// once.
+    pub fn last_hold(&self) -> ReplyHold {
+        self.last_hold
     }
 
     /// Answers a DHCPv6 frame: the payload is in scratch, the reply is framed in place.
@@ -95,6 +106,7 @@ impl FrameResponder {
             to,
             port,
             committed,
+            at_once,
         } = v6.handle(unix_now(), &meta, &self.scratch[..plen], out)
         else {
             return None;
@@ -111,6 +123,11 @@ impl FrameResponder {
         if committed && v6.ack {
             self.v6_committed += 1;
         }
+        self.last_hold = if at_once {
+            ReplyHold::AtOnce
+        } else {
+            ReplyHold::Wait
+        };
         Some(n)
     }
 
@@ -172,6 +189,7 @@ impl FrameResponder {
             src_ip,
             dst_ip,
         };
+        self.last_hold = ReplyHold::Respond;
         let off = FrameLayout::new(vlan_len).payload_offset();
         let Decision::Reply { len: dlen, to, .. } =
             respond(&meta, &self.scratch[..plen], &mut frame[off..])
@@ -224,7 +242,13 @@ impl PacketIo for XskDriver {
     const IDLE_SPINS: u32 = 64;
 
     #[inline]
-    fn recv_batch<R>(&mut self, max: usize, replies: &mut Vec<Desc>, mut respond: R) -> usize
+    fn recv_batch<R>(
+        &mut self,
+        max: usize,
+        replies: &mut Vec<Desc>,
+        holds: &mut Vec<ReplyHold>,
+        mut respond: R,
+    ) -> usize
     where
         R: FnMut(&RxMeta, &[u8], &mut [u8]) -> Decision,
     {
@@ -234,17 +258,21 @@ impl PacketIo for XskDriver {
         for d in self.rx.iter() {
             let frame = self.sock.frame_mut(d.addr);
             match self.frames.answer(frame, d.len as usize, &mut respond) {
-                Some(len) => replies.push(Desc {
-                    addr: d.addr,
-                    len: len as u32,
-                }),
+                Some(len) => {
+                    replies.push(Desc {
+                        addr: d.addr,
+                        len: len as u32,
+                    });
+                    holds.push(self.frames.last_hold());
+                }
                 None => {
                     self.sock.recycle(d.addr);
                 }
             }
         }
-        // DHCPv6 in ack mode: the batch's replies wait for a commit ticket (the
-        // committer flushes the v6 table; if that fails they never leave).
+        // DHCPv6 in ack mode: the batch takes a commit ticket, which its replies that wrote
+        // bindings wait for (the committer logs the v6 records; if that fails they never
+        // leave).
         self.v6_wrote |= self.frames.v6_committed != committed;
         n
     }
