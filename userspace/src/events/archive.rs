@@ -542,10 +542,15 @@ pub const HISTORY_QUERY: &str =
      WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
      ORDER BY at DESC, id DESC LIMIT 1";
 
-/// Who held `ip` at `at` according to the archive.
+/// Who held `ip` at `at` according to the archive: one round trip (the parameters' types
+/// given, so no separate prepare: Parse, Bind, Describe, Execute and Sync go together).
 pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
+    use tokio_postgres::types::Type;
     let row = client
-        .query_opt(HISTORY_QUERY, &[&ip.to_string(), &i64::from(at)])
+        .query_typed_opt(
+            HISTORY_QUERY,
+            &[(&ip.to_string(), Type::TEXT), (&i64::from(at), Type::INT8)],
+        )
         .await
         .context("querying xdhcpd_lease_events")?;
     let last = match row {
