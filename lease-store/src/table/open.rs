@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::file::{capacity_for, init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
@@ -24,7 +24,9 @@ use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, ID_BYTES, UNDO_SLOTS};
 use crate::identity::{self, TableId};
-use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
+use crate::lease::{
+    record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED, RECORD_SIZE,
+};
 
 /// Options for [`LeaseTable::open`].
 #[derive(Clone, Debug)]
@@ -138,8 +140,91 @@ struct ScanOut {
     wrote: bool,
     /// Records changed by write-ahead log entries.
     applied: u64,
+    /// Records the scan repaired or quarantined (not from the log, not a reset to pristine).
+    relog: Vec<u32>,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
+}
+
+/// Records per window of the open's scan: mapped in one call, read ahead one at a time.
+const WINDOW_RECORDS: u32 = 1 << 15; // 4 MiB
+
+/// Threads of the open's scan and the records of each (contiguous slot ranges, chunks aligned
+/// to 64 so the free bitmap words are not shared; they are atomics anyway).
+fn scan_plan(nrec: usize) -> (usize, usize) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(nrec.div_ceil(1 << 16).max(1));
+    (threads, nrec.div_ceil(threads).div_ceil(64) * 64)
+}
+
+/// Reads the table's records into the page cache in the background (`MADV_WILLNEED`, one
+/// window at a time, the scan threads' windows in the order they take them), so the reads run
+/// while the log is read and the scan works on the windows already there, with more than one
+/// read in flight. Only a hint: the scan is correct without it. Stopped and joined on drop.
+struct Prefetch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetch {
+    /// Starts reading ahead the `nrec` records after `header_len` bytes of `map`.
+    fn start(map: &MmapRaw, header_len: usize, nrec: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (threads, chunk) = scan_plan(nrec);
+        let base = map.as_ptr() as usize + header_len;
+        let end = (nrec * RECORD_SIZE).min(map.len().saturating_sub(header_len));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("lease-prefetch".into())
+            .spawn(move || {
+                let win = WINDOW_RECORDS as usize * RECORD_SIZE;
+                let mut k = 0;
+                loop {
+                    let mut any = false;
+                    for t in 0..threads {
+                        let lo = (t * chunk * RECORD_SIZE + k * win).min(end);
+                        let hi = ((t + 1) * chunk * RECORD_SIZE).min(end).min(lo + win);
+                        if lo >= hi {
+                            continue;
+                        }
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        any = true;
+                        // SAFETY: madvise(MADV_WILLNEED) only starts reads of the file's pages
+                        // into the page cache: it neither reads nor writes this process's
+                        // memory. The range lies inside the mapping, which outlives this thread
+                        // (`Prefetch` is dropped, which joins it, before the mapping); were it
+                        // gone, the call would fail with ENOMEM and change nothing.
+                        unsafe {
+                            libc::madvise(
+                                (base + lo) as *mut libc::c_void,
+                                hi - lo,
+                                libc::MADV_WILLNEED,
+                            );
+                        }
+                    }
+                    if !any {
+                        return;
+                    }
+                    k += 1;
+                }
+            })
+            .ok();
+        Prefetch { stop, thread }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl LeaseTable {
@@ -172,18 +257,20 @@ impl LeaseTable {
             let len = usize::try_from(len).map_err(|_| {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
-            // Prefault the whole file in one go: much cheaper than a page
-            // fault per page during the scan.
+            // Not prefaulted here (`MAP_POPULATE` reads the whole file on this thread before
+            // anything else can run): the records are read ahead in the background from the
+            // header on (`Prefetch`, in the order the scan threads take them, the log read
+            // meanwhile), and each scan thread maps its next window in one call.
             let tm = Instant::now();
             let map = MmapOptions::new()
-                .populate()
                 .map_raw(&file)
                 .map_err(|e| StoreError::io(path, "mmap", e))?;
-            report.phases.push(("map", tm.elapsed()));
             // SAFETY: nothing else accesses the mapping yet (we hold the flock and
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
+            let prefetch = Prefetch::start(&map, hdr.header_len, hdr.geo.total as usize);
+            report.phases.push(("map", tm.elapsed()));
             // The write-ahead log's entries, applied before anything reads the records: by
             // the scan below (in slot order), or here when the file is about to be rebuilt.
             let tr = Instant::now();
@@ -231,6 +318,7 @@ impl LeaseTable {
                 // Fewer spare record slots than configured: lengthen the file (the records
                 // stay where they are) and say so in the header, then map it again.
                 let mut h = whole[..hdr.header_len].to_vec();
+                drop(prefetch);
                 drop(map);
                 let new_len = Geometry::file_len_for(hdr.header_len, want);
                 file.set_len(new_len)
@@ -263,7 +351,7 @@ impl LeaseTable {
                 id,
                 assign_id: file_id.is_none(),
             };
-            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log, prefetch)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -273,6 +361,7 @@ impl LeaseTable {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         path: &Path,
         file: File,
@@ -281,6 +370,7 @@ impl LeaseTable {
         opts: &OpenOptions,
         report: &mut OpenReport,
         log: LogAtOpen,
+        prefetch: Prefetch,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -326,14 +416,7 @@ impl LeaseTable {
             hooks: std::array::from_fn(|_| std::sync::OnceLock::new()),
         };
 
-        // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
-        // free bitmap words are not shared; they are atomics anyway).
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8)
-            .min(nrec.div_ceil(1 << 16).max(1));
-        let chunk = nrec.div_ceil(threads).div_ceil(64) * 64;
+        let (threads, chunk) = scan_plan(nrec);
         let undo = table.read_undo();
         report.phases.push(("allocate", t_build.elapsed()));
         let t_phase = Instant::now();
@@ -354,6 +437,8 @@ impl LeaseTable {
                 .collect()
         });
 
+        // (Done by now: it runs ahead of the scan.)
+        drop(prefetch);
         // Client index: each thread builds whole shards (no lock contention,
         // and one shard's table stays in cache while it is filled).
         let per_shard = nrec / INDEX_SHARDS + nrec / INDEX_SHARDS / 8 + 64;
@@ -381,6 +466,7 @@ impl LeaseTable {
         // Merge: per list, all never-used (phase 0) slots first, then the
         // released/expired ones, each in slot order.
         let mut wrote = false;
+        let mut relog = Vec::new();
         for (p, prt) in table.layout().rt.iter().enumerate() {
             for (o, lists) in prt.free.iter().enumerate() {
                 for (sh, m) in lists.iter().enumerate() {
@@ -406,6 +492,7 @@ impl LeaseTable {
             report.kept += out.kept;
             report.wal_applied += out.applied;
             wrote |= out.wrote;
+            relog.extend(out.relog);
         }
         for (addr, why) in &report.quarantined {
             tracing::warn!(path = %path.display(), %addr, "quarantined lease record: {why}");
@@ -417,25 +504,6 @@ impl LeaseTable {
             .phases
             .push(("free lists and counters", t_phase.elapsed()));
         let t_phase = Instant::now();
-        // The undo copies served their purpose (records are consistent now).
-        for i in 0..UNDO_SLOTS {
-            for a in table.undo_words(i) {
-                if a.swap(0, Ordering::Relaxed) != 0 {
-                    wrote = true;
-                }
-            }
-        }
-        report
-            .phases
-            .push(("finish: undo clear", t_phase.elapsed()));
-        let t_sub = Instant::now();
-        if wrote {
-            table
-                .flush()
-                .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
-        }
-        report.phases.push(("finish: msync", t_sub.elapsed()));
-        let t_sub = Instant::now();
         if log.replay.entries > 0 {
             tracing::info!(
                 path = %log.path.display(),
@@ -444,13 +512,67 @@ impl LeaseTable {
                 report.wal_applied
             );
         }
-        // The replayed records are durable now: the log starts a fresh lap (or goes).
-        table.wal = finish_log(&log.path, opts, &log.replay, log.id)?;
-        if log.assign_id {
-            // A file of an older version gets its identity now that its log carries it (in
-            // this order: a crash between the two leaves a log with nothing to replay).
-            table.write_id()?;
-            tracing::info!(path = %path.display(), "lease file given its identity {}", identity::show(Some(log.id)));
+        // With a log that can go on (ours, same size): it stays the record of what the table's
+        // pages may not hold yet, so nothing is flushed here (the checkpointer writes the
+        // table back later, as after any commit); the records the scan repaired join it.
+        // Otherwise the table is flushed (when the open wrote anything) and the log starts a
+        // fresh lap past everything in it (or goes).
+        let resumed = match opts.wal {
+            Some(cap) if !log.assign_id => Wal::resume(&log.path, cap, &log.replay, log.id)?,
+            _ => None,
+        };
+        if let Some(w) = resumed {
+            for &slot in &relog {
+                w.stage(slot, &load_words(table.words(slot)));
+            }
+            table.wal = Some(w);
+            if !relog.is_empty() {
+                table.commit().map_err(|e| {
+                    StoreError::io(&log.path, "log the records repaired at open", e)
+                })?;
+            }
+            report
+                .phases
+                .push(("finish: log resume", t_phase.elapsed()));
+            // The undo copies served their purpose (records are consistent and their repairs
+            // durable now). Stale copies are harmless (`recover_from_undo` matches a torn
+            // record's sequence), so clearing them need not be durable at once.
+            let t_sub = Instant::now();
+            for i in 0..UNDO_SLOTS {
+                for a in table.undo_words(i) {
+                    a.store(0, Ordering::Relaxed);
+                }
+            }
+            report.phases.push(("finish: undo clear", t_sub.elapsed()));
+        } else {
+            // The undo copies served their purpose (records are consistent now).
+            for i in 0..UNDO_SLOTS {
+                for a in table.undo_words(i) {
+                    if a.swap(0, Ordering::Relaxed) != 0 {
+                        wrote = true;
+                    }
+                }
+            }
+            report
+                .phases
+                .push(("finish: undo clear", t_phase.elapsed()));
+            let t_sub = Instant::now();
+            if wrote {
+                table
+                    .flush()
+                    .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
+            }
+            report.phases.push(("finish: msync", t_sub.elapsed()));
+            let t_sub = Instant::now();
+            // The replayed records are durable now: the log starts a fresh lap (or goes).
+            table.wal = finish_log(&log.path, opts, &log.replay, log.id)?;
+            if log.assign_id {
+                // A file of an older version gets its identity now that its log carries it (in
+                // this order: a crash between the two leaves a log with nothing to replay).
+                table.write_id()?;
+                tracing::info!(path = %path.display(), "lease file given its identity {}", identity::show(Some(log.id)));
+            }
+            report.phases.push(("finish: log restart", t_sub.elapsed()));
         }
         {
             let _g = lock(&table.header_lock);
@@ -459,7 +581,6 @@ impl LeaseTable {
                 report.failover_problem = Some(e);
             }
         }
-        report.phases.push(("finish: log restart", t_sub.elapsed()));
         report.phases.push(("finish", t_phase.elapsed()));
         report.records = nrec as u64;
         Ok(table)
@@ -500,6 +621,7 @@ impl LeaseTable {
             kept: 0,
             wrote: false,
             applied: 0,
+            relog: Vec::new(),
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
         };
         if lo >= hi {
@@ -508,6 +630,16 @@ impl LeaseTable {
         let mut x = geo.ext_idx_of_slot(lo);
         let mut k = log.partition_point(|e| e.slot < lo);
         for slot in lo..hi {
+            if (slot - lo).is_multiple_of(WINDOW_RECORDS) {
+                // The next window's pages mapped in one call (read ahead by `Prefetch`; a
+                // kernel without MADV_POPULATE_READ faults them in one by one instead).
+                let n = WINDOW_RECORDS.min(hi - slot) as usize;
+                let _ = self.map.advise_range(
+                    Advice::PopulateRead,
+                    self.header_len + slot as usize * RECORD_SIZE,
+                    n * RECORD_SIZE,
+                );
+            }
             while x + 1 < ne && geo.bases[x + 1] <= slot {
                 x += 1;
             }
@@ -587,6 +719,7 @@ impl LeaseTable {
                     if rolled_back {
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
                         out.wrote = true;
+                        out.relog.push(slot);
                         out.repaired.push((
                             l.addr,
                             format!("update interrupted by a crash (sequence {seq} is odd, checksum mismatch); rolled back to the previous version from the undo area"),
@@ -595,6 +728,7 @@ impl LeaseTable {
                         // Complete old or new version (CRC is written last): keep it.
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
                         out.wrote = true;
+                        out.relog.push(slot);
                         out.repaired.push((
                             l.addr,
                             format!("interrupted update (sequence {seq} is odd) but the checksum is valid; kept"),
@@ -614,6 +748,7 @@ impl LeaseTable {
                     store_body(w, &b);
                     w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
                     out.wrote = true;
+                    out.relog.push(slot);
                     out.counts[p][LeaseState::Abandoned as usize] += 1;
                     out.quarantined_n[p] += 1;
                     out.kept += 1;
