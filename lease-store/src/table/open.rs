@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::file::{capacity_for, init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
@@ -24,9 +24,7 @@ use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, ID_BYTES, UNDO_SLOTS};
 use crate::identity::{self, TableId};
-use crate::lease::{
-    record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED, RECORD_SIZE,
-};
+use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
 
 /// Options for [`LeaseTable::open`].
 #[derive(Clone, Debug)]
@@ -146,87 +144,6 @@ struct ScanOut {
     keyed: Vec<Vec<u64>>,
 }
 
-/// Records per window of the open's scan: mapped in one call, read ahead one at a time.
-const WINDOW_RECORDS: u32 = 1 << 15; // 4 MiB
-
-/// Threads of the open's scan and the records of each (contiguous slot ranges, chunks aligned
-/// to 64 so the free bitmap words are not shared; they are atomics anyway).
-fn scan_plan(nrec: usize) -> (usize, usize) {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(nrec.div_ceil(1 << 16).max(1));
-    (threads, nrec.div_ceil(threads).div_ceil(64) * 64)
-}
-
-/// Reads the table's records into the page cache in the background (`MADV_WILLNEED`, one
-/// window at a time, the scan threads' windows in the order they take them), so the reads run
-/// while the log is read and the scan works on the windows already there, with more than one
-/// read in flight. Only a hint: the scan is correct without it. Stopped and joined on drop.
-struct Prefetch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prefetch {
-    /// Starts reading ahead the `nrec` records after `header_len` bytes of `map`.
-    fn start(map: &MmapRaw, header_len: usize, nrec: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (threads, chunk) = scan_plan(nrec);
-        let base = map.as_ptr() as usize + header_len;
-        let end = (nrec * RECORD_SIZE).min(map.len().saturating_sub(header_len));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("lease-prefetch".into())
-            .spawn(move || {
-                let win = WINDOW_RECORDS as usize * RECORD_SIZE;
-                let mut k = 0;
-                loop {
-                    let mut any = false;
-                    for t in 0..threads {
-                        let lo = (t * chunk * RECORD_SIZE + k * win).min(end);
-                        let hi = ((t + 1) * chunk * RECORD_SIZE).min(end).min(lo + win);
-                        if lo >= hi {
-                            continue;
-                        }
-                        if flag.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        any = true;
-                        // SAFETY: madvise(MADV_WILLNEED) only starts reads of the file's pages
-                        // into the page cache: it neither reads nor writes this process's
-                        // memory. The range lies inside the mapping, which outlives this thread
-                        // (`Prefetch` is dropped, which joins it, before the mapping); were it
-                        // gone, the call would fail with ENOMEM and change nothing.
-                        unsafe {
-                            libc::madvise(
-                                (base + lo) as *mut libc::c_void,
-                                hi - lo,
-                                libc::MADV_WILLNEED,
-                            );
-                        }
-                    }
-                    if !any {
-                        return;
-                    }
-                    k += 1;
-                }
-            })
-            .ok();
-        Prefetch { stop, thread }
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 impl LeaseTable {
     /// Opens (or creates) the lease file for `pools`, checks every record and
     /// rebuilds the indexes. A change of pools rewrites the file (keeping
@@ -257,20 +174,21 @@ impl LeaseTable {
             let len = usize::try_from(len).map_err(|_| {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
-            // Not prefaulted here (`MAP_POPULATE` reads the whole file on this thread before
-            // anything else can run): the records are read ahead in the background from the
-            // header on (`Prefetch`, in the order the scan threads take them, the log read
-            // meanwhile), and each scan thread maps its next window in one call.
+            // Prefault the whole file in one go: much cheaper than a page
+            // fault per page during the scan. (A helper thread reading ahead with
+            // MADV_WILLNEED while the log is read, each scan thread mapping 4 MiB windows
+            // with MADV_POPULATE_READ, cost 3-5 times the system CPU and was slower here,
+            // with most of the file still cached: benches/RESULTS.md, branch open2s.)
             let tm = Instant::now();
             let map = MmapOptions::new()
+                .populate()
                 .map_raw(&file)
                 .map_err(|e| StoreError::io(path, "mmap", e))?;
+            report.phases.push(("map", tm.elapsed()));
             // SAFETY: nothing else accesses the mapping yet (we hold the flock and
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
-            let prefetch = Prefetch::start(&map, hdr.header_len, hdr.geo.total as usize);
-            report.phases.push(("map", tm.elapsed()));
             // The write-ahead log's entries, applied before anything reads the records: by
             // the scan below (in slot order), or here when the file is about to be rebuilt.
             let tr = Instant::now();
@@ -318,7 +236,6 @@ impl LeaseTable {
                 // Fewer spare record slots than configured: lengthen the file (the records
                 // stay where they are) and say so in the header, then map it again.
                 let mut h = whole[..hdr.header_len].to_vec();
-                drop(prefetch);
                 drop(map);
                 let new_len = Geometry::file_len_for(hdr.header_len, want);
                 file.set_len(new_len)
@@ -351,7 +268,7 @@ impl LeaseTable {
                 id,
                 assign_id: file_id.is_none(),
             };
-            let table = Self::build(path, file, map, hdr, opts, &mut report, log, prefetch)?;
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -361,7 +278,6 @@ impl LeaseTable {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
         path: &Path,
         file: File,
@@ -370,7 +286,6 @@ impl LeaseTable {
         opts: &OpenOptions,
         report: &mut OpenReport,
         log: LogAtOpen,
-        prefetch: Prefetch,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -416,7 +331,14 @@ impl LeaseTable {
             hooks: std::array::from_fn(|_| std::sync::OnceLock::new()),
         };
 
-        let (threads, chunk) = scan_plan(nrec);
+        // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
+        // free bitmap words are not shared; they are atomics anyway).
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+            .min(nrec.div_ceil(1 << 16).max(1));
+        let chunk = nrec.div_ceil(threads).div_ceil(64) * 64;
         let undo = table.read_undo();
         report.phases.push(("allocate", t_build.elapsed()));
         let t_phase = Instant::now();
@@ -437,8 +359,6 @@ impl LeaseTable {
                 .collect()
         });
 
-        // (Done by now: it runs ahead of the scan.)
-        drop(prefetch);
         // Client index: each thread builds whole shards (no lock contention,
         // and one shard's table stays in cache while it is filled).
         let per_shard = nrec / INDEX_SHARDS + nrec / INDEX_SHARDS / 8 + 64;
@@ -630,16 +550,6 @@ impl LeaseTable {
         let mut x = geo.ext_idx_of_slot(lo);
         let mut k = log.partition_point(|e| e.slot < lo);
         for slot in lo..hi {
-            if (slot - lo).is_multiple_of(WINDOW_RECORDS) {
-                // The next window's pages mapped in one call (read ahead by `Prefetch`; a
-                // kernel without MADV_POPULATE_READ faults them in one by one instead).
-                let n = WINDOW_RECORDS.min(hi - slot) as usize;
-                let _ = self.map.advise_range(
-                    Advice::PopulateRead,
-                    self.header_len + slot as usize * RECORD_SIZE,
-                    n * RECORD_SIZE,
-                );
-            }
             while x + 1 < ne && geo.bases[x + 1] <= slot {
                 x += 1;
             }
