@@ -175,10 +175,9 @@ impl LeaseTable {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
             // Prefault the whole file in one go: much cheaper than a page
-            // fault per page during the scan. (A helper thread reading ahead with
-            // MADV_WILLNEED while the log is read, each scan thread mapping 4 MiB windows
-            // with MADV_POPULATE_READ, cost 3-5 times the system CPU and was slower here,
-            // with most of the file still cached: benches/RESULTS.md, branch open2s.)
+            // fault per page during the scan. (Reading ahead from a helper thread with
+            // MADV_WILLNEED while the log is read showed no clear gain here: RESULTS.md,
+            // "Issue 18: cold open of 10M leases".)
             let tm = Instant::now();
             let map = MmapOptions::new()
                 .populate()
