@@ -4,8 +4,9 @@
 //!
 //! Creates a table of RECORDS addresses in DIR (default: a temporary
 //! directory), binds every address to its own client with 2 threads, closes
-//! it, and reopens it (warm page cache; with `--cold` the page cache is
-//! dropped first, which needs root). Prints the times and the resident memory.
+//! it, and reopens it (warm page cache; with `--cold` the page cache is dropped first, which
+//! needs root; `--cold --sync` writes everything back first, so nothing of the file stays
+//! cached). Prints the times and the resident memory.
 //! With `--wal`: the table is then opened once more with a write-ahead log, 400,000 random
 //! renewals are committed through the log (no checkpoint: about 27 MB of log; the daemon
 //! checkpoints when its 64 MiB ring is half full, so a restart replays at most about 32 MiB),
@@ -26,6 +27,18 @@ fn rss_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user, system) this process used so far, all threads.
+fn cpu_secs() -> (f64, f64) {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the buffer it is given; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (s(ru.ru_utime), s(ru.ru_stime))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -184,6 +197,9 @@ fn log_renewals(
     n: u32,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (t, _) = LeaseTable::open(path, pools, opts)?;
+    // The open keeps the log an earlier run left (the daemon's checkpointer writes the table
+    // back and empties it later): empty it now, so the reopen replays exactly these renewals.
+    t.checkpoint()?;
     let t0 = Instant::now();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for k in 0..400_000u32 {
@@ -219,13 +235,24 @@ fn reopen(
     cold: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     if cold {
+        if std::env::args().any(|a| a == "--sync") {
+            // Everything written back first: dirty pages stay in the page cache through
+            // drop_caches, and how many of the table's pages the kernel's writeback (or other
+            // programs' writes) has cleaned by now is chance. With --sync none of the file
+            // stays cached (a reboot, a power cut); without it the pages the last run dirtied
+            // are still there, as after a crash of the process.
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+        }
         std::fs::write("/proc/sys/vm/drop_caches", "3")
             .map_err(|e| format!("--cold needs root to drop the page cache: {e}"))?;
     }
     let anon0 = rss_kib("RssAnon:");
+    let (u0, s0) = cpu_secs();
     let t2 = Instant::now();
     let (t, rep) = LeaseTable::open(path, pools, opts)?;
     let open = t2.elapsed().as_secs_f64();
+    let (u1, s1) = cpu_secs();
     let anon1 = rss_kib("RssAnon:");
     println!(
         "reopen {n} bound leases ({}): {open:.3} s; kept {}, quarantined {}; log: {} entries \
@@ -237,6 +264,11 @@ fn reopen(
         rep.wal_applied
     );
     println!("  phases: {:?}", rep.phases);
+    println!(
+        "  cpu of the open: user {:.3} s, system {:.3} s",
+        u1 - u0,
+        s1 - s0
+    );
     let index_bytes = (anon1.saturating_sub(anon0)) as f64 * 1024.0 / f64::from(n);
     println!(
         "memory: record 128 B + in-memory indexes {index_bytes:.1} B = {:.1} B per lease",

@@ -138,6 +138,8 @@ struct ScanOut {
     wrote: bool,
     /// Records changed by write-ahead log entries.
     applied: u64,
+    /// Records the scan repaired or quarantined (not from the log, not a reset to pristine).
+    relog: Vec<u32>,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
 }
@@ -173,7 +175,9 @@ impl LeaseTable {
                 StoreError::format(path, format!("{len} bytes is too large to map"))
             })?;
             // Prefault the whole file in one go: much cheaper than a page
-            // fault per page during the scan.
+            // fault per page during the scan. (Reading ahead from a helper thread with
+            // MADV_WILLNEED while the log is read showed no clear gain here: RESULTS.md,
+            // "Issue 18: cold open of 10M leases".)
             let tm = Instant::now();
             let map = MmapOptions::new()
                 .populate()
@@ -381,6 +385,7 @@ impl LeaseTable {
         // Merge: per list, all never-used (phase 0) slots first, then the
         // released/expired ones, each in slot order.
         let mut wrote = false;
+        let mut relog = Vec::new();
         for (p, prt) in table.layout().rt.iter().enumerate() {
             for (o, lists) in prt.free.iter().enumerate() {
                 for (sh, m) in lists.iter().enumerate() {
@@ -406,6 +411,7 @@ impl LeaseTable {
             report.kept += out.kept;
             report.wal_applied += out.applied;
             wrote |= out.wrote;
+            relog.extend(out.relog);
         }
         for (addr, why) in &report.quarantined {
             tracing::warn!(path = %path.display(), %addr, "quarantined lease record: {why}");
@@ -417,25 +423,6 @@ impl LeaseTable {
             .phases
             .push(("free lists and counters", t_phase.elapsed()));
         let t_phase = Instant::now();
-        // The undo copies served their purpose (records are consistent now).
-        for i in 0..UNDO_SLOTS {
-            for a in table.undo_words(i) {
-                if a.swap(0, Ordering::Relaxed) != 0 {
-                    wrote = true;
-                }
-            }
-        }
-        report
-            .phases
-            .push(("finish: undo clear", t_phase.elapsed()));
-        let t_sub = Instant::now();
-        if wrote {
-            table
-                .flush()
-                .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
-        }
-        report.phases.push(("finish: msync", t_sub.elapsed()));
-        let t_sub = Instant::now();
         if log.replay.entries > 0 {
             tracing::info!(
                 path = %log.path.display(),
@@ -444,13 +431,67 @@ impl LeaseTable {
                 report.wal_applied
             );
         }
-        // The replayed records are durable now: the log starts a fresh lap (or goes).
-        table.wal = finish_log(&log.path, opts, &log.replay, log.id)?;
-        if log.assign_id {
-            // A file of an older version gets its identity now that its log carries it (in
-            // this order: a crash between the two leaves a log with nothing to replay).
-            table.write_id()?;
-            tracing::info!(path = %path.display(), "lease file given its identity {}", identity::show(Some(log.id)));
+        // With a log that can go on (ours, same size): it stays the record of what the table's
+        // pages may not hold yet, so nothing is flushed here (the checkpointer writes the
+        // table back later, as after any commit); the records the scan repaired join it.
+        // Otherwise the table is flushed (when the open wrote anything) and the log starts a
+        // fresh lap past everything in it (or goes).
+        let resumed = match opts.wal {
+            Some(cap) if !log.assign_id => Wal::resume(&log.path, cap, &log.replay, log.id)?,
+            _ => None,
+        };
+        if let Some(w) = resumed {
+            for &slot in &relog {
+                w.stage(slot, &load_words(table.words(slot)));
+            }
+            table.wal = Some(w);
+            if !relog.is_empty() {
+                table.commit().map_err(|e| {
+                    StoreError::io(&log.path, "log the records repaired at open", e)
+                })?;
+            }
+            report
+                .phases
+                .push(("finish: log resume", t_phase.elapsed()));
+            // The undo copies served their purpose (records are consistent and their repairs
+            // durable now). Stale copies are harmless (`recover_from_undo` matches a torn
+            // record's sequence), so clearing them need not be durable at once.
+            let t_sub = Instant::now();
+            for i in 0..UNDO_SLOTS {
+                for a in table.undo_words(i) {
+                    a.store(0, Ordering::Relaxed);
+                }
+            }
+            report.phases.push(("finish: undo clear", t_sub.elapsed()));
+        } else {
+            // The undo copies served their purpose (records are consistent now).
+            for i in 0..UNDO_SLOTS {
+                for a in table.undo_words(i) {
+                    if a.swap(0, Ordering::Relaxed) != 0 {
+                        wrote = true;
+                    }
+                }
+            }
+            report
+                .phases
+                .push(("finish: undo clear", t_phase.elapsed()));
+            let t_sub = Instant::now();
+            if wrote {
+                table
+                    .flush()
+                    .map_err(|e| StoreError::io(path, "msync after repairs", e))?;
+            }
+            report.phases.push(("finish: msync", t_sub.elapsed()));
+            let t_sub = Instant::now();
+            // The replayed records are durable now: the log starts a fresh lap (or goes).
+            table.wal = finish_log(&log.path, opts, &log.replay, log.id)?;
+            if log.assign_id {
+                // A file of an older version gets its identity now that its log carries it (in
+                // this order: a crash between the two leaves a log with nothing to replay).
+                table.write_id()?;
+                tracing::info!(path = %path.display(), "lease file given its identity {}", identity::show(Some(log.id)));
+            }
+            report.phases.push(("finish: log restart", t_sub.elapsed()));
         }
         {
             let _g = lock(&table.header_lock);
@@ -459,7 +500,6 @@ impl LeaseTable {
                 report.failover_problem = Some(e);
             }
         }
-        report.phases.push(("finish: log restart", t_sub.elapsed()));
         report.phases.push(("finish", t_phase.elapsed()));
         report.records = nrec as u64;
         Ok(table)
@@ -500,6 +540,7 @@ impl LeaseTable {
             kept: 0,
             wrote: false,
             applied: 0,
+            relog: Vec::new(),
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
         };
         if lo >= hi {
@@ -587,6 +628,7 @@ impl LeaseTable {
                     if rolled_back {
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
                         out.wrote = true;
+                        out.relog.push(slot);
                         out.repaired.push((
                             l.addr,
                             format!("update interrupted by a crash (sequence {seq} is odd, checksum mismatch); rolled back to the previous version from the undo area"),
@@ -595,6 +637,7 @@ impl LeaseTable {
                         // Complete old or new version (CRC is written last): keep it.
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
                         out.wrote = true;
+                        out.relog.push(slot);
                         out.repaired.push((
                             l.addr,
                             format!("interrupted update (sequence {seq} is odd) but the checksum is valid; kept"),
@@ -614,6 +657,7 @@ impl LeaseTable {
                     store_body(w, &b);
                     w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
                     out.wrote = true;
+                    out.relog.push(slot);
                     out.counts[p][LeaseState::Abandoned as usize] += 1;
                     out.quarantined_n[p] += 1;
                     out.kept += 1;

@@ -14,12 +14,16 @@
 //!   record size, generation, capacity, `head` (the stream position replay starts from) and,
 //!   from version 2 on, the identity of the table file the log belongs to (`identity.rs`:
 //!   a log of another table is never replayed). Version 1 headers (no identity) still read.
+//!   Version 3 (written only when the log holds more than one run, [`Runs`]) adds at 56 the
+//!   run count and each run's start position and epoch (12 bytes each, up to [`MAX_RUNS`]),
+//!   CRC at 156.
 //! - bytes 4096..4096+cap: the ring. A stream position (LSN, a byte count that only grows)
 //!   lives at `4096 + lsn % cap`. An entry never straddles the end of the ring: when fewer
 //!   than [`MAX_ENTRY`] bytes are left before it, the stream skips to the next lap.
 //!
 //! # Entry (little-endian)
-//! `crc32 (of the rest) | mask | lsn: u64 | slot: u32 | the record's non-zero words`:
+//! `crc32 (of the rest, the run's epoch as initial value) | mask | lsn: u64 | slot: u32 | the
+//! record's non-zero words`:
 //! bit i of `mask` says word i of the record is non-zero and stored; the others are
 //! zero. The ring, its header and its entries are generic over the record size `N` (one bit
 //! of mask per 4-byte word: 4 mask bytes for the lease table's 128-byte records, 16 for the
@@ -34,8 +38,16 @@
 //! record, checked as a whole). An entry is applied when the table's record is damaged
 //! (checksum mismatch: a torn page) or older (wrapping sequence comparison). Records of one
 //! slot are staged in one shard in lock order, so the log holds each slot's versions in order.
-//! After the replay the table is flushed and the log starts a fresh lap, so no old entry can
-//! ever be read as a continuation.
+//! After the replay the lease table's open ([`Wal::resume`]) writes nothing back: the replayed
+//! entries stay in the log (they are what rebuilds the records if the table's pages never
+//! reach the disk) and the new run appends right after them, under a new epoch that the
+//! header lists before anything is appended. A torn group of the crashed run may have left
+//! intact entries past the replay's end, at positions the new run writes again; they carry
+//! the old epoch, so their checksums fail where the replay expects the new one, and no stale
+//! entry is ever read as a continuation. When that is not possible (no log, another size,
+//! the header's run list full, the log switched off, a pool change) the table is flushed and
+//! the log starts a fresh lap past everything in it ([`Wal::start`], as the DHCPv6 table's
+//! open always does), whose positions no old entry can hold.
 //!
 //! # Why a checkpoint may drop the log before its start
 //! The checkpoint commits what is staged, reads `durable` (the end of the durable log) and
@@ -69,14 +81,18 @@ use crate::lease::{record_crc, RECORD_SIZE};
 /// Bytes before the ring (two header copies).
 pub(super) const WAL_HDR: u64 = 4096;
 const MAGIC: &[u8; 8] = b"XDHCPWAL";
-/// Header version written: 2 (with the table's identity); version 1 (without) still reads.
-const VERSION: u32 = 2;
+/// Header version written when the log holds more than one run (see [`Runs`]): 3. A log of a
+/// single run whose entries are checksummed plainly (epoch 0: every run that starts on a fresh
+/// lap) gets a version 2 header, as before runs existed; version 1 (no identity) still reads.
+const VERSION: u32 = 3;
 const HDR_COPY: u64 = 512;
-/// Bytes of a version 1 header (CRC at 40) and of a version 2 one (identity at 40..56, CRC
-/// at 56).
+/// Bytes of a version 1 header (CRC at 40), of a version 2 one (identity at 40..56, CRC at
+/// 56) and of a version 3 one (runs at 56..156, CRC at 156).
 #[cfg(test)]
 const HDR_V1_BYTES: usize = 44;
-const HDR_BYTES: usize = 60;
+const HDR_BYTES: usize = 160;
+/// Runs a header can list (see [`Runs`]); an open that would need more starts a fresh lap.
+pub(crate) const MAX_RUNS: usize = 8;
 /// Entry header bytes for records of `n` bytes (crc, mask, lsn, slot).
 const fn entry_hdr(n: usize) -> usize {
     16 + n / 32
@@ -104,7 +120,87 @@ const STAGE_SHARDS: usize = 64;
 /// Replay reads the ring in chunks of this size.
 const READ_CHUNK: usize = 1 << 20;
 
+/// The runs of the log since `head`. A run is what one open of the table appended: it starts
+/// where the replay at that open ended (`at`) and checksums its entries with its own `epoch`
+/// as the CRC's initial value (epoch 0: plain CRC, as logs before runs). A run that starts on
+/// a fresh lap (past every position ever written) needs no epoch of its own; one that goes on
+/// right after the replayed entries does: the crashed run may have left entries beyond the
+/// replay's end (a torn group) whose positions the new run writes again, and the old epoch
+/// makes their checksums fail under the new one, so they can never be read as a continuation.
+/// Epochs are the header generation that started the run, so no two runs share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Runs {
+    n: usize,
+    at: [u64; MAX_RUNS],
+    epoch: [u32; MAX_RUNS],
+}
+
+impl Runs {
+    pub(crate) fn single(at: u64, epoch: u32) -> Self {
+        let mut r = Runs {
+            n: 1,
+            at: [0; MAX_RUNS],
+            epoch: [0; MAX_RUNS],
+        };
+        r.at[0] = at;
+        r.epoch[0] = epoch;
+        r
+    }
+
+    /// The epoch of the entry at stream position `lsn` (at or after `head`).
+    pub(crate) fn epoch_at(&self, lsn: u64) -> u32 {
+        (1..self.n)
+            .rev()
+            .find(|&i| self.at[i] <= lsn)
+            .map_or(self.epoch[0], |i| self.epoch[i])
+    }
+
+    /// The runs still needed when the replay starts at `head`: the one `head` falls in
+    /// (starting at `head` now) and those after it.
+    fn kept_at(&self, head: u64) -> Self {
+        let first = (0..self.n).rev().find(|&i| self.at[i] <= head).unwrap_or(0);
+        let mut r = Runs::single(head, self.epoch[first]);
+        for i in first + 1..self.n {
+            r.at[r.n] = self.at[i];
+            r.epoch[r.n] = self.epoch[i];
+            r.n += 1;
+        }
+        r
+    }
+
+    /// A new run starting at `at` (not before the last one's start); a last run that starts
+    /// there too wrote nothing and is replaced. None when the list is full.
+    fn then(&self, at: u64, epoch: u32) -> Option<Self> {
+        let mut r = *self;
+        if r.at[r.n - 1] >= at {
+            r.epoch[r.n - 1] = epoch;
+            r.at[r.n - 1] = at;
+            return Some(r);
+        }
+        if r.n == MAX_RUNS {
+            return None;
+        }
+        r.at[r.n] = at;
+        r.epoch[r.n] = epoch;
+        r.n += 1;
+        Some(r)
+    }
+
+    /// One run of plain checksums (a version 2 header says it all).
+    fn plain(&self) -> bool {
+        self.n == 1 && self.epoch[0] == 0
+    }
+}
+
+/// CRC32 of `b` with the run's `epoch` as the initial value (0: the plain CRC).
+fn entry_crc(epoch: u32, b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(epoch);
+    h.update(b);
+    h.finalize()
+}
+
 /// One staged record image (the new version, sequence included).
+#[derive(Clone, Copy)]
 pub(crate) struct Staged<const N: usize = RECORD_SIZE> {
     pub(crate) slot: u32,
     pub(crate) rec: [u8; N],
@@ -156,6 +252,13 @@ pub(crate) struct Writer<const N: usize = RECORD_SIZE> {
     drained: Vec<Vec<Staged<N>>>,
 }
 
+/// The last header written.
+struct HdrState {
+    gen: u64,
+    head: u64,
+    runs: Runs,
+}
+
 /// The log of an open table (records of `N` bytes).
 pub(crate) struct Wal<const N: usize = RECORD_SIZE> {
     file: File,
@@ -167,8 +270,10 @@ pub(crate) struct Wal<const N: usize = RECORD_SIZE> {
     pub(crate) writer: Mutex<Writer<N>>,
     /// One checkpoint at a time.
     pub(crate) ckpt: Mutex<()>,
-    /// Generation of the last header written (and the head in it).
-    hdr: Mutex<(u64, u64)>,
+    /// The last header written: generation, head and runs.
+    hdr: Mutex<HdrState>,
+    /// This run's epoch (the checksum seed of the entries it appends; see [`Runs`]).
+    epoch: u32,
     /// Stream position up to which the log is durable.
     pub(crate) durable: AtomicU64,
     /// Replay start (as durable in the header).
@@ -195,17 +300,36 @@ fn size_field(n: usize) -> u32 {
     }
 }
 
-fn encode_header(n: usize, gen: u64, cap: u64, head: u64, id: &TableId) -> [u8; HDR_BYTES] {
+fn encode_header(
+    n: usize,
+    gen: u64,
+    cap: u64,
+    head: u64,
+    id: &TableId,
+    runs: &Runs,
+) -> [u8; HDR_BYTES] {
     let mut h = [0u8; HDR_BYTES];
     h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&(if runs.plain() { 2 } else { VERSION }).to_le_bytes());
     h[12..16].copy_from_slice(&size_field(n).to_le_bytes());
     h[16..24].copy_from_slice(&gen.to_le_bytes());
     h[24..32].copy_from_slice(&cap.to_le_bytes());
     h[32..40].copy_from_slice(&head.to_le_bytes());
     h[40..56].copy_from_slice(id);
-    let crc = crc32fast::hash(&h[..56]);
-    h[56..60].copy_from_slice(&crc.to_le_bytes());
+    if runs.plain() {
+        let crc = crc32fast::hash(&h[..56]);
+        h[56..60].copy_from_slice(&crc.to_le_bytes());
+        return h;
+    }
+    // Version 3: the run count, then (start, epoch) of each run (the first starts at head).
+    h[56..60].copy_from_slice(&(runs.n as u32).to_le_bytes());
+    for i in 0..runs.n {
+        let o = 60 + i * 12;
+        h[o..o + 8].copy_from_slice(&runs.at[i].to_le_bytes());
+        h[o + 8..o + 12].copy_from_slice(&runs.epoch[i].to_le_bytes());
+    }
+    let crc = crc32fast::hash(&h[..HDR_BYTES - 4]);
+    h[HDR_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -265,32 +389,65 @@ struct Header {
     head: u64,
     /// The table's identity (None in a version 1 header).
     id: Option<TableId>,
+    /// The runs from `head` on (one of epoch 0 in a version 1 or 2 header).
+    runs: Runs,
+}
+
+/// The runs of a version 3 header `h` with replay start `head`: 1 to [`MAX_RUNS`], the first
+/// starting at `head`, the others after it in increasing order.
+fn decode_runs(h: &[u8], head: u64) -> Option<Runs> {
+    let n = usize::try_from(u32_at(h, 56)).ok()?;
+    if n == 0 || n > MAX_RUNS {
+        return None;
+    }
+    let mut r = Runs::single(head, 0);
+    r.n = n;
+    for i in 0..n {
+        let o = 60 + i * 12;
+        r.at[i] = u64_at(h, o);
+        r.epoch[i] = u32_at(h, o + 8);
+    }
+    (r.at[0] == head && r.at[..n].windows(2).all(|w| w[0] < w[1])).then_some(r)
 }
 
 /// The header copy at the start of `h` (at least [`HDR_BYTES`]), of a log of `n`-byte
-/// records, if valid (version 1 or 2).
+/// records, if valid (version 1, 2 or 3).
 fn decode_header(n: usize, h: &[u8]) -> Option<Header> {
     if h.len() < HDR_BYTES || &h[0..8] != MAGIC || u32_at(h, 12) != size_field(n) {
         return None;
     }
-    let id = match u32_at(h, 8) {
-        1 if crc32fast::hash(&h[..40]) == u32_at(h, 40) => None,
-        2 if crc32fast::hash(&h[..56]) == u32_at(h, 56) => {
-            Some(crate::identity::id_of(&h[40..56])?)
-        }
+    let head = u64_at(h, 32);
+    let (id, runs) = match u32_at(h, 8) {
+        1 if crc32fast::hash(&h[..40]) == u32_at(h, 40) => (None, Runs::single(head, 0)),
+        2 if crc32fast::hash(&h[..56]) == u32_at(h, 56) => (
+            Some(crate::identity::id_of(&h[40..56])?),
+            Runs::single(head, 0),
+        ),
+        3 if crc32fast::hash(&h[..HDR_BYTES - 4]) == u32_at(h, HDR_BYTES - 4) => (
+            Some(crate::identity::id_of(&h[40..56])?),
+            decode_runs(h, head)?,
+        ),
         _ => return None,
     };
     let cap = u64_at(h, 24);
     (cap >= MIN_WAL_BYTES && cap.is_multiple_of(4)).then(|| Header {
         gen: u64_at(h, 16),
         cap,
-        head: u64_at(h, 32),
+        head,
         id,
+        runs,
     })
 }
 
-/// Appends one entry for `rec` at stream position `lsn`; returns its length.
-fn encode_entry<const N: usize>(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u8; N]) -> usize {
+/// Appends one entry for `rec` at stream position `lsn`, checksummed with the run's `epoch`;
+/// returns its length.
+fn encode_entry<const N: usize>(
+    out: &mut Vec<u8>,
+    lsn: u64,
+    slot: u32,
+    rec: &[u8; N],
+    epoch: u32,
+) -> usize {
     const { assert!(N.is_multiple_of(32) && N <= 512) };
     let start = out.len();
     let mut mask = 0u128;
@@ -308,7 +465,7 @@ fn encode_entry<const N: usize>(out: &mut Vec<u8>, lsn: u64, slot: u32, rec: &[u
             out.extend_from_slice(&rec[i * 4..i * 4 + 4]);
         }
     }
-    let crc = crc32fast::hash(&out[start + 4..]);
+    let crc = entry_crc(epoch, &out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.len() - start
 }
@@ -352,6 +509,9 @@ pub(crate) struct Replay {
     pub end: u64,
     /// Header (gen, cap) of the file, when it had a valid one.
     pub hdr: Option<(u64, u64)>,
+    /// Replay start and the runs from there on (from the header).
+    pub head: u64,
+    pub runs: Option<Runs>,
     /// The identity of the table the log belongs to (None: no valid header, or a header of
     /// an older version without one).
     pub id: Option<TableId>,
@@ -386,7 +546,14 @@ pub(crate) fn read_log_of<const N: usize>(
         .filter(|&&o| o + HDR_BYTES <= n)
         .filter_map(|&o| decode_header(N, &h[o..o + HDR_BYTES]))
         .max_by_key(|x| x.gen);
-    let Some(Header { gen, cap, head, id }) = best else {
+    let Some(Header {
+        gen,
+        cap,
+        head,
+        id,
+        runs,
+    }) = best
+    else {
         if n > 0 && h.iter().any(|&b| b != 0) {
             tracing::warn!(path = %path.display(), "write-ahead log has no valid header; nothing replayed");
         }
@@ -394,6 +561,8 @@ pub(crate) fn read_log_of<const N: usize>(
     };
     out.hdr = Some((gen, cap));
     out.id = id;
+    out.head = head;
+    out.runs = Some(runs);
     let flen = file
         .metadata()
         .map_err(|e| StoreError::io(path, "stat log", e))?
@@ -433,10 +602,15 @@ pub(crate) fn read_log_of<const N: usize>(
         }
         let mask = mask_at(N, b);
         let len = entry_len(N, mask);
-        if b.len() < len || u64_at(b, eh - 12) != lsn {
+        // (No entry has mask 0: the sequence word of a logged image is never zero. Zeros at
+        // position 0 of a new log would pass the position check.)
+        if mask == 0 || b.len() < len || u64_at(b, eh - 12) != lsn {
             break; // the end: a stale entry or zeros
         }
-        if crc32fast::hash(&b[4..len]) != u32_at(b, 0) {
+        if entry_crc(runs.epoch_at(lsn), &b[4..len]) != u32_at(b, 0) {
+            if (0..runs.n).any(|i| entry_crc(runs.epoch[i], &b[4..len]) == u32_at(b, 0)) {
+                break; // an entry an earlier run wrote past the end it replayed to: stale
+            }
             out.discarded = Some(format!(
                 "entry at log position {lsn}: checksum mismatch (a torn or partial write); it and \
                  everything after it were never acknowledged and are discarded"
@@ -469,11 +643,26 @@ pub(crate) fn read_log_of<const N: usize>(
         lsn += len as u64;
     }
     out.end = lsn;
-    // Applied in slot order (a stable sort keeps each slot's versions in log order): the
-    // table is then read sequentially, by the open's scan, not at random (cold: 400,000
-    // entries applied at random places took 1.2-2.2 s, mostly page faults reading the table).
-    found.sort_by_key(|e| e.slot);
-    Ok((out, found))
+    // Applied in slot order (each slot's versions in log order): the table is then read
+    // sequentially, by the open's scan, not at random (cold: 400,000 entries applied at random
+    // places took 1.2-2.2 s, mostly page faults reading the table). Sorted as 8-byte keys
+    // (slot, position in the log), then the images moved once: a stable sort of the images
+    // themselves moves each ~20 times.
+    if found.len() > u32::MAX as usize {
+        found.sort_by_key(|e| e.slot);
+        return Ok((out, found));
+    }
+    let mut keys: Vec<u64> = found
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (u64::from(e.slot) << 32) | i as u64)
+        .collect();
+    keys.sort_unstable();
+    let sorted = keys
+        .iter()
+        .map(|&k| found[(k & 0xffff_ffff) as usize])
+        .collect();
+    Ok((out, sorted))
 }
 
 /// Applies an entry to `cur` (a record's bytes) when the entry is newer or `cur` is damaged.
@@ -573,26 +762,8 @@ impl<const N: usize> Wal<N> {
             Some((g, _)) if !fresh => (g, (replay.end / cap + 1) * cap),
             _ => (0, 0),
         };
-        let wal = Wal {
-            file,
-            path: path.to_path_buf(),
-            cap,
-            id,
-            staging: (0..STAGE_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
-            writer: Mutex::new(Writer {
-                next: lap,
-                buf: Vec::new(),
-                buf_at: lap,
-                drained: (0..STAGE_SHARDS).map(|_| Vec::new()).collect(),
-            }),
-            ckpt: Mutex::new(()),
-            hdr: Mutex::new((gen, 0)),
-            durable: AtomicU64::new(lap),
-            head: AtomicU64::new(lap),
-            stats: Counters::default(),
-            #[cfg(test)]
-            fail_writes: std::sync::atomic::AtomicBool::new(false),
-        };
+        // A fresh lap: nothing was ever written at its positions, plain checksums do.
+        let wal = Self::new(file, path, cap, id, lap, lap, gen, Runs::single(lap, 0));
         wal.set_head(lap, true)
             .map_err(|e| StoreError::io(path, "write log header", e))?;
         if fresh {
@@ -601,18 +772,101 @@ impl<const N: usize> Wal<N> {
         Ok(wal)
     }
 
+    /// Opens the log of the table with identity `id` after `replay` and goes on appending right
+    /// after the replayed entries, which stay the log's (the table's replayed content need not
+    /// be durable: a replay of this log rebuilds it). The new run gets its own epoch, written
+    /// (durably) into the header before anything is appended (see [`Runs`]). None, with nothing
+    /// written, when the log cannot be continued (missing, damaged, another size or another
+    /// table's, or the header's run list is full): then the table is flushed and [`Wal::start`]
+    /// starts a fresh lap.
+    pub(crate) fn resume(
+        path: &Path,
+        cap: u64,
+        replay: &Replay,
+        id: TableId,
+    ) -> Result<Option<Wal<N>>, StoreError> {
+        let cap = cap.max(MIN_WAL_BYTES) / 4 * 4;
+        let (Some((gen, have_cap)), Some(runs)) = (replay.hdr, replay.runs) else {
+            return Ok(None);
+        };
+        if have_cap != cap || replay.id != Some(id) {
+            return Ok(None);
+        }
+        // The generation of the header written below (never 0: that is the plain CRC's).
+        let epoch = (gen.wrapping_add(1) as u32).max(1);
+        let Some(runs) = runs.then(replay.end, epoch) else {
+            return Ok(None);
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io(path, "open write-ahead log", e))?;
+        let len = WAL_HDR + cap;
+        let have = file
+            .metadata()
+            .map_err(|e| StoreError::io(path, "stat write-ahead log", e))?
+            .len();
+        if have < len {
+            return Ok(None);
+        }
+        // Every block allocated (`start`); written once already (the log existed).
+        preallocate(&file, path, len)?;
+        let wal = Self::new(file, path, cap, id, replay.end, replay.head, gen, runs);
+        wal.set_head(replay.head, true)
+            .map_err(|e| StoreError::io(path, "write log header", e))?;
+        Ok(Some(wal))
+    }
+
+    /// The log over `file`, appending at `next`, replay starting at `head`; `gen` and `runs`
+    /// of the header about to be written (the last run is this one).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        file: File,
+        path: &Path,
+        cap: u64,
+        id: TableId,
+        next: u64,
+        head: u64,
+        gen: u64,
+        runs: Runs,
+    ) -> Self {
+        Wal {
+            file,
+            path: path.to_path_buf(),
+            cap,
+            id,
+            staging: (0..STAGE_SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            writer: Mutex::new(Writer {
+                next,
+                buf: Vec::new(),
+                buf_at: next,
+                drained: (0..STAGE_SHARDS).map(|_| Vec::new()).collect(),
+            }),
+            ckpt: Mutex::new(()),
+            hdr: Mutex::new(HdrState { gen, head, runs }),
+            epoch: runs.epoch[runs.n - 1],
+            durable: AtomicU64::new(next),
+            head: AtomicU64::new(head),
+            stats: Counters::default(),
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// Writes a header with `head` (if it moves forward, or `force`) and syncs it.
     pub(crate) fn set_head(&self, head: u64, force: bool) -> io::Result<()> {
         let mut h = lock(&self.hdr);
-        if !force && head <= h.1 {
+        if !force && head <= h.head {
             return Ok(());
         }
-        let gen = h.0 + 1;
-        let bytes = encode_header(N, gen, self.cap, head, &self.id);
+        let gen = h.gen + 1;
+        let runs = h.runs.kept_at(head);
+        let bytes = encode_header(N, gen, self.cap, head, &self.id, &runs);
         self.check_injected()?;
         self.file.write_all_at(&bytes, (gen % 2) * HDR_COPY)?;
         self.file.sync_data()?;
-        *h = (gen, head);
+        *h = HdrState { gen, head, runs };
         self.head.fetch_max(head, Ordering::AcqRel);
         Ok(())
     }
@@ -747,7 +1001,7 @@ impl<const N: usize> Wal<N> {
                     return Err(io::Error::other("write-ahead log full after a checkpoint"));
                 }
             }
-            let len = encode_entry(&mut wr.buf, wr.next, s.slot, &s.rec);
+            let len = encode_entry(&mut wr.buf, wr.next, s.slot, &s.rec, self.epoch);
             wr.next += len as u64;
             n += 1;
         }

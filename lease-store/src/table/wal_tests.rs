@@ -120,10 +120,145 @@ fn wal_replay_restores_committed_changes_the_table_never_got() {
     // Indexes were built from the replayed records.
     let k = ClientKey::from_client_id(&[1, 2, 0, 7]);
     assert_eq!(t.find_client(&k).map(|(s, _)| s), Some(Slot(7)));
-    // The replayed content was made durable and the log restarted: a second open replays nothing.
+    // The open flushed nothing: the log goes on and still holds the replayed records, so a
+    // power cut right after the open (the table's pages never written) loses none of them.
+    drop(t);
+    fs::write(&bed.path, &disk).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!((rep.wal_entries, rep.wal_applied), (300, 300), "{rep:?}");
+    assert_eq!(expiry_of(&t, 299), NOW + 3601);
+    // After a checkpoint the log is empty.
+    t.checkpoint().unwrap();
     drop(t);
     let (_t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
     assert_eq!(rep.wal_entries, 0);
+}
+
+#[test]
+fn wal_resume_open_writes_no_table_page_and_later_commits_follow_the_replayed_entries() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    t.checkpoint().unwrap();
+    let disk = fs::read(&bed.path).unwrap();
+    for i in 0..100 {
+        bind(&t, i, 1);
+    }
+    t.commit().unwrap();
+    drop(t);
+    // Three crashes in a row, each run committing more before it: the log keeps every run's
+    // entries (each run checksums its own with its epoch) and the table file is never written.
+    for run in 2..5u32 {
+        fs::write(&bed.path, &disk).unwrap();
+        let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+        assert!(
+            rep.wal_discarded.is_none(),
+            "run {run}: {:?}",
+            rep.wal_discarded
+        );
+        assert_eq!(rep.wal_entries, 100 * u64::from(run - 1), "run {run}");
+        for i in 0..100 * (run - 1) {
+            assert_eq!(
+                t.read(Slot(i)).state,
+                LeaseState::Active,
+                "run {run} slot {i}"
+            );
+        }
+        for i in 100 * (run - 1)..100 * run {
+            bind(&t, i, 1);
+        }
+        t.commit().unwrap();
+        drop(t);
+    }
+    fs::write(&bed.path, &disk).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!((rep.wal_entries, rep.wal_applied), (400, 400), "{rep:?}");
+    assert_eq!(t.read(Slot(399)).state, LeaseState::Active);
+}
+
+#[test]
+fn wal_resume_stale_entries_past_the_replay_end_are_never_applied() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    t.checkpoint().unwrap();
+    let disk = fs::read(&bed.path).unwrap();
+    // Slots 0x101.. bind to entries of one length (no zero byte in the words that vary).
+    let slot = |k: u32| 0x101 + k;
+    bind(&t, slot(0), 1);
+    t.commit().unwrap();
+    let (a, _) = log_pos(&t);
+    for k in 1..8 {
+        bind(&t, slot(k), 1);
+        t.commit().unwrap();
+    }
+    let (b, _) = log_pos(&t);
+    let per = (b - a) / 7;
+    assert_eq!(
+        b - a,
+        7 * per,
+        "entries of unequal length: the test proves nothing"
+    );
+    drop(t);
+    fs::write(&bed.path, &disk).unwrap();
+    // The crash tore the group of slot(1): its entry is damaged, the six after it are intact
+    // (written, never synced: never acknowledged).
+    damage_log(&bed, MIN_WAL_BYTES, a + 30, a + 31, true);
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert_eq!(rep.wal_entries, 1);
+    assert!(rep.wal_discarded.is_some());
+    assert_eq!(t.read(Slot(slot(1))).state, LeaseState::Free);
+    // The new run appends right where the replay ended: one entry of the same length, so the
+    // next position is exactly where the stale entry of slot(2) starts, with its position as
+    // its LSN. Only its checksum (the old run's epoch) keeps it out of the replay.
+    bind(&t, slot(100), 1);
+    t.commit().unwrap();
+    let (c, _) = log_pos(&t);
+    assert_eq!(c, a + per, "the new run did not go on at the replay's end");
+    drop(t);
+    fs::write(&bed.path, &disk).unwrap();
+    let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+    assert!(rep.wal_discarded.is_none(), "{:?}", rep.wal_discarded);
+    assert_eq!(rep.wal_entries, 2, "{rep:?}");
+    assert_eq!(t.read(Slot(slot(0))).state, LeaseState::Active);
+    assert_eq!(t.read(Slot(slot(100))).state, LeaseState::Active);
+    for k in 1..8 {
+        assert_eq!(
+            t.read(Slot(slot(k))).state,
+            LeaseState::Free,
+            "stale slot({k}) applied"
+        );
+    }
+}
+
+#[test]
+fn wal_resume_run_list_full_falls_back_to_a_flush_and_a_fresh_lap() {
+    let bed = Bed::new();
+    let (t, _) = open(&bed.path, Some(MIN_WAL_BYTES));
+    t.checkpoint().unwrap();
+    drop(t);
+    // Each open with something committed before the crash adds a run (MAX_RUNS at most).
+    let mut flushed = false;
+    for run in 0..(super::wal::MAX_RUNS as u32 + 2) {
+        let (t, rep) = open(&bed.path, Some(MIN_WAL_BYTES));
+        assert!(rep.wal_discarded.is_none(), "{:?}", rep.wal_discarded);
+        // Every run's entry stays in the log until the list is full; then the open flushes
+        // the table and starts a fresh lap: the next open finds only the last run's entry.
+        if rep.wal_entries < u64::from(run) {
+            assert_eq!(rep.wal_entries, 1, "run {run}");
+            assert_eq!(run, super::wal::MAX_RUNS as u32 + 1, "fell back too early");
+            flushed = true;
+        }
+        for i in 0..run {
+            assert_eq!(
+                t.read(Slot(i)).state,
+                LeaseState::Active,
+                "run {run} slot {i}"
+            );
+        }
+        bind(&t, run, 1);
+        t.commit().unwrap();
+        drop(t);
+    }
+    assert!(flushed, "the run list never filled up");
 }
 
 #[test]
