@@ -45,7 +45,8 @@ const SB_XD: &str = "10.77.0.4";
 const RELAY_LINK: &str = "10.77.0.50";
 const GI_ISC: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 1);
 const GI_XD: Ipv4Addr = Ipv4Addr::new(10, 78, 2, 1);
-const MCLT: u32 = 30;
+/// Long enough that no first lease (at most MCLT) ends during the test.
+const MCLT: u32 = 300;
 
 /// Five namespaces on one bridge: ISC main, xdhcpd main, standby, relay, hub.
 struct Bed {
@@ -465,7 +466,7 @@ fn scenario() -> Res<()> {
         subnet: 2,
     };
     let mut acked: BTreeMap<(u8, u16), Answer> = BTreeMap::new();
-    let mut lease_all = |range: std::ops::Range<u16>, acked: &mut BTreeMap<(u8, u16), Answer>| {
+    let lease_all = |range: std::ops::Range<u16>, acked: &mut BTreeMap<(u8, u16), Answer>| {
         for r in [&r_isc, &r_xd] {
             for i in range.clone() {
                 let a = r
@@ -525,9 +526,18 @@ fn scenario() -> Res<()> {
         if l.state != lease_store::LeaseState::Active
             || l.client != failover_common::loadgen_key(&mac(*subnet, *i))
         {
+            let log = read_text(&bed.path("sb.log")).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("refused") || l.contains("reject") || l.contains("WARN"))
+                .take(20)
+                .collect();
             return Err(format!(
-                "standby: {} should be active for subnet {subnet} client {i}: {l:?}",
-                a.yiaddr
+                "standby: {} should be active for subnet {subnet} client {i}: {l:?}\n\
+                 isc relationship: {:?}\nstandby log:\n{}",
+                a.yiaddr,
+                rel_status(&sb.socket, Some("isc")),
+                lines.join("\n")
             ));
         }
     }
