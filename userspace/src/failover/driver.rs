@@ -112,8 +112,9 @@ pub(crate) struct Driver {
     /// The pools of this relationship (all of the table's with one relationship covering
     /// every subnet); another relationship's records are never read, sent or written here.
     scope: PoolScope,
-    /// Where the persisted state goes (shared by the relationships of an N:1 server).
-    area: Arc<super::area::SharedArea>,
+    /// Where the persisted state goes (shared by the relationships of an N:1 server; the
+    /// single form's own area until the caller sets it).
+    pub area: Arc<super::area::SharedArea>,
     pub cell: Arc<PolicyCell>,
     pub cfg: FailoverConfig,
     pub role: Role,
@@ -268,7 +269,6 @@ impl Driver {
         changes: Receiver<Slot>,
         overflow: Arc<AtomicBool>,
         auth_key: Option<Arc<Vec<u8>>>,
-        area: Arc<super::area::SharedArea>,
     ) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let role = engine.config().role;
@@ -282,7 +282,7 @@ impl Driver {
                 pool_balance: None,
                 engine,
                 scope: PoolScope::of(&cfg.pools),
-                area,
+                area: super::area::SharedArea::open(table.clone(), cfg.listed, 1),
                 table,
                 cell,
                 cfg,

@@ -304,8 +304,8 @@ impl Failover {
             rx,
             overflow.clone(),
             auth_key,
-            shared_area,
         );
+        driver.area = shared_area;
         driver.events = events;
         driver.keep_reconfiguring = keep_reconfiguring;
         driver.pool_balance = Some(pool_balance.clone());
