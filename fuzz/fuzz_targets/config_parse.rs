@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(t.min <= lease && lease <= t.max);
         assert!(t.t1(lease) <= t.t2(lease) && t.t2(lease) <= lease);
     }
-    if let Some(f) = &cfg.failover {
+    for f in &cfg.failovers {
         let e = xdhcpd::failover::engine_config(f);
         if let Err(err) = FailoverEngine::new(e, None, 1_800_000_000) {
             panic!("accepted [failover] section refused by the failover engine: {err}");

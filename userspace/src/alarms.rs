@@ -42,8 +42,8 @@ pub struct Alarms {
     next_check: Instant,
     /// Pool id -> (above threshold, exhausted).
     pools: HashMap<u32, (bool, bool)>,
-    unreachable: bool,
-    mismatch: bool,
+    /// Per failover relationship (by name): (partner unreachable, version mismatch) raised.
+    partners: HashMap<String, (bool, bool)>,
     flush_failures_seen: u64,
     /// Relays (relay health check) whose alarm is raised.
     relays: HashMap<std::net::Ipv4Addr, bool>,
@@ -70,8 +70,7 @@ impl Alarms {
             started: Instant::now(),
             next_check: Instant::now(),
             pools: HashMap::new(),
-            unreachable: false,
-            mismatch: false,
+            partners: HashMap::new(),
             flush_failures_seen: 0,
             relays: HashMap::new(),
         }
@@ -88,7 +87,7 @@ impl Alarms {
         &mut self,
         table: &LeaseTable,
         cfg: &Config,
-        failover: Option<&Failover>,
+        failover: &[Failover],
         rhc: Option<&xdhcpd_failover::RelayHealth>,
         now: u32,
     ) {
@@ -113,7 +112,9 @@ impl Alarms {
             );
             self.flush_failures_seen = f;
         }
-        if let Some(fo) = failover {
+        // One pair of alarms per relationship (N:1: each partner on its own).
+        let several = failover.len() > 1;
+        for fo in failover {
             let r = fo.request(Request::FailoverStatus);
             if let Some(st) = r.status {
                 let since = now.saturating_sub(st.last_contact);
@@ -126,8 +127,13 @@ impl Alarms {
                         since >= limit
                     };
                 let detail = format!(
-                    "failover partner {} (state {}, last contact {})",
+                    "failover partner {}{} (state {}, last contact {})",
                     st.peer,
+                    if several {
+                        format!(" of relationship {:?}", st.relationship)
+                    } else {
+                        String::new()
+                    },
                     st.state,
                     if st.last_contact == 0 {
                         "never".to_string()
@@ -135,8 +141,10 @@ impl Alarms {
                         format!("{since} s ago")
                     }
                 );
+                let (raised_unreachable, raised_mismatch) =
+                    self.partners.entry(fo.name().to_string()).or_default();
                 edge(
-                    &mut self.unreachable,
+                    raised_unreachable,
                     unreachable,
                     "partner-unreachable",
                     &format!("partner unreachable: {detail}"),
@@ -144,7 +152,7 @@ impl Alarms {
                     &self.counters.partner_unreachable_active,
                 );
                 edge(
-                    &mut self.mismatch,
+                    raised_mismatch,
                     st.version_mismatch,
                     "partner-mismatch",
                     &format!(

@@ -100,11 +100,11 @@ fn packaging_failover_examples_validate() {
         );
         let cfg = xdhcpd_config::load(&p).expect("valid");
         if name.starts_with("failover") {
-            let f = cfg.failover.expect("[failover]");
+            let f = cfg.failovers.first().expect("[failover]");
             assert_eq!(f.name, "pair");
             assert!(cfg.event_log.is_some(), "{name}: shows the event log");
         } else if name == "relay.toml" {
-            assert!(cfg.failover.is_none());
+            assert!(cfg.failovers.is_empty());
             assert_eq!(cfg.server.commit, xdhcpd_config::CommitMode::Ack);
         }
     }
@@ -114,8 +114,8 @@ fn packaging_failover_examples_validate() {
     let b = xdhcpd_config::load(&repo().join("userspace/examples/failover-secondary.toml"))
         .expect("secondary");
     let (fa, fb) = (
-        a.failover.as_ref().expect("fa"),
-        b.failover.as_ref().expect("fb"),
+        a.failovers.first().expect("fa"),
+        b.failovers.first().expect("fb"),
     );
     assert_eq!(fa.address, fb.peer_address);
     assert_eq!(fb.address, fa.peer_address);

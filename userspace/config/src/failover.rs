@@ -70,7 +70,11 @@ pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "rhc-restart-time",
     "rhc-warning-interval",
     "rhc-max-relays",
+    "subnets",
 ];
+
+/// Most `[[failover]]` relationships one server takes part in (N:1 backup).
+pub const MAX_RELATIONSHIPS: usize = 8;
 
 /// The relay health check's settings (`relay-health-check`, `rhc-*`; CPNR's names). Seconds
 /// and counts; see `xdhcpd_failover::relay_health` for what each does.
@@ -148,9 +152,15 @@ pub struct FailoverConfig {
     pub partner_mclt_max: u32,
     /// The relay health check (`relay-health-check`, `rhc-*`).
     pub relay_health: RelayHealthConfig,
-    /// Per pool: the scope's balance settings (see [`PoolBalanceCfg`]); filled from the
-    /// `[[subnet]]` tables once pool ids are known.
+    /// Per pool of the subnets this relationship covers: the scope's balance settings (see
+    /// [`PoolBalanceCfg`]); filled from the `[[subnet]]` tables once pool ids are known. The
+    /// failover driver of this relationship touches only these pools.
     pub pools: Vec<PoolBalanceCfg>,
+    /// Indexes (into `Config::subnets`) of the subnets this relationship covers.
+    pub subnets: Vec<usize>,
+    /// Written as `[[failover]]` (one of a server's relationships, N:1 backup: its state is
+    /// persisted under its name), not as the single `[failover]` table.
+    pub listed: bool,
 }
 
 fn ip_any(errs: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Option<IpAddr> {
@@ -384,6 +394,8 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         partner_mclt_max: mclt_max?,
         relay_health: relay_health?,
         pools: Vec::new(),
+        subnets: Vec::new(),
+        listed: false,
     })
 }
 
@@ -508,10 +520,11 @@ pub struct PoolBalanceCfg {
     pub boundary: Option<Ipv4Addr>,
 }
 
-/// Every pool's balance settings, in pool-id order.
-pub(crate) fn pool_balance(subnets: &[super::Subnet]) -> Vec<PoolBalanceCfg> {
+/// The balance settings of the pools of the subnets `covered` (indexes), in pool-id order.
+pub(crate) fn pool_balance(subnets: &[super::Subnet], covered: &[usize]) -> Vec<PoolBalanceCfg> {
     subnets
         .iter()
+        .filter(|s| covered.contains(&s.index))
         .flat_map(|s| {
             s.pools.iter().map(|p| PoolBalanceCfg {
                 pool_id: p.id,

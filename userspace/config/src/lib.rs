@@ -37,6 +37,7 @@ pub use bulk_leasequery::BulkLeasequeryConfig;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{
     FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg, RelayHealthConfig,
+    MAX_RELATIONSHIPS,
 };
 pub use limits::{LimitsConfig, DEFAULT_XDP_KNOWN_MACS};
 pub use net::{Ipv4Net, NetParseError};
@@ -91,8 +92,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigErrors> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub server: ServerConfig,
-    /// The failover relationship, if `[failover]` is present.
-    pub failover: Option<FailoverConfig>,
+    /// The failover relationships: none, the single `[failover]` table, or up to
+    /// [`MAX_RELATIONSHIPS`] `[[failover]]` entries (N:1 backup). Each covers the subnets in
+    /// its `subnets` list (`Subnet::failover` is the reverse).
+    pub failovers: Vec<FailoverConfig>,
     /// `[rate-limit]`: XDP token buckets per client and per relay (default: none).
     pub rate_limit: RateLimitConfig,
     /// `[limits]`: lease caps per circuit / remote-id, the XDP drop of unknown clients.
@@ -471,6 +474,9 @@ pub struct Subnet {
     /// `reconfigure-retries` / `reconfigure-first-retry-ms`: this subnet's FORCERENEW
     /// schedule over `[reconfigure]`'s.
     pub reconfigure: ReconfigureOverride,
+    /// The failover relationship covering this subnet (index into `Config::failovers`);
+    /// None: served without failover (`failover = "none"`, or no failover configured).
+    pub failover: Option<usize>,
 }
 
 /// An inclusive address range. `id` is the pool's position in the file
@@ -558,6 +564,17 @@ impl SubnetLookup {
 }
 
 impl Config {
+    /// The failover relationship named `name`.
+    pub fn failover_named(&self, name: &str) -> Option<&FailoverConfig> {
+        self.failovers.iter().find(|f| f.name == name)
+    }
+
+    /// Every subnet is covered by the one relationship (the single `[failover]` form without
+    /// `failover = "none"` anywhere): the packet path needs no per-subnet choice.
+    pub fn failover_everywhere(&self) -> bool {
+        self.failovers.len() == 1 && self.subnets.iter().all(|s| s.failover == Some(0))
+    }
+
     /// The subnet selected by `addr` (giaddr, link-selection, or the receiving
     /// interface's address): the subnet whose cidr contains it, else the one
     /// listing it in `relay-addresses`.

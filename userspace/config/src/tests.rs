@@ -371,7 +371,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown, reconfigure-retries, reconfigure-first-retry-ms"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown, reconfigure-retries, reconfigure-first-retry-ms, failover"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -654,7 +654,7 @@ fn failover_section_defaults_and_values() {
         "{SERVER}[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nsplit = 128\nmclt = 600\nauth-key-file = \"/etc/xdhcpd/fo.key\"\n\n{SUBNET}"
     );
     let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    let f = cfg.failover.expect("failover section");
+    let f = cfg.failovers.into_iter().next().expect("failover section");
     assert_eq!(f.role, FailoverRole::Primary);
     assert_eq!(f.name, "pair");
     assert_eq!(f.port, 647);
@@ -675,7 +675,7 @@ fn failover_section_defaults_and_values() {
     assert_eq!(f.backup_pct, 50);
     assert_eq!(f.failover_recover, None);
     let none = parse(&format!("{SERVER}{SUBNET}"), "t.toml").unwrap();
-    assert!(none.failover.is_none());
+    assert!(none.failovers.is_empty());
 }
 
 #[test]
@@ -731,7 +731,7 @@ fn scope_balance_values_override_per_pool() {
         cfg.subnets[0].backup_allocation_boundary,
         Some(ip("10.0.0.15"))
     );
-    let f = cfg.failover.expect("failover");
+    let f = cfg.failovers.into_iter().next().expect("failover");
     assert_eq!(f.backup_pct, 30);
     assert_eq!(
         f.pools,
@@ -910,7 +910,7 @@ fn failover_auth_key_is_required_for_an_xdhcpd_partner() {
         "mclt = 30\npartner-software = \"isc-dhcpd\"\n",
     );
     let cfg = parse(&isc, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    let f = cfg.failover.expect("failover");
+    let f = cfg.failovers.into_iter().next().expect("failover");
     assert_eq!(f.partner_software, PartnerSoftware::IscDhcpd);
     assert_eq!(f.partner_mclt_min, 30);
     let bad = isc.replace(
@@ -1585,7 +1585,7 @@ fn failover_relay_health_check_keys() {
     // Off by default, with the documented defaults.
     let cfg =
         parse(&format!("{SERVER}{base}\n{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    let r = cfg.failover.expect("failover").relay_health;
+    let r = cfg.failovers[0].relay_health;
     assert_eq!(r, crate::RelayHealthConfig::default());
     assert!(!r.enabled);
     assert_eq!(
@@ -1597,7 +1597,7 @@ fn failover_relay_health_check_keys() {
         "{SERVER}{base}relay-health-check = \"v4\"\nrhc-unresponsive-time = 5\nrhc-request-count = 2\nrhc-elapsed-time = 3\nrhc-response-time = 0\nrhc-restart-time = 50\nrhc-warning-interval = 7\nrhc-max-relays = 64\n\n{SUBNET}"
     );
     let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    let r = cfg.failover.expect("failover").relay_health;
+    let r = cfg.failovers[0].relay_health;
     assert_eq!(
         r,
         crate::RelayHealthConfig {
@@ -1625,4 +1625,161 @@ fn failover_relay_health_check_keys() {
         "{joined}"
     );
     assert!(joined.contains("failover.rhc-max-relays"), "{joined}");
+}
+
+/// Two `[[failover]]` relationships (N:1 backup, this server the secondary of both), with
+/// three subnets: one listed in a relationship's `subnets`, one naming its relationship, one
+/// out of failover.
+const N1: &str = "[[failover]]\nname = \"isc\"\nrole = \"secondary\"\naddress = \"10.88.0.3\"\npeer-address = \"10.88.0.1\"\npartner-software = \"isc-dhcpd\"\nsubnets = [\"10.0.0.0/24\"]\n\n[[failover]]\nname = \"xd\"\nrole = \"secondary\"\naddress = \"10.88.0.3\"\nport = 648\npeer-address = \"10.88.0.2\"\nauth-key-file = \"/etc/xdhcpd/fo.key\"\nmclt = 60\n\n";
+
+#[test]
+fn failover_n1_relationships_each_cover_their_subnets() {
+    let text = format!(
+        "{SERVER}{N1}[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n\n[[subnet]]\ncidr = \"10.0.1.0/24\"\nfailover = \"xd\"\n[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.20\"\n[[subnet.pool]]\nrange = \"10.0.1.30-10.0.1.40\"\n\n[[subnet]]\ncidr = \"10.0.2.0/24\"\nfailover = \"none\"\n[[subnet.pool]]\nrange = \"10.0.2.10-10.0.2.20\"\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.failovers.len(), 2);
+    let (a, b) = (&cfg.failovers[0], &cfg.failovers[1]);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("isc", "xd"));
+    assert!(a.listed && b.listed);
+    assert_eq!((a.port, b.port), (647, 648));
+    assert_eq!((a.mclt, b.mclt), (3600, 60));
+    assert_eq!(a.subnets, vec![0]);
+    assert_eq!(b.subnets, vec![1]);
+    let ids = |f: &FailoverConfig| f.pools.iter().map(|p| p.pool_id).collect::<Vec<_>>();
+    assert_eq!(ids(a), vec![0]);
+    assert_eq!(ids(b), vec![1, 2]);
+    let of: Vec<_> = cfg.subnets.iter().map(|s| s.failover).collect();
+    assert_eq!(of, vec![Some(0), Some(1), None]);
+    assert!(!cfg.failover_everywhere());
+    assert_eq!(cfg.failover_named("xd").map(|f| f.peer_port), Some(647));
+}
+
+#[test]
+fn failover_per_scope_single_form_default_and_none() {
+    let base = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\npartner-software = \"isc-dhcpd\"\n\n";
+    let two = |second: &str| {
+        format!(
+            "{SERVER}{base}[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n\n[[subnet]]\ncidr = \"10.0.1.0/24\"\n{second}[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.20\"\n"
+        )
+    };
+    // Server default: the one relationship covers every subnet.
+    let cfg = parse(&two(""), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cfg.failovers[0].listed);
+    assert_eq!(cfg.failovers[0].subnets, vec![0, 1]);
+    assert!(cfg.failover_everywhere());
+    for explicit in ["failover = \"pair\"\n", "failover = \"default\"\n"] {
+        let cfg = parse(&two(explicit), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.failovers[0].subnets, vec![0, 1], "{explicit}");
+    }
+    // Disabled for one scope: that subnet's pool is out of the relationship.
+    let cfg = parse(&two("failover = \"none\"\n"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.failovers[0].subnets, vec![0]);
+    assert_eq!(cfg.subnets[1].failover, None);
+    assert_eq!(cfg.failovers[0].pools.len(), 1);
+    assert!(!cfg.failover_everywhere());
+    // Without any failover, naming a relationship is an error.
+    let lines = error_lines(&format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\nfailover = \"pair\"\n"
+    ));
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "t.toml:13:12: subnet[0].failover: relationship \"pair\" is unknown: no failover is configured"
+        ) || l.contains("subnet[0].failover: relationship \"pair\" is unknown")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn failover_n1_errors_are_positioned() {
+    let sub = |extra: &str, cidr: &str| {
+        format!(
+            "[[subnet]]\ncidr = \"{cidr}\"\n{extra}[[subnet.pool]]\nrange = \"{}\"\n\n",
+            {
+                let base = cidr.trim_end_matches(".0/24");
+                format!("{base}.10-{base}.20")
+            }
+        )
+    };
+    // A subnet listed by one relationship and naming the other; an unknown name; a subnet in
+    // no relationship.
+    let text = format!(
+        "{SERVER}{N1}{}{}{}",
+        sub("failover = \"xd\"\n", "10.0.0.0/24"),
+        sub("failover = \"nope\"\n", "10.0.1.0/24"),
+        sub("", "10.0.2.0/24"),
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(
+        joined.contains("subnet[0].failover: this subnet names relationship \"xd\", but \"isc\" lists it (failover[0].subnets[0], line"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "subnet[1].failover: relationship \"nope\" is unknown; declared: \"isc\", \"xd\""
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("subnet[2].cidr: subnet 10.0.2.0/24 is in no failover relationship"),
+        "{joined}"
+    );
+    // Two relationships with one peer endpoint, one listen endpoint and one name.
+    let dup = N1
+        .replace("port = 648\n", "")
+        .replace("10.88.0.2", "10.88.0.1")
+        .replace("name = \"xd\"", "name = \"isc\"");
+    let text = format!(
+        "{SERVER}{dup}{}",
+        sub("failover = \"none\"\n", "10.0.1.0/24")
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(
+        joined.contains(
+            "failover[1].name: relationship \"isc\" is already declared at failover[0] (line"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("listens on 10.88.0.3:647 like \"isc\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("has the peer 10.88.0.1:647 of \"isc\""),
+        "{joined}"
+    );
+    // A shared network split across relationships; a relationship covering nothing.
+    let text = format!(
+        "{SERVER}{N1}[[shared-network]]\nname = \"link\"\n\n{}{}",
+        sub("shared-network = \"link\"\n", "10.0.0.0/24"),
+        sub(
+            "shared-network = \"link\"\nfailover = \"none\"\n",
+            "10.0.1.0/24"
+        ),
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(
+        joined.contains("subnet[1].cidr: this subnet is in no failover, but subnet[0] of the same shared network is in relationship \"isc\""),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("failover[1].name: relationship \"xd\" covers no subnet"),
+        "{joined}"
+    );
+    // More than eight relationships.
+    let mut many = String::new();
+    for i in 0..9 {
+        many.push_str(&format!(
+            "[[failover]]\nname = \"r{i}\"\nrole = \"secondary\"\naddress = \"10.88.0.3\"\nport = {}\npeer-address = \"10.88.1.{i}\"\npartner-software = \"isc-dhcpd\"\nsubnets = [\"10.0.{i}.0/24\"]\n\n",
+            700 + i
+        ));
+    }
+    for i in 0..9 {
+        many.push_str(&sub("", &format!("10.0.{i}.0/24")));
+    }
+    let joined = error_lines(&format!("{SERVER}{many}")).join("\n");
+    assert!(
+        joined.contains("failover: 9 failover relationships: at most 8 are supported"),
+        "{joined}"
+    );
 }

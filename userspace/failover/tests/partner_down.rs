@@ -151,6 +151,10 @@ fn partner_down_needs_force_in_normal_startup_and_partner_down() {
     let acc = s.partner_down(0, None, true).expect("forced in STARTUP");
     assert_eq!(st(&s, 0), Some(ServerState::PartnerDown));
     assert_eq!((acc.mclt_from, acc.from), (now, McltFrom::Now));
+    // A restart without contact since: what the partner did meanwhile is unknown, so our own
+    // pool waits out the MCLT too (blind, as from RECOVER).
+    assert!(acc.blind, "forced from STARTUP must be blind");
+    assert!(s.nodes[0].cell.load().own_pool_waits);
 
     // PARTNER-DOWN: re-dating the wait needs --force too.
     let before = s.nodes[0].cell.load().partner_down_usable_at;

@@ -121,6 +121,10 @@ pub enum CtlCmd {
     Metrics,
     /// Failover relationship: status and operator commands.
     Failover {
+        /// Which relationship (its `[[failover]]` name); needed when the server has several
+        /// (N:1 backup).
+        #[arg(long, global = true)]
+        relationship: Option<String>,
         #[command(subcommand)]
         cmd: FailoverCtl,
     },
@@ -153,6 +157,45 @@ fn endpoint(t: &CtlTarget) -> anyhow::Result<Endpoint> {
         t.socket.clone(),
         t.config.as_deref(),
     )?))
+}
+
+/// The method, path and body of a failover command (without the relationship).
+fn failover_request(cmd: &FailoverCtl) -> anyhow::Result<(&'static str, String, Option<Vec<u8>>)> {
+    Ok(match cmd {
+        FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
+        FailoverCtl::PartnerDown { since, force } => {
+            let since = match since {
+                Some(s) => Some(control::parse_since(s, unix_now()).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let b = serde_json::json!({ "since": since, "force": force });
+            (
+                "POST",
+                "/v1/failover/partner-down".into(),
+                Some(serde_json::to_vec(&b)?),
+            )
+        }
+        FailoverCtl::Recover => ("POST", "/v1/failover/recover".into(), None),
+        FailoverCtl::Pause => ("POST", "/v1/failover/pause".into(), None),
+        FailoverCtl::Relays { all, .. } => (
+            "GET",
+            format!("/v1/failover/relays{}", if *all { "?all=true" } else { "" }),
+            None,
+        ),
+    })
+}
+
+/// Percent-encodes a query value (a relationship name may hold any character).
+fn query_escape(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(char::from(b));
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
 }
 
 fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
@@ -237,30 +280,18 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             super::request::parse_reconfigure(&body).map_err(anyhow::Error::msg)?;
             ("POST", "/v1/reconfigure".into(), Some(body))
         }
-        CtlCmd::Failover { cmd } => match cmd {
-            FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
-            FailoverCtl::PartnerDown { since, force } => {
-                let since = match since {
-                    Some(s) => {
-                        Some(control::parse_since(s, unix_now()).map_err(anyhow::Error::msg)?)
-                    }
-                    None => None,
-                };
-                let b = serde_json::json!({ "since": since, "force": force });
-                (
-                    "POST",
-                    "/v1/failover/partner-down".into(),
-                    Some(serde_json::to_vec(&b)?),
-                )
+        CtlCmd::Failover { cmd, relationship } => {
+            let (method, path, body) = failover_request(cmd)?;
+            match (relationship, cmd) {
+                // The relay table is the server's, not a relationship's.
+                (Some(r), c) if !matches!(c, FailoverCtl::Relays { .. }) => (
+                    method,
+                    format!("{path}?relationship={}", query_escape(r)),
+                    body,
+                ),
+                _ => (method, path, body),
             }
-            FailoverCtl::Recover => ("POST", "/v1/failover/recover".into(), None),
-            FailoverCtl::Pause => ("POST", "/v1/failover/pause".into(), None),
-            FailoverCtl::Relays { all, .. } => (
-                "GET",
-                format!("/v1/failover/relays{}", if *all { "?all=true" } else { "" }),
-                None,
-            ),
-        },
+        }
     };
     let ep = endpoint(&target)?;
     let a = call(&ep, method, &path, body.as_deref())?;
@@ -318,6 +349,7 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
         CtlCmd::Metrics => print!("{}", String::from_utf8_lossy(&a.body)),
         CtlCmd::Failover {
             cmd: FailoverCtl::Status { json: false },
+            ..
         } => {
             let s: FailoverStatus =
                 serde_json::from_slice(&a.body).context("failover status answer")?;
@@ -326,12 +358,14 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
         // The shape `--json` always had: `{"ok": true, "status": {...}}`.
         CtlCmd::Failover {
             cmd: FailoverCtl::Status { json: true },
+            ..
         } => {
             let v = serde_json::json!({ "ok": true, "status": a.json()? });
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         CtlCmd::Failover {
             cmd: FailoverCtl::PartnerDown { .. } | FailoverCtl::Recover | FailoverCtl::Pause,
+            ..
         } => {
             let v = a.json()?;
             println!(
@@ -341,6 +375,7 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
         }
         CtlCmd::Failover {
             cmd: FailoverCtl::Relays { json: false, .. },
+            ..
         } => print!("{}", format_relays(&a.json()?)),
         _ => println!("{}", serde_json::to_string_pretty(&a.json()?)?),
     }

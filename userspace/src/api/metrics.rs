@@ -690,10 +690,13 @@ fn collect(s: &ApiState) -> Scrape {
     }
     counters.push(rc);
     // Failover (the driver answers from its own thread within its tick).
-    if let Some(h) = &s.failover {
-        if let Some(f) = h(FoRequest::FailoverStatus).status {
-            failover_metrics(&f, &mut counters, &mut gauges);
-        }
+    let statuses: Vec<FailoverStatus> = s
+        .failover
+        .iter()
+        .filter_map(|(_, h)| h(FoRequest::FailoverStatus).status)
+        .collect();
+    if !statuses.is_empty() {
+        failover_metrics(&statuses, &mut counters, &mut gauges);
     }
     if let Some(f) = &s.registrations_pg {
         let f = f.snapshot();
@@ -747,11 +750,19 @@ fn collect(s: &ApiState) -> Scrape {
     }
 }
 
+/// The failover families, one series per relationship; with several relationships (N:1)
+/// every series carries a `relationship` label (one relationship keeps the unlabelled series).
 fn failover_metrics(
-    f: &FailoverStatus,
+    all: &[FailoverStatus],
     counters: &mut Vec<Family<u64>>,
     gauges: &mut Vec<Family<f64>>,
 ) {
+    let labels = |f: &FailoverStatus, mut extra: Vec<(&'static str, String)>| {
+        if all.len() > 1 {
+            extra.insert(0, ("relationship", f.relationship.clone()));
+        }
+        extra
+    };
     let mut own = Family::new(
         "xdhcpd_failover_state",
         "Our failover state (1 for the current one).",
@@ -760,75 +771,86 @@ fn failover_metrics(
         "xdhcpd_failover_partner_state",
         "The partner's failover state as last heard (1 for the current one).",
     );
-    for st in FAILOVER_STATES {
-        own.add(
-            vec![("state", (*st).into())],
-            f64::from(u8::from(f.state == *st)),
-        );
-        partner.add(
-            vec![("state", (*st).into())],
-            f64::from(u8::from(f.partner_state.as_deref() == Some(*st))),
-        );
-    }
-    gauges.extend([own, partner]);
-    gauges.push(Family::one(
+    let mut connected = Family::new(
         "xdhcpd_failover_connected",
         "1 while the failover connection is up and the partner's state known.",
-        f64::from(u8::from(f.communicating)),
-    ));
-    gauges.push(Family::one(
+    );
+    let mut pending = Family::new(
         "xdhcpd_failover_updates_pending",
         "Binding updates queued for the partner, not yet sent.",
-        f.bindings_pending as f64,
-    ));
-    gauges.push(Family::one(
+    );
+    let mut unacked = Family::new(
         "xdhcpd_failover_updates_unacked",
         "Binding updates sent, not yet acknowledged.",
-        f.unacked_updates as f64,
-    ));
-    if let Some(ms) = f.mean_update_ack_latency_ms {
-        gauges.push(Family::one(
-            "xdhcpd_failover_update_ack_latency_seconds",
-            "Mean time from queueing a binding update to the partner's BNDACK.",
-            ms / 1000.0,
-        ));
-    }
-    counters.push(Family::one(
+    );
+    let mut latency = Family::new(
+        "xdhcpd_failover_update_ack_latency_seconds",
+        "Mean time from queueing a binding update to the partner's BNDACK.",
+    );
+    let mut sent = Family::new(
         "xdhcpd_failover_bndupd_sent",
         "Binding transactions sent to the partner.",
-        f.bndupd_sent,
-    ));
-    counters.push(Family::one(
+    );
+    let mut acked = Family::new(
         "xdhcpd_failover_bndack_received",
         "Binding acknowledgements received from the partner.",
-        f.bndack_received,
-    ));
-    counters.push(Family::one(
+    );
+    let mut received = Family::new(
         "xdhcpd_failover_bndupd_received",
         "Binding updates received from the partner.",
-        f.bndupd_received,
-    ));
+    );
     let mut moves = Family::new(
         "xdhcpd_failover_rebalance_moves",
         "Addresses moved by pool balancing: granted to the backup, reclaims sent.",
     );
-    moves.add(vec![("direction", "granted".into())], f.rebalance_granted);
-    moves.add(
-        vec![("direction", "reclaimed".into())],
-        f.rebalance_reclaimed,
-    );
-    counters.push(moves);
     let mut absent = Family::new(
         "xdhcpd_failover_updates_not_in_pool",
         "Binding updates refused because the address is in none of the receiver's pools (one \
-         partner reloaded a new pool or range before the other): by us, by the partner.",
+         partner reloaded a new pool or range before the other, or, N:1, it belongs to another \
+         relationship): by us, by the partner.",
     );
-    absent.add(vec![("refused_by", "us".into())], f.refused_not_in_pool);
-    absent.add(
-        vec![("refused_by", "partner".into())],
-        f.partner_refused_not_in_pool,
-    );
-    counters.push(absent);
+    for f in all {
+        for st in FAILOVER_STATES {
+            own.add(
+                labels(f, vec![("state", (*st).into())]),
+                f64::from(u8::from(f.state == *st)),
+            );
+            partner.add(
+                labels(f, vec![("state", (*st).into())]),
+                f64::from(u8::from(f.partner_state.as_deref() == Some(*st))),
+            );
+        }
+        connected.add(labels(f, vec![]), f64::from(u8::from(f.communicating)));
+        pending.add(labels(f, vec![]), f.bindings_pending as f64);
+        unacked.add(labels(f, vec![]), f.unacked_updates as f64);
+        if let Some(ms) = f.mean_update_ack_latency_ms {
+            latency.add(labels(f, vec![]), ms / 1000.0);
+        }
+        sent.add(labels(f, vec![]), f.bndupd_sent);
+        acked.add(labels(f, vec![]), f.bndack_received);
+        received.add(labels(f, vec![]), f.bndupd_received);
+        moves.add(
+            labels(f, vec![("direction", "granted".into())]),
+            f.rebalance_granted,
+        );
+        moves.add(
+            labels(f, vec![("direction", "reclaimed".into())]),
+            f.rebalance_reclaimed,
+        );
+        absent.add(
+            labels(f, vec![("refused_by", "us".into())]),
+            f.refused_not_in_pool,
+        );
+        absent.add(
+            labels(f, vec![("refused_by", "partner".into())]),
+            f.partner_refused_not_in_pool,
+        );
+    }
+    gauges.extend([own, partner, connected, pending, unacked]);
+    if all.iter().any(|f| f.mean_update_ack_latency_ms.is_some()) {
+        gauges.push(latency);
+    }
+    counters.extend([sent, acked, received, moves, absent]);
 }
 
 /// The `/metrics` text.

@@ -96,8 +96,8 @@ pub struct ApiState {
     pub workers: Vec<Arc<WorkerCounters>>,
     pub committer: Option<Arc<Committer>>,
     pub xdp: Option<CounterReader>,
-    /// Failover requests (`None`: no `[failover]`).
-    pub failover: Option<Handler>,
+    /// Failover requests, one handler per relationship by name (empty: no failover).
+    pub failover: Vec<(String, Handler)>,
     /// Registration requests (`Request::Registrations`; `None`: no `registration-file`).
     pub registrations: Option<Handler>,
     /// The PostgreSQL follower's status (`None`: `registrations.backend = "local"`).

@@ -130,6 +130,27 @@ pub fn parse_relays_query(query: Option<&str>) -> Result<bool, String> {
     Ok(all)
 }
 
+/// `?relationship=NAME` of the failover routes (N:1: which relationship); None when absent.
+pub fn parse_relationship_query(query: Option<&str>) -> Result<Option<String>, String> {
+    let mut rel = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (unescape(k)?, unescape(v)?);
+        match k.as_str() {
+            "relationship" if v.is_empty() => {
+                return Err("relationship=: expected a relationship name".into())
+            }
+            "relationship" => rel = Some(v),
+            k => {
+                return Err(format!(
+                    "unknown query parameter {k:?}: expected relationship"
+                ))
+            }
+        }
+    }
+    Ok(rel)
+}
+
 pub fn parse_page_query(query: Option<&str>) -> Result<PageQuery, String> {
     let mut q = PageQuery {
         limit: DEFAULT_LIMIT,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::request;
 use super::{ApiState, Transport};
 use crate::clock::unix_now;
-use crate::control::{self, Request as FoRequest, Response as FoResponse};
+use crate::control::{self, Handler, Request as FoRequest, Response as FoResponse};
 use crate::leases::lease_json;
 
 /// Every route: (method, path). The OpenAPI document (`userspace/openapi.yaml`) lists
@@ -175,18 +175,31 @@ async fn blocking<T: Send + 'static>(
 // Status and statistics
 
 async fn status(State(s): St) -> ApiResult {
-    let failover = match s.failover.clone() {
-        Some(h) => match blocking(move || Ok(h(FoRequest::FailoverStatus)))
-            .await?
-            .status
-        {
-            Some(f) => json!({
-                "role": f.role, "state": f.state, "partner_state": f.partner_state,
-                "communicating": f.communicating,
-            }),
-            None => Value::Null,
-        },
+    let handlers = s.failover.clone();
+    let several = handlers.len() > 1;
+    let statuses = blocking(move || {
+        Ok(handlers
+            .iter()
+            .map(|(_, h)| h(FoRequest::FailoverStatus).status)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let brief = |f: Option<control::FailoverStatus>| match f {
+        Some(f) if several => json!({
+            "relationship": f.relationship, "role": f.role, "state": f.state,
+            "partner_state": f.partner_state, "communicating": f.communicating,
+        }),
+        Some(f) => json!({
+            "role": f.role, "state": f.state, "partner_state": f.partner_state,
+            "communicating": f.communicating,
+        }),
         None => Value::Null,
+    };
+    // One relationship: its object, as before N:1; several: one object each.
+    let failover = if several {
+        Value::Array(statuses.into_iter().map(brief).collect())
+    } else {
+        statuses.into_iter().next().map_or(Value::Null, brief)
     };
     let cfg = s.config.get();
     Ok(Json(json!({
@@ -523,11 +536,47 @@ async fn leases_by_client_id(State(s): St, Path(id): Path<String>) -> ApiResult 
 // ---------------------------------------------------------------------------------------------
 // Failover
 
-async fn failover_call(s: &ApiState, req: FoRequest) -> Result<FoResponse, ApiError> {
-    let h = s
-        .failover
-        .clone()
-        .ok_or_else(|| ApiError::not_found("failover is not configured on this server"))?;
+/// The handler of the relationship asked for (`?relationship=NAME`; may be left out when the
+/// server has one relationship).
+fn relationship_handler(s: &ApiState, query: Option<&str>) -> Result<Handler, ApiError> {
+    let want = request::parse_relationship_query(query).map_err(ApiError::bad)?;
+    let names = || {
+        s.failover
+            .iter()
+            .map(|(n, _)| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (want, s.failover.as_slice()) {
+        (_, []) => Err(ApiError::not_found(
+            "failover is not configured on this server",
+        )),
+        (None, [(_, h)]) => Ok(h.clone()),
+        (None, _) => Err(ApiError::bad(format!(
+            "this server has {} failover relationships ({}): name one with \
+             ?relationship=NAME (xdhcpd ctl failover --relationship NAME)",
+            s.failover.len(),
+            names()
+        ))),
+        (Some(n), list) => list
+            .iter()
+            .find(|(name, _)| *name == n)
+            .map(|(_, h)| h.clone())
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no failover relationship {n:?} on this server; it has {}",
+                    names()
+                ))
+            }),
+    }
+}
+
+async fn failover_call(
+    s: &ApiState,
+    query: Option<&str>,
+    req: FoRequest,
+) -> Result<FoResponse, ApiError> {
+    let h = relationship_handler(s, query)?;
     let r = blocking(move || Ok(h(req))).await?;
     if r.ok {
         return Ok(r);
@@ -541,8 +590,8 @@ async fn failover_call(s: &ApiState, req: FoRequest) -> Result<FoResponse, ApiEr
     Err(ApiError(code, e))
 }
 
-async fn failover_status(State(s): St) -> ApiResult {
-    let r = failover_call(&s, FoRequest::FailoverStatus).await?;
+async fn failover_status(State(s): St, RawQuery(q): RawQuery) -> ApiResult {
+    let r = failover_call(&s, q.as_deref(), FoRequest::FailoverStatus).await?;
     let v = serde_json::to_value(r.status)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("status: {e}")))?;
     Ok(Json(v))
@@ -598,19 +647,20 @@ fn message(r: FoResponse) -> ApiResult {
     Ok(Json(json!({ "message": r.message.unwrap_or_default() })))
 }
 
-async fn failover_partner_down(State(s): St, body: Bytes) -> ApiResult {
+async fn failover_partner_down(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
     let (since, force) = request::parse_partner_down(&body, unix_now()).map_err(ApiError::bad)?;
-    message(failover_call(&s, FoRequest::FailoverPartnerDown { since, force }).await?)
+    let req = FoRequest::FailoverPartnerDown { since, force };
+    message(failover_call(&s, q.as_deref(), req).await?)
 }
 
-async fn failover_recover(State(s): St, body: Bytes) -> ApiResult {
+async fn failover_recover(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
     request::parse_empty(&body).map_err(ApiError::bad)?;
-    message(failover_call(&s, FoRequest::FailoverRecover).await?)
+    message(failover_call(&s, q.as_deref(), FoRequest::FailoverRecover).await?)
 }
 
-async fn failover_pause(State(s): St, body: Bytes) -> ApiResult {
+async fn failover_pause(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
     request::parse_empty(&body).map_err(ApiError::bad)?;
-    message(failover_call(&s, FoRequest::FailoverPause).await?)
+    message(failover_call(&s, q.as_deref(), FoRequest::FailoverPause).await?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ use xdhcpd_failover::{
 };
 
 use super::auth;
-use super::table_store::TableStore;
+use super::table_store::{PoolScope, TableStore};
 use crate::clock::unix_now;
 use crate::control::{fmt_time, FailoverStatus, Request, Response};
 use xdhcpd_config::FailoverConfig;
@@ -109,6 +109,12 @@ pub(crate) struct Driver {
     pub pool_balance: Option<super::PoolBalanceCell>,
     pub engine: FailoverEngine,
     pub table: Arc<LeaseTable>,
+    /// The pools of this relationship (all of the table's with one relationship covering
+    /// every subnet); another relationship's records are never read, sent or written here.
+    scope: PoolScope,
+    /// Where the persisted state goes (shared by the relationships of an N:1 server; the
+    /// single form's own area until the caller sets it).
+    pub area: Arc<super::area::SharedArea>,
     pub cell: Arc<PolicyCell>,
     pub cfg: FailoverConfig,
     pub role: Role,
@@ -275,6 +281,8 @@ impl Driver {
                 keep_reconfiguring: false,
                 pool_balance: None,
                 engine,
+                scope: PoolScope::of(&cfg.pools),
+                area: super::area::SharedArea::open(table.clone(), cfg.listed, 1),
                 table,
                 cell,
                 cfg,
@@ -484,6 +492,7 @@ impl Driver {
         if let Some(c) = &self.pool_balance {
             // The new pools' settings (the reload wrote them before growing the table).
             self.cfg.pools = c.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.scope = PoolScope::of(&self.cfg.pools);
         }
         let added = self.balance.learn_pools(&self.cfg, &self.table);
         tracing::info!(
@@ -837,6 +846,7 @@ impl Driver {
                     let mut store = TableStore {
                         table: &self.table,
                         dirty: &mut *dirty,
+                        scope: &self.scope,
                     };
                     let keep = self.keep_reconfiguring;
                     let n = self.sync.stop_reconfiguring(
@@ -858,8 +868,11 @@ impl Driver {
                 }
             }
             Action::Persist(p) => {
-                if let Err(e) = self.table.set_failover_area(&p.to_bytes()) {
-                    tracing::error!("failover: storing the failover state failed: {e}");
+                if let Err(e) = self.area.store(&self.cfg.name, &p.to_bytes()) {
+                    tracing::error!(
+                        "failover {:?}: storing the failover state failed: {e}",
+                        self.cfg.name
+                    );
                 }
             }
             Action::PolicyChanged(p) => self.cell.store(&p),
@@ -871,6 +884,7 @@ impl Driver {
                 let mut store = TableStore {
                     table: &self.table,
                     dirty,
+                    scope: &self.scope,
                 };
                 if let Some(at) = self.sync.acked(&mut store, &sent) {
                     let now = *acked_at.get_or_insert_with(Instant::now);
@@ -909,7 +923,7 @@ impl Driver {
                 }
             }
             Action::SendBindings { all } => {
-                let n = TableStore::read_only(&self.table, |store| {
+                let n = TableStore::read_only(&self.table, &self.scope, |store| {
                     self.sync
                         .send_bindings(&mut self.engine, now, Instant::now(), store, all)
                 });
@@ -948,6 +962,7 @@ impl Driver {
         let mut store = TableStore {
             table: &self.table,
             dirty,
+            scope: &self.scope,
         };
         let r = self.sync.apply(&mut store, now, b).map(|_| ());
         match &r {
@@ -1007,6 +1022,10 @@ impl Driver {
 
     /// A worker changed this record: queue its binding for the partner (lazy update).
     fn on_change(&mut self, now: u32, queued_at: Instant, slot: Slot) {
+        // Every relationship's driver hears every change (N:1): only ours go to our partner.
+        if !self.scope.contains_slot(&self.table, slot) {
+            return;
+        }
         let l = self.table.read(slot);
         self.sync
             .record_changed(&mut self.engine, now, queued_at, &l);
@@ -1015,7 +1034,7 @@ impl Driver {
     /// Queues every record the partner lacks that is not already queued (expirations by the
     /// sweeper, changes lost to a full channel).
     fn scan_unacked(&mut self, now: u32) {
-        let n = TableStore::read_only(&self.table, |store| {
+        let n = TableStore::read_only(&self.table, &self.scope, |store| {
             self.sync
                 .scan_unacked(&mut self.engine, now, Instant::now(), store)
         });
@@ -1185,10 +1204,11 @@ fn partner_down_reply(acc: &PartnerDownAccepted, state: ServerState, mclt: u32) 
     };
     let whose = if acc.blind {
         tracing::warn!(
-            "failover: partner-down from RECOVER: the partner's last leases are unknown, so no \
-             new client gets any address before {usable}"
+            "failover: partner-down from RECOVER or STARTUP: the partner's last leases are \
+             unknown, so no new client gets any address before {usable}"
         );
-        "declared from RECOVER: every address, ours too,"
+        "declared without the partner's last leases (from RECOVER or STARTUP): every address, \
+         ours too,"
     } else {
         "partner's addresses"
     };

@@ -13,6 +13,7 @@
 //! Restarts resume from the failover state persisted in the lease file's reserved area; which
 //! bindings the partner lacks is recomputed from the records themselves (see `xdhcpd_failover::store`).
 
+mod area;
 mod auth;
 mod driver;
 mod rebalance;
@@ -41,27 +42,35 @@ use xdhcpd_config::{FailoverConfig, FailoverRole, PartnerSoftware};
 /// Capacity of the workers -> driver channel of changed slots.
 pub const CHANGE_CHANNEL: usize = 65_536;
 
-/// The workers' end of the change channel. Cloned into each worker.
+/// The workers' end of the change channels (one per relationship). Cloned into each worker.
 #[derive(Clone, Debug)]
 pub struct FailoverTap {
-    tx: Sender<Slot>,
-    overflow: Arc<AtomicBool>,
+    txs: Vec<(Sender<Slot>, Arc<AtomicBool>)>,
 }
 
 impl FailoverTap {
-    /// Hands changed slots to the failover driver; never blocks. On a full channel the rest
-    /// is dropped and the driver told to rescan the table.
+    /// Hands changed slots to the failover drivers; never blocks. On a full channel the rest
+    /// is dropped and that driver told to rescan the table. With several relationships (N:1)
+    /// every driver hears every slot and keeps those of its own pools (one pool lookup).
     pub fn offer(&self, slots: &[Slot]) {
-        for s in slots {
-            match self.tx.try_send(*s) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.overflow.store(true, Ordering::Relaxed);
-                    return;
+        for (tx, overflow) in &self.txs {
+            for s in slots {
+                match tx.try_send(*s) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        overflow.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => break,
                 }
-                Err(TrySendError::Disconnected(_)) => return,
             }
         }
+    }
+
+    /// One tap feeding every relationship's driver.
+    pub fn merged(fos: &[Failover]) -> Option<FailoverTap> {
+        let txs: Vec<_> = fos.iter().flat_map(|f| f.tap.txs.iter().cloned()).collect();
+        (!txs.is_empty()).then_some(FailoverTap { txs })
     }
 }
 
@@ -91,6 +100,15 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     // labs run MCLTs of seconds).
     e.expiry_grace = DEFAULT_EXPIRY_GRACE.min(c.mclt / 4);
     e
+}
+
+/// How errors name the relationship's section: `[failover]`, or `[[failover]] "NAME"`.
+fn section(c: &FailoverConfig) -> String {
+    if c.listed {
+        format!("[[failover]] {:?}", c.name)
+    } else {
+        "[failover]".into()
+    }
 }
 
 /// The start-up line summarising the failover settings.
@@ -123,6 +141,7 @@ pub type PoolBalanceCell = Arc<std::sync::Mutex<Vec<xdhcpd_config::PoolBalanceCf
 
 /// A running failover relationship.
 pub struct Failover {
+    name: String,
     expiry_grace: u32,
     pool_balance: PoolBalanceCell,
     cell: Arc<PolicyCell>,
@@ -136,24 +155,76 @@ impl Failover {
     /// and starts the driver thread. Workers must be given [`policy_cell`](Self::policy_cell)
     /// (through `EngineShared::with_failover`) and [`tap`](Self::tap).
     pub fn start(cfg: &FailoverConfig, table: Arc<LeaseTable>) -> anyhow::Result<Self> {
-        Self::start_with_events(cfg, table, None, false)
+        let area = area::SharedArea::open(table.clone(), cfg.listed, 1);
+        Self::start_with_events(cfg, table, None, false, area)
+    }
+
+    /// Starts every relationship of `cfgs` (none, the single `[failover]`, or the
+    /// `[[failover]]` entries of an N:1 server), each with its own engine, listener,
+    /// connection and driver, their persisted states kept apart in the lease file.
+    pub fn start_all(
+        cfgs: &[FailoverConfig],
+        table: Arc<LeaseTable>,
+        events: Option<crate::events::EventTap>,
+        keep_reconfiguring: bool,
+    ) -> anyhow::Result<Vec<Self>> {
+        let named = cfgs.iter().any(|c| c.listed);
+        for (i, a) in cfgs.iter().enumerate() {
+            if let Some(b) = cfgs[..i]
+                .iter()
+                .find(|b| area::name_key(&b.name) == area::name_key(&a.name))
+            {
+                anyhow::bail!(
+                    "[[failover]] names {:?} and {:?} share a storage key in the lease file;                      rename one of them",
+                    b.name,
+                    a.name
+                );
+            }
+        }
+        let area = area::SharedArea::open(table.clone(), named, cfgs.len());
+        let mut out = Vec::with_capacity(cfgs.len());
+        for c in cfgs {
+            out.push(Self::start_with_events(
+                c,
+                table.clone(),
+                events.clone(),
+                keep_reconfiguring,
+                area.clone(),
+            )?);
+        }
+        Ok(out)
     }
 
     /// [`Failover::start`], also handing the records the partner's updates change to the
-    /// lease event log.
-    pub fn start_with_events(
+    /// lease event log; the persisted state lives in `area`.
+    fn start_with_events(
         cfg: &FailoverConfig,
         table: Arc<LeaseTable>,
         events: Option<crate::events::EventTap>,
         keep_reconfiguring: bool,
+        shared_area: Arc<area::SharedArea>,
     ) -> anyhow::Result<Self> {
         let ecfg = engine_config(cfg);
         let ecfg_grace = ecfg.expiry_grace;
+        let sect = section(cfg);
         ecfg.validate()
-            .map_err(|e| anyhow::anyhow!("[failover]: {e}"))?;
-        let area = table.failover_area();
+            .map_err(|e| anyhow::anyhow!("{sect}: {e}"))?;
+        let area = match shared_area.load(&cfg.name) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!(
+                    "failover {:?}: stored failover state in {} not usable ({why}); starting                      as if the database was lost",
+                    cfg.name,
+                    table.path().display()
+                );
+                Vec::new()
+            }
+        };
         let persisted = if area.is_empty() {
-            tracing::info!("failover: no failover state on record (first start or lost database)");
+            tracing::info!(
+                "failover {:?}: no failover state on record (first start or lost database)",
+                cfg.name
+            );
             None
         } else {
             match FailoverPersist::from_bytes(&area) {
@@ -182,7 +253,7 @@ impl Failover {
         let now = unix_now();
         let engine = FailoverEngine::new(ecfg, persisted, now).map_err(|e| match e {
             StartError::RoleSwapped { stored, configured } => anyhow::anyhow!(
-                "[failover] role = \"{configured}\", but the lease file {} holds the failover \
+                "{sect} role = \"{configured}\", but the lease file {} holds the failover \
                  state of the {stored} of relationship {:?}: refusing to start in a swapped \
                  role (two primaries or two secondaries would each take the other's pool and \
                  state for their own). Start with the configuration that belongs to this lease \
@@ -191,7 +262,7 @@ impl Failover {
                 table.path().display(),
                 cfg.name
             ),
-            StartError::Config(e) => anyhow::anyhow!("[failover]: {e}"),
+            StartError::Config(e) => anyhow::anyhow!("{sect}: {e}"),
         })?;
         let cell = Arc::new(PolicyCell::new(engine.policy()));
         let listen = SocketAddr::new(cfg.address, cfg.port);
@@ -206,7 +277,7 @@ impl Failover {
         let auth_key = match (cfg.partner_software, &cfg.auth_key_file) {
             (PartnerSoftware::Xdhcpd, Some(path)) => Some(Arc::new(auth::load_key(path)?)),
             (PartnerSoftware::Xdhcpd, None) => {
-                anyhow::bail!("[failover]: an xdhcpd partner needs auth-key-file")
+                anyhow::bail!("{sect}: an xdhcpd partner needs auth-key-file")
             }
             (PartnerSoftware::IscDhcpd, key) => {
                 tracing::warn!(
@@ -234,23 +305,38 @@ impl Failover {
             overflow.clone(),
             auth_key,
         );
+        driver.area = shared_area;
         driver.events = events;
         driver.keep_reconfiguring = keep_reconfiguring;
         driver.pool_balance = Some(pool_balance.clone());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        // With several relationships every log line of a driver names its relationship.
+        let span_name = cfg.listed.then(|| cfg.name.clone());
         let thread = std::thread::Builder::new()
             .name("xdhcpd-failover".into())
-            .spawn(move || driver::thread_main(driver, ev_rx, listener, cmd_rx))
+            .spawn(move || {
+                let _span =
+                    span_name.map(|n| tracing::info_span!("relationship", name = %n).entered());
+                driver::thread_main(driver, ev_rx, listener, cmd_rx)
+            })
             .context("spawning the failover thread")?;
         tracing::info!("{}", startup_line(cfg));
         Ok(Failover {
+            name: cfg.name.clone(),
             expiry_grace: ecfg_grace,
             pool_balance,
             cell,
-            tap: FailoverTap { tx, overflow },
+            tap: FailoverTap {
+                txs: vec![(tx, overflow)],
+            },
             cmd: cmd_tx,
             thread: Some(thread),
         })
+    }
+
+    /// The relationship's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Seconds after its end that a lease counts as ended (the expiry sweeper uses it too).
@@ -542,6 +628,8 @@ mod tests {
             partner_mclt_max: 86_400,
             relay_health: Default::default(),
             pools: Vec::new(),
+            subnets: Vec::new(),
+            listed: false,
         }
     }
 

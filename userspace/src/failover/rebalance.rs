@@ -25,7 +25,7 @@ use lease_store::{DirtySet, LeaseState, LeaseTable, Owner};
 use xdhcpd_failover::balance::{self, AddrKind, PoolBalance, Trigger};
 use xdhcpd_failover::{BindingSync, FailoverEngine, Role};
 
-use super::table_store::TableStore;
+use super::table_store::{PoolScope, TableStore};
 use xdhcpd_config::FailoverConfig;
 
 /// How often the primary compares the counters with the target ("significantly off").
@@ -51,6 +51,8 @@ pub(crate) struct Moved {
 /// Balancing state of the driver.
 pub(crate) struct Rebalancer {
     role: Role,
+    /// The relationship's pools (records written through `TableStore` stay inside them).
+    scope: PoolScope,
     pools: Vec<PoolEntry>,
     /// Reclaims sent and not yet settled: address -> (when, pool id).
     reclaiming: HashMap<Ipv4Addr, (Instant, u32)>,
@@ -73,11 +75,13 @@ fn pool_pct(cfg: &FailoverConfig, pool_id: u32) -> u8 {
         .unwrap_or(cfg.backup_pct)
 }
 
-/// The balancer's view of the table's pools (each pool's whole range: a grown range is one).
+/// The balancer's view of the table's pools of this relationship (each pool's whole range: a
+/// grown range is one). Another relationship's pools (N:1) are not ours to balance.
 fn pool_entries(cfg: &FailoverConfig, table: &LeaseTable) -> Vec<PoolEntry> {
     table
         .pools()
         .iter()
+        .filter(|p| cfg.pools.iter().any(|b| b.pool_id == p.id))
         .map(|p| PoolEntry {
             id: p.id,
             balance: PoolBalance {
@@ -99,6 +103,7 @@ impl Rebalancer {
     pub(crate) fn new(cfg: &FailoverConfig, table: &LeaseTable, role: Role) -> Self {
         Rebalancer {
             role,
+            scope: PoolScope::of(&cfg.pools),
             pools: pool_entries(cfg, table),
             reclaiming: HashMap::new(),
             next_check: Instant::now() + CHECK_EVERY,
@@ -111,6 +116,7 @@ impl Rebalancer {
     /// pools from now on. Returns how many pools are new. Reclaims in flight stay tracked.
     pub(crate) fn learn_pools(&mut self, cfg: &FailoverConfig, table: &LeaseTable) -> usize {
         let next = pool_entries(cfg, table);
+        self.scope = PoolScope::of(&cfg.pools);
         let added = next
             .iter()
             .filter(|n| !self.pools.iter().any(|p| p.id == n.id))
@@ -224,6 +230,7 @@ impl Rebalancer {
             let mut store = TableStore {
                 table,
                 dirty: &mut dirty,
+                scope: &self.scope,
             };
             let at = Instant::now();
             for a in plan.grant {

@@ -101,11 +101,11 @@ fn open_xdp(
         QueueSel::All => iface.rx_queues,
         QueueSel::First(n) => n.min(iface.rx_queues),
     };
-    // With failover, only the configured partner may reach the failover port.
-    let (flags, failover_port) = match &cfg.failover {
-        Some(f) => (
+    // With failover, only the configured partners may reach the failover port(s).
+    let (flags, failover_port) = match failover_guard_port(cfg)? {
+        Some(port) => (
             xdhcpd_common::CFG_DHCPV4 | xdhcpd_common::CFG_GUARD_FAILOVER,
-            f.port,
+            port,
         ),
         None => (xdhcpd_common::CFG_DHCPV4, 0),
     };
@@ -133,10 +133,11 @@ fn open_xdp(
         known_macs,
     )
     .with_context(|| format!("attaching XDP to {}", iface.name))?;
-    if let Some(f) = &cfg.failover {
+    if !cfg.failovers.is_empty() {
+        let peers: Vec<_> = cfg.failovers.iter().map(|f| f.peer_address).collect();
         steering
-            .set_partners(&[f.peer_address])
-            .with_context(|| format!("allowing failover peer {} in XDP", f.peer_address))?;
+            .set_partners(&peers)
+            .with_context(|| format!("allowing failover peers {peers:?} in XDP"))?;
     }
     let rl = cfg.rate_limit;
     if rl.any() {
@@ -188,6 +189,26 @@ fn open_xdp(
         steering: Box::new(steering),
         sockets,
     })
+}
+
+/// The TCP port the data path's failover guard covers: every relationship's local port (one
+/// port for all; N:1 relationships tell themselves apart by local address). None: no failover.
+fn failover_guard_port(cfg: &Config) -> anyhow::Result<Option<u16>> {
+    let Some(first) = cfg.failovers.first() else {
+        return Ok(None);
+    };
+    if let Some(f) = cfg.failovers.iter().find(|f| f.port != first.port) {
+        anyhow::bail!(
+            "[[failover]] {:?} listens on port {} and {:?} on {}: the failover guard (XDP or \
+             nftables) covers one port, so every relationship must use the same `port` (give \
+             each its own `address` instead)",
+            first.name,
+            first.port,
+            f.name,
+            f.port
+        );
+    }
+    Ok(Some(first.port))
 }
 
 /// Opens the data path the configuration asks for (`auto`: XDP, else kernel UDP).
@@ -331,7 +352,8 @@ impl Workers {
 pub struct Daemon {
     opts: RunOptions,
     table: Arc<LeaseTable>,
-    failover: Option<Failover>,
+    /// The failover relationships (none, one, or the N:1 server's several).
+    failover: Vec<Failover>,
     /// The control API (HTTP/JSON on the control socket, optional TCP, `/metrics`).
     api: Option<ApiServer>,
     reloader: Reloader,
@@ -484,9 +506,10 @@ impl Daemon {
         let events = match &cfg.event_log {
             Some(ec) => {
                 let nets: Vec<_> = cfg.subnets.iter().map(|s| s.net).collect();
+                // NATS events name the server's first relationship (N:1: see RESULTS).
                 let rel = cfg
-                    .failover
-                    .as_ref()
+                    .failovers
+                    .first()
                     .map(|f| crate::events::nats::Relationship {
                         name: f.name.clone(),
                         role: match f.role {
@@ -499,26 +522,23 @@ impl Daemon {
             }
             None => None,
         };
-        let failover = match &cfg.failover {
-            Some(f) => Some(Failover::start_with_events(
-                f,
-                table.clone(),
-                events.as_ref().map(|e| e.tap()),
-                cfg.reconfigure.as_ref().is_some_and(|r| r.deferred_nak),
-            )?),
-            None => None,
-        };
+        let failover = Failover::start_all(
+            &cfg.failovers,
+            table.clone(),
+            events.as_ref().map(|e| e.tap()),
+            cfg.reconfigure.as_ref().is_some_and(|r| r.deferred_nak),
+        )?;
         let mut engine = EngineShared::new(cfg.clone(), table.clone(), server_id);
-        if let Some(f) = &failover {
-            engine = engine.with_failover(f.policy_cell());
+        if !failover.is_empty() {
+            engine = engine.with_failovers(failover.iter().map(|f| f.policy_cell()).collect());
         }
         if let Some(c) = &caps {
             engine = engine.with_lease_caps(c.clone());
         }
         // The relay health check: one fixed table for every worker, kept across reloads.
         let rhc = cfg
-            .failover
-            .as_ref()
+            .failovers
+            .first()
             .filter(|f| f.relay_health.enabled)
             .map(|f| {
                 let r = &f.relay_health;
@@ -601,7 +621,7 @@ impl Daemon {
                 server_id,
                 v6.clone(),
                 super::reconfigure::ChangeSinks {
-                    failover: failover.as_ref().map(|f| f.tap()),
+                    failover: FailoverTap::merged(&failover),
                     events: events.as_ref().map(|e| e.tap()),
                     committer: committer_shared.clone(),
                 },
@@ -629,9 +649,12 @@ impl Daemon {
             cfg.clone(),
             cell.clone(),
         );
-        if let Some(f) = &failover {
-            reloader.set_failover_pools(f.pool_balance_cell());
-        }
+        reloader.set_failover_pools(
+            failover
+                .iter()
+                .map(|f| (f.name().to_string(), f.pool_balance_cell()))
+                .collect(),
+        );
         if let Some(k) = &known_macs {
             let k = k.clone();
             reloader.on_reload(Arc::new(move |c: &Config| k.reconfigure(c)));
@@ -648,7 +671,7 @@ impl Daemon {
             },
             committer: committer_shared,
             stop: Arc::new(AtomicBool::new(false)),
-            tap: failover.as_ref().map(|f| f.tap()),
+            tap: FailoverTap::merged(&failover),
         };
         let mut workers = Workers::default();
         let mut nft_guard = None;
@@ -679,9 +702,10 @@ impl Daemon {
                 Some(steering)
             }
             DataPath::Udp(io) => {
-                if let Some(f) = &cfg.failover {
+                if let Some(port) = failover_guard_port(&cfg)? {
+                    let peers: Vec<_> = cfg.failovers.iter().map(|f| f.peer_address).collect();
                     nft_guard = Some(
-                        super::nft_guard::NftGuard::install(f.port, f.peer_address)
+                        super::nft_guard::NftGuard::install(port, &peers)
                             .context("the failover port needs a guard in UDP mode")?,
                     );
                 }
@@ -704,7 +728,7 @@ impl Daemon {
             }
         };
         // With a partner, a lease ends for the sweeper when it ends for every failover rule.
-        let grace = failover.as_ref().map_or(0, |f| f.expiry_grace());
+        let grace = failover.iter().map(|f| f.expiry_grace()).max().unwrap_or(0);
         let mut background = spawn_background(table.clone(), commit, grace, shared.stop.clone())?;
         if let Some(v6) = &v6 {
             background.push(spawn_v6_background(
@@ -749,7 +773,10 @@ impl Daemon {
             workers: workers.counters.clone(),
             committer: committer.as_ref().map(|(c, _)| c.clone()),
             xdp: xdp_reader,
-            failover: failover.as_ref().map(|f| f.control_handler()),
+            failover: failover
+                .iter()
+                .map(|f| (f.name().to_string(), f.control_handler()))
+                .collect(),
             registrations: registrations.map(|r| {
                 let h = crate::registrations::ctl::handler(
                     Some(r),
@@ -800,7 +827,7 @@ impl Daemon {
             }
             // Operators need it to run failover, and a configured TCP listener was asked
             // for; otherwise it is a convenience.
-            Err(e) if failover.is_some() || cfg.api.listen.is_some() => return Err(e),
+            Err(e) if !failover.is_empty() || cfg.api.listen.is_some() => return Err(e),
             Err(e) => {
                 tracing::warn!("no control API: {e:#}");
                 None
@@ -916,18 +943,30 @@ impl Daemon {
         let mut last_watchdog = Instant::now();
         let mut last_report = Instant::now();
         let mut last = StatsSnapshot::default();
-        let standby_cell: Option<Arc<PolicyCell>> = self.failover.as_ref().map(|f| f.policy_cell());
+        // XDP's standby drop is one switch for the server: on only while every relationship is
+        // standby and every subnet is in one (a subnet out of failover is always answered).
+        let standby_cells: Vec<Arc<PolicyCell>> =
+            self.failover.iter().map(|f| f.policy_cell()).collect();
+        let all_covered = self
+            .reloader
+            .config()
+            .subnets
+            .iter()
+            .all(|s| s.failover.is_some());
         let mut standby = StandbyFollow::new();
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            if let (Some(cell), Some(st)) = (&standby_cell, self.steering.as_mut()) {
-                let p = cell.load();
+            if let (false, Some(st)) = (standby_cells.is_empty(), self.steering.as_mut()) {
+                let pols: Vec<_> = standby_cells.iter().map(|c| c.load()).collect();
                 // The relay health check must see the partner's DISCOVERs and the REQUESTs
                 // naming it: no early drop while it is on.
                 standby.follow(
                     st,
-                    p.is_standby() && self.rhc.is_none(),
-                    p.load_balance_max_secs,
+                    all_covered && pols.iter().all(|p| p.is_standby()) && self.rhc.is_none(),
+                    pols.iter()
+                        .map(|p| p.load_balance_max_secs)
+                        .min()
+                        .unwrap_or(0),
                 );
             }
             if RELOAD.swap(false, Ordering::SeqCst) {
@@ -945,7 +984,7 @@ impl Daemon {
             self.alarms.check(
                 &self.table,
                 &self.reloader.config(),
-                self.failover.as_ref(),
+                &self.failover,
                 self.rhc.as_deref(),
                 unix_now(),
             );
@@ -1010,9 +1049,12 @@ impl Daemon {
         tracing::info!("stopping");
         crate::sd_notify::notify("STOPPING=1");
         // Failover first: the partner gets our last updates and SHUTDOWN while we still run.
-        if let Some(f) = self.failover {
-            f.stop(Duration::from_secs(2));
-        }
+        // Each relationship's driver stops on its own thread: stop them side by side.
+        std::thread::scope(|s| {
+            for f in self.failover {
+                s.spawn(move || f.stop(Duration::from_secs(2)));
+            }
+        });
         if let Some(b) = self.bulk_lq {
             b.stop();
         }

@@ -22,25 +22,42 @@ pub struct NftGuard {
     table: String,
 }
 
-/// The nftables ruleset for `port`, admitting only `peer`.
-pub fn ruleset(table: &str, port: u16, peer: IpAddr) -> String {
-    let (allow_family, drop_family) = match peer.to_canonical() {
-        IpAddr::V4(v4) => (format!("ip saddr != {v4}"), "meta nfproto ipv6"),
-        IpAddr::V6(v6) => (format!("ip6 saddr != {v6}"), "meta nfproto ipv4"),
+/// The nftables ruleset for `port`, admitting only `peers` (every relationship's partner).
+pub fn ruleset(table: &str, port: u16, peers: &[IpAddr]) -> String {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for p in peers {
+        match p.to_canonical() {
+            IpAddr::V4(a) if !v4.contains(&a.to_string()) => v4.push(a.to_string()),
+            IpAddr::V6(a) if !v6.contains(&a.to_string()) => v6.push(a.to_string()),
+            _ => {}
+        }
+    }
+    // One address as it always was written; several as an anonymous set.
+    let set = |v: &[String]| match v {
+        [one] => one.clone(),
+        many => format!("{{ {} }}", many.join(", ")),
     };
-    let allow_nfproto = if peer.to_canonical().is_ipv4() {
-        "meta nfproto ipv4"
-    } else {
-        "meta nfproto ipv6"
+    let rule = |family: &str, saddr: &str, v: &[String]| {
+        if v.is_empty() {
+            format!("meta nfproto {family} tcp dport {port} counter drop")
+        } else {
+            format!(
+                "meta nfproto {family} tcp dport {port} {saddr} saddr != {} counter drop",
+                set(v)
+            )
+        }
     };
     format!(
         "table inet {table} {{\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority -150; policy accept;\n\
-         \t\t{allow_nfproto} tcp dport {port} {allow_family} counter drop\n\
-         \t\t{drop_family} tcp dport {port} counter drop\n\
+         \t\t{}\n\
+         \t\t{}\n\
          \t}}\n\
-         }}\n"
+         }}\n",
+        rule("ipv4", "ip", &v4),
+        rule("ipv6", "ip6", &v6)
     )
 }
 
@@ -73,16 +90,16 @@ fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
 
 impl NftGuard {
     /// Installs the guard for `port` (replacing a table a crashed daemon left).
-    pub fn install(port: u16, peer: IpAddr) -> anyhow::Result<NftGuard> {
+    pub fn install(port: u16, peers: &[IpAddr]) -> anyhow::Result<NftGuard> {
         let table = format!("xdhcpd_failover_{port}");
         // A stale table of the same name: delete first (absent is fine).
         let _ = nft(&["delete", "table", "inet", &table], None);
-        nft(&["-f", "-"], Some(&ruleset(&table, port, peer))).with_context(|| {
+        nft(&["-f", "-"], Some(&ruleset(&table, port, peers))).with_context(|| {
             format!("installing the nftables failover guard for TCP port {port}")
         })?;
         tracing::info!(
             "failover guard (UDP mode): nftables table inet {table} drops TCP to port {port} \
-             from anyone but {peer}"
+             from anyone but {peers:?}"
         );
         Ok(NftGuard { table })
     }
@@ -103,7 +120,7 @@ mod tests {
 
     #[test]
     fn failover_auth_nft_ruleset_admits_only_the_peer() {
-        let r = ruleset("t", 647, "10.0.0.2".parse().unwrap());
+        let r = ruleset("t", 647, &["10.0.0.2".parse().unwrap()]);
         assert!(
             r.contains("meta nfproto ipv4 tcp dport 647 ip saddr != 10.0.0.2 counter drop"),
             "{r}"
@@ -112,7 +129,7 @@ mod tests {
             r.contains("meta nfproto ipv6 tcp dport 647 counter drop"),
             "{r}"
         );
-        let r = ruleset("t", 700, "fd00::2".parse().unwrap());
+        let r = ruleset("t", 700, &["fd00::2".parse().unwrap()]);
         assert!(
             r.contains("meta nfproto ipv6 tcp dport 700 ip6 saddr != fd00::2 counter drop"),
             "{r}"
@@ -122,7 +139,27 @@ mod tests {
             "{r}"
         );
         // An IPv4-mapped peer is an IPv4 peer.
-        let r = ruleset("t", 647, "::ffff:10.0.0.2".parse().unwrap());
+        let r = ruleset("t", 647, &["::ffff:10.0.0.2".parse().unwrap()]);
         assert!(r.contains("ip saddr != 10.0.0.2"), "{r}");
+    }
+
+    /// N:1: every relationship's partner passes, anyone else is dropped.
+    #[test]
+    fn failover_n1_nft_ruleset_admits_every_peer() {
+        let peers: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "fd00::1", "10.0.0.2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let r = ruleset("t", 647, &peers);
+        assert!(
+            r.contains(
+                "meta nfproto ipv4 tcp dport 647 ip saddr != { 10.0.0.1, 10.0.0.2 } counter drop"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("meta nfproto ipv6 tcp dport 647 ip6 saddr != fd00::1 counter drop"),
+            "{r}"
+        );
     }
 }

@@ -160,7 +160,8 @@ struct Inner {
     stats: Mutex<ReloadStats>,
     /// With failover: where the pools' balance settings go (the failover driver reads them
     /// when it sees the table grow).
-    failover_pools: Mutex<Option<crate::failover::PoolBalanceCell>>,
+    /// One per relationship, by name.
+    failover_pools: Mutex<Vec<(String, crate::failover::PoolBalanceCell)>>,
     /// Told of an accepted configuration before it is served (`Reloader::on_reload`).
     on_reload: Mutex<Option<ReloadHook>>,
 }
@@ -191,20 +192,21 @@ impl Reloader {
                 served: Mutex::new(running.clone()),
                 current: Mutex::new(running),
                 stats: Mutex::new(ReloadStats::default()),
-                failover_pools: Mutex::new(None),
+                failover_pools: Mutex::new(Vec::new()),
                 on_reload: Mutex::new(None),
             }),
         }
     }
 
-    /// With failover: a reload that adds pools publishes their balance settings in `cell`
-    /// (before the lease table grows) for the failover driver.
-    pub fn set_failover_pools(&self, cell: crate::failover::PoolBalanceCell) {
+    /// With failover: a reload that adds pools publishes each relationship's balance
+    /// settings (its pools) in its cell, by relationship name, before the lease table grows,
+    /// for that relationship's failover driver.
+    pub fn set_failover_pools(&self, cells: Vec<(String, crate::failover::PoolBalanceCell)>) {
         *self
             .inner
             .failover_pools
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(cell);
+            .unwrap_or_else(|e| e.into_inner()) = cells;
     }
 
     /// Calls `hook` with every accepted configuration, before the workers serve it (the XDP
@@ -295,21 +297,23 @@ impl Reloader {
         let mut changes = describe_changes(current, &cfg);
         // With failover, the new pools' balance settings are in place before the failover
         // driver can see the table grow (it reads them then).
-        let fo_cell = inner
+        let fo_cells = inner
             .failover_pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let fo_pools = |c: &Config| c.failover.as_ref().map(|f| f.pools.clone());
-        if let (Some(cell), Some(p)) = (&fo_cell, fo_pools(&cfg)) {
-            *cell.lock().unwrap_or_else(|e| e.into_inner()) = p;
-        }
+        let publish = |c: &Config| {
+            for (name, cell) in &fo_cells {
+                if let Some(f) = c.failover_named(name) {
+                    *cell.lock().unwrap_or_else(|e| e.into_inner()) = f.pools.clone();
+                }
+            }
+        };
+        publish(&cfg);
         // New records are ready (and on the free lists) before any engine knows the new
         // pools; a grown range of a running pool is served from now on.
         let grown = old.table.grow(&pools).map_err(|e| {
-            if let (Some(cell), Some(p)) = (&fo_cell, fo_pools(current)) {
-                *cell.lock().unwrap_or_else(|e| e.into_inner()) = p;
-            }
+            publish(current);
             ReloadError::NeedsRestart {
                 file: file.clone(),
                 reasons: vec![pool_refusal(&e)],
@@ -330,8 +334,8 @@ impl Reloader {
         }
         let cfg = Arc::new(cfg);
         let mut shared = EngineShared::new(cfg.clone(), old.table.clone(), old.server_id);
-        if let Some(c) = &old.failover {
-            shared = shared.with_failover(c.clone());
+        if !old.failovers.is_empty() {
+            shared = shared.with_failovers(old.failovers.clone());
         }
         // The relay health check's table: the same relays and times (its settings are
         // `[failover]` keys, which need a restart).
@@ -470,20 +474,40 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
-    match (&old.failover, &new.failover) {
-        (Some(a), Some(b)) => {
+    let names = |c: &Config| {
+        c.failovers
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        v.push(
+            "[failover] added or removed: the failover relationships are set up at start; \
+             needs a restart"
+                .into(),
+        );
+    } else {
+        for (a, b) in old.failovers.iter().zip(&new.failovers) {
             // The per-pool balance settings follow the pools: new pools bring theirs (the
-            // failover driver applies them), running pools keep theirs.
+            // failover driver applies them), running pools keep theirs; new subnets join
+            // their relationship.
             let strip = |f: &xdhcpd_config::FailoverConfig| xdhcpd_config::FailoverConfig {
                 pools: Vec::new(),
+                subnets: Vec::new(),
                 ..f.clone()
             };
             if strip(a) != strip(b) {
-                v.push(
-                    "[failover] changed: the failover relationship is set up at start; needs a \
-                     restart"
-                        .into(),
-                );
+                v.push(if a.listed {
+                    format!(
+                        "[[failover]] {:?} changed: the failover relationship is set up at \
+                         start; needs a restart",
+                        a.name
+                    )
+                } else {
+                    "[failover] changed: the failover relationship is set up at start; needs \
+                     a restart"
+                        .into()
+                });
             }
             for p in &a.pools {
                 if let Some(q) = b.pools.iter().find(|q| q.pool_id == p.pool_id) {
@@ -498,12 +522,35 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                 }
             }
         }
-        (a, b) if a != b => v.push(
-            "[failover] added or removed: the failover relationship is set up at start; needs \
-             a restart"
-                .into(),
-        ),
-        _ => {}
+        // A running pool stays in its relationship (or out of failover).
+        let rel_of = |c: &Config, pool: u32| {
+            c.failovers
+                .iter()
+                .find(|f| f.pools.iter().any(|p| p.pool_id == pool))
+                .map(|f| f.name.clone())
+        };
+        for s in &old.subnets {
+            for p in &s.pools {
+                let (was, now) = (rel_of(old, p.id), rel_of(new, p.id));
+                let still = new
+                    .subnets
+                    .iter()
+                    .any(|n| n.pools.iter().any(|q| q.id == p.id));
+                if still && was != now {
+                    let show = |r: &Option<String>| {
+                        r.as_ref()
+                            .map_or("no failover".into(), |n| format!("relationship {n:?}"))
+                    };
+                    v.push(format!(
+                        "pool {}: moved from {} to {}: a pool's failover relationship is set up \
+                         at start; needs a restart",
+                        p.id,
+                        show(&was),
+                        show(&now)
+                    ));
+                }
+            }
+        }
     }
     if old.api != new.api {
         v.push(
@@ -964,13 +1011,14 @@ mod tests {
         let cell: crate::failover::PoolBalanceCell = Arc::new(Mutex::new(
             b.reloader
                 .config()
-                .failover
-                .as_ref()
+                .failovers
+                .first()
                 .expect("fo")
                 .pools
                 .clone(),
         ));
-        b.reloader.set_failover_pools(cell.clone());
+        b.reloader
+            .set_failover_pools(vec![("pair".to_string(), cell.clone())]);
         assert_eq!(cell.lock().expect("cell").len(), 1);
         // A new pool (in a new subnet at the end, with its own backup-pct): accepted live.
         let more = format!(

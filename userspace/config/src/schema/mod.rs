@@ -5,6 +5,7 @@
 //! file per section reads it.
 
 mod checks;
+mod failover_scope;
 mod ops;
 mod pools;
 mod provisioning;
@@ -105,6 +106,7 @@ const SUBNET_KEYS: &[&str] = &[
     "deny-unknown",
     "reconfigure-retries",
     "reconfigure-first-retry-ms",
+    "failover",
 ];
 const OPTION_KEYS: &[&str] = &["code", "hex", "text", "ip", "u8", "u16", "u32"];
 const OPTION_KINDS: &[&str] = &["hex", "text", "ip", "u8", "u16", "u32"];
@@ -214,10 +216,10 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     };
     check_times(&mut errs, &lease, &lease_keys, &lease_fallback, true);
 
-    let failover = root.get("failover").and_then(|f| {
-        Table::open(&mut errs, &f, crate::failover::FAILOVER_KEYS)
-            .and_then(|t| crate::failover::read_failover(&mut errs, &t))
-    });
+    let mut failovers = root
+        .get("failover")
+        .map(|f| failover_scope::read_failovers(&mut errs, &f))
+        .unwrap_or_default();
 
     let rate_limit = root
         .get("rate-limit")
@@ -404,6 +406,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     }
 
     cross_check(&mut errs, &raws, &hosts);
+    let subnet_failover = failover_scope::assign_subnets(&mut errs, &mut failovers, &raws);
     let hosts = hosts.into_iter().map(|(h, _)| h).collect();
 
     let v6 = read_v6(&mut errs, &root, &class_names);
@@ -412,7 +415,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         (Some(server), Some(api), Some(registrations)) if errs.is_empty() => {
             let mut next_pool_id = 0u32;
             let mut subnets = Vec::with_capacity(raws.len());
-            for r in raws {
+            for (r, failover) in raws.into_iter().zip(subnet_failover) {
                 let Some((net, _)) = r.net else {
                     // Unreachable without errors; stay total anyway.
                     return Err(errs.finish());
@@ -446,16 +449,21 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     shared_network: r.shared_network.map(|(i, _)| i),
                     deny_unknown: r.deny_unknown,
                     reconfigure: r.reconfigure,
+                    failover,
                 });
             }
             let lookup = SubnetLookup::build(&subnets);
-            let mut failover = failover;
-            if let Some(f) = failover.as_mut() {
-                f.pools = crate::failover::pool_balance(&subnets);
-            }
+            let failovers: Vec<_> = failovers
+                .into_iter()
+                .map(|r| {
+                    let mut f = r.cfg;
+                    f.pools = crate::failover::pool_balance(&subnets, &f.subnets);
+                    f
+                })
+                .collect();
             Ok(Config {
                 server,
-                failover,
+                failovers,
                 rate_limit,
                 limits,
                 reconfigure,

@@ -44,6 +44,10 @@ pub(super) struct RawSubnet {
     pub(super) shared_network: Option<(usize, Loc)>,
     pub(super) deny_unknown: bool,
     pub(super) reconfigure: crate::ReconfigureOverride,
+    /// `failover = "NAME" | "none" | "default"`: Some((Some(name), at)) names a relationship,
+    /// Some((None, at)) takes the subnet out of failover; None (or "default"): the server's
+    /// default (the one relationship, when there is one).
+    pub(super) failover: Option<(Option<String>, Loc)>,
 }
 
 /// What a subnet needs to know about the shared networks and classes read before it.
@@ -89,6 +93,19 @@ pub(super) fn read_subnet(
         .get("deny-unknown")
         .and_then(|f| crate::reader::boolean(errs, &f))
         .unwrap_or(false);
+    let failover = t.get("failover").and_then(|f| match string(errs, &f)? {
+        "" => {
+            errs.push(
+                &f.span(),
+                &f.path,
+                "expected a [[failover]] name, \"none\" or \"default\"",
+            );
+            None
+        }
+        "default" => None,
+        "none" => Some((None, Loc::of(&f))),
+        name => Some((Some(name.to_string()), Loc::of(&f))),
+    });
     // Lease times: global, then the shared network's, then the subnet's own.
     let network_times = shared_network
         .as_ref()
@@ -284,6 +301,7 @@ pub(super) fn read_subnet(
         shared_network,
         deny_unknown,
         reconfigure,
+        failover,
     }
 }
 

@@ -67,8 +67,11 @@ pub struct EngineShared {
     reserved_addrs: HashMap<Ipv4Addr, ClientKey>,
     /// Pool id -> subnet index.
     pool_subnet: HashMap<u32, usize>,
-    /// Published by the failover driver; None = standalone server.
-    pub failover: Option<Arc<PolicyCell>>,
+    /// Published by the failover drivers, one per relationship (`Config::failovers` order);
+    /// empty = standalone server.
+    pub failovers: Vec<Arc<PolicyCell>>,
+    /// One policy for every subnet (one relationship covering all): no subnet lookup first.
+    failover_everywhere: bool,
     /// Trusted relays, leasequery clients, relay data from clients (`trust.rs`).
     trust: RelayTrust,
     /// Live registrations (KNOWN clients, groups, fixed addresses, host options) from the
@@ -128,7 +131,8 @@ impl EngineShared {
             reservations,
             reserved_addrs,
             pool_subnet,
-            failover: None,
+            failovers: Vec::new(),
+            failover_everywhere: false,
             registrations: None,
             reconf: None,
             reconf_base: None,
@@ -174,10 +178,26 @@ impl EngineShared {
         self
     }
 
-    /// Makes the engines obey a failover relationship's policy.
-    pub fn with_failover(mut self, cell: Arc<PolicyCell>) -> Self {
-        self.failover = Some(cell);
+    /// Makes the engines obey a failover relationship's policy (in every subnet when the
+    /// configuration has no relationships of its own: tests and tools).
+    pub fn with_failover(self, cell: Arc<PolicyCell>) -> Self {
+        self.with_failovers(vec![cell])
+    }
+
+    /// Makes the engines obey each relationship's policy in the subnets it covers
+    /// (`Subnet::failover`; cells in `Config::failovers` order); a subnet out of failover is
+    /// served as by a standalone server.
+    pub fn with_failovers(mut self, cells: Vec<Arc<PolicyCell>>) -> Self {
+        self.failover_everywhere = cells.len() == 1
+            && (self.config.failovers.is_empty() || self.config.failover_everywhere());
+        self.failovers = cells;
         self
+    }
+
+    /// Whether a failover policy may apply to any message.
+    #[inline]
+    pub fn has_failover(&self) -> bool {
+        !self.failovers.is_empty()
     }
 
     /// Whether `addr` is reserved for a client other than `key`.
@@ -458,7 +478,7 @@ impl Engine {
             return self.leasequery(now, &msg, &sum, out);
         }
         let key = client_key(&msg, &sum);
-        self.pol = self.shared.failover.as_ref().map(|c| c.load());
+        self.pol = self.failover_policy(meta, &msg, &sum);
         self.admission = Admission::Serve;
         if let Some(pol) = &self.pol {
             let hash_key = sum.client_id.unwrap_or(msg.chaddr());
@@ -594,6 +614,30 @@ impl Engine {
     fn silent(&self, c: &std::sync::atomic::AtomicU64, why: Silence) -> Decision {
         EngineStats::inc(c);
         Decision::Silent(why)
+    }
+
+    /// The failover policy for this message: of the relationship covering the client's
+    /// subnet (N:1, per-scope failover), None for a subnet out of failover. A message whose
+    /// subnet is unknown takes the first relationship's (it is answered by nobody anyway,
+    /// and the stricter rule is the safe one).
+    #[inline]
+    fn failover_policy(
+        &self,
+        meta: &RxMeta,
+        msg: &Message<'_>,
+        sum: &Summary<'_>,
+    ) -> Option<FailoverPolicy> {
+        let cells = &self.shared.failovers;
+        if self.shared.failover_everywhere {
+            return cells.first().map(|c| c.load());
+        }
+        if cells.is_empty() {
+            return None;
+        }
+        match self.select_subnet(meta, msg, sum) {
+            Some(s) => s.failover.and_then(|i| cells.get(i)).map(|c| c.load()),
+            None => cells.first().map(|c| c.load()),
+        }
     }
 
     /// Subnet of the client's link: RFC 3527 link selection, RFC 3011 subnet

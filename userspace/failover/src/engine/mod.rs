@@ -180,6 +180,10 @@ pub struct FailoverEngine {
     /// STARTUP's target ("previous state", already mapped through communications-failed).
     prev_state: ServerState,
     prev_since: u32,
+    /// We stopped serving on purpose before this start (persisted SHUTDOWN or PAUSED): our
+    /// last operational time is exactly when we stopped, and a partner PARTNER-DOWN from
+    /// about then went PARTNER-DOWN after us (see `leave_startup`).
+    stopped_serving: bool,
     fresh: bool,
     partner: Option<ServerState>,
     partner_since: u32,
@@ -300,6 +304,11 @@ impl FailoverEngine {
             persist.recover_all = true;
             persist.recover_base = t;
         }
+        let stopped_serving = persisted.is_some()
+            && matches!(
+                persist.own_state,
+                ServerState::Shutdown | ServerState::Paused
+            );
         let mut e = FailoverEngine {
             now,
             started_at: now,
@@ -307,6 +316,7 @@ impl FailoverEngine {
             state_since: now,
             prev_state: prev,
             prev_since,
+            stopped_serving,
             fresh,
             partner: persist.partner_state,
             partner_since: persist.partner_state_since,

@@ -64,7 +64,9 @@ impl FailoverEngine {
     /// leased, e.g. while it was PARTNER-DOWN) this is a *blind* PARTNER-DOWN: draft-12 has
     /// no way out of RECOVER without the partner, and the partner may have leased any
     /// address, ours included, for up to MCLT past its last activity. So every address, our
-    /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT).
+    /// own pool too, waits until `since` + MCLT (and the record's last end + MCLT). Forced
+    /// from STARTUP it is blind too: we restarted without hearing the partner since, so what
+    /// it did while we were down is as unknown.
     ///
     /// Guards: accepted in COMMUNICATIONS-INTERRUPTED and RESOLUTION-INTERRUPTED (where
     /// draft-12 expects it), RECOVER and RECOVER-WAIT (blind). NORMAL, STARTUP and
@@ -90,7 +92,16 @@ impl FailoverEngine {
             ServerState::Recover | ServerState::RecoverWait => {
                 self.persist.blind_partner_down = true;
             }
-            ServerState::Normal | ServerState::Startup | ServerState::PartnerDown if force => {}
+            ServerState::Startup if force => {
+                // STARTUP follows a restart, and the partner has not been heard since: it may
+                // have served, PARTNER-DOWN included (our addresses), while we were down, and
+                // we never learnt what. As from RECOVER: blind, our own pool waits too. (The
+                // N:1 simulation found it: a main down first, then the shared standby, which
+                // had taken over the main's addresses; the main restarted and was forced
+                // PARTNER-DOWN, and gave those addresses out at once.)
+                self.persist.blind_partner_down = true;
+            }
+            ServerState::Normal | ServerState::PartnerDown if force => {}
             s @ ServerState::Normal => {
                 return refuse(
                     s,
@@ -243,7 +254,21 @@ impl FailoverEngine {
             // immediate partner-down command) cannot say who was first, so it takes the safe
             // arm, POTENTIAL-CONFLICT (both exchange unacknowledged updates, then NORMAL).
             // Ties are rare but real (tests/restart_after_partner_down.rs); not a bug.
-            if self.partner_since > self.persist.last_operational {
+            //
+            // After our own SHUTDOWN or PAUSE, though, our last operational time is the very
+            // moment we stopped serving, and a partner that went PARTNER-DOWN in that second
+            // (or a clock tolerance earlier: its time is converted with the clocks' offset)
+            // went down after us: typically *because* of our SHUTDOWN. It may have leased our
+            // addresses since, so RECOVER (the N:1 simulation found a tie taken as
+            // POTENTIAL-CONFLICT, then the connection lost: RESOLUTION-INTERRUPTED served an
+            // address the partner had leased in PARTNER-DOWN).
+            let after_us = if self.stopped_serving {
+                self.partner_since.saturating_add(self.cfg.expiry_grace)
+                    >= self.persist.last_operational
+            } else {
+                self.partner_since > self.persist.last_operational
+            };
+            if after_us {
                 target = ServerState::Recover;
                 self.persist.recover_base = self.persist.last_operational;
             } else {

@@ -49,6 +49,7 @@ impl Sim {
         }
         self.note(format!("node{i}: CRASH (rst {rst}, down {down_for}s)"));
         self.cov.crashes += 1;
+        self.crash_log.push((self.t, i, rst));
         self.count_update_stats(i);
         self.nodes[i].engine = None;
         self.nodes[i].crashed_at = self.t;

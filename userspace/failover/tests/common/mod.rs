@@ -337,6 +337,9 @@ pub struct Sim {
     /// Clients behind one relay agent whose paths to the servers can be cut (relay health
     /// check scenarios); None: clients reach both servers directly.
     pub relay: Option<SimRelay>,
+    /// (true time, node, reset seen by the peer) of every crash: an N:1 simulation repeats a
+    /// shared server's crash in its other relationships (`sim_n1.rs`).
+    pub crash_log: Vec<(u32, usize, bool)>,
 }
 
 /// A relay agent between the clients and both servers, and each server's relay health table.
@@ -435,6 +438,7 @@ impl Sim {
             stuck: 0,
             last_comm_ok: t,
             relay: None,
+            crash_log: Vec::new(),
             p,
         };
         s.cov.states.insert(ServerState::Startup, 2);
@@ -443,7 +447,7 @@ impl Sim {
         s
     }
 
-    fn note(&mut self, m: String) {
+    pub fn note(&mut self, m: String) {
         if self.verbose {
             eprintln!("[{}] {}", self.t - T0, m);
         }
