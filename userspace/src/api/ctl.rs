@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::client::{call, Answer, Endpoint};
 use crate::clock::unix_now;
 use crate::control::{self, FailoverStatus};
-use crate::failover::{format_status, resolve_socket, FailoverCtl};
+use crate::failover::{format_events, format_status, resolve_socket, FailoverCtl};
 
 /// Where `ctl` finds the API.
 #[derive(clap::Args, Clone, Debug)]
@@ -238,7 +238,10 @@ fn ctl(target: CtlTarget, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             ("POST", "/v1/reconfigure".into(), Some(body))
         }
         CtlCmd::Failover { cmd } => match cmd {
-            FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
+            FailoverCtl::Status { .. } | FailoverCtl::Events { .. } => {
+                ("GET", "/v1/failover".into(), None)
+            }
+            FailoverCtl::Failback => ("POST", "/v1/failover/failback".into(), None),
             FailoverCtl::PartnerDown { since, force } => {
                 let since = match since {
                     Some(s) => {
@@ -331,7 +334,11 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         CtlCmd::Failover {
-            cmd: FailoverCtl::PartnerDown { .. } | FailoverCtl::Recover | FailoverCtl::Pause,
+            cmd:
+                FailoverCtl::PartnerDown { .. }
+                | FailoverCtl::Recover
+                | FailoverCtl::Pause
+                | FailoverCtl::Failback,
         } => {
             let v = a.json()?;
             println!(
@@ -342,6 +349,25 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
         CtlCmd::Failover {
             cmd: FailoverCtl::Relays { json: false, .. },
         } => print!("{}", format_relays(&a.json()?)),
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Events { json: false },
+        } => {
+            let s: FailoverStatus =
+                serde_json::from_slice(&a.body).context("failover status answer")?;
+            print!("{}", format_events(&s));
+        }
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Events { json: true },
+        } => {
+            let v = a.json()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "events": v["events"],
+                    "events_total": v["events_total"],
+                }))?
+            );
+        }
         _ => println!("{}", serde_json::to_string_pretty(&a.json()?)?),
     }
     Ok(())

@@ -829,6 +829,45 @@ fn failover_metrics(
         f.partner_refused_not_in_pool,
     );
     counters.push(absent);
+    gauges.push(Family::one(
+        "xdhcpd_failover_version_mismatch",
+        "1 when the partner's implementation or version (its vendor-class) differs from ours.",
+        f64::from(u8::from(f.version_mismatch)),
+    ));
+    if let Some(ms) = f.partner_rtt_ms {
+        gauges.push(Family::one(
+            "xdhcpd_failover_heartbeat_rtt_seconds",
+            "Round trip to the partner over the failover connection (kernel TCP estimate).",
+            ms / 1000.0,
+        ));
+    }
+    if let Some(r) = &f.resync {
+        let mut done = Family::new(
+            "xdhcpd_failover_resync_bindings",
+            "Binding resynchronisation in progress: bindings acknowledged (sending) or \
+             received (receiving).",
+        );
+        done.add(vec![("direction", r.direction.clone())], r.done as f64);
+        gauges.push(done);
+        if let Some(p) = r.percent {
+            gauges.push(Family::one(
+                "xdhcpd_failover_resync_progress_ratio",
+                "Share of the bindings a resynchronisation we answer covers that the partner \
+                 acknowledged (0..1).",
+                p / 100.0,
+            ));
+        }
+    }
+    gauges.push(Family::one(
+        "xdhcpd_failover_failback_held",
+        "1 while the failback hold (failback-hold) keeps this server PARTNER-DOWN.",
+        f64::from(u8::from(f.failback_held_until.is_some())),
+    ));
+    counters.push(Family::one(
+        "xdhcpd_failover_events",
+        "Failover events recorded since start (ctl failover events).",
+        f.events_total,
+    ));
 }
 
 /// The `/metrics` text.
