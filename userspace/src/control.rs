@@ -25,6 +25,9 @@ pub enum Request {
     /// Planned short stop (draft-12 9.13): enter PAUSED, so the partner goes
     /// COMMUNICATIONS-INTERRUPTED (not PARTNER-DOWN) when this daemon stops.
     FailoverPause,
+    /// End the failback hold now (`[failover] failback-hold`): PARTNER-DOWN with the partner
+    /// connected only; NORMAL follows once the partner has recovered.
+    FailoverFailback,
     /// Registrations: add, modify, remove, show, import, export
     /// (`crate::registrations::ctl`; its own module so it can move onto the HTTP API).
     Registrations {
@@ -107,6 +110,50 @@ pub struct FailoverStatus {
     pub partner_refused_not_in_pool: u64,
     #[serde(default)]
     pub waiting_for_partner_pool: usize,
+    /// A binding resynchronisation in progress (None: none).
+    #[serde(default)]
+    pub resync: Option<ResyncStatus>,
+    /// `failback-hold` in seconds (0 = off) and, while it keeps us PARTNER-DOWN, until when.
+    #[serde(default)]
+    pub failback_hold: u32,
+    #[serde(default)]
+    pub failback_held_until: Option<u32>,
+    /// The failover event log, oldest first (the engine keeps the last 128), and how many
+    /// events were recorded since start.
+    #[serde(default)]
+    pub events: Vec<FailoverEventStatus>,
+    #[serde(default)]
+    pub events_total: u64,
+}
+
+/// A binding resynchronisation (UPDREQ / UPDREQALL) in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResyncStatus {
+    /// "sending" (we answer the partner's request: the percent is known) or "receiving".
+    pub direction: String,
+    /// UPDREQALL (every binding) rather than UPDREQ.
+    pub all: bool,
+    /// Sending: bindings the partner acknowledged; receiving: bindings received.
+    pub done: u64,
+    /// Sending: bindings the request covers (None until all are queued); receiving: None
+    /// (draft-12 does not say how many will come).
+    pub total: Option<u64>,
+    pub percent: Option<f64>,
+}
+
+/// One entry of the failover event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverEventStatus {
+    /// Unix seconds, and the same in UTC (RFC 3339).
+    pub at: u32,
+    pub at_utc: String,
+    /// Machine name (`failover-invoked`...) and the description (seed 004's wording).
+    pub event: String,
+    pub description: String,
+    pub remarks: String,
+    /// A time the event names (addresses usable from, failback held until); None: none.
+    #[serde(default)]
+    pub until: Option<u32>,
 }
 
 /// The failover driver's answer.

@@ -8,6 +8,11 @@
 //! * IPv6 transport: the `[failover]` addresses are IPv6; both reach NORMAL, leases
 //!   replicate, and the XDP failover-port guard drops an IPv6 stranger.
 //!
+//! * failback hold (issue 15, flap guard): with `failback-hold`, a primary left PARTNER-DOWN by
+//!   its secondary's shutdown stays PARTNER-DOWN after the secondary restarts and recovers,
+//!   shows the hold in `ctl failover status`, `/metrics` and its event log, refuses a
+//!   `failback` on the secondary, and returns to NORMAL on `ctl failover failback`.
+//!
 //! Same bed as `failover_pair.rs` (`failover_common::PairBed`).
 
 #[path = "common/netns.rs"]
@@ -360,4 +365,117 @@ fn ipv6_transport() -> Res<()> {
         "the stranger's SYN passed XDP:\n{a_log}"
     );
     tables_agree(&s, 8)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Failback hold (flap guard), the event log and `ctl failover failback`
+
+#[test]
+fn failback_hold_failover_ctl() {
+    run(&[], failback_hold);
+}
+
+fn failback_hold() -> Res<()> {
+    let bed = PairBed::new()?;
+    let t = Timers {
+        mclt: 10,
+        split: None,
+    };
+    // An hour: only the operator's failback ends it within the test.
+    let s = xd_sides_with(&bed, &t, |_, c| c + "failback-hold = 3600\n")?;
+    let mut a = start_a(&bed, &s, "a.log")?;
+    let mut b = start_b(&bed, &s, "b.log")?;
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let first = dora(&bed, 95, 6, "1")?;
+    assert_eq!(first.len(), 6, "ACKs in NORMAL: {first:?}");
+    a.wait_drained(Duration::from_secs(10))?;
+
+    // The secondary stops (SHUTDOWN): the primary takes over.
+    b.stop()?;
+    a.wait_state("PARTNER-DOWN", "SHUTDOWN", Duration::from_secs(10))?;
+    let st = a.status()?;
+    let events = st["events"].as_array().cloned().unwrap_or_default();
+    let invoked = events
+        .iter()
+        .find(|e| e["event"] == "failover-invoked")
+        .ok_or_else(|| format!("no failover-invoked event: {st}"))?;
+    assert!(
+        invoked["until"].as_u64().is_some()
+            && invoked["at_utc"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{invoked}"
+    );
+    let second = dora(&bed, 96, 4, "2")?;
+    assert_eq!(second.len(), 4, "ACKs in PARTNER-DOWN: {second:?}");
+
+    // The secondary returns and recovers; the hold keeps the primary PARTNER-DOWN.
+    let mut b = start_b(&bed, &s, "b2.log")?;
+    b.wait_state("RECOVER-DONE", "PARTNER-DOWN", Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let st = a.status()?;
+    assert_eq!(st["state"], "PARTNER-DOWN", "held: {st}");
+    assert_eq!(st["failback_hold"], 3600, "{st}");
+    let until = st["failback_held_until"]
+        .as_u64()
+        .ok_or_else(|| format!("no failback_held_until: {st}"))?;
+    assert!(until > unix_now() as u64 + 3000, "until {until}");
+    let human = ctl(&a.socket, &["status"])?;
+    assert!(human.contains("NORMAL held until"), "{human}");
+    let log = ctl(&a.socket, &["events"])?;
+    for want in [
+        "Configuration successfully created",
+        "Heartbeats have been setup successfully",
+        "Failover invoked",
+        "Failback in progress",
+        "Failback held",
+    ] {
+        assert!(
+            log.contains(want),
+            "{want:?} missing from the event log:\n{log}"
+        );
+    }
+    let metrics = output(
+        std::process::Command::new("timeout")
+            .arg("10")
+            .arg(daemon_common::xdhcpd_bin()?)
+            .args(["ctl", "--socket"])
+            .arg(&a.socket)
+            .arg("metrics"),
+    )?;
+    assert!(
+        metrics.stdout.contains("xdhcpd_failover_failback_held 1"),
+        "{}",
+        metrics.stdout
+    );
+
+    // Failback is the PARTNER-DOWN server's: refused on the secondary.
+    let refused = ctl(&b.socket, &["failback"]);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("PARTNER-DOWN back to NORMAL")),
+        "{refused:?}"
+    );
+    let msg = ctl(&a.socket, &["failback"])?;
+    assert!(msg.contains("failback hold ended"), "{msg}");
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(15))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
+    let st = a.status()?;
+    let last = st["events"]
+        .as_array()
+        .and_then(|v| v.iter().rev().find(|e| e["event"] == "active").cloned())
+        .ok_or_else(|| format!("no active event: {st}"))?;
+    assert!(
+        last["remarks"]
+            .as_str()
+            .is_some_and(|r| r.contains("failback complete")),
+        "{last}"
+    );
+    assert!(st["failback_held_until"].is_null(), "{st}");
+    a.wait_drained(Duration::from_secs(10))?;
+    b.wait_drained(Duration::from_secs(10))?;
+    a.stop()?;
+    b.stop()?;
+    // MCLT 10 s caps the leases: by now they have ended; the tables must still agree.
+    tables_agree(&s, 0)
 }

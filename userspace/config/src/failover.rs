@@ -18,7 +18,8 @@
 //! split = 128                   # load balancing (primary); absent = off
 //! load-balance-max-seconds = 3
 //! backup-pct = 50
-//! rebind-limit = 0
+//! rebind-limit = 0             # T2 = T1 + this for the partner's clients; NORMAL: their RENEWs unanswered
+//! failback-hold = 0             # flap guard: PARTNER-DOWN -> NORMAL waits this long; 0 = off
 //! failover-recover = 0          # unix time of a restored database copy; 0 = off
 //! partner-software = "xdhcpd"   # or "isc-dhcpd": plain TCP, address allowlist only
 //! auth-key-file = "/etc/xdhcpd/failover.key"  # pre-shared key (xdhcpd partners: required)
@@ -57,6 +58,7 @@ pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "load-balance-max-seconds",
     "backup-pct",
     "rebind-limit",
+    "failback-hold",
     "failover-recover",
     "partner-software",
     "auth-key-file",
@@ -141,6 +143,9 @@ pub struct FailoverConfig {
     pub load_balance_max_seconds: u16,
     pub backup_pct: u8,
     pub rebind_limit: u32,
+    /// `failback-hold` (default 0 = off): in PARTNER-DOWN, the step back to NORMAL waits until
+    /// we have been PARTNER-DOWN and the partner reachable this long (flap guard).
+    pub failback_hold: u32,
     pub failover_recover: Option<u32>,
     /// `partner-software` (default xdhcpd).
     pub partner_software: PartnerSoftware,
@@ -270,6 +275,14 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         0,
         "between 0 and 86400 seconds",
     );
+    let failback_hold = num(
+        errs,
+        "failback-hold",
+        0,
+        7 * 86400,
+        0,
+        "between 0 and 604800 seconds",
+    );
     let recover = num(errs, "failover-recover", 0, u32::MAX, 0, "a unix time or 0");
     let use_safe_period = match t.get("use-safe-period") {
         None => Some(true),
@@ -387,6 +400,7 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         load_balance_max_seconds: lb_max? as u16,
         backup_pct: backup_pct? as u8,
         rebind_limit: rebind_limit?,
+        failback_hold: failback_hold?,
         failover_recover: Some(recover?).filter(|&v| v != 0),
         partner_software: partner_software?,
         auth_key_file: auth_key_file?,

@@ -221,7 +221,9 @@ fn partner_down_waits_mclt_before_using_partner_addresses() {
 
 #[test]
 fn rebind_limit_caps_t2_for_the_partners_client() {
-    let mut p = policy(Role::Secondary, ServerState::Normal);
+    // COMMUNICATIONS-INTERRUPTED: the secondary serves the primary's clients (in NORMAL their
+    // RENEWs go unanswered: `rebind_limit_failover_renew_unanswered_in_normal_rebind_answered`).
+    let mut p = policy(Role::Secondary, ServerState::CommunicationsInterrupted);
     p.rebind_limit = 120;
     let mut f = fx(p);
     // A renewal reaches the secondary for a client the primary serves
@@ -249,4 +251,46 @@ fn rebind_limit_caps_t2_for_the_partners_client() {
         o => panic!("{o:?}"),
     };
     assert_eq!(t2, t1 + 120);
+}
+
+/// rebind-limit in NORMAL (CPNR's rule): the secondary served the primary's client while the
+/// primary could not; now the pair is NORMAL, so its unicast RENEW is not answered (counted as
+/// a failover drop) and the client rebinds; the broadcast REBIND is still answered, with T2
+/// capped. Without rebind-limit the RENEW is answered as before.
+#[test]
+fn rebind_limit_failover_renew_unanswered_in_normal_rebind_answered() {
+    let bound = |f: &Fx, ip: Ipv4Addr| {
+        f.table.update(f.table.slot_of(ip).unwrap(), |l| {
+            l.state = LeaseState::Active;
+            l.client = lease_store::ClientKey::from_hw(1, &[2, 0, 0, 0, 0, 5]);
+            l.expiry = 9000;
+            l.acked_potential_expiry = 9000;
+        });
+    };
+    let ip = Ipv4Addr::new(10, 0, 0, 11);
+    let renew = req(5, ip, &[(opt::MESSAGE_TYPE, &[3])]);
+    let mut p = policy(Role::Secondary, ServerState::Normal);
+    p.rebind_limit = 120;
+    let mut f = fx(p);
+    bound(&f, ip);
+    assert!(
+        run(&mut f, 2000, SERVER, &renew).is_none(),
+        "RENEW left to the partner"
+    );
+    assert_eq!(f.engine.stats().snapshot().failover_dropped, 1);
+    let ack = run(&mut f, 2001, Ipv4Addr::BROADCAST, &renew).expect("REBIND answered");
+    assert_eq!(ack.yiaddr(), ip);
+    let t = |code| match ack.opts().get(code) {
+        Some(v4::DhcpOption::Renewal(t)) | Some(v4::DhcpOption::Rebinding(t)) => *t,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        t(v4::OptionCode::Rebinding),
+        t(v4::OptionCode::Renewal) + 120
+    );
+    // rebind-limit 0: the RENEW is answered by whoever gets it.
+    let mut f = fx(policy(Role::Secondary, ServerState::Normal));
+    bound(&f, ip);
+    assert!(run(&mut f, 2000, SERVER, &renew).is_some());
+    assert_eq!(f.engine.stats().snapshot().failover_dropped, 0);
 }

@@ -27,8 +27,9 @@ pub mod table;
 pub mod types;
 
 pub use engine::{
-    backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, McltFrom,
-    PartnerDownAccepted, StartError, Stats, UpdateId, DEFAULT_EXPIRY_GRACE,
+    backup_share, Action, CommandError, Config, ConfigError, FailoverEngine, FailoverEvent,
+    FailoverEventKind, McltFrom, PartnerDownAccepted, ResyncDirection, ResyncProgress, StartError,
+    Stats, UpdateId, DEFAULT_EXPIRY_GRACE, EVENT_LOG_LEN,
 };
 pub use persist::{FailoverPersist, PersistError, PERSIST_LEN};
 pub use policy::{

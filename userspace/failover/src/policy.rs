@@ -86,6 +86,12 @@ pub enum DropReason {
     PartnersBucket,
     /// RECOVER-DONE answers only RENEW/REBIND.
     RenewOnly,
+    /// NORMAL with `rebind-limit` set: a RENEW from a client the partner should serve (its
+    /// hash bucket is the partner's; every client, for the backup without load balancing).
+    /// We served it while the partner could not (with T2 = T1 + rebind-limit); unanswered, the
+    /// client rebinds by broadcast at that T2 and the partner takes it back (seed 000,
+    /// `rebind-limit`). Log: "dropped: failover NORMAL, partner's client renewing".
+    PartnersRenew,
 }
 
 /// Answer of [`FailoverPolicy::admit`].
@@ -199,6 +205,16 @@ impl FailoverPolicy {
         };
         match self.state {
             ServerState::Normal => match kind {
+                // With rebind-limit the partner's clients go back to it: their RENEW (unicast
+                // to us, who served them while the partner could not) is left unanswered, so
+                // they rebind (broadcast, at the short T2 we gave them) and the partner, which
+                // is communicating in NORMAL, answers. Not subject to load-balance-max-seconds:
+                // a client retransmits RENEW a minute or more later with `secs` past it, which
+                // would let every second try through. The REBIND itself is still answered
+                // (below): if the partner cannot hear that relay, we keep the client.
+                RequestKind::Renew if !mine && self.rebind_limit != 0 => {
+                    Admission::Drop(DropReason::PartnersRenew)
+                }
                 // Renewals and rebinds are answered by whoever receives them (draft-12 9.8.2);
                 // release/decline concern an existing lease.
                 RequestKind::Renew

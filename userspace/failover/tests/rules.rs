@@ -163,9 +163,22 @@ fn backup_drops_discover_in_normal() {
         b.admit(RequestKind::Discover, &key, 0),
         Admission::Drop(DropReason::PartnersBucket)
     );
-    // Renewals are answered by whoever gets them.
+    // Renewals are answered by whoever gets them, except the partner's clients' RENEWs when
+    // rebind-limit is set (tests/guards.rs).
     assert_eq!(
         b.admit(RequestKind::Renew, &key, 0),
+        Admission::Drop(DropReason::PartnersRenew)
+    );
+    assert_eq!(
+        FailoverPolicy {
+            rebind_limit: 0,
+            ..b
+        }
+        .admit(RequestKind::Renew, &key, 0),
+        Admission::ServeForPartner
+    );
+    assert_eq!(
+        b.admit(RequestKind::Rebind, &key, 0),
         Admission::ServeForPartner
     );
     let m = policy(Role::Primary, ServerState::Normal, None);

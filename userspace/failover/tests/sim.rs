@@ -199,3 +199,38 @@ fn blind_partner_down_from_recover_many_seeds() {
         "only {blind} of {n} seeds reached a blind PARTNER-DOWN"
     );
 }
+
+/// The random simulation with the failback hold (flap guard) on: a PARTNER-DOWN server that
+/// meets its recovered partner stays PARTNER-DOWN for 30-900 s more (restarted by every
+/// reconnect) while crashes, partitions, resets, clock steps and operator commands go on.
+/// The invariants are checked after every step; the pair must still fail back.
+#[test]
+fn simulation_failback_hold_many_seeds() {
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 100 } else { 2_000 });
+    let mut cov = Coverage::default();
+    for seed in 0..n {
+        let mut r = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let mut p = SimParams::random(&mut r);
+        p.failback_hold = 30 + (seed as u32 * 7919) % 871;
+        let mut sim = Sim::new(seed, p.clone());
+        let end = T0 + p.duration;
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run_until(end)));
+        if let Err(e) = res {
+            eprintln!("failback-hold seed {seed} failed ({p:?})");
+            std::panic::resume_unwind(e);
+        }
+        cov.merge(&sim.cov);
+    }
+    let failbacks = cov
+        .transitions
+        .get(&(ServerState::PartnerDown, ServerState::Normal))
+        .copied()
+        .unwrap_or(0);
+    eprintln!("failback hold: {n} seeds, {failbacks} failbacks (PARTNER-DOWN -> NORMAL)");
+    if n >= 300 {
+        assert!(failbacks > 0, "no failback completed under the hold");
+    }
+}

@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::client::{call, Answer, Endpoint};
 use crate::clock::unix_now;
 use crate::control::{self, FailoverStatus};
-use crate::failover::{format_status, resolve_socket, FailoverCtl};
+use crate::failover::{format_events, format_status, resolve_socket, FailoverCtl};
 
 /// Where `ctl` finds the API.
 #[derive(clap::Args, Clone, Debug)]
@@ -162,7 +162,10 @@ fn endpoint(t: &CtlTarget) -> anyhow::Result<Endpoint> {
 /// The method, path and body of a failover command (without the relationship).
 fn failover_request(cmd: &FailoverCtl) -> anyhow::Result<(&'static str, String, Option<Vec<u8>>)> {
     Ok(match cmd {
-        FailoverCtl::Status { .. } => ("GET", "/v1/failover".into(), None),
+        FailoverCtl::Status { .. } | FailoverCtl::Events { .. } => {
+            ("GET", "/v1/failover".into(), None)
+        }
+        FailoverCtl::Failback => ("POST", "/v1/failover/failback".into(), None),
         FailoverCtl::PartnerDown { since, force } => {
             let since = match since {
                 Some(s) => Some(control::parse_since(s, unix_now()).map_err(anyhow::Error::msg)?),
@@ -364,7 +367,11 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         CtlCmd::Failover {
-            cmd: FailoverCtl::PartnerDown { .. } | FailoverCtl::Recover | FailoverCtl::Pause,
+            cmd:
+                FailoverCtl::PartnerDown { .. }
+                | FailoverCtl::Recover
+                | FailoverCtl::Pause
+                | FailoverCtl::Failback,
             ..
         } => {
             let v = a.json()?;
@@ -377,6 +384,27 @@ fn print_answer(cmd: &CtlCmd, a: &Answer) -> anyhow::Result<()> {
             cmd: FailoverCtl::Relays { json: false, .. },
             ..
         } => print!("{}", format_relays(&a.json()?)),
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Events { json: false },
+            ..
+        } => {
+            let s: FailoverStatus =
+                serde_json::from_slice(&a.body).context("failover status answer")?;
+            print!("{}", format_events(&s));
+        }
+        CtlCmd::Failover {
+            cmd: FailoverCtl::Events { json: true },
+            ..
+        } => {
+            let v = a.json()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "events": v["events"],
+                    "events_total": v["events_total"],
+                }))?
+            );
+        }
         _ => println!("{}", serde_json::to_string_pretty(&a.json()?)?),
     }
     Ok(())

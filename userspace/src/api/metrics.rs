@@ -809,6 +809,32 @@ fn failover_metrics(
          partner reloaded a new pool or range before the other, or, N:1, it belongs to another \
          relationship): by us, by the partner.",
     );
+    let mut mismatch = Family::new(
+        "xdhcpd_failover_version_mismatch",
+        "1 when the partner's implementation or version (its vendor-class) differs from ours.",
+    );
+    let mut rtt = Family::new(
+        "xdhcpd_failover_heartbeat_rtt_seconds",
+        "Round trip to the partner over the failover connection (kernel TCP estimate).",
+    );
+    let mut resync_done = Family::new(
+        "xdhcpd_failover_resync_bindings",
+        "Binding resynchronisation in progress: bindings acknowledged (sending) or \
+         received (receiving).",
+    );
+    let mut resync_ratio = Family::new(
+        "xdhcpd_failover_resync_progress_ratio",
+        "Share of the bindings a resynchronisation we answer covers that the partner \
+         acknowledged (0..1).",
+    );
+    let mut held = Family::new(
+        "xdhcpd_failover_failback_held",
+        "1 while the failback hold (failback-hold) keeps this server PARTNER-DOWN.",
+    );
+    let mut events = Family::new(
+        "xdhcpd_failover_events",
+        "Failover events recorded since start (ctl failover events).",
+    );
     for f in all {
         for st in FAILOVER_STATES {
             own.add(
@@ -845,12 +871,42 @@ fn failover_metrics(
             labels(f, vec![("refused_by", "partner".into())]),
             f.partner_refused_not_in_pool,
         );
+        mismatch.add(labels(f, vec![]), f64::from(u8::from(f.version_mismatch)));
+        if let Some(ms) = f.partner_rtt_ms {
+            rtt.add(labels(f, vec![]), ms / 1000.0);
+        }
+        if let Some(r) = &f.resync {
+            resync_done.add(
+                labels(f, vec![("direction", r.direction.clone())]),
+                r.done as f64,
+            );
+            if let Some(p) = r.percent {
+                resync_ratio.add(labels(f, vec![]), p / 100.0);
+            }
+        }
+        held.add(
+            labels(f, vec![]),
+            f64::from(u8::from(f.failback_held_until.is_some())),
+        );
+        events.add(labels(f, vec![]), f.events_total);
     }
-    gauges.extend([own, partner, connected, pending, unacked]);
+    gauges.extend([own, partner, connected, pending, unacked, mismatch, held]);
+    if all.iter().any(|f| f.partner_rtt_ms.is_some()) {
+        gauges.push(rtt);
+    }
+    if all.iter().any(|f| f.resync.is_some()) {
+        gauges.push(resync_done);
+    }
+    if all
+        .iter()
+        .any(|f| f.resync.as_ref().is_some_and(|r| r.percent.is_some()))
+    {
+        gauges.push(resync_ratio);
+    }
     if all.iter().any(|f| f.mean_update_ack_latency_ms.is_some()) {
         gauges.push(latency);
     }
-    counters.extend([sent, acked, received, moves, absent]);
+    counters.extend([sent, acked, received, moves, absent, events]);
 }
 
 /// The `/metrics` text.

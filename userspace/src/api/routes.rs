@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/failover/partner-down"),
     ("POST", "/v1/failover/recover"),
     ("POST", "/v1/failover/pause"),
+    ("POST", "/v1/failover/failback"),
     ("GET", "/v1/failover/relays"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/registrations"),
@@ -88,6 +89,7 @@ pub fn router(state: Arc<ApiState>, token: Option<Arc<str>>, transport: Transpor
         .route("/v1/failover/partner-down", post(failover_partner_down))
         .route("/v1/failover/recover", post(failover_recover))
         .route("/v1/failover/pause", post(failover_pause))
+        .route("/v1/failover/failback", post(failover_failback))
         .route("/v1/failover/relays", get(failover_relays))
         .route("/v1/reload", post(reload))
         .route(
@@ -661,6 +663,11 @@ async fn failover_recover(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> A
 async fn failover_pause(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
     request::parse_empty(&body).map_err(ApiError::bad)?;
     message(failover_call(&s, q.as_deref(), FoRequest::FailoverPause).await?)
+}
+
+async fn failover_failback(State(s): St, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    request::parse_empty(&body).map_err(ApiError::bad)?;
+    message(failover_call(&s, q.as_deref(), FoRequest::FailoverFailback).await?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1064,6 +1064,22 @@ impl Driver {
                 }
             }
             Request::FailoverPause => self.pause(now),
+            Request::FailoverFailback => match self.engine.failback(now) {
+                Ok(()) => {
+                    self.pump();
+                    Response::message(match self.engine.state() {
+                        ServerState::PartnerDown => format!(
+                            "failback hold ended: NORMAL follows once the partner has recovered \
+                             (it is {}) and holds every update of ours",
+                            self.engine
+                                .partner_state()
+                                .map_or("in an unknown state", |p| p.name())
+                        ),
+                        s => format!("failback hold ended: state {s}"),
+                    })
+                }
+                Err(e) => Response::error(e.to_string()),
+            },
             Request::Registrations { .. } => Response::error("not a failover request"),
             Request::FailoverRecover => match self.engine.recover(now) {
                 Ok(()) => {
@@ -1164,6 +1180,30 @@ impl Driver {
             refused_not_in_pool: self.refused_not_in_pool,
             partner_refused_not_in_pool: self.partner_refused_not_in_pool,
             waiting_for_partner_pool: self.sync.absent_at_partner(),
+            resync: e.resync_progress().map(|p| crate::control::ResyncStatus {
+                direction: match p.direction {
+                    xdhcpd_failover::ResyncDirection::Sending => "sending".into(),
+                    xdhcpd_failover::ResyncDirection::Receiving => "receiving".into(),
+                },
+                all: p.all,
+                done: p.done,
+                total: p.total,
+                percent: p.percent(),
+            }),
+            failback_hold: e.config().failback_hold,
+            failback_held_until: e.failback_hold_until(),
+            events: e
+                .events()
+                .map(|v| crate::control::FailoverEventStatus {
+                    at: v.at,
+                    at_utc: crate::control::fmt_time(v.at),
+                    event: v.kind.name().into(),
+                    description: v.kind.description().into(),
+                    remarks: v.remarks.clone(),
+                    until: (v.until != 0).then_some(v.until),
+                })
+                .collect(),
+            events_total: e.events_total(),
         }
     }
 }

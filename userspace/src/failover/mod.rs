@@ -93,6 +93,7 @@ pub fn engine_config(c: &FailoverConfig) -> Config {
     e.load_balance_max_secs = c.load_balance_max_seconds;
     e.backup_pct = c.backup_pct;
     e.rebind_limit = c.rebind_limit;
+    e.failback_hold = c.failback_hold;
     e.failover_recover = c.failover_recover;
     e.partner_mclt_min = c.partner_mclt_min;
     e.partner_mclt_max = c.partner_mclt_max;
@@ -447,6 +448,15 @@ pub enum FailoverCtl {
     /// COMMUNICATIONS-INTERRUPTED and serves alone), then stop the daemon (SIGTERM) and start
     /// it again; it resumes where it was before the pause. Undone only by a restart.
     Pause,
+    /// End the failback hold (`failback-hold`, the flap guard) now: only in PARTNER-DOWN with
+    /// the partner connected; NORMAL follows once the partner has recovered.
+    Failback,
+    /// The failover event log (takeover, failback, synchronisation...) with UTC times.
+    Events {
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Finds the control socket: --socket, else the configuration's, else the only
@@ -495,6 +505,27 @@ fn ago(t: u32, now: u32) -> String {
     } else {
         format!("{} ({} s ago)", fmt_time(t), now.saturating_sub(t))
     }
+}
+
+/// Human-readable `failover events`: one line per event, oldest first, UTC.
+pub fn format_events(s: &control::FailoverStatus) -> String {
+    let mut o = String::new();
+    for e in &s.events {
+        o.push_str(&format!(
+            "{}  {:<22} {}: {}\n",
+            e.at_utc, e.event, e.description, e.remarks
+        ));
+    }
+    if s.events_total > s.events.len() as u64 {
+        o.push_str(&format!(
+            "({} older events not kept)\n",
+            s.events_total - s.events.len() as u64
+        ));
+    }
+    if s.events.is_empty() {
+        o.push_str("no failover events\n");
+    }
+    o
 }
 
 /// Human-readable `failover status`.
@@ -564,6 +595,47 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
             .map_or("-".into(), |v| format!("{v:.1} ms")),
     );
     line("mclt", format!("{} s", s.mclt));
+    if let Some(r) = &s.resync {
+        line(
+            "resync",
+            match (r.percent, r.total) {
+                (Some(p), Some(t)) => format!(
+                    "{} {}: {p:.1}% ({} of {t} acknowledged)",
+                    r.direction,
+                    if r.all {
+                        "all bindings"
+                    } else {
+                        "unacknowledged bindings"
+                    },
+                    r.done
+                ),
+                _ => format!(
+                    "{} {}: {} received so far (the partner does not say how many; its status \
+                     shows the percent)",
+                    r.direction,
+                    if r.all {
+                        "all bindings"
+                    } else {
+                        "unacknowledged bindings"
+                    },
+                    r.done
+                ),
+            },
+        );
+    }
+    if s.failback_hold != 0 {
+        line(
+            "failback hold",
+            match s.failback_held_until {
+                Some(u) => format!(
+                    "{} s: NORMAL held until {} (ctl failover failback ends it)",
+                    s.failback_hold,
+                    control::fmt_time(u)
+                ),
+                None => format!("{} s (not holding)", s.failback_hold),
+            },
+        );
+    }
     line(
         "updates",
         format!(
@@ -578,6 +650,12 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
             s.connections
         ),
     );
+    if let Some(e) = s.events.last() {
+        line(
+            "last event",
+            format!("{} {}: {}", e.at_utc, e.description, e.remarks),
+        );
+    }
     if s.refused_not_in_pool + s.partner_refused_not_in_pool > 0 {
         line(
             "not in a pool",
@@ -621,6 +699,7 @@ mod tests {
             load_balance_max_seconds: 3,
             backup_pct: 50,
             rebind_limit: 0,
+            failback_hold: 0,
             failover_recover: None,
             partner_software: PartnerSoftware::IscDhcpd,
             auth_key_file: None,

@@ -44,8 +44,17 @@ pub struct Config {
     pub load_balance_max_secs: u16,
     /// Percentage of available addresses the primary grants the secondary on POOLREQ.
     pub backup_pct: u8,
-    /// T2 = T1 + rebind_limit when serving the partner's client; 0 = off.
+    /// T2 = T1 + rebind_limit when serving the partner's client; 0 = off. When set, the
+    /// partner's clients' RENEWs are not answered in NORMAL (they rebind and reach the
+    /// partner: [`crate::DropReason::PartnersRenew`]).
     pub rebind_limit: u32,
+    /// Failback hold (flap guard), seconds; 0 = off. In PARTNER-DOWN, the step back to NORMAL
+    /// once the returning partner has recovered (it is RECOVER-DONE) waits until we have been
+    /// PARTNER-DOWN this long *and* the partner has been reachable without a break this long
+    /// (a link that keeps dropping never completes it). Meanwhile we keep serving everyone
+    /// and the partner only renews. The operator ends it early with
+    /// [`FailoverEngine::failback`](crate::FailoverEngine::failback).
+    pub failback_hold: u32,
     /// STARTUP lasts at least this long when the partner cannot be reached.
     pub startup_timeout: u32,
     /// When true (the safe default) a server that cannot reach its partner leaves STARTUP on
@@ -105,6 +114,7 @@ impl Config {
             load_balance_max_secs: 3,
             backup_pct: 50,
             rebind_limit: 0,
+            failback_hold: 0,
             startup_timeout: 10,
             startup_needs_partner: true,
             fresh_primary_partner_down: true,

@@ -131,6 +131,12 @@ impl FailoverEngine {
         self.pool_requests.clear();
         self.poolreq_outstanding = false;
         if was_ok {
+            self.event(
+                now,
+                super::events::FailoverEventKind::HeartbeatsDown,
+                format!("{why} (in {})", self.state),
+                0,
+            );
             self.persist.last_contact = now;
             let to = comm_failed_state(self.state);
             if to != self.state {
@@ -367,9 +373,17 @@ impl FailoverEngine {
         };
         if v != self.cfg.vendor_class.as_bytes() && self.warned_vendor.as_ref() != Some(&v) {
             self.warned_vendor = Some(v.clone());
+            let partner = String::from_utf8_lossy(&v).into_owned();
+            let now = self.now;
+            self.event(
+                now,
+                super::events::FailoverEventKind::VersionMismatch,
+                format!("we run {}, the partner {partner}", self.cfg.vendor_class),
+                0,
+            );
             self.actions.push_back(Action::VersionMismatch {
                 ours: self.cfg.vendor_class.clone(),
-                partner: String::from_utf8_lossy(&v).into_owned(),
+                partner,
             });
         }
         self.known_partner_vendor = Some(v);
@@ -408,6 +422,14 @@ impl FailoverEngine {
         };
         let startup = flags & codec::SERVER_FLAG_STARTUP != 0 || ps == ServerState::Startup;
         let changed = self.partner != Some(ps) || self.partner_startup != startup;
+        let recovering = |s: Option<ServerState>| {
+            matches!(
+                s,
+                Some(ServerState::Recover | ServerState::RecoverWait | ServerState::RecoverDone)
+            )
+        };
+        let was_recovering = recovering(self.partner) && !self.partner_startup;
+        let first_state = !self.communications_ok();
         let start_time = self.to_local(start_time);
         self.partner = Some(ps);
         self.partner_since = start_time;
@@ -420,6 +442,20 @@ impl FailoverEngine {
             c.comm_ok = true;
         }
         if first {
+            self.comm_up_at = now;
+            self.failback_hold_noted = false;
+            self.event(
+                now,
+                super::events::FailoverEventKind::HeartbeatsUp,
+                format!(
+                    "partner ({}) in {ps}; we are {}",
+                    self.known_partner_vendor
+                        .as_deref()
+                        .map_or("version not sent".into(), String::from_utf8_lossy),
+                    self.state
+                ),
+                0,
+            );
             self.persist.ever_communicated = true;
             if self.state == ServerState::Paused || self.state == ServerState::Shutdown {
                 self.send_state(now);
@@ -432,6 +468,18 @@ impl FailoverEngine {
             }
         }
         self.emit_persist();
+        if self.state == ServerState::PartnerDown
+            && !startup
+            && recovering(Some(ps))
+            && (first_state || !was_recovering)
+        {
+            self.event(
+                now,
+                super::events::FailoverEventKind::FailbackInProgress,
+                format!("partner back in {ps}: it takes our bindings, then both go NORMAL"),
+                0,
+            );
+        }
         if changed {
             self.actions.push_back(Action::StateChanged {
                 from: self.state,

@@ -28,10 +28,14 @@
 
 mod config;
 mod connection;
+mod events;
 mod state;
 mod updates;
 
 pub use config::{Config, ConfigError, StartError, DEFAULT_EXPIRY_GRACE, XDHCPD_VENDOR_PREFIX};
+pub use events::{
+    FailoverEvent, FailoverEventKind, ResyncDirection, ResyncProgress, EVENT_LOG_LEN,
+};
 pub use state::{CommandError, McltFrom, PartnerDownAccepted};
 pub use updates::{backup_share, binding_from_txn, txn_for_partner, txn_from_binding};
 
@@ -233,6 +237,20 @@ pub struct FailoverEngine {
     known_partner_vendor: Option<Vec<u8>>,
     /// The partner version a [`Action::VersionMismatch`] was last emitted for.
     warned_vendor: Option<Vec<u8>>,
+    /// The failover event log (bounded, oldest first) and how many events were recorded.
+    events: VecDeque<events::FailoverEvent>,
+    events_total: u64,
+    /// PARTNER-DOWN's "failover active" (MCLT wait over) was told.
+    takeover_noted: bool,
+    /// When communications with the partner last came up (failback hold).
+    comm_up_at: u32,
+    /// The operator ended the failback hold of this PARTNER-DOWN.
+    failback_waived: bool,
+    /// The failback hold was told on this connection.
+    failback_hold_noted: bool,
+    /// Our outstanding UPDREQ is an UPDREQALL; bindings received since it was sent.
+    updreq_all: bool,
+    resync_received: u64,
 }
 
 impl FailoverEngine {
@@ -354,6 +372,14 @@ impl FailoverEngine {
             stats: Stats::default(),
             known_partner_vendor: None,
             warned_vendor: None,
+            events: VecDeque::new(),
+            events_total: 0,
+            takeover_noted: false,
+            comm_up_at: 0,
+            failback_waived: false,
+            failback_hold_noted: false,
+            updreq_all: false,
+            resync_received: 0,
             cfg,
         };
         e.actions.push_back(Action::StateChanged {
@@ -367,6 +393,28 @@ impl FailoverEngine {
         if record_role {
             e.emit_persist();
         }
+        let (kind, remarks) = if e.fresh {
+            (
+                events::FailoverEventKind::ConfigurationCreated,
+                format!(
+                    "relationship {:?}, {}, mclt {} s: no failover state on record",
+                    e.cfg.relationship_name, e.cfg.role, e.mclt
+                ),
+            )
+        } else {
+            (
+                events::FailoverEventKind::Started,
+                format!(
+                    "relationship {:?}, {}: stored state {} since {}, resuming {}",
+                    e.cfg.relationship_name,
+                    e.cfg.role,
+                    e.persist.own_state,
+                    events::utc(e.persist.own_state_since),
+                    e.prev_state
+                ),
+            )
+        };
+        e.event(now, kind, remarks, 0);
         Ok(e)
     }
 
@@ -541,6 +589,16 @@ impl FailoverEngine {
             {
                 at(self.next_poolreq_at)
             }
+            ServerState::PartnerDown => {
+                if !self.takeover_noted {
+                    at(self.policy().partner_down_usable_at)
+                }
+                if self.communications_ok() {
+                    if let Some(until) = self.failback_held_until(self.now) {
+                        at(until)
+                    }
+                }
+            }
             _ => {}
         }
         t
@@ -700,6 +758,8 @@ impl FailoverEngine {
                 self.enter_partner_down(now, base, "safe period expired");
             }
             ServerState::RecoverWait => self.finish_recover_wait(now),
+            // The failback hold may have ended.
+            ServerState::PartnerDown => self.react(now),
             _ => {}
         }
         self.maybe_poolreq(now);
@@ -743,8 +803,9 @@ impl FailoverEngine {
         self.actions.push_back(Action::Persist(self.persist));
     }
 
-    fn after_input(&mut self, _now: u32) {
+    fn after_input(&mut self, now: u32) {
         self.pump();
+        self.note_takeover(now);
     }
 
     fn handle_message(&mut self, now: u32, m: Message) {
@@ -791,7 +852,19 @@ impl FailoverEngine {
                     xid: m.xid,
                     all,
                     cover_seq: None,
+                    total: 0,
                 });
+                self.event(
+                    now,
+                    events::FailoverEventKind::SyncStarted,
+                    format!(
+                        "partner ({}) asked for {} bindings ({})",
+                        self.partner.map_or("state unknown", |p| p.name()),
+                        if all { "all" } else { "its unacknowledged" },
+                        if all { "UPDREQALL" } else { "UPDREQ" }
+                    ),
+                    0,
+                );
                 self.actions.push_back(Action::SendBindings { all });
             }
             Body::UpdDone => self.on_upddone(now, m.xid),

@@ -1,7 +1,6 @@
 //! The server state machine (draft-12 section 9): operator commands, leaving STARTUP,
 //! transitions driven by the partner's state, RECOVER and RECOVER-WAIT.
 
-use crate::codec::{Body, Message};
 use crate::types::{Role, ServerState};
 
 use super::{Action, FailoverEngine};
@@ -144,18 +143,36 @@ impl FailoverEngine {
         let base = since.unwrap_or(default).min(now);
         if self.state == ServerState::PartnerDown {
             self.persist.partner_down_since = base;
+            self.takeover_noted = false;
             self.emit_persist();
             self.actions.push_back(Action::PolicyChanged(self.policy()));
         } else {
             self.enter_partner_down(now, base, "partner-down command");
         }
-        self.after_input(now);
-        Ok(PartnerDownAccepted {
+        let accepted = PartnerDownAccepted {
             mclt_from: self.persist.partner_down_since,
             from,
             usable_at: self.policy().partner_down_usable_at,
             blind: self.persist.blind_partner_down,
-        })
+        };
+        self.event(
+            now,
+            super::events::FailoverEventKind::OperatorCommand,
+            format!(
+                "partner-down{}: MCLT counted from {} ({}), usable from {}",
+                if force { " --force" } else { "" },
+                super::events::utc(accepted.mclt_from),
+                match from {
+                    McltFrom::Since => "--since",
+                    McltFrom::Now => "now",
+                    McltFrom::Unchanged => "unchanged",
+                },
+                super::events::utc(accepted.usable_at)
+            ),
+            accepted.usable_at,
+        );
+        self.after_input(now);
+        Ok(accepted)
     }
 
     /// Operator: `failover recover`: pull the partner's whole database (RECOVER, UPDREQALL)
@@ -169,6 +186,15 @@ impl FailoverEngine {
                 why: "a stopping server (SHUTDOWN or PAUSED) is left only by a restart",
             });
         }
+        self.event(
+            now,
+            super::events::FailoverEventKind::OperatorCommand,
+            format!(
+                "recover in {}: pull every binding, then wait MCLT",
+                self.state
+            ),
+            0,
+        );
         self.persist.recover_all = true;
         self.persist.recover_base = now;
         self.may_skip_recover_wait = false;
@@ -209,6 +235,12 @@ impl FailoverEngine {
                 why: "pause is for NORMAL or COMMUNICATIONS-INTERRUPTED; stop the daemon instead",
             });
         }
+        self.event(
+            now,
+            super::events::FailoverEventKind::OperatorCommand,
+            format!("pause in {}", self.state),
+            0,
+        );
         self.stop(now, ServerState::Paused, "pause command");
         Ok(())
     }
@@ -373,6 +405,7 @@ impl FailoverEngine {
             at: now,
             reason,
         });
+        self.state_event(now, from, to, reason);
         self.emit_persist();
         self.actions.push_back(Action::PolicyChanged(self.policy()));
         self.send_state(now);
@@ -416,8 +449,12 @@ impl FailoverEngine {
                     | ConflictDone => self.set_state(now, PotentialConflict, "partner running"),
                     // While in PARTNER-DOWN we may have used the partner's addresses: it must
                     // hold every such binding before either of us is NORMAL, so flush first.
+                    // The failback hold (flap guard) may keep us here a while longer.
                     RecoverDone if self.pending.is_empty() && self.inflight.is_empty() => {
-                        self.set_state(now, Normal, "partner recovered")
+                        match self.failback_held_until(now) {
+                            Some(until) => self.note_failback_held(until),
+                            None => self.set_state(now, Normal, "partner recovered"),
+                        }
                     }
                     _ => {}
                 },
@@ -428,15 +465,9 @@ impl FailoverEngine {
                     _ => {
                         if self.sent_updreq.is_none() {
                             let all = self.persist.recover_all;
-                            let xid = self.xid();
-                            self.sent_updreq = Some(xid);
                             self.recover_partner_fresh =
                                 matches!(p, Recover | RecoverWait | RecoverDone);
-                            self.send(Message::new(
-                                now,
-                                xid,
-                                if all { Body::UpdReqAll } else { Body::UpdReq },
-                            ));
+                            self.send_updreq(now, all, "RECOVER: pulling the partner's bindings");
                         }
                     }
                 },
@@ -452,9 +483,11 @@ impl FailoverEngine {
                         Role::Secondary => p == ConflictDone,
                     };
                     if ask && self.sent_updreq.is_none() {
-                        let xid = self.xid();
-                        self.sent_updreq = Some(xid);
-                        self.send(Message::new(now, xid, Body::UpdReq));
+                        self.send_updreq(
+                            now,
+                            false,
+                            "POTENTIAL-CONFLICT: what the partner did not send",
+                        );
                     }
                 }
                 ResolutionInterrupted => {
@@ -478,6 +511,18 @@ impl FailoverEngine {
             return;
         }
         self.sent_updreq = None;
+        let n = self.resync_received;
+        self.event(
+            now,
+            super::events::FailoverEventKind::SyncComplete,
+            format!(
+                "UPDDONE received in {}: {n} binding{} received{}",
+                self.state,
+                if n == 1 { "" } else { "s" },
+                if self.updreq_all { " (all)" } else { "" }
+            ),
+            0,
+        );
         match self.state {
             ServerState::Recover => {
                 if self.persist.recover_all {

@@ -43,6 +43,9 @@ pub(super) struct Serving {
     pub(super) all: bool,
     /// Set by `bindings_queued`: every queued entry with seq <= this is covered.
     pub(super) cover_seq: Option<u64>,
+    /// Bindings the request covers (queued or in flight with seq <= `cover_seq`), counted
+    /// by `bindings_queued`: the base of the resync progress.
+    pub(super) total: usize,
 }
 
 impl FailoverEngine {
@@ -61,9 +64,18 @@ impl FailoverEngine {
     /// The driver has queued everything [`Action::SendBindings`] asked for.
     pub fn bindings_queued(&mut self, now: u32) {
         self.tick(now);
-        if let Some(s) = self.serving.as_mut() {
-            if s.cover_seq.is_none() {
-                s.cover_seq = Some(self.seq);
+        let cover = self.seq;
+        if self.serving.as_ref().is_some_and(|s| s.cover_seq.is_none()) {
+            let total = self.pending.values().filter(|p| p.seq <= cover).count()
+                + self
+                    .inflight
+                    .values()
+                    .flat_map(|f| f.items.iter())
+                    .filter(|(seq, _)| *seq <= cover)
+                    .count();
+            if let Some(s) = self.serving.as_mut() {
+                s.cover_seq = Some(cover);
+                s.total = total;
             }
         }
         self.check_updreq_done(now);
@@ -122,10 +134,31 @@ impl FailoverEngine {
         {
             return false;
         }
+        self.send_updreq(now, false, "new addresses after a reload");
+        true
+    }
+
+    /// Sends UPDREQ (or UPDREQALL) and notes the resynchronisation it starts.
+    pub(super) fn send_updreq(&mut self, now: u32, all: bool, why: &str) {
         let xid = self.xid();
         self.sent_updreq = Some(xid);
-        self.send(Message::new(now, xid, Body::UpdReq));
-        true
+        self.updreq_all = all;
+        self.resync_received = 0;
+        self.send(Message::new(
+            now,
+            xid,
+            if all { Body::UpdReqAll } else { Body::UpdReq },
+        ));
+        self.event(
+            now,
+            super::events::FailoverEventKind::SyncStarted,
+            format!(
+                "{} sent in {}: {why}",
+                if all { "UPDREQALL" } else { "UPDREQ" },
+                self.state
+            ),
+            0,
+        );
     }
 
     /// Secondary: the workers found no BACKUP address: send POOLREQ now instead of waiting for
@@ -293,12 +326,22 @@ impl FailoverEngine {
         if waiting {
             return;
         }
-        let (xid, all) = (s.xid, s.all);
+        let (xid, all, total) = (s.xid, s.all, s.total);
         self.serving = None;
         if all {
             self.owe_all = false;
         }
         self.send(Message::new(now, xid, Body::UpdDone));
+        self.event(
+            now,
+            super::events::FailoverEventKind::SyncComplete,
+            format!(
+                "UPDDONE sent: {total} binding{} {}acknowledged by the partner",
+                if total == 1 { "" } else { "s" },
+                if all { "(all) " } else { "" }
+            ),
+            0,
+        );
     }
 
     fn finish_incoming(&mut self, now: u32, xid: u32) {
@@ -342,6 +385,9 @@ impl FailoverEngine {
             remaining: 0,
         };
         let mut to_apply = Vec::new();
+        if self.sent_updreq.is_some() {
+            self.resync_received += txns.len() as u64;
+        }
         for (i, t) in txns.into_iter().enumerate() {
             self.stats.bndupd_received += 1;
             match binding_from_txn(&t, msg_time) {

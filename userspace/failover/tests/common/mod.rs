@@ -151,6 +151,8 @@ pub struct SimParams {
     /// `load-balance-max-seconds` (the relay scenarios set 0: only the relay health check
     /// may answer the partner's clients in NORMAL).
     pub load_balance_max_secs: u16,
+    /// `failback-hold` of both nodes (0 = off).
+    pub failback_hold: u32,
 }
 
 impl SimParams {
@@ -168,6 +170,7 @@ impl SimParams {
             faults: 0,
             bndupd_batch: 1,
             load_balance_max_secs: 3,
+            failback_hold: 0,
         }
     }
 }
@@ -191,6 +194,7 @@ impl SimParams {
                 rng.range(2, 8) as usize
             },
             load_balance_max_secs: 3,
+            failback_hold: 0,
         }
     }
 }
@@ -207,6 +211,7 @@ pub fn config(role: Role, p: &SimParams) -> Config {
     c.safe_period = p.safe_period;
     c.split = p.split;
     c.load_balance_max_secs = p.load_balance_max_secs;
+    c.failback_hold = p.failback_hold;
     c.backup_pct = 50;
     c.startup_timeout = 10;
     c.startup_needs_partner = true;
