@@ -571,9 +571,9 @@ pub(crate) fn encode_fields(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease,
     // Four digits for every year a u32 of seconds reaches (1970..=2106).
     push_u32(out, y as u32);
     out.push(b'-');
-    push_2(out, mo as u32);
+    push_2(out, mo);
     out.push(b'-');
-    push_2(out, d as u32);
+    push_2(out, d);
     out.push(b'T');
     push_2(out, h as u32);
     out.push(b':');
