@@ -276,3 +276,123 @@ fn events_nats_batched_messages_cut_publisher_and_nats_server_cpu_per_event() {
         "batching cuts the publisher's and nats-server's CPU per event: {single:?} -> {batched:?}"
     );
 }
+
+/// The whole way of an event through the daemon's event log (`EventLog`: the workers' tap,
+/// the writer thread, the spool, the publisher thread), fed 300 changed records every 10 ms
+/// (30,000 events/s, the A/B's open-loop rate) as the workers would; CPU per event of the
+/// writer thread (`xdhcpd-events`), the publisher thread (`xdhcpd-nats`) and nats-server,
+/// without the sink, with one message per event and with 100.
+#[test]
+fn events_nats_sink_cost_per_event_through_the_event_log() {
+    use lease_store::{LeaseTable, OpenOptions, PoolSpec};
+    use xdhcpd::events::EventLog;
+    use xdhcpd_config::EventLogConfig;
+    if !require(&[Capability::Program("nats-server")]) {
+        return;
+    }
+    const ADDRS: u32 = 20_000;
+    const ROUNDS: u32 = 3;
+    const N: u64 = (ADDRS * ROUNDS) as u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut costs = Vec::new();
+    for (label, per_message) in [
+        ("event log only", 0u32),
+        ("+ NATS, 1", 1),
+        ("+ NATS, 100", 100),
+    ] {
+        let run = dir.path().join(format!("run-{per_message}"));
+        std::fs::create_dir_all(&run).expect("dir");
+        let nats = (per_message > 0)
+            .then(|| NatsServer::start(&run.join("js"), &run.join("nats-server.log")));
+        let pools = [PoolSpec {
+            id: 0,
+            first: Ipv4Addr::new(10, 77, 0, 0),
+            last: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 77, 0, 0)) + ADDRS - 1),
+        }];
+        let (table, _) = LeaseTable::open(&run.join("leases.db"), &pools, &OpenOptions::default())
+            .expect("table");
+        let table = Arc::new(table);
+        let cfg = EventLogConfig {
+            directory: run.join("events"),
+            max_size_mb: 1024,
+            max_age_hours: 0,
+            keep: 2,
+            nats: nats.as_ref().map(|n| config(n.port, per_message, "COST")),
+        };
+        let nets = [Ipv4Net::new(Ipv4Addr::new(10, 77, 0, 0), 16).expect("net")];
+        let log = EventLog::start(
+            &cfg,
+            table.clone(),
+            Ipv4Addr::new(10, 77, 0, 1),
+            &nets,
+            None,
+        )
+        .expect("event log");
+        let tap = log.tap();
+        let stats = log.stats();
+        let server0 = nats.as_ref().map_or(0, |n| task_cpu_ns(n.child.id(), None));
+        let t0 = Instant::now();
+        // Leases of now (an hour long): none expires during the run.
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as u32;
+        let mut slots = Vec::with_capacity(300);
+        for round in 0..ROUNDS {
+            for i in 0..ADDRS {
+                let l = lease(i, base + round);
+                let s = table.slot_of(l.addr).expect("slot");
+                table.update(s, |r| *r = l);
+                slots.push(s);
+                if slots.len() == 300 {
+                    tap.offer(&slots);
+                    slots.clear();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        tap.offer(&slots);
+        let me = std::process::id();
+        loop {
+            let written = stats.written.load(Ordering::Relaxed);
+            let unsent = stats
+                .nats
+                .as_ref()
+                .map_or(0, |n| n.depth.load(Ordering::Relaxed));
+            if written == N && unsent == 0 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "{label}: {written} of {N} events written, {unsent} unsent"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let writer = task_cpu_ns(me, Some("xdhcpd-events"));
+        let publisher = task_cpu_ns(me, Some("xdhcpd-nats"));
+        let server = nats
+            .as_ref()
+            .map_or(0, |n| task_cpu_ns(n.child.id(), None) - server0);
+        if let Some(n) = &stats.nats {
+            assert_eq!(n.published.load(Ordering::Relaxed), N, "{label}");
+            assert_eq!(n.spool_dropped.load(Ordering::Relaxed), 0, "{label}");
+        }
+        assert_eq!(tap.dropped.load(Ordering::Relaxed), 0, "{label}");
+        log.stop();
+        let us = |ns: u64| ns as f64 / 1e3 / N as f64;
+        eprintln!(
+            "events_nats_cost: {label}: {N} events at 30,000/s; CPU per event: writer thread \
+             {:.2} µs, publisher thread {:.2} µs (daemon {:.2} µs), nats-server {:.2} µs",
+            us(writer),
+            us(publisher),
+            us(writer + publisher),
+            us(server)
+        );
+        costs.push((us(writer + publisher), us(server)));
+    }
+    assert!(
+        costs[2].0 < costs[1].0 && costs[2].1 < costs[1].1,
+        "batched messages cost the daemon and nats-server less per event: {costs:?}"
+    );
+}
