@@ -479,14 +479,14 @@ impl Writer {
     }
 
     fn write(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
-        if let Some(sp) = &mut self.spool {
-            // Only with `[event-log.nats]`: the spool encodes the event in its own form
-            // straight from the record (no `LeaseEvent`, no allocation).
-            sp.append_lease(kind, time, l, source);
-        }
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         encode_line(&mut line, kind, time, l, source);
+        if let Some(sp) = &mut self.spool {
+            // Only with `[event-log.nats]`: the NATS event is the line's fields (encoded once,
+            // `{` and `}\n` left off) behind the server's fields; no allocation.
+            sp.append_encoded(kind, time, l, &line[1..line.len() - 2]);
+        }
         match self.files.write(&line) {
             Ok(()) => {
                 self.stats.written.fetch_add(1, Ordering::Relaxed);
@@ -785,6 +785,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn events_nats_spool_gets_the_log_line_fields_behind_the_server_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let nc = xdhcpd_config::NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            events_per_message: 10,
+            ..Default::default()
+        };
+        let net = xdhcpd_config::Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24).expect("net");
+        let router = nats::Router::new(&nc, Ipv4Addr::new(10, 0, 0, 1), &[net], None);
+        let st = Arc::new(nats::NatsStats::default());
+        let (sp, rd) = nats::SpoolWriter::open(
+            &dir.path().join("spool"),
+            1 << 30,
+            router.clone(),
+            st.clone(),
+        )
+        .expect("spool");
+        w.spool = Some(sp);
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        bind(&t, s, 1, 1000, 2000);
+        w.record(s, Source::Dhcp);
+        t.update(s, |l| l.client = ClientKey::from_client_id(&[1, 0xaa]));
+        w.record(s, Source::Failover);
+        if let Some(sp) = &mut w.spool {
+            sp.flush();
+        }
+        w.flush();
+        let logged = lines(dir.path());
+        let b = rd.read_batch(10, &st).expect("read");
+        assert_eq!((b.messages.len(), b.events), (1, 2));
+        let got: Vec<nats::NatsEvent> =
+            serde_json::from_slice(&b.messages[0].payload).expect("batch");
+        let want: Vec<nats::NatsEvent> = logged
+            .iter()
+            .map(|e| router.nats_event(e, Some(router.message_id(e))))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[1].event.source, Source::Failover);
+        assert!(got[1].event.client_id.is_some());
     }
 
     #[test]

@@ -235,16 +235,9 @@ impl Router {
         }
     }
 
-    /// Appends the event's JSON object ([`NatsEvent`]; with `id` inside when given).
-    fn push_event(
-        &self,
-        out: &mut Vec<u8>,
-        kind: &str,
-        time: u32,
-        l: &Lease,
-        source: Source,
-        id: Option<&[u8]>,
-    ) {
+    /// Appends the event's JSON object ([`NatsEvent`]; with `id` inside when given) around
+    /// `fields`, the event's encoded fields ([`super::encode_fields`]).
+    fn push_event(&self, out: &mut Vec<u8>, fields: &[u8], id: Option<&[u8]>) {
         out.extend_from_slice(&self.head);
         if let Some(id) = id {
             // Ids are made of tokens, digits, dots, colons, slashes and hex: no escaping.
@@ -253,7 +246,7 @@ impl Router {
             out.push(b'"');
         }
         out.push(b',');
-        super::encode_fields(out, kind, time, l, source);
+        out.extend_from_slice(fields);
         out.push(b'}');
     }
 
@@ -377,6 +370,7 @@ pub struct SpoolWriter {
     /// Reused buffers: the spool record and an event's id.
     rec: Vec<u8>,
     id: Vec<u8>,
+    fields: Vec<u8>,
 }
 
 impl SpoolWriter {
@@ -443,6 +437,7 @@ impl SpoolWriter {
             pending_bytes: 0,
             rec: Vec::with_capacity(1024),
             id: Vec::with_capacity(128),
+            fields: Vec::with_capacity(512),
         };
         w.pending
             .resize_with(w.router.subnets.len() + 1, Pending::default);
@@ -457,6 +452,16 @@ impl SpoolWriter {
     /// drops and counts it). With `events-per-message` > 1 the event joins its subnet's
     /// pending batch, written as one record when full or at the next [`SpoolWriter::flush`].
     pub fn append_lease(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        super::encode_fields(&mut fields, kind, time, l, source);
+        self.append_encoded(kind, time, l, &fields);
+        self.fields = fields;
+    }
+
+    /// [`SpoolWriter::append_lease`] with the event's fields already encoded (the event log
+    /// writer's line, [`super::encode_fields`]): `kind`, `time` and the record name it.
+    pub fn append_encoded(&mut self, kind: &str, time: u32, l: &Lease, fields: &[u8]) {
         let subnet = self.router.subnet_of(l.addr);
         let mut id = std::mem::take(&mut self.id);
         id.clear();
@@ -469,15 +474,13 @@ impl SpoolWriter {
             rec.push(b'\t');
             rec.extend_from_slice(&id);
             rec.push(b'\t');
-            self.router
-                .push_event(&mut rec, kind, time, l, source, None);
+            self.router.push_event(&mut rec, fields, None);
             rec.push(b'\n');
             if self.has_room(rec.len() as u64, l) {
                 self.write_record(&rec, 1);
             }
         } else {
-            self.router
-                .push_event(&mut rec, kind, time, l, source, Some(&id));
+            self.router.push_event(&mut rec, fields, Some(&id));
             if self.has_room(rec.len() as u64 + 1, l) {
                 let p = &mut self.pending[subnet];
                 if p.events == 0 {
