@@ -2,19 +2,26 @@
 //! local on-disk spool.
 //!
 //! The event log's writer thread ([`super::EventLog`]) appends every event it logs to the
-//! spool ([`SpoolWriter`]): append-only segment files `spool-<n>.log` in the spool directory,
-//! one line per event (`subject TAB message-id TAB json`), flushed to the kernel after every
-//! batch the writer handles and synced to disk at most once a second. A publisher thread of its
-//! own ([`Publisher`]: async-nats on a single-threaded tokio runtime, never on a worker) reads
-//! the spool from its cursor ([`SpoolReader`]), publishes `batch-size` events, waits for every
-//! JetStream ack, and only then moves the cursor (file `cursor`, replaced by rename) and deletes
-//! the segments it finished. So:
+//! spool ([`SpoolWriter`], encoded from the record into reused buffers: no allocation per
+//! event): append-only segment files `spool-<n>.log` in the spool directory, one record a line,
+//! each record one NATS message: `subject TAB message-id TAB json` for a single event
+//! (`events-per-message = 1`), else `subject TAB batch-id TAB n TAB [json,...]`, up to
+//! `events-per-message` events of one subnet logged in one writer tick (a JSON array, each
+//! event with its own id; the batch id is derived from the events' ids). Records are flushed to
+//! the kernel after every batch the writer handles and synced to disk at most once a second. A
+//! publisher thread of its own ([`Publisher`]: async-nats on a single-threaded tokio runtime,
+//! never on a worker) reads the spool from its cursor ([`SpoolReader`]), publishes `batch-size`
+//! messages, waits for every JetStream ack, and only then moves the cursor (file `cursor`,
+//! replaced by rename at most every 250 ms within a segment, and always before it deletes the
+//! segments it finished). So:
 //! - NATS down: the spool grows; events are sent in spool order when NATS returns;
 //! - a lost ack, a timeout or a crash re-sends from the cursor: every message carries
-//!   `Nats-Msg-Id` (stable: derived from the event), so the stream drops the duplicates within
-//!   its duplicate window (10 min when we create the stream);
-//! - order: one connection, published in spool order; after a failure the whole batch is sent
-//!   again from its first event, so what the stream stored is a prefix of the spool followed by
+//!   `Nats-Msg-Id` (stable: derived from the event, or from a batch's events), so the stream
+//!   drops the duplicates within its duplicate window (10 min when we create the stream), and
+//!   the archive drops them per event id;
+//! - order: one connection, published in spool order (an address is in one subnet, so its
+//!   events keep their order across the per-subnet batches); after a failure the whole batch is
+//!   sent again from its first message, so what the stream stored is a prefix of the spool followed by
 //!   that prefix again (dropped as duplicates) and the rest, in order;
 //! - bounded: when the unsent bytes reach `spool-max-mb` a new event is not spooled: counted
 //!   (`spool_dropped`), logged (the first and every 10,000th); it stays in the local event log.
