@@ -172,8 +172,12 @@ pub struct NatsConfig {
     /// `tls = "require"` (with `ca-file`, optional `cert-file` / `key-file`): TLS to every
     /// server; None: as the URL says (`tls://` needs TLS, verified against the system's CAs).
     pub tls: Option<TlsClientConfig>,
-    /// `batch-size` (default 256): events published before waiting for their acks.
+    /// `batch-size` (default 256): messages published before waiting for their acks.
     pub batch_size: u32,
+    /// `events-per-message` (default 100): lease events carried by one NATS message (a JSON
+    /// array on `<prefix>.<server>.<subnet>.batch`); 1: one message per event on
+    /// `<prefix>.<server>.<subnet>.<event>` (the format before batching).
+    pub events_per_message: u32,
     /// `spool-directory` (default `<directory>/nats-spool`).
     pub spool_directory: Option<PathBuf>,
     /// `spool-max-mb` (default 1024): unsent events kept at most; beyond, new events are not
@@ -198,6 +202,7 @@ impl Default for NatsConfig {
             password_file: None,
             tls: None,
             batch_size: 256,
+            events_per_message: 100,
             spool_directory: None,
             spool_max_mb: 1024,
             create_stream: true,

@@ -1395,16 +1395,18 @@ fn event_log_nats_keys_defaults_and_errors() {
     assert_eq!(n.stream, "XDHCPD_EVENTS");
     assert_eq!(n.subject_prefix, "xdhcpd.events");
     assert_eq!(n.batch_size, 256);
+    assert_eq!(n.events_per_message, 100);
     assert!(n.create_stream);
     let errs = error_lines(&format!(
         "{base}[event-log.nats]\nurls = [\"nats://h:99999\"]\nserver-name = \"a.b\"\n\
-         subject-prefix = \"x.>\"\nbatch-size = 0\n"
+         subject-prefix = \"x.>\"\nbatch-size = 0\nevents-per-message = 1001\n"
     ));
     for field in [
         "event-log.nats.urls[0]",
         "event-log.nats.server-name",
         "event-log.nats.subject-prefix",
         "event-log.nats.batch-size",
+        "event-log.nats.events-per-message",
     ] {
         assert!(errs.iter().any(|e| e.contains(field)), "{field}: {errs:?}");
     }

@@ -504,6 +504,12 @@ fn collect(s: &ApiState) -> Scrape {
                     &n.published,
                 ),
                 (
+                    "xdhcpd_nats_messages",
+                    "NATS messages acknowledged by JetStream (each carries up to \
+                     events-per-message lease events).",
+                    &n.messages,
+                ),
+                (
                     "xdhcpd_nats_duplicates",
                     "Re-sent lease events JetStream already had (acked as duplicate).",
                     &n.duplicates,

@@ -135,8 +135,8 @@ pub async fn migrate(pg: &mut Client) -> anyhow::Result<(i32, i32)> {
     Ok((from, to))
 }
 
-/// One batch: the new events (a redelivered one is skipped) and, from exactly those, the
-/// per-server summary.
+/// One batch: the new events (a redelivered one is skipped) in the order given (stream order,
+/// and a batch message's order within it) and, from exactly those, the per-server summary.
 const INSERT: &str = "
 WITH ins AS (
     INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, event, ip, mac,
@@ -147,8 +147,8 @@ WITH ins AS (
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[],
                 $13::text[], $14::text[], $15::text[], $16::text[])
-         AS u(e, s, q, sub, t, ev, ip, m, c, r, ls, le, src, sid, rel, rol)
-    ORDER BY q
+         WITH ORDINALITY AS u(e, s, q, sub, t, ev, ip, m, c, r, ls, le, src, sid, rel, rol, o)
+    ORDER BY o
     ON CONFLICT (event_id) DO NOTHING
     RETURNING server, server_id, relationship, role, at, event
 )
@@ -216,7 +216,8 @@ pub struct ArchiveArgs {
     pub postgres_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub postgres_tls: PgTlsArgs,
-    /// Events per fetch and per transaction.
+    /// Messages per fetch and per transaction (a batch message carries up to the
+    /// publisher's `events-per-message` events).
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
     /// Exit once the consumer has nothing pending (else run until SIGINT/SIGTERM).
@@ -425,6 +426,43 @@ impl Rows {
     }
 }
 
+/// The events of one stream message, each with its event id and its own subject: a single
+/// event (id: the message's `Nats-Msg-Id`), or a batch (a JSON array whose events carry their
+/// ids; subject `<prefix>.<server>.<subnet>.batch` stored as `...<subnet>.<event>`, what the
+/// event would have had alone). All or nothing: a message with one bad event is refused.
+pub fn message_rows(
+    header_id: Option<&str>,
+    subject: &str,
+    payload: &[u8],
+) -> Result<Vec<(String, String, NatsEvent)>, String> {
+    let ok_ip = |e: &NatsEvent| {
+        e.event
+            .ip
+            .parse::<Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("bad address {:?}", e.event.ip))
+    };
+    if payload.first() == Some(&b'[') {
+        let evs: Vec<NatsEvent> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        let stem = subject
+            .strip_suffix(nats::BATCH_TOKEN)
+            .filter(|s| s.ends_with('.'))
+            .ok_or_else(|| format!("a batch on subject {subject}"))?;
+        evs.into_iter()
+            .map(|mut e| {
+                ok_ip(&e)?;
+                let id = e.id.take().ok_or("a batched event without id")?;
+                Ok((id, format!("{stem}{}", e.event.event), e))
+            })
+            .collect()
+    } else {
+        let id = header_id.ok_or("no Nats-Msg-Id")?;
+        let e: NatsEvent = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        ok_ip(&e)?;
+        Ok(vec![(id.to_string(), subject.to_string(), e)])
+    }
+}
+
 async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     use async_nats::jetstream::consumer::{pull, AckPolicy};
     let mut pg = pg_connect(
@@ -493,18 +531,19 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().to_string());
-            match (id, serde_json::from_slice::<NatsEvent>(&m.payload)) {
-                (Some(id), Ok(ev)) if ev.event.ip.parse::<Ipv4Addr>().is_ok() => {
-                    rows.push(id, seq, m.subject.as_str(), ev)
+                .map(|v| v.as_str());
+            match message_rows(id, m.subject.as_str(), &m.payload) {
+                Ok(evs) => {
+                    for (id, subject, ev) in evs {
+                        rows.push(id, seq, &subject, ev);
+                    }
                 }
-                (id, r) => {
+                Err(why) => {
                     bad += 1;
                     tracing::warn!(
-                        "stream {} seq {seq}: not a lease event (id {id:?}, {}); acknowledged \
-                         and skipped ({bad} so far)",
+                        "stream {} seq {seq}: not a lease event message (id {id:?}, {why}); \
+                         acknowledged and skipped ({bad} so far)",
                         a.stream,
-                        r.err().map_or("bad address".to_string(), |e| e.to_string())
                     );
                 }
             }
@@ -524,7 +563,7 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
                 .await
                 .map_err(|e| anyhow::anyhow!("acknowledging to JetStream: {e}"))?;
         }
-        total += got.len() as u64;
+        total += rows.e.len() as u64;
         if last_report.elapsed() >= Duration::from_secs(10) {
             tracing::info!("archived {total} event(s) so far");
             last_report = Instant::now();
@@ -786,6 +825,92 @@ pub fn format_servers(list: &[ServerSeen]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(ip: &str, time: u32, kind: &str, id: Option<&str>) -> NatsEvent {
+        NatsEvent {
+            server: "dhcp-a".into(),
+            server_id: Some("10.77.0.1".into()),
+            relationship: None,
+            role: None,
+            id: id.map(Into::into),
+            event: LeaseEvent {
+                time,
+                ts: crate::leases::time::iso8601(u64::from(time)),
+                event: kind.into(),
+                ip: ip.into(),
+                mac: "02:00:00:00:00:01".into(),
+                client_id: None,
+                relay_info: None,
+                start: time,
+                expiry: time + 60,
+                source: Source::Dhcp,
+            },
+        }
+    }
+
+    #[test]
+    fn archive_reads_single_event_and_batch_messages_in_order() {
+        // One event per message (the id in the header, the subject names the event).
+        let one = event("10.77.1.2", 5, "ack", None);
+        let rows = message_rows(
+            Some("dhcp-a/10.77.1.2/ack/5/65/02:00:00:00:00:01"),
+            "xdhcpd.events.dhcp-a.10-77-0-0_16.ack",
+            &serde_json::to_vec(&one).expect("json"),
+        )
+        .expect("single");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "dhcp-a/10.77.1.2/ack/5/65/02:00:00:00:00:01");
+        assert_eq!(rows[0].1, "xdhcpd.events.dhcp-a.10-77-0-0_16.ack");
+        assert_eq!(rows[0].2, one);
+        // A batch: each event with its own id, stored under the subject it would have had.
+        let batch = vec![
+            event("10.77.1.2", 5, "ack", Some("i1")),
+            event("10.77.1.2", 6, "release", Some("i2")),
+            event("10.77.1.3", 6, "ack", Some("i3")),
+        ];
+        let rows = message_rows(
+            Some("i1+3/0123456789abcdef"),
+            "xdhcpd.events.dhcp-a.10-77-0-0_16.batch",
+            &serde_json::to_vec(&batch).expect("json"),
+        )
+        .expect("batch");
+        let got: Vec<(&str, &str, u32)> = rows
+            .iter()
+            .map(|(id, sub, e)| (id.as_str(), sub.as_str(), e.event.time))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("i1", "xdhcpd.events.dhcp-a.10-77-0-0_16.ack", 5),
+                ("i2", "xdhcpd.events.dhcp-a.10-77-0-0_16.release", 6),
+                ("i3", "xdhcpd.events.dhcp-a.10-77-0-0_16.ack", 6),
+            ]
+        );
+        assert!(rows.iter().all(|(_, _, e)| e.id.is_none()));
+        // Refused whole: an event without id, a bad address, a batch on another subject, a
+        // single event without a header id.
+        let mut no_id = batch.clone();
+        no_id[1].id = None;
+        let mut bad_ip = batch.clone();
+        bad_ip[2].event.ip = "10.77.1".into();
+        for (sub, payload) in [
+            (
+                "xdhcpd.events.dhcp-a.10-77-0-0_16.batch",
+                serde_json::to_vec(&no_id).expect("json"),
+            ),
+            (
+                "xdhcpd.events.dhcp-a.10-77-0-0_16.batch",
+                serde_json::to_vec(&bad_ip).expect("json"),
+            ),
+            (
+                "xdhcpd.events.dhcp-a.10-77-0-0_16.ack",
+                serde_json::to_vec(&batch).expect("json"),
+            ),
+        ] {
+            assert!(message_rows(Some("x"), sub, &payload).is_err(), "{sub}");
+        }
+        assert!(message_rows(None, "s.ack", &serde_json::to_vec(&one).expect("json")).is_err());
+    }
 
     #[test]
     fn archive_servers_table_lists_relationships_and_counts() {

@@ -21,7 +21,7 @@ pub mod history;
 pub mod nats;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -81,6 +81,9 @@ pub struct LeaseEvent {
     pub expiry: u32,
     pub source: Source,
 }
+
+/// The writer's map of slots (one insert per event: foldhash, not SipHash).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What the writer remembers of an address it logged.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,7 +202,7 @@ impl EventLog {
         let mut w = Writer {
             table,
             files,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             ends: BinaryHeap::new(),
             stats: stats.clone(),
             line: Vec::with_capacity(512),
@@ -476,13 +479,14 @@ impl Writer {
     }
 
     fn write(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
-        if let Some(sp) = &mut self.spool {
-            // Only with `[event-log.nats]`: the spool takes the event in its own form.
-            sp.append(&event_of(kind, time, l, source));
-        }
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         encode_line(&mut line, kind, time, l, source);
+        if let Some(sp) = &mut self.spool {
+            // Only with `[event-log.nats]`: the NATS event is the line's fields (encoded once,
+            // `{` and `}\n` left off) behind the server's fields; no allocation.
+            sp.append_encoded(kind, time, l, &line[1..line.len() - 2]);
+        }
         match self.files.write(&line) {
             Ok(()) => {
                 self.stats.written.fetch_add(1, Ordering::Relaxed);
@@ -500,48 +504,108 @@ impl Writer {
 /// `serde_json` writes for [`event_of`]'s [`LeaseEvent`] (a test holds them equal), without
 /// the eight `String`s that takes per event.
 fn encode_line(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, source: Source) {
-    use std::io::Write as _;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hex_into = |out: &mut Vec<u8>, b: &[u8]| {
-        for x in b {
-            out.push(HEX[usize::from(x >> 4)]);
-            out.push(HEX[usize::from(x & 15)]);
+    out.push(b'{');
+    encode_fields(out, kind, time, l, source);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends `n` in decimal (no allocation, no formatter).
+pub(crate) fn push_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut b = [0u8; 10];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-    };
-    let (y, mo, d, h, mi, se) = crate::leases::time::civil(u64::from(time));
-    // Writes into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{{\"time\":{time},\"ts\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}Z\",\"event\":\"{kind}\",\"ip\":\"{}\",\"mac\":\"",
-        l.addr
-    );
+    }
+    out.extend_from_slice(&b[i..]);
+}
+
+/// Appends `n` as at least two digits (`07`), for the time stamp.
+fn push_2(out: &mut Vec<u8>, n: u32) {
+    if n < 10 {
+        out.push(b'0');
+    }
+    push_u32(out, n);
+}
+
+/// Appends the address in dotted decimal.
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_u32(out, u32::from(o));
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+pub(crate) fn push_hex(out: &mut Vec<u8>, b: &[u8]) {
+    for x in b {
+        out.push(HEX[usize::from(x >> 4)]);
+        out.push(HEX[usize::from(x & 15)]);
+    }
+}
+
+/// Appends `aa:bb:cc:dd:ee:ff`, the record's hardware address.
+pub(crate) fn push_mac(out: &mut Vec<u8>, l: &Lease) {
     for (i, x) in l.hw().iter().enumerate() {
         if i > 0 {
             out.push(b':');
         }
-        hex_into(out, std::slice::from_ref(x));
+        push_hex(out, std::slice::from_ref(x));
     }
+}
+
+/// Appends an event's JSON fields without the braces (`"time":...,"source":"dhcp"`): the
+/// event log line's body and the NATS message's event part (after its `server` fields).
+pub(crate) fn encode_fields(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, source: Source) {
+    let (y, mo, d, h, mi, se) = crate::leases::time::civil(u64::from(time));
+    out.extend_from_slice(b"\"time\":");
+    push_u32(out, time);
+    out.extend_from_slice(b",\"ts\":\"");
+    // Four digits for every year a u32 of seconds reaches (1970..=2106).
+    push_u32(out, y as u32);
+    out.push(b'-');
+    push_2(out, mo);
+    out.push(b'-');
+    push_2(out, d);
+    out.push(b'T');
+    push_2(out, h as u32);
+    out.push(b':');
+    push_2(out, mi as u32);
+    out.push(b':');
+    push_2(out, se as u32);
+    out.extend_from_slice(b"Z\",\"event\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"ip\":\"");
+    push_ipv4(out, l.addr);
+    out.extend_from_slice(b"\",\"mac\":\"");
+    push_mac(out, l);
     out.push(b'"');
     if l.client.kind() == KeyKind::ClientId {
         out.extend_from_slice(b",\"client_id\":\"");
-        hex_into(out, l.client.as_bytes());
+        push_hex(out, l.client.as_bytes());
         out.push(b'"');
     }
     let ri = l.relay_agent_info();
     if !ri.is_empty() {
         out.extend_from_slice(b",\"relay_info\":\"");
-        hex_into(out, ri);
+        push_hex(out, ri);
         out.push(b'"');
     }
-    let src = match source {
-        Source::Dhcp => "dhcp",
-        Source::Failover => "failover",
-    };
-    let _ = writeln!(
-        out,
-        ",\"start\":{},\"expiry\":{},\"source\":\"{src}\"}}",
-        l.start, l.expiry
-    );
+    out.extend_from_slice(b",\"start\":");
+    push_u32(out, l.start);
+    out.extend_from_slice(b",\"expiry\":");
+    push_u32(out, l.expiry);
+    out.extend_from_slice(match source {
+        Source::Dhcp => b",\"source\":\"dhcp\"",
+        Source::Failover => b",\"source\":\"failover\"",
+    });
 }
 
 fn hex(b: &[u8]) -> String {
@@ -605,7 +669,7 @@ mod tests {
         let w = Writer {
             table: t.clone(),
             files: Files::open(&cfg).expect("files"),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             ends: BinaryHeap::new(),
             stats: Arc::default(),
             line: Vec::new(),
@@ -721,6 +785,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn events_nats_spool_gets_the_log_line_fields_behind_the_server_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, t) = writer(dir.path());
+        let nc = xdhcpd_config::NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            events_per_message: 10,
+            ..Default::default()
+        };
+        let net = xdhcpd_config::Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24).expect("net");
+        let router = nats::Router::new(&nc, Ipv4Addr::new(10, 0, 0, 1), &[net], None);
+        let st = Arc::new(nats::NatsStats::default());
+        let (sp, rd) = nats::SpoolWriter::open(
+            &dir.path().join("spool"),
+            1 << 30,
+            router.clone(),
+            st.clone(),
+        )
+        .expect("spool");
+        w.spool = Some(sp);
+        let s = t.slot_of(Ipv4Addr::new(10, 0, 0, 12)).expect("slot");
+        bind(&t, s, 1, 1000, 2000);
+        w.record(s, Source::Dhcp);
+        t.update(s, |l| l.client = ClientKey::from_client_id(&[1, 0xaa]));
+        w.record(s, Source::Failover);
+        if let Some(sp) = &mut w.spool {
+            sp.flush();
+        }
+        w.flush();
+        let logged = lines(dir.path());
+        let b = rd.read_batch(10, &st).expect("read");
+        assert_eq!((b.messages.len(), b.events), (1, 2));
+        let got: Vec<nats::NatsEvent> =
+            serde_json::from_slice(&b.messages[0].payload).expect("batch");
+        let want: Vec<nats::NatsEvent> = logged
+            .iter()
+            .map(|e| router.nats_event(e, Some(router.message_id(e))))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[1].event.source, Source::Failover);
+        assert!(got[1].event.client_id.is_some());
     }
 
     #[test]

@@ -192,6 +192,13 @@ fn report(systems: &[System], samples: &[Vec<AbSample>], rate: u64) -> String {
             spread(&ru),
         ));
     }
+    if systems.contains(&System::XdpNats) {
+        o.push_str(&format!(
+            "\n{}: {}.\n",
+            System::XdpNats.key(),
+            super::systems::nats_placement().1
+        ));
+    }
     for (i, sys) in systems.iter().enumerate() {
         let mut b: Vec<f64> = samples[i].iter().filter_map(|x| x.backend_cpu_us).collect();
         if let Some(m) = median(&mut b) {
@@ -237,6 +244,14 @@ mod tests {
             backend_cpu_us: Some(2.5),
         };
         let t = report(&s[..2], &[vec![a, a], vec![b, b]], 40_000);
+        assert!(!t.contains("nats-server runs on"), "{t}");
+        let n = [System::XdpEvents, System::XdpNats];
+        let tn = report(&n, &[vec![a, a], vec![b, b]], 40_000);
+        assert!(
+            tn.contains("xdhcpd-xdp-nats: nats-server runs on ")
+                && tn.contains("xdhcpd-xdp-nats: nats-server CPU µs per DORA"),
+            "{tn}"
+        );
         assert!(
             t.contains(
                 "| xdhcpd-xdp-events | 90.0 | 0.900 (0.90-0.90) | 11.00 | 1.100 (1.10-1.10) |"

@@ -23,6 +23,7 @@ pub(crate) const NATS_KEYS: &[&str] = &[
     "cert-file",
     "key-file",
     "batch-size",
+    "events-per-message",
     "spool-directory",
     "spool-max-mb",
     "create-stream",
@@ -197,6 +198,7 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
         Some(f) => u32_in(errs, &f, lo, hi, &format!("between {lo} and {hi}")),
     };
     let batch_size = num(errs, "batch-size", 1, 10_000, d.batch_size);
+    let events_per_message = num(errs, "events-per-message", 1, 1_000, d.events_per_message);
     let spool_max_mb = num(errs, "spool-max-mb", 1, 1_048_576, d.spool_max_mb);
     let ack_timeout_secs = num(errs, "ack-timeout-secs", 1, 300, d.ack_timeout_secs);
     let spool_directory = t.get("spool-directory").map(|f| path_of(errs, &f));
@@ -215,6 +217,7 @@ fn read_nats(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<NatsConfig> {
         password_file: password_file.map_or(Some(None), |p| p.map(Some))?,
         tls: tls?,
         batch_size: batch_size?,
+        events_per_message: events_per_message?,
         spool_directory: spool_directory.map_or(Some(None), |p| p.map(Some))?,
         spool_max_mb: spool_max_mb?,
         create_stream: create_stream?,
