@@ -1587,13 +1587,27 @@ fn failover_failback_hold_key() {
     let base = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\nauth-key-file = \"/etc/xdhcpd/fo.key\"\n";
     let cfg =
         parse(&format!("{SERVER}{base}\n{SUBNET}"), "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.failovers.into_iter().next().expect("failover").failback_hold, 0);
+    assert_eq!(
+        cfg.failovers
+            .into_iter()
+            .next()
+            .expect("failover")
+            .failback_hold,
+        0
+    );
     let cfg = parse(
         &format!("{SERVER}{base}failback-hold = 1800\n\n{SUBNET}"),
         "t.toml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.failovers.into_iter().next().expect("failover").failback_hold, 1800);
+    assert_eq!(
+        cfg.failovers
+            .into_iter()
+            .next()
+            .expect("failover")
+            .failback_hold,
+        1800
+    );
     let joined =
         error_lines(&format!("{SERVER}{base}failback-hold = 700000\n\n{SUBNET}")).join("\n");
     assert!(
