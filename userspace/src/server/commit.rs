@@ -270,21 +270,28 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    #[test]
-    fn tickets_become_durable_only_after_a_flush() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A table of `n` addresses from 10.0.0.1 in `dir`, with a log of `wal` bytes if given.
+    fn table(dir: &std::path::Path, n: u8, wal: Option<u64>) -> Arc<LeaseTable> {
         let pools = [lease_store::PoolSpec {
             id: 0,
             first: Ipv4Addr::new(10, 0, 0, 1),
-            last: Ipv4Addr::new(10, 0, 0, 8),
+            last: Ipv4Addr::new(10, 0, 0, n),
         }];
-        let (t, _) = LeaseTable::open(
-            &dir.path().join("l.db"),
-            &pools,
-            &lease_store::OpenOptions::default(),
+        let opts = lease_store::OpenOptions {
+            wal,
+            ..lease_store::OpenOptions::default()
+        };
+        Arc::new(
+            LeaseTable::open(&dir.join("l.db"), &pools, &opts)
+                .unwrap()
+                .0,
         )
-        .unwrap();
-        let table = Arc::new(t);
+    }
+
+    #[test]
+    fn tickets_become_durable_only_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = table(dir.path(), 8, None);
         let c = Arc::new(Committer::new());
         let stop = Arc::new(AtomicBool::new(false));
         assert_eq!(c.durable(), 0);
@@ -331,18 +338,7 @@ mod tests {
     #[test]
     fn committer_min_gap_commits_a_lone_ticket_at_once_and_spaces_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let pools = [lease_store::PoolSpec {
-            id: 0,
-            first: Ipv4Addr::new(10, 0, 0, 1),
-            last: Ipv4Addr::new(10, 0, 0, 8),
-        }];
-        let (t, _) = LeaseTable::open(
-            &dir.path().join("l.db"),
-            &pools,
-            &lease_store::OpenOptions::default(),
-        )
-        .unwrap();
-        let table = Arc::new(t);
+        let table = table(dir.path(), 8, None);
         let gap = Duration::from_millis(600);
         let c = Arc::new(Committer::with_min_gap(gap));
         let stop = Arc::new(AtomicBool::new(false));
@@ -387,17 +383,7 @@ mod tests {
     #[test]
     fn committer_min_gap_is_skipped_after_a_loaded_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let pools = [lease_store::PoolSpec {
-            id: 0,
-            first: Ipv4Addr::new(10, 0, 0, 1),
-            last: Ipv4Addr::new(10, 0, 0, 250),
-        }];
-        let opts = lease_store::OpenOptions {
-            wal: Some(lease_store::MIN_WAL_BYTES),
-            ..lease_store::OpenOptions::default()
-        };
-        let (t, _) = LeaseTable::open(&dir.path().join("l.db"), &pools, &opts).unwrap();
-        let table = Arc::new(t);
+        let table = table(dir.path(), 250, Some(lease_store::MIN_WAL_BYTES));
         let write = |n: u32, expiry: u32| {
             for i in 0..n {
                 let s = table.slot(i).unwrap();
