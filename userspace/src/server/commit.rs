@@ -215,10 +215,13 @@ impl Committer {
                     .commit()
                     .and_then(|()| also.map_or(Ok(()), |d| d.make_durable()));
                 self.flush_latency.record(started.elapsed());
-                let now_entries = entries();
-                let carried = now_entries.saturating_sub(entries_before).min(1 << 40);
-                carried_x8 = carried_x8 - carried_x8 / 8 + carried;
-                entries_before = now_entries;
+                if !min_gap.is_zero() {
+                    // The load measure only matters when there is a gap to skip.
+                    let now_entries = entries();
+                    let carried = now_entries.saturating_sub(entries_before).min(1 << 40);
+                    carried_x8 = carried_x8 - carried_x8 / 8 + carried;
+                    entries_before = now_entries;
+                }
                 match flushed {
                     Ok(()) => {
                         self.durable.store(target, Ordering::Release);
