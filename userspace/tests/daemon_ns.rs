@@ -851,3 +851,98 @@ fn check_config_accepts_demo_example() -> Res<()> {
     }
     Ok(())
 }
+
+/// Issue 18 (who gets the core): the packet threads ask for a short scheduler slice and the
+/// maintenance threads run niced, as `[server] worker-slice-us` / `background-nice` say
+/// (defaults 100 µs and 10); with both set to 0 every thread keeps the kernel's defaults.
+#[test]
+fn sched_daemon_threads_get_the_configured_slice_and_nice() -> Res<()> {
+    if !require(&[Capability::Root, Capability::Program("ip")]) {
+        return Ok(());
+    }
+    let _slot = light();
+    /// (name, nice, slice in ns) of every thread of `pid`.
+    fn threads(pid: u32) -> Res<Vec<(String, i32, u64)>> {
+        let mut v = Vec::new();
+        let dir = format!("/proc/{pid}/task");
+        for e in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let tid: i32 = e.file_name().to_string_lossy().parse().map_err(|_| "tid")?;
+            let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            // struct sched_attr, version 1 (56 bytes): nice at 16, runtime (slice) at 24.
+            let mut a = [0u8; 56];
+            // SAFETY: sched_getattr(2) of a thread of the daemon into a 56-byte buffer.
+            let r =
+                unsafe { libc::syscall(libc::SYS_sched_getattr, tid, a.as_mut_ptr(), 56u32, 0u32) };
+            if r != 0 {
+                continue; // the thread ended meanwhile
+            }
+            let nice = i32::from_ne_bytes([a[16], a[17], a[18], a[19]]);
+            let slice = u64::from_ne_bytes(a[24..32].try_into().map_err(|_| "slice")?);
+            v.push((name.trim().to_string(), nice, slice));
+        }
+        Ok(v)
+    }
+    let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = osrelease
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let slices = (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (6, 12);
+    for (extra, want_slice, want_nice) in [
+        ("", 100_000u64, 10i32),
+        ("worker-slice-us = 0\nbackground-nice = 0\n", 0, 0),
+    ] {
+        let bed = Bed::new(None)?;
+        let cfg = client_config(&bed, 3600)?;
+        let text = std::fs::read_to_string(&cfg).map_err(|e| e.to_string())?;
+        std::fs::write(
+            &cfg,
+            text.replacen("[server]\n", &format!("[server]\n{extra}"), 1),
+        )
+        .map_err(|e| e.to_string())?;
+        let daemon = Daemon::start(&bed, &cfg, Io::Xdp)?;
+        let ts = threads(daemon.pid())?;
+        let log = daemon.log_text();
+        let find = |n: &str| {
+            ts.iter()
+                .filter(|t| t.0.starts_with(n))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (workers, commit, sweep, ckpt) = (
+            find("xdhcpd-q"),
+            find("xdhcpd-commit"),
+            find("xdhcpd-sweep"),
+            find("xdhcpd-checkpoi"),
+        );
+        if workers.is_empty() || commit.is_empty() || sweep.is_empty() || ckpt.is_empty() {
+            return Err(format!("threads missing: {ts:?}\nlog:\n{log}"));
+        }
+        for t in workers.iter().chain(&commit) {
+            if t.1 != 0 {
+                return Err(format!("packet thread {t:?} is niced ({extra:?})"));
+            }
+            if slices && want_slice != 0 && t.2 != want_slice {
+                return Err(format!(
+                    "packet thread {t:?}: slice {} ns, want {want_slice} ({extra:?})",
+                    t.2
+                ));
+            }
+        }
+        if slices && want_slice == 0 && workers[0].2 == 100_000 {
+            return Err(format!(
+                "worker-slice-us = 0 still set a 100 µs slice: {workers:?}"
+            ));
+        }
+        for t in sweep.iter().chain(&ckpt) {
+            if t.1 != want_nice {
+                return Err(format!(
+                    "maintenance thread {t:?}: nice {}, want {want_nice} ({extra:?})",
+                    t.1
+                ));
+            }
+        }
+        daemon.stop()?;
+    }
+    Ok(())
+}

@@ -317,6 +317,15 @@ pub struct ServerConfig {
     /// spell is committed at once, and under load (commits carrying 64+ changes on average)
     /// the gap steps aside.
     pub commit_min_gap: Duration,
+    /// `worker-slice-us`: the scheduler slice the packet threads (workers, the committer)
+    /// ask for (default 100 µs; 0: the kernel's default). A short slice lets a worker woken by a
+    /// packet preempt a background thread within about that long (Linux 6.12+ EEVDF; older
+    /// kernels ignore it). Measured: DORA p99 at 80,000/s 1.5 ms -> 0.8 ms.
+    pub worker_slice: Duration,
+    /// `background-nice`: nice value of the maintenance threads (expiry sweep, checkpoint,
+    /// API, leasequery TCP, reconfigure, PostgreSQL follower; default 10, 0: as the workers),
+    /// so that they yield the core to the packet path. With the slice: p99 0.8 ms -> 0.4 ms.
+    pub background_nice: u8,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
     /// `registration-file`: the registration store (snapshot; its log is `PATH.log`).

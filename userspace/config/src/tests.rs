@@ -218,6 +218,56 @@ fn server_keywords() {
 }
 
 #[test]
+fn sched_worker_slice_and_background_nice_parse_and_errors_are_positioned() {
+    let sub = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let cfg = parse(&format!("[server]\ninterface = \"eth0\"\n{sub}"), "t.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.server.worker_slice, Duration::from_micros(100));
+    assert_eq!(cfg.server.background_nice, 10);
+    for (text, slice, nice) in [
+        ("worker-slice-us = 0\nbackground-nice = 0", 0, 0),
+        ("worker-slice-us = 100\nbackground-nice = 19", 100, 19),
+        ("worker-slice-us = 100000\nbackground-nice = 5", 100_000, 5),
+    ] {
+        let cfg = parse(
+            &format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}"),
+            "t.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.server.worker_slice,
+            Duration::from_micros(slice),
+            "{text}"
+        );
+        assert_eq!(cfg.server.background_nice, nice, "{text}");
+    }
+    for (text, want) in [
+        (
+            "worker-slice-us = 50",
+            "t.toml:3:19: server.worker-slice-us: 50 is out of range: must be 0 or 100..=100000 (µs)",
+        ),
+        (
+            "worker-slice-us = 100001",
+            "t.toml:3:19: server.worker-slice-us: 100001 is out of range: must be 0 or 100..=100000 (µs)",
+        ),
+        (
+            "background-nice = 20",
+            "t.toml:3:19: server.background-nice: 20 is out of range: must be 0..=19",
+        ),
+        (
+            "background-nice = -5",
+            "t.toml:3:19: server.background-nice: -5 is out of range: must be 0..=19",
+        ),
+    ] {
+        assert_eq!(
+            error_lines(&format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}")),
+            vec![want.to_string()],
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn commit_min_gap_key_parses_and_errors_are_positioned() {
     let sub = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
     for (v, us) in [("0", 0), ("250", 250), ("100000", 100_000)] {

@@ -250,7 +250,10 @@ impl ApiServer {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("xdhcpd-api".into())
-            .spawn(move || serve(unix, tcp, state, rx))
+            .spawn(move || {
+                crate::server::sched::background();
+                serve(unix, tcp, state, rx)
+            })
             .context("spawning the API thread")?;
         Ok(ApiServer {
             socket: path.clone(),

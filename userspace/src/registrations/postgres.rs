@@ -344,6 +344,7 @@ impl Follower {
         let thread = std::thread::Builder::new()
             .name("xdhcpd-regs-pg".into())
             .spawn(move || {
+                crate::server::sched::background();
                 rt.block_on(run(cfg, store, st, sp));
                 tracing::info!("registrations: PostgreSQL follower stopped");
             })

@@ -142,6 +142,7 @@ impl BulkLq {
         let thread = std::thread::Builder::new()
             .name("xdhcpd-bulklq".into())
             .spawn(move || {
+                crate::server::sched::background();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .enable_time()

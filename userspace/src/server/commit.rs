@@ -265,7 +265,10 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xdhcpd-commit".into())
-        .spawn(move || committer.run(&table, also.as_deref(), &stop))
+        .spawn(move || {
+            super::sched::packet();
+            committer.run(&table, also.as_deref(), &stop)
+        })
 }
 
 #[cfg(test)]

@@ -339,11 +339,11 @@ impl Workers {
             shared.tap.clone(),
             shared.ops.clone(),
         );
-        self.threads.push(
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || run_worker(io, engine, committer, stop, wc, tap, ops))?,
-        );
+        self.threads
+            .push(std::thread::Builder::new().name(name).spawn(move || {
+                super::sched::packet();
+                run_worker(io, engine, committer, stop, wc, tap, ops)
+            })?);
         Ok(())
     }
 }
@@ -420,6 +420,13 @@ impl Daemon {
         if let Some(io) = opts.io {
             cfg.server.io = io;
         }
+        // Before any thread starts: packet threads ask for a short slice, maintenance
+        // threads run niced (`sched.rs`).
+        super::sched::ThreadPolicy {
+            worker_slice: cfg.server.worker_slice,
+            background_nice: cfg.server.background_nice,
+        }
+        .install();
         let cfg = Arc::new(cfg);
         let iface = Interface::lookup(&cfg.server.interface)?;
         let server_id = match (cfg.server.server_id, iface.ipv4) {
@@ -1365,6 +1372,7 @@ fn spawn_background(
             std::thread::Builder::new()
                 .name("xdhcpd-checkpoint".into())
                 .spawn(move || {
+                    super::sched::background();
                     let mut last = Instant::now();
                     // Test hook (crash tests: cuts during checkpoints): checkpoint this often.
                     let forced = std::env::var("XDHCPD_CHECKPOINT_MS")
@@ -1400,6 +1408,7 @@ fn spawn_background(
         std::thread::Builder::new()
             .name("xdhcpd-sweep".into())
             .spawn(move || {
+                super::sched::background();
                 while !stop.load(Ordering::Relaxed) {
                     // Bounded work per step so a 10M table never stalls shutdown.
                     let _ = table.sweep_expired(unix_now().saturating_sub(expiry_grace), 65_536);
@@ -1429,6 +1438,7 @@ fn spawn_v6_background(
     Ok(std::thread::Builder::new()
         .name("xdhcpd-v6bg".into())
         .spawn(move || {
+            super::sched::background();
             let tick = every.map_or(Duration::from_millis(100), |d| {
                 d.min(Duration::from_millis(200))
             });

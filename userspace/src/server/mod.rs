@@ -13,6 +13,7 @@ pub mod packet_io;
 pub mod privilege;
 pub mod reconfigure;
 pub mod reload;
+pub mod sched;
 pub mod v6;
 pub mod worker;
 

@@ -398,6 +398,7 @@ impl ReconfDriver {
         let thread = std::thread::Builder::new()
             .name("xdhcpd-reconf".into())
             .spawn(move || {
+                crate::server::sched::background();
                 run(
                     cell,
                     table,

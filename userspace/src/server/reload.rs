@@ -445,6 +445,18 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{}", b.commit_min_gap.as_micros()),
     );
     field(
+        "worker-slice-us",
+        a.worker_slice != b.worker_slice,
+        format!("{}", a.worker_slice.as_micros()),
+        format!("{}", b.worker_slice.as_micros()),
+    );
+    field(
+        "background-nice",
+        a.background_nice != b.background_nice,
+        format!("{}", a.background_nice),
+        format!("{}", b.background_nice),
+    );
+    field(
         "ebpf-object",
         a.ebpf_object != b.ebpf_object,
         format!("{:?}", a.ebpf_object),

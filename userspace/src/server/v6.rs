@@ -547,6 +547,7 @@ pub fn spawn_udp_worker(
     std::thread::Builder::new()
         .name("xdhcpd-udp6".into())
         .spawn(move || {
+            super::sched::packet();
             let committer = committer.filter(|_| v6.ack);
             let waiter = committer.as_ref().and_then(|c| c.waiter().ok());
             let mut rx = vec![0u8; 4096];

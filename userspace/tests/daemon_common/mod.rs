@@ -496,6 +496,11 @@ impl Daemon {
         self.proc.check_alive()
     }
 
+    /// The daemon's process id (its threads are under `/proc/PID/task`).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     pub fn log_text(&self) -> String {
         self.proc.log_text()
     }

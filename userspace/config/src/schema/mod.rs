@@ -57,6 +57,8 @@ const SERVER_KEYS: &[&str] = &[
     "lease-file",
     "commit",
     "commit-min-gap-us",
+    "worker-slice-us",
+    "background-nice",
     "ebpf-object",
     "control-socket",
     "trusted-relays",

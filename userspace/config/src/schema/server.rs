@@ -14,6 +14,10 @@ use super::DEFAULT_LEASE_FILE;
 
 /// `commit-min-gap-us` when not given (see [`ServerConfig::commit_min_gap`]).
 pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 0;
+/// `worker-slice-us` when not given (see [`ServerConfig::worker_slice`]).
+pub const DEFAULT_WORKER_SLICE_US: u64 = 100;
+/// `background-nice` when not given (see [`ServerConfig::background_nice`]).
+pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
@@ -98,6 +102,25 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
             (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
         },
     };
+    // The kernel takes slices of 0.1-100 ms (EEVDF, Linux 6.12+); 0 leaves its default.
+    let worker_slice = match t.get("worker-slice-us") {
+        None => Some(Duration::from_micros(DEFAULT_WORKER_SLICE_US)),
+        Some(f) => match int_in(errs, &f, 0, 100_000, "0 or 100..=100000 (µs)") {
+            Some(n) if n != 0 && n < 100 => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    format!("{n} is out of range: must be 0 or 100..=100000 (µs)"),
+                );
+                None
+            }
+            n => n.map(|n| Duration::from_micros(n.unsigned_abs())),
+        },
+    };
+    let background_nice = match t.get("background-nice") {
+        None => Some(DEFAULT_BACKGROUND_NICE),
+        Some(f) => int_in(errs, &f, 0, 19, "0..=19").map(|n| n as u8),
+    };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
     let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
@@ -133,6 +156,8 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         lease_file: lease_file?,
         commit: commit?,
         commit_min_gap: commit_min_gap?,
+        worker_slice: worker_slice?,
+        background_nice: background_nice?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
