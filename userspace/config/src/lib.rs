@@ -317,6 +317,11 @@ pub struct ServerConfig {
     /// spell is committed at once, and under load (commits carrying 64+ changes on average)
     /// the gap steps aside.
     pub commit_min_gap: Duration,
+    /// `commit-coalesce-us`: under load in ack mode (group commits carrying 16+ record
+    /// changes on average), the time from the end of one group commit to the start of the
+    /// next, so that each carries more (default 200 µs; 0: back to back). A lone request
+    /// after a quiet spell, and light load, are committed at once.
+    pub commit_coalesce: Duration,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
     /// `registration-file`: the registration store (snapshot; its log is `PATH.log`).

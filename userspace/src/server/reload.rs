@@ -445,6 +445,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{}", b.commit_min_gap.as_micros()),
     );
     field(
+        "commit-coalesce-us",
+        a.commit_coalesce != b.commit_coalesce,
+        format!("{}", a.commit_coalesce.as_micros()),
+        format!("{}", b.commit_coalesce.as_micros()),
+    );
+    field(
         "ebpf-object",
         a.ebpf_object != b.ebpf_object,
         format!("{:?}", a.ebpf_object),

@@ -57,6 +57,7 @@ const SERVER_KEYS: &[&str] = &[
     "lease-file",
     "commit",
     "commit-min-gap-us",
+    "commit-coalesce-us",
     "ebpf-object",
     "control-socket",
     "trusted-relays",

@@ -14,6 +14,8 @@ use super::DEFAULT_LEASE_FILE;
 
 /// `commit-min-gap-us` when not given (see [`ServerConfig::commit_min_gap`]).
 pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 0;
+/// `commit-coalesce-us` when not given (see [`ServerConfig::commit_coalesce`]).
+pub const DEFAULT_COMMIT_COALESCE_US: u64 = 200;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
@@ -98,6 +100,20 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
             (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
         },
     };
+    let commit_coalesce = match t.get("commit-coalesce-us") {
+        None => Some(Duration::from_micros(DEFAULT_COMMIT_COALESCE_US)),
+        Some(f) => match (commit, int_in(errs, &f, 0, 10_000, "0..=10000 (µs)")) {
+            (Some(CommitMode::Interval(_)), Some(_)) => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "`commit-coalesce-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+                );
+                None
+            }
+            (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
+        },
+    };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
     let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
@@ -133,6 +149,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         lease_file: lease_file?,
         commit: commit?,
         commit_min_gap: commit_min_gap?,
+        commit_coalesce: commit_coalesce?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
