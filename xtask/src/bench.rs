@@ -60,11 +60,12 @@ pub struct BenchArgs {
     /// A smoke test: fewer, shorter points (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats and
-    /// xdhcpd-xdp-gap): ceiling, xdhcpd-xdp, xdhcpd-xdp-events, xdhcpd-xdp-nats (event log +
-    /// NATS sink to a nats-server the bench starts), xdhcpd-xdp-ratelimit, xdhcpd-xdp-gap
-    /// (commit-min-gap-us = 1000), xdhcpd-xdp-prov, xdhcpd-xdp-interval,
-    /// xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6, kea-dhcp6.
+    /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats,
+    /// xdhcpd-xdp-gap and xdhcpd-xdp6-nocoalesce): ceiling, xdhcpd-xdp, xdhcpd-xdp-events,
+    /// xdhcpd-xdp-nats (event log + NATS sink to a nats-server the bench starts),
+    /// xdhcpd-xdp-ratelimit, xdhcpd-xdp-gap (commit-min-gap-us = 1000), xdhcpd-xdp-prov,
+    /// xdhcpd-xdp-interval, xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6,
+    /// xdhcpd-xdp6-nocoalesce (commit-coalesce-us = 0), kea-dhcp6.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
     /// Seconds of load per point (default 5; 1.5 with --quick).
@@ -199,7 +200,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         // (`--systems ...,xdhcpd-xdp-nats,xdhcpd-xdp-gap`).
         System::ALL
             .into_iter()
-            .filter(|s| !matches!(s, System::XdpNats | System::XdpGap))
+            .filter(|s| !matches!(s, System::XdpNats | System::XdpGap | System::Xdp6NoCoalesce))
             .collect()
     } else {
         args.systems

@@ -341,6 +341,18 @@ impl Binding6 {
         if crc != crc32fast::hash(&r[4..RECORD6_SIZE]) {
             return Err("bad CRC");
         }
+        Self::decode_fields(r)
+    }
+
+    /// Decodes a record of the open table without checking its CRC: `Ok(None)` for an
+    /// unused slot (never used, or emptied), `Err` for a bad field. For records the table
+    /// itself checked at open ([`Binding6::decode`]: a damaged one was quarantined, zeroed)
+    /// or wrote since (`put`, `remove`, whole images under `&mut self`): the packet path's
+    /// reads (`BindingTable6::get`), which re-checked a 508-byte CRC per read.
+    pub(super) fn decode_fields(r: &[u8]) -> Result<Option<Self>, &'static str> {
+        if r.len() < RECORD6_SIZE {
+            return Err("short record");
+        }
         if r[O_USED] != 1 {
             return Ok(None);
         }

@@ -184,6 +184,7 @@ fn defaults_when_keys_are_omitted() {
     );
     assert_eq!(cfg.server.commit, CommitMode::Ack);
     assert_eq!(cfg.server.commit_min_gap, Duration::ZERO);
+    assert_eq!(cfg.server.commit_coalesce, Duration::from_micros(200));
     assert_eq!(cfg.server.ebpf_object, None);
     assert_eq!(cfg.lease, LeaseTimes::default());
     assert!(cfg.subnets[0].pools.is_empty());
@@ -290,6 +291,35 @@ fn commit_min_gap_key_parses_and_errors_are_positioned() {
         (
             "commit = \"interval:10\"\ncommit-min-gap-us = 500",
             "t.toml:4:21: server.commit-min-gap-us: `commit-min-gap-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+        ),
+    ] {
+        assert_eq!(
+            error_lines(&format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}")),
+            vec![want.to_string()],
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn commit_coalesce_key_parses_and_errors_are_positioned() {
+    let sub = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    for (v, us) in [("0", 0), ("150", 150), ("10000", 10_000)] {
+        let cfg = parse(
+            &format!("[server]\ninterface = \"eth0\"\ncommit-coalesce-us = {v}\n{sub}"),
+            "t.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.server.commit_coalesce, Duration::from_micros(us));
+    }
+    for (text, want) in [
+        (
+            "commit-coalesce-us = 10001",
+            "t.toml:3:22: server.commit-coalesce-us: 10001 is out of range: must be 0..=10000 (µs)",
+        ),
+        (
+            "commit = \"interval:10\"\ncommit-coalesce-us = 100",
+            "t.toml:4:22: server.commit-coalesce-us: `commit-coalesce-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
         ),
     ] {
         assert_eq!(

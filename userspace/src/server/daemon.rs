@@ -619,8 +619,12 @@ impl Daemon {
         let cell = Arc::new(EngineCell::new(engine.clone()));
         // Ack mode: one committer thread flushes for all workers (and the reconfigure driver's
         // record changes), whatever the data path.
-        let committer_shared = (cfg.server.commit == CommitMode::Ack)
-            .then(|| Arc::new(Committer::with_min_gap(cfg.server.commit_min_gap)));
+        let committer_shared = (cfg.server.commit == CommitMode::Ack).then(|| {
+            Arc::new(Committer::with_gaps(
+                cfg.server.commit_min_gap,
+                cfg.server.commit_coalesce,
+            ))
+        });
         let reconf = match cfg.reconfigure {
             Some(_) => Some(super::reconfigure::ReconfDriver::start(
                 cell.clone(),

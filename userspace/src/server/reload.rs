@@ -457,6 +457,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{}", b.background_nice),
     );
     field(
+        "commit-coalesce-us",
+        a.commit_coalesce != b.commit_coalesce,
+        format!("{}", a.commit_coalesce.as_micros()),
+        format!("{}", b.commit_coalesce.as_micros()),
+    );
+    field(
         "ebpf-object",
         a.ebpf_object != b.ebpf_object,
         format!("{:?}", a.ebpf_object),

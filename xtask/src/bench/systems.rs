@@ -41,12 +41,15 @@ pub enum System {
     Ceiling6,
     /// xdhcpd XDP, commit=ack, DHCPv6: an address pool and a prefix pool on fd78::/64.
     Xdp6,
+    /// `Xdp6` with `commit-coalesce-us = 0` (group commits back to back, as before the
+    /// coalescing): the coalescing's effect in the same run (`--ab-rounds`).
+    Xdp6NoCoalesce,
     /// Kea 2.2 kea-dhcp6 on the same link and pools.
     Kea6,
 }
 
 impl System {
-    pub const ALL: [System; 14] = [
+    pub const ALL: [System; 15] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
@@ -60,6 +63,7 @@ impl System {
         System::Dhcpd,
         System::Ceiling6,
         System::Xdp6,
+        System::Xdp6NoCoalesce,
         System::Kea6,
     ];
 
@@ -78,6 +82,7 @@ impl System {
             System::Dhcpd => "dhcpd",
             System::Ceiling6 => "ceiling6",
             System::Xdp6 => "xdhcpd-xdp6",
+            System::Xdp6NoCoalesce => "xdhcpd-xdp6-nocoalesce",
             System::Kea6 => "kea-dhcp6",
         }
     }
@@ -101,6 +106,9 @@ impl System {
             System::Dhcpd => "ISC dhcpd 4.4",
             System::Ceiling6 => "DHCPv6 raw ceiling (XDP→AF_XDP echo, SARR with IA_NA+IA_PD)",
             System::Xdp6 => "xdhcpd XDP DHCPv6, commit=ack (SARR with IA_NA+IA_PD)",
+            System::Xdp6NoCoalesce => {
+                "xdhcpd XDP DHCPv6, commit=ack, commit-coalesce-us = 0 (SARR with IA_NA+IA_PD)"
+            }
             System::Kea6 => "Kea 2.2 kea-dhcp6 (MT 2 threads, memfile, SARR with IA_NA+IA_PD)",
         }
     }
@@ -120,6 +128,7 @@ impl System {
             System::Dhcpd => "#2ca02c",
             System::Ceiling6 => "#999999",
             System::Xdp6 => "#bcbd22",
+            System::Xdp6NoCoalesce => "#dbdb8d",
             System::Kea6 => "#aec7e8",
         }
     }
@@ -149,7 +158,8 @@ impl System {
             | System::XdpRateLimit
             | System::XdpGap
             | System::XdpProv
-            | System::Xdp6 => (2_000, 800_000, 50_000, 50_000, 256),
+            | System::Xdp6
+            | System::Xdp6NoCoalesce => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
             System::Kea | System::Kea6 => (1_000, 64_000, 16_000, 8_000, 64),
@@ -184,13 +194,17 @@ impl System {
                 | System::XdpInterval
                 | System::Udp
                 | System::Xdp6
+                | System::Xdp6NoCoalesce
         )
     }
 
     /// DHCPv6 systems: the loadgen runs SARR with IA_NA and IA_PD (one SARR = one exchange,
     /// as one DORA is), its phases are named "sarr" / "renew".
     pub(super) fn is_v6(self) -> bool {
-        matches!(self, System::Ceiling6 | System::Xdp6 | System::Kea6)
+        matches!(
+            self,
+            System::Ceiling6 | System::Xdp6 | System::Xdp6NoCoalesce | System::Kea6
+        )
     }
 
     /// The loadgen report's name of the phase the bench calls `scenario` ("dora", "renew").
@@ -645,9 +659,12 @@ impl Ctx {
                     .arg(w.join("ceiling6-stats.json"));
                 libc::SIGINT
             }
-            System::Xdp6 => {
+            System::Xdp6 | System::Xdp6NoCoalesce => {
                 let cfg = w.join(format!("{key}.toml"));
-                let text = xdhcpd6_config(&w.join(format!("{key}-bindings6.db")));
+                let mut text = xdhcpd6_config(&w.join(format!("{key}-bindings6.db")));
+                if sys == System::Xdp6NoCoalesce {
+                    text = text.replacen("[server]\n", "[server]\ncommit-coalesce-us = 0\n", 1);
+                }
                 fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
                 c.arg(&self.daemon)
                     .arg("run")
@@ -834,7 +851,12 @@ mod tests {
 
     #[test]
     fn dhcpv6_systems_serve_fd78_with_an_address_and_a_prefix_pool() {
-        for s in [System::Ceiling6, System::Xdp6, System::Kea6] {
+        for s in [
+            System::Ceiling6,
+            System::Xdp6,
+            System::Xdp6NoCoalesce,
+            System::Kea6,
+        ] {
             assert!(s.is_v6());
             assert_eq!(s.phase("dora"), "sarr");
             assert_eq!(s.phase("renew"), "renew");

@@ -59,6 +59,7 @@ const SERVER_KEYS: &[&str] = &[
     "commit-min-gap-us",
     "worker-slice-us",
     "background-nice",
+    "commit-coalesce-us",
     "ebpf-object",
     "control-socket",
     "trusted-relays",

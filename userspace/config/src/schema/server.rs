@@ -18,6 +18,8 @@ pub const DEFAULT_COMMIT_MIN_GAP_US: u64 = 0;
 pub const DEFAULT_WORKER_SLICE_US: u64 = 100;
 /// `background-nice` when not given (see [`ServerConfig::background_nice`]).
 pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
+/// `commit-coalesce-us` when not given (see [`ServerConfig::commit_coalesce`]).
+pub const DEFAULT_COMMIT_COALESCE_US: u64 = 200;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
@@ -121,6 +123,20 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         None => Some(DEFAULT_BACKGROUND_NICE),
         Some(f) => int_in(errs, &f, 0, 19, "0..=19").map(|n| n as u8),
     };
+    let commit_coalesce = match t.get("commit-coalesce-us") {
+        None => Some(Duration::from_micros(DEFAULT_COMMIT_COALESCE_US)),
+        Some(f) => match (commit, int_in(errs, &f, 0, 10_000, "0..=10000 (µs)")) {
+            (Some(CommitMode::Interval(_)), Some(_)) => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "`commit-coalesce-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+                );
+                None
+            }
+            (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
+        },
+    };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
     let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
@@ -158,6 +174,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         commit_min_gap: commit_min_gap?,
         worker_slice: worker_slice?,
         background_nice: background_nice?,
+        commit_coalesce: commit_coalesce?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
