@@ -10,9 +10,14 @@
 //!   lookup show option 82, host name and vendor class whole.
 //! - ISC dhcpd 4.4 as secondary: our BNDUPD with the 120-byte option 82 (and host name, vendor
 //!   class) in client-request-options is accepted and acknowledged, ISC's lease file holds the
-//!   binding, and leasequery to xdhcpd returns the option whole. ISC does not carry it: its
-//!   BNDUPD has no client-request-options (`server/failover.c` never sends option 8), so a
-//!   binding ISC grants reaches xdhcpd without option 82; the test checks that too, so a change
+//!   binding, and leasequery to xdhcpd returns the option whole. A capture of the failover
+//!   link shows the BNDUPD carrying option 82 whole (code 82, length 120, the 120 bytes) in
+//!   client-request-options. ISC does not carry it: it neither keeps it from our BNDUPD (its
+//!   lease file has no `agent.` lines for the binding) nor sends it (ISC 4.4
+//!   `server/failover.c`: `dhcp_failover_send_bind_update` skips request options, "XXX request
+//!   options", and `dhcp_failover_process_bind_update` reads only chaddr, client id, times and
+//!   status), so a binding ISC grants reaches xdhcpd without option 82, and the bytes of the
+//!   option ISC's client sent never appear on the link; the test checks that too, so a change
 //!   of that fact is noticed.
 
 #[path = "common/netns.rs"]
@@ -364,6 +369,7 @@ fn failover_varlen_option82_of_120_bytes_with_isc_dhcpd_as_partner() {
         Capability::Program("timeout"),
         Capability::Program("ip"),
         Capability::Program("dhcpd"),
+        Capability::Program("tcpdump"),
     ]) {
         return;
     }
@@ -389,6 +395,9 @@ fn isc_secondary() -> Res<()> {
         &isc_file,
         &bed.path("isc.log"),
     )?;
+    // The failover link as xdhcpd's interface sees it (both directions).
+    let pcap = bed.path("failover.pcap");
+    let mut cap = capture_failover(&bed, &pcap)?;
     let mut xd = Xd::start(&bed.a, &s.a_cfg, &s.a_db, &s.a_sock, &bed.path("xd.log"))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(40))?;
     isc.wait_normal(1, Duration::from_secs(20))?;
@@ -442,8 +451,66 @@ fn isc_secondary() -> Res<()> {
             assert_lq(&sock, pa, ip_i, &mac_i, None, 0x564c_2500)
         )
     })?;
+    // On the wire: our BNDUPD carried option 82 whole (code, length, the 120 bytes, in
+    // client-request-options); ISC's BNDUPD of its own client carried none of its bytes.
+    cap.signal(libc::SIGINT)?;
+    cap.wait_exit(Duration::from_secs(10))?;
+    let wire = std::fs::read(&pcap).map_err(|e| format!("reading {}: {e}", pcap.display()))?;
+    let mut whole = vec![82u8, 120];
+    whole.extend_from_slice(&ri_x);
+    if !contains(&wire, &whole) {
+        return Err(format!(
+            "the failover link ({} bytes captured) never carried xdhcpd's option 82 whole",
+            wire.len()
+        ));
+    }
+    if contains(&wire, &ri_i) {
+        return Err("ISC's BNDUPD carried its client's option 82: ISC now sends \
+                    client-request-options; assert that xdhcpd holds it instead"
+            .into());
+    }
+    // ISC's lease file: xdhcpd's binding without relay agent data (ISC keeps none from a
+    // BNDUPD).
+    let text = daemon_common::read_text(&isc_file)?;
+    let block = isc_block(&text, ip_x);
+    if block.contains("agent.") {
+        return Err(format!(
+            "ISC's lease file holds relay agent data for {ip_x} (it did not before): {block}"
+        ));
+    }
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(5))?;
     xd.stop()?;
     isc.stop()?;
     Ok(())
+}
+
+/// `tcpdump` of the failover link (TCP port 647) on xdhcpd's interface into `pcap`.
+fn capture_failover(bed: &PairBed, pcap: &std::path::Path) -> Res<daemon_common::Proc> {
+    let log = bed.path("tcpdump-failover.log");
+    let pcap_s = pcap.to_string_lossy().into_owned();
+    // -Z root: write into the root-owned temporary directory; -U: each packet at once.
+    let args = [
+        "-i", &bed.la.a, "-n", "-p", "-U", "-Z", "root", "-s", "0", "-w", &pcap_s, "tcp port 647",
+    ];
+    let mut proc =
+        daemon_common::Proc::spawn("tcpdump", bed.a.command("tcpdump").args(args), &log)?;
+    wait_for("tcpdump to listen", Duration::from_secs(10), || {
+        proc.check_alive()?;
+        Ok(daemon_common::read_text(&log)?
+            .contains("listening on")
+            .then_some(()))
+    })?;
+    Ok(proc)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `lease ADDR { ... }` block of ISC's lease file (the last one: ISC appends).
+fn isc_block(text: &str, ip: Ipv4Addr) -> String {
+    let head = format!("lease {ip} {{");
+    text.rsplit_once(&head)
+        .map(|(_, rest)| rest.split_once('}').map_or(rest, |(b, _)| b).to_string())
+        .unwrap_or_default()
 }

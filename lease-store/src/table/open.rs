@@ -717,6 +717,8 @@ impl LeaseTable {
                         let seq = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
                         w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
                         out.wrote = true;
+                        // A resumed log gets the repaired record (as every repair).
+                        out.relog.push(slot);
                         out.side_dropped.push((l.addr, why));
                     }
                 }

@@ -135,7 +135,7 @@ impl Engine {
             .pol
             .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
         let pol = self.pol;
-        let var = self.msg_var(sum);
+        let var = self.var_for(sum, LeaseState::Offered);
         let shared = self.shared.clone();
         let scope = shared.scopes.pools_of_scope(subnet_index);
         for owner in [Some(own), partner_down.then_some(other)]

@@ -115,8 +115,13 @@ pub(super) fn bind_granted<'m>(
         // (offers included) by the record's option 82 (`caps.rs`).
         let reoffer = l.client == *key && l.state == LeaseState::Active && l.expiry > now;
         bind(l, key, msg, state, now, hold);
-        if !reoffer {
+        if !reoffer && !var.offer_only {
             store_var(l, ve, var, keep_relay, same_client);
+        } else if !reoffer && !same_client {
+            // Written when the lease is bound (REQUEST): an offer to a new client keeps at
+            // most option 82 inline (as before variable-length data) and none of the last
+            // client's data; the same client's stay until its REQUEST.
+            l.var = var.r;
         }
     } else {
         bind(l, key, msg, state, now, expiry);
@@ -132,6 +137,10 @@ pub(super) fn bind_granted<'m>(
 pub(super) struct MsgVar<'m> {
     pub r: VarRef,
     pub parts: VarParts<'m>,
+    /// For an OFFER when nothing reads an offered record's data (no lease caps): `r` is
+    /// option 82 inline when it fits (else empty), no CRC-32C computed and nothing written
+    /// to the side area; the whole data are stored by the REQUEST that binds the lease.
+    pub offer_only: bool,
 }
 
 /// Stores the message's variable data with the binding: option 82 whole (kept from before

@@ -769,7 +769,7 @@ impl Engine {
             return None;
         }
         let pol = self.pol;
-        let var = self.msg_var(sum);
+        let var = self.var_for(sum, state);
         // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
         let keyed = state == LeaseState::Active
             && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
@@ -837,7 +837,32 @@ impl Engine {
     fn msg_var<'m>(&mut self, sum: &Summary<'m>) -> binding::MsgVar<'m> {
         let parts = var_parts(sum);
         let r = *self.var_ref.get_or_insert_with(|| VarRef::of(parts));
-        binding::MsgVar { r, parts }
+        binding::MsgVar {
+            r,
+            parts,
+            offer_only: false,
+        }
+    }
+
+    /// What a record in `state` stores of the message's variable data. An OFFER stores
+    /// them only when the lease caps are on (they count offered records by option 82
+    /// whole); else at most option 82 inline, as before variable-length data: leasequery,
+    /// binding updates (offers are not sent), the event log and reconfiguration read bound
+    /// leases, so the side area is written by the REQUEST that binds the lease, and a
+    /// DISCOVER pays neither the handle's CRC-32C nor a side write.
+    #[inline]
+    fn var_for<'m>(&mut self, sum: &Summary<'m>, state: LeaseState) -> binding::MsgVar<'m> {
+        if state == LeaseState::Offered
+            && !self.shared.caps.as_ref().is_some_and(|c| c.active())
+        {
+            let parts = var_parts(sum);
+            return binding::MsgVar {
+                r: VarRef::inline(parts.relay_agent_info()).unwrap_or(VarRef::EMPTY),
+                parts,
+                offer_only: true,
+            };
+        }
+        self.msg_var(sum)
     }
 }
 
