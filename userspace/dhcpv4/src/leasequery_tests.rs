@@ -545,6 +545,50 @@ fn varlen_option_82_of_any_length_is_stored_and_returned_whole() {
     );
 }
 
+/// Issue 15 item 1, DISCOVER cost: an OFFER writes nothing to the side area (no lease caps
+/// here, the only reader of an offered record's option 82); the REQUEST that binds the lease
+/// stores option 82, host name and vendor class whole, and leasequery returns them.
+#[test]
+fn varlen_offer_writes_no_side_data_the_request_stores_it_whole() {
+    let mut f = fx(None);
+    let o82: Vec<u8> = [&[1u8, 118][..], &[b'c'; 118][..]].concat();
+    let mut o: Vec<(u8, &[u8])> = vec![
+        (opt::MESSAGE_TYPE, &[1]),
+        (opt::HOST_NAME, b"ont-0042"),
+        (opt::VENDOR_CLASS, b"docsis3.1"),
+        (opt::RELAY_AGENT_INFO, &o82),
+    ];
+    let offer = handle(&mut f, 1000, &request(31, NONE, RELAY, &o));
+    assert_eq!(offer.kind(), Some(MessageType::Offer));
+    // RFC 3046: the reply echoes option 82 whole all the same.
+    assert_eq!(offer.opt(opt::RELAY_AGENT_INFO), Some(o82.clone()));
+    let ip = offer.msg().yiaddr();
+    let slot = f.table.slot_of(ip).expect("pool address");
+    let l = f.table.read(slot);
+    assert_eq!(l.state, LeaseState::Offered);
+    assert!(
+        !l.var.is_side() && l.var.is_empty(),
+        "an offer wrote variable data: {:?}",
+        l.var
+    );
+    let (sid, rip) = (SERVER.octets(), ip.octets());
+    o[0] = (opt::MESSAGE_TYPE, &[3]);
+    o.push((opt::SERVER_ID, &sid));
+    o.push((opt::REQUESTED_IP, &rip));
+    let ack = handle(&mut f, 1000, &request(31, NONE, RELAY, &o));
+    assert_eq!(ack.kind(), Some(MessageType::Ack));
+    let (l, v) = f.table.read_with_var(slot);
+    assert!(l.var.is_side());
+    assert_eq!(v.relay_agent_info(), &o82[..]);
+    assert_eq!(
+        (v.host_name(), v.vendor_class()),
+        (&b"ont-0042"[..], &b"docsis3.1"[..])
+    );
+    let a = handle(&mut f, 1100, &lq(0, ip, &[PRL_82]));
+    assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(o82));
+}
+
 /// `handle` with the query arriving from `giaddr` instead of RELAY.
 fn lq_from(giaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Vec<u8> {
     let mut b = lq(0, ciaddr, &[PRL_82]);
