@@ -49,31 +49,27 @@ pub(crate) fn update_all<const N: usize>(c: u32, parts: [&[u8]; N]) -> u32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-unsafe fn update_sse42(c: u32, data: &[u8]) -> u32 {
+fn update_sse42(c: u32, data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
     let mut c64 = u64::from(c);
-    let mut p = data.as_ptr();
-    let mut left = data.len();
-    // SAFETY (all reads below): `p` advances through `data` and each read takes at most the
-    // `left` bytes that remain of it; unaligned reads of plain bytes.
-    while left >= 8 {
-        c64 = _mm_crc32_u64(c64, unsafe { p.cast::<u64>().read_unaligned() });
-        p = unsafe { p.add(8) };
-        left -= 8;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        c64 = _mm_crc32_u64(c64, u64::from_le_bytes(b));
     }
     let mut c = c64 as u32;
-    if left >= 4 {
-        c = _mm_crc32_u32(c, unsafe { p.cast::<u32>().read_unaligned() });
-        p = unsafe { p.add(4) };
-        left -= 4;
+    let mut r = words.remainder();
+    if r.len() >= 4 {
+        c = _mm_crc32_u32(c, u32::from_le_bytes([r[0], r[1], r[2], r[3]]));
+        r = &r[4..];
     }
-    if left >= 2 {
-        c = _mm_crc32_u16(c, unsafe { p.cast::<u16>().read_unaligned() });
-        p = unsafe { p.add(2) };
-        left -= 2;
+    if r.len() >= 2 {
+        c = _mm_crc32_u16(c, u16::from_le_bytes([r[0], r[1]]));
+        r = &r[2..];
     }
-    if left == 1 {
-        c = _mm_crc32_u8(c, unsafe { *p });
+    if let Some(&b) = r.first() {
+        c = _mm_crc32_u8(c, b);
     }
     c
 }

@@ -450,7 +450,7 @@ fn varlen_side_file_is_sparse_until_long_data_is_written() {
     // One 64 KiB block for the first long value (and the header's).
     let after = on_disk(&bed.side());
     assert!(
-        after >= 64 * 1024 && after <= 2 * 64 * 1024 + 8192,
+        (64 * 1024..=2 * 64 * 1024 + 8192).contains(&after),
         "{after}"
     );
     assert_whole(&t, 3, 1);

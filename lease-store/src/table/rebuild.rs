@@ -69,6 +69,7 @@ fn is_live(l: &Lease, now: u32) -> bool {
 
 /// Rewrites the file for a new pool geometry, keeping records by address. The new file has
 /// identity `id` (the old file's, or the one its log was just restarted with).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn rebuild(
     path: &Path,
     old: &[u8],

@@ -451,6 +451,8 @@ pub(super) struct VarSrc<'a> {
     pub(super) parts: VarParts<'a>,
 }
 
+// On the writer's stack for one update: boxing the owned value would allocate per update.
+#[allow(clippy::large_enum_variant)]
 enum VarNew<'d> {
     Unset,
     Parts(VarRef, VarParts<'d>),
