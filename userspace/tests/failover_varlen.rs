@@ -465,9 +465,11 @@ fn isc_secondary() -> Res<()> {
         ));
     }
     if contains(&wire, &ri_i) {
-        return Err("ISC's BNDUPD carried its client's option 82: ISC now sends \
+        return Err(
+            "ISC's BNDUPD carried its client's option 82: ISC now sends \
                     client-request-options; assert that xdhcpd holds it instead"
-            .into());
+                .into(),
+        );
     }
     // ISC's lease file: xdhcpd's binding without relay agent data (ISC keeps none from a
     // BNDUPD).
@@ -490,7 +492,18 @@ fn capture_failover(bed: &PairBed, pcap: &std::path::Path) -> Res<daemon_common:
     let pcap_s = pcap.to_string_lossy().into_owned();
     // -Z root: write into the root-owned temporary directory; -U: each packet at once.
     let args = [
-        "-i", &bed.la.a, "-n", "-p", "-U", "-Z", "root", "-s", "0", "-w", &pcap_s, "tcp port 647",
+        "-i",
+        &bed.la.a,
+        "-n",
+        "-p",
+        "-U",
+        "-Z",
+        "root",
+        "-s",
+        "0",
+        "-w",
+        &pcap_s,
+        "tcp port 647",
     ];
     let mut proc =
         daemon_common::Proc::spawn("tcpdump", bed.a.command("tcpdump").args(args), &log)?;

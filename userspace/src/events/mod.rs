@@ -504,14 +504,7 @@ impl Writer {
 /// Appends the JSON line of an event (with its newline) to `out`: byte for byte what
 /// `serde_json` writes for [`event_of`]'s [`LeaseEvent`] (a test holds them equal), without
 /// the eight `String`s that takes per event.
-fn encode_line(
-    out: &mut Vec<u8>,
-    kind: &str,
-    time: u32,
-    l: &Lease,
-    ri: &[u8],
-    source: Source,
-) {
+fn encode_line(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, ri: &[u8], source: Source) {
     out.push(b'{');
     encode_fields(out, kind, time, l, ri, source);
     out.extend_from_slice(b"}\n");

@@ -852,9 +852,7 @@ impl Engine {
     /// DISCOVER pays neither the handle's CRC-32C nor a side write.
     #[inline]
     fn var_for<'m>(&mut self, sum: &Summary<'m>, state: LeaseState) -> binding::MsgVar<'m> {
-        if state == LeaseState::Offered
-            && !self.shared.caps.as_ref().is_some_and(|c| c.active())
-        {
+        if state == LeaseState::Offered && !self.shared.caps.as_ref().is_some_and(|c| c.active()) {
             let parts = var_parts(sum);
             return binding::MsgVar {
                 r: VarRef::inline(parts.relay_agent_info()).unwrap_or(VarRef::EMPTY),
