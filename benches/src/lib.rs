@@ -247,12 +247,18 @@ pub struct Built {
     pub bytes: Vec<u8>,
     /// Offset of the 6 MAC bytes inside option 61 (after the type byte).
     pub cid_mac_at: usize,
+    /// Offset of the 6 MAC bytes of option 82's remote-id (relayed requests): a relay names
+    /// each subscriber, so a template made another client's request carries that client's.
+    pub ri_mac_at: Option<usize>,
 }
 
 impl Built {
     /// Makes this the request of client `n` (chaddr, option 61, xid).
     pub fn set_client(&mut self, n: u64) {
         set_client_at(&mut self.bytes, 0, self.cid_mac_at, n);
+        if let Some(at) = self.ri_mac_at {
+            self.bytes[at..at + 6].copy_from_slice(&client_mac(n));
+        }
     }
 }
 
@@ -352,6 +358,7 @@ pub fn build(r: &Req) -> Built {
     put(&mut b, 55, &PARAMS);
     put(&mut b, 60, VENDOR_CLASS);
     put(&mut b, 12, b"cpe-0a1b2c");
+    let mut ri_mac_at = None;
     if r.relayed {
         let mut ri = Vec::with_capacity(32);
         ri.push(1);
@@ -359,6 +366,8 @@ pub fn build(r: &Req) -> Built {
         ri.extend_from_slice(CIRCUIT_ID);
         ri.push(2);
         ri.push(6);
+        // code, length, then the value: the remote-id's MAC is the value's last 6 bytes.
+        ri_mac_at = Some(b.len() + 2 + ri.len());
         ri.extend_from_slice(&mac);
         put(&mut b, 82, &ri);
     }
@@ -369,6 +378,7 @@ pub fn build(r: &Req) -> Built {
     Built {
         bytes: b,
         cid_mac_at,
+        ri_mac_at,
     }
 }
 

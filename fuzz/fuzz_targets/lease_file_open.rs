@@ -3,16 +3,20 @@
 //! A valid small file (two pools, leases in every state, a failover area, an undo copy) is
 //! made once; each input applies byte edits to it, can recompute the checksums afterwards
 //! (so edits also reach the record and header checks behind the CRCs), can cut or extend
-//! the file, and opens it with the same or a changed pool configuration. `open` must return
-//! a table or a clean error, never panic; an opened table must agree with a recount of its
-//! records and must serve an allocation, an update and a flush.
+//! the file, and opens it with the same or a changed pool configuration. Half of the leases
+//! hold a 120-byte option 82, a host name and a vendor class in the side area
+//! (`<file>.ext`), which gets its own edits (with its chunk checksums recomputed or not), or
+//! is missing. `open` must return a table or a clean error, never panic; an opened table must
+//! agree with a recount of its records and must serve an allocation, an update and a flush.
 #![no_main]
 
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use lease_store::{Alloc, ClientKey, LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec};
+use lease_store::{
+    ext_path, Alloc, ClientKey, LeaseState, LeaseTable, OpenOptions, Owner, PoolSpec,
+};
 use libfuzzer_sys::fuzz_target;
 use xdhcpd_fuzz::scratch_dir;
 
@@ -50,9 +54,9 @@ fn pools_variant(v: u8) -> Vec<PoolSpec> {
     p
 }
 
-/// The valid file every input starts from.
-fn base_file() -> &'static [u8] {
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+/// The valid file (and its side area) every input starts from.
+fn base_file() -> &'static (Vec<u8>, Vec<u8>) {
+    static BASE: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
     BASE.get_or_init(|| {
         let dir = scratch_dir();
         let path = dir.path().join("base.db");
@@ -73,14 +77,23 @@ fn base_file() -> &'static [u8] {
         ];
         for (i, st) in states.iter().enumerate() {
             let key = ClientKey::from_hw(1, &[2, 0, 0, 0, 0, i as u8]);
-            let Alloc::Taken(slot, ()) = t.allocate_if(1, 0, NOW, Owner::Primary, |l| {
+            let Alloc::Taken(slot, ()) = t.allocate_if_var(1, 0, NOW, Owner::Primary, |l, ve| {
                 l.state = *st;
                 l.client = key;
                 l.htype = 1;
                 l.hlen = 6;
                 l.start = NOW - 10;
                 l.expiry = NOW + 100 * i as u32;
-                l.set_relay_agent_info(&[1, 2, 0xaa, 0xbb]);
+                if i % 2 == 0 {
+                    let long: Vec<u8> = (0..120u8).map(|k| k ^ i as u8).collect();
+                    let mut v = lease_store::VarData::EMPTY;
+                    v.set_relay_agent_info(&long);
+                    v.set_host_name(b"cpe-host-name");
+                    v.set_vendor_class(b"docsis3.1");
+                    ve.set_owned(l, v);
+                } else {
+                    l.set_relay_agent_info(&[1, 2, 0xaa, 0xbb]);
+                }
                 Some(())
             }) else {
                 panic!("allocation in the base file");
@@ -91,7 +104,10 @@ fn base_file() -> &'static [u8] {
             .expect("failover area");
         t.flush().expect("flush the base file");
         drop(t);
-        std::fs::read(&path).expect("read the base file")
+        (
+            std::fs::read(&path).expect("read the base file"),
+            std::fs::read(ext_path(&path)).expect("read the base side area"),
+        )
     })
 }
 
@@ -109,6 +125,10 @@ struct Input {
     fix_crcs: bool,
     /// Cut the file to this many bytes (or extend it with zeros).
     resize: Option<u16>,
+    /// Edits of the side area (`None`: the side area is missing, as for an older file).
+    side_edits: Option<Vec<Edit>>,
+    /// Recompute the side chunks' checksums after the edits.
+    fix_side_crcs: bool,
     pools: u8,
     create: bool,
     allow_shrink: bool,
@@ -144,10 +164,9 @@ fn fix_crcs(f: &mut [u8]) {
     }
 }
 
-fuzz_target!(|inp: Input| {
-    let mut f = base_file().to_vec();
+fn apply(f: &mut [u8], edits: &[Edit]) {
     let len = f.len();
-    for e in inp.edits.iter().take(64) {
+    for e in edits.iter().take(64) {
         match *e {
             Edit::Byte { at, val } => f[usize::from(at) % len] = val,
             Edit::Word { at, val } => {
@@ -161,6 +180,45 @@ fuzz_target!(|inp: Input| {
             }
         }
     }
+}
+
+/// CRC-32C (the side area's checksum), bitwise.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// Every side chunk's CRC (bytes 8..128 of each 128-byte chunk after the 4096-byte header).
+fn fix_side_crcs(f: &mut [u8]) {
+    let mut at = 4096;
+    while at + RECORD <= f.len() {
+        let c = &mut f[at..at + RECORD];
+        if c.iter().any(|b| *b != 0) {
+            let crc = crc32c(&c[8..]);
+            c[4..8].copy_from_slice(&crc.to_le_bytes());
+        }
+        at += RECORD;
+    }
+}
+
+fuzz_target!(|inp: Input| {
+    let (base, base_side) = base_file();
+    let mut f = base.clone();
+    apply(&mut f, &inp.edits);
+    let side = inp.side_edits.as_ref().map(|edits| {
+        let mut s = base_side.clone();
+        apply(&mut s, edits);
+        if inp.fix_side_crcs {
+            fix_side_crcs(&mut s);
+        }
+        s
+    });
     if inp.fix_crcs {
         fix_crcs(&mut f);
     }
@@ -176,6 +234,9 @@ fuzz_target!(|inp: Input| {
     let dir = scratch_dir();
     let path = dir.path().join("leases.db");
     std::fs::write(&path, &f).expect("write the damaged file");
+    if let Some(s) = &side {
+        std::fs::write(ext_path(&path), s).expect("write the damaged side area");
+    }
     let pools = pools_variant(inp.pools);
     let opts = OpenOptions {
         now: NOW,

@@ -27,14 +27,26 @@
 //! | 96  | 4 | `lease_time` |
 //! | 100 | 2 | `shard` (worker shard that last allocated the address) |
 //! | 102 | 2 | zero |
-//! | 104 | 1 | option 82 length (at most 23; see [`Lease::relay_agent_info`]) |
-//! | 105 | 23 | option 82 bytes (zero padded) |
+//! | 104 | 24 | variable data: inline or a reference to the side area (below) |
+//!
+//! ## Variable data (bytes 104..128)
+//! - **Inline** (byte 104 at most 23, the only form older builds wrote): byte 104 is the
+//!   option 82 length, bytes 105.. its value (zero padded); no host name, no vendor class.
+//! - **In the side area** (byte 104 = [`VAR_IN_SIDE_AREA`]): byte 105 is the number of side
+//!   chunks in use (1..=[`EXT_CHUNKS`]), bytes 106..108 the payload length (u16), bytes
+//!   108..112 the CRC-32 of the payload, the rest zero. The payload (`[option 82 length,
+//!   host-name length, vendor-class length, option 82, host name, vendor class]`) lives in
+//!   this slot's extent of the side area (`table/ext.rs`): [`EXT_CHUNKS`] chunks of 128 bytes,
+//!   each `seq | crc | 120 payload bytes`. The record's CRC covers the payload's CRC, so a
+//!   record and a side extent that do not belong together (a torn write) are detected.
 //!
 //! A record whose 128 bytes are all zero is "pristine": a Free address that
 //! was never written (a freshly created file is sparse and all zero).
 
 use std::fmt;
 use std::net::Ipv4Addr;
+
+use crate::crc32c;
 
 /// Size of one on-disk record.
 pub const RECORD_SIZE: usize = 128;
@@ -51,8 +63,23 @@ pub const FLAG_RECONFIGURING: u8 = 0x02;
 /// `Lease::flags` bit: the client's last ACK carried an RFC 6704 reconfigure key (derived
 /// from the server's secret and the binding, so the key itself needs no room here).
 pub const FLAG_RECONF_KEY: u8 = 0x04;
-/// Longest option 82 (relay agent information) value a record keeps.
-pub const RELAY_AGENT_INFO_MAX: usize = 23;
+/// Longest option 82 (relay agent information) value a lease keeps: any valid one (the
+/// option's length byte bounds it).
+pub const RELAY_AGENT_INFO_MAX: usize = 255;
+/// Longest option 82 value kept inline in the record (older builds kept only these).
+pub const INLINE_RELAY_AGENT_INFO_MAX: usize = 23;
+/// Side-area chunks per address (the per-lease bound of the variable data).
+pub const EXT_CHUNKS: usize = 4;
+/// Size of one side-area chunk (same as a record, so the write-ahead log carries it as one).
+pub const EXT_CHUNK_SIZE: usize = RECORD_SIZE;
+/// Payload bytes per side-area chunk (after `seq` and `crc`).
+pub const EXT_CHUNK_PAYLOAD: usize = EXT_CHUNK_SIZE - 8;
+/// Bytes of variable data a lease may hold (option 82, host name and vendor class together):
+/// the per-lease bound. Option 82 always fits whole; a host name and vendor class that do not
+/// fit beside it are cut (vendor class first), see [`Lease::set_host_name`].
+pub const VAR_DATA_MAX: usize = EXT_CHUNKS * EXT_CHUNK_PAYLOAD - 3;
+/// Byte 104 of a record whose variable data lives in the side area.
+pub const VAR_IN_SIDE_AREA: u8 = 0xff;
 
 const KIND_CLIENT_ID: u8 = 1;
 const KIND_HW: u8 = 2;
@@ -412,10 +439,419 @@ pub struct Lease {
     pub lease_time: u32,
     /// Worker shard that last allocated this address (informational).
     pub shard: u16,
-    /// Per-lease variable data: the option 82 value (`extra[0]` = length,
-    /// then the bytes). Read and write it with [`Lease::relay_agent_info`]
-    /// and [`Lease::set_relay_agent_info`].
-    pub extra: [u8; 24],
+    /// The handle on the lease's variable data (option 82, host name, vendor class): the
+    /// record's bytes 104..128 as they are. Inline (option 82 of at most 23 bytes, nothing
+    /// else) or a reference to the side area with the data's length and CRC-32C; the data
+    /// itself is read with `LeaseTable::read_with_var` and written with
+    /// `LeaseTable::update_var`, only where they are used.
+    pub var: VarRef,
+}
+
+/// A lease's variable-length data, bounded ([`VAR_DATA_MAX`] bytes in all): fixed size and
+/// `Copy`, so reading or writing it never allocates. Unused bytes are zero, so equal values
+/// compare equal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VarData {
+    /// Lengths of option 82, host name, vendor class.
+    lens: [u8; 3],
+    /// The three values one after the other, then zeros.
+    buf: [u8; VAR_DATA_MAX],
+}
+
+impl Default for VarData {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl fmt::Debug for VarData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        write!(
+            f,
+            "VarData {{ ri: {}, host_name: {:?}, vendor_class: {:?} }}",
+            hex(self.field(0)),
+            String::from_utf8_lossy(self.field(1)),
+            String::from_utf8_lossy(self.field(2))
+        )
+    }
+}
+
+impl VarData {
+    /// No data.
+    pub const EMPTY: VarData = VarData {
+        lens: [0; 3],
+        buf: [0; VAR_DATA_MAX],
+    };
+
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start: usize = self.lens[..i].iter().map(|&n| usize::from(n)).sum();
+        let start = start.min(VAR_DATA_MAX);
+        start..(start + usize::from(self.lens[i])).min(VAR_DATA_MAX)
+    }
+
+    fn field(&self, i: usize) -> &[u8] {
+        &self.buf[self.range(i)]
+    }
+
+    /// The three values at once (option 82, host name, vendor class), each cut to 255 bytes,
+    /// under the same bound and priority as the setters: option 82 always whole.
+    pub fn from_parts(relay_agent_info: &[u8], host_name: &[u8], vendor_class: &[u8]) -> Self {
+        Self::from_var_parts(VarParts::new(relay_agent_info, host_name, vendor_class))
+    }
+
+    /// The data of `p` (already cut to the bound).
+    pub fn from_var_parts(p: VarParts<'_>) -> Self {
+        let mut v = VarData::EMPTY;
+        let mut at = 0;
+        for (k, f) in p.fields().iter().enumerate() {
+            v.buf[at..at + f.len()].copy_from_slice(f);
+            v.lens[k] = f.len() as u8;
+            at += f.len();
+        }
+        v
+    }
+
+    /// The three values, borrowed.
+    pub fn parts(&self) -> VarParts<'_> {
+        VarParts {
+            ri: self.field(0),
+            hn: self.field(1),
+            vc: self.field(2),
+        }
+    }
+
+    /// The handle a record holds for this data.
+    pub fn var_ref(&self) -> VarRef {
+        VarRef::of(self.parts())
+    }
+
+    /// Sets option 82 (at most [`RELAY_AGENT_INFO_MAX`] bytes, else refused: false) whole,
+    /// cutting the vendor class, then the host name, to fit the bound.
+    pub fn set_relay_agent_info(&mut self, value: &[u8]) -> bool {
+        if value.len() > RELAY_AGENT_INFO_MAX {
+            return false;
+        }
+        self.set(0, value)
+    }
+
+    /// Sets the host name; false when it was cut to fit the bound.
+    pub fn set_host_name(&mut self, value: &[u8]) -> bool {
+        self.set(1, value) && value.len() <= 255
+    }
+
+    /// Sets the vendor class; false when it was cut to fit the bound.
+    pub fn set_vendor_class(&mut self, value: &[u8]) -> bool {
+        self.set(2, value) && value.len() <= 255
+    }
+
+    /// Option 82 (empty: none).
+    pub fn relay_agent_info(&self) -> &[u8] {
+        self.field(0)
+    }
+
+    /// Host name, option 12 (empty: none).
+    pub fn host_name(&self) -> &[u8] {
+        self.field(1)
+    }
+
+    /// Vendor class identifier, option 60 (empty: none).
+    pub fn vendor_class(&self) -> &[u8] {
+        self.field(2)
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.lens == [0; 3]
+    }
+
+    /// Bytes of data held (the three values).
+    pub fn len(&self) -> usize {
+        self.lens.iter().map(|&n| usize::from(n)).sum()
+    }
+
+    /// Sets field `i` to `value` (at most 255 bytes), then cuts the lower-priority fields
+    /// (vendor class, then host name; option 82 never) until all fit. Returns whether
+    /// `value` was kept whole.
+    fn set(&mut self, i: usize, value: &[u8]) -> bool {
+        let value = &value[..value.len().min(255)];
+        let mut vals = [[0u8; 255]; 3];
+        let mut lens = [0usize; 3];
+        for (k, (v, n)) in vals.iter_mut().zip(lens.iter_mut()).enumerate() {
+            let f: &[u8] = if k == i { value } else { self.field(k) };
+            v[..f.len()].copy_from_slice(f);
+            *n = f.len();
+        }
+        // Priority: option 82 whole (255 + 3 < VAR_DATA_MAX), then host name, then vendor class.
+        let mut room = VAR_DATA_MAX;
+        for n in lens.iter_mut() {
+            *n = (*n).min(room);
+            room -= *n;
+        }
+        *self = VarData::EMPTY;
+        let mut at = 0;
+        for ((v, &n), l) in vals.iter().zip(lens.iter()).zip(self.lens.iter_mut()) {
+            self.buf[at..at + n].copy_from_slice(&v[..n]);
+            *l = n as u8;
+            at += n;
+        }
+        lens[i] == value.len()
+    }
+
+    /// Rebuilds the data from a side-area payload; `None` when it is not consistent.
+    pub(crate) fn from_payload(p: &[u8]) -> Option<VarData> {
+        if p.len() < 3 {
+            return None;
+        }
+        let lens = [p[0], p[1], p[2]];
+        let n: usize = lens.iter().map(|&x| usize::from(x)).sum();
+        if n > VAR_DATA_MAX || p.len() != 3 + n {
+            return None;
+        }
+        let mut v = VarData::EMPTY;
+        v.lens = lens;
+        v.buf[..n].copy_from_slice(&p[3..]);
+        Some(v)
+    }
+}
+
+/// Where a record says its variable data is, when it is in the side area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SideRef {
+    /// Chunks in use (1..=EXT_CHUNKS).
+    pub chunks: usize,
+    /// Payload bytes.
+    pub len: usize,
+    /// CRC-32 of the payload.
+    pub crc: u32,
+}
+
+impl SideRef {
+    /// The reference in record bytes, if the record's variable data is in the side area.
+    /// `Err` for a reference this build never writes.
+    pub(crate) fn of_record(b: &[u8; RECORD_SIZE]) -> Result<Option<SideRef>, String> {
+        let mut r = [0u8; 24];
+        r.copy_from_slice(&b[104..128]);
+        VarRef(r).side()
+    }
+}
+
+/// The three values of a lease's variable data, borrowed and cut to the per-lease bound
+/// ([`VAR_DATA_MAX`]: option 82 always whole, then host name, then vendor class). Built from a
+/// message's options without copying; `Copy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VarParts<'a> {
+    ri: &'a [u8],
+    hn: &'a [u8],
+    vc: &'a [u8],
+}
+
+impl<'a> VarParts<'a> {
+    /// Option 82, host name and vendor class, each cut to 255 bytes, the later ones cut to
+    /// what the bound leaves.
+    #[inline]
+    pub fn new(relay_agent_info: &'a [u8], host_name: &'a [u8], vendor_class: &'a [u8]) -> Self {
+        let mut room = VAR_DATA_MAX;
+        let mut cut = |f: &'a [u8]| {
+            let n = f.len().min(255).min(room);
+            room -= n;
+            &f[..n]
+        };
+        let ri = cut(relay_agent_info);
+        let hn = cut(host_name);
+        let vc = cut(vendor_class);
+        VarParts { ri, hn, vc }
+    }
+
+    /// Option 82 (empty: none).
+    pub fn relay_agent_info(&self) -> &'a [u8] {
+        self.ri
+    }
+
+    /// Host name (empty: none).
+    pub fn host_name(&self) -> &'a [u8] {
+        self.hn
+    }
+
+    /// Vendor class (empty: none).
+    pub fn vendor_class(&self) -> &'a [u8] {
+        self.vc
+    }
+
+    fn fields(&self) -> [&'a [u8]; 3] {
+        [self.ri, self.hn, self.vc]
+    }
+
+    /// Whether the data has the form kept in the record itself (option 82 of at most 23
+    /// bytes, nothing else).
+    #[inline]
+    pub fn fits_inline(&self) -> bool {
+        self.hn.is_empty() && self.vc.is_empty() && self.ri.len() <= INLINE_RELAY_AGENT_INFO_MAX
+    }
+
+    /// Bytes of the side-area payload (`[lens; 3]` then the values).
+    #[inline]
+    pub(crate) fn payload_len(&self) -> usize {
+        3 + self.ri.len() + self.hn.len() + self.vc.len()
+    }
+
+    /// Side chunks the payload takes.
+    #[inline]
+    pub(crate) fn chunks(&self) -> usize {
+        self.payload_len().div_ceil(EXT_CHUNK_PAYLOAD)
+    }
+
+    /// Copies payload bytes `i * 120..(i + 1) * 120` into `c[8..]` (zero padded; `c[..8]`
+    /// zero): side chunk `i`, built without a buffer of the whole payload.
+    #[inline]
+    pub(crate) fn fill_chunk(&self, i: usize, c: &mut [u8; EXT_CHUNK_SIZE]) {
+        *c = [0; EXT_CHUNK_SIZE];
+        let lens = [
+            self.ri.len() as u8,
+            self.hn.len() as u8,
+            self.vc.len() as u8,
+        ];
+        let (lo, hi) = (i * EXT_CHUNK_PAYLOAD, (i + 1) * EXT_CHUNK_PAYLOAD);
+        let mut at = 0;
+        for seg in [&lens[..], self.ri, self.hn, self.vc] {
+            let (s, e) = (at, at + seg.len());
+            at = e;
+            let (from, to) = (s.max(lo), e.min(hi));
+            if from < to {
+                c[8 + from - lo..8 + to - lo].copy_from_slice(&seg[from - s..to - s]);
+            }
+        }
+    }
+
+    /// Copies the payload into side chunks (`out[i][8..]`, zero padded); returns the chunks.
+    #[cfg(test)]
+    pub(crate) fn write_chunks(&self, out: &mut [[u8; EXT_CHUNK_SIZE]; EXT_CHUNKS]) -> usize {
+        let n = self.chunks();
+        for (i, c) in out.iter_mut().enumerate().take(n) {
+            self.fill_chunk(i, c);
+        }
+        n
+    }
+}
+
+/// A record's handle on its variable data: the record's bytes 104..128, copied as they are.
+///
+/// - inline (byte 0 at most 23, the only form older builds wrote): option 82's length, then
+///   its bytes, zero padded;
+/// - side area (byte 0 = [`VAR_IN_SIDE_AREA`]): byte 1 chunks in use, bytes 2..4 the payload
+///   length, bytes 4..8 the payload's CRC-32C, the rest zero.
+///
+/// Two leases with equal data have equal handles, so "the handle did not change" means "the
+/// data did not change" (up to a CRC-32C collision between two values of one address).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct VarRef(pub(crate) [u8; 24]);
+
+impl fmt::Debug for VarRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inline_relay_agent_info() {
+            Some(ri) => write!(f, "VarRef(inline {ri:02x?})"),
+            None => write!(
+                f,
+                "VarRef(side {} chunks, {} bytes, crc {:08x})",
+                self.0[1],
+                u16::from_le_bytes([self.0[2], self.0[3]]),
+                u32::from_le_bytes([self.0[4], self.0[5], self.0[6], self.0[7]])
+            ),
+        }
+    }
+}
+
+impl VarRef {
+    /// No data.
+    pub const EMPTY: VarRef = VarRef([0; 24]);
+
+    /// True when the lease holds no variable data.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+
+    /// True when the data lives in the side area.
+    #[inline]
+    pub fn is_side(&self) -> bool {
+        self.0[0] == VAR_IN_SIDE_AREA
+    }
+
+    /// The option 82 kept inline; `None` when the data is in the side area.
+    #[inline]
+    pub fn inline_relay_agent_info(&self) -> Option<&[u8]> {
+        if self.is_side() {
+            return None;
+        }
+        let n = usize::from(self.0[0]).min(INLINE_RELAY_AGENT_INFO_MAX);
+        Some(&self.0[1..1 + n])
+    }
+
+    /// An inline handle for option 82 `ri`, if it fits (at most 23 bytes).
+    #[inline]
+    pub fn inline(ri: &[u8]) -> Option<VarRef> {
+        if ri.len() > INLINE_RELAY_AGENT_INFO_MAX {
+            return None;
+        }
+        let mut r = [0u8; 24];
+        r[0] = ri.len() as u8;
+        r[1..1 + ri.len()].copy_from_slice(ri);
+        Some(VarRef(r))
+    }
+
+    /// The handle of `p`: inline when it fits, else the side reference (CRC-32C of the
+    /// payload, computed here: callers compute it once per message).
+    #[inline]
+    pub fn of(p: VarParts<'_>) -> VarRef {
+        if p.fits_inline() {
+            if let Some(r) = Self::inline(p.ri) {
+                return r;
+            }
+        }
+        Self::side_of(p)
+    }
+
+    #[inline(never)]
+    fn side_of(p: VarParts<'_>) -> VarRef {
+        let n = p.payload_len();
+        let lens = [p.ri.len() as u8, p.hn.len() as u8, p.vc.len() as u8];
+        let c = crc32c::update_all(crc32c::begin(), [&lens[..], p.ri, p.hn, p.vc]);
+        let mut r = [0u8; 24];
+        r[0] = VAR_IN_SIDE_AREA;
+        r[1] = n.div_ceil(EXT_CHUNK_PAYLOAD) as u8;
+        r[2..4].copy_from_slice(&(n as u16).to_le_bytes());
+        r[4..8].copy_from_slice(&crc32c::finish(c).to_le_bytes());
+        VarRef(r)
+    }
+
+    /// The side reference, if the data is in the side area; `Err` for one this build never
+    /// writes.
+    pub(crate) fn side(&self) -> Result<Option<SideRef>, String> {
+        let b = &self.0;
+        if b[0] != VAR_IN_SIDE_AREA {
+            return Ok(None);
+        }
+        let chunks = usize::from(b[1]);
+        let len = usize::from(u16::from_le_bytes([b[2], b[3]]));
+        let crc = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        if chunks == 0
+            || chunks > EXT_CHUNKS
+            || len < 3
+            || len > chunks * EXT_CHUNK_PAYLOAD
+            || len <= (chunks - 1) * EXT_CHUNK_PAYLOAD
+            || b[8..].iter().any(|&x| x != 0)
+        {
+            return Err(format!(
+                "variable data reference out of range ({chunks} chunks, {len} bytes)"
+            ));
+        }
+        Ok(Some(SideRef { chunks, len, crc }))
+    }
+
+    /// The data of an inline handle (empty for a side reference).
+    pub fn inline_data(&self) -> VarData {
+        VarData::from_parts(self.inline_relay_agent_info().unwrap_or_default(), &[], &[])
+    }
 }
 
 impl Lease {
@@ -439,7 +875,7 @@ impl Lease {
             tsfp: 0,
             lease_time: 0,
             shard: 0,
-            extra: [0; 24],
+            var: VarRef::EMPTY,
         }
     }
 
@@ -448,25 +884,24 @@ impl Lease {
         &self.chaddr[..(self.hlen as usize).min(16)]
     }
 
-    /// The option 82 (relay agent information) value stored with the
-    /// binding: the sub-options, without code and length; empty if none.
-    pub fn relay_agent_info(&self) -> &[u8] {
-        let n = (self.extra[0] as usize).min(RELAY_AGENT_INFO_MAX);
-        &self.extra[1..1 + n]
+    /// The option 82 kept in the record itself (at most 23 bytes); `None` when the lease's
+    /// variable data is in the side area (read it with `LeaseTable::read_with_var`).
+    pub fn inline_relay_agent_info(&self) -> Option<&[u8]> {
+        self.var.inline_relay_agent_info()
     }
 
-    /// Stores `value` as the binding's option 82 (empty: none) and returns
-    /// true. A value longer than [`RELAY_AGENT_INFO_MAX`] is not stored:
-    /// the lease stays as it was and false is returned.
+    /// Replaces the lease's variable data with option 82 `value` kept inline (at most
+    /// [`INLINE_RELAY_AGENT_INFO_MAX`] bytes; empty: none) and returns true. A longer value is
+    /// not stored here (it needs the side area: `LeaseTable::update_var`): the lease stays as
+    /// it was and false is returned.
     pub fn set_relay_agent_info(&mut self, value: &[u8]) -> bool {
-        if value.len() > RELAY_AGENT_INFO_MAX {
-            return false;
+        match VarRef::inline(value) {
+            Some(r) => {
+                self.var = r;
+                true
+            }
+            None => false,
         }
-        // Zero padding, so equal values give equal records.
-        self.extra = [0; 24];
-        self.extra[0] = value.len() as u8;
-        self.extra[1..1 + value.len()].copy_from_slice(value);
-        true
     }
 
     /// True if the store quarantined this record at open.
@@ -514,7 +949,7 @@ impl Lease {
             b[68 + i * 4..72 + i * 4].copy_from_slice(&w.to_le_bytes());
         }
         b[100..102].copy_from_slice(&self.shard.to_le_bytes());
-        b[104..128].copy_from_slice(&self.extra);
+        b[104..128].copy_from_slice(&self.var.0);
         b
     }
 
@@ -524,6 +959,7 @@ impl Lease {
         let owner = Owner::from_u8(b[13]).ok_or_else(|| format!("unknown owner {}", b[13]))?;
         let client = ClientKey::from_raw(b[17], b[18], &b[36..68])
             .ok_or_else(|| format!("invalid client key (len {}, kind {:#x})", b[17], b[18]))?;
+        SideRef::of_record(b)?;
         Ok(Self::decode_with(b, state, owner, client))
     }
 
@@ -544,8 +980,9 @@ impl Lease {
         let u = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let mut chaddr = [0u8; 16];
         chaddr.copy_from_slice(&b[20..36]);
-        let mut extra = [0u8; 24];
-        extra.copy_from_slice(&b[104..128]);
+        // The handle as it is (the data are read where they are used).
+        let mut var = [0u8; 24];
+        var.copy_from_slice(&b[104..128]);
         Lease {
             addr: Ipv4Addr::from(u(8)),
             state,
@@ -564,7 +1001,7 @@ impl Lease {
             tsfp: u(92),
             lease_time: u(96),
             shard: u16::from_le_bytes([b[100], b[101]]),
-            extra,
+            var: VarRef(var),
         }
     }
 }
@@ -598,7 +1035,7 @@ mod tests {
         l.tsfp = 7;
         l.lease_time = 8;
         l.shard = 9;
-        l.extra[23] = 0x55;
+        assert!(l.set_relay_agent_info(&[0x55; 23]));
         let b = l.encode();
         assert_eq!(Lease::decode(&b), Ok(l));
         assert_eq!(l.client.to_string(), "01:aa:bb");
@@ -607,29 +1044,123 @@ mod tests {
     #[test]
     fn relay_agent_info_round_trip_and_limit() {
         let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 7));
-        assert_eq!(l.relay_agent_info(), b"");
-        let long = [0xabu8; RELAY_AGENT_INFO_MAX];
+        assert_eq!(l.inline_relay_agent_info(), Some(&b""[..]));
+        let long = [0xabu8; INLINE_RELAY_AGENT_INFO_MAX];
         assert!(l.set_relay_agent_info(&long));
-        assert_eq!(l.relay_agent_info(), long);
-        assert_eq!(l.extra[0], 23);
-        // Too long: refused, the stored value stays.
+        assert_eq!(l.inline_relay_agent_info(), Some(&long[..]));
+        // Too long for the record: refused here (the side area takes it), the value stays.
         let before = l;
-        assert!(!l.set_relay_agent_info(&[1; RELAY_AGENT_INFO_MAX + 1]));
+        assert!(!l.set_relay_agent_info(&[1; INLINE_RELAY_AGENT_INFO_MAX + 1]));
         assert_eq!(l, before);
-        // A shorter value leaves no tail of the longer one behind.
+        // Shorter value: no stale bytes remain (equal values give equal records).
         assert!(l.set_relay_agent_info(&[1, 3, b'a', b'b', b'c']));
-        assert_eq!(l.relay_agent_info(), [1, 3, b'a', b'b', b'c']);
         let mut fresh = Lease::free(l.addr);
         assert!(fresh.set_relay_agent_info(&[1, 3, b'a', b'b', b'c']));
         assert_eq!(l, fresh);
-        // It is part of the record.
-        assert_eq!(Lease::decode(&l.encode()), Ok(l));
-        // Empty: none, and the record is a free one again.
         assert!(l.set_relay_agent_info(&[]));
         assert_eq!(l, Lease::free(l.addr));
-        // A damaged length byte never reads past the field.
-        l.extra[0] = 200;
-        assert_eq!(l.relay_agent_info().len(), RELAY_AGENT_INFO_MAX);
+        // A damaged inline length byte never reads past the field.
+        let mut b = l.encode();
+        b[104] = 200;
+        assert_eq!(
+            Lease::decode_lossy(&b)
+                .inline_relay_agent_info()
+                .map(<[u8]>::len),
+            Some(INLINE_RELAY_AGENT_INFO_MAX)
+        );
+    }
+
+    #[test]
+    fn varlen_short_option82_stays_inline_as_older_builds_wrote_it() {
+        let p = VarParts::new(&[1, 3, b'a', b'b', b'c'], &[], &[]);
+        let r = VarRef::of(p);
+        assert!(!r.is_side());
+        let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 7));
+        l.var = r;
+        let b = l.encode();
+        assert_eq!(b[104], 5);
+        assert_eq!(&b[105..110], &[1, 3, b'a', b'b', b'c']);
+        assert_eq!(b[110..128], [0; 18]);
+        // The handle is copied as it is both ways.
+        assert_eq!(Lease::decode(&b).unwrap().var, r);
+        assert_eq!(
+            r.inline_data().relay_agent_info(),
+            &[1, 3, b'a', b'b', b'c']
+        );
+    }
+
+    #[test]
+    fn varlen_long_values_go_to_the_side_area_with_their_checksum_in_the_handle() {
+        let ri: Vec<u8> = (0..120u8).collect();
+        let mut v = VarData::EMPTY;
+        assert!(v.set_relay_agent_info(&ri));
+        assert!(v.set_host_name(b"cpe-0001"));
+        assert!(v.set_vendor_class(b"docsis3.1"));
+        let r = v.var_ref();
+        // The handle from borrowed parts (the packet path's) is the owned value's.
+        assert_eq!(r, VarRef::of(VarParts::new(&ri, b"cpe-0001", b"docsis3.1")));
+        let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 7));
+        l.var = r;
+        let b = l.encode();
+        let sr = SideRef::of_record(&b).unwrap().unwrap();
+        assert_eq!(sr.len, 3 + 120 + 8 + 9);
+        assert_eq!(sr.chunks, 2);
+        let mut side = [[0u8; EXT_CHUNK_SIZE]; EXT_CHUNKS];
+        assert_eq!(v.parts().write_chunks(&mut side), 2);
+        let mut p = Vec::new();
+        for c in &side[..2] {
+            p.extend_from_slice(&c[8..]);
+        }
+        p.truncate(sr.len);
+        assert_eq!(crate::crc32c::hash(&p), sr.crc);
+        assert_eq!(VarData::from_payload(&p).unwrap(), v);
+        // Changing only the host name changes the handle, so the record.
+        let mut v2 = v;
+        assert!(v2.set_host_name(b"cpe-0002"));
+        assert_ne!(v2.var_ref(), r);
+        // Host name alone (no option 82) is side data too.
+        assert!(VarRef::of(VarParts::new(&[], b"h", &[])).is_side());
+        // A damaged reference is refused by the strict decode.
+        let mut bad = b;
+        bad[105] = 9;
+        assert!(Lease::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn varlen_bound_keeps_option82_whole_and_cuts_vendor_class_then_host_name() {
+        let mut v = VarData::EMPTY;
+        assert!(v.set_host_name(&[b'h'; 200]));
+        assert!(v.set_vendor_class(&[b'v'; 200]));
+        // 255 + 200 + 200 > VAR_DATA_MAX: option 82 whole, host name whole, vendor class cut.
+        assert!(v.set_relay_agent_info(&[7; 255]));
+        assert_eq!(v.relay_agent_info(), &[7; 255][..]);
+        assert_eq!(v.host_name(), &[b'h'; 200][..]);
+        assert_eq!(v.vendor_class(), &[b'v'; VAR_DATA_MAX - 455][..]);
+        assert_eq!(v.len(), VAR_DATA_MAX);
+        // The borrowed form cuts the same way.
+        let p = VarParts::new(&[7; 255], &[b'h'; 200], &[b'v'; 200]);
+        assert_eq!(VarData::from_var_parts(p), v);
+        assert!(!v.set_vendor_class(&[b'w'; VAR_DATA_MAX - 454]));
+        // A longer host name pushes the vendor class out first.
+        assert!(!v.set_host_name(&[b'H'; 255]));
+        assert_eq!(v.host_name(), &[b'H'; VAR_DATA_MAX - 255][..]);
+        assert_eq!(v.vendor_class(), b"");
+        // Option 82 of 256 bytes is no valid option: refused, nothing changes.
+        let before = v;
+        assert!(!v.set_relay_agent_info(&[1; 256]));
+        assert_eq!(v, before);
+    }
+
+    #[test]
+    fn varlen_lease_keeps_main_size() {
+        // The handle takes the 24 bytes the inline option 82 took: a `Lease` copy costs what
+        // it cost before variable-length data.
+        assert_eq!(std::mem::size_of::<VarRef>(), 24);
+        assert!(
+            std::mem::size_of::<Lease>() <= 144,
+            "{}",
+            std::mem::size_of::<Lease>()
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! file without opening the table (no lock, nothing written), for tools that
 //! want to know a file's pools first.
 
+mod crc32c;
 mod error;
 mod header;
 mod identity;
@@ -39,15 +40,16 @@ pub mod v6;
 pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
 pub use lease::{
-    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_QUARANTINED, FLAG_RECONFIGURING,
-    FLAG_RECONF_KEY, KEY_MAX, RECORD_SIZE, RELAY_AGENT_INFO_MAX,
+    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, VarParts, VarRef, EXT_CHUNKS,
+    FLAG_QUARANTINED, FLAG_RECONFIGURING, FLAG_RECONF_KEY, INLINE_RELAY_AGENT_INFO_MAX, KEY_MAX,
+    RECORD_SIZE, RELAY_AGENT_INFO_MAX, VAR_DATA_MAX,
 };
 pub use read_only::ReadOnlyTable;
 pub use slot_words::{SlotWords, SlotWordsOpen};
 pub use table::{
-    default_wal_bytes, unix_now, wal_path, Alloc, ChangeHook, DirtySet, GrowError, GrowReport,
-    LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult, WalStats,
-    COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MAX_HOOKS, MIN_WAL_BYTES,
+    default_wal_bytes, ext_path, unix_now, wal_path, Alloc, ChangeHook, DirtySet, GrowError,
+    GrowReport, LeaseTable, OpenOptions, OpenReport, PoolStats, Slot, SweepResult, VarEdit,
+    WalStats, COMMIT_LATENCY_BOUNDS_US, DEFAULT_WAL_BYTES, MAX_ENTRY, MAX_HOOKS, MIN_WAL_BYTES,
 };
 
 /// Current on-disk format version.

@@ -14,7 +14,12 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::StoreError;
 use crate::header::{FileHeader, Geometry, PoolSpec};
-use crate::lease::{ClientKey, Lease, LeaseState, RECORD_SIZE, RECORD_WORDS};
+use crate::lease::{
+    ClientKey, Lease, LeaseState, SideRef, VarData, EXT_CHUNKS, EXT_CHUNK_PAYLOAD, EXT_CHUNK_SIZE,
+    RECORD_SIZE, RECORD_WORDS, VAR_IN_SIDE_AREA,
+};
+use crate::table::ext::{check_header, ext_len, verify, EXTENT, EXT_HDR};
+use crate::table::ext_path;
 use crate::table::PoolStats;
 
 /// Spins on a record that stays mid-write this long before taking it as it is (only a writer
@@ -33,6 +38,8 @@ pub struct ReadOnlyTable {
     geo: Geometry,
     header_len: usize,
     map: MmapRaw,
+    /// The side area (variable-length data), when the file has one.
+    side: Option<MmapRaw>,
 }
 
 impl std::fmt::Debug for ReadOnlyTable {
@@ -85,9 +92,61 @@ impl ReadOnlyTable {
         Ok(ReadOnlyTable {
             path: path.to_path_buf(),
             header_len: header.header_len,
+            side: Self::open_side(path, geo.total)?,
             geo,
             map,
         })
+    }
+
+    /// The side area mapped read-only; `None` when there is none (a file of an older build,
+    /// or one never written).
+    fn open_side(path: &Path, total: u32) -> Result<Option<MmapRaw>, StoreError> {
+        let sp = ext_path(path);
+        let file = match File::open(&sp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&sp, "open side area", e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io(&sp, "stat side area", e))?
+            .len();
+        let need = ext_len(total);
+        if len < need {
+            return Ok(None);
+        }
+        let mut h = [0u8; 28];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut h, 0)
+            .map_err(|e| StoreError::io(&sp, "read side area header", e))?;
+        if !check_header(&h, &sp)? {
+            return Ok(None);
+        }
+        let map = MmapOptions::new()
+            .len(usize::try_from(need).map_err(|_| {
+                StoreError::format(&sp, format!("{need} bytes is too large to map"))
+            })?)
+            .map_raw_read_only(&file)
+            .map_err(|e| StoreError::io(&sp, "mmap side area", e))?;
+        Ok(Some(map))
+    }
+
+    /// Loads the side payload of record `index` (relaxed atomic loads; validated by the
+    /// caller's sequence check).
+    fn load_side(&self, index: u32, r: SideRef, out: &mut [u8; EXT_CHUNKS * EXT_CHUNK_PAYLOAD]) {
+        let Some(m) = &self.side else { return };
+        for i in 0..r.chunks {
+            // SAFETY: index < total and i < EXT_CHUNKS: inside the mapping of ext_len(total)
+            // bytes; 4-byte aligned; loaded through atomics only (as `words`).
+            let w = unsafe {
+                &*(m.as_ptr()
+                    .add(EXT_HDR + index as usize * EXTENT + i * EXT_CHUNK_SIZE)
+                    as *const [AtomicU32; RECORD_WORDS])
+            };
+            for (j, a) in w.iter().enumerate().skip(2) {
+                let o = i * EXT_CHUNK_PAYLOAD + (j - 2) * 4;
+                out[o..o + 4].copy_from_slice(&a.load(Ordering::Relaxed).to_ne_bytes());
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -134,8 +193,15 @@ impl ReadOnlyTable {
         }
     }
 
-    /// A consistent copy of record `index` (sequence-lock read, as the daemon's readers).
+    /// A consistent copy of record `index` (sequence-lock read, as the daemon's readers); its
+    /// variable data is the handle only ([`read_with_var`](Self::read_with_var)).
     pub fn read(&self, index: u32) -> Lease {
+        self.read_with_var(index).0
+    }
+
+    /// A consistent copy of record `index` and its variable data (none when the side area
+    /// does not match the record's handle).
+    pub fn read_with_var(&self, index: u32) -> (Lease, VarData) {
         let w = self.words(index);
         let load = || {
             let mut b = [0u8; RECORD_SIZE];
@@ -145,7 +211,8 @@ impl ReadOnlyTable {
             b
         };
         let mut spins = 0u32;
-        let raw = loop {
+        let mut p = [0u8; EXT_CHUNKS * EXT_CHUNK_PAYLOAD];
+        let (raw, side) = loop {
             let s1 = w[0].load(Ordering::Acquire);
             if s1 & 1 == 1 && spins < MAX_SPINS {
                 spins += 1;
@@ -153,15 +220,35 @@ impl ReadOnlyTable {
                 continue;
             }
             let b = load();
+            let side = if b[104] == VAR_IN_SIDE_AREA {
+                SideRef::of_record(&b).ok().flatten()
+            } else {
+                None
+            };
+            if let Some(r) = side {
+                self.load_side(index, r, &mut p);
+            }
             fence(Ordering::Acquire);
             if w[0].load(Ordering::Relaxed) == s1 || spins >= MAX_SPINS {
-                break b;
+                break (b, side);
             }
             spins += 1;
         };
         let mut l = Lease::decode_lossy(&raw);
         l.addr = Ipv4Addr::from(self.geo.addr_of(index));
-        l
+        let v = match side {
+            Some(r) => verify(&p, r).unwrap_or(VarData::EMPTY),
+            None => l.var.inline_data(),
+        };
+        (l, v)
+    }
+
+    /// Every record in file order with its pool id and variable data.
+    pub fn iter_with_var(&self) -> impl Iterator<Item = (u32, Lease, VarData)> + '_ {
+        (0..self.geo.total).map(move |i| {
+            let (l, v) = self.read_with_var(i);
+            (self.pool_of(i), l, v)
+        })
     }
 
     /// Every record in file order with its pool id.

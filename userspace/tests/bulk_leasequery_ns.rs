@@ -105,7 +105,7 @@ fn write_bindings(
         let relay = relay_of(i);
         let remote = format!("cpe-{i}");
         let ri = opt82(relay, &remote);
-        let stored = table.update(slot, |l| {
+        let (stored, _) = table.update_full(slot, |l, v| {
             l.state = LeaseState::Active;
             l.client = ClientKey::from_hw(1, &mac);
             l.htype = 1;
@@ -115,7 +115,7 @@ fn write_bindings(
             l.cltt = now - 10;
             l.lease_time = 86_400;
             l.expiry = now + 86_400;
-            l.set_relay_agent_info(&ri)
+            v.set_relay_agent_info(&ri)
         });
         if !stored {
             return Err(format!("option 82 of {ip} did not fit the record"));

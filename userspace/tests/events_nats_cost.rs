@@ -102,12 +102,12 @@ fn events_nats_spool_encoding_allocates_nothing_per_event() {
         let leases: Vec<Lease> = (0..N).map(|i| lease(i % 5000, 1_764_810_000 + i)).collect();
         // Warm-up: the reused buffers reach their size.
         for l in &leases[..1000] {
-            w.append_lease("ack", l.cltt, l, Source::Dhcp);
+            w.append_lease("ack", l.cltt, l, &[], Source::Dhcp);
         }
         w.flush();
         let (a0, t0) = (allocs(), thread_cpu());
         for (i, l) in leases.iter().enumerate() {
-            w.append_lease("ack", l.cltt, l, Source::Dhcp);
+            w.append_lease("ack", l.cltt, l, &[], Source::Dhcp);
             if i % 300 == 299 {
                 // The writer's tick at 30,000 events/s.
                 w.flush();
@@ -129,7 +129,7 @@ fn events_nats_spool_encoding_allocates_nothing_per_event() {
         let (b0, u0) = (allocs(), thread_cpu());
         let mut bytes = 0usize;
         for l in &leases {
-            let e = event_of("ack", l.cltt, l, Source::Dhcp);
+            let e = event_of("ack", l.cltt, l, &[], Source::Dhcp);
             let id = r.message_id(&e);
             let json = serde_json::to_vec(&r.nats_event(&e, None)).expect("json");
             bytes += r.subject(&e).len() + id.len() + json.len();
@@ -223,7 +223,7 @@ fn events_nats_batched_messages_cut_publisher_and_nats_server_cpu_per_event() {
             SpoolWriter::open(&spool, 1 << 32, router(&cfg), stats.clone()).expect("open");
         for i in 0..N {
             let l = lease(i % 5000, 1_764_810_000 + i);
-            w.append_lease("ack", l.cltt, &l, Source::Dhcp);
+            w.append_lease("ack", l.cltt, &l, &[], Source::Dhcp);
             if i % 300 == 299 {
                 w.flush();
             }

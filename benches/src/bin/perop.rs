@@ -175,6 +175,10 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
             let ok = timed_loop(n, &mut |i| {
                 out[..len].copy_from_slice(&frame[..len]);
                 set_client_in_frame(&mut out, off, tpl.cid_mac_at, base + i);
+                if let Some(at) = tpl.ri_mac_at {
+                    // The relay's remote-id names this client too.
+                    patch_payload(&mut out, off, at, &xdhcpd_benches::client_mac(base + i));
+                }
                 if renew {
                     patch_payload(&mut out, off, 12, &ips[i as usize]);
                 }

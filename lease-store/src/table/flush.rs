@@ -156,7 +156,8 @@ impl LeaseTable {
                 v = now;
             }
         }
-        match self.map.flush() {
+        self.side.redirty(self.geo().total);
+        match self.side.flush().and_then(|()| self.map.flush()) {
             Err(e) => {
                 self.note_flush_failure(&e);
                 Err(e)
@@ -200,7 +201,11 @@ impl LeaseTable {
         }
         let off = self.header_len + set.lo as usize * RECORD_SIZE;
         let len = (set.hi - set.lo) as usize * RECORD_SIZE + RECORD_SIZE;
-        self.sticky_flush(|| self.map.flush_range(off, len))?;
+        self.sticky_flush(|| {
+            self.side
+                .flush_slots(set.lo, set.hi)
+                .and_then(|()| self.map.flush_range(off, len))
+        })?;
         set.clear();
         Ok(())
     }

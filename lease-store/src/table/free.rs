@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
+use super::record::VarEdit;
 use super::{lock, LeaseTable, Slot};
 use crate::lease::{Lease, LeaseState, Owner};
 
@@ -132,6 +133,19 @@ impl LeaseTable {
         owner: Owner,
         f: impl FnOnce(&mut Lease) -> Option<R>,
     ) -> Alloc<R> {
+        self.allocate_if_var(pool, shard, now, owner, |l, _| f(l))
+    }
+
+    /// [`allocate_if`](Self::allocate_if) for writers of variable data (see
+    /// [`update_var`](Self::update_var)).
+    pub fn allocate_if_var<'d, R>(
+        &self,
+        pool: u32,
+        shard: usize,
+        now: u32,
+        owner: Owner,
+        f: impl FnOnce(&mut Lease, &mut VarEdit<'_, 'd>) -> Option<R>,
+    ) -> Alloc<R> {
         let Some(p) = self.pool_idx(pool) else {
             return Alloc::Empty;
         };
@@ -154,12 +168,13 @@ impl LeaseTable {
         };
         let mut new = old;
         new.shard = shard as u16;
-        let Some(r) = f(&mut new) else {
+        let mut ve = VarEdit::new(self, slot, old.var);
+        let Some(r) = f(&mut new, &mut ve) else {
             drop(g);
             self.push_free(p, slot, owner);
             return Alloc::Refused;
         };
-        self.apply_locked(slot, &mut g, &raw, &old, &mut new);
+        self.apply_locked(slot, &mut g, &raw, &old, &mut new, ve.src().as_ref());
         drop(g);
         self.reindex(slot, &old.client, &new.client);
         Alloc::Taken(Slot(slot), r)

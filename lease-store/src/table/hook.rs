@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::lease::Lease;
+use crate::lease::{Lease, VarData};
 
 use super::LeaseTable;
 
@@ -25,6 +25,25 @@ pub trait ChangeHook: Send + Sync {
         let _ = slot;
         self.record_changed(pool, old, new);
     }
+
+    /// Whether this hook reads the records' variable data (option 82 whole, host name,
+    /// vendor class). Asked once, when the hook is set; then every change costs a read of
+    /// the side area, so only hooks that need the data say yes.
+    fn wants_var(&self) -> bool {
+        false
+    }
+
+    /// [`record_changed_at`](Self::record_changed_at) with the variable data before and
+    /// after, for a hook whose [`wants_var`](Self::wants_var) is true.
+    fn record_changed_var(
+        &self,
+        slot: u32,
+        pool: u32,
+        old: (&Lease, &VarData),
+        new: (&Lease, &VarData),
+    ) {
+        self.record_changed_at(slot, pool, old.0, new.0);
+    }
 }
 
 /// How many change hooks a table takes.
@@ -35,6 +54,10 @@ impl LeaseTable {
     /// nothing). Install it before anything writes records that the hook's owner counts,
     /// then count what is already there (`iter`). Hooks are never removed.
     pub fn set_change_hook(&self, hook: Arc<dyn ChangeHook>) -> bool {
+        if hook.wants_var() {
+            self.var_hooks
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut hook = Some(hook);
         for cell in &self.hooks {
             if let Some(h) = hook.take() {
@@ -56,6 +79,27 @@ impl LeaseTable {
         first.record_changed_at(slot, pool, old, new);
         for cell in &self.hooks[1..] {
             match cell.get() {
+                Some(h) => h.record_changed_at(slot, pool, old, new),
+                None => return,
+            }
+        }
+    }
+
+    /// [`notify_change`](Self::notify_change) with the variable data before and after.
+    pub(super) fn notify_change_var(
+        &self,
+        slot: u32,
+        old: &Lease,
+        old_var: &VarData,
+        new: &Lease,
+        new_var: &VarData,
+    ) {
+        let pool = self.pool_of_slot(super::Slot(slot));
+        for cell in &self.hooks {
+            match cell.get() {
+                Some(h) if h.wants_var() => {
+                    h.record_changed_var(slot, pool, (old, old_var), (new, new_var))
+                }
                 Some(h) => h.record_changed_at(slot, pool, old, new),
                 None => return,
             }

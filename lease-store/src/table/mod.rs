@@ -41,8 +41,13 @@
 //! copies that roll back a torn record; `index`: client -> slot; `free`: free
 //! lists and allocation; `sweep`: expiry; `flush`: durability; `wal`: the
 //! write-ahead log (group commit, checkpoint, replay); `stats`: per-pool
-//! counters; `failover_area`: failover state in the header.
+//! counters; `failover_area`: failover state in the header; `ext`: the side area of
+//! variable-length lease data (option 82, host name, vendor class), one bounded extent per
+//! slot in `<file>.ext`, written under the record's lock and covered by the same log.
 
+pub(crate) mod ext;
+#[cfg(test)]
+mod ext_tests;
 mod failover_area;
 mod file;
 pub(crate) use file::preallocate;
@@ -75,11 +80,13 @@ use memmap2::MmapRaw;
 use crate::header::{Geometry, PoolSpec};
 use crate::lease::{LeaseState, RECORD_SIZE};
 
+pub use ext::ext_path;
 pub use flush::DirtySet;
 pub use free::Alloc;
 pub use grow::{GrowError, GrowReport};
 pub use hook::{ChangeHook, MAX_HOOKS};
 pub use open::{OpenOptions, OpenReport};
+pub use record::VarEdit;
 pub use stats::PoolStats;
 pub use sweep::SweepResult;
 pub use wal::{
@@ -204,6 +211,10 @@ pub struct LeaseTable {
     /// The change hooks (`hook.rs`), told of every record change under its lock; filled
     /// from the first.
     hooks: [OnceLock<Arc<dyn ChangeHook>>; hook::MAX_HOOKS],
+    /// The side area of variable-length lease data (`ext.rs`).
+    side: ext::SideArea,
+    /// Some change hook reads the records' variable data (`ChangeHook::wants_var`).
+    var_hooks: AtomicBool,
 }
 
 impl std::fmt::Debug for LeaseTable {

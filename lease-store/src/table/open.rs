@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::ext::SideArea;
 use super::file::{capacity_for, init_file, open_locked, preallocate};
 use super::index::{write_lock, IndexPos, INDEX_SHARDS};
-use super::rebuild::rebuild;
+use super::rebuild::{finish_rebuild, rebuild};
 use super::record::{load_words, store_body};
 use super::undo::{is_pristine, recover_from_undo, stored_crc_of, UndoMap};
 use super::wal::{self, apply_entry, Replay, Staged, Wal};
@@ -24,7 +25,9 @@ use super::{lock, unix_now, Layout, LeaseTable, PoolRt};
 use crate::error::StoreError;
 use crate::header::{self, Geometry, PoolSpec, ValidHeader, ID_BYTES, UNDO_SLOTS};
 use crate::identity::{self, TableId};
-use crate::lease::{record_crc, ClientKey, Lease, LeaseState, Owner, FLAG_QUARANTINED};
+use crate::lease::{
+    record_crc, ClientKey, Lease, LeaseState, Owner, SideRef, VarRef, FLAG_QUARANTINED,
+};
 
 /// Options for [`LeaseTable::open`].
 #[derive(Clone, Debug)]
@@ -90,6 +93,9 @@ pub struct OpenReport {
     pub wal_applied: u64,
     /// Why the log replay stopped at a damaged entry (a torn or partial write, discarded).
     pub wal_discarded: Option<String>,
+    /// Leases whose variable data (option 82, host name, vendor class) in the side area did
+    /// not match their record (a torn write): the lease is kept without it.
+    pub side_dropped: Vec<(Ipv4Addr, String)>,
 }
 
 /// The write-ahead log as found at open.
@@ -142,6 +148,7 @@ struct ScanOut {
     relog: Vec<u32>,
     /// Index entries of keyed records, by index shard, in slot order.
     keyed: Vec<Vec<u64>>,
+    side_dropped: Vec<(Ipv4Addr, String)>,
 }
 
 impl LeaseTable {
@@ -161,6 +168,10 @@ impl LeaseTable {
         let mut report = OpenReport::default();
         for _ in 0..4 {
             let (file, empty) = open_locked(path, opts.create)?;
+            // A rebuild cut between its two renames is finished first (under the lock).
+            if finish_rebuild(path)? {
+                continue;
+            }
             if empty {
                 init_file(&file, path, &geo, opts.spare, u64::from(opts.now))?;
                 report.created = true;
@@ -188,11 +199,12 @@ impl LeaseTable {
             // have not shared it); `len` is the mapped length.
             let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
             let hdr = header::parse_header(whole, len as u64, path)?;
+            let side = SideArea::open(path, hdr.capacity)?;
             // The write-ahead log's entries, applied before anything reads the records: by
             // the scan below (in slot order), or here when the file is about to be rebuilt.
             let tr = Instant::now();
             let log_path = wal::wal_path(path);
-            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total)?;
+            let (replay, entries) = wal::read_log(&log_path, hdr.geo.total, side.log_ids())?;
             // A log of another table file is never replayed (`identity.rs`).
             let file_id = header::table_id(&hdr.id);
             // (No log file, or none with a valid header: nothing of another table.)
@@ -200,6 +212,15 @@ impl LeaseTable {
                 identity::check_log(path, &log_path, file_id, replay.id, replay.entries)?;
             }
             let id = file_id.unwrap_or_else(|| identity::new_id(ID_BYTES));
+            // Side chunks first (the scan checks records against them); only a log of this
+            // table (checked just above) is applied.
+            let side_applied = side.apply_log(&entries);
+            if side_applied > 0 {
+                side.flush().map_err(|e| {
+                    StoreError::io(side.path(), "msync side area after the log replay", e)
+                })?;
+            }
+            report.wal_applied += side_applied;
             if let Some(why) = &replay.discarded {
                 tracing::warn!(path = %log_path.display(), "write-ahead log: {why}");
             }
@@ -227,7 +248,16 @@ impl LeaseTable {
                 finish_log(&log_path, opts, &replay, id)?;
                 // SAFETY: as above; the replay is done.
                 let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), len) };
-                rebuild(path, whole, &hdr, &geo, opts, &mut report, &id12(&id))?;
+                rebuild(
+                    path,
+                    whole,
+                    &hdr,
+                    &geo,
+                    opts,
+                    &mut report,
+                    &id12(&id),
+                    &side,
+                )?;
                 continue; // reopen the rewritten file
             }
             let want = capacity_for(&hdr.geo, opts.spare);
@@ -267,7 +297,7 @@ impl LeaseTable {
                 id,
                 assign_id: file_id.is_none(),
             };
-            let table = Self::build(path, file, map, hdr, opts, &mut report, log)?;
+            let table = Self::build(path, file, map, hdr, opts, &mut report, log, side)?;
             report.elapsed = start.elapsed();
             return Ok((table, report));
         }
@@ -277,6 +307,7 @@ impl LeaseTable {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         path: &Path,
         file: File,
@@ -285,6 +316,7 @@ impl LeaseTable {
         opts: &OpenOptions,
         report: &mut OpenReport,
         log: LogAtOpen,
+        side: SideArea,
     ) -> Result<Self, StoreError> {
         let t_build = Instant::now();
         let shards = opts.shards.max(1);
@@ -328,6 +360,8 @@ impl LeaseTable {
             // Started once the replayed records are durable (below).
             wal: None,
             hooks: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            side,
+            var_hooks: AtomicBool::new(false),
         };
 
         // Parallel scan over contiguous slot ranges (chunks aligned to 64 so the
@@ -408,6 +442,7 @@ impl LeaseTable {
             }
             report.quarantined.extend(out.quarantined);
             report.repaired.extend(out.repaired);
+            report.side_dropped.extend(out.side_dropped);
             report.kept += out.kept;
             report.wal_applied += out.applied;
             wrote |= out.wrote;
@@ -418,6 +453,9 @@ impl LeaseTable {
         }
         for (addr, why) in &report.repaired {
             tracing::warn!(path = %path.display(), %addr, "repaired lease record: {why}");
+        }
+        for (addr, why) in &report.side_dropped {
+            tracing::warn!(path = %path.display(), %addr, "lease kept without its option 82 / host name / vendor class: {why}");
         }
         report
             .phases
@@ -542,6 +580,7 @@ impl LeaseTable {
             applied: 0,
             relog: Vec::new(),
             keyed: (0..INDEX_SHARDS).map(|_| Vec::new()).collect(),
+            side_dropped: Vec::new(),
         };
         if lo >= hi {
             return out;
@@ -623,7 +662,7 @@ impl LeaseTable {
                     }
                 })
             };
-            let l = match decoded {
+            let mut l = match decoded {
                 Ok(l) => {
                     if rolled_back {
                         w[0].store(seq.wrapping_add(1), Ordering::Release);
@@ -665,6 +704,25 @@ impl LeaseTable {
                     continue;
                 }
             };
+            if let Ok(Some(r)) = SideRef::of_record(&raw) {
+                match self.side.var_of(slot, r) {
+                    Ok(_) => {}
+                    Err(why) => {
+                        // The lease stays; only its variable data is gone.
+                        l.var = VarRef::EMPTY;
+                        let mut b = l.encode();
+                        let crc = record_crc(&b);
+                        b[4..8].copy_from_slice(&crc.to_le_bytes());
+                        store_body(w, &b);
+                        let seq = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                        w[0].store((seq | 1).wrapping_add(1), Ordering::Release);
+                        out.wrote = true;
+                        // A resumed log gets the repaired record (as every repair).
+                        out.relog.push(slot);
+                        out.side_dropped.push((l.addr, why));
+                    }
+                }
+            }
             out.counts[p][l.state as usize] += 1;
             if l.is_quarantined() {
                 out.quarantined_n[p] += 1;

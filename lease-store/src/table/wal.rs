@@ -581,16 +581,30 @@ pub(crate) struct Replay {
 /// Reads the lease table's log at `path` (if any) for a table of `total` records: the valid
 /// entries from `head`, sorted by slot (each slot's versions in log order), for
 /// [`apply_entry`].
-pub(super) fn read_log(path: &Path, total: u32) -> Result<(Replay, Vec<Staged>), StoreError> {
-    read_log_of::<RECORD_SIZE>(path, total, |rec| u32_at(rec, 4) == record_crc(rec))
+///
+/// Entries with [`EXT_ID`](super::ext::EXT_ID) set name side-area chunks (below `side_ids`).
+pub(super) fn read_log(
+    path: &Path,
+    total: u32,
+    side_ids: u32,
+) -> Result<(Replay, Vec<Staged>), StoreError> {
+    read_log_of::<RECORD_SIZE>(path, total, side_ids, |id, rec| {
+        if id & super::ext::EXT_ID != 0 {
+            super::ext::chunk_ok(rec)
+        } else {
+            u32_at(rec, 4) == record_crc(rec)
+        }
+    })
 }
 
 /// [`read_log`] for records of `N` bytes; `image_ok` checks an entry's record image (its own
-/// checksum): an entry whose image fails ends the replay like a torn entry.
+/// checksum): an entry whose image fails ends the replay like a torn entry. `side_ids` is 0
+/// for a table without a side area (the DHCPv6 binding table).
 pub(crate) fn read_log_of<const N: usize>(
     path: &Path,
     total: u32,
-    image_ok: impl Fn(&[u8; N]) -> bool,
+    side_ids: u32,
+    image_ok: impl Fn(u32, &[u8; N]) -> bool,
 ) -> Result<(Replay, Vec<Staged<N>>), StoreError> {
     let max = max_entry(N);
     let mut out = Replay::default();
@@ -679,7 +693,15 @@ pub(crate) fn read_log_of<const N: usize>(
             break;
         }
         let slot = u32_at(b, eh - 4);
-        if slot >= total {
+        let side = slot & super::ext::EXT_ID != 0;
+        if side && slot & !super::ext::EXT_ID >= side_ids {
+            out.discarded = Some(format!(
+                "entry at log position {lsn}: side chunk {} beyond the side area's {side_ids}",
+                slot & !super::ext::EXT_ID
+            ));
+            break;
+        }
+        if !side && slot >= total {
             out.discarded = Some(format!(
                 "entry at log position {lsn}: slot {slot} beyond the table's {total} records"
             ));
@@ -693,7 +715,7 @@ pub(crate) fn read_log_of<const N: usize>(
                 k += 4;
             }
         }
-        if !image_ok(&rec) {
+        if !image_ok(slot, &rec) {
             out.discarded = Some(format!(
                 "entry at log position {lsn}: the record image's own checksum does not match"
             ));
@@ -1158,7 +1180,7 @@ impl LeaseTable {
     /// the same as `flush`. Runs in the background: commits go on meanwhile.
     pub fn checkpoint(&self) -> io::Result<()> {
         let Some(w) = &self.wal else {
-            return self.sticky_flush(|| self.map.flush());
+            return self.sticky_flush(|| self.side.flush().and_then(|()| self.map.flush()));
         };
         let _one = lock(&w.ckpt);
         // Staged changes go to the log first (so nothing stays staged for long, whoever
@@ -1174,9 +1196,9 @@ impl LeaseTable {
 
     fn checkpoint_inner(&self, w: &Wal) -> io::Result<()> {
         let before = self.flush_state.failures.load(Ordering::Acquire);
-        // First the position, then the msync (module docs).
+        // First the position, then the msync (module docs): the side area, then the table.
         let p = w.durable.load(Ordering::Acquire);
-        if let Err(e) = self.map.flush() {
+        if let Err(e) = self.side.flush().and_then(|()| self.map.flush()) {
             self.note_flush_failure(&e);
             return Err(e);
         }

@@ -276,7 +276,8 @@ impl BindingTable6 {
         t.id = file_id.unwrap_or([0; 16]);
         write_header(t.backing.bytes_mut(), cap, &duid, &t.id);
         let log_path = wal::wal_path(path);
-        let (replay, entries) = wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, record::image_ok)?;
+        let (replay, entries) =
+            wal::read_log_of::<RECORD6_SIZE>(&log_path, cap, 0, |_, r| record::image_ok(r))?;
         // A log of another binding file is never replayed (`identity.rs`).
         // (No log file, or none with a valid header: nothing of another table.)
         if replay.hdr.is_some() {

@@ -75,7 +75,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable};
+use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable, VarData};
 
 use super::wire::{
     opt, relay_sub, Message, MessageType, ReplyWriter, SubOptionIter, MAGIC_COOKIE, OP_BOOTREQUEST,
@@ -622,11 +622,11 @@ impl Session {
                 break;
             };
             a.cursor += 1;
-            let l = table.read(slot);
-            let Some(kind) = report(a, &l, now) else {
+            let (l, var) = table.read_with_var(slot);
+            let Some(kind) = report(a, &l, &var, now) else {
                 continue;
             };
-            return match write_binding(&a.req, &l, kind, self.server_id, now, out) {
+            return match write_binding(&a.req, &l, &var, kind, self.server_id, now, out) {
                 Some(n) => {
                     BulkStats::inc(if kind == MessageType::LeaseActive {
                         &stats.active
@@ -753,16 +753,16 @@ impl Session {
                     break;
                 };
                 cur += 1;
-                let l = table.read(slot);
-                if !matches(sub.kind, &sub.value[..sub.value_len], &l) {
+                let (l, var) = table.read_with_var(slot);
+                if !matches(sub.kind, &sub.value[..sub.value_len], &var) {
                     continue;
                 }
                 if sub.start.is_some_and(|s| changed_since(&l, now) < s) {
                     continue;
                 }
                 sub.cursor = Some(cur);
-                return match write_binding(&sub.req, &l, kind_of(&l, now), self.server_id, now, out)
-                {
+                let kind = kind_of(&l, now);
+                return match write_binding(&sub.req, &l, &var, kind, self.server_id, now, out) {
                     Some(n) => {
                         BulkStats::inc(&stats.catchup_sent);
                         Poll::Send(n)
@@ -794,11 +794,13 @@ impl Session {
             let Some(c) = sub.pending.pop_front().or_else(|| changes.next_change()) else {
                 return Poll::Idle;
             };
-            if !matches(sub.kind, &sub.value[..sub.value_len], &c.lease) {
+            let var = var_of_change(table, &c);
+            if !matches(sub.kind, &sub.value[..sub.value_len], &var) {
                 continue;
             }
             let l = &c.lease;
-            return match write_binding(&sub.req, l, kind_of(l, now), self.server_id, now, out) {
+            return match write_binding(&sub.req, l, &var, kind_of(l, now), self.server_id, now, out)
+            {
                 Some(n) => {
                     BulkStats::inc(&stats.changes_sent);
                     Poll::Send(n)
@@ -837,12 +839,33 @@ fn kind_of(l: &Lease, now: u32) -> MessageType {
     }
 }
 
-/// Whether record `l` is one a subscription with filter `kind` / `value` reports.
-fn matches(kind: Kind, value: &[u8], l: &Lease) -> bool {
+/// Whether a record with variable data `var` is one a subscription with filter `kind` /
+/// `value` reports.
+fn matches(kind: Kind, value: &[u8], var: &VarData) -> bool {
     match kind {
-        Kind::RelayId => sub_option(l.relay_agent_info(), relay_sub::RELAY_ID) == Some(value),
-        Kind::RemoteId => sub_option(l.relay_agent_info(), relay_sub::REMOTE_ID) == Some(value),
+        Kind::RelayId => sub_option(var.relay_agent_info(), relay_sub::RELAY_ID) == Some(value),
+        Kind::RemoteId => sub_option(var.relay_agent_info(), relay_sub::REMOTE_ID) == Some(value),
         _ => true,
+    }
+}
+
+/// The variable data of a queued change: the record's handle names it, so the table's
+/// current data are that version's when the handle is still the same; when the record's
+/// data changed again since (a later change is queued for that), the inline part only.
+fn var_of_change(table: &LeaseTable, c: &Change) -> VarData {
+    if !c.lease.var.is_side() {
+        return c.lease.var.inline_data();
+    }
+    match table.slot(c.slot) {
+        Some(slot) => {
+            let (now_l, var) = table.read_with_var(slot);
+            if now_l.var == c.lease.var {
+                var
+            } else {
+                VarData::EMPTY
+            }
+        }
+        None => VarData::EMPTY,
     }
 }
 
@@ -1014,8 +1037,8 @@ fn sub_option(ri: &[u8], code: u8) -> Option<&[u8]> {
         .map(|(_, v)| v)
 }
 
-/// Whether record `l` answers the query, and how.
-fn report(a: &Active, l: &Lease, now: u32) -> Option<MessageType> {
+/// Whether record `l` (with variable data `var`) answers the query, and how.
+fn report(a: &Active, l: &Lease, var: &VarData, now: u32) -> Option<MessageType> {
     let matches = match a.kind {
         Kind::All => true,
         _ if !l.state.binds_client() => false,
@@ -1024,10 +1047,11 @@ fn report(a: &Active, l: &Lease, now: u32) -> Option<MessageType> {
         }
         Kind::ClientId(key) => l.client == key,
         Kind::RelayId => {
-            sub_option(l.relay_agent_info(), relay_sub::RELAY_ID) == Some(&a.value[..a.value_len])
+            sub_option(var.relay_agent_info(), relay_sub::RELAY_ID) == Some(&a.value[..a.value_len])
         }
         Kind::RemoteId => {
-            sub_option(l.relay_agent_info(), relay_sub::REMOTE_ID) == Some(&a.value[..a.value_len])
+            sub_option(var.relay_agent_info(), relay_sub::REMOTE_ID)
+                == Some(&a.value[..a.value_len])
         }
     };
     if !matches {
@@ -1056,6 +1080,7 @@ fn framed(out: &mut [u8], n: usize) -> usize {
 fn write_binding(
     req: &[u8],
     l: &Lease,
+    var: &VarData,
     kind: MessageType,
     server_id: Ipv4Addr,
     now: u32,
@@ -1096,7 +1121,7 @@ fn write_binding(
         if l.client.kind() == KeyKind::ClientId && !l.client.is_hashed() {
             w.option(opt::CLIENT_ID, l.client.as_bytes()).ok()?;
         }
-        let ri = l.relay_agent_info();
+        let ri = var.relay_agent_info();
         if !ri.is_empty() {
             w.option(opt::RELAY_AGENT_INFO, ri).ok()?;
         }

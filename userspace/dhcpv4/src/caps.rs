@@ -24,22 +24,18 @@
 //! Never refused: a client that already holds an address (Offered or Active record: its
 //! renewal, its REQUEST after our OFFER, a re-DISCOVER) and a client getting back its own
 //! expired or released binding (INIT-REBOOT / renewal of its record); failover updates from
-//! the partner are counted, never refused. A record whose option 82 is longer than the 23
-//! bytes a lease record keeps has no stored option 82 and is not counted (see
-//! `docs/configuration.md`).
+//! the partner are counted, never refused. The lease record keeps option 82 whole, so every
+//! holder with a circuit-id / remote-id is counted, whatever the option's length.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use lease_store::{ChangeHook, Lease, LeaseState, LeaseTable};
+use lease_store::{ChangeHook, ClientKey, Lease, LeaseState, LeaseTable, VarData};
 use xdhcpd_config::{Config, LimitsConfig};
 
 use crate::wire::relay_sub;
 
 type Hasher = foldhash::fast::RandomState;
 
-/// Longest id a key keeps (an option 82 stored in a record is at most 23 bytes: one
-/// sub-option header leaves 21).
-const ID_MAX: usize = 22;
 const PENDING: u64 = 1 << 32;
 const COUNT_MASK: u64 = PENDING - 1;
 
@@ -52,28 +48,26 @@ pub enum CapKind {
     RemoteId = 2,
 }
 
-/// A counted key: fixed size, built without allocating.
+/// A counted key: fixed size, built without allocating. The id is kept as the lease store
+/// keeps client identifiers: up to 32 bytes as they are, a longer one (a sub-option is at
+/// most 255 bytes) as a 256-bit hash of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CapKey {
     kind: u8,
-    len: u8,
     link: u32,
-    id: [u8; ID_MAX],
+    id: ClientKey,
 }
 
 impl CapKey {
     fn new(kind: CapKind, link: u32, id: &[u8]) -> Option<CapKey> {
-        if id.is_empty() || id.len() > ID_MAX {
+        if id.is_empty() {
             return None;
         }
-        let mut k = CapKey {
+        Some(CapKey {
             kind: kind as u8,
-            len: id.len() as u8,
             link,
-            id: [0; ID_MAX],
-        };
-        k.id[..id.len()].copy_from_slice(id);
-        Some(k)
+            id: ClientKey::from_client_id(id),
+        })
     }
 }
 
@@ -208,8 +202,13 @@ impl LeaseCaps {
         self.counts.pin().clear();
         for (slot, l) in table.iter() {
             if holds(&l) {
+                // The option 82 whole (read only for the holders).
+                let (l, var) = table.read_with_var(slot);
+                if !holds(&l) {
+                    continue;
+                }
                 let link = self.link_of_pool(table.pool_of_slot(slot));
-                for k in keys_of(link, l.relay_agent_info()).into_iter().flatten() {
+                for k in keys_of(link, var.relay_agent_info()).into_iter().flatten() {
                     self.add(k);
                 }
             }
@@ -304,11 +303,44 @@ impl LeaseCaps {
 
 impl ChangeHook for LeaseCaps {
     fn record_changed(&self, pool: u32, old: &Lease, new: &Lease) {
+        // Not called by the table (`wants_var`); the inline option 82 is all a record has.
+        self.changed(
+            pool,
+            old,
+            old.inline_relay_agent_info().unwrap_or_default(),
+            new,
+            new.inline_relay_agent_info().unwrap_or_default(),
+        );
+    }
+
+    fn wants_var(&self) -> bool {
+        true
+    }
+
+    fn record_changed_var(
+        &self,
+        _slot: u32,
+        pool: u32,
+        old: (&Lease, &VarData),
+        new: (&Lease, &VarData),
+    ) {
+        self.changed(
+            pool,
+            old.0,
+            old.1.relay_agent_info(),
+            new.0,
+            new.1.relay_agent_info(),
+        );
+    }
+}
+
+impl LeaseCaps {
+    /// Counts a record change by its option 82 (whole) before and after.
+    fn changed(&self, pool: u32, old: &Lease, ori: &[u8], new: &Lease, nri: &[u8]) {
         let (was, is) = (holds(old), holds(new));
         if !was && !is {
             return;
         }
-        let (ori, nri) = (old.relay_agent_info(), new.relay_agent_info());
         if was && is && ori == nri {
             return;
         }

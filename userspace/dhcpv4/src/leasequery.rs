@@ -28,7 +28,7 @@
 
 use std::net::Ipv4Addr;
 
-use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable};
+use lease_store::{ClientKey, KeyKind, Lease, LeaseState, LeaseTable, VarData};
 
 use super::wire::{opt, Message, MessageType, NoRoom, ReplyWriter, Summary};
 
@@ -97,6 +97,31 @@ fn is_active(l: &Lease, now: u32) -> bool {
 
 /// Looks the query up in the table (reads only).
 pub fn look_up(table: &LeaseTable, now: u32, q: Query<'_>) -> Answer {
+    look_up_with_var(table, now, q).0
+}
+
+/// [`look_up`] with the active lease's variable data (option 82 whole), read with the
+/// record in one consistent copy.
+pub fn look_up_with_var(table: &LeaseTable, now: u32, q: Query<'_>) -> (Answer, VarData) {
+    let a = look_up_record(table, now, q);
+    let Answer::Active(l) = a else {
+        return (a, VarData::EMPTY);
+    };
+    let Some(slot) = table.slot_of(l.addr) else {
+        return (a, VarData::EMPTY);
+    };
+    let (now_l, var) = table.read_with_var(slot);
+    if now_l == l {
+        (a, var)
+    } else if is_active(&now_l, now) && now_l.client == l.client {
+        // Changed in between (a renewal): the newer copy, with its data.
+        (Answer::Active(now_l), var)
+    } else {
+        (a, VarData::EMPTY)
+    }
+}
+
+fn look_up_record(table: &LeaseTable, now: u32, q: Query<'_>) -> Answer {
     match q {
         Query::Ip(ip) => match table.slot_of(ip) {
             None => Answer::Unknown,
@@ -171,8 +196,8 @@ pub fn answer(
         return Err(Unanswered::NotRelayed);
     }
     let q = query_of(msg, sum).ok_or(Unanswered::NoQuery)?;
-    let a = look_up(table, now, q);
-    write(out, msg, sum, server_id, now, q, &a, limit).map_err(|_| Unanswered::NoRoom)
+    let (a, var) = look_up_with_var(table, now, q);
+    write(out, msg, sum, server_id, now, q, &a, &var, limit).map_err(|_| Unanswered::NoRoom)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -184,6 +209,7 @@ fn write(
     now: u32,
     q: Query<'_>,
     a: &Answer,
+    var: &VarData,
     limit: usize,
 ) -> Result<(usize, MessageType), NoRoom> {
     let mut w = ReplyWriter::new(out, msg, limit)?;
@@ -209,7 +235,7 @@ fn write(
             if l.client.kind() == KeyKind::ClientId && !l.client.is_hashed() {
                 w.option_if_room(opt::CLIENT_ID, l.client.as_bytes());
             }
-            let ri = l.relay_agent_info();
+            let ri = var.relay_agent_info();
             if !ri.is_empty() && requested(sum, opt::RELAY_AGENT_INFO) {
                 w.option(opt::RELAY_AGENT_INFO, ri)?;
             }

@@ -478,7 +478,7 @@ fn unicast_renewal_keeps_the_relay_information() {
 }
 
 #[test]
-fn option_82_is_stored_up_to_23_bytes_and_a_longer_one_not_at_all() {
+fn varlen_option_82_of_any_length_is_stored_and_returned_whole() {
     let mut f = fx(None);
     let ip = relayed_dora(&mut f, 1000, 23, None);
     let rebind = |o82: &[u8]| {
@@ -489,24 +489,104 @@ fn option_82_is_stored_up_to_23_bytes_and_a_longer_one_not_at_all() {
             &[(opt::MESSAGE_TYPE, &[3]), (opt::RELAY_AGENT_INFO, o82)],
         )
     };
-    // 23 bytes (circuit id of 21): kept whole.
-    let fits: Vec<u8> = [&[1u8, 21][..], &[b'c'; 21]].concat();
+    // 23 bytes (the most older builds kept, inline in the record), 24, 120 (a CMTS / OLT),
+    // 255 (the longest option): each kept whole and returned whole, replacing the previous.
+    for (t, n) in [(2000u32, 21usize), (3000, 22), (4000, 118), (5000, 253)] {
+        let o82: Vec<u8> = [&[1u8, n as u8][..], &vec![b'a' + (n % 26) as u8; n][..]].concat();
+        assert_eq!(
+            handle(&mut f, t, &rebind(&o82)).kind(),
+            Some(MessageType::Ack),
+            "{} bytes",
+            o82.len()
+        );
+        let a = handle(&mut f, t, &lq(0, ip, &[PRL_82]));
+        assert_eq!(a.kind(), Some(MessageType::LeaseActive));
+        assert_eq!(
+            a.opt(opt::RELAY_AGENT_INFO),
+            Some(o82.clone()),
+            "{} bytes",
+            o82.len()
+        );
+        let (_, v) = f
+            .table
+            .read_with_var(f.table.slot_of(ip).expect("pool address"));
+        assert_eq!(v.relay_agent_info(), &o82[..]);
+    }
+    // Host name and vendor class are kept beside it; a renewal without them keeps them.
+    let with = request(
+        23,
+        ip,
+        RELAY,
+        &[
+            (opt::MESSAGE_TYPE, &[3]),
+            (opt::HOST_NAME, b"cpe-23"),
+            (opt::VENDOR_CLASS, b"docsis3.1"),
+        ],
+    );
+    assert_eq!(handle(&mut f, 6000, &with).kind(), Some(MessageType::Ack));
+    let (_, l) = f
+        .table
+        .read_with_var(f.table.slot_of(ip).expect("pool address"));
     assert_eq!(
-        handle(&mut f, 2000, &rebind(&fits)).kind(),
+        (l.host_name(), l.vendor_class()),
+        (&b"cpe-23"[..], &b"docsis3.1"[..])
+    );
+    assert_eq!(
+        handle(&mut f, 7000, &rebind(&[1, 1, b'z'])).kind(),
         Some(MessageType::Ack)
     );
-    let a = handle(&mut f, 2000, &lq(0, ip, &[PRL_82]));
-    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(fits));
-    // 24 bytes: too long for the record. The binding keeps none rather than a cut one or the
-    // previous one (it came through another relay port).
-    let long: Vec<u8> = [&[1u8, 22][..], &[b'l'; 22]].concat();
+    let (_, l) = f
+        .table
+        .read_with_var(f.table.slot_of(ip).expect("pool address"));
+    assert_eq!(l.relay_agent_info(), &[1, 1, b'z']);
     assert_eq!(
-        handle(&mut f, 3000, &rebind(&long)).kind(),
-        Some(MessageType::Ack)
+        (l.host_name(), l.vendor_class()),
+        (&b"cpe-23"[..], &b"docsis3.1"[..])
     );
-    let a = handle(&mut f, 3000, &lq(0, ip, &[PRL_82]));
+}
+
+/// Issue 15 item 1, DISCOVER cost: an OFFER writes nothing to the side area (no lease caps
+/// here, the only reader of an offered record's option 82); the REQUEST that binds the lease
+/// stores option 82, host name and vendor class whole, and leasequery returns them.
+#[test]
+fn varlen_offer_writes_no_side_data_the_request_stores_it_whole() {
+    let mut f = fx(None);
+    let o82: Vec<u8> = [&[1u8, 118][..], &[b'c'; 118][..]].concat();
+    let mut o: Vec<(u8, &[u8])> = vec![
+        (opt::MESSAGE_TYPE, &[1]),
+        (opt::HOST_NAME, b"ont-0042"),
+        (opt::VENDOR_CLASS, b"docsis3.1"),
+        (opt::RELAY_AGENT_INFO, &o82),
+    ];
+    let offer = handle(&mut f, 1000, &request(31, NONE, RELAY, &o));
+    assert_eq!(offer.kind(), Some(MessageType::Offer));
+    // RFC 3046: the reply echoes option 82 whole all the same.
+    assert_eq!(offer.opt(opt::RELAY_AGENT_INFO), Some(o82.clone()));
+    let ip = offer.msg().yiaddr();
+    let slot = f.table.slot_of(ip).expect("pool address");
+    let l = f.table.read(slot);
+    assert_eq!(l.state, LeaseState::Offered);
+    assert!(
+        !l.var.is_side() && l.var.is_empty(),
+        "an offer wrote variable data: {:?}",
+        l.var
+    );
+    let (sid, rip) = (SERVER.octets(), ip.octets());
+    o[0] = (opt::MESSAGE_TYPE, &[3]);
+    o.push((opt::SERVER_ID, &sid));
+    o.push((opt::REQUESTED_IP, &rip));
+    let ack = handle(&mut f, 1000, &request(31, NONE, RELAY, &o));
+    assert_eq!(ack.kind(), Some(MessageType::Ack));
+    let (l, v) = f.table.read_with_var(slot);
+    assert!(l.var.is_side());
+    assert_eq!(v.relay_agent_info(), &o82[..]);
+    assert_eq!(
+        (v.host_name(), v.vendor_class()),
+        (&b"ont-0042"[..], &b"docsis3.1"[..])
+    );
+    let a = handle(&mut f, 1100, &lq(0, ip, &[PRL_82]));
     assert_eq!(a.kind(), Some(MessageType::LeaseActive));
-    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), None);
+    assert_eq!(a.opt(opt::RELAY_AGENT_INFO), Some(o82));
 }
 
 /// `handle` with the query arriving from `giaddr` instead of RELAY.

@@ -628,13 +628,16 @@ fn forcerenew_relayed_binding_goes_to_its_relay_with_option_82_direct_to_the_cli
     );
     assert_eq!(kind_of(&d), Some(MessageType::Ack), "{d:?}");
     let slot = f.table.slot_of(ip).expect("slot");
-    let lease = f.table.read(slot);
+    let (lease, var) = f.table.read_with_var(slot);
     let (xid, giaddr) = f.book.get(slot);
     assert_eq!(giaddr, relay);
     let keys = ReconfKeys::new(&SECRET);
     let mut buf = [0u8; 600];
-    let (n, to) =
-        build_forcerenew(&mut buf, &lease, xid, giaddr, SERVER, 7, &keys, &f.policy).expect("fits");
+    let ri = var.relay_agent_info();
+    let (n, to) = build_forcerenew(
+        &mut buf, &lease, ri, xid, giaddr, SERVER, 7, &keys, &f.policy,
+    )
+    .expect("fits");
     assert_eq!(to, Destination::Relay(relay));
     let m = Message::new_checked(&buf[..n]).expect("parses");
     assert_eq!(m.giaddr(), relay);
@@ -651,6 +654,7 @@ fn forcerenew_relayed_binding_goes_to_its_relay_with_option_82_direct_to_the_cli
     let (n, to) = build_forcerenew(
         &mut buf,
         &f.table.read(s2),
+        &[],
         xid2,
         g2,
         SERVER,
@@ -778,8 +782,10 @@ fn forcerenew_renumbers_10000_clients_at_rate_none_lost_none_twice() {
             last_send = t;
             // The client checks the signature and xid, then renews.
             let (xid, g) = book.get(slot);
-            let (len, _) = build_forcerenew(&mut buf, &lease, xid, g, SERVER, t, &keys, r.policy())
-                .expect("fits");
+            let ri = book_ri(&table, slot);
+            let (len, _) =
+                build_forcerenew(&mut buf, &lease, &ri, xid, g, SERVER, t, &keys, r.policy())
+                    .expect("fits");
             assert!(verify_forcerenew(
                 &buf[..len],
                 &keys.key_for(&lease.client, lease.addr)
@@ -891,32 +897,48 @@ range = "10.0.0.10-10.0.0.20"
             .find(|c| c.name == n)
             .unwrap_or_else(|| panic!("class {n}"))
     };
+    fn ri(l: &lease_store::Lease) -> &[u8] {
+        l.inline_relay_agent_info().unwrap_or_default()
+    }
     let mut l = lease_store::Lease::free(Ipv4Addr::new(10, 0, 0, 10));
     l.state = LeaseState::Active;
     l.htype = 1;
     l.hlen = 6;
     l.chaddr[..6].copy_from_slice(&[2, 0xaa, 0xbb, 0, 0, 1]);
     l.client = lease_store::ClientKey::from_hw(1, &[2, 0xaa, 0xbb, 0, 0, 1]);
-    assert!(binding_in_class(class("oui"), &l, NONE, None));
-    assert!(!binding_in_class(class("port7"), &l, NONE, None));
-    assert!(!binding_in_class(class("relayed"), &l, NONE, None));
-    assert!(!binding_in_class(class("gold"), &l, NONE, None));
+    assert!(binding_in_class(class("oui"), &l, ri(&l), NONE, None));
+    assert!(!binding_in_class(class("port7"), &l, ri(&l), NONE, None));
+    assert!(!binding_in_class(class("relayed"), &l, ri(&l), NONE, None));
+    assert!(!binding_in_class(class("gold"), &l, ri(&l), NONE, None));
     // Option 82 kept with the binding: circuit-id sub-option 1.
     assert!(l.set_relay_agent_info(&[1, 6, b'p', b'o', b'r', b't', b'-', b'7']));
-    assert!(binding_in_class(class("port7"), &l, NONE, None));
+    assert!(binding_in_class(class("port7"), &l, ri(&l), NONE, None));
     // The relay of the last ACK.
     assert!(binding_in_class(
         class("relayed"),
         &l,
+        ri(&l),
         Ipv4Addr::new(10, 9, 1, 1),
         None
     ));
     // The registration's group (a class without conditions has only registered members).
     let gold = class("gold").id;
-    assert!(binding_in_class(class("gold"), &l, NONE, Some(Some(gold))));
-    assert!(!binding_in_class(class("gold"), &l, NONE, Some(None)));
+    assert!(binding_in_class(
+        class("gold"),
+        &l,
+        ri(&l),
+        NONE,
+        Some(Some(gold))
+    ));
+    assert!(!binding_in_class(
+        class("gold"),
+        &l,
+        ri(&l),
+        NONE,
+        Some(None)
+    ));
     l.chaddr[1] = 0xab;
-    assert!(!binding_in_class(class("oui"), &l, NONE, None));
+    assert!(!binding_in_class(class("oui"), &l, ri(&l), NONE, None));
     assert_eq!(class_unselectable(class("oui")), None);
     let why = class_unselectable(class("phones")).expect("vendor-class is not kept");
     assert!(
@@ -1022,4 +1044,9 @@ fn failover_partner_naks_a_reconfiguring_client_the_primary_flagged() {
     send_binding(&b.table, slot, &a.table, true, T0 + 1802);
     assert!(!is_reconfiguring(&a.table.read(slot)));
     assert!(!a.book.any_flagged());
+}
+
+/// The option 82 stored with the binding in `slot` (whole), for a FORCERENEW.
+fn book_ri(table: &lease_store::LeaseTable, slot: lease_store::Slot) -> Vec<u8> {
+    table.read_with_var(slot).1.relay_agent_info().to_vec()
 }

@@ -109,8 +109,16 @@ fn accepted(local: Option<&Binding>, incoming: &Binding) -> Binding {
         {
             b.lease_expiry = b.lease_expiry.max(l.lease_expiry);
             b.potential_expiry = b.potential_expiry.max(l.potential_expiry);
+            // A partner that carries no client data (ISC dhcpd sends no
+            // client-request-options) leaves what we know of the same client.
             if b.relay_agent_info.is_empty() {
                 b.relay_agent_info = l.relay_agent_info.clone();
+            }
+            if b.host_name.is_empty() {
+                b.host_name = l.host_name.clone();
+            }
+            if b.vendor_class.is_empty() {
+                b.vendor_class = l.vendor_class.clone();
             }
         }
         b.potential_expiry = b.potential_expiry.max(b.lease_expiry);

@@ -353,8 +353,13 @@ pub struct Binding {
     /// Start time of the current binding status.
     pub start: u32,
     /// Relay agent information (DHCP option 82 value, without code/length) from the client's
-    /// last request; carried in client-request-options so the partner can answer leasequery.
+    /// last request, whole; carried in client-request-options so the partner can answer
+    /// leasequery.
     pub relay_agent_info: Vec<u8>,
+    /// Host name (option 12) from the client's last request; in client-request-options too.
+    pub host_name: Vec<u8>,
+    /// Vendor class identifier (option 60) from the client's last request; likewise.
+    pub vendor_class: Vec<u8>,
     /// IP-flags (IP_FLAG_RESERVED, IP_FLAG_BOOTP).
     pub flags: u16,
     /// xdhcpd only (vendor-options to an xdhcpd partner, [`crate::codec::xdhcpd_opts`];
@@ -381,6 +386,8 @@ impl Binding {
             cltt: 0,
             start,
             relay_agent_info: Vec::new(),
+            host_name: Vec::new(),
+            vendor_class: Vec::new(),
             flags: 0,
             reconfiguring: false,
             reconf_key: false,

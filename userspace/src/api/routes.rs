@@ -422,7 +422,8 @@ async fn pool_leases(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery
                         next = Some(Ipv4Addr::from(addr - 1));
                         break;
                     }
-                    out.push(lease_json(p.id, &l));
+                    let v = crate::leases::var_of_live(&table, &l);
+                    out.push(lease_json(p.id, &l, &v));
                 }
             }
             if addr == u32::MAX {
@@ -480,11 +481,14 @@ async fn subnets(State(s): St) -> ApiResult {
 // ---------------------------------------------------------------------------------------------
 // Leases, from the live table
 
-fn leases_answer(found: Vec<(u32, Lease)>, what: String) -> ApiResult {
+fn leases_answer(table: &LeaseTable, found: Vec<(u32, Lease)>, what: String) -> ApiResult {
     if found.is_empty() {
         return Err(ApiError::not_found(format!("no lease record for {what}")));
     }
-    let v: Vec<Value> = found.iter().map(|(p, l)| lease_json(*p, l)).collect();
+    let v: Vec<Value> = found
+        .iter()
+        .map(|(p, l)| lease_json(*p, l, &crate::leases::var_of_live(table, l)))
+        .collect();
     Ok(Json(json!({ "leases": v })))
 }
 
@@ -494,9 +498,9 @@ async fn lease_by_ip(State(s): St, Path(ip): Path<String>) -> ApiResult {
         .table
         .slot_of(ip)
         .ok_or_else(|| ApiError::not_found(format!("{ip} is in no configured pool")))?;
-    let l = s.table.read(slot);
+    let (l, v) = s.table.read_with_var(slot);
     Ok(Json(
-        json!({ "leases": [lease_json(s.table.pool_of_slot(slot), &l)] }),
+        json!({ "leases": [lease_json(s.table.pool_of_slot(slot), &l, &v)] }),
     ))
 }
 
@@ -514,7 +518,7 @@ async fn leases_by_mac(State(s): St, Path(mac): Path<String>) -> ApiResult {
     let hw = request::parse_mac(&mac).map_err(ApiError::bad)?;
     let table = s.table.clone();
     let found = blocking(move || Ok(scan_mac(&table, &hw))).await?;
-    leases_answer(found, format!("MAC {mac}"))
+    leases_answer(&s.table, found, format!("MAC {mac}"))
 }
 
 async fn leases_by_client_id(State(s): St, Path(id): Path<String>) -> ApiResult {
@@ -532,7 +536,7 @@ async fn leases_by_client_id(State(s): St, Path(id): Path<String>) -> ApiResult 
         })
     })
     .await?;
-    leases_answer(found, format!("client-id {id}"))
+    leases_answer(&s.table, found, format!("client-id {id}"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -395,7 +395,8 @@ impl Writer {
 
     /// Reads the record of `slot` and logs what changed since it was last seen.
     fn record(&mut self, slot: Slot, src: Source) {
-        let l = self.table.read(slot);
+        // With its variable data: the line carries option 82 whole.
+        let (l, var) = self.table.read_with_var(slot);
         let now = Seen {
             state: l.state,
             client: l.client,
@@ -441,7 +442,7 @@ impl Writer {
         if l.state == LeaseState::Active {
             self.ends.push(Reverse((l.expiry, slot.index())));
         }
-        self.write(kind, time, &l, src);
+        self.write(kind, time, &l, var.relay_agent_info(), src);
     }
 
     /// Logs EXPIRE for bound leases that reached their end unrenewed.
@@ -460,7 +461,7 @@ impl Writer {
             let Some(s) = self.table.slot(slot) else {
                 continue;
             };
-            let l = self.table.read(s);
+            let (l, var) = self.table.read_with_var(s);
             // Still that lease (or the sweeper already marked it expired).
             if l.client == seen.client
                 && l.expiry == end
@@ -473,15 +474,15 @@ impl Writer {
                         ..seen
                     },
                 );
-                self.write("expire", end, &l, Source::Dhcp);
+                self.write("expire", end, &l, var.relay_agent_info(), Source::Dhcp);
             }
         }
     }
 
-    fn write(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
+    fn write(&mut self, kind: &str, time: u32, l: &Lease, ri: &[u8], source: Source) {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        encode_line(&mut line, kind, time, l, source);
+        encode_line(&mut line, kind, time, l, ri, source);
         if let Some(sp) = &mut self.spool {
             // Only with `[event-log.nats]`: the NATS event is the line's fields (encoded once,
             // `{` and `}\n` left off) behind the server's fields; no allocation.
@@ -503,9 +504,9 @@ impl Writer {
 /// Appends the JSON line of an event (with its newline) to `out`: byte for byte what
 /// `serde_json` writes for [`event_of`]'s [`LeaseEvent`] (a test holds them equal), without
 /// the eight `String`s that takes per event.
-fn encode_line(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, source: Source) {
+fn encode_line(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, ri: &[u8], source: Source) {
     out.push(b'{');
-    encode_fields(out, kind, time, l, source);
+    encode_fields(out, kind, time, l, ri, source);
     out.extend_from_slice(b"}\n");
 }
 
@@ -563,7 +564,14 @@ pub(crate) fn push_mac(out: &mut Vec<u8>, l: &Lease) {
 
 /// Appends an event's JSON fields without the braces (`"time":...,"source":"dhcp"`): the
 /// event log line's body and the NATS message's event part (after its `server` fields).
-pub(crate) fn encode_fields(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease, source: Source) {
+pub(crate) fn encode_fields(
+    out: &mut Vec<u8>,
+    kind: &str,
+    time: u32,
+    l: &Lease,
+    ri: &[u8],
+    source: Source,
+) {
     let (y, mo, d, h, mi, se) = crate::leases::time::civil(u64::from(time));
     out.extend_from_slice(b"\"time\":");
     push_u32(out, time);
@@ -592,7 +600,6 @@ pub(crate) fn encode_fields(out: &mut Vec<u8>, kind: &str, time: u32, l: &Lease,
         push_hex(out, l.client.as_bytes());
         out.push(b'"');
     }
-    let ri = l.relay_agent_info();
     if !ri.is_empty() {
         out.extend_from_slice(b",\"relay_info\":\"");
         push_hex(out, ri);
@@ -621,9 +628,8 @@ pub fn mac_of(l: &Lease) -> String {
         .join(":")
 }
 
-/// The event line for a record.
-pub fn event_of(kind: &str, time: u32, l: &Lease, source: Source) -> LeaseEvent {
-    let ri = l.relay_agent_info();
+/// The event line for a record with option 82 `ri` (read with it).
+pub fn event_of(kind: &str, time: u32, l: &Lease, ri: &[u8], source: Source) -> LeaseEvent {
     LeaseEvent {
         time,
         ts: iso8601(u64::from(time)),
@@ -770,14 +776,15 @@ mod tests {
                     l.set_relay_agent_info(&[]);
                 }
             });
-            let l = t.read(s);
+            let (l, var) = t.read_with_var(s);
+            let ri = var.relay_agent_info();
             for src in [Source::Dhcp, Source::Failover] {
                 for kind in ["ack", "expire"] {
                     let mut want =
-                        serde_json::to_vec(&event_of(kind, time, &l, src)).expect("json");
+                        serde_json::to_vec(&event_of(kind, time, &l, ri, src)).expect("json");
                     want.push(b'\n');
                     let mut got = Vec::new();
-                    encode_line(&mut got, kind, time, &l, src);
+                    encode_line(&mut got, kind, time, &l, ri, src);
                     assert_eq!(
                         String::from_utf8_lossy(&got),
                         String::from_utf8_lossy(&want)
@@ -839,7 +846,7 @@ mod tests {
             // A bit over 1 MiB per round.
             let l = t.read(s);
             for _ in 0..20_000 {
-                w.write("ack", round, &l, Source::Dhcp);
+                w.write("ack", round, &l, &[], Source::Dhcp);
             }
             assert!(w.files.due());
             w.files.rotate().expect("rotate");

@@ -460,10 +460,11 @@ impl SpoolWriter {
     /// Spools one event, encoded from its record (never blocks on the network; a full spool
     /// drops and counts it). With `events-per-message` > 1 the event joins its subnet's
     /// pending batch, written as one record when full or at the next [`SpoolWriter::flush`].
-    pub fn append_lease(&mut self, kind: &str, time: u32, l: &Lease, source: Source) {
+    /// `ri` is the record's option 82 (read with it: `LeaseTable::read_with_var`).
+    pub fn append_lease(&mut self, kind: &str, time: u32, l: &Lease, ri: &[u8], source: Source) {
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
-        super::encode_fields(&mut fields, kind, time, l, source);
+        super::encode_fields(&mut fields, kind, time, l, ri, source);
         self.append_encoded(kind, time, l, &fields);
         self.fields = fields;
     }
@@ -1211,7 +1212,7 @@ mod tests {
     }
 
     fn ev(ip: &str, time: u32) -> LeaseEvent {
-        super::super::event_of("ack", time, &lease(ip, time), Source::Dhcp)
+        super::super::event_of("ack", time, &lease(ip, time), &[], Source::Dhcp)
     }
 
     fn router_with(per_message: u32) -> Router {
@@ -1272,7 +1273,7 @@ mod tests {
         let (mut w, _r) =
             SpoolWriter::open(dir.path(), 1 << 30, r.clone(), stats.clone()).expect("open");
         let l = lease("10.78.1.9", 7);
-        w.append_lease("ack", 7, &l, Source::Dhcp);
+        w.append_lease("ack", 7, &l, &[], Source::Dhcp);
         w.flush();
         let recs = records(dir.path());
         let mut f = recs[0].splitn(3, '\t');
@@ -1329,7 +1330,7 @@ mod tests {
             if cid {
                 l.client = ClientKey::from_client_id(&[1, 0xaa, 0xbb]);
             }
-            let e = super::super::event_of("renew", 5, &l, Source::Dhcp);
+            let e = super::super::event_of("renew", 5, &l, &[], Source::Dhcp);
             let (mut subject, mut id) = (Vec::new(), Vec::new());
             r.push_subject(&mut subject, r.subnet_of(l.addr), "renew");
             r.push_id(&mut id, "renew", 5, &l);
@@ -1352,7 +1353,7 @@ mod tests {
             } else {
                 format!("10.77.0.{}", t.min(4))
             };
-            w.append_lease("ack", t, &lease(&ip, t), Source::Dhcp);
+            w.append_lease("ack", t, &lease(&ip, t), &[], Source::Dhcp);
         }
         // The first 4 of 10.77/16 fill a message at once; the rest wait for the tick.
         assert_eq!(stats.depth.load(Ordering::Relaxed), 4);
@@ -1406,6 +1407,7 @@ mod tests {
                 "ack",
                 t,
                 &lease(&format!("10.77.0.{}", t.min(4)), t),
+                &[],
                 Source::Dhcp,
             );
         }
@@ -1414,6 +1416,7 @@ mod tests {
                 "ack",
                 t,
                 &lease(&format!("10.77.0.{}", t.min(4)), t),
+                &[],
                 Source::Dhcp,
             );
         }
@@ -1448,7 +1451,7 @@ mod tests {
             let (mut w, mut rd) =
                 SpoolWriter::open(dir.path(), 1 << 30, r.clone(), stats.clone()).expect("open");
             for t in 0..10 {
-                w.append_lease("ack", t, &lease("10.77.0.9", t), Source::Dhcp);
+                w.append_lease("ack", t, &lease("10.77.0.9", t), &[], Source::Dhcp);
                 if per_message > 1 && t % 2 == 1 {
                     w.flush(); // a tick: partial batches go out
                 }
@@ -1467,7 +1470,7 @@ mod tests {
             w.size = SEGMENT_BYTES;
             w.flush();
             for t in 10..13 {
-                w.append_lease("ack", t, &lease("10.77.0.9", t), Source::Dhcp);
+                w.append_lease("ack", t, &lease("10.77.0.9", t), &[], Source::Dhcp);
             }
             w.flush();
             drop(w);
@@ -1507,7 +1510,7 @@ mod tests {
         let (mut w, mut rd) =
             SpoolWriter::open(dir.path(), 1 << 30, router(), stats.clone()).expect("open");
         for t in 0..6 {
-            w.append_lease("ack", t, &lease("10.77.0.9", t), Source::Dhcp);
+            w.append_lease("ack", t, &lease("10.77.0.9", t), &[], Source::Dhcp);
         }
         w.flush();
         let cursor = || read_cursor(dir.path()).expect("cursor");
@@ -1529,7 +1532,7 @@ mod tests {
         // A finished segment: the cursor is written before the segment is deleted.
         w.size = SEGMENT_BYTES;
         w.flush();
-        w.append_lease("ack", 6, &lease("10.77.0.9", 6), Source::Dhcp);
+        w.append_lease("ack", 6, &lease("10.77.0.9", 6), &[], Source::Dhcp);
         w.flush();
         let b3 = rd.read_batch(100, &stats).expect("read");
         assert_eq!(b3.events, 3);
@@ -1538,7 +1541,7 @@ mod tests {
         assert_eq!(cursor(), Some(b3.end));
         assert!(!segment_path(dir.path(), 0).exists());
         // Idle after 250 ms, or stopping: written.
-        w.append_lease("ack", 7, &lease("10.77.0.9", 7), Source::Dhcp);
+        w.append_lease("ack", 7, &lease("10.77.0.9", 7), &[], Source::Dhcp);
         w.flush();
         let b4 = rd.read_batch(100, &stats).expect("read");
         rd.commit(b4.end).expect("commit");
@@ -1585,7 +1588,7 @@ mod tests {
                     SpoolWriter::open(d.path(), 1 << 30, router_with(per_message), Arc::default())
                         .expect("open");
                 for t in 0..3 {
-                    w.append_lease("ack", t, &l, Source::Dhcp);
+                    w.append_lease("ack", t, &l, &[], Source::Dhcp);
                 }
                 w.flush();
                 std::fs::metadata(segment_path(d.path(), 0))
@@ -1596,7 +1599,7 @@ mod tests {
                 SpoolWriter::open(dir.path(), three, router_with(per_message), stats.clone())
                     .expect("open");
             for t in 0..5 {
-                w.append_lease("ack", t, &l, Source::Dhcp);
+                w.append_lease("ack", t, &l, &[], Source::Dhcp);
             }
             w.flush();
             assert_eq!(stats.spooled.load(Ordering::Relaxed), 3, "{per_message}");

@@ -1026,9 +1026,10 @@ impl Driver {
         if !self.scope.contains_slot(&self.table, slot) {
             return;
         }
-        let l = self.table.read(slot);
+        // With its variable data (option 82 whole, host name, vendor class) for the BNDUPD.
+        let (l, v) = self.table.read_with_var(slot);
         self.sync
-            .record_changed(&mut self.engine, now, queued_at, &l);
+            .record_changed_var(&mut self.engine, now, queued_at, &l, &v);
     }
 
     /// Queues every record the partner lacks that is not already queued (expirations by the

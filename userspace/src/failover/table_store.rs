@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use lease_store::{DirtySet, Lease, LeaseTable, Slot};
+use lease_store::{DirtySet, Lease, LeaseTable, Slot, VarData};
 use xdhcpd_config::PoolBalanceCfg;
 use xdhcpd_failover::BindingStore;
 
@@ -93,6 +93,37 @@ impl BindingStore for TableStore<'_> {
                 f(&l);
             }
         }
+    }
+
+    fn var_of(&self, l: &Lease) -> VarData {
+        if !l.var.is_side() {
+            return l.var.inline_data();
+        }
+        let Some(slot) = self.scope.slot_of(self.table, l.addr) else {
+            return VarData::EMPTY;
+        };
+        let (now, v) = self.table.read_with_var(slot);
+        // The same handle names the same data; else the record changed since (and is sent
+        // again with its new data).
+        if now.var == l.var {
+            v
+        } else {
+            VarData::EMPTY
+        }
+    }
+
+    fn update_full<R>(
+        &mut self,
+        addr: Ipv4Addr,
+        f: impl FnOnce(&mut Lease, &mut VarData) -> R,
+    ) -> Option<(R, bool)> {
+        // Only this relationship's pools (N:1), as `update`.
+        let slot = self.scope.slot_of(self.table, addr)?;
+        let (r, changed) = self.table.update_full(slot, f);
+        if changed {
+            self.dirty.note(slot);
+        }
+        Some((r, changed))
     }
 }
 

@@ -104,7 +104,7 @@ impl ImportSummary {
         if self.hostnames_dropped > 0 {
             let _ = writeln!(
                 s,
-                "  note: {} host name(s) not kept (the lease table has no host-name field)",
+                "  note: {} host name(s) cut to fit the lease's variable data (over 255 bytes)",
                 self.hostnames_dropped
             );
         }
@@ -154,16 +154,13 @@ fn is_live(l: &Lease, now: u32) -> bool {
 }
 
 /// The record without the fields that only the table and the server manage
-/// (shard, flags, option 82).
+/// (shard, flags, the variable data: compared apart).
 fn same_binding(a: &Lease, b: &Lease) -> bool {
-    let strip = |l: &Lease| {
-        let mut s = Lease {
-            shard: 0,
-            flags: 0,
-            ..*l
-        };
-        s.set_relay_agent_info(&[]);
-        s
+    let strip = |l: &Lease| Lease {
+        shard: 0,
+        flags: 0,
+        var: lease_store::VarRef::EMPTY,
+        ..*l
     };
     strip(a) == strip(b)
 }
@@ -229,21 +226,33 @@ pub fn apply<'a>(
             continue;
         };
         let new = s.to_lease();
-        sum.hostnames_dropped += usize::from(s.hostname.is_some());
+        let host = s.host_name();
+        sum.hostnames_dropped += usize::from(host.len() > 255);
         sum.atsfp_dropped += usize::from(s.atsfp != 0);
-        let old = table.read(slot);
-        if same_binding(&old, &new) {
+        let (old, old_var) = table.read_with_var(slot);
+        if same_binding(&old, &new) && (host.is_empty() || old_var.host_name() == host) {
             sum.unchanged += 1;
             continue;
         }
         *sum.imported.entry(new.state.as_str()).or_default() += 1;
         if !opts.dry_run {
-            table.update(slot, |l| {
+            table.update_full(slot, |l, v| {
                 let old = *l;
                 *l = new;
                 l.shard = old.shard;
                 l.flags = old.flags & !lease_store::FLAG_QUARANTINED;
-                l.set_relay_agent_info(old.relay_agent_info());
+                // What the file does not carry stays: option 82, vendor class (and the host
+                // name when the file has none); a freed state keeps none.
+                let nv = if matches!(new.state, LeaseState::Free | LeaseState::Backup) {
+                    lease_store::VarData::EMPTY
+                } else {
+                    lease_store::VarData::from_parts(
+                        v.relay_agent_info(),
+                        if host.is_empty() { v.host_name() } else { host },
+                        v.vendor_class(),
+                    )
+                };
+                *v = nv;
             });
         }
     }

@@ -307,7 +307,7 @@ pub fn write_csv(
     let mut s = ExportSummary::default();
     writeln!(out, "{KEA_HEADER}")?;
     let mut line = String::with_capacity(160);
-    for (_, l) in table.iter() {
+    for (_, l, v) in table.iter_with_var() {
         let kea_state = match l.state {
             LeaseState::Active | LeaseState::Reserved => 0,
             LeaseState::Expired | LeaseState::Released => 2,
@@ -361,7 +361,23 @@ pub fn write_csv(
             }
         }
         use std::fmt::Write as _;
-        let _ = write!(line, ",{valid},{expire},{subnet},0,0,,{kea_state},");
+        let _ = write!(line, ",{valid},{expire},{subnet},0,0,");
+        if !declined {
+            // Kea escapes commas inside a field as `&#x2c`.
+            let host = String::from_utf8_lossy(v.host_name()).replace(',', "&#x2c");
+            line.push_str(&host);
+        }
+        let _ = write!(line, ",{kea_state},");
+        let ri = v.relay_agent_info();
+        if !declined && !ri.is_empty() {
+            // Kea 2.2's stored relay data (`store-extended-info`): the option 82 value in hex.
+            line.push_str("{ \"ISC\": { \"relay-agent-info\": \"0x");
+            for b in ri {
+                let _ = write!(line, "{b:02X}");
+            }
+            line.push_str("\" } }");
+            // (No commas in that JSON: nothing to escape.)
+        }
         writeln!(out, "{line}")?;
         s.written += 1;
         match kea_state {

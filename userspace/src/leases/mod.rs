@@ -42,7 +42,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use lease_store::{
     unix_now, ClientKey, FileHeader, Lease, LeaseState, LeaseTable, OpenOptions, PoolSpec,
-    PoolStats, ReadOnlyTable, StoreError,
+    PoolStats, ReadOnlyTable, StoreError, VarData,
 };
 use serde::Serialize;
 
@@ -319,7 +319,11 @@ pub fn run(cmd: LeasesCmd, out: &mut dyn Write) -> Result<u8> {
             };
             record::write_header(format, out)?;
             for (pool, l) in &found {
-                write_record(format, *pool, l, out)?;
+                let v = match &t {
+                    Reading::Locked(t) => t.var(l),
+                    Reading::Beside(t) => t.var(l),
+                };
+                write_record(format, *pool, l, &v, out)?;
             }
             out.flush()?;
             if found.is_empty() {
@@ -489,6 +493,17 @@ impl DryRunCopy {
                     .with_context(|| format!("creating {}", self.path.display()))?;
                 io::copy(&mut from, &mut to)
                     .with_context(|| format!("copying {} for the dry run", real.display()))?;
+                // The side area (option 82, host names, vendor classes) goes with it.
+                let side = lease_store::ext_path(real);
+                if side.exists() {
+                    let mut from =
+                        File::open(&side).with_context(|| format!("reading {}", side.display()))?;
+                    let scratch = lease_store::ext_path(&self.path);
+                    let mut to = create_private(&scratch)
+                        .with_context(|| format!("creating {}", scratch.display()))?;
+                    io::copy(&mut from, &mut to)
+                        .with_context(|| format!("copying {} for the dry run", side.display()))?;
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -500,6 +515,7 @@ impl DryRunCopy {
 impl Drop for DryRunCopy {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(lease_store::ext_path(&self.path));
     }
 }
 
@@ -606,7 +622,7 @@ impl Reading {
     ) -> io::Result<u64> {
         match self {
             Reading::Locked(t) => dump(t, format, filter, out),
-            Reading::Beside(t) => dump_records(t.iter(), format, filter, out),
+            Reading::Beside(t) => dump_records(t, format, filter, out),
         }
     }
 }
@@ -642,6 +658,11 @@ pub trait Records {
     fn records(&self) -> Box<dyn Iterator<Item = (u32, Lease)> + '_>;
     /// The record bound to a client.
     fn bound(&self, key: &ClientKey) -> Option<(u32, Lease)>;
+    /// Every record with its pool id and variable data (option 82, host name, vendor class).
+    fn records_with_var(&self) -> Box<dyn Iterator<Item = (u32, Lease, VarData)> + '_>;
+    /// The variable data of `l` (a copy this table gave out): read again with the record,
+    /// none when its data changed since.
+    fn var(&self, l: &Lease) -> VarData;
 }
 
 impl Records for LeaseTable {
@@ -656,6 +677,27 @@ impl Records for LeaseTable {
         self.find_client(key)
             .map(|(s, l)| (self.pool_of_slot(s), l))
     }
+    fn records_with_var(&self) -> Box<dyn Iterator<Item = (u32, Lease, VarData)> + '_> {
+        Box::new(
+            self.iter_with_var()
+                .map(|(s, l, v)| (self.pool_of_slot(s), l, v)),
+        )
+    }
+    fn var(&self, l: &Lease) -> VarData {
+        var_of_live(self, l)
+    }
+}
+
+/// The variable data of `l`, a copy `t` gave out: read again with the record (the same
+/// handle names the same data); none when the record's data changed since.
+pub fn var_of_live(t: &LeaseTable, l: &Lease) -> VarData {
+    if !l.var.is_side() {
+        return l.var.inline_data();
+    }
+    match t.slot_of(l.addr).map(|s| t.read_with_var(s)) {
+        Some((now, v)) if now.var == l.var => v,
+        _ => VarData::EMPTY,
+    }
 }
 
 impl Records for ReadOnlyTable {
@@ -667,6 +709,18 @@ impl Records for ReadOnlyTable {
     }
     fn bound(&self, key: &ClientKey) -> Option<(u32, Lease)> {
         self.find_client(key)
+    }
+    fn records_with_var(&self) -> Box<dyn Iterator<Item = (u32, Lease, VarData)> + '_> {
+        Box::new(self.iter_with_var())
+    }
+    fn var(&self, l: &Lease) -> VarData {
+        if !l.var.is_side() {
+            return l.var.inline_data();
+        }
+        match self.index_of(l.addr).map(|i| self.read_with_var(i)) {
+            Some((now, v)) if now.var == l.var => v,
+            _ => VarData::EMPTY,
+        }
     }
 }
 
@@ -730,20 +784,20 @@ pub fn dump(
     filter: &[bool; LeaseState::COUNT],
     out: &mut dyn Write,
 ) -> io::Result<u64> {
-    dump_records(t.records(), format, filter, out)
+    dump_records(t, format, filter, out)
 }
 
 fn dump_records(
-    records: impl Iterator<Item = (u32, Lease)>,
+    t: &dyn Records,
     format: Format,
     filter: &[bool; LeaseState::COUNT],
     out: &mut dyn Write,
 ) -> io::Result<u64> {
     record::write_header(format, out)?;
     let mut n = 0;
-    for (pool, l) in records {
+    for (pool, l, v) in t.records_with_var() {
         if filter[l.state as usize] {
-            write_record(format, pool, &l, out)?;
+            write_record(format, pool, &l, &v, out)?;
             n += 1;
         }
     }

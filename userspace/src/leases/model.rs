@@ -100,6 +100,17 @@ impl SourceLease {
         l.acked_potential_expiry = self.tsfp;
         l
     }
+
+    /// The host name the file gives the lease (empty: none), for the lease's variable data.
+    pub fn host_name(&self) -> &[u8] {
+        if matches!(self.state, LeaseState::Free | LeaseState::Backup) {
+            return &[];
+        }
+        self.hostname
+            .as_deref()
+            .map(str::as_bytes)
+            .unwrap_or_default()
+    }
 }
 
 /// A problem in an input file, with its position (1-based line and column).

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use lease_store::{KeyKind, Lease, LeaseState, Owner};
+use lease_store::{KeyKind, Lease, LeaseState, Owner, VarData};
 use serde::Serialize;
 
 use super::model::colon_hex;
@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// CSV header of [`write_record`].
-pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined";
+pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined,relay_agent_info,vendor_class";
 
 /// A time for output: unix seconds and ISO 8601 UTC; `None` for 0 (not set).
 /// `u32::MAX` (never) prints as `"never"` in the ISO column.
@@ -40,7 +40,7 @@ struct JsonRecord<'a> {
     hwaddr: Option<String>,
     /// Option 61, hex; `hash:...` when it was too long and is stored hashed.
     client_id: Option<String>,
-    /// Not stored by the lease table (always null); kept so consumers can rely on the key.
+    /// Option 12 as the client last sent it (lossy UTF-8); null when none.
     hostname: Option<String>,
     start: u32,
     start_iso: Option<String>,
@@ -56,6 +56,28 @@ struct JsonRecord<'a> {
     tstp: u32,
     tsfp: u32,
     quarantined: bool,
+    /// Option 82 value (its sub-options), whole, hex; null when none.
+    relay_agent_info: Option<String>,
+    /// Option 60 as the client last sent it (lossy UTF-8); null when none.
+    vendor_class: Option<String>,
+}
+
+fn text(b: &[u8]) -> Option<String> {
+    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
+}
+
+fn plain_hex(b: &[u8]) -> Option<String> {
+    (!b.is_empty()).then(|| b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A text field for CSV: quoted (and inner quotes doubled) when it holds a comma, quote or
+/// line break.
+fn csv_text(s: Option<String>) -> String {
+    match s {
+        None => String::new(),
+        Some(s) if s.contains([',', '"', '\n', '\r']) => format!("\"{}\"", s.replace('"', "\"\"")),
+        Some(s) => s,
+    }
 }
 
 fn owner_str(o: Owner) -> &'static str {
@@ -82,16 +104,22 @@ pub fn write_header(format: Format, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// One record as a JSON value (the shape of a `dump --format json` line), for the API.
-pub fn lease_json(pool: u32, l: &Lease) -> serde_json::Value {
+pub fn lease_json(pool: u32, l: &Lease, v: &VarData) -> serde_json::Value {
     let mut line = Vec::with_capacity(512);
-    match write_record(Format::Json, pool, l, &mut line) {
+    match write_record(Format::Json, pool, l, v, &mut line) {
         Ok(()) => serde_json::from_slice(&line).unwrap_or(serde_json::Value::Null),
         Err(_) => serde_json::Value::Null,
     }
 }
 
 /// Writes one record (one line).
-pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -> io::Result<()> {
+pub fn write_record(
+    format: Format,
+    pool: u32,
+    l: &Lease,
+    v: &VarData,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     match format {
         Format::Json => {
             let r = JsonRecord {
@@ -102,7 +130,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 htype: l.htype,
                 hwaddr: hwaddr(l),
                 client_id: client_id(l),
-                hostname: None,
+                hostname: text(v.host_name()),
                 start: l.start,
                 start_iso: iso(l.start),
                 expiry: l.expiry,
@@ -117,6 +145,8 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 tstp: l.tstp,
                 tsfp: l.tsfp,
                 quarantined: l.is_quarantined(),
+                relay_agent_info: plain_hex(v.relay_agent_info()),
+                vendor_class: text(v.vendor_class()),
             };
             serde_json::to_writer(&mut *out, &r).map_err(io::Error::other)?;
             out.write_all(b"\n")
@@ -125,7 +155,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
             let o = |s: Option<String>| s.unwrap_or_default();
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},,{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 l.addr,
                 pool,
                 l.state,
@@ -133,6 +163,7 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 l.htype,
                 o(hwaddr(l)),
                 o(client_id(l)),
+                csv_text(text(v.host_name())),
                 l.start,
                 o(iso(l.start)),
                 l.expiry,
@@ -146,7 +177,9 @@ pub fn write_record(format: Format, pool: u32, l: &Lease, out: &mut dyn Write) -
                 o(iso(l.acked_potential_expiry)),
                 l.tstp,
                 l.tsfp,
-                u8::from(l.is_quarantined())
+                u8::from(l.is_quarantined()),
+                o(plain_hex(v.relay_agent_info())),
+                csv_text(text(v.vendor_class()))
             )
         }
     }

@@ -160,6 +160,11 @@ impl ReconfHandle {
             if l.state != lease_store::LeaseState::Active || l.expiry <= now {
                 continue;
             }
+            // The option 82 whole, read only for the bindings that get this far.
+            let (l, var) = table.read_with_var(slot);
+            if l.state != lease_store::LeaseState::Active || l.expiry <= now {
+                continue;
+            }
             let hw = (l.htype == 1 && l.hlen == 6).then(|| l.hw());
             let mut live: Option<Option<xdhcpd_config::ClassId>> = None;
             if let Some(view) = &shared.registrations {
@@ -185,7 +190,7 @@ impl ReconfHandle {
             let giaddr = book
                 .as_ref()
                 .map_or(Ipv4Addr::UNSPECIFIED, |b| b.get(slot).1);
-            if binding_in_class(class, &l, giaddr, reg) {
+            if binding_in_class(class, &l, var.relay_agent_info(), giaddr, reg) {
                 out.push(slot);
             }
         }
@@ -686,7 +691,14 @@ fn run(
                     // above the ACK's `now << 32`.
                     let replay = ((now_ms / 1000) << 32) | u64::from(counter.max(1));
                     let Some(rc) = rc else { continue };
-                    match send(rc, &sock, server_id, slot, &lease, replay, &mut buf) {
+                    // The stored option 82 whole (the record holds its handle).
+                    let (now_l, var) = table.read_with_var(slot);
+                    let ri = if now_l.var == lease.var {
+                        var.relay_agent_info()
+                    } else {
+                        &[]
+                    };
+                    match send(rc, &sock, server_id, slot, &lease, ri, replay, &mut buf) {
                         Ok(to) => tracing::info!(
                             "reconfigure: FORCERENEW {attempt} for {} to {to}",
                             lease.addr
@@ -724,18 +736,20 @@ fn run(
 }
 
 /// Builds and sends one FORCERENEW; returns where it went.
+#[allow(clippy::too_many_arguments)]
 fn send(
     rc: &ReconfShared,
     sock: &UdpSocket,
     server_id: Ipv4Addr,
     slot: Slot,
     lease: &Lease,
+    relay_info: &[u8],
     replay: u64,
     buf: &mut [u8],
 ) -> anyhow::Result<SocketAddrV4> {
     let (xid, giaddr) = rc.book.get(slot);
     let (n, dest) = build_forcerenew(
-        buf, lease, xid, giaddr, server_id, replay, &rc.keys, &rc.policy,
+        buf, lease, relay_info, xid, giaddr, server_id, replay, &rc.keys, &rc.policy,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let to = match dest {

@@ -103,7 +103,8 @@ impl Engine {
             let pool = table.pool_of_slot(slot);
             if let Some(si) = self.usable_pool(pool, subnet_index) {
                 let desired = self.desired_for(Some(pool), si, sum.lease_time);
-                if let Some(g) = self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                if let Some(g) =
+                    self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                 {
                     self.reply_pool = Some(pool);
                     return Some((table.addr_of(slot), g, si));
@@ -116,7 +117,7 @@ impl Engine {
                 if let Some(si) = self.usable_pool(pool, subnet_index) {
                     let desired = self.desired_for(Some(pool), si, sum.lease_time);
                     if let Some(g) =
-                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                        self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                     {
                         self.reply_pool = Some(pool);
                         return Some((ip, g, si));
@@ -134,7 +135,7 @@ impl Engine {
             .pol
             .is_some_and(|p| p.state == xdhcpd_failover::ServerState::PartnerDown);
         let pol = self.pol;
-        let relay = self.relay_info;
+        let var = self.var_for(sum, LeaseState::Offered);
         let shared = self.shared.clone();
         let scope = shared.scopes.pools_of_scope(subnet_index);
         for owner in [Some(own), partner_down.then_some(other)]
@@ -151,7 +152,7 @@ impl Engine {
                 // A refused record (failover rules) goes back to its list;
                 // bounded retries keep the per-packet cost bounded.
                 for _ in 0..16 {
-                    match table.allocate_if(pool_id, self.shard, now, owner, |l| {
+                    match table.allocate_if_var(pool_id, self.shard, now, owner, |l, ve| {
                         // A reserved address back on a free list after its client's
                         // binding ended: refused (it returns to the list's tail).
                         if !may_take(l, key, now, pol.as_ref())
@@ -169,7 +170,8 @@ impl Engine {
                             desired,
                             hold,
                             pol.as_ref(),
-                            &relay,
+                            ve,
+                            var,
                         ))
                     }) {
                         Alloc::Taken(slot, g) => {

@@ -2,7 +2,7 @@
 //! binding status it has for the partner, how long a lease may be granted,
 //! and the stores that bind it (all run under the record's lock).
 
-use lease_store::{ClientKey, Lease, LeaseState, Owner};
+use lease_store::{ClientKey, Lease, LeaseState, Owner, VarData, VarEdit, VarParts, VarRef};
 use xdhcpd_failover::{FailoverPolicy, RequestKind};
 
 use crate::wire::{Message, MessageType, Summary};
@@ -86,7 +86,7 @@ pub(super) fn free_state(owner: Owner) -> LeaseState {
 
 /// `bind` with the failover lease-time rule; returns the lease seconds.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn bind_granted(
+pub(super) fn bind_granted<'m>(
     l: &mut Lease,
     key: &ClientKey,
     msg: &Message<'_>,
@@ -95,7 +95,8 @@ pub(super) fn bind_granted(
     desired: u32,
     hold: u32,
     pol: Option<&FailoverPolicy>,
-    relay: &[u8; 24],
+    ve: &mut VarEdit<'_, 'm>,
+    var: MsgVar<'m>,
 ) -> u32 {
     if l.state == LeaseState::Backup {
         l.owner = Owner::Backup;
@@ -105,28 +106,103 @@ pub(super) fn bind_granted(
     let (secs, expiry, potential) = grant(pol, now, desired, l.acked_potential_expiry);
     // A renewal unicast by the client itself carries no option 82: the one
     // stored from its relayed messages stays (leasequery and BNDUPD need it).
-    let keep_relay = relay[0] == 0
-        && msg.giaddr().is_unspecified()
-        && l.client == *key
-        && l.state.binds_client();
+    let same_client = l.client == *key && l.state.binds_client();
+    let keep_relay =
+        var.parts.relay_agent_info().is_empty() && msg.giaddr().is_unspecified() && same_client;
     if state == LeaseState::Offered {
         // Re-offering the client its unexpired Active lease leaves the record alone (`bind`);
         // any other offer records the relay data too: the lease caps count held addresses
         // (offers included) by the record's option 82 (`caps.rs`).
         let reoffer = l.client == *key && l.state == LeaseState::Active && l.expiry > now;
         bind(l, key, msg, state, now, hold);
-        if !reoffer && !keep_relay {
-            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
+        if !reoffer && !var.offer_only {
+            store_var(l, ve, var, keep_relay, same_client);
+        } else if !reoffer && !same_client {
+            // Written when the lease is bound (REQUEST): an offer to a new client keeps at
+            // most option 82 inline (as before variable-length data) and none of the last
+            // client's data; the same client's stay until its REQUEST.
+            l.var = var.r;
         }
     } else {
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;
-        if !keep_relay {
-            // `relay` holds at most RELAY_AGENT_INFO_MAX bytes (byte 0 = length): it fits.
-            l.set_relay_agent_info(&relay[1..1 + usize::from(relay[0])]);
-        }
+        store_var(l, ve, var, keep_relay, same_client);
     }
     secs
+}
+
+/// A message's variable data (option 82 whole, host name, vendor class) and its handle,
+/// computed once per message.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MsgVar<'m> {
+    pub r: VarRef,
+    pub parts: VarParts<'m>,
+    /// For an OFFER when nothing reads an offered record's data (no lease caps): `r` is
+    /// option 82 inline when it fits (else empty), no CRC-32C computed and nothing written
+    /// to the side area; the whole data are stored by the REQUEST that binds the lease.
+    pub offer_only: bool,
+}
+
+/// Stores the message's variable data with the binding: option 82 whole (kept from before
+/// when `keep_relay`), host name and vendor class when the message has them (else kept for
+/// the same client, dropped for a new one). The side area is written only when the handle
+/// changes (a renewal with the same data writes nothing there).
+#[inline]
+fn store_var<'m>(
+    l: &mut Lease,
+    ve: &mut VarEdit<'_, 'm>,
+    var: MsgVar<'m>,
+    keep_relay: bool,
+    same_client: bool,
+) {
+    let p = var.parts;
+    let ri_old = keep_relay && p.relay_agent_info().is_empty();
+    let hn_old = same_client && p.host_name().is_empty();
+    let vc_old = same_client && p.vendor_class().is_empty();
+    if !ri_old && !hn_old && !vc_old {
+        if l.var != var.r {
+            ve.set(l, var.r, p);
+        }
+        return;
+    }
+    merge_var(l, ve, p, ri_old, hn_old, vc_old);
+}
+
+/// [`store_var`] when some of the old values stay: out of line (a renewal without option 82
+/// or host name).
+#[inline(never)]
+fn merge_var(
+    l: &mut Lease,
+    ve: &mut VarEdit<'_, '_>,
+    p: VarParts<'_>,
+    ri_old: bool,
+    hn_old: bool,
+    vc_old: bool,
+) {
+    // Nothing new in the message: everything stays as it is.
+    if ri_old && hn_old && vc_old {
+        l.var = ve.old_ref();
+        return;
+    }
+    let old = *ve.old();
+    let v = VarData::from_parts(
+        if ri_old {
+            old.relay_agent_info()
+        } else {
+            p.relay_agent_info()
+        },
+        if hn_old {
+            old.host_name()
+        } else {
+            p.host_name()
+        },
+        if vc_old {
+            old.vendor_class()
+        } else {
+            p.vendor_class()
+        },
+    );
+    ve.set_owned(l, v);
 }
 
 /// Writes the binding of `key` into a record the caller may take.

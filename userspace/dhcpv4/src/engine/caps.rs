@@ -13,9 +13,14 @@ impl Engine {
     /// admitted (a reservation is held until the message is done) or when no cap applies;
     /// else the full cap, counted. A client that already holds an address (Offered or
     /// Active record) is never refused: it is counted already.
-    pub(super) fn cap_admit(&mut self, subnet: usize, key: &ClientKey) -> Option<CapKind> {
+    pub(super) fn cap_admit(
+        &mut self,
+        subnet: usize,
+        key: &ClientKey,
+        ri: &[u8],
+    ) -> Option<CapKind> {
         let caps = self.shared.caps.as_ref()?;
-        if self.relay_info[0] == 0 || !caps.active() {
+        if ri.is_empty() || !caps.active() {
             return None;
         }
         if let Some((_, l)) = self.shared.table.find_client(key) {
@@ -24,7 +29,6 @@ impl Engine {
             }
         }
         let link = link_of_subnet(&self.shared.config, subnet);
-        let ri = &self.relay_info[1..1 + usize::from(self.relay_info[0])];
         match caps.reserve(link, ri) {
             Ok(r) => {
                 self.cap_res = r;

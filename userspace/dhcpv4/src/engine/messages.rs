@@ -51,7 +51,9 @@ impl Engine {
         // Lease caps: a configured or registered host's own address is not capped.
         if fixed.is_none()
             && !self.shared.reservations.contains_key(key)
-            && self.cap_admit(subnet_index, key).is_some()
+            && self
+                .cap_admit(subnet_index, key, sum.relay_agent_info.unwrap_or_default())
+                .is_some()
         {
             return Decision::Silent(Silence::LeaseCap);
         }
@@ -63,7 +65,7 @@ impl Engine {
                 let desired = self.desired_for(pool, si, sum.lease_time);
                 let granted = match slot {
                     Some(slot) => {
-                        self.take(slot, key, msg, LeaseState::Offered, now, desired, hold)
+                        self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold)
                     }
                     None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
                 };
@@ -259,11 +261,15 @@ impl Engine {
                         return self.silent(&st.unknown_client, Silence::UnknownClient);
                     }
                     // A new address for this client: under its circuit's caps.
-                    if !reserved && self.cap_admit(subnet_index, key).is_some() {
+                    if !reserved
+                        && self
+                            .cap_admit(subnet_index, key, sum.relay_agent_info.unwrap_or_default())
+                            .is_some()
+                    {
                         return self.nak(msg, sum, "lease cap of the circuit reached", out);
                     }
                 }
-                match self.take(slot, key, msg, LeaseState::Active, now, desired, 0) {
+                match self.take(slot, key, msg, sum, LeaseState::Active, now, desired, 0) {
                     Some(g) => g,
                     None => return self.nak(msg, sum, "address in use", out),
                 }

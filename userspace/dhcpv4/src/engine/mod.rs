@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lease_store::{ClientKey, LeaseState, LeaseTable, Slot};
+use lease_store::{ClientKey, LeaseState, LeaseTable, Slot, VarParts, VarRef};
 use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
 use xdhcpd_failover::{
     admit_with_relay_health, Admission, FailoverPolicy, Named, PolicyCell, RelayHealth, RhcVerdict,
@@ -356,9 +356,10 @@ pub struct Engine {
     /// Failover policy and admission of the message being handled.
     pol: Option<FailoverPolicy>,
     admission: Admission,
-    /// Option 82 of the message being handled, stored with the binding so
-    /// binding updates can carry it (first 23 bytes; byte 0 = length).
-    relay_info: [u8; 24],
+    /// The handle of the message's variable data (option 82 whole, host name, vendor class:
+    /// stored with the binding so leasequery and binding updates carry them), computed once
+    /// per message when it first binds a record (`msg_var`).
+    var_ref: Option<VarRef>,
     /// The message's chaddr is the hardware address of the binding its reply announces, so
     /// the reply may be unicast to it (and in UDP mode its neighbour entry installed).
     hw_is_bindings: bool,
@@ -392,7 +393,7 @@ impl Engine {
             durable_changes: 0,
             pol: None,
             admission: Admission::Serve,
-            relay_info: [0; 24],
+            var_ref: None,
             hw_is_bindings: true,
             reg: registration::RegCache::default(),
             classes: ClassSet::EMPTY,
@@ -511,14 +512,10 @@ impl Engine {
             }
         }
         self.lookup_registration(&msg, &key);
-        self.relay_info = [0; 24];
         // A binding without a record (a reservation outside the pools) is keyed by the
         // hardware address itself unless the client sent a client id.
         self.hw_is_bindings = sum.client_id.is_none();
-        if let Some(ri) = sum.relay_agent_info.filter(|r| r.len() <= 23) {
-            self.relay_info[0] = ri.len() as u8;
-            self.relay_info[1..1 + ri.len()].copy_from_slice(ri);
-        }
+        self.var_ref = None;
         // KNOWN and classes: once per message, from the one place the client's facts are
         // built (configured hosts) with the live registration on top.
         self.classes = ClassSet::EMPTY;
@@ -761,6 +758,7 @@ impl Engine {
         slot: Slot,
         key: &ClientKey,
         msg: &Message<'_>,
+        sum: &Summary<'_>,
         state: LeaseState,
         now: u32,
         desired: u32,
@@ -771,16 +769,27 @@ impl Engine {
             return None;
         }
         let pol = self.pol;
-        let relay = self.relay_info;
+        let var = self.var_for(sum, state);
         // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
         let keyed = state == LeaseState::Active
             && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
             && self.nonce_capable;
-        let (r, changed) = self.shared.table.update_tracked(slot, |l| {
+        let (r, changed) = self.shared.table.update_var(slot, |l, ve| {
             if !may_take(l, key, now, pol.as_ref()) {
                 return None;
             }
-            let secs = bind_granted(l, key, msg, state, now, desired, hold, pol.as_ref(), &relay);
+            let secs = bind_granted(
+                l,
+                key,
+                msg,
+                state,
+                now,
+                desired,
+                hold,
+                pol.as_ref(),
+                ve,
+                var,
+            );
             if state == LeaseState::Active {
                 // A fresh binding or renewal is no longer being reconfigured.
                 l.flags &= !lease_store::FLAG_RECONFIGURING;
@@ -820,6 +829,49 @@ impl Engine {
         }
         r
     }
+}
+
+impl Engine {
+    /// The message's variable data and its handle (computed on the first call per message).
+    #[inline]
+    fn msg_var<'m>(&mut self, sum: &Summary<'m>) -> binding::MsgVar<'m> {
+        let parts = var_parts(sum);
+        let r = *self.var_ref.get_or_insert_with(|| VarRef::of(parts));
+        binding::MsgVar {
+            r,
+            parts,
+            offer_only: false,
+        }
+    }
+
+    /// What a record in `state` stores of the message's variable data. An OFFER stores
+    /// them only when the lease caps are on (they count offered records by option 82
+    /// whole); else at most option 82 inline, as before variable-length data: leasequery,
+    /// binding updates (offers are not sent), the event log and reconfiguration read bound
+    /// leases, so the side area is written by the REQUEST that binds the lease, and a
+    /// DISCOVER pays neither the handle's CRC-32C nor a side write.
+    #[inline]
+    fn var_for<'m>(&mut self, sum: &Summary<'m>, state: LeaseState) -> binding::MsgVar<'m> {
+        if state == LeaseState::Offered && !self.shared.caps.as_ref().is_some_and(|c| c.active()) {
+            let parts = var_parts(sum);
+            return binding::MsgVar {
+                r: VarRef::inline(parts.relay_agent_info()).unwrap_or(VarRef::EMPTY),
+                parts,
+                offer_only: true,
+            };
+        }
+        self.msg_var(sum)
+    }
+}
+
+/// Option 82 (whole), host name and vendor class of a message, borrowed.
+#[inline]
+fn var_parts<'m>(sum: &Summary<'m>) -> VarParts<'m> {
+    VarParts::new(
+        sum.relay_agent_info.unwrap_or_default(),
+        sum.host_name.unwrap_or_default(),
+        sum.vendor_class.unwrap_or_default(),
+    )
 }
 
 /// The lease-table key of a reserved client.

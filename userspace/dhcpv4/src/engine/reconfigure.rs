@@ -409,7 +409,7 @@ pub fn class_unselectable(class: &xdhcpd_config::Class) -> Option<String> {
 
 /// Whether the bound client of `l` is a member of `class`, judged from what the binding
 /// keeps: its hardware address, its client identifier (unless stored hashed), the option
-/// 82 stored with it (circuit, remote, subscriber id), `giaddr` (the relay of its last
+/// 82 stored with it (`relay_agent_info`, read with the record: circuit, remote, subscriber id), `giaddr` (the relay of its last
 /// ACK, [`ReconfBook`]; 0.0.0.0 when none since the start) and `reg`, its registration
 /// as the engine sees it (`None`: unknown; `Some(group)`: KNOWN, with the class its group
 /// names). The same rule as a message's class evaluation (`classes::matches`), on those
@@ -417,6 +417,7 @@ pub fn class_unselectable(class: &xdhcpd_config::Class) -> Option<String> {
 pub fn binding_in_class(
     class: &xdhcpd_config::Class,
     l: &Lease,
+    relay_agent_info: &[u8],
     giaddr: Ipv4Addr,
     reg: Option<Option<xdhcpd_config::ClassId>>,
 ) -> bool {
@@ -432,7 +433,7 @@ pub fn binding_in_class(
         client_id,
         ..ClientFacts::default()
     };
-    for (code, v) in crate::wire::SubOptionIter::new(l.relay_agent_info()).map_while(Result::ok) {
+    for (code, v) in crate::wire::SubOptionIter::new(relay_agent_info).map_while(Result::ok) {
         match code {
             crate::wire::relay_sub::CIRCUIT_ID => f.circuit_id = Some(v),
             crate::wire::relay_sub::REMOTE_ID => f.remote_id = Some(v),
@@ -857,13 +858,15 @@ pub enum Destination {
 }
 
 /// Writes the FORCERENEW for binding `lease` into `out`: the xid and relay of its last ACK
-/// (`xid`, `giaddr` from [`ReconfBook::get`]), the stored option 82 when relayed, the
+/// (`xid`, `giaddr` from [`ReconfBook::get`]), the stored option 82 (`relay_agent_info`)
+/// when relayed, the
 /// authentication the binding and policy allow (its reconfigure key, else the token, else
 /// none). Returns the length and where it goes.
 #[allow(clippy::too_many_arguments)]
 pub fn build_forcerenew(
     out: &mut [u8],
     lease: &Lease,
+    relay_agent_info: &[u8],
     xid: u32,
     giaddr: Ipv4Addr,
     server_id: Ipv4Addr,
@@ -887,11 +890,7 @@ pub fn build_forcerenew(
         chaddr: lease.chaddr,
         xid,
         giaddr,
-        relay_info: if relayed {
-            lease.relay_agent_info()
-        } else {
-            &[]
-        },
+        relay_info: if relayed { relay_agent_info } else { &[] },
         replay,
         auth,
     };

@@ -350,7 +350,7 @@ impl Engine {
         let pool = slot.map(|s| table.pool_of_slot(s));
         let desired = self.desired_for(pool, si, sum.lease_time);
         let granted = match slot {
-            Some(slot) => self.take(slot, key, msg, LeaseState::Offered, now, desired, hold),
+            Some(slot) => self.take(slot, key, msg, sum, LeaseState::Offered, now, desired, hold),
             None => Some(grant(self.pol.as_ref(), now, desired, 0).0),
         };
         match granted {

@@ -29,7 +29,8 @@ pub use decoder::Decoder;
 pub use encode::{encode_txn, EncodeError};
 pub use message::{BindingTxn, Body, ConnectInfo, Ddns, Message, RawOption};
 pub use relay_info::{
-    relay_info_from_request_options, request_options_with_relay_info, DHCP_MAGIC,
+    client_data_from_request_options, relay_info_from_request_options,
+    request_options_with_client_data, request_options_with_relay_info, DHCP_MAGIC,
     DHCP_OPTION_RELAY_AGENT_INFO,
 };
 

@@ -522,7 +522,8 @@ pub fn txn_from_binding(b: &Binding) -> BindingTxn {
     if b.flags != 0 {
         t.ip_flags = Some(b.flags);
     }
-    t.request_options = codec::request_options_with_relay_info(&b.relay_agent_info);
+    t.request_options =
+        codec::request_options_with_client_data(&b.relay_agent_info, &b.host_name, &b.vendor_class);
     t
 }
 
@@ -558,6 +559,11 @@ pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'stat
         .and_then(|s| BindingStatus::from_wire(s).ok_or("unknown binding-status"))?;
     let (htype, chaddr) = t.chaddr.clone().unwrap_or((0, Vec::new()));
     let client_id = t.client_id.clone().unwrap_or_default();
+    let (relay_agent_info, host_name, vendor_class) = t
+        .request_options
+        .as_deref()
+        .map(codec::client_data_from_request_options)
+        .unwrap_or_default();
     let mut b = Binding {
         addr: t.addr,
         status,
@@ -568,11 +574,9 @@ pub fn binding_from_txn(t: &BindingTxn, msg_time: u32) -> Result<Binding, &'stat
         potential_expiry: 0,
         cltt: t.cltt.unwrap_or(0),
         start: t.start_time.unwrap_or(msg_time),
-        relay_agent_info: t
-            .request_options
-            .as_deref()
-            .and_then(codec::relay_info_from_request_options)
-            .unwrap_or_default(),
+        relay_agent_info,
+        host_name,
+        vendor_class,
         flags: t.ip_flags.unwrap_or(0),
         reconfiguring: false,
         reconf_key: false,

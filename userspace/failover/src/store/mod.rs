@@ -12,4 +12,5 @@ pub use record::{
     lease_to_binding, lease_to_local, partner_lacks, release, set_reconfiguring, status_of,
     stop_reconfiguring, unacked, worth_sending_all, write_binding,
 };
+pub use record::{lease_to_binding_var, write_binding_var};
 pub use sync::{is_takeover, BindingStore, BindingSync, StoreRules};

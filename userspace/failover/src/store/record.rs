@@ -8,7 +8,9 @@
 //! * `tsfp`: the *change time* (see [`change_time`]) of the newest version of this record the
 //!   partner holds (acknowledged by it, or received from it); 0 = never;
 //! * `tstp`: the lease end last acknowledged by the partner (informational, like ISC's);
-//! * option 82: [`Lease::relay_agent_info`];
+//! * option 82, host name, vendor class: the lease's variable data ([`lease_store::VarData`],
+//!   read with the record by the store: [`lease_to_binding_var`], [`write_binding_var`];
+//!   carried whole in client-request-options);
 //! * xdhcpd's reconfigure flags ([`FLAG_RECONFIGURING`], [`FLAG_RECONF_KEY`]): to an xdhcpd
 //!   partner only (vendor-options). Changing them moves no time of the record, so whoever
 //!   changes them calls [`partner_lacks`] to make the record unacknowledged.
@@ -18,7 +20,7 @@
 //! to. This is what a restarted server re-sends (draft-12 UPDREQ) without any queue on disk.
 
 use lease_store::{
-    ClientKey, KeyKind, Lease, LeaseState, Owner, FLAG_RECONFIGURING, FLAG_RECONF_KEY,
+    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, FLAG_RECONFIGURING, FLAG_RECONF_KEY,
 };
 
 use crate::types::{Binding, BindingStatus};
@@ -86,11 +88,19 @@ fn client_id_of(l: &Lease) -> Vec<u8> {
 }
 
 /// The binding to send to the partner for this record (None: not exchanged).
-/// `potential_expiry` is the value we ask the partner to commit to.
+/// `potential_expiry` is the value we ask the partner to commit to. The variable data are
+/// what the record holds inline ([`lease_to_binding_var`] with the store's data).
 pub fn lease_to_binding(l: &Lease) -> Option<Binding> {
+    lease_to_binding_var(l, &l.var.inline_data())
+}
+
+/// [`lease_to_binding`] with the record's variable data `v` (option 82 whole, host name,
+/// vendor class), as the store read them with the record.
+pub fn lease_to_binding_var(l: &Lease, v: &VarData) -> Option<Binding> {
     let status = status_of(l)?;
     Some(binding_with(
         l,
+        v,
         status,
         l.potential_expiry.max(l.acked_potential_expiry),
     ))
@@ -108,7 +118,7 @@ pub fn lease_to_local(l: &Lease) -> Binding {
         LeaseState::Reserved => BindingStatus::Active,
         _ => status_of(l).unwrap_or(BindingStatus::Free),
     };
-    let mut b = binding_with(l, status, l.acked_potential_expiry);
+    let mut b = binding_with(l, &l.var.inline_data(), status, l.acked_potential_expiry);
     if l.state == LeaseState::Offered {
         b.client_id.clear();
         b.htype = 0;
@@ -119,7 +129,7 @@ pub fn lease_to_local(l: &Lease) -> Binding {
     b
 }
 
-fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
+fn binding_with(l: &Lease, v: &VarData, status: BindingStatus, potential: u32) -> Binding {
     let active = status == BindingStatus::Active;
     let has_client = !l.client.is_none();
     Binding {
@@ -141,7 +151,17 @@ fn binding_with(l: &Lease, status: BindingStatus, potential: u32) -> Binding {
         cltt: l.cltt,
         start: change_start(l),
         relay_agent_info: if has_client {
-            l.relay_agent_info().to_vec()
+            v.relay_agent_info().to_vec()
+        } else {
+            Vec::new()
+        },
+        host_name: if has_client {
+            v.host_name().to_vec()
+        } else {
+            Vec::new()
+        },
+        vendor_class: if has_client {
+            v.vendor_class().to_vec()
         } else {
             Vec::new()
         },
@@ -192,6 +212,16 @@ fn change_start(l: &Lease) -> u32 {
 /// Writes an accepted partner binding into record `r` (the caller holds the record lock).
 /// The record then counts as held by the partner.
 pub fn write_binding(r: &mut Lease, b: &Binding) {
+    let mut v = r.var.inline_data();
+    write_binding_var(r, &mut v, b);
+    // Data that need the side area are written by a store that has one
+    // ([`write_binding_var`] under `BindingStore::update_full`); here only the handle.
+    r.var = v.var_ref();
+}
+
+/// [`write_binding`] with the record's variable data `v` (the partner's option 82 whole,
+/// host name and vendor class replace ours for an ACTIVE binding).
+pub fn write_binding_var(r: &mut Lease, v: &mut VarData, b: &Binding) {
     match b.status {
         BindingStatus::Active => {
             let key = if b.client_id.is_empty() {
@@ -221,11 +251,18 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
             if b.reconf_key {
                 r.flags |= FLAG_RECONF_KEY;
             }
-            // Too long for the record: kept nowhere rather than cut (a cut option 82 would
-            // name another subscriber).
-            if !r.set_relay_agent_info(&b.relay_agent_info) {
-                r.set_relay_agent_info(&[]);
-            }
+            // Whole (any valid option 82 fits); one that is no valid option (over 255
+            // bytes) is kept nowhere rather than cut (a cut option 82 would name another
+            // subscriber). Host name and vendor class: as the per-lease bound allows.
+            *v = VarData::from_parts(
+                if b.relay_agent_info.len() <= lease_store::RELAY_AGENT_INFO_MAX {
+                    b.relay_agent_info.as_slice()
+                } else {
+                    &[]
+                },
+                &b.host_name,
+                &b.vendor_class,
+            );
         }
         other => {
             let (state, owner) = match other {
@@ -236,6 +273,7 @@ pub fn write_binding(r: &mut Lease, b: &Binding) {
                 _ => (LeaseState::Free, Owner::Primary),
             };
             r.clear_binding();
+            *v = VarData::EMPTY;
             r.flags &= !(FLAG_RECONFIGURING | FLAG_RECONF_KEY);
             r.state = state;
             r.owner = owner;
@@ -263,12 +301,12 @@ pub fn worth_sending_all(l: &Lease) -> bool {
 
 /// A record a worker reported changed: the binding to queue for the partner, or None
 /// (offers and reservations are not exchanged; a withdrawn offer left a free state the
-/// partner already holds).
-pub fn binding_for_change(l: &Lease) -> Option<Binding> {
+/// partner already holds). `v`: the record's variable data.
+pub fn binding_for_change(l: &Lease, v: &VarData) -> Option<Binding> {
     if matches!(l.state, LeaseState::Free | LeaseState::Backup) && change_time(l) <= l.tsfp {
         return None;
     }
-    lease_to_binding(l)
+    lease_to_binding_var(l, v)
 }
 
 /// The client's DHCPRELEASE at `now`, if `l` is its ACTIVE binding: RELEASED, the client kept on
@@ -350,6 +388,31 @@ mod tests {
     }
 
     #[test]
+    fn failover_varlen_binding_carries_120_byte_option82_host_name_vendor_class_whole() {
+        let l = active();
+        let ri: Vec<u8> = (0..120u8).collect();
+        let mut v = VarData::EMPTY;
+        assert!(v.set_relay_agent_info(&ri));
+        assert!(v.set_host_name(b"cpe-host"));
+        assert!(v.set_vendor_class(b"docsis3.1"));
+        let b = lease_to_binding_var(&l, &v).expect("active is exchanged");
+        assert_eq!(b.relay_agent_info, ri);
+        // Through the wire form (client-request-options) and back.
+        let t = crate::engine::txn_from_binding(&b);
+        let back = crate::engine::binding_from_txn(&t, 1000).expect("decodes");
+        assert_eq!(
+            (&back.relay_agent_info, &back.host_name, &back.vendor_class),
+            (&ri, &b"cpe-host".to_vec(), &b"docsis3.1".to_vec())
+        );
+        let mut r = Lease::free(l.addr);
+        let mut rv = VarData::EMPTY;
+        write_binding_var(&mut r, &mut rv, &back);
+        assert_eq!(rv, v);
+        // The store keeps the handle with the data.
+        assert_eq!(rv.var_ref(), v.var_ref());
+    }
+
+    #[test]
     fn active_round_trip_keeps_client_times_and_option82() {
         let l = active();
         let b = lease_to_binding(&l).expect("active is exchanged");
@@ -364,7 +427,7 @@ mod tests {
         assert_eq!(r.client, l.client);
         assert_eq!(r.expiry, 1600);
         assert_eq!(r.acked_potential_expiry, 2000);
-        assert_eq!(r.relay_agent_info(), &[1, 1, 7]);
+        assert_eq!(r.inline_relay_agent_info(), Some(&[1, 1, 7][..]));
         assert!(
             !unacked(&r),
             "a binding received from the partner is held by it"
@@ -453,9 +516,9 @@ mod tests {
         let mut l = Lease::free(Ipv4Addr::new(10, 0, 0, 9));
         l.start = 100;
         l.tsfp = 100;
-        assert!(binding_for_change(&l).is_none());
+        assert!(binding_for_change(&l, &VarData::EMPTY).is_none());
         l.start = 101;
-        assert!(binding_for_change(&l).is_some());
+        assert!(binding_for_change(&l, &VarData::EMPTY).is_some());
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use lease_store::{Lease, LeaseState};
+use lease_store::{Lease, LeaseState, VarData, VarRef};
 
 use super::record::{
     binding_change_time, binding_for_change, change_time, grant_to_backup, lease_to_binding,
-    lease_to_local, stop_reconfiguring, unacked, worth_sending_all, write_ack, write_binding,
+    lease_to_binding_var, lease_to_local, stop_reconfiguring, unacked, worth_sending_all,
+    write_ack, write_binding_var,
 };
 use crate::engine::FailoverEngine;
 use crate::table::{reclaim_binding, resolve_update, UpdateDecision};
@@ -30,6 +31,30 @@ pub trait BindingStore {
     fn update<R>(&mut self, addr: Ipv4Addr, f: impl FnOnce(&mut Lease) -> R) -> Option<(R, bool)>;
     /// Calls `f` with a copy of every record.
     fn for_each(&self, f: impl FnMut(&Lease));
+
+    /// The variable data (option 82 whole, host name, vendor class) of the record `l` (a copy
+    /// this store gave out); none when the record's data changed since. The default: what
+    /// the record holds inline (a store without a side area).
+    fn var_of(&self, l: &Lease) -> VarData {
+        l.var.inline_data()
+    }
+
+    /// [`update`](Self::update) with the record's variable data: `f` changes a copy of both,
+    /// the store keeps them together. The default keeps only what fits in the record (a store
+    /// without a side area: longer data are dropped, never cut).
+    fn update_full<R>(
+        &mut self,
+        addr: Ipv4Addr,
+        f: impl FnOnce(&mut Lease, &mut VarData) -> R,
+    ) -> Option<(R, bool)> {
+        self.update(addr, |l| {
+            let mut v = l.var.inline_data();
+            let r = f(l, &mut v);
+            let vr = v.var_ref();
+            l.var = if vr.is_side() { VarRef::EMPTY } else { vr };
+            r
+        })
+    }
 }
 
 /// Whether a state change from `from` to `to` is a failover takeover: this server starts
@@ -114,7 +139,9 @@ impl<T: Copy> BindingSync<T> {
     }
 
     /// A record changed on our side (a DHCP worker, the sweeper): queue its binding for the
-    /// partner (lazy update). Returns whether anything was queued.
+    /// partner (lazy update). Returns whether anything was queued. The variable data are the
+    /// record's inline ones ([`record_changed_var`](Self::record_changed_var) with the
+    /// store's).
     pub fn record_changed(
         &mut self,
         engine: &mut FailoverEngine,
@@ -122,7 +149,20 @@ impl<T: Copy> BindingSync<T> {
         at: T,
         l: &Lease,
     ) -> bool {
-        let Some(b) = binding_for_change(l) else {
+        self.record_changed_var(engine, now, at, l, &l.var.inline_data())
+    }
+
+    /// [`record_changed`](Self::record_changed) with the record's variable data `v` (option
+    /// 82 whole, host name, vendor class) read with it.
+    pub fn record_changed_var(
+        &mut self,
+        engine: &mut FailoverEngine,
+        now: u32,
+        at: T,
+        l: &Lease,
+        v: &VarData,
+    ) -> bool {
+        let Some(b) = binding_for_change(l, v) else {
             return false;
         };
         self.rejected.remove(&b.addr);
@@ -159,7 +199,7 @@ impl<T: Copy> BindingSync<T> {
             {
                 return;
             }
-            if let Some(b) = lease_to_binding(l) {
+            if let Some(b) = lease_to_binding_var(l, &store.var_of(l)) {
                 found.push((b, ct));
             }
         });
@@ -193,7 +233,7 @@ impl<T: Copy> BindingSync<T> {
                 unacked(l)
             };
             if wanted {
-                if let Some(b) = lease_to_binding(l) {
+                if let Some(b) = lease_to_binding_var(l, &store.var_of(l)) {
                     found.push((b, change_time(l)));
                 }
             }
@@ -217,7 +257,7 @@ impl<T: Copy> BindingSync<T> {
         b: &Binding,
     ) -> Result<bool, (RejectReason, String)> {
         let rules = self.rules;
-        let r = store.update(b.addr, |r| {
+        let r = store.update_full(b.addr, |r, v| {
             if r.state == LeaseState::Reserved {
                 // Both partners have the same reservations; nothing to store.
                 return Ok(());
@@ -230,7 +270,7 @@ impl<T: Copy> BindingSync<T> {
                 rules.role,
             ) {
                 UpdateDecision::Accept(nb) => {
-                    write_binding(r, &nb);
+                    write_binding_var(r, v, &nb);
                     Ok(())
                 }
                 UpdateDecision::Reject(reason, m) => Err((reason, m.to_string())),
@@ -367,7 +407,8 @@ impl<T: Copy> BindingSync<T> {
         for addr in flagged {
             if let Some((true, _)) = store.update(addr, |l| stop_reconfiguring(l, false)) {
                 if let Some(l) = store.read(addr) {
-                    self.record_changed(engine, now, at, &l);
+                    let v = store.var_of(&l);
+                    self.record_changed_var(engine, now, at, &l, &v);
                 }
                 changed.push(addr);
             }
