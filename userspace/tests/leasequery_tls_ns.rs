@@ -167,7 +167,7 @@ fn make_pki(dir: &Path) -> Res<Pki> {
     })
 }
 
-fn config(bed: &Bed, pki: &Pki) -> Res<PathBuf> {
+fn config(bed: &Bed, pki: &Pki, mode: &str, range: &str) -> Res<PathBuf> {
     let path = bed.path("xdhcpd.toml");
     let text = format!(
         r#"[server]
@@ -182,7 +182,7 @@ listen = "{SRV_ADDR}:67"
 max-connections = 8
 idle-timeout = 10
 active-queue = 16384
-tls = "require"
+tls = "{mode}"
 cert-file = "{cert}"
 key-file = "{key}"
 client-ca-file = "{ca}"
@@ -191,7 +191,7 @@ client-ca-file = "{ca}"
 cidr = "10.77.0.0/16"
 router = ["{SRV_ADDR}"]
 [[subnet.pool]]
-range = "10.77.1.1-10.77.4.255"
+range = "{range}"
 "#,
         iface = bed.srv_if(),
         leases = bed.path("leases.db").display(),
@@ -369,7 +369,7 @@ fn leasequery_tls_ns_subscriber_over_tls_and_refusals_counted() -> Res<()> {
     let lg = lease_common::loadgen_bin()?;
     let bed = Bed::new(Some(&format!("{ASKER}/16")))?;
     let pki = make_pki(&bed.path("pki"))?;
-    let cfg = config(&bed, &pki)?;
+    let cfg = config(&bed, &pki, "require", "10.77.1.1-10.77.4.255")?;
     let mut daemon = Daemon::start(&bed, &cfg, Io::Xdp)?;
     if !bed.srv_has_xdp()? {
         return Err("the XDP program is not attached: the test must cross it".into());
@@ -538,6 +538,44 @@ fn leasequery_tls_ns_subscriber_over_tls_and_refusals_counted() -> Res<()> {
     sub.signal(libc::SIGTERM)?;
     let _ = sub.wait_exit(Duration::from_secs(5));
     daemon.check_alive()?;
+    daemon.stop()?;
+    Ok(())
+}
+
+/// Figures for benches/RESULTS.md (ignored; by hand): a bulk leasequery of every address of a
+/// 51,000-address pool, in clear and over TLS (`tls = "offer"`), three times each, wall time
+/// as the requestor reports it.
+#[test]
+#[ignore]
+fn leasequery_tls_ns_bulk_rate() -> Res<()> {
+    if !require(&[
+        Capability::Root,
+        Capability::Program("ip"),
+        Capability::Program("openssl"),
+    ]) {
+        return Ok(());
+    }
+    let bed = Bed::new(Some(&format!("{ASKER}/16")))?;
+    let pki = make_pki(&bed.path("pki"))?;
+    let cfg = config(&bed, &pki, "offer", "10.77.1.1-10.77.200.255")?;
+    let daemon = Daemon::start(&bed, &cfg, Io::Xdp)?;
+    let dev = Some((pki.dev_cert.as_path(), pki.dev_key.as_path()));
+    for round in 0..3 {
+        for (what, extra) in [("clear", Vec::new()), ("tls", tls_args(&pki.ca, dev))] {
+            let out = bulk(&bed, &extra)?;
+            if !out.status.success() {
+                return Err(format!("{what}: {}{}", out.stdout, out.stderr));
+            }
+            eprintln!(
+                "round {round} {what}: {}",
+                out.stdout.lines().last().unwrap_or("")
+            );
+        }
+    }
+    eprintln!(
+        "{}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+    );
     daemon.stop()?;
     Ok(())
 }
