@@ -70,7 +70,7 @@
 //!   status TLSConnectionRefused, the connection goes on as it is.
 //! - shutdown ends the subscription with DHCPLEASEQUERYDONE / QueryTerminated.
 //!
-//! # TLS (RFC 7724 §6.2, §7.2: DHCPTLS)
+//! # TLS (RFC 7724: DHCPTLS)
 //!
 //! The driver says what the server offers ([`Session::set_tls`], [`TlsMode`]):
 //! - [`TlsMode::Off`]: every DHCPTLS is answered DHCPTLS / TLSConnectionRefused and the
