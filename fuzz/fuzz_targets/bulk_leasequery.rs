@@ -157,12 +157,21 @@ fuzz_target!(|data: &[u8]| {
             }
             Poll::Subscribe => {
                 assert!(!subscribed, "one subscription per connection");
-                assert!(tls != TlsMode::Require || tls_started, "subscribed in clear");
+                assert!(
+                    tls != TlsMode::Require || tls_started,
+                    "subscribed in clear"
+                );
                 subscribed = true;
             }
             Poll::StartTls => {
-                assert!(tls != TlsMode::Off && !tls_started, "one TLS start, when offered");
-                assert!(last_tls_start, "StartTls right after a DHCPTLS answered Start");
+                assert!(
+                    tls != TlsMode::Off && !tls_started,
+                    "one TLS start, when offered"
+                );
+                assert!(
+                    last_tls_start,
+                    "StartTls right after a DHCPTLS answered Start"
+                );
                 assert!(!subscribed);
                 tls_started = true;
                 s.tls_established();

@@ -516,9 +516,9 @@ pub fn connect(
     let m = read_frame(&mut tcp).with_context(|| format!("{addr}"))?;
     match bulk::parse_tls_answer(&m, xid).map_err(|e| anyhow::anyhow!("{addr}: DHCPTLS: {e}"))? {
         bulk::TlsAnswer::Start => {}
-        bulk::TlsAnswer::Refused(text) => bail!(
-            "{addr} refused TLS (TLSConnectionRefused: {text}); nothing was sent in clear"
-        ),
+        bulk::TlsAnswer::Refused(text) => {
+            bail!("{addr} refused TLS (TLSConnectionRefused: {text}); nothing was sent in clear")
+        }
     }
     let mut conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
         .map_err(|e| anyhow::anyhow!("TLS with {addr}: {e}"))?;
@@ -645,11 +645,9 @@ fn run_bulk(a: &LeasequeryArgs) -> Result<()> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let sum = bulk_query(&mut stream, xid, &q, a.start_time, a.end_time, |r| {
-
         let _ = writeln!(out, "{}", bulk_line(r));
     });
     {
-
         let _ = out.flush();
     }
     let sum = sum?;
@@ -907,7 +905,6 @@ fn run_active(a: &LeasequeryArgs) -> Result<()> {
                     start = Some(local_start.saturating_sub(a.resume_margin_s));
                 }
                 {
-
                     let t = start.unwrap_or(0);
                     let _ = writeln!(run.out, "RECONNECT start-time={t} after: {why}");
                     let _ = run.out.flush();

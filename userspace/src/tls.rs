@@ -100,7 +100,10 @@ fn roots(path: &Path, key: &str) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for c in certs(path, key)? {
         roots.add(c).map_err(|e| {
-            anyhow::anyhow!("{key}: {}: not a usable CA certificate: {e}", path.display())
+            anyhow::anyhow!(
+                "{key}: {}: not a usable CA certificate: {e}",
+                path.display()
+            )
         })?;
     }
     Ok(roots)

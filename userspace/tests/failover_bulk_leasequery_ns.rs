@@ -227,34 +227,34 @@ fn scenario() -> Res<()> {
     let mut load = Proc::spawn(
         "xdhcp-loadgen",
         bed.c.command("timeout").args([
-        "90",
-        &lg.to_string_lossy(),
-        "-i",
-        &bed.lc.a,
-        "--io",
-        "packet",
-        "--scenario",
-        "dora-renew",
-        "--relay",
-        RELAY,
-        "--relay-id",
-        RELAY_ID,
-        "--server",
-        A_ADDR,
-        "--clients",
-        "300",
-        "--rate",
-        "200",
-        "--duration",
-        "8s",
-        "--timeout-ms",
-        "1000",
-        "--retries",
-        "2",
-        "--quiet",
-        "--acked-log",
-        &acked.to_string_lossy(),
-    ]),
+            "90",
+            &lg.to_string_lossy(),
+            "-i",
+            &bed.lc.a,
+            "--io",
+            "packet",
+            "--scenario",
+            "dora-renew",
+            "--relay",
+            RELAY,
+            "--relay-id",
+            RELAY_ID,
+            "--server",
+            A_ADDR,
+            "--clients",
+            "300",
+            "--rate",
+            "200",
+            "--duration",
+            "8s",
+            "--timeout-ms",
+            "1000",
+            "--retries",
+            "2",
+            "--quiet",
+            "--acked-log",
+            &acked.to_string_lossy(),
+        ]),
         &bed.path("loadgen.log"),
     )?;
     // Mid-run (every client bound, renewals going on) the secondary stops and comes back.
@@ -331,7 +331,9 @@ fn scenario() -> Res<()> {
     // ACKs made while the secondary was down: covered too (by the catch-up or later).
     let down_acks = acks
         .iter()
-        .filter(|x| x.unix_ms / 1000 >= u64::from(b_down_at) && x.unix_ms / 1000 <= u64::from(b_up_at))
+        .filter(|x| {
+            x.unix_ms / 1000 >= u64::from(b_down_at) && x.unix_ms / 1000 <= u64::from(b_up_at)
+        })
         .count();
     assert!(
         down_acks > 0,

@@ -350,7 +350,10 @@ fn refused(what: &str, out: &Output, want: &[&str]) -> Res<()> {
     }
     for w in want {
         if !out.stderr.contains(w) {
-            return Err(format!("{what}: the error does not say {w:?}: {}", out.stderr));
+            return Err(format!(
+                "{what}: the error does not say {w:?}: {}",
+                out.stderr
+            ));
         }
     }
     Ok(())
@@ -394,7 +397,12 @@ fn leasequery_tls_ns_subscriber_over_tls_and_refusals_counted() -> Res<()> {
     .collect();
     args.extend(tls_args(&pki.ca, dev));
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut sub = bed.spawn_client("TLS subscriber", &bin.to_string_lossy(), &arg_refs, &sub_log)?;
+    let mut sub = bed.spawn_client(
+        "TLS subscriber",
+        &bin.to_string_lossy(),
+        &arg_refs,
+        &sub_log,
+    )?;
     wait_for("the TLS subscriber", Duration::from_secs(10), || {
         sub.check_alive()?;
         Ok((subscribers(&bed)? == 1).then_some(()))

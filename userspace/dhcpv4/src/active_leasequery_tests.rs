@@ -460,7 +460,11 @@ fn active_leasequery_tls_offered_dhcptls_first_then_the_session_goes_on_inside_t
     };
     assert_eq!(parse_tls_answer(&out[2..n], 1), Ok(TlsAnswer::Start));
     assert_eq!(s.poll(&f.table, NOW, &mut out, &stats), Poll::StartTls);
-    assert_eq!(s.feed(hello, &stats), Ok(0), "nothing taken during the handshake");
+    assert_eq!(
+        s.feed(hello, &stats),
+        Ok(0),
+        "nothing taken during the handshake"
+    );
     assert_eq!(s.poll(&f.table, NOW, &mut out, &stats), Poll::Idle);
     assert!(!s.in_tls());
     s.tls_established();
@@ -474,11 +478,21 @@ fn active_leasequery_tls_offered_dhcptls_first_then_the_session_goes_on_inside_t
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(
         (r[0].xid, r[0].kind, status_of(&r[0])),
-        (3, MessageType::Tls, Some(Status::TlsConnectionRefused as u8))
+        (
+            3,
+            MessageType::Tls,
+            Some(Status::TlsConnectionRefused as u8)
+        )
     );
-    assert!(r[0].status.as_ref().is_some_and(|s| s.1.contains("already")));
+    assert!(r[0]
+        .status
+        .as_ref()
+        .is_some_and(|s| s.1.contains("already")));
     let st = stats.snapshot();
-    assert_eq!((st.tls_accepted, st.tls_refused, st.tls_required), (1, 1, 0));
+    assert_eq!(
+        (st.tls_accepted, st.tls_refused, st.tls_required),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -501,7 +515,10 @@ fn active_leasequery_tls_required_refuses_queries_in_clear_and_a_late_dhcptls() 
         (r[0].kind, status_of(&r[0])),
         (MessageType::LeaseQueryDone, Some(Status::NotAllowed as u8))
     );
-    assert!(r[0].status.as_ref().is_some_and(|s| s.1.contains("TLS required")));
+    assert!(r[0]
+        .status
+        .as_ref()
+        .is_some_and(|s| s.1.contains("TLS required")));
     // A bulk query in clear too.
     let mut s = Session::new(true, SERVER);
     s.set_tls(TlsMode::Require);
@@ -533,7 +550,11 @@ fn active_leasequery_tls_required_refuses_queries_in_clear_and_a_late_dhcptls() 
     let last = r.last().expect("answers");
     assert_eq!(
         (last.xid, last.kind, status_of(last)),
-        (6, MessageType::Tls, Some(Status::TlsConnectionRefused as u8))
+        (
+            6,
+            MessageType::Tls,
+            Some(Status::TlsConnectionRefused as u8)
+        )
     );
     // Not allowed by address: NotAllowed for the DHCPTLS itself (the address check first).
     let mut s = Session::new(false, SERVER);
@@ -545,7 +566,10 @@ fn active_leasequery_tls_required_refuses_queries_in_clear_and_a_late_dhcptls() 
         (MessageType::LeaseQueryDone, Some(Status::NotAllowed as u8))
     );
     let st = stats.snapshot();
-    assert_eq!((st.tls_required, st.tls_accepted, st.tls_refused), (2, 1, 1));
+    assert_eq!(
+        (st.tls_required, st.tls_accepted, st.tls_refused),
+        (2, 1, 1)
+    );
 }
 
 #[test]
