@@ -92,6 +92,9 @@ fn file(errs: &mut Errors<'_>, f: &Field<'_, '_>) -> Option<PathBuf> {
     Some(PathBuf::from(s))
 }
 
+/// A file key's path (None after an error) and its field (for positioned errors).
+type FileKey<'a, 'i> = (Option<PathBuf>, Field<'a, 'i>);
+
 /// `tls`, `cert-file`, `key-file`, `client-ca-file`: `Some(None)` for TLS off, `None` after an
 /// error (pushed, naming the key).
 fn read_tls(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Option<LeasequeryTls>> {
@@ -112,11 +115,10 @@ fn read_tls(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Option<Leasequer
             }
         },
     };
-    let files: Vec<(&str, Option<(Option<PathBuf>, Field<'_, '_>)>)> =
-        ["cert-file", "key-file", "client-ca-file"]
-            .into_iter()
-            .map(|k| (k, t.get(k).map(|f| (file(errs, &f), f))))
-            .collect();
+    let files: Vec<(&str, Option<FileKey<'_, '_>>)> = ["cert-file", "key-file", "client-ca-file"]
+        .into_iter()
+        .map(|k| (k, t.get(k).map(|f| (file(errs, &f), f))))
+        .collect();
     let mode = mode?;
     let Some(mode) = mode else {
         // Files beside TLS off would be silently unused: refuse them.

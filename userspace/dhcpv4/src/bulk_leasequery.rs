@@ -710,21 +710,18 @@ impl Session {
                     out,
                 );
             }
-            match kind {
-                Some(MessageType::ActiveLeaseQuery) => {
-                    return match parse_active(raw) {
-                        Ok(sub) => {
-                            BulkStats::inc(&stats.subscriptions);
-                            self.sub = Some(Box::new(sub));
-                            Poll::Subscribe
-                        }
-                        Err((raw, why)) => {
-                            BulkStats::inc(&stats.malformed);
-                            self.done(&raw, Status::MalformedQuery, why, now, out)
-                        }
-                    };
-                }
-                _ => {}
+            if kind == Some(MessageType::ActiveLeaseQuery) {
+                return match parse_active(raw) {
+                    Ok(sub) => {
+                        BulkStats::inc(&stats.subscriptions);
+                        self.sub = Some(Box::new(sub));
+                        Poll::Subscribe
+                    }
+                    Err((raw, why)) => {
+                        BulkStats::inc(&stats.malformed);
+                        self.done(&raw, Status::MalformedQuery, why, now, out)
+                    }
+                };
             }
             match parse_query(raw) {
                 Ok(a) => self.active = Some(a),
