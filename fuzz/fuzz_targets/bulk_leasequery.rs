@@ -9,6 +9,13 @@
 //! changes from a queue made of the input too (slot numbers from the stream bytes, in range
 //! or not, over copies of the table's records; bit 0x80 of the first byte marks changes as
 //! lost, which must cut the subscriber off), racing its catch-up scan.
+//!
+//! RFC 7724 TLS: the second input byte chooses what the server offers (bits 0-1: off, offer,
+//! require, require). A `StartTls` (taken as a finished handshake: the rest of the stream is
+//! what TLS carries) comes only when TLS is offered, once, right after a DHCPTLS answer that
+//! the requestor's parser reads as Start; under "require" no binding, status or subscription
+//! goes out before it; every DHCPTLS answer parses as Start or Refused. The requestor's
+//! DHCPTLS answer parser also reads the raw stream.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -17,8 +24,10 @@ use std::sync::{Arc, OnceLock};
 use lease_store::{ClientKey, LeaseState, LeaseTable, OpenOptions, PoolSpec};
 use libfuzzer_sys::fuzz_target;
 use xdhcpd_dhcpv4::bulk_leasequery::{
-    parse_reply, BulkStats, Change, ChangeSource, Poll, Session, MIN_OUT,
+    parse_reply, parse_tls_answer, BulkStats, Change, ChangeSource, Poll, Session, TlsAnswer,
+    TlsMode, MIN_OUT,
 };
+use xdhcpd_dhcpv4::wire::MessageType;
 use xdhcpd_fuzz::scratch_dir;
 
 const NOW: u32 = 1_800_000_000;
@@ -83,13 +92,23 @@ impl ChangeSource for Src {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, stream)) = data.split_first() else {
+    let [first, second, stream @ ..] = data else {
         return;
     };
+    let first = *first;
     let (_, t) = table();
     let chunk = usize::from(first & 0x3f) + 1;
     let stats = BulkStats::default();
     let mut s = Session::new(first & 0x40 == 0, Ipv4Addr::new(10, 0, 0, 1));
+    let tls = match second & 3 {
+        0 => TlsMode::Off,
+        1 => TlsMode::Offer,
+        _ => TlsMode::Require,
+    };
+    s.set_tls(tls);
+    let _ = parse_tls_answer(stream, 0x1234);
+    let mut tls_started = false;
+    let mut last_tls_start = false;
     let mut out = vec![0u8; MIN_OUT];
     let mut rest = stream;
     let mut src = Src {
@@ -121,6 +140,16 @@ fuzz_target!(|data: &[u8]| {
                 let len = usize::from(u16::from_be_bytes([out[0], out[1]]));
                 assert_eq!(len + 2, n, "length prefix");
                 let r = parse_reply(&out[2..n]).expect("the session's own message parses");
+                last_tls_start = false;
+                if r.kind == MessageType::Tls {
+                    let a = parse_tls_answer(&out[2..n], r.xid).expect("a DHCPTLS answer");
+                    last_tls_start = a == TlsAnswer::Start;
+                    assert!(tls != TlsMode::Off || a != TlsAnswer::Start, "TLS is off");
+                } else if tls == TlsMode::Require && !tls_started {
+                    // Before TLS only refusals: NotAllowed (address or TLS required).
+                    assert_eq!(r.kind, MessageType::LeaseQueryDone, "{r:?}");
+                    assert_eq!(r.status.as_ref().map(|s| s.0), Some(4), "{r:?}");
+                }
                 if subscribed && src.lost > 0 {
                     // A subscriber that lost changes gets nothing but its cut-off.
                     assert_eq!(r.status.map(|s| s.0), Some(5), "cut off with DataMissing");
@@ -128,7 +157,24 @@ fuzz_target!(|data: &[u8]| {
             }
             Poll::Subscribe => {
                 assert!(!subscribed, "one subscription per connection");
+                assert!(
+                    tls != TlsMode::Require || tls_started,
+                    "subscribed in clear"
+                );
                 subscribed = true;
+            }
+            Poll::StartTls => {
+                assert!(
+                    tls != TlsMode::Off && !tls_started,
+                    "one TLS start, when offered"
+                );
+                assert!(
+                    last_tls_start,
+                    "StartTls right after a DHCPTLS answered Start"
+                );
+                assert!(!subscribed);
+                tls_started = true;
+                s.tls_established();
             }
             Poll::Again => {}
             Poll::Close => return,

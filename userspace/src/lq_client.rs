@@ -23,10 +23,24 @@
 //! last base-time it saw minus `--resume-margin-s` (the catch-up re-sends what changed
 //! since; a catch-up that did not complete is asked again from the same time), so the
 //! stream resumes with nothing missed. Stops after `--max-changes` or `--duration-s`.
+//!
+//! TLS (RFC 7724 DHCPTLS), `--bulk` and `--active`: with `--tls-ca-file` every connection
+//! starts with a DHCPTLS; on the server's DHCPTLS without status the rustls handshake runs
+//! on the same connection (the server's certificate verified against that CA file and
+//! `--tls-server-name`, default the `--server` address; `--tls-cert-file` / `--tls-key-file`
+//! present a client certificate), and the queries go inside TLS. A server that answers
+//! TLSConnectionRefused ends the run: a requestor that asked for TLS sends nothing in clear.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned};
+use xdhcpd_config::TlsClientConfig;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -95,6 +109,21 @@ pub struct LeasequeryArgs {
     /// --bulk: only bindings whose state began at or before this Unix time (query-end-time).
     #[arg(long, requires = "bulk")]
     pub end_time: Option<u32>,
+    /// --bulk / --active: TLS (RFC 7724 DHCPTLS first on every connection); the CA
+    /// certificate(s) (PEM) that signed the server's certificate. A server that refuses
+    /// TLS ends the run (nothing is sent in clear).
+    #[arg(long, requires = "tcp")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// --tls-ca-file: our client certificate chain (PEM), for a server that requires one.
+    #[arg(long, requires = "tls_ca_file", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// --tls-ca-file: the private key (PEM) of --tls-cert-file.
+    #[arg(long, requires = "tls_ca_file", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// --tls-ca-file: the name the server's certificate must carry (default: the --server
+    /// address, as an IP address name).
+    #[arg(long, requires = "tls_ca_file")]
+    pub tls_server_name: Option<String>,
     /// Query by address (with -6: an address, or one inside a delegated prefix).
     #[arg(long, group = "query")]
     pub ip: Option<IpAddr>,
@@ -385,6 +414,129 @@ fn bulk_line(r: &bulk::Reply) -> String {
     l
 }
 
+/// A leasequery TCP connection, in clear or inside TLS.
+pub enum LqStream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl LqStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            LqStream::Plain(s) => s,
+            LqStream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for LqStream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            LqStream::Plain(s) => s.read(b),
+            LqStream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for LqStream {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LqStream::Plain(s) => s.write(b),
+            LqStream::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LqStream::Plain(s) => s.flush(),
+            LqStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The requestor's TLS settings (`--tls-*`), files read once.
+pub struct LqTls {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl LqTls {
+    fn from_args(a: &LeasequeryArgs) -> Result<Option<LqTls>> {
+        let Some(ca) = &a.tls_ca_file else {
+            return Ok(None);
+        };
+        let files = TlsClientConfig {
+            ca_file: ca.clone(),
+            cert_file: a.tls_cert_file.clone(),
+            key_file: a.tls_key_file.clone(),
+        };
+        let config = crate::tls::client_config(&files, "--tls")?;
+        let name = match &a.tls_server_name {
+            Some(n) => ServerName::try_from(n.clone())
+                .map_err(|e| anyhow::anyhow!("--tls-server-name {n:?}: {e}"))?,
+            None => ServerName::IpAddress(a.server.into()),
+        };
+        Ok(Some(LqTls {
+            config: Arc::new(config),
+            name,
+        }))
+    }
+}
+
+/// Reads one framed message (blocking, within the socket's read timeout).
+fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)
+        .context("reading the answer to DHCPTLS")?;
+    let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut m)
+        .context("reading the answer to DHCPTLS")?;
+    Ok(m)
+}
+
+/// Connects to `--server`:`--port` (reads time out after `read_timeout`); with TLS, sends
+/// DHCPTLS (xid `xid`), reads the answer and runs the handshake (within `--timeout-ms`).
+pub fn connect(
+    a: &LeasequeryArgs,
+    tls: Option<&LqTls>,
+    xid: u32,
+    read_timeout: Duration,
+) -> Result<LqStream> {
+    let addr = std::net::SocketAddr::from((a.server, a.port));
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr} (tcp)"))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        tcp.set_read_timeout(Some(read_timeout))?;
+        return Ok(LqStream::Plain(tcp));
+    };
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.write_all(&bulk::build_tls_request(xid))
+        .context("sending DHCPTLS")?;
+    let m = read_frame(&mut tcp).with_context(|| format!("{addr}"))?;
+    match bulk::parse_tls_answer(&m, xid).map_err(|e| anyhow::anyhow!("{addr}: DHCPTLS: {e}"))? {
+        bulk::TlsAnswer::Start => {}
+        bulk::TlsAnswer::Refused(text) => {
+            bail!("{addr} refused TLS (TLSConnectionRefused: {text}); nothing was sent in clear")
+        }
+    }
+    let mut conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+        .map_err(|e| anyhow::anyhow!("TLS with {addr}: {e}"))?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            let hint = if e.to_string().contains("certificate") {
+                " (is --tls-ca-file the CA that signed the server's certificate, and does it \
+                 name --server or --tls-server-name?)"
+            } else {
+                ""
+            };
+            bail!("TLS handshake with {addr}: {e}{hint}");
+        }
+    }
+    tcp.set_read_timeout(Some(read_timeout))?;
+    Ok(LqStream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+}
+
 /// What a bulk query brought: the counts, and the final status when not Success.
 #[derive(Debug, Default)]
 pub struct BulkSummary {
@@ -395,16 +547,16 @@ pub struct BulkSummary {
 /// Runs one bulk leasequery on a connected stream, giving each answer to `each`;
 /// returns the counts, or an error naming the server's status.
 pub fn bulk_query(
-    stream: &mut std::net::TcpStream,
+    stream: &mut (impl Read + Write),
     xid: u32,
     q: &bulk::QuerySpec<'_>,
     start: Option<u32>,
     end: Option<u32>,
     mut each: impl FnMut(&bulk::Reply),
 ) -> Result<BulkSummary> {
-    use std::io::{Read, Write};
     stream
         .write_all(&bulk::build_query(xid, q, start, end))
+        .and_then(|()| stream.flush())
         .context("sending the query")?;
     let mut rd = std::io::BufReader::with_capacity(256 * 1024, stream);
     let mut sum = BulkSummary::default();
@@ -481,30 +633,31 @@ fn run_bulk(a: &LeasequeryArgs) -> Result<()> {
         _ => bulk::QuerySpec::All,
     };
     let addr = std::net::SocketAddr::from((a.server, a.port));
+    let tls = LqTls::from_args(a)?;
     let started = Instant::now();
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(a.timeout_ms))
-            .with_context(|| format!("connecting to {addr} (tcp)"))?;
-    stream.set_read_timeout(Some(Duration::from_millis(a.timeout_ms)))?;
-    let _ = stream.set_nodelay(true);
     let xid = std::process::id() ^ 0x424c_0000;
+    let mut stream = connect(
+        a,
+        tls.as_ref(),
+        xid ^ 0x0000_7415,
+        Duration::from_millis(a.timeout_ms),
+    )?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let sum = bulk_query(&mut stream, xid, &q, a.start_time, a.end_time, |r| {
-        use std::io::Write;
         let _ = writeln!(out, "{}", bulk_line(r));
     });
     {
-        use std::io::Write;
         let _ = out.flush();
     }
     let sum = sum?;
     let dt = started.elapsed();
     println!(
-        "{} bindings ({} active, {} unassigned) from {addr} in {:.3} s",
+        "{} bindings ({} active, {} unassigned) from {addr}{} in {:.3} s",
         sum.active + sum.unassigned,
         sum.active,
         sum.unassigned,
+        if tls.is_some() { " over TLS" } else { "" },
         dt.as_secs_f64()
     );
     Ok(())
@@ -522,6 +675,7 @@ enum ActiveEnd {
 /// The requestor's state across connections.
 struct ActiveRun<'a> {
     a: &'a LeasequeryArgs,
+    tls: Option<LqTls>,
     deadline: Option<Instant>,
     changes: u64,
     paused: bool,
@@ -537,13 +691,12 @@ impl ActiveRun<'_> {
 
     /// One connection: subscribe with `start`, print until it ends.
     fn once(&mut self, q: &bulk::QuerySpec<'_>, start: Option<u32>, xid: u32) -> Result<ActiveEnd> {
-        use std::io::{Read, Write};
-        let addr = std::net::SocketAddr::from((self.a.server, self.a.port));
-        let mut stream =
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(self.a.timeout_ms))
-                .with_context(|| format!("connecting to {addr} (tcp)"))?;
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = connect(
+            self.a,
+            self.tls.as_ref(),
+            xid ^ 0x0000_7415,
+            Duration::from_millis(200),
+        )?;
         if self.a.pause_after.is_some() {
             // A small receive window, so that the pause shows at the server instead of
             // being absorbed by an autotuned buffer.
@@ -552,7 +705,7 @@ impl ActiveRun<'_> {
             // SAFETY: setsockopt on our socket with a pointer to a live c_int and its size.
             unsafe {
                 libc::setsockopt(
-                    stream.as_raw_fd(),
+                    stream.tcp().as_raw_fd(),
                     libc::SOL_SOCKET,
                     libc::SO_RCVBUF,
                     (&v as *const libc::c_int).cast(),
@@ -563,6 +716,7 @@ impl ActiveRun<'_> {
         let conn_started = Instant::now();
         stream
             .write_all(&bulk::build_active_query(xid, q, start))
+            .and_then(|()| stream.flush())
             .context("sending the query")?;
         let mut caught_up = start.is_none();
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -708,6 +862,7 @@ fn run_active(a: &LeasequeryArgs) -> Result<()> {
     let started = Instant::now();
     let mut run = ActiveRun {
         a,
+        tls: LqTls::from_args(a)?,
         deadline: (a.duration_s > 0).then(|| started + Duration::from_secs(a.duration_s)),
         changes: 0,
         paused: false,
@@ -750,7 +905,6 @@ fn run_active(a: &LeasequeryArgs) -> Result<()> {
                     start = Some(local_start.saturating_sub(a.resume_margin_s));
                 }
                 {
-                    use std::io::Write;
                     let t = start.unwrap_or(0);
                     let _ = writeln!(run.out, "RECONNECT start-time={t} after: {why}");
                     let _ = run.out.flush();

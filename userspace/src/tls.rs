@@ -1,4 +1,7 @@
-//! TLS to the backends: PostgreSQL (`[registrations.postgres]`, `xdhcpd events archive`,
+//! TLS to the backends, and the leasequery listener's server side ([`server_config`],
+//! `[bulk-leasequery] tls`; its requestor `xdhcpd leasequery --tls-*` uses [`client_config`]).
+//!
+//! Backends: PostgreSQL (`[registrations.postgres]`, `xdhcpd events archive`,
 //! `xdhcpd ctl history --archive`) and NATS (`[event-log.nats]`, `xdhcpd events archive`).
 //!
 //! One rustls client configuration (ring provider, the rustls that async-nats brings) made
@@ -22,7 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use xdhcpd_config::TlsClientConfig;
 
 /// The name of setting `k` of `what`: `registrations.postgres` + `ca-file` ->
@@ -71,16 +75,7 @@ pub fn check_files(tls: &TlsClientConfig, what: &str) -> anyhow::Result<()> {
 /// errors name, e.g. `registrations.postgres`).
 pub fn client_config(tls: &TlsClientConfig, what: &str) -> anyhow::Result<ClientConfig> {
     let ca_key = key(what, "ca-file");
-    let mut roots = RootCertStore::empty();
-    for c in certs(&tls.ca_file, &ca_key)? {
-        roots.add(c).map_err(|e| {
-            anyhow::anyhow!(
-                "{ca_key}: {}: not a usable CA certificate: {e}",
-                tls.ca_file.display()
-            )
-        })?;
-    }
-    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let builder = ClientConfig::builder().with_root_certificates(roots(&tls.ca_file, &ca_key)?);
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(kf)) => {
             let chain = certs(cert, &key(what, "cert-file"))?;
@@ -98,6 +93,54 @@ pub fn client_config(tls: &TlsClientConfig, what: &str) -> anyhow::Result<Client
         (None, None) => Ok(builder.with_no_client_auth()),
         _ => bail!("{what}: a client certificate needs both cert-file and key-file"),
     }
+}
+
+/// The trust anchors of a CA file (every certificate in it).
+fn roots(path: &Path, key: &str) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(path, key)? {
+        roots.add(c).map_err(|e| {
+            anyhow::anyhow!(
+                "{key}: {}: not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A rustls server configuration (the leasequery listener's, RFC 7724 DHCPTLS): the
+/// certificate chain of `cert_file` with the key of `key_file`; with `client_ca_file`, a
+/// client must present a certificate signed by one of its CAs. `what` names the section in
+/// errors (`bulk-leasequery` -> `bulk-leasequery.cert-file: ...`).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<ServerConfig> {
+    let chain = certs(cert_file, &key(what, "cert-file"))?;
+    let k = private_key(key_file, &key(what, "key-file"))?;
+    let builder = ServerConfig::builder();
+    let builder = match client_ca_file {
+        Some(ca) => {
+            let ca_key = key(what, "client-ca-file");
+            let v = WebPkiClientVerifier::builder(Arc::new(roots(ca, &ca_key)?))
+                .build()
+                .map_err(|e| anyhow::anyhow!("{ca_key}: {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(chain, k).map_err(|e| {
+        anyhow::anyhow!(
+            "{} / {}: {} and {} do not make a server certificate: {e}",
+            key(what, "cert-file"),
+            key(what, "key-file"),
+            cert_file.display(),
+            key_file.display()
+        )
+    })
 }
 
 /// tokio-postgres' TLS connector over tokio-rustls (`sslmode=require`: TLS or nothing; the

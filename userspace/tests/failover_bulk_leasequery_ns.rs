@@ -8,7 +8,11 @@
 //! binding the secondary holds came from the primary's binding updates. Then:
 //! - the subscriber on the secondary has seen every change the primary ACKed (each ACK
 //!   covered by an ACTIVE line for that address and client ending no earlier), per address in
-//!   order (lease ends never go back);
+//!   order (lease ends never go back), although the secondary was restarted (SIGKILL, then
+//!   started again on its files) while the load ran: the subscriber's connection ended, it
+//!   reconnected to the restarted secondary with query-start-time and
+//!   got the catch-up (CatchUpComplete) of what changed meanwhile, including the bindings the
+//!   primary made while the secondary was down and sent it once the pair reconnected;
 //! - a bulk leasequery by relay-id to the secondary returns every address the loadgen was
 //!   ACKed, each with the relay's data, and the same set as the primary returns.
 
@@ -195,7 +199,8 @@ fn scenario() -> Res<()> {
     // Let the pool balance settle: its FREE->BACKUP updates are changes too, not under test.
     a.wait_drained(Duration::from_secs(20))?;
 
-    // The subscriber on the secondary, live from now.
+    // The subscriber on the secondary, live from now; it keeps reconnecting (every 100 ms)
+    // while the secondary restarts.
     let bin = xdhcpd_bin()?;
     let sub_log = bed.path("subscriber.out");
     let mut sub = Proc::spawn(
@@ -208,7 +213,9 @@ fn scenario() -> Res<()> {
             "--timeout-ms",
             "5000",
             "--duration-s",
-            "90",
+            "120",
+            "--max-reconnects",
+            "1000",
         ]),
         &sub_log,
     )?;
@@ -217,48 +224,68 @@ fn scenario() -> Res<()> {
 
     // The loadgen relays through 10.77.0.50 to the primary only.
     let acked = bed.path("acked.log");
-    let out = daemon_common::output(bed.c.command("timeout").args([
-        "90",
-        &lg.to_string_lossy(),
-        "-i",
-        &bed.lc.a,
-        "--io",
-        "packet",
-        "--scenario",
-        "dora-renew",
-        "--relay",
-        RELAY,
-        "--relay-id",
-        RELAY_ID,
-        "--server",
-        A_ADDR,
-        "--clients",
-        "300",
-        "--rate",
-        "200",
-        "--duration",
-        "4s",
-        "--timeout-ms",
-        "1000",
-        "--retries",
-        "2",
-        "--quiet",
-        "--acked-log",
-        &acked.to_string_lossy(),
-    ]))?;
+    let mut load = Proc::spawn(
+        "xdhcp-loadgen",
+        bed.c.command("timeout").args([
+            "90",
+            &lg.to_string_lossy(),
+            "-i",
+            &bed.lc.a,
+            "--io",
+            "packet",
+            "--scenario",
+            "dora-renew",
+            "--relay",
+            RELAY,
+            "--relay-id",
+            RELAY_ID,
+            "--server",
+            A_ADDR,
+            "--clients",
+            "300",
+            "--rate",
+            "200",
+            "--duration",
+            "8s",
+            "--timeout-ms",
+            "1000",
+            "--retries",
+            "2",
+            "--quiet",
+            "--acked-log",
+            &acked.to_string_lossy(),
+        ]),
+        &bed.path("loadgen.log"),
+    )?;
+    // Mid-run (every client bound, renewals going on) the secondary stops and comes back.
+    std::thread::sleep(Duration::from_millis(2500));
+    let b_down_at = daemon_common::unix_now();
+    // A crash (SIGKILL): the primary goes COMMUNICATIONS-INTERRUPTED, not PARTNER-DOWN (a
+    // graceful stop would make it PARTNER-DOWN and the restarted secondary wait out the MCLT
+    // in RECOVER-WAIT), and the subscriber's connection ends without a status.
+    b.kill()?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut b = Xd::start(&bed.b, &s.b_cfg, &s.b_db, &s.b_sock, &bed.path("b2.log"))?;
+    let b_up_at = daemon_common::unix_now();
+    let st = load.wait_exit(Duration::from_secs(60))?;
+    if !st.success() {
+        // What it ACKed is what is checked; say why it ended so.
+        eprintln!("loadgen ended with {st}: {}", load.log_text());
+    }
+    a.wait_state("NORMAL", "NORMAL", Duration::from_secs(30))?;
+    b.wait_state("NORMAL", "NORMAL", Duration::from_secs(10))?;
     let acks: Vec<Ack> = read_text(&acked)
-        .map_err(|e| format!("{e}; loadgen: {} {}", out.stdout, out.stderr))?
+        .map_err(|e| format!("{e}; loadgen: {}", load.log_text()))?
         .lines()
         .map(parse_ack)
         .collect::<Res<_>>()?;
     let addrs: BTreeSet<Ipv4Addr> = acks.iter().map(|x| x.addr).collect();
     if addrs.len() < 250 {
         return Err(format!(
-            "only {} addresses ACKed ({} ACKs): {} {}",
+            "only {} addresses ACKed ({} ACKs): {}",
             addrs.len(),
             acks.len(),
-            out.stdout,
-            out.stderr
+            load.log_text()
         ));
     }
     // Every binding reached the secondary.
@@ -286,9 +313,35 @@ fn scenario() -> Res<()> {
                 .collect::<Vec<_>>()
         )
     })?;
-    let lines = parse_lines(&read_text(&sub_log)?);
+    let sub_text = read_text(&sub_log)?;
+    let lines = parse_lines(&sub_text);
     let bad = out_of_order(&lines);
     assert!(bad.is_empty(), "lease ends went back for {bad:?}");
+    // It was cut by the restart, reconnected with a start time, and caught up after that.
+    let reconnect = sub_text
+        .lines()
+        .position(|l| l.starts_with("RECONNECT start-time="))
+        .ok_or_else(|| format!("the subscriber never reconnected:\n{sub_text}"))?;
+    let catchup = sub_text
+        .lines()
+        .skip(reconnect)
+        .find(|l| l.starts_with("STATUS CatchUpComplete"))
+        .ok_or_else(|| format!("no CatchUpComplete after the reconnect:\n{sub_text}"))?;
+    let reconnects = sub_text
+        .lines()
+        .filter(|l| l.starts_with("RECONNECT"))
+        .count();
+    // ACKs made while the secondary was down: covered too (by the catch-up or later).
+    let down_acks = acks
+        .iter()
+        .filter(|x| {
+            x.unix_ms / 1000 >= u64::from(b_down_at) && x.unix_ms / 1000 <= u64::from(b_up_at)
+        })
+        .count();
+    assert!(
+        down_acks > 0,
+        "no ACK while the secondary was down: the restart did not overlap the load"
+    );
 
     // 2. Bulk leasequery by relay-id to the secondary: every ACKed address, with the relay's
     // relay-id; the primary answers the same set.
@@ -316,9 +369,11 @@ fn scenario() -> Res<()> {
     a.stop()?;
     b.stop()?;
     eprintln!(
-        "failover_bulk_leasequery_ns: {} addresses, {} ACKs, {:?}",
+        "failover_bulk_leasequery_ns: {} addresses, {} ACKs ({down_acks} while the secondary \
+         was down), subscriber: {} lines, {reconnects} reconnection attempts, {catchup:?}; {:?}",
         addrs.len(),
         acks.len(),
+        lines.len(),
         started.elapsed()
     );
     Ok(())

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api::ApiConfig;
-pub use bulk_leasequery::BulkLeasequeryConfig;
+pub use bulk_leasequery::{BulkLeasequeryConfig, LeasequeryTls, LeasequeryTlsMode};
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use failover::{
     FailoverConfig, FailoverRole, PartnerSoftware, PoolBalanceCfg, RelayHealthConfig,

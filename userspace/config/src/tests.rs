@@ -1579,6 +1579,67 @@ fn bulk_leasequery_section_parses_defaults_and_positioned_errors() {
 }
 
 #[test]
+fn bulk_leasequery_tls_keys_parse_and_errors_name_the_key() {
+    let base = "[server]\ninterface = \"eth0\"\n[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    let with = |t: &str| format!("{base}[bulk-leasequery]\n{t}\n");
+    let cfg = parse(
+        &with("tls = \"require\"\ncert-file = \"/e/lq.crt\"\nkey-file = \"/e/lq.key\"\nclient-ca-file = \"/e/ca.crt\""),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.bulk_leasequery.expect("on").tls.expect("tls on");
+    assert_eq!(tls.mode, crate::LeasequeryTlsMode::Require);
+    assert_eq!(tls.cert_file, std::path::PathBuf::from("/e/lq.crt"));
+    assert_eq!(tls.key_file, std::path::PathBuf::from("/e/lq.key"));
+    assert_eq!(
+        tls.client_ca_file,
+        Some(std::path::PathBuf::from("/e/ca.crt"))
+    );
+    let cfg = parse(
+        &with("tls = \"offer\"\ncert-file = \"/e/lq.crt\"\nkey-file = \"/e/lq.key\""),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.bulk_leasequery.expect("on").tls.expect("tls on");
+    assert_eq!(
+        (tls.mode, tls.client_ca_file),
+        (crate::LeasequeryTlsMode::Offer, None)
+    );
+    let cfg = parse(&with("tls = \"disable\""), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.bulk_leasequery.expect("on").tls, None);
+    assert_eq!(
+        error_lines(&with("tls = \"yes\"")),
+        ["t.toml:6:7: bulk-leasequery.tls: `yes`: expected \"disable\", \"offer\" or \"require\""]
+    );
+    let e = error_lines(&with("tls = \"require\"\ncert-file = \"/e/lq.crt\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:7: bulk-leasequery.tls: TLS needs cert-file and key-file"),
+        "{e:?}"
+    );
+    let e = error_lines(&with(
+        "cert-file = \"/e/lq.crt\"\nclient-ca-file = \"/e/ca.crt\"",
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:13: bulk-leasequery.cert-file: leasequery TLS is off"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.toml:7:18: bulk-leasequery.client-ca-file: leasequery TLS is off"),
+        "{e:?}"
+    );
+    let e = error_lines(&with(
+        "tls = \"offer\"\ncert-file = \"\"\nkey-file = \"/k\"",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:7:13: bulk-leasequery.cert-file: expected a file path"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn dhcpv6_class_config_pools_vendor_options_and_positioned_errors() {
     let v4 = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
     let good = format!(

@@ -126,6 +126,8 @@ fn drive(
             }
             Poll::Again => {}
             Poll::Subscribe => subscribes += 1,
+            // The driver's TLS handshake, done: the rest of the input is what TLS carries.
+            Poll::StartTls => s.tls_established(),
             Poll::Idle if rest.is_empty() => return (replies, false, subscribes),
             Poll::Idle => {}
             Poll::Close => return (replies, true, subscribes),
@@ -438,4 +440,163 @@ fn active_leasequery_reportable_changes_and_changed_since() {
         100,
         "an end not yet reached is no change"
     );
+}
+
+#[test]
+fn active_leasequery_tls_offered_dhcptls_first_then_the_session_goes_on_inside_tls() {
+    let f = fx(CFG);
+    let stats = BulkStats::default();
+    let mut s = Session::new(true, SERVER);
+    s.set_tls(TlsMode::Offer);
+    let tls = build_tls_request(1);
+    // The requestor's ClientHello follows its DHCPTLS at once: not a frame, not taken.
+    let hello = b"\x16\x03\x01\x00\x05hello";
+    let mut input = tls.clone();
+    input.extend_from_slice(hello);
+    assert_eq!(s.feed(&input, &stats), Ok(tls.len()), "stops after DHCPTLS");
+    let mut out = vec![0u8; MIN_OUT];
+    let Poll::Send(n) = s.poll(&f.table, NOW, &mut out, &stats) else {
+        panic!("DHCPTLS answered")
+    };
+    assert_eq!(parse_tls_answer(&out[2..n], 1), Ok(TlsAnswer::Start));
+    assert_eq!(s.poll(&f.table, NOW, &mut out, &stats), Poll::StartTls);
+    assert_eq!(
+        s.feed(hello, &stats),
+        Ok(0),
+        "nothing taken during the handshake"
+    );
+    assert_eq!(s.poll(&f.table, NOW, &mut out, &stats), Poll::Idle);
+    assert!(!s.in_tls());
+    s.tls_established();
+    assert!(s.in_tls());
+    // Inside TLS: a subscription, then a second DHCPTLS is refused (the subscription goes on).
+    let mut src = Src::default();
+    let mut input = build_active_query(2, &QuerySpec::All, None);
+    input.extend(build_tls_request(3));
+    let (r, closed, subs) = drive(&mut s, &f.table, &input, &mut src, &stats);
+    assert!(!closed && subs == 1 && s.subscribed());
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].xid, r[0].kind, status_of(&r[0])),
+        (
+            3,
+            MessageType::Tls,
+            Some(Status::TlsConnectionRefused as u8)
+        )
+    );
+    assert!(r[0]
+        .status
+        .as_ref()
+        .is_some_and(|s| s.1.contains("already")));
+    let st = stats.snapshot();
+    assert_eq!(
+        (st.tls_accepted, st.tls_refused, st.tls_required),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn active_leasequery_tls_required_refuses_queries_in_clear_and_a_late_dhcptls() {
+    let f = fx(CFG);
+    let stats = BulkStats::default();
+    let mut src = Src::default();
+    // Required, an active leasequery in clear: NotAllowed, closed, never subscribed.
+    let mut s = Session::new(true, SERVER);
+    s.set_tls(TlsMode::Require);
+    let (r, closed, subs) = drive(
+        &mut s,
+        &f.table,
+        &build_active_query(1, &QuerySpec::All, None),
+        &mut src,
+        &stats,
+    );
+    assert!(closed && subs == 0, "{r:?}");
+    assert_eq!(
+        (r[0].kind, status_of(&r[0])),
+        (MessageType::LeaseQueryDone, Some(Status::NotAllowed as u8))
+    );
+    assert!(r[0]
+        .status
+        .as_ref()
+        .is_some_and(|s| s.1.contains("TLS required")));
+    // A bulk query in clear too.
+    let mut s = Session::new(true, SERVER);
+    s.set_tls(TlsMode::Require);
+    let (r, closed, _) = drive(
+        &mut s,
+        &f.table,
+        &build_query(2, &QuerySpec::All, None, None),
+        &mut src,
+        &stats,
+    );
+    assert!(closed && r.len() == 1 && status_of(&r[0]) == Some(Status::NotAllowed as u8));
+    // Required, DHCPTLS first: accepted; inside TLS the query is answered.
+    let mut s = Session::new(true, SERVER);
+    s.set_tls(TlsMode::Require);
+    let mut input = build_tls_request(3);
+    input.extend(build_query(4, &QuerySpec::All, None, None));
+    let (r, closed, _) = drive(&mut s, &f.table, &input, &mut src, &stats);
+    assert!(!closed && s.in_tls());
+    assert_eq!((r[0].kind, status_of(&r[0])), (MessageType::Tls, None));
+    assert_eq!(r.len(), 1 + 20 + 1, "DHCPTLS, every address, DONE");
+    assert_eq!(status_of(&r[21]), None, "DONE Success");
+    // Offered, DHCPTLS after a query: refused, the connection goes on in clear.
+    let mut s = Session::new(true, SERVER);
+    s.set_tls(TlsMode::Offer);
+    let mut input = build_query(5, &QuerySpec::All, None, None);
+    input.extend(build_tls_request(6));
+    let (r, closed, _) = drive(&mut s, &f.table, &input, &mut src, &stats);
+    assert!(!closed && !s.in_tls());
+    let last = r.last().expect("answers");
+    assert_eq!(
+        (last.xid, last.kind, status_of(last)),
+        (
+            6,
+            MessageType::Tls,
+            Some(Status::TlsConnectionRefused as u8)
+        )
+    );
+    // Not allowed by address: NotAllowed for the DHCPTLS itself (the address check first).
+    let mut s = Session::new(false, SERVER);
+    s.set_tls(TlsMode::Require);
+    let (r, closed, _) = drive(&mut s, &f.table, &build_tls_request(7), &mut src, &stats);
+    assert!(closed && !s.in_tls());
+    assert_eq!(
+        (r[0].kind, status_of(&r[0])),
+        (MessageType::LeaseQueryDone, Some(Status::NotAllowed as u8))
+    );
+    let st = stats.snapshot();
+    assert_eq!(
+        (st.tls_required, st.tls_accepted, st.tls_refused),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn active_leasequery_tls_answer_parser_reads_start_refusal_and_errors() {
+    let f = fx(CFG);
+    let stats = BulkStats::default();
+    let mut out = vec![0u8; MIN_OUT];
+    // Off: refused with the server's reason.
+    let mut s = Session::new(true, SERVER);
+    s.feed(&build_tls_request(9), &stats).expect("frame");
+    let Poll::Send(n) = s.poll(&f.table, NOW, &mut out, &stats) else {
+        panic!("answered")
+    };
+    assert_eq!(
+        parse_tls_answer(&out[2..n], 9),
+        Ok(TlsAnswer::Refused("TLS is not offered".into()))
+    );
+    assert!(parse_tls_answer(&out[2..n], 8)
+        .unwrap_err()
+        .contains("not the DHCPTLS's"));
+    // A NotAllowed DONE is an error naming the status.
+    let mut s = Session::new(false, SERVER);
+    s.feed(&build_tls_request(9), &stats).expect("frame");
+    let Poll::Send(n) = s.poll(&f.table, NOW, &mut out, &stats) else {
+        panic!("answered")
+    };
+    let e = parse_tls_answer(&out[2..n], 9).unwrap_err();
+    assert!(e.contains("NotAllowed"), "{e}");
+    assert!(parse_tls_answer(b"\x00", 9).is_err());
 }

@@ -67,9 +67,28 @@
 //!   with nothing missed (the catch-up reads the table).
 //! - a query that arrives while subscribed → DHCPLEASEQUERYDONE with status
 //!   ConnectionActive for its xid (the subscription goes on); DHCPTLS → DHCPTLS with
-//!   status TLSConnectionRefused (this server does not offer TLS; see
-//!   docs/configuration.md), the connection stays in clear.
+//!   status TLSConnectionRefused, the connection goes on as it is.
 //! - shutdown ends the subscription with DHCPLEASEQUERYDONE / QueryTerminated.
+//!
+//! # TLS (RFC 7724: DHCPTLS)
+//!
+//! The driver says what the server offers ([`Session::set_tls`], [`TlsMode`]):
+//! - [`TlsMode::Off`]: every DHCPTLS is answered DHCPTLS / TLSConnectionRefused and the
+//!   connection goes on in clear.
+//! - [`TlsMode::Offer`] / [`TlsMode::Require`]: a DHCPTLS that is the connection's first
+//!   message is answered DHCPTLS without a status option (Success); [`Session::feed`] takes
+//!   nothing after that frame (the bytes that follow are the requestor's TLS ClientHello,
+//!   not frames), and the poll after the answer returns [`Poll::StartTls`]: the driver runs
+//!   the TLS handshake (as server) on the connection, starting with the bytes `feed` left,
+//!   and calls [`Session::tls_established`]; the session then goes on inside TLS. A failed
+//!   handshake is the driver's to count and close. A DHCPTLS later on the connection (after
+//!   another message, or inside TLS) → TLSConnectionRefused, nothing changes.
+//! - [`TlsMode::Require`]: a query (bulk or active) on a connection that has not started
+//!   TLS → DHCPLEASEQUERYDONE / NotAllowed ("TLS required"), counted `tls_required`, then the
+//!   connection closes.
+//!
+//! The address check (`allowed`) comes first: a requestor not allowed gets NotAllowed for
+//! its first message, DHCPTLS included.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -258,6 +277,15 @@ pub struct BulkStats {
     pub connection_active: AtomicU64,
     /// DHCPTLS requests answered TLSConnectionRefused.
     pub tls_refused: AtomicU64,
+    /// DHCPTLS requests accepted (answered Success; the handshake follows).
+    pub tls_accepted: AtomicU64,
+    /// TLS handshakes completed (the driver counts them).
+    pub tls_established: AtomicU64,
+    /// TLS handshakes that failed: a bad or missing client certificate, a requestor that
+    /// refused ours, not TLS, a timeout (the driver counts them).
+    pub tls_failed: AtomicU64,
+    /// Queries refused NotAllowed because TLS is required and the connection is in clear.
+    pub tls_required: AtomicU64,
     /// Active leasequery subscribers now (a gauge the driver keeps).
     pub subscribers: AtomicU64,
     /// Binding changes copied into subscribers' queues by the change hook (summed).
@@ -267,7 +295,8 @@ pub struct BulkStats {
 }
 
 impl BulkStats {
-    fn inc(c: &AtomicU64) {
+    /// Adds one to counter `c` (relaxed).
+    pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
     /// A plain copy of the counters.
@@ -291,6 +320,10 @@ impl BulkStats {
             cut_off: g(&self.cut_off),
             connection_active: g(&self.connection_active),
             tls_refused: g(&self.tls_refused),
+            tls_accepted: g(&self.tls_accepted),
+            tls_established: g(&self.tls_established),
+            tls_failed: g(&self.tls_failed),
+            tls_required: g(&self.tls_required),
             subscribers: g(&self.subscribers),
             changes_queued: g(&self.changes_queued),
             changes_lost: g(&self.changes_lost),
@@ -319,6 +352,10 @@ pub struct BulkSnapshot {
     pub cut_off: u64,
     pub connection_active: u64,
     pub tls_refused: u64,
+    pub tls_accepted: u64,
+    pub tls_established: u64,
+    pub tls_failed: u64,
+    pub tls_required: u64,
     pub subscribers: u64,
     pub changes_queued: u64,
     pub changes_lost: u64,
@@ -337,6 +374,33 @@ pub enum Fatal {
     },
 }
 
+/// What the server offers on its leasequery connections (RFC 7724 DHCPTLS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No TLS: DHCPTLS is answered TLSConnectionRefused.
+    #[default]
+    Off,
+    /// TLS when the requestor asks for it (DHCPTLS first); queries in clear are answered.
+    Offer,
+    /// Only inside TLS: a query on a connection that did not start TLS is refused NotAllowed.
+    Require,
+}
+
+/// Where a connection stands with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsState {
+    /// In clear (no DHCPTLS accepted).
+    Clear,
+    /// A DHCPTLS was taken as the first frame: input stops, its answer is owed.
+    Asked,
+    /// The DHCPTLS answer (Success) was written: [`Poll::StartTls`] is owed.
+    Answered,
+    /// [`Poll::StartTls`] was returned: waiting for [`Session::tls_established`].
+    Handshake,
+    /// Inside TLS.
+    Established,
+}
+
 /// What [`Session::poll`] produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Poll {
@@ -353,6 +417,11 @@ pub enum Poll {
     /// poll again (the catch-up scan starts after the queue exists, so no change is lost
     /// between the two).
     Subscribe,
+    /// The DHCPTLS answer (a `Send` before this) is written: once it is on the wire, run the
+    /// TLS handshake as server on the connection (the stream bytes `feed` did not take are
+    /// its first), then call [`Session::tls_established`] and go on inside TLS. The session
+    /// takes no input until then.
+    StartTls,
 }
 
 /// The kind of query being answered.
@@ -413,6 +482,11 @@ pub struct Session {
     sub: Option<Box<Subscription>>,
     /// Most changes kept while catching up (the driver's queue size).
     queue_limit: usize,
+    /// What the server offers (DHCPTLS).
+    tls: TlsMode,
+    tls_state: TlsState,
+    /// Frames taken so far (a DHCPTLS is accepted only as the first).
+    frames: u64,
 }
 
 impl Session {
@@ -430,7 +504,29 @@ impl Session {
             server_id,
             sub: None,
             queue_limit: DEFAULT_QUEUE,
+            tls: TlsMode::Off,
+            tls_state: TlsState::Clear,
+            frames: 0,
         }
+    }
+
+    /// What the server offers on this connection (before any input; default
+    /// [`TlsMode::Off`]).
+    pub fn set_tls(&mut self, mode: TlsMode) {
+        self.tls = mode;
+    }
+
+    /// The driver finished the TLS handshake that [`Poll::StartTls`] asked for: the session
+    /// goes on inside TLS (and takes input again).
+    pub fn tls_established(&mut self) {
+        if self.tls_state == TlsState::Handshake {
+            self.tls_state = TlsState::Established;
+        }
+    }
+
+    /// Whether the connection runs inside TLS.
+    pub fn in_tls(&self) -> bool {
+        self.tls_state == TlsState::Established
     }
 
     /// Most changes a catching-up subscriber keeps for records the scan passed (the
@@ -455,7 +551,10 @@ impl Session {
     /// Whether [`Session::feed`] would take bytes now (false while the queue is full
     /// or the session is closing).
     pub fn wants_input(&self) -> bool {
-        !self.close && !self.terminating && self.queue.len() < MAX_QUEUED
+        !self.close
+            && !self.terminating
+            && self.queue.len() < MAX_QUEUED
+            && matches!(self.tls_state, TlsState::Clear | TlsState::Established)
     }
 
     /// Whether a query is being answered or waits (a subscription in its live phase is
@@ -495,6 +594,14 @@ impl Session {
                 }
                 if self.frame.len() == 2 + len {
                     BulkStats::inc(&stats.queries);
+                    self.frames += 1;
+                    if self.frames == 1
+                        && self.tls != TlsMode::Off
+                        && msg_type(&self.frame[2..]) == Some(MessageType::Tls)
+                    {
+                        // What follows is the requestor's TLS handshake, not frames.
+                        self.tls_state = TlsState::Asked;
+                    }
                     self.queue.push_back(self.frame[2..].to_vec());
                     self.frame.clear();
                 }
@@ -561,6 +668,13 @@ impl Session {
                 None => Poll::Close,
             };
         }
+        if self.tls_state == TlsState::Answered {
+            self.tls_state = TlsState::Handshake;
+            return Poll::StartTls;
+        }
+        if self.tls_state == TlsState::Handshake {
+            return Poll::Idle;
+        }
         if self.sub.is_some() {
             return self.poll_subscribed(table, now, out, stats, changes);
         }
@@ -580,25 +694,34 @@ impl Session {
                     out,
                 );
             }
-            match msg_type(&raw) {
-                Some(MessageType::Tls) => {
-                    BulkStats::inc(&stats.tls_refused);
-                    return self.tls_refused(&raw, now, out);
-                }
-                Some(MessageType::ActiveLeaseQuery) => {
-                    return match parse_active(raw) {
-                        Ok(sub) => {
-                            BulkStats::inc(&stats.subscriptions);
-                            self.sub = Some(Box::new(sub));
-                            Poll::Subscribe
-                        }
-                        Err((raw, why)) => {
-                            BulkStats::inc(&stats.malformed);
-                            self.done(&raw, Status::MalformedQuery, why, now, out)
-                        }
-                    };
-                }
-                _ => {}
+            let kind = msg_type(&raw);
+            if kind == Some(MessageType::Tls) {
+                return self.answer_tls(&raw, now, out, stats);
+            }
+            if self.tls == TlsMode::Require && self.tls_state != TlsState::Established {
+                BulkStats::inc(&stats.tls_required);
+                self.close = true;
+                self.queue.clear();
+                return self.done(
+                    &raw,
+                    Status::NotAllowed,
+                    "TLS required: send DHCPTLS first",
+                    now,
+                    out,
+                );
+            }
+            if kind == Some(MessageType::ActiveLeaseQuery) {
+                return match parse_active(raw) {
+                    Ok(sub) => {
+                        BulkStats::inc(&stats.subscriptions);
+                        self.sub = Some(Box::new(sub));
+                        Poll::Subscribe
+                    }
+                    Err((raw, why)) => {
+                        BulkStats::inc(&stats.malformed);
+                        self.done(&raw, Status::MalformedQuery, why, now, out)
+                    }
+                };
             }
             match parse_query(raw) {
                 Ok(a) => self.active = Some(a),
@@ -665,9 +788,41 @@ impl Session {
         }
     }
 
-    fn tls_refused(&self, raw: &[u8], now: u32, out: &mut [u8]) -> Poll {
+    /// Answers a DHCPTLS: Success when it is the first message and TLS is offered (the
+    /// handshake follows), else TLSConnectionRefused with the reason.
+    fn answer_tls(&mut self, raw: &[u8], now: u32, out: &mut [u8], stats: &BulkStats) -> Poll {
+        let why = match (self.tls, self.tls_state) {
+            (TlsMode::Off, _) => "TLS is not offered",
+            (_, TlsState::Asked) => {
+                BulkStats::inc(&stats.tls_accepted);
+                return match write_status(
+                    raw,
+                    MessageType::Tls,
+                    Status::Success,
+                    "",
+                    self.server_id,
+                    now,
+                    out,
+                ) {
+                    Some(n) => {
+                        self.tls_state = TlsState::Answered;
+                        Poll::Send(n)
+                    }
+                    None => {
+                        self.close = true;
+                        Poll::Close
+                    }
+                };
+            }
+            (_, TlsState::Established) => "TLS is already established",
+            _ => "DHCPTLS is accepted only as the connection's first message",
+        };
+        BulkStats::inc(&stats.tls_refused);
+        self.tls_refused(raw, why, now, out)
+    }
+
+    fn tls_refused(&self, raw: &[u8], text: &str, now: u32, out: &mut [u8]) -> Poll {
         let (t, st) = (MessageType::Tls, Status::TlsConnectionRefused);
-        let text = "TLS is not offered";
         match write_status(raw, t, st, text, self.server_id, now, out) {
             Some(n) => Poll::Send(n),
             None => Poll::Close,
@@ -720,8 +875,7 @@ impl Session {
         }
         if let Some(raw) = self.queue.pop_front() {
             if msg_type(&raw) == Some(MessageType::Tls) {
-                BulkStats::inc(&stats.tls_refused);
-                return self.tls_refused(&raw, now, out);
+                return self.answer_tls(&raw, now, out, stats);
             }
             BulkStats::inc(&stats.connection_active);
             let text = "an active leasequery runs on this connection";
@@ -1188,6 +1342,43 @@ pub fn build_active_query(xid: u32, q: &QuerySpec<'_>, start: Option<u32>) -> Ve
 /// Builds a DHCPTLS request (RFC 7724 §6.2; framed).
 pub fn build_tls_request(xid: u32) -> Vec<u8> {
     build_message(MessageType::Tls, xid, &QuerySpec::All, None, None)
+}
+
+/// What a server answered a DHCPTLS (requestor side, [`parse_tls_answer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsAnswer {
+    /// DHCPTLS without a status (or Success): start the TLS handshake now.
+    Start,
+    /// DHCPTLS with TLSConnectionRefused, and the server's text.
+    Refused(String),
+}
+
+/// Reads the answer to the DHCPTLS with `xid` (one message, without its length prefix).
+/// `Err` names what is wrong: not a DHCP message, another xid, NotAllowed (the requestor's
+/// address is not allowed) or any other message or status.
+pub fn parse_tls_answer(b: &[u8], xid: u32) -> Result<TlsAnswer, String> {
+    let r = parse_reply(b)?;
+    if r.xid != xid {
+        return Err(format!(
+            "the answer is for xid {:#x}, not the DHCPTLS's {xid:#x}",
+            r.xid
+        ));
+    }
+    let status = r
+        .status
+        .as_ref()
+        .map(|(c, t)| (Status::from_u8(*c), *c, t.as_str()));
+    match (r.kind, status) {
+        (MessageType::Tls, None | Some((Some(Status::Success), ..))) => Ok(TlsAnswer::Start),
+        (MessageType::Tls, Some((Some(Status::TlsConnectionRefused), _, t))) => {
+            Ok(TlsAnswer::Refused(t.to_string()))
+        }
+        (kind, Some((s, code, t))) => Err(match s {
+            Some(s) => format!("{kind:?} with status {s:?}: {t}"),
+            None => format!("{kind:?} with status {code}: {t}"),
+        }),
+        (kind, None) => Err(format!("{kind:?} (no status) instead of DHCPTLS")),
+    }
 }
 
 fn build_message(

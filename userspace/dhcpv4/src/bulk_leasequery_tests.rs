@@ -95,6 +95,7 @@ fn run(s: &mut Session, t: &LeaseTable, input: &[u8], stats: &BulkStats) -> (Vec
             Poll::Idle => {}
             Poll::Close => return (replies, true),
             Poll::Subscribe => {}
+            Poll::StartTls => s.tls_established(),
         }
     }
 }
@@ -558,7 +559,7 @@ fn bulk_leasequery_hostile_streams_are_answered_or_refused_never_panic() {
                         dones += 1;
                     }
                 }
-                Poll::Again | Poll::Subscribe => {}
+                Poll::Again | Poll::Subscribe | Poll::StartTls => {}
                 Poll::Idle | Poll::Close if rest.is_empty() || !s.wants_input() => break,
                 Poll::Idle | Poll::Close => {}
             }

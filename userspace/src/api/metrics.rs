@@ -562,7 +562,10 @@ fn collect(s: &ApiState) -> Scrape {
              leasequery: subscriptions, catchup_sent (records sent before CatchUpComplete), \
              catchup_complete, changes_sent (live changes sent), cut_off (subscribers that fell \
              behind, cut off), connection_active (queries on a subscribed connection), \
-             tls_refused (DHCPTLS answered TLSConnectionRefused), changes_queued / changes_lost \
+             tls_refused (DHCPTLS answered TLSConnectionRefused), tls_accepted (DHCPTLS \
+             answered Success), tls_established / tls_failed (TLS handshakes completed / failed: \
+             bad or missing client certificate, requestor refused ours, timeout), tls_required \
+             (queries in clear refused NotAllowed under tls = \"require\"), changes_queued / changes_lost \
              (binding changes the change hook put into / could not put into a subscriber's \
              queue).",
         );
@@ -584,6 +587,10 @@ fn collect(s: &ApiState) -> Scrape {
             ("cut_off", b.cut_off),
             ("connection_active", b.connection_active),
             ("tls_refused", b.tls_refused),
+            ("tls_accepted", b.tls_accepted),
+            ("tls_established", b.tls_established),
+            ("tls_failed", b.tls_failed),
+            ("tls_required", b.tls_required),
             ("changes_queued", b.changes_queued),
             ("changes_lost", b.changes_lost),
         ] {

@@ -26,20 +26,32 @@
 //!   [`FEED_TICK`]. A subscriber that lets its queue overflow is cut off with
 //!   DataMissing, at once when it is not even reading (its socket is full: closed
 //!   without the status), counted in `cut_off`; the packet workers never wait for it.
+//! - TLS (RFC 7724 DHCPTLS; `tls = "offer" | "require"`): the session answers a DHCPTLS that
+//!   is the connection's first message and asks for the handshake ([`Poll::StartTls`]); the
+//!   driver writes the answer, runs the rustls server handshake on the same TCP connection
+//!   (the bytes read after the DHCPTLS frame are its first: [`Prefixed`]), within
+//!   `idle-timeout`, and serves the rest of the connection inside TLS. With `client-ca-file`
+//!   the requestor must present a certificate that CA signed. A failed handshake is counted
+//!   (`tls_failed`, and `connections_failed`) and the connection closed; `leasequery-allow`
+//!   applies before anything else, TLS or not.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Context as TaskContext;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use lease_store::LeaseTable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net};
-use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, NoChanges, Poll, Session, MIN_OUT};
+use tokio_rustls::TlsAcceptor;
+use xdhcpd_config::{BulkLeasequeryConfig, Ipv4Net, LeasequeryTlsMode};
+use xdhcpd_dhcpv4::bulk_leasequery::{BulkStats, NoChanges, Poll, Session, TlsMode, MIN_OUT};
 
 use super::active_feed::{ActiveFeed, Queue};
 
@@ -57,7 +69,7 @@ pub const FEED_TICK: Duration = Duration::from_millis(2);
 pub const SUBSCRIBER_SNDBUF: libc::c_int = 256 * 1024;
 
 /// Caps the socket's send buffer (best effort: a failure leaves the kernel's default).
-fn cap_send_buffer(fd: std::os::fd::RawFd) {
+fn cap_send_buffer(fd: RawFd) {
     let v: libc::c_int = SUBSCRIBER_SNDBUF;
     // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
     let r = unsafe {
@@ -99,6 +111,26 @@ struct Ctx {
     open: AtomicU32,
     feed: Arc<ActiveFeed>,
     queue: usize,
+    /// `tls`: what the session offers and the handshake's configuration.
+    tls: Option<(TlsMode, TlsAcceptor)>,
+}
+
+/// The TLS acceptor of `[bulk-leasequery] tls` (its files read now: errors name the key).
+fn tls_acceptor(cfg: &BulkLeasequeryConfig) -> anyhow::Result<Option<(TlsMode, TlsAcceptor)>> {
+    let Some(t) = &cfg.tls else {
+        return Ok(None);
+    };
+    let sc = crate::tls::server_config(
+        &t.cert_file,
+        &t.key_file,
+        t.client_ca_file.as_deref(),
+        "bulk-leasequery",
+    )?;
+    let mode = match t.mode {
+        LeasequeryTlsMode::Offer => TlsMode::Offer,
+        LeasequeryTlsMode::Require => TlsMode::Require,
+    };
+    Ok(Some((mode, TlsAcceptor::from(Arc::new(sc)))))
 }
 
 impl BulkLq {
@@ -110,6 +142,7 @@ impl BulkLq {
         table: Arc<LeaseTable>,
         server_id: std::net::Ipv4Addr,
     ) -> anyhow::Result<Self> {
+        let tls = tls_acceptor(cfg)?;
         let std_listener = std::net::TcpListener::bind(cfg.listen)
             .with_context(|| format!("[bulk-leasequery] listen = {}: bind", cfg.listen))?;
         std_listener
@@ -137,6 +170,7 @@ impl BulkLq {
             open: AtomicU32::new(0),
             feed: feed.clone(),
             queue: cfg.active_queue as usize,
+            tls,
         });
         let (stop, stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
@@ -268,11 +302,84 @@ async fn accept_loop(
     .await;
 }
 
+/// A stream that yields `early` (bytes already read from `inner`) before reading `inner`:
+/// the TLS handshake's first bytes may have come with the DHCPTLS frame.
+pub struct Prefixed<S> {
+    early: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(early: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            early,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.early.len() {
+            let n = (this.early.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.early[this.at..this.at + n]);
+            this.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One connection's buffers and change queue, kept across the switch to TLS.
+struct Conn {
+    /// Input not yet taken by the session: `inbuf[lo..hi]`.
+    inbuf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    out: Vec<u8>,
+    /// The change queue once the connection subscribed (dropped: unsubscribed).
+    queue: Option<Queue>,
+    /// The TCP socket (for its send buffer once subscribed).
+    fd: RawFd,
+    idle: Duration,
+}
+
 async fn serve(
     stream: TcpStream,
     ok: bool,
     ctx: &Ctx,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let idle = if ok {
@@ -280,38 +387,84 @@ async fn serve(
     } else {
         ctx.idle.min(REFUSED_IDLE)
     };
-    let (mut rd, mut wr) = stream.into_split();
     let mut sess = Session::new(ok, ctx.server_id);
     sess.set_queue_limit(ctx.queue);
-    // The change queue once the connection subscribed (dropped: unsubscribed).
-    let mut queue: Option<Queue> = None;
-    let mut inbuf = vec![0u8; 4096];
-    let (mut lo, mut hi) = (0usize, 0usize);
-    let mut out = vec![0u8; OUT_BATCH];
+    if let Some((mode, _)) = &ctx.tls {
+        sess.set_tls(*mode);
+    }
+    let mut c = Conn {
+        inbuf: vec![0u8; 4096],
+        lo: 0,
+        hi: 0,
+        out: vec![0u8; OUT_BATCH],
+        queue: None,
+        fd: stream.as_raw_fd(),
+        idle,
+    };
+    let Some(tcp) = run(stream, &mut sess, &mut c, ctx, stop.clone()).await? else {
+        return Ok(());
+    };
+    // DHCPTLS accepted and answered: the handshake, starting with what was read after it.
+    let Some((_, acceptor)) = &ctx.tls else {
+        anyhow::bail!("the session asked for TLS that is not configured");
+    };
+    let early = c.inbuf[c.lo..c.hi].to_vec();
+    (c.lo, c.hi) = (0, 0);
+    let tls = match tokio::time::timeout(idle, acceptor.accept(Prefixed::new(early, tcp))).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            BulkStats::inc(&ctx.stats.tls_failed);
+            anyhow::bail!("TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            BulkStats::inc(&ctx.stats.tls_failed);
+            anyhow::bail!("TLS handshake not done within {idle:?}");
+        }
+    };
+    BulkStats::inc(&ctx.stats.tls_established);
+    sess.tls_established();
+    match run(tls, &mut sess, &mut c, ctx, stop).await? {
+        None => Ok(()),
+        Some(_) => anyhow::bail!("a second TLS start on one connection"),
+    }
+}
+
+/// Serves the session over `stream` until the connection ends (`None`) or the session asks
+/// for TLS (`Some(stream)`, its DHCPTLS answer written and flushed).
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sess: &mut Session,
+    c: &mut Conn,
+    ctx: &Ctx,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<S>> {
+    let idle = c.idle;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     loop {
         if *stop.borrow() {
             sess.terminate();
         }
-        if lo < hi {
+        if c.lo < c.hi {
             let n = sess
-                .feed(&inbuf[lo..hi], &ctx.stats)
+                .feed(&c.inbuf[c.lo..c.hi], &ctx.stats)
                 .map_err(|e| anyhow::anyhow!("{e}; closed"))?;
-            lo += n;
-            if lo == hi {
-                (lo, hi) = (0, 0);
+            c.lo += n;
+            if c.lo == c.hi {
+                (c.lo, c.hi) = (0, 0);
             }
         }
         let now = crate::clock::unix_now();
         let mut used = 0;
         let mut again = false;
         let mut close = false;
-        while out.len() - used >= MIN_OUT {
-            let p = match queue.as_mut() {
-                Some(q) => sess.poll_with(&ctx.table, now, &mut out[used..], &ctx.stats, q),
+        let mut start_tls = false;
+        while c.out.len() - used >= MIN_OUT {
+            let p = match c.queue.as_mut() {
+                Some(q) => sess.poll_with(&ctx.table, now, &mut c.out[used..], &ctx.stats, q),
                 None => sess.poll_with(
                     &ctx.table,
                     now,
-                    &mut out[used..],
+                    &mut c.out[used..],
                     &ctx.stats,
                     &mut NoChanges,
                 ),
@@ -328,18 +481,26 @@ async fn serve(
                     break;
                 }
                 Poll::Subscribe => {
-                    use std::os::fd::AsRawFd;
-                    cap_send_buffer(wr.as_ref().as_raw_fd());
-                    queue = Some(ctx.feed.subscribe(ctx.queue));
+                    cap_send_buffer(c.fd);
+                    c.queue = Some(ctx.feed.subscribe(ctx.queue));
+                }
+                Poll::StartTls => {
+                    start_tls = true;
+                    break;
                 }
             }
         }
         if used > 0 {
             // Backpressure: the next batch is made only once the peer took this one. A
             // subscriber that stops reading meanwhile and lets its queue overflow is cut
-            // off at once (it would not read the status either).
-            let write = tokio::time::timeout(idle, wr.write_all(&out[..used]));
-            match &queue {
+            // off at once (it would not read the status either). Inside TLS the flush
+            // pushes out what rustls still holds.
+            let out = &c.out[..used];
+            let write = tokio::time::timeout(idle, async {
+                wr.write_all(out).await?;
+                wr.flush().await
+            });
+            match &c.queue {
                 Some(q) => {
                     let overflow = async {
                         while q.lost_none() {
@@ -359,24 +520,28 @@ async fn serve(
                     .map_err(|_| anyhow::anyhow!("peer did not read for {idle:?}"))??,
             }
         }
+        if start_tls {
+            return Ok(Some(rd.unsplit(wr)));
+        }
         if close {
             let _ = wr.shutdown().await;
-            return Ok(());
+            return Ok(None);
         }
-        if again || sess.busy() || lo < hi || queue.as_ref().is_some_and(|q| q.ready()) {
+        if again || sess.busy() || c.lo < c.hi || c.queue.as_ref().is_some_and(|q| q.ready()) {
             tokio::task::yield_now().await;
             continue;
         }
-        if queue.is_some() {
+        let hi = c.hi;
+        if c.queue.is_some() {
             // Subscribed, nothing queued: wait for input (answered ConnectionActive; 0 =
             // the requestor left), the stop, or the next look at the queue.
             tokio::select! {
-                r = rd.read(&mut inbuf[hi..]) => {
+                r = rd.read(&mut c.inbuf[hi..]) => {
                     let n = r?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
-                    hi += n;
+                    c.hi += n;
                 }
                 _ = stop.changed() => sess.terminate(),
                 _ = tokio::time::sleep(FEED_TICK) => {}
@@ -385,12 +550,12 @@ async fn serve(
         }
         // Nothing to answer: wait for input.
         tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(&mut inbuf[hi..])) => {
+            r = tokio::time::timeout(idle, rd.read(&mut c.inbuf[hi..])) => {
                 let n = r.map_err(|_| anyhow::anyhow!("idle for {idle:?}"))??;
                 if n == 0 {
-                    return Ok(()); // the requestor closed
+                    return Ok(None); // the requestor closed
                 }
-                hi += n;
+                c.hi += n;
             }
             _ = stop.changed() => sess.terminate(),
         }
@@ -439,6 +604,7 @@ mod tests {
             max_connections: max,
             idle_timeout: idle,
             active_queue: 16_384,
+            tls: None,
         };
         let acl: AllowFn = Arc::new(move || vec![Ipv4Net::truncating(allow, 32)]);
         let lq = BulkLq::start(&cfg, acl, t, SERVER).expect("listener");
