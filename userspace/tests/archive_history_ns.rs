@@ -153,7 +153,7 @@ fn archive_history_one_statement_one_round_trip_binary_times() -> Res<()> {
         pg.psql("archive", m)?;
     }
     // Sub-second times, halves included; 10.0.0.1's last event before the question is the
-    // renew at .5 s (lease to .4999995 s, which the SQL rounds down).
+    // renew at .5 s (lease to .499999 s, which the SQL rounds down).
     pg.psql(
         "archive",
         "INSERT INTO xdhcpd_lease_events (event_id, server, stream_seq, subject, at, event, ip, \
@@ -161,7 +161,7 @@ fn archive_history_one_statement_one_round_trip_binary_times() -> Res<()> {
          ('a1', 's', 1, 'x', '2025-03-01 10:00:00.25+00', 'ack', '10.0.0.1', 'aa', 'c1', NULL, \
           '2025-03-01 10:00:00.25+00', '2025-03-01 11:00:00.75+00', 'dhcp'), \
          ('a2', 's', 2, 'x', '2025-03-01 10:30:00.5+00', 'renew', '10.0.0.1', 'aa', 'c1', 'r1', \
-          '2025-03-01 10:30:00.5+00', '2025-03-01 11:30:00.4999995+00', 'failover'), \
+          '2025-03-01 10:30:00.5+00', '2025-03-01 11:30:00.499999+00', 'failover'), \
          ('a3', 's', 3, 'x', '2025-03-01 12:00:00+00', 'release', '10.0.0.1', 'aa', NULL, NULL, \
           '2025-03-01 12:00:00+00', '2025-03-01 12:00:00+00', 'dhcp'), \
          ('b1', 's', 4, 'x', '2025-03-01 09:59:59.5+00', 'ack', '10.0.0.2', 'bb', NULL, NULL, \
@@ -276,7 +276,7 @@ fn archive_history_one_statement_one_round_trip_binary_times() -> Res<()> {
             e["source"].as_str().unwrap_or("?")
         );
         assert_eq!(got, sql, "{ip} at {when}: the answer {v}");
-        // 10.0.0.1: the renew at 10:30:00.5, its lease to 11:30:00.4999995 (11:30:00): held
+        // 10.0.0.1: the renew at 10:30:00.5, its lease to 11:30:00.499999 (11:30:00): held
         // at 11:00 by aa. 10.0.0.2: the lease to 10:59:59.5 (11:00:00) ended at 11:00.
         match ip {
             "10.0.0.1" => assert_eq!(v["holder"]["mac"], "aa", "{v}"),
