@@ -572,23 +572,63 @@ async fn archive(a: ArchiveArgs, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// The archive's "who held `$1` at `$2`" (address as text, Unix time): the last event for the
-/// address at or before the time, one backward scan of the `(ip, at, id)` index.
+/// The archive's "who held `$1` at `$2`" (`inet`, `timestamptz`, both sent in binary): the
+/// last event for the address at or before the time, one backward scan of the `(ip, at, id)`
+/// index. The columns as stored (the times in binary too): no cast, conversion or function
+/// for a new backend to look up in its empty catalog caches before it can plan.
 pub const HISTORY_QUERY: &str =
-    "SELECT extract(epoch FROM at)::int8, event, mac, client_id, relay_info,
-            extract(epoch FROM lease_start)::int8, extract(epoch FROM lease_end)::int8, source
+    "SELECT at, event, mac, client_id, relay_info, lease_start, lease_end, source
      FROM xdhcpd_lease_events
-     WHERE ip = $1::text::inet AND at <= to_timestamp($2::int8)
+     WHERE ip = $1 AND at <= $2
      ORDER BY at DESC, id DESC LIMIT 1";
+
+/// A `timestamptz` as PostgreSQL sends it in binary: microseconds since 2000-01-01 UTC.
+struct PgTimestamp(i64);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for PgTimestamp {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let b: [u8; 8] = raw
+            .try_into()
+            .map_err(|_| format!("a timestamptz of {} bytes, not 8", raw.len()))?;
+        Ok(PgTimestamp(i64::from_be_bytes(b)))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::TIMESTAMPTZ
+    }
+}
+
+/// 2000-01-01T00:00:00Z (PostgreSQL's epoch) in Unix microseconds.
+const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
+
+/// Unix seconds of a `timestamptz` (microseconds since 2000), rounded as
+/// `extract(epoch FROM t)::int8` rounds them (to the nearest second, halves away from zero);
+/// `None` for `infinity` or out of the u32 range.
+fn unix_secs(us_since_2000: i64) -> Option<u32> {
+    let us = us_since_2000.checked_add(PG_EPOCH_UNIX_US)?;
+    let secs = if us >= 0 {
+        (us + 500_000) / 1_000_000
+    } else {
+        -((500_000 - us) / 1_000_000)
+    };
+    u32::try_from(secs).ok()
+}
 
 /// Who held `ip` at `at` according to the archive: one round trip (the parameters' types
 /// given, so no separate prepare: Parse, Bind, Describe, Execute and Sync go together).
 pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<HistoryAnswer> {
     use tokio_postgres::types::Type;
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(u64::from(at));
     let row = client
         .query_typed_opt(
             HISTORY_QUERY,
-            &[(&ip.to_string(), Type::TEXT), (&i64::from(at), Type::INT8)],
+            &[
+                (&std::net::IpAddr::V4(ip), Type::INET),
+                (&when, Type::TIMESTAMPTZ),
+            ],
         )
         .await
         .context("querying xdhcpd_lease_events")?;
@@ -596,8 +636,10 @@ pub async fn who_held(client: &Client, ip: Ipv4Addr, at: u32) -> anyhow::Result<
         None => None,
         Some(r) => {
             let secs = |i: usize| -> anyhow::Result<u32> {
-                let v: i64 = r.try_get(i)?;
-                u32::try_from(v).with_context(|| format!("time {v} out of range"))
+                let PgTimestamp(v) = r.try_get(i)?;
+                unix_secs(v).with_context(|| {
+                    format!("time {v} µs after 2000-01-01 (column {i}) out of range")
+                })
             };
             let time = secs(0)?;
             let source: String = r.try_get(7)?;
@@ -825,6 +867,28 @@ pub fn format_servers(list: &[ServerSeen]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The history query's times are sent as `timestamptz` and rounded here as
+    /// `extract(epoch FROM at)::int8` rounded them in SQL before (nearest second, halves away
+    /// from zero), so the answers stay what they were for sub-second times.
+    #[test]
+    fn history_archive_times_round_like_extract_epoch_int8() {
+        let at = |unix_us: i64| unix_secs(unix_us - PG_EPOCH_UNIX_US);
+        assert_eq!(at(1_735_689_600_000_000), Some(1_735_689_600));
+        assert_eq!(at(1_735_689_600_499_999), Some(1_735_689_600));
+        assert_eq!(at(1_735_689_600_500_000), Some(1_735_689_601));
+        assert_eq!(at(1_735_689_600_999_999), Some(1_735_689_601));
+        assert_eq!(at(0), Some(0));
+        assert_eq!(at(499_999), Some(0));
+        // Before 1970 (and so out of u32): rounded away from zero, then refused.
+        assert_eq!(at(-500_000), None);
+        assert_eq!(at(-499_999), Some(0));
+        assert_eq!(at(i64::from(u32::MAX) * 1_000_000), Some(u32::MAX));
+        assert_eq!(at(i64::from(u32::MAX) * 1_000_000 + 500_000), None);
+        // timestamptz 'infinity' / '-infinity'.
+        assert_eq!(unix_secs(i64::MAX), None);
+        assert_eq!(unix_secs(i64::MIN), None);
+    }
 
     fn event(ip: &str, time: u32, kind: &str, id: Option<&str>) -> NatsEvent {
         NatsEvent {

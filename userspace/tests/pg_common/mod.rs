@@ -17,10 +17,27 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const PG_PORT: u16 = 55432;
 
 /// A PostgreSQL cluster in a temporary directory owned by `postgres`, run in the server
-/// namespace; stopped (immediately) and removed on drop.
+/// namespace; stopped (immediately) and removed on drop. Or, from [`Pg::init_kept`] /
+/// [`Pg::reuse`], in a directory that is kept: stopped cleanly (`-m fast`) on drop, so the
+/// next run starts it without recovery.
 pub struct Pg {
-    pub dir: tempfile::TempDir,
+    pub dir: PgDir,
     pub ns: String,
+}
+
+/// Where a [`Pg`] lives: a temporary directory (removed on drop) or a kept one.
+pub enum PgDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl PgDir {
+    pub fn path(&self) -> &Path {
+        match self {
+            PgDir::Temp(t) => t.path(),
+            PgDir::Kept(p) => p,
+        }
+    }
 }
 
 impl Pg {
@@ -37,10 +54,48 @@ impl Pg {
             .prefix("xdhcpd-pg-")
             .tempdir()
             .map_err(|e| format!("pg temp dir: {e}"))?;
+        Self::initdb(Pg {
+            dir: PgDir::Temp(dir),
+            ns: ns.to_string(),
+        })
+    }
+
+    /// A new cluster in `dir` (created; it must not exist or be empty), kept after the test.
+    pub fn init_kept(ns: &str, dir: &Path) -> Res<Pg> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut entries =
+            std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        if entries.next().is_some() {
+            return Err(format!(
+                "{} is not empty: a new PostgreSQL cluster needs an empty directory",
+                dir.display()
+            ));
+        }
+        Self::initdb(Pg {
+            dir: PgDir::Kept(dir.to_path_buf()),
+            ns: ns.to_string(),
+        })
+    }
+
+    /// The cluster an earlier [`Pg::init_kept`] made in `dir` (not started).
+    pub fn reuse(ns: &str, dir: &Path) -> Res<Pg> {
         let pg = Pg {
-            dir,
+            dir: PgDir::Kept(dir.to_path_buf()),
             ns: ns.to_string(),
         };
+        for f in [pg.data().join("PG_VERSION"), dir.join("su-pw")] {
+            if !f.is_file() {
+                return Err(format!(
+                    "{} holds no cluster of this test: {} is missing",
+                    dir.display(),
+                    f.display()
+                ));
+            }
+        }
+        Ok(pg)
+    }
+
+    fn initdb(pg: Pg) -> Res<Pg> {
         let d = pg.dir.path().to_string_lossy().to_string();
         run(Command::new("chown").args(["postgres:postgres", &d]))?;
         let pw = pg.dir.path().join("su-pw");
@@ -133,12 +188,17 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
+        // A kept cluster is shut down cleanly (a checkpoint), a temporary one just ended.
+        let mode = match self.dir {
+            PgDir::Temp(_) => "immediate",
+            PgDir::Kept(_) => "fast",
+        };
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{PG_BIN}/pg_ctl"))
             .arg("-D")
             .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", mode, "-w", "stop"])
             .output();
     }
 }
