@@ -22,7 +22,7 @@ mod csum;
 #[cfg(any(test, feature = "etherparse-reference"))]
 pub mod reference;
 
-use csum::{fold, sum};
+use csum::{add, fold, sum, sum_ipv4_header};
 
 pub const ETH_HDR_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
@@ -161,7 +161,12 @@ fn parse_ipv4(ip: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), FrameDrop> {
     if fragmented {
         return Err(FrameDrop::Fragment);
     }
-    if fold(sum(0, header)) != 0xffff {
+    let header_sum = if ihl == IPV4_HDR_LEN {
+        sum_ipv4_header(h)
+    } else {
+        sum(0, header)
+    };
+    if fold(header_sum) != 0xffff {
         return Err(FrameDrop::BadChecksum);
     }
     let Some(udp) = udp else {
@@ -174,12 +179,7 @@ fn parse_ipv4(ip: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), FrameDrop> {
     let stored = [udp[6], udp[7]];
     if stored != [0, 0] {
         // Pseudo-header: both addresses (one 8-byte word), protocol, UDP length.
-        let addrs = [h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]];
-        let pseudo = sum(
-            u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]))
-                + u64::from(u16::from_ne_bytes((udp.len() as u16).to_be_bytes())),
-            &addrs,
-        );
+        let pseudo = pseudo4(h, udp.len() as u16);
         if !udp_sum_ok(pseudo, udp, stored) {
             return Err(FrameDrop::BadChecksum);
         }
@@ -187,6 +187,17 @@ fn parse_ipv4(ip: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), FrameDrop> {
     let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
     let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
     Ok((IpAddr::V4(src), IpAddr::V4(dst), udp))
+}
+
+/// The IPv4 pseudo-header sum for UDP: both addresses of header `h` (one 8-byte word), the
+/// protocol and the UDP length.
+#[inline(always)]
+fn pseudo4(h: &[u8; IPV4_HDR_LEN], udp_len: u16) -> u64 {
+    add(
+        u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]))
+            + u64::from(u16::from_ne_bytes(udp_len.to_be_bytes())),
+        [h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]],
+    )
 }
 
 /// Whether a UDP datagram's checksum verifies over the pseudo-header sum `pseudo`, or the
@@ -264,7 +275,7 @@ fn parse_ipv6(ip: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), FrameDrop> {
     };
     let stored = [udp[6], udp[7]];
     // 0 is not allowed over IPv6 (RFC 8200 §8.1).
-    if stored == [0, 0] || !udp_sum_ok(pseudo6(&h[8..40], udp.len()), udp, stored) {
+    if stored == [0, 0] || !udp_sum_ok(pseudo6(h, udp.len()), udp, stored) {
         return Err(FrameDrop::BadChecksum);
     }
     let mut s = [0u8; 16];
@@ -278,17 +289,16 @@ fn parse_ipv6(ip: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), FrameDrop> {
     ))
 }
 
-/// The IPv6 pseudo-header sum: `addrs` is source then destination (32 bytes), then the
-/// upper-layer length (32 bits) and the next header (UDP).
+/// The IPv6 pseudo-header sum: the source and destination of header `h` (four 8-byte
+/// words), the upper-layer length (32 bits) and the next header (UDP).
 #[inline(always)]
-fn pseudo6(addrs: &[u8], len: usize) -> u64 {
+fn pseudo6(h: &[u8; IPV6_HDR_LEN], len: usize) -> u64 {
     let len = (len as u32).to_be_bytes();
-    sum(
-        u64::from(u16::from_ne_bytes([len[0], len[1]]))
-            + u64::from(u16::from_ne_bytes([len[2], len[3]]))
-            + u64::from(u16::from_ne_bytes([0, IPPROTO_UDP])),
-        addrs,
-    )
+    let acc = u64::from(u16::from_ne_bytes([len[0], len[1]]))
+        + u64::from(u16::from_ne_bytes([len[2], len[3]]))
+        + u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]));
+    let (words, _) = h[8..].as_chunks::<8>();
+    words.iter().fold(acc, |a, w| add(a, *w))
 }
 
 impl<'a> RxFrame<'a> {
@@ -456,7 +466,7 @@ pub fn write_ipv6_udp_headers(
     let (head, payload) = frame.split_at_mut(off);
     head[ip..ip + IPV6_HDR_LEN].copy_from_slice(&h);
     let udp = udp_header(
-        pseudo6(&h[8..40], usize::from(udp_len)),
+        pseudo6(&h, usize::from(udp_len)),
         addrs.src_port,
         addrs.dst_port,
         udp_len,
@@ -539,12 +549,8 @@ pub fn write_ipv4_udp_headers(
         s[0], s[1], s[2], s[3],
         d[0], d[1], d[2], d[3],
     ];
-    [ip[10], ip[11]] = (!fold(sum(0, &ip))).to_ne_bytes();
-    let pseudo = sum(
-        u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]))
-            + u64::from(u16::from_ne_bytes(udp_len.to_be_bytes())),
-        &ip[12..20],
-    );
+    [ip[10], ip[11]] = (!fold(sum_ipv4_header(&ip))).to_ne_bytes();
+    let pseudo = pseudo4(&ip, udp_len);
     let (head, payload) = frame.split_at_mut(off);
     head[ip_at..ip_at + IPV4_HDR_LEN].copy_from_slice(&ip);
     let udp = udp_header(
