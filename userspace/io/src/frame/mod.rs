@@ -541,16 +541,22 @@ pub fn write_ipv4_udp_headers(
     let udp_len = (UDP_HDR_LEN + payload_len) as u16;
     let t = (IPV4_HDR_LEN as u16 + udp_len).to_be_bytes();
     let (s, d) = (addrs.src_ip.octets(), addrs.dst_ip.octets());
+    // The header and pseudo-header sums from the fields (native-order words), not from
+    // the bytes written.
+    let w = |a: u8, b: u8| u64::from(u16::from_ne_bytes([a, b]));
+    let both = u64::from(u32::from_ne_bytes(s)) + u64::from(u32::from_ne_bytes(d));
+    let c =
+        (!fold(w(0x45, 0) + w(t[0], t[1]) + w(0x40, 0) + w(64, IPPROTO_UDP) + both)).to_ne_bytes();
     #[rustfmt::skip]
-    let mut ip: [u8; IPV4_HDR_LEN] = [
+    let ip: [u8; IPV4_HDR_LEN] = [
         0x45, 0, t[0], t[1],
         0, 0, 0x40, 0,
-        64, IPPROTO_UDP, 0, 0,
+        64, IPPROTO_UDP, c[0], c[1],
         s[0], s[1], s[2], s[3],
         d[0], d[1], d[2], d[3],
     ];
-    [ip[10], ip[11]] = (!fold(sum_ipv4_header(&ip))).to_ne_bytes();
-    let pseudo = pseudo4(&ip, udp_len);
+    let ul = udp_len.to_be_bytes();
+    let pseudo = w(0, IPPROTO_UDP) + w(ul[0], ul[1]) + both;
     let (head, payload) = frame.split_at_mut(off);
     head[ip_at..ip_at + IPV4_HDR_LEN].copy_from_slice(&ip);
     let udp = udp_header(
