@@ -32,8 +32,8 @@ use xdhcpd_benches::{
 use xdhcpd_dhcpv4::wire::Message;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
 use xdhcpd_io::frame::{
-    ipv6_payload_offset, write_ipv4_udp_headers, write_ipv6_udp_headers, FrameLayout,
-    Ipv4UdpAddrs, Ipv6UdpAddrs, RxFrame,
+    ipv6_payload_offset, write_ipv4_udp_headers, write_ipv6_udp_headers, FrameLayout, Ipv4UdpAddrs,
+    Ipv6UdpAddrs, RxFrame,
 };
 
 const META: RxMeta = RxMeta {
@@ -195,10 +195,7 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
         "framing_parse_v4" | "framing_parse_v6" => {
             let frames = if op == "framing_parse_v4" {
                 let mut v = Vec::new();
-                for req in [
-                    Req::discover(7),
-                    Req::select(7, Ipv4Addr::new(10, 0, 1, 7)),
-                ] {
+                for req in [Req::discover(7), Req::select(7, Ipv4Addr::new(10, 0, 1, 7))] {
                     let req = Req {
                         relayed: false,
                         ..req
