@@ -20,6 +20,7 @@ use crate::{ebpf::NIGHTLY, util};
 pub const TARGETS: &[&str] = &[
     "dhcpv4_wire",
     "frame_parse",
+    "frame_differential",
     "dhcpv4_engine",
     "dhcpv6_engine",
     "failover_engine",

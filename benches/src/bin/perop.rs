@@ -10,7 +10,11 @@
 //! Without valgrind it prints the wall time per operation.
 //!
 //! OP: parse_ours | parse_dhcproto | discover | select | renew |
-//!     frame_discover | frame_renew | alloc | find_hit | find_miss | update
+//!     frame_discover | frame_renew | alloc | find_hit | find_miss | update |
+//!     framing_parse_v4 | framing_write_v4 | framing_parse_v6 | framing_write_v6
+//! The `framing_*` OPs are the frame layer alone (no engine, no table): parse a DISCOVER and a
+//! REQUEST frame as the loadgen sends them (client to broadcast, untagged), alternately; write
+//! the headers of a 300-byte reply; the same over IPv6 with a 100-byte payload.
 //! An engine OP with the suffix `_classes` (`discover_classes`, `select_classes`,
 //! `renew_classes`) runs on `classes_config()` (20 classes, shared networks) instead.
 
@@ -27,7 +31,10 @@ use xdhcpd_benches::{
 };
 use xdhcpd_dhcpv4::wire::Message;
 use xdhcpd_dhcpv4::{Decision, Engine, RxMeta};
-use xdhcpd_io::frame::FrameLayout;
+use xdhcpd_io::frame::{
+    ipv6_payload_offset, write_ipv4_udp_headers, write_ipv6_udp_headers, FrameLayout, Ipv4UdpAddrs,
+    Ipv6UdpAddrs, RxFrame,
+};
 
 const META: RxMeta = RxMeta {
     local_addr: SERVER_ID,
@@ -55,7 +62,7 @@ fn offer_ip(engine: &mut Engine, client: u64, out: &mut [u8]) -> Result<[u8; 4],
 
 fn run(op: &str, n: u64) -> Result<u64, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
-    let needs_table = !op.starts_with("parse");
+    let needs_table = !op.starts_with("parse") && !op.starts_with("framing_");
     let (op, config) = match op.strip_suffix("_classes") {
         Some(o) => (o, classes_config()),
         None => (op, CONFIG.to_string()),
@@ -189,6 +196,60 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
             });
             report(op, n, ok, t)
         }
+        "framing_parse_v4" | "framing_parse_v6" => {
+            let frames = if op == "framing_parse_v4" {
+                let mut v = Vec::new();
+                for req in [Req::discover(7), Req::select(7, Ipv4Addr::new(10, 0, 1, 7))] {
+                    let req = Req {
+                        relayed: false,
+                        ..req
+                    };
+                    let (f, len) = frame_around(&build(&req).bytes, &[], &request_addrs(&req))
+                        .map_err(|e| e.to_string())?;
+                    v.push(f[..len].to_vec());
+                }
+                v
+            } else {
+                let mut f = vec![0u8; FRAME_SIZE];
+                let len = v6_frame(&mut f)?;
+                vec![f[..len].to_vec(), f[..len].to_vec()]
+            };
+            let t = Instant::now();
+            let ok = timed_loop(n, &mut |i| {
+                RxFrame::parse(black_box(&frames[(i & 1) as usize]))
+                    .map(|rx| rx.payload.len())
+                    .is_ok()
+            });
+            report(op, n, ok, t)
+        }
+        "framing_write_v4" => {
+            let addrs = Ipv4UdpAddrs {
+                src_mac: SERVER_MAC,
+                dst_mac: [0xff; 6],
+                src_ip: SERVER_ID,
+                dst_ip: Ipv4Addr::BROADCAST,
+                src_port: 67,
+                dst_port: 68,
+            };
+            let off = FrameLayout::new(0).payload_offset();
+            for (i, b) in out[off..off + 300].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let t = Instant::now();
+            let ok = timed_loop(n, &mut |_| {
+                write_ipv4_udp_headers(black_box(&mut out), &[], black_box(&addrs), 300).is_ok()
+            });
+            report(op, n, ok, t)
+        }
+        "framing_write_v6" => {
+            v6_frame(&mut out)?;
+            let addrs = v6_addrs();
+            let t = Instant::now();
+            let ok = timed_loop(n, &mut |_| {
+                write_ipv6_udp_headers(black_box(&mut out), &[], black_box(&addrs), 100).is_ok()
+            });
+            report(op, n, ok, t)
+        }
         "alloc" | "find_hit" | "find_miss" | "update" => {
             let t = &fx.ok_or("no table")?.table;
             let pool_id = t.pools().first().map(|p| p.id).ok_or("no pool")?;
@@ -235,6 +296,27 @@ fn run(op: &str, n: u64) -> Result<u64, String> {
     }
 }
 
+/// Ethernet/IPv6/UDP headers around a 100-byte payload (a SOLICIT's size), as a DHCPv6 reply
+/// is framed. Returns the frame length.
+fn v6_frame(f: &mut [u8]) -> Result<usize, String> {
+    let off = ipv6_payload_offset(0);
+    for (i, b) in f[off..off + 100].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    write_ipv6_udp_headers(f, &[], &v6_addrs(), 100).map_err(|e| e.to_string())
+}
+
+fn v6_addrs() -> Ipv6UdpAddrs {
+    Ipv6UdpAddrs {
+        src_mac: SERVER_MAC,
+        dst_mac: [0x33, 0x33, 0, 1, 0, 2],
+        src_ip: std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0x53ff, 0xfe52, 0x5600, 1),
+        dst_ip: std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2),
+        src_port: 546,
+        dst_port: 547,
+    }
+}
+
 fn report(op: &str, n: u64, ok: u64, t: Instant) -> Result<u64, String> {
     let el = t.elapsed();
     if ok != n {
@@ -250,7 +332,7 @@ fn report(op: &str, n: u64, ok: u64, t: Instant) -> Result<u64, String> {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(op), Some(n)) = (args.next(), args.next()) else {
-        eprintln!("usage: perop OP N  (OP: parse_ours parse_dhcproto discover select renew frame_discover frame_renew)");
+        eprintln!("usage: perop OP N  (OP: parse_ours parse_dhcproto discover select renew frame_discover frame_renew framing_parse_v4 framing_write_v4 framing_parse_v6 framing_write_v6 ...)");
         return ExitCode::FAILURE;
     };
     let Ok(n) = n.parse::<u64>() else {
