@@ -61,9 +61,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats,
-    /// xdhcpd-xdp-gap and xdhcpd-xdp6-nocoalesce): ceiling, xdhcpd-xdp, xdhcpd-xdp-events,
-    /// xdhcpd-xdp-nats (event log + NATS sink to a nats-server the bench starts),
-    /// xdhcpd-xdp-ratelimit, xdhcpd-xdp-gap (commit-min-gap-us = 1000), xdhcpd-xdp-prov,
+    /// xdhcpd-xdp-gap, xdhcpd-xdp-nocoalesce and xdhcpd-xdp6-nocoalesce): ceiling, xdhcpd-xdp,
+    /// xdhcpd-xdp-events, xdhcpd-xdp-nats (event log + NATS sink to a nats-server the bench
+    /// starts), xdhcpd-xdp-ratelimit, xdhcpd-xdp-gap (commit-min-gap-us = 1000),
+    /// xdhcpd-xdp-nocoalesce (commit-coalesce-us = 0), xdhcpd-xdp-prov,
     /// xdhcpd-xdp-interval, xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6,
     /// xdhcpd-xdp6-nocoalesce (commit-coalesce-us = 0), kea-dhcp6.
     #[arg(long, value_delimiter = ',')]
@@ -200,7 +201,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         // (`--systems ...,xdhcpd-xdp-nats,xdhcpd-xdp-gap`).
         System::ALL
             .into_iter()
-            .filter(|s| !matches!(s, System::XdpNats | System::XdpGap | System::Xdp6NoCoalesce))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    System::XdpNats
+                        | System::XdpGap
+                        | System::XdpNoCoalesce
+                        | System::Xdp6NoCoalesce
+                )
+            })
             .collect()
     } else {
         args.systems
@@ -464,6 +473,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         (
             "xdhcpd XDP (ack): commit-min-gap-us 1000 / 0 (default)".to_string(),
             ratio(dora(System::XdpGap), x),
+        ),
+        (
+            "xdhcpd XDP (ack): commit-coalesce-us 0 / 200 (default)".to_string(),
+            ratio(dora(System::XdpNoCoalesce), x),
         ),
         (
             "xdhcpd XDP (ack): 20 classes + 1M registrations / plain".to_string(),

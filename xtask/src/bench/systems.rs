@@ -30,6 +30,9 @@ pub enum System {
     /// XDP, commit=ack with `commit-min-gap-us = 1000` (light group commits at least 1 ms
     /// apart): the gap's effect against the default in the same run.
     XdpGap,
+    /// XDP, commit=ack with `commit-coalesce-us = 0` (loaded group commits back to back):
+    /// the coalescing's effect on DHCPv4 against the default in the same run.
+    XdpNoCoalesce,
     /// XDP, commit=ack, 20 classes, a shared network, deny-unknown and 1,000,000
     /// registrations (issue 10's cost).
     XdpProv,
@@ -49,13 +52,14 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 15] = [
+    pub const ALL: [System; 16] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
         System::XdpNats,
         System::XdpRateLimit,
         System::XdpGap,
+        System::XdpNoCoalesce,
         System::XdpProv,
         System::XdpInterval,
         System::Udp,
@@ -75,6 +79,7 @@ impl System {
             System::XdpNats => "xdhcpd-xdp-nats",
             System::XdpRateLimit => "xdhcpd-xdp-ratelimit",
             System::XdpGap => "xdhcpd-xdp-gap",
+            System::XdpNoCoalesce => "xdhcpd-xdp-nocoalesce",
             System::XdpProv => "xdhcpd-xdp-prov",
             System::XdpInterval => "xdhcpd-xdp-interval",
             System::Udp => "xdhcpd-udp",
@@ -97,6 +102,7 @@ impl System {
             }
             System::XdpRateLimit => "xdhcpd XDP, commit=ack, per-client rate limit in XDP",
             System::XdpGap => "xdhcpd XDP, commit=ack, commit-min-gap-us = 1000",
+            System::XdpNoCoalesce => "xdhcpd XDP, commit=ack, commit-coalesce-us = 0",
             System::XdpProv => {
                 "xdhcpd XDP, commit=ack, 20 classes, shared network, 1M registrations"
             }
@@ -121,6 +127,7 @@ impl System {
             System::XdpNats => "#c49c94",
             System::XdpRateLimit => "#e377c2",
             System::XdpGap => "#f7b6d2",
+            System::XdpNoCoalesce => "#ffbb78",
             System::XdpProv => "#17becf",
             System::XdpInterval => "#ff7f0e",
             System::Udp => "#9467bd",
@@ -157,6 +164,7 @@ impl System {
             | System::XdpNats
             | System::XdpRateLimit
             | System::XdpGap
+            | System::XdpNoCoalesce
             | System::XdpProv
             | System::Xdp6
             | System::Xdp6NoCoalesce => (2_000, 800_000, 50_000, 50_000, 256),
@@ -190,6 +198,7 @@ impl System {
                 | System::XdpNats
                 | System::XdpRateLimit
                 | System::XdpGap
+                | System::XdpNoCoalesce
                 | System::XdpProv
                 | System::XdpInterval
                 | System::Udp
@@ -703,6 +712,7 @@ impl Ctx {
             | System::XdpNats
             | System::XdpRateLimit
             | System::XdpGap
+            | System::XdpNoCoalesce
             | System::XdpProv
             | System::XdpInterval
             | System::Udp => {
@@ -723,6 +733,9 @@ impl Ctx {
                 }
                 if sys == System::XdpGap {
                     text = text.replacen("[server]\n", "[server]\ncommit-min-gap-us = 1000\n", 1);
+                }
+                if sys == System::XdpNoCoalesce {
+                    text = text.replacen("[server]\n", "[server]\ncommit-coalesce-us = 0\n", 1);
                 }
                 if sys == System::XdpProv {
                     text = prov_config(&text, &w.join("registrations"), &w.join("ctl.sock"));
