@@ -49,7 +49,7 @@ pub(crate) mod ext;
 #[cfg(test)]
 mod ext_tests;
 mod failover_area;
-mod file;
+pub(crate) mod file;
 pub(crate) use file::preallocate;
 mod flush;
 mod free;

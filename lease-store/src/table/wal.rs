@@ -4,7 +4,8 @@
 //! image with its sequence number. [`LeaseTable::commit`] (the group committer) drains the
 //! staged images, appends each as a small checksummed entry to a preallocated, sequential log
 //! file (`<lease file>.wal`) and makes them durable with one `fdatasync`. The mapped table
-//! itself is written back lazily by [`LeaseTable::checkpoint`] (`msync` of the whole mapping),
+//! itself is written back lazily by [`LeaseTable::checkpoint`] (its dirty pages paced out in
+//! small steps with no cache flush, `file::writeback_paced`, then `msync` of the whole mapping),
 //! after which the log before the checkpoint's start is no longer needed: the durable log
 //! header's `head` moves forward and the space is reused (the log is a ring).
 //!
@@ -1175,7 +1176,7 @@ impl LeaseTable {
         self.wal.as_ref().map_or(0, Wal::used)
     }
 
-    /// Commits what is staged, writes the mapped table back (msync of the whole mapping) and
+    /// Commits what is staged, writes the mapped table back (paced, then msync of the whole mapping) and
     /// then drops the log before the point that write covered (the durable header moves `head`). Without a log,
     /// the same as `flush`. Runs in the background: commits go on meanwhile.
     pub fn checkpoint(&self) -> io::Result<()> {
@@ -1190,6 +1191,13 @@ impl LeaseTable {
         self.wal_commit(w)?;
         if recovering {
             return Ok(());
+        }
+        // The table's pages first go out paced, with no flush (`writeback_paced`), so the
+        // msync below finds little to write and the log's group commits never queue behind
+        // a burst of them.
+        if let Err(e) = super::file::writeback_paced(&self._file, self.map.len() as u64) {
+            self.note_flush_failure(&e);
+            return Err(e);
         }
         self.checkpoint_inner(w)
     }

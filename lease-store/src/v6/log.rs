@@ -42,6 +42,8 @@ pub struct Log6 {
     pub(super) wal: Wal<RECORD6_SIZE>,
     /// The table's mapping (only `msync`ed from here, never read or written).
     map: Arc<MmapRaw>,
+    /// The table's file (a second handle): the checkpoint's paced write-back.
+    file: std::fs::File,
     /// A storage error not recovered yet (sticky).
     failed: AtomicBool,
 }
@@ -57,10 +59,11 @@ pub fn default_log_bytes(capacity: u32) -> u64 {
 }
 
 impl Log6 {
-    pub(super) fn new(wal: Wal<RECORD6_SIZE>, map: Arc<MmapRaw>) -> Self {
+    pub(super) fn new(wal: Wal<RECORD6_SIZE>, map: Arc<MmapRaw>, file: std::fs::File) -> Self {
         Log6 {
             wal,
             map,
+            file,
             failed: AtomicBool::new(false),
         }
     }
@@ -87,6 +90,12 @@ impl Log6 {
     pub fn checkpoint(&self) -> io::Result<()> {
         let _one = lock(&self.wal.ckpt);
         self.commit()?;
+        // Paced, flush-free write-back first (as the lease table's checkpoint does): the
+        // msync then finds little to write and group commits never queue behind a burst.
+        if let Err(e) = crate::table::file::writeback_paced(&self.file, self.map.len() as u64) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         self.checkpoint_inner()
     }
 

@@ -306,8 +306,9 @@ impl BindingTable6 {
         match log_bytes {
             Some(bytes) => {
                 let w = wal::Wal::<RECORD6_SIZE>::start(&log_path, bytes, &replay, id)?;
-                if let Backing::Map { map, .. } = &t.backing {
-                    t.log = Some(Arc::new(Log6::new(w, map.clone())));
+                if let Backing::Map { map, _file } = &t.backing {
+                    let file = _file.try_clone().map_err(err_io("dup the table's file"))?;
+                    t.log = Some(Arc::new(Log6::new(w, map.clone(), file)));
                 }
             }
             None => wal::retire(&log_path, &replay)?,
