@@ -46,6 +46,7 @@ struct Opts {
     overlap_us: u64,
     bg_pages: u64,
     bg_sync_ms: u64,
+    slice_us: u64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -63,7 +64,9 @@ impl Mode {
             "two" => Ok(Mode::Two),
             "direct1" => Ok(Mode::Direct1),
             "direct2" => Ok(Mode::Direct2),
-            _ => Err(format!("--modes: unknown mode {s:?} (one, two, direct1, direct2)")),
+            _ => Err(format!(
+                "--modes: unknown mode {s:?} (one, two, direct1, direct2)"
+            )),
         }
     }
     fn name(self) -> &'static str {
@@ -108,6 +111,20 @@ struct State {
     last_carried: usize,
     /// Write + sync time of each group (ns).
     group_ns: Vec<u64>,
+    /// Groups whose sync completed while an earlier group's own sync was still in flight.
+    out_of_order: u64,
+    /// Completion time of each group's own sync (ns since t0; 0: not yet).
+    own_end: Vec<u64>,
+    /// For a group that completed right after an earlier overlapping one: the time between
+    /// the two completions (ns).
+    lag_ns: Vec<u64>,
+    /// Involuntary context switches of the syncer threads during their syncs.
+    nivcsw: u64,
+    /// Of the groups over 1 ms: how many spent at least half of it runnable but off the CPU
+    /// (run queue delay from /proc/thread-self/schedstat), and their total run delay (ns).
+    slow_sched: u64,
+    slow_delay_ns: u64,
+    slow_total_ns: u64,
     /// Release time of each arrival (ns since t0).
     done_ns: Vec<u64>,
 }
@@ -121,6 +138,60 @@ fn device_stat(dir: &Path) -> Option<Vec<u64>> {
             .filter_map(|v| v.parse().ok())
             .collect(),
     )
+}
+
+/// Involuntary context switches of the calling thread so far.
+fn nivcsw() -> u64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) };
+    r.ru_nivcsw as u64
+}
+
+/// Asks the scheduler for a `us` slice for the calling thread, as the daemon's committer does
+/// (`worker-slice-us`, `userspace/src/server/sched.rs`); 0: the kernel's default.
+fn ask_slice(us: u64) -> Result<(), String> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    if us == 0 {
+        return Ok(());
+    }
+    let a = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        runtime: us * 1000,
+        ..SchedAttr::default()
+    };
+    // SAFETY: sched_setattr(2) on the calling thread with a fully initialised struct.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const SchedAttr, 0u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "--slice-us {us}: sched_setattr: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Time the calling thread spent runnable but waiting for a CPU (ns).
+fn run_delay() -> u64 {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn pct(v: &[u64], p: f64) -> f64 {
@@ -176,6 +247,7 @@ fn syncer(
         .open(path)
         .map_err(|e| format!("{}: open: {e}", path.display()))?;
     let buf = Aligned::new(1 << 20)?;
+    ask_slice(o.slice_us)?;
     let ns = || t0.elapsed().as_nanos() as u64;
     let overlap = o.overlap_us * 1000;
     loop {
@@ -234,6 +306,7 @@ fn syncer(
                 to: avail,
                 done: false,
             });
+            s.own_end.push(0);
             if !mode.direct() {
                 // Buffered: the write (a copy into the page cache) in stream order, under
                 // the lock, so it completes before any later group's sync is called.
@@ -244,6 +317,8 @@ fn syncer(
             }
             (g, at, len, now)
         };
+        let cs0 = nivcsw();
+        let rd0 = run_delay();
         if mode.direct() {
             let iov = libc::iovec {
                 iov_base: buf.ptr.cast(),
@@ -264,8 +339,33 @@ fn syncer(
                 .map_err(|e| format!("{}: fdatasync: {e}", path.display()))?;
         }
         let end = ns();
+        let cs = nivcsw() - cs0;
+        // The pwrite of a buffered group ran under the lock before `cs0`: its run delay is
+        // not counted (a copy of a few KiB).
+        let rd = run_delay().saturating_sub(rd0);
         let mut s = st.lock().map_err(|_| "poisoned")?;
+        if end - started > 1_000_000 {
+            s.slow_total_ns += end - started;
+            s.slow_delay_ns += rd;
+            if rd * 2 >= end - started {
+                s.slow_sched += 1;
+            }
+        }
+        s.nivcsw += cs;
         s.group_ns.push(end - started);
+        s.own_end[g] = end;
+        if s.own_end[..g].iter().rev().take(2).any(|&e| e == 0) {
+            s.out_of_order += 1;
+        } else if g > 0 {
+            let prev = s.own_end[g - 1];
+            if prev > end {
+                // It completed after our sync returned (recorded before we took the lock).
+                s.out_of_order += 1;
+            } else if prev > started {
+                // The previous group was in flight when this one started.
+                s.lag_ns.push(end - prev);
+            }
+        }
         if mode.direct() {
             s.groups[g].done = true;
         } else {
@@ -309,7 +409,8 @@ fn background(path: &Path, o: &Opts, stop: &std::sync::atomic::AtomicBool) -> Re
             file.write_all_at(&zeros, off)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        file.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let page = [0x5au8; 4096];
     let mut x = 0x1234_5678_9abc_def1u64;
@@ -361,6 +462,13 @@ fn run(mode: Mode, path: &Path, o: &Opts, seed: u64) -> Result<String, String> {
         last_end: 0,
         last_carried: 0,
         group_ns: Vec::with_capacity(n),
+        out_of_order: 0,
+        own_end: Vec::with_capacity(n),
+        lag_ns: Vec::new(),
+        nivcsw: 0,
+        slow_sched: 0,
+        slow_delay_ns: 0,
+        slow_total_ns: 0,
         done_ns: vec![0; n],
     }));
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -396,19 +504,26 @@ fn run(mode: Mode, path: &Path, o: &Opts, seed: u64) -> Result<String, String> {
         .map(|(&d, &a)| d.saturating_sub(a))
         .collect();
     w.sort_unstable();
+    let mut lag = s.lag_ns.clone();
+    lag.sort_unstable();
     let over = |v: &[u64]| v.len() - v.partition_point(|&x| x <= 1_000_000);
     let dev = match (d0, d1) {
         (Some(a), Some(b)) if a.len() >= 17 && b.len() >= 17 => format!(
-            "  device: {} writes, {} flushes, {} ms flushing",
+            "  device: {} writes ({:.0} µs each), {} flushes ({:.0} µs each), {} MB written by all",
             b[4] - a[4],
+            (b[7] - a[7]) as f64 * 1000.0 / (b[4] - a[4]).max(1) as f64,
             b[15] - a[15],
-            b[16] - a[16]
+            (b[16] - a[16]) as f64 * 1000.0 / (b[15] - a[15]).max(1) as f64,
+            (b[6] - a[6]) / 2048
         ),
         _ => String::new(),
     };
     Ok(format!(
         "{:<8} groups {:>6} (over 1 ms {:>4}): p50 {:>7.1} p99 {:>7.1} p99.9 {:>7.1} max {:>8.1} µs | \
-         DORA wait p50 {:>7.1} p99 {:>7.1} p99.9 {:>7.1} max {:>8.1} µs, over 1 ms {:.3} %{dev}",
+         DORA wait p50 {:>7.1} p99 {:>7.1} p99.9 {:>7.1} max {:>8.1} µs, over 1 ms {:.3} %\n    \
+         overlapped syncs: {} completed before an earlier one, {} right after it (lag p50 {:.1} \
+         p99 {:.1} µs); involuntary switches in syncs {}; groups over 1 ms that waited for a CPU \
+         at least half the time: {}, run queue delay {:.0} % of their time\n   {dev}",
         mode.name(),
         g.len(),
         over(&g),
@@ -421,6 +536,13 @@ fn run(mode: Mode, path: &Path, o: &Opts, seed: u64) -> Result<String, String> {
         pct(&w, 99.9),
         pct(&w, 100.0),
         100.0 * over(&w) as f64 / w.len().max(1) as f64,
+        s.out_of_order,
+        lag.len(),
+        pct(&lag, 50.0),
+        pct(&lag, 99.0),
+        s.nivcsw,
+        s.slow_sched,
+        100.0 * s.slow_delay_ns as f64 / s.slow_total_ns.max(1) as f64,
     ))
 }
 
@@ -434,13 +556,16 @@ fn main() -> Result<(), String> {
         overlap_us: 250,
         bg_pages: 0,
         bg_sync_ms: 1000,
+        slice_us: 100,
     };
     let mut rounds = 3usize;
     let mut modes = vec![Mode::One, Mode::Two];
     let mut dir: Option<PathBuf> = None;
     let mut i = 0;
     while i < args.len() {
-        let v = args.get(i + 1).ok_or(format!("{}: value missing", args[i]))?;
+        let v = args
+            .get(i + 1)
+            .ok_or(format!("{}: value missing", args[i]))?;
         let num = |what: &str| -> Result<f64, String> {
             v.parse::<f64>()
                 .map_err(|e| format!("{what} {v:?}: {e}"))
@@ -460,6 +585,7 @@ fn main() -> Result<(), String> {
             "--overlap-us" => o.overlap_us = num("--overlap-us")? as u64,
             "--bg-pages" => o.bg_pages = num("--bg-pages")? as u64,
             "--bg-sync-ms" => o.bg_sync_ms = num("--bg-sync-ms")?.max(1.0) as u64,
+            "--slice-us" => o.slice_us = num("--slice-us")? as u64,
             "--rounds" => rounds = num("--rounds")? as usize,
             "--dir" => dir = Some(v.into()),
             "--modes" => modes = v.split(',').map(Mode::parse).collect::<Result<_, _>>()?,
@@ -483,12 +609,13 @@ fn main() -> Result<(), String> {
             f.write_all_at(&zeros, off)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        f.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+        f.sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     println!(
         "rate {} DORA/s, {} B/DORA, coalesce {} µs, overlap after {} µs, {} s per run, \
-         background {} pages/s synced every {} ms",
-        o.rate, o.bytes, o.coalesce_us, o.overlap_us, o.secs, o.bg_pages, o.bg_sync_ms
+         background {} pages/s synced every {} ms, syncer slice {} µs",
+        o.rate, o.bytes, o.coalesce_us, o.overlap_us, o.secs, o.bg_pages, o.bg_sync_ms, o.slice_us
     );
     for r in 0..rounds {
         for &m in &modes {
