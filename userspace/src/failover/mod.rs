@@ -112,6 +112,19 @@ fn section(c: &FailoverConfig) -> String {
     }
 }
 
+/// The note logged at start when the secondary has `dynamic-bootp-backup-pct`: the primary
+/// decides the split, so the secondary ignores it (as it ignores `backup-pct`).
+pub fn bootp_pct_note(c: &FailoverConfig) -> Option<String> {
+    match (c.role, c.dynamic_bootp_backup_pct) {
+        (FailoverRole::Secondary, Some(p)) => Some(format!(
+            "{}: dynamic-bootp-backup-pct = {p} ignored on the secondary (the primary's \
+             value sets the split)",
+            section(c)
+        )),
+        _ => None,
+    }
+}
+
 /// The start-up line summarising the failover settings.
 pub fn startup_line(c: &FailoverConfig) -> String {
     format!(
@@ -322,6 +335,9 @@ impl Failover {
             })
             .context("spawning the failover thread")?;
         tracing::info!("{}", startup_line(cfg));
+        if let Some(note) = bootp_pct_note(cfg) {
+            tracing::info!("{note}");
+        }
         Ok(Failover {
             name: cfg.name.clone(),
             expiry_grace: ecfg_grace,
@@ -698,6 +714,7 @@ mod tests {
             split: None,
             load_balance_max_seconds: 3,
             backup_pct: 50,
+            dynamic_bootp_backup_pct: None,
             rebind_limit: 0,
             failback_hold: 0,
             failover_recover: None,

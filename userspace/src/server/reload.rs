@@ -532,8 +532,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                     if p != q {
                         v.push(format!(
                             "pool {}: its subnet's failover balance (backup-pct, \
-                             backup-allocation-boundary) changed: the pools' balance between \
-                             the partners is set up at start; needs a restart",
+                             backup-allocation-boundary, dynamic-bootp) changed: the pools' \
+                             balance between the partners is set up at start; needs a restart",
                             p.pool_id
                         ));
                     }
@@ -700,6 +700,9 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
                 }
                 if o.pools != s.pools {
                     parts.push("pools");
+                }
+                if o.dynamic_bootp != s.dynamic_bootp {
+                    parts.push("dynamic-bootp");
                 }
                 if !parts.is_empty() {
                     v.push(format!("subnet {}: {} changed", s.net, parts.join(", ")));
