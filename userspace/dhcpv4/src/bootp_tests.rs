@@ -5,9 +5,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lease_store::{
-    ClientKey, LeaseState, LeaseTable, Owner, EXPIRY_PERMANENT, FLAG_BOOTP,
-};
+use lease_store::{ClientKey, LeaseState, LeaseTable, Owner, EXPIRY_PERMANENT, FLAG_BOOTP};
 use xdhcpd_failover::{FailoverPolicy, PolicyCell, Role, ServerState};
 
 use super::delivery::Delivery;
@@ -108,7 +106,12 @@ fn key(mac: u8) -> ClientKey {
 
 #[test]
 fn bootp_is_refused_by_default_and_counted() {
-    let (_d, mut e, _t) = engine_on(&cfg(false, "").replace("dynamic-bootp = true", ""), SERVER, NOW, None);
+    let (_d, mut e, _t) = engine_on(
+        &cfg(false, "").replace("dynamic-bootp = true", ""),
+        SERVER,
+        NOW,
+        None,
+    );
     let (d, _) = run(&mut e, NOW, &bootreq(1, NONE, 0));
     assert_eq!(d, Decision::Silent(Silence::NotRequest));
     let s = e.stats().snapshot();
@@ -246,11 +249,23 @@ fn bootp_reply_goes_to_the_relay_or_by_broadcast_flag() {
     let (_d, mut e, _t) = engine_on(&cfg(true, ""), SERVER, NOW, None);
     let relay = Ipv4Addr::new(10, 9, 0, 1);
     let (d, b) = run(&mut e, NOW, &bootreq(1, relay, 0));
-    assert!(matches!(d, Decision::Reply { to: Delivery::Relay(g), .. } if g == relay), "{d:?}");
+    assert!(
+        matches!(d, Decision::Reply { to: Delivery::Relay(g), .. } if g == relay),
+        "{d:?}"
+    );
     // The relay's link (giaddr) selects the subnet.
     assert_eq!(yiaddr(&b).octets()[..3], [10, 9, 0]);
     let (d, _) = run(&mut e, NOW, &bootreq(2, NONE, FLAG_BROADCAST));
-    assert!(matches!(d, Decision::Reply { to: Delivery::Broadcast, .. }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Decision::Reply {
+                to: Delivery::Broadcast,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
 }
 
 // ---- failover -------------------------------------------------------------------------
@@ -271,7 +286,12 @@ fn policy(role: Role, state: ServerState) -> FailoverPolicy {
 }
 
 fn failover_engine(p: FailoverPolicy) -> (tempfile::TempDir, Engine, Arc<LeaseTable>) {
-    engine_on(&cfg(true, ""), SERVER, NOW, Some(Arc::new(PolicyCell::new(p))))
+    engine_on(
+        &cfg(true, ""),
+        SERVER,
+        NOW,
+        Some(Arc::new(PolicyCell::new(p))),
+    )
 }
 
 /// Gives the addresses `last` of 10.0.0.x to the backup (BACKUP, as the primary's grant).
@@ -283,6 +303,8 @@ fn grant_to_backup(t: &LeaseTable, last: &[u8]) {
             l.owner = Owner::Backup;
         });
     }
+    // The sweeper lists free records on their owner's free list.
+    t.sweep_expired(NOW, 1 << 16);
 }
 
 #[test]
@@ -315,7 +337,10 @@ fn bootp_failover_partner_down_never_gives_a_partners_address() {
     assert!(matches!(d, Decision::Silent(_)), "{d:?}");
     for n in [10, 11, 12] {
         let l = t.read(t.slot_of(Ipv4Addr::new(10, 0, 0, n)).expect("slot"));
-        assert!(!l.state.binds_client() || l.state == LeaseState::Expired, "{n}: {l:?}");
+        assert!(
+            !l.state.binds_client() || l.state == LeaseState::Expired,
+            "{n}: {l:?}"
+        );
     }
 }
 
@@ -344,7 +369,10 @@ fn bootp_failover_lease_is_permanent_not_mclt() {
     // What the partner is sent: the lease end 0xffffffff and the B bit.
     let bnd = xdhcpd_failover::store::lease_to_binding(&l).expect("binding");
     assert_eq!(bnd.lease_expiry, 0xffff_ffff);
-    assert_eq!(bnd.flags & xdhcpd_failover::types::IP_FLAG_BOOTP, xdhcpd_failover::types::IP_FLAG_BOOTP);
+    assert_eq!(
+        bnd.flags & xdhcpd_failover::types::IP_FLAG_BOOTP,
+        xdhcpd_failover::types::IP_FLAG_BOOTP
+    );
 }
 
 #[test]

@@ -863,8 +863,18 @@ fn bootp_failover_own_only_rule_holds_in_partner_down() {
             ..policy(role, ServerState::PartnerDown, None)
         };
         let (own_free, other_free, own, other) = match role {
-            Role::Primary => (LeaseState::Free, LeaseState::Backup, Owner::Primary, Owner::Backup),
-            Role::Secondary => (LeaseState::Backup, LeaseState::Free, Owner::Backup, Owner::Primary),
+            Role::Primary => (
+                LeaseState::Free,
+                LeaseState::Backup,
+                Owner::Primary,
+                Owner::Backup,
+            ),
+            Role::Secondary => (
+                LeaseState::Backup,
+                LeaseState::Free,
+                Owner::Backup,
+                Owner::Primary,
+            ),
         };
         // The DHCP rule lets PARTNER-DOWN take the partner's free and expired addresses...
         assert!(p.may_allocate_lease(now, &rec(other_free, other)));

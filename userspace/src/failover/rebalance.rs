@@ -69,10 +69,7 @@ pub(crate) fn pool_pct(cfg: &FailoverConfig, pool_id: u32) -> u8 {
         return 50;
     }
     let pool = cfg.pools.iter().find(|p| p.pool_id == pool_id);
-    if let (Some(pct), Some(true)) = (
-        cfg.dynamic_bootp_backup_pct,
-        pool.map(|p| p.dynamic_bootp),
-    ) {
+    if let (Some(pct), Some(true)) = (cfg.dynamic_bootp_backup_pct, pool.map(|p| p.dynamic_bootp)) {
         return pct;
     }
     pool.and_then(|p| p.backup_pct).unwrap_or(cfg.backup_pct)

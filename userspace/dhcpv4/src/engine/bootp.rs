@@ -141,7 +141,10 @@ impl Engine {
         };
         if let Some((slot, _)) = table.find_client(key) {
             let pool = table.pool_of_slot(slot);
-            if let Some(si) = self.usable_pool(pool, subnet_index).filter(|_| bootp_pool(pool)) {
+            if let Some(si) = self
+                .usable_pool(pool, subnet_index)
+                .filter(|_| bootp_pool(pool))
+            {
                 if self
                     .take(slot, key, msg, sum, LeaseState::Active, now, 0, 0)
                     .is_some()
@@ -194,7 +197,7 @@ impl Engine {
     /// The BOOTREPLY: yiaddr, siaddr (next server), file; with the cookie, the subnet mask
     /// and the configured options (RFC 1497 vendor extensions), option 82 back last.
     fn bootp_reply(
-        &mut self,
+        &self,
         msg: &Message<'_>,
         sum: &Summary<'_>,
         subnet_index: usize,
@@ -232,8 +235,7 @@ impl Engine {
         let len = if plain {
             w.finish_plain()
         } else {
-            if w
-                .option(opt::SUBNET_MASK, &subnet.net.mask().octets())
+            if w.option(opt::SUBNET_MASK, &subnet.net.mask().octets())
                 .is_err()
             {
                 return self.silent(&st.no_room, Silence::NoRoom);
