@@ -638,7 +638,8 @@ mod tests {
         assert!(!r.is_permanent());
         assert_eq!(r.flags & FLAG_BOOTP, 0);
         r.flags |= FLAG_BOOTP;
-        write_binding(&mut r, &Binding::free(r.addr, 6000));
+        let free = Binding::free(r.addr, 6000);
+        write_binding(&mut r, &free);
         assert_eq!(r.flags & FLAG_BOOTP, 0);
     }
 }
