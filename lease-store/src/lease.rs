@@ -63,6 +63,14 @@ pub const FLAG_RECONFIGURING: u8 = 0x02;
 /// `Lease::flags` bit: the client's last ACK carried an RFC 6704 reconfigure key (derived
 /// from the server's secret and the binding, so the key itself needs no room here).
 pub const FLAG_RECONF_KEY: u8 = 0x04;
+/// `Lease::flags` bit: a dynamic BOOTP binding (RFC 2131 §4.1 "permanent" allocation): the
+/// lease never ends, so the sweep never expires nor reclaims it (its `expiry` is
+/// [`EXPIRY_PERMANENT`]); only an operator frees it. Failover sends it with the B bit of
+/// IP-flags (draft-12 5.14).
+pub const FLAG_BOOTP: u8 = 0x08;
+/// `Lease::expiry` of a permanent (dynamic BOOTP) lease: 0xffffffff, RFC 2131's "infinity"
+/// for option 51, also its lease-expiration-time in a binding update.
+pub const EXPIRY_PERMANENT: u32 = u32::MAX;
 /// Longest option 82 (relay agent information) value a lease keeps: any valid one (the
 /// option's length byte bounds it).
 pub const RELAY_AGENT_INFO_MAX: usize = 255;
@@ -909,13 +917,19 @@ impl Lease {
         self.flags & FLAG_QUARANTINED != 0
     }
 
+    /// A dynamic BOOTP binding ([`FLAG_BOOTP`]) that holds its address: never expired or
+    /// reclaimed by the sweep.
+    pub fn is_permanent(&self) -> bool {
+        self.flags & FLAG_BOOTP != 0 && self.state == LeaseState::Active
+    }
+
     /// Forgets the client (key, hardware address) and all times; keeps the
-    /// address, state, owner and flags.
+    /// address, state, owner and flags (but [`FLAG_BOOTP`], which belongs to the binding).
     pub fn clear_binding(&mut self) {
         let keep = Lease {
             state: self.state,
             owner: self.owner,
-            flags: self.flags,
+            flags: self.flags & !FLAG_BOOTP,
             ..Lease::free(self.addr)
         };
         *self = keep;

@@ -40,9 +40,9 @@ pub mod v6;
 pub use error::{LostLease, StoreError};
 pub use header::{FileHeader, PoolSpec, FAILOVER_CAPACITY};
 pub use lease::{
-    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, VarParts, VarRef, EXT_CHUNKS,
-    FLAG_QUARANTINED, FLAG_RECONFIGURING, FLAG_RECONF_KEY, INLINE_RELAY_AGENT_INFO_MAX, KEY_MAX,
-    RECORD_SIZE, RELAY_AGENT_INFO_MAX, VAR_DATA_MAX,
+    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, VarParts, VarRef, EXPIRY_PERMANENT,
+    EXT_CHUNKS, FLAG_BOOTP, FLAG_QUARANTINED, FLAG_RECONFIGURING, FLAG_RECONF_KEY,
+    INLINE_RELAY_AGENT_INFO_MAX, KEY_MAX, RECORD_SIZE, RELAY_AGENT_INFO_MAX, VAR_DATA_MAX,
 };
 pub use read_only::ReadOnlyTable;
 pub use slot_words::{SlotWords, SlotWordsOpen};

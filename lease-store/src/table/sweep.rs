@@ -21,7 +21,8 @@ pub struct SweepResult {
 
 impl LeaseTable {
     /// Background expiry: visits up to `budget` records from a persistent
-    /// cursor. Offered/Active with `expiry <= now` become Expired (free again,
+    /// cursor. Offered/Active with `expiry <= now` (but a permanent BOOTP binding,
+    /// [`crate::FLAG_BOOTP`]) become Expired (free again,
     /// client key kept so the client can get it back); Declined whose
     /// quarantine (`expiry`) ended become Free; free records missing from the
     /// free lists are put back. Each change is a normal per-record update, so
@@ -38,10 +39,15 @@ impl LeaseTable {
             r.scanned += 1;
             let l = self.read(Slot(slot));
             match l.state {
-                LeaseState::Active | LeaseState::Offered if l.expiry <= now => {
+                // A permanent (dynamic BOOTP) binding never ends, whatever its expiry says
+                // (a partner may send its own "forever", ISC dhcpd 0x7fffffff).
+                LeaseState::Active | LeaseState::Offered
+                    if l.expiry <= now && !l.is_permanent() =>
+                {
                     let done = self.update(Slot(slot), |l| {
                         let go = matches!(l.state, LeaseState::Active | LeaseState::Offered)
-                            && l.expiry <= now;
+                            && l.expiry <= now
+                            && !l.is_permanent();
                         if go {
                             l.state = LeaseState::Expired;
                         }

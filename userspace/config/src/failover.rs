@@ -18,6 +18,7 @@
 //! split = 128                   # load balancing (primary); absent = off
 //! load-balance-max-seconds = 3
 //! backup-pct = 50
+//! dynamic-bootp-backup-pct = 50 # primary: backup's share in scopes with dynamic-bootp; absent = backup-pct
 //! rebind-limit = 0             # T2 = T1 + this for the partner's clients; NORMAL: their RENEWs unanswered
 //! failback-hold = 0             # flap guard: PARTNER-DOWN -> NORMAL waits this long; 0 = off
 //! failover-recover = 0          # unix time of a restored database copy; 0 = off
@@ -57,6 +58,7 @@ pub(crate) const FAILOVER_KEYS: &[&str] = &[
     "split",
     "load-balance-max-seconds",
     "backup-pct",
+    "dynamic-bootp-backup-pct",
     "rebind-limit",
     "failback-hold",
     "failover-recover",
@@ -142,6 +144,11 @@ pub struct FailoverConfig {
     pub split: Option<u16>,
     pub load_balance_max_seconds: u16,
     pub backup_pct: u8,
+    /// `dynamic-bootp-backup-pct` (primary; the secondary ignores it, the primary decides the
+    /// split): the backup's share of the pools of `dynamic-bootp` subnets, whose addresses
+    /// each partner only ever allocates from its own share (draft-12 5.14). None: the scope's
+    /// `backup-pct`, else `backup_pct`.
+    pub dynamic_bootp_backup_pct: Option<u8>,
     pub rebind_limit: u32,
     /// `failback-hold` (default 0 = off): in PARTNER-DOWN, the step back to NORMAL waits until
     /// we have been PARTNER-DOWN and the partner reachable this long (flap guard).
@@ -267,6 +274,10 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         "between 0 and 65535",
     );
     let backup_pct = num(errs, "backup-pct", 0, 100, 50, "a percentage (0..=100)");
+    let bootp_pct = match t.get("dynamic-bootp-backup-pct") {
+        None => Some(None),
+        Some(f) => u32_in(errs, &f, 0, 100, "a percentage (0..=100)").map(|v| Some(v as u8)),
+    };
     let rebind_limit = num(
         errs,
         "rebind-limit",
@@ -399,6 +410,7 @@ pub(crate) fn read_failover(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<
         split: split?,
         load_balance_max_seconds: lb_max? as u16,
         backup_pct: backup_pct? as u8,
+        dynamic_bootp_backup_pct: bootp_pct?,
         rebind_limit: rebind_limit?,
         failback_hold: failback_hold?,
         failover_recover: Some(recover?).filter(|&v| v != 0),
@@ -532,6 +544,9 @@ pub struct PoolBalanceCfg {
     pub pool_id: u32,
     pub backup_pct: Option<u8>,
     pub boundary: Option<Ipv4Addr>,
+    /// The subnet has `dynamic-bootp`: the pool's split is `dynamic-bootp-backup-pct` (when
+    /// set), and neither partner ever allocates the other's addresses in it.
+    pub dynamic_bootp: bool,
 }
 
 /// The balance settings of the pools of the subnets `covered` (indexes), in pool-id order.
@@ -544,6 +559,7 @@ pub(crate) fn pool_balance(subnets: &[super::Subnet], covered: &[usize]) -> Vec<
                 pool_id: p.id,
                 backup_pct: s.backup_pct,
                 boundary: s.backup_allocation_boundary,
+                dynamic_bootp: s.dynamic_bootp,
             })
         })
         .collect()

@@ -490,6 +490,11 @@ pub struct Subnet {
     pub shared_network: Option<usize>,
     /// `deny-unknown`: unregistered clients draw from none of this subnet's pools.
     pub deny_unknown: bool,
+    /// `dynamic-bootp` (default false): BOOTP requests (no option 53) get a permanent
+    /// address from this subnet's pools (RFC 2131 §4.1); off, BOOTP is refused. In a failover
+    /// scope each partner then allocates only its own addresses, in every state (draft-12
+    /// 5.14).
+    pub dynamic_bootp: bool,
     /// `reconfigure-retries` / `reconfigure-first-retry-ms`: this subnet's FORCERENEW
     /// schedule over `[reconfigure]`'s.
     pub reconfigure: ReconfigureOverride,

@@ -451,7 +451,7 @@ fn bad_inputs_are_reported_with_position_and_field() {
         ),
         (
             format!("{SERVER}{sub}colour = 1\n"),
-            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown, reconfigure-retries, reconfigure-first-retry-ms, failover"],
+            vec!["t.toml:6:1: subnet[0].colour: unknown key `colour`; expected one of: cidr, relay-addresses, router, dns-servers, domain-name, broadcast-address, ntp-servers, time-offset, log-servers, tftp-server, boot-file, next-server, default-time, min-time, max-time, renewal-factor, rebinding-factor, options, pool, reservation, backup-pct, backup-allocation-boundary, shared-network, deny-unknown, dynamic-bootp, reconfigure-retries, reconfigure-first-retry-ms, failover"],
         ),
         (
             format!("[server]\ninterface = \"eth0\"\ncommit = \"every:5\"\n{sub}"),
@@ -820,11 +820,13 @@ fn scope_balance_values_override_per_pool() {
                 pool_id: 0,
                 backup_pct: Some(20),
                 boundary: Some(ip("10.0.0.15")),
+                dynamic_bootp: false,
             },
             PoolBalanceCfg {
                 pool_id: 1,
                 backup_pct: None,
                 boundary: None,
+                dynamic_bootp: false,
             },
         ]
     );
@@ -1958,6 +1960,54 @@ fn failover_n1_errors_are_positioned() {
     let joined = error_lines(&format!("{SERVER}{many}")).join("\n");
     assert!(
         joined.contains("failover: 9 failover relationships: at most 8 are supported"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn dynamic_bootp_parses_per_subnet_and_defaults_off() {
+    let text = format!(
+        "{SERVER}{FAILOVER_PRIMARY}[[subnet]]\ncidr = \"10.0.0.0/24\"\ndynamic-bootp = true\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n\n[[subnet]]\ncidr = \"10.0.1.0/24\"\n[[subnet.pool]]\nrange = \"10.0.1.10-10.0.1.20\"\n"
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.subnets[0].dynamic_bootp);
+    assert!(!cfg.subnets[1].dynamic_bootp);
+    let f = cfg.failovers.into_iter().next().expect("failover");
+    // Absent: the scope's backup-pct, else the relationship's.
+    assert_eq!(f.dynamic_bootp_backup_pct, None);
+    assert_eq!(
+        f.pools.iter().map(|p| p.dynamic_bootp).collect::<Vec<_>>(),
+        vec![true, false]
+    );
+    let text = text.replace(
+        "backup-pct = 30\n",
+        "backup-pct = 30\ndynamic-bootp-backup-pct = 10\n",
+    );
+    let cfg = parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.failovers[0].dynamic_bootp_backup_pct, Some(10));
+}
+
+#[test]
+fn dynamic_bootp_errors_are_positioned() {
+    let text = format!(
+        "{SERVER}[[subnet]]\ncidr = \"10.0.0.0/24\"\ndynamic-bootp = \"yes\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n"
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(
+        joined.contains("t.toml:6:17: subnet[0].dynamic-bootp:"),
+        "{joined}"
+    );
+    let text = format!(
+        "{SERVER}{}[[subnet]]\ncidr = \"10.0.0.0/24\"\n[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n",
+        FAILOVER_PRIMARY.replace(
+            "backup-pct = 30\n",
+            "backup-pct = 30\ndynamic-bootp-backup-pct = 101\n"
+        )
+    );
+    let joined = error_lines(&text).join("\n");
+    assert!(joined.contains("t.toml:10:28: "), "{joined}");
+    assert!(
+        joined.contains("dynamic-bootp-backup-pct: 101 is out of range"),
         "{joined}"
     );
 }

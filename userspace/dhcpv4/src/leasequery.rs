@@ -224,7 +224,13 @@ fn write(
         Answer::Active(l) => {
             w.set_ciaddr(l.addr);
             w.set_chaddr(l.htype, l.hlen, &l.chaddr);
-            w.option_u32(opt::LEASE_TIME, l.expiry.saturating_sub(now))?;
+            // A permanent (BOOTP) binding: RFC 2131's infinity.
+            let left = if l.is_permanent() {
+                u32::MAX
+            } else {
+                l.expiry.saturating_sub(now)
+            };
+            w.option_u32(opt::LEASE_TIME, left)?;
             if l.cltt != 0 {
                 w.option_u32(
                     opt::CLIENT_LAST_TRANSACTION_TIME,

@@ -26,6 +26,8 @@ pub use stats::{EngineStats, StatsSnapshot};
 #[cfg(test)]
 mod active_leasequery_tests;
 #[cfg(test)]
+mod bootp_tests;
+#[cfg(test)]
 mod bulk_leasequery_tests;
 #[cfg(test)]
 mod caps_tests;

@@ -48,6 +48,8 @@ counters! {
     informs: "INFORMs answered.",
     malformed: "Messages that failed to parse (dropped).",
     not_request: "BOOTREPLY or unsupported message types (dropped).",
+    bootp_refused: "BOOTP requests (no option 53) refused: no dynamic-bootp on the client's subnet (also counted in not_request).",
+    bootp_replies: "BOOTREPLYs sent (dynamic BOOTP: a permanent binding).",
     no_subnet: "No configured subnet for the client's link (dropped).",
     pool_exhausted: "DISCOVERs with no free address (dropped).",
     other_server: "REQUESTs naming another server (offer withdrawn, silent).",

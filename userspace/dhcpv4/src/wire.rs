@@ -687,6 +687,14 @@ impl<'b> ReplyWriter<'b> {
         self.option(code, &v.octets())
     }
 
+    /// Ends a BOOTREPLY to a request that carried no magic cookie (RFC 951): the 64-byte
+    /// vendor area is all zero (no cookie, no options), 300 bytes in all. Options written
+    /// before are dropped.
+    pub fn finish_plain(self) -> usize {
+        self.buf[HEADER_LEN..MIN_BOOTP_LEN].fill(0);
+        MIN_BOOTP_LEN
+    }
+
     /// Writes END, pads to 300 bytes, returns the message length.
     pub fn finish(self) -> usize {
         let mut len = self.len;

@@ -298,6 +298,34 @@ impl FailoverPolicy {
         )
     }
 
+    /// [`may_allocate_lease`](Self::may_allocate_lease) in a pool with dynamic BOOTP
+    /// (draft-12 5.14): its leases are permanent, so neither partner may ever use an address
+    /// that was available for allocation by the other, in any state, PARTNER-DOWN after MCLT
+    /// included (the partner may have given it to a BOOTP client we never heard of). Only a
+    /// record this server owns (primary: FREE side, secondary: BACKUP side, `Lease::owner`,
+    /// which stays with an EXPIRED or RELEASED record) passes, and then only as
+    /// `may_allocate_lease` allows.
+    pub fn may_allocate_own_only(&self, now: u32, l: &lease_store::Lease) -> bool {
+        self.owns_record(l) && self.may_allocate_lease(now, l)
+    }
+
+    /// Whether record `l` is on this server's side of the split: FREE is the primary's,
+    /// BACKUP the secondary's, any other state its `owner` (the side it was allocated from).
+    pub fn owns_record(&self, l: &lease_store::Lease) -> bool {
+        let own = match self.role {
+            Role::Primary => lease_store::Owner::Primary,
+            Role::Secondary => lease_store::Owner::Backup,
+        };
+        // A FREE record's owner is the primary and a BACKUP record's the secondary, whatever
+        // the owner byte says (a grant moves the state first).
+        let owner = match l.state {
+            lease_store::LeaseState::Free => lease_store::Owner::Primary,
+            lease_store::LeaseState::Backup => lease_store::Owner::Backup,
+            _ => l.owner,
+        };
+        owner == own
+    }
+
     /// The MCLT rule (draft-12 5.2.1, 7.1.5): the lease never ends later than
     /// `max(now, acked_potential_expiry) + MCLT`; the potential expiration to send is
     /// `now + desired * factor`, and never less than the lease end.

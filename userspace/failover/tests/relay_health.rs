@@ -84,6 +84,7 @@ fn arrive(s: &mut Sim, keys: Vec<Vec<u8>>, gap: u32) -> Vec<usize> {
                 lease: None,
                 next_at: t + 1 + n as u32 * gap,
                 waiting_since: 0,
+                bootp: false,
             });
             s.clients.len() - 1
         })

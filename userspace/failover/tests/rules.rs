@@ -841,3 +841,56 @@ fn bndack_for_a_refused_batch_fits_the_message_limit() {
         assert!(found, "no BNDACK for {n} refused transactions");
     }
 }
+
+/// Draft-12 5.14: in a pool with dynamic BOOTP each partner allocates only its own addresses,
+/// in every state: PARTNER-DOWN past MCLT opens the partner's addresses to
+/// `may_allocate_lease` but never to `may_allocate_own_only`.
+#[test]
+fn bootp_failover_own_only_rule_holds_in_partner_down() {
+    use lease_store::{Lease, LeaseState, Owner};
+    let now = 100 * DAY;
+    let addr = std::net::Ipv4Addr::new(10, 0, 0, 9);
+    let rec = |state: LeaseState, owner: Owner| {
+        let mut l = Lease::free(addr);
+        l.state = state;
+        l.owner = owner;
+        l.expiry = DAY;
+        l
+    };
+    for role in [Role::Primary, Role::Secondary] {
+        let p = FailoverPolicy {
+            partner_down_usable_at: 2 * DAY,
+            ..policy(role, ServerState::PartnerDown, None)
+        };
+        let (own_free, other_free, own, other) = match role {
+            Role::Primary => (
+                LeaseState::Free,
+                LeaseState::Backup,
+                Owner::Primary,
+                Owner::Backup,
+            ),
+            Role::Secondary => (
+                LeaseState::Backup,
+                LeaseState::Free,
+                Owner::Backup,
+                Owner::Primary,
+            ),
+        };
+        // The DHCP rule lets PARTNER-DOWN take the partner's free and expired addresses...
+        assert!(p.may_allocate_lease(now, &rec(other_free, other)));
+        assert!(p.may_allocate_lease(now, &rec(LeaseState::Expired, other)));
+        // ...the BOOTP pool rule never does.
+        assert!(!p.may_allocate_own_only(now, &rec(other_free, other)));
+        assert!(!p.may_allocate_own_only(now, &rec(LeaseState::Expired, other)));
+        assert!(!p.may_allocate_own_only(now, &rec(LeaseState::Released, other)));
+        // Our own side stays usable.
+        assert!(p.may_allocate_own_only(now, &rec(own_free, own)));
+        assert!(p.may_allocate_own_only(now, &rec(LeaseState::Expired, own)));
+        // FREE is the primary's and BACKUP the secondary's whatever the owner byte says.
+        assert!(!p.may_allocate_own_only(now, &rec(other_free, own)));
+        for s in [ServerState::Normal, ServerState::CommunicationsInterrupted] {
+            let q = FailoverPolicy { state: s, ..p };
+            assert!(!q.may_allocate_own_only(now, &rec(other_free, other)));
+        }
+    }
+}

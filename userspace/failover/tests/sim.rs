@@ -78,6 +78,10 @@ fn simulation_many_seeds() {
         cov.reclaims_sent, cov.reclaims_acked, cov.reclaims_rejected
     );
     eprintln!(
+        "  dynamic BOOTP: {} permanent bindings (pools where each side gives only its own)",
+        cov.bootp_grants
+    );
+    eprintln!(
         "  operator partner-down from RECOVER (blind PARTNER-DOWN): {}",
         cov.blind_partner_downs
     );
@@ -117,6 +121,7 @@ fn simulation_many_seeds() {
     if n >= 300 {
         assert!(missing.is_empty(), "states never reached: {missing:?}");
         assert!(cov.reclaims_acked > 0, "no reclaim ever completed");
+        assert!(cov.bootp_grants > 0, "no BOOTP client was ever served");
     }
 }
 

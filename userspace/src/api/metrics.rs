@@ -246,6 +246,7 @@ fn collect(s: &ApiState) -> Scrape {
         ("offer", e.offers),
         ("ack", e.acks),
         ("nak", e.naks),
+        ("bootreply", e.bootp_replies),
         ("leaseactive", e.leasequery_active),
         ("leaseunassigned", e.leasequery_unassigned),
         ("leaseunknown", e.leasequery_unknown),

@@ -112,6 +112,19 @@ fn section(c: &FailoverConfig) -> String {
     }
 }
 
+/// The note logged at start when the secondary has `dynamic-bootp-backup-pct`: the primary
+/// decides the split, so the secondary ignores it (as it ignores `backup-pct`).
+pub fn bootp_pct_note(c: &FailoverConfig) -> Option<String> {
+    match (c.role, c.dynamic_bootp_backup_pct) {
+        (FailoverRole::Secondary, Some(p)) => Some(format!(
+            "{}: dynamic-bootp-backup-pct = {p} ignored on the secondary (the primary's \
+             value sets the split)",
+            section(c)
+        )),
+        _ => None,
+    }
+}
+
 /// The start-up line summarising the failover settings.
 pub fn startup_line(c: &FailoverConfig) -> String {
     format!(
@@ -322,6 +335,9 @@ impl Failover {
             })
             .context("spawning the failover thread")?;
         tracing::info!("{}", startup_line(cfg));
+        if let Some(note) = bootp_pct_note(cfg) {
+            tracing::info!("{note}");
+        }
         Ok(Failover {
             name: cfg.name.clone(),
             expiry_grace: ecfg_grace,
@@ -698,6 +714,7 @@ mod tests {
             split: None,
             load_balance_max_seconds: 3,
             backup_pct: 50,
+            dynamic_bootp_backup_pct: None,
             rebind_limit: 0,
             failback_hold: 0,
             failover_recover: None,
@@ -710,6 +727,42 @@ mod tests {
             subnets: Vec::new(),
             listed: false,
         }
+    }
+
+    #[test]
+    fn bootp_pct_split_of_dynamic_bootp_scopes() {
+        use xdhcpd_config::PoolBalanceCfg;
+        let pool = |id: u32, pct: Option<u8>, bootp: bool| PoolBalanceCfg {
+            pool_id: id,
+            backup_pct: pct,
+            boundary: None,
+            dynamic_bootp: bootp,
+        };
+        let mut c = failover_config(FailoverRole::Primary);
+        c.backup_pct = 40;
+        c.pools = vec![
+            pool(0, None, true),
+            pool(1, Some(30), true),
+            pool(2, Some(20), false),
+        ];
+        // Without dynamic-bootp-backup-pct: the scope's backup-pct, else the pair's.
+        let pct = |c: &FailoverConfig, id| super::rebalance::pool_pct(c, id);
+        assert_eq!((pct(&c, 0), pct(&c, 1), pct(&c, 2)), (40, 30, 20));
+        // With it: every dynamic-bootp scope takes it; the others keep theirs.
+        c.dynamic_bootp_backup_pct = Some(10);
+        assert_eq!((pct(&c, 0), pct(&c, 1), pct(&c, 2)), (10, 10, 20));
+        // Load balancing forces 50 everywhere (spec).
+        c.split = Some(128);
+        assert_eq!((pct(&c, 0), pct(&c, 2)), (50, 50));
+        // Set on the secondary: ignored, with a note; none on the primary.
+        assert!(super::bootp_pct_note(&c).is_none());
+        let mut s = failover_config(FailoverRole::Secondary);
+        s.dynamic_bootp_backup_pct = Some(10);
+        let note = super::bootp_pct_note(&s).expect("note");
+        assert!(
+            note.contains("dynamic-bootp-backup-pct = 10 ignored on the secondary"),
+            "{note}"
+        );
     }
 
     fn table_with_area(dir: &std::path::Path, area: Option<[u8; 64]>) -> Arc<LeaseTable> {

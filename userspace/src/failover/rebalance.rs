@@ -62,17 +62,17 @@ pub(crate) struct Rebalancer {
     pub(crate) total: Moved,
 }
 
-/// The percentage for a pool: load balancing forces 50 (spec); else the scope's value, else
-/// the relationship's.
-fn pool_pct(cfg: &FailoverConfig, pool_id: u32) -> u8 {
+/// The percentage for a pool: load balancing forces 50 (spec); in a `dynamic-bootp` scope
+/// `dynamic-bootp-backup-pct` when set; else the scope's value, else the relationship's.
+pub(crate) fn pool_pct(cfg: &FailoverConfig, pool_id: u32) -> u8 {
     if cfg.split.is_some() {
         return 50;
     }
-    cfg.pools
-        .iter()
-        .find(|p| p.pool_id == pool_id)
-        .and_then(|p| p.backup_pct)
-        .unwrap_or(cfg.backup_pct)
+    let pool = cfg.pools.iter().find(|p| p.pool_id == pool_id);
+    if let (Some(pct), Some(true)) = (cfg.dynamic_bootp_backup_pct, pool.map(|p| p.dynamic_bootp)) {
+        return pct;
+    }
+    pool.and_then(|p| p.backup_pct).unwrap_or(cfg.backup_pct)
 }
 
 /// The balancer's view of the table's pools of this relationship (each pool's whole range: a

@@ -158,6 +158,7 @@ mod tests {
             pool_id: 1,
             backup_pct: None,
             boundary: None,
+            dynamic_bootp: false,
         }]);
         let now = 1_800_000_000;
         let mut sync: BindingSync<u32> =

@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// CSV header of [`write_record`].
-pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined,relay_agent_info,vendor_class";
+pub const CSV_HEADER: &str = "address,pool,state,owner,htype,hwaddr,client_id,hostname,start,start_iso,expiry,expiry_iso,cltt,cltt_iso,lease_time,potential_expiry,potential_expiry_iso,acked_potential_expiry,acked_potential_expiry_iso,tstp,tsfp,quarantined,relay_agent_info,vendor_class,bootp";
 
 /// A time for output: unix seconds and ISO 8601 UTC; `None` for 0 (not set).
 /// `u32::MAX` (never) prints as `"never"` in the ISO column.
@@ -60,6 +60,8 @@ struct JsonRecord<'a> {
     relay_agent_info: Option<String>,
     /// Option 60 as the client last sent it (lossy UTF-8); null when none.
     vendor_class: Option<String>,
+    /// A permanent dynamic BOOTP binding (expiry `never`; the sweeper never ends it).
+    bootp: bool,
 }
 
 fn text(b: &[u8]) -> Option<String> {
@@ -147,6 +149,7 @@ pub fn write_record(
                 quarantined: l.is_quarantined(),
                 relay_agent_info: plain_hex(v.relay_agent_info()),
                 vendor_class: text(v.vendor_class()),
+                bootp: l.is_permanent(),
             };
             serde_json::to_writer(&mut *out, &r).map_err(io::Error::other)?;
             out.write_all(b"\n")
@@ -155,7 +158,7 @@ pub fn write_record(
             let o = |s: Option<String>| s.unwrap_or_default();
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 l.addr,
                 pool,
                 l.state,
@@ -179,7 +182,8 @@ pub fn write_record(
                 l.tsfp,
                 u8::from(l.is_quarantined()),
                 o(plain_hex(v.relay_agent_info())),
-                csv_text(text(v.vendor_class()))
+                csv_text(text(v.vendor_class())),
+                u8::from(l.is_permanent())
             )
         }
     }

@@ -157,7 +157,8 @@ impl ReconfHandle {
         let book = shared.reconf_base.as_ref().map(|(_, b)| b.clone());
         let mut out = Vec::new();
         for (slot, l) in table.iter() {
-            if l.state != lease_store::LeaseState::Active || l.expiry <= now {
+            // A BOOTP client (permanent binding) speaks no DHCP: never reconfigured.
+            if l.state != lease_store::LeaseState::Active || l.expiry <= now || l.is_permanent() {
                 continue;
             }
             // The option 82 whole, read only for the bindings that get this far.

@@ -532,8 +532,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
                     if p != q {
                         v.push(format!(
                             "pool {}: its subnet's failover balance (backup-pct, \
-                             backup-allocation-boundary) changed: the pools' balance between \
-                             the partners is set up at start; needs a restart",
+                             backup-allocation-boundary, dynamic-bootp) changed: the pools' \
+                             balance between the partners is set up at start; needs a restart",
                             p.pool_id
                         ));
                     }
@@ -701,6 +701,9 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
                 if o.pools != s.pools {
                     parts.push("pools");
                 }
+                if o.dynamic_bootp != s.dynamic_bootp {
+                    parts.push("dynamic-bootp");
+                }
                 if !parts.is_empty() {
                     v.push(format!("subnet {}: {} changed", s.net, parts.join(", ")));
                 } else if format!("{o:?}") != format!("{s:?}") {
@@ -725,6 +728,32 @@ mod tests {
     use super::*;
     use lease_store::{LeaseState, LeaseTable, OpenOptions, PoolSpec};
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn reload_bootp_key_is_live_outside_failover_and_a_restart_inside() {
+        let base = "[server]\ninterface = \"eth0\"\n\n{F}[[subnet]]\ncidr = \"10.0.0.0/24\"\n{B}[[subnet.pool]]\nrange = \"10.0.0.10-10.0.0.20\"\n";
+        let parse = |f: &str, b: &str| {
+            xdhcpd_config::parse(&base.replace("{F}", f).replace("{B}", b), "t.toml")
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (off, on) = (parse("", ""), parse("", "dynamic-bootp = true\n"));
+        assert!(needs_restart(&off, &on).is_empty());
+        assert_eq!(
+            describe_changes(&off, &on),
+            vec!["subnet 10.0.0.0/24: dynamic-bootp changed".to_string()]
+        );
+        let fo = "[failover]\nrole = \"primary\"\nname = \"pair\"\naddress = \"10.88.0.1\"\npeer-address = \"10.88.0.2\"\npartner-software = \"isc-dhcpd\"\n\n";
+        let (off, on) = (parse(fo, ""), parse(fo, "dynamic-bootp = true\n"));
+        let why = needs_restart(&off, &on);
+        assert!(why.iter().any(|r| r.contains("dynamic-bootp")), "{why:?}");
+        // dynamic-bootp-backup-pct is a [failover] key: a restart.
+        let pct = fo.replace("name", "dynamic-bootp-backup-pct = 20\nname");
+        let why = needs_restart(&off, &parse(&pct, ""));
+        assert!(
+            why.iter().any(|r| r.contains("[failover] changed")),
+            "{why:?}"
+        );
+    }
 
     fn text(dns: &str, extra_pool: bool, iface: &str, reservation: bool) -> String {
         let mut t = format!(

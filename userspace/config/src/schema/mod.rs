@@ -107,6 +107,7 @@ const SUBNET_KEYS: &[&str] = &[
     "backup-allocation-boundary",
     "shared-network",
     "deny-unknown",
+    "dynamic-bootp",
     "reconfigure-retries",
     "reconfigure-first-retry-ms",
     "failover",
@@ -451,6 +452,7 @@ pub(crate) fn build(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     pool_rules: r.pool_rules,
                     shared_network: r.shared_network.map(|(i, _)| i),
                     deny_unknown: r.deny_unknown,
+                    dynamic_bootp: r.dynamic_bootp,
                     reconfigure: r.reconfigure,
                     failover,
                 });

@@ -43,6 +43,8 @@ pub(super) struct RawSubnet {
     /// `shared-network`: index of the network and where it was named.
     pub(super) shared_network: Option<(usize, Loc)>,
     pub(super) deny_unknown: bool,
+    /// `dynamic-bootp` (default false).
+    pub(super) dynamic_bootp: bool,
     pub(super) reconfigure: crate::ReconfigureOverride,
     /// `failover = "NAME" | "none" | "default"`: Some((Some(name), at)) names a relationship,
     /// Some((None, at)) takes the subnet out of failover; None (or "default"): the server's
@@ -91,6 +93,10 @@ pub(super) fn read_subnet(
     });
     let deny_unknown = t
         .get("deny-unknown")
+        .and_then(|f| crate::reader::boolean(errs, &f))
+        .unwrap_or(false);
+    let dynamic_bootp = t
+        .get("dynamic-bootp")
         .and_then(|f| crate::reader::boolean(errs, &f))
         .unwrap_or(false);
     let failover = t.get("failover").and_then(|f| match string(errs, &f)? {
@@ -300,6 +306,7 @@ pub(super) fn read_subnet(
         pool_rules,
         shared_network,
         deny_unknown,
+        dynamic_bootp,
         reconfigure,
         failover,
     }

@@ -62,7 +62,7 @@ impl Engine {
 
     /// The subnet of pool `pool` when the client may draw from it on the link of `subnet`.
     #[inline]
-    fn usable_pool(&self, pool: u32, subnet: usize) -> Option<usize> {
+    pub(super) fn usable_pool(&self, pool: u32, subnet: usize) -> Option<usize> {
         let (si, _) = self.shared.scopes.pool_loc(pool)?;
         (self.shared.scopes.same_scope(si, subnet) && self.pool_refusal(pool).is_none())
             .then_some(si)
@@ -146,6 +146,12 @@ impl Engine {
                 let Some(si) = self.usable_pool(pool_id, subnet_index) else {
                     continue;
                 };
+                // A pool with dynamic BOOTP: the partner's addresses are never ours, not even
+                // in PARTNER-DOWN (draft-12 5.14).
+                let own_only = self.own_only_pool(pool_id);
+                if own_only && owner != own {
+                    continue;
+                }
                 let desired = self.desired_for(Some(pool_id), si, sum.lease_time);
                 // `allocate_if` re-checks freedom under the record lock and
                 // binds there, so no other worker can take it in between.
@@ -155,7 +161,7 @@ impl Engine {
                     match table.allocate_if_var(pool_id, self.shard, now, owner, |l, ve| {
                         // A reserved address back on a free list after its client's
                         // binding ended: refused (it returns to the list's tail).
-                        if !may_take(l, key, now, pol.as_ref())
+                        if !may_take(l, key, now, pol.as_ref(), own_only)
                             || self.shared.reserved_for_other(l.addr, key)
                             || self.registered_for_other(l.addr, key)
                         {

@@ -2,7 +2,9 @@
 //! binding status it has for the partner, how long a lease may be granted,
 //! and the stores that bind it (all run under the record's lock).
 
-use lease_store::{ClientKey, Lease, LeaseState, Owner, VarData, VarEdit, VarParts, VarRef};
+use lease_store::{
+    ClientKey, Lease, LeaseState, Owner, VarData, VarEdit, VarParts, VarRef, EXPIRY_PERMANENT,
+};
 use xdhcpd_failover::{FailoverPolicy, RequestKind};
 
 use crate::wire::{Message, MessageType, Summary};
@@ -12,14 +14,32 @@ use super::RxMeta;
 /// May `key` take this record now, under the failover policy `pol`?
 /// The client's own binding is not an allocation; anything else is, and
 /// must pass `may_allocate_lease` (own pool; the partner's only in PARTNER-DOWN
-/// after MCLT; expired/released only after the partner acknowledged them).
-pub(super) fn may_take(l: &Lease, key: &ClientKey, now: u32, pol: Option<&FailoverPolicy>) -> bool {
+/// after MCLT; expired/released only after the partner acknowledged them). `own_only`: the
+/// record lies in a pool with dynamic BOOTP, where the partner's addresses are never ours
+/// (`may_allocate_own_only`, draft-12 5.14).
+pub(super) fn may_take(
+    l: &Lease,
+    key: &ClientKey,
+    now: u32,
+    pol: Option<&FailoverPolicy>,
+    own_only: bool,
+) -> bool {
     if !can_take(l, key, now) {
         return false;
     }
     let own = l.client == *key && l.state.binds_client();
     match pol {
         None => true,
+        // A pool with dynamic BOOTP (the failover crate's rules: owner, status and last end of
+        // the record): the client's own ended binding on the partner's side is not taken
+        // back either, the partner may have given the address to a BOOTP client meanwhile.
+        Some(p) if own_only => {
+            if own {
+                is_bound(l, now) || p.owns_record(l)
+            } else {
+                p.may_allocate_own_only(now, l)
+            }
+        }
         Some(_) if own => true,
         // The failover crate's rule (status and last end of the record, with the expiry
         // grace), which the simulation runs too.
@@ -126,9 +146,44 @@ pub(super) fn bind_granted<'m>(
     } else {
         bind(l, key, msg, state, now, expiry);
         l.potential_expiry = potential;
+        // A DHCP lease, with its end: no longer a permanent BOOTP binding.
+        l.flags &= !lease_store::FLAG_BOOTP;
         store_var(l, ve, var, keep_relay, same_client);
     }
     secs
+}
+
+/// Binds `key` permanently (dynamic BOOTP, RFC 2131 §4.1): ACTIVE, lease end and potential
+/// end [`EXPIRY_PERMANENT`], [`lease_store::FLAG_BOOTP`] set. No MCLT cap: a BOOTP client
+/// never renews, so no lease it could be given would ever be shortened (draft-12 5.14); the
+/// failover rule for these bindings is the pool rule (`may_take`'s `own_only`).
+pub(super) fn bind_bootp<'m>(
+    l: &mut Lease,
+    key: &ClientKey,
+    msg: &Message<'_>,
+    now: u32,
+    ve: &mut VarEdit<'_, 'm>,
+    var: MsgVar<'m>,
+) {
+    if l.state == LeaseState::Backup {
+        l.owner = Owner::Backup;
+    } else if l.state == LeaseState::Free {
+        l.owner = Owner::Primary;
+    }
+    let same_client = l.client == *key && l.state.binds_client();
+    if same_client && l.is_permanent() {
+        // The client's own permanent binding, asked again: nothing changes (its
+        // transaction time neither, so the partner is not sent the same binding again).
+        return;
+    }
+    let keep_relay =
+        var.parts.relay_agent_info().is_empty() && msg.giaddr().is_unspecified() && same_client;
+    bind(l, key, msg, LeaseState::Active, now, EXPIRY_PERMANENT);
+    l.lease_time = EXPIRY_PERMANENT;
+    l.potential_expiry = EXPIRY_PERMANENT;
+    l.flags |= lease_store::FLAG_BOOTP;
+    l.flags &= !(lease_store::FLAG_RECONFIGURING | lease_store::FLAG_RECONF_KEY);
+    store_var(l, ve, var, keep_relay, same_client);
 }
 
 /// A message's variable data (option 82 whole, host name, vendor class) and its handle,

@@ -241,7 +241,8 @@ impl Engine {
                     return self.nak(msg, sum, "address not offered to this client", out);
                 }
                 if !ours {
-                    if !may_take(&known, key, now, self.pol.as_ref()) {
+                    let own_only = self.own_only_pool(table.pool_of_slot(slot));
+                    if !may_take(&known, key, now, self.pol.as_ref(), own_only) {
                         return self.nak(msg, sum, "address in use", out);
                     }
                     // RFC 2131 §4.3.2: INIT-REBOOT only for the client's own binding: NAK

@@ -18,6 +18,7 @@
 
 mod address;
 mod binding;
+mod bootp;
 mod caps;
 pub mod classes;
 mod messages;
@@ -35,7 +36,8 @@ use std::sync::Arc;
 use lease_store::{ClientKey, LeaseState, LeaseTable, Slot, VarParts, VarRef};
 use xdhcpd_config::{ClassSet, Config, LeaseTimes, ReservationKey, Subnet};
 use xdhcpd_failover::{
-    admit_with_relay_health, Admission, FailoverPolicy, Named, PolicyCell, RelayHealth, RhcVerdict,
+    admit_with_relay_health, Admission, FailoverPolicy, Named, PolicyCell, RelayHealth,
+    RequestKind, RhcVerdict,
 };
 
 use crate::delivery::Delivery;
@@ -67,6 +69,9 @@ pub struct EngineShared {
     reserved_addrs: HashMap<Ipv4Addr, ClientKey>,
     /// Pool id -> subnet index.
     pool_subnet: HashMap<u32, usize>,
+    /// Some subnet has `dynamic-bootp`: BOOTP requests are looked at (else refused at once,
+    /// as before the key existed), and pools with it follow the failover pool rule.
+    dynamic_bootp: bool,
     /// Published by the failover drivers, one per relationship (`Config::failovers` order);
     /// empty = standalone server.
     pub failovers: Vec<Arc<PolicyCell>>,
@@ -121,7 +126,9 @@ impl EngineShared {
             }
         }
         let reserved_addrs = reservations.iter().map(|(k, &(_, ip))| (ip, *k)).collect();
+        let dynamic_bootp = config.subnets.iter().any(|s| s.dynamic_bootp);
         EngineShared {
+            dynamic_bootp,
             trust: RelayTrust::new(&config),
             hosts: Registrations::from_config(&config),
             scopes: Scopes::new(&config),
@@ -378,6 +385,8 @@ pub struct Engine {
     nonce_capable: bool,
     /// Lease-cap units reserved for the message being handled (`caps.rs`).
     cap_res: crate::caps::Reservation,
+    /// The message being handled is a BOOTREQUEST (no option 53): `take` binds permanently.
+    bootp_msg: bool,
 }
 
 impl Engine {
@@ -402,6 +411,7 @@ impl Engine {
             reconf_key: None,
             nonce_capable: false,
             cap_res: crate::caps::Reservation::default(),
+            bootp_msg: false,
         }
     }
 
@@ -434,10 +444,54 @@ impl Engine {
     pub fn handle(&mut self, now: u32, meta: &RxMeta, payload: &[u8], out: &mut [u8]) -> Decision {
         let st = self.stats.clone();
         EngineStats::inc(&st.received);
-        let msg = match Message::new_checked(payload) {
-            Ok(m) => m,
-            Err(_) => return self.silent(&st.malformed, Silence::Malformed),
+        match Message::new_checked(payload) {
+            Ok(m) => self.handle_message(now, meta, m, false, out),
+            // RFC 951: a BOOTREQUEST's vendor area need not start with the RFC 1497 cookie.
+            // Looked at only where some subnet serves BOOTP; else malformed, as always.
+            Err(wire::ParseError::BadCookie) if self.shared.dynamic_bootp => {
+                self.handle_plain_bootp(now, meta, payload, out)
+            }
+            Err(_) => self.silent(&st.malformed, Silence::Malformed),
+        }
+    }
+
+    /// A BOOTREQUEST without the magic cookie (RFC 951): its vendor area holds no options.
+    /// The fixed header is copied in front of a cookie and an END (on the stack: no
+    /// allocation), so the one parser and the one dispatch see it as a message without
+    /// options; its reply carries no options either (`bootp.rs`).
+    #[inline(never)]
+    fn handle_plain_bootp(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
+        let Some(head) = payload.get(..wire::HEADER_LEN) else {
+            return self.silent(&st.malformed, Silence::Malformed);
         };
+        let mut buf = [0u8; wire::OPTIONS_OFFSET + 1];
+        buf[..wire::HEADER_LEN].copy_from_slice(head);
+        buf[wire::HEADER_LEN..wire::OPTIONS_OFFSET].copy_from_slice(&wire::MAGIC_COOKIE);
+        buf[wire::OPTIONS_OFFSET] = wire::opt::END;
+        match Message::new_checked(&buf) {
+            Ok(m) => self.handle_message(now, meta, m, true, out),
+            Err(_) => self.silent(&st.malformed, Silence::Malformed),
+        }
+    }
+
+    /// [`Engine::handle`] after the header check. `plain`: a BOOTREQUEST that carried no
+    /// magic cookie (its header only, see `handle_plain_bootp`).
+    fn handle_message(
+        &mut self,
+        now: u32,
+        meta: &RxMeta,
+        msg: Message<'_>,
+        plain: bool,
+        out: &mut [u8],
+    ) -> Decision {
+        let st = self.stats.clone();
         if msg.op() != wire::OP_BOOTREQUEST {
             return self.silent(&st.not_request, Silence::NotRequest);
         }
@@ -445,12 +499,24 @@ impl Engine {
             Ok(s) => s,
             Err(_) => return self.silent(&st.malformed, Silence::Malformed),
         };
-        let Some(kind) = sum.message_type else {
+        let kind = match sum.message_type {
+            Some(k) => Some(k),
+            // BOOTP (no option 53): served only in subnets with `dynamic-bootp` (`bootp.rs`).
+            None if self.shared.dynamic_bootp => None,
             // BOOTP is refused (carrier deployments assign by DHCP only).
-            return self.silent(&st.not_request, Silence::NotRequest);
+            None => {
+                EngineStats::inc(&st.bootp_refused);
+                return self.silent(&st.not_request, Silence::NotRequest);
+            }
         };
-        // Who sent it, before anything reads giaddr or relay data (`trust.rs`).
-        match self.shared.trust.screen(kind, msg.giaddr(), &mut sum) {
+        self.bootp_msg = kind.is_none();
+        // Who sent it, before anything reads giaddr or relay data (`trust.rs`); a
+        // BOOTREQUEST as a client's request (RFC 1542 relays forward both alike).
+        match self
+            .shared
+            .trust
+            .screen(kind.unwrap_or(MessageType::Request), msg.giaddr(), &mut sum)
+        {
             Ok(stripped) => {
                 if stripped.relay_info {
                     EngineStats::inc(&st.relay_info_from_client_stripped);
@@ -475,7 +541,7 @@ impl Engine {
         }
         // A leasequery only reads the table: every failover state and every
         // load-balancing bucket answers it, so it goes before admission.
-        if kind == MessageType::LeaseQuery {
+        if kind == Some(MessageType::LeaseQuery) {
             return self.leasequery(now, &msg, &sum, out);
         }
         let key = client_key(&msg, &sum);
@@ -493,7 +559,7 @@ impl Engine {
             let (admission, verdict) = admit_with_relay_health(
                 pol,
                 self.shared.rhc.as_deref(),
-                request_kind(kind, &msg, &sum, meta),
+                kind.map_or(RequestKind::Bootp, |k| request_kind(k, &msg, &sum, meta)),
                 hash_key,
                 msg.secs(),
                 msg.giaddr(),
@@ -523,7 +589,7 @@ impl Engine {
         if self.shared.scopes.active
             && matches!(
                 kind,
-                MessageType::Discover | MessageType::Request | MessageType::Inform
+                Some(MessageType::Discover | MessageType::Request | MessageType::Inform) | None
             )
         {
             let mut facts = self.shared.hosts.facts(&msg, &sum, &key);
@@ -535,23 +601,29 @@ impl Engine {
         }
         self.reconf_key = None;
         self.nonce_capable = reconfigure::nonce_capable(sum.forcerenew_nonce);
-        if self
-            .shared
-            .reconf
-            .as_ref()
-            .is_some_and(|r| r.book.any_flagged())
-            && matches!(
-                kind,
-                MessageType::Discover
-                    | MessageType::Request
-                    | MessageType::Release
-                    | MessageType::Decline
-            )
+        if let Some(
+            k @ (MessageType::Discover
+            | MessageType::Request
+            | MessageType::Release
+            | MessageType::Decline),
+        ) = kind
         {
-            if let Some(d) = self.reconfiguring(now, kind, &msg, &sum, &key, out) {
-                return d;
+            if self
+                .shared
+                .reconf
+                .as_ref()
+                .is_some_and(|r| r.book.any_flagged())
+            {
+                if let Some(d) = self.reconfiguring(now, k, &msg, &sum, &key, out) {
+                    return d;
+                }
             }
         }
+        let Some(kind) = kind else {
+            let d = self.bootp(now, meta, &msg, &sum, &key, plain, out);
+            self.cap_release();
+            return d;
+        };
         match kind {
             MessageType::Discover => {
                 EngineStats::inc(&st.discovers);
@@ -663,6 +735,21 @@ impl Engine {
         cfg.subnet_for(link)
     }
 
+    /// Whether allocation in pool `pool` follows the dynamic BOOTP failover rule: under a
+    /// failover policy, in a subnet with `dynamic-bootp`, only this server's own addresses
+    /// are ever given, in every state (draft-12 5.14; `may_take`'s `own_only`).
+    #[inline]
+    fn own_only_pool(&self, pool: u32) -> bool {
+        self.shared.dynamic_bootp
+            && self.pol.is_some()
+            && self
+                .shared
+                .pool_subnet
+                .get(&pool)
+                .and_then(|&si| self.shared.config.subnets.get(si))
+                .is_some_and(|s| s.dynamic_bootp)
+    }
+
     fn subnet_of_slot(&self, slot: Slot) -> Option<usize> {
         let pool = self.shared.table.pool_of_slot(slot);
         self.shared.pool_subnet.get(&pool).copied()
@@ -770,13 +857,21 @@ impl Engine {
         }
         let pol = self.pol;
         let var = self.var_for(sum, state);
+        // A BOOTREQUEST binds permanently (`bootp.rs`).
+        let bootp = self.bootp_msg && state == LeaseState::Active;
         // RFC 6704: a client that can take a reconfigure key gets one with its ACK.
         let keyed = state == LeaseState::Active
+            && !bootp
             && self.shared.reconf.as_ref().is_some_and(|r| r.policy.nonce)
             && self.nonce_capable;
+        let own_only = self.own_only_pool(self.shared.table.pool_of_slot(slot));
         let (r, changed) = self.shared.table.update_var(slot, |l, ve| {
-            if !may_take(l, key, now, pol.as_ref()) {
+            if !may_take(l, key, now, pol.as_ref(), own_only) {
                 return None;
+            }
+            if bootp {
+                binding::bind_bootp(l, key, msg, now, ve, var);
+                return Some((lease_store::EXPIRY_PERMANENT, same_hw(l, msg)));
             }
             let secs = bind_granted(
                 l,
@@ -801,7 +896,7 @@ impl Engine {
             }
             Some((secs, same_hw(l, msg)))
         });
-        if r.is_some() && state == LeaseState::Active {
+        if r.is_some() && state == LeaseState::Active && !bootp {
             if let Some(rc) = &self.shared.reconf {
                 rc.book.note(slot, msg.xid(), msg.giaddr());
                 if keyed {

@@ -481,7 +481,8 @@ pub fn begin(
     policy: &ReconfigureConfig,
 ) -> Result<Lease, NotStarted> {
     table.update(slot, |l| {
-        if l.state != LeaseState::Active || l.expiry <= now {
+        // A BOOTP client (permanent binding) speaks no DHCP: no FORCERENEW for it.
+        if l.state != LeaseState::Active || l.expiry <= now || l.is_permanent() {
             return Err(NotStarted::NotBound);
         }
         if l.flags & FLAG_RECONFIGURING != 0 {

@@ -372,7 +372,13 @@ impl Engine {
         let table = &self.shared.table;
         match table.slot_of(ip) {
             None => true,
-            Some(slot) => may_take(&table.read(slot), key, now, self.pol.as_ref()),
+            Some(slot) => may_take(
+                &table.read(slot),
+                key,
+                now,
+                self.pol.as_ref(),
+                self.own_only_pool(table.pool_of_slot(slot)),
+            ),
         }
     }
 

@@ -76,13 +76,7 @@ impl Engine {
         }
         // Requested parameters in the client's order; without a list, all
         // configured options. Each code at most once.
-        let mut sent = [0u64; 4];
-        let mut mark = |c: u8| {
-            let (i, b) = ((c >> 6) as usize, 1u64 << (c & 63));
-            let fresh = sent[i] & b == 0;
-            sent[i] |= b;
-            fresh
-        };
+        let mut sent = Sent::default();
         for c in [
             opt::MESSAGE_TYPE,
             opt::SERVER_ID,
@@ -93,45 +87,9 @@ impl Engine {
             opt::RELAY_AGENT_INFO,
             opt::AUTHENTICATION,
         ] {
-            mark(c);
+            sent.mark(c);
         }
-        match sum.parameter_list {
-            Some(list) => {
-                for &c in list {
-                    if let Some(v) = layers.option(c) {
-                        if mark(c) {
-                            w.option_if_room(c, v);
-                        }
-                    }
-                }
-            }
-            None => {
-                for (i, word) in layers.codes().into_iter().enumerate() {
-                    let mut bits = word;
-                    while bits != 0 {
-                        let c = (i as u8) << 6 | bits.trailing_zeros() as u8;
-                        bits &= bits - 1;
-                        if let Some(v) = layers.option(c) {
-                            if mark(c) {
-                                w.option_if_room(c, v);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Host name built from the MAC (option 12), when a layer asks for it and the client
-        // wants it (or sent no list).
-        if let Some(prefix) = layers.host_name_prefix() {
-            let wanted = sum
-                .parameter_list
-                .is_none_or(|l| l.contains(&opt::HOST_NAME));
-            if wanted && msg.hlen() == 6 && mark(opt::HOST_NAME) {
-                let mut buf = [0u8; 64];
-                let n = host_name_from_mac(prefix, msg.chaddr(), &mut buf);
-                w.option_if_room(opt::HOST_NAME, &buf[..n]);
-            }
-        }
+        put_configured(&mut w, msg, sum, &layers, &mut sent);
         // RFC 6704 §3.3.1: the client's reconfigure key, for FORCERENEW authentication.
         if let (MessageType::Ack, Some(_), Some((key, replay))) = (kind, lease, self.reconf_key) {
             let v = super::reconfigure::key_option(&key, replay);
@@ -163,5 +121,69 @@ impl Engine {
             to = Delivery::Broadcast;
         }
         Decision::Reply { len, kind, to }
+    }
+}
+
+/// Option codes already written to a reply (each at most once).
+#[derive(Default)]
+pub(super) struct Sent([u64; 4]);
+
+impl Sent {
+    /// Notes `c`; true when it was not written before.
+    #[inline]
+    pub(super) fn mark(&mut self, c: u8) -> bool {
+        let (i, b) = ((c >> 6) as usize, 1u64 << (c & 63));
+        let fresh = self.0[i] & b == 0;
+        self.0[i] |= b;
+        fresh
+    }
+}
+
+/// The configured options of `layers` the client asks for (option 55, in its order; all of
+/// them without a list), then the host name built from the MAC, each where it fits and not
+/// already `sent`. Shared by DHCP replies and BOOTREPLYs.
+pub(super) fn put_configured(
+    w: &mut ReplyWriter<'_>,
+    msg: &Message<'_>,
+    sum: &Summary<'_>,
+    layers: &Layers<'_>,
+    sent: &mut Sent,
+) {
+    match sum.parameter_list {
+        Some(list) => {
+            for &c in list {
+                if let Some(v) = layers.option(c) {
+                    if sent.mark(c) {
+                        w.option_if_room(c, v);
+                    }
+                }
+            }
+        }
+        None => {
+            for (i, word) in layers.codes().into_iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let c = (i as u8) << 6 | bits.trailing_zeros() as u8;
+                    bits &= bits - 1;
+                    if let Some(v) = layers.option(c) {
+                        if sent.mark(c) {
+                            w.option_if_room(c, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Host name built from the MAC (option 12), when a layer asks for it and the client
+    // wants it (or sent no list).
+    if let Some(prefix) = layers.host_name_prefix() {
+        let wanted = sum
+            .parameter_list
+            .is_none_or(|l| l.contains(&opt::HOST_NAME));
+        if wanted && msg.hlen() == 6 && sent.mark(opt::HOST_NAME) {
+            let mut buf = [0u8; 64];
+            let n = host_name_from_mac(prefix, msg.chaddr(), &mut buf);
+            w.option_if_room(opt::HOST_NAME, &buf[..n]);
+        }
     }
 }

@@ -20,10 +20,11 @@
 //! to. This is what a restarted server re-sends (draft-12 UPDREQ) without any queue on disk.
 
 use lease_store::{
-    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, FLAG_RECONFIGURING, FLAG_RECONF_KEY,
+    ClientKey, KeyKind, Lease, LeaseState, Owner, VarData, FLAG_BOOTP, FLAG_RECONFIGURING,
+    FLAG_RECONF_KEY,
 };
 
-use crate::types::{Binding, BindingStatus};
+use crate::types::{Binding, BindingStatus, IP_FLAG_BOOTP};
 
 /// Seconds of the newest event in the record: the binding start, the client's last
 /// transaction, and for RELEASED/EXPIRED the moment the lease ended (`expiry`).
@@ -62,7 +63,10 @@ pub fn status_of(l: &Lease) -> Option<BindingStatus> {
 /// has ended counts as EXPIRED, a live one as ACTIVE; otherwise [`status_of`].
 pub fn allocation_status(l: &Lease, now: u32) -> BindingStatus {
     match l.state {
-        LeaseState::Offered | LeaseState::Active if l.expiry <= now => BindingStatus::Expired,
+        // A permanent (dynamic BOOTP) binding never ends, whatever its expiry says.
+        LeaseState::Offered | LeaseState::Active if l.expiry <= now && !l.is_permanent() => {
+            BindingStatus::Expired
+        }
         LeaseState::Offered | LeaseState::Active | LeaseState::Reserved => BindingStatus::Active,
         _ => status_of(l).unwrap_or(BindingStatus::Abandoned),
     }
@@ -165,7 +169,12 @@ fn binding_with(l: &Lease, v: &VarData, status: BindingStatus, potential: u32) -
         } else {
             Vec::new()
         },
-        flags: 0,
+        // Draft-12 5.14: the B bit for a BOOTP client's binding (to every partner).
+        flags: if active && l.flags & FLAG_BOOTP != 0 {
+            IP_FLAG_BOOTP
+        } else {
+            0
+        },
         reconfiguring: active && l.flags & FLAG_RECONFIGURING != 0,
         reconf_key: active && l.flags & FLAG_RECONF_KEY != 0,
     }
@@ -251,6 +260,13 @@ pub fn write_binding_var(r: &mut Lease, v: &mut VarData, b: &Binding) {
             if b.reconf_key {
                 r.flags |= FLAG_RECONF_KEY;
             }
+            // A BOOTP client's binding (the B bit): permanent here too, whatever lease end
+            // the partner wrote (ours 0xffffffff, ISC dhcpd's 0x7fffffff).
+            if b.flags & IP_FLAG_BOOTP != 0 {
+                r.flags |= FLAG_BOOTP;
+            } else {
+                r.flags &= !FLAG_BOOTP;
+            }
             // Whole (any valid option 82 fits); one that is no valid option (over 255
             // bytes) is kept nowhere rather than cut (a cut option 82 would name another
             // subscriber). Host name and vendor class: as the per-lease bound allows.
@@ -274,7 +290,7 @@ pub fn write_binding_var(r: &mut Lease, v: &mut VarData, b: &Binding) {
             };
             r.clear_binding();
             *v = VarData::EMPTY;
-            r.flags &= !(FLAG_RECONFIGURING | FLAG_RECONF_KEY);
+            r.flags &= !(FLAG_RECONFIGURING | FLAG_RECONF_KEY | FLAG_BOOTP);
             r.state = state;
             r.owner = owner;
             r.start = b.start;
@@ -582,5 +598,48 @@ mod tests {
         assert_eq!(l.flags & FLAG_RECONFIGURING, 0);
         assert!(unacked(&l), "the partner learns the flag is gone");
         assert!(!lease_to_binding(&l).expect("active").reconfiguring);
+    }
+
+    #[test]
+    fn bootp_binding_carries_the_b_bit_and_a_permanent_end() {
+        let mut l = active();
+        l.expiry = lease_store::EXPIRY_PERMANENT;
+        l.potential_expiry = lease_store::EXPIRY_PERMANENT;
+        l.flags |= FLAG_BOOTP;
+        let b = lease_to_binding(&l).expect("active is exchanged");
+        assert_eq!(b.flags & IP_FLAG_BOOTP, IP_FLAG_BOOTP);
+        assert_eq!(b.lease_expiry, 0xffff_ffff);
+        assert_eq!(b.potential_expiry, 0xffff_ffff);
+        // The partner applies it: permanent there too.
+        let mut r = Lease::free(l.addr);
+        write_binding(&mut r, &b);
+        assert!(r.is_permanent());
+        assert_eq!(r.expiry, 0xffff_ffff);
+        // A DHCP binding carries no B bit.
+        assert_eq!(lease_to_binding(&active()).expect("active").flags, 0);
+    }
+
+    #[test]
+    fn bootp_binding_from_isc_with_its_forever_stays_permanent() {
+        // ISC dhcpd writes a BOOTP lease's end as MAX_TIME (0x7fffffff) with the B bit.
+        let mut b = lease_to_binding(&active()).expect("active");
+        b.flags = IP_FLAG_BOOTP;
+        b.lease_expiry = 0x7fff_ffff;
+        b.potential_expiry = 0x7fff_ffff;
+        let mut r = Lease::free(b.addr);
+        write_binding(&mut r, &b);
+        assert!(r.is_permanent());
+        // Past 2038 it is still held for allocation.
+        assert_eq!(allocation_status(&r, 0x8000_0000), BindingStatus::Active);
+        // The partner's later DHCP binding for the address drops the flag; a free one too.
+        b.flags = 0;
+        b.lease_expiry = 5000;
+        write_binding(&mut r, &b);
+        assert!(!r.is_permanent());
+        assert_eq!(r.flags & FLAG_BOOTP, 0);
+        r.flags |= FLAG_BOOTP;
+        let free = Binding::free(r.addr, 6000);
+        write_binding(&mut r, &free);
+        assert_eq!(r.flags & FLAG_BOOTP, 0);
     }
 }

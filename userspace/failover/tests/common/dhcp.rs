@@ -1,6 +1,6 @@
 //! The simulated DHCP clients and the DHCP server model that obeys the engine's policy.
 
-use lease_store::{LeaseState, Owner};
+use lease_store::{LeaseState, Owner, EXPIRY_PERMANENT, FLAG_BOOTP};
 use xdhcpd_failover::{admit_with_relay_health, Admission, BindingStore, Named, RequestKind};
 
 use super::{addr, client_key, Sim, GRACE, POOL};
@@ -14,6 +14,8 @@ pub struct Client {
     /// True time the client began asking for an address (its `secs` counts from there); 0 =
     /// not asking.
     pub waiting_since: u32,
+    /// A BOOTP client: one BOOTREQUEST, a permanent binding, never renewed or released.
+    pub bootp: bool,
 }
 
 impl Sim {
@@ -99,7 +101,80 @@ impl Sim {
         g.lease_secs
     }
 
+    /// A BOOTP client's one exchange (`xdhcpd_dhcpv4` `engine/bootp.rs`): admitted as
+    /// `RequestKind::Bootp`, its binding if the server has one, else the lowest address of the
+    /// server's own side (`may_allocate_own_only`, every state), bound for ever.
+    fn bootp(&mut self, c: usize) {
+        let key = self.clients[c].key.clone();
+        let first = self.rng.below(2) as usize;
+        for i in [first, 1 - first] {
+            if !self.reachable_by_client(i) {
+                continue;
+            }
+            let pol = self.nodes[i].cell.load();
+            let now = self.nodes[i].now(self.t);
+            if let Admission::Drop(_) = pol.admit(RequestKind::Bootp, &key, 0) {
+                continue;
+            }
+            let k = match self.find_record(i, &key) {
+                Some(k) if self.nodes[i].lease(k).is_permanent() => Some(k),
+                _ => (0..self.nodes[i].table.present())
+                    .find(|&k| pol.may_allocate_own_only(now, self.nodes[i].lease(k))),
+            };
+            let Some(k) = k else {
+                continue;
+            };
+            self.grant_permanent(i, k, &key, now);
+            self.cov.bootp_grants += 1;
+            self.clients[c].lease = Some((k, u32::MAX, i, u32::MAX, u32::MAX));
+            self.clients[c].next_at = u32::MAX;
+            return;
+        }
+        self.clients[c].next_at = self.t + self.rng.range(5, 30);
+    }
+
+    /// The DHCP engine's `bind_bootp`: ACTIVE for ever (lease end and potential end
+    /// 0xffffffff, `FLAG_BOOTP`), no MCLT cap; then to the failover driver.
+    fn grant_permanent(&mut self, i: usize, k: usize, key: &[u8], now: u32) {
+        if self.verbose {
+            let m = format!("node{i}: BOOTP {} to {:?} for ever", addr(k), key);
+            self.note(m);
+        }
+        let ck = client_key(key);
+        let t = self.t;
+        let node = &mut self.nodes[i];
+        node.table
+            .update(addr(k), |l| {
+                match l.state {
+                    LeaseState::Backup => l.owner = Owner::Backup,
+                    LeaseState::Free => l.owner = Owner::Primary,
+                    _ => {}
+                }
+                l.state = LeaseState::Active;
+                l.client = ck;
+                l.htype = 1;
+                l.hlen = key.len() as u8;
+                l.chaddr = [0; 16];
+                l.chaddr[..key.len()].copy_from_slice(key);
+                l.expiry = EXPIRY_PERMANENT;
+                l.start = now;
+                l.cltt = now;
+                l.lease_time = EXPIRY_PERMANENT;
+                l.potential_expiry = EXPIRY_PERMANENT;
+                l.flags |= FLAG_BOOTP;
+            })
+            .expect("simulated address");
+        let l = node.table.0[k];
+        if let Some(e) = node.engine.as_mut() {
+            node.sync.record_changed(e, now, t, &l);
+        }
+        self.drain(i);
+    }
+
     fn dora(&mut self, c: usize) {
+        if self.clients[c].bootp {
+            return self.bootp(c);
+        }
         let key = self.clients[c].key.clone();
         if self.clients[c].waiting_since == 0 {
             self.clients[c].waiting_since = self.t;
@@ -137,9 +212,17 @@ impl Sim {
             let k = match self.find_record(i, &key) {
                 Some(k) if self.nodes[i].lease(k).expiry > now => Some(k),
                 _ => {
-                    // Lowest address first, by the DHCP engine's failover rule.
-                    (0..self.nodes[i].table.present())
-                        .find(|&k| pol.may_allocate_lease(now, self.nodes[i].lease(k)))
+                    // Lowest address first, by the DHCP engine's failover rule (in a pool
+                    // with dynamic BOOTP: own side only).
+                    let bootp_pool = self.p.dynamic_bootp;
+                    (0..self.nodes[i].table.present()).find(|&k| {
+                        let l = self.nodes[i].lease(k);
+                        if bootp_pool {
+                            pol.may_allocate_own_only(now, l)
+                        } else {
+                            pol.may_allocate_lease(now, l)
+                        }
+                    })
                 }
             };
             let Some(k) = k else {

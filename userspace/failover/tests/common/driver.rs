@@ -209,8 +209,10 @@ impl Sim {
             for k in 0..self.nodes[i].table.present() {
                 let node = &mut self.nodes[i];
                 let r = node.table.update(addr(k), |l| {
+                    // A permanent (dynamic BOOTP) binding never ends (lease-store's sweep).
                     let go = matches!(l.state, LeaseState::Active | LeaseState::Offered)
-                        && l.expiry <= cutoff;
+                        && l.expiry <= cutoff
+                        && !l.is_permanent();
                     if go {
                         l.state = LeaseState::Expired;
                     }

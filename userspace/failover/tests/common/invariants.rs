@@ -52,7 +52,9 @@ impl Sim {
                     let l = self.nodes[n].lease(k);
                     l.state == LeaseState::Active
                         && l.client == client_key(&cl.key)
-                        && (l.expiry as i64 - self.nodes[n].offset) + 2 * MAX_SKEW >= end as i64
+                        && (l.is_permanent()
+                            || (l.expiry as i64 - self.nodes[n].offset) + 2 * MAX_SKEW
+                                >= end as i64)
                 });
                 if !known {
                     panic!(

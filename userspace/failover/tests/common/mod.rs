@@ -153,6 +153,10 @@ pub struct SimParams {
     pub load_balance_max_secs: u16,
     /// `failback-hold` of both nodes (0 = off).
     pub failback_hold: u32,
+    /// The pool has dynamic BOOTP: every fourth client is a BOOTP client (one exchange, a
+    /// permanent binding, never renewed), and both partners allocate, DHCP included, only
+    /// from their own side in every state (draft-12 5.14, `may_allocate_own_only`).
+    pub dynamic_bootp: bool,
 }
 
 impl SimParams {
@@ -171,6 +175,7 @@ impl SimParams {
             bndupd_batch: 1,
             load_balance_max_secs: 3,
             failback_hold: 0,
+            dynamic_bootp: false,
         }
     }
 }
@@ -195,6 +200,8 @@ impl SimParams {
             },
             load_balance_max_secs: 3,
             failback_hold: 0,
+            // Drawn after the others, for the same reason.
+            dynamic_bootp: rng.chance(400),
         }
     }
 }
@@ -290,6 +297,8 @@ pub struct Coverage {
     pub reclaims_sent: u64,
     pub reclaims_acked: u64,
     pub reclaims_rejected: u64,
+    /// Permanent bindings given to BOOTP clients (dynamic BOOTP seeds).
+    pub bootp_grants: u64,
 }
 
 impl Coverage {
@@ -314,6 +323,7 @@ impl Coverage {
         self.reclaims_sent += o.reclaims_sent;
         self.reclaims_acked += o.reclaims_acked;
         self.reclaims_rejected += o.reclaims_rejected;
+        self.bootp_grants += o.bootp_grants;
     }
 }
 
@@ -417,6 +427,7 @@ impl Sim {
                 lease: None,
                 next_at: t + 5 + (i as u32 * 7) % 60,
                 waiting_since: 0,
+                bootp: p.dynamic_bootp && i % 4 == 3,
             })
             .collect();
         let mut s = Sim {
