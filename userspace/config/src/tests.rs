@@ -309,7 +309,11 @@ fn commit_coalesce_max_key_parses_and_errors_are_positioned() {
         ("commit-coalesce-max-us = 0\ncommit-coalesce-us = 0", 0, 0),
         ("commit-coalesce-max-us = 200", 200, 200),
         ("commit-coalesce-max-us = 10000", 200, 10_000),
-        ("commit-coalesce-us = 300\ncommit-coalesce-max-us = 2000", 300, 2000),
+        (
+            "commit-coalesce-us = 300\ncommit-coalesce-max-us = 2000",
+            300,
+            2000,
+        ),
         // Not given: 1000, or the base when that is longer.
         ("commit-coalesce-us = 5000", 5000, 5000),
         ("commit-coalesce-us = 0", 0, 1000),
@@ -319,8 +323,16 @@ fn commit_coalesce_max_key_parses_and_errors_are_positioned() {
             "t.toml",
         )
         .unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(cfg.server.commit_coalesce, Duration::from_micros(base), "{text}");
-        assert_eq!(cfg.server.commit_coalesce_max, Duration::from_micros(max), "{text}");
+        assert_eq!(
+            cfg.server.commit_coalesce,
+            Duration::from_micros(base),
+            "{text}"
+        );
+        assert_eq!(
+            cfg.server.commit_coalesce_max,
+            Duration::from_micros(max),
+            "{text}"
+        );
     }
     for (text, want) in [
         (

@@ -270,8 +270,8 @@ impl Committer {
         let _ = self.thread.set(std::thread::current());
         let min_gap = Duration::from_micros(self.min_gap_us.load(Ordering::Relaxed));
         let coalesce = Duration::from_micros(self.coalesce_us.load(Ordering::Relaxed));
-        let coalesce_max = Duration::from_micros(self.coalesce_max_us.load(Ordering::Relaxed))
-            .max(coalesce);
+        let coalesce_max =
+            Duration::from_micros(self.coalesce_max_us.load(Ordering::Relaxed)).max(coalesce);
         let mut last_start: Option<std::time::Instant> = None;
         let mut last_end: Option<std::time::Instant> = None;
         let entries =

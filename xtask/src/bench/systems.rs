@@ -681,11 +681,8 @@ impl Ctx {
                     text = text.replacen("[server]\n", "[server]\ncommit-coalesce-us = 0\n", 1);
                 }
                 if sys == System::Xdp6FixedCoalesce {
-                    text = text.replacen(
-                        "[server]\n",
-                        "[server]\ncommit-coalesce-max-us = 200\n",
-                        1,
-                    );
+                    text =
+                        text.replacen("[server]\n", "[server]\ncommit-coalesce-max-us = 200\n", 1);
                 }
                 fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
                 c.arg(&self.daemon)

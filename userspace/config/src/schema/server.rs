@@ -140,7 +140,9 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         },
     };
     let commit_coalesce_max = match t.get("commit-coalesce-max-us") {
-        None => commit_coalesce.map(|c| c.max(Duration::from_micros(DEFAULT_COMMIT_COALESCE_MAX_US))),
+        None => {
+            commit_coalesce.map(|c| c.max(Duration::from_micros(DEFAULT_COMMIT_COALESCE_MAX_US)))
+        }
         Some(f) => match (commit, int_in(errs, &f, 0, 10_000, "0..=10000 (µs)")) {
             (Some(CommitMode::Interval(_)), Some(_)) => {
                 errs.push(
