@@ -159,7 +159,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
                         errs.push(
                             &f.span(),
                             &f.path,
-                            &format!(
+                            format!(
                                 "{n} is below `commit-coalesce-us` ({}): the longest coalescing wait cannot be shorter than the shortest",
                                 c.as_micros()
                             ),
