@@ -61,12 +61,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Systems to measure, comma-separated (default all but xdhcpd-xdp-nats,
-    /// xdhcpd-xdp-gap, xdhcpd-xdp-nocoalesce and xdhcpd-xdp6-nocoalesce): ceiling, xdhcpd-xdp,
-    /// xdhcpd-xdp-events, xdhcpd-xdp-nats (event log + NATS sink to a nats-server the bench
-    /// starts), xdhcpd-xdp-ratelimit, xdhcpd-xdp-gap (commit-min-gap-us = 1000),
-    /// xdhcpd-xdp-nocoalesce (commit-coalesce-us = 0), xdhcpd-xdp-prov,
+    /// xdhcpd-xdp-gap, xdhcpd-xdp-nocoalesce, xdhcpd-xdp6-nocoalesce and
+    /// xdhcpd-xdp6-fixedcoalesce): ceiling, xdhcpd-xdp, xdhcpd-xdp-events, xdhcpd-xdp-nats
+    /// (event log + NATS sink to a nats-server the bench starts), xdhcpd-xdp-ratelimit,
+    /// xdhcpd-xdp-gap (commit-min-gap-us = 1000), xdhcpd-xdp-nocoalesce (commit-coalesce-us =
+    /// 0), xdhcpd-xdp-prov,
     /// xdhcpd-xdp-interval, xdhcpd-udp, kea, dhcpd; DHCPv6: ceiling6, xdhcpd-xdp6,
-    /// xdhcpd-xdp6-nocoalesce (commit-coalesce-us = 0), kea-dhcp6.
+    /// xdhcpd-xdp6-nocoalesce (commit-coalesce-us = 0), xdhcpd-xdp6-fixedcoalesce
+    /// (commit-coalesce-max-us = 200), kea-dhcp6.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
     /// Seconds of load per point (default 5; 1.5 with --quick).
@@ -208,6 +210,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                         | System::XdpGap
                         | System::XdpNoCoalesce
                         | System::Xdp6NoCoalesce
+                        | System::Xdp6FixedCoalesce
                 )
             })
             .collect()

@@ -331,6 +331,12 @@ pub struct ServerConfig {
     /// next, so that each carries more (default 200 µs; 0: back to back). A lone request
     /// after a quiet spell, and light load, are committed at once.
     pub commit_coalesce: Duration,
+    /// `commit-coalesce-max-us`: the longest coalescing wait (default 1000 µs, never below
+    /// `commit-coalesce-us`). Above 100,000 record changes a second (measured over the last
+    /// ~8 group commits) the wait grows in proportion to the rate, from `commit-coalesce-us`
+    /// up to this: the busier the server, the fewer syncs per exchange (each costs the core
+    /// about the same whatever it carries). Equal to `commit-coalesce-us`: a fixed wait.
+    pub commit_coalesce_max: Duration,
     pub ebpf_object: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
     /// `registration-file`: the registration store (snapshot; its log is `PATH.log`).

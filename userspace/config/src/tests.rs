@@ -185,6 +185,7 @@ fn defaults_when_keys_are_omitted() {
     assert_eq!(cfg.server.commit, CommitMode::Ack);
     assert_eq!(cfg.server.commit_min_gap, Duration::ZERO);
     assert_eq!(cfg.server.commit_coalesce, Duration::from_micros(200));
+    assert_eq!(cfg.server.commit_coalesce_max, Duration::from_micros(1000));
     assert_eq!(cfg.server.ebpf_object, None);
     assert_eq!(cfg.lease, LeaseTimes::default());
     assert!(cfg.subnets[0].pools.is_empty());
@@ -291,6 +292,60 @@ fn commit_min_gap_key_parses_and_errors_are_positioned() {
         (
             "commit = \"interval:10\"\ncommit-min-gap-us = 500",
             "t.toml:4:21: server.commit-min-gap-us: `commit-min-gap-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+        ),
+    ] {
+        assert_eq!(
+            error_lines(&format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}")),
+            vec![want.to_string()],
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn commit_coalesce_max_key_parses_and_errors_are_positioned() {
+    let sub = "[[subnet]]\ncidr = \"10.0.0.0/24\"\n";
+    for (text, base, max) in [
+        ("commit-coalesce-max-us = 0\ncommit-coalesce-us = 0", 0, 0),
+        ("commit-coalesce-max-us = 200", 200, 200),
+        ("commit-coalesce-max-us = 10000", 200, 10_000),
+        (
+            "commit-coalesce-us = 300\ncommit-coalesce-max-us = 2000",
+            300,
+            2000,
+        ),
+        // Not given: 1000, or the base when that is longer.
+        ("commit-coalesce-us = 5000", 5000, 5000),
+        ("commit-coalesce-us = 0", 0, 1000),
+    ] {
+        let cfg = parse(
+            &format!("[server]\ninterface = \"eth0\"\n{text}\n{sub}"),
+            "t.toml",
+        )
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            cfg.server.commit_coalesce,
+            Duration::from_micros(base),
+            "{text}"
+        );
+        assert_eq!(
+            cfg.server.commit_coalesce_max,
+            Duration::from_micros(max),
+            "{text}"
+        );
+    }
+    for (text, want) in [
+        (
+            "commit-coalesce-max-us = 10001",
+            "t.toml:3:26: server.commit-coalesce-max-us: 10001 is out of range: must be 0..=10000 (µs)",
+        ),
+        (
+            "commit-coalesce-max-us = 100",
+            "t.toml:3:26: server.commit-coalesce-max-us: 100 is below `commit-coalesce-us` (200): the longest coalescing wait cannot be shorter than the shortest",
+        ),
+        (
+            "commit = \"interval:10\"\ncommit-coalesce-max-us = 100",
+            "t.toml:4:26: server.commit-coalesce-max-us: `commit-coalesce-max-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
         ),
     ] {
         assert_eq!(

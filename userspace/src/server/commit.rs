@@ -35,8 +35,12 @@
 //! commit starts `commit-coalesce-us` after the previous one ended, and so carries what was
 //! written meanwhile: each group commit costs the core about the same whatever it carries
 //! (the device's notifications are VM exits on the bench VM), so fewer, fuller ones leave
-//! more of it to the workers. The rule above is unchanged: `target` is read after the wait,
-//! and a reply leaves only after a commit that started after its records were written.
+//! more of it to the workers. The wait grows with the load (`commit-coalesce-max-us`): above
+//! [`COALESCE_REF_RATE`] record changes a second it is `commit-coalesce-us` times the rate
+//! over that reference, up to the maximum, so the busier the server the fewer syncs (and
+//! device notifications) per exchange, while at moderate rates the wait, and the latency it
+//! adds, stays short. The rule above is unchanged: `target` is read after the wait, and a
+//! reply leaves only after a commit that started after its records were written.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,6 +96,26 @@ pub const LOADED_COMMIT_ENTRIES: u64 = 64;
 /// in between it may be either (no flapping: each state keeps itself).
 pub const COALESCE_LOADED_ENTRIES: u64 = 16;
 
+/// Record changes a second at which the coalescing wait is `commit-coalesce-us`; above it
+/// the wait grows in proportion to the rate (twice the rate, twice the wait), up to
+/// `commit-coalesce-max-us` ([`coalesce_wait`]). 100,000 changes a second is ~50,000 DHCPv6
+/// SARRs (two bindings each) or ~100,000 DORAs: a third of the bench server's top rate.
+pub const COALESCE_REF_RATE: u64 = 100_000;
+
+/// The coalescing wait under load for a measured rate of record changes (per second):
+/// `base` up to [`COALESCE_REF_RATE`], then `base * rate / COALESCE_REF_RATE`, never above
+/// `max` (nor below `base`).
+pub fn coalesce_wait(base: Duration, max: Duration, rate: u64) -> Duration {
+    let base_us = u64::try_from(base.as_micros()).unwrap_or(u64::MAX);
+    let us = if rate <= COALESCE_REF_RATE {
+        base_us
+    } else {
+        u64::try_from(u128::from(base_us) * u128::from(rate) / u128::from(COALESCE_REF_RATE))
+            .unwrap_or(u64::MAX)
+    };
+    Duration::from_micros(us).min(max).max(base)
+}
+
 #[derive(Debug, Default)]
 pub struct Committer {
     written: AtomicU64,
@@ -120,6 +144,12 @@ pub struct Committer {
     /// (only under load); a closed loop of C clients stays above C / (commit time + this)
     /// exchanges a second.
     coalesce_us: AtomicU64,
+    /// `commit-coalesce-max-us`: the longest coalescing wait ([`coalesce_wait`]); below
+    /// `coalesce_us` (the default of [`Committer::with_gaps`]): a fixed wait.
+    coalesce_max_us: AtomicU64,
+    /// Coalescing waits taken and their total (µs), for the stats.
+    pub coalesce_waits: AtomicU64,
+    pub coalesce_waited_us: AtomicU64,
 }
 
 /// A worker's handle to sleep until either its socket is readable or the
@@ -178,6 +208,17 @@ impl Committer {
         c
     }
 
+    /// As [`Committer::with_gaps`], with a coalescing wait that grows with the load up to
+    /// `coalesce_max` (`commit-coalesce-max-us`, [`coalesce_wait`]).
+    pub fn with_adaptive_gaps(gap: Duration, coalesce: Duration, coalesce_max: Duration) -> Self {
+        let c = Self::with_gaps(gap, coalesce);
+        c.coalesce_max_us.store(
+            u64::try_from(coalesce_max.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        c
+    }
+
     /// Called by a worker after it wrote records: the ticket its replies wait for.
     pub fn ticket(&self) -> u64 {
         // SeqCst pairs with the committer's `idle` store + `written` re-check (a Dekker
@@ -229,6 +270,8 @@ impl Committer {
         let _ = self.thread.set(std::thread::current());
         let min_gap = Duration::from_micros(self.min_gap_us.load(Ordering::Relaxed));
         let coalesce = Duration::from_micros(self.coalesce_us.load(Ordering::Relaxed));
+        let coalesce_max =
+            Duration::from_micros(self.coalesce_max_us.load(Ordering::Relaxed)).max(coalesce);
         let mut last_start: Option<std::time::Instant> = None;
         let mut last_end: Option<std::time::Instant> = None;
         let entries =
@@ -236,6 +279,9 @@ impl Committer {
         let mut entries_before = entries();
         // Record changes per group commit, moving average over ~8 commits (x8, fixed point).
         let mut carried_x8: u64 = 0;
+        // Record changes a second (carried / time from the previous commit's end to this
+        // one's), moving average over ~8 commits (x8).
+        let mut rate_x8: u64 = 0;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if let Some(last) = last_start {
@@ -249,8 +295,15 @@ impl Committer {
                 // Under load: let more record changes gather before this commit.
                 if let Some(end) = last_end {
                     let since = end.elapsed();
-                    if since < coalesce && !stopping && carried_x8 / 8 >= COALESCE_LOADED_ENTRIES {
-                        std::thread::sleep(coalesce - since);
+                    let wait = coalesce_wait(coalesce, coalesce_max, rate_x8 / 8);
+                    if since < wait && !stopping && carried_x8 / 8 >= COALESCE_LOADED_ENTRIES {
+                        let nap = wait - since;
+                        self.coalesce_waits.fetch_add(1, Ordering::Relaxed);
+                        self.coalesce_waited_us.fetch_add(
+                            u64::try_from(nap.as_micros()).unwrap_or(u64::MAX),
+                            Ordering::Relaxed,
+                        );
+                        std::thread::sleep(nap);
                         target = self.written.load(Ordering::Acquire);
                     }
                 }
@@ -260,7 +313,9 @@ impl Committer {
                     .commit()
                     .and_then(|()| also.map_or(Ok(()), |d| d.make_durable()));
                 self.flush_latency.record(started.elapsed());
-                last_end = Some(std::time::Instant::now());
+                let ended = std::time::Instant::now();
+                let cycle = last_end.map(|e| ended.saturating_duration_since(e));
+                last_end = Some(ended);
                 if !min_gap.is_zero() || !coalesce.is_zero() {
                     // The load measure only matters when there is a gap to skip or a
                     // coalescing wait to take.
@@ -268,6 +323,14 @@ impl Committer {
                     let carried = now_entries.saturating_sub(entries_before).min(1 << 40);
                     carried_x8 = carried_x8 - carried_x8 / 8 + carried;
                     entries_before = now_entries;
+                    if coalesce_max > coalesce {
+                        // A cycle after an idle park counts its whole span: a low rate.
+                        let ns = cycle.map_or(u128::MAX, |c| c.as_nanos().max(1));
+                        let rate = u64::try_from(u128::from(carried) * 1_000_000_000 / ns)
+                            .unwrap_or(u64::MAX)
+                            .min(1 << 40);
+                        rate_x8 = rate_x8 - rate_x8 / 8 + rate;
+                    }
                 }
                 match flushed {
                     Ok(()) => {
@@ -540,6 +603,76 @@ mod tests {
         );
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
+    }
+
+    /// `commit-coalesce-max-us`: the wait is `commit-coalesce-us` up to the reference rate,
+    /// grows in proportion above it and stops at the maximum.
+    #[test]
+    fn committer_coalesce_wait_grows_with_the_rate_up_to_the_maximum() {
+        let us = Duration::from_micros;
+        let (base, max) = (us(200), us(1000));
+        assert_eq!(coalesce_wait(base, max, 0), base);
+        assert_eq!(coalesce_wait(base, max, COALESCE_REF_RATE), base);
+        assert_eq!(coalesce_wait(base, max, 2 * COALESCE_REF_RATE), us(400));
+        assert_eq!(coalesce_wait(base, max, 302_000), us(604));
+        assert_eq!(coalesce_wait(base, max, 50 * COALESCE_REF_RATE), max);
+        assert_eq!(coalesce_wait(base, max, u64::MAX), max);
+        // A maximum equal to the base (or below it): the fixed wait of before.
+        assert_eq!(coalesce_wait(base, base, 10 * COALESCE_REF_RATE), base);
+        assert_eq!(coalesce_wait(base, us(0), 10 * COALESCE_REF_RATE), base);
+        assert_eq!(coalesce_wait(us(0), max, 10 * COALESCE_REF_RATE), us(0));
+    }
+
+    /// Under a high rate of record changes (~500,000 a second here, five times the reference)
+    /// the committer waits longer than `commit-coalesce-us` between group commits, so it
+    /// syncs less often than the fixed wait would (one commit per ~base + sync).
+    #[test]
+    fn committer_coalesce_waits_longer_at_a_higher_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = table(dir.path(), 250, Some(lease_store::MIN_WAL_BYTES));
+        let base = Duration::from_millis(10);
+        let c = Arc::new(Committer::with_adaptive_gaps(
+            Duration::ZERO,
+            base,
+            Duration::from_millis(500),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = spawn(c.clone(), table.clone(), None, stop.clone()).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut k = 0u32;
+        let mut last = 0;
+        while t0.elapsed() < Duration::from_millis(2500) {
+            for _ in 0..2 {
+                for i in 0..250 {
+                    let s = table.slot(i).unwrap();
+                    k = k.wrapping_add(1);
+                    table.update(s, |l| {
+                        l.state = lease_store::LeaseState::Active;
+                        l.expiry = 2_000_000_000 + (k % 1_000_000);
+                    });
+                }
+            }
+            last = c.ticket();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let written = table.wal_stats().unwrap().entries;
+        wait_durable(&c, last);
+        let secs = t0.elapsed().as_secs_f64();
+        let waits = c.coalesce_waits.load(Ordering::Relaxed);
+        let waited = c.coalesce_waited_us.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        let rate = written as f64 / secs;
+        assert!(
+            rate > 2.0 * COALESCE_REF_RATE as f64,
+            "the test's writer reached only {rate:.0} changes/s"
+        );
+        assert!(waits > 0, "no coalescing wait under load");
+        let mean_us = waited / waits;
+        assert!(
+            mean_us > 15_000,
+            "mean wait {mean_us} µs at {rate:.0} changes/s: not above the 10 ms base"
+        );
     }
 
     #[test]

@@ -620,9 +620,10 @@ impl Daemon {
         // Ack mode: one committer thread flushes for all workers (and the reconfigure driver's
         // record changes), whatever the data path.
         let committer_shared = (cfg.server.commit == CommitMode::Ack).then(|| {
-            Arc::new(Committer::with_gaps(
+            Arc::new(Committer::with_adaptive_gaps(
                 cfg.server.commit_min_gap,
                 cfg.server.commit_coalesce,
+                cfg.server.commit_coalesce_max,
             ))
         });
         let reconf = match cfg.reconfigure {
@@ -1142,6 +1143,8 @@ impl Daemon {
                 "workers": WorkerCounters::sum(&self.workers.counters),
                 "commit_flushes": flushes(|c| &c.flushes),
                 "commit_flush_errors": flushes(|c| &c.flush_errors),
+                "commit_coalesce_waits": flushes(|c| &c.coalesce_waits),
+                "commit_coalesce_waited_us": flushes(|c| &c.coalesce_waited_us),
             });
             if let Some(w) = self.table.wal_stats() {
                 v["wal"] = wal_json(&w);

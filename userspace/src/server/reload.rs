@@ -463,6 +463,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{}", b.commit_coalesce.as_micros()),
     );
     field(
+        "commit-coalesce-max-us",
+        a.commit_coalesce_max != b.commit_coalesce_max,
+        format!("{}", a.commit_coalesce_max.as_micros()),
+        format!("{}", b.commit_coalesce_max.as_micros()),
+    );
+    field(
         "ebpf-object",
         a.ebpf_object != b.ebpf_object,
         format!("{:?}", a.ebpf_object),

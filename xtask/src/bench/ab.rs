@@ -32,6 +32,33 @@ pub(super) struct AbSample {
     /// CPU µs per ACKed DORA of the system's backend process (the NATS server of
     /// `xdhcpd-xdp-nats`) in the open-loop point.
     pub backend_cpu_us: Option<f64>,
+    /// Block write requests and cache flushes per ACKed exchange of the open-loop point
+    /// (the machine's disks, `/sys/block/*/stat`: anything else writing meanwhile counts too).
+    pub blk_per_exchange: Option<(f64, f64)>,
+}
+
+/// Write requests and flush requests completed so far, summed over the machine's block
+/// devices (not loop, ram or zram); None when `/sys/block` cannot be read.
+pub(super) fn block_writes_flushes() -> Option<(u64, u64)> {
+    let mut w = 0;
+    let mut f = 0;
+    for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram") {
+            continue;
+        }
+        let Ok(t) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let v: Vec<u64> = t
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // Field 5: writes completed; field 16: flush requests completed (Linux 5.5+).
+        w += v.get(4).copied().unwrap_or(0);
+        f += v.get(15).copied().unwrap_or(0);
+    }
+    Some((w, f))
 }
 
 pub(super) fn median(v: &mut [f64]) -> Option<f64> {
@@ -83,8 +110,17 @@ impl Ctx {
         )?;
         let backend = server.backend_pid();
         let before = backend.and_then(proc_ticks);
+        let blk_before = block_writes_flushes();
         let open = self.point(sys, &Load::open(sc.clients, rate, self.secs), pid, None)?;
+        let blk_after = block_writes_flushes();
         let after = backend.and_then(proc_ticks);
+        let blk_per_exchange = match (blk_before, blk_after) {
+            (Some(a), Some(b)) if open.acks > 0 => Some((
+                b.0.saturating_sub(a.0) as f64 / open.acks as f64,
+                b.1.saturating_sub(a.1) as f64 / open.acks as f64,
+            )),
+            _ => None,
+        };
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let backend_cpu_us = match (before, after) {
@@ -116,6 +152,7 @@ impl Ctx {
             cpu_us: open.server_cpu_s_per_exchange.map(|s| s * 1e6),
             open_loss_pct: open.loss_pct,
             backend_cpu_us,
+            blk_per_exchange,
         })
     }
 
@@ -136,6 +173,14 @@ impl Ctx {
                     s.cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
                     s.open_loss_pct
                 );
+                if let Some((w, f)) = s.blk_per_exchange {
+                    println!(
+                        "   round {}/{rounds} {:<22} at {}/s: block writes {w:.4}, flushes {f:.4} per exchange",
+                        r + 1,
+                        sys.key(),
+                        fmt_rate(rate as f64),
+                    );
+                }
                 if let Some(b) = s.backend_cpu_us {
                     println!(
                         "   round {}/{rounds} {:<22} beside it: nats-server {b:.1} µs CPU per DORA",
@@ -192,6 +237,23 @@ fn report(systems: &[System], samples: &[Vec<AbSample>], rate: u64) -> String {
             spread(&ru),
         ));
     }
+    for (i, sys) in systems.iter().enumerate() {
+        let mut w: Vec<f64> = samples[i]
+            .iter()
+            .filter_map(|x| x.blk_per_exchange.map(|b| b.0))
+            .collect();
+        let mut f: Vec<f64> = samples[i]
+            .iter()
+            .filter_map(|x| x.blk_per_exchange.map(|b| b.1))
+            .collect();
+        if let (Some(w), Some(f)) = (median(&mut w), median(&mut f)) {
+            o.push_str(&format!(
+                "\n{}: block write requests {w:.4} and cache flushes {f:.4} per exchange at {}/s (median; every process's I/O on the machine counts)\n",
+                sys.key(),
+                fmt_rate(rate as f64)
+            ));
+        }
+    }
     if systems.contains(&System::XdpNats) {
         o.push_str(&format!(
             "\n{}: {}.\n",
@@ -236,12 +298,14 @@ mod tests {
             cpu_us: Some(10.0),
             open_loss_pct: 0.0,
             backend_cpu_us: None,
+            blk_per_exchange: None,
         };
         let b = AbSample {
             closed: 90.0,
             cpu_us: Some(11.0),
             open_loss_pct: 0.0,
             backend_cpu_us: Some(2.5),
+            blk_per_exchange: None,
         };
         let t = report(&s[..2], &[vec![a, a], vec![b, b]], 40_000);
         assert!(!t.contains("nats-server runs on"), "{t}");

@@ -47,12 +47,15 @@ pub enum System {
     /// `Xdp6` with `commit-coalesce-us = 0` (group commits back to back, as before the
     /// coalescing): the coalescing's effect in the same run (`--ab-rounds`).
     Xdp6NoCoalesce,
+    /// `Xdp6` with `commit-coalesce-max-us = 200` (the fixed 200 µs wait, as before the
+    /// load-adaptive one): the adaptive wait's effect in the same run (`--ab-rounds`).
+    Xdp6FixedCoalesce,
     /// Kea 2.2 kea-dhcp6 on the same link and pools.
     Kea6,
 }
 
 impl System {
-    pub const ALL: [System; 16] = [
+    pub const ALL: [System; 17] = [
         System::Ceiling,
         System::XdpAck,
         System::XdpEvents,
@@ -68,6 +71,7 @@ impl System {
         System::Ceiling6,
         System::Xdp6,
         System::Xdp6NoCoalesce,
+        System::Xdp6FixedCoalesce,
         System::Kea6,
     ];
 
@@ -88,6 +92,7 @@ impl System {
             System::Ceiling6 => "ceiling6",
             System::Xdp6 => "xdhcpd-xdp6",
             System::Xdp6NoCoalesce => "xdhcpd-xdp6-nocoalesce",
+            System::Xdp6FixedCoalesce => "xdhcpd-xdp6-fixedcoalesce",
             System::Kea6 => "kea-dhcp6",
         }
     }
@@ -115,6 +120,9 @@ impl System {
             System::Xdp6NoCoalesce => {
                 "xdhcpd XDP DHCPv6, commit=ack, commit-coalesce-us = 0 (SARR with IA_NA+IA_PD)"
             }
+            System::Xdp6FixedCoalesce => {
+                "xdhcpd XDP DHCPv6, commit=ack, commit-coalesce-max-us = 200 (SARR with IA_NA+IA_PD)"
+            }
             System::Kea6 => "Kea 2.2 kea-dhcp6 (MT 2 threads, memfile, SARR with IA_NA+IA_PD)",
         }
     }
@@ -136,6 +144,7 @@ impl System {
             System::Ceiling6 => "#999999",
             System::Xdp6 => "#bcbd22",
             System::Xdp6NoCoalesce => "#dbdb8d",
+            System::Xdp6FixedCoalesce => "#8c6d31",
             System::Kea6 => "#aec7e8",
         }
     }
@@ -167,7 +176,8 @@ impl System {
             | System::XdpNoCoalesce
             | System::XdpProv
             | System::Xdp6
-            | System::Xdp6NoCoalesce => (2_000, 800_000, 50_000, 50_000, 256),
+            | System::Xdp6NoCoalesce
+            | System::Xdp6FixedCoalesce => (2_000, 800_000, 50_000, 50_000, 256),
             System::XdpInterval => (10_000, 800_000, 50_000, 50_000, 256),
             System::Udp => (2_000, 400_000, 50_000, 50_000, 256),
             System::Kea | System::Kea6 => (1_000, 64_000, 16_000, 8_000, 64),
@@ -204,6 +214,7 @@ impl System {
                 | System::Udp
                 | System::Xdp6
                 | System::Xdp6NoCoalesce
+                | System::Xdp6FixedCoalesce
         )
     }
 
@@ -212,7 +223,11 @@ impl System {
     pub(super) fn is_v6(self) -> bool {
         matches!(
             self,
-            System::Ceiling6 | System::Xdp6 | System::Xdp6NoCoalesce | System::Kea6
+            System::Ceiling6
+                | System::Xdp6
+                | System::Xdp6NoCoalesce
+                | System::Xdp6FixedCoalesce
+                | System::Kea6
         )
     }
 
@@ -668,11 +683,15 @@ impl Ctx {
                     .arg(w.join("ceiling6-stats.json"));
                 libc::SIGINT
             }
-            System::Xdp6 | System::Xdp6NoCoalesce => {
+            System::Xdp6 | System::Xdp6NoCoalesce | System::Xdp6FixedCoalesce => {
                 let cfg = w.join(format!("{key}.toml"));
                 let mut text = xdhcpd6_config(&w.join(format!("{key}-bindings6.db")));
                 if sys == System::Xdp6NoCoalesce {
                     text = text.replacen("[server]\n", "[server]\ncommit-coalesce-us = 0\n", 1);
+                }
+                if sys == System::Xdp6FixedCoalesce {
+                    text =
+                        text.replacen("[server]\n", "[server]\ncommit-coalesce-max-us = 200\n", 1);
                 }
                 fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
                 c.arg(&self.daemon)
@@ -868,6 +887,7 @@ mod tests {
             System::Ceiling6,
             System::Xdp6,
             System::Xdp6NoCoalesce,
+            System::Xdp6FixedCoalesce,
             System::Kea6,
         ] {
             assert!(s.is_v6());

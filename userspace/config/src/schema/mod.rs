@@ -60,6 +60,7 @@ const SERVER_KEYS: &[&str] = &[
     "worker-slice-us",
     "background-nice",
     "commit-coalesce-us",
+    "commit-coalesce-max-us",
     "ebpf-object",
     "control-socket",
     "trusted-relays",

@@ -20,6 +20,8 @@ pub const DEFAULT_WORKER_SLICE_US: u64 = 100;
 pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
 /// `commit-coalesce-us` when not given (see [`ServerConfig::commit_coalesce`]).
 pub const DEFAULT_COMMIT_COALESCE_US: u64 = 200;
+/// `commit-coalesce-max-us` when not given (see [`ServerConfig::commit_coalesce_max`]).
+pub const DEFAULT_COMMIT_COALESCE_MAX_US: u64 = 1000;
 
 pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<ServerConfig> {
     let interface = t.require(errs, "interface").and_then(|f| {
@@ -137,6 +139,39 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
             (_, n) => n.map(|n| Duration::from_micros(n.unsigned_abs())),
         },
     };
+    let commit_coalesce_max = match t.get("commit-coalesce-max-us") {
+        None => {
+            commit_coalesce.map(|c| c.max(Duration::from_micros(DEFAULT_COMMIT_COALESCE_MAX_US)))
+        }
+        Some(f) => match (commit, int_in(errs, &f, 0, 10_000, "0..=10000 (µs)")) {
+            (Some(CommitMode::Interval(_)), Some(_)) => {
+                errs.push(
+                    &f.span(),
+                    &f.path,
+                    "`commit-coalesce-max-us` applies to `commit = \"ack\"` only (interval mode has no group commits)",
+                );
+                None
+            }
+            (_, Some(n)) => {
+                let max = Duration::from_micros(n.unsigned_abs());
+                match commit_coalesce {
+                    Some(c) if max < c => {
+                        errs.push(
+                            &f.span(),
+                            &f.path,
+                            format!(
+                                "{n} is below `commit-coalesce-us` ({}): the longest coalescing wait cannot be shorter than the shortest",
+                                c.as_micros()
+                            ),
+                        );
+                        None
+                    }
+                    _ => Some(max),
+                }
+            }
+            (_, None) => None,
+        },
+    };
     let ebpf_object = t.get("ebpf-object").map(|f| path_value(errs, &f));
     let control_socket = t.get("control-socket").map(|f| path_value(errs, &f));
     let registration_file = t.get("registration-file").map(|f| path_value(errs, &f));
@@ -175,6 +210,7 @@ pub(super) fn read_server(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Se
         worker_slice: worker_slice?,
         background_nice: background_nice?,
         commit_coalesce: commit_coalesce?,
+        commit_coalesce_max: commit_coalesce_max?,
         ebpf_object: ebpf_object.map_or(Some(None), |p| p.map(Some))?,
         control_socket: control_socket.map_or(Some(None), |p| p.map(Some))?,
         registration_file: registration_file.map_or(Some(None), |p| p.map(Some))?,
