@@ -86,7 +86,7 @@ impl RefusalSummary {
         let mut parts = Vec::new();
         for (i, c) in self.burst.iter().enumerate() {
             if *c > 0 {
-                let what = KINDS.get(i).map_or("other reasons", |(_, w)| w);
+                let what = KINDS.get(i).map_or("other reasons", |(_, w)| *w);
                 parts.push(format!("{c} {what}"));
             }
         }

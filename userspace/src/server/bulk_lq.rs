@@ -815,30 +815,58 @@ mod tests {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate (`openssl`).
     fn pki(dir: &std::path::Path) -> bool {
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ok = openssl(
-            dir,
-            &[&["req", "-x509"][..], &ec[..], &["-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=ca", "-days", "2"]].concat(),
+        let run = |args: Vec<&str>| openssl(dir, &args);
+        let mut ok = run(
+            [
+                &["req", "-x509"][..],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+                &["-subj", "/CN=ca", "-days", "2"],
+            ]
+            .concat(),
         );
-        for (name, ext) in [
-            ("srv", "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n"),
-            ("dev", "subjectAltName = DNS:olt.example\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature\nextendedKeyUsage = clientAuth\n"),
-        ] {
-            let (key, csr, crt, extf) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-                format!("{name}.ext"),
+        let leaves = [
+            ("srv", "IP:127.0.0.1", "serverAuth"),
+            ("dev", "DNS:olt.example", "clientAuth"),
+        ];
+        for (name, san, usage) in leaves {
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let crt = format!("{name}.crt");
+            let extf = format!("{name}.ext");
+            let subj = format!("/CN={name}");
+            let ext = format!(
+                "subjectAltName = {san}\nbasicConstraints = CA:FALSE\n\
+                 keyUsage = digitalSignature\nextendedKeyUsage = {usage}\n"
             );
             ok = ok
                 && std::fs::write(dir.join(&extf), ext).is_ok()
-                && openssl(
-                    dir,
-                    &[&["req"][..], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat(),
+                && run(
+                    [
+                        &["req"][..],
+                        &ec[..],
+                        &["-keyout", key.as_str(), "-out", csr.as_str()],
+                        &["-subj", subj.as_str()],
+                    ]
+                    .concat(),
                 )
-                && openssl(
-                    dir,
-                    &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &extf],
-                );
+                && run(vec![
+                    "x509",
+                    "-req",
+                    "-in",
+                    csr.as_str(),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    crt.as_str(),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    extf.as_str(),
+                ]);
         }
         ok
     }
@@ -899,7 +927,7 @@ mod tests {
         let cc = crate::tls::client_config(&files, "test").expect("client config");
         let mut conn = ClientConnection::new(
             Arc::new(cc),
-            ServerName::IpAddress(std::net::IpAddr::V4(SERVER).into()),
+            ServerName::IpAddress(SERVER.into()),
         )
         .expect("client");
         let mut tap = RecordTap {
