@@ -67,11 +67,6 @@ impl RefusalSummary {
         self.total[kind(RejectReason::OutdatedBindingInfo)]
     }
 
-    /// Refusals for any reason since start.
-    pub fn all_total(&self) -> u64 {
-        self.total.iter().sum()
-    }
-
     /// The summary of the burst when it is due at `now` (quiet for [`QUIET`], open for
     /// [`MAX_WINDOW`], or `force`: the connection ended); the burst is then reset.
     pub fn take_due(&mut self, now: Instant, force: bool) -> Option<String> {
@@ -149,7 +144,7 @@ mod tests {
         // Reset: nothing more to log, the totals stay.
         assert!(s.take_due(t0 + MAX_WINDOW * 2, true).is_none());
         assert_eq!(s.outdated_total(), 495);
-        assert_eq!(s.all_total(), 500);
+        assert_eq!(s.total.iter().sum::<u64>(), 500);
     }
 
     #[test]
