@@ -24,10 +24,19 @@ pub const FIRST_ADDRESSES: usize = 5;
 
 /// Reject reasons counted apart (draft-12 reject-reason codes); the rest is "other".
 const KINDS: [(RejectReason, &str); 4] = [
-    (RejectReason::OutdatedBindingInfo, "outdated binding information"),
+    (
+        RejectReason::OutdatedBindingInfo,
+        "outdated binding information",
+    ),
     (RejectReason::FatalConflict, "fatal conflict"),
-    (RejectReason::LessCriticalBindingInfo, "less critical binding information"),
-    (RejectReason::MissingBindingInfo, "missing binding information"),
+    (
+        RejectReason::LessCriticalBindingInfo,
+        "less critical binding information",
+    ),
+    (
+        RejectReason::MissingBindingInfo,
+        "missing binding information",
+    ),
 ];
 
 fn kind(r: RejectReason) -> usize {

@@ -410,7 +410,8 @@ async fn serve(
     };
     let early = c.inbuf[c.lo..c.hi].to_vec();
     (c.lo, c.hi) = (0, 0);
-    let mut tls = match tokio::time::timeout(idle, acceptor.accept(Prefixed::new(early, tcp))).await {
+    let mut tls = match tokio::time::timeout(idle, acceptor.accept(Prefixed::new(early, tcp))).await
+    {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             BulkStats::inc(&ctx.stats.tls_failed);
@@ -814,17 +815,21 @@ mod tests {
 
     /// A CA, a server certificate for 127.0.0.1 and a client certificate (`openssl`).
     fn pki(dir: &std::path::Path) -> bool {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         let run = |args: Vec<&str>| openssl(dir, &args);
-        let mut ok = run(
-            [
-                &["req", "-x509"][..],
-                &ec[..],
-                &["-keyout", "ca.key", "-out", "ca.crt"],
-                &["-subj", "/CN=ca", "-days", "2"],
-            ]
-            .concat(),
-        );
+        let mut ok = run([
+            &["req", "-x509"][..],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+            &["-subj", "/CN=ca", "-days", "2"],
+        ]
+        .concat());
         let leaves = [
             ("srv", "IP:127.0.0.1", "serverAuth"),
             ("dev", "DNS:olt.example", "clientAuth"),
@@ -841,15 +846,13 @@ mod tests {
             );
             ok = ok
                 && std::fs::write(dir.join(&extf), ext).is_ok()
-                && run(
-                    [
-                        &["req"][..],
-                        &ec[..],
-                        &["-keyout", key.as_str(), "-out", csr.as_str()],
-                        &["-subj", subj.as_str()],
-                    ]
-                    .concat(),
-                )
+                && run([
+                    &["req"][..],
+                    &ec[..],
+                    &["-keyout", key.as_str(), "-out", csr.as_str()],
+                    &["-subj", subj.as_str()],
+                ]
+                .concat())
                 && run(vec![
                     "x509",
                     "-req",
@@ -925,11 +928,8 @@ mod tests {
             key_file: Some(p("dev.key")),
         };
         let cc = crate::tls::client_config(&files, "test").expect("client config");
-        let mut conn = ClientConnection::new(
-            Arc::new(cc),
-            ServerName::IpAddress(SERVER.into()),
-        )
-        .expect("client");
+        let mut conn = ClientConnection::new(Arc::new(cc), ServerName::IpAddress(SERVER.into()))
+            .expect("client");
         let mut tap = RecordTap {
             inner: tcp,
             hdr: Vec::new(),
@@ -957,10 +957,7 @@ mod tests {
         assert_eq!(messages, 257, "256 addresses and the DONE");
         // Every application-data record after the handshake (session tickets included, so
         // at least as many records as messages): one message per record, never several.
-        let records = s.sock.types[before..]
-            .iter()
-            .filter(|&&t| t == 23)
-            .count();
+        let records = s.sock.types[before..].iter().filter(|&&t| t == 23).count();
         assert!(
             records >= messages,
             "{messages} messages came in {records} TLS records: several messages per record"
