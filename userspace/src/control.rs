@@ -110,6 +110,13 @@ pub struct FailoverStatus {
     pub partner_refused_not_in_pool: u64,
     #[serde(default)]
     pub waiting_for_partner_pool: usize,
+    /// Partner updates we refused as outdated binding information (reject reason 15), and
+    /// ours the partner refused so, since start (after a partition both partners re-send
+    /// what the other lacks; logged as one summary line per burst).
+    #[serde(default)]
+    pub refused_outdated: u64,
+    #[serde(default)]
+    pub partner_refused_outdated: u64,
     /// A binding resynchronisation in progress (None: none).
     #[serde(default)]
     pub resync: Option<ResyncStatus>,

@@ -258,5 +258,27 @@ fn run(isc_role: IscRole, clients: u32, rate: u32) -> Res<()> {
     );
     xd.stop()?;
     isc.stop()?;
+    // ISC checks each BNDACK's xid against the last BNDUPD it sent for that lease: a BNDACK
+    // of ours that answers an older update (or under another xid) shows as "xid mismatch".
+    let isc_log = read_text(&bed.path("isc.log"))?;
+    let mismatches: Vec<&str> = isc_log
+        .lines()
+        .filter(|l| l.contains("xid mismatch"))
+        .collect();
+    println!(
+        "ISC dhcpd {isc_role:?}: {} \"xid mismatch\" line(s) in its log",
+        mismatches.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "ISC logged {} xid mismatch(es), e.g.:\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(10)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     Ok(())
 }

@@ -402,8 +402,30 @@ fn isc_scenario(isc_role: IscRole) -> Res<()> {
     let mut xd = Xd::start(xd_ns, xd_cfg, xd_db, xd_sock, &bed.path("xd2.log"))?;
     xd.wait_state("NORMAL", "NORMAL", Duration::from_secs(t.mclt as u64 + 40))?;
     isc.wait_normal(2, Duration::from_secs(20))?;
+    xd.wait_drained(Duration::from_secs(20))?;
     xd.stop()?;
     isc.stop()?;
+    // ISC checks each BNDACK's xid against the last BNDUPD it sent for that lease (issue 15
+    // item 6): every log of both ISC runs, across both restarts.
+    let mut mismatches = Vec::new();
+    for f in ["isc.log", "isc2.log"] {
+        let text = std::fs::read_to_string(bed.path(f)).unwrap_or_default();
+        mismatches.extend(
+            text.lines()
+                .filter(|l| l.contains("xid mismatch"))
+                .map(|l| format!("{f}: {l}")),
+        );
+    }
+    println!(
+        "ISC dhcpd {isc_role:?}: {} \"xid mismatch\" line(s)",
+        mismatches.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "ISC logged {} xid mismatch(es):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
     Ok(())
 }
 

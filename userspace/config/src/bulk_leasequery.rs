@@ -50,8 +50,9 @@ pub struct LeasequeryTls {
     pub cert_file: PathBuf,
     /// `key-file`: the server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
-    /// `client-ca-file`: when set, a requestor must present a certificate signed by one of
-    /// these CAs (PEM) in the handshake, else the handshake fails.
+    /// `client-ca-file`: a requestor must present a certificate signed by one of these CAs
+    /// (PEM) in the handshake, else the handshake fails. Always set: RFC 7724 (section 8.1)
+    /// makes leasequery TLS mutually authenticated, so `tls` without it is refused.
     pub client_ca_file: Option<PathBuf>,
 }
 
@@ -162,11 +163,23 @@ fn read_tls(errs: &mut Errors<'_>, t: &Table<'_, '_>) -> Option<Option<Leasequer
         }
         return None;
     };
+    // RFC 7724 section 8.1: every TLS connection for leasequery is mutually authenticated;
+    // the server validates the requestor's certificate.
+    let Some(client_ca) = client_ca else {
+        if let Some(f) = &tls {
+            errs.push(
+                &f.span(),
+                &f.path,
+                "TLS needs client-ca-file: RFC 7724 leasequery TLS is mutually authenticated,                  the requestors' certificates are verified against this CA (PEM)",
+            );
+        }
+        return None;
+    };
     Some(Some(LeasequeryTls {
         mode,
         cert_file,
         key_file,
-        client_ca_file: client_ca,
+        client_ca_file: Some(client_ca),
     }))
 }
 

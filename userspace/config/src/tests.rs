@@ -1653,14 +1653,20 @@ fn bulk_leasequery_tls_keys_parse_and_errors_name_the_key() {
         Some(std::path::PathBuf::from("/e/ca.crt"))
     );
     let cfg = parse(
-        &with("tls = \"offer\"\ncert-file = \"/e/lq.crt\"\nkey-file = \"/e/lq.key\""),
+        &with("tls = \"offer\"\ncert-file = \"/e/lq.crt\"\nkey-file = \"/e/lq.key\"\nclient-ca-file = \"/e/ca.crt\""),
         "t.toml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let tls = cfg.bulk_leasequery.expect("on").tls.expect("tls on");
-    assert_eq!(
-        (tls.mode, tls.client_ca_file),
-        (crate::LeasequeryTlsMode::Offer, None)
+    assert_eq!(tls.mode, crate::LeasequeryTlsMode::Offer);
+    // RFC 7724 8.1: mutually authenticated, so no TLS without the requestors' CA.
+    let e = error_lines(&with(
+        "tls = \"offer\"\ncert-file = \"/e/lq.crt\"\nkey-file = \"/e/lq.key\"",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:7: bulk-leasequery.tls: TLS needs client-ca-file"),
+        "{e:?}"
     );
     let cfg = parse(&with("tls = \"disable\""), "t.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.bulk_leasequery.expect("on").tls, None);

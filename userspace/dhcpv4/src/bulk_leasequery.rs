@@ -89,6 +89,10 @@
 //!
 //! The address check (`allowed`) comes first: a requestor not allowed gets NotAllowed for
 //! its first message, DHCPTLS included.
+//!
+//! A message type a leasequery connection does not carry (anything but DHCPBULKLEASEQUERY,
+//! DHCPACTIVELEASEQUERY and DHCPTLS) is answered DHCPLEASEQUERYDONE / MalformedQuery and the
+//! connection closes (RFC 7724 section 8.1.1).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -698,6 +702,9 @@ impl Session {
             if kind == Some(MessageType::Tls) {
                 return self.answer_tls(&raw, now, out, stats);
             }
+            if kind.is_some_and(|k| !supported_over_tcp(k)) {
+                return self.unsupported(&raw, now, out, stats);
+            }
             if self.tls == TlsMode::Require && self.tls_state != TlsState::Established {
                 BulkStats::inc(&stats.tls_required);
                 self.close = true;
@@ -788,6 +795,17 @@ impl Session {
         }
     }
 
+    /// A message whose type is not one of the leasequery connection's (a DISCOVER, a
+    /// LEASEQUERY, ...): RFC 7724 section 8.1.1 (updating RFC 6926) has the server close the
+    /// connection. Answered DHCPLEASEQUERYDONE / MalformedQuery naming why, then closed.
+    fn unsupported(&mut self, raw: &[u8], now: u32, out: &mut [u8], stats: &BulkStats) -> Poll {
+        BulkStats::inc(&stats.malformed);
+        self.close = true;
+        self.queue.clear();
+        let text = "message type not supported over TCP: connection closed (RFC 7724 8.1.1)";
+        self.done(raw, Status::MalformedQuery, text, now, out)
+    }
+
     /// Answers a DHCPTLS: Success when it is the first message and TLS is offered (the
     /// handshake follows), else TLSConnectionRefused with the reason.
     fn answer_tls(&mut self, raw: &[u8], now: u32, out: &mut [u8], stats: &BulkStats) -> Poll {
@@ -874,8 +892,12 @@ impl Session {
             return self.done(&sub.req, Status::DataMissing, &text, now, out);
         }
         if let Some(raw) = self.queue.pop_front() {
-            if msg_type(&raw) == Some(MessageType::Tls) {
+            let kind = msg_type(&raw);
+            if kind == Some(MessageType::Tls) {
                 return self.answer_tls(&raw, now, out, stats);
+            }
+            if kind.is_some_and(|k| !supported_over_tcp(k)) {
+                return self.unsupported(&raw, now, out, stats);
             }
             BulkStats::inc(&stats.connection_active);
             let text = "an active leasequery runs on this connection";
@@ -979,6 +1001,15 @@ impl Session {
 }
 
 /// The message type (option 53) of a frame, if it parses that far.
+/// The message types a leasequery TCP connection carries from a requestor (RFC 6926, RFC
+/// 7724); any other closes the connection (RFC 7724 section 8.1.1).
+fn supported_over_tcp(k: MessageType) -> bool {
+    matches!(
+        k,
+        MessageType::BulkLeaseQuery | MessageType::ActiveLeaseQuery | MessageType::Tls
+    )
+}
+
 fn msg_type(raw: &[u8]) -> Option<MessageType> {
     let msg = Message::new_checked(raw).ok()?;
     msg.summary().ok()?.message_type

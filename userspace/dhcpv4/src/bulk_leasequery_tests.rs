@@ -304,9 +304,11 @@ fn bulk_leasequery_malformed_queries_get_done_with_malformedquery() {
     // ciaddr set.
     let mut by_ip = build_query(2, &QuerySpec::All, None, None);
     by_ip[2 + 12..2 + 16].copy_from_slice(&[10, 0, 0, 10]);
-    // Not a bulk leasequery (a DISCOVER).
+    // Not a DHCP message type at all (option 53 missing: the junk's xid 3).
     let mut discover = build_query(3, &QuerySpec::All, None, None);
-    discover[2 + 242] = 1;
+    discover[2 + 240] = 0; // option 53 -> pad
+    discover[2 + 241] = 0;
+    discover[2 + 242] = 0;
     // Start after end.
     let window = build_query(4, &QuerySpec::All, Some(10), Some(5));
     // 10 bytes of junk with an xid.
@@ -333,6 +335,32 @@ fn bulk_leasequery_malformed_queries_get_done_with_malformedquery() {
         &stats,
     );
     assert_eq!(r.len(), 21);
+}
+
+#[test]
+fn bulk_leasequery_unsupported_message_type_closes_the_connection() {
+    // RFC 7724 8.1.1 (updating RFC 6926): a message type not supported over TCP (here a
+    // DISCOVER, then an RFC 4388 LEASEQUERY) closes the connection; what follows is not read.
+    let f = fx(CFG);
+    for t in [MessageType::Discover as u8, MessageType::LeaseQuery as u8] {
+        let stats = BulkStats::default();
+        let mut s = Session::new(true, SERVER);
+        let mut bad = build_query(3, &QuerySpec::All, None, None);
+        bad[2 + 242] = t;
+        let mut input = bad;
+        input.extend(build_query(4, &QuerySpec::All, None, None));
+        let (r, closed) = run(&mut s, &f.table, &input, &stats);
+        assert!(closed, "type {t}: connection closed");
+        assert_eq!(r.len(), 1, "type {t}: only the refusal: {r:?}");
+        assert_eq!((r[0].xid, r[0].kind), (3, MessageType::LeaseQueryDone));
+        assert_eq!(status_of(&r[0]), Some(Status::MalformedQuery as u8));
+        assert!(
+            r[0].status.as_ref().is_some_and(|s| s.1.contains("8.1.1")),
+            "{r:?}"
+        );
+        assert_eq!(stats.snapshot().malformed, 1);
+        assert!(!s.wants_input());
+    }
 }
 
 #[test]

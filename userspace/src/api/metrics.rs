@@ -823,6 +823,11 @@ fn failover_metrics(
          partner reloaded a new pool or range before the other, or, N:1, it belongs to another \
          relationship): by us, by the partner.",
     );
+    let mut outdated = Family::new(
+        "xdhcpd_failover_updates_outdated",
+        "Binding updates refused as outdated binding information (reject reason 15; after a \
+         partition both partners re-send what the other lacks): by us, by the partner.",
+    );
     let mut mismatch = Family::new(
         "xdhcpd_failover_version_mismatch",
         "1 when the partner's implementation or version (its vendor-class) differs from ours.",
@@ -885,6 +890,14 @@ fn failover_metrics(
             labels(f, vec![("refused_by", "partner".into())]),
             f.partner_refused_not_in_pool,
         );
+        outdated.add(
+            labels(f, vec![("refused_by", "us".into())]),
+            f.refused_outdated,
+        );
+        outdated.add(
+            labels(f, vec![("refused_by", "partner".into())]),
+            f.partner_refused_outdated,
+        );
         mismatch.add(labels(f, vec![]), f64::from(u8::from(f.version_mismatch)));
         if let Some(ms) = f.partner_rtt_ms {
             rtt.add(labels(f, vec![]), ms / 1000.0);
@@ -920,7 +933,7 @@ fn failover_metrics(
     if all.iter().any(|f| f.mean_update_ack_latency_ms.is_some()) {
         gauges.push(latency);
     }
-    counters.extend([sent, acked, received, moves, absent, events]);
+    counters.extend([sent, acked, received, moves, absent, outdated, events]);
 }
 
 /// The `/metrics` text.

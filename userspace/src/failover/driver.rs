@@ -40,6 +40,7 @@ use xdhcpd_failover::{
 };
 
 use super::auth;
+use super::refusals::RefusalSummary;
 use super::table_store::{PoolScope, TableStore};
 use crate::clock::unix_now;
 use crate::control::{fmt_time, FailoverStatus, Request, Response};
@@ -167,6 +168,11 @@ pub(crate) struct Driver {
     refused_not_in_pool: u64,
     partner_refused_not_in_pool: u64,
     not_in_pool_log: [NotInPoolLog; 2],
+    /// Other refusals (outdated binding information after a partition, conflicts): partner
+    /// updates we refused and ours the partner refused, logged as one summary line per
+    /// burst (`refusals.rs`), each address at debug level.
+    refused_by_us: RefusalSummary,
+    refused_by_partner: RefusalSummary,
 }
 
 /// See [`Driver::refused_not_in_pool`].
@@ -319,6 +325,8 @@ impl Driver {
                 refused_not_in_pool: 0,
                 partner_refused_not_in_pool: 0,
                 not_in_pool_log: Default::default(),
+                refused_by_us: RefusalSummary::default(),
+                refused_by_partner: RefusalSummary::default(),
             },
             ev_rx,
         )
@@ -458,6 +466,7 @@ impl Driver {
             self.engine.handle_timeout(now);
         }
         self.follow_storage(now);
+        self.log_refusals(false);
         if self.link.is_none()
             && !self.connecting
             && !self.storage_down
@@ -466,6 +475,17 @@ impl Driver {
             self.start_connect();
         }
         busy
+    }
+
+    /// Logs the summary of each direction's refusals that is due (`force`: the link ended).
+    fn log_refusals(&mut self, force: bool) {
+        let now = Instant::now();
+        if let Some(line) = self.refused_by_us.take_due(now, force) {
+            tracing::info!("failover: refused the partner's {line}");
+        }
+        if let Some(line) = self.refused_by_partner.take_due(now, force) {
+            tracing::info!("failover: the partner refused {line}");
+        }
     }
 
     /// A reload added pools or grew ranges (`LeaseTable::grow`; one atomic load a tick to
@@ -729,6 +749,7 @@ impl Driver {
         if let Some(l) = self.link.take() {
             l.reader.abort();
         }
+        self.log_refusals(true);
         self.out.clear();
         self.engine.handle_disconnected(now);
         self.next_connect = Instant::now() + redial_delay(self.role);
@@ -914,11 +935,13 @@ impl Driver {
                         );
                     }
                 } else {
-                    tracing::warn!(
+                    tracing::debug!(
                         "failover: partner rejected the update of {} ({:?}): {reason:?} {message}",
                         sent.addr,
                         sent.status
                     );
+                    self.refused_by_partner
+                        .note(Instant::now(), sent.addr, reason);
                     self.sync.refused(&sent, reason, now);
                 }
             }
@@ -978,11 +1001,14 @@ impl Driver {
                     );
                 }
             }
-            Err((_, why)) => tracing::info!(
-                "failover: refused the partner's update of {} ({:?}): {why}",
-                b.addr,
-                b.status
-            ),
+            Err((reason, why)) => {
+                tracing::debug!(
+                    "failover: refused the partner's update of {} ({:?}): {why}",
+                    b.addr,
+                    b.status
+                );
+                self.refused_by_us.note(Instant::now(), b.addr, *reason);
+            }
             Ok(()) => {}
         }
         if let (Ok(()), Some(ev), Some(slot)) = (&r, &self.events, self.table.slot_of(b.addr)) {
@@ -1180,6 +1206,8 @@ impl Driver {
             rebalance_reclaimed: u64::from(self.balance.total.reclaimed),
             refused_not_in_pool: self.refused_not_in_pool,
             partner_refused_not_in_pool: self.partner_refused_not_in_pool,
+            refused_outdated: self.refused_by_us.outdated_total(),
+            partner_refused_outdated: self.refused_by_partner.outdated_total(),
             waiting_for_partner_pool: self.sync.absent_at_partner(),
             resync: e.resync_progress().map(|p| crate::control::ResyncStatus {
                 direction: match p.direction {

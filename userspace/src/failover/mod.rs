@@ -17,6 +17,7 @@ mod area;
 mod auth;
 mod driver;
 mod rebalance;
+mod refusals;
 mod table_store;
 
 use std::net::SocketAddr;
@@ -670,6 +671,15 @@ pub fn format_status(s: &control::FailoverStatus, now: u32) -> String {
         line(
             "last event",
             format!("{} {}: {}", e.at_utc, e.description, e.remarks),
+        );
+    }
+    if s.refused_outdated + s.partner_refused_outdated > 0 {
+        line(
+            "outdated",
+            format!(
+                "refused by us {}, by the partner {}",
+                s.refused_outdated, s.partner_refused_outdated
+            ),
         );
     }
     if s.refused_not_in_pool + s.partner_refused_not_in_pool > 0 {

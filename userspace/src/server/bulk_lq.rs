@@ -410,7 +410,8 @@ async fn serve(
     };
     let early = c.inbuf[c.lo..c.hi].to_vec();
     (c.lo, c.hi) = (0, 0);
-    let tls = match tokio::time::timeout(idle, acceptor.accept(Prefixed::new(early, tcp))).await {
+    let mut tls = match tokio::time::timeout(idle, acceptor.accept(Prefixed::new(early, tcp))).await
+    {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             BulkStats::inc(&ctx.stats.tls_failed);
@@ -423,6 +424,11 @@ async fn serve(
     };
     BulkStats::inc(&ctx.stats.tls_established);
     sess.tls_established();
+    // One DHCP message per TLS record (RFC 7724 section 5.1): `run` writes each message on
+    // its own, and with no limit on rustls' buffer each write is taken whole and sealed into
+    // one record (a message is far below the 16 KiB record size). The buffer stays bounded
+    // by the batch: the next one is made only after this one is flushed.
+    tls.get_mut().1.set_buffer_limit(None);
     match run(tls, &mut sess, &mut c, ctx, stop).await? {
         None => Ok(()),
         Some(_) => anyhow::bail!("a second TLS start on one connection"),
@@ -496,8 +502,23 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             // off at once (it would not read the status either). Inside TLS the flush
             // pushes out what rustls still holds.
             let out = &c.out[..used];
+            let per_message = sess.in_tls();
             let write = tokio::time::timeout(idle, async {
-                wr.write_all(out).await?;
+                if per_message {
+                    // Inside TLS: one write, so one record, per framed message.
+                    let mut at = 0;
+                    while at < out.len() {
+                        let end = match out.get(at..at + 2) {
+                            Some(l) => (at + 2 + usize::from(u16::from_be_bytes([l[0], l[1]])))
+                                .min(out.len()),
+                            None => out.len(),
+                        };
+                        wr.write_all(&out[at..end]).await?;
+                        at = end;
+                    }
+                } else {
+                    wr.write_all(out).await?;
+                }
                 wr.flush().await
             });
             match &c.queue {
@@ -745,5 +766,202 @@ mod tests {
             Some(Status::QueryTerminated as u8)
         );
         assert_eq!(stats.snapshot().terminated, 1);
+    }
+
+    /// Passes a TCP stream through and notes the TLS record headers the server sent
+    /// (content type per record), so a test can count records against messages.
+    struct RecordTap {
+        inner: TcpStream,
+        hdr: Vec<u8>,
+        left: usize,
+        types: Vec<u8>,
+    }
+
+    impl Read for RecordTap {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            for &b in &buf[..n] {
+                if self.left > 0 {
+                    self.left -= 1;
+                    continue;
+                }
+                self.hdr.push(b);
+                if self.hdr.len() == 5 {
+                    self.types.push(self.hdr[0]);
+                    self.left = usize::from(u16::from_be_bytes([self.hdr[3], self.hdr[4]]));
+                    self.hdr.clear();
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for RecordTap {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate (`openssl`).
+    fn pki(dir: &std::path::Path) -> bool {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let run = |args: Vec<&str>| openssl(dir, &args);
+        let mut ok = run([
+            &["req", "-x509"][..],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+            &["-subj", "/CN=ca", "-days", "2"],
+        ]
+        .concat());
+        let leaves = [
+            ("srv", "IP:127.0.0.1", "serverAuth"),
+            ("dev", "DNS:olt.example", "clientAuth"),
+        ];
+        for (name, san, usage) in leaves {
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let crt = format!("{name}.crt");
+            let extf = format!("{name}.ext");
+            let subj = format!("/CN={name}");
+            let ext = format!(
+                "subjectAltName = {san}\nbasicConstraints = CA:FALSE\n\
+                 keyUsage = digitalSignature\nextendedKeyUsage = {usage}\n"
+            );
+            ok = ok
+                && std::fs::write(dir.join(&extf), ext).is_ok()
+                && run([
+                    &["req"][..],
+                    &ec[..],
+                    &["-keyout", key.as_str(), "-out", csr.as_str()],
+                    &["-subj", subj.as_str()],
+                ]
+                .concat())
+                && run(vec![
+                    "x509",
+                    "-req",
+                    "-in",
+                    csr.as_str(),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    crt.as_str(),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    extf.as_str(),
+                ]);
+        }
+        ok
+    }
+
+    #[test]
+    fn leasequery_tls_one_message_per_tls_record() {
+        use tokio_rustls::rustls::pki_types::ServerName;
+        use tokio_rustls::rustls::{ClientConnection, StreamOwned};
+        use xdhcpd_dhcpv4::bulk_leasequery::{build_tls_request, parse_tls_answer, TlsAnswer};
+
+        let certs = tempfile::tempdir().expect("tempdir");
+        if !pki(certs.path()) {
+            eprintln!("skipped: no openssl to make the test certificates");
+            return;
+        }
+        let p = |f: &str| certs.path().join(f);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools = [PoolSpec {
+            id: 1,
+            first: Ipv4Addr::new(10, 21, 0, 1),
+            last: Ipv4Addr::new(10, 21, 1, 0),
+        }];
+        let (t, _) = LeaseTable::open(
+            &dir.path().join("l.db"),
+            &pools,
+            &OpenOptions {
+                now: 1000,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("table");
+        let cfg = BulkLeasequeryConfig {
+            listen: SocketAddr::from((SERVER, 0)),
+            max_connections: 2,
+            idle_timeout: 10,
+            active_queue: 16_384,
+            tls: Some(xdhcpd_config::LeasequeryTls {
+                mode: LeasequeryTlsMode::Offer,
+                cert_file: p("srv.crt"),
+                key_file: p("srv.key"),
+                client_ca_file: Some(p("ca.crt")),
+            }),
+        };
+        let acl: AllowFn = Arc::new(|| vec![Ipv4Net::truncating(SERVER, 32)]);
+        let lq = BulkLq::start(&cfg, acl, Arc::new(t), SERVER).expect("listener");
+
+        let mut tcp = TcpStream::connect(lq.addr()).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        tcp.write_all(&build_tls_request(77)).expect("DHCPTLS");
+        let answer = read_msg(&mut tcp).expect("DHCPTLS answer");
+        assert_eq!(parse_tls_answer(&answer, 77), Ok(TlsAnswer::Start));
+        let files = xdhcpd_config::TlsClientConfig {
+            ca_file: p("ca.crt"),
+            cert_file: Some(p("dev.crt")),
+            key_file: Some(p("dev.key")),
+        };
+        let cc = crate::tls::client_config(&files, "test").expect("client config");
+        let mut conn = ClientConnection::new(Arc::new(cc), ServerName::IpAddress(SERVER.into()))
+            .expect("client");
+        let mut tap = RecordTap {
+            inner: tcp,
+            hdr: Vec::new(),
+            left: 0,
+            types: Vec::new(),
+        };
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tap).expect("handshake");
+        }
+        let before = tap.types.len();
+        let mut s = StreamOwned::new(conn, tap);
+        s.write_all(&build_query(5, &QuerySpec::All, None, None))
+            .expect("query");
+        let mut messages = 0usize;
+        loop {
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).expect("answer length");
+            let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut m).expect("answer");
+            messages += 1;
+            if parse_reply(&m).expect("parses").kind == MessageType::LeaseQueryDone {
+                break;
+            }
+        }
+        assert_eq!(messages, 257, "256 addresses and the DONE");
+        // Every application-data record after the handshake (session tickets included, so
+        // at least as many records as messages): one message per record, never several.
+        let records = s.sock.types[before..].iter().filter(|&&t| t == 23).count();
+        assert!(
+            records >= messages,
+            "{messages} messages came in {records} TLS records: several messages per record"
+        );
+        lq.stop();
     }
 }
