@@ -167,7 +167,9 @@ fn xd_main_config(bed: &Bed, db: &Path, sock: &Path) -> String {
 /// ISC dhcpd 4.4: primary of relationship "isc" (load balancing).
 fn isc_main_config() -> String {
     format!(
-        "authoritative;\ndefault-lease-time 600;\nmax-lease-time 7200;\n\
+        // `ping-check false`: ISC otherwise pings each address before offering it and
+        // offers only after its 1 s ping timeout, later than the relay waits.
+        "authoritative;\nping-check false;\ndefault-lease-time 600;\nmax-lease-time 7200;\n\
          failover peer \"isc\" {{\n  primary;\n  address {ISC_MAIN};\n  port 647;\n\
            peer address {SB_ISC};\n  peer port 647;\n  max-response-delay 60;\n\
            max-unacked-updates 10;\n  mclt {MCLT};\n  split 128;\n\
